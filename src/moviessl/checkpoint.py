@@ -1,0 +1,101 @@
+"""One checkpoint format for every stage.
+
+A moviessl checkpoint is a ``torch.save``'d dict::
+
+    {"format": "moviessl", "format_version": 1, "version": <package version>,
+     "stage": "backbone" | "context" | "verb" | "srl" | "relation" | ...,
+     "arch": {"builder": "moviessl.models.slowd:build_slowd", "kwargs": {...}},
+     "state_dict": {...},            # weights only, no optimiser state
+     "config": {...},                # the resolved run config
+     "meta": {...}}                  # anything else (metrics, data hash, ...)
+
+``arch`` names an importable builder and its keyword arguments, so :func:`build_from_checkpoint`
+rebuilds the module for inference without the training code. Lightning's own ``.ckpt`` files (with
+optimiser state) are kept for ``--resume``; this format is what stages hand to each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from . import __version__
+from .config import to_dict
+from .errors import BadInputError
+from .utils.io import atomic_torch_save
+
+FORMAT_VERSION = 1
+
+
+def arch_spec(builder: str, **kwargs: Any) -> dict:
+    """``builder`` is ``"package.module:function"``."""
+    return {"builder": builder, "kwargs": kwargs}
+
+
+def build_arch(arch: Mapping[str, Any]) -> nn.Module:
+    module_name, _, fn_name = arch["builder"].partition(":")
+    fn = getattr(importlib.import_module(module_name), fn_name)
+    return fn(**dict(arch.get("kwargs", {})))
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    stage: str,
+    arch: Mapping[str, Any],
+    state_dict: Mapping[str, torch.Tensor],
+    config: Any = None,
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
+    obj = {
+        "format": "moviessl",
+        "format_version": FORMAT_VERSION,
+        "version": __version__,
+        "stage": stage,
+        "arch": dict(arch),
+        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+        "config": to_dict(config) if config is not None else {},
+        "meta": dict(meta or {}),
+    }
+    return atomic_torch_save(path, obj)
+
+
+def load_checkpoint(path: str | os.PathLike, stage: str | tuple[str, ...] | None = None) -> dict:
+    """Load and validate a moviessl checkpoint (on CPU)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(path, "checkpoint not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated / not a torch file
+        raise BadInputError(path, f"not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(obj, dict) or obj.get("format") != "moviessl":
+        raise BadInputError(path, "not a moviessl checkpoint (no 'format: moviessl' entry)")
+    if stage is not None:
+        stages = (stage,) if isinstance(stage, str) else tuple(stage)
+        if obj["stage"] not in stages:
+            raise BadInputError(path, f"checkpoint is from stage '{obj['stage']}', expected {' or '.join(stages)}")
+    return obj
+
+
+def build_from_checkpoint(path_or_obj: str | os.PathLike | Mapping, stage: str | tuple[str, ...] | None = None) -> nn.Module:
+    """Rebuild the module a checkpoint describes and load its weights (strict)."""
+    obj = path_or_obj if isinstance(path_or_obj, Mapping) else load_checkpoint(path_or_obj, stage)
+    model = build_arch(obj["arch"])
+    model.load_state_dict(obj["state_dict"], strict=True)
+    return model.eval()
+
+
+def file_hash(path: str | os.PathLike, n: int = 12) -> str:
+    """Short sha256 of a file (records which checkpoint produced a set of features)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:n]

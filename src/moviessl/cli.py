@@ -1,0 +1,68 @@
+"""The ``moviessl`` command: a thin dispatcher over the stages.
+
+Each stage module exposes ``add_parser(subparsers)``, which registers its subcommand(s) and sets
+``func`` (``func(args) -> int | None``). Bad input anywhere raises
+:class:`moviessl.errors.BadInputError`; here it becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from . import __version__
+from .errors import BadInputError
+
+# (module providing add_parser) in the order shown by --help; each module is one stage.
+STAGE_MODULES = (
+    "moviessl.video.cli",       # probe
+    "moviessl.models.cli",      # model-info
+    "moviessl.synth.cli",       # synth
+    "moviessl.ssl.backbone_cli",  # pretrain-backbone, probe-backbone
+    "moviessl.features.cli",    # extract
+    "moviessl.ssl.context_cli",  # pretrain-context
+    "moviessl.tasks.cli",       # finetune
+    "moviessl.eval.cli",        # evaluate
+    "moviessl.demo",            # demo
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="moviessl", description="Hierarchical self-supervised learning for movies.")
+    parser.add_argument("--version", action="version", version=f"moviessl {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in STAGE_MODULES:
+        importlib.import_module(name).add_parser(sub)
+    return parser
+
+
+def add_overrides_arg(p: argparse.ArgumentParser) -> None:
+    """Shared: ``--preset`` and trailing ``key.sub=value`` overrides."""
+    p.add_argument("--preset", default="cpu", help="config preset name (cpu, paper, ...) or a .yaml file")
+    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help="dotted config overrides, e.g. trainer.devices=2")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+    except BadInputError as e:
+        print(f"moviessl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("moviessl: interrupted (finished work is kept; rerun with --resume where offered)", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Cross-process helpers so contrastive losses see the *global* batch.
+
+Under DDP each process holds B local embeddings. Contrastive negatives (CVRL's InfoNCE) and the
+keys pushed into FIFO queues (MoDist, MaskPred) must be the same set whatever the number of
+processes, so they are all-gathered. :func:`gather_with_grad` keeps the autograd graph (the
+backward of an all-gather sums the incoming gradients and hands each process its slice), so that
+with DDP's gradient averaging the result equals one process on the concatenated batch.
+Without an initialised process group both functions are the identity.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """All-gather along dim 0, differentiable. Equal local batch sizes are assumed."""
+    if not is_dist():
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous()), dim=0)
+
+
+@torch.no_grad()
+def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """All-gather along dim 0 without gradient (for queue updates)."""
+    if not is_dist():
+        return x
+    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out, dim=0)

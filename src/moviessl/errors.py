@@ -1,0 +1,21 @@
+"""The one error type for bad input.
+
+Anything the user hands us that we cannot use (a missing, truncated or undecodable video, a
+malformed annotation or submission, a feature file of the wrong shape, a bad config key) raises
+:class:`BadInputError`. Its message always names the offending file (or setting) and the cause, on
+one line. The CLI turns it into that line on stderr and exit code 2; batch jobs catch it, count the
+item as skipped and go on.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class BadInputError(Exception):
+    """Bad user input: ``BadInputError(path, cause)`` -> message ``"<path>: <cause>"``."""
+
+    def __init__(self, path: str | os.PathLike | None, cause: str):
+        self.path = None if path is None else os.fspath(path)
+        self.cause = " ".join(str(cause).split())  # always one line
+        super().__init__(self.cause if self.path is None else f"{self.path}: {self.cause}")

@@ -1,0 +1,246 @@
+"""Shared Lightning plumbing for every training stage.
+
+Every loop in moviessl (backbone SSL, supervised baseline, MaskPred, task heads) is a
+``LightningModule`` trained through :func:`fit`, which gives all of them the same behaviour:
+seeding, a progress bar (loss, lr, items/s), CSV logs (+ TensorBoard when asked), checkpoints every
+``ckpt_every_n_steps`` and at the end (``checkpoints/last.ckpt``), ``resume=True`` continuing from
+the last one, DDP / multi-node through Lightning's own torchrun/SLURM support, bf16 autocast via
+``trainer.precision=bf16-mixed``, and a PNG of the training curves at the end.
+
+The ``trainer`` block of a stage config::
+
+    trainer:
+      accelerator: auto      # cpu | gpu | auto
+      devices: 1             # or "auto", or a list
+      num_nodes: 1
+      strategy: auto         # ddp when devices*num_nodes > 1
+      precision: 32-true     # bf16-mixed on GPUs (paper preset)
+      max_epochs: 10
+      max_steps: -1
+      accumulate_grad_batches: 1
+      gradient_clip_val: null
+      log_every_n_steps: 10
+      ckpt_every_n_steps: 100
+      tensorboard: false
+      progress_bar: true
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+
+log = logging.getLogger("moviessl")
+
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "accelerator": "auto",
+    "devices": 1,
+    "num_nodes": 1,
+    "strategy": "auto",
+    "precision": "32-true",
+    "max_epochs": 10,
+    "max_steps": -1,
+    "accumulate_grad_batches": 1,
+    "gradient_clip_val": None,
+    "log_every_n_steps": 10,
+    "ckpt_every_n_steps": 100,
+    "tensorboard": False,
+    "progress_bar": True,
+}
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's advice banners; keep warnings that matter."""
+    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric", "pytorch_lightning.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for pat in (".*does not have many workers.*", ".*GPU available but not used.*", ".*LeafSpec.*",
+                ".*Checkpoint directory.*exists and is not empty.*", ".*`isinstance.*treespec.*",
+                ".*The number of training batches.*smaller than the logging interval.*",
+                ".*You are using `torch.load` with `weights_only=False`.*", ".*TensorBoard support.*"):
+        warnings.filterwarnings("ignore", message=pat)
+
+
+def seed_everything(seed: int) -> None:
+    import pytorch_lightning as pl
+
+    pl.seed_everything(int(seed), workers=True, verbose=False)
+
+
+def trainer_cfg(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    out = dict(TRAINER_DEFAULTS)
+    if cfg:
+        out.update({k: v for k, v in dict(cfg).items()})
+    return out
+
+
+class Throughput:
+    """Callback: items/s (clips, tokens, events...) shown in the progress bar and logged.
+
+    The module tells how many items a batch holds through ``items_in_batch(batch)``; default: the
+    length of the first tensor of the batch."""
+
+    def __new__(cls, name: str = "clips_per_s"):
+        import pytorch_lightning as pl
+
+        class _Throughput(pl.Callback):
+            def __init__(self) -> None:
+                self.name, self._t, self._n = name, None, 0
+
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if self._t is None:
+                    self._t = time.perf_counter()
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                fn = getattr(pl_module, "items_in_batch", None)
+                if fn is not None:
+                    n = int(fn(batch))
+                else:
+                    first = batch[0] if isinstance(batch, (list, tuple)) else next(iter(batch.values())) if isinstance(batch, dict) else batch
+                    n = len(first)
+                self._n += n * trainer.world_size
+                dt = time.perf_counter() - self._t
+                if dt > 0.5:
+                    pl_module.log(self.name, self._n / dt, prog_bar=True, on_step=True, on_epoch=False, rank_zero_only=True)
+                    self._t, self._n = time.perf_counter(), 0
+
+        return _Throughput()
+
+
+def make_trainer(
+    cfg: Mapping[str, Any] | None,
+    out_dir: str | os.PathLike,
+    *,
+    callbacks: Sequence[Any] = (),
+    throughput_name: str | None = "clips_per_s",
+    enable_checkpointing: bool = True,
+    **overrides: Any,
+):
+    """A ``pl.Trainer`` configured from a ``trainer`` config block; logs and checkpoints under ``out_dir``."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+    quiet_lightning()
+    t = trainer_cfg(cfg)
+    t.update(overrides)
+    out_dir = Path(out_dir)
+    loggers: list[Any] = [CSVLogger(out_dir, name="logs", version="")]
+    if t.get("tensorboard"):
+        loggers.append(TensorBoardLogger(out_dir, name="tb", version=""))
+    cbs: list[Any] = list(callbacks)
+    if throughput_name:
+        cbs.append(Throughput(throughput_name))
+    if enable_checkpointing:
+        every = int(t.get("ckpt_every_n_steps") or 0)
+        cbs.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="step{step:07d}", auto_insert_metric_name=False,
+                                   every_n_train_steps=every if every > 0 else None, save_last=True, save_top_k=1,
+                                   save_on_train_epoch_end=True))
+    if t.get("progress_bar", True):
+        cbs.append(TQDMProgressBar(refresh_rate=max(1, int(t.get("log_every_n_steps") or 1) // 2)))
+    try:
+        cbs.append(LearningRateMonitor(logging_interval="step"))
+    except Exception:  # no optimiser scheduler -> nothing to monitor
+        pass
+    max_steps = t.get("max_steps")
+    return pl.Trainer(
+        accelerator=t["accelerator"],
+        devices=t["devices"],
+        num_nodes=t["num_nodes"],
+        strategy=t["strategy"],
+        precision=t["precision"],
+        max_epochs=t.get("max_epochs") if t.get("max_epochs") is not None else -1,
+        max_steps=-1 if max_steps is None else int(max_steps),
+        accumulate_grad_batches=int(t.get("accumulate_grad_batches") or 1),
+        gradient_clip_val=t.get("gradient_clip_val"),
+        log_every_n_steps=int(t.get("log_every_n_steps") or 10),
+        logger=loggers,
+        callbacks=cbs,
+        enable_checkpointing=enable_checkpointing,
+        enable_progress_bar=bool(t.get("progress_bar", True)),
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(out_dir),
+        use_distributed_sampler=True,
+    )
+
+
+def last_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    p = Path(out_dir) / "checkpoints" / "last.ckpt"
+    return p if p.is_file() else None
+
+
+def fit(module, cfg: Mapping[str, Any] | None, out_dir: str | os.PathLike, *, train_dataloaders=None,
+        val_dataloaders=None, datamodule=None, resume: bool = False, callbacks: Sequence[Any] = (),
+        throughput_name: str | None = "clips_per_s", curve_keys: Iterable[str] = ("train/loss",), **overrides: Any):
+    """Train ``module``; ``resume=True`` continues from ``out_dir/checkpoints/last.ckpt`` if present.
+
+    Returns the trainer. Writes ``out_dir/curves.png`` from the CSV log at the end (rank 0)."""
+    trainer = make_trainer(cfg, out_dir, callbacks=callbacks, throughput_name=throughput_name, **overrides)
+    ckpt = last_checkpoint(out_dir) if resume else None
+    if ckpt is not None:
+        log.info("resuming from %s", ckpt)
+    trainer.fit(module, train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders,
+                datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
+    if trainer.is_global_zero:
+        try:
+            plot_curves(Path(out_dir) / "logs" / "metrics.csv", Path(out_dir) / "curves.png", keys=curve_keys)
+        except Exception as e:  # a plot must never fail a finished training run
+            log.warning("could not plot curves: %s", e)
+    return trainer
+
+
+def read_metrics_csv(path: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
+    """Lightning's CSV log -> {metric: [(step, value), ...]} (empty cells dropped)."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            step = int(float(row.get("step") or 0))
+            for k, v in row.items():
+                if k in ("step", "epoch") or v in (None, ""):
+                    continue
+                try:
+                    series.setdefault(k, []).append((step, float(v)))
+                except ValueError:
+                    pass
+    return series
+
+
+def plot_curves(metrics_csv: str | os.PathLike, png: str | os.PathLike, keys: Iterable[str] = ("train/loss",)) -> Path | None:
+    """Line plot of the requested metrics against step (one panel per metric)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not Path(metrics_csv).is_file():
+        return None
+    series = read_metrics_csv(metrics_csv)
+    keys = [k for k in keys if k in series] or [k for k in series if k.endswith("loss")][:4]
+    if not keys:
+        return None
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
+    for ax, k in zip(axes[0], keys):
+        xs, ys = zip(*series[k])
+        ax.plot(xs, ys, lw=1.2)
+        ax.set_title(k)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    from .utils.io import atomic_write
+
+    png = Path(png)
+    atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+    return png
+
+
+def cpu_threads(n: int | None = None) -> None:
+    """Use all cores of this machine for intra-op parallelism (2 here) unless told otherwise."""
+    torch.set_num_threads(int(n or os.cpu_count() or 1))
