@@ -36,7 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in STAGE_MODULES:
-        importlib.import_module(name).add_parser(sub)
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:  # a stage not installed in this build
+            if e.name != name:
+                raise
+            continue
+        mod.add_parser(sub)
     return parser
 
 

@@ -1,1 +1,14 @@
+"""Video input: PyAV decoding, clips on a 30-fps timeline, 2-s events, pre-processing and batched
+temporally-consistent augmentation (see the video contract in docs/design.md)."""
 
+from .augment import ConsistentAugment, cvrl_augment_pair
+from .reader import FRAME_EXTS, VIDEO_EXTS, VideoReader, probe, resolve_video
+from .sampling import TARGET_FPS, clip_indices, event_centers, read_clip, reader_clip_indices, timeline_indices
+from .transforms import MEAN, STD, crop_box, denormalize, normalize, preprocess, resize_short_side, to_uint8_cthw
+
+__all__ = [
+    "VideoReader", "resolve_video", "probe", "VIDEO_EXTS", "FRAME_EXTS",
+    "clip_indices", "reader_clip_indices", "timeline_indices", "read_clip", "event_centers", "TARGET_FPS",
+    "resize_short_side", "preprocess", "normalize", "denormalize", "crop_box", "to_uint8_cthw", "MEAN", "STD",
+    "ConsistentAugment", "cvrl_augment_pair",
+]

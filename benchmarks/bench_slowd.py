@@ -1,0 +1,111 @@
+"""Slow-D training throughput: forward+backward clips/s at the CPU preset and the paper preset.
+
+    python -m benchmarks.bench_slowd [--device cpu|cuda] [--iters 3] [--quick]
+
+Reports clips/s, achieved GFLOP/s (forward+backward FLOPs counted by torch.utils.flop_counter, 2 per
+multiply-add) and, as the yardstick, the fp32 matmul peak of the same device measured in the same run
+(a large square ``torch.mm``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import time
+
+import torch
+
+from moviessl.models import SLOWD_INPUTS, build_slowd
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak_gflops(device: torch.device, n: int = 2048, iters: int = 10) -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    torch.mm(a, b)  # warm-up (and cuBLAS handle / MKL thread pool start)
+    _sync(device)
+    best = float("inf")
+    for _ in range(iters):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def train_step_flops(preset: str, batch: int, frames: int, size: int) -> float:
+    """FLOPs of one forward+backward, counted on the meta device (exact, allocates nothing)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = build_slowd(preset)
+        x = torch.empty(batch, 3, frames, size, size)
+    fc = FlopCounterMode(display=False)
+    with fc:
+        model(x).sum().backward()
+    return float(fc.get_total_flops())
+
+
+def bench_train(preset: str, batch: int, device: torch.device, iters: int, warmup: int = 1) -> dict:
+    inp = SLOWD_INPUTS[preset]
+    frames, size = inp["num_frames"], inp["crop"]
+    torch.manual_seed(0)
+    model = build_slowd(preset).to(device).train()
+    x = torch.randn(batch, 3, frames, size, size, device=device)
+    times = []
+    for i in range(warmup + iters):
+        _sync(device)
+        t = time.perf_counter()
+        model.zero_grad(set_to_none=True)
+        model(x).pow(2).mean().backward()
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    # Best step, as timeit does: on a shared machine other jobs only ever add time. Median for reference.
+    step, median = min(times), sorted(times)[len(times) // 2]
+    flops = train_step_flops(preset, batch, frames, size)
+    return {"input": f"{batch}x3x{frames}x{size}x{size}", "step_s": round(step, 4), "step_s_median": round(median, 4),
+            "clips_per_s": round(batch / step, 2), "gflop_per_step": round(flops / 1e9, 2),
+            "achieved_gflops": round(flops / step / 1e9, 1)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--cpu-batch", type=int, default=16)
+    ap.add_argument("--paper-batch", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="skip the paper preset (CI smoke run)")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    peak = matmul_peak_gflops(device)
+    res: dict = {
+        "benchmark": "slowd_train_step",
+        "date": datetime.date.today().isoformat(),
+        "machine": platform.processor() or platform.machine(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+        "load_avg_1min": round(os.getloadavg()[0], 2),  # other jobs on the machine while measuring
+        "matmul_peak_gflops": round(peak, 1),
+        "slowd_cpu": bench_train("slowd_cpu", args.cpu_batch, device, args.iters),
+    }
+    if not args.quick:
+        res["slowd_r50"] = bench_train("slowd_r50", args.paper_batch, device, args.iters)
+    # Measured again at the end; the better of the two is the peak (other jobs only slow it down).
+    peak = max(peak, matmul_peak_gflops(device))
+    res["matmul_peak_gflops"] = round(peak, 1)
+    for k in ("slowd_cpu", "slowd_r50"):
+        if k in res:
+            res[k]["fraction_of_matmul_peak"] = round(res[k]["achieved_gflops"] / peak, 3)
+    print(json.dumps(res, indent=2))
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Mean ± standard error over runs (the paper reports 10 seeds for SRL and relations)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Iterable, Mapping, Sequence
+
+
+def mean_se(values: Iterable[float]) -> tuple[float, float]:
+    """``(mean, se)`` with ``se = sample std (ddof=1) / sqrt(n)``; ``se = 0`` for a single value."""
+    vals = [float(v) for v in values]
+    n = len(vals)
+    if n == 0:
+        raise ValueError("mean_se of no values")
+    mean = math.fsum(vals) / n
+    if n == 1:
+        return mean, 0.0
+    var = math.fsum((v - mean) ** 2 for v in vals) / (n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def summarize(rows: Sequence[Mapping[str, float]], keys: Sequence[str] | None = None, digits: int = 2,
+              title: str = "run") -> tuple[dict[str, dict[str, float]], str]:
+    """Per-seed metric dicts -> ``({metric: {"mean", "se", "n"}}, markdown)``.
+
+    ``keys`` picks and orders the metrics (default: numeric keys in first-seen order; non-numeric
+    values such as a seed's run name are skipped). A metric missing from some rows is summarised
+    over the rows that have it (``n`` says how many). The Markdown table has one row ``title``
+    with ``mean ± se`` per metric."""
+    if keys is None:
+        keys = []
+        for r in rows:
+            keys += [k for k, v in r.items() if k not in keys and _is_number(v)]
+    out: dict[str, dict[str, float]] = {}
+    for k in keys:
+        vals = [float(r[k]) for r in rows if k in r and _is_number(r[k])]
+        if not vals:
+            continue
+        m, se = mean_se(vals)
+        out[k] = {"mean": m, "se": se, "n": len(vals)}
+    return out, format_table({title: out}, digits=digits)
+
+
+def format_table(named: Mapping[str, Mapping[str, Mapping[str, float]]], digits: int = 2,
+                 keys: Sequence[str] | None = None) -> str:
+    """Markdown table, one row per named summary (e.g. per method, as in the paper's tables),
+    one column per metric, cells ``mean ± se`` (``-`` where a row lacks the metric)."""
+    if keys is None:
+        keys = []
+        for summ in named.values():
+            keys += [k for k in summ if k not in keys]
+    ns = sorted({int(s["n"]) for summ in named.values() for s in summ.values()})
+    n_note = "n=" + ("/".join(map(str, ns)) or "0")
+    head = f"| {n_note} | " + " | ".join(keys) + " |"
+    sep = "|---|" + "|".join("---:" for _ in keys) + "|"
+    lines = [head, sep]
+    for name, summ in named.items():
+        cells = [f"{summ[k]['mean']:.{digits}f} ± {summ[k]['se']:.{digits}f}" if k in summ else "-" for k in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,150 @@
+"""Reading and writing folders of per-video event features.
+
+A feature folder is VidSitu's layout, ``{id}_feats.npy`` holding a ``(num_events, D)`` float array
+(one row per event), plus, for the folders ``moviessl extract`` writes, an ``index.json``::
+
+    {"format": "moviessl-features", "stride_s": 2.0, "dim": 2048, "dtype": "float32",
+     "backbone": "<sha256[:12] of the checkpoint>", "backbone_path": ..., "input": {...},
+     "contextualizer": null | {...}, "counts": {"ok": n, "bad": n},
+     "videos": {"<id>": {"num_events", "fps", "duration_s", "backbone", "status": "ok"|"bad",
+                         "error"?, "source"?}}}
+
+VidSitu's released folders (``vsitu_vid_feats/<model>/``) have no index: every file is ``(5, D)``
+with D = 2048 (I3D, Slow R50, Slow-D) or 2304 (SlowFast, 2048 + 256), events 2 s apart.
+:class:`FeatureStore` reads both; a file of the wrong shape raises ``BadInputError`` naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import BadInputError
+
+log = logging.getLogger("moviessl.features")
+
+FEATS_SUFFIX = "_feats.npy"
+CTX_SUFFIX = "_ctx.npy"
+INDEX_NAME = "index.json"
+VIDSITU_EVENTS = 5
+VIDSITU_DIMS = (2048, 2304)
+VIDSITU_STRIDE_S = 2.0
+
+
+def read_index(root: str | os.PathLike) -> dict | None:
+    path = Path(root) / INDEX_NAME
+    if not path.is_file():
+        return None
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise BadInputError(path, f"unreadable feature index ({type(e).__name__})") from None
+    if not isinstance(index, dict) or not isinstance(index.get("videos"), dict):
+        raise BadInputError(path, "not a moviessl feature index (no 'videos' mapping)")
+    return index
+
+
+class FeatureStore:
+    """Per-video event features of one folder.
+
+    ``num_events="auto"``: with an index, each file must hold the number of events the index says;
+    without one (VidSitu's released features) every file must be ``(5, D)``. ``None`` accepts any
+    number of events. ``.load(id)`` returns float32 ``(num_events, D)``; ``.load(id, mmap=True)``
+    a read-only memory map in the stored dtype (long LVU movies, windows read on demand).
+    """
+
+    def __init__(self, root: str | os.PathLike, num_events: int | str | None = "auto"):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise BadInputError(self.root, "feature folder not found")
+        self.index = read_index(self.root)
+        if self.index is not None:
+            self.ids = sorted(k for k, v in self.index["videos"].items() if v.get("status", "ok") == "ok")
+            self.stride_s = float(self.index.get("stride_s", VIDSITU_STRIDE_S))
+        else:
+            self.ids = sorted(p.name[: -len(FEATS_SUFFIX)] for p in self.root.glob(f"*{FEATS_SUFFIX}")
+                              if not p.name.startswith("."))
+            self.stride_s = VIDSITU_STRIDE_S
+        if not self.ids:
+            raise BadInputError(self.root, f"no *{FEATS_SUFFIX} feature files (and no usable index.json)")
+        self._num_events = num_events
+        self.vidsitu_layout = self.index is None
+        if self.index is not None and self.index.get("dim"):
+            self.dim = int(self.index["dim"])
+        else:
+            self.dim = int(self._open(self.ids[0]).shape[1])
+        if self.vidsitu_layout and num_events == "auto" and self.dim not in VIDSITU_DIMS:
+            log.info("%s: feature dim %d is neither of VidSitu's (2048, 2304)", self.root, self.dim)
+        self._ids_set = set(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, vid: str) -> bool:
+        return vid in self._ids_set
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+    def path(self, vid: str) -> Path:
+        return self.root / f"{vid}{FEATS_SUFFIX}"
+
+    def ctx_path(self, vid: str) -> Path:
+        return self.root / f"{vid}{CTX_SUFFIX}"
+
+    def expected_events(self, vid: str) -> int | None:
+        if self._num_events is None:
+            return None
+        if self._num_events != "auto":
+            return int(self._num_events)
+        if self.index is None:
+            return VIDSITU_EVENTS
+        n = self.index["videos"].get(vid, {}).get("num_events")
+        return None if n is None else int(n)
+
+    def num_events(self, vid: str) -> int:
+        """Number of events without reading the array (index or .npy header)."""
+        if self.index is not None and vid in self.index["videos"] and self._num_events == "auto":
+            return int(self.index["videos"][vid]["num_events"])
+        return int(self._open(vid).shape[0])
+
+    def _open(self, vid: str) -> np.ndarray:
+        path = self.path(vid)
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except FileNotFoundError:
+            raise BadInputError(path, "feature file not found") from None
+        except (OSError, ValueError) as e:
+            raise BadInputError(path, f"unreadable feature file ({type(e).__name__}: {e})") from None
+        if arr.ndim != 2 or arr.shape[0] < 1:
+            raise BadInputError(path, f"expected a (num_events, D) array, got shape {tuple(arr.shape)}")
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise BadInputError(path, f"expected float features, got {arr.dtype}")
+        return arr
+
+    def load(self, vid: str, mmap: bool = False) -> np.ndarray:
+        arr = self._open(vid)
+        n = self.expected_events(vid)
+        if arr.shape[1] != self.dim or (n is not None and arr.shape[0] != n):
+            want = f"({n if n is not None else 'num_events'}, {self.dim})"
+            raise BadInputError(self.path(vid), f"expected shape {want}, got {tuple(arr.shape)}")
+        return arr if mmap else np.asarray(arr, dtype=np.float32)
+
+    def load_ctx(self, vid: str) -> np.ndarray:
+        path = self.ctx_path(vid)
+        if not path.is_file():
+            raise BadInputError(path, "no contextualized features (extract with --contextualizer)")
+        return np.load(path, allow_pickle=False).astype(np.float32)
+
+    def info(self, vid: str) -> dict:
+        if self.index is not None:
+            return dict(self.index["videos"].get(vid, {}))
+        return {"num_events": VIDSITU_EVENTS, "duration_s": VIDSITU_EVENTS * VIDSITU_STRIDE_S, "status": "ok"}
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({str(self.root)!r}, videos={len(self)}, dim={self.dim}, stride_s={self.stride_s})"

@@ -1,0 +1,133 @@
+"""TxE: the transformer encoder that contextualises a sequence of event features (paper §3.1, §3.3).
+
+Tokens are per-event backbone features ``(B, N, in_dim)`` (N = 5 two-second events for VidSitu).
+They are projected to ``dim``; masked tokens (event mask prediction, §3.3) are replaced by one learned
+[MASK] vector; a learned position embedding is added (the paper found it better than sinusoids);
+then ``depth`` self-attention blocks. Attention is PyTorch's fused
+``scaled_dot_product_attention``.
+
+The paper fixes 3 layers, 16 heads, hidden 1024; the FFN width (2048) and post-LN follow VidSitu's
+fairseq encoder [37], which the paper says it largely follows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import BadInputError
+
+TXE_PRESETS: dict[str, dict[str, Any]] = {
+    "txe_paper": dict(dim=1024, depth=3, heads=16, mlp_dim=2048, dropout=0.1, max_len=64, norm_first=False),
+    # Pre-LN for the CPU preset: short runs at a high learning rate are stable without warm-up.
+    "txe_cpu": dict(dim=128, depth=3, heads=4, mlp_dim=256, dropout=0.1, max_len=64, norm_first=True),
+}
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        if dim % heads:
+            raise BadInputError("model.heads", f"dim {dim} is not divisible by {heads} heads")
+        self.heads, self.dropout = heads, dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).view(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(y.transpose(1, 2).reshape(B, N, C))
+
+
+class Block(nn.Module):
+    """One encoder layer: self-attention + FFN, each residual, LayerNorm before (pre-LN) or after."""
+
+    def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float = 0.1, norm_first: bool = False):
+        super().__init__()
+        self.norm_first = norm_first
+        self.attn = SelfAttention(dim, heads, dropout)
+        self.norm1 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_dim, dim))
+        self.norm2 = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.norm_first:
+            x = x + self.drop(self.attn(self.norm1(x), attn_mask))
+            return x + self.drop(self.mlp(self.norm2(x)))
+        x = self.norm1(x + self.drop(self.attn(x, attn_mask)))
+        return self.norm2(x + self.drop(self.mlp(x)))
+
+
+class TxE(nn.Module):
+    """``forward(x (B,N,in_dim), mask=None, pad=None) -> (B,N,dim)``.
+
+    ``mask`` (B,N) bool: True -> that input token is replaced by the learned [MASK] token (its value
+    never reaches the network). ``pad`` (B,N) bool: True -> padding; padded keys are never attended
+    to and padded outputs are zero.
+    """
+
+    def __init__(self, in_dim: int = 2048, dim: int = 1024, depth: int = 3, heads: int = 16, mlp_dim: int = 2048,
+                 dropout: float = 0.1, max_len: int = 64, norm_first: bool = False):
+        super().__init__()
+        self.in_dim, self.dim, self.max_len = in_dim, dim, max_len
+        self.input_proj = nn.Linear(in_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(dim))
+        self.pos_embed = nn.Parameter(torch.zeros(max_len, dim))
+        # BERT-style embedding LayerNorm: backbone features (post-ReLU averages) have arbitrary scale.
+        self.embed_norm = nn.LayerNorm(dim)
+        self.embed_drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_dim, dropout, norm_first) for _ in range(depth))
+        self.final_norm = nn.LayerNorm(dim) if norm_first else nn.Identity()
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def embed(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if x.dim() != 3 or x.shape[-1] != self.in_dim:
+            raise BadInputError("TxE input", f"expected (B,N,{self.in_dim}) event features, got {tuple(x.shape)}")
+        if x.shape[1] > self.max_len:
+            raise BadInputError("TxE input", f"{x.shape[1]} tokens exceed max_len {self.max_len}")
+        h = self.input_proj(x)
+        if mask is not None:
+            h = torch.where(mask.to(torch.bool)[..., None], self.mask_token.to(h.dtype), h)
+        h = h + self.pos_embed[: x.shape[1]].to(h.dtype)
+        return self.embed_drop(self.embed_norm(h))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, pad: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.embed(x, mask)
+        attn_mask = None
+        if pad is not None:
+            pad = pad.to(torch.bool)
+            # An all-padding row would softmax over nothing (NaN); let it attend anyway, its output is zeroed.
+            keep = ~pad | pad.all(dim=1, keepdim=True)
+            attn_mask = keep[:, None, None, :]  # (B,1,1,N): True = may be attended to
+        for blk in self.blocks:
+            h = blk(h, attn_mask)
+        h = self.final_norm(h)
+        if pad is not None:
+            h = h.masked_fill(pad[..., None], 0.0)
+        return h
+
+
+def build_txe(preset: str = "txe_paper", in_dim: int = 2048, **overrides: Any) -> TxE:
+    """Build a TxE from :data:`TXE_PRESETS` for ``in_dim``-d event features (2048 for Slow-D R50,
+    2304 for VidSitu's released SlowFast features); any preset key can be overridden."""
+    if preset not in TXE_PRESETS:
+        raise BadInputError(preset, f"unknown TxE preset; choose from {', '.join(TXE_PRESETS)}")
+    cfg = dict(TXE_PRESETS[preset])
+    unknown = sorted(set(overrides) - set(cfg))
+    if unknown:
+        raise BadInputError(f"model.{unknown[0]}", f"unknown TxE option; known: {', '.join(cfg)}")
+    cfg.update(overrides)
+    return TxE(in_dim=int(in_dim), **cfg)

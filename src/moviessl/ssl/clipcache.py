@@ -1,0 +1,152 @@
+"""Decoded-frame cache: decode each video once, memory-map it afterwards.
+
+On a 2-core machine, decoding H.264 dominates a small pretraining run (each step needs two 16-frame
+clips per video, every epoch). So for small data sets (the cpu preset) each video is decoded once,
+resized to the config's short side, and stored as one uint8 ``.npy`` array ``(T, H, W, 3)`` of all
+its frames (native frame rate). Later reads memory-map it and slice the requested frames: no
+decoding, no resizing, no copies beyond the clip itself.
+
+Layout (``cache_dir`` defaults to ``<data folder>/.moviessl_cache``, else ``<run dir>/cache``)::
+
+    cache_dir/frames_s{short_side}_v{VERSION}/{stem}-{key}.npy    # uint8 (T, H, W, 3)
+    cache_dir/frames_s{short_side}_v{VERSION}/{stem}-{key}.json   # {"fps", "num_frames", "src", ...}
+    cache_dir/frames_s{short_side}_v{VERSION}/{stem}-{key}.bad    # cause, for a video that failed
+
+``key`` hashes the absolute path, size and mtime of the source, so an edited video is decoded
+again. Writes are atomic (a killed job leaves no half file). The paper preset turns the cache off
+(K400 at short side 256 would need terabytes) and decodes each clip's frames on the fly instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BadInputError
+from ..utils.io import atomic_save_npy, atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+
+
+def _source_key(path: Path) -> str:
+    st = path.stat()
+    raw = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    return hashlib.sha1(raw.encode()).hexdigest()[:12]
+
+
+def resize_frames(frames: np.ndarray, short_side: int) -> np.ndarray:
+    """(T,H,W,3) uint8 -> short side ``short_side`` (the video module's resize: area filter when shrinking)."""
+    from ..video import resize_short_side
+
+    return np.ascontiguousarray(resize_short_side(frames, int(short_side)))
+
+
+class LiveSource:
+    """Frames decoded on demand (no cache): ``get(indices)`` seeks and decodes only that window."""
+
+    def __init__(self, path: str | os.PathLike, short_side: int):
+        from ..video import VideoReader
+
+        self.path, self.short_side = Path(path), int(short_side)
+        with VideoReader(self.path) as r:
+            self.fps, self.num_frames = float(r.fps), int(r.num_frames)
+        if self.num_frames <= 0:
+            raise BadInputError(self.path, "no decodable frames")
+
+    def get(self, indices) -> np.ndarray:
+        from ..video import VideoReader
+
+        with VideoReader(self.path) as r:
+            frames = r.get_frames(np.asarray(indices, dtype=np.int64))
+        return resize_frames(frames, self.short_side)
+
+    def all(self) -> np.ndarray:
+        return self.get(np.arange(self.num_frames))
+
+
+class CachedSource:
+    """Frames of one video from the cache (memory-mapped)."""
+
+    def __init__(self, npy: Path, meta: dict):
+        self.npy, self.meta = npy, meta
+        self.fps, self.num_frames = float(meta.get("fps") or 0.0), int(meta["num_frames"])
+        self.path = Path(meta["src"])
+        self._arr: np.ndarray | None = None
+
+    @property
+    def frames(self) -> np.ndarray:
+        if self._arr is None:  # opened lazily so the source can be pickled to DataLoader workers
+            self._arr = np.load(self.npy, mmap_mode="r")
+        return self._arr
+
+    def get(self, indices) -> np.ndarray:
+        return np.ascontiguousarray(self.frames[np.asarray(indices, dtype=np.int64)])
+
+    def all(self) -> np.ndarray:
+        return self.frames
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["_arr"] = None
+        return d
+
+
+class FrameCache:
+    """``FrameCache(cache_dir, short_side).source(path)`` -> a :class:`CachedSource` (decoding on first use)."""
+
+    def __init__(self, cache_dir: str | os.PathLike, short_side: int):
+        self.short_side = int(short_side)
+        self.dir = Path(cache_dir) / f"frames_s{self.short_side}_v{VERSION}"
+
+    def paths(self, path: Path) -> tuple[Path, Path, Path]:
+        base = self.dir / f"{path.stem}-{_source_key(path)}"
+        return base.with_suffix(".npy"), base.with_suffix(".json"), base.with_suffix(".bad")
+
+    def source(self, path: str | os.PathLike) -> CachedSource:
+        path = Path(path)
+        if not path.exists():
+            raise BadInputError(path, "video not found")
+        npy, meta_p, bad_p = self.paths(path)
+        if bad_p.is_file():  # failed before: do not pay for decoding it again
+            raise BadInputError(path, bad_p.read_text().strip() or "undecodable video (cached)")
+        if npy.is_file() and meta_p.is_file():
+            return CachedSource(npy, json.loads(meta_p.read_text()))
+        try:
+            live = LiveSource(path, self.short_side)
+            frames = live.all()
+            if len(frames) == 0:
+                raise BadInputError(path, "no decodable frames")
+        except BadInputError as e:
+            atomic_write_text(bad_p, e.cause)
+            raise
+        except Exception as e:  # a decoder crash is still just a bad video
+            atomic_write_text(bad_p, f"cannot decode ({type(e).__name__}: {e})")
+            raise BadInputError(path, f"cannot decode ({type(e).__name__}: {e})") from None
+        atomic_save_npy(npy, frames)
+        meta = {"src": str(path.resolve()), "fps": live.fps, "num_frames": int(len(frames)),
+                "height": int(frames.shape[1]), "width": int(frames.shape[2]), "short_side": self.short_side,
+                "version": VERSION}
+        atomic_write_json(meta_p, meta)
+        return CachedSource(npy, meta)
+
+
+def default_cache_dir(data_csv: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
+    """``<csv folder>/.moviessl_cache`` when writable (shared by all runs on that data), else the run dir."""
+    d = Path(data_csv).resolve().parent / ".moviessl_cache"
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        probe = d / f".w{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return d
+    except OSError:
+        if out_dir is None:
+            raise
+        return Path(out_dir) / "cache"

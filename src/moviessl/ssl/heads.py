@@ -1,0 +1,50 @@
+"""Projection heads that map pooled backbone features to the contrastive embedding space."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ProjectionHead(nn.Module):
+    """CVRL head: ``num_hidden`` x (Linear -> BN -> ReLU), then Linear to ``out_dim``, L2-normalised.
+
+    CVRL (ssl-recipes §3.3) uses 3 hidden layers of 2048 and a 128-d output; BN momentum 0.997 in
+    TF's convention is 0.003 in PyTorch's."""
+
+    def __init__(self, in_dim: int, hidden_dim: int = 2048, out_dim: int = 128, num_hidden: int = 3,
+                 bn_momentum: float = 0.003):
+        super().__init__()
+        layers: list[nn.Module] = []
+        d = in_dim
+        for _ in range(num_hidden):
+            # no bias: the BN right after makes it redundant
+            layers += [nn.Linear(d, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim, momentum=bn_momentum), nn.ReLU(inplace=True)]
+            d = hidden_dim
+        layers.append(nn.Linear(d, out_dim))
+        self.net = nn.Sequential(*layers)
+        self.in_dim, self.out_dim = in_dim, out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(x), dim=-1)
+
+
+class MoDistHead(nn.Module):
+    """MoDist head: Linear -> ReLU -> Linear, no BN, L2-normalised (MaCLR release config)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int = 2048, out_dim: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
+        self.in_dim, self.out_dim = in_dim, out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(x), dim=-1)
+
+
+def cvrl_head(in_dim: int, hidden_dim: int = 2048, out_dim: int = 128, num_hidden: int = 3) -> ProjectionHead:
+    return ProjectionHead(in_dim, hidden_dim=hidden_dim, out_dim=out_dim, num_hidden=num_hidden)
+
+
+def modist_head(in_dim: int, hidden_dim: int = 2048, out_dim: int = 128) -> MoDistHead:
+    return MoDistHead(in_dim, hidden_dim=hidden_dim, out_dim=out_dim)

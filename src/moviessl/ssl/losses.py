@@ -1,0 +1,54 @@
+"""Contrastive losses (InfoNCE, van den Oord et al. 2018), small and composable.
+
+All inputs are L2-normalised embeddings; ``tau`` is the temperature (0.1 for CVRL, MoDist and
+MaskPred in the paper).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..dist import gather_with_grad
+
+
+def info_nce_pairs(z1: torch.Tensor, z2: torch.Tensor, tau: float = 0.1, gather: bool = True) -> torch.Tensor:
+    """SimCLR NT-Xent over the global batch, both directions summed (CVRL, paper §3.2).
+
+    ``z1[i]`` and ``z2[i]`` (B, D) are two clips of video i. With ``Z = [z1; z2]`` (2N rows, N the
+    *global* batch), each row is scored against the other 2N-1 rows (itself masked) and its
+    partner is the positive::
+
+        l_i = -log( exp(z_i.z_p(i)/tau) / sum_{j != i} exp(z_i.z_j/tau) )
+        L   = mean_{i <= N} l_i + mean_{i > N} l_i      # the two view losses summed, as in CVRL
+
+    Under DDP the embeddings of all processes are all-gathered *with* gradient, so every process
+    computes the same global loss; together with DDP's gradient averaging this gives exactly the
+    gradients of one process on the concatenated batch (see ``moviessl.dist``).
+    """
+    if z1.shape != z2.shape:
+        raise ValueError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    if gather:
+        z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
+    n = z1.shape[0]
+    z = torch.cat([z1, z2], dim=0).float()
+    sim = z @ z.t() / tau
+    sim.fill_diagonal_(float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    per_row = F.cross_entropy(sim, target, reduction="none")
+    return per_row[:n].mean() + per_row[n:].mean()
+
+
+def info_nce_queue(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
+    """MoCo InfoNCE: query ``q`` (B, D), its positive key ``k`` (B, D), negatives ``queue`` (K, D).
+
+    ``L = mean_i -log( exp(q_i.k_i/tau) / (exp(q_i.k_i/tau) + sum_j exp(q_i.n_j/tau)) )``, i.e. the
+    form of paper Eq. 1 (MaskPred) and of MoDist's cross-modal / visual terms. ``k`` and ``queue``
+    get no gradient (keys come from momentum encoders)."""
+    q = q.float()
+    k = k.detach().float()
+    queue = queue.detach().to(q.dtype)
+    pos = (q * k).sum(dim=1, keepdim=True)
+    neg = q @ queue.t()
+    logits = torch.cat([pos, neg], dim=1) / tau
+    return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))

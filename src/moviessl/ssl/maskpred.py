@@ -1,0 +1,187 @@
+"""Event mask prediction (MaskPred) for the TxE contextualizer, paper §3.3, Eq. 1, Table 2.
+
+Small composable pieces; :mod:`moviessl.ssl.context` assembles them into a LightningModule.
+
+Given a window of N event features v_1..v_N, a span of m consecutive tokens is replaced by the
+learned [MASK] token (m uniform over ``mask_sizes``, default {1..floor(alpha*N)}, alpha = 0.6;
+start uniform), TxE runs on the masked sequence and its L2-normalised outputs at the masked
+positions must pick out the true v_t among K distractors from a FIFO queue (Eq. 1, tau = 0.1).
+
+What is the positive "v_t in the output space"? We take Eq. 1 literally: the *input feature itself*,
+centred by a fixed mean and L2-normalised (:func:`feature_targets`), optionally reduced by a fixed
+random projection (which preserves cosines). A small head maps the TxE output to that space. Since
+the targets are a fixed function of the frozen backbone features, the objective cannot collapse and
+queued distractors never go stale (no momentum encoder needed). Queue rows carry the id of the token
+they came from, so copies of the positive itself (the same event seen through another window or an
+earlier epoch) are never scored as distractors — without this a small dataset (VidSitu's 117k tokens
+vs K = 65536) would fill the queue with false negatives.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Encoder = Callable[..., torch.Tensor]  # encoder(x (B,N,D), mask=(B,N) bool|None, pad=(B,N) bool|None) -> (B,N,dim)
+
+
+def mask_size_set(n: int, alpha: float = 0.6, sizes: Sequence[int] | None = None) -> list[int]:
+    """Allowed mask sizes: ``sizes`` if given, else {1, ..., floor(alpha * n)} (at least {1})."""
+    if sizes:
+        out = sorted({int(s) for s in sizes})
+        if out[0] < 1 or out[-1] > n:
+            raise ValueError(f"mask sizes must lie in 1..{n}, got {out}")
+        return out
+    return list(range(1, max(1, math.floor(alpha * n + 1e-9)) + 1))
+
+
+def _lengths(pad: torch.Tensor | None, b: int, n: int, device) -> torch.Tensor:
+    if pad is None:
+        return torch.full((b,), n, dtype=torch.long, device=device)
+    return (~pad).sum(1).long()
+
+
+def _allowed_counts(lengths: torch.Tensor, sizes_t: torch.Tensor) -> torch.Tensor:
+    # Keep at least one visible token where the window has more than one; a 1-token window can
+    # only be masked whole.
+    room = torch.clamp(lengths - 1, min=1)
+    return torch.clamp((sizes_t[None, :] <= room[:, None]).sum(1), min=1)
+
+
+def sample_mask_sizes(lengths: torch.Tensor, sizes: Sequence[int], generator: torch.Generator | None = None) -> torch.Tensor:
+    """m per sample, uniform over the allowed ``sizes`` (those leaving a token visible)."""
+    sizes_t = torch.tensor(sorted(sizes), dtype=torch.long, device=lengths.device)
+    k = _allowed_counts(lengths, sizes_t)
+    u = torch.rand(lengths.shape[0], generator=generator, device="cpu").to(lengths.device)
+    return sizes_t[torch.clamp((u * k).long(), max=len(sizes_t) - 1)]
+
+
+def span_mask(starts: torch.Tensor, sizes: torch.Tensor, n: int) -> torch.Tensor:
+    ar = torch.arange(n, device=starts.device)[None, :]
+    return (ar >= starts[:, None]) & (ar < (starts + sizes)[:, None])
+
+
+def sample_span_masks(n: int, sizes: Sequence[int], pad: torch.Tensor | None = None, batch: int | None = None,
+                      generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """Uniform span masking (paper §3.3): (B, n) bool, True = replaced by [MASK].
+
+    m ~ U(sizes), start s ~ U{0, ..., L - m} over the L valid (non-padded, left-aligned) tokens.
+    """
+    device = pad.device if pad is not None else device
+    b = pad.shape[0] if pad is not None else int(batch)
+    lengths = _lengths(pad, b, n, device)
+    m = sample_mask_sizes(lengths, sizes, generator)
+    u = torch.rand(b, generator=generator, device="cpu").to(device)
+    starts = torch.clamp((u * (lengths - m + 1).clamp(min=1)).long(), min=0)
+    return span_mask(starts, m, n)
+
+
+@torch.no_grad()
+def token_discrepancy(encoder: Encoder, x: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
+    """d_i = 1 - cos(v̂_i, v̂'_i): how much token i's output changes when i alone is masked (Table 2).
+
+    v̂_i is the output of the unmasked sequence, v̂'_i that of the sequence with only v_i masked.
+    Returns (B, N); padded positions are -inf. Costs one batched forward of B*(N+1) sequences.
+    """
+    b, n, _ = x.shape
+    full = F.normalize(encoder(x, mask=None, pad=pad).float(), dim=-1)
+    eye = torch.eye(n, dtype=torch.bool, device=x.device)
+    xs = x.repeat_interleave(n, dim=0)
+    masks = eye.repeat(b, 1)
+    pads = None if pad is None else pad.repeat_interleave(n, dim=0)
+    out = F.normalize(encoder(xs, mask=masks, pad=pads).float(), dim=-1).view(b, n, n, -1)
+    idx = torch.arange(n, device=x.device)
+    own = out[:, idx, idx]  # (B, N, dim): token i's output when token i is masked
+    d = 1.0 - (own * full).sum(-1)
+    if pad is not None:
+        d = d.masked_fill(pad, float("-inf"))
+    return d
+
+
+@torch.no_grad()
+def max_discrepancy_masks(encoder: Encoder, x: torch.Tensor, sizes: Sequence[int], pad: torch.Tensor | None = None,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+    """"Max discrepancy" placement (Table 2): m ~ U(sizes) as usual, then the span of m tokens with
+    the largest summed discrepancy (for m = 1: the single token whose output changes most)."""
+    b, n, _ = x.shape
+    d = token_discrepancy(encoder, x, pad)
+    lengths = _lengths(pad, b, n, x.device)
+    m = sample_mask_sizes(lengths, sizes, generator)
+    dz = torch.where(torch.isfinite(d), d, torch.zeros_like(d))
+    cs = torch.cat([torch.zeros(b, 1, device=x.device), dz.cumsum(1)], 1)  # (B, N+1)
+    starts = torch.arange(n, device=x.device)[None, :]
+    ends = starts + m[:, None]
+    score = cs.gather(1, ends.clamp(max=n)) - cs[:, :n]
+    score = score.masked_fill(ends > lengths[:, None], float("-inf"))
+    return span_mask(score.argmax(1), m, n)
+
+
+def feature_targets(v: torch.Tensor, mean: torch.Tensor | None = None, proj: torch.Tensor | None = None) -> torch.Tensor:
+    """The positive of Eq. 1 in the output space: normalize((v - mean) @ proj). No parameters learn here."""
+    v = v.float()
+    if mean is not None:
+        v = v - mean
+    if proj is not None:
+        v = v @ proj
+    return F.normalize(v, dim=-1)
+
+
+def maskpred_infonce_loss(pred: torch.Tensor, target: torch.Tensor, queue: torch.Tensor, tau: float = 0.1,
+                          exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 1, averaged over the M masked tokens.
+
+    L = -log( exp(v̂_t·v_t/τ) / (exp(v̂_t·v_t/τ) + Σ_i exp(v̂_t·p_i/τ)) )
+
+    Args:
+        pred: (M, D) L2-normalised TxE outputs (after the head) at masked positions, v̂_t.
+        target: (M, D) L2-normalised positives v_t.
+        queue: (K, D) distractors p_i (K may be 0).
+        exclude: optional (M, K) bool, True where p_i is a copy of the positive (left out of the sum).
+    """
+    pos = (pred * target).sum(-1, keepdim=True)
+    neg = pred @ queue.t().to(pred.dtype)
+    if exclude is not None:
+        neg = neg.masked_fill(exclude, float("-inf"))
+    logits = torch.cat([pos, neg], dim=1).float() / tau
+    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
+
+
+def maskpred_l2_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Table 2's plain L2 alternative: mean ||v̂_t - v_t||² over masked tokens (both L2-normalised,
+    so it equals 2 - 2·cos)."""
+    return (pred.float() - target.float()).pow(2).sum(-1).mean()
+
+
+@torch.no_grad()
+def retrieval_accuracy(pred: torch.Tensor, target: torch.Tensor, queue: torch.Tensor,
+                       exclude: torch.Tensor | None = None) -> float:
+    """Fraction of masked tokens whose true feature scores above every distractor in the queue
+    (the "fill in" accuracy: chance is 1 / (K + 1))."""
+    if len(pred) == 0:
+        return float("nan")
+    pos = (pred * target).sum(-1, keepdim=True)
+    neg = pred @ queue.t().to(pred.dtype)
+    if exclude is not None:
+        neg = neg.masked_fill(exclude, float("-inf"))
+    return float((pos > neg).all(1).float().mean()) if neg.shape[1] else 1.0
+
+
+def uid_exclusion(target_uid: torch.Tensor, queue_uid: torch.Tensor) -> torch.Tensor:
+    """(M, K) bool: queue row k holds the same token as positive m."""
+    return target_uid.reshape(-1, 1).to(queue_uid.dtype) == queue_uid.reshape(1, -1)
+
+
+class PredictionHead(nn.Module):
+    """TxE output -> target space: Linear-GELU-Linear (BERT's LM-head shape), then L2 normalisation."""
+
+    def __init__(self, dim: int, out_dim: int, hidden: int | None = None):
+        super().__init__()
+        hidden = hidden or dim
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.LayerNorm(hidden), nn.Linear(hidden, out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(x), dim=-1)

@@ -1,0 +1,154 @@
+"""Evaluate a frozen backbone on labelled clips: linear probe and k-NN (CVRL's protocol, small).
+
+Features: the pooled Slow-D output of ``num_clips`` evenly spaced centre-cropped clips per video,
+averaged, then **L2-normalised** (CVRL's linear eval). Linear probe: multinomial logistic regression
+on the training features, full batch, L-BFGS with a small L2 penalty (convex, so "trained briefly"
+is also "trained to convergence"; no learning rate to tune). k-NN: cosine similarity to the
+training features, the k nearest vote with weights exp(sim / 0.07) (Wu et al. 2018).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import BadInputError
+
+log = logging.getLogger("moviessl")
+
+PROBE_DEFAULTS = dict(num_clips=1, batch_size=16, weight_decay=1e-4, max_iter=300, knn_k=20, knn_t=0.07, seed=0)
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, items: Sequence[tuple[Path, int | None]], input_meta: Mapping[str, Any], *,
+                     num_clips: int = 1, batch_size: int = 16, frame_cache=None, device: str | torch.device = "cpu",
+                     progress: bool = True, desc: str = "features") -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+    """(features (N, D) L2-normalised float32, labels (N,) int64 (-1 if none), bad {path: error})."""
+    from tqdm.auto import tqdm
+
+    from ..video import MEAN, STD
+    from .backbone import ClipDataset
+
+    ds = ClipDataset(items, "eval", num_frames=int(input_meta["num_frames"]), stride=int(input_meta["stride"]),
+                     short_side=int(input_meta["short_side"]), frame_cache=frame_cache, eval_clips=num_clips)
+    ds.prepare(progress=progress)
+    if len(ds) == 0:
+        return np.zeros((0, getattr(model, "out_dim", 0)), np.float32), np.zeros(0, np.int64), ds.bad
+    crop = int(input_meta["crop"])
+    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1, 1)
+    std = torch.tensor(STD, device=device).view(1, 3, 1, 1, 1)
+    model = model.to(device).eval()
+    feats, labels, seen = [], [], []
+    dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
+    for batch in tqdm(dl, desc=desc, disable=not progress, leave=False):
+        v = batch["video"].to(device)  # (B, V, 3, T, S, S) uint8
+        b, nv = v.shape[:2]
+        x = v.flatten(0, 1).float().div_(255.0)
+        s = x.shape[-1]
+        if crop < s:  # centre crop inside the square
+            o = (s - crop) // 2
+            x = x[..., o:o + crop, o:o + crop]
+        elif crop > s:
+            x = F.interpolate(x.flatten(1, 2), size=(crop, crop), mode="bilinear", align_corners=False).view(
+                x.shape[0], 3, -1, crop, crop)
+        f = model((x - mean) / std).float().view(b, nv, -1).mean(1)
+        feats.append(F.normalize(f, dim=1).cpu())
+        labels.append(batch["label"])
+        seen.append(batch["index"])
+    feats_t, labels_t, idx = torch.cat(feats), torch.cat(labels), torch.cat(seen)
+    # a bad video is replaced by the next good one inside a batch slot; keep each video once
+    _, first = np.unique(idx.numpy(), return_index=True)
+    return feats_t.numpy()[first], labels_t.numpy()[first], ds.bad
+
+
+def linear_probe(xtr: np.ndarray, ytr: np.ndarray, xva: np.ndarray, yva: np.ndarray, num_classes: int,
+                 weight_decay: float = 1e-4, max_iter: int = 300, seed: int = 0) -> float:
+    """Top-1 accuracy (%) of logistic regression fitted on (xtr, ytr), evaluated on (xva, yva)."""
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.from_numpy(xtr).float(), torch.from_numpy(ytr).long()
+    lin = nn.Linear(x.shape[1], num_classes)
+    with torch.no_grad():
+        lin.weight.normal_(0, 0.01, generator=g)
+        lin.bias.zero_()
+    opt = torch.optim.LBFGS(lin.parameters(), lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(lin(x), y) + 0.5 * weight_decay * lin.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        pred = lin(torch.from_numpy(xva).float()).argmax(1).numpy()
+    return float((pred == yva).mean() * 100.0)
+
+
+def knn_accuracy(xtr: np.ndarray, ytr: np.ndarray, xva: np.ndarray, yva: np.ndarray, num_classes: int,
+                 k: int = 20, t: float = 0.07) -> float:
+    """Weighted k-NN top-1 accuracy (%) with cosine similarity (features already L2-normalised)."""
+    k = max(1, min(int(k), len(xtr)))
+    sim = torch.from_numpy(xva).float() @ torch.from_numpy(xtr).float().t()
+    top, idx = sim.topk(k, dim=1)
+    votes = torch.zeros(len(xva), num_classes)
+    votes.scatter_add_(1, torch.from_numpy(ytr).long()[idx], (top / t).exp())
+    return float((votes.argmax(1).numpy() == yva).mean() * 100.0)
+
+
+def probe_features(xtr, ytr, xva, yva, cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    c = {**PROBE_DEFAULTS, **dict(cfg or {})}
+    if len(xtr) == 0 or len(xva) == 0:
+        raise BadInputError(None, "linear probe needs labelled training and validation videos (none usable)")
+    if (ytr < 0).any() or (yva < 0).any():
+        raise BadInputError(None, "linear probe needs labels on every line of the train and val clip lists")
+    num_classes = int(max(ytr.max(), yva.max())) + 1
+    return {
+        "linear_top1": round(linear_probe(xtr, ytr, xva, yva, num_classes, float(c["weight_decay"]), int(c["max_iter"]),
+                                          int(c["seed"])), 3),
+        "knn_top1": round(knn_accuracy(xtr, ytr, xva, yva, num_classes, int(c["knn_k"]), float(c["knn_t"])), 3),
+        "knn_k": int(min(int(c["knn_k"]), len(xtr))),
+        "num_train": int(len(xtr)), "num_val": int(len(xva)), "num_classes": num_classes,
+    }
+
+
+def probe_model(model: nn.Module, input_meta: Mapping[str, Any], train_items, val_items, cfg: Mapping[str, Any] | None = None,
+                *, frame_cache=None, device: str | torch.device = "cpu", progress: bool = True) -> dict[str, Any]:
+    """Linear probe + k-NN of a backbone module on two labelled item lists."""
+    c = {**PROBE_DEFAULTS, **dict(cfg or {})}
+    kw = dict(num_clips=int(c["num_clips"]), batch_size=int(c["batch_size"]), frame_cache=frame_cache, device=device,
+              progress=progress)
+    xtr, ytr, bad_tr = extract_features(model, train_items, input_meta, desc="probe: train features", **kw)
+    xva, yva, bad_va = extract_features(model, val_items, input_meta, desc="probe: val features", **kw)
+    out = probe_features(xtr, ytr, xva, yva, c)
+    out.update(skipped_train=len(bad_tr), skipped_val=len(bad_va), num_clips=int(c["num_clips"]))
+    return out
+
+
+def probe_checkpoint(ckpt: str | os.PathLike, train_csv: str | os.PathLike, val_csv: str | os.PathLike,
+                     cfg: Mapping[str, Any] | None = None, *, cache_dir: str | os.PathLike | None = None,
+                     use_cache: bool = True, device: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """``moviessl probe-backbone``: load a ``backbone`` checkpoint and probe it."""
+    from ..checkpoint import build_from_checkpoint, load_checkpoint
+    from ..data.cliplist import read_clip_list
+    from .clipcache import FrameCache, default_cache_dir
+
+    obj = load_checkpoint(ckpt, stage="backbone")
+    meta = obj.get("meta", {})
+    if "input" not in meta:
+        raise BadInputError(ckpt, "backbone checkpoint has no meta.input (num_frames, stride, short_side, crop)")
+    model = build_from_checkpoint(obj)
+    cache = None
+    if use_cache:
+        cache = FrameCache(cache_dir or default_cache_dir(train_csv), int(meta["input"]["short_side"]))
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    out = probe_model(model, meta["input"], read_clip_list(train_csv), read_clip_list(val_csv), cfg,
+                      frame_cache=cache, device=device, progress=progress)
+    out.update(checkpoint=str(ckpt), method=meta.get("method"))
+    return out

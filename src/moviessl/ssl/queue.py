@@ -1,0 +1,73 @@
+"""FIFO memory queue of negative keys (MoCo, ``facebookresearch/moco/builder.py``).
+
+Used by MoDist (visual and flow keys) and by MaskPred (event-feature distractors, paper Eq. 1).
+The queue is a ring of ``K`` L2-normalised ``dim``-d rows, initialised with random Gaussian vectors
+(as MoCo does) so it can be used from the first step. After the loss of a step has been computed,
+``enqueue`` gathers the new keys of *all* processes (so every rank holds the same queue, whatever
+the number of processes), overwrites the oldest rows and advances the pointer. Keys never carry a
+gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..dist import gather_no_grad
+
+
+class MemoryQueue(nn.Module):
+    """Ring buffer ``queue`` (K, dim) + pointer ``ptr``; both are buffers, so they are checkpointed.
+
+    Args:
+        size: K, the number of keys held.
+        dim: key dimension.
+        require_divisible: assert ``K % global_batch == 0`` on every enqueue (MoCo's rule, which
+            keeps a batch of keys contiguous in the ring; MoDist uses it).
+    """
+
+    def __init__(self, size: int, dim: int, require_divisible: bool = False):
+        super().__init__()
+        if size <= 0 or dim <= 0:
+            raise ValueError(f"MemoryQueue needs size > 0 and dim > 0, got {size}, {dim}")
+        self.size, self.dim, self.require_divisible = int(size), int(dim), bool(require_divisible)
+        self.register_buffer("queue", F.normalize(torch.randn(self.size, self.dim), dim=1))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+        # How many real keys were ever written (min(K, ...) of them are still there); lets callers
+        # tell a queue still holding its random initialisation from a full one.
+        self.register_buffer("num_enqueued", torch.zeros((), dtype=torch.long))
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, dim={self.dim}, require_divisible={self.require_divisible}"
+
+    @property
+    def is_full(self) -> bool:
+        return int(self.num_enqueued) >= self.size
+
+    def get(self) -> torch.Tensor:
+        """A detached copy of the keys (K, dim) to score queries against.
+
+        A copy, because ``enqueue`` later overwrites the buffer in place, which would otherwise
+        invalidate the autograd graph of a loss that used it."""
+        return self.queue.detach().clone()
+
+    def forward(self) -> torch.Tensor:
+        return self.get()
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Gather ``keys`` (B_local, dim) from all processes and write them at the pointer (FIFO)."""
+        if keys.dim() != 2 or keys.shape[1] != self.dim:
+            raise ValueError(f"keys must be (B, {self.dim}), got {tuple(keys.shape)}")
+        keys = gather_no_grad(keys.detach()).to(self.queue.dtype)
+        n = keys.shape[0]
+        if self.require_divisible and self.size % n != 0:
+            raise AssertionError(f"queue size {self.size} is not a multiple of the global batch of keys {n}")
+        if n >= self.size:  # more keys than room: keep the newest K, in order
+            keys, n = keys[-self.size:], self.size
+        p = int(self.ptr)
+        idx = (torch.arange(n, device=self.queue.device) + p) % self.size
+        self.queue[idx] = keys
+        self.ptr.fill_((p + n) % self.size)
+        self.num_enqueued.add_(n)

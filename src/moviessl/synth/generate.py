@@ -1,0 +1,420 @@
+"""``generate(out, preset, seed)``: write a whole SynthMovies dataset in the released layouts.
+
+Plans (all generating variables, all annotations) are drawn in the parent process from seeded
+streams, so annotation bytes depend only on (preset, seed); videos are rendered and encoded by a
+process pool (each job has its own seed and single-threaded x264, so frame content is identical
+whatever the pool size). Re-running into the same folder resumes: finished videos are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import string
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BadInputError
+from ..utils.io import atomic_write_json, atomic_write_text
+from . import plot as P
+from . import render as R
+from . import world as W
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SynthPreset:
+    size: int = 112                  # frame side (square), pixels; even
+    fps: float = 30.0
+    n_actions: int = 600             # single-event action clips ("Kinetics")
+    action_durations: tuple = (2.0, 2.5, 3.0)
+    action_val_every: int = 5        # every 5th action clip goes to val
+    n_vidsitu_train: int = 240       # 10-s VidSitu-style clips
+    n_vidsitu_valid: int = 60
+    degrade_fraction: float = 0.2    # VidSitu events that only context can recover
+    n_lvu: int = 30                  # LVU-style long movies
+    lvu_seconds: tuple = (60, 90)
+    lvu_degrade_fraction: float = 0.1
+    lvu_split: tuple = (0.6, 0.2, 0.2)  # train / val / test
+    crf: int = 23
+    x264_preset: str = "ultrafast"
+    workers: int = 2
+
+
+PRESETS: dict[str, SynthPreset] = {
+    # tests: seconds on one core; LVU movies are shortened to 20-24 s (documented)
+    "tiny": SynthPreset(size=64, n_actions=24, action_durations=(2.0,), n_vidsitu_train=8, n_vidsitu_valid=4, n_lvu=3,
+                        lvu_seconds=(20, 24), workers=1),
+    # make demo: <= 2 min on 2 cores
+    "demo": SynthPreset(),
+    # real experiments
+    "large": SynthPreset(size=128, n_actions=20000, n_vidsitu_train=6000, n_vidsitu_valid=1000, n_lvu=600,
+                         lvu_seconds=(60, 180), x264_preset="veryfast"),
+}
+
+_YID_ALPHABET = string.ascii_letters + string.digits + "-_"
+
+
+def _rng(seed: int, *stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, *stream])
+
+
+def _job_seed(seed: int, *stream: int) -> int:
+    return int(np.random.SeedSequence([seed, *stream]).generate_state(1)[0])
+
+
+def _youtube_id(rng) -> str:
+    return "".join(rng.choice(list(_YID_ALPHABET), 11))
+
+
+# ------------------------------------------------------------------------------------------
+# Worker
+# ------------------------------------------------------------------------------------------
+
+def _render_job(job: dict) -> tuple[str, int]:
+    path = Path(job["path"])
+    boxes = R.encode_video(path, R.render_plan(job["plan"], job["size"], job["fps"], job["seed"]), job["fps"], job["size"],
+                           crf=job["crf"], preset=job["x264"])
+    if job.get("tracks"):
+        atomic_write_json(job["tracks"], _tracks(job["plan"], np.concatenate(boxes), job["fps"], job["size"], job["yid"]), indent=None)
+    return job["path"], sum(len(b) for b in boxes)
+
+
+def _tracks(plan: dict, boxes: np.ndarray, fps: float, size: int, yid: str) -> dict:
+    """Per-second character boxes (LVU's instance pathway): the middle frame of every second."""
+    shot_of_frame = np.concatenate([[ev["shot"]] * int(round(ev["dur"] * fps)) for ev in plan["events"]])
+    secs = []
+    for t in range(int(len(boxes) / fps)):
+        f = min(int((t + 0.5) * fps), len(boxes) - 1)
+        vis = np.nonzero(boxes[f, :, 4] > 0)[0]
+        secs.append(dict(t=t, shot=int(shot_of_frame[f]), track_ids=[int(c) for c in vis],
+                         boxes=[[round(float(v), 4) for v in boxes[f, c, :4]] for c in vis]))
+    return dict(youtube_id=yid, fps=fps, width=size, height=size, duration_s=len(boxes) / fps,
+                box_format="x1,y1,x2,y2 normalised to [0,1]", track_id="character index, stable within the movie",
+                seconds=secs)
+
+
+# ------------------------------------------------------------------------------------------
+# Plans of every split
+# ------------------------------------------------------------------------------------------
+
+def plan_actions(cfg: SynthPreset, seed: int) -> list[dict]:
+    rng = _rng(seed, 1)
+    order = rng.permutation(cfg.n_actions) % len(W.VERBS)  # balanced classes
+    out = []
+    for i in range(cfg.n_actions):
+        verb = W.VERB_IDS[order[i]]
+        dur = float(rng.choice(cfg.action_durations))
+        out.append(dict(name=f"act_{i:06d}", verb=verb, split="val" if i % cfg.action_val_every == cfg.action_val_every - 1 else "train",
+                        plan=P.plan_action_clip(rng, verb, dur)))
+    return out
+
+
+def plan_vidsitu(cfg: SynthPreset, seed: int) -> list[dict]:
+    rng = _rng(seed, 2)
+    clips = []
+    want = [("train", cfg.n_vidsitu_train), ("valid", cfg.n_vidsitu_valid)]
+    for split, n in want:
+        while sum(c["split"] == split for c in clips) < n:
+            meta = P.plan_movie_meta(rng)
+            chars = P.sample_characters(rng, meta["n_chars"])
+            yid = _youtube_id(rng)
+            movie = dict(yid=yid, duration=float(rng.integers(1500, 9000)), movie_name=f"Synth Movie {len(clips):04d}",
+                         imdb_id=f"tt9{rng.integers(0, 10**6):06d}", year_rel=1930 + 10 * meta["year"] + int(rng.integers(10)),
+                         upload_year=int(rng.integers(2008, 2021)), vid_uid=None, meta=meta)
+            start = int(rng.integers(0, 400))
+            for _ in range(int(rng.integers(1, 4))):
+                if sum(c["split"] == split for c in clips) >= n:
+                    break
+                plan = P.plan_vidsitu_clip(rng, meta, chars, cfg.degrade_fraction)
+                vseg = f"v_{yid}_seg_{start}_{start + 10}"
+                clips.append(dict(vseg=vseg, split=split, start=start, movie=movie, plan=plan,
+                                  vid_uid="".join(rng.choice(list("0123456789abcdef"), 32))))
+                start += 10 + int(rng.integers(0, 200))
+    return clips
+
+
+def plan_lvu(cfg: SynthPreset, seed: int) -> list[dict]:
+    rng = _rng(seed, 3)
+    movies = []
+    # every split gets at least one movie once there are three
+    n_val = max(1, int(round(cfg.n_lvu * cfg.lvu_split[1]))) if cfg.n_lvu >= 2 else 0
+    n_test = max(1, int(round(cfg.n_lvu * cfg.lvu_split[2]))) if cfg.n_lvu >= 3 else 0
+    n_train = cfg.n_lvu - n_val - n_test
+    for i in range(cfg.n_lvu):
+        dur = 2 * int(rng.integers(cfg.lvu_seconds[0] // 2, cfg.lvu_seconds[1] // 2 + 1))
+        plan = P.plan_lvu_movie(rng, dur, cfg.lvu_degrade_fraction)
+        split = "train" if i < n_train else ("val" if i < n_train + n_val else "test")
+        movies.append(dict(yid=_youtube_id(rng), imdb_id=f"tt8{rng.integers(0, 10**6):06d}", split=split, plan=plan))
+    return movies
+
+
+# ------------------------------------------------------------------------------------------
+# Annotation writers
+# ------------------------------------------------------------------------------------------
+
+def _verb_name(vid: str) -> str:
+    return vid.rsplit(".", 1)[0].replace("_", " ")
+
+
+def _annotator_record(clip: dict, ann_rng, j: int, evrels: list[str | None]) -> dict:
+    """Annotator j's record of the clip (VidSitu vseg_ann format). j = 0 uses the canonical phrases;
+    others paraphrase each character consistently within the record (so coreference holds)."""
+    plan = clip["plan"]
+    chars = plan["characters"]
+    variant = [0 if j == 0 else int(ann_rng.choice(4, p=[0.6, 0.15, 0.15, 0.1])) for _ in chars]
+    scene_v = 0 if j == 0 else int(ann_rng.integers(3))
+    rec = {}
+    for k, ev in enumerate(plan["events"]):
+        v = W.VERB_BY_ID[ev["verb"]]
+        arg_list, args = {}, {}
+        for pos, (raw, kind) in enumerate(v.roles, start=1):
+            if kind == "agent":
+                phrase = W.character_phrase(chars[ev["agent"]], variant[ev["agent"]])
+            elif kind in ("patient", "recipient"):
+                phrase = W.character_phrase(chars[ev["patient"]], variant[ev["patient"]])
+            elif kind == "object":
+                phrase = ("the " if j == 0 or ann_rng.random() < 0.7 else "a ") + ev["object"]
+            elif kind == "scene":
+                phrase = W.SCENE_PHRASES[ev["scene"]][scene_v]
+            else:
+                phrase = ev[kind]
+            arg_list[raw] = str(pos)
+            args[raw] = phrase
+        e = dict(vid_uid=clip["vid_uid"], vid_seg_int=clip["vseg"], Verb=_verb_name(ev["verb"]), VerbID=ev["verb"],
+                 Arg_List=arg_list, Args=args)
+        if evrels[k] is not None:
+            e["EvRel"] = evrels[k]
+        rec[f"Ev{k + 1}"] = e
+    return rec
+
+
+def _noisy_relation(rng, true: str, keep: float) -> str:
+    if rng.random() < keep:
+        return true
+    return str(rng.choice([r for r in W.RELATION_LABELS if r != true]))
+
+
+def write_vidsitu(root: Path, clips: list[dict], seed: int) -> dict:
+    ann_root = root / "vidsitu_annotations"
+    rng = _rng(seed, 22)
+    gt, counts = {}, {}
+    for split in ("train", "valid"):
+        sc = [c for c in clips if c["split"] == split]
+        atomic_write_json(ann_root / "split_files" / f"vseg_split_{split}_lb.json", [c["vseg"] for c in sc], indent=None)
+        vinfo, records = [], []
+        for c in sc:
+            m = c["movie"]
+            info = dict(vid_uid=c["vid_uid"], genres=c["plan"]["genre"].replace("-", ", "), duration=m["duration"], name=m["yid"],
+                        text=f"{m['movie_name']} ({m['year_rel']}): a {c['plan']['genre'].lower()} with "
+                             f"{len(c['plan']['characters'])} characters.",
+                        start=float(c["start"]), end=float(c["start"] + 10), vid_seg_int=c["vseg"], movie_name=m["movie_name"],
+                        upload_year=m["upload_year"], clip_name=f"{m['movie_name']} - clip {c['start']}", imdb_id=m["imdb_id"],
+                        year_rel=m["year_rel"])
+            events = c["plan"]["events"]
+            true_rel = [ev.get("relation") for ev in events]
+            if split == "train":
+                rels = [None if r is None else _noisy_relation(rng, r, 0.9) for r in true_rel]
+                records.append(_annotator_record(c, rng, 0, rels))
+            else:
+                vb_lst, vbid_lst = {}, {}
+                for k, ev in enumerate(events):
+                    # 10 annotators: the true verb is the plurality (5-9 votes), near-synonyms the rest
+                    n_true = int(rng.integers(5, 10))
+                    syn = W.VERB_BY_ID[ev["verb"]].syn
+                    ids = [ev["verb"]] * n_true + [str(rng.choice(syn)) for _ in range(10 - n_true)]
+                    ids = [ids[i] for i in rng.permutation(10)]
+                    vbid_lst[f"Ev{k + 1}"] = ids
+                    vb_lst[f"Ev{k + 1}"] = [_verb_name(i) for i in ids]
+                info.update(vb_lst=vb_lst, vbid_lst=vbid_lst, vb_to_use={f"Ev{k + 1}": ev["verb"] for k, ev in enumerate(events)})
+                # 3 SRL/relation annotators; about 1 pair in 12 is a three-way disagreement (masked)
+                per_ann = [[None if r is None else _noisy_relation(rng, r, 0.85) for r in true_rel] for _ in range(3)]
+                for k, r in enumerate(true_rel):
+                    if r is not None and rng.random() < 0.08:
+                        three = [r] + [str(x) for x in rng.choice([x for x in W.RELATION_LABELS if x != r], 2, replace=False)]
+                        for j in range(3):
+                            per_ann[j][k] = three[j]
+                for j in range(3):
+                    records.append(_annotator_record(c, rng, j, per_ann[j]))
+            vinfo.append(info)
+            gt[c["vseg"]] = dict(split=split, youtube_id=c["movie"]["yid"], **{k: c["plan"][k] for k in ("genre", "writer", "director")},
+                                 year=c["plan"]["year_style"]["year"], scene=events[0]["scene"],
+                                 characters=c["plan"]["characters"], events=events, shots=c["plan"]["shots"],
+                                 year_style=c["plan"]["year_style"])
+        atomic_write_json(ann_root / "vinfo_files" / f"vinfo_{split}_lb.json", vinfo, indent=None)
+        atomic_write_json(ann_root / "vseg_ann_files" / f"vsann_{split}_lb.json", records, indent=None)
+        counts[split] = len(sc)
+    atomic_write_json(root / "ground_truth.json", gt, indent=None)
+    return counts
+
+
+LVU_HEADERS = {"like_ratio": "like_count dislike_count youtube_id imdb_id", "view_count": "view_count youtube_id imdb_id"}
+LVU_CLASS_NAMES = {
+    "relationship": W.RELATIONSHIPS, "way_speaking": W.WAYS_SPEAKING, "scene": W.SCENES, "director": W.DIRECTOR_NAMES,
+    "writer": W.WRITER_NAMES, "year": W.YEARS, "genre": W.GENRES,
+}
+
+
+def write_lvu(root: Path, movies: list[dict]) -> dict:
+    from ..data.lvu import LVU_TASKS
+
+    for task in LVU_TASKS:
+        for split in ("train", "val", "test"):
+            lines = [LVU_HEADERS.get(task, "class_id class_name youtube_id imdb_id")]
+            for m in movies:
+                if m["split"] != split:
+                    continue
+                lab = m["plan"]["labels"][task]
+                if task == "like_ratio":
+                    lines.append(f"{lab[0]} {lab[1]} {m['yid']} {m['imdb_id']}")
+                elif task == "view_count":
+                    lines.append(f"{lab} {m['yid']} {m['imdb_id']}")
+                else:
+                    lines.append(f"{lab} {LVU_CLASS_NAMES[task][lab]} {m['yid']} {m['imdb_id']}")
+            atomic_write_text(root / "lvu_1.0" / task / f"{split}.csv", "\n".join(lines) + "\n")
+    gt = {m["yid"]: dict(split=m["split"], imdb_id=m["imdb_id"], **m["plan"]) for m in movies}
+    atomic_write_json(root / "ground_truth.json", gt, indent=None)
+    return Counter(m["split"] for m in movies)
+
+
+def write_actions(root: Path, actions: list[dict]) -> dict:
+    atomic_write_json(root / "classes.json", list(W.VERB_IDS))
+    for split in ("train", "val"):
+        lines = [f"videos/{a['name']}.mp4 {W.VERB_INDEX[a['verb']]}" for a in actions if a["split"] == split]
+        atomic_write_text(root / f"{split}.csv", "\n".join(lines) + ("\n" if lines else ""))
+    atomic_write_json(root / "ground_truth.json", {a["name"]: dict(split=a["split"], verb=a["verb"], **a["plan"]) for a in actions},
+                      indent=None)
+    return Counter(a["split"] for a in actions)
+
+
+# ------------------------------------------------------------------------------------------
+# README
+# ------------------------------------------------------------------------------------------
+
+def _hist(counter: Counter, keys=None, width=30) -> list[str]:
+    keys = list(keys) if keys is not None else sorted(counter)
+    top = max([counter.get(k, 0) for k in keys] + [1])
+    return [f"    {str(k):<28} {counter.get(k, 0):>6}  {'#' * int(round(width * counter.get(k, 0) / top))}" for k in keys]
+
+
+def write_readme(root: Path, preset: str, seed: int, cfg: SynthPreset, actions, clips, movies) -> None:
+    L = [f"# SynthMovies ({preset}, seed {seed})", "",
+         "Generated by `moviessl synth`; see moviessl's docs/synthmovies.md for the world, the plot grammar and the",
+         "file formats. Everything here is synthetic; ground_truth.json files hold the generating variables.", "",
+         f"- frames {cfg.size}x{cfg.size} at {cfg.fps:g} fps, H.264 (crf {cfg.crf}, {cfg.x264_preset})",
+         f"- action clips: {len(actions)} ({sum(a['split'] == 'train' for a in actions)} train / "
+         f"{sum(a['split'] == 'val' for a in actions)} val), {len(W.VERBS)} verb classes",
+         f"- VidSitu-style clips: {sum(c['split'] == 'train' for c in clips)} train / {sum(c['split'] == 'valid' for c in clips)} valid "
+         f"from {len({c['movie']['yid'] for c in clips})} movies; degraded events: "
+         f"{sum(ev['degraded'] is not None for c in clips for ev in c['plan']['events'])} of {5 * len(clips)}",
+         f"- LVU-style movies: {len(movies)} ({', '.join(f'{s} {n}' for s, n in Counter(m['split'] for m in movies).items())}), "
+         f"{sum(len(m['plan']['events']) * 2 for m in movies) / 60:.1f} min in total", "", "```"]
+    L.append("action clips per verb:")
+    L += _hist(Counter(a["verb"] for a in actions), W.VERB_IDS)
+    for split in ("train", "valid"):
+        evs = [ev for c in clips if c["split"] == split for ev in c["plan"]["events"]]
+        L.append(f"VidSitu {split} events per verb:")
+        L += _hist(Counter(ev["verb"] for ev in evs), W.VERB_IDS)
+        L.append(f"VidSitu {split} relations to Ev3 (true, before annotator noise):")
+        L += _hist(Counter(ev["relation"] for ev in evs if ev.get("relation")), W.RELATION_LABELS)
+        L.append(f"VidSitu {split} degradations:")
+        L += _hist(Counter(ev["degraded"] or "none" for ev in evs), ("none",) + P.DEGRADATIONS)
+    for task, names in LVU_CLASS_NAMES.items():
+        L.append(f"LVU {task}:")
+        L += _hist(Counter(names[m["plan"]["labels"][task]] for m in movies), names)
+    like = [10 * m["plan"]["labels"]["like_ratio"][0] / sum(m["plan"]["labels"]["like_ratio"]) for m in movies]
+    views = [np.log(m["plan"]["labels"]["view_count"]) for m in movies]
+    if movies:
+        L.append(f"LVU like_ratio (10*like/(like+dislike)): mean {np.mean(like):.3f} sd {np.std(like):.3f}")
+        L.append(f"LVU log(view_count): mean {np.mean(views):.3f} sd {np.std(views):.3f}")
+    L.append("```")
+    atomic_write_text(root / "README.md", "\n".join(L) + "\n")
+
+
+# ------------------------------------------------------------------------------------------
+# Entry point
+# ------------------------------------------------------------------------------------------
+
+def resolve_preset(preset: str | SynthPreset, **overrides) -> SynthPreset:
+    if isinstance(preset, SynthPreset):
+        cfg = preset
+    elif preset in PRESETS:
+        cfg = PRESETS[preset]
+    else:
+        raise BadInputError(None, f"unknown synth preset '{preset}' (choose from {', '.join(PRESETS)})")
+    cfg = replace(cfg, **overrides) if overrides else cfg
+    if cfg.size % 2 or cfg.size < 32:
+        raise BadInputError(None, f"synth size must be even and >= 32, got {cfg.size}")
+    return cfg
+
+
+def generate(out: str | os.PathLike, preset: str | SynthPreset = "tiny", seed: int = 0, workers: int | None = None,
+             progress: bool = True, **overrides) -> Path:
+    """Write a SynthMovies dataset to ``out`` (see the layout in docs/design.md) and return ``out``.
+
+    ``preset`` is "tiny" (tests, seconds), "demo" (make demo, <= 2 min on 2 cores) or "large", or a
+    :class:`SynthPreset`; keyword ``overrides`` replace preset fields (e.g. ``degrade_fraction=0.5``).
+    Deterministic for (preset, overrides, seed). Resumes an interrupted run into the same folder.
+    """
+    cfg = resolve_preset(preset, **overrides)
+    name = preset if isinstance(preset, str) else "custom"
+    root = Path(out)
+    workers = cfg.workers if workers is None else workers
+    meta = dict(format_version=FORMAT_VERSION, preset=name, seed=int(seed), config=asdict(cfg), fps=cfg.fps, size=cfg.size,
+                verbs=list(W.VERB_IDS))
+    meta_path = root / "synth_meta.json"
+    if meta_path.exists():
+        try:
+            old = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as e:
+            raise BadInputError(meta_path, f"unreadable ({e})") from None
+        same = {k: old.get(k) for k in ("format_version", "seed", "config")} == {k: meta[k] for k in ("format_version", "seed", "config")}
+        if not same:
+            raise BadInputError(root, "already holds SynthMovies of another preset/seed/version; use an empty folder")
+    elif root.exists() and any(root.iterdir()):
+        raise BadInputError(root, "folder is not empty and holds no synth_meta.json; use an empty folder")
+    atomic_write_json(meta_path, dict(meta, status="incomplete"))
+
+    actions, clips, movies = plan_actions(cfg, seed), plan_vidsitu(cfg, seed), plan_lvu(cfg, seed)
+    common = dict(size=cfg.size, fps=cfg.fps, crf=cfg.crf, x264=cfg.x264_preset)
+    jobs = [dict(path=str(root / "lvu" / "videos" / f"{m['yid']}.mp4"), plan=m["plan"], seed=_job_seed(seed, 3, i), yid=m["yid"],
+                 tracks=str(root / "lvu" / "tracks" / f"{m['yid']}.json"), **common) for i, m in enumerate(movies)]
+    jobs += [dict(path=str(root / "vidsitu" / "vsitu_video_trimmed_dir" / f"{c['vseg']}.mp4"), plan=c["plan"],
+                  seed=_job_seed(seed, 2, i), **common) for i, c in enumerate(clips)]
+    jobs += [dict(path=str(root / "actions" / "videos" / f"{a['name']}.mp4"), plan=a["plan"], seed=_job_seed(seed, 1, i), **common)
+             for i, a in enumerate(actions)]
+    todo = [j for j in jobs if not (Path(j["path"]).exists() and (not j.get("tracks") or Path(j["tracks"]).exists()))]
+    n_frames = lambda j: sum(round(ev["dur"] * cfg.fps) for ev in j["plan"]["events"])  # noqa: E731
+    total = sum(n_frames(j) for j in todo)
+    if len(todo) < len(jobs):
+        log.info("resuming: %d of %d videos already written", len(jobs) - len(todo), len(jobs))
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, unit="frame", unit_scale=True, desc=f"synth {name}", disable=not progress, smoothing=0.1)
+    try:
+        if workers <= 1 or len(todo) <= 1:
+            for j in todo:
+                _, n = _render_job(j)
+                bar.update(n)
+        else:
+            # spawn: safe whatever the parent imported (torch, Lightning threads)
+            with mp.get_context("spawn").Pool(workers) as pool:
+                for _, n in pool.imap_unordered(_render_job, todo, chunksize=1):
+                    bar.update(n)
+    finally:
+        bar.close()
+
+    counts = dict(actions=dict(write_actions(root / "actions", actions)),
+                  vidsitu=write_vidsitu(root / "vidsitu", clips, seed),
+                  lvu=dict(write_lvu(root / "lvu", movies)))
+    write_readme(root, name, seed, cfg, actions, clips, movies)
+    atomic_write_json(meta_path, dict(meta, status="complete", counts=counts))
+    return root

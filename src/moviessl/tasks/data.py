@@ -1,0 +1,220 @@
+"""Inputs of the VidSitu tasks: event features in memory, or event clips decoded from videos.
+
+A task sees a split as ``SegmentData``: for each usable segment its ann_idx, its input (a (5, D)
+feature row, or the 5 event clips) and its target. Segments whose input is missing or bad are
+skipped and counted: in training they are dropped; on the evaluation split they still get a
+(fallback) prediction, because a VidSitu submission must cover the whole split.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..data.vidsitu import EVENTS
+from ..errors import BadInputError
+
+log = logging.getLogger("moviessl.tasks")
+
+
+@dataclass
+class SegmentData:
+    """One split's usable segments, in split order."""
+
+    vsegs: list[str]
+    ann_idx: list[int]
+    x: Any                       # torch.Tensor (N,5,D) or a ClipSource
+    y: list[Any]                 # per segment: target tensor, eval target, or None
+    skipped: dict[str, str] = field(default_factory=dict)  # vseg -> reason
+
+    def __len__(self) -> int:
+        return len(self.vsegs)
+
+
+class SegmentDataset(Dataset):
+    def __init__(self, data: SegmentData, ignore_fill: int | None = None):
+        self.data, self.ignore_fill = data, ignore_fill
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> dict:
+        y = self.data.y[i]
+        try:
+            x = self.data.x[i]
+        except BadInputError as e:  # a video that fails to decode mid-run: zeros, target ignored
+            log.warning("skipping %s", e)
+            x = self.data.x.blank()
+            if isinstance(y, torch.Tensor) and self.ignore_fill is not None:
+                y = torch.full_like(y, self.ignore_fill)
+        item = {"x": x, "i": i}
+        if y is not None:
+            item["y"] = y
+        return item
+
+
+def collate(items: list[dict]) -> dict:
+    out = {"x": torch.stack([it["x"] for it in items]), "i": torch.tensor([it["i"] for it in items])}
+    if "y" in items[0]:
+        ys = [it["y"] for it in items]
+        if ys[0].dim() >= 1 and len({y.shape for y in ys}) > 1:  # forced prefixes of different lengths
+            P = max(y.shape[-1] for y in ys)
+            ys = [torch.nn.functional.pad(y, (0, P - y.shape[-1]), value=-1) for y in ys]
+        out["y"] = torch.stack(ys)
+    return out
+
+
+def loader(data: SegmentData, batch_size: int, shuffle: bool, num_workers: int = 0, ignore_fill: int | None = None,
+           seed: int = 0) -> DataLoader:
+    g = torch.Generator()
+    g.manual_seed(int(seed))
+    return DataLoader(SegmentDataset(data, ignore_fill), batch_size=int(batch_size), shuffle=shuffle, collate_fn=collate,
+                      num_workers=int(num_workers), generator=g, persistent_workers=False, drop_last=False)
+
+
+def build_segments(split, source: Callable[[list[str]], tuple[Any, list[str], dict[str, str]]],
+                   target: Callable[[str, list[dict]], Any], need_records: bool = True) -> SegmentData:
+    """Select the split's segments that have records (if needed), a valid target and an input.
+
+    ``source(vsegs) -> (x, kept_vsegs, skipped)`` loads inputs for the candidates."""
+    skipped: dict[str, str] = {}
+    cands, ys, idx = [], [], []
+    for ai, vseg in enumerate(split.vseg_ids):
+        recs = split.records.get(vseg) or []
+        if need_records and not recs:
+            skipped[vseg] = "no annotation records"
+            continue
+        try:
+            y = target(vseg, recs)
+        except (BadInputError, KeyError, ValueError) as e:
+            skipped[vseg] = f"bad annotation: {e}"
+            continue
+        cands.append(vseg)
+        ys.append(y)
+        idx.append(ai)
+    x, kept, bad = source(cands)
+    skipped.update(bad)
+    keep = set(kept)
+    sel = [j for j, v in enumerate(cands) if v in keep]
+    for v, why in bad.items():
+        log.warning("%s: skipped (%s)", v, why)
+    return SegmentData([cands[j] for j in sel], [idx[j] for j in sel], x, [ys[j] for j in sel], skipped)
+
+
+# --------------------------------------------------------------------------- features
+
+def feature_source(store) -> Callable[[list[str]], tuple[torch.Tensor, list[str], dict[str, str]]]:
+    """Loads (5, D) rows of a FeatureStore into one float32 tensor; missing/bad files are skipped."""
+
+    def load(vsegs: list[str]):
+        rows, kept, bad = [], [], {}
+        for v in vsegs:
+            if v not in store:
+                bad[v] = f"no features in {store.root}"
+                continue
+            try:
+                arr = store.load(v)
+            except BadInputError as e:
+                bad[v] = str(e)
+                continue
+            if arr.shape[0] != len(EVENTS):
+                bad[v] = f"{store.path(v)}: expected {len(EVENTS)} events, got {arr.shape[0]}"
+                continue
+            rows.append(arr)
+            kept.append(v)
+        x = torch.from_numpy(np.stack(rows)) if rows else torch.zeros(0, len(EVENTS), store.dim)
+        return x, kept, bad
+
+    return load
+
+
+# --------------------------------------------------------------------------- videos
+
+class ClipSource:
+    """``[i] -> (5, 3, T, H, W)`` float, normalised: the 5 event clips of segment i (16x4 at 30 fps,
+    centred at 1, 3, 5, 7, 9 s), preprocessed as the backbone was pretrained (its meta ``input``)."""
+
+    def __init__(self, paths: Sequence[Path], num_frames: int, stride: int, short_side: int, crop: int):
+        self.paths = list(paths)
+        self.num_frames, self.stride, self.short_side, self.crop = int(num_frames), int(stride), int(short_side), int(crop)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def blank(self) -> torch.Tensor:
+        return torch.zeros(len(EVENTS), 3, self.num_frames, self.crop, self.crop)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from ..video import VideoReader, event_centers, preprocess, read_clip
+
+        path = self.paths[i]
+        try:
+            with VideoReader(path) as r:
+                centres = event_centers(10.0)[: len(EVENTS)]
+                clips = [preprocess(read_clip(r, c, num_frames=self.num_frames, stride=self.stride),
+                                    self.short_side, self.crop, crop_mode="center") for c in centres]
+        except BadInputError:
+            raise
+        except Exception as e:  # any decoder failure is a bad input for this one video
+            raise BadInputError(path, f"could not read event clips ({type(e).__name__}: {e})") from None
+        return torch.stack([torch.as_tensor(np.asarray(c), dtype=torch.float32) for c in clips])
+
+
+def video_source(videos_root: str | os.PathLike, input_meta: dict, num_frames: int | None = None, stride: int | None = None):
+    """Resolve each segment's video (file or frame folder) now; decode lazily in the DataLoader."""
+    from ..video import resolve_video
+
+    def load(vsegs: list[str]):
+        paths, kept, bad = [], [], {}
+        for v in vsegs:
+            try:
+                paths.append(resolve_video(videos_root, v))
+                kept.append(v)
+            except BadInputError as e:
+                bad[v] = str(e)
+        src = ClipSource(paths, num_frames or input_meta.get("num_frames", 16), stride or input_meta.get("stride", 4),
+                         input_meta.get("short_side", 224), input_meta.get("crop", 224))
+        return src, kept, bad
+
+    return load
+
+
+@torch.no_grad()
+def extract_features(backbone: torch.nn.Module, src: ClipSource, vsegs: list[str], out_dir: str | os.PathLike,
+                     batch_size: int = 4, device: str = "cpu") -> list[str]:
+    """Frozen-backbone (5, D) features of each segment into ``out_dir/{vseg}_feats.npy`` (VidSitu layout).
+
+    Resumable: segments whose file exists are skipped. Returns the vsegs that failed to decode."""
+    from tqdm.auto import tqdm
+
+    from ..utils.io import atomic_save_npy
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    backbone = backbone.to(device).eval()
+    todo = [i for i, v in enumerate(vsegs) if not (out_dir / f"{v}_feats.npy").is_file()]
+    failed = []
+    for s in tqdm(range(0, len(todo), batch_size), desc="event features", unit="batch", disable=not todo):
+        batch, ids = [], []
+        for i in todo[s : s + batch_size]:
+            try:
+                batch.append(src[i])
+                ids.append(i)
+            except BadInputError as e:
+                log.warning("skipping %s", e)
+                failed.append(vsegs[i])
+        if not batch:
+            continue
+        x = torch.stack(batch).to(device)
+        B, E = x.shape[:2]
+        feats = backbone(x.flatten(0, 1)).view(B, E, -1).float().cpu().numpy()
+        for i, f in zip(ids, feats):
+            atomic_save_npy(out_dir / f"{vsegs[i]}_feats.npy", f)
+    return failed

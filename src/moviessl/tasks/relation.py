@@ -1,0 +1,111 @@
+"""Event relation prediction (paper §4.2, Table 3): 4-way classification of event pairs.
+
+The pairs are always (Ev1,Ev3), (Ev2,Ev3), (Ev3,Ev4), (Ev3,Ev5); a pair's features are the two event
+tokens concatenated (earlier event first) -> MLP -> {Causes, Reaction To, Enables, NoRel}. The tokens
+are backbone features or TxE outputs (scratch or MaskPred). The train label is the single train
+annotation's ``EvRel``, stored on the non-Ev3 event of the pair. A submission repeats the predicted
+label once per GT annotation of the segment (3 on valid), as VidSitu's format requires.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checkpoint import arch_spec
+from ..data.vidsitu import EVENTS, PAIRS, RELATIONS
+from .encoder import EventEncoder, build_encoder, mlp
+
+IGNORE = -100
+LABELS: tuple[str, ...] = tuple(RELATIONS)  # class index -> label string
+LABEL_INDEX = {lab: i for i, lab in enumerate(LABELS)}
+PAIR_INDEX = tuple((EVENTS.index(a), EVENTS.index(b)) for a, b in PAIRS)
+PAIR_KEY_EVENT = tuple(a if b == "Ev3" else b for a, b in PAIRS)  # where each pair's EvRel is stored
+
+
+def pair_labels(record: Mapping[str, Any]) -> list[int]:
+    """One annotation record -> class index per pair (IGNORE where the EvRel is missing/unknown)."""
+    return [LABEL_INDEX.get((record.get(ev) or {}).get("EvRel"), IGNORE) for ev in PAIR_KEY_EVENT]
+
+
+class RelationClassifier(nn.Module):
+    def __init__(self, encoder: EventEncoder, num_classes: int = len(LABELS), hidden: int | None = None, dropout: float = 0.0):
+        super().__init__()
+        d = encoder.out_dim
+        self.encoder = encoder
+        self.head = mlp(2 * d, hidden or d, num_classes, dropout)
+        self.register_buffer("pair_a", torch.tensor([a for a, _ in PAIR_INDEX]), persistent=False)
+        self.register_buffer("pair_b", torch.tensor([b for _, b in PAIR_INDEX]), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,4,C)
+        h = self.encoder(x)
+        return self.head(torch.cat([h[:, self.pair_a], h[:, self.pair_b]], dim=-1))
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        return F.cross_entropy(self(x).flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE, weight=weight)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, y: Any = None) -> torch.Tensor:
+        return self(x).float().softmax(-1)
+
+
+def build_relation_model(in_dim: int, num_classes: int = len(LABELS), hidden: int | None = None, dropout: float = 0.0,
+                         backbone_arch: Mapping | None = None, txe_arch: Mapping | None = None) -> RelationClassifier:
+    return RelationClassifier(build_encoder(in_dim, backbone_arch, txe_arch), num_classes, hidden, dropout)
+
+
+class RelationTask:
+    name = "relation"
+    metric_keys = ("mean_acc", "top1_acc")
+
+    def __init__(self, cfg: Mapping[str, Any], train_split, eval_split=None, **_: Any):
+        self.cfg = cfg
+        counts = torch.zeros(len(LABELS))
+        for recs in train_split.records.values():
+            for j in pair_labels(recs[0]) if recs else ():
+                if j != IGNORE:
+                    counts[j] += 1
+        self.counts = counts
+        self.majority = int(counts.argmax()) if counts.sum() > 0 else LABEL_INDEX["NoRel"]
+        # number of GT annotations the evaluator compares per pair (first 3 records in file order)
+        self.num_gt = {v: min(3, len(r)) for v, r in (eval_split.records.items() if eval_split is not None else ())}
+
+    def train_target(self, vseg: str, records: list[dict]) -> torch.Tensor:
+        return torch.tensor(pair_labels(records[0]), dtype=torch.long)
+
+    def eval_target(self, vseg: str, records: list[dict]) -> None:
+        return None
+
+    def class_weight(self) -> torch.Tensor | None:
+        """Inverse-frequency weights when ``relation.class_weighted`` (Mean-Acc averages over classes)."""
+        if not self.cfg.get("class_weighted", False):
+            return None
+        w = self.counts.sum() / (len(LABELS) * self.counts.clamp(min=1))
+        return w
+
+    def build_model(self, in_dim: int, backbone_arch=None, txe_arch=None) -> tuple[nn.Module, dict]:
+        arch = arch_spec("moviessl.tasks.relation:build_relation_model", in_dim=int(in_dim), num_classes=len(LABELS),
+                         hidden=self.cfg.get("hidden"), dropout=float(self.cfg.get("dropout", 0.0)),
+                         backbone_arch=backbone_arch, txe_arch=txe_arch)
+        return build_relation_model(**arch["kwargs"]), arch
+
+    def _entry(self, ann_idx: int, vseg: str, labels: list[int], scores: list[float]) -> dict:
+        n = self.num_gt.get(vseg, 3)
+        return {"ann_idx": int(ann_idx),
+                "pred_evrels_ev": [[LABELS[j]] * n for j in labels],
+                "pred_scores_ev": [[float(s)] * n for s in scores]}
+
+    def entries(self, model: RelationClassifier, x: torch.Tensor, y_eval: Any, ann_idx: list[int], vsegs: list[str]) -> list[dict]:
+        probs = model.predict(x)
+        score, lab = probs.max(-1)
+        return [self._entry(ai, v, lab[b].tolist(), score[b].tolist()) for b, (ai, v) in enumerate(zip(ann_idx, vsegs))]
+
+    def fallback(self, ann_idx: int, vseg: str, split) -> dict:
+        """No inputs: the majority train class for every pair."""
+        return self._entry(ann_idx, vseg, [self.majority] * len(PAIRS), [0.0] * len(PAIRS))
+
+    def meta(self) -> dict:
+        return {"labels": list(LABELS), "pairs": [list(p) for p in PAIRS]}

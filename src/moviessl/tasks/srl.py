@@ -1,0 +1,142 @@
+"""Semantic role prediction (paper §4.1, Table 1): TxD writes ``verb_id <Arg0> phrase ...`` per event.
+
+Training: teacher forcing, logits[:-1] against tokens[1:], cross-entropy ignoring pad; the verb token
+is the first input and is never predicted (vidsitu.md §5). Decoding: greedy, the ground-truth verb's
+token(s) forced first, then the ids are parsed back into roles (short names).
+
+What event i's decoder cross-attends to (``memory``): ``"self"`` (default, VidSitu's choice) = one
+vector, event i's own token. Without a TxE that is its backbone feature, so any context must come
+from the TxE, which is exactly the comparison of Table 1 (TxD vs TxE+TxD, scratch vs MaskPred).
+``"all"`` = all 5 tokens, the own one marked by a learned vector, for users who want the decoder to
+look at neighbours directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checkpoint import arch_spec
+from ..data.vidsitu import EVENTS, roles_in_order
+from ..errors import BadInputError
+from ..models.txd import TxD, build_txd
+from .encoder import EventEncoder, build_encoder
+from .tokenizer import SRLTokenizer
+
+
+class SRLDecoder(nn.Module):
+    def __init__(self, encoder: EventEncoder, txd: TxD, memory: str = "self", pad_id: int = 0, eos_id: int = 1):
+        super().__init__()
+        if memory not in ("self", "all"):
+            raise BadInputError(None, f"srl.memory must be 'self' or 'all', got {memory!r}")
+        self.encoder, self.txd, self.memory = encoder, txd, memory
+        self.pad_id, self.eos_id = pad_id, eos_id
+        if memory == "all":
+            self.self_marker = nn.Parameter(torch.zeros(encoder.out_dim))
+
+    def memory_of(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B,E,d) event tokens -> (B*E, M, d) memory per event."""
+        B, E, d = tokens.shape
+        if self.memory == "self":
+            return tokens.reshape(B * E, 1, d)
+        eye = torch.eye(E, device=tokens.device, dtype=tokens.dtype)
+        mem = tokens[:, None] + eye[None, :, :, None] * self.self_marker  # (B, E_query, E_key, d)
+        return mem.reshape(B * E, E, d)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``y`` (B,5,L) token ids right-padded with pad (an all-pad row = no target for that event)."""
+        mem = self.memory_of(self.encoder(x))
+        seqs = y.flatten(0, 1)
+        keep = seqs[:, 0] != self.pad_id
+        seqs, mem = seqs[keep], mem[keep]
+        L = int((seqs != self.pad_id).sum(1).max())  # trim the batch to its longest target
+        seqs = seqs[:, :L]
+        logits = self.txd(seqs[:, :-1], mem)
+        return F.cross_entropy(logits.flatten(0, 1).float(), seqs[:, 1:].flatten(), ignore_index=self.pad_id)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, prefix: torch.Tensor, max_len: int = 60) -> torch.Tensor:
+        """``prefix`` (B,5,P) forced verb tokens, -1 padded -> generated ids (B,5,L)."""
+        mem = self.memory_of(self.encoder(x))
+        out = self.txd.generate(mem, prefix.flatten(0, 1), max_len=max_len, eos_id=self.eos_id)
+        return out.view(x.shape[0], len(EVENTS), -1)
+
+
+def build_srl_model(in_dim: int, vocab_size: int, txd_preset: str = "txd_cpu", txd_overrides: Mapping | None = None,
+                    memory: str = "self", pad_id: int = 0, eos_id: int = 1,
+                    backbone_arch: Mapping | None = None, txe_arch: Mapping | None = None) -> SRLDecoder:
+    encoder = build_encoder(in_dim, backbone_arch, txe_arch)
+    txd = build_txd(txd_preset, vocab_size=vocab_size, mem_dim=encoder.out_dim, **dict(txd_overrides or {}))
+    return SRLDecoder(encoder, txd, memory, pad_id, eos_id)
+
+
+def train_phrases(split) -> list[str]:
+    return [p for recs in split.records.values() for rec in recs[:1] for ev in EVENTS for _, p in roles_in_order(rec[ev])]
+
+
+class SRLTask:
+    """Tokenizer, targets and submission entries for semantic role prediction."""
+
+    name = "srl"
+    metric_keys = ("cider", "cider_verb", "cider_arg", "rouge_l", "lea")
+
+    def __init__(self, cfg: Mapping[str, Any], train_split, tokenizer: SRLTokenizer | None = None, **_: Any):
+        self.cfg = cfg
+        self.max_len = int(cfg.get("max_len", 60))
+        if tokenizer is None:
+            verbs = [rec[ev]["VerbID"] for recs in train_split.records.values() for rec in recs[:1] for ev in EVENTS
+                     if isinstance(rec[ev].get("VerbID"), str)]
+            tokenizer = SRLTokenizer.train(train_phrases(train_split), verbs, vocab_size=int(cfg.get("vocab_size", 2000)),
+                                           min_frequency=int(cfg.get("min_frequency", 2)))
+        self.tok = tokenizer
+
+    def _verb(self, vseg: str, records: list[dict], ev: str) -> str:
+        verb = records[0][ev].get("VerbID")
+        if not isinstance(verb, str):
+            raise BadInputError(None, f"{vseg} {ev}: no VerbID in the first annotation")
+        return verb
+
+    def train_target(self, vseg: str, records: list[dict]) -> torch.Tensor:
+        """(5, max_len) ids, pad-filled; only annotation 0 is used (as VidSitu)."""
+        y = torch.full((len(EVENTS), self.max_len), self.tok.pad_id, dtype=torch.long)
+        for e, ev in enumerate(EVENTS):
+            try:
+                roles = roles_in_order(records[0][ev])
+            except (ValueError, KeyError) as err:
+                raise BadInputError(None, f"{vseg} {ev}: {err}") from None
+            ids = self.tok.encode_target(self._verb(vseg, records, ev), roles, self.max_len)
+            y[e, : len(ids)] = torch.tensor(ids)
+        return y
+
+    def eval_target(self, vseg: str, records: list[dict]) -> torch.Tensor:
+        """(5, P) forced prefixes: the GT verb of annotation 0 (the val prompt), -1 padded."""
+        prefixes = [self.tok.verb_prefix(self._verb(vseg, records, ev)) for ev in EVENTS]
+        P = max(len(p) for p in prefixes)
+        out = torch.full((len(EVENTS), P), -1, dtype=torch.long)
+        for e, p in enumerate(prefixes):
+            out[e, : len(p)] = torch.tensor(p)
+        return out
+
+    def build_model(self, in_dim: int, backbone_arch=None, txe_arch=None) -> tuple[nn.Module, dict]:
+        arch = arch_spec("moviessl.tasks.srl:build_srl_model", in_dim=int(in_dim), vocab_size=self.tok.vocab_size,
+                         txd_preset=str(self.cfg.get("txd", "txd_cpu")), txd_overrides=dict(self.cfg.get("txd_overrides") or {}),
+                         memory=str(self.cfg.get("memory", "self")), pad_id=self.tok.pad_id, eos_id=self.tok.eos_id,
+                         backbone_arch=backbone_arch, txe_arch=txe_arch)
+        return build_srl_model(**arch["kwargs"]), arch
+
+    def entries(self, model: SRLDecoder, x: torch.Tensor, prefix: torch.Tensor, ann_idx: list[int], vsegs: list[str] | None = None) -> list[dict]:
+        ids = model.predict(x, prefix, self.max_len)
+        return [{"ann_idx": int(ai), "vb_output": {ev: self.tok.parse(ids[b, e].tolist()) for e, ev in enumerate(EVENTS)}}
+                for b, ai in enumerate(ann_idx)]
+
+    def fallback(self, ann_idx: int, vseg: str, split) -> dict:
+        """No inputs for this segment: the verb alone, every role scored as ""."""
+        recs = split.records.get(vseg) or []
+        vb = {ev: ({"vb_id": recs[0][ev].get("VerbID", "")} if recs else {}) for ev in EVENTS}
+        return {"ann_idx": int(ann_idx), "vb_output": vb}
+
+    def meta(self) -> dict:
+        return {"tokenizer": self.tok.to_str(), "max_len": self.max_len}

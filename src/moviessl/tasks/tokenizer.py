@@ -1,0 +1,168 @@
+"""The SRL tokenizer: byte-level BPE (HuggingFace ``tokenizers``) + verb ids and role tags.
+
+VidSitu's targets are ``verb_id <Arg0> phrase <Arg1> phrase ...`` (docs: vidsitu.md §5). Verb ids
+(``speak.01``) and role tags (``<Arg0>`` .. ``<AScn>``) are single added tokens; ``<pad>`` and ``</s>``
+are special tokens. The BPE is trained offline on the training phrases only, so nothing from the
+validation text leaks into the vocabulary. A user ``tokenizer.json`` (e.g. VidSitu's GPT-2 BPE with
+its added tokens, saved by HF) can be given instead; it must contain the role tags and a pad and an
+eos token.
+
+Token sequences are built segment by segment (``[verb] [tag] bpe(" phrase") [tag] ...``) rather than
+by encoding one string, so they never depend on how a tokenizer treats whitespace around added
+tokens, and parsing walks the ids: every tag id opens a role whose value is the decoded text up to
+the next tag.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from ..errors import BadInputError
+from ..utils.io import atomic_write_text
+
+# Short role names (vidsitu.md §2.4) in a fixed order; all get a tag, scored or not.
+ROLES: tuple[str, ...] = ("Arg0", "Arg1", "Arg2", "Arg3", "Arg4", "Arg5", "ADir", "APrp", "AMnr", "ALoc", "AGol", "AScn")
+ROLE_TAGS: tuple[str, ...] = tuple(f"<{r}>" for r in ROLES)
+PAD, EOS = "<pad>", "</s>"
+PAD_ALIASES, EOS_ALIASES = ("<pad>", "[PAD]"), ("</s>", "<|endoftext|>", "[SEP]", "<eos>")
+
+
+class SRLTokenizer:
+    """Wraps a ``tokenizers.Tokenizer`` with the SRL target conventions."""
+
+    def __init__(self, tok):
+        self.tok = tok
+        self.pad_id = self._find(PAD_ALIASES, "pad")
+        self.eos_id = self._find(EOS_ALIASES, "eos")
+        missing = [t for t in ROLE_TAGS if tok.token_to_id(t) is None]
+        if missing:
+            raise BadInputError(None, f"tokenizer lacks the role tags {', '.join(missing)} (they must be added tokens)")
+        self.tag_ids: dict[str, int] = {r: tok.token_to_id(t) for r, t in zip(ROLES, ROLE_TAGS)}
+        self.id_to_role: dict[int, str] = {i: r for r, i in self.tag_ids.items()}
+
+    def _find(self, names: Sequence[str], what: str) -> int:
+        for n in names:
+            i = self.tok.token_to_id(n)
+            if i is not None:
+                return i
+        raise BadInputError(None, f"tokenizer has no {what} token (one of {', '.join(names)})")
+
+    # ---- building ---------------------------------------------------------------------------
+    @classmethod
+    def train(cls, phrases: Iterable[str], verb_ids: Iterable[str], vocab_size: int = 2000, min_frequency: int = 2) -> "SRLTokenizer":
+        """Byte-level BPE on ``phrases``; ``verb_ids`` and the role tags become single tokens."""
+        from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=int(vocab_size), min_frequency=int(min_frequency),
+                                      special_tokens=[PAD, EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                      show_progress=False)
+        # phrases are always preceded by a space in targets, so train on them that way
+        tok.train_from_iterator((" " + p for p in phrases), trainer=trainer)
+        tok.add_tokens([AddedToken(t, single_word=False, normalized=False) for t in ROLE_TAGS])
+        tok.add_tokens([AddedToken(v, normalized=False) for v in sorted(set(verb_ids))])
+        return cls(tok)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "SRLTokenizer":
+        from tokenizers import Tokenizer
+
+        try:
+            tok = Tokenizer.from_file(str(path))
+        except Exception as e:
+            raise BadInputError(path, f"not a HuggingFace tokenizer.json ({str(e).splitlines()[0][:120]})") from None
+        try:
+            return cls(tok)
+        except BadInputError as e:
+            raise BadInputError(path, e.cause) from None
+
+    @classmethod
+    def from_str(cls, text: str) -> "SRLTokenizer":
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_str(text))
+
+    def to_str(self) -> str:
+        return self.tok.to_str()
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return atomic_write_text(path, self.to_str())
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tok.get_vocab_size(with_added_tokens=True)
+
+    # ---- encoding ---------------------------------------------------------------------------
+    def bpe(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def verb_prefix(self, verb_id: str) -> list[int]:
+        """The verb's single added token, else its BPE pieces (a verb unseen in training)."""
+        i = self.tok.token_to_id(verb_id)
+        return [i] if i is not None else self.bpe(verb_id)
+
+    def encode_target(self, verb_id: str, roles: Sequence[tuple[str, str]], max_len: int = 60) -> list[int]:
+        """``[verb] <R1> bpe(" phrase") <R2> ... [eos]``, truncated to ``max_len`` (VidSitu: 60)."""
+        ids = list(self.verb_prefix(verb_id))
+        for role, phrase in roles:
+            if role not in self.tag_ids:
+                raise BadInputError(None, f"unknown role '{role}' (expected one of {', '.join(ROLES)})")
+            ids.append(self.tag_ids[role])
+            ids.extend(self.bpe(" " + phrase))
+        ids.append(self.eos_id)
+        return ids[:max_len]
+
+    # ---- decoding ---------------------------------------------------------------------------
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tok.decode(list(ids), skip_special_tokens=False)
+
+    def parse(self, ids: Sequence[int]) -> dict[str, str]:
+        """Token ids -> ``{"vb_id": ..., "Arg0": phrase, ...}`` (VidSitu's ``vb_output`` event dict).
+
+        Stops at eos, skips pads. The text before the first tag is the verb id; as in VidSitu's
+        parser, an output whose first word holds no "." (not a verb id) gives ``{}``. A repeated tag
+        keeps its first value (a degenerate loop should not overwrite a good phrase)."""
+        segs: list[tuple[str | None, list[int]]] = [(None, [])]
+        for i in ids:
+            i = int(i)
+            if i == self.eos_id:
+                break
+            if i == self.pad_id:
+                continue
+            if i in self.id_to_role:
+                segs.append((self.id_to_role[i], []))
+            else:
+                segs[-1][1].append(i)
+        verb = " ".join(self.decode(segs[0][1]).split())
+        if "." not in verb.split(" ")[0]:
+            return {}
+        out = {"vb_id": verb}
+        for role, seg in segs[1:]:
+            if role not in out:
+                out[role] = " ".join(self.decode(seg).split())
+        return out
+
+
+def target_text(verb_id: str, roles: Sequence[tuple[str, str]]) -> str:
+    """The human-readable target string: ``verb_id <Arg0> phrase <Arg1> phrase ...`` (vidsitu.md §5)."""
+    return verb_id + "".join(f" <{r}> {p}" for r, p in roles)
+
+
+def parse_text(text: str) -> dict[str, str]:
+    """VidSitu's string parser (split on single spaces; known tags open roles), for decoded strings."""
+    words = text.split(" ")
+    if not words or "." not in words[0]:
+        return {}
+    out, role, buf = {"vb_id": words[0]}, None, []
+    for w in words[1:] + ["<END>"]:
+        if w in ROLE_TAGS or w == "<END>":
+            if role is not None and role not in out:
+                out[role] = " ".join(buf)
+            role, buf = (w[1:-1] if w != "<END>" else None), []
+        elif role is not None:
+            buf.append(w)
+    return out

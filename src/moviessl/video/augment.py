@@ -1,0 +1,223 @@
+"""Batched, temporally consistent augmentation for self-supervised video training (pure torch).
+
+CVRL (Qian et al. 2021, section 3.2 / ssl-recipes.md 3.2) draws every random parameter once per
+clip and applies it to all T frames, so the augmentation cannot inject fake motion; two clips of a
+pair are augmented independently. Here a whole batch ``(B, 3, T, H, W)`` is augmented at once on
+its device (call it from ``on_after_batch_transfer``): the crop/flip is one ``grid_sample`` with
+a per-clip affine grid shared by the clip's frames, and colour ops act on per-clip factors.
+
+Order (CVRL): random resized crop -> flip -> colour jitter (p, random op order, clip to [0,1]
+after each) -> grayscale -> Gaussian blur -> solarise -> clip -> normalise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .transforms import MEAN, STD, normalize
+
+_GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision / TF rgb_to_grayscale
+
+
+def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
+    """``(N, 3, ...)`` -> ``(N, 1, ...)`` luma."""
+    w = torch.tensor(_GRAY, dtype=x.dtype, device=x.device).view(1, 3, *([1] * (x.dim() - 2)))
+    return (x * w).sum(1, keepdim=True)
+
+
+def _bcast(f: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return f.view(-1, *([1] * (x.dim() - 1)))
+
+
+def adjust_brightness(x, f):
+    """Multiplicative brightness (SimCLR v2 / CVRL), factor per clip."""
+    return (x * _bcast(f, x)).clamp_(0, 1)
+
+
+def adjust_contrast(x, f):
+    """Blend with the clip's mean luma (over all frames, so every frame gets the same blend)."""
+    m = rgb_to_gray(x).mean(dim=tuple(range(1, x.dim())), keepdim=True)
+    return ((x - m) * _bcast(f, x) + m).clamp_(0, 1)
+
+
+def adjust_saturation(x, f):
+    g = rgb_to_gray(x)
+    return ((x - g) * _bcast(f, x) + g).clamp_(0, 1)
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """Channel dim 1, all in [0, 1] (hue as a fraction of the circle)."""
+    r, g, b = x.unbind(1)
+    v, _ = x.max(1)
+    c = v - x.min(1).values
+    s = torch.where(v > 0, c / v.clamp_min(1e-12), torch.zeros_like(v))
+    cc = c.clamp_min(1e-12)
+    h = torch.where(v == r, ((g - b) / cc) % 6, torch.where(v == g, (b - r) / cc + 2, (r - g) / cc + 4))
+    h = torch.where(c > 0, h / 6, torch.zeros_like(h))
+    return torch.stack((h, s, v), 1)
+
+
+def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    h, s, v = x.unbind(1)
+    out = []
+    for n in (5.0, 3.0, 1.0):  # R, G, B
+        k = (n + h * 6) % 6
+        out.append(v - v * s * torch.clamp(torch.minimum(k, 4 - k), 0, 1))
+    return torch.stack(out, 1)
+
+
+def adjust_hue(x, shift):
+    """Rotate hue by ``shift`` (fraction of the circle, per clip)."""
+    hsv = rgb_to_hsv(x)
+    h = (hsv[:, 0] + _bcast(shift, hsv[:, 0])) % 1.0
+    return hsv_to_rgb(torch.stack((h, hsv[:, 1], hsv[:, 2]), 1)).clamp_(0, 1)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Separable Gaussian blur of ``(N, C, T, H, W)`` with one sigma per clip, reflect padding."""
+    n, c, t, h, w = x.shape
+    r = kernel // 2
+    pos = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-pos[None] ** 2 / (2 * sigma[:, None].to(x.dtype) ** 2))
+    k = (k / k.sum(1, keepdim=True)).repeat_interleave(c * t, 0)  # (n*c*t, kernel)
+    y = x.reshape(1, n * c * t, h, w)
+    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="reflect"), k[:, None, None, :], groups=n * c * t)
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), k[:, None, :, None], groups=n * c * t)
+    return y.reshape(n, c, t, h, w)
+
+
+def solarize(x, threshold: float = 0.5):
+    return torch.where(x >= threshold, 1 - x, x)
+
+
+_JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+
+
+class ConsistentAugment(nn.Module):
+    """Temporally consistent clip augmentation: ``(B,3,T,H,W)`` float [0,1] (or uint8) -> normalised
+    ``(B,3,T,S,S)``. One random draw per clip, shared by its T frames; clips are independent.
+
+    Args (CVRL defaults): ``out_size`` S; ``blur_p`` (CVRL: 1.0 for clip 1, 0.1 for clip 2);
+    ``solarize_p`` (CVRL: 0.2 on clip 2 only); ``area`` / ``aspect`` ranges of the random resized
+    crop (aspect drawn log-uniformly, 100 attempts, then a centre fallback); ``flip_p``;
+    ``jitter_p`` and strengths ``brightness, contrast, saturation`` (factor in [1-s, 1+s]) and
+    ``hue`` (shift in [-h, h]); ``gray_p``; ``blur_sigma``; ``blur_kernel`` (default S//10, odd);
+    ``normalize`` with ``mean`` / ``std``.
+    """
+
+    def __init__(self, out_size: int = 224, blur_p: float = 0.5, solarize_p: float = 0.0,
+                 area=(0.3, 1.0), aspect=(0.5, 2.0), flip_p: float = 0.5, jitter_p: float = 0.8,
+                 brightness: float = 0.8, contrast: float = 0.8, saturation: float = 0.8, hue: float = 0.2,
+                 gray_p: float = 0.2, blur_sigma=(0.1, 2.0), blur_kernel: int | None = None,
+                 normalize: bool = True, mean=MEAN, std=STD, attempts: int = 100):
+        super().__init__()
+        self.out_size = int(out_size)
+        self.blur_p, self.solarize_p, self.flip_p, self.jitter_p, self.gray_p = blur_p, solarize_p, flip_p, jitter_p, gray_p
+        self.area, self.aspect = tuple(area), tuple(aspect)
+        self.strength = (brightness, contrast, saturation, hue)
+        self.blur_sigma = tuple(blur_sigma)
+        k = blur_kernel or max(3, self.out_size // 10)
+        self.blur_kernel = k + 1 - k % 2  # odd, centred (224 -> 23 taps as in CVRL)
+        self.normalize, self.mean, self.std, self.attempts = normalize, tuple(mean), tuple(std), attempts
+
+    @staticmethod
+    def _rand(shape, g):
+        return torch.rand(shape, generator=g, device=g.device if g is not None else "cpu")
+
+    def sample_params(self, batch: int, height: int, width: int, generator: torch.Generator | None = None) -> dict:
+        """One draw per clip (CPU or the generator's device): crop box, flip, colour, blur, solarise."""
+        g, B, H, W = generator, batch, height, width
+        # Random resized crop, torchvision-style rejection sampling, vectorised over attempts.
+        a = self.area[0] + (self.area[1] - self.area[0]) * self._rand((B, self.attempts), g)
+        lo, hi = math.log(self.aspect[0]), math.log(self.aspect[1])
+        ar = torch.exp(lo + (hi - lo) * self._rand((B, self.attempts), g))
+        cw = torch.round(torch.sqrt(a * H * W * ar))
+        ch = torch.round(torch.sqrt(a * H * W / ar))
+        ok = (cw >= 1) & (ch >= 1) & (cw <= W) & (ch <= H)
+        first = ok.float().argmax(1)
+        cw = cw.gather(1, first[:, None])[:, 0]
+        ch = ch.gather(1, first[:, None])[:, 0]
+        # Fallback when no attempt fits: the whole frame with the aspect clamped into range.
+        fw, fh = float(W), float(H)
+        if W / H < self.aspect[0]:
+            fh = round(W / self.aspect[0])
+        elif W / H > self.aspect[1]:
+            fw = round(H * self.aspect[1])
+        none = ~ok.any(1)
+        cw = torch.where(none, torch.full_like(cw, fw), cw)
+        ch = torch.where(none, torch.full_like(ch, fh), ch)
+        y0 = torch.floor(self._rand(B, g) * (H - ch + 1))
+        x0 = torch.floor(self._rand(B, g) * (W - cw + 1))
+        s = self.strength
+        factors = torch.stack([1 + s[i] * (2 * self._rand(B, g) - 1) for i in range(3)], 1)  # (B,3)
+        return {
+            "box": torch.stack((y0, x0, ch, cw), 1),  # pixels: top, left, height, width
+            "flip": self._rand(B, g) < self.flip_p,
+            "jitter": self._rand(B, g) < self.jitter_p,
+            "factors": factors,  # brightness, contrast, saturation
+            "hue": s[3] * (2 * self._rand(B, g) - 1),
+            "order": self._rand((B, 4), g).argsort(1),  # colour-op order per clip
+            "gray": self._rand(B, g) < self.gray_p,
+            "blur": self._rand(B, g) < self.blur_p,
+            "sigma": self.blur_sigma[0] + (self.blur_sigma[1] - self.blur_sigma[0]) * self._rand(B, g),
+            "solarize": self._rand(B, g) < self.solarize_p,
+        }
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if x.dim() != 5 or x.shape[1] != 3:
+            raise ValueError(f"expected (B, 3, T, H, W) clips, got {tuple(x.shape)}")
+        B, _, _, H, W = x.shape
+        p = {k: v.to(x.device) for k, v in self.sample_params(B, H, W, generator).items()}
+        return self.apply(x, p)
+
+    def apply(self, x: torch.Tensor, p: dict) -> torch.Tensor:
+        """Apply drawn parameters ``p`` (from :meth:`sample_params`) to ``x``."""
+        if not x.is_floating_point():
+            x = x.float().div_(255.0)
+        B, C, T, H, W = x.shape
+        S = self.out_size
+        y0, x0, ch, cw = p["box"].to(x.dtype).unbind(1)
+        # Affine map from output to input normalised coords (align_corners=False): the crop box's
+        # pixel edges map to [-1, 1]; a negative x scale mirrors the clip (flip).
+        sx = torch.where(p["flip"], -cw / W, cw / W)
+        theta = torch.zeros(B, 2, 3, dtype=x.dtype, device=x.device)
+        theta[:, 0, 0], theta[:, 0, 2] = sx, (2 * x0 + cw) / W - 1
+        theta[:, 1, 1], theta[:, 1, 2] = ch / H, (2 * y0 + ch) / H - 1
+        grid = F.affine_grid(theta, (B, C * T, S, S), align_corners=False)
+        y = F.grid_sample(x.reshape(B, C * T, H, W), grid, mode="bilinear", padding_mode="border",
+                          align_corners=False).reshape(B, C, T, S, S)
+
+        jit = p["jitter"]
+        if jit.any():
+            args = (p["factors"][:, 0], p["factors"][:, 1], p["factors"][:, 2], p["hue"])
+            for slot in range(4):
+                for op in range(4):
+                    sel = jit & (p["order"][:, slot] == op)
+                    if sel.any():
+                        y[sel] = _JITTER_OPS[op](y[sel], args[op][sel])
+        if p["gray"].any():
+            sel = p["gray"]
+            y[sel] = rgb_to_gray(y[sel]).expand(-1, 3, -1, -1, -1)
+        if p["blur"].any():
+            sel = p["blur"]
+            y[sel] = gaussian_blur(y[sel], p["sigma"][sel], self.blur_kernel)
+        if p["solarize"].any():
+            sel = p["solarize"]
+            y[sel] = solarize(y[sel])
+        y = y.clamp_(0, 1)
+        return normalize(y, self.mean, self.std) if self.normalize else y
+
+    def extra_repr(self) -> str:
+        return (f"out_size={self.out_size}, area={self.area}, aspect={self.aspect}, flip_p={self.flip_p}, "
+                f"jitter_p={self.jitter_p}, strength={self.strength}, gray_p={self.gray_p}, "
+                f"blur_p={self.blur_p}, blur_kernel={self.blur_kernel}, solarize_p={self.solarize_p}")
+
+
+def cvrl_augment_pair(out_size: int = 224, **kwargs) -> tuple[ConsistentAugment, ConsistentAugment]:
+    """CVRL's asymmetric pair: blur p=1.0 on clip 1; blur p=0.1 and solarise p=0.2 on clip 2."""
+    return (ConsistentAugment(out_size, blur_p=1.0, solarize_p=0.0, **kwargs),
+            ConsistentAugment(out_size, blur_p=0.1, solarize_p=0.2, **kwargs))

@@ -1,0 +1,431 @@
+"""Frame-accurate, seek-based video reading with PyAV (and VidSitu JPEG frame folders).
+
+A :class:`VideoReader` indexes a file once by *demuxing* it (reading packet headers and payloads,
+no decoding): that gives the exact number of frames, every frame's presentation timestamp (pts)
+and the key frames. Frame ``i`` is the i-th frame in presentation order; its time is its pts
+relative to the first frame. ``get_frames`` then seeks to the key frame before the wanted window
+and decodes only up to the last wanted frame, so a 16x4 clip costs a GOP plus ~64 frames, not the
+whole file. Frames are matched by pts, not by counting, so B-frame reordering, non-zero start
+times, non-integer and variable frame rates are all exact.
+
+``num_frames`` is what actually decodes: header counts are ignored, and when the demuxer reports
+trouble (a corrupt or truncated packet, a read error, a header count that disagrees) the tail is
+decoded to find the last good frame.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BadInputError
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
+FRAME_EXTS = (".jpg", ".jpeg", ".png")
+FOLDER_FPS = 30.0  # VidSitu frames were extracted at 30 fps
+
+
+def _av():
+    import av
+
+    av.logging.set_level(av.logging.PANIC)  # decoder chatter on bad files goes to stderr otherwise
+    return av
+
+
+class VideoReader:
+    """Open a video file (any FFmpeg container/codec) or a frame folder ``{vseg}/{vseg}_000001.jpg``.
+
+    Attributes: ``path``, ``fps``, ``num_frames`` (frames that decode), ``duration_s``, ``width``,
+    ``height``, ``frame_times`` (seconds from the first frame, float64 ``(num_frames,)``),
+    ``is_vfr`` (frame times do not sit on a ``i / fps`` grid to within half a frame).
+
+    ``verify``: ``"auto"`` decodes the tail only when demuxing reported trouble; ``"tail"`` always
+    decodes the last GOP; ``"full"`` decodes everything once (slow, exact even for silent
+    corruption in the middle). Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, path: str | os.PathLike, verify: str = "auto", folder_fps: float = FOLDER_FPS):
+        if verify not in ("auto", "tail", "full"):
+            raise ValueError(f"verify must be auto|tail|full, got {verify!r}")
+        self.path = Path(path)
+        if not self.path.exists():
+            raise BadInputError(self.path, "no such file or directory")
+        if self.path.is_dir():
+            self._impl = _FrameFolder(self.path, folder_fps)
+        else:
+            self._impl = _AVFile(self.path, verify)
+        im = self._impl
+        self.fps, self.width, self.height = float(im.fps), int(im.width), int(im.height)
+        self.frame_times = im.frame_times
+        self._last: dict[int, np.ndarray] = {}
+
+    # num_frames can shrink if a frame the index promised turns out not to decode.
+    @property
+    def num_frames(self) -> int:
+        return int(len(self._impl.frame_times))
+
+    @property
+    def duration_s(self) -> float:
+        return float(self._impl.duration_s)
+
+    @property
+    def is_vfr(self) -> bool:
+        return bool(self._impl.is_vfr)
+
+    @property
+    def frames_decoded(self) -> int:
+        """Frames decoded so far by this reader (index checks included)."""
+        return int(getattr(self._impl, "frames_decoded", 0))
+
+    def get_frames(self, indices) -> np.ndarray:
+        """Frames at native indices (any order, repeats allowed) -> ``uint8 (T, H, W, 3)`` RGB."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size == 0:
+            return np.zeros((0, self.height, self.width, 3), np.uint8)
+        if idx.min() < 0 or idx.max() >= self.num_frames:
+            raise IndexError(f"{self.path}: frame index out of range [0, {self.num_frames}): {idx.min()}..{idx.max()}")
+        # The previous call's frames are kept: consecutive events overlap by a frame or two, and
+        # re-reading a frame behind the decoder would cost a seek and a GOP of decoding.
+        need = sorted(set(idx.tolist()) - self._last.keys())
+        got = {**{i: self._last[i] for i in set(idx.tolist()) & self._last.keys()}, **self._impl.read(need)}
+        self._last = got
+        return np.stack([got[i] for i in idx.tolist()])
+
+    def indices_at(self, times_s) -> np.ndarray:
+        """Native index of the frame on screen at each time (s from the first frame), clamped."""
+        t = np.asarray(times_s, dtype=np.float64)
+        # 1e-6 s tolerance: a time that lands exactly on a frame's pts must pick that frame
+        i = np.searchsorted(self._impl.frame_times, t + 1e-6, side="right") - 1
+        return np.clip(i, 0, self.num_frames - 1)
+
+    def close(self) -> None:
+        self._last = {}
+        self._impl.close()
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"VideoReader({str(self.path)!r}, fps={self.fps:.4g}, num_frames={self.num_frames}, "
+                f"{self.width}x{self.height}{', vfr' if self.is_vfr else ''})")
+
+
+def _grid_fps(times: np.ndarray, candidates, tick: float) -> float | None:
+    """The first candidate rate whose ``i / fps`` grid matches every frame time.
+
+    Tolerance: a tenth of a frame plus one time-base tick (pts rounding, e.g. 1 ms in mkv). Files
+    that fail are treated as variable-rate and mapped by their real frame times, which is always
+    correct, so erring towards VFR costs nothing.
+    """
+    n = np.arange(len(times))
+    for fps in candidates:
+        if fps and fps > 0 and np.all(np.abs(times - n / fps) <= 0.1 / fps + tick):
+            return float(fps)
+    return None
+
+
+class _AVFile:
+    def __init__(self, path: Path, verify: str):
+        av = _av()
+        self.path = path
+        size = path.stat().st_size
+        if size == 0:
+            raise BadInputError(path, "empty file (0 bytes)")
+        try:
+            self.container = av.open(str(path), metadata_errors="ignore")
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
+            raise BadInputError(path, f"not a readable video container ({_why(e)})") from None
+        try:
+            self._open(verify, size)
+        except BaseException:
+            self.container.close()
+            raise
+
+    def _open(self, verify: str, size: int) -> None:
+        av = _av()
+        if not self.container.streams.video:
+            raise BadInputError(self.path, "no video stream")
+        self.stream = st = self.container.streams.video[0]
+        self.time_base = st.time_base or Fraction(1, 1)
+        self._iter = None  # live decode generator and the pts of the last frame it produced
+        self._last_pts = None
+        self.frames_decoded = 0  # running total, for tests / benchmarks of "decode only the window"
+
+        # Index pass: demux every packet (no decoding).
+        pkts, trouble = [], None
+        try:
+            for p in self.container.demux(st):
+                if p.size == 0:
+                    continue  # the flush packet
+                pkts.append((p.pts, p.is_keyframe, p.duration or 0))
+                if p.is_corrupt and trouble is None:
+                    trouble = "corrupt packet"
+                if p.pos is not None and p.pos >= 0 and p.pos + p.size > size and trouble is None:
+                    trouble = "packet past end of file"
+        except (av.error.FFmpegError, OSError) as e:
+            trouble = f"read error after {len(pkts)} packets ({_why(e)})"
+        if not pkts:
+            raise BadInputError(self.path, "no video packets (truncated or empty stream)")
+        if st.frames and st.frames != len(pkts) and trouble is None:
+            trouble = f"header says {st.frames} frames, demuxed {len(pkts)}"
+
+        self.by_count = any(p[0] is None for p in pkts)
+        if self.by_count:
+            # No timestamps (raw elementary streams): index by decode order, no seeking.
+            log.debug("%s: packets without pts, indexing frames by decode count", self.path)
+            self.pts = np.arange(len(pkts), dtype=np.int64)
+            self.key_pts = [0]
+            durs = []
+        else:
+            order = sorted(range(len(pkts)), key=lambda i: pkts[i][0])
+            self.pts = np.array([pkts[i][0] for i in order], dtype=np.int64)
+            keep = np.concatenate([[True], np.diff(self.pts) > 0])  # duplicate pts: keep the first
+            self.pts = self.pts[keep]
+            self.key_pts = sorted({pts for pts, key, _ in pkts if key})
+            durs = [pkts[order[-1]][2]]
+        self._first_frame_check()
+        if verify == "full" or self.by_count:
+            self._verify_full()
+        elif verify == "tail" or trouble:
+            if trouble:
+                log.warning("%s: %s; decoding the tail to count frames", self.path, trouble)
+            self._verify_tail()
+        self._set_timing(durs)
+
+    # -- timing -----------------------------------------------------------------------------------
+
+    def _set_timing(self, last_durs) -> None:
+        st = self.stream
+        if self.by_count:
+            fps = float(st.average_rate or st.guessed_rate or st.base_rate or 30)
+            self.frame_times = np.arange(len(self.pts)) / fps
+            self.fps, self.is_vfr = fps, False
+            self.duration_s = len(self.pts) / fps
+            return
+        t = (self.pts - self.pts[0]).astype(np.float64) * float(self.time_base)
+        self.frame_times = t
+        rates = [float(r) for r in (st.average_rate, st.base_rate, st.guessed_rate) if r]
+        if len(t) > 1:
+            # Containers with coarse time bases (mkv: 1 ms) round pts, so the nominal rate can be
+            # exact while pts deltas jitter; the grid test accepts that and rejects true VFR.
+            rates.append((len(t) - 1) / max(t[-1], 1e-9))
+        fps = _grid_fps(t, rates, float(self.time_base))
+        self.is_vfr = fps is None
+        if fps is None:
+            last = (last_durs[0] * float(self.time_base)) if last_durs and last_durs[0] else float(np.median(np.diff(t)))
+            self.duration_s = float(t[-1] + last)
+            self.fps = len(t) / self.duration_s
+        else:
+            self.fps = fps
+            self.duration_s = len(t) / fps
+
+    # -- decoding ---------------------------------------------------------------------------------
+
+    def _frames_from(self, key_pts: int | None):
+        """Decoded frames (presentation order) from the key frame at ``key_pts`` (None: start)."""
+        av = _av()
+        c, st = self.container, self.stream
+        try:
+            if key_pts is None or self.by_count:
+                c.seek(0, backward=True, any_frame=False)  # container-level: start of file
+            else:
+                c.seek(int(key_pts), stream=st, backward=True, any_frame=False)
+        except (av.error.FFmpegError, OSError) as e:
+            raise BadInputError(self.path, f"seek failed ({_why(e)})") from None
+        count = -1
+        try:
+            for packet in c.demux(st):
+                try:
+                    frames = packet.decode()  # the empty flush packet drains the decoder at EOF
+                except (av.error.FFmpegError, OSError):
+                    continue  # one bad packet: skip it, its dependants show up as missing pts
+                for f in frames:
+                    count += 1
+                    self.frames_decoded += 1
+                    yield (count if self.by_count else f.pts), f
+        except (av.error.FFmpegError, OSError):
+            return  # read error mid-file: the frames before it stand
+
+    def _first_frame_check(self) -> None:
+        it = self._frames_from(None)
+        for pts, f in it:
+            if pts is None:
+                continue
+            self.width, self.height = f.width, f.height
+            self._iter, self._last_pts = it, pts
+            return
+        raise BadInputError(self.path, "no decodable video frames")
+
+    def _verify_tail(self) -> None:
+        """Drop index entries at the end that do not decode, walking back GOP by GOP."""
+        for k in range(len(self.key_pts) - 1, -1, -1):
+            kp = self.key_pts[k]
+            decoded = {pts for pts, _ in self._frames_from(kp) if pts is not None}
+            self._iter = None
+            if decoded:
+                good = max(decoded)
+                tail = self.pts >= kp
+                ok = ~tail | np.isin(self.pts, list(decoded))
+                ok &= self.pts <= good
+                self._drop(ok)
+                return
+            self._drop(self.pts < kp)
+        raise BadInputError(self.path, "no decodable video frames")
+
+    def _verify_full(self) -> None:
+        decoded = [pts for pts, _ in self._frames_from(None) if pts is not None]
+        self._iter = None
+        if not decoded:
+            raise BadInputError(self.path, "no decodable video frames")
+        if self.by_count:
+            self.pts = np.arange(len(decoded), dtype=np.int64)
+        else:
+            self._drop(np.isin(self.pts, decoded))
+
+    def _drop(self, keep: np.ndarray) -> None:
+        if not keep.all():
+            log.warning("%s: %d of %d indexed frames do not decode; using the %d that do",
+                        self.path, int((~keep).sum()), len(keep), int(keep.sum()))
+            self.pts = self.pts[keep]
+            if hasattr(self, "frame_times"):
+                self.frame_times = self.frame_times[keep]
+        if len(self.pts) == 0:
+            raise BadInputError(self.path, "no decodable video frames")
+
+    def read(self, targets: list[int]) -> dict[int, np.ndarray]:
+        """Decode the frames at sorted unique native indices ``targets``."""
+        want = {int(self.pts[i]): i for i in targets}
+        out: dict[int, np.ndarray] = {}
+        for i in targets:
+            tp = int(self.pts[i])
+            if i in out:
+                continue
+            k = bisect.bisect_right(self.key_pts, tp) - 1
+            kp = self.key_pts[k] if k >= 0 else None
+            # Continue the running decoder if no key frame lies between it and the target,
+            # otherwise seek: decoding from that key frame is never more work.
+            if self._iter is None or self._last_pts is None or self._last_pts >= tp or (
+                    kp is not None and not self.by_count and kp > self._last_pts):
+                self._iter, self._last_pts = self._frames_from(kp), None
+            for pts, f in self._iter:
+                if pts is None:
+                    continue
+                self._last_pts = pts
+                j = want.get(pts)
+                if j is not None and j not in out:
+                    out[j] = f.to_ndarray(format="rgb24")
+                if pts >= tp:
+                    break
+            else:
+                self._iter = None  # exhausted
+            if i not in out:
+                self._iter = None
+                out[i] = self._missing(i, out)
+        return out
+
+    def _missing(self, i: int, out: dict) -> np.ndarray:
+        """A frame the index promised but the decoder did not produce: hold the nearest earlier one."""
+        log.warning("%s: frame %d (pts %d) did not decode; repeating the previous frame", self.path, i, int(self.pts[i]))
+        earlier = [j for j in out if j < i]
+        if earlier:
+            return out[max(earlier)]
+        for j in range(i - 1, -1, -1):
+            got = self.read([j]) if j not in out else {j: out[j]}
+            if j in got:
+                return got[j]
+        raise BadInputError(self.path, f"frame {i} does not decode")
+
+    def close(self) -> None:
+        self._iter = None
+        self.container.close()
+
+
+class _FrameFolder:
+    """VidSitu-style frame folders: ``{vseg}/{vseg}_000001.jpg`` ..., one JPEG per 1/30 s."""
+
+    def __init__(self, path: Path, fps: float):
+        self.path = path
+        files = [p for p in path.iterdir() if p.suffix.lower() in FRAME_EXTS and not p.name.startswith(".")]
+        if not files:
+            raise BadInputError(path, "frame folder has no .jpg/.png frames")
+
+        def frame_no(p: Path):
+            stem = p.stem.rsplit("_", 1)[-1]
+            return (int(stem), p.name) if stem.isdigit() else (float("inf"), p.name)
+
+        self.files = sorted(files, key=frame_no)
+        first = self._imread(0)
+        self.height, self.width = first.shape[:2]
+        # Frames that fail to decode at the end (an interrupted extraction) are not part of the video.
+        while len(self.files) > 1:
+            try:
+                self._imread(len(self.files) - 1)
+                break
+            except BadInputError as e:
+                log.warning("%s; dropping it from the end of the clip", e)
+                self.files.pop()
+        self.fps = float(fps)
+        self.frames_decoded = 0
+        self.frame_times = np.arange(len(self.files)) / self.fps
+        self.is_vfr = False
+        self.duration_s = len(self.files) / self.fps
+
+    def _imread(self, i: int) -> np.ndarray:
+        import cv2
+
+        p = self.files[i]
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is None:
+            raise BadInputError(p, "cannot decode image")
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+    def read(self, targets: list[int]) -> dict[int, np.ndarray]:
+        self.frames_decoded += len(targets)
+        return {i: self._imread(i) for i in targets}
+
+    def close(self) -> None:
+        pass
+
+
+def _why(e: BaseException) -> str:
+    msg = getattr(e, "strerror", None) or str(e)
+    return " ".join(str(msg).split())
+
+
+def resolve_video(root: str | os.PathLike, vid_id: str) -> Path:
+    """``root/{id}.mp4|.mkv|.webm|.avi|.mov`` or the frame folder ``root/{id}/``."""
+    root = Path(root)
+    for ext in VIDEO_EXTS:
+        for e in (ext, ext.upper()):
+            p = root / f"{vid_id}{e}"
+            if p.is_file():
+                return p
+    d = root / vid_id
+    if d.is_dir():
+        return d
+    raise BadInputError(root / vid_id, f"no video file ({'|'.join(VIDEO_EXTS)}) or frame folder")
+
+
+def probe(path: str | os.PathLike) -> dict:
+    """Metadata of a video as ``moviessl probe`` prints it; decodes the last GOP to count frames."""
+    from .sampling import event_centers
+
+    with VideoReader(path, verify="tail") as r:
+        return {
+            "fps": round(r.fps, 6),
+            "num_frames": r.num_frames,
+            "duration_s": round(r.duration_s, 6),
+            "width": r.width,
+            "height": r.height,
+            "num_events": len(event_centers(r.duration_s)),
+        }

@@ -1,0 +1,118 @@
+"""Deterministic pre-processing as in PySlowFast / VidSitu.
+
+Short-side resize, crop, scale to [0, 1], normalise with mean 0.45 / std 0.225 per channel, layout
+``(C, T, H, W)``. Datasets keep clips as uint8 resized to the short side (4x smaller than float)
+and leave normalisation / augmentation to the accelerator.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MEAN = (0.45, 0.45, 0.45)
+STD = (0.225, 0.225, 0.225)
+CROP_MODES = ("center", "random", "left", "right")  # left/right: PySlowFast spatial_idx 0 / 2
+
+
+def short_side_size(h: int, w: int, size: int) -> tuple[int, int]:
+    """New (h, w) with the short side ``size``; the long side is floored as in PySlowFast."""
+    if h <= w:
+        return size, int(math.floor(w / h * size))
+    return int(math.floor(h / w * size)), size
+
+
+def resize_short_side(frames, size: int):
+    """Resize so the short side is ``size``.
+
+    numpy ``(T, H, W, C)`` uint8 -> same, with OpenCV (area filter when shrinking, so no aliasing);
+    torch ``(..., H, W)`` -> same dtype, bilinear with antialias.
+    """
+    if isinstance(frames, np.ndarray):
+        import cv2
+
+        t, h, w = frames.shape[:3]
+        nh, nw = short_side_size(h, w, size)
+        if (nh, nw) == (h, w):
+            return frames
+        interp = cv2.INTER_AREA if nh < h else cv2.INTER_LINEAR
+        out = np.empty((t, nh, nw) + frames.shape[3:], dtype=frames.dtype)
+        for i in range(t):
+            r = cv2.resize(frames[i], (nw, nh), interpolation=interp)
+            out[i] = r.reshape(out.shape[1:])
+        return out
+    x = torch.as_tensor(frames)
+    h, w = x.shape[-2:]
+    nh, nw = short_side_size(h, w, size)
+    if (nh, nw) == (h, w):
+        return x
+    lead = x.shape[:-2]
+    y = F.interpolate(x.reshape(-1, 1, h, w).float(), size=(nh, nw), mode="bilinear",
+                      align_corners=False, antialias=True)
+    if not x.is_floating_point():
+        y = y.round_().clamp_(0, 255)
+    return y.to(x.dtype).reshape(*lead, nh, nw)
+
+
+def crop_box(h: int, w: int, crop: int, mode: str = "center", generator: torch.Generator | None = None) -> tuple[int, int]:
+    """Top-left (y, x) of a ``crop`` square; left/right take the ends of the long side."""
+    if mode not in CROP_MODES:
+        raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {mode!r}")
+    if crop > h or crop > w:
+        raise ValueError(f"crop {crop} larger than frame {h}x{w}")
+    if mode == "random":
+        y = int(torch.randint(0, h - crop + 1, (1,), generator=generator))
+        x = int(torch.randint(0, w - crop + 1, (1,), generator=generator))
+        return y, x
+    y, x = (h - crop) // 2, (w - crop) // 2
+    if mode in ("left", "right"):
+        end = mode == "right"
+        if h > w:
+            y = h - crop if end else 0
+        else:
+            x = w - crop if end else 0
+    return y, x
+
+
+def normalize(x: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
+    """``(x - mean) / std`` over the channel dimension at ``-4`` ((C,T,H,W) or (B,C,T,H,W)), x in [0, 1]."""
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
+    return (x - m) / s
+
+
+def denormalize(x: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
+    """Inverse of :func:`normalize` (for visualising clips)."""
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
+    return x * s + m
+
+
+def to_uint8_cthw(frames, short_side: int | None = None) -> torch.Tensor:
+    """Dataset form: ``uint8 (T,H,W,3)`` frames -> ``uint8 (3,T,H',W')`` resized to the short side."""
+    if short_side is not None:
+        frames = resize_short_side(np.asarray(frames), short_side)
+    return torch.as_tensor(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).contiguous()
+
+
+def preprocess(frames, short_side: int | None, crop: int | None, crop_mode: str = "center",
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """``uint8 (T, H, W, 3)`` frames -> normalised ``float32 (3, T, crop, crop)``.
+
+    ``short_side=None`` keeps the size; ``crop=None`` skips cropping.
+    """
+    if isinstance(frames, torch.Tensor):
+        frames = frames.cpu().numpy()
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected (T, H, W, 3) frames, got shape {frames.shape}")
+    if short_side is not None:
+        frames = resize_short_side(frames, short_side)
+    if crop is not None:
+        y, x = crop_box(frames.shape[1], frames.shape[2], crop, crop_mode, generator)
+        frames = frames[:, y:y + crop, x:x + crop]
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)
+    return normalize(x)

@@ -1,0 +1,34 @@
+import subprocess
+import sys
+
+from moviessl import cli
+from moviessl.errors import BadInputError
+
+
+def test_bad_input_is_one_line_exit_2(capsys, monkeypatch):
+    def fail(args):
+        raise BadInputError("/data/x.mp4", "truncated file\n(moov atom not found)")
+
+    parser = cli.build_parser
+    def build():
+        p = parser()
+        p.set_defaults(func=fail)
+        return p
+    monkeypatch.setattr(cli, "build_parser", build)
+    rc = cli.main([])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.strip() == "moviessl: error: /data/x.mp4: truncated file (moov atom not found)"
+
+
+def test_all_stages_register():
+    # every stage module exists and registers its subcommand (nothing silently missing)
+    import importlib
+
+    for name in cli.STAGE_MODULES:
+        assert hasattr(importlib.import_module(name), "add_parser"), name
+
+
+def test_console_help():
+    out = subprocess.run([sys.executable, "-m", "moviessl.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "probe" in out.stdout and "demo" in out.stdout

@@ -1,0 +1,85 @@
+"""Verb prediction: Acc@K and Rec@5 (recall_macro_1_th_9) on hand-built cases."""
+
+import pytest
+
+from moviessl.data.vidsitu import load_split
+from moviessl.errors import BadInputError
+from moviessl.eval import evaluate
+
+FILL = [f"f{i}.01" for i in range(10)]  # single-vote filler verbs: never positives for Rec@5
+
+
+def gt10(*verbs):
+    """A 10-annotator list starting with ``verbs``, padded with distinct fillers."""
+    return list(verbs) + FILL[: 10 - len(verbs)]
+
+
+def split_with(release, tmp_path, vbid):
+    vsegs = list(vbid)
+    release(tmp_path, "valid", vsegs, records=[], vbid=vbid)
+    return load_split(tmp_path, "valid")
+
+
+def test_doc_toy_case(release, tmp_path):
+    # vidsitu.md §4.6: GT [a, a, b, c, ...], prediction [b, x, y, z, w] -> Acc@1 = 1; only `a` is a
+    # positive for recall and it is missed.
+    v = "v_abcdefghijk_seg_0_10"
+    sp = split_with(release, tmp_path, {v: [gt10("a.01", "a.01", "b.01", "c.01")] * 5})
+    preds = [{"ann_idx": 0, "pred_vbs_ev": [["b.01", "x.01", "y.01", "z.01", "w.01"]] * 5,
+              "pred_scores_ev": [[0.5, 0.2, 0.1, 0.1, 0.1]] * 5}]
+    out = evaluate("verb", preds, sp, details=True)
+    assert out["acc@1"] == 100.0 and out["acc@5"] == 100.0
+    assert out["recall_th_0"] == 0.0 and out["num_verbs_th_0"] == 1.0  # `a`: 5 positives, 0 hits
+    assert out["recall@5"] == 0.0 and out["num_verbs_th_9"] == 0.0     # fewer than 10 positives
+
+
+def test_topk_truncation_and_first_ten(release, tmp_path):
+    v = "v_abcdefghijk_seg_0_10"
+    gt = gt10("a.01") + ["late.01", "late.01"]  # annotators 11-12 are ignored
+    sp = split_with(release, tmp_path, {v: [gt] * 5})
+    preds = [{"ann_idx": 0, "pred_vbs_ev": [
+        ["x.01", "y.01", "a.01", "z.01", "w.01"],          # hit at rank 3
+        ["late.01", "x.01"],                               # GT beyond the 10th never counts
+        ["x.01", "y.01", "z.01", "w.01", "q.01", "a.01"],  # rank 6 is cut (top-5 only)
+        ["a.01"],                                          # hit at rank 1
+        ["f3.01", "a.01"],                                 # single-vote filler still counts for Acc
+    ]}]
+    out = evaluate("verb", preds, sp, details=True)
+    assert out["acc@1"] == pytest.approx(100 * 2 / 5)
+    assert out["acc@2"] == pytest.approx(100 * 2 / 5)
+    assert out["acc@3"] == pytest.approx(100 * 3 / 5)
+    assert out["acc@5"] == pytest.approx(100 * 3 / 5)
+    assert out["seg_acc@5"] == 0.0
+    # late.01 has 2 votes in the 12-long list but only the first 10 are GT: no positives at all
+    assert out["num_verbs_th_0"] == 0.0
+
+
+def test_recall_macro_threshold(release, tmp_path):
+    # talk.01 has >= 2 votes in all 10 events (10 positives, > 9) -> counted at threshold 9;
+    # run.02 has 2 votes in 3 events only -> counted at thresholds <= 2 only.
+    vbid = {}
+    for s in range(2):
+        evs = []
+        for k in range(5):
+            verbs = ["talk.01"] * 3 + (["run.02", "run.02"] if (s, k) in {(0, 0), (0, 1), (1, 4)} else [])
+            evs.append(gt10(*verbs))
+        vbid[f"v_seg{s}xxxxxxx_seg_{10 * s}_{10 * s + 10}"] = evs
+    sp = split_with(release, tmp_path, vbid)
+    hit, miss = ["talk.01", "run.02"], ["nope.01"]
+    # talk.01 hit in 7 of 10 events; run.02 hit in 2 of its 3 (events (0,0), (0,1) hit, (1,4) miss)
+    p0 = [hit, hit, hit, hit, hit]
+    p1 = [hit, hit, miss, miss, miss]
+    preds = [{"ann_idx": 1, "pred_vbs_ev": p1}, {"ann_idx": 0, "pred_vbs_ev": p0}]  # shuffled order
+    out = evaluate("verb", preds, sp, details=True)
+    assert out["recall@5"] == pytest.approx(70.0)
+    assert out["num_verbs_th_9"] == 1.0
+    assert out["recall_th_2"] == pytest.approx(100 * (0.7 + 2 / 3) / 2)
+    assert out["recall_th_3"] == pytest.approx(70.0)
+    assert set(evaluate("verb", preds, sp)) == {"acc@1", "acc@5", "recall@5"}
+
+
+def test_nine_annotators_minimum(release, tmp_path):
+    v = "v_abcdefghijk_seg_0_10"
+    sp = split_with(release, tmp_path, {v: [["a.01"] * 8] * 5})
+    with pytest.raises(BadInputError, match="at least 9"):
+        evaluate("verb", [{"ann_idx": 0, "pred_vbs_ev": [["a.01"]] * 5}], sp)

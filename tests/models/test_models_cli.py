@@ -1,0 +1,22 @@
+import json
+
+import pytest
+
+from moviessl.cli import main
+
+
+def test_model_info_cli(capsys):
+    assert main(["model-info", "slowd_r50"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["params"] == pytest.approx(31.67e6, rel=5e-3) and out["gmacs"] == pytest.approx(45.70, rel=5e-3)
+    assert main(["model-info", "slowd_r50", "--frames", "16", "--size", "256"]) == 0
+    assert json.loads(capsys.readouterr().out)["gmacs"] == pytest.approx(59.68, rel=5e-3)
+    assert main(["model-info", "txe_paper"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["params"] > 20e6 and out["gmacs"] > 0
+
+
+def test_model_info_unknown_preset(capsys):
+    assert main(["model-info", "resnet9000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("moviessl: error: resnet9000:") and "\n" not in err

@@ -1,0 +1,129 @@
+"""TxE: presets, [MASK] token, padding, fused attention, checkpoint round trip."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from moviessl.checkpoint import arch_spec, build_from_checkpoint, save_checkpoint
+from moviessl.errors import BadInputError
+from moviessl.models import TXE_PRESETS, build_txe
+from moviessl.models.txe import SelfAttention
+
+
+@pytest.fixture(params=[False, True], ids=["post_ln", "pre_ln"])
+def txe(request):
+    torch.manual_seed(0)
+    return build_txe("txe_cpu", in_dim=48, norm_first=request.param).eval()
+
+
+def test_paper_preset_shape():
+    p = TXE_PRESETS["txe_paper"]
+    assert (p["depth"], p["heads"], p["dim"], p["mlp_dim"]) == (3, 16, 1024, 2048)
+    with torch.device("meta"):
+        m = build_txe("txe_paper", in_dim=2304)
+        assert m(torch.empty(2, 5, 2304)).shape == (2, 5, 1024)
+    assert (m.dim, m.in_dim, len(m.blocks)) == (1024, 2304, 3)
+    assert m.blocks[0].attn.heads == 16 and m.blocks[0].mlp[0].out_features == 2048
+
+
+def test_mask_token_hides_masked_inputs(txe):
+    x = torch.randn(3, 5, 48)
+    mask = torch.zeros(3, 5, dtype=torch.bool)
+    mask[0, 1:3] = True
+    mask[1, 4] = True
+    mask[2, 0] = True
+    x2 = x.clone()
+    x2[mask] = torch.randn(int(mask.sum()), 48) * 10  # change only the masked inputs
+    with torch.no_grad():
+        y, y2 = txe(x, mask), txe(x2, mask)
+        y_unmasked = txe(x)
+        x3 = x.clone()
+        x3[0, 0] += 5.0  # an unmasked context token
+        y3 = txe(x3, mask)
+    assert y.shape == (3, 5, txe.dim)
+    assert torch.allclose(y, y2, atol=1e-5)  # masked values never reach the network
+    assert not torch.allclose(y[mask], y_unmasked[mask], atol=1e-3)  # masking does change outputs
+    assert (y3[0, 1:3] - y[0, 1:3]).abs().max() > 1e-3  # masked outputs are filled in from context
+    # every masked position sees the same [MASK] vector before position embeddings
+    h = txe.input_proj(x)
+    emb = torch.where(mask[..., None], txe.mask_token, h)
+    assert torch.equal(emb[0, 1], txe.mask_token.detach()) and torch.equal(emb[1, 4], emb[2, 0])
+
+
+def test_position_embeddings_break_permutation_symmetry(txe):
+    x = torch.randn(1, 5, 48)
+    with torch.no_grad():
+        y = txe(x)
+        yp = txe(x[:, [4, 3, 2, 1, 0]])
+    assert not torch.allclose(y, yp[:, [4, 3, 2, 1, 0]], atol=1e-3)
+
+
+def test_padding_mask(txe):
+    x = torch.randn(2, 6, 48)
+    pad = torch.zeros(2, 6, dtype=torch.bool)
+    pad[0, 4:] = True
+    x2 = x.clone()
+    x2[0, 4:] = torch.randn(2, 48) * 10
+    with torch.no_grad():
+        y, y2 = txe(x, pad=pad), txe(x2, pad=pad)
+        short = txe(x[:1, :4])
+    assert torch.allclose(y, y2, atol=1e-5)  # padded values do not matter
+    assert torch.allclose(y[0, :4], short[0], atol=1e-5)  # == running the unpadded sequence
+    assert torch.all(y[0, 4:] == 0)
+    all_pad = torch.ones(2, 6, dtype=torch.bool)
+    with torch.no_grad():
+        assert torch.all(txe(x, pad=all_pad) == 0)  # no NaN from an empty softmax
+
+
+def test_uses_fused_sdpa_and_matches_explicit_attention(monkeypatch, txe):
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def spy(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    with torch.no_grad():
+        txe(torch.randn(1, 5, 48))
+    assert len(calls) == len(txe.blocks) == 3
+
+    torch.manual_seed(1)
+    attn = SelfAttention(16, 4)
+    x = torch.randn(2, 5, 16)
+    q, k, v = attn.qkv(x).chunk(3, dim=-1)
+    split = lambda t: t.view(2, 5, 4, 4).transpose(1, 2)  # noqa: E731
+    a = torch.softmax(split(q) @ split(k).transpose(-1, -2) / math.sqrt(4), dim=-1)
+    ref = attn.proj((a @ split(v)).transpose(1, 2).reshape(2, 5, 16))
+    assert torch.allclose(attn(x), ref, atol=1e-5)
+
+
+def test_trains_and_bad_input(txe):
+    txe.train()
+    x = torch.randn(4, 5, 48)
+    mask = torch.zeros(4, 5, dtype=torch.bool)
+    mask[:, 2] = True
+    txe(x, mask).pow(2).mean().backward()
+    assert txe.mask_token.grad.abs().sum() > 0 and txe.pos_embed.grad[:5].abs().sum() > 0
+    assert torch.all(txe.pos_embed.grad[5:] == 0)
+    with pytest.raises(BadInputError, match="48"):
+        txe(torch.randn(1, 5, 32))
+    with pytest.raises(BadInputError, match="max_len"):
+        txe(torch.randn(1, 65, 48))
+    with pytest.raises(BadInputError):
+        build_txe("txe_huge")
+    with pytest.raises(BadInputError):
+        build_txe("txe_cpu", layers=4)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    m = build_txe("txe_cpu", in_dim=64, depth=2)
+    path = save_checkpoint(tmp_path / "ctx.pt", stage="context",
+                           arch=arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", in_dim=64, depth=2),
+                           state_dict=m.state_dict(), meta={"window": 5, "in_dim": 64})
+    m2 = build_from_checkpoint(path, stage="context")
+    x, mask = torch.randn(2, 5, 64), torch.tensor([[0, 0, 1, 0, 0]] * 2, dtype=torch.bool)
+    with torch.no_grad():
+        assert torch.allclose(m.eval()(x, mask), m2(x, mask), atol=1e-6)

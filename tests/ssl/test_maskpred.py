@@ -1,0 +1,261 @@
+"""MaskPred pieces: mask sampling, Eq. 1 and the L2 variant, max discrepancy, queue use, windows."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from moviessl.errors import BadInputError
+from moviessl.ssl import maskpred as mp
+
+
+def test_mask_size_set():
+    assert mp.mask_size_set(5, 0.6) == [1, 2, 3]
+    assert mp.mask_size_set(5, 0.4) == [1, 2]
+    assert mp.mask_size_set(5, 0.1) == [1]
+    assert mp.mask_size_set(10, 0.6) == [1, 2, 3, 4, 5, 6]
+    assert mp.mask_size_set(5, 0.6, [2, 1, 2]) == [1, 2]
+    with pytest.raises(ValueError):
+        mp.mask_size_set(5, 0.6, [6])
+
+
+def test_span_mask_distribution_sizes_and_starts():
+    n, sizes, b = 5, [1, 2, 3], 30000
+    g = torch.Generator().manual_seed(0)
+    masks = mp.sample_span_masks(n, sizes, batch=b, generator=g)
+    m = masks.sum(1)
+    # contiguous spans: exactly one 0->1 edge per row
+    edges = (masks[:, 1:] & ~masks[:, :-1]).sum(1) + masks[:, 0].long()
+    assert torch.all(edges == 1)
+    for s in sizes:  # m ~ U{1,2,3}
+        assert abs(float((m == s).float().mean()) - 1 / 3) < 0.015
+    starts = masks.float().argmax(1)
+    for s in sizes:  # start ~ U{0..n-m}
+        st = starts[m == s]
+        freq = torch.bincount(st, minlength=n).float() / len(st)
+        expect = torch.tensor([1 / (n - s + 1) if i <= n - s else 0.0 for i in range(n)])
+        assert torch.allclose(freq, expect, atol=0.025), (s, freq)
+
+
+def test_span_mask_respects_padding():
+    pad = torch.zeros(4000, 5, dtype=torch.bool)
+    pad[:, 3:] = True  # 3 valid tokens -> m in {1, 2} (one token stays visible)
+    masks = mp.sample_span_masks(5, [1, 2, 3], pad=pad, generator=torch.Generator().manual_seed(1))
+    assert not (masks & pad).any()
+    m = masks.sum(1)
+    assert set(m.tolist()) == {1, 2}
+    assert abs(float((m == 1).float().mean()) - 0.5) < 0.04
+    one = torch.ones(10, 5, dtype=torch.bool)
+    one[:, 0] = False  # a single valid token is masked whole
+    assert torch.equal(mp.sample_span_masks(5, [1, 2, 3], pad=one), ~one)
+
+
+def test_infonce_hand_computed():
+    pred = torch.tensor([[1.0, 0.0]])
+    target = torch.tensor([[0.6, 0.8]])
+    queue = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    tau = 0.5
+    want = -math.log(math.exp(0.6 / tau) / (math.exp(0.6 / tau) + math.exp(0.0) + math.exp(1.0 / tau)))
+    got = mp.maskpred_infonce_loss(pred, target, queue, tau)
+    assert got.item() == pytest.approx(want, rel=1e-6)
+    # excluding the second distractor (a copy of the positive's token) removes its term
+    ex = torch.tensor([[False, True]])
+    want_ex = -math.log(math.exp(1.2) / (math.exp(1.2) + 1.0))
+    assert mp.maskpred_infonce_loss(pred, target, queue, tau, ex).item() == pytest.approx(want_ex, rel=1e-6)
+    # two masked tokens: the mean of the two per-token losses
+    pred2 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    target2 = torch.tensor([[0.6, 0.8], [0.0, 1.0]])
+    l2nd = -math.log(math.exp(2.0) / (math.exp(2.0) + math.exp(2.0) + math.exp(0.0)))
+    assert mp.maskpred_infonce_loss(pred2, target2, queue, tau).item() == pytest.approx((want + l2nd) / 2, rel=1e-6)
+    # empty queue: only the positive -> zero loss
+    assert mp.maskpred_infonce_loss(pred, target, queue[:0], tau).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_l2_variant_and_retrieval():
+    pred = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    target = torch.tensor([[0.6, 0.8], [0.0, 1.0]])
+    # (0.4^2 + 0.8^2 + 0) / 2 = 0.4 = mean(2 - 2 cos)
+    assert mp.maskpred_l2_loss(pred, target).item() == pytest.approx(0.4)
+    queue = torch.tensor([[0.8, 0.6]])
+    # token 0: pos 0.6 < 0.8 (miss); token 1: pos 1.0 > 0.6 (hit)
+    assert mp.retrieval_accuracy(pred, target, queue) == pytest.approx(0.5)
+    assert mp.retrieval_accuracy(pred, target, queue, torch.tensor([[True], [False]])) == pytest.approx(1.0)
+
+
+def test_feature_targets_centre_and_projection():
+    v = torch.tensor([[3.0, 1.0], [1.0, 1.0]])
+    t = mp.feature_targets(v, mean=torch.tensor([1.0, 1.0]))
+    assert torch.allclose(t[0], torch.tensor([1.0, 0.0]))
+    proj = torch.tensor([[0.0, 2.0], [1.0, 0.0]])
+    assert torch.allclose(mp.feature_targets(torch.tensor([[1.0, 0.0]]), proj=proj), torch.tensor([[0.0, 1.0]]))
+
+
+class NeighbourFill(torch.nn.Module):
+    """Toy contextualizer: a masked token's output is the mean of its unmasked neighbours."""
+
+    def forward(self, x, mask=None, pad=None):
+        if mask is None:
+            return x
+        left = torch.roll(x, 1, 1)
+        right = torch.roll(x, -1, 1)
+        fill = (left + right) / 2
+        return torch.where(mask[..., None], fill, x)
+
+
+def test_max_discrepancy_picks_the_surprising_token():
+    smooth = torch.tensor([1.0, 0.0, 0.0])
+    x = smooth.repeat(2, 5, 1).clone()
+    x[0, 2] = torch.tensor([0.0, 1.0, 0.0])  # sample 0: token 2 is the odd one out
+    x[1, 3] = torch.tensor([0.0, 0.0, 1.0])  # sample 1: token 3
+    d = mp.token_discrepancy(NeighbourFill(), x)
+    assert d[0].argmax().item() == 2 and d[1].argmax().item() == 3
+    masks = mp.max_discrepancy_masks(NeighbourFill(), x, [1])
+    assert masks[0].nonzero().flatten().tolist() == [2]
+    assert masks[1].nonzero().flatten().tolist() == [3]
+    # a span of 2 must contain the surprising token
+    masks2 = mp.max_discrepancy_masks(NeighbourFill(), x, [2])
+    assert masks2.sum(1).tolist() == [2, 2] and masks2[0, 2] and masks2[1, 3]
+    # padded tokens are never chosen, even when they would be the most "surprising"
+    pad = torch.zeros(2, 5, dtype=torch.bool)
+    pad[1, 3:] = True
+    masks3 = mp.max_discrepancy_masks(NeighbourFill(), x, [1], pad=pad)
+    assert not (masks3 & pad).any() and masks3.sum(1).tolist() == [1, 1]
+
+
+# --- module, queue, windows -------------------------------------------------------------------
+
+def sequence_features(num_videos=60, length=5, dim=32, noise=0.05, seed=0):
+    """Videos whose events drift linearly (v_t = a + t*b, a and b per video): a masked event is
+    predictable from its neighbours, never from itself, and every event is distinct."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length, dtype=np.float32)[:, None] - length // 2
+    feats = []
+    for _ in range(num_videos):
+        a, b = rng.normal(size=(2, 1, dim))
+        feats.append((a + t * b + noise * rng.normal(size=(length, dim))).astype(np.float32))
+    return feats
+
+
+def write_vidsitu_folder(root, feats, prefix="v_"):
+    root.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(feats):
+        np.save(root / f"{prefix}{i:04d}_feats.npy", f)
+    return root
+
+
+def make_module(in_dim=32, **kw):
+    from moviessl.ssl.context import MaskPredModule
+
+    args = dict(in_dim=in_dim, txe_preset="txe_cpu", queue_size=64, keys_per_sample=2, lr=2e-3)
+    args.update(kw)
+    return MaskPredModule(**args)
+
+
+def test_queue_use_and_exclusion(tmp_path):
+    from moviessl.features.store import FeatureStore
+    from moviessl.ssl.context import FeatureWindows
+
+    torch.manual_seed(0)
+    ds = FeatureWindows([FeatureStore(write_vidsitu_folder(tmp_path / "f", sequence_features(12)))], window=5)
+    batch = {k: torch.stack([ds[i][k] for i in range(8)]) for k in ("x", "pad", "uid")}
+    mod = make_module()
+    keys, quid = mod.distractors()
+    assert keys.shape == (0, 32)  # the random initialisation is never used as distractors
+    mod.enqueue(batch)
+    keys, quid = mod.distractors()
+    assert keys.shape == (16, 32) and int(mod.queue.num_enqueued) == 16  # keys_per_sample * batch
+    # queued rows are the targets of real tokens of the batch, with their token ids
+    tgt = mod.targets(batch["x"].reshape(-1, 32))
+    uids = batch["uid"].reshape(-1)
+    for k, u in zip(keys, quid.long()):
+        j = int((uids == u).nonzero()[0])
+        assert torch.allclose(k, tgt[j], atol=1e-6)
+    # copies of a positive's own token are left out of its distractors
+    masks = torch.zeros(8, 5, dtype=torch.bool)
+    masks[:, 1] = True
+    pred, target, tuid, _ = mod.masked_predictions(batch, masks)
+    loss, _ = mod.compute_loss(pred, target, tuid)
+    keep = ~mp.uid_exclusion(tuid, quid)
+    manual = torch.stack([mp.maskpred_infonce_loss(pred[i:i + 1], target[i:i + 1], keys[keep[i]], 0.1) for i in range(8)]).mean()
+    assert loss.item() == pytest.approx(manual.item(), rel=1e-5)
+    # FIFO: once full, the oldest rows are overwritten
+    for _ in range(5):
+        mod.enqueue(batch)
+    assert mod.distractors()[0].shape == (64, 32)
+
+
+def test_windows_token_stride_and_padding(tmp_path):
+    from moviessl.features.store import FeatureStore
+    from moviessl.ssl.context import FeatureWindows
+    from moviessl.utils.io import atomic_write_json
+
+    root = tmp_path / "long"
+    root.mkdir()
+    f = np.arange(20 * 4, dtype=np.float32).reshape(20, 4)  # 20 events at 1-s stride, row i = 4i..4i+3
+    np.save(root / "a_feats.npy", f)
+    np.save(root / "b_feats.npy", f[:6])
+    atomic_write_json(root / "index.json", {"stride_s": 1.0, "dim": 4, "videos": {
+        "a": {"num_events": 20, "status": "ok"}, "b": {"num_events": 6, "status": "ok"}}})
+    store = FeatureStore(root)
+    ds = FeatureWindows([store], window=5, token_stride_s=2.0, random_start=True)
+    np.random.seed(0)
+    starts = set()
+    for _ in range(200):
+        it = ds[0]
+        rows = it["x"][:, 0].numpy() / 4
+        assert not it["pad"].any()
+        assert np.all(np.diff(rows) == 2)  # every 2nd event of 1-s features = 2-s tokens
+        starts.add(int(rows[0]))
+        assert torch.equal(it["uid"], torch.from_numpy(rows.astype(np.int64)))
+    assert starts == set(range(0, 20 - 8))  # all valid starts are drawn
+    short = ds[1]  # 6 events at step 2 -> 3 tokens + 2 padded
+    assert short["pad"].tolist() == [False, False, False, True, True]
+    assert short["uid"][:3].tolist() == [20, 22, 24]  # ids continue after video a's 20 events
+    with pytest.raises(BadInputError, match="multiple"):
+        FeatureWindows([store], window=5, token_stride_s=1.5)
+
+
+def test_maskpred_learns_to_fill_in(tmp_path):
+    """A few hundred steps on predictable sequences: retrieval accuracy far above a random TxE."""
+    from moviessl.features.store import FeatureStore
+    from moviessl.ssl.context import FeatureWindows
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    store = FeatureStore(write_vidsitu_folder(tmp_path / "f", sequence_features(200, length=5)))
+    ds = FeatureWindows([store], window=5)
+    mod = make_module(queue_size=256)
+    mod.set_target_mean(ds.feature_mean())
+    opt = torch.optim.AdamW(list(mod.txe.parameters()) + list(mod.head.parameters()), lr=2e-3)
+    loader = torch.utils.data.DataLoader(ds, batch_size=32, shuffle=True, drop_last=True)
+
+    def evaluate():
+        mod.eval()
+        batch = {k: torch.stack([ds[i][k] for i in range(len(ds))]) for k in ("x", "pad", "uid")}
+        masks = mp.sample_span_masks(5, mod.sizes, pad=batch["pad"], generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            pred, target, tuid, _ = mod.masked_predictions(batch, masks)
+            _, acc = mod.compute_loss(pred, target, tuid)
+        mod.train()
+        return acc
+
+    for batch in list(loader) * 2:  # fill the queue with real targets
+        mod.enqueue(batch)
+    before = evaluate()
+    losses = []
+    for _ in range(12):
+        for batch in loader:
+            pred, target, tuid, _ = mod.masked_predictions(batch)
+            loss, _ = mod.compute_loss(pred, target, tuid)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            mod.enqueue(batch)
+            losses.append(loss.item())
+    after = evaluate()
+    assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 1.0
+    assert before < 0.2 and after > 0.6, (before, after)

@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from moviessl.ssl.queue import MemoryQueue
+
+
+def test_init_is_normalised_gaussian():
+    torch.manual_seed(0)
+    q = MemoryQueue(64, 8)
+    assert q.queue.shape == (64, 8)
+    assert torch.allclose(q.queue.norm(dim=1), torch.ones(64), atol=1e-5)
+    assert int(q.ptr) == 0 and not q.is_full
+    # buffers travel with the state dict (checkpointed / resumed)
+    assert {"queue", "ptr", "num_enqueued"} <= set(q.state_dict())
+
+
+def test_fifo_ring_pointer_and_wrap():
+    q = MemoryQueue(10, 2)
+    keys = [torch.full((4, 2), float(i)) for i in range(1, 5)]
+    q.enqueue(keys[0])
+    assert int(q.ptr) == 4 and torch.all(q.queue[:4] == 1)
+    q.enqueue(keys[1])
+    assert int(q.ptr) == 8
+    q.enqueue(keys[2])  # rows 8, 9 then wraps to 0, 1
+    assert int(q.ptr) == 2
+    assert torch.all(q.queue[8:10] == 3) and torch.all(q.queue[0:2] == 3)
+    assert torch.all(q.queue[2:4] == 1), "rows not yet overwritten keep the older keys"
+    assert torch.all(q.queue[4:8] == 2)
+    assert q.is_full and int(q.num_enqueued) == 12
+
+
+def test_more_keys_than_room_keeps_newest():
+    q = MemoryQueue(4, 1)
+    q.enqueue(torch.arange(6, dtype=torch.float).view(6, 1))
+    assert sorted(q.queue.view(-1).tolist()) == [2.0, 3.0, 4.0, 5.0]
+
+
+def test_divisibility():
+    q = MemoryQueue(12, 3, require_divisible=True)
+    q.enqueue(torch.randn(4, 3))
+    with pytest.raises(AssertionError):
+        q.enqueue(torch.randn(5, 3))
+    with pytest.raises(ValueError):
+        q.enqueue(torch.randn(4, 2))
+
+
+def test_no_grad_into_queue_and_get_is_a_copy():
+    q = MemoryQueue(8, 4)
+    w = torch.randn(4, 4, requires_grad=True)
+    keys = torch.randn(2, 4) @ w
+    q.enqueue(keys)
+    assert not q.queue.requires_grad and q.queue.grad_fn is None
+    neg = q.get()
+    query = torch.randn(2, 4, requires_grad=True)
+    loss = (query @ neg.t()).sum()
+    q.enqueue(torch.randn(2, 4))  # in-place update after use must not break backward
+    loss.backward()
+    assert query.grad is not None and w.grad is None

@@ -1,0 +1,128 @@
+"""ConsistentAugment: one draw per clip shared by its frames; clips independent; ops exact."""
+
+import torch
+
+from moviessl.video import MEAN, STD, ConsistentAugment, cvrl_augment_pair, denormalize
+from moviessl.video.augment import gaussian_blur, hsv_to_rgb, rgb_to_hsv
+
+
+def _clips(b=6, t=4, h=48, w=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    frame = torch.rand(1, 3, 1, h, w, generator=g)
+    return frame.expand(b, 3, t, h, w).contiguous()  # identical frames, identical clips
+
+
+def test_shape_range_and_generator_determinism():
+    aug = ConsistentAugment(32, blur_p=0.5, solarize_p=0.2)
+    x = torch.rand(5, 3, 4, 48, 64)
+    y1 = aug(x, torch.Generator().manual_seed(3))
+    y2 = aug(x, torch.Generator().manual_seed(3))
+    y3 = aug(x, torch.Generator().manual_seed(4))
+    assert y1.shape == (5, 3, 4, 32, 32) and y1.dtype == torch.float32
+    assert torch.equal(y1, y2) and not torch.equal(y1, y3)
+    lo, hi = (0 - MEAN[0]) / STD[0], (1 - MEAN[0]) / STD[0]
+    assert y1.min() >= lo - 1e-5 and y1.max() <= hi + 1e-5
+    u = aug((x * 255).round().to(torch.uint8), torch.Generator().manual_seed(3))  # uint8 accepted
+    assert (u - y1).abs().max() < 0.05
+
+
+def test_temporal_consistency_all_ops_on():
+    # All T input frames equal -> all T output frames equal: crop, flip, colour, blur, solarise
+    # were applied with the same parameters to every frame of a clip.
+    aug = ConsistentAugment(32, blur_p=1.0, solarize_p=0.5, jitter_p=1.0, gray_p=0.5)
+    y = aug(_clips(b=8, t=5), torch.Generator().manual_seed(0))
+    assert torch.allclose(y, y[:, :, :1].expand_as(y), atol=1e-5)
+
+
+def test_independent_across_clips():
+    aug = ConsistentAugment(32, blur_p=0.5)
+    p = aug.sample_params(64, 48, 64, torch.Generator().manual_seed(0))
+    assert len({tuple(b.tolist()) for b in p["box"]}) == 64  # a different crop for every clip
+    assert 10 < int(p["flip"].sum()) < 54
+    assert len({tuple(o.tolist()) for o in p["order"]}) > 5  # colour ops in per-clip random order
+    y = aug(_clips(b=8), torch.Generator().manual_seed(1))
+    flat = y.flatten(1)
+    assert all(not torch.allclose(flat[i], flat[j]) for i in range(8) for j in range(i + 1, 8))
+
+
+def test_parameter_ranges():
+    aug = ConsistentAugment(224)
+    H, W = 256, 455
+    p = aug.sample_params(2000, H, W, torch.Generator().manual_seed(0))
+    y0, x0, ch, cw = p["box"].unbind(1)
+    area = ch * cw / (H * W)
+    assert area.min() >= 0.3 - 0.01 and area.max() <= 1.0 + 1e-6
+    assert (cw / ch).min() >= 0.5 - 0.02 and (cw / ch).max() <= 2.0 + 0.02
+    assert (y0 >= 0).all() and (y0 + ch <= H).all() and (x0 >= 0).all() and (x0 + cw <= W).all()
+    assert abs(p["jitter"].float().mean() - 0.8) < 0.04 and abs(p["gray"].float().mean() - 0.2) < 0.04
+    f = p["factors"]
+    assert f.min() >= 0.2 and f.max() <= 1.8 and p["hue"].abs().max() <= 0.2
+    assert p["sigma"].min() >= 0.1 and p["sigma"].max() <= 2.0
+    assert aug.blur_kernel == 23  # 224 // 10 -> odd
+    a1, a2 = cvrl_augment_pair(224)
+    g = torch.Generator().manual_seed(0)
+    assert a1.sample_params(1000, H, W, g)["blur"].all() and not a1.sample_params(1000, H, W, g)["solarize"].any()
+    q = a2.sample_params(4000, H, W, g)
+    assert abs(q["blur"].float().mean() - 0.1) < 0.02 and abs(q["solarize"].float().mean() - 0.2) < 0.02
+
+
+def _only_geometry(**kw):
+    base = dict(jitter_p=0.0, gray_p=0.0, blur_p=0.0, solarize_p=0.0, normalize=False)
+    base.update(kw)
+    return ConsistentAugment(**base)
+
+
+def test_full_frame_crop_and_flip_are_exact():
+    x = torch.rand(2, 3, 3, 40, 40)
+    keep = _only_geometry(out_size=40, area=(1, 1), aspect=(1, 1), flip_p=0.0)
+    flip = _only_geometry(out_size=40, area=(1, 1), aspect=(1, 1), flip_p=1.0)
+    assert torch.allclose(keep(x), x, atol=1e-5)
+    assert torch.allclose(flip(x), x.flip(-1), atol=1e-5)
+
+
+def test_crop_takes_the_drawn_box():
+    aug = _only_geometry(out_size=16, flip_p=0.0)
+    x = torch.arange(64.0).view(1, 1, 1, 1, 64).expand(1, 3, 2, 64, 64) / 64  # value = column / 64
+    p = aug.sample_params(1, 64, 64)
+    p["box"] = torch.tensor([[8.0, 16.0, 32.0, 32.0]])  # top 8, left 16, 32x32 -> 2x downsample
+    y = aug.apply(x, p)
+    # output column j samples input x = 16 + (j + 0.5) * 2 - 0.5, i.e. between columns 16+2j and 17+2j
+    expect = (16 + 2 * torch.arange(16.0) + 0.5) / 64
+    assert torch.allclose(y[0, 0, 0, 0], expect, atol=1e-5)
+
+
+def test_colour_ops():
+    x = _clips(b=3, t=2)
+    gray = _only_geometry(out_size=48, area=(1, 1), aspect=(0.75, 0.75), flip_p=0, gray_p=1.0)
+    y = gray(x[..., :48, :64])
+    assert torch.allclose(y[:, 0], y[:, 1]) and torch.allclose(y[:, 1], y[:, 2])
+    sol = _only_geometry(out_size=48, area=(1, 1), aspect=(0.75, 0.75), flip_p=0, solarize_p=1.0)
+    s = sol(x)
+    ref = _only_geometry(out_size=48, area=(1, 1), aspect=(0.75, 0.75), flip_p=0)(x)
+    assert torch.allclose(s, torch.where(ref >= 0.5, 1 - ref, ref))
+    # brightness is multiplicative: factor 0.5 halves the pixels (other ops off)
+    jit = _only_geometry(out_size=48, area=(1, 1), aspect=(0.75, 0.75), flip_p=0, jitter_p=1.0)
+    p = jit.sample_params(3, 48, 64)
+    p["factors"] = torch.tensor([[0.5, 1.0, 1.0]] * 3)
+    p["hue"] = torch.zeros(3)
+    assert torch.allclose(jit.apply(x, p), ref * 0.5, atol=1e-5)
+
+
+def test_hsv_roundtrip_and_hue_shift():
+    x = torch.rand(4, 3, 2, 8, 8)
+    assert torch.allclose(hsv_to_rgb(rgb_to_hsv(x)), x, atol=1e-5)
+    red = torch.zeros(1, 3, 1, 1, 1)
+    red[:, 0] = 1
+    hsv = rgb_to_hsv(red)
+    hsv[:, 0] = (hsv[:, 0] + 1 / 3) % 1  # +120 degrees: red -> green
+    assert torch.allclose(hsv_to_rgb(hsv).flatten(), torch.tensor([0.0, 1.0, 0.0]), atol=1e-6)
+
+
+def test_blur_preserves_constant_and_smooths():
+    c = torch.full((2, 3, 2, 20, 20), 0.3)
+    assert torch.allclose(gaussian_blur(c, torch.tensor([0.5, 2.0]), 5), c, atol=1e-6)
+    imp = torch.zeros(1, 3, 1, 21, 21)
+    imp[..., 10, 10] = 1
+    b = gaussian_blur(imp, torch.tensor([1.0]), 7)
+    assert abs(b.sum().item() - 3.0) < 1e-4 and b[..., 10, 10].max() < 0.2
+    assert torch.allclose(b, b.flip(-1)) and torch.allclose(b, b.transpose(-1, -2))

@@ -1,0 +1,126 @@
+"""Every kind of bad input -> BadInputError naming the file and cause; CLI: one line, exit 2."""
+
+import json
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from moviessl.cli import main
+from moviessl.errors import BadInputError
+from moviessl.video import VideoReader, probe, read_clip
+
+from .vidgen import codes, encode
+
+
+def _audio_only(path):
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("aac", rate=16000)
+        f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        f.sample_rate = 16000
+        for p in list(s.encode(f)) + list(s.encode()):
+            c.mux(p)
+    return path
+
+
+def _garble_mdat(src, dst):
+    """Keep the mp4 container intact but replace every coded byte with noise."""
+    b = bytearray(src.read_bytes())
+    i = b.find(b"mdat")
+    size = struct.unpack(">I", b[i - 4:i])[0]
+    b[i + 4:i - 4 + size] = np.random.default_rng(0).integers(0, 256, size - 8, dtype=np.uint8).tobytes()
+    dst.write_bytes(bytes(b))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory, videos):
+    d = tmp_path_factory.mktemp("bad")
+    (d / "empty.mp4").write_bytes(b"")
+    (d / "notes.mp4").write_text("this is a text file, not a video\n" * 20)
+    full = videos["mp4"].read_bytes()  # moov at the end: cutting it loses the index
+    (d / "cut.mp4").write_bytes(full[: len(full) // 2])
+    head = videos["mp4_fast"].read_bytes()  # faststart: index first, so cutting leaves only the header
+    (d / "header_only.mp4").write_bytes(head[: head.find(b"mdat") + 64])
+    _audio_only(d / "audio.m4a")
+    _garble_mdat(videos["mp4"], d / "garbled.mp4")
+    (d / "emptydir").mkdir()
+    return d
+
+
+CAUSES = [
+    ("missing.mp4", "no such file"),
+    ("empty.mp4", "empty file"),
+    ("notes.mp4", "not a readable video container"),
+    ("cut.mp4", "not a readable video container"),
+    ("header_only.mp4", "no decodable video frames|no video packets"),
+    ("audio.m4a", "no video stream"),
+    ("garbled.mp4", "no decodable video frames"),
+    ("emptydir", "no .jpg/.png frames"),
+]
+
+
+@pytest.mark.parametrize("name,cause", CAUSES)
+def test_bad_input_raises(bad, name, cause):
+    p = bad / name
+    with pytest.raises(BadInputError, match=cause) as e:
+        VideoReader(p)
+    assert e.value.path == str(p) and str(e.value).startswith(str(p) + ": ")
+    assert "\n" not in str(e.value)
+    with pytest.raises(BadInputError):
+        read_clip(p, 1.0)
+
+
+@pytest.mark.parametrize("name,cause", CAUSES)
+def test_cli_one_line_exit_2(bad, name, cause, capsys):
+    assert main(["probe", str(bad / name)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = [l for l in err.splitlines() if not l.startswith("WARNING")]
+    assert len(lines) == 1 and lines[0].startswith(f"moviessl: error: {bad / name}: "), err
+
+
+def test_cli_subprocess_no_traceback(bad):
+    r = subprocess.run([sys.executable, "-m", "moviessl.cli", "probe", str(bad / "garbled.mp4")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stdout == ""
+    assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0
+
+
+def test_truncated_streamable_file_keeps_what_decodes(tmp_path, videos):
+    # A faststart mp4 cut in the middle: the header still promises 300 frames; only a prefix decodes.
+    data = videos["mp4_fast"].read_bytes()
+    p = tmp_path / "half.mp4"
+    p.write_bytes(data[: len(data) // 2])
+    with VideoReader(p) as r:
+        n = r.num_frames
+        assert 30 < n < 300
+        idx = np.linspace(0, n - 1, 12).astype(int)
+        got = codes(r.get_frames(idx))
+    # what decodes is the truth: every index returns the frame it names, except that a frame lost
+    # inside the last GOP (B-frame reordering) is mapped by time to the one shown before it
+    assert got[:-1] == idx[:-1].tolist() and got[-1] <= idx[-1]
+    info = probe(p)
+    assert info["num_frames"] == n
+
+
+def test_mkv_cut_mid_cluster(tmp_path, videos):
+    data = videos["mkv"].read_bytes()
+    p = tmp_path / "cut.mkv"
+    p.write_bytes(data[: int(len(data) * 0.6)])
+    with VideoReader(p, verify="full") as r:
+        n = r.num_frames
+        assert 10 < n < 120
+        # every frame the reader claims decodes, and carries its own index (up to a lost B-frame)
+        got = codes(r.get_frames(range(n)))
+    assert sum(g == i for i, g in enumerate(got)) >= n - 3
+
+
+def test_probe_json(videos, capsys):
+    assert main(["probe", str(videos["mp4_25"])]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d == {"fps": 25.0, "num_frames": 250, "duration_s": 10.0, "width": 160, "height": 96, "num_events": 5}

@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+import torch
+
+from moviessl.video import MEAN, STD, crop_box, denormalize, normalize, preprocess, resize_short_side, to_uint8_cthw
+
+
+def test_resize_short_side_shapes_and_values():
+    f = np.full((3, 360, 640, 3), 200, np.uint8)
+    assert resize_short_side(f, 256).shape == (3, 256, 455, 3)  # floor(640/360*256) = 455
+    assert resize_short_side(f.transpose(0, 2, 1, 3), 256).shape == (3, 455, 256, 3)
+    assert (resize_short_side(f, 128) == 200).all()  # a constant image stays constant
+    t = torch.full((3, 2, 360, 640), 200, dtype=torch.uint8)
+    r = resize_short_side(t, 256)
+    assert r.shape == (3, 2, 256, 455) and r.dtype == torch.uint8 and (r == 200).all()
+    assert resize_short_side(f, 360) is f
+
+
+def test_preprocess_layout_and_normalisation():
+    f = np.zeros((4, 300, 400, 3), np.uint8)
+    f[..., 0] = 255  # red
+    x = preprocess(f, short_side=256, crop=224)
+    assert x.shape == (3, 4, 224, 224) and x.dtype == torch.float32
+    assert torch.allclose(x[0], torch.tensor((1 - MEAN[0]) / STD[0]))
+    assert torch.allclose(x[1], torch.tensor((0 - MEAN[1]) / STD[1]))
+    assert torch.allclose(denormalize(x)[0], torch.ones(1))
+    assert preprocess(f, None, None).shape == (3, 4, 300, 400)
+
+
+def test_crop_modes_pick_expected_regions():
+    f = np.zeros((1, 100, 300, 3), np.uint8)
+    f[:, :, :100] = 50
+    f[:, :, 100:200] = 150
+    f[:, :, 200:] = 250
+    vals = {m: preprocess(f, None, 100, m) for m in ("left", "center", "right")}
+    for m, v in zip(("left", "center", "right"), (50, 150, 250)):
+        assert torch.allclose(denormalize(vals[m]) * 255, torch.tensor(float(v)), atol=1e-3)
+    assert crop_box(300, 100, 100, "right") == (200, 0)  # portrait: right means bottom
+    g = torch.Generator().manual_seed(0)
+    boxes = {crop_box(100, 300, 100, "random", g) for _ in range(20)}
+    assert len(boxes) > 5 and all(y == 0 and 0 <= x <= 200 for y, x in boxes)
+    with pytest.raises(ValueError):
+        crop_box(100, 100, 50, "diagonal")
+
+
+def test_normalize_batched_and_uint8_layout():
+    x = torch.rand(2, 3, 4, 5, 6)
+    y = normalize(x)
+    assert torch.allclose(y[:, 1], (x[:, 1] - MEAN[1]) / STD[1])
+    u = to_uint8_cthw(np.zeros((4, 360, 640, 3), np.uint8), short_side=128)
+    assert u.shape == (3, 4, 128, 227) and u.dtype == torch.uint8
