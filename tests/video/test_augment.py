@@ -2,7 +2,7 @@
 
 import torch
 
-from moviessl.video import MEAN, STD, ConsistentAugment, cvrl_augment_pair, denormalize
+from moviessl.video import MEAN, STD, ConsistentAugment, cvrl_augment_pair
 from moviessl.video.augment import gaussian_blur, hsv_to_rgb, rgb_to_hsv
 
 
@@ -93,15 +93,15 @@ def test_crop_takes_the_drawn_box():
 
 def test_colour_ops():
     x = _clips(b=3, t=2)
-    gray = _only_geometry(out_size=48, area=(1, 1), aspect=(0.75, 0.75), flip_p=0, gray_p=1.0)
+    gray = _only_geometry(out_size=48, area=(1, 1), aspect=(4 / 3, 4 / 3), flip_p=0, gray_p=1.0)
     y = gray(x[..., :48, :64])
     assert torch.allclose(y[:, 0], y[:, 1]) and torch.allclose(y[:, 1], y[:, 2])
-    sol = _only_geometry(out_size=48, area=(1, 1), aspect=(0.75, 0.75), flip_p=0, solarize_p=1.0)
+    sol = _only_geometry(out_size=48, area=(1, 1), aspect=(4 / 3, 4 / 3), flip_p=0, solarize_p=1.0)
     s = sol(x)
-    ref = _only_geometry(out_size=48, area=(1, 1), aspect=(0.75, 0.75), flip_p=0)(x)
+    ref = _only_geometry(out_size=48, area=(1, 1), aspect=(4 / 3, 4 / 3), flip_p=0)(x)
     assert torch.allclose(s, torch.where(ref >= 0.5, 1 - ref, ref))
     # brightness is multiplicative: factor 0.5 halves the pixels (other ops off)
-    jit = _only_geometry(out_size=48, area=(1, 1), aspect=(0.75, 0.75), flip_p=0, jitter_p=1.0)
+    jit = _only_geometry(out_size=48, area=(1, 1), aspect=(4 / 3, 4 / 3), flip_p=0, jitter_p=1.0)
     p = jit.sample_params(3, 48, 64)
     p["factors"] = torch.tensor([[0.5, 1.0, 1.0]] * 3)
     p["hue"] = torch.zeros(3)

@@ -12,7 +12,7 @@ from moviessl.cli import main
 from moviessl.errors import BadInputError
 from moviessl.video import VideoReader, probe, read_clip
 
-from .vidgen import codes, encode
+from .vidgen import codes
 
 
 def _audio_only(path):

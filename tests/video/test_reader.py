@@ -1,7 +1,5 @@
 """VideoReader on real encoded files: exact frame indices across containers, codecs and rates."""
 
-from fractions import Fraction
-
 import av
 import numpy as np
 import pytest

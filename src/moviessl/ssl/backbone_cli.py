@@ -37,26 +37,34 @@ def _split_for_probe(items, fraction: float, seed: int):
 
 
 def _repair_last_ckpt(out: Path) -> None:
-    """A kill -9 while Lightning writes ``last.ckpt`` can leave it truncated: fall back to the newest
-    readable step checkpoint so ``--resume`` loses at most one checkpoint interval."""
+    """Make ``last.ckpt`` the newest readable checkpoint before ``--resume``.
+
+    A kill -9 can land while Lightning writes ``last.ckpt`` (truncated file) or between writing
+    ``stepN.ckpt`` and updating ``last.ckpt`` (stale by one interval). Either way the newest readable
+    checkpoint is copied over it, so a resume loses at most one checkpoint interval."""
+    import re
+
     import torch
 
     ck = out / "checkpoints"
-    last = ck / "last.ckpt"
-
-    def ok(p: Path) -> bool:
-        try:
-            torch.load(p, map_location="cpu", weights_only=False)
-            return True
-        except Exception:
-            return False
-
-    if not ck.is_dir() or (last.is_file() and ok(last)):
+    if not ck.is_dir():
         return
-    steps = sorted(ck.glob("step*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for p in steps:
-        if ok(p):
-            log.warning("last.ckpt is missing or unreadable; resuming from %s", p.name)
+
+    def step_of(p: Path) -> int | None:
+        try:
+            return int(torch.load(p, map_location="cpu", weights_only=False)["global_step"])
+        except Exception:
+            return None
+
+    last = ck / "last.ckpt"
+    last_step = step_of(last) if last.is_file() else None
+    cands = sorted(((int(m.group(1)), p) for p in ck.glob("step*.ckpt") if (m := re.match(r"step(\d+)", p.stem))),
+                   reverse=True)
+    for step, p in cands:
+        if last_step is not None and step <= last_step:
+            return
+        if step_of(p) is not None:
+            log.warning("last.ckpt is %s; resuming from %s", "stale" if last_step is not None else "unreadable", p.name)
             shutil.copyfile(p, last)
             return
 

@@ -367,15 +367,18 @@ def generate(out: str | os.PathLike, preset: str | SynthPreset = "tiny", seed: i
     name = preset if isinstance(preset, str) else "custom"
     root = Path(out)
     workers = cfg.workers if workers is None else workers
-    meta = dict(format_version=FORMAT_VERSION, preset=name, seed=int(seed), config=asdict(cfg), fps=cfg.fps, size=cfg.size,
+    config = {k: v for k, v in asdict(cfg).items() if k != "workers"}  # the pool size does not change the data
+    meta = dict(format_version=FORMAT_VERSION, preset=name, seed=int(seed), config=config, fps=cfg.fps, size=cfg.size,
                 verbs=list(W.VERB_IDS))
+    meta = json.loads(json.dumps(meta))  # tuples -> lists, as read back
     meta_path = root / "synth_meta.json"
     if meta_path.exists():
         try:
             old = json.loads(meta_path.read_text())
         except (OSError, ValueError) as e:
             raise BadInputError(meta_path, f"unreadable ({e})") from None
-        same = {k: old.get(k) for k in ("format_version", "seed", "config")} == {k: meta[k] for k in ("format_version", "seed", "config")}
+        keys = ("format_version", "seed", "config")  # the pool size is not part of the data
+        same = {k: old.get(k) for k in keys} == {k: meta[k] for k in keys}
         if not same:
             raise BadInputError(root, "already holds SynthMovies of another preset/seed/version; use an empty folder")
     elif root.exists() and any(root.iterdir()):

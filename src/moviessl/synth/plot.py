@@ -170,14 +170,51 @@ def plan_movie_meta(rng) -> dict:
                 year=int(rng.integers(9)), n_chars=int(rng.integers(2, 5)))
 
 
-def plan_vidsitu_clip(rng, meta: dict, chars: list[dict], degrade_fraction: float, n_events: int = 5,
+_PRED: dict[str, list[tuple[str, str]]] = {}
+_SUCC: dict[str, list[tuple[str, str]]] = {}
+for (_a, _b), (_lab, _chk) in W.RELATIONS.items():
+    _PRED.setdefault(_b, []).append((_a, _chk))
+    _SUCC.setdefault(_a, []).append((_b, _chk))
+PIVOTS = tuple(v for v in W.VERB_IDS if v in _PRED and v in _SUCC)
+
+
+def _related_neighbours(rng, T, chars, related_p):
+    """Ev2, Ev3, Ev4 built around the middle event: each neighbour is, with probability
+    ``related_p``, one the plot relates to Ev3 (with the characters lined up), else a grammar step."""
+    n = len(chars)
+    w = np.sqrt([T[:, W.VERB_INDEX[v]].sum() for v in PIVOTS])  # flattened: no verb dominates
+    v3 = PIVOTS[rng.choice(len(PIVOTS), p=w / w.sum())] if rng.random() < 0.85 else W.VERB_IDS[rng.integers(len(W.VERBS))]
+    ev3 = make_event(rng, v3, int(rng.integers(n)), None, n)
+    a3, p3 = ev3["agent"], ev3["patient"]
+    if v3 in _PRED and rng.random() < related_p:
+        v2, chk = _PRED[v3][rng.integers(len(_PRED[v3]))]
+        ev2 = make_event(rng, v2, a3, p3, n) if chk == "A" else make_event(rng, v2, p3 if p3 is not None else _other(rng, n, a3), a3, n)
+    else:
+        col = T[:, W.VERB_INDEX[v3]]
+        v2 = W.VERB_IDS[rng.choice(len(W.VERBS), p=col / col.sum())]
+        ev2 = make_event(rng, v2, a3 if rng.random() < 0.5 else int(rng.integers(n)), None, n)
+    if v3 in _SUCC and rng.random() < related_p:
+        opts = [(b, c) for b, c in _SUCC[v3] if c == "A" or p3 is not None]
+        v4, chk = opts[rng.integers(len(opts))]
+        ev4 = make_event(rng, v4, a3, p3, n) if chk == "A" else make_event(rng, v4, p3, a3, n)
+    else:
+        ev4 = next_event(rng, T, ev3, n)
+    return ev2, ev3, ev4
+
+
+def plan_vidsitu_clip(rng, meta: dict, chars: list[dict], degrade_fraction: float, related_p: float = 0.75,
                       event_s: float = 2.0) -> dict:
-    """A 10-s VidSitu-style clip: 5 events of the movie's grammar in one scene (1-2 shots)."""
+    """A 10-s VidSitu-style clip: 5 events of the movie's grammar in one scene (1-2 shots).
+
+    The story is built around Ev3 (VidSitu's relations all point at it): Ev2 / Ev4 are related to
+    it with probability ``related_p``, Ev1 / Ev5 continue the grammar backwards / forwards."""
+    n_events = 5
     T = W.transition_matrix(meta["genre"], meta["writer"])
-    events, prev = [], None
-    for _ in range(n_events):
-        prev = next_event(rng, T, prev, len(chars))
-        events.append(prev)
+    ev2, ev3, ev4 = _related_neighbours(rng, T, chars, related_p)
+    col = T[:, W.VERB_INDEX[ev2["verb"]]]
+    v1 = W.VERB_IDS[rng.choice(len(W.VERBS), p=col / col.sum())]
+    ev1 = make_event(rng, v1, ev2["agent"] if rng.random() < 0.6 else int(rng.integers(len(chars))), None, len(chars))
+    events = [ev1, ev2, ev3, ev4, next_event(rng, T, ev4, len(chars))]
     layout_events(rng, events, len(chars), event_s)
     add_relations(events)
     degrade(rng, events, degrade_fraction)

@@ -377,7 +377,7 @@ def render_plan(plan: dict, size: int, fps: float, seed: int) -> Iterator[tuple[
             frames[i] = _zoom_crop(canvas, oy, ox, S, z) if z != 1.0 else _crop(canvas, oy, ox, S)
             if deg == "offscreen":
                 continue  # the camera looks away from the action
-            faint = 0.05 if deg == "low_contrast" else 1.0
+            faint = {"low_contrast": 0.05, "blur": 0.25}.get(deg, 1.0)  # blur: out of focus, then smeared below
             order = sorted(range(C), key=lambda c: st["Y"][i, c])  # farther up = drawn first
             for c in order:
                 rad = W.SIZES[chars[c]["size"]] * S * st["Sc"][i, c] * z * big

@@ -36,7 +36,7 @@ from ..checkpoint import arch_spec, build_arch, file_hash, load_checkpoint, save
 from ..config import load_config, merge_overrides, save_config, to_dict
 from ..data.vidsitu import load_split
 from ..errors import BadInputError
-from ..training import cpu_threads, fit, seed_everything
+from ..training import fit, seed_everything
 from ..utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .data import build_segments, extract_features, feature_source, loader, video_source
 from .module import TaskModule
@@ -126,7 +126,6 @@ def run_finetune(task: str, data_root: str | os.PathLike, features: str | os.Pat
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
-    cpu_threads()
 
     train_split = load_split(data_root, cfg.data.train_split)
     eval_split = load_split(data_root, cfg.data.eval_split, split_file=cfg.data.get("split_file"))

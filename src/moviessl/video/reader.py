@@ -160,6 +160,11 @@ class _AVFile:
         self._iter = None  # live decode generator and the pts of the last frame it produced
         self._last_pts = None
         self.frames_decoded = 0  # running total, for tests / benchmarks of "decode only the window"
+        # One reformatter for all frames: frame.to_ndarray(format=...) builds a new swscale context
+        # per frame, which costs more than decoding it (5-10x slower conversion, same pixels).
+        from av.video.reformatter import VideoReformatter
+
+        self._rgb = VideoReformatter()
 
         # Index pass: demux every packet (no decoding).
         pkts, trouble = [], None
@@ -323,7 +328,7 @@ class _AVFile:
                 self._last_pts = pts
                 j = want.get(pts)
                 if j is not None and j not in out:
-                    out[j] = f.to_ndarray(format="rgb24")
+                    out[j] = self._rgb.reformat(f, format="rgb24").to_ndarray()
                 if pts >= tp:
                     break
             else:

@@ -1,0 +1,294 @@
+"""Headroom of a generated SynthMovies dataset: chance, a pixel-statistics baseline and an oracle.
+
+``python -m moviessl.synth.headroom ROOT [--plans 500]`` prints a markdown table and writes
+``ROOT/headroom.json``.
+
+- **chance**: the train split's majority class (classification) or its mean (regression, MSE).
+- **pixel baseline**: multinomial logistic (ridge for regression) on simple pixel / motion
+  statistics (colour moments, frame-difference energy and its centroid trajectory, coarse motion
+  maps; per movie also saturation, grain, letterbox, vignette), trained on train, scored on val
+  (+ test for LVU).
+- **oracle**: reads the generating variables. Verbs: the motion program of a clean event *is* its
+  verb; a degraded event is predicted from its neighbours' true verbs with the known grammar
+  (bigram posterior). LVU: Bayes decisions from the variables the labels are generated from and
+  that are visible on screen (interaction verbs, speech verbs, shot scenes, camera, palette, verb
+  transitions), and the noise-free regression means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from . import plot as P
+from . import world as W
+
+
+# ------------------------------------------------------------------------------------------
+# Small learners (torch L-BFGS; no sklearn dependency)
+# ------------------------------------------------------------------------------------------
+
+def fit_logreg(X: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1e-2):
+    """Standardised multinomial logistic regression; returns ``predict(X) -> labels``."""
+    import torch
+
+    mu, sd = X.mean(0), X.std(0) + 1e-6
+    Xt = torch.tensor((X - mu) / sd, dtype=torch.float64)
+    yt = torch.tensor(y, dtype=torch.long)
+    Wt = torch.zeros(X.shape[1], n_classes, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([Wt, b], max_iter=300, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(Xt @ Wt + b, yt) + l2 * (Wt ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    Wn, bn = Wt.detach().numpy(), b.detach().numpy()
+    return lambda Z: np.argmax(((Z - mu) / sd) @ Wn + bn, axis=1)
+
+
+def fit_ridge(X: np.ndarray, y: np.ndarray, l2: float = 1.0):
+    mu, sd = X.mean(0), X.std(0) + 1e-6
+    Z = (X - mu) / sd
+    w = np.linalg.solve(Z.T @ Z + l2 * len(Z) * np.eye(Z.shape[1]), Z.T @ (y - y.mean()))
+    return lambda Q: ((Q - mu) / sd) @ w + y.mean()
+
+
+# ------------------------------------------------------------------------------------------
+# Pixel statistics
+# ------------------------------------------------------------------------------------------
+
+def _gray_small(frames: np.ndarray, side: int = 16) -> np.ndarray:
+    T, H, Wd, _ = frames.shape
+    g = frames.astype(np.float32).mean(-1)
+    k = max(H // side, 1)
+    return g[:, : H // k * k, : Wd // k * k].reshape(T, H // k, k, Wd // k, k).mean((2, 4))
+
+
+def pixel_event_features(frames: np.ndarray) -> np.ndarray:
+    """Per-event pixel / motion statistics (the event's frames, uint8 (T,H,W,3))."""
+    f = frames[:: max(len(frames) // 16, 1)][:16]
+    g = _gray_small(f)
+    d = np.abs(np.diff(g, axis=0))
+    T, h, w = d.shape
+    yy, xx = np.mgrid[0:h, 0:w] / np.array([h, w]).reshape(2, 1, 1)
+    mass = d.sum((1, 2)) + 1e-6
+    cx, cy = (d * xx).sum((1, 2)) / mass, (d * yy).sum((1, 2)) / mass
+    half = T // 2
+    rgb = f.reshape(-1, 3).astype(np.float32)
+    motion_map = d.mean(0)
+    coarse = motion_map.reshape(4, h // 4, 4, w // 4).mean((1, 3)).ravel()
+    return np.concatenate([
+        rgb.mean(0), rgb.std(0), [d.mean(), d.std(), d.mean((1, 2)).std()],
+        [cx.mean(), cy.mean(), cx[half:].mean() - cx[:half].mean(), cy[half:].mean() - cy[:half].mean(), cx.std(), cy.std()],
+        d.mean((0, 2))[:: max(h // 4, 1)], d.mean((0, 1))[:: max(w // 4, 1)], coarse,
+    ]).astype(np.float64)
+
+
+def pixel_movie_features(frames: np.ndarray) -> np.ndarray:
+    """Per-movie statistics of frames sampled about once a second (uint8 (N,H,W,3))."""
+    f = frames.astype(np.float32)
+    N, H, Wd, _ = f.shape
+    mx, mn = f.max(-1), f.min(-1)
+    sat = (mx - mn) / (mx + 1e-3)
+    g = f.mean(-1)
+    blur = (g[:, :-2, 1:-1] + g[:, 2:, 1:-1] + g[:, 1:-1, :-2] + g[:, 1:-1, 2:]) / 4
+    hf = np.abs(g[:, 1:-1, 1:-1] - blur)
+    b = max(H // 12, 1)
+    corners = np.concatenate([g[:, b:3 * b, b:3 * b], g[:, b:3 * b, -3 * b:-b]], 1).mean()
+    centre = g[:, H // 3: 2 * H // 3, Wd // 3: 2 * Wd // 3].mean()
+    motion = np.abs(np.diff(_gray_small(frames), axis=0)).mean((1, 2))
+    hue_hist = np.histogram(np.argmax(f, -1), bins=3, range=(0, 3))[0] / f[..., 0].size
+    return np.concatenate([
+        f.reshape(-1, 3).mean(0), f.reshape(-1, 3).std(0), [sat.mean(), sat.std(), hf.mean(), hf.std()],
+        [g[:, :b].mean(), g[:, -b:].mean(), corners / (centre + 1e-3), motion.mean(), motion.std()], hue_hist,
+    ]).astype(np.float64)
+
+
+def _decode(path, every: int = 1, size: int | None = None):
+    import av
+
+    out = []
+    with av.open(str(path)) as c:
+        for i, fr in enumerate(c.decode(video=0)):
+            if i % every == 0:
+                out.append(fr.to_ndarray(format="rgb24"))
+    return np.stack(out)
+
+
+# ------------------------------------------------------------------------------------------
+# Oracles
+# ------------------------------------------------------------------------------------------
+
+def context_posterior(plan: dict, k: int) -> np.ndarray:
+    """P(verb of event k | true verbs of events k-1 and k+1), under the clip's grammar."""
+    T = W.transition_matrix(plan["genre"], plan["writer"])
+    ev = plan["events"]
+    post = np.ones(len(W.VERBS))
+    if k > 0:
+        post *= T[W.VERB_INDEX[ev[k - 1]["verb"]]]
+    if k + 1 < len(ev):
+        post *= T[:, W.VERB_INDEX[ev[k + 1]["verb"]]]
+    return post / post.sum()
+
+
+def oracle_verb(plan: dict, k: int) -> str:
+    ev = plan["events"][k]
+    if not ev.get("degraded"):
+        return ev["verb"]  # the motion program on screen is the verb's
+    return W.VERB_IDS[int(np.argmax(context_posterior(plan, k)))]
+
+
+_MATS = {(g, w): np.log(W.transition_matrix(g, w)) for g in W.GENRES for w in range(10)}
+_YEAR_SIG = np.array([0.06, 0.06, 1.5])
+
+
+def oracle_lvu(plan: dict) -> dict:
+    """Bayes decisions from the visible generating variables of one movie."""
+    evs = plan["events"]
+    out = {}
+    inter = [e["verb"] for e in evs if e["patient"] is not None and {e["agent"], e["patient"]} == {0, 1}]
+    scores = []
+    for rel in W.RELATIONSHIPS:
+        p = W.REL_VERBS[rel]
+        tot = sum(p.values())
+        scores.append(sum(np.log(p.get(v, 0) / tot * 0.22 + 0.02) for v in inter))
+    out["relationship"] = int(np.argmax(scores))
+    speech = Counter(e["verb"] for e in evs if e["verb"] in W.SPEECH_VERBS)
+    out["way_speaking"] = W.WAYS_SPEAKING.index(next(w for w, v in W.SPEAKING_VERB.items() if v == speech.most_common(1)[0][0])) if speech else 0
+    sc = Counter(e["scene"] for e in evs)
+    out["scene"] = W.SCENES.index(max(W.SCENES, key=lambda s: sc[s]))
+    out["director"] = plan["director"]  # the camera style on screen is the director's
+    seq = [W.VERB_INDEX[e["verb"]] for e in evs]
+    ll = {gw: m[seq[:-1], seq[1:]].sum() for gw, m in _MATS.items()}
+    best = max(ll, key=ll.get)
+    gl = {g: np.logaddexp.reduce([ll[(g, w)] for w in range(10)]) for g in W.GENRES}
+    wl = {w: np.logaddexp.reduce([ll[(g, w)] for g in W.GENRES]) for w in range(10)}
+    out["genre"] = W.GENRES.index(max(gl, key=gl.get))
+    out["writer"] = int(max(wl, key=wl.get))
+    del best
+    ys = plan["year_style"]
+    obs = np.array([ys["saturation"], ys["sepia"], ys["grain"]])
+    d = [(((obs - np.array([s["saturation"], s["sepia"], s["grain"]])) / _YEAR_SIG) ** 2).sum() for s in W.YEAR_STYLE]
+    out["year"] = int(np.argmin(d))
+    out["like_ratio"] = plan["clean"]["like_ratio"] - 9.138220535629456
+    out["view_count"] = plan["clean"]["view_count"] - 11.76425435683139
+    return out
+
+
+def _lvu_target(task, lab):
+    if task == "like_ratio":
+        return 10 * lab[0] / (lab[0] + lab[1]) - 9.138220535629456
+    if task == "view_count":
+        return float(np.log(lab) - 11.76425435683139)
+    return lab
+
+
+def _score(task, pred, true):
+    pred, true = np.asarray(pred, float), np.asarray(true, float)
+    if task in ("like_ratio", "view_count"):
+        return float(((pred - true) ** 2).mean())
+    return float((pred == true).mean() * 100)
+
+
+# ------------------------------------------------------------------------------------------
+# The report
+# ------------------------------------------------------------------------------------------
+
+def headroom(root: str | Path, n_plans: int = 500, seed: int = 123, progress: bool = True) -> dict:
+    from tqdm.auto import tqdm
+
+    root = Path(root)
+    res: dict = {}
+    # --- verbs on the VidSitu-style clips
+    gt = json.loads((root / "vidsitu/ground_truth.json").read_text())
+    feats, ys, split, deg, orc = [], [], [], [], []
+    for vseg, g in tqdm(list(gt.items()), desc="verb features", disable=not progress):
+        frames = _decode(root / "vidsitu/vsitu_video_trimmed_dir" / f"{vseg}.mp4")
+        plan = dict(events=g["events"], genre=g["genre"], writer=g["writer"])
+        for k, ev in enumerate(g["events"]):
+            feats.append(pixel_event_features(frames[60 * k: 60 * (k + 1)]))
+            ys.append(W.VERB_INDEX[ev["verb"]])
+            split.append(g["split"])
+            deg.append(bool(ev["degraded"]))
+            orc.append(W.VERB_INDEX[oracle_verb(plan, k)])
+    X, y, split, deg, orc = np.stack(feats), np.array(ys), np.array(split), np.array(deg), np.array(orc)
+    tr, va = split == "train", split == "valid"
+    pred = fit_logreg(X[tr], y[tr], len(W.VERBS))(X[va])
+    major = Counter(y[tr]).most_common(1)[0][0]
+    row = {}
+    for name, m in (("all", np.ones(va.sum(), bool)), ("clean", ~deg[va]), ("degraded", deg[va])):
+        row[name] = dict(n=int(m.sum()), chance=float((y[va][m] == major).mean() * 100), pixel=float((pred[m] == y[va][m]).mean() * 100),
+                         oracle=float((orc[va][m] == y[va][m]).mean() * 100))
+    res["verb"] = row
+
+    # --- LVU on the rendered movies
+    lgt = json.loads((root / "lvu/ground_truth.json").read_text())
+    ids = sorted(lgt, key=lambda i: ("train", "val", "test").index(lgt[i]["split"]))
+    fps = json.loads((root / "synth_meta.json").read_text())["fps"]
+    mfeat = np.stack([pixel_movie_features(_decode(root / "lvu/videos" / f"{i}.mp4", every=int(fps)))
+                      for i in tqdm(ids, desc="movie features", disable=not progress)])
+    tr = np.array([lgt[i]["split"] == "train" for i in ids])
+    lvu = {}
+    for task in ("relationship", "way_speaking", "scene", "director", "writer", "year", "genre", "like_ratio", "view_count"):
+        yt = np.array([_lvu_target(task, lgt[i]["labels"][task]) for i in ids])
+        orc_pred = [oracle_lvu(lgt[i])[task] for i in ids]
+        if task in ("like_ratio", "view_count"):
+            chance = np.full((~tr).sum(), yt[tr].mean())
+            pix = fit_ridge(mfeat[tr], yt[tr])(mfeat[~tr])
+        else:
+            chance = np.full((~tr).sum(), Counter(yt[tr]).most_common(1)[0][0])
+            pix = fit_logreg(mfeat[tr], yt[tr].astype(int), int(max(yt.max() + 1, 10)), l2=1e-1)(mfeat[~tr])
+        lvu[task] = dict(n_eval=int((~tr).sum()), chance=_score(task, chance, yt[~tr]), pixel=_score(task, pix, yt[~tr]),
+                         oracle=_score(task, np.array(orc_pred)[~tr], yt[~tr]))
+    # oracle on many plan-only movies (no rendering): a tighter estimate of the ceiling
+    rng = np.random.default_rng(seed)
+    cfg = json.loads((root / "synth_meta.json").read_text())["config"]
+    plans = [P.plan_lvu_movie(rng, 2 * int(rng.integers(cfg["lvu_seconds"][0] // 2, cfg["lvu_seconds"][1] // 2 + 1)),
+                              cfg["lvu_degrade_fraction"]) for _ in range(n_plans)]
+    for task in lvu:
+        yt = [_lvu_target(task, p["labels"][task]) for p in plans]
+        lvu[task]["oracle_plans"] = _score(task, [oracle_lvu(p)[task] for p in plans], yt)
+        if task in ("like_ratio", "view_count"):
+            lvu[task]["chance_plans"] = _score(task, np.full(len(yt), np.mean(yt)), yt)
+        else:
+            lvu[task]["chance_plans"] = float(max(Counter(yt).values()) / len(yt) * 100)
+    res["lvu"] = lvu
+    res["n_plans"] = n_plans
+    return res
+
+
+def to_markdown(res: dict) -> str:
+    L = ["| verb (VidSitu valid, acc@1 vs true verb %) | n | chance | pixel baseline | oracle |", "|---|---|---|---|---|"]
+    for k, r in res["verb"].items():
+        L.append(f"| {k} events | {r['n']} | {r['chance']:.1f} | {r['pixel']:.1f} | {r['oracle']:.1f} |")
+    L += ["", f"| LVU task (val+test; acc % or MSE) | n | chance | pixel baseline | oracle | chance / oracle on {res['n_plans']} plans |",
+          "|---|---|---|---|---|---|"]
+    for t, r in res["lvu"].items():
+        L.append(f"| {t} | {r['n_eval']} | {r['chance']:.2f} | {r['pixel']:.2f} | {r['oracle']:.2f} | "
+                 f"{r['chance_plans']:.2f} / {r['oracle_plans']:.2f} |")
+    return "\n".join(L)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("root")
+    ap.add_argument("--plans", type=int, default=500)
+    a = ap.parse_args(argv)
+    res = headroom(a.root, a.plans)
+    from ..utils.io import atomic_write_json
+
+    atomic_write_json(Path(a.root) / "headroom.json", res)
+    print(to_markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,230 @@
+"""``moviessl extract`` on small real H.264 files, and FeatureStore on VidSitu-style folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from moviessl.checkpoint import arch_spec, build_from_checkpoint, save_checkpoint
+from moviessl.cli import main
+from moviessl.errors import BadInputError
+from moviessl.features import FeatureStore
+from moviessl.features import extract as ex
+
+INPUT = {"num_frames": 4, "stride": 8, "short_side": 32, "crop": 32}
+
+
+def write_video(path: Path, seconds: float, fps: int = 30, seed: int = 0, h: int = 36, w: int = 48) -> Path:
+    """A coloured square drifting across a brightening background."""
+    rng = np.random.default_rng(seed)
+    c = av.open(str(path), "w")
+    s = c.add_stream("libx264", rate=fps)
+    s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+    s.options = {"preset": "ultrafast", "crf": "23"}
+    bg, col = rng.integers(0, 100, 3), rng.integers(150, 256, 3)
+    for t in range(int(round(seconds * fps))):
+        f = np.empty((h, w, 3), np.uint8)
+        f[:] = (bg + t) % 256  # the background brightens: every event looks different
+        x = (t // 2) % (w - 8)
+        f[10:18, x:x + 8] = col
+        for pkt in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+            c.mux(pkt)
+    for pkt in s.encode():
+        c.mux(pkt)
+    c.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory) -> Path:
+    from moviessl.models import build_slowd
+
+    torch.manual_seed(0)
+    kw = dict(preset="slowd_cpu", widths=[8, 8, 16, 16], stem_width=8)
+    model = build_slowd(**kw)
+    path = tmp_path_factory.mktemp("bb") / "backbone.pt"
+    save_checkpoint(path, stage="backbone", arch=arch_spec("moviessl.models.slowd:build_slowd", **kw),
+                    state_dict=model.state_dict(), meta={"input": INPUT, "method": "random", "out_dim": model.out_dim})
+    return path
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("videos")
+    write_video(d / "a.mp4", 6.0, seed=1)   # 3 events at 2-s stride
+    write_video(d / "b.mp4", 3.0, seed=2)   # 2 events (the last is half inside)
+    (d / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
+    return d
+
+
+def expected_feature(backbone: Path, video: Path, center: float) -> np.ndarray:
+    from moviessl.video import VideoReader, normalize
+
+    model = build_from_checkpoint(backbone)
+    with VideoReader(video) as r:
+        clip = torch.from_numpy(ex.clip_uint8(r, center, INPUT))
+    with torch.no_grad():
+        return model(normalize(clip[None].float() / 255)).numpy()[0]
+
+
+def run_extract(*args) -> int:
+    return main(["extract", "--num-workers", "0", "--accelerator", "cpu", *map(str, args)])
+
+
+def test_extract_resume_bad_video_and_values(backbone, videos, tmp_path, monkeypatch):
+    out = tmp_path / "feats"
+    assert run_extract("--backbone", backbone, "--videos", videos, "--out", out, "--batch-events", 2) == 0
+    index = json.loads((out / "index.json").read_text())
+    v = index["videos"]
+    assert v["a"]["status"] == "ok" and v["a"]["num_events"] == 3 and v["a"]["duration_s"] == pytest.approx(6.0, abs=0.05)
+    assert v["b"]["num_events"] == 2 and v["a"]["fps"] == pytest.approx(30.0)
+    assert v["broken"]["status"] == "bad" and "broken.mp4" in v["broken"]["error"]
+    assert index["counts"] == {"ok": 2, "bad": 1} and index["backbone"] == v["a"]["backbone"]
+    assert index["input"] == INPUT and index["stride_s"] == 2.0
+    assert not list(out.glob(".*"))  # no journals or temp files left
+    a = np.load(out / "a_feats.npy")
+    assert a.shape == (3, 16) and a.dtype == np.float32
+    # event 2 (centre 5 s) equals the backbone on that clip (chunks of 2 events reassembled in order)
+    np.testing.assert_allclose(a[2], expected_feature(backbone, videos / "a.mp4", 5.0), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(a[0], a[2])
+    store = FeatureStore(out)
+    assert store.ids == ["a", "b"] and store.dim == 16 and store.load("b").shape == (2, 16)
+
+    # resume: finished videos are skipped (the stream sees only the missing one)
+    (out / "b_feats.npy").unlink()
+    seen = []
+    orig = ex.EventClipStream.__init__
+
+    def spy(self, vids, *a, **k):
+        seen.extend(v for v, _ in vids)
+        orig(self, vids, *a, **k)
+
+    monkeypatch.setattr(ex.EventClipStream, "__init__", spy)
+    mtime = (out / "a_feats.npy").stat().st_mtime_ns
+    assert run_extract("--backbone", backbone, "--videos", videos, "--out", out) == 0
+    assert seen == ["b"]
+    assert (out / "a_feats.npy").stat().st_mtime_ns == mtime and (out / "b_feats.npy").is_file()
+    seen.clear()
+    assert run_extract("--backbone", backbone, "--videos", videos, "--out", out, "--retry-bad") == 0
+    assert seen == ["broken"]
+
+
+def test_interrupted_run_keeps_finished_videos(backbone, videos, tmp_path, monkeypatch):
+    """A job killed mid-way: finished videos are in the journal, no partial file is visible,
+    the rerun extracts only the rest and merges one index."""
+    out = tmp_path / "feats"
+    calls = {"n": 0}
+    orig = ex.FeatureExtractor._record
+
+    def record_then_die(self, vid, entry):
+        orig(self, vid, entry)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("killed")
+
+    monkeypatch.setattr(ex.FeatureExtractor, "_record", record_then_die)
+    with pytest.raises(RuntimeError, match="killed"):
+        ex.extract(backbone, videos, out, num_workers=0, accelerator="cpu")
+    first = json.loads((out / ".index.rank0.jsonl").read_text().strip().splitlines()[0])["id"]
+    assert not (out / "index.json").exists()
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    done = {p.name for p in out.glob("*_feats.npy")}
+    assert done <= {f"{first}_feats.npy"}
+    monkeypatch.setattr(ex.FeatureExtractor, "_record", orig)
+    with open(out / ".index.rank0.jsonl", "a") as f:
+        f.write('{"id": "torn')  # a torn last line of the killed job is ignored
+    summary = ex.extract(backbone, videos, out, num_workers=0, accelerator="cpu")
+    assert summary["counts"] == {"ok": 2, "bad": 1}
+    assert sorted(json.loads((out / "index.json").read_text())["videos"]) == ["a", "b", "broken"]
+    with pytest.raises(BadInputError, match="stride_s"):  # never mix strides in one folder
+        ex.extract(backbone, videos, out, stride_s=1.0, num_workers=0, accelerator="cpu")
+
+
+def test_vidsitu_root_gives_five_events_and_contextualizer(backbone, tmp_path):
+    from moviessl.models import build_txe
+
+    root = tmp_path / "vidsitu"
+    (root / "vsitu_video_trimmed_dir").mkdir(parents=True)
+    write_video(root / "vsitu_video_trimmed_dir" / "v_abc_seg_05_15.mp4", 9.97, seed=3)
+    torch.manual_seed(0)
+    txe = build_txe("txe_cpu", in_dim=16, dim=32, heads=2, mlp_dim=64)
+    ctx_ckpt = tmp_path / "txe.pt"
+    save_checkpoint(ctx_ckpt, stage="context", arch=arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", in_dim=16,
+                                                              dim=32, heads=2, mlp_dim=64),
+                    state_dict=txe.state_dict(), meta={"window": 5, "token_stride_s": 2.0, "in_dim": 16})
+    out = tmp_path / "out"
+    assert run_extract("--backbone", backbone, "--videos", root, "--out", out, "--fp16", "--contextualizer", ctx_ckpt) == 0
+    f = np.load(out / "v_abc_seg_05_15_feats.npy")
+    assert f.shape == (5, 16) and f.dtype == np.float16
+    np.testing.assert_allclose(f[4].astype(np.float32), expected_feature(backbone, root / "vsitu_video_trimmed_dir" / "v_abc_seg_05_15.mp4", 9.0),
+                               rtol=2e-2, atol=2e-3)
+    ctx = np.load(out / "v_abc_seg_05_15_ctx.npy")
+    assert ctx.shape == (5, 32)
+    with torch.no_grad():  # one window of 5 tokens: the TxE run on the whole clip
+        want = txe.eval()(torch.from_numpy(f.astype(np.float32))[None])[0].numpy()
+    np.testing.assert_allclose(ctx.astype(np.float32), want, rtol=2e-2, atol=3e-3)
+    assert FeatureStore(out).load_ctx("v_abc_seg_05_15").shape == (5, 32)
+
+
+def test_contextualize_windows():
+    class Echo(torch.nn.Module):  # output = (position in window, first feature)
+        def forward(self, x, mask=None, pad=None):
+            pos = torch.arange(x.shape[1], dtype=x.dtype)[None, :, None].expand(x.shape[0], -1, 1)
+            return torch.cat([pos, x[..., :1]], -1)
+
+    feats = torch.arange(12, dtype=torch.float32)[:, None].repeat(1, 3)
+    out = ex.contextualize(Echo(), feats, window=5, step=1)
+    assert out[:, 1].tolist() == list(range(12))  # every event gets its own output
+    assert out[:, 0].tolist() == [0, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 4]  # as central as the video allows
+    out2 = ex.contextualize(Echo(), feats, window=5, step=2)  # 2-s tokens from 1-s features
+    assert out2[:, 1].tolist() == list(range(12)) and out2[:, 0].tolist() == [0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 4, 4]
+    short = ex.contextualize(Echo(), feats[:3], window=5)
+    assert short[:, 0].tolist() == [0, 1, 2]
+
+
+def test_find_videos_layouts(tmp_path):
+    lvu = tmp_path / "lvu"
+    (lvu / "videos").mkdir(parents=True)
+    (lvu / "videos" / "yt1.mp4").write_bytes(b"x")
+    vids, layout = ex.find_videos(lvu)
+    assert layout == "lvu" and vids == [("yt1", lvu / "videos" / "yt1.mp4")]
+    frames = tmp_path / "vs" / "vsitu_frames" / "v_1"
+    frames.mkdir(parents=True)
+    (frames / "v_1_000001.jpg").write_bytes(b"x")
+    assert ex.find_videos(tmp_path / "vs") == ([("v_1", frames)], "vidsitu")
+    lst = tmp_path / "list.txt"
+    lst.write_text("lvu/videos/yt1.mp4 3\n")
+    assert ex.find_videos(lst)[0] == [("yt1", (lvu / "videos" / "yt1.mp4").resolve())]
+    with pytest.raises(BadInputError, match="no videos"):
+        ex.find_videos(tmp_path / "vs" / "vsitu_frames" / "v_1")
+
+
+def test_featurestore_vidsitu_folder(tmp_path):
+    d = tmp_path / "vsitu_vid_feats" / "slow_fast"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        np.save(d / f"v_{i}_feats.npy", rng.normal(size=(5, 2304)).astype(np.float32))
+    s = FeatureStore(d)
+    assert s.ids == ["v_0", "v_1", "v_2"] and s.dim == 2304 and s.stride_s == 2.0 and len(s) == 3
+    assert s.load("v_1").shape == (5, 2304) and s.num_events("v_1") == 5
+    np.save(d / "v_bad_feats.npy", np.zeros((4, 2304), np.float32))
+    np.save(d / "v_dim_feats.npy", np.zeros((5, 2048), np.float32))
+    (d / "v_junk_feats.npy").write_bytes(b"not numpy")
+    s = FeatureStore(d)
+    for bad in ("v_bad", "v_dim", "v_junk"):
+        with pytest.raises(BadInputError) as e:
+            s.load(bad)
+        assert f"{bad}_feats.npy" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(BadInputError, match="no \\*_feats.npy"):
+        FeatureStore(tmp_path)
+    # the MaskPred windows skip (and count) the bad files
+    from moviessl.ssl.context import FeatureWindows
+
+    w = FeatureWindows([s])
+    assert len(w) == 3 and w.num_bad == 3 and w[0]["x"].shape == (5, 2304)

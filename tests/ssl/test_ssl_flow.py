@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+import torch
+
+from moviessl.ssl.flow import FlowCache, FlowParams, compute_flow, normalize_flow
+from moviessl.ssl.modist import flow_augment
+
+from ssl_testutil import moving_square, write_video
+
+
+def _textured_square(dx, n=6):
+    """A textured 16x16 patch moving (dx, 0) px per frame over a flat background, 64x64."""
+    rng = np.random.default_rng(0)
+    patch = rng.integers(0, 256, (16, 16, 3)).astype(np.uint8)
+    out = np.full((n, 64, 64, 3), 60, np.uint8)
+    for t in range(n):
+        x = 20 + dx * t
+        out[t, 24:40, x:x + 16] = patch
+    return out
+
+
+@pytest.mark.parametrize("algo", ["dis", "farneback"])
+def test_flow_direction_and_encoding(algo):
+    p = FlowParams(algorithm=algo, short_side=64, bound=20.0)
+    fr = compute_flow(_textured_square(2), p)
+    assert fr.shape == (6, 64, 64, 3) and fr.dtype == np.uint8
+    inside = fr[1, 28:36, 26:34].reshape(-1, 3).astype(float).mean(0)
+    # bound 20 px at 256 -> 5 px at 64: +2 px/frame encodes as 127.5 * (1 + 0.4) ~ 178
+    assert 150 < inside[0] < 200, inside
+    assert abs(inside[1] - 127.5) < 15  # no vertical motion
+    assert inside[2] > 60  # magnitude channel
+    still = fr[1, 2:10, 2:10].reshape(-1, 3).astype(float).mean(0)
+    assert abs(still[0] - 127.5) < 10 and still[2] < 25  # flat background: (almost) still
+    left = compute_flow(_textured_square(-2), p)[1, 28:36, 26:34, 0].mean()
+    assert left < 105
+
+
+def test_edges_mode_differs_and_suppresses_uniform_motion():
+    frames = np.roll(np.stack([np.random.default_rng(0).integers(0, 256, (64, 64, 3)).astype(np.uint8)] * 2), 0, axis=0)
+    frames[1] = np.roll(frames[0], 2, axis=1)  # whole frame pans: uniform flow
+    raw = compute_flow(frames, FlowParams(short_side=64, mode="raw"))
+    edg = compute_flow(frames, FlowParams(short_side=64, mode="edges"))
+    assert raw[0, 16:48, 16:48, 2].mean() > 50  # raw: the pan is motion
+    assert edg[0, 16:48, 16:48, 2].mean() < raw[0, 16:48, 16:48, 2].mean() / 2  # edges: mostly gone
+
+
+def test_flow_cache_reuse_and_versioning(tmp_path):
+    vid = write_video(tmp_path / "a.mp4", moving_square(0, n=12))
+    frames = moving_square(0, n=12)
+    calls = []
+
+    def frames_fn():
+        calls.append(1)
+        return frames
+
+    p = FlowParams(short_side=32)
+    s1 = FlowCache(tmp_path / "cache", p).source(vid, frames_fn)
+    assert s1.num_frames == 12 and s1.get([0, 5]).shape == (2, 32, 42, 3)
+    c2 = FlowCache(tmp_path / "cache", p)
+    s2 = c2.source(vid, frames_fn)
+    assert len(calls) == 1 and c2.computed == 0, "second use must read the cache"
+    np.testing.assert_array_equal(s1.get(range(12)), s2.get(range(12)))
+    c3 = FlowCache(tmp_path / "cache", FlowParams(short_side=32, bound=10.0))
+    c3.source(vid, frames_fn)
+    assert len(calls) == 2 and c3.computed == 1 and c3.dir != c2.dir, "new parameters, new cache version"
+    # an edited video invalidates its entry
+    write_video(vid, moving_square(1, n=12))
+    c2.source(vid, frames_fn)
+    assert len(calls) == 3
+
+
+def test_flow_augment_flip_negates_dx():
+    x = torch.full((4, 3, 2, 16, 16), 128, dtype=torch.uint8)
+    x[:, 0] = 200  # moving right
+    torch.manual_seed(0)
+    out = flow_augment(x, 8, area=(1.0, 1.0), aspect=(1.0, 1.0), flip_p=1.0)
+    assert out.shape == (4, 3, 2, 8, 8)
+    assert torch.allclose(out[:, 0], normalize_flow(torch.tensor(55.0)).expand_as(out[:, 0]), atol=1e-3)
+    out = flow_augment(x, 8, area=(1.0, 1.0), aspect=(1.0, 1.0), flip_p=0.0)
+    assert torch.allclose(out[:, 0], normalize_flow(torch.tensor(200.0)).expand_as(out[:, 0]), atol=1e-3)

@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+
+from moviessl.ssl.backbone import clip_timeline, timeline_length, timeline_to_native, warmup_cosine
+from moviessl.ssl.cvrl import cvrl_gap, sample_cvrl_starts
+
+
+def _gaps(total, n, s, p, k=6000, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(k):
+        a, b, wrap = sample_cvrl_starts(total, n, s, p, rng)
+        assert not wrap
+        out.append(abs(a - b))
+    return np.array(out)
+
+
+def _cdf(k, m, p):
+    return -(k ** (p + 1)) / (p * m ** (p + 1)) + k * (p + 1) / (p * m)
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, 0.5])
+def test_gap_distribution_matches_cdf(p):
+    total, n, s = 400, 16, 4
+    m = total - (n - 1) * s  # 340
+    g = _gaps(total, n, s, p)
+    assert g.min() >= 0 and g.max() <= m
+    # KS statistic against the (floored) analytic CDF: P(gap <= k) = F(k + 1)
+    ks = np.arange(0, m)
+    emp = np.searchsorted(np.sort(g), ks, side="right") / len(g)
+    ks_stat = np.abs(emp - _cdf(np.minimum(ks + 1, m), m, p)).max()
+    assert ks_stat < 1.36 / np.sqrt(len(g)) + 1.0 / m, ks_stat  # 95% KS bound (+ one frame of flooring)
+    if p == 1.0:
+        assert abs(g.mean() - m / 3) < 0.03 * m  # triangular density: mean M/3
+
+
+def test_uniform_u_gives_decreasing_histogram_and_closed_form():
+    assert cvrl_gap(90, 0.0) == 0 and cvrl_gap(90, 0.75) == 45  # 90 * (1 - sqrt(0.25))
+    h, _ = np.histogram(_gaps(200, 8, 4, 1.0, k=5000), bins=4)
+    assert np.all(np.diff(h) < 0)
+
+
+def test_clips_fit_and_order_is_random():
+    rng = np.random.default_rng(1)
+    firsts_later = 0
+    for _ in range(2000):
+        a, b, _ = sample_cvrl_starts(100, 8, 4, 1.0, rng)
+        assert 0 <= a <= 100 - 28 and 0 <= b <= 100 - 28  # both clips inside the video
+        firsts_later += a > b
+    assert 800 < firsts_later < 1200
+
+
+def test_degenerate_short_video_wraps():
+    rng = np.random.default_rng(0)
+    a, b, wrap = sample_cvrl_starts(20, 16, 4, 1.0, rng)
+    assert wrap and 0 <= a < 20 and 0 <= b < 20
+    idx = clip_timeline(a, 16, 4, 20)
+    assert idx.max() < 20 and len(idx) == 16
+
+
+def test_timeline_mapping():
+    assert timeline_length(60, 15.0) == 120
+    np.testing.assert_array_equal(timeline_to_native(np.array([0, 1, 2, 3, 200]), 60, 15.0), [0, 0, 1, 1, 59])
+    np.testing.assert_array_equal(timeline_to_native(np.array([0, 5, 9]), 10, 30.0), [0, 5, 9])
+
+
+def test_warmup_cosine():
+    assert warmup_cosine(0, 100, 10) == pytest.approx(0.1)
+    assert warmup_cosine(9, 100, 10) == pytest.approx(1.0)
+    assert warmup_cosine(10, 100, 10) == pytest.approx(1.0)
+    assert warmup_cosine(55, 100, 10) == pytest.approx(0.5)
+    assert warmup_cosine(100, 100, 10) == pytest.approx(0.0)

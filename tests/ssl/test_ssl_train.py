@@ -1,0 +1,81 @@
+"""Each method trains a few steps on real tiny clips through moviessl.training.fit and exports a
+backbone checkpoint the rest of the pipeline can load."""
+
+import json
+
+import pytest
+import torch
+
+from moviessl.checkpoint import build_from_checkpoint, load_checkpoint
+from moviessl.config import load_config
+from moviessl.ssl.backbone_cli import pretrain
+
+from ssl_testutil import tiny_overrides
+
+
+def _run(method, clip_list, out, extra=(), probe=False):
+    cfg = load_config("backbone", "cpu", tiny_overrides(extra))
+    return pretrain(method, clip_list, out, cfg, resume=False, run_probe=probe, progress=False)
+
+
+def _check_export(out, method):
+    obj = load_checkpoint(out / "model.pt", stage="backbone")
+    assert obj["meta"]["method"] == method
+    assert obj["meta"]["input"] == {"num_frames": 8, "stride": 2, "short_side": 32, "crop": 32}
+    model = build_from_checkpoint(obj)
+    y = model(torch.randn(2, 3, 8, 32, 32))
+    assert y.shape == (2, obj["meta"]["out_dim"])
+    return obj
+
+
+def test_cvrl_bf16_step_on_cpu(clip_list, tmp_path):
+    s = _run("cvrl", clip_list, tmp_path, ["trainer.max_steps=2", "trainer.precision=bf16-mixed"], probe=True)
+    assert s["skipped_videos"] == 1
+    assert json.loads((tmp_path / "bad_videos.json").read_text()).popitem()[0].endswith("bad0.mp4")
+    obj = _check_export(tmp_path, "cvrl")
+    assert obj["meta"]["global_step"] == 2
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and (tmp_path / "curves.png").is_file()
+    rows = (tmp_path / "logs" / "metrics.csv").read_text()
+    assert "train/loss" in rows and "lr" in rows
+    p = json.loads((tmp_path / "probe.json").read_text())
+    assert 0.0 <= p["linear_top1"] <= 100.0 and p["num_train"] + p["num_val"] == 12 and p["num_classes"] == 4
+
+
+def test_modist_queues_advance(clip_list, tmp_path):
+    _run("modist", clip_list, tmp_path, ["trainer.max_steps=3"])
+    _check_export(tmp_path, "modist")
+    sd = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    # 3 steps x 2 clips x batch 4 = 24 keys into a ring of 32
+    assert int(sd["v_queue.ptr"]) == 24 and int(sd["f_queue.ptr"]) == 24 and int(sd["v_queue.num_enqueued"]) == 24
+    # momentum keys moved towards the trained query encoder but are not equal to it
+    q, k = sd["backbone.stem.conv.weight"], sd["v_key.net.stem.conv.weight"]
+    assert not torch.equal(q, k)
+    assert not any(n.startswith("v_key") for n in load_checkpoint(tmp_path / "model.pt")["state_dict"])
+
+
+def test_modist_rejects_queue_not_multiple_of_keys(clip_list, tmp_path):
+    from moviessl.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="queue_size"):
+        _run("modist", clip_list, tmp_path, ["trainer.max_steps=1", "modist.queue_size=30"])
+
+
+def test_supervised_learns_and_random_exports(clip_list, tmp_path):
+    _run("supervised", clip_list, tmp_path / "sup", ["trainer.max_steps=2"])
+    _check_export(tmp_path / "sup", "supervised")
+    _run("random", clip_list, tmp_path / "rand")
+    obj = _check_export(tmp_path / "rand", "random")
+    assert obj["meta"]["global_step"] == 0 and not (tmp_path / "rand" / "checkpoints").exists()
+    # the random init is seeded: same seed, same weights
+    _run("random", clip_list, tmp_path / "rand2")
+    w = load_checkpoint(tmp_path / "rand2" / "model.pt")["state_dict"]
+    assert all(torch.equal(v, w[k]) for k, v in obj["state_dict"].items())
+
+
+def test_supervised_needs_labels(tmp_path):
+    from moviessl.errors import BadInputError
+    from ssl_testutil import make_clip_list
+
+    csv = make_clip_list(tmp_path, n=4, bad=0, labels=False, n_frames=8)
+    with pytest.raises(BadInputError, match="labels"):
+        _run("supervised", csv, tmp_path / "out", ["trainer.max_steps=1"])

@@ -1,0 +1,336 @@
+"""SynthMovies: layout, exact schemas (vidsitu.md / lvu.md), determinism, resume, and that context
+(not pixels) is what recovers degraded events."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from moviessl.cli import main as cli_main
+from moviessl.data.cliplist import read_clip_list
+from moviessl.data.lvu import LVU_TASKS, read_labels
+from moviessl.errors import BadInputError
+from moviessl.synth import SynthPreset, generate, plot, render_clip, world as W
+from moviessl.synth.render import render_plan
+
+VINFO_KEYS = {"vid_uid", "genres", "duration", "name", "text", "start", "end", "vid_seg_int", "movie_name", "upload_year",
+              "clip_name", "imdb_id", "year_rel"}
+EVENT_KEYS = {"vid_uid", "vid_seg_int", "Verb", "VerbID", "Arg_List", "Args"}
+EVS = [f"Ev{k}" for k in range(1, 6)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return generate(tmp_path_factory.mktemp("synth") / "tiny", "tiny", seed=0, progress=False)
+
+
+def _decode(path):
+    with av.open(str(path)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        rate = float(c.streams.video[0].average_rate)
+    return np.stack(frames), rate
+
+
+def _arg_mapper(raw):
+    try:
+        from moviessl.data.vidsitu import arg_mapper
+        return arg_mapper(raw)
+    except ImportError:  # reader not there yet: the rules of vidsitu.md 2.4
+        if raw == "Scene of the Event":
+            return "AScn"
+        tok = raw.split()[0]
+        if re.fullmatch(r"Arg[0-5]", tok):
+            return tok
+        for key, short in (("direction", "ADir"), ("purpose", "APrp"), ("manner", "AMnr"), ("location", "ALoc"), ("goal", "AGol")):
+            if tok == "ArgM" and key in raw:
+                return short
+        raise ValueError(raw)
+
+
+def test_layout_and_counts(tiny):
+    meta = json.loads((tiny / "synth_meta.json").read_text())
+    assert meta["status"] == "complete" and meta["preset"] == "tiny" and meta["seed"] == 0
+    assert meta["counts"]["vidsitu"] == {"train": 8, "valid": 4}
+    assert sum(meta["counts"]["actions"].values()) == 24 and sum(meta["counts"]["lvu"].values()) == 3
+    readme = (tiny / "README.md").read_text()
+    assert "8 train / 4 valid" in readme and "LVU genre:" in readme and "action clips per verb:" in readme
+    for sub in ("actions/videos", "vidsitu/vsitu_video_trimmed_dir", "lvu/videos", "lvu/tracks"):
+        assert any((tiny / sub).iterdir()), sub
+    assert not list(tiny.rglob(".*.tmp*")), "temporary files left behind"
+
+
+def test_vidsitu_videos_decode_as_10s_30fps(tiny):
+    split = json.loads((tiny / "vidsitu/vidsitu_annotations/split_files/vseg_split_valid_lb.json").read_text())
+    frames, rate = _decode(tiny / "vidsitu/vsitu_video_trimmed_dir" / f"{split[0]}.mp4")
+    assert frames.shape == (300, 64, 64, 3) and rate == 30
+    assert frames.std() > 10  # not blank
+
+
+def test_vidsitu_schema(tiny):
+    ann = tiny / "vidsitu" / "vidsitu_annotations"
+    gt = json.loads((tiny / "vidsitu/ground_truth.json").read_text())
+    for split, n_rec in (("train", 1), ("valid", 3)):
+        ids = json.loads((ann / f"split_files/vseg_split_{split}_lb.json").read_text())
+        assert isinstance(ids, list) and all(isinstance(i, str) for i in ids) and len(set(ids)) == len(ids)
+        for vseg in ids:
+            yid, _, bounds = vseg[2:].rpartition("_seg_")
+            s, e = map(int, bounds.split("_"))
+            assert vseg.startswith("v_") and len(yid) == 11 and e == s + 10
+            assert (tiny / "vidsitu/vsitu_video_trimmed_dir" / f"{vseg}.mp4").is_file()
+        vinfo = json.loads((ann / f"vinfo_files/vinfo_{split}_lb.json").read_text())
+        assert [v["vid_seg_int"] for v in vinfo] == ids
+        records = json.loads((ann / f"vseg_ann_files/vsann_{split}_lb.json").read_text())
+        by_seg: dict[str, list] = {}
+        for r in records:
+            assert set(r) == set(EVS)
+            by_seg.setdefault(r["Ev1"]["vid_seg_int"], []).append(r)
+        assert set(by_seg) == set(ids) and all(len(v) == n_rec for v in by_seg.values())
+        for info in vinfo:
+            vseg = info["vid_seg_int"]
+            assert VINFO_KEYS <= set(info) and info["end"] - info["start"] == 10 and info["name"] == vseg[2:].rpartition("_seg_")[0]
+            true_verbs = [ev["verb"] for ev in gt[vseg]["events"]]
+            if split == "valid":
+                assert set(info["vb_lst"]) == set(info["vbid_lst"]) == set(info["vb_to_use"]) == set(EVS)
+                for k, ev in enumerate(EVS):
+                    ids10 = info["vbid_lst"][ev]
+                    assert len(ids10) == 10 and all(re.fullmatch(r"[a-z_]+\.\d\d", v) for v in ids10)
+                    assert len(info["vb_lst"][ev]) == 10
+                    assert Counter(ids10).most_common(1)[0][0] == info["vb_to_use"][ev] == true_verbs[k]
+            else:
+                assert "vbid_lst" not in info
+            for rec in by_seg[vseg]:
+                phrase_of = {}  # coreference: one phrase per character within a record
+                for k, ev in enumerate(EVS):
+                    e = rec[ev]
+                    assert EVENT_KEYS <= set(e) and e["vid_seg_int"] == vseg and e["vid_uid"] == info["vid_uid"]
+                    assert e["VerbID"] == true_verbs[k] and e["Verb"] == true_verbs[k].split(".")[0]
+                    assert ("EvRel" in e) == (ev != "Ev3")
+                    if ev != "Ev3":
+                        assert e["EvRel"] in W.RELATION_LABELS
+                    assert set(e["Args"]) == set(e["Arg_List"])
+                    assert sorted(int(p) for p in e["Arg_List"].values()) == list(range(1, len(e["Args"]) + 1))
+                    shorts = [_arg_mapper(r) for r in e["Args"]]
+                    assert "AScn" in shorts and ("Arg0" in shorts or "Arg1" in shorts)
+                    g = gt[vseg]["events"][k]
+                    for raw, kind in W.VERB_BY_ID[e["VerbID"]].roles:
+                        if kind in ("agent", "patient", "recipient"):
+                            c = g["agent"] if kind == "agent" else g["patient"]
+                            assert phrase_of.setdefault(c, e["Args"][raw]) == e["Args"][raw]
+                if split == "valid":  # all 3 records share verbs and therefore role keys
+                    assert [set(rec[ev]["Args"]) for ev in EVS] == [set(by_seg[vseg][0][ev]["Args"]) for ev in EVS]
+
+
+def test_vidsitu_reader_loads_output(tiny):
+    vidsitu = pytest.importorskip("moviessl.data.vidsitu")
+    for split, n in (("train", 8), ("valid", 4)):
+        sp = vidsitu.load_split(tiny / "vidsitu" / "vidsitu_annotations", split)
+        assert len(sp.vseg_ids) == n and all(len(sp.records[v]) == (1 if split == "train" else 3) for v in sp.vseg_ids)
+
+
+def test_relations_follow_the_plot():
+    rng = np.random.default_rng(1)
+    labels = Counter()
+    for _ in range(300):
+        meta = plot.plan_movie_meta(rng)
+        p = plot.plan_vidsitu_clip(rng, meta, plot.sample_characters(rng, meta["n_chars"]), 0.0)
+        ev = p["events"]
+        assert "relation" not in ev[2]
+        for k in (0, 1, 3, 4):
+            a, b = (ev[k], ev[2]) if k < 2 else (ev[2], ev[k])
+            assert ev[k]["relation"] == W.relation(a, b)
+            if ev[k]["relation"] != "NoRel":
+                rule = W.RELATIONS[(a["verb"], b["verb"])]
+                assert b["agent"] == (a["agent"] if rule[1] == "A" else a["patient"])
+            labels[ev[k]["relation"]] += 1
+    assert all(labels[r] > 40 for r in W.RELATION_LABELS), labels  # every class well represented
+    assert labels["NoRel"] < 0.7 * sum(labels.values())
+
+
+def test_valid_has_some_no_majority_pairs(tmp_path):
+    root = generate(tmp_path / "s", SynthPreset(size=32, n_actions=0, n_vidsitu_train=1, n_vidsitu_valid=40, n_lvu=0, workers=1),
+                    progress=False)
+    recs = json.loads((root / "vidsitu/vidsitu_annotations/vseg_ann_files/vsann_valid_lb.json").read_text())
+    by = {}
+    for r in recs:
+        by.setdefault(r["Ev1"]["vid_seg_int"], []).append(r)
+    n3 = sum(len({r[ev]["EvRel"] for r in rs}) == 3 for rs in by.values() for ev in ("Ev1", "Ev2", "Ev4", "Ev5"))
+    n1 = sum(len({r[ev]["EvRel"] for r in rs}) == 1 for rs in by.values() for ev in ("Ev1", "Ev2", "Ev4", "Ev5"))
+    assert 1 <= n3 < 40 and n1 > 80  # mostly agreement, a few masked (1-1-1) pairs
+
+
+def test_lvu_schema(tiny):
+    lvu = tiny / "lvu"
+    gt = json.loads((lvu / "ground_truth.json").read_text())
+    splits = Counter(g["split"] for g in gt.values())
+    assert splits == {"train": 1, "val": 1, "test": 1}
+    for task, spec in LVU_TASKS.items():
+        for split in ("train", "val", "test"):
+            lines = (lvu / "lvu_1.0" / task / f"{split}.csv").read_text().splitlines()
+            assert lines[0] == spec["header"]
+            rows = read_labels(lvu, task, split)
+            assert len(rows) == len(lines) - 1 == splits[split]
+            for (yid, label), line in zip(rows, lines[1:]):
+                f = line.split()
+                assert f[-2] == yid and f[-1].startswith("tt") and gt[yid]["split"] == split
+                if spec["type"] == "classification":
+                    assert label == gt[yid]["labels"][task] and 0 <= label < spec["num_classes"] and len(f) == 4
+                elif task == "like_ratio":
+                    like, dislike = gt[yid]["labels"][task]
+                    assert label == pytest.approx(10 * like / (like + dislike) - 9.138220535629456)
+                else:
+                    assert label == pytest.approx(np.log(gt[yid]["labels"][task]) - 11.76425435683139)
+    for yid, g in gt.items():
+        tr = json.loads((lvu / "tracks" / f"{yid}.json").read_text())
+        frames, rate = _decode(lvu / "videos" / f"{yid}.mp4")
+        n_sec = len(g["events"]) * 2
+        assert len(frames) == n_sec * 30 and len(tr["seconds"]) == n_sec and 20 <= n_sec <= 24
+        vis = 0
+        for s in tr["seconds"]:
+            assert len(s["boxes"]) == len(s["track_ids"]) and set(s["track_ids"]) <= set(range(len(g["characters"])))
+            for b in s["boxes"]:
+                assert 0 <= b[0] < b[2] <= 1 and 0 <= b[1] < b[3] <= 1
+            vis += len(s["boxes"])
+        assert vis >= n_sec  # characters are on screen most of the time
+
+
+def test_lvu_labels_come_from_visible_variables():
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        m = plot.plan_lvu_movie(rng, 80)
+        evs = m["events"]
+        counts = Counter(ev["scene"] for ev in evs)
+        assert counts[W.SCENES[m["labels"]["scene"]]] == max(counts.values())
+        speech = Counter(ev["verb"] for ev in evs if ev["verb"] in W.SPEECH_VERBS)
+        assert speech  # the way of speaking is on screen
+        inter = [ev for ev in evs if {ev["agent"], ev["patient"]} == {0, 1}]
+        assert len(inter) >= 3  # so is the relationship of the two main characters
+
+
+def test_actions_cliplist(tiny):
+    classes = json.loads((tiny / "actions/classes.json").read_text())
+    assert classes == list(W.VERB_IDS)
+    gt = json.loads((tiny / "actions/ground_truth.json").read_text())
+    seen = 0
+    for split in ("train", "val"):
+        for path, label in read_clip_list(tiny / "actions" / f"{split}.csv"):
+            assert path.is_file() and gt[path.stem]["verb"] == classes[label] and gt[path.stem]["split"] == split
+            seen += 1
+    assert seen == 24
+    frames, _ = _decode(next((tiny / "actions/videos").iterdir()))
+    assert frames.shape[0] == 60
+
+
+def test_deterministic_any_pool_size_and_resume(tmp_path):
+    cfg = SynthPreset(size=32, n_actions=3, action_durations=(1.0,), n_vidsitu_train=2, n_vidsitu_valid=1, n_lvu=1, lvu_seconds=(6, 6))
+    a = generate(tmp_path / "a", cfg, seed=3, workers=1, progress=False)
+    b = generate(tmp_path / "b", cfg, seed=3, workers=2, progress=False)
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files_a == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    for rel in files_a:
+        if rel.suffix == ".mp4":
+            assert np.array_equal(_decode(a / rel)[0], _decode(b / rel)[0]), rel
+        else:
+            assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    c = generate(tmp_path / "c", cfg, seed=4, workers=1, progress=False)
+    assert (c / "vidsitu/ground_truth.json").read_bytes() != (a / "vidsitu/ground_truth.json").read_bytes()
+    # resume: a deleted video comes back identical, the others are not rewritten
+    vid = next((a / "actions/videos").iterdir())
+    other = sorted((a / "vidsitu/vsitu_video_trimmed_dir").iterdir())[0]
+    before, mtime = vid.read_bytes(), other.stat().st_mtime_ns
+    vid.unlink()
+    generate(a, cfg, seed=3, workers=1, progress=False)
+    assert vid.read_bytes() == before and other.stat().st_mtime_ns == mtime
+    with pytest.raises(BadInputError, match="another preset"):
+        generate(a, cfg, seed=5, progress=False)
+
+
+def test_cli(tmp_path, capsys):
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "x.txt").write_text("x")
+    assert cli_main(["synth", "--preset", "tiny", "--out", str(tmp_path / "junk")]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_render_clip_ground_truth():
+    c = render_clip("action", seed=2, size=64, verb="run.02")
+    assert c.frames.shape == (60, 64, 64, 3) and c.plan["events"][0]["verb"] == "run.02"
+    vis = c.boxes[:, 0, 4] > 0
+    assert vis.all()
+    xs = (c.boxes[:, 0, 0] + c.boxes[:, 0, 2]) / 2
+    assert abs(xs[-1] - xs[0]) > 0.4  # running covers ground
+    w = render_clip("action", seed=2, size=64, verb="walk.01")
+    xw = (w.boxes[:, 0, 0] + w.boxes[:, 0, 2]) / 2
+    assert 0.1 < abs(xw[-1] - xw[0]) < 0.35  # walking: the same direction, less than half as far
+
+
+def _event_frames(plan, size=48, seed=0):
+    return [f for f, _ in render_plan(plan, size, 30.0, seed)]
+
+
+@pytest.mark.parametrize("kind", plot.DEGRADATIONS)
+def test_degraded_frames_carry_no_verb(kind):
+    """Swap the verb of a degraded event: its frames barely change. Swap a clean one: they do."""
+    rng = np.random.default_rng(11)
+    chars = plot.sample_characters(rng, 3)
+    base = plot.plan_vidsitu_clip(rng, dict(genre="Comedy", writer=0, director=0, year=9 - 1, n_chars=3), chars, 0.0)
+    diffs = {}
+    for deg in (None, kind):
+        out = []
+        for verb in ("run.02", "jump.01", "spin.01", "grow.01"):
+            p = json.loads(json.dumps(base))
+            ev = p["events"][1]
+            ev.update(verb=verb, patient=None, degraded=deg)
+            ev.pop("object", None)
+            out.append(_event_frames(p)[1].astype(np.float32))
+        diffs[deg] = np.mean([np.abs(out[i] - out[j]).mean() for i in range(4) for j in range(i + 1, 4)])
+    assert diffs[None] > 4.0, diffs
+    assert diffs[kind] < 0.15 * diffs[None], diffs
+
+
+def test_context_recovers_degraded_verbs_pixels_do_not():
+    """Context: the plot grammar predicts a degraded event from its neighbours' ground truth far
+    above chance. Pixels: a pixel-statistics classifier on the degraded events stays near chance,
+    while the same classifier on clean events is well above it (so the probe itself works)."""
+    from moviessl.synth.headroom import context_posterior, fit_logreg, pixel_event_features
+
+    rng = np.random.default_rng(0)
+    clips = []
+    for _ in range(600):
+        meta = plot.plan_movie_meta(rng)
+        clips.append(plot.plan_vidsitu_clip(rng, meta, plot.sample_characters(rng, meta["n_chars"]), 0.3))
+    hits = n = 0
+    for p in clips:
+        for k, ev in enumerate(p["events"]):
+            if ev["degraded"] and 0 < k < 4:
+                post = context_posterior(p, k)
+                hits += W.VERB_IDS[int(np.argmax(post))] == ev["verb"]
+                n += 1
+    ctx_acc = hits / n
+    assert n > 200 and ctx_acc > 6.0 / len(W.VERBS), ctx_acc  # > 6x chance (chance ~3%)
+
+    # pixels: 4 visually distinct verbs, 60 events each, clean vs degraded
+    verbs = ("run.02", "jump.01", "spin.01", "grow.01")
+    feats = {False: [], True: []}
+    ys = []
+    for i in range(160):
+        verb = verbs[i % 4]
+        c = render_clip("action", seed=100 + i, size=32, verb=verb)
+        p = json.loads(json.dumps(c.plan))
+        p["events"][0]["degraded"] = plot.DEGRADATIONS[(i // 4) % 4]
+        feats[False].append(pixel_event_features(c.frames))
+        feats[True].append(pixel_event_features(np.concatenate(_event_frames(p, size=32, seed=i))))
+        ys.append(i % 4)
+    ys = np.array(ys)
+    acc = {}
+    for deg, X in feats.items():
+        X = np.stack(X)
+        clf = fit_logreg(X[:120], ys[:120], 4)
+        acc[deg] = float((clf(X[120:]) == ys[120:]).mean())
+    assert acc[False] > 0.6, acc
+    assert acc[True] < 0.45, acc  # chance is 0.25 on 40 test events

@@ -1,0 +1,82 @@
+import pytest
+
+from moviessl.data.vidsitu import roles_in_order
+from moviessl.errors import BadInputError
+from moviessl.tasks.tokenizer import ROLE_TAGS, SRLTokenizer, parse_text, target_text
+
+from conftest import VERBS, _event
+
+PHRASES = ["the man", "a red box", "warehouse", "the woman", "on the street", "down", "fast", "a kitchen"] * 5
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return SRLTokenizer.train(PHRASES, list(VERBS), vocab_size=400, min_frequency=1)
+
+
+def test_round_trip_all_roles_including_arg5_and_unicode(tok):
+    roles = [("Arg0", "the man"), ("Arg1", "a red box, très lourd!"), ("Arg5", "fast"), ("ALoc", "on  the street"),
+             ("AScn", "warehouse")]
+    ids = tok.encode_target("push.01", roles)
+    assert ids[0] == tok.tok.token_to_id("push.01") and ids[-1] == tok.eos_id
+    assert sum(i in tok.id_to_role for i in ids) == len(roles)  # every tag is one token
+    out = tok.parse(ids)
+    # whitespace inside a phrase is normalised to single spaces, nothing else changes
+    assert out == {"vb_id": "push.01", "Arg0": "the man", "Arg1": "a red box, très lourd!", "Arg5": "fast",
+                   "ALoc": "on the street", "AScn": "warehouse"}
+
+
+def test_unknown_verb_uses_bpe_pieces_and_still_parses(tok):
+    pre = tok.verb_prefix("juggle.03")
+    assert len(pre) > 1 and tok.tok.token_to_id("juggle.03") is None
+    ids = tok.encode_target("juggle.03", [("Arg0", "the woman")])
+    assert ids[: len(pre)] == pre
+    assert tok.parse(ids) == {"vb_id": "juggle.03", "Arg0": "the woman"}
+
+
+def test_parse_rules(tok):
+    t = tok.tag_ids
+    man = tok.bpe(" the man")
+    # stops at eos; pads skipped; a repeated tag keeps its first value
+    ids = tok.verb_prefix("run.02") + [t["Arg0"]] + man + [t["Arg0"]] + tok.bpe(" junk") + [tok.eos_id] + [t["Arg1"]] + man
+    assert tok.parse(ids + [tok.pad_id] * 3) == {"vb_id": "run.02", "Arg0": "the man"}
+    # a tag with no text -> empty phrase; an output not starting with a verb id -> {}
+    assert tok.parse(tok.verb_prefix("run.02") + [t["AScn"], tok.eos_id]) == {"vb_id": "run.02", "AScn": ""}
+    assert tok.parse(man + [t["Arg0"]] + man) == {}
+
+
+def test_truncation_and_save_load(tok, tmp_path):
+    roles = [("Arg0", "the man " * 30)]
+    ids = tok.encode_target("push.01", roles, max_len=12)
+    assert len(ids) == 12 and ids[-1] != tok.eos_id
+    tok.save(tmp_path / "tokenizer.json")
+    tok2 = SRLTokenizer.from_file(tmp_path / "tokenizer.json")
+    assert tok2.encode_target("talk.01", [("Arg2", "the man")]) == tok.encode_target("talk.01", [("Arg2", "the man")])
+    assert tok2.vocab_size == tok.vocab_size
+
+
+def test_user_tokenizer_without_role_tags_is_rejected(tmp_path):
+    from tokenizers import Tokenizer, models
+
+    t = Tokenizer(models.BPE())
+    t.add_special_tokens(["<pad>", "</s>"])
+    t.save(str(tmp_path / "bad.json"))
+    with pytest.raises(BadInputError, match="role tags"):
+        SRLTokenizer.from_file(tmp_path / "bad.json")
+    (tmp_path / "garbage.json").write_text("{not json")
+    with pytest.raises(BadInputError, match="garbage.json"):
+        SRLTokenizer.from_file(tmp_path / "garbage.json")
+
+
+def test_target_follows_arg_list_order_and_missing_roles():
+    ev = _event("v_abcdefghijk_seg_0_10", "fall.01")
+    # shuffle the dict order: the target order must come from Arg_List positions (mixed int / str)
+    ev["Arg_List"] = {"Scene of the Event": "3", "Arg1 (thing falling)": 1, "ArgM (direction)": "2"}
+    ev["Args"] = dict(reversed(list(ev["Args"].items())))
+    roles = roles_in_order(ev)
+    assert [r for r, _ in roles] == ["Arg1", "ADir", "AScn"]
+    text = target_text("fall.01", roles)
+    assert text == "fall.01 <Arg1> a red box <ADir> down <AScn> warehouse"
+    assert parse_text(text) == {"vb_id": "fall.01", "Arg1": "a red box", "ADir": "down", "AScn": "warehouse"}
+    # an event without Arg0/Arg2: the parsed dict simply lacks them (the evaluator scores them as "")
+    assert "Arg0" not in parse_text(text) and set(ROLE_TAGS) >= {"<Arg5>", "<AScn>"}

@@ -1,0 +1,61 @@
+import torch
+
+from moviessl.models.txd import build_txd
+
+
+def _model(seed=0, vocab=50, mem_dim=16):
+    torch.manual_seed(seed)
+    return build_txd("txd_cpu", vocab_size=vocab, mem_dim=mem_dim, dropout=0.0).eval()
+
+
+def test_causal_mask_future_tokens_do_not_change_past_logits():
+    m = _model()
+    mem = torch.randn(3, 2, 16)
+    tok = torch.randint(2, 50, (3, 10))
+    ref = m(tok, mem)
+    tok2 = tok.clone()
+    tok2[:, 6] = (tok2[:, 6] + 7) % 50
+    out = m(tok2, mem)
+    assert torch.allclose(out[:, :6], ref[:, :6], atol=1e-5)
+    assert not torch.allclose(out[:, 6:], ref[:, 6:], atol=1e-3)
+
+
+def test_memory_padding_is_ignored():
+    m = _model()
+    mem = torch.randn(2, 3, 16)
+    tok = torch.randint(2, 50, (2, 5))
+    pad = torch.tensor([[False, False, True], [False, False, True]])
+    a = m(tok, mem, pad)
+    mem2 = mem.clone()
+    mem2[:, 2] = 100.0
+    assert torch.allclose(a, m(tok, mem2, pad), atol=1e-5)
+    assert not torch.allclose(a, m(tok, mem2), atol=1e-3)
+
+
+def test_cached_greedy_equals_full_recompute_and_prefix_is_forced():
+    m = _model(1)
+    mem = torch.randn(4, 1, 16)
+    eos = 1
+    # prefixes of different lengths, -1 padded
+    prefix = torch.tensor([[7, -1, -1], [9, 11, -1], [3, 4, 5], [20, -1, -1]])
+    out = m.generate(mem, prefix, max_len=12, eos_id=eos)
+    for b in range(4):
+        p = [int(t) for t in prefix[b] if t >= 0]
+        assert out[b, : len(p)].tolist() == p
+        # naive greedy without a cache
+        seq = list(p)
+        while len(seq) < 12 and (len(seq) == len(p) or seq[-1] != eos):
+            logits = m(torch.tensor([seq]), mem[b : b + 1])
+            seq.append(int(logits[0, -1].argmax()))
+        seq += [eos] * (12 - len(seq))
+        assert out[b].tolist() == seq[:12]
+
+
+def test_forced_verb_overrides_model_preference():
+    m = _model(2)
+    mem = torch.randn(2, 1, 16)
+    free = m.generate(mem, torch.tensor([[5], [5]]), max_len=3)
+    forced_tok = (int(free[0, 1]) + 1) % 50
+    out = m.generate(mem, torch.tensor([[5, forced_tok], [5, forced_tok]]), max_len=3)
+    assert out[:, 1].tolist() == [forced_tok, forced_tok]
+    assert out[0, 1] != free[0, 1]
