@@ -81,6 +81,17 @@ def make_vidsitu(root: Path, n_train: int = 24, n_valid: int = 8, dim: int = 32,
     return ann, feats
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Tiny models: one intra-op thread is as fast, and far faster on a shared, loaded machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def vidsitu_fixture(tmp_path_factory):
     root = tmp_path_factory.mktemp("vidsitu")

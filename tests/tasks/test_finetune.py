@@ -76,7 +76,7 @@ def test_srl_trains_and_decodes_roles(vidsitu_fixture):
 def test_relation_with_scratch_and_pretrained_txe(vidsitu_fixture, tmp_path):
     ann, feats = vidsitu_fixture
     out = ann.parent / "run_rel"
-    assert _finetune(ann, feats, out, "relation", *FAST, "--contextualizer", "scratch", "relation.epochs=3") == 0
+    assert _finetune(ann, feats, out, "relation", "--contextualizer", "scratch", *FAST, "relation.epochs=3") == 0
     _check_run(out, "relation", 2)
     preds = pickle.loads((out / "seed0" / "predictions.pkl").read_bytes())
     assert all(len(lst) == 3 for p in preds for lst in p["pred_evrels_ev"])  # one label per GT annotation
@@ -87,7 +87,7 @@ def test_relation_with_scratch_and_pretrained_txe(vidsitu_fixture, tmp_path):
     ckpt = save_checkpoint(tmp_path / "txe.pt", stage="context", arch=arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", in_dim=32),
                            state_dict=txe.state_dict(), meta={"window": 5, "in_dim": 32})
     out2 = tmp_path / "rel_ctx"
-    assert _finetune(ann, feats, out2, "relation", *FAST, "--contextualizer", str(ckpt), "relation.epochs=1",
+    assert _finetune(ann, feats, out2, "relation", "--contextualizer", str(ckpt), *FAST, "relation.epochs=1",
                      "relation.lr=0.0", seeds=1) == 0
     got = load_checkpoint(out2 / "seed0" / "model.pt", stage="relation")
     # lr 0: the fine-tuned TxE still holds exactly the pretrained weights

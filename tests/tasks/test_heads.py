@@ -68,3 +68,11 @@ def test_srl_memory_self_sees_only_own_event_unless_txe():
     assert not torch.allclose(la[:, 0], lb[:, 0])  # through the TxE, Ev1's decoder sees Ev5's change
     every = build_srl_model(16, 40, memory="all", txd_overrides={"dropout": 0.0}).eval()
     assert every.memory_of(torch.randn(2, 5, 16)).shape == (10, 5, 16)
+
+
+def test_all_ignored_batch_gives_zero_loss_not_nan():
+    m = build_verb_model(8, num_verbs=3)
+    loss = m.loss(torch.randn(2, 5, 8), torch.full((2, 5), -100))
+    assert loss.item() == 0.0 and loss.requires_grad
+    r = build_relation_model(8)
+    assert r.loss(torch.randn(2, 5, 8), torch.full((2, 4), -100)).item() == 0.0

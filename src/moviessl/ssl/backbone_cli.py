@@ -2,7 +2,9 @@
 
     moviessl pretrain-backbone --method cvrl --data train.csv --out runs/cvrl [--val val.csv] [--resume]
                                [--preset cpu|paper|FILE.yaml] [key=value ...]
-    moviessl probe-backbone runs/cvrl/model.pt --data train.csv --val val.csv [--preset ...] [probe.key=value ...]
+    moviessl probe-backbone --data train.csv --val val.csv runs/cvrl/model.pt [probe.key=value ...]
+
+(argparse needs the positional CKPT and the overrides together: options before them or after both.)
 """
 
 from __future__ import annotations

@@ -45,7 +45,10 @@ class RelationClassifier(nn.Module):
         return self.head(torch.cat([h[:, self.pair_a], h[:, self.pair_b]], dim=-1))
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        return F.cross_entropy(self(x).flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE, weight=weight)
+        logits = self(x)
+        if not (y != IGNORE).any():
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE, weight=weight)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, y: Any = None) -> torch.Tensor:

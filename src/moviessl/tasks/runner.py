@@ -26,6 +26,7 @@ import logging
 import os
 import pickle
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -66,6 +67,9 @@ def _contextualizer(spec: str | os.PathLike | None, in_dim: int, cfg) -> tuple[d
         return arch_spec("moviessl.models.txe:build_txe", preset=str(cfg.txe.preset), in_dim=int(in_dim),
                          **dict(cfg.txe.get("overrides") or {})), None, "scratch"
     obj = load_checkpoint(spec, stage="context")
+    stride = (obj.get("meta") or {}).get("token_stride_s")
+    if stride is not None and float(stride) != 2.0:
+        log.warning("%s: TxE pretrained on tokens %ss apart; VidSitu events are 2 s apart", spec, stride)
     txe = build_arch(obj["arch"])
     if int(getattr(txe, "in_dim", in_dim)) != int(in_dim):
         raise BadInputError(spec, f"TxE takes {txe.in_dim}-d event features but the inputs are {in_dim}-d")
@@ -181,54 +185,16 @@ def run_finetune(task: str, data_root: str | os.PathLike, features: str | os.Pat
              len(train_data.skipped), len(eval_data), len(eval_split.vseg_ids))
     settings = _settings_hash(task, to_dict(cfg), inputs, ctx_label, str(tokenizer))
 
-    runs = []
-    for k in range(int(seeds)):
-        seed = int(cfg.seed) + k
-        run_dir = out / f"seed{seed}"
-        mfile = run_dir / "metrics.json"
-        if mfile.is_file():
-            done = json.loads(mfile.read_text())
-            if done.get("settings") == settings:
-                log.info("%s: seed %d already done, skipped", task, seed)
-                runs.append({"seed": seed, "dir": str(run_dir), "metrics": done["metrics"]})
-                continue
-        t0 = time.perf_counter()
-        seed_everything(seed)
-        model, arch = spec.build_model(in_dim, backbone_arch, txe_arch)
-        if backbone_state is not None:
-            model.encoder.backbone.load_state_dict(backbone_state)
-        if txe_state is not None:
-            model.encoder.txe.load_state_dict(txe_state)
-        loss_kwargs = {}
-        if task == "relation" and spec.class_weight() is not None:
-            loss_kwargs["weight"] = spec.class_weight()
-        module = TaskModule(model, lr=tcfg.lr, weight_decay=tcfg.weight_decay, backbone_lr_scale=tcfg.get("backbone_lr_scale", 1.0),
-                            txe_lr_scale=tcfg.get("txe_lr_scale", 1.0), warmup_steps=tcfg.get("warmup_steps", 0),
-                            loss_kwargs=loss_kwargs)
-        trainer_cfg = dict(to_dict(cfg.trainer))
-        trainer_cfg["max_epochs"] = int(tcfg.epochs) if trainer_cfg.get("max_epochs") is None else trainer_cfg["max_epochs"]
-        train_loader = loader(train_data, tcfg.batch_size, shuffle=True, num_workers=cfg.data.num_workers,
-                              ignore_fill=IGNORE if task == "verb" else None, seed=seed)
-        fit(module, trainer_cfg, run_dir, train_dataloaders=train_loader, resume=resume, throughput_name="segments_per_s")
-        train_s = time.perf_counter() - t0
-
-        preds = predict_split(spec, model, eval_data, eval_split, int(cfg.data.eval_batch_size))
-        atomic_write_bytes(run_dir / "predictions.pkl", pickle.dumps(preds, protocol=4))
-        metrics = evaluate(task, preds, eval_split)
-        meta = {**spec.meta(), "task": task, "inputs": inputs, "contextualizer": ctx_label, "seed": seed,
-                "metrics": metrics, **counts}
-        save_checkpoint(run_dir / "model.pt", stage=task, arch=arch, state_dict=model.state_dict(), config=cfg, meta=meta)
-        if backbone_arch is not None:  # the verb-finetuned Slow-D, usable by `moviessl extract` / relation
-            bmeta = dict(backbone_obj.get("meta", {}))
-            bmeta["method"] = f"{bmeta.get('method', 'unknown')}+verb"
-            save_checkpoint(run_dir / "backbone.pt", stage="backbone", arch=backbone_arch,
-                            state_dict=model.encoder.backbone.state_dict(), config=cfg, meta=bmeta)
-        save_config(cfg, run_dir)
-        record = {"task": task, "seed": seed, "metrics": metrics, "settings": settings, "inputs": inputs,
-                  "contextualizer": ctx_label, "train_s": round(train_s, 3), "total_s": round(time.perf_counter() - t0, 3), **counts}
-        atomic_write_json(mfile, record)  # written last: marks the run finished
-        log.info("%s seed %d: %s (%.1fs)", task, seed, json.dumps({k: round(v, 2) for k, v in metrics.items()}), record["total_s"])
-        runs.append({"seed": seed, "dir": str(run_dir), "metrics": metrics})
+    threads = cfg.get("threads")
+    prev_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        job = _Job(task, cfg, spec, out, settings, in_dim, backbone_arch, backbone_state, backbone_obj,
+                   txe_arch, txe_state, train_data, eval_data, eval_split, inputs, ctx_label, counts, resume)
+        runs = [_run_seed(job, int(cfg.seed) + k) for k in range(int(seeds))]
+    finally:
+        torch.set_num_threads(prev_threads)
 
     summary, table = summarize([r["metrics"] for r in runs], keys=list(spec.metric_keys), title=f"{task} ({ctx_label})")
     result = {"task": task, "out": str(out), "inputs": inputs, "contextualizer": ctx_label, "seeds": len(runs),
@@ -237,3 +203,83 @@ def run_finetune(task: str, data_root: str | os.PathLike, features: str | os.Pat
     atomic_write_text(out / "summary.md", f"# VidSitu {task}: {len(runs)} run(s), mean ± standard error\n\n"
                                           f"inputs: `{inputs}`, contextualizer: `{ctx_label}`\n\n{table}")
     return result
+
+
+@dataclass
+class _Job:
+    """What every seed of one finetune call shares."""
+
+    task: str
+    cfg: Any
+    spec: Any
+    out: Path
+    settings: str
+    in_dim: int
+    backbone_arch: dict | None
+    backbone_state: dict | None
+    backbone_obj: dict | None
+    txe_arch: dict | None
+    txe_state: dict | None
+    train_data: Any
+    eval_data: Any
+    eval_split: Any
+    inputs: str
+    ctx_label: str
+    counts: dict
+    resume: bool
+
+
+def _run_seed(job: _Job, seed: int) -> dict:
+    """Train, predict, evaluate and export one run (skipped when already finished with the same settings)."""
+    from ..eval.vidsitu import evaluate
+
+    task, cfg, spec = job.task, job.cfg, job.spec
+    tcfg = cfg[task]
+    run_dir = job.out / f"seed{seed}"
+    mfile = run_dir / "metrics.json"
+    if mfile.is_file():
+        done = json.loads(mfile.read_text())
+        if done.get("settings") == job.settings:
+            log.info("%s: seed %d already done, skipped", task, seed)
+            return {"seed": seed, "dir": str(run_dir), "metrics": done["metrics"]}
+    t0 = time.perf_counter()
+    seed_everything(seed)
+    model, arch = spec.build_model(job.in_dim, job.backbone_arch, job.txe_arch)
+    if job.backbone_state is not None:
+        model.encoder.backbone.load_state_dict(job.backbone_state)
+    if job.txe_state is not None:
+        model.encoder.txe.load_state_dict(job.txe_state)
+    loss_kwargs = {}
+    if task == "relation" and spec.class_weight() is not None:
+        loss_kwargs["weight"] = spec.class_weight()
+    module = TaskModule(model, lr=tcfg.lr, weight_decay=tcfg.weight_decay, backbone_lr_scale=tcfg.get("backbone_lr_scale", 1.0),
+                        txe_lr_scale=tcfg.get("txe_lr_scale", 1.0), warmup_steps=tcfg.get("warmup_steps", 0),
+                        loss_kwargs=loss_kwargs)
+    trainer_cfg = dict(to_dict(cfg.trainer))
+    trainer_cfg["max_epochs"] = int(tcfg.epochs) if trainer_cfg.get("max_epochs") is None else trainer_cfg["max_epochs"]
+    train_loader = loader(job.train_data, tcfg.batch_size, shuffle=True, num_workers=cfg.data.num_workers,
+                          ignore_fill=IGNORE if task == "verb" else None, seed=seed)
+    # short runs still log (and plot) a few points per epoch
+    trainer_cfg["log_every_n_steps"] = max(1, min(int(trainer_cfg.get("log_every_n_steps") or 10), len(train_loader) // 2))
+    trainer = fit(module, trainer_cfg, run_dir, train_dataloaders=train_loader, resume=job.resume, throughput_name="segments_per_s")
+    train_s = time.perf_counter() - t0
+    if not trainer.is_global_zero:  # under DDP, rank 0 alone predicts, scores and writes
+        return {"seed": seed, "dir": str(run_dir), "metrics": {}}
+
+    preds = predict_split(spec, model, job.eval_data, job.eval_split, int(cfg.data.eval_batch_size))
+    atomic_write_bytes(run_dir / "predictions.pkl", pickle.dumps(preds, protocol=4))
+    metrics = evaluate(task, preds, job.eval_split)
+    meta = {**spec.meta(), "task": task, "inputs": job.inputs, "contextualizer": job.ctx_label, "seed": seed,
+            "metrics": metrics, **job.counts}
+    save_checkpoint(run_dir / "model.pt", stage=task, arch=arch, state_dict=model.state_dict(), config=cfg, meta=meta)
+    if job.backbone_arch is not None:  # the verb-finetuned Slow-D, usable by `moviessl extract` / relation
+        bmeta = dict(job.backbone_obj.get("meta", {}))
+        bmeta["method"] = f"{bmeta.get('method', 'unknown')}+verb"
+        save_checkpoint(run_dir / "backbone.pt", stage="backbone", arch=job.backbone_arch,
+                        state_dict=model.encoder.backbone.state_dict(), config=cfg, meta=bmeta)
+    save_config(cfg, run_dir)
+    record = {"task": task, "seed": seed, "metrics": metrics, "settings": job.settings, "inputs": job.inputs,
+              "contextualizer": job.ctx_label, "train_s": round(train_s, 3), "total_s": round(time.perf_counter() - t0, 3), **job.counts}
+    atomic_write_json(mfile, record)  # written last: marks the run finished
+    log.info("%s seed %d: %s (%.1fs)", task, seed, json.dumps({k: round(v, 2) for k, v in metrics.items()}), record["total_s"])
+    return {"seed": seed, "dir": str(run_dir), "metrics": metrics}

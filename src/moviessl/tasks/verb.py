@@ -35,6 +35,8 @@ class VerbClassifier(nn.Module):
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over events; ``y`` (B,5) verb indices, IGNORE where unlabelled."""
         logits = self(x)
+        if not (y != IGNORE).any():  # e.g. every clip of the batch failed to decode: no signal, no NaN
+            return logits.sum() * 0.0
         return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE)
 
     @torch.no_grad()

@@ -1,0 +1,70 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from moviessl.cli import main
+from moviessl.ssl.backbone import LARS, build_optimizer
+from moviessl.ssl.probe import knn_accuracy, linear_probe
+
+from ssl_testutil import make_clip_list, tiny_overrides
+
+
+def _blobs(n, c, d, noise, seed):
+    g = np.random.default_rng(seed)
+    centres = g.normal(size=(c, d))
+    y = np.arange(n) % c
+    x = centres[y] + noise * g.normal(size=(n, d))
+    return F.normalize(torch.tensor(x, dtype=torch.float32), dim=1).numpy(), y
+
+
+def test_linear_probe_and_knn_separate_clusters():
+    xtr, ytr = _blobs(80, 4, 16, 0.3, 0)
+    xva, yva = _blobs(40, 4, 16, 0.3, 0)  # same centres (same seed), new noise draw below
+    xva = F.normalize(torch.tensor(xva) + 0.05 * torch.randn(xva.shape), dim=1).numpy()
+    assert linear_probe(xtr, ytr, xva, yva, 4) == 100.0
+    assert knn_accuracy(xtr, ytr, xva, yva, 4, k=5) == 100.0
+
+
+def test_probe_is_at_chance_on_noise():
+    g = np.random.default_rng(1)
+    xtr = F.normalize(torch.tensor(g.normal(size=(200, 32)), dtype=torch.float32), dim=1).numpy()
+    xva = F.normalize(torch.tensor(g.normal(size=(400, 32)), dtype=torch.float32), dim=1).numpy()
+    ytr, yva = g.integers(0, 4, 200), g.integers(0, 4, 400)
+    assert abs(linear_probe(xtr, ytr, xva, yva, 4) - 25.0) < 10
+    assert abs(knn_accuracy(xtr, ytr, xva, yva, 4) - 25.0) < 10
+
+
+def test_lars_trust_ratio_and_lr_scaling():
+    w = torch.nn.Parameter(torch.full((4, 4), 2.0))  # |w| = 8
+    b = torch.nn.Parameter(torch.zeros(4))
+    opt = LARS([dict(params=[w], weight_decay=0.0, lars=True), dict(params=[b], weight_decay=0.0, lars=False)], lr=1.0, eta=0.01)
+    w.grad, b.grad = torch.full((4, 4), 0.5), torch.full((4,), 0.5)  # |g| = 2
+    opt.step()
+    assert torch.allclose(w, torch.full((4, 4), 2.0 - 0.01 * 8 / 2 * 0.5))  # lr * eta |w|/|g| * g
+    assert torch.allclose(b, torch.full((4,), -0.5))  # no adaptation on biases / norms
+    m = torch.nn.Linear(3, 3)
+    opt, sched = build_optimizer(m, {"name": "sgd", "lr": 0.32, "ref_batch": 1024, "warmup_frac": 0.0}, 256, 10)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.08)
+
+
+def test_probe_backbone_cli(clip_list, tmp_path, capsys):
+    out = tmp_path / "rand"
+    rc = main(["pretrain-backbone", "--method", "random", "--data", str(clip_list), "--out", str(out), "--no-probe",
+               *tiny_overrides()])
+    assert rc == 0 and (out / "model.pt").is_file()
+    capsys.readouterr()
+    rc = main(["probe-backbone", "--data", str(clip_list), "--val", str(clip_list), "--out", str(tmp_path / "p.json"),
+               str(out / "model.pt"), "probe.max_iter=50"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["method"] == "random" and res["num_train"] == 12 and res["skipped_train"] == 1
+    assert res["linear_top1"] == json.loads((tmp_path / "p.json").read_text())["linear_top1"]
+
+
+def test_cli_bad_input_exits_2(tmp_path, capsys):
+    rc = main(["probe-backbone", str(tmp_path / "nope.pt"), "--data", "x.csv", "--val", "y.csv"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "checkpoint not found" in err and len(err.strip().splitlines()) == 1
