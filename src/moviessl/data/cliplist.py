@@ -1,9 +1,9 @@
 """Kinetics / PySlowFast-style clip lists: one ``path label`` (or just ``path``) per line.
 
-Paths are relative to the list's folder unless absolute. Separators are whitespace (PySlowFast
-uses a single space); a trailing integer is the label, so paths with spaces must be quoted
-neither here nor there: everything before the last field is the path when the last field is an
-int. Blank lines and lines starting with ``#`` are skipped.
+Paths are relative to the list's folder unless absolute. Fields are whitespace-separated
+(PySlowFast writes one space). A line of one field is an unlabelled path; otherwise the last field
+must be the integer label and everything before it is the path (so a path may contain spaces).
+Blank lines and lines starting with ``#`` are skipped.
 """
 
 from __future__ import annotations
@@ -34,10 +34,9 @@ def read_clip_list(csv_path: str | os.PathLike) -> list[tuple[Path, int | None]]
         if len(parts) == 2:
             try:
                 label = int(parts[1])
-                s = parts[0].strip()
             except ValueError:
-                if " " in s or "\t" in s:
-                    raise BadInputError(f"{path}:{lineno}", f"label '{parts[1]}' is not an integer") from None
+                raise BadInputError(f"{path}:{lineno}", f"label '{parts[1]}' is not an integer") from None
+            s = parts[0].strip()
         if label is not None and label < 0:
             raise BadInputError(f"{path}:{lineno}", f"negative label {label}")
         clip = Path(s)

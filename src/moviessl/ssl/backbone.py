@@ -329,6 +329,17 @@ def build_backbone(cfg: Mapping[str, Any]) -> tuple[nn.Module, dict]:
     return build_slowd(preset, **ov), arch_spec("moviessl.models.slowd:build_slowd", preset=preset, **ov)
 
 
+def augment_views(augs: Sequence[nn.Module], views: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Augment several views in one batched call: parameters are drawn per view by its own
+    augmenter (CVRL's blur/solarise asymmetry), then applied to all clips at once, which on CPU
+    costs much less than one call per view."""
+    b, _, _, h, w = views[0].shape
+    ps = [a.sample_params(b, h, w) for a in augs]
+    p = {k: torch.cat([q[k] for q in ps]).to(views[0].device) for k in ps[0]}
+    out = augs[0].apply(torch.cat(list(views)), p)
+    return list(out.split(b))
+
+
 def make_augment(cfg: Mapping[str, Any], blur_p: float, solarize_p: float) -> nn.Module:
     """ConsistentAugment for one view with CVRL's parameters (ssl-recipes §3.2) from ``augment``."""
     from ..video import ConsistentAugment

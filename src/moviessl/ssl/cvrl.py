@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .backbone import BackboneModule, make_augment
+from .backbone import BackboneModule, augment_views, make_augment
 from .heads import ProjectionHead
 from .losses import info_nce_pairs
 
@@ -73,7 +73,7 @@ class CVRL(BackboneModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
         if self.trainer is not None and self.trainer.training:
             v = self.to_float(batch["video"])
-            batch["views"] = (self.aug1(v[:, 0]), self.aug2(v[:, 1]))
+            batch["views"] = tuple(augment_views((self.aug1, self.aug2), (v[:, 0], v[:, 1])))
         return batch
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:

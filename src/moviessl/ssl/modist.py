@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import BackboneModule, make_augment
+from .backbone import BackboneModule, augment_views, make_augment
 from .flow import normalize_flow
 from .heads import MoDistHead
 from .losses import info_nce_queue
@@ -95,7 +95,7 @@ class MoDist(BackboneModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
         if self.trainer is not None and self.trainer.training:
             v = self.to_float(batch["video"])
-            batch["views"] = (self.aug1(v[:, 0]), self.aug2(v[:, 1]))
+            batch["views"] = tuple(augment_views((self.aug1, self.aug2), (v[:, 0], v[:, 1])))
             fl = batch["flow"]
             neg = self.flow_mode == "raw"
             batch["flows"] = tuple(flow_augment(fl[:, i], self.flow_crop, negate_dx_on_flip=neg) for i in range(2))

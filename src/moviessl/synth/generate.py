@@ -408,8 +408,10 @@ def generate(out: str | os.PathLike, preset: str | SynthPreset = "tiny", seed: i
                 _, n = _render_job(j)
                 bar.update(n)
         else:
-            # spawn: safe whatever the parent imported (torch, Lightning threads)
-            with mp.get_context("spawn").Pool(workers) as pool:
+            # fork where there is one: workers need only numpy + PyAV, and spawn would re-run the
+            # parent's __main__ (breaks for `python -`, notebooks)
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            with ctx.Pool(workers) as pool:
                 for _, n in pool.imap_unordered(_render_job, todo, chunksize=1):
                     bar.update(n)
     finally:
