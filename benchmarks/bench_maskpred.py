@@ -143,11 +143,157 @@ def bench_scale(name: str, steps: int, tmp: Path) -> dict:
             "cached_batch": sc["batch"], "in_loop_batch": b, "steps": steps, "in_loop_steps": loop_steps}
 
 
+# --- acceptance on SynthMovies -----------------------------------------------------------------
+
+def _cli(*args) -> None:
+    from moviessl.cli import main as cli_main
+
+    rc = cli_main([str(a) for a in args])
+    if rc:
+        raise SystemExit(f"moviessl {args[0]} failed ({rc})")
+
+
+def _stack(store, ids):
+    return np.stack([store.load(v) for v in ids])  # (clips, 5, D)
+
+
+@torch.no_grad()
+def _masked_outputs(mod, x: torch.Tensor, use_head: bool) -> torch.Tensor:
+    """For every clip and event t: the output at t with t alone masked -> (clips, 5, dim)."""
+    b, n, _ = x.shape
+    outs = []
+    for t in range(n):
+        mask = torch.zeros(b, n, dtype=torch.bool)
+        mask[:, t] = True
+        o = mod.txe(x, mask=mask)[:, t]
+        outs.append(mod.head(o) if use_head else o)
+    return torch.stack(outs, 1)
+
+
+def acceptance(work: str | Path, synth_root: str | Path | None = None, backbone: str | Path | None = None,
+               context_steps: int = 300, backbone_steps: int = 300, seed: int = 0) -> dict:
+    """The issue's acceptance experiment, end to end through the CLI on SynthMovies (demo):
+
+    CVRL backbone on the action clips -> ``moviessl extract`` of VidSitu-style train / valid clips and
+    LVU-style movies -> ``moviessl pretrain-context`` on train + LVU features (no labels) -> on the
+    valid clips, (1) fill-in retrieval: each event masked alone, its true feature ranked among all
+    train events (+ the other valid events of other clips), MaskPred TxE vs a random TxE vs copying
+    the neighbours' mean; (2) a linear verb probe (trained on train events) on degraded valid
+    events: masked-event TxE output vs the raw backbone feature of the degraded event.
+    """
+    import json
+
+    from moviessl.features import FeatureStore
+    from moviessl.ssl import maskpred as mp
+    from moviessl.ssl.context import MaskPredModule
+    from moviessl.synth.headroom import fit_logreg
+
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    root = Path(synth_root) if synth_root else work / "synth"
+    if not (root / "vidsitu" / "ground_truth.json").is_file():
+        _cli("synth", "--preset", "demo", "--out", root)
+    if backbone is None:
+        backbone = work / "backbone" / "model.pt"
+        if not backbone.is_file():
+            _cli("pretrain-backbone", "--method", "cvrl", "--data", root / "actions" / "train.csv", "--out",
+                 backbone.parent, "--no-probe", f"trainer.max_steps={backbone_steps}", "trainer.progress_bar=false")
+    gt = json.loads((root / "vidsitu" / "ground_truth.json").read_text())
+    vdir = root / "vidsitu" / "vsitu_video_trimmed_dir"
+    feats = {}
+    for split in ("train", "valid"):
+        ids = sorted(v for v, g in gt.items() if isinstance(g, dict) and g.get("split") == split)
+        lst = work / f"vidsitu_{split}.txt"
+        lst.write_text("".join(f"{vdir / v}.mp4\n" for v in ids))
+        feats[split] = work / f"feats_{split}"
+        _cli("extract", "--backbone", backbone, "--videos", lst, "--out", feats[split], "--num-workers", "0")
+    feats["lvu"] = work / "feats_lvu"
+    _cli("extract", "--backbone", backbone, "--videos", root / "lvu", "--out", feats["lvu"], "--num-workers", "0")
+    ctx_out = work / f"context_{context_steps}"
+    if not (ctx_out / "model.pt").is_file():
+        _cli("pretrain-context", "--features", feats["train"], "--features", feats["lvu"], "--out", ctx_out,
+             f"trainer.max_steps={context_steps}", "trainer.progress_bar=false", f"seed={seed}")
+
+    tr, va = FeatureStore(feats["train"]), FeatureStore(feats["valid"])
+    xtr, xva = torch.from_numpy(_stack(tr, tr.ids)), torch.from_numpy(_stack(va, va.ids))
+    ytr = np.array([[e["verb"] for e in gt[v]["events"]] for v in tr.ids])
+    yva = np.array([[e["verb"] for e in gt[v]["events"]] for v in va.ids])
+    deg = np.array([[e.get("degraded") is not None for e in gt[v]["events"]] for v in va.ids])
+    verbs = sorted(set(ytr.ravel()) | set(yva.ravel()))
+    vid = {v: i for i, v in enumerate(verbs)}
+    ytr_i, yva_i = np.vectorize(vid.get)(ytr), np.vectorize(vid.get)(yva)
+
+    trained = MaskPredModule.load_from_checkpoint(ctx_out / "checkpoints" / "last.ckpt", map_location="cpu").eval()
+    torch.manual_seed(seed)
+    random = MaskPredModule(**{k: v for k, v in trained.hparams.items()}).eval()
+    random.target_mean.copy_(trained.target_mean)
+
+    # (1) fill-in retrieval among every train event and the other clips' valid events
+    def retrieval(mod) -> float:
+        pool = mod.targets(torch.cat([xtr.reshape(-1, xtr.shape[-1]), xva.reshape(-1, xva.shape[-1])]))
+        pool_clip = torch.cat([torch.full((xtr.shape[0] * 5,), -1), torch.arange(xva.shape[0]).repeat_interleave(5)])
+        pred = _masked_outputs(mod, xva, use_head=True).reshape(-1, pool.shape[1])
+        target = mod.targets(xva.reshape(-1, xva.shape[-1]))
+        clip = torch.arange(xva.shape[0]).repeat_interleave(5)
+        same = clip[:, None] == pool_clip[None, :]  # the clip's own events are not distractors
+        return mp.retrieval_accuracy(pred, target, pool, same)
+
+    def neighbour_copy() -> float:
+        pool = trained.targets(torch.cat([xtr.reshape(-1, xtr.shape[-1]), xva.reshape(-1, xva.shape[-1])]))
+        pool_clip = torch.cat([torch.full((xtr.shape[0] * 5,), -1), torch.arange(xva.shape[0]).repeat_interleave(5)])
+        nb = []
+        for t in range(5):
+            idx = [j for j in (t - 1, t + 1) if 0 <= j < 5]
+            nb.append(xva[:, idx].mean(1))
+        pred = trained.targets(torch.stack(nb, 1).reshape(-1, xva.shape[-1]))
+        target = trained.targets(xva.reshape(-1, xva.shape[-1]))
+        clip = torch.arange(xva.shape[0]).repeat_interleave(5)
+        return mp.retrieval_accuracy(pred, target, pool, clip[:, None] == pool_clip[None, :])
+
+    fill = {"maskpred_txe": retrieval(trained), "random_txe": retrieval(random), "neighbour_mean": neighbour_copy(),
+            "chance": 1.0 / (xtr.shape[0] * 5 + (xva.shape[0] - 1) * 5 + 1)}
+
+    # (2) linear verb probe: train on all train events, test on degraded / clean valid events
+    def probe(ftr: np.ndarray, fva: np.ndarray) -> dict:
+        pred = fit_logreg(ftr.reshape(-1, ftr.shape[-1]), ytr_i.ravel(), len(verbs), l2=1e-2)(fva.reshape(-1, fva.shape[-1]))
+        ok = (pred == yva_i.ravel()).reshape(yva_i.shape)
+        se = lambda a: float(np.sqrt(a.mean() * (1 - a.mean()) / max(1, a.size)))
+        return {"degraded_acc": float(ok[deg].mean()), "degraded_se": se(ok[deg]),
+                "clean_acc": float(ok[~deg].mean()), "all_acc": float(ok.mean())}
+
+    def masked_txe(mod, x):
+        return _masked_outputs(mod, x, use_head=False).numpy()
+
+    def ctx_txe(mod, x):
+        with torch.no_grad():
+            return mod.txe(x).numpy()
+
+    probes = {"raw_backbone": probe(xtr.numpy(), xva.numpy()),
+              "maskpred_txe_masked": probe(masked_txe(trained, xtr), masked_txe(trained, xva)),
+              "random_txe_masked": probe(masked_txe(random, xtr), masked_txe(random, xva)),
+              "maskpred_txe_unmasked": probe(ctx_txe(trained, xtr), ctx_txe(trained, xva))}
+    res = {"fill_in_retrieval_acc": fill, "verb_probe": probes,
+           "counts": {"train_clips": int(xtr.shape[0]), "valid_clips": int(xva.shape[0]),
+                      "valid_degraded_events": int(deg.sum()), "lvu_movies": len(FeatureStore(feats["lvu"])),
+                      "verbs": len(verbs)},
+           "context_steps": context_steps, "feature_dim": int(xtr.shape[-1])}
+    (work / "acceptance.json").write_text(json.dumps(res, indent=2))
+    return res
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scales", default="cpu,paper", help="comma-separated: cpu, paper")
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--acceptance", metavar="WORKDIR", help="instead: the SynthMovies acceptance experiment in WORKDIR")
+    ap.add_argument("--synth", help="existing SynthMovies root (default: generate the demo preset in WORKDIR)")
+    ap.add_argument("--backbone", help="existing backbone checkpoint (default: CVRL on the action clips)")
+    ap.add_argument("--context-steps", type=int, default=300)
     args = ap.parse_args(argv)
+    if args.acceptance:
+        res = acceptance(args.acceptance, args.synth, args.backbone, args.context_steps)
+        print(res)
+        return res
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = {}
     with tempfile.TemporaryDirectory() as tmp:

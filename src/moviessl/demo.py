@@ -176,7 +176,8 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, 
     prog = Progress(plan)
 
     # 1. data -------------------------------------------------------------------------------
-    synth_done = (synth / "synth_meta.json").is_file() and actions_train.is_file()
+    meta = synth / "synth_meta.json"
+    synth_done = meta.is_file() and json.loads(meta.read_text()).get("status") == "complete"
     prog.run(1, "synth", f"SynthMovies preset={prof.synth_preset} -> {synth}",
              lambda: generate(synth, preset=prof.synth_preset, seed=0, workers=workers, **prof.synth_overrides),
              cached=synth_done)

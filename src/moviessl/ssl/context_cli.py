@@ -27,7 +27,7 @@ def build_module(cfg: Any, in_dim: int, feature_stride_s: float):
 
     m, mp, o = cfg.model, cfg.maskpred, cfg.optim
     return MaskPredModule(
-        in_dim=in_dim, txe_preset=m.txe, txe_kwargs=dict(m.get("txe_overrides") or {}), window=cfg.data.window,
+        in_dim=in_dim, txe_preset=m.txe, txe_kwargs={k: v for k, v in dict(m.get("txe_overrides") or {}).items() if v is not None}, window=cfg.data.window,
         alpha=mp.alpha, mask_sizes=list(mp.mask_sizes) if mp.mask_sizes else None, sampling=mp.sampling, loss=mp.loss,
         tau=mp.tau, queue_size=mp.queue_size, keys_per_sample=mp.keys_per_sample, target_dim=mp.target_dim,
         head_hidden=m.head_hidden, lr=o.lr, weight_decay=o.weight_decay, warmup_frac=o.warmup_frac,

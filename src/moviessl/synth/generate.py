@@ -33,7 +33,7 @@ FORMAT_VERSION = 1
 class SynthPreset:
     size: int = 112                  # frame side (square), pixels; even
     fps: float = 30.0
-    n_actions: int = 600             # single-event action clips ("Kinetics")
+    n_actions: int = 900             # single-event action clips ("Kinetics")
     action_durations: tuple = (2.0, 2.5, 3.0)
     action_val_every: int = 5        # every 5th action clip goes to val
     n_vidsitu_train: int = 240       # 10-s VidSitu-style clips

@@ -112,7 +112,7 @@ def pixel_movie_features(frames: np.ndarray) -> np.ndarray:
     ]).astype(np.float64)
 
 
-def _decode(path, every: int = 1, size: int | None = None):
+def _decode(path, every: int = 1):
     import av
 
     out = []
@@ -167,13 +167,11 @@ def oracle_lvu(plan: dict) -> dict:
     out["scene"] = W.SCENES.index(max(W.SCENES, key=lambda s: sc[s]))
     out["director"] = plan["director"]  # the camera style on screen is the director's
     seq = [W.VERB_INDEX[e["verb"]] for e in evs]
-    ll = {gw: m[seq[:-1], seq[1:]].sum() for gw, m in _MATS.items()}
-    best = max(ll, key=ll.get)
+    ll = {gw: m[seq[:-1], seq[1:]].sum() for gw, m in _MATS.items()}  # log-likelihood per (genre, writer)
     gl = {g: np.logaddexp.reduce([ll[(g, w)] for w in range(10)]) for g in W.GENRES}
     wl = {w: np.logaddexp.reduce([ll[(g, w)] for g in W.GENRES]) for w in range(10)}
     out["genre"] = W.GENRES.index(max(gl, key=gl.get))
     out["writer"] = int(max(wl, key=wl.get))
-    del best
     ys = plan["year_style"]
     obs = np.array([ys["saturation"], ys["sepia"], ys["grain"]])
     d = [(((obs - np.array([s["saturation"], s["sepia"], s["grain"]])) / _YEAR_SIG) ** 2).sum() for s in W.YEAR_STYLE]

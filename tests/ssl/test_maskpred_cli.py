@@ -1,0 +1,57 @@
+"""``moviessl pretrain-context``: Lightning run, export, resume, the ablation options."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from moviessl.checkpoint import build_from_checkpoint, load_checkpoint
+from moviessl.cli import main
+
+from test_maskpred import sequence_features, write_vidsitu_folder
+
+FAST = ["data.batch_size=8", "maskpred.queue_size=32", "trainer.progress_bar=false", "data.val_fraction=0.25",
+        "trainer.log_every_n_steps=1", "model.txe_overrides={dim: 32, heads: 2, mlp_dim: 64, depth: 1}"]
+
+
+@pytest.fixture(scope="module")
+def feats(tmp_path_factory):
+    root = tmp_path_factory.mktemp("feats")
+    a = write_vidsitu_folder(root / "a", sequence_features(24, dim=16, seed=0))
+    b = write_vidsitu_folder(root / "b", sequence_features(8, dim=16, seed=1), prefix="w_")
+    return a, b
+
+
+def test_pretrain_export_and_resume(feats, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["pretrain-context", "--features", feats[0], "--features", feats[1], "--out", out]
+    assert main([*map(str, args), "trainer.max_steps=3", *FAST]) == 0
+    obj = load_checkpoint(out / "model.pt", stage="context")
+    meta = obj["meta"]
+    assert meta["window"] == 5 and meta["token_stride_s"] == 2.0 and meta["in_dim"] == 16
+    assert meta["loss"] == "infonce" and meta["mask_sizes"] == [1, 2, 3] and meta["steps"] == 3
+    assert meta["num_videos"] == 24 and "val/retrieval_acc" in meta["metrics"]
+    txe = build_from_checkpoint(obj)
+    assert txe(torch.randn(2, 5, 16)).shape == (2, 5, 32)
+    for f in ("config.yaml", "checkpoints/last.ckpt", "logs/metrics.csv", "curves.png"):
+        assert (out / f).is_file(), f
+    # an existing run is never silently overwritten
+    assert main([*map(str, args), "trainer.max_steps=3", *FAST]) == 2
+    assert "--resume" in capsys.readouterr().err
+    w3 = txe.state_dict()["input_proj.weight"].clone()
+    assert main([*map(str, args), "--resume", "trainer.max_steps=5", *FAST]) == 0
+    obj = load_checkpoint(out / "model.pt", stage="context")
+    assert obj["meta"]["steps"] == 5
+    assert not torch.equal(obj["state_dict"]["input_proj.weight"], w3)
+
+
+def test_l2_and_max_discrepancy_options(feats, tmp_path):
+    out = tmp_path / "run"
+    assert main(["pretrain-context", "--features", str(feats[0]), "--out", str(out), "trainer.max_steps=2",
+                 "maskpred.loss=l2", "maskpred.sampling=max_discrepancy", "maskpred.mask_sizes=[1]", *FAST]) == 0
+    meta = load_checkpoint(out / "model.pt")["meta"]
+    assert meta["loss"] == "l2" and meta["sampling"] == "max_discrepancy" and meta["mask_sizes"] == [1]
+    assert np.isfinite(meta["metrics"]["val/loss"])
+    assert main(["pretrain-context", "--features", str(feats[0]), "--out", str(tmp_path / "x"),
+                 "maskpred.loss=cosine", *FAST]) == 2
