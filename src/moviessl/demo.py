@@ -33,6 +33,8 @@ from .utils.io import atomic_write_json, atomic_write_text
 log = logging.getLogger("moviessl.demo")
 
 BACKBONES = ("random", "supervised", "cvrl", "modist")
+# The demo shows one progress line per job (with the time left); per-job Lightning bars would bury it.
+QUIET = ["trainer.progress_bar=false"]
 
 # Settings of each table: (backbone, txe, context variant key or None).
 # A context variant is (backbone it was pretrained on, loss, mask label).
@@ -61,6 +63,16 @@ PROFILES = {
         backbone_overrides=["trainer.max_steps=60"],
         context_overrides=["trainer.max_steps=100"],
         vidsitu_overrides=["verb.epochs=10", "srl.epochs=5", "relation.epochs=10"],
+        mask_ablation=("1", "1-3"),
+        l2_ablation=True,
+    ),
+    # End-to-end integration test of every stage on the `tiny` SynthMovies (tests/test_demo.py).
+    "smoke": Profile(
+        synth_preset="tiny",
+        seeds=2,
+        backbone_overrides=["trainer.max_steps=3", "trainer.ckpt_every_n_steps=2", "probe.max_iter=20"],
+        context_overrides=["trainer.max_steps=6", "data.batch_size=8"],
+        vidsitu_overrides=["verb.epochs=2", "srl.epochs=1", "relation.epochs=2"],
         mask_ablation=("1", "1-3"),
         l2_ablation=True,
     ),
@@ -188,7 +200,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, 
     for b in BACKBONES:
         bdir = out / "backbone" / b
         ckpt = bdir / "model.pt"
-        cfg = load_config("backbone", "cpu", prof.backbone_overrides)
+        cfg = load_config("backbone", "cpu", prof.backbone_overrides + QUIET)
         done = ckpt.is_file() and (bdir / "summary.json").is_file()
         prog.run(2, "backbone", f"pretrain backbone {b}",
                  lambda b=b, bdir=bdir, cfg=cfg: pretrain(b, actions_train, bdir, cfg, val=actions_val, resume=True, progress=False),
@@ -215,7 +227,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, 
         cdir = out / "context" / f"{b}_{loss}_mask{mask}"
         ov = list(prof.context_overrides) + [f"maskpred.loss={'l2' if loss == 'l2' else 'infonce'}",
                                               f"maskpred.mask_sizes={MASK_LABELS[mask]}"]
-        cfg = load_config("context", "cpu", ov)
+        cfg = load_config("context", "cpu", ov + QUIET)
         ckpt = cdir / "model.pt"
         prog.run(4, "context", f"MaskPred TxE backbone={b} loss={loss} mask={{{mask}}}",
                  lambda cdir=cdir, cfg=cfg, b=b: pretrain_context([feats[(b, "lvu")], feats[(b, "vidsitu")]], cdir, cfg, resume=True),
@@ -238,7 +250,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, 
         res = prog.run(5, "finetune", f"{table}: {task} {setting}",
                        lambda task=task, b=b, ctx=ctx, fdir=fdir: run_finetune(
                            task, vid_root, features=feats[(b, "vidsitu")], contextualizer=str(ctx), seeds=n_seeds,
-                           out=fdir, preset="cpu", overrides=list(prof.vidsitu_overrides), resume=True),
+                           out=fdir, preset="cpu", overrides=list(prof.vidsitu_overrides) + QUIET, resume=True),
                        cached=done)
         summary = res["summary"] if res else json.loads((fdir / "summary.json").read_text())["summary"]
         runs[f"{table}/{setting}"] = str(fdir)
@@ -270,8 +282,9 @@ def add_parser(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo", help="output folder (reused: finished steps are skipped)")
     p.add_argument("--seeds", type=int, default=None, help="fine-tuning runs per setting (default: 3, quick: 2)")
-    p.add_argument("--quick", action="store_true", help="the smaller smoke profile (fewer steps, fewer ablation rows)")
+    p.add_argument("--quick", action="store_true", help="the smaller profile (fewer steps, fewer ablation rows)")
+    p.add_argument("--profile", choices=sorted(PROFILES), default=None, help="full (default), quick, or smoke (tiny data, integration check)")
     p.add_argument("--synth", default=None, help="use an existing SynthMovies folder instead of OUT/synth")
     p.add_argument("--workers", type=int, default=None, help="processes for SynthMovies rendering")
-    p.set_defaults(func=lambda a: (run_demo(a.out, seeds=a.seeds, profile="quick" if a.quick else "full",
+    p.set_defaults(func=lambda a: (run_demo(a.out, seeds=a.seeds, profile=a.profile or ("quick" if a.quick else "full"),
                                             synth_root=a.synth, workers=a.workers), 0)[1])

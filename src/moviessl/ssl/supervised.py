@@ -1,7 +1,7 @@
 """Supervised baseline: Slow-D trained with labels (cross-entropy), the paper's "Sup-K400" analogue.
 
-Same clips and the same augmentation family as the SSL methods (one view per video, no blur
-asymmetry), dropout + linear classifier on the pooled feature as PySlowFast's head. Only the
+Same clips and crops as the SSL methods (one view per video) but, as PySlowFast's supervised
+recipe, no colour jitter, grayscale, blur or solarisation, dropout + linear classifier on the pooled feature as PySlowFast's head. Only the
 backbone is exported, so it is used downstream exactly like an SSL backbone.
 """
 
@@ -27,7 +27,9 @@ class Supervised(BackboneModule):
         nn.init.normal_(self.classifier[1].weight, std=0.01)
         nn.init.zeros_(self.classifier[1].bias)
         self.label_smoothing = float(s.get("label_smoothing", 0.0))
-        self.aug = make_augment(self.cfg, blur_p=float(s.get("blur_p", 0.0)), solarize_p=0.0)
+        # PySlowFast's supervised recipe: scale/crop + flip only, no colour jitter / grayscale / blur
+        self.aug = make_augment({**self.cfg, "augment": {**dict(self.cfg.get("augment") or {}), "jitter_p": 0.0, "gray_p": 0.0}},
+                                blur_p=float(s.get("blur_p", 0.0)), solarize_p=0.0)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
         if self.trainer is not None and self.trainer.training:

@@ -1,0 +1,51 @@
+"""End-to-end: every stage of the hierarchy, chained by `moviessl demo`, on the tiny SynthMovies.
+
+The numbers of this profile mean nothing (a few steps); what is checked is that each stage hands
+the next what it needs, that results.json has its stable schema, and that a rerun is served from
+the cache (resumable)."""
+
+import json
+import time
+
+import pytest
+
+from moviessl.demo import run_demo
+
+TABLES = {"verb", "srl", "relation", "mask_ablation"}
+
+
+@pytest.mark.slow
+def test_demo_smoke_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    res = run_demo(out, profile="smoke")
+    obj = json.loads((out / "results.json").read_text())
+    rows = obj["rows"]
+    assert {r["table"] for r in rows} == TABLES
+    for r in rows:
+        assert set(r) == {"table", "setting", "metric", "mean", "se", "n"}
+        assert r["n"] == 2 and r["se"] >= 0
+        assert r["setting"].startswith("backbone=") and ",txe=" in r["setting"]
+    settings = {(r["table"], r["setting"]) for r in rows}
+    for b in ("random", "supervised", "cvrl", "modist"):
+        assert ("verb", f"backbone={b},txe=none") in settings
+    assert ("srl", "backbone=cvrl,txe=maskpred") in settings
+    assert ("srl", "backbone=cvrl,txe=scratch") in settings
+    assert ("relation", "backbone=modist,txe=maskpred") in settings
+    assert ("mask_ablation", "backbone=cvrl,txe=maskpred,loss=contrastive,mask=1-3") in settings
+    assert ("mask_ablation", "backbone=cvrl,txe=maskpred,loss=l2,mask=1-3") in settings
+    metrics = {(r["table"], r["metric"]) for r in rows}
+    assert {("verb", "acc@1"), ("srl", "cider"), ("srl", "lea"), ("relation", "mean_acc")} <= metrics
+    for r in rows:  # percentages
+        assert 0.0 <= r["mean"] <= 100.0 or r["metric"].startswith("cider")
+    md = (out / "results.md").read_text()
+    assert "Table 1 analogue" in md and "stand-in" in md
+    for png in obj["plots"]:
+        assert (out / png).stat().st_size > 1000
+    # every submission written by the runs loads back into the official evaluator
+    sub = next((out / "finetune" / "srl").glob("*/seed*/predictions.pkl"))
+    assert sub.stat().st_size > 0
+
+    t = time.perf_counter()
+    run_demo(out, profile="smoke")  # everything cached: only the report is redone
+    assert time.perf_counter() - t < 30
+    assert json.loads((out / "results.json").read_text())["rows"] == rows
