@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--synth", help="existing SynthMovies root (default: generate the demo preset in WORKDIR)")
     ap.add_argument("--backbone", help="existing backbone checkpoint (default: CVRL on the action clips)")
     ap.add_argument("--context-steps", type=int, default=300)
-    args = ap.parse_args(argv)
+    args = ap.parse_args([] if argv is None else argv)  # run_all calls main(): not its own argv
     if args.acceptance:
         res = acceptance(args.acceptance, args.synth, args.backbone, args.context_steps)
         print(res)
@@ -304,4 +304,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
     record = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(), "results": {}}
     for name in [n.strip() for n in args.only.split(",") if n.strip()]:
         print(f"== {name}", flush=True)
-        record["results"][name] = importlib.import_module(BENCHES[name]).main()
+        record["results"][name] = importlib.import_module(BENCHES[name]).main([])
     out = Path(__file__).parent / "out" / f"{record['date'][:10]}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2))

@@ -128,8 +128,8 @@ def curves_plot(out: Path, png: Path) -> Path | None:
 
     from .training import read_metrics_csv
 
-    panels = [("backbone pretraining", sorted((out / "backbone").glob("*/logs/metrics.csv"))),
-              ("TxE MaskPred pretraining", sorted((out / "context").glob("*/logs/metrics.csv")))]
+    panels = [("backbone pretraining", sorted(p for p in (out / "backbone").glob("*/logs") if p.is_dir())),
+              ("TxE MaskPred pretraining", sorted(p for p in (out / "context").glob("*/logs") if p.is_dir()))]
     if not any(files for _, files in panels):
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -140,7 +140,7 @@ def curves_plot(out: Path, png: Path) -> Path | None:
             if key is None:
                 continue
             xs, ys = zip(*series[key])
-            ax.plot(xs, ys, lw=1.1, label=f.parent.parent.name)
+            ax.plot(xs, ys, lw=1.1, label=f.parent.name)
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.set_ylabel("training loss")

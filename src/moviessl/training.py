@@ -182,23 +182,50 @@ def fit(module, cfg: Mapping[str, Any] | None, out_dir: str | os.PathLike, *, tr
     """Train ``module``; ``resume=True`` continues from ``out_dir/checkpoints/last.ckpt`` if present.
 
     Returns the trainer. Writes ``out_dir/curves.png`` from the CSV log at the end (rank 0)."""
-    trainer = make_trainer(cfg, out_dir, callbacks=callbacks, throughput_name=throughput_name, **overrides)
     ckpt = last_checkpoint(out_dir) if resume else None
+    _keep_previous_log(out_dir)
+    trainer = make_trainer(cfg, out_dir, callbacks=callbacks, throughput_name=throughput_name, **overrides)
     if ckpt is not None:
         log.info("resuming from %s", ckpt)
     trainer.fit(module, train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders,
                 datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
     if trainer.is_global_zero:
         try:
-            plot_curves(Path(out_dir) / "logs" / "metrics.csv", Path(out_dir) / "curves.png", keys=curve_keys)
+            plot_curves(Path(out_dir) / "logs", Path(out_dir) / "curves.png", keys=curve_keys)
         except Exception as e:  # a plot must never fail a finished training run
             log.warning("could not plot curves: %s", e)
     return trainer
 
 
+def _keep_previous_log(out_dir: str | os.PathLike) -> None:
+    """Lightning's CSVLogger starts ``metrics.csv`` afresh; keep an earlier (pre-resume) log as
+    ``metrics.partN.csv`` so curves span the whole run."""
+    logs = Path(out_dir) / "logs"
+    cur = logs / "metrics.csv"
+    if cur.is_file() and cur.stat().st_size > 0:
+        n = len(list(logs.glob("metrics.part*.csv")))
+        os.replace(cur, logs / f"metrics.part{n:03d}.csv")
+
+
+def metrics_files(path: str | os.PathLike) -> list[Path]:
+    """A run's CSV logs in order: earlier parts (before resumes), then the current one."""
+    p = Path(path)
+    if p.is_dir():
+        return sorted(p.glob("metrics.part*.csv")) + ([p / "metrics.csv"] if (p / "metrics.csv").is_file() else [])
+    return [p] if p.is_file() else []
+
+
 def read_metrics_csv(path: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
-    """Lightning's CSV log -> {metric: [(step, value), ...]} (empty cells dropped)."""
+    """Lightning's CSV log(s) -> {metric: [(step, value), ...]} (empty cells dropped).
+
+    ``path`` is a ``metrics.csv`` file or a ``logs/`` folder (then all parts, resumes included)."""
     series: dict[str, list[tuple[int, float]]] = {}
+    for f in metrics_files(path):
+        _read_one(f, series)
+    return series
+
+
+def _read_one(path: Path, series: dict) -> None:
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             step = int(float(row.get("step") or 0))
@@ -209,7 +236,6 @@ def read_metrics_csv(path: str | os.PathLike) -> dict[str, list[tuple[int, float
                     series.setdefault(k, []).append((step, float(v)))
                 except ValueError:
                     pass
-    return series
 
 
 def plot_curves(metrics_csv: str | os.PathLike, png: str | os.PathLike, keys: Iterable[str] = ("train/loss",)) -> Path | None:
@@ -219,9 +245,9 @@ def plot_curves(metrics_csv: str | os.PathLike, png: str | os.PathLike, keys: It
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not Path(metrics_csv).is_file():
-        return None
     series = read_metrics_csv(metrics_csv)
+    if not series:
+        return None
     keys = [k for k in keys if k in series] or [k for k in series if k.endswith("loss")][:4]
     if not keys:
         return None

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..errors import BadInputError
 from ..utils.io import atomic_save_npy, atomic_write_json
-from .store import CTX_SUFFIX, FEATS_SUFFIX, INDEX_NAME, VIDSITU_EVENTS, read_index
+from .store import CTX_SUFFIX, FEATS_SUFFIX, INDEX_NAME, read_index
 
 log = logging.getLogger("moviessl.features")
 
