@@ -67,6 +67,11 @@ def parse_overrides(overrides: Iterable[str]) -> DictConfig:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, str):
+            try:  # PyYAML (YAML 1.1) reads "1e-3" as a string; users mean a number
+                value = float(value) if any(c in value for c in ".eE") else int(value)
+            except ValueError:
+                pass
         items[key.strip()] = value
     cfg = OmegaConf.create({})
     for key, value in items.items():
