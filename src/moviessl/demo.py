@@ -106,11 +106,12 @@ class Progress:
         elapsed = time.perf_counter() - self.t0
         tag = "cached" if cached else f"~{self._fmt(remaining * speed)} left"
         print(f"[step {step_idx}/6 {step}] job {self.i}/{len(self.plan)}: {name} | elapsed {self._fmt(elapsed)} | {tag}", flush=True)
+        if cached:
+            return None
         t = time.perf_counter()
         out = fn()
-        if not cached:
-            self.done_actual += time.perf_counter() - t
-            self.done_expected += self.WEIGHTS[step]
+        self.done_actual += time.perf_counter() - t
+        self.done_expected += self.WEIGHTS[step]
         return out
 
 
@@ -214,7 +215,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, 
     for b in BACKBONES:
         for name, root in (("vidsitu", vid_root), ("lvu", lvu_root)):
             fdir = out / "features" / b / name
-            done = (fdir / "index.json").is_file() and json.loads((fdir / "index.json").read_text()).get("complete", False)
+            done = (fdir / "index.json").is_file()  # written (merged) only when an extraction finishes
             prog.run(3, "features", f"extract {b}/{name}",
                      lambda b=b, root=root, fdir=fdir: extract(backbone_ckpt[b], root, fdir, stride_s=2.0, num_workers=0, accelerator="cpu"),
                      cached=done)

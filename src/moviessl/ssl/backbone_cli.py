@@ -157,8 +157,8 @@ def pretrain(method: str, data: str | os.PathLike, out: str | os.PathLike, cfg, 
                       curve_keys=("train/loss", "lr"))
         if not trainer.is_global_zero:
             return {}
-        for i in sorted(module._skipped):
-            bad.setdefault(str(train_items[i][0]) if i < len(train_items) else str(i), "skipped while training")
+        for i in sorted(module._skipped):  # indices into the dataset's (post-caching) item list
+            bad.setdefault(str(ds.items[i][0]) if i < len(ds.items) else str(i), "skipped while training")
     summary: dict[str, Any] = {"method": method, "out": str(out), "skipped_videos": len(bad)}
     module.export(out / "model.pt", extra_meta={"data": str(Path(data).resolve()), "num_videos": len(train_items),
                                                 "skipped_videos": len(bad)})
