@@ -85,6 +85,7 @@ def merge_overrides(cfg: DictConfig, overrides: Iterable[str] | Mapping[str, Any
         overrides = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}" for k, v in overrides.items()]
     ov = parse_overrides(list(overrides))
     OmegaConf.set_struct(cfg, True)
+    _open_empty_mappings(cfg)
     try:
         merged = OmegaConf.merge(cfg, ov)
     except ConfigKeyError as e:
@@ -94,6 +95,17 @@ def merge_overrides(cfg: DictConfig, overrides: Iterable[str] | Mapping[str, Any
         raise BadInputError(None, f"bad override ({str(e).splitlines()[0]})") from None
     OmegaConf.set_struct(merged, False)
     return merged
+
+
+def _open_empty_mappings(node: DictConfig) -> None:
+    """A mapping a preset leaves empty (``model.overrides: {}``) is free-form: any key may be added."""
+    for key in list(node.keys()):
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            if len(child) == 0:
+                OmegaConf.set_struct(child, False)
+            else:
+                _open_empty_mappings(child)
 
 
 def load_config(stage: str, preset: str | os.PathLike = "cpu", overrides: Iterable[str] | Mapping[str, Any] = ()) -> DictConfig:

@@ -48,3 +48,12 @@ def test_mapping_overrides(preset):
     cfg2 = merge_overrides(cfg, {"optim.lr": 0.5, "trainer.devices": 2})
     assert cfg2.optim.lr == 0.5 and cfg2.trainer.devices == 2
     assert parse_overrides(["a.b=c"]).a.b == "c"
+
+
+def test_empty_mapping_is_free_form(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text("model:\n  preset: slowd_cpu\n  overrides: {}\n")
+    cfg = load_config("backbone", p, ["model.overrides.widths=[8,8,16,16]", "model.overrides.block=basic"])
+    assert list(cfg.model.overrides.widths) == [8, 8, 16, 16] and cfg.model.overrides.block == "basic"
+    with pytest.raises(BadInputError):
+        load_config("backbone", p, ["model.presett=x"])

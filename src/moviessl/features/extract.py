@@ -13,6 +13,11 @@ processes x workers, so a video's chunks stay in one worker, in order. :class:`F
 atomically and appends its index entry to a per-process journal (``.index.rank{r}.jsonl``), so a
 killed job loses at most the videos in flight. At the end rank 0 merges the journals into
 ``index.json``. Re-running skips every id already in the index or the journals.
+
+Under DDP (``--devices N``) each rank extracts ``todo[rank::world]`` of rank 0's to-do list
+(broadcast, so all ranks agree) into the same ``--out`` (a shared filesystem across nodes), each
+appending only to its own journal; after a barrier rank 0 alone merges every journal into the one
+``index.json`` and removes the journals and any temp file a killed earlier run left.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from .store import CTX_SUFFIX, FEATS_SUFFIX, INDEX_NAME, read_index
 log = logging.getLogger("moviessl.features")
 
 JOURNAL_GLOB = ".index.rank*.jsonl"
+TEMP_GLOBS = (f".*{FEATS_SUFFIX}.*.tmp", f".*{CTX_SUFFIX}.*.tmp", f".{INDEX_NAME}.*.tmp")  # utils.io.atomic_write's names
 VIDSITU_CENTERS = [1.0, 3.0, 5.0, 7.0, 9.0]
 
 
@@ -211,6 +217,10 @@ class FeatureExtractor(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         self.stream.rank, self.stream.world = self.trainer.global_rank, self.trainer.world_size
+        if self.stream.world > 1:
+            # Every rank scanned the folder itself; rank 0's to-do list is the one truth, so a shared
+            # filesystem seen slightly differently by another node can never shard a video twice or not at all.
+            self.stream.videos = self.trainer.strategy.broadcast(self.stream.videos, src=0)
 
     def on_predict_start(self) -> None:
         from tqdm.auto import tqdm
@@ -221,6 +231,9 @@ class FeatureExtractor(pl.LightningModule):
     def on_predict_end(self) -> None:
         if self._bar is not None:
             self._bar.close()
+        if self.stream.world > 1:
+            log.info("rank %d/%d: %d ok, %d bad of its %d videos", self.stream.rank, self.stream.world,
+                     self.counts["ok"], self.counts["bad"], len(self.stream.shard()))
 
     def journal(self) -> Path:
         return self.out_dir / f".index.rank{self.global_rank}.jsonl"
@@ -325,7 +338,11 @@ def extract(backbone: str | os.PathLike, videos: str | os.PathLike, out: str | o
         return e.get("status") == "bad" or (out / f"{vid}{FEATS_SUFFIX}").is_file()
 
     todo = [(v, p) for v, p in vids if not finished(v)]
-    log.info("%d videos (%s layout): %d to extract, %d already done", len(vids), layout, len(todo), len(vids) - len(todo))
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    # under DDP every rank runs this function (Lightning re-executes the command per device)
+    (log.info if rank_zero_only.rank == 0 else log.debug)("%d videos (%s layout): %d to extract, %d already done",
+                                                          len(vids), layout, len(todo), len(vids) - len(todo))
     dtype = "float16" if fp16 else "float32"
     header = {"format": "moviessl-features", "stride_s": stride_s, "dim": dim, "dtype": dtype, "backbone": bhash,
               "backbone_path": str(Path(backbone).resolve()), "input": inp, "layout": layout,
@@ -359,6 +376,9 @@ def extract(backbone: str | os.PathLike, videos: str | os.PathLike, out: str | o
     atomic_write_json(out / INDEX_NAME, index)
     for j in out.glob(JOURNAL_GLOB):  # merged: the index now holds them
         j.unlink()
+    for pattern in TEMP_GLOBS:  # every rank is done: a temp file left here is from a killed earlier run
+        for t in out.glob(pattern):
+            t.unlink(missing_ok=True)
     log.info("%s: %d ok, %d bad videos (%.1f s)", out / INDEX_NAME, counts["ok"], counts["bad"], time.perf_counter() - t0)
     for vid, e in entries.items():
         if e.get("status") == "bad":

@@ -1,0 +1,123 @@
+"""``moviessl extract --devices 2``: DDP (gloo, CPU) shards the videos over processes and merges one index.
+
+Lightning's DDP launcher re-executes the command line once per extra device, so the extractor
+runs as a real ``moviessl`` subprocess here (never in-process under pytest).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CORRUPT = "v_corruptCopy_seg_0_10"
+
+
+def moviessl_cmd() -> list[str]:
+    exe = Path(sys.executable).with_name("moviessl")
+    exe = str(exe) if exe.is_file() else shutil.which("moviessl")
+    if exe is None:
+        pytest.skip("the moviessl console script is not installed")
+    return [exe]
+
+
+def run_cli(*args, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")
+           and not k.startswith(("SLURM_", "TORCHELASTIC_", "PL_"))}  # a fresh single-node launch, a free port
+    env["PYTHONUNBUFFERED"] = "1"
+    p = subprocess.run([*moviessl_cmd(), "extract", *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout}\n{p.stderr[-4000:]}"
+    return p
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from moviessl.config import load_config
+    from moviessl.ssl.backbone_cli import pretrain
+    from moviessl.synth import generate
+
+    tmp = tmp_path_factory.mktemp("ddp")
+    synth = generate(tmp / "synth", preset="tiny", progress=False)
+    clips = synth / "vidsitu" / "vsitu_video_trimmed_dir"
+    good = sorted(clips.glob("*.mp4"))
+    data = good[0].read_bytes()
+    (clips / f"{CORRUPT}.mp4").write_bytes(data[: len(data) * 2 // 5])  # a truncated download
+    # the CPU preset's random init, narrowed and on shorter clips: the test is about sharding, not FLOPs
+    cfg = load_config("backbone", "cpu", ["data.num_frames=8", "data.stride=8", "data.short_side=32", "data.crop=32"])
+    cfg.model.overrides = {"widths": [8, 8, 16, 16], "stem_width": 8}  # (a struct-checked override can't add keys)
+    pretrain("random", synth / "actions" / "train.csv", tmp / "bb", cfg, run_probe=False, progress=False)
+    return {"videos": synth / "vidsitu", "backbone": tmp / "bb" / "model.pt", "ids": sorted(p.stem for p in good), "tmp": tmp}
+
+
+def extract(s, out: Path, devices: int) -> subprocess.CompletedProcess:
+    return run_cli("--backbone", s["backbone"], "--videos", s["videos"], "--out", out, "--accelerator", "cpu",
+                   "--devices", devices)
+
+
+def check_folder(out: Path, ids: list[str]) -> dict:
+    """One merged index listing every video once; nothing else left behind."""
+    index = json.loads((out / "index.json").read_text())
+    assert sorted(index["videos"]) == sorted(ids + [CORRUPT])  # a JSON object: each id exactly once
+    assert index["counts"] == {"ok": len(ids), "bad": 1}
+    bad = index["videos"][CORRUPT]
+    assert bad["status"] == "bad" and f"{CORRUPT}.mp4" in bad["error"]
+    assert all(index["videos"][v]["status"] == "ok" and index["videos"][v]["num_events"] == 5 for v in ids)
+    assert sorted(p.name for p in out.iterdir()) == sorted(["index.json", *(f"{v}_feats.npy" for v in ids)])
+    return index
+
+
+def rank_counts(stderr: str) -> dict[int, tuple[int, int, int]]:
+    return {int(r): (int(ok), int(bad), int(n))
+            for r, ok, bad, n in re.findall(r"rank (\d)/2: (\d+) ok, (\d+) bad of its (\d+) videos", stderr)}
+
+
+def test_ddp_extract_shards_merges_and_resumes(setup):
+    s, ids = setup, setup["ids"]
+    a, b = s["tmp"] / "A", s["tmp"] / "B"
+    pa = extract(s, a, 2)
+    ia = check_folder(a, ids)
+    # both processes did their half (13 videos round-robin: 7 + 6), the corrupt one on exactly one rank
+    counts = rank_counts(pa.stderr)
+    assert sorted(counts) == [0, 1] and counts[0][2] == 7 and counts[1][2] == 6, pa.stderr[-3000:]
+    assert sum(c[0] for c in counts.values()) == len(ids) and sum(c[1] for c in counts.values()) == 1
+    assert pa.stdout.count("videos ok") == 1  # only rank 0 reports the merged summary
+
+    extract(s, b, 1)
+    ib = check_folder(b, ids)
+    assert {k: v for k, v in ia.items() if k != "videos"} == {k: v for k, v in ib.items() if k != "videos"}
+    feats_b = {v: np.load(b / f"{v}_feats.npy") for v in ids}
+    for v in ids:
+        fa = np.load(a / f"{v}_feats.npy")
+        assert fa.shape == (5, 16) and fa.dtype == np.float32
+        np.testing.assert_allclose(fa, feats_b[v], rtol=1e-4, atol=1e-5, err_msg=v)
+    assert not np.allclose(feats_b[ids[0]], feats_b[ids[1]])  # real per-video features
+
+    # resume after a killed DDP run: no index yet, each rank's journal holds what it finished (rank 1's
+    # ends in a torn line), 3 videos were never written, a temp file of the write in flight remains
+    (a / "index.json").unlink()
+    lost = [ids[0], ids[3], ids[8]]
+    for v in lost:
+        (a / f"{v}_feats.npy").unlink()
+    (a / f".{lost[0]}_feats.npy.k1ll3d.tmp").write_bytes(b"half a file")
+    done = [v for v in [*ids, CORRUPT] if v not in lost]
+    for r in (0, 1):
+        lines = [json.dumps({"id": v, **ia["videos"][v]}) for v in done[r::2]]
+        (a / f".index.rank{r}.jsonl").write_text("\n".join(lines) + ("\n{\"id\": \"v_" if r else "\n"))
+    mtimes = {v: (a / f"{v}_feats.npy").stat().st_mtime_ns for v in done if v != CORRUPT}
+    pr = extract(s, a, 2)
+    ir = check_folder(a, ids)
+    assert re.search(r"13 videos \(vidsitu layout\): 3 to extract, 10 already done", pr.stderr), pr.stderr[-3000:]
+    counts = rank_counts(pr.stderr)  # the 3 lost videos, sharded 2 + 1, the corrupt one not retried
+    assert {r: c[2] for r, c in counts.items()} == {0: 2, 1: 1} and sum(c[1] for c in counts.values()) == 0
+    assert {v: (a / f"{v}_feats.npy").stat().st_mtime_ns for v in mtimes} == mtimes  # finished work kept
+    assert ir["videos"] == ia["videos"]
+    for v in lost:
+        np.testing.assert_allclose(np.load(a / f"{v}_feats.npy"), feats_b[v], rtol=1e-4, atol=1e-5, err_msg=v)
