@@ -2,8 +2,9 @@
 
 Features: the pooled Slow-D output of ``num_clips`` evenly spaced centre-cropped clips per video,
 averaged, then **L2-normalised** (CVRL's linear eval). Linear probe: multinomial logistic regression
-on the training features, full batch, L-BFGS with a small L2 penalty (convex, so "trained briefly"
-is also "trained to convergence"; no learning rate to tune). k-NN: cosine similarity to the
+on the training features, full batch, L-BFGS for ``max_iter`` iterations, no weight decay by default
+(CVRL's linear eval uses none; on L2-normalised features even 1e-4 over-regularises: measured on
+SynthMovies, random-init features 11.7% at 0 vs 5.0% at 1e-4); no learning rate to tune. k-NN: cosine similarity to the
 training features, the k nearest vote with weights exp(sim / 0.07) (Wu et al. 2018).
 """
 
@@ -23,7 +24,7 @@ from ..errors import BadInputError
 
 log = logging.getLogger("moviessl")
 
-PROBE_DEFAULTS = dict(num_clips=1, batch_size=16, weight_decay=1e-4, max_iter=300, knn_k=20, knn_t=0.07, seed=0)
+PROBE_DEFAULTS = dict(num_clips=1, batch_size=16, weight_decay=0.0, max_iter=300, knn_k=20, knn_t=0.07, seed=0)
 
 
 @torch.no_grad()
@@ -69,7 +70,7 @@ def extract_features(model: nn.Module, items: Sequence[tuple[Path, int | None]],
 
 
 def linear_probe(xtr: np.ndarray, ytr: np.ndarray, xva: np.ndarray, yva: np.ndarray, num_classes: int,
-                 weight_decay: float = 1e-4, max_iter: int = 300, seed: int = 0) -> float:
+                 weight_decay: float = 0.0, max_iter: int = 300, seed: int = 0) -> float:
     """Top-1 accuracy (%) of logistic regression fitted on (xtr, ytr), evaluated on (xva, yva)."""
     g = torch.Generator().manual_seed(seed)
     x, y = torch.from_numpy(xtr).float(), torch.from_numpy(ytr).long()
