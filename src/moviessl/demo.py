@@ -86,7 +86,8 @@ class Progress:
     Time left is the remaining jobs' expected cost (weights below) scaled by how fast the jobs
     so far went compared with their expected cost."""
 
-    WEIGHTS = {"synth": 90.0, "backbone": 60.0, "features": 20.0, "context": 15.0, "finetune": 6.0, "report": 3.0}
+    # Expected seconds per job on 2 idle cores (measured on the full profile, 2026-11-26).
+    WEIGHTS = {"synth": 35.0, "backbone": 55.0, "features": 20.0, "context": 25.0, "finetune": 20.0, "report": 3.0}
 
     def __init__(self, plan: list[tuple[str, str]]):
         self.plan = plan  # [(step, job name)]

@@ -28,12 +28,19 @@ class EventEncoder(nn.Module):
         super().__init__()
         self.in_dim, self.backbone, self.txe = in_dim, backbone, txe
         self.out_dim = txe.dim if txe is not None else in_dim
+        # Without a TxE the heads read backbone features directly. Pooled post-ReLU features share a
+        # large common component (per-dim std << mean), which stalls an MLP head; standardise them
+        # with running statistics (BatchNorm without affine, as in linear-probe protocols). A TxE
+        # has its own input LayerNorm and was pretrained on raw features, so it gets them raw.
+        self.standardize = nn.BatchNorm1d(in_dim, affine=False) if txe is None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.backbone is not None:
             B, E = x.shape[:2]
             x = self.backbone(x.flatten(0, 1)).view(B, E, -1)
-        return self.txe(x) if self.txe is not None else x
+        if self.txe is not None:
+            return self.txe(x)
+        return self.standardize(x.flatten(0, 1)).view_as(x)
 
 
 def build_encoder(in_dim: int, backbone_arch: Mapping[str, Any] | None = None,
