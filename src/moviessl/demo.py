@@ -60,9 +60,9 @@ PROFILES = {
     "full": Profile(),
     "quick": Profile(
         seeds=2,
-        backbone_overrides=["trainer.max_steps=60"],
-        context_overrides=["trainer.max_steps=100"],
-        vidsitu_overrides=["verb.epochs=10", "srl.epochs=5", "relation.epochs=10"],
+        backbone_overrides=["trainer.max_steps=150"],
+        context_overrides=["trainer.max_steps=150"],
+        vidsitu_overrides=["srl.epochs=20"],
         mask_ablation=("1", "1-3"),
         l2_ablation=True,
     ),
@@ -89,8 +89,11 @@ class Progress:
     # Expected seconds per job on 2 idle cores (measured on the full profile, 2026-11-26).
     WEIGHTS = {"synth": 35.0, "backbone": 55.0, "features": 20.0, "context": 25.0, "finetune": 20.0, "report": 3.0}
 
-    def __init__(self, plan: list[tuple[str, str]]):
+    def __init__(self, plan: list[tuple[str, str]], timings: Path | None = None):
         self.plan = plan  # [(step, job name)]
+        # Seconds each job took, kept across invocations (a resumed demo still reports its full cost).
+        self.timings_path = timings
+        self.timings: dict[str, float] = json.loads(timings.read_text()) if timings and timings.is_file() else {}
         self.t0 = time.perf_counter()
         self.done_expected = 0.0
         self.done_actual = 0.0
@@ -111,8 +114,12 @@ class Progress:
             return None
         t = time.perf_counter()
         out = fn()
-        self.done_actual += time.perf_counter() - t
+        dt = time.perf_counter() - t
+        self.done_actual += dt
         self.done_expected += self.WEIGHTS[step]
+        self.timings[name] = round(dt, 1)
+        if self.timings_path is not None:
+            atomic_write_json(self.timings_path, self.timings)
         return out
 
 
@@ -187,7 +194,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, 
     plan += [("context", f"MaskPred TxE {v}") for v in variants]
     plan += [("finetune", f"{t}: {task} {b} txe={x}") for t, task, b, x, _ in grid]
     plan += [("report", "results")]
-    prog = Progress(plan)
+    prog = Progress(plan, out / "timings.json")
 
     # 1. data -------------------------------------------------------------------------------
     meta = synth / "synth_meta.json"
@@ -270,9 +277,10 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, 
         from .demo_report import write_report
 
         return write_report(out, rows, probes=probes, runs=runs, seeds=n_seeds, profile=profile,
-                            wall_s=time.perf_counter() - t_start, synth=synth)
+                            wall_s=time.perf_counter() - t_start, synth=synth, jobs_s=sum(prog.timings.values()))
 
     result = prog.run(6, "report", "results.json / results.md / plots", report)
+    print(f"Compute time of all jobs (summed over invocations, see timings.json): {prog._fmt(sum(prog.timings.values()))}")
     print(result["markdown"])
     print(f"\nWrote {out / 'results.json'}, {out / 'results.md'} and plots in {out / 'plots'} "
           f"(total {prog._fmt(time.perf_counter() - t_start)}).")

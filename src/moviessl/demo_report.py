@@ -154,7 +154,7 @@ def curves_plot(out: Path, png: Path) -> Path | None:
 
 
 def write_report(out: str | os.PathLike, rows: list[dict], *, probes: dict, runs: dict, seeds: int, profile: str,
-                 wall_s: float, synth: Path) -> dict:
+                 wall_s: float, synth: Path, jobs_s: float | None = None) -> dict:
     out = Path(out)
     plots = out / "plots"
     made = [p for p in (bar_plot(rows, t, plots / f"{t}.png") for t in METRICS) if p]
@@ -163,11 +163,13 @@ def write_report(out: str | os.PathLike, rows: list[dict], *, probes: dict, runs
         made.append(c)
     md = markdown_tables(rows)
     pt = probe_table(probes)
-    header = (f"# moviessl demo results (profile `{profile}`, {seeds} seeds per setting, wall time {wall_s / 60:.1f} min)\n\n"
+    cost = f"this invocation {wall_s / 60:.1f} min" + (f", all jobs {jobs_s / 60:.1f} min" if jobs_s else "")
+    header = (f"# moviessl demo results (profile `{profile}`, {seeds} seeds per setting; time: {cost})\n\n"
               f"> {STAND_IN}\n\nValues in percent, mean ± standard error over seeds. Data: {synth}.\n")
     text = header + "\n" + md + ("\n\n" + pt if pt else "") + "\n\nPlots: " + ", ".join(str(p.relative_to(out)) for p in made) + "\n"
     atomic_write_text(out / "results.md", text)
-    obj = {"rows": rows, "profile": profile, "seeds": seeds, "wall_time_s": round(wall_s, 1), "stand_in": STAND_IN,
+    obj = {"rows": rows, "profile": profile, "seeds": seeds, "wall_time_s": round(wall_s, 1),
+           "jobs_time_s": round(jobs_s, 1) if jobs_s else None, "stand_in": STAND_IN,
            "backbone_probe": probes, "runs": runs, "plots": [str(p.relative_to(out)) for p in made]}
     atomic_write_json(out / "results.json", obj)
     return {"markdown": header + "\n" + md + ("\n\n" + pt if pt else ""), "rows": rows, "plots": made}

@@ -49,3 +49,12 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         atomic_write(p, boom)
     assert np.load(p).tolist() == [0, 1, 2]
     assert [q.name for q in tmp_path.iterdir()] == ["x.npy"]  # no temp file left behind
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    import os
+
+    p = atomic_save_npy(tmp_path / "f.npy", np.zeros(2))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (p.stat().st_mode & 0o777) == (0o666 & ~mask)
