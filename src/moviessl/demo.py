@@ -60,10 +60,10 @@ PROFILES = {
     "full": Profile(),
     "quick": Profile(
         seeds=2,
-        backbone_overrides=["trainer.max_steps=150"],
+        backbone_overrides=["trainer.max_steps=100"],
         context_overrides=["trainer.max_steps=150"],
         vidsitu_overrides=["srl.epochs=20"],
-        mask_ablation=("1", "1-3"),
+        mask_ablation=("1-3",),
         l2_ablation=True,
     ),
     # End-to-end integration test of every stage on the `tiny` SynthMovies (tests/test_demo.py).
