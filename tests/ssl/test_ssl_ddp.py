@@ -32,7 +32,7 @@ def _loss_and_grad(x1, x2, w):
     return loss.detach(), w.grad
 
 
-def _worker(rank, world, port, out_dir):
+def _work(rank, world, port, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
@@ -46,7 +46,23 @@ def _worker(rank, world, port, out_dir):
         q.enqueue(x1[sl])
         torch.save({"loss": loss, "grad": grad, "queue": q.queue.clone(), "ptr": int(q.ptr)}, os.path.join(out_dir, f"r{rank}.pt"))
     finally:
+        # both ranks reach here before tearing down gloo: a rank leaving early aborts its peer
+        dist.barrier()
         dist.destroy_process_group()
+
+
+def _worker(rank, world, port, out_dir):
+    # Leave with os._exit: at interpreter shutdown a spawned gloo process sometimes aborts with
+    # "terminate called without an active exception" (a library thread still joinable), which
+    # would fail the test for a reason that has nothing to do with the result it checks.
+    import traceback
+
+    try:
+        _work(rank, world, port, out_dir)
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
+    os._exit(0)
 
 
 def test_two_processes_equal_one(tmp_path):
