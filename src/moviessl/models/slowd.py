@@ -68,6 +68,17 @@ def _bn(c: int) -> nn.BatchNorm3d:
     return nn.BatchNorm3d(c, eps=1e-5, momentum=0.1)
 
 
+def _projection_shortcut(cin: int, cout: int, stride: int) -> tuple[nn.Module | None, nn.Module | None]:
+    """PySlowFast's ``branch1``: a 1x1x1 conv (+BN) with the spatial stride where shapes change."""
+    if cin == cout and stride == 1:
+        return None, None
+    return nn.Conv3d(cin, cout, 1, stride=(1, stride, stride), bias=False), _bn(cout)
+
+
+def _skip(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return x if block.branch1 is None else block.branch1_bn(block.branch1(x))
+
+
 class Bottleneck(nn.Module):
     """Tx1x1 -> 1x3x3 (spatial stride) -> 1x1x1, projection shortcut in a stage's first block."""
 
@@ -80,14 +91,11 @@ class Bottleneck(nn.Module):
         self.c = nn.Conv3d(inner, cout, 1, bias=False)
         self.c_bn = _bn(cout)
         self.c_bn.zero_init = True  # each block starts as identity (ZERO_INIT_FINAL_BN)
-        self.branch1 = self.branch1_bn = None
-        if cin != cout or stride != 1:
-            self.branch1 = nn.Conv3d(cin, cout, 1, stride=(1, stride, stride), bias=False)
-            self.branch1_bn = _bn(cout)
+        self.branch1, self.branch1_bn = _projection_shortcut(cin, cout, stride)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skip = x if self.branch1 is None else self.branch1_bn(self.branch1(x))
+        skip = _skip(self, x)
         y = self.relu(self.a_bn(self.a(x)))
         y = self.relu(self.b_bn(self.b(y)))
         y = self.c_bn(self.c(y))
@@ -104,14 +112,11 @@ class BasicBlock(nn.Module):
         self.b = nn.Conv3d(cout, cout, (1, 3, 3), padding=(0, 1, 1), bias=False)
         self.b_bn = _bn(cout)
         self.b_bn.zero_init = True
-        self.branch1 = self.branch1_bn = None
-        if cin != cout or stride != 1:
-            self.branch1 = nn.Conv3d(cin, cout, 1, stride=(1, stride, stride), bias=False)
-            self.branch1_bn = _bn(cout)
+        self.branch1, self.branch1_bn = _projection_shortcut(cin, cout, stride)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skip = x if self.branch1 is None else self.branch1_bn(self.branch1(x))
+        skip = _skip(self, x)
         y = self.relu(self.a_bn(self.a(x)))
         y = self.b_bn(self.b(y))
         return self.relu(y + skip)

@@ -350,6 +350,12 @@ def make_augment(cfg: Mapping[str, Any], blur_p: float, solarize_p: float) -> nn
     return ConsistentAugment(int(cfg["data"]["crop"]), blur_p=blur_p, solarize_p=solarize_p, **kw)
 
 
+def cvrl_view_augmenters(cfg: Mapping[str, Any]) -> tuple[nn.Module, nn.Module]:
+    """CVRL's asymmetry (ssl-recipes §3.2): clip 1 always blurred, clip 2 rarely blurred but
+    sometimes solarised. Shared by CVRL and MoDist's visual views."""
+    return make_augment(cfg, blur_p=1.0, solarize_p=0.0), make_augment(cfg, blur_p=0.1, solarize_p=0.2)
+
+
 class BackboneModule(_lightning().LightningModule):
     """Shared by the pretraining methods: backbone, optimiser, logging, bad-item count, export."""
 

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .backbone import BackboneModule, augment_views, make_augment
+from .backbone import BackboneModule, augment_views, cvrl_view_augmenters
 from .heads import ProjectionHead
 from .losses import info_nce_pairs
 
@@ -66,9 +66,7 @@ class CVRL(BackboneModule):
         self.head = ProjectionHead(self.backbone.out_dim, hidden_dim=int(h["hidden_dim"]), out_dim=int(h["out_dim"]),
                                    num_hidden=int(h["num_hidden"]))
         self.tau = float(c["tau"])
-        # CVRL's asymmetry: clip 1 always blurred, clip 2 rarely blurred but sometimes solarised
-        self.aug1 = make_augment(self.cfg, blur_p=1.0, solarize_p=0.0)
-        self.aug2 = make_augment(self.cfg, blur_p=0.1, solarize_p=0.2)
+        self.aug1, self.aug2 = cvrl_view_augmenters(self.cfg)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
         if self.trainer is not None and self.trainer.training:

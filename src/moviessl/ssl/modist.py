@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import BackboneModule, augment_views, make_augment
+from .backbone import BackboneModule, augment_views, cvrl_view_augmenters
 from .flow import normalize_flow
 from .heads import MoDistHead
 from .losses import info_nce_queue
@@ -89,8 +89,7 @@ class MoDist(BackboneModule):
         self.w_visual, self.w_cross, self.w_flow = float(c["w_visual"]), float(c["w_cross"]), float(c["w_flow"])
         self.flow_crop = int(c.get("flow_crop") or self.cfg["data"]["crop"])
         self.flow_mode = str(self.cfg["flow"]["mode"])
-        self.aug1 = make_augment(self.cfg, blur_p=1.0, solarize_p=0.0)
-        self.aug2 = make_augment(self.cfg, blur_p=0.1, solarize_p=0.2)
+        self.aug1, self.aug2 = cvrl_view_augmenters(self.cfg)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
         if self.trainer is not None and self.trainer.training:
