@@ -268,5 +268,9 @@ def plot_curves(metrics_csv: str | os.PathLike, png: str | os.PathLike, keys: It
 
 
 def cpu_threads(n: int | None = None) -> None:
-    """Use all cores of this machine for intra-op parallelism (2 here) unless told otherwise."""
+    """Use all cores of this machine for intra-op parallelism (2 here) unless told otherwise:
+    ``n``, else ``OMP_NUM_THREADS`` (so jobs run side by side do not oversubscribe the cores)."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if n is None and env.isdigit() and int(env) > 0:
+        n = int(env)
     torch.set_num_threads(int(n or os.cpu_count() or 1))

@@ -42,9 +42,10 @@ def _work(rank, world, port, out_dir):
         dist.all_reduce(grad)
         grad /= world  # what DDP does
         torch.manual_seed(0)  # same init on every rank, as Lightning seeds them
-        q = MemoryQueue(16, 6, require_divisible=True)
-        q.enqueue(x1[sl])
-        torch.save({"loss": loss, "grad": grad, "queue": q.queue.clone(), "ptr": int(q.ptr)}, os.path.join(out_dir, f"r{rank}.pt"))
+        q = MemoryQueue(16, 6, require_divisible=True, track_ids=True)
+        q.enqueue(x1[sl], torch.arange(8)[sl] + 100)
+        torch.save({"loss": loss, "grad": grad, "queue": q.queue.clone(), "ptr": int(q.ptr), "ids": q.get_ids()},
+                   os.path.join(out_dir, f"r{rank}.pt"))
     finally:
         # both ranks reach here before tearing down gloo: a rank leaving early aborts its peer
         dist.barrier()
@@ -76,5 +77,6 @@ def test_two_processes_equal_one(tmp_path):
         # queue: keys of both ranks, rank order, identical everywhere, pointer by the global batch
         assert res["ptr"] == 8
         assert torch.allclose(res["queue"][:8], x1)
+        assert res["ids"][:8].tolist() == list(range(100, 108)) and (res["ids"][8:] == -1).all()
     r0, r1 = (torch.load(tmp_path / f"r{r}.pt")["queue"] for r in range(2))
     assert torch.equal(r0, r1)

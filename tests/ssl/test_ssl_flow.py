@@ -78,3 +78,23 @@ def test_flow_augment_flip_negates_dx():
     assert torch.allclose(out[:, 0], normalize_flow(torch.tensor(55.0)).expand_as(out[:, 0]), atol=1e-3)
     out = flow_augment(x, 8, area=(1.0, 1.0), aspect=(1.0, 1.0), flip_p=0.0)
     assert torch.allclose(out[:, 0], normalize_flow(torch.tensor(200.0)).expand_as(out[:, 0]), atol=1e-3)
+
+
+def test_flow_augment_given_box_crops_like_the_rgb_view():
+    # MoDist's aligned crops: a flow clip cropped with its RGB view's box/flip shows the same region
+    from moviessl.video import ConsistentAugment
+
+    torch.manual_seed(0)
+    img = torch.randint(0, 256, (3, 3, 2, 32, 32), dtype=torch.uint8)
+    aug = ConsistentAugment(16, blur_p=0.0, jitter_p=0.0, gray_p=0.0, normalize=False, area=(0.3, 0.6))
+    p = aug.sample_params(3, 32, 32)
+    p["flip"] = torch.tensor([True, False, True])
+    rgb = aug.apply(img.float() / 255.0, p)
+    box = p["box"].float() / 32.0
+    fl = flow_augment(img, 16, box=box, flip=p["flip"], negate_dx_on_flip=False)
+    back = (fl * 0.25 + 0.5)  # undo normalize_flow: the [0, 1] image again
+    assert torch.allclose(back, rgb, atol=1e-4)
+    # dx is still mirrored on flipped clips when asked (raw flow)
+    fl2 = flow_augment(img, 16, box=box, flip=p["flip"])
+    assert torch.allclose(fl2[0, 0] * 0.25 + 0.5, 1.0 - rgb[0, 0], atol=1e-4)
+    assert torch.allclose(fl2[1, 0] * 0.25 + 0.5, rgb[1, 0], atol=1e-4)

@@ -56,3 +56,28 @@ def test_no_grad_into_queue_and_get_is_a_copy():
     q.enqueue(torch.randn(2, 4))  # in-place update after use must not break backward
     loss.backward()
     assert query.grad is not None and w.grad is None
+
+
+def test_ids_follow_their_keys_and_mask_own_source_negatives():
+    import torch.nn.functional as F
+
+    from moviessl.ssl.losses import info_nce_queue
+
+    q = MemoryQueue(4, 3, track_ids=True)
+    assert (q.get_ids() == -1).all() and "ids" in q.state_dict()
+    keys = F.normalize(torch.randn(6, 3), dim=1)
+    q.enqueue(keys[:2], torch.tensor([7, 8]))
+    q.enqueue(keys[2:6], torch.tensor([1, 2, 3, 4]))  # wraps: ids stay with their keys
+    assert q.get_ids().tolist() == [3, 4, 1, 2] and torch.allclose(q.get()[2], keys[2])
+    with pytest.raises(ValueError):
+        q.enqueue(keys[:2])  # a tracking queue needs ids
+    # a stale key of the query's own video is left out of the negatives: the loss equals the loss
+    # against the queue without that row, and is lower than with it
+    query = keys[2:3].clone().requires_grad_()
+    pos = F.normalize(torch.randn(1, 3), dim=1)
+    masked = info_nce_queue(query, pos, q.get(), 0.1, torch.tensor([1]), q.get_ids())
+    keep = q.get_ids() != 1
+    assert torch.allclose(masked, info_nce_queue(query, pos, q.get()[keep], 0.1))
+    assert masked < info_nce_queue(query, pos, q.get(), 0.1)
+    masked.backward()
+    assert torch.isfinite(query.grad).all()

@@ -329,15 +329,16 @@ def build_backbone(cfg: Mapping[str, Any]) -> tuple[nn.Module, dict]:
     return build_slowd(preset, **ov), arch_spec("moviessl.models.slowd:build_slowd", preset=preset, **ov)
 
 
-def augment_views(augs: Sequence[nn.Module], views: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+def augment_views(augs: Sequence[nn.Module], views: Sequence[torch.Tensor], return_params: bool = False):
     """Augment several views in one batched call: parameters are drawn per view by its own
     augmenter (CVRL's blur/solarise asymmetry), then applied to all clips at once, which on CPU
-    costs much less than one call per view."""
+    costs much less than one call per view. ``return_params`` also returns the drawn parameters
+    (concatenated over views), e.g. to crop another modality with the same boxes."""
     b, _, _, h, w = views[0].shape
     ps = [a.sample_params(b, h, w) for a in augs]
     p = {k: torch.cat([q[k] for q in ps]).to(views[0].device) for k in ps[0]}
-    out = augs[0].apply(torch.cat(list(views)), p)
-    return list(out.split(b))
+    out = list(augs[0].apply(torch.cat(list(views)), p).split(b))
+    return (out, p) if return_params else out
 
 
 def make_augment(cfg: Mapping[str, Any], blur_p: float, solarize_p: float) -> nn.Module:

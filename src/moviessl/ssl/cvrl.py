@@ -64,7 +64,7 @@ class CVRL(BackboneModule):
         c = self.cfg["cvrl"]
         h = c["head"]
         self.head = ProjectionHead(self.backbone.out_dim, hidden_dim=int(h["hidden_dim"]), out_dim=int(h["out_dim"]),
-                                   num_hidden=int(h["num_hidden"]))
+                                   num_hidden=int(h["num_hidden"]), out_bn=bool(h.get("out_bn", False)))
         self.tau = float(c["tau"])
         self.aug1, self.aug2 = cvrl_view_augmenters(self.cfg)
 

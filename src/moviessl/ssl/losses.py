@@ -39,16 +39,20 @@ def info_nce_pairs(z1: torch.Tensor, z2: torch.Tensor, tau: float = 0.1, gather:
     return per_row[:n].mean() + per_row[n:].mean()
 
 
-def info_nce_queue(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
+def info_nce_queue(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tau: float = 0.1,
+                   q_ids: torch.Tensor | None = None, queue_ids: torch.Tensor | None = None) -> torch.Tensor:
     """MoCo InfoNCE: query ``q`` (B, D), its positive key ``k`` (B, D), negatives ``queue`` (K, D).
 
     ``L = mean_i -log( exp(q_i.k_i/tau) / (exp(q_i.k_i/tau) + sum_j exp(q_i.n_j/tau)) )``, i.e. the
     form of paper Eq. 1 (MaskPred) and of MoDist's cross-modal / visual terms. ``k`` and ``queue``
-    get no gradient (keys come from momentum encoders)."""
+    get no gradient (keys come from momentum encoders). With ``q_ids`` (B,) and ``queue_ids`` (K,),
+    queue entries from the query's own source (same id) are left out of its negatives."""
     q = q.float()
     k = k.detach().float()
     queue = queue.detach().to(q.dtype)
     pos = (q * k).sum(dim=1, keepdim=True)
     neg = q @ queue.t()
+    if q_ids is not None and queue_ids is not None:
+        neg = neg.masked_fill(q_ids.view(-1, 1).to(queue_ids.device) == queue_ids.view(1, -1), float("-inf"))
     logits = torch.cat([pos, neg], dim=1) / tau
     return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))

@@ -31,19 +31,29 @@ from .queue import MemoryQueue
 
 
 def flow_augment(x: torch.Tensor, out_size: int, area=(0.3, 1.0), aspect=(0.5, 2.0), flip_p: float = 0.5,
-                 negate_dx_on_flip: bool = True) -> torch.Tensor:
+                 negate_dx_on_flip: bool = True, box: torch.Tensor | None = None,
+                 flip: torch.Tensor | None = None) -> torch.Tensor:
     """Batched, temporally consistent random resized crop + flip of flow clips.
 
     ``x``: uint8-valued (B,3,T,H,W) encoded flow -> float (B,3,T,S,S) network input. A horizontal flip
-    of a flow field also reverses its x component, so channel 0 (dx, 128 = still) is mirrored too."""
+    of a flow field also reverses its x component, so channel 0 (dx, 128 = still) is mirrored too.
+    ``box`` (B,4) = (top, left, height, width) as fractions of the frame and ``flip`` (B,) bool give
+    the crop instead of drawing one (MoDist here crops a clip's flow like its RGB view, see
+    :class:`MoDist`)."""
     b, c, t, h, w = x.shape
     dev = x.device
     xf = x.float().div(255.0)
-    s = torch.empty(b, device=dev).uniform_(*area)
-    r = torch.exp(torch.empty(b, device=dev).uniform_(math.log(aspect[0]), math.log(aspect[1])))
-    sw, sh = torch.sqrt(s * r).clamp(max=1.0), torch.sqrt(s / r).clamp(max=1.0)
-    tx, ty = (torch.rand(b, device=dev) * 2 - 1) * (1 - sw), (torch.rand(b, device=dev) * 2 - 1) * (1 - sh)
-    flip = torch.rand(b, device=dev) < flip_p
+    if box is None:
+        s = torch.empty(b, device=dev).uniform_(*area)
+        r = torch.exp(torch.empty(b, device=dev).uniform_(math.log(aspect[0]), math.log(aspect[1])))
+        sw, sh = torch.sqrt(s * r).clamp(max=1.0), torch.sqrt(s / r).clamp(max=1.0)
+        tx, ty = (torch.rand(b, device=dev) * 2 - 1) * (1 - sw), (torch.rand(b, device=dev) * 2 - 1) * (1 - sh)
+    else:
+        y0, x0, sh, sw = box.to(dev, torch.float32).unbind(1)
+        tx, ty = 2 * x0 + sw - 1, 2 * y0 + sh - 1
+    if flip is None:
+        flip = torch.rand(b, device=dev) < flip_p
+    flip = flip.to(dev)
     theta = torch.zeros(b, 2, 3, device=dev)
     theta[:, 0, 0] = torch.where(flip, -sw, sw)
     theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = tx, sh, ty
@@ -76,28 +86,38 @@ class MoDist(BackboneModule):
         self.flow_net = build_slowd(str(fn.get("preset") or self.cfg["model"]["preset"]),
                                     width_factor=float(fn["width_factor"]), **dict(fn.get("overrides") or {}))
         h = c["head"]
-        self.v_head = MoDistHead(self.backbone.out_dim, int(h["hidden_dim"]), int(h["out_dim"]))
-        self.f_head = MoDistHead(self.flow_net.out_dim, int(h["hidden_dim"]), int(h["out_dim"]))
+        bn = bool(h.get("bn", False))
+        self.v_head = MoDistHead(self.backbone.out_dim, int(h["hidden_dim"]), int(h["out_dim"]), bn=bn)
+        self.f_head = MoDistHead(self.flow_net.out_dim, int(h["hidden_dim"]), int(h["out_dim"]), bn=bn)
         # key encoders: momentum copies, never trained by gradient
         self.v_key = nn.ModuleDict(dict(net=copy.deepcopy(self.backbone), head=copy.deepcopy(self.v_head)))
         self.f_key = nn.ModuleDict(dict(net=copy.deepcopy(self.flow_net), head=copy.deepcopy(self.f_head)))
         for p in list(self.v_key.parameters()) + list(self.f_key.parameters()):
             p.requires_grad_(False)
-        self.v_queue = MemoryQueue(int(c["queue_size"]), int(h["out_dim"]), require_divisible=True)
-        self.f_queue = MemoryQueue(int(c["queue_size"]), int(h["out_dim"]), require_divisible=True)
+        self.v_queue = MemoryQueue(int(c["queue_size"]), int(h["out_dim"]), require_divisible=True, track_ids=True)
+        self.f_queue = MemoryQueue(int(c["queue_size"]), int(h["out_dim"]), require_divisible=True, track_ids=True)
         self.tau, self.m = float(c["tau"]), float(c["momentum"])
         self.w_visual, self.w_cross, self.w_flow = float(c["w_visual"]), float(c["w_cross"]), float(c["w_flow"])
         self.flow_crop = int(c.get("flow_crop") or self.cfg["data"]["crop"])
         self.flow_mode = str(self.cfg["flow"]["mode"])
+        self.align_crops = bool(c.get("align_crops", True))
         self.aug1, self.aug2 = cvrl_view_augmenters(self.cfg)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
         if self.trainer is not None and self.trainer.training:
             v = self.to_float(batch["video"])
-            batch["views"] = tuple(augment_views((self.aug1, self.aug2), (v[:, 0], v[:, 1])))
+            views, p = augment_views((self.aug1, self.aug2), (v[:, 0], v[:, 1]), return_params=True)
+            batch["views"] = tuple(views)
             fl = batch["flow"]
             neg = self.flow_mode == "raw"
-            batch["flows"] = tuple(flow_augment(fl[:, i], self.flow_crop, negate_dx_on_flip=neg) for i in range(2))
+            b, h, w = v.shape[0], v.shape[-2], v.shape[-1]
+            if self.align_crops:  # the flow of clip i is cropped and flipped like its RGB view
+                box = p["box"].float() / torch.tensor([h, w, h, w], dtype=torch.float32, device=p["box"].device)
+                batch["flows"] = tuple(flow_augment(fl[:, i], self.flow_crop, negate_dx_on_flip=neg,
+                                                    box=box[i * b:(i + 1) * b], flip=p["flip"][i * b:(i + 1) * b])
+                                       for i in range(2))
+            else:
+                batch["flows"] = tuple(flow_augment(fl[:, i], self.flow_crop, negate_dx_on_flip=neg) for i in range(2))
         return batch
 
     @staticmethod
@@ -128,17 +148,20 @@ class MoDist(BackboneModule):
         momentum_update(self.f_key["head"], self.f_head, self.m)
         k_v, k_f = self._keys(self.v_key, x_v), self._keys(self.f_key, x_f)
         neg_v, neg_f = self.v_queue.get(), self.f_queue.get()
-        l_vv = info_nce_queue(q_v, self._swap(k_v), neg_v, self.tau)
-        l_vf = info_nce_queue(q_v, k_f, neg_f, self.tau)
-        l_fv = info_nce_queue(q_f, k_v, neg_v, self.tau)
+        # a video's own older keys are not negatives (the queue may span much of a small dataset)
+        ids = batch["index"].repeat(2)
+        vid, fid = self.v_queue.get_ids(), self.f_queue.get_ids()
+        l_vv = info_nce_queue(q_v, self._swap(k_v), neg_v, self.tau, ids, vid)
+        l_vf = info_nce_queue(q_v, k_f, neg_f, self.tau, ids, fid)
+        l_fv = info_nce_queue(q_f, k_v, neg_v, self.tau, ids, vid)
         loss = self.w_visual * l_vv + self.w_cross * 0.5 * (l_vf + l_fv)
         extra = dict(l_vv=l_vv, l_vf=l_vf, l_fv=l_fv)
         if self.w_flow:
-            l_ff = info_nce_queue(q_f, self._swap(k_f), neg_f, self.tau)
+            l_ff = info_nce_queue(q_f, self._swap(k_f), neg_f, self.tau, ids, fid)
             loss = loss + self.w_flow * l_ff
             extra["l_ff"] = l_ff
         # after the loss, as MoCo: this step's keys become negatives for the next steps
-        self.v_queue.enqueue(k_v)
-        self.f_queue.enqueue(k_f)
+        self.v_queue.enqueue(k_v, ids)
+        self.f_queue.enqueue(k_f, ids)
         self.log_step(loss, b, **extra)
         return loss

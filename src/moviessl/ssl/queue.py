@@ -27,12 +27,18 @@ class MemoryQueue(nn.Module):
             keeps a batch of keys contiguous in the ring; MoDist uses it).
     """
 
-    def __init__(self, size: int, dim: int, require_divisible: bool = False):
+    def __init__(self, size: int, dim: int, require_divisible: bool = False, track_ids: bool = False):
         super().__init__()
         if size <= 0 or dim <= 0:
             raise ValueError(f"MemoryQueue needs size > 0 and dim > 0, got {size}, {dim}")
         self.size, self.dim, self.require_divisible = int(size), int(dim), bool(require_divisible)
         self.register_buffer("queue", F.normalize(torch.randn(self.size, self.dim), dim=1))
+        # ``track_ids``: keep the source id (e.g. video index) of every key, so a query can leave out
+        # keys of its own video. On a small dataset a queue spans a large part of an epoch and
+        # would otherwise hold stale keys of the query's own video as "negatives" (-1 = none).
+        self.track_ids = bool(track_ids)
+        if self.track_ids:
+            self.register_buffer("ids", torch.full((self.size,), -1, dtype=torch.long))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
         # How many real keys were ever written (min(K, ...) of them are still there); lets callers
         # tell a queue still holding its random initialisation from a full one.
@@ -55,19 +61,34 @@ class MemoryQueue(nn.Module):
     def forward(self) -> torch.Tensor:
         return self.get()
 
+    def get_ids(self) -> torch.Tensor:
+        """A copy of the keys' source ids (K,), -1 where unknown (needs ``track_ids``)."""
+        if not self.track_ids:
+            raise RuntimeError("this MemoryQueue was built without track_ids")
+        return self.ids.clone()
+
     @torch.no_grad()
-    def enqueue(self, keys: torch.Tensor) -> None:
-        """Gather ``keys`` (B_local, dim) from all processes and write them at the pointer (FIFO)."""
+    def enqueue(self, keys: torch.Tensor, ids: torch.Tensor | None = None) -> None:
+        """Gather ``keys`` (B_local, dim) (and their ``ids``, B_local) from all processes and write
+        them at the pointer (FIFO)."""
         if keys.dim() != 2 or keys.shape[1] != self.dim:
             raise ValueError(f"keys must be (B, {self.dim}), got {tuple(keys.shape)}")
+        if self.track_ids and (ids is None or ids.shape != keys.shape[:1]):
+            raise ValueError("this queue tracks ids: enqueue(keys, ids) with one id per key")
         keys = gather_no_grad(keys.detach()).to(self.queue.dtype)
         n = keys.shape[0]
+        if self.track_ids:
+            ids = gather_no_grad(ids.detach().to(device=self.ids.device, dtype=torch.long))
         if self.require_divisible and self.size % n != 0:
             raise AssertionError(f"queue size {self.size} is not a multiple of the global batch of keys {n}")
         if n >= self.size:  # more keys than room: keep the newest K, in order
             keys, n = keys[-self.size:], self.size
+            if self.track_ids:
+                ids = ids[-self.size:]
         p = int(self.ptr)
         idx = (torch.arange(n, device=self.queue.device) + p) % self.size
         self.queue[idx] = keys
+        if self.track_ids:
+            self.ids[idx] = ids
         self.ptr.fill_((p + n) % self.size)
         self.num_enqueued.add_(n)
