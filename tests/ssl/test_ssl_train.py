@@ -47,6 +47,10 @@ def test_modist_queues_advance(clip_list, tmp_path):
     sd = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     # 3 steps x 2 clips x batch 4 = 24 keys into a ring of 32
     assert int(sd["v_queue.ptr"]) == 24 and int(sd["f_queue.ptr"]) == 24 and int(sd["v_queue.num_enqueued"]) == 24
+    # each key carries its video's index (both clips of a video: the same id), the rest still -1
+    ids = sd["v_queue.ids"]
+    assert torch.equal(ids, sd["f_queue.ids"]) and (ids[24:] == -1).all()
+    assert ids[:24].min() >= 0 and ids[:24].max() < 12 and torch.equal(ids[:4], ids[4:8])
     # momentum keys moved towards the trained query encoder but are not equal to it
     q, k = sd["backbone.stem.conv.weight"], sd["v_key.net.stem.conv.weight"]
     assert not torch.equal(q, k)

@@ -111,13 +111,12 @@ class MoDist(BackboneModule):
             fl = batch["flow"]
             neg = self.flow_mode == "raw"
             b, h, w = v.shape[0], v.shape[-2], v.shape[-1]
+            boxes, flips = (None, None), (None, None)
             if self.align_crops:  # the flow of clip i is cropped and flipped like its RGB view
                 box = p["box"].float() / torch.tensor([h, w, h, w], dtype=torch.float32, device=p["box"].device)
-                batch["flows"] = tuple(flow_augment(fl[:, i], self.flow_crop, negate_dx_on_flip=neg,
-                                                    box=box[i * b:(i + 1) * b], flip=p["flip"][i * b:(i + 1) * b])
-                                       for i in range(2))
-            else:
-                batch["flows"] = tuple(flow_augment(fl[:, i], self.flow_crop, negate_dx_on_flip=neg) for i in range(2))
+                boxes, flips = box.split(b), p["flip"].split(b)
+            batch["flows"] = tuple(flow_augment(fl[:, i], self.flow_crop, negate_dx_on_flip=neg, box=boxes[i], flip=flips[i])
+                                   for i in range(2))
         return batch
 
     @staticmethod
