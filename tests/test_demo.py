@@ -15,7 +15,7 @@ TABLES = {"verb", "srl", "relation", "mask_ablation"}
 
 
 @pytest.mark.slow
-def test_demo_smoke_end_to_end(tmp_path):
+def test_demo_smoke_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     res = run_demo(out, profile="smoke")
     obj = json.loads((out / "results.json").read_text())
@@ -45,7 +45,16 @@ def test_demo_smoke_end_to_end(tmp_path):
     sub = next((out / "finetune" / "srl").glob("*/seed*/predictions.pkl"))
     assert sub.stat().st_size > 0
 
+    capsys.readouterr()
     t = time.perf_counter()
     run_demo(out, profile="smoke")  # everything cached: only the report is redone
     assert time.perf_counter() - t < 30
     assert json.loads((out / "results.json").read_text())["rows"] == rows
+    assert "other settings" not in capsys.readouterr().out  # the saved configs match this version's
+
+    # a backbone made with other settings (an older version's preset) is reused, and said so
+    cfg = out / "backbone" / "modist" / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("max_steps: 3", "max_steps: 7"))
+    run_demo(out, profile="smoke")
+    said = capsys.readouterr().out
+    assert "backbone/modist was made with other settings" in said and "trainer.max_steps: 7 -> 3" in said

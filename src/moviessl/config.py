@@ -7,6 +7,10 @@ another one with ``_base_: other.yaml`` (a path relative to the preset). Overrid
 ``optim.lr=0.3``, ``data.size=[64,64]``). An override of a key that no preset defines is an error,
 so a typo never silently does nothing. Every run saves the resolved config beside its outputs
 (:func:`save_config`).
+
+A preset may also hold ``by_variant: {name: {...}}``: settings merged over the preset for one
+variant of the stage (the backbone stage's variants are the methods, e.g. MoDist's longer cpu
+schedule), before the command-line overrides, so ``key=value`` on the command line still wins.
 """
 
 from __future__ import annotations
@@ -108,9 +112,19 @@ def _open_empty_mappings(node: DictConfig) -> None:
                 _open_empty_mappings(child)
 
 
-def load_config(stage: str, preset: str | os.PathLike = "cpu", overrides: Iterable[str] | Mapping[str, Any] = ()) -> DictConfig:
-    """The resolved config of a stage: preset file, then the dotted overrides."""
+def load_config(stage: str, preset: str | os.PathLike = "cpu", overrides: Iterable[str] | Mapping[str, Any] = (),
+                variant: str | None = None) -> DictConfig:
+    """The resolved config of a stage: preset file, its ``by_variant[variant]`` block, then the
+    dotted overrides."""
     cfg = _read_yaml(_preset_path(stage, preset))
+    by_variant = cfg.pop("by_variant", None) or {}
+    if variant is not None and variant in by_variant:
+        try:
+            OmegaConf.set_struct(cfg, True)
+            cfg = OmegaConf.merge(cfg, by_variant[variant])
+        except OmegaConfBaseException as e:
+            raise BadInputError(_preset_path(stage, preset), f"by_variant.{variant}: {str(e).splitlines()[0]}") from None
+        OmegaConf.set_struct(cfg, False)
     cfg = merge_overrides(cfg, overrides)
     OmegaConf.resolve(cfg)
     return cfg

@@ -87,7 +87,7 @@ class Progress:
     so far went compared with their expected cost."""
 
     # Expected seconds per job on 2 idle cores (measured on the full profile, 2026-11-26).
-    WEIGHTS = {"synth": 35.0, "backbone": 55.0, "features": 20.0, "context": 25.0, "finetune": 20.0, "report": 3.0}
+    WEIGHTS = {"synth": 35.0, "backbone": 95.0, "features": 20.0, "context": 25.0, "finetune": 20.0, "report": 3.0}
 
     def __init__(self, plan: list[tuple[str, str]], timings: Path | None = None):
         self.plan = plan  # [(step, job name)]
@@ -130,6 +130,32 @@ def _quiet() -> None:
     quiet_lightning()
     for name in ("moviessl", "pytorch_lightning", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def config_drift(saved: Path, cfg: Any, ignore: tuple[str, ...] = ()) -> list[str]:
+    """``key: old -> new`` for each setting where the config a finished run saved (``saved``)
+    differs from the one it would get now; top-level sections in ``ignore`` are skipped. A key
+    absent on one side counts as ``None`` and empty lists/mappings as ``None`` too, so a setting
+    added later with a do-nothing default is not a change."""
+    import yaml
+
+    from .config import to_dict
+
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in (d or {}).items():
+            if not prefix and k in ignore:
+                continue
+            if isinstance(v, dict) and v:
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[prefix + k] = v if v not in ([], {}) else None
+        return out
+
+    if not saved.is_file():
+        return []
+    old, new = flat(yaml.safe_load(saved.read_text())), flat(to_dict(cfg))
+    return [f"{k}: {old.get(k)} -> {new.get(k)}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
 def setting_name(backbone: str, txe: str, loss: str | None = None, mask: str | None = None) -> str:
@@ -209,8 +235,16 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, 
     for b in BACKBONES:
         bdir = out / "backbone" / b
         ckpt = bdir / "model.pt"
-        cfg = load_config("backbone", "cpu", prof.backbone_overrides + QUIET)
+        cfg = load_config("backbone", "cpu", prof.backbone_overrides + QUIET, variant=b)
         done = ckpt.is_file() and (bdir / "summary.json").is_file()
+        drift = config_drift(bdir / "config.yaml", cfg, ignore=tuple(m for m in ("cvrl", "modist", "supervised", "flow")
+                                                                        if m != b and not (m == "flow" and b == "modist")))
+        if done and drift:
+            # Reusing it silently would mix settings in one table; redoing it silently would hide
+            # what changed. Say so, keep the finished work, and let the user decide.
+            print(f"note: {bdir} was made with other settings than this version's ({'; '.join(drift[:4])}"
+                  f"{'; ...' if len(drift) > 4 else ''}); reusing it. Delete it, and its features/context/"
+                  f"finetune runs, to redo it.", flush=True)
         prog.run(2, "backbone", f"pretrain backbone {b}",
                  lambda b=b, bdir=bdir, cfg=cfg: pretrain(b, actions_train, bdir, cfg, val=actions_val, resume=True, progress=False),
                  cached=done)

@@ -57,3 +57,24 @@ def test_empty_mapping_is_free_form(tmp_path):
     assert list(cfg.model.overrides.widths) == [8, 8, 16, 16] and cfg.model.overrides.block == "basic"
     with pytest.raises(BadInputError):
         load_config("backbone", p, ["model.presett=x"])
+
+
+def test_by_variant_block(tmp_path, preset):
+    p = tmp_path / "v.yaml"
+    p.write_text("_base_: child.yaml\nby_variant:\n  slow:\n    trainer: {devices: 4}\n    optim: {lr: 0.01}\n")
+    assert load_config("backbone", p).trainer.devices == 1                       # no variant: the preset
+    assert load_config("backbone", p, variant="other").trainer.devices == 1       # a variant without a block
+    cfg = load_config("backbone", p, variant="slow")
+    assert cfg.trainer.devices == 4 and cfg.optim.lr == pytest.approx(0.01) and "by_variant" not in cfg
+    # the command line still wins over the variant's block
+    assert load_config("backbone", p, ["trainer.devices=2"], variant="slow").trainer.devices == 2
+    p.write_text("_base_: child.yaml\nby_variant:\n  slow:\n    trainer: {devicez: 4}\n")
+    with pytest.raises(BadInputError, match="by_variant.slow"):
+        load_config("backbone", p, variant="slow")
+
+
+def test_shipped_backbone_presets_by_method():
+    # the cpu preset gives MoDist its longer schedule (docs/results.md, issue 4); the others keep 300
+    assert load_config("backbone", "cpu", variant="modist").trainer.max_steps == 600
+    for m in ("cvrl", "supervised", "random", None):
+        assert load_config("backbone", "cpu", variant=m).trainer.max_steps == 300

@@ -22,29 +22,42 @@ def _data():
     g = torch.Generator().manual_seed(0)
     x1, x2 = torch.randn(8, 6, generator=g), torch.randn(8, 6, generator=g)
     w = torch.randn(6, 4, generator=g)
-    return x1, x2, w
+    x3 = torch.randn(8, 6, generator=g)  # CVRL's intra-video (hard) negatives
+    return x1, x2, w, x3
 
 
-def _loss_and_grad(x1, x2, w):
+def _loss_and_grad(x1, x2, w, x3=None, rows=None):
     w = w.clone().requires_grad_()
-    loss = info_nce_pairs(F.normalize(x1 @ w, dim=1), F.normalize(x2 @ w, dim=1), tau=0.1)
+    hard = None if x3 is None else F.normalize(x3 @ w, dim=1)
+    loss = info_nce_pairs(F.normalize(x1 @ w, dim=1), F.normalize(x2 @ w, dim=1), tau=0.1, hard_neg=hard, hard_for=rows)
     loss.backward()
     return loss.detach(), w.grad
+
+
+SCORER_VIEW = [0, 1, 1, 0, 1, 0, 0, 1]  # which view of pair i (global) scores hard negative i
+
+
+def _local_rows(rank):
+    return torch.tensor([v * 4 + i for i, v in enumerate(SCORER_VIEW[rank * 4:(rank + 1) * 4])])
 
 
 def _work(rank, world, port, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        x1, x2, w = _data()
+        x1, x2, w, x3 = _data()
         sl = slice(rank * 4, (rank + 1) * 4)
         loss, grad = _loss_and_grad(x1[sl], x2[sl], w)
-        dist.all_reduce(grad)
-        grad /= world  # what DDP does
+        hloss, hgrad = _loss_and_grad(x1[sl], x2[sl], w, x3[sl])
+        # scorer rows are local row numbers of [z1; z2]: pair i's z1 is row i, its z2 row 4 + i
+        floss, fgrad = _loss_and_grad(x1[sl], x2[sl], w, x3[sl], _local_rows(rank))
+        for g in (grad, hgrad, fgrad):
+            dist.all_reduce(g)
+            g /= world  # what DDP does
         torch.manual_seed(0)  # same init on every rank, as Lightning seeds them
         q = MemoryQueue(16, 6, require_divisible=True, track_ids=True)
         q.enqueue(x1[sl], torch.arange(8)[sl] + 100)
-        torch.save({"loss": loss, "grad": grad, "queue": q.queue.clone(), "ptr": int(q.ptr), "ids": q.get_ids()},
+        torch.save({"loss": loss, "grad": grad, "hloss": hloss, "hgrad": hgrad, "floss": floss, "fgrad": fgrad, "queue": q.queue.clone(), "ptr": int(q.ptr), "ids": q.get_ids()},
                    os.path.join(out_dir, f"r{rank}.pt"))
     finally:
         # both ranks reach here before tearing down gloo: a rank leaving early aborts its peer
@@ -68,12 +81,21 @@ def _worker(rank, world, port, out_dir):
 
 def test_two_processes_equal_one(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    x1, x2, w = _data()
+    x1, x2, w, x3 = _data()
     loss1, grad1 = _loss_and_grad(x1, x2, w)
+    hloss1, hgrad1 = _loss_and_grad(x1, x2, w, x3)
+    floss1, fgrad1 = _loss_and_grad(x1, x2, w, x3, torch.tensor([v * 8 + i for i, v in enumerate(SCORER_VIEW)]))
+    assert loss1 < floss1 < hloss1
+    assert hloss1 > loss1  # the hard negatives are really in the denominator
     for r in range(2):
         res = torch.load(tmp_path / f"r{r}.pt")
         assert torch.allclose(res["loss"], loss1, atol=1e-5), (res["loss"], loss1)
         assert torch.allclose(res["grad"], grad1, atol=1e-5)
+        # intra-video negatives are gathered too: every process scores all 8, as one process does
+        assert torch.allclose(res["hloss"], hloss1, atol=1e-5), (res["hloss"], hloss1)
+        assert torch.allclose(res["hgrad"], hgrad1, atol=1e-5)
+        assert torch.allclose(res["floss"], floss1, atol=1e-5), (res["floss"], floss1)
+        assert torch.allclose(res["fgrad"], fgrad1, atol=1e-5)
         # queue: keys of both ranks, rank order, identical everywhere, pointer by the global batch
         assert res["ptr"] == 8
         assert torch.allclose(res["queue"][:8], x1)

@@ -7,14 +7,18 @@ from moviessl.ssl.heads import MoDistHead, ProjectionHead
 from moviessl.ssl.losses import info_nce_pairs, info_nce_queue
 
 
-def _hand_nt_xent(z1, z2, tau):
+def _hand_nt_xent(z1, z2, tau, hard=None, hard_for=None):
     z = torch.cat([z1, z2]).tolist()
+    h = [] if hard is None else hard.tolist()
+    rows = None if hard_for is None else hard_for.tolist()
     n = len(z1)
     total = [0.0, 0.0]
     for i in range(2 * n):
         p = (i + n) % (2 * n)
         dots = [sum(a * b for a, b in zip(z[i], z[j])) / tau for j in range(2 * n)]
         denom = sum(math.exp(dots[j]) for j in range(2 * n) if j != i)
+        denom += sum(math.exp(sum(a * b for a, b in zip(z[i], hj)) / tau) for j, hj in enumerate(h)
+                     if rows is None or rows[j] == i)
         total[i // n] += -math.log(math.exp(dots[p]) / denom) / n
     return total[0] + total[1]
 
@@ -24,6 +28,18 @@ def test_info_nce_pairs_matches_hand_computation():
     z1, z2 = F.normalize(torch.randn(3, 5), dim=1), F.normalize(torch.randn(3, 5), dim=1)
     got = info_nce_pairs(z1, z2, tau=0.1).item()
     assert abs(got - _hand_nt_xent(z1, z2, 0.1)) < 1e-4
+
+
+def test_info_nce_pairs_hard_negatives_match_hand_computation():
+    torch.manual_seed(2)
+    z1, z2, h = (F.normalize(torch.randn(3, 5), dim=1) for _ in range(3))
+    got = info_nce_pairs(z1, z2, tau=0.2, hard_neg=h).item()
+    assert abs(got - _hand_nt_xent(z1, z2, 0.2, hard=h)) < 1e-4
+    assert got > info_nce_pairs(z1, z2, tau=0.2).item()
+    # each hard negative scored by one row only (CVRL: the view that did not make it)
+    rows = torch.tensor([3, 1, 5])
+    got = info_nce_pairs(z1, z2, tau=0.2, hard_neg=h, hard_for=rows).item()
+    assert abs(got - _hand_nt_xent(z1, z2, 0.2, hard=h, hard_for=rows)) < 1e-4
 
 
 def test_info_nce_pairs_prefers_aligned_views():

@@ -8,6 +8,7 @@ import torch
 
 from moviessl.checkpoint import build_from_checkpoint, load_checkpoint
 from moviessl.config import load_config
+from moviessl.errors import BadInputError
 from moviessl.ssl.backbone_cli import pretrain
 
 from ssl_testutil import tiny_overrides
@@ -39,6 +40,16 @@ def test_cvrl_bf16_step_on_cpu(clip_list, tmp_path):
     assert "train/loss" in rows and "lr" in rows
     p = json.loads((tmp_path / "probe.json").read_text())
     assert 0.0 <= p["linear_top1"] <= 100.0 and p["num_train"] + p["num_val"] == 12 and p["num_classes"] == 4
+
+
+def test_cvrl_intra_negatives_train(clip_list, tmp_path):
+    # the IIC option: a third, time-broken view enters the loss and its similarity is logged
+    _run("cvrl", clip_list, tmp_path, ["trainer.max_steps=2", "trainer.log_every_n_steps=1",
+                                       "cvrl.intra_neg=[repeat,shuffle,reverse]"])
+    rows = (tmp_path / "logs" / "metrics.csv").read_text()
+    assert "train/intra_sim" in rows
+    with pytest.raises(BadInputError, match="cvrl.intra_neg: must be"):
+        _run("cvrl", clip_list, tmp_path / "bad", ["cvrl.intra_neg=[freeze]"])
 
 
 def test_modist_queues_advance(clip_list, tmp_path):

@@ -178,7 +178,7 @@ def pretrain(method: str, data: str | os.PathLike, out: str | os.PathLike, cfg, 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from ..config import load_config
 
-    cfg = load_config("backbone", args.preset, args.overrides)
+    cfg = load_config("backbone", args.preset, args.overrides, variant=args.method)
     s = pretrain(args.method, args.data, args.out, cfg, val=args.val, resume=args.resume, run_probe=not args.no_probe)
     if s:
         print(json.dumps(s.get("probe", {"method": s["method"], "skipped_videos": s["skipped_videos"]})))

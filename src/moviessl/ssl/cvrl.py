@@ -4,6 +4,13 @@ Two clips of the same video, their start gap drawn from a decreasing density (ss
 each augmented with its own temporally consistent augmentation (blur p 1.0 / 0.1, solarise on clip
 2 only), embedded by backbone + projection head, and pulled together with InfoNCE over the global
 batch (:func:`moviessl.ssl.losses.info_nce_pairs`).
+
+Optional, off in the paper preset: intra-video negatives (``cvrl.intra_neg``, after IIC: Tao et
+al., ACM MM 2020): a copy of one of the two clips with its time axis broken (one frame repeated,
+frames shuffled or reversed) is added as a negative for the *other* clip. It has the positive's
+exact appearance, so it can only be told from the positive by motion -- the fix for data whose
+appearance identifies a video but says nothing about its action (SynthMovies; docs/design.md
+"CVRL's appearance shortcut").
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from ..errors import BadInputError
 from .backbone import BackboneModule, augment_views, cvrl_view_augmenters
 from .heads import ProjectionHead
 from .losses import info_nce_pairs
@@ -56,6 +64,35 @@ def sample_cvrl_starts(total: int, num_frames: int, stride: int, power: float = 
     return a, b, False
 
 
+INTRA_NEG_KINDS = ("repeat", "shuffle", "reverse")
+
+
+def break_time(x: torch.Tensor, kinds, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Intra-video negatives of clips ``x`` (B, C, T, H, W): per clip one of ``kinds`` --
+    ``repeat`` (one random frame T times: no motion), ``shuffle`` (a random permutation that is not
+    the identity: incoherent motion), ``reverse`` (time flipped). Pixels are otherwise unchanged."""
+    kinds = list(kinds)
+    bad = [k for k in kinds if k not in INTRA_NEG_KINDS]
+    if bad or not kinds:
+        raise ValueError(f"intra_neg: must be a non-empty subset of {list(INTRA_NEG_KINDS)}, got {kinds}")
+    b, t = x.shape[0], x.shape[2]
+    idx = torch.empty(b, t, dtype=torch.long)
+    pick = torch.randint(len(kinds), (b,), generator=generator)
+    for i in range(b):
+        kind = kinds[int(pick[i])]
+        if kind == "repeat":
+            idx[i] = torch.randint(t, (1,), generator=generator).expand(t)
+        elif kind == "reverse":
+            idx[i] = torch.arange(t - 1, -1, -1)
+        else:
+            perm = torch.randperm(t, generator=generator)
+            while t > 1 and bool((perm == torch.arange(t)).all()):
+                perm = torch.randperm(t, generator=generator)
+            idx[i] = perm
+    idx = idx.to(x.device).view(b, 1, t, 1, 1).expand(-1, x.shape[1], -1, x.shape[3], x.shape[4])
+    return torch.gather(x, 2, idx)
+
+
 class CVRL(BackboneModule):
     method = "cvrl"
 
@@ -66,12 +103,25 @@ class CVRL(BackboneModule):
         self.head = ProjectionHead(self.backbone.out_dim, hidden_dim=int(h["hidden_dim"]), out_dim=int(h["out_dim"]),
                                    num_hidden=int(h["num_hidden"]), out_bn=bool(h.get("out_bn", False)))
         self.tau = float(c["tau"])
+        self.intra_neg = list(c.get("intra_neg") or [])
+        if self.intra_neg:
+            try:  # validate the kinds now, not at step 1
+                break_time(torch.zeros(1, 1, 2, 1, 1), self.intra_neg)
+            except ValueError as e:
+                raise BadInputError("cvrl.intra_neg", str(e).split(": ", 1)[-1]) from None
         self.aug1, self.aug2 = cvrl_view_augmenters(self.cfg)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
         if self.trainer is not None and self.trainer.training:
             v = self.to_float(batch["video"])
-            batch["views"] = tuple(augment_views((self.aug1, self.aug2), (v[:, 0], v[:, 1])))
+            views = augment_views((self.aug1, self.aug2), (v[:, 0], v[:, 1]))
+            if self.intra_neg:
+                # break the time of one view per video (either, at random) ...
+                which = torch.randint(2, (v.shape[0],), device=v.device)
+                src = torch.where(which.view(-1, 1, 1, 1, 1) == 1, views[1], views[0])
+                views.append(break_time(src, self.intra_neg))
+                batch["intra_scorer"] = torch.where(which == 1, 0, 1) * v.shape[0] + torch.arange(v.shape[0], device=v.device)
+            batch["views"] = tuple(views)
         return batch
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -79,12 +129,20 @@ class CVRL(BackboneModule):
 
     def training_step(self, batch, batch_idx):
         self.note_skipped(batch)
-        v1, v2 = batch["views"]
-        b = v1.shape[0]
-        # one forward over both views: BN statistics over 2B clips, as in SimCLR/CVRL
-        z = self.embed(torch.cat([v1, v2]))
-        loss = info_nce_pairs(z[:b], z[b:], self.tau)
+        views = batch["views"]
+        b = views[0].shape[0]
+        # one forward over all views: BN statistics over 2B (3B) clips, as in SimCLR/CVRL
+        z = self.embed(torch.cat(list(views)))
+        hard = z[2 * b:] if len(views) > 2 else None
+        # ... and let only the *other* view score it: the broken copy then shares the positive's
+        # augmentation and differs from it only in time, while to its own source view it is a near
+        # copy whose cosine sits at the top of 1 - |d|^2/2, where the gradient vanishes (design.md)
+        loss = info_nce_pairs(z[:b], z[b:2 * b], self.tau, hard_neg=hard, hard_for=batch.get("intra_scorer"))
         with torch.no_grad():
-            pos_sim = (z[:b].float() * z[b:].float()).sum(1).mean()
-        self.log_step(loss, b, pos_sim=pos_sim)
+            pos_sim = (z[:b].float() * z[b:2 * b].float()).sum(1).mean()
+            extra = {}
+            if hard is not None:  # similarity of each broken copy to the view that scores it
+                zz = torch.cat([z[:b], z[b:2 * b]]).float()[batch["intra_scorer"]]
+                extra["intra_sim"] = (zz * hard.float()).sum(1).mean()
+        self.log_step(loss, b, pos_sim=pos_sim, **extra)
         return loss

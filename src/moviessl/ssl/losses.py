@@ -9,10 +9,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..dist import gather_with_grad
+from ..dist import gather_no_grad, gather_with_grad, rank
 
 
-def info_nce_pairs(z1: torch.Tensor, z2: torch.Tensor, tau: float = 0.1, gather: bool = True) -> torch.Tensor:
+def info_nce_pairs(z1: torch.Tensor, z2: torch.Tensor, tau: float = 0.1, gather: bool = True,
+                   hard_neg: torch.Tensor | None = None, hard_for: torch.Tensor | None = None) -> torch.Tensor:
     """SimCLR NT-Xent over the global batch, both directions summed (CVRL, paper §3.2).
 
     ``z1[i]`` and ``z2[i]`` (B, D) are two clips of video i. With ``Z = [z1; z2]`` (2N rows, N the
@@ -25,15 +26,33 @@ def info_nce_pairs(z1: torch.Tensor, z2: torch.Tensor, tau: float = 0.1, gather:
     Under DDP the embeddings of all processes are all-gathered *with* gradient, so every process
     computes the same global loss; together with DDP's gradient averaging this gives exactly the
     gradients of one process on the concatenated batch (see ``moviessl.dist``).
+
+    ``hard_neg`` (M, D), gathered the same way, are extra negatives (never a positive): IIC's
+    intra-video negatives (Tao et al., ACM MM 2020), see :class:`moviessl.ssl.cvrl.CVRL`. By default
+    every row scores all of them; ``hard_for`` (M,) names the one local row of ``[z1; z2]`` (0..2B-1)
+    that scores each (the others see it masked out).
     """
     if z1.shape != z2.shape:
         raise ValueError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    b_loc = z1.shape[0]
     if gather:
         z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
     n = z1.shape[0]
     z = torch.cat([z1, z2], dim=0).float()
     sim = z @ z.t() / tau
     sim.fill_diagonal_(float("-inf"))
+    if hard_neg is not None:
+        hard = z @ (gather_with_grad(hard_neg) if gather else hard_neg).float().t() / tau
+        if hard_for is not None:
+            # local row of [z1; z2] -> global row of [z1_global; z2_global] (this rank's block of a half)
+            hard_for = hard_for.to(z.device).long()
+            off = b_loc * (rank() if gather else 0)
+            g = torch.where(hard_for < b_loc, hard_for + off, n + hard_for - b_loc + off)
+            g = gather_no_grad(g) if gather else g
+            keep = torch.zeros_like(hard, dtype=torch.bool)
+            keep[g, torch.arange(hard.shape[1], device=z.device)] = True
+            hard = hard.masked_fill(~keep, float("-inf"))
+        sim = torch.cat([sim, hard], dim=1)
     target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
     per_row = F.cross_entropy(sim, target, reduction="none")
     return per_row[:n].mean() + per_row[n:].mean()
