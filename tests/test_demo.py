@@ -58,3 +58,9 @@ def test_demo_smoke_end_to_end(tmp_path, capsys):
     run_demo(out, profile="smoke")
     said = capsys.readouterr().out
     assert "backbone/modist was made with other settings" in said and "trainer.max_steps: 7 -> 3" in said
+    # ... and so is a fine-tuning run
+    cfg = out / "finetune" / "verb" / "random_none" / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("epochs: 2", "epochs: 5", 1))
+    run_demo(out, profile="smoke")
+    said = capsys.readouterr().out
+    assert "finetune/verb/random_none was made with other settings" in said and "verb.epochs: 5 -> 2" in said

@@ -86,11 +86,22 @@ class Progress:
     Time left is the remaining jobs' expected cost (weights below) scaled by how fast the jobs
     so far went compared with their expected cost."""
 
-    # Expected seconds per job on 2 idle cores (measured on the full profile, 2026-11-26).
-    WEIGHTS = {"synth": 35.0, "backbone": 95.0, "features": 20.0, "context": 25.0, "finetune": 20.0, "report": 3.0}
+    # Expected seconds per job on 2 idle cores (full profile from scratch, 2026-11-27), with the
+    # two kinds of job that cost several times their step's typical one.
+    WEIGHTS = {"synth": 45.0, "backbone": 50.0, "features": 10.0, "context": 6.0, "finetune": 8.0, "report": 1.0}
+    MODIST_BACKBONE, SRL_FINETUNE = 260.0, 75.0
+
+    @classmethod
+    def weight(cls, step: str, name: str) -> float:
+        if step == "backbone" and name.endswith("modist"):
+            return cls.MODIST_BACKBONE  # two networks, flow, and twice the steps in the cpu preset
+        if step == "finetune" and " srl " in f" {name} ":
+            return cls.SRL_FINETUNE  # a decoder trained for 30 epochs x seeds
+        return cls.WEIGHTS[step]
 
     def __init__(self, plan: list[tuple[str, str]], timings: Path | None = None):
         self.plan = plan  # [(step, job name)]
+        self.weights = [self.weight(s, n) for s, n in plan]
         # Seconds each job took, kept across invocations (a resumed demo still reports its full cost).
         self.timings_path = timings
         self.timings: dict[str, float] = json.loads(timings.read_text()) if timings and timings.is_file() else {}
@@ -105,7 +116,7 @@ class Progress:
 
     def run(self, step_idx: int, step: str, name: str, fn: Callable[[], Any], cached: bool = False) -> Any:
         self.i += 1
-        remaining = sum(self.WEIGHTS[s] for s, _ in self.plan[self.i - 1:])
+        remaining = sum(self.weights[self.i - 1:])
         speed = (self.done_actual / self.done_expected) if self.done_expected > 0 else 1.0
         elapsed = time.perf_counter() - self.t0
         tag = "cached" if cached else f"~{self._fmt(remaining * speed)} left"
@@ -116,7 +127,7 @@ class Progress:
         out = fn()
         dt = time.perf_counter() - t
         self.done_actual += dt
-        self.done_expected += self.WEIGHTS[step]
+        self.done_expected += self.weights[self.i - 1]
         self.timings[name] = round(dt, 1)
         if self.timings_path is not None:
             atomic_write_json(self.timings_path, self.timings)
@@ -156,6 +167,16 @@ def config_drift(saved: Path, cfg: Any, ignore: tuple[str, ...] = ()) -> list[st
         return []
     old, new = flat(yaml.safe_load(saved.read_text())), flat(to_dict(cfg))
     return [f"{k}: {old.get(k)} -> {new.get(k)}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+def _note_drift(run_dir: Path, cfg: Any, done: bool, ignore: tuple[str, ...] = ()) -> None:
+    """Reusing a finished run made with other settings silently would mix settings in one table;
+    redoing it silently would hide what changed. Say so, keep the finished work, let the user decide."""
+    drift = config_drift(run_dir / "config.yaml", cfg, ignore) if done else []
+    if drift:
+        more = "; ..." if len(drift) > 4 else ""
+        print(f"note: {run_dir} was made with other settings than this version's ({'; '.join(drift[:4])}{more}); "
+              f"reusing it. Delete it, and the runs made from it, to redo it.", flush=True)
 
 
 def setting_name(backbone: str, txe: str, loss: str | None = None, mask: str | None = None) -> str:
@@ -237,14 +258,8 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, 
         ckpt = bdir / "model.pt"
         cfg = load_config("backbone", "cpu", prof.backbone_overrides + QUIET, variant=b)
         done = ckpt.is_file() and (bdir / "summary.json").is_file()
-        drift = config_drift(bdir / "config.yaml", cfg, ignore=tuple(m for m in ("cvrl", "modist", "supervised", "flow")
-                                                                        if m != b and not (m == "flow" and b == "modist")))
-        if done and drift:
-            # Reusing it silently would mix settings in one table; redoing it silently would hide
-            # what changed. Say so, keep the finished work, and let the user decide.
-            print(f"note: {bdir} was made with other settings than this version's ({'; '.join(drift[:4])}"
-                  f"{'; ...' if len(drift) > 4 else ''}); reusing it. Delete it, and its features/context/"
-                  f"finetune runs, to redo it.", flush=True)
+        _note_drift(bdir, cfg, done, ignore=tuple(m for m in ("cvrl", "modist", "supervised", "flow")
+                                                  if m != b and not (m == "flow" and b == "modist")))
         prog.run(2, "backbone", f"pretrain backbone {b}",
                  lambda b=b, bdir=bdir, cfg=cfg: pretrain(b, actions_train, bdir, cfg, val=actions_val, resume=True, progress=False),
                  cached=done)
@@ -272,12 +287,14 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, 
                                               f"maskpred.mask_sizes={MASK_LABELS[mask]}"]
         cfg = load_config("context", "cpu", ov + QUIET)
         ckpt = cdir / "model.pt"
+        _note_drift(cdir, cfg, ckpt.is_file())
         prog.run(4, "context", f"MaskPred TxE backbone={b} loss={loss} mask={{{mask}}}",
                  lambda cdir=cdir, cfg=cfg, b=b: pretrain_context([feats[(b, "lvu")], feats[(b, "vidsitu")]], cdir, cfg, resume=True),
                  cached=ckpt.is_file())
         ctx_ckpt[v] = ckpt
 
     # 5. fine-tuning ------------------------------------------------------------------------
+    ft_cfg = load_config("vidsitu", "cpu", list(prof.vidsitu_overrides) + QUIET)
     rows: list[dict] = []
     runs: dict[str, Any] = {}
     for table, task, b, txe, v in grid:
@@ -290,6 +307,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, 
             setting, ctx, tag = setting_name(b, txe), txe, f"{b}_{txe}"
         fdir = out / "finetune" / task / tag
         done = (fdir / "summary.json").is_file()
+        _note_drift(fdir, ft_cfg, done)
         res = prog.run(5, "finetune", f"{table}: {task} {setting}",
                        lambda task=task, b=b, ctx=ctx, fdir=fdir: run_finetune(
                            task, vid_root, features=feats[(b, "vidsitu")], contextualizer=str(ctx), seeds=n_seeds,
