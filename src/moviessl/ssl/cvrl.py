@@ -67,14 +67,18 @@ def sample_cvrl_starts(total: int, num_frames: int, stride: int, power: float = 
 INTRA_NEG_KINDS = ("repeat", "shuffle", "reverse")
 
 
+def check_intra_neg(kinds) -> list[str]:
+    kinds = list(kinds)
+    if not kinds or any(k not in INTRA_NEG_KINDS for k in kinds):
+        raise ValueError(f"intra_neg: must be a non-empty subset of {list(INTRA_NEG_KINDS)}, got {kinds}")
+    return kinds
+
+
 def break_time(x: torch.Tensor, kinds, generator: torch.Generator | None = None) -> torch.Tensor:
     """Intra-video negatives of clips ``x`` (B, C, T, H, W): per clip one of ``kinds`` --
     ``repeat`` (one random frame T times: no motion), ``shuffle`` (a random permutation that is not
     the identity: incoherent motion), ``reverse`` (time flipped). Pixels are otherwise unchanged."""
-    kinds = list(kinds)
-    bad = [k for k in kinds if k not in INTRA_NEG_KINDS]
-    if bad or not kinds:
-        raise ValueError(f"intra_neg: must be a non-empty subset of {list(INTRA_NEG_KINDS)}, got {kinds}")
+    kinds = check_intra_neg(kinds)
     b, t = x.shape[0], x.shape[2]
     idx = torch.empty(b, t, dtype=torch.long)
     pick = torch.randint(len(kinds), (b,), generator=generator)
@@ -105,8 +109,8 @@ class CVRL(BackboneModule):
         self.tau = float(c["tau"])
         self.intra_neg = list(c.get("intra_neg") or [])
         if self.intra_neg:
-            try:  # validate the kinds now, not at step 1
-                break_time(torch.zeros(1, 1, 2, 1, 1), self.intra_neg)
+            try:  # now, not at step 1
+                check_intra_neg(self.intra_neg)
             except ValueError as e:
                 raise BadInputError("cvrl.intra_neg", str(e).split(": ", 1)[-1]) from None
         self.aug1, self.aug2 = cvrl_view_augmenters(self.cfg)
@@ -120,7 +124,7 @@ class CVRL(BackboneModule):
                 which = torch.randint(2, (v.shape[0],), device=v.device)
                 src = torch.where(which.view(-1, 1, 1, 1, 1) == 1, views[1], views[0])
                 views.append(break_time(src, self.intra_neg))
-                batch["intra_scorer"] = torch.where(which == 1, 0, 1) * v.shape[0] + torch.arange(v.shape[0], device=v.device)
+                batch["intra_scorer"] = (1 - which) * v.shape[0] + torch.arange(v.shape[0], device=v.device)  # row in [z1; z2]
             batch["views"] = tuple(views)
         return batch
 
