@@ -55,11 +55,3 @@ class MoDistHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.net(x), dim=-1)
 
-
-def cvrl_head(in_dim: int, hidden_dim: int = 2048, out_dim: int = 128, num_hidden: int = 3,
-              out_bn: bool = False) -> ProjectionHead:
-    return ProjectionHead(in_dim, hidden_dim=hidden_dim, out_dim=out_dim, num_hidden=num_hidden, out_bn=out_bn)
-
-
-def modist_head(in_dim: int, hidden_dim: int = 2048, out_dim: int = 128, bn: bool = False) -> MoDistHead:
-    return MoDistHead(in_dim, hidden_dim=hidden_dim, out_dim=out_dim, bn=bn)
