@@ -23,6 +23,7 @@ demo: $(STAMP)
 	$(BIN)/moviessl demo --out runs/demo
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -51,9 +51,12 @@ def _write_video(path: Path, seconds: float, h: int, w: int, fps: int = 30) -> P
 
 
 def _module(sc: dict, in_dim: int):
-    from moviessl.ssl.context import MaskPredModule
+    from moviessl.config import load_config
+    from moviessl.context.module import MaskPredModule
 
-    mod = MaskPredModule(in_dim=in_dim, txe_preset=sc["txe"], queue_size=sc["queue"], keys_per_sample=2)
+    cfg = load_config("context", "paper", [f"model.txe={sc['txe']}", f"maskpred.queue_size={sc['queue']}",
+                                           "maskpred.keys_per_sample=2"])
+    mod = MaskPredModule(cfg, in_dim)
     opt = torch.optim.AdamW([p for p in mod.parameters() if p.requires_grad], lr=1e-4)
     return mod.train(), opt
 
@@ -71,7 +74,7 @@ def bench_scale(name: str, steps: int, tmp: Path) -> dict:
     from moviessl.features.store import FeatureStore
     from moviessl.features.extract import clip_uint8
     from moviessl.models import build_slowd
-    from moviessl.ssl.context import FeatureWindows
+    from moviessl.context.windows import FeatureWindows
     from moviessl.video import VideoReader, normalize
 
     sc = SCALES[name]
@@ -184,8 +187,8 @@ def acceptance(work: str | Path, synth_root: str | Path | None = None, backbone:
     import json
 
     from moviessl.features import FeatureStore
-    from moviessl.ssl import maskpred as mp
-    from moviessl.ssl.context import MaskPredModule
+    from moviessl.context import maskpred as mp
+    from moviessl.context.module import MaskPredModule
     from moviessl.synth.headroom import fit_logreg
 
     work = Path(work)
@@ -225,7 +228,7 @@ def acceptance(work: str | Path, synth_root: str | Path | None = None, backbone:
 
     trained = MaskPredModule.load_from_checkpoint(ctx_out / "checkpoints" / "last.ckpt", map_location="cpu").eval()
     torch.manual_seed(seed)
-    random = MaskPredModule(**{k: v for k, v in trained.hparams.items()}).eval()
+    random = MaskPredModule(**trained.hparams).eval()
     random.target_mean.copy_(trained.target_mean)
 
     # (1) fill-in retrieval among every train event and the other clips' valid events
@@ -235,8 +238,7 @@ def acceptance(work: str | Path, synth_root: str | Path | None = None, backbone:
         pred = _masked_outputs(mod, xva, use_head=True).reshape(-1, pool.shape[1])
         target = mod.targets(xva.reshape(-1, xva.shape[-1]))
         clip = torch.arange(xva.shape[0]).repeat_interleave(5)
-        same = clip[:, None] == pool_clip[None, :]  # the clip's own events are not distractors
-        return mp.retrieval_accuracy(pred, target, pool, same)
+        return mp.retrieval_accuracy(pred, target, pool, clip, pool_clip)  # the clip's own events left out
 
     def neighbour_copy() -> float:
         pool = trained.targets(torch.cat([xtr.reshape(-1, xtr.shape[-1]), xva.reshape(-1, xva.shape[-1])]))

@@ -6,16 +6,18 @@ the cache (resumable)."""
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
 from moviessl.demo import run_demo
 
 TABLES = {"verb", "srl", "relation", "mask_ablation"}
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 @pytest.mark.slow
-def test_demo_smoke_end_to_end(tmp_path, capsys):
+def test_demo_smoke_end_to_end(tmp_path, capsys, monkeypatch):
     out = tmp_path / "demo"
     res = run_demo(out, profile="smoke")
     obj = json.loads((out / "results.json").read_text())
@@ -44,6 +46,15 @@ def test_demo_smoke_end_to_end(tmp_path, capsys):
     # every submission written by the runs loads back into the official evaluator
     sub = next((out / "finetune" / "srl").glob("*/seed*/predictions.pkl"))
     assert sub.stat().st_size > 0
+
+    # the README's Python API example runs as written on a demo folder (here the smoke one)
+    block = README.read_text().split("## Python API", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "demo").symlink_to(out)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {})
+    said = capsys.readouterr().out
+    assert "backbone {'num_frames'" in said and "srl {'cider'" in said
 
     capsys.readouterr()
     t = time.perf_counter()

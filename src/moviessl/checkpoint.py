@@ -31,6 +31,12 @@ from .errors import BadInputError
 from .utils.io import atomic_torch_save
 
 FORMAT_VERSION = 1
+# builders that moved since checkpoints were first written: old module -> new module
+MOVED_BUILDERS = {
+    "moviessl.tasks.verb": "moviessl.tasks.vidsitu.verb",
+    "moviessl.tasks.srl": "moviessl.tasks.vidsitu.srl",
+    "moviessl.tasks.relation": "moviessl.tasks.vidsitu.relation",
+}
 
 
 def arch_spec(builder: str, **kwargs: Any) -> dict:
@@ -40,7 +46,7 @@ def arch_spec(builder: str, **kwargs: Any) -> dict:
 
 def build_arch(arch: Mapping[str, Any]) -> nn.Module:
     module_name, _, fn_name = arch["builder"].partition(":")
-    fn = getattr(importlib.import_module(module_name), fn_name)
+    fn = getattr(importlib.import_module(MOVED_BUILDERS.get(module_name, module_name)), fn_name)
     return fn(**dict(arch.get("kwargs", {})))
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 
 from . import __version__
@@ -21,9 +20,9 @@ STAGE_MODULES = (
     "moviessl.video.cli",       # probe
     "moviessl.models.cli",      # model-info
     "moviessl.synth.cli",       # synth
-    "moviessl.ssl.backbone_cli",  # pretrain-backbone, probe-backbone
+    "moviessl.ssl.cli",         # pretrain-backbone, probe-backbone
     "moviessl.features.cli",    # extract
-    "moviessl.ssl.context_cli",  # pretrain-context
+    "moviessl.context.cli",     # pretrain-context
     "moviessl.tasks.cli",       # finetune
     "moviessl.eval.cli",        # evaluate
     "moviessl.demo",            # demo

@@ -1,23 +1,32 @@
-"""YAML presets with dotted command-line overrides.
+"""Typed configs: YAML presets, checked against a dataclass schema, with dotted command-line overrides.
 
-Each stage has a folder of presets under ``moviessl/configs/<stage>/`` (at least ``paper.yaml``, the
-paper's settings, and ``cpu.yaml``, small enough for a 2-core machine). A preset may start from
-another one with ``_base_: other.yaml`` (a path relative to the preset). Overrides are
-``key.sub=value`` strings parsed as YAML values (``trainer.precision=bf16-mixed``,
-``optim.lr=0.3``, ``data.size=[64,64]``). An override of a key that no preset defines is an error,
-so a typo never silently does nothing. Every run saves the resolved config beside its outputs
+Each stage has a folder of presets under ``moviessl/configs/<stage>/`` (``paper.yaml``, the paper's
+settings, and ``cpu.yaml``, small enough for a 2-core machine) and a schema: a tree of dataclasses
+that names every setting and its type (:data:`STAGE_SCHEMAS`). The presets are the one place that
+holds values; the schema checks them once, on loading, so code reads ``cfg.cvrl.head.hidden_dim``
+as an ``int`` with no casts and no defaults repeated at the point of use.
+
+- A preset may start from another with ``_base_: other.yaml`` (a path relative to the preset) or
+  ``_base_: paper`` (a preset of the same stage) -- a user's own file usually does.
+- Overrides are ``key.sub=value`` strings parsed as YAML values (``trainer.precision=bf16-mixed``,
+  ``optim.lr=3e-4``, ``data.size=[64,64]``). A key the schema does not know, a value of the wrong
+  type, or a setting no preset gives is a :class:`~moviessl.errors.BadInputError` (one line, exit
+  2): a typo never silently does nothing.
+- ``by_variant: {name: {...}}`` in a preset holds settings merged over the preset for one variant of
+  the stage (the backbone stage's variants are its methods, e.g. MoDist's longer cpu schedule),
+  before the command-line overrides, so ``key=value`` on the command line still wins.
+
+:func:`load_config` returns the schema's dataclass instance; every run saves it beside its outputs
 (:func:`save_config`).
-
-A preset may also hold ``by_variant: {name: {...}}``: settings merged over the preset for one
-variant of the stage (the backbone stage's variants are the methods, e.g. MoDist's longer cpu
-schedule), before the command-line overrides, so ``key=value`` on the command line still wins.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Optional
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -28,12 +37,46 @@ from .utils.io import atomic_write_text
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
+@dataclasses.dataclass
+class TrainerConfig:
+    """The ``trainer`` block of every stage (Lightning's Trainer arguments plus our checkpoint,
+    logging and progress settings); the defaults here apply where a preset leaves one out."""
+
+    accelerator: str = "auto"            # cpu | gpu | auto
+    devices: Any = 1                     # an int, "auto", or a list of device ids
+    num_nodes: int = 1
+    strategy: str = "auto"               # ddp when devices x num_nodes > 1
+    precision: str = "32-true"           # bf16-mixed on GPUs (paper presets)
+    max_epochs: Optional[int] = 10       # None: the stage decides (tasks: each task's `epochs`)
+    max_steps: int = -1
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: Optional[float] = None
+    log_every_n_steps: int = 10
+    ckpt_every_n_steps: int = 100        # 0: only at the end
+    tensorboard: bool = False
+    progress_bar: bool = True
+
+
+# stage -> "module:Dataclass" of its schema (imported on use: the schemas live beside their stage)
+STAGE_SCHEMAS = {
+    "backbone": "moviessl.ssl.config:BackboneConfig",
+    "context": "moviessl.context.config:ContextConfig",
+    "vidsitu": "moviessl.tasks.vidsitu.config:VidSituConfig",
+}
+
+
+def schema_of(stage: str) -> type:
+    if stage not in STAGE_SCHEMAS:
+        raise BadInputError(None, f"unknown config stage '{stage}' ({', '.join(STAGE_SCHEMAS)})")
+    module, _, name = STAGE_SCHEMAS[stage].partition(":")
+    return getattr(importlib.import_module(module), name)
+
 
 def preset_names(stage: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / stage).glob("*.yaml") if not p.stem.startswith("_"))
 
 
-def _read_yaml(path: Path) -> DictConfig:
+def _read_yaml(path: Path, stage: str) -> DictConfig:
     if not path.is_file():
         raise BadInputError(path, "config file not found")
     try:
@@ -45,7 +88,10 @@ def _read_yaml(path: Path) -> DictConfig:
     base = data.pop("_base_", None)
     cfg = OmegaConf.create(data)
     if base is not None:
-        cfg = OmegaConf.merge(_read_yaml((path.parent / base).resolve()), cfg)
+        base_path = (path.parent / str(base)).resolve()
+        if not base_path.is_file() and Path(str(base)).suffix not in (".yaml", ".yml"):
+            base_path = _preset_path(stage, str(base))  # `_base_: paper`
+        cfg = OmegaConf.merge(_read_yaml(base_path, stage), cfg)
     return cfg
 
 
@@ -83,57 +129,77 @@ def parse_overrides(overrides: Iterable[str]) -> DictConfig:
     return cfg
 
 
-def merge_overrides(cfg: DictConfig, overrides: Iterable[str] | Mapping[str, Any]) -> DictConfig:
-    """Merge overrides into ``cfg``; every overridden key must already exist."""
-    if isinstance(overrides, Mapping):
-        overrides = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}" for k, v in overrides.items()]
-    ov = parse_overrides(list(overrides))
-    OmegaConf.set_struct(cfg, True)
-    _open_empty_mappings(cfg)
+def _merge(cfg: DictConfig, other: Any, where: str | os.PathLike | None, what: str) -> DictConfig:
     try:
-        merged = OmegaConf.merge(cfg, ov)
+        return OmegaConf.merge(cfg, other)
     except ConfigKeyError as e:
         key = getattr(e, "full_key", None) or str(e).splitlines()[0]
-        raise BadInputError(None, f"unknown config key '{key}' in overrides") from None
+        raise BadInputError(where, f"unknown config key '{key}' in {what}") from None
     except OmegaConfBaseException as e:
-        raise BadInputError(None, f"bad override ({str(e).splitlines()[0]})") from None
-    OmegaConf.set_struct(merged, False)
-    return merged
+        key = getattr(e, "full_key", None)
+        msg = str(e).splitlines()[0]
+        raise BadInputError(where, f"bad value in {what}{f' for {key}' if key else ''} ({msg})") from None
 
 
-def _open_empty_mappings(node: DictConfig) -> None:
-    """A mapping a preset leaves empty (``model.overrides: {}``) is free-form: any key may be added."""
-    for key in list(node.keys()):
-        child = node._get_node(key)
-        if isinstance(child, DictConfig):
-            if len(child) == 0:
-                OmegaConf.set_struct(child, False)
-            else:
-                _open_empty_mappings(child)
+def _structured(cfg: Any) -> DictConfig:
+    if isinstance(cfg, DictConfig):
+        return cfg
+    if dataclasses.is_dataclass(cfg):
+        return OmegaConf.structured(cfg)
+    return OmegaConf.create(dict(cfg))
+
+
+def _override_strings(overrides: Iterable[str] | Mapping[str, Any]) -> list[str]:
+    if isinstance(overrides, Mapping):
+        return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+                for k, v in overrides.items()]
+    return list(overrides)
+
+
+def flatten(changes: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"verb": {"epochs": 1}}`` -> ``{"verb.epochs": 1}`` (nested changes as dotted overrides)."""
+    out: dict[str, Any] = {}
+    for k, v in changes.items():
+        if isinstance(v, Mapping) and v:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def merge_overrides(cfg: Any, overrides: Iterable[str] | Mapping[str, Any]) -> Any:
+    """``cfg`` (a schema instance) with dotted overrides merged in; every overridden key must exist."""
+    merged = _merge(_structured(cfg), parse_overrides(_override_strings(overrides)), None, "overrides")
+    return OmegaConf.to_object(merged) if dataclasses.is_dataclass(cfg) else merged
 
 
 def load_config(stage: str, preset: str | os.PathLike = "cpu", overrides: Iterable[str] | Mapping[str, Any] = (),
-                variant: str | None = None) -> DictConfig:
-    """The resolved config of a stage: preset file, its ``by_variant[variant]`` block, then the
-    dotted overrides."""
-    cfg = _read_yaml(_preset_path(stage, preset))
-    by_variant = cfg.pop("by_variant", None) or {}
+                variant: str | None = None) -> Any:
+    """The resolved, type-checked config of a stage: the preset file, its ``by_variant[variant]``
+    block, then the dotted overrides. Returns an instance of the stage's schema dataclass."""
+    path = _preset_path(stage, preset)
+    raw = _read_yaml(path, stage)
+    by_variant = raw.pop("by_variant", None) or {}
+    cfg = _merge(OmegaConf.structured(schema_of(stage)), raw, path, "the preset")
     if variant is not None and variant in by_variant:
-        try:
-            OmegaConf.set_struct(cfg, True)
-            cfg = OmegaConf.merge(cfg, by_variant[variant])
-        except OmegaConfBaseException as e:
-            raise BadInputError(_preset_path(stage, preset), f"by_variant.{variant}: {str(e).splitlines()[0]}") from None
-        OmegaConf.set_struct(cfg, False)
-    cfg = merge_overrides(cfg, overrides)
-    OmegaConf.resolve(cfg)
-    return cfg
+        cfg = _merge(cfg, by_variant[variant], path, f"by_variant.{variant}")
+    cfg = _merge(cfg, parse_overrides(_override_strings(overrides)), None, "overrides")
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise BadInputError(path, f"missing settings {', '.join(missing)} (start a partial preset with `_base_: paper` "
+                                  f"or `_base_: cpu`)")
+    return OmegaConf.to_object(cfg)
 
 
-def to_dict(cfg: DictConfig | Mapping) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+def to_dict(cfg: Any) -> dict:
+    """A plain nested dict of a config (schema instance, DictConfig or mapping)."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return dict(cfg)
 
 
-def save_config(cfg: DictConfig | Mapping, out_dir: str | os.PathLike, name: str = "config.yaml") -> Path:
+def save_config(cfg: Any, out_dir: str | os.PathLike, name: str = "config.yaml") -> Path:
     """Write the resolved config beside a run's outputs."""
     return atomic_write_text(Path(out_dir) / name, yaml.safe_dump(to_dict(cfg), sort_keys=False))

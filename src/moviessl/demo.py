@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import BadInputError
-from .utils.io import atomic_write_json, atomic_write_text
+from .utils.io import atomic_write_json
 
 log = logging.getLogger("moviessl.demo")
 
-BACKBONES = ("random", "supervised", "cvrl", "modist")
+# Backbone rows in the paper's order (references first); any other registered method follows.
+BACKBONE_ORDER = ("random", "supervised", "cvrl", "modist")
 # The demo shows one progress line per job (with the time left); per-job Lightning bars would bury it.
 QUIET = ["trainer.progress_bar=false"]
 
@@ -40,6 +41,8 @@ QUIET = ["trainer.progress_bar=false"]
 # A context variant is (backbone it was pretrained on, loss, mask label).
 MAIN_VARIANT = ("contrastive", "1-3")
 MASK_LABELS = {"1": [1], "1-2": [1, 2], "1-3": [1, 2, 3], "1-4": [1, 2, 3, 4]}
+# A fine-tuning job's cost relative to a typical one (SRL: a decoder trained for 30 epochs x seeds).
+TASK_COST = {"srl": 75.0 / 8.0}
 
 
 @dataclass
@@ -86,22 +89,14 @@ class Progress:
     Time left is the remaining jobs' expected cost (weights below) scaled by how fast the jobs
     so far went compared with their expected cost."""
 
-    # Expected seconds per job on 2 idle cores (full profile from scratch, 2026-11-27), with the
-    # two kinds of job that cost several times their step's typical one.
+    # Expected seconds of a typical job of each step on 2 idle cores (full profile from scratch,
+    # docs/benchmarks.md); a job that costs more says so by a factor (a backbone method's
+    # ``relative_cost``; TASK_COST below).
     WEIGHTS = {"synth": 45.0, "backbone": 50.0, "features": 10.0, "context": 6.0, "finetune": 8.0, "report": 1.0}
-    MODIST_BACKBONE, SRL_FINETUNE = 260.0, 75.0
 
-    @classmethod
-    def weight(cls, step: str, name: str) -> float:
-        if step == "backbone" and name.endswith("modist"):
-            return cls.MODIST_BACKBONE  # two networks, flow, and twice the steps in the cpu preset
-        if step == "finetune" and " srl " in f" {name} ":
-            return cls.SRL_FINETUNE  # a decoder trained for 30 epochs x seeds
-        return cls.WEIGHTS[step]
-
-    def __init__(self, plan: list[tuple[str, str]], timings: Path | None = None):
-        self.plan = plan  # [(step, job name)]
-        self.weights = [self.weight(s, n) for s, n in plan]
+    def __init__(self, plan: list[tuple[str, str, float]], timings: Path | None = None):
+        self.plan = plan  # [(step, job name, cost factor)]
+        self.weights = [self.WEIGHTS[s] * f for s, _, f in plan]
         # Seconds each job took, kept across invocations (a resumed demo still reports its full cost).
         self.timings_path = timings
         self.timings: dict[str, float] = json.loads(timings.read_text()) if timings and timings.is_file() else {}
@@ -191,11 +186,12 @@ def setting_name(backbone: str, txe: str, loss: str | None = None, mask: str | N
 def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, profile: str = "full",
              synth_root: str | os.PathLike | None = None, workers: int | None = None) -> dict:
     from .config import load_config
+    from .context.pretrain import pretrain_context
     from .features.extract import extract
-    from .ssl.backbone_cli import pretrain
-    from .ssl.context_cli import pretrain_context
+    from .ssl.pretrain import pretrain
+    from .ssl.registry import get_method, list_methods
     from .synth import generate
-    from .tasks.runner import run_finetune
+    from .tasks.vidsitu.runner import run_finetune
     from .training import cpu_threads
 
     if profile not in PROFILES:
@@ -210,6 +206,9 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, 
     synth = Path(synth_root) if synth_root else out / "synth"
     vid_root, lvu_root = synth / "vidsitu", synth / "lvu"
     actions_train, actions_val = synth / "actions" / "train.csv", synth / "actions" / "val.csv"
+    backbones = [m for m in BACKBONE_ORDER if m in list_methods()] + [m for m in list_methods() if m not in BACKBONE_ORDER]
+    method_sections = {b: set(get_method(b).config_sections) for b in backbones}
+    all_sections = set().union(*method_sections.values())
 
     # Context variants: (backbone, loss, mask label).
     variants = [("cvrl", "contrastive", m) for m in prof.mask_ablation]
@@ -220,13 +219,13 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, 
 
     # The fine-tuning grid: (table, task, backbone, txe, variant or None).
     grid: list[tuple[str, str, str, str, tuple | None]] = []
-    for b in BACKBONES:
+    for b in backbones:
         grid.append(("verb", "verb", b, "none", None))
     for b in ("supervised", "cvrl"):
         grid.append(("srl", "srl", b, "none", None))
         grid.append(("srl", "srl", b, "scratch", None))
     grid.append(("srl", "srl", "cvrl", "maskpred", ("cvrl", "contrastive", "1-3")))
-    for b in ("random", "supervised", "cvrl", "modist"):
+    for b in backbones:
         grid.append(("relation", "relation", b, "none", None))
     for b in ("cvrl", "modist"):
         grid.append(("relation", "relation", b, "scratch", None))
@@ -235,12 +234,12 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, 
         if v[0] == "cvrl" and v != ("cvrl", "contrastive", "1-3"):
             grid.append(("mask_ablation", "srl", "cvrl", "maskpred", v))
 
-    plan = [("synth", "SynthMovies")]
-    plan += [("backbone", f"pretrain backbone {b}") for b in BACKBONES]
-    plan += [("features", f"extract {b}/{d}") for b in BACKBONES for d in ("vidsitu", "lvu")]
-    plan += [("context", f"MaskPred TxE {v}") for v in variants]
-    plan += [("finetune", f"{t}: {task} {b} txe={x}") for t, task, b, x, _ in grid]
-    plan += [("report", "results")]
+    plan = [("synth", "SynthMovies", 1.0)]
+    plan += [("backbone", f"pretrain backbone {b}", get_method(b).relative_cost) for b in backbones]
+    plan += [("features", f"extract {b}/{d}", 1.0) for b in backbones for d in ("vidsitu", "lvu")]
+    plan += [("context", f"MaskPred TxE {v}", 1.0) for v in variants]
+    plan += [("finetune", f"{t}: {task} {b} txe={x}", TASK_COST.get(task, 1.0)) for t, task, b, x, _ in grid]
+    plan += [("report", "results", 1.0)]
     prog = Progress(plan, out / "timings.json")
 
     # 1. data -------------------------------------------------------------------------------
@@ -253,13 +252,13 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, 
     # 2. backbones --------------------------------------------------------------------------
     backbone_ckpt: dict[str, Path] = {}
     probes: dict[str, Any] = {}
-    for b in BACKBONES:
+    for b in backbones:
         bdir = out / "backbone" / b
         ckpt = bdir / "model.pt"
         cfg = load_config("backbone", "cpu", prof.backbone_overrides + QUIET, variant=b)
         done = ckpt.is_file() and (bdir / "summary.json").is_file()
-        _note_drift(bdir, cfg, done, ignore=tuple(m for m in ("cvrl", "modist", "supervised", "flow")
-                                                  if m != b and not (m == "flow" and b == "modist")))
+        # other methods' own sections do not concern this backbone
+        _note_drift(bdir, cfg, done, ignore=tuple(sorted(all_sections - method_sections[b])))
         prog.run(2, "backbone", f"pretrain backbone {b}",
                  lambda b=b, bdir=bdir, cfg=cfg: pretrain(b, actions_train, bdir, cfg, val=actions_val, resume=True, progress=False),
                  cached=done)
@@ -269,7 +268,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, 
 
     # 3. features ---------------------------------------------------------------------------
     feats: dict[tuple[str, str], Path] = {}
-    for b in BACKBONES:
+    for b in backbones:
         for name, root in (("vidsitu", vid_root), ("lvu", lvu_root)):
             fdir = out / "features" / b / name
             done = (fdir / "index.json").is_file()  # written (merged) only when an extraction finishes

@@ -3,7 +3,6 @@ the paper's, mean ± SE) and PNG plots (bar charts with error bars, training cur
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from pathlib import Path

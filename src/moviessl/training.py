@@ -5,55 +5,30 @@ Every loop in moviessl (backbone SSL, supervised baseline, MaskPred, task heads)
 seeding, a progress bar (loss, lr, items/s), CSV logs (+ TensorBoard when asked), checkpoints every
 ``ckpt_every_n_steps`` and at the end (``checkpoints/last.ckpt``), ``resume=True`` continuing from
 the last one, DDP / multi-node through Lightning's own torchrun/SLURM support, bf16 autocast via
-``trainer.precision=bf16-mixed``, and a PNG of the training curves at the end.
-
-The ``trainer`` block of a stage config::
-
-    trainer:
-      accelerator: auto      # cpu | gpu | auto
-      devices: 1             # or "auto", or a list
-      num_nodes: 1
-      strategy: auto         # ddp when devices*num_nodes > 1
-      precision: 32-true     # bf16-mixed on GPUs (paper preset)
-      max_epochs: 10
-      max_steps: -1
-      accumulate_grad_batches: 1
-      gradient_clip_val: null
-      log_every_n_steps: 10
-      ckpt_every_n_steps: 100
-      tensorboard: false
-      progress_bar: true
+``trainer.precision=bf16-mixed``, and a PNG of the training curves at the end. The ``trainer``
+block of a stage config is :class:`moviessl.config.TrainerConfig`.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import os
+import re
+import shutil
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import pytorch_lightning as pl
 import torch
 
-log = logging.getLogger("moviessl")
+from .config import TrainerConfig
+from .utils.io import atomic_write
 
-TRAINER_DEFAULTS: dict[str, Any] = {
-    "accelerator": "auto",
-    "devices": 1,
-    "num_nodes": 1,
-    "strategy": "auto",
-    "precision": "32-true",
-    "max_epochs": 10,
-    "max_steps": -1,
-    "accumulate_grad_batches": 1,
-    "gradient_clip_val": None,
-    "log_every_n_steps": 10,
-    "ckpt_every_n_steps": 100,
-    "tensorboard": False,
-    "progress_bar": True,
-}
+log = logging.getLogger("moviessl")
 
 
 def quiet_lightning() -> None:
@@ -68,106 +43,76 @@ def quiet_lightning() -> None:
 
 
 def seed_everything(seed: int) -> None:
-    import pytorch_lightning as pl
-
     pl.seed_everything(int(seed), workers=True, verbose=False)
 
 
-def trainer_cfg(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    out = dict(TRAINER_DEFAULTS)
-    if cfg:
-        out.update({k: v for k, v in dict(cfg).items()})
-    return out
+def trainer_cfg(cfg: TrainerConfig | Mapping[str, Any] | None, **overrides: Any) -> TrainerConfig:
+    """A :class:`TrainerConfig` from a config block (or a partial mapping), with ``overrides``."""
+    if cfg is None:
+        cfg = TrainerConfig()
+    elif not isinstance(cfg, TrainerConfig):
+        cfg = TrainerConfig(**dict(cfg))
+    return dataclasses.replace(cfg, **overrides) if overrides else cfg
 
 
-class Throughput:
-    """Callback: items/s (clips, tokens, events...) shown in the progress bar and logged.
+class Throughput(pl.Callback):
+    """Items/s (clips, tokens, events...) shown in the progress bar and logged.
 
     The module tells how many items a batch holds through ``items_in_batch(batch)``; default: the
     length of the first tensor of the batch."""
 
-    def __new__(cls, name: str = "clips_per_s"):
-        import pytorch_lightning as pl
+    def __init__(self, name: str = "clips_per_s") -> None:
+        self.name, self._t, self._n = name, None, 0
 
-        class _Throughput(pl.Callback):
-            def __init__(self) -> None:
-                self.name, self._t, self._n = name, None, 0
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self._t is None:
+            self._t = time.perf_counter()
 
-            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-                if self._t is None:
-                    self._t = time.perf_counter()
-
-            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-                fn = getattr(pl_module, "items_in_batch", None)
-                if fn is not None:
-                    n = int(fn(batch))
-                else:
-                    first = batch[0] if isinstance(batch, (list, tuple)) else next(iter(batch.values())) if isinstance(batch, dict) else batch
-                    n = len(first)
-                self._n += n * trainer.world_size
-                dt = time.perf_counter() - self._t
-                if dt > 0.5:
-                    pl_module.log(self.name, self._n / dt, prog_bar=True, on_step=True, on_epoch=False, rank_zero_only=True)
-                    self._t, self._n = time.perf_counter(), 0
-
-        return _Throughput()
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        fn = getattr(pl_module, "items_in_batch", None)
+        if fn is not None:
+            n = int(fn(batch))
+        else:
+            first = batch[0] if isinstance(batch, (list, tuple)) else next(iter(batch.values())) if isinstance(batch, dict) else batch
+            n = len(first)
+        self._n += n * trainer.world_size
+        dt = time.perf_counter() - self._t
+        if dt > 0.5:
+            pl_module.log(self.name, self._n / dt, prog_bar=True, on_step=True, on_epoch=False, rank_zero_only=True)
+            self._t, self._n = time.perf_counter(), 0
 
 
-def make_trainer(
-    cfg: Mapping[str, Any] | None,
-    out_dir: str | os.PathLike,
-    *,
-    callbacks: Sequence[Any] = (),
-    throughput_name: str | None = "clips_per_s",
-    enable_checkpointing: bool = True,
-    **overrides: Any,
-):
+def make_trainer(cfg: TrainerConfig | Mapping[str, Any] | None, out_dir: str | os.PathLike, *,
+                 callbacks: Sequence[Any] = (), throughput_name: str | None = "clips_per_s",
+                 enable_checkpointing: bool = True, **overrides: Any) -> pl.Trainer:
     """A ``pl.Trainer`` configured from a ``trainer`` config block; logs and checkpoints under ``out_dir``."""
-    import pytorch_lightning as pl
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
     quiet_lightning()
-    t = trainer_cfg(cfg)
-    t.update(overrides)
+    t = trainer_cfg(cfg, **overrides)
     out_dir = Path(out_dir)
     loggers: list[Any] = [CSVLogger(out_dir, name="logs", version="")]
-    if t.get("tensorboard"):
+    if t.tensorboard:
         loggers.append(TensorBoardLogger(out_dir, name="tb", version=""))
     cbs: list[Any] = list(callbacks)
     if throughput_name:
         cbs.append(Throughput(throughput_name))
     if enable_checkpointing:
-        every = int(t.get("ckpt_every_n_steps") or 0)
+        every = t.ckpt_every_n_steps
         cbs.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="step{step:07d}", auto_insert_metric_name=False,
                                    every_n_train_steps=every if every > 0 else None, save_last=True, save_top_k=1,
                                    save_on_train_epoch_end=True))
-    if t.get("progress_bar", True):
-        cbs.append(TQDMProgressBar(refresh_rate=max(1, int(t.get("log_every_n_steps") or 1) // 2)))
-    try:
-        cbs.append(LearningRateMonitor(logging_interval="step"))
-    except Exception:  # no optimiser scheduler -> nothing to monitor
-        pass
-    max_steps = t.get("max_steps")
+    if t.progress_bar:
+        cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
+    cbs.append(LearningRateMonitor(logging_interval="step"))
     return pl.Trainer(
-        accelerator=t["accelerator"],
-        devices=t["devices"],
-        num_nodes=t["num_nodes"],
-        strategy=t["strategy"],
-        precision=t["precision"],
-        max_epochs=t.get("max_epochs") if t.get("max_epochs") is not None else -1,
-        max_steps=-1 if max_steps is None else int(max_steps),
-        accumulate_grad_batches=int(t.get("accumulate_grad_batches") or 1),
-        gradient_clip_val=t.get("gradient_clip_val"),
-        log_every_n_steps=int(t.get("log_every_n_steps") or 10),
-        logger=loggers,
-        callbacks=cbs,
-        enable_checkpointing=enable_checkpointing,
-        enable_progress_bar=bool(t.get("progress_bar", True)),
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=str(out_dir),
-        use_distributed_sampler=True,
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
+        max_epochs=t.max_epochs if t.max_epochs is not None else -1, max_steps=t.max_steps,
+        accumulate_grad_batches=t.accumulate_grad_batches, gradient_clip_val=t.gradient_clip_val,
+        log_every_n_steps=t.log_every_n_steps, logger=loggers, callbacks=cbs, enable_checkpointing=enable_checkpointing,
+        enable_progress_bar=t.progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
+        default_root_dir=str(out_dir), use_distributed_sampler=True,
     )
 
 
@@ -176,12 +121,43 @@ def last_checkpoint(out_dir: str | os.PathLike) -> Path | None:
     return p if p.is_file() else None
 
 
-def fit(module, cfg: Mapping[str, Any] | None, out_dir: str | os.PathLike, *, train_dataloaders=None,
+def repair_last_checkpoint(out_dir: str | os.PathLike) -> None:
+    """Make ``checkpoints/last.ckpt`` the newest readable checkpoint before a resume.
+
+    A kill -9 can land while Lightning writes ``last.ckpt`` (a truncated file) or between writing
+    ``stepN.ckpt`` and updating ``last.ckpt`` (stale by one interval). Either way the newest readable
+    checkpoint is copied over it, so a resume loses at most one checkpoint interval."""
+    ck = Path(out_dir) / "checkpoints"
+    if not ck.is_dir():
+        return
+
+    def step_of(p: Path) -> int | None:
+        try:
+            return int(torch.load(p, map_location="cpu", weights_only=False)["global_step"])
+        except Exception:  # truncated or not a checkpoint: not a candidate
+            return None
+
+    last = ck / "last.ckpt"
+    last_step = step_of(last) if last.is_file() else None
+    cands = sorted(((int(m.group(1)), p) for p in ck.glob("step*.ckpt") if (m := re.match(r"step(\d+)", p.stem))),
+                   reverse=True)
+    for step, p in cands:
+        if last_step is not None and step <= last_step:
+            return
+        if step_of(p) is not None:
+            log.warning("last.ckpt is %s; resuming from %s", "stale" if last_step is not None else "unreadable", p.name)
+            shutil.copyfile(p, last)
+            return
+
+
+def fit(module, cfg: TrainerConfig | Mapping[str, Any] | None, out_dir: str | os.PathLike, *, train_dataloaders=None,
         val_dataloaders=None, datamodule=None, resume: bool = False, callbacks: Sequence[Any] = (),
         throughput_name: str | None = "clips_per_s", curve_keys: Iterable[str] = ("train/loss",), **overrides: Any):
     """Train ``module``; ``resume=True`` continues from ``out_dir/checkpoints/last.ckpt`` if present.
 
     Returns the trainer. Writes ``out_dir/curves.png`` from the CSV log at the end (rank 0)."""
+    if resume:
+        repair_last_checkpoint(out_dir)
     ckpt = last_checkpoint(out_dir) if resume else None
     _keep_previous_log(out_dir)
     trainer = make_trainer(cfg, out_dir, callbacks=callbacks, throughput_name=throughput_name, **overrides)
@@ -259,8 +235,6 @@ def plot_curves(metrics_csv: str | os.PathLike, png: str | os.PathLike, keys: It
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    from .utils.io import atomic_write
-
     png = Path(png)
     atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)

@@ -1,30 +1,52 @@
 import pytest
 from omegaconf import OmegaConf
 
-from moviessl.config import load_config, merge_overrides, parse_overrides, save_config
+from moviessl.config import flatten, load_config, merge_overrides, parse_overrides, save_config
 from moviessl.errors import BadInputError
+from moviessl.ssl.config import BackboneConfig
 
 
 @pytest.fixture()
 def preset(tmp_path):
     base = tmp_path / "base.yaml"
-    base.write_text("seed: 0\ntrainer:\n  devices: 1\n  precision: 32-true\noptim:\n  lr: 0.1\n  betas: [0.9, 0.99]\n")
+    base.write_text("_base_: cpu\nseed: 0\ntrainer:\n  devices: 1\n  precision: 32-true\noptim:\n  lr: 0.1\n")
     child = tmp_path / "child.yaml"
     child.write_text("_base_: base.yaml\noptim:\n  lr: 0.3\n")
     return child
 
 
-def test_base_and_overrides(preset):
-    cfg = load_config("backbone", preset, ["trainer.precision=bf16-mixed", "optim.lr=1e-3", "optim.betas=[0.5,0.6]"])
+def test_base_chain_and_overrides(preset):
+    cfg = load_config("backbone", preset)
+    assert isinstance(cfg, BackboneConfig) and cfg.optim.lr == pytest.approx(0.3)  # child over base over cpu
+    assert cfg.model.preset == "slowd_cpu" and cfg.data.num_frames == 16        # ... over paper (cpu's base)
+    cfg = load_config("backbone", preset, ["trainer.precision=bf16-mixed", "optim.lr=1e-3", "augment.area=[0.5,0.6]"])
     assert cfg.trainer.precision == "bf16-mixed"
     assert cfg.optim.lr == pytest.approx(1e-3)
-    assert list(cfg.optim.betas) == [0.5, 0.6]
+    assert cfg.augment.area == [0.5, 0.6]
     assert cfg.trainer.devices == 1 and cfg.seed == 0
+
+
+def test_values_are_typed():
+    cfg = load_config("backbone", "cpu", ["cvrl.head.hidden_dim=64", "flow.bound=3"])
+    assert type(cfg.cvrl.head.hidden_dim) is int and type(cfg.flow.bound) is float and type(cfg.cvrl.tau) is float
+    with pytest.raises(BadInputError, match="cvrl.head.hidden_dim"):
+        load_config("backbone", "cpu", ["cvrl.head.hidden_dim=wide"])
 
 
 def test_unknown_key_is_an_error(preset):
     with pytest.raises(BadInputError, match="unknown config key"):
         load_config("backbone", preset, ["optim.lrr=1"])
+    bad = preset.parent / "bad.yaml"
+    bad.write_text("_base_: cpu\noptim:\n  lrr: 1\n")
+    with pytest.raises(BadInputError, match="unknown config key 'optim.lrr' in the preset"):
+        load_config("backbone", bad)
+
+
+def test_partial_preset_without_base_names_what_is_missing(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text("seed: 3\n")
+    with pytest.raises(BadInputError, match="missing settings .*_base_"):
+        load_config("backbone", p)
 
 
 def test_malformed_override(preset):
@@ -41,22 +63,23 @@ def test_save_roundtrip(preset, tmp_path):
     cfg = load_config("backbone", preset, ["seed=7"])
     p = save_config(cfg, tmp_path / "run")
     assert OmegaConf.load(p).seed == 7
+    assert load_config("backbone", p) == cfg  # a saved config is a complete preset
 
 
 def test_mapping_overrides(preset):
     cfg = load_config("backbone", preset)
     cfg2 = merge_overrides(cfg, {"optim.lr": 0.5, "trainer.devices": 2})
-    assert cfg2.optim.lr == 0.5 and cfg2.trainer.devices == 2
+    assert cfg2.optim.lr == 0.5 and cfg2.trainer.devices == 2 and cfg.optim.lr == pytest.approx(0.3)
     assert parse_overrides(["a.b=c"]).a.b == "c"
+    assert flatten({"verb": {"epochs": 1}, "trainer": {"progress_bar": False}, "seed": 2}) == \
+        {"verb.epochs": 1, "trainer.progress_bar": False, "seed": 2}
 
 
-def test_empty_mapping_is_free_form(tmp_path):
-    p = tmp_path / "p.yaml"
-    p.write_text("model:\n  preset: slowd_cpu\n  overrides: {}\n")
-    cfg = load_config("backbone", p, ["model.overrides.widths=[8,8,16,16]", "model.overrides.block=basic"])
-    assert list(cfg.model.overrides.widths) == [8, 8, 16, 16] and cfg.model.overrides.block == "basic"
+def test_free_form_mappings(tmp_path):
+    cfg = load_config("backbone", "cpu", ["model.overrides.widths=[8,8,16,16]", "model.overrides.block=basic"])
+    assert cfg.model.overrides == {"widths": [8, 8, 16, 16], "block": "basic"}
     with pytest.raises(BadInputError):
-        load_config("backbone", p, ["model.presett=x"])
+        load_config("backbone", "cpu", ["model.presett=x"])
 
 
 def test_by_variant_block(tmp_path, preset):
@@ -65,12 +88,18 @@ def test_by_variant_block(tmp_path, preset):
     assert load_config("backbone", p).trainer.devices == 1                       # no variant: the preset
     assert load_config("backbone", p, variant="other").trainer.devices == 1       # a variant without a block
     cfg = load_config("backbone", p, variant="slow")
-    assert cfg.trainer.devices == 4 and cfg.optim.lr == pytest.approx(0.01) and "by_variant" not in cfg
+    assert cfg.trainer.devices == 4 and cfg.optim.lr == pytest.approx(0.01) and not hasattr(cfg, "by_variant")
     # the command line still wins over the variant's block
     assert load_config("backbone", p, ["trainer.devices=2"], variant="slow").trainer.devices == 2
     p.write_text("_base_: child.yaml\nby_variant:\n  slow:\n    trainer: {devicez: 4}\n")
     with pytest.raises(BadInputError, match="by_variant.slow"):
         load_config("backbone", p, variant="slow")
+
+
+@pytest.mark.parametrize("stage", ["backbone", "context", "vidsitu"])
+@pytest.mark.parametrize("name", ["cpu", "paper"])
+def test_shipped_presets_are_complete(stage, name):
+    load_config(stage, name)
 
 
 def test_shipped_backbone_presets_by_method():

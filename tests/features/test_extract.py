@@ -224,7 +224,28 @@ def test_featurestore_vidsitu_folder(tmp_path):
     with pytest.raises(BadInputError, match="no \\*_feats.npy"):
         FeatureStore(tmp_path)
     # the MaskPred windows skip (and count) the bad files
-    from moviessl.ssl.context import FeatureWindows
+    from moviessl.context.windows import FeatureWindows
 
     w = FeatureWindows([s])
     assert len(w) == 3 and w.num_bad == 3 and w[0]["x"].shape == (5, 2304)
+
+
+def test_python_api_embeds_like_extract(backbone, videos, tmp_path):
+    """moviessl.embed_video (the notebook API) gives what `moviessl extract` writes, ctx included."""
+    import moviessl
+    from moviessl.models import build_txe
+
+    torch.manual_seed(1)
+    kw = dict(preset="txe_cpu", in_dim=16, dim=32, heads=2, mlp_dim=64)
+    ctx_ckpt = save_checkpoint(tmp_path / "txe.pt", stage="context", arch=arch_spec("moviessl.models.txe:build_txe", **kw),
+                               state_dict=build_txe(**kw).state_dict(), meta={"window": 5, "token_stride_s": 2.0, "in_dim": 16})
+    out = tmp_path / "out"
+    assert run_extract("--backbone", backbone, "--videos", videos, "--out", out, "--contextualizer", ctx_ckpt) == 0
+    bb = moviessl.load(backbone)
+    assert bb.stage == "backbone" and not bb.model.training and bb.meta["input"] == INPUT
+    emb = moviessl.embed_video(videos / "a.mp4", bb, ctx_ckpt, device="cpu")
+    assert emb.centers_s == [1.0, 3.0, 5.0] and emb.feats.shape == (3, 16) and emb.ctx.shape == (3, 32)
+    np.testing.assert_allclose(emb.feats, np.load(out / "a_feats.npy"), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(emb.ctx, np.load(out / "a_ctx.npy"), rtol=1e-5, atol=1e-6)
+    with pytest.raises(BadInputError, match="expected backbone"):
+        moviessl.embed_video(videos / "a.mp4", ctx_ckpt)

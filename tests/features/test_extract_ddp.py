@@ -41,7 +41,7 @@ def run_cli(*args, timeout: float = 180) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     from moviessl.config import load_config
-    from moviessl.ssl.backbone_cli import pretrain
+    from moviessl.ssl.pretrain import pretrain
     from moviessl.synth import generate
 
     tmp = tmp_path_factory.mktemp("ddp")

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from moviessl.ssl.cvrl import break_time
+from moviessl.ssl.methods.cvrl import break_time
 
 
 def _clips(b=6, t=8):

@@ -5,7 +5,7 @@ import torch
 from moviessl.data.cliplist import read_clip_list
 from moviessl.errors import BadInputError
 from moviessl.ssl import clipcache
-from moviessl.ssl.backbone import MAX_SKIPS, ClipDataset
+from moviessl.ssl.data import MAX_SKIPS, ClipDataset
 from moviessl.ssl.clipcache import FrameCache
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from moviessl.ssl.flow import FlowCache, FlowParams, compute_flow, normalize_flow
-from moviessl.ssl.modist import flow_augment
+from moviessl.ssl.augment import flow_augment
 
 from ssl_testutil import moving_square, write_video
 

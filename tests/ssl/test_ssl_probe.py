@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from moviessl.cli import main
-from moviessl.ssl.backbone import LARS, build_optimizer
+from moviessl.optim import LARS, make_optimizer, param_groups, scaled_lr
 from moviessl.ssl.probe import knn_accuracy, linear_probe
 
 from ssl_testutil import make_clip_list, tiny_overrides
@@ -46,8 +46,10 @@ def test_lars_trust_ratio_and_lr_scaling():
     assert torch.allclose(w, torch.full((4, 4), 2.0 - 0.01 * 8 / 2 * 0.5))  # lr * eta |w|/|g| * g
     assert torch.allclose(b, torch.full((4,), -0.5))  # no adaptation on biases / norms
     m = torch.nn.Linear(3, 3)
-    opt, sched = build_optimizer(m, {"name": "sgd", "lr": 0.32, "ref_batch": 1024, "warmup_frac": 0.0}, 256, 10)
-    assert opt.param_groups[0]["lr"] == pytest.approx(0.08)
+    assert scaled_lr(0.32, 256, 1024) == pytest.approx(0.08)  # CVRL: 0.32 per 1024, linear in the batch
+    assert scaled_lr(0.32, 256, None) == pytest.approx(0.32)
+    opt = make_optimizer(param_groups(m.named_parameters(), 1e-6), "sgd", 0.08)
+    assert [g["weight_decay"] for g in opt.param_groups] == [1e-6, 0.0]  # the weight, not the bias
 
 
 def test_probe_backbone_cli(clip_list, tmp_path, capsys):

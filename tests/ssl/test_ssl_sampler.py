@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from moviessl.ssl.backbone import clip_timeline, timeline_length, timeline_to_native, warmup_cosine
-from moviessl.ssl.cvrl import cvrl_gap, sample_cvrl_starts
+from moviessl.optim import warmup_schedule as warmup_cosine
+from moviessl.ssl.data import cvrl_gap, sample_cvrl_starts
+from moviessl.video.timeline import clip_timeline, timeline_length, timeline_to_native
 
 
 def _gaps(total, n, s, p, k=6000, seed=0):

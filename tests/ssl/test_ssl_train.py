@@ -9,7 +9,7 @@ import torch
 from moviessl.checkpoint import build_from_checkpoint, load_checkpoint
 from moviessl.config import load_config
 from moviessl.errors import BadInputError
-from moviessl.ssl.backbone_cli import pretrain
+from moviessl.ssl.pretrain import pretrain
 
 from ssl_testutil import tiny_overrides
 

@@ -109,7 +109,7 @@ def test_bad_inputs_exit_2(vidsitu_fixture, tmp_path, capsys):
 
 def test_missing_feature_files_are_skipped_and_counted(tmp_path):
     from conftest import make_vidsitu
-    from moviessl.tasks.runner import run_finetune
+    from moviessl.tasks.vidsitu.runner import run_finetune
 
     ann, feats = make_vidsitu(tmp_path, n_train=10, n_valid=4, dim=16, seed=1)
     files = sorted(feats.glob("*_feats.npy"))

@@ -1,9 +1,9 @@
 import torch
 
 from moviessl.checkpoint import arch_spec
-from moviessl.tasks.relation import LABELS, PAIR_INDEX, RelationTask, build_relation_model, pair_labels
-from moviessl.tasks.srl import build_srl_model
-from moviessl.tasks.verb import build_verb_model
+from moviessl.tasks.vidsitu.relation import LABELS, PAIR_INDEX, RelationTask, build_relation_model, pair_labels
+from moviessl.tasks.vidsitu.srl import build_srl_model
+from moviessl.tasks.vidsitu.verb import build_verb_model
 
 from conftest import _event
 

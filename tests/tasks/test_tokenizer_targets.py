@@ -2,7 +2,7 @@ import pytest
 
 from moviessl.data.vidsitu import roles_in_order
 from moviessl.errors import BadInputError
-from moviessl.tasks.tokenizer import ROLE_TAGS, SRLTokenizer, parse_text, target_text
+from moviessl.tasks.vidsitu.tokenizer import ROLE_TAGS, SRLTokenizer, parse_text, target_text
 
 from conftest import VERBS, _event
 

@@ -4,7 +4,7 @@ import torch
 
 from moviessl.checkpoint import arch_spec, load_checkpoint, save_checkpoint
 from moviessl.models import build_slowd
-from moviessl.tasks.runner import run_finetune
+from moviessl.tasks.vidsitu.runner import run_finetune
 
 
 def test_verb_end_to_end_and_relation_from_videos(tmp_path):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from moviessl.video import VideoReader, clip_indices, event_centers, read_clip, resolve_video
-from moviessl.video.sampling import reader_clip_indices, timeline_indices
+from moviessl.video import reader_clip_indices, timeline_indices
 
 from .vidgen import code_frame, codes, encode, has_encoder
 

@@ -19,7 +19,23 @@ VIEW_COUNT_CENTER = 11.76425435683139   # subtracted from ln(view_count)
 
 CLASSIFICATION_HEADER = "class_id class_name youtube_id imdb_id"
 
-# task -> head size (1 for regression), type, LVU group and the header line of its files
+
+def like_ratio_target(like: float, dislike: float) -> float:
+    """LVU's like-ratio target: 10 x like / (like + dislike), centred."""
+    if like < 0 or dislike < 0 or like + dislike <= 0:
+        raise ValueError("like and dislike counts must be >= 0 with a positive sum")
+    return 10.0 * like / (like + dislike) - LIKE_RATIO_CENTER
+
+
+def view_count_target(views: float) -> float:
+    """LVU's view-count target: ln(view_count), centred."""
+    if views <= 0:
+        raise ValueError("view_count must be > 0")
+    return math.log(views) - VIEW_COUNT_CENTER
+
+
+# task -> head size (1 for regression), type, LVU group, the header line of its files, and for
+# regression the number of label fields and the centred target they give
 LVU_TASKS: dict[str, dict] = {
     "relationship": dict(num_classes=4, type="classification", group="content", header=CLASSIFICATION_HEADER),
     "way_speaking": dict(num_classes=5, type="classification", group="content", header=CLASSIFICATION_HEADER),
@@ -28,8 +44,10 @@ LVU_TASKS: dict[str, dict] = {
     "writer": dict(num_classes=10, type="classification", group="metadata", header=CLASSIFICATION_HEADER),
     "year": dict(num_classes=9, type="classification", group="metadata", header=CLASSIFICATION_HEADER),
     "genre": dict(num_classes=4, type="classification", group="metadata", header=CLASSIFICATION_HEADER),
-    "like_ratio": dict(num_classes=1, type="regression", group="user engagement", header="like_count dislike_count youtube_id imdb_id"),
-    "view_count": dict(num_classes=1, type="regression", group="user engagement", header="view_count youtube_id imdb_id"),
+    "like_ratio": dict(num_classes=1, type="regression", group="user engagement",
+                       header="like_count dislike_count youtube_id imdb_id", label_fields=2, target=like_ratio_target),
+    "view_count": dict(num_classes=1, type="regression", group="user engagement", header="view_count youtube_id imdb_id",
+                       label_fields=1, target=view_count_target),
 }
 SPLITS = ("train", "val", "test")
 
@@ -54,16 +72,9 @@ def label_path(lvu_root: str | os.PathLike, task: str, split: str) -> Path:
 
 def parse_label(task: str, fields: list[str]) -> int | float:
     """The training target of one line: a class id, or the centred regression value."""
-    if task == "like_ratio":
-        like, dislike = float(fields[0]), float(fields[1])
-        if like < 0 or dislike < 0 or like + dislike <= 0:
-            raise ValueError("like and dislike counts must be >= 0 with a positive sum")
-        return 10.0 * like / (like + dislike) - LIKE_RATIO_CENTER
-    if task == "view_count":
-        views = float(fields[0])
-        if views <= 0:
-            raise ValueError("view_count must be > 0")
-        return math.log(views) - VIEW_COUNT_CENTER
+    t = LVU_TASKS[task]
+    if t["type"] == "regression":
+        return t["target"](*(float(f) for f in fields[: t["label_fields"]]))
     cid = int(fields[0])
     if not 0 <= cid < LVU_TASKS[task]["num_classes"]:
         raise ValueError(f"class id {cid} outside 0..{LVU_TASKS[task]['num_classes'] - 1}")
@@ -84,7 +95,7 @@ def read_labels(lvu_root: str | os.PathLike, task: str, split: str) -> list[tupl
         raise BadInputError(path, f"unreadable ({e})") from None
     if not lines:
         raise BadInputError(path, "empty file (expected a header line)")
-    want = 4 if task == "like_ratio" or LVU_TASKS[task]["type"] == "classification" else 3
+    want = LVU_TASKS[task].get("label_fields", 2) + 2  # label field(s) (class: id and name), youtube_id, imdb_id
     out = []
     for lineno, line in enumerate(lines[1:], start=2):  # line 1 is the header
         fields = line.split()

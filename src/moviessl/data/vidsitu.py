@@ -1,6 +1,6 @@
 """Reader for VidSitu as released (``vidsitu_annotations/``), and the SRL target-text helpers.
 
-Layout (see ``../shared/docs/vidsitu.md`` §2)::
+Layout (VidSitu's release, ``TheShadow29/VidSitu``, README and ``vidsitu_code/dat_loader.py``)::
 
     vidsitu_annotations/
       split_files/vseg_split_{split}_lb.json      flat list of segment ids; position = ann_idx

@@ -1,4 +1,4 @@
-"""Loading and checking VidSitu submission files (``../shared/docs/vidsitu.md`` §3).
+"""Loading and checking VidSitu submission files (VidSitu's ``docs/*_eg.pkl`` format, ``TheShadow29/VidSitu``).
 
 A submission is a list of dicts, one per segment, keyed by ``ann_idx`` (the position in the split
 file): VidSitu's pickle, or the same structure as ``.json``. Duplicated ``ann_idx`` keep their

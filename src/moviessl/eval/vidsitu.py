@@ -1,7 +1,7 @@
 """VidSitu metrics with the official evaluator's semantics (TheShadow29/VidSitu ``evl_fns.py``).
 
 Every selection, ordering and averaging rule below is the reference's, so the numbers equal what
-VidSitu reports on the same files (``../shared/docs/vidsitu.md`` §4); only the output is scaled to
+VidSitu reports on the same files (``vidsitu_code/evl_fns.py`` of ``TheShadow29/VidSitu``); only the output is scaled to
 percent, as in the paper's tables. CIDEr-D and ROUGE-L are pycocoevalcap's own scorers, called the
 way VidSitu calls them (``{item_id: [str]}`` dicts, no tokenisation); METEOR (Java) is not run
 since it is never reported; LEA is :mod:`moviessl.eval.lea`.

@@ -34,8 +34,12 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from ..checkpoint import build_from_checkpoint, file_hash, load_checkpoint
+from ..data.cliplist import read_clip_list
 from ..errors import BadInputError
+from ..training import quiet_lightning
 from ..utils.io import atomic_save_npy, atomic_write_json
+from ..video import FRAME_EXTS, VIDEO_EXTS, VideoReader, crop_box, event_centers, normalize, read_clip, resize_short_side
 from .store import CTX_SUFFIX, FEATS_SUFFIX, INDEX_NAME, read_index
 
 log = logging.getLogger("moviessl.features")
@@ -48,14 +52,10 @@ VIDSITU_CENTERS = [1.0, 3.0, 5.0, 7.0, 9.0]
 # --- which videos -------------------------------------------------------------------------------
 
 def _is_frame_folder(d: Path) -> bool:
-    from ..video import FRAME_EXTS
-
     return d.is_dir() and any(p.suffix.lower() in FRAME_EXTS for p in d.iterdir())
 
 
 def _scan_dir(d: Path) -> list[tuple[str, Path]]:
-    from ..video import VIDEO_EXTS
-
     out = []
     for p in sorted(d.iterdir()):
         if p.name.startswith("."):
@@ -76,7 +76,6 @@ def find_videos(spec: str | os.PathLike) -> tuple[list[tuple[str, Path]], str]:
     """
     p = Path(spec)
     if p.is_file():
-        from ..data.cliplist import read_clip_list
 
         vids = [(q.stem if q.suffix else q.name, q) for q, _ in read_clip_list(p)]
         layout = "list"
@@ -106,15 +105,11 @@ def find_videos(spec: str | os.PathLike) -> tuple[list[tuple[str, Path]], str]:
 # --- decoding ---------------------------------------------------------------------------------
 
 def event_centers_for(duration_s: float, stride_s: float, vidsitu: bool) -> list[float]:
-    from ..video import event_centers
-
     return list(VIDSITU_CENTERS) if vidsitu else event_centers(duration_s, stride_s)
 
 
 def clip_uint8(reader, center_s: float, inp: dict) -> np.ndarray:
     """One event clip, resized and centre-cropped: uint8 (3, T, crop, crop)."""
-    from ..video import crop_box, read_clip, resize_short_side
-
     frames = read_clip(reader, center_s, int(inp["num_frames"]), int(inp["stride"]))
     frames = resize_short_side(frames, int(inp["short_side"]))
     c = int(inp["crop"])
@@ -137,7 +132,6 @@ class EventClipStream(IterableDataset):
         return self.videos[self.rank::self.world]
 
     def __iter__(self) -> Iterator[dict]:
-        from ..video import VideoReader
 
         wi = get_worker_info()
         wid, nw = (wi.id, wi.num_workers) if wi is not None else (0, 1)
@@ -156,6 +150,11 @@ class EventClipStream(IterableDataset):
             except Exception as e:  # one bad video never stops the job: it is listed in the index
                 msg = str(e) if isinstance(e, BadInputError) else f"{path}: {type(e).__name__}: {' '.join(str(e).split())}"
                 yield {"id": vid, "error": msg, "info": {"source": str(path)}}
+
+
+def backbone_features(backbone: torch.nn.Module, clips: torch.Tensor) -> torch.Tensor:
+    """Pooled features (E, D) float32 of uint8 event clips (E, 3, T, S, S) already on the model's device."""
+    return backbone(normalize(clips.float().div_(255.0))).float()
 
 
 # --- contextualizer -----------------------------------------------------------------------------
@@ -188,8 +187,6 @@ def contextualize(txe: torch.nn.Module, feats: torch.Tensor, window: int = 5, st
 
 def load_contextualizer(path: str | os.PathLike, in_dim: int, feature_stride_s: float):
     """(TxE in eval mode, window, step in events) from a ``context`` checkpoint."""
-    from ..checkpoint import build_from_checkpoint, load_checkpoint
-
     obj = load_checkpoint(path, stage="context")
     meta = obj.get("meta", {})
     if int(meta.get("in_dim", in_dim)) != in_dim:
@@ -204,7 +201,6 @@ def load_contextualizer(path: str | os.PathLike, in_dim: int, feature_stride_s: 
 
 class FeatureExtractor(pl.LightningModule):
     """Backbone (+ optional TxE) in ``predict``; writes each finished video from ``predict_step``."""
-
     def __init__(self, backbone: torch.nn.Module, out_dir: Path, stream: EventClipStream, entry_base: dict,
                  dtype: str = "float32", txe: torch.nn.Module | None = None, window: int = 5, step: int = 1):
         super().__init__()
@@ -257,10 +253,7 @@ class FeatureExtractor(pl.LightningModule):
             log.warning("skipping %s", batch["error"])
             self._record(vid, {**self.entry_base, "status": "bad", "error": batch["error"], "source": batch["info"]["source"]})
             return None
-        from ..video import normalize
-
-        x = normalize(batch["clips"].to(self.device, non_blocking=True).float().div_(255.0))
-        feats = self.backbone(x).float()
+        feats = backbone_features(self.backbone, batch["clips"].to(self.device, non_blocking=True))
         parts = self._pending.setdefault(vid, [None] * int(batch["num_chunks"]))
         parts[int(batch["chunk"])] = feats
         if any(p is None for p in parts):
@@ -298,9 +291,6 @@ def extract(backbone: str | os.PathLike, videos: str | os.PathLike, out: str | o
             num_workers: int = 2, accelerator: str = "auto", devices: Any = 1, num_nodes: int = 1,
             strategy: str = "auto", precision: str = "32-true", retry_bad: bool = False) -> dict:
     """Extract features of every video not yet done; returns the summary written to index.json."""
-    from ..checkpoint import build_from_checkpoint, file_hash, load_checkpoint
-    from ..training import quiet_lightning
-
     out = Path(out)
     if stride_s <= 0:
         raise BadInputError("--stride", f"must be positive, got {stride_s}")

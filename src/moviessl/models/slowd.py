@@ -3,7 +3,7 @@
 Slow-D (paper §3.1, following CVRL) is Slow-only R50 with (1) a 16x4 input and a stem conv of
 temporal kernel 5 and (2) a temporal stride of 2 in that conv, so res2-res5 see 8 frames. We put the
 stride in the conv (CVRL's R3D-50); the pool keeps temporal stride 1. Reference counts
-(``docs/ssl-recipes.md`` §2, fvcore convention: 1 multiply-add = 1 "FLOP"): 31.67 M backbone
+(fvcore's convention, 1 multiply-add = 1 "FLOP", as the PySlowFast / PyTorchVideo model zoos): 31.67 M backbone
 parameters, 45.70 GMACs at 16x224².
 
 Layout mirrors PySlowFast's ``ResNet`` so its checkpoints map one-to-one

@@ -2,6 +2,10 @@
 
 All inputs are L2-normalised embeddings; ``tau`` is the temperature (0.1 for CVRL, MoDist and
 MaskPred in the paper).
+
+- :func:`info_nce_pairs`: SimCLR / CVRL's NT-Xent over the (all-gathered) batch.
+- :func:`info_nce_queue`: MoCo's form against a FIFO queue of negatives (MoDist's terms and the
+  paper's Eq. 1 for event mask prediction), with queue entries of the query's own source left out.
 """
 
 from __future__ import annotations
@@ -58,20 +62,29 @@ def info_nce_pairs(z1: torch.Tensor, z2: torch.Tensor, tau: float = 0.1, gather:
     return per_row[:n].mean() + per_row[n:].mean()
 
 
+def same_source(q_ids: torch.Tensor, queue_ids: torch.Tensor) -> torch.Tensor:
+    """(B, K) bool: queue entry k comes from the same source (video, event) as query b."""
+    return q_ids.reshape(-1, 1).to(queue_ids.device) == queue_ids.reshape(1, -1)
+
+
 def info_nce_queue(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tau: float = 0.1,
                    q_ids: torch.Tensor | None = None, queue_ids: torch.Tensor | None = None) -> torch.Tensor:
-    """MoCo InfoNCE: query ``q`` (B, D), its positive key ``k`` (B, D), negatives ``queue`` (K, D).
+    """Queue InfoNCE: query ``q`` (B, D), its positive key ``k`` (B, D), negatives ``queue`` (K, D)::
 
-    ``L = mean_i -log( exp(q_i.k_i/tau) / (exp(q_i.k_i/tau) + sum_j exp(q_i.n_j/tau)) )``, i.e. the
-    form of paper Eq. 1 (MaskPred) and of MoDist's cross-modal / visual terms. ``k`` and ``queue``
-    get no gradient (keys come from momentum encoders). With ``q_ids`` (B,) and ``queue_ids`` (K,),
-    queue entries from the query's own source (same id) are left out of its negatives."""
+        L = mean_b -log( exp(q_b.k_b/tau) / (exp(q_b.k_b/tau) + sum_j exp(q_b.n_j/tau)) )
+
+    MoCo's loss (He et al., CVPR 2020), MoDist's visual and cross-modal terms, and paper Eq. 1 for
+    event mask prediction (``q`` = v̂_t, ``k`` = v_t, ``queue`` = the distractors p_i). ``k`` and
+    ``queue`` get no gradient. With ``q_ids`` (B,) and ``queue_ids`` (K,), queue entries from the
+    query's own source (same id: its video, or the very event it must fill in) are left out of its
+    negatives -- on a small data set a queue spans much of an epoch and would otherwise hold them.
+    K may be 0 (an empty queue: the loss is 0)."""
     q = q.float()
     k = k.detach().float()
     queue = queue.detach().to(q.dtype)
     pos = (q * k).sum(dim=1, keepdim=True)
     neg = q @ queue.t()
     if q_ids is not None and queue_ids is not None:
-        neg = neg.masked_fill(q_ids.view(-1, 1).to(queue_ids.device) == queue_ids.view(1, -1), float("-inf"))
+        neg = neg.masked_fill(same_source(q_ids, queue_ids), float("-inf"))
     logits = torch.cat([pos, neg], dim=1) / tau
     return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))

@@ -3,9 +3,9 @@
 Features: the pooled Slow-D output of ``num_clips`` evenly spaced centre-cropped clips per video,
 averaged, then **L2-normalised** (CVRL's linear eval). Linear probe: multinomial logistic regression
 on the training features, full batch, L-BFGS for ``max_iter`` iterations, no weight decay by default
-(CVRL's linear eval uses none; on L2-normalised features even 1e-4 over-regularises: measured on
-SynthMovies, random-init features 11.7% at 0 vs 5.0% at 1e-4); no learning rate to tune. k-NN: cosine similarity to the
-training features, the k nearest vote with weights exp(sim / 0.07) (Wu et al. 2018).
+(CVRL's linear eval uses none; on L2-normalised features even 1e-4 over-regularises, docs/design.md); no learning rate to tune. k-NN: cosine similarity to the
+training features, the k nearest vote with weights exp(sim / 0.07) (Wu et al. 2018). Settings:
+the ``probe`` block of the backbone config (:class:`moviessl.ssl.config.ProbeConfig`).
 """
 
 from __future__ import annotations
@@ -20,11 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint import build_from_checkpoint, load_checkpoint
+from ..data.cliplist import read_clip_list
 from ..errors import BadInputError
+from ..video import MEAN, STD
+from .clipcache import FrameCache, default_cache_dir
+from .config import ProbeConfig
+from .data import ClipDataset
 
 log = logging.getLogger("moviessl")
-
-PROBE_DEFAULTS = dict(num_clips=1, batch_size=16, weight_decay=0.0, max_iter=300, knn_k=20, knn_t=0.07, seed=0)
 
 
 @torch.no_grad()
@@ -33,9 +37,6 @@ def extract_features(model: nn.Module, items: Sequence[tuple[Path, int | None]],
                      progress: bool = True, desc: str = "features") -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     """(features (N, D) L2-normalised float32, labels (N,) int64 (-1 if none), bad {path: error})."""
     from tqdm.auto import tqdm
-
-    from ..video import MEAN, STD
-    from .backbone import ClipDataset
 
     ds = ClipDataset(items, "eval", num_frames=int(input_meta["num_frames"]), stride=int(input_meta["stride"]),
                      short_side=int(input_meta["short_side"]), frame_cache=frame_cache, eval_clips=num_clips)
@@ -103,43 +104,35 @@ def knn_accuracy(xtr: np.ndarray, ytr: np.ndarray, xva: np.ndarray, yva: np.ndar
     return float((votes.argmax(1).numpy() == yva).mean() * 100.0)
 
 
-def probe_features(xtr, ytr, xva, yva, cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    c = {**PROBE_DEFAULTS, **dict(cfg or {})}
+def probe_features(xtr, ytr, xva, yva, cfg: ProbeConfig) -> dict[str, Any]:
     if len(xtr) == 0 or len(xva) == 0:
         raise BadInputError(None, "linear probe needs labelled training and validation videos (none usable)")
     if (ytr < 0).any() or (yva < 0).any():
         raise BadInputError(None, "linear probe needs labels on every line of the train and val clip lists")
     num_classes = int(max(ytr.max(), yva.max())) + 1
     return {
-        "linear_top1": round(linear_probe(xtr, ytr, xva, yva, num_classes, float(c["weight_decay"]), int(c["max_iter"]),
-                                          int(c["seed"])), 3),
-        "knn_top1": round(knn_accuracy(xtr, ytr, xva, yva, num_classes, int(c["knn_k"]), float(c["knn_t"])), 3),
-        "knn_k": int(min(int(c["knn_k"]), len(xtr))),
+        "linear_top1": round(linear_probe(xtr, ytr, xva, yva, num_classes, cfg.weight_decay, cfg.max_iter, cfg.seed), 3),
+        "knn_top1": round(knn_accuracy(xtr, ytr, xva, yva, num_classes, cfg.knn_k, cfg.knn_t), 3),
+        "knn_k": int(min(cfg.knn_k, len(xtr))),
         "num_train": int(len(xtr)), "num_val": int(len(xva)), "num_classes": num_classes,
     }
 
 
-def probe_model(model: nn.Module, input_meta: Mapping[str, Any], train_items, val_items, cfg: Mapping[str, Any] | None = None,
+def probe_model(model: nn.Module, input_meta: Mapping[str, Any], train_items, val_items, cfg: ProbeConfig,
                 *, frame_cache=None, device: str | torch.device = "cpu", progress: bool = True) -> dict[str, Any]:
     """Linear probe + k-NN of a backbone module on two labelled item lists."""
-    c = {**PROBE_DEFAULTS, **dict(cfg or {})}
-    kw = dict(num_clips=int(c["num_clips"]), batch_size=int(c["batch_size"]), frame_cache=frame_cache, device=device,
-              progress=progress)
+    kw = dict(num_clips=cfg.num_clips, batch_size=cfg.batch_size, frame_cache=frame_cache, device=device, progress=progress)
     xtr, ytr, bad_tr = extract_features(model, train_items, input_meta, desc="probe: train features", **kw)
     xva, yva, bad_va = extract_features(model, val_items, input_meta, desc="probe: val features", **kw)
-    out = probe_features(xtr, ytr, xva, yva, c)
-    out.update(skipped_train=len(bad_tr), skipped_val=len(bad_va), num_clips=int(c["num_clips"]))
+    out = probe_features(xtr, ytr, xva, yva, cfg)
+    out.update(skipped_train=len(bad_tr), skipped_val=len(bad_va), num_clips=cfg.num_clips)
     return out
 
 
 def probe_checkpoint(ckpt: str | os.PathLike, train_csv: str | os.PathLike, val_csv: str | os.PathLike,
-                     cfg: Mapping[str, Any] | None = None, *, cache_dir: str | os.PathLike | None = None,
+                     cfg: ProbeConfig, *, cache_dir: str | os.PathLike | None = None,
                      use_cache: bool = True, device: str | None = None, progress: bool = True) -> dict[str, Any]:
     """``moviessl probe-backbone``: load a ``backbone`` checkpoint and probe it."""
-    from ..checkpoint import build_from_checkpoint, load_checkpoint
-    from ..data.cliplist import read_clip_list
-    from .clipcache import FrameCache, default_cache_dir
-
     obj = load_checkpoint(ckpt, stage="backbone")
     meta = obj.get("meta", {})
     if "input" not in meta:

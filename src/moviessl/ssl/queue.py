@@ -2,7 +2,9 @@
 
 Used by MoDist (visual and flow keys) and by MaskPred (event-feature distractors, paper Eq. 1).
 The queue is a ring of ``K`` L2-normalised ``dim``-d rows, initialised with random Gaussian vectors
-(as MoCo does) so it can be used from the first step. After the loss of a step has been computed,
+(as MoCo does, ``init="random"``) so it can be used from the first step, or empty
+(``init="empty"``: only keys actually enqueued are ever read, ``get(filled_only=True)``; MaskPred's
+distractors are real past targets only). After the loss of a step has been computed,
 ``enqueue`` gathers the new keys of *all* processes (so every rank holds the same queue, whatever
 the number of processes), overwrites the oldest rows and advances the pointer. Keys never carry a
 gradient.
@@ -27,15 +29,20 @@ class MemoryQueue(nn.Module):
             keeps a batch of keys contiguous in the ring; MoDist uses it).
     """
 
-    def __init__(self, size: int, dim: int, require_divisible: bool = False, track_ids: bool = False):
+    def __init__(self, size: int, dim: int, require_divisible: bool = False, track_ids: bool = False,
+                 init: str = "random"):
         super().__init__()
         if size <= 0 or dim <= 0:
             raise ValueError(f"MemoryQueue needs size > 0 and dim > 0, got {size}, {dim}")
+        if init not in ("random", "empty"):
+            raise ValueError(f"MemoryQueue init must be 'random' or 'empty', got {init!r}")
         self.size, self.dim, self.require_divisible = int(size), int(dim), bool(require_divisible)
-        self.register_buffer("queue", F.normalize(torch.randn(self.size, self.dim), dim=1))
-        # ``track_ids``: keep the source id (e.g. video index) of every key, so a query can leave out
-        # keys of its own video. On a small dataset a queue spans a large part of an epoch and
-        # would otherwise hold stale keys of the query's own video as "negatives" (-1 = none).
+        rows = F.normalize(torch.randn(self.size, self.dim), dim=1) if init == "random" else torch.zeros(self.size, self.dim)
+        self.register_buffer("queue", rows)
+        # ``track_ids``: keep the source id (e.g. video index, event id) of every key, so a query can
+        # leave out keys of its own source (losses.info_nce_queue). On a small dataset a queue spans
+        # a large part of an epoch and would otherwise hold stale keys of the query's own video as
+        # "negatives" (-1 = none).
         self.track_ids = bool(track_ids)
         if self.track_ids:
             self.register_buffer("ids", torch.full((self.size,), -1, dtype=torch.long))
@@ -51,21 +58,26 @@ class MemoryQueue(nn.Module):
     def is_full(self) -> bool:
         return int(self.num_enqueued) >= self.size
 
-    def get(self) -> torch.Tensor:
-        """A detached copy of the keys (K, dim) to score queries against.
+    @property
+    def num_filled(self) -> int:
+        return min(int(self.num_enqueued), self.size)
+
+    def get(self, filled_only: bool = False) -> torch.Tensor:
+        """A detached copy of the keys (K, dim) to score queries against (``filled_only``: the
+        rows written so far; the ring fills from row 0, so they are the first ones).
 
         A copy, because ``enqueue`` later overwrites the buffer in place, which would otherwise
         invalidate the autograd graph of a loss that used it."""
-        return self.queue.detach().clone()
+        return self.queue[: self.num_filled if filled_only else self.size].detach().clone()
 
     def forward(self) -> torch.Tensor:
         return self.get()
 
-    def get_ids(self) -> torch.Tensor:
+    def get_ids(self, filled_only: bool = False) -> torch.Tensor:
         """A copy of the keys' source ids (K,), -1 where unknown (needs ``track_ids``)."""
         if not self.track_ids:
             raise RuntimeError("this MemoryQueue was built without track_ids")
-        return self.ids.clone()
+        return self.ids[: self.num_filled if filled_only else self.size].clone()
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor, ids: torch.Tensor | None = None) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.lvu import LVU_TASKS
 from ..errors import BadInputError
 from ..utils.io import atomic_write_json, atomic_write_text
 from . import plot as P
@@ -255,7 +256,6 @@ def write_vidsitu(root: Path, clips: list[dict], seed: int) -> dict:
     return counts
 
 
-LVU_HEADERS = {"like_ratio": "like_count dislike_count youtube_id imdb_id", "view_count": "view_count youtube_id imdb_id"}
 LVU_CLASS_NAMES = {
     "relationship": W.RELATIONSHIPS, "way_speaking": W.WAYS_SPEAKING, "scene": W.SCENES, "director": W.DIRECTOR_NAMES,
     "writer": W.WRITER_NAMES, "year": W.YEARS, "genre": W.GENRES,
@@ -263,21 +263,18 @@ LVU_CLASS_NAMES = {
 
 
 def write_lvu(root: Path, movies: list[dict]) -> dict:
-    from ..data.lvu import LVU_TASKS
-
     for task in LVU_TASKS:
         for split in ("train", "val", "test"):
-            lines = [LVU_HEADERS.get(task, "class_id class_name youtube_id imdb_id")]
+            lines = [LVU_TASKS[task]["header"]]
             for m in movies:
                 if m["split"] != split:
                     continue
                 lab = m["plan"]["labels"][task]
-                if task == "like_ratio":
-                    lines.append(f"{lab[0]} {lab[1]} {m['yid']} {m['imdb_id']}")
-                elif task == "view_count":
-                    lines.append(f"{lab} {m['yid']} {m['imdb_id']}")
+                if LVU_TASKS[task]["type"] == "regression":
+                    fields = list(lab) if isinstance(lab, (list, tuple)) else [lab]
                 else:
-                    lines.append(f"{lab} {LVU_CLASS_NAMES[task][lab]} {m['yid']} {m['imdb_id']}")
+                    fields = [lab, LVU_CLASS_NAMES[task][lab]]
+                lines.append(" ".join(str(f) for f in [*fields, m["yid"], m["imdb_id"]]))
             atomic_write_text(root / "lvu_1.0" / task / f"{split}.csv", "\n".join(lines) + "\n")
     gt = {m["yid"]: dict(split=m["split"], imdb_id=m["imdb_id"], **m["plan"]) for m in movies}
     atomic_write_json(root / "ground_truth.json", gt, indent=None)

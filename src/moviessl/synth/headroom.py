@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.lvu import LIKE_RATIO_CENTER, LVU_TASKS, VIEW_COUNT_CENTER
 from . import plot as P
 from . import world as W
 
@@ -176,22 +177,25 @@ def oracle_lvu(plan: dict) -> dict:
     obs = np.array([ys["saturation"], ys["sepia"], ys["grain"]])
     d = [(((obs - np.array([s["saturation"], s["sepia"], s["grain"]])) / _YEAR_SIG) ** 2).sum() for s in W.YEAR_STYLE]
     out["year"] = int(np.argmin(d))
-    out["like_ratio"] = plan["clean"]["like_ratio"] - 9.138220535629456
-    out["view_count"] = plan["clean"]["view_count"] - 11.76425435683139
+    out["like_ratio"] = plan["clean"]["like_ratio"] - LIKE_RATIO_CENTER
+    out["view_count"] = plan["clean"]["view_count"] - VIEW_COUNT_CENTER
     return out
 
 
 def _lvu_target(task, lab):
-    if task == "like_ratio":
-        return 10 * lab[0] / (lab[0] + lab[1]) - 9.138220535629456
-    if task == "view_count":
-        return float(np.log(lab) - 11.76425435683139)
-    return lab
+    t = LVU_TASKS[task]
+    if t["type"] != "regression":
+        return lab
+    return float(t["target"](*(lab if isinstance(lab, (list, tuple)) else [lab])))
+
+
+def _regression(task: str) -> bool:
+    return LVU_TASKS[task]["type"] == "regression"
 
 
 def _score(task, pred, true):
     pred, true = np.asarray(pred, float), np.asarray(true, float)
-    if task in ("like_ratio", "view_count"):
+    if _regression(task):
         return float(((pred - true) ** 2).mean())
     return float((pred == true).mean() * 100)
 
@@ -235,10 +239,10 @@ def headroom(root: str | Path, n_plans: int = 500, seed: int = 123, progress: bo
                       for i in tqdm(ids, desc="movie features", disable=not progress)])
     tr = np.array([lgt[i]["split"] == "train" for i in ids])
     lvu = {}
-    for task in ("relationship", "way_speaking", "scene", "director", "writer", "year", "genre", "like_ratio", "view_count"):
+    for task in LVU_TASKS:
         yt = np.array([_lvu_target(task, lgt[i]["labels"][task]) for i in ids])
         orc_pred = [oracle_lvu(lgt[i])[task] for i in ids]
-        if task in ("like_ratio", "view_count"):
+        if _regression(task):
             chance = np.full((~tr).sum(), yt[tr].mean())
             pix = fit_ridge(mfeat[tr], yt[tr])(mfeat[~tr])
         else:
@@ -254,7 +258,7 @@ def headroom(root: str | Path, n_plans: int = 500, seed: int = 123, progress: bo
     for task in lvu:
         yt = [_lvu_target(task, p["labels"][task]) for p in plans]
         lvu[task]["oracle_plans"] = _score(task, [oracle_lvu(p)[task] for p in plans], yt)
-        if task in ("like_ratio", "view_count"):
+        if _regression(task):
             lvu[task]["chance_plans"] = _score(task, np.full(len(yt), np.mean(yt)), yt)
         else:
             lvu[task]["chance_plans"] = float(max(Counter(yt).values()) / len(yt) * 100)

@@ -1,26 +1,7 @@
-"""VidSitu tasks: verb prediction, semantic roles (TxD), event relations; ``moviessl finetune vidsitu``.
+"""Tasks on top of the pretrained hierarchy, one sub-package per benchmark.
 
-``run_finetune(task, data_root, features=..., contextualizer=..., seeds=..., out=..., cfg=...)`` is the
-Python entry point (see :mod:`moviessl.tasks.runner`). Names are imported lazily so that
-``moviessl --help`` does not pay for Lightning.
+- :mod:`.base` -- the benchmark-agnostic layer: the ``TaskSpec`` protocol, the one ``TaskModule``,
+  K seeded runs with skip-if-done and mean ± SE;
+- :mod:`.encoder` -- the visual side every task shares (backbone -> TxE -> event tokens);
+- :mod:`.vidsitu` -- VidSitu's verb / SRL / relation tasks and ``moviessl finetune vidsitu``.
 """
-
-from __future__ import annotations
-
-import importlib
-
-_EXPORTS = {
-    "run_finetune": "runner", "resolve_config": "runner", "TASKS": "runner",
-    "SRLTokenizer": "tokenizer", "ROLE_TAGS": "tokenizer",
-    "VerbClassifier": "verb", "build_verb_model": "verb",
-    "SRLDecoder": "srl", "build_srl_model": "srl",
-    "RelationClassifier": "relation", "build_relation_model": "relation", "LABELS": "relation",
-    "EventEncoder": "encoder", "TaskModule": "module",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

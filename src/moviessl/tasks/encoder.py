@@ -1,4 +1,4 @@
-"""The visual side every VidSitu task shares: 5 events of a clip -> 5 event tokens.
+"""The visual side every task shares: the events of a clip -> event tokens.
 
 ``EventEncoder`` = optional backbone (end-to-end from clips) -> optional TxE contextualizer.
 
@@ -48,8 +48,3 @@ def build_encoder(in_dim: int, backbone_arch: Mapping[str, Any] | None = None,
     backbone = build_arch(backbone_arch) if backbone_arch else None
     txe = build_arch(txe_arch) if txe_arch else None
     return EventEncoder(in_dim, backbone, txe)
-
-
-def mlp(in_dim: int, hidden: int, out_dim: int, dropout: float = 0.0) -> nn.Sequential:
-    """VidSitu's head shape: Linear -> ReLU -> (Dropout) -> Linear."""
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, out_dim))

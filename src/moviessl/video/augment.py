@@ -1,6 +1,6 @@
 """Batched, temporally consistent augmentation for self-supervised video training (pure torch).
 
-CVRL (Qian et al. 2021, section 3.2 / ssl-recipes.md 3.2) draws every random parameter once per
+CVRL (Qian et al. 2021, section 3.2; the official code's ``video_ssl_preprocess_ops.py``) draws every random parameter once per
 clip and applies it to all T frames, so the augmentation cannot inject fake motion; two clips of a
 pair are augmented independently. Here a whole batch ``(B, 3, T, H, W)`` is augmented at once on
 its device (call it from ``on_after_batch_transfer``): the crop/flip is one ``grid_sample`` with

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInputError
+from .timeline import event_centers
 
 log = logging.getLogger(__name__)
 
@@ -423,8 +424,6 @@ def resolve_video(root: str | os.PathLike, vid_id: str) -> Path:
 
 def probe(path: str | os.PathLike) -> dict:
     """Metadata of a video as ``moviessl probe`` prints it; decodes the last GOP to count frames."""
-    from .sampling import event_centers
-
     with VideoReader(path, verify="tail") as r:
         return {
             "fps": round(r.fps, 6),

@@ -1,7 +1,7 @@
 """Semantic role prediction (paper §4.1, Table 1): TxD writes ``verb_id <Arg0> phrase ...`` per event.
 
 Training: teacher forcing, logits[:-1] against tokens[1:], cross-entropy ignoring pad; the verb token
-is the first input and is never predicted (vidsitu.md §5). Decoding: greedy, the ground-truth verb's
+is the first input and is never predicted (VidSitu's ``vidsitu_code/dat_loader.py``). Decoding: greedy, the ground-truth verb's
 token(s) forced first, then the ids are parsed back into roles (short names).
 
 What event i's decoder cross-attends to (``memory``): ``"self"`` (default, VidSitu's choice) = one
@@ -13,17 +13,20 @@ look at neighbours directly.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import arch_spec
-from ..data.vidsitu import EVENTS, roles_in_order
-from ..errors import BadInputError
-from ..models.txd import TxD, build_txd
-from .encoder import EventEncoder, build_encoder
+from ...checkpoint import arch_spec
+from ...data.vidsitu import EVENTS, roles_in_order
+from ...errors import BadInputError
+from ...models.txd import TxD, build_txd
+from ..encoder import EventEncoder, build_encoder
+from .config import SRLConfig
 from .tokenizer import SRLTokenizer
 
 
@@ -78,20 +81,34 @@ def train_phrases(split) -> list[str]:
 
 
 class SRLTask:
-    """Tokenizer, targets and submission entries for semantic role prediction."""
+    """Tokenizer, targets and submission entries for semantic role prediction.
+
+    The tokenizer is a user's ``tokenizer.json`` (``tokenizer``), else the one a job already trained
+    (``OUT/tokenizer.json``: every seed of a job shares one vocabulary), else trained now on the
+    train phrases; it is saved to ``OUT/tokenizer.json``."""
 
     name = "srl"
     metric_keys = ("cider", "cider_verb", "cider_arg", "rouge_l", "lea")
+    end_to_end = False
+    ignore_index = None
+    eval_needs_records = True
 
-    def __init__(self, cfg: Mapping[str, Any], train_split, tokenizer: SRLTokenizer | None = None, **_: Any):
+    def __init__(self, cfg: SRLConfig, train_split, tokenizer: str | os.PathLike | None = None,
+                 out: str | os.PathLike | None = None, **_: Any):
         self.cfg = cfg
-        self.max_len = int(cfg.get("max_len", 60))
-        if tokenizer is None:
+        self.max_len = cfg.max_len
+        saved = Path(out) / "tokenizer.json" if out is not None else None
+        if tokenizer is not None:
+            self.tok = SRLTokenizer.from_file(tokenizer)
+        elif saved is not None and saved.is_file():
+            self.tok = SRLTokenizer.from_file(saved)
+        else:
             verbs = [rec[ev]["VerbID"] for recs in train_split.records.values() for rec in recs[:1] for ev in EVENTS
                      if isinstance(rec[ev].get("VerbID"), str)]
-            tokenizer = SRLTokenizer.train(train_phrases(train_split), verbs, vocab_size=int(cfg.get("vocab_size", 2000)),
-                                           min_frequency=int(cfg.get("min_frequency", 2)))
-        self.tok = tokenizer
+            self.tok = SRLTokenizer.train(train_phrases(train_split), verbs, vocab_size=cfg.vocab_size,
+                                          min_frequency=cfg.min_frequency)
+        if saved is not None:
+            self.tok.save(saved)
 
     def _verb(self, vseg: str, records: list[dict], ev: str) -> str:
         verb = records[0][ev].get("VerbID")
@@ -121,16 +138,18 @@ class SRLTask:
         return out
 
     def build_model(self, in_dim: int, backbone_arch=None, txe_arch=None) -> tuple[nn.Module, dict]:
-        arch = arch_spec("moviessl.tasks.srl:build_srl_model", in_dim=int(in_dim), vocab_size=self.tok.vocab_size,
-                         txd_preset=str(self.cfg.get("txd", "txd_cpu")), txd_overrides=dict(self.cfg.get("txd_overrides") or {}),
-                         memory=str(self.cfg.get("memory", "self")), pad_id=self.tok.pad_id, eos_id=self.tok.eos_id,
-                         backbone_arch=backbone_arch, txe_arch=txe_arch)
+        arch = arch_spec("moviessl.tasks.vidsitu.srl:build_srl_model", in_dim=int(in_dim), vocab_size=self.tok.vocab_size,
+                         txd_preset=self.cfg.txd, txd_overrides=dict(self.cfg.txd_overrides), memory=self.cfg.memory,
+                         pad_id=self.tok.pad_id, eos_id=self.tok.eos_id, backbone_arch=backbone_arch, txe_arch=txe_arch)
         return build_srl_model(**arch["kwargs"]), arch
 
     def entries(self, model: SRLDecoder, x: torch.Tensor, prefix: torch.Tensor, ann_idx: list[int], vsegs: list[str] | None = None) -> list[dict]:
         ids = model.predict(x, prefix, self.max_len)
         return [{"ann_idx": int(ai), "vb_output": {ev: self.tok.parse(ids[b, e].tolist()) for e, ev in enumerate(EVENTS)}}
                 for b, ai in enumerate(ann_idx)]
+
+    def loss_kwargs(self) -> dict:
+        return {}
 
     def fallback(self, ann_idx: int, vseg: str, split) -> dict:
         """No inputs for this segment: the verb alone, every role scored as ""."""

@@ -1,6 +1,6 @@
 """The SRL tokenizer: byte-level BPE (HuggingFace ``tokenizers``) + verb ids and role tags.
 
-VidSitu's targets are ``verb_id <Arg0> phrase <Arg1> phrase ...`` (docs: vidsitu.md §5). Verb ids
+VidSitu's targets are ``verb_id <Arg0> phrase <Arg1> phrase ...`` (VidSitu's ``vidsitu_code/dat_loader.py``). Verb ids
 (``speak.01``) and role tags (``<Arg0>`` .. ``<AScn>``) are single added tokens; ``<pad>`` and ``</s>``
 are special tokens. The BPE is trained offline on the training phrases only, so nothing from the
 validation text leaks into the vocabulary. A user ``tokenizer.json`` (e.g. VidSitu's GPT-2 BPE with
@@ -19,10 +19,10 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..errors import BadInputError
-from ..utils.io import atomic_write_text
+from ...errors import BadInputError
+from ...utils.io import atomic_write_text
 
-# Short role names (vidsitu.md §2.4) in a fixed order; all get a tag, scored or not.
+# Short role names (VidSitu's ``arg_mapper``) in a fixed order; all get a tag, scored or not.
 ROLES: tuple[str, ...] = ("Arg0", "Arg1", "Arg2", "Arg3", "Arg4", "Arg5", "ADir", "APrp", "AMnr", "ALoc", "AGol", "AScn")
 ROLE_TAGS: tuple[str, ...] = tuple(f"<{r}>" for r in ROLES)
 PAD, EOS = "<pad>", "</s>"
@@ -148,7 +148,7 @@ class SRLTokenizer:
 
 
 def target_text(verb_id: str, roles: Sequence[tuple[str, str]]) -> str:
-    """The human-readable target string: ``verb_id <Arg0> phrase <Arg1> phrase ...`` (vidsitu.md §5)."""
+    """The human-readable target string: ``verb_id <Arg0> phrase <Arg1> phrase ...`` (VidSitu's ``dat_loader.py``)."""
     return verb_id + "".join(f" <{r}> {p}" for r, p in roles)
 
 

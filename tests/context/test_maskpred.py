@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from moviessl.errors import BadInputError
-from moviessl.ssl import maskpred as mp
+from moviessl.context import maskpred as mp
+from moviessl.ssl.losses import info_nce_queue, same_source
 
 
 def test_mask_size_set():
@@ -60,19 +61,19 @@ def test_infonce_hand_computed():
     queue = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
     tau = 0.5
     want = -math.log(math.exp(0.6 / tau) / (math.exp(0.6 / tau) + math.exp(0.0) + math.exp(1.0 / tau)))
-    got = mp.maskpred_infonce_loss(pred, target, queue, tau)
+    got = info_nce_queue(pred, target, queue, tau)
     assert got.item() == pytest.approx(want, rel=1e-6)
     # excluding the second distractor (a copy of the positive's token) removes its term
-    ex = torch.tensor([[False, True]])
     want_ex = -math.log(math.exp(1.2) / (math.exp(1.2) + 1.0))
-    assert mp.maskpred_infonce_loss(pred, target, queue, tau, ex).item() == pytest.approx(want_ex, rel=1e-6)
+    got_ex = info_nce_queue(pred, target, queue, tau, torch.tensor([7]), torch.tensor([3, 7]))
+    assert got_ex.item() == pytest.approx(want_ex, rel=1e-6)
     # two masked tokens: the mean of the two per-token losses
     pred2 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     target2 = torch.tensor([[0.6, 0.8], [0.0, 1.0]])
     l2nd = -math.log(math.exp(2.0) / (math.exp(2.0) + math.exp(2.0) + math.exp(0.0)))
-    assert mp.maskpred_infonce_loss(pred2, target2, queue, tau).item() == pytest.approx((want + l2nd) / 2, rel=1e-6)
+    assert info_nce_queue(pred2, target2, queue, tau).item() == pytest.approx((want + l2nd) / 2, rel=1e-6)
     # empty queue: only the positive -> zero loss
-    assert mp.maskpred_infonce_loss(pred, target, queue[:0], tau).item() == pytest.approx(0.0, abs=1e-7)
+    assert info_nce_queue(pred, target, queue[:0], tau).item() == pytest.approx(0.0, abs=1e-7)
 
 
 def test_l2_variant_and_retrieval():
@@ -83,7 +84,8 @@ def test_l2_variant_and_retrieval():
     queue = torch.tensor([[0.8, 0.6]])
     # token 0: pos 0.6 < 0.8 (miss); token 1: pos 1.0 > 0.6 (hit)
     assert mp.retrieval_accuracy(pred, target, queue) == pytest.approx(0.5)
-    assert mp.retrieval_accuracy(pred, target, queue, torch.tensor([[True], [False]])) == pytest.approx(1.0)
+    # token 0's only distractor is a copy of itself (same id): left out -> a hit
+    assert mp.retrieval_accuracy(pred, target, queue, torch.tensor([5, 6]), torch.tensor([5])) == pytest.approx(1.0)
 
 
 def test_feature_targets_centre_and_projection():
@@ -147,31 +149,31 @@ def write_vidsitu_folder(root, feats, prefix="v_"):
     return root
 
 
-def make_module(in_dim=32, **kw):
-    from moviessl.ssl.context import MaskPredModule
+def make_module(in_dim=32, overrides=()):
+    from moviessl.config import load_config
+    from moviessl.context.module import MaskPredModule
 
-    args = dict(in_dim=in_dim, txe_preset="txe_cpu", queue_size=64, keys_per_sample=2, lr=2e-3)
-    args.update(kw)
-    return MaskPredModule(**args)
+    cfg = load_config("context", "cpu", ["maskpred.queue_size=64", "maskpred.keys_per_sample=2", "optim.lr=2e-3",
+                                         *overrides])
+    return MaskPredModule(cfg, in_dim)
 
 
 def test_queue_use_and_exclusion(tmp_path):
     from moviessl.features.store import FeatureStore
-    from moviessl.ssl.context import FeatureWindows
+    from moviessl.context.windows import FeatureWindows
 
     torch.manual_seed(0)
     ds = FeatureWindows([FeatureStore(write_vidsitu_folder(tmp_path / "f", sequence_features(12)))], window=5)
     batch = {k: torch.stack([ds[i][k] for i in range(8)]) for k in ("x", "pad", "uid")}
     mod = make_module()
-    keys, quid = mod.distractors()
-    assert keys.shape == (0, 32)  # the random initialisation is never used as distractors
+    assert mod.queue.get(filled_only=True).shape == (0, 32)  # nothing but real targets is ever a distractor
     mod.enqueue(batch)
-    keys, quid = mod.distractors()
+    keys, quid = mod.queue.get(filled_only=True), mod.queue.get_ids(filled_only=True)
     assert keys.shape == (16, 32) and int(mod.queue.num_enqueued) == 16  # keys_per_sample * batch
     # queued rows are the targets of real tokens of the batch, with their token ids
     tgt = mod.targets(batch["x"].reshape(-1, 32))
     uids = batch["uid"].reshape(-1)
-    for k, u in zip(keys, quid.long()):
+    for k, u in zip(keys, quid):
         j = int((uids == u).nonzero()[0])
         assert torch.allclose(k, tgt[j], atol=1e-6)
     # copies of a positive's own token are left out of its distractors
@@ -179,18 +181,18 @@ def test_queue_use_and_exclusion(tmp_path):
     masks[:, 1] = True
     pred, target, tuid, _ = mod.masked_predictions(batch, masks)
     loss, _ = mod.compute_loss(pred, target, tuid)
-    keep = ~mp.uid_exclusion(tuid, quid)
-    manual = torch.stack([mp.maskpred_infonce_loss(pred[i:i + 1], target[i:i + 1], keys[keep[i]], 0.1) for i in range(8)]).mean()
+    keep = ~same_source(tuid, quid)
+    manual = torch.stack([info_nce_queue(pred[i:i + 1], target[i:i + 1], keys[keep[i]], 0.1) for i in range(8)]).mean()
     assert loss.item() == pytest.approx(manual.item(), rel=1e-5)
     # FIFO: once full, the oldest rows are overwritten
     for _ in range(5):
         mod.enqueue(batch)
-    assert mod.distractors()[0].shape == (64, 32)
+    assert mod.queue.get(filled_only=True).shape == (64, 32)
 
 
 def test_windows_token_stride_and_padding(tmp_path):
     from moviessl.features.store import FeatureStore
-    from moviessl.ssl.context import FeatureWindows
+    from moviessl.context.windows import FeatureWindows
     from moviessl.utils.io import atomic_write_json
 
     root = tmp_path / "long"
@@ -222,13 +224,15 @@ def test_windows_token_stride_and_padding(tmp_path):
 def test_maskpred_learns_to_fill_in(tmp_path):
     """A few hundred steps on predictable sequences: retrieval accuracy far above a random TxE."""
     from moviessl.features.store import FeatureStore
-    from moviessl.ssl.context import FeatureWindows
+    from moviessl.context.windows import FeatureWindows
 
     torch.manual_seed(0)
     np.random.seed(0)
     store = FeatureStore(write_vidsitu_folder(tmp_path / "f", sequence_features(128, dim=16, drift=0.4)))
     ds = FeatureWindows([store], window=5)
-    mod = make_module(in_dim=16, queue_size=256, txe_kwargs=dict(dim=64, mlp_dim=128, depth=2, dropout=0.0))
+    mod = make_module(in_dim=16, overrides=["maskpred.queue_size=256", "model.txe_overrides.dim=64",
+                                            "model.txe_overrides.mlp_dim=128", "model.txe_overrides.depth=2",
+                                            "model.txe_overrides.dropout=0.0"])
     mod.set_target_mean(ds.feature_mean())
     opt = torch.optim.AdamW(list(mod.txe.parameters()) + list(mod.head.parameters()), lr=3e-3)
     loader = torch.utils.data.DataLoader(ds, batch_size=32, shuffle=True, drop_last=True)

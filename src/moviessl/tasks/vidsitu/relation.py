@@ -15,9 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import arch_spec
-from ..data.vidsitu import EVENTS, PAIRS, RELATIONS
-from .encoder import EventEncoder, build_encoder, mlp
+from ...checkpoint import arch_spec
+from ...data.vidsitu import EVENTS, PAIRS, RELATIONS
+from ...models.heads import MLPHead
+from ..encoder import EventEncoder, build_encoder
+from .config import RelationConfig
 
 IGNORE = -100
 LABELS: tuple[str, ...] = tuple(RELATIONS)  # class index -> label string
@@ -36,7 +38,7 @@ class RelationClassifier(nn.Module):
         super().__init__()
         d = encoder.out_dim
         self.encoder = encoder
-        self.head = mlp(2 * d, hidden or d, num_classes, dropout)
+        self.head = MLPHead(2 * d, hidden or d, num_classes, dropout)
         self.register_buffer("pair_a", torch.tensor([a for a, _ in PAIR_INDEX]), persistent=False)
         self.register_buffer("pair_b", torch.tensor([b for _, b in PAIR_INDEX]), persistent=False)
 
@@ -63,8 +65,11 @@ def build_relation_model(in_dim: int, num_classes: int = len(LABELS), hidden: in
 class RelationTask:
     name = "relation"
     metric_keys = ("mean_acc", "top1_acc")
+    end_to_end = False
+    ignore_index = IGNORE
+    eval_needs_records = True
 
-    def __init__(self, cfg: Mapping[str, Any], train_split, eval_split=None, **_: Any):
+    def __init__(self, cfg: RelationConfig, train_split, eval_split=None, **_: Any):
         self.cfg = cfg
         counts = torch.zeros(len(LABELS))
         for recs in train_split.records.values():
@@ -82,17 +87,15 @@ class RelationTask:
     def eval_target(self, vseg: str, records: list[dict]) -> None:
         return None
 
-    def class_weight(self) -> torch.Tensor | None:
-        """Inverse-frequency weights when ``relation.class_weighted`` (Mean-Acc averages over classes)."""
-        if not self.cfg.get("class_weighted", False):
-            return None
-        w = self.counts.sum() / (len(LABELS) * self.counts.clamp(min=1))
-        return w
+    def loss_kwargs(self) -> dict:
+        """Inverse-frequency class weights when ``relation.class_weighted`` (Mean-Acc averages over classes)."""
+        if not self.cfg.class_weighted:
+            return {}
+        return {"weight": self.counts.sum() / (len(LABELS) * self.counts.clamp(min=1))}
 
     def build_model(self, in_dim: int, backbone_arch=None, txe_arch=None) -> tuple[nn.Module, dict]:
-        arch = arch_spec("moviessl.tasks.relation:build_relation_model", in_dim=int(in_dim), num_classes=len(LABELS),
-                         hidden=self.cfg.get("hidden"), dropout=float(self.cfg.get("dropout", 0.0)),
-                         backbone_arch=backbone_arch, txe_arch=txe_arch)
+        arch = arch_spec("moviessl.tasks.vidsitu.relation:build_relation_model", in_dim=int(in_dim), num_classes=len(LABELS),
+                         hidden=self.cfg.hidden, dropout=self.cfg.dropout, backbone_arch=backbone_arch, txe_arch=txe_arch)
         return build_relation_model(**arch["kwargs"]), arch
 
     def _entry(self, ann_idx: int, vseg: str, labels: list[int], scores: list[float]) -> dict:

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.vidsitu import EVENTS
-from ..errors import BadInputError
+from ...data.vidsitu import EVENTS
+from ...errors import BadInputError
 
 log = logging.getLogger("moviessl.tasks")
 
@@ -152,7 +152,7 @@ class ClipSource:
         return torch.zeros(len(EVENTS), 3, self.num_frames, self.crop, self.crop)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        from ..video import VideoReader, event_centers, preprocess, read_clip
+        from ...video import VideoReader, event_centers, preprocess, read_clip
 
         path = self.paths[i]
         try:
@@ -169,7 +169,7 @@ class ClipSource:
 
 def video_source(videos_root: str | os.PathLike, input_meta: dict, num_frames: int | None = None, stride: int | None = None):
     """Resolve each segment's video (file or frame folder) now; decode lazily in the DataLoader."""
-    from ..video import resolve_video
+    from ...video import resolve_video
 
     def load(vsegs: list[str]):
         paths, kept, bad = [], [], {}
@@ -194,7 +194,7 @@ def extract_features(backbone: torch.nn.Module, src: ClipSource, vsegs: list[str
     Resumable: segments whose file exists are skipped. Returns the vsegs that failed to decode."""
     from tqdm.auto import tqdm
 
-    from ..utils.io import atomic_save_npy
+    from ...utils.io import atomic_save_npy
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Event mask prediction (MaskPred) for the TxE contextualizer, paper §3.3, Eq. 1, Table 2.
 
-Small composable pieces; :mod:`moviessl.ssl.context` assembles them into a LightningModule.
+Small composable pieces; :mod:`moviessl.context.module` assembles them into a LightningModule.
 
 Given a window of N event features v_1..v_N, a span of m consecutive tokens is replaced by the
 learned [MASK] token (m uniform over ``mask_sizes``, default {1..floor(alpha*N)}, alpha = 0.6;
@@ -9,12 +9,13 @@ positions must pick out the true v_t among K distractors from a FIFO queue (Eq. 
 
 What is the positive "v_t in the output space"? We take Eq. 1 literally: the *input feature itself*,
 centred by a fixed mean and L2-normalised (:func:`feature_targets`), optionally reduced by a fixed
-random projection (which preserves cosines). A small head maps the TxE output to that space. Since
-the targets are a fixed function of the frozen backbone features, the objective cannot collapse and
-queued distractors never go stale (no momentum encoder needed). Queue rows carry the id of the token
-they came from, so copies of the positive itself (the same event seen through another window or an
-earlier epoch) are never scored as distractors — without this a small dataset (VidSitu's 117k tokens
-vs K = 65536) would fill the queue with false negatives.
+random projection (which preserves cosines). A small head maps the TxE output to that space
+(:class:`moviessl.models.heads.MaskPredHead`). Since the targets are a fixed function of the frozen
+backbone features, the objective cannot collapse and queued distractors never go stale (no momentum
+encoder needed). Eq. 1 itself is :func:`moviessl.ssl.losses.info_nce_queue` (MoCo's form); queue
+rows carry the id of the event they came from, so copies of the positive itself (the same event seen
+through another window or an earlier epoch) are never scored as distractors -- without this a small
+dataset (VidSitu's 117k events vs K = 65536) would fill the queue with false negatives.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from ..ssl.losses import same_source
 
 Encoder = Callable[..., torch.Tensor]  # encoder(x (B,N,D), mask=(B,N) bool|None, pad=(B,N) bool|None) -> (B,N,dim)
 
@@ -130,26 +132,6 @@ def feature_targets(v: torch.Tensor, mean: torch.Tensor | None = None, proj: tor
     return F.normalize(v, dim=-1)
 
 
-def maskpred_infonce_loss(pred: torch.Tensor, target: torch.Tensor, queue: torch.Tensor, tau: float = 0.1,
-                          exclude: torch.Tensor | None = None) -> torch.Tensor:
-    """Eq. 1, averaged over the M masked tokens.
-
-    L = -log( exp(v̂_t·v_t/τ) / (exp(v̂_t·v_t/τ) + Σ_i exp(v̂_t·p_i/τ)) )
-
-    Args:
-        pred: (M, D) L2-normalised TxE outputs (after the head) at masked positions, v̂_t.
-        target: (M, D) L2-normalised positives v_t.
-        queue: (K, D) distractors p_i (K may be 0).
-        exclude: optional (M, K) bool, True where p_i is a copy of the positive (left out of the sum).
-    """
-    pos = (pred * target).sum(-1, keepdim=True)
-    neg = pred @ queue.t().to(pred.dtype)
-    if exclude is not None:
-        neg = neg.masked_fill(exclude, float("-inf"))
-    logits = torch.cat([pos, neg], dim=1).float() / tau
-    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
-
-
 def maskpred_l2_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Table 2's plain L2 alternative: mean ||v̂_t - v_t||² over masked tokens (both L2-normalised,
     so it equals 2 - 2·cos)."""
@@ -158,30 +140,13 @@ def maskpred_l2_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def retrieval_accuracy(pred: torch.Tensor, target: torch.Tensor, queue: torch.Tensor,
-                       exclude: torch.Tensor | None = None) -> float:
+                       pred_ids: torch.Tensor | None = None, queue_ids: torch.Tensor | None = None) -> float:
     """Fraction of masked tokens whose true feature scores above every distractor in the queue
-    (the "fill in" accuracy: chance is 1 / (K + 1))."""
+    (the "fill in" accuracy: chance is 1 / (K + 1)); distractors with the token's own id are left out."""
     if len(pred) == 0:
         return float("nan")
     pos = (pred * target).sum(-1, keepdim=True)
     neg = pred @ queue.t().to(pred.dtype)
-    if exclude is not None:
-        neg = neg.masked_fill(exclude, float("-inf"))
+    if pred_ids is not None and queue_ids is not None:
+        neg = neg.masked_fill(same_source(pred_ids, queue_ids), float("-inf"))
     return float((pos > neg).all(1).float().mean()) if neg.shape[1] else 1.0
-
-
-def uid_exclusion(target_uid: torch.Tensor, queue_uid: torch.Tensor) -> torch.Tensor:
-    """(M, K) bool: queue row k holds the same token as positive m."""
-    return target_uid.reshape(-1, 1).to(queue_uid.dtype) == queue_uid.reshape(1, -1)
-
-
-class PredictionHead(nn.Module):
-    """TxE output -> target space: Linear-GELU-Linear (BERT's LM-head shape), then L2 normalisation."""
-
-    def __init__(self, dim: int, out_dim: int, hidden: int | None = None):
-        super().__init__()
-        hidden = hidden or dim
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.LayerNorm(hidden), nn.Linear(hidden, out_dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.net(x), dim=-1)

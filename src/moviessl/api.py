@@ -1,0 +1,100 @@
+"""The Python API for notebooks and scripts: the same functions the command line calls.
+
+    import moviessl
+
+    bb = moviessl.load("runs/cvrl/model.pt")                  # any moviessl checkpoint, no training code
+    txe = moviessl.load("runs/txe/model.pt")
+    emb = moviessl.embed_video("my_movie.mp4", bb, txe)       # one event every 2 s
+    emb.feats.shape, emb.ctx.shape                             # (events, D) backbone, (events, d) contextualised
+    moviessl.evaluate_submission("srl", "runs/srl/seed0/predictions.pkl", "data/vidsitu_annotations")
+
+``load`` returns a :class:`Loaded` (the rebuilt ``nn.Module`` in eval mode, its stage, meta and
+config). ``embed_video`` reads the clips exactly as ``moviessl extract`` does (the backbone's own
+clip geometry, centre crop, events ``stride_s`` apart) and contextualises them as
+``moviessl extract --contextualizer`` does.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import build_from_checkpoint, load_checkpoint
+from .errors import BadInputError
+
+
+@dataclass
+class Loaded:
+    """A moviessl checkpoint rebuilt for inference."""
+
+    model: nn.Module
+    stage: str                     # backbone | context | verb | srl | relation | ...
+    meta: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+@dataclass
+class Embedding:
+    """Event features of one video."""
+
+    feats: np.ndarray              # (events, D) pooled backbone features
+    ctx: np.ndarray | None         # (events, d) TxE outputs, when a contextualizer was given
+    centers_s: list[float]         # each event's centre (s)
+    fps: float
+    duration_s: float
+
+
+def load(path: str | os.PathLike, stage: str | tuple[str, ...] | None = None) -> Loaded:
+    """Load any moviessl checkpoint (``model.pt`` of a backbone, TxE or task run) on the CPU."""
+    obj = load_checkpoint(path, stage)
+    return Loaded(build_from_checkpoint(obj), obj["stage"], dict(obj.get("meta") or {}), dict(obj.get("config") or {}),
+                  Path(path))
+
+
+def _as_loaded(x: Loaded | str | os.PathLike, stage: str) -> Loaded:
+    return x if isinstance(x, Loaded) else load(x, stage)
+
+
+@torch.no_grad()
+def embed_video(video: str | os.PathLike, backbone: Loaded | str | os.PathLike,
+                contextualizer: Loaded | str | os.PathLike | None = None, *, stride_s: float = 2.0,
+                batch_events: int = 16, device: str | torch.device | None = None) -> Embedding:
+    """Backbone features of a video's events (one every ``stride_s`` s), and their TxE outputs."""
+    from .features.extract import backbone_features, clip_uint8, contextualize, event_centers_for, load_contextualizer
+    from .video import VideoReader
+
+    bb = _as_loaded(backbone, "backbone")
+    inp = bb.meta.get("input")
+    if not inp:
+        raise BadInputError(bb.path, "backbone checkpoint has no meta.input (num_frames, stride, short_side, crop)")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = bb.model.to(device).eval()
+    with VideoReader(video) as r:
+        centers = event_centers_for(r.duration_s, stride_s, vidsitu=False)
+        parts = []
+        for i in range(0, len(centers), batch_events):
+            clips = np.stack([clip_uint8(r, c, inp) for c in centers[i:i + batch_events]])
+            parts.append(backbone_features(model, torch.from_numpy(clips).to(device)))
+        fps, duration = float(r.fps), float(r.duration_s)
+    feats = torch.cat(parts)
+    ctx = None
+    if contextualizer is not None:
+        path = contextualizer.path if isinstance(contextualizer, Loaded) else contextualizer
+        txe, window, step = load_contextualizer(path, feats.shape[1], stride_s)
+        ctx = contextualize(txe.to(device), feats, window, step).float().cpu().numpy()
+    return Embedding(feats.cpu().numpy(), ctx, list(centers), fps, duration)
+
+
+def evaluate_submission(task: str, pred: str | os.PathLike, data_root: str | os.PathLike, split: str = "valid",
+                        split_file: str | os.PathLike | None = None, details: bool = False) -> dict[str, float]:
+    """VidSitu's official metrics (percent) of a submission file (``moviessl evaluate vidsitu``)."""
+    from .eval.vidsitu import evaluate_files
+
+    return evaluate_files(task, pred, data_root, split=split, split_file=split_file, details=details)

@@ -1,0 +1,151 @@
+"""The LightningModule of event mask prediction: TxE + prediction head, span masks, Eq. 1 against
+a FIFO queue of past targets (or Table 2's L2 loss), on windows of cached event features."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from ..checkpoint import arch_spec, save_checkpoint
+from ..config import to_dict
+from ..errors import BadInputError
+from ..models.heads import MaskPredHead
+from ..models.txe import build_txe
+from ..optim import lr_scheduler, make_optimizer, param_groups, warmup_steps
+from ..ssl.losses import info_nce_queue
+from ..ssl.queue import MemoryQueue
+from . import maskpred as mp
+from .config import ContextConfig
+
+
+def txe_kwargs(cfg: ContextConfig) -> dict[str, Any]:
+    """The TxE preset overrides a config sets (None = the preset's value)."""
+    return {k: v for k, v in vars(cfg.model.txe_overrides).items() if v is not None}
+
+
+def no_decay_txe(name: str, p: torch.nn.Parameter) -> bool:
+    # norms, biases, position embeddings and the [MASK] token are not weight-decayed
+    return p.ndim < 2 or "pos" in name or "mask" in name
+
+
+class MaskPredModule(pl.LightningModule):
+    """TxE + prediction head trained by event mask prediction.
+
+    Only ``self.txe`` is exported (stage ``context``); the head, the fixed target centre/projection
+    and the queue are training-only.
+    """
+
+    def __init__(self, cfg: ContextConfig, in_dim: int, feature_stride_s: float = 2.0):
+        super().__init__()
+        mpc = cfg.maskpred
+        if mpc.sampling not in ("uniform", "max_discrepancy"):
+            raise BadInputError("maskpred.sampling", f"must be uniform or max_discrepancy, got '{mpc.sampling}'")
+        if mpc.loss not in ("infonce", "l2"):
+            raise BadInputError("maskpred.loss", f"must be infonce or l2, got '{mpc.loss}'")
+        self.save_hyperparameters()  # so load_from_checkpoint can rebuild the module
+        self.cfg, self.in_dim, self.feature_stride_s = cfg, int(in_dim), float(feature_stride_s)
+        self.txe = build_txe(cfg.model.txe, in_dim=self.in_dim, **txe_kwargs(cfg))
+        self.window, self.sizes = cfg.data.window, mp.mask_size_set(cfg.data.window, mpc.alpha, mpc.mask_sizes)
+        self.sampling, self.loss_name, self.tau = mpc.sampling, mpc.loss, mpc.tau
+        self.keys_per_sample = mpc.keys_per_sample
+        self.tdim = mpc.target_dim or self.in_dim
+        if mpc.target_dim:  # fixed Gaussian projection: cosines preserved (JL), a smaller queue
+            g = torch.Generator().manual_seed(0)
+            self.register_buffer("target_proj", torch.randn(self.in_dim, self.tdim, generator=g) / math.sqrt(self.tdim))
+        else:
+            self.target_proj = None
+        self.register_buffer("target_mean", torch.zeros(self.in_dim))
+        self.head = MaskPredHead(self.txe.dim, self.tdim, cfg.model.head_hidden)
+        # distractors are real past targets only; each row keeps the id of its event
+        self.queue = MemoryQueue(mpc.queue_size, self.tdim, track_ids=True, init="empty")
+
+    # --- pieces -----------------------------------------------------------------------------
+    def set_target_mean(self, mean: np.ndarray | torch.Tensor) -> None:
+        self.target_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+
+    def targets(self, v: torch.Tensor) -> torch.Tensor:
+        return mp.feature_targets(v, self.target_mean, self.target_proj)
+
+    def sample_masks(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        if self.sampling == "max_discrepancy":
+            was = self.txe.training
+            self.txe.eval()  # the discrepancy of the model itself, not of a dropout sample
+            try:
+                return mp.max_discrepancy_masks(self.txe, x, self.sizes, pad)
+            finally:
+                self.txe.train(was)
+        return mp.sample_span_masks(self.window, self.sizes, pad=pad)
+
+    def masked_predictions(self, batch: dict, masks: torch.Tensor | None = None):
+        x, pad, uid = batch["x"], batch["pad"], batch["uid"]
+        if masks is None:
+            masks = self.sample_masks(x, pad)
+        out = self.txe(x, mask=masks, pad=pad)
+        pred = self.head(out[masks])
+        return pred, self.targets(x[masks]), uid[masks], masks
+
+    def compute_loss(self, pred, target, tuid):
+        keys, kuid = self.queue.get(filled_only=True), self.queue.get_ids(filled_only=True)
+        if self.loss_name == "l2":
+            loss = mp.maskpred_l2_loss(pred, target)
+        else:
+            loss = info_nce_queue(pred, target, keys, self.tau, tuid, kuid)
+        return loss, mp.retrieval_accuracy(pred.detach().float(), target, keys, tuid, kuid)
+
+    @torch.no_grad()
+    def enqueue(self, batch: dict) -> None:
+        """A fixed number of targets per window (equal sizes on every process for the all-gather)."""
+        x, pad, uid = batch["x"], batch["pad"], batch["uid"]
+        b = x.shape[0]
+        weights = (~pad).float() + 1e-6  # a padded slot is only drawn if the window has no other
+        pick = torch.multinomial(weights, self.keys_per_sample, replacement=bool((~pad).sum(1).min() < self.keys_per_sample))
+        rows = torch.arange(b, device=x.device)[:, None].expand_as(pick)
+        self.queue.enqueue(self.targets(x[rows, pick].reshape(-1, x.shape[-1])), uid[rows, pick].reshape(-1))
+
+    # --- Lightning ----------------------------------------------------------------------------
+    def items_in_batch(self, batch: dict) -> int:
+        return int((~batch["pad"]).sum())  # tokens
+
+    def training_step(self, batch: dict, batch_idx: int):
+        pred, target, tuid, masks = self.masked_predictions(batch)
+        loss, acc = self.compute_loss(pred, target, tuid)
+        self.enqueue(batch)
+        bs = batch["x"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/retrieval_acc", acc, batch_size=bs)
+        self.log("train/mask_size", masks.sum(1).float().mean(), batch_size=bs)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int):
+        g = torch.Generator().manual_seed(1000 + batch_idx)  # the same masks every validation
+        masks = mp.sample_span_masks(self.window, self.sizes, pad=batch["pad"], generator=g)
+        pred, target, tuid, _ = self.masked_predictions(batch, masks)
+        loss, acc = self.compute_loss(pred, target, tuid)
+        bs = batch["x"].shape[0]
+        self.log("val/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
+        self.log("val/retrieval_acc", acc, prog_bar=True, batch_size=bs, sync_dist=True)
+
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        opt = make_optimizer(param_groups(self.named_parameters(), o.weight_decay, no_decay_txe), "adamw", o.lr,
+                             betas=o.betas)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": opt, "lr_scheduler": lr_scheduler(opt, total, warmup_steps(o.warmup_frac, total))}
+
+    # --- export -------------------------------------------------------------------------------
+    def export(self, path, meta: dict | None = None):
+        """Write the TxE as a moviessl ``context`` checkpoint (contract meta + ``meta``)."""
+        mpc = self.cfg.maskpred
+        m = {"window": self.window, "token_stride_s": self.cfg.data.token_stride_s, "in_dim": self.in_dim,
+             "loss": self.loss_name, "mask_sizes": list(self.sizes), "sampling": self.sampling, "tau": self.tau,
+             "queue_size": self.queue.size,
+             "target": "centred input feature" + (f", projected to {self.tdim}" if mpc.target_dim else ""),
+             "feature_stride_s": self.feature_stride_s, "dim": int(self.txe.dim)}
+        m.update(meta or {})
+        arch = arch_spec("moviessl.models.txe:build_txe", preset=self.cfg.model.txe, in_dim=self.in_dim, **txe_kwargs(self.cfg))
+        return save_checkpoint(path, stage="context", arch=arch, state_dict=self.txe.state_dict(), config=to_dict(self.cfg),
+                               meta=m)

@@ -1,0 +1,130 @@
+"""Windows of event tokens for TxE pretraining, read from feature folders (paper §3.3, §4).
+
+:class:`FeatureWindows` turns feature folders into windows of N consecutive event tokens at a token
+stride (1/2/3 s: every k-th event of features extracted at a finer stride); :func:`split_ids` holds
+out whole videos for validation.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import BadInputError
+from ..features.store import FeatureStore
+
+log = logging.getLogger("moviessl.context")
+
+PRELOAD_BYTES = 1 << 30
+
+
+class FeatureWindows(Dataset):
+    """Windows of ``window`` event tokens from one or more :class:`FeatureStore` folders.
+
+    A video with L events at feature stride s_f gives tokens every k = token_stride_s / s_f events.
+    An epoch visits each video ``windows_per_video`` times, each time at a uniformly random start
+    (``random_start=False``: evenly spread, deterministic starts, for validation), so a 10-s VidSitu
+    clip and a 2-min LVU movie weigh the same per epoch, as in the paper's epoch counts. Windows
+    shorter than ``window`` (short videos) are left-aligned and padded (``pad`` True).
+
+    Items: ``{"x": (N, D) float32, "pad": (N,) bool, "uid": (N,) int64}``; ``uid`` identifies the
+    event (video, index) so a queue never scores a copy of the positive as a distractor.
+    Files of the wrong shape are skipped (logged once, counted in ``num_bad``).
+    """
+
+    def __init__(self, stores: Sequence[FeatureStore], window: int = 5, token_stride_s: float = 2.0,
+                 windows_per_video: int = 1, random_start: bool = True, ids: Sequence[tuple[int, str]] | None = None,
+                 preload: bool | None = None):
+        if not stores:
+            raise BadInputError(None, "no feature folders given")
+        self.stores = list(stores)
+        self.window, self.windows_per_video, self.random_start = int(window), int(windows_per_video), random_start
+        self.token_stride_s = float(token_stride_s)
+        dims = {s.dim for s in self.stores}
+        if len(dims) != 1:
+            raise BadInputError(self.stores[-1].root, f"feature folders disagree on the feature dim: {sorted(dims)}")
+        self.dim = dims.pop()
+        self.steps = []
+        for s in self.stores:
+            k = self.token_stride_s / s.stride_s
+            if k < 1 - 1e-6 or abs(k - round(k)) > 1e-6:
+                raise BadInputError(s.root, f"token stride {self.token_stride_s:g} s is not a multiple of the features' "
+                                            f"stride {s.stride_s:g} s (extract with --stride 1 for 1/2/3-s tokens)")
+            self.steps.append(int(round(k)))
+        wanted = ids if ids is not None else [(i, v) for i, s in enumerate(self.stores) for v in s.ids]
+        self.videos: list[tuple[int, str, int, int]] = []  # (store, id, num_events, uid offset)
+        self.num_bad, offset = 0, 0
+        for si, vid in wanted:
+            try:
+                n = int(self.stores[si].load(vid, mmap=True).shape[0])  # header only; validates the shape
+            except BadInputError as e:
+                log.warning("skipping %s", e)
+                self.num_bad += 1
+                continue
+            self.videos.append((si, vid, n, offset))
+            offset += n
+        if not self.videos:
+            raise BadInputError(self.stores[0].root, "no usable feature files")
+        self.num_events = offset
+        nbytes = offset * self.dim * 4
+        self._cache: list[np.ndarray] | None = None
+        if preload or (preload is None and nbytes <= PRELOAD_BYTES):
+            self._cache = [self.stores[si].load(vid) for si, vid, _, _ in self.videos]
+
+    def __len__(self) -> int:
+        return len(self.videos) * self.windows_per_video
+
+    def ids(self) -> list[tuple[int, str]]:
+        return [(si, vid) for si, vid, _, _ in self.videos]
+
+    def _feats(self, j: int) -> np.ndarray:
+        if self._cache is not None:
+            return self._cache[j]
+        si, vid, _, _ = self.videos[j]
+        return self.stores[si].load(vid, mmap=True)
+
+    def token_indices(self, num_events: int, k: int, rep: int) -> np.ndarray:
+        span = (self.window - 1) * k + 1
+        last = max(0, num_events - span)
+        if self.random_start:
+            start = int(np.random.randint(0, last + 1))
+        else:  # evenly spread over the video, middle first
+            start = last // 2 if self.windows_per_video == 1 else round(rep * last / (self.windows_per_video - 1))
+        idx = start + k * np.arange(self.window)
+        return idx[idx < num_events]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        j, rep = divmod(i, self.windows_per_video)
+        si, _, n, offset = self.videos[j]
+        idx = self.token_indices(n, self.steps[si], rep)
+        x = np.zeros((self.window, self.dim), np.float32)
+        x[: len(idx)] = np.asarray(self._feats(j)[idx], dtype=np.float32)
+        pad = np.arange(self.window) >= len(idx)
+        uid = np.full(self.window, -1, np.int64)
+        uid[: len(idx)] = offset + idx
+        return {"x": torch.from_numpy(x), "pad": torch.from_numpy(pad), "uid": torch.from_numpy(uid)}
+
+    def feature_mean(self, max_videos: int = 2000, seed: int = 0) -> np.ndarray:
+        """Mean event feature over (a sample of) the videos: the fixed centre of the targets."""
+        rng = np.random.default_rng(seed)
+        pick = rng.permutation(len(self.videos))[:max_videos]
+        total, count = np.zeros(self.dim, np.float64), 0
+        for j in pick:
+            f = np.asarray(self._feats(int(j)), dtype=np.float64)
+            total += f.sum(0)
+            count += len(f)
+        return (total / max(count, 1)).astype(np.float32)
+
+
+def split_ids(ids: Sequence[tuple[int, str]], val_fraction: float, seed: int = 0) -> tuple[list, list]:
+    """Hold out whole videos (a seeded random ``val_fraction``, none if fewer than 20 videos)."""
+    ids = list(ids)
+    n_val = int(round(len(ids) * val_fraction)) if len(ids) >= 20 else 0
+    perm = np.random.default_rng(seed).permutation(len(ids))
+    val = sorted(perm[:n_val].tolist())
+    vs = set(val)
+    return [ids[i] for i in range(len(ids)) if i not in vs], [ids[i] for i in val]

@@ -1,0 +1,79 @@
+"""Augmentation recipes of the backbone methods, batched on the device after transfer.
+
+- CVRL's asymmetric views (Qian et al., CVPR 2021, §3.2): clip 1 always blurred, clip 2 rarely
+  blurred but sometimes solarised (:func:`view_augmenters`); also MoDist's visual views.
+- PySlowFast's supervised recipe: crop + flip only (:func:`crop_flip_augmenter`).
+- :func:`augment_views`: several views through one batched call (parameters drawn per view).
+- :func:`flow_augment`: crop + flip of flow clips, mirroring dx on a flip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..video import ConsistentAugment, cvrl_augment_pair
+from .config import BackboneConfig
+from .flow import normalize_flow
+
+
+def view_augmenters(cfg: BackboneConfig) -> tuple[ConsistentAugment, ConsistentAugment]:
+    """CVRL's two view augmenters with the ``augment`` block's ranges and strengths."""
+    return cvrl_augment_pair(cfg.data.crop, **dataclasses.asdict(cfg.augment))
+
+
+def crop_flip_augmenter(cfg: BackboneConfig, blur_p: float = 0.0) -> ConsistentAugment:
+    """Random resized crop + flip (+ optional blur), no colour jitter or grayscale."""
+    kw = {**dataclasses.asdict(cfg.augment), "jitter_p": 0.0, "gray_p": 0.0}
+    return ConsistentAugment(cfg.data.crop, blur_p=blur_p, solarize_p=0.0, **kw)
+
+
+def augment_views(augs: Sequence[nn.Module], views: Sequence[torch.Tensor], return_params: bool = False):
+    """Augment several views in one batched call: parameters are drawn per view by its own
+    augmenter (CVRL's blur/solarise asymmetry), then applied to all clips at once, which on CPU
+    costs much less than one call per view. ``return_params`` also returns the drawn parameters
+    (concatenated over views), e.g. to crop another modality with the same boxes."""
+    b, _, _, h, w = views[0].shape
+    ps = [a.sample_params(b, h, w) for a in augs]
+    p = {k: torch.cat([q[k] for q in ps]).to(views[0].device) for k in ps[0]}
+    out = list(augs[0].apply(torch.cat(list(views)), p).split(b))
+    return (out, p) if return_params else out
+
+
+def flow_augment(x: torch.Tensor, out_size: int, area=(0.3, 1.0), aspect=(0.5, 2.0), flip_p: float = 0.5,
+                 negate_dx_on_flip: bool = True, box: torch.Tensor | None = None,
+                 flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Batched, temporally consistent random resized crop + flip of flow clips.
+
+    ``x``: uint8-valued (B,3,T,H,W) encoded flow -> float (B,3,T,S,S) network input. A horizontal flip
+    of a flow field also reverses its x component, so channel 0 (dx, 128 = still) is mirrored too.
+    ``box`` (B,4) = (top, left, height, width) as fractions of the frame and ``flip`` (B,) bool give
+    the crop instead of drawing one (MoDist crops a clip's flow like its RGB view)."""
+    b, c, t, h, w = x.shape
+    dev = x.device
+    xf = x.float().div(255.0)
+    if box is None:
+        s = torch.empty(b, device=dev).uniform_(*area)
+        r = torch.exp(torch.empty(b, device=dev).uniform_(math.log(aspect[0]), math.log(aspect[1])))
+        sw, sh = torch.sqrt(s * r).clamp(max=1.0), torch.sqrt(s / r).clamp(max=1.0)
+        tx, ty = (torch.rand(b, device=dev) * 2 - 1) * (1 - sw), (torch.rand(b, device=dev) * 2 - 1) * (1 - sh)
+    else:
+        y0, x0, sh, sw = box.to(dev, torch.float32).unbind(1)
+        tx, ty = 2 * x0 + sw - 1, 2 * y0 + sh - 1
+    if flip is None:
+        flip = torch.rand(b, device=dev) < flip_p
+    flip = flip.to(dev)
+    theta = torch.zeros(b, 2, 3, device=dev)
+    theta[:, 0, 0] = torch.where(flip, -sw, sw)
+    theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = tx, sh, ty
+    grid = F.affine_grid(theta, (b, c * t, out_size, out_size), align_corners=False)
+    out = F.grid_sample(xf.reshape(b, c * t, h, w), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    out = out.view(b, c, t, out_size, out_size)
+    if negate_dx_on_flip and flip.any():
+        out[flip, 0] = 1.0 - out[flip, 0]
+    return normalize_flow(out * 255.0)

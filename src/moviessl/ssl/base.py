@@ -1,0 +1,117 @@
+"""The LightningModule every backbone pretraining method extends.
+
+:class:`BackboneModule` owns the Slow-D being pretrained, the optimiser (lr scaled with the global
+batch, :mod:`moviessl.optim`), logging, the count of bad videos skipped, and the export of the
+``backbone`` checkpoint. A method subclass (one file in :mod:`moviessl.ssl.methods`) adds its heads,
+its augmentation (``on_after_batch_transfer``) and its ``training_step``, and declares what it
+needs from the pipeline in class attributes (read by :func:`moviessl.ssl.pretrain.pretrain`):
+
+================  ==========================================================================
+``views``         ``"pair"`` (two clips per video), ``"single"`` (one), or ``None`` (no training)
+``pair_sampler``  ``"cvrl"`` or ``"shift"`` (:mod:`moviessl.ssl.data`), for ``views="pair"``
+``needs_flow``    the dataset also yields each clip's optical flow (:mod:`moviessl.ssl.flow`)
+``needs_labels``  the clip list must have labels (``path label`` lines)
+``config_sections``  the method's own sections of :class:`~moviessl.ssl.config.BackboneConfig`
+``relative_cost``  the wall time of a cpu-preset run relative to CVRL's (for time-left estimates)
+================  ==========================================================================
+
+and may check its settings against the run's global batch in :meth:`check_config`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from ..checkpoint import arch_spec, save_checkpoint
+from ..models.slowd import build_slowd
+from ..optim import lr_scheduler, make_optimizer, param_groups, scaled_lr, warmup_steps
+from .config import BackboneConfig
+
+
+def build_backbone(cfg: BackboneConfig) -> tuple[nn.Module, dict]:
+    """(Slow-D, arch spec) from the ``model`` block."""
+    ov = dict(cfg.model.overrides)
+    return build_slowd(cfg.model.preset, **ov), arch_spec("moviessl.models.slowd:build_slowd", preset=cfg.model.preset, **ov)
+
+
+class BackboneModule(pl.LightningModule):
+    """Shared by the pretraining methods: backbone, optimiser, logging, bad-item count, export."""
+
+    name = "base"                      # set by @register_method
+    views: str | None = "pair"
+    pair_sampler = "cvrl"
+    needs_flow = False
+    needs_labels = False
+    config_sections: tuple[str, ...] = ()
+    relative_cost = 1.0                # wall time of a cpu-preset run relative to CVRL's (progress estimates)
+
+    def __init__(self, cfg: BackboneConfig, num_classes: int | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone, self.arch = build_backbone(cfg)
+        self._skipped: set[int] = set()
+
+    @classmethod
+    def check_config(cls, cfg: BackboneConfig, global_batch: int | None) -> None:
+        """Raise :class:`~moviessl.errors.BadInputError` for settings this method cannot run with
+        (``global_batch``: videos per step over all processes, None if not known up front)."""
+
+    # a batch of V views of B videos counts B*V clips for the throughput shown in the bar
+    def items_in_batch(self, batch) -> int:
+        v = batch["video"]
+        return int(v.shape[0] * v.shape[1])
+
+    def to_float(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float().div_(255.0)
+
+    def note_skipped(self, batch) -> None:
+        sk = batch.get("skipped")
+        if sk is not None:
+            self._skipped.update(int(v) for v in sk.flatten().tolist() if v >= 0)
+            if self._skipped:
+                self.log("data/skipped", float(len(self._skipped)), on_step=True, on_epoch=False)
+
+    def log_step(self, loss: torch.Tensor, batch_size: int, **extra: torch.Tensor) -> None:
+        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=batch_size)
+        for k, v in extra.items():
+            self.log(f"train/{k}", v.detach(), on_step=True, on_epoch=False, batch_size=batch_size)
+        opt = self.trainer.optimizers[0] if self.trainer is not None and self.trainer.optimizers else None
+        if opt is not None:
+            self.log("lr", float(opt.param_groups[0]["lr"]), prog_bar=True, on_step=True, on_epoch=False)
+
+    def setup(self, stage: str) -> None:
+        # CVRL syncs BN across replicas; SyncBatchNorm needs an accelerator, so only there.
+        if self.cfg.model.sync_bn and self.trainer is not None and self.trainer.world_size > 1 \
+                and self.trainer.strategy.root_device.type == "cuda":
+            for name, child in list(self.named_children()):
+                setattr(self, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+
+    def configure_optimizers(self):
+        t, o = self.trainer, self.cfg.optim
+        global_batch = self.cfg.data.batch_size * int(t.world_size) * int(t.accumulate_grad_batches or 1)
+        total = max(1, int(t.estimated_stepping_batches))
+        lr = scaled_lr(o.lr, global_batch, o.ref_batch)  # CVRL: 0.32 per 1024
+        opt = make_optimizer(param_groups(self.named_parameters(), o.weight_decay), o.name, lr,
+                             momentum=o.momentum, eta=o.eta)
+        return {"optimizer": opt,
+                "lr_scheduler": lr_scheduler(opt, total, warmup_steps(o.warmup_frac, total), o.final_lr_frac)}
+
+    def export_input(self) -> dict[str, int]:
+        """The clip geometry the backbone was trained on (checkpoint ``meta.input``)."""
+        d = self.cfg.data
+        return {"num_frames": d.num_frames, "stride": d.stride, "short_side": d.short_side, "crop": d.crop}
+
+    def export(self, path: str | os.PathLike, extra_meta: Mapping[str, Any] | None = None) -> Path:
+        """Write the moviessl ``backbone`` checkpoint (Slow-D weights + arch + config + meta)."""
+        meta = {"input": self.export_input(), "method": self.name, "out_dim": int(self.backbone.out_dim),
+                "global_step": int(self.global_step) if self._trainer is not None else 0,
+                "skipped_videos": len(self._skipped)}
+        meta.update(extra_meta or {})
+        return save_checkpoint(path, stage="backbone", arch=self.arch, state_dict=self.backbone.state_dict(),
+                               config=self.cfg, meta=meta)

@@ -1,0 +1,152 @@
+"""Schema of the backbone stage's config (``moviessl/configs/backbone/{paper,cpu}.yaml``).
+
+Types and meaning only; the values live in the presets (see :mod:`moviessl.config`). A method's
+own settings are its section (``cvrl``, ``modist`` + ``flow``, ``supervised``), named by the
+method's ``config_sections``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ..config import TrainerConfig
+
+
+@dataclass
+class ModelConfig:
+    preset: str                    # a Slow-D preset (moviessl.models.slowd.SLOWD_PRESETS)
+    overrides: dict[str, Any]      # keyword overrides for build_slowd (free-form)
+    sync_bn: bool                  # SyncBatchNorm across replicas (CVRL; accelerators only)
+
+
+@dataclass
+class DataConfig:
+    num_frames: int                # T frames per clip ...
+    stride: int                    # ... s apart on the 30-fps timeline (Slow-D: 16 x 4)
+    short_side: int                # frames resized to this short side, then cropped square
+    crop: int                      # network input (random resized crop output / probe centre crop)
+    batch_size: int                # videos per device per step
+    num_workers: int
+    frame_cache: bool              # decode each video once and memory-map it (small data sets)
+    cache_dir: Optional[str]       # None: <clip list folder>/.moviessl_cache, else OUT/cache
+    pair_sampler: Optional[str]    # cvrl | shift; None: the method's own
+    power: float                   # CVRL sampler: power of the decreasing gap density (1 = linear)
+    shift_s: list[float]           # MoDist: [min, max] start-to-start shift of a positive pair (s)
+
+
+@dataclass
+class AugmentConfig:
+    """CVRL's temporally consistent augmentation (Qian et al. 2021, §3.2); blur / solarise
+    probabilities are per view and set by the method."""
+
+    area: list[float]
+    aspect: list[float]
+    flip_p: float
+    jitter_p: float
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
+    gray_p: float
+    blur_sigma: list[float]
+
+
+@dataclass
+class CVRLHeadConfig:
+    hidden_dim: int
+    out_dim: int
+    num_hidden: int
+    out_bn: bool
+
+
+@dataclass
+class CVRLConfig:
+    tau: float
+    head: CVRLHeadConfig
+    intra_neg: list[str]           # [] = CVRL as published; IIC intra-video negatives otherwise
+
+
+@dataclass
+class MoDistHeadConfig:
+    hidden_dim: int
+    out_dim: int
+    bn: bool
+
+
+@dataclass
+class FlowNetConfig:
+    preset: Optional[str]          # None: the visual backbone's preset
+    width_factor: float            # MoDist: 1/8 of the visual width
+    overrides: dict[str, Any]
+
+
+@dataclass
+class MoDistConfig:
+    tau: float
+    momentum: float                # key encoders' momentum
+    queue_size: int                # K per modality
+    head: MoDistHeadConfig
+    flow_net: FlowNetConfig
+    align_crops: bool              # a clip's flow is cropped and flipped like its RGB view
+    flow_crop: int                 # flow network input size
+    w_visual: float
+    w_cross: float
+    w_flow: float
+
+
+@dataclass
+class FlowConfig:
+    algorithm: str                 # dis | farneback
+    dis_preset: str                # ultrafast | fast | medium
+    short_side: int                # flow computed and stored at this short side
+    bound: float                   # px at a 256 short side, scaled
+    mode: str                      # raw | edges
+    num_frames: int
+    stride: int
+
+
+@dataclass
+class SupervisedConfig:
+    dropout: float
+    label_smoothing: float
+    blur_p: float
+
+
+@dataclass
+class OptimConfig:
+    name: str                      # sgd | lars | adamw
+    lr: float                      # for ref_batch, scaled linearly with the global batch
+    ref_batch: Optional[int]       # None: no scaling
+    momentum: float
+    weight_decay: float
+    eta: float                     # LARS trust coefficient
+    warmup_frac: float
+    final_lr_frac: float
+
+
+@dataclass
+class ProbeConfig:
+    num_clips: int                 # evenly spaced clips per video, features averaged
+    batch_size: int
+    weight_decay: float
+    max_iter: int                  # L-BFGS iterations of the linear probe
+    knn_k: int
+    knn_t: float
+    seed: int
+    val_fraction: float            # held out of --data when no --val is given
+
+
+@dataclass
+class BackboneConfig:
+    seed: int
+    model: ModelConfig
+    data: DataConfig
+    augment: AugmentConfig
+    cvrl: CVRLConfig
+    modist: MoDistConfig
+    flow: FlowConfig
+    supervised: SupervisedConfig
+    optim: OptimConfig
+    probe: ProbeConfig
+    trainer: TrainerConfig

@@ -1,0 +1,244 @@
+"""Clips for backbone pretraining: the clip dataset and the two positive-pair samplers.
+
+Data: a clip list (``path label`` or ``path``) read by :func:`moviessl.data.cliplist.read_clip_list`.
+The dataset returns uint8 clips ``(V, 3, T, S, S)`` (V views, S the short side: a random square crop
+of the short-side-resized frames in training, the centre square in evaluation), so batches collate
+whatever the videos' aspect ratios; the random resized crop / colour / blur / solarise augmentation
+runs batched after transfer (:mod:`.augment`). Clip times live on the 30-fps timeline
+(:mod:`moviessl.video.timeline`).
+
+Pair samplers (start frames of a video's two clips, in random order):
+
+- ``cvrl``: CVRL's decreasing start-gap density (Qian et al., CVPR 2021, §3.1; the official code's
+  ``video_ssl_preprocess_ops``, ``tensorflow/models/official/projects/video_ssl``);
+- ``shift``: MoDist's uniform start-to-start shift of 0.5-10 s (MaCLR release config,
+  ``amazon-science/self-supervised-maclr``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import BadInputError
+from ..video.timeline import TARGET_FPS, clip_timeline, timeline_length, timeline_to_native
+from .clipcache import LiveSource
+
+log = logging.getLogger("moviessl")
+
+MAX_SKIPS = 8  # bad items one __getitem__ may step over before giving up on the batch slot
+
+
+def cvrl_gap(m: int, u: float, power: float = 1.0) -> int:
+    """Start-to-start gap in [0, m] by inverse CDF of f(k) = (p+1)/(p m) (1 - (k/m)^p).
+
+    p = 1 has the closed form ``m (1 - sqrt(1 - u))`` (mean m/3); other powers bisect
+    F(k) = -k^(p+1)/(p m^(p+1)) + k (p+1)/(p m) = u to under one frame, as the reference does."""
+    if m <= 0:
+        return 0
+    if power == 1.0:
+        return int(np.floor(m * (1.0 - np.sqrt(1.0 - u))))
+    p = float(power)
+
+    def cdf(k: float) -> float:
+        return -(k ** (p + 1)) / (p * m ** (p + 1)) + k * (p + 1) / (p * m)
+
+    lo, hi = 0.0, float(m)
+    while hi - lo > 1.0:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if cdf(mid) < u else (lo, mid)
+    return int(np.floor(lo))
+
+
+def sample_cvrl_starts(total: int, num_frames: int, stride: int, power: float = 1.0,
+                       rng: np.random.Generator | None = None) -> tuple[int, int, bool]:
+    """Start frames of CVRL's two clips on a ``total``-frame timeline, in random order.
+
+    Returns ``(start_a, start_b, wrap)``. ``M = total - (n-1) s`` is the largest start; when the video
+    is shorter than one clip (``total <= (n-1) s``) both starts are independent uniform draws and
+    ``wrap`` tells the caller to tile the video (indices modulo ``total``)."""
+    rng = rng if rng is not None else np.random.default_rng()
+    span = (num_frames - 1) * stride
+    if total <= span:
+        return int(rng.integers(0, total)), int(rng.integers(0, total)), True
+    m = total - span
+    gap = cvrl_gap(m, float(rng.random()), power)
+    first = int(rng.integers(0, m - gap)) if m - gap > 0 else 0
+    a, b = first, first + gap
+    if rng.random() < 0.5:
+        a, b = b, a
+    return a, b, False
+
+
+def sample_shift_starts(total: int, num_frames: int, stride: int, shift_s: Sequence[float],
+                        rng: np.random.Generator) -> tuple[int, int, bool]:
+    """MoDist's pair: start-to-start shift uniform in ``shift_s`` seconds, bounded by what the video
+    allows; ``(start_a, start_b, wrap)`` in random order, as :func:`sample_cvrl_starts`."""
+    m = total - (num_frames - 1) * stride
+    if m <= 0:
+        return int(rng.integers(0, total)), int(rng.integers(0, total)), True
+    lo, hi = (s * TARGET_FPS for s in shift_s)
+    hi = min(hi, m - 1)
+    gap = int(rng.uniform(lo, hi)) if hi > lo else int(rng.integers(0, max(1, m)))
+    first = int(rng.integers(0, max(1, m - gap)))
+    a, b = first, first + gap
+    if rng.random() < 0.5:
+        a, b = b, a
+    return a, b, False
+
+
+class ClipDataset(Dataset):
+    """Clips of the videos of a clip list.
+
+    ``mode``: ``pair`` (two clips per video, starts from ``pair_sampler``: ``cvrl`` or ``shift``),
+    ``single`` (one random clip, supervised training) or ``eval`` (``eval_clips`` evenly spaced
+    clips, centre crop). With a ``flow_cache``, each clip also gets its flow clip (``flow``).
+
+    Bad videos are skipped: with the frame cache they are found while the cache is built
+    (:meth:`prepare`, counted in ``self.bad``); without it, ``__getitem__`` steps to the next video
+    and reports the skipped indices in the item's ``skipped`` field so the training module can count
+    them (workers are separate processes).
+    """
+
+    def __init__(self, items: Sequence[tuple[Path, int | None]], mode: str = "pair", *, num_frames: int = 16,
+                 stride: int = 4, short_side: int = 64, frame_cache=None, flow_cache=None, flow_frames: int = 16,
+                 flow_stride: int = 4, pair_sampler: str = "cvrl", power: float = 1.0,
+                 shift_s: Sequence[float] = (0.5, 10.0), eval_clips: int = 1, random_crop: bool | None = None):
+        if mode not in ("pair", "single", "eval"):
+            raise ValueError(f"unknown mode {mode!r}")
+        if pair_sampler not in ("cvrl", "shift"):
+            raise BadInputError("data.pair_sampler", f"unknown sampler {pair_sampler!r} (cvrl|shift)")
+        self.items = [(Path(p), (-1 if y is None else int(y))) for p, y in items]
+        self.mode, self.num_frames, self.stride, self.short_side = mode, int(num_frames), int(stride), int(short_side)
+        self.frame_cache, self.flow_cache = frame_cache, flow_cache
+        self.flow_frames, self.flow_stride = int(flow_frames), int(flow_stride)
+        self.pair_sampler, self.power, self.shift_s = pair_sampler, float(power), tuple(float(s) for s in shift_s)
+        self.eval_clips = int(eval_clips)
+        self.random_crop = (mode != "eval") if random_crop is None else bool(random_crop)
+        self.bad: dict[str, str] = {}  # path -> cause, logged once each
+        self._sources: dict[int, Any] = {}
+        self._flows: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    # -- sources ------------------------------------------------------------------------------
+    def _mark_bad(self, i: int, err: BadInputError) -> None:
+        key = str(self.items[i][0])
+        if key not in self.bad:
+            self.bad[key] = str(err)
+            log.warning("skipping bad video: %s", err)
+
+    def _source(self, i: int):
+        src = self._sources.get(i)
+        if src is None:
+            path = self.items[i][0]
+            src = self.frame_cache.source(path) if self.frame_cache is not None else LiveSource(path, self.short_side)
+            self._sources[i] = src
+        return src
+
+    def _flow(self, i: int):
+        fl = self._flows.get(i)
+        if fl is None:
+            src = self._source(i)
+            fl = self.flow_cache.source(self.items[i][0], src.all)
+            if fl.num_frames != src.num_frames:
+                raise BadInputError(self.items[i][0], f"flow cache has {fl.num_frames} frames, video {src.num_frames}")
+            self._flows[i] = fl
+        return fl
+
+    def prepare(self, progress: bool = True) -> "ClipDataset":
+        """Decode (and compute flow for) every video once, dropping the bad ones. Only with a cache."""
+        if self.frame_cache is None and self.flow_cache is None:
+            return self
+        from tqdm.auto import tqdm
+
+        good = []
+        for i in tqdm(range(len(self.items)), desc="caching videos", disable=not progress, leave=False):
+            try:
+                if self.frame_cache is not None:
+                    self._source(i)
+                if self.flow_cache is not None:
+                    self._flow(i)
+                good.append(i)
+            except BadInputError as e:
+                self._mark_bad(i, e)
+        keep = {j: n for n, j in enumerate(good)}
+        self._sources = {keep[j]: s for j, s in self._sources.items() if j in keep}
+        self._flows = {keep[j]: s for j, s in self._flows.items() if j in keep}
+        self.items = [self.items[j] for j in good]
+        if self.bad:
+            log.warning("%d of %d videos skipped as bad", len(self.bad), len(self.bad) + len(self.items))
+        return self
+
+    # -- sampling -----------------------------------------------------------------------------
+    def _starts(self, total: int, rng: np.random.Generator) -> list[int]:
+        """Timeline start frames of the clips of one item."""
+        span = (self.num_frames - 1) * self.stride
+        if self.mode == "eval":
+            m = max(0, total - 1 - span)
+            return [int(round(m * (k + 0.5) / self.eval_clips)) for k in range(self.eval_clips)]
+        if self.mode == "single":
+            m = total - span
+            return [int(rng.integers(0, total))] if m <= 0 else [int(rng.integers(0, m))]
+        if self.pair_sampler == "cvrl":
+            s1, s2, _ = sample_cvrl_starts(total, self.num_frames, self.stride, self.power, rng)
+        else:
+            s1, s2, _ = sample_shift_starts(total, self.num_frames, self.stride, self.shift_s, rng)
+        return [s1, s2]
+
+    def _crop_offset(self, rng: np.random.Generator) -> tuple[float, float]:
+        """Top-left of the square crop, as fractions of the free room (so flow maps align)."""
+        if self.random_crop:
+            return float(rng.random()), float(rng.random())
+        return 0.5, 0.5
+
+    @staticmethod
+    def _square(frames: np.ndarray, fy: float, fx: float) -> np.ndarray:
+        t, h, w, _ = frames.shape
+        s = min(h, w)
+        y, x = int(round(fy * (h - s))), int(round(fx * (w - s)))
+        return frames[:, y:y + s, x:x + s]
+
+    def _clip(self, frames_of: Callable[[np.ndarray], np.ndarray], start: int, n: int, stride: int, total: int,
+              src, fy: float, fx: float) -> torch.Tensor:
+        idx = timeline_to_native(clip_timeline(start, n, stride, total), src.num_frames, src.fps)
+        return torch.from_numpy(np.ascontiguousarray(self._square(frames_of(idx), fy, fx))).permute(3, 0, 1, 2)
+
+    def _load(self, i: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        src = self._source(i)
+        total = timeline_length(src.num_frames, src.fps)
+        clips, flows = [], []
+        for st in self._starts(total, rng):
+            fy, fx = self._crop_offset(rng)
+            clips.append(self._clip(src.get, st, self.num_frames, self.stride, total, src, fy, fx))
+            if self.flow_cache is not None:
+                flows.append(self._clip(self._flow(i).get, st, self.flow_frames, self.flow_stride, total, src, fy, fx))
+        out = {"video": torch.stack(clips), "label": torch.tensor(self.items[i][1]), "index": torch.tensor(i)}
+        if flows:
+            out["flow"] = torch.stack(flows)
+        return out
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+        skipped: list[int] = []
+        n = len(self.items)
+        for k in range(min(n, MAX_SKIPS + 1)):
+            j = (i + k) % n
+            if str(self.items[j][0]) in self.bad:
+                skipped.append(j)
+                continue
+            try:
+                item = self._load(j, rng)
+            except BadInputError as e:
+                self._mark_bad(j, e)
+                skipped.append(j)
+                continue
+            item["skipped"] = torch.tensor((skipped + [-1] * MAX_SKIPS)[:MAX_SKIPS])
+            return item
+        raise BadInputError(self.items[i][0], f"{MAX_SKIPS + 1} consecutive bad videos in the clip list; giving up")

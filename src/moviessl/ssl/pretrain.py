@@ -1,0 +1,129 @@
+"""Backbone pretraining as a library call: :func:`pretrain` (what ``moviessl pretrain-backbone`` runs).
+
+The method (:func:`moviessl.ssl.registry.get_method`) says what it needs -- clip pairs or single
+clips, which pair sampler, optical flow, labels -- and this function provides it: reads the clip
+list, builds the decoded-frame (and flow) caches, the dataset and loader, trains through
+:func:`moviessl.training.fit`, exports ``OUT/model.pt`` and probes the result.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import TrainerConfig, save_config
+from ..data.cliplist import read_clip_list
+from ..errors import BadInputError
+from ..training import cpu_threads, fit, seed_everything
+from ..utils.io import atomic_write_json
+from .clipcache import FrameCache, default_cache_dir
+from .config import BackboneConfig
+from .data import ClipDataset
+from .flow import FlowCache, FlowParams
+from .probe import probe_model
+from .registry import get_method
+
+log = logging.getLogger("moviessl")
+
+
+def split_for_probe(items, fraction: float, seed: int):
+    """Deterministic, class-stratified hold-out of labelled items (when no --val is given)."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, (_, y) in enumerate(items):
+        by_class.setdefault(int(y), []).append(i)
+    val = set()
+    for idx in by_class.values():
+        idx = list(rng.permutation(idx))
+        val.update(idx[: int(round(len(idx) * fraction))])
+    return [it for i, it in enumerate(items) if i not in val], [it for i, it in enumerate(items) if i in val]
+
+
+def world_size_of(t: TrainerConfig) -> int | None:
+    """Processes a run will use, when the config says so up front (``devices: auto`` does not)."""
+    if isinstance(t.devices, int):
+        return t.devices * t.num_nodes
+    if isinstance(t.devices, (list, tuple)):
+        return len(t.devices) * t.num_nodes
+    return None
+
+
+def flow_cache_for(cfg: BackboneConfig, cache_dir: Path) -> FlowCache:
+    f = cfg.flow
+    return FlowCache(cache_dir, FlowParams(algorithm=f.algorithm, short_side=f.short_side, bound=f.bound, mode=f.mode,
+                                           dis_preset=f.dis_preset))
+
+
+def pretrain(method: str, data: str | os.PathLike, out: str | os.PathLike, cfg: BackboneConfig, *,
+             val: str | os.PathLike | None = None, resume: bool = False, run_probe: bool = True,
+             progress: bool = True) -> dict[str, Any]:
+    """Pretrain (or, for ``random``, just initialise) a Slow-D backbone; export ``OUT/model.pt``.
+
+    Returns a summary dict (also ``OUT/summary.json``); the probe result is ``OUT/probe.json``."""
+    method_cls = get_method(method)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out)
+    seed_everything(cfg.seed)
+    if cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available():
+        cpu_threads()
+    d = cfg.data
+    items = read_clip_list(data)
+    if not items:
+        raise BadInputError(data, "clip list is empty")
+    labelled = all(y is not None for _, y in items)
+    if method_cls.needs_labels and not labelled:
+        raise BadInputError(data, f"--method {method} needs labels ('path label' lines)")
+    probe_train, probe_val = items, None
+    if val is not None:
+        probe_val = read_clip_list(val)
+    elif labelled and run_probe:
+        probe_train, probe_val = split_for_probe(items, cfg.probe.val_fraction, cfg.seed)
+    # without --val, the probe's held-out videos are held out of pretraining too (no label leak for supervised)
+    train_items = probe_train if (val is None and probe_val is not None) else items
+    num_classes = (max(int(y) for _, y in items) + 1) if labelled else None
+
+    cache_dir = Path(d.cache_dir) if d.cache_dir else default_cache_dir(data, out)
+    frame_cache = FrameCache(cache_dir, d.short_side) if d.frame_cache else None
+    module = method_cls(cfg, num_classes=num_classes)
+
+    bad: dict[str, str] = {}
+    if method_cls.views is not None:
+        ds = ClipDataset(train_items, method_cls.views, num_frames=d.num_frames, stride=d.stride,
+                         short_side=d.short_side, frame_cache=frame_cache,
+                         flow_cache=flow_cache_for(cfg, cache_dir) if method_cls.needs_flow else None,
+                         flow_frames=cfg.flow.num_frames, flow_stride=cfg.flow.stride,
+                         pair_sampler=d.pair_sampler or method_cls.pair_sampler, power=d.power, shift_s=d.shift_s)
+        ds.prepare(progress=progress)
+        bad.update(ds.bad)
+        if len(ds) < d.batch_size:
+            raise BadInputError(data, f"only {len(ds)} usable videos, fewer than data.batch_size={d.batch_size}")
+        ws = world_size_of(cfg.trainer)
+        method_cls.check_config(cfg, d.batch_size * ws if ws else None)
+        dl = torch.utils.data.DataLoader(ds, batch_size=d.batch_size, shuffle=True, drop_last=True,
+                                         num_workers=d.num_workers, persistent_workers=d.num_workers > 0,
+                                         pin_memory=torch.cuda.is_available())
+        trainer = fit(module, cfg.trainer, out, train_dataloaders=dl, resume=resume, curve_keys=("train/loss", "lr"))
+        if not trainer.is_global_zero:
+            return {}
+        for i in sorted(module._skipped):  # indices into the dataset's (post-caching) item list
+            bad.setdefault(str(ds.items[i][0]) if i < len(ds.items) else str(i), "skipped while training")
+    summary: dict[str, Any] = {"method": method, "out": str(out), "skipped_videos": len(bad)}
+    module.export(out / "model.pt", extra_meta={"data": str(Path(data).resolve()), "num_videos": len(train_items),
+                                                "skipped_videos": len(bad)})
+    if bad:
+        atomic_write_json(out / "bad_videos.json", bad)
+    if run_probe and probe_val is not None:
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        res = probe_model(module.backbone, module.export_input(), probe_train, probe_val, cfg.probe,
+                          frame_cache=frame_cache, device=dev, progress=progress)
+        res.update(method=method, checkpoint=str(out / "model.pt"))
+        atomic_write_json(out / "probe.json", res)
+        summary["probe"] = res
+    atomic_write_json(out / "summary.json", summary)
+    return summary

@@ -1,0 +1,186 @@
+"""The benchmark-agnostic task layer: what a task declares, how its model trains, and K seeded runs.
+
+- :class:`TaskSpec` -- the protocol every task of every benchmark implements (VidSitu's verb /
+  SRL / relation in :mod:`moviessl.tasks.vidsitu`; LVU's next): its metrics, how it builds its model
+  on top of the shared :class:`~moviessl.tasks.encoder.EventEncoder`, what its loss needs, and how
+  it trains -- end to end on clips or on frozen features. Benchmark specifics (targets, submission
+  entries) are the benchmark's own protocol on top of this one.
+- :class:`TaskModule` -- the one LightningModule of every task head: ``model.loss(x, y, **kw)``,
+  AdamW with separate learning-rate scales for a fine-tuned backbone / TxE (scale 0 freezes), a
+  linear warm-up then a constant rate (VidSitu's schedule).
+- :class:`SeedJob` + :func:`run_seeds` -- K seeded runs of one setting, each trained through
+  :func:`moviessl.training.fit`, scored by the benchmark's evaluator, exported, and never redone
+  when finished with the same settings; :func:`write_summary` -- mean ± SE over the runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from ..config import TrainerConfig, save_config
+from ..eval.stats import summarize
+from ..optim import lr_scheduler, make_optimizer, param_groups
+from ..training import fit, seed_everything, trainer_cfg
+from ..utils.io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger("moviessl.tasks")
+
+
+class TaskSpec(Protocol):
+    """What a task declares to the runner."""
+
+    name: str
+    metric_keys: tuple[str, ...]      # reported metrics, the first is the main one
+    end_to_end: bool                  # with videos: fine-tune the backbone on clips (else: frozen features)
+    ignore_index: int | None          # target value of an input that fails to decode mid-run (None: keep)
+
+    def build_model(self, in_dim: int, backbone_arch: Mapping | None = None,
+                    txe_arch: Mapping | None = None) -> tuple[nn.Module, dict]:
+        """(model with ``loss(x, y, **loss_kwargs)``, its arch spec for the checkpoint)."""
+
+    def loss_kwargs(self) -> dict[str, Any]:
+        """Extra keyword arguments of the model's loss (e.g. class weights)."""
+
+    def meta(self) -> dict[str, Any]:
+        """What a task checkpoint must carry to turn outputs into predictions (vocabularies...)."""
+
+
+@dataclass
+class TaskOptim:
+    """Optimiser of a task head: AdamW at ``lr`` (VidSitu's betas), ``warmup_steps`` of linear
+    warm-up then constant; a fine-tuned backbone / TxE learns at ``lr`` x its scale (0 freezes)."""
+
+    lr: float
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    backbone_lr_scale: float = 1.0
+    txe_lr_scale: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.99)
+
+
+class TaskModule(pl.LightningModule):
+    def __init__(self, model: nn.Module, optim: TaskOptim, loss_kwargs: Mapping[str, Any] | None = None):
+        super().__init__()
+        self.model, self.optim = model, optim
+        self.loss_kwargs = dict(loss_kwargs or {})
+
+    def items_in_batch(self, batch: dict) -> int:
+        return int(batch["x"].shape[0])
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        kw = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in self.loss_kwargs.items()}
+        loss = self.model.loss(batch["x"], batch["y"], **kw)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=self.items_in_batch(batch))
+        return loss
+
+    def part_of(self) -> Callable[[nn.Parameter], str]:
+        """Which part a parameter belongs to: ``backbone``, ``txe`` or ``head`` (everything else)."""
+        enc = getattr(self.model, "encoder", None)
+        ids = {part: {id(p) for p in getattr(enc, part).parameters()}
+               for part in ("backbone", "txe") if enc is not None and getattr(enc, part, None) is not None}
+        return lambda p: next((part for part, s in ids.items() if id(p) in s), "head")
+
+    def configure_optimizers(self):
+        o = self.optim
+        scale = {"backbone": o.backbone_lr_scale, "txe": o.txe_lr_scale, "head": 1.0}
+        part = self.part_of()
+        groups: list[dict] = []
+        for name in ("backbone", "txe", "head"):
+            params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad and part(p) == name]
+            if scale[name] <= 0:  # lr scale 0 = frozen
+                for _, p in params:
+                    p.requires_grad_(False)
+            elif params:  # weight decay on every parameter, as VidSitu's Adam(W)
+                groups += param_groups(params, o.weight_decay, lambda n, p: False, lr=o.lr * scale[name], name=name)
+        opt = make_optimizer(groups, "adamw", o.lr, betas=o.betas)
+        if o.warmup_steps <= 0:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": lr_scheduler(opt, 0, o.warmup_steps, decay="constant")}
+
+
+def settings_hash(*parts: Any) -> str:
+    """A short hash of everything that determines a run (a finished run with the same hash is reused)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@dataclass
+class SeedJob:
+    """What every seed of one task setting shares; the benchmark fills in the callbacks.
+
+    ``build(seed)`` -> (model with its pretrained parts loaded, arch); ``loader(seed)`` -> the
+    training DataLoader; ``score(model, run_dir)`` -> metrics (percent; writes the predictions);
+    ``export(model, arch, run_dir, {"seed", "metrics"})`` writes the checkpoints."""
+
+    name: str
+    out: Path
+    settings: str
+    config: Any
+    optim: TaskOptim
+    trainer: TrainerConfig
+    epochs: int
+    build: Callable[[int], tuple[nn.Module, dict]]
+    loader: Callable[[int], Any]
+    score: Callable[[nn.Module, Path], dict]
+    export: Callable[[nn.Module, dict, Path, dict], None]
+    loss_kwargs: dict = field(default_factory=dict)
+    record: dict = field(default_factory=dict)       # facts copied into every metrics.json
+    throughput_name: str = "segments_per_s"
+    resume: bool = False
+
+
+def run_seed(job: SeedJob, seed: int) -> dict:
+    """Train, score and export one run (skipped when already finished with the same settings)."""
+    run_dir = job.out / f"seed{seed}"
+    mfile = run_dir / "metrics.json"
+    if mfile.is_file():
+        done = json.loads(mfile.read_text())
+        if done.get("settings") == job.settings:
+            log.info("%s: seed %d already done, skipped", job.name, seed)
+            return {"seed": seed, "dir": str(run_dir), "metrics": done["metrics"]}
+    t0 = time.perf_counter()
+    seed_everything(seed)
+    model, arch = job.build(seed)
+    module = TaskModule(model, job.optim, job.loss_kwargs)
+    train_loader = job.loader(seed)
+    tcfg = trainer_cfg(job.trainer, max_epochs=job.trainer.max_epochs if job.trainer.max_epochs is not None else job.epochs,
+                       # short runs still log (and plot) a few points per epoch
+                       log_every_n_steps=max(1, min(job.trainer.log_every_n_steps, len(train_loader) // 2)))
+    trainer = fit(module, tcfg, run_dir, train_dataloaders=train_loader, resume=job.resume,
+                  throughput_name=job.throughput_name)
+    train_s = time.perf_counter() - t0
+    if not trainer.is_global_zero:  # under DDP, rank 0 alone predicts, scores and writes
+        return {"seed": seed, "dir": str(run_dir), "metrics": {}}
+    metrics = job.score(model, run_dir)
+    job.export(model, arch, run_dir, {"seed": seed, "metrics": metrics})
+    save_config(job.config, run_dir)
+    record = {"task": job.name, "seed": seed, "metrics": metrics, "settings": job.settings, **job.record,
+              "train_s": round(train_s, 3), "total_s": round(time.perf_counter() - t0, 3)}
+    atomic_write_json(mfile, record)  # written last: marks the run finished
+    log.info("%s seed %d: %s (%.1fs)", job.name, seed, json.dumps({k: round(v, 2) for k, v in metrics.items()}),
+             record["total_s"])
+    return {"seed": seed, "dir": str(run_dir), "metrics": metrics}
+
+
+def run_seeds(job: SeedJob, seeds: Sequence[int]) -> list[dict]:
+    return [run_seed(job, s) for s in seeds]
+
+
+def write_summary(out: Path, runs: list[dict], metric_keys: Sequence[str], title: str, heading: str, note: str = "",
+                  **facts: Any) -> dict:
+    """Mean ± SE over the runs -> ``out/summary.json`` and ``out/summary.md``; returns the summary record."""
+    summary, table = summarize([r["metrics"] for r in runs], keys=list(metric_keys), title=title)
+    result = {**facts, "out": str(out), "seeds": len(runs), "runs": runs, "summary": summary, "table": table}
+    atomic_write_json(out / "summary.json", result)
+    atomic_write_text(out / "summary.md", f"# {heading}: {len(runs)} run(s), mean ± standard error\n\n"
+                                          + (f"{note}\n\n" if note else "") + table)
+    return result
