@@ -51,9 +51,9 @@ def make_video(path: Path, gop: int | None) -> Path:
         if gop:
             s.codec_context.gop_size = gop
         for i in range(FPS * SECONDS):
-            img = np.ascontiguousarray(tex[:H, 2 * i:2 * i + W])
+            img = np.ascontiguousarray(tex[:H, 2 * i : 2 * i + W])
             x = (i * 5) % (W - 80)
-            img[140:220, x:x + 80] = (255, 240, 40)
+            img[140:220, x : x + 80] = (255, 240, 40)
             for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 c.mux(p)
         for p in s.encode():
@@ -154,9 +154,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--clips", type=int, default=20, help="random clips per measurement")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv or [])
-    res = {"machine": f"{platform.machine()} {platform.processor() or ''} {platform.system()}".strip(),
-           "date": date.today().isoformat(), "pyav": av.__version__,
-           "video": f"{SECONDS}s {FPS}fps {W}x{H} H.264 (x264 veryfast crf23, B-frames)", "clip": "16x4"}
+    res = {
+        "machine": f"{platform.machine()} {platform.processor() or ''} {platform.system()}".strip(),
+        "date": date.today().isoformat(),
+        "pyav": av.__version__,
+        "video": f"{SECONDS}s {FPS}fps {W}x{H} H.264 (x264 veryfast crf23, B-frames)",
+        "clip": "16x4",
+    }
     with tempfile.TemporaryDirectory() as d:
         for name, gop in (("gop60", 60), ("gop250_x264_default", None)):
             p = make_video(Path(d) / f"{name}.mp4", gop)

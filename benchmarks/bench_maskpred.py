@@ -23,10 +23,19 @@ import numpy as np
 import torch
 
 SCALES = {
-    "cpu": dict(backbone="slowd_cpu", txe="txe_cpu", short_side=64, crop=64, video=(96, 128), batch=32, loop_batch=2,
-                queue=4096),
-    "paper": dict(backbone="slowd_r50", txe="txe_paper", short_side=256, crop=224, video=(256, 340), batch=64, loop_batch=1,
-                  queue=65536),
+    "cpu": dict(
+        backbone="slowd_cpu", txe="txe_cpu", short_side=64, crop=64, video=(96, 128), batch=32, loop_batch=2, queue=4096
+    ),
+    "paper": dict(
+        backbone="slowd_r50",
+        txe="txe_paper",
+        short_side=256,
+        crop=224,
+        video=(256, 340),
+        batch=64,
+        loop_batch=1,
+        queue=65536,
+    ),
 }
 N = 5
 
@@ -41,7 +50,7 @@ def _write_video(path: Path, seconds: float, h: int, w: int, fps: int = 30) -> P
     s.options = {"preset": "veryfast", "crf": "23"}
     tex = rng.integers(0, 255, (h, w * 2, 3), dtype=np.uint8)
     for t in range(int(seconds * fps)):
-        f = np.ascontiguousarray(tex[:, t % w:t % w + w])
+        f = np.ascontiguousarray(tex[:, t % w : t % w + w])
         for pkt in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
             c.mux(pkt)
     for pkt in s.encode():
@@ -54,8 +63,11 @@ def _module(sc: dict, in_dim: int):
     from moviessl.config import load_config
     from moviessl.context.module import MaskPredModule
 
-    cfg = load_config("context", "paper", [f"model.txe={sc['txe']}", f"maskpred.queue_size={sc['queue']}",
-                                           "maskpred.keys_per_sample=2"])
+    cfg = load_config(
+        "context",
+        "paper",
+        [f"model.txe={sc['txe']}", f"maskpred.queue_size={sc['queue']}", "maskpred.keys_per_sample=2"],
+    )
     mod = MaskPredModule(cfg, in_dim)
     opt = torch.optim.AdamW([p for p in mod.parameters() if p.requires_grad], lr=1e-4)
     return mod.train(), opt
@@ -71,10 +83,10 @@ def _step(mod, opt, batch) -> None:
 
 
 def bench_scale(name: str, steps: int, tmp: Path) -> dict:
-    from moviessl.features.store import FeatureStore
-    from moviessl.features.extract import clip_uint8
-    from moviessl.models import build_slowd
     from moviessl.context.windows import FeatureWindows
+    from moviessl.features.extract import clip_uint8
+    from moviessl.features.store import FeatureStore
+    from moviessl.models import build_slowd
     from moviessl.video import VideoReader, normalize
 
     sc = SCALES[name]
@@ -140,13 +152,25 @@ def bench_scale(name: str, steps: int, tmp: Path) -> dict:
     feat_per_token = float(np.median(t_feat)) / (b * N)
     step_per_token = 1.0 / cached
     in_loop = 1.0 / (feat_per_token + step_per_token)
-    return {"backbone": sc["backbone"], "txe": sc["txe"], "feature_dim": dim, "clip": f"16x4 @ {sc['crop']}²",
-            "cached_tokens_per_s": round(cached, 1), "in_loop_tokens_per_s": round(in_loop, 3),
-            "speedup": round(cached / in_loop, 1), "decode_backbone_clips_per_s": round(1.0 / feat_per_token, 2), "in_loop_backbone_share": round(feat_per_token * in_loop, 4),
-            "cached_batch": sc["batch"], "in_loop_batch": b, "steps": steps, "in_loop_steps": loop_steps}
+    return {
+        "backbone": sc["backbone"],
+        "txe": sc["txe"],
+        "feature_dim": dim,
+        "clip": f"16x4 @ {sc['crop']}²",
+        "cached_tokens_per_s": round(cached, 1),
+        "in_loop_tokens_per_s": round(in_loop, 3),
+        "speedup": round(cached / in_loop, 1),
+        "decode_backbone_clips_per_s": round(1.0 / feat_per_token, 2),
+        "in_loop_backbone_share": round(feat_per_token * in_loop, 4),
+        "cached_batch": sc["batch"],
+        "in_loop_batch": b,
+        "steps": steps,
+        "in_loop_steps": loop_steps,
+    }
 
 
 # --- acceptance on SynthMovies -----------------------------------------------------------------
+
 
 def _cli(*args) -> None:
     from moviessl.cli import main as cli_main
@@ -173,8 +197,14 @@ def _masked_outputs(mod, x: torch.Tensor, use_head: bool) -> torch.Tensor:
     return torch.stack(outs, 1)
 
 
-def acceptance(work: str | Path, synth_root: str | Path | None = None, backbone: str | Path | None = None,
-               context_steps: int = 300, backbone_steps: int = 300, seed: int = 0) -> dict:
+def acceptance(
+    work: str | Path,
+    synth_root: str | Path | None = None,
+    backbone: str | Path | None = None,
+    context_steps: int = 300,
+    backbone_steps: int = 300,
+    seed: int = 0,
+) -> dict:
     """The issue's acceptance experiment, end to end through the CLI on SynthMovies (demo):
 
     CVRL backbone on the action clips -> ``moviessl extract`` of VidSitu-style train / valid clips and
@@ -186,9 +216,9 @@ def acceptance(work: str | Path, synth_root: str | Path | None = None, backbone:
     """
     import json
 
-    from moviessl.features import FeatureStore
     from moviessl.context import maskpred as mp
     from moviessl.context.module import MaskPredModule
+    from moviessl.features import FeatureStore
     from moviessl.synth.headroom import fit_logreg
 
     work = Path(work)
@@ -199,8 +229,18 @@ def acceptance(work: str | Path, synth_root: str | Path | None = None, backbone:
     if backbone is None:
         backbone = work / "backbone" / "model.pt"
         if not backbone.is_file():
-            _cli("pretrain-backbone", "--method", "cvrl", "--data", root / "actions" / "train.csv", "--out",
-                 backbone.parent, "--no-probe", f"trainer.max_steps={backbone_steps}", "trainer.progress_bar=false")
+            _cli(
+                "pretrain-backbone",
+                "--method",
+                "cvrl",
+                "--data",
+                root / "actions" / "train.csv",
+                "--out",
+                backbone.parent,
+                "--no-probe",
+                f"trainer.max_steps={backbone_steps}",
+                "trainer.progress_bar=false",
+            )
     gt = json.loads((root / "vidsitu" / "ground_truth.json").read_text())
     vdir = root / "vidsitu" / "vsitu_video_trimmed_dir"
     feats = {}
@@ -214,8 +254,18 @@ def acceptance(work: str | Path, synth_root: str | Path | None = None, backbone:
     _cli("extract", "--backbone", backbone, "--videos", root / "lvu", "--out", feats["lvu"], "--num-workers", "0")
     ctx_out = work / f"context_{context_steps}"
     if not (ctx_out / "model.pt").is_file():
-        _cli("pretrain-context", "--features", feats["train"], "--features", feats["lvu"], "--out", ctx_out,
-             f"trainer.max_steps={context_steps}", "trainer.progress_bar=false", f"seed={seed}")
+        _cli(
+            "pretrain-context",
+            "--features",
+            feats["train"],
+            "--features",
+            feats["lvu"],
+            "--out",
+            ctx_out,
+            f"trainer.max_steps={context_steps}",
+            "trainer.progress_bar=false",
+            f"seed={seed}",
+        )
 
     tr, va = FeatureStore(feats["train"]), FeatureStore(feats["valid"])
     xtr, xva = torch.from_numpy(_stack(tr, tr.ids)), torch.from_numpy(_stack(va, va.ids))
@@ -252,16 +302,29 @@ def acceptance(work: str | Path, synth_root: str | Path | None = None, backbone:
         clip = torch.arange(xva.shape[0]).repeat_interleave(5)
         return mp.retrieval_accuracy(pred, target, pool, clip[:, None] == pool_clip[None, :])
 
-    fill = {"maskpred_txe": retrieval(trained), "random_txe": retrieval(random), "neighbour_mean": neighbour_copy(),
-            "chance": 1.0 / (xtr.shape[0] * 5 + (xva.shape[0] - 1) * 5 + 1)}
+    fill = {
+        "maskpred_txe": retrieval(trained),
+        "random_txe": retrieval(random),
+        "neighbour_mean": neighbour_copy(),
+        "chance": 1.0 / (xtr.shape[0] * 5 + (xva.shape[0] - 1) * 5 + 1),
+    }
 
     # (2) linear verb probe: train on all train events, test on degraded / clean valid events
     def probe(ftr: np.ndarray, fva: np.ndarray) -> dict:
-        pred = fit_logreg(ftr.reshape(-1, ftr.shape[-1]), ytr_i.ravel(), len(verbs), l2=1e-2)(fva.reshape(-1, fva.shape[-1]))
+        pred = fit_logreg(ftr.reshape(-1, ftr.shape[-1]), ytr_i.ravel(), len(verbs), l2=1e-2)(
+            fva.reshape(-1, fva.shape[-1])
+        )
         ok = (pred == yva_i.ravel()).reshape(yva_i.shape)
-        se = lambda a: float(np.sqrt(a.mean() * (1 - a.mean()) / max(1, a.size)))
-        return {"degraded_acc": float(ok[deg].mean()), "degraded_se": se(ok[deg]),
-                "clean_acc": float(ok[~deg].mean()), "all_acc": float(ok.mean())}
+
+        def se(a):
+            return float(np.sqrt(a.mean() * (1 - a.mean()) / max(1, a.size)))
+
+        return {
+            "degraded_acc": float(ok[deg].mean()),
+            "degraded_se": se(ok[deg]),
+            "clean_acc": float(ok[~deg].mean()),
+            "all_acc": float(ok.mean()),
+        }
 
     def masked_txe(mod, x):
         return _masked_outputs(mod, x, use_head=False).numpy()
@@ -270,15 +333,25 @@ def acceptance(work: str | Path, synth_root: str | Path | None = None, backbone:
         with torch.no_grad():
             return mod.txe(x).numpy()
 
-    probes = {"raw_backbone": probe(xtr.numpy(), xva.numpy()),
-              "maskpred_txe_masked": probe(masked_txe(trained, xtr), masked_txe(trained, xva)),
-              "random_txe_masked": probe(masked_txe(random, xtr), masked_txe(random, xva)),
-              "maskpred_txe_unmasked": probe(ctx_txe(trained, xtr), ctx_txe(trained, xva))}
-    res = {"fill_in_retrieval_acc": fill, "verb_probe": probes,
-           "counts": {"train_clips": int(xtr.shape[0]), "valid_clips": int(xva.shape[0]),
-                      "valid_degraded_events": int(deg.sum()), "lvu_movies": len(FeatureStore(feats["lvu"])),
-                      "verbs": len(verbs)},
-           "context_steps": context_steps, "feature_dim": int(xtr.shape[-1])}
+    probes = {
+        "raw_backbone": probe(xtr.numpy(), xva.numpy()),
+        "maskpred_txe_masked": probe(masked_txe(trained, xtr), masked_txe(trained, xva)),
+        "random_txe_masked": probe(masked_txe(random, xtr), masked_txe(random, xva)),
+        "maskpred_txe_unmasked": probe(ctx_txe(trained, xtr), ctx_txe(trained, xva)),
+    }
+    res = {
+        "fill_in_retrieval_acc": fill,
+        "verb_probe": probes,
+        "counts": {
+            "train_clips": int(xtr.shape[0]),
+            "valid_clips": int(xva.shape[0]),
+            "valid_degraded_events": int(deg.sum()),
+            "lvu_movies": len(FeatureStore(feats["lvu"])),
+            "verbs": len(verbs),
+        },
+        "context_steps": context_steps,
+        "feature_dim": int(xtr.shape[-1]),
+    }
     (work / "acceptance.json").write_text(json.dumps(res, indent=2))
     return res
 

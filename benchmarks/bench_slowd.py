@@ -70,9 +70,14 @@ def bench_train(preset: str, batch: int, device: torch.device, iters: int, warmu
     # Best step, as timeit does: on a shared machine other jobs only ever add time. Median for reference.
     step, median = min(times), sorted(times)[len(times) // 2]
     flops = train_step_flops(preset, batch, frames, size)
-    return {"input": f"{batch}x3x{frames}x{size}x{size}", "step_s": round(step, 4), "step_s_median": round(median, 4),
-            "clips_per_s": round(batch / step, 2), "gflop_per_step": round(flops / 1e9, 2),
-            "achieved_gflops": round(flops / step / 1e9, 1)}
+    return {
+        "input": f"{batch}x3x{frames}x{size}x{size}",
+        "step_s": round(step, 4),
+        "step_s_median": round(median, 4),
+        "clips_per_s": round(batch / step, 2),
+        "gflop_per_step": round(flops / 1e9, 2),
+        "achieved_gflops": round(flops / step / 1e9, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -89,7 +94,9 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "slowd_train_step",
         "date": datetime.date.today().isoformat(),
         "machine": platform.processor() or platform.machine(),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads",
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu x{torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "load_avg_1min": round(os.getloadavg()[0], 2),  # other jobs on the machine while measuring
         "matmul_peak_gflops": round(peak, 1),

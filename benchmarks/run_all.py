@@ -16,7 +16,11 @@ import os
 import platform
 from pathlib import Path
 
-BENCHES = {"decode": "benchmarks.bench_decode", "slowd": "benchmarks.bench_slowd", "maskpred": "benchmarks.bench_maskpred"}
+BENCHES = {
+    "decode": "benchmarks.bench_decode",
+    "slowd": "benchmarks.bench_slowd",
+    "maskpred": "benchmarks.bench_maskpred",
+}
 
 
 def machine() -> dict:
@@ -30,15 +34,24 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--only", default=",".join(BENCHES), help="comma-separated subset of " + ",".join(BENCHES))
     args = ap.parse_args(argv)
-    record = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(), "results": {}}
+    record = {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "results": {},
+    }
     for name in [n.strip() for n in args.only.split(",") if n.strip()]:
         print(f"== {name}", flush=True)
         record["results"][name] = importlib.import_module(BENCHES[name]).main([])

@@ -19,7 +19,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 @pytest.mark.slow
 def test_demo_smoke_end_to_end(tmp_path, capsys, monkeypatch):
     out = tmp_path / "demo"
-    res = run_demo(out, profile="smoke")
+    run_demo(out, profile="smoke")
     obj = json.loads((out / "results.json").read_text())
     rows = obj["rows"]
     assert {r["table"] for r in rows} == TABLES

@@ -91,6 +91,10 @@ def test_no_dispatch_on_names_outside_registries():
     # a method or task is chosen through its registry (ssl.registry, tasks.<benchmark>.TASKS) and
     # declares what it needs; code never branches on its name
     pattern = re.compile(r"""\b(method|task)\s*(==|!=|in)\s*\(?["']""")
-    hits = [f"{p.relative_to(PKG)}:{i}: {line.strip()}" for p in PKG.rglob("*.py")
-            for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    hits = [
+        f"{p.relative_to(PKG)}:{i}: {line.strip()}"
+        for p in PKG.rglob("*.py")
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert hits == []

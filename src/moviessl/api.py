@@ -34,7 +34,7 @@ class Loaded:
     """A moviessl checkpoint rebuilt for inference."""
 
     model: nn.Module
-    stage: str                     # backbone | context | verb | srl | relation | ...
+    stage: str  # backbone | context | verb | srl | relation | ...
     meta: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
@@ -44,9 +44,9 @@ class Loaded:
 class Embedding:
     """Event features of one video."""
 
-    feats: np.ndarray              # (events, D) pooled backbone features
-    ctx: np.ndarray | None         # (events, d) TxE outputs, when a contextualizer was given
-    centers_s: list[float]         # each event's centre (s)
+    feats: np.ndarray  # (events, D) pooled backbone features
+    ctx: np.ndarray | None  # (events, d) TxE outputs, when a contextualizer was given
+    centers_s: list[float]  # each event's centre (s)
     fps: float
     duration_s: float
 
@@ -54,8 +54,9 @@ class Embedding:
 def load(path: str | os.PathLike, stage: str | tuple[str, ...] | None = None) -> Loaded:
     """Load any moviessl checkpoint (``model.pt`` of a backbone, TxE or task run) on the CPU."""
     obj = load_checkpoint(path, stage)
-    return Loaded(build_from_checkpoint(obj), obj["stage"], dict(obj.get("meta") or {}), dict(obj.get("config") or {}),
-                  Path(path))
+    return Loaded(
+        build_from_checkpoint(obj), obj["stage"], dict(obj.get("meta") or {}), dict(obj.get("config") or {}), Path(path)
+    )
 
 
 def _as_loaded(x: Loaded | str | os.PathLike, stage: str) -> Loaded:
@@ -63,9 +64,15 @@ def _as_loaded(x: Loaded | str | os.PathLike, stage: str) -> Loaded:
 
 
 @torch.no_grad()
-def embed_video(video: str | os.PathLike, backbone: Loaded | str | os.PathLike,
-                contextualizer: Loaded | str | os.PathLike | None = None, *, stride_s: float = 2.0,
-                batch_events: int = 16, device: str | torch.device | None = None) -> Embedding:
+def embed_video(
+    video: str | os.PathLike,
+    backbone: Loaded | str | os.PathLike,
+    contextualizer: Loaded | str | os.PathLike | None = None,
+    *,
+    stride_s: float = 2.0,
+    batch_events: int = 16,
+    device: str | torch.device | None = None,
+) -> Embedding:
     """Backbone features of a video's events (one every ``stride_s`` s), and their TxE outputs."""
     from .features.extract import backbone_features, clip_uint8, contextualize, event_centers_for, load_contextualizer
     from .video import VideoReader
@@ -80,7 +87,7 @@ def embed_video(video: str | os.PathLike, backbone: Loaded | str | os.PathLike,
         centers = event_centers_for(r.duration_s, stride_s, vidsitu=False)
         parts = []
         for i in range(0, len(centers), batch_events):
-            clips = np.stack([clip_uint8(r, c, inp) for c in centers[i:i + batch_events]])
+            clips = np.stack([clip_uint8(r, c, inp) for c in centers[i : i + batch_events]])
             parts.append(backbone_features(model, torch.from_numpy(clips).to(device)))
         fps, duration = float(r.fps), float(r.duration_s)
     feats = torch.cat(parts)
@@ -92,8 +99,14 @@ def embed_video(video: str | os.PathLike, backbone: Loaded | str | os.PathLike,
     return Embedding(feats.cpu().numpy(), ctx, list(centers), fps, duration)
 
 
-def evaluate_submission(task: str, pred: str | os.PathLike, data_root: str | os.PathLike, split: str = "valid",
-                        split_file: str | os.PathLike | None = None, details: bool = False) -> dict[str, float]:
+def evaluate_submission(
+    task: str,
+    pred: str | os.PathLike,
+    data_root: str | os.PathLike,
+    split: str = "valid",
+    split_file: str | os.PathLike | None = None,
+    details: bool = False,
+) -> dict[str, float]:
     """VidSitu's official metrics (percent) of a submission file (``moviessl evaluate vidsitu``)."""
     from .eval.vidsitu import evaluate_files
 

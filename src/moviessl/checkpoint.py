@@ -90,7 +90,9 @@ def load_checkpoint(path: str | os.PathLike, stage: str | tuple[str, ...] | None
     return obj
 
 
-def build_from_checkpoint(path_or_obj: str | os.PathLike | Mapping, stage: str | tuple[str, ...] | None = None) -> nn.Module:
+def build_from_checkpoint(
+    path_or_obj: str | os.PathLike | Mapping, stage: str | tuple[str, ...] | None = None
+) -> nn.Module:
     """Rebuild the module a checkpoint describes and load its weights (strict)."""
     obj = path_or_obj if isinstance(path_or_obj, Mapping) else load_checkpoint(path_or_obj, stage)
     model = build_arch(obj["arch"])

@@ -17,15 +17,15 @@ from .errors import BadInputError
 
 # (module providing add_parser) in the order shown by --help; each module is one stage.
 STAGE_MODULES = (
-    "moviessl.video.cli",       # probe
-    "moviessl.models.cli",      # model-info
-    "moviessl.synth.cli",       # synth
-    "moviessl.ssl.cli",         # pretrain-backbone, probe-backbone
-    "moviessl.features.cli",    # extract
-    "moviessl.context.cli",     # pretrain-context
-    "moviessl.tasks.cli",       # finetune
-    "moviessl.eval.cli",        # evaluate
-    "moviessl.demo",            # demo
+    "moviessl.video.cli",  # probe
+    "moviessl.models.cli",  # model-info
+    "moviessl.synth.cli",  # synth
+    "moviessl.ssl.cli",  # pretrain-backbone, probe-backbone
+    "moviessl.features.cli",  # extract
+    "moviessl.context.cli",  # pretrain-context
+    "moviessl.tasks.cli",  # finetune
+    "moviessl.eval.cli",  # evaluate
+    "moviessl.demo",  # demo
 )
 
 
@@ -48,13 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
 def add_overrides_arg(p: argparse.ArgumentParser) -> None:
     """Shared: ``--preset`` and trailing ``key.sub=value`` overrides."""
     p.add_argument("--preset", default="cpu", help="config preset name (cpu, paper, ...) or a .yaml file")
-    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help="dotted config overrides, e.g. trainer.devices=2")
+    p.add_argument(
+        "overrides", nargs="*", default=[], metavar="KEY=VALUE", help="dotted config overrides, e.g. trainer.devices=2"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

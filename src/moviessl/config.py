@@ -37,22 +37,23 @@ from .utils.io import atomic_write_text
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
+
 @dataclasses.dataclass
 class TrainerConfig:
     """The ``trainer`` block of every stage (Lightning's Trainer arguments plus our checkpoint,
     logging and progress settings); the defaults here apply where a preset leaves one out."""
 
-    accelerator: str = "auto"            # cpu | gpu | auto
-    devices: Any = 1                     # an int, "auto", or a list of device ids
+    accelerator: str = "auto"  # cpu | gpu | auto
+    devices: Any = 1  # an int, "auto", or a list of device ids
     num_nodes: int = 1
-    strategy: str = "auto"               # ddp when devices x num_nodes > 1
-    precision: str = "32-true"           # bf16-mixed on GPUs (paper presets)
-    max_epochs: Optional[int] = 10       # None: the stage decides (tasks: each task's `epochs`)
+    strategy: str = "auto"  # ddp when devices x num_nodes > 1
+    precision: str = "32-true"  # bf16-mixed on GPUs (paper presets)
+    max_epochs: Optional[int] = 10  # None: the stage decides (tasks: each task's `epochs`)
     max_steps: int = -1
     accumulate_grad_batches: int = 1
     gradient_clip_val: Optional[float] = None
     log_every_n_steps: int = 10
-    ckpt_every_n_steps: int = 100        # 0: only at the end
+    ckpt_every_n_steps: int = 100  # 0: only at the end
     tensorboard: bool = False
     progress_bar: bool = True
 
@@ -102,7 +103,8 @@ def _preset_path(stage: str, preset: str | os.PathLike) -> Path:
     path = CONFIG_DIR / stage / f"{preset}.yaml"
     if not path.is_file():
         raise BadInputError(
-            None, f"unknown {stage} preset '{preset}' (choose from {', '.join(preset_names(stage))} or give a .yaml file)"
+            None,
+            f"unknown {stage} preset '{preset}' (choose from {', '.join(preset_names(stage))} or give a .yaml file)",
         )
     return path
 
@@ -151,8 +153,10 @@ def _structured(cfg: Any) -> DictConfig:
 
 def _override_strings(overrides: Iterable[str] | Mapping[str, Any]) -> list[str]:
     if isinstance(overrides, Mapping):
-        return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-                for k, v in overrides.items()]
+        return [
+            f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+            for k, v in overrides.items()
+        ]
     return list(overrides)
 
 
@@ -173,8 +177,12 @@ def merge_overrides(cfg: Any, overrides: Iterable[str] | Mapping[str, Any]) -> A
     return OmegaConf.to_object(merged) if dataclasses.is_dataclass(cfg) else merged
 
 
-def load_config(stage: str, preset: str | os.PathLike = "cpu", overrides: Iterable[str] | Mapping[str, Any] = (),
-                variant: str | None = None) -> Any:
+def load_config(
+    stage: str,
+    preset: str | os.PathLike = "cpu",
+    overrides: Iterable[str] | Mapping[str, Any] = (),
+    variant: str | None = None,
+) -> Any:
     """The resolved, type-checked config of a stage: the preset file, its ``by_variant[variant]``
     block, then the dotted overrides. Returns an instance of the stage's schema dataclass."""
     path = _preset_path(stage, preset)
@@ -186,8 +194,10 @@ def load_config(stage: str, preset: str | os.PathLike = "cpu", overrides: Iterab
     cfg = _merge(cfg, parse_overrides(_override_strings(overrides)), None, "overrides")
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
-        raise BadInputError(path, f"missing settings {', '.join(missing)} (start a partial preset with `_base_: paper` "
-                                  f"or `_base_: cpu`)")
+        raise BadInputError(
+            path,
+            f"missing settings {', '.join(missing)} (start a partial preset with `_base_: paper` or `_base_: cpu`)",
+        )
     return OmegaConf.to_object(cfg)
 
 

@@ -111,11 +111,14 @@ class Progress:
 
     def run(self, step_idx: int, step: str, name: str, fn: Callable[[], Any], cached: bool = False) -> Any:
         self.i += 1
-        remaining = sum(self.weights[self.i - 1:])
+        remaining = sum(self.weights[self.i - 1 :])
         speed = (self.done_actual / self.done_expected) if self.done_expected > 0 else 1.0
         elapsed = time.perf_counter() - self.t0
         tag = "cached" if cached else f"~{self._fmt(remaining * speed)} left"
-        print(f"[step {step_idx}/6 {step}] job {self.i}/{len(self.plan)}: {name} | elapsed {self._fmt(elapsed)} | {tag}", flush=True)
+        print(
+            f"[step {step_idx}/6 {step}] job {self.i}/{len(self.plan)}: {name} | elapsed {self._fmt(elapsed)} | {tag}",
+            flush=True,
+        )
         if cached:
             return None
         t = time.perf_counter()
@@ -170,8 +173,11 @@ def _note_drift(run_dir: Path, cfg: Any, done: bool, ignore: tuple[str, ...] = (
     drift = config_drift(run_dir / "config.yaml", cfg, ignore) if done else []
     if drift:
         more = "; ..." if len(drift) > 4 else ""
-        print(f"note: {run_dir} was made with other settings than this version's ({'; '.join(drift[:4])}{more}); "
-              f"reusing it. Delete it, and the runs made from it, to redo it.", flush=True)
+        print(
+            f"note: {run_dir} was made with other settings than this version's ({'; '.join(drift[:4])}{more}); "
+            f"reusing it. Delete it, and the runs made from it, to redo it.",
+            flush=True,
+        )
 
 
 def setting_name(backbone: str, txe: str, loss: str | None = None, mask: str | None = None) -> str:
@@ -183,8 +189,14 @@ def setting_name(backbone: str, txe: str, loss: str | None = None, mask: str | N
     return s
 
 
-def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, profile: str = "full",
-             synth_root: str | os.PathLike | None = None, workers: int | None = None) -> dict:
+def run_demo(
+    out: str | os.PathLike = "runs/demo",
+    *,
+    seeds: int | None = None,
+    profile: str = "full",
+    synth_root: str | os.PathLike | None = None,
+    workers: int | None = None,
+) -> dict:
     from .config import load_config
     from .context.pretrain import pretrain_context
     from .features.extract import extract
@@ -206,7 +218,9 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, 
     synth = Path(synth_root) if synth_root else out / "synth"
     vid_root, lvu_root = synth / "vidsitu", synth / "lvu"
     actions_train, actions_val = synth / "actions" / "train.csv", synth / "actions" / "val.csv"
-    backbones = [m for m in BACKBONE_ORDER if m in list_methods()] + [m for m in list_methods() if m not in BACKBONE_ORDER]
+    backbones = [m for m in BACKBONE_ORDER if m in list_methods()] + [
+        m for m in list_methods() if m not in BACKBONE_ORDER
+    ]
     method_sections = {b: set(get_method(b).config_sections) for b in backbones}
     all_sections = set().union(*method_sections.values())
 
@@ -245,9 +259,13 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, 
     # 1. data -------------------------------------------------------------------------------
     meta = synth / "synth_meta.json"
     synth_done = meta.is_file() and json.loads(meta.read_text()).get("status") == "complete"
-    prog.run(1, "synth", f"SynthMovies preset={prof.synth_preset} -> {synth}",
-             lambda: generate(synth, preset=prof.synth_preset, seed=0, workers=workers, **prof.synth_overrides),
-             cached=synth_done)
+    prog.run(
+        1,
+        "synth",
+        f"SynthMovies preset={prof.synth_preset} -> {synth}",
+        lambda: generate(synth, preset=prof.synth_preset, seed=0, workers=workers, **prof.synth_overrides),
+        cached=synth_done,
+    )
 
     # 2. backbones --------------------------------------------------------------------------
     backbone_ckpt: dict[str, Path] = {}
@@ -259,9 +277,15 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, 
         done = ckpt.is_file() and (bdir / "summary.json").is_file()
         # other methods' own sections do not concern this backbone
         _note_drift(bdir, cfg, done, ignore=tuple(sorted(all_sections - method_sections[b])))
-        prog.run(2, "backbone", f"pretrain backbone {b}",
-                 lambda b=b, bdir=bdir, cfg=cfg: pretrain(b, actions_train, bdir, cfg, val=actions_val, resume=True, progress=False),
-                 cached=done)
+        prog.run(
+            2,
+            "backbone",
+            f"pretrain backbone {b}",
+            lambda b=b, bdir=bdir, cfg=cfg: pretrain(
+                b, actions_train, bdir, cfg, val=actions_val, resume=True, progress=False
+            ),
+            cached=done,
+        )
         backbone_ckpt[b] = ckpt
         if (bdir / "probe.json").is_file():
             probes[b] = json.loads((bdir / "probe.json").read_text())
@@ -272,9 +296,15 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, 
         for name, root in (("vidsitu", vid_root), ("lvu", lvu_root)):
             fdir = out / "features" / b / name
             done = (fdir / "index.json").is_file()  # written (merged) only when an extraction finishes
-            prog.run(3, "features", f"extract {b}/{name}",
-                     lambda b=b, root=root, fdir=fdir: extract(backbone_ckpt[b], root, fdir, stride_s=2.0, num_workers=0, accelerator="cpu"),
-                     cached=done)
+            prog.run(
+                3,
+                "features",
+                f"extract {b}/{name}",
+                lambda b=b, root=root, fdir=fdir: extract(
+                    backbone_ckpt[b], root, fdir, stride_s=2.0, num_workers=0, accelerator="cpu"
+                ),
+                cached=done,
+            )
             feats[(b, name)] = fdir
 
     # 4. contextualizers --------------------------------------------------------------------
@@ -282,14 +312,22 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, 
     for v in variants:
         b, loss, mask = v
         cdir = out / "context" / f"{b}_{loss}_mask{mask}"
-        ov = list(prof.context_overrides) + [f"maskpred.loss={'l2' if loss == 'l2' else 'infonce'}",
-                                              f"maskpred.mask_sizes={MASK_LABELS[mask]}"]
+        ov = list(prof.context_overrides) + [
+            f"maskpred.loss={'l2' if loss == 'l2' else 'infonce'}",
+            f"maskpred.mask_sizes={MASK_LABELS[mask]}",
+        ]
         cfg = load_config("context", "cpu", ov + QUIET)
         ckpt = cdir / "model.pt"
         _note_drift(cdir, cfg, ckpt.is_file())
-        prog.run(4, "context", f"MaskPred TxE backbone={b} loss={loss} mask={{{mask}}}",
-                 lambda cdir=cdir, cfg=cfg, b=b: pretrain_context([feats[(b, "lvu")], feats[(b, "vidsitu")]], cdir, cfg, resume=True),
-                 cached=ckpt.is_file())
+        prog.run(
+            4,
+            "context",
+            f"MaskPred TxE backbone={b} loss={loss} mask={{{mask}}}",
+            lambda cdir=cdir, cfg=cfg, b=b: pretrain_context(
+                [feats[(b, "lvu")], feats[(b, "vidsitu")]], cdir, cfg, resume=True
+            ),
+            cached=ckpt.is_file(),
+        )
         ctx_ckpt[v] = ckpt
 
     # 5. fine-tuning ------------------------------------------------------------------------
@@ -299,7 +337,11 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, 
     for table, task, b, txe, v in grid:
         if txe == "maskpred":
             loss, mask = v[1], v[2]
-            setting = setting_name(b, txe, loss, mask) if table == "mask_ablation" or v != (b,) + MAIN_VARIANT else setting_name(b, txe)
+            setting = (
+                setting_name(b, txe, loss, mask)
+                if table == "mask_ablation" or v != (b,) + MAIN_VARIANT
+                else setting_name(b, txe)
+            )
             ctx: str | Path = ctx_ckpt[v]
             tag = f"{b}_maskpred_{loss}_mask{mask}"
         else:
@@ -307,11 +349,23 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, 
         fdir = out / "finetune" / task / tag
         done = (fdir / "summary.json").is_file()
         _note_drift(fdir, ft_cfg, done)
-        res = prog.run(5, "finetune", f"{table}: {task} {setting}",
-                       lambda task=task, b=b, ctx=ctx, fdir=fdir: run_finetune(
-                           task, vid_root, features=feats[(b, "vidsitu")], contextualizer=str(ctx), seeds=n_seeds,
-                           out=fdir, preset="cpu", overrides=list(prof.vidsitu_overrides) + QUIET, resume=True),
-                       cached=done)
+        res = prog.run(
+            5,
+            "finetune",
+            f"{table}: {task} {setting}",
+            lambda task=task, b=b, ctx=ctx, fdir=fdir: run_finetune(
+                task,
+                vid_root,
+                features=feats[(b, "vidsitu")],
+                contextualizer=str(ctx),
+                seeds=n_seeds,
+                out=fdir,
+                preset="cpu",
+                overrides=list(prof.vidsitu_overrides) + QUIET,
+                resume=True,
+            ),
+            cached=done,
+        )
         summary = res["summary"] if res else json.loads((fdir / "summary.json").read_text())["summary"]
         runs[f"{table}/{setting}"] = str(fdir)
         tables = [table]
@@ -320,32 +374,72 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, seeds: int | None = None, 
         for tb in tables:
             s = setting if tb == table else setting_name(b, txe, *MAIN_VARIANT)
             for metric, st in summary.items():
-                rows.append({"table": tb, "setting": s, "metric": metric, "mean": float(st["mean"]),
-                             "se": float(st["se"]), "n": int(st["n"])})
+                rows.append(
+                    {
+                        "table": tb,
+                        "setting": s,
+                        "metric": metric,
+                        "mean": float(st["mean"]),
+                        "se": float(st["se"]),
+                        "n": int(st["n"]),
+                    }
+                )
 
     # 6. report -----------------------------------------------------------------------------
     def report():
         from .demo_report import write_report
 
-        return write_report(out, rows, probes=probes, runs=runs, seeds=n_seeds, profile=profile,
-                            wall_s=time.perf_counter() - t_start, synth=synth, jobs_s=sum(prog.timings.values()))
+        return write_report(
+            out,
+            rows,
+            probes=probes,
+            runs=runs,
+            seeds=n_seeds,
+            profile=profile,
+            wall_s=time.perf_counter() - t_start,
+            synth=synth,
+            jobs_s=sum(prog.timings.values()),
+        )
 
     result = prog.run(6, "report", "results.json / results.md / plots", report)
-    print(f"Compute time of all jobs (summed over invocations, see timings.json): {prog._fmt(sum(prog.timings.values()))}")
+    print(
+        f"Compute time of all jobs (summed over invocations, see timings.json): {prog._fmt(sum(prog.timings.values()))}"
+    )
     print(result["markdown"])
-    print(f"\nWrote {out / 'results.json'}, {out / 'results.md'} and plots in {out / 'plots'} "
-          f"(total {prog._fmt(time.perf_counter() - t_start)}).")
+    print(
+        f"\nWrote {out / 'results.json'}, {out / 'results.md'} and plots in {out / 'plots'} "
+        f"(total {prog._fmt(time.perf_counter() - t_start)})."
+    )
     return result
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="run the whole hierarchy on SynthMovies (CPU, minutes)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "demo",
+        help="run the whole hierarchy on SynthMovies (CPU, minutes)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", default="runs/demo", help="output folder (reused: finished steps are skipped)")
     p.add_argument("--seeds", type=int, default=None, help="fine-tuning runs per setting (default: 3, quick: 2)")
     p.add_argument("--quick", action="store_true", help="the smaller profile (fewer steps, fewer ablation rows)")
-    p.add_argument("--profile", choices=sorted(PROFILES), default=None, help="full (default), quick, or smoke (tiny data, integration check)")
+    p.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default=None,
+        help="full (default), quick, or smoke (tiny data, integration check)",
+    )
     p.add_argument("--synth", default=None, help="use an existing SynthMovies folder instead of OUT/synth")
     p.add_argument("--workers", type=int, default=None, help="processes for SynthMovies rendering")
-    p.set_defaults(func=lambda a: (run_demo(a.out, seeds=a.seeds, profile=a.profile or ("quick" if a.quick else "full"),
-                                            synth_root=a.synth, workers=a.workers), 0)[1])
+    p.set_defaults(
+        func=lambda a: (
+            run_demo(
+                a.out,
+                seeds=a.seeds,
+                profile=a.profile or ("quick" if a.quick else "full"),
+                synth_root=a.synth,
+                workers=a.workers,
+            ),
+            0,
+        )[1]
+    )

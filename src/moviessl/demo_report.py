@@ -12,9 +12,21 @@ from .utils.io import atomic_write, atomic_write_json, atomic_write_text
 
 METRICS = {
     "verb": [("acc@1", "Acc@1"), ("acc@5", "Acc@5"), ("recall@5", "Recall@5")],
-    "srl": [("cider", "CIDEr"), ("cider_verb", "CIDEr-verb"), ("cider_arg", "CIDEr-arg"), ("rouge_l", "ROUGE-L"), ("lea", "LEA")],
+    "srl": [
+        ("cider", "CIDEr"),
+        ("cider_verb", "CIDEr-verb"),
+        ("cider_arg", "CIDEr-arg"),
+        ("rouge_l", "ROUGE-L"),
+        ("lea", "LEA"),
+    ],
     "relation": [("mean_acc", "Mean-Acc"), ("top1_acc", "Top1-Acc")],
-    "mask_ablation": [("cider", "CIDEr"), ("cider_verb", "CIDEr-verb"), ("cider_arg", "CIDEr-arg"), ("rouge_l", "ROUGE-L"), ("lea", "LEA")],
+    "mask_ablation": [
+        ("cider", "CIDEr"),
+        ("cider_verb", "CIDEr-verb"),
+        ("cider_arg", "CIDEr-arg"),
+        ("rouge_l", "ROUGE-L"),
+        ("lea", "LEA"),
+    ],
 }
 TITLES = {
     "verb": "Table 4 analogue: verb prediction (frozen backbone features + MLP head)",
@@ -26,9 +38,11 @@ MAIN_METRIC = {"verb": "acc@1", "srl": "cider", "relation": "mean_acc", "mask_ab
 PRETTY_BACKBONE = {"random": "- (random init)", "supervised": "Sup", "cvrl": "CVRL", "modist": "MoDist"}
 PRETTY_TXE = {"none": "-", "scratch": "N (scratch)", "maskpred": "MaskPred"}
 
-STAND_IN = ("CPU-sized stand-in for the paper's scale: SynthMovies instead of K400/VidSitu/LVU, a tiny Slow-D "
-            "(slowd_cpu, 64x64, 16x4 clips) pretrained for a few hundred steps, a ~0.4 M-parameter TxE, and heads "
-            "on frozen features (the paper fine-tunes the backbone end to end for verbs).")
+STAND_IN = (
+    "CPU-sized stand-in for the paper's scale: SynthMovies instead of K400/VidSitu/LVU, a tiny Slow-D "
+    "(slowd_cpu, 64x64, 16x4 clips) pretrained for a few hundred steps, a ~0.4 M-parameter TxE, and heads "
+    "on frozen features (the paper fine-tunes the backbone end to end for verbs)."
+)
 
 
 def parse_setting(setting: str) -> dict[str, str]:
@@ -59,12 +73,19 @@ def markdown_tables(rows: list[dict]) -> str:
             head = ["backbone pretrain"]
         else:
             head = ["backbone pretrain", "TxE"]
-        lines = [f"**{TITLES[table]}**", "", "| " + " | ".join(head + [c[1] for c in cols]) + " | n |",
-                 "|" + "---|" * (len(head) + len(cols) + 1)]
+        lines = [
+            f"**{TITLES[table]}**",
+            "",
+            "| " + " | ".join(head + [c[1] for c in cols]) + " | n |",
+            "|" + "---|" * (len(head) + len(cols) + 1),
+        ]
         for setting, metrics in idx[table].items():
             s = parse_setting(setting)
             if table == "mask_ablation":
-                key = ["{" + ", ".join(str(i) for i in _mask_list(s.get("mask", "1-3"))) + "}", s.get("loss", "contrastive")]
+                key = [
+                    "{" + ", ".join(str(i) for i in _mask_list(s.get("mask", "1-3"))) + "}",
+                    s.get("loss", "contrastive"),
+                ]
             elif table == "verb":
                 key = [PRETTY_BACKBONE.get(s["backbone"], s["backbone"])]
             else:
@@ -83,12 +104,19 @@ def _mask_list(label: str) -> list[int]:
 def probe_table(probes: dict[str, Any]) -> str:
     if not probes:
         return ""
-    lines = ["**Backbone linear probe / k-NN on the action clips (val, %)**", "",
-             "| backbone | linear probe top-1 | k-NN top-1 |", "|---|---|---|"]
+    lines = [
+        "**Backbone linear probe / k-NN on the action clips (val, %)**",
+        "",
+        "| backbone | linear probe top-1 | k-NN top-1 |",
+        "|---|---|---|",
+    ]
     for b, p in probes.items():
         lin = p.get("linear_top1", p.get("linear", {}).get("top1") if isinstance(p.get("linear"), dict) else None)
         knn = p.get("knn_top1", p.get("knn", {}).get("top1") if isinstance(p.get("knn"), dict) else None)
-        f = lambda x: "n/a" if x is None else f"{float(x):.2f}"
+
+        def f(x):
+            return "n/a" if x is None else f"{float(x):.2f}"
+
         lines.append(f"| {PRETTY_BACKBONE.get(b, b)} | {f(lin)} | {f(knn)} |")
     return "\n".join(lines)
 
@@ -103,10 +131,21 @@ def bar_plot(rows: list[dict], table: str, png: Path) -> Path | None:
     sel = [r for r in rows if r["table"] == table and r["metric"] == metric]
     if not sel:
         return None
-    labels = [r["setting"].replace("backbone=", "").replace(",txe=", "\n").replace(",loss=", "\n").replace(",mask=", " m=") for r in sel]
+    labels = [
+        r["setting"].replace("backbone=", "").replace(",txe=", "\n").replace(",loss=", "\n").replace(",mask=", " m=")
+        for r in sel
+    ]
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(sel)), 3.4))
-    ax.bar(range(len(sel)), [r["mean"] for r in sel], yerr=[r["se"] for r in sel], capsize=4,
-           color=["#4c72b0" if "maskpred" in r["setting"] else "#8c8c8c" if "random" in r["setting"] else "#55a868" for r in sel])
+    ax.bar(
+        range(len(sel)),
+        [r["mean"] for r in sel],
+        yerr=[r["se"] for r in sel],
+        capsize=4,
+        color=[
+            "#4c72b0" if "maskpred" in r["setting"] else "#8c8c8c" if "random" in r["setting"] else "#55a868"
+            for r in sel
+        ],
+    )
     ax.set_xticks(range(len(sel)))
     ax.set_xticklabels(labels, fontsize=7)
     ax.set_ylabel(f"{metric} (%)")
@@ -127,8 +166,10 @@ def curves_plot(out: Path, png: Path) -> Path | None:
 
     from .training import read_metrics_csv
 
-    panels = [("backbone pretraining", sorted(p for p in (out / "backbone").glob("*/logs") if p.is_dir())),
-              ("TxE MaskPred pretraining", sorted(p for p in (out / "context").glob("*/logs") if p.is_dir()))]
+    panels = [
+        ("backbone pretraining", sorted(p for p in (out / "backbone").glob("*/logs") if p.is_dir())),
+        ("TxE MaskPred pretraining", sorted(p for p in (out / "context").glob("*/logs") if p.is_dir())),
+    ]
     if not any(files for _, files in panels):
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -152,8 +193,18 @@ def curves_plot(out: Path, png: Path) -> Path | None:
     return png
 
 
-def write_report(out: str | os.PathLike, rows: list[dict], *, probes: dict, runs: dict, seeds: int, profile: str,
-                 wall_s: float, synth: Path, jobs_s: float | None = None) -> dict:
+def write_report(
+    out: str | os.PathLike,
+    rows: list[dict],
+    *,
+    probes: dict,
+    runs: dict,
+    seeds: int,
+    profile: str,
+    wall_s: float,
+    synth: Path,
+    jobs_s: float | None = None,
+) -> dict:
     out = Path(out)
     plots = out / "plots"
     made = [p for p in (bar_plot(rows, t, plots / f"{t}.png") for t in METRICS) if p]
@@ -163,12 +214,30 @@ def write_report(out: str | os.PathLike, rows: list[dict], *, probes: dict, runs
     md = markdown_tables(rows)
     pt = probe_table(probes)
     cost = f"this invocation {wall_s / 60:.1f} min" + (f", all jobs {jobs_s / 60:.1f} min" if jobs_s else "")
-    header = (f"# moviessl demo results (profile `{profile}`, {seeds} seeds per setting; time: {cost})\n\n"
-              f"> {STAND_IN}\n\nValues in percent, mean ± standard error over seeds. Data: {synth}.\n")
-    text = header + "\n" + md + ("\n\n" + pt if pt else "") + "\n\nPlots: " + ", ".join(str(p.relative_to(out)) for p in made) + "\n"
+    header = (
+        f"# moviessl demo results (profile `{profile}`, {seeds} seeds per setting; time: {cost})\n\n"
+        f"> {STAND_IN}\n\nValues in percent, mean ± standard error over seeds. Data: {synth}.\n"
+    )
+    text = (
+        header
+        + "\n"
+        + md
+        + ("\n\n" + pt if pt else "")
+        + "\n\nPlots: "
+        + ", ".join(str(p.relative_to(out)) for p in made)
+        + "\n"
+    )
     atomic_write_text(out / "results.md", text)
-    obj = {"rows": rows, "profile": profile, "seeds": seeds, "wall_time_s": round(wall_s, 1),
-           "jobs_time_s": round(jobs_s, 1) if jobs_s else None, "stand_in": STAND_IN,
-           "backbone_probe": probes, "runs": runs, "plots": [str(p.relative_to(out)) for p in made]}
+    obj = {
+        "rows": rows,
+        "profile": profile,
+        "seeds": seeds,
+        "wall_time_s": round(wall_s, 1),
+        "jobs_time_s": round(jobs_s, 1) if jobs_s else None,
+        "stand_in": STAND_IN,
+        "backbone_probe": probes,
+        "runs": runs,
+        "plots": [str(p.relative_to(out)) for p in made],
+    }
     atomic_write_json(out / "results.json", obj)
     return {"markdown": header + "\n" + md + ("\n\n" + pt if pt else ""), "rows": rows, "plots": made}

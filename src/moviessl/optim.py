@@ -27,16 +27,22 @@ def no_decay_for_vectors(name: str, p: nn.Parameter) -> bool:
     return p.ndim <= 1
 
 
-def param_groups(named_params: Iterable[tuple[str, nn.Parameter]], weight_decay: float,
-                 no_decay: NoDecay = no_decay_for_vectors, **extra) -> list[dict]:
+def param_groups(
+    named_params: Iterable[tuple[str, nn.Parameter]],
+    weight_decay: float,
+    no_decay: NoDecay = no_decay_for_vectors,
+    **extra,
+) -> list[dict]:
     """``[decayed, not decayed]`` parameter groups (trainable parameters only); ``extra`` keys are
     copied into both groups (e.g. a per-group ``lr``)."""
     decay, rest = [], []
     for name, p in named_params:
         if p.requires_grad:
             (rest if no_decay(name, p) else decay).append(p)
-    return [dict(params=decay, weight_decay=weight_decay, lars=True, **extra),
-            dict(params=rest, weight_decay=0.0, lars=False, **extra)]
+    return [
+        dict(params=decay, weight_decay=weight_decay, lars=True, **extra),
+        dict(params=rest, weight_decay=0.0, lars=False, **extra),
+    ]
 
 
 class LARS(torch.optim.Optimizer):
@@ -95,8 +101,15 @@ def scaled_lr(lr: float, global_batch: int, ref_batch: int | None) -> float:
     return lr * global_batch / float(ref_batch or global_batch)
 
 
-def make_optimizer(groups: list[dict], name: str, lr: float, *, momentum: float = 0.9, eta: float = 0.001,
-                   betas: Sequence[float] | None = None) -> torch.optim.Optimizer:
+def make_optimizer(
+    groups: list[dict],
+    name: str,
+    lr: float,
+    *,
+    momentum: float = 0.9,
+    eta: float = 0.001,
+    betas: Sequence[float] | None = None,
+) -> torch.optim.Optimizer:
     """``sgd`` (momentum, no Nesterov), ``lars`` or ``adamw`` over :func:`param_groups` groups."""
     name = name.lower()
     groups = [g for g in groups if g["params"]]
@@ -110,8 +123,9 @@ def make_optimizer(groups: list[dict], name: str, lr: float, *, momentum: float 
     raise BadInputError("optim.name", f"unknown optimiser {name!r} (sgd|lars|adamw)")
 
 
-def lr_scheduler(opt: torch.optim.Optimizer, total: int, warmup: int, final_frac: float = 0.0,
-                 decay: str = "cosine") -> dict:
+def lr_scheduler(
+    opt: torch.optim.Optimizer, total: int, warmup: int, final_frac: float = 0.0, decay: str = "cosine"
+) -> dict:
     """A per-step :func:`warmup_schedule` as Lightning's ``lr_scheduler`` config."""
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_schedule(s, total, warmup, final_frac, decay))
     return {"scheduler": sched, "interval": "step", "frequency": 1}

@@ -33,12 +33,24 @@ log = logging.getLogger("moviessl")
 
 def quiet_lightning() -> None:
     """Silence Lightning's advice banners; keep warnings that matter."""
-    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric", "pytorch_lightning.utilities.rank_zero"):
+    for name in (
+        "pytorch_lightning",
+        "lightning",
+        "lightning.pytorch",
+        "lightning_fabric",
+        "pytorch_lightning.utilities.rank_zero",
+    ):
         logging.getLogger(name).setLevel(logging.ERROR)
-    for pat in (".*does not have many workers.*", ".*GPU available but not used.*", ".*LeafSpec.*",
-                ".*Checkpoint directory.*exists and is not empty.*", ".*`isinstance.*treespec.*",
-                ".*The number of training batches.*smaller than the logging interval.*",
-                ".*You are using `torch.load` with `weights_only=False`.*", ".*TensorBoard support.*"):
+    for pat in (
+        ".*does not have many workers.*",
+        ".*GPU available but not used.*",
+        ".*LeafSpec.*",
+        ".*Checkpoint directory.*exists and is not empty.*",
+        ".*`isinstance.*treespec.*",
+        ".*The number of training batches.*smaller than the logging interval.*",
+        ".*You are using `torch.load` with `weights_only=False`.*",
+        ".*TensorBoard support.*",
+    ):
         warnings.filterwarnings("ignore", message=pat)
 
 
@@ -73,7 +85,13 @@ class Throughput(pl.Callback):
         if fn is not None:
             n = int(fn(batch))
         else:
-            first = batch[0] if isinstance(batch, (list, tuple)) else next(iter(batch.values())) if isinstance(batch, dict) else batch
+            first = (
+                batch[0]
+                if isinstance(batch, (list, tuple))
+                else next(iter(batch.values()))
+                if isinstance(batch, dict)
+                else batch
+            )
             n = len(first)
         self._n += n * trainer.world_size
         dt = time.perf_counter() - self._t
@@ -82,9 +100,15 @@ class Throughput(pl.Callback):
             self._t, self._n = time.perf_counter(), 0
 
 
-def make_trainer(cfg: TrainerConfig | Mapping[str, Any] | None, out_dir: str | os.PathLike, *,
-                 callbacks: Sequence[Any] = (), throughput_name: str | None = "clips_per_s",
-                 enable_checkpointing: bool = True, **overrides: Any) -> pl.Trainer:
+def make_trainer(
+    cfg: TrainerConfig | Mapping[str, Any] | None,
+    out_dir: str | os.PathLike,
+    *,
+    callbacks: Sequence[Any] = (),
+    throughput_name: str | None = "clips_per_s",
+    enable_checkpointing: bool = True,
+    **overrides: Any,
+) -> pl.Trainer:
     """A ``pl.Trainer`` configured from a ``trainer`` config block; logs and checkpoints under ``out_dir``."""
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
@@ -100,19 +124,39 @@ def make_trainer(cfg: TrainerConfig | Mapping[str, Any] | None, out_dir: str | o
         cbs.append(Throughput(throughput_name))
     if enable_checkpointing:
         every = t.ckpt_every_n_steps
-        cbs.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="step{step:07d}", auto_insert_metric_name=False,
-                                   every_n_train_steps=every if every > 0 else None, save_last=True, save_top_k=1,
-                                   save_on_train_epoch_end=True))
+        cbs.append(
+            ModelCheckpoint(
+                dirpath=out_dir / "checkpoints",
+                filename="step{step:07d}",
+                auto_insert_metric_name=False,
+                every_n_train_steps=every if every > 0 else None,
+                save_last=True,
+                save_top_k=1,
+                save_on_train_epoch_end=True,
+            )
+        )
     if t.progress_bar:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
     cbs.append(LearningRateMonitor(logging_interval="step"))
     return pl.Trainer(
-        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
-        max_epochs=t.max_epochs if t.max_epochs is not None else -1, max_steps=t.max_steps,
-        accumulate_grad_batches=t.accumulate_grad_batches, gradient_clip_val=t.gradient_clip_val,
-        log_every_n_steps=t.log_every_n_steps, logger=loggers, callbacks=cbs, enable_checkpointing=enable_checkpointing,
-        enable_progress_bar=t.progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
-        default_root_dir=str(out_dir), use_distributed_sampler=True,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        max_epochs=t.max_epochs if t.max_epochs is not None else -1,
+        max_steps=t.max_steps,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=t.gradient_clip_val,
+        log_every_n_steps=t.log_every_n_steps,
+        logger=loggers,
+        callbacks=cbs,
+        enable_checkpointing=enable_checkpointing,
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(out_dir),
+        use_distributed_sampler=True,
     )
 
 
@@ -139,8 +183,9 @@ def repair_last_checkpoint(out_dir: str | os.PathLike) -> None:
 
     last = ck / "last.ckpt"
     last_step = step_of(last) if last.is_file() else None
-    cands = sorted(((int(m.group(1)), p) for p in ck.glob("step*.ckpt") if (m := re.match(r"step(\d+)", p.stem))),
-                   reverse=True)
+    cands = sorted(
+        ((int(m.group(1)), p) for p in ck.glob("step*.ckpt") if (m := re.match(r"step(\d+)", p.stem))), reverse=True
+    )
     for step, p in cands:
         if last_step is not None and step <= last_step:
             return
@@ -150,9 +195,20 @@ def repair_last_checkpoint(out_dir: str | os.PathLike) -> None:
             return
 
 
-def fit(module, cfg: TrainerConfig | Mapping[str, Any] | None, out_dir: str | os.PathLike, *, train_dataloaders=None,
-        val_dataloaders=None, datamodule=None, resume: bool = False, callbacks: Sequence[Any] = (),
-        throughput_name: str | None = "clips_per_s", curve_keys: Iterable[str] = ("train/loss",), **overrides: Any):
+def fit(
+    module,
+    cfg: TrainerConfig | Mapping[str, Any] | None,
+    out_dir: str | os.PathLike,
+    *,
+    train_dataloaders=None,
+    val_dataloaders=None,
+    datamodule=None,
+    resume: bool = False,
+    callbacks: Sequence[Any] = (),
+    throughput_name: str | None = "clips_per_s",
+    curve_keys: Iterable[str] = ("train/loss",),
+    **overrides: Any,
+):
     """Train ``module``; ``resume=True`` continues from ``out_dir/checkpoints/last.ckpt`` if present.
 
     Returns the trainer. Writes ``out_dir/curves.png`` from the CSV log at the end (rank 0)."""
@@ -163,8 +219,13 @@ def fit(module, cfg: TrainerConfig | Mapping[str, Any] | None, out_dir: str | os
     trainer = make_trainer(cfg, out_dir, callbacks=callbacks, throughput_name=throughput_name, **overrides)
     if ckpt is not None:
         log.info("resuming from %s", ckpt)
-    trainer.fit(module, train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders,
-                datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
+    trainer.fit(
+        module,
+        train_dataloaders=train_dataloaders,
+        val_dataloaders=val_dataloaders,
+        datamodule=datamodule,
+        ckpt_path=str(ckpt) if ckpt else None,
+    )
     if trainer.is_global_zero:
         try:
             plot_curves(Path(out_dir) / "logs", Path(out_dir) / "curves.png", keys=curve_keys)
@@ -214,7 +275,9 @@ def _read_one(path: Path, series: dict) -> None:
                     pass
 
 
-def plot_curves(metrics_csv: str | os.PathLike, png: str | os.PathLike, keys: Iterable[str] = ("train/loss",)) -> Path | None:
+def plot_curves(
+    metrics_csv: str | os.PathLike, png: str | os.PathLike, keys: Iterable[str] = ("train/loss",)
+) -> Path | None:
     """Line plot of the requested metrics against step (one panel per metric)."""
     import matplotlib
 

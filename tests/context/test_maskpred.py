@@ -7,10 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from moviessl.errors import BadInputError
 from moviessl.context import maskpred as mp
+from moviessl.errors import BadInputError
 from moviessl.ssl.losses import info_nce_queue, same_source
 
 
@@ -130,6 +129,7 @@ def test_max_discrepancy_picks_the_surprising_token():
 
 # --- module, queue, windows -------------------------------------------------------------------
 
+
 def sequence_features(num_videos=60, length=5, dim=32, noise=0.05, seed=0, drift=1.0):
     """Videos whose events drift linearly (v_t = a + t*b, a and b per video): a masked event is
     predictable from its neighbours, never from itself, and every event is distinct."""
@@ -153,14 +153,15 @@ def make_module(in_dim=32, overrides=()):
     from moviessl.config import load_config
     from moviessl.context.module import MaskPredModule
 
-    cfg = load_config("context", "cpu", ["maskpred.queue_size=64", "maskpred.keys_per_sample=2", "optim.lr=2e-3",
-                                         *overrides])
+    cfg = load_config(
+        "context", "cpu", ["maskpred.queue_size=64", "maskpred.keys_per_sample=2", "optim.lr=2e-3", *overrides]
+    )
     return MaskPredModule(cfg, in_dim)
 
 
 def test_queue_use_and_exclusion(tmp_path):
-    from moviessl.features.store import FeatureStore
     from moviessl.context.windows import FeatureWindows
+    from moviessl.features.store import FeatureStore
 
     torch.manual_seed(0)
     ds = FeatureWindows([FeatureStore(write_vidsitu_folder(tmp_path / "f", sequence_features(12)))], window=5)
@@ -182,7 +183,9 @@ def test_queue_use_and_exclusion(tmp_path):
     pred, target, tuid, _ = mod.masked_predictions(batch, masks)
     loss, _ = mod.compute_loss(pred, target, tuid)
     keep = ~same_source(tuid, quid)
-    manual = torch.stack([info_nce_queue(pred[i:i + 1], target[i:i + 1], keys[keep[i]], 0.1) for i in range(8)]).mean()
+    manual = torch.stack(
+        [info_nce_queue(pred[i : i + 1], target[i : i + 1], keys[keep[i]], 0.1) for i in range(8)]
+    ).mean()
     assert loss.item() == pytest.approx(manual.item(), rel=1e-5)
     # FIFO: once full, the oldest rows are overwritten
     for _ in range(5):
@@ -191,8 +194,8 @@ def test_queue_use_and_exclusion(tmp_path):
 
 
 def test_windows_token_stride_and_padding(tmp_path):
-    from moviessl.features.store import FeatureStore
     from moviessl.context.windows import FeatureWindows
+    from moviessl.features.store import FeatureStore
     from moviessl.utils.io import atomic_write_json
 
     root = tmp_path / "long"
@@ -200,8 +203,14 @@ def test_windows_token_stride_and_padding(tmp_path):
     f = np.arange(20 * 4, dtype=np.float32).reshape(20, 4)  # 20 events at 1-s stride, row i = 4i..4i+3
     np.save(root / "a_feats.npy", f)
     np.save(root / "b_feats.npy", f[:6])
-    atomic_write_json(root / "index.json", {"stride_s": 1.0, "dim": 4, "videos": {
-        "a": {"num_events": 20, "status": "ok"}, "b": {"num_events": 6, "status": "ok"}}})
+    atomic_write_json(
+        root / "index.json",
+        {
+            "stride_s": 1.0,
+            "dim": 4,
+            "videos": {"a": {"num_events": 20, "status": "ok"}, "b": {"num_events": 6, "status": "ok"}},
+        },
+    )
     store = FeatureStore(root)
     ds = FeatureWindows([store], window=5, token_stride_s=2.0, random_start=True)
     np.random.seed(0)
@@ -223,16 +232,23 @@ def test_windows_token_stride_and_padding(tmp_path):
 
 def test_maskpred_learns_to_fill_in(tmp_path):
     """A few hundred steps on predictable sequences: retrieval accuracy far above a random TxE."""
-    from moviessl.features.store import FeatureStore
     from moviessl.context.windows import FeatureWindows
+    from moviessl.features.store import FeatureStore
 
     torch.manual_seed(0)
     np.random.seed(0)
     store = FeatureStore(write_vidsitu_folder(tmp_path / "f", sequence_features(128, dim=16, drift=0.4)))
     ds = FeatureWindows([store], window=5)
-    mod = make_module(in_dim=16, overrides=["maskpred.queue_size=256", "model.txe_overrides.dim=64",
-                                            "model.txe_overrides.mlp_dim=128", "model.txe_overrides.depth=2",
-                                            "model.txe_overrides.dropout=0.0"])
+    mod = make_module(
+        in_dim=16,
+        overrides=[
+            "maskpred.queue_size=256",
+            "model.txe_overrides.dim=64",
+            "model.txe_overrides.mlp_dim=128",
+            "model.txe_overrides.depth=2",
+            "model.txe_overrides.dropout=0.0",
+        ],
+    )
     mod.set_target_mean(ds.feature_mean())
     opt = torch.optim.AdamW(list(mod.txe.parameters()) + list(mod.head.parameters()), lr=3e-3)
     loader = torch.utils.data.DataLoader(ds, batch_size=32, shuffle=True, drop_last=True)

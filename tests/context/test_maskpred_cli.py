@@ -5,14 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_maskpred import sequence_features, write_vidsitu_folder
 
 from moviessl.checkpoint import build_from_checkpoint, load_checkpoint
 from moviessl.cli import main
 
-from test_maskpred import sequence_features, write_vidsitu_folder
-
-FAST = ["data.batch_size=8", "maskpred.queue_size=32", "trainer.progress_bar=false", "data.val_fraction=0.25",
-        "trainer.log_every_n_steps=1", "model.txe_overrides={dim: 32, heads: 2, mlp_dim: 64, depth: 1}"]
+FAST = [
+    "data.batch_size=8",
+    "maskpred.queue_size=32",
+    "trainer.progress_bar=false",
+    "data.val_fraction=0.25",
+    "trainer.log_every_n_steps=1",
+    "model.txe_overrides={dim: 32, heads: 2, mlp_dim: 64, depth: 1}",
+]
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +53,37 @@ def test_pretrain_export_and_resume(feats, tmp_path, capsys):
 
 def test_l2_and_max_discrepancy_options(feats, tmp_path):
     out = tmp_path / "run"
-    assert main(["pretrain-context", "--features", str(feats[0]), "--out", str(out), "trainer.max_steps=2",
-                 "maskpred.loss=l2", "maskpred.sampling=max_discrepancy", "maskpred.mask_sizes=[1]", *FAST]) == 0
+    assert (
+        main(
+            [
+                "pretrain-context",
+                "--features",
+                str(feats[0]),
+                "--out",
+                str(out),
+                "trainer.max_steps=2",
+                "maskpred.loss=l2",
+                "maskpred.sampling=max_discrepancy",
+                "maskpred.mask_sizes=[1]",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     meta = load_checkpoint(out / "model.pt")["meta"]
     assert meta["loss"] == "l2" and meta["sampling"] == "max_discrepancy" and meta["mask_sizes"] == [1]
     assert np.isfinite(meta["metrics"]["val/loss"])
-    assert main(["pretrain-context", "--features", str(feats[0]), "--out", str(tmp_path / "x"),
-                 "maskpred.loss=cosine", *FAST]) == 2
+    assert (
+        main(
+            [
+                "pretrain-context",
+                "--features",
+                str(feats[0]),
+                "--out",
+                str(tmp_path / "x"),
+                "maskpred.loss=cosine",
+                *FAST,
+            ]
+        )
+        == 2
+    )

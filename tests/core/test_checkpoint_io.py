@@ -14,8 +14,14 @@ def build_mlp(d_in: int, d_out: int) -> nn.Module:
 
 def test_roundtrip(tmp_path):
     m = build_mlp(4, 3)
-    p = save_checkpoint(tmp_path / "m.pt", stage="backbone", arch=arch_spec(f"{__name__}:build_mlp", d_in=4, d_out=3),
-                        state_dict=m.state_dict(), config={"a": 1}, meta={"out_dim": 3})
+    p = save_checkpoint(
+        tmp_path / "m.pt",
+        stage="backbone",
+        arch=arch_spec(f"{__name__}:build_mlp", d_in=4, d_out=3),
+        state_dict=m.state_dict(),
+        config={"a": 1},
+        meta={"out_dim": 3},
+    )
     obj = load_checkpoint(p, stage="backbone")
     assert obj["meta"]["out_dim"] == 3 and obj["config"] == {"a": 1}
     m2 = build_from_checkpoint(p)

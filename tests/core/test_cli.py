@@ -10,10 +10,12 @@ def test_bad_input_is_one_line_exit_2(capsys, monkeypatch):
         raise BadInputError("/data/x.mp4", "truncated file\n(moov atom not found)")
 
     parser = cli.build_parser
+
     def build():
         p = parser()
         p.set_defaults(func=fail)
         return p
+
     monkeypatch.setattr(cli, "build_parser", build)
     rc = cli.main([])
     err = capsys.readouterr().err

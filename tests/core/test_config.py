@@ -18,7 +18,7 @@ def preset(tmp_path):
 def test_base_chain_and_overrides(preset):
     cfg = load_config("backbone", preset)
     assert isinstance(cfg, BackboneConfig) and cfg.optim.lr == pytest.approx(0.3)  # child over base over cpu
-    assert cfg.model.preset == "slowd_cpu" and cfg.data.num_frames == 16        # ... over paper (cpu's base)
+    assert cfg.model.preset == "slowd_cpu" and cfg.data.num_frames == 16  # ... over paper (cpu's base)
     cfg = load_config("backbone", preset, ["trainer.precision=bf16-mixed", "optim.lr=1e-3", "augment.area=[0.5,0.6]"])
     assert cfg.trainer.precision == "bf16-mixed"
     assert cfg.optim.lr == pytest.approx(1e-3)
@@ -71,8 +71,11 @@ def test_mapping_overrides(preset):
     cfg2 = merge_overrides(cfg, {"optim.lr": 0.5, "trainer.devices": 2})
     assert cfg2.optim.lr == 0.5 and cfg2.trainer.devices == 2 and cfg.optim.lr == pytest.approx(0.3)
     assert parse_overrides(["a.b=c"]).a.b == "c"
-    assert flatten({"verb": {"epochs": 1}, "trainer": {"progress_bar": False}, "seed": 2}) == \
-        {"verb.epochs": 1, "trainer.progress_bar": False, "seed": 2}
+    assert flatten({"verb": {"epochs": 1}, "trainer": {"progress_bar": False}, "seed": 2}) == {
+        "verb.epochs": 1,
+        "trainer.progress_bar": False,
+        "seed": 2,
+    }
 
 
 def test_free_form_mappings(tmp_path):
@@ -85,8 +88,8 @@ def test_free_form_mappings(tmp_path):
 def test_by_variant_block(tmp_path, preset):
     p = tmp_path / "v.yaml"
     p.write_text("_base_: child.yaml\nby_variant:\n  slow:\n    trainer: {devices: 4}\n    optim: {lr: 0.01}\n")
-    assert load_config("backbone", p).trainer.devices == 1                       # no variant: the preset
-    assert load_config("backbone", p, variant="other").trainer.devices == 1       # a variant without a block
+    assert load_config("backbone", p).trainer.devices == 1  # no variant: the preset
+    assert load_config("backbone", p, variant="other").trainer.devices == 1  # a variant without a block
     cfg = load_config("backbone", p, variant="slow")
     assert cfg.trainer.devices == 4 and cfg.optim.lr == pytest.approx(0.01) and not hasattr(cfg, "by_variant")
     # the command line still wins over the variant's block

@@ -13,7 +13,11 @@ def test_relative_absolute_and_unlabelled(tmp_path):
     csv = tmp_path / "lists" / "train.csv"
     csv.write_text(f"videos/a.mp4 3\n# comment\n\n{tmp_path}/b.mkv\t0\nc.webm\n")
     got = read_clip_list(csv)
-    assert got == [(tmp_path / "lists" / "videos" / "a.mp4", 3), (tmp_path / "b.mkv", 0), (tmp_path / "lists" / "c.webm", None)]
+    assert got == [
+        (tmp_path / "lists" / "videos" / "a.mp4", 3),
+        (tmp_path / "b.mkv", 0),
+        (tmp_path / "lists" / "c.webm", None),
+    ]
 
 
 def test_bad_label_names_line(tmp_path):

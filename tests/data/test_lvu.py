@@ -19,15 +19,39 @@ def _write(root, task, split, text):
 
 def test_task_table_matches_lvu():
     sizes = {t: s["num_classes"] for t, s in LVU_TASKS.items()}
-    assert sizes == {"relationship": 4, "way_speaking": 5, "scene": 6, "director": 10, "writer": 10, "year": 9, "genre": 4,
-                     "like_ratio": 1, "view_count": 1}
-    assert list(LVU_TASKS) == ["relationship", "way_speaking", "scene", "director", "writer", "year", "genre", "like_ratio", "view_count"]
+    assert sizes == {
+        "relationship": 4,
+        "way_speaking": 5,
+        "scene": 6,
+        "director": 10,
+        "writer": 10,
+        "year": 9,
+        "genre": 4,
+        "like_ratio": 1,
+        "view_count": 1,
+    }
+    assert list(LVU_TASKS) == [
+        "relationship",
+        "way_speaking",
+        "scene",
+        "director",
+        "writer",
+        "year",
+        "genre",
+        "like_ratio",
+        "view_count",
+    ]
     assert is_regression("view_count") and not is_regression("genre")
     assert LIKE_RATIO_CENTER == 9.138220535629456 and VIEW_COUNT_CENTER == 11.76425435683139
 
 
 def test_classification_gaps_and_whitespace(tmp_path):
-    _write(tmp_path, "writer", "train", "class_id class_name youtube_id imdb_id\n9 nm0001 abc-DEF_123 tt01\n0   \\N\tq_w-e_r-t_y tt02\n\n")
+    _write(
+        tmp_path,
+        "writer",
+        "train",
+        "class_id class_name youtube_id imdb_id\n9 nm0001 abc-DEF_123 tt01\n0   \\N\tq_w-e_r-t_y tt02\n\n",
+    )
     assert read_labels(tmp_path, "writer", "train") == [("abc-DEF_123", 9), ("q_w-e_r-t_y", 0)]
     assert class_names(tmp_path, "writer") == {9: "nm0001", 0: "\\N"}
     # the lvu_1.0 folder itself is accepted as root too
@@ -43,15 +67,23 @@ def test_regression_centred(tmp_path):
     assert yid == "bbbbbbbbbbb" and v == pytest.approx(math.log(1000) - VIEW_COUNT_CENTER)
 
 
-@pytest.mark.parametrize("task,body,msg", [
-    ("scene", "1 office aaaaaaaaaaa\n", "expected 4"),
-    ("scene", "x office aaaaaaaaaaa tt1\n", "bad label"),
-    ("scene", "6 office aaaaaaaaaaa tt1\n", "outside 0..5"),
-    ("view_count", "0 aaaaaaaaaaa tt1\n", "view_count must be > 0"),
-    ("like_ratio", "0 0 aaaaaaaaaaa tt1\n", "positive sum"),
-])
+@pytest.mark.parametrize(
+    "task,body,msg",
+    [
+        ("scene", "1 office aaaaaaaaaaa\n", "expected 4"),
+        ("scene", "x office aaaaaaaaaaa tt1\n", "bad label"),
+        ("scene", "6 office aaaaaaaaaaa tt1\n", "outside 0..5"),
+        ("view_count", "0 aaaaaaaaaaa tt1\n", "view_count must be > 0"),
+        ("like_ratio", "0 0 aaaaaaaaaaa tt1\n", "positive sum"),
+    ],
+)
 def test_malformed_lines_name_file_and_line(tmp_path, task, body, msg):
-    p = _write(tmp_path, task, "train", LVU_TASKS[task]["header"] + "\n" + "0 office ccccccccccc tt0\n" * (task == "scene") + body)
+    p = _write(
+        tmp_path,
+        task,
+        "train",
+        LVU_TASKS[task]["header"] + "\n" + "0 office ccccccccccc tt0\n" * (task == "scene") + body,
+    )
     with pytest.raises(BadInputError, match=msg) as e:
         read_labels(tmp_path, task, "train")
     line = 3 if task == "scene" else 2

@@ -12,15 +12,24 @@ A, B = "v_abcdefghijk_seg_0_10", "v_x_y-z__abc_seg_30_40"
 
 def event(vseg, verb="talk.01", roles=(), positions=None, evrel=None):
     pos = positions or [str(i + 1) for i in range(len(roles))]
-    ev = {"vid_uid": vseg.rpartition("_seg_")[0], "vid_seg_int": vseg, "Verb": "talk", "VerbID": verb,
-          "Arg_List": {raw: p for (raw, _), p in zip(roles, pos)}, "Args": dict(roles)}
+    ev = {
+        "vid_uid": vseg.rpartition("_seg_")[0],
+        "vid_seg_int": vseg,
+        "Verb": "talk",
+        "VerbID": verb,
+        "Arg_List": {raw: p for (raw, _), p in zip(roles, pos)},
+        "Args": dict(roles),
+    }
     if evrel:
         ev["EvRel"] = evrel
     return ev
 
 
 def record(vseg, tag=""):
-    return {f"Ev{k}": event(vseg, roles=[("Arg0 (talker)", f"man{tag}")], evrel=None if k == 3 else "NoRel") for k in range(1, 6)}
+    return {
+        f"Ev{k}": event(vseg, roles=[("Arg0 (talker)", f"man{tag}")], evrel=None if k == 3 else "NoRel")
+        for k in range(1, 6)
+    }
 
 
 def write(tmp_path, split="valid", vsegs=(A, B), records=None, vinfo=None, ann_name=None):
@@ -32,13 +41,17 @@ def write(tmp_path, split="valid", vsegs=(A, B), records=None, vinfo=None, ann_n
         (ann / "vinfo_files" / f"vinfo_{split}_lb.json").write_text(json.dumps(vinfo))
     if records is not None:
         (ann / "vseg_ann_files" / (ann_name or f"vsann_{split}_lb.json")).write_text(
-            records if isinstance(records, str) else json.dumps(records))
+            records if isinstance(records, str) else json.dumps(records)
+        )
     return ann
 
 
 def test_load_split_order_and_grouping(tmp_path):
     recs = [record(B, "b0"), record(A, "a0"), record(B, "b1"), record(A, "a1"), record(A, "a2")]
-    vinfo = [{"vid_seg_int": B, "genres": "Drama"}, {"vid_seg_int": A, "vbid_lst": {f"Ev{k}": ["talk.01"] * 10 for k in range(1, 6)}}]
+    vinfo = [
+        {"vid_seg_int": B, "genres": "Drama"},
+        {"vid_seg_int": A, "vbid_lst": {f"Ev{k}": ["talk.01"] * 10 for k in range(1, 6)}},
+    ]
     ann = write(tmp_path, records=recs, vinfo=vinfo)
     sp = vs.load_split(tmp_path, "valid")  # the parent folder resolves to vidsitu_annotations
     assert sp.root == ann and len(sp) == 2
@@ -66,11 +79,14 @@ def test_split_file_override(tmp_path):
     assert sp.vseg_ids == [B] and set(sp.records) == {A, B}
 
 
-@pytest.mark.parametrize("records,msg", [
-    ("[{", "vsann_valid_lb.json: invalid JSON"),
-    ([{"Ev1": {}, "Ev2": {}}], "record 0: expected an object with keys Ev1..Ev5"),
-    ([{f"Ev{k}": {"VerbID": "a.01"} for k in range(1, 6)}], "record 0: Ev1 has no string 'vid_seg_int'"),
-])
+@pytest.mark.parametrize(
+    "records,msg",
+    [
+        ("[{", "vsann_valid_lb.json: invalid JSON"),
+        ([{"Ev1": {}, "Ev2": {}}], "record 0: expected an object with keys Ev1..Ev5"),
+        ([{f"Ev{k}": {"VerbID": "a.01"} for k in range(1, 6)}], "record 0: Ev1 has no string 'vid_seg_int'"),
+    ],
+)
 def test_malformed_annotation_files(tmp_path, records, msg):
     write(tmp_path, records=records)
     with pytest.raises(BadInputError, match=msg):
@@ -116,11 +132,20 @@ def test_parse_vseg_id():
         vs.parse_vseg_id("v_abcdefghijk_seg_0_ten")
 
 
-@pytest.mark.parametrize("raw,short", [
-    ("Arg0 (talker)", "Arg0"), ("Arg5", "Arg5"), ("Scene of the Event", "AScn"),
-    ("ArgM (location)", "ALoc"), ("ArgM (manner)", "AMnr"), ("ArgM (purpose)", "APrp"),
-    ("ArgM (direction)", "ADir"), ("ArgM (goal)", "AGol"), ("ArgM (direction or goal)", "ADir"),
-])
+@pytest.mark.parametrize(
+    "raw,short",
+    [
+        ("Arg0 (talker)", "Arg0"),
+        ("Arg5", "Arg5"),
+        ("Scene of the Event", "AScn"),
+        ("ArgM (location)", "ALoc"),
+        ("ArgM (manner)", "AMnr"),
+        ("ArgM (purpose)", "APrp"),
+        ("ArgM (direction)", "ADir"),
+        ("ArgM (goal)", "AGol"),
+        ("ArgM (direction or goal)", "ADir"),
+    ],
+)
 def test_arg_mapper(raw, short):
     assert vs.arg_mapper(raw) == short
 
@@ -132,20 +157,37 @@ def test_arg_mapper_rejects_unknown():
 
 
 def test_roles_in_order_and_target_text():
-    ev = event(A, verb="throw.01", roles=[("Arg1 (thing thrown)", "a red ball"), ("Scene of the Event", "park"),
-                                         ("Arg0 (thrower)", "the boy"), ("ArgM (manner)", "hard")],
-               positions=["2", 10, "1", "3"])  # int-like strings and ints; "10" must sort after "3"
+    ev = event(
+        A,
+        verb="throw.01",
+        roles=[
+            ("Arg1 (thing thrown)", "a red ball"),
+            ("Scene of the Event", "park"),
+            ("Arg0 (thrower)", "the boy"),
+            ("ArgM (manner)", "hard"),
+        ],
+        positions=["2", 10, "1", "3"],
+    )  # int-like strings and ints; "10" must sort after "3"
     assert vs.roles_in_order(ev) == [("Arg0", "the boy"), ("Arg1", "a red ball"), ("AMnr", "hard"), ("AScn", "park")]
     assert vs.srl_role_text(ev) == " <Arg0> the boy <Arg1> a red ball <AMnr> hard <AScn> park"
     assert vs.srl_target(ev) == "throw.01 <Arg0> the boy <Arg1> a red ball <AMnr> hard <AScn> park"
-    assert vs.parse_srl_output(vs.srl_target(ev)) == {"vb_id": "throw.01", "Arg0": "the boy", "Arg1": "a red ball",
-                                                      "AMnr": "hard", "AScn": "park"}
+    assert vs.parse_srl_output(vs.srl_target(ev)) == {
+        "vb_id": "throw.01",
+        "Arg0": "the boy",
+        "Arg1": "a red ball",
+        "AMnr": "hard",
+        "AScn": "park",
+    }
 
 
 def test_parse_srl_output_quirks():
-    assert vs.parse_srl_output("<Arg0> man") == {}                      # no verb id first
+    assert vs.parse_srl_output("<Arg0> man") == {}  # no verb id first
     assert vs.parse_srl_output("run.02") == {"vb_id": "run.02", "": ""}  # reference keeps the "" key
-    assert vs.parse_srl_output("run.02 <Arg0> <Arg1> x <Arg5> y") == {"vb_id": "run.02", "Arg0": "", "Arg1": "x <Arg5> y"}
+    assert vs.parse_srl_output("run.02 <Arg0> <Arg1> x <Arg5> y") == {
+        "vb_id": "run.02",
+        "Arg0": "",
+        "Arg1": "x <Arg5> y",
+    }
     assert vs.parse_srl_output("run.02 <Arg0> a <Arg0> b") == {"vb_id": "run.02", "Arg0": "b"}
 
 

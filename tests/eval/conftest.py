@@ -13,8 +13,14 @@ PAIR_EVENTS = ("Ev1", "Ev2", "Ev4", "Ev5")
 
 def event(vseg, verb, roles=(), evrel=None):
     """One annotated event; ``roles`` = [(raw_role, phrase), ...] in form order."""
-    ev = {"vid_uid": vseg.rpartition("_seg_")[0], "vid_seg_int": vseg, "Verb": verb.split(".")[0], "VerbID": verb,
-          "Arg_List": {raw: str(i + 1) for i, (raw, _) in enumerate(roles)}, "Args": {raw: p for raw, p in roles}}
+    ev = {
+        "vid_uid": vseg.rpartition("_seg_")[0],
+        "vid_seg_int": vseg,
+        "Verb": verb.split(".")[0],
+        "VerbID": verb,
+        "Arg_List": {raw: str(i + 1) for i, (raw, _) in enumerate(roles)},
+        "Args": {raw: p for raw, p in roles},
+    }
     if evrel is not None:
         ev["EvRel"] = evrel
     return ev
@@ -34,12 +40,21 @@ def write_release(root: Path, split: str, vsegs, records=None, vbid=None, ann_na
         (ann / d).mkdir(parents=True, exist_ok=True)
     (ann / "split_files" / f"vseg_split_{split}_lb.json").write_text(json.dumps(list(vsegs)))
     vinfo = []
-    for v in (vbid or {}):
+    for v in vbid or {}:
         yt = v.rpartition("_seg_")[0][2:]
-        vinfo.append({"vid_uid": "v_" + yt, "name": yt, "vid_seg_int": v, "start": 0, "end": 10, "genres": "Drama",
-                      "vbid_lst": {ev: list(vbid[v][k]) for k, ev in enumerate(EVENTS)},
-                      "vb_lst": {ev: [x.split(".")[0] for x in vbid[v][k]] for k, ev in enumerate(EVENTS)},
-                      "vb_to_use": {ev: vbid[v][k][0] for k, ev in enumerate(EVENTS)}})
+        vinfo.append(
+            {
+                "vid_uid": "v_" + yt,
+                "name": yt,
+                "vid_seg_int": v,
+                "start": 0,
+                "end": 10,
+                "genres": "Drama",
+                "vbid_lst": {ev: list(vbid[v][k]) for k, ev in enumerate(EVENTS)},
+                "vb_lst": {ev: [x.split(".")[0] for x in vbid[v][k]] for k, ev in enumerate(EVENTS)},
+                "vb_to_use": {ev: vbid[v][k][0] for k, ev in enumerate(EVENTS)},
+            }
+        )
     if vinfo:
         (ann / "vinfo_files" / f"vinfo_{split}_lb.json").write_text(json.dumps(vinfo))
     if records is not None:

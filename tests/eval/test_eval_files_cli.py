@@ -19,10 +19,13 @@ def root(tmp_path, release, rec):
     vbid, records = {}, []
     for s, v in enumerate(VSEGS):
         vbid[v] = [[f"v{s}{k}.01"] * 4 + [f"w{k}.01"] * 3 + [f"u{j}.01" for j in range(3)] for k in range(5)]
-        roles = [[("Arg0 (agent)", "the man"), ("Arg1 (thing)", f"ball {s}"), ("Scene of the Event", "a park")],
-                 [("Arg0 (agent)", "the man"), ("ArgM (location)", "on the grass")],
-                 [("Arg0 (agent)", "a woman in red"), ("ArgM (manner)", "fast")],
-                 [("Arg1 (thing)", "the dog"), ("Arg2 (to)", "the man")], [("Arg0 (agent)", "the dog")]]
+        roles = [
+            [("Arg0 (agent)", "the man"), ("Arg1 (thing)", f"ball {s}"), ("Scene of the Event", "a park")],
+            [("Arg0 (agent)", "the man"), ("ArgM (location)", "on the grass")],
+            [("Arg0 (agent)", "a woman in red"), ("ArgM (manner)", "fast")],
+            [("Arg1 (thing)", "the dog"), ("Arg2 (to)", "the man")],
+            [("Arg0 (agent)", "the dog")],
+        ]
         n = 4 if s == 1 else 3
         for i in range(n):
             rs = [[(raw, p if i == 0 else f"{p} {i}") for raw, p in r] for r in roles]
@@ -34,21 +37,38 @@ def root(tmp_path, release, rec):
 
 
 def perfect_verb(reverse=False):
-    preds = [{"ann_idx": i, "pred_vbs_ev": [[f"v{i}{k}.01", f"w{k}.01", "a.01", "b.01", "c.01"] for k in range(5)],
-              "pred_scores_ev": [[0.5, 0.2, 0.1, 0.1, 0.1]] * 5} for i in range(len(VSEGS))]
+    preds = [
+        {
+            "ann_idx": i,
+            "pred_vbs_ev": [[f"v{i}{k}.01", f"w{k}.01", "a.01", "b.01", "c.01"] for k in range(5)],
+            "pred_scores_ev": [[0.5, 0.2, 0.1, 0.1, 0.1]] * 5,
+        }
+        for i in range(len(VSEGS))
+    ]
     return preds[::-1] if reverse else preds
 
 
 def srl_preds():
-    return [{"ann_idx": i, "vb_output": {"Ev1": {"vb_id": f"v{i}0.01", "Arg0": "the man", "Arg1": "ball", "AScn": "a park"},
-                                         "Ev2": {"Arg0": "the man", "ALoc": "on grass"}, "Ev3": {"Arg0": "a woman"},
-                                         "Ev4": {"Arg1": "the dog", "Arg2": "the man"}, "Ev5": {"Arg0": "the dog"}}}
-            for i in range(len(VSEGS))]
+    return [
+        {
+            "ann_idx": i,
+            "vb_output": {
+                "Ev1": {"vb_id": f"v{i}0.01", "Arg0": "the man", "Arg1": "ball", "AScn": "a park"},
+                "Ev2": {"Arg0": "the man", "ALoc": "on grass"},
+                "Ev3": {"Arg0": "a woman"},
+                "Ev4": {"Arg1": "the dog", "Arg2": "the man"},
+                "Ev5": {"Arg0": "the dog"},
+            },
+        }
+        for i in range(len(VSEGS))
+    ]
 
 
 def relation_preds():
-    return [{"ann_idx": i, "pred_evrels_ev": [[REL[(i + p) % 4]] * 3 for p in range(4)],
-             "pred_scores_ev": [[1.0] * 3] * 4} for i in range(len(VSEGS))]
+    return [
+        {"ann_idx": i, "pred_evrels_ev": [[REL[(i + p) % 4]] * 3 for p in range(4)], "pred_scores_ev": [[1.0] * 3] * 4}
+        for i in range(len(VSEGS))
+    ]
 
 
 def dump(tmp_path, name, obj):
@@ -67,15 +87,19 @@ def run_cli(capsys, *argv):
 
 
 def test_all_tasks_pickle_json_and_cli(root, tmp_path, capsys):
-    for task, preds, keys in [("verb", perfect_verb(True), {"acc@1", "acc@5", "recall@5"}),
-                              ("srl", srl_preds(), {"cider", "cider_verb", "cider_arg", "rouge_l", "lea"}),
-                              ("relation", relation_preds(), {"mean_acc", "top1_acc"})]:
+    for task, preds, keys in [
+        ("verb", perfect_verb(True), {"acc@1", "acc@5", "recall@5"}),
+        ("srl", srl_preds(), {"cider", "cider_verb", "cider_arg", "rouge_l", "lea"}),
+        ("relation", relation_preds(), {"mean_acc", "top1_acc"}),
+    ]:
         pkl = dump(tmp_path, f"{task}.pkl", preds)
         js = dump(tmp_path, f"{task}.json", preds)
         a = evaluate_files(task, pkl, root / "vidsitu_annotations", "valid")
         assert set(a) == keys
         assert evaluate_files(task, js, root, "valid") == a  # the folder holding vidsitu_annotations works too
-        rc, out, err = run_cli(capsys, "--task", task, "--pred", str(pkl), "--data-root", str(root / "vidsitu_annotations"))
+        rc, out, err = run_cli(
+            capsys, "--task", task, "--pred", str(pkl), "--data-root", str(root / "vidsitu_annotations")
+        )
         assert rc == 0 and err == ""
         assert out.count("\n") == 1 and json.loads(out) == a
         if task == "verb":
@@ -89,8 +113,18 @@ def test_all_tasks_pickle_json_and_cli(root, tmp_path, capsys):
 
 def test_details_flag_and_out_file(root, tmp_path, capsys):
     pkl = dump(tmp_path, "v.pkl", perfect_verb())
-    rc, out, _ = run_cli(capsys, "--task", "vb", "--pred", str(pkl), "--data-root", str(root), "--details",
-                         "--out", str(tmp_path / "res.json"))
+    rc, out, _ = run_cli(
+        capsys,
+        "--task",
+        "vb",
+        "--pred",
+        str(pkl),
+        "--data-root",
+        str(root),
+        "--details",
+        "--out",
+        str(tmp_path / "res.json"),
+    )
     res = json.loads(out)
     assert rc == 0 and res["num_events"] == 20.0 and "recall_th_0" in res
     assert json.loads((tmp_path / "res.json").read_text()) == res
@@ -101,7 +135,10 @@ def test_split_file_subset(root, tmp_path):
     sub.write_text(json.dumps(VSEGS[2:]))
     preds = [dict(p, ann_idx=p["ann_idx"] - 2) for p in relation_preds()[2:]]
     # ann_idx now refers to the filtered list; predictions for segments 2, 3 are perfect
-    assert evaluate_files("relation", dump(tmp_path, "r.json", preds), root, split_file=sub) == {"mean_acc": 100.0, "top1_acc": 100.0}
+    assert evaluate_files("relation", dump(tmp_path, "r.json", preds), root, split_file=sub) == {
+        "mean_acc": 100.0,
+        "top1_acc": 100.0,
+    }
 
 
 def test_duplicates_keep_first(root, tmp_path):
@@ -111,22 +148,29 @@ def test_duplicates_keep_first(root, tmp_path):
     assert evaluate_files("verb", dump(tmp_path, "v2.json", wrong_first), root)["acc@1"] == 75.0
 
 
-@pytest.mark.parametrize("preds,msg", [
-    (perfect_verb()[:3], r"missing ann_idx 3 \(1 of 4 segments"),
-    (perfect_verb() + [{"ann_idx": 4, "pred_vbs_ev": []}], "entry 4: ann_idx 4 is outside the split"),
-    ([{"ann_idx": "0"}] + perfect_verb(), "entry 0: ann_idx must be an integer"),
-    ([{"ann_idx": 0, "pred_vbs_ev": [["a.01"]] * 4}] + perfect_verb(), "ann_idx 0 .*must hold 5 lists"),
-    ([{"ann_idx": 1, "pred_vbs_ev": [["a.01"], ["b.01"], "c.01", ["d"], ["e"]]}] + perfect_verb(), r"pred_vbs_ev\[2\] \(Ev3\)"),
-    ([{"pred_vbs_ev": []}], "entry 0: no 'ann_idx'"),
-    ([{"ann_idx": 0, "vb_output": {}}], "no 'pred_vbs_ev'"),
-    ({"ann_idx": 0}, "list of dicts"),
-])
+@pytest.mark.parametrize(
+    "preds,msg",
+    [
+        (perfect_verb()[:3], r"missing ann_idx 3 \(1 of 4 segments"),
+        (perfect_verb() + [{"ann_idx": 4, "pred_vbs_ev": []}], "entry 4: ann_idx 4 is outside the split"),
+        ([{"ann_idx": "0"}] + perfect_verb(), "entry 0: ann_idx must be an integer"),
+        ([{"ann_idx": 0, "pred_vbs_ev": [["a.01"]] * 4}] + perfect_verb(), "ann_idx 0 .*must hold 5 lists"),
+        (
+            [{"ann_idx": 1, "pred_vbs_ev": [["a.01"], ["b.01"], "c.01", ["d"], ["e"]]}] + perfect_verb(),
+            r"pred_vbs_ev\[2\] \(Ev3\)",
+        ),
+        ([{"pred_vbs_ev": []}], "entry 0: no 'ann_idx'"),
+        ([{"ann_idx": 0, "vb_output": {}}], "no 'pred_vbs_ev'"),
+        ({"ann_idx": 0}, "list of dicts"),
+    ],
+)
 def test_cli_malformed_submissions_exit_2(root, tmp_path, capsys, preds, msg):
     p = dump(tmp_path, "bad.json", preds)
     rc, out, err = run_cli(capsys, "--task", "verb", "--pred", str(p), "--data-root", str(root))
     assert rc == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith(f"moviessl: error: {p}: ")
     import re
+
     assert re.search(msg, err), err
 
 
@@ -136,9 +180,21 @@ def test_cli_bad_files_exit_2(root, tmp_path, capsys):
     (tmp_path / "trunc.pkl").write_bytes(pickle.dumps(srl_preds())[:40])
     rc, _, err = run_cli(capsys, "--task", "srl", "--pred", str(tmp_path / "trunc.pkl"), "--data-root", str(root))
     assert rc == 2 and "not a readable submission pickle" in err
-    rc, _, err = run_cli(capsys, "--task", "srl", "--pred", str(dump(tmp_path, "s.pkl", srl_preds())), "--data-root", str(tmp_path))
+    rc, _, err = run_cli(
+        capsys, "--task", "srl", "--pred", str(dump(tmp_path, "s.pkl", srl_preds())), "--data-root", str(tmp_path)
+    )
     assert rc == 2 and "not a VidSitu annotation folder" in err
-    rc, _, err = run_cli(capsys, "--task", "verb", "--pred", str(dump(tmp_path, "s.pkl", srl_preds())), "--data-root", str(root), "--split", "train")
+    rc, _, err = run_cli(
+        capsys,
+        "--task",
+        "verb",
+        "--pred",
+        str(dump(tmp_path, "s.pkl", srl_preds())),
+        "--data-root",
+        str(root),
+        "--split",
+        "train",
+    )
     assert rc == 2 and "vseg_split_train_lb.json: file not found" in err
 
 

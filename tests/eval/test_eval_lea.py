@@ -37,10 +37,10 @@ def test_perfect_and_missing_mentions():
 
 def test_micro_sum_over_documents():
     s = LEAScore()
-    s.update([["a", "b"]], [["a"], ["b"]])     # P 0/2, R 0/2
-    s.update([["c"]], [["c"]])                 # P 1/1, R 1/1
+    s.update([["a", "b"]], [["a"], ["b"]])  # P 0/2, R 0/2
+    s.update([["c"]], [["c"]])  # P 1/1, R 1/1
     assert (s.p_num, s.p_den, s.r_num, s.r_den) == (1.0, 3, 1.0, 3)
-    assert s.f1 == pytest.approx(1 / 3)        # not the mean of per-document F1s (0 and 1)
+    assert s.f1 == pytest.approx(1 / 3)  # not the mean of per-document F1s (0 and 1)
 
 
 def test_mention_assignments():

@@ -17,17 +17,23 @@ def build(release, rec, tmp_path, gts, extra=()):
 
 
 def test_doc_toy_and_mask(release, rec, tmp_path):
-    gts = [["Causes", "Causes", "NoRel"],          # positions 0, 1 scored
-           ["NoRel", "NoRel", "NoRel"],            # all 3 scored
-           ["Causes", "Enables", "NoRel"],         # 1-1-1: masked out
-           ["Enables", "Enables", "Causes"]]       # positions 0, 1 scored
+    gts = [
+        ["Causes", "Causes", "NoRel"],  # positions 0, 1 scored
+        ["NoRel", "NoRel", "NoRel"],  # all 3 scored
+        ["Causes", "Enables", "NoRel"],  # 1-1-1: masked out
+        ["Enables", "Enables", "Causes"],
+    ]  # positions 0, 1 scored
     # a 4th record (not among the first 3 in file order) must be ignored
     sp = build(release, rec, tmp_path, gts, extra=[["Reaction To"] * 4])
-    pred = [["Causes", "Enables", "NoRel"],        # 1 of 2 (position 2 ignored)
-            ["NoRel", "NoRel", "Null"],            # 2 of 3, Null always wrong
-            ["Causes", "Enables", "NoRel"],        # masked: perfect but not counted
-            ["Enables", "Causes", "Causes"]]       # 1 of 2
-    out = evaluate("relation", [{"ann_idx": 0, "pred_evrels_ev": pred, "pred_scores_ev": [[0.9] * 3] * 4}], sp, details=True)
+    pred = [
+        ["Causes", "Enables", "NoRel"],  # 1 of 2 (position 2 ignored)
+        ["NoRel", "NoRel", "Null"],  # 2 of 3, Null always wrong
+        ["Causes", "Enables", "NoRel"],  # masked: perfect but not counted
+        ["Enables", "Causes", "Causes"],
+    ]  # 1 of 2
+    out = evaluate(
+        "relation", [{"ann_idx": 0, "pred_evrels_ev": pred, "pred_scores_ev": [[0.9] * 3] * 4}], sp, details=True
+    )
     assert out["top1_acc"] == pytest.approx(100 * 4 / 7)
     assert out["mean_acc"] == pytest.approx(100 * (1 / 2 + 2 / 3 + 1 / 2) / 3)
     assert out["num_scored"] == 7.0
@@ -55,7 +61,9 @@ def test_all_masked_is_an_error(release, rec, tmp_path):
 def test_wrong_lengths_and_labels(release, rec, tmp_path):
     sp = build(release, rec, tmp_path, [["NoRel"] * 3] * 4)
     with pytest.raises(BadInputError, match=r"pred_evrels_ev\[2\] \(Ev3-Ev4\) has 2 labels, expected 3"):
-        evaluate("relation", [{"ann_idx": 0, "pred_evrels_ev": [["NoRel"] * 3] * 2 + [["NoRel"] * 2, ["NoRel"] * 3]}], sp)
+        evaluate(
+            "relation", [{"ann_idx": 0, "pred_evrels_ev": [["NoRel"] * 3] * 2 + [["NoRel"] * 2, ["NoRel"] * 3]}], sp
+        )
     with pytest.raises(BadInputError, match="must hold 4 lists"):
         evaluate("relation", [{"ann_idx": 0, "pred_evrels_ev": [["NoRel"] * 3] * 5}], sp)
     with pytest.raises(BadInputError, match="label 4"):

@@ -25,15 +25,23 @@ def srl(sp, vb_output, **kw):
 def test_hand_computed_cider_rouge(release, rec, tmp_path):
     roles = [[("Arg0 (driver)", "a man")], [("Arg1 (vehicle)", "a car")], UNSCORED, UNSCORED, []]
     sp = one_segment(release, rec, tmp_path, roles)
-    out = srl(sp, {"Ev1": {"vb_id": "drive.01", "Arg0": "a man", "Arg3": "x"}, "Ev2": {"Arg1": "a dog"},
-                   "Ev3": {"Arg3": "x", "AMnr": "slowly"}, "Ev4": {}, "Ev5": {}})
+    out = srl(
+        sp,
+        {
+            "Ev1": {"vb_id": "drive.01", "Arg0": "a man", "Arg3": "x"},
+            "Ev2": {"Arg1": "a dog"},
+            "Ev3": {"Arg3": "x", "AMnr": "slowly"},
+            "Ev4": {},
+            "Ev5": {},
+        },
+    )
     assert out["num_items"] == 2.0  # Arg3 / AMnr / ADir are never scored
     # N = 2 items. df: "a" 2 -> idf 0; "man", "car", ("a","man"), ("a","car") 1 -> idf log 2.
     # item 1: unigram and bigram cosines 1, no 3/4-grams -> 10 * (1 + 1 + 0 + 0) / 4 = 5
     # item 2: "a" weighs 0 and "dog" is not in the refs -> 0.       corpus = 2.5
     assert out["cider"] == pytest.approx(250.0)
     assert out["cider_verb"] == pytest.approx(250.0)  # both items under drive.01: the same call
-    assert out["cider_arg"] == 0.0                    # two 1-item groups: log 1 = 0 zeroes every weight
+    assert out["cider_arg"] == 0.0  # two 1-item groups: log 1 = 0 zeroes every weight
     assert out["Arg0_cider"] == 0.0 and out["Arg1_cider"] == 0.0
     # ROUGE-L: item 1 = 1; item 2 LCS 1 of 2 -> P = R = 1/2 -> F = 1/2 (beta 1.2)
     assert out["rouge_l"] == pytest.approx(75.0)
@@ -77,10 +85,24 @@ def test_lea_doc_toy_and_identical_empty_strings(release, rec, tmp_path):
 
 def test_all_empty_references_group_scores_zero(release, rec, tmp_path):
     # ALoc references are all "": pycocoevalcap's CIDEr would crash on that group alone
-    roles = [[("Arg0 (driver)", "a man"), ("ArgM (location)", "")], [("Arg1 (vehicle)", "a car")],
-             [("Scene of the Event", "street")], [], []]
+    roles = [
+        [("Arg0 (driver)", "a man"), ("ArgM (location)", "")],
+        [("Arg1 (vehicle)", "a car")],
+        [("Scene of the Event", "street")],
+        [],
+        [],
+    ]
     sp = one_segment(release, rec, tmp_path, roles)
-    out = srl(sp, {"Ev1": {"Arg0": "a man", "ALoc": ""}, "Ev2": {"Arg1": "a car"}, "Ev3": {"AScn": "street"}, "Ev4": {}, "Ev5": {}})
+    out = srl(
+        sp,
+        {
+            "Ev1": {"Arg0": "a man", "ALoc": ""},
+            "Ev2": {"Arg1": "a car"},
+            "Ev3": {"AScn": "street"},
+            "Ev4": {},
+            "Ev5": {},
+        },
+    )
     assert out["num_items"] == 4.0
     assert out["ALoc_cider"] == 0.0 and math.isfinite(out["cider"])
     assert out["ALoc_rouge"] == 100.0  # pycocoevalcap ROUGE: [""] vs [""] is an LCS of 1
@@ -101,8 +123,10 @@ def test_seed5_permutation_selects_references(release, rec, tmp_path):
     state = np.random.get_state()[1].copy()
     scores = {}
     for i in range(4):
-        preds = [{"ann_idx": 1, "vb_output": {"Ev1": {"Arg0": f"p{i}"}, "Ev2": {}, "Ev3": {}, "Ev4": {}, "Ev5": {}}},
-                 {"ann_idx": 0, "vb_output": {}}]
+        preds = [
+            {"ann_idx": 1, "vb_output": {"Ev1": {"Arg0": f"p{i}"}, "Ev2": {}, "Ev3": {}, "Ev4": {}, "Ev5": {}}},
+            {"ann_idx": 0, "vb_output": {}},
+        ]
         scores[i] = evaluate("srl", preds, sp)["rouge_l"]
     assert scores == {i: (0.0 if i == dropped else 100.0) for i in range(4)}
     assert (np.random.get_state()[1] == state).all()  # the global RNG is left alone

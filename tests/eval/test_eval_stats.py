@@ -16,9 +16,11 @@ def test_mean_se_values():
 
 
 def test_summarize_and_table():
-    rows = [{"seed": 0, "cider": 40.0, "lea": 30.0, "name": "a"},
-            {"seed": 1, "cider": 44.0, "lea": 34.0, "name": "b"},
-            {"seed": 2, "cider": 42.0, "name": "c"}]
+    rows = [
+        {"seed": 0, "cider": 40.0, "lea": 30.0, "name": "a"},
+        {"seed": 1, "cider": 44.0, "lea": 34.0, "name": "b"},
+        {"seed": 2, "cider": 42.0, "name": "c"},
+    ]
     summ, md = summarize(rows, keys=["cider", "lea"], title="Slow-D+TxE")
     assert summ["cider"] == {"mean": 42.0, "se": pytest.approx(2 / math.sqrt(3)), "n": 3}
     assert summ["lea"]["n"] == 2 and summ["lea"]["mean"] == 32.0 and summ["lea"]["se"] == pytest.approx(2.0)
@@ -34,4 +36,9 @@ def test_format_table_rows():
     a = {"acc": {"mean": 1.0, "se": 0.1, "n": 10}}
     b = {"acc": {"mean": 2.0, "se": 0.2, "n": 10}, "f1": {"mean": 3.0, "se": 0.0, "n": 10}}
     md = format_table({"A": a, "B": b}, digits=1)
-    assert md.splitlines() == ["| n=10 | acc | f1 |", "|---|---:|---:|", "| A | 1.0 ± 0.1 | - |", "| B | 2.0 ± 0.2 | 3.0 ± 0.0 |"]
+    assert md.splitlines() == [
+        "| n=10 | acc | f1 |",
+        "|---|---:|---:|",
+        "| A | 1.0 ± 0.1 | - |",
+        "| B | 2.0 ± 0.2 | 3.0 ± 0.0 |",
+    ]

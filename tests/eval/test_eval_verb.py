@@ -25,25 +25,35 @@ def test_doc_toy_case(release, tmp_path):
     # positive for recall and it is missed.
     v = "v_abcdefghijk_seg_0_10"
     sp = split_with(release, tmp_path, {v: [gt10("a.01", "a.01", "b.01", "c.01")] * 5})
-    preds = [{"ann_idx": 0, "pred_vbs_ev": [["b.01", "x.01", "y.01", "z.01", "w.01"]] * 5,
-              "pred_scores_ev": [[0.5, 0.2, 0.1, 0.1, 0.1]] * 5}]
+    preds = [
+        {
+            "ann_idx": 0,
+            "pred_vbs_ev": [["b.01", "x.01", "y.01", "z.01", "w.01"]] * 5,
+            "pred_scores_ev": [[0.5, 0.2, 0.1, 0.1, 0.1]] * 5,
+        }
+    ]
     out = evaluate("verb", preds, sp, details=True)
     assert out["acc@1"] == 100.0 and out["acc@5"] == 100.0
     assert out["recall_th_0"] == 0.0 and out["num_verbs_th_0"] == 1.0  # `a`: 5 positives, 0 hits
-    assert out["recall@5"] == 0.0 and out["num_verbs_th_9"] == 0.0     # fewer than 10 positives
+    assert out["recall@5"] == 0.0 and out["num_verbs_th_9"] == 0.0  # fewer than 10 positives
 
 
 def test_topk_truncation_and_first_ten(release, tmp_path):
     v = "v_abcdefghijk_seg_0_10"
     gt = gt10("a.01") + ["late.01", "late.01"]  # annotators 11-12 are ignored
     sp = split_with(release, tmp_path, {v: [gt] * 5})
-    preds = [{"ann_idx": 0, "pred_vbs_ev": [
-        ["x.01", "y.01", "a.01", "z.01", "w.01"],          # hit at rank 3
-        ["late.01", "x.01"],                               # GT beyond the 10th never counts
-        ["x.01", "y.01", "z.01", "w.01", "q.01", "a.01"],  # rank 6 is cut (top-5 only)
-        ["a.01"],                                          # hit at rank 1
-        ["f3.01", "a.01"],                                 # single-vote filler still counts for Acc
-    ]}]
+    preds = [
+        {
+            "ann_idx": 0,
+            "pred_vbs_ev": [
+                ["x.01", "y.01", "a.01", "z.01", "w.01"],  # hit at rank 3
+                ["late.01", "x.01"],  # GT beyond the 10th never counts
+                ["x.01", "y.01", "z.01", "w.01", "q.01", "a.01"],  # rank 6 is cut (top-5 only)
+                ["a.01"],  # hit at rank 1
+                ["f3.01", "a.01"],  # single-vote filler still counts for Acc
+            ],
+        }
+    ]
     out = evaluate("verb", preds, sp, details=True)
     assert out["acc@1"] == pytest.approx(100 * 2 / 5)
     assert out["acc@2"] == pytest.approx(100 * 2 / 5)

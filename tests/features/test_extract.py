@@ -31,7 +31,7 @@ def write_video(path: Path, seconds: float, fps: int = 30, seed: int = 0, h: int
         f = np.empty((h, w, 3), np.uint8)
         f[:] = (bg + t) % 256  # the background brightens: every event looks different
         x = (t // 2) % (w - 8)
-        f[10:18, x:x + 8] = col
+        f[10:18, x : x + 8] = col
         for pkt in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
             c.mux(pkt)
     for pkt in s.encode():
@@ -48,16 +48,21 @@ def backbone(tmp_path_factory) -> Path:
     kw = dict(preset="slowd_cpu", widths=[8, 8, 16, 16], stem_width=8)
     model = build_slowd(**kw)
     path = tmp_path_factory.mktemp("bb") / "backbone.pt"
-    save_checkpoint(path, stage="backbone", arch=arch_spec("moviessl.models.slowd:build_slowd", **kw),
-                    state_dict=model.state_dict(), meta={"input": INPUT, "method": "random", "out_dim": model.out_dim})
+    save_checkpoint(
+        path,
+        stage="backbone",
+        arch=arch_spec("moviessl.models.slowd:build_slowd", **kw),
+        state_dict=model.state_dict(),
+        meta={"input": INPUT, "method": "random", "out_dim": model.out_dim},
+    )
     return path
 
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("videos")
-    write_video(d / "a.mp4", 6.0, seed=1)   # 3 events at 2-s stride
-    write_video(d / "b.mp4", 3.0, seed=2)   # 2 events (the last is half inside)
+    write_video(d / "a.mp4", 6.0, seed=1)  # 3 events at 2-s stride
+    write_video(d / "b.mp4", 3.0, seed=2)  # 2 events (the last is half inside)
     (d / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
     return d
 
@@ -81,7 +86,9 @@ def test_extract_resume_bad_video_and_values(backbone, videos, tmp_path, monkeyp
     assert run_extract("--backbone", backbone, "--videos", videos, "--out", out, "--batch-events", 2) == 0
     index = json.loads((out / "index.json").read_text())
     v = index["videos"]
-    assert v["a"]["status"] == "ok" and v["a"]["num_events"] == 3 and v["a"]["duration_s"] == pytest.approx(6.0, abs=0.05)
+    assert (
+        v["a"]["status"] == "ok" and v["a"]["num_events"] == 3 and v["a"]["duration_s"] == pytest.approx(6.0, abs=0.05)
+    )
     assert v["b"]["num_events"] == 2 and v["a"]["fps"] == pytest.approx(30.0)
     assert v["broken"]["status"] == "bad" and "broken.mp4" in v["broken"]["error"]
     assert index["counts"] == {"ok": 2, "bad": 1} and index["backbone"] == v["a"]["backbone"]
@@ -154,15 +161,25 @@ def test_vidsitu_root_gives_five_events_and_contextualizer(backbone, tmp_path):
     torch.manual_seed(0)
     txe = build_txe("txe_cpu", in_dim=16, dim=32, heads=2, mlp_dim=64)
     ctx_ckpt = tmp_path / "txe.pt"
-    save_checkpoint(ctx_ckpt, stage="context", arch=arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", in_dim=16,
-                                                              dim=32, heads=2, mlp_dim=64),
-                    state_dict=txe.state_dict(), meta={"window": 5, "token_stride_s": 2.0, "in_dim": 16})
+    save_checkpoint(
+        ctx_ckpt,
+        stage="context",
+        arch=arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", in_dim=16, dim=32, heads=2, mlp_dim=64),
+        state_dict=txe.state_dict(),
+        meta={"window": 5, "token_stride_s": 2.0, "in_dim": 16},
+    )
     out = tmp_path / "out"
-    assert run_extract("--backbone", backbone, "--videos", root, "--out", out, "--fp16", "--contextualizer", ctx_ckpt) == 0
+    assert (
+        run_extract("--backbone", backbone, "--videos", root, "--out", out, "--fp16", "--contextualizer", ctx_ckpt) == 0
+    )
     f = np.load(out / "v_abc_seg_05_15_feats.npy")
     assert f.shape == (5, 16) and f.dtype == np.float16
-    np.testing.assert_allclose(f[4].astype(np.float32), expected_feature(backbone, root / "vsitu_video_trimmed_dir" / "v_abc_seg_05_15.mp4", 9.0),
-                               rtol=2e-2, atol=2e-3)
+    np.testing.assert_allclose(
+        f[4].astype(np.float32),
+        expected_feature(backbone, root / "vsitu_video_trimmed_dir" / "v_abc_seg_05_15.mp4", 9.0),
+        rtol=2e-2,
+        atol=2e-3,
+    )
     ctx = np.load(out / "v_abc_seg_05_15_ctx.npy")
     assert ctx.shape == (5, 32)
     with torch.no_grad():  # one window of 5 tokens: the TxE run on the whole clip
@@ -237,8 +254,13 @@ def test_python_api_embeds_like_extract(backbone, videos, tmp_path):
 
     torch.manual_seed(1)
     kw = dict(preset="txe_cpu", in_dim=16, dim=32, heads=2, mlp_dim=64)
-    ctx_ckpt = save_checkpoint(tmp_path / "txe.pt", stage="context", arch=arch_spec("moviessl.models.txe:build_txe", **kw),
-                               state_dict=build_txe(**kw).state_dict(), meta={"window": 5, "token_stride_s": 2.0, "in_dim": 16})
+    ctx_ckpt = save_checkpoint(
+        tmp_path / "txe.pt",
+        stage="context",
+        arch=arch_spec("moviessl.models.txe:build_txe", **kw),
+        state_dict=build_txe(**kw).state_dict(),
+        meta={"window": 5, "token_stride_s": 2.0, "in_dim": 16},
+    )
     out = tmp_path / "out"
     assert run_extract("--backbone", backbone, "--videos", videos, "--out", out, "--contextualizer", ctx_ckpt) == 0
     bb = moviessl.load(backbone)

@@ -29,11 +29,16 @@ def moviessl_cmd() -> list[str]:
 
 
 def run_cli(*args, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")
-           and not k.startswith(("SLURM_", "TORCHELASTIC_", "PL_"))}  # a fresh single-node launch, a free port
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")
+        and not k.startswith(("SLURM_", "TORCHELASTIC_", "PL_"))
+    }  # a fresh single-node launch, a free port
     env["PYTHONUNBUFFERED"] = "1"
-    p = subprocess.run([*moviessl_cmd(), "extract", *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(
+        [*moviessl_cmd(), "extract", *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout}\n{p.stderr[-4000:]}"
     return p
 
@@ -54,12 +59,18 @@ def setup(tmp_path_factory):
     cfg = load_config("backbone", "cpu", ["data.num_frames=8", "data.stride=8", "data.short_side=32", "data.crop=32"])
     cfg.model.overrides = {"widths": [8, 8, 16, 16], "stem_width": 8}  # (a struct-checked override can't add keys)
     pretrain("random", synth / "actions" / "train.csv", tmp / "bb", cfg, run_probe=False, progress=False)
-    return {"videos": synth / "vidsitu", "backbone": tmp / "bb" / "model.pt", "ids": sorted(p.stem for p in good), "tmp": tmp}
+    return {
+        "videos": synth / "vidsitu",
+        "backbone": tmp / "bb" / "model.pt",
+        "ids": sorted(p.stem for p in good),
+        "tmp": tmp,
+    }
 
 
 def extract(s, out: Path, devices: int) -> subprocess.CompletedProcess:
-    return run_cli("--backbone", s["backbone"], "--videos", s["videos"], "--out", out, "--accelerator", "cpu",
-                   "--devices", devices)
+    return run_cli(
+        "--backbone", s["backbone"], "--videos", s["videos"], "--out", out, "--accelerator", "cpu", "--devices", devices
+    )
 
 
 def check_folder(out: Path, ids: list[str]) -> dict:
@@ -75,8 +86,10 @@ def check_folder(out: Path, ids: list[str]) -> dict:
 
 
 def rank_counts(stderr: str) -> dict[int, tuple[int, int, int]]:
-    return {int(r): (int(ok), int(bad), int(n))
-            for r, ok, bad, n in re.findall(r"rank (\d)/2: (\d+) ok, (\d+) bad of its (\d+) videos", stderr)}
+    return {
+        int(r): (int(ok), int(bad), int(n))
+        for r, ok, bad, n in re.findall(r"rank (\d)/2: (\d+) ok, (\d+) bad of its (\d+) videos", stderr)
+    }
 
 
 def test_ddp_extract_shards_merges_and_resumes(setup):
@@ -110,7 +123,7 @@ def test_ddp_extract_shards_merges_and_resumes(setup):
     done = [v for v in [*ids, CORRUPT] if v not in lost]
     for r in (0, 1):
         lines = [json.dumps({"id": v, **ia["videos"][v]}) for v in done[r::2]]
-        (a / f".index.rank{r}.jsonl").write_text("\n".join(lines) + ("\n{\"id\": \"v_" if r else "\n"))
+        (a / f".index.rank{r}.jsonl").write_text("\n".join(lines) + ('\n{"id": "v_' if r else "\n"))
     mtimes = {v: (a / f"{v}_feats.npy").stat().st_mtime_ns for v in done if v != CORRUPT}
     pr = extract(s, a, 2)
     ir = check_folder(a, ids)

@@ -111,7 +111,9 @@ def test_overrides_flow_net():
     # MoDist's video_flow motion net: 1/8 width, all temporal kernels 1
     m = _meta(width_factor=1 / 8, stage_temporal_kernels=(1, 1, 1, 1), in_channels=2)
     assert m.out_dim == 256 and m.stem.conv.weight.shape == (8, 2, 5, 7, 7)
-    assert all(c.kernel_size[0] == 1 for n, c in m.named_modules() if isinstance(c, nn.Conv3d) and not n.startswith("stem"))
+    assert all(
+        c.kernel_size[0] == 1 for n, c in m.named_modules() if isinstance(c, nn.Conv3d) and not n.startswith("stem")
+    )
     with torch.device("meta"):
         assert m(torch.empty(1, 2, 16, 112, 112)).shape == (1, 256)
         with pytest.raises(BadInputError):
@@ -142,8 +144,13 @@ def test_checkpoint_round_trip(tmp_path):
     m = build_slowd("slowd_cpu")
     _randomize_bn(m)
     m.eval()
-    path = save_checkpoint(tmp_path / "model.pt", stage="backbone", arch=arch_spec("moviessl.models.slowd:build_slowd", preset="slowd_cpu"),
-                           state_dict=m.state_dict(), meta={"out_dim": m.out_dim})
+    path = save_checkpoint(
+        tmp_path / "model.pt",
+        stage="backbone",
+        arch=arch_spec("moviessl.models.slowd:build_slowd", preset="slowd_cpu"),
+        state_dict=m.state_dict(),
+        meta={"out_dim": m.out_dim},
+    )
     m2 = build_from_checkpoint(path, stage="backbone")
     x = torch.randn(2, 3, 16, 64, 64)
     with torch.no_grad():
@@ -153,11 +160,12 @@ def test_checkpoint_round_trip(tmp_path):
 
 # -- PySlowFast layout, written independently of the loader's own name map ------------------------
 
+
 def _to_pyslowfast(key: str) -> str:
     if key.startswith("stem."):
-        return "s1.pathway0_stem." + key[len("stem."):]
+        return "s1.pathway0_stem." + key[len("stem.") :]
     if key.startswith("head."):
-        return "head.projection." + key[len("head."):]
+        return "head.projection." + key[len("head.") :]
     m = re.match(r"res(\d)\.(\d+)\.(\w+)\.(\w+)$", key)
     stage, i, layer, p = m.groups()
     branch = layer if layer.startswith("branch1") else f"branch2.{layer}"

@@ -120,9 +120,13 @@ def test_trains_and_bad_input(txe):
 
 def test_checkpoint_round_trip(tmp_path):
     m = build_txe("txe_cpu", in_dim=64, depth=2)
-    path = save_checkpoint(tmp_path / "ctx.pt", stage="context",
-                           arch=arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", in_dim=64, depth=2),
-                           state_dict=m.state_dict(), meta={"window": 5, "in_dim": 64})
+    path = save_checkpoint(
+        tmp_path / "ctx.pt",
+        stage="context",
+        arch=arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", in_dim=64, depth=2),
+        state_dict=m.state_dict(),
+        meta={"window": 5, "in_dim": 64},
+    )
     m2 = build_from_checkpoint(path, stage="context")
     x, mask = torch.randn(2, 5, 64), torch.tensor([[0, 0, 1, 0, 0]] * 2, dtype=torch.bool)
     with torch.no_grad():

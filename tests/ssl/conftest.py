@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-
 from ssl_testutil import make_clip_list
 
 

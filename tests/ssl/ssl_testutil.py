@@ -36,7 +36,7 @@ def moving_square(label: int, n: int = 40, h: int = 48, w: int = 64, seed: int =
     for t in range(n):
         x = int(round(x0 + dx * t * speed)) % (w - 10)
         y = int(round(y0 + dy * t * speed)) % (h - 10)
-        out[t, y:y + 10, x:x + 10] = col
+        out[t, y : y + 10, x : x + 10] = col
     return out
 
 
@@ -56,7 +56,23 @@ def make_clip_list(root: Path, n: int = 12, bad: int = 1, labels: bool = True, n
 
 def tiny_overrides(extra=()) -> list[str]:
     """Config overrides for a seconds-long run on the tiny clips."""
-    return ["data.batch_size=4", "data.num_frames=8", "data.stride=2", "data.short_side=32", "data.crop=32",
-            "flow.short_side=32", "flow.num_frames=8", "flow.stride=2", "modist.flow_crop=32", "modist.queue_size=32",
-            "cvrl.head.hidden_dim=32", "cvrl.head.out_dim=16", "modist.head.hidden_dim=32", "modist.head.out_dim=16",
-            "trainer.log_every_n_steps=1", "trainer.progress_bar=false", "probe.max_iter=50", *extra]
+    return [
+        "data.batch_size=4",
+        "data.num_frames=8",
+        "data.stride=2",
+        "data.short_side=32",
+        "data.crop=32",
+        "flow.short_side=32",
+        "flow.num_frames=8",
+        "flow.stride=2",
+        "modist.flow_crop=32",
+        "modist.queue_size=32",
+        "cvrl.head.hidden_dim=32",
+        "cvrl.head.out_dim=16",
+        "modist.head.hidden_dim=32",
+        "modist.head.out_dim=16",
+        "trainer.log_every_n_steps=1",
+        "trainer.progress_bar=false",
+        "probe.max_iter=50",
+        *extra,
+    ]

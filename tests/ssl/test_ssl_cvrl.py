@@ -18,7 +18,7 @@ def test_break_time_kinds():
     x = _clips()
     g = torch.Generator().manual_seed(0)
     rep = _order(break_time(x, ["repeat"], g))
-    assert all(len(set(r.tolist())) == 1 for r in rep)               # one frame, no motion
+    assert all(len(set(r.tolist())) == 1 for r in rep)  # one frame, no motion
     assert torch.equal(_order(break_time(x, ["reverse"], g)), torch.arange(7, -1, -1).expand(6, 8).float())
     sh = _order(break_time(x, ["shuffle"], g))
     for r in sh:

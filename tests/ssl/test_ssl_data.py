@@ -5,8 +5,8 @@ import torch
 from moviessl.data.cliplist import read_clip_list
 from moviessl.errors import BadInputError
 from moviessl.ssl import clipcache
-from moviessl.ssl.data import MAX_SKIPS, ClipDataset
 from moviessl.ssl.clipcache import FrameCache
+from moviessl.ssl.data import MAX_SKIPS, ClipDataset
 
 
 def test_frame_cache_decodes_once_and_memory_maps(clip_list, tmp_path, monkeypatch):
@@ -37,7 +37,9 @@ def test_frame_cache_decodes_once_and_memory_maps(clip_list, tmp_path, monkeypat
 def test_bad_videos_skipped_and_counted_with_cache(clip_list, tmp_path):
     items = read_clip_list(clip_list)
     assert len(items) == 13
-    ds = ClipDataset(items, "pair", num_frames=8, stride=2, short_side=32, frame_cache=FrameCache(tmp_path, 32)).prepare(progress=False)
+    ds = ClipDataset(
+        items, "pair", num_frames=8, stride=2, short_side=32, frame_cache=FrameCache(tmp_path, 32)
+    ).prepare(progress=False)
     assert len(ds) == 12 and len(ds.bad) == 1 and "bad0" in next(iter(ds.bad))
     item = ds[0]
     assert item["video"].shape == (2, 3, 8, 32, 32) and item["video"].dtype == torch.uint8
@@ -60,10 +62,14 @@ def test_bad_videos_skipped_at_runtime_without_cache(clip_list):
 
 def test_eval_clips_are_deterministic_centre_crops(clip_list, tmp_path):
     items = [it for it in read_clip_list(clip_list) if "bad" not in it[0].name][:2]
-    ds = ClipDataset(items, "eval", num_frames=4, stride=2, short_side=32, frame_cache=FrameCache(tmp_path, 32), eval_clips=3)
+    ds = ClipDataset(
+        items, "eval", num_frames=4, stride=2, short_side=32, frame_cache=FrameCache(tmp_path, 32), eval_clips=3
+    )
     a, b = ds[1], ds[1]
     assert a["video"].shape == (3, 3, 4, 32, 32)
     assert torch.equal(a["video"], b["video"])
     src = ds._source(1)
     full = src.get(range(src.num_frames))  # (40, 32, 42, 3): centre square is columns 5..37
-    np.testing.assert_array_equal(a["video"][0, :, 0].permute(1, 2, 0).numpy(), full[int(round(33 * 0.5 / 3)), :, 5:37])  # first of 3 starts in [0, 39 - 6]
+    np.testing.assert_array_equal(
+        a["video"][0, :, 0].permute(1, 2, 0).numpy(), full[int(round(33 * 0.5 / 3)), :, 5:37]
+    )  # first of 3 starts in [0, 39 - 6]

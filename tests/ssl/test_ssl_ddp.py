@@ -38,7 +38,7 @@ SCORER_VIEW = [0, 1, 1, 0, 1, 0, 0, 1]  # which view of pair i (global) scores h
 
 
 def _local_rows(rank):
-    return torch.tensor([v * 4 + i for i, v in enumerate(SCORER_VIEW[rank * 4:(rank + 1) * 4])])
+    return torch.tensor([v * 4 + i for i, v in enumerate(SCORER_VIEW[rank * 4 : (rank + 1) * 4])])
 
 
 def _work(rank, world, port, out_dir):
@@ -57,8 +57,20 @@ def _work(rank, world, port, out_dir):
         torch.manual_seed(0)  # same init on every rank, as Lightning seeds them
         q = MemoryQueue(16, 6, require_divisible=True, track_ids=True)
         q.enqueue(x1[sl], torch.arange(8)[sl] + 100)
-        torch.save({"loss": loss, "grad": grad, "hloss": hloss, "hgrad": hgrad, "floss": floss, "fgrad": fgrad, "queue": q.queue.clone(), "ptr": int(q.ptr), "ids": q.get_ids()},
-                   os.path.join(out_dir, f"r{rank}.pt"))
+        torch.save(
+            {
+                "loss": loss,
+                "grad": grad,
+                "hloss": hloss,
+                "hgrad": hgrad,
+                "floss": floss,
+                "fgrad": fgrad,
+                "queue": q.queue.clone(),
+                "ptr": int(q.ptr),
+                "ids": q.get_ids(),
+            },
+            os.path.join(out_dir, f"r{rank}.pt"),
+        )
     finally:
         # both ranks reach here before tearing down gloo: a rank leaving early aborts its peer
         dist.barrier()

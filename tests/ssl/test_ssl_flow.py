@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
 import torch
-
-from moviessl.ssl.flow import FlowCache, FlowParams, compute_flow, normalize_flow
-from moviessl.ssl.augment import flow_augment
-
 from ssl_testutil import moving_square, write_video
+
+from moviessl.ssl.augment import flow_augment
+from moviessl.ssl.flow import FlowCache, FlowParams, compute_flow, normalize_flow
 
 
 def _textured_square(dx, n=6):
@@ -15,7 +14,7 @@ def _textured_square(dx, n=6):
     out = np.full((n, 64, 64, 3), 60, np.uint8)
     for t in range(n):
         x = 20 + dx * t
-        out[t, 24:40, x:x + 16] = patch
+        out[t, 24:40, x : x + 16] = patch
     return out
 
 
@@ -92,7 +91,7 @@ def test_flow_augment_given_box_crops_like_the_rgb_view():
     rgb = aug.apply(img.float() / 255.0, p)
     box = p["box"].float() / 32.0
     fl = flow_augment(img, 16, box=box, flip=p["flip"], negate_dx_on_flip=False)
-    back = (fl * 0.25 + 0.5)  # undo normalize_flow: the [0, 1] image again
+    back = fl * 0.25 + 0.5  # undo normalize_flow: the [0, 1] image again
     assert torch.allclose(back, rgb, atol=1e-4)
     # dx is still mirrored on flipped clips when asked (raw flow)
     fl2 = flow_augment(img, 16, box=box, flip=p["flip"])

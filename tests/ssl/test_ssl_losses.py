@@ -16,8 +16,11 @@ def _hand_nt_xent(z1, z2, tau, hard=None, hard_for=None):
         p = (i + n) % (2 * n)
         dots = [sum(a * b for a, b in zip(z[i], z[j])) / tau for j in range(2 * n)]
         denom = sum(math.exp(dots[j]) for j in range(2 * n) if j != i)
-        denom += sum(math.exp(sum(a * b for a, b in zip(z[i], hj)) / tau) for j, hj in enumerate(h)
-                     if rows is None or rows[j] == i)
+        denom += sum(
+            math.exp(sum(a * b for a, b in zip(z[i], hj)) / tau)
+            for j, hj in enumerate(h)
+            if rows is None or rows[j] == i
+        )
         total[i // n] += -math.log(math.exp(dots[p]) / denom) / n
     return total[0] + total[1]
 

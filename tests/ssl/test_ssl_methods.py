@@ -7,15 +7,15 @@ the package -- one class, registered -- runs through the same `pretrain` with no
 import pytest
 import torch
 import torch.nn.functional as F
+from ssl_testutil import tiny_overrides
 
 from moviessl.checkpoint import build_from_checkpoint, load_checkpoint
 from moviessl.config import load_config
 from moviessl.models.heads import CVRLProjectionHead
 from moviessl.ssl import get_method, list_methods, register_method
-from moviessl.ssl.base import BackboneModule
 from moviessl.ssl.augment import augment_views, view_augmenters
+from moviessl.ssl.base import BackboneModule
 from moviessl.ssl.pretrain import pretrain
-from ssl_testutil import tiny_overrides
 
 
 def _pretrain(method, clip_list, out, steps=1):

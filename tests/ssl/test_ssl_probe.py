@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from ssl_testutil import tiny_overrides
 
 from moviessl.cli import main
 from moviessl.optim import LARS, make_optimizer, param_groups, scaled_lr
 from moviessl.ssl.probe import knn_accuracy, linear_probe
-
-from ssl_testutil import make_clip_list, tiny_overrides
 
 
 def _blobs(n, c, d, noise, seed):
@@ -40,7 +39,11 @@ def test_probe_is_at_chance_on_noise():
 def test_lars_trust_ratio_and_lr_scaling():
     w = torch.nn.Parameter(torch.full((4, 4), 2.0))  # |w| = 8
     b = torch.nn.Parameter(torch.zeros(4))
-    opt = LARS([dict(params=[w], weight_decay=0.0, lars=True), dict(params=[b], weight_decay=0.0, lars=False)], lr=1.0, eta=0.01)
+    opt = LARS(
+        [dict(params=[w], weight_decay=0.0, lars=True), dict(params=[b], weight_decay=0.0, lars=False)],
+        lr=1.0,
+        eta=0.01,
+    )
     w.grad, b.grad = torch.full((4, 4), 0.5), torch.full((4,), 0.5)  # |g| = 2
     opt.step()
     assert torch.allclose(w, torch.full((4, 4), 2.0 - 0.01 * 8 / 2 * 0.5))  # lr * eta |w|/|g| * g
@@ -54,12 +57,34 @@ def test_lars_trust_ratio_and_lr_scaling():
 
 def test_probe_backbone_cli(clip_list, tmp_path, capsys):
     out = tmp_path / "rand"
-    rc = main(["pretrain-backbone", "--method", "random", "--data", str(clip_list), "--out", str(out), "--no-probe",
-               *tiny_overrides()])
+    rc = main(
+        [
+            "pretrain-backbone",
+            "--method",
+            "random",
+            "--data",
+            str(clip_list),
+            "--out",
+            str(out),
+            "--no-probe",
+            *tiny_overrides(),
+        ]
+    )
     assert rc == 0 and (out / "model.pt").is_file()
     capsys.readouterr()
-    rc = main(["probe-backbone", "--data", str(clip_list), "--val", str(clip_list), "--out", str(tmp_path / "p.json"),
-               str(out / "model.pt"), "probe.max_iter=50"])
+    rc = main(
+        [
+            "probe-backbone",
+            "--data",
+            str(clip_list),
+            "--val",
+            str(clip_list),
+            "--out",
+            str(tmp_path / "p.json"),
+            str(out / "model.pt"),
+            "probe.max_iter=50",
+        ]
+    )
     assert rc == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["method"] == "random" and res["num_train"] == 12 and res["skipped_train"] == 1

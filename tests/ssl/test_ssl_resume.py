@@ -9,7 +9,6 @@ import sys
 import time
 
 import torch
-
 from ssl_testutil import tiny_overrides
 
 MAX_STEPS, EVERY = 20, 5
@@ -17,12 +16,27 @@ MAX_STEPS, EVERY = 20, 5
 
 def _cmd(clip_list, out, resume=False):
     ov = tiny_overrides([f"trainer.max_steps={MAX_STEPS}", f"trainer.ckpt_every_n_steps={EVERY}"])
-    return [sys.executable, "-m", "moviessl.cli", "pretrain-backbone", "--method", "cvrl", "--data", str(clip_list),
-            "--out", str(out), "--no-probe", *(["--resume"] if resume else []), *ov]
+    return [
+        sys.executable,
+        "-m",
+        "moviessl.cli",
+        "pretrain-backbone",
+        "--method",
+        "cvrl",
+        "--data",
+        str(clip_list),
+        "--out",
+        str(out),
+        "--no-probe",
+        *(["--resume"] if resume else []),
+        *ov,
+    ]
 
 
 def _steps(out):
-    return sorted(int(m.group(1)) for p in (out / "checkpoints").glob("step*.ckpt") if (m := re.match(r"step(\d+)", p.stem)))
+    return sorted(
+        int(m.group(1)) for p in (out / "checkpoints").glob("step*.ckpt") if (m := re.match(r"step(\d+)", p.stem))
+    )
 
 
 def test_kill9_then_resume(clip_list, tmp_path):

@@ -5,13 +5,12 @@ import json
 
 import pytest
 import torch
+from ssl_testutil import tiny_overrides
 
 from moviessl.checkpoint import build_from_checkpoint, load_checkpoint
 from moviessl.config import load_config
 from moviessl.errors import BadInputError
 from moviessl.ssl.pretrain import pretrain
-
-from ssl_testutil import tiny_overrides
 
 
 def _run(method, clip_list, out, extra=(), probe=False):
@@ -44,8 +43,12 @@ def test_cvrl_bf16_step_on_cpu(clip_list, tmp_path):
 
 def test_cvrl_intra_negatives_train(clip_list, tmp_path):
     # the IIC option: a third, time-broken view enters the loss and its similarity is logged
-    _run("cvrl", clip_list, tmp_path, ["trainer.max_steps=2", "trainer.log_every_n_steps=1",
-                                       "cvrl.intra_neg=[repeat,shuffle,reverse]"])
+    _run(
+        "cvrl",
+        clip_list,
+        tmp_path,
+        ["trainer.max_steps=2", "trainer.log_every_n_steps=1", "cvrl.intra_neg=[repeat,shuffle,reverse]"],
+    )
     rows = (tmp_path / "logs" / "metrics.csv").read_text()
     assert "train/intra_sim" in rows
     with pytest.raises(BadInputError, match="cvrl.intra_neg: must be"):
@@ -88,8 +91,9 @@ def test_supervised_learns_and_random_exports(clip_list, tmp_path):
 
 
 def test_supervised_needs_labels(tmp_path):
-    from moviessl.errors import BadInputError
     from ssl_testutil import make_clip_list
+
+    from moviessl.errors import BadInputError
 
     csv = make_clip_list(tmp_path, n=4, bad=0, labels=False, n_frames=8)
     with pytest.raises(BadInputError, match="labels"):

@@ -16,11 +16,25 @@ from moviessl.cli import main as cli_main
 from moviessl.data.cliplist import read_clip_list
 from moviessl.data.lvu import LVU_TASKS, read_labels
 from moviessl.errors import BadInputError
-from moviessl.synth import SynthPreset, generate, plot, render_clip, world as W
+from moviessl.synth import SynthPreset, generate, plot, render_clip
+from moviessl.synth import world as W
 from moviessl.synth.render import render_plan
 
-VINFO_KEYS = {"vid_uid", "genres", "duration", "name", "text", "start", "end", "vid_seg_int", "movie_name", "upload_year",
-              "clip_name", "imdb_id", "year_rel"}
+VINFO_KEYS = {
+    "vid_uid",
+    "genres",
+    "duration",
+    "name",
+    "text",
+    "start",
+    "end",
+    "vid_seg_int",
+    "movie_name",
+    "upload_year",
+    "clip_name",
+    "imdb_id",
+    "year_rel",
+}
 EVENT_KEYS = {"vid_uid", "vid_seg_int", "Verb", "VerbID", "Arg_List", "Args"}
 EVS = [f"Ev{k}" for k in range(1, 6)]
 
@@ -40,6 +54,7 @@ def _decode(path):
 def _arg_mapper(raw):
     try:
         from moviessl.data.vidsitu import arg_mapper
+
         return arg_mapper(raw)
     except ImportError:  # reader not there yet: the rules of vidsitu.md 2.4
         if raw == "Scene of the Event":
@@ -47,7 +62,13 @@ def _arg_mapper(raw):
         tok = raw.split()[0]
         if re.fullmatch(r"Arg[0-5]", tok):
             return tok
-        for key, short in (("direction", "ADir"), ("purpose", "APrp"), ("manner", "AMnr"), ("location", "ALoc"), ("goal", "AGol")):
+        for key, short in (
+            ("direction", "ADir"),
+            ("purpose", "APrp"),
+            ("manner", "AMnr"),
+            ("location", "ALoc"),
+            ("goal", "AGol"),
+        ):
             if tok == "ArgM" and key in raw:
                 return short
         raise ValueError(raw)
@@ -93,7 +114,11 @@ def test_vidsitu_schema(tiny):
         assert set(by_seg) == set(ids) and all(len(v) == n_rec for v in by_seg.values())
         for info in vinfo:
             vseg = info["vid_seg_int"]
-            assert VINFO_KEYS <= set(info) and info["end"] - info["start"] == 10 and info["name"] == vseg[2:].rpartition("_seg_")[0]
+            assert (
+                VINFO_KEYS <= set(info)
+                and info["end"] - info["start"] == 10
+                and info["name"] == vseg[2:].rpartition("_seg_")[0]
+            )
             true_verbs = [ev["verb"] for ev in gt[vseg]["events"]]
             if split == "valid":
                 assert set(info["vb_lst"]) == set(info["vbid_lst"]) == set(info["vb_to_use"]) == set(EVS)
@@ -153,8 +178,11 @@ def test_relations_follow_the_plot():
 
 
 def test_valid_has_some_no_majority_pairs(tmp_path):
-    root = generate(tmp_path / "s", SynthPreset(size=32, n_actions=0, n_vidsitu_train=1, n_vidsitu_valid=40, n_lvu=0, workers=1),
-                    progress=False)
+    root = generate(
+        tmp_path / "s",
+        SynthPreset(size=32, n_actions=0, n_vidsitu_train=1, n_vidsitu_valid=40, n_lvu=0, workers=1),
+        progress=False,
+    )
     recs = json.loads((root / "vidsitu/vidsitu_annotations/vseg_ann_files/vsann_valid_lb.json").read_text())
     by = {}
     for r in recs:
@@ -227,7 +255,9 @@ def test_actions_cliplist(tiny):
 
 
 def test_deterministic_any_pool_size_and_resume(tmp_path):
-    cfg = SynthPreset(size=32, n_actions=3, action_durations=(1.0,), n_vidsitu_train=2, n_vidsitu_valid=1, n_lvu=1, lvu_seconds=(6, 6))
+    cfg = SynthPreset(
+        size=32, n_actions=3, action_durations=(1.0,), n_vidsitu_train=2, n_vidsitu_valid=1, n_lvu=1, lvu_seconds=(6, 6)
+    )
     a = generate(tmp_path / "a", cfg, seed=3, workers=1, progress=False)
     b = generate(tmp_path / "b", cfg, seed=3, workers=2, progress=False)
     files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())

@@ -15,8 +15,16 @@ import pytest
 
 EVENTS = ("Ev1", "Ev2", "Ev3", "Ev4", "Ev5")
 VERBS = {  # verb id -> (raw role name, phrase) list in Arg_List order
-    "push.01": [("Arg0 (pusher)", "the man"), ("Arg1 (thing pushed)", "a red box"), ("Scene of the Event", "warehouse")],
-    "fall.01": [("Arg1 (thing falling)", "a red box"), ("ArgM (direction)", "down"), ("Scene of the Event", "warehouse")],
+    "push.01": [
+        ("Arg0 (pusher)", "the man"),
+        ("Arg1 (thing pushed)", "a red box"),
+        ("Scene of the Event", "warehouse"),
+    ],
+    "fall.01": [
+        ("Arg1 (thing falling)", "a red box"),
+        ("ArgM (direction)", "down"),
+        ("Scene of the Event", "warehouse"),
+    ],
     "run.02": [("Arg0 (runner)", "the woman"), ("ArgM (location)", "on the street"), ("Arg5 (extra)", "fast")],
     "talk.01": [("Arg0 (talker)", "the woman"), ("Arg2 (hearer)", "the man"), ("Scene of the Event", "a kitchen")],
 }
@@ -36,9 +44,14 @@ def relation_of(a: str, b: str) -> str:
 def _event(vseg, verb):
     roles = VERBS[verb]
     order = list(range(len(roles)))
-    return {"vid_uid": vseg.rpartition("_seg_")[0], "vid_seg_int": vseg, "Verb": verb.split(".")[0], "VerbID": verb,
-            "Arg_List": {raw: str(i + 1) if i % 2 else i + 1 for i, (raw, _) in zip(order, roles)},
-            "Args": {raw: ph for raw, ph in roles}}
+    return {
+        "vid_uid": vseg.rpartition("_seg_")[0],
+        "vid_seg_int": vseg,
+        "Verb": verb.split(".")[0],
+        "VerbID": verb,
+        "Arg_List": {raw: str(i + 1) if i % 2 else i + 1 for i, (raw, _) in zip(order, roles)},
+        "Args": {raw: ph for raw, ph in roles},
+    }
 
 
 def make_vidsitu(root: Path, n_train: int = 24, n_valid: int = 8, dim: int = 32, seed: int = 0, noise: float = 0.3):
@@ -59,8 +72,15 @@ def make_vidsitu(root: Path, n_train: int = 24, n_valid: int = 8, dim: int = 32,
             vseg = f"v_{yt}_seg_{10 * k}_{10 * k + 10}"
             verbs = [rng.choice(VERB_LIST) for _ in EVENTS]
             vsegs.append(vseg)
-            info = {"vid_uid": f"v_{yt}", "vid_seg_int": vseg, "name": yt, "start": 10 * k, "end": 10 * k + 10,
-                    "genres": ["drama"], "duration": 100.0}
+            info = {
+                "vid_uid": f"v_{yt}",
+                "vid_seg_int": vseg,
+                "name": yt,
+                "start": 10 * k,
+                "end": 10 * k + 10,
+                "genres": ["drama"],
+                "duration": 100.0,
+            }
             if split == "valid":
                 info["vbid_lst"] = {ev: [v] * 8 + [rng.choice(VERB_LIST)] * 2 for ev, v in zip(EVENTS, verbs)}
                 info["vb_lst"] = {ev: [x.split(".")[0] for x in info["vbid_lst"][ev]] for ev in EVENTS}
@@ -71,7 +91,9 @@ def make_vidsitu(root: Path, n_train: int = 24, n_valid: int = 8, dim: int = 32,
                 for ev in ("Ev1", "Ev2", "Ev4", "Ev5"):
                     i = EVENTS.index(ev)
                     a, b = (verbs[i], verbs[2]) if i < 2 else (verbs[2], verbs[i])
-                    rec[ev]["EvRel"] = relation_of(a, b) if r < 2 else rng.choice(["Causes", "NoRel", "Enables", "Reaction To"])
+                    rec[ev]["EvRel"] = (
+                        relation_of(a, b) if r < 2 else rng.choice(["Causes", "NoRel", "Enables", "Reaction To"])
+                    )
                 records.append(rec)
             f = np.stack([protos[v] + noise * nrng.normal(size=dim).astype(np.float32) for v in verbs])
             np.save(feats / f"{vseg}_feats.npy", f.astype(np.float32))

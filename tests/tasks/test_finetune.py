@@ -15,8 +15,21 @@ FAST = ["trainer.progress_bar=false"]
 
 
 def _finetune(ann, feats, out, task, *extra, seeds=2):
-    argv = ["finetune", "vidsitu", "--task", task, "--data-root", str(ann), "--features", str(feats),
-            "--seeds", str(seeds), "--out", str(out), *extra]
+    argv = [
+        "finetune",
+        "vidsitu",
+        "--task",
+        task,
+        "--data-root",
+        str(ann),
+        "--features",
+        str(feats),
+        "--seeds",
+        str(seeds),
+        "--out",
+        str(out),
+        *extra,
+    ]
     return main(argv)
 
 
@@ -84,11 +97,29 @@ def test_relation_with_scratch_and_pretrained_txe(vidsitu_fixture, tmp_path):
     # a stage-"context" checkpoint: loaded into the encoder, then fine-tuned
     torch.manual_seed(3)
     txe = build_txe("txe_cpu", in_dim=32)
-    ckpt = save_checkpoint(tmp_path / "txe.pt", stage="context", arch=arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", in_dim=32),
-                           state_dict=txe.state_dict(), meta={"window": 5, "in_dim": 32})
+    ckpt = save_checkpoint(
+        tmp_path / "txe.pt",
+        stage="context",
+        arch=arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", in_dim=32),
+        state_dict=txe.state_dict(),
+        meta={"window": 5, "in_dim": 32},
+    )
     out2 = tmp_path / "rel_ctx"
-    assert _finetune(ann, feats, out2, "relation", "--contextualizer", str(ckpt), *FAST, "relation.epochs=1",
-                     "relation.lr=0.0", seeds=1) == 0
+    assert (
+        _finetune(
+            ann,
+            feats,
+            out2,
+            "relation",
+            "--contextualizer",
+            str(ckpt),
+            *FAST,
+            "relation.epochs=1",
+            "relation.lr=0.0",
+            seeds=1,
+        )
+        == 0
+    )
     got = load_checkpoint(out2 / "seed0" / "model.pt", stage="relation")
     # lr 0: the fine-tuned TxE still holds exactly the pretrained weights
     w = got["state_dict"]["encoder.txe.input_proj.weight"]
@@ -100,8 +131,12 @@ def test_bad_inputs_exit_2(vidsitu_fixture, tmp_path, capsys):
     assert _finetune(ann, tmp_path / "nope", tmp_path / "o1", "verb") == 2
     assert "feature folder not found" in capsys.readouterr().err
     big = build_txe("txe_cpu", in_dim=64)
-    ckpt = save_checkpoint(tmp_path / "txe64.pt", stage="context", arch=arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", in_dim=64),
-                           state_dict=big.state_dict())
+    ckpt = save_checkpoint(
+        tmp_path / "txe64.pt",
+        stage="context",
+        arch=arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", in_dim=64),
+        state_dict=big.state_dict(),
+    )
     assert _finetune(ann, feats, tmp_path / "o2", "srl", "--contextualizer", str(ckpt)) == 2
     assert "64-d" in capsys.readouterr().err
     assert _finetune(ann, feats, tmp_path / "o3", "verb", "verb.nope=1") == 2
@@ -109,13 +144,16 @@ def test_bad_inputs_exit_2(vidsitu_fixture, tmp_path, capsys):
 
 def test_missing_feature_files_are_skipped_and_counted(tmp_path):
     from conftest import make_vidsitu
+
     from moviessl.tasks.vidsitu.runner import run_finetune
 
     ann, feats = make_vidsitu(tmp_path, n_train=10, n_valid=4, dim=16, seed=1)
     files = sorted(feats.glob("*_feats.npy"))
-    files[0].unlink()   # a train segment
+    files[0].unlink()  # a train segment
     files[-1].write_bytes(b"garbage")  # a valid segment: still gets a (fallback) prediction
-    res = run_finetune("verb", ann, features=feats, out=tmp_path / "o", cfg={"verb": {"epochs": 1}, "trainer": {"progress_bar": False}})
+    res = run_finetune(
+        "verb", ann, features=feats, out=tmp_path / "o", cfg={"verb": {"epochs": 1}, "trainer": {"progress_bar": False}}
+    )
     assert res["train_segments"] == 9 and res["train_skipped"] == 1 and res["eval_without_inputs"] == 1
     preds = pickle.loads((tmp_path / "o" / "seed0" / "predictions.pkl").read_bytes())
     assert len(preds) == 4

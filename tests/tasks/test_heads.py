@@ -1,11 +1,10 @@
 import torch
+from conftest import _event
 
 from moviessl.checkpoint import arch_spec
 from moviessl.tasks.vidsitu.relation import LABELS, PAIR_INDEX, RelationTask, build_relation_model, pair_labels
 from moviessl.tasks.vidsitu.srl import build_srl_model
 from moviessl.tasks.vidsitu.verb import build_verb_model
-
-from conftest import _event
 
 
 def test_relation_label_mapping_and_pairs():
@@ -21,8 +20,22 @@ def test_relation_submission_repeats_label_per_gt_annotation():
     class Split:  # the two attributes RelationTask reads
         records = {"a": [{}] * 4, "b": [{}] * 2}
 
-    train = type("T", (), {"records": {"t": [{"Ev1": {"EvRel": "NoRel"}, "Ev2": {"EvRel": "NoRel"},
-                                               "Ev4": {"EvRel": "Causes"}, "Ev5": {"EvRel": "NoRel"}}]}})()
+    train = type(
+        "T",
+        (),
+        {
+            "records": {
+                "t": [
+                    {
+                        "Ev1": {"EvRel": "NoRel"},
+                        "Ev2": {"EvRel": "NoRel"},
+                        "Ev4": {"EvRel": "Causes"},
+                        "Ev5": {"EvRel": "NoRel"},
+                    }
+                ]
+            }
+        },
+    )()
     task = RelationTask({}, train, eval_split=Split())
     assert LABELS[task.majority] == "NoRel"
     e = task._entry(7, "a", [0, 1, 2, 3], [0.5, 0.6, 0.7, 0.8])
@@ -44,7 +57,7 @@ def test_relation_uses_the_right_event_pairs():
 def test_verb_head_shape_and_topk():
     torch.manual_seed(0)
     m = build_verb_model(16, num_verbs=7).eval()
-    assert [l.out_features for l in m.head if isinstance(l, torch.nn.Linear)] == [8, 7]  # d -> d/2 -> |verbs|
+    assert [lin.out_features for lin in m.head if isinstance(lin, torch.nn.Linear)] == [8, 7]  # d -> d/2 -> |verbs|
     scores, idx = m.predict(torch.randn(3, 5, 16))
     assert scores.shape == idx.shape == (3, 5, 5)
     assert (scores[..., :-1] >= scores[..., 1:]).all()
@@ -57,13 +70,20 @@ def test_srl_memory_self_sees_only_own_event_unless_txe():
     x2[:, 4] += 5.0  # change Ev5 only
     prefix = torch.full((2, 5, 1), 3)
     plain = build_srl_model(16, 40, txd_overrides={"dropout": 0.0}).eval()
-    a, b = plain.predict(x, prefix, 8), plain.predict(x2, prefix, 8)
-    logits = lambda m, xx: m.txd(torch.full((10, 4), 3), m.memory_of(m.encoder(xx)))
+    a, _b = plain.predict(x, prefix, 8), plain.predict(x2, prefix, 8)
+
+    def logits(m, xx):
+        return m.txd(torch.full((10, 4), 3), m.memory_of(m.encoder(xx)))
+
     la, lb = logits(plain, x).view(2, 5, 4, -1), logits(plain, x2).view(2, 5, 4, -1)
     assert torch.allclose(la[:, :4], lb[:, :4]) and not torch.allclose(la[:, 4], lb[:, 4])
     assert a.shape[:2] == (2, 5)
-    ctx = build_srl_model(16, 40, txd_overrides={"dropout": 0.0},
-                          txe_arch=arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", in_dim=16, dropout=0.0)).eval()
+    ctx = build_srl_model(
+        16,
+        40,
+        txd_overrides={"dropout": 0.0},
+        txe_arch=arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", in_dim=16, dropout=0.0),
+    ).eval()
     la, lb = logits(ctx, x).view(2, 5, 4, -1), logits(ctx, x2).view(2, 5, 4, -1)
     assert not torch.allclose(la[:, 0], lb[:, 0])  # through the TxE, Ev1's decoder sees Ev5's change
     every = build_srl_model(16, 40, memory="all", txd_overrides={"dropout": 0.0}).eval()

@@ -1,10 +1,9 @@
 import pytest
+from conftest import VERBS, _event
 
 from moviessl.data.vidsitu import roles_in_order
 from moviessl.errors import BadInputError
 from moviessl.tasks.vidsitu.tokenizer import ROLE_TAGS, SRLTokenizer, parse_text, target_text
-
-from conftest import VERBS, _event
 
 PHRASES = ["the man", "a red box", "warehouse", "the woman", "on the street", "down", "fast", "a kitchen"] * 5
 
@@ -15,15 +14,26 @@ def tok():
 
 
 def test_round_trip_all_roles_including_arg5_and_unicode(tok):
-    roles = [("Arg0", "the man"), ("Arg1", "a red box, très lourd!"), ("Arg5", "fast"), ("ALoc", "on  the street"),
-             ("AScn", "warehouse")]
+    roles = [
+        ("Arg0", "the man"),
+        ("Arg1", "a red box, très lourd!"),
+        ("Arg5", "fast"),
+        ("ALoc", "on  the street"),
+        ("AScn", "warehouse"),
+    ]
     ids = tok.encode_target("push.01", roles)
     assert ids[0] == tok.tok.token_to_id("push.01") and ids[-1] == tok.eos_id
     assert sum(i in tok.id_to_role for i in ids) == len(roles)  # every tag is one token
     out = tok.parse(ids)
     # whitespace inside a phrase is normalised to single spaces, nothing else changes
-    assert out == {"vb_id": "push.01", "Arg0": "the man", "Arg1": "a red box, très lourd!", "Arg5": "fast",
-                   "ALoc": "on the street", "AScn": "warehouse"}
+    assert out == {
+        "vb_id": "push.01",
+        "Arg0": "the man",
+        "Arg1": "a red box, très lourd!",
+        "Arg5": "fast",
+        "ALoc": "on the street",
+        "AScn": "warehouse",
+    }
 
 
 def test_unknown_verb_uses_bpe_pieces_and_still_parses(tok):
@@ -38,7 +48,16 @@ def test_parse_rules(tok):
     t = tok.tag_ids
     man = tok.bpe(" the man")
     # stops at eos; pads skipped; a repeated tag keeps its first value
-    ids = tok.verb_prefix("run.02") + [t["Arg0"]] + man + [t["Arg0"]] + tok.bpe(" junk") + [tok.eos_id] + [t["Arg1"]] + man
+    ids = (
+        tok.verb_prefix("run.02")
+        + [t["Arg0"]]
+        + man
+        + [t["Arg0"]]
+        + tok.bpe(" junk")
+        + [tok.eos_id]
+        + [t["Arg1"]]
+        + man
+    )
     assert tok.parse(ids + [tok.pad_id] * 3) == {"vb_id": "run.02", "Arg0": "the man"}
     # a tag with no text -> empty phrase; an output not starting with a verb id -> {}
     assert tok.parse(tok.verb_prefix("run.02") + [t["AScn"], tok.eos_id]) == {"vb_id": "run.02", "AScn": ""}

@@ -31,8 +31,8 @@ def _garble_mdat(src, dst):
     """Keep the mp4 container intact but replace every coded byte with noise."""
     b = bytearray(src.read_bytes())
     i = b.find(b"mdat")
-    size = struct.unpack(">I", b[i - 4:i])[0]
-    b[i + 4:i - 4 + size] = np.random.default_rng(0).integers(0, 256, size - 8, dtype=np.uint8).tobytes()
+    size = struct.unpack(">I", b[i - 4 : i])[0]
+    b[i + 4 : i - 4 + size] = np.random.default_rng(0).integers(0, 256, size - 8, dtype=np.uint8).tobytes()
     dst.write_bytes(bytes(b))
     return dst
 
@@ -80,13 +80,17 @@ def test_cli_one_line_exit_2(bad, name, cause, capsys):
     assert main(["probe", str(bad / name)]) == 2
     out, err = capsys.readouterr()
     assert out == ""
-    lines = [l for l in err.splitlines() if not l.startswith("WARNING")]
+    lines = [ln for ln in err.splitlines() if not ln.startswith("WARNING")]
     assert len(lines) == 1 and lines[0].startswith(f"moviessl: error: {bad / name}: "), err
 
 
 def test_cli_subprocess_no_traceback(bad):
-    r = subprocess.run([sys.executable, "-m", "moviessl.cli", "probe", str(bad / "garbled.mp4")],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "moviessl.cli", "probe", str(bad / "garbled.mp4")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and r.stdout == ""
     assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0
 

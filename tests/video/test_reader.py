@@ -4,12 +4,25 @@ import av
 import numpy as np
 import pytest
 
-from moviessl.video import VideoReader, clip_indices, event_centers, read_clip, resolve_video
-from moviessl.video import reader_clip_indices, timeline_indices
+from moviessl.video import (
+    VideoReader,
+    clip_indices,
+    event_centers,
+    read_clip,
+    reader_clip_indices,
+    resolve_video,
+    timeline_indices,
+)
 
 from .vidgen import code_frame, codes, encode, has_encoder
 
-CASES = [("mp4", 30.0, 300), ("mp4_25", 25.0, 250), ("mp4_2997", 30000 / 1001, 300), ("mkv", 30.0, 120), ("avi", 30.0, 120)]
+CASES = [
+    ("mp4", 30.0, 300),
+    ("mp4_25", 25.0, 250),
+    ("mp4_2997", 30000 / 1001, 300),
+    ("mkv", 30.0, 120),
+    ("avi", 30.0, 120),
+]
 
 
 @pytest.mark.parametrize("key,fps,n", CASES)

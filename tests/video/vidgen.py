@@ -17,7 +17,7 @@ def code_frame(i: int, width: int = 160, height: int = 96) -> np.ndarray:
     for b in range(BITS):
         r, q = divmod(b, COLS)
         if (i >> b) & 1:
-            img[r * height // rows:(r + 1) * height // rows, q * width // COLS:(q + 1) * width // COLS] = 255
+            img[r * height // rows : (r + 1) * height // rows, q * width // COLS : (q + 1) * width // COLS] = 255
     return img
 
 
@@ -28,7 +28,7 @@ def read_code(frame: np.ndarray) -> int:
     v = 0
     for b in range(BITS):
         r, q = divmod(b, COLS)
-        block = frame[r * bh + bh // 4:(r + 1) * bh - bh // 4, q * bw + bw // 4:(q + 1) * bw - bw // 4, :2]
+        block = frame[r * bh + bh // 4 : (r + 1) * bh - bh // 4, q * bw + bw // 4 : (q + 1) * bw - bw // 4, :2]
         if block.mean() > 127:
             v |= 1 << b
     return v
@@ -38,9 +38,20 @@ def codes(frames: np.ndarray) -> list[int]:
     return [read_code(f) for f in frames]
 
 
-def encode(path, n: int = 90, fps=30, width: int = 160, height: int = 96, codec: str = "libx264",
-           gop: int | None = None, bframes: int | None = None, pts: list[int] | None = None,
-           time_base: Fraction | None = None, container_options: dict | None = None, options: dict | None = None):
+def encode(
+    path,
+    n: int = 90,
+    fps=30,
+    width: int = 160,
+    height: int = 96,
+    codec: str = "libx264",
+    gop: int | None = None,
+    bframes: int | None = None,
+    pts: list[int] | None = None,
+    time_base: Fraction | None = None,
+    container_options: dict | None = None,
+    options: dict | None = None,
+):
     """Write ``n`` coded frames; ``pts`` (in ``time_base``) makes a variable-frame-rate file."""
     c = av.open(str(path), "w", options=container_options or {})
     rate = fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(100000)

@@ -1,6 +1,7 @@
 """``moviessl pretrain-context``: event mask prediction pretraining of TxE on cached event features.
 
-    moviessl pretrain-context --features FEATS [--features FEATS2 ...] --out OUT [--preset cpu|paper] [--resume] [k=v ...]
+    moviessl pretrain-context --features FEATS [--features FEATS2 ...] --out OUT
+                              [--preset cpu|paper] [--resume] [k=v ...]
 
 FEATS: folders written by ``moviessl extract`` or VidSitu's released ``vsitu_vid_feats/<model>/``.
 """
@@ -11,10 +12,18 @@ from __future__ import annotations
 def add_parser(subparsers) -> None:
     from ..cli import add_overrides_arg
 
-    p = subparsers.add_parser("pretrain-context", help="pretrain the TxE contextualizer by event mask prediction on cached features",
-                              description=__doc__.split("\n\n")[0])
-    p.add_argument("--features", action="append", required=True, metavar="DIR",
-                   help="feature folder (moviessl extract output or VidSitu's vsitu_vid_feats/<model>); repeatable")
+    p = subparsers.add_parser(
+        "pretrain-context",
+        help="pretrain the TxE contextualizer by event mask prediction on cached features",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument(
+        "--features",
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="feature folder (moviessl extract output or VidSitu's vsitu_vid_feats/<model>); repeatable",
+    )
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
     add_overrides_arg(p)

@@ -23,33 +23,33 @@ class TxEOverrides:
 
 @dataclass
 class ContextModelConfig:
-    txe: str                       # a TxE preset (moviessl.models.txe.TXE_PRESETS)
+    txe: str  # a TxE preset (moviessl.models.txe.TXE_PRESETS)
     txe_overrides: TxEOverrides
-    head_hidden: Optional[int]     # prediction head hidden width (None: the TxE width)
+    head_hidden: Optional[int]  # prediction head hidden width (None: the TxE width)
 
 
 @dataclass
 class ContextDataConfig:
-    window: int                    # N tokens per window
-    token_stride_s: float          # 1 / 2 / 3 s (Table 2); a multiple of the features' stride
-    windows_per_video: int         # random windows per video per epoch (epochs count videos)
-    val_fraction: float            # held-out videos for val/retrieval_acc (0: none)
-    batch_size: int                # windows per process
+    window: int  # N tokens per window
+    token_stride_s: float  # 1 / 2 / 3 s (Table 2); a multiple of the features' stride
+    windows_per_video: int  # random windows per video per epoch (epochs count videos)
+    val_fraction: float  # held-out videos for val/retrieval_acc (0: none)
+    batch_size: int  # windows per process
     num_workers: int
-    mean_videos: int               # videos sampled for the fixed target centre
+    mean_videos: int  # videos sampled for the fixed target centre
 
 
 @dataclass
 class MaskPredConfig:
-    alpha: float                   # mask sizes {1..floor(alpha N)} ...
+    alpha: float  # mask sizes {1..floor(alpha N)} ...
     mask_sizes: Optional[list[int]]  # ... or this explicit set
-    sampling: str                  # uniform | max_discrepancy (Table 2)
-    loss: str                      # infonce (Eq. 1) | l2 (Table 2)
+    sampling: str  # uniform | max_discrepancy (Table 2)
+    loss: str  # infonce (Eq. 1) | l2 (Table 2)
     tau: float
-    queue_size: int                # K distractors
-    keys_per_sample: int           # targets enqueued per window (equal all-gathers under DDP)
-    target_dim: Optional[int]      # None: targets in the feature space; an int: a fixed random projection
-    center: bool                   # subtract the training-set mean feature from the targets
+    queue_size: int  # K distractors
+    keys_per_sample: int  # targets enqueued per window (equal all-gathers under DDP)
+    target_dim: Optional[int]  # None: targets in the feature space; an int: a fixed random projection
+    center: bool  # subtract the training-set mean feature from the targets
 
 
 @dataclass

@@ -54,7 +54,9 @@ def _allowed_counts(lengths: torch.Tensor, sizes_t: torch.Tensor) -> torch.Tenso
     return torch.clamp((sizes_t[None, :] <= room[:, None]).sum(1), min=1)
 
 
-def sample_mask_sizes(lengths: torch.Tensor, sizes: Sequence[int], generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_mask_sizes(
+    lengths: torch.Tensor, sizes: Sequence[int], generator: torch.Generator | None = None
+) -> torch.Tensor:
     """m per sample, uniform over the allowed ``sizes`` (those leaving a token visible)."""
     sizes_t = torch.tensor(sorted(sizes), dtype=torch.long, device=lengths.device)
     k = _allowed_counts(lengths, sizes_t)
@@ -67,8 +69,14 @@ def span_mask(starts: torch.Tensor, sizes: torch.Tensor, n: int) -> torch.Tensor
     return (ar >= starts[:, None]) & (ar < (starts + sizes)[:, None])
 
 
-def sample_span_masks(n: int, sizes: Sequence[int], pad: torch.Tensor | None = None, batch: int | None = None,
-                      generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+def sample_span_masks(
+    n: int,
+    sizes: Sequence[int],
+    pad: torch.Tensor | None = None,
+    batch: int | None = None,
+    generator: torch.Generator | None = None,
+    device=None,
+) -> torch.Tensor:
     """Uniform span masking (paper §3.3): (B, n) bool, True = replaced by [MASK].
 
     m ~ U(sizes), start s ~ U{0, ..., L - m} over the L valid (non-padded, left-aligned) tokens.
@@ -105,9 +113,14 @@ def token_discrepancy(encoder: Encoder, x: torch.Tensor, pad: torch.Tensor | Non
 
 
 @torch.no_grad()
-def max_discrepancy_masks(encoder: Encoder, x: torch.Tensor, sizes: Sequence[int], pad: torch.Tensor | None = None,
-                          generator: torch.Generator | None = None) -> torch.Tensor:
-    """"Max discrepancy" placement (Table 2): m ~ U(sizes) as usual, then the span of m tokens with
+def max_discrepancy_masks(
+    encoder: Encoder,
+    x: torch.Tensor,
+    sizes: Sequence[int],
+    pad: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """ "Max discrepancy" placement (Table 2): m ~ U(sizes) as usual, then the span of m tokens with
     the largest summed discrepancy (for m = 1: the single token whose output changes most)."""
     b, n, _ = x.shape
     d = token_discrepancy(encoder, x, pad)
@@ -122,7 +135,9 @@ def max_discrepancy_masks(encoder: Encoder, x: torch.Tensor, sizes: Sequence[int
     return span_mask(score.argmax(1), m, n)
 
 
-def feature_targets(v: torch.Tensor, mean: torch.Tensor | None = None, proj: torch.Tensor | None = None) -> torch.Tensor:
+def feature_targets(
+    v: torch.Tensor, mean: torch.Tensor | None = None, proj: torch.Tensor | None = None
+) -> torch.Tensor:
     """The positive of Eq. 1 in the output space: normalize((v - mean) @ proj). No parameters learn here."""
     v = v.float()
     if mean is not None:
@@ -139,8 +154,13 @@ def maskpred_l2_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def retrieval_accuracy(pred: torch.Tensor, target: torch.Tensor, queue: torch.Tensor,
-                       pred_ids: torch.Tensor | None = None, queue_ids: torch.Tensor | None = None) -> float:
+def retrieval_accuracy(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    queue: torch.Tensor,
+    pred_ids: torch.Tensor | None = None,
+    queue_ids: torch.Tensor | None = None,
+) -> float:
     """Fraction of masked tokens whose true feature scores above every distractor in the queue
     (the "fill in" accuracy: chance is 1 / (K + 1)); distractors with the token's own id are left out."""
     if len(pred) == 0:

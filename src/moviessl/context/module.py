@@ -102,7 +102,9 @@ class MaskPredModule(pl.LightningModule):
         x, pad, uid = batch["x"], batch["pad"], batch["uid"]
         b = x.shape[0]
         weights = (~pad).float() + 1e-6  # a padded slot is only drawn if the window has no other
-        pick = torch.multinomial(weights, self.keys_per_sample, replacement=bool((~pad).sum(1).min() < self.keys_per_sample))
+        pick = torch.multinomial(
+            weights, self.keys_per_sample, replacement=bool((~pad).sum(1).min() < self.keys_per_sample)
+        )
         rows = torch.arange(b, device=x.device)[:, None].expand_as(pick)
         self.queue.enqueue(self.targets(x[rows, pick].reshape(-1, x.shape[-1])), uid[rows, pick].reshape(-1))
 
@@ -131,8 +133,9 @@ class MaskPredModule(pl.LightningModule):
 
     def configure_optimizers(self):
         o = self.cfg.optim
-        opt = make_optimizer(param_groups(self.named_parameters(), o.weight_decay, no_decay_txe), "adamw", o.lr,
-                             betas=o.betas)
+        opt = make_optimizer(
+            param_groups(self.named_parameters(), o.weight_decay, no_decay_txe), "adamw", o.lr, betas=o.betas
+        )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         return {"optimizer": opt, "lr_scheduler": lr_scheduler(opt, total, warmup_steps(o.warmup_frac, total))}
 
@@ -140,12 +143,23 @@ class MaskPredModule(pl.LightningModule):
     def export(self, path, meta: dict | None = None):
         """Write the TxE as a moviessl ``context`` checkpoint (contract meta + ``meta``)."""
         mpc = self.cfg.maskpred
-        m = {"window": self.window, "token_stride_s": self.cfg.data.token_stride_s, "in_dim": self.in_dim,
-             "loss": self.loss_name, "mask_sizes": list(self.sizes), "sampling": self.sampling, "tau": self.tau,
-             "queue_size": self.queue.size,
-             "target": "centred input feature" + (f", projected to {self.tdim}" if mpc.target_dim else ""),
-             "feature_stride_s": self.feature_stride_s, "dim": int(self.txe.dim)}
+        m = {
+            "window": self.window,
+            "token_stride_s": self.cfg.data.token_stride_s,
+            "in_dim": self.in_dim,
+            "loss": self.loss_name,
+            "mask_sizes": list(self.sizes),
+            "sampling": self.sampling,
+            "tau": self.tau,
+            "queue_size": self.queue.size,
+            "target": "centred input feature" + (f", projected to {self.tdim}" if mpc.target_dim else ""),
+            "feature_stride_s": self.feature_stride_s,
+            "dim": int(self.txe.dim),
+        }
         m.update(meta or {})
-        arch = arch_spec("moviessl.models.txe:build_txe", preset=self.cfg.model.txe, in_dim=self.in_dim, **txe_kwargs(self.cfg))
-        return save_checkpoint(path, stage="context", arch=arch, state_dict=self.txe.state_dict(), config=to_dict(self.cfg),
-                               meta=m)
+        arch = arch_spec(
+            "moviessl.models.txe:build_txe", preset=self.cfg.model.txe, in_dim=self.in_dim, **txe_kwargs(self.cfg)
+        )
+        return save_checkpoint(
+            path, stage="context", arch=arch, state_dict=self.txe.state_dict(), config=to_dict(self.cfg), meta=m
+        )

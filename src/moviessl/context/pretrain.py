@@ -21,15 +21,18 @@ from .windows import FeatureWindows, split_ids
 log = logging.getLogger("moviessl.context")
 
 
-def pretrain_context(features: Sequence[str | os.PathLike], out: str | os.PathLike, cfg: ContextConfig,
-                     resume: bool = False) -> Path:
+def pretrain_context(
+    features: Sequence[str | os.PathLike], out: str | os.PathLike, cfg: ContextConfig, resume: bool = False
+) -> Path:
     """Train TxE by event mask prediction on the given feature folders; returns ``OUT/model.pt``.
 
     Writes ``OUT/config.yaml``, ``OUT/checkpoints/last.ckpt``, ``OUT/logs/metrics.csv``,
     ``OUT/curves.png`` and the exported TxE ``OUT/model.pt`` (stage ``context``)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not resume and (out / "checkpoints").exists():
-        raise BadInputError(out, "output folder already holds a run; pass --resume to continue it or choose another --out")
+        raise BadInputError(
+            out, "output folder already holds a run; pass --resume to continue it or choose another --out"
+        )
     seed_everything(cfg.seed)
     cpu_threads()
     stores = [FeatureStore(f) for f in features]
@@ -39,9 +42,14 @@ def pretrain_context(features: Sequence[str | os.PathLike], out: str | os.PathLi
     train_ids, val_ids = split_ids(all_ids, d.val_fraction, seed=cfg.seed)
     train = FeatureWindows(stores, d.window, d.token_stride_s, d.windows_per_video, random_start=True, ids=train_ids)
     val = FeatureWindows(stores, d.window, d.token_stride_s, 1, random_start=False, ids=val_ids) if val_ids else None
-    log.info("MaskPred on %d train / %d val videos, %d events, dim %d (%d bad files skipped)",
-             len(train.videos), len(val.videos) if val else 0, train.num_events, train.dim,
-             train.num_bad + (val.num_bad if val else 0))
+    log.info(
+        "MaskPred on %d train / %d val videos, %d events, dim %d (%d bad files skipped)",
+        len(train.videos),
+        len(val.videos) if val else 0,
+        train.num_events,
+        train.dim,
+        train.num_bad + (val.num_bad if val else 0),
+    )
 
     module = MaskPredModule(cfg, train.dim, min(strides))
     if cfg.maskpred.center:
@@ -49,22 +57,42 @@ def pretrain_context(features: Sequence[str | os.PathLike], out: str | os.PathLi
 
     devices = cfg.trainer.devices
     drop_last = len(train) >= d.batch_size * (devices if isinstance(devices, int) else 1)
-    loader_kw = dict(num_workers=d.num_workers, persistent_workers=d.num_workers > 0, pin_memory=torch.cuda.is_available())
-    train_dl = DataLoader(train, batch_size=min(d.batch_size, len(train)), shuffle=True, drop_last=drop_last, **loader_kw)
+    loader_kw = dict(
+        num_workers=d.num_workers, persistent_workers=d.num_workers > 0, pin_memory=torch.cuda.is_available()
+    )
+    train_dl = DataLoader(
+        train, batch_size=min(d.batch_size, len(train)), shuffle=True, drop_last=drop_last, **loader_kw
+    )
     val_dl = DataLoader(val, batch_size=min(d.batch_size, len(val)), shuffle=False, **loader_kw) if val else None
 
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
-    trainer = fit(module, cfg.trainer, out, train_dataloaders=train_dl, val_dataloaders=val_dl, resume=resume,
-                  throughput_name="tokens_per_s", curve_keys=("train/loss", "train/retrieval_acc", "val/retrieval_acc"))
+    trainer = fit(
+        module,
+        cfg.trainer,
+        out,
+        train_dataloaders=train_dl,
+        val_dataloaders=val_dl,
+        resume=resume,
+        throughput_name="tokens_per_s",
+        curve_keys=("train/loss", "train/retrieval_acc", "val/retrieval_acc"),
+    )
     path = out / "model.pt"
     if trainer.is_global_zero:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        meta = {"features": [str(Path(f).resolve()) for f in features],
-                "backbone": sorted({str((s.index or {}).get("backbone", "vidsitu-released")) for s in stores}),
-                "num_videos": len(train.videos), "num_events": train.num_events, "steps": int(trainer.global_step),
-                "metrics": metrics}
+        meta = {
+            "features": [str(Path(f).resolve()) for f in features],
+            "backbone": sorted({str((s.index or {}).get("backbone", "vidsitu-released")) for s in stores}),
+            "num_videos": len(train.videos),
+            "num_events": train.num_events,
+            "steps": int(trainer.global_step),
+            "metrics": metrics,
+        }
         module.export(path, meta=meta)
-        log.info("wrote %s (%d steps%s)", path, trainer.global_step,
-                 f", val retrieval acc {metrics['val/retrieval_acc']:.3f}" if "val/retrieval_acc" in metrics else "")
+        log.info(
+            "wrote %s (%d steps%s)",
+            path,
+            trainer.global_step,
+            f", val retrieval acc {metrics['val/retrieval_acc']:.3f}" if "val/retrieval_acc" in metrics else "",
+        )
     return path

@@ -36,9 +36,16 @@ class FeatureWindows(Dataset):
     Files of the wrong shape are skipped (logged once, counted in ``num_bad``).
     """
 
-    def __init__(self, stores: Sequence[FeatureStore], window: int = 5, token_stride_s: float = 2.0,
-                 windows_per_video: int = 1, random_start: bool = True, ids: Sequence[tuple[int, str]] | None = None,
-                 preload: bool | None = None):
+    def __init__(
+        self,
+        stores: Sequence[FeatureStore],
+        window: int = 5,
+        token_stride_s: float = 2.0,
+        windows_per_video: int = 1,
+        random_start: bool = True,
+        ids: Sequence[tuple[int, str]] | None = None,
+        preload: bool | None = None,
+    ):
         if not stores:
             raise BadInputError(None, "no feature folders given")
         self.stores = list(stores)
@@ -52,8 +59,11 @@ class FeatureWindows(Dataset):
         for s in self.stores:
             k = self.token_stride_s / s.stride_s
             if k < 1 - 1e-6 or abs(k - round(k)) > 1e-6:
-                raise BadInputError(s.root, f"token stride {self.token_stride_s:g} s is not a multiple of the features' "
-                                            f"stride {s.stride_s:g} s (extract with --stride 1 for 1/2/3-s tokens)")
+                raise BadInputError(
+                    s.root,
+                    f"token stride {self.token_stride_s:g} s is not a multiple of the features' "
+                    f"stride {s.stride_s:g} s (extract with --stride 1 for 1/2/3-s tokens)",
+                )
             self.steps.append(int(round(k)))
         wanted = ids if ids is not None else [(i, v) for i, s in enumerate(self.stores) for v in s.ids]
         self.videos: list[tuple[int, str, int, int]] = []  # (store, id, num_events, uid offset)

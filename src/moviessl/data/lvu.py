@@ -14,8 +14,8 @@ from pathlib import Path
 
 from ..errors import BadInputError
 
-LIKE_RATIO_CENTER = 9.138220535629456   # subtracted from 10 * like / (like + dislike)
-VIEW_COUNT_CENTER = 11.76425435683139   # subtracted from ln(view_count)
+LIKE_RATIO_CENTER = 9.138220535629456  # subtracted from 10 * like / (like + dislike)
+VIEW_COUNT_CENTER = 11.76425435683139  # subtracted from ln(view_count)
 
 CLASSIFICATION_HEADER = "class_id class_name youtube_id imdb_id"
 
@@ -44,10 +44,22 @@ LVU_TASKS: dict[str, dict] = {
     "writer": dict(num_classes=10, type="classification", group="metadata", header=CLASSIFICATION_HEADER),
     "year": dict(num_classes=9, type="classification", group="metadata", header=CLASSIFICATION_HEADER),
     "genre": dict(num_classes=4, type="classification", group="metadata", header=CLASSIFICATION_HEADER),
-    "like_ratio": dict(num_classes=1, type="regression", group="user engagement",
-                       header="like_count dislike_count youtube_id imdb_id", label_fields=2, target=like_ratio_target),
-    "view_count": dict(num_classes=1, type="regression", group="user engagement", header="view_count youtube_id imdb_id",
-                       label_fields=1, target=view_count_target),
+    "like_ratio": dict(
+        num_classes=1,
+        type="regression",
+        group="user engagement",
+        header="like_count dislike_count youtube_id imdb_id",
+        label_fields=2,
+        target=like_ratio_target,
+    ),
+    "view_count": dict(
+        num_classes=1,
+        type="regression",
+        group="user engagement",
+        header="view_count youtube_id imdb_id",
+        label_fields=1,
+        target=view_count_target,
+    ),
 }
 SPLITS = ("train", "val", "test")
 

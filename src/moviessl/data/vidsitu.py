@@ -67,7 +67,7 @@ def arg_mapper(raw_role: str) -> str:
 
 
 class VSegId(NamedTuple):
-    vid_uid: str      # "v_{youtube_id}"
+    vid_uid: str  # "v_{youtube_id}"
     youtube_id: str
     start: int
     end: int
@@ -89,6 +89,7 @@ def parse_vseg_id(vseg: str) -> VSegId:
 
 
 # --------------------------------------------------------------------------- SRL target text
+
 
 def roles_in_order(event: dict) -> list[tuple[str, str]]:
     """``[(short_role, phrase), ...]`` of one annotated event, sorted by ``int(Arg_List[raw])``
@@ -136,6 +137,7 @@ def parse_srl_output(text: str) -> dict:
 
 # --------------------------------------------------------------------------- split loading
 
+
 @dataclass
 class VidSituSplit:
     """One split as released. ``vseg_ids[ann_idx]`` is the segment of a submission entry;
@@ -168,7 +170,11 @@ def resolve_ann_root(root: str | Path) -> Path:
     for cand in (root, root / "vidsitu_annotations", root / "vidsitu" / "vidsitu_annotations"):
         if (cand / "split_files").is_dir():
             return cand
-    raise BadInputError(root, "not a VidSitu annotation folder (no split_files/ here, in vidsitu_annotations/ or in vidsitu/vidsitu_annotations/)")
+    raise BadInputError(
+        root,
+        "not a VidSitu annotation folder "
+        "(no split_files/ here, in vidsitu_annotations/ or in vidsitu/vidsitu_annotations/)",
+    )
 
 
 def _read_json(path: Path) -> Any:
@@ -194,7 +200,9 @@ def _check_event(path: Path, where: str, ev: str, event: Any) -> None:
     if not isinstance(args, dict) or not isinstance(arg_list, dict):
         raise BadInputError(path, f"{where} {ev}: Args and Arg_List must both be objects")
     if set(args) != set(arg_list):
-        raise BadInputError(path, f"{where} {ev}: Args and Arg_List name different roles ({sorted(args)} vs {sorted(arg_list)})")
+        raise BadInputError(
+            path, f"{where} {ev}: Args and Arg_List name different roles ({sorted(args)} vs {sorted(arg_list)})"
+        )
     for raw, phrase in args.items():
         try:
             arg_mapper(raw)
@@ -206,7 +214,9 @@ def _check_event(path: Path, where: str, ev: str, event: Any) -> None:
         try:
             int(pos)
         except (TypeError, ValueError):
-            raise BadInputError(path, f"{where} {ev}: Arg_List position of {raw!r} is not an integer: {pos!r}") from None
+            raise BadInputError(
+                path, f"{where} {ev}: Arg_List position of {raw!r} is not an integer: {pos!r}"
+            ) from None
 
 
 def _ann_file(root: Path, split: str) -> Path | None:
@@ -248,7 +258,9 @@ def load_split(ann_root: str | Path, split: str = "valid", split_file: str | Pat
             vbid = info.get("vbid_lst")
             if vbid is not None:
                 if not isinstance(vbid, dict) or any(not isinstance(vbid.get(ev), list) for ev in EVENTS):
-                    raise BadInputError(vinfo_path, f"entry {i} ({vseg}): vbid_lst must map Ev1..Ev5 to lists of verb ids")
+                    raise BadInputError(
+                        vinfo_path, f"entry {i} ({vseg}): vbid_lst must map Ev1..Ev5 to lists of verb ids"
+                    )
                 for ev in EVENTS:
                     if any(not isinstance(x, str) for x in vbid[ev]):
                         raise BadInputError(vinfo_path, f"entry {i} ({vseg}): vbid_lst[{ev}] must hold verb-id strings")
@@ -271,5 +283,11 @@ def load_split(ann_root: str | Path, split: str = "valid", split_file: str | Pat
                 _check_event(ann_path, where, ev, rec[ev])
             records.setdefault(vseg, []).append(rec)
 
-    return VidSituSplit(root=root, split=split, vseg_ids=vseg_ids, vinfo=vinfo, records=records,
-                        files={"split": split_path, "vinfo": vinfo_path if vinfo else None, "ann": ann_path})
+    return VidSituSplit(
+        root=root,
+        split=split,
+        vseg_ids=vseg_ids,
+        vinfo=vinfo,
+        records=records,
+        files={"split": split_path, "vinfo": vinfo_path if vinfo else None, "ann": ann_path},
+    )

@@ -15,8 +15,9 @@ def _run_vidsitu(args: argparse.Namespace) -> int:
     from ..utils.io import atomic_write_json
     from .vidsitu import evaluate_files
 
-    res = evaluate_files(args.task, args.pred, args.data_root, split=args.split,
-                         split_file=args.split_file, details=args.details)
+    res = evaluate_files(
+        args.task, args.pred, args.data_root, split=args.split, split_file=args.split_file, details=args.details
+    )
     if args.out:
         atomic_write_json(args.out, res)
     sys.stdout.write(json.dumps(res) + "\n")
@@ -24,19 +25,31 @@ def _run_vidsitu(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("evaluate", help="score a submission with official benchmark semantics",
-                              description="Score prediction files exactly as the benchmark's own evaluator.")
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score a submission with official benchmark semantics",
+        description="Score prediction files exactly as the benchmark's own evaluator.",
+    )
     ds = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
-    v = ds.add_parser("vidsitu", help="VidSitu verb / semantic-role / event-relation submissions",
-                      description="VidSitu metrics (percent): verb acc@1 acc@5 recall@5; srl cider cider_verb "
-                                  "cider_arg rouge_l lea; relation mean_acc top1_acc.")
+    v = ds.add_parser(
+        "vidsitu",
+        help="VidSitu verb / semantic-role / event-relation submissions",
+        description="VidSitu metrics (percent): verb acc@1 acc@5 recall@5; srl cider cider_verb "
+        "cider_arg rouge_l lea; relation mean_acc top1_acc.",
+    )
     v.add_argument("--task", required=True, choices=["verb", "srl", "relation", "vb", "vb_arg", "evrel"])
     v.add_argument("--pred", required=True, help="submission: VidSitu's pickled list of dicts, or the same as .json")
-    v.add_argument("--data-root", required=True,
-                   help="the released vidsitu_annotations folder (or a folder holding it, e.g. a SynthMovies root)")
+    v.add_argument(
+        "--data-root",
+        required=True,
+        help="the released vidsitu_annotations folder (or a folder holding it, e.g. a SynthMovies root)",
+    )
     v.add_argument("--split", default="valid", help="split name used for the annotation file names (default: valid)")
-    v.add_argument("--split-file", default=None,
-                   help="use this segment list instead of split_files/vseg_split_<split>_lb.json (ann_idx refers to it)")
+    v.add_argument(
+        "--split-file",
+        default=None,
+        help="use this segment list instead of split_files/vseg_split_<split>_lb.json (ann_idx refers to it)",
+    )
     v.add_argument("--details", action="store_true", help="also report the evaluator's secondary numbers")
     v.add_argument("--out", default=None, help="also write the JSON object to this file")
     v.set_defaults(func=_run_vidsitu)

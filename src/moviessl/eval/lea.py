@@ -26,7 +26,9 @@ def mention_assignments(inp_clusters: Sequence[Cluster], out_clusters: Sequence[
     return {m: where[m] for c in inp_clusters for m in c if m in where}
 
 
-def lea(input_clusters: Sequence[Cluster], output_clusters: Sequence[Cluster], mention_to_out: dict) -> tuple[float, float]:
+def lea(
+    input_clusters: Sequence[Cluster], output_clusters: Sequence[Cluster], mention_to_out: dict
+) -> tuple[float, float]:
     """One side of LEA: ``(sum |c| * resolution(c), sum |c|)`` over ``input_clusters``.
     Recall is ``lea(key, sys, key->sys)``, precision ``lea(sys, key, sys->key)``."""
     num, den = 0.0, 0
@@ -41,7 +43,7 @@ def lea(input_clusters: Sequence[Cluster], output_clusters: Sequence[Cluster], m
             for i, m in enumerate(c):
                 if m not in mention_to_out:
                     continue
-                for m2 in c[i + 1:]:
+                for m2 in c[i + 1 :]:
                     if m2 in mention_to_out and mention_to_out[m] == mention_to_out[m2]:
                         common += 1
         num += len(c) * common / all_links

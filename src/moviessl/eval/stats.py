@@ -24,8 +24,9 @@ def _is_number(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
-def summarize(rows: Sequence[Mapping[str, float]], keys: Sequence[str] | None = None, digits: int = 2,
-              title: str = "run") -> tuple[dict[str, dict[str, float]], str]:
+def summarize(
+    rows: Sequence[Mapping[str, float]], keys: Sequence[str] | None = None, digits: int = 2, title: str = "run"
+) -> tuple[dict[str, dict[str, float]], str]:
     """Per-seed metric dicts -> ``({metric: {"mean", "se", "n"}}, markdown)``.
 
     ``keys`` picks and orders the metrics (default: numeric keys in first-seen order; non-numeric
@@ -46,8 +47,9 @@ def summarize(rows: Sequence[Mapping[str, float]], keys: Sequence[str] | None = 
     return out, format_table({title: out}, digits=digits)
 
 
-def format_table(named: Mapping[str, Mapping[str, Mapping[str, float]]], digits: int = 2,
-                 keys: Sequence[str] | None = None) -> str:
+def format_table(
+    named: Mapping[str, Mapping[str, Mapping[str, float]]], digits: int = 2, keys: Sequence[str] | None = None
+) -> str:
     """Markdown table, one row per named summary (e.g. per method, as in the paper's tables),
     one column per metric, cells ``mean ± se`` (``-`` where a row lacks the metric)."""
     if keys is None:

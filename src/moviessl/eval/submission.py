@@ -18,7 +18,14 @@ from typing import Any
 from ..data.vidsitu import EVENTS, RELATION_IDS, ROLES
 from ..errors import BadInputError
 
-TASK_ALIASES = {"verb": "verb", "vb": "verb", "srl": "srl", "vb_arg": "srl", "relation": "relation", "evrel": "relation"}
+TASK_ALIASES = {
+    "verb": "verb",
+    "vb": "verb",
+    "srl": "srl",
+    "vb_arg": "srl",
+    "relation": "relation",
+    "evrel": "relation",
+}
 TASK_KEY = {"verb": "pred_vbs_ev", "srl": "vb_output", "relation": "pred_evrels_ev"}
 
 
@@ -27,15 +34,23 @@ class _SafeUnpickler(pickle.Unpickler):
     slips included); refusing every other global keeps a pickle from running code."""
 
     _ALLOWED = {
-        ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"),
-        ("builtins", "set"), ("builtins", "frozenset"), ("collections", "OrderedDict"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("collections", "OrderedDict"),
     }
 
     def find_class(self, module, name):
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (submissions hold only lists, dicts, strings and numbers)")
+        raise pickle.UnpicklingError(
+            f"refusing to load {module}.{name} (submissions hold only lists, dicts, strings and numbers)"
+        )
 
 
 def load_submission(path: str | Path) -> list[dict]:
@@ -95,7 +110,9 @@ def index_submission(preds: list, task: str, num_segments: int, source: str | No
     if len(out) != num_segments:
         missing = [a for a in range(num_segments) if a not in out]
         shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
-        raise BadInputError(src, f"missing ann_idx {shown} ({len(missing)} of {num_segments} segments have no prediction)")
+        raise BadInputError(
+            src, f"missing ann_idx {shown} ({len(missing)} of {num_segments} segments have no prediction)"
+        )
     return out
 
 
@@ -121,14 +138,19 @@ def check_srl(payload: Any, where: str, src: str) -> dict:
         if not isinstance(roles, dict):
             raise BadInputError(src, f"{where} {ev}: expected a dict of roles, got {type(roles).__name__}")
         if "Args" in roles:
-            raise BadInputError(src, f"{where} {ev}: roles go directly under the event with short names (Arg0, AScn, ...), not under 'Args'")
+            raise BadInputError(
+                src,
+                f"{where} {ev}: roles go directly under the event with short names (Arg0, AScn, ...), not under 'Args'",
+            )
         for r, phrase in roles.items():
             if r in ROLES and not isinstance(phrase, str):
                 raise BadInputError(src, f"{where} {ev}.{r}: phrase must be a string, got {type(phrase).__name__}")
     if "Ev1" in payload:
         missing = [ev for ev in EVENTS if ev not in payload]
         if missing:
-            raise BadInputError(src, f"{where}: vb_output lacks {', '.join(missing)} (give all of Ev1..Ev5; an empty dict is fine)")
+            raise BadInputError(
+                src, f"{where}: vb_output lacks {', '.join(missing)} (give all of Ev1..Ev5; an empty dict is fine)"
+            )
     return payload
 
 
@@ -137,14 +159,24 @@ def check_relation(payload: Any, where: str, src: str, n_gt: int) -> list[list[s
     per GT annotation (``n_gt``, 3 on val)."""
     if not isinstance(payload, (list, tuple)) or len(payload) != 4:
         n = len(payload) if isinstance(payload, (list, tuple)) else type(payload).__name__
-        raise BadInputError(src, f"{where}: pred_evrels_ev must hold 4 lists (pairs Ev1-3, Ev2-3, Ev3-4, Ev3-5), got {n}")
+        raise BadInputError(
+            src, f"{where}: pred_evrels_ev must hold 4 lists (pairs Ev1-3, Ev2-3, Ev3-4, Ev3-5), got {n}"
+        )
     names = ("Ev1-Ev3", "Ev2-Ev3", "Ev3-Ev4", "Ev3-Ev5")
     for k, lst in enumerate(payload):
         if not isinstance(lst, (list, tuple)):
             raise BadInputError(src, f"{where}: pred_evrels_ev[{k}] ({names[k]}) must be a list of labels")
         if len(lst) != n_gt:
-            raise BadInputError(src, f"{where}: pred_evrels_ev[{k}] ({names[k]}) has {len(lst)} labels, expected {n_gt} (one per GT annotation)")
+            raise BadInputError(
+                src,
+                f"{where}: pred_evrels_ev[{k}] ({names[k]}) has {len(lst)} labels, "
+                f"expected {n_gt} (one per GT annotation)",
+            )
         for lab in lst:
             if not isinstance(lab, str) or lab not in RELATION_IDS:
-                raise BadInputError(src, f"{where}: pred_evrels_ev[{k}] ({names[k]}) has label {lab!r}; expected one of {list(RELATION_IDS)}")
+                raise BadInputError(
+                    src,
+                    f"{where}: pred_evrels_ev[{k}] ({names[k]}) has label {lab!r}; "
+                    f"expected one of {list(RELATION_IDS)}",
+                )
     return [list(lst) for lst in payload]

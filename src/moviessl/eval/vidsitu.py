@@ -32,9 +32,9 @@ METRIC_KEYS = {
     "srl": ("cider", "cider_verb", "cider_arg", "rouge_l", "lea"),
     "relation": ("mean_acc", "top1_acc"),
 }
-SRL_SEED = 5      # np.random.seed(5) before the per-segment reference permutations
-SRL_DROP_IX = 3   # the shuffled record at this index is dropped ...
-SRL_NUM_GT = 3    # ... and the first 3 remaining are the references
+SRL_SEED = 5  # np.random.seed(5) before the per-segment reference permutations
+SRL_DROP_IX = 3  # the shuffled record at this index is dropped ...
+SRL_NUM_GT = 3  # ... and the first 3 remaining are the references
 
 
 def _avg(xs) -> float:
@@ -64,8 +64,14 @@ def evaluate(task: str, preds: list, split: VidSituSplit, details: bool = False,
     return main
 
 
-def evaluate_files(task: str, pred_path: str | Path, ann_root: str | Path, split: str = "valid",
-                   split_file: str | Path | None = None, details: bool = False) -> dict:
+def evaluate_files(
+    task: str,
+    pred_path: str | Path,
+    ann_root: str | Path,
+    split: str = "valid",
+    split_file: str | Path | None = None,
+    details: bool = False,
+) -> dict:
     """Load a submission (``.pkl`` or ``.json``) and the released annotations, then :func:`evaluate`."""
     preds = load_submission(pred_path)
     sp = load_split(ann_root, split, split_file=split_file)
@@ -73,6 +79,7 @@ def evaluate_files(task: str, pred_path: str | Path, ann_root: str | Path, split
 
 
 # --------------------------------------------------------------------------- verb
+
 
 def verb_metrics(by_idx: dict[int, Any], split: VidSituSplit, src: str) -> dict[str, float]:
     """Acc@K (``Per_Ev_Top_K``), per-segment accuracy and Rec@5 (``recall_macro_1_th_9``)."""
@@ -86,9 +93,15 @@ def verb_metrics(by_idx: dict[int, Any], split: VidSituSplit, src: str) -> dict[
         hyp_all = check_verb(by_idx[ann_idx], where, src)
         info = split.vinfo.get(vseg)
         if info is None or "vbid_lst" not in info:
-            raise BadInputError(vinfo_file, f"segment {vseg} (ann_idx {ann_idx}) has no vbid_lst (verb ground truth is released for valid only)")
+            raise BadInputError(
+                vinfo_file,
+                f"segment {vseg} (ann_idx {ann_idx}) has no vbid_lst (verb ground truth is released for valid only)",
+            )
         if len(info["vbid_lst"]["Ev1"]) < 9:  # the reference loader asserts this
-            raise BadInputError(vinfo_file, f"segment {vseg}: vbid_lst has {len(info['vbid_lst']['Ev1'])} verbs per event, at least 9 expected")
+            raise BadInputError(
+                vinfo_file,
+                f"segment {vseg}: vbid_lst has {len(info['vbid_lst']['Ev1'])} verbs per event, at least 9 expected",
+            )
         ev_corr = {k: [] for k in range(1, 6)}
         for k_ev, ev in enumerate(EVENTS):
             gt = info["vbid_lst"][ev][:10]
@@ -118,6 +131,7 @@ def verb_metrics(by_idx: dict[int, Any], split: VidSituSplit, src: str) -> dict[
 
 
 # --------------------------------------------------------------------------- semantic roles
+
 
 def srl_references(split: VidSituSplit) -> dict[int, list[dict]]:
     """ann_idx -> the (up to) 3 reference records, selected exactly as the official evaluator:
@@ -164,7 +178,9 @@ def srl_items(by_idx: dict[int, Any], split: VidSituSplit, refs: dict[int, list[
         for ev in EVENTS:
             first = gto[0][ev]
             if "Args" not in first or "VerbID" not in first:
-                raise BadInputError(ann_file, f"segment {vseg} {ev}: annotation has no Args/VerbID (not an SRL-annotated split)")
+                raise BadInputError(
+                    ann_file, f"segment {vseg} {ev}: annotation has no Args/VerbID (not an SRL-annotated split)"
+                )
             for raw in first["Args"]:
                 short = arg_mapper(raw)
                 if short not in SCORED_ROLES:
@@ -172,7 +188,9 @@ def srl_items(by_idx: dict[int, Any], split: VidSituSplit, refs: dict[int, list[
                 try:
                     gts[aix] = [g[ev]["Args"][raw] for g in gto]
                 except KeyError:
-                    raise BadInputError(ann_file, f"segment {vseg} {ev}: role {raw!r} is missing from another annotator's record") from None
+                    raise BadInputError(
+                        ann_file, f"segment {vseg} {ev}: role {raw!r} is missing from another annotator's record"
+                    ) from None
                 hyps[aix] = [hyp[ev][short]] if ev in hyp and short in hyp[ev] else [""]
                 verb_of[aix] = first["VerbID"]
                 role_of[aix] = short
@@ -225,7 +243,11 @@ def srl_lea(by_idx: dict[int, Any], refs: dict[int, list[dict]], split: VidSituS
         score = LEAScore()
         for ann_idx in keys:
             if len(refs[ann_idx]) <= j:
-                raise BadInputError(split.files.get("ann"), f"segment {split.vseg_ids[ann_idx]} has {len(refs[ann_idx])} usable annotation records, {n_ann} expected")
+                raise BadInputError(
+                    split.files.get("ann"),
+                    f"segment {split.vseg_ids[ann_idx]} has {len(refs[ann_idx])} usable annotation records, "
+                    f"{n_ann} expected",
+                )
             pred = by_idx[ann_idx]
             if "Ev1" not in pred:  # the reference skips such predictions for coreference
                 continue
@@ -242,7 +264,9 @@ def srl_metrics(by_idx: dict[int, Any], split: VidSituSplit, src: str) -> dict[s
     refs = srl_references(split)
     hyps, gts, verb_of, role_of = srl_items(by_idx, split, refs, src)
     if not hyps:
-        raise BadInputError(split.files.get("ann"), f"no scorable roles ({', '.join(SCORED_ROLES)}) in the split's annotations")
+        raise BadInputError(
+            split.files.get("ann"), f"no scorable roles ({', '.join(SCORED_ROLES)}) in the split's annotations"
+        )
     by_verb = _grouped(hyps, gts, verb_of)
     by_role = _grouped(hyps, gts, role_of)
     lea, lea_f1s = srl_lea(by_idx, refs, split)
@@ -267,6 +291,7 @@ def srl_metrics(by_idx: dict[int, Any], split: VidSituSplit, src: str) -> dict[s
 
 # --------------------------------------------------------------------------- event relations
 
+
 def relation_metrics(by_idx: dict[int, Any], split: VidSituSplit, src: str) -> dict[str, float]:
     """Top-1 and mean per-class accuracy over majority-agreed pair labels (VidSitu's
     ``simple_acc_evrel``); classes with no scored comparison are skipped in the mean."""
@@ -287,13 +312,15 @@ def relation_metrics(by_idx: dict[int, Any], split: VidSituSplit, src: str) -> d
                 gt = [r[ev]["EvRel"] for r in recs]
             except KeyError:
                 raise BadInputError(ann_file, f"segment {vseg} {ev}: a record has no EvRel") from None
-            (top, count), = Counter(gt).most_common(1)
+            ((top, count),) = Counter(gt).most_common(1)
             per_class.setdefault(top, [])
             if count < 2:  # no 2-of-3 majority: the pair is masked out
                 continue
             scored += [(g, h == g) for h, g in zip(hyp[k], gt) if g == top]
     if not scored:
-        raise BadInputError(ann_file, "no relation pair has a majority label (needs >= 2 agreeing annotations); nothing to score")
+        raise BadInputError(
+            ann_file, "no relation pair has a majority label (needs >= 2 agreeing annotations); nothing to score"
+        )
     for g, c in scored:
         per_class[g].append(c)
     # The reference divides by zero on a class seen only as the top label of masked pairs; skip it.

@@ -1,7 +1,7 @@
 """``moviessl extract``: videos -> per-event backbone features (+ TxE outputs), resumable.
 
-    moviessl extract --backbone CKPT --videos (DIR|LIST|VidSitu root|LVU root) --out DIR
-                     [--stride 2] [--fp16] [--contextualizer CKPT]
+moviessl extract --backbone CKPT --videos (DIR|LIST|VidSitu root|LVU root) --out DIR
+                 [--stride 2] [--fp16] [--contextualizer CKPT]
 """
 
 from __future__ import annotations
@@ -9,23 +9,35 @@ from __future__ import annotations
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "extract", help="extract per-event backbone features ({id}_feats.npy + index.json); resumable",
+        "extract",
+        help="extract per-event backbone features ({id}_feats.npy + index.json); resumable",
         description="Per video, a (num_events, D) array of pooled backbone features, one event every --stride "
-                    "seconds (VidSitu segments: their 5 events), in VidSitu's layout plus index.json. Rerunning "
-                    "skips finished videos; bad videos are skipped and listed in the index.")
+        "seconds (VidSitu segments: their 5 events), in VidSitu's layout plus index.json. Rerunning "
+        "skips finished videos; bad videos are skipped and listed in the index.",
+    )
     p.add_argument("--backbone", required=True, help="backbone checkpoint (moviessl pretrain-backbone's model.pt)")
-    p.add_argument("--videos", required=True, help="folder of videos / frame folders, a list file, a VidSitu root or an LVU root")
+    p.add_argument(
+        "--videos", required=True, help="folder of videos / frame folders, a list file, a VidSitu root or an LVU root"
+    )
     p.add_argument("--out", required=True, help="feature folder")
-    p.add_argument("--stride", type=float, default=2.0, help="seconds between events (default 2; 1 for 1/2/3-s TxE tokens)")
+    p.add_argument(
+        "--stride", type=float, default=2.0, help="seconds between events (default 2; 1 for 1/2/3-s TxE tokens)"
+    )
     p.add_argument("--fp16", action="store_true", help="store float16 arrays (half the disk)")
-    p.add_argument("--contextualizer", default=None, metavar="CKPT",
-                   help="TxE checkpoint (pretrain-context's model.pt): also write {id}_ctx.npy")
+    p.add_argument(
+        "--contextualizer",
+        default=None,
+        metavar="CKPT",
+        help="TxE checkpoint (pretrain-context's model.pt): also write {id}_ctx.npy",
+    )
     p.add_argument("--batch-events", type=int, default=16, help="event clips per backbone forward")
     p.add_argument("--num-workers", type=int, default=2, help="decoding processes per device")
     p.add_argument("--accelerator", default="auto", help="cpu | gpu | auto")
     p.add_argument("--devices", default="1", help="devices per node (int, 'auto' or a list); >1 shards videos with DDP")
     p.add_argument("--num-nodes", type=int, default=1)
-    p.add_argument("--precision", default="32-true", help="backbone inference precision, e.g. bf16-mixed or 16-mixed on GPUs")
+    p.add_argument(
+        "--precision", default="32-true", help="backbone inference precision, e.g. bf16-mixed or 16-mixed on GPUs"
+    )
     p.add_argument("--retry-bad", action="store_true", help="retry videos listed as bad by an earlier run")
     p.set_defaults(func=_run)
 
@@ -44,10 +56,22 @@ def _devices(s: str):
 def _run(args) -> int:
     from .extract import extract
 
-    summary = extract(args.backbone, args.videos, args.out, stride_s=args.stride, fp16=args.fp16,
-                      contextualizer=args.contextualizer, batch_events=args.batch_events, num_workers=args.num_workers,
-                      accelerator=args.accelerator, devices=_devices(args.devices), num_nodes=args.num_nodes,
-                      strategy="auto", precision=args.precision, retry_bad=args.retry_bad)
+    summary = extract(
+        args.backbone,
+        args.videos,
+        args.out,
+        stride_s=args.stride,
+        fp16=args.fp16,
+        contextualizer=args.contextualizer,
+        batch_events=args.batch_events,
+        num_workers=args.num_workers,
+        accelerator=args.accelerator,
+        devices=_devices(args.devices),
+        num_nodes=args.num_nodes,
+        strategy="auto",
+        precision=args.precision,
+        retry_bad=args.retry_bad,
+    )
     if summary:
         c = summary["counts"]
         print(f"{args.out}: {c['ok']} videos ok, {c['bad']} bad (listed in index.json)")

@@ -39,17 +39,31 @@ from ..data.cliplist import read_clip_list
 from ..errors import BadInputError
 from ..training import quiet_lightning
 from ..utils.io import atomic_save_npy, atomic_write_json
-from ..video import FRAME_EXTS, VIDEO_EXTS, VideoReader, crop_box, event_centers, normalize, read_clip, resize_short_side
+from ..video import (
+    FRAME_EXTS,
+    VIDEO_EXTS,
+    VideoReader,
+    crop_box,
+    event_centers,
+    normalize,
+    read_clip,
+    resize_short_side,
+)
 from .store import CTX_SUFFIX, FEATS_SUFFIX, INDEX_NAME, read_index
 
 log = logging.getLogger("moviessl.features")
 
 JOURNAL_GLOB = ".index.rank*.jsonl"
-TEMP_GLOBS = (f".*{FEATS_SUFFIX}.*.tmp", f".*{CTX_SUFFIX}.*.tmp", f".{INDEX_NAME}.*.tmp")  # utils.io.atomic_write's names
+TEMP_GLOBS = (
+    f".*{FEATS_SUFFIX}.*.tmp",
+    f".*{CTX_SUFFIX}.*.tmp",
+    f".{INDEX_NAME}.*.tmp",
+)  # utils.io.atomic_write's names
 VIDSITU_CENTERS = [1.0, 3.0, 5.0, 7.0, 9.0]
 
 
 # --- which videos -------------------------------------------------------------------------------
+
 
 def _is_frame_folder(d: Path) -> bool:
     return d.is_dir() and any(p.suffix.lower() in FRAME_EXTS for p in d.iterdir())
@@ -76,7 +90,6 @@ def find_videos(spec: str | os.PathLike) -> tuple[list[tuple[str, Path]], str]:
     """
     p = Path(spec)
     if p.is_file():
-
         vids = [(q.stem if q.suffix else q.name, q) for q, _ in read_clip_list(p)]
         layout = "list"
     elif p.is_dir():
@@ -104,6 +117,7 @@ def find_videos(spec: str | os.PathLike) -> tuple[list[tuple[str, Path]], str]:
 
 # --- decoding ---------------------------------------------------------------------------------
 
+
 def event_centers_for(duration_s: float, stride_s: float, vidsitu: bool) -> list[float]:
     return list(VIDSITU_CENTERS) if vidsitu else event_centers(duration_s, stride_s)
 
@@ -114,7 +128,7 @@ def clip_uint8(reader, center_s: float, inp: dict) -> np.ndarray:
     frames = resize_short_side(frames, int(inp["short_side"]))
     c = int(inp["crop"])
     y, x = crop_box(frames.shape[1], frames.shape[2], c, "center")
-    return np.ascontiguousarray(frames[:, y:y + c, x:x + c].transpose(3, 0, 1, 2))
+    return np.ascontiguousarray(frames[:, y : y + c, x : x + c].transpose(3, 0, 1, 2))
 
 
 class EventClipStream(IterableDataset):
@@ -122,14 +136,20 @@ class EventClipStream(IterableDataset):
     or one ``{"id", "error"}`` item for a video that fails to decode. Set ``rank``/``world`` before
     iterating (the extractor does, in ``setup``)."""
 
-    def __init__(self, videos: Sequence[tuple[str, Path]], input_spec: dict, stride_s: float = 2.0,
-                 vidsitu: bool = False, batch_events: int = 16):
+    def __init__(
+        self,
+        videos: Sequence[tuple[str, Path]],
+        input_spec: dict,
+        stride_s: float = 2.0,
+        vidsitu: bool = False,
+        batch_events: int = 16,
+    ):
         self.videos, self.input, self.stride_s = list(videos), dict(input_spec), float(stride_s)
         self.vidsitu, self.batch_events = vidsitu, int(batch_events)
         self.rank, self.world = 0, 1
 
     def shard(self) -> list[tuple[str, Path]]:
-        return self.videos[self.rank::self.world]
+        return self.videos[self.rank :: self.world]
 
     def __iter__(self) -> Iterator[dict]:
 
@@ -142,13 +162,23 @@ class EventClipStream(IterableDataset):
                     info = {"fps": float(r.fps), "duration_s": float(r.duration_s), "source": str(path)}
                     centers = event_centers_for(r.duration_s, self.stride_s, self.vidsitu)
                     info["num_events"] = len(centers)
-                    chunks = [centers[i:i + self.batch_events] for i in range(0, len(centers), self.batch_events)]
+                    chunks = [centers[i : i + self.batch_events] for i in range(0, len(centers), self.batch_events)]
                     for ci, cs in enumerate(chunks):
                         clips = np.stack([clip_uint8(r, c, self.input) for c in cs])
-                        yield {"id": vid, "chunk": ci, "num_chunks": len(chunks), "clips": torch.from_numpy(clips), "info": info}
+                        yield {
+                            "id": vid,
+                            "chunk": ci,
+                            "num_chunks": len(chunks),
+                            "clips": torch.from_numpy(clips),
+                            "info": info,
+                        }
                         sent += 1
             except Exception as e:  # one bad video never stops the job: it is listed in the index
-                msg = str(e) if isinstance(e, BadInputError) else f"{path}: {type(e).__name__}: {' '.join(str(e).split())}"
+                msg = (
+                    str(e)
+                    if isinstance(e, BadInputError)
+                    else f"{path}: {type(e).__name__}: {' '.join(str(e).split())}"
+                )
                 yield {"id": vid, "error": msg, "info": {"source": str(path)}}
 
 
@@ -158,6 +188,7 @@ def backbone_features(backbone: torch.nn.Module, clips: torch.Tensor) -> torch.T
 
 
 # --- contextualizer -----------------------------------------------------------------------------
+
 
 @torch.no_grad()
 def contextualize(txe: torch.nn.Module, feats: torch.Tensor, window: int = 5, step: int = 1) -> torch.Tensor:
@@ -174,7 +205,7 @@ def contextualize(txe: torch.nn.Module, feats: torch.Tensor, window: int = 5, st
         lattice = np.arange(t % step, L, step)
         p = t // step
         start = int(np.clip(p - window // 2, 0, max(0, len(lattice) - window)))
-        idx = lattice[start:start + window]
+        idx = lattice[start : start + window]
         x = torch.zeros(window, D, dtype=feats.dtype, device=feats.device)
         x[: len(idx)] = feats[torch.as_tensor(idx, device=feats.device)]
         rows.append(x)
@@ -190,19 +221,34 @@ def load_contextualizer(path: str | os.PathLike, in_dim: int, feature_stride_s: 
     obj = load_checkpoint(path, stage="context")
     meta = obj.get("meta", {})
     if int(meta.get("in_dim", in_dim)) != in_dim:
-        raise BadInputError(path, f"contextualizer expects {meta.get('in_dim')}-d event features, the backbone gives {in_dim}")
+        raise BadInputError(
+            path, f"contextualizer expects {meta.get('in_dim')}-d event features, the backbone gives {in_dim}"
+        )
     k = float(meta.get("token_stride_s", feature_stride_s)) / feature_stride_s
     if k < 1 - 1e-6 or abs(k - round(k)) > 1e-6:
-        raise BadInputError(path, f"its token stride {meta.get('token_stride_s')} s is not a multiple of --stride {feature_stride_s:g}")
+        raise BadInputError(
+            path, f"its token stride {meta.get('token_stride_s')} s is not a multiple of --stride {feature_stride_s:g}"
+        )
     return build_from_checkpoint(obj).eval(), int(meta.get("window", 5)), int(round(k))
 
 
 # --- Lightning predict ------------------------------------------------------------------------
 
+
 class FeatureExtractor(pl.LightningModule):
     """Backbone (+ optional TxE) in ``predict``; writes each finished video from ``predict_step``."""
-    def __init__(self, backbone: torch.nn.Module, out_dir: Path, stream: EventClipStream, entry_base: dict,
-                 dtype: str = "float32", txe: torch.nn.Module | None = None, window: int = 5, step: int = 1):
+
+    def __init__(
+        self,
+        backbone: torch.nn.Module,
+        out_dir: Path,
+        stream: EventClipStream,
+        entry_base: dict,
+        dtype: str = "float32",
+        txe: torch.nn.Module | None = None,
+        window: int = 5,
+        step: int = 1,
+    ):
         super().__init__()
         self.backbone, self.txe = backbone.eval(), (txe.eval() if txe is not None else None)
         self.out_dir, self.stream, self.entry_base = Path(out_dir), stream, dict(entry_base)
@@ -222,14 +268,22 @@ class FeatureExtractor(pl.LightningModule):
         from tqdm.auto import tqdm
 
         if self.trainer.is_global_zero:
-            self._bar = tqdm(total=len(self.stream.shard()), desc="extract (rank 0 shard)", unit="video", dynamic_ncols=True)
+            self._bar = tqdm(
+                total=len(self.stream.shard()), desc="extract (rank 0 shard)", unit="video", dynamic_ncols=True
+            )
 
     def on_predict_end(self) -> None:
         if self._bar is not None:
             self._bar.close()
         if self.stream.world > 1:
-            log.info("rank %d/%d: %d ok, %d bad of its %d videos", self.stream.rank, self.stream.world,
-                     self.counts["ok"], self.counts["bad"], len(self.stream.shard()))
+            log.info(
+                "rank %d/%d: %d ok, %d bad of its %d videos",
+                self.stream.rank,
+                self.stream.world,
+                self.counts["ok"],
+                self.counts["bad"],
+                len(self.stream.shard()),
+            )
 
     def journal(self) -> Path:
         return self.out_dir / f".index.rank{self.global_rank}.jsonl"
@@ -251,7 +305,9 @@ class FeatureExtractor(pl.LightningModule):
         if "error" in batch:
             self._pending.pop(vid, None)
             log.warning("skipping %s", batch["error"])
-            self._record(vid, {**self.entry_base, "status": "bad", "error": batch["error"], "source": batch["info"]["source"]})
+            self._record(
+                vid, {**self.entry_base, "status": "bad", "error": batch["error"], "source": batch["info"]["source"]}
+            )
             return None
         feats = backbone_features(self.backbone, batch["clips"].to(self.device, non_blocking=True))
         parts = self._pending.setdefault(vid, [None] * int(batch["num_chunks"]))
@@ -265,8 +321,17 @@ class FeatureExtractor(pl.LightningModule):
         if self.txe is not None:
             ctx = contextualize(self.txe, feats, self.window, self.step).float()
             atomic_save_npy(self.out_dir / f"{vid}{CTX_SUFFIX}", ctx.cpu().numpy().astype(self.store_dtype))
-        self._record(vid, {**self.entry_base, "status": "ok", "num_events": int(feats.shape[0]),
-                           "fps": round(info["fps"], 6), "duration_s": round(info["duration_s"], 6), "source": info["source"]})
+        self._record(
+            vid,
+            {
+                **self.entry_base,
+                "status": "ok",
+                "num_events": int(feats.shape[0]),
+                "fps": round(info["fps"], 6),
+                "duration_s": round(info["duration_s"], 6),
+                "source": info["source"],
+            },
+        )
         return None
 
 
@@ -286,10 +351,23 @@ def read_entries(out_dir: Path) -> dict[str, dict]:
     return entries
 
 
-def extract(backbone: str | os.PathLike, videos: str | os.PathLike, out: str | os.PathLike, *, stride_s: float = 2.0,
-            fp16: bool = False, contextualizer: str | os.PathLike | None = None, batch_events: int = 16,
-            num_workers: int = 2, accelerator: str = "auto", devices: Any = 1, num_nodes: int = 1,
-            strategy: str = "auto", precision: str = "32-true", retry_bad: bool = False) -> dict:
+def extract(
+    backbone: str | os.PathLike,
+    videos: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    stride_s: float = 2.0,
+    fp16: bool = False,
+    contextualizer: str | os.PathLike | None = None,
+    batch_events: int = 16,
+    num_workers: int = 2,
+    accelerator: str = "auto",
+    devices: Any = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str = "32-true",
+    retry_bad: bool = False,
+) -> dict:
     """Extract features of every video not yet done; returns the summary written to index.json."""
     out = Path(out)
     if stride_s <= 0:
@@ -310,15 +388,22 @@ def extract(backbone: str | os.PathLike, videos: str | os.PathLike, out: str | o
     txe, window, step, ctx_info = None, 5, 1, None
     if contextualizer is not None:
         txe, window, step = load_contextualizer(contextualizer, dim, stride_s)
-        ctx_info = {"path": str(Path(contextualizer).resolve()), "hash": file_hash(contextualizer), "window": window,
-                    "step": step, "dim": int(txe.dim)}
+        ctx_info = {
+            "path": str(Path(contextualizer).resolve()),
+            "hash": file_hash(contextualizer),
+            "window": window,
+            "step": step,
+            "dim": int(txe.dim),
+        }
 
     out.mkdir(parents=True, exist_ok=True)
     old = read_index(out)
     if old is not None:
         for key, want in (("backbone", bhash), ("stride_s", stride_s)):
             if old.get(key) is not None and old.get(key) != want:
-                raise BadInputError(out, f"folder holds features with {key}={old.get(key)}, this run has {want}; use another --out")
+                raise BadInputError(
+                    out, f"folder holds features with {key}={old.get(key)}, this run has {want}; use another --out"
+                )
     entries = read_entries(out)
 
     def finished(vid: str) -> bool:
@@ -331,12 +416,21 @@ def extract(backbone: str | os.PathLike, videos: str | os.PathLike, out: str | o
     from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
     # under DDP every rank runs this function (Lightning re-executes the command per device)
-    (log.info if rank_zero_only.rank == 0 else log.debug)("%d videos (%s layout): %d to extract, %d already done",
-                                                          len(vids), layout, len(todo), len(vids) - len(todo))
+    (log.info if rank_zero_only.rank == 0 else log.debug)(
+        "%d videos (%s layout): %d to extract, %d already done", len(vids), layout, len(todo), len(vids) - len(todo)
+    )
     dtype = "float16" if fp16 else "float32"
-    header = {"format": "moviessl-features", "stride_s": stride_s, "dim": dim, "dtype": dtype, "backbone": bhash,
-              "backbone_path": str(Path(backbone).resolve()), "input": inp, "layout": layout,
-              "contextualizer": ctx_info}
+    header = {
+        "format": "moviessl-features",
+        "stride_s": stride_s,
+        "dim": dim,
+        "dtype": dtype,
+        "backbone": bhash,
+        "backbone_path": str(Path(backbone).resolve()),
+        "input": inp,
+        "layout": layout,
+        "contextualizer": ctx_info,
+    }
     t0 = time.perf_counter()
     if todo:
         quiet_lightning()
@@ -345,9 +439,18 @@ def extract(backbone: str | os.PathLike, videos: str | os.PathLike, out: str | o
         warnings.filterwarnings("ignore", message=".*predict returned None.*")
         stream = EventClipStream(todo, inp, stride_s, vidsitu, batch_events)
         module = FeatureExtractor(model, out, stream, {"backbone": bhash}, dtype, txe, window, step)
-        trainer = pl.Trainer(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
-                             precision=precision, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                             enable_model_summary=False, default_root_dir=str(out))
+        trainer = pl.Trainer(
+            accelerator=accelerator,
+            devices=devices,
+            num_nodes=num_nodes,
+            strategy=strategy,
+            precision=precision,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=str(out),
+        )
         dl = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available())
         trainer.predict(module, dataloaders=dl, return_predictions=False)
         trainer.strategy.barrier()
@@ -360,8 +463,10 @@ def extract(backbone: str | os.PathLike, videos: str | os.PathLike, out: str | o
     elif old is not None and old.get("contextualizer"):
         header["contextualizer"] = old["contextualizer"]  # keep describing the ctx files already there
     entries = {v: entries[v] for v in sorted(entries)}
-    counts = {"ok": sum(e.get("status") == "ok" for e in entries.values()),
-              "bad": sum(e.get("status") == "bad" for e in entries.values())}
+    counts = {
+        "ok": sum(e.get("status") == "ok" for e in entries.values()),
+        "bad": sum(e.get("status") == "bad" for e in entries.values()),
+    }
     index = {**header, "counts": counts, "videos": entries}
     atomic_write_json(out / INDEX_NAME, index)
     for j in out.glob(JOURNAL_GLOB):  # merged: the index now holds them
@@ -369,7 +474,9 @@ def extract(backbone: str | os.PathLike, videos: str | os.PathLike, out: str | o
     for pattern in TEMP_GLOBS:  # every rank is done: a temp file left here is from a killed earlier run
         for t in out.glob(pattern):
             t.unlink(missing_ok=True)
-    log.info("%s: %d ok, %d bad videos (%.1f s)", out / INDEX_NAME, counts["ok"], counts["bad"], time.perf_counter() - t0)
+    log.info(
+        "%s: %d ok, %d bad videos (%.1f s)", out / INDEX_NAME, counts["ok"], counts["bad"], time.perf_counter() - t0
+    )
     for vid, e in entries.items():
         if e.get("status") == "bad":
             log.info("bad: %s", e.get("error"))

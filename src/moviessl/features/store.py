@@ -67,8 +67,9 @@ class FeatureStore:
             self.ids = sorted(k for k, v in self.index["videos"].items() if v.get("status", "ok") == "ok")
             self.stride_s = float(self.index.get("stride_s", VIDSITU_STRIDE_S))
         else:
-            self.ids = sorted(p.name[: -len(FEATS_SUFFIX)] for p in self.root.glob(f"*{FEATS_SUFFIX}")
-                              if not p.name.startswith("."))
+            self.ids = sorted(
+                p.name[: -len(FEATS_SUFFIX)] for p in self.root.glob(f"*{FEATS_SUFFIX}") if not p.name.startswith(".")
+            )
             self.stride_s = VIDSITU_STRIDE_S
         if not self.ids:
             raise BadInputError(self.root, f"no *{FEATS_SUFFIX} feature files (and no usable index.json)")

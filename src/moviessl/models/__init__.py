@@ -1,10 +1,21 @@
 """Models: the Slow-D video backbone and the TxE event contextualizer (task decoders: ``txd``)."""
 
-from .slowd import SLOWD_INPUTS, SLOWD_PRESETS, SlowD, build_slowd, load_pyslowfast_checkpoint
-from .txe import TXE_PRESETS, TxE, build_txe
 from .info import model_info
+from .slowd import SLOWD_INPUTS, SLOWD_PRESETS, SlowD, build_slowd, load_pyslowfast_checkpoint
 from .txd import TXD_PRESETS, TxD, build_txd
+from .txe import TXE_PRESETS, TxE, build_txe
 
-__all__ = ["SLOWD_PRESETS", "SLOWD_INPUTS", "SlowD", "build_slowd", "load_pyslowfast_checkpoint",
-           "TXE_PRESETS", "TxE", "build_txe", "model_info",
-           "TXD_PRESETS", "TxD", "build_txd"]
+__all__ = [
+    "SLOWD_PRESETS",
+    "SLOWD_INPUTS",
+    "SlowD",
+    "build_slowd",
+    "load_pyslowfast_checkpoint",
+    "TXE_PRESETS",
+    "TxE",
+    "build_txe",
+    "model_info",
+    "TXD_PRESETS",
+    "TxD",
+    "build_txd",
+]

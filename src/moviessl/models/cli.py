@@ -10,16 +10,23 @@ from .info import model_info
 
 def _run(args: argparse.Namespace) -> int:
     info = model_info(args.preset, frames=args.frames, size=args.size, tokens=args.tokens, in_dim=args.in_dim)
-    inputs = {"tokens": args.tokens, "in_dim": args.in_dim} if args.preset.startswith("txe") else {"frames": args.frames, "size": args.size}
+    inputs = (
+        {"tokens": args.tokens, "in_dim": args.in_dim}
+        if args.preset.startswith("txe")
+        else {"frames": args.frames, "size": args.size}
+    )
     print(json.dumps({"preset": args.preset, **inputs, **info}))
     return 0
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("model-info", help="parameters and multiply-adds of a model preset (JSON)",
-                              description="Print {params, gmacs} for one clip (Slow-D presets: slowd_r50, slowd_r18, "
-                                          "slowd_cpu) or one token window (TxE presets: txe_paper, txe_cpu). GMACs use "
-                                          "the fvcore/model-zoo convention; params exclude classification heads.")
+    p = subparsers.add_parser(
+        "model-info",
+        help="parameters and multiply-adds of a model preset (JSON)",
+        description="Print {params, gmacs} for one clip (Slow-D presets: slowd_r50, slowd_r18, "
+        "slowd_cpu) or one token window (TxE presets: txe_paper, txe_cpu). GMACs use "
+        "the fvcore/model-zoo convention; params exclude classification heads.",
+    )
     p.add_argument("preset")
     p.add_argument("--frames", type=int, default=16, help="clip length (Slow-D)")
     p.add_argument("--size", type=int, default=224, help="crop size (Slow-D)")

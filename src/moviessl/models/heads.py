@@ -33,7 +33,9 @@ class ProjectionHead(nn.Sequential):
         return F.normalize(x, dim=-1) if self.normalize else x
 
 
-def linear_block(in_dim: int, out_dim: int, norm: nn.Module | None = None, act: nn.Module | None = None) -> list[nn.Module]:
+def linear_block(
+    in_dim: int, out_dim: int, norm: nn.Module | None = None, act: nn.Module | None = None
+) -> list[nn.Module]:
     """Linear (no bias when a norm follows: it would be redundant) -> norm -> activation."""
     return [nn.Linear(in_dim, out_dim, bias=norm is None)] + [m for m in (norm, act) if m is not None]
 
@@ -47,12 +49,21 @@ class CVRLProjectionHead(ProjectionHead):
     component before the L2 norm, which otherwise lets all embeddings collapse onto one direction
     when the two views start out dissimilar (docs/design.md, "Collapse fixes")."""
 
-    def __init__(self, in_dim: int, hidden_dim: int = 2048, out_dim: int = 128, num_hidden: int = 3,
-                 bn_momentum: float = 0.003, out_bn: bool = False):
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int = 2048,
+        out_dim: int = 128,
+        num_hidden: int = 3,
+        bn_momentum: float = 0.003,
+        out_bn: bool = False,
+    ):
         layers: list[nn.Module] = []
         d = in_dim
         for _ in range(num_hidden):
-            layers += linear_block(d, hidden_dim, nn.BatchNorm1d(hidden_dim, momentum=bn_momentum), nn.ReLU(inplace=True))
+            layers += linear_block(
+                d, hidden_dim, nn.BatchNorm1d(hidden_dim, momentum=bn_momentum), nn.ReLU(inplace=True)
+            )
             d = hidden_dim
         layers += linear_block(d, out_dim, nn.BatchNorm1d(out_dim, momentum=bn_momentum) if out_bn else None)
         super().__init__(layers)
@@ -67,8 +78,10 @@ class MoDistProjectionHead(ProjectionHead):
     (docs/design.md, "Collapse fixes")."""
 
     def __init__(self, in_dim: int, hidden_dim: int = 2048, out_dim: int = 128, bn: bool = False):
-        super().__init__(linear_block(in_dim, hidden_dim, nn.BatchNorm1d(hidden_dim) if bn else None, nn.ReLU(inplace=True))
-                         + linear_block(hidden_dim, out_dim, nn.BatchNorm1d(out_dim) if bn else None))
+        super().__init__(
+            linear_block(in_dim, hidden_dim, nn.BatchNorm1d(hidden_dim) if bn else None, nn.ReLU(inplace=True))
+            + linear_block(hidden_dim, out_dim, nn.BatchNorm1d(out_dim) if bn else None)
+        )
 
 
 class MaskPredHead(ProjectionHead):
@@ -84,5 +97,7 @@ class MLPHead(ProjectionHead):
     """VidSitu's classifier heads (Sadhu et al., CVPR 2021): Linear -> ReLU -> Dropout -> Linear, logits out."""
 
     def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float = 0.0):
-        super().__init__([nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, out_dim)],
-                         normalize=False)
+        super().__init__(
+            [nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, out_dim)],
+            normalize=False,
+        )

@@ -33,26 +33,50 @@ log = logging.getLogger(__name__)
 SLOWD_PRESETS: dict[str, dict[str, Any]] = {
     # The paper's backbone: Slow R50 + 5x7x7 stem with temporal stride 2 (CVRL-consistent row).
     "slowd_r50": dict(
-        block="bottleneck", layers=(3, 4, 6, 3), widths=(256, 512, 1024, 2048), stem_width=64,
-        stem_temporal_kernel=5, stem_temporal_stride=2, stem_spatial_kernel=7,
-        stage_temporal_kernels=(1, 1, 3, 3), in_channels=3, width_factor=1.0,
-        num_classes=None, dropout=0.5,
+        block="bottleneck",
+        layers=(3, 4, 6, 3),
+        widths=(256, 512, 1024, 2048),
+        stem_width=64,
+        stem_temporal_kernel=5,
+        stem_temporal_stride=2,
+        stem_spatial_kernel=7,
+        stage_temporal_kernels=(1, 1, 3, 3),
+        in_channels=3,
+        width_factor=1.0,
+        num_classes=None,
+        dropout=0.5,
     ),
     # Depth-18 basic-block variant (conv "a" is Tx3x3, conv "b" 1x3x3, as PySlowFast's BasicTransform).
     "slowd_r18": dict(
-        block="basic", layers=(2, 2, 2, 2), widths=(64, 128, 256, 512), stem_width=64,
-        stem_temporal_kernel=5, stem_temporal_stride=2, stem_spatial_kernel=7,
-        stage_temporal_kernels=(1, 1, 3, 3), in_channels=3, width_factor=1.0,
-        num_classes=None, dropout=0.5,
+        block="basic",
+        layers=(2, 2, 2, 2),
+        widths=(64, 128, 256, 512),
+        stem_width=64,
+        stem_temporal_kernel=5,
+        stem_temporal_stride=2,
+        stem_spatial_kernel=7,
+        stage_temporal_kernels=(1, 1, 3, 3),
+        in_channels=3,
+        width_factor=1.0,
+        num_classes=None,
+        dropout=0.5,
     ),
     # Tiny: trains in minutes on 2 CPU cores on 16x64² clips. Same topology (stem temporal stride 2,
     # kernels 1,1,3,3, 32x spatial reduction) so code paths and shapes match the paper model.
     # 5x5 stem: a 7x7 kernel over a 64² frame costs more than the rest of the tiny net.
     "slowd_cpu": dict(
-        block="basic", layers=(1, 1, 1, 1), widths=(32, 64, 128, 256), stem_width=16,
-        stem_temporal_kernel=5, stem_temporal_stride=2, stem_spatial_kernel=5,
-        stage_temporal_kernels=(1, 1, 3, 3), in_channels=3, width_factor=1.0,
-        num_classes=None, dropout=0.0,
+        block="basic",
+        layers=(1, 1, 1, 1),
+        widths=(32, 64, 128, 256),
+        stem_width=16,
+        stem_temporal_kernel=5,
+        stem_temporal_stride=2,
+        stem_spatial_kernel=5,
+        stage_temporal_kernels=(1, 1, 3, 3),
+        in_channels=3,
+        width_factor=1.0,
+        num_classes=None,
+        dropout=0.0,
     ),
 }
 
@@ -125,7 +149,9 @@ class BasicBlock(nn.Module):
 class Stem(nn.Module):
     def __init__(self, cin: int, cout: int, kt: int, st: int, ks: int):
         super().__init__()
-        self.conv = nn.Conv3d(cin, cout, (kt, ks, ks), stride=(st, 2, 2), padding=(kt // 2, ks // 2, ks // 2), bias=False)
+        self.conv = nn.Conv3d(
+            cin, cout, (kt, ks, ks), stride=(st, 2, 2), padding=(kt // 2, ks // 2, ks // 2), bias=False
+        )
         self.bn = _bn(cout)
         self.relu = nn.ReLU(inplace=True)
         self.pool = nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
@@ -162,7 +188,9 @@ class SlowD(nn.Module):
         Block = Bottleneck if block == "bottleneck" else BasicBlock
         expansion = 4 if block == "bottleneck" else 1
         self.in_channels = in_channels
-        self.stem = Stem(in_channels, scale(stem_width), stem_temporal_kernel, stem_temporal_stride, stem_spatial_kernel)
+        self.stem = Stem(
+            in_channels, scale(stem_width), stem_temporal_kernel, stem_temporal_stride, stem_spatial_kernel
+        )
         cin = scale(stem_width)
         for s, (n, w, kt) in enumerate(zip(layers, widths, stage_temporal_kernels)):
             cout = scale(w)
@@ -254,7 +282,9 @@ def _read_state(path: str | os.PathLike | Mapping, allow_pickle: bool) -> Mappin
         if not os.path.isfile(path):
             raise BadInputError(path, "checkpoint not found")
         if str(path).endswith(".pkl"):
-            raise BadInputError(path, "Caffe2 .pkl checkpoints are not supported; convert to .pyth with PySlowFast first")
+            raise BadInputError(
+                path, "Caffe2 .pkl checkpoints are not supported; convert to .pyth with PySlowFast first"
+            )
         try:
             # .pyth holds only tensors, dicts, ints and the cfg string, so the safe loader suffices.
             obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
@@ -267,7 +297,10 @@ def _read_state(path: str | os.PathLike | Mapping, allow_pickle: bool) -> Mappin
                 obj = obj[key]
                 break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise BadInputError(path if not isinstance(path, Mapping) else "state dict", "no weights found (expected a 'model_state' dict of tensors)")
+        raise BadInputError(
+            path if not isinstance(path, Mapping) else "state dict",
+            "no weights found (expected a 'model_state' dict of tensors)",
+        )
     return obj
 
 
@@ -307,7 +340,7 @@ def load_pyslowfast_checkpoint(
     for name, w in src.items():
         for p in strip_prefixes:
             if name.startswith(p):
-                name = name[len(p):]
+                name = name[len(p) :]
         key = pyslowfast_to_moviessl(name)
         if key not in target:
             unexpected.append(name)
@@ -323,6 +356,12 @@ def load_pyslowfast_checkpoint(
     model.load_state_dict(new, strict=False)
     loaded = [k for k in target if k in new]
     missing = [k for k in target if k not in new]
-    log.info("PySlowFast checkpoint: %d loaded (%d inflated), %d missing, %d unexpected, %d shape mismatches",
-             len(loaded), len(inflated), len(missing), len(unexpected), len(mismatched))
+    log.info(
+        "PySlowFast checkpoint: %d loaded (%d inflated), %d missing, %d unexpected, %d shape mismatches",
+        len(loaded),
+        len(inflated),
+        len(missing),
+        len(unexpected),
+        len(mismatched),
+    )
     return dict(loaded=loaded, missing=missing, unexpected=unexpected, mismatched=mismatched, inflated=inflated)

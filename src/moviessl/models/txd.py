@@ -49,8 +49,9 @@ class Attention(nn.Module):
 
     def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask=None, is_causal: bool = False):
         q = self.split(self.q(x))
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
+        )
         B, h, L, c = y.shape
         return self.proj(y.transpose(1, 2).reshape(B, L, h * c))
 
@@ -91,8 +92,17 @@ class TxD(nn.Module):
     ``forward(tokens (B,L) long, memory (B,M,mem_dim), memory_pad (B,M) bool True=padding) -> logits (B,L,V)``
     """
 
-    def __init__(self, vocab_size: int, mem_dim: int, dim: int = 128, depth: int = 3, heads: int = 4,
-                 ffn: int = 256, max_len: int = 64, dropout: float = 0.1):
+    def __init__(
+        self,
+        vocab_size: int,
+        mem_dim: int,
+        dim: int = 128,
+        depth: int = 3,
+        heads: int = 4,
+        ffn: int = 256,
+        max_len: int = 64,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.vocab_size, self.mem_dim, self.dim, self.max_len = vocab_size, mem_dim, dim, max_len
         self.tok_emb = nn.Embedding(vocab_size, dim)
@@ -111,7 +121,9 @@ class TxD(nn.Module):
         # SDPA boolean masks mean "may attend"; broadcast over heads and queries.
         return None if memory_pad is None else (~memory_pad)[:, None, None, :]
 
-    def forward(self, tokens: torch.Tensor, memory: torch.Tensor, memory_pad: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, memory: torch.Tensor, memory_pad: torch.Tensor | None = None
+    ) -> torch.Tensor:
         L = tokens.shape[1]
         if L > self.max_len:
             raise ValueError(f"sequence of {L} tokens exceeds TxD max_len {self.max_len}")
@@ -122,8 +134,14 @@ class TxD(nn.Module):
         return self.head(self.ln_f(x))
 
     @torch.no_grad()
-    def generate(self, memory: torch.Tensor, prefix: torch.Tensor, max_len: int | None = None, eos_id: int = 1,
-                 memory_pad: torch.Tensor | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        memory: torch.Tensor,
+        prefix: torch.Tensor,
+        max_len: int | None = None,
+        eos_id: int = 1,
+        memory_pad: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Greedy decoding with forced prefixes (the GT verb's token(s)).
 
         ``prefix`` (B,P) long, right-padded with -1 (prefixes may differ in length; the first column

@@ -39,7 +39,9 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         B, N, C = x.shape
         q, k, v = self.qkv(x).view(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
         return self.proj(y.transpose(1, 2).reshape(B, N, C))
 
 
@@ -71,8 +73,17 @@ class TxE(nn.Module):
     to and padded outputs are zero.
     """
 
-    def __init__(self, in_dim: int = 2048, dim: int = 1024, depth: int = 3, heads: int = 16, mlp_dim: int = 2048,
-                 dropout: float = 0.1, max_len: int = 64, norm_first: bool = False):
+    def __init__(
+        self,
+        in_dim: int = 2048,
+        dim: int = 1024,
+        depth: int = 3,
+        heads: int = 16,
+        mlp_dim: int = 2048,
+        dropout: float = 0.1,
+        max_len: int = 64,
+        norm_first: bool = False,
+    ):
         super().__init__()
         self.in_dim, self.dim, self.max_len = in_dim, dim, max_len
         self.input_proj = nn.Linear(in_dim, dim)
@@ -104,7 +115,9 @@ class TxE(nn.Module):
         h = h + self.pos_embed[: x.shape[1]].to(h.dtype)
         return self.embed_drop(self.embed_norm(h))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, pad: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, pad: torch.Tensor | None = None
+    ) -> torch.Tensor:
         h = self.embed(x, mask)
         attn_mask = None
         if pad is not None:

@@ -45,9 +45,16 @@ def augment_views(augs: Sequence[nn.Module], views: Sequence[torch.Tensor], retu
     return (out, p) if return_params else out
 
 
-def flow_augment(x: torch.Tensor, out_size: int, area=(0.3, 1.0), aspect=(0.5, 2.0), flip_p: float = 0.5,
-                 negate_dx_on_flip: bool = True, box: torch.Tensor | None = None,
-                 flip: torch.Tensor | None = None) -> torch.Tensor:
+def flow_augment(
+    x: torch.Tensor,
+    out_size: int,
+    area=(0.3, 1.0),
+    aspect=(0.5, 2.0),
+    flip_p: float = 0.5,
+    negate_dx_on_flip: bool = True,
+    box: torch.Tensor | None = None,
+    flip: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Batched, temporally consistent random resized crop + flip of flow clips.
 
     ``x``: uint8-valued (B,3,T,H,W) encoded flow -> float (B,3,T,S,S) network input. A horizontal flip

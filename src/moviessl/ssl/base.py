@@ -37,19 +37,21 @@ from .config import BackboneConfig
 def build_backbone(cfg: BackboneConfig) -> tuple[nn.Module, dict]:
     """(Slow-D, arch spec) from the ``model`` block."""
     ov = dict(cfg.model.overrides)
-    return build_slowd(cfg.model.preset, **ov), arch_spec("moviessl.models.slowd:build_slowd", preset=cfg.model.preset, **ov)
+    return build_slowd(cfg.model.preset, **ov), arch_spec(
+        "moviessl.models.slowd:build_slowd", preset=cfg.model.preset, **ov
+    )
 
 
 class BackboneModule(pl.LightningModule):
     """Shared by the pretraining methods: backbone, optimiser, logging, bad-item count, export."""
 
-    name = "base"                      # set by @register_method
+    name = "base"  # set by @register_method
     views: str | None = "pair"
     pair_sampler = "cvrl"
     needs_flow = False
     needs_labels = False
     config_sections: tuple[str, ...] = ()
-    relative_cost = 1.0                # wall time of a cpu-preset run relative to CVRL's (progress estimates)
+    relative_cost = 1.0  # wall time of a cpu-preset run relative to CVRL's (progress estimates)
 
     def __init__(self, cfg: BackboneConfig, num_classes: int | None = None):
         super().__init__()
@@ -87,8 +89,12 @@ class BackboneModule(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         # CVRL syncs BN across replicas; SyncBatchNorm needs an accelerator, so only there.
-        if self.cfg.model.sync_bn and self.trainer is not None and self.trainer.world_size > 1 \
-                and self.trainer.strategy.root_device.type == "cuda":
+        if (
+            self.cfg.model.sync_bn
+            and self.trainer is not None
+            and self.trainer.world_size > 1
+            and self.trainer.strategy.root_device.type == "cuda"
+        ):
             for name, child in list(self.named_children()):
                 setattr(self, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
 
@@ -97,10 +103,13 @@ class BackboneModule(pl.LightningModule):
         global_batch = self.cfg.data.batch_size * int(t.world_size) * int(t.accumulate_grad_batches or 1)
         total = max(1, int(t.estimated_stepping_batches))
         lr = scaled_lr(o.lr, global_batch, o.ref_batch)  # CVRL: 0.32 per 1024
-        opt = make_optimizer(param_groups(self.named_parameters(), o.weight_decay), o.name, lr,
-                             momentum=o.momentum, eta=o.eta)
-        return {"optimizer": opt,
-                "lr_scheduler": lr_scheduler(opt, total, warmup_steps(o.warmup_frac, total), o.final_lr_frac)}
+        opt = make_optimizer(
+            param_groups(self.named_parameters(), o.weight_decay), o.name, lr, momentum=o.momentum, eta=o.eta
+        )
+        return {
+            "optimizer": opt,
+            "lr_scheduler": lr_scheduler(opt, total, warmup_steps(o.warmup_frac, total), o.final_lr_frac),
+        }
 
     def export_input(self) -> dict[str, int]:
         """The clip geometry the backbone was trained on (checkpoint ``meta.input``)."""
@@ -109,9 +118,14 @@ class BackboneModule(pl.LightningModule):
 
     def export(self, path: str | os.PathLike, extra_meta: Mapping[str, Any] | None = None) -> Path:
         """Write the moviessl ``backbone`` checkpoint (Slow-D weights + arch + config + meta)."""
-        meta = {"input": self.export_input(), "method": self.name, "out_dim": int(self.backbone.out_dim),
-                "global_step": int(self.global_step) if self._trainer is not None else 0,
-                "skipped_videos": len(self._skipped)}
+        meta = {
+            "input": self.export_input(),
+            "method": self.name,
+            "out_dim": int(self.backbone.out_dim),
+            "global_step": int(self.global_step) if self._trainer is not None else 0,
+            "skipped_videos": len(self._skipped),
+        }
         meta.update(extra_meta or {})
-        return save_checkpoint(path, stage="backbone", arch=self.arch, state_dict=self.backbone.state_dict(),
-                               config=self.cfg, meta=meta)
+        return save_checkpoint(
+            path, stage="backbone", arch=self.arch, state_dict=self.backbone.state_dict(), config=self.cfg, meta=meta
+        )

@@ -33,8 +33,9 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     from .probe import probe_checkpoint
 
     cfg = load_config("backbone", args.preset, args.overrides)
-    res = probe_checkpoint(args.checkpoint, args.data, args.val, cfg.probe, cache_dir=args.cache_dir,
-                           use_cache=not args.no_cache)
+    res = probe_checkpoint(
+        args.checkpoint, args.data, args.val, cfg.probe, cache_dir=args.cache_dir, use_cache=not args.no_cache
+    )
     if args.out:
         atomic_write_json(args.out, res)
     print(json.dumps(res))
@@ -45,19 +46,29 @@ def add_parser(subparsers) -> None:
     from ..cli import add_overrides_arg
     from .registry import list_methods
 
-    p = subparsers.add_parser("pretrain-backbone", help="pretrain Slow-D with CVRL, MoDist or labels (or export a random init)",
-                              description="Pretrain the Slow-D backbone (paper §3.2) on a clip list ('path label' or 'path').")
+    p = subparsers.add_parser(
+        "pretrain-backbone",
+        help="pretrain Slow-D with CVRL, MoDist or labels (or export a random init)",
+        description="Pretrain the Slow-D backbone (paper §3.2) on a clip list ('path label' or 'path').",
+    )
     p.add_argument("--method", required=True, choices=list_methods())
     p.add_argument("--data", required=True, help="clip list CSV ('path label' or 'path', relative to the CSV)")
     p.add_argument("--out", required=True, help="run folder (model.pt, checkpoints/, logs/, curves.png, probe.json)")
-    p.add_argument("--val", default=None, help="labelled clip list for the final probe (default: hold out probe.val_fraction of --data)")
+    p.add_argument(
+        "--val",
+        default=None,
+        help="labelled clip list for the final probe (default: hold out probe.val_fraction of --data)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
     p.add_argument("--no-probe", action="store_true", help="skip the linear probe / k-NN at the end")
     add_overrides_arg(p)
     p.set_defaults(func=_cmd_pretrain)
 
-    q = subparsers.add_parser("probe-backbone", help="linear probe + k-NN of a frozen backbone checkpoint",
-                              description="Frozen, L2-normalised features; linear probe and k-NN top-1; prints one JSON object.")
+    q = subparsers.add_parser(
+        "probe-backbone",
+        help="linear probe + k-NN of a frozen backbone checkpoint",
+        description="Frozen, L2-normalised features; linear probe and k-NN top-1; prints one JSON object.",
+    )
     q.add_argument("checkpoint", help="backbone checkpoint (model.pt)")
     q.add_argument("--data", required=True, help="labelled training clip list")
     q.add_argument("--val", required=True, help="labelled validation clip list")

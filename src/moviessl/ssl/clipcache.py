@@ -130,9 +130,15 @@ class FrameCache:
             atomic_write_text(bad_p, f"cannot decode ({type(e).__name__}: {e})")
             raise BadInputError(path, f"cannot decode ({type(e).__name__}: {e})") from None
         atomic_save_npy(npy, frames)
-        meta = {"src": str(path.resolve()), "fps": live.fps, "num_frames": int(len(frames)),
-                "height": int(frames.shape[1]), "width": int(frames.shape[2]), "short_side": self.short_side,
-                "version": VERSION}
+        meta = {
+            "src": str(path.resolve()),
+            "fps": live.fps,
+            "num_frames": int(len(frames)),
+            "height": int(frames.shape[1]),
+            "width": int(frames.shape[2]),
+            "short_side": self.short_side,
+            "version": VERSION,
+        }
         atomic_write_json(meta_p, meta)
         return CachedSource(npy, meta)
 

@@ -15,24 +15,24 @@ from ..config import TrainerConfig
 
 @dataclass
 class ModelConfig:
-    preset: str                    # a Slow-D preset (moviessl.models.slowd.SLOWD_PRESETS)
-    overrides: dict[str, Any]      # keyword overrides for build_slowd (free-form)
-    sync_bn: bool                  # SyncBatchNorm across replicas (CVRL; accelerators only)
+    preset: str  # a Slow-D preset (moviessl.models.slowd.SLOWD_PRESETS)
+    overrides: dict[str, Any]  # keyword overrides for build_slowd (free-form)
+    sync_bn: bool  # SyncBatchNorm across replicas (CVRL; accelerators only)
 
 
 @dataclass
 class DataConfig:
-    num_frames: int                # T frames per clip ...
-    stride: int                    # ... s apart on the 30-fps timeline (Slow-D: 16 x 4)
-    short_side: int                # frames resized to this short side, then cropped square
-    crop: int                      # network input (random resized crop output / probe centre crop)
-    batch_size: int                # videos per device per step
+    num_frames: int  # T frames per clip ...
+    stride: int  # ... s apart on the 30-fps timeline (Slow-D: 16 x 4)
+    short_side: int  # frames resized to this short side, then cropped square
+    crop: int  # network input (random resized crop output / probe centre crop)
+    batch_size: int  # videos per device per step
     num_workers: int
-    frame_cache: bool              # decode each video once and memory-map it (small data sets)
-    cache_dir: Optional[str]       # None: <clip list folder>/.moviessl_cache, else OUT/cache
-    pair_sampler: Optional[str]    # cvrl | shift; None: the method's own
-    power: float                   # CVRL sampler: power of the decreasing gap density (1 = linear)
-    shift_s: list[float]           # MoDist: [min, max] start-to-start shift of a positive pair (s)
+    frame_cache: bool  # decode each video once and memory-map it (small data sets)
+    cache_dir: Optional[str]  # None: <clip list folder>/.moviessl_cache, else OUT/cache
+    pair_sampler: Optional[str]  # cvrl | shift; None: the method's own
+    power: float  # CVRL sampler: power of the decreasing gap density (1 = linear)
+    shift_s: list[float]  # MoDist: [min, max] start-to-start shift of a positive pair (s)
 
 
 @dataclass
@@ -64,7 +64,7 @@ class CVRLHeadConfig:
 class CVRLConfig:
     tau: float
     head: CVRLHeadConfig
-    intra_neg: list[str]           # [] = CVRL as published; IIC intra-video negatives otherwise
+    intra_neg: list[str]  # [] = CVRL as published; IIC intra-video negatives otherwise
 
 
 @dataclass
@@ -76,20 +76,20 @@ class MoDistHeadConfig:
 
 @dataclass
 class FlowNetConfig:
-    preset: Optional[str]          # None: the visual backbone's preset
-    width_factor: float            # MoDist: 1/8 of the visual width
+    preset: Optional[str]  # None: the visual backbone's preset
+    width_factor: float  # MoDist: 1/8 of the visual width
     overrides: dict[str, Any]
 
 
 @dataclass
 class MoDistConfig:
     tau: float
-    momentum: float                # key encoders' momentum
-    queue_size: int                # K per modality
+    momentum: float  # key encoders' momentum
+    queue_size: int  # K per modality
     head: MoDistHeadConfig
     flow_net: FlowNetConfig
-    align_crops: bool              # a clip's flow is cropped and flipped like its RGB view
-    flow_crop: int                 # flow network input size
+    align_crops: bool  # a clip's flow is cropped and flipped like its RGB view
+    flow_crop: int  # flow network input size
     w_visual: float
     w_cross: float
     w_flow: float
@@ -97,11 +97,11 @@ class MoDistConfig:
 
 @dataclass
 class FlowConfig:
-    algorithm: str                 # dis | farneback
-    dis_preset: str                # ultrafast | fast | medium
-    short_side: int                # flow computed and stored at this short side
-    bound: float                   # px at a 256 short side, scaled
-    mode: str                      # raw | edges
+    algorithm: str  # dis | farneback
+    dis_preset: str  # ultrafast | fast | medium
+    short_side: int  # flow computed and stored at this short side
+    bound: float  # px at a 256 short side, scaled
+    mode: str  # raw | edges
     num_frames: int
     stride: int
 
@@ -115,26 +115,26 @@ class SupervisedConfig:
 
 @dataclass
 class OptimConfig:
-    name: str                      # sgd | lars | adamw
-    lr: float                      # for ref_batch, scaled linearly with the global batch
-    ref_batch: Optional[int]       # None: no scaling
+    name: str  # sgd | lars | adamw
+    lr: float  # for ref_batch, scaled linearly with the global batch
+    ref_batch: Optional[int]  # None: no scaling
     momentum: float
     weight_decay: float
-    eta: float                     # LARS trust coefficient
+    eta: float  # LARS trust coefficient
     warmup_frac: float
     final_lr_frac: float
 
 
 @dataclass
 class ProbeConfig:
-    num_clips: int                 # evenly spaced clips per video, features averaged
+    num_clips: int  # evenly spaced clips per video, features averaged
     batch_size: int
     weight_decay: float
-    max_iter: int                  # L-BFGS iterations of the linear probe
+    max_iter: int  # L-BFGS iterations of the linear probe
     knn_k: int
     knn_t: float
     seed: int
-    val_fraction: float            # held out of --data when no --val is given
+    val_fraction: float  # held out of --data when no --val is given
 
 
 @dataclass

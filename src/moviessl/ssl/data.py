@@ -55,8 +55,9 @@ def cvrl_gap(m: int, u: float, power: float = 1.0) -> int:
     return int(np.floor(lo))
 
 
-def sample_cvrl_starts(total: int, num_frames: int, stride: int, power: float = 1.0,
-                       rng: np.random.Generator | None = None) -> tuple[int, int, bool]:
+def sample_cvrl_starts(
+    total: int, num_frames: int, stride: int, power: float = 1.0, rng: np.random.Generator | None = None
+) -> tuple[int, int, bool]:
     """Start frames of CVRL's two clips on a ``total``-frame timeline, in random order.
 
     Returns ``(start_a, start_b, wrap)``. ``M = total - (n-1) s`` is the largest start; when the video
@@ -75,8 +76,9 @@ def sample_cvrl_starts(total: int, num_frames: int, stride: int, power: float = 
     return a, b, False
 
 
-def sample_shift_starts(total: int, num_frames: int, stride: int, shift_s: Sequence[float],
-                        rng: np.random.Generator) -> tuple[int, int, bool]:
+def sample_shift_starts(
+    total: int, num_frames: int, stride: int, shift_s: Sequence[float], rng: np.random.Generator
+) -> tuple[int, int, bool]:
     """MoDist's pair: start-to-start shift uniform in ``shift_s`` seconds, bounded by what the video
     allows; ``(start_a, start_b, wrap)`` in random order, as :func:`sample_cvrl_starts`."""
     m = total - (num_frames - 1) * stride
@@ -105,10 +107,24 @@ class ClipDataset(Dataset):
     them (workers are separate processes).
     """
 
-    def __init__(self, items: Sequence[tuple[Path, int | None]], mode: str = "pair", *, num_frames: int = 16,
-                 stride: int = 4, short_side: int = 64, frame_cache=None, flow_cache=None, flow_frames: int = 16,
-                 flow_stride: int = 4, pair_sampler: str = "cvrl", power: float = 1.0,
-                 shift_s: Sequence[float] = (0.5, 10.0), eval_clips: int = 1, random_crop: bool | None = None):
+    def __init__(
+        self,
+        items: Sequence[tuple[Path, int | None]],
+        mode: str = "pair",
+        *,
+        num_frames: int = 16,
+        stride: int = 4,
+        short_side: int = 64,
+        frame_cache=None,
+        flow_cache=None,
+        flow_frames: int = 16,
+        flow_stride: int = 4,
+        pair_sampler: str = "cvrl",
+        power: float = 1.0,
+        shift_s: Sequence[float] = (0.5, 10.0),
+        eval_clips: int = 1,
+        random_crop: bool | None = None,
+    ):
         if mode not in ("pair", "single", "eval"):
             raise ValueError(f"unknown mode {mode!r}")
         if pair_sampler not in ("cvrl", "shift"):
@@ -203,10 +219,19 @@ class ClipDataset(Dataset):
         t, h, w, _ = frames.shape
         s = min(h, w)
         y, x = int(round(fy * (h - s))), int(round(fx * (w - s)))
-        return frames[:, y:y + s, x:x + s]
+        return frames[:, y : y + s, x : x + s]
 
-    def _clip(self, frames_of: Callable[[np.ndarray], np.ndarray], start: int, n: int, stride: int, total: int,
-              src, fy: float, fx: float) -> torch.Tensor:
+    def _clip(
+        self,
+        frames_of: Callable[[np.ndarray], np.ndarray],
+        start: int,
+        n: int,
+        stride: int,
+        total: int,
+        src,
+        fy: float,
+        fx: float,
+    ) -> torch.Tensor:
         idx = timeline_to_native(clip_timeline(start, n, stride, total), src.num_frames, src.fps)
         return torch.from_numpy(np.ascontiguousarray(self._square(frames_of(idx), fy, fx))).permute(3, 0, 1, 2)
 

@@ -43,11 +43,11 @@ FLOW_VERSION = 1
 
 @dataclass(frozen=True)
 class FlowParams:
-    algorithm: str = "dis"      # dis | farneback
-    short_side: int = 64        # flow is computed (and stored) at this short side
-    bound: float = 20.0         # px at a 256 short side
-    mode: str = "raw"           # raw | edges
-    dis_preset: str = "fast"    # ultrafast | fast | medium
+    algorithm: str = "dis"  # dis | farneback
+    short_side: int = 64  # flow is computed (and stored) at this short side
+    bound: float = 20.0  # px at a 256 short side
+    mode: str = "raw"  # raw | edges
+    dis_preset: str = "fast"  # ultrafast | fast | medium
 
     def tag(self) -> str:
         h = hashlib.sha1(json.dumps({**asdict(self), "v": FLOW_VERSION}, sort_keys=True).encode()).hexdigest()[:8]
@@ -58,8 +58,11 @@ def _estimator(p: FlowParams) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     import cv2
 
     if p.algorithm == "dis":
-        presets = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-                   "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+        presets = {
+            "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+            "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+            "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+        }
         if p.dis_preset not in presets:
             raise BadInputError("flow.dis_preset", f"unknown DIS preset {p.dis_preset!r} ({'|'.join(presets)})")
         dis = cv2.DISOpticalFlow_create(presets[p.dis_preset])
@@ -78,14 +81,18 @@ def encode_flow(flow: np.ndarray, p: FlowParams) -> np.ndarray:
         import cv2
 
         # gradient of each flow channel per pixel; a uniform (camera) translation has none
-        chans = [np.sqrt(cv2.Sobel(c, cv2.CV_32F, 1, 0, ksize=3) ** 2 + cv2.Sobel(c, cv2.CV_32F, 0, 1, ksize=3) ** 2)
-                 for c in (dx.astype(np.float32), dy.astype(np.float32))]
+        chans = [
+            np.sqrt(cv2.Sobel(c, cv2.CV_32F, 1, 0, ksize=3) ** 2 + cv2.Sobel(c, cv2.CV_32F, 0, 1, ksize=3) ** 2)
+            for c in (dx.astype(np.float32), dy.astype(np.float32))
+        ]
         chans.append(np.sqrt(chans[0] ** 2 + chans[1] ** 2))
         return np.stack([np.clip(c, 0, 1) * 255 for c in chans], -1).round().astype(np.uint8)
     if p.mode != "raw":
         raise BadInputError("flow.mode", f"unknown flow mode {p.mode!r} (raw|edges)")
-    out = np.stack([127.5 * (1 + np.clip(chans[0], -1, 1)), 127.5 * (1 + np.clip(chans[1], -1, 1)),
-                    255 * np.clip(chans[2], 0, 1)], -1)
+    out = np.stack(
+        [127.5 * (1 + np.clip(chans[0], -1, 1)), 127.5 * (1 + np.clip(chans[1], -1, 1)), 255 * np.clip(chans[2], 0, 1)],
+        -1,
+    )
     return out.round().astype(np.uint8)
 
 

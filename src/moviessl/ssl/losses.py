@@ -16,8 +16,14 @@ import torch.nn.functional as F
 from ..dist import gather_no_grad, gather_with_grad, rank
 
 
-def info_nce_pairs(z1: torch.Tensor, z2: torch.Tensor, tau: float = 0.1, gather: bool = True,
-                   hard_neg: torch.Tensor | None = None, hard_for: torch.Tensor | None = None) -> torch.Tensor:
+def info_nce_pairs(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    tau: float = 0.1,
+    gather: bool = True,
+    hard_neg: torch.Tensor | None = None,
+    hard_for: torch.Tensor | None = None,
+) -> torch.Tensor:
     """SimCLR NT-Xent over the global batch, both directions summed (CVRL, paper §3.2).
 
     ``z1[i]`` and ``z2[i]`` (B, D) are two clips of video i. With ``Z = [z1; z2]`` (2N rows, N the
@@ -67,8 +73,14 @@ def same_source(q_ids: torch.Tensor, queue_ids: torch.Tensor) -> torch.Tensor:
     return q_ids.reshape(-1, 1).to(queue_ids.device) == queue_ids.reshape(1, -1)
 
 
-def info_nce_queue(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tau: float = 0.1,
-                   q_ids: torch.Tensor | None = None, queue_ids: torch.Tensor | None = None) -> torch.Tensor:
+def info_nce_queue(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    queue: torch.Tensor,
+    tau: float = 0.1,
+    q_ids: torch.Tensor | None = None,
+    queue_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Queue InfoNCE: query ``q`` (B, D), its positive key ``k`` (B, D), negatives ``queue`` (K, D)::
 
         L = mean_b -log( exp(q_b.k_b/tau) / (exp(q_b.k_b/tau) + sum_j exp(q_b.n_j/tau)) )

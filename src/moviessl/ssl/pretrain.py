@@ -55,13 +55,23 @@ def world_size_of(t: TrainerConfig) -> int | None:
 
 def flow_cache_for(cfg: BackboneConfig, cache_dir: Path) -> FlowCache:
     f = cfg.flow
-    return FlowCache(cache_dir, FlowParams(algorithm=f.algorithm, short_side=f.short_side, bound=f.bound, mode=f.mode,
-                                           dis_preset=f.dis_preset))
+    return FlowCache(
+        cache_dir,
+        FlowParams(algorithm=f.algorithm, short_side=f.short_side, bound=f.bound, mode=f.mode, dis_preset=f.dis_preset),
+    )
 
 
-def pretrain(method: str, data: str | os.PathLike, out: str | os.PathLike, cfg: BackboneConfig, *,
-             val: str | os.PathLike | None = None, resume: bool = False, run_probe: bool = True,
-             progress: bool = True) -> dict[str, Any]:
+def pretrain(
+    method: str,
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    cfg: BackboneConfig,
+    *,
+    val: str | os.PathLike | None = None,
+    resume: bool = False,
+    run_probe: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Pretrain (or, for ``random``, just initialise) a Slow-D backbone; export ``OUT/model.pt``.
 
     Returns a summary dict (also ``OUT/summary.json``); the probe result is ``OUT/probe.json``."""
@@ -94,34 +104,59 @@ def pretrain(method: str, data: str | os.PathLike, out: str | os.PathLike, cfg: 
 
     bad: dict[str, str] = {}
     if method_cls.views is not None:
-        ds = ClipDataset(train_items, method_cls.views, num_frames=d.num_frames, stride=d.stride,
-                         short_side=d.short_side, frame_cache=frame_cache,
-                         flow_cache=flow_cache_for(cfg, cache_dir) if method_cls.needs_flow else None,
-                         flow_frames=cfg.flow.num_frames, flow_stride=cfg.flow.stride,
-                         pair_sampler=d.pair_sampler or method_cls.pair_sampler, power=d.power, shift_s=d.shift_s)
+        ds = ClipDataset(
+            train_items,
+            method_cls.views,
+            num_frames=d.num_frames,
+            stride=d.stride,
+            short_side=d.short_side,
+            frame_cache=frame_cache,
+            flow_cache=flow_cache_for(cfg, cache_dir) if method_cls.needs_flow else None,
+            flow_frames=cfg.flow.num_frames,
+            flow_stride=cfg.flow.stride,
+            pair_sampler=d.pair_sampler or method_cls.pair_sampler,
+            power=d.power,
+            shift_s=d.shift_s,
+        )
         ds.prepare(progress=progress)
         bad.update(ds.bad)
         if len(ds) < d.batch_size:
             raise BadInputError(data, f"only {len(ds)} usable videos, fewer than data.batch_size={d.batch_size}")
         ws = world_size_of(cfg.trainer)
         method_cls.check_config(cfg, d.batch_size * ws if ws else None)
-        dl = torch.utils.data.DataLoader(ds, batch_size=d.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=d.num_workers, persistent_workers=d.num_workers > 0,
-                                         pin_memory=torch.cuda.is_available())
+        dl = torch.utils.data.DataLoader(
+            ds,
+            batch_size=d.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=d.num_workers,
+            persistent_workers=d.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
         trainer = fit(module, cfg.trainer, out, train_dataloaders=dl, resume=resume, curve_keys=("train/loss", "lr"))
         if not trainer.is_global_zero:
             return {}
         for i in sorted(module._skipped):  # indices into the dataset's (post-caching) item list
             bad.setdefault(str(ds.items[i][0]) if i < len(ds.items) else str(i), "skipped while training")
     summary: dict[str, Any] = {"method": method, "out": str(out), "skipped_videos": len(bad)}
-    module.export(out / "model.pt", extra_meta={"data": str(Path(data).resolve()), "num_videos": len(train_items),
-                                                "skipped_videos": len(bad)})
+    module.export(
+        out / "model.pt",
+        extra_meta={"data": str(Path(data).resolve()), "num_videos": len(train_items), "skipped_videos": len(bad)},
+    )
     if bad:
         atomic_write_json(out / "bad_videos.json", bad)
     if run_probe and probe_val is not None:
         dev = "cuda" if torch.cuda.is_available() else "cpu"
-        res = probe_model(module.backbone, module.export_input(), probe_train, probe_val, cfg.probe,
-                          frame_cache=frame_cache, device=dev, progress=progress)
+        res = probe_model(
+            module.backbone,
+            module.export_input(),
+            probe_train,
+            probe_val,
+            cfg.probe,
+            frame_cache=frame_cache,
+            device=dev,
+            progress=progress,
+        )
         res.update(method=method, checkpoint=str(out / "model.pt"))
         atomic_write_json(out / "probe.json", res)
         summary["probe"] = res

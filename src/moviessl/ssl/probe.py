@@ -3,8 +3,9 @@
 Features: the pooled Slow-D output of ``num_clips`` evenly spaced centre-cropped clips per video,
 averaged, then **L2-normalised** (CVRL's linear eval). Linear probe: multinomial logistic regression
 on the training features, full batch, L-BFGS for ``max_iter`` iterations, no weight decay by default
-(CVRL's linear eval uses none; on L2-normalised features even 1e-4 over-regularises, docs/design.md); no learning rate to tune. k-NN: cosine similarity to the
-training features, the k nearest vote with weights exp(sim / 0.07) (Wu et al. 2018). Settings:
+(CVRL's linear eval uses none; on L2-normalised features even 1e-4 over-regularises, docs/design.md);
+no learning rate to tune. k-NN: cosine similarity to the training features, the k nearest vote with
+weights exp(sim / 0.07) (Wu et al. 2018). Settings:
 the ``probe`` block of the backbone config (:class:`moviessl.ssl.config.ProbeConfig`).
 """
 
@@ -32,14 +33,30 @@ log = logging.getLogger("moviessl")
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, items: Sequence[tuple[Path, int | None]], input_meta: Mapping[str, Any], *,
-                     num_clips: int = 1, batch_size: int = 16, frame_cache=None, device: str | torch.device = "cpu",
-                     progress: bool = True, desc: str = "features") -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+def extract_features(
+    model: nn.Module,
+    items: Sequence[tuple[Path, int | None]],
+    input_meta: Mapping[str, Any],
+    *,
+    num_clips: int = 1,
+    batch_size: int = 16,
+    frame_cache=None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    desc: str = "features",
+) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     """(features (N, D) L2-normalised float32, labels (N,) int64 (-1 if none), bad {path: error})."""
     from tqdm.auto import tqdm
 
-    ds = ClipDataset(items, "eval", num_frames=int(input_meta["num_frames"]), stride=int(input_meta["stride"]),
-                     short_side=int(input_meta["short_side"]), frame_cache=frame_cache, eval_clips=num_clips)
+    ds = ClipDataset(
+        items,
+        "eval",
+        num_frames=int(input_meta["num_frames"]),
+        stride=int(input_meta["stride"]),
+        short_side=int(input_meta["short_side"]),
+        frame_cache=frame_cache,
+        eval_clips=num_clips,
+    )
     ds.prepare(progress=progress)
     if len(ds) == 0:
         return np.zeros((0, getattr(model, "out_dim", 0)), np.float32), np.zeros(0, np.int64), ds.bad
@@ -56,10 +73,11 @@ def extract_features(model: nn.Module, items: Sequence[tuple[Path, int | None]],
         s = x.shape[-1]
         if crop < s:  # centre crop inside the square
             o = (s - crop) // 2
-            x = x[..., o:o + crop, o:o + crop]
+            x = x[..., o : o + crop, o : o + crop]
         elif crop > s:
             x = F.interpolate(x.flatten(1, 2), size=(crop, crop), mode="bilinear", align_corners=False).view(
-                x.shape[0], 3, -1, crop, crop)
+                x.shape[0], 3, -1, crop, crop
+            )
         f = model((x - mean) / std).float().view(b, nv, -1).mean(1)
         feats.append(F.normalize(f, dim=1).cpu())
         labels.append(batch["label"])
@@ -70,8 +88,16 @@ def extract_features(model: nn.Module, items: Sequence[tuple[Path, int | None]],
     return feats_t.numpy()[first], labels_t.numpy()[first], ds.bad
 
 
-def linear_probe(xtr: np.ndarray, ytr: np.ndarray, xva: np.ndarray, yva: np.ndarray, num_classes: int,
-                 weight_decay: float = 0.0, max_iter: int = 300, seed: int = 0) -> float:
+def linear_probe(
+    xtr: np.ndarray,
+    ytr: np.ndarray,
+    xva: np.ndarray,
+    yva: np.ndarray,
+    num_classes: int,
+    weight_decay: float = 0.0,
+    max_iter: int = 300,
+    seed: int = 0,
+) -> float:
     """Top-1 accuracy (%) of logistic regression fitted on (xtr, ytr), evaluated on (xva, yva)."""
     g = torch.Generator().manual_seed(seed)
     x, y = torch.from_numpy(xtr).float(), torch.from_numpy(ytr).long()
@@ -93,8 +119,9 @@ def linear_probe(xtr: np.ndarray, ytr: np.ndarray, xva: np.ndarray, yva: np.ndar
     return float((pred == yva).mean() * 100.0)
 
 
-def knn_accuracy(xtr: np.ndarray, ytr: np.ndarray, xva: np.ndarray, yva: np.ndarray, num_classes: int,
-                 k: int = 20, t: float = 0.07) -> float:
+def knn_accuracy(
+    xtr: np.ndarray, ytr: np.ndarray, xva: np.ndarray, yva: np.ndarray, num_classes: int, k: int = 20, t: float = 0.07
+) -> float:
     """Weighted k-NN top-1 accuracy (%) with cosine similarity (features already L2-normalised)."""
     k = max(1, min(int(k), len(xtr)))
     sim = torch.from_numpy(xva).float() @ torch.from_numpy(xtr).float().t()
@@ -111,17 +138,32 @@ def probe_features(xtr, ytr, xva, yva, cfg: ProbeConfig) -> dict[str, Any]:
         raise BadInputError(None, "linear probe needs labels on every line of the train and val clip lists")
     num_classes = int(max(ytr.max(), yva.max())) + 1
     return {
-        "linear_top1": round(linear_probe(xtr, ytr, xva, yva, num_classes, cfg.weight_decay, cfg.max_iter, cfg.seed), 3),
+        "linear_top1": round(
+            linear_probe(xtr, ytr, xva, yva, num_classes, cfg.weight_decay, cfg.max_iter, cfg.seed), 3
+        ),
         "knn_top1": round(knn_accuracy(xtr, ytr, xva, yva, num_classes, cfg.knn_k, cfg.knn_t), 3),
         "knn_k": int(min(cfg.knn_k, len(xtr))),
-        "num_train": int(len(xtr)), "num_val": int(len(xva)), "num_classes": num_classes,
+        "num_train": int(len(xtr)),
+        "num_val": int(len(xva)),
+        "num_classes": num_classes,
     }
 
 
-def probe_model(model: nn.Module, input_meta: Mapping[str, Any], train_items, val_items, cfg: ProbeConfig,
-                *, frame_cache=None, device: str | torch.device = "cpu", progress: bool = True) -> dict[str, Any]:
+def probe_model(
+    model: nn.Module,
+    input_meta: Mapping[str, Any],
+    train_items,
+    val_items,
+    cfg: ProbeConfig,
+    *,
+    frame_cache=None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
     """Linear probe + k-NN of a backbone module on two labelled item lists."""
-    kw = dict(num_clips=cfg.num_clips, batch_size=cfg.batch_size, frame_cache=frame_cache, device=device, progress=progress)
+    kw = dict(
+        num_clips=cfg.num_clips, batch_size=cfg.batch_size, frame_cache=frame_cache, device=device, progress=progress
+    )
     xtr, ytr, bad_tr = extract_features(model, train_items, input_meta, desc="probe: train features", **kw)
     xva, yva, bad_va = extract_features(model, val_items, input_meta, desc="probe: val features", **kw)
     out = probe_features(xtr, ytr, xva, yva, cfg)
@@ -129,9 +171,17 @@ def probe_model(model: nn.Module, input_meta: Mapping[str, Any], train_items, va
     return out
 
 
-def probe_checkpoint(ckpt: str | os.PathLike, train_csv: str | os.PathLike, val_csv: str | os.PathLike,
-                     cfg: ProbeConfig, *, cache_dir: str | os.PathLike | None = None,
-                     use_cache: bool = True, device: str | None = None, progress: bool = True) -> dict[str, Any]:
+def probe_checkpoint(
+    ckpt: str | os.PathLike,
+    train_csv: str | os.PathLike,
+    val_csv: str | os.PathLike,
+    cfg: ProbeConfig,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """``moviessl probe-backbone``: load a ``backbone`` checkpoint and probe it."""
     obj = load_checkpoint(ckpt, stage="backbone")
     meta = obj.get("meta", {})
@@ -142,7 +192,15 @@ def probe_checkpoint(ckpt: str | os.PathLike, train_csv: str | os.PathLike, val_
     if use_cache:
         cache = FrameCache(cache_dir or default_cache_dir(train_csv), int(meta["input"]["short_side"]))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    out = probe_model(model, meta["input"], read_clip_list(train_csv), read_clip_list(val_csv), cfg,
-                      frame_cache=cache, device=device, progress=progress)
+    out = probe_model(
+        model,
+        meta["input"],
+        read_clip_list(train_csv),
+        read_clip_list(val_csv),
+        cfg,
+        frame_cache=cache,
+        device=device,
+        progress=progress,
+    )
     out.update(checkpoint=str(ckpt), method=meta.get("method"))
     return out

@@ -29,15 +29,20 @@ class MemoryQueue(nn.Module):
             keeps a batch of keys contiguous in the ring; MoDist uses it).
     """
 
-    def __init__(self, size: int, dim: int, require_divisible: bool = False, track_ids: bool = False,
-                 init: str = "random"):
+    def __init__(
+        self, size: int, dim: int, require_divisible: bool = False, track_ids: bool = False, init: str = "random"
+    ):
         super().__init__()
         if size <= 0 or dim <= 0:
             raise ValueError(f"MemoryQueue needs size > 0 and dim > 0, got {size}, {dim}")
         if init not in ("random", "empty"):
             raise ValueError(f"MemoryQueue init must be 'random' or 'empty', got {init!r}")
         self.size, self.dim, self.require_divisible = int(size), int(dim), bool(require_divisible)
-        rows = F.normalize(torch.randn(self.size, self.dim), dim=1) if init == "random" else torch.zeros(self.size, self.dim)
+        rows = (
+            F.normalize(torch.randn(self.size, self.dim), dim=1)
+            if init == "random"
+            else torch.zeros(self.size, self.dim)
+        )
         self.register_buffer("queue", rows)
         # ``track_ids``: keep the source id (e.g. video index, event id) of every key, so a query can
         # leave out keys of its own source (losses.info_nce_queue). On a small dataset a queue spans
@@ -94,9 +99,9 @@ class MemoryQueue(nn.Module):
         if self.require_divisible and self.size % n != 0:
             raise AssertionError(f"queue size {self.size} is not a multiple of the global batch of keys {n}")
         if n >= self.size:  # more keys than room: keep the newest K, in order
-            keys, n = keys[-self.size:], self.size
+            keys, n = keys[-self.size :], self.size
             if self.track_ids:
-                ids = ids[-self.size:]
+                ids = ids[-self.size :]
         p = int(self.ptr)
         idx = (torch.arange(n, device=self.queue.device) + p) % self.size
         self.queue[idx] = keys

@@ -20,14 +20,23 @@ from .render import encode_video, render_plan
 
 @dataclass
 class SynthClip:
-    frames: np.ndarray   # uint8 (T, S, S, 3)
-    boxes: np.ndarray    # float32 (T, C, 5): x1, y1, x2, y2 (normalised), visible
-    plan: dict           # every generating variable (characters, events, shots, labels, ...)
+    frames: np.ndarray  # uint8 (T, S, S, 3)
+    boxes: np.ndarray  # float32 (T, C, 5): x1, y1, x2, y2 (normalised), visible
+    plan: dict  # every generating variable (characters, events, shots, labels, ...)
     fps: float
 
 
-def render_clip(kind: str = "vidsitu", seed: int = 0, size: int = 64, fps: float = 30.0, *, verb: str | None = None,
-                duration_s: float | None = None, degrade_fraction: float = 0.2, plan: dict | None = None) -> SynthClip:
+def render_clip(
+    kind: str = "vidsitu",
+    seed: int = 0,
+    size: int = 64,
+    fps: float = 30.0,
+    *,
+    verb: str | None = None,
+    duration_s: float | None = None,
+    degrade_fraction: float = 0.2,
+    plan: dict | None = None,
+) -> SynthClip:
     """Render one clip in memory with its ground truth.
 
     kind "action": one event of ``verb`` (random if None) lasting ``duration_s`` (2 s);
@@ -50,4 +59,14 @@ def render_clip(kind: str = "vidsitu", seed: int = 0, size: int = 64, fps: float
     return SynthClip(np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks]), plan, fps)
 
 
-__all__ = ["generate", "render_clip", "SynthClip", "PRESETS", "SynthPreset", "render_plan", "encode_video", "world", "plot"]
+__all__ = [
+    "generate",
+    "render_clip",
+    "SynthClip",
+    "PRESETS",
+    "SynthPreset",
+    "render_plan",
+    "encode_video",
+    "world",
+    "plot",
+]

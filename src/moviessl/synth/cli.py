@@ -9,11 +9,16 @@ import time
 def add_parser(subparsers) -> argparse.ArgumentParser:
     from .generate import PRESETS
 
-    p = subparsers.add_parser("synth", help="generate the SynthMovies benchmark (VidSitu / LVU / action-clip layouts)",
-                              description="Render SynthMovies to real H.264 files with annotations in the released formats. "
-                                          "Deterministic for a seed; rerun into the same folder to resume.")
+    p = subparsers.add_parser(
+        "synth",
+        help="generate the SynthMovies benchmark (VidSitu / LVU / action-clip layouts)",
+        description="Render SynthMovies to real H.264 files with annotations in the released formats. "
+        "Deterministic for a seed; rerun into the same folder to resume.",
+    )
     p.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="tiny (tests), demo (make demo), large")
-    p.add_argument("--out", required=True, help="output folder (empty, or a previous run of the same preset/seed to resume)")
+    p.add_argument(
+        "--out", required=True, help="output folder (empty, or a previous run of the same preset/seed to resume)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="processes (default: the preset's, 2 for demo/large)")
     p.add_argument("--degrade-fraction", type=float, default=None, help="fraction of VidSitu events visually degraded")
@@ -32,5 +37,8 @@ def run(args) -> int:
         over["size"] = args.size
     t = time.time()
     root = generate(args.out, args.preset, seed=args.seed, workers=args.workers, **over)
-    print(f"SynthMovies ({args.preset}, seed {args.seed}) written to {root} in {time.time() - t:.1f} s; see {root / 'README.md'}")
+    print(
+        f"SynthMovies ({args.preset}, seed {args.seed}) written to {root} in {time.time() - t:.1f} s; "
+        f"see {root / 'README.md'}"
+    )
     return 0

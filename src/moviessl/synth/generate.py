@@ -32,15 +32,15 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class SynthPreset:
-    size: int = 112                  # frame side (square), pixels; even
+    size: int = 112  # frame side (square), pixels; even
     fps: float = 30.0
-    n_actions: int = 900             # single-event action clips ("Kinetics")
+    n_actions: int = 900  # single-event action clips ("Kinetics")
     action_durations: tuple = (2.0, 2.5, 3.0)
-    action_val_every: int = 5        # every 5th action clip goes to val
-    n_vidsitu_train: int = 240       # 10-s VidSitu-style clips
+    action_val_every: int = 5  # every 5th action clip goes to val
+    n_vidsitu_train: int = 240  # 10-s VidSitu-style clips
     n_vidsitu_valid: int = 60
-    degrade_fraction: float = 0.2    # VidSitu events that only context can recover
-    n_lvu: int = 30                  # LVU-style long movies
+    degrade_fraction: float = 0.2  # VidSitu events that only context can recover
+    n_lvu: int = 30  # LVU-style long movies
     lvu_seconds: tuple = (60, 90)
     lvu_degrade_fraction: float = 0.1
     lvu_split: tuple = (0.6, 0.2, 0.2)  # train / val / test
@@ -51,13 +51,28 @@ class SynthPreset:
 
 PRESETS: dict[str, SynthPreset] = {
     # tests: seconds on one core; LVU movies are shortened to 20-24 s (documented)
-    "tiny": SynthPreset(size=64, n_actions=24, action_durations=(2.0,), n_vidsitu_train=8, n_vidsitu_valid=4, n_lvu=3,
-                        lvu_seconds=(20, 24), workers=1),
+    "tiny": SynthPreset(
+        size=64,
+        n_actions=24,
+        action_durations=(2.0,),
+        n_vidsitu_train=8,
+        n_vidsitu_valid=4,
+        n_lvu=3,
+        lvu_seconds=(20, 24),
+        workers=1,
+    ),
     # make demo: <= 2 min on 2 cores
     "demo": SynthPreset(),
     # real experiments
-    "large": SynthPreset(size=128, n_actions=20000, n_vidsitu_train=6000, n_vidsitu_valid=1000, n_lvu=600,
-                         lvu_seconds=(60, 180), x264_preset="veryfast"),
+    "large": SynthPreset(
+        size=128,
+        n_actions=20000,
+        n_vidsitu_train=6000,
+        n_vidsitu_valid=1000,
+        n_lvu=600,
+        lvu_seconds=(60, 180),
+        x264_preset="veryfast",
+    ),
 }
 
 _YID_ALPHABET = string.ascii_letters + string.digits + "-_"
@@ -79,12 +94,21 @@ def _youtube_id(rng) -> str:
 # Worker
 # ------------------------------------------------------------------------------------------
 
+
 def _render_job(job: dict) -> tuple[str, int]:
     path = Path(job["path"])
-    boxes = R.encode_video(path, R.render_plan(job["plan"], job["size"], job["fps"], job["seed"]), job["fps"], job["size"],
-                           crf=job["crf"], preset=job["x264"])
+    boxes = R.encode_video(
+        path,
+        R.render_plan(job["plan"], job["size"], job["fps"], job["seed"]),
+        job["fps"],
+        job["size"],
+        crf=job["crf"],
+        preset=job["x264"],
+    )
     if job.get("tracks"):
-        atomic_write_json(job["tracks"], _tracks(job["plan"], np.concatenate(boxes), job["fps"], job["size"], job["yid"]), indent=None)
+        atomic_write_json(
+            job["tracks"], _tracks(job["plan"], np.concatenate(boxes), job["fps"], job["size"], job["yid"]), indent=None
+        )
     return job["path"], sum(len(b) for b in boxes)
 
 
@@ -95,16 +119,30 @@ def _tracks(plan: dict, boxes: np.ndarray, fps: float, size: int, yid: str) -> d
     for t in range(int(len(boxes) / fps)):
         f = min(int((t + 0.5) * fps), len(boxes) - 1)
         vis = np.nonzero(boxes[f, :, 4] > 0)[0]
-        secs.append(dict(t=t, shot=int(shot_of_frame[f]), track_ids=[int(c) for c in vis],
-                         boxes=[[round(float(v), 4) for v in boxes[f, c, :4]] for c in vis]))
-    return dict(youtube_id=yid, fps=fps, width=size, height=size, duration_s=len(boxes) / fps,
-                box_format="x1,y1,x2,y2 normalised to [0,1]", track_id="character index, stable within the movie",
-                seconds=secs)
+        secs.append(
+            dict(
+                t=t,
+                shot=int(shot_of_frame[f]),
+                track_ids=[int(c) for c in vis],
+                boxes=[[round(float(v), 4) for v in boxes[f, c, :4]] for c in vis],
+            )
+        )
+    return dict(
+        youtube_id=yid,
+        fps=fps,
+        width=size,
+        height=size,
+        duration_s=len(boxes) / fps,
+        box_format="x1,y1,x2,y2 normalised to [0,1]",
+        track_id="character index, stable within the movie",
+        seconds=secs,
+    )
 
 
 # ------------------------------------------------------------------------------------------
 # Plans of every split
 # ------------------------------------------------------------------------------------------
+
 
 def plan_actions(cfg: SynthPreset, seed: int) -> list[dict]:
     rng = _rng(seed, 1)
@@ -113,8 +151,14 @@ def plan_actions(cfg: SynthPreset, seed: int) -> list[dict]:
     for i in range(cfg.n_actions):
         verb = W.VERB_IDS[order[i]]
         dur = float(rng.choice(cfg.action_durations))
-        out.append(dict(name=f"act_{i:06d}", verb=verb, split="val" if i % cfg.action_val_every == cfg.action_val_every - 1 else "train",
-                        plan=P.plan_action_clip(rng, verb, dur)))
+        out.append(
+            dict(
+                name=f"act_{i:06d}",
+                verb=verb,
+                split="val" if i % cfg.action_val_every == cfg.action_val_every - 1 else "train",
+                plan=P.plan_action_clip(rng, verb, dur),
+            )
+        )
     return out
 
 
@@ -127,17 +171,32 @@ def plan_vidsitu(cfg: SynthPreset, seed: int) -> list[dict]:
             meta = P.plan_movie_meta(rng)
             chars = P.sample_characters(rng, meta["n_chars"])
             yid = _youtube_id(rng)
-            movie = dict(yid=yid, duration=float(rng.integers(1500, 9000)), movie_name=f"Synth Movie {len(clips):04d}",
-                         imdb_id=f"tt9{rng.integers(0, 10**6):06d}", year_rel=1930 + 10 * meta["year"] + int(rng.integers(10)),
-                         upload_year=int(rng.integers(2008, 2021)), vid_uid=None, meta=meta)
+            movie = dict(
+                yid=yid,
+                duration=float(rng.integers(1500, 9000)),
+                movie_name=f"Synth Movie {len(clips):04d}",
+                imdb_id=f"tt9{rng.integers(0, 10**6):06d}",
+                year_rel=1930 + 10 * meta["year"] + int(rng.integers(10)),
+                upload_year=int(rng.integers(2008, 2021)),
+                vid_uid=None,
+                meta=meta,
+            )
             start = int(rng.integers(0, 400))
             for _ in range(int(rng.integers(1, 4))):
                 if sum(c["split"] == split for c in clips) >= n:
                     break
                 plan = P.plan_vidsitu_clip(rng, meta, chars, cfg.degrade_fraction)
                 vseg = f"v_{yid}_seg_{start}_{start + 10}"
-                clips.append(dict(vseg=vseg, split=split, start=start, movie=movie, plan=plan,
-                                  vid_uid="".join(rng.choice(list("0123456789abcdef"), 32))))
+                clips.append(
+                    dict(
+                        vseg=vseg,
+                        split=split,
+                        start=start,
+                        movie=movie,
+                        plan=plan,
+                        vid_uid="".join(rng.choice(list("0123456789abcdef"), 32)),
+                    )
+                )
                 start += 10 + int(rng.integers(0, 200))
     return clips
 
@@ -160,6 +219,7 @@ def plan_lvu(cfg: SynthPreset, seed: int) -> list[dict]:
 # ------------------------------------------------------------------------------------------
 # Annotation writers
 # ------------------------------------------------------------------------------------------
+
 
 def _verb_name(vid: str) -> str:
     return vid.rsplit(".", 1)[0].replace("_", " ")
@@ -189,8 +249,14 @@ def _annotator_record(clip: dict, ann_rng, j: int, evrels: list[str | None]) -> 
                 phrase = ev[kind]
             arg_list[raw] = str(pos)
             args[raw] = phrase
-        e = dict(vid_uid=clip["vid_uid"], vid_seg_int=clip["vseg"], Verb=_verb_name(ev["verb"]), VerbID=ev["verb"],
-                 Arg_List=arg_list, Args=args)
+        e = dict(
+            vid_uid=clip["vid_uid"],
+            vid_seg_int=clip["vseg"],
+            Verb=_verb_name(ev["verb"]),
+            VerbID=ev["verb"],
+            Arg_List=arg_list,
+            Args=args,
+        )
         if evrels[k] is not None:
             e["EvRel"] = evrels[k]
         rec[f"Ev{k + 1}"] = e
@@ -209,16 +275,28 @@ def write_vidsitu(root: Path, clips: list[dict], seed: int) -> dict:
     gt, counts = {}, {}
     for split in ("train", "valid"):
         sc = [c for c in clips if c["split"] == split]
-        atomic_write_json(ann_root / "split_files" / f"vseg_split_{split}_lb.json", [c["vseg"] for c in sc], indent=None)
+        atomic_write_json(
+            ann_root / "split_files" / f"vseg_split_{split}_lb.json", [c["vseg"] for c in sc], indent=None
+        )
         vinfo, records = [], []
         for c in sc:
             m = c["movie"]
-            info = dict(vid_uid=c["vid_uid"], genres=c["plan"]["genre"].replace("-", ", "), duration=m["duration"], name=m["yid"],
-                        text=f"{m['movie_name']} ({m['year_rel']}): a {c['plan']['genre'].lower()} with "
-                             f"{len(c['plan']['characters'])} characters.",
-                        start=float(c["start"]), end=float(c["start"] + 10), vid_seg_int=c["vseg"], movie_name=m["movie_name"],
-                        upload_year=m["upload_year"], clip_name=f"{m['movie_name']} - clip {c['start']}", imdb_id=m["imdb_id"],
-                        year_rel=m["year_rel"])
+            info = dict(
+                vid_uid=c["vid_uid"],
+                genres=c["plan"]["genre"].replace("-", ", "),
+                duration=m["duration"],
+                name=m["yid"],
+                text=f"{m['movie_name']} ({m['year_rel']}): a {c['plan']['genre'].lower()} with "
+                f"{len(c['plan']['characters'])} characters.",
+                start=float(c["start"]),
+                end=float(c["start"] + 10),
+                vid_seg_int=c["vseg"],
+                movie_name=m["movie_name"],
+                upload_year=m["upload_year"],
+                clip_name=f"{m['movie_name']} - clip {c['start']}",
+                imdb_id=m["imdb_id"],
+                year_rel=m["year_rel"],
+            )
             events = c["plan"]["events"]
             true_rel = [ev.get("relation") for ev in events]
             if split == "train":
@@ -234,21 +312,34 @@ def write_vidsitu(root: Path, clips: list[dict], seed: int) -> dict:
                     ids = [ids[i] for i in rng.permutation(10)]
                     vbid_lst[f"Ev{k + 1}"] = ids
                     vb_lst[f"Ev{k + 1}"] = [_verb_name(i) for i in ids]
-                info.update(vb_lst=vb_lst, vbid_lst=vbid_lst, vb_to_use={f"Ev{k + 1}": ev["verb"] for k, ev in enumerate(events)})
+                info.update(
+                    vb_lst=vb_lst,
+                    vbid_lst=vbid_lst,
+                    vb_to_use={f"Ev{k + 1}": ev["verb"] for k, ev in enumerate(events)},
+                )
                 # 3 SRL/relation annotators; about 1 pair in 12 is a three-way disagreement (masked)
                 per_ann = [[None if r is None else _noisy_relation(rng, r, 0.85) for r in true_rel] for _ in range(3)]
                 for k, r in enumerate(true_rel):
                     if r is not None and rng.random() < 0.08:
-                        three = [r] + [str(x) for x in rng.choice([x for x in W.RELATION_LABELS if x != r], 2, replace=False)]
+                        three = [r] + [
+                            str(x) for x in rng.choice([x for x in W.RELATION_LABELS if x != r], 2, replace=False)
+                        ]
                         for j in range(3):
                             per_ann[j][k] = three[j]
                 for j in range(3):
                     records.append(_annotator_record(c, rng, j, per_ann[j]))
             vinfo.append(info)
-            gt[c["vseg"]] = dict(split=split, youtube_id=c["movie"]["yid"], **{k: c["plan"][k] for k in ("genre", "writer", "director")},
-                                 year=c["plan"]["year_style"]["year"], scene=events[0]["scene"],
-                                 characters=c["plan"]["characters"], events=events, shots=c["plan"]["shots"],
-                                 year_style=c["plan"]["year_style"])
+            gt[c["vseg"]] = dict(
+                split=split,
+                youtube_id=c["movie"]["yid"],
+                **{k: c["plan"][k] for k in ("genre", "writer", "director")},
+                year=c["plan"]["year_style"]["year"],
+                scene=events[0]["scene"],
+                characters=c["plan"]["characters"],
+                events=events,
+                shots=c["plan"]["shots"],
+                year_style=c["plan"]["year_style"],
+            )
         atomic_write_json(ann_root / "vinfo_files" / f"vinfo_{split}_lb.json", vinfo, indent=None)
         atomic_write_json(ann_root / "vseg_ann_files" / f"vsann_{split}_lb.json", records, indent=None)
         counts[split] = len(sc)
@@ -257,8 +348,13 @@ def write_vidsitu(root: Path, clips: list[dict], seed: int) -> dict:
 
 
 LVU_CLASS_NAMES = {
-    "relationship": W.RELATIONSHIPS, "way_speaking": W.WAYS_SPEAKING, "scene": W.SCENES, "director": W.DIRECTOR_NAMES,
-    "writer": W.WRITER_NAMES, "year": W.YEARS, "genre": W.GENRES,
+    "relationship": W.RELATIONSHIPS,
+    "way_speaking": W.WAYS_SPEAKING,
+    "scene": W.SCENES,
+    "director": W.DIRECTOR_NAMES,
+    "writer": W.WRITER_NAMES,
+    "year": W.YEARS,
+    "genre": W.GENRES,
 }
 
 
@@ -286,8 +382,11 @@ def write_actions(root: Path, actions: list[dict]) -> dict:
     for split in ("train", "val"):
         lines = [f"videos/{a['name']}.mp4 {W.VERB_INDEX[a['verb']]}" for a in actions if a["split"] == split]
         atomic_write_text(root / f"{split}.csv", "\n".join(lines) + ("\n" if lines else ""))
-    atomic_write_json(root / "ground_truth.json", {a["name"]: dict(split=a["split"], verb=a["verb"], **a["plan"]) for a in actions},
-                      indent=None)
+    atomic_write_json(
+        root / "ground_truth.json",
+        {a["name"]: dict(split=a["split"], verb=a["verb"], **a["plan"]) for a in actions},
+        indent=None,
+    )
     return Counter(a["split"] for a in actions)
 
 
@@ -295,24 +394,35 @@ def write_actions(root: Path, actions: list[dict]) -> dict:
 # README
 # ------------------------------------------------------------------------------------------
 
+
 def _hist(counter: Counter, keys=None, width=30) -> list[str]:
     keys = list(keys) if keys is not None else sorted(counter)
     top = max([counter.get(k, 0) for k in keys] + [1])
-    return [f"    {str(k):<28} {counter.get(k, 0):>6}  {'#' * int(round(width * counter.get(k, 0) / top))}" for k in keys]
+    return [
+        f"    {str(k):<28} {counter.get(k, 0):>6}  {'#' * int(round(width * counter.get(k, 0) / top))}" for k in keys
+    ]
 
 
 def write_readme(root: Path, preset: str, seed: int, cfg: SynthPreset, actions, clips, movies) -> None:
-    L = [f"# SynthMovies ({preset}, seed {seed})", "",
-         "Generated by `moviessl synth`; see moviessl's docs/synthmovies.md for the world, the plot grammar and the",
-         "file formats. Everything here is synthetic; ground_truth.json files hold the generating variables.", "",
-         f"- frames {cfg.size}x{cfg.size} at {cfg.fps:g} fps, H.264 (crf {cfg.crf}, {cfg.x264_preset})",
-         f"- action clips: {len(actions)} ({sum(a['split'] == 'train' for a in actions)} train / "
-         f"{sum(a['split'] == 'val' for a in actions)} val), {len(W.VERBS)} verb classes",
-         f"- VidSitu-style clips: {sum(c['split'] == 'train' for c in clips)} train / {sum(c['split'] == 'valid' for c in clips)} valid "
-         f"from {len({c['movie']['yid'] for c in clips})} movies; degraded events: "
-         f"{sum(ev['degraded'] is not None for c in clips for ev in c['plan']['events'])} of {5 * len(clips)}",
-         f"- LVU-style movies: {len(movies)} ({', '.join(f'{s} {n}' for s, n in Counter(m['split'] for m in movies).items())}), "
-         f"{sum(len(m['plan']['events']) * 2 for m in movies) / 60:.1f} min in total", "", "```"]
+    L = [
+        f"# SynthMovies ({preset}, seed {seed})",
+        "",
+        "Generated by `moviessl synth`; see moviessl's docs/synthmovies.md for the world, the plot grammar and the",
+        "file formats. Everything here is synthetic; ground_truth.json files hold the generating variables.",
+        "",
+        f"- frames {cfg.size}x{cfg.size} at {cfg.fps:g} fps, H.264 (crf {cfg.crf}, {cfg.x264_preset})",
+        f"- action clips: {len(actions)} ({sum(a['split'] == 'train' for a in actions)} train / "
+        f"{sum(a['split'] == 'val' for a in actions)} val), {len(W.VERBS)} verb classes",
+        f"- VidSitu-style clips: {sum(c['split'] == 'train' for c in clips)} train / "
+        f"{sum(c['split'] == 'valid' for c in clips)} valid "
+        f"from {len({c['movie']['yid'] for c in clips})} movies; degraded events: "
+        f"{sum(ev['degraded'] is not None for c in clips for ev in c['plan']['events'])} of {5 * len(clips)}",
+        f"- LVU-style movies: {len(movies)} "
+        f"({', '.join(f'{s} {n}' for s, n in Counter(m['split'] for m in movies).items())}), "
+        f"{sum(len(m['plan']['events']) * 2 for m in movies) / 60:.1f} min in total",
+        "",
+        "```",
+    ]
     L.append("action clips per verb:")
     L += _hist(Counter(a["verb"] for a in actions), W.VERB_IDS)
     for split in ("train", "valid"):
@@ -339,6 +449,7 @@ def write_readme(root: Path, preset: str, seed: int, cfg: SynthPreset, actions, 
 # Entry point
 # ------------------------------------------------------------------------------------------
 
+
 def resolve_preset(preset: str | SynthPreset, **overrides) -> SynthPreset:
     if isinstance(preset, SynthPreset):
         cfg = preset
@@ -352,8 +463,14 @@ def resolve_preset(preset: str | SynthPreset, **overrides) -> SynthPreset:
     return cfg
 
 
-def generate(out: str | os.PathLike, preset: str | SynthPreset = "tiny", seed: int = 0, workers: int | None = None,
-             progress: bool = True, **overrides) -> Path:
+def generate(
+    out: str | os.PathLike,
+    preset: str | SynthPreset = "tiny",
+    seed: int = 0,
+    workers: int | None = None,
+    progress: bool = True,
+    **overrides,
+) -> Path:
     """Write a SynthMovies dataset to ``out`` (see the layout in docs/design.md) and return ``out``.
 
     ``preset`` is "tiny" (tests, seconds), "demo" (make demo, <= 2 min on 2 cores) or "large", or a
@@ -365,8 +482,15 @@ def generate(out: str | os.PathLike, preset: str | SynthPreset = "tiny", seed: i
     root = Path(out)
     workers = cfg.workers if workers is None else workers
     config = {k: v for k, v in asdict(cfg).items() if k != "workers"}  # the pool size does not change the data
-    meta = dict(format_version=FORMAT_VERSION, preset=name, seed=int(seed), config=config, fps=cfg.fps, size=cfg.size,
-                verbs=list(W.VERB_IDS))
+    meta = dict(
+        format_version=FORMAT_VERSION,
+        preset=name,
+        seed=int(seed),
+        config=config,
+        fps=cfg.fps,
+        size=cfg.size,
+        verbs=list(W.VERB_IDS),
+    )
     meta = json.loads(json.dumps(meta))  # tuples -> lists, as read back
     meta_path = root / "synth_meta.json"
     if meta_path.exists():
@@ -384,12 +508,35 @@ def generate(out: str | os.PathLike, preset: str | SynthPreset = "tiny", seed: i
 
     actions, clips, movies = plan_actions(cfg, seed), plan_vidsitu(cfg, seed), plan_lvu(cfg, seed)
     common = dict(size=cfg.size, fps=cfg.fps, crf=cfg.crf, x264=cfg.x264_preset)
-    jobs = [dict(path=str(root / "lvu" / "videos" / f"{m['yid']}.mp4"), plan=m["plan"], seed=_job_seed(seed, 3, i), yid=m["yid"],
-                 tracks=str(root / "lvu" / "tracks" / f"{m['yid']}.json"), **common) for i, m in enumerate(movies)]
-    jobs += [dict(path=str(root / "vidsitu" / "vsitu_video_trimmed_dir" / f"{c['vseg']}.mp4"), plan=c["plan"],
-                  seed=_job_seed(seed, 2, i), **common) for i, c in enumerate(clips)]
-    jobs += [dict(path=str(root / "actions" / "videos" / f"{a['name']}.mp4"), plan=a["plan"], seed=_job_seed(seed, 1, i), **common)
-             for i, a in enumerate(actions)]
+    jobs = [
+        dict(
+            path=str(root / "lvu" / "videos" / f"{m['yid']}.mp4"),
+            plan=m["plan"],
+            seed=_job_seed(seed, 3, i),
+            yid=m["yid"],
+            tracks=str(root / "lvu" / "tracks" / f"{m['yid']}.json"),
+            **common,
+        )
+        for i, m in enumerate(movies)
+    ]
+    jobs += [
+        dict(
+            path=str(root / "vidsitu" / "vsitu_video_trimmed_dir" / f"{c['vseg']}.mp4"),
+            plan=c["plan"],
+            seed=_job_seed(seed, 2, i),
+            **common,
+        )
+        for i, c in enumerate(clips)
+    ]
+    jobs += [
+        dict(
+            path=str(root / "actions" / "videos" / f"{a['name']}.mp4"),
+            plan=a["plan"],
+            seed=_job_seed(seed, 1, i),
+            **common,
+        )
+        for i, a in enumerate(actions)
+    ]
     todo = [j for j in jobs if not (Path(j["path"]).exists() and (not j.get("tracks") or Path(j["tracks"]).exists()))]
     n_frames = lambda j: sum(round(ev["dur"] * cfg.fps) for ev in j["plan"]["events"])  # noqa: E731
     total = sum(n_frames(j) for j in todo)
@@ -414,9 +561,11 @@ def generate(out: str | os.PathLike, preset: str | SynthPreset = "tiny", seed: i
     finally:
         bar.close()
 
-    counts = dict(actions=dict(write_actions(root / "actions", actions)),
-                  vidsitu=write_vidsitu(root / "vidsitu", clips, seed),
-                  lvu=dict(write_lvu(root / "lvu", movies)))
+    counts = dict(
+        actions=dict(write_actions(root / "actions", actions)),
+        vidsitu=write_vidsitu(root / "vidsitu", clips, seed),
+        lvu=dict(write_lvu(root / "lvu", movies)),
+    )
     write_readme(root, name, seed, cfg, actions, clips, movies)
     atomic_write_json(meta_path, dict(meta, status="complete", counts=counts))
     return root

@@ -28,10 +28,10 @@ from ..data.lvu import LIKE_RATIO_CENTER, LVU_TASKS, VIEW_COUNT_CENTER
 from . import plot as P
 from . import world as W
 
-
 # ------------------------------------------------------------------------------------------
 # Small learners (torch L-BFGS; no sklearn dependency)
 # ------------------------------------------------------------------------------------------
+
 
 def fit_logreg(X: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1e-2):
     """Standardised multinomial logistic regression; returns ``predict(X) -> labels``."""
@@ -46,7 +46,7 @@ def fit_logreg(X: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1e-2):
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(Xt @ Wt + b, yt) + l2 * (Wt ** 2).sum()
+        loss = torch.nn.functional.cross_entropy(Xt @ Wt + b, yt) + l2 * (Wt**2).sum()
         loss.backward()
         return loss
 
@@ -65,6 +65,7 @@ def fit_ridge(X: np.ndarray, y: np.ndarray, l2: float = 1.0):
 # ------------------------------------------------------------------------------------------
 # Pixel statistics
 # ------------------------------------------------------------------------------------------
+
 
 def _gray_small(frames: np.ndarray, side: int = 16) -> np.ndarray:
     T, H, Wd, _ = frames.shape
@@ -86,11 +87,24 @@ def pixel_event_features(frames: np.ndarray) -> np.ndarray:
     rgb = f.reshape(-1, 3).astype(np.float32)
     motion_map = d.mean(0)
     coarse = motion_map.reshape(4, h // 4, 4, w // 4).mean((1, 3)).ravel()
-    return np.concatenate([
-        rgb.mean(0), rgb.std(0), [d.mean(), d.std(), d.mean((1, 2)).std()],
-        [cx.mean(), cy.mean(), cx[half:].mean() - cx[:half].mean(), cy[half:].mean() - cy[:half].mean(), cx.std(), cy.std()],
-        d.mean((0, 2))[:: max(h // 4, 1)], d.mean((0, 1))[:: max(w // 4, 1)], coarse,
-    ]).astype(np.float64)
+    return np.concatenate(
+        [
+            rgb.mean(0),
+            rgb.std(0),
+            [d.mean(), d.std(), d.mean((1, 2)).std()],
+            [
+                cx.mean(),
+                cy.mean(),
+                cx[half:].mean() - cx[:half].mean(),
+                cy[half:].mean() - cy[:half].mean(),
+                cx.std(),
+                cy.std(),
+            ],
+            d.mean((0, 2))[:: max(h // 4, 1)],
+            d.mean((0, 1))[:: max(w // 4, 1)],
+            coarse,
+        ]
+    ).astype(np.float64)
 
 
 def pixel_movie_features(frames: np.ndarray) -> np.ndarray:
@@ -103,14 +117,19 @@ def pixel_movie_features(frames: np.ndarray) -> np.ndarray:
     blur = (g[:, :-2, 1:-1] + g[:, 2:, 1:-1] + g[:, 1:-1, :-2] + g[:, 1:-1, 2:]) / 4
     hf = np.abs(g[:, 1:-1, 1:-1] - blur)
     b = max(H // 12, 1)
-    corners = np.concatenate([g[:, b:3 * b, b:3 * b], g[:, b:3 * b, -3 * b:-b]], 1).mean()
-    centre = g[:, H // 3: 2 * H // 3, Wd // 3: 2 * Wd // 3].mean()
+    corners = np.concatenate([g[:, b : 3 * b, b : 3 * b], g[:, b : 3 * b, -3 * b : -b]], 1).mean()
+    centre = g[:, H // 3 : 2 * H // 3, Wd // 3 : 2 * Wd // 3].mean()
     motion = np.abs(np.diff(_gray_small(frames), axis=0)).mean((1, 2))
     hue_hist = np.histogram(np.argmax(f, -1), bins=3, range=(0, 3))[0] / f[..., 0].size
-    return np.concatenate([
-        f.reshape(-1, 3).mean(0), f.reshape(-1, 3).std(0), [sat.mean(), sat.std(), hf.mean(), hf.std()],
-        [g[:, :b].mean(), g[:, -b:].mean(), corners / (centre + 1e-3), motion.mean(), motion.std()], hue_hist,
-    ]).astype(np.float64)
+    return np.concatenate(
+        [
+            f.reshape(-1, 3).mean(0),
+            f.reshape(-1, 3).std(0),
+            [sat.mean(), sat.std(), hf.mean(), hf.std()],
+            [g[:, :b].mean(), g[:, -b:].mean(), corners / (centre + 1e-3), motion.mean(), motion.std()],
+            hue_hist,
+        ]
+    ).astype(np.float64)
 
 
 def _decode(path, every: int = 1):
@@ -127,6 +146,7 @@ def _decode(path, every: int = 1):
 # ------------------------------------------------------------------------------------------
 # Oracles
 # ------------------------------------------------------------------------------------------
+
 
 def context_posterior(plan: dict, k: int) -> np.ndarray:
     """P(verb of event k | true verbs of events k-1 and k+1), under the clip's grammar."""
@@ -163,7 +183,11 @@ def oracle_lvu(plan: dict) -> dict:
         scores.append(sum(np.log(p.get(v, 0) / tot * 0.22 + 0.02) for v in inter))
     out["relationship"] = int(np.argmax(scores))
     speech = Counter(e["verb"] for e in evs if e["verb"] in W.SPEECH_VERBS)
-    out["way_speaking"] = W.WAYS_SPEAKING.index(next(w for w, v in W.SPEAKING_VERB.items() if v == speech.most_common(1)[0][0])) if speech else 0
+    out["way_speaking"] = (
+        W.WAYS_SPEAKING.index(next(w for w, v in W.SPEAKING_VERB.items() if v == speech.most_common(1)[0][0]))
+        if speech
+        else 0
+    )
     sc = Counter(e["scene"] for e in evs)
     out["scene"] = W.SCENES.index(max(W.SCENES, key=lambda s: sc[s]))
     out["director"] = plan["director"]  # the camera style on screen is the director's
@@ -204,6 +228,7 @@ def _score(task, pred, true):
 # The report
 # ------------------------------------------------------------------------------------------
 
+
 def headroom(root: str | Path, n_plans: int = 500, seed: int = 123, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
@@ -216,7 +241,7 @@ def headroom(root: str | Path, n_plans: int = 500, seed: int = 123, progress: bo
         frames = _decode(root / "vidsitu/vsitu_video_trimmed_dir" / f"{vseg}.mp4")
         plan = dict(events=g["events"], genre=g["genre"], writer=g["writer"])
         for k, ev in enumerate(g["events"]):
-            feats.append(pixel_event_features(frames[60 * k: 60 * (k + 1)]))
+            feats.append(pixel_event_features(frames[60 * k : 60 * (k + 1)]))
             ys.append(W.VERB_INDEX[ev["verb"]])
             split.append(g["split"])
             deg.append(bool(ev["degraded"]))
@@ -227,16 +252,24 @@ def headroom(root: str | Path, n_plans: int = 500, seed: int = 123, progress: bo
     major = Counter(y[tr]).most_common(1)[0][0]
     row = {}
     for name, m in (("all", np.ones(va.sum(), bool)), ("clean", ~deg[va]), ("degraded", deg[va])):
-        row[name] = dict(n=int(m.sum()), chance=float((y[va][m] == major).mean() * 100), pixel=float((pred[m] == y[va][m]).mean() * 100),
-                         oracle=float((orc[va][m] == y[va][m]).mean() * 100))
+        row[name] = dict(
+            n=int(m.sum()),
+            chance=float((y[va][m] == major).mean() * 100),
+            pixel=float((pred[m] == y[va][m]).mean() * 100),
+            oracle=float((orc[va][m] == y[va][m]).mean() * 100),
+        )
     res["verb"] = row
 
     # --- LVU on the rendered movies
     lgt = json.loads((root / "lvu/ground_truth.json").read_text())
     ids = sorted(lgt, key=lambda i: ("train", "val", "test").index(lgt[i]["split"]))
     fps = json.loads((root / "synth_meta.json").read_text())["fps"]
-    mfeat = np.stack([pixel_movie_features(_decode(root / "lvu/videos" / f"{i}.mp4", every=int(fps)))
-                      for i in tqdm(ids, desc="movie features", disable=not progress)])
+    mfeat = np.stack(
+        [
+            pixel_movie_features(_decode(root / "lvu/videos" / f"{i}.mp4", every=int(fps)))
+            for i in tqdm(ids, desc="movie features", disable=not progress)
+        ]
+    )
     tr = np.array([lgt[i]["split"] == "train" for i in ids])
     lvu = {}
     for task in LVU_TASKS:
@@ -248,13 +281,23 @@ def headroom(root: str | Path, n_plans: int = 500, seed: int = 123, progress: bo
         else:
             chance = np.full((~tr).sum(), Counter(yt[tr]).most_common(1)[0][0])
             pix = fit_logreg(mfeat[tr], yt[tr].astype(int), int(max(yt.max() + 1, 10)), l2=1e-1)(mfeat[~tr])
-        lvu[task] = dict(n_eval=int((~tr).sum()), chance=_score(task, chance, yt[~tr]), pixel=_score(task, pix, yt[~tr]),
-                         oracle=_score(task, np.array(orc_pred)[~tr], yt[~tr]))
+        lvu[task] = dict(
+            n_eval=int((~tr).sum()),
+            chance=_score(task, chance, yt[~tr]),
+            pixel=_score(task, pix, yt[~tr]),
+            oracle=_score(task, np.array(orc_pred)[~tr], yt[~tr]),
+        )
     # oracle on many plan-only movies (no rendering): a tighter estimate of the ceiling
     rng = np.random.default_rng(seed)
     cfg = json.loads((root / "synth_meta.json").read_text())["config"]
-    plans = [P.plan_lvu_movie(rng, 2 * int(rng.integers(cfg["lvu_seconds"][0] // 2, cfg["lvu_seconds"][1] // 2 + 1)),
-                              cfg["lvu_degrade_fraction"]) for _ in range(n_plans)]
+    plans = [
+        P.plan_lvu_movie(
+            rng,
+            2 * int(rng.integers(cfg["lvu_seconds"][0] // 2, cfg["lvu_seconds"][1] // 2 + 1)),
+            cfg["lvu_degrade_fraction"],
+        )
+        for _ in range(n_plans)
+    ]
     for task in lvu:
         yt = [_lvu_target(task, p["labels"][task]) for p in plans]
         lvu[task]["oracle_plans"] = _score(task, [oracle_lvu(p)[task] for p in plans], yt)
@@ -268,14 +311,23 @@ def headroom(root: str | Path, n_plans: int = 500, seed: int = 123, progress: bo
 
 
 def to_markdown(res: dict) -> str:
-    L = ["| verb (VidSitu valid, acc@1 vs true verb %) | n | chance | pixel baseline | oracle |", "|---|---|---|---|---|"]
+    L = [
+        "| verb (VidSitu valid, acc@1 vs true verb %) | n | chance | pixel baseline | oracle |",
+        "|---|---|---|---|---|",
+    ]
     for k, r in res["verb"].items():
         L.append(f"| {k} events | {r['n']} | {r['chance']:.1f} | {r['pixel']:.1f} | {r['oracle']:.1f} |")
-    L += ["", f"| LVU task (val+test; acc % or MSE) | n | chance | pixel baseline | oracle | chance / oracle on {res['n_plans']} plans |",
-          "|---|---|---|---|---|---|"]
+    L += [
+        "",
+        "| LVU task (val+test; acc % or MSE) | n | chance | pixel baseline | oracle "
+        f"| chance / oracle on {res['n_plans']} plans |",
+        "|---|---|---|---|---|---|",
+    ]
     for t, r in res["lvu"].items():
-        L.append(f"| {t} | {r['n_eval']} | {r['chance']:.2f} | {r['pixel']:.2f} | {r['oracle']:.2f} | "
-                 f"{r['chance_plans']:.2f} / {r['oracle_plans']:.2f} |")
+        L.append(
+            f"| {t} | {r['n_eval']} | {r['chance']:.2f} | {r['pixel']:.2f} | {r['oracle']:.2f} | "
+            f"{r['chance_plans']:.2f} / {r['oracle_plans']:.2f} |"
+        )
     return "\n".join(L)
 
 

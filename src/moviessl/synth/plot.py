@@ -25,8 +25,13 @@ def sample_characters(rng: np.random.Generator, n: int) -> list[dict]:
     chars = []
     for k, i in enumerate(pick):
         shape, colour = combos[i]
-        ch = dict(id=k, shape=shape, colour=colour, size=str(rng.choice(list(W.SIZES))),
-                  texture=str(rng.choice(W.TEXTURES, p=[0.7, 0.3])))
+        ch = dict(
+            id=k,
+            shape=shape,
+            colour=colour,
+            size=str(rng.choice(list(W.SIZES))),
+            texture=str(rng.choice(W.TEXTURES, p=[0.7, 0.3])),
+        )
         ch["phrase"] = W.character_phrase(ch)
         chars.append(ch)
     return chars
@@ -102,7 +107,16 @@ def layout_events(rng, events: list[dict], n_chars: int, event_s: float | list[f
             d = 1 if xp < 0.5 else -1
             xa = xs[a] = xp + d * 0.22
             end[a] = xa + d * 0.25 * dur
-        elif verb in ("meet.03", "give.01", "wave.01", "explain.01", "discuss.01", "teach.01", "threaten.01", "avoid.01"):
+        elif verb in (
+            "meet.03",
+            "give.01",
+            "wave.01",
+            "explain.01",
+            "discuss.01",
+            "teach.01",
+            "threaten.01",
+            "avoid.01",
+        ):
             d = 1 if xp > xa else -1
             gap = abs(xp - xa)
             want = 0.55 if verb in ("meet.03", "avoid.01") else 0.34
@@ -120,7 +134,9 @@ def layout_events(rng, events: list[dict], n_chars: int, event_s: float | list[f
         ev["dur"] = float(dur)
         xa = xs[a]
         ev["location"] = "on the left" if xa < 0.4 else ("on the right" if xa > 0.6 else "in the middle")
-        ev["direction"] = {"climb.01": "upward", "descend.01": "downward"}.get(verb, "to the right" if d > 0 else "to the left")
+        ev["direction"] = {"climb.01": "upward", "descend.01": "downward"}.get(
+            verb, "to the right" if d > 0 else "to the left"
+        )
         ev["manner"] = W.MANNER.get(verb, "slowly")
         for c, x in end.items():
             xs[c] = float(np.clip(x, X_MIN - 0.07, X_MAX + 0.07))
@@ -147,8 +163,14 @@ def sample_scene(rng, scene: str | None = None) -> dict:
     """A background instance: pattern class + two palette colours + period/phase jitter."""
     scene = scene or str(rng.choice(W.SCENES))
     c1, c2 = rng.choice(len(W.BG_PALETTE), 2, replace=False)
-    return dict(scene=scene, c1=int(c1), c2=int(c2), period=float(rng.uniform(0.85, 1.15)), phase=float(rng.uniform(0, 1)),
-                floor=float(rng.uniform(0.45, 0.7)))
+    return dict(
+        scene=scene,
+        c1=int(c1),
+        c2=int(c2),
+        period=float(rng.uniform(0.85, 1.15)),
+        phase=float(rng.uniform(0, 1)),
+        floor=float(rng.uniform(0.45, 0.7)),
+    )
 
 
 def sample_year_style(rng, year: int) -> dict:
@@ -164,10 +186,16 @@ def sample_year_style(rng, year: int) -> dict:
 # Clips and movies
 # ----------------------------------------------------------------------------------------------
 
+
 def plan_movie_meta(rng) -> dict:
     """Movie-level variables shared by every clip of one (synthetic) YouTube movie."""
-    return dict(genre=str(rng.choice(W.GENRES)), writer=int(rng.integers(10)), director=int(rng.integers(10)),
-                year=int(rng.integers(9)), n_chars=int(rng.integers(2, 5)))
+    return dict(
+        genre=str(rng.choice(W.GENRES)),
+        writer=int(rng.integers(10)),
+        director=int(rng.integers(10)),
+        year=int(rng.integers(9)),
+        n_chars=int(rng.integers(2, 5)),
+    )
 
 
 _PRED: dict[str, list[tuple[str, str]]] = {}
@@ -183,12 +211,20 @@ def _related_neighbours(rng, T, chars, related_p):
     ``related_p``, one the plot relates to Ev3 (with the characters lined up), else a grammar step."""
     n = len(chars)
     w = np.sqrt([T[:, W.VERB_INDEX[v]].sum() for v in PIVOTS])  # flattened: no verb dominates
-    v3 = PIVOTS[rng.choice(len(PIVOTS), p=w / w.sum())] if rng.random() < 0.85 else W.VERB_IDS[rng.integers(len(W.VERBS))]
+    v3 = (
+        PIVOTS[rng.choice(len(PIVOTS), p=w / w.sum())]
+        if rng.random() < 0.85
+        else W.VERB_IDS[rng.integers(len(W.VERBS))]
+    )
     ev3 = make_event(rng, v3, int(rng.integers(n)), None, n)
     a3, p3 = ev3["agent"], ev3["patient"]
     if v3 in _PRED and rng.random() < related_p:
         v2, chk = _PRED[v3][rng.integers(len(_PRED[v3]))]
-        ev2 = make_event(rng, v2, a3, p3, n) if chk == "A" else make_event(rng, v2, p3 if p3 is not None else _other(rng, n, a3), a3, n)
+        ev2 = (
+            make_event(rng, v2, a3, p3, n)
+            if chk == "A"
+            else make_event(rng, v2, p3 if p3 is not None else _other(rng, n, a3), a3, n)
+        )
     else:
         col = T[:, W.VERB_INDEX[v3]]
         v2 = W.VERB_IDS[rng.choice(len(W.VERBS), p=col / col.sum())]
@@ -202,8 +238,9 @@ def _related_neighbours(rng, T, chars, related_p):
     return ev2, ev3, ev4
 
 
-def plan_vidsitu_clip(rng, meta: dict, chars: list[dict], degrade_fraction: float, related_p: float = 0.75,
-                      event_s: float = 2.0) -> dict:
+def plan_vidsitu_clip(
+    rng, meta: dict, chars: list[dict], degrade_fraction: float, related_p: float = 0.75, event_s: float = 2.0
+) -> dict:
     """A 10-s VidSitu-style clip: 5 events of the movie's grammar in one scene (1-2 shots).
 
     The story is built around Ev3 (VidSitu's relations all point at it): Ev2 / Ev4 are related to
@@ -226,8 +263,16 @@ def plan_vidsitu_clip(rng, meta: dict, chars: list[dict], degrade_fraction: floa
     for k, ev in enumerate(events):
         ev["shot"] = 0 if k < cut else 1
         ev["scene"] = scene["scene"]
-    return dict(kind="vidsitu", characters=chars, events=events, shots=shots, director=meta["director"],
-                year_style=sample_year_style(rng, meta["year"]), genre=meta["genre"], writer=meta["writer"])
+    return dict(
+        kind="vidsitu",
+        characters=chars,
+        events=events,
+        shots=shots,
+        director=meta["director"],
+        year_style=sample_year_style(rng, meta["year"]),
+        genre=meta["genre"],
+        writer=meta["writer"],
+    )
 
 
 def plan_action_clip(rng, verb: str, duration_s: float) -> dict:
@@ -238,8 +283,14 @@ def plan_action_clip(rng, verb: str, duration_s: float) -> dict:
     layout_events(rng, [ev], len(chars), duration_s)
     ev.update(shot=0, scene="studio", degraded=None)
     top, bottom = rng.choice(len(W.BG_PALETTE), 2, replace=False)
-    return dict(kind="action", characters=chars, events=[ev], shots=[dict(studio=[int(top), int(bottom)], cam=0.0)],
-                director=int(rng.choice([0, 0, 0, 6])), year_style=None)
+    return dict(
+        kind="action",
+        characters=chars,
+        events=[ev],
+        shots=[dict(studio=[int(top), int(bottom)], cam=0.0)],
+        director=int(rng.choice([0, 0, 0, 6])),
+        year_style=None,
+    )
 
 
 def plan_lvu_movie(rng, duration_s: float, degrade_fraction: float = 0.1) -> dict:
@@ -280,7 +331,7 @@ def plan_lvu_movie(rng, duration_s: float, degrade_fraction: float = 0.1) -> dic
         same = [s["scene_inst"] for s in shots if s["scene_inst"]["scene"] == scene]
         inst = same[0] if same and rng.random() < 0.7 else sample_scene(rng, scene)
         shots.append(dict(scene_inst=inst, cam=float(rng.uniform(0, 1))))
-        for ev in events[k:k + n]:
+        for ev in events[k : k + n]:
             ev["shot"] = len(shots) - 1
             ev["scene"] = scene
         k += n
@@ -295,11 +346,29 @@ def plan_lvu_movie(rng, duration_s: float, degrade_fraction: float = 0.1) -> dic
     log_views = views_clean + rng.normal(0, 0.3)
     total = int(rng.integers(200, 20000))
     like = int(round(total * like_ratio / 10.0))
-    labels = dict(relationship=W.RELATIONSHIPS.index(rel), way_speaking=W.WAYS_SPEAKING.index(way),
-                  scene=W.SCENES.index(scene_label), director=meta["director"], writer=meta["writer"],
-                  year=meta["year"], genre=W.GENRES.index(meta["genre"]),
-                  like_ratio=[like, max(total - like, 1)], view_count=int(round(np.exp(log_views))))
-    return dict(kind="lvu", characters=chars, events=events, shots=shots, director=meta["director"],
-                year_style=sample_year_style(rng, meta["year"]), genre=meta["genre"], writer=meta["writer"],
-                relationship=rel, way_speaking=way, dominant_scene=dominant, labels=labels,
-                clean=dict(like_ratio=float(like_clean), view_count=float(views_clean)))
+    labels = dict(
+        relationship=W.RELATIONSHIPS.index(rel),
+        way_speaking=W.WAYS_SPEAKING.index(way),
+        scene=W.SCENES.index(scene_label),
+        director=meta["director"],
+        writer=meta["writer"],
+        year=meta["year"],
+        genre=W.GENRES.index(meta["genre"]),
+        like_ratio=[like, max(total - like, 1)],
+        view_count=int(round(np.exp(log_views))),
+    )
+    return dict(
+        kind="lvu",
+        characters=chars,
+        events=events,
+        shots=shots,
+        director=meta["director"],
+        year_style=sample_year_style(rng, meta["year"]),
+        genre=meta["genre"],
+        writer=meta["writer"],
+        relationship=rel,
+        way_speaking=way,
+        dominant_scene=dominant,
+        labels=labels,
+        clean=dict(like_ratio=float(like_clean), view_count=float(views_clean)),
+    )

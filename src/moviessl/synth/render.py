@@ -28,6 +28,7 @@ PROP_COLOURS = {"ball": (250, 250, 250), "box": (160, 110, 60), "flower": (255, 
 # Colour / film look
 # ------------------------------------------------------------------------------------------
 
+
 def colour_matrix(year_style: dict | None) -> np.ndarray:
     """3x3 linear colour transform of a film stock: desaturation then a sepia blend."""
     if not year_style:
@@ -47,6 +48,7 @@ def _tone(rgb, M) -> np.ndarray:
 # ------------------------------------------------------------------------------------------
 # Backgrounds: a scene class is a pattern; its colours are not class-specific
 # ------------------------------------------------------------------------------------------
+
 
 def build_canvas(shot: dict, S: int, M: np.ndarray) -> np.ndarray:
     """Wrap-around background canvas (2S, 3S, 3) uint8 for one shot."""
@@ -84,8 +86,10 @@ def build_canvas(shot: dict, S: int, M: np.ndarray) -> np.ndarray:
 def _crop(canvas: np.ndarray, oy: int, ox: int, S: int) -> np.ndarray:
     H, Wd = canvas.shape[:2]
     oy, ox = oy % H, ox % Wd
-    rows = canvas[oy:oy + S] if oy + S <= H else np.concatenate([canvas[oy:], canvas[:oy + S - H]])
-    return rows[:, ox:ox + S].copy() if ox + S <= Wd else np.concatenate([rows[:, ox:], rows[:, :ox + S - Wd]], axis=1)
+    rows = canvas[oy : oy + S] if oy + S <= H else np.concatenate([canvas[oy:], canvas[: oy + S - H]])
+    return (
+        rows[:, ox : ox + S].copy() if ox + S <= Wd else np.concatenate([rows[:, ox:], rows[:, : ox + S - Wd]], axis=1)
+    )
 
 
 def _zoom_crop(canvas, oy, ox, S, z):
@@ -97,6 +101,7 @@ def _zoom_crop(canvas, oy, ox, S, z):
 # ------------------------------------------------------------------------------------------
 # Motion programs: verb -> per-frame states
 # ------------------------------------------------------------------------------------------
+
 
 def _smooth(t):
     t = np.clip(t, 0, 1)
@@ -211,7 +216,7 @@ def simulate_event(ev: dict, chars: list[dict], n: int, fps: float) -> dict:
         s = _smooth((t - 0.25) / 0.5)
         prop[:, 0] = xa + (xp - xa) * s
         prop[:, 1] = 0.6 - 0.02 - 0.08 * np.sin(np.pi * s)
-        prop[:, 2] = (t > 0.1)
+        prop[:, 2] = t > 0.1
     elif verb == "throw.01":
         s = np.clip((t - 0.2) / 0.7, 0, 1)
         prop[:, 0] = xa + d * 0.5 * s
@@ -248,6 +253,7 @@ def simulate_event(ev: dict, chars: list[dict], n: int, fps: float) -> dict:
 # Sprites
 # ------------------------------------------------------------------------------------------
 
+
 def _shape_mask(k: int, u, v):
     if k == 0:
         return u * u + v * v <= 1.0
@@ -280,7 +286,9 @@ def _put(patch, mask, colour, alpha):
         patch[mask] = (patch[mask] * (1 - alpha) + np.asarray(colour, np.float32) * alpha).astype(np.uint8)
 
 
-def draw_sprite(frame, cx, cy, rad, shape, colour, colour2, ang_deg, alpha, squash, face, outline=(20, 20, 20), eye=True):
+def draw_sprite(
+    frame, cx, cy, rad, shape, colour, colour2, ang_deg, alpha, squash, face, outline=(20, 20, 20), eye=True
+):
     """Draw one character (pixel units) in place: shape, optional stripes, outline, an eye that
     shows where it faces and how it turns."""
     if alpha < 0.02 or rad < 1:
@@ -326,6 +334,7 @@ def _disc(frame, cx, cy, rad, colour, alpha=1.0, ry=None):
 # Whole videos
 # ------------------------------------------------------------------------------------------
 
+
 def render_plan(plan: dict, size: int, fps: float, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(frames uint8 (n,S,S,3), boxes float32 (n,C,5))`` per event; boxes are
     (x1,y1,x2,y2) normalised + visible flag, after the camera, 0 where a detector would see nothing."""
@@ -345,11 +354,11 @@ def render_plan(plan: dict, size: int, fps: float, seed: int) -> Iterator[tuple[
     ys = plan.get("year_style") or {}
     grain = float(ys.get("grain", 0.0))
     flicker = float(ys.get("flicker", 0.0))
-    noise_bank = (rng.normal(0, grain, (6, S, S, 1)).astype(np.float32) if grain > 0.5 else None)
+    noise_bank = rng.normal(0, grain, (6, S, S, 1)).astype(np.float32) if grain > 0.5 else None
     vign = None
     if style.vignette > 0:
         yy, xx = np.mgrid[0:S, 0:S] / (S - 1) - 0.5
-        vign = (1 - style.vignette * np.clip((xx ** 2 + yy ** 2) * 2.0 - 0.15, 0, 1))[..., None].astype(np.float32)
+        vign = (1 - style.vignette * np.clip((xx**2 + yy**2) * 2.0 - 0.15, 0, 1))[..., None].astype(np.float32)
     shot_t0: dict[int, float] = {}
     frame_no = 0
     for ev in plan["events"]:
@@ -384,15 +393,39 @@ def render_plan(plan: dict, size: int, fps: float, seed: int) -> Iterator[tuple[
                 cx = ((st["X"][i, c] - 0.5) * z + 0.5) * S + sx
                 cy = ((st["Y"][i, c] - 0.6) * z + 0.6) * S + sy
                 al = float(st["Al"][i, c]) * faint
-                draw_sprite(frames[i], cx, cy, rad, SHAPE_INDEX[chars[c]["shape"]], cols[c], cols2[c],
-                            float(st["Ang"][i, c]), al, float(st["Sq"][i, c]), float(st["Face"][i, c]), outline)
+                draw_sprite(
+                    frames[i],
+                    cx,
+                    cy,
+                    rad,
+                    SHAPE_INDEX[chars[c]["shape"]],
+                    cols[c],
+                    cols2[c],
+                    float(st["Ang"][i, c]),
+                    al,
+                    float(st["Sq"][i, c]),
+                    float(st["Face"][i, c]),
+                    outline,
+                )
                 if al >= 0.3 and deg is None:
                     h = rad * 1.16
-                    boxes[i, c] = ((cx - h) / S, (cy - h * st["Sq"][i, c]) / S, (cx + h) / S, (cy + h * st["Sq"][i, c]) / S, 1.0)
+                    boxes[i, c] = (
+                        (cx - h) / S,
+                        (cy - h * st["Sq"][i, c]) / S,
+                        (cx + h) / S,
+                        (cy + h * st["Sq"][i, c]) / S,
+                        1.0,
+                    )
             if st["prop"][i, 2] > 0:
                 pr = 0.045 * S * z * big
-                _disc(frames[i], ((st["prop"][i, 0] - 0.5) * z + 0.5) * S + sx, ((st["prop"][i, 1] - 0.6) * z + 0.6) * S + sy,
-                      pr, _tone(PROP_COLOURS.get(ev.get("object"), (250, 250, 250)), M), faint)
+                _disc(
+                    frames[i],
+                    ((st["prop"][i, 0] - 0.5) * z + 0.5) * S + sx,
+                    ((st["prop"][i, 1] - 0.6) * z + 0.6) * S + sy,
+                    pr,
+                    _tone(PROP_COLOURS.get(ev.get("object"), (250, 250, 250)), M),
+                    faint,
+                )
             b = st["bubble"][i, 0]
             if b >= 0:
                 rad = W.SIZES[chars[b]["size"]] * S * z * big
@@ -412,7 +445,7 @@ def _post(frames, deg, rng, style, vign, noise_bank, flicker, S):
         y0, y1, x0, x1 = int(0.08 * S), int(0.97 * S), int(0.03 * S), int(0.97 * S)
         shade = rng.integers(30, 70)
         frames[:, y0:y1, x0:x1] = shade
-        frames[:, y0:y1, x0:x1:max(S // 16, 2)] = shade + 25
+        frames[:, y0:y1, x0 : x1 : max(S // 16, 2)] = shade + 25
     elif deg == "blur":  # long exposure + heavy defocus: only the scene's average survives
         mean = frames.astype(np.float32).mean(0)
         k = max(S // 4, 2)
@@ -421,7 +454,9 @@ def _post(frames, deg, rng, style, vign, noise_bank, flicker, S):
     elif deg == "low_contrast":
         f = frames.astype(np.float32)
         m = f.mean((1, 2), keepdims=True)
-        frames = np.clip(m + 0.35 * (f - m) + rng.normal(0, 4, (1, S, S, 1)).astype(np.float32), 0, 255).astype(np.uint8)
+        frames = np.clip(m + 0.35 * (f - m) + rng.normal(0, 4, (1, S, S, 1)).astype(np.float32), 0, 255).astype(
+            np.uint8
+        )
     need = noise_bank is not None or flicker > 0 or vign is not None
     if need:
         f = frames.astype(np.float32)
@@ -435,7 +470,7 @@ def _post(frames, deg, rng, style, vign, noise_bank, flicker, S):
     if style.letterbox:
         b = int(style.letterbox * S)
         frames[:, :b] = 0
-        frames[:, S - b:] = 0
+        frames[:, S - b :] = 0
     return frames
 
 

@@ -40,12 +40,13 @@ class TaskSpec(Protocol):
     """What a task declares to the runner."""
 
     name: str
-    metric_keys: tuple[str, ...]      # reported metrics, the first is the main one
-    end_to_end: bool                  # with videos: fine-tune the backbone on clips (else: frozen features)
-    ignore_index: int | None          # target value of an input that fails to decode mid-run (None: keep)
+    metric_keys: tuple[str, ...]  # reported metrics, the first is the main one
+    end_to_end: bool  # with videos: fine-tune the backbone on clips (else: frozen features)
+    ignore_index: int | None  # target value of an input that fails to decode mid-run (None: keep)
 
-    def build_model(self, in_dim: int, backbone_arch: Mapping | None = None,
-                    txe_arch: Mapping | None = None) -> tuple[nn.Module, dict]:
+    def build_model(
+        self, in_dim: int, backbone_arch: Mapping | None = None, txe_arch: Mapping | None = None
+    ) -> tuple[nn.Module, dict]:
         """(model with ``loss(x, y, **loss_kwargs)``, its arch spec for the checkpoint)."""
 
     def loss_kwargs(self) -> dict[str, Any]:
@@ -86,8 +87,11 @@ class TaskModule(pl.LightningModule):
     def part_of(self) -> Callable[[nn.Parameter], str]:
         """Which part a parameter belongs to: ``backbone``, ``txe`` or ``head`` (everything else)."""
         enc = getattr(self.model, "encoder", None)
-        ids = {part: {id(p) for p in getattr(enc, part).parameters()}
-               for part in ("backbone", "txe") if enc is not None and getattr(enc, part, None) is not None}
+        ids = {
+            part: {id(p) for p in getattr(enc, part).parameters()}
+            for part in ("backbone", "txe")
+            if enc is not None and getattr(enc, part, None) is not None
+        }
         return lambda p: next((part for part, s in ids.items() if id(p) in s), "head")
 
     def configure_optimizers(self):
@@ -133,7 +137,7 @@ class SeedJob:
     score: Callable[[nn.Module, Path], dict]
     export: Callable[[nn.Module, dict, Path, dict], None]
     loss_kwargs: dict = field(default_factory=dict)
-    record: dict = field(default_factory=dict)       # facts copied into every metrics.json
+    record: dict = field(default_factory=dict)  # facts copied into every metrics.json
     throughput_name: str = "segments_per_s"
     resume: bool = False
 
@@ -152,22 +156,38 @@ def run_seed(job: SeedJob, seed: int) -> dict:
     model, arch = job.build(seed)
     module = TaskModule(model, job.optim, job.loss_kwargs)
     train_loader = job.loader(seed)
-    tcfg = trainer_cfg(job.trainer, max_epochs=job.trainer.max_epochs if job.trainer.max_epochs is not None else job.epochs,
-                       # short runs still log (and plot) a few points per epoch
-                       log_every_n_steps=max(1, min(job.trainer.log_every_n_steps, len(train_loader) // 2)))
-    trainer = fit(module, tcfg, run_dir, train_dataloaders=train_loader, resume=job.resume,
-                  throughput_name=job.throughput_name)
+    tcfg = trainer_cfg(
+        job.trainer,
+        max_epochs=job.trainer.max_epochs if job.trainer.max_epochs is not None else job.epochs,
+        # short runs still log (and plot) a few points per epoch
+        log_every_n_steps=max(1, min(job.trainer.log_every_n_steps, len(train_loader) // 2)),
+    )
+    trainer = fit(
+        module, tcfg, run_dir, train_dataloaders=train_loader, resume=job.resume, throughput_name=job.throughput_name
+    )
     train_s = time.perf_counter() - t0
     if not trainer.is_global_zero:  # under DDP, rank 0 alone predicts, scores and writes
         return {"seed": seed, "dir": str(run_dir), "metrics": {}}
     metrics = job.score(model, run_dir)
     job.export(model, arch, run_dir, {"seed": seed, "metrics": metrics})
     save_config(job.config, run_dir)
-    record = {"task": job.name, "seed": seed, "metrics": metrics, "settings": job.settings, **job.record,
-              "train_s": round(train_s, 3), "total_s": round(time.perf_counter() - t0, 3)}
+    record = {
+        "task": job.name,
+        "seed": seed,
+        "metrics": metrics,
+        "settings": job.settings,
+        **job.record,
+        "train_s": round(train_s, 3),
+        "total_s": round(time.perf_counter() - t0, 3),
+    }
     atomic_write_json(mfile, record)  # written last: marks the run finished
-    log.info("%s seed %d: %s (%.1fs)", job.name, seed, json.dumps({k: round(v, 2) for k, v in metrics.items()}),
-             record["total_s"])
+    log.info(
+        "%s seed %d: %s (%.1fs)",
+        job.name,
+        seed,
+        json.dumps({k: round(v, 2) for k, v in metrics.items()}),
+        record["total_s"],
+    )
     return {"seed": seed, "dir": str(run_dir), "metrics": metrics}
 
 
@@ -175,12 +195,15 @@ def run_seeds(job: SeedJob, seeds: Sequence[int]) -> list[dict]:
     return [run_seed(job, s) for s in seeds]
 
 
-def write_summary(out: Path, runs: list[dict], metric_keys: Sequence[str], title: str, heading: str, note: str = "",
-                  **facts: Any) -> dict:
+def write_summary(
+    out: Path, runs: list[dict], metric_keys: Sequence[str], title: str, heading: str, note: str = "", **facts: Any
+) -> dict:
     """Mean ± SE over the runs -> ``out/summary.json`` and ``out/summary.md``; returns the summary record."""
     summary, table = summarize([r["metrics"] for r in runs], keys=list(metric_keys), title=title)
     result = {**facts, "out": str(out), "seeds": len(runs), "runs": runs, "summary": summary, "table": table}
     atomic_write_json(out / "summary.json", result)
-    atomic_write_text(out / "summary.md", f"# {heading}: {len(runs)} run(s), mean ± standard error\n\n"
-                                          + (f"{note}\n\n" if note else "") + table)
+    atomic_write_text(
+        out / "summary.md",
+        f"# {heading}: {len(runs)} run(s), mean ± standard error\n\n" + (f"{note}\n\n" if note else "") + table,
+    )
     return result

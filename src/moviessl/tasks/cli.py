@@ -8,8 +8,11 @@ BENCHMARKS = ("moviessl.tasks.vidsitu.cli",)
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("finetune", help="train and evaluate task heads on benchmark annotations",
-                              description="Fine-tune task models over several seeds and score them with the official metrics.")
+    p = subparsers.add_parser(
+        "finetune",
+        help="train and evaluate task heads on benchmark annotations",
+        description="Fine-tune task models over several seeds and score them with the official metrics.",
+    )
     datasets = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
     for name in BENCHMARKS:
         importlib.import_module(name).add_parser(datasets)

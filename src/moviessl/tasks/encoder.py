@@ -43,8 +43,9 @@ class EventEncoder(nn.Module):
         return self.standardize(x.flatten(0, 1)).view_as(x)
 
 
-def build_encoder(in_dim: int, backbone_arch: Mapping[str, Any] | None = None,
-                  txe_arch: Mapping[str, Any] | None = None) -> EventEncoder:
+def build_encoder(
+    in_dim: int, backbone_arch: Mapping[str, Any] | None = None, txe_arch: Mapping[str, Any] | None = None
+) -> EventEncoder:
     backbone = build_arch(backbone_arch) if backbone_arch else None
     txe = build_arch(txe_arch) if txe_arch else None
     return EventEncoder(in_dim, backbone, txe)

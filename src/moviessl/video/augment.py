@@ -1,10 +1,11 @@
 """Batched, temporally consistent augmentation for self-supervised video training (pure torch).
 
-CVRL (Qian et al. 2021, section 3.2; the official code's ``video_ssl_preprocess_ops.py``) draws every random parameter once per
-clip and applies it to all T frames, so the augmentation cannot inject fake motion; two clips of a
-pair are augmented independently. Here a whole batch ``(B, 3, T, H, W)`` is augmented at once on
-its device (call it from ``on_after_batch_transfer``): the crop/flip is one ``grid_sample`` with
-a per-clip affine grid shared by the clip's frames, and colour ops act on per-clip factors.
+CVRL (Qian et al. 2021, section 3.2; the official code's ``video_ssl_preprocess_ops.py``) draws
+every random parameter once per clip and applies it to all T frames, so the augmentation cannot
+inject fake motion; two clips of a pair are augmented independently. Here a whole batch
+``(B, 3, T, H, W)`` is augmented at once on its device (call it from ``on_after_batch_transfer``):
+the crop/flip is one ``grid_sample`` with a per-clip affine grid shared by the clip's frames, and
+colour ops act on per-clip factors.
 
 Order (CVRL): random resized crop -> flip -> colour jitter (p, random op order, clip to [0,1]
 after each) -> grayscale -> Gaussian blur -> solarise -> clip -> normalise.
@@ -82,7 +83,7 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel: int) -> torch.Te
     n, c, t, h, w = x.shape
     r = kernel // 2
     pos = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-pos[None] ** 2 / (2 * sigma[:, None].to(x.dtype) ** 2))
+    k = torch.exp(-(pos[None] ** 2) / (2 * sigma[:, None].to(x.dtype) ** 2))
     k = (k / k.sum(1, keepdim=True)).repeat_interleave(c * t, 0)  # (n*c*t, kernel)
     y = x.reshape(1, n * c * t, h, w)
     y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="reflect"), k[:, None, None, :], groups=n * c * t)
@@ -109,14 +110,36 @@ class ConsistentAugment(nn.Module):
     ``normalize`` with ``mean`` / ``std``.
     """
 
-    def __init__(self, out_size: int = 224, blur_p: float = 0.5, solarize_p: float = 0.0,
-                 area=(0.3, 1.0), aspect=(0.5, 2.0), flip_p: float = 0.5, jitter_p: float = 0.8,
-                 brightness: float = 0.8, contrast: float = 0.8, saturation: float = 0.8, hue: float = 0.2,
-                 gray_p: float = 0.2, blur_sigma=(0.1, 2.0), blur_kernel: int | None = None,
-                 normalize: bool = True, mean=MEAN, std=STD, attempts: int = 100):
+    def __init__(
+        self,
+        out_size: int = 224,
+        blur_p: float = 0.5,
+        solarize_p: float = 0.0,
+        area=(0.3, 1.0),
+        aspect=(0.5, 2.0),
+        flip_p: float = 0.5,
+        jitter_p: float = 0.8,
+        brightness: float = 0.8,
+        contrast: float = 0.8,
+        saturation: float = 0.8,
+        hue: float = 0.2,
+        gray_p: float = 0.2,
+        blur_sigma=(0.1, 2.0),
+        blur_kernel: int | None = None,
+        normalize: bool = True,
+        mean=MEAN,
+        std=STD,
+        attempts: int = 100,
+    ):
         super().__init__()
         self.out_size = int(out_size)
-        self.blur_p, self.solarize_p, self.flip_p, self.jitter_p, self.gray_p = blur_p, solarize_p, flip_p, jitter_p, gray_p
+        self.blur_p, self.solarize_p, self.flip_p, self.jitter_p, self.gray_p = (
+            blur_p,
+            solarize_p,
+            flip_p,
+            jitter_p,
+            gray_p,
+        )
         self.area, self.aspect = tuple(area), tuple(aspect)
         self.strength = (brightness, contrast, saturation, hue)
         self.blur_sigma = tuple(blur_sigma)
@@ -188,8 +211,9 @@ class ConsistentAugment(nn.Module):
         theta[:, 0, 0], theta[:, 0, 2] = sx, (2 * x0 + cw) / W - 1
         theta[:, 1, 1], theta[:, 1, 2] = ch / H, (2 * y0 + ch) / H - 1
         grid = F.affine_grid(theta, (B, C * T, S, S), align_corners=False)
-        y = F.grid_sample(x.reshape(B, C * T, H, W), grid, mode="bilinear", padding_mode="border",
-                          align_corners=False).reshape(B, C, T, S, S)
+        y = F.grid_sample(
+            x.reshape(B, C * T, H, W), grid, mode="bilinear", padding_mode="border", align_corners=False
+        ).reshape(B, C, T, S, S)
 
         jit = p["jitter"]
         if jit.any():
@@ -212,12 +236,16 @@ class ConsistentAugment(nn.Module):
         return normalize(y, self.mean, self.std) if self.normalize else y
 
     def extra_repr(self) -> str:
-        return (f"out_size={self.out_size}, area={self.area}, aspect={self.aspect}, flip_p={self.flip_p}, "
-                f"jitter_p={self.jitter_p}, strength={self.strength}, gray_p={self.gray_p}, "
-                f"blur_p={self.blur_p}, blur_kernel={self.blur_kernel}, solarize_p={self.solarize_p}")
+        return (
+            f"out_size={self.out_size}, area={self.area}, aspect={self.aspect}, flip_p={self.flip_p}, "
+            f"jitter_p={self.jitter_p}, strength={self.strength}, gray_p={self.gray_p}, "
+            f"blur_p={self.blur_p}, blur_kernel={self.blur_kernel}, solarize_p={self.solarize_p}"
+        )
 
 
 def cvrl_augment_pair(out_size: int = 224, **kwargs) -> tuple[ConsistentAugment, ConsistentAugment]:
     """CVRL's asymmetric pair: blur p=1.0 on clip 1; blur p=0.1 and solarise p=0.2 on clip 2."""
-    return (ConsistentAugment(out_size, blur_p=1.0, solarize_p=0.0, **kwargs),
-            ConsistentAugment(out_size, blur_p=0.1, solarize_p=0.2, **kwargs))
+    return (
+        ConsistentAugment(out_size, blur_p=1.0, solarize_p=0.0, **kwargs),
+        ConsistentAugment(out_size, blur_p=0.1, solarize_p=0.2, **kwargs),
+    )

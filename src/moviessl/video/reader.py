@@ -117,8 +117,10 @@ class VideoReader:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"VideoReader({str(self.path)!r}, fps={self.fps:.4g}, num_frames={self.num_frames}, "
-                f"{self.width}x{self.height}{', vfr' if self.is_vfr else ''})")
+        return (
+            f"VideoReader({str(self.path)!r}, fps={self.fps:.4g}, num_frames={self.num_frames}, "
+            f"{self.width}x{self.height}{', vfr' if self.is_vfr else ''})"
+        )
 
 
 def _grid_fps(times: np.ndarray, candidates, tick: float) -> float | None:
@@ -228,7 +230,9 @@ class _AVFile:
         fps = _grid_fps(t, rates, float(self.time_base))
         self.is_vfr = fps is None
         if fps is None:
-            last = (last_durs[0] * float(self.time_base)) if last_durs and last_durs[0] else float(np.median(np.diff(t)))
+            last = (
+                (last_durs[0] * float(self.time_base)) if last_durs and last_durs[0] else float(np.median(np.diff(t)))
+            )
             self.duration_s = float(t[-1] + last)
             self.fps = len(t) / self.duration_s
         else:
@@ -300,8 +304,13 @@ class _AVFile:
 
     def _drop(self, keep: np.ndarray) -> None:
         if not keep.all():
-            log.warning("%s: %d of %d indexed frames do not decode; using the %d that do",
-                        self.path, int((~keep).sum()), len(keep), int(keep.sum()))
+            log.warning(
+                "%s: %d of %d indexed frames do not decode; using the %d that do",
+                self.path,
+                int((~keep).sum()),
+                len(keep),
+                int(keep.sum()),
+            )
             self.pts = self.pts[keep]
             if hasattr(self, "frame_times"):
                 self.frame_times = self.frame_times[keep]
@@ -320,8 +329,12 @@ class _AVFile:
             kp = self.key_pts[k] if k >= 0 else None
             # Continue the running decoder if no key frame lies between it and the target,
             # otherwise seek: decoding from that key frame is never more work.
-            if self._iter is None or self._last_pts is None or self._last_pts >= tp or (
-                    kp is not None and not self.by_count and kp > self._last_pts):
+            if (
+                self._iter is None
+                or self._last_pts is None
+                or self._last_pts >= tp
+                or (kp is not None and not self.by_count and kp > self._last_pts)
+            ):
                 self._iter, self._last_pts = self._frames_from(kp), None
             for pts, f in self._iter:
                 if pts is None:
@@ -341,7 +354,9 @@ class _AVFile:
 
     def _missing(self, i: int, out: dict) -> np.ndarray:
         """A frame the index promised but the decoder did not produce: hold the nearest earlier one."""
-        log.warning("%s: frame %d (pts %d) did not decode; repeating the previous frame", self.path, i, int(self.pts[i]))
+        log.warning(
+            "%s: frame %d (pts %d) did not decode; repeating the previous frame", self.path, i, int(self.pts[i])
+        )
         earlier = [j for j in out if j < i]
         if earlier:
             return out[max(earlier)]

@@ -30,8 +30,9 @@ def timeline_indices(center_s: float, num_frames: int, stride: int, target_fps: 
     return start + np.arange(num_frames, dtype=np.int64) * stride
 
 
-def clip_indices(center_s: float, num_frames: int, stride: int, fps: float, total_frames: int,
-                 target_fps: float = TARGET_FPS) -> np.ndarray:
+def clip_indices(
+    center_s: float, num_frames: int, stride: int, fps: float, total_frames: int, target_fps: float = TARGET_FPS
+) -> np.ndarray:
     """Native frame indices of a ``num_frames`` x ``stride`` clip centred on ``center_s`` seconds.
 
     ``stride`` counts frames of the ``target_fps`` timeline; each timeline frame maps to the native

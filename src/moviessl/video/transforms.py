@@ -50,14 +50,17 @@ def resize_short_side(frames, size: int):
     if (nh, nw) == (h, w):
         return x
     lead = x.shape[:-2]
-    y = F.interpolate(x.reshape(-1, 1, h, w).float(), size=(nh, nw), mode="bilinear",
-                      align_corners=False, antialias=True)
+    y = F.interpolate(
+        x.reshape(-1, 1, h, w).float(), size=(nh, nw), mode="bilinear", align_corners=False, antialias=True
+    )
     if not x.is_floating_point():
         y = y.round_().clamp_(0, 255)
     return y.to(x.dtype).reshape(*lead, nh, nw)
 
 
-def crop_box(h: int, w: int, crop: int, mode: str = "center", generator: torch.Generator | None = None) -> tuple[int, int]:
+def crop_box(
+    h: int, w: int, crop: int, mode: str = "center", generator: torch.Generator | None = None
+) -> tuple[int, int]:
     """Top-left (y, x) of a ``crop`` square; left/right take the ends of the long side."""
     if mode not in CROP_MODES:
         raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {mode!r}")
@@ -98,8 +101,13 @@ def to_uint8_cthw(frames, short_side: int | None = None) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).contiguous()
 
 
-def preprocess(frames, short_side: int | None, crop: int | None, crop_mode: str = "center",
-               generator: torch.Generator | None = None) -> torch.Tensor:
+def preprocess(
+    frames,
+    short_side: int | None,
+    crop: int | None,
+    crop_mode: str = "center",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """``uint8 (T, H, W, 3)`` frames -> normalised ``float32 (3, T, crop, crop)``.
 
     ``short_side=None`` keeps the size; ``crop=None`` skips cropping.
@@ -113,6 +121,6 @@ def preprocess(frames, short_side: int | None, crop: int | None, crop_mode: str 
         frames = resize_short_side(frames, short_side)
     if crop is not None:
         y, x = crop_box(frames.shape[1], frames.shape[2], crop, crop_mode, generator)
-        frames = frames[:, y:y + crop, x:x + crop]
+        frames = frames[:, y : y + crop, x : x + crop]
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)
     return normalize(x)

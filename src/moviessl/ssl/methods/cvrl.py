@@ -67,8 +67,13 @@ class CVRL(BackboneModule):
     def __init__(self, cfg: BackboneConfig, num_classes: int | None = None):
         super().__init__(cfg)
         c = cfg.cvrl
-        self.head = CVRLProjectionHead(self.backbone.out_dim, hidden_dim=c.head.hidden_dim, out_dim=c.head.out_dim,
-                                       num_hidden=c.head.num_hidden, out_bn=c.head.out_bn)
+        self.head = CVRLProjectionHead(
+            self.backbone.out_dim,
+            hidden_dim=c.head.hidden_dim,
+            out_dim=c.head.out_dim,
+            num_hidden=c.head.num_hidden,
+            out_bn=c.head.out_bn,
+        )
         self.tau = c.tau
         self.intra_neg = list(c.intra_neg)
         self.check_config(cfg, None)
@@ -91,7 +96,9 @@ class CVRL(BackboneModule):
                 which = torch.randint(2, (v.shape[0],), device=v.device)
                 src = torch.where(which.view(-1, 1, 1, 1, 1) == 1, views[1], views[0])
                 views.append(break_time(src, self.intra_neg))
-                batch["intra_scorer"] = (1 - which) * v.shape[0] + torch.arange(v.shape[0], device=v.device)  # row in [z1; z2]
+                batch["intra_scorer"] = (1 - which) * v.shape[0] + torch.arange(
+                    v.shape[0], device=v.device
+                )  # row in [z1; z2]
             batch["views"] = tuple(views)
         return batch
 
@@ -104,16 +111,16 @@ class CVRL(BackboneModule):
         b = views[0].shape[0]
         # one forward over all views: BN statistics over 2B (3B) clips, as in SimCLR/CVRL
         z = self.embed(torch.cat(list(views)))
-        hard = z[2 * b:] if len(views) > 2 else None
+        hard = z[2 * b :] if len(views) > 2 else None
         # ... and let only the *other* view score it: the broken copy then shares the positive's
         # augmentation and differs from it only in time, while to its own source view it is a near
         # copy whose cosine sits at the top of 1 - |d|^2/2, where the gradient vanishes (design.md)
-        loss = info_nce_pairs(z[:b], z[b:2 * b], self.tau, hard_neg=hard, hard_for=batch.get("intra_scorer"))
+        loss = info_nce_pairs(z[:b], z[b : 2 * b], self.tau, hard_neg=hard, hard_for=batch.get("intra_scorer"))
         with torch.no_grad():
-            pos_sim = (z[:b].float() * z[b:2 * b].float()).sum(1).mean()
+            pos_sim = (z[:b].float() * z[b : 2 * b].float()).sum(1).mean()
             extra = {}
             if hard is not None:  # similarity of each broken copy to the view that scores it
-                zz = torch.cat([z[:b], z[b:2 * b]]).float()[batch["intra_scorer"]]
+                zz = torch.cat([z[:b], z[b : 2 * b]]).float()[batch["intra_scorer"]]
                 extra["intra_sim"] = (zz * hard.float()).sum(1).mean()
         self.log_step(loss, b, pos_sim=pos_sim, **extra)
         return loss

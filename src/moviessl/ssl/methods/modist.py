@@ -53,8 +53,9 @@ class MoDist(BackboneModule):
     def __init__(self, cfg: BackboneConfig, num_classes: int | None = None):
         super().__init__(cfg)
         c = cfg.modist
-        self.flow_net = build_slowd(c.flow_net.preset or cfg.model.preset, width_factor=c.flow_net.width_factor,
-                                    **dict(c.flow_net.overrides))
+        self.flow_net = build_slowd(
+            c.flow_net.preset or cfg.model.preset, width_factor=c.flow_net.width_factor, **dict(c.flow_net.overrides)
+        )
         self.v_head = MoDistProjectionHead(self.backbone.out_dim, c.head.hidden_dim, c.head.out_dim, bn=c.head.bn)
         self.f_head = MoDistProjectionHead(self.flow_net.out_dim, c.head.hidden_dim, c.head.out_dim, bn=c.head.bn)
         # key encoders: momentum copies, never trained by gradient
@@ -75,8 +76,10 @@ class MoDist(BackboneModule):
     def check_config(cls, cfg: BackboneConfig, global_batch: int | None) -> None:
         keys = 2 * global_batch if global_batch else None  # both clips of every video are enqueued
         if keys and cfg.modist.queue_size % keys:
-            raise BadInputError("modist.queue_size", f"{cfg.modist.queue_size} is not a multiple of the global "
-                                f"number of keys per step 2 x {global_batch}")
+            raise BadInputError(
+                "modist.queue_size",
+                f"{cfg.modist.queue_size} is not a multiple of the global number of keys per step 2 x {global_batch}",
+            )
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
         if self.trainer is not None and self.trainer.training:
@@ -89,8 +92,10 @@ class MoDist(BackboneModule):
             if self.align_crops:  # the flow of clip i is cropped and flipped like its RGB view
                 box = p["box"].float() / torch.tensor([h, w, h, w], dtype=torch.float32, device=p["box"].device)
                 boxes, flips = box.split(b), p["flip"].split(b)
-            batch["flows"] = tuple(flow_augment(fl[:, i], self.flow_crop, negate_dx_on_flip=self.negate_dx, box=boxes[i],
-                                                flip=flips[i]) for i in range(2))
+            batch["flows"] = tuple(
+                flow_augment(fl[:, i], self.flow_crop, negate_dx_on_flip=self.negate_dx, box=boxes[i], flip=flips[i])
+                for i in range(2)
+            )
         return batch
 
     @staticmethod

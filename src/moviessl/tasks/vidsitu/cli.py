@@ -10,9 +10,20 @@ import sys
 def _run_vidsitu(args: argparse.Namespace) -> int:
     from .runner import run_finetune
 
-    res = run_finetune(args.task, args.data_root, features=args.features, videos=args.videos, backbone=args.backbone,
-                       contextualizer=args.contextualizer, seeds=args.seeds, out=args.out, preset=args.preset,
-                       overrides=args.overrides, tokenizer=args.tokenizer, resume=args.resume)
+    res = run_finetune(
+        args.task,
+        args.data_root,
+        features=args.features,
+        videos=args.videos,
+        backbone=args.backbone,
+        contextualizer=args.contextualizer,
+        seeds=args.seeds,
+        out=args.out,
+        preset=args.preset,
+        overrides=args.overrides,
+        tokenizer=args.tokenizer,
+        resume=args.resume,
+    )
     sys.stdout.write(res["table"])
     sys.stdout.write(json.dumps({k: v["mean"] for k, v in res["summary"].items()}) + "\n")
     return 0
@@ -23,18 +34,29 @@ def add_parser(datasets) -> None:
     from ...cli import add_overrides_arg
     from . import TASKS
 
-    v = datasets.add_parser("vidsitu", help="VidSitu verb prediction / semantic roles (TxD) / event relations",
-                            description="Trains --seeds runs; writes per run predictions.pkl (VidSitu submission), "
-                                        "metrics.json, model.pt, and summary.json + summary.md (mean ± standard error).")
+    v = datasets.add_parser(
+        "vidsitu",
+        help="VidSitu verb prediction / semantic roles (TxD) / event relations",
+        description="Trains --seeds runs; writes per run predictions.pkl (VidSitu submission), "
+        "metrics.json, model.pt, and summary.json + summary.md (mean ± standard error).",
+    )
     v.add_argument("--task", required=True, choices=list(TASKS))
     v.add_argument("--data-root", required=True, help="the vidsitu_annotations folder (or a folder holding it)")
     src = v.add_mutually_exclusive_group(required=True)
-    src.add_argument("--features", help="event features: {vseg}_feats.npy of shape (5, D) (moviessl extract or VidSitu's)")
+    src.add_argument(
+        "--features", help="event features: {vseg}_feats.npy of shape (5, D) (moviessl extract or VidSitu's)"
+    )
     src.add_argument("--videos", help="videos or frame folders named by segment id (needs --backbone)")
-    v.add_argument("--backbone", help="stage-'backbone' checkpoint (with --videos): verb fine-tunes it end to end, "
-                                      "srl/relation extract frozen features with it")
-    v.add_argument("--contextualizer", default="none",
-                   help="none | scratch | a stage-'context' checkpoint (MaskPred TxE, fine-tuned) (default: none)")
+    v.add_argument(
+        "--backbone",
+        help="stage-'backbone' checkpoint (with --videos): verb fine-tunes it end to end, "
+        "srl/relation extract frozen features with it",
+    )
+    v.add_argument(
+        "--contextualizer",
+        default="none",
+        help="none | scratch | a stage-'context' checkpoint (MaskPred TxE, fine-tuned) (default: none)",
+    )
     v.add_argument("--seeds", type=int, default=1, help="number of runs (seeds seed..seed+K-1; the paper uses 10)")
     v.add_argument("--out", required=True, help="output folder")
     v.add_argument("--tokenizer", help="SRL: a HuggingFace tokenizer.json to use instead of training one")

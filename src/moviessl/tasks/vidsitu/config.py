@@ -13,16 +13,16 @@ from ...config import TrainerConfig
 class VidSituDataConfig:
     train_split: str
     eval_split: str
-    split_file: Optional[str]      # a filtered eval split list (e.g. valid without the LVU-overlap videos)
+    split_file: Optional[str]  # a filtered eval split list (e.g. valid without the LVU-overlap videos)
     num_workers: int
-    num_frames: Optional[int]      # clips for --videos; None: the backbone checkpoint's meta.input
+    num_frames: Optional[int]  # clips for --videos; None: the backbone checkpoint's meta.input
     stride: Optional[int]
     eval_batch_size: int
 
 
 @dataclass
 class TxEPresetConfig:
-    preset: str                    # TxE built for --contextualizer scratch
+    preset: str  # TxE built for --contextualizer scratch
     overrides: dict[str, Any]
 
 
@@ -30,42 +30,42 @@ class TxEPresetConfig:
 class TaskTrainConfig:
     """Training of one task head (and of a fine-tuned backbone / TxE under it)."""
 
-    batch_size: int                # segments per step
+    batch_size: int  # segments per step
     epochs: int
     lr: float
     weight_decay: float
-    warmup_steps: int              # linear warm-up, then constant
-    backbone_lr_scale: float       # x lr for Slow-D fine-tuned end to end (0 freezes)
-    txe_lr_scale: float            # x lr for a TxE under the head (0 freezes)
+    warmup_steps: int  # linear warm-up, then constant
+    backbone_lr_scale: float  # x lr for Slow-D fine-tuned end to end (0 freezes)
+    txe_lr_scale: float  # x lr for a TxE under the head (0 freezes)
 
 
 @dataclass
 class VerbConfig(TaskTrainConfig):
-    hidden: Optional[int]          # None: d/2 (VidSitu's head)
+    hidden: Optional[int]  # None: d/2 (VidSitu's head)
     dropout: float
 
 
 @dataclass
 class SRLConfig(TaskTrainConfig):
-    txd: str                       # a TxD preset (moviessl.models.txd.TXD_PRESETS)
+    txd: str  # a TxD preset (moviessl.models.txd.TXD_PRESETS)
     txd_overrides: dict[str, Any]
-    memory: str                    # what event i's decoder cross-attends to: self | all
-    max_len: int                   # target tokens
-    vocab_size: int                # BPE vocabulary learned on the train phrases
+    memory: str  # what event i's decoder cross-attends to: self | all
+    max_len: int  # target tokens
+    vocab_size: int  # BPE vocabulary learned on the train phrases
     min_frequency: int
 
 
 @dataclass
 class RelationConfig(TaskTrainConfig):
-    hidden: Optional[int]          # None: d
+    hidden: Optional[int]  # None: d
     dropout: float
-    class_weighted: bool           # inverse-frequency class weights (Mean-Acc averages over classes)
+    class_weighted: bool  # inverse-frequency class weights (Mean-Acc averages over classes)
 
 
 @dataclass
 class VidSituConfig:
     seed: int
-    threads: Optional[int]         # torch intra-op threads during the runs (None: leave as is)
+    threads: Optional[int]  # torch intra-op threads during the runs (None: leave as is)
     data: VidSituDataConfig
     txe: TxEPresetConfig
     verb: VerbConfig

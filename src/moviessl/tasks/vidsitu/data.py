@@ -30,8 +30,8 @@ class SegmentData:
 
     vsegs: list[str]
     ann_idx: list[int]
-    x: Any                       # torch.Tensor (N,5,D) or a ClipSource
-    y: list[Any]                 # per segment: target tensor, eval target, or None
+    x: Any  # torch.Tensor (N,5,D) or a ClipSource
+    y: list[Any]  # per segment: target tensor, eval target, or None
     skipped: dict[str, str] = field(default_factory=dict)  # vseg -> reason
 
     def __len__(self) -> int:
@@ -71,16 +71,34 @@ def collate(items: list[dict]) -> dict:
     return out
 
 
-def loader(data: SegmentData, batch_size: int, shuffle: bool, num_workers: int = 0, ignore_fill: int | None = None,
-           seed: int = 0) -> DataLoader:
+def loader(
+    data: SegmentData,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int = 0,
+    ignore_fill: int | None = None,
+    seed: int = 0,
+) -> DataLoader:
     g = torch.Generator()
     g.manual_seed(int(seed))
-    return DataLoader(SegmentDataset(data, ignore_fill), batch_size=int(batch_size), shuffle=shuffle, collate_fn=collate,
-                      num_workers=int(num_workers), generator=g, persistent_workers=False, drop_last=False)
+    return DataLoader(
+        SegmentDataset(data, ignore_fill),
+        batch_size=int(batch_size),
+        shuffle=shuffle,
+        collate_fn=collate,
+        num_workers=int(num_workers),
+        generator=g,
+        persistent_workers=False,
+        drop_last=False,
+    )
 
 
-def build_segments(split, source: Callable[[list[str]], tuple[Any, list[str], dict[str, str]]],
-                   target: Callable[[str, list[dict]], Any], need_records: bool = True) -> SegmentData:
+def build_segments(
+    split,
+    source: Callable[[list[str]], tuple[Any, list[str], dict[str, str]]],
+    target: Callable[[str, list[dict]], Any],
+    need_records: bool = True,
+) -> SegmentData:
     """Select the split's segments that have records (if needed), a valid target and an input.
 
     ``source(vsegs) -> (x, kept_vsegs, skipped)`` loads inputs for the candidates."""
@@ -110,6 +128,7 @@ def build_segments(split, source: Callable[[list[str]], tuple[Any, list[str], di
 
 # --------------------------------------------------------------------------- features
 
+
 def feature_source(store) -> Callable[[list[str]], tuple[torch.Tensor, list[str], dict[str, str]]]:
     """Loads (5, D) rows of a FeatureStore into one float32 tensor; missing/bad files are skipped."""
 
@@ -137,13 +156,19 @@ def feature_source(store) -> Callable[[list[str]], tuple[torch.Tensor, list[str]
 
 # --------------------------------------------------------------------------- videos
 
+
 class ClipSource:
     """``[i] -> (5, 3, T, H, W)`` float, normalised: the 5 event clips of segment i (16x4 at 30 fps,
     centred at 1, 3, 5, 7, 9 s), preprocessed as the backbone was pretrained (its meta ``input``)."""
 
     def __init__(self, paths: Sequence[Path], num_frames: int, stride: int, short_side: int, crop: int):
         self.paths = list(paths)
-        self.num_frames, self.stride, self.short_side, self.crop = int(num_frames), int(stride), int(short_side), int(crop)
+        self.num_frames, self.stride, self.short_side, self.crop = (
+            int(num_frames),
+            int(stride),
+            int(short_side),
+            int(crop),
+        )
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -158,8 +183,15 @@ class ClipSource:
         try:
             with VideoReader(path) as r:
                 centres = event_centers(10.0)[: len(EVENTS)]
-                clips = [preprocess(read_clip(r, c, num_frames=self.num_frames, stride=self.stride),
-                                    self.short_side, self.crop, crop_mode="center") for c in centres]
+                clips = [
+                    preprocess(
+                        read_clip(r, c, num_frames=self.num_frames, stride=self.stride),
+                        self.short_side,
+                        self.crop,
+                        crop_mode="center",
+                    )
+                    for c in centres
+                ]
         except BadInputError:
             raise
         except Exception as e:  # any decoder failure is a bad input for this one video
@@ -167,7 +199,9 @@ class ClipSource:
         return torch.stack([torch.as_tensor(np.asarray(c), dtype=torch.float32) for c in clips])
 
 
-def video_source(videos_root: str | os.PathLike, input_meta: dict, num_frames: int | None = None, stride: int | None = None):
+def video_source(
+    videos_root: str | os.PathLike, input_meta: dict, num_frames: int | None = None, stride: int | None = None
+):
     """Resolve each segment's video (file or frame folder) now; decode lazily in the DataLoader."""
     from ...video import resolve_video
 
@@ -179,16 +213,27 @@ def video_source(videos_root: str | os.PathLike, input_meta: dict, num_frames: i
                 kept.append(v)
             except BadInputError as e:
                 bad[v] = str(e)
-        src = ClipSource(paths, num_frames or input_meta.get("num_frames", 16), stride or input_meta.get("stride", 4),
-                         input_meta.get("short_side", 224), input_meta.get("crop", 224))
+        src = ClipSource(
+            paths,
+            num_frames or input_meta.get("num_frames", 16),
+            stride or input_meta.get("stride", 4),
+            input_meta.get("short_side", 224),
+            input_meta.get("crop", 224),
+        )
         return src, kept, bad
 
     return load
 
 
 @torch.no_grad()
-def extract_features(backbone: torch.nn.Module, src: ClipSource, vsegs: list[str], out_dir: str | os.PathLike,
-                     batch_size: int = 4, device: str = "cpu") -> list[str]:
+def extract_features(
+    backbone: torch.nn.Module,
+    src: ClipSource,
+    vsegs: list[str],
+    out_dir: str | os.PathLike,
+    batch_size: int = 4,
+    device: str = "cpu",
+) -> list[str]:
     """Frozen-backbone (5, D) features of each segment into ``out_dir/{vseg}_feats.npy`` (VidSitu layout).
 
     Resumable: segments whose file exists are skipped. Returns the vsegs that failed to decode."""

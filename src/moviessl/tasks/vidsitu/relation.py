@@ -34,7 +34,9 @@ def pair_labels(record: Mapping[str, Any]) -> list[int]:
 
 
 class RelationClassifier(nn.Module):
-    def __init__(self, encoder: EventEncoder, num_classes: int = len(LABELS), hidden: int | None = None, dropout: float = 0.0):
+    def __init__(
+        self, encoder: EventEncoder, num_classes: int = len(LABELS), hidden: int | None = None, dropout: float = 0.0
+    ):
         super().__init__()
         d = encoder.out_dim
         self.encoder = encoder
@@ -57,8 +59,14 @@ class RelationClassifier(nn.Module):
         return self(x).float().softmax(-1)
 
 
-def build_relation_model(in_dim: int, num_classes: int = len(LABELS), hidden: int | None = None, dropout: float = 0.0,
-                         backbone_arch: Mapping | None = None, txe_arch: Mapping | None = None) -> RelationClassifier:
+def build_relation_model(
+    in_dim: int,
+    num_classes: int = len(LABELS),
+    hidden: int | None = None,
+    dropout: float = 0.0,
+    backbone_arch: Mapping | None = None,
+    txe_arch: Mapping | None = None,
+) -> RelationClassifier:
     return RelationClassifier(build_encoder(in_dim, backbone_arch, txe_arch), num_classes, hidden, dropout)
 
 
@@ -94,17 +102,28 @@ class RelationTask:
         return {"weight": self.counts.sum() / (len(LABELS) * self.counts.clamp(min=1))}
 
     def build_model(self, in_dim: int, backbone_arch=None, txe_arch=None) -> tuple[nn.Module, dict]:
-        arch = arch_spec("moviessl.tasks.vidsitu.relation:build_relation_model", in_dim=int(in_dim), num_classes=len(LABELS),
-                         hidden=self.cfg.hidden, dropout=self.cfg.dropout, backbone_arch=backbone_arch, txe_arch=txe_arch)
+        arch = arch_spec(
+            "moviessl.tasks.vidsitu.relation:build_relation_model",
+            in_dim=int(in_dim),
+            num_classes=len(LABELS),
+            hidden=self.cfg.hidden,
+            dropout=self.cfg.dropout,
+            backbone_arch=backbone_arch,
+            txe_arch=txe_arch,
+        )
         return build_relation_model(**arch["kwargs"]), arch
 
     def _entry(self, ann_idx: int, vseg: str, labels: list[int], scores: list[float]) -> dict:
         n = self.num_gt.get(vseg, 3)
-        return {"ann_idx": int(ann_idx),
-                "pred_evrels_ev": [[LABELS[j]] * n for j in labels],
-                "pred_scores_ev": [[float(s)] * n for s in scores]}
+        return {
+            "ann_idx": int(ann_idx),
+            "pred_evrels_ev": [[LABELS[j]] * n for j in labels],
+            "pred_scores_ev": [[float(s)] * n for s in scores],
+        }
 
-    def entries(self, model: RelationClassifier, x: torch.Tensor, y_eval: Any, ann_idx: list[int], vsegs: list[str]) -> list[dict]:
+    def entries(
+        self, model: RelationClassifier, x: torch.Tensor, y_eval: Any, ann_idx: list[int], vsegs: list[str]
+    ) -> list[dict]:
         probs = model.predict(x)
         score, lab = probs.max(-1)
         return [self._entry(ai, v, lab[b].tolist(), score[b].tolist()) for b, (ai, v) in enumerate(zip(ann_idx, vsegs))]

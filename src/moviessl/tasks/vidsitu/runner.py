@@ -43,8 +43,9 @@ from .data import build_segments, extract_features, feature_source, loader, vide
 log = logging.getLogger("moviessl.tasks")
 
 
-def resolve_config(cfg: VidSituConfig | Mapping | None = None, preset: str = "cpu",
-                   overrides: Sequence[str] | Mapping = ()) -> VidSituConfig:
+def resolve_config(
+    cfg: VidSituConfig | Mapping | None = None, preset: str = "cpu", overrides: Sequence[str] | Mapping = ()
+) -> VidSituConfig:
     """A full config, or the preset with ``cfg`` (a nested dict of changes) and then ``overrides``."""
     if isinstance(cfg, VidSituConfig):
         return merge_overrides(cfg, overrides) if overrides else cfg
@@ -52,13 +53,20 @@ def resolve_config(cfg: VidSituConfig | Mapping | None = None, preset: str = "cp
     return merge_overrides(base, overrides) if overrides else base
 
 
-def _contextualizer(spec: str | os.PathLike | None, in_dim: int, cfg: VidSituConfig) -> tuple[dict | None, dict | None, str]:
+def _contextualizer(
+    spec: str | os.PathLike | None, in_dim: int, cfg: VidSituConfig
+) -> tuple[dict | None, dict | None, str]:
     """-> (TxE arch, pretrained TxE state dict, label)."""
     if spec is None or str(spec) == "none":
         return None, None, "none"
     if str(spec) == "scratch":
-        return arch_spec("moviessl.models.txe:build_txe", preset=cfg.txe.preset, in_dim=int(in_dim),
-                         **dict(cfg.txe.overrides)), None, "scratch"
+        return (
+            arch_spec(
+                "moviessl.models.txe:build_txe", preset=cfg.txe.preset, in_dim=int(in_dim), **dict(cfg.txe.overrides)
+            ),
+            None,
+            "scratch",
+        )
     obj = load_checkpoint(spec, stage="context")
     stride = (obj.get("meta") or {}).get("token_stride_s")
     if stride is not None and float(stride) != 2.0:
@@ -78,8 +86,13 @@ def predict_split(spec, model: torch.nn.Module, data, split, batch_size: int) ->
     for batch in loader(data, batch_size, shuffle=False):
         idx = batch["i"].tolist()
         y = batch.get("y")
-        entries = spec.entries(model, batch["x"].to(device), None if y is None else y.to(device),
-                               [data.ann_idx[i] for i in idx], [data.vsegs[i] for i in idx])
+        entries = spec.entries(
+            model,
+            batch["x"].to(device),
+            None if y is None else y.to(device),
+            [data.ann_idx[i] for i in idx],
+            [data.vsegs[i] for i in idx],
+        )
         for e in entries:
             preds[e["ann_idx"]] = e
     for ai, vseg in enumerate(split.vseg_ids):
@@ -88,11 +101,21 @@ def predict_split(spec, model: torch.nn.Module, data, split, batch_size: int) ->
     return [preds[ai] for ai in sorted(preds)]
 
 
-def run_finetune(task: str, data_root: str | os.PathLike, features: str | os.PathLike | None = None,
-                 videos: str | os.PathLike | None = None, backbone: str | os.PathLike | None = None,
-                 contextualizer: str | os.PathLike | None = "none", seeds: int = 1, out: str | os.PathLike = "runs/finetune",
-                 cfg: VidSituConfig | Mapping | None = None, preset: str = "cpu", overrides: Sequence[str] | Mapping = (),
-                 tokenizer: str | os.PathLike | None = None, resume: bool = False) -> dict:
+def run_finetune(
+    task: str,
+    data_root: str | os.PathLike,
+    features: str | os.PathLike | None = None,
+    videos: str | os.PathLike | None = None,
+    backbone: str | os.PathLike | None = None,
+    contextualizer: str | os.PathLike | None = "none",
+    seeds: int = 1,
+    out: str | os.PathLike = "runs/finetune",
+    cfg: VidSituConfig | Mapping | None = None,
+    preset: str = "cpu",
+    overrides: Sequence[str] | Mapping = (),
+    tokenizer: str | os.PathLike | None = None,
+    resume: bool = False,
+) -> dict:
     """Train ``seeds`` runs of ``task`` (verb | srl | relation) and evaluate each on the eval split.
 
     Inputs: ``features`` (a feature folder, (5, D) per segment) or ``videos`` + ``backbone`` (a
@@ -147,12 +170,25 @@ def run_finetune(task: str, data_root: str | os.PathLike, features: str | os.Pat
     train_data = build_segments(train_split, source, spec.train_target)
     eval_data = build_segments(eval_split, source, spec.eval_target, need_records=spec.eval_needs_records)
     if len(train_data) == 0:
-        raise BadInputError(data_root, f"no usable training segments ({len(train_data.skipped)} skipped, e.g. "
-                                       f"{next(iter(train_data.skipped.items()), ('-', '-'))})")
-    counts = {"train_segments": len(train_data), "train_skipped": len(train_data.skipped),
-              "eval_segments": len(eval_split.vseg_ids), "eval_without_inputs": len(eval_split.vseg_ids) - len(eval_data)}
-    log.info("%s: %d train segments (%d skipped), %d/%d eval segments with inputs", task, len(train_data),
-             len(train_data.skipped), len(eval_data), len(eval_split.vseg_ids))
+        raise BadInputError(
+            data_root,
+            f"no usable training segments ({len(train_data.skipped)} skipped, e.g. "
+            f"{next(iter(train_data.skipped.items()), ('-', '-'))})",
+        )
+    counts = {
+        "train_segments": len(train_data),
+        "train_skipped": len(train_data.skipped),
+        "eval_segments": len(eval_split.vseg_ids),
+        "eval_without_inputs": len(eval_split.vseg_ids) - len(eval_data),
+    }
+    log.info(
+        "%s: %d train segments (%d skipped), %d/%d eval segments with inputs",
+        task,
+        len(train_data),
+        len(train_data.skipped),
+        len(eval_data),
+        len(eval_split.vseg_ids),
+    )
 
     def build(seed: int):
         model, arch = spec.build_model(in_dim, backbone_obj["arch"] if backbone_obj else None, txe_arch)
@@ -169,22 +205,50 @@ def run_finetune(task: str, data_root: str | os.PathLike, features: str | os.Pat
 
     def export(model, arch: dict, run_dir: Path, run: dict) -> None:
         meta = {**spec.meta(), "task": task, "inputs": inputs, "contextualizer": ctx_label, **run, **counts}
-        save_checkpoint(run_dir / "model.pt", stage=task, arch=arch, state_dict=model.state_dict(), config=cfg, meta=meta)
+        save_checkpoint(
+            run_dir / "model.pt", stage=task, arch=arch, state_dict=model.state_dict(), config=cfg, meta=meta
+        )
         if backbone_obj is not None:  # the verb-finetuned Slow-D, usable by `moviessl extract` / relation
             bmeta = dict(backbone_obj.get("meta", {}))
             bmeta["method"] = f"{bmeta.get('method', 'unknown')}+{task}"
-            save_checkpoint(run_dir / "backbone.pt", stage="backbone", arch=backbone_obj["arch"],
-                            state_dict=model.encoder.backbone.state_dict(), config=cfg, meta=bmeta)
+            save_checkpoint(
+                run_dir / "backbone.pt",
+                stage="backbone",
+                arch=backbone_obj["arch"],
+                state_dict=model.encoder.backbone.state_dict(),
+                config=cfg,
+                meta=bmeta,
+            )
 
     job = SeedJob(
-        name=task, out=out, settings=settings_hash(task, to_dict(cfg), inputs, ctx_label, str(tokenizer)), config=cfg,
-        optim=TaskOptim(lr=tcfg.lr, weight_decay=tcfg.weight_decay, warmup_steps=tcfg.warmup_steps,
-                        backbone_lr_scale=tcfg.backbone_lr_scale, txe_lr_scale=tcfg.txe_lr_scale),
-        trainer=cfg.trainer, epochs=tcfg.epochs, build=build,
-        loader=lambda seed: loader(train_data, tcfg.batch_size, shuffle=True, num_workers=cfg.data.num_workers,
-                                   ignore_fill=spec.ignore_index, seed=seed),
-        score=score, export=export, loss_kwargs=spec.loss_kwargs(),
-        record={"inputs": inputs, "contextualizer": ctx_label, **counts}, resume=resume)
+        name=task,
+        out=out,
+        settings=settings_hash(task, to_dict(cfg), inputs, ctx_label, str(tokenizer)),
+        config=cfg,
+        optim=TaskOptim(
+            lr=tcfg.lr,
+            weight_decay=tcfg.weight_decay,
+            warmup_steps=tcfg.warmup_steps,
+            backbone_lr_scale=tcfg.backbone_lr_scale,
+            txe_lr_scale=tcfg.txe_lr_scale,
+        ),
+        trainer=cfg.trainer,
+        epochs=tcfg.epochs,
+        build=build,
+        loader=lambda seed: loader(
+            train_data,
+            tcfg.batch_size,
+            shuffle=True,
+            num_workers=cfg.data.num_workers,
+            ignore_fill=spec.ignore_index,
+            seed=seed,
+        ),
+        score=score,
+        export=export,
+        loss_kwargs=spec.loss_kwargs(),
+        record={"inputs": inputs, "contextualizer": ctx_label, **counts},
+        resume=resume,
+    )
 
     prev_threads = torch.get_num_threads()
     if cfg.threads:
@@ -193,6 +257,15 @@ def run_finetune(task: str, data_root: str | os.PathLike, features: str | os.Pat
         runs = run_seeds(job, [cfg.seed + k for k in range(int(seeds))])
     finally:
         torch.set_num_threads(prev_threads)
-    return write_summary(out, runs, spec.metric_keys, f"{task} ({ctx_label})", f"VidSitu {task}",
-                         f"inputs: `{inputs}`, contextualizer: `{ctx_label}`", task=task, inputs=inputs,
-                         contextualizer=ctx_label, **counts)
+    return write_summary(
+        out,
+        runs,
+        spec.metric_keys,
+        f"{task} ({ctx_label})",
+        f"VidSitu {task}",
+        f"inputs: `{inputs}`, contextualizer: `{ctx_label}`",
+        task=task,
+        inputs=inputs,
+        contextualizer=ctx_label,
+        **counts,
+    )

@@ -1,8 +1,9 @@
 """Semantic role prediction (paper §4.1, Table 1): TxD writes ``verb_id <Arg0> phrase ...`` per event.
 
 Training: teacher forcing, logits[:-1] against tokens[1:], cross-entropy ignoring pad; the verb token
-is the first input and is never predicted (VidSitu's ``vidsitu_code/dat_loader.py``). Decoding: greedy, the ground-truth verb's
-token(s) forced first, then the ids are parsed back into roles (short names).
+is the first input and is never predicted (VidSitu's ``vidsitu_code/dat_loader.py``). Decoding:
+greedy, the ground-truth verb's token(s) forced first, then the ids are parsed back into roles
+(short names).
 
 What event i's decoder cross-attends to (``memory``): ``"self"`` (default, VidSitu's choice) = one
 vector, event i's own token. Without a TxE that is its backbone feature, so any context must come
@@ -68,16 +69,26 @@ class SRLDecoder(nn.Module):
         return out.view(x.shape[0], len(EVENTS), -1)
 
 
-def build_srl_model(in_dim: int, vocab_size: int, txd_preset: str = "txd_cpu", txd_overrides: Mapping | None = None,
-                    memory: str = "self", pad_id: int = 0, eos_id: int = 1,
-                    backbone_arch: Mapping | None = None, txe_arch: Mapping | None = None) -> SRLDecoder:
+def build_srl_model(
+    in_dim: int,
+    vocab_size: int,
+    txd_preset: str = "txd_cpu",
+    txd_overrides: Mapping | None = None,
+    memory: str = "self",
+    pad_id: int = 0,
+    eos_id: int = 1,
+    backbone_arch: Mapping | None = None,
+    txe_arch: Mapping | None = None,
+) -> SRLDecoder:
     encoder = build_encoder(in_dim, backbone_arch, txe_arch)
     txd = build_txd(txd_preset, vocab_size=vocab_size, mem_dim=encoder.out_dim, **dict(txd_overrides or {}))
     return SRLDecoder(encoder, txd, memory, pad_id, eos_id)
 
 
 def train_phrases(split) -> list[str]:
-    return [p for recs in split.records.values() for rec in recs[:1] for ev in EVENTS for _, p in roles_in_order(rec[ev])]
+    return [
+        p for recs in split.records.values() for rec in recs[:1] for ev in EVENTS for _, p in roles_in_order(rec[ev])
+    ]
 
 
 class SRLTask:
@@ -93,8 +104,14 @@ class SRLTask:
     ignore_index = None
     eval_needs_records = True
 
-    def __init__(self, cfg: SRLConfig, train_split, tokenizer: str | os.PathLike | None = None,
-                 out: str | os.PathLike | None = None, **_: Any):
+    def __init__(
+        self,
+        cfg: SRLConfig,
+        train_split,
+        tokenizer: str | os.PathLike | None = None,
+        out: str | os.PathLike | None = None,
+        **_: Any,
+    ):
         self.cfg = cfg
         self.max_len = cfg.max_len
         saved = Path(out) / "tokenizer.json" if out is not None else None
@@ -103,10 +120,16 @@ class SRLTask:
         elif saved is not None and saved.is_file():
             self.tok = SRLTokenizer.from_file(saved)
         else:
-            verbs = [rec[ev]["VerbID"] for recs in train_split.records.values() for rec in recs[:1] for ev in EVENTS
-                     if isinstance(rec[ev].get("VerbID"), str)]
-            self.tok = SRLTokenizer.train(train_phrases(train_split), verbs, vocab_size=cfg.vocab_size,
-                                          min_frequency=cfg.min_frequency)
+            verbs = [
+                rec[ev]["VerbID"]
+                for recs in train_split.records.values()
+                for rec in recs[:1]
+                for ev in EVENTS
+                if isinstance(rec[ev].get("VerbID"), str)
+            ]
+            self.tok = SRLTokenizer.train(
+                train_phrases(train_split), verbs, vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency
+            )
         if saved is not None:
             self.tok.save(saved)
 
@@ -138,15 +161,33 @@ class SRLTask:
         return out
 
     def build_model(self, in_dim: int, backbone_arch=None, txe_arch=None) -> tuple[nn.Module, dict]:
-        arch = arch_spec("moviessl.tasks.vidsitu.srl:build_srl_model", in_dim=int(in_dim), vocab_size=self.tok.vocab_size,
-                         txd_preset=self.cfg.txd, txd_overrides=dict(self.cfg.txd_overrides), memory=self.cfg.memory,
-                         pad_id=self.tok.pad_id, eos_id=self.tok.eos_id, backbone_arch=backbone_arch, txe_arch=txe_arch)
+        arch = arch_spec(
+            "moviessl.tasks.vidsitu.srl:build_srl_model",
+            in_dim=int(in_dim),
+            vocab_size=self.tok.vocab_size,
+            txd_preset=self.cfg.txd,
+            txd_overrides=dict(self.cfg.txd_overrides),
+            memory=self.cfg.memory,
+            pad_id=self.tok.pad_id,
+            eos_id=self.tok.eos_id,
+            backbone_arch=backbone_arch,
+            txe_arch=txe_arch,
+        )
         return build_srl_model(**arch["kwargs"]), arch
 
-    def entries(self, model: SRLDecoder, x: torch.Tensor, prefix: torch.Tensor, ann_idx: list[int], vsegs: list[str] | None = None) -> list[dict]:
+    def entries(
+        self,
+        model: SRLDecoder,
+        x: torch.Tensor,
+        prefix: torch.Tensor,
+        ann_idx: list[int],
+        vsegs: list[str] | None = None,
+    ) -> list[dict]:
         ids = model.predict(x, prefix, self.max_len)
-        return [{"ann_idx": int(ai), "vb_output": {ev: self.tok.parse(ids[b, e].tolist()) for e, ev in enumerate(EVENTS)}}
-                for b, ai in enumerate(ann_idx)]
+        return [
+            {"ann_idx": int(ai), "vb_output": {ev: self.tok.parse(ids[b, e].tolist()) for e, ev in enumerate(EVENTS)}}
+            for b, ai in enumerate(ann_idx)
+        ]
 
     def loss_kwargs(self) -> dict:
         return {}

@@ -23,7 +23,20 @@ from ...errors import BadInputError
 from ...utils.io import atomic_write_text
 
 # Short role names (VidSitu's ``arg_mapper``) in a fixed order; all get a tag, scored or not.
-ROLES: tuple[str, ...] = ("Arg0", "Arg1", "Arg2", "Arg3", "Arg4", "Arg5", "ADir", "APrp", "AMnr", "ALoc", "AGol", "AScn")
+ROLES: tuple[str, ...] = (
+    "Arg0",
+    "Arg1",
+    "Arg2",
+    "Arg3",
+    "Arg4",
+    "Arg5",
+    "ADir",
+    "APrp",
+    "AMnr",
+    "ALoc",
+    "AGol",
+    "AScn",
+)
 ROLE_TAGS: tuple[str, ...] = tuple(f"<{r}>" for r in ROLES)
 PAD, EOS = "<pad>", "</s>"
 PAD_ALIASES, EOS_ALIASES = ("<pad>", "[PAD]"), ("</s>", "<|endoftext|>", "[SEP]", "<eos>")
@@ -51,16 +64,22 @@ class SRLTokenizer:
 
     # ---- building ---------------------------------------------------------------------------
     @classmethod
-    def train(cls, phrases: Iterable[str], verb_ids: Iterable[str], vocab_size: int = 2000, min_frequency: int = 2) -> "SRLTokenizer":
+    def train(
+        cls, phrases: Iterable[str], verb_ids: Iterable[str], vocab_size: int = 2000, min_frequency: int = 2
+    ) -> "SRLTokenizer":
         """Byte-level BPE on ``phrases``; ``verb_ids`` and the role tags become single tokens."""
         from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=int(vocab_size), min_frequency=int(min_frequency),
-                                      special_tokens=[PAD, EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                      show_progress=False)
+        trainer = trainers.BpeTrainer(
+            vocab_size=int(vocab_size),
+            min_frequency=int(min_frequency),
+            special_tokens=[PAD, EOS],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
         # phrases are always preceded by a space in targets, so train on them that way
         tok.train_from_iterator((" " + p for p in phrases), trainer=trainer)
         tok.add_tokens([AddedToken(t, single_word=False, normalized=False) for t in ROLE_TAGS])

@@ -48,8 +48,14 @@ class VerbClassifier(nn.Module):
         return probs.topk(min(k, probs.shape[-1]), dim=-1)
 
 
-def build_verb_model(in_dim: int, num_verbs: int, hidden: int | None = None, dropout: float = 0.0,
-                     backbone_arch: Mapping | None = None, txe_arch: Mapping | None = None) -> VerbClassifier:
+def build_verb_model(
+    in_dim: int,
+    num_verbs: int,
+    hidden: int | None = None,
+    dropout: float = 0.0,
+    backbone_arch: Mapping | None = None,
+    txe_arch: Mapping | None = None,
+) -> VerbClassifier:
     return VerbClassifier(build_encoder(in_dim, backbone_arch, txe_arch), num_verbs, hidden, dropout)
 
 
@@ -65,8 +71,13 @@ class VerbTask:
 
     def __init__(self, cfg: VerbConfig, train_split, **_: Any):
         self.cfg = cfg
-        counts = Counter(recs[0][ev]["VerbID"] for recs in train_split.records.values() if recs
-                         for ev in EVENTS if isinstance(recs[0][ev].get("VerbID"), str))
+        counts = Counter(
+            recs[0][ev]["VerbID"]
+            for recs in train_split.records.values()
+            if recs
+            for ev in EVENTS
+            if isinstance(recs[0][ev].get("VerbID"), str)
+        )
         # frequency order (ties by name), like VidSitu's verb vocabulary; val verbs never seen in
         # training cannot be predicted (as in the reference)
         self.verbs = [v for v, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
@@ -80,11 +91,20 @@ class VerbTask:
         return None
 
     def build_model(self, in_dim: int, backbone_arch=None, txe_arch=None) -> tuple[nn.Module, dict]:
-        arch = arch_spec("moviessl.tasks.vidsitu.verb:build_verb_model", in_dim=int(in_dim), num_verbs=len(self.verbs),
-                         hidden=self.cfg.hidden, dropout=self.cfg.dropout, backbone_arch=backbone_arch, txe_arch=txe_arch)
+        arch = arch_spec(
+            "moviessl.tasks.vidsitu.verb:build_verb_model",
+            in_dim=int(in_dim),
+            num_verbs=len(self.verbs),
+            hidden=self.cfg.hidden,
+            dropout=self.cfg.dropout,
+            backbone_arch=backbone_arch,
+            txe_arch=txe_arch,
+        )
         return build_verb_model(**arch["kwargs"]), arch
 
-    def entries(self, model: VerbClassifier, x: torch.Tensor, y_eval: Any, ann_idx: list[int], vsegs: list[str] | None = None) -> list[dict]:
+    def entries(
+        self, model: VerbClassifier, x: torch.Tensor, y_eval: Any, ann_idx: list[int], vsegs: list[str] | None = None
+    ) -> list[dict]:
         scores, idx = model.predict(x)
         out = []
         for b, ai in enumerate(ann_idx):
@@ -99,7 +119,11 @@ class VerbTask:
     def fallback(self, ann_idx: int, vseg: str, split) -> dict:
         """A segment without inputs (missing/bad feature file or video): the 5 most frequent train verbs."""
         top = self.verbs[:5]
-        return {"ann_idx": int(ann_idx), "pred_vbs_ev": [list(top) for _ in EVENTS], "pred_scores_ev": [[0.0] * len(top) for _ in EVENTS]}
+        return {
+            "ann_idx": int(ann_idx),
+            "pred_vbs_ev": [list(top) for _ in EVENTS],
+            "pred_scores_ev": [[0.0] * len(top) for _ in EVENTS],
+        }
 
     def meta(self) -> dict:
         return {"verbs": self.verbs}
