@@ -300,7 +300,7 @@ def acceptance(
         pred = trained.targets(torch.stack(nb, 1).reshape(-1, xva.shape[-1]))
         target = trained.targets(xva.reshape(-1, xva.shape[-1]))
         clip = torch.arange(xva.shape[0]).repeat_interleave(5)
-        return mp.retrieval_accuracy(pred, target, pool, clip[:, None] == pool_clip[None, :])
+        return mp.retrieval_accuracy(pred, target, pool, clip, pool_clip)
 
     fill = {
         "maskpred_txe": retrieval(trained),

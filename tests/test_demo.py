@@ -24,8 +24,11 @@ def test_demo_smoke_end_to_end(tmp_path, capsys, monkeypatch):
     rows = obj["rows"]
     assert {r["table"] for r in rows} == TABLES
     for r in rows:
-        assert set(r) == {"table", "setting", "metric", "mean", "se", "n"}
-        assert r["n"] == 2 and r["se"] >= 0
+        assert set(r) == {"table", "setting", "metric", "mean", "se", "n", "n_pretrain"}
+        if r["setting"] == "baseline=pair_prior":
+            assert r["n"] == 1 and r["n_pretrain"] == 0
+            continue
+        assert r["n"] == 2 and r["n_pretrain"] == 2 and r["se"] >= 0  # 2 pretraining runs x 1 fine-tuning seed
         assert r["setting"].startswith("backbone=") and ",txe=" in r["setting"]
     settings = {(r["table"], r["setting"]) for r in rows}
     for b in ("random", "supervised", "cvrl", "modist"):
@@ -33,6 +36,20 @@ def test_demo_smoke_end_to_end(tmp_path, capsys, monkeypatch):
     assert ("srl", "backbone=cvrl,txe=maskpred") in settings
     assert ("srl", "backbone=cvrl,txe=scratch") in settings
     assert ("relation", "backbone=modist,txe=maskpred") in settings
+    assert ("relation", "baseline=pair_prior") in settings and ("srl", "backbone=supervised,txe=maskpred") in settings
+    assert ("relation", "backbone=cvrl,txe=maskpred,txe_lr=0") in settings
+    ids = {c["id"] for c in obj["claims"]}
+    assert {"t1_maskpred_vs_scratch", "t3_maskpred_vs_pair_prior", "t4_cvrl_vs_random"} <= ids
+    assert all(c["holds"] in (True, False) for c in obj["claims"] if c["id"] != "t2_mask123_vs_1234")
+    # the TxE learning rate was chosen on held-out train segments, once per task
+    assert json.loads((out / "tune" / "srl" / "tuning.json").read_text())["best"] in (0.3, 1.0)
+    # MaskPred saw the train clips, the long videos and the unlabelled pool -- never the valid clips
+    from moviessl.checkpoint import load_checkpoint
+
+    meta = load_checkpoint(out / "context" / "cvrl_contrastive_mask1-3" / "r0" / "model.pt")["meta"]
+    counts = json.loads((out / "synth" / "synth_meta.json").read_text())["counts"]
+    assert any(f.endswith("pool") for f in meta["features"])
+    assert meta["num_videos"] == counts["vidsitu"]["train"] + sum(counts["lvu"].values()) + counts["pool"]["clips"]
     assert ("mask_ablation", "backbone=cvrl,txe=maskpred,loss=contrastive,mask=1-3") in settings
     assert ("mask_ablation", "backbone=cvrl,txe=maskpred,loss=l2,mask=1-3") in settings
     metrics = {(r["table"], r["metric"]) for r in rows}
@@ -40,11 +57,11 @@ def test_demo_smoke_end_to_end(tmp_path, capsys, monkeypatch):
     for r in rows:  # percentages
         assert 0.0 <= r["mean"] <= 100.0 or r["metric"].startswith("cider")
     md = (out / "results.md").read_text()
-    assert "Table 1 analogue" in md and "stand-in" in md
+    assert "Table 1 analogue" in md and "stand-in" in md and md.index("claims") < md.index("Table 4")
     for png in obj["plots"]:
         assert (out / png).stat().st_size > 1000
     # every submission written by the runs loads back into the official evaluator
-    sub = next((out / "finetune" / "srl").glob("*/seed*/predictions.pkl"))
+    sub = next((out / "finetune" / "srl").glob("*/r*/seed*/predictions.pkl"))
     assert sub.stat().st_size > 0
 
     # the README's Python API example runs as written on a demo folder (here the smoke one)
@@ -64,14 +81,14 @@ def test_demo_smoke_end_to_end(tmp_path, capsys, monkeypatch):
     assert "other settings" not in capsys.readouterr().out  # the saved configs match this version's
 
     # a backbone made with other settings (an older version's preset) is reused, and said so
-    cfg = out / "backbone" / "modist" / "config.yaml"
+    cfg = out / "backbone" / "modist" / "r0" / "config.yaml"
     cfg.write_text(cfg.read_text().replace("max_steps: 3", "max_steps: 7"))
     run_demo(out, profile="smoke")
     said = capsys.readouterr().out
-    assert "backbone/modist was made with other settings" in said and "trainer.max_steps: 7 -> 3" in said
+    assert "backbone/modist/r0 was made with other settings" in said and "trainer.max_steps: 7 -> 3" in said
     # ... and so is a fine-tuning run
-    cfg = out / "finetune" / "verb" / "random_none" / "config.yaml"
+    cfg = out / "finetune" / "verb" / "random_none" / "r0" / "config.yaml"
     cfg.write_text(cfg.read_text().replace("epochs: 2", "epochs: 5", 1))
     run_demo(out, profile="smoke")
     said = capsys.readouterr().out
-    assert "finetune/verb/random_none was made with other settings" in said and "verb.epochs: 5 -> 2" in said
+    assert "finetune/verb/random_none/r0 was made with other settings" in said and "verb.epochs: 5 -> 2" in said

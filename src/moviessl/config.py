@@ -201,6 +201,15 @@ def load_config(
     return OmegaConf.to_object(cfg)
 
 
+def from_dict(stage: str, data: Mapping[str, Any]) -> Any:
+    """A stage's schema instance from a plain dict (e.g. a saved config), checked like a preset."""
+    merged = _merge(OmegaConf.structured(schema_of(stage)), OmegaConf.create(dict(data)), None, "the config")
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        raise BadInputError(None, f"config lacks {', '.join(missing)}")
+    return OmegaConf.to_object(merged)
+
+
 def to_dict(cfg: Any) -> dict:
     """A plain nested dict of a config (schema instance, DictConfig or mapping)."""
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):

@@ -1,19 +1,22 @@
-"""``moviessl demo``: the whole hierarchy on SynthMovies, end to end, on a CPU.
+"""``moviessl demo``: the whole hierarchy on SynthMovies, end to end, on a CPU, with the paper's protocol.
 
-Steps (each cached and resumable: rerunning after an interruption continues where it stopped):
+1. generate SynthMovies (``demo`` preset: the structure knobs of real data on; ``--profile control``:
+   all off), or reuse it;
+2. pretrain the backbone -- CVRL, MoDist, the supervised baseline and a random-init reference (every
+   registered method), each ``pretrain_seeds`` times with different seeds;
+3. extract 2-s event features of the VidSitu-style clips, the long (LVU-style) videos and the
+   unlabelled pool with every backbone;
+4. pretrain TxE by event mask prediction (train clips + long videos + pool; never the valid clips)
+   once per backbone replicate, plus the ablation variants of Table 2;
+5. choose how fast a TxE is fine-tuned (held-out train loss of a scratch TxE), then fine-tune and
+   evaluate every setting ``finetune_seeds`` times per backbone replicate: verbs (Table 4), semantic
+   roles (Table 1), event relations and the pair-prior baseline (Table 3), the mask ablation (Table 2);
+6. write ``results.json`` / ``results.md`` (the paper's claims tested first, then tables shaped like
+   the paper's, mean ± SE over the pretraining replicates) and PNG plots.
 
-1. generate SynthMovies (``demo`` preset), or reuse it;
-2. pretrain the backbone: CVRL, MoDist, the supervised baseline, and a random-init reference;
-3. extract 2-s event features of the VidSitu-style clips and the long (LVU-style) videos;
-4. pretrain TxE by event mask prediction on the long-video + VidSitu-style features, plus the
-   L2-loss and mask-size variants of the ablation table;
-5. fine-tune and evaluate, over ``--seeds`` runs: verb prediction (Table 4), semantic roles
-   (Table 1), event relations (Table 3), the mask ablation (Table 2);
-6. write ``results.json`` / ``results.md`` (tables shaped like the paper's, mean ± SE) and PNG
-   plots, and print the tables.
-
-Everything here is a CPU-sized stand-in for the paper's scale (tiny Slow-D at 64², a few hundred
-steps, TxE of ~0.4 M parameters, frozen-feature heads); the output says so.
+Jobs run side by side on ``workers`` processes at one torch thread each (:mod:`moviessl.scheduler`);
+every job is cached: rerunning after an interruption continues where it stopped. Everything is a
+CPU-sized stand-in for the paper's scale; the output says so.
 """
 
 from __future__ import annotations
@@ -25,122 +28,213 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import BadInputError
-from .utils.io import atomic_write_json
 
 log = logging.getLogger("moviessl.demo")
 
 # Backbone rows in the paper's order (references first); any other registered method follows.
 BACKBONE_ORDER = ("random", "supervised", "cvrl", "modist")
+# Backbones whose features a MaskPred TxE is pretrained on (Tables 1 and 3; the paper's are CVRL and
+# MoDist; the supervised one is the reference the issue asks for).
+MASKPRED_BACKBONES = ("supervised", "cvrl", "modist")
 # The demo shows one progress line per job (with the time left); per-job Lightning bars would bury it.
 QUIET = ["trainer.progress_bar=false"]
-
-# Settings of each table: (backbone, txe, context variant key or None).
-# A context variant is (backbone it was pretrained on, loss, mask label).
 MAIN_VARIANT = ("contrastive", "1-3")
 MASK_LABELS = {"1": [1], "1-2": [1, 2], "1-3": [1, 2, 3], "1-4": [1, 2, 3, 4]}
-# A fine-tuning job's cost relative to a typical one (SRL: a decoder trained for 30 epochs x seeds).
-TASK_COST = {"srl": 75.0 / 8.0}
 
 
 @dataclass
 class Profile:
-    """How big the demo is. ``full``: the acceptance run; ``quick``: a smoke run in a few minutes."""
+    """How big the demo is. ``full``: the acceptance run; ``control``: the same with SynthMovies'
+    structure knobs off; ``quick``: fewer steps and runs; ``smoke``: the end-to-end test."""
 
     synth_preset: str = "demo"
-    seeds: int = 3
+    pretrain_seeds: int = 3  # independent pretraining runs of every backbone and TxE (issue 16: >= 3)
+    finetune_seeds: int = 4  # fine-tuning seeds per pretraining run: 3 x 4 = 12 >= the paper's 10
     backbone_overrides: list[str] = field(default_factory=list)
     context_overrides: list[str] = field(default_factory=list)
     vidsitu_overrides: list[str] = field(default_factory=list)
     synth_overrides: dict[str, Any] = field(default_factory=dict)
-    mask_ablation: tuple[str, ...] = ("1", "1-2", "1-3", "1-4")
+    mask_ablation: tuple[str, ...] = ("1", "1-2", "1-4")
     l2_ablation: bool = True
+    txe_lr_grid: tuple[float, ...] = (0.1, 0.3, 1.0)
+    tune_seeds: int = 2
+    lr_rows: bool = True  # frozen (0) and low (0.1) TxE learning-rate rows for CVRL + MaskPred
+    workers: int = 2
 
 
 PROFILES = {
     "full": Profile(),
+    "control": Profile(synth_preset="demo_control"),
     "quick": Profile(
-        seeds=2,
+        pretrain_seeds=1,
+        finetune_seeds=2,
         backbone_overrides=["trainer.max_steps=100"],
         context_overrides=["trainer.max_steps=150"],
         vidsitu_overrides=["srl.epochs=20"],
-        mask_ablation=("1-3",),
-        l2_ablation=True,
+        mask_ablation=(),
+        txe_lr_grid=(0.3, 1.0),
+        tune_seeds=1,
+        lr_rows=False,
     ),
     # End-to-end integration test of every stage on the `tiny` SynthMovies (tests/test_demo.py).
     "smoke": Profile(
         synth_preset="tiny",
-        seeds=2,
+        pretrain_seeds=2,
+        finetune_seeds=1,
+        synth_overrides=dict(verb_context_p=0.5, hidden_agent_p=0.3, pool_ratio=1.0, action_repeat_s=4.0),
         backbone_overrides=["trainer.max_steps=3", "trainer.ckpt_every_n_steps=2", "probe.max_iter=20"],
         context_overrides=["trainer.max_steps=6", "data.batch_size=8"],
         vidsitu_overrides=["verb.epochs=2", "srl.epochs=1", "relation.epochs=2"],
-        mask_ablation=("1", "1-3"),
-        l2_ablation=True,
+        mask_ablation=("1",),
+        txe_lr_grid=(0.3, 1.0),
+        tune_seeds=1,
+        workers=1,
     ),
 }
 
 
-# --------------------------------------------------------------------------- progress display
-class Progress:
-    """One line per job: ``[step k/6] name (job j/J) | elapsed | ~time left``.
-
-    Time left is the remaining jobs' expected cost (weights below) scaled by how fast the jobs
-    so far went compared with their expected cost."""
-
-    # Expected seconds of a typical job of each step on 2 idle cores (full profile from scratch,
-    # docs/benchmarks.md); a job that costs more says so by a factor (a backbone method's
-    # ``relative_cost``; TASK_COST below).
-    WEIGHTS = {"synth": 45.0, "backbone": 50.0, "features": 10.0, "context": 6.0, "finetune": 8.0, "report": 1.0}
-
-    def __init__(self, plan: list[tuple[str, str, float]], timings: Path | None = None):
-        self.plan = plan  # [(step, job name, cost factor)]
-        self.weights = [self.WEIGHTS[s] * f for s, _, f in plan]
-        # Seconds each job took, kept across invocations (a resumed demo still reports its full cost).
-        self.timings_path = timings
-        self.timings: dict[str, float] = json.loads(timings.read_text()) if timings and timings.is_file() else {}
-        self.t0 = time.perf_counter()
-        self.done_expected = 0.0
-        self.done_actual = 0.0
-        self.i = 0
-
-    def _fmt(self, s: float) -> str:
-        s = max(0, int(s))
-        return f"{s // 60}m{s % 60:02d}s"
-
-    def run(self, step_idx: int, step: str, name: str, fn: Callable[[], Any], cached: bool = False) -> Any:
-        self.i += 1
-        remaining = sum(self.weights[self.i - 1 :])
-        speed = (self.done_actual / self.done_expected) if self.done_expected > 0 else 1.0
-        elapsed = time.perf_counter() - self.t0
-        tag = "cached" if cached else f"~{self._fmt(remaining * speed)} left"
-        print(
-            f"[step {step_idx}/6 {step}] job {self.i}/{len(self.plan)}: {name} | elapsed {self._fmt(elapsed)} | {tag}",
-            flush=True,
-        )
-        if cached:
-            return None
-        t = time.perf_counter()
-        out = fn()
-        dt = time.perf_counter() - t
-        self.done_actual += dt
-        self.done_expected += self.weights[self.i - 1]
-        self.timings[name] = round(dt, 1)
-        if self.timings_path is not None:
-            atomic_write_json(self.timings_path, self.timings)
-        return out
+# --------------------------------------------------------------------------- settings and rows
+def setting_name(
+    backbone: str, txe: str, loss: str | None = None, mask: str | None = None, txe_lr: float | None = None
+) -> str:
+    s = f"backbone={backbone},txe={txe}"
+    if loss is not None:
+        s += f",loss={loss}"
+    if mask is not None:
+        s += f",mask={mask}"
+    if txe_lr is not None:
+        s += f",txe_lr={txe_lr:g}"
+    return s
 
 
-# --------------------------------------------------------------------------- the pipeline
-def _quiet() -> None:
-    from .training import quiet_lightning
+@dataclass(frozen=True)
+class Row:
+    """One setting of a results table, run once per pretraining replicate."""
 
-    quiet_lightning()
-    for name in ("moviessl", "pytorch_lightning", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    table: str
+    task: str
+    backbone: str
+    txe: str  # none | scratch | maskpred
+    variant: tuple[str, str] | None = None  # (loss, mask label) of the MaskPred TxE
+    txe_lr: float | None = None  # a fixed TxE learning-rate scale instead of the tuned one
+
+    @property
+    def setting(self) -> str:
+        if self.txe != "maskpred":
+            return setting_name(self.backbone, self.txe, txe_lr=self.txe_lr)
+        if self.table == "mask_ablation" or self.variant != MAIN_VARIANT:
+            return setting_name(self.backbone, self.txe, *self.variant, txe_lr=self.txe_lr)
+        return setting_name(self.backbone, self.txe, txe_lr=self.txe_lr)
+
+    @property
+    def tag(self) -> str:
+        t = f"{self.backbone}_{self.txe}"
+        if self.txe == "maskpred":
+            t += f"_{self.variant[0]}_mask{self.variant[1]}"
+        return t + (f"_lr{self.txe_lr:g}" if self.txe_lr is not None else "")
 
 
+def demo_rows(backbones: list[str], prof: Profile) -> list[Row]:
+    mp = [b for b in MASKPRED_BACKBONES if b in backbones]
+    rows = [Row("verb", "verb", b, "none") for b in backbones]
+    for b in mp:
+        rows += [
+            Row("srl", "srl", b, t, MAIN_VARIANT if t == "maskpred" else None) for t in ("none", "scratch", "maskpred")
+        ]
+    rows += [Row("relation", "relation", b, "none") for b in backbones]
+    for b in mp:
+        rows += [
+            Row("relation", "relation", b, t, MAIN_VARIANT if t == "maskpred" else None)
+            for t in ("scratch", "maskpred")
+        ]
+    if prof.lr_rows and "cvrl" in mp:
+        for task in ("srl", "relation"):
+            rows += [Row(task, task, "cvrl", "maskpred", MAIN_VARIANT, lr) for lr in (0.0, 0.1)]
+    if "cvrl" in mp:
+        variants = [("contrastive", m) for m in prof.mask_ablation] + ([("l2", "1-3")] if prof.l2_ablation else [])
+        rows += [Row("mask_ablation", "srl", "cvrl", "maskpred", v) for v in variants]
+    return rows
+
+
+def context_variants(rows: list[Row]) -> list[tuple[str, str, str]]:
+    return list(dict.fromkeys((r.backbone, *r.variant) for r in rows if r.txe == "maskpred"))
+
+
+# --------------------------------------------------------------------------- jobs (run in workers)
+def job_synth(root: str, preset: str, overrides: dict) -> None:
+    from .synth import generate
+
+    generate(root, preset=preset, seed=0, progress=False, **overrides)
+    (Path(root) / ".demo_done").touch()
+
+
+def job_backbone(method: str, data: str, val: str, out: str, overrides: list[str], seed: int) -> None:
+    from .config import load_config
+    from .ssl.pretrain import pretrain
+
+    cfg = load_config("backbone", "cpu", [*overrides, f"seed={seed}"], variant=method)
+    pretrain(method, data, out, cfg, val=val, resume=True, progress=False)
+
+
+def job_extract(backbone: str, videos: str, out: str) -> None:
+    from .features.extract import extract
+
+    extract(backbone, videos, out, stride_s=2.0, num_workers=0, accelerator="cpu")
+
+
+def job_context(features: list[str], out: str, overrides: list[str]) -> None:
+    from .config import load_config
+    from .context.pretrain import pretrain_context
+
+    pretrain_context(features, out, load_config("context", "cpu", overrides), resume=True)
+
+
+def job_tune(
+    task: str, data_root: str, features: str, out: str, values: list[float], seeds: int, overrides: list[str]
+) -> None:
+    from .tasks.vidsitu.runner import tune_txe_lr_scale
+
+    tune_txe_lr_scale(task, data_root, features, out, values=values, seeds=seeds, overrides=overrides)
+
+
+def job_finetune(
+    task: str,
+    data_root: str,
+    features: str,
+    contextualizer: str,
+    out: str,
+    seeds: int,
+    overrides: list[str],
+    txe_lr_from: str | None = None,
+) -> None:
+    from .tasks.vidsitu.runner import run_finetune
+
+    ov = list(overrides)
+    if txe_lr_from is not None:  # the rule: the scale tuned for a scratch TxE, for every TxE of the task
+        ov.append(f"{task}.txe_lr_scale={json.loads(Path(txe_lr_from).read_text())['best']}")
+    run_finetune(
+        task,
+        data_root,
+        features=features,
+        contextualizer=contextualizer,
+        seeds=seeds,
+        out=out,
+        preset="cpu",
+        overrides=ov,
+        resume=True,
+    )
+
+
+def job_baseline(task: str, baseline: str, data_root: str, out: str) -> None:
+    from .tasks.vidsitu.runner import run_baseline
+
+    run_baseline(task, data_root, baseline, out)
+
+
+# --------------------------------------------------------------------------- the plan
 def config_drift(saved: Path, cfg: Any, ignore: tuple[str, ...] = ()) -> list[str]:
     """``key: old -> new`` for each setting where the config a finished run saved (``saved``)
     differs from the one it would get now; top-level sections in ``ignore`` are skipped. A key
@@ -167,10 +261,12 @@ def config_drift(saved: Path, cfg: Any, ignore: tuple[str, ...] = ()) -> list[st
     return [f"{k}: {old.get(k)} -> {new.get(k)}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
-def _note_drift(run_dir: Path, cfg: Any, done: bool, ignore: tuple[str, ...] = ()) -> None:
+def _note_drift(run_dir: Path, cfg: Any, done: bool, ignore: tuple[str, ...] = (), skip: tuple[str, ...] = ()) -> None:
     """Reusing a finished run made with other settings silently would mix settings in one table;
-    redoing it silently would hide what changed. Say so, keep the finished work, let the user decide."""
+    redoing it silently would hide what changed. Say so, keep the finished work, let the user decide.
+    (``skip``: keys a job sets itself, e.g. its seed or its tuned TxE learning rate.)"""
     drift = config_drift(run_dir / "config.yaml", cfg, ignore) if done else []
+    drift = [d for d in drift if not d.split(":")[0].endswith(skip)] if skip else drift
     if drift:
         more = "; ..." if len(drift) > 4 else ""
         print(
@@ -180,15 +276,228 @@ def _note_drift(run_dir: Path, cfg: Any, done: bool, ignore: tuple[str, ...] = (
         )
 
 
-def setting_name(backbone: str, txe: str, loss: str | None = None, mask: str | None = None) -> str:
-    s = f"backbone={backbone},txe={txe}"
-    if loss is not None:
-        s += f",loss={loss}"
-    if mask is not None:
-        s += f",mask={mask}"
-    return s
+def plan_jobs(
+    out: Path, synth: Path, prof: Profile, backbones: list[str], rows: list[Row], seeds: int, synth_given: bool
+) -> list:
+    """The demo's job graph (files in ``out``)."""
+    from .scheduler import Job
+    from .ssl.registry import get_method
+
+    P = prof.pretrain_seeds
+    vid_root, lvu_root, pool_root = synth / "vidsitu", synth / "lvu", synth / "pool"
+    actions = synth / "actions"
+    jobs: list[Job] = []
+    if not synth_given:
+        jobs.append(
+            Job(
+                "synth",
+                "moviessl.demo:job_synth",
+                dict(root=str(synth), preset=prof.synth_preset, overrides=prof.synth_overrides),
+                done=str(synth / ".demo_done"),
+                cost=120.0,
+            )
+        )
+    dep_synth = () if synth_given else ("synth",)
+    for b in backbones:
+        for r in range(P):
+            d = out / "backbone" / b / f"r{r}"
+            jobs.append(
+                Job(
+                    f"backbone {b} r{r}",
+                    "moviessl.demo:job_backbone",
+                    dict(
+                        method=b,
+                        data=str(actions / "train.csv"),
+                        val=str(actions / "val.csv"),
+                        out=str(d),
+                        overrides=prof.backbone_overrides + QUIET,
+                        seed=r,
+                    ),
+                    dep_synth,
+                    str(d / "summary.json"),
+                    50.0 * get_method(b).relative_cost * 2,
+                )
+            )
+            sets = [("vidsitu", vid_root), ("lvu", lvu_root)] + (
+                [("pool", pool_root)] if b in MASKPRED_BACKBONES else []
+            )
+            for name, root in sets:
+                f = out / "features" / b / f"r{r}" / name
+                jobs.append(
+                    Job(
+                        f"extract {b} r{r} {name}",
+                        "moviessl.demo:job_extract",
+                        dict(backbone=str(d / "model.pt"), videos=str(root), out=str(f)),
+                        (f"backbone {b} r{r}",),
+                        str(f / "index.json"),
+                        {"vidsitu": 40.0, "lvu": 30.0, "pool": 120.0}[name],
+                    )
+                )
+    has_pool = pool_root.is_dir() if synth_given else _preset_has_pool(prof)
+    for b, loss, mask in context_variants(rows):
+        for r in range(P):
+            c = out / "context" / f"{b}_{loss}_mask{mask}" / f"r{r}"
+            sets = ["lvu", "vidsitu"] + (["pool"] if has_pool else [])
+            ov = (
+                prof.context_overrides
+                + QUIET
+                + [
+                    f"maskpred.loss={'l2' if loss == 'l2' else 'infonce'}",
+                    f"maskpred.mask_sizes={MASK_LABELS[mask]}",
+                    f"seed={r}",
+                ]
+            )
+            jobs.append(
+                Job(
+                    f"context {b} {loss} mask{mask} r{r}",
+                    "moviessl.demo:job_context",
+                    dict(features=[str(out / "features" / b / f"r{r}" / s) for s in sets], out=str(c), overrides=ov),
+                    tuple(f"extract {b} r{r} {s}" for s in sets),
+                    str(c / "model.pt"),
+                    60.0,
+                )
+            )
+    ft_ov = prof.vidsitu_overrides + QUIET
+    tune_backbone = "cvrl" if "cvrl" in backbones else backbones[0]
+    for task in sorted({r.task for r in rows if r.txe != "none"}):
+        t = out / "tune" / task
+        jobs.append(
+            Job(
+                f"tune {task}",
+                "moviessl.demo:job_tune",
+                dict(
+                    task=task,
+                    data_root=str(vid_root),
+                    features=str(out / "features" / tune_backbone / "r0" / "vidsitu"),
+                    out=str(t),
+                    values=list(prof.txe_lr_grid),
+                    seeds=prof.tune_seeds,
+                    overrides=ft_ov,
+                ),
+                (f"extract {tune_backbone} r0 vidsitu",),
+                str(t / "tuning.json"),
+                {"srl": 25.0, "relation": 8.0}.get(task, 5.0) * len(prof.txe_lr_grid) * prof.tune_seeds,
+            )
+        )
+    for row in rows:
+        for r in range(P):
+            f = out / "features" / row.backbone / f"r{r}" / "vidsitu"
+            d = out / "finetune" / row.task / row.tag / f"r{r}"
+            deps = [f"extract {row.backbone} r{r} vidsitu"]
+            ctx = row.txe
+            if row.txe == "maskpred":
+                ctx = str(
+                    out / "context" / f"{row.backbone}_{row.variant[0]}_mask{row.variant[1]}" / f"r{r}" / "model.pt"
+                )
+                deps.append(f"context {row.backbone} {row.variant[0]} mask{row.variant[1]} r{r}")
+            ov, lr_from = list(ft_ov), None
+            if row.txe != "none" and row.txe_lr is None:
+                lr_from = str(out / "tune" / row.task / "tuning.json")
+                deps.append(f"tune {row.task}")
+            elif row.txe_lr is not None:
+                ov.append(f"{row.task}.txe_lr_scale={row.txe_lr}")
+            cost = {"srl": 25.0, "verb": 4.0, "relation": 3.0 if row.txe == "none" else 8.0}[row.task] * seeds
+            jobs.append(
+                Job(
+                    f"finetune {row.table} {row.setting} r{r}",
+                    "moviessl.demo:job_finetune",
+                    dict(
+                        task=row.task,
+                        data_root=str(vid_root),
+                        features=str(f),
+                        contextualizer=ctx,
+                        out=str(d),
+                        seeds=seeds,
+                        overrides=ov,
+                        txe_lr_from=lr_from,
+                    ),
+                    tuple(dict.fromkeys(deps)),
+                    str(d / "summary.json"),
+                    cost,
+                )
+            )
+    d = out / "finetune" / "relation" / "pair_prior"
+    jobs.append(
+        Job(
+            "baseline relation pair_prior",
+            "moviessl.demo:job_baseline",
+            dict(task="relation", baseline="pair_prior", data_root=str(vid_root), out=str(d)),
+            dep_synth,
+            str(d / "summary.json"),
+            2.0,
+        )
+    )
+    return jobs
 
 
+def _preset_has_pool(prof: Profile) -> bool:
+    from .synth.generate import resolve_preset
+
+    return resolve_preset(prof.synth_preset, **prof.synth_overrides).pool_ratio > 0
+
+
+# --------------------------------------------------------------------------- aggregation
+def aggregate(summaries: list[dict]) -> dict[str, dict]:
+    """Per metric, mean ± SE over pretraining replicates of the replicate means (the SE then holds
+    both the pretraining and the fine-tuning variance); with one replicate, over its seeds."""
+    from .eval.stats import mean_se
+
+    out: dict[str, dict] = {}
+    metrics = list(dict.fromkeys(k for s in summaries for k in s["summary"]))
+    for m in metrics:
+        per_rep = [[float(r["metrics"][m]) for r in s["runs"] if m in r["metrics"]] for s in summaries]
+        per_rep = [v for v in per_rep if v]
+        n = sum(len(v) for v in per_rep)
+        if len(per_rep) > 1:
+            mean, se = mean_se([sum(v) / len(v) for v in per_rep])
+        else:
+            mean, se = mean_se(per_rep[0])
+        out[m] = {"mean": mean, "se": se, "n": n, "n_pretrain": len(per_rep)}
+    return out
+
+
+def collect(out: Path, rows: list[Row], prof: Profile, backbones: list[str]) -> tuple[list[dict], dict, dict]:
+    """Result rows (table, setting, metric, mean, se, n, n_pretrain), probe summaries, run folders."""
+    from .eval.stats import mean_se
+
+    results, runs = [], {}
+    for row in rows:
+        dirs = [out / "finetune" / row.task / row.tag / f"r{r}" for r in range(prof.pretrain_seeds)]
+        summ = [json.loads((d / "summary.json").read_text()) for d in dirs if (d / "summary.json").is_file()]
+        if not summ:
+            continue
+        runs[f"{row.table}/{row.setting}"] = [str(d) for d in dirs]
+        tables = [row.table]
+        if row.table == "srl" and row.variant == MAIN_VARIANT and row.backbone == "cvrl" and row.txe_lr is None:
+            tables.append("mask_ablation")  # the main MaskPred run is also the {1,2,3} contrastive ablation row
+        for tb in tables:
+            s = row.setting if tb == row.table else setting_name(row.backbone, row.txe, *MAIN_VARIANT)
+            for metric, st in aggregate(summ).items():
+                results.append({"table": tb, "setting": s, "metric": metric, **st})
+    base = out / "finetune" / "relation" / "pair_prior" / "summary.json"
+    if base.is_file():
+        for metric, st in json.loads(base.read_text())["summary"].items():
+            results.append(
+                {
+                    "table": "relation",
+                    "setting": "baseline=pair_prior",
+                    "metric": metric,
+                    "mean": st["mean"],
+                    "se": st["se"],
+                    "n": st["n"],
+                    "n_pretrain": 0,
+                }
+            )
+    probes = {}
+    for b in backbones:
+        ps = [json.loads(p.read_text()) for p in sorted((out / "backbone" / b).glob("r*/probe.json"))]
+        if ps:
+            probes[b] = {k: dict(zip(("mean", "se"), mean_se([p[k] for p in ps]))) for k in ("linear_top1", "knn_top1")}
+            probes[b]["n"] = len(ps)
+    return results, probes, runs
+
+
+# --------------------------------------------------------------------------- entry point
 def run_demo(
     out: str | os.PathLike = "runs/demo",
     *,
@@ -198,239 +507,91 @@ def run_demo(
     workers: int | None = None,
 ) -> dict:
     from .config import load_config
-    from .context.pretrain import pretrain_context
-    from .features.extract import extract
-    from .ssl.pretrain import pretrain
+    from .scheduler import run_jobs
     from .ssl.registry import get_method, list_methods
-    from .synth import generate
-    from .tasks.vidsitu.runner import run_finetune
-    from .training import cpu_threads
+    from .training import quiet_lightning
 
     if profile not in PROFILES:
         raise BadInputError(None, f"unknown demo profile '{profile}' (choose from {', '.join(PROFILES)})")
     prof = PROFILES[profile]
-    n_seeds = int(seeds or prof.seeds)
+    n_seeds = int(seeds or prof.finetune_seeds)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cpu_threads()
-    _quiet()
+    quiet_lightning()
+    for name in ("moviessl", "pytorch_lightning", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     t_start = time.perf_counter()
     synth = Path(synth_root) if synth_root else out / "synth"
-    vid_root, lvu_root = synth / "vidsitu", synth / "lvu"
-    actions_train, actions_val = synth / "actions" / "train.csv", synth / "actions" / "val.csv"
     backbones = [m for m in BACKBONE_ORDER if m in list_methods()] + [
         m for m in list_methods() if m not in BACKBONE_ORDER
     ]
-    method_sections = {b: set(get_method(b).config_sections) for b in backbones}
-    all_sections = set().union(*method_sections.values())
+    rows = demo_rows(backbones, prof)
+    jobs = plan_jobs(out, synth, prof, backbones, rows, n_seeds, synth_given=synth_root is not None)
 
-    # Context variants: (backbone, loss, mask label).
-    variants = [("cvrl", "contrastive", m) for m in prof.mask_ablation]
-    if prof.l2_ablation:
-        variants.append(("cvrl", "l2", "1-3"))
-    variants.append(("modist", "contrastive", "1-3"))
-    variants = list(dict.fromkeys(variants))
-
-    # The fine-tuning grid: (table, task, backbone, txe, variant or None).
-    grid: list[tuple[str, str, str, str, tuple | None]] = []
+    # a cached run made with other settings is reused and named, never silently mixed in or redone
+    sections = {b: set(get_method(b).config_sections) for b in backbones}
+    every = set().union(*sections.values())
     for b in backbones:
-        grid.append(("verb", "verb", b, "none", None))
-    for b in ("supervised", "cvrl"):
-        grid.append(("srl", "srl", b, "none", None))
-        grid.append(("srl", "srl", b, "scratch", None))
-    grid.append(("srl", "srl", "cvrl", "maskpred", ("cvrl", "contrastive", "1-3")))
-    for b in backbones:
-        grid.append(("relation", "relation", b, "none", None))
-    for b in ("cvrl", "modist"):
-        grid.append(("relation", "relation", b, "scratch", None))
-        grid.append(("relation", "relation", b, "maskpred", (b, "contrastive", "1-3")))
-    for v in variants:
-        if v[0] == "cvrl" and v != ("cvrl", "contrastive", "1-3"):
-            grid.append(("mask_ablation", "srl", "cvrl", "maskpred", v))
-
-    plan = [("synth", "SynthMovies", 1.0)]
-    plan += [("backbone", f"pretrain backbone {b}", get_method(b).relative_cost) for b in backbones]
-    plan += [("features", f"extract {b}/{d}", 1.0) for b in backbones for d in ("vidsitu", "lvu")]
-    plan += [("context", f"MaskPred TxE {v}", 1.0) for v in variants]
-    plan += [("finetune", f"{t}: {task} {b} txe={x}", TASK_COST.get(task, 1.0)) for t, task, b, x, _ in grid]
-    plan += [("report", "results", 1.0)]
-    prog = Progress(plan, out / "timings.json")
-
-    # 1. data -------------------------------------------------------------------------------
-    meta = synth / "synth_meta.json"
-    synth_done = meta.is_file() and json.loads(meta.read_text()).get("status") == "complete"
-    prog.run(
-        1,
-        "synth",
-        f"SynthMovies preset={prof.synth_preset} -> {synth}",
-        lambda: generate(synth, preset=prof.synth_preset, seed=0, workers=workers, **prof.synth_overrides),
-        cached=synth_done,
-    )
-
-    # 2. backbones --------------------------------------------------------------------------
-    backbone_ckpt: dict[str, Path] = {}
-    probes: dict[str, Any] = {}
-    for b in backbones:
-        bdir = out / "backbone" / b
-        ckpt = bdir / "model.pt"
         cfg = load_config("backbone", "cpu", prof.backbone_overrides + QUIET, variant=b)
-        done = ckpt.is_file() and (bdir / "summary.json").is_file()
-        # other methods' own sections do not concern this backbone
-        _note_drift(bdir, cfg, done, ignore=tuple(sorted(all_sections - method_sections[b])))
-        prog.run(
-            2,
-            "backbone",
-            f"pretrain backbone {b}",
-            lambda b=b, bdir=bdir, cfg=cfg: pretrain(
-                b, actions_train, bdir, cfg, val=actions_val, resume=True, progress=False
-            ),
-            cached=done,
-        )
-        backbone_ckpt[b] = ckpt
-        if (bdir / "probe.json").is_file():
-            probes[b] = json.loads((bdir / "probe.json").read_text())
-
-    # 3. features ---------------------------------------------------------------------------
-    feats: dict[tuple[str, str], Path] = {}
-    for b in backbones:
-        for name, root in (("vidsitu", vid_root), ("lvu", lvu_root)):
-            fdir = out / "features" / b / name
-            done = (fdir / "index.json").is_file()  # written (merged) only when an extraction finishes
-            prog.run(
-                3,
-                "features",
-                f"extract {b}/{name}",
-                lambda b=b, root=root, fdir=fdir: extract(
-                    backbone_ckpt[b], root, fdir, stride_s=2.0, num_workers=0, accelerator="cpu"
-                ),
-                cached=done,
+        for d in sorted((out / "backbone" / b).glob("r*")):
+            _note_drift(
+                d, cfg, (d / "summary.json").is_file(), ignore=tuple(sorted(every - sections[b])), skip=("seed",)
             )
-            feats[(b, name)] = fdir
+    ft_cfg = load_config("vidsitu", "cpu", prof.vidsitu_overrides + QUIET)
+    for d in sorted((out / "finetune").glob("*/*/r*")):
+        _note_drift(d, ft_cfg, (d / "summary.json").is_file(), skip=("txe_lr_scale",))
 
-    # 4. contextualizers --------------------------------------------------------------------
-    ctx_ckpt: dict[tuple, Path] = {}
-    for v in variants:
-        b, loss, mask = v
-        cdir = out / "context" / f"{b}_{loss}_mask{mask}"
-        ov = list(prof.context_overrides) + [
-            f"maskpred.loss={'l2' if loss == 'l2' else 'infonce'}",
-            f"maskpred.mask_sizes={MASK_LABELS[mask]}",
-        ]
-        cfg = load_config("context", "cpu", ov + QUIET)
-        ckpt = cdir / "model.pt"
-        _note_drift(cdir, cfg, ckpt.is_file())
-        prog.run(
-            4,
-            "context",
-            f"MaskPred TxE backbone={b} loss={loss} mask={{{mask}}}",
-            lambda cdir=cdir, cfg=cfg, b=b: pretrain_context(
-                [feats[(b, "lvu")], feats[(b, "vidsitu")]], cdir, cfg, resume=True
-            ),
-            cached=ckpt.is_file(),
-        )
-        ctx_ckpt[v] = ckpt
+    run_jobs(jobs, workers=workers or prof.workers, timings=out / "timings.json")
 
-    # 5. fine-tuning ------------------------------------------------------------------------
-    ft_cfg = load_config("vidsitu", "cpu", list(prof.vidsitu_overrides) + QUIET)
-    rows: list[dict] = []
-    runs: dict[str, Any] = {}
-    for table, task, b, txe, v in grid:
-        if txe == "maskpred":
-            loss, mask = v[1], v[2]
-            setting = (
-                setting_name(b, txe, loss, mask)
-                if table == "mask_ablation" or v != (b,) + MAIN_VARIANT
-                else setting_name(b, txe)
-            )
-            ctx: str | Path = ctx_ckpt[v]
-            tag = f"{b}_maskpred_{loss}_mask{mask}"
-        else:
-            setting, ctx, tag = setting_name(b, txe), txe, f"{b}_{txe}"
-        fdir = out / "finetune" / task / tag
-        done = (fdir / "summary.json").is_file()
-        _note_drift(fdir, ft_cfg, done)
-        res = prog.run(
-            5,
-            "finetune",
-            f"{table}: {task} {setting}",
-            lambda task=task, b=b, ctx=ctx, fdir=fdir: run_finetune(
-                task,
-                vid_root,
-                features=feats[(b, "vidsitu")],
-                contextualizer=str(ctx),
-                seeds=n_seeds,
-                out=fdir,
-                preset="cpu",
-                overrides=list(prof.vidsitu_overrides) + QUIET,
-                resume=True,
-            ),
-            cached=done,
-        )
-        summary = res["summary"] if res else json.loads((fdir / "summary.json").read_text())["summary"]
-        runs[f"{table}/{setting}"] = str(fdir)
-        tables = [table]
-        if table == "srl" and v == ("cvrl",) + MAIN_VARIANT:
-            tables.append("mask_ablation")  # the main MaskPred run is also the {1,2,3} contrastive ablation row
-        for tb in tables:
-            s = setting if tb == table else setting_name(b, txe, *MAIN_VARIANT)
-            for metric, st in summary.items():
-                rows.append(
-                    {
-                        "table": tb,
-                        "setting": s,
-                        "metric": metric,
-                        "mean": float(st["mean"]),
-                        "se": float(st["se"]),
-                        "n": int(st["n"]),
-                    }
-                )
+    from .claims import claims_markdown, evaluate_claims
+    from .demo_report import write_report
 
-    # 6. report -----------------------------------------------------------------------------
-    def report():
-        from .demo_report import write_report
-
-        return write_report(
-            out,
-            rows,
-            probes=probes,
-            runs=runs,
-            seeds=n_seeds,
-            profile=profile,
-            wall_s=time.perf_counter() - t_start,
-            synth=synth,
-            jobs_s=sum(prog.timings.values()),
-        )
-
-    result = prog.run(6, "report", "results.json / results.md / plots", report)
-    print(
-        f"Compute time of all jobs (summed over invocations, see timings.json): {prog._fmt(sum(prog.timings.values()))}"
+    results, probes, runs = collect(out, rows, prof, backbones)
+    timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {}
+    claims = evaluate_claims(results)
+    report = write_report(
+        out,
+        results,
+        probes=probes,
+        runs=runs,
+        seeds=n_seeds,
+        profile=profile,
+        wall_s=time.perf_counter() - t_start,
+        synth=synth,
+        jobs_s=sum(timings.values()),
+        claims=claims,
+        pretrain_seeds=prof.pretrain_seeds,
     )
-    print(result["markdown"])
+    print(claims_markdown(claims))
+    print(report["markdown"])
     print(
         f"\nWrote {out / 'results.json'}, {out / 'results.md'} and plots in {out / 'plots'} "
-        f"(total {prog._fmt(time.perf_counter() - t_start)})."
+        f"(this invocation {(time.perf_counter() - t_start) / 60:.1f} min; "
+        f"all jobs {sum(timings.values()) / 60:.1f} min of compute, see timings.json)."
     )
-    return result
+    return report
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "demo",
-        help="run the whole hierarchy on SynthMovies (CPU, minutes)",
+        help="run the whole hierarchy on SynthMovies (CPU)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", default="runs/demo", help="output folder (reused: finished steps are skipped)")
-    p.add_argument("--seeds", type=int, default=None, help="fine-tuning runs per setting (default: 3, quick: 2)")
-    p.add_argument("--quick", action="store_true", help="the smaller profile (fewer steps, fewer ablation rows)")
+    p.add_argument("--out", default="runs/demo", help="output folder (reused: finished jobs are skipped)")
+    p.add_argument(
+        "--seeds", type=int, default=None, help="fine-tuning seeds per pretraining run (default: the profile's)"
+    )
+    p.add_argument("--quick", action="store_true", help="the quick profile (fewer steps and runs)")
     p.add_argument(
         "--profile",
         choices=sorted(PROFILES),
         default=None,
-        help="full (default), quick, or smoke (tiny data, integration check)",
+        help="full (default), control (SynthMovies' structure knobs off), quick, or smoke (tiny data)",
     )
     p.add_argument("--synth", default=None, help="use an existing SynthMovies folder instead of OUT/synth")
-    p.add_argument("--workers", type=int, default=None, help="processes for SynthMovies rendering")
+    p.add_argument("--workers", type=int, default=None, help="jobs run side by side (one torch thread each)")
     p.set_defaults(
         func=lambda a: (
             run_demo(

@@ -43,6 +43,7 @@ STAND_IN = (
     "(slowd_cpu, 64x64, 16x4 clips) pretrained for a few hundred steps, a ~0.4 M-parameter TxE, and heads "
     "on frozen features (the paper fine-tunes the backbone end to end for verbs)."
 )
+PRETTY_BASELINE = {"pair_prior": "pair prior (each pair's majority train class; no model)"}
 
 
 def parse_setting(setting: str) -> dict[str, str]:
@@ -76,12 +77,15 @@ def markdown_tables(rows: list[dict]) -> str:
         lines = [
             f"**{TITLES[table]}**",
             "",
-            "| " + " | ".join(head + [c[1] for c in cols]) + " | n |",
+            "| " + " | ".join(head + [c[1] for c in cols]) + " | n (pretrain) |",
             "|" + "---|" * (len(head) + len(cols) + 1),
         ]
         for setting, metrics in idx[table].items():
             s = parse_setting(setting)
-            if table == "mask_ablation":
+            lr = f" (TxE lr x{s['txe_lr']})" if "txe_lr" in s else ""
+            if "baseline" in s:
+                key = [PRETTY_BASELINE.get(s["baseline"], s["baseline"])] + ["-"] * (len(head) - 1)
+            elif table == "mask_ablation":
                 key = [
                     "{" + ", ".join(str(i) for i in _mask_list(s.get("mask", "1-3"))) + "}",
                     s.get("loss", "contrastive"),
@@ -89,9 +93,10 @@ def markdown_tables(rows: list[dict]) -> str:
             elif table == "verb":
                 key = [PRETTY_BACKBONE.get(s["backbone"], s["backbone"])]
             else:
-                key = [PRETTY_BACKBONE.get(s["backbone"], s["backbone"]), PRETTY_TXE.get(s["txe"], s["txe"])]
+                key = [PRETTY_BACKBONE.get(s["backbone"], s["backbone"]), PRETTY_TXE.get(s["txe"], s["txe"]) + lr]
             n = max((m["n"] for m in metrics.values()), default=0)
-            lines.append("| " + " | ".join(key + [_cell(metrics.get(c[0])) for c in cols]) + f" | {n} |")
+            npre = max((m.get("n_pretrain", 1) for m in metrics.values()), default=1)
+            lines.append("| " + " | ".join(key + [_cell(metrics.get(c[0])) for c in cols]) + f" | {n} ({npre}) |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
@@ -105,19 +110,13 @@ def probe_table(probes: dict[str, Any]) -> str:
     if not probes:
         return ""
     lines = [
-        "**Backbone linear probe / k-NN on the action clips (val, %)**",
+        "**Backbone linear probe / k-NN on the action clips (val, %; mean ± SE over pretraining seeds)**",
         "",
-        "| backbone | linear probe top-1 | k-NN top-1 |",
-        "|---|---|---|",
+        "| backbone | linear probe top-1 | k-NN top-1 | pretraining runs |",
+        "|---|---|---|---|",
     ]
     for b, p in probes.items():
-        lin = p.get("linear_top1", p.get("linear", {}).get("top1") if isinstance(p.get("linear"), dict) else None)
-        knn = p.get("knn_top1", p.get("knn", {}).get("top1") if isinstance(p.get("knn"), dict) else None)
-
-        def f(x):
-            return "n/a" if x is None else f"{float(x):.2f}"
-
-        lines.append(f"| {PRETTY_BACKBONE.get(b, b)} | {f(lin)} | {f(knn)} |")
+        lines.append(f"| {PRETTY_BACKBONE.get(b, b)} | {_cell(p['linear_top1'])} | {_cell(p['knn_top1'])} | {p['n']} |")
     return "\n".join(lines)
 
 
@@ -204,7 +203,11 @@ def write_report(
     wall_s: float,
     synth: Path,
     jobs_s: float | None = None,
+    claims: list[dict] | None = None,
+    pretrain_seeds: int = 1,
 ) -> dict:
+    from .claims import claims_markdown
+
     out = Path(out)
     plots = out / "plots"
     made = [p for p in (bar_plot(rows, t, plots / f"{t}.png") for t in METRICS) if p]
@@ -213,25 +216,27 @@ def write_report(
         made.append(c)
     md = markdown_tables(rows)
     pt = probe_table(probes)
+    cm = claims_markdown(claims) if claims else ""
     cost = f"this invocation {wall_s / 60:.1f} min" + (f", all jobs {jobs_s / 60:.1f} min" if jobs_s else "")
+    spread = (
+        f"mean ± standard error over {pretrain_seeds} independent pretraining runs (backbone and TxE) of the "
+        f"mean over {seeds} fine-tuning seeds each, so the SE holds both sources of variance"
+        if pretrain_seeds > 1
+        else f"mean ± standard error over {seeds} fine-tuning seeds of one pretraining run"
+    )
     header = (
-        f"# moviessl demo results (profile `{profile}`, {seeds} seeds per setting; time: {cost})\n\n"
-        f"> {STAND_IN}\n\nValues in percent, mean ± standard error over seeds. Data: {synth}.\n"
+        f"# moviessl demo results (profile `{profile}`; time: {cost})\n\n"
+        f"> {STAND_IN}\n\nValues in percent, {spread}. Data: {synth}.\n"
     )
-    text = (
-        header
-        + "\n"
-        + md
-        + ("\n\n" + pt if pt else "")
-        + "\n\nPlots: "
-        + ", ".join(str(p.relative_to(out)) for p in made)
-        + "\n"
-    )
+    body = "\n".join(p for p in (cm, md, pt) if p).replace("\n**", "\n\n**").strip()
+    text = header + "\n" + body + "\n\nPlots: " + ", ".join(str(p.relative_to(out)) for p in made) + "\n"
     atomic_write_text(out / "results.md", text)
     obj = {
+        "claims": claims or [],
         "rows": rows,
         "profile": profile,
         "seeds": seeds,
+        "pretrain_seeds": pretrain_seeds,
         "wall_time_s": round(wall_s, 1),
         "jobs_time_s": round(jobs_s, 1) if jobs_s else None,
         "stand_in": STAND_IN,
@@ -240,4 +245,4 @@ def write_report(
         "plots": [str(p.relative_to(out)) for p in made],
     }
     atomic_write_json(out / "results.json", obj)
-    return {"markdown": header + "\n" + md + ("\n\n" + pt if pt else ""), "rows": rows, "plots": made}
+    return {"markdown": header + "\n" + body, "rows": rows, "plots": made}

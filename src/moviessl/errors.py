@@ -19,3 +19,6 @@ class BadInputError(Exception):
         self.path = None if path is None else os.fspath(path)
         self.cause = " ".join(str(cause).split())  # always one line
         super().__init__(self.cause if self.path is None else f"{self.path}: {self.cause}")
+
+    def __reduce__(self):  # survives pickling (errors raised in worker processes)
+        return (type(self), (self.path, self.cause))

@@ -100,6 +100,16 @@ class Throughput(pl.Callback):
             self._t, self._n = time.perf_counter(), 0
 
 
+class FinalCheckpoint(pl.Callback):
+    """Write ``last.ckpt`` once, when training ends (``ckpt_every_n_steps: 0``)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_train_end(self, trainer, pl_module):
+        trainer.save_checkpoint(self.path)
+
+
 def make_trainer(
     cfg: TrainerConfig | Mapping[str, Any] | None,
     out_dir: str | os.PathLike,
@@ -122,19 +132,20 @@ def make_trainer(
     cbs: list[Any] = list(callbacks)
     if throughput_name:
         cbs.append(Throughput(throughput_name))
-    if enable_checkpointing:
-        every = t.ckpt_every_n_steps
+    if enable_checkpointing and t.ckpt_every_n_steps > 0:
         cbs.append(
             ModelCheckpoint(
                 dirpath=out_dir / "checkpoints",
                 filename="step{step:07d}",
                 auto_insert_metric_name=False,
-                every_n_train_steps=every if every > 0 else None,
+                every_n_train_steps=t.ckpt_every_n_steps,
                 save_last=True,
                 save_top_k=1,
                 save_on_train_epoch_end=True,
             )
         )
+    elif enable_checkpointing:  # short runs: one checkpoint when training ends, not one per epoch
+        cbs.append(FinalCheckpoint(out_dir / "checkpoints" / "last.ckpt"))
     if t.progress_bar:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
     cbs.append(LearningRateMonitor(logging_interval="step"))

@@ -87,3 +87,29 @@ def test_l2_and_max_discrepancy_options(feats, tmp_path):
         )
         == 2
     )
+
+
+def test_evaluation_splits_left_out_of_pretraining(tmp_path):
+    """A VidSitu feature folder that records splits (moviessl extract of a VidSitu root) gives its
+    train segments only; --include-eval-splits keeps all; annotations can say it for folders without."""
+    import json
+
+    from moviessl.context.pretrain import pretraining_ids
+    from moviessl.features.store import FeatureStore
+
+    root = write_vidsitu_folder(tmp_path / "f", sequence_features(6, dim=4))
+    ids = sorted(p.name[: -len("_feats.npy")] for p in root.glob("*_feats.npy"))
+    videos = {v: {"num_events": 5, "status": "ok", "split": "train" if i < 4 else "valid"} for i, v in enumerate(ids)}
+    (root / "index.json").write_text(json.dumps({"stride_s": 2.0, "dim": 4, "videos": videos}))
+    store = FeatureStore(root)
+    keep = pretraining_ids([store], [(0, v) for v in store.ids])
+    assert [v for _, v in keep] == ids[:4]
+    # a folder without an index (VidSitu's released features): the annotations' split files decide
+    bare = write_vidsitu_folder(tmp_path / "g", sequence_features(3, dim=4))
+    ann = tmp_path / "ann" / "split_files"
+    ann.mkdir(parents=True)
+    gids = sorted(p.name[: -len("_feats.npy")] for p in bare.glob("*_feats.npy"))
+    (ann / "vseg_split_train_lb.json").write_text(json.dumps(gids[:1]))
+    (ann / "vseg_split_valid_lb.json").write_text(json.dumps(gids[1:]))
+    gstore = FeatureStore(bare)
+    assert [v for _, v in pretraining_ids([gstore], [(0, v) for v in gstore.ids], tmp_path / "ann")] == gids[:1]

@@ -131,3 +131,22 @@ def test_checkpoint_round_trip(tmp_path):
     x, mask = torch.randn(2, 5, 64), torch.tensor([[0, 0, 1, 0, 0]] * 2, dtype=torch.bool)
     with torch.no_grad():
         assert torch.allclose(m.eval()(x, mask), m2(x, mask), atol=1e-6)
+
+
+def test_standardize_fixed_statistics_and_old_checkpoints():
+    from moviessl.models.txe import Standardize, feature_stats
+
+    s = Standardize(3)
+    x = torch.randn(4, 3) * 5 + 2
+    assert torch.equal(s(x), x)  # identity until set (exactly: checkpoints without statistics behave as trained)
+    s.set_stats(*feature_stats(x))
+    y = s(x)
+    assert torch.allclose(y.mean(0), torch.zeros(3), atol=1e-5) and torch.allclose(
+        y.std(0, unbiased=False), torch.ones(3), atol=1e-3
+    )
+    # a TxE state dict written before the statistics existed still loads, as identity
+    txe = build_txe("txe_cpu", in_dim=8, depth=1)
+    old = {k: v for k, v in txe.state_dict().items() if not k.startswith("input_norm.")}
+    fresh = build_txe("txe_cpu", in_dim=8, depth=1)
+    fresh.load_state_dict(old)
+    assert not bool(fresh.input_norm.is_set) and torch.equal(fresh.input_norm.scale, torch.ones(8))

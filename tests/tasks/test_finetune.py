@@ -3,11 +3,13 @@
 import json
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
 from moviessl.checkpoint import arch_spec, build_from_checkpoint, load_checkpoint, save_checkpoint
 from moviessl.cli import main
+from moviessl.errors import BadInputError
 from moviessl.eval.vidsitu import evaluate_files
 from moviessl.models.txe import build_txe
 
@@ -157,3 +159,55 @@ def test_missing_feature_files_are_skipped_and_counted(tmp_path):
     assert res["train_segments"] == 9 and res["train_skipped"] == 1 and res["eval_without_inputs"] == 1
     preds = pickle.loads((tmp_path / "o" / "seed0" / "predictions.pkl").read_bytes())
     assert len(preds) == 4
+
+
+def test_pair_prior_baseline_and_pair_identity(vidsitu_fixture, tmp_path):
+    """The relation head knows its pair; the pair-prior baseline is scored like a run."""
+    from moviessl.data.vidsitu import load_split
+    from moviessl.tasks.vidsitu.relation import LABELS, build_relation_model, pair_majority
+    from moviessl.tasks.vidsitu.runner import run_baseline
+
+    ann, feats = vidsitu_fixture
+    res = run_baseline("relation", ann, "pair_prior", tmp_path / "prior")
+    assert res["seeds"] == 1 and set(res["summary"]) == {"mean_acc", "top1_acc"}
+    maj = pair_majority(load_split(ann, "train"))
+    preds = pickle.loads((tmp_path / "prior" / "seed0" / "predictions.pkl").read_bytes())
+    assert all([p["pred_evrels_ev"][k][0] for k in range(4)] == [LABELS[j] for j in maj] for p in preds)
+    assert (
+        evaluate_files("relation", tmp_path / "prior" / "seed0" / "predictions.pkl", ann) == res["runs"][0]["metrics"]
+    )
+    # the same features at every event: only the pair identity can tell the four outputs apart
+    model = build_relation_model(16).eval()
+    with torch.no_grad():
+        logits = model(torch.ones(2, 5, 16))
+    assert logits.shape == (2, 4, 4) and not torch.allclose(logits[:, 0], logits[:, 1])
+    with pytest.raises(BadInputError, match="unknown baseline"):
+        run_baseline("srl", ann, "pair_prior", tmp_path / "x")
+
+
+def test_txe_lr_scale_tuned_on_heldout_train(vidsitu_fixture, tmp_path):
+    from moviessl.tasks.vidsitu.runner import tune_txe_lr_scale
+
+    ann, feats = vidsitu_fixture
+    quiet = ["trainer.progress_bar=false", "relation.epochs=2"]
+    res = tune_txe_lr_scale("relation", ann, feats, tmp_path / "tune", values=(0.0, 1.0), seeds=1, overrides=quiet)
+    assert res["best"] in (0.0, 1.0) and set(res["losses"]) == {"0", "1"}
+    assert res["heldout_segments"] + res["fit_segments"] == 24
+    again = tune_txe_lr_scale("relation", ann, feats, tmp_path / "tune", values=(0.0, 1.0), seeds=1, overrides=quiet)
+    assert again == res  # cached
+
+
+def test_inputs_standardised_with_fixed_train_statistics(vidsitu_fixture, tmp_path):
+    """Heads without a TxE get the train features' statistics, fixed (not batch statistics)."""
+    from moviessl.data.vidsitu import load_split
+
+    ann, feats = vidsitu_fixture
+    out = tmp_path / "verb"
+    assert _finetune(ann, feats, out, "verb", *FAST, "verb.epochs=1", seeds=1) == 0
+    sd = load_checkpoint(out / "seed0" / "model.pt")["state_dict"]
+    train = torch.from_numpy(np.stack([np.load(feats / f"{v}_feats.npy") for v in load_split(ann, "train").vseg_ids]))
+    flat = train.reshape(-1, 32).double()
+    assert bool(sd["encoder.standardize.is_set"])
+    assert torch.allclose(sd["encoder.standardize.mean"], flat.mean(0).float(), atol=1e-5)
+    want = torch.rsqrt(flat.var(0, unbiased=False).float() + 1e-5)
+    assert torch.allclose(sd["encoder.standardize.scale"], want, rtol=1e-4)

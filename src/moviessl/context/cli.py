@@ -26,6 +26,17 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
+    p.add_argument(
+        "--vidsitu-root",
+        default=None,
+        help="VidSitu annotations: leave out their non-train segments from folders without split info "
+        "(e.g. VidSitu's released features)",
+    )
+    p.add_argument(
+        "--include-eval-splits",
+        action="store_true",
+        help="also pretrain on evaluation-split videos (default: left out, as the paper does)",
+    )
     add_overrides_arg(p)
     p.set_defaults(func=_run)
 
@@ -35,5 +46,12 @@ def _run(args) -> int:
     from .pretrain import pretrain_context
 
     cfg = load_config("context", args.preset, args.overrides)
-    pretrain_context(args.features, args.out, cfg, resume=args.resume)
+    pretrain_context(
+        args.features,
+        args.out,
+        cfg,
+        resume=args.resume,
+        include_eval_splits=args.include_eval_splits,
+        vidsitu_root=args.vidsitu_root,
+    )
     return 0

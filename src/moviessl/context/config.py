@@ -50,6 +50,7 @@ class MaskPredConfig:
     keys_per_sample: int  # targets enqueued per window (equal all-gathers under DDP)
     target_dim: Optional[int]  # None: targets in the feature space; an int: a fixed random projection
     center: bool  # subtract the training-set mean feature from the targets
+    input_norm: bool  # standardise the TxE's inputs by train statistics (false: raw, before issue 13)
 
 
 @dataclass

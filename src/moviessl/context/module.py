@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 
 from ..checkpoint import arch_spec, save_checkpoint
-from ..config import to_dict
+from ..config import from_dict, to_dict
 from ..errors import BadInputError
 from ..models.heads import MaskPredHead
 from ..models.txe import build_txe
@@ -39,14 +39,19 @@ class MaskPredModule(pl.LightningModule):
     and the queue are training-only.
     """
 
-    def __init__(self, cfg: ContextConfig, in_dim: int, feature_stride_s: float = 2.0):
+    def __init__(self, cfg: ContextConfig | dict, in_dim: int, feature_stride_s: float = 2.0):
         super().__init__()
+        if not isinstance(cfg, ContextConfig):  # from a Lightning checkpoint's hyper-parameters
+            cfg = from_dict("context", cfg)
+        # plain values only, so `load_from_checkpoint` works with torch.load(weights_only=True)
+        self.save_hyperparameters(
+            {"cfg": to_dict(cfg), "in_dim": int(in_dim), "feature_stride_s": float(feature_stride_s)}
+        )
         mpc = cfg.maskpred
         if mpc.sampling not in ("uniform", "max_discrepancy"):
             raise BadInputError("maskpred.sampling", f"must be uniform or max_discrepancy, got '{mpc.sampling}'")
         if mpc.loss not in ("infonce", "l2"):
             raise BadInputError("maskpred.loss", f"must be infonce or l2, got '{mpc.loss}'")
-        self.save_hyperparameters()  # so load_from_checkpoint can rebuild the module
         self.cfg, self.in_dim, self.feature_stride_s = cfg, int(in_dim), float(feature_stride_s)
         self.txe = build_txe(cfg.model.txe, in_dim=self.in_dim, **txe_kwargs(cfg))
         self.window, self.sizes = cfg.data.window, mp.mask_size_set(cfg.data.window, mpc.alpha, mpc.mask_sizes)
@@ -66,6 +71,10 @@ class MaskPredModule(pl.LightningModule):
     # --- pieces -----------------------------------------------------------------------------
     def set_target_mean(self, mean: np.ndarray | torch.Tensor) -> None:
         self.target_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+
+    def set_input_stats(self, mean: np.ndarray | torch.Tensor, var: np.ndarray | torch.Tensor) -> None:
+        """The TxE's fixed input normalisation (exported with it, so fine-tuning sees the same)."""
+        self.txe.input_norm.set_stats(torch.as_tensor(mean), torch.as_tensor(var))
 
     def targets(self, v: torch.Tensor) -> torch.Tensor:
         return mp.feature_targets(v, self.target_mean, self.target_proj)

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..config import save_config
+from ..data.vidsitu import segment_splits
 from ..errors import BadInputError
 from ..features.store import FeatureStore
 from ..training import cpu_threads, fit, seed_everything
@@ -21,10 +22,36 @@ from .windows import FeatureWindows, split_ids
 log = logging.getLogger("moviessl.context")
 
 
+def pretraining_ids(stores: Sequence[FeatureStore], ids: list[tuple[int, str]], vidsitu_root=None) -> list:
+    """``ids`` without the videos of evaluation splits (anything but ``train`` / unlabelled)."""
+    splits = segment_splits(vidsitu_root) if vidsitu_root is not None else {}
+    keep = []
+    for si, vid in ids:
+        split = stores[si].info(vid).get("split") if stores[si].index is not None else None
+        split = split or splits.get(vid)
+        if split is None or split == "train":
+            keep.append((si, vid))
+    if len(keep) < len(ids):
+        log.info("left out %d videos of evaluation splits (pretraining: train + unlabelled)", len(ids) - len(keep))
+    if not keep:
+        raise BadInputError(stores[0].root, "no pretraining videos left after removing the evaluation splits")
+    return keep
+
+
 def pretrain_context(
-    features: Sequence[str | os.PathLike], out: str | os.PathLike, cfg: ContextConfig, resume: bool = False
+    features: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    cfg: ContextConfig,
+    resume: bool = False,
+    include_eval_splits: bool = False,
+    vidsitu_root: str | os.PathLike | None = None,
 ) -> Path:
     """Train TxE by event mask prediction on the given feature folders; returns ``OUT/model.pt``.
+
+    Videos of a benchmark's evaluation splits are left out unless ``include_eval_splits``: the split
+    a feature folder's index records (``moviessl extract`` of a VidSitu root), or, for folders
+    without one (VidSitu's released features), the split files of ``vidsitu_root``. The paper
+    likewise removes the val videos that overlap its pretraining data (§4).
 
     Writes ``OUT/config.yaml``, ``OUT/checkpoints/last.ckpt``, ``OUT/logs/metrics.csv``,
     ``OUT/curves.png`` and the exported TxE ``OUT/model.pt`` (stage ``context``)."""
@@ -39,6 +66,8 @@ def pretrain_context(
     strides = {s.stride_s for s in stores}
     d = cfg.data
     all_ids = [(i, v) for i, s in enumerate(stores) for v in s.ids]
+    if not include_eval_splits:
+        all_ids = pretraining_ids(stores, all_ids, vidsitu_root)
     train_ids, val_ids = split_ids(all_ids, d.val_fraction, seed=cfg.seed)
     train = FeatureWindows(stores, d.window, d.token_stride_s, d.windows_per_video, random_start=True, ids=train_ids)
     val = FeatureWindows(stores, d.window, d.token_stride_s, 1, random_start=False, ids=val_ids) if val_ids else None
@@ -52,8 +81,11 @@ def pretrain_context(
     )
 
     module = MaskPredModule(cfg, train.dim, min(strides))
+    mean, var = train.feature_stats(d.mean_videos, seed=cfg.seed)
+    if cfg.maskpred.input_norm:
+        module.set_input_stats(mean, var)
     if cfg.maskpred.center:
-        module.set_target_mean(train.feature_mean(d.mean_videos, seed=cfg.seed))
+        module.set_target_mean(mean)
 
     devices = cfg.trainer.devices
     drop_last = len(train) >= d.batch_size * (devices if isinstance(devices, int) else 1)

@@ -118,16 +118,23 @@ class FeatureWindows(Dataset):
         uid[: len(idx)] = offset + idx
         return {"x": torch.from_numpy(x), "pad": torch.from_numpy(pad), "uid": torch.from_numpy(uid)}
 
-    def feature_mean(self, max_videos: int = 2000, seed: int = 0) -> np.ndarray:
-        """Mean event feature over (a sample of) the videos: the fixed centre of the targets."""
+    def feature_stats(self, max_videos: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Per-dimension mean and variance of the events of (a sample of) the videos: the fixed input
+        normalisation of the TxE and the centre of the targets."""
         rng = np.random.default_rng(seed)
         pick = rng.permutation(len(self.videos))[:max_videos]
-        total, count = np.zeros(self.dim, np.float64), 0
+        total, sq, count = np.zeros(self.dim, np.float64), np.zeros(self.dim, np.float64), 0
         for j in pick:
             f = np.asarray(self._feats(int(j)), dtype=np.float64)
             total += f.sum(0)
+            sq += (f * f).sum(0)
             count += len(f)
-        return (total / max(count, 1)).astype(np.float32)
+        mean = total / max(count, 1)
+        var = np.maximum(sq / max(count, 1) - mean * mean, 0.0)
+        return mean.astype(np.float32), var.astype(np.float32)
+
+    def feature_mean(self, max_videos: int = 2000, seed: int = 0) -> np.ndarray:
+        return self.feature_stats(max_videos, seed)[0]
 
 
 def split_ids(ids: Sequence[tuple[int, str]], val_fraction: float, seed: int = 0) -> tuple[list, list]:

@@ -177,6 +177,20 @@ def resolve_ann_root(root: str | Path) -> Path:
     )
 
 
+def segment_splits(ann_root: str | Path) -> dict[str, str]:
+    """Segment id -> split name, from every ``split_files/vseg_split_<split>_lb.json`` of a release."""
+    root = resolve_ann_root(ann_root)
+    out: dict[str, str] = {}
+    for path in sorted((root / "split_files").glob("vseg_split_*_lb.json")):
+        split = path.name[len("vseg_split_") : -len("_lb.json")]
+        ids = _read_json(path)
+        if not isinstance(ids, list):
+            raise BadInputError(path, f"expected a JSON list of segment ids, got {type(ids).__name__}")
+        for v in ids:
+            out.setdefault(str(v), split)
+    return out
+
+
 def _read_json(path: Path) -> Any:
     try:
         with open(path, encoding="utf-8") as f:

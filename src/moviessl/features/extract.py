@@ -463,6 +463,11 @@ def extract(
     elif old is not None and old.get("contextualizer"):
         header["contextualizer"] = old["contextualizer"]  # keep describing the ctx files already there
     entries = {v: entries[v] for v in sorted(entries)}
+    if vidsitu:  # each segment's split, so pretraining can leave out the evaluation splits
+        splits = vidsitu_splits(Path(videos))
+        for v, e in entries.items():
+            if v in splits:
+                e["split"] = splits[v]
     counts = {
         "ok": sum(e.get("status") == "ok" for e in entries.values()),
         "bad": sum(e.get("status") == "bad" for e in entries.values()),
@@ -481,6 +486,17 @@ def extract(
         if e.get("status") == "bad":
             log.info("bad: %s", e.get("error"))
     return {k: v for k, v in index.items() if k != "videos"}
+
+
+def vidsitu_splits(videos: Path) -> dict[str, str]:
+    """Segment -> split of a VidSitu video root whose annotations sit beside it (else {})."""
+    from ..data.vidsitu import segment_splits
+
+    root = videos.parent if videos.name in ("vsitu_video_trimmed_dir", "vsitu_frames") else videos
+    try:
+        return segment_splits(root)
+    except BadInputError:
+        return {}
 
 
 def _fill_ctx(out: Path, entries: dict, txe, window: int, step: int, dtype: str, redo_all: bool = False) -> None:

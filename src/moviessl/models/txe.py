@@ -65,6 +65,43 @@ class Block(nn.Module):
         return self.norm2(x + self.drop(self.mlp(x)))
 
 
+class Standardize(nn.Module):
+    """``(x - mean) / sqrt(var + eps)`` per feature with *fixed* statistics (buffers, saved with the
+    model), computed once from training features: every path into a head or a TxE sees its inputs
+    normalised the same way (BatchNorm's eval formula, without its batch dependence in training).
+    Pooled post-ReLU backbone features share a large common component (per-dimension std far
+    below the mean), which otherwise dominates a TxE's input projection and stalls small heads."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("mean", torch.zeros(dim))  # identity until set_stats
+        self.register_buffer("scale", torch.ones(dim))
+        self.register_buffer("is_set", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def set_stats(self, mean: torch.Tensor, var: torch.Tensor) -> None:
+        self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.scale.copy_(torch.rsqrt(torch.as_tensor(var, dtype=torch.float32) + self.eps))
+        self.is_set.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x.dtype)) * self.scale.to(x.dtype)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the statistics existed: identity (how they were trained)
+        for k, v in (("mean", self.mean), ("scale", self.scale), ("is_set", self.is_set)):
+            state_dict.setdefault(prefix + k, v.clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+@torch.no_grad()
+def feature_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension (mean, variance) of features ``(..., D)`` in float64, returned as float32."""
+    x = x.reshape(-1, x.shape[-1]).double()
+    return x.mean(0).float(), x.var(0, unbiased=False).float()
+
+
 class TxE(nn.Module):
     """``forward(x (B,N,in_dim), mask=None, pad=None) -> (B,N,dim)``.
 
@@ -86,6 +123,7 @@ class TxE(nn.Module):
     ):
         super().__init__()
         self.in_dim, self.dim, self.max_len = in_dim, dim, max_len
+        self.input_norm = Standardize(in_dim)  # the statistics of the features it was trained on
         self.input_proj = nn.Linear(in_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(dim))
         self.pos_embed = nn.Parameter(torch.zeros(max_len, dim))
@@ -109,7 +147,7 @@ class TxE(nn.Module):
             raise BadInputError("TxE input", f"expected (B,N,{self.in_dim}) event features, got {tuple(x.shape)}")
         if x.shape[1] > self.max_len:
             raise BadInputError("TxE input", f"{x.shape[1]} tokens exceed max_len {self.max_len}")
-        h = self.input_proj(x)
+        h = self.input_proj(self.input_norm(x))
         if mask is not None:
             h = torch.where(mask.to(torch.bool)[..., None], self.mask_token.to(h.dtype), h)
         h = h + self.pos_embed[: x.shape[1]].to(h.dtype)

@@ -47,6 +47,15 @@ class SynthPreset:
     crf: int = 23
     x264_preset: str = "ultrafast"
     workers: int = 2
+    # -- the structure of real data each level of the hierarchy relies on (docs/synthmovies.md,
+    # "Structure knobs"); 0 turns a knob off and leaves the data exactly as without it
+    action_repeat_s: float = 0.0  # action clips last this long (K400: 10 s), the action repeated; 0: one event
+    verb_context_p: float = 0.0  # share of events with their verb's prop cue (+ studio, in action clips)
+    hidden_agent_p: float = 0.0  # share of clean movie events whose agent is only a silhouette
+    pool_ratio: float = 0.0  # unlabelled movie clips for TxE pretraining, in labelled VidSitu train events
+    # -- rendering only
+    action_size: int = 0  # action clips' frame side (0: size); the backbone reads 64 px anyway
+    pool_size: int = 0  # the pool's frame side (0: size)
 
 
 PRESETS: dict[str, SynthPreset] = {
@@ -61,8 +70,17 @@ PRESETS: dict[str, SynthPreset] = {
         lvu_seconds=(20, 24),
         workers=1,
     ),
-    # make demo: <= 2 min on 2 cores
-    "demo": SynthPreset(),
+    # make demo: the structure knobs on (docs/synthmovies.md); clips only the backbone reads at 64 px
+    "demo": SynthPreset(
+        action_repeat_s=10.0,
+        verb_context_p=0.5,
+        hidden_agent_p=0.3,
+        pool_ratio=4.6,
+        action_size=64,
+        pool_size=64,
+    ),
+    # the demo's control: every structure knob at 0 (same rendering)
+    "demo_control": SynthPreset(action_size=64, pool_size=64),
     # real experiments
     "large": SynthPreset(
         size=128,
@@ -151,21 +169,23 @@ def plan_actions(cfg: SynthPreset, seed: int) -> list[dict]:
     for i in range(cfg.n_actions):
         verb = W.VERB_IDS[order[i]]
         dur = float(rng.choice(cfg.action_durations))
+        plan = P.plan_action_clip(rng, verb, dur, cfg.action_repeat_s, cfg.action_durations)
+        P.add_structure(_rng(seed, 11, i), plan, cfg.verb_context_p)
         out.append(
             dict(
                 name=f"act_{i:06d}",
                 verb=verb,
                 split="val" if i % cfg.action_val_every == cfg.action_val_every - 1 else "train",
-                plan=P.plan_action_clip(rng, verb, dur),
+                plan=plan,
             )
         )
     return out
 
 
-def plan_vidsitu(cfg: SynthPreset, seed: int) -> list[dict]:
-    rng = _rng(seed, 2)
+def plan_vidsitu(cfg: SynthPreset, seed: int, stream: int = 2, want=None) -> list[dict]:
+    rng = _rng(seed, stream)
     clips = []
-    want = [("train", cfg.n_vidsitu_train), ("valid", cfg.n_vidsitu_valid)]
+    want = want or [("train", cfg.n_vidsitu_train), ("valid", cfg.n_vidsitu_valid)]
     for split, n in want:
         while sum(c["split"] == split for c in clips) < n:
             meta = P.plan_movie_meta(rng)
@@ -186,6 +206,7 @@ def plan_vidsitu(cfg: SynthPreset, seed: int) -> list[dict]:
                 if sum(c["split"] == split for c in clips) >= n:
                     break
                 plan = P.plan_vidsitu_clip(rng, meta, chars, cfg.degrade_fraction)
+                P.add_structure(_rng(seed, 10 + stream, len(clips)), plan, cfg.verb_context_p, cfg.hidden_agent_p)
                 vseg = f"v_{yid}_seg_{start}_{start + 10}"
                 clips.append(
                     dict(
@@ -211,9 +232,18 @@ def plan_lvu(cfg: SynthPreset, seed: int) -> list[dict]:
     for i in range(cfg.n_lvu):
         dur = 2 * int(rng.integers(cfg.lvu_seconds[0] // 2, cfg.lvu_seconds[1] // 2 + 1))
         plan = P.plan_lvu_movie(rng, dur, cfg.lvu_degrade_fraction)
+        P.add_structure(_rng(seed, 13, i), plan, cfg.verb_context_p, cfg.hidden_agent_p)
         split = "train" if i < n_train else ("val" if i < n_train + n_val else "test")
         movies.append(dict(yid=_youtube_id(rng), imdb_id=f"tt8{rng.integers(0, 10**6):06d}", split=split, plan=plan))
     return movies
+
+
+def plan_pool(cfg: SynthPreset, seed: int) -> list[dict]:
+    """Unlabelled 10-s movie clips for TxE pretraining, ``pool_ratio`` x the labelled train events
+    (the paper pretrains TxE on LVU, 4.6x VidSitu; §4.1). Drawn like the VidSitu clips, from their own
+    movies and stream; no annotation is written."""
+    n = int(round(cfg.pool_ratio * cfg.n_vidsitu_train))
+    return plan_vidsitu(cfg, seed, stream=4, want=[("pool", n)]) if n > 0 else []
 
 
 # ------------------------------------------------------------------------------------------
@@ -507,6 +537,7 @@ def generate(
     atomic_write_json(meta_path, dict(meta, status="incomplete"))
 
     actions, clips, movies = plan_actions(cfg, seed), plan_vidsitu(cfg, seed), plan_lvu(cfg, seed)
+    pool_clips = plan_pool(cfg, seed)
     common = dict(size=cfg.size, fps=cfg.fps, crf=cfg.crf, x264=cfg.x264_preset)
     jobs = [
         dict(
@@ -533,9 +564,18 @@ def generate(
             path=str(root / "actions" / "videos" / f"{a['name']}.mp4"),
             plan=a["plan"],
             seed=_job_seed(seed, 1, i),
-            **common,
+            **{**common, "size": cfg.action_size or cfg.size},
         )
         for i, a in enumerate(actions)
+    ]
+    jobs += [
+        dict(
+            path=str(root / "pool" / "videos" / f"{c['vseg']}.mp4"),
+            plan=c["plan"],
+            seed=_job_seed(seed, 4, i),
+            **{**common, "size": cfg.pool_size or cfg.size},
+        )
+        for i, c in enumerate(pool_clips)
     ]
     todo = [j for j in jobs if not (Path(j["path"]).exists() and (not j.get("tracks") or Path(j["tracks"]).exists()))]
     n_frames = lambda j: sum(round(ev["dur"] * cfg.fps) for ev in j["plan"]["events"])  # noqa: E731
@@ -566,6 +606,10 @@ def generate(
         vidsitu=write_vidsitu(root / "vidsitu", clips, seed),
         lvu=dict(write_lvu(root / "lvu", movies)),
     )
+    if pool_clips:
+        gt = {c["vseg"]: c["plan"] for c in pool_clips}
+        atomic_write_json(root / "pool" / "ground_truth.json", gt, indent=None)
+        counts["pool"] = {"clips": len(pool_clips), "events": sum(len(c["plan"]["events"]) for c in pool_clips)}
     write_readme(root, name, seed, cfg, actions, clips, movies)
     atomic_write_json(meta_path, dict(meta, status="complete", counts=counts))
     return root

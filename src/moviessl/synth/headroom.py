@@ -307,7 +307,66 @@ def headroom(root: str | Path, n_plans: int = 500, seed: int = 123, progress: bo
             lvu[task]["chance_plans"] = float(max(Counter(yt).values()) / len(yt) * 100)
     res["lvu"] = lvu
     res["n_plans"] = n_plans
+    res["structure"] = structure_headroom(root)
     return res
+
+
+def structure_headroom(root: str | Path) -> dict:
+    """Method-free headroom of each structure knob, from the generating variables alone:
+
+    - ``verb_context``: verb accuracy of reading only the prop cue (the verb where one is shown, else
+      the majority train verb), on the action val clips and the VidSitu valid events, next to the
+      majority-verb chance;
+    - ``hidden_agent``: of the VidSitu valid events whose agent is hidden, the share an oracle names
+      from the event's own frames (1 / characters: shape, colour and texture are gone) vs from the
+      neighbouring events (the same character shown, undegraded and unhidden, in an adjacent event);
+    - ``pool``: unlabelled pool events per labelled VidSitu train event."""
+    root = Path(root)
+    out: dict = {}
+    acts = json.loads((root / "actions" / "ground_truth.json").read_text())
+    gt = json.loads((root / "vidsitu" / "ground_truth.json").read_text())
+    tr_verbs = Counter(ev["verb"] for g in gt.values() if g["split"] == "train" for ev in g["events"])
+    major = tr_verbs.most_common(1)[0][0]
+    act_val = [a for a in acts.values() if a["split"] == "val"]
+    act_major = Counter(a["verb"] for a in acts.values() if a["split"] == "train").most_common(1)[0][0]
+    val_events = [ev for g in gt.values() if g["split"] == "valid" for ev in g["events"]]
+
+    def cue_acc(items, fallback):
+        return 100.0 * float(np.mean([(v == fallback) if not cue else True for v, cue in items])) if items else 0.0
+
+    out["verb_context"] = dict(
+        actions_cue_only=cue_acc([(a["verb"], a["events"][0].get("cue", False)) for a in act_val], act_major),
+        actions_chance=100.0 * float(np.mean([a["verb"] == act_major for a in act_val])) if act_val else 0.0,
+        vidsitu_cue_only=cue_acc([(ev["verb"], ev.get("cue", False)) for ev in val_events], major),
+        vidsitu_chance=100.0 * float(np.mean([ev["verb"] == major for ev in val_events])) if val_events else 0.0,
+    )
+    hidden, own, nb = 0, [], []
+    for g in gt.values():
+        if g["split"] != "valid":
+            continue
+        evs = g["events"]
+        for k, ev in enumerate(evs):
+            if not ev.get("hidden"):
+                continue
+            hidden += 1
+            own.append(1.0 / len(g["characters"]))
+            shown = [
+                e["agent"] == ev["agent"] or e.get("patient") == ev["agent"]
+                for e in evs[max(0, k - 1) : k + 2]
+                if e is not ev and not e.get("hidden") and e.get("degraded") is None
+            ]
+            nb.append(float(any(shown)))
+    out["hidden_agent"] = dict(
+        valid_events=len(val_events),
+        hidden=hidden,
+        own_frames=100.0 * float(np.mean(own)) if own else 0.0,
+        neighbours=100.0 * float(np.mean(nb)) if nb else 0.0,
+    )
+    pool = root / "pool" / "ground_truth.json"
+    n_pool = sum(len(p["events"]) for p in json.loads(pool.read_text()).values()) if pool.is_file() else 0
+    n_train = sum(len(g["events"]) for g in gt.values() if g["split"] == "train")
+    out["pool"] = dict(pool_events=n_pool, labelled_train_events=n_train, ratio=n_pool / max(n_train, 1))
+    return out
 
 
 def to_markdown(res: dict) -> str:
@@ -328,6 +387,22 @@ def to_markdown(res: dict) -> str:
             f"| {t} | {r['n_eval']} | {r['chance']:.2f} | {r['pixel']:.2f} | {r['oracle']:.2f} | "
             f"{r['chance_plans']:.2f} / {r['oracle_plans']:.2f} |"
         )
+    s = res.get("structure")
+    if s:
+        vc, ha, pl = s["verb_context"], s["hidden_agent"], s["pool"]
+        L += [
+            "",
+            "| structure knob | method-free baseline | value |",
+            "|---|---|---|",
+            f"| verb context (action val) | prop cue only / majority verb | "
+            f"{vc['actions_cue_only']:.1f} / {vc['actions_chance']:.1f} % |",
+            f"| verb context (VidSitu valid) | prop cue only / majority verb | "
+            f"{vc['vidsitu_cue_only']:.1f} / {vc['vidsitu_chance']:.1f} % |",
+            f"| hidden agent ({ha['hidden']} of {ha['valid_events']} valid events) | agent named from own frames / "
+            f"from neighbours | {ha['own_frames']:.1f} / {ha['neighbours']:.1f} % |",
+            f"| unlabelled pool | pool events / labelled train events | {pl['pool_events']} / "
+            f"{pl['labelled_train_events']} = {pl['ratio']:.2f} |",
+        ]
     return "\n".join(L)
 
 

@@ -154,6 +154,27 @@ def add_relations(events: list[dict]) -> None:
             ev["relation"] = W.relation(a, b)
 
 
+def add_structure(rng, plan: dict, verb_context_p: float = 0.0, hidden_agent_p: float = 0.0) -> None:
+    """The structure knobs of real data, in place, from their own random stream (so a knob at 0
+    leaves a plan exactly as without it):
+
+    - ``verb_context_p``: each event shows its verb's prop cue with this probability; an action
+      clip (all its events together) also gets its verb's studio background (K400's bias);
+    - ``hidden_agent_p``: in movies, a clean event's agent is seen only as a dark silhouette (from
+      behind, in shadow) with this probability, while the story goes on -- who it is can only come
+      from the neighbouring events (the SRL phrases still name it)."""
+    action = plan["kind"] == "action"
+    if verb_context_p > 0:
+        cue = rng.random() < verb_context_p if action else None
+        for ev in plan["events"]:
+            ev["cue"] = bool(cue if action else rng.random() < verb_context_p)
+        if action and cue:
+            plan["shots"][0]["studio"] = list(W.VERB_STUDIO[plan["events"][0]["verb"]])
+    if hidden_agent_p > 0 and not action:
+        for ev in plan["events"]:
+            ev["hidden"] = bool(ev.get("degraded") is None and rng.random() < hidden_agent_p)
+
+
 def degrade(rng, events: list[dict], fraction: float, kinds=DEGRADATIONS) -> None:
     for ev in events:
         ev["degraded"] = str(rng.choice(kinds)) if rng.random() < fraction else None
@@ -275,18 +296,27 @@ def plan_vidsitu_clip(
     )
 
 
-def plan_action_clip(rng, verb: str, duration_s: float) -> dict:
-    """A single-event 'Kinetics' clip: studio background, bigger centred sprites (the domain gap)."""
+def plan_action_clip(rng, verb: str, duration_s: float, repeat_s: float = 0.0, durations=(2.0,)) -> dict:
+    """A 'Kinetics' clip: studio background, bigger centred sprites (the domain gap). One event of
+    ``duration_s``; or, with ``repeat_s`` > 0, the action going on for ``repeat_s`` seconds (K400's
+    10-s clips): the same verb by the same characters again and again, each time ``durations``."""
     v = W.VERB_BY_ID[verb]
     chars = sample_characters(rng, 2 if v.transitive else int(rng.integers(1, 3)))
     ev = make_event(rng, verb, 0, 1 if v.transitive else None, len(chars))
-    layout_events(rng, [ev], len(chars), duration_s)
-    ev.update(shot=0, scene="studio", degraded=None)
+    events, durs = [ev], [duration_s]
+    if repeat_s > 0:
+        durs = [float(rng.choice(durations))]
+        while sum(durs) < repeat_s - 1e-6:
+            events.append(dict(ev))
+            durs.append(float(min(rng.choice(durations), repeat_s - sum(durs))))
+    layout_events(rng, events, len(chars), durs)
+    for e in events:
+        e.update(shot=0, scene="studio", degraded=None)
     top, bottom = rng.choice(len(W.BG_PALETTE), 2, replace=False)
     return dict(
         kind="action",
         characters=chars,
-        events=[ev],
+        events=events,
         shots=[dict(studio=[int(top), int(bottom)], cam=0.0)],
         director=int(rng.choice([0, 0, 0, 6])),
         year_style=None,

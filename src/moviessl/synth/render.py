@@ -17,6 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
+from . import plot as P
 from . import world as W
 
 COLOUR_NAMES = list(W.COLOURS)
@@ -350,6 +351,7 @@ def render_plan(plan: dict, size: int, fps: float, seed: int) -> Iterator[tuple[
     cols2 = [(c * 0.55).astype(np.float32) if ch["texture"] == "striped" else None for c, ch in zip(cols, chars)]
     outline = _tone((235, 235, 235) if action else (20, 20, 20), M)  # action clips: light outlines
     bubble_cols = [_tone((250, 250, 250), M), _tone((230, 30, 30), M)]
+    shadow = _tone((45, 45, 45), M)  # a hidden agent (the hidden_agent_p knob): no colour, texture or shape
     canvases: dict[int, np.ndarray] = {}
     ys = plan.get("year_style") or {}
     grain = float(ys.get("grain", 0.0))
@@ -387,9 +389,28 @@ def render_plan(plan: dict, size: int, fps: float, seed: int) -> Iterator[tuple[
             if deg == "offscreen":
                 continue  # the camera looks away from the action
             faint = {"low_contrast": 0.05, "blur": 0.25}.get(deg, 1.0)  # blur: out of focus, then smeared below
+            if ev.get("cue"):  # the verb's prop on the floor where its agent started (verb_context_p)
+                shape, colour = W.VERB_CUES[ev["verb"]]
+                draw_sprite(
+                    frames[i],
+                    ((ev["pos"][ev["agent"]] - 0.5) * z + 0.5) * S + sx,
+                    ((P.GROUND_Y + 0.16 - 0.6) * z + 0.6) * S + sy,
+                    W.CUE_SIZE * S * z * big,
+                    SHAPE_INDEX[shape],
+                    _tone(W.COLOURS[colour], M),
+                    None,
+                    0.0,
+                    faint,
+                    1.0,
+                    0.0,
+                    outline,
+                    eye=False,
+                )
             order = sorted(range(C), key=lambda c: st["Y"][i, c])  # farther up = drawn first
             for c in order:
-                rad = W.SIZES[chars[c]["size"]] * S * st["Sc"][i, c] * z * big
+                hid = bool(ev.get("hidden")) and c == ev["agent"]
+                size = 0.12 if hid else W.SIZES[chars[c]["size"]]
+                rad = size * S * st["Sc"][i, c] * z * big
                 cx = ((st["X"][i, c] - 0.5) * z + 0.5) * S + sx
                 cy = ((st["Y"][i, c] - 0.6) * z + 0.6) * S + sy
                 al = float(st["Al"][i, c]) * faint
@@ -398,14 +419,15 @@ def render_plan(plan: dict, size: int, fps: float, seed: int) -> Iterator[tuple[
                     cx,
                     cy,
                     rad,
-                    SHAPE_INDEX[chars[c]["shape"]],
-                    cols[c],
-                    cols2[c],
+                    0 if hid else SHAPE_INDEX[chars[c]["shape"]],
+                    shadow if hid else cols[c],
+                    None if hid else cols2[c],
                     float(st["Ang"][i, c]),
                     al,
                     float(st["Sq"][i, c]),
                     float(st["Face"][i, c]),
                     outline,
+                    eye=not hid,
                 )
                 if al >= 0.3 and deg is None:
                     h = rad * 1.16

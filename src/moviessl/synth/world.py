@@ -298,6 +298,24 @@ SIZES = {"small": 0.10, "big": 0.14}  # radius as a fraction of the frame's shor
 TEXTURES = ("plain", "striped")
 PROPS = ("ball", "box", "flower", "letter")
 
+# Verb context cues (the ``verb_context_p`` knob): K400's representation bias (Li et al., ECCV 2018,
+# "RESOUND"; Choi et al., NeurIPS 2019) -- the objects and scenes around an action tell what it is.
+# Each verb owns one prop icon (shape x colour, a small sprite on the floor where its agent starts)
+# and, in action clips, one studio background; fixed tables, like everything here.
+_cue_rng = np.random.default_rng(2026)
+_cue_combos = [(s, c) for s in SHAPES for c in COLOURS]
+VERB_CUES: dict[str, tuple[str, str]] = {
+    v: _cue_combos[i] for v, i in zip(VERB_IDS, _cue_rng.permutation(len(_cue_combos))[: len(VERB_IDS)])
+}
+VERB_STUDIO: dict[str, tuple[int, int]] = {
+    v: (int(i) // 10, int(i) % 10)
+    for v, i in zip(
+        VERB_IDS,
+        _cue_rng.choice([a * 10 + b for a in range(10) for b in range(10) if a != b], len(VERB_IDS), replace=False),
+    )
+}
+CUE_SIZE = 0.06  # radius as a fraction of the frame
+
 # LVU's six scene classes; a scene class is a background *pattern*; its colours are drawn per
 # instance from one shared palette, so mean colour says nothing about the class.
 SCENES = ("office", "airport", "school", "hotel", "prison", "restaurant")

@@ -8,8 +8,13 @@ import sys
 
 
 def _run_vidsitu(args: argparse.Namespace) -> int:
-    from .runner import run_finetune
+    from .runner import run_baseline, run_finetune
 
+    if args.baseline:
+        res = run_baseline(args.task, args.data_root, args.baseline, args.out, preset=args.preset)
+        sys.stdout.write(res["table"])
+        sys.stdout.write(json.dumps({k: v["mean"] for k, v in res["summary"].items()}) + "\n")
+        return 0
     res = run_finetune(
         args.task,
         args.data_root,
@@ -42,7 +47,7 @@ def add_parser(datasets) -> None:
     )
     v.add_argument("--task", required=True, choices=list(TASKS))
     v.add_argument("--data-root", required=True, help="the vidsitu_annotations folder (or a folder holding it)")
-    src = v.add_mutually_exclusive_group(required=True)
+    src = v.add_mutually_exclusive_group()
     src.add_argument(
         "--features", help="event features: {vseg}_feats.npy of shape (5, D) (moviessl extract or VidSitu's)"
     )
@@ -51,6 +56,11 @@ def add_parser(datasets) -> None:
         "--backbone",
         help="stage-'backbone' checkpoint (with --videos): verb fine-tunes it end to end, "
         "srl/relation extract frozen features with it",
+    )
+    v.add_argument(
+        "--baseline",
+        choices=sorted({b for t in TASKS.values() for b in t.baselines}),
+        help="score a model-free baseline instead of training (relation: pair_prior = each pair's majority class)",
     )
     v.add_argument(
         "--contextualizer",

@@ -18,6 +18,7 @@ class VidSituDataConfig:
     num_frames: Optional[int]  # clips for --videos; None: the backbone checkpoint's meta.input
     stride: Optional[int]
     eval_batch_size: int
+    input_norm: str  # fixed (train statistics, computed once) | batch (BatchNorm / raw TxE input: before)
 
 
 @dataclass
@@ -60,6 +61,7 @@ class RelationConfig(TaskTrainConfig):
     hidden: Optional[int]  # None: d
     dropout: float
     class_weighted: bool  # inverse-frequency class weights (Mean-Acc averages over classes)
+    pair_identity: bool  # the head is told which of the 4 pairs it classifies
 
 
 @dataclass

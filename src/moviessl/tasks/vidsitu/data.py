@@ -37,6 +37,17 @@ class SegmentData:
     def __len__(self) -> int:
         return len(self.vsegs)
 
+    def subset(self, rows: Sequence[int]) -> "SegmentData":
+        """The segments at ``rows`` (inputs, targets and indices kept together)."""
+        rows = list(rows)
+        if isinstance(self.x, torch.Tensor):
+            x = self.x[rows]
+        else:  # a ClipSource
+            x = ClipSource(
+                [self.x.paths[i] for i in rows], self.x.num_frames, self.x.stride, self.x.short_side, self.x.crop
+            )
+        return SegmentData([self.vsegs[i] for i in rows], [self.ann_idx[i] for i in rows], x, [self.y[i] for i in rows])
+
 
 class SegmentDataset(Dataset):
     def __init__(self, data: SegmentData, ignore_fill: int | None = None):

@@ -1,10 +1,16 @@
 """Event relation prediction (paper §4.2, Table 3): 4-way classification of event pairs.
 
 The pairs are always (Ev1,Ev3), (Ev2,Ev3), (Ev3,Ev4), (Ev3,Ev5); a pair's features are the two event
-tokens concatenated (earlier event first) -> MLP -> {Causes, Reaction To, Enables, NoRel}. The tokens
-are backbone features or TxE outputs (scratch or MaskPred). The train label is the single train
-annotation's ``EvRel``, stored on the non-Ev3 event of the pair. A submission repeats the predicted
-label once per GT annotation of the segment (3 on valid), as VidSitu's format requires.
+tokens concatenated (earlier event first) and the pair's identity (one-hot) -> MLP -> {Causes,
+Reaction To, Enables, NoRel}. The tokens are backbone features or TxE outputs (scratch or MaskPred).
+Every head is told which pair it classifies: the label distribution differs a lot between pairs
+(in VidSitu and in SynthMovies), and without the pair a head on backbone features (which carry no
+position) cannot use that prior while a TxE's position embeddings can -- an unequal comparison.
+:func:`pair_prior_entries` is the baseline that uses the pair alone (its majority train class).
+
+The train label is the single train annotation's ``EvRel``, stored on the non-Ev3 event of the
+pair. A submission repeats the predicted label once per GT annotation of the segment (3 on valid),
+as VidSitu's format requires.
 """
 
 from __future__ import annotations
@@ -35,18 +41,28 @@ def pair_labels(record: Mapping[str, Any]) -> list[int]:
 
 class RelationClassifier(nn.Module):
     def __init__(
-        self, encoder: EventEncoder, num_classes: int = len(LABELS), hidden: int | None = None, dropout: float = 0.0
+        self,
+        encoder: EventEncoder,
+        num_classes: int = len(LABELS),
+        hidden: int | None = None,
+        dropout: float = 0.0,
+        pair_identity: bool = True,
     ):
         super().__init__()
         d = encoder.out_dim
-        self.encoder = encoder
-        self.head = MLPHead(2 * d, hidden or d, num_classes, dropout)
+        self.encoder, self.pair_identity = encoder, pair_identity
+        # pair_identity=False is the head before it was told its pair, kept to measure the fix
+        self.head = MLPHead(2 * d + (len(PAIRS) if pair_identity else 0), hidden or d, num_classes, dropout)
         self.register_buffer("pair_a", torch.tensor([a for a, _ in PAIR_INDEX]), persistent=False)
         self.register_buffer("pair_b", torch.tensor([b for _, b in PAIR_INDEX]), persistent=False)
+        self.register_buffer("pair_id", torch.eye(len(PAIRS)), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,4,C)
         h = self.encoder(x)
-        return self.head(torch.cat([h[:, self.pair_a], h[:, self.pair_b]], dim=-1))
+        parts = [h[:, self.pair_a], h[:, self.pair_b]]
+        if self.pair_identity:
+            parts.append(self.pair_id.to(h.dtype).expand(h.shape[0], -1, -1))
+        return self.head(torch.cat(parts, dim=-1))
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         logits = self(x)
@@ -66,13 +82,17 @@ def build_relation_model(
     dropout: float = 0.0,
     backbone_arch: Mapping | None = None,
     txe_arch: Mapping | None = None,
+    input_norm: str = "fixed",
+    pair_identity: bool = True,
 ) -> RelationClassifier:
-    return RelationClassifier(build_encoder(in_dim, backbone_arch, txe_arch), num_classes, hidden, dropout)
+    encoder = build_encoder(in_dim, backbone_arch, txe_arch, input_norm)
+    return RelationClassifier(encoder, num_classes, hidden, dropout, pair_identity)
 
 
 class RelationTask:
     name = "relation"
     metric_keys = ("mean_acc", "top1_acc")
+    baselines = ("pair_prior",)  # methods without a model, run by runner.run_baseline
     end_to_end = False
     ignore_index = IGNORE
     eval_needs_records = True
@@ -86,6 +106,7 @@ class RelationTask:
                     counts[j] += 1
         self.counts = counts
         self.majority = int(counts.argmax()) if counts.sum() > 0 else LABEL_INDEX["NoRel"]
+        self.pair_majority = pair_majority(train_split)
         # number of GT annotations the evaluator compares per pair (first 3 records in file order)
         self.num_gt = {v: min(3, len(r)) for v, r in (eval_split.records.items() if eval_split is not None else ())}
 
@@ -101,7 +122,9 @@ class RelationTask:
             return {}
         return {"weight": self.counts.sum() / (len(LABELS) * self.counts.clamp(min=1))}
 
-    def build_model(self, in_dim: int, backbone_arch=None, txe_arch=None) -> tuple[nn.Module, dict]:
+    def build_model(
+        self, in_dim: int, backbone_arch=None, txe_arch=None, input_norm: str = "fixed"
+    ) -> tuple[nn.Module, dict]:
         arch = arch_spec(
             "moviessl.tasks.vidsitu.relation:build_relation_model",
             in_dim=int(in_dim),
@@ -110,6 +133,8 @@ class RelationTask:
             dropout=self.cfg.dropout,
             backbone_arch=backbone_arch,
             txe_arch=txe_arch,
+            input_norm=input_norm,
+            pair_identity=self.cfg.pair_identity,
         )
         return build_relation_model(**arch["kwargs"]), arch
 
@@ -132,5 +157,22 @@ class RelationTask:
         """No inputs: the majority train class for every pair."""
         return self._entry(ann_idx, vseg, [self.majority] * len(PAIRS), [0.0] * len(PAIRS))
 
+    def baseline_entries(self, baseline: str, split) -> list[dict]:
+        return {"pair_prior": self.pair_prior_entries}[baseline](split)
+
+    def pair_prior_entries(self, split) -> list[dict]:
+        """The pair-prior baseline's submission: each pair's majority train class, for every segment."""
+        return [self._entry(ai, v, self.pair_majority, [1.0] * len(PAIRS)) for ai, v in enumerate(split.vseg_ids)]
+
     def meta(self) -> dict:
         return {"labels": list(LABELS), "pairs": [list(p) for p in PAIRS]}
+
+
+def pair_majority(train_split) -> list[int]:
+    """The most frequent train label of each pair (ties: the lower class index; NoRel without labels)."""
+    counts = torch.zeros(len(PAIRS), len(LABELS))
+    for recs in train_split.records.values():
+        for p, j in enumerate(pair_labels(recs[0]) if recs else ()):
+            if j != IGNORE:
+                counts[p, j] += 1
+    return [int(c.argmax()) if c.sum() > 0 else LABEL_INDEX["NoRel"] for c in counts]

@@ -20,12 +20,15 @@ Lightning checkpoint.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from ...checkpoint import arch_spec, build_arch, file_hash, load_checkpoint, save_checkpoint
@@ -34,7 +37,8 @@ from ...data.vidsitu import load_split
 from ...errors import BadInputError
 from ...eval.vidsitu import evaluate
 from ...features.store import FeatureStore
-from ...utils.io import atomic_write_bytes
+from ...models.txe import feature_stats
+from ...utils.io import atomic_write_bytes, atomic_write_json
 from ..base import SeedJob, TaskOptim, run_seeds, settings_hash, write_summary
 from . import TASKS
 from .config import VidSituConfig
@@ -78,6 +82,23 @@ def _contextualizer(
 
 
 @torch.no_grad()
+def train_input_stats(train_data, backbone_obj: dict | None, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and variance of the training events' features, computed once: the fixed
+    input normalisation of every head and scratch TxE. With clips (end to end), the features of the
+    backbone as it starts."""
+    if backbone_obj is None:
+        return feature_stats(train_data.x)
+    net = build_arch(backbone_obj["arch"])
+    net.load_state_dict(backbone_obj["state_dict"])
+    net.eval()
+    feats = []
+    for batch in loader(train_data, batch_size, shuffle=False):
+        x = batch["x"]
+        feats.append(net(x.flatten(0, 1)).float())
+    return feature_stats(torch.cat(feats))
+
+
+@torch.no_grad()
 def predict_split(spec, model: torch.nn.Module, data, split, batch_size: int) -> list[dict]:
     """Submission entries for the whole split (fallback entries for segments without inputs)."""
     model.eval()
@@ -101,46 +122,89 @@ def predict_split(spec, model: torch.nn.Module, data, split, batch_size: int) ->
     return [preds[ai] for ai in sorted(preds)]
 
 
-def run_finetune(
+def run_baseline(
     task: str,
     data_root: str | os.PathLike,
+    baseline: str,
+    out: str | os.PathLike,
+    cfg: VidSituConfig | Mapping | None = None,
+    preset: str = "cpu",
+) -> dict:
+    """A model-free baseline of ``task`` (e.g. relation's ``pair_prior``) scored like a run: its
+    submission ``out/seed0/predictions.pkl``, ``metrics.json`` and a one-run summary."""
+    if task not in TASKS or baseline not in TASKS[task].baselines:
+        choices = [f"{t}:{b}" for t, cls in TASKS.items() for b in cls.baselines]
+        raise BadInputError(None, f"unknown baseline '{task}:{baseline}' (choose from {', '.join(choices)})")
+    cfg = resolve_config(cfg, preset)
+    out = Path(out)
+    run_dir = out / "seed0"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    train_split = load_split(data_root, cfg.data.train_split)
+    eval_split = load_split(data_root, cfg.data.eval_split, split_file=cfg.data.split_file)
+    spec = TASKS[task](getattr(cfg, task), train_split, eval_split=eval_split, out=out)
+    preds = spec.baseline_entries(baseline, eval_split)
+    atomic_write_bytes(run_dir / "predictions.pkl", pickle.dumps(preds, protocol=4))
+    metrics = evaluate(task, preds, eval_split)
+    atomic_write_json(run_dir / "metrics.json", {"task": task, "baseline": baseline, "seed": 0, "metrics": metrics})
+    label = f"baseline:{baseline}"
+    return write_summary(
+        out,
+        [{"seed": 0, "dir": str(run_dir), "metrics": metrics}],
+        spec.metric_keys,
+        f"{task} ({label})",
+        f"VidSitu {task}",
+        f"baseline: `{baseline}`",
+        task=task,
+        inputs="none",
+        contextualizer=label,
+    )
+
+
+@dataclass
+class Prepared:
+    """Everything the runs of one task setting share: data, inputs, the TxE to start from."""
+
+    task: str
+    cfg: VidSituConfig
+    spec: Any
+    eval_split: Any
+    train_data: Any
+    eval_data: Any
+    in_dim: int
+    inputs: str
+    backbone_obj: dict | None
+    txe_arch: dict | None
+    txe_state: dict | None
+    ctx_label: str
+    counts: dict
+    tokenizer: str | None
+
+    @property
+    def tcfg(self):
+        return getattr(self.cfg, self.task)
+
+
+def prepare(
+    task: str,
+    data_root: str | os.PathLike,
+    out: Path,
+    cfg: VidSituConfig,
     features: str | os.PathLike | None = None,
     videos: str | os.PathLike | None = None,
     backbone: str | os.PathLike | None = None,
     contextualizer: str | os.PathLike | None = "none",
-    seeds: int = 1,
-    out: str | os.PathLike = "runs/finetune",
-    cfg: VidSituConfig | Mapping | None = None,
-    preset: str = "cpu",
-    overrides: Sequence[str] | Mapping = (),
     tokenizer: str | os.PathLike | None = None,
-    resume: bool = False,
-) -> dict:
-    """Train ``seeds`` runs of ``task`` (verb | srl | relation) and evaluate each on the eval split.
-
-    Inputs: ``features`` (a feature folder, (5, D) per segment) or ``videos`` + ``backbone`` (a
-    stage-"backbone" checkpoint; an end-to-end task fine-tunes it, the others extract frozen features
-    once into ``out/features_<hash>``). ``contextualizer``: "none", "scratch" or a stage-"context"
-    checkpoint (fine-tuned). Returns ``{"task", "out", "runs": [{"seed", "dir", "metrics"}],
-    "summary": {metric: {"mean", "se", "n"}}, "table": markdown, ...}``.
-    """
+) -> Prepared:
+    """Splits, the task spec, inputs (features, clips for an end-to-end task, or features extracted
+    once from clips into ``out/features_<hash>``) and the contextualizer to start from."""
     if task not in TASKS:
         raise BadInputError(None, f"unknown task '{task}' (choose from {', '.join(TASKS)})")
     if (features is None) == (videos is None):
         raise BadInputError(None, "give exactly one of --features DIR or --videos DIR")
-    if int(seeds) < 1:
-        raise BadInputError(None, f"--seeds must be >= 1, got {seeds}")
-    cfg = resolve_config(cfg, preset, overrides)
-    tcfg = getattr(cfg, task)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out)
-
     train_split = load_split(data_root, cfg.data.train_split)
     eval_split = load_split(data_root, cfg.data.eval_split, split_file=cfg.data.split_file)
-    spec = TASKS[task](tcfg, train_split, eval_split=eval_split, tokenizer=tokenizer, out=out)
+    spec = TASKS[task](getattr(cfg, task), train_split, eval_split=eval_split, tokenizer=tokenizer, out=out)
 
-    # ---- inputs: features, clips for an end-to-end task, or features extracted once from clips
     backbone_obj = None
     if features is not None:
         store = FeatureStore(features)
@@ -189,49 +253,76 @@ def run_finetune(
         len(eval_data),
         len(eval_split.vseg_ids),
     )
+    return Prepared(
+        task,
+        cfg,
+        spec,
+        eval_split,
+        train_data,
+        eval_data,
+        in_dim,
+        inputs,
+        backbone_obj,
+        txe_arch,
+        txe_state,
+        ctx_label,
+        counts,
+        None if tokenizer is None else str(tokenizer),
+    )
+
+
+def make_job(p: Prepared, out: Path, resume: bool = False, train_data=None, optim: TaskOptim | None = None) -> SeedJob:
+    """The SeedJob of a prepared setting (``train_data``: a subset to train on, e.g. for tuning)."""
+    task, cfg, spec, tcfg = p.task, p.cfg, p.spec, p.tcfg
+    train_data = p.train_data if train_data is None else train_data
+    stats = train_input_stats(train_data, p.backbone_obj) if cfg.data.input_norm == "fixed" else None
+    optim = optim or TaskOptim(
+        lr=tcfg.lr,
+        weight_decay=tcfg.weight_decay,
+        warmup_steps=tcfg.warmup_steps,
+        backbone_lr_scale=tcfg.backbone_lr_scale,
+        txe_lr_scale=tcfg.txe_lr_scale,
+    )
 
     def build(seed: int):
-        model, arch = spec.build_model(in_dim, backbone_obj["arch"] if backbone_obj else None, txe_arch)
-        if backbone_obj is not None:
-            model.encoder.backbone.load_state_dict(backbone_obj["state_dict"])
-        if txe_state is not None:
-            model.encoder.txe.load_state_dict(txe_state)
+        backbone_arch = p.backbone_obj["arch"] if p.backbone_obj else None
+        model, arch = spec.build_model(p.in_dim, backbone_arch, p.txe_arch, input_norm=cfg.data.input_norm)
+        if p.backbone_obj is not None:
+            model.encoder.backbone.load_state_dict(p.backbone_obj["state_dict"])
+        if p.txe_state is not None:  # a pretrained TxE keeps the statistics it was pretrained with
+            model.encoder.txe.load_state_dict(p.txe_state)
+        elif cfg.data.input_norm == "fixed":
+            model.encoder.set_input_stats(*stats)
         return model, arch
 
     def score(model, run_dir: Path) -> dict:
-        preds = predict_split(spec, model, eval_data, eval_split, cfg.data.eval_batch_size)
+        preds = predict_split(spec, model, p.eval_data, p.eval_split, cfg.data.eval_batch_size)
         atomic_write_bytes(run_dir / "predictions.pkl", pickle.dumps(preds, protocol=4))
-        return evaluate(task, preds, eval_split)
+        return evaluate(task, preds, p.eval_split)
 
     def export(model, arch: dict, run_dir: Path, run: dict) -> None:
-        meta = {**spec.meta(), "task": task, "inputs": inputs, "contextualizer": ctx_label, **run, **counts}
+        meta = {**spec.meta(), "task": task, "inputs": p.inputs, "contextualizer": p.ctx_label, **run, **p.counts}
         save_checkpoint(
             run_dir / "model.pt", stage=task, arch=arch, state_dict=model.state_dict(), config=cfg, meta=meta
         )
-        if backbone_obj is not None:  # the verb-finetuned Slow-D, usable by `moviessl extract` / relation
-            bmeta = dict(backbone_obj.get("meta", {}))
+        if p.backbone_obj is not None:  # the verb-finetuned Slow-D, usable by `moviessl extract` / relation
+            bmeta = dict(p.backbone_obj.get("meta", {}))
             bmeta["method"] = f"{bmeta.get('method', 'unknown')}+{task}"
             save_checkpoint(
                 run_dir / "backbone.pt",
                 stage="backbone",
-                arch=backbone_obj["arch"],
+                arch=p.backbone_obj["arch"],
                 state_dict=model.encoder.backbone.state_dict(),
                 config=cfg,
                 meta=bmeta,
             )
 
-    job = SeedJob(
+    return SeedJob(
         name=task,
         out=out,
-        settings=settings_hash(task, to_dict(cfg), inputs, ctx_label, str(tokenizer)),
+        settings=settings_hash(task, to_dict(cfg), p.inputs, p.ctx_label, str(p.tokenizer), vars(optim)),
         config=cfg,
-        optim=TaskOptim(
-            lr=tcfg.lr,
-            weight_decay=tcfg.weight_decay,
-            warmup_steps=tcfg.warmup_steps,
-            backbone_lr_scale=tcfg.backbone_lr_scale,
-            txe_lr_scale=tcfg.txe_lr_scale,
-        ),
+        optim=optim,
         trainer=cfg.trainer,
         epochs=tcfg.epochs,
         build=build,
@@ -246,26 +337,144 @@ def run_finetune(
         score=score,
         export=export,
         loss_kwargs=spec.loss_kwargs(),
-        record={"inputs": inputs, "contextualizer": ctx_label, **counts},
+        record={"inputs": p.inputs, "contextualizer": p.ctx_label, **p.counts},
         resume=resume,
     )
 
-    prev_threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
-        runs = run_seeds(job, [cfg.seed + k for k in range(int(seeds))])
-    finally:
-        torch.set_num_threads(prev_threads)
+
+class threads:
+    """``with threads(n):`` torch intra-op threads for the runs (None: leave as is)."""
+
+    def __init__(self, n: int | None):
+        self.n, self.prev = n, torch.get_num_threads()
+
+    def __enter__(self):
+        if self.n:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.prev)
+
+
+def run_finetune(
+    task: str,
+    data_root: str | os.PathLike,
+    features: str | os.PathLike | None = None,
+    videos: str | os.PathLike | None = None,
+    backbone: str | os.PathLike | None = None,
+    contextualizer: str | os.PathLike | None = "none",
+    seeds: int = 1,
+    out: str | os.PathLike = "runs/finetune",
+    cfg: VidSituConfig | Mapping | None = None,
+    preset: str = "cpu",
+    overrides: Sequence[str] | Mapping = (),
+    tokenizer: str | os.PathLike | None = None,
+    resume: bool = False,
+) -> dict:
+    """Train ``seeds`` runs of ``task`` (verb | srl | relation) and evaluate each on the eval split.
+
+    Inputs: ``features`` (a feature folder, (5, D) per segment) or ``videos`` + ``backbone`` (a
+    stage-"backbone" checkpoint; an end-to-end task fine-tunes it, the others extract frozen features
+    once into ``out/features_<hash>``). ``contextualizer``: "none", "scratch" or a stage-"context"
+    checkpoint (fine-tuned). Returns ``{"task", "out", "runs": [{"seed", "dir", "metrics"}],
+    "summary": {metric: {"mean", "se", "n"}}, "table": markdown, ...}``.
+    """
+    if int(seeds) < 1:
+        raise BadInputError(None, f"--seeds must be >= 1, got {seeds}")
+    cfg = resolve_config(cfg, preset, overrides)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out)
+    p = prepare(task, data_root, out, cfg, features, videos, backbone, contextualizer, tokenizer)
+    with threads(cfg.threads):
+        runs = run_seeds(make_job(p, out, resume), [cfg.seed + k for k in range(int(seeds))])
     return write_summary(
         out,
         runs,
-        spec.metric_keys,
-        f"{task} ({ctx_label})",
+        p.spec.metric_keys,
+        f"{task} ({p.ctx_label})",
         f"VidSitu {task}",
-        f"inputs: `{inputs}`, contextualizer: `{ctx_label}`",
+        f"inputs: `{p.inputs}`, contextualizer: `{p.ctx_label}`",
         task=task,
-        inputs=inputs,
-        contextualizer=ctx_label,
-        **counts,
+        inputs=p.inputs,
+        contextualizer=p.ctx_label,
+        **p.counts,
     )
+
+
+def tune_txe_lr_scale(
+    task: str,
+    data_root: str | os.PathLike,
+    features: str | os.PathLike,
+    out: str | os.PathLike,
+    values: Sequence[float] = (0.1, 0.3, 1.0),
+    seeds: int = 2,
+    heldout_fraction: float = 0.2,
+    cfg: VidSituConfig | Mapping | None = None,
+    preset: str = "cpu",
+    overrides: Sequence[str] | Mapping = (),
+) -> dict:
+    """The rule that sets how fast a TxE is fine-tuned, the same for scratch and pretrained TxEs:
+    train a *scratch* TxE + head on ``1 - heldout_fraction`` of the train segments for each
+    ``txe_lr_scale`` in ``values`` (``seeds`` runs each), and keep the value with the lowest loss on
+    the held-out train segments. No evaluation-split data is used. Writes ``out/tuning.json``
+    (skipped when it exists with the same settings); returns ``{"best", "losses", ...}``."""
+    cfg = resolve_config(cfg, preset, overrides)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = settings_hash(
+        "tune", task, to_dict(cfg), str(Path(features).resolve()), list(values), seeds, heldout_fraction
+    )
+    done = out / "tuning.json"
+    if done.is_file() and json.loads(done.read_text()).get("settings") == settings:
+        return json.loads(done.read_text())
+    p = prepare(task, data_root, out, cfg, features=features, contextualizer="scratch")
+    n = len(p.train_data)
+    perm = np.random.default_rng(cfg.seed).permutation(n)
+    n_held = max(1, int(round(n * heldout_fraction)))
+    held, fit_part = p.train_data.subset(sorted(perm[:n_held])), p.train_data.subset(sorted(perm[n_held:]))
+    tcfg = p.tcfg
+    losses: dict[str, list[float]] = {}
+    with threads(cfg.threads):
+        for v in values:
+            optim = TaskOptim(
+                lr=tcfg.lr,
+                weight_decay=tcfg.weight_decay,
+                warmup_steps=tcfg.warmup_steps,
+                backbone_lr_scale=tcfg.backbone_lr_scale,
+                txe_lr_scale=float(v),
+            )
+            job = make_job(p, out / f"scale{v:g}", train_data=fit_part, optim=optim)
+            job.score = lambda model, run_dir: {"heldout_loss": heldout_loss(model, held, p.spec, tcfg.batch_size)}
+            job.export = lambda *a: None
+            runs = run_seeds(job, [cfg.seed + k for k in range(int(seeds))])
+            losses[f"{v:g}"] = [r["metrics"]["heldout_loss"] for r in runs]
+    means = {k: float(np.mean(v)) for k, v in losses.items()}
+    best = float(min(means, key=means.get))
+    result = {
+        "task": task,
+        "param": "txe_lr_scale",
+        "best": best,
+        "losses": losses,
+        "mean_loss": means,
+        "heldout_segments": n_held,
+        "fit_segments": n - n_held,
+        "seeds": seeds,
+        "settings": settings,
+    }
+    atomic_write_json(done, result)
+    log.info("%s: txe_lr_scale %g (held-out loss %s)", task, best, {k: round(m, 4) for k, m in means.items()})
+    return result
+
+
+@torch.no_grad()
+def heldout_loss(model: torch.nn.Module, data, spec, batch_size: int) -> float:
+    """Mean training loss of ``model`` over ``data`` in eval mode (weighted by segments)."""
+    model.eval()
+    total, count = 0.0, 0
+    kw = spec.loss_kwargs()
+    for batch in loader(data, batch_size, shuffle=False, ignore_fill=spec.ignore_index):
+        n = batch["x"].shape[0]
+        total += float(model.loss(batch["x"], batch["y"], **kw)) * n
+        count += n
+    return total / max(count, 1)

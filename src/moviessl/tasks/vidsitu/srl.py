@@ -79,8 +79,9 @@ def build_srl_model(
     eos_id: int = 1,
     backbone_arch: Mapping | None = None,
     txe_arch: Mapping | None = None,
+    input_norm: str = "fixed",
 ) -> SRLDecoder:
-    encoder = build_encoder(in_dim, backbone_arch, txe_arch)
+    encoder = build_encoder(in_dim, backbone_arch, txe_arch, input_norm)
     txd = build_txd(txd_preset, vocab_size=vocab_size, mem_dim=encoder.out_dim, **dict(txd_overrides or {}))
     return SRLDecoder(encoder, txd, memory, pad_id, eos_id)
 
@@ -100,6 +101,7 @@ class SRLTask:
 
     name = "srl"
     metric_keys = ("cider", "cider_verb", "cider_arg", "rouge_l", "lea")
+    baselines: tuple[str, ...] = ()
     end_to_end = False
     ignore_index = None
     eval_needs_records = True
@@ -160,7 +162,9 @@ class SRLTask:
             out[e, : len(p)] = torch.tensor(p)
         return out
 
-    def build_model(self, in_dim: int, backbone_arch=None, txe_arch=None) -> tuple[nn.Module, dict]:
+    def build_model(
+        self, in_dim: int, backbone_arch=None, txe_arch=None, input_norm: str = "fixed"
+    ) -> tuple[nn.Module, dict]:
         arch = arch_spec(
             "moviessl.tasks.vidsitu.srl:build_srl_model",
             in_dim=int(in_dim),
@@ -172,6 +176,7 @@ class SRLTask:
             eos_id=self.tok.eos_id,
             backbone_arch=backbone_arch,
             txe_arch=txe_arch,
+            input_norm=input_norm,
         )
         return build_srl_model(**arch["kwargs"]), arch
 

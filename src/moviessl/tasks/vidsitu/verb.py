@@ -55,8 +55,9 @@ def build_verb_model(
     dropout: float = 0.0,
     backbone_arch: Mapping | None = None,
     txe_arch: Mapping | None = None,
+    input_norm: str = "fixed",
 ) -> VerbClassifier:
-    return VerbClassifier(build_encoder(in_dim, backbone_arch, txe_arch), num_verbs, hidden, dropout)
+    return VerbClassifier(build_encoder(in_dim, backbone_arch, txe_arch, input_norm), num_verbs, hidden, dropout)
 
 
 class VerbTask:
@@ -65,6 +66,7 @@ class VerbTask:
 
     name = "verb"
     metric_keys = ("acc@1", "acc@5", "recall@5")
+    baselines: tuple[str, ...] = ()
     end_to_end = True
     ignore_index = IGNORE
     eval_needs_records = False
@@ -90,7 +92,9 @@ class VerbTask:
     def eval_target(self, vseg: str, records: list[dict]) -> None:
         return None
 
-    def build_model(self, in_dim: int, backbone_arch=None, txe_arch=None) -> tuple[nn.Module, dict]:
+    def build_model(
+        self, in_dim: int, backbone_arch=None, txe_arch=None, input_norm: str = "fixed"
+    ) -> tuple[nn.Module, dict]:
         arch = arch_spec(
             "moviessl.tasks.vidsitu.verb:build_verb_model",
             in_dim=int(in_dim),
@@ -99,6 +103,7 @@ class VerbTask:
             dropout=self.cfg.dropout,
             backbone_arch=backbone_arch,
             txe_arch=txe_arch,
+            input_norm=input_norm,
         )
         return build_verb_model(**arch["kwargs"]), arch
 

@@ -1,0 +1,261 @@
+"""The paper's claims, tested on a results table: ``a`` beats ``b`` on ``metric`` beyond 2 combined
+standard errors, in the paper's direction.
+
+A claim is a row of :data:`CLAIMS`; :func:`evaluate_claims` turns the demo's result rows (table,
+setting, metric, mean, se, n) into records ``{"id", "paper", "statement", "a", "b", "metric",
+"diff", "se", "z", "holds"}`` with ``diff = mean_a - mean_b``, ``se = sqrt(se_a^2 + se_b^2)``,
+``z = diff / se`` and ``holds = z >= 2``. A claim whose rows are missing from the table is reported
+with ``holds = None``. :func:`claims_markdown` is the table ``results.md`` opens with, and
+:func:`readme_summary` the block the README shows (generated, never typed by hand).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+Z_HOLDS = 2.0
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    paper: str  # where the paper makes it
+    statement: str
+    table: str  # the demo table both rows are in
+    a: str  # setting of the side the paper says is better
+    b: str
+    metric: str
+    b_table: str | None = None  # when b sits in another table (e.g. a baseline row)
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim(
+        "t4_cvrl_vs_random",
+        "Table 4",
+        "CVRL pretraining beats a random-init backbone on verbs",
+        "verb",
+        "backbone=cvrl,txe=none",
+        "backbone=random,txe=none",
+        "acc@1",
+    ),
+    Claim(
+        "t4_modist_vs_cvrl",
+        "Table 4",
+        "MoDist beats CVRL on verbs",
+        "verb",
+        "backbone=modist,txe=none",
+        "backbone=cvrl,txe=none",
+        "acc@1",
+    ),
+    Claim(
+        "t4_modist_vs_sup",
+        "Table 4",
+        "MoDist beats supervised pretraining on verbs",
+        "verb",
+        "backbone=modist,txe=none",
+        "backbone=supervised,txe=none",
+        "acc@1",
+    ),
+    Claim(
+        "t1_maskpred_vs_scratch",
+        "Table 1",
+        "a MaskPred TxE beats a scratch TxE on SRL (CVRL backbone)",
+        "srl",
+        "backbone=cvrl,txe=maskpred",
+        "backbone=cvrl,txe=scratch",
+        "cider",
+    ),
+    Claim(
+        "t1_cvrl_vs_sup",
+        "Table 1",
+        "a CVRL backbone beats a supervised one on SRL (scratch TxE)",
+        "srl",
+        "backbone=cvrl,txe=scratch",
+        "backbone=supervised,txe=scratch",
+        "cider",
+    ),
+    Claim(
+        "t2_contrastive_vs_l2",
+        "Table 2",
+        "Eq. 1 (contrastive) beats the L2 loss for MaskPred",
+        "mask_ablation",
+        "backbone=cvrl,txe=maskpred,loss=contrastive,mask=1-3",
+        "backbone=cvrl,txe=maskpred,loss=l2,mask=1-3",
+        "cider",
+    ),
+    Claim(
+        "t2_mask123_vs_1",
+        "Table 2",
+        "mask sizes {1,2,3} beat {1}",
+        "mask_ablation",
+        "backbone=cvrl,txe=maskpred,loss=contrastive,mask=1-3",
+        "backbone=cvrl,txe=maskpred,loss=contrastive,mask=1",
+        "cider",
+    ),
+    Claim(
+        "t2_mask123_vs_1234",
+        "Table 2",
+        "mask sizes {1,2,3} beat {1,2,3,4}",
+        "mask_ablation",
+        "backbone=cvrl,txe=maskpred,loss=contrastive,mask=1-3",
+        "backbone=cvrl,txe=maskpred,loss=contrastive,mask=1-4",
+        "cider",
+    ),
+    Claim(
+        "t3_maskpred_vs_backbone_cvrl",
+        "Table 3",
+        "a MaskPred TxE beats backbone features on relations (CVRL)",
+        "relation",
+        "backbone=cvrl,txe=maskpred",
+        "backbone=cvrl,txe=none",
+        "mean_acc",
+    ),
+    Claim(
+        "t3_maskpred_vs_backbone_modist",
+        "Table 3",
+        "a MaskPred TxE beats backbone features on relations (MoDist)",
+        "relation",
+        "backbone=modist,txe=maskpred",
+        "backbone=modist,txe=none",
+        "mean_acc",
+    ),
+    Claim(
+        "t3_maskpred_vs_scratch",
+        "Table 3",
+        "a MaskPred TxE beats a scratch TxE on relations (CVRL)",
+        "relation",
+        "backbone=cvrl,txe=maskpred",
+        "backbone=cvrl,txe=scratch",
+        "mean_acc",
+    ),
+    Claim(
+        "t3_maskpred_vs_pair_prior",
+        "Table 3",
+        "a MaskPred TxE beats the pair prior on relations (CVRL)",
+        "relation",
+        "backbone=cvrl,txe=maskpred",
+        "baseline=pair_prior",
+        "mean_acc",
+    ),
+    Claim(
+        "t3_modist_vs_cvrl",
+        "Table 3",
+        "MoDist beats CVRL on relations (MaskPred TxE)",
+        "relation",
+        "backbone=modist,txe=maskpred",
+        "backbone=cvrl,txe=maskpred",
+        "mean_acc",
+    ),
+)
+
+
+def _index(rows: Iterable[Mapping]) -> dict[tuple[str, str, str], Mapping]:
+    return {(r["table"], r["setting"], r["metric"]): r for r in rows}
+
+
+def evaluate_claims(rows: Iterable[Mapping], claims: Iterable[Claim] = CLAIMS) -> list[dict]:
+    idx = _index(rows)
+    out = []
+    for c in claims:
+        ra, rb = idx.get((c.table, c.a, c.metric)), idx.get((c.b_table or c.table, c.b, c.metric))
+        rec = {"id": c.id, "paper": c.paper, "statement": c.statement, "a": c.a, "b": c.b, "metric": c.metric}
+        if ra is None or rb is None:
+            out.append({**rec, "diff": None, "se": None, "z": None, "holds": None})
+            continue
+        diff = float(ra["mean"]) - float(rb["mean"])
+        se = math.sqrt(float(ra["se"]) ** 2 + float(rb["se"]) ** 2)
+        z = diff / se if se > 0 else (math.inf if diff > 0 else -math.inf if diff < 0 else 0.0)
+        out.append(
+            {
+                **rec,
+                "diff": round(diff, 3),
+                "se": round(se, 3),
+                "z": round(z, 2) if math.isfinite(z) else z,
+                "holds": bool(z >= Z_HOLDS),
+                "n_a": int(ra["n"]),
+                "n_b": int(rb["n"]),
+            }
+        )
+    return out
+
+
+def _verdict(c: Mapping) -> str:
+    return "n/a" if c["holds"] is None else ("**holds**" if c["holds"] else "does not hold")
+
+
+def claims_markdown(claims: list[dict]) -> str:
+    lines = [
+        "**The paper's claims on this run** (holds = the paper's direction, beyond 2 combined SE)",
+        "",
+        "| claim (paper) | a | b | metric | a - b | SE | z | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in claims:
+        if c["holds"] is None:
+            lines.append(
+                f"| {c['statement']} ({c['paper']}) | `{c['a']}` | `{c['b']}` | {c['metric']} | - | - | - | n/a |"
+            )
+            continue
+        lines.append(
+            f"| {c['statement']} ({c['paper']}) | `{c['a']}` | `{c['b']}` | {c['metric']} | "
+            f"{c['diff']:+.2f} | {c['se']:.2f} | {c['z']:+.2f} | {_verdict(c)} |"
+        )
+    return "\n".join(lines)
+
+
+BEGIN, END = "<!-- claims:begin (generated by `python -m moviessl.claims`) -->", "<!-- claims:end -->"
+
+
+def readme_summary(claims: list[dict], source: str) -> str:
+    held = [c for c in claims if c["holds"]]
+    tested = [c for c in claims if c["holds"] is not None]
+    lines = [
+        BEGIN,
+        f"On SynthMovies ({source}), {len(held)} of {len(tested)} of the paper's claims hold "
+        "(beyond 2 combined standard errors):",
+        "",
+    ]
+    for c in claims:
+        if c["holds"] is None:
+            continue
+        lines.append(
+            f"- {'holds' if c['holds'] else 'does not hold'}: {c['statement']} ({c['paper']}; "
+            f"{c['metric']} {c['diff']:+.2f} ± {c['se']:.2f}, z = {c['z']:+.2f})"
+        )
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, claims: list[dict], source: str) -> bool:
+    """Replace the README's generated block; returns whether it changed."""
+    text = readme.read_text()
+    new = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: readme_summary(claims, source), text, flags=re.S)
+    if new != text:
+        readme.write_text(new)
+    return new != text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m moviessl.claims RESULTS_JSON [--readme README.md]``: print (or write) the summary."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("results")
+    ap.add_argument("--readme", default=None)
+    args = ap.parse_args(argv)
+    obj = json.loads(Path(args.results).read_text())
+    claims = obj.get("claims") or evaluate_claims(obj["rows"])
+    if args.readme:
+        update_readme(Path(args.readme), claims, Path(args.results).name)
+    else:
+        print(readme_summary(claims, Path(args.results).name))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

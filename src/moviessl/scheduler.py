@@ -1,0 +1,170 @@
+"""Run a graph of jobs on a few worker processes, each job at one torch thread.
+
+Small models use two threads poorly (the demo's jobs are tiny CPU models); two independent jobs side
+by side at one thread each keep both cores busy. :func:`run_jobs` starts a job as soon as the jobs it
+depends on are finished, on ``workers`` persistent processes (``spawn``: torch and Lightning are
+imported once per worker, not once per job), and prints one line per job with the time left.
+
+A job is finished when its ``done`` file exists (the file a stage writes last, e.g. a run's
+``summary.json``): finished jobs are never run again, so an interrupted graph resumes where it
+stopped. ``workers=1`` runs everything in this process, in dependency order (tests, debugging).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .utils.io import atomic_write_json
+
+log = logging.getLogger("moviessl")
+
+
+@dataclass
+class Job:
+    name: str  # unique; shown in the progress lines
+    fn: str  # "package.module:function", imported in the worker
+    kwargs: dict[str, Any] = field(default_factory=dict)  # picklable
+    deps: tuple[str, ...] = ()
+    done: str | None = None  # a file that exists once the job has finished (None: always run)
+    cost: float = 10.0  # expected seconds at one thread on an idle core (time-left estimates)
+
+    def is_done(self) -> bool:
+        return self.done is not None and Path(self.done).is_file()
+
+
+def call(fn: str, kwargs: dict) -> Any:
+    module, _, name = fn.partition(":")
+    return getattr(importlib.import_module(module), name)(**kwargs)
+
+
+def _init_worker(threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # what moviessl.training.cpu_threads honours
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.getLogger().setLevel(logging.WARNING)
+
+
+def _run_in_worker(name: str, fn: str, kwargs: dict) -> tuple[str, float]:
+    t = time.perf_counter()
+    call(fn, kwargs)
+    return name, time.perf_counter() - t
+
+
+def _fmt(s: float) -> str:
+    s = max(0, int(s))
+    return f"{s // 60}m{s % 60:02d}s"
+
+
+class _Progress:
+    def __init__(self, jobs: list[Job], workers: int, timings: Path | None):
+        self.jobs, self.workers, self.timings_path = jobs, workers, timings
+        self.timings: dict[str, float] = json.loads(timings.read_text()) if timings and timings.is_file() else {}
+        self.t0 = time.perf_counter()
+        self.expected_done = self.actual_done = 0.0
+        self.finished = 0
+
+    def left(self, remaining: list[Job]) -> float:
+        speed = self.actual_done / self.expected_done if self.expected_done > 0 else 1.0
+        return sum(j.cost for j in remaining) * speed / self.workers
+
+    def line(self, verb: str, job: Job, remaining: list[Job], extra: str = "") -> None:
+        print(
+            f"[{self.finished}/{len(self.jobs)}] {verb} {job.name}{extra} | elapsed "
+            f"{_fmt(time.perf_counter() - self.t0)} | ~{_fmt(self.left(remaining))} left",
+            flush=True,
+        )
+
+    def finish(self, job: Job, seconds: float) -> None:
+        self.finished += 1
+        self.expected_done += job.cost
+        self.actual_done += seconds
+        self.timings[job.name] = round(seconds, 1)
+        if self.timings_path is not None:
+            atomic_write_json(self.timings_path, self.timings)
+
+
+def run_jobs(
+    jobs: list[Job],
+    workers: int = 2,
+    threads: int = 1,
+    timings: str | os.PathLike | None = None,
+    on_start: Callable[[Job], None] | None = None,
+) -> dict[str, float]:
+    """Run every unfinished job after its dependencies; returns {job name: seconds} of this call.
+
+    A job that fails stops the graph: running jobs finish, nothing new starts, the error is raised."""
+    by_name = {j.name: j for j in jobs}
+    for j in jobs:
+        missing = [d for d in j.deps if d not in by_name]
+        if missing:
+            raise ValueError(f"job {j.name} depends on unknown jobs {missing}")
+    prog = _Progress(jobs, max(1, workers), Path(timings) if timings else None)
+    finished = {j.name for j in jobs if j.is_done()}
+    for j in jobs:
+        if j.name in finished:
+            prog.finished += 1
+    pending = [j for j in jobs if j.name not in finished]
+    ran: dict[str, float] = {}
+
+    def ready() -> list[Job]:
+        return [j for j in pending if all(d in finished for d in j.deps)]
+
+    if workers <= 1:
+        while pending:
+            batch = ready()
+            if not batch:
+                raise ValueError(f"dependency cycle among {[j.name for j in pending]}")
+            j = batch[0]
+            pending.remove(j)
+            prog.line("start", j, pending + [j])
+            if on_start:
+                on_start(j)
+            t = time.perf_counter()
+            call(j.fn, j.kwargs)
+            dt = time.perf_counter() - t
+            ran[j.name] = dt
+            finished.add(j.name)
+            prog.finish(j, dt)
+        return ran
+
+    ctx = mp.get_context("spawn")
+    running: dict[str, Any] = {}
+    error: BaseException | None = None
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(threads,)) as pool:
+        while (pending and error is None) or running:
+            for j in ready() if error is None else []:
+                if len(running) >= workers:
+                    break
+                pending.remove(j)
+                if on_start:
+                    on_start(j)
+                running[j.name] = pool.apply_async(_run_in_worker, (j.name, j.fn, j.kwargs))
+                prog.line("start", j, pending + [by_name[n] for n in running])
+            time.sleep(0.2)
+            for name, res in list(running.items()):
+                if not res.ready():
+                    continue
+                del running[name]
+                try:
+                    _, dt = res.get()
+                except BaseException as e:  # noqa: BLE001 -- re-raised below, after the running jobs
+                    error = error or e
+                    continue
+                ran[name] = dt
+                finished.add(name)
+                prog.finish(by_name[name], dt)
+                prog.line("done ", by_name[name], pending + [by_name[n] for n in running], f" ({_fmt(dt)})")
+            if error is None and pending and not running and not ready():
+                raise ValueError(f"dependency cycle among {[j.name for j in pending]}")
+    if error is not None:
+        raise error
+    return ran
