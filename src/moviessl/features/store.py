@@ -136,6 +136,15 @@ class FeatureStore:
             raise BadInputError(self.path(vid), f"expected shape {want}, got {tuple(arr.shape)}")
         return arr if mmap else np.asarray(arr, dtype=np.float32)
 
+    def missing(self, vid: str) -> np.ndarray:
+        """Boolean ``(num_events,)``: events in a damaged stretch of the video (their rows are zeros;
+        ``index.json`` lists them as ``missing: [[start, stop), ...]``). All False without an index."""
+        mask = np.zeros(self.num_events(vid), bool)
+        if self.index is not None:
+            for a, b in self.index["videos"].get(vid, {}).get("missing") or []:
+                mask[int(a) : int(b)] = True
+        return mask
+
     def load_ctx(self, vid: str) -> np.ndarray:
         path = self.ctx_path(vid)
         if not path.is_file():
