@@ -86,7 +86,8 @@ def _run(args) -> int:
         c, t = summary["counts"], summary["timing"]
         extra = ""
         if c.get("missing_events"):
-            extra = f"; {c['missing_events']} events in damaged stretches of {c['with_missing_events']} video(s) marked missing"
+            n, v = c["missing_events"], c["with_missing_events"]
+            extra = f"; {n} events in damaged stretches of {v} video(s) marked missing"
         rate = f", {t['events'] / t['wall_s']:.1f} events/s" if t.get("events") and t.get("wall_s") else ""
         print(f"{args.out}: {c['ok']} videos ok, {c['bad']} bad (listed in index.json){extra}{rate}")
     return 0
