@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import BadInputError
-from .utils.io import atomic_write_json
+from .utils.io import atomic_write_json, ensure_out_dir
 
 log = logging.getLogger("moviessl.demo")
 
@@ -210,8 +210,7 @@ def run_demo(
         raise BadInputError(None, f"unknown demo profile '{profile}' (choose from {', '.join(PROFILES)})")
     prof = PROFILES[profile]
     n_seeds = int(seeds or prof.seeds)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_out_dir(out)
     cpu_threads()
     _quiet()
     t_start = time.perf_counter()

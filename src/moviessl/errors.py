@@ -19,3 +19,13 @@ class BadInputError(Exception):
         self.path = None if path is None else os.fspath(path)
         self.cause = " ".join(str(cause).split())  # always one line
         super().__init__(self.cause if self.path is None else f"{self.path}: {self.cause}")
+
+
+def os_error_line(e: OSError) -> str:
+    """``"<file>: <what failed> (<strerror>)"`` -- one line for an operating-system error (a full
+    disk, a folder that cannot be written), as the CLI prints it."""
+    what = e.strerror or type(e).__name__
+    name = e.filename if e.filename is not None else None
+    if name is None:
+        return " ".join(f"{what}: {e}".split())
+    return " ".join(f"{os.fspath(name)}: {what}".split())

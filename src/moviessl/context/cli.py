@@ -35,5 +35,12 @@ def _run(args) -> int:
     from .pretrain import pretrain_context
 
     cfg = load_config("context", args.preset, args.overrides)
-    pretrain_context(args.features, args.out, cfg, resume=args.resume)
+    path = pretrain_context(args.features, args.out, cfg, resume=args.resume)
+    if path.is_file():
+        from ..checkpoint import load_checkpoint
+
+        meta = load_checkpoint(path, stage="context")["meta"]
+        skipped = int(meta.get("skipped_files", 0))
+        note = f"; {skipped} bad feature file(s) skipped (listed in the log)" if skipped else ""
+        print(f"{path}: TxE trained on {meta.get('num_videos')} videos{note}")
     return 0

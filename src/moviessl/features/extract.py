@@ -448,9 +448,13 @@ class FeatureExtractor(pl.LightningModule):
             )
             self._bar.set_postfix_str(f"videos 0/{len(self.stream.shard())}")
 
-    def on_predict_end(self) -> None:
+    def close_progress(self) -> None:
         if self._bar is not None:
-            self._bar.close()
+            self._bar.close()  # ends its line, so a message after it (an error too) starts on a fresh one
+            self._bar = None
+
+    def on_predict_end(self) -> None:
+        self.close_progress()
         if self.stream.world > 1:
             log.info(
                 "rank %d/%d: %d ok, %d bad of its %d videos",
@@ -736,7 +740,10 @@ def extract(
             default_root_dir=str(out),
         )
         dl = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available())
-        trainer.predict(module, dataloaders=dl, return_predictions=False)
+        try:
+            trainer.predict(module, dataloaders=dl, return_predictions=False)
+        finally:
+            module.close_progress()
         timing = {k: round(v, 3) for k, v in module.timing.items()}
         timing["chunks_written"] = module.chunks_written
         trainer.strategy.barrier()

@@ -34,8 +34,8 @@ from ...data.vidsitu import load_split
 from ...errors import BadInputError
 from ...eval.vidsitu import evaluate
 from ...features.store import FeatureStore
-from ...utils.io import atomic_write_bytes
-from ..base import SeedJob, TaskOptim, run_seeds, settings_hash, write_summary
+from ...utils.io import atomic_write_bytes, ensure_out_dir
+from ..base import SeedJob, TaskOptim, coverage_note, run_seeds, settings_hash, write_summary
 from . import TASKS
 from .config import VidSituConfig
 from .data import build_segments, extract_features, feature_source, loader, video_source
@@ -132,8 +132,7 @@ def run_finetune(
         raise BadInputError(None, f"--seeds must be >= 1, got {seeds}")
     cfg = resolve_config(cfg, preset, overrides)
     tcfg = getattr(cfg, task)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_out_dir(out)
     save_config(cfg, out)
 
     train_split = load_split(data_root, cfg.data.train_split)
@@ -267,5 +266,6 @@ def run_finetune(
         task=task,
         inputs=inputs,
         contextualizer=ctx_label,
+        partial=coverage_note(**counts),
         **counts,
     )
