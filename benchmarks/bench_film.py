@@ -10,9 +10,10 @@ peak memory is its own) while this process samples the resident memory of the ch
 DataLoader workers every 0.1 s; ``rss_peak_mb`` is the peak of their sum. Backbones are random
 initialisations built from the backbone preset's model and input settings (speed and memory do
 not depend on the weights). The kill test starts an extraction, SIGKILLs the whole process group
-about half-way through the film (by the clock, unrelated to the chunk commits), reruns it, and compares the arrays with an
-uninterrupted run bit for bit; ``recomputed_events - (events - committed_events)`` is the work the
-kill cost (less than one chunk per decoding worker by design).
+about half-way through the film (by the clock, unrelated to the chunk commits), reruns it, and
+compares the arrays with an uninterrupted run bit for bit;
+``recomputed_events - (events - committed_events)`` is the work the kill cost (less than one chunk
+per decoding worker by design).
 
 ``main()`` returns the numbers (``make bench`` runs a short version through ``run_all``).
 """
