@@ -26,6 +26,7 @@ STAGE_MODULES = (
     "moviessl.tasks.cli",  # finetune
     "moviessl.eval.cli",  # evaluate
     "moviessl.demo",  # demo
+    "moviessl.selftest",  # selftest
 )
 
 

@@ -436,7 +436,7 @@ class FeatureExtractor(pl.LightningModule):
         from tqdm.auto import tqdm
 
         self._t0 = time.perf_counter()
-        if self.trainer.is_global_zero:
+        if self.trainer.is_global_zero and getattr(self, "show_progress", True):
             tty = sys.stderr.isatty()
             self._bar = tqdm(
                 total=0,
@@ -644,6 +644,7 @@ def extract(
     precision: str = "32-true",
     retry_bad: bool = False,
     chunk_events: int = CHUNK_EVENTS,
+    progress: bool = True,
 ) -> dict:
     """Extract features of every video not yet done; returns the summary written to index.json
     (plus ``timing``: seconds spent decoding, pre-processing and in the backbone, and events done).
@@ -727,6 +728,7 @@ def extract(
         done = scan_partials(out, todo, {"chunk_events": chunk_events, "batch_events": int(batch_events)})
         stream = EventClipStream(todo, inp, stride_s, vidsitu, batch_events, chunk_events, done)
         module = FeatureExtractor(model, out, stream, {"backbone": bhash}, dtype, txe, window, step, dim=dim)
+        module.show_progress = progress
         trainer = pl.Trainer(
             accelerator=accelerator,
             devices=devices,
