@@ -10,10 +10,10 @@ peak memory is its own) while this process samples the resident memory of the ch
 DataLoader workers every 0.1 s; ``rss_peak_mb`` is the peak of their sum. Backbones are random
 initialisations built from the backbone preset's model and input settings (speed and memory do
 not depend on the weights). The kill test starts an extraction, SIGKILLs the whole process group
-about half-way through the film (by the clock, unrelated to the chunk commits), reruns it, and
-compares the arrays with an uninterrupted run bit for bit;
-``recomputed_events - (events - committed_events)`` is the work the kill cost (less than one chunk
-per decoding worker by design).
+once half of the film's events are computed (mid-chunk: the commits are every ``--chunk-events``),
+reruns it, and compares the arrays with an uninterrupted run bit for bit; ``recomputed_events`` =
+events computed before the kill but not committed = the work done twice (less than one chunk per
+decoding worker by design).
 
 ``main()`` returns the numbers (``make bench`` runs a short version through ``run_all``).
 """
@@ -86,15 +86,29 @@ class TreeRSS(threading.Thread):
 
 
 def child(args: list[str]) -> None:
-    """``--child BACKBONE VIDEO OUT WORKERS CHUNK``: run extract() and print its summary as JSON."""
-    from moviessl.features.extract import extract
+    """``--child BACKBONE VIDEO OUT WORKERS CHUNK``: run extract() and print its summary as JSON.
 
+    Events computed so far are counted in ``OUT.progress`` (beside the feature folder), so the kill
+    test can kill at a given point and measure the work lost."""
+    from moviessl.features import extract as ex
+
+    extract = ex.extract
     bb, video, out, workers, chunk = args
+    counter, orig = Path(out + ".progress"), ex.FeatureExtractor.predict_step
+
+    def counted(self, batch, batch_idx=0):
+        r = orig(self, batch, batch_idx)
+        if batch.get("kind") == "clips":
+            self._bench_n = getattr(self, "_bench_n", 0) + len(batch["clips"])
+            counter.write_text(str(self._bench_n))
+        return r
+
+    ex.FeatureExtractor.predict_step = counted
     s = extract(bb, video, out, num_workers=int(workers), accelerator="cpu", chunk_events=int(chunk))
     print("SUMMARY " + json.dumps(s), flush=True)
 
 
-def run_extract(backbone: Path, video: Path, out: Path, workers: int, chunk: int, kill_after_s: float | None = None):
+def run_extract(backbone: Path, video: Path, out: Path, workers: int, chunk: int, kill_at: float | None = None):
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONPATH": str(ROOT / "src")}
     cmd = [sys.executable, "-m", "benchmarks.bench_film", "--child", str(backbone), str(video), str(out)]
     cmd += [str(workers), str(chunk)]
@@ -105,18 +119,28 @@ def run_extract(backbone: Path, video: Path, out: Path, workers: int, chunk: int
     mon = TreeRSS(proc.pid)
     mon.start()
     killed = None
-    if kill_after_s is not None:  # SIGKILL the whole process group at a moment unrelated to the chunk commits
-        part = out / ".partial" / video.stem
-        while proc.poll() is None and time.perf_counter() - t0 < kill_after_s:
-            time.sleep(0.05)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            plan = json.loads((part / "plan.json").read_text())
-            killed = {
-                "committed_chunks": len(list(part.glob("c*.npz"))),
-                "chunks": -(-plan["num_events"] // plan["chunk_events"]),
-                "chunk_events": plan["chunk_events"],
-            }
+    if kill_at is not None:  # SIGKILL the whole process group once this fraction of the events is computed
+        part, counter = out / ".partial" / video.stem, Path(str(out) + ".progress")
+        while proc.poll() is None:
+            try:
+                plan = json.loads((part / "plan.json").read_text())
+                done = int(counter.read_text())
+            except (OSError, ValueError):
+                time.sleep(0.01)
+                continue
+            if done >= kill_at * plan["num_events"]:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                committed = len(list(part.glob("c*.npz")))
+                killed = {
+                    "events_computed_at_kill": int(counter.read_text()),
+                    "committed_chunks": committed,
+                    "committed_events": committed * plan["chunk_events"],
+                    "chunks": -(-plan["num_events"] // plan["chunk_events"]),
+                    "chunk_events": plan["chunk_events"],
+                }
+                break
+            time.sleep(0.01)
     stdout, _ = proc.communicate()
     mon.stop = True
     mon.join()
@@ -228,24 +252,21 @@ def main(argv: list[str] | None = None) -> dict:
                 m = float(args.minutes.split(",")[0])
                 film, _ = make_film_cached(workdir, m * 60)
                 out = tmp / "killed"
-                ref_run = next(r for r in runs if r["preset"] == "cpu" and r["minutes"] == m)
-                startup = ref_run["process_wall_s"] - ref_run["extract_wall_s"]
-                kill_after = startup + 0.5 * ref_run["extract_wall_s"]  # about half of the film
-                k = run_extract(bb, film, out, args.workers, args.chunk_events, kill_after_s=kill_after)
+                k = run_extract(bb, film, out, args.workers, args.chunk_events, kill_at=0.5)
                 r2 = run_extract(bb, film, out, args.workers, args.chunk_events)
                 ref = np.load(tmp / f"cpu_{m}" / f"{film.stem}_feats.npy")
                 got = np.load(out / f"{film.stem}_feats.npy")
                 t = r2["summary"]["timing"]
-                total = int(ref.shape[0])
-                left = total - k["killed"]["committed_chunks"] * k["killed"]["chunk_events"]
+                kk = k["killed"]
                 res["kill_test"] = {
                     "minutes": m,
-                    "events": total,
-                    **k["killed"],
+                    "events": int(ref.shape[0]),
+                    **kk,
                     "killed_after_s": k["wall_s"],
-                    "recomputed_events": t["events"],
-                    "events_not_committed_at_kill": left,
-                    "lost_events": t["events"] - left,
+                    "rerun_computed_events": t["events"],
+                    # work done twice: computed by the killed run but not committed (< one chunk per worker)
+                    "recomputed_events": kk["events_computed_at_kill"] - kk["committed_events"],
+                    "rerun_is_exactly_the_rest": t["events"] == int(ref.shape[0]) - kk["committed_events"],
                     "identical": bool(np.array_equal(ref, got)),
                 }
                 print(json.dumps(res["kill_test"]), flush=True)
