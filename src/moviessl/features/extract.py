@@ -216,13 +216,10 @@ class EventClipStream(IterableDataset):
         try:
             r = VideoReader(path)
         except Exception as e:  # one bad video never stops the job: it is listed in the index
-            if sub == 0:
-                msg = (
-                    str(e)
-                    if isinstance(e, BadInputError)
-                    else f"{path}: {type(e).__name__}: {' '.join(str(e).split())}"
-                )
-                yield {"id": vid, "kind": "error", "error": msg, "info": {"source": str(path)}}
+            # every worker reports (the extractor keeps the first): a film split over workers cannot
+            # be finished if any of them cannot open it
+            msg = str(e) if isinstance(e, BadInputError) else f"{path}: {type(e).__name__}: {' '.join(str(e).split())}"
+            yield {"id": vid, "kind": "error", "error": msg, "info": {"source": str(path)}}
             return
         with r:
             centers = event_centers_for(r.duration_s, self.stride_s, self.vidsitu)
@@ -505,10 +502,12 @@ class FeatureExtractor(pl.LightningModule):
 
     def predict_step(self, batch: dict, batch_idx: int = 0):
         vid, kind = batch["id"], batch.get("kind", "clips")
+        if self._films.get(vid, {}).get("closed"):
+            return None  # recorded already (finished, or bad: later batches of other workers are dropped)
         if kind == "error":
-            if vid in self._films or any(k[0] == vid for k in self._pending):
-                return None
-            self._films[vid] = {"bad": True}
+            self._films[vid] = {"closed": True}
+            for key in [k for k in self._pending if k[0] == vid]:
+                del self._pending[key]
             log.warning("skipping %s", batch["error"])
             self._record(
                 vid, {**self.entry_base, "status": "bad", "error": batch["error"], "source": batch["info"]["source"]}
@@ -605,6 +604,7 @@ class FeatureExtractor(pl.LightningModule):
                 )
             self._record(vid, entry)
         film.pop("single", None)
+        film["closed"] = True
         if film["events"] and len(film["chunks"]) > 1:
             dt = time.perf_counter() - film["t0"]
             log.info("%s: %d events in %.0f s (%.1f events/s)", vid, film["events"], dt, film["events"] / max(dt, 1e-9))
