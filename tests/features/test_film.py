@@ -100,7 +100,9 @@ def test_damaged_stretch_marks_events_missing(backbone, film, reference, tmp_pat
     out = tmp_path / "feats"
     args = ["extract", "--num-workers", "0", "--accelerator", "cpu", "--batch-events", "2", "--chunk-events", "4"]
     assert main([*args, "--backbone", str(backbone), "--videos", str(bad), "--out", str(out)]) == 0
-    assert "marked missing" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "marked missing" in printed.out and "events/s" in printed.out
+    assert "event/s" in printed.err  # the progress bar: rate and time left
     index = json.loads((out / "index.json").read_text())
     e = index["videos"]["damaged"]
     assert e["status"] == "ok" and 0 < e["missing_events"] < 16
@@ -153,3 +155,25 @@ def test_odd_streams_handled_or_refused_in_one_line(backbone, tmp_path, capsys):
     assert {k for k, e in v.items() if e["status"] == "ok"} == {"rotated", "vfr", "angles", "odd"}
     assert v["audio_only"]["error"].endswith("no video stream (audio only)")
     assert v["vfr"]["num_events"] == 2 and FeatureStore(out).load("odd").shape == (2, 16)
+
+
+def test_contextualize_treats_missing_events_as_padding():
+    from moviessl.models import build_txe
+
+    torch.manual_seed(0)
+    txe = build_txe("txe_cpu", in_dim=8, dim=16, heads=2, mlp_dim=32, depth=1).eval()
+    feats = torch.randn(12, 8)
+    missing = np.zeros(12, bool)
+    missing[4:6] = True
+    a = ex.contextualize(txe, feats, window=5, missing=missing)
+    other = feats.clone()
+    other[4:6] = 100.0  # whatever a damaged stretch holds never reaches the other events
+    b = ex.contextualize(txe, other, window=5, missing=missing)
+    assert torch.equal(a, b) and not a[4:6].any() and a[6].abs().sum() > 0
+    # a long film is run CTX_BLOCK events at a time: event 300 (second block) is its own centred window
+    long = torch.randn(600, 8)
+    whole = ex.contextualize(txe, long, window=5)
+    with torch.no_grad():
+        direct = txe(long[298:303][None])[0, 2]
+    np.testing.assert_allclose(whole[300].numpy(), direct.numpy(), rtol=1e-5, atol=1e-6)
+    assert whole.shape == (600, 16) and ex.CTX_BLOCK < 300

@@ -7,12 +7,16 @@ events centred at 1, 3, 5, 7, 9 s (their layout). Optional ``--contextualizer``:
 over windows of the event sequence, ``{id}_ctx.npy`` (:func:`contextualize`).
 
 Mechanics: an :class:`EventClipStream` (IterableDataset) decodes videos in DataLoader workers and
-yields chunks of at most ``batch_events`` pre-processed uint8 clips; videos are sharded over
-processes x workers, so a video's chunks stay in one worker, in order. :class:`FeatureExtractor`
-(Lightning ``predict``) runs the backbone, reassembles each video, writes ``{id}_feats.npy``
-atomically and appends its index entry to a per-process journal (``.index.rank{r}.jsonl``), so a
-killed job loses at most the videos in flight. At the end rank 0 merges the journals into
-``index.json``. Re-running skips every id already in the index or the journals.
+yields batches of at most ``batch_events`` pre-processed uint8 clips; videos are sharded over
+processes x workers (one long film: its commit chunks are split over the workers).
+:class:`FeatureExtractor` (Lightning ``predict``) runs the backbone and commits every
+``chunk_events`` events of a film atomically to ``OUT/.partial/{id}/`` (so a killed job resumes
+inside the film, losing at most the chunk each worker had in flight, and memory does not grow with
+the film's length); the last chunk streams the film's chunks into ``{id}_feats.npy`` and appends
+its index entry to a per-process journal (``.index.rank{r}.jsonl``). At the end rank 0 merges the
+journals into ``index.json``. Re-running skips every id already in the index or the journals and
+every chunk already committed. Events in a damaged stretch (frames that do not decode) are zero
+rows marked ``missing`` in the index; the job goes on and exits 0.
 
 Under DDP (``--devices N``) each rank extracts ``todo[rank::world]`` of rank 0's to-do list
 (broadcast, so all ranks agree) into the same ``--out`` (a shared filesystem across nodes), each
