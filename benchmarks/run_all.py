@@ -1,6 +1,6 @@
 """Run every benchmark and write one JSON record (machine, date, numbers).
 
-    make bench            # == python -m benchmarks.run_all [--only decode,slowd,maskpred]
+    make bench            # == python -m benchmarks.run_all [--only decode,slowd,maskpred,film]
 
 Results go to benchmarks/out/<date>.json and are printed; docs/benchmarks.md keeps the curated
 numbers with machine and date.
@@ -20,6 +20,7 @@ BENCHES = {
     "decode": "benchmarks.bench_decode",
     "slowd": "benchmarks.bench_slowd",
     "maskpred": "benchmarks.bench_maskpred",
+    "film": "benchmarks.bench_film",  # long 720p films: events/s split, peak RSS at 2 lengths, kill -9 resume (~10 min)
 }
 
 
@@ -43,6 +44,14 @@ def machine() -> dict:
     }
 
 
+def _loadavg() -> list[float] | None:
+    """1/5/15-min load averages (``uptime``): on a shared machine, the context of every number."""
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return None
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--only", default=",".join(BENCHES), help="comma-separated subset of " + ",".join(BENCHES))
@@ -50,11 +59,13 @@ def main(argv: list[str] | None = None) -> dict:
     record = {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
+        "load_before": _loadavg(),
         "results": {},
     }
     for name in [n.strip() for n in args.only.split(",") if n.strip()]:
         print(f"== {name}", flush=True)
         record["results"][name] = importlib.import_module(BENCHES[name]).main([])
+    record["load_after"] = _loadavg()
     out = Path(__file__).parent / "out" / f"{record['date'][:10]}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2))

@@ -80,7 +80,7 @@ def load_checkpoint(path: str | os.PathLike, stage: str | tuple[str, ...] | None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # truncated / not a torch file
-        raise BadInputError(path, f"not a readable checkpoint ({type(e).__name__})") from None
+        raise BadInputError(path, f"not a readable checkpoint ({_load_problem(e)})") from None
     if not isinstance(obj, dict) or obj.get("format") != "moviessl":
         raise BadInputError(path, "not a moviessl checkpoint (no 'format: moviessl' entry)")
     if stage is not None:
@@ -88,6 +88,15 @@ def load_checkpoint(path: str | os.PathLike, stage: str | tuple[str, ...] | None
         if obj["stage"] not in stages:
             raise BadInputError(path, f"checkpoint is from stage '{obj['stage']}', expected {' or '.join(stages)}")
     return obj
+
+
+def _load_problem(e: Exception) -> str:
+    msg = str(e)
+    if isinstance(e, OSError) or "central directory" in msg or "unexpected EOF" in msg or "truncated" in msg:
+        return "truncated or corrupt file"
+    if "invalid load key" in msg or "magic number" in msg:
+        return "not a torch file"
+    return f"{type(e).__name__}: {msg.splitlines()[0][:100]}" if msg else type(e).__name__
 
 
 def build_from_checkpoint(

@@ -13,7 +13,7 @@ import logging
 import sys
 
 from . import __version__
-from .errors import BadInputError
+from .errors import BadInputError, os_error_line
 
 # (module providing add_parser) in the order shown by --help; each module is one stage.
 STAGE_MODULES = (
@@ -26,6 +26,7 @@ STAGE_MODULES = (
     "moviessl.tasks.cli",  # finetune
     "moviessl.eval.cli",  # evaluate
     "moviessl.demo",  # demo
+    "moviessl.selftest",  # selftest
 )
 
 
@@ -66,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         rc = args.func(args)
     except BadInputError as e:
         print(f"moviessl: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the machine, not the code: a full disk, a folder we may not write, a vanished file
+        logging.getLogger("moviessl").debug("OSError", exc_info=True)
+        print(f"moviessl: error: {os_error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("moviessl: interrupted (finished work is kept; rerun with --resume where offered)", file=sys.stderr)

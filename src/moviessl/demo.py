@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadInputError
+from .utils.io import ensure_out_dir
 
 log = logging.getLogger("moviessl.demo")
 
@@ -515,8 +516,7 @@ def run_demo(
         raise BadInputError(None, f"unknown demo profile '{profile}' (choose from {', '.join(PROFILES)})")
     prof = PROFILES[profile]
     n_seeds = int(seeds or prof.finetune_seeds)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_out_dir(out)
     quiet_lightning()
     for name in ("moviessl", "pytorch_lightning", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -22,3 +22,13 @@ class BadInputError(Exception):
 
     def __reduce__(self):  # survives pickling (errors raised in worker processes)
         return (type(self), (self.path, self.cause))
+
+
+def os_error_line(e: OSError) -> str:
+    """``"<file>: <what failed> (<strerror>)"`` -- one line for an operating-system error (a full
+    disk, a folder that cannot be written), as the CLI prints it."""
+    what = e.strerror or type(e).__name__
+    name = e.filename if e.filename is not None else None
+    if name is None:
+        return " ".join(f"{what}: {e}".split())
+    return " ".join(f"{os.fspath(name)}: {what}".split())

@@ -236,6 +236,9 @@ def fit(
         val_dataloaders=val_dataloaders,
         datamodule=datamodule,
         ckpt_path=str(ckpt) if ckpt else None,
+        # our own run folder's checkpoint: it holds the run's config dataclasses (save_hyperparameters),
+        # which torch >= 2.6's weights-only loading refuses, so --resume of such a stage failed
+        weights_only=False if ckpt else None,
     )
     if trainer.is_global_zero:
         try:

@@ -46,7 +46,7 @@ def _run(args) -> int:
     from .pretrain import pretrain_context
 
     cfg = load_config("context", args.preset, args.overrides)
-    pretrain_context(
+    path = pretrain_context(
         args.features,
         args.out,
         cfg,
@@ -54,4 +54,11 @@ def _run(args) -> int:
         include_eval_splits=args.include_eval_splits,
         vidsitu_root=args.vidsitu_root,
     )
+    if path.is_file():
+        from ..checkpoint import load_checkpoint
+
+        meta = load_checkpoint(path, stage="context")["meta"]
+        skipped = int(meta.get("skipped_files", 0))
+        note = f"; {skipped} bad feature file(s) skipped (listed in the log)" if skipped else ""
+        print(f"{path}: TxE trained on {meta.get('num_videos')} videos{note}")
     return 0

@@ -15,6 +15,7 @@ from ..data.vidsitu import segment_splits
 from ..errors import BadInputError
 from ..features.store import FeatureStore
 from ..training import cpu_threads, fit, seed_everything
+from ..utils.io import ensure_out_dir
 from .config import ContextConfig
 from .module import MaskPredModule
 from .windows import FeatureWindows, split_ids
@@ -55,8 +56,8 @@ def pretrain_context(
 
     Writes ``OUT/config.yaml``, ``OUT/checkpoints/last.ckpt``, ``OUT/logs/metrics.csv``,
     ``OUT/curves.png`` and the exported TxE ``OUT/model.pt`` (stage ``context``)."""
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not resume and (out / "checkpoints").exists():
+    out = ensure_out_dir(out)
+    if any(out.iterdir()) and not resume and (out / "checkpoints").exists():
         raise BadInputError(
             out, "output folder already holds a run; pass --resume to continue it or choose another --out"
         )
@@ -97,7 +98,6 @@ def pretrain_context(
     )
     val_dl = DataLoader(val, batch_size=min(d.batch_size, len(val)), shuffle=False, **loader_kw) if val else None
 
-    out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
     trainer = fit(
         module,
@@ -117,6 +117,7 @@ def pretrain_context(
             "backbone": sorted({str((s.index or {}).get("backbone", "vidsitu-released")) for s in stores}),
             "num_videos": len(train.videos),
             "num_events": train.num_events,
+            "skipped_files": train.num_bad + (val.num_bad if val else 0),
             "steps": int(trainer.global_step),
             "metrics": metrics,
         }

@@ -12,9 +12,11 @@ import sys
 
 
 def _run_vidsitu(args: argparse.Namespace) -> int:
-    from ..utils.io import atomic_write_json
+    from ..utils.io import atomic_write_json, ensure_out_file
     from .vidsitu import evaluate_files
 
+    if args.out:
+        ensure_out_file(args.out, "--out file")
     res = evaluate_files(
         args.task, args.pred, args.data_root, split=args.split, split_file=args.split_file, details=args.details
     )

@@ -17,7 +17,9 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--backbone", required=True, help="backbone checkpoint (moviessl pretrain-backbone's model.pt)")
     p.add_argument(
-        "--videos", required=True, help="folder of videos / frame folders, a list file, a VidSitu root or an LVU root"
+        "--videos",
+        required=True,
+        help="a video file, a folder of videos / frame folders, a list file, a VidSitu root or an LVU root",
     )
     p.add_argument("--out", required=True, help="feature folder")
     p.add_argument(
@@ -31,6 +33,13 @@ def add_parser(subparsers) -> None:
         help="TxE checkpoint (pretrain-context's model.pt): also write {id}_ctx.npy",
     )
     p.add_argument("--batch-events", type=int, default=16, help="event clips per backbone forward")
+    p.add_argument(
+        "--chunk-events",
+        type=int,
+        default=64,
+        help="a film is committed every this many events (rounded up to a multiple of --batch-events); "
+        "a killed job resumes inside the film and loses at most one chunk per decoding worker",
+    )
     p.add_argument("--num-workers", type=int, default=2, help="decoding processes per device")
     p.add_argument("--accelerator", default="auto", help="cpu | gpu | auto")
     p.add_argument("--devices", default="1", help="devices per node (int, 'auto' or a list); >1 shards videos with DDP")
@@ -71,8 +80,14 @@ def _run(args) -> int:
         strategy="auto",
         precision=args.precision,
         retry_bad=args.retry_bad,
+        chunk_events=args.chunk_events,
     )
     if summary:
-        c = summary["counts"]
-        print(f"{args.out}: {c['ok']} videos ok, {c['bad']} bad (listed in index.json)")
+        c, t = summary["counts"], summary["timing"]
+        extra = ""
+        if c.get("missing_events"):
+            n, v = c["missing_events"], c["with_missing_events"]
+            extra = f"; {n} events in damaged stretches of {v} video(s) marked missing"
+        rate = f", {t['events'] / t['wall_s']:.1f} events/s" if t.get("events") and t.get("wall_s") else ""
+        print(f"{args.out}: {c['ok']} videos ok, {c['bad']} bad (listed in index.json){extra}{rate}")
     return 0

@@ -7,12 +7,16 @@ events centred at 1, 3, 5, 7, 9 s (their layout). Optional ``--contextualizer``:
 over windows of the event sequence, ``{id}_ctx.npy`` (:func:`contextualize`).
 
 Mechanics: an :class:`EventClipStream` (IterableDataset) decodes videos in DataLoader workers and
-yields chunks of at most ``batch_events`` pre-processed uint8 clips; videos are sharded over
-processes x workers, so a video's chunks stay in one worker, in order. :class:`FeatureExtractor`
-(Lightning ``predict``) runs the backbone, reassembles each video, writes ``{id}_feats.npy``
-atomically and appends its index entry to a per-process journal (``.index.rank{r}.jsonl``), so a
-killed job loses at most the videos in flight. At the end rank 0 merges the journals into
-``index.json``. Re-running skips every id already in the index or the journals.
+yields batches of at most ``batch_events`` pre-processed uint8 clips; videos are sharded over
+processes x workers (one long film: its commit chunks are split over the workers).
+:class:`FeatureExtractor` (Lightning ``predict``) runs the backbone and commits every
+``chunk_events`` events of a film atomically to ``OUT/.partial/{id}/`` (so a killed job resumes
+inside the film, losing at most the chunk each worker had in flight, and memory does not grow with
+the film's length); the last chunk streams the film's chunks into ``{id}_feats.npy`` and appends
+its index entry to a per-process journal (``.index.rank{r}.jsonl``). At the end rank 0 merges the
+journals into ``index.json``. Re-running skips every id already in the index or the journals and
+every chunk already committed. Events in a damaged stretch (frames that do not decode) are zero
+rows marked ``missing`` in the index; the job goes on and exits 0.
 
 Under DDP (``--devices N``) each rank extracts ``todo[rank::world]`` of rank 0's to-do list
 (broadcast, so all ranks agree) into the same ``--out`` (a shared filesystem across nodes), each
@@ -25,6 +29,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -38,7 +44,7 @@ from ..checkpoint import build_from_checkpoint, file_hash, load_checkpoint
 from ..data.cliplist import read_clip_list
 from ..errors import BadInputError
 from ..training import quiet_lightning
-from ..utils.io import atomic_save_npy, atomic_write_json
+from ..utils.io import append_line, atomic_save_npy, atomic_write, atomic_write_json, ensure_out_dir
 from ..video import (
     FRAME_EXTS,
     VIDEO_EXTS,
@@ -47,6 +53,7 @@ from ..video import (
     event_centers,
     normalize,
     read_clip,
+    reader_clip_indices,
     resize_short_side,
 )
 from .store import CTX_SUFFIX, FEATS_SUFFIX, INDEX_NAME, read_index
@@ -60,6 +67,8 @@ TEMP_GLOBS = (
     f".{INDEX_NAME}.*.tmp",
 )  # utils.io.atomic_write's names
 VIDSITU_CENTERS = [1.0, 3.0, 5.0, 7.0, 9.0]
+CHUNK_EVENTS = 64  # events per commit chunk of a film (128 s at 2-s events): a kill loses at most one per worker
+PARTIAL_DIR = ".partial"  # OUT/.partial/{id}/: committed chunks of films in progress
 
 
 # --- which videos -------------------------------------------------------------------------------
@@ -82,14 +91,16 @@ def _scan_dir(d: Path) -> list[tuple[str, Path]]:
 
 
 def find_videos(spec: str | os.PathLike) -> tuple[list[tuple[str, Path]], str]:
-    """``(id, path)`` pairs and the layout: ``vidsitu`` | ``lvu`` | ``dir`` | ``list``.
+    """``(id, path)`` pairs and the layout: ``vidsitu`` | ``lvu`` | ``dir`` | ``list`` | ``file``.
 
-    ``spec``: a VidSitu root (``vsitu_video_trimmed_dir/`` or ``vsitu_frames/``), an LVU root
+    ``spec``: one video file, a VidSitu root (``vsitu_video_trimmed_dir/`` or ``vsitu_frames/``), an LVU root
     (``videos/``), a folder of video files / frame folders, or a list file (one path per line,
     optionally followed by a label, relative to the list's folder).
     """
     p = Path(spec)
-    if p.is_file():
+    if p.is_file() and p.suffix.lower() in VIDEO_EXTS:  # one film
+        vids, layout = [(p.stem, p)], "file"
+    elif p.is_file():
         vids = [(q.stem if q.suffix else q.name, q) for q, _ in read_clip_list(p)]
         layout = "list"
     elif p.is_dir():
@@ -125,16 +136,55 @@ def event_centers_for(duration_s: float, stride_s: float, vidsitu: bool) -> list
 def clip_uint8(reader, center_s: float, inp: dict) -> np.ndarray:
     """One event clip, resized and centre-cropped: uint8 (3, T, crop, crop)."""
     frames = read_clip(reader, center_s, int(inp["num_frames"]), int(inp["stride"]))
+    return _prep(frames, inp)
+
+
+def _prep(frames: np.ndarray, inp: dict) -> np.ndarray:
     frames = resize_short_side(frames, int(inp["short_side"]))
     c = int(inp["crop"])
     y, x = crop_box(frames.shape[1], frames.shape[2], c, "center")
     return np.ascontiguousarray(frames[:, y : y + c, x : x + c].transpose(3, 0, 1, 2))
 
 
+def event_clip(reader, center_s: float, inp: dict, timing: dict | None = None) -> tuple[np.ndarray, bool]:
+    """``(clip uint8 (3,T,S,S), missing)``: ``missing`` when a frame of the clip did not decode (or
+    decoded with errors concealed) -- a damaged stretch of the film. A missing clip is all zeros."""
+    t0 = time.perf_counter()
+    idx = reader_clip_indices(reader, center_s, int(inp["num_frames"]), int(inp["stride"]))
+    try:
+        frames = reader.get_frames(idx)
+        missing = bool(reader.missing) and any(int(i) in reader.missing for i in idx)
+    except BadInputError:
+        frames, missing = None, True
+    except Exception as e:  # a decoder failure inside the film: that event is missing, the rest stand
+        log.debug("%s: event at %.1f s: %s: %s", reader.path, center_s, type(e).__name__, e)
+        frames, missing = None, True
+    t1 = time.perf_counter()
+    c, T = int(inp["crop"]), int(inp["num_frames"])
+    clip = np.zeros((3, T, c, c), np.uint8) if missing else _prep(frames, inp)
+    if timing is not None:
+        timing["decode_s"] = timing.get("decode_s", 0.0) + (t1 - t0)
+        timing["preprocess_s"] = timing.get("preprocess_s", 0.0) + (time.perf_counter() - t1)
+    return clip, missing
+
+
+def chunk_layout(num_events: int, chunk_events: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` event ranges of a film's commit chunks."""
+    return [(a, min(a + chunk_events, num_events)) for a in range(0, num_events, chunk_events)]
+
+
 class EventClipStream(IterableDataset):
-    """Yields, per video, chunks ``{"id", "chunk", "num_chunks", "clips": uint8 (E,3,T,S,S), "info"}``
-    or one ``{"id", "error"}`` item for a video that fails to decode. Set ``rank``/``world`` before
-    iterating (the extractor does, in ``setup``)."""
+    """Yields, per video, batches ``{"id", "kind": "clips", "chunk", "part", "parts", "clips": uint8
+    (E,3,T,S,S), "missing": bool (E,), "info", "timing"}`` (at most ``batch_events`` clips, batches
+    never straddle a commit chunk of ``chunk_events``), ``{"id", "kind": "assemble", "info"}`` when
+    every chunk was committed by an earlier run, or one ``{"id", "kind": "error", "error"}`` for a
+    video that cannot be opened. ``done`` maps ids to the chunks an interrupted run committed
+    (``{"num_events", "chunks"}``); those are not decoded again.
+
+    Work is sharded over processes x DataLoader workers by video; when a process has fewer videos
+    than workers (one long film), each worker takes every ``num_workers``-th chunk of every video
+    instead, so a single film is decoded in parallel. Set ``rank``/``world`` before iterating (the
+    extractor does, in ``setup``)."""
 
     def __init__(
         self,
@@ -143,43 +193,72 @@ class EventClipStream(IterableDataset):
         stride_s: float = 2.0,
         vidsitu: bool = False,
         batch_events: int = 16,
+        chunk_events: int | None = None,
+        done: dict[str, dict] | None = None,
     ):
         self.videos, self.input, self.stride_s = list(videos), dict(input_spec), float(stride_s)
         self.vidsitu, self.batch_events = vidsitu, int(batch_events)
+        self.chunk_events = int(chunk_events or CHUNK_EVENTS)
+        self.done = dict(done or {})
         self.rank, self.world = 0, 1
 
     def shard(self) -> list[tuple[str, Path]]:
         return self.videos[self.rank :: self.world]
 
     def __iter__(self) -> Iterator[dict]:
-
         wi = get_worker_info()
         wid, nw = (wi.id, wi.num_workers) if wi is not None else (0, 1)
-        for vid, path in self.shard()[wid::nw]:
-            sent = 0
-            try:
-                with VideoReader(path) as r:
-                    info = {"fps": float(r.fps), "duration_s": float(r.duration_s), "source": str(path)}
-                    centers = event_centers_for(r.duration_s, self.stride_s, self.vidsitu)
-                    info["num_events"] = len(centers)
-                    chunks = [centers[i : i + self.batch_events] for i in range(0, len(centers), self.batch_events)]
-                    for ci, cs in enumerate(chunks):
-                        clips = np.stack([clip_uint8(r, c, self.input) for c in cs])
-                        yield {
-                            "id": vid,
-                            "chunk": ci,
-                            "num_chunks": len(chunks),
-                            "clips": torch.from_numpy(clips),
-                            "info": info,
-                        }
-                        sent += 1
-            except Exception as e:  # one bad video never stops the job: it is listed in the index
-                msg = (
-                    str(e)
-                    if isinstance(e, BadInputError)
-                    else f"{path}: {type(e).__name__}: {' '.join(str(e).split())}"
-                )
-                yield {"id": vid, "error": msg, "info": {"source": str(path)}}
+        shard = self.shard()
+        if nw > 1 and len(shard) < nw:  # few long films: split each film's chunks over the workers
+            for vid, path in shard:
+                yield from self._video(vid, path, wid, nw)
+        else:
+            for vid, path in shard[wid::nw]:
+                yield from self._video(vid, path, 0, 1)
+
+    def _video(self, vid: str, path: Path, sub: int, nsub: int) -> Iterator[dict]:
+        try:
+            r = VideoReader(path)
+        except Exception as e:  # one bad video never stops the job: it is listed in the index
+            # every worker reports (the extractor keeps the first): a film split over workers cannot
+            # be finished if any of them cannot open it
+            msg = str(e) if isinstance(e, BadInputError) else f"{path}: {type(e).__name__}: {' '.join(str(e).split())}"
+            yield {"id": vid, "kind": "error", "error": msg, "info": {"source": str(path)}}
+            return
+        with r:
+            centers = event_centers_for(r.duration_s, self.stride_s, self.vidsitu)
+            info = {
+                "fps": float(r.fps),
+                "duration_s": float(r.duration_s),
+                "source": str(path),
+                "num_events": len(centers),
+            }
+            chunks = chunk_layout(len(centers), self.chunk_events)
+            prior = self.done.get(vid) or {}
+            done = set(prior.get("chunks", ())) if prior.get("num_events") == len(centers) else set()
+            todo = [k for k in range(len(chunks)) if k not in done]
+            if not todo:
+                if sub == 0:
+                    yield {"id": vid, "kind": "assemble", "info": info}
+                return
+            B = self.batch_events
+            for k in todo[sub::nsub]:
+                a, b = chunks[k]
+                parts = range(a, b, B)
+                for pi, s in enumerate(parts):
+                    timing: dict = {}
+                    got = [event_clip(r, c, self.input, timing) for c in centers[s : min(s + B, b)]]
+                    yield {
+                        "id": vid,
+                        "kind": "clips",
+                        "chunk": k,
+                        "part": pi,
+                        "parts": len(parts),
+                        "clips": torch.from_numpy(np.stack([g[0] for g in got])),
+                        "missing": torch.tensor([g[1] for g in got], dtype=torch.bool),
+                        "info": info,
+                        "timing": timing,
+                    }
 
 
 def backbone_features(backbone: torch.nn.Module, clips: torch.Tensor) -> torch.Tensor:
@@ -189,31 +268,55 @@ def backbone_features(backbone: torch.nn.Module, clips: torch.Tensor) -> torch.T
 
 # --- contextualizer -----------------------------------------------------------------------------
 
+CTX_BLOCK = 256  # events whose TxE windows are built and run together (bounded memory on long films)
+
 
 @torch.no_grad()
-def contextualize(txe: torch.nn.Module, feats: torch.Tensor, window: int = 5, step: int = 1) -> torch.Tensor:
+def contextualize(
+    txe: torch.nn.Module, feats, window: int = 5, step: int = 1, missing: np.ndarray | None = None
+) -> torch.Tensor:
     """TxE outputs for every event of a video: (L, D) -> (L, dim).
 
     Event t is read through the window of ``window`` tokens ``step`` events apart (token stride
     / feature stride) in which it sits most centrally (clamped at the ends of the video), so each
     output sees the same amount of context the TxE was pretrained with. Videos shorter than a
-    window are padded.
+    window are padded. ``missing`` events (damaged stretches) are treated as padding: never
+    attended to. ``feats`` may be a tensor or a (memory-mapped) array: windows are built and run
+    ``CTX_BLOCK`` events at a time, so a feature-length film costs no more memory than a clip.
     """
     L, D = feats.shape
-    rows, pads, pos = [], [], []
-    for t in range(L):
-        lattice = np.arange(t % step, L, step)
-        p = t // step
-        start = int(np.clip(p - window // 2, 0, max(0, len(lattice) - window)))
-        idx = lattice[start : start + window]
-        x = torch.zeros(window, D, dtype=feats.dtype, device=feats.device)
-        x[: len(idx)] = feats[torch.as_tensor(idx, device=feats.device)]
-        rows.append(x)
-        pads.append(torch.arange(window, device=feats.device) >= len(idx))
-        pos.append(p - start)
-    x, pad = torch.stack(rows), torch.stack(pads)
-    out = txe(x, mask=None, pad=pad if pad.any() else None)
-    return out[torch.arange(L, device=feats.device), torch.as_tensor(pos, device=feats.device)]
+    if isinstance(feats, torch.Tensor):
+        dev = feats.device
+    else:
+        dev = next(iter(txe.parameters()), torch.zeros(0)).device
+    outs = []
+    for b0 in range(0, L, CTX_BLOCK):
+        rows, pos = [], []
+        for t in range(b0, min(L, b0 + CTX_BLOCK)):
+            lattice = np.arange(t % step, L, step)
+            p = t // step
+            start = int(np.clip(p - window // 2, 0, max(0, len(lattice) - window)))
+            rows.append(lattice[start : start + window])
+            pos.append(p - start)
+        lo, hi = min(int(i.min()) for i in rows), max(int(i.max()) for i in rows) + 1
+        block = feats[lo:hi]
+        block = (
+            block.to(dev) if isinstance(block, torch.Tensor) else torch.from_numpy(np.array(block, np.float32)).to(dev)
+        )
+        x = torch.zeros(len(rows), window, D, dtype=block.dtype, device=dev)
+        pad = torch.ones(len(rows), window, dtype=torch.bool, device=dev)
+        for j, idx in enumerate(rows):
+            x[j, : len(idx)] = block[torch.as_tensor(idx - lo, device=dev)]
+            pad[j, : len(idx)] = False
+            if missing is not None:
+                pad[j, : len(idx)] = torch.as_tensor(missing[idx], device=dev)
+                pad[j, pos[j]] = False  # an event's own token is always read (its output is masked later)
+        out = txe(x, mask=None, pad=pad if pad.any() else None)
+        outs.append(out[torch.arange(len(rows), device=dev), torch.as_tensor(pos, device=dev)])
+    out = torch.cat(outs)
+    if missing is not None and missing.any():
+        out[torch.as_tensor(missing, device=out.device)] = 0
+    return out
 
 
 def load_contextualizer(path: str | os.PathLike, in_dim: int, feature_stride_s: float):
@@ -232,11 +335,71 @@ def load_contextualizer(path: str | os.PathLike, in_dim: int, feature_stride_s: 
     return build_from_checkpoint(obj).eval(), int(meta.get("window", 5)), int(round(k))
 
 
+# --- partial results of a film (resume inside a film) --------------------------------------------
+
+
+def partial_dir(out_dir: Path, vid: str) -> Path:
+    return Path(out_dir) / PARTIAL_DIR / vid
+
+
+def _chunk_path(out_dir: Path, vid: str, k: int) -> Path:
+    return partial_dir(out_dir, vid) / f"c{k:06d}.npz"
+
+
+def _source_stamp(path: Path) -> dict:
+    try:
+        st = Path(path).stat()
+        return {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
+    except OSError:
+        return {}
+
+
+def scan_partials(out_dir: Path, todo: Sequence[tuple[str, Path]], plan: dict) -> dict[str, dict]:
+    """Chunks committed by an interrupted run, per video still to do: ``{id: {"num_events", "chunks"}}``.
+    Partial results made with other settings (chunk size, batch size) or of a video that changed
+    since are discarded."""
+    done: dict[str, dict] = {}
+    for vid, path in todo:
+        d = partial_dir(out_dir, vid)
+        if not d.is_dir():
+            continue
+        try:
+            meta = json.loads((d / "plan.json").read_text())
+        except (OSError, ValueError):
+            meta = None
+        want = {**plan, **_source_stamp(path)}
+        if not isinstance(meta, dict) or any(meta.get(k) != v for k, v in want.items()):
+            log.info("%s: discarding partial results of an earlier run (other settings or a changed video)", vid)
+            shutil.rmtree(d, ignore_errors=True)
+            continue
+        chunks = sorted(int(p.stem[1:]) for p in d.glob("c*.npz") if p.stem[1:].isdigit())
+        done[vid] = {"num_events": int(meta["num_events"]), "chunks": chunks}
+    return done
+
+
+def _ranges(mask: np.ndarray) -> list[list[int]]:
+    """``[[start, stop), ...]`` runs of True in a boolean mask."""
+    m = np.concatenate([[False], np.asarray(mask, bool), [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(m))
+    return [[int(a), int(b)] for a, b in zip(edges[::2], edges[1::2])]
+
+
+def _write_npy_chunks(f, shape: tuple[int, int], dtype: np.dtype, chunks) -> None:
+    """Stream an .npy file from row chunks (no full array in memory)."""
+    np.lib.format.write_array_header_1_0(
+        f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": tuple(shape)}
+    )
+    for c in chunks:
+        f.write(np.ascontiguousarray(c, dtype=dtype).tobytes())
+
+
 # --- Lightning predict ------------------------------------------------------------------------
 
 
 class FeatureExtractor(pl.LightningModule):
-    """Backbone (+ optional TxE) in ``predict``; writes each finished video from ``predict_step``."""
+    """Backbone (+ optional TxE) in ``predict``. Each finished commit chunk of a film is written
+    atomically to ``OUT/.partial/{id}/``; when a film's last chunk is in, its chunks are streamed
+    into ``{id}_feats.npy`` (atomic rename) and its index entry is journalled."""
 
     def __init__(
         self,
@@ -248,14 +411,19 @@ class FeatureExtractor(pl.LightningModule):
         txe: torch.nn.Module | None = None,
         window: int = 5,
         step: int = 1,
+        dim: int | None = None,
     ):
         super().__init__()
+        self.dim = dim
         self.backbone, self.txe = backbone.eval(), (txe.eval() if txe is not None else None)
         self.out_dir, self.stream, self.entry_base = Path(out_dir), stream, dict(entry_base)
         self.store_dtype, self.window, self.step = np.dtype(dtype), window, step
-        self._pending: dict[str, list] = {}
+        self._pending: dict[tuple[str, int], list] = {}  # (id, chunk) -> its batches: one chunk per worker in flight
+        self._films: dict[str, dict] = {}
         self._bar = None
         self.counts = {"ok": 0, "bad": 0}
+        self.timing = {"decode_s": 0.0, "preprocess_s": 0.0, "backbone_s": 0.0, "events": 0}
+        self.chunks_written = 0
 
     def setup(self, stage: str) -> None:
         self.stream.rank, self.stream.world = self.trainer.global_rank, self.trainer.world_size
@@ -263,18 +431,31 @@ class FeatureExtractor(pl.LightningModule):
             # Every rank scanned the folder itself; rank 0's to-do list is the one truth, so a shared
             # filesystem seen slightly differently by another node can never shard a video twice or not at all.
             self.stream.videos = self.trainer.strategy.broadcast(self.stream.videos, src=0)
+            self.stream.done = self.trainer.strategy.broadcast(self.stream.done, src=0)
 
     def on_predict_start(self) -> None:
         from tqdm.auto import tqdm
 
-        if self.trainer.is_global_zero:
+        self._t0 = time.perf_counter()
+        if self.trainer.is_global_zero and getattr(self, "show_progress", True):
+            tty = sys.stderr.isatty()
             self._bar = tqdm(
-                total=len(self.stream.shard()), desc="extract (rank 0 shard)", unit="video", dynamic_ncols=True
+                total=0,
+                desc="extract",
+                unit="event",
+                dynamic_ncols=True,
+                mininterval=0.5 if tty else 30.0,  # a log file gets a line every 30 s, with rate and time left
+                smoothing=0.05,
             )
+            self._bar.set_postfix_str(f"videos 0/{len(self.stream.shard())}")
+
+    def close_progress(self) -> None:
+        if self._bar is not None:
+            self._bar.close()  # ends its line, so a message after it (an error too) starts on a fresh one
+            self._bar = None
 
     def on_predict_end(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
+        self.close_progress()
         if self.stream.world > 1:
             log.info(
                 "rank %d/%d: %d ok, %d bad of its %d videos",
@@ -291,48 +472,147 @@ class FeatureExtractor(pl.LightningModule):
     def _record(self, vid: str, entry: dict) -> None:
         # A killed job may leave a torn last line: starting each record on a fresh line keeps the
         # next one intact (blank and torn lines are skipped on reading).
-        with open(self.journal(), "a") as f:
-            f.write("\n" + json.dumps({"id": vid, **entry}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_line(self.journal(), json.dumps({"id": vid, **entry}))
         self.counts[entry["status"]] += 1
         if self._bar is not None:
-            self._bar.update(1)
-            self._bar.set_postfix(ok=self.counts["ok"], bad=self.counts["bad"])
+            self._bar.set_postfix_str(f"videos {sum(self.counts.values())}/{len(self.stream.shard())}")
+
+    def _film(self, vid: str, info: dict) -> dict:
+        """Per-film state, created on its first item: chunks already committed, progress total."""
+        f = self._films.get(vid)
+        if f is not None:
+            return f
+        n = int(info["num_events"])
+        chunks = chunk_layout(n, self.stream.chunk_events)
+        prior = self.stream.done.get(vid) or {}
+        done = set(prior.get("chunks", ())) if prior.get("num_events") == n else set()
+        d = partial_dir(self.out_dir, vid)
+        if prior and not done and d.is_dir():  # the video has another number of events now
+            shutil.rmtree(d, ignore_errors=True)
+        if len(chunks) > 1 or done:  # a film: its chunks are committed as they finish
+            plan = {**self.stream_plan(), **_source_stamp(Path(info["source"])), "num_events": n}
+            atomic_write_json(d / "plan.json", plan)
+        f = self._films[vid] = {"chunks": chunks, "done": done, "t0": time.perf_counter(), "events": 0}
+        left = sum(b - a for k, (a, b) in enumerate(chunks) if k not in done)
+        if self._bar is not None:
+            self._bar.total += left
+            self._bar.refresh()
+        if done:
+            log.info("%s: resuming inside the film: %d of %d chunks already done", vid, len(done), len(chunks))
+        return f
+
+    def stream_plan(self) -> dict:
+        return {"chunk_events": self.stream.chunk_events, "batch_events": self.stream.batch_events}
 
     def predict_step(self, batch: dict, batch_idx: int = 0):
-        vid = batch["id"]
-        if "error" in batch:
-            self._pending.pop(vid, None)
+        vid, kind = batch["id"], batch.get("kind", "clips")
+        if self._films.get(vid, {}).get("closed"):
+            return None  # recorded already (finished, or bad: later batches of other workers are dropped)
+        if kind == "error":
+            self._films[vid] = {"closed": True}
+            for key in [k for k in self._pending if k[0] == vid]:
+                del self._pending[key]
             log.warning("skipping %s", batch["error"])
             self._record(
                 vid, {**self.entry_base, "status": "bad", "error": batch["error"], "source": batch["info"]["source"]}
             )
+            shutil.rmtree(partial_dir(self.out_dir, vid), ignore_errors=True)
             return None
-        feats = backbone_features(self.backbone, batch["clips"].to(self.device, non_blocking=True))
-        parts = self._pending.setdefault(vid, [None] * int(batch["num_chunks"]))
-        parts[int(batch["chunk"])] = feats
-        if any(p is None for p in parts):
-            return None
-        del self._pending[vid]
-        feats = torch.cat(parts)
-        info = batch["info"]
-        atomic_save_npy(self.out_dir / f"{vid}{FEATS_SUFFIX}", feats.cpu().numpy().astype(self.store_dtype))
-        if self.txe is not None:
-            ctx = contextualize(self.txe, feats, self.window, self.step).float()
-            atomic_save_npy(self.out_dir / f"{vid}{CTX_SUFFIX}", ctx.cpu().numpy().astype(self.store_dtype))
-        self._record(
-            vid,
-            {
+        film = self._film(vid, batch["info"])
+        if kind == "clips":
+            t0 = time.perf_counter()
+            feats = backbone_features(self.backbone, batch["clips"].to(self.device, non_blocking=True)).cpu().numpy()
+            self.timing["backbone_s"] += time.perf_counter() - t0
+            for key in ("decode_s", "preprocess_s"):
+                self.timing[key] += float(batch["timing"].get(key, 0.0))
+            n = feats.shape[0]
+            self.timing["events"] += n
+            film["events"] += n
+            if self._bar is not None:
+                self._bar.update(n)
+            k = int(batch["chunk"])
+            parts = self._pending.setdefault((vid, k), [None] * int(batch["parts"]))
+            parts[int(batch["part"])] = (feats, np.asarray(batch["missing"], bool))
+            if any(p is None for p in parts):
+                return None
+            del self._pending[(vid, k)]
+            feats = np.concatenate([p[0] for p in parts])
+            missing = np.concatenate([p[1] for p in parts])
+            feats[missing] = 0  # a damaged stretch: zeros, and the mask in the index says so
+            if len(film["chunks"]) > 1:
+                atomic_write(
+                    _chunk_path(self.out_dir, vid, k),
+                    lambda f: np.savez(f, feats=feats.astype(self.store_dtype), missing=missing),
+                )
+                self.chunks_written += 1
+            else:
+                film["single"] = (feats, missing)
+            film["done"].add(k)
+        if len(film["done"]) == len(film["chunks"]):
+            self._finish(vid, film, batch["info"])
+        return None
+
+    def _chunks(self, vid: str, film: dict):
+        """(features, missing mask) of each chunk of a film, in order, read back from disk one at a time."""
+        if "single" in film:
+            yield film["single"]
+            return
+        for k in range(len(film["chunks"])):
+            p = _chunk_path(self.out_dir, vid, k)
+            try:
+                with np.load(p, allow_pickle=False) as z:
+                    yield z["feats"], z["missing"].astype(bool)
+            except (OSError, ValueError, KeyError) as e:
+                raise BadInputError(p, f"unreadable partial result ({type(e).__name__}); delete it and rerun") from None
+
+    def _finish(self, vid: str, film: dict, info: dict) -> None:
+        n = int(info["num_events"])
+        dim = int(self.dim or 0)
+        missing = np.concatenate([m for _, m in self._chunks(vid, film)]) if n else np.zeros(0, bool)
+        if missing.all():
+            entry = {**self.entry_base, "status": "bad", "source": info["source"]}
+            entry["error"] = f"{info['source']}: no event decodes ({n} events, all damaged)"
+            log.warning("skipping %s", entry["error"])
+            self._record(vid, entry)
+        else:
+            if not dim:
+                dim = int(next(self._chunks(vid, film))[0].shape[1])
+            path = self.out_dir / f"{vid}{FEATS_SUFFIX}"
+            atomic_write(
+                path,
+                lambda f: _write_npy_chunks(f, (n, dim), self.store_dtype, (c for c, _ in self._chunks(vid, film))),
+            )
+            if self.txe is not None:
+                feats = np.load(path, mmap_mode="r")
+                ctx = contextualize(self.txe, feats, self.window, self.step, missing=missing).float()
+                atomic_save_npy(self.out_dir / f"{vid}{CTX_SUFFIX}", ctx.cpu().numpy().astype(self.store_dtype))
+            entry = {
                 **self.entry_base,
                 "status": "ok",
-                "num_events": int(feats.shape[0]),
+                "num_events": n,
                 "fps": round(info["fps"], 6),
                 "duration_s": round(info["duration_s"], 6),
                 "source": info["source"],
-            },
-        )
-        return None
+            }
+            if missing.any():
+                entry["missing_events"] = int(missing.sum())
+                entry["missing"] = _ranges(missing)
+                log.warning(
+                    "%s: %d of %d events did not decode (a damaged stretch: events %s); their rows are zeros, "
+                    "marked missing in index.json",
+                    vid,
+                    int(missing.sum()),
+                    n,
+                    ", ".join(f"{a}-{b - 1}" for a, b in entry["missing"][:5])
+                    + (" ..." if len(entry["missing"]) > 5 else ""),
+                )
+            self._record(vid, entry)
+        film.pop("single", None)
+        film["closed"] = True
+        if film["events"] and len(film["chunks"]) > 1:
+            dt = time.perf_counter() - film["t0"]
+            log.info("%s: %d events in %.0f s (%.1f events/s)", vid, film["events"], dt, film["events"] / max(dt, 1e-9))
+        shutil.rmtree(partial_dir(self.out_dir, vid), ignore_errors=True)
 
 
 def read_entries(out_dir: Path) -> dict[str, dict]:
@@ -367,11 +647,23 @@ def extract(
     strategy: str = "auto",
     precision: str = "32-true",
     retry_bad: bool = False,
+    chunk_events: int = CHUNK_EVENTS,
+    progress: bool = True,
 ) -> dict:
-    """Extract features of every video not yet done; returns the summary written to index.json."""
+    """Extract features of every video not yet done; returns the summary written to index.json
+    (plus ``timing``: seconds spent decoding, pre-processing and in the backbone, and events done).
+
+    A film longer than ``chunk_events`` events is committed in chunks of that many events
+    (``OUT/.partial/{id}/``), so a killed job resumes inside the film; memory does not grow with
+    the film's length. ``chunk_events`` is rounded up to a multiple of ``batch_events`` (a batch
+    never straddles two chunks, so a resumed film gets exactly the batches, and arrays, of an
+    uninterrupted run)."""
     out = Path(out)
     if stride_s <= 0:
         raise BadInputError("--stride", f"must be positive, got {stride_s}")
+    if batch_events < 1 or chunk_events < 1:
+        raise BadInputError("--batch-events/--chunk-events", f"must be >= 1, got {batch_events}/{chunk_events}")
+    chunk_events = -(-int(chunk_events) // int(batch_events)) * int(batch_events)
     vids, layout = find_videos(videos)
     vidsitu = layout == "vidsitu"
     if vidsitu and abs(stride_s - 2.0) > 1e-9:
@@ -396,7 +688,7 @@ def extract(
             "dim": int(txe.dim),
         }
 
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_out_dir(out, "feature folder")
     old = read_index(out)
     if old is not None:
         for key, want in (("backbone", bhash), ("stride_s", stride_s)):
@@ -437,8 +729,10 @@ def extract(
         import warnings
 
         warnings.filterwarnings("ignore", message=".*predict returned None.*")
-        stream = EventClipStream(todo, inp, stride_s, vidsitu, batch_events)
-        module = FeatureExtractor(model, out, stream, {"backbone": bhash}, dtype, txe, window, step)
+        done = scan_partials(out, todo, {"chunk_events": chunk_events, "batch_events": int(batch_events)})
+        stream = EventClipStream(todo, inp, stride_s, vidsitu, batch_events, chunk_events, done)
+        module = FeatureExtractor(model, out, stream, {"backbone": bhash}, dtype, txe, window, step, dim=dim)
+        module.show_progress = progress
         trainer = pl.Trainer(
             accelerator=accelerator,
             devices=devices,
@@ -452,10 +746,17 @@ def extract(
             default_root_dir=str(out),
         )
         dl = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available())
-        trainer.predict(module, dataloaders=dl, return_predictions=False)
+        try:
+            trainer.predict(module, dataloaders=dl, return_predictions=False)
+        finally:
+            module.close_progress()
+        timing = {k: round(v, 3) for k, v in module.timing.items()}
+        timing["chunks_written"] = module.chunks_written
         trainer.strategy.barrier()
         if not trainer.is_global_zero:
             return {}
+    else:
+        timing = {"decode_s": 0.0, "preprocess_s": 0.0, "backbone_s": 0.0, "events": 0, "chunks_written": 0}
     entries = read_entries(out)
     if txe is not None:  # features done by an earlier run without (or with another) contextualizer
         redo = old is not None and (old.get("contextualizer") or {}).get("hash") != ctx_info["hash"]
@@ -472,6 +773,10 @@ def extract(
         "ok": sum(e.get("status") == "ok" for e in entries.values()),
         "bad": sum(e.get("status") == "bad" for e in entries.values()),
     }
+    with_missing = [e for e in entries.values() if e.get("status") == "ok" and e.get("missing_events")]
+    if with_missing:
+        counts["with_missing_events"] = len(with_missing)
+        counts["missing_events"] = sum(int(e["missing_events"]) for e in with_missing)
     index = {**header, "counts": counts, "videos": entries}
     atomic_write_json(out / INDEX_NAME, index)
     for j in out.glob(JOURNAL_GLOB):  # merged: the index now holds them
@@ -479,13 +784,31 @@ def extract(
     for pattern in TEMP_GLOBS:  # every rank is done: a temp file left here is from a killed earlier run
         for t in out.glob(pattern):
             t.unlink(missing_ok=True)
+    if (out / PARTIAL_DIR).is_dir():  # every film finished or was listed as bad
+        shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
+    wall = time.perf_counter() - t0
+    timing["wall_s"] = round(wall, 3)
     log.info(
-        "%s: %d ok, %d bad videos (%.1f s)", out / INDEX_NAME, counts["ok"], counts["bad"], time.perf_counter() - t0
+        "%s: %d ok, %d bad videos (%.1f s; %d events: decode %.1f s, pre-processing %.1f s, backbone %.1f s)",
+        out / INDEX_NAME,
+        counts["ok"],
+        counts["bad"],
+        wall,
+        timing["events"],
+        timing["decode_s"],
+        timing["preprocess_s"],
+        timing["backbone_s"],
     )
     for vid, e in entries.items():
         if e.get("status") == "bad":
             log.info("bad: %s", e.get("error"))
-    return {k: v for k, v in index.items() if k != "videos"}
+    if with_missing:
+        log.warning(
+            "%d video(s) have damaged stretches: %d events marked missing (index.json 'missing'); the rest are kept",
+            len(with_missing),
+            counts["missing_events"],
+        )
+    return {**{k: v for k, v in index.items() if k != "videos"}, "timing": timing}
 
 
 def vidsitu_splits(videos: Path) -> dict[str, str]:
@@ -503,6 +826,9 @@ def _fill_ctx(out: Path, entries: dict, txe, window: int, step: int, dtype: str,
     for vid, e in entries.items():
         if e.get("status") != "ok" or (not redo_all and (out / f"{vid}{CTX_SUFFIX}").is_file()):
             continue
-        feats = torch.from_numpy(np.load(out / f"{vid}{FEATS_SUFFIX}").astype(np.float32))
-        ctx = contextualize(txe, feats, window, step)
-        atomic_save_npy(out / f"{vid}{CTX_SUFFIX}", ctx.numpy().astype(dtype))
+        feats = np.load(out / f"{vid}{FEATS_SUFFIX}", mmap_mode="r")
+        missing = np.zeros(len(feats), bool)
+        for a, b in e.get("missing") or []:
+            missing[a:b] = True
+        ctx = contextualize(txe, feats, window, step, missing=missing if missing.any() else None)
+        atomic_save_npy(out / f"{vid}{CTX_SUFFIX}", ctx.cpu().numpy().astype(dtype))

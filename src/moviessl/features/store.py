@@ -77,11 +77,20 @@ class FeatureStore:
         self.vidsitu_layout = self.index is None
         if self.index is not None and self.index.get("dim"):
             self.dim = int(self.index["dim"])
-        else:
-            self.dim = int(self._open(self.ids[0]).shape[1])
+        else:  # the first readable file says (a damaged one must not make the whole folder unusable)
+            first_err = None
+            for vid in self.ids:
+                try:
+                    self.dim = int(self._open(vid).shape[1])
+                    break
+                except BadInputError as e:
+                    first_err = first_err or e
+            else:
+                raise BadInputError(self.root, f"no readable feature file (first problem: {first_err})")
         if self.vidsitu_layout and num_events == "auto" and self.dim not in VIDSITU_DIMS:
             log.info("%s: feature dim %d is neither of VidSitu's (2048, 2304)", self.root, self.dim)
         self._ids_set = set(self.ids)
+        self._finite: set[str] = set()  # ids whose file was checked for NaN/inf
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -134,7 +143,28 @@ class FeatureStore:
         if arr.shape[1] != self.dim or (n is not None and arr.shape[0] != n):
             want = f"({n if n is not None else 'num_events'}, {self.dim})"
             raise BadInputError(self.path(vid), f"expected shape {want}, got {tuple(arr.shape)}")
+        if vid not in self._finite:
+            # one NaN or inf in a training feature can turn every weight into NaN: refuse the file (batch
+            # jobs skip and count it). Checked in blocks, once per file, so memory maps stay cheap.
+            for a in range(0, arr.shape[0], 4096):
+                bad = ~np.isfinite(arr[a : a + 4096])
+                if bad.any():
+                    r, c = np.argwhere(bad)[0]
+                    raise BadInputError(
+                        self.path(vid),
+                        f"{int(bad.sum())} non-finite value(s) (NaN/inf), first at event {a + int(r)}, dim {int(c)}",
+                    )
+            self._finite.add(vid)
         return arr if mmap else np.asarray(arr, dtype=np.float32)
+
+    def missing(self, vid: str) -> np.ndarray:
+        """Boolean ``(num_events,)``: events in a damaged stretch of the video (their rows are zeros;
+        ``index.json`` lists them as ``missing: [[start, stop), ...]``). All False without an index."""
+        mask = np.zeros(self.num_events(vid), bool)
+        if self.index is not None:
+            for a, b in self.index["videos"].get(vid, {}).get("missing") or []:
+                mask[int(a) : int(b)] = True
+        return mask
 
     def load_ctx(self, vid: str) -> np.ndarray:
         path = self.ctx_path(vid)

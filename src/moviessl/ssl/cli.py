@@ -23,16 +23,20 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     s = pretrain(args.method, args.data, args.out, cfg, val=args.val, resume=args.resume, run_probe=not args.no_probe)
     if s:
         print(json.dumps(s.get("probe", {"method": s["method"], "skipped_videos": s["skipped_videos"]})))
+        if s.get("probe_skipped"):
+            print(f"moviessl: note: probe skipped ({s['probe_skipped']})", file=sys.stderr)
         print(f"moviessl: wrote {Path(args.out) / 'model.pt'}", file=sys.stderr)
     return 0
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
     from ..config import load_config
-    from ..utils.io import atomic_write_json
+    from ..utils.io import atomic_write_json, ensure_out_file
     from .probe import probe_checkpoint
 
     cfg = load_config("backbone", args.preset, args.overrides)
+    if args.out:
+        ensure_out_file(args.out, "--out file")
     res = probe_checkpoint(
         args.checkpoint, args.data, args.val, cfg.probe, cache_dir=args.cache_dir, use_cache=not args.no_cache
     )

@@ -20,7 +20,7 @@ from ..config import TrainerConfig, save_config
 from ..data.cliplist import read_clip_list
 from ..errors import BadInputError
 from ..training import cpu_threads, fit, seed_everything
-from ..utils.io import atomic_write_json
+from ..utils.io import atomic_write_json, ensure_out_dir
 from .clipcache import FrameCache, default_cache_dir
 from .config import BackboneConfig
 from .data import ClipDataset
@@ -76,8 +76,7 @@ def pretrain(
 
     Returns a summary dict (also ``OUT/summary.json``); the probe result is ``OUT/probe.json``."""
     method_cls = get_method(method)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_out_dir(out)
     save_config(cfg, out)
     seed_everything(cfg.seed)
     if cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available():
@@ -89,11 +88,22 @@ def pretrain(
     labelled = all(y is not None for _, y in items)
     if method_cls.needs_labels and not labelled:
         raise BadInputError(data, f"--method {method} needs labels ('path label' lines)")
-    probe_train, probe_val = items, None
+    probe_train, probe_val, probe_note = items, None, None
     if val is not None:
         probe_val = read_clip_list(val)
+        if not probe_val:
+            raise BadInputError(val, "validation clip list is empty")
     elif labelled and run_probe:
         probe_train, probe_val = split_for_probe(items, cfg.probe.val_fraction, cfg.seed)
+        if not probe_val:  # too few videos per class to hold any out: pretrain on all, no probe
+            log.warning(
+                "%s: too few labelled videos to hold out probe.val_fraction=%g for the probe; the probe is skipped "
+                "(give --val to probe)",
+                data,
+                cfg.probe.val_fraction,
+            )
+            probe_train, probe_val = items, None
+            probe_note = f"too few labelled videos in {data} to hold out a probe split; give --val to probe"
     # without --val, the probe's held-out videos are held out of pretraining too (no label leak for supervised)
     train_items = probe_train if (val is None and probe_val is not None) else items
     num_classes = (max(int(y) for _, y in items) + 1) if labelled else None
@@ -139,6 +149,8 @@ def pretrain(
         for i in sorted(module._skipped):  # indices into the dataset's (post-caching) item list
             bad.setdefault(str(ds.items[i][0]) if i < len(ds.items) else str(i), "skipped while training")
     summary: dict[str, Any] = {"method": method, "out": str(out), "skipped_videos": len(bad)}
+    if probe_note:
+        summary["probe_skipped"] = probe_note
     module.export(
         out / "model.pt",
         extra_meta={"data": str(Path(data).resolve()), "num_videos": len(train_items), "skipped_videos": len(bad)},
@@ -147,18 +159,24 @@ def pretrain(
         atomic_write_json(out / "bad_videos.json", bad)
     if run_probe and probe_val is not None:
         dev = "cuda" if torch.cuda.is_available() else "cpu"
-        res = probe_model(
-            module.backbone,
-            module.export_input(),
-            probe_train,
-            probe_val,
-            cfg.probe,
-            frame_cache=frame_cache,
-            device=dev,
-            progress=progress,
-        )
-        res.update(method=method, checkpoint=str(out / "model.pt"))
-        atomic_write_json(out / "probe.json", res)
-        summary["probe"] = res
+        try:
+            res = probe_model(
+                module.backbone,
+                module.export_input(),
+                probe_train,
+                probe_val,
+                cfg.probe,
+                frame_cache=frame_cache,
+                device=dev,
+                progress=progress,
+            )
+        except BadInputError as e:
+            # model.pt is the job's result and it is written: a probe that cannot run is a note, not a failure
+            log.warning("probe skipped: %s (model.pt is written)", e)
+            summary["probe_skipped"] = str(e)
+        else:
+            res.update(method=method, checkpoint=str(out / "model.pt"))
+            atomic_write_json(out / "probe.json", res)
+            summary["probe"] = res
     atomic_write_json(out / "summary.json", summary)
     return summary

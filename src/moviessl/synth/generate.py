@@ -21,7 +21,7 @@ import numpy as np
 
 from ..data.lvu import LVU_TASKS
 from ..errors import BadInputError
-from ..utils.io import atomic_write_json, atomic_write_text
+from ..utils.io import atomic_write_json, atomic_write_text, ensure_out_dir
 from . import plot as P
 from . import render as R
 from . import world as W
@@ -522,7 +522,7 @@ def generate(
         verbs=list(W.VERB_IDS),
     )
     meta = json.loads(json.dumps(meta))  # tuples -> lists, as read back
-    meta_path = root / "synth_meta.json"
+    meta_path = ensure_out_dir(root) / "synth_meta.json"
     if meta_path.exists():
         try:
             old = json.loads(meta_path.read_text())

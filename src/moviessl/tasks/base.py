@@ -195,15 +195,39 @@ def run_seeds(job: SeedJob, seeds: Sequence[int]) -> list[dict]:
     return [run_seed(job, s) for s in seeds]
 
 
+def coverage_note(
+    train_segments: int, train_skipped: int, eval_segments: int, eval_without_inputs: int, **_: Any
+) -> str | None:
+    """``None`` when every item of both splits was used; else one line saying what the score covers
+    (batch jobs skip bad items and count them, and a summary must say when a score is partial)."""
+    parts = []
+    if eval_without_inputs:
+        parts.append(
+            f"the score covers {eval_segments - eval_without_inputs} of {eval_segments} eval items with usable "
+            f"inputs ({eval_without_inputs} had none and got fallback predictions)"
+        )
+    if train_skipped:
+        parts.append(f"trained on {train_segments} of {train_segments + train_skipped} items ({train_skipped} skipped)")
+    return ("PARTIAL: " + "; ".join(parts)) if parts else None
+
+
 def write_summary(
-    out: Path, runs: list[dict], metric_keys: Sequence[str], title: str, heading: str, note: str = "", **facts: Any
+    out: Path,
+    runs: list[dict],
+    metric_keys: Sequence[str],
+    title: str,
+    heading: str,
+    note: str = "",
+    partial: str | None = None,
+    **facts: Any,
 ) -> dict:
-    """Mean ± SE over the runs -> ``out/summary.json`` and ``out/summary.md``; returns the summary record."""
+    """Mean ± SE over the runs -> ``out/summary.json`` and ``out/summary.md``; returns the summary record.
+    ``partial`` (see :func:`coverage_note`) is stored and printed above the table when a score covers
+    only part of a split."""
     summary, table = summarize([r["metrics"] for r in runs], keys=list(metric_keys), title=title)
     result = {**facts, "out": str(out), "seeds": len(runs), "runs": runs, "summary": summary, "table": table}
+    result["partial"] = partial
     atomic_write_json(out / "summary.json", result)
-    atomic_write_text(
-        out / "summary.md",
-        f"# {heading}: {len(runs)} run(s), mean ± standard error\n\n" + (f"{note}\n\n" if note else "") + table,
-    )
+    notes = "".join(f"{n}\n\n" for n in (partial and f"**{partial}**", note) if n)
+    atomic_write_text(out / "summary.md", f"# {heading}: {len(runs)} run(s), mean ± standard error\n\n" + notes + table)
     return result

@@ -22,25 +22,48 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's 0600 would hide shared features
 
 
+def _open_fd(fd: int, mode: str, path: Path):
+    """The one place a written file is opened (``path``: the file it becomes); tests replace it to
+    simulate a full disk."""
+    return os.fdopen(fd, mode)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
-    """Call ``write(f)`` on a temporary file next to ``path`` and rename it into place."""
+    """Call ``write(f)`` on a temporary file next to ``path`` and rename it into place.
+
+    Any failure (a full disk included) removes the temporary file and leaves ``path`` as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with _open_fd(fd, "wb", path) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        err = _os_error_in(e)
+        if err is not None:  # name the file the user asked for, not the temp file
+            raise OSError(err.errno, f"cannot write ({err.strerror}); nothing was changed", str(path)) from None
         raise
     return path
+
+
+def _os_error_in(e: BaseException | None) -> OSError | None:
+    """The operating-system error behind ``e``, if any: writers such as ``torch.save`` turn a full
+    disk into their own error (a RuntimeError from the zip writer) with the OSError as its context."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno is not None:
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -63,3 +86,45 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
     import torch
 
     return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def append_line(path: str | os.PathLike, line: str) -> None:
+    """Append one record to a journal, durably. Each record starts on a fresh line, so the torn last
+    line of a killed job (or of a full disk) never damages the next one; readers skip torn lines."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, _FILE_MODE)
+    with _open_fd(fd, "ab", Path(path)) as f:
+        f.write(("\n" + line + "\n").encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def ensure_out_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create ``path`` (and parents) and check that files can be written in it; one-line
+    :class:`~moviessl.errors.BadInputError` naming it otherwise."""
+    from ..errors import BadInputError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise BadInputError(path, f"{what} is an existing file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BadInputError(path, f"cannot create {what} ({e.strerror or e})") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".moviessl-write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise BadInputError(path, f"{what} is not writable ({e.strerror or e})") from None
+    return path
+
+
+def ensure_out_file(path: str | os.PathLike, what: str = "output file") -> Path:
+    """The folder of an output file exists (or is created) and is writable."""
+    path = Path(path)
+    if path.is_dir():
+        from ..errors import BadInputError
+
+        raise BadInputError(path, f"{what} is an existing folder")
+    ensure_out_dir(path.parent if str(path.parent) else ".", f"folder of the {what}")
+    return path

@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import logging
 import os
+from array import array
 from fractions import Fraction
 from pathlib import Path
 
@@ -79,6 +80,17 @@ class VideoReader:
     @property
     def is_vfr(self) -> bool:
         return bool(self._impl.is_vfr)
+
+    @property
+    def missing(self) -> set[int]:
+        """Native indices asked for so far that did not decode (a stand-in frame was returned) or
+        decoded with errors concealed; a caller that needs the film's pixels checks its indices here."""
+        return self._impl.missing if hasattr(self._impl, "missing") else set()
+
+    @property
+    def rotation(self) -> int:
+        """Display rotation applied to the frames (counter-clockwise degrees; 0 for most files)."""
+        return int(getattr(self._impl, "rotation", 0))
 
     @property
     def frames_decoded(self) -> int:
@@ -156,51 +168,60 @@ class _AVFile:
 
     def _open(self, verify: str, size: int) -> None:
         av = _av()
-        if not self.container.streams.video:
-            raise BadInputError(self.path, "no video stream")
-        self.stream = st = self.container.streams.video[0]
+        self.stream = st = _pick_video_stream(self.path, self.container)
         self.time_base = st.time_base or Fraction(1, 1)
         self._iter = None  # live decode generator and the pts of the last frame it produced
         self._last_pts = None
         self.frames_decoded = 0  # running total, for tests / benchmarks of "decode only the window"
+        self.missing: set[int] = set()  # native indices asked for that did not decode (or decoded corrupt)
+        self._prev = None  # the last frame the running decoder produced (stand-in for one that fails)
+        self.rotation = 0  # display rotation (counter-clockwise degrees, a multiple of 90) applied to frames
         # One reformatter for all frames: frame.to_ndarray(format=...) builds a new swscale context
         # per frame, which costs more than decoding it (5-10x slower conversion, same pixels).
         from av.video.reformatter import VideoReformatter
 
         self._rgb = VideoReformatter()
 
-        # Index pass: demux every packet (no decoding).
-        pkts, trouble = [], None
+        # Index pass: demux every packet (no decoding). Compact arrays, not Python objects per packet:
+        # a 2-hour film has ~200k packets, and its index should cost a few MB, not a few hundred.
+        pts_a, key_a, dur_a, trouble, no_pts = array("q"), array("q"), array("q"), None, False
         try:
             for p in self.container.demux(st):
                 if p.size == 0:
                     continue  # the flush packet
-                pkts.append((p.pts, p.is_keyframe, p.duration or 0))
+                if p.pts is None:
+                    no_pts = True
+                pts_a.append(p.pts if p.pts is not None else 0)
+                dur_a.append(p.duration or 0)
+                if p.is_keyframe and p.pts is not None:
+                    key_a.append(p.pts)
                 if p.is_corrupt and trouble is None:
                     trouble = "corrupt packet"
                 if p.pos is not None and p.pos >= 0 and p.pos + p.size > size and trouble is None:
                     trouble = "packet past end of file"
         except (av.error.FFmpegError, OSError) as e:
-            trouble = f"read error after {len(pkts)} packets ({_why(e)})"
-        if not pkts:
+            trouble = f"read error after {len(pts_a)} packets ({_why(e)})"
+        if not pts_a:
             raise BadInputError(self.path, "no video packets (truncated or empty stream)")
-        if st.frames and st.frames != len(pkts) and trouble is None:
-            trouble = f"header says {st.frames} frames, demuxed {len(pkts)}"
+        if st.frames and st.frames != len(pts_a) and trouble is None:
+            trouble = f"header says {st.frames} frames, demuxed {len(pts_a)}"
 
-        self.by_count = any(p[0] is None for p in pkts)
+        self.by_count = no_pts
         if self.by_count:
             # No timestamps (raw elementary streams): index by decode order, no seeking.
             log.debug("%s: packets without pts, indexing frames by decode count", self.path)
-            self.pts = np.arange(len(pkts), dtype=np.int64)
+            self.pts = np.arange(len(pts_a), dtype=np.int64)
             self.key_pts = [0]
             durs = []
         else:
-            order = sorted(range(len(pkts)), key=lambda i: pkts[i][0])
-            self.pts = np.array([pkts[i][0] for i in order], dtype=np.int64)
+            raw = np.frombuffer(pts_a, dtype=np.int64)
+            last = int(np.argmax(raw))  # the last frame in presentation order (first of equal maxima)
+            self.pts = np.sort(raw, kind="stable")
             keep = np.concatenate([[True], np.diff(self.pts) > 0])  # duplicate pts: keep the first
             self.pts = self.pts[keep]
-            self.key_pts = sorted({pts for pts, key, _ in pkts if key})
-            durs = [pkts[order[-1]][2]]
+            self.key_pts = np.unique(np.frombuffer(key_a, dtype=np.int64)).tolist()
+            durs = [int(dur_a[last])]
+        del pts_a, key_a, dur_a
         self._first_frame_check()
         if verify == "full" or self.by_count:
             self._verify_full()
@@ -245,6 +266,7 @@ class _AVFile:
         """Decoded frames (presentation order) from the key frame at ``key_pts`` (None: start)."""
         av = _av()
         c, st = self.container, self.stream
+        self._prev = None
         try:
             if key_pts is None or self.by_count:
                 c.seek(0, backward=True, any_frame=False)  # container-level: start of file
@@ -271,10 +293,32 @@ class _AVFile:
         for pts, f in it:
             if pts is None:
                 continue
-            self.width, self.height = f.width, f.height
+            self.coded_size = (f.width, f.height)
+            self.rotation = _rotation_of(self.path, f)
+            self.width, self.height = (f.height, f.width) if self.rotation % 180 else (f.width, f.height)
             self._iter, self._last_pts = it, pts
             return
         raise BadInputError(self.path, "no decodable video frames")
+
+    def _rgb_array(self, f) -> np.ndarray:
+        """RGB of a decoded frame at the stream's first size (a mid-stream size change is rescaled),
+        turned upright by the display rotation."""
+        w, h = self.coded_size
+        if (f.width, f.height) != (w, h):
+            if not getattr(self, "_warned_size", False):
+                log.warning(
+                    "%s: frame size changes mid-stream (%dx%d -> %dx%d); rescaling to the first",
+                    self.path,
+                    w,
+                    h,
+                    f.width,
+                    f.height,
+                )
+                self._warned_size = True
+            img = self._rgb.reformat(f, format="rgb24", width=w, height=h).to_ndarray()
+        else:
+            img = self._rgb.reformat(f, format="rgb24").to_ndarray()
+        return np.ascontiguousarray(np.rot90(img, self.rotation // 90)) if self.rotation else img
 
     def _verify_tail(self) -> None:
         """Drop index entries at the end that do not decode, walking back GOP by GOP."""
@@ -342,9 +386,12 @@ class _AVFile:
                 self._last_pts = pts
                 j = want.get(pts)
                 if j is not None and j not in out:
-                    out[j] = self._rgb.reformat(f, format="rgb24").to_ndarray()
+                    out[j] = self._rgb_array(f)
+                    if f.is_corrupt:  # decoded with errors concealed: the pixels are not the film's
+                        self.missing.add(j)
                 if pts >= tp:
                     break
+                self._prev = (pts, f)
             else:
                 self._iter = None  # exhausted
             if i not in out:
@@ -353,18 +400,26 @@ class _AVFile:
         return out
 
     def _missing(self, i: int, out: dict) -> np.ndarray:
-        """A frame the index promised but the decoder did not produce: hold the nearest earlier one."""
-        log.warning(
-            "%s: frame %d (pts %d) did not decode; repeating the previous frame", self.path, i, int(self.pts[i])
-        )
+        """A frame the index promised but the decoder did not produce: hold the nearest earlier one
+        (in this call, else the last frame the decoder produced before it, else black); its index is
+        added to :attr:`missing` so callers can tell a stand-in from the film."""
+        self.missing.add(i)
+        n = len(self.missing)
+        if n == 1 or n % 1000 == 0:  # a damaged stretch would otherwise log once per frame
+            log.warning(
+                "%s: frame %d (pts %d) did not decode; repeating the previous frame (%d such frame%s so far)",
+                self.path,
+                i,
+                int(self.pts[i]),
+                n,
+                "s" if n > 1 else "",
+            )
         earlier = [j for j in out if j < i]
         if earlier:
             return out[max(earlier)]
-        for j in range(i - 1, -1, -1):
-            got = self.read([j]) if j not in out else {j: out[j]}
-            if j in got:
-                return got[j]
-        raise BadInputError(self.path, f"frame {i} does not decode")
+        if self._prev is not None and self._prev[0] < int(self.pts[i]):
+            return self._rgb_array(self._prev[1])
+        return np.zeros((self.height, self.width, 3), np.uint8)
 
     def close(self) -> None:
         self._iter = None
@@ -416,6 +471,50 @@ class _FrameFolder:
 
     def close(self) -> None:
         pass
+
+
+def _pick_video_stream(path: Path, container):
+    """The film's video stream: the first that is not a still (cover art / thumbnail); one warning
+    when there are several (e.g. a second camera angle)."""
+    streams = [s for s in container.streams.video if not _is_still(s)]
+    if not streams:
+        what = (
+            "only a still cover image"
+            if container.streams.video
+            else "audio only"
+            if container.streams.audio
+            else "none"
+        )
+        raise BadInputError(path, f"no video stream ({what})")
+    if len(streams) > 1:
+        log.warning(
+            "%s: %d video streams; reading stream #%d (%dx%d), ignoring the others",
+            path,
+            len(streams),
+            streams[0].index,
+            streams[0].codec_context.width,
+            streams[0].codec_context.height,
+        )
+    return streams[0]
+
+
+def _is_still(stream) -> bool:
+    d = stream.disposition
+    names = ("attached_pic", "still_image", "timed_thumbnails")
+    try:
+        return any(d & getattr(type(d), n) for n in names if hasattr(type(d), n))
+    except TypeError:  # older PyAV: disposition as an int
+        return bool(int(d) & 0x400)
+
+
+def _rotation_of(path: Path, frame) -> int:
+    """Counter-clockwise display rotation of a stream (FFmpeg's display matrix), a multiple of 90."""
+    r = getattr(frame, "rotation", 0) or 0
+    q = int(round(float(r) / 90.0)) * 90
+    if abs(float(r) - q) > 1.0:
+        log.warning("%s: display rotation %.1f deg is not a multiple of 90; frames are read as stored", path, r)
+        return 0
+    return q % 360
 
 
 def _why(e: BaseException) -> str:

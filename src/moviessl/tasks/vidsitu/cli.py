@@ -31,6 +31,8 @@ def _run_vidsitu(args: argparse.Namespace) -> int:
     )
     sys.stdout.write(res["table"])
     sys.stdout.write(json.dumps({k: v["mean"] for k, v in res["summary"].items()}) + "\n")
+    if res.get("partial"):
+        print(f"moviessl: warning: {res['partial']} (see summary.md)", file=sys.stderr)
     return 0
 
 

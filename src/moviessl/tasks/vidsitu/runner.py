@@ -38,8 +38,8 @@ from ...errors import BadInputError
 from ...eval.vidsitu import evaluate
 from ...features.store import FeatureStore
 from ...models.txe import feature_stats
-from ...utils.io import atomic_write_bytes, atomic_write_json
-from ..base import SeedJob, TaskOptim, run_seeds, settings_hash, write_summary
+from ...utils.io import atomic_write_bytes, atomic_write_json, ensure_out_dir
+from ..base import SeedJob, TaskOptim, coverage_note, run_seeds, settings_hash, write_summary
 from . import TASKS
 from .config import VidSituConfig
 from .data import build_segments, extract_features, feature_source, loader, video_source
@@ -382,8 +382,7 @@ def run_finetune(
     if int(seeds) < 1:
         raise BadInputError(None, f"--seeds must be >= 1, got {seeds}")
     cfg = resolve_config(cfg, preset, overrides)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_out_dir(out)
     save_config(cfg, out)
     p = prepare(task, data_root, out, cfg, features, videos, backbone, contextualizer, tokenizer)
     with threads(cfg.threads):
@@ -398,6 +397,7 @@ def run_finetune(
         task=task,
         inputs=p.inputs,
         contextualizer=p.ctx_label,
+        partial=coverage_note(**p.counts),
         **p.counts,
     )
 

@@ -1,0 +1,287 @@
+"""Long-film extraction benchmark: events/s of ``moviessl extract`` on 720p H.264 films with audio,
+split into decode / pre-processing / backbone, peak RSS at two film lengths, and a kill -9 resume check.
+
+    python -m benchmarks.bench_film                         # cpu preset, 10- and 20-min films, kill test
+    python -m benchmarks.bench_film --minutes 2,4 --presets cpu,paper --paper-seconds 20
+
+Films are generated once (``moviessl.video.filmgen.make_film``: 1280x720, 30 fps, x264 ultrafast,
+AAC audio) into ``--workdir`` and reused. Each extraction runs in a fresh child process (so its
+peak memory is its own) while this process samples the resident memory of the child and its
+DataLoader workers every 0.1 s; ``rss_peak_mb`` is the peak of their sum. Backbones are random
+initialisations built from the backbone preset's model and input settings (speed and memory do
+not depend on the weights). The kill test starts an extraction, SIGKILLs the whole process group
+once half of the film's events are computed (mid-chunk: the commits are every ``--chunk-events``),
+reruns it, and compares the arrays with an uninterrupted run bit for bit; ``recomputed_events`` =
+events computed before the kill but not committed = the work done twice (less than one chunk per
+decoding worker by design).
+
+``main()`` returns the numbers (``make bench`` runs a short version through ``run_all``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- memory of a process tree -----------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    kids.append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return kids
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+class TreeRSS(threading.Thread):
+    """Samples the summed RSS of a process and all its descendants."""
+
+    def __init__(self, pid: int, every_s: float = 0.1):
+        super().__init__(daemon=True)
+        self.pid, self.every_s, self.peak, self.peak_main, self.stop = pid, every_s, 0.0, 0.0, False
+
+    def run(self) -> None:
+        while not self.stop:
+            todo, tree = [self.pid], []
+            while todo:
+                p = todo.pop()
+                tree.append(p)
+                todo.extend(_children(p))
+            total = sum(_rss_mb(p) for p in tree)
+            self.peak = max(self.peak, total)
+            self.peak_main = max(self.peak_main, _rss_mb(self.pid))
+            time.sleep(self.every_s)
+
+
+# --- one extraction in a child process ----------------------------------------------------------
+
+
+def child(args: list[str]) -> None:
+    """``--child BACKBONE VIDEO OUT WORKERS CHUNK``: run extract() and print its summary as JSON.
+
+    Events computed so far are counted in ``OUT.progress`` (beside the feature folder), so the kill
+    test can kill at a given point and measure the work lost."""
+    from moviessl.features import extract as ex
+
+    extract = ex.extract
+    bb, video, out, workers, chunk = args
+    counter, orig = Path(out + ".progress"), ex.FeatureExtractor.predict_step
+
+    def counted(self, batch, batch_idx=0):
+        r = orig(self, batch, batch_idx)
+        if batch.get("kind") == "clips":
+            self._bench_n = getattr(self, "_bench_n", 0) + len(batch["clips"])
+            counter.write_text(str(self._bench_n))
+        return r
+
+    ex.FeatureExtractor.predict_step = counted
+    s = extract(bb, video, out, num_workers=int(workers), accelerator="cpu", chunk_events=int(chunk))
+    print("SUMMARY " + json.dumps(s), flush=True)
+
+
+def run_extract(backbone: Path, video: Path, out: Path, workers: int, chunk: int, kill_at: float | None = None):
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONPATH": str(ROOT / "src")}
+    cmd = [sys.executable, "-m", "benchmarks.bench_film", "--child", str(backbone), str(video), str(out)]
+    cmd += [str(workers), str(chunk)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True
+    )
+    mon = TreeRSS(proc.pid)
+    mon.start()
+    killed = None
+    if kill_at is not None:  # SIGKILL the whole process group once this fraction of the events is computed
+        part, counter = out / ".partial" / video.stem, Path(str(out) + ".progress")
+        while proc.poll() is None:
+            try:
+                plan = json.loads((part / "plan.json").read_text())
+                done = int(counter.read_text())
+            except (OSError, ValueError):
+                time.sleep(0.01)
+                continue
+            if done >= kill_at * plan["num_events"]:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                committed = len(list(part.glob("c*.npz")))
+                killed = {
+                    "events_computed_at_kill": int(counter.read_text()),
+                    "committed_chunks": committed,
+                    "committed_events": committed * plan["chunk_events"],
+                    "chunks": -(-plan["num_events"] // plan["chunk_events"]),
+                    "chunk_events": plan["chunk_events"],
+                }
+                break
+            time.sleep(0.01)
+    stdout, _ = proc.communicate()
+    mon.stop = True
+    mon.join()
+    wall = time.perf_counter() - t0
+    summary = None
+    for line in stdout.splitlines():
+        if line.startswith("SUMMARY "):
+            summary = json.loads(line[8:])
+    return {
+        "summary": summary,
+        "rc": proc.returncode,
+        "wall_s": round(wall, 2),
+        "rss_peak_mb": round(mon.peak, 1),
+        "rss_peak_main_mb": round(mon.peak_main, 1),
+        "killed": killed,
+    }
+
+
+# --- setup --------------------------------------------------------------------------------------
+
+
+def make_backbone(path: Path, preset: str) -> Path:
+    """A random-init backbone with the preset's model and input settings."""
+    import torch
+
+    from moviessl.checkpoint import arch_spec, save_checkpoint
+    from moviessl.config import load_config
+    from moviessl.models import build_slowd
+
+    if path.is_file():
+        return path
+    cfg = load_config("backbone", preset)
+    torch.manual_seed(0)
+    kw = {"preset": cfg.model.preset, **dict(cfg.model.overrides)}
+    m = build_slowd(**kw)
+    d = cfg.data
+    inp = {"num_frames": d.num_frames, "stride": d.stride, "short_side": d.short_side, "crop": d.crop}
+    save_checkpoint(
+        path,
+        stage="backbone",
+        arch=arch_spec("moviessl.models.slowd:build_slowd", **kw),
+        state_dict=m.state_dict(),
+        meta={"input": inp, "method": "random", "out_dim": m.out_dim},
+    )
+    return path
+
+
+def make_film_cached(workdir: Path, seconds: float) -> tuple[Path, float]:
+    from moviessl.video.filmgen import make_film
+
+    path = workdir / f"film_{int(seconds)}s.mp4"
+    if path.is_file():
+        return path, 0.0
+    t0 = time.perf_counter()
+    tmp = path.with_name(".tmp_" + path.name)
+    make_film(tmp, seconds)
+    tmp.rename(path)
+    return path, time.perf_counter() - t0
+
+
+def _rates(r: dict) -> dict:
+    s = r["summary"] or {}
+    t = s.get("timing", {})
+    ev = max(1, t.get("events", 0))
+    return {
+        "events": t.get("events", 0),
+        "events_per_s": round(ev / max(t.get("wall_s", 1e-9), 1e-9), 2),
+        "decode_ms_per_event": round(1000 * t.get("decode_s", 0) / ev, 1),
+        "preprocess_ms_per_event": round(1000 * t.get("preprocess_s", 0) / ev, 1),
+        "backbone_ms_per_event": round(1000 * t.get("backbone_s", 0) / ev, 1),
+        "extract_wall_s": t.get("wall_s"),
+        "process_wall_s": r["wall_s"],
+        "rss_peak_mb": r["rss_peak_mb"],
+        "rss_peak_main_mb": r["rss_peak_main_mb"],
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", default="10,20", help="film lengths for the cpu preset (memory vs length)")
+    ap.add_argument("--presets", default="cpu,paper")
+    ap.add_argument("--paper-seconds", type=float, default=30.0, help="film length for the paper preset (slow on CPU)")
+    ap.add_argument("--workers", type=int, default=1, help="decoding workers (DataLoader)")
+    ap.add_argument("--chunk-events", type=int, default=64)
+    ap.add_argument("--no-kill-test", action="store_true")
+    ap.add_argument("--workdir", default=str(ROOT / "benchmarks" / "out" / "films"))
+    ap.add_argument("--child", nargs=5, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        child(args.child)
+        return {}
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    res: dict = {"workers": args.workers, "chunk_events": args.chunk_events, "film": "1280x720 30 fps H.264 + AAC"}
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
+    res["load_before"] = load
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        tmp = Path(tmp)
+        runs = []
+        if "cpu" in presets:
+            bb = make_backbone(workdir / "backbone_cpu.pt", "cpu")
+            for m in [float(x) for x in args.minutes.split(",") if x.strip()]:
+                film, gen_s = make_film_cached(workdir, m * 60)
+                r = run_extract(bb, film, tmp / f"cpu_{m}", args.workers, args.chunk_events)
+                runs.append({"preset": "cpu", "minutes": m, "film_gen_s": round(gen_s, 1), **_rates(r)})
+                print(json.dumps(runs[-1]), flush=True)
+            if not args.no_kill_test:
+                m = float(args.minutes.split(",")[0])
+                film, _ = make_film_cached(workdir, m * 60)
+                out = tmp / "killed"
+                k = run_extract(bb, film, out, args.workers, args.chunk_events, kill_at=0.5)
+                r2 = run_extract(bb, film, out, args.workers, args.chunk_events)
+                ref = np.load(tmp / f"cpu_{m}" / f"{film.stem}_feats.npy")
+                got = np.load(out / f"{film.stem}_feats.npy")
+                t = r2["summary"]["timing"]
+                kk = k["killed"]
+                res["kill_test"] = {
+                    "minutes": m,
+                    "events": int(ref.shape[0]),
+                    **kk,
+                    "killed_after_s": k["wall_s"],
+                    "rerun_computed_events": t["events"],
+                    # work done twice: computed by the killed run but not committed (< one chunk per worker)
+                    "recomputed_events": kk["events_computed_at_kill"] - kk["committed_events"],
+                    "rerun_is_exactly_the_rest": t["events"] == int(ref.shape[0]) - kk["committed_events"],
+                    "identical": bool(np.array_equal(ref, got)),
+                }
+                print(json.dumps(res["kill_test"]), flush=True)
+        if "paper" in presets:
+            bb = make_backbone(workdir / "backbone_paper.pt", "paper")
+            film, gen_s = make_film_cached(workdir, args.paper_seconds)
+            r = run_extract(bb, film, tmp / "paper", args.workers, args.chunk_events)
+            runs.append({"preset": "paper", "minutes": round(args.paper_seconds / 60, 2), **_rates(r)})
+            print(json.dumps(runs[-1]), flush=True)
+    res["runs"] = runs
+    res["load_after"] = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
+    return res
+
+
+if __name__ == "__main__":
+    out = main()
+    if out:
+        print(json.dumps(out, indent=2))

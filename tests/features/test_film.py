@@ -1,0 +1,179 @@
+"""Feature-length extraction: commit chunks, resume inside a film, damaged stretches, odd streams."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from moviessl.checkpoint import arch_spec, save_checkpoint
+from moviessl.cli import main
+from moviessl.features import FeatureStore
+from moviessl.features import extract as ex
+from moviessl.video import VideoReader, probe
+from moviessl.video.filmgen import corrupt_stretch, make_film
+
+INPUT = {"num_frames": 4, "stride": 8, "short_side": 32, "crop": 32}
+KW = dict(preset="slowd_cpu", widths=[8, 8, 16, 16], stem_width=8)
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory) -> Path:
+    from moviessl.models import build_slowd
+
+    torch.manual_seed(0)
+    model = build_slowd(**KW)
+    path = tmp_path_factory.mktemp("bb") / "backbone.pt"
+    save_checkpoint(
+        path,
+        stage="backbone",
+        arch=arch_spec("moviessl.models.slowd:build_slowd", **KW),
+        state_dict=model.state_dict(),
+        meta={"input": INPUT, "method": "random", "out_dim": model.out_dim},
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def film(tmp_path_factory) -> Path:
+    """A 64-s film with audio (32 events at 2 s): 8 chunks of 4 events in the tests below."""
+    d = tmp_path_factory.mktemp("film")
+    return make_film(d / "film.mp4", 64.0, width=160, height=96, gop=60)
+
+
+@pytest.fixture(scope="module")
+def reference(backbone, film, tmp_path_factory) -> np.ndarray:
+    out = tmp_path_factory.mktemp("ref")
+    ex.extract(backbone, film, out, num_workers=0, accelerator="cpu", batch_events=2, chunk_events=4)
+    assert not (out / ".partial").exists()
+    return np.load(out / "film_feats.npy")
+
+
+def test_resume_inside_a_film_gives_identical_arrays(backbone, film, reference, tmp_path, monkeypatch):
+    out = tmp_path / "feats"
+    orig = ex.FeatureExtractor.predict_step
+    state = {"batches": 0}
+
+    def die_mid_chunk(self, batch, batch_idx=0):
+        state["batches"] += 1
+        if state["batches"] == 9:  # 4 chunks of 2 batches committed, the 5th chunk half done: "kill"
+            raise RuntimeError("killed")
+        return orig(self, batch, batch_idx)
+
+    monkeypatch.setattr(ex.FeatureExtractor, "predict_step", die_mid_chunk)
+    with pytest.raises(RuntimeError, match="killed"):
+        ex.extract(backbone, film, out, num_workers=0, accelerator="cpu", batch_events=2, chunk_events=4)
+    committed = sorted(p.name for p in (out / ".partial" / "film").glob("c*.npz"))
+    assert committed == [f"c{k:06d}.npz" for k in range(4)] and not (out / "film_feats.npy").exists()
+    monkeypatch.setattr(ex.FeatureExtractor, "predict_step", orig)
+    s = ex.extract(backbone, film, out, num_workers=0, accelerator="cpu", batch_events=2, chunk_events=4)
+    # only the 16 events of the 4 chunks not committed were computed again: less than one chunk lost
+    assert s["timing"]["events"] == 16 and s["timing"]["chunks_written"] == 4
+    np.testing.assert_array_equal(np.load(out / "film_feats.npy"), reference)
+    assert not (out / ".partial").exists() and not list(out.glob(".*tmp"))
+
+    # partial results made with another chunk size are discarded, not mixed in
+    (out / "index.json").unlink()
+    (out / "film_feats.npy").unlink()
+    d = out / ".partial" / "film"
+    d.mkdir(parents=True)
+    (d / "plan.json").write_text(json.dumps({"chunk_events": 8, "batch_events": 2, "num_events": 32}))
+    np.savez(d / "c000000.npz", feats=np.ones((8, 16), np.float32), missing=np.zeros(8, bool))
+    ex.extract(backbone, film, out, num_workers=0, accelerator="cpu", batch_events=2, chunk_events=4)
+    np.testing.assert_array_equal(np.load(out / "film_feats.npy"), reference)
+
+
+def test_film_split_over_workers_is_identical(backbone, film, reference, tmp_path):
+    """One film, two decoding workers taking alternate chunks: same arrays as one process."""
+    out = tmp_path / "w2"
+    s = ex.extract(backbone, film, out, num_workers=2, accelerator="cpu", batch_events=2, chunk_events=4)
+    assert s["counts"]["ok"] == 1
+    np.testing.assert_array_equal(np.load(out / "film_feats.npy"), reference)
+
+
+def test_damaged_stretch_marks_events_missing(backbone, film, reference, tmp_path, capsys):
+    bad = corrupt_stretch(film, tmp_path / "damaged.mp4", 0.45, 0.55)
+    out = tmp_path / "feats"
+    args = ["extract", "--num-workers", "0", "--accelerator", "cpu", "--batch-events", "2", "--chunk-events", "4"]
+    assert main([*args, "--backbone", str(backbone), "--videos", str(bad), "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "marked missing" in printed.out and "events/s" in printed.out
+    assert "event/s" in printed.err  # the progress bar: rate and time left
+    index = json.loads((out / "index.json").read_text())
+    e = index["videos"]["damaged"]
+    assert e["status"] == "ok" and 0 < e["missing_events"] < 16
+    assert index["counts"]["missing_events"] == e["missing_events"] and index["counts"]["with_missing_events"] == 1
+    store = FeatureStore(out)
+    mask = store.missing("damaged")
+    assert mask.sum() == e["missing_events"] and mask.shape == (32,)
+    a, b = e["missing"][0]
+    assert 8 <= a and b <= 24  # the stretch is in the middle of the film
+    f = store.load("damaged")
+    assert not f[mask].any()  # missing rows are zeros
+    # events before the stretch are exactly the undamaged film's
+    np.testing.assert_array_equal(f[: a - 1], reference[: a - 1])
+
+
+def test_odd_streams_handled_or_refused_in_one_line(backbone, tmp_path, capsys):
+    d = tmp_path / "odd"
+    d.mkdir()
+    make_film(d / "rotated.mp4", 4.0, width=96, height=64, rotation=90, audio=False)
+    make_film(d / "vfr.mp4", 4.0, width=96, height=64, vfr=True)
+    make_film(d / "angles.mkv", 4.0, width=96, height=64, video_streams=2)
+    with av.open(str(d / "odd.mp4"), "w") as c:  # odd width and height (4:4:4, as x264 allows)
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 33, 17, "yuv444p"
+        for i in range(90):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.full((17, 33, 3), i, np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    with av.open(str(d / "audio_only.mp4"), "w") as c:
+        a = c.add_stream("aac", rate=16000)
+        f = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.float32), format="fltp", layout="mono")
+        f.sample_rate = 16000
+        for p in list(a.encode(f)) + list(a.encode()):
+            c.mux(p)
+
+    p = probe(d / "rotated.mp4")
+    assert (p["width"], p["height"]) == (64, 96)  # shown upright, as a player shows it
+    with VideoReader(d / "rotated.mp4") as r:
+        assert r.rotation == 90 and r.get_frames([0]).shape == (1, 96, 64, 3)
+    assert probe(d / "odd.mp4")["width"] == 33
+    assert main(["probe", str(d / "audio_only.mp4")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"moviessl: error: {d / 'audio_only.mp4'}: no video stream (audio only)"
+
+    out = tmp_path / "feats"
+    args = ["extract", "--num-workers", "0", "--accelerator", "cpu", "--backbone", str(backbone)]
+    assert main([*args, "--videos", str(d), "--out", str(out)]) == 0
+    v = json.loads((out / "index.json").read_text())["videos"]
+    assert {k for k, e in v.items() if e["status"] == "ok"} == {"rotated", "vfr", "angles", "odd"}
+    assert v["audio_only"]["error"].endswith("no video stream (audio only)")
+    assert v["vfr"]["num_events"] == 2 and FeatureStore(out).load("odd").shape == (2, 16)
+
+
+def test_contextualize_treats_missing_events_as_padding():
+    from moviessl.models import build_txe
+
+    torch.manual_seed(0)
+    txe = build_txe("txe_cpu", in_dim=8, dim=16, heads=2, mlp_dim=32, depth=1).eval()
+    feats = torch.randn(12, 8)
+    missing = np.zeros(12, bool)
+    missing[4:6] = True
+    a = ex.contextualize(txe, feats, window=5, missing=missing)
+    other = feats.clone()
+    other[4:6] = 100.0  # whatever a damaged stretch holds never reaches the other events
+    b = ex.contextualize(txe, other, window=5, missing=missing)
+    assert torch.equal(a, b) and not a[4:6].any() and a[6].abs().sum() > 0
+    # a long film is run CTX_BLOCK events at a time: event 300 (second block) is its own centred window
+    long = torch.randn(600, 8)
+    whole = ex.contextualize(txe, long, window=5)
+    with torch.no_grad():
+        direct = txe(long[298:303][None])[0, 2]
+    np.testing.assert_allclose(whole[300].numpy(), direct.numpy(), rtol=1e-5, atol=1e-6)
+    assert whole.shape == (600, 16) and ex.CTX_BLOCK < 300
