@@ -526,7 +526,10 @@ def run_demo(
         m for m in list_methods() if m not in BACKBONE_ORDER
     ]
     rows = demo_rows(backbones, prof)
-    jobs = plan_jobs(out, synth, prof, backbones, rows, n_seeds, synth_given=synth_root is not None)
+    # --synth: a finished SynthMovies folder is used as it is (any preset); anything else is generated into
+    meta = synth / "synth_meta.json"
+    complete = meta.is_file() and json.loads(meta.read_text()).get("status") == "complete"
+    jobs = plan_jobs(out, synth, prof, backbones, rows, n_seeds, synth_given=synth_root is not None and complete)
 
     # a cached run made with other settings is reused and named, never silently mixed in or redone
     sections = {b: set(get_method(b).config_sections) for b in backbones}
