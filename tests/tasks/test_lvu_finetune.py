@@ -182,3 +182,53 @@ def test_scene_only_and_bad_inputs(lvu_setup, capsys, tmp_path):
     )
     index = json.loads((tmp_path / "i" / "index.json").read_text())
     assert index["counts"] == {"ok": 0, "bad": 1} and "inverted" in index["videos"][vid.stem]["error"]
+
+
+def test_runs_on_lvus_released_inputs(tmp_path, capsys):
+    """A user with the LVU download: lvu_1.0/ labels, features/<id>.npz, instance_meta/ (by task)."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    (root / "features").mkdir(parents=True)
+    (root / "instance_meta").mkdir()
+    meta = {}
+    splits = {"train": [f"tr{k}" for k in range(4)], "val": ["va0", "va1"], "test": ["te0"]}
+    for vids in splits.values():
+        for vid in vids:
+            secs = {s: {f"0.{k}00,0.100,0.{k + 3}00,0.900": [s // 20, k] for k in range(2)} for s in range(70)}
+            meta[vid] = secs
+            np.savez(
+                root / "features" / f"{vid}.npz",
+                a={s: {b: rng.normal(size=8).astype(np.float32) for b in bs} for s, bs in secs.items()},
+            )
+    with open(root / "instance_meta" / "instance_meta_scene.pkl", "wb") as f:
+        pickle.dump(meta, f)
+    for split, vids in splits.items():
+        p = root / "lvu_1.0" / "scene" / f"{split}.csv"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(
+            "class_id class_name youtube_id imdb_id\n"
+            + "".join(f"{k % 6} office {v} tt{k}\n" for k, v in enumerate(vids))
+        )
+    out = tmp_path / "ft"
+    argv = [
+        "finetune",
+        "lvu",
+        "--task",
+        "scene",
+        "--data-root",
+        str(root),
+        "--instances",
+        str(root / "features"),
+        "--seeds",
+        "1",
+        "--out",
+        str(out),
+        "train.epochs=1",
+        *FAST,
+    ]
+    assert main(argv) == 0
+    preds = json.loads((out / "seed0" / "predictions_val.json").read_text())
+    assert sorted(preds) == ["va0", "va1"] and all(len(p) == 70 - 59 for p in preds.values())  # spans end at 59..69
+    assert all(len(s) == 6 and abs(sum(s) - 1) < 1e-5 for p in preds.values() for s in p)
