@@ -16,7 +16,7 @@ def _run_lvu(args: argparse.Namespace) -> int:
 
     if args.instances is None and args.scene_features is None:
         raise BadInputError(None, "give --instances DIR, --scene-features DIR or both")
-    tasks = list(TASKS) if args.task == "all" else [args.task]
+    tasks = [args.task] if args.task in TASKS else list(TASKS)  # "all"
     means = {}
     for task in tasks:
         res = run_finetune(

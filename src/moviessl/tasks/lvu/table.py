@@ -77,8 +77,21 @@ def setting_name(instance: str, scene: str) -> str:
     return f"instance={instance},scene={scene}"
 
 
+def row_label(instance: str, scene: str) -> str:
+    """OT, CVRL, MoDist (instances only), Sup / Ours (scene only), OT+Ours (both)."""
+    if scene == "none":
+        return PRETTY[instance]
+    return f"{PRETTY[scene]} (scene)" if instance == "none" else f"{PRETTY[instance]}+{PRETTY[scene]}"
+
+
 def _fmt(task: str, mean: float, se: float) -> str:
     return f"{mean:.3f} ± {se:.3f}" if TASKS[task].regression else f"{mean:.2f} ± {se:.2f}"
+
+
+def better(task: str, a: float, b: float, eps: float = 1e-9) -> bool:
+    """``a`` is better than ``b`` (higher top-1 / lower MSE); equal up to float noise is a tie (means
+    of five identical accuracies can differ in the last bit)."""
+    return a < b - eps if TASKS[task].regression else a > b + eps
 
 
 def ranks(table: Mapping[str, Mapping[str, float]], tasks: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -86,9 +99,8 @@ def ranks(table: Mapping[str, Mapping[str, float]], tasks: Sequence[str]) -> dic
     out: dict[str, dict[str, int]] = {s: {} for s in table}
     for t in tasks:
         vals = {s: row[t] for s, row in table.items() if t in row}
-        sign = -1.0 if TASKS[t].regression else 1.0
         for s, v in vals.items():
-            out[s][t] = 1 + sum(sign * w > sign * v for w in vals.values())
+            out[s][t] = 1 + sum(better(t, w, v) for w in vals.values())
     return out
 
 
@@ -149,20 +161,14 @@ def claims(stats: dict, room: dict, tasks: Sequence[str], settings: Sequence[tup
     out: dict[str, Any] = {"mean_rank": mr}
     ot, so, pp = setting_name("ot", "none"), setting_name("none", "ours"), setting_name("ot", "ours")
     if ot in means:
-        better = [
-            t
-            for t in tasks
-            if (means[ot][t] < room[t]["chance"] if TASKS[t].regression else means[ot][t] > room[t]["chance"])
-        ]
-        out["ot_beats_constant"] = {"tasks": better, "count": len(better), "holds (>= 7 of 9)": len(better) >= 7}
+        beat = [t for t in tasks if better(t, means[ot][t], room[t]["chance"])]
+        out["ot_beats_constant"] = {"tasks": beat, "count": len(beat), "holds (>= 7 of 9)": len(beat) >= 7}
     if all(s in means for s in (ot, so, pp)):
         trio = {s: mr[s] for s in (ot, so, pp)}
         out["otpp_best_mean_rank"] = {"mean_rank": trio, "holds": trio[pp] < min(trio[ot], trio[so])}
     sup = setting_name("none", "sup")
     if so in means and sup in means:
-        wins = [
-            t for t in tasks if (means[so][t] < means[sup][t] if TASKS[t].regression else means[so][t] > means[sup][t])
-        ]
+        wins = [t for t in tasks if better(t, means[so][t], means[sup][t])]
         out["ours_beats_sup"] = {
             "tasks_ours_better": wins,
             "count": len(wins),
@@ -181,17 +187,21 @@ def plot_table(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(tasks), figsize=(2.1 * len(tasks), 3.4), squeeze=False)
-    labels = [f"{PRETTY[i]}+{PRETTY[s]}" for i, s in settings]
+    ncol = min(3, len(tasks))
+    nrow = -(-len(tasks) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.0 * nrow), squeeze=False)
+    labels = [row_label(i, s) for i, s in settings]
     colors = plt.cm.tab10(np.arange(len(settings)) % 10)
-    for ax, t in zip(axes[0], tasks):
+    for ax in axes.flat[len(tasks) :]:
+        ax.axis("off")
+    for ax, t in zip(axes.flat, tasks):
         m = [stats[setting_name(*s)].get(t, {}).get("mean", np.nan) for s in settings]
         e = [stats[setting_name(*s)].get(t, {}).get("se", 0.0) for s in settings]
         ax.bar(np.arange(len(settings)), m, yerr=e, color=colors, capsize=2)
         ax.axhline(room[t]["chance"], color="k", ls="--", lw=0.8)
         ax.set_title(f"{COLUMNS[t]} ({'MSE ↓' if TASKS[t].regression else 'top-1 ↑'})", fontsize=9)
         ax.set_xticks(np.arange(len(settings)))
-        ax.set_xticklabels(labels, rotation=90, fontsize=7)
+        ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
         ax.tick_params(axis="y", labelsize=7)
     fig.suptitle(title + " (dashed: chance / constant)", fontsize=10)
     fig.tight_layout()
