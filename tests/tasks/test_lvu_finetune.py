@@ -232,3 +232,24 @@ def test_runs_on_lvus_released_inputs(tmp_path, capsys):
     preds = json.loads((out / "seed0" / "predictions_val.json").read_text())
     assert sorted(preds) == ["va0", "va1"] and all(len(p) == 70 - 59 for p in preds.values())  # spans end at 59..69
     assert all(len(s) == 6 and abs(sum(s) - 1) < 1e-5 for p in preds.values() for s in p)
+
+
+def test_bad_feature_files_exit_2_with_one_line(lvu_setup, tmp_path, capsys):
+    tmp, lvu, _ = lvu_setup
+    base = ["finetune", "lvu", "--task", "scene", "--data-root", str(lvu), "--out", str(tmp_path / "o"), *FAST]
+    # LVU-release instances with a corrupt instance-metadata pickle
+    (tmp_path / "features").mkdir()
+    (tmp_path / "meta.pkl").write_bytes(b"\x80\x04garbage")
+    assert main(base + ["--instances", str(tmp_path / "features"), "--instance-meta", str(tmp_path / "meta.pkl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "meta.pkl" in err
+    # a scene feature file of the wrong shape
+    import shutil
+
+    ev = tmp_path / "events"
+    shutil.copytree(tmp / "events", ev)
+    victim = next(ev.glob("*_feats.npy"))
+    np.save(victim, np.zeros((3, 5), np.float32))
+    assert main(base + ["--scene-features", str(ev)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and victim.name in err and "expected shape" in err
