@@ -276,7 +276,7 @@ def run_lvu_table(
             )
 
     # 3. scene features: "ours" = CVRL events through the TxE, "sup" = pooled supervised events
-    scene: dict[str, tuple[dict, float]] = {}
+    scene: dict[str, tuple[dict, float, str]] = {}  # arrays, event stride, description (with the TxE's hash)
     for s in sorted({s for _, s in rows if s != "none"}):
         b = SCENE_BACKBONE[s]
         fdir = Path(event_features[b]) if event_features and b in event_features else out / "events" / b
@@ -288,16 +288,16 @@ def run_lvu_table(
                 ),
             )
         ctx = contextualizer if s == "ours" else None
-        arrays, stride, _ = timed(f"scene {s}", lambda fdir=fdir, ctx=ctx: scene_arrays(fdir, "feats", ctx))
-        scene[s] = (arrays, stride)
+        scene[s] = timed(f"scene {s}", lambda fdir=fdir, ctx=ctx: scene_arrays(fdir, "feats", ctx))
 
     # 4. fine-tuning: each row's inputs once, nine tasks x seeds
     stats: dict[str, dict[str, dict]] = {"val": {}, "test": {}}
     for i, s in rows:
         key = setting_name(i, s)
         store = inst[INSTANCE_BACKBONE[i]] if i != "none" else None
-        sc, stride = scene.get(s, (None, 2.0))
-        desc = f"instance={i}:{store.backbone if store else '-'},scene={s}"
+        sc, stride, sdesc = scene.get(s, (None, 2.0, "-"))
+        # what the inputs are made of (backbone hash, feature folder, TxE hash): a change reruns the cells
+        desc = f"instance={i}:{store.backbone if store else '-'},scene={s}:{sdesc}"
         inputs = load_inputs(store, sc, stride, desc=desc)
         t0 = time.perf_counter()
         for task in tasks:
