@@ -253,3 +253,44 @@ def test_bad_feature_files_exit_2_with_one_line(lvu_setup, tmp_path, capsys):
     assert main(base + ["--scene-features", str(ev)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and victim.name in err and "expected shape" in err
+
+
+def test_table5_analogue_end_to_end(lvu_setup, tmp_path):
+    from moviessl.models.txe import build_txe
+    from moviessl.tasks.lvu.table import run_lvu_table, setting_name
+
+    tmp, lvu, teacher = lvu_setup
+    txe = build_txe("txe_cpu", in_dim=16, dim=32, heads=2, mlp_dim=32, depth=1)
+    ctx = tmp_path / "txe.pt"
+    save_checkpoint(
+        ctx,
+        stage="context",
+        arch=arch_spec(
+            "moviessl.models.txe:build_txe", preset="txe_cpu", in_dim=16, dim=32, heads=2, mlp_dim=32, depth=1
+        ),
+        state_dict=txe.state_dict(),
+        meta={"window": 5, "token_stride_s": 2.0, "in_dim": 16},
+    )
+    bb = tmp / "backbone.pt"
+    rows = [("ot", "none"), ("none", "sup"), ("none", "ours"), ("ot", "ours")]
+    res = run_lvu_table(
+        tmp_path / "table",
+        lvu.parent,
+        backbones={"supervised": bb, "cvrl": bb},
+        contextualizer=ctx,
+        seeds=2,
+        rows=rows,
+        tasks=["year", "view_count"],
+        event_features={"cvrl": tmp / "events", "supervised": tmp / "events"},
+        teacher=teacher,
+        overrides=["train.epochs=1"],
+        pretrain_overrides=["trainer.max_steps=2", "data.batch_size=2"],
+        roi_short_side=None,
+    )
+    got = {(r["setting"], r["metric"]) for r in res["rows"]}
+    assert got == {(setting_name(*r), t) for r in rows for t in ("year", "view_count")}
+    assert all(r["table"] == "lvu" and r["n"] == 2 for r in res["rows"]) and len(res["rows_val"]) == len(res["rows"])
+    assert (
+        "#top-1" in res["markdown"] and "oracle" in res["markdown"] and (tmp_path / "table" / "lvu_table.png").is_file()
+    )
+    assert set(res["claims"]["test"]) >= {"ot_beats_constant", "otpp_best_mean_rank", "ours_beats_sup"}

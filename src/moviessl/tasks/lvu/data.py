@@ -68,7 +68,7 @@ def scene_arrays(
         txe, window, step = load_contextualizer(contextualizer, store.dim, store.stride_s)
         with torch.no_grad():
             for v in want:
-                out[v] = contextualize(txe, torch.from_numpy(store.load(v)), window, step).float().numpy()
+                out[v] = contextualize(txe, torch.tensor(store.load(v)), window, step).float().numpy()
         desc = f"scene:{Path(features).resolve()}+txe:{file_hash(contextualizer)}"
     else:
         for v in want:
