@@ -174,11 +174,12 @@ class InstanceStore:
             raise BadInputError(self.root, "not an instance-feature folder (no moviessl-instances index.json)")
         self.index = index
         self.ids = sorted(v for v, e in index["videos"].items() if e.get("status") == "ok")
+        self._ids = set(self.ids)
         self.dim = int(index.get("dim") or 0)
         self.backbone = index.get("backbone")
 
     def __contains__(self, vid: str) -> bool:
-        return vid in set(self.ids)
+        return vid in self._ids
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.ids)
@@ -219,13 +220,14 @@ class LVUReleaseInstances:
         self.meta = read_instance_meta(meta)
         have = {p.stem for p in self.root.glob("*.npz")}
         self.ids = sorted(v for v in self.meta if v in have)
+        self._ids = set(self.ids)
         if not self.ids:
             raise BadInputError(self.root, f"no <youtube_id>.npz for any of the {len(self.meta)} videos of {meta}")
         self.dim = self.load(self.ids[0]).feat.shape[1]
         self.backbone = "lvu-release"
 
     def __contains__(self, vid: str) -> bool:
-        return vid in set(self.ids)
+        return vid in self._ids
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.ids)
