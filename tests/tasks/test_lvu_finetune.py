@@ -156,6 +156,11 @@ def test_scene_only_and_bad_inputs(lvu_setup, capsys, tmp_path):
     assert main(argv) == 0
     s = json.loads((tmp_path / "so" / "summary.json").read_text())
     assert s["seeds"] == 2 and s["summary"]["test_top1"]["n"] == 2
+    # other settings + --resume: the old run's checkpoint is not resumed (it would "train" 0 steps)
+    ck = tmp_path / "so" / "seed0" / "checkpoints" / "last.ckpt"
+    assert torch.load(ck, weights_only=False)["global_step"] == 1
+    assert main(argv[:-2] + ["--resume", "train.epochs=4", "train.batch_size=1", *FAST]) == 0
+    assert torch.load(ck, weights_only=False)["global_step"] == 4
     capsys.readouterr()
     # no inputs at all, and a bad tracks file, are one line and exit 2
     assert main(["finetune", "lvu", "--task", "year", "--data-root", str(lvu), "--out", str(tmp_path / "x")]) == 2

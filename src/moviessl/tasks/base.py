@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +164,15 @@ def run_seed(job: SeedJob, seed: int) -> dict:
         if done.get("settings") == job.settings:
             log.info("%s: seed %d already done, skipped", job.name, seed)
             return {"seed": seed, "dir": str(run_dir), "metrics": done["metrics"]}
+    # A checkpoint left by a run of *other* settings (finished or not) must not be resumed: Lightning
+    # would restore its weights and step count and "train" nothing (seen when an input changed).
+    resume, sfile = job.resume, run_dir / "settings.json"
+    made_with = json.loads(sfile.read_text()).get("settings") if sfile.is_file() else None
+    if resume and (made_with not in (None, job.settings) or (made_with is None and mfile.is_file())):
+        log.warning("%s seed %d: %s holds a run with other settings; training from scratch", job.name, seed, run_dir)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        resume = False
+    atomic_write_json(sfile, {"settings": job.settings})
     t0 = time.perf_counter()
     seed_everything(seed)
     model, arch = job.build(seed)
@@ -175,7 +185,7 @@ def run_seed(job: SeedJob, seed: int) -> dict:
         log_every_n_steps=max(1, min(job.trainer.log_every_n_steps, len(train_loader) // 2)),
     )
     trainer = fit(
-        module, tcfg, run_dir, train_dataloaders=train_loader, resume=job.resume, throughput_name=job.throughput_name
+        module, tcfg, run_dir, train_dataloaders=train_loader, resume=resume, throughput_name=job.throughput_name
     )
     train_s = time.perf_counter() - t0
     if not trainer.is_global_zero:  # under DDP, rank 0 alone predicts, scores and writes
