@@ -63,6 +63,8 @@ STAGE_SCHEMAS = {
     "backbone": "moviessl.ssl.config:BackboneConfig",
     "context": "moviessl.context.config:ContextConfig",
     "vidsitu": "moviessl.tasks.vidsitu.config:VidSituConfig",
+    "ot_pretrain": "moviessl.context.config:OTPretrainConfig",
+    "lvu": "moviessl.tasks.lvu.config:LVUConfig",
 }
 
 

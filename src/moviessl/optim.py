@@ -3,7 +3,7 @@
 - :func:`param_groups`: the one weight-decay split (decay on weight matrices / kernels; none on
   biases, norms and whatever else ``no_decay`` names, e.g. TxE's position table and [MASK] token).
 - :class:`LARS`: SimCLR / CVRL's large-batch optimiser.
-- :func:`warmup_schedule`: linear warm-up, then cosine decay to ``final_frac`` (or constant), per
+- :func:`warmup_schedule`: linear warm-up, then cosine or linear decay to ``final_frac`` (or constant), per
   step; :func:`warmup_steps` turns a warm-up fraction into steps the same way everywhere.
 - :func:`make_optimizer`: ``sgd`` | ``lars`` | ``adamw`` over such groups, with the schedule as a
   Lightning ``lr_scheduler`` config.
@@ -87,12 +87,15 @@ def warmup_steps(frac: float, total: int) -> int:
 
 def warmup_schedule(step: int, total: int, warmup: int, final_frac: float = 0.0, decay: str = "cosine") -> float:
     """LR multiplier at ``step``: linear warm-up to 1 over ``warmup`` steps, then ``decay``:
-    ``cosine`` to ``final_frac`` at ``total`` (SGDR, Loshchilov & Hutter 2017) or ``constant``."""
+    ``cosine`` to ``final_frac`` at ``total`` (SGDR, Loshchilov & Hutter 2017), ``linear`` to
+    ``final_frac`` at ``total`` (BERT's / HF's ``get_linear_schedule_with_warmup``) or ``constant``."""
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     if decay == "constant":
         return 1.0
     t = min(1.0, (step - warmup) / max(1, total - warmup))
+    if decay == "linear":
+        return final_frac + (1 - final_frac) * (1 - t)
     return final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * t))
 
 

@@ -1,9 +1,13 @@
-"""``moviessl pretrain-context``: event mask prediction pretraining of TxE on cached event features.
+"""Event-level pretraining commands.
 
     moviessl pretrain-context --features FEATS [--features FEATS2 ...] --out OUT
                               [--preset cpu|paper] [--resume] [k=v ...]
+    moviessl pretrain-ot --instances DIR [--instance-meta PKL] --teacher CKPT --out OUT
+                         [--preset cpu|paper] [--resume] [k=v ...]
 
 FEATS: folders written by ``moviessl extract`` or VidSitu's released ``vsitu_vid_feats/<model>/``.
+DIR: instance features (``moviessl extract-instances``) or LVU's released ``features/`` (with its
+``instance_meta_*.pkl``).
 """
 
 from __future__ import annotations
@@ -39,6 +43,38 @@ def add_parser(subparsers) -> None:
     )
     add_overrides_arg(p)
     p.set_defaults(func=_run)
+
+    o = subparsers.add_parser(
+        "pretrain-ot",
+        help="pretrain LVU's Object Transformer by masked instances on unlabeled long videos",
+        description="LVU's masked-instance pretraining: whole tracks masked, distillation of a short-term action "
+        "head's logits, span compatibility; writes OUT/model.pt (stage 'ot') for `finetune lvu --init`.",
+    )
+    o.add_argument("--instances", required=True, help="moviessl extract-instances folder, or LVU's features/ folder")
+    o.add_argument("--instance-meta", default=None, help="with LVU's features/: its instance_meta_<task>.pkl")
+    o.add_argument(
+        "--teacher",
+        default=None,
+        help="the short-term action head: a supervised backbone's Lightning checkpoint (classifier), a moviessl "
+        "backbone with a head, or a PySlowFast checkpoint (head.projection)",
+    )
+    o.add_argument("--out", required=True, help="run folder")
+    o.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
+    add_overrides_arg(o)
+    o.set_defaults(func=_run_ot)
+
+
+def _run_ot(args) -> int:
+    from ..config import load_config
+    from ..features.instances import open_instances
+    from .instance_masking import pretrain_ot
+
+    cfg = load_config("ot_pretrain", args.preset, args.overrides)
+    path = pretrain_ot(
+        open_instances(args.instances, args.instance_meta), args.out, cfg, args.teacher, resume=args.resume
+    )
+    print(path)
+    return 0
 
 
 def _run(args) -> int:

@@ -1,10 +1,12 @@
-"""Schema of the context stage's config (``moviessl/configs/context/{paper,cpu}.yaml``): TxE event
-mask prediction (paper §3.3). Types and meaning only; values live in the presets."""
+"""Schemas of the event-level pretraining configs: ``context`` (``moviessl/configs/context/``, TxE
+event mask prediction, paper §3.3) and ``ot_pretrain`` (``moviessl/configs/ot_pretrain/``, LVU's
+masked-instance pretraining of the Object Transformer). Types and meaning only; values live in the
+presets."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from ..config import TrainerConfig
 
@@ -68,4 +70,51 @@ class ContextConfig:
     data: ContextDataConfig
     maskpred: MaskPredConfig
     optim: ContextOptimConfig
+    trainer: TrainerConfig
+
+
+# --- Object Transformer masked-instance pretraining (LVU; ``moviessl pretrain-ot``) -----------------
+
+
+@dataclass
+class OTArchConfig:
+    preset: str  # an Object Transformer preset (moviessl.models.object_transformer.OT_PRESETS)
+    overrides: dict[str, Any]  # changes to the preset (dim, depth, heads, mlp_dim, dropout, ...)
+
+
+@dataclass
+class OTSpanDataConfig:
+    span_s: int  # seconds per span (LVU: 60)
+    box_jitter: float  # training box jitter, fraction of the box size (LVU: 0.2)
+    batch_size: int  # span *pairs* per step (LVU: 16, i.e. 32 spans)
+    num_workers: int
+
+
+@dataclass
+class InstanceMaskingConfig:
+    track_fraction: float  # fraction of track ids masked per span, whole tracklets (LVU: 0.15, >= 1)
+    replace: float  # of the masked tokens: replaced by the learned [MASK] vector (0.8) ...
+    swap: float  # ... swapped with another real feature (0.1); the rest is kept
+    action_weight: float  # weight of the distillation of the teacher's action logits (LVU: 80)
+    temperature: float  # distillation temperature (LVU: 1)
+    activation: str  # sigmoid (LVU: AVA's multi-label head) | softmax (a single-label classifier)
+    span_weight: float  # weight of the span-compatibility loss (LVU --same_movie: 1; 0 = off)
+    span_temperature: float  # its temperature (0.2)
+    span_dim: int  # its projection (128)
+
+
+@dataclass
+class OTOptimConfig:
+    lr: float
+    weight_decay: float  # on everything but biases and norms (LVU's split)
+    warmup_frac: float  # linear warm-up over this fraction of the steps, then linear decay to 0
+
+
+@dataclass
+class OTPretrainConfig:
+    seed: int
+    model: OTArchConfig
+    data: OTSpanDataConfig
+    masking: InstanceMaskingConfig
+    optim: OTOptimConfig
     trainer: TrainerConfig

@@ -1,6 +1,9 @@
-"""LVU label files (``lvu_1.0/{task}/{train,val,test}.csv``), parsed as the reference loader does.
+"""LVU's released files, parsed as the reference loader does (``chaoyuaw/lvu``,
+``src/data/video_data_helper.py``): label files ``lvu_1.0/{task}/{train,val,test}.csv``, instance
+metadata ``instance_meta/instance_meta_{task}.pkl`` and RoI features ``features/<id>.npz``; and the
+tracks JSON files (SynthMovies', or a user's detections) that give the same per-second boxes.
 
-The files are whitespace-separated despite the extension, with exactly one header line. The
+Label files are whitespace-separated despite the extension, with exactly one header line. The
 label is field 0 (an int class id, used as given, gaps included) or fields 0-1 for like_ratio;
 the video key is field -2 (the YouTube id) in all three layouts. Regression targets are returned
 centred with LVU's hard-coded constants (training and evaluation MSE are both on that scale).
@@ -8,11 +11,19 @@ centred with LVU's hard-coded constants (training and evaluation MSE are both on
 
 from __future__ import annotations
 
+import json
 import math
+import numbers
 import os
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from ..errors import BadInputError
+from ..utils.safe_pickle import UNPICKLE_ERRORS, safe_load, safe_load_npz_object
 
 LIKE_RATIO_CENTER = 9.138220535629456  # subtracted from 10 * like / (like + dislike)
 VIEW_COUNT_CENTER = 11.76425435683139  # subtracted from ln(view_count)
@@ -134,3 +145,210 @@ def class_names(lvu_root: str | os.PathLike, task: str) -> dict[int, str]:
                 if len(f) == 4:
                     names.setdefault(int(f[0]), f[1])
     return names
+
+
+# --------------------------------------------------------------------------------------------
+# Instances: per-second boxes with shot and track ids (+ RoI features), from a tracks JSON file
+# or from the LVU release's own inputs.
+
+
+@dataclass
+class VideoInstances:
+    """One video's instance boxes, one row per (second, box), sorted by second (file order within
+    a second). ``box`` = normalised ``[x1, y1, x2, y2]``; ``feat`` = RoI features or None."""
+
+    sec: np.ndarray  # (n,) int64
+    shot: np.ndarray  # (n,) int64, LVU's scene id
+    track: np.ndarray  # (n,) int64, LVU's link id
+    box: np.ndarray  # (n, 4) float32
+    feat: np.ndarray | None = None  # (n, D) float32
+
+    def __len__(self) -> int:
+        return len(self.sec)
+
+    def with_features(self, feat: np.ndarray) -> "VideoInstances":
+        return VideoInstances(self.sec, self.shot, self.track, self.box, np.asarray(feat, np.float32))
+
+
+def _int(x: Any, what: str) -> int:
+    if isinstance(x, bool) or not isinstance(x, numbers.Integral) and not (isinstance(x, float) and x.is_integer()):
+        raise ValueError(f"{what} must be an integer, got {x!r}")
+    return int(x)
+
+
+def check_box(box: Any, what: str = "box") -> list[float]:
+    """A normalised ``[x1, y1, x2, y2]`` box: finite, inside [0, 1] (1e-3 slack, clipped), not inverted."""
+    try:
+        b = [float(v) for v in box]
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be 4 numbers [x1, y1, x2, y2], got {box!r}") from None
+    if len(b) != 4 or not all(math.isfinite(v) for v in b):
+        raise ValueError(f"{what} must be 4 finite numbers [x1, y1, x2, y2], got {box!r}")
+    if min(b) < -1e-3 or max(b) > 1 + 1e-3:
+        raise ValueError(f"{what} {b} is not normalised to [0, 1] of the frame")
+    if b[2] < b[0] or b[3] < b[1]:
+        raise ValueError(f"{what} {b} is inverted (need x2 >= x1 and y2 >= y1)")
+    return [min(1.0, max(0.0, v)) for v in b]
+
+
+def has_area(box: list[float]) -> bool:
+    """A box with no area inside the frame (a character just off screen, clipped) is dropped."""
+    return box[2] > box[0] and box[3] > box[1]
+
+
+def read_tracks(path: str | os.PathLike) -> VideoInstances:
+    """A tracks file (SynthMovies' ``lvu/tracks/<id>.json``; also the format for a user's detections)::
+
+        {"seconds": [{"t": 12, "shot": 3, "track_ids": [0, 2], "boxes": [[x1, y1, x2, y2], [...]]}, ...]}
+
+    One entry per second that has boxes (others may be listed with empty lists or left out); boxes
+    normalised to [0, 1] of the frame, taken at the middle of that second (a box with no area inside
+    the frame is dropped); ``track_ids`` identify a
+    person within the video (LVU's link id); ``shot`` (LVU's scene id) defaults to 0. Extra keys
+    (``youtube_id``, ``fps``, ...) are ignored. Anything malformed is one ``BadInputError`` line."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInputError(path, "tracks file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadInputError(path, f"unreadable tracks JSON ({e})") from None
+    secs = data.get("seconds") if isinstance(data, dict) else None
+    if not isinstance(secs, list):
+        raise BadInputError(path, 'a tracks file is a JSON object with a "seconds" list')
+    rows: list[tuple[int, int, int, list[float]]] = []
+    seen: set[int] = set()
+    for i, s in enumerate(secs):
+        where = f"seconds[{i}]"
+        try:
+            if not isinstance(s, dict):
+                raise ValueError("must be an object")
+            t = _int(s.get("t"), "t")
+            if t < 0 or t in seen:
+                raise ValueError(f"t = {t} is negative or repeated")
+            seen.add(t)
+            shot = _int(s.get("shot", 0), "shot")
+            tids, boxes = s.get("track_ids", []), s.get("boxes", [])
+            if not isinstance(tids, list) or not isinstance(boxes, list) or len(tids) != len(boxes):
+                raise ValueError("track_ids and boxes must be lists of the same length")
+            for j, (tid, box) in enumerate(zip(tids, boxes)):
+                b = check_box(box, f"boxes[{j}]")
+                if has_area(b):
+                    rows.append((t, shot, _int(tid, f"track_ids[{j}]"), b))
+        except ValueError as e:
+            raise BadInputError(f"{path}: {where}", str(e)) from None
+    rows.sort(key=lambda r: r[0])  # stable: file order within a second
+    return VideoInstances(
+        sec=np.array([r[0] for r in rows], np.int64),
+        shot=np.array([r[1] for r in rows], np.int64),
+        track=np.array([r[2] for r in rows], np.int64),
+        box=np.array([r[3] for r in rows], np.float32).reshape(-1, 4),
+    )
+
+
+def parse_box_key(key: str) -> list[float]:
+    """LVU's box keys: ``"x1,y1,x2,y2"`` (normalised; AVA's convention), as in its instance metadata."""
+    parts = str(key).split(",")
+    if len(parts) != 4:
+        raise ValueError(f"box key {key!r} is not 'x1,y1,x2,y2'")
+    return check_box(parts, f"box {key!r}")
+
+
+def read_instance_meta(path: str | os.PathLike) -> dict[str, dict[int, dict[str, tuple[int, int]]]]:
+    """LVU's ``instance_meta/instance_meta_{task}.pkl``: ``{youtube_id: {sec: {box_key: value}}}``
+    where ``value`` starts with ``(scene_id, link_id)`` (the released files hold ``[scene_id,
+    link_id]``; the reference loader appends the label to that list, which it then reads as the
+    third element -- a third element already there, e.g. AVA actions, is ignored). Loaded with a
+    restricted unpickler. Returns ``{youtube_id: {sec: {box_key: (scene_id, link_id)}}}``."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = safe_load(f)
+    except FileNotFoundError:
+        raise BadInputError(path, "instance metadata file not found") from None
+    except (OSError, *UNPICKLE_ERRORS) as e:
+        raise BadInputError(path, f"not a readable instance-metadata pickle ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict):
+        raise BadInputError(
+            path, f"expected a dict youtube_id -> {{sec -> {{box -> [scene_id, link_id]}}}}, got {type(data).__name__}"
+        )
+    out: dict[str, dict[int, dict[str, tuple[int, int]]]] = {}
+    for vid, secs in data.items():
+        try:
+            if not isinstance(secs, dict):
+                raise ValueError("must map seconds to {box: [scene_id, link_id]}")
+            v: dict[int, dict[str, tuple[int, int]]] = {}
+            for sec, boxes in secs.items():
+                if not isinstance(boxes, dict):
+                    raise ValueError(f"second {sec!r} must map boxes to [scene_id, link_id]")
+                row = {}
+                for key, val in boxes.items():
+                    parse_box_key(key)
+                    if not isinstance(val, (list, tuple)) or len(val) < 2:
+                        raise ValueError(f"second {sec!r} box {key!r}: expected [scene_id, link_id], got {val!r}")
+                    row[str(key)] = (_int(val[0], "scene_id"), _int(val[1], "link_id"))
+                v[_int(sec, "second")] = row
+        except ValueError as e:
+            raise BadInputError(f"{path}: video {vid!r}", str(e)) from None
+        out[str(vid)] = v
+    return out
+
+
+def read_release_features(path: str | os.PathLike) -> dict[int, dict[str, np.ndarray]]:
+    """One of LVU's ``features/<youtube_id>.npz`` files: array ``a`` holds ``{sec: {box_key: (2304,)
+    RoI feature}}`` (read by the reference as ``np.load(f, allow_pickle=True)['a'].item()``); loaded
+    here with a restricted unpickler."""
+    path = Path(path)
+    try:
+        data = safe_load_npz_object(path, "a")
+    except FileNotFoundError:
+        raise BadInputError(path, "feature file not found") from None
+    except (OSError, KeyError, zipfile.BadZipFile, *UNPICKLE_ERRORS) as e:
+        raise BadInputError(path, f"not a readable LVU feature file ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict):
+        raise BadInputError(path, f"array 'a' must hold a dict sec -> {{box -> feature}}, got {type(data).__name__}")
+    out: dict[int, dict[str, np.ndarray]] = {}
+    dim = None
+    try:
+        for sec, boxes in data.items():
+            if not isinstance(boxes, dict):
+                raise ValueError(f"second {sec!r} must map boxes to features")
+            row = {}
+            for key, feat in boxes.items():
+                f = np.asarray(feat, dtype=np.float32).reshape(-1)
+                if dim is None:
+                    dim = f.shape[0]
+                if f.shape[0] != dim or not np.isfinite(f).all():
+                    raise ValueError(
+                        f"second {sec!r} box {key!r}: feature of {f.shape[0]} values (others: {dim}) or non-finite"
+                    )
+                row[str(key)] = f
+            out[_int(sec, "second")] = row
+    except (TypeError, ValueError) as e:
+        raise BadInputError(path, str(e)) from None
+    return out
+
+
+def release_instances(
+    meta: dict[int, dict[str, tuple[int, int]]], feats: dict[int, dict[str, np.ndarray]], where: str = "video"
+) -> VideoInstances:
+    """Join one video's instance metadata and RoI features (LVU's release) into :class:`VideoInstances`.
+    Every box of the metadata needs a feature (the reference indexes ``features[sec][box]``)."""
+    rows, fs = [], []
+    for sec in sorted(meta):
+        for key, (scene_id, link_id) in meta[sec].items():
+            f = feats.get(sec, {}).get(key)
+            if f is None:
+                raise BadInputError(where, f"no RoI feature for second {sec} box {key}")
+            b = parse_box_key(key)
+            if has_area(b):
+                rows.append((sec, scene_id, link_id, b))
+                fs.append(f)
+    dim = fs[0].shape[0] if fs else 0
+    return VideoInstances(
+        sec=np.array([r[0] for r in rows], np.int64),
+        shot=np.array([r[1] for r in rows], np.int64),
+        track=np.array([r[2] for r in rows], np.int64),
+        box=np.array([r[3] for r in rows], np.float32).reshape(-1, 4),
+        feat=np.stack(fs).astype(np.float32) if fs else np.zeros((0, dim), np.float32),
+    )

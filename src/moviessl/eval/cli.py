@@ -1,4 +1,5 @@
 """``moviessl evaluate vidsitu --task {verb,srl,relation} --pred FILE --data-root ROOT [--split valid]``
+``moviessl evaluate lvu --task T --pred FILE --data-root LVU_ROOT [--split val|test]``
 
 Prints exactly one JSON object (values in percent) on stdout; a malformed submission or
 annotation is one ``moviessl: error: ...`` line on stderr and exit code 2.
@@ -22,6 +23,14 @@ def _run_vidsitu(args: argparse.Namespace) -> int:
     )
     if args.out:
         atomic_write_json(args.out, res)
+    sys.stdout.write(json.dumps(res) + "\n")
+    return 0
+
+
+def _run_lvu(args: argparse.Namespace) -> int:
+    from .lvu import evaluate_files
+
+    res = evaluate_files(args.task, args.pred, args.data_root, split=args.split)
     sys.stdout.write(json.dumps(res) + "\n")
     return 0
 
@@ -55,3 +64,22 @@ def add_parser(subparsers) -> None:
     v.add_argument("--details", action="store_true", help="also report the evaluator's secondary numbers")
     v.add_argument("--out", default=None, help="also write the JSON object to this file")
     v.set_defaults(func=_run_vidsitu)
+
+    from ..data.lvu import LVU_TASKS
+
+    lv = ds.add_parser(
+        "lvu",
+        help="LVU's nine long-form tasks (per-span outputs summed / averaged per video)",
+        description="LVU's protocol: per video, span softmax probabilities summed then argmax (top-1 %%), or span "
+        'predictions averaged (MSE on LVU\'s centred scale). Prints {"top1"|"mse": value, "n": videos}.',
+    )
+    lv.add_argument("--task", required=True, choices=list(LVU_TASKS))
+    lv.add_argument(
+        "--pred",
+        required=True,
+        help="JSON (or pickle) mapping youtube_id -> list of per-span outputs (class probabilities, or one "
+        "centred number for like_ratio / view_count)",
+    )
+    lv.add_argument("--data-root", required=True, help="the folder holding lvu_1.0/ (or lvu_1.0 itself)")
+    lv.add_argument("--split", default="val", choices=["val", "test", "train"], help="label split (default: val)")
+    lv.set_defaults(func=_run_lvu)

@@ -1,7 +1,9 @@
 """``moviessl extract``: videos -> per-event backbone features (+ TxE outputs), resumable.
+``moviessl extract-instances``: videos + per-second tracks -> RoI features per box (LVU's OT).
 
 moviessl extract --backbone CKPT --videos (DIR|LIST|VidSitu root|LVU root) --out DIR
                  [--stride 2] [--fp16] [--contextualizer CKPT]
+moviessl extract-instances --backbone CKPT --videos (DIR|LVU root) --tracks DIR --out DIR [--short-side S]
 """
 
 from __future__ import annotations
@@ -49,6 +51,45 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--retry-bad", action="store_true", help="retry videos listed as bad by an earlier run")
     p.set_defaults(func=_run)
+
+    i = subparsers.add_parser(
+        "extract-instances",
+        help="RoI features of tracked boxes per second (LVU's Object Transformer inputs); resumable",
+        description="For every second with boxes in TRACKS/<id>.json, the backbone's clip around it and a RoIAlign "
+        "(7x7, max-pooled, PySlowFast's AVA head pooling) of each box on the last feature map; writes <id>.npz "
+        "(sec, shot, track, box, feat) + index.json. Tracks format: see moviessl.data.lvu.read_tracks.",
+    )
+    i.add_argument("--backbone", required=True, help="backbone checkpoint (moviessl pretrain-backbone's model.pt)")
+    i.add_argument("--videos", required=True, help="folder of videos (or an LVU root with videos/)")
+    i.add_argument("--tracks", required=True, help="folder of <id>.json tracks files (SynthMovies' lvu/tracks)")
+    i.add_argument("--out", required=True, help="instance feature folder")
+    i.add_argument(
+        "--short-side",
+        type=int,
+        default=None,
+        help="frames resized to this short side, uncropped (default: the backbone's)",
+    )
+    i.add_argument("--resolution", type=int, default=7, help="RoIAlign output bins per side (7)")
+    i.add_argument("--pool", default="max", choices=["max", "avg"], help="pooling over the bins (PySlowFast: max)")
+    i.add_argument("--device", default="cpu", help="cpu | cuda")
+    i.set_defaults(func=_run_instances)
+
+
+def _run_instances(args) -> int:
+    from .instances import extract_instances
+
+    s = extract_instances(
+        args.backbone,
+        args.videos,
+        args.tracks,
+        args.out,
+        short_side=args.short_side,
+        resolution=args.resolution,
+        pool=args.pool,
+        device=args.device,
+    )
+    print(f"{args.out}: {s['counts']['ok']} videos ok, {s['counts']['bad']} bad (listed in index.json)")
+    return 0
 
 
 def _devices(s: str):

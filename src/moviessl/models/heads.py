@@ -7,7 +7,8 @@ as the paper it comes from describes it:
 - :class:`CVRLProjectionHead` -- CVRL / SimCLR (contrastive backbone pretraining);
 - :class:`MoDistProjectionHead` -- MoDist / MoCo (visual and flow pathways);
 - :class:`MaskPredHead` -- event mask prediction (TxE output -> target space of Eq. 1);
-- :class:`MLPHead` -- VidSitu's task heads (verb and relation classifiers), no normalisation.
+- :class:`MLPHead` -- VidSitu's task heads (verb and relation classifiers), no normalisation;
+- :class:`BertLMHead` -- LVU's masked-instance pretraining heads (action logits, span projection).
 """
 
 from __future__ import annotations
@@ -99,5 +100,19 @@ class MLPHead(ProjectionHead):
     def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float = 0.0):
         super().__init__(
             [nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, out_dim)],
+            normalize=False,
+        )
+
+
+class BertLMHead(ProjectionHead):
+    """BERT's / RoBERTa's LM head shape, unnormalised: Linear -> GELU -> LayerNorm -> Linear. LVU's
+    Object Transformer pretraining uses it twice (``chaoyuaw/lvu``, ``src/models/modeling_roberta.py``):
+    ``RobertaLMHead`` predicts the short-term action logits of masked instances and
+    ``SameMovieHeadLoss`` projects a span's pooled output to 128-d (no L2 normalisation there either)."""
+
+    def __init__(self, dim: int, out_dim: int, hidden: int | None = None):
+        hidden = hidden or dim
+        super().__init__(
+            [nn.Linear(dim, hidden), nn.GELU(), nn.LayerNorm(hidden, eps=1e-5), nn.Linear(hidden, out_dim)],
             normalize=False,
         )

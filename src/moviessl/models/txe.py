@@ -48,10 +48,19 @@ class SelfAttention(nn.Module):
 class Block(nn.Module):
     """One encoder layer: self-attention + FFN, each residual, LayerNorm before (pre-LN) or after."""
 
-    def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float = 0.1, norm_first: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        mlp_dim: int,
+        dropout: float = 0.1,
+        norm_first: bool = False,
+        attn_dropout: float | None = None,
+    ):
         super().__init__()
         self.norm_first = norm_first
-        self.attn = SelfAttention(dim, heads, dropout)
+        # dropout on the attention probabilities (BERT's attention_probs_dropout_prob); default: ``dropout``
+        self.attn = SelfAttention(dim, heads, dropout if attn_dropout is None else attn_dropout)
         self.norm1 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_dim, dim))
         self.norm2 = nn.LayerNorm(dim)

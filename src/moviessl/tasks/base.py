@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from torch import nn
 
 from ..config import TrainerConfig, save_config
 from ..eval.stats import summarize
-from ..optim import lr_scheduler, make_optimizer, param_groups
+from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
 from ..training import fit, seed_everything, trainer_cfg
 from ..utils.io import atomic_write_json, atomic_write_text
 
@@ -58,8 +59,11 @@ class TaskSpec(Protocol):
 
 @dataclass
 class TaskOptim:
-    """Optimiser of a task head: AdamW at ``lr`` (VidSitu's betas), ``warmup_steps`` of linear
-    warm-up then constant; a fine-tuned backbone / TxE learns at ``lr`` x its scale (0 freezes)."""
+    """Optimiser of a task head: AdamW at ``lr`` (VidSitu's betas), ``warmup_steps`` (or
+    ``warmup_frac`` of all steps) of linear warm-up, then ``decay``: ``constant`` (VidSitu) or
+    ``linear`` to 0 at the last step (LVU's BERT schedule); a fine-tuned backbone / TxE learns at
+    ``lr`` x its scale (0 freezes). Weight decay on every parameter (VidSitu's Adam), or with
+    ``no_decay_vectors`` not on biases and norms (LVU's / BERT's split)."""
 
     lr: float
     weight_decay: float = 0.0
@@ -67,6 +71,9 @@ class TaskOptim:
     backbone_lr_scale: float = 1.0
     txe_lr_scale: float = 1.0
     betas: tuple[float, float] = (0.9, 0.99)
+    warmup_frac: float = 0.0
+    decay: str = "constant"
+    no_decay_vectors: bool = False
 
 
 class TaskModule(pl.LightningModule):
@@ -76,7 +83,8 @@ class TaskModule(pl.LightningModule):
         self.loss_kwargs = dict(loss_kwargs or {})
 
     def items_in_batch(self, batch: dict) -> int:
-        return int(batch["x"].shape[0])
+        x = batch["x"]
+        return int(x.shape[0]) if isinstance(x, torch.Tensor) else len(batch["y"])  # a dict of token tensors
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         kw = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in self.loss_kwargs.items()}
@@ -104,12 +112,17 @@ class TaskModule(pl.LightningModule):
             if scale[name] <= 0:  # lr scale 0 = frozen
                 for _, p in params:
                     p.requires_grad_(False)
-            elif params:  # weight decay on every parameter, as VidSitu's Adam(W)
-                groups += param_groups(params, o.weight_decay, lambda n, p: False, lr=o.lr * scale[name], name=name)
+            elif params:  # weight decay on every parameter (VidSitu's Adam(W)) or not on vectors (LVU's)
+                no_decay = no_decay_for_vectors if o.no_decay_vectors else (lambda n, p: False)
+                decayed, rest = param_groups(params, o.weight_decay, no_decay, lr=o.lr * scale[name], name=name)
+                rest["name"] = f"{name}_no_decay"  # Lightning's lr monitor needs distinct names
+                groups += [decayed, rest]
         opt = make_optimizer(groups, "adamw", o.lr, betas=o.betas)
-        if o.warmup_steps <= 0:
+        total = max(1, int(self.trainer.estimated_stepping_batches)) if o.decay != "constant" else 0
+        warm = o.warmup_steps or (warmup_steps(o.warmup_frac, total) if total else 0)
+        if warm <= 0 and o.decay == "constant":
             return opt
-        return {"optimizer": opt, "lr_scheduler": lr_scheduler(opt, 0, o.warmup_steps, decay="constant")}
+        return {"optimizer": opt, "lr_scheduler": lr_scheduler(opt, total, warm, decay=o.decay)}
 
 
 def settings_hash(*parts: Any) -> str:
@@ -151,6 +164,15 @@ def run_seed(job: SeedJob, seed: int) -> dict:
         if done.get("settings") == job.settings:
             log.info("%s: seed %d already done, skipped", job.name, seed)
             return {"seed": seed, "dir": str(run_dir), "metrics": done["metrics"]}
+    # A checkpoint left by a run of *other* settings (finished or not) must not be resumed: Lightning
+    # would restore its weights and step count and "train" nothing (seen when an input changed).
+    resume, sfile = job.resume, run_dir / "settings.json"
+    made_with = json.loads(sfile.read_text()).get("settings") if sfile.is_file() else None
+    if resume and (made_with not in (None, job.settings) or (made_with is None and mfile.is_file())):
+        log.warning("%s seed %d: %s holds a run with other settings; training from scratch", job.name, seed, run_dir)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        resume = False
+    atomic_write_json(sfile, {"settings": job.settings})
     t0 = time.perf_counter()
     seed_everything(seed)
     model, arch = job.build(seed)
@@ -163,7 +185,7 @@ def run_seed(job: SeedJob, seed: int) -> dict:
         log_every_n_steps=max(1, min(job.trainer.log_every_n_steps, len(train_loader) // 2)),
     )
     trainer = fit(
-        module, tcfg, run_dir, train_dataloaders=train_loader, resume=job.resume, throughput_name=job.throughput_name
+        module, tcfg, run_dir, train_dataloaders=train_loader, resume=resume, throughput_name=job.throughput_name
     )
     train_s = time.perf_counter() - t0
     if not trainer.is_global_zero:  # under DDP, rank 0 alone predicts, scores and writes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-BENCHMARKS = ("moviessl.tasks.vidsitu.cli",)
+BENCHMARKS = ("moviessl.tasks.vidsitu.cli", "moviessl.tasks.lvu.cli")
 
 
 def add_parser(subparsers) -> None:

@@ -1,0 +1,288 @@
+"""Masked-instance pretraining of LVU's Object Transformer (Wu & Krähenbühl, CVPR 2021, §4;
+``chaoyuaw/lvu`` ``run_pretrain.sh`` and ``src/run.py``: ``get_mask_indices``, ``perform_masking``;
+``src/models/modeling_roberta.py``: ``soft_label_loss_sigmoid``, ``SameMovieHeadLoss``).
+
+On unlabeled long videos, with instance tokens only:
+
+- **masking unit = a track**: each span's track ids are masked with probability ``track_fraction``
+  (0.15), at least one per span, so a whole tracklet disappears and cannot be copied from its
+  neighbours in time; each masked token is replaced by the learned [MASK] vector (80%), swapped
+  with another real instance feature of the batch (10%) or kept (10%);
+- **target** = a short-term action head (the teacher: a linear classifier ``W x + b`` on the same
+  RoI features, e.g. AVA's SlowFast head in LVU, the supervised Slow-D's verb classifier here)
+  applied to the *unmasked* feature; the OT's LM head output at the masked position is distilled
+  towards it (``sigmoid`` KL per class, LVU's, or ``softmax`` KL for a single-label teacher);
+- **span compatibility**: two spans of the same video are a positive pair, the other spans of the
+  batch negatives: pooled output -> Linear-GELU-LN-Linear(128) (no L2 normalisation), CE at
+  temperature 0.2.
+
+:func:`pretrain_ot` trains it with :func:`moviessl.training.fit` and exports the OT (stage ``ot``)
+for ``moviessl finetune lvu --init``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from ..checkpoint import arch_spec, file_hash, save_checkpoint
+from ..config import save_config, to_dict
+from ..errors import BadInputError
+from ..models.heads import BertLMHead
+from ..models.object_transformer import ID_OFFSET, INSTANCE, build_object_transformer
+from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
+from ..training import cpu_threads, fit, seed_everything
+from .config import OTPretrainConfig
+from .ot_spans import SpanPairs, SpanVideo, collate_spans
+
+log = logging.getLogger("moviessl.context")
+
+
+def track_masks(
+    link: torch.Tensor, kind: torch.Tensor, fraction: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """(B, N) bool: instance tokens whose track is masked. Each span's tracks are masked with
+    probability ``fraction``, at least one track per span that has instances (LVU's ``get_mask_indices``)."""
+    inst = kind == INSTANCE
+    B = link.shape[0]
+    tid = (link - ID_OFFSET).clamp(min=0)
+    T = int(tid[inst].max()) + 1 if inst.any() else 1
+    present = torch.zeros(B, T, dtype=torch.bool, device=link.device)
+    present[torch.nonzero(inst, as_tuple=True)[0], tid[inst]] = True
+    u = torch.rand(B, T, generator=generator).to(link.device)
+    chosen = (u < fraction) & present
+    # spans where nothing was drawn: mask their present track with the smallest draw
+    none = ~chosen.any(1) & present.any(1)
+    if none.any():
+        pick = torch.where(present, u, torch.full_like(u, 2.0)).argmin(1)
+        chosen[none, pick[none]] = True
+    return inst & chosen.gather(1, tid)
+
+
+def corrupt(
+    feats: torch.Tensor,
+    masked: torch.Tensor,
+    kind: torch.Tensor,
+    replace: float = 0.8,
+    swap: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's 80/10/10 on masked instance tokens -> (features with swaps, [MASK] positions).
+
+    ``replace`` of them get the learned [MASK] vector (returned as a mask for the model), ``swap``
+    get another real instance feature of the batch (LVU draws from the tokens not replaced), the
+    rest keep their feature."""
+    u = torch.rand(masked.shape, generator=generator).to(masked.device)
+    to_mask = masked & (u < replace)
+    to_swap = masked & (u >= replace) & (u < replace + swap)
+    feats = feats.clone()
+    pool = feats[(kind == INSTANCE) & ~to_mask]
+    n = int(to_swap.sum())
+    if n and len(pool):
+        idx = torch.randint(len(pool), (n,), generator=generator).to(feats.device)
+        feats[to_swap] = pool[idx]
+    return feats, to_mask
+
+
+def distill_loss(pred: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0, activation: str = "sigmoid"):
+    """Soft-label distillation on the masked tokens (LVU's ``soft_label_loss_sigmoid``: per-class
+    binary KL summed and divided by the number of (token, class) entries, x T²; or the softmax KL
+    per token, batch mean, x T²)."""
+    t = temperature
+    if activation == "softmax":
+        return F.kl_div(F.log_softmax(pred / t, -1), F.softmax(teacher / t, -1), reduction="batchmean") * t**2
+    kl = F.kl_div(F.logsigmoid(pred / t), torch.sigmoid(teacher / t), reduction="sum") + F.kl_div(
+        F.logsigmoid(-pred / t), torch.sigmoid(-teacher / t), reduction="sum"
+    )
+    return kl / max(1, pred.numel()) * t**2
+
+
+def span_compatibility_loss(z: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    """Rows i and i + B of ``z`` (2B, d) are two spans of one video; every other row is a negative
+    (LVU's ``SameMovieHeadLoss``: dot products, no normalisation)."""
+    n = z.shape[0]
+    half = n // 2
+    logits = (z @ z.t()) / temperature
+    logits = logits.masked_fill(torch.eye(n, dtype=torch.bool, device=z.device), float("-inf"))
+    target = (torch.arange(n, device=z.device) + half) % n
+    return F.cross_entropy(logits, target)
+
+
+def load_teacher_head(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
+    """A linear action classifier ``(W (C, D), b (C,))`` from: a moviessl backbone checkpoint built
+    with a head (``head.weight``), a Lightning checkpoint of ``moviessl pretrain-backbone --method
+    supervised`` (``classifier.1.weight``), or a PySlowFast checkpoint (``head.projection.weight``,
+    LVU's ``--short_term_model_weights``)."""
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise BadInputError(path, "teacher checkpoint not found") from None
+    except Exception as e:
+        raise BadInputError(path, f"not a readable checkpoint ({type(e).__name__})") from None
+    state = obj
+    for key in ("state_dict", "model_state"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            state = obj[key]
+            break
+    for prefix in ("head.projection.", "classifier.1.", "backbone.head.", "head."):
+        w, b = state.get(prefix + "weight"), state.get(prefix + "bias")
+        if isinstance(w, (torch.Tensor, np.ndarray)) and np.ndim(w) == 2 and b is not None:
+            return torch.as_tensor(np.asarray(w), dtype=torch.float32), torch.as_tensor(
+                np.asarray(b), dtype=torch.float32
+            )
+    raise BadInputError(path, "no linear classifier (head.projection / classifier.1 / head weight + bias) in it")
+
+
+class InstanceMaskingModule(pl.LightningModule):
+    """OT + action LM head + span projection; only the OT is exported."""
+
+    def __init__(self, cfg: OTPretrainConfig, in_dim: int, teacher: tuple[torch.Tensor, torch.Tensor] | None = None):
+        super().__init__()
+        m = cfg.masking
+        if m.activation not in ("sigmoid", "softmax"):
+            raise BadInputError("masking.activation", f"must be sigmoid or softmax, got '{m.activation}'")
+        if m.action_weight > 0 and teacher is None:
+            raise BadInputError(
+                "--teacher", "masked-instance distillation needs a teacher head (or masking.action_weight=0)"
+            )
+        self.cfg, self.in_dim = cfg, int(in_dim)
+        self.ot = build_object_transformer(cfg.model.preset, in_dim=self.in_dim, **dict(cfg.model.overrides))
+        dim = self.ot.dim
+        if teacher is not None and m.action_weight > 0:
+            w, b = teacher
+            if w.shape[1] != self.in_dim:
+                raise BadInputError(
+                    "--teacher", f"teacher head takes {w.shape[1]}-d features, the instances are {self.in_dim}-d"
+                )
+            self.register_buffer("teacher_w", w.t().contiguous())
+            self.register_buffer("teacher_b", b)
+            self.action_head = BertLMHead(dim, w.shape[0])
+        else:
+            self.teacher_w = self.teacher_b = self.action_head = None
+        self.span_head = BertLMHead(dim, m.span_dim) if m.span_weight > 0 else None
+
+    def items_in_batch(self, batch: dict) -> int:
+        return int(batch["x"]["kind"].shape[0])
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        m = self.cfg.masking
+        x = dict(batch["x"])
+        masked = track_masks(x["link"], x["kind"], m.track_fraction)
+        loss = torch.zeros((), device=self.device)
+        logs: dict[str, Any] = {}
+        if self.action_head is not None:
+            target = (x["inst"][masked] @ self.teacher_w + self.teacher_b).detach()  # of the unmasked features
+        x["inst"], x["mask"] = corrupt(x["inst"], masked, x["kind"], m.replace, m.swap)
+        h = self.ot.encode(x)
+        if self.action_head is not None and masked.any():
+            la = distill_loss(self.action_head(h[masked]), target, m.temperature, m.activation)
+            loss = loss + m.action_weight * la
+            logs["train/action_kl"] = la
+        if self.span_head is not None and h.shape[0] >= 4:
+            ls = span_compatibility_loss(self.span_head(self.ot.pooled(h)), m.span_temperature)
+            loss = loss + m.span_weight * ls
+            logs["train/span_loss"] = ls
+        bs = self.items_in_batch(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/masked_tokens", masked.sum().float(), batch_size=bs)
+        for k, v in logs.items():
+            self.log(k, v, batch_size=bs)
+        return loss
+
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        opt = make_optimizer(param_groups(self.named_parameters(), o.weight_decay, no_decay_for_vectors), "adamw", o.lr)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        return {
+            "optimizer": opt,
+            "lr_scheduler": lr_scheduler(opt, total, warmup_steps(o.warmup_frac, total), decay="linear"),
+        }
+
+    def export(self, path: str | os.PathLike, meta: dict | None = None) -> Path:
+        arch = arch_spec(
+            "moviessl.models.object_transformer:build_object_transformer",
+            preset=self.cfg.model.preset,
+            in_dim=self.in_dim,
+            **dict(self.cfg.model.overrides),
+        )
+        m = {"in_dim": self.in_dim, "dim": int(self.ot.dim), "objective": "masked instances + span compatibility"}
+        m.update(meta or {})
+        return save_checkpoint(
+            path, stage="ot", arch=arch, state_dict=self.ot.state_dict(), config=to_dict(self.cfg), meta=m
+        )
+
+
+def pretrain_ot(
+    instances,
+    out: str | os.PathLike,
+    cfg: OTPretrainConfig,
+    teacher: str | os.PathLike | None = None,
+    ids: list[str] | None = None,
+    resume: bool = False,
+) -> Path:
+    """Masked-instance pretraining on every video of ``instances`` (an :class:`~moviessl.features.
+    instances.InstanceStore` or the LVU release reader; labels are never read) -> ``OUT/model.pt``
+    (stage ``ot``). Writes ``OUT/config.yaml``, logs, curves and Lightning checkpoints."""
+    out = Path(out)
+    seed_everything(cfg.seed)
+    cpu_threads()
+    videos = []
+    for vid in ids if ids is not None else list(instances.ids):
+        try:
+            inst = instances.load(vid)
+        except BadInputError as e:
+            log.warning("skipping %s", e)
+            continue
+        if len(inst):
+            videos.append(SpanVideo(vid, inst=inst))
+    if not videos:
+        raise BadInputError(getattr(instances, "root", None), "no videos with instances to pretrain on")
+    d = cfg.data
+    module = InstanceMaskingModule(cfg, instances.dim, load_teacher_head(teacher) if teacher else None)
+    ot = module.ot
+    data = SpanPairs(videos, d.span_s, ot.max_instances, ot.max_positions // 2, d.box_jitter)
+    dl = DataLoader(
+        data,
+        batch_size=min(d.batch_size, len(data)),
+        shuffle=False,  # items are random draws already
+        drop_last=len(data) >= d.batch_size,
+        num_workers=d.num_workers,
+        persistent_workers=d.num_workers > 0,
+        collate_fn=collate_spans,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out)
+    log.info(
+        "masked-instance pretraining on %d videos, %d spans, %d-d instances", len(videos), len(data), instances.dim
+    )
+    trainer = fit(
+        module,
+        cfg.trainer,
+        out,
+        train_dataloaders=dl,
+        resume=resume,
+        throughput_name="spans_per_s",
+        curve_keys=("train/loss", "train/action_kl", "train/span_loss"),
+    )
+    path = out / "model.pt"
+    if trainer.is_global_zero:
+        module.export(
+            path,
+            meta={
+                "instances": str(getattr(instances, "root", "")),
+                "backbone": getattr(instances, "backbone", None),
+                "teacher": file_hash(teacher) if teacher else None,
+                "num_videos": len(videos),
+                "steps": int(trainer.global_step),
+            },
+        )
+    return path

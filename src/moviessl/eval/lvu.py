@@ -1,0 +1,137 @@
+"""LVU's evaluation of the nine long-form tasks (Wu & Krähenbühl, CVPR 2021; ``chaoyuaw/lvu``
+``src/run.py``, ``evaluate``), on per-span model outputs.
+
+A prediction file maps ``youtube_id -> [output of span 1, output of span 2, ...]`` (the spans
+ending at every second of the video): for a classification task each output is the vector of the
+task's class probabilities (head size: 4/5/6/10/10/9/4, class ids as given), for a regression task
+one number on LVU's centred scale. JSON, or a pickle of the same structure (read with a restricted
+unpickler).
+
+- classification: the span probabilities are **summed** per video; the argmax (first on ties, as
+  numpy's) against the label gives top-1 accuracy over videos, in percent;
+- regression: the **mean** of the span outputs is the video's prediction; the squared error
+  against the centred label, averaged over videos, is the MSE.
+
+Scored videos are those in the file (LVU videos go missing); an id not in the split, a wrong
+vector length, an empty span list or a non-finite value is one ``BadInputError`` line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import numbers
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..data.lvu import LVU_TASKS, is_regression, read_labels
+from ..errors import BadInputError
+from ..utils.safe_pickle import UNPICKLE_ERRORS, safe_load
+
+log = logging.getLogger("moviessl.eval")
+
+
+def metric_name(task: str) -> str:
+    """``mse`` for the regression tasks, ``top1`` (percent) for the others."""
+    return "mse" if is_regression(task) else "top1"
+
+
+def load_predictions(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(path, "prediction file not found")
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            with open(path, "rb") as f:
+                data = safe_load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadInputError(path, f"invalid JSON: {e}") from None
+    except (OSError, *UNPICKLE_ERRORS) as e:
+        raise BadInputError(path, f"not a readable prediction pickle: {e}") from None
+    if not isinstance(data, Mapping):
+        raise BadInputError(path, f"expected a mapping youtube_id -> list of span outputs, got {type(data).__name__}")
+    return dict(data)
+
+
+def _number(x: Any) -> float:
+    if isinstance(x, bool) or not isinstance(x, (numbers.Real, np.floating, np.integer)):
+        raise ValueError(f"{x!r} is not a number")
+    v = float(x)
+    if not math.isfinite(v):
+        raise ValueError(f"non-finite value {v}")
+    return v
+
+
+def video_prediction(task: str, spans: Any) -> float | np.ndarray:
+    """A video's prediction from its span outputs: summed probabilities (classification) or the
+    mean (regression). Raises ``ValueError`` on a malformed list."""
+    if isinstance(spans, np.ndarray):
+        spans = spans.tolist()
+    if not isinstance(spans, (list, tuple)) or not spans:
+        raise ValueError("expected a non-empty list of per-span outputs")
+    if is_regression(task):
+        vals = []
+        for k, s in enumerate(spans):
+            if isinstance(s, (list, tuple, np.ndarray)):  # [x] is accepted for a one-output head
+                flat = np.asarray(s, dtype=object).reshape(-1)
+                if len(flat) != 1:
+                    raise ValueError(f"span {k}: expected one number, got {len(flat)} values")
+                s = flat[0]
+            try:
+                vals.append(_number(s))
+            except ValueError as e:
+                raise ValueError(f"span {k}: {e}") from None
+        return float(np.mean(vals))
+    n = LVU_TASKS[task]["num_classes"]
+    total = np.zeros(n, np.float64)
+    for k, s in enumerate(spans):
+        v = np.asarray(s, dtype=object).reshape(-1) if isinstance(s, (list, tuple, np.ndarray)) else None
+        if v is None or len(v) != n:
+            raise ValueError(f"span {k}: expected {n} class probabilities, got {s!r:.60}")
+        try:
+            total += np.array([_number(x) for x in v])
+        except ValueError as e:
+            raise ValueError(f"span {k}: {e}") from None
+    return total
+
+
+def evaluate(task: str, preds: Mapping[str, Any], labels: Mapping[str, float], source: Any = "predictions") -> dict:
+    """``{"top1": percent, "n": videos}`` or ``{"mse": value, "n": videos}`` over the videos of ``preds``.
+
+    ``labels``: the split's ``youtube_id -> label`` (class id, or centred regression target)."""
+    if task not in LVU_TASKS:
+        raise BadInputError(None, f"unknown LVU task '{task}' (choose from {', '.join(LVU_TASKS)})")
+    if not preds:
+        raise BadInputError(source, "no videos in the prediction file")
+    hits, errs = 0, []
+    for vid, spans in preds.items():
+        if vid not in labels:
+            raise BadInputError(source, f"video {vid!r} is not in the split")
+        try:
+            p = video_prediction(task, spans)
+        except ValueError as e:
+            raise BadInputError(source, f"video {vid!r}: {e}") from None
+        if is_regression(task):
+            errs.append((p - float(labels[vid])) ** 2)
+        else:
+            hits += int(np.argmax(p)) == int(labels[vid])
+    n = len(preds)
+    if is_regression(task):
+        return {"mse": float(np.mean(errs)), "n": n}
+    return {"top1": 100.0 * hits / n, "n": n}
+
+
+def evaluate_files(task: str, pred_path: str | os.PathLike, data_root: str | os.PathLike, split: str = "val") -> dict:
+    """Score a prediction file against the released label file of ``split``."""
+    labels = dict(read_labels(data_root, task, split))
+    res = evaluate(task, load_predictions(pred_path), labels, source=pred_path)
+    missing = len(labels) - res["n"]
+    if missing:
+        log.info("%s: scored %d of the %d %s videos (%d not in the file)", task, res["n"], len(labels), split, missing)
+    return res

@@ -1,0 +1,83 @@
+"""``moviessl finetune lvu --task {relationship,...,view_count,all} ...``: K seeded runs per task,
+per-span predictions, LVU's metrics on val and test, mean ± SE summaries."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _run_lvu(args: argparse.Namespace) -> int:
+    from ...errors import BadInputError
+    from .runner import run_finetune
+    from .task import TASKS
+
+    if args.instances is None and args.scene_features is None:
+        raise BadInputError(None, "give --instances DIR, --scene-features DIR or both")
+    tasks = [args.task] if args.task in TASKS else list(TASKS)  # "all"
+    means = {}
+    for task in tasks:
+        res = run_finetune(
+            task,
+            args.data_root,
+            instances=args.instances,
+            instance_meta=args.instance_meta,
+            scene_features=args.scene_features,
+            scene_kind=args.scene_kind,
+            contextualizer=args.contextualizer,
+            init=args.init,
+            seeds=args.seeds,
+            out=Path(args.out) / task if len(tasks) > 1 else args.out,
+            preset=args.preset,
+            overrides=args.overrides,
+            resume=args.resume,
+        )
+        sys.stdout.write(res["table"])
+        means[task] = {k: v["mean"] for k, v in res["summary"].items()}
+    sys.stdout.write(json.dumps(means if len(tasks) > 1 else means[tasks[0]]) + "\n")
+    return 0
+
+
+def add_parser(datasets) -> None:
+    """``finetune lvu`` under the ``finetune`` command's dataset subparsers."""
+    from ...cli import add_overrides_arg
+    from .task import TASKS
+
+    p = datasets.add_parser(
+        "lvu",
+        help="LVU's nine long-form tasks with the Object Transformer (OT / OT++ / scene only)",
+        description="Trains --seeds runs per task; writes per run predictions_{val,test}.json (the `moviessl "
+        "evaluate lvu` format), metrics.json, model.pt, and summary.json + summary.md (mean ± standard error).",
+    )
+    p.add_argument("--task", required=True, choices=[*TASKS, "all"])
+    p.add_argument("--data-root", required=True, help="the folder holding lvu_1.0/ (or lvu_1.0 itself)")
+    p.add_argument(
+        "--instances",
+        default=None,
+        help="instance (RoI) features: a `moviessl extract-instances` folder, or LVU's released features/",
+    )
+    p.add_argument(
+        "--instance-meta",
+        default=None,
+        help="with LVU's features/: its instance_meta_<task>.pkl (default: DATA_ROOT/instance_meta/)",
+    )
+    p.add_argument(
+        "--scene-features", default=None, help="scene tokens: a `moviessl extract` folder (OT++'s scene pathway)"
+    )
+    p.add_argument(
+        "--scene-kind",
+        default="auto",
+        choices=["auto", "ctx", "feats"],
+        help="read {id}_ctx.npy (TxE outputs) or {id}_feats.npy (pooled backbone); auto: ctx if extracted with one",
+    )
+    p.add_argument(
+        "--contextualizer", default=None, help="a stage-'context' TxE checkpoint: contextualise the scene features here"
+    )
+    p.add_argument("--init", default=None, help="a pretrained Object Transformer (`moviessl pretrain-ot` model.pt)")
+    p.add_argument("--seeds", type=int, default=1, help="number of runs (seeds seed..seed+K-1; the paper uses 5)")
+    p.add_argument("--out", required=True, help="output folder (one subfolder per task with --task all)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    add_overrides_arg(p)
+    p.set_defaults(func=_run_lvu)

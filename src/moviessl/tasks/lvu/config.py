@@ -1,0 +1,44 @@
+"""Schema of the LVU tasks' config (``moviessl/configs/lvu/{paper,cpu}.yaml``).
+Types and meaning only; values live in the presets (see :mod:`moviessl.config`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ...config import TrainerConfig
+
+
+@dataclass
+class LVUModelConfig:
+    preset: str  # an Object Transformer preset (moviessl.models.object_transformer.OT_PRESETS)
+    overrides: dict[str, Any]  # changes to the preset; must match a pretrained OT given with --init
+
+
+@dataclass
+class LVUDataConfig:
+    span_s: int  # seconds per span (LVU: 60)
+    box_jitter: float  # training box jitter, fraction of the box size (LVU: 0.2)
+    eval_splits: list[str]  # scored after training, each separately (LVU: val and test)
+    eval_batch_size: int  # spans per forward when scoring
+    num_workers: int
+    scene_stride_s: Optional[float]  # seconds between scene (event) features; None: the feature folder's
+
+
+@dataclass
+class LVUTrainConfig:
+    batch_size: int  # spans per step
+    epochs: int  # LVU's "epochs": one pass over #train videos x epochs random spans
+    lr: float
+    weight_decay: float  # not on biases and norms (LVU's split)
+    warmup_frac: float  # linear warm-up over this fraction of the steps, then linear decay to 0
+
+
+@dataclass
+class LVUConfig:
+    seed: int
+    threads: Optional[int]  # torch intra-op threads during the runs (None: leave as is)
+    model: LVUModelConfig
+    data: LVUDataConfig
+    train: LVUTrainConfig
+    trainer: TrainerConfig

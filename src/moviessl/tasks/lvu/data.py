@@ -1,0 +1,119 @@
+"""What the Object Transformer reads for each LVU video: instance tokens and / or scene tokens.
+
+- instances: :func:`moviessl.features.instances.open_instances` (``moviessl extract-instances``
+  output, or LVU's released ``features/`` + ``instance_meta_{task}.pkl``);
+- scene: a ``moviessl extract`` feature folder, read as ``{id}_ctx.npy`` (TxE-contextualised:
+  OT++'s "ours") or ``{id}_feats.npy`` (pooled backbone features: "sup"), or contextualised here by
+  a stage-"context" checkpoint (:func:`moviessl.features.extract.contextualize`, the same windows
+  as ``moviessl extract --contextualizer``).
+
+:class:`LVUInputs` holds one :class:`~moviessl.context.ot_spans.SpanVideo` per video and is built
+once per setting (the demo's table reuses it for all nine tasks).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from ...checkpoint import file_hash
+from ...context.ot_spans import SpanVideo, event_seconds
+from ...data.lvu import VideoInstances
+from ...errors import BadInputError
+from ...features.extract import contextualize, load_contextualizer
+from ...features.store import FeatureStore
+
+log = logging.getLogger("moviessl.tasks")
+
+SCENE_KINDS = ("auto", "ctx", "feats")
+
+
+@dataclass
+class LVUInputs:
+    videos: dict[str, SpanVideo]
+    in_dim: int  # instance feature width (0: no instance pathway)
+    scene_dim: int  # scene feature width (0: no scene pathway)
+    desc: str  # what they are (recorded with every run; part of the settings hash)
+    bad: dict[str, str] = field(default_factory=dict)  # id -> why it could not be read
+
+    def __contains__(self, vid: str) -> bool:
+        return vid in self.videos
+
+
+def scene_arrays(
+    features: str | os.PathLike,
+    kind: str = "auto",
+    contextualizer: str | os.PathLike | None = None,
+    ids: Iterable[str] | None = None,
+) -> tuple[dict[str, np.ndarray], float, str]:
+    """``(id -> (E, D) scene features, seconds between events, description)`` from a feature folder.
+
+    ``kind``: ``ctx`` ({id}_ctx.npy), ``feats`` ({id}_feats.npy) or ``auto`` (ctx when the folder was
+    extracted with a contextualizer). With ``contextualizer`` the raw features are contextualised
+    here by that TxE checkpoint."""
+    if kind not in SCENE_KINDS:
+        raise BadInputError("--scene-kind", f"must be one of {', '.join(SCENE_KINDS)}, got '{kind}'")
+    store = FeatureStore(features, num_events=None)
+    if kind == "auto":
+        kind = "ctx" if (store.index or {}).get("contextualizer") and contextualizer is None else "feats"
+    want = [v for v in (ids if ids is not None else store.ids) if v in store]
+    out: dict[str, np.ndarray] = {}
+    if contextualizer is not None:
+        txe, window, step = load_contextualizer(contextualizer, store.dim, store.stride_s)
+        with torch.no_grad():
+            for v in want:
+                out[v] = contextualize(txe, torch.tensor(store.load(v)), window, step).float().numpy()
+        desc = f"scene:{Path(features).resolve()}+txe:{file_hash(contextualizer)}"
+    else:
+        for v in want:
+            out[v] = store.load_ctx(v) if kind == "ctx" else store.load(v)
+        desc = f"scene:{Path(features).resolve()}:{kind}"
+    return out, store.stride_s, desc
+
+
+def load_inputs(
+    instances=None,
+    scene: dict[str, np.ndarray] | None = None,
+    scene_stride_s: float = 2.0,
+    ids: Iterable[str] | None = None,
+    desc: str = "",
+) -> LVUInputs:
+    """One :class:`SpanVideo` per video that has instances or scene features (``ids``: only those).
+
+    A video missing from one pathway gets an empty one (no tokens from it), so every item has the
+    same tensors; unreadable instance files are skipped and listed in ``bad``."""
+    if instances is None and scene is None:
+        raise BadInputError(None, "give instance features (--instances), scene features (--scene-features) or both")
+    in_dim = int(instances.dim) if instances is not None else 0
+    scene_dim = int(next(iter(scene.values())).shape[1]) if scene else 0
+    have = set(instances.ids if instances is not None else []) | set(scene or {})
+    todo = sorted(have if ids is None else have & set(ids))
+    videos, bad = {}, {}
+    for vid in todo:
+        inst = None
+        if instances is not None:
+            try:
+                inst = instances.load(vid) if vid in instances else None
+            except BadInputError as e:
+                log.warning("skipping %s", e)
+                bad[vid] = str(e)
+                continue
+            if inst is None:
+                inst = VideoInstances(
+                    *(np.zeros(0, np.int64) for _ in range(3)),
+                    np.zeros((0, 4), np.float32),
+                    np.zeros((0, in_dim), np.float32),
+                )
+        sv = SpanVideo(vid, inst=inst)
+        if scene is not None:
+            s = scene.get(vid, np.zeros((0, scene_dim), np.float32))
+            sv.scene, sv.scene_sec = np.asarray(s, np.float32), event_seconds(len(s), scene_stride_s)
+        if len(sv.token_seconds()):
+            videos[vid] = sv
+    return LVUInputs(videos, in_dim, scene_dim, desc, bad)

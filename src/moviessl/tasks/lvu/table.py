@@ -1,0 +1,378 @@
+"""The paper's Table 5 on SynthMovies: LVU's nine tasks for instance x scene pathways.
+
+    res = run_lvu_table("runs/demo/lvu", "runs/demo/synth",
+                        backbones={"supervised": ..., "cvrl": ..., "modist": ...},   # model.pt paths
+                        contextualizer="runs/demo/context/cvrl_contrastive_mask1-3/model.pt", seeds=5)
+    res["rows"]      # results rows: table "lvu", setting "instance=<..>,scene=<..>", metric = task, test split
+    res["markdown"]  # val and test tables with #top-1 and mean rank, the headroom, the claims
+
+Rows (Xiao et al. 2022, Table 5): ``instance`` in {ot, cvrl, modist, none} x ``scene`` in {none,
+ours, sup}:
+
+- ``ot``: RoI features of the supervised backbone and an OT initialised by LVU's masked-instance
+  pretraining on all SynthMovies LVU movies (no labels; teacher = the supervised verb classifier);
+- ``cvrl`` / ``modist``: RoI features of those backbones, OT trained from scratch (they are "only
+  pretrained with contrastive self-supervision");
+- ``ours``: CVRL event features contextualised by the MaskPred TxE; ``sup``: pooled supervised
+  event features, no TxE; ``none``: no scene tokens.
+
+Everything a row needs is computed once and cached under ``out`` (instance features per backbone,
+the pretrained OT, event features unless given), and each row's inputs are loaded once for the
+nine tasks; finished runs are skipped on a rerun (``tasks.base.run_seeds``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ...config import load_config
+from ...context.instance_masking import pretrain_ot
+from ...data.lvu import LVU_TASKS, read_labels
+from ...features.extract import extract
+from ...features.instances import InstanceStore, extract_instances
+from ...utils.io import atomic_write, atomic_write_json, atomic_write_text
+from .data import load_inputs, scene_arrays
+from .runner import run_finetune
+from .task import TASKS
+
+log = logging.getLogger("moviessl.tasks")
+
+# The paper's six rows, in its order; every other instance x scene pair is also accepted.
+PAPER_ROWS: tuple[tuple[str, str], ...] = (
+    ("ot", "none"),
+    ("cvrl", "none"),
+    ("modist", "none"),
+    ("none", "sup"),
+    ("none", "ours"),
+    ("ot", "ours"),
+)
+ALL_ROWS = tuple(
+    (i, s) for i in ("ot", "cvrl", "modist", "none") for s in ("none", "ours", "sup") if (i, s) != ("none", "none")
+)
+INSTANCE_BACKBONE = {"ot": "supervised", "cvrl": "cvrl", "modist": "modist"}
+SCENE_BACKBONE = {"ours": "cvrl", "sup": "supervised"}
+COLUMNS = {
+    "relationship": "Relation",
+    "way_speaking": "Speaking",
+    "scene": "Scene",
+    "director": "Director",
+    "writer": "Writer",
+    "year": "Year",
+    "genre": "Genre",
+    "like_ratio": "Like",
+    "view_count": "Views",
+}
+PRETTY = {"ot": "OT", "cvrl": "CVRL", "modist": "MoDist", "none": "-", "ours": "Ours", "sup": "Sup"}
+
+
+def setting_name(instance: str, scene: str) -> str:
+    return f"instance={instance},scene={scene}"
+
+
+def row_label(instance: str, scene: str) -> str:
+    """OT, CVRL, MoDist (instances only), Sup / Ours (scene only), OT+Ours (both)."""
+    if scene == "none":
+        return PRETTY[instance]
+    return f"{PRETTY[scene]} (scene)" if instance == "none" else f"{PRETTY[instance]}+{PRETTY[scene]}"
+
+
+def _fmt(task: str, mean: float, se: float) -> str:
+    return f"{mean:.3f} ± {se:.3f}" if TASKS[task].regression else f"{mean:.2f} ± {se:.2f}"
+
+
+def better(task: str, a: float, b: float, eps: float = 1e-9) -> bool:
+    """``a`` is better than ``b`` (higher top-1 / lower MSE); equal up to float noise is a tie (means
+    of five identical accuracies can differ in the last bit)."""
+    return a < b - eps if TASKS[task].regression else a > b + eps
+
+
+def ranks(table: Mapping[str, Mapping[str, float]], tasks: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per task, the competition rank (1 = best, ties share the better rank) of each setting's mean."""
+    out: dict[str, dict[str, int]] = {s: {} for s in table}
+    for t in tasks:
+        vals = {s: row[t] for s, row in table.items() if t in row}
+        for s, v in vals.items():
+            out[s][t] = 1 + sum(better(t, w, v) for w in vals.values())
+    return out
+
+
+def headroom(lvu_root: Path, split: str) -> dict[str, dict[str, float]]:
+    """Chance (majority train class / train mean) and the oracle of SynthMovies' generating
+    variables (``moviessl.synth.headroom.oracle_lvu``) on one split."""
+    from ...synth.headroom import oracle_lvu
+
+    gt_path = lvu_root / "ground_truth.json"
+    gt = json.loads(gt_path.read_text()) if gt_path.is_file() else {}
+    out: dict[str, dict[str, float]] = {}
+    for task in LVU_TASKS:
+        train = dict(read_labels(lvu_root, task, "train"))
+        ev = dict(read_labels(lvu_root, task, split))
+        y = np.array(list(ev.values()), float)
+        reg = TASKS[task].regression
+        if reg:
+            chance = float(np.mean((y - np.mean(list(train.values()))) ** 2))
+        else:
+            major = Counter(train.values()).most_common(1)[0][0]
+            chance = float(np.mean(y == major) * 100)
+        row = {"chance": chance, "n": len(ev)}
+        if gt and all(v in gt for v in ev):
+            pred = np.array([oracle_lvu(gt[v])[task] for v in ev], float)
+            row["oracle"] = float(np.mean((pred - y) ** 2)) if reg else float(np.mean(pred == y) * 100)
+        out[task] = row
+    return out
+
+
+def _table_md(title: str, stats: dict, tasks: Sequence[str], settings: Sequence[tuple[str, str]], room: dict) -> str:
+    means = {
+        setting_name(*s): {t: stats[setting_name(*s)][t]["mean"] for t in tasks if t in stats[setting_name(*s)]}
+        for s in settings
+    }
+    rk = ranks(means, tasks)
+    head = "| instance | scene | " + " | ".join(f"{COLUMNS[t]} ({'↓' if TASKS[t].regression else '↑'})" for t in tasks)
+    lines = [f"**{title}**", "", head + " | #top-1 | mean rank |", "|---|---|" + "---|" * (len(tasks) + 2)]
+    for inst, scene in settings:
+        s = setting_name(inst, scene)
+        cells = [_fmt(t, stats[s][t]["mean"], stats[s][t]["se"]) if t in stats[s] else "n/a" for t in tasks]
+        top = sum(r == 1 for r in rk[s].values())
+        mean_rank = np.mean(list(rk[s].values())) if rk[s] else float("nan")
+        lines.append(
+            f"| {PRETTY[inst]} | {PRETTY[scene]} | " + " | ".join(cells) + f" | {top}/{len(tasks)} | {mean_rank:.2f} |"
+        )
+    for key, name in (("chance", "chance / constant"), ("oracle", "oracle (generating variables)")):
+        if all(key in room[t] for t in tasks):
+            vals = [f"{room[t][key]:.3f}" if TASKS[t].regression else f"{room[t][key]:.2f}" for t in tasks]
+            lines.append(f"| *{name}* | | " + " | ".join(vals) + " | | |")
+    return "\n".join(lines) + "\n"
+
+
+def claims(stats: dict, room: dict, tasks: Sequence[str], settings: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The paper's Table 5 claims measured on one split (means over the runs; no significance test)."""
+    means = {setting_name(*s): {t: stats[setting_name(*s)][t]["mean"] for t in tasks} for s in settings}
+    rk = ranks(means, tasks)
+    mr = {s: float(np.mean(list(r.values()))) for s, r in rk.items()}
+    out: dict[str, Any] = {"mean_rank": mr}
+    ot, so, pp = setting_name("ot", "none"), setting_name("none", "ours"), setting_name("ot", "ours")
+    if ot in means:
+        beat = [t for t in tasks if better(t, means[ot][t], room[t]["chance"])]
+        out["ot_beats_constant"] = {"tasks": beat, "count": len(beat), "holds (>= 7 of 9)": len(beat) >= 7}
+    if all(s in means for s in (ot, so, pp)):
+        trio = {s: mr[s] for s in (ot, so, pp)}
+        out["otpp_best_mean_rank"] = {"mean_rank": trio, "holds": trio[pp] < min(trio[ot], trio[so])}
+    sup = setting_name("none", "sup")
+    if so in means and sup in means:
+        wins = [t for t in tasks if better(t, means[so][t], means[sup][t])]
+        out["ours_beats_sup"] = {
+            "tasks_ours_better": wins,
+            "count": len(wins),
+            "mean_rank": {"ours": mr[so], "sup": mr[sup]},
+            "holds (better mean rank)": mr[so] < mr[sup],
+        }
+    return out
+
+
+def plot_table(
+    stats: dict, room: dict, tasks: Sequence[str], settings: Sequence[tuple[str, str]], png: Path, title: str
+) -> Path:
+    """One panel per task: each setting's mean ± SE, the chance / constant level as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ncol = min(3, len(tasks))
+    nrow = -(-len(tasks) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.0 * nrow), squeeze=False)
+    labels = [row_label(i, s) for i, s in settings]
+    colors = plt.cm.tab10(np.arange(len(settings)) % 10)
+    for ax in axes.flat[len(tasks) :]:
+        ax.axis("off")
+    for ax, t in zip(axes.flat, tasks):
+        m = [stats[setting_name(*s)].get(t, {}).get("mean", np.nan) for s in settings]
+        e = [stats[setting_name(*s)].get(t, {}).get("se", 0.0) for s in settings]
+        ax.bar(np.arange(len(settings)), m, yerr=e, color=colors, capsize=2)
+        ax.axhline(room[t]["chance"], color="k", ls="--", lw=0.8)
+        ax.set_title(f"{COLUMNS[t]} ({'MSE ↓' if TASKS[t].regression else 'top-1 ↑'})", fontsize=9)
+        ax.set_xticks(np.arange(len(settings)))
+        ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+    fig.suptitle(title + " (dashed: chance / constant)", fontsize=10)
+    fig.tight_layout()
+    atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+    return png
+
+
+def run_lvu_table(
+    out: str | os.PathLike,
+    synth_root: str | os.PathLike,
+    backbones: Mapping[str, str | os.PathLike],
+    contextualizer: str | os.PathLike | None,
+    seeds: int = 5,
+    *,
+    rows: Sequence[tuple[str, str]] = PAPER_ROWS,
+    tasks: Sequence[str] | None = None,
+    event_features: Mapping[str, str | os.PathLike] | None = None,
+    teacher: str | os.PathLike | None = None,
+    preset: str = "cpu",
+    overrides: Sequence[str] = (),
+    pretrain_overrides: Sequence[str] = (),
+    roi_short_side: int | None = 112,
+    quiet: bool = True,
+) -> dict[str, Any]:
+    """Table 5 analogue on a SynthMovies root; returns ``{"rows", "rows_val", "markdown", "claims",
+    "plot", "timings"}`` and writes ``out/lvu_table.{json,md,png}``.
+
+    ``backbones``: stage-"backbone" checkpoints by name (``supervised``, ``cvrl``, ``modist`` as the
+    rows need). ``contextualizer``: the MaskPred TxE for "ours" (on CVRL features). ``event_features``:
+    existing ``moviessl extract`` LVU folders by backbone name (else extracted into ``out/events``).
+    ``teacher``: the short-term action head for OT pretraining (default: the supervised backbone's
+    Lightning checkpoint ``checkpoints/last.ckpt`` beside its model.pt). ``roi_short_side``: frames
+    for RoI features are resized to it (SynthMovies' 112 px: the native size; None: the backbone's)."""
+    out, synth = Path(out), Path(synth_root)
+    lvu_root = synth / "lvu" if (synth / "lvu").is_dir() else synth
+    tasks = list(tasks or TASKS)
+    rows = [tuple(r) for r in rows]
+    quiet_ov = ["trainer.progress_bar=false"] if quiet else []
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn):
+        t0 = time.perf_counter()
+        res = fn()
+        timings[name] = round(time.perf_counter() - t0, 2)
+        log.info("%s: %.1f s", name, timings[name])
+        return res
+
+    # 1. instance features per backbone (cached: a finished folder is skipped video by video)
+    inst: dict[str, InstanceStore] = {}
+    for name in sorted({INSTANCE_BACKBONE[i] for i, _ in rows if i != "none"}):
+        d = out / "instances" / name
+        timed(
+            f"instances {name}",
+            lambda d=d, name=name: extract_instances(
+                backbones[name], lvu_root, lvu_root / "tracks", d, short_side=roi_short_side
+            ),
+        )
+        inst[name] = InstanceStore(d)
+
+    # 2. LVU's masked-instance pretraining of the OT (row "ot"), on every movie, no labels
+    ot_ckpt = None
+    if any(i == "ot" for i, _ in rows):
+        ot_dir = out / "ot_pretrain"
+        ot_ckpt = ot_dir / "model.pt"
+        if not ot_ckpt.is_file():
+            t_path = teacher or Path(backbones["supervised"]).parent / "checkpoints" / "last.ckpt"
+            cfg = load_config("ot_pretrain", preset, list(pretrain_overrides) + quiet_ov)
+            timed(
+                "OT masked-instance pretraining",
+                lambda: pretrain_ot(inst["supervised"], ot_dir, cfg, t_path, resume=True),
+            )
+
+    # 3. scene features: "ours" = CVRL events through the TxE, "sup" = pooled supervised events
+    scene: dict[str, tuple[dict, float, str]] = {}  # arrays, event stride, description (with the TxE's hash)
+    for s in sorted({s for _, s in rows if s != "none"}):
+        b = SCENE_BACKBONE[s]
+        fdir = Path(event_features[b]) if event_features and b in event_features else out / "events" / b
+        if not (fdir / "index.json").is_file():
+            timed(
+                f"events {b}",
+                lambda fdir=fdir, b=b: extract(
+                    backbones[b], lvu_root, fdir, stride_s=2.0, num_workers=0, accelerator="cpu"
+                ),
+            )
+        ctx = contextualizer if s == "ours" else None
+        scene[s] = timed(f"scene {s}", lambda fdir=fdir, ctx=ctx: scene_arrays(fdir, "feats", ctx))
+
+    # 4. fine-tuning: each row's inputs once, nine tasks x seeds
+    stats: dict[str, dict[str, dict]] = {"val": {}, "test": {}}
+    for i, s in rows:
+        key = setting_name(i, s)
+        store = inst[INSTANCE_BACKBONE[i]] if i != "none" else None
+        sc, stride, sdesc = scene.get(s, (None, 2.0, "-"))
+        # what the inputs are made of (backbone hash, feature folder, TxE hash): a change reruns the cells
+        desc = f"instance={i}:{store.backbone if store else '-'},scene={s}:{sdesc}"
+        inputs = load_inputs(store, sc, stride, desc=desc)
+        t0 = time.perf_counter()
+        for task in tasks:
+            res = run_finetune(
+                task,
+                lvu_root,
+                init=ot_ckpt if i == "ot" else None,
+                seeds=seeds,
+                out=out / "finetune" / f"{i}_{s}" / task,
+                preset=preset,
+                overrides=list(overrides) + quiet_ov,
+                resume=True,
+                inputs=inputs,
+            )
+            for split in ("val", "test"):
+                m = f"{split}_{TASKS[task].metric}"
+                if m in res["summary"]:
+                    stats[split].setdefault(key, {})[task] = res["summary"][m]
+        timings[f"finetune {key}"] = round(time.perf_counter() - t0, 2)
+
+    # 5. report
+    room = {split: headroom(lvu_root, split) for split in ("val", "test")}
+    result_rows, rows_val = [], []
+    for split, dest in (("test", result_rows), ("val", rows_val)):
+        for key, per_task in stats[split].items():
+            for task, st in per_task.items():
+                dest.append(
+                    {
+                        "table": "lvu" if split == "test" else "lvu_val",
+                        "setting": key,
+                        "metric": task,
+                        "mean": float(st["mean"]),
+                        "se": float(st["se"]),
+                        "n": int(st["n"]),
+                    }
+                )
+    for split in ("val", "test"):  # settings without results (e.g. a failed row) get empty cells
+        for r in rows:
+            stats[split].setdefault(setting_name(*r), {})
+    claim = {split: claims(stats[split], room[split], tasks, rows) for split in ("test", "val")}
+    md = [
+        "### Table 5 analogue: LVU tasks on SynthMovies (mean ± SE over "
+        f"{seeds} runs; top-1 % ↑ or MSE ↓ on LVU's centred scale)",
+        "",
+        _table_md("test split", stats["test"], tasks, rows, room["test"]),
+        _table_md("val split", stats["val"], tasks, rows, room["val"]),
+        f"n = {room['test'][tasks[0]]['n']} test / {room['val'][tasks[0]]['n']} val movies. "
+        "Ranks: competition ranking of the means per task among these rows.",
+        "",
+        "Claims (test / val): " + json.dumps({k: _short(v) for k, v in claim.items()}),
+        "",
+    ]
+    markdown = "\n".join(md)
+    png = plot_table(stats["test"], room["test"], tasks, rows, out / "lvu_table.png", "LVU tasks, test split")
+    result = {
+        "rows": result_rows,
+        "rows_val": rows_val,
+        "markdown": markdown,
+        "claims": claim,
+        "headroom": room,
+        "plot": str(png),
+        "timings": timings,
+        "seeds": seeds,
+    }
+    atomic_write_json(out / "lvu_table.json", result)
+    atomic_write_text(out / "lvu_table.md", markdown)
+    return result
+
+
+def _short(c: dict) -> dict:
+    out = {}
+    if "ot_beats_constant" in c:
+        out["OT beats constant"] = f"{c['ot_beats_constant']['count']}/9"
+    if "otpp_best_mean_rank" in c:
+        out["OT++ best mean rank of {OT, scene only, OT++}"] = c["otpp_best_mean_rank"]["holds"]
+    if "ours_beats_sup" in c:
+        out["ours beats sup (mean rank)"] = c["ours_beats_sup"]["holds (better mean rank)"]
+    return out

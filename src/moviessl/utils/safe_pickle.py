@@ -1,0 +1,62 @@
+"""Reading pickles someone else made (LVU's ``instance_meta_*.pkl``, the object arrays inside its
+``features/*.npz``, prediction files) without letting them run code: only builtins containers,
+numbers, strings and numpy arrays / scalars / dtypes may be rebuilt."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from typing import Any, BinaryIO
+
+import numpy as np
+
+_ALLOWED = {
+    ("numpy", "dtype"),
+    ("numpy", "ndarray"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("builtins", "slice"),
+    ("collections", "OrderedDict"),
+    ("collections", "defaultdict"),
+}
+
+
+class SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) in _ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only containers, numbers and arrays)")
+
+
+# what a malformed or hostile pickle raises while being read
+UNPICKLE_ERRORS = (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError, ValueError)
+
+
+def safe_load(f: BinaryIO) -> Any:
+    return SafeUnpickler(f).load()
+
+
+def safe_load_npz_object(path, key: str = "a") -> Any:
+    """The object stored under ``key`` of an ``.npz`` written by ``np.savez(path, a=obj)`` with a
+    pickled (object-dtype) array, e.g. LVU's ``{sec: {box: feature}}`` dicts. Plain numeric
+    arrays are returned as arrays. Raises ``ValueError`` / ``KeyError`` / unpickling errors."""
+    with zipfile.ZipFile(path) as z:
+        name = f"{key}.npy"
+        if name not in z.namelist():
+            raise KeyError(f"no array '{key}' (has {', '.join(n.removesuffix('.npy') for n in z.namelist())})")
+        data = z.read(name)
+    f = io.BytesIO(data)
+    version = np.lib.format.read_magic(f)
+    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = reader(f)
+    if not dtype.hasobject:
+        f.seek(0)
+        return np.lib.format.read_array(f, allow_pickle=False)
+    arr = safe_load(f)
+    arr = np.asarray(arr, dtype=object).reshape(shape)
+    return arr.item() if arr.shape == () else arr

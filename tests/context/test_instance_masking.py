@@ -1,0 +1,76 @@
+"""LVU's masked-instance pretraining: whole tracks masked, 80/10/10, the two losses, the teacher head."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from moviessl.context.instance_masking import (
+    corrupt,
+    distill_loss,
+    load_teacher_head,
+    span_compatibility_loss,
+    track_masks,
+)
+from moviessl.errors import BadInputError
+from moviessl.models.object_transformer import END, ID_OFFSET, INSTANCE, PAD, SCENE, START
+
+
+def test_track_masks_mask_whole_tracks_at_least_one_per_span():
+    g = torch.Generator().manual_seed(0)
+    B, N = 64, 12
+    kind = torch.full((B, N), INSTANCE)
+    kind[:, 0], kind[:, -1], kind[:, -2] = START, END, PAD
+    kind[:, 5] = SCENE
+    link = ID_OFFSET + torch.arange(N).remainder(3).repeat(B, 1)  # 3 tracks per span
+    m = track_masks(link, kind, 0.15, generator=g)
+    assert not m[:, [0, 5, N - 2, N - 1]].any()  # only instance tokens
+    for b in range(B):
+        masked_tracks = set(link[b][m[b]].tolist())
+        assert masked_tracks  # at least one track per span
+        for t in masked_tracks:  # a masked track is masked everywhere in the span
+            assert m[b][(link[b] == t) & (kind[b] == INSTANCE)].all()
+    # about 15% of tracks, plus the forced one where none was drawn
+    frac = m.float().sum() / (kind == INSTANCE).sum()
+    assert 0.3 < frac < 0.6
+
+
+def test_corrupt_is_80_10_10():
+    g = torch.Generator().manual_seed(0)
+    kind = torch.full((40, 50), INSTANCE)
+    feats = torch.randn(40, 50, 6)
+    masked = torch.rand(40, 50, generator=g) < 0.5
+    new, to_mask = corrupt(feats, masked, kind, generator=g)
+    n = masked.sum().item()
+    assert (to_mask & ~masked).sum() == 0 and abs(to_mask.sum().item() / n - 0.8) < 0.05
+    changed = (new != feats).any(-1)
+    assert (changed & ~masked).sum() == 0  # unmasked tokens untouched
+    swapped = changed & ~to_mask
+    assert abs(swapped.sum().item() / n - 0.1) < 0.04
+
+
+def test_losses():
+    t = torch.randn(5, 7)
+    assert distill_loss(t, t, activation="softmax").abs() < 1e-6
+    assert distill_loss(t.clone(), t, activation="sigmoid").abs() < 1e-6
+    assert distill_loss(torch.zeros(5, 7), t, activation="sigmoid") > 0
+    # pairs (i, i + B): aligned pairs and distinct videos give a low loss, shuffled pairs a high one
+    z = torch.randn(4, 16) * 3
+    good = span_compatibility_loss(torch.cat([z, z]), 0.2)
+    bad = span_compatibility_loss(torch.cat([z, z[[1, 2, 3, 0]]]), 0.2)
+    assert good < 0.1 < bad
+
+
+def test_teacher_heads(tmp_path):
+    w, b = torch.randn(5, 8), torch.randn(5)
+    torch.save(
+        {"state_dict": {"backbone.stem.conv.weight": torch.zeros(1), "classifier.1.weight": w, "classifier.1.bias": b}},
+        tmp_path / "l.ckpt",
+    )
+    tw, tb = load_teacher_head(tmp_path / "l.ckpt")
+    assert torch.equal(tw, w) and torch.equal(tb, b)
+    torch.save({"model_state": {"head.projection.weight": w, "head.projection.bias": b}}, tmp_path / "psf.pyth")
+    assert torch.equal(load_teacher_head(tmp_path / "psf.pyth")[0], w)
+    torch.save({"state_dict": {"x": w}}, tmp_path / "none.ckpt")
+    with pytest.raises(BadInputError, match="no linear classifier"):
+        load_teacher_head(tmp_path / "none.ckpt")

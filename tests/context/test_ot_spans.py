@@ -1,0 +1,73 @@
+"""LVU's spans: which spans are scored, the token ids of a span, the token cap, training randomness."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moviessl.context.ot_spans import RandomSpans, SpanVideo, event_seconds, span_tails, span_tokens
+from moviessl.data.lvu import VideoInstances
+from moviessl.models.object_transformer import END, ID_END, ID_NONE, ID_OFFSET, ID_START, INSTANCE, SCENE, START
+
+
+def _inst(secs, tracks, shots, dim=3):
+    secs = np.asarray(secs)
+    return VideoInstances(
+        sec=secs,
+        shot=np.asarray(shots),
+        track=np.asarray(tracks),
+        box=np.tile(np.array([[0.2, 0.2, 0.6, 0.7]], np.float32), (len(secs), 1)),
+        feat=np.arange(len(secs) * dim, dtype=np.float32).reshape(len(secs), dim),
+    )
+
+
+def test_span_tails_follow_the_reference():
+    # token seconds 10..99 with a gap 40..69: tails from 10 + 59 = 69 to 99, each holding a token
+    secs = [s for s in range(10, 100) if not 40 <= s < 70]
+    v = SpanVideo("v", inst=_inst(secs, [0] * len(secs), [0] * len(secs)))
+    assert span_tails(v, 60) == list(range(69, 100))
+    secs = [5, 6, 130]  # a span (71-130] holds only 130; (41, 100] would hold nothing
+    v = SpanVideo("v", inst=_inst(secs, [0] * 3, [0] * 3))
+    tails = span_tails(v, 60)
+    assert tails[0] == 64 and 100 not in tails and 129 not in tails and tails[-1] == 130
+    short = SpanVideo("s", inst=_inst([3, 4, 20], [0] * 3, [0] * 3))
+    assert span_tails(short, 60) == [20]  # shorter than a span: one span ending at the last second
+    assert span_tails(SpanVideo("e"), 60) == []
+
+
+def test_span_tokens_ids_as_lvu():
+    inst = _inst([0, 1, 1, 2, 3], [7, 7, 9, 9, 7], [2, 2, 2, 3, 4])
+    v = SpanVideo("v", inst=inst, scene=np.ones((2, 4), np.float32), scene_sec=event_seconds(2))
+    t = span_tokens(v, tail=3, span_s=3, halfway=129)  # span (0, 3]: seconds 1..3
+    kind = t["kind"]
+    assert kind[0] == START and kind[-1] == END
+    assert (kind[1:5] == INSTANCE).all() and (kind[5:7] == SCENE).all()  # 4 instances (sec 0 is out), events at 1, 3
+    secs = np.array([3, 2, 1, 1, 1, 3])  # instances from the end backwards, then the scene tokens
+    assert (t["pos"][1:-1, 0] == secs - 1 + ID_OFFSET).all()  # increasing from the earliest token
+    assert (t["pos"][1:-1, 1] == 3 - secs + ID_OFFSET).all()  # decreasing from the latest
+    assert (t["pos"][1:-1, 2] == secs - 2 + 129 + ID_OFFSET).all()  # centred on (1 + 3) // 2
+    assert (t["pos"][0] == ID_START).all() and (t["pos"][-1] == ID_END).all()
+    shots = np.array([4, 3, 2, 2])
+    assert (t["shot"][1:5, 0] == shots - 2 + ID_OFFSET).all() and (t["shot"][1:5, 1] == 4 - shots + ID_OFFSET).all()
+    # nearest instance to the middle (sec 2) has shot 3
+    assert (t["shot"][1:5, 2] == shots - 3 + 129 + ID_OFFSET).all()
+    assert (t["shot"][5:7] == ID_NONE).all() and (t["link"][5:7] == ID_NONE).all()
+    # eval: track ids in order of first appearance (7 first, from the end backwards)
+    assert t["link"][1:5].tolist() == [ID_OFFSET + 0, ID_OFFSET + 1, ID_OFFSET + 0, ID_OFFSET + 1]
+    assert np.allclose(t["box"][1, 4], 0.4 * 0.5) and np.allclose(t["box"][5], [0, 0, 1, 1, 1])
+    assert np.array_equal(t["inst"][1], inst.feat[4]) and not t["inst"][5:].any()
+    assert np.array_equal(t["scene"][5], np.ones(4)) and not t["scene"][1:5].any()
+
+
+def test_cap_keeps_the_latest_instances_and_training_randomness():
+    inst = _inst(np.repeat(np.arange(60), 5), np.tile(np.arange(5), 60), np.zeros(300, int))
+    v = SpanVideo("v", inst=inst)
+    t = span_tokens(v, tail=59, max_instances=254)
+    body = t["pos"][1:-1, 0] - ID_OFFSET
+    # 254 = 50 whole seconds (10..59) + 4 boxes of second 9: time ids count from second 9
+    assert len(body) == 254 and body.max() == 59 - 9 and (body == 0).sum() == 4
+    rng = np.random.default_rng(0)
+    a = span_tokens(v, 59, train=True, rng=rng)
+    assert not np.allclose(a["box"][1:-1, :4], t["box"][1:-1, :4])  # boxes jittered
+    assert sorted(set(a["link"][1:-1].tolist())) == list(range(ID_OFFSET, ID_OFFSET + 5))  # ids permuted, kept distinct
+    ds = RandomSpans([v], np.array([2.0], np.float32), length=7)
+    assert len(ds) == 7 and ds[0]["y"] == 2.0

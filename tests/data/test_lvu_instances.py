@@ -1,0 +1,140 @@
+"""LVU's released instance inputs (features/*.npz, instance_meta_*.pkl) and tracks JSON files, read
+from files built from their documented layout; bad files are one-line BadInputErrors."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from moviessl.data.lvu import read_instance_meta, read_release_features, read_tracks, release_instances
+from moviessl.errors import BadInputError
+from moviessl.features.instances import LVUReleaseInstances, open_instances
+
+BOX_A, BOX_B = "0.100,0.200,0.400,0.900", "0.500,0.100,0.800,0.700"
+
+
+def _release(root, dim=6):
+    """LVU's layout: features/<id>.npz holds array 'a' = {sec: {box: feature}} (np.savez of a dict,
+    read by the reference as np.load(f, allow_pickle=True)['a'].item()); instance_meta_<task>.pkl =
+    {id: {sec: {box: [scene_id, link_id]}}}."""
+    rng = np.random.default_rng(0)
+    (root / "features").mkdir(parents=True)
+    meta = {"vidA": {3: {BOX_A: [0, 7], BOX_B: [0, 9]}, 4: {BOX_A: [1, 7]}}, "vidB": {0: {BOX_B: [2, 1]}}}
+    feats = {}
+    for vid, secs in meta.items():
+        feats[vid] = {s: {b: rng.normal(size=dim).astype(np.float32) for b in boxes} for s, boxes in secs.items()}
+        np.savez(root / "features" / f"{vid}.npz", a=feats[vid])
+    (root / "instance_meta").mkdir()
+    with open(root / "instance_meta" / "instance_meta_scene.pkl", "wb") as f:
+        pickle.dump(meta, f)
+    return meta, feats
+
+
+def test_release_files_read_as_the_reference(tmp_path):
+    meta, feats = _release(tmp_path)
+    m = read_instance_meta(tmp_path / "instance_meta" / "instance_meta_scene.pkl")
+    assert m["vidA"][3][BOX_B] == (0, 9) and m["vidB"] == {0: {BOX_B: (2, 1)}}
+    f = read_release_features(tmp_path / "features" / "vidA.npz")
+    assert np.array_equal(f[4][BOX_A], feats["vidA"][4][BOX_A])
+    inst = release_instances(m["vidA"], f)
+    assert inst.sec.tolist() == [3, 3, 4] and inst.track.tolist() == [7, 9, 7] and inst.shot.tolist() == [0, 0, 1]
+    assert np.allclose(inst.box[1], [0.5, 0.1, 0.8, 0.7])
+    assert np.array_equal(inst.feat[2], feats["vidA"][4][BOX_A])
+    store = open_instances(tmp_path / "features", tmp_path / "instance_meta" / "instance_meta_scene.pkl")
+    assert isinstance(store, LVUReleaseInstances) and store.ids == ["vidA", "vidB"] and store.dim == 6
+    # a third element (the reference appends the label; AVA files hold actions) is ignored
+    with open(tmp_path / "m3.pkl", "wb") as fh:
+        pickle.dump({"v": {1: {BOX_A: [0, 2, [-1]]}}}, fh)
+    assert read_instance_meta(tmp_path / "m3.pkl") == {"v": {1: {BOX_A: (0, 2)}}}
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+@pytest.mark.parametrize(
+    "payload, cause",
+    [
+        (b"not a pickle", "not a readable instance-metadata pickle"),
+        (pickle.dumps(_Evil()), "refusing to load"),
+        (pickle.dumps([1, 2]), "expected a dict"),
+        (pickle.dumps({"v": {1: {"0.1,0.2,0.3": [0, 1]}}}), "not 'x1,y1,x2,y2'"),
+        (pickle.dumps({"v": {1: {BOX_A: [0]}}}), "expected [scene_id, link_id]"),
+        (pickle.dumps({"v": {1: {"0.5,0.2,0.4,0.9": [0, 1]}}}), "inverted"),
+    ],
+)
+def test_bad_instance_meta_is_one_line(tmp_path, payload, cause):
+    p = tmp_path / "meta.pkl"
+    p.write_bytes(payload)
+    with pytest.raises(BadInputError) as e:
+        read_instance_meta(p)
+    assert cause in str(e.value) and "\n" not in str(e.value) and str(p) in str(e.value)
+
+
+def test_bad_release_features_are_one_line(tmp_path):
+    p = tmp_path / "v.npz"
+    p.write_bytes(b"garbage")
+    with pytest.raises(BadInputError, match="not a readable LVU feature file"):
+        read_release_features(p)
+    np.savez(p, b=np.zeros(3))
+    with pytest.raises(BadInputError, match="no array 'a'"):
+        read_release_features(p)
+    np.savez(p, a={1: {BOX_A: np.zeros(4), BOX_B: np.zeros(5)}})
+    with pytest.raises(BadInputError, match="feature of 5 values"):
+        read_release_features(p)
+    np.savez(p, a={1: {BOX_A: np.array([np.nan, 0.0])}})
+    with pytest.raises(BadInputError, match="non-finite"):
+        read_release_features(p)
+    # a box of the metadata without a feature
+    with pytest.raises(BadInputError, match="no RoI feature for second 2"):
+        release_instances({2: {BOX_A: (0, 1)}}, {1: {BOX_A: np.zeros(3, np.float32)}}, where="v.npz")
+
+
+def _tracks(p, seconds, **extra):
+    p.write_text(
+        json.dumps({"youtube_id": "x", "box_format": "x1,y1,x2,y2 normalised to [0,1]", "seconds": seconds, **extra})
+    )
+    return p
+
+
+def test_tracks_file(tmp_path):
+    p = _tracks(
+        tmp_path / "v.json",
+        [
+            {"t": 5, "shot": 1, "track_ids": [3, 0], "boxes": [[0.1, 0.1, 0.3, 0.5], [0.5, 0.5, 0.9, 1.0]]},
+            {"t": 2, "track_ids": [0], "boxes": [[0.0, 0.2, 0.2, 0.6]]},  # shot defaults to 0
+            {"t": 3, "shot": 0, "track_ids": [], "boxes": []},
+            {"t": 4, "shot": 0, "track_ids": [1], "boxes": [[1.0, 0.4, 1.0, 0.7]]},  # no area in frame: dropped
+        ],
+    )
+    inst = read_tracks(p)
+    assert inst.sec.tolist() == [2, 5, 5] and inst.track.tolist() == [0, 3, 0] and inst.shot.tolist() == [0, 1, 1]
+    assert inst.box.shape == (3, 4) and inst.feat is None
+
+
+@pytest.mark.parametrize(
+    "seconds, cause",
+    [
+        ({"t": 1}, '"seconds" list'),
+        ([{"t": 1, "track_ids": [0, 1], "boxes": [[0, 0, 1, 1]]}], "same length"),
+        ([{"t": -1, "track_ids": [], "boxes": []}], "negative or repeated"),
+        ([{"t": 1, "track_ids": [], "boxes": []}, {"t": 1, "track_ids": [], "boxes": []}], "negative or repeated"),
+        ([{"t": 1, "track_ids": [0], "boxes": [[0, 0, 2, 1]]}], "not normalised"),
+        ([{"t": 1, "track_ids": [0], "boxes": [[0.5, 0, 0.2, 1]]}], "inverted"),
+        ([{"t": 1, "track_ids": ["a"], "boxes": [[0, 0, 1, 1]]}], "must be an integer"),
+        ([{"t": 1, "track_ids": [0], "boxes": [[0, 0, 1]]}], "4 finite numbers"),
+    ],
+)
+def test_bad_tracks_are_one_line(tmp_path, seconds, cause):
+    p = _tracks(tmp_path / "v.json", seconds)
+    with pytest.raises(BadInputError) as e:
+        read_tracks(p)
+    assert cause in str(e.value) and "\n" not in str(e.value) and str(p) in str(e.value)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(BadInputError, match="unreadable tracks JSON"):
+        read_tracks(tmp_path / "bad.json")

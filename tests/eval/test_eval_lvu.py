@@ -1,0 +1,152 @@
+"""`moviessl evaluate lvu` against an independent implementation of LVU's protocol on label files
+in the released format (whitespace-separated, one header, class ids with gaps, \\N class names,
+like/dislike columns)."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+
+import numpy as np
+import pytest
+
+from moviessl.cli import main
+from moviessl.eval.lvu import evaluate_files
+
+HEADERS = {
+    "director": "class_id class_name youtube_id imdb_id",
+    "writer": "class_id class_name youtube_id imdb_id",
+    "like_ratio": "like_count dislike_count youtube_id imdb_id",
+    "view_count": "view_count youtube_id imdb_id",
+}
+NCLASS = {"director": 10, "writer": 10}
+NULL_NAME = "\\N"  # IMDb's null marker, writer class 0's name in the release
+
+
+def _write_split(root, task, split, rows):
+    p = root / "lvu_1.0" / task / f"{split}.csv"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(HEADERS[task] + "\n" + "\n".join(rows) + "\n")
+    return p
+
+
+@pytest.fixture()
+def release(tmp_path):
+    """Label files as released: director ids with gaps (no 2, 3), writer class 0 named \\N, counts."""
+    rng = np.random.default_rng(1)
+    ids = [f"yt{k:03d}_-x" for k in range(12)]
+    files = {}
+    for task in HEADERS:
+        rows = []
+        for k, vid in enumerate(ids):
+            if task == "director":
+                c = [0, 1, 4, 5, 6, 7, 8, 9][k % 8]
+                rows.append(f"{c} nm00{c:05d} {vid} tt{k:07d}")
+            elif task == "writer":
+                c = [0, 1, 2, 5, 6, 7, 9][k % 7]
+                name = NULL_NAME if c == 0 else f"nm9{c}"
+                rows.append(f"{c} {name} {vid}\ttt{k:07d}")
+            elif task == "like_ratio":
+                rows.append(f"{rng.integers(10, 5000)} {rng.integers(1, 500)}  {vid} tt{k:07d}")
+            else:
+                rows.append(f"{rng.integers(100, 10**7)} {vid} tt{k:07d}")
+        files[task] = _write_split(tmp_path, task, "val", rows)
+    return tmp_path, ids, files
+
+
+def reference_score(label_file, task, preds):
+    """LVU's src/run.py evaluate(), written out independently: labels parsed as the reference loader
+    (line.split(), header skipped, id = field -2), softmax sums / span means per video."""
+    labels = {}
+    with open(label_file) as f:
+        f.readline()
+        for line in f:
+            items = line.split()
+            if task == "view_count":
+                lab = math.log(float(items[0])) - 11.76425435683139
+            elif task == "like_ratio":
+                lab = float(items[0]) / (float(items[0]) + float(items[1])) * 10.0 - 9.138220535629456
+            else:
+                lab = int(items[0])
+            labels[items[-2].strip()] = lab
+    correct, sq = 0, []
+    for vid, spans in preds.items():
+        if task in NCLASS:
+            agg = None
+            for s in spans:
+                agg = np.array(s, dtype=np.float64) if agg is None else agg + np.array(s, dtype=np.float64)
+            correct += int(agg.argmax() == labels[vid])
+        else:
+            sq.append((np.mean([float(s) for s in spans]) - labels[vid]) ** 2)
+    return 100.0 * correct / len(preds) if task in NCLASS else float(np.mean(sq))
+
+
+def _random_preds(task, ids, rng, drop=2):
+    out = {}
+    for vid in ids[drop:]:  # LVU videos go missing: only the others are scored
+        n = int(rng.integers(1, 6))
+        if task in NCLASS:
+            z = rng.normal(size=(n, NCLASS[task])) * 2
+            out[vid] = (np.exp(z) / np.exp(z).sum(1, keepdims=True)).tolist()
+        else:
+            out[vid] = rng.normal(scale=0.7, size=n).tolist()
+    return out
+
+
+@pytest.mark.parametrize("task", list(HEADERS))
+def test_agrees_with_an_independent_implementation(release, task, tmp_path, capsys):
+    root, ids, files = release
+    rng = np.random.default_rng(hash(task) % 1000)
+    for trial in range(3):
+        preds = _random_preds(task, ids, rng)
+        pf = tmp_path / f"p{trial}.json"
+        pf.write_text(json.dumps(preds))
+        ours = evaluate_files(task, pf, root, "val")
+        key = "top1" if task in NCLASS else "mse"
+        assert ours["n"] == len(ids) - 2
+        assert abs(ours[key] - reference_score(files[task], task, preds)) < 1e-6
+        # the CLI prints exactly this one JSON object; data-root may be lvu_1.0 itself; pickles too
+        pk = tmp_path / f"p{trial}.pkl"
+        pk.write_bytes(pickle.dumps(preds))
+        assert main(["evaluate", "lvu", "--task", task, "--pred", str(pk), "--data-root", str(root / "lvu_1.0")]) == 0
+        assert json.loads(capsys.readouterr().out) == ours
+
+
+@pytest.mark.parametrize(
+    "preds, cause",
+    [
+        ({"not_in_split": [[0.1] * 10]}, "'not_in_split' is not in the split"),
+        ({"yt000_-x": [[0.5] * 9]}, "expected 10 class probabilities"),
+        ({"yt000_-x": [[float("nan")] + [0.1] * 9]}, "non-finite"),
+        ({"yt000_-x": []}, "non-empty list"),
+        ([[0.1] * 10], "expected a mapping"),
+    ],
+)
+def test_bad_prediction_files_exit_2_with_one_line(release, tmp_path, capsys, preds, cause):
+    root, _, _ = release
+    pf = tmp_path / "bad.json"
+    pf.write_text(json.dumps(preds))
+    assert main(["evaluate", "lvu", "--task", "director", "--pred", str(pf), "--data-root", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and cause in err and err.startswith("moviessl: error:")
+
+
+def test_regression_spans_must_be_single_numbers(release, tmp_path, capsys):
+    root, ids, _ = release
+    pf = tmp_path / "r.json"
+    pf.write_text(json.dumps({ids[0]: [[0.1], 0.2]}))  # [x] is accepted as one number
+    assert main(["evaluate", "lvu", "--task", "view_count", "--pred", str(pf), "--data-root", str(root)]) == 0
+    capsys.readouterr()
+    pf.write_text(json.dumps({ids[0]: [[0.1, 0.2]]}))
+    assert main(["evaluate", "lvu", "--task", "like_ratio", "--pred", str(pf), "--data-root", str(root)]) == 2
+    assert "expected one number" in capsys.readouterr().err
+    # a malformed label file is one line too
+    (root / "lvu_1.0" / "view_count" / "test.csv").write_text("view_count youtube_id imdb_id\nabc x y\n")
+    assert (
+        main(
+            ["evaluate", "lvu", "--task", "view_count", "--pred", str(pf), "--data-root", str(root), "--split", "test"]
+        )
+        == 2
+    )
+    assert "test.csv:2" in capsys.readouterr().err

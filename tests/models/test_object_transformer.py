@@ -1,0 +1,96 @@
+"""The Object Transformer: LVU's sizes, padding, [MASK] in the input space, OT++ scene tokens."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from moviessl.context.ot_spans import SpanVideo, collate_tokens, span_tokens
+from moviessl.data.lvu import VideoInstances
+from moviessl.errors import BadInputError
+from moviessl.models.object_transformer import OT_PRESETS, build_object_transformer, load_matching
+
+
+def _video(n_sec=20, dim=12, scene_dim=0, seed=0):
+    rng = np.random.default_rng(seed)
+    sec = np.repeat(np.arange(n_sec), 2)
+    inst = VideoInstances(
+        sec=sec,
+        shot=sec // 7,
+        track=np.tile([4, 9], n_sec),
+        box=np.tile(np.array([[0.1, 0.1, 0.4, 0.8], [0.5, 0.2, 0.9, 0.9]], np.float32), (n_sec, 1)),
+        feat=rng.normal(size=(2 * n_sec, dim)).astype(np.float32),
+    )
+    v = SpanVideo("v", inst=inst)
+    if scene_dim:
+        v.scene = rng.normal(size=(n_sec // 2, scene_dim)).astype(np.float32)
+        v.scene_sec = np.arange(n_sec // 2) * 2 + 1
+    return v
+
+
+def _batch(*videos, tail=19):
+    return {k: torch.as_tensor(v) for k, v in collate_tokens([span_tokens(v, tail) for v in videos]).items()}
+
+
+def test_paper_preset_is_lvus_ot():
+    p = OT_PRESETS["ot_paper"]
+    assert (p["depth"], p["heads"], p["dim"], p["mlp_dim"], p["max_instances"], p["max_positions"]) == (
+        3,
+        12,
+        768,
+        3072,
+        254,
+        258,
+    )
+    m = build_object_transformer("ot_paper", in_dim=2304, num_outputs=4)
+    assert m.reduction.in_features == 2304 and m.head[1].out_features == 4 and len(m.blocks) == 3
+    with pytest.raises(BadInputError, match="unknown Object Transformer option"):
+        build_object_transformer("ot_cpu", in_dim=8, depht=2)
+
+
+def test_padding_does_not_change_outputs_and_shapes():
+    torch.manual_seed(0)
+    m = build_object_transformer("ot_cpu", in_dim=12, num_outputs=3).eval()
+    short, long = _video(n_sec=6, seed=1), _video(n_sec=20, seed=2)
+    alone = m(_batch(short, tail=5))
+    both = m(_batch(short, long, tail=5))  # the short span is padded to the long one's length
+    assert both.shape == (2, 3)
+    assert torch.allclose(alone[0], both[0], atol=1e-5)
+
+
+def test_masked_instances_never_reach_the_model():
+    torch.manual_seed(0)
+    m = build_object_transformer("ot_cpu", in_dim=12).eval()
+    b = _batch(_video())
+    b["mask"] = torch.zeros_like(b["kind"], dtype=torch.bool)
+    b["mask"][0, 3] = True
+    out1 = m.encode(b)
+    b["inst"] = b["inst"].clone()
+    b["inst"][0, 3] += 100.0  # the masked token's feature changes: nothing else may
+    assert torch.allclose(out1, m.encode(b), atol=1e-5)
+
+
+def test_scene_tokens_and_scene_only_model():
+    torch.manual_seed(0)
+    v = _video(scene_dim=5)
+    b = _batch(v)
+    pp = build_object_transformer("ot_cpu", in_dim=12, scene_dim=5, num_outputs=2).eval()
+    assert pp(b).shape == (1, 2)
+    # the scene pathway changes the output; an instance-only OT ignores the scene tensor
+    b2 = dict(b, scene=b["scene"] + 1.0)
+    assert not torch.allclose(pp(b), pp(b2))
+    only = build_object_transformer("ot_cpu", in_dim=0, scene_dim=5, num_outputs=2).eval()
+    sv = SpanVideo("s", scene=v.scene, scene_sec=v.scene_sec)
+    assert only(_batch(sv)).shape == (1, 2)
+    with pytest.raises(BadInputError, match="needs instance features"):
+        build_object_transformer("ot_cpu", in_dim=0, scene_dim=0)
+
+
+def test_load_matching_drops_the_head_and_other_widths():
+    pre = build_object_transformer("ot_cpu", in_dim=12)  # pretrained: no head
+    ft = build_object_transformer("ot_cpu", in_dim=16, scene_dim=5, num_outputs=4)
+    rep = load_matching(ft, pre.state_dict())
+    assert "reduction.weight" in rep["skipped"] and "blocks.0.attn.qkv.weight" in rep["loaded"]
+    assert "head.1.weight" in rep["missing"] and "scene_proj.weight" in rep["missing"]
+    assert torch.equal(ft.blocks[0].attn.qkv.weight, pre.blocks[0].attn.qkv.weight)

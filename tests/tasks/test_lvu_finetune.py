@@ -1,0 +1,301 @@
+"""LVU end to end on a tiny SynthMovies through the CLI: instance features from tracks, event
+features, masked-instance pretraining, `finetune lvu --task all` (OT++: instances + scene tokens),
+predictions scored again by `evaluate lvu`, a rerun that skips finished runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from moviessl.checkpoint import arch_spec, save_checkpoint
+from moviessl.cli import main
+from moviessl.data.lvu import LVU_TASKS
+from moviessl.synth import generate
+
+FAST = ["trainer.progress_bar=false"]
+INPUT = {"num_frames": 4, "stride": 8, "short_side": 32, "crop": 32}
+
+
+@pytest.fixture(scope="module")
+def lvu_setup(tmp_path_factory):
+    from moviessl.models import build_slowd
+
+    tmp = tmp_path_factory.mktemp("lvu")
+    synth = generate(tmp / "synth", preset="tiny", seed=0, progress=False)
+    torch.manual_seed(0)
+    kw = dict(preset="slowd_cpu", widths=[8, 8, 16, 16], stem_width=8)
+    model = build_slowd(**kw)
+    bb = tmp / "backbone.pt"
+    save_checkpoint(
+        bb,
+        stage="backbone",
+        arch=arch_spec("moviessl.models.slowd:build_slowd", **kw),
+        state_dict=model.state_dict(),
+        meta={"input": INPUT, "method": "random", "out_dim": model.out_dim},
+    )
+    teacher = tmp / "teacher.ckpt"  # a supervised run's Lightning checkpoint holds its classifier
+    torch.save(
+        {"state_dict": {"classifier.1.weight": torch.randn(5, 16), "classifier.1.bias": torch.zeros(5)}}, teacher
+    )
+    lvu = synth / "lvu"
+    assert (
+        main(
+            [
+                "extract-instances",
+                "--backbone",
+                str(bb),
+                "--videos",
+                str(lvu),
+                "--tracks",
+                str(lvu / "tracks"),
+                "--out",
+                str(tmp / "inst"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "extract",
+                "--backbone",
+                str(bb),
+                "--videos",
+                str(lvu),
+                "--out",
+                str(tmp / "events"),
+                "--num-workers",
+                "0",
+                "--accelerator",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    return tmp, lvu, teacher
+
+
+def test_instances_pretraining_and_all_nine_tasks(lvu_setup, capsys):
+    tmp, lvu, teacher = lvu_setup
+    index = json.loads((tmp / "inst" / "index.json").read_text())
+    assert index["counts"] == {"ok": 3, "bad": 0} and index["dim"] == 16
+    with np.load(tmp / "inst" / f"{next(iter(index['videos']))}.npz") as z:
+        assert z["feat"].shape == (len(z["sec"]), 16) and np.isfinite(z["feat"]).all() and len(z["sec"]) > 10
+
+    pt = tmp / "ot_pretrain"
+    argv = ["pretrain-ot", "--instances", str(tmp / "inst"), "--teacher", str(teacher), "--out", str(pt)]
+    assert main(argv + ["trainer.max_steps=3", "data.batch_size=2", *FAST]) == 0
+    assert (pt / "model.pt").is_file()
+
+    out = tmp / "ft"
+    argv = [
+        "finetune", "lvu", "--task", "all", "--data-root", str(lvu), "--instances", str(tmp / "inst"),
+        "--scene-features", str(tmp / "events"), "--init", str(pt / "model.pt"), "--seeds", "1", "--out", str(out),
+        "train.epochs=2", *FAST,
+    ]  # fmt: skip
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert sorted(printed) == sorted(LVU_TASKS)
+    for task in LVU_TASKS:
+        d = out / task / "seed0"
+        rec = json.loads((d / "metrics.json").read_text())
+        assert rec["init"].startswith("ot:") and rec["train_videos"] == "1/1"
+        for split in ("val", "test"):
+            preds = json.loads((d / f"predictions_{split}.json").read_text())
+            assert len(preds) == 1 and all(len(spans) >= 1 for spans in preds.values())
+            assert (
+                main(
+                    [
+                        "evaluate",
+                        "lvu",
+                        "--task",
+                        task,
+                        "--pred",
+                        str(d / f"predictions_{split}.json"),
+                        "--data-root",
+                        str(lvu),
+                        "--split",
+                        split,
+                    ]
+                )
+                == 0
+            )
+            again = json.loads(capsys.readouterr().out)
+            metric = "mse" if LVU_TASKS[task]["type"] == "regression" else "top1"
+            assert again["n"] == 1 and again[metric] == pytest.approx(rec["metrics"][f"{split}_{metric}"], abs=1e-9)
+        assert (out / task / "summary.md").is_file() and (d / "model.pt").is_file()
+    # a rerun with the same settings skips every finished run
+    mtime = (out / "genre" / "seed0" / "metrics.json").stat().st_mtime_ns
+    assert main(argv) == 0
+    assert (out / "genre" / "seed0" / "metrics.json").stat().st_mtime_ns == mtime
+
+
+def test_scene_only_and_bad_inputs(lvu_setup, capsys, tmp_path):
+    tmp, lvu, _ = lvu_setup
+    argv = [
+        "finetune",
+        "lvu",
+        "--task",
+        "year",
+        "--data-root",
+        str(lvu),
+        "--scene-features",
+        str(tmp / "events"),
+        "--scene-kind",
+        "feats",
+        "--seeds",
+        "2",
+        "--out",
+        str(tmp_path / "so"),
+        "train.epochs=1",
+        *FAST,
+    ]
+    assert main(argv) == 0
+    s = json.loads((tmp_path / "so" / "summary.json").read_text())
+    assert s["seeds"] == 2 and s["summary"]["test_top1"]["n"] == 2
+    # other settings + --resume: the old run's checkpoint is not resumed (it would "train" 0 steps)
+    ck = tmp_path / "so" / "seed0" / "checkpoints" / "last.ckpt"
+    assert torch.load(ck, weights_only=False)["global_step"] == 1
+    assert main(argv[:-2] + ["--resume", "train.epochs=4", "train.batch_size=1", *FAST]) == 0
+    assert torch.load(ck, weights_only=False)["global_step"] == 4
+    capsys.readouterr()
+    # no inputs at all, and a bad tracks file, are one line and exit 2
+    assert main(["finetune", "lvu", "--task", "year", "--data-root", str(lvu), "--out", str(tmp_path / "x")]) == 2
+    assert "--instances" in capsys.readouterr().err
+    bad = tmp_path / "tracks"
+    bad.mkdir()
+    vid = next((lvu / "videos").iterdir())
+    (bad / f"{vid.stem}.json").write_text('{"seconds": [{"t": 0, "track_ids": [1], "boxes": [[0.5, 0, 0.1, 1]]}]}')
+    assert (
+        main(
+            [
+                "extract-instances",
+                "--backbone",
+                str(tmp / "backbone.pt"),
+                "--videos",
+                str(lvu),
+                "--tracks",
+                str(bad),
+                "--out",
+                str(tmp_path / "i"),
+            ]
+        )
+        == 0
+    )
+    index = json.loads((tmp_path / "i" / "index.json").read_text())
+    assert index["counts"] == {"ok": 0, "bad": 1} and "inverted" in index["videos"][vid.stem]["error"]
+
+
+def test_runs_on_lvus_released_inputs(tmp_path, capsys):
+    """A user with the LVU download: lvu_1.0/ labels, features/<id>.npz, instance_meta/ (by task)."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    (root / "features").mkdir(parents=True)
+    (root / "instance_meta").mkdir()
+    meta = {}
+    splits = {"train": [f"tr{k}" for k in range(4)], "val": ["va0", "va1"], "test": ["te0"]}
+    for vids in splits.values():
+        for vid in vids:
+            secs = {s: {f"0.{k}00,0.100,0.{k + 3}00,0.900": [s // 20, k] for k in range(2)} for s in range(70)}
+            meta[vid] = secs
+            np.savez(
+                root / "features" / f"{vid}.npz",
+                a={s: {b: rng.normal(size=8).astype(np.float32) for b in bs} for s, bs in secs.items()},
+            )
+    with open(root / "instance_meta" / "instance_meta_scene.pkl", "wb") as f:
+        pickle.dump(meta, f)
+    for split, vids in splits.items():
+        p = root / "lvu_1.0" / "scene" / f"{split}.csv"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(
+            "class_id class_name youtube_id imdb_id\n"
+            + "".join(f"{k % 6} office {v} tt{k}\n" for k, v in enumerate(vids))
+        )
+    out = tmp_path / "ft"
+    argv = [
+        "finetune",
+        "lvu",
+        "--task",
+        "scene",
+        "--data-root",
+        str(root),
+        "--instances",
+        str(root / "features"),
+        "--seeds",
+        "1",
+        "--out",
+        str(out),
+        "train.epochs=1",
+        *FAST,
+    ]
+    assert main(argv) == 0
+    preds = json.loads((out / "seed0" / "predictions_val.json").read_text())
+    assert sorted(preds) == ["va0", "va1"] and all(len(p) == 70 - 59 for p in preds.values())  # spans end at 59..69
+    assert all(len(s) == 6 and abs(sum(s) - 1) < 1e-5 for p in preds.values() for s in p)
+
+
+def test_bad_feature_files_exit_2_with_one_line(lvu_setup, tmp_path, capsys):
+    tmp, lvu, _ = lvu_setup
+    base = ["finetune", "lvu", "--task", "scene", "--data-root", str(lvu), "--out", str(tmp_path / "o"), *FAST]
+    # LVU-release instances with a corrupt instance-metadata pickle
+    (tmp_path / "features").mkdir()
+    (tmp_path / "meta.pkl").write_bytes(b"\x80\x04garbage")
+    assert main(base + ["--instances", str(tmp_path / "features"), "--instance-meta", str(tmp_path / "meta.pkl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "meta.pkl" in err
+    # a scene feature file of the wrong shape
+    import shutil
+
+    ev = tmp_path / "events"
+    shutil.copytree(tmp / "events", ev)
+    victim = next(ev.glob("*_feats.npy"))
+    np.save(victim, np.zeros((3, 5), np.float32))
+    assert main(base + ["--scene-features", str(ev)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and victim.name in err and "expected shape" in err
+
+
+def test_table5_analogue_end_to_end(lvu_setup, tmp_path):
+    from moviessl.models.txe import build_txe
+    from moviessl.tasks.lvu.table import run_lvu_table, setting_name
+
+    tmp, lvu, teacher = lvu_setup
+    txe = build_txe("txe_cpu", in_dim=16, dim=32, heads=2, mlp_dim=32, depth=1)
+    ctx = tmp_path / "txe.pt"
+    save_checkpoint(
+        ctx,
+        stage="context",
+        arch=arch_spec(
+            "moviessl.models.txe:build_txe", preset="txe_cpu", in_dim=16, dim=32, heads=2, mlp_dim=32, depth=1
+        ),
+        state_dict=txe.state_dict(),
+        meta={"window": 5, "token_stride_s": 2.0, "in_dim": 16},
+    )
+    bb = tmp / "backbone.pt"
+    rows = [("ot", "none"), ("none", "sup"), ("none", "ours"), ("ot", "ours")]
+    res = run_lvu_table(
+        tmp_path / "table",
+        lvu.parent,
+        backbones={"supervised": bb, "cvrl": bb},
+        contextualizer=ctx,
+        seeds=2,
+        rows=rows,
+        tasks=["year", "view_count"],
+        event_features={"cvrl": tmp / "events", "supervised": tmp / "events"},
+        teacher=teacher,
+        overrides=["train.epochs=1"],
+        pretrain_overrides=["trainer.max_steps=2", "data.batch_size=2"],
+        roi_short_side=None,
+    )
+    got = {(r["setting"], r["metric"]) for r in res["rows"]}
+    assert got == {(setting_name(*r), t) for r in rows for t in ("year", "view_count")}
+    assert all(r["table"] == "lvu" and r["n"] == 2 for r in res["rows"]) and len(res["rows_val"]) == len(res["rows"])
+    assert (
+        "#top-1" in res["markdown"] and "oracle" in res["markdown"] and (tmp_path / "table" / "lvu_table.png").is_file()
+    )
+    assert set(res["claims"]["test"]) >= {"ot_beats_constant", "otpp_best_mean_rank", "ours_beats_sup"}
