@@ -11,6 +11,8 @@
 5. choose how fast a TxE is fine-tuned (held-out train loss of a scratch TxE), then fine-tune and
    evaluate every setting ``finetune_seeds`` times per backbone replicate: verbs (Table 4), semantic
    roles (Table 1), event relations and the pair-prior baseline (Table 3), the mask ablation (Table 2);
+   and, per pretraining replicate, LVU's nine tasks for the Object Transformer / OT++ rows (Table 5:
+   instance features, masked-instance pretraining, fine-tuning; :mod:`moviessl.tasks.lvu.table`);
 6. write ``results.json`` / ``results.md`` (the paper's claims tested first, then tables shaped like
    the paper's, mean ± SE over the pretraining replicates) and PNG plots.
 
@@ -63,6 +65,11 @@ class Profile:
     txe_lr_grid: tuple[float, ...] = (0.1, 0.3, 1.0)
     tune_seeds: int = 2
     lr_rows: bool = True  # frozen (0) and low (0.1) TxE learning-rate rows for CVRL + MaskPred
+    # LVU's nine tasks (Table 5), once per pretraining replicate: 3 x 2 = 6 runs >= the paper's 5
+    lvu_seeds: int = 2
+    lvu_tasks: tuple[str, ...] = ()  # () = all nine
+    lvu_overrides: list[str] = field(default_factory=list)
+    ot_overrides: list[str] = field(default_factory=list)
     workers: int = 2
 
 
@@ -79,6 +86,7 @@ PROFILES = {
         txe_lr_grid=(0.3, 1.0),
         tune_seeds=1,
         lr_rows=False,
+        ot_overrides=["trainer.max_steps=100"],
     ),
     # End-to-end integration test of every stage on the `tiny` SynthMovies (tests/test_demo.py).
     "smoke": Profile(
@@ -92,6 +100,10 @@ PROFILES = {
         mask_ablation=("1",),
         txe_lr_grid=(0.3, 1.0),
         tune_seeds=1,
+        lvu_seeds=1,
+        lvu_tasks=("year", "genre"),
+        lvu_overrides=["train.epochs=2"],
+        ot_overrides=["trainer.max_steps=2", "data.batch_size=2"],
         workers=1,
     ),
 }
@@ -229,6 +241,32 @@ def job_finetune(
     )
 
 
+def job_lvu(
+    out: str,
+    synth: str,
+    backbones: dict[str, str],
+    contextualizer: str,
+    event_features: dict[str, str],
+    seeds: int,
+    tasks: list[str],
+    overrides: list[str],
+    pretrain_overrides: list[str],
+) -> None:
+    from .tasks.lvu.table import run_lvu_table
+
+    run_lvu_table(
+        out,
+        synth,
+        backbones,
+        contextualizer,
+        seeds,
+        tasks=tasks or None,
+        event_features=event_features,
+        overrides=overrides,
+        pretrain_overrides=pretrain_overrides,
+    )
+
+
 def job_baseline(task: str, baseline: str, data_root: str, out: str) -> None:
     from .tasks.vidsitu.runner import run_baseline
 
@@ -358,6 +396,7 @@ def plan_jobs(
                     60.0,
                 )
             )
+    jobs += lvu_jobs(out, synth, prof, backbones, rows)
     ft_ov = prof.vidsitu_overrides + QUIET
     tune_backbone = "cvrl" if "cvrl" in backbones else backbones[0]
     for task in sorted({r.task for r in rows if r.txe != "none"}):
@@ -431,6 +470,47 @@ def plan_jobs(
     return jobs
 
 
+LVU_BACKBONES = ("supervised", "cvrl", "modist")  # the Table 5 rows' backbones (tasks.lvu.table)
+
+
+def lvu_jobs(out: Path, synth: Path, prof: Profile, backbones: list[str], rows: list[Row]) -> list:
+    """One Table 5 analogue per pretraining replicate (its backbones, CVRL events and MaskPred TxE)."""
+    from .scheduler import Job
+
+    if prof.lvu_seeds < 1 or ("cvrl", *MAIN_VARIANT) not in context_variants(rows):
+        return []
+    if not all(b in backbones for b in LVU_BACKBONES):
+        return []
+    jobs = []
+    loss, mask = MAIN_VARIANT
+    for r in range(prof.pretrain_seeds):
+        d = out / "lvu" / f"r{r}"
+        ctx = f"context cvrl {loss} mask{mask} r{r}"
+        jobs.append(
+            Job(
+                f"lvu table r{r}",
+                "moviessl.demo:job_lvu",
+                dict(
+                    out=str(d),
+                    synth=str(synth),
+                    backbones={b: str(out / "backbone" / b / f"r{r}" / "model.pt") for b in LVU_BACKBONES},
+                    contextualizer=str(out / "context" / f"cvrl_{loss}_mask{mask}" / f"r{r}" / "model.pt"),
+                    event_features={b: str(out / "features" / b / f"r{r}" / "lvu") for b in ("supervised", "cvrl")},
+                    seeds=prof.lvu_seeds,
+                    tasks=list(prof.lvu_tasks),
+                    overrides=prof.lvu_overrides,
+                    pretrain_overrides=prof.ot_overrides,
+                ),
+                tuple(f"backbone {b} r{r}" for b in LVU_BACKBONES)
+                + (f"extract supervised r{r} lvu", f"extract cvrl r{r} lvu", ctx),
+                str(d / "lvu_table.json"),
+                # instances of 3 backbones + OT pretraining + 6 rows x tasks x seeds
+                300.0 + 150.0 * prof.lvu_seeds * (len(prof.lvu_tasks) or 9) / 9,
+            )
+        )
+    return jobs
+
+
 def _preset_has_pool(prof: Profile) -> bool:
     from .synth.generate import resolve_preset
 
@@ -498,6 +578,24 @@ def collect(out: Path, rows: list[Row], prof: Profile, backbones: list[str]) -> 
     return results, probes, runs
 
 
+def collect_lvu(out: Path, prof: Profile) -> dict | None:
+    """The Table 5 analogue over the pretraining replicates (``tasks.lvu.table.combine_replicates``):
+    rows for results.json, its markdown (tables, headroom, claims) and plot."""
+    from .tasks.lvu.table import PAPER_ROWS, combine_replicates, report
+
+    tables = [json.loads(p.read_text()) for p in sorted((out / "lvu").glob("r*/lvu_table.json"))]
+    if not tables:
+        return None
+    stats = combine_replicates(tables)
+    tasks = list(dict.fromkeys(t for per in stats["test"].values() for t in per))
+    runs = (
+        f"{len(tables)} pretraining replicates of the mean over {tables[0]['seeds']} runs each"
+        if len(tables) > 1
+        else f"{tables[0]['seeds']} runs"
+    )
+    return report(stats, tables[0]["headroom"], tasks, PAPER_ROWS, runs, out / "plots" / "lvu_table.png")
+
+
 # --------------------------------------------------------------------------- entry point
 def run_demo(
     out: str | os.PathLike = "runs/demo",
@@ -550,6 +648,9 @@ def run_demo(
     from .demo_report import write_report
 
     results, probes, runs = collect(out, rows, prof, backbones)
+    lvu = collect_lvu(out, prof)
+    if lvu:
+        results += lvu["rows"] + lvu["rows_val"]
     timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {}
     claims = evaluate_claims(results)
     report = write_report(
@@ -564,6 +665,7 @@ def run_demo(
         jobs_s=sum(timings.values()),
         claims=claims,
         pretrain_seeds=prof.pretrain_seeds,
+        lvu=lvu,
     )
     print(claims_markdown(claims))
     print(report["markdown"])

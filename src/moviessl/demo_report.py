@@ -205,6 +205,7 @@ def write_report(
     jobs_s: float | None = None,
     claims: list[dict] | None = None,
     pretrain_seeds: int = 1,
+    lvu: dict | None = None,
 ) -> dict:
     from .claims import claims_markdown
 
@@ -214,6 +215,8 @@ def write_report(
     c = curves_plot(out, plots / "training_curves.png")
     if c:
         made.append(c)
+    if lvu:
+        made.append(Path(lvu["plot"]))
     md = markdown_tables(rows)
     pt = probe_table(probes)
     cm = claims_markdown(claims) if claims else ""
@@ -228,11 +231,12 @@ def write_report(
         f"# moviessl demo results (profile `{profile}`; time: {cost})\n\n"
         f"> {STAND_IN}\n\nValues in percent, {spread}. Data: {synth}.\n"
     )
-    body = "\n".join(p for p in (cm, md, pt) if p).replace("\n**", "\n\n**").strip()
+    body = "\n".join(p for p in (cm, md, lvu and lvu["markdown"], pt) if p).replace("\n**", "\n\n**").strip()
     text = header + "\n" + body + "\n\nPlots: " + ", ".join(str(p.relative_to(out)) for p in made) + "\n"
     atomic_write_text(out / "results.md", text)
     obj = {
         "claims": claims or [],
+        "lvu_claims": lvu["claims"] if lvu else None,
         "rows": rows,
         "profile": profile,
         "seeds": seeds,

@@ -320,27 +320,40 @@ def run_lvu_table(
 
     # 5. report
     room = {split: headroom(lvu_root, split) for split in ("val", "test")}
-    result_rows, rows_val = [], []
-    for split, dest in (("test", result_rows), ("val", rows_val)):
+    rep = report(stats, room, tasks, rows, f"{seeds} runs", out / "lvu_table.png")
+    result = {**rep, "headroom": room, "timings": timings, "seeds": seeds}
+    atomic_write_json(out / "lvu_table.json", result)
+    atomic_write_text(out / "lvu_table.md", rep["markdown"])
+    return result
+
+
+def result_rows(stats: Mapping[str, Mapping[str, Mapping[str, Mapping]]]) -> tuple[list[dict], list[dict]]:
+    """``results.json`` rows of the test split (table ``lvu``) and of val (``lvu_val``)."""
+    out: dict[str, list[dict]] = {"test": [], "val": []}
+    for split, dest in out.items():
         for key, per_task in stats[split].items():
             for task, st in per_task.items():
-                dest.append(
-                    {
-                        "table": "lvu" if split == "test" else "lvu_val",
-                        "setting": key,
-                        "metric": task,
-                        "mean": float(st["mean"]),
-                        "se": float(st["se"]),
-                        "n": int(st["n"]),
-                    }
-                )
+                row = {"table": "lvu" if split == "test" else "lvu_val", "setting": key, "metric": task}
+                row.update({k: (int(v) if k.startswith("n") else float(v)) for k, v in st.items()})
+                dest.append(row)
+    return out["test"], out["val"]
+
+
+def report(
+    stats: dict, room: dict, tasks: Sequence[str], rows: Sequence[tuple[str, str]], runs: str, png: Path
+) -> dict[str, Any]:
+    """Markdown tables (test and val), the claims on each split and the plot of the test table;
+    ``stats[split][setting][task]`` = ``{"mean", "se", "n", ...}``, ``runs`` says what the ± is over."""
+    rows = [tuple(r) for r in rows]
+    rows_test, rows_val = result_rows(stats)
+    stats = {split: dict(stats[split]) for split in ("val", "test")}
     for split in ("val", "test"):  # settings without results (e.g. a failed row) get empty cells
         for r in rows:
             stats[split].setdefault(setting_name(*r), {})
     claim = {split: claims(stats[split], room[split], tasks, rows) for split in ("test", "val")}
     md = [
-        "### Table 5 analogue: LVU tasks on SynthMovies (mean ± SE over "
-        f"{seeds} runs; top-1 % ↑ or MSE ↓ on LVU's centred scale)",
+        f"### Table 5 analogue: LVU tasks on SynthMovies (mean ± SE over {runs}; top-1 % ↑ or MSE ↓ "
+        "on LVU's centred scale)",
         "",
         _table_md("test split", stats["test"], tasks, rows, room["test"]),
         _table_md("val split", stats["val"], tasks, rows, room["val"]),
@@ -350,21 +363,32 @@ def run_lvu_table(
         "Claims (test / val): " + json.dumps({k: _short(v) for k, v in claim.items()}),
         "",
     ]
-    markdown = "\n".join(md)
-    png = plot_table(stats["test"], room["test"], tasks, rows, out / "lvu_table.png", "LVU tasks, test split")
-    result = {
-        "rows": result_rows,
-        "rows_val": rows_val,
-        "markdown": markdown,
-        "claims": claim,
-        "headroom": room,
-        "plot": str(png),
-        "timings": timings,
-        "seeds": seeds,
-    }
-    atomic_write_json(out / "lvu_table.json", result)
-    atomic_write_text(out / "lvu_table.md", markdown)
-    return result
+    plot_table(stats["test"], room["test"], tasks, rows, png, "LVU tasks, test split")
+    return {"rows": rows_test, "rows_val": rows_val, "markdown": "\n".join(md), "claims": claim, "plot": str(png)}
+
+
+def combine_replicates(tables: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, dict]]]:
+    """Tables of independent pretraining replicates (``lvu_table.json`` objects) as one:
+    per split, setting and task the mean ± SE over replicates of each replicate's mean over its
+    runs (so the SE holds the pretraining variance), ``n`` = all runs, ``n_pretrain`` = replicates."""
+    from ...eval.stats import mean_se
+
+    per: dict[str, dict[str, dict[str, list]]] = {"test": {}, "val": {}}
+    for t in tables:
+        for split, key in (("test", "rows"), ("val", "rows_val")):
+            for r in t[key]:
+                per[split].setdefault(r["setting"], {}).setdefault(r["metric"], []).append(r)
+    out: dict[str, dict[str, dict[str, dict]]] = {"test": {}, "val": {}}
+    for split, settings in per.items():
+        for setting, by_task in settings.items():
+            for task, reps in by_task.items():
+                if len(reps) > 1:
+                    mean, se = mean_se([r["mean"] for r in reps])
+                else:
+                    mean, se = reps[0]["mean"], reps[0]["se"]
+                n = sum(int(r["n"]) for r in reps)
+                out[split].setdefault(setting, {})[task] = {"mean": mean, "se": se, "n": n, "n_pretrain": len(reps)}
+    return out
 
 
 def _short(c: dict) -> dict:
