@@ -18,6 +18,7 @@ import logging
 import multiprocessing as mp
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -136,10 +137,12 @@ def run_jobs(
             prog.finish(j, dt)
         return ran
 
+    # concurrent.futures' workers are not daemonic (unlike multiprocessing.Pool's), so a job may start
+    # processes of its own (SynthMovies renders on a pool)
     ctx = mp.get_context("spawn")
     running: dict[str, Any] = {}
     error: BaseException | None = None
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
         while (pending and error is None) or running:
             for j in ready() if error is None else []:
                 if len(running) >= workers:
@@ -147,15 +150,15 @@ def run_jobs(
                 pending.remove(j)
                 if on_start:
                     on_start(j)
-                running[j.name] = pool.apply_async(_run_in_worker, (j.name, j.fn, j.kwargs))
+                running[j.name] = pool.submit(_run_in_worker, j.name, j.fn, j.kwargs)
                 prog.line("start", j, pending + [by_name[n] for n in running])
             time.sleep(0.2)
             for name, res in list(running.items()):
-                if not res.ready():
+                if not res.done():
                     continue
                 del running[name]
                 try:
-                    _, dt = res.get()
+                    _, dt = res.result()
                 except BaseException as e:  # noqa: BLE001 -- re-raised below, after the running jobs
                     error = error or e
                     continue

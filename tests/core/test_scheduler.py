@@ -1,0 +1,71 @@
+"""moviessl.scheduler: dependency order, resume from done files, failures, jobs with processes of their own."""
+
+import json
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+
+from moviessl.scheduler import Job, run_jobs
+
+# The job functions below run in spawned workers, which import this module by name (spawn passes
+# the parent's sys.path, which pytest has given this folder).
+MOD = Path(__file__).stem
+
+
+def job_touch(done: str, needs: list[str]) -> None:
+    missing = [n for n in needs if not Path(n).is_file()]
+    if missing:
+        raise RuntimeError(f"started before its dependencies finished: {missing}")
+    Path(done).write_text("ok")
+
+
+def job_fail(done: str) -> None:
+    raise ValueError("this job fails")
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def job_with_pool(done: str) -> None:
+    with mp.get_context("spawn").Pool(2) as pool:
+        assert pool.map(_square, [1, 2, 3]) == [1, 4, 9]
+    Path(done).write_text("ok")
+
+
+def diamond(tmp: Path) -> list[Job]:
+    f = {n: str(tmp / f"{n}.done") for n in "abcd"}
+    deps = {"a": (), "b": ("a",), "c": ("a",), "d": ("b", "c")}
+    return [
+        Job(n, f"{MOD}:job_touch", dict(done=f[n], needs=[f[d] for d in deps[n]]), deps[n], f[n], 1.0) for n in "abcd"
+    ]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_dependency_order_and_resume(tmp_path, workers):
+    ran = run_jobs(diamond(tmp_path), workers=workers, timings=tmp_path / "timings.json")
+    assert set(ran) == set("abcd")
+    assert set(json.loads((tmp_path / "timings.json").read_text())) == set("abcd")
+    (tmp_path / "c.done").unlink()  # an interrupted run: only the unfinished job runs again
+    assert set(run_jobs(diamond(tmp_path), workers=workers)) == {"c"}
+
+
+def test_failure_stops_dependents_and_is_raised(tmp_path):
+    jobs = diamond(tmp_path)
+    jobs[1] = Job("b", f"{MOD}:job_fail", dict(done=str(tmp_path / "b.done")), ("a",), str(tmp_path / "b.done"))
+    with pytest.raises(ValueError, match="this job fails"):
+        run_jobs(jobs, workers=2)
+    assert (tmp_path / "a.done").is_file() and not (tmp_path / "d.done").exists()
+
+
+def test_a_job_may_start_processes_of_its_own(tmp_path):
+    # SynthMovies renders on a process pool; a daemonic worker could not start it
+    done = tmp_path / "pool.done"
+    run_jobs([Job("pool", f"{MOD}:job_with_pool", dict(done=str(done)), (), str(done))], workers=2)
+    assert done.read_text() == "ok"
+
+
+def test_unknown_dependency_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="unknown"):
+        run_jobs([Job("x", f"{MOD}:job_touch", dict(done="", needs=[]), ("nope",))], workers=1)
