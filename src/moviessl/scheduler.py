@@ -46,7 +46,20 @@ def call(fn: str, kwargs: dict) -> Any:
     return getattr(importlib.import_module(module), name)(**kwargs)
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when the scheduling process dies (killed, or stopped with Ctrl-C),
+    so an interrupted demo leaves no job running that a rerun would start a second time."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux / no glibc: workers then end with their job
+        pass
+
+
 def _init_worker(threads: int) -> None:
+    _die_with_parent()
     os.environ["OMP_NUM_THREADS"] = str(threads)  # what moviessl.training.cpu_threads honours
     import torch
 

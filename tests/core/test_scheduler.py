@@ -2,6 +2,7 @@
 
 import json
 import multiprocessing as mp
+import os
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,42 @@ def test_a_job_may_start_processes_of_its_own(tmp_path):
 def test_unknown_dependency_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="unknown"):
         run_jobs([Job("x", f"{MOD}:job_touch", dict(done="", needs=[]), ("nope",))], workers=1)
+
+
+def job_sleep(done: str) -> None:
+    import time
+
+    Path(done).write_text(str(os.getpid()))
+    time.sleep(60)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="Linux only (PR_SET_PDEATHSIG)")
+def test_workers_end_when_the_scheduler_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pidfile = tmp_path / "worker.pid"
+    code = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from moviessl.scheduler import Job, run_jobs\n"
+        "run_jobs([Job('s', %r, dict(done=%r))], workers=2)\n"
+    ) % (str(Path(__file__).parent), f"{MOD}:job_sleep", str(pidfile))
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    for _ in range(300):
+        if pidfile.is_file() and pidfile.read_text():
+            break
+        time.sleep(0.1)
+    worker = int(pidfile.read_text())
+    proc.kill()  # SIGKILL: no clean-up in the scheduling process
+    proc.wait()
+    for _ in range(100):
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail("the worker outlived the killed scheduler")
