@@ -67,10 +67,23 @@ def _init_worker(threads: int) -> None:
     logging.getLogger().setLevel(logging.WARNING)
 
 
-def _run_in_worker(name: str, fn: str, kwargs: dict) -> tuple[str, float]:
-    t = time.perf_counter()
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (a job's own process pools)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _timed_call(fn: str, kwargs: dict) -> dict:
+    """Run one job; its wall and CPU seconds and its start / end (epoch seconds)."""
+    start, t, cpu = time.time(), time.perf_counter(), _cpu_seconds()
     call(fn, kwargs)
-    return name, time.perf_counter() - t
+    return {"start": start, "wall": time.perf_counter() - t, "cpu": _cpu_seconds() - cpu, "pid": os.getpid()}
+
+
+def _run_in_worker(name: str, fn: str, kwargs: dict) -> tuple[str, dict]:
+    return name, _timed_call(fn, kwargs)
 
 
 def _fmt(s: float) -> str:
@@ -82,6 +95,11 @@ class _Progress:
     def __init__(self, jobs: list[Job], workers: int, timings: Path | None):
         self.jobs, self.workers, self.timings_path = jobs, workers, timings
         self.timings: dict[str, float] = json.loads(timings.read_text()) if timings and timings.is_file() else {}
+        # per job: start (epoch s), wall and CPU seconds, worker pid -- benchmarks/demo_profile.py
+        self.profile_path = timings.with_name("profile.json") if timings else None
+        self.profile: dict[str, dict] = (
+            json.loads(self.profile_path.read_text()) if self.profile_path and self.profile_path.is_file() else {}
+        )
         self.t0 = time.perf_counter()
         self.expected_done = self.actual_done = 0.0
         self.finished = 0
@@ -97,13 +115,16 @@ class _Progress:
             flush=True,
         )
 
-    def finish(self, job: Job, seconds: float) -> None:
+    def finish(self, job: Job, run: dict) -> None:
+        seconds = run["wall"]
         self.finished += 1
         self.expected_done += job.cost
         self.actual_done += seconds
         self.timings[job.name] = round(seconds, 1)
+        self.profile[job.name] = {k: round(v, 2) if isinstance(v, float) else v for k, v in run.items()}
         if self.timings_path is not None:
             atomic_write_json(self.timings_path, self.timings)
+            atomic_write_json(self.profile_path, self.profile)
 
 
 def run_jobs(
@@ -142,12 +163,10 @@ def run_jobs(
             prog.line("start", j, pending + [j])
             if on_start:
                 on_start(j)
-            t = time.perf_counter()
-            call(j.fn, j.kwargs)
-            dt = time.perf_counter() - t
-            ran[j.name] = dt
+            run = _timed_call(j.fn, j.kwargs)
+            ran[j.name] = run["wall"]
             finished.add(j.name)
-            prog.finish(j, dt)
+            prog.finish(j, run)
         return ran
 
     # concurrent.futures' workers are not daemonic (unlike multiprocessing.Pool's), so a job may start
@@ -171,14 +190,14 @@ def run_jobs(
                     continue
                 del running[name]
                 try:
-                    _, dt = res.result()
+                    _, run = res.result()
                 except BaseException as e:  # noqa: BLE001 -- re-raised below, after the running jobs
                     error = error or e
                     continue
-                ran[name] = dt
+                ran[name] = run["wall"]
                 finished.add(name)
-                prog.finish(by_name[name], dt)
-                prog.line("done ", by_name[name], pending + [by_name[n] for n in running], f" ({_fmt(dt)})")
+                prog.finish(by_name[name], run)
+                prog.line("done ", by_name[name], pending + [by_name[n] for n in running], f" ({_fmt(run['wall'])})")
             if error is None and pending and not running and not ready():
                 raise ValueError(f"dependency cycle among {[j.name for j in pending]}")
     if error is not None:

@@ -48,6 +48,9 @@ def test_dependency_order_and_resume(tmp_path, workers):
     ran = run_jobs(diamond(tmp_path), workers=workers, timings=tmp_path / "timings.json")
     assert set(ran) == set("abcd")
     assert set(json.loads((tmp_path / "timings.json").read_text())) == set("abcd")
+    prof = json.loads((tmp_path / "profile.json").read_text())
+    assert set(prof) == set("abcd") and all(p["wall"] >= 0 and p["cpu"] >= 0 for p in prof.values())
+    assert prof["d"]["start"] >= prof["b"]["start"] + prof["b"]["wall"] - 0.01  # d started after b ended
     (tmp_path / "c.done").unlink()  # an interrupted run: only the unfinished job runs again
     assert set(run_jobs(diamond(tmp_path), workers=workers)) == {"c"}
 
