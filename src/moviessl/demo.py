@@ -195,7 +195,7 @@ def job_backbone(method: str, data: str, val: str, out: str, overrides: list[str
 def job_extract(backbone: str, videos: str, out: str) -> None:
     from .features.extract import extract
 
-    extract(backbone, videos, out, stride_s=2.0, num_workers=0, accelerator="cpu")
+    extract(backbone, videos, out, stride_s=2.0, num_workers=0, accelerator="cpu", progress=False)
 
 
 def job_context(features: list[str], out: str, overrides: list[str]) -> None:

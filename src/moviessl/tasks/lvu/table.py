@@ -284,7 +284,7 @@ def run_lvu_table(
             timed(
                 f"events {b}",
                 lambda fdir=fdir, b=b: extract(
-                    backbones[b], lvu_root, fdir, stride_s=2.0, num_workers=0, accelerator="cpu"
+                    backbones[b], lvu_root, fdir, stride_s=2.0, num_workers=0, accelerator="cpu", progress=not quiet
                 ),
             )
         ctx = contextualizer if s == "ours" else None
