@@ -167,6 +167,7 @@ def run_jobs(
             ran[j.name] = run["wall"]
             finished.add(j.name)
             prog.finish(j, run)
+            prog.line("done ", j, pending, f" ({_fmt(run['wall'])})")
         return ran
 
     # concurrent.futures' workers are not daemonic (unlike multiprocessing.Pool's), so a job may start

@@ -1,0 +1,141 @@
+"""Where a demo run's time goes: per stage, job seconds, CPU seconds, and how busy the cores were.
+
+    python -m benchmarks.demo_profile runs/demo [--log runs/demo.log] [--cores 2] [--png docs/img/demo_profile.png]
+
+Reads the scheduler's ``profile.json`` (each job's start, wall and CPU seconds); for a run made
+before that file existed, the job start / end times are recovered from the demo's progress lines
+(``--log``, 1-s resolution, no CPU time: a job is then counted as one busy core). Prints a Markdown
+table (stage, jobs, job-seconds, CPU-seconds, share) and the run's wall time, and draws the jobs on
+their workers over time (one colour per stage) beside the stage shares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+
+LINE = re.compile(r"\[\d+/\d+\] (start|done ) (.+?)(?: \((\d+)m(\d+)s\))? \| elapsed (\d+)m(\d+)s")
+
+
+def stage_of(job: str) -> str:
+    """'backbone cvrl r0' -> 'backbone cvrl'; 'finetune srl backbone=...' -> 'finetune srl'; ..."""
+    w = job.split()
+    if w[0] in ("backbone", "finetune", "tune") and len(w) > 1:
+        return f"{w[0]} {w[1]}"
+    if w[0] == "lvu":
+        return "lvu table"
+    return w[0]
+
+
+def from_log(log: Path) -> dict[str, dict]:
+    """Job start / wall from the demo's progress lines (``moviessl.scheduler``)."""
+    start, jobs, last = {}, {}, 0
+    for m in LINE.finditer(log.read_text(errors="replace")):
+        verb, name, mm, ss, em, es = m.groups()
+        t = last = int(em) * 60 + int(es)
+        if verb == "start":
+            start[name] = t
+        elif name in start:
+            wall = int(mm) * 60 + int(ss)
+            jobs[name] = {"start": t - wall, "wall": float(wall), "cpu": None}
+    # one worker prints no "done" lines: a job ended when the next one started
+    open_ = sorted((t, n) for n, t in start.items() if n not in jobs)
+    for (t, n), nxt in zip(open_, [t for t, _ in open_[1:]] + [last]):
+        if nxt > t:
+            jobs[n] = {"start": t, "wall": float(nxt - t), "cpu": None}
+    return jobs
+
+
+def summarize(jobs: dict[str, dict], cores: int) -> dict:
+    t0 = min(j["start"] for j in jobs.values())
+    t1 = max(j["start"] + j["wall"] for j in jobs.values())
+    per = defaultdict(lambda: {"jobs": 0, "wall": 0.0, "cpu": 0.0})
+    for name, j in jobs.items():
+        s = per[stage_of(name)]
+        s["jobs"] += 1
+        s["wall"] += j["wall"]
+        s["cpu"] += j["cpu"] if j["cpu"] is not None else j["wall"]
+    busy = sum(s["cpu"] for s in per.values())
+    span = t1 - t0
+    return {
+        "span_s": span,
+        "job_seconds": sum(s["wall"] for s in per.values()),
+        "cpu_seconds": busy,
+        "busy_share": busy / (span * cores) if span > 0 else None,
+        "cpu_measured": all(j["cpu"] is not None for j in jobs.values()),
+        "stages": dict(sorted(per.items(), key=lambda kv: -kv[1]["wall"])),
+    }
+
+
+def markdown(s: dict, cores: int) -> str:
+    lines = ["| stage | jobs | job-seconds | CPU-seconds | share of job time |", "|---|---|---|---|---|"]
+    for name, st in s["stages"].items():
+        share = 100 * st["wall"] / s["job_seconds"]
+        lines.append(f"| {name} | {st['jobs']} | {st['wall']:.0f} | {st['cpu']:.0f} | {share:.1f}% |")
+    cpu = "CPU time measured" if s["cpu_measured"] else "no CPU time in the log: one busy core per running job"
+    lines.append(
+        f"\nWall {s['span_s'] / 60:.1f} min; jobs {s['job_seconds'] / 60:.1f} min; "
+        f"cores busy {100 * (s['busy_share'] or 0):.0f}% of {cores} ({cpu})."
+    )
+    return "\n".join(lines)
+
+
+def plot(jobs: dict[str, dict], s: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = list(s["stages"])
+    colour = {st: plt.cm.tab20(i % 20) for i, st in enumerate(stages)}
+    t0 = min(j["start"] for j in jobs.values())
+    lanes: list[float] = []  # end time of each lane's last job: a job goes to the first free lane
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [3, 1]})
+    for name, j in sorted(jobs.items(), key=lambda kv: kv[1]["start"]):
+        a = (j["start"] - t0) / 60
+        lane = next((i for i, end in enumerate(lanes) if end <= a + 1e-6), len(lanes))
+        if lane == len(lanes):
+            lanes.append(0.0)
+        lanes[lane] = a + j["wall"] / 60
+        ax.barh(lane, j["wall"] / 60, left=a, color=colour[stage_of(name)], edgecolor="white", linewidth=0.3)
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("worker")
+    ax.set_yticks(range(len(lanes)))
+    ax.set_title(f"jobs over time (wall {s['span_s'] / 60:.0f} min)")
+    share = [s["stages"][st]["wall"] / 60 for st in stages]
+    bx.barh(range(len(stages)), share, color=[colour[st] for st in stages])
+    bx.set_yticks(range(len(stages)))
+    bx.set_yticklabels(stages, fontsize=7)
+    bx.invert_yaxis()
+    bx.set_xlabel("job-minutes")
+    bx.set_title("per stage")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("demo", help="a demo output folder")
+    ap.add_argument("--log", default=None, help="the demo's stdout, for runs without profile.json")
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--png", default=None, help="write the plot here (default: DEMO/plots/profile.png)")
+    a = ap.parse_args(argv)
+    demo = Path(a.demo)
+    prof = demo / "profile.json"
+    jobs = json.loads(prof.read_text()) if prof.is_file() else from_log(Path(a.log or f"{demo}.log"))
+    if not jobs:
+        raise SystemExit(f"{demo}: no profile.json and no job lines in the log")
+    s = summarize(jobs, a.cores)
+    print(markdown(s, a.cores))
+    plot(jobs, s, Path(a.png) if a.png else demo / "plots" / "profile.png")
+    (demo / "profile_summary.json").write_text(json.dumps(s, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
