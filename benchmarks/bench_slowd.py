@@ -52,12 +52,28 @@ def train_step_flops(preset: str, batch: int, frames: int, size: int) -> float:
     return float(fc.get_total_flops())
 
 
-def bench_train(preset: str, batch: int, device: torch.device, iters: int, warmup: int = 1) -> dict:
+VARIANTS = ("eager", "channels_last", "compile")
+
+
+def bench_train(
+    preset: str, batch: int, device: torch.device, iters: int, warmup: int = 1, variant: str = "eager"
+) -> dict:
+    """``variant``: eager (contiguous NCTHW), channels_last (NTHWC, ``torch.channels_last_3d``, the
+    layout oneDNN's convolutions prefer), compile (``torch.compile``, inductor; its compile time is
+    excluded: 2 warm-up steps)."""
     inp = SLOWD_INPUTS[preset]
     frames, size = inp["num_frames"], inp["crop"]
     torch.manual_seed(0)
     model = build_slowd(preset).to(device).train()
     x = torch.randn(batch, 3, frames, size, size, device=device)
+    if variant == "channels_last":
+        model = model.to(memory_format=torch.channels_last_3d)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    elif variant == "compile":
+        model = torch.compile(model)
+        warmup = max(warmup, 2)
+    elif variant != "eager":
+        raise ValueError(f"unknown variant {variant!r} (choose from {VARIANTS})")
     times = []
     for i in range(warmup + iters):
         _sync(device)
@@ -71,6 +87,7 @@ def bench_train(preset: str, batch: int, device: torch.device, iters: int, warmu
     step, median = min(times), sorted(times)[len(times) // 2]
     flops = train_step_flops(preset, batch, frames, size)
     return {
+        "variant": variant,
         "input": f"{batch}x3x{frames}x{size}x{size}",
         "step_s": round(step, 4),
         "step_s_median": round(median, 4),
@@ -87,6 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--cpu-batch", type=int, default=16)
     ap.add_argument("--paper-batch", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="skip the paper preset (CI smoke run)")
+    ap.add_argument("--variants", default="eager", help="comma-separated subset of " + ",".join(VARIANTS))
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     peak = matmul_peak_gflops(device)
@@ -100,16 +118,19 @@ def main(argv: list[str] | None = None) -> dict:
         "torch": torch.__version__,
         "load_avg_1min": round(os.getloadavg()[0], 2),  # other jobs on the machine while measuring
         "matmul_peak_gflops": round(peak, 1),
-        "slowd_cpu": bench_train("slowd_cpu", args.cpu_batch, device, args.iters),
     }
-    if not args.quick:
-        res["slowd_r50"] = bench_train("slowd_r50", args.paper_batch, device, args.iters)
+    variants = args.variants.split(",")
+    for v in variants:
+        key = "" if v == "eager" else f"_{v}"
+        res[f"slowd_cpu{key}"] = bench_train("slowd_cpu", args.cpu_batch, device, args.iters, variant=v)
+        if not args.quick:
+            res[f"slowd_r50{key}"] = bench_train("slowd_r50", args.paper_batch, device, args.iters, variant=v)
     # Measured again at the end; the better of the two is the peak (other jobs only slow it down).
     peak = max(peak, matmul_peak_gflops(device))
     res["matmul_peak_gflops"] = round(peak, 1)
-    for k in ("slowd_cpu", "slowd_r50"):
-        if k in res:
-            res[k]["fraction_of_matmul_peak"] = round(res[k]["achieved_gflops"] / peak, 3)
+    for k, v in res.items():
+        if k.startswith("slowd_"):
+            v["fraction_of_matmul_peak"] = round(v["achieved_gflops"] / peak, 3)
     print(json.dumps(res, indent=2))
     return res
 

@@ -239,17 +239,64 @@ def update_readme(readme: Path, claims: list[dict], source: str) -> bool:
     return new != text
 
 
+def compare_claims(runs: Mapping[str, list[dict]]) -> list[dict]:
+    """The same claims on several runs (e.g. two thread counts or machines): per claim its z and
+    verdict on each run, ``fragile`` = the verdict differs between runs that tested it."""
+    ids = list(dict.fromkeys(c["id"] for cl in runs.values() for c in cl))
+    by = {name: {c["id"]: c for c in cl} for name, cl in runs.items()}
+    out = []
+    for i in ids:
+        recs = {name: by[name].get(i) for name in runs}
+        first = next(c for c in recs.values() if c is not None)
+        verdicts = {name: c["holds"] for name, c in recs.items() if c is not None and c["holds"] is not None}
+        out.append(
+            {
+                "id": i,
+                "paper": first["paper"],
+                "statement": first["statement"],
+                "z": {name: (c["z"] if c else None) for name, c in recs.items()},
+                "holds": {name: (c["holds"] if c else None) for name, c in recs.items()},
+                "fragile": len(set(verdicts.values())) > 1,
+            }
+        )
+    return out
+
+
+def compare_markdown(rows: list[dict]) -> str:
+    names = list(rows[0]["z"]) if rows else []
+    lines = [
+        "| claim (paper) | " + " | ".join(f"z ({n})" for n in names) + " | verdicts | |",
+        "|---|" + "---|" * (len(names) + 2),
+    ]
+    for r in rows:
+        zs = [("-" if r["z"][n] is None else f"{r['z'][n]:+.2f}") for n in names]
+        vs = "/".join("n/a" if r["holds"][n] is None else ("holds" if r["holds"][n] else "no") for n in names)
+        mark = "**fragile**" if r["fragile"] else ""
+        lines.append(f"| {r['statement']} ({r['paper']}) | " + " | ".join(zs) + f" | {vs} | {mark} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m moviessl.claims RESULTS_JSON [--readme README.md]``: print (or write) the summary."""
+    """``python -m moviessl.claims RESULTS_JSON [--readme README.md] [--compare OTHER_RESULTS_JSON ...]``:
+    print (or write) the summary; with ``--compare``, the claims of every run side by side, a claim
+    whose verdict differs between them marked fragile."""
     import argparse
     import json
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("results")
     ap.add_argument("--readme", default=None)
+    ap.add_argument("--compare", nargs="+", default=None, help="other results.json files (same claims)")
     args = ap.parse_args(argv)
     obj = json.loads(Path(args.results).read_text())
     claims = obj.get("claims") or evaluate_claims(obj["rows"])
+    if args.compare:
+        runs = {args.results: claims}
+        for other in args.compare:
+            o = json.loads(Path(other).read_text())
+            runs[other] = o.get("claims") or evaluate_claims(o["rows"])
+        print(compare_markdown(compare_claims(runs)))
+        return 0
     if args.readme:
         update_readme(Path(args.readme), claims, Path(args.results).name)
     else:

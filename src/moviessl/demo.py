@@ -604,7 +604,10 @@ def run_demo(
     profile: str = "full",
     synth_root: str | os.PathLike | None = None,
     workers: int | None = None,
+    threads: int = 1,
 ) -> dict:
+    """``workers`` jobs side by side at ``threads`` torch threads each (default: the profile's
+    workers at 1 thread); results are deterministic for a given machine and thread count."""
     from .config import load_config
     from .scheduler import run_jobs
     from .ssl.registry import get_method, list_methods
@@ -642,7 +645,7 @@ def run_demo(
     for d in sorted((out / "finetune").glob("*/*/r*")):
         _note_drift(d, ft_cfg, (d / "summary.json").is_file(), skip=("txe_lr_scale",))
 
-    run_jobs(jobs, workers=workers or prof.workers, timings=out / "timings.json")
+    run_jobs(jobs, workers=workers or prof.workers, threads=threads, timings=out / "timings.json")
 
     from .claims import claims_markdown, evaluate_claims
     from .demo_report import write_report
@@ -666,6 +669,7 @@ def run_demo(
         claims=claims,
         pretrain_seeds=prof.pretrain_seeds,
         lvu=lvu,
+        threads=threads,
     )
     print(claims_markdown(claims))
     print(report["markdown"])
@@ -696,7 +700,8 @@ def add_parser(subparsers) -> None:
         help="full (default), control (SynthMovies' structure knobs off), quick, or smoke (tiny data)",
     )
     p.add_argument("--synth", default=None, help="use an existing SynthMovies folder instead of OUT/synth")
-    p.add_argument("--workers", type=int, default=None, help="jobs run side by side (one torch thread each)")
+    p.add_argument("--workers", type=int, default=None, help="jobs run side by side (default: the profile's, 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1)")
     p.set_defaults(
         func=lambda a: (
             run_demo(
@@ -705,6 +710,7 @@ def add_parser(subparsers) -> None:
                 profile=a.profile or ("quick" if a.quick else "full"),
                 synth_root=a.synth,
                 workers=a.workers,
+                threads=a.threads,
             ),
             0,
         )[1]

@@ -206,6 +206,7 @@ def write_report(
     claims: list[dict] | None = None,
     pretrain_seeds: int = 1,
     lvu: dict | None = None,
+    threads: int = 1,
 ) -> dict:
     from .claims import claims_markdown
 
@@ -241,6 +242,7 @@ def write_report(
         "profile": profile,
         "seeds": seeds,
         "pretrain_seeds": pretrain_seeds,
+        "threads_per_job": threads,
         "wall_time_s": round(wall_s, 1),
         "jobs_time_s": round(jobs_s, 1) if jobs_s else None,
         "stand_in": STAND_IN,

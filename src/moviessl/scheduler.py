@@ -7,7 +7,8 @@ imported once per worker, not once per job), and prints one line per job with th
 
 A job is finished when its ``done`` file exists (the file a stage writes last, e.g. a run's
 ``summary.json``): finished jobs are never run again, so an interrupted graph resumes where it
-stopped. ``workers=1`` runs everything in this process, in dependency order (tests, debugging).
+stopped. ``workers=1`` runs everything in this process, in dependency order (tests, debugging), at
+``threads`` torch threads.
 """
 
 from __future__ import annotations
@@ -154,20 +155,32 @@ def run_jobs(
         return [j for j in pending if all(d in finished for d in j.deps)]
 
     if workers <= 1:
-        while pending:
-            batch = ready()
-            if not batch:
-                raise ValueError(f"dependency cycle among {[j.name for j in pending]}")
-            j = batch[0]
-            pending.remove(j)
-            prog.line("start", j, pending + [j])
-            if on_start:
-                on_start(j)
-            run = _timed_call(j.fn, j.kwargs)
-            ran[j.name] = run["wall"]
-            finished.add(j.name)
-            prog.finish(j, run)
-            prog.line("done ", j, pending, f" ({_fmt(run['wall'])})")
+        import torch
+
+        saved = os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads()
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # the jobs' thread count, as in a worker
+        torch.set_num_threads(threads)
+        try:
+            while pending:
+                batch = ready()
+                if not batch:
+                    raise ValueError(f"dependency cycle among {[j.name for j in pending]}")
+                j = batch[0]
+                pending.remove(j)
+                prog.line("start", j, pending + [j])
+                if on_start:
+                    on_start(j)
+                run = _timed_call(j.fn, j.kwargs)
+                ran[j.name] = run["wall"]
+                finished.add(j.name)
+                prog.finish(j, run)
+                prog.line("done ", j, pending, f" ({_fmt(run['wall'])})")
+        finally:
+            if saved[0] is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
+            else:
+                os.environ["OMP_NUM_THREADS"] = saved[0]
+            torch.set_num_threads(saved[1])
         return ran
 
     # concurrent.futures' workers are not daemonic (unlike multiprocessing.Pool's), so a job may start
