@@ -1,0 +1,47 @@
+"""Two demo results.json files, value by value: which (table, setting, metric) rows differ.
+
+    python -m benchmarks.compare_results runs/demo_a/results.json runs/demo_b/results.json [--digits 2]
+
+Compares each row's ``mean ± se`` at ``--digits`` decimals (the precision the tables print) and the
+backbone probes; prints the differing rows and the counts. Used for "the same tables, digit for
+digit" checks (e.g. a refactor, a thread count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def compare(a: dict, b: dict, digits: int = 2) -> dict:
+    ia = {(r["table"], r["setting"], r["metric"]): r for r in a["rows"]}
+    ib = {(r["table"], r["setting"], r["metric"]): r for r in b["rows"]}
+    out = {"same": [], "different": [], "only_a": sorted(set(ia) - set(ib)), "only_b": sorted(set(ib) - set(ia))}
+    for k in sorted(set(ia) & set(ib)):
+        fa, fb = (f"{r['mean']:.{digits}f} ± {r['se']:.{digits}f}" for r in (ia[k], ib[k]))
+        (out["same"] if fa == fb else out["different"]).append((k, fa, fb))
+    pa, pb = a.get("backbone_probe") or {}, b.get("backbone_probe") or {}
+    keys = ("linear_top1", "knn_top1")
+    out["probes_same"] = {m: all(pa[m].get(k) == pb.get(m, {}).get(k) for k in keys) for m in pa if m in pb}
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("a")
+    ap.add_argument("b")
+    ap.add_argument("--digits", type=int, default=2)
+    args = ap.parse_args(argv)
+    res = compare(json.loads(Path(args.a).read_text()), json.loads(Path(args.b).read_text()), args.digits)
+    for k, fa, fb in res["different"]:
+        print("differs:", *k, fa, "->", fb)
+    for side in ("only_a", "only_b"):
+        for k in res[side]:
+            print(f"{side}:", *k)
+    print(f"same: {len(res['same'])}, different: {len(res['different'])}, probes same: {res['probes_same']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
