@@ -2,6 +2,7 @@
 references that need no training (issue 13: "train it until it beats the neighbour-mean reference").
 
     python -m benchmarks.maskpred_fillin --vidsitu-features F --lvu-features G --out DIR [key=value ...]
+    python -m benchmarks.maskpred_fillin --vidsitu-features F --from runs/demo/context/cvrl_contrastive_mask1-3/r0 --out DIR
 
 Pretrains a TxE with ``moviessl pretrain-context``'s library call on the VidSitu *train* features
 (+ the LVU-style pool), never the valid clips, with the cpu preset and the overrides given; then for
@@ -67,13 +68,15 @@ def main(argv=None) -> int:
     ap.add_argument("--lvu-features", default=None)
     ap.add_argument("--out", required=True)
     ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--from", dest="src", default=None, help="score this finished pretrain-context folder instead")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
     quiet_lightning()
     out = Path(args.out)
     cfg = load_config("context", args.preset, ["trainer.progress_bar=false", *args.overrides])
     feats = [args.vidsitu_features] + ([args.lvu_features] if args.lvu_features else [])
-    if not (out / "model.pt").is_file():
+    src = Path(args.src) if args.src else out
+    if not (src / "model.pt").is_file():
         pretrain_context(feats, out, cfg, resume=True)
     store = FeatureStore(args.vidsitu_features)
     tr = [v for v in store.ids if store.info(v).get("split") == "train"]
@@ -81,7 +84,7 @@ def main(argv=None) -> int:
     if not va:
         raise SystemExit(f"{args.vidsitu_features}: no split information (extract it from a VidSitu root)")
     xtr, xva = _stack(store, tr), _stack(store, va)
-    trained = MaskPredModule.load_from_checkpoint(out / "checkpoints" / "last.ckpt", map_location="cpu")
+    trained = MaskPredModule.load_from_checkpoint(src / "checkpoints" / "last.ckpt", map_location="cpu")
     torch.manual_seed(0)
     random = MaskPredModule(**trained.hparams)
     random.target_mean.copy_(trained.target_mean)
@@ -89,11 +92,13 @@ def main(argv=None) -> int:
     res = {
         "trained": fillin(trained, xtr, xva),
         "random_txe": fillin(random, xtr, xva)["txe"],
-        "steps": int(torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]),
+        "steps": int(torch.load(src / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]),
+        "txe": str(src),
         "overrides": args.overrides,
         "train_clips": len(tr),
         "valid_clips": len(va),
     }
+    out.mkdir(parents=True, exist_ok=True)
     (out / "fillin.json").write_text(json.dumps(res, indent=2))
     print(json.dumps(res))
     return 0

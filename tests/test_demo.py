@@ -89,6 +89,11 @@ def test_demo_smoke_end_to_end(tmp_path, capsys, monkeypatch):
     assert json.loads((out / "results.json").read_text())["rows"] == rows
     assert "other settings" not in capsys.readouterr().out  # the saved configs match this version's
 
+    # deterministic on one machine at one thread count: a second run from scratch (same SynthMovies)
+    # gives the same results.json rows, bit for bit
+    again = run_demo(tmp_path / "again", profile="smoke", synth_root=out / "synth")
+    assert again["rows"] == rows
+
     # a backbone made with other settings (an older version's preset) is reused, and said so
     cfg = out / "backbone" / "modist" / "r0" / "config.yaml"
     cfg.write_text(cfg.read_text().replace("max_steps: 3", "max_steps: 7"))
