@@ -65,7 +65,7 @@ def fillin(mod: MaskPredModule, xtr: torch.Tensor, xva: torch.Tensor) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vidsitu-features", required=True)
-    ap.add_argument("--lvu-features", default=None)
+    ap.add_argument("--lvu-features", nargs="*", default=[], help="unlabelled feature folders (LVU, the pool)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--from", dest="src", default=None, help="score this finished pretrain-context folder instead")
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     quiet_lightning()
     out = Path(args.out)
     cfg = load_config("context", args.preset, ["trainer.progress_bar=false", *args.overrides])
-    feats = [args.vidsitu_features] + ([args.lvu_features] if args.lvu_features else [])
+    feats = [args.vidsitu_features, *args.lvu_features]
     src = Path(args.src) if args.src else out
     if not (src / "model.pt").is_file():
         pretrain_context(feats, out, cfg, resume=True)
