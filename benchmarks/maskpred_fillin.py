@@ -2,7 +2,8 @@
 references that need no training (issue 13: "train it until it beats the neighbour-mean reference").
 
     python -m benchmarks.maskpred_fillin --vidsitu-features F --lvu-features G --out DIR [key=value ...]
-    python -m benchmarks.maskpred_fillin --vidsitu-features F --from runs/demo/context/cvrl_contrastive_mask1-3/r0 --out DIR
+    python -m benchmarks.maskpred_fillin --vidsitu-features F --out DIR \
+        --from runs/demo/context/cvrl_contrastive_mask1-3/r0
 
 Pretrains a TxE with ``moviessl pretrain-context``'s library call on the VidSitu *train* features
 (+ the LVU-style pool), never the valid clips, with the cpu preset and the overrides given; then for
