@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.moviessl-installed
 
-.PHONY: demo test install clean bench
+.PHONY: demo demo-full test install clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# `make demo`: the quick profile (minutes on 2 cores, one pretraining run per backbone / TxE).
+# `make demo-full`: the comparison protocol (3 pretraining runs x 4 fine-tuning seeds per row,
+# hours on 2 cores; resumable: rerun it after an interruption). docs/design.md, "Demo profiles".
 demo: $(STAMP)
-	$(BIN)/moviessl demo --out runs/demo
+	$(BIN)/moviessl demo --profile quick --out runs/demo
+
+demo-full: $(STAMP)
+	$(BIN)/moviessl demo --profile full --out runs/demo_full
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

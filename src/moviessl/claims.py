@@ -286,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("results")
     ap.add_argument("--readme", default=None)
+    ap.add_argument("--source", default=None, help="how the README names the run (default: the file's name)")
     ap.add_argument("--compare", nargs="+", default=None, help="other results.json files (same claims)")
     args = ap.parse_args(argv)
     obj = json.loads(Path(args.results).read_text())
@@ -298,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         print(compare_markdown(compare_claims(runs)))
         return 0
     if args.readme:
-        update_readme(Path(args.readme), claims, Path(args.results).name)
+        update_readme(Path(args.readme), claims, args.source or Path(args.results).name)
     else:
         print(readme_summary(claims, Path(args.results).name))
     return 0

@@ -58,3 +58,18 @@ def test_compare_marks_a_verdict_that_flips_as_fragile(tmp_path, capsys):
 
 def _rec(i, z, holds):
     return {"id": i, "paper": "Table 9", "statement": f"claim {i}", "z": z, "holds": holds}
+
+
+def test_cli_writes_the_readme_block_naming_the_run(tmp_path):
+    import json
+
+    from moviessl.claims import main
+
+    rows = [_row(c.table, c.a, c.metric, 50.0, 1.0) for c in CLAIMS] + [
+        _row(c.b_table or c.table, c.b, c.metric, 40.0, 1.0) for c in CLAIMS
+    ]
+    res, readme = tmp_path / "results.json", tmp_path / "README.md"
+    res.write_text(json.dumps({"rows": rows}))
+    readme.write_text(f"{BEGIN}\n{END}\n")
+    assert main([str(res), "--readme", str(readme), "--source", "quick profile, 2026-11-30"]) == 0
+    assert "On SynthMovies (quick profile, 2026-11-30), " in readme.read_text()
