@@ -56,6 +56,9 @@ class TrainerConfig:
     ckpt_every_n_steps: int = 100  # 0: only at the end
     tensorboard: bool = False
     progress_bar: bool = True
+    # Lightning's profiler, "simple" (seconds per hook: data loading, the augmentation hook, forward,
+    # backward, optimizer) or "advanced" (cProfile per hook); written to OUT/fit-profile.txt
+    profiler: Optional[str] = None
 
 
 # stage -> "module:Dataclass" of its schema (imported on use: the schemas live beside their stage)

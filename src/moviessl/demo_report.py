@@ -50,8 +50,12 @@ def parse_setting(setting: str) -> dict[str, str]:
     return dict(kv.split("=", 1) for kv in setting.split(","))
 
 
-def _cell(stat: dict | None) -> str:
-    return "n/a" if stat is None else f"{stat['mean']:.2f} ± {stat['se']:.2f}"
+def _cell(stat: dict | None, n: int | None = None) -> str:
+    """``mean ± SE``; a single run has no SE, so it shows its value alone."""
+    if stat is None:
+        return "n/a"
+    n = stat.get("n", 2) if n is None else n
+    return f"{stat['mean']:.2f}" if n < 2 else f"{stat['mean']:.2f} ± {stat['se']:.2f}"
 
 
 def _index(rows: Iterable[dict]) -> dict[str, dict[str, dict[str, dict]]]:
@@ -116,7 +120,8 @@ def probe_table(probes: dict[str, Any]) -> str:
         "|---|---|---|---|",
     ]
     for b, p in probes.items():
-        lines.append(f"| {PRETTY_BACKBONE.get(b, b)} | {_cell(p['linear_top1'])} | {_cell(p['knn_top1'])} | {p['n']} |")
+        lin, knn = _cell(p["linear_top1"], p["n"]), _cell(p["knn_top1"], p["n"])
+        lines.append(f"| {PRETTY_BACKBONE.get(b, b)} | {lin} | {knn} | {p['n']} |")
     return "\n".join(lines)
 
 

@@ -26,6 +26,7 @@ import pytorch_lightning as pl
 import torch
 
 from .config import TrainerConfig
+from .errors import BadInputError
 from .utils.io import atomic_write
 
 log = logging.getLogger("moviessl")
@@ -150,6 +151,7 @@ def make_trainer(
         cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
     cbs.append(LearningRateMonitor(logging_interval="step"))
     return pl.Trainer(
+        profiler=_profiler(t.profiler, out_dir),
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
@@ -169,6 +171,17 @@ def make_trainer(
         default_root_dir=str(out_dir),
         use_distributed_sampler=True,
     )
+
+
+def _profiler(kind: str | None, out_dir: Path):
+    if not kind:
+        return None
+    from pytorch_lightning.profilers import AdvancedProfiler, SimpleProfiler
+
+    kinds = {"simple": SimpleProfiler, "advanced": AdvancedProfiler}
+    if kind not in kinds:
+        raise BadInputError(None, f"trainer.profiler={kind!r}: choose simple or advanced (or leave it unset)")
+    return kinds[kind](dirpath=str(out_dir), filename="profile")
 
 
 def last_checkpoint(out_dir: str | os.PathLike) -> Path | None:
