@@ -103,6 +103,12 @@ class _Progress:
         )
         self.t0 = time.perf_counter()
         self.expected_done = self.actual_done = 0.0
+        # a resumed run calibrates its time-left estimate on the jobs earlier invocations timed too
+        cost = {j.name: j.cost for j in jobs}
+        for name, seconds in self.timings.items():
+            if name in cost:
+                self.expected_done += cost[name]
+                self.actual_done += seconds
         self.finished = 0
 
     def left(self, remaining: list[Job]) -> float:

@@ -112,3 +112,14 @@ def test_workers_end_when_the_scheduler_is_killed(tmp_path):
     else:
         os.kill(worker, signal.SIGKILL)
         pytest.fail("the worker outlived the killed scheduler")
+
+
+def test_time_left_after_a_resume_uses_the_earlier_jobs_times(tmp_path):
+    from moviessl.scheduler import _Progress
+
+    jobs = [Job(f"j{i}", "x:y", {}, cost=10.0) for i in range(4)]
+    timings = tmp_path / "timings.json"
+    timings.write_text(json.dumps({"j0": 40.0, "j1": 40.0, "gone": 1.0}))  # 4x slower than the cost says
+    p = _Progress(jobs, workers=2, timings=timings)
+    assert p.left(jobs[2:]) == 40.0  # 2 jobs x 10 s x 4 / 2 workers
+    assert _Progress(jobs, workers=2, timings=None).left(jobs[2:]) == 10.0
