@@ -109,6 +109,11 @@ PROFILES = {
 }
 
 
+def default_out(profile: str) -> str:
+    """``make demo`` (the quick profile) writes runs/demo; every other profile its own folder."""
+    return "runs/demo" if profile == "quick" else f"runs/demo_{profile}"
+
+
 # --------------------------------------------------------------------------- settings and rows
 def setting_name(
     backbone: str, txe: str, loss: str | None = None, mask: str | None = None, txe_lr: float | None = None
@@ -688,7 +693,12 @@ def add_parser(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", default="runs/demo", help="output folder (reused: finished jobs are skipped)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (reused: finished jobs are skipped; default runs/demo for the quick profile, "
+        "runs/demo_<profile> for the others, so two profiles never share cached runs)",
+    )
     p.add_argument(
         "--seeds", type=int, default=None, help="fine-tuning seeds per pretraining run (default: the profile's)"
     )
@@ -705,7 +715,7 @@ def add_parser(subparsers) -> None:
     p.set_defaults(
         func=lambda a: (
             run_demo(
-                a.out,
+                a.out or default_out(a.profile or ("quick" if a.quick else "full")),
                 seeds=a.seeds,
                 profile=a.profile or ("quick" if a.quick else "full"),
                 synth_root=a.synth,

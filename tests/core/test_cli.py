@@ -34,3 +34,19 @@ def test_all_stages_register():
 def test_console_help():
     out = subprocess.run([sys.executable, "-m", "moviessl.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "probe" in out.stdout and "demo" in out.stdout
+
+
+def test_demo_profiles_default_to_separate_folders(monkeypatch):
+    import moviessl.demo as demo
+    from moviessl.cli import main
+
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda out, **kw: calls.append((str(out), kw["profile"])))
+    for argv in (["demo", "--quick"], ["demo"], ["demo", "--profile", "control"], ["demo", "--out", "x"]):
+        assert main(argv) == 0
+    assert calls == [
+        ("runs/demo", "quick"),
+        ("runs/demo_full", "full"),
+        ("runs/demo_control", "control"),
+        ("x", "full"),
+    ]
