@@ -712,16 +712,17 @@ def add_parser(subparsers) -> None:
     p.add_argument("--synth", default=None, help="use an existing SynthMovies folder instead of OUT/synth")
     p.add_argument("--workers", type=int, default=None, help="jobs run side by side (default: the profile's, 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1)")
-    p.set_defaults(
-        func=lambda a: (
-            run_demo(
-                a.out or default_out(a.profile or ("quick" if a.quick else "full")),
-                seeds=a.seeds,
-                profile=a.profile or ("quick" if a.quick else "full"),
-                synth_root=a.synth,
-                workers=a.workers,
-                threads=a.threads,
-            ),
-            0,
-        )[1]
+    p.set_defaults(func=_cli)
+
+
+def _cli(a) -> int:
+    profile = a.profile or ("quick" if a.quick else "full")
+    run_demo(
+        a.out or default_out(profile),
+        seeds=a.seeds,
+        profile=profile,
+        synth_root=a.synth,
+        workers=a.workers,
+        threads=a.threads,
     )
+    return 0
