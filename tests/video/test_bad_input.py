@@ -105,9 +105,10 @@ def test_truncated_streamable_file_keeps_what_decodes(tmp_path, videos):
         assert 30 < n < 300
         idx = np.linspace(0, n - 1, 12).astype(int)
         got = codes(r.get_frames(idx))
-    # what decodes is the truth: every index returns the frame it names, except that a frame lost
-    # inside the last GOP (B-frame reordering) is mapped by time to the one shown before it
-    assert got[:-1] == idx[:-1].tolist() and got[-1] <= idx[-1]
+    # what decodes is the truth: every index returns the frame it names, except near the cut, where a
+    # frame lost inside the last GOP (B-frame reordering) shifts the last index to a neighbouring
+    # frame -- before or after it, depending on which frame of the GOP was lost (both seen)
+    assert got[:-1] == idx[:-1].tolist() and abs(got[-1] - idx[-1]) <= 1 and got[-1] > got[-2]
     info = probe(p)
     assert info["num_frames"] == n
 
