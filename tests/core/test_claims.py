@@ -73,3 +73,22 @@ def test_cli_writes_the_readme_block_naming_the_run(tmp_path):
     readme.write_text(f"{BEGIN}\n{END}\n")
     assert main([str(res), "--readme", str(readme), "--source", "quick profile, 2026-11-30"]) == 0
     assert "On SynthMovies (quick profile, 2026-11-30), " in readme.read_text()
+
+
+def test_readme_block_marks_a_claim_whose_verdict_flips_on_a_compared_run(tmp_path):
+    import json
+
+    from moviessl.claims import main
+
+    def rec(i, diff, holds):
+        return {**_rec(i, diff, holds), "diff": diff, "se": 1.0, "metric": "m"}
+
+    res, res2, readme = tmp_path / "full.json", tmp_path / "t2.json", tmp_path / "README.md"
+    res.write_text(json.dumps({"claims": [rec("x", 2.5, True), rec("y", 3.0, True), rec("z", 0.5, False)]}))
+    res2.write_text(json.dumps({"claims": [rec("x", 1.5, False), rec("y", 2.2, True), rec("z", 0.3, False)]}))
+    readme.write_text(f"{BEGIN}\n{END}\n")
+    assert main([str(res), "--readme", str(readme), "--compare", str(res2), "--names", "2 threads"]) == 0
+    text = readme.read_text()
+    assert "2 of 3 of the paper's claims hold" in text and text.count("**fragile**") == 1
+    x = next(line for line in text.splitlines() if "claim x" in line)
+    assert x.endswith("z = +2.50) — **fragile**: does not hold on 2 threads (z = +1.50)")
