@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(names) == len(args.compare):  # only the others named: this run keeps its path
             names = [args.results, *names]
         if len(names) != len(args.compare) + 1:
-            raise SystemExit(f"--names: give {len(args.compare)} or {len(args.compare) + 1} names")
+            ap.error(f"--names: give {len(args.compare)} or {len(args.compare) + 1} names")
         runs = {names[0]: claims}
         for name, other in zip(names[1:], args.compare):
             o = json.loads(Path(other).read_text())
