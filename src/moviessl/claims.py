@@ -304,8 +304,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare", nargs="+", default=None, help="other results.json files (same claims)")
     ap.add_argument("--names", nargs="+", default=None, help="names of the compared runs (default: their paths)")
     args = ap.parse_args(argv)
-    obj = json.loads(Path(args.results).read_text())
-    claims = obj.get("claims") or evaluate_claims(obj["rows"])
+
+    def load(path: str) -> list[dict]:  # a results.json's claims (evaluated from its rows if absent)
+        try:
+            obj = json.loads(Path(path).read_text())
+            return obj.get("claims") or evaluate_claims(obj["rows"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            ap.error(f"{path}: not a readable results.json ({type(e).__name__}: {e})")
+
+    claims = load(args.results)
     compared = None
     if args.compare:
         names = list(args.names or [args.results, *args.compare])
@@ -313,10 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             names = [args.results, *names]
         if len(names) != len(args.compare) + 1:
             ap.error(f"--names: give {len(args.compare)} or {len(args.compare) + 1} names")
-        runs = {names[0]: claims}
-        for name, other in zip(names[1:], args.compare):
-            o = json.loads(Path(other).read_text())
-            runs[name] = o.get("claims") or evaluate_claims(o["rows"])
+        runs = {names[0]: claims, **{name: load(other) for name, other in zip(names[1:], args.compare)}}
         compared = compare_claims(runs)
         if not args.readme:
             print(compare_markdown(compared))
