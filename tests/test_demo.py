@@ -106,3 +106,19 @@ def test_demo_smoke_end_to_end(tmp_path, capsys, monkeypatch):
     run_demo(out, profile="smoke")
     said = capsys.readouterr().out
     assert "finetune/verb/random_none/r0 was made with other settings" in said and "verb.epochs: 5 -> 2" in said
+
+
+@pytest.mark.parametrize("profile", ["full", "control", "quick"])
+def test_job_graph_reads_only_what_the_profile_generates(profile, tmp_path):
+    """Every dependency is a job of the graph, and the pool is extracted and read only when the
+    profile's SynthMovies has one (demo_control sets every structure knob to 0, the pool included:
+    its first full run stopped at 'synth/pool: no such video folder')."""
+    from moviessl.demo import PROFILES, _preset_has_pool, demo_rows, plan_jobs
+
+    prof = PROFILES[profile]
+    backbones = ["random", "supervised", "cvrl", "modist"]
+    jobs = plan_jobs(tmp_path, tmp_path / "synth", prof, backbones, demo_rows(backbones, prof), 2, synth_given=False)
+    names = {j.name for j in jobs}
+    assert all(set(j.deps) <= names for j in jobs)
+    reads_pool = [j.name for j in jobs if "pool" in json.dumps(j.kwargs)]
+    assert bool(reads_pool) == _preset_has_pool(prof) == (profile != "control")

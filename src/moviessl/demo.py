@@ -342,6 +342,8 @@ def plan_jobs(
             )
         )
     dep_synth = () if synth_given else ("synth",)
+    # a preset without an unlabelled pool (demo_control: every structure knob at 0) has no pool/ folder
+    has_pool = pool_root.is_dir() if synth_given else _preset_has_pool(prof)
     for b in backbones:
         for r in range(P):
             d = out / "backbone" / b / f"r{r}"
@@ -363,7 +365,7 @@ def plan_jobs(
                 )
             )
             sets = [("vidsitu", vid_root), ("lvu", lvu_root)] + (
-                [("pool", pool_root)] if b in MASKPRED_BACKBONES else []
+                [("pool", pool_root)] if b in MASKPRED_BACKBONES and has_pool else []
             )
             for name, root in sets:
                 f = out / "features" / b / f"r{r}" / name
@@ -377,7 +379,6 @@ def plan_jobs(
                         {"vidsitu": 40.0, "lvu": 30.0, "pool": 120.0}[name],
                     )
                 )
-    has_pool = pool_root.is_dir() if synth_given else _preset_has_pool(prof)
     for b, loss, mask in context_variants(rows):
         for r in range(P):
             c = out / "context" / f"{b}_{loss}_mask{mask}" / f"r{r}"
