@@ -1,7 +1,7 @@
 """Does the Object Transformer learn LVU's tasks when there are more movies? (issue 14)
 
     python -m benchmarks.lvu_more_movies --backbone runs/demo_full/backbone/supervised/r0/model.pt \\
-        --out runs/lvu200 [--movies 200] [--seeds 3]
+        --out runs/lvu200 [--movies 200] [--seeds 3] [--override 'train.epochs_grid=[10,30,90]']
 
 The demo's SynthMovies has 30 LVU movies (18 train / 6 val / 6 test): one test movie is 16.7 points
 of top-1, and the majority class scores 0 or 33 by luck. This generates the demo preset's LVU movies
@@ -32,6 +32,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", required=True)
     ap.add_argument("--movies", type=int, default=200, help="LVU movies, split 60/20/20 (the demo has 30)")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="dotted LVU config override, e.g. 'train.epochs_grid=[10,30,90]' (repeatable)",
+    )
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -61,6 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
         None,
         seeds=a.seeds,
         rows=[("ot", "none"), ("none", "sup")],
+        overrides=a.override,
     )
     print(res["markdown"])
     timings = {"synth": round(t_synth, 1), **res["timings"]}

@@ -299,3 +299,42 @@ def test_table5_analogue_end_to_end(lvu_setup, tmp_path):
         "#top-1" in res["markdown"] and "oracle" in res["markdown"] and (tmp_path / "table" / "lvu_table.png").is_file()
     )
     assert set(res["claims"]["test"]) >= {"ot_beats_constant", "otpp_best_mean_rank", "ours_beats_sup"}
+
+
+def test_epochs_chosen_on_held_out_training_videos(lvu_setup, tmp_path, capsys):
+    """``train.epochs_grid``: each value trained on 80% of the train videos and scored on the other
+    20% (never val / test); the final runs use the best value and are the very runs a fixed
+    ``train.epochs`` of that value makes (reused, not retrained)."""
+    from moviessl.data.lvu import read_labels
+
+    tmp, lvu1, _ = lvu_setup
+    one = ["finetune", "lvu", "--task", "year", "--data-root", str(lvu1), "--scene-features", str(tmp / "events")]
+    assert main([*one, "--out", str(tmp_path / "one"), "train.epochs_grid=[1,2]", *FAST]) == 2
+    assert "cannot be split" in capsys.readouterr().err  # the tiny preset has one training movie
+    lvu = generate(tmp_path / "synth", preset="tiny", seed=0, progress=False, n_lvu=10) / "lvu"
+    ev = ["extract", "--backbone", str(tmp / "backbone.pt"), "--videos", str(lvu), "--out", str(tmp_path / "ev")]
+    assert main([*ev, "--num-workers", "0", "--accelerator", "cpu"]) == 0
+    out = tmp_path / "tuned"
+    argv = ["finetune", "lvu", "--task", "like_ratio", "--data-root", str(lvu), "--scene-features"]
+    argv += [str(tmp_path / "ev"), "--scene-kind", "feats", "--seeds", "2", "--out", str(out), *FAST]
+    assert main([*argv, "train.epochs_grid=[1,3]", "train.tune_seeds=2"]) == 0
+    tuning = json.loads((out / "tune" / "tuning.json").read_text())
+    mean = {k: float(np.mean(v)) for k, v in tuning["values"].items()}
+    assert set(mean) == {"1", "3"} and all(len(v) == 2 for v in tuning["values"].values())
+    assert tuning["best"] == int(min(mean, key=mean.get))
+    train_ids = {v for v, _ in read_labels(lvu, "like_ratio", "train")}
+    assert tuning["heldout_videos"] + tuning["fit_videos"] == len(train_ids)
+    for e in (1, 3):  # the held-out runs never score val / test and write no model
+        run = out / "tune" / f"epochs{e}" / "seed0"
+        assert not list(run.glob("predictions_*")) and not (run / "model.pt").exists()
+        steps = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+        bs = 16  # the paper preset's batch: #fit videos x epochs spans per run
+        assert steps == -(-tuning["fit_videos"] * e // bs)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["epochs"] == tuning["best"] and s["epochs_tuning"]["best"] == tuning["best"]
+    first = {r["seed"]: r["metrics"] for r in s["runs"]}
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("seed*/metrics.json")}
+    assert len(stamps) == 2
+    assert main([*argv, f"train.epochs={tuning['best']}"]) == 0  # a fixed schedule of the chosen length
+    assert {p: p.stat().st_mtime_ns for p in out.glob("seed*/metrics.json")} == stamps  # reused
+    assert {r["seed"]: r["metrics"] for r in json.loads((out / "summary.json").read_text())["runs"]} == first

@@ -29,6 +29,8 @@ class LVUDataConfig:
 class LVUTrainConfig:
     batch_size: int  # spans per step
     epochs: int  # LVU's "epochs": one pass over #train videos x epochs random spans
+    epochs_grid: list[int]  # non-empty: choose epochs from these on held-out train videos (runner.tune_epochs)
+    tune_seeds: int  # runs per grid value when choosing
     lr: float
     weight_decay: float  # not on biases and norms (LVU's split)
     warmup_frac: float  # linear warm-up over this fraction of the steps, then linear decay to 0

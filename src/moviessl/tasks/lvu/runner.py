@@ -101,6 +101,75 @@ def predict_spans(model, videos, cfg: LVUConfig, halfway: int, max_instances: in
     return out
 
 
+# Config keys that say how the schedule is chosen, not what a run trains (kept out of run hashes).
+_SELECTION_KEYS = ("epochs_grid", "tune_seeds")
+
+
+def heldout_criterion(task: str, preds: Mapping[str, list], labels: Mapping[str, float]) -> float:
+    """What the epoch rule minimises on held-out training videos, on LVU's video-level prediction:
+    the mean negative log-likelihood of the label under the video's mean span probabilities
+    (classification; smoother than top-1 on a few dozen videos, and it penalises over-confidence),
+    or the MSE of the mean span prediction (regression, LVU's own metric)."""
+    if TASKS[task].regression:
+        return float(np.mean([(np.mean(preds[v]) - float(labels[v])) ** 2 for v in preds]))
+    nll = [-np.log(max(float(np.mean(preds[v], axis=0)[int(labels[v])]), 1e-6)) for v in preds]
+    return float(np.mean(nll))
+
+
+def tune_epochs(
+    task: str,
+    train: list,
+    train_labels: Mapping[str, float],
+    cfg: LVUConfig,
+    out: Path,
+    make_job,
+    halfway: int,
+    max_instances: int,
+    heldout_fraction: float = 0.2,
+) -> dict:
+    """The rule that sets how long a task trains, the same for every row: hold out
+    ``heldout_fraction`` of the *training* videos (a fixed permutation by ``cfg.seed``), train on the
+    rest for each ``cfg.train.epochs_grid`` value (``cfg.train.tune_seeds`` runs each), and keep the
+    value with the lowest :func:`heldout_criterion`. No val / test video is read. Writes
+    ``out/tuning.json``; runs are cached like any other (``out/epochs{E}/seed{S}``)."""
+    perm = np.random.default_rng(cfg.seed).permutation(len(train))
+    n_held = max(1, int(round(len(train) * heldout_fraction)))
+    if len(train) - n_held < 1:
+        raise BadInputError(None, f"{task}: {len(train)} training video(s) cannot be split to choose the epochs")
+    held = [train[i] for i in sorted(perm[:n_held])]
+    fit_part = [train[i] for i in sorted(perm[n_held:])]
+    held_labels = {v.vid: train_labels[v.vid] for v in held}
+
+    def score(model, run_dir: Path) -> dict:
+        preds = predict_spans(model, held, cfg, halfway, max_instances)
+        return {"heldout": heldout_criterion(task, preds, held_labels)}
+
+    values: dict[str, list[float]] = {}
+    seeds = [cfg.seed + k for k in range(cfg.train.tune_seeds)]
+    for e in cfg.train.epochs_grid:
+        job = make_job(f"{task} (epochs {e}, held-out)", out / f"epochs{e}", fit_part, int(e), score, _no_export, {})
+        values[str(e)] = [r["metrics"]["heldout"] for r in run_seeds(job, seeds)]
+    mean = {k: float(np.mean(v)) for k, v in values.items()}
+    best = int(min(mean, key=mean.get))
+    result = {
+        "task": task,
+        "param": "train.epochs",
+        "best": best,
+        "criterion": "video NLL" if not TASKS[task].regression else "video MSE",
+        "values": values,
+        "mean": mean,
+        "heldout_videos": n_held,
+        "fit_videos": len(fit_part),
+    }
+    atomic_write_json(out / "tuning.json", result)
+    log.info("%s: train.epochs %d (held-out %s)", task, best, {k: round(m, 4) for k, m in mean.items()})
+    return result
+
+
+def _no_export(*_) -> None:
+    return None
+
+
 def run_finetune(
     task: str,
     data_root: str | os.PathLike,
@@ -170,19 +239,53 @@ def run_finetune(
 
     ot = ot_settings(cfg.model.preset, **mcfg)
     halfway, max_inst = int(ot["max_positions"]) // 2, int(ot["max_instances"])
-    y_train = np.array([float(labels["train"][v.vid]) for v in train], np.float32)
+    train_labels = labels["train"]
 
-    def loader(seed: int):
-        data = RandomSpans(
-            train, y_train, len(train) * cfg.train.epochs, cfg.data.span_s, max_inst, halfway, cfg.data.box_jitter
-        )
-        return DataLoader(
-            data,
-            batch_size=cfg.train.batch_size,
-            shuffle=False,  # items are random draws already
-            num_workers=cfg.data.num_workers,
-            persistent_workers=cfg.data.num_workers > 0,
-            collate_fn=collate_spans,
+    def make_job(name: str, job_out: Path, videos: list, epochs: int, score, export, record: dict) -> SeedJob:
+        """One setting's runs: ``videos`` trained for ``epochs`` LVU epochs. The settings hash holds
+        the effective schedule, not the grid it was chosen from, so a run is reused whichever way
+        its epoch count was set."""
+        run_cfg = to_dict(cfg)
+        run_cfg["train"] = {k: v for k, v in run_cfg["train"].items() if k not in _SELECTION_KEYS}
+        run_cfg["train"]["epochs"] = int(epochs)
+        ids = sorted(v.vid for v in videos) if len(videos) < len(train) else sorted(inputs.videos)
+        y = np.array([float(train_labels[v.vid]) for v in videos], np.float32)
+
+        def loader(seed: int):
+            data = RandomSpans(
+                videos, y, len(videos) * int(epochs), cfg.data.span_s, max_inst, halfway, cfg.data.box_jitter
+            )
+            return DataLoader(
+                data,
+                batch_size=cfg.train.batch_size,
+                shuffle=False,  # items are random draws already
+                num_workers=cfg.data.num_workers,
+                persistent_workers=cfg.data.num_workers > 0,
+                collate_fn=collate_spans,
+            )
+
+        tc = cfg.train
+        return SeedJob(
+            name=name,
+            out=job_out,
+            settings=settings_hash(task, run_cfg, inputs.desc, init_label, ids),
+            config=cfg,
+            optim=TaskOptim(
+                lr=tc.lr,
+                weight_decay=tc.weight_decay,
+                warmup_frac=tc.warmup_frac,
+                decay="linear",
+                no_decay_vectors=True,
+            ),
+            trainer=cfg.trainer,
+            epochs=1,  # the dataset already holds #videos x epochs spans
+            build=build,
+            loader=loader,
+            score=score,
+            export=export,
+            record=record,
+            throughput_name="spans_per_s",
+            resume=resume,
         )
 
     def score(model, run_dir: Path) -> dict:
@@ -200,33 +303,16 @@ def run_finetune(
             run_dir / "model.pt", stage="lvu", arch=arch, state_dict=model.state_dict(), config=cfg, meta=meta
         )
 
-    tc = cfg.train
-    job = SeedJob(
-        name=task,
-        out=out,
-        settings=settings_hash(task, to_dict(cfg), inputs.desc, init_label, sorted(inputs.videos)),
-        config=cfg,
-        optim=TaskOptim(
-            lr=tc.lr,
-            weight_decay=tc.weight_decay,
-            warmup_frac=tc.warmup_frac,
-            decay="linear",
-            no_decay_vectors=True,
-        ),
-        trainer=cfg.trainer,
-        epochs=1,  # the dataset already holds #videos x train.epochs spans
-        build=build,
-        loader=loader,
-        score=score,
-        export=export,
-        record={"inputs": inputs.desc, "init": init_label, **counts},
-        throughput_name="spans_per_s",
-        resume=resume,
-    )
     prev_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
+        epochs, tuning = int(cfg.train.epochs), None
+        if cfg.train.epochs_grid:
+            tuning = tune_epochs(task, train, train_labels, cfg, out / "tune", make_job, halfway, max_inst)
+            epochs = int(tuning["best"])
+        record = {"inputs": inputs.desc, "init": init_label, "epochs": epochs, **counts}
+        job = make_job(task, out, train, epochs, score, export, record)
         runs = run_seeds(job, [cfg.seed + k for k in range(int(seeds))])
     finally:
         torch.set_num_threads(prev_threads)
@@ -240,5 +326,7 @@ def run_finetune(
         task=task,
         inputs=inputs.desc,
         init=init_label,
+        epochs=epochs,
+        epochs_tuning=tuning and {k: tuning[k] for k in ("best", "criterion", "mean", "heldout_videos")},
         **counts,
     )
