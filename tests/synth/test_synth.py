@@ -278,6 +278,14 @@ def test_deterministic_any_pool_size_and_resume(tmp_path):
     assert vid.read_bytes() == before and other.stat().st_mtime_ns == mtime
     with pytest.raises(BadInputError, match="another preset"):
         generate(a, cfg, seed=5, progress=False)
+    # a folder written before a knob existed (its config lacks it) resumes when the knob is off...
+    meta = json.loads((a / "synth_meta.json").read_text())
+    del meta["config"]["action_film_p"]
+    (a / "synth_meta.json").write_text(json.dumps(meta))
+    generate(a, cfg, seed=3, workers=1, progress=False)
+    # ...and is another dataset when it is on
+    with pytest.raises(BadInputError, match="another preset"):
+        generate(a, cfg, seed=3, progress=False, action_film_p=0.5)
 
 
 def test_cli(tmp_path, capsys):
@@ -285,6 +293,11 @@ def test_cli(tmp_path, capsys):
     (tmp_path / "junk" / "x.txt").write_text("x")
     assert cli_main(["synth", "--preset", "tiny", "--out", str(tmp_path / "junk")]) == 2
     assert "not empty" in capsys.readouterr().err
+    # a structure knob from the command line reaches the data (and its record)
+    assert cli_main(["synth", "--preset", "tiny", "--out", str(tmp_path / "f"), "--action-film-p", "1"]) == 0
+    assert json.loads((tmp_path / "f" / "synth_meta.json").read_text())["config"]["action_film_p"] == 1.0
+    acts = json.loads((tmp_path / "f" / "actions" / "ground_truth.json").read_text())
+    assert all(a.get("filmed") for a in acts.values())
 
 
 def test_render_clip_ground_truth():
@@ -364,3 +377,50 @@ def test_context_recovers_degraded_verbs_pixels_do_not():
         acc[deg] = float((clf(X[120:]) == ys[120:]).mean())
     assert acc[False] > 0.6, acc
     assert acc[True] < 0.45, acc  # chance is 0.25 on 40 test events
+
+
+def test_action_film_knob_films_some_clips_and_leaves_the_rest_unchanged():
+    """``action_film_p`` draws from its own stream: a clip it does not film is exactly the clip
+    without the knob, and a filmed one keeps its verb and actors, adds only non-acting bystanders,
+    and is rendered in a movie scene (no studio) with the movies' look."""
+    from moviessl.synth.generate import plan_actions
+
+    base = SynthPreset(n_actions=40, action_repeat_s=4.0, verb_context_p=0.5)
+    off = plan_actions(base, seed=3)
+    on = plan_actions(SynthPreset(**{**base.__dict__, "action_film_p": 0.5}), seed=3)
+    filmed = [b for b in on if b["plan"].get("filmed")]
+    assert 5 < len(filmed) < 35
+    for a, b in zip(off, on):
+        pa, pb = a["plan"], b["plan"]
+        if not pb.get("filmed"):
+            assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+            continue
+        n = len(pa["characters"])
+        assert pb["characters"][:n] == pa["characters"] and n <= len(pb["characters"]) <= n + 2
+        assert [(e["verb"], e["agent"], e["patient"]) for e in pb["events"]] == [
+            (e["verb"], e["agent"], e["patient"]) for e in pa["events"]
+        ]
+        assert len({(c["shape"], c["colour"]) for c in pb["characters"]}) == len(pb["characters"])
+        assert "studio" not in pb["shots"][0] and pb["shots"][0]["scene_inst"]["scene"] in W.SCENES
+        assert pb["year_style"] is not None and {e["scene"] for e in pb["events"]} == {
+            pb["shots"][0]["scene_inst"]["scene"]
+        }
+    frames = [f for f, _ in render_plan(filmed[0]["plan"], 32, 30.0, 0)]
+    assert sum(len(f) for f in frames) == round(4.0 * 30)
+
+
+def test_action_transfer_headroom_reads_the_action_clips(tiny):
+    """The method-free transfer number: a pixel classifier fit on the action train clips' first
+    event, read on the events given (here the action val clips; the tiny preset is too small for
+    its accuracy to mean anything, so only its bookkeeping is checked)."""
+    from moviessl.synth.headroom import _decode as decode
+    from moviessl.synth.headroom import action_transfer, pixel_event_features
+
+    acts = json.loads((tiny / "actions" / "ground_truth.json").read_text())
+    val = [(k, a) for k, a in acts.items() if a["split"] == "val"]
+    X = np.stack([pixel_event_features(decode(tiny / "actions" / "videos" / f"{k}.mp4", limit=60)) for k, _ in val])
+    y = np.array([W.VERB_INDEX[a["verb"]] for _, a in val])
+    res = action_transfer(tiny, X, y)
+    assert res["n"] == len(val) and res["filmed"] == 0.0
+    assert res["action_clips"] == sum(a["split"] == "train" for a in acts.values())
+    assert 0.0 <= res["pixel_from_actions"] <= 100.0

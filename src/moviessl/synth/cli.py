@@ -1,9 +1,17 @@
-"""``moviessl synth --preset {tiny,demo,large} --out DIR [--seed N]``."""
+"""``moviessl synth --preset {tiny,demo,demo_control,large} --out DIR [--seed N] [--<structure-knob> V ...]``."""
 
 from __future__ import annotations
 
 import argparse
 import time
+
+STRUCTURE_KNOBS = {
+    "action_repeat_s": "action clips last this long, the action repeated (K400: 10 s)",
+    "verb_context_p": "share of events showing their verb's prop cue",
+    "hidden_agent_p": "share of clean movie events whose agent is a silhouette",
+    "pool_ratio": "unlabelled movie clips, in labelled VidSitu train events",
+    "action_film_p": "share of action clips filmed like movie shots",
+}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -23,6 +31,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="processes (default: the preset's, 2 for demo/large)")
     p.add_argument("--degrade-fraction", type=float, default=None, help="fraction of VidSitu events visually degraded")
     p.add_argument("--size", type=int, default=None, help="frame side in pixels (even)")
+    for knob, what in STRUCTURE_KNOBS.items():  # docs/synthmovies.md, "Structure knobs"
+        p.add_argument(f"--{knob.replace('_', '-')}", type=float, default=None, help=f"structure knob: {what}")
     p.set_defaults(func=run)
     return p
 
@@ -35,6 +45,7 @@ def run(args) -> int:
         over["degrade_fraction"] = args.degrade_fraction
     if args.size is not None:
         over["size"] = args.size
+    over.update({k: getattr(args, k) for k in STRUCTURE_KNOBS if getattr(args, k) is not None})
     t = time.time()
     root = generate(args.out, args.preset, seed=args.seed, workers=args.workers, **over)
     print(

@@ -53,6 +53,7 @@ class SynthPreset:
     verb_context_p: float = 0.0  # share of events with their verb's prop cue (+ studio, in action clips)
     hidden_agent_p: float = 0.0  # share of clean movie events whose agent is only a silhouette
     pool_ratio: float = 0.0  # unlabelled movie clips for TxE pretraining, in labelled VidSitu train events
+    action_film_p: float = 0.0  # share of action clips filmed like movie shots (scene, cast, camera), not in a studio
     # -- rendering only
     action_size: int = 0  # action clips' frame side (0: size); the backbone reads 64 px anyway
     pool_size: int = 0  # the pool's frame side (0: size)
@@ -171,6 +172,10 @@ def plan_actions(cfg: SynthPreset, seed: int) -> list[dict]:
         dur = float(rng.choice(cfg.action_durations))
         plan = P.plan_action_clip(rng, verb, dur, cfg.action_repeat_s, cfg.action_durations)
         P.add_structure(_rng(seed, 11, i), plan, cfg.verb_context_p)
+        if cfg.action_film_p > 0:
+            film = _rng(seed, 12, i)
+            if film.random() < cfg.action_film_p:
+                P.film_action_clip(film, plan)
         out.append(
             dict(
                 name=f"act_{i:06d}",
@@ -529,6 +534,11 @@ def generate(
         except (OSError, ValueError) as e:
             raise BadInputError(meta_path, f"unreadable ({e})") from None
         keys = ("format_version", "seed", "config")  # the pool size is not part of the data
+        # a knob added later is absent from older folders' config; its default (0: off) leaves the
+        # data as they were, so such a folder is the same data and can be resumed
+        defaults = json.loads(json.dumps(asdict(SynthPreset())))
+        if isinstance(old.get("config"), dict):
+            old["config"] = {**{k: defaults[k] for k in meta["config"] if k in defaults}, **old["config"]}
         same = {k: old.get(k) for k in keys} == {k: meta[k] for k in keys}
         if not same:
             raise BadInputError(root, "already holds SynthMovies of another preset/seed/version; use an empty folder")

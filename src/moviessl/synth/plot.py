@@ -297,7 +297,8 @@ def plan_vidsitu_clip(
 
 
 def plan_action_clip(rng, verb: str, duration_s: float, repeat_s: float = 0.0, durations=(2.0,)) -> dict:
-    """A 'Kinetics' clip: studio background, bigger centred sprites (the domain gap). One event of
+    """A 'Kinetics' clip: studio background, bigger centred sprites (the domain gap; see
+    :func:`film_action_clip` for the knob that films it like a movie shot instead). One event of
     ``duration_s``; or, with ``repeat_s`` > 0, the action going on for ``repeat_s`` seconds (K400's
     10-s clips): the same verb by the same characters again and again, each time ``durations``."""
     v = W.VERB_BY_ID[verb]
@@ -320,6 +321,42 @@ def plan_action_clip(rng, verb: str, duration_s: float, repeat_s: float = 0.0, d
         shots=[dict(studio=[int(top), int(bottom)], cam=0.0)],
         director=int(rng.choice([0, 0, 0, 6])),
         year_style=None,
+    )
+
+
+def film_action_clip(rng, plan: dict) -> None:
+    """The ``action_film_p`` knob, in place, from its own random stream: an action clip filmed like a
+    movie shot instead of in the studio. Kinetics clips are YouTube videos of people in real places,
+    often with other people in frame (Kay et al. 2017, "The Kinetics Human Action Video Dataset"), so
+    what a K400 backbone learns carries over to movie frames; the studio clips share nothing with the
+    VidSitu-style clips but the sprites. Filmed: a movie scene background, the movies' dark outlines
+    and sprite scale, a director's camera and a period's colour look, and 0-2 bystanders who stand
+    in the shot without acting (the movies' casts are 2-4). The verb, its agent / patient and the
+    prop cue (``verb_context_p``) are kept."""
+    chars, events = plan["characters"], plan["events"]
+    combos = [
+        (s, c) for s in W.SHAPES for c in W.COLOURS if (s, c) not in {(ch["shape"], ch["colour"]) for ch in chars}
+    ]
+    for k in rng.choice(len(combos), int(rng.integers(0, 3)), replace=False):
+        shape, colour = combos[k]
+        ch = dict(
+            id=len(chars),
+            shape=shape,
+            colour=colour,
+            size=str(rng.choice(list(W.SIZES))),
+            texture=str(rng.choice(W.TEXTURES, p=[0.7, 0.3])),
+        )
+        ch["phrase"] = W.character_phrase(ch)
+        chars.append(ch)
+    layout_events(rng, events, len(chars), [ev["dur"] for ev in events])
+    scene = sample_scene(rng)
+    for ev in events:
+        ev["scene"] = scene["scene"]
+    plan.update(
+        filmed=True,
+        shots=[dict(scene_inst=scene, cam=float(rng.uniform(0, 1)))],
+        director=int(rng.integers(10)),
+        year_style=sample_year_style(rng, int(rng.integers(9))),
     )
 
 

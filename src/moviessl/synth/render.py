@@ -343,7 +343,7 @@ def render_plan(plan: dict, size: int, fps: float, seed: int) -> Iterator[tuple[
     rng = np.random.default_rng(seed)
     M = colour_matrix(plan.get("year_style"))
     style = W.DIRECTORS[plan["director"]]
-    action = plan["kind"] == "action"
+    action = plan["kind"] == "action" and not plan.get("filmed")  # the studio look (domain gap)
     chars = plan["characters"]
     C = len(chars)
     big = 1.2 if action else 1.0
