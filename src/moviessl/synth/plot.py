@@ -22,19 +22,20 @@ def sample_characters(rng: np.random.Generator, n: int) -> list[dict]:
     """``n`` characters with distinct (shape, colour) so every phrase names one character."""
     combos = [(s, c) for s in W.SHAPES for c in W.COLOURS]
     pick = rng.choice(len(combos), n, replace=False)
-    chars = []
-    for k, i in enumerate(pick):
-        shape, colour = combos[i]
-        ch = dict(
-            id=k,
-            shape=shape,
-            colour=colour,
-            size=str(rng.choice(list(W.SIZES))),
-            texture=str(rng.choice(W.TEXTURES, p=[0.7, 0.3])),
-        )
-        ch["phrase"] = W.character_phrase(ch)
-        chars.append(ch)
-    return chars
+    return [make_character(rng, k, *combos[i]) for k, i in enumerate(pick)]
+
+
+def make_character(rng, k: int, shape: str, colour: str) -> dict:
+    """Character ``k`` of that shape and colour, with a random size and texture."""
+    ch = dict(
+        id=k,
+        shape=shape,
+        colour=colour,
+        size=str(rng.choice(list(W.SIZES))),
+        texture=str(rng.choice(W.TEXTURES, p=[0.7, 0.3])),
+    )
+    ch["phrase"] = W.character_phrase(ch)
+    return ch
 
 
 def _other(rng, n_chars, not_this):
@@ -338,16 +339,7 @@ def film_action_clip(rng, plan: dict) -> None:
         (s, c) for s in W.SHAPES for c in W.COLOURS if (s, c) not in {(ch["shape"], ch["colour"]) for ch in chars}
     ]
     for k in rng.choice(len(combos), int(rng.integers(0, 3)), replace=False):
-        shape, colour = combos[k]
-        ch = dict(
-            id=len(chars),
-            shape=shape,
-            colour=colour,
-            size=str(rng.choice(list(W.SIZES))),
-            texture=str(rng.choice(W.TEXTURES, p=[0.7, 0.3])),
-        )
-        ch["phrase"] = W.character_phrase(ch)
-        chars.append(ch)
+        chars.append(make_character(rng, len(chars), *combos[k]))
     layout_events(rng, events, len(chars), [ev["dur"] for ev in events])
     scene = sample_scene(rng)
     for ev in events:
