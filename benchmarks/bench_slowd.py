@@ -1,6 +1,7 @@
 """Slow-D training throughput: forward+backward clips/s at the CPU preset and the paper preset.
 
     python -m benchmarks.bench_slowd [--device cpu|cuda] [--iters 3] [--quick]
+    python -m benchmarks.bench_slowd --breakdown [--variants eager,channels_last]   # what limits it
 
 Reports clips/s, achieved GFLOP/s (forward+backward FLOPs counted by torch.utils.flop_counter, 2 per
 multiply-add) and, as the yardstick, the fp32 matmul peak of the same device measured in the same run
@@ -97,6 +98,121 @@ def bench_train(
     }
 
 
+# Where a training step's time goes, by operator family (self time of the profiler's aten ops).
+OP_FAMILIES = (
+    ("conv", ("convolution", "conv3d", "conv_depthwise")),
+    ("batch_norm", ("batch_norm",)),
+    ("relu", ("relu", "threshold_backward")),
+    ("max_pool", ("max_pool",)),
+    ("zero_fill", ("fill_", "zero_", "zeros")),
+    ("add (residual, grad accumulation)", ("aten::add",)),
+    ("copy / layout", ("copy_", "contiguous", "clone", "_to_copy", "as_strided", "empty_like")),
+)
+
+
+def _family(op: str) -> str:
+    return next((fam for fam, keys in OP_FAMILIES if any(k in op for k in keys)), "other")
+
+
+def _best_time(fn, iters: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def breakdown(preset: str, batch: int, iters: int, variant: str = "eager") -> dict:
+    """What limits a CPU fwd+bwd step: (1) the profiler's self time per operator family over one step
+    (after warm-up; the step whose total is smallest of ``iters``), (2) every convolution of the net
+    timed alone (forward; backward = input and weight gradients) on its own input shape, with its
+    FLOPs, so the convolutions' own rate and their share of the step are known. The step minus the
+    convolutions is what BN, ReLU, pooling, residual adds and layout copies cost."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    inp = SLOWD_INPUTS[preset]
+    frames, size = inp["num_frames"], inp["crop"]
+    fmt = torch.channels_last_3d if variant == "channels_last" else torch.contiguous_format
+    torch.manual_seed(0)
+    model = build_slowd(preset).train().to(memory_format=fmt)
+    x = torch.randn(batch, 3, frames, size, size).contiguous(memory_format=fmt)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        model(x).pow(2).mean().backward()
+
+    step_s = _best_time(step, iters)
+    best = None
+    for _ in range(max(1, iters)):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step()
+        fams: dict[str, float] = {}
+        for e in prof.key_averages():
+            fams[_family(e.key)] = fams.get(_family(e.key), 0.0) + e.self_cpu_time_total / 1e6
+        if best is None or sum(fams.values()) < sum(best.values()):
+            best = fams
+    total = sum(best.values())
+    families = {
+        k: {"s": round(v, 4), "share": round(v / total, 3)} for k, v in sorted(best.items(), key=lambda kv: -kv[1])
+    }
+
+    shapes: dict[str, tuple] = {}  # every conv's input shape, from one forward pass
+    hooks = [
+        m.register_forward_hook(lambda mod, a, out, name=name: shapes.__setitem__(name, tuple(a[0].shape)))
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Conv3d)
+    ]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    convs = []
+    for name, m in model.named_modules():
+        if not isinstance(m, torch.nn.Conv3d):
+            continue
+        xi = torch.randn(shapes[name]).contiguous(memory_format=fmt).requires_grad_(name != "stem.conv")
+        fc = FlopCounterMode(display=False)
+        with fc:
+            y = m(xi)
+            y.backward(torch.ones_like(y))
+        flops = float(fc.get_total_flops())
+        y = m(xi)
+        g = torch.randn_like(y)
+        fwd = _best_time(lambda: m(xi), iters)
+        bwd = (
+            _best_time(lambda: torch.autograd.grad(m(xi), [p for p in (xi, m.weight) if p.requires_grad], g), iters)
+            - fwd
+        )
+        convs.append(
+            {
+                "conv": name,
+                "in": "x".join(map(str, shapes[name])),
+                "kernel": "x".join(map(str, m.kernel_size)),
+                "stride": "x".join(map(str, m.stride)),
+                "fwd_s": round(fwd, 5),
+                "bwd_s": round(max(bwd, 0.0), 5),
+                "gflop": round(flops / 1e9, 3),
+                "gflops": round(flops / (fwd + max(bwd, 1e-9)) / 1e9, 1),
+            }
+        )
+    conv_s = sum(c["fwd_s"] + c["bwd_s"] for c in convs)
+    conv_gflop = sum(c["gflop"] for c in convs)
+    return {
+        "variant": variant,
+        "input": f"{batch}x3x{frames}x{size}x{size}",
+        "step_s": round(step_s, 4),
+        "profiled_step_s": round(total, 4),
+        "families": families,
+        "convs_alone_s": round(conv_s, 4),
+        "convs_alone_gflops": round(conv_gflop / conv_s, 1),
+        "conv_gflop": round(conv_gflop, 2),
+        "convs": convs,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
@@ -105,8 +221,20 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--paper-batch", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="skip the paper preset (CI smoke run)")
     ap.add_argument("--variants", default="eager", help="comma-separated subset of " + ",".join(VARIANTS))
+    ap.add_argument("--breakdown", action="store_true", help="where the step's time goes (CPU; no compile)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
+    if args.breakdown:
+        peak = matmul_peak_gflops(device)
+        res = {"benchmark": "slowd_step_breakdown", "date": datetime.date.today().isoformat()}
+        res["threads"], res["load_avg_1min"] = torch.get_num_threads(), round(os.getloadavg()[0], 2)
+        for v in args.variants.split(","):
+            res[f"slowd_cpu_{v}"] = breakdown("slowd_cpu", args.cpu_batch, args.iters, v)
+            if not args.quick:
+                res[f"slowd_r50_{v}"] = breakdown("slowd_r50", args.paper_batch, args.iters, v)
+        res["matmul_peak_gflops"] = round(max(peak, matmul_peak_gflops(device)), 1)
+        print(json.dumps(res, indent=1))
+        return res
     peak = matmul_peak_gflops(device)
     res: dict = {
         "benchmark": "slowd_train_step",

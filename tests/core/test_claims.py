@@ -92,3 +92,29 @@ def test_readme_block_marks_a_claim_whose_verdict_flips_on_a_compared_run(tmp_pa
     assert "2 of 3 of the paper's claims hold" in text and text.count("**fragile**") == 1
     x = next(line for line in text.splitlines() if "claim x" in line)
     assert x.endswith("z = +2.50) — **fragile**: does not hold on 2 threads (z = +1.50)")
+
+
+def test_a_results_md_claims_table_reads_back_at_its_printed_precision(tmp_path):
+    from moviessl.claims import claims_from_markdown, main
+
+    rows = [_row(c.table, c.a, c.metric, 50.0 + i, 1.0) for i, c in enumerate(CLAIMS[:-1])] + [
+        _row(c.b_table or c.table, c.b, c.metric, 49.0 - i / 3, 1.3) for i, c in enumerate(CLAIMS)
+    ]
+    claims = evaluate_claims(rows)  # the last claim's a row is missing: n/a
+    back = claims_from_markdown("# title\n\n" + claims_markdown(claims) + "\n\nmore text\n")
+    assert [c["id"] for c in back] == [c["id"] for c in claims]
+    for c, b in zip(claims, back):
+        assert b["holds"] == c["holds"] and (c["z"] is None) == (b["z"] is None)
+        if c["z"] is not None:
+            assert abs(b["z"] - c["z"]) <= 0.005 and abs(b["diff"] - c["diff"]) <= 0.005
+    assert sum(b["holds"] is True for b in back) == sum(c["holds"] is True for c in claims) > 0
+    md = tmp_path / "results.md"
+    md.write_text(claims_markdown(claims))
+    assert main([str(md), "--compare", str(md)]) == 0  # a results.md is accepted where a results.json is
+    bad = claims_markdown(claims).replace(CLAIMS[0].statement, "a claim nobody made")
+    try:
+        claims_from_markdown(bad)
+    except ValueError as e:
+        assert "a claim nobody made" in str(e)
+    else:
+        raise AssertionError("an unknown claim row was accepted")
