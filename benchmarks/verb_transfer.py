@@ -1,7 +1,7 @@
 """Do the backbones' event features carry the verb on VidSitu-style clips? (issue 13)
 
     python -m benchmarks.verb_transfer runs/demo_full [--backbones random supervised cvrl modist]
-        [--in-domain runs/verb_in_domain]
+        [--in-domain runs/verb_in_domain [--in-domain-override trainer.max_steps=2400 ...]]
 
 Verb prediction, and through it relations (a function of the two events' verbs in SynthMovies), can
 only work if the frozen event features say which verb an event shows. This reads a finished
@@ -21,7 +21,9 @@ only work if the frozen event features say which verb an event shows. This reads
 - with ``--in-domain OUT``: the ceiling of learning the verbs *in domain* -- every 2-s event of the
   VidSitu-style train clips cut into its own clip labelled with its true verb, a supervised backbone
   trained on them with the demo's recipe (cpu preset, ``moviessl.demo.job_backbone``), and its
-  classifier / a linear probe on the valid events (resumable; ~20 min on 2 cores).
+  classifier / a linear probe on the valid events (resumable; ~20 min on 2 cores); dotted overrides
+  of that recipe with ``--in-domain-override`` (e.g. a longer budget); ``--backbones`` with no names
+  skips the per-backbone measurements.
 
 Prints Markdown tables; writes ``DEMO/verb_transfer.json``.
 """
@@ -96,8 +98,11 @@ def by_group(demo: Path, run: str, truth: dict, verbs: list[str], classify) -> d
     return {k: [float(100 * np.mean(h)), len(h)] for k, h in sorted(hits.items())}
 
 
-def in_domain(demo: Path, out: Path, truth: dict, verb_index: dict) -> dict:
-    """Train the demo's supervised recipe on the VidSitu-style events themselves; score on valid."""
+def in_domain(demo: Path, out: Path, truth: dict, verb_index: dict, overrides: list[str] = ()) -> dict:
+    """Train the demo's supervised recipe (+ ``overrides``) on the VidSitu-style events themselves;
+    score on valid."""
+    import csv
+
     import av
 
     from moviessl.demo import QUIET, job_backbone
@@ -120,7 +125,7 @@ def in_domain(demo: Path, out: Path, truth: dict, verb_index: dict) -> dict:
     for split, lines in lists.items():
         (out / f"{split}.csv").write_text("\n".join(lines) + "\n")
     bb = out / "backbone"
-    job_backbone("supervised", str(out / "train.csv"), str(out / "valid.csv"), str(bb), QUIET, 0)
+    job_backbone("supervised", str(out / "train.csv"), str(out / "valid.csv"), str(bb), [*QUIET, *overrides], 0)
     (out / "all.txt").write_text("".join(f"{out / line.split()[0]}\n" for s in lists.values() for line in s))
     extract(
         bb / "model.pt", out / "all.txt", out / "feats", stride_s=2.0, num_workers=0, accelerator="cpu", progress=False
@@ -132,7 +137,11 @@ def in_domain(demo: Path, out: Path, truth: dict, verb_index: dict) -> dict:
 
     (Xtr, ytr), (Xva, yva) = load("train"), load("valid")
     classify = classifier_of(bb)
+    with open(bb / "logs" / "metrics.csv") as f:
+        losses = [float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
     return {
+        "overrides": list(overrides),
+        "train_loss_last": float(np.mean(losses[-5:])),  # the last few logged steps
         "classifier_valid": float(100 * np.mean(classify(Xva) == yva)),
         "classifier_train": float(100 * np.mean(classify(Xtr) == ytr)),
         "probe_valid": float(100 * np.mean(fit_logreg(Xtr, ytr, len(verb_index), l2=1e-2)(Xva) == yva)),
@@ -143,9 +152,10 @@ def in_domain(demo: Path, out: Path, truth: dict, verb_index: dict) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("demo", help="a finished `moviessl demo` folder")
-    ap.add_argument("--backbones", nargs="+", default=["random", "supervised", "cvrl", "modist"])
+    ap.add_argument("--backbones", nargs="*", default=["random", "supervised", "cvrl", "modist"])
     ap.add_argument("--action-clips", type=int, default=60)
     ap.add_argument("--in-domain", default=None, help="folder for the in-domain ceiling run (see above)")
+    ap.add_argument("--in-domain-override", action="append", default=[], help="dotted override of its recipe")
     a = ap.parse_args(argv)
 
     from moviessl.synth.headroom import fit_logreg
@@ -190,8 +200,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"| {k} | " + " | ".join(cells) + f" | {next(iter(res['supervised_by_group'].values()))[k][1]} |")
     if a.in_domain:
         Path(a.in_domain).mkdir(parents=True, exist_ok=True)
-        res["in_domain"] = r = in_domain(demo, Path(a.in_domain), truth, vi)
-        keys = ("classifier_valid", "classifier_train", "probe_valid", "majority_valid")
+        res["in_domain"] = r = in_domain(demo, Path(a.in_domain), truth, vi, a.in_domain_override)
+        keys = ("classifier_valid", "classifier_train", "probe_valid", "majority_valid", "train_loss_last")
         print(
             "\n| trained in domain (VidSitu-style train events) | "
             + " | ".join(k.replace("_", ", ") for k in keys)
@@ -199,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
         print("|---|" + "---|" * len(keys))
         print("| supervised | " + " | ".join(f"{r[k]:.1f}" for k in keys) + " |")
-    (demo / "verb_transfer.json").write_text(json.dumps(res, indent=1))
+    (Path(a.in_domain) if a.in_domain else demo).joinpath("verb_transfer.json").write_text(json.dumps(res, indent=1))
     return res
 
 
