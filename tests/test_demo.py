@@ -122,3 +122,5 @@ def test_job_graph_reads_only_what_the_profile_generates(profile, tmp_path):
     assert all(set(j.deps) <= names for j in jobs)
     reads_pool = [j.name for j in jobs if "pool" in json.dumps(j.kwargs)]
     assert bool(reads_pool) == _preset_has_pool(prof) == (profile != "control")
+    # the control is for the claims table, which reads no LVU row
+    assert any(n.startswith("lvu table") for n in names) == (profile != "control")
