@@ -25,7 +25,7 @@ only work if the frozen event features say which verb an event shows. This reads
   of that recipe with ``--in-domain-override`` (e.g. a longer budget); ``--backbones`` with no names
   skips the per-backbone measurements.
 
-Prints Markdown tables; writes ``DEMO/verb_transfer.json``.
+Prints Markdown tables; writes ``verb_transfer.json`` into the ``--in-domain`` folder if given, else DEMO.
 """
 
 from __future__ import annotations
