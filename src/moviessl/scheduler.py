@@ -94,6 +94,9 @@ def _fmt(s: float) -> str:
 
 class _Progress:
     def __init__(self, jobs: list[Job], workers: int, timings: Path | None):
+        if timings is not None and timings.name == "profile.json":
+            # the profile is written beside the timings file under this name: one would overwrite the other
+            raise ValueError(f"{timings}: the timings file may not be named profile.json (the profile's name)")
         self.jobs, self.workers, self.timings_path = jobs, workers, timings
         self.timings: dict[str, float] = json.loads(timings.read_text()) if timings and timings.is_file() else {}
         # per job: start (epoch s), wall and CPU seconds, worker pid -- benchmarks/demo_profile.py

@@ -75,6 +75,13 @@ def test_unknown_dependency_is_an_error(tmp_path):
         run_jobs([Job("x", f"{MOD}:job_touch", dict(done="", needs=[]), ("nope",))], workers=1)
 
 
+def test_a_timings_file_named_like_the_profile_is_refused(tmp_path):
+    job = Job("x", f"{MOD}:job_touch", dict(done=str(tmp_path / "x"), needs=[]), done=str(tmp_path / "x"))
+    with pytest.raises(ValueError, match="profile.json"):
+        run_jobs([job], workers=1, timings=tmp_path / "profile.json")
+    assert not (tmp_path / "x").exists()
+
+
 def job_sleep(done: str) -> None:
     import time
 
