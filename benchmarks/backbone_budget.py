@@ -126,8 +126,9 @@ def report(out: Path, cells: list[tuple[str, int]], runs: int) -> dict:
         for r in range(runs):
             run = f"r{r}"
             Xtr, ytr, _ = event_data(out, name, run, truth, "train", vi)
-            Xva, yva, _ = event_data(out, name, run, truth, "valid", vi)
-            probe = float(100 * np.mean(fit_logreg(Xtr, ytr, len(verbs), l2=1e-2)(Xva) == yva))
+            Xva, yva, flags = event_data(out, name, run, truth, "valid", vi)
+            hit = fit_logreg(Xtr, ytr, len(verbs), l2=1e-2)(Xva) == yva
+            probe, cue = float(100 * hit.mean()), flags["cue"]
             majority = float(100 * np.mean(yva == np.bincount(ytr).argmax()))
             summ = json.loads((out / "backbone" / name / run / "summary.json").read_text())
             verb = json.loads((out / "finetune" / "verb" / name / run / "summary.json").read_text())["summary"]
@@ -139,6 +140,8 @@ def report(out: Path, cells: list[tuple[str, int]], runs: int) -> dict:
                 "steps": s,
                 "action_probe": summ.get("probe", {}).get("linear_top1"),
                 "vidsitu_probe": probe,
+                "vidsitu_probe_cue": float(100 * hit[cue].mean()),
+                "vidsitu_probe_no_cue": float(100 * hit[~cue].mean()),
                 "majority": majority,
                 "verb_acc1": verb["acc@1"],
             }
@@ -189,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
     res = report(out, cells, a.runs)
     print(
         "| backbone run | steps | action-clip probe | action clips with cue / without (own probe) "
-        "| VidSitu probe, true verb | majority verb | verb head Acc@1 |"
+        "| VidSitu probe, true verb: all, cue / no-cue events | majority verb | verb head Acc@1 |"
     )
     print("|---|---|---|---|---|---|---|")
     for k, r in res["runs"].items():
@@ -197,7 +200,8 @@ def main(argv: list[str] | None = None) -> dict:
         acc = r["verb_acc1"]
         print(
             f"| {k} | {r['steps']} | {ap_} | {r['action_probe_cue']:.1f} / {r['action_probe_no_cue']:.1f} "
-            f"| {r['vidsitu_probe']:.1f} | {r['majority']:.1f} "
+            f"| {r['vidsitu_probe']:.1f}, {r['vidsitu_probe_cue']:.1f} / {r['vidsitu_probe_no_cue']:.1f} "
+            f"| {r['majority']:.1f} "
             f"| {acc['mean']:.1f} ± {acc['se']:.1f} |"
         )
     print(f"\n| backbone | steps | verb head Acc@1 (mean ± SE over {a.runs} runs) | z vs random | VidSitu probe |")

@@ -39,7 +39,9 @@ import numpy as np
 
 
 def event_data(demo: Path, backbone: str, run: str, truth: dict, split: str, verb_index: dict):
-    X, y, clean = [], [], []
+    """Stored event features of ``split`` with each event's true verb; ``flags``: per event, "clean"
+    (not degraded) and "cue" (shows its verb's prop, SynthMovies' ``verb_context_p``)."""
+    X, y, clean, cue = [], [], [], []
     for v, g in truth.items():
         if g["split"] != split:
             continue
@@ -48,7 +50,8 @@ def event_data(demo: Path, backbone: str, run: str, truth: dict, split: str, ver
             X.append(f[k])
             y.append(verb_index[e["verb"]])
             clean.append(not e.get("degraded"))
-    return np.asarray(X, np.float64), np.asarray(y), np.asarray(clean)
+            cue.append(bool(e.get("cue")))
+    return np.asarray(X, np.float64), np.asarray(y), {"clean": np.asarray(clean), "cue": np.asarray(cue)}
 
 
 def classifier_of(run_dir: Path):
@@ -168,7 +171,8 @@ def main(argv: list[str] | None = None) -> dict:
     for b in a.backbones:
         for run in sorted(p.name for p in (demo / "features" / b).glob("r*")):
             Xtr, ytr, _ = event_data(demo, b, run, truth, "train", vi)
-            Xva, yva, clean = event_data(demo, b, run, truth, "valid", vi)
+            Xva, yva, flags = event_data(demo, b, run, truth, "valid", vi)
+            clean = flags["clean"]
             hit = fit_logreg(Xtr, ytr, len(verbs), l2=1e-2)(Xva) == yva
             majority = yva == np.bincount(ytr).argmax()
             res["probe"][f"{b} {run}"] = {
