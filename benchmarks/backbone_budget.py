@@ -14,10 +14,13 @@ random-init reference, on one SynthMovies (``demo`` preset unless ``--synth``), 
 own jobs (:mod:`moviessl.demo`: backbone, extraction of the VidSitu-style clips, the verb head with
 no TxE for ``--seeds`` seeds) on the demo's scheduler (resumable), then reports per pretraining run:
 
-- the backbone's linear probe on held-out action clips (its ``probe.json``, as in the demo);
+- the backbone's linear probe on held-out action clips (its ``probe.json``, as in the demo), and a
+  probe of our own scored separately on the action clips that show their verb's cue (SynthMovies'
+  ``verb_context_p``: the verb's studio background and prop) and on those that do not;
 - a linear probe from the stored VidSitu event features to the *true* verb (train events -> valid
-  events; ``benchmarks.verb_transfer.event_data``), beside the majority verb;
-- the verb head's VidSitu Acc@1 (the demo's Table 4 metric), mean ± SE over fine-tuning seeds.
+  events; ``benchmarks.verb_transfer.event_data``), all events and split by cue, beside the
+  majority verb;
+- the verb head's VidSitu Acc@1 (the demo's Table 4 metric), mean ± SE over fine-tuning seeds;
 
 and per backbone and budget the verb head's Acc@1 as the demo's Table 4 reports it (mean ± SE over
 the pretraining runs of each run's mean over seeds; 3 runs x 4 seeds, the full profile's protocol)
@@ -40,6 +43,7 @@ def setting(method: str, steps: int) -> str:
 def plan(out: Path, synth: Path, methods: list[str], steps: list[int], runs: int, seeds: int, make_synth: bool):
     from moviessl.demo import QUIET
     from moviessl.scheduler import Job
+    from moviessl.ssl.registry import get_method
 
     jobs = []
     if make_synth:
@@ -60,7 +64,7 @@ def plan(out: Path, synth: Path, methods: list[str], steps: list[int], runs: int
                 Job(f"backbone {name} r{r}", "moviessl.demo:job_backbone",
                     dict(method=m, data=str(synth / "actions" / "train.csv"), val=str(synth / "actions" / "val.csv"),
                          out=str(b), overrides=ov, seed=r),
-                    dep, str(b / "summary.json"), 1.5 * s * (2.0 if m in ("cvrl", "modist") else 1.0) + 30),
+                    dep, str(b / "summary.json"), 100.0 * get_method(m).relative_cost * max(s, 600) / 600),
                 Job(f"extract {name} r{r}", "moviessl.demo:job_extract",
                     dict(backbone=str(b / "model.pt"), videos=str(synth / "vidsitu"), out=str(f)),
                     (f"backbone {name} r{r}",), str(f / "index.json"), 40.0),
