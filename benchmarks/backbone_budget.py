@@ -144,8 +144,8 @@ def report(out: Path, cells: list[tuple[str, int]], runs: int) -> dict:
                 "steps": s,
                 "action_probe": summ.get("probe", {}).get("linear_top1"),
                 "vidsitu_probe": probe,
-                "vidsitu_probe_cue": float(100 * hit[cue].mean()),
-                "vidsitu_probe_no_cue": float(100 * hit[~cue].mean()),
+                "vidsitu_probe_cue": float(100 * hit[cue].mean()) if cue.any() else None,
+                "vidsitu_probe_no_cue": float(100 * hit[~cue].mean()) if (~cue).any() else None,
                 "majority": majority,
                 "verb_acc1": verb["acc@1"],
             }
@@ -171,6 +171,11 @@ def cells_summary(runs: dict) -> dict:
             se = float(np.hypot(c["verb_acc1"][1], base["verb_acc1"][1]))
             c["z_vs_random"] = (c["verb_acc1"][0] - base["verb_acc1"][0]) / se if se > 0 else None
     return out
+
+
+def _f(x: float | None) -> str:
+    """A percentage to one decimal; "-" where the split is empty (e.g. no cue clips with the knob at 0)."""
+    return "-" if x is None else f"{x:.1f}"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -200,11 +205,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     print("|---|---|---|---|---|---|---|")
     for k, r in res["runs"].items():
-        ap_ = "-" if r["action_probe"] is None else f"{r['action_probe']:.1f}"
+        ap_ = _f(r["action_probe"])
         acc = r["verb_acc1"]
         print(
-            f"| {k} | {r['steps']} | {ap_} | {r['action_probe_cue']:.1f} / {r['action_probe_no_cue']:.1f} "
-            f"| {r['vidsitu_probe']:.1f}, {r['vidsitu_probe_cue']:.1f} / {r['vidsitu_probe_no_cue']:.1f} "
+            f"| {k} | {r['steps']} | {ap_} | {_f(r['action_probe_cue'])} / {_f(r['action_probe_no_cue'])} "
+            f"| {r['vidsitu_probe']:.1f}, {_f(r['vidsitu_probe_cue'])} / {_f(r['vidsitu_probe_no_cue'])} "
             f"| {r['majority']:.1f} "
             f"| {acc['mean']:.1f} ± {acc['se']:.1f} |"
         )
