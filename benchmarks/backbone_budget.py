@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from moviessl.utils.io import atomic_write_json
+
 
 def setting(method: str, steps: int) -> str:
     return "random" if method == "random" else f"{method}_s{steps}"
@@ -112,7 +114,7 @@ def action_probe_by_cue(backbone_dir: Path, synth: Path) -> dict:
         "n_cue": int(cue.sum()),
         "n_no_cue": int((~cue).sum()),
     }
-    cached.write_text(json.dumps(res, indent=1))
+    atomic_write_json(cached, res)
     return res
 
 
@@ -219,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
         z = "-" if c["z_vs_random"] is None else f"{c['z_vs_random']:+.2f}"
         acc, probe = c["verb_acc1"], c["vidsitu_probe"]
         print(f"| {k} | {c['steps']} | {acc[0]:.2f} ± {acc[1]:.2f} | {z} | {probe[0]:.1f} ± {probe[1]:.1f} |")
-    (out / "backbone_budget.json").write_text(json.dumps(res, indent=1))
+    atomic_write_json(out / "backbone_budget.json", res)
     return res
 
 
