@@ -16,7 +16,8 @@
 6. write ``results.json`` / ``results.md`` (the paper's claims tested first, then tables shaped like
    the paper's, mean ± SE over the pretraining replicates) and PNG plots.
 
-Jobs run side by side on ``workers`` processes at one torch thread each (:mod:`moviessl.scheduler`);
+Jobs run side by side on ``workers`` processes (and cores) at one torch thread each, or ``--threads``
+(the task heads keep their preset's one thread; :mod:`moviessl.scheduler`);
 every job is cached: rerunning after an interruption continues where it stopped. Everything is a
 CPU-sized stand-in for the paper's scale; the output says so.
 """
@@ -406,6 +407,11 @@ def plan_jobs(
             )
     jobs += lvu_jobs(out, synth, prof, backbones, rows)
     ft_ov = prof.vidsitu_overrides + QUIET
+    # the task heads' preset pins their thread count (tiny models): the scheduler lets two of them share
+    # the cores while the backbone-sized jobs run at the run's thread count
+    from .config import load_config
+
+    ft_threads = load_config("vidsitu", "cpu", ft_ov).threads
     tune_backbone = "cvrl" if "cvrl" in backbones else backbones[0]
     for task in sorted({r.task for r in rows if r.txe != "none"}):
         t = out / "tune" / task
@@ -425,6 +431,7 @@ def plan_jobs(
                 (f"extract {tune_backbone} r0 vidsitu",),
                 str(t / "tuning.json"),
                 {"srl": 25.0, "relation": 8.0}.get(task, 5.0) * len(prof.txe_lr_grid) * prof.tune_seeds,
+                threads=ft_threads,
             )
         )
     for row in rows:
@@ -462,6 +469,7 @@ def plan_jobs(
                     tuple(dict.fromkeys(deps)),
                     str(d / "summary.json"),
                     cost,
+                    threads=ft_threads,
                 )
             )
     d = out / "finetune" / "relation" / "pair_prior"
@@ -473,6 +481,7 @@ def plan_jobs(
             dep_synth,
             str(d / "summary.json"),
             2.0,
+            threads=1,
         )
     )
     return jobs
@@ -614,8 +623,9 @@ def run_demo(
     workers: int | None = None,
     threads: int = 1,
 ) -> dict:
-    """``workers`` jobs side by side at ``threads`` torch threads each (default: the profile's
-    workers at 1 thread); results are deterministic for a given machine and thread count."""
+    """Jobs on ``workers`` cores at ``threads`` torch threads each (default: the profile's workers at
+    1 thread; the task heads at their preset's 1), side by side while their threads fit; results are
+    deterministic for a given machine and thread count."""
     from .config import load_config
     from .scheduler import run_jobs
     from .ssl.registry import get_method, list_methods
@@ -713,8 +723,20 @@ def add_parser(subparsers) -> None:
         help="full (default), control (SynthMovies' structure knobs off; no LVU table), quick, or smoke (tiny data)",
     )
     p.add_argument("--synth", default=None, help="use an existing SynthMovies folder instead of OUT/synth")
-    p.add_argument("--workers", type=int, default=None, help="jobs run side by side (default: the profile's, 2)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="cores the jobs share, one process each (default: the profile's, 2); jobs run side by side "
+        "while their threads fit",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per job (default 1; the task heads keep their preset's 1); results are "
+        "deterministic for a given machine and thread count",
+    )
     p.set_defaults(func=_cli)
 
 

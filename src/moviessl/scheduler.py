@@ -1,9 +1,17 @@
-"""Run a graph of jobs on a few worker processes, each job at one torch thread.
+"""Run a graph of jobs on a few worker processes, each job at one torch thread (or a few).
 
 Small models use two threads poorly (the demo's jobs are tiny CPU models); two independent jobs side
 by side at one thread each keep both cores busy. :func:`run_jobs` starts a job as soon as the jobs it
 depends on are finished, on ``workers`` persistent processes (``spawn``: torch and Lightning are
 imported once per worker, not once per job), and prints one line per job with the time left.
+
+``workers`` is also the number of cores the jobs share: a job at ``t`` torch threads takes
+``min(t, workers)`` of them, and jobs start side by side only while their threads fit, so a run at 2
+threads per job on 2 cores never puts 4 threads on them. A job whose own preset pins its thread count
+(``Job.threads``, e.g. the tiny task heads at 1) runs at that count whatever the run's; two such jobs
+share the 2 cores while the 2-thread jobs run alone. Jobs start in list order: a job that does not
+fit yet is not overtaken by smaller ones behind it (the graph's critical path comes first in the
+demo's list).
 
 A job is finished when its ``done`` file exists (the file a stage writes last, e.g. a run's
 ``summary.json``): finished jobs are never run again, so an interrupted graph resumes where it
@@ -37,6 +45,7 @@ class Job:
     deps: tuple[str, ...] = ()
     done: str | None = None  # a file that exists once the job has finished (None: always run)
     cost: float = 10.0  # expected seconds at one thread on an idle core (time-left estimates)
+    threads: int | None = None  # torch threads the job runs at whatever the run's (None: the run's)
 
     def is_done(self) -> bool:
         return self.done is not None and Path(self.done).is_file()
@@ -59,12 +68,16 @@ def _die_with_parent() -> None:
         pass
 
 
-def _init_worker(threads: int) -> None:
-    _die_with_parent()
+def _set_threads(threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)  # what moviessl.training.cpu_threads honours
     import torch
 
     torch.set_num_threads(threads)
+
+
+def _init_worker(threads: int) -> None:
+    _die_with_parent()
+    _set_threads(threads)
     logging.getLogger().setLevel(logging.WARNING)
 
 
@@ -76,15 +89,22 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _timed_call(fn: str, kwargs: dict) -> dict:
-    """Run one job; its wall and CPU seconds and its start / end (epoch seconds)."""
+def _timed_call(fn: str, kwargs: dict, threads: int) -> dict:
+    """Run one job at ``threads`` torch threads; its wall and CPU seconds, start (epoch s), threads."""
+    _set_threads(threads)
     start, t, cpu = time.time(), time.perf_counter(), _cpu_seconds()
     call(fn, kwargs)
-    return {"start": start, "wall": time.perf_counter() - t, "cpu": _cpu_seconds() - cpu, "pid": os.getpid()}
+    return {
+        "start": start,
+        "wall": time.perf_counter() - t,
+        "cpu": _cpu_seconds() - cpu,
+        "pid": os.getpid(),
+        "threads": threads,
+    }
 
 
-def _run_in_worker(name: str, fn: str, kwargs: dict) -> tuple[str, dict]:
-    return name, _timed_call(fn, kwargs)
+def _run_in_worker(name: str, fn: str, kwargs: dict, threads: int) -> tuple[str, dict]:
+    return name, _timed_call(fn, kwargs, threads)
 
 
 def _fmt(s: float) -> str:
@@ -146,7 +166,9 @@ def run_jobs(
 ) -> dict[str, float]:
     """Run every unfinished job after its dependencies; returns {job name: seconds} of this call.
 
-    A job that fails stops the graph: running jobs finish, nothing new starts, the error is raised."""
+    ``workers`` processes share ``workers`` cores; each job runs at ``job.threads`` or else ``threads``
+    torch threads and takes that many cores (at most all of them). A job that fails stops the graph:
+    running jobs finish, nothing new starts, the error is raised."""
     by_name = {j.name: j for j in jobs}
     for j in jobs:
         missing = [d for d in j.deps if d not in by_name]
@@ -163,12 +185,13 @@ def run_jobs(
     def ready() -> list[Job]:
         return [j for j in pending if all(d in finished for d in j.deps)]
 
+    def n_threads(j: Job) -> int:
+        return max(1, j.threads or threads)
+
     if workers <= 1:
         import torch
 
         saved = os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads()
-        os.environ["OMP_NUM_THREADS"] = str(threads)  # the jobs' thread count, as in a worker
-        torch.set_num_threads(threads)
         try:
             while pending:
                 batch = ready()
@@ -179,7 +202,7 @@ def run_jobs(
                 prog.line("start", j, pending + [j])
                 if on_start:
                     on_start(j)
-                run = _timed_call(j.fn, j.kwargs)
+                run = _timed_call(j.fn, j.kwargs, n_threads(j))
                 ran[j.name] = run["wall"]
                 finished.add(j.name)
                 prog.finish(j, run)
@@ -197,15 +220,19 @@ def run_jobs(
     ctx = mp.get_context("spawn")
     running: dict[str, Any] = {}
     error: BaseException | None = None
+
+    def cores(j: Job) -> int:
+        return min(n_threads(j), workers)
+
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
         while (pending and error is None) or running:
             for j in ready() if error is None else []:
-                if len(running) >= workers:
-                    break
+                if sum(cores(by_name[n]) for n in running) + cores(j) > workers:
+                    break  # in list order: a job that does not fit yet is not overtaken
                 pending.remove(j)
                 if on_start:
                     on_start(j)
-                running[j.name] = pool.submit(_run_in_worker, j.name, j.fn, j.kwargs)
+                running[j.name] = pool.submit(_run_in_worker, j.name, j.fn, j.kwargs, n_threads(j))
                 prog.line("start", j, pending + [by_name[n] for n in running])
             time.sleep(0.2)
             for name, res in list(running.items()):

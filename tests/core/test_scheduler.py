@@ -130,3 +130,40 @@ def test_time_left_after_a_resume_uses_the_earlier_jobs_times(tmp_path):
     p = _Progress(jobs, workers=2, timings=timings)
     assert p.left(jobs[2:]) == 40.0  # 2 jobs x 10 s x 4 / 2 workers
     assert _Progress(jobs, workers=2, timings=None).left(jobs[2:]) == 10.0
+
+
+def job_threads(done: str, seconds: float) -> None:
+    import time
+
+    import torch
+
+    Path(done).write_text(f"{torch.get_num_threads()} {os.environ['OMP_NUM_THREADS']}")
+    time.sleep(seconds)
+
+
+def test_threads_per_job_fit_the_cores(tmp_path):
+    # 2 cores at 2 threads per job: the 2-thread jobs run alone (never 4 threads on 2 cores); the jobs
+    # that pin 1 thread run side by side
+    f = {n: tmp_path / f"{n}.done" for n in ("a", "b", "c", "d")}
+    jobs = [
+        Job("a", f"{MOD}:job_threads", dict(done=str(f["a"]), seconds=0.6), done=str(f["a"])),
+        Job("b", f"{MOD}:job_threads", dict(done=str(f["b"]), seconds=0.6), done=str(f["b"])),
+        Job("c", f"{MOD}:job_threads", dict(done=str(f["c"]), seconds=2.0), ("a", "b"), str(f["c"]), threads=1),
+        Job("d", f"{MOD}:job_threads", dict(done=str(f["d"]), seconds=2.0), ("a", "b"), str(f["d"]), threads=1),
+    ]
+    run_jobs(jobs, workers=2, threads=2, timings=tmp_path / "timings.json")
+    assert {n: f[n].read_text() for n in f} == {"a": "2 2", "b": "2 2", "c": "1 1", "d": "1 1"}
+    prof = json.loads((tmp_path / "profile.json").read_text())
+    span = {n: (p["start"], p["start"] + p["wall"]) for n, p in prof.items()}
+    assert span["b"][0] >= span["a"][1] - 0.05 or span["a"][0] >= span["b"][1] - 0.05  # a, b never overlap
+    assert span["d"][0] < span["c"][1] and span["c"][0] < span["d"][1]  # c, d ran side by side
+    assert prof["a"]["threads"] == 2 and prof["c"]["threads"] == 1
+    # in this process (workers=1) each job gets its own thread count too, and the caller's is restored
+    import torch
+
+    before = torch.get_num_threads()
+    for n in f.values():
+        n.unlink()
+    run_jobs(jobs, workers=1, threads=2)
+    assert {n: f[n].read_text() for n in f} == {"a": "2 2", "b": "2 2", "c": "1 1", "d": "1 1"}
+    assert torch.get_num_threads() == before
