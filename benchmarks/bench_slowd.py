@@ -20,6 +20,7 @@ import time
 import torch
 
 from moviessl.models import SLOWD_INPUTS, build_slowd
+from moviessl.models.slowd import speed_up
 
 
 def _sync(device: torch.device) -> None:
@@ -53,7 +54,7 @@ def train_step_flops(preset: str, batch: int, frames: int, size: int) -> float:
     return float(fc.get_total_flops())
 
 
-VARIANTS = ("eager", "channels_last", "compile")
+VARIANTS = ("eager", "channels_last", "compile", "compile_channels_last")
 
 
 def bench_train(
@@ -61,20 +62,19 @@ def bench_train(
 ) -> dict:
     """``variant``: eager (contiguous NCTHW), channels_last (NTHWC, ``torch.channels_last_3d``, the
     layout oneDNN's convolutions prefer), compile (``torch.compile``, inductor; its compile time is
-    excluded: 2 warm-up steps)."""
+    excluded: 2 warm-up steps), compile_channels_last (both) -- through
+    :func:`moviessl.models.slowd.speed_up`, what training and extraction run with ``model.channels_last``
+    / ``model.compile``."""
     inp = SLOWD_INPUTS[preset]
     frames, size = inp["num_frames"], inp["crop"]
     torch.manual_seed(0)
     model = build_slowd(preset).to(device).train()
     x = torch.randn(batch, 3, frames, size, size, device=device)
-    if variant == "channels_last":
-        model = model.to(memory_format=torch.channels_last_3d)
-        x = x.contiguous(memory_format=torch.channels_last_3d)
-    elif variant == "compile":
-        model = torch.compile(model)
-        warmup = max(warmup, 2)
-    elif variant != "eager":
+    if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r} (choose from {VARIANTS})")
+    speed_up(model, channels_last="channels_last" in variant, compile="compile" in variant)
+    if "compile" in variant:
+        warmup = max(warmup, 2)
     times = []
     for i in range(warmup + iters):
         _sync(device)

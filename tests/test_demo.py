@@ -124,3 +124,20 @@ def test_job_graph_reads_only_what_the_profile_generates(profile, tmp_path):
     assert bool(reads_pool) == _preset_has_pool(prof) == (profile != "control")
     # the control is for the claims table, which reads no LVU row
     assert any(n.startswith("lvu table") for n in names) == (profile != "control")
+    # the task heads keep their preset's one thread whatever the run's (the scheduler packs them in pairs)
+    assert {j.threads for j in jobs if j.name.startswith(("finetune", "tune"))} == {1}
+    assert {j.threads for j in jobs if j.name.startswith(("backbone", "extract", "context"))} == {None}
+
+
+def test_an_option_added_switched_off_is_no_drift(tmp_path):
+    import yaml
+
+    from moviessl.demo import config_drift
+
+    saved = tmp_path / "config.yaml"
+    saved.write_text(yaml.safe_dump({"model": {"preset": "slowd_cpu", "w": 0.0}}))
+    now = {"model": {"preset": "slowd_cpu", "w": 0.0, "compile": False, "extra": []}}
+    assert config_drift(saved, now) == []
+    now["model"]["compile"] = True
+    now["model"]["w"] = 1.0
+    assert config_drift(saved, now) == ["model.compile: None -> True", "model.w: 0.0 -> 1.0"]

@@ -285,8 +285,8 @@ def job_baseline(task: str, baseline: str, data_root: str, out: str) -> None:
 def config_drift(saved: Path, cfg: Any, ignore: tuple[str, ...] = ()) -> list[str]:
     """``key: old -> new`` for each setting where the config a finished run saved (``saved``)
     differs from the one it would get now; top-level sections in ``ignore`` are skipped. A key
-    absent on one side counts as ``None`` and empty lists/mappings as ``None`` too, so a setting
-    added later with a do-nothing default is not a change."""
+    absent on one side counts as ``None`` and empty lists/mappings and ``False`` as ``None`` too, so a
+    setting added later with a do-nothing default (an option switched off) is not a change."""
     import yaml
 
     from .config import to_dict
@@ -299,7 +299,7 @@ def config_drift(saved: Path, cfg: Any, ignore: tuple[str, ...] = ()) -> list[st
             if isinstance(v, dict) and v:
                 out.update(flat(v, f"{prefix}{k}."))
             else:
-                out[prefix + k] = v if v not in ([], {}) else None
+                out[prefix + k] = None if v is False or v in ([], {}) else v
         return out
 
     if not saved.is_file():

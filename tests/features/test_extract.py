@@ -271,3 +271,11 @@ def test_python_api_embeds_like_extract(backbone, videos, tmp_path):
     np.testing.assert_allclose(emb.ctx, np.load(out / "a_ctx.npy"), rtol=1e-5, atol=1e-6)
     with pytest.raises(BadInputError, match="expected backbone"):
         moviessl.embed_video(videos / "a.mp4", ctx_ckpt)
+
+
+def test_channels_last_extraction_gives_the_same_features(backbone, videos, tmp_path):
+    plain, fast = tmp_path / "plain", tmp_path / "fast"
+    assert run_extract("--backbone", backbone, "--videos", videos, "--out", plain) == 0
+    assert run_extract("--backbone", backbone, "--videos", videos, "--out", fast, "--channels-last") == 0
+    for vid in ("a", "b"):
+        np.testing.assert_allclose(np.load(fast / f"{vid}_feats.npy"), np.load(plain / f"{vid}_feats.npy"), atol=1e-5)

@@ -227,3 +227,28 @@ def test_pyslowfast_bad_files(tmp_path):
         load_pyslowfast_checkpoint(m, bad)
     with pytest.raises(BadInputError):
         load_pyslowfast_checkpoint(m, {"model_state": {"a": 1}})
+
+
+@pytest.mark.parametrize("variant", ["channels_last", "compile"])
+def test_speed_up_changes_no_weight_name_and_no_result(variant):
+    # compile: TorchInductor compiles forward and backward here (tens of seconds on CPU)
+    import copy
+
+    from moviessl.models.slowd import speed_up
+
+    torch.manual_seed(0)
+    ref = build_slowd("slowd_cpu", width_factor=1 / 4)
+    fast = speed_up(copy.deepcopy(ref), **{variant: True})
+    assert list(fast.state_dict()) == list(ref.state_dict())
+    x = torch.randn(2, 3, 8, 32, 32)
+    y, y_ref = fast(x), ref(x)
+    assert torch.allclose(y, y_ref, atol=1e-5)
+    y.pow(2).mean().backward()
+    y_ref.pow(2).mean().backward()
+    for (name, p), p_ref in zip(fast.named_parameters(), ref.parameters()):
+        assert torch.allclose(p.grad, p_ref.grad, atol=1e-5, rtol=1e-4), name
+    if variant == "channels_last":
+        assert fast.stem.conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+        plain = build_slowd("slowd_cpu", width_factor=1 / 4)
+        plain.load_state_dict(fast.state_dict())  # a checkpoint saved in NTHWC loads into a plain model
+        assert torch.allclose(plain(x), y, atol=1e-5)

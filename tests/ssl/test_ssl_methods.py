@@ -69,3 +69,17 @@ def test_a_method_added_outside_the_package_runs(clip_list, tmp_path):
     s = _pretrain("test_simsiam", clip_list, tmp_path, steps=2)
     assert s["method"] == "test_simsiam"
     assert load_checkpoint(tmp_path / "model.pt")["meta"]["global_step"] == 2
+
+
+@pytest.mark.parametrize("method", ["cvrl", "modist"])
+def test_channels_last_trains_and_exports_a_plain_checkpoint(method, clip_list, tmp_path):
+    # MoDist: the flow net and both momentum key encoders are converted too
+    cfg = load_config(
+        "backbone", "cpu", tiny_overrides(["trainer.max_steps=1", "model.channels_last=true"]), variant=method
+    )
+    pretrain(method, clip_list, tmp_path, cfg, run_probe=False, progress=False)
+    obj = load_checkpoint(tmp_path / "model.pt", stage="backbone")
+    assert obj["config"]["model"]["channels_last"] is True and obj["meta"]["global_step"] == 1
+    model = build_from_checkpoint(obj)
+    y = model(torch.randn(2, 3, 8, 32, 32))
+    assert torch.isfinite(y).all()

@@ -2,11 +2,13 @@
 ``moviessl extract-instances``: videos + per-second tracks -> RoI features per box (LVU's OT).
 
 moviessl extract --backbone CKPT --videos (DIR|LIST|VidSitu root|LVU root) --out DIR
-                 [--stride 2] [--fp16] [--contextualizer CKPT]
+                 [--stride 2] [--fp16] [--contextualizer CKPT] [--channels-last] [--compile]
 moviessl extract-instances --backbone CKPT --videos (DIR|LVU root) --tracks DIR --out DIR [--short-side S]
 """
 
 from __future__ import annotations
+
+import argparse
 
 
 def add_parser(subparsers) -> None:
@@ -50,6 +52,18 @@ def add_parser(subparsers) -> None:
         "--precision", default="32-true", help="backbone inference precision, e.g. bf16-mixed or 16-mixed on GPUs"
     )
     p.add_argument("--retry-bad", action="store_true", help="retry videos listed as bad by an earlier run")
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="NTHWC layout for the backbone (default: as it was pretrained, its config's model.channels_last)",
+    )
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile the backbone (default: as it was pretrained, model.compile)",
+    )
     p.set_defaults(func=_run)
 
     i = subparsers.add_parser(
@@ -122,6 +136,8 @@ def _run(args) -> int:
         precision=args.precision,
         retry_bad=args.retry_bad,
         chunk_events=args.chunk_events,
+        channels_last=args.channels_last,
+        compile=args.compile,
     )
     if summary:
         c, t = summary["counts"], summary["timing"]

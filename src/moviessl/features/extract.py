@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from ..checkpoint import build_from_checkpoint, file_hash, load_checkpoint
 from ..data.cliplist import read_clip_list
 from ..errors import BadInputError
+from ..models.slowd import speed_up
 from ..training import quiet_lightning
 from ..utils.io import append_line, atomic_save_npy, atomic_write, atomic_write_json, ensure_out_dir
 from ..video import (
@@ -649,6 +650,8 @@ def extract(
     retry_bad: bool = False,
     chunk_events: int = CHUNK_EVENTS,
     progress: bool = True,
+    channels_last: bool | None = None,
+    compile: bool | None = None,
 ) -> dict:
     """Extract features of every video not yet done; returns the summary written to index.json
     (plus ``timing``: seconds spent decoding, pre-processing and in the backbone, and events done).
@@ -657,7 +660,8 @@ def extract(
     (``OUT/.partial/{id}/``), so a killed job resumes inside the film; memory does not grow with
     the film's length. ``chunk_events`` is rounded up to a multiple of ``batch_events`` (a batch
     never straddles two chunks, so a resumed film gets exactly the batches, and arrays, of an
-    uninterrupted run)."""
+    uninterrupted run). ``channels_last`` / ``compile``: :func:`moviessl.models.slowd.speed_up` (None:
+    as the backbone was pretrained, its checkpoint config's ``model`` block)."""
     out = Path(out)
     if stride_s <= 0:
         raise BadInputError("--stride", f"must be positive, got {stride_s}")
@@ -675,6 +679,12 @@ def extract(
     if missing:
         raise BadInputError(backbone, f"checkpoint meta.input lacks {', '.join(missing)}")
     model = build_from_checkpoint(obj)
+    trained = (obj.get("config") or {}).get("model") or {}
+    speed_up(
+        model,
+        channels_last=bool(trained.get("channels_last", False) if channels_last is None else channels_last),
+        compile=bool(trained.get("compile", False) if compile is None else compile),
+    )
     dim = int(obj.get("meta", {}).get("out_dim") or getattr(model, "out_dim"))
     bhash = file_hash(backbone)
     txe, window, step, ctx_info = None, 5, 1, None

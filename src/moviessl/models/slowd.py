@@ -256,6 +256,29 @@ def build_slowd(preset: str = "slowd_r50", **overrides: Any) -> SlowD:
     return SlowD(**cfg)
 
 
+def _to_channels_last(module: nn.Module, args: tuple) -> tuple:
+    x = args[0] if args else None
+    if isinstance(x, torch.Tensor) and x.dim() == 5:
+        return (x.contiguous(memory_format=torch.channels_last_3d), *args[1:])
+    return args
+
+
+def speed_up(model: nn.Module, *, channels_last: bool = False, compile: bool = False) -> nn.Module:
+    """Execution options that change no weight and no state-dict name (checkpoints stay loadable
+    either way); results agree with the plain model to floating-point rounding, not bit for bit.
+
+    ``channels_last``: weights and input in NTHWC (``torch.channels_last_3d``), the layout oneDNN's
+    and cuDNN's 3D convolutions run natively; without it every conv reorders its input and output.
+    ``compile``: ``nn.Module.compile`` (TorchInductor) fuses BN / ReLU / adds into fewer memory passes;
+    the first steps pay the compilation. In place; returns ``model``."""
+    if channels_last:
+        model.to(memory_format=torch.channels_last_3d)  # 5-D conv weights only; BN / linear stay as they are
+        model.register_forward_pre_hook(_to_channels_last)
+    if compile:
+        model.compile()
+    return model
+
+
 # --------------------------------------------------------------------------------------------
 # PySlowFast checkpoints
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import arch_spec, save_checkpoint
-from ..models.slowd import build_slowd
+from ..models.slowd import SlowD, build_slowd, speed_up
 from ..optim import lr_scheduler, make_optimizer, param_groups, scaled_lr, warmup_steps
 from .config import BackboneConfig
 
@@ -97,6 +97,12 @@ class BackboneModule(pl.LightningModule):
         ):
             for name, child in list(self.named_children()):
                 setattr(self, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+        # after the BN conversion, so the compiled graph sees the final modules; every Slow-D of the
+        # method (MoDist: the flow net and both key encoders too)
+        m = self.cfg.model
+        if m.channels_last or m.compile:
+            for net in [mod for mod in self.modules() if isinstance(mod, SlowD)]:
+                speed_up(net, channels_last=m.channels_last, compile=m.compile)
 
     def configure_optimizers(self):
         t, o = self.trainer, self.cfg.optim

@@ -18,6 +18,8 @@ class ModelConfig:
     preset: str  # a Slow-D preset (moviessl.models.slowd.SLOWD_PRESETS)
     overrides: dict[str, Any]  # keyword overrides for build_slowd (free-form)
     sync_bn: bool  # SyncBatchNorm across replicas (CVRL; accelerators only)
+    channels_last: bool = False  # NTHWC weights and clips (models.slowd.speed_up); no result changes
+    compile: bool = False  # torch.compile the Slow-D nets (models.slowd.speed_up)
 
 
 @dataclass
