@@ -11,6 +11,12 @@ token size because only ``lvu/`` is read) and runs two rows of the Table 5 analo
 supervised event features, each task ``--seeds`` runs, next to the constant / majority baseline and
 the oracle of the generating variables (``lvu_table.md`` under ``OUT/lvu``). Resumable: rerun to
 continue.
+
+Controls for the OT row (issue 14), each against the default on the same movies: ``--no-ot-init``
+(no masked-instance pretraining), ``--roi-short-side 64`` (RoI features at the backbone's training
+size), ``--override model.overrides.input_norm=true`` (standardised instance features; add
+``--pretrain-override`` the same to pretrain with it). ``--synth DIR`` reuses generated movies,
+``--rows ot:none`` and ``--tasks like_ratio,view_count`` cut the table.
 """
 
 from __future__ import annotations
@@ -38,6 +44,16 @@ def main(argv: list[str] | None = None) -> dict:
         default=[],
         help="dotted LVU config override, e.g. 'train.epochs_grid=[10,30,90]' (repeatable)",
     )
+    ap.add_argument(
+        "--pretrain-override", action="append", default=[], help="dotted OT pretraining override (repeatable)"
+    )
+    ap.add_argument("--synth", help="generate (or reuse) the movies here instead of OUT/synth")
+    ap.add_argument("--rows", default="ot:none,none:sup", help="instance:scene pairs, comma-separated")
+    ap.add_argument("--tasks", help="comma-separated LVU tasks (default: all nine)")
+    ap.add_argument("--roi-short-side", type=int, default=112, help="frame size for RoI features (default 112)")
+    ap.add_argument(
+        "--no-ot-init", action="store_true", help="the OT row from scratch (no masked-instance pretraining)"
+    )
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -48,8 +64,9 @@ def main(argv: list[str] | None = None) -> dict:
     quiet_lightning()
     out = Path(a.out)
     t0 = time.perf_counter()
+    synth = Path(a.synth) if a.synth else out / "synth"
     generate(
-        out / "synth",
+        synth,
         preset="demo",
         seed=0,
         progress=False,
@@ -62,12 +79,16 @@ def main(argv: list[str] | None = None) -> dict:
     t_synth = time.perf_counter() - t0
     res = run_lvu_table(
         out / "lvu",
-        out / "synth",
+        synth,
         {"supervised": a.backbone},
         None,
         seeds=a.seeds,
-        rows=[("ot", "none"), ("none", "sup")],
+        rows=[tuple(r.split(":")) for r in a.rows.split(",")],
+        tasks=a.tasks.split(",") if a.tasks else None,
         overrides=a.override,
+        pretrain_overrides=a.pretrain_override,
+        roi_short_side=a.roi_short_side,
+        ot_init=not a.no_ot_init,
     )
     print(res["markdown"])
     timings = {"synth": round(t_synth, 1), **res["timings"]}

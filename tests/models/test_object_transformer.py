@@ -94,3 +94,29 @@ def test_load_matching_drops_the_head_and_other_widths():
     assert "reduction.weight" in rep["skipped"] and "blocks.0.attn.qkv.weight" in rep["loaded"]
     assert "head.1.weight" in rep["missing"] and "scene_proj.weight" in rep["missing"]
     assert torch.equal(ft.blocks[0].attn.qkv.weight, pre.blocks[0].attn.qkv.weight)
+
+
+def test_input_norm_standardises_by_fixed_training_statistics():
+    from moviessl.context.ot_spans import input_stats
+
+    torch.manual_seed(0)
+    v = _video(scene_dim=5)
+    v.inst.feat = v.inst.feat * 3.0 + 50.0  # post-ReLU-like: a large common component
+    v.scene = v.scene * 2.0 + 7.0
+    normed = build_object_transformer("ot_cpu", in_dim=12, scene_dim=5, num_outputs=2, input_norm=True).eval()
+    plain = build_object_transformer("ot_cpu", in_dim=12, scene_dim=5, num_outputs=2).eval()
+    rep = load_matching(plain, normed.state_dict())
+    assert {"inst_norm.mean", "scene_norm.scale"} <= set(rep["skipped"]) and not rep["missing"]
+    inst_st, scene_st = input_stats([v])
+    assert torch.allclose(inst_st[0], torch.as_tensor(v.inst.feat.mean(0)), atol=1e-4)
+    assert normed.set_input_stats(inst_st, scene_st) == ["inst", "scene"]
+    # the same network on hand-standardised features (start / end / padding stay zero)
+    z = SpanVideo("z", inst=v.inst.with_features((v.inst.feat - v.inst.feat.mean(0)) / v.inst.feat.std(0)))
+    z.scene, z.scene_sec = (v.scene - v.scene.mean(0)) / v.scene.std(0), v.scene_sec
+    assert torch.allclose(normed(_batch(v)), plain(_batch(z)), atol=1e-3)
+    # statistics already set (a pretrained OT's) are kept unless overwritten
+    assert normed.set_input_stats((torch.zeros(12), torch.ones(12))) == []
+    assert normed.set_input_stats((torch.zeros(12), torch.ones(12)), overwrite=True) == ["inst"]
+    back = build_object_transformer("ot_cpu", in_dim=12, scene_dim=5, num_outputs=2, input_norm=True)
+    back.load_state_dict(normed.state_dict())
+    assert bool(back.inst_norm.is_set) and torch.equal(back.inst_norm.mean, torch.zeros(12))

@@ -338,3 +338,38 @@ def test_epochs_chosen_on_held_out_training_videos(lvu_setup, tmp_path, capsys):
     assert main([*argv, f"train.epochs={tuning['best']}"]) == 0  # a fixed schedule of the chosen length
     assert {p: p.stat().st_mtime_ns for p in out.glob("seed*/metrics.json")} == stamps  # reused
     assert {r["seed"]: r["metrics"] for r in json.loads((out / "summary.json").read_text())["runs"]} == first
+
+
+def test_input_norm_uses_the_training_videos_statistics(lvu_setup, tmp_path):
+    """``model.overrides.input_norm=true``: a scratch OT standardises by its train videos' features,
+    a masked-instance-pretrained one keeps the statistics it was pretrained with."""
+    from moviessl.checkpoint import load_checkpoint
+    from moviessl.data.lvu import read_labels
+    from moviessl.features.instances import InstanceStore
+    from moviessl.features.store import FeatureStore
+
+    tmp, lvu, teacher = lvu_setup
+    norm = ["model.overrides.input_norm=true"]
+    (train_id,) = [v for v, _ in read_labels(lvu, "year", "train")]
+    store = InstanceStore(tmp / "inst")
+    feats = {v: store.load(v).feat for v in store.ids}
+    scene = FeatureStore(tmp / "events", num_events=None).load(train_id)
+
+    out = tmp_path / "ft"
+    base = ["finetune", "lvu", "--task", "year", "--data-root", str(lvu), "--instances", str(tmp / "inst")]
+    assert main(base + ["--scene-features", str(tmp / "events"), "--seeds", "1", "--out", str(out)] + norm + FAST) == 0
+    sd = load_checkpoint(out / "seed0" / "model.pt", stage="lvu")["state_dict"]
+    assert bool(sd["ot.inst_norm.is_set"]) and bool(sd["ot.scene_norm.is_set"])
+    np.testing.assert_allclose(sd["ot.inst_norm.mean"].numpy(), feats[train_id].mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(sd["ot.scene_norm.mean"].numpy(), scene.mean(0), rtol=1e-4, atol=1e-5)
+
+    pt = tmp_path / "ot_pretrain"
+    argv = ["pretrain-ot", "--instances", str(tmp / "inst"), "--teacher", str(teacher), "--out", str(pt)]
+    assert main(argv + ["trainer.max_steps=2", "data.batch_size=2"] + norm + FAST) == 0
+    pre = load_checkpoint(pt / "model.pt", stage="ot")["state_dict"]
+    every = np.concatenate([feats[v] for v in sorted(feats)])
+    np.testing.assert_allclose(pre["inst_norm.mean"].numpy(), every.mean(0), rtol=1e-4, atol=1e-5)
+    out2 = tmp_path / "ft_init"
+    assert main(base + ["--init", str(pt / "model.pt"), "--seeds", "1", "--out", str(out2)] + norm + FAST) == 0
+    sd = load_checkpoint(out2 / "seed0" / "model.pt", stage="lvu")["state_dict"]
+    assert torch.equal(sd["ot.inst_norm.mean"], pre["inst_norm.mean"])

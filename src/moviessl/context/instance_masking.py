@@ -41,7 +41,7 @@ from ..models.object_transformer import ID_OFFSET, INSTANCE, build_object_transf
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
 from ..training import cpu_threads, fit, seed_everything
 from .config import OTPretrainConfig
-from .ot_spans import SpanPairs, SpanVideo, collate_spans
+from .ot_spans import SpanPairs, SpanVideo, collate_spans, input_stats
 
 log = logging.getLogger("moviessl.context")
 
@@ -249,6 +249,8 @@ def pretrain_ot(
     d = cfg.data
     module = InstanceMaskingModule(cfg, instances.dim, load_teacher_head(teacher) if teacher else None)
     ot = module.ot
+    if ot.inst_norm is not None:  # model.overrides.input_norm: the statistics of the videos it pretrains on
+        ot.set_input_stats(*input_stats(videos))
     data = SpanPairs(videos, d.span_s, ot.max_instances, ot.max_positions // 2, d.box_jitter)
     dl = DataLoader(
         data,

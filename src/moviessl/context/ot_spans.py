@@ -56,6 +56,18 @@ class SpanVideo:
         return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
 
+def input_stats(
+    videos: Sequence[SpanVideo],
+) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, tuple[torch.Tensor, torch.Tensor] | None]:
+    """Per-dimension ``(mean, var)`` of all instance features and of all scene features of
+    ``videos`` (None for a pathway they lack), for :meth:`ObjectTransformer.set_input_stats`."""
+    from ..models.txe import feature_stats
+
+    inst = [v.inst.feat for v in videos if v.inst is not None and v.inst.feat is not None and len(v.inst)]
+    scene = [v.scene for v in videos if v.scene is not None and len(v.scene)]
+    return tuple(feature_stats(torch.from_numpy(np.concatenate(a))) if a else None for a in (inst, scene))
+
+
 def event_seconds(num_events: int, stride_s: float = 2.0) -> np.ndarray:
     """The second each event token sits at: floor of the event centre ``stride * (k + 0.5)``."""
     return np.floor(stride_s * (np.arange(num_events) + 0.5)).astype(np.int64)

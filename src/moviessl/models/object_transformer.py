@@ -14,6 +14,11 @@ A 60-s span of a video becomes ``[start] + instance tokens + scene tokens + [end
   spatial code of the whole frame, and the "not applicable" id in the shot and link tables;
 - start / end tokens have zero features and their own ids in every table.
 
+With ``input_norm`` the instance and scene features are first standardised per dimension by fixed
+statistics of the training features (:class:`moviessl.models.txe.Standardize`, buffers saved with
+the model; not in LVU, whose RoI features come from a detector's head): pooled post-ReLU backbone
+features share a large common component that otherwise dominates ``reduction``'s output.
+
 The sum goes through LayerNorm and dropout (BERT's embedding block), then ``depth`` post-LN
 encoder layers (BERT's; :class:`moviessl.models.txe.Block`), and the first token's output through
 BERT's pooler (dense + tanh). The task head is dropout + one Linear to the classes (1 for
@@ -37,18 +42,34 @@ import torch
 from torch import nn
 
 from ..errors import BadInputError
-from .txe import Block
+from .txe import Block, Standardize
 
 OT_PRESETS: dict[str, dict[str, Any]] = {
     # LVU's OT: roberta-base config cut to 3 layers, 12 heads, hidden 768, FFN 3072, dropout 0.1,
     # 258 positions (254 instance tokens + start + end and spare ids).
     "ot_paper": dict(
-        dim=768, depth=3, heads=12, mlp_dim=3072, dropout=0.1, attn_dropout=0.1, max_positions=258, max_instances=254
+        dim=768,
+        depth=3,
+        heads=12,
+        mlp_dim=3072,
+        dropout=0.1,
+        attn_dropout=0.1,
+        max_positions=258,
+        max_instances=254,
+        input_norm=False,
     ),
     # Small enough for 2 CPU cores: seconds per fine-tuning run on SynthMovies. No dropout on the
     # attention probabilities: drawing the (B, heads, ~200, ~200) masks took a third of a CPU step.
     "ot_cpu": dict(
-        dim=64, depth=2, heads=4, mlp_dim=128, dropout=0.1, attn_dropout=0.0, max_positions=258, max_instances=254
+        dim=64,
+        depth=2,
+        heads=4,
+        mlp_dim=128,
+        dropout=0.1,
+        attn_dropout=0.0,
+        max_positions=258,
+        max_instances=254,
+        input_norm=False,
     ),
 }
 
@@ -77,6 +98,7 @@ class ObjectTransformer(nn.Module):
         attn_dropout: float = 0.1,
         max_positions: int = 258,
         max_instances: int = 254,
+        input_norm: bool = False,
     ):
         super().__init__()
         if in_dim <= 0 and scene_dim <= 0:
@@ -88,6 +110,9 @@ class ObjectTransformer(nn.Module):
             self.mask_embedding = nn.Parameter(torch.zeros(self.in_dim))
         else:
             self.reduction, self.mask_embedding = None, None
+        # identity until set_input_stats; absent without input_norm (older checkpoints load as they are)
+        self.inst_norm = Standardize(self.in_dim) if input_norm and self.in_dim > 0 else None
+        self.scene_norm = Standardize(self.scene_dim) if input_norm and self.scene_dim > 0 else None
         if self.scene_dim > 0:
             self.scene_proj = nn.Linear(self.scene_dim, dim)
             self.scene_type = nn.Parameter(torch.zeros(dim))
@@ -122,6 +147,22 @@ class ObjectTransformer(nn.Module):
         if self.scene_type is not None:
             nn.init.normal_(self.scene_type, std=0.02)
 
+    def set_input_stats(
+        self,
+        inst: tuple[torch.Tensor, torch.Tensor] | None = None,
+        scene: tuple[torch.Tensor, torch.Tensor] | None = None,
+        overwrite: bool = False,
+    ) -> list[str]:
+        """Fix the ``(mean, var)`` of the instance / scene features (``input_norm`` only). Statistics
+        already set (loaded from a pretrained OT, which was trained with them) are kept unless
+        ``overwrite``. Returns the pathways whose statistics were set."""
+        done = []
+        for name, norm, st in (("inst", self.inst_norm, inst), ("scene", self.scene_norm, scene)):
+            if norm is not None and st is not None and (overwrite or not bool(norm.is_set)):
+                norm.set_stats(*st)
+                done.append(name)
+        return done
+
     def _ids(self, ids: torch.Tensor) -> torch.Tensor:
         return ids.clamp(0, self.max_positions - 1)
 
@@ -132,6 +173,8 @@ class ObjectTransformer(nn.Module):
             x = tokens["inst"].to(h.dtype)
             if x.shape[-1] != self.in_dim:
                 raise BadInputError("OT input", f"instance features are {x.shape[-1]}-d, the model takes {self.in_dim}")
+            if self.inst_norm is not None:  # start / end / padding keep their zero features
+                x = torch.where((kind == INSTANCE)[..., None], self.inst_norm(x), x)
             mask = tokens.get("mask")
             if mask is not None:  # LVU pastes its learned vector in the input feature space
                 x = torch.where(mask[..., None], self.mask_embedding.to(x.dtype), x)
@@ -140,6 +183,8 @@ class ObjectTransformer(nn.Module):
             s = tokens["scene"].to(h.dtype)
             if s.shape[-1] != self.scene_dim:
                 raise BadInputError("OT input", f"scene features are {s.shape[-1]}-d, the model takes {self.scene_dim}")
+            if self.scene_norm is not None:
+                s = self.scene_norm(s)
             is_scene = (kind == SCENE)[..., None]
             h = h + (self.scene_proj(s) + self.scene_type) * is_scene
         pos, shot = self._ids(tokens["pos"]), self._ids(tokens["shot"])

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 
 from ...checkpoint import file_hash, load_checkpoint, save_checkpoint
 from ...config import flatten, load_config, merge_overrides, save_config, to_dict
-from ...context.ot_spans import EvalSpans, RandomSpans, collate_spans
+from ...context.ot_spans import EvalSpans, RandomSpans, collate_spans, input_stats
 from ...data.lvu import read_labels
 from ...errors import BadInputError
 from ...eval.lvu import evaluate
@@ -228,13 +228,16 @@ def run_finetune(
         init_label = f"ot:{file_hash(init)}"
     mcfg = dict(cfg.model.overrides)
 
-    def build(seed: int):
+    def build(seed: int, videos: list):
         model, arch = spec.build_model(inputs.in_dim, inputs.scene_dim, cfg.model.preset, **mcfg)
         if init_obj is not None:
             rep = load_matching(model.ot, init_obj["state_dict"])
             if not rep["loaded"]:
                 raise BadInputError(init, "no weight of the pretrained OT matches this model (other preset?)")
             log.debug("init from %s: %d tensors loaded, %d kept new", init, len(rep["loaded"]), len(rep["missing"]))
+        # model.overrides.input_norm: the statistics of the videos it trains on (a pretrained OT's kept)
+        if model.ot.inst_norm is not None or model.ot.scene_norm is not None:
+            model.ot.set_input_stats(*input_stats(videos))
         return model, arch
 
     ot = ot_settings(cfg.model.preset, **mcfg)
@@ -279,7 +282,7 @@ def run_finetune(
             ),
             trainer=cfg.trainer,
             epochs=1,  # the dataset already holds #videos x epochs spans
-            build=build,
+            build=lambda seed: build(seed, videos),
             loader=loader,
             score=score,
             export=export,

@@ -225,6 +225,7 @@ def run_lvu_table(
     overrides: Sequence[str] = (),
     pretrain_overrides: Sequence[str] = (),
     roi_short_side: int | None = 112,
+    ot_init: bool = True,
     quiet: bool = True,
 ) -> dict[str, Any]:
     """Table 5 analogue on a SynthMovies root; returns ``{"rows", "rows_val", "markdown", "claims",
@@ -235,7 +236,9 @@ def run_lvu_table(
     existing ``moviessl extract`` LVU folders by backbone name (else extracted into ``out/events``).
     ``teacher``: the short-term action head for OT pretraining (default: the supervised backbone's
     Lightning checkpoint ``checkpoints/last.ckpt`` beside its model.pt). ``roi_short_side``: frames
-    for RoI features are resized to it (SynthMovies' 112 px: the native size; None: the backbone's)."""
+    for RoI features are resized to it (SynthMovies' 112 px: the native size; None: the backbone's).
+    ``ot_init=False``: the "ot" row's OT is trained from scratch (the control for its masked-instance
+    pretraining; nothing is pretrained)."""
     out, synth = Path(out), Path(synth_root)
     lvu_root = synth / "lvu" if (synth / "lvu").is_dir() else synth
     tasks = list(tasks or TASKS)
@@ -264,7 +267,7 @@ def run_lvu_table(
 
     # 2. LVU's masked-instance pretraining of the OT (row "ot"), on every movie, no labels
     ot_ckpt = None
-    if any(i == "ot" for i, _ in rows):
+    if ot_init and any(i == "ot" for i, _ in rows):
         ot_dir = out / "ot_pretrain"
         ot_ckpt = ot_dir / "model.pt"
         if not ot_ckpt.is_file():
