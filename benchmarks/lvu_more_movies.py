@@ -13,10 +13,12 @@ the oracle of the generating variables (``lvu_table.md`` under ``OUT/lvu``). Res
 continue.
 
 Controls for the OT row (issue 14), each against the default on the same movies: ``--no-ot-init``
-(no masked-instance pretraining), ``--roi-short-side 64`` (RoI features at the backbone's training
-size), ``--override model.overrides.input_norm=true`` (standardised instance features; add
-``--pretrain-override`` the same to pretrain with it). ``--synth DIR`` reuses generated movies,
-``--rows ot:none`` and ``--tasks like_ratio,view_count`` cut the table.
+(no masked-instance pretraining), ``--roi-short-side 112`` (RoI features at SynthMovies' native size
+instead of the backbone's 64 px), ``--override model.overrides.input_norm=false`` (raw instance
+features; ``--pretrain-override`` the same to pretrain on them). ``--synth DIR`` reuses generated
+movies, ``--rows ot:none`` and ``--tasks like_ratio,view_count`` cut the table. Also printed: how the
+regression predictions correlate with the targets, and what the RoI features and the teacher's
+targets look like.
 """
 
 from __future__ import annotations
@@ -26,6 +28,64 @@ import json
 import logging
 import time
 from pathlib import Path
+
+
+def regression_fit(finetune: Path, lvu_root: Path) -> dict:
+    """Per row and regression task: the Pearson r of each run's per-movie prediction (mean over its
+    spans) with the target, and the prediction's SD next to the target's, per split (mean over runs).
+    An MSE above the constant's with r near 0 means no signal; with r > 0, over-dispersion."""
+    import numpy as np
+
+    from moviessl.data.lvu import read_labels
+
+    out: dict = {}
+    for task in ("like_ratio", "view_count"):
+        for d in sorted(finetune.glob(f"*/{task}")):
+            for split in ("val", "test"):
+                y = dict(read_labels(lvu_root, task, split))
+                rs, sds = [], []
+                for run in sorted(d.glob("seed*/predictions_%s.json" % split)):
+                    p = json.loads(run.read_text())
+                    ids = sorted(p)
+                    pred = np.array([np.mean(p[v]) for v in ids])
+                    target = np.array([float(y[v]) for v in ids])
+                    rs.append(float(np.corrcoef(pred, target)[0, 1]))
+                    sds.append(float(pred.std()))
+                if rs:
+                    out.setdefault(d.parent.name, {}).setdefault(task, {})[split] = {
+                        "r": round(float(np.mean(rs)), 3),
+                        "r_range": [round(min(rs), 3), round(max(rs), 3)],
+                        "sd_pred": round(float(np.mean(sds)), 3),
+                        "sd_target": round(float(target.std()), 3),
+                    }
+    return out
+
+
+def instance_diagnostics(inst_dir: Path, teacher: Path) -> dict:
+    """What the OT row reads: the share of the RoI features' squared norm in their common mean
+    vector, and how varied the masked-instance teacher's targets are on them (share of tokens whose
+    top class is the most common one, distinct top classes, mean entropy / ln C)."""
+    import numpy as np
+    import torch
+
+    from moviessl.context.instance_masking import load_teacher_head
+    from moviessl.features.instances import InstanceStore
+
+    store = InstanceStore(inst_dir)
+    x = np.concatenate([store.load(v).feat for v in store.ids]).astype(np.float64)
+    out = {"tokens": len(x), "common_share": round(float((x.mean(0) ** 2).sum() / (x**2).sum(1).mean()), 3)}
+    if teacher.is_file():
+        w, b = load_teacher_head(teacher)
+        z = torch.from_numpy(x).float() @ w.t() + b
+        top = torch.bincount(z.argmax(-1), minlength=z.shape[1])
+        p = z.softmax(-1)
+        ent = -(p * p.clamp_min(1e-12).log()).sum(-1).mean() / np.log(z.shape[1])
+        out.update(
+            teacher_mode_share=round(float(top.max() / len(z)), 3),
+            teacher_top_classes=f"{int((top > 0).sum())}/{z.shape[1]}",
+            teacher_entropy=round(float(ent), 3),
+        )
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -50,7 +110,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--synth", help="generate (or reuse) the movies here instead of OUT/synth")
     ap.add_argument("--rows", default="ot:none,none:sup", help="instance:scene pairs, comma-separated")
     ap.add_argument("--tasks", help="comma-separated LVU tasks (default: all nine)")
-    ap.add_argument("--roi-short-side", type=int, default=112, help="frame size for RoI features (default 112)")
+    ap.add_argument(
+        "--roi-short-side", type=int, default=None, help="frame size for RoI features (default: the backbone's)"
+    )
     ap.add_argument(
         "--no-ot-init", action="store_true", help="the OT row from scratch (no masked-instance pretraining)"
     )
@@ -91,9 +153,16 @@ def main(argv: list[str] | None = None) -> dict:
         ot_init=not a.no_ot_init,
     )
     print(res["markdown"])
+    fit = regression_fit(out / "lvu" / "finetune", synth / "lvu")
+    print("regressions, prediction vs target:", json.dumps(fit))
+    inputs = {}
+    if (out / "lvu" / "instances" / "supervised").is_dir():
+        teacher = Path(a.backbone).parent / "checkpoints" / "last.ckpt"
+        inputs = instance_diagnostics(out / "lvu" / "instances" / "supervised", teacher)
+        print("instance features and teacher targets:", json.dumps(inputs))
     timings = {"synth": round(t_synth, 1), **res["timings"]}
     print(json.dumps(timings))
-    return {"timings": timings, "claims": res["claims"]}
+    return {"timings": timings, "claims": res["claims"], "regression_fit": fit, "instances": inputs}
 
 
 if __name__ == "__main__":

@@ -224,7 +224,7 @@ def run_lvu_table(
     preset: str = "cpu",
     overrides: Sequence[str] = (),
     pretrain_overrides: Sequence[str] = (),
-    roi_short_side: int | None = 112,
+    roi_short_side: int | None = None,
     ot_init: bool = True,
     quiet: bool = True,
 ) -> dict[str, Any]:
@@ -236,7 +236,8 @@ def run_lvu_table(
     existing ``moviessl extract`` LVU folders by backbone name (else extracted into ``out/events``).
     ``teacher``: the short-term action head for OT pretraining (default: the supervised backbone's
     Lightning checkpoint ``checkpoints/last.ckpt`` beside its model.pt). ``roi_short_side``: frames
-    for RoI features are resized to it (SynthMovies' 112 px: the native size; None: the backbone's).
+    for RoI features are resized to it (None: the size the backbone was trained at, 64 px for the
+    cpu backbones; SynthMovies' native 112 px gives the teacher near-constant targets, issue 14).
     ``ot_init=False``: the "ot" row's OT is trained from scratch (the control for its masked-instance
     pretraining; nothing is pretrained)."""
     out, synth = Path(out), Path(synth_root)
