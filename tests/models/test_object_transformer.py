@@ -109,6 +109,16 @@ def test_input_norm_standardises_by_fixed_training_statistics():
     assert {"inst_norm.mean", "scene_norm.scale"} <= set(rep["skipped"]) and not rep["missing"]
     inst_st, scene_st = input_stats([v])
     assert torch.allclose(inst_st[0], torch.as_tensor(v.inst.feat.mean(0)), atol=1e-4)
+    # accumulated video by video = the statistics of all tokens together
+    from moviessl.models.txe import feature_stats
+
+    many = [_video(n_sec=n, seed=n) for n in (3, 11, 20)]
+    for mv in many:
+        mv.inst.feat = mv.inst.feat + 100.0
+    got = input_stats(many)[0]
+    want = feature_stats(torch.from_numpy(np.concatenate([mv.inst.feat for mv in many])))
+    assert torch.allclose(got[0], want[0], atol=1e-4) and torch.allclose(got[1], want[1], rtol=1e-4)
+    assert input_stats(many)[1] is None  # no scene features
     assert normed.set_input_stats(inst_st, scene_st) == ["inst", "scene"]
     # the same network on hand-standardised features (start / end / padding stay zero)
     z = SpanVideo("z", inst=v.inst.with_features((v.inst.feat - v.inst.feat.mean(0)) / v.inst.feat.std(0)))

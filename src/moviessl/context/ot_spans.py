@@ -60,12 +60,30 @@ def input_stats(
     videos: Sequence[SpanVideo],
 ) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, tuple[torch.Tensor, torch.Tensor] | None]:
     """Per-dimension ``(mean, var)`` of all instance features and of all scene features of
-    ``videos`` (None for a pathway they lack), for :meth:`ObjectTransformer.set_input_stats`."""
-    from ..models.txe import feature_stats
+    ``videos`` (None for a pathway they lack), for :meth:`ObjectTransformer.set_input_stats`.
+    Accumulated video by video in float64 (Chan et al.'s pairwise update), so LVU-sized inputs are
+    never concatenated."""
+    inst = (v.inst.feat for v in videos if v.inst is not None and v.inst.feat is not None and len(v.inst))
+    scene = (v.scene for v in videos if v.scene is not None and len(v.scene))
+    return _moments(inst), _moments(scene)
 
-    inst = [v.inst.feat for v in videos if v.inst is not None and v.inst.feat is not None and len(v.inst)]
-    scene = [v.scene for v in videos if v.scene is not None and len(v.scene)]
-    return tuple(feature_stats(torch.from_numpy(np.concatenate(a))) if a else None for a in (inst, scene))
+
+def _moments(arrays) -> tuple[torch.Tensor, torch.Tensor] | None:
+    n, mean, m2 = 0, None, None
+    for a in arrays:
+        a = np.asarray(a, np.float64).reshape(-1, np.shape(a)[-1])
+        k, mu = len(a), a.mean(0)
+        d2 = ((a - mu) ** 2).sum(0)
+        if mean is None:
+            n, mean, m2 = k, mu, d2
+            continue
+        delta, total = mu - mean, n + k
+        mean = mean + delta * (k / total)
+        m2 = m2 + d2 + delta**2 * (n * k / total)
+        n = total
+    if mean is None:
+        return None
+    return torch.from_numpy(mean).float(), torch.from_numpy(m2 / n).float()
 
 
 def event_seconds(num_events: int, stride_s: float = 2.0) -> np.ndarray:

@@ -228,7 +228,7 @@ def run_finetune(
         init_label = f"ot:{file_hash(init)}"
     mcfg = dict(cfg.model.overrides)
 
-    def build(seed: int, videos: list):
+    def build(seed: int, videos: list, stats: list):
         model, arch = spec.build_model(inputs.in_dim, inputs.scene_dim, cfg.model.preset, **mcfg)
         if init_obj is not None:
             rep = load_matching(model.ot, init_obj["state_dict"])
@@ -237,7 +237,9 @@ def run_finetune(
             log.debug("init from %s: %d tensors loaded, %d kept new", init, len(rep["loaded"]), len(rep["missing"]))
         # model.overrides.input_norm: the statistics of the videos it trains on (a pretrained OT's kept)
         if model.ot.inst_norm is not None or model.ot.scene_norm is not None:
-            model.ot.set_input_stats(*input_stats(videos))
+            if not stats:  # once per setting, not per seed
+                stats.append(input_stats(videos))
+            model.ot.set_input_stats(*stats[0])
         return model, arch
 
     ot = ot_settings(cfg.model.preset, **mcfg)
@@ -268,6 +270,7 @@ def run_finetune(
             )
 
         tc = cfg.train
+        stats: list = []  # the videos' input statistics, computed by the first run that needs them
         return SeedJob(
             name=name,
             out=job_out,
@@ -282,7 +285,7 @@ def run_finetune(
             ),
             trainer=cfg.trainer,
             epochs=1,  # the dataset already holds #videos x epochs spans
-            build=lambda seed: build(seed, videos),
+            build=lambda seed: build(seed, videos, stats),
             loader=loader,
             score=score,
             export=export,
