@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     from moviessl.synth import generate
-    from moviessl.tasks.lvu.table import run_lvu_table
+    from moviessl.tasks.lvu.table import roi_side, run_lvu_table
     from moviessl.training import quiet_lightning
 
     quiet_lightning()
@@ -156,9 +156,9 @@ def main(argv: list[str] | None = None) -> dict:
     fit = regression_fit(out / "lvu" / "finetune", synth / "lvu")
     print("regressions, prediction vs target:", json.dumps(fit))
     inputs = {}
-    if (out / "lvu" / "instances" / "supervised").is_dir():
-        teacher = Path(a.backbone).parent / "checkpoints" / "last.ckpt"
-        inputs = instance_diagnostics(out / "lvu" / "instances" / "supervised", teacher)
+    inst_dir = out / "lvu" / "instances" / f"supervised_{roi_side(a.backbone, a.roi_short_side)}px"
+    if inst_dir.is_dir():
+        inputs = instance_diagnostics(inst_dir, Path(a.backbone).parent / "checkpoints" / "last.ckpt")
         print("instance features and teacher targets:", json.dumps(inputs))
     timings = {"synth": round(t_synth, 1), **res["timings"]}
     print(json.dumps(timings))

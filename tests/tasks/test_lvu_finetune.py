@@ -299,6 +299,20 @@ def test_table5_analogue_end_to_end(lvu_setup, tmp_path):
         "#top-1" in res["markdown"] and "oracle" in res["markdown"] and (tmp_path / "table" / "lvu_table.png").is_file()
     )
     assert set(res["claims"]["test"]) >= {"ot_beats_constant", "otpp_best_mean_rank", "ours_beats_sup"}
+    # another RoI size or pretraining config in the same folder: new caches beside the old, no clash
+    again = dict(seeds=1, rows=[("ot", "none")], tasks=["year"], teacher=teacher, overrides=["train.epochs=1"])
+    run_lvu_table(
+        tmp_path / "table",
+        lvu.parent,
+        {"supervised": bb},
+        None,
+        pretrain_overrides=["trainer.max_steps=1", "data.batch_size=2"],
+        roi_short_side=48,
+        **again,
+    )
+    sizes = sorted(d.name for d in (tmp_path / "table" / "instances").iterdir())
+    assert sizes == ["supervised_32px", "supervised_48px"]
+    assert len(list((tmp_path / "table" / "ot_pretrain").glob("*/model.pt"))) == 2
 
 
 def test_epochs_chosen_on_held_out_training_videos(lvu_setup, tmp_path, capsys):

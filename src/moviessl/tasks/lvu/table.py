@@ -33,12 +33,15 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ...config import load_config
+from ...checkpoint import file_hash, load_checkpoint
+from ...config import load_config, to_dict
 from ...context.instance_masking import pretrain_ot
 from ...data.lvu import LVU_TASKS, read_labels
+from ...errors import BadInputError
 from ...features.extract import extract
 from ...features.instances import InstanceStore, extract_instances
 from ...utils.io import atomic_write, atomic_write_json, atomic_write_text
+from ..base import settings_hash
 from .data import load_inputs, scene_arrays
 from .runner import run_finetune
 from .task import TASKS
@@ -71,6 +74,17 @@ COLUMNS = {
     "view_count": "Views",
 }
 PRETTY = {"ot": "OT", "cvrl": "CVRL", "modist": "MoDist", "none": "-", "ours": "Ours", "sup": "Sup"}
+
+
+def roi_side(backbone: str | os.PathLike, short_side: int | None = None) -> int:
+    """The frame size RoI features are taken at: ``short_side``, else the one the backbone was
+    trained at (its checkpoint's ``meta.input.short_side``)."""
+    if short_side:
+        return int(short_side)
+    inp = load_checkpoint(backbone, stage="backbone").get("meta", {}).get("input") or {}
+    if "short_side" not in inp:
+        raise BadInputError(backbone, "checkpoint meta.input lacks short_side (give roi_short_side)")
+    return int(inp["short_side"])
 
 
 def setting_name(instance: str, scene: str) -> str:
@@ -254,29 +268,35 @@ def run_lvu_table(
         log.info("%s: %.1f s", name, timings[name])
         return res
 
-    # 1. instance features per backbone (cached: a finished folder is skipped video by video)
+    # 1. instance features per backbone (cached per frame size: a finished folder is skipped video
+    # by video, and a table at another size never meets a folder of this one)
     inst: dict[str, InstanceStore] = {}
     for name in sorted({INSTANCE_BACKBONE[i] for i, _ in rows if i != "none"}):
-        d = out / "instances" / name
+        side = roi_side(backbones[name], roi_short_side)
+        d = out / "instances" / f"{name}_{side}px"
         timed(
             f"instances {name}",
-            lambda d=d, name=name: extract_instances(
-                backbones[name], lvu_root, lvu_root / "tracks", d, short_side=roi_short_side
+            lambda d=d, name=name, side=side: extract_instances(
+                backbones[name], lvu_root, lvu_root / "tracks", d, short_side=side
             ),
         )
         inst[name] = InstanceStore(d)
 
-    # 2. LVU's masked-instance pretraining of the OT (row "ot"), on every movie, no labels
+    # 2. LVU's masked-instance pretraining of the OT (row "ot"), on every movie, no labels; cached
+    # under the hash of what it reads and its config, so a change of either pretrains anew
     ot_ckpt = None
     if ot_init and any(i == "ot" for i, _ in rows):
-        ot_dir = out / "ot_pretrain"
+        t_path = teacher or Path(backbones["supervised"]).parent / "checkpoints" / "last.ckpt"
+        cfg = load_config("ot_pretrain", preset, list(pretrain_overrides) + quiet_ov)
+        store = inst["supervised"]
+        t_id = file_hash(t_path) if Path(t_path).is_file() else str(t_path)
+        key = settings_hash(store.backbone, store.index.get("roi"), to_dict(cfg), t_id)
+        ot_dir = out / "ot_pretrain" / key
         ot_ckpt = ot_dir / "model.pt"
         if not ot_ckpt.is_file():
-            t_path = teacher or Path(backbones["supervised"]).parent / "checkpoints" / "last.ckpt"
-            cfg = load_config("ot_pretrain", preset, list(pretrain_overrides) + quiet_ov)
             timed(
                 "OT masked-instance pretraining",
-                lambda: pretrain_ot(inst["supervised"], ot_dir, cfg, t_path, resume=True),
+                lambda: pretrain_ot(store, ot_dir, cfg, t_path, resume=True),
             )
 
     # 3. scene features: "ours" = CVRL events through the TxE, "sup" = pooled supervised events
@@ -301,7 +321,8 @@ def run_lvu_table(
         store = inst[INSTANCE_BACKBONE[i]] if i != "none" else None
         sc, stride, sdesc = scene.get(s, (None, 2.0, "-"))
         # what the inputs are made of (backbone hash, feature folder, TxE hash): a change reruns the cells
-        desc = f"instance={i}:{store.backbone if store else '-'},scene={s}:{sdesc}"
+        idesc = f"{store.backbone}@{store.index['roi']['short_side']}px" if store else "-"
+        desc = f"instance={i}:{idesc},scene={s}:{sdesc}"
         inputs = load_inputs(store, sc, stride, desc=desc)
         t0 = time.perf_counter()
         for task in tasks:
