@@ -16,8 +16,9 @@ ours, sup}:
 - ``ours``: CVRL event features contextualised by the MaskPred TxE; ``sup``: pooled supervised
   event features, no TxE; ``none``: no scene tokens.
 
-Everything a row needs is computed once and cached under ``out`` (instance features per backbone,
-the pretrained OT, event features unless given), and each row's inputs are loaded once for the
+Everything a row needs is computed once and cached under ``out`` (instance features per backbone
+and frame size, ``instances/<backbone>_<side>px``; the pretrained OT per inputs + config + teacher,
+``ot_pretrain/<hash>``; event features unless given), and each row's inputs are loaded once for the
 nine tasks; finished runs are skipped on a rerun (``tasks.base.run_seeds``).
 """
 
