@@ -44,33 +44,14 @@ from torch import nn
 from ..errors import BadInputError
 from .txe import Block, Standardize
 
+# 254 instance tokens + start + end and spare position ids; inputs used raw (LVU's)
+_OT_COMMON = dict(max_positions=258, max_instances=254, input_norm=False)
 OT_PRESETS: dict[str, dict[str, Any]] = {
-    # LVU's OT: roberta-base config cut to 3 layers, 12 heads, hidden 768, FFN 3072, dropout 0.1,
-    # 258 positions (254 instance tokens + start + end and spare ids).
-    "ot_paper": dict(
-        dim=768,
-        depth=3,
-        heads=12,
-        mlp_dim=3072,
-        dropout=0.1,
-        attn_dropout=0.1,
-        max_positions=258,
-        max_instances=254,
-        input_norm=False,
-    ),
+    # LVU's OT: roberta-base config cut to 3 layers, 12 heads, hidden 768, FFN 3072, dropout 0.1.
+    "ot_paper": dict(dim=768, depth=3, heads=12, mlp_dim=3072, dropout=0.1, attn_dropout=0.1, **_OT_COMMON),
     # Small enough for 2 CPU cores: seconds per fine-tuning run on SynthMovies. No dropout on the
     # attention probabilities: drawing the (B, heads, ~200, ~200) masks took a third of a CPU step.
-    "ot_cpu": dict(
-        dim=64,
-        depth=2,
-        heads=4,
-        mlp_dim=128,
-        dropout=0.1,
-        attn_dropout=0.0,
-        max_positions=258,
-        max_instances=254,
-        input_norm=False,
-    ),
+    "ot_cpu": dict(dim=64, depth=2, heads=4, mlp_dim=128, dropout=0.1, attn_dropout=0.0, **_OT_COMMON),
 }
 
 # token kinds
