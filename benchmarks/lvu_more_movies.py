@@ -19,6 +19,17 @@ features; ``--pretrain-override`` the same to pretrain on them). ``--synth DIR``
 movies, ``--rows ot:none`` and ``--tasks like_ratio,view_count`` cut the table. Also printed: how the
 regression predictions correlate with the targets, and what the RoI features and the teacher's
 targets look like.
+
+The whole table (``--rows paper``: the paper's six rows; ``all``: every instance x scene pair) also
+needs ``--cvrl`` and ``--modist`` backbones and, for the scene pathway "ours", a MaskPred TxE:
+``--contextualizer`` a finished one, or ``--context-features DIR`` (repeatable) to pretrain one here as
+the demo does (its main variant, seed 0) on the CVRL event features of these LVU movies plus the given
+folders, e.g. a demo's CVRL features of its VidSitu-style clips and unlabeled pool::
+
+    python -m benchmarks.lvu_more_movies --backbone runs/demo_full/backbone/supervised/r0/model.pt \
+        --cvrl runs/demo_full/backbone/cvrl/r0/model.pt --modist runs/demo_full/backbone/modist/r0/model.pt \
+        --context-features runs/demo_full/features/cvrl/r0/vidsitu \
+        --context-features runs/demo_full/features/cvrl/r0/pool --rows paper,ot:sup --out runs/lvu200
 """
 
 from __future__ import annotations
@@ -88,6 +99,33 @@ def instance_diagnostics(inst_dir: Path, teacher: Path) -> dict:
     return out
 
 
+def parse_rows(spec: str) -> list[tuple[str, str]]:
+    """``--rows``: ``instance:scene`` pairs and the keywords ``paper`` / ``all``, in order, once each."""
+    from moviessl.tasks.lvu.table import ALL_ROWS, PAPER_ROWS
+
+    rows: list[tuple[str, str]] = []
+    for part in spec.split(","):
+        named = {"paper": PAPER_ROWS, "all": ALL_ROWS}.get(part)
+        rows += list(named) if named else [tuple(part.split(":"))]  # type: ignore[list-item]
+    return list(dict.fromkeys(rows))
+
+
+def pretrain_txe(out: Path, lvu_root: Path, cvrl: str, extra: list[str]) -> Path:
+    """The demo's MaskPred TxE (main variant, seed 0, cpu preset) on the CVRL event features of the
+    LVU movies (extracted where the table reads them) plus ``extra`` folders; cached in ``out``."""
+    from moviessl.demo import MAIN_VARIANT, MASK_LABELS, QUIET, job_context, job_extract
+
+    events = out / "lvu" / "events" / "cvrl"
+    if not (events / "index.json").is_file():
+        job_extract(cvrl, str(lvu_root), str(events))
+    loss, mask = MAIN_VARIANT
+    ctx = out / "context" / f"cvrl_{loss}_mask{mask}"
+    if not (ctx / "model.pt").is_file():
+        ov = [*QUIET, "maskpred.loss=infonce", f"maskpred.mask_sizes={MASK_LABELS[mask]}", "seed=0"]
+        job_context([str(events), *extra], str(ctx), ov)
+    return ctx / "model.pt"
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -108,7 +146,20 @@ def main(argv: list[str] | None = None) -> dict:
         "--pretrain-override", action="append", default=[], help="dotted OT pretraining override (repeatable)"
     )
     ap.add_argument("--synth", help="generate (or reuse) the movies here instead of OUT/synth")
-    ap.add_argument("--rows", default="ot:none,none:sup", help="instance:scene pairs, comma-separated")
+    ap.add_argument(
+        "--rows",
+        default="ot:none,none:sup",
+        help="instance:scene pairs, comma-separated; 'paper' = the paper's six rows, 'all' = every pair",
+    )
+    ap.add_argument("--cvrl", help="a CVRL backbone's model.pt (rows cvrl:*, *:ours)")
+    ap.add_argument("--modist", help="a MoDist backbone's model.pt (rows modist:*)")
+    ap.add_argument("--contextualizer", help="a MaskPred TxE (model.pt) on CVRL features, for scene 'ours'")
+    ap.add_argument(
+        "--context-features",
+        action="append",
+        default=[],
+        help="CVRL feature folder to pretrain the TxE on besides these LVU movies' (repeatable)",
+    )
     ap.add_argument("--tasks", help="comma-separated LVU tasks (default: all nine)")
     ap.add_argument(
         "--roi-short-side", type=int, default=None, help="frame size for RoI features (default: the backbone's)"
@@ -120,9 +171,16 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     from moviessl.synth import generate
-    from moviessl.tasks.lvu.table import roi_side, run_lvu_table
+    from moviessl.tasks.lvu.table import INSTANCE_BACKBONE, SCENE_BACKBONE, roi_side, run_lvu_table
     from moviessl.training import quiet_lightning
 
+    rows = parse_rows(a.rows)
+    backbones = {k: v for k, v in (("supervised", a.backbone), ("cvrl", a.cvrl), ("modist", a.modist)) if v}
+    need = {INSTANCE_BACKBONE[i] for i, _ in rows if i != "none"} | {SCENE_BACKBONE[s] for _, s in rows if s != "none"}
+    if need - set(backbones):
+        ap.error("rows " + a.rows + " need " + ", ".join(f"--{b}" for b in sorted(need - set(backbones))))
+    if any(s == "ours" for _, s in rows) and not (a.contextualizer or a.context_features):
+        ap.error("scene 'ours' needs --contextualizer or --context-features")
     quiet_lightning()
     out = Path(a.out)
     t0 = time.perf_counter()
@@ -139,13 +197,16 @@ def main(argv: list[str] | None = None) -> dict:
         pool_ratio=0.0,
     )
     t_synth = time.perf_counter() - t0
+    ctx = a.contextualizer
+    if any(s == "ours" for _, s in rows) and not ctx:
+        ctx = pretrain_txe(out, synth / "lvu", a.cvrl, a.context_features)
     res = run_lvu_table(
         out / "lvu",
         synth,
-        {"supervised": a.backbone},
-        None,
+        backbones,
+        ctx,
         seeds=a.seeds,
-        rows=[tuple(r.split(":")) for r in a.rows.split(",")],
+        rows=rows,
         tasks=a.tasks.split(",") if a.tasks else None,
         overrides=a.override,
         pretrain_overrides=a.pretrain_override,
