@@ -72,6 +72,45 @@ def regression_fit(finetune: Path, lvu_root: Path) -> dict:
     return out
 
 
+def paired_differences(a: Path, b: Path, lvu_root: Path) -> dict:
+    """Row ``a`` against row ``b`` (two finetune folders of per-task runs), per task and split: the
+    difference of their means (+ = ``a`` better) with two SEs, the runs' (as in the table) and the
+    movies' (each movie's score averaged over the runs, SE of the per-movie difference). The second
+    holds the sampling of the 40 test movies, which the runs' SE leaves out."""
+    import numpy as np
+
+    from moviessl.data.lvu import is_regression, read_labels
+    from moviessl.eval.lvu import video_prediction
+
+    def scores(d: Path, task: str, split: str) -> np.ndarray:  # runs x movies
+        y = dict(read_labels(lvu_root, task, split))
+        out = []
+        for run in sorted(d.glob(f"seed*/predictions_{split}.json")):
+            p = json.loads(run.read_text())
+            pred = {v: video_prediction(task, p[v]) for v in sorted(p)}
+            if is_regression(task):
+                out.append([-((pred[v] - float(y[v])) ** 2) for v in pred])  # negated: higher is better
+            else:
+                out.append([100.0 * (int(np.argmax(pred[v])) == int(y[v])) for v in pred])
+        return np.array(out)
+
+    res: dict = {}
+    for task_dir in sorted(a.iterdir()):
+        if not (b / task_dir.name).is_dir():
+            continue
+        for split in ("val", "test"):
+            sa, sb = scores(task_dir, task_dir.name, split), scores(b / task_dir.name, task_dir.name, split)
+            if not (len(sa) and len(sb)):
+                continue
+            per_movie = sa.mean(0) - sb.mean(0)
+            res.setdefault(task_dir.name, {})[split] = {
+                "diff": round(float(per_movie.mean()), 4),
+                "se_runs": round(float(np.hypot(*(x.mean(1).std(ddof=1) / np.sqrt(len(x)) for x in (sa, sb)))), 4),
+                "se_movies": round(float(per_movie.std(ddof=1) / np.sqrt(len(per_movie))), 4),
+            }
+    return res
+
+
 def instance_diagnostics(inst_dir: Path, teacher: Path) -> dict:
     """What the OT row reads: the share of the RoI features' squared norm in their common mean
     vector, and how varied the masked-instance teacher's targets are on them (share of tokens whose
@@ -162,6 +201,13 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ap.add_argument("--tasks", help="comma-separated LVU tasks (default: all nine)")
     ap.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        help="A:B -- two finetune row folders (under OUT/lvu/finetune, e.g. none_ours:none_sup, or paths): "
+        "their per-task differences with the runs' and the movies' SE (repeatable)",
+    )
+    ap.add_argument(
         "--roi-short-side", type=int, default=None, help="frame size for RoI features (default: the backbone's)"
     )
     ap.add_argument(
@@ -216,6 +262,11 @@ def main(argv: list[str] | None = None) -> dict:
     print(res["markdown"])
     fit = regression_fit(out / "lvu" / "finetune", synth / "lvu")
     print("regressions, prediction vs target:", json.dumps(fit))
+    compared = {}
+    for pair in a.compare:
+        x, y = (Path(p) if Path(p).is_dir() else out / "lvu" / "finetune" / p for p in pair.split(":"))
+        compared[pair] = paired_differences(x, y, synth / "lvu")
+        print(f"{pair} (+ = the first better; MSE negated):", json.dumps(compared[pair]))
     inputs = {}
     inst_dir = out / "lvu" / "instances" / f"supervised_{roi_side(a.backbone, a.roi_short_side)}px"
     if inst_dir.is_dir():
@@ -223,7 +274,13 @@ def main(argv: list[str] | None = None) -> dict:
         print("instance features and teacher targets:", json.dumps(inputs))
     timings = {"synth": round(t_synth, 1), **res["timings"]}
     print(json.dumps(timings))
-    return {"timings": timings, "claims": res["claims"], "regression_fit": fit, "instances": inputs}
+    return {
+        "timings": timings,
+        "claims": res["claims"],
+        "regression_fit": fit,
+        "compared": compared,
+        "instances": inputs,
+    }
 
 
 if __name__ == "__main__":
