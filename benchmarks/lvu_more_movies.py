@@ -76,7 +76,7 @@ def paired_differences(a: Path, b: Path, lvu_root: Path) -> dict:
     """Row ``a`` against row ``b`` (two finetune folders of per-task runs), per task and split: the
     difference of their means (+ = ``a`` better) with two SEs, the runs' (as in the table) and the
     movies' (each movie's score averaged over the runs, SE of the per-movie difference). The second
-    holds the sampling of the 40 test movies, which the runs' SE leaves out."""
+    holds which movies the split drew, which the runs' SE leaves out."""
     import numpy as np
 
     from moviessl.data.lvu import is_regression, read_labels
@@ -227,6 +227,8 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error("rows " + a.rows + " need " + ", ".join(f"--{b}" for b in sorted(need - set(backbones))))
     if any(s == "ours" for _, s in rows) and not (a.contextualizer or a.context_features):
         ap.error("scene 'ours' needs --contextualizer or --context-features")
+    if any(p.count(":") != 1 for p in a.compare):
+        ap.error("--compare takes A:B (two finetune row folders)")
     quiet_lightning()
     out = Path(a.out)
     t0 = time.perf_counter()
