@@ -81,6 +81,7 @@ def paired_differences(a: Path, b: Path, lvu_root: Path) -> dict:
 
     from moviessl.data.lvu import is_regression, read_labels
     from moviessl.eval.lvu import video_prediction
+    from moviessl.eval.stats import mean_se
 
     def scores(d: Path, task: str, split: str) -> np.ndarray:  # runs x movies
         y = dict(read_labels(lvu_root, task, split))
@@ -102,11 +103,12 @@ def paired_differences(a: Path, b: Path, lvu_root: Path) -> dict:
             sa, sb = scores(task_dir, task_dir.name, split), scores(b / task_dir.name, task_dir.name, split)
             if not (len(sa) and len(sb)):
                 continue
-            per_movie = sa.mean(0) - sb.mean(0)
+            diff, se_movies = mean_se(sa.mean(0) - sb.mean(0))
+            se_runs = float(np.hypot(mean_se(sa.mean(1))[1], mean_se(sb.mean(1))[1]))
             res.setdefault(task_dir.name, {})[split] = {
-                "diff": round(float(per_movie.mean()), 4),
-                "se_runs": round(float(np.hypot(*(x.mean(1).std(ddof=1) / np.sqrt(len(x)) for x in (sa, sb)))), 4),
-                "se_movies": round(float(per_movie.std(ddof=1) / np.sqrt(len(per_movie))), 4),
+                "diff": round(diff, 4),
+                "se_runs": round(se_runs, 4),
+                "se_movies": round(se_movies, 4),
             }
     return res
 
