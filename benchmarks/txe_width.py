@@ -74,7 +74,8 @@ def plan(out: Path, data_root: Path, features: Path, unlabelled: list[Path], wid
             t = out / "tune" / task / f"w{w}"
             jobs.append(Job(f"tune {task} w{w}", "moviessl.demo:job_tune",
                             dict(task=task, data_root=str(data_root), features=str(features), out=str(t),
-                                 values=list(TUNE_GRID), seeds=2, overrides=[*QUIET, *width_overrides(w, "txe.overrides")]),
+                                 values=list(TUNE_GRID), seeds=2,
+                                 overrides=[*QUIET, *width_overrides(w, "txe.overrides")]),
                             (), str(t / "tuning.json"), {"srl": 25.0, "relation": 8.0}[task] * 6 * w / 128,
                             threads=1))  # fmt: skip
     for task in METRICS:
