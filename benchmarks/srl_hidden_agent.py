@@ -1,0 +1,162 @@
+"""Does a contextualizer name the agents that an event's own frames do not show? (issue 13, Table 1)
+
+    python -m benchmarks.srl_hidden_agent SYNTH/vidsitu ROW [ROW ...]
+
+SynthMovies marks the events whose agent cannot be identified from that event's frames but can
+from its neighbours' (``hidden``: the roles-that-need-context knob, the paper's §5 argument for
+context) and the events that are degraded (off screen, low contrast, blur, occlusion). The SRL
+metric (CIDEr over every role of every event) mixes those few events with the many whose agent is
+in plain view. This scores, on the valid clips, the one role where context should matter: the
+agent (the event's first annotated role, whose generating character is known), per event group --
+how often the predicted phrase names the agent's colour, its shape, the whole phrase exactly, and
+the colour of *any* character of the clip (does the decoder know who is in the scene at all?).
+
+Each ROW is a fine-tuning folder of ``moviessl finetune vidsitu --task srl`` -- a folder of
+``seed*/predictions.pkl`` or a folder of such replicates (``r*/seed*``, as the demo and
+``benchmarks.txe_width`` lay them out); a row's value is the mean ± SE over its replicates of each
+replicate's mean over seeds. References: the train agents' most frequent colour and shape, and with
+``--features F`` (the stored event features the rows read) a linear probe from one event's feature
+to its agent's colour and shape (train events -> valid events): whether the features carry the
+identity at all. Prints Markdown tables; ``--json`` writes the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+GROUPS = ("visible", "hidden", "degraded")
+SCORES = ("colour", "shape", "exact", "cast colour")
+
+
+def agent_targets(data_root: Path) -> tuple[dict, dict]:
+    """(ann_idx, event key) -> (agent's character, agent's role, the cast's colours), and the group of
+    each such event.
+    Events without an agent are left out."""
+    from moviessl.data.vidsitu import load_split, roles_in_order
+
+    split = load_split(data_root / "vidsitu_annotations", "valid")
+    truth = json.loads((data_root / "ground_truth.json").read_text())
+    targets, groups = {}, {}
+    for ix, vseg in enumerate(split.vseg_ids):
+        gt = truth[vseg]
+        chars = {c["id"]: c for c in gt["characters"]}
+        rec = split.records[vseg][0]
+        for k, ev in enumerate(gt["events"]):
+            key = f"Ev{k + 1}"
+            if ev.get("agent") is None or key not in rec:
+                continue
+            targets[ix, key] = (
+                chars[ev["agent"]],
+                roles_in_order(rec[key])[0][0],
+                {c["colour"] for c in chars.values()},
+            )
+            groups[ix, key] = "hidden" if ev.get("hidden") else ("degraded" if ev.get("degraded") else "visible")
+    return targets, groups
+
+
+def agent_accuracy(pred_file: Path, targets: dict, groups: dict) -> dict[tuple[str, str], float]:
+    """(group, score) -> % of the group's events whose predicted agent role names the agent's colour,
+    its shape, or is exactly its phrase."""
+    preds = {p["ann_idx"]: p["vb_output"] for p in pickle.loads(pred_file.read_bytes())}
+    hits: dict[tuple[str, str], list[bool]] = {(g, s): [] for g in GROUPS for s in SCORES}
+    for (ix, key), (char, role, cast) in targets.items():
+        got = str(preds.get(ix, {}).get(key, {}).get(role, ""))
+        words, g = got.split(), groups[ix, key]
+        hits[g, "colour"].append(char["colour"] in words)
+        hits[g, "shape"].append(char["shape"] in words)
+        hits[g, "exact"].append(got == char["phrase"])
+        hits[g, "cast colour"].append(bool(cast & set(words)))
+    return {k: 100.0 * float(np.mean(h)) if h else float("nan") for k, h in hits.items()}
+
+
+def row_accuracy(row: Path, targets: dict, groups: dict) -> dict[str, tuple[float, float, int]]:
+    """``"group score"`` -> mean ± SE over replicates (each the mean over its seeds), replicate count."""
+    from moviessl.eval.stats import mean_se
+
+    reps = sorted(p for p in row.glob("r*") if p.is_dir()) or [row]
+    per_rep = []
+    for rep in reps:
+        seeds = [agent_accuracy(f, targets, groups) for f in sorted(rep.glob("seed*/predictions.pkl"))]
+        if not seeds:
+            raise SystemExit(f"{rep}: no seed*/predictions.pkl")
+        per_rep.append({k: float(np.mean([s[k] for s in seeds])) for k in seeds[0]})
+    return {f"{g} {s}": (*mean_se([r[g, s] for r in per_rep]), len(per_rep)) for g, s in per_rep[0]}
+
+
+def references(root: Path, features: Path | None) -> dict[str, dict[str, float]]:
+    """Per reference: ``"group score"`` -> % of valid events (colour, shape, cast colour): the train
+    agents' most frequent value, and a linear probe of the event features if given."""
+    from moviessl.synth.headroom import fit_logreg
+
+    truth = json.loads((root / "ground_truth.json").read_text())
+    rows: dict[str, list] = {"train": [], "valid": []}
+    for vseg, gt in truth.items():
+        chars = {c["id"]: c for c in gt["characters"]}
+        feats = np.load(features / f"{vseg}_feats.npy") if features else None
+        for k, ev in enumerate(gt["events"]):
+            if ev.get("agent") is None or gt.get("split") not in rows:
+                continue
+            g = "hidden" if ev.get("hidden") else ("degraded" if ev.get("degraded") else "visible")
+            cast = {c["colour"] for c in chars.values()}
+            rows[gt["split"]].append((dict(chars[ev["agent"]], cast=cast), g, None if feats is None else feats[k]))
+    out: dict[str, dict[str, float]] = {"most frequent train value": {}}
+    if features:
+        out["linear probe of the event feature"] = {}
+    group = np.array([g for _, g, _ in rows["valid"]])
+    for attr in ("colour", "shape"):
+        values = sorted({c[attr] for split in rows.values() for c, _, _ in split})
+        ytr = np.array([values.index(c[attr]) for c, _, _ in rows["train"]])
+        yva = np.array([values.index(c[attr]) for c, _, _ in rows["valid"]])
+        guesses = {"most frequent train value": np.full_like(yva, np.bincount(ytr).argmax())}
+        if features:
+            Xtr = np.stack([x for _, _, x in rows["train"]]).astype(np.float64)
+            Xva = np.stack([x for _, _, x in rows["valid"]]).astype(np.float64)
+            guesses["linear probe of the event feature"] = fit_logreg(Xtr, ytr, len(values))(Xva)
+        for ref, guess in guesses.items():
+            for g in GROUPS:
+                out[ref][f"{g} {attr}"] = float(100 * np.mean(guess[group == g] == yva[group == g]))
+                if attr == "colour":  # the guessed colour is one of the clip's cast
+                    cast = [values[y] in c["cast"] for (c, gg, _), y in zip(rows["valid"], guess) if gg == g]
+                    out[ref][f"{g} cast colour"] = float(100 * np.mean(cast))
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data_root", help="a SynthMovies vidsitu folder (ground_truth.json + vidsitu_annotations)")
+    ap.add_argument("rows", nargs="+")
+    ap.add_argument("--features", default=None, help="the rows' event features, for the probe reference")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+    root = Path(a.data_root)
+    if not (root / "ground_truth.json").is_file():
+        ap.error(f"{root}: no ground_truth.json (a SynthMovies vidsitu folder is needed)")
+    targets, groups = agent_targets(root)
+    n = {g: sum(v == g for v in groups.values()) for g in GROUPS}
+    res = {"events": n, "rows": {r: row_accuracy(Path(r), targets, groups) for r in a.rows}}
+    heads = " | ".join(f"{g} agents ({n[g]} events): {' / '.join(SCORES)}" for g in GROUPS)
+    print(f"| row | {heads} | replicates |")
+    print("|---|" + "---|" * (len(GROUPS) + 1))
+    for r, v in res["rows"].items():
+        cells = " | ".join(
+            " / ".join(f"{v[f'{g} {s}'][0]:.1f} ± {v[f'{g} {s}'][1]:.1f}" for s in SCORES) for g in GROUPS
+        )
+        print(f"| {r} | {cells} | {v[f'{GROUPS[0]} {SCORES[0]}'][2]} |")
+    res["references"] = references(root, Path(a.features) if a.features else None)
+    print("\n| reference (no decoder) | " + " | ".join(f"{g}: colour / shape / cast colour" for g in GROUPS) + " |")
+    print("|---|" + "---|" * len(GROUPS))
+    for ref, v in res["references"].items():
+        cells = [" / ".join(f"{v[f'{g} {s}']:.1f}" for s in ("colour", "shape", "cast colour")) for g in GROUPS]
+        print(f"| {ref} | " + " | ".join(cells) + " |")
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2))
+    return res
+
+
+if __name__ == "__main__":
+    main()
