@@ -42,16 +42,31 @@ def width_overrides(w: int, prefix: str) -> list[str]:
     return [f"{prefix}.dim={w}", f"{prefix}.mlp_dim={2 * w}", f"{prefix}.heads={max(4, w // 64)}"]
 
 
-def row_names(widths: list[int]) -> list[tuple[str, int | None]]:
-    """(txe, width) of every fine-tuned row: no TxE once, then scratch and MaskPred per width."""
-    return [("none", None)] + [(t, w) for w in widths for t in ("scratch", "maskpred")]
+def row_names(widths: list[int], lrs: list[float] = ()) -> list[tuple[str, int | None, float | None]]:
+    """(txe, width, TxE lr scale) of every fine-tuned row: no TxE once, then scratch and MaskPred per
+    width at the tuned scale (None) and at each fixed scale in ``lrs``."""
+    return [("none", None, None)] + [
+        (t, w, lr) for w in widths for lr in (None, *lrs) for t in ("scratch", "maskpred")
+    ]  # fmt: skip
 
 
-def tag(txe: str, w: int | None) -> str:
-    return txe if w is None else f"{txe}_w{w}"
+def tag(txe: str, w: int | None, lr: float | None = None) -> str:
+    return txe if w is None else f"{txe}_w{w}" + ("" if lr is None else f"_lr{lr:g}")
 
 
-def plan(out: Path, data_root: Path, features: Path, unlabelled: list[Path], widths, runs, seeds) -> list:
+def tuned_scale(out: Path, task: str, w: int) -> float | None:
+    f = out / "tune" / task / f"w{w}" / "tuning.json"
+    return float(json.loads(f.read_text())["best"]) if f.is_file() else None
+
+
+def row_dir(out: Path, task: str, txe: str, w: int | None, lr: float | None) -> Path:
+    """A fixed-scale row equal to the tuned scale is the tuned row (not trained twice)."""
+    if lr is not None and tuned_scale(out, task, w) == lr:
+        lr = None
+    return out / "finetune" / task / tag(txe, w, lr)
+
+
+def plan(out: Path, data_root: Path, features: Path, unlabelled: list[Path], widths, runs, seeds, lrs=()) -> list:
     from moviessl.demo import MAIN_VARIANT, MASK_LABELS, QUIET
     from moviessl.scheduler import Job
 
@@ -79,20 +94,24 @@ def plan(out: Path, data_root: Path, features: Path, unlabelled: list[Path], wid
                             (), str(t / "tuning.json"), {"srl": 25.0, "relation": 8.0}[task] * 6 * w / 128,
                             threads=1))  # fmt: skip
     for task in METRICS:
-        for txe, w in row_names(widths):
+        for txe, w, lr in row_names(widths, lrs):
+            if row_dir(out, task, txe, w, lr).name != tag(txe, w, lr):
+                continue  # the tuned row
             for r in range(runs):
-                d = out / "finetune" / task / tag(txe, w) / f"r{r}"
+                d = out / "finetune" / task / tag(txe, w, lr) / f"r{r}"
                 ov, deps, ctx, lr_from = [*QUIET, f"seed={r * seeds}"], [], txe, None
                 if txe == "scratch":
                     ov += width_overrides(w, "txe.overrides")
                 if txe == "maskpred":
                     ctx = str(out / "context" / f"w{w}" / f"r{r}" / "model.pt")
                     deps.append(f"context w{w} r{r}")
-                if txe != "none":
+                if txe != "none" and lr is None:
                     lr_from = str(out / "tune" / task / f"w{w}" / "tuning.json")
                     deps.append(f"tune {task} w{w}")
+                elif lr is not None:
+                    ov.append(f"{task}.txe_lr_scale={lr}")
                 cost = {"srl": 25.0, "relation": 3.0 if txe == "none" else 8.0}[task] * seeds * (w or 128) / 128
-                jobs.append(Job(f"finetune {task} {tag(txe, w)} r{r}", "moviessl.demo:job_finetune",
+                jobs.append(Job(f"finetune {task} {tag(txe, w, lr)} r{r}", "moviessl.demo:job_finetune",
                                 dict(task=task, data_root=str(data_root), features=str(features), contextualizer=ctx,
                                      out=str(d), seeds=seeds, overrides=ov, txe_lr_from=lr_from),
                                 tuple(deps), str(d / "summary.json"), cost, threads=1))  # fmt: skip
@@ -118,24 +137,24 @@ def fillin_scores(out: Path, features: Path, widths, runs) -> dict:
     return res
 
 
-def replicate_means(out: Path, task: str, name: str, runs: int) -> dict[str, list[float]]:
+def replicate_means(row: Path, task: str, runs: int) -> dict[str, list[float]]:
     """Per metric: each replicate's mean over its fine-tuning seeds."""
     vals: dict[str, list[float]] = {m: [] for m in METRICS[task]}
     for r in range(runs):
-        s = json.loads((out / "finetune" / task / name / f"r{r}" / "summary.json").read_text())["summary"]
+        s = json.loads((row / f"r{r}" / "summary.json").read_text())["summary"]
         for m in vals:
             vals[m].append(float(s[m]["mean"]))
     return vals
 
 
-def report(out: Path, widths, runs) -> dict:
+def report(out: Path, widths, runs, lrs=()) -> dict:
     from moviessl.eval.stats import mean_se
 
     rows: dict = {}
     for task in METRICS:
-        for txe, w in row_names(widths):
-            reps = replicate_means(out, task, tag(txe, w), runs)
-            rows[f"{task} {tag(txe, w)}"] = {m: [*mean_se(v), v] for m, v in reps.items()}
+        for txe, w, lr in row_names(widths, lrs):
+            reps = replicate_means(row_dir(out, task, txe, w, lr), task, runs)
+            rows[f"{task} {tag(txe, w, lr)}"] = {m: [*mean_se(v), v] for m, v in reps.items()}
     prior = json.loads((out / "finetune" / "relation" / "pair_prior" / "summary.json").read_text())["summary"]
     rows["relation pair_prior"] = {m: [float(prior[m]["mean"]), 0.0, []] for m in METRICS["relation"]}
     tuned = {f"{task} w{w}": json.loads((out / "tune" / task / f"w{w}" / "tuning.json").read_text())["best"]
@@ -149,10 +168,14 @@ def report(out: Path, widths, runs) -> dict:
     claims = []
     for w in widths:
         claims += [claim("srl", "cider", f"maskpred_w{w}", f"scratch_w{w}"),
+                   claim("srl", "lea", f"maskpred_w{w}", f"scratch_w{w}"),
                    claim("srl", "cider", f"maskpred_w{w}", "none"),
                    claim("relation", "mean_acc", f"maskpred_w{w}", f"scratch_w{w}"),
                    claim("relation", "mean_acc", f"maskpred_w{w}", "none"),
                    claim("relation", "mean_acc", f"maskpred_w{w}", "pair_prior")]  # fmt: skip
+        for lr in lrs:
+            claims += [claim(t, m, f"maskpred_w{w}_lr{lr:g}", f"scratch_w{w}_lr{lr:g}")
+                       for t, m in (("srl", "cider"), ("srl", "lea"), ("relation", "mean_acc"))]  # fmt: skip
     for lo, hi in zip(widths, widths[1:]):
         claims += [claim(t, m, f"{x}_w{hi}", f"{x}_w{lo}") for t, m in (("srl", "cider"), ("relation", "mean_acc"))
                    for x in ("maskpred", "scratch")]  # fmt: skip
@@ -168,6 +191,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--widths", nargs="+", type=int, default=[128, 512])
     ap.add_argument("--runs", type=int, default=3, help="MaskPred pretraining runs (replicates) per width")
     ap.add_argument("--seeds", type=int, default=4, help="fine-tuning seeds per replicate")
+    ap.add_argument(
+        "--txe-lr",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also every TxE row at these fixed TxE learning-rate scales (besides the tuned one)",
+    )
     ap.add_argument("--workers", type=int, default=2)
     a = ap.parse_args(argv)
     if any(w < 4 or w % max(4, w // 64) for w in a.widths):
@@ -178,9 +208,9 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     feats, unl = Path(a.features), [Path(u) for u in a.unlabelled]
-    jobs = plan(out, Path(a.data_root), feats, unl, a.widths, a.runs, a.seeds)
+    jobs = plan(out, Path(a.data_root), feats, unl, a.widths, a.runs, a.seeds, a.txe_lr)
     run_jobs(jobs, workers=a.workers, threads=1, timings=out / "timings.json")
-    res = report(out, a.widths, a.runs)
+    res = report(out, a.widths, a.runs, a.txe_lr)
     res["fillin"] = fillin_scores(out, feats, a.widths, a.runs)
     n = a.runs * a.seeds
     print(f"| task | row | metric: mean ± SE over {a.runs} replicates ({n} runs) |")
