@@ -17,7 +17,10 @@ Each ROW is a fine-tuning folder of ``moviessl finetune vidsitu --task srl`` -- 
 replicate's mean over seeds. References: the train agents' most frequent colour and shape, and with
 ``--features F`` (the stored event features the rows read) a linear probe from one event's feature
 to its agent's colour and shape (train events -> valid events): whether the features carry the
-identity at all. Prints Markdown tables; ``--json`` writes the numbers.
+identity at all; with ``--pixels`` the same probe on a hand-made pixel feature of the event's frames
+(colour histograms of all pixels and of the pixels that change, at 64 px as the backbone reads
+them): whether the identity is in the pixels the backbone sees. Prints Markdown tables; ``--json``
+writes the numbers.
 """
 
 from __future__ import annotations
@@ -88,7 +91,32 @@ def row_accuracy(row: Path, targets: dict, groups: dict) -> dict[str, tuple[floa
     return {f"{g} {s}": (*mean_se([r[g, s] for r in per_rep]), len(per_rep)) for g, s in per_rep[0]}
 
 
-def references(root: Path, features: Path | None) -> dict[str, dict[str, float]]:
+def pixel_features(clip: Path, n_events: int, side: int = 64, bins: int = 4) -> np.ndarray:
+    """(n_events, 2 * bins**3): per 2-s event, the RGB histogram of its frames' pixels and the
+    histogram weighted by how much each pixel changes from the previous frame (what moves: the agent
+    of most verbs), each normalised; frames scaled to ``side`` px on the short side."""
+    import av
+
+    with av.open(str(clip)) as c:
+        st = c.streams.video[0]
+        fps = float(st.average_rate)
+        w, h = st.codec_context.width, st.codec_context.height
+        k = side / min(w, h)
+        fr = [f.to_ndarray(format="rgb24", width=round(w * k), height=round(h * k)) for f in c.decode(video=0)]
+    frames = np.stack(fr).astype(np.int64)
+    code = (frames // (256 // bins)) @ np.array([bins * bins, bins, 1])  # (T, H, W) colour bin
+    change = np.abs(np.diff(frames, axis=0)).sum(-1)  # (T-1, H, W)
+    out = []
+    per = int(round(2.0 * fps))
+    for e in range(n_events):
+        sl = slice(e * per, (e + 1) * per)
+        a = np.bincount(code[sl].ravel(), minlength=bins**3).astype(np.float64)
+        m = np.bincount(code[1:][sl].ravel(), weights=change[sl].ravel(), minlength=bins**3)
+        out.append(np.concatenate([a / max(a.sum(), 1), m / max(m.sum(), 1e-9)]))
+    return np.stack(out)
+
+
+def references(root: Path, features: Path | None, pixels: bool = False) -> dict[str, dict[str, float]]:
     """Per reference: ``"group score"`` -> % of valid events (colour, shape, cast colour): the train
     agents' most frequent value, and a linear probe of the event features if given."""
     from moviessl.synth.headroom import fit_logreg
@@ -97,26 +125,32 @@ def references(root: Path, features: Path | None) -> dict[str, dict[str, float]]
     rows: dict[str, list] = {"train": [], "valid": []}
     for vseg, gt in truth.items():
         chars = {c["id"]: c for c in gt["characters"]}
+        if gt.get("split") not in rows:
+            continue
         feats = np.load(features / f"{vseg}_feats.npy") if features else None
+        pix = pixel_features(root / "vsitu_video_trimmed_dir" / f"{vseg}.mp4", len(gt["events"])) if pixels else None
         for k, ev in enumerate(gt["events"]):
-            if ev.get("agent") is None or gt.get("split") not in rows:
+            if ev.get("agent") is None:
                 continue
             g = "hidden" if ev.get("hidden") else ("degraded" if ev.get("degraded") else "visible")
             cast = {c["colour"] for c in chars.values()}
-            rows[gt["split"]].append((dict(chars[ev["agent"]], cast=cast), g, None if feats is None else feats[k]))
+            x = (None if feats is None else feats[k], None if pix is None else pix[k])
+            rows[gt["split"]].append((dict(chars[ev["agent"]], cast=cast), g, x))
     out: dict[str, dict[str, float]] = {"most frequent train value": {}}
-    if features:
-        out["linear probe of the event feature"] = {}
+    probes = {"linear probe of the event feature": 0} if features else {}
+    if pixels:
+        probes["linear probe of a pixel colour feature"] = 1
+    out.update({name: {} for name in probes})
     group = np.array([g for _, g, _ in rows["valid"]])
     for attr in ("colour", "shape"):
         values = sorted({c[attr] for split in rows.values() for c, _, _ in split})
         ytr = np.array([values.index(c[attr]) for c, _, _ in rows["train"]])
         yva = np.array([values.index(c[attr]) for c, _, _ in rows["valid"]])
         guesses = {"most frequent train value": np.full_like(yva, np.bincount(ytr).argmax())}
-        if features:
-            Xtr = np.stack([x for _, _, x in rows["train"]]).astype(np.float64)
-            Xva = np.stack([x for _, _, x in rows["valid"]]).astype(np.float64)
-            guesses["linear probe of the event feature"] = fit_logreg(Xtr, ytr, len(values))(Xva)
+        for name, i in probes.items():
+            Xtr = np.stack([x[i] for _, _, x in rows["train"]]).astype(np.float64)
+            Xva = np.stack([x[i] for _, _, x in rows["valid"]]).astype(np.float64)
+            guesses[name] = fit_logreg(Xtr, ytr, len(values))(Xva)
         for ref, guess in guesses.items():
             for g in GROUPS:
                 out[ref][f"{g} {attr}"] = float(100 * np.mean(guess[group == g] == yva[group == g]))
@@ -131,6 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("data_root", help="a SynthMovies vidsitu folder (ground_truth.json + vidsitu_annotations)")
     ap.add_argument("rows", nargs="+")
     ap.add_argument("--features", default=None, help="the rows' event features, for the probe reference")
+    ap.add_argument("--pixels", action="store_true", help="also probe a pixel colour feature of the clips")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     root = Path(a.data_root)
@@ -147,7 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
             " / ".join(f"{v[f'{g} {s}'][0]:.1f} ± {v[f'{g} {s}'][1]:.1f}" for s in SCORES) for g in GROUPS
         )
         print(f"| {r} | {cells} | {v[f'{GROUPS[0]} {SCORES[0]}'][2]} |")
-    res["references"] = references(root, Path(a.features) if a.features else None)
+    res["references"] = references(root, Path(a.features) if a.features else None, a.pixels)
     print("\n| reference (no decoder) | " + " | ".join(f"{g}: colour / shape / cast colour" for g in GROUPS) + " |")
     print("|---|" + "---|" * len(GROUPS))
     for ref, v in res["references"].items():
