@@ -1,7 +1,7 @@
 """Does a wider TxE make MaskPred pretraining pay on the VidSitu tasks? (issue 13, Tables 1 and 3)
 
     python -m benchmarks.txe_width OUT --data-root S/vidsitu --features F/vidsitu \
-        --unlabelled F/lvu F/pool [--widths 128 512] [--runs 3] [--seeds 4] [--workers 2]
+        --unlabelled F/lvu F/pool [--widths 128 512] [--txe-lr 0.1 1.0] [--runs 3] [--seeds 4] [--workers 2]
 
 MaskPred's fill-in retrieval rises with the TxE's width (128 -> 256 -> 512: 43 -> 47 -> 50%, where
 the mean of the two neighbours scores 51%; ``benchmarks.maskpred_fillin``), and the demo's TxE is
@@ -15,7 +15,10 @@ demo's own jobs and protocol (:mod:`moviessl.demo`) on one backbone's event feat
 - SRL and relations with no TxE, a scratch TxE and the MaskPred TxE of each width, and the pair
   prior: every row ``--runs`` x ``--seeds`` fine-tuning runs (replicate r: seeds ``r*S .. r*S+S-1``;
   MaskPred replicate r fine-tunes TxE r), mean ± SE over the replicate means (the demo's rule: the
-  MaskPred rows carry their pretraining spread).
+  MaskPred rows carry their pretraining spread);
+- with ``--txe-lr``, the scratch and MaskPred rows of every width also at each fixed TxE scale (the
+  issue's frozen / low-rate controls; a fixed scale equal to the rule's choice is the rule's row, not
+  trained twice once the tuning is known).
 
 A TxE of width w has ``dim=w, mlp_dim=2w, heads=max(4, w/64)`` (128 is the cpu preset's ``txe_cpu``).
 Resumable (the demo's scheduler: every finished job is kept). Writes ``OUT/txe_width.json`` and
