@@ -167,10 +167,28 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--features", default=None, help="the rows' event features, for the probe reference")
     ap.add_argument("--pixels", action="store_true", help="also probe a pixel colour feature of the clips")
     ap.add_argument("--json", default=None)
+    ap.add_argument(
+        "--save-pixel-features",
+        default=None,
+        metavar="DIR",
+        help="write the pixel feature of every clip as DIR/{id}_feats.npy ((5, 128), + index.json with splits) "
+        "and stop: event features that carry the agent's colour, for the task heads",
+    )
     a = ap.parse_args(argv)
     root = Path(a.data_root)
     if not (root / "ground_truth.json").is_file():
         ap.error(f"{root}: no ground_truth.json (a SynthMovies vidsitu folder is needed)")
+    if a.save_pixel_features:
+        out = Path(a.save_pixel_features)
+        out.mkdir(parents=True, exist_ok=True)
+        truth, videos = json.loads((root / "ground_truth.json").read_text()), {}
+        for clip in sorted((root / "vsitu_video_trimmed_dir").glob("*.mp4")):
+            np.save(out / f"{clip.stem}_feats.npy", pixel_features(clip, 5).astype(np.float32))
+            videos[clip.stem] = {"status": "ok", "num_events": 5, "split": truth[clip.stem]["split"]}
+        # an index with each clip's split, so MaskPred pretraining leaves the valid clips out
+        index = {"format": "moviessl-features", "stride_s": 2.0, "dim": 128, "layout": "vidsitu", "videos": videos}
+        (out / "index.json").write_text(json.dumps(index))
+        return {"saved": str(out)}
     targets, groups = agent_targets(root)
     n = {g: sum(v == g for v in groups.values()) for g in GROUPS}
     res = {"events": n, "rows": {r: row_accuracy(Path(r), targets, groups) for r in a.rows}}
