@@ -163,7 +163,7 @@ def references(root: Path, features: Path | None, pixels: bool = False) -> dict[
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data_root", help="a SynthMovies vidsitu folder (ground_truth.json + vidsitu_annotations)")
-    ap.add_argument("rows", nargs="+")
+    ap.add_argument("rows", nargs="*", help="SRL fine-tuning folders (at least one unless --save-pixel-features)")
     ap.add_argument("--features", default=None, help="the rows' event features, for the probe reference")
     ap.add_argument("--pixels", action="store_true", help="also probe a pixel colour feature of the clips")
     ap.add_argument("--json", default=None)
@@ -189,6 +189,8 @@ def main(argv: list[str] | None = None) -> dict:
         index = {"format": "moviessl-features", "stride_s": 2.0, "dim": 128, "layout": "vidsitu", "videos": videos}
         (out / "index.json").write_text(json.dumps(index))
         return {"saved": str(out)}
+    if not a.rows:
+        ap.error("give at least one SRL fine-tuning folder (ROW)")
     targets, groups = agent_targets(root)
     n = {g: sum(v == g for v in groups.values()) for g in GROUPS}
     res = {"events": n, "rows": {r: row_accuracy(Path(r), targets, groups) for r in a.rows}}

@@ -160,8 +160,7 @@ def report(out: Path, widths, runs, lrs=()) -> dict:
             rows[f"{task} {tag(txe, w, lr)}"] = {m: [*mean_se(v), v] for m, v in reps.items()}
     prior = json.loads((out / "finetune" / "relation" / "pair_prior" / "summary.json").read_text())["summary"]
     rows["relation pair_prior"] = {m: [float(prior[m]["mean"]), 0.0, []] for m in METRICS["relation"]}
-    tuned = {f"{task} w{w}": json.loads((out / "tune" / task / f"w{w}" / "tuning.json").read_text())["best"]
-             for task in METRICS for w in widths}  # fmt: skip
+    tuned = {f"{task} w{w}": tuned_scale(out, task, w) for task in METRICS for w in widths}
 
     def claim(task: str, metric: str, a: str, b: str) -> dict:
         (ma, sa, _), (mb, sb, _) = rows[f"{task} {a}"][metric], rows[f"{task} {b}"][metric]
