@@ -36,6 +36,11 @@ GROUPS = ("visible", "hidden", "degraded")
 SCORES = ("colour", "shape", "exact", "cast colour")
 
 
+def event_group(ev: dict) -> str:
+    """One of GROUPS for a ground-truth event: hidden agent, degraded, or in plain view."""
+    return "hidden" if ev.get("hidden") else ("degraded" if ev.get("degraded") else "visible")
+
+
 def agent_targets(data_root: Path) -> tuple[dict, dict]:
     """(ann_idx, event key) -> (agent's character, agent's role, the cast's colours), and the group of
     each such event.
@@ -58,7 +63,7 @@ def agent_targets(data_root: Path) -> tuple[dict, dict]:
                 roles_in_order(rec[key])[0][0],
                 {c["colour"] for c in chars.values()},
             )
-            groups[ix, key] = "hidden" if ev.get("hidden") else ("degraded" if ev.get("degraded") else "visible")
+            groups[ix, key] = event_group(ev)
     return targets, groups
 
 
@@ -132,7 +137,7 @@ def references(root: Path, features: Path | None, pixels: bool = False) -> dict[
         for k, ev in enumerate(gt["events"]):
             if ev.get("agent") is None:
                 continue
-            g = "hidden" if ev.get("hidden") else ("degraded" if ev.get("degraded") else "visible")
+            g = event_group(ev)
             cast = {c["colour"] for c in chars.values()}
             x = (None if feats is None else feats[k], None if pix is None else pix[k])
             rows[gt["split"]].append((dict(chars[ev["agent"]], cast=cast), g, x))
@@ -191,6 +196,9 @@ def main(argv: list[str] | None = None) -> dict:
         return {"saved": str(out)}
     if not a.rows:
         ap.error("give at least one SRL fine-tuning folder (ROW)")
+    for r in a.rows:
+        if not any(Path(r).glob("seed*/predictions.pkl")) and not any(Path(r).glob("r*/seed*/predictions.pkl")):
+            ap.error(f"{r}: no seed*/predictions.pkl (nor r*/seed*/predictions.pkl)")
     targets, groups = agent_targets(root)
     n = {g: sum(v == g for v in groups.values()) for g in GROUPS}
     res = {"events": n, "rows": {r: row_accuracy(Path(r), targets, groups) for r in a.rows}}
