@@ -19,8 +19,10 @@ replicate's mean over seeds. References: the train agents' most frequent colour 
 to its agent's colour and shape (train events -> valid events): whether the features carry the
 identity at all; with ``--pixels`` the same probe on a hand-made pixel feature of the event's frames
 (colour histograms of all pixels and of the pixels that change, at 64 px as the backbone reads
-them): whether the identity is in the pixels the backbone sees. Prints Markdown tables; ``--json``
-writes the numbers.
+them), and each histogram alone: whether the identity is in the pixels the backbone sees, and
+whether a frame-wide summary keeps it or only one that looks at what moves. Prints Markdown
+tables; ``--json`` writes the numbers. ``--save-pixel-features DIR`` writes that pixel feature in the features layout
+(``--videos FOLDER``: of unlabelled videos, for MaskPred) -- event features that carry identity.
 """
 
 from __future__ import annotations
@@ -96,10 +98,11 @@ def row_accuracy(row: Path, targets: dict, groups: dict) -> dict[str, tuple[floa
     return {f"{g} {s}": (*mean_se([r[g, s] for r in per_rep]), len(per_rep)) for g, s in per_rep[0]}
 
 
-def pixel_features(clip: Path, n_events: int, side: int = 64, bins: int = 4) -> np.ndarray:
+def pixel_features(clip: Path, n_events: int | None = None, side: int = 64, bins: int = 4) -> np.ndarray:
     """(n_events, 2 * bins**3): per 2-s event, the RGB histogram of its frames' pixels and the
     histogram weighted by how much each pixel changes from the previous frame (what moves: the agent
-    of most verbs), each normalised; frames scaled to ``side`` px on the short side."""
+    of most verbs), each normalised; frames scaled to ``side`` px on the short side. ``n_events``
+    defaults to the whole 2-s events the clip holds (as feature extraction counts them)."""
     import av
 
     with av.open(str(clip)) as c:
@@ -113,7 +116,7 @@ def pixel_features(clip: Path, n_events: int, side: int = 64, bins: int = 4) -> 
     change = np.abs(np.diff(frames, axis=0)).sum(-1)  # (T-1, H, W)
     out = []
     per = int(round(2.0 * fps))
-    for e in range(n_events):
+    for e in range(len(frames) // per if n_events is None else n_events):
         sl = slice(e * per, (e + 1) * per)
         a = np.bincount(code[sl].ravel(), minlength=bins**3).astype(np.float64)
         m = np.bincount(code[1:][sl].ravel(), weights=change[sl].ravel(), minlength=bins**3)
@@ -142,9 +145,12 @@ def references(root: Path, features: Path | None, pixels: bool = False) -> dict[
             x = (None if feats is None else feats[k], None if pix is None else pix[k])
             rows[gt["split"]].append((dict(chars[ev["agent"]], cast=cast), g, x))
     out: dict[str, dict[str, float]] = {"most frequent train value": {}}
-    probes = {"linear probe of the event feature": 0} if features else {}
-    if pixels:
-        probes["linear probe of a pixel colour feature"] = 1
+    half = len(rows["train"][0][2][1]) // 2 if pixels else 0  # pixel_features: all pixels, then what moves
+    probes = {"linear probe of the event feature": (0, slice(None))} if features else {}
+    if pixels:  # both histograms, then each alone: is the identity in the colours or in what moves?
+        probes["linear probe of a pixel colour feature"] = (1, slice(None))
+        probes["  - its all-pixel histogram alone"] = (1, slice(0, half))
+        probes["  - its moving-pixel histogram alone"] = (1, slice(half, None))
     out.update({name: {} for name in probes})
     group = np.array([g for _, g, _ in rows["valid"]])
     for attr in ("colour", "shape"):
@@ -152,9 +158,9 @@ def references(root: Path, features: Path | None, pixels: bool = False) -> dict[
         ytr = np.array([values.index(c[attr]) for c, _, _ in rows["train"]])
         yva = np.array([values.index(c[attr]) for c, _, _ in rows["valid"]])
         guesses = {"most frequent train value": np.full_like(yva, np.bincount(ytr).argmax())}
-        for name, i in probes.items():
-            Xtr = np.stack([x[i] for _, _, x in rows["train"]]).astype(np.float64)
-            Xva = np.stack([x[i] for _, _, x in rows["valid"]]).astype(np.float64)
+        for name, (i, cols) in probes.items():
+            Xtr = np.stack([x[i][cols] for _, _, x in rows["train"]]).astype(np.float64)
+            Xva = np.stack([x[i][cols] for _, _, x in rows["valid"]]).astype(np.float64)
             guesses[name] = fit_logreg(Xtr, ytr, len(values))(Xva)
         for ref, guess in guesses.items():
             for g in GROUPS:
@@ -163,6 +169,30 @@ def references(root: Path, features: Path | None, pixels: bool = False) -> dict[
                     cast = [values[y] in c["cast"] for (c, gg, _), y in zip(rows["valid"], guess) if gg == g]
                     out[ref][f"{g} cast colour"] = float(100 * np.mean(cast))
     return out
+
+
+def save_pixel_features(root: Path, out: Path, videos_dir: Path | None) -> dict:
+    """Write ``pixel_features`` of every clip of ``root`` (or every video of ``videos_dir``) in the
+    features layout: ``out/{id}_feats.npy`` + ``index.json``."""
+    out.mkdir(parents=True, exist_ok=True)
+    videos = {}
+    if videos_dir is None:
+        truth = json.loads((root / "ground_truth.json").read_text())
+        clips = sorted((root / "vsitu_video_trimmed_dir").glob("*.mp4"))
+    else:
+        clips = sorted(videos_dir.glob("*.mp4")) or sorted((videos_dir / "videos").glob("*.mp4"))
+        if not clips:
+            raise SystemExit(f"{videos_dir}: no *.mp4 videos (nor in {videos_dir / 'videos'})")
+    for clip in clips:
+        x = pixel_features(clip, 5 if videos_dir is None else None).astype(np.float32)
+        np.save(out / f"{clip.stem}_feats.npy", x)
+        videos[clip.stem] = {"status": "ok", "num_events": len(x)}
+        if videos_dir is None:  # each clip's split, so MaskPred pretraining leaves the valid clips out
+            videos[clip.stem]["split"] = truth[clip.stem]["split"]
+    layout = "vidsitu" if videos_dir is None else "lvu"
+    index = {"format": "moviessl-features", "stride_s": 2.0, "dim": 128, "layout": layout, "videos": videos}
+    (out / "index.json").write_text(json.dumps(index))
+    return {"saved": str(out), "videos": len(videos)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -179,21 +209,19 @@ def main(argv: list[str] | None = None) -> dict:
         help="write the pixel feature of every clip as DIR/{id}_feats.npy ((5, 128), + index.json with splits) "
         "and stop: event features that carry the agent's colour, for the task heads",
     )
+    ap.add_argument(
+        "--videos",
+        default=None,
+        metavar="FOLDER",
+        help="with --save-pixel-features: the unlabelled videos of FOLDER (*.mp4 in it or in FOLDER/videos) "
+        "instead of data_root's clips, every whole 2-s event, for MaskPred pretraining",
+    )
     a = ap.parse_args(argv)
     root = Path(a.data_root)
     if not (root / "ground_truth.json").is_file():
         ap.error(f"{root}: no ground_truth.json (a SynthMovies vidsitu folder is needed)")
     if a.save_pixel_features:
-        out = Path(a.save_pixel_features)
-        out.mkdir(parents=True, exist_ok=True)
-        truth, videos = json.loads((root / "ground_truth.json").read_text()), {}
-        for clip in sorted((root / "vsitu_video_trimmed_dir").glob("*.mp4")):
-            np.save(out / f"{clip.stem}_feats.npy", pixel_features(clip, 5).astype(np.float32))
-            videos[clip.stem] = {"status": "ok", "num_events": 5, "split": truth[clip.stem]["split"]}
-        # an index with each clip's split, so MaskPred pretraining leaves the valid clips out
-        index = {"format": "moviessl-features", "stride_s": 2.0, "dim": 128, "layout": "vidsitu", "videos": videos}
-        (out / "index.json").write_text(json.dumps(index))
-        return {"saved": str(out)}
+        return save_pixel_features(root, Path(a.save_pixel_features), Path(a.videos) if a.videos else None)
     if not a.rows:
         ap.error("give at least one SRL fine-tuning folder (ROW)")
     for r in a.rows:
