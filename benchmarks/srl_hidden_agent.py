@@ -36,6 +36,7 @@ import numpy as np
 
 GROUPS = ("visible", "hidden", "degraded")
 SCORES = ("colour", "shape", "exact", "cast colour")
+STAGES = ("res2", "res3", "res4", "res5")  # Slow-D's stages after the stem
 
 
 def event_group(ev: dict) -> str:
@@ -124,25 +125,67 @@ def pixel_features(clip: Path, n_events: int | None = None, side: int = 64, bins
     return np.stack(out)
 
 
-def references(root: Path, features: Path | None, pixels: bool = False) -> dict[str, dict[str, float]]:
+def backbone_pooled(clips: list[Path], checkpoint: Path, stage: str = "res5") -> dict[str, np.ndarray]:
+    """Per clip, its 5 events through a backbone as ``moviessl extract`` feeds them (same clips,
+    resize and crop), the map after ``stage`` pooled two ways: over the whole map (at res5: what
+    extraction stores) and weighted by how much each map cell's pixels change between frames (what
+    moves). Whether the identity the stored feature lacks is in the map, where the agent is, or not
+    in it at all; an earlier stage has finer cells (at 64 px: res5 2x2, res4 4x4, res3 8x8)."""
+    import torch
+
+    from moviessl.checkpoint import build_from_checkpoint, load_checkpoint
+    from moviessl.features.extract import VIDSITU_CENTERS, event_clip
+    from moviessl.video import VideoReader, normalize
+
+    obj = load_checkpoint(checkpoint, stage="backbone")
+    inp, model = obj["meta"]["input"], build_from_checkpoint(obj).eval()
+    out = {}
+    with torch.no_grad():
+        for clip in clips:
+            with VideoReader(clip) as r:
+                x = torch.from_numpy(np.stack([event_clip(r, c, inp)[0] for c in VIDSITU_CENTERS]))
+            fmap = model.stem(normalize(x.float().div_(255.0)))
+            for name in STAGES[: STAGES.index(stage) + 1]:
+                fmap = getattr(model, name)(fmap)  # -> (E, D, T', H', W')
+            change = x.float().diff(dim=2).abs().sum(1, keepdim=True)  # (E, 1, T-1, S, S)
+            w = torch.nn.functional.adaptive_avg_pool3d(change, fmap.shape[2:]) + 1e-6
+            out[clip.stem] = np.stack(
+                [fmap.mean((2, 3, 4)).numpy(), ((fmap * w).sum((2, 3, 4)) / w.sum((2, 3, 4))).numpy()], axis=1
+            )  # (E, 2, D): frame-wide, motion-weighted
+    return out
+
+
+def references(
+    root: Path, features: Path | None, pixels: bool = False, backbone: Path | None = None, stage: str = "res5"
+) -> dict[str, dict[str, float]]:
     """Per reference: ``"group score"`` -> % of valid events (colour, shape, cast colour): the train
     agents' most frequent value, and a linear probe of the event features if given."""
     from moviessl.synth.headroom import fit_logreg
 
     truth = json.loads((root / "ground_truth.json").read_text())
     rows: dict[str, list] = {"train": [], "valid": []}
+    video = root / "vsitu_video_trimmed_dir"
+    pooled = (
+        backbone_pooled([video / f"{v}.mp4" for v, gt in truth.items() if gt.get("split") in rows], backbone, stage)
+        if backbone
+        else {}
+    )
     for vseg, gt in truth.items():
         chars = {c["id"]: c for c in gt["characters"]}
         if gt.get("split") not in rows:
             continue
         feats = np.load(features / f"{vseg}_feats.npy") if features else None
-        pix = pixel_features(root / "vsitu_video_trimmed_dir" / f"{vseg}.mp4", len(gt["events"])) if pixels else None
+        pix = pixel_features(video / f"{vseg}.mp4", len(gt["events"])) if pixels else None
         for k, ev in enumerate(gt["events"]):
             if ev.get("agent") is None:
                 continue
             g = event_group(ev)
             cast = {c["colour"] for c in chars.values()}
-            x = (None if feats is None else feats[k], None if pix is None else pix[k])
+            x = (
+                None if feats is None else feats[k],
+                None if pix is None else pix[k],
+                pooled[vseg][k] if pooled else None,
+            )
             rows[gt["split"]].append((dict(chars[ev["agent"]], cast=cast), g, x))
     out: dict[str, dict[str, float]] = {"most frequent train value": {}}
     half = len(rows["train"][0][2][1]) // 2 if pixels else 0  # pixel_features: all pixels, then what moves
@@ -151,6 +194,9 @@ def references(root: Path, features: Path | None, pixels: bool = False) -> dict[
         probes["linear probe of a pixel colour feature"] = (1, slice(None))
         probes["  - its all-pixel histogram alone"] = (1, slice(0, half))
         probes["  - its moving-pixel histogram alone"] = (1, slice(half, None))
+    if backbone:  # the same backbone's res5 map, pooled over the frame and over what moves
+        probes[f"linear probe of the backbone's {stage} map, frame-wide mean"] = (2, 0)
+        probes[f"linear probe of the backbone's {stage} map, motion-weighted mean"] = (2, 1)
     out.update({name: {} for name in probes})
     group = np.array([g for _, g, _ in rows["valid"]])
     for attr in ("colour", "shape"):
@@ -171,25 +217,21 @@ def references(root: Path, features: Path | None, pixels: bool = False) -> dict[
     return out
 
 
-def save_pixel_features(root: Path, out: Path, videos_dir: Path | None) -> dict:
-    """Write ``pixel_features`` of every clip of ``root`` (or every video of ``videos_dir``) in the
-    features layout: ``out/{id}_feats.npy`` + ``index.json``."""
+def save_pixel_features(root: Path, out: Path, clips: list[Path] | None = None) -> dict:
+    """Write ``pixel_features`` of every clip of ``root`` (or of every unlabelled video in ``clips``)
+    in the features layout: ``out/{id}_feats.npy`` + ``index.json``."""
     out.mkdir(parents=True, exist_ok=True)
-    videos = {}
-    if videos_dir is None:
+    videos, unlabelled = {}, clips is not None
+    if not unlabelled:
         truth = json.loads((root / "ground_truth.json").read_text())
         clips = sorted((root / "vsitu_video_trimmed_dir").glob("*.mp4"))
-    else:
-        clips = sorted(videos_dir.glob("*.mp4")) or sorted((videos_dir / "videos").glob("*.mp4"))
-        if not clips:
-            raise SystemExit(f"{videos_dir}: no *.mp4 videos (nor in {videos_dir / 'videos'})")
     for clip in clips:
-        x = pixel_features(clip, 5 if videos_dir is None else None).astype(np.float32)
+        x = pixel_features(clip, None if unlabelled else 5).astype(np.float32)
         np.save(out / f"{clip.stem}_feats.npy", x)
         videos[clip.stem] = {"status": "ok", "num_events": len(x)}
-        if videos_dir is None:  # each clip's split, so MaskPred pretraining leaves the valid clips out
+        if not unlabelled:  # each clip's split, so MaskPred pretraining leaves the valid clips out
             videos[clip.stem]["split"] = truth[clip.stem]["split"]
-    layout = "vidsitu" if videos_dir is None else "lvu"
+    layout = "lvu" if unlabelled else "vidsitu"
     index = {"format": "moviessl-features", "stride_s": 2.0, "dim": 128, "layout": layout, "videos": videos}
     (out / "index.json").write_text(json.dumps(index))
     return {"saved": str(out), "videos": len(videos)}
@@ -201,6 +243,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("rows", nargs="*", help="SRL fine-tuning folders (at least one unless --save-pixel-features)")
     ap.add_argument("--features", default=None, help="the rows' event features, for the probe reference")
     ap.add_argument("--pixels", action="store_true", help="also probe a pixel colour feature of the clips")
+    ap.add_argument(
+        "--backbone",
+        default=None,
+        help="a backbone checkpoint: also probe its res5 map pooled over the frame and over what moves",
+    )
+    ap.add_argument("--stage", default="res5", choices=STAGES, help="with --backbone")
     ap.add_argument("--json", default=None)
     ap.add_argument(
         "--save-pixel-features",
@@ -221,7 +269,13 @@ def main(argv: list[str] | None = None) -> dict:
     if not (root / "ground_truth.json").is_file():
         ap.error(f"{root}: no ground_truth.json (a SynthMovies vidsitu folder is needed)")
     if a.save_pixel_features:
-        return save_pixel_features(root, Path(a.save_pixel_features), Path(a.videos) if a.videos else None)
+        clips = None
+        if a.videos:
+            d = Path(a.videos)
+            clips = sorted(d.glob("*.mp4")) or sorted((d / "videos").glob("*.mp4"))
+            if not clips:
+                ap.error(f"{d}: no *.mp4 videos (nor in {d / 'videos'})")
+        return save_pixel_features(root, Path(a.save_pixel_features), clips)
     if not a.rows:
         ap.error("give at least one SRL fine-tuning folder (ROW)")
     for r in a.rows:
@@ -238,7 +292,9 @@ def main(argv: list[str] | None = None) -> dict:
             " / ".join(f"{v[f'{g} {s}'][0]:.1f} ± {v[f'{g} {s}'][1]:.1f}" for s in SCORES) for g in GROUPS
         )
         print(f"| {r} | {cells} | {v[f'{GROUPS[0]} {SCORES[0]}'][2]} |")
-    res["references"] = references(root, Path(a.features) if a.features else None, a.pixels)
+    res["references"] = references(
+        root, Path(a.features) if a.features else None, a.pixels, Path(a.backbone) if a.backbone else None, a.stage
+    )
     print("\n| reference (no decoder) | " + " | ".join(f"{g}: colour / shape / cast colour" for g in GROUPS) + " |")
     print("|---|" + "---|" * len(GROUPS))
     for ref, v in res["references"].items():
