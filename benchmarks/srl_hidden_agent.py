@@ -159,7 +159,8 @@ def references(
     root: Path, features: Path | None, pixels: bool = False, backbone: Path | None = None, stage: str = "res5"
 ) -> dict[str, dict[str, float]]:
     """Per reference: ``"group score"`` -> % of valid events (colour, shape, cast colour): the train
-    agents' most frequent value, and a linear probe of the event features if given."""
+    agents' most frequent value, and linear probes of the event features, the pixel feature and a
+    backbone's pooled map (``backbone_pooled``), each if asked for."""
     from moviessl.synth.headroom import fit_logreg
 
     truth = json.loads((root / "ground_truth.json").read_text())
@@ -194,7 +195,7 @@ def references(
         probes["linear probe of a pixel colour feature"] = (1, slice(None))
         probes["  - its all-pixel histogram alone"] = (1, slice(0, half))
         probes["  - its moving-pixel histogram alone"] = (1, slice(half, None))
-    if backbone:  # the same backbone's res5 map, pooled over the frame and over what moves
+    if backbone:  # a backbone's map after ``stage``, pooled over the frame and over what moves
         probes[f"linear probe of the backbone's {stage} map, frame-wide mean"] = (2, 0)
         probes[f"linear probe of the backbone's {stage} map, motion-weighted mean"] = (2, 1)
     out.update({name: {} for name in probes})
