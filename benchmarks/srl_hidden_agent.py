@@ -22,7 +22,9 @@ identity at all; with ``--pixels`` the same probe on a hand-made pixel feature o
 them), and each histogram alone: whether the identity is in the pixels the backbone sees, and
 whether a frame-wide summary keeps it or only one that looks at what moves. Prints Markdown
 tables; ``--json`` writes the numbers. ``--save-pixel-features DIR`` writes that pixel feature in the features layout
-(``--videos FOLDER``: of unlabelled videos, for MaskPred) -- event features that carry identity.
+(``--videos FOLDER``: of unlabelled videos, for MaskPred) -- event features that carry identity;
+``--save-backbone-features DIR --backbone CKPT --stage S`` writes the backbone's map after S,
+motion-weighted, instead: a learned event feature read where the identity still is.
 """
 
 from __future__ import annotations
@@ -125,16 +127,20 @@ def pixel_features(clip: Path, n_events: int | None = None, side: int = 64, bins
     return np.stack(out)
 
 
-def backbone_pooled(clips: list[Path], checkpoint: Path, stage: str = "res5") -> dict[str, np.ndarray]:
-    """Per clip, its 5 events through a backbone as ``moviessl extract`` feeds them (same clips,
-    resize and crop), the map after ``stage`` pooled two ways: over the whole map (at res5: what
-    extraction stores) and weighted by how much each map cell's pixels change between frames (what
-    moves). Whether the identity the stored feature lacks is in the map, where the agent is, or not
-    in it at all; an earlier stage has finer cells (at 64 px: res5 2x2, res4 4x4, res3 8x8)."""
+def backbone_pooled(
+    clips: list[Path], checkpoint: Path, stage: str = "res5", vidsitu: bool = True
+) -> dict[str, np.ndarray]:
+    """Per clip, its events through a backbone as ``moviessl extract`` feeds them (same clips, event
+    centres, resize and crop: a VidSitu clip's 5 events, or every whole 2-s event of an unlabelled
+    video with ``vidsitu=False``), the map after ``stage`` pooled two ways: over the whole map (at
+    res5: what extraction stores) and weighted by how much each map cell's pixels change between
+    frames (what moves). Whether the identity the stored feature lacks is in the map, where the
+    agent is, or not in it at all; an earlier stage has finer cells (at 64 px: res5 2x2, res4 4x4,
+    res3 8x8). (E, 2, D) per clip: frame-wide, motion-weighted."""
     import torch
 
     from moviessl.checkpoint import build_from_checkpoint, load_checkpoint
-    from moviessl.features.extract import VIDSITU_CENTERS, event_clip
+    from moviessl.features.extract import event_centers_for, event_clip
     from moviessl.video import VideoReader, normalize
 
     obj = load_checkpoint(checkpoint, stage="backbone")
@@ -143,7 +149,8 @@ def backbone_pooled(clips: list[Path], checkpoint: Path, stage: str = "res5") ->
     with torch.no_grad():
         for clip in clips:
             with VideoReader(clip) as r:
-                x = torch.from_numpy(np.stack([event_clip(r, c, inp)[0] for c in VIDSITU_CENTERS]))
+                centers = event_centers_for(r.duration_s, 2.0, vidsitu)
+                x = torch.from_numpy(np.stack([event_clip(r, c, inp)[0] for c in centers]))
             fmap = model.stem(normalize(x.float().div_(255.0)))
             for name in STAGES[: STAGES.index(stage) + 1]:
                 fmap = getattr(model, name)(fmap)  # -> (E, D, T', H', W')
@@ -151,7 +158,7 @@ def backbone_pooled(clips: list[Path], checkpoint: Path, stage: str = "res5") ->
             w = torch.nn.functional.adaptive_avg_pool3d(change, fmap.shape[2:]) + 1e-6
             out[clip.stem] = np.stack(
                 [fmap.mean((2, 3, 4)).numpy(), ((fmap * w).sum((2, 3, 4)) / w.sum((2, 3, 4))).numpy()], axis=1
-            )  # (E, 2, D): frame-wide, motion-weighted
+            )
     return out
 
 
@@ -218,22 +225,30 @@ def references(
     return out
 
 
-def save_pixel_features(root: Path, out: Path, clips: list[Path] | None = None) -> dict:
-    """Write ``pixel_features`` of every clip of ``root`` (or of every unlabelled video in ``clips``)
-    in the features layout: ``out/{id}_feats.npy`` + ``index.json``."""
+def save_features(
+    root: Path, out: Path, clips: list[Path] | None = None, backbone: Path | None = None, stage: str = "res5"
+) -> dict:
+    """Write an event feature of every clip of ``root`` (or of every unlabelled video in ``clips``)
+    in the features layout, ``out/{id}_feats.npy`` + ``index.json``: ``pixel_features``, or with
+    ``backbone`` its map after ``stage``, motion-weighted (``backbone_pooled``; its frame-wide res5
+    mean is what ``moviessl extract`` stores)."""
     out.mkdir(parents=True, exist_ok=True)
     videos, unlabelled = {}, clips is not None
     if not unlabelled:
         truth = json.loads((root / "ground_truth.json").read_text())
         clips = sorted((root / "vsitu_video_trimmed_dir").glob("*.mp4"))
+    pooled = backbone_pooled(clips, backbone, stage, vidsitu=not unlabelled) if backbone else {}
+    dim = 0
     for clip in clips:
-        x = pixel_features(clip, None if unlabelled else 5).astype(np.float32)
+        x = pooled[clip.stem][:, 1] if backbone else pixel_features(clip, None if unlabelled else 5)
+        x = x.astype(np.float32)
+        dim = x.shape[1]
         np.save(out / f"{clip.stem}_feats.npy", x)
         videos[clip.stem] = {"status": "ok", "num_events": len(x)}
         if not unlabelled:  # each clip's split, so MaskPred pretraining leaves the valid clips out
             videos[clip.stem]["split"] = truth[clip.stem]["split"]
     layout = "lvu" if unlabelled else "vidsitu"
-    index = {"format": "moviessl-features", "stride_s": 2.0, "dim": 128, "layout": layout, "videos": videos}
+    index = {"format": "moviessl-features", "stride_s": 2.0, "dim": dim, "layout": layout, "videos": videos}
     (out / "index.json").write_text(json.dumps(index))
     return {"saved": str(out), "videos": len(videos)}
 
@@ -241,7 +256,7 @@ def save_pixel_features(root: Path, out: Path, clips: list[Path] | None = None) 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data_root", help="a SynthMovies vidsitu folder (ground_truth.json + vidsitu_annotations)")
-    ap.add_argument("rows", nargs="*", help="SRL fine-tuning folders (at least one unless --save-pixel-features)")
+    ap.add_argument("rows", nargs="*", help="SRL fine-tuning folders (at least one unless --save-*-features)")
     ap.add_argument("--features", default=None, help="the rows' event features, for the probe reference")
     ap.add_argument("--pixels", action="store_true", help="also probe a pixel colour feature of the clips")
     ap.add_argument(
@@ -251,32 +266,43 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ap.add_argument("--stage", default="res5", choices=STAGES, help="with --backbone")
     ap.add_argument("--json", default=None)
-    ap.add_argument(
+    save = ap.add_mutually_exclusive_group()
+    save.add_argument(
         "--save-pixel-features",
         default=None,
         metavar="DIR",
         help="write the pixel feature of every clip as DIR/{id}_feats.npy ((5, 128), + index.json with splits) "
         "and stop: event features that carry the agent's colour, for the task heads",
     )
+    save.add_argument(
+        "--save-backbone-features",
+        default=None,
+        metavar="DIR",
+        help="the same with the --backbone's map after --stage, motion-weighted, as the event feature",
+    )
     ap.add_argument(
         "--videos",
         default=None,
         metavar="FOLDER",
-        help="with --save-pixel-features: the unlabelled videos of FOLDER (*.mp4 in it or in FOLDER/videos) "
+        help="with --save-*-features: the unlabelled videos of FOLDER (*.mp4 in it or in FOLDER/videos) "
         "instead of data_root's clips, every whole 2-s event, for MaskPred pretraining",
     )
     a = ap.parse_args(argv)
     root = Path(a.data_root)
     if not (root / "ground_truth.json").is_file():
         ap.error(f"{root}: no ground_truth.json (a SynthMovies vidsitu folder is needed)")
-    if a.save_pixel_features:
+    if a.save_backbone_features and not a.backbone:
+        ap.error("--save-backbone-features needs --backbone CKPT")
+    if a.save_pixel_features or a.save_backbone_features:
         clips = None
         if a.videos:
             d = Path(a.videos)
             clips = sorted(d.glob("*.mp4")) or sorted((d / "videos").glob("*.mp4"))
             if not clips:
                 ap.error(f"{d}: no *.mp4 videos (nor in {d / 'videos'})")
-        return save_pixel_features(root, Path(a.save_pixel_features), clips)
+        if a.save_pixel_features:
+            return save_features(root, Path(a.save_pixel_features), clips)
+        return save_features(root, Path(a.save_backbone_features), clips, Path(a.backbone), a.stage)
     if not a.rows:
         ap.error("give at least one SRL fine-tuning folder (ROW)")
     for r in a.rows:
