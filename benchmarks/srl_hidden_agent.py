@@ -20,7 +20,9 @@ to its agent's colour and shape (train events -> valid events): whether the feat
 identity at all; with ``--pixels`` the same probe on a hand-made pixel feature of the event's frames
 (colour histograms of all pixels and of the pixels that change, at 64 px as the backbone reads
 them), and each histogram alone: whether the identity is in the pixels the backbone sees, and
-whether a frame-wide summary keeps it or only one that looks at what moves. Prints Markdown
+whether a frame-wide summary keeps it or only one that looks at what moves; with ``--context DIR ...``
+the same probe on the outputs of pretrained MaskPred TxEs (and an untrained one) over those features:
+whether the contextualizer keeps an event's own agent while it adds its neighbours'. Prints Markdown
 tables; ``--json`` writes the numbers. ``--save-pixel-features DIR`` writes that pixel feature in the features layout
 (``--videos FOLDER``: of unlabelled videos, for MaskPred) -- event features that carry identity;
 ``--save-backbone-features DIR --backbone CKPT --stage S`` writes the backbone's map after S,
@@ -162,12 +164,38 @@ def backbone_pooled(
     return out
 
 
+def context_outputs(context: Path, features: Path, random: bool = False) -> dict[str, np.ndarray]:
+    """Per clip of ``features``, a pretrained MaskPred TxE's outputs with nothing masked (the
+    contextualized events a task head reads) -- with ``random`` an untrained TxE of the same shape
+    and input normalisation instead: what pretraining changes. (E, D) per clip."""
+    import torch
+
+    from moviessl.context.module import MaskPredModule
+    from moviessl.features.store import FeatureStore
+
+    mod = MaskPredModule.load_from_checkpoint(context / "checkpoints" / "last.ckpt", map_location="cpu")
+    if random:
+        torch.manual_seed(0)
+        untrained = MaskPredModule(**mod.hparams)
+        untrained.txe.input_norm.load_state_dict(mod.txe.input_norm.state_dict())
+        mod = untrained
+    store = FeatureStore(str(features))
+    with torch.no_grad():
+        return {v: mod.eval().txe(torch.tensor(store.load(v))[None])[0].numpy() for v in store.ids}
+
+
 def references(
-    root: Path, features: Path | None, pixels: bool = False, backbone: Path | None = None, stage: str = "res5"
+    root: Path,
+    features: Path | None,
+    pixels: bool = False,
+    backbone: Path | None = None,
+    stage: str = "res5",
+    contexts: list[Path] = (),
 ) -> dict[str, dict[str, float]]:
     """Per reference: ``"group score"`` -> % of valid events (colour, shape, cast colour): the train
-    agents' most frequent value, and linear probes of the event features, the pixel feature and a
-    backbone's pooled map (``backbone_pooled``), each if asked for."""
+    agents' most frequent value, and linear probes of the event features, the pixel feature, a
+    backbone's pooled map (``backbone_pooled``) and the outputs of MaskPred TxEs on the event
+    features (``context_outputs``: an untrained one, then each of ``contexts``), each if asked for."""
     from moviessl.synth.headroom import fit_logreg
 
     truth = json.loads((root / "ground_truth.json").read_text())
@@ -178,6 +206,8 @@ def references(
         if backbone
         else {}
     )
+    ctx = [context_outputs(contexts[0], features, random=True)] if contexts else []
+    ctx += [context_outputs(c, features) for c in contexts]
     for vseg, gt in truth.items():
         chars = {c["id"]: c for c in gt["characters"]}
         if gt.get("split") not in rows:
@@ -193,6 +223,7 @@ def references(
                 None if feats is None else feats[k],
                 None if pix is None else pix[k],
                 pooled[vseg][k] if pooled else None,
+                [c[vseg][k] for c in ctx],
             )
             rows[gt["split"]].append((dict(chars[ev["agent"]], cast=cast), g, x))
     out: dict[str, dict[str, float]] = {"most frequent train value": {}}
@@ -205,6 +236,8 @@ def references(
     if backbone:  # a backbone's map after ``stage``, pooled over the frame and over what moves
         probes[f"linear probe of the backbone's {stage} map, frame-wide mean"] = (2, 0)
         probes[f"linear probe of the backbone's {stage} map, motion-weighted mean"] = (2, 1)
+    for j, c in enumerate(["an untrained TxE (same input normalisation)", *contexts]):
+        probes[f"linear probe of the outputs of {c}"] = (3, j)  # nothing masked, as a task head reads them
     out.update({name: {} for name in probes})
     group = np.array([g for _, g, _ in rows["valid"]])
     for attr in ("colour", "shape"):
@@ -265,6 +298,14 @@ def main(argv: list[str] | None = None) -> dict:
         help="a backbone checkpoint: also probe its res5 map pooled over the frame and over what moves",
     )
     ap.add_argument("--stage", default="res5", choices=STAGES, help="with --backbone")
+    ap.add_argument(
+        "--context",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="with --features: also probe the outputs of these pretrain-context folders' MaskPred TxEs on "
+        "those features (and of an untrained TxE): does the contextualizer keep each event's own agent?",
+    )
     ap.add_argument("--json", default=None)
     save = ap.add_mutually_exclusive_group()
     save.add_argument(
@@ -303,6 +344,8 @@ def main(argv: list[str] | None = None) -> dict:
         if a.save_pixel_features:
             return save_features(root, Path(a.save_pixel_features), clips)
         return save_features(root, Path(a.save_backbone_features), clips, Path(a.backbone), a.stage)
+    if a.context and not a.features:
+        ap.error("--context needs --features (the event features the TxEs read)")
     if not a.rows:
         ap.error("give at least one SRL fine-tuning folder (ROW)")
     for r in a.rows:
@@ -320,7 +363,12 @@ def main(argv: list[str] | None = None) -> dict:
         )
         print(f"| {r} | {cells} | {v[f'{GROUPS[0]} {SCORES[0]}'][2]} |")
     res["references"] = references(
-        root, Path(a.features) if a.features else None, a.pixels, Path(a.backbone) if a.backbone else None, a.stage
+        root,
+        Path(a.features) if a.features else None,
+        a.pixels,
+        Path(a.backbone) if a.backbone else None,
+        a.stage,
+        [Path(c) for c in a.context],
     )
     print("\n| reference (no decoder) | " + " | ".join(f"{g}: colour / shape / cast colour" for g in GROUPS) + " |")
     print("|---|" + "---|" * len(GROUPS))
