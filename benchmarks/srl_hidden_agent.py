@@ -190,7 +190,7 @@ def references(
     pixels: bool = False,
     backbone: Path | None = None,
     stage: str = "res5",
-    contexts: list[Path] = (),
+    contexts: list[Path] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per reference: ``"group score"`` -> % of valid events (colour, shape, cast colour): the train
     agents' most frequent value, and linear probes of the event features, the pixel feature, a
@@ -206,6 +206,7 @@ def references(
         if backbone
         else {}
     )
+    contexts = contexts or []
     ctx = [context_outputs(contexts[0], features, random=True)] if contexts else []
     ctx += [context_outputs(c, features) for c in contexts]
     for vseg, gt in truth.items():
