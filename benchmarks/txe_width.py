@@ -1,7 +1,8 @@
 """Does a wider TxE make MaskPred pretraining pay on the VidSitu tasks? (issue 13, Tables 1 and 3)
 
     python -m benchmarks.txe_width OUT --data-root S/vidsitu --features F/vidsitu \
-        --unlabelled F/lvu F/pool [--widths 128 512] [--txe-lr 0.1 1.0] [--runs 3] [--seeds 4] [--workers 2]
+        --unlabelled F/lvu F/pool [--widths 128 512] [--txe-lr 0.1 1.0] [--runs 3] [--seeds 4] [--workers 2] \
+        [--maskpred KEY=VALUE ...]
 
 MaskPred's fill-in retrieval rises with the TxE's width (128 -> 256 -> 512: 43 -> 47 -> 50%, where
 the mean of the two neighbours scores 51%; ``benchmarks.maskpred_fillin``), and the demo's TxE is
@@ -69,7 +70,9 @@ def row_dir(out: Path, task: str, txe: str, w: int | None, lr: float | None) -> 
     return out / "finetune" / task / tag(txe, w, lr)
 
 
-def plan(out: Path, data_root: Path, features: Path, unlabelled: list[Path], widths, runs, seeds, lrs=()) -> list:
+def plan(
+    out: Path, data_root: Path, features: Path, unlabelled: list[Path], widths, runs, seeds, lrs=(), maskpred=()
+) -> list:
     from moviessl.demo import MAIN_VARIANT, MASK_LABELS, QUIET
     from moviessl.scheduler import Job
 
@@ -84,6 +87,7 @@ def plan(out: Path, data_root: Path, features: Path, unlabelled: list[Path], wid
                 f"maskpred.mask_sizes={MASK_LABELS[mask]}",
                 f"seed={r}",
                 *width_overrides(w, "model.txe_overrides"),
+                *maskpred,
             ]
             jobs.append(Job(f"context w{w} r{r}", "moviessl.demo:job_context",
                             dict(features=[str(features), *map(str, unlabelled)], out=str(c), overrides=ov),
@@ -200,6 +204,13 @@ def main(argv: list[str] | None = None) -> dict:
         default=[],
         help="also every TxE row at these fixed TxE learning-rate scales (besides the tuned one)",
     )
+    ap.add_argument(
+        "--maskpred",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides of every MaskPred pretraining run (e.g. maskpred.replace=0.8 maskpred.swap=0.1)",
+    )
     ap.add_argument("--workers", type=int, default=2)
     a = ap.parse_args(argv)
     if any(w < 4 or w % max(4, w // 64) for w in a.widths):
@@ -210,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     feats, unl = Path(a.features), [Path(u) for u in a.unlabelled]
-    jobs = plan(out, Path(a.data_root), feats, unl, a.widths, a.runs, a.seeds, a.txe_lr)
+    jobs = plan(out, Path(a.data_root), feats, unl, a.widths, a.runs, a.seeds, a.txe_lr, a.maskpred)
     run_jobs(jobs, workers=a.workers, threads=1, timings=out / "timings.json")
     res = report(out, a.widths, a.runs, a.txe_lr)
     res["fillin"] = fillin_scores(out, feats, a.widths, a.runs)

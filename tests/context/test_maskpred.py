@@ -193,6 +193,54 @@ def test_queue_use_and_exclusion(tmp_path):
     assert mod.queue.get(filled_only=True).shape == (64, 32)
 
 
+def test_corrupt_selected_shares_and_candidates():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 5, 8)
+    pad = torch.zeros(60, 5, dtype=torch.bool)
+    pad[:, 4] = True  # a padded slot is never a swap source
+    x[pad] = 1e3
+    selected = (torch.rand(60, 5, generator=g) < 0.6) & ~pad
+    new, to_mask = mp.corrupt_selected(x, selected, ~pad, 0.5, 0.3, generator=g)
+    n = selected.sum().item()
+    assert (to_mask & ~selected).sum() == 0 and abs(to_mask.sum().item() / n - 0.5) < 0.08
+    changed = (new != x).any(-1)
+    assert (changed & ~selected).sum() == 0  # outside the span nothing changes
+    swapped = changed & ~to_mask
+    assert abs(swapped.sum().item() / n - 0.3) < 0.08  # the rest (~0.2) keep their own feature
+    assert (new[swapped].abs() < 1e2).all()  # swaps come from real tokens only
+    pool = x[~pad & ~to_mask]
+    assert all((pool == row).all(-1).any() for row in new[swapped])
+
+
+def test_maskpred_span_corruption(tmp_path):
+    """replace = 1 (the paper) feeds [MASK] at the whole span; replace = swap = 0 feeds the span
+    unchanged, still scored; validation masks the whole span whatever the setting."""
+    from moviessl.context.windows import FeatureWindows
+    from moviessl.features.store import FeatureStore
+
+    ds = FeatureWindows([FeatureStore(write_vidsitu_folder(tmp_path / "f", sequence_features(12)))], window=5)
+    batch = {k: torch.stack([ds[i][k] for i in range(8)]) for k in ("x", "pad", "uid")}
+    span = torch.zeros(8, 5, dtype=torch.bool)
+    span[:, 1:3] = True
+    outputs = {}
+    for replace in (1.0, 0.0):
+        torch.manual_seed(0)
+        mod = make_module(overrides=[f"maskpred.replace={replace}", "maskpred.swap=0.0"]).eval()
+        mod.sample_masks = lambda x, pad: span
+        pred, target, _, masks = mod.masked_predictions(batch)
+        assert torch.equal(masks, span) and pred.shape[0] == target.shape[0] == int(span.sum())
+        outputs[replace] = pred
+        with torch.no_grad():
+            masked_in = mod.head(mod.txe(batch["x"], mask=span, pad=batch["pad"])[span])
+            plain_in = mod.head(mod.txe(batch["x"], mask=None, pad=batch["pad"])[span])
+        assert torch.allclose(pred, masked_in if replace == 1.0 else plain_in, atol=1e-6)
+        val_pred, *_ = mod.masked_predictions(batch, span)
+        assert torch.allclose(val_pred, masked_in, atol=1e-6)
+    assert not torch.allclose(outputs[1.0], outputs[0.0])
+    with pytest.raises(BadInputError):
+        make_module(overrides=["maskpred.replace=0.8", "maskpred.swap=0.3"])
+
+
 def test_windows_token_stride_and_padding(tmp_path):
     from moviessl.context.windows import FeatureWindows
     from moviessl.features.store import FeatureStore

@@ -47,6 +47,8 @@ class MaskPredConfig:
     mask_sizes: Optional[list[int]]  # ... or this explicit set
     sampling: str  # uniform | max_discrepancy (Table 2)
     loss: str  # infonce (Eq. 1) | l2 (Table 2)
+    replace: float  # share of the span given [MASK] (paper: 1.0; BERT: 0.8) ...
+    swap: float  # ... given another event's feature (BERT: 0.1); the rest kept, all scored
     tau: float
     queue_size: int  # K distractors
     keys_per_sample: int  # targets enqueued per window (equal all-gathers under DDP)

@@ -41,6 +41,7 @@ from ..models.object_transformer import ID_OFFSET, INSTANCE, build_object_transf
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
 from ..training import cpu_threads, fit, seed_everything
 from .config import OTPretrainConfig
+from .maskpred import corrupt_selected
 from .ot_spans import SpanPairs, SpanVideo, collate_spans, input_stats
 
 log = logging.getLogger("moviessl.context")
@@ -75,21 +76,9 @@ def corrupt(
     swap: float = 0.1,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT's 80/10/10 on masked instance tokens -> (features with swaps, [MASK] positions).
-
-    ``replace`` of them get the learned [MASK] vector (returned as a mask for the model), ``swap``
-    get another real instance feature of the batch (LVU draws from the tokens not replaced), the
-    rest keep their feature."""
-    u = torch.rand(masked.shape, generator=generator).to(masked.device)
-    to_mask = masked & (u < replace)
-    to_swap = masked & (u >= replace) & (u < replace + swap)
-    feats = feats.clone()
-    pool = feats[(kind == INSTANCE) & ~to_mask]
-    n = int(to_swap.sum())
-    if n and len(pool):
-        idx = torch.randint(len(pool), (n,), generator=generator).to(feats.device)
-        feats[to_swap] = pool[idx]
-    return feats, to_mask
+    """BERT's 80/10/10 on masked instance tokens -> (features with swaps, [MASK] positions); swaps
+    are drawn from the instance tokens not replaced, as LVU does."""
+    return corrupt_selected(feats, masked, kind == INSTANCE, replace, swap, generator)
 
 
 def distill_loss(pred: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0, activation: str = "sigmoid"):

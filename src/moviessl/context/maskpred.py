@@ -6,6 +6,8 @@ Given a window of N event features v_1..v_N, a span of m consecutive tokens is r
 learned [MASK] token (m uniform over ``mask_sizes``, default {1..floor(alpha*N)}, alpha = 0.6;
 start uniform), TxE runs on the masked sequence and its L2-normalised outputs at the masked
 positions must pick out the true v_t among K distractors from a FIFO queue (Eq. 1, tau = 0.1).
+The paper replaces every token of the span by [MASK]; ``replace`` < 1 applies BERT's corruption to
+the span instead (:func:`corrupt_selected`, a departure, off in the presets).
 
 What is the positive "v_t in the output space"? We take Eq. 1 literally: the *input feature itself*,
 centred by a fixed mean and L2-normalised (:func:`feature_targets`), optionally reduced by a fixed
@@ -88,6 +90,35 @@ def sample_span_masks(
     u = torch.rand(b, generator=generator, device="cpu").to(device)
     starts = torch.clamp((u * (lengths - m + 1).clamp(min=1)).long(), min=0)
     return span_mask(starts, m, n)
+
+
+def corrupt_selected(
+    x: torch.Tensor,
+    selected: torch.Tensor,
+    candidates: torch.Tensor,
+    replace: float = 0.8,
+    swap: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's corruption of the selected tokens (Devlin et al., NAACL 2019, §3.1: 80% [MASK], 10% a
+    random token, 10% unchanged, all of them predicted) -> (inputs with swaps, [MASK] positions).
+
+    ``replace`` of the selected tokens get the learned [MASK] token (returned as a mask for the
+    model), ``swap`` another token's feature drawn from ``candidates`` that are not replaced, the rest
+    keep their own feature. Why it matters for a contextualizer: a position scored although it was
+    left as it is cannot be told from an unselected one, so every visible output is asked to keep its
+    own token -- which the [MASK]-only objective never asks.
+    """
+    u = torch.rand(selected.shape, generator=generator).to(selected.device)
+    to_mask = selected & (u < replace)
+    to_swap = selected & (u >= replace) & (u < replace + swap)
+    x = x.clone()
+    pool = x[candidates & ~to_mask]
+    n = int(to_swap.sum())
+    if n and len(pool):
+        idx = torch.randint(len(pool), (n,), generator=generator).to(x.device)
+        x[to_swap] = pool[idx]
+    return x, to_mask
 
 
 @torch.no_grad()

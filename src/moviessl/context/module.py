@@ -52,10 +52,15 @@ class MaskPredModule(pl.LightningModule):
             raise BadInputError("maskpred.sampling", f"must be uniform or max_discrepancy, got '{mpc.sampling}'")
         if mpc.loss not in ("infonce", "l2"):
             raise BadInputError("maskpred.loss", f"must be infonce or l2, got '{mpc.loss}'")
+        if not (0.0 <= mpc.swap <= 1.0 - mpc.replace <= 1.0):
+            raise BadInputError(
+                "maskpred.replace/swap", f"need 0 <= swap <= 1 - replace <= 1, got {mpc.replace} / {mpc.swap}"
+            )
         self.cfg, self.in_dim, self.feature_stride_s = cfg, int(in_dim), float(feature_stride_s)
         self.txe = build_txe(cfg.model.txe, in_dim=self.in_dim, **txe_kwargs(cfg))
         self.window, self.sizes = cfg.data.window, mp.mask_size_set(cfg.data.window, mpc.alpha, mpc.mask_sizes)
         self.sampling, self.loss_name, self.tau = mpc.sampling, mpc.loss, mpc.tau
+        self.replace, self.swap = mpc.replace, mpc.swap
         self.keys_per_sample = mpc.keys_per_sample
         self.tdim = mpc.target_dim or self.in_dim
         if mpc.target_dim:  # fixed Gaussian projection: cosines preserved (JL), a smaller queue
@@ -90,10 +95,16 @@ class MaskPredModule(pl.LightningModule):
         return mp.sample_span_masks(self.window, self.sizes, pad=pad)
 
     def masked_predictions(self, batch: dict, masks: torch.Tensor | None = None):
+        """Outputs at the selected span, their targets and ids. In training with ``replace`` < 1 the
+        span is corrupted BERT's way (not only [MASK]); validation masks it whole, so its fill-in
+        retrieval measures the same thing whatever the corruption."""
         x, pad, uid = batch["x"], batch["pad"], batch["uid"]
+        inputs, to_mask = x, masks
         if masks is None:
-            masks = self.sample_masks(x, pad)
-        out = self.txe(x, mask=masks, pad=pad)
+            masks = to_mask = self.sample_masks(x, pad)
+            if self.replace < 1.0:  # == 1: no draw, so the paper's runs keep their random stream
+                inputs, to_mask = mp.corrupt_selected(x, masks, ~pad, self.replace, self.swap)
+        out = self.txe(inputs, mask=to_mask, pad=pad)
         pred = self.head(out[masks])
         return pred, self.targets(x[masks]), uid[masks], masks
 
@@ -159,6 +170,8 @@ class MaskPredModule(pl.LightningModule):
             "loss": self.loss_name,
             "mask_sizes": list(self.sizes),
             "sampling": self.sampling,
+            "replace": self.replace,
+            "swap": self.swap,
             "tau": self.tau,
             "queue_size": self.queue.size,
             "target": "centred input feature" + (f", projected to {self.tdim}" if mpc.target_dim else ""),
