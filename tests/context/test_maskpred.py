@@ -239,6 +239,14 @@ def test_maskpred_span_corruption(tmp_path):
     assert not torch.allclose(outputs[1.0], outputs[0.0])
     with pytest.raises(BadInputError):
         make_module(overrides=["maskpred.replace=0.8", "maskpred.swap=0.3"])
+    # hyper-parameters saved before the option existed load as the paper's whole-span masking
+    from moviessl.context.module import MaskPredModule
+
+    hp = make_module(overrides=["maskpred.replace=0.8", "maskpred.swap=0.1"]).hparams
+    before = {k: v for k, v in hp["cfg"]["maskpred"].items() if k not in ("replace", "swap")}
+    old_cfg = {**hp["cfg"], "maskpred": before}
+    old = MaskPredModule(old_cfg, hp["in_dim"])
+    assert (old.replace, old.swap) == (1.0, 0.0)
 
 
 def test_windows_token_stride_and_padding(tmp_path):

@@ -42,6 +42,8 @@ class MaskPredModule(pl.LightningModule):
     def __init__(self, cfg: ContextConfig | dict, in_dim: int, feature_stride_s: float = 2.0):
         super().__init__()
         if not isinstance(cfg, ContextConfig):  # from a Lightning checkpoint's hyper-parameters
+            # checkpoints from before replace / swap existed masked the whole span (the paper)
+            cfg = {**cfg, "maskpred": {"replace": 1.0, "swap": 0.0, **cfg["maskpred"]}}
             cfg = from_dict("context", cfg)
         # plain values only, so `load_from_checkpoint` works with torch.load(weights_only=True)
         self.save_hyperparameters(
