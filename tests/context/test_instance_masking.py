@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from moviessl.context.instance_masking import (
-    corrupt,
     distill_loss,
     load_teacher_head,
     span_compatibility_loss,
     track_masks,
 )
+from moviessl.context.maskpred import corrupt_selected
 from moviessl.errors import BadInputError
 from moviessl.models.object_transformer import END, ID_OFFSET, INSTANCE, PAD, SCENE, START
 
@@ -40,7 +40,7 @@ def test_corrupt_is_80_10_10():
     kind = torch.full((40, 50), INSTANCE)
     feats = torch.randn(40, 50, 6)
     masked = torch.rand(40, 50, generator=g) < 0.5
-    new, to_mask = corrupt(feats, masked, kind, generator=g)
+    new, to_mask = corrupt_selected(feats, masked, kind == INSTANCE, generator=g)
     n = masked.sum().item()
     assert (to_mask & ~masked).sum() == 0 and abs(to_mask.sum().item() / n - 0.8) < 0.05
     changed = (new != feats).any(-1)

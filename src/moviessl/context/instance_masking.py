@@ -68,19 +68,6 @@ def track_masks(
     return inst & chosen.gather(1, tid)
 
 
-def corrupt(
-    feats: torch.Tensor,
-    masked: torch.Tensor,
-    kind: torch.Tensor,
-    replace: float = 0.8,
-    swap: float = 0.1,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT's 80/10/10 on masked instance tokens -> (features with swaps, [MASK] positions); swaps
-    are drawn from the instance tokens not replaced, as LVU does."""
-    return corrupt_selected(feats, masked, kind == INSTANCE, replace, swap, generator)
-
-
 def distill_loss(pred: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0, activation: str = "sigmoid"):
     """Soft-label distillation on the masked tokens (LVU's ``soft_label_loss_sigmoid``: per-class
     binary KL summed and divided by the number of (token, class) entries, x T²; or the softmax KL
@@ -170,7 +157,8 @@ class InstanceMaskingModule(pl.LightningModule):
         logs: dict[str, Any] = {}
         if self.action_head is not None:
             target = (x["inst"][masked] @ self.teacher_w + self.teacher_b).detach()  # of the unmasked features
-        x["inst"], x["mask"] = corrupt(x["inst"], masked, x["kind"], m.replace, m.swap)
+        # BERT's 80/10/10; swaps drawn from the instance tokens not replaced, as LVU does
+        x["inst"], x["mask"] = corrupt_selected(x["inst"], masked, x["kind"] == INSTANCE, m.replace, m.swap)
         h = self.ot.encode(x)
         if self.action_head is not None and masked.any():
             la = distill_loss(self.action_head(h[masked]), target, m.temperature, m.activation)
