@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from moviessl.utils.io import atomic_write_json
+
 GROUPS = ("visible", "hidden", "degraded")
 SCORES = ("colour", "shape", "exact", "cast colour")
 STAGES = ("res2", "res3", "res4", "res5")  # Slow-D's stages after the stem
@@ -179,9 +181,9 @@ def context_outputs(context: Path, features: Path, random: bool = False) -> dict
         untrained = MaskPredModule(**mod.hparams)
         untrained.txe.input_norm.load_state_dict(mod.txe.input_norm.state_dict())
         mod = untrained
-    store = FeatureStore(str(features))
+    store, txe = FeatureStore(str(features)), mod.eval().txe
     with torch.no_grad():
-        return {v: mod.eval().txe(torch.tensor(store.load(v))[None])[0].numpy() for v in store.ids}
+        return {v: txe(torch.tensor(store.load(v))[None])[0].numpy() for v in store.ids}
 
 
 def references(
@@ -283,7 +285,7 @@ def save_features(
             videos[clip.stem]["split"] = truth[clip.stem]["split"]
     layout = "lvu" if unlabelled else "vidsitu"
     index = {"format": "moviessl-features", "stride_s": 2.0, "dim": dim, "layout": layout, "videos": videos}
-    (out / "index.json").write_text(json.dumps(index))
+    atomic_write_json(out / "index.json", index)  # last: a folder with an index is complete
     return {"saved": str(out), "videos": len(videos)}
 
 
@@ -296,7 +298,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--backbone",
         default=None,
-        help="a backbone checkpoint: also probe its res5 map pooled over the frame and over what moves",
+        help="a backbone checkpoint: also probe its map after --stage, pooled over the frame and over what moves",
     )
     ap.add_argument("--stage", default="res5", choices=STAGES, help="with --backbone")
     ap.add_argument(
