@@ -3,7 +3,15 @@
 import torch
 
 from moviessl.video import MEAN, STD, ConsistentAugment, cvrl_augment_pair
-from moviessl.video.augment import gaussian_blur, hsv_to_rgb, rgb_to_hsv
+from moviessl.video.augment import (
+    adjust_contrast,
+    adjust_hue,
+    adjust_saturation,
+    gaussian_blur,
+    hsv_to_rgb,
+    rgb_to_gray,
+    rgb_to_hsv,
+)
 
 
 def _clips(b=6, t=4, h=48, w=64, seed=0):
@@ -116,6 +124,54 @@ def test_hsv_roundtrip_and_hue_shift():
     hsv = rgb_to_hsv(red)
     hsv[:, 0] = (hsv[:, 0] + 1 / 3) % 1  # +120 degrees: red -> green
     assert torch.allclose(hsv_to_rgb(hsv).flatten(), torch.tensor([0.0, 1.0, 0.0]), atol=1e-6)
+
+
+def _edge_case_clips():
+    torch.manual_seed(0)
+    x = torch.rand(6, 3, 3, 9, 11)
+    x[0] = x[0, :1]  # gray clip: chroma 0, hue undefined
+    x[1, 0] = x[1, 1]  # ties between channels (max found in two of them)
+    x[2] = (x[2] * 4).round() / 4  # many exact ties and exact 0 / 1
+    x[3, :, :, :3] = 0  # black rows: value 0
+    return x, torch.tensor([0.2, -0.2, 0.05, 0.5, -0.11, 0.0])
+
+
+def test_colour_ops_bit_identical_to_their_formulas():
+    # The fast elementwise forms keep every bit of the textbook ones (channel reductions, a stacked
+    # HSV tensor), so trainings recorded before the rewrite reproduce exactly.
+    x, shift = _edge_case_clips()
+    f = (1 + shift) * 1.5
+    w = torch.tensor((0.299, 0.587, 0.114)).view(1, 3, 1, 1, 1)
+    gray = (x * w).sum(1, keepdim=True)
+    assert torch.equal(rgb_to_gray(x), gray)
+    m = gray.mean(dim=(1, 2, 3, 4), keepdim=True)
+    fb = f.view(-1, 1, 1, 1, 1)
+    assert torch.equal(adjust_contrast(x, f), ((x - m) * fb + m).clamp(0, 1))
+    assert torch.equal(adjust_saturation(x, f), ((x - gray) * fb + gray).clamp(0, 1))
+    r, g, b = x.unbind(1)
+    v, c = x.max(1).values, x.max(1).values - x.min(1).values
+    s = torch.where(v > 0, c / v.clamp_min(1e-12), torch.zeros_like(v))
+    cc = c.clamp_min(1e-12)
+    h = torch.where(v == r, ((g - b) / cc) % 6, torch.where(v == g, (b - r) / cc + 2, (r - g) / cc + 4))
+    h = torch.where(c > 0, h / 6, torch.zeros_like(h))
+    assert torch.equal(rgb_to_hsv(x), torch.stack((h, s, v), 1))
+    h = (h + shift.view(-1, 1, 1, 1)) % 1.0
+    ref = torch.stack([v - v * s * torch.clamp(torch.minimum((n + h * 6) % 6, 4 - (n + h * 6) % 6), 0, 1)
+                       for n in (5.0, 3.0, 1.0)], 1)  # fmt: skip
+    assert torch.equal(adjust_hue(x, shift), ref.clamp(0, 1))
+
+
+def test_hue_rotation_matches_colorsys():
+    import colorsys
+
+    x, shift = _edge_case_clips()
+    y = adjust_hue(x, shift)
+    for i in range(x.shape[0]):
+        for j in torch.randperm(x[0, 0].numel())[:40].tolist():
+            rgb = x[i].reshape(3, -1)[:, j].tolist()
+            hh, ss, vv = colorsys.rgb_to_hsv(*rgb)
+            want = colorsys.hsv_to_rgb((hh + float(shift[i])) % 1.0, ss, vv)
+            assert torch.allclose(y[i].reshape(3, -1)[:, j], torch.tensor(want), atol=1e-5)
 
 
 def test_blur_preserves_constant_and_smooths():

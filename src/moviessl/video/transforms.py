@@ -84,7 +84,7 @@ def normalize(x: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
     """``(x - mean) / std`` over the channel dimension at ``-4`` ((C,T,H,W) or (B,C,T,H,W)), x in [0, 1]."""
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
     s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
-    return (x - m) / s
+    return (x - m).div_(s)
 
 
 def denormalize(x: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
