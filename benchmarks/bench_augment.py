@@ -19,19 +19,10 @@ of the code, run the same command with ``PYTHONPATH=<that checkout>/src``.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-
-def _best(fn, iters: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+from benchmarks.bench_slowd import _best_time as _best
 
 
 def main(argv: list[str] | None = None) -> dict:
