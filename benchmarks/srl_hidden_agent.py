@@ -239,7 +239,7 @@ def references(
     if backbone:  # a backbone's map after ``stage``, pooled over the frame and over what moves
         probes[f"linear probe of the backbone's {stage} map, frame-wide mean"] = (2, 0)
         probes[f"linear probe of the backbone's {stage} map, motion-weighted mean"] = (2, 1)
-    for j, c in enumerate(["an untrained TxE (same input normalisation)", *contexts]):
+    for j, c in enumerate(["an untrained TxE (same input normalisation)", *contexts] if contexts else []):
         probes[f"linear probe of the outputs of {c}"] = (3, j)  # nothing masked, as a task head reads them
     out.update({name: {} for name in probes})
     group = np.array([g for _, g, _ in rows["valid"]])

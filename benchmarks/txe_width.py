@@ -2,7 +2,7 @@
 
     python -m benchmarks.txe_width OUT --data-root S/vidsitu --features F/vidsitu \
         --unlabelled F/lvu F/pool [--widths 128 512] [--txe-lr 0.1 1.0] [--runs 3] [--seeds 4] [--workers 2] \
-        [--maskpred KEY=VALUE ...]
+        [--maskpred KEY=VALUE ...] [--finetune KEY=VALUE ...]
 
 MaskPred's fill-in retrieval rises with the TxE's width (128 -> 256 -> 512: 43 -> 47 -> 50%, where
 the mean of the two neighbours scores 51%; ``benchmarks.maskpred_fillin``), and the demo's TxE is
@@ -22,6 +22,9 @@ demo's own jobs and protocol (:mod:`moviessl.demo`) on one backbone's event feat
   trained twice once the tuning is known).
 
 A TxE of width w has ``dim=w, mlp_dim=2w, heads=max(4, w/64)`` (128 is the cpu preset's ``txe_cpu``).
+``--finetune`` overrides every tuning and fine-tuning run (``srl.X`` / ``relation.X`` only that task's),
+e.g. ``srl.memory=self_input``.
+
 Resumable (the demo's scheduler: every finished job is kept). Writes ``OUT/txe_width.json`` and
 prints Markdown tables: the rows, then each claim with its difference, combined SE and z.
 """
@@ -70,8 +73,22 @@ def row_dir(out: Path, task: str, txe: str, w: int | None, lr: float | None) -> 
     return out / "finetune" / task / tag(txe, w, lr)
 
 
+def task_overrides(task: str, overrides) -> list[str]:
+    """The overrides of ``overrides`` that apply to ``task``: its own section's and every shared one."""
+    return [o for o in overrides if o.split(".", 1)[0] not in METRICS or o.startswith(f"{task}.")]
+
+
 def plan(
-    out: Path, data_root: Path, features: Path, unlabelled: list[Path], widths, runs, seeds, lrs=(), maskpred=()
+    out: Path,
+    data_root: Path,
+    features: Path,
+    unlabelled: list[Path],
+    widths,
+    runs,
+    seeds,
+    lrs=(),
+    maskpred=(),
+    finetune=(),
 ) -> list:
     from moviessl.demo import MAIN_VARIANT, MASK_LABELS, QUIET
     from moviessl.scheduler import Job
@@ -97,7 +114,8 @@ def plan(
             jobs.append(Job(f"tune {task} w{w}", "moviessl.demo:job_tune",
                             dict(task=task, data_root=str(data_root), features=str(features), out=str(t),
                                  values=list(TUNE_GRID), seeds=2,
-                                 overrides=[*QUIET, *width_overrides(w, "txe.overrides")]),
+                                 overrides=[*QUIET, *width_overrides(w, "txe.overrides"),
+                                            *task_overrides(task, finetune)]),
                             (), str(t / "tuning.json"), {"srl": 25.0, "relation": 8.0}[task] * 6 * w / 128,
                             threads=1))  # fmt: skip
     for task in METRICS:
@@ -106,7 +124,7 @@ def plan(
                 continue  # the tuned row
             for r in range(runs):
                 d = out / "finetune" / task / tag(txe, w, lr) / f"r{r}"
-                ov, deps, ctx, lr_from = [*QUIET, f"seed={r * seeds}"], [], txe, None
+                ov, deps, ctx, lr_from = [*QUIET, f"seed={r * seeds}", *task_overrides(task, finetune)], [], txe, None
                 if txe == "scratch":
                     ov += width_overrides(w, "txe.overrides")
                 if txe == "maskpred":
@@ -211,6 +229,13 @@ def main(argv: list[str] | None = None) -> dict:
         metavar="KEY=VALUE",
         help="overrides of every MaskPred pretraining run (e.g. maskpred.replace=0.8 maskpred.swap=0.1)",
     )
+    ap.add_argument(
+        "--finetune",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides of every tuning and fine-tuning run (srl.X / relation.X: that task's only)",
+    )
     ap.add_argument("--workers", type=int, default=2)
     a = ap.parse_args(argv)
     if any(w < 4 or w % max(4, w // 64) for w in a.widths):
@@ -221,7 +246,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     feats, unl = Path(a.features), [Path(u) for u in a.unlabelled]
-    jobs = plan(out, Path(a.data_root), feats, unl, a.widths, a.runs, a.seeds, a.txe_lr, a.maskpred)
+    jobs = plan(out, Path(a.data_root), feats, unl, a.widths, a.runs, a.seeds, a.txe_lr, a.maskpred, a.finetune)
     run_jobs(jobs, workers=a.workers, threads=1, timings=out / "timings.json")
     res = report(out, a.widths, a.runs, a.txe_lr)
     res["fillin"] = fillin_scores(out, feats, a.widths, a.runs)

@@ -96,3 +96,27 @@ def test_all_ignored_batch_gives_zero_loss_not_nan():
     assert loss.item() == 0.0 and loss.requires_grad
     r = build_relation_model(8)
     assert r.loss(torch.randn(2, 5, 8), torch.full((2, 4), -100)).item() == 0.0
+
+
+def test_srl_memory_self_input_adds_the_events_own_input_beside_its_token():
+    torch.manual_seed(0)
+    txe = arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", in_dim=16, dim=32, heads=4, dropout=0.0)
+    m = build_srl_model(16, 40, memory="self_input", txd_overrides={"dropout": 0.0}, txe_arch=txe).eval()
+    m.encoder.set_input_stats(torch.full((16,), 0.5), torch.full((16,), 4.0))
+    x = torch.randn(2, 5, 16)
+    x2 = x.clone()
+    x2[:, 4] += 5.0  # change Ev5 only
+    mem, mem2 = m.encode(x), m.encode(x2)
+    assert mem.shape == (10, 2, 32)
+    tokens = m.encoder(x).flatten(0, 1)
+    z = (x - 0.5) / torch.sqrt(torch.tensor(4.0 + 1e-5))  # the TxE's fixed input standardisation
+    assert torch.equal(mem[:, 0], tokens)
+    assert torch.allclose(mem[:, 1], m.input_skip(z).flatten(0, 1) + m.input_marker, atol=1e-6)
+    ev1 = torch.arange(10) % 5 == 0
+    assert not torch.allclose(mem[ev1, 0], mem2[ev1, 0])  # Ev1's token sees Ev5 through the TxE...
+    assert torch.equal(mem[ev1, 1], mem2[ev1, 1])  # ...its skip only its own input
+    y = torch.randint(2, 40, (2, 5, 6))
+    m.train()
+    m.loss(x, y).backward()
+    assert m.input_skip.weight.grad.abs().sum() > 0 and m.input_marker.grad.abs().sum() > 0
+    assert m.eval().predict(x, torch.full((2, 5, 1), 3), 8).shape[:2] == (2, 5)

@@ -57,13 +57,18 @@ class EventEncoder(nn.Module):
         B, E = x.shape[:2]
         return self.backbone(x.flatten(0, 1)).view(B, E, -1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, with_inputs: bool = False):
+        """Event tokens ``(B, 5, out_dim)``; with ``with_inputs`` also the standardised input features
+        ``(B, 5, in_dim)`` the tokens were computed from (without a TxE: the tokens themselves)."""
         x = self.features(x)
         if self.txe is not None:
-            return self.txe(x)
+            out = self.txe(x)
+            return (out, self.txe.input_norm(x)) if with_inputs else out
         if isinstance(self.standardize, nn.BatchNorm1d):
-            return self.standardize(x.flatten(0, 1)).view_as(x)
-        return self.standardize(x)
+            out = self.standardize(x.flatten(0, 1)).view_as(x)
+        else:
+            out = self.standardize(x)
+        return (out, out) if with_inputs else out
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # task checkpoints written before fixed statistics used BatchNorm1d(affine=False) here

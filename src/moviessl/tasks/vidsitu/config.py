@@ -50,7 +50,7 @@ class VerbConfig(TaskTrainConfig):
 class SRLConfig(TaskTrainConfig):
     txd: str  # a TxD preset (moviessl.models.txd.TXD_PRESETS)
     txd_overrides: dict[str, Any]
-    memory: str  # what event i's decoder cross-attends to: self | all
+    memory: str  # what event i's decoder cross-attends to: self | all | self_input
     max_len: int  # target tokens
     vocab_size: int  # BPE vocabulary learned on the train phrases
     min_frequency: int

@@ -9,7 +9,10 @@ What event i's decoder cross-attends to (``memory``): ``"self"`` (default, VidSi
 vector, event i's own token. Without a TxE that is its backbone feature, so any context must come
 from the TxE, which is exactly the comparison of Table 1 (TxD vs TxE+TxD, scratch vs MaskPred).
 ``"all"`` = all 5 tokens, the own one marked by a learned vector, for users who want the decoder to
-look at neighbours directly.
+look at neighbours directly. ``"self_input"`` = two vectors, event i's token and a learned projection
+of its own (standardised) input feature, marked by a learned vector: a skip around the TxE, so the
+decoder can read who is in view from the event itself and who is not from the context (a diagnostic
+of whether the TxE's mixing costs the event's own content; not the paper's model).
 """
 
 from __future__ import annotations
@@ -34,15 +37,26 @@ from .tokenizer import SRLTokenizer
 class SRLDecoder(nn.Module):
     def __init__(self, encoder: EventEncoder, txd: TxD, memory: str = "self", pad_id: int = 0, eos_id: int = 1):
         super().__init__()
-        if memory not in ("self", "all"):
-            raise BadInputError(None, f"srl.memory must be 'self' or 'all', got {memory!r}")
+        if memory not in ("self", "all", "self_input"):
+            raise BadInputError(None, f"srl.memory must be 'self', 'all' or 'self_input', got {memory!r}")
         self.encoder, self.txd, self.memory = encoder, txd, memory
         self.pad_id, self.eos_id = pad_id, eos_id
         if memory == "all":
             self.self_marker = nn.Parameter(torch.zeros(encoder.out_dim))
+        if memory == "self_input":
+            self.input_skip = nn.Linear(encoder.in_dim, encoder.out_dim)
+            self.input_marker = nn.Parameter(torch.zeros(encoder.out_dim))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Inputs (B,E,...) -> (B*E, M, d): what each event's decoder cross-attends to."""
+        if self.memory != "self_input":
+            return self.memory_of(self.encoder(x))
+        tokens, z = self.encoder(x, with_inputs=True)
+        skip = self.input_skip(z) + self.input_marker
+        return torch.stack([tokens, skip], dim=2).flatten(0, 1)
 
     def memory_of(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B,E,d) event tokens -> (B*E, M, d) memory per event."""
+        """(B,E,d) event tokens -> (B*E, M, d) memory per event (``self`` / ``all``)."""
         B, E, d = tokens.shape
         if self.memory == "self":
             return tokens.reshape(B * E, 1, d)
@@ -52,7 +66,7 @@ class SRLDecoder(nn.Module):
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``y`` (B,5,L) token ids right-padded with pad (an all-pad row = no target for that event)."""
-        mem = self.memory_of(self.encoder(x))
+        mem = self.encode(x)
         seqs = y.flatten(0, 1)
         keep = seqs[:, 0] != self.pad_id
         seqs, mem = seqs[keep], mem[keep]
@@ -64,7 +78,7 @@ class SRLDecoder(nn.Module):
     @torch.no_grad()
     def predict(self, x: torch.Tensor, prefix: torch.Tensor, max_len: int = 60) -> torch.Tensor:
         """``prefix`` (B,5,P) forced verb tokens, -1 padded -> generated ids (B,5,L)."""
-        mem = self.memory_of(self.encoder(x))
+        mem = self.encode(x)
         out = self.txd.generate(mem, prefix.flatten(0, 1), max_len=max_len, eos_id=self.eos_id)
         return out.view(x.shape[0], len(EVENTS), -1)
 

@@ -1,0 +1,153 @@
+"""Where in a TxE is an event's own agent lost? A linear probe at every stage (issue 13, Table 1)
+
+    python -m benchmarks.txe_layer_probe SYNTH/vidsitu FEATURES RUN [RUN ...] [--json OUT.json]
+
+Each RUN is a MaskPred run folder (``moviessl pretrain-context``: ``checkpoints/last.ckpt``) or a
+fine-tuned VidSitu task model (``seed*/model.pt`` with a TxE); FEATURES are the event features it
+reads. For every valid and train event of SynthMovies with an agent, the TxE's hidden state is taken
+after each stage -- the standardised input, the input projection, the embedding (+ position,
+LayerNorm), each block, the output -- and a linear probe (train events -> valid events,
+``synth.headroom.fit_logreg``) reads the agent's colour from it. Twice: with full attention (as a task
+head reads the TxE) and with each event attending only to itself (the TxE's own-event map, no
+neighbours). Where the two part, the neighbours' values are what costs the event its own content.
+Valid events are grouped as ``benchmarks.srl_hidden_agent`` groups them (agent visible / hidden /
+degraded), and the visible ones again by whether an adjacent event's agent has the same colour (if
+it does not, mixing in the neighbours adds a *different* colour). With the first RUN, the same
+probes of an untrained TxE of its shape and input statistics. Prints Markdown: mean ± SE over runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.srl_hidden_agent import event_group
+from moviessl.utils.io import atomic_write_json
+
+# visible agents split by whether an adjacent event's agent has the same colour
+GROUPS = ("visible", "visible, adjacent same", "visible, adjacent other", "hidden", "degraded")
+
+
+def load_txe(run: Path, untrained: bool = False) -> torch.nn.Module:
+    """The TxE of a MaskPred run folder or of a fine-tuned task model (``.pt``); with ``untrained`` a
+    freshly initialised one of the same shape and input statistics."""
+    if run.suffix == ".pt":
+        import moviessl
+
+        txe = moviessl.load(run).model.encoder.txe
+        if txe is None:
+            raise SystemExit(f"{run}: the model has no TxE")
+        if untrained:
+            raise SystemExit("the untrained reference needs a MaskPred run folder as the first RUN")
+        return txe.eval()
+    from moviessl.context.module import MaskPredModule
+
+    mod = MaskPredModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu")
+    if untrained:
+        torch.manual_seed(0)
+        fresh = MaskPredModule(**mod.hparams)
+        fresh.txe.input_norm.load_state_dict(mod.txe.input_norm.state_dict())
+        mod = fresh
+    return mod.eval().txe
+
+
+@torch.no_grad()
+def stages(txe, x: torch.Tensor, self_only: bool) -> dict[str, torch.Tensor]:
+    """Hidden states (B, N, d) of a :class:`moviessl.models.txe.TxE` after each stage (eval mode)."""
+    out = {"input (standardised)": txe.input_norm(x)}
+    h = txe.input_proj(out["input (standardised)"])
+    out["input projection"] = h
+    h = txe.embed_norm(h + txe.pos_embed[: x.shape[1]])
+    out["embedding (+ position, LayerNorm)"] = h
+    mask = torch.eye(x.shape[1], dtype=torch.bool)[None, None] if self_only else None
+    for i, blk in enumerate(txe.blocks):
+        h = blk(h, mask)
+        out[f"block {i + 1}"] = h
+    out["output"] = txe.final_norm(h)
+    return out
+
+
+def event_rows(root: Path, features: Path) -> dict[str, list]:
+    """Per split: (vseg, event index, agent colour, group) of every event with an agent."""
+    truth = json.loads((root / "ground_truth.json").read_text())
+    rows: dict[str, list] = {"train": [], "valid": []}
+    for vseg, gt in truth.items():
+        if gt.get("split") not in rows or not (features / f"{vseg}_feats.npy").is_file():
+            continue
+        chars, evs = {c["id"]: c for c in gt["characters"]}, gt["events"]
+        colour = [None if e.get("agent") is None else chars[e["agent"]]["colour"] for e in evs]
+        for k, ev in enumerate(evs):
+            if colour[k] is None:
+                continue
+            g = event_group(ev)
+            if g == "visible":
+                same = colour[k] in [colour[j] for j in (k - 1, k + 1) if 0 <= j < len(evs)]
+                g = GROUPS[1] if same else GROUPS[2]
+            rows[gt["split"]].append((vseg, k, colour[k], g))
+    return rows
+
+
+def probe_run(txe, rows: dict[str, list], features: Path, self_only: bool) -> dict[str, dict[str, float]]:
+    """Stage -> group -> % of valid events whose agent colour the probe reads right."""
+    from moviessl.synth.headroom import fit_logreg
+
+    cache: dict[str, dict[str, np.ndarray]] = {}
+    for vseg in {r[0] for split in rows.values() for r in split}:
+        x = torch.tensor(np.load(features / f"{vseg}_feats.npy"), dtype=torch.float32)[None]
+        cache[vseg] = {name: t[0].numpy() for name, t in stages(txe, x, self_only).items()}
+    values = sorted({r[2] for split in rows.values() for r in split})
+    ytr = np.array([values.index(r[2]) for r in rows["train"]])
+    yva = np.array([values.index(r[2]) for r in rows["valid"]])
+    grp = np.array([r[3] for r in rows["valid"]])
+    masks = {g: grp == g for g in GROUPS[1:]}
+    masks["visible"] = masks[GROUPS[1]] | masks[GROUPS[2]]
+    out = {}
+    for name in next(iter(cache.values())):
+        Xtr = np.stack([cache[v][name][k] for v, k, _, _ in rows["train"]]).astype(np.float64)
+        Xva = np.stack([cache[v][name][k] for v, k, _, _ in rows["valid"]]).astype(np.float64)
+        hit = fit_logreg(Xtr, ytr, len(values))(Xva) == yva
+        out[name] = {g: 100.0 * float(hit[m].mean()) for g, m in masks.items() if m.any()}
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("root", help="the SynthMovies VidSitu-style folder (ground_truth.json)")
+    ap.add_argument("features", help="the event features the TxEs read")
+    ap.add_argument("runs", nargs="+", help="MaskPred run folders or fine-tuned task models (.pt)")
+    ap.add_argument("--json", help="write the numbers here")
+    a = ap.parse_args(argv)
+    from moviessl.eval.stats import mean_se
+
+    torch.set_grad_enabled(False)
+    root, features, runs = Path(a.root), Path(a.features), [Path(r) for r in a.runs]
+    rows = event_rows(root, features)
+    txes = {"trained": [load_txe(r) for r in runs]}
+    if runs[0].suffix != ".pt":
+        txes["untrained"] = [load_txe(runs[0], untrained=True)]
+    res: dict = {}
+    for kind, models in txes.items():
+        for mode in ("full", "self-only"):
+            per_run = [probe_run(t, rows, features, mode == "self-only") for t in models]
+            res[f"{kind}, {mode} attention"] = {
+                s: {g: mean_se([r[s][g] for r in per_run]) for g in per_run[0][s]} for s in per_run[0]
+            }
+    n = {g: sum(r[3] == g for r in rows["valid"]) for g in GROUPS[1:]}
+    n["visible"] = n[GROUPS[1]] + n[GROUPS[2]]
+    print(f"Agent colour by linear probe, % of valid events ({len(runs)} runs, mean ± SE); events per group: "
+          + ", ".join(f"{g} {n[g]}" for g in GROUPS))  # fmt: skip
+    for key, table in res.items():
+        print(f"\n**{key}**\n\n| stage | " + " | ".join(GROUPS) + " |\n|---|" + "---|" * len(GROUPS))
+        for stage, groups in table.items():
+            print(f"| {stage} | " + " | ".join(f"{groups[g][0]:.1f} ± {groups[g][1]:.1f}" for g in GROUPS) + " |")
+    if a.json:
+        atomic_write_json(a.json, {"runs": [str(r) for r in runs], "events": n, "probes": res})
+    return res
+
+
+if __name__ == "__main__":
+    main()
