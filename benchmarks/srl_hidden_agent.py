@@ -166,22 +166,39 @@ def backbone_pooled(
     return out
 
 
+def load_txe(run: Path, untrained: bool = False):
+    """The TxE of a MaskPred run folder (``checkpoints/last.ckpt``) or of a fine-tuned task model
+    (``.pt``), in eval mode; with ``untrained`` a freshly initialised one of the same shape and input
+    statistics (seed 0): what pretraining changes."""
+    import torch
+
+    if run.suffix == ".pt":
+        import moviessl
+
+        txe = moviessl.load(run).model.encoder.txe
+        if txe is None or untrained:
+            raise SystemExit(f"{run}: no TxE" if txe is None else "an untrained TxE needs a MaskPred run folder")
+        return txe.eval()
+    from moviessl.context.module import MaskPredModule
+
+    mod = MaskPredModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu")
+    if untrained:
+        torch.manual_seed(0)
+        fresh = MaskPredModule(**mod.hparams)
+        fresh.txe.input_norm.load_state_dict(mod.txe.input_norm.state_dict())
+        mod = fresh
+    return mod.eval().txe
+
+
 def context_outputs(context: Path, features: Path, random: bool = False) -> dict[str, np.ndarray]:
     """Per clip of ``features``, a pretrained MaskPred TxE's outputs with nothing masked (the
     contextualized events a task head reads) -- with ``random`` an untrained TxE of the same shape
     and input normalisation instead: what pretraining changes. (E, D) per clip."""
     import torch
 
-    from moviessl.context.module import MaskPredModule
     from moviessl.features.store import FeatureStore
 
-    mod = MaskPredModule.load_from_checkpoint(context / "checkpoints" / "last.ckpt", map_location="cpu")
-    if random:
-        torch.manual_seed(0)
-        untrained = MaskPredModule(**mod.hparams)
-        untrained.txe.input_norm.load_state_dict(mod.txe.input_norm.state_dict())
-        mod = untrained
-    store, txe = FeatureStore(str(features)), mod.eval().txe
+    store, txe = FeatureStore(str(features)), load_txe(context, untrained=random)
     with torch.no_grad():
         return {v: txe(torch.tensor(store.load(v))[None])[0].numpy() for v in store.ids}
 

@@ -25,34 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.srl_hidden_agent import event_group
+from benchmarks.srl_hidden_agent import event_group, load_txe
 from moviessl.utils.io import atomic_write_json
 
 # visible agents split by whether an adjacent event's agent has the same colour
 GROUPS = ("visible", "visible, adjacent same", "visible, adjacent other", "hidden", "degraded")
-
-
-def load_txe(run: Path, untrained: bool = False) -> torch.nn.Module:
-    """The TxE of a MaskPred run folder or of a fine-tuned task model (``.pt``); with ``untrained`` a
-    freshly initialised one of the same shape and input statistics."""
-    if run.suffix == ".pt":
-        import moviessl
-
-        txe = moviessl.load(run).model.encoder.txe
-        if txe is None:
-            raise SystemExit(f"{run}: the model has no TxE")
-        if untrained:
-            raise SystemExit("the untrained reference needs a MaskPred run folder as the first RUN")
-        return txe.eval()
-    from moviessl.context.module import MaskPredModule
-
-    mod = MaskPredModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu")
-    if untrained:
-        torch.manual_seed(0)
-        fresh = MaskPredModule(**mod.hparams)
-        fresh.txe.input_norm.load_state_dict(mod.txe.input_norm.state_dict())
-        mod = fresh
-    return mod.eval().txe
 
 
 @torch.no_grad()
