@@ -1,12 +1,22 @@
 """Where a demo run's time goes: per stage, job seconds, CPU seconds, and how busy the cores were.
 
     python -m benchmarks.demo_profile runs/demo [--log runs/demo.log] [--cores 2] [--png docs/img/demo_profile.png]
+    python -m benchmarks.demo_profile runs/demo --log runs/demo.log --time-left
+
 
 Reads the scheduler's ``profile.json`` (each job's start, wall and CPU seconds); for a run made
 before that file existed, the job start / end times are recovered from the demo's progress lines
 (``--log``, 1-s resolution, no CPU time: a job is then counted as one busy core). Prints a Markdown
 table (stage, jobs, job-seconds, CPU-seconds, share) and the run's wall time, and draws the jobs on
 their workers over time (one colour per stage) beside the stage shares.
+
+``--time-left`` checks the progress lines' "~X left" against the time the run really took from each
+line on (the log of one uninterrupted invocation): the relative error of the estimate at 10%, 20%, ...
+90% of the run's wall time, and the worst over the lines in the first 90% (the last minutes' errors
+are relative to a few seconds and say little). ``--time-left --replay PROFILE`` checks this checkout's
+estimator instead of the logged one: it rebuilds the demo's job graph for PROFILE and, at every job
+start and end in ``profile.json``, asks ``moviessl.scheduler`` for the time left from what had
+finished, what was running (and for how long) and what was waiting.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+LEFT = re.compile(r"\| elapsed (\d+)m(\d+)s \| ~(\d+)m(\d+)s left")
 LINE = re.compile(r"\[\d+/\d+\] (start|done ) (.+?)(?: \((\d+)m(\d+)s\))? \| elapsed (\d+)m(\d+)s")
 
 
@@ -47,6 +58,56 @@ def from_log(log: Path) -> dict[str, dict]:
         if nxt > t:
             jobs[n] = {"start": t, "wall": float(nxt - t), "cpu": None}
     return jobs
+
+
+def logged_time_left(log: Path) -> list[tuple[int, int]]:
+    """(elapsed, estimated left) of each progress line of one invocation's log."""
+    return [
+        (int(a) * 60 + int(b), int(c) * 60 + int(d)) for a, b, c, d in LEFT.findall(log.read_text(errors="replace"))
+    ]
+
+
+def time_left_errors(pts: list[tuple[float, float]], log: Path | str = "the log") -> dict:
+    """(estimated - true) / true time left at each (elapsed, estimated left), the last point being the end."""
+    if len(pts) < 2:
+        raise SystemExit(f"{log}: fewer than two progress lines with a time-left estimate")
+    end = pts[-1][0]  # the last line is the last job's "done", printed when the run ends
+    rows = [(t, est, end - t) for t, est in pts if end - t > 0]
+    at = {}
+    for q in range(1, 10):
+        t, est, true = min(rows, key=lambda r: abs(r[0] - q * end / 10))
+        at[f"{10 * q}%"] = {"elapsed_s": t, "estimate_s": est, "true_s": true, "error": (est - true) / true}
+    early = [(est - true) / true for t, est, true in rows if t <= 0.9 * end]
+    return {"wall_s": end, "lines": len(rows), "at": at, "worst_first_90": max(early, key=abs) if early else None}
+
+
+def replay_time_left(demo: Path, profile: str, workers: int = 2) -> list[tuple[float, float]]:
+    """(elapsed, estimated left) at every job start and end of a recorded run, this checkout's estimator."""
+    from moviessl.demo import BACKBONE_ORDER, PROFILES, demo_rows, plan_jobs
+    from moviessl.scheduler import _Progress
+    from moviessl.ssl.registry import list_methods
+
+    rec = json.loads((demo / "profile.json").read_text())
+    prof = PROFILES[profile]
+    backbones = [m for m in BACKBONE_ORDER if m in list_methods()]
+    rows = demo_rows(backbones, prof)
+    jobs = plan_jobs(demo, demo / "synth", prof, backbones, rows, prof.finetune_seeds, "synth" not in rec)
+    missing = [j.name for j in jobs if j.name not in rec]
+    if missing:
+        raise SystemExit(
+            f"{demo}/profile.json: {len(missing)} of the {profile} profile's jobs not recorded, e.g. {missing[0]}"
+        )
+    t0 = min(r["start"] for r in rec.values())
+    span = {j.name: (rec[j.name]["start"] - t0, rec[j.name]["start"] - t0 + rec[j.name]["wall"]) for j in jobs}
+    out = []
+    for t in sorted({x for se in span.values() for x in se}):
+        p = _Progress(jobs, workers, None, lambda j: min(j.threads or 1, workers))
+        for j in jobs:
+            if span[j.name][1] <= t:
+                p._add(j.name, j.cost, rec[j.name]["wall"])
+        running = {j.name: t - span[j.name][0] for j in jobs if span[j.name][0] <= t < span[j.name][1]}
+        out.append((t, p.left([j for j in jobs if span[j.name][0] > t], running)))
+    return out
 
 
 def summarize(jobs: dict[str, dict], cores: int) -> dict:
@@ -124,8 +185,20 @@ def main(argv=None) -> int:
     ap.add_argument("--log", default=None, help="the demo's stdout, for runs without profile.json")
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--png", default=None, help="write the plot here (default: DEMO/plots/profile.png)")
+    ap.add_argument("--time-left", action="store_true", help="check the progress lines' time-left estimates (--log)")
+    ap.add_argument("--replay", default=None, metavar="PROFILE", help="with --time-left: this checkout's estimator")
     a = ap.parse_args(argv)
     demo = Path(a.demo)
+    if a.time_left:
+        log = Path(a.log or f"{demo}.log")
+        e = time_left_errors(replay_time_left(demo, a.replay) if a.replay else logged_time_left(log), log)
+        print("| at | elapsed | estimated left | true left | error |\n|---|---|---|---|---|")
+        for q, r in e["at"].items():
+            t, est, true, err = r["elapsed_s"], r["estimate_s"], r["true_s"], 100 * r["error"]
+            print(f"| {q} | {t:.0f} s | {est:.0f} s | {true:.0f} s | {err:+.0f}% |")
+        worst = 100 * e["worst_first_90"]
+        print(f"\nWall {e['wall_s']:.0f} s, {e['lines']} lines; worst error in the first 90%: {worst:+.0f}%")
+        return 0
     prof = demo / "profile.json"
     jobs = json.loads(prof.read_text()) if prof.is_file() else from_log(Path(a.log or f"{demo}.log"))
     if not jobs:

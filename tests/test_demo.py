@@ -69,6 +69,11 @@ def test_demo_smoke_end_to_end(tmp_path, capsys, monkeypatch):
     assert "Table 1 analogue" in md and "stand-in" in md and md.index("claims") < md.index("Table 4")
     for png in obj["plots"]:
         assert (out / png).stat().st_size > 1000
+    # the time-left estimator replays on the run's profile (benchmarks.demo_profile --time-left --replay)
+    from benchmarks.demo_profile import replay_time_left
+
+    pts = replay_time_left(out, "smoke", workers=1)
+    assert pts[0][1] > 0 and pts[-1][1] == 0 and all(left >= 0 for _, left in pts)
     # every submission written by the runs loads back into the official evaluator
     sub = next((out / "finetune" / "srl").glob("*/r*/seed*/predictions.pkl"))
     assert sub.stat().st_size > 0

@@ -47,6 +47,11 @@ MASKPRED_BACKBONES = ("supervised", "cvrl", "modist")
 QUIET = ["trainer.progress_bar=false"]
 MAIN_VARIANT = ("contrastive", "1-3")
 MASK_LABELS = {"1": [1], "1-2": [1, 2], "1-3": [1, 2, 3], "1-4": [1, 2, 3, 4]}
+# Job costs for the time-left estimate: seconds at one torch thread beside another job on a 2-vCPU VM
+# (docs/benchmarks.md); the scheduler rescales them by each kind's measured speed as jobs finish, so
+# only their ratios matter. A CVRL step of the cpu preset; a MaskPred step; an SRL epoch of one seed.
+CVRL_STEP_S, MASKPRED_STEP_S, SRL_EPOCH_S = 0.6, 0.02, 1.0
+EXTRACT_S = {"vidsitu": 24.0, "lvu": 14.0, "pool": 72.0}
 
 
 @dataclass
@@ -327,6 +332,7 @@ def plan_jobs(
     out: Path, synth: Path, prof: Profile, backbones: list[str], rows: list[Row], seeds: int, synth_given: bool
 ) -> list:
     """The demo's job graph (files in ``out``)."""
+    from .config import load_config
     from .scheduler import Job
     from .ssl.registry import get_method
 
@@ -341,13 +347,15 @@ def plan_jobs(
                 "moviessl.demo:job_synth",
                 dict(root=str(synth), preset=prof.synth_preset, overrides=prof.synth_overrides),
                 done=str(synth / ".demo_done"),
-                cost=120.0,
+                cost=160.0,
             )
         )
     dep_synth = () if synth_given else ("synth",)
     # a preset without an unlabelled pool (demo_control: every structure knob at 0) has no pool/ folder
     has_pool = pool_root.is_dir() if synth_given else _preset_has_pool(prof)
     for b in backbones:
+        m = get_method(b)
+        steps = load_config("backbone", "cpu", prof.backbone_overrides, variant=b).trainer.max_steps
         for r in range(P):
             d = out / "backbone" / b / f"r{r}"
             jobs.append(
@@ -364,7 +372,7 @@ def plan_jobs(
                     ),
                     dep_synth,
                     str(d / "summary.json"),
-                    50.0 * get_method(b).relative_cost * 2,
+                    m.setup_cost_s + m.step_cost * CVRL_STEP_S * steps,
                 )
             )
             sets = [("vidsitu", vid_root), ("lvu", lvu_root)] + (
@@ -379,9 +387,10 @@ def plan_jobs(
                         dict(backbone=str(d / "model.pt"), videos=str(root), out=str(f)),
                         (f"backbone {b} r{r}",),
                         str(f / "index.json"),
-                        {"vidsitu": 40.0, "lvu": 30.0, "pool": 120.0}[name],
+                        EXTRACT_S[name],
                     )
                 )
+    context_s = 1.5 + MASKPRED_STEP_S * load_config("context", "cpu", prof.context_overrides).trainer.max_steps
     for b, loss, mask in context_variants(rows):
         for r in range(P):
             c = out / "context" / f"{b}_{loss}_mask{mask}" / f"r{r}"
@@ -402,16 +411,16 @@ def plan_jobs(
                     dict(features=[str(out / "features" / b / f"r{r}" / s) for s in sets], out=str(c), overrides=ov),
                     tuple(f"extract {b} r{r} {s}" for s in sets),
                     str(c / "model.pt"),
-                    60.0,
+                    context_s,
                 )
             )
     jobs += lvu_jobs(out, synth, prof, backbones, rows)
     ft_ov = prof.vidsitu_overrides + QUIET
     # the task heads' preset pins their thread count (tiny models): the scheduler lets two of them share
     # the cores while the backbone-sized jobs run at the run's thread count
-    from .config import load_config
-
-    ft_threads = load_config("vidsitu", "cpu", ft_ov).threads
+    ft_cfg = load_config("vidsitu", "cpu", ft_ov)
+    ft_threads = ft_cfg.threads
+    per_seed = {"srl": 4.0 + SRL_EPOCH_S * ft_cfg.srl.epochs, "verb": 1.5, "relation": 6.5}  # with a TxE
     tune_backbone = "cvrl" if "cvrl" in backbones else backbones[0]
     for task in sorted({r.task for r in rows if r.txe != "none"}):
         t = out / "tune" / task
@@ -430,7 +439,7 @@ def plan_jobs(
                 ),
                 (f"extract {tune_backbone} r0 vidsitu",),
                 str(t / "tuning.json"),
-                {"srl": 25.0, "relation": 8.0}.get(task, 5.0) * len(prof.txe_lr_grid) * prof.tune_seeds,
+                per_seed[task] * len(prof.txe_lr_grid) * prof.tune_seeds,
                 threads=ft_threads,
             )
         )
@@ -451,7 +460,7 @@ def plan_jobs(
                 deps.append(f"tune {row.task}")
             elif row.txe_lr is not None:
                 ov.append(f"{row.task}.txe_lr_scale={row.txe_lr}")
-            cost = {"srl": 25.0, "verb": 4.0, "relation": 3.0 if row.txe == "none" else 8.0}[row.task] * seeds
+            cost = (1.5 if row.task == "relation" and row.txe == "none" else per_seed[row.task]) * seeds
             jobs.append(
                 Job(
                     f"finetune {row.table} {row.setting} r{r}",
@@ -498,8 +507,11 @@ def lvu_jobs(out: Path, synth: Path, prof: Profile, backbones: list[str], rows: 
         return []
     if not all(b in backbones for b in LVU_BACKBONES):
         return []
+    from .config import load_config
+
     jobs = []
     loss, mask = MAIN_VARIANT
+    ot_steps = load_config("ot_pretrain", "cpu", prof.ot_overrides).trainer.max_steps
     for r in range(prof.pretrain_seeds):
         d = out / "lvu" / f"r{r}"
         ctx = f"context cvrl {loss} mask{mask} r{r}"
@@ -522,7 +534,7 @@ def lvu_jobs(out: Path, synth: Path, prof: Profile, backbones: list[str], rows: 
                 + (f"extract supervised r{r} lvu", f"extract cvrl r{r} lvu", ctx),
                 str(d / "lvu_table.json"),
                 # instances of 3 backbones + OT pretraining + 6 rows x tasks x seeds
-                300.0 + 150.0 * prof.lvu_seeds * (len(prof.lvu_tasks) or 9) / 9,
+                150.0 + 0.5 * ot_steps + 125.0 * prof.lvu_seeds * (len(prof.lvu_tasks) or 9) / 9,
             )
         )
     return jobs

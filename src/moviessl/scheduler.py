@@ -44,7 +44,7 @@ class Job:
     kwargs: dict[str, Any] = field(default_factory=dict)  # picklable
     deps: tuple[str, ...] = ()
     done: str | None = None  # a file that exists once the job has finished (None: always run)
-    cost: float = 10.0  # expected seconds at one thread on an idle core (time-left estimates)
+    cost: float = 10.0  # expected seconds at one thread (time-left estimates; rescaled per kind as jobs finish)
     threads: int | None = None  # torch threads the job runs at whatever the run's (None: the run's)
 
     def is_done(self) -> bool:
@@ -112,12 +112,28 @@ def _fmt(s: float) -> str:
     return f"{s // 60}m{s % 60:02d}s"
 
 
+def kind(name: str) -> str:
+    """A job's kind for time-left calibration: its name's first two words ('backbone cvrl r0' ->
+    'backbone cvrl', 'finetune srl backbone=...' -> 'finetune srl'): the same code at the same
+    settings, whose cost estimates are off by the same factor on a given machine."""
+    return " ".join(name.split()[:2])
+
+
 class _Progress:
-    def __init__(self, jobs: list[Job], workers: int, timings: Path | None):
+    """Progress lines with the time left.
+
+    The time left is a simulation of the rest of the graph as :func:`run_jobs` schedules it (list
+    order, dependencies, the cores each job takes), each job lasting its ``cost`` times a speed
+    factor measured on the finished jobs of its kind (or of all kinds, before one of its kind has
+    finished), and each running job what its estimate has left of it. Dividing the total cost by the
+    cores instead is wrong at both ends of a run: early, one long job on one core is the critical
+    path; late, a job that has run for minutes is counted again in full."""
+
+    def __init__(self, jobs: list[Job], workers: int, timings: Path | None, cores: Callable[[Job], int] = lambda j: 1):
         if timings is not None and timings.name == "profile.json":
             # the profile is written beside the timings file under this name: one would overwrite the other
             raise ValueError(f"{timings}: the timings file may not be named profile.json (the profile's name)")
-        self.jobs, self.workers, self.timings_path = jobs, workers, timings
+        self.jobs, self.workers, self.timings_path, self.cores = jobs, workers, timings, cores
         self.timings: dict[str, float] = json.loads(timings.read_text()) if timings and timings.is_file() else {}
         # per job: start (epoch s), wall and CPU seconds, worker pid -- benchmarks/demo_profile.py
         self.profile_path = timings.with_name("profile.json") if timings else None
@@ -126,30 +142,66 @@ class _Progress:
         )
         self.t0 = time.perf_counter()
         self.expected_done = self.actual_done = 0.0
+        self.by_kind: dict[str, list[float]] = {}  # kind -> [expected, actual] seconds of its finished jobs
         # a resumed run calibrates its time-left estimate on the jobs earlier invocations timed too
         cost = {j.name: j.cost for j in jobs}
         for name, seconds in self.timings.items():
             if name in cost:
-                self.expected_done += cost[name]
-                self.actual_done += seconds
+                self._add(name, cost[name], seconds)
         self.finished = 0
 
-    def left(self, remaining: list[Job]) -> float:
-        speed = self.actual_done / self.expected_done if self.expected_done > 0 else 1.0
-        return sum(j.cost for j in remaining) * speed / self.workers
+    def _add(self, name: str, expected: float, actual: float) -> None:
+        self.expected_done += expected
+        self.actual_done += actual
+        e = self.by_kind.setdefault(kind(name), [0.0, 0.0])
+        e[0] += expected
+        e[1] += actual
 
-    def line(self, verb: str, job: Job, remaining: list[Job], extra: str = "") -> None:
+    def seconds(self, job: Job) -> float:
+        """The job's expected wall time on this machine."""
+        e, a = self.by_kind.get(kind(job.name), (0.0, 0.0))
+        if e > 0:
+            return job.cost * a / e
+        return job.cost * (self.actual_done / self.expected_done if self.expected_done > 0 else 1.0)
+
+    def left(self, pending: list[Job], running: dict[str, float] | None = None) -> float:
+        """Seconds until the last job ends: ``pending`` jobs (in list order) after the ``running`` ones
+        ({name: seconds it has run so far}); a dependency that is neither is finished."""
+        running = running or {}
+        by_name = {j.name: j for j in self.jobs}
+        later, done = {j.name for j in pending} | set(running), set()
+        active = []  # (end, name)
+        for name, ran in running.items():
+            est = self.seconds(by_name[name])
+            active.append((max(est - ran, 0.1 * est), name))  # past its estimate: assume it is nearly done
+        free = self.workers - sum(self.cores(by_name[n]) for n in running)
+        queue, t = list(pending), 0.0
+        while queue or active:
+            for j in [q for q in queue if all(d in done or d not in later for d in q.deps)]:
+                if self.cores(j) > free:
+                    break  # run_jobs' rule: a job that does not fit yet is not overtaken
+                queue.remove(j)
+                free -= self.cores(j)
+                active.append((t + self.seconds(j), j.name))
+            if not active:
+                break  # what is left cannot start (a cycle run_jobs reports itself)
+            active.sort()
+            t, name = active.pop(0)
+            free += self.cores(by_name[name])
+            done.add(name)
+        return t
+
+    def line(self, verb: str, job: Job, pending: list[Job], running: dict[str, float], extra: str = "") -> None:
         print(
             f"[{self.finished}/{len(self.jobs)}] {verb} {job.name}{extra} | elapsed "
-            f"{_fmt(time.perf_counter() - self.t0)} | ~{_fmt(self.left(remaining))} left",
+            f"{_fmt(time.perf_counter() - self.t0)} | ~{_fmt(self.left(pending, running))} left",
             flush=True,
         )
 
     def finish(self, job: Job, run: dict) -> None:
         seconds = run["wall"]
         self.finished += 1
-        self.expected_done += job.cost
-        self.actual_done += seconds
+        self._add(job.name, job.cost, seconds)
         self.timings[job.name] = round(seconds, 1)
         self.profile[job.name] = {k: round(v, 2) if isinstance(v, float) else v for k, v in run.items()}
         if self.timings_path is not None:
@@ -174,7 +226,14 @@ def run_jobs(
         missing = [d for d in j.deps if d not in by_name]
         if missing:
             raise ValueError(f"job {j.name} depends on unknown jobs {missing}")
-    prog = _Progress(jobs, max(1, workers), Path(timings) if timings else None)
+
+    def n_threads(j: Job) -> int:
+        return max(1, j.threads or threads)
+
+    def cores(j: Job) -> int:
+        return min(n_threads(j), workers) if workers > 1 else 1
+
+    prog = _Progress(jobs, max(1, workers), Path(timings) if timings else None, cores)
     finished = {j.name for j in jobs if j.is_done()}
     for j in jobs:
         if j.name in finished:
@@ -184,9 +243,6 @@ def run_jobs(
 
     def ready() -> list[Job]:
         return [j for j in pending if all(d in finished for d in j.deps)]
-
-    def n_threads(j: Job) -> int:
-        return max(1, j.threads or threads)
 
     if workers <= 1:
         import torch
@@ -199,14 +255,14 @@ def run_jobs(
                     raise ValueError(f"dependency cycle among {[j.name for j in pending]}")
                 j = batch[0]
                 pending.remove(j)
-                prog.line("start", j, pending + [j])
+                prog.line("start", j, pending, {j.name: 0.0})
                 if on_start:
                     on_start(j)
                 run = _timed_call(j.fn, j.kwargs, n_threads(j))
                 ran[j.name] = run["wall"]
                 finished.add(j.name)
                 prog.finish(j, run)
-                prog.line("done ", j, pending, f" ({_fmt(run['wall'])})")
+                prog.line("done ", j, pending, {}, f" ({_fmt(run['wall'])})")
         finally:
             if saved[0] is None:
                 os.environ.pop("OMP_NUM_THREADS", None)
@@ -219,10 +275,12 @@ def run_jobs(
     # processes of its own (SynthMovies renders on a pool)
     ctx = mp.get_context("spawn")
     running: dict[str, Any] = {}
+    started: dict[str, float] = {}
     error: BaseException | None = None
 
-    def cores(j: Job) -> int:
-        return min(n_threads(j), workers)
+    def since() -> dict[str, float]:
+        now = time.perf_counter()
+        return {n: now - started[n] for n in running}
 
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
         while (pending and error is None) or running:
@@ -233,7 +291,8 @@ def run_jobs(
                 if on_start:
                     on_start(j)
                 running[j.name] = pool.submit(_run_in_worker, j.name, j.fn, j.kwargs, n_threads(j))
-                prog.line("start", j, pending + [by_name[n] for n in running])
+                started[j.name] = time.perf_counter()
+                prog.line("start", j, pending, since())
             time.sleep(0.2)
             for name, res in list(running.items()):
                 if not res.done():
@@ -247,7 +306,7 @@ def run_jobs(
                 ran[name] = run["wall"]
                 finished.add(name)
                 prog.finish(by_name[name], run)
-                prog.line("done ", by_name[name], pending + [by_name[n] for n in running], f" ({_fmt(run['wall'])})")
+                prog.line("done ", by_name[name], pending, since(), f" ({_fmt(run['wall'])})")
             if error is None and pending and not running and not ready():
                 raise ValueError(f"dependency cycle among {[j.name for j in pending]}")
     if error is not None:

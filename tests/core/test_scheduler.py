@@ -132,6 +132,35 @@ def test_time_left_after_a_resume_uses_the_earlier_jobs_times(tmp_path):
     assert _Progress(jobs, workers=2, timings=None).left(jobs[2:]) == 10.0
 
 
+def test_time_left_follows_the_schedule_not_the_total_over_the_cores():
+    from moviessl.scheduler import _Progress
+
+    long = Job("long", "x:y", {}, cost=100.0)
+    short = [Job(f"short{i}", "x:y", {}, cost=10.0) for i in range(4)]
+    p = _Progress([long, *short], workers=2, timings=None)
+    assert p.left([long, *short]) == 100.0  # the long job is the critical path (total / cores: 70)
+    assert p.left(short, {"long": 60.0}) == 40.0  # the running job counts with what it has left
+    assert p.left(short, {"long": 150.0}) == 30.0  # past its estimate: 10% of it left, then 3 shorts follow
+    after = Job("after", "x:y", {}, deps=("long",), cost=10.0)
+    p = _Progress([long, *short, after], workers=2, timings=None)
+    assert p.left([long, *short, after]) == 110.0  # a dependant waits for its dependency
+    wide = Job("wide", "x:y", {}, cost=10.0, threads=2)
+    p = _Progress([long, wide], workers=2, timings=None, cores=lambda j: j.threads or 1)
+    assert p.left([wide], {"long": 0.0}) == 110.0  # a 2-core job waits until both cores are free
+
+
+def test_time_left_calibrates_each_kind_of_job_on_its_own_finished_jobs(tmp_path):
+    from moviessl.scheduler import _Progress
+
+    jobs = [Job(n, "x:y", {}, cost=10.0) for n in ("backbone a r0", "backbone a r1", "extract a r0", "extract a r1")]
+    timings = tmp_path / "timings.json"
+    timings.write_text(json.dumps({"backbone a r0": 30.0, "extract a r0": 10.0}))
+    p = _Progress(jobs, workers=1, timings=timings)
+    assert p.seconds(jobs[1]) == 30.0 and p.seconds(jobs[3]) == 10.0  # each kind at its own speed
+    assert p.seconds(Job("context a r0", "x:y", {}, cost=10.0)) == 20.0  # a new kind: all kinds' speed
+    assert p.left(jobs[1:2] + jobs[3:]) == 40.0  # one worker: one after the other
+
+
 def job_threads(done: str, seconds: float) -> None:
     import time
 

@@ -12,7 +12,8 @@ needs from the pipeline in class attributes (read by :func:`moviessl.ssl.pretrai
 ``needs_flow``    the dataset also yields each clip's optical flow (:mod:`moviessl.ssl.flow`)
 ``needs_labels``  the clip list must have labels (``path label`` lines)
 ``config_sections``  the method's own sections of :class:`~moviessl.ssl.config.BackboneConfig`
-``relative_cost``  the wall time of a cpu-preset run relative to CVRL's (for time-left estimates)
+``step_cost``     a training step's wall time relative to CVRL's (time-left estimates)
+``setup_cost_s``  seconds a run spends beside its steps: start-up, caches, the probe (time-left estimates)
 ================  ==========================================================================
 
 and may check its settings against the run's global batch in :meth:`check_config`.
@@ -51,7 +52,8 @@ class BackboneModule(pl.LightningModule):
     needs_flow = False
     needs_labels = False
     config_sections: tuple[str, ...] = ()
-    relative_cost = 1.0  # wall time of a cpu-preset run relative to CVRL's (progress estimates)
+    step_cost = 1.0  # a training step's wall time relative to CVRL's (time-left estimates)
+    setup_cost_s = 10.0  # seconds beside the steps (start-up, the probe), one thread
 
     def __init__(self, cfg: BackboneConfig, num_classes: int | None = None):
         super().__init__()

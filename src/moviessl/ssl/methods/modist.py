@@ -48,7 +48,8 @@ class MoDist(BackboneModule):
     pair_sampler = "shift"
     needs_flow = True
     config_sections = ("modist", "flow")
-    relative_cost = 5.2  # two networks, flow, twice the steps in the cpu preset
+    step_cost = 1.55  # a second (flow) network and momentum encoders
+    setup_cost_s = 190.0  # the flow cache of every training clip, computed once
 
     def __init__(self, cfg: BackboneConfig, num_classes: int | None = None):
         super().__init__(cfg)

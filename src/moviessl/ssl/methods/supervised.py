@@ -21,6 +21,7 @@ from ..registry import register_method
 @register_method("supervised")
 class Supervised(BackboneModule):
     views = "single"
+    step_cost = 0.5  # one clip per video where CVRL has two
     needs_labels = True
     config_sections = ("supervised",)
 

@@ -1,0 +1,34 @@
+"""benchmarks.demo_profile's check of the demo's time-left estimates (issue 17's acceptance)."""
+
+import pytest
+from benchmarks.demo_profile import logged_time_left, time_left_errors
+
+
+def _log(tmp_path, lines):
+    p = tmp_path / "demo.log"
+    fmt = "{0} [{0}/9] start job{0} | elapsed {1}m{2:02d}s | ~{3}m{4:02d}s left\n"
+    p.write_text("".join(fmt.format(i, t // 60, t % 60, e // 60, e % 60) for i, (t, e) in enumerate(lines)))
+    return p
+
+
+def test_exact_estimates_have_no_error_and_a_doubled_one_is_plus_100_percent(tmp_path):
+    exact = [(t, 1000 - t) for t in range(0, 1001, 50)]
+    e = time_left_errors(logged_time_left(_log(tmp_path, exact)))
+    assert e["wall_s"] == 1000 and e["worst_first_90"] == 0
+    assert all(r["error"] == 0 for r in e["at"].values())
+    doubled = [(t, 2 * (1000 - t)) for t in range(0, 1001, 50)]
+    e = time_left_errors(logged_time_left(_log(tmp_path, doubled)))
+    assert e["at"]["50%"] == {"elapsed_s": 500, "estimate_s": 1000, "true_s": 500, "error": 1.0}
+    assert e["worst_first_90"] == 1.0
+
+
+def test_the_worst_error_ignores_the_last_tenth_of_the_run(tmp_path):
+    lines = [(t, 1000 - t) for t in range(0, 901, 100)] + [(950, 500), (1000, 0)]  # wrong only near the end
+    assert time_left_errors(logged_time_left(_log(tmp_path, lines)))["worst_first_90"] == 0
+
+
+def test_a_log_without_estimates_is_refused(tmp_path):
+    p = tmp_path / "demo.log"
+    p.write_text("nothing here\n")
+    with pytest.raises(SystemExit, match="fewer than two progress lines"):
+        time_left_errors(logged_time_left(p), p)
