@@ -83,13 +83,12 @@ def time_left_errors(pts: list[tuple[float, float]], log: Path | str = "the log"
 
 def replay_time_left(demo: Path, profile: str, workers: int = 2) -> list[tuple[float, float]]:
     """(elapsed, estimated left) at every job start and end of a recorded run, this checkout's estimator."""
-    from moviessl.demo import BACKBONE_ORDER, PROFILES, demo_rows, plan_jobs
+    from moviessl.demo import PROFILES, demo_backbones, demo_rows, plan_jobs
     from moviessl.scheduler import _Progress
-    from moviessl.ssl.registry import list_methods
 
     rec = json.loads((demo / "profile.json").read_text())
     prof = PROFILES[profile]
-    backbones = [m for m in BACKBONE_ORDER if m in list_methods()]
+    backbones = demo_backbones()
     rows = demo_rows(backbones, prof)
     jobs = plan_jobs(demo, demo / "synth", prof, backbones, rows, prof.finetune_seeds, "synth" not in rec)
     missing = [j.name for j in jobs if j.name not in rec]

@@ -163,6 +163,13 @@ class Row:
         return t + (f"_lr{self.txe_lr:g}" if self.txe_lr is not None else "")
 
 
+def demo_backbones() -> list[str]:
+    """Every registered backbone method, the paper's rows first (``BACKBONE_ORDER``)."""
+    from .ssl.registry import list_methods
+
+    return [m for m in BACKBONE_ORDER if m in list_methods()] + [m for m in list_methods() if m not in BACKBONE_ORDER]
+
+
 def demo_rows(backbones: list[str], prof: Profile) -> list[Row]:
     mp = [b for b in MASKPRED_BACKBONES if b in backbones]
     rows = [Row("verb", "verb", b, "none") for b in backbones]
@@ -640,7 +647,7 @@ def run_demo(
     deterministic for a given machine and thread count."""
     from .config import load_config
     from .scheduler import run_jobs
-    from .ssl.registry import get_method, list_methods
+    from .ssl.registry import get_method
     from .training import quiet_lightning
 
     if profile not in PROFILES:
@@ -653,9 +660,7 @@ def run_demo(
         logging.getLogger(name).setLevel(logging.WARNING)
     t_start = time.perf_counter()
     synth = Path(synth_root) if synth_root else out / "synth"
-    backbones = [m for m in BACKBONE_ORDER if m in list_methods()] + [
-        m for m in list_methods() if m not in BACKBONE_ORDER
-    ]
+    backbones = demo_backbones()
     rows = demo_rows(backbones, prof)
     # --synth: a finished SynthMovies folder is used as it is (any preset); anything else is generated into
     meta = synth / "synth_meta.json"
