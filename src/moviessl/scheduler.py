@@ -134,6 +134,7 @@ class _Progress:
             # the profile is written beside the timings file under this name: one would overwrite the other
             raise ValueError(f"{timings}: the timings file may not be named profile.json (the profile's name)")
         self.jobs, self.workers, self.timings_path, self.cores = jobs, workers, timings, cores
+        self.by_name = {j.name: j for j in jobs}
         self.timings: dict[str, float] = json.loads(timings.read_text()) if timings and timings.is_file() else {}
         # per job: start (epoch s), wall and CPU seconds, worker pid -- benchmarks/demo_profile.py
         self.profile_path = timings.with_name("profile.json") if timings else None
@@ -141,18 +142,16 @@ class _Progress:
             json.loads(self.profile_path.read_text()) if self.profile_path and self.profile_path.is_file() else {}
         )
         self.t0 = time.perf_counter()
-        self.expected_done = self.actual_done = 0.0
         self.by_kind: dict[str, list[float]] = {}  # kind -> [expected, actual] seconds of its finished jobs
         # a resumed run calibrates its time-left estimate on the jobs earlier invocations timed too
         cost = {j.name: j.cost for j in jobs}
         for name, seconds in self.timings.items():
             if name in cost:
-                self._add(name, cost[name], seconds)
+                self.record(name, cost[name], seconds)
         self.finished = 0
 
-    def _add(self, name: str, expected: float, actual: float) -> None:
-        self.expected_done += expected
-        self.actual_done += actual
+    def record(self, name: str, expected: float, actual: float) -> None:
+        """A finished job: its cost and the seconds it took."""
         e = self.by_kind.setdefault(kind(name), [0.0, 0.0])
         e[0] += expected
         e[1] += actual
@@ -162,13 +161,13 @@ class _Progress:
         e, a = self.by_kind.get(kind(job.name), (0.0, 0.0))
         if e > 0:
             return job.cost * a / e
-        return job.cost * (self.actual_done / self.expected_done if self.expected_done > 0 else 1.0)
+        e, a = (sum(v) for v in zip(*self.by_kind.values())) if self.by_kind else (0.0, 0.0)
+        return job.cost * (a / e if e > 0 else 1.0)
 
     def left(self, pending: list[Job], running: dict[str, float] | None = None) -> float:
         """Seconds until the last job ends: ``pending`` jobs (in list order) after the ``running`` ones
         ({name: seconds it has run so far}); a dependency that is neither is finished."""
-        running = running or {}
-        by_name = {j.name: j for j in self.jobs}
+        running, by_name = running or {}, self.by_name
         later, done = {j.name for j in pending} | set(running), set()
         active = []  # (end, name)
         for name, ran in running.items():
@@ -201,7 +200,7 @@ class _Progress:
     def finish(self, job: Job, run: dict) -> None:
         seconds = run["wall"]
         self.finished += 1
-        self._add(job.name, job.cost, seconds)
+        self.record(job.name, job.cost, seconds)
         self.timings[job.name] = round(seconds, 1)
         self.profile[job.name] = {k: round(v, 2) if isinstance(v, float) else v for k, v in run.items()}
         if self.timings_path is not None:
