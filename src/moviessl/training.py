@@ -147,6 +147,9 @@ def make_trainer(
         )
     elif enable_checkpointing:  # short runs: one checkpoint when training ends, not one per epoch
         cbs.append(FinalCheckpoint(out_dir / "checkpoints" / "last.ckpt"))
+    # Lightning adds its own per-epoch ModelCheckpoint (logs/checkpoints/epoch=*.ckpt) unless a
+    # ModelCheckpoint is given; with FinalCheckpoint that is a second copy nothing reads.
+    lightning_ckpt = enable_checkpointing and any(isinstance(c, ModelCheckpoint) for c in cbs)
     if t.progress_bar:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
     cbs.append(LearningRateMonitor(logging_interval="step"))
@@ -164,7 +167,7 @@ def make_trainer(
         log_every_n_steps=t.log_every_n_steps,
         logger=loggers,
         callbacks=cbs,
-        enable_checkpointing=enable_checkpointing,
+        enable_checkpointing=lightning_ckpt,
         enable_progress_bar=t.progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,

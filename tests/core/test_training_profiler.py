@@ -38,3 +38,13 @@ def test_unknown_profiler_is_bad_input(tmp_path):
             tmp_path,
             train_dataloaders=_loader(),
         )
+
+
+@pytest.mark.parametrize("every", [0, 2])
+def test_each_checkpoint_is_written_once(tmp_path, every):
+    """Only ``checkpoints/`` holds checkpoints; Lightning's own per-epoch copy under logs/ is not written."""
+    cfg = {"accelerator": "cpu", "max_steps": 4, "progress_bar": False, "ckpt_every_n_steps": every}
+    fit(_Tiny(), cfg, tmp_path, train_dataloaders=_loader(), throughput_name=None)
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.ckpt"))
+    want = ["checkpoints/last.ckpt"] + (["checkpoints/step0000004.ckpt"] if every else [])
+    assert written == want
