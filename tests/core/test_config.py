@@ -109,3 +109,11 @@ def test_shipped_backbone_presets_give_every_method_the_same_budget():
     # issue 13: the methods a table compares get the same steps and batch
     budgets = {m: load_config("backbone", "cpu", variant=m) for m in ("cvrl", "modist", "supervised", None)}
     assert {(c.trainer.max_steps, c.data.batch_size) for c in budgets.values()} == {(600, 16)}
+    assert len({(c.optim.name, c.optim.lr, tuple(c.augment.area)) for c in budgets.values()}) == 1  # same recipe
+
+
+def test_paper_preset_trains_sup_k400_by_pyslowfast_recipe():
+    """The paper's Sup-K400 baseline is a supervised Slow R50 recipe, not CVRL's SSL one."""
+    sup, cvrl = (load_config("backbone", "paper", variant=m) for m in ("supervised", "cvrl"))
+    assert (sup.optim.lr, sup.optim.ref_batch, sup.optim.weight_decay, sup.trainer.max_epochs) == (0.1, 64, 1e-4, 196)
+    assert sup.augment.aspect == [1.0, 1.0] and cvrl.optim.lr == 0.32 and cvrl.trainer.max_epochs == 400

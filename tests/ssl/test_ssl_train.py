@@ -98,3 +98,77 @@ def test_supervised_needs_labels(tmp_path):
     csv = make_clip_list(tmp_path, n=4, bad=0, labels=False, n_frames=8)
     with pytest.raises(BadInputError, match="labels"):
         _run("supervised", csv, tmp_path / "out", ["trainer.max_steps=1"])
+
+
+def test_probe_split_leaves_self_supervised_pretraining_whole(clip_list, tmp_path):
+    """Without --val the probe holds out part of --data: out of supervised training (its labels), but
+    a self-supervised method pretrains on every video (the paper pretrains on all of K400's train set)."""
+    n = sum(1 for ln in clip_list.read_text().splitlines() if ln.strip())
+    _run("cvrl", clip_list, tmp_path / "cvrl", ["trainer.max_steps=1"], probe=True)
+    _run("supervised", clip_list, tmp_path / "sup", ["trainer.max_steps=1"], probe=True)
+    cvrl, sup = (json.loads((tmp_path / m / "probe.json").read_text()) for m in ("cvrl", "sup"))
+    assert cvrl["num_val"] > 0 and sup["num_val"] == cvrl["num_val"]  # the same probe split for both
+    assert load_checkpoint(tmp_path / "cvrl" / "model.pt")["meta"]["num_videos"] == n
+    assert load_checkpoint(tmp_path / "sup" / "model.pt")["meta"]["num_videos"] == n - sup["num_val"]
+
+
+def test_model_init_starts_from_earlier_weights(clip_list, tmp_path):
+    """model.init (K400, then more epochs on VidSitu): a run's last.ckpt restores every matching weight
+    and buffer of the method, a model.pt the Slow-D only (MoDist's key encoders then copy their queries)."""
+    from moviessl.ssl.registry import get_method
+
+    _run("modist", clip_list, tmp_path / "a", ["trainer.max_steps=2"])
+    ckpt = torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)[
+        "state_dict"
+    ]
+    cfg = load_config("backbone", "cpu", tiny_overrides([]))
+    m = get_method("modist")(cfg)
+    note = m.load_init(tmp_path / "a" / "checkpoints" / "last.ckpt")
+    assert note["init_kind"] == "lightning" and note["init_tensors"] == len(ckpt)
+    assert all(torch.equal(v, ckpt[k]) for k, v in m.state_dict().items())  # queues and key encoders too
+
+    m = get_method("modist")(cfg)
+    assert m.load_init(tmp_path / "a" / "model.pt")["init_kind"] == "backbone"
+    sd = m.state_dict()
+    assert torch.equal(sd["backbone.stem.conv.weight"], ckpt["backbone.stem.conv.weight"])
+    assert all(
+        torch.equal(v, sd[f"backbone.{k[len('v_key.net.') :]}"]) for k, v in sd.items() if k.startswith("v_key.net.")
+    )
+
+    # through the CLI path: a run that trains no step exports exactly the weights it started from
+    s = _run("random", clip_list, tmp_path / "b", [f"model.init={tmp_path / 'a' / 'model.pt'}"])
+    assert s["init_kind"] == "backbone"
+    w = load_checkpoint(tmp_path / "b" / "model.pt")["state_dict"]
+    assert all(torch.equal(v, ckpt[f"backbone.{k}"]) for k, v in w.items())
+    with pytest.raises(BadInputError, match="Slow-D weights missing"):
+        _run(
+            "random",
+            clip_list,
+            tmp_path / "c",
+            [f"model.init={tmp_path / 'a' / 'model.pt'}", "model.overrides.stem_width=8"],
+        )
+
+
+def test_model_init_reads_a_pyslowfast_checkpoint(tmp_path):
+    """A PySlowFast .pyth (Slow R50 naming, 1xkxk stem) through model.init: the stem is inflated, every
+    other Slow-D weight lands under its own name."""
+    import re
+
+    from moviessl.models import build_slowd
+    from moviessl.ssl.registry import get_method
+
+    cfg = load_config("backbone", "cpu", tiny_overrides([]))
+    slow = build_slowd(cfg.model.preset, stem_temporal_kernel=1, stem_temporal_stride=1)
+
+    def psf(key):  # PySlowFast's names, written independently of the loader's map
+        if key.startswith("stem."):
+            return "s1.pathway0_stem." + key[5:]
+        stage, i, layer, p = re.match(r"res(\d)\.(\d+)\.(\w+)\.(\w+)$", key).groups()
+        return f"s{stage}.pathway0_res{i}.{layer if layer.startswith('branch1') else 'branch2.' + layer}.{p}"
+
+    torch.save({"model_state": {psf(k): v for k, v in slow.state_dict().items()}}, tmp_path / "k400.pyth")
+    m = get_method("cvrl")(cfg)
+    assert m.load_init(tmp_path / "k400.pyth")["init_kind"] == "pyslowfast"
+    got, want = m.backbone.state_dict(), slow.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in want.items() if k != "stem.conv.weight")
+    assert torch.equal(got["stem.conv.weight"].sum(2), want["stem.conv.weight"][:, :, 0])

@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 from ..checkpoint import arch_spec, save_checkpoint
-from ..models.slowd import SlowD, build_slowd, speed_up
+from ..errors import BadInputError
+from ..models.slowd import SlowD, build_slowd, load_pyslowfast_checkpoint, speed_up
 from ..optim import lr_scheduler, make_optimizer, param_groups, scaled_lr, warmup_steps
 from .config import BackboneConfig
 
@@ -118,6 +119,58 @@ class BackboneModule(pl.LightningModule):
             "optimizer": opt,
             "lr_scheduler": lr_scheduler(opt, total, warmup_steps(o.warmup_frac, total), o.final_lr_frac),
         }
+
+    def load_init(self, path: str | os.PathLike) -> dict[str, Any]:
+        """Start from earlier weights (``model.init``), e.g. the paper's "an additional 200 epochs on
+        VidSitu" after K400 (§4): the optimiser and schedule start afresh, the weights do not.
+
+        ``path`` is one of: a pretraining run's Lightning checkpoint (``checkpoints/last.ckpt``: every
+        weight and buffer of the method whose names and shapes match -- heads, flow net, momentum
+        encoders, queues); a moviessl ``backbone`` checkpoint (``model.pt``: the Slow-D only); or a
+        PySlowFast ``.pyth`` (Slow R50 weights, 1xkxk stem inflated; models.slowd). Every Slow-D
+        weight must be found (a classifier ``head`` of another size excepted), else BadInputError.
+        Returns what was loaded, for the run's summary."""
+        path = Path(path)
+        if not path.is_file():
+            raise BadInputError(path, "model.init: checkpoint not found")
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise BadInputError(path, f"model.init: not a readable checkpoint ({type(e).__name__})") from None
+        if isinstance(obj, Mapping) and obj.get("format") == "moviessl":
+            if obj.get("stage") != "backbone":
+                raise BadInputError(
+                    path, f"model.init: checkpoint is from stage '{obj.get('stage')}', expected backbone"
+                )
+            src, kind = {f"backbone.{k}": v for k, v in obj["state_dict"].items()}, "backbone"
+        elif (
+            isinstance(obj, Mapping)
+            and "pytorch-lightning_version" in obj
+            and isinstance(obj.get("state_dict"), Mapping)
+        ):
+            src, kind = dict(obj["state_dict"]), "lightning"
+        else:
+            loaded = load_pyslowfast_checkpoint(self.backbone, obj if isinstance(obj, Mapping) else path)
+            src, kind = (
+                {f"backbone.{k}": v for k, v in self.backbone.state_dict().items() if k in loaded["loaded"]},
+                "pyslowfast",
+            )
+        own = self.state_dict()
+        take = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
+        lost = [k for k in own if k.startswith("backbone.") and not k.startswith("backbone.head.") and k not in take]
+        if lost:
+            raise BadInputError(
+                path,
+                f"model.init: {len(lost)} Slow-D weights missing or of another shape (e.g. {lost[0]}); "
+                f"is it the same model.preset ({self.cfg.model.preset})?",
+            )
+        self.load_state_dict(take, strict=False)
+        self.on_init_loaded(set(take))
+        return {"init": str(path), "init_kind": kind, "init_tensors": len(take)}
+
+    def on_init_loaded(self, loaded: set[str]) -> None:
+        """After :meth:`load_init`: make derived weights consistent with what was loaded (MoDist's
+        momentum encoders start as copies of their query networks)."""
 
     def export_input(self) -> dict[str, int]:
         """The clip geometry the backbone was trained on (checkpoint ``meta.input``)."""

@@ -61,7 +61,10 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--val",
         default=None,
-        help="labelled clip list for the final probe (default: hold out probe.val_fraction of --data)",
+        help=(
+            "labelled clip list for the final probe (default: hold out probe.val_fraction of --data for the probe; "
+            "a supervised backbone does not train on it, a self-supervised one pretrains on all of --data)"
+        ),
     )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
     p.add_argument("--no-probe", action="store_true", help="skip the linear probe / k-NN at the end")

@@ -20,6 +20,7 @@ class ModelConfig:
     sync_bn: bool  # SyncBatchNorm across replicas (CVRL; accelerators only)
     channels_last: bool = False  # NTHWC weights and clips (models.slowd.speed_up); no result changes
     compile: bool = False  # torch.compile the Slow-D nets (models.slowd.speed_up)
+    init: Optional[str] = None  # start from these weights: a run's last.ckpt, a backbone model.pt or a .pyth
 
 
 @dataclass

@@ -104,13 +104,17 @@ def pretrain(
             )
             probe_train, probe_val = items, None
             probe_note = f"too few labelled videos in {data} to hold out a probe split; give --val to probe"
-    # without --val, the probe's held-out videos are held out of pretraining too (no label leak for supervised)
-    train_items = probe_train if (val is None and probe_val is not None) else items
+    # Without --val the probe holds out part of --data. A supervised backbone must not train on those
+    # labels; a self-supervised one reads no labels, so it pretrains on every video (the paper's
+    # K400 runs use the whole train set) and only the probe's classifier leaves them out.
+    held_out = val is None and probe_val is not None and method_cls.needs_labels
+    train_items = probe_train if held_out else items
     num_classes = (max(int(y) for _, y in items) + 1) if labelled else None
 
     cache_dir = Path(d.cache_dir) if d.cache_dir else default_cache_dir(data, out)
     frame_cache = FrameCache(cache_dir, d.short_side) if d.frame_cache else None
     module = method_cls(cfg, num_classes=num_classes)
+    init_note = module.load_init(cfg.model.init) if cfg.model.init else {}  # a --resume restores over it
 
     bad: dict[str, str] = {}
     if method_cls.views is not None:
@@ -148,12 +152,17 @@ def pretrain(
             return {}
         for i in sorted(module._skipped):  # indices into the dataset's (post-caching) item list
             bad.setdefault(str(ds.items[i][0]) if i < len(ds.items) else str(i), "skipped while training")
-    summary: dict[str, Any] = {"method": method, "out": str(out), "skipped_videos": len(bad)}
+    summary: dict[str, Any] = {"method": method, "out": str(out), "skipped_videos": len(bad), **init_note}
     if probe_note:
         summary["probe_skipped"] = probe_note
     module.export(
         out / "model.pt",
-        extra_meta={"data": str(Path(data).resolve()), "num_videos": len(train_items), "skipped_videos": len(bad)},
+        extra_meta={
+            "data": str(Path(data).resolve()),
+            "num_videos": len(train_items),
+            "skipped_videos": len(bad),
+            **init_note,
+        },
     )
     if bad:
         atomic_write_json(out / "bad_videos.json", bad)

@@ -73,6 +73,13 @@ class MoDist(BackboneModule):
         self.align_crops = c.align_crops
         self.aug1, self.aug2 = view_augmenters(cfg)
 
+    def on_init_loaded(self, loaded: set[str]) -> None:
+        # a checkpoint without this method's key encoders (a model.pt, a CVRL run): keys = queries, as at init
+        for name, (net, head) in (("v_key", (self.backbone, self.v_head)), ("f_key", (self.flow_net, self.f_head))):
+            for part, query in (("net", net), ("head", head)):
+                if not any(k.startswith(f"{name}.{part}.") for k in loaded):
+                    getattr(self, name)[part].load_state_dict(query.state_dict())
+
     @classmethod
     def check_config(cls, cfg: BackboneConfig, global_batch: int | None) -> None:
         keys = 2 * global_batch if global_batch else None  # both clips of every video are enqueued
