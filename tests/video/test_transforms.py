@@ -49,3 +49,23 @@ def test_normalize_batched_and_uint8_layout():
     assert torch.allclose(y[:, 1], (x[:, 1] - MEAN[1]) / STD[1])
     u = to_uint8_cthw(np.zeros((4, 360, 640, 3), np.uint8), short_side=128)
     assert u.shape == (3, 4, 128, 227) and u.dtype == torch.uint8
+
+
+def test_squash_keeps_the_whole_frame():
+    """VidSitu's loader squashes a 16:9 frame to 224x224: both ends of the long side survive, where a
+    centre crop drops them."""
+    f = np.zeros((2, 90, 160, 3), np.uint8)
+    f[:, :, :20] = 50  # left eighth
+    f[:, :, 140:] = 250  # right eighth
+    x = denormalize(preprocess(f, 256, 64, "squash")) * 255
+    assert x.shape == (3, 2, 64, 64)
+    assert torch.allclose(x[..., :7], torch.tensor(50.0), atol=1) and torch.allclose(
+        x[..., -7:], torch.tensor(250.0), atol=1
+    )
+    c = denormalize(preprocess(f, 64, 64, "center")) * 255  # the centre crop keeps neither end
+    assert (
+        not torch.isclose(c, torch.tensor(50.0), atol=1).any()
+        and not torch.isclose(c, torch.tensor(250.0), atol=1).any()
+    )
+    with pytest.raises(ValueError):
+        preprocess(f, 256, None, "squash")

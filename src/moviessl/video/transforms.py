@@ -16,6 +16,9 @@ import torch.nn.functional as F
 MEAN = (0.45, 0.45, 0.45)
 STD = (0.225, 0.225, 0.225)
 CROP_MODES = ("center", "random", "left", "right")  # left/right: PySlowFast spatial_idx 0 / 2
+# "squash": the whole frame resized to crop x crop, aspect ratio not kept (VidSitu's clip loader,
+# TheShadow29/VidSitu vidsitu_code/dat_loader.py, feeds its video models 224x224 squashed frames)
+SQUASH = "squash"
 
 
 def short_side_size(h: int, w: int, size: int) -> tuple[int, int]:
@@ -56,6 +59,21 @@ def resize_short_side(frames, size: int):
     if not x.is_floating_point():
         y = y.round_().clamp_(0, 255)
     return y.to(x.dtype).reshape(*lead, nh, nw)
+
+
+def squash_resize(frames: np.ndarray, size: int) -> np.ndarray:
+    """``uint8 (T, H, W, C)`` -> ``(T, size, size, C)``: every frame resized whole (OpenCV, area filter
+    when shrinking), the aspect ratio not kept."""
+    import cv2
+
+    t, h, w = frames.shape[:3]
+    if (h, w) == (size, size):
+        return frames
+    interp = cv2.INTER_AREA if size < h and size < w else cv2.INTER_LINEAR
+    out = np.empty((t, size, size) + frames.shape[3:], dtype=frames.dtype)
+    for i in range(t):
+        out[i] = cv2.resize(frames[i], (size, size), interpolation=interp).reshape(out.shape[1:])
+    return out
 
 
 def crop_box(
@@ -110,16 +128,21 @@ def preprocess(
 ) -> torch.Tensor:
     """``uint8 (T, H, W, 3)`` frames -> normalised ``float32 (3, T, crop, crop)``.
 
-    ``short_side=None`` keeps the size; ``crop=None`` skips cropping.
+    ``short_side=None`` keeps the size; ``crop=None`` skips cropping. ``crop_mode="squash"``
+    resizes the whole frame to ``crop x crop`` instead (``short_side`` unused).
     """
     if isinstance(frames, torch.Tensor):
         frames = frames.cpu().numpy()
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected (T, H, W, 3) frames, got shape {frames.shape}")
-    if short_side is not None:
+    if crop_mode == SQUASH:
+        if crop is None:
+            raise ValueError("crop_mode 'squash' needs a crop size")
+        frames = squash_resize(frames, crop)
+    elif short_side is not None:
         frames = resize_short_side(frames, short_side)
-    if crop is not None:
+    if crop is not None and crop_mode != SQUASH:
         y, x = crop_box(frames.shape[1], frames.shape[2], crop, crop_mode, generator)
         frames = frames[:, y : y + crop, x : x + crop]
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)

@@ -17,6 +17,7 @@ class VidSituDataConfig:
     num_workers: int
     num_frames: Optional[int]  # clips for --videos; None: the backbone checkpoint's meta.input
     stride: Optional[int]
+    resize: str  # clips for --videos: squash (whole frame to crop x crop, VidSitu's) | crop (short side + centre crop)
     eval_batch_size: int
     input_norm: str  # fixed (train statistics, computed once) | batch (BatchNorm / raw TxE input: before)
 

@@ -44,7 +44,12 @@ class SegmentData:
             x = self.x[rows]
         else:  # a ClipSource
             x = ClipSource(
-                [self.x.paths[i] for i in rows], self.x.num_frames, self.x.stride, self.x.short_side, self.x.crop
+                [self.x.paths[i] for i in rows],
+                self.x.num_frames,
+                self.x.stride,
+                self.x.short_side,
+                self.x.crop,
+                self.x.crop_mode,
             )
         return SegmentData([self.vsegs[i] for i in rows], [self.ann_idx[i] for i in rows], x, [self.y[i] for i in rows])
 
@@ -172,8 +177,11 @@ class ClipSource:
     """``[i] -> (5, 3, T, H, W)`` float, normalised: the 5 event clips of segment i (16x4 at 30 fps,
     centred at 1, 3, 5, 7, 9 s), preprocessed as the backbone was pretrained (its meta ``input``)."""
 
-    def __init__(self, paths: Sequence[Path], num_frames: int, stride: int, short_side: int, crop: int):
+    def __init__(
+        self, paths: Sequence[Path], num_frames: int, stride: int, short_side: int, crop: int, crop_mode: str = "center"
+    ):
         self.paths = list(paths)
+        self.crop_mode = crop_mode
         self.num_frames, self.stride, self.short_side, self.crop = (
             int(num_frames),
             int(stride),
@@ -199,7 +207,7 @@ class ClipSource:
                         read_clip(r, c, num_frames=self.num_frames, stride=self.stride),
                         self.short_side,
                         self.crop,
-                        crop_mode="center",
+                        crop_mode=self.crop_mode,
                     )
                     for c in centres
                 ]
@@ -211,9 +219,17 @@ class ClipSource:
 
 
 def video_source(
-    videos_root: str | os.PathLike, input_meta: dict, num_frames: int | None = None, stride: int | None = None
+    videos_root: str | os.PathLike,
+    input_meta: dict,
+    num_frames: int | None = None,
+    stride: int | None = None,
+    resize: str = "crop",
 ):
-    """Resolve each segment's video (file or frame folder) now; decode lazily in the DataLoader."""
+    """Resolve each segment's video (file or frame folder) now; decode lazily in the DataLoader.
+    ``resize``: ``crop`` (the backbone's short side, then a centre crop) or ``squash`` (the whole
+    frame to crop x crop, VidSitu's loader)."""
+    if resize not in ("crop", "squash"):
+        raise BadInputError("data.resize", f"must be crop or squash, got {resize!r}")
     from ...video import resolve_video
 
     def load(vsegs: list[str]):
@@ -230,6 +246,7 @@ def video_source(
             stride or input_meta.get("stride", 4),
             input_meta.get("short_side", 224),
             input_meta.get("crop", 224),
+            "squash" if resize == "squash" else "center",
         )
         return src, kept, bad
 

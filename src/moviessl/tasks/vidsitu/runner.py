@@ -215,7 +215,9 @@ def prepare(
         backbone_obj = load_checkpoint(backbone, stage="backbone")
         meta = backbone_obj.get("meta", {})
         in_dim = int(meta.get("out_dim") or build_arch(backbone_obj["arch"]).out_dim)
-        vsrc = video_source(videos, dict(meta.get("input") or {}), cfg.data.num_frames, cfg.data.stride)
+        vsrc = video_source(
+            videos, dict(meta.get("input") or {}), cfg.data.num_frames, cfg.data.stride, cfg.data.resize
+        )
         inputs = f"videos:{Path(videos).resolve()} backbone:{file_hash(backbone)}"
         if spec.end_to_end:  # Slow-D fine-tuned end to end on the event clips
             source = vsrc
