@@ -76,3 +76,11 @@ def test_teacher_heads(tmp_path):
     torch.save({"state_dict": {"x": w}}, tmp_path / "none.ckpt")
     with pytest.raises(BadInputError, match="no linear classifier"):
         load_teacher_head(tmp_path / "none.ckpt")
+
+
+def test_ot_pretrain_presets_train_in_fp32():
+    """LVU's run_pretrain.sh has no --fp16: the paper preset trains fp32, as the cpu one does."""
+    from moviessl.config import load_config
+
+    assert load_config("ot_pretrain", "paper").trainer.precision == "32-true"
+    assert load_config("ot_pretrain", "cpu").trainer.precision == "32-true"

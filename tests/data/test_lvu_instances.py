@@ -138,3 +138,47 @@ def test_bad_tracks_are_one_line(tmp_path, seconds, cause):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(BadInputError, match="unreadable tracks JSON"):
         read_tracks(tmp_path / "bad.json")
+
+
+def test_bad_boxes_in_instance_meta_are_skipped_and_counted(tmp_path, caplog):
+    """One bad entry never fails the whole file (LVU's metadata covers thousands of videos): bad
+    boxes, seconds and videos are skipped, and one warning names the file and the count."""
+    p = tmp_path / "instance_meta_scene.pkl"
+    meta = {
+        "vidA": {
+            3: {BOX_A: [0, 7], "0.5,0.2,0.4,0.9": [0, 8], "0.1,0.2,1.7,0.9": [0, 9], "0.1,0.2": [0, 1]},
+            4: {BOX_B: [1, 7], BOX_A: [1]},
+            "x": {BOX_A: [1, 7]},
+        },
+        "vidB": [BOX_A],
+        "vidC": {0: {BOX_B: [2, 1]}},
+    }
+    p.write_bytes(pickle.dumps(meta))
+    with caplog.at_level("WARNING", logger="moviessl"):
+        m = read_instance_meta(p)
+    assert m == {"vidA": {3: {BOX_A: (0, 7)}, 4: {BOX_B: (1, 7)}}, "vidC": {0: {BOX_B: (2, 1)}}}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and str(p) in warnings[0] and "skipped 6 bad entries" in warnings[0]
+    assert "inverted" in warnings[0]  # the first problem, so the user can look it up
+
+
+def test_zero_area_boxes_are_kept_as_lvu_does(tmp_path):
+    """LVU's reference makes a token of every box of the metadata, zero-area ones included; RoI
+    pooling and the OT's box embedding handle them (no division by the box size)."""
+    import torch
+
+    from moviessl.data.lvu import meta_instances
+    from moviessl.models.roi import roi_features
+
+    flat = "0.300,0.200,0.300,0.900"  # x1 == x2
+    p = tmp_path / "m.pkl"
+    p.write_bytes(pickle.dumps({"v": {2: {flat: [0, 1], BOX_A: [0, 2]}}}))
+    m = read_instance_meta(p)
+    assert list(m["v"][2]) == [flat, BOX_A]
+    inst = meta_instances(m["v"])
+    assert inst.track.tolist() == [1, 2] and inst.feat is None and np.allclose(inst.box[0], [0.3, 0.2, 0.3, 0.9])
+    f = release_instances(m["v"], {2: {flat: np.ones(3, np.float32), BOX_A: np.zeros(3, np.float32)}})
+    assert len(f) == 2 and f.feat.shape == (2, 3)
+    fmap = torch.randn(1, 4, 2, 7, 7)
+    r = roi_features(fmap, torch.from_numpy(inst.box), torch.zeros(2, dtype=torch.long))
+    assert r.shape == (2, 4) and torch.isfinite(r).all()

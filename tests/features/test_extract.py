@@ -40,14 +40,13 @@ def write_video(path: Path, seconds: float, fps: int = 30, seed: int = 0, h: int
     return path
 
 
-@pytest.fixture(scope="module")
-def backbone(tmp_path_factory) -> Path:
+def save_backbone(path: Path) -> Path:
+    """A tiny random Slow-D checkpoint (16-d features) reading 4x8 clips at 32 px."""
     from moviessl.models import build_slowd
 
     torch.manual_seed(0)
     kw = dict(preset="slowd_cpu", widths=[8, 8, 16, 16], stem_width=8)
     model = build_slowd(**kw)
-    path = tmp_path_factory.mktemp("bb") / "backbone.pt"
     save_checkpoint(
         path,
         stage="backbone",
@@ -56,6 +55,11 @@ def backbone(tmp_path_factory) -> Path:
         meta={"input": INPUT, "method": "random", "out_dim": model.out_dim},
     )
     return path
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory) -> Path:
+    return save_backbone(tmp_path_factory.mktemp("bb") / "backbone.pt")
 
 
 @pytest.fixture(scope="module")

@@ -189,12 +189,11 @@ def test_scene_only_and_bad_inputs(lvu_setup, capsys, tmp_path):
     assert index["counts"] == {"ok": 0, "bad": 1} and "inverted" in index["videos"][vid.stem]["error"]
 
 
-def test_runs_on_lvus_released_inputs(tmp_path, capsys):
-    """A user with the LVU download: lvu_1.0/ labels, features/<id>.npz, instance_meta/ (by task)."""
+def _lvu_release(root):
+    """LVU's download for the scene task: lvu_1.0/ labels, features/<id>.npz, instance_meta/ (by task)."""
     import pickle
 
     rng = np.random.default_rng(0)
-    root = tmp_path / "data"
     (root / "features").mkdir(parents=True)
     (root / "instance_meta").mkdir()
     meta = {}
@@ -216,6 +215,12 @@ def test_runs_on_lvus_released_inputs(tmp_path, capsys):
             "class_id class_name youtube_id imdb_id\n"
             + "".join(f"{k % 6} office {v} tt{k}\n" for k, v in enumerate(vids))
         )
+    return root
+
+
+def test_runs_on_lvus_released_inputs(tmp_path, capsys):
+    """A user with the LVU download: lvu_1.0/ labels, features/<id>.npz, instance_meta/ (by task)."""
+    root = _lvu_release(tmp_path / "data")
     out = tmp_path / "ft"
     argv = [
         "finetune",
@@ -237,6 +242,28 @@ def test_runs_on_lvus_released_inputs(tmp_path, capsys):
     preds = json.loads((out / "seed0" / "predictions_val.json").read_text())
     assert sorted(preds) == ["va0", "va1"] and all(len(p) == 70 - 59 for p in preds.values())  # spans end at 59..69
     assert all(len(s) == 6 and abs(sum(s) - 1) < 1e-5 for p in preds.values() for s in p)
+
+
+@pytest.mark.parametrize("preset, betas", [("paper", (0.9, 0.999)), ("cpu", (0.9, 0.99))])
+def test_finetuning_adamw_betas(tmp_path, monkeypatch, preset, betas):
+    """LVU fine-tunes with HF AdamW's default betas (chaoyuaw/lvu run.py: (0.9, 0.999)); the cpu
+    preset keeps (0.9, 0.99), the betas its recorded demo table was trained with."""
+    from moviessl.tasks.lvu import runner
+
+    class Stop(Exception):
+        pass
+
+    jobs = []
+
+    def capture(job, seeds):
+        jobs.append(job)
+        raise Stop  # before any training
+
+    monkeypatch.setattr(runner, "run_seeds", capture)
+    root = _lvu_release(tmp_path / "data")
+    with pytest.raises(Stop):
+        runner.run_finetune("scene", root, instances=root / "features", out=tmp_path / "ft", preset=preset)
+    assert tuple(jobs[0].optim.betas) == betas
 
 
 def test_bad_feature_files_exit_2_with_one_line(lvu_setup, tmp_path, capsys):

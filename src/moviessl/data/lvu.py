@@ -12,6 +12,7 @@ centred with LVU's hard-coded constants (training and evaluation MSE are both on
 from __future__ import annotations
 
 import json
+import logging
 import math
 import numbers
 import os
@@ -24,6 +25,8 @@ import numpy as np
 
 from ..errors import BadInputError
 from ..utils.safe_pickle import UNPICKLE_ERRORS, safe_load, safe_load_npz_object
+
+log = logging.getLogger("moviessl.data")
 
 LIKE_RATIO_CENTER = 9.138220535629456  # subtracted from 10 * like / (like + dislike)
 VIEW_COUNT_CENTER = 11.76425435683139  # subtracted from ln(view_count)
@@ -192,7 +195,8 @@ def check_box(box: Any, what: str = "box") -> list[float]:
 
 
 def has_area(box: list[float]) -> bool:
-    """A box with no area inside the frame (a character just off screen, clipped) is dropped."""
+    """A tracks file's box with no area inside the frame (a character just off screen, clipped) is
+    dropped; LVU's instance metadata keeps such boxes, as its reference loader does."""
     return box[2] > box[0] and box[3] > box[1]
 
 
@@ -259,7 +263,13 @@ def read_instance_meta(path: str | os.PathLike) -> dict[str, dict[int, dict[str,
     where ``value`` starts with ``(scene_id, link_id)`` (the released files hold ``[scene_id,
     link_id]``; the reference loader appends the label to that list, which it then reads as the
     third element -- a third element already there, e.g. AVA actions, is ignored). Loaded with a
-    restricted unpickler. Returns ``{youtube_id: {sec: {box_key: (scene_id, link_id)}}}``."""
+    restricted unpickler. Returns ``{youtube_id: {sec: {box_key: (scene_id, link_id)}}}``.
+
+    Boxes with no area are kept: the reference makes a token of every box of the file. A bad entry
+    (a malformed, out-of-range or inverted box, a value without the two ids, a second or video that
+    is not a mapping) is skipped, and one warning names the file, the count and the first problem:
+    one bad box never costs the thousands of good ones. A file that cannot be read, or whose
+    entries are all bad, is a :class:`BadInputError`."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -273,25 +283,55 @@ def read_instance_meta(path: str | os.PathLike) -> dict[str, dict[int, dict[str,
             path, f"expected a dict youtube_id -> {{sec -> {{box -> [scene_id, link_id]}}}}, got {type(data).__name__}"
         )
     out: dict[str, dict[int, dict[str, tuple[int, int]]]] = {}
+    bad: list[str] = []  # one line per skipped entry
+    good = 0
     for vid, secs in data.items():
-        try:
-            if not isinstance(secs, dict):
-                raise ValueError("must map seconds to {box: [scene_id, link_id]}")
-            v: dict[int, dict[str, tuple[int, int]]] = {}
-            for sec, boxes in secs.items():
+        if not isinstance(secs, dict):
+            bad.append(f"video {vid!r} must map seconds to {{box: [scene_id, link_id]}}")
+            continue
+        v: dict[int, dict[str, tuple[int, int]]] = {}
+        for sec, boxes in secs.items():
+            where = f"video {vid!r} second {sec!r}"
+            try:
+                t = _int(sec, "second")
                 if not isinstance(boxes, dict):
-                    raise ValueError(f"second {sec!r} must map boxes to [scene_id, link_id]")
-                row = {}
-                for key, val in boxes.items():
+                    raise ValueError("must map boxes to [scene_id, link_id]")
+            except ValueError as e:
+                bad.append(f"{where}: {e}")
+                continue
+            row = {}
+            for key, val in boxes.items():
+                try:
                     parse_box_key(key)
                     if not isinstance(val, (list, tuple)) or len(val) < 2:
-                        raise ValueError(f"second {sec!r} box {key!r}: expected [scene_id, link_id], got {val!r}")
+                        raise ValueError(f"expected [scene_id, link_id], got {val!r}")
                     row[str(key)] = (_int(val[0], "scene_id"), _int(val[1], "link_id"))
-                v[_int(sec, "second")] = row
-        except ValueError as e:
-            raise BadInputError(f"{path}: video {vid!r}", str(e)) from None
+                except ValueError as e:
+                    bad.append(f"{where} box {key!r}: {e}")
+            v[t] = row
+            good += len(row)
         out[str(vid)] = v
+    if bad and not good:
+        raise BadInputError(path, f"no usable box (bad entries: {len(bad)}; first: {bad[0]})")
+    if bad:
+        log.warning("%s: skipped %d bad entries, kept %d boxes (first: %s)", path, len(bad), good, bad[0])
     return out
+
+
+def meta_instances(meta: dict[int, dict[str, tuple[int, int]]]) -> VideoInstances:
+    """One video's instance metadata (:func:`read_instance_meta`) as :class:`VideoInstances`
+    without features: the boxes ``moviessl extract-instances`` pools, in the order of the file."""
+    rows = [
+        (sec, scene_id, link_id, parse_box_key(key))
+        for sec in sorted(meta)
+        for key, (scene_id, link_id) in meta[sec].items()
+    ]
+    return VideoInstances(
+        sec=np.array([r[0] for r in rows], np.int64),
+        shot=np.array([r[1] for r in rows], np.int64),
+        track=np.array([r[2] for r in rows], np.int64),
+        box=np.array([r[3] for r in rows], np.float32).reshape(-1, 4),
+    )
 
 
 def read_release_features(path: str | os.PathLike) -> dict[int, dict[str, np.ndarray]]:
@@ -334,21 +374,11 @@ def release_instances(
 ) -> VideoInstances:
     """Join one video's instance metadata and RoI features (LVU's release) into :class:`VideoInstances`.
     Every box of the metadata needs a feature (the reference indexes ``features[sec][box]``)."""
-    rows, fs = [], []
-    for sec in sorted(meta):
-        for key, (scene_id, link_id) in meta[sec].items():
+    fs = []
+    for sec in sorted(meta):  # meta_instances' row order
+        for key in meta[sec]:
             f = feats.get(sec, {}).get(key)
             if f is None:
                 raise BadInputError(where, f"no RoI feature for second {sec} box {key}")
-            b = parse_box_key(key)
-            if has_area(b):
-                rows.append((sec, scene_id, link_id, b))
-                fs.append(f)
-    dim = fs[0].shape[0] if fs else 0
-    return VideoInstances(
-        sec=np.array([r[0] for r in rows], np.int64),
-        shot=np.array([r[1] for r in rows], np.int64),
-        track=np.array([r[2] for r in rows], np.int64),
-        box=np.array([r[3] for r in rows], np.float32).reshape(-1, 4),
-        feat=np.stack(fs).astype(np.float32) if fs else np.zeros((0, dim), np.float32),
-    )
+            fs.append(f)
+    return meta_instances(meta).with_features(np.stack(fs) if fs else np.zeros((0, 0), np.float32))

@@ -1,9 +1,10 @@
 """``moviessl extract``: videos -> per-event backbone features (+ TxE outputs), resumable.
-``moviessl extract-instances``: videos + per-second tracks -> RoI features per box (LVU's OT).
+``moviessl extract-instances``: videos + per-second boxes (tracks JSON files or LVU's instance
+metadata) -> RoI features per box (LVU's OT).
 
 moviessl extract --backbone CKPT --videos (DIR|LIST|VidSitu root|LVU root) --out DIR
                  [--stride 2] [--fp16] [--contextualizer CKPT] [--channels-last] [--compile]
-moviessl extract-instances --backbone CKPT --videos (DIR|LVU root) --tracks DIR --out DIR [--short-side S]
+moviessl extract-instances --backbone CKPT --videos (DIR|LVU root) --tracks (DIR|PKL) --out DIR [--short-side S]
 """
 
 from __future__ import annotations
@@ -69,13 +70,20 @@ def add_parser(subparsers) -> None:
     i = subparsers.add_parser(
         "extract-instances",
         help="RoI features of tracked boxes per second (LVU's Object Transformer inputs); resumable",
-        description="For every second with boxes in TRACKS/<id>.json, the backbone's clip around it and a RoIAlign "
+        description="For every second with boxes in --tracks, the backbone's clip around it and a RoIAlign "
         "(7x7, max-pooled, PySlowFast's AVA head pooling) of each box on the last feature map; writes <id>.npz "
-        "(sec, shot, track, box, feat) + index.json. Tracks format: see moviessl.data.lvu.read_tracks.",
+        "(sec, shot, track, box, feat) + index.json. Boxes: TRACKS/<id>.json files (format: "
+        "moviessl.data.lvu.read_tracks), or LVU's released boxes and track ids, an instance_meta_<task>.pkl "
+        "or the instance_meta/ folder (all its tasks' videos).",
     )
     i.add_argument("--backbone", required=True, help="backbone checkpoint (moviessl pretrain-backbone's model.pt)")
     i.add_argument("--videos", required=True, help="folder of videos (or an LVU root with videos/)")
-    i.add_argument("--tracks", required=True, help="folder of <id>.json tracks files (SynthMovies' lvu/tracks)")
+    i.add_argument(
+        "--tracks",
+        required=True,
+        help="folder of <id>.json tracks files (SynthMovies' lvu/tracks), or LVU's instance_meta/ folder "
+        "or one of its instance_meta_<task>.pkl files",
+    )
     i.add_argument("--out", required=True, help="instance feature folder")
     i.add_argument(
         "--short-side",

@@ -7,7 +7,9 @@ the network and each box is pooled from the res5 map by PySlowFast's ``ResNetRoI
 average, RoIAlign 7x7, spatial max). :func:`extract_instances` does the same with any moviessl
 backbone (Slow-D, the paper's §7.1 change (b)) and boxes from tracks files
 (:func:`moviessl.data.lvu.read_tracks`: SynthMovies' ``lvu/tracks/<id>.json``, or a user's
-detections in that format):
+detections in that format) or from LVU's own boxes and track ids, which it releases only in
+``instance_meta/instance_meta_{task}.pkl`` (:func:`box_source`; the paper's OT, CVRL and MoDist rows
+pool a Slow-D over those boxes):
 
 - clip: ``meta.input``'s frames and stride (16x4) on the 30-fps timeline, centred in the middle
   of second t (the tracks' boxes are taken there), the *whole* frame resized to ``short_side``
@@ -27,14 +29,22 @@ from __future__ import annotations
 import logging
 import os
 import time
+from functools import partial
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
 from ..checkpoint import build_from_checkpoint, file_hash, load_checkpoint
-from ..data.lvu import VideoInstances, read_instance_meta, read_release_features, read_tracks, release_instances
+from ..data.lvu import (
+    VideoInstances,
+    meta_instances,
+    read_instance_meta,
+    read_release_features,
+    read_tracks,
+    release_instances,
+)
 from ..errors import BadInputError
 from ..models.roi import roi_features
 from ..utils.io import atomic_write, atomic_write_json
@@ -89,6 +99,36 @@ def video_instance_features(
     return np.stack(out).astype(np.float32)
 
 
+def box_source(tracks: str | os.PathLike) -> dict[str, Callable[[], VideoInstances]]:
+    """``{youtube_id: () -> its boxes}`` from a folder of tracks files ``<id>.json``, one of LVU's
+    ``instance_meta_{task}.pkl`` files, or its ``instance_meta/`` folder. The folder's task files
+    list different videos, so all are read; a video in several keeps the first file's boxes (by
+    name), and a count of videos whose boxes differ between files is logged."""
+    tracks = Path(tracks)
+    if tracks.is_dir():
+        pkls = sorted(tracks.glob("instance_meta_*.pkl"))
+        if not pkls:
+            jsons = sorted(p for p in tracks.glob("*.json") if p.is_file())
+            if not jsons:
+                raise BadInputError(tracks, "no <id>.json tracks files or instance_meta_<task>.pkl files")
+            return {p.stem: partial(read_tracks, p) for p in jsons}
+    elif tracks.is_file():
+        pkls = [tracks]
+    else:
+        raise BadInputError(tracks, "tracks folder or instance-metadata pkl not found")
+    meta: dict = {}
+    differ = 0
+    for p in pkls:
+        for vid, secs in read_instance_meta(p).items():
+            if vid not in meta:
+                meta[vid] = secs
+            elif meta[vid] != secs:
+                differ += 1
+    if differ:
+        log.warning("%s: %d videos have other boxes in another task's file; the first file's are used", tracks, differ)
+    return {vid: partial(meta_instances, secs) for vid, secs in meta.items()}
+
+
 def extract_instances(
     backbone: str | os.PathLike,
     videos: str | os.PathLike,
@@ -102,13 +142,12 @@ def extract_instances(
     batch_seconds: int = 8,
     device: str = "cpu",
 ) -> dict:
-    """RoI features of every video that has a tracks file ``tracks/<id>.json``; returns the index
-    summary. Videos whose decoding or tracks fail are listed as bad in the index (not fatal)."""
+    """RoI features of every video that has boxes in ``tracks`` (a folder of ``<id>.json`` tracks
+    files, or LVU's instance metadata: :func:`box_source`); returns the index summary. Videos whose
+    decoding or tracks fail are listed as bad in the index (not fatal)."""
     out = Path(out)
     vids, _ = find_videos(videos)
-    tracks = Path(tracks)
-    if not tracks.is_dir():
-        raise BadInputError(tracks, "tracks folder not found")
+    source = box_source(tracks)
     obj = load_checkpoint(backbone, stage="backbone")
     inp = dict(obj.get("meta", {}).get("input") or {})
     missing = [k for k in ("num_frames", "stride", "short_side") if k not in inp]
@@ -125,13 +164,13 @@ def extract_instances(
         raise BadInputError(out, "folder holds instance features of another backbone or RoI setting; use another --out")
     entries = dict((old or {}).get("videos", {}))
     out.mkdir(parents=True, exist_ok=True)
-    todo = [(v, p) for v, p in vids if (tracks / f"{v}.json").is_file() and v not in entries]
-    no_tracks = sum(not (tracks / f"{v}.json").is_file() for v, _ in vids)
+    todo = [(v, p) for v, p in vids if v in source and v not in entries]
+    no_tracks = sum(v not in source for v, _ in vids)
     log.info("%d videos, %d without tracks, %d to extract", len(vids), no_tracks, len(todo))
     t0, dim = time.perf_counter(), int(getattr(model, "out_dim", 0)) or None
     for vid, path in todo:
         try:
-            inst = read_tracks(tracks / f"{vid}.json")
+            inst = source[vid]()
             feat = video_instance_features(
                 model, path, inst, inp, side, resolution, sampling_ratio, pool, batch_seconds
             )
@@ -223,7 +262,19 @@ class LVUReleaseInstances:
         self._ids = set(self.ids)
         if not self.ids:
             raise BadInputError(self.root, f"no <youtube_id>.npz for any of the {len(self.meta)} videos of {meta}")
-        self.dim = self.load(self.ids[0]).feat.shape[1]
+        # the width from the first video with boxes: an empty or broken one has none (load_inputs
+        # skips and lists a broken one), and empty videos are given this width in load()
+        self.dim = 0
+        for vid in self.ids:
+            try:
+                inst = self.load(vid)
+            except BadInputError:
+                continue
+            if len(inst):
+                self.dim = int(inst.feat.shape[1])
+                break
+        if not self.dim:
+            raise BadInputError(self.root, f"no video with a readable box feature among the {len(self.ids)} of {meta}")
         self.backbone = "lvu-release"
 
     def __contains__(self, vid: str) -> bool:
@@ -235,7 +286,9 @@ class LVUReleaseInstances:
     def load(self, vid: str) -> VideoInstances:
         path = self.root / f"{vid}.npz"
         inst = release_instances(self.meta[vid], read_release_features(path), where=str(path))
-        if getattr(self, "dim", None) and len(inst) and inst.feat.shape[1] != self.dim:
+        if not len(inst):
+            return inst.with_features(np.zeros((0, self.dim), np.float32))
+        if self.dim and inst.feat.shape[1] != self.dim:
             raise BadInputError(path, f"{inst.feat.shape[1]}-d features, the other videos' are {self.dim}-d")
         return inst
 

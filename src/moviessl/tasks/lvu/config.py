@@ -32,6 +32,7 @@ class LVUTrainConfig:
     epochs_grid: list[int]  # non-empty: choose epochs from these on held-out train videos (runner.tune_epochs)
     tune_seeds: int  # runs per grid value when choosing
     lr: float
+    betas: list[float]  # AdamW's (beta1, beta2) (LVU: HF AdamW's defaults, 0.9 and 0.999)
     weight_decay: float  # not on biases and norms (LVU's split)
     warmup_frac: float  # linear warm-up over this fraction of the steps, then linear decay to 0
 

@@ -278,6 +278,7 @@ def run_finetune(
             config=cfg,
             optim=TaskOptim(
                 lr=tc.lr,
+                betas=tuple(tc.betas),
                 weight_decay=tc.weight_decay,
                 warmup_frac=tc.warmup_frac,
                 decay="linear",
