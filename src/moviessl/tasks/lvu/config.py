@@ -13,6 +13,7 @@ from ...config import TrainerConfig
 class LVUModelConfig:
     preset: str  # an Object Transformer preset (moviessl.models.object_transformer.OT_PRESETS)
     overrides: dict[str, Any]  # changes to the preset; must match a pretrained OT given with --init
+    track_mask: float  # fraction of each span's tracks corrupted in training and scoring (LVU's code: 0.15)
 
 
 @dataclass

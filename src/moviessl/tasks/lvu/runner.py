@@ -229,7 +229,9 @@ def run_finetune(
     mcfg = dict(cfg.model.overrides)
 
     def build(seed: int, videos: list, stats: list):
-        model, arch = spec.build_model(inputs.in_dim, inputs.scene_dim, cfg.model.preset, **mcfg)
+        model, arch = spec.build_model(
+            inputs.in_dim, inputs.scene_dim, cfg.model.preset, track_mask=cfg.model.track_mask, **mcfg
+        )
         if init_obj is not None:
             rep = load_matching(model.ot, init_obj["state_dict"])
             if not rep["loaded"]:

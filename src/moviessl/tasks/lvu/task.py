@@ -16,23 +16,38 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...checkpoint import arch_spec
+from ...context.instance_masking import track_masks
+from ...context.maskpred import corrupt_selected
 from ...data.lvu import LVU_TASKS
 from ...eval.lvu import metric_name
-from ...models.object_transformer import ObjectTransformer, build_object_transformer
+from ...models.object_transformer import INSTANCE, ObjectTransformer, build_object_transformer
 
 
 class LVUModel(nn.Module):
-    """An Object Transformer with a task head; ``loss(tokens, y)`` is CE (classes) or MSE (regression)."""
+    """An Object Transformer with a task head; ``loss(tokens, y)`` is CE (classes) or MSE (regression).
 
-    def __init__(self, ot: ObjectTransformer, regression: bool):
+    ``track_mask`` > 0 corrupts the instance tokens of that fraction of each span's tracks (at least
+    one; 80% [MASK], 10% swapped, 10% kept) in training *and* when scoring, as LVU's fine-tuning code
+    does (``chaoyuaw/lvu`` ``src/run.py``: ``prepare_model_input`` calls ``mask_tokens`` for train and
+    eval batches alike, and ``--mask_sep_no_mask`` skips only its second masking pass)."""
+
+    def __init__(self, ot: ObjectTransformer, regression: bool, track_mask: float = 0.0):
         super().__init__()
-        self.ot, self.regression = ot, bool(regression)
+        self.ot, self.regression, self.track_mask = ot, bool(regression), float(track_mask)
+
+    def _inputs(self, tokens: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+        if self.track_mask <= 0:
+            return tokens
+        inst = tokens["kind"] == INSTANCE
+        masked = track_masks(tokens["link"], tokens["kind"], self.track_mask)
+        x, mask = corrupt_selected(tokens["inst"], masked, inst)
+        return {**tokens, "inst": x, "mask": mask}
 
     def forward(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self.ot(tokens)
+        return self.ot(self._inputs(tokens))
 
     def loss(self, tokens: Mapping[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
-        out = self.ot(tokens).float()
+        out = self(tokens).float()
         if self.regression:
             return F.mse_loss(out[:, 0], y.float())
         return F.cross_entropy(out, y.long())
@@ -40,7 +55,7 @@ class LVUModel(nn.Module):
     @torch.no_grad()
     def span_outputs(self, tokens: Mapping[str, torch.Tensor]) -> np.ndarray:
         """What the prediction file holds per span: class probabilities, or the centred value."""
-        out = self.ot(tokens).float()
+        out = self(tokens).float()
         return (out[:, 0] if self.regression else out.softmax(-1)).cpu().numpy()
 
 
@@ -50,9 +65,11 @@ def build_lvu_model(
     scene_dim: int = 0,
     num_outputs: int = 1,
     regression: bool = False,
+    track_mask: float = 0.0,
     **overrides: Any,
 ) -> LVUModel:
-    return LVUModel(build_object_transformer(preset, in_dim, scene_dim, num_outputs, **overrides), regression)
+    ot = build_object_transformer(preset, in_dim, scene_dim, num_outputs, **overrides)
+    return LVUModel(ot, regression, track_mask)
 
 
 class LVUTask:
