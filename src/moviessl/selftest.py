@@ -14,8 +14,10 @@ spent: a few 10-s videos with audio and a VidSitu-format release are generated, 
   context        ``pretrain_context()`` (MaskPred) on those features, 2 steps, queue of the preset's K;
   verb, srl, relation   ``run_finetune()`` of each VidSitu task, 1 epoch, on the features with the
                  MaskPred TxE as contextualizer; official metrics computed;
-  object_transformer    the Object Transformer's own check, once ``moviessl.models.object_transformer``
-                 exists (see :data:`HOOKS`).
+  object_transformer    LVU's layout written for the same videos, ``extract_instances()`` of its
+                 boxes (an ``instance_meta`` pkl) with that backbone, and ``run_finetune()`` of the
+                 scene task with the Object Transformer, instances + the MaskPred TxE's scene tokens
+                 (OT++), 1 epoch, scored on val and test (:mod:`moviessl.tasks.lvu.selftest`).
 
 Each stage checks: losses and metrics finite, every exported checkpoint rebuilt from disk, saved again
 and rebuilt to bit-identical weights and outputs, widths agreeing from stage to stage, and for
@@ -23,7 +25,7 @@ and rebuilt to bit-identical weights and outputs, widths agreeing from stage to 
 ``--only`` runs a subset; a stage whose input stage did not run gets a stand-in (a random-init
 backbone / random features of the preset's width / a TxE from scratch). Overrides go to one stage's
 config: ``backbone:KEY=VALUE`` (cvrl, modist, and the backbone that extract uses), ``context:``,
-``vidsitu:``. Exit 0 when every stage passed, 1 (with one ``selftest FAILED`` line) otherwise.
+``vidsitu:``, ``lvu:``. Exit 0 when every stage passed, 1 (with one ``selftest FAILED`` line) otherwise.
 """
 
 from __future__ import annotations
@@ -58,10 +60,11 @@ PAPER_SHAPES = {
     "maskpred_queue": 65536,  # K of Eq. 1
     "modist_queue": 65536,
     "txd": {"dim": 1024, "depth": 3},
+    "ot": {"dim": 768, "depth": 3, "heads": 12},  # LVU's Object Transformer
     "events_per_segment": 5,
 }
 STAGES = ("cvrl", "modist", "extract", "context", "verb", "srl", "relation", "object_transformer")
-CONFIG_STAGES = ("backbone", "context", "vidsitu")
+CONFIG_STAGES = ("backbone", "context", "vidsitu", "lvu")
 
 
 class SelftestFailure(Exception):
@@ -408,10 +411,9 @@ def stage_task(ctx: Ctx, task: str) -> str:
     return note
 
 
-# The Object Transformer (paper §3.4) plugs in here once ``moviessl.models.object_transformer`` exists:
-# that module defines ``selftest(ctx) -> str`` (build at the preset's shapes, a couple of steps, checks
-# with :func:`expect` / :func:`roundtrip`, a one-line note). Other late stages can add themselves to HOOKS.
-HOOKS: dict[str, str] = {"object_transformer": "moviessl.models.object_transformer:selftest"}
+# Stages that live beside their own code: ``module:function(ctx) -> str`` (build at the preset's
+# shapes, a couple of steps, checks with :func:`expect` / :func:`roundtrip`, a one-line note).
+HOOKS: dict[str, str] = {"object_transformer": "moviessl.tasks.lvu.selftest:selftest"}
 
 
 def stage_hook(ctx: Ctx, name: str) -> str | None:
