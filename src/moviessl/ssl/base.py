@@ -133,10 +133,13 @@ class BackboneModule(pl.LightningModule):
         path = Path(path)
         if not path.is_file():
             raise BadInputError(path, "model.init: checkpoint not found")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise BadInputError(path, f"model.init: not a readable checkpoint ({type(e).__name__})") from None
+        try:  # tensors-only files (a .pyth) by the safe loader; our and Lightning's checkpoints hold configs
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=False)
+            except Exception as e:
+                raise BadInputError(path, f"model.init: not a readable checkpoint ({type(e).__name__})") from None
         if isinstance(obj, Mapping) and obj.get("format") == "moviessl":
             if obj.get("stage") != "backbone":
                 raise BadInputError(
