@@ -164,7 +164,7 @@ def test_bad_boxes_in_instance_meta_are_skipped_and_counted(tmp_path, caplog):
 
 def test_zero_area_boxes_are_kept_as_lvu_does(tmp_path):
     """LVU's reference makes a token of every box of the metadata, zero-area ones included; RoI
-    pooling and the OT's box embedding handle them (no division by the box size)."""
+    pooling of them stays finite (no division by the box size)."""
     import torch
 
     from moviessl.data.lvu import meta_instances

@@ -283,3 +283,25 @@ def test_channels_last_extraction_gives_the_same_features(backbone, videos, tmp_
     assert run_extract("--backbone", backbone, "--videos", videos, "--out", fast, "--channels-last") == 0
     for vid in ("a", "b"):
         np.testing.assert_allclose(np.load(fast / f"{vid}_feats.npy"), np.load(plain / f"{vid}_feats.npy"), atol=1e-5)
+
+
+def test_squash_extraction_reads_the_whole_frame(backbone, videos, tmp_path, capsys):
+    """--resize squash (VidSitu's loader): every event's clip is the whole frame resized to crop x crop;
+    the folder records it, and a rerun with the other geometry into it is refused."""
+    out = tmp_path / "sq"
+    assert run_extract("--backbone", backbone, "--videos", videos, "--out", out, "--resize", "squash") == 0
+    assert json.loads((out / "index.json").read_text())["input"]["resize"] == "squash"
+    model = build_from_checkpoint(backbone)
+    from moviessl.video import VideoReader, normalize, read_clip, squash_resize
+
+    with VideoReader(videos / "a.mp4") as r:
+        frames = read_clip(r, 1.0, INPUT["num_frames"], INPUT["stride"])
+    clip = torch.from_numpy(np.ascontiguousarray(squash_resize(frames, INPUT["crop"]).transpose(3, 0, 1, 2)))
+    with torch.no_grad():
+        want = model(normalize(clip[None].float() / 255)).numpy()[0]
+    np.testing.assert_allclose(np.load(out / "a_feats.npy")[0], want, atol=1e-5)
+    with VideoReader(videos / "a.mp4") as r:  # the pipeline's own clip: squashed, not cropped
+        sq, cr = ex.clip_uint8(r, 1.0, {**INPUT, "resize": "squash"}), ex.clip_uint8(r, 1.0, INPUT)
+    assert np.array_equal(sq, clip.numpy()) and not np.array_equal(sq, cr)
+    assert run_extract("--backbone", backbone, "--videos", videos, "--out", out) == 2
+    assert "--resize squash" in capsys.readouterr().err

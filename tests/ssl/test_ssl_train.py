@@ -124,8 +124,10 @@ def test_model_init_starts_from_earlier_weights(clip_list, tmp_path):
     cfg = load_config("backbone", "cpu", tiny_overrides([]))
     m = get_method("modist")(cfg)
     note = m.load_init(tmp_path / "a" / "checkpoints" / "last.ckpt")
-    assert note["init_kind"] == "lightning" and note["init_tensors"] == len(ckpt)
-    assert all(torch.equal(v, ckpt[k]) for k, v in m.state_dict().items())  # queues and key encoders too
+    assert note["init_kind"] == "lightning" and note["init_tensors"] == len(ckpt) and note["init_skipped"] == 0
+    sd = m.state_dict()  # queues and key encoders too; the queued keys' video ids index the old run's data
+    assert all(torch.equal(v, ckpt[k]) for k, v in sd.items() if not k.endswith("queue.ids"))
+    assert (ckpt["v_queue.ids"] >= 0).any() and (sd["v_queue.ids"] == -1).all() and (sd["f_queue.ids"] == -1).all()
 
     m = get_method("modist")(cfg)
     assert m.load_init(tmp_path / "a" / "model.pt")["init_kind"] == "backbone"
@@ -135,7 +137,7 @@ def test_model_init_starts_from_earlier_weights(clip_list, tmp_path):
         torch.equal(v, sd[f"backbone.{k[len('v_key.net.') :]}"]) for k, v in sd.items() if k.startswith("v_key.net.")
     )
 
-    # through the CLI path: a run that trains no step exports exactly the weights it started from
+    # through pretrain(): a run that trains no step exports exactly the weights it started from
     s = _run("random", clip_list, tmp_path / "b", [f"model.init={tmp_path / 'a' / 'model.pt'}"])
     assert s["init_kind"] == "backbone"
     w = load_checkpoint(tmp_path / "b" / "model.pt")["state_dict"]

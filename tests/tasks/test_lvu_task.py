@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 
+from moviessl.context.instance_masking import track_masks
 from moviessl.context.ot_spans import SpanVideo, collate_tokens, span_tokens
 from moviessl.data.lvu import VideoInstances
 from moviessl.models.object_transformer import INSTANCE
@@ -43,14 +44,39 @@ def test_track_mask_corrupts_whole_tracks_in_training_and_scoring():
     assert not np.allclose(a, lvu.span_outputs(x))  # on: the scored inputs are corrupted, as LVU's eval
     for seed in range(5):
         torch.manual_seed(seed)
+        selected = track_masks(x["link"], x["kind"], 0.15)  # the draw _inputs makes first
+        torch.manual_seed(seed)
         y = lvu._inputs(x)
-        assert not (y["mask"] & ~inst).any()  # only instance tokens
         changed = y["mask"] | (y["inst"] != x["inst"]).any(-1)
-        for b in range(x["kind"].shape[0]):  # >= 1 track per span; a corrupted token's track is selected
-            tracks = set(x["link"][b][changed[b]].tolist())
-            assert tracks and len(tracks) <= 3
+        assert not (y["mask"] & ~inst).any() and not (changed & ~selected).any()  # only selected instances
+        assert y["mask"].any()
+        for b in range(x["kind"].shape[0]):  # whole tracks, at least one per span
+            picked = set(x["link"][b][selected[b]].tolist())
+            assert picked and all(bool(selected[b][x["link"][b] == t].all()) for t in picked)
     # training: the same corruption enters the loss
     torch.manual_seed(3)
     la = lvu.loss(x, torch.zeros(4, dtype=torch.long))
     torch.manual_seed(4)
     assert not torch.isclose(la, lvu.loss(x, torch.zeros(4, dtype=torch.long)))
+
+
+def test_track_mask_leaves_scene_only_spans_alone():
+    """OT++'s scene-only row has no instance tokens: nothing to corrupt, and no failure (the paper preset's 0.15)."""
+    rng = np.random.default_rng(0)
+    v = SpanVideo("s", scene=rng.normal(size=(6, 8)).astype(np.float32), scene_sec=np.arange(6) * 2 + 1)
+    x = {k: torch.as_tensor(a) for k, a in collate_tokens([span_tokens(v, 11)]).items()}
+    assert "inst" not in x
+    torch.manual_seed(0)
+    m, _ = TASKS["scene"].build_model(0, scene_dim=8, preset="ot_cpu", track_mask=0.15)
+    m.eval()
+    assert m._inputs(x) is x and np.isfinite(m.span_outputs(x)).all()
+
+
+def test_betas_are_checked_before_any_work(tmp_path):
+    import pytest
+
+    from moviessl.errors import BadInputError
+    from moviessl.tasks.lvu.runner import run_finetune
+
+    with pytest.raises(BadInputError, match="train.betas"):
+        run_finetune("scene", tmp_path, preset="cpu", overrides=["train.betas=[0.9]"], out=tmp_path / "o")

@@ -3,7 +3,7 @@
 metadata) -> RoI features per box (LVU's OT).
 
 moviessl extract --backbone CKPT --videos (DIR|LIST|VidSitu root|LVU root) --out DIR
-                 [--stride 2] [--fp16] [--contextualizer CKPT] [--channels-last] [--compile]
+                 [--stride 2] [--fp16] [--contextualizer CKPT] [--channels-last] [--compile] [--resize squash]
 moviessl extract-instances --backbone CKPT --videos (DIR|LVU root) --tracks (DIR|PKL) --out DIR [--short-side S]
 """
 
@@ -64,6 +64,13 @@ def add_parser(subparsers) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="torch.compile the backbone (default: as it was pretrained, model.compile)",
+    )
+    p.add_argument(
+        "--resize",
+        choices=("crop", "squash"),
+        default="crop",
+        help="crop: the backbone's short side, then a centre crop; squash: the whole frame to crop x crop, "
+        "as VidSitu's loader (for the paper's VidSitu features)",
     )
     p.set_defaults(func=_run)
 
@@ -146,6 +153,7 @@ def _run(args) -> int:
         chunk_events=args.chunk_events,
         channels_last=args.channels_last,
         compile=args.compile,
+        resize=args.resize,
     )
     if summary:
         c, t = summary["counts"], summary["timing"]

@@ -56,6 +56,7 @@ from ..video import (
     read_clip,
     reader_clip_indices,
     resize_short_side,
+    squash_resize,
 )
 from .store import CTX_SUFFIX, FEATS_SUFFIX, INDEX_NAME, read_index
 
@@ -141,8 +142,10 @@ def clip_uint8(reader, center_s: float, inp: dict) -> np.ndarray:
 
 
 def _prep(frames: np.ndarray, inp: dict) -> np.ndarray:
-    frames = resize_short_side(frames, int(inp["short_side"]))
     c = int(inp["crop"])
+    if inp.get("resize") == "squash":  # the whole frame to crop x crop (VidSitu's loader)
+        return np.ascontiguousarray(squash_resize(frames, c).transpose(3, 0, 1, 2))
+    frames = resize_short_side(frames, int(inp["short_side"]))
     y, x = crop_box(frames.shape[1], frames.shape[2], c, "center")
     return np.ascontiguousarray(frames[:, y : y + c, x : x + c].transpose(3, 0, 1, 2))
 
@@ -652,6 +655,7 @@ def extract(
     progress: bool = True,
     channels_last: bool | None = None,
     compile: bool | None = None,
+    resize: str = "crop",
 ) -> dict:
     """Extract features of every video not yet done; returns the summary written to index.json
     (plus ``timing``: seconds spent decoding, pre-processing and in the backbone, and events done).
@@ -661,7 +665,9 @@ def extract(
     the film's length. ``chunk_events`` is rounded up to a multiple of ``batch_events`` (a batch
     never straddles two chunks, so a resumed film gets exactly the batches, and arrays, of an
     uninterrupted run). ``channels_last`` / ``compile``: :func:`moviessl.models.slowd.speed_up` (None:
-    as the backbone was pretrained, its checkpoint config's ``model`` block)."""
+    as the backbone was pretrained, its checkpoint config's ``model`` block). ``resize``: ``crop`` (the
+    backbone's short side, then a centre crop) or ``squash`` (the whole frame to crop x crop, as
+    VidSitu's loader feeds its models; recorded in the index's ``input``)."""
     out = Path(out)
     if stride_s <= 0:
         raise BadInputError("--stride", f"must be positive, got {stride_s}")
@@ -678,6 +684,10 @@ def extract(
     missing = [k for k in ("num_frames", "stride", "short_side", "crop") if k not in inp]
     if missing:
         raise BadInputError(backbone, f"checkpoint meta.input lacks {', '.join(missing)}")
+    if resize not in ("crop", "squash"):
+        raise BadInputError("--resize", f"must be crop or squash, got {resize!r}")
+    if resize == "squash":  # only then a key, so crop folders keep the index they always had
+        inp["resize"] = "squash"
     model = build_from_checkpoint(obj)
     trained = (obj.get("config") or {}).get("model") or {}
     speed_up(
@@ -706,6 +716,11 @@ def extract(
                 raise BadInputError(
                     out, f"folder holds features with {key}={old.get(key)}, this run has {want}; use another --out"
                 )
+        had = (old.get("input") or {}).get("resize", "crop")
+        if had != resize:
+            raise BadInputError(
+                out, f"folder holds features with --resize {had}, this run has {resize}; use another --out"
+            )
     entries = read_entries(out)
 
     def finished(vid: str) -> bool:

@@ -21,6 +21,7 @@ and may check its settings against the run's global batch in :meth:`check_config
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -34,6 +35,8 @@ from ..errors import BadInputError
 from ..models.slowd import SlowD, build_slowd, load_pyslowfast_checkpoint, speed_up
 from ..optim import lr_scheduler, make_optimizer, param_groups, scaled_lr, warmup_steps
 from .config import BackboneConfig
+
+log = logging.getLogger(__name__)
 
 
 def build_backbone(cfg: BackboneConfig) -> tuple[nn.Module, dict]:
@@ -133,9 +136,8 @@ class BackboneModule(pl.LightningModule):
         path = Path(path)
         if not path.is_file():
             raise BadInputError(path, "model.init: checkpoint not found")
-        try:  # tensors-only files (a .pyth) by the safe loader; our and Lightning's checkpoints hold configs
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
+        obj = None
+        if path.suffix != ".pyth":  # ours and Lightning's hold configs: full unpickling, as load_checkpoint
             try:
                 obj = torch.load(path, map_location="cpu", weights_only=False)
             except Exception as e:
@@ -152,7 +154,7 @@ class BackboneModule(pl.LightningModule):
             and isinstance(obj.get("state_dict"), Mapping)
         ):
             src, kind = dict(obj["state_dict"]), "lightning"
-        else:
+        else:  # a PySlowFast file: tensors only, by the safe loader (models.slowd)
             loaded = load_pyslowfast_checkpoint(self.backbone, obj if isinstance(obj, Mapping) else path)
             src, kind = (
                 {f"backbone.{k}": v for k, v in self.backbone.state_dict().items() if k in loaded["loaded"]},
@@ -169,7 +171,12 @@ class BackboneModule(pl.LightningModule):
             )
         self.load_state_dict(take, strict=False)
         self.on_init_loaded(set(take))
-        return {"init": str(path), "init_kind": kind, "init_tensors": len(take)}
+        skipped = sorted(k for k in src if k not in take)  # another method's parts, heads of another size
+        if skipped:
+            log.info(
+                "model.init %s: %d tensors loaded, %d skipped (e.g. %s)", path, len(take), len(skipped), skipped[0]
+            )
+        return {"init": str(path), "init_kind": kind, "init_tensors": len(take), "init_skipped": len(skipped)}
 
     def on_init_loaded(self, loaded: set[str]) -> None:
         """After :meth:`load_init`: make derived weights consistent with what was loaded (MoDist's

@@ -13,7 +13,17 @@ from .timeline import (
     timeline_length,
     timeline_to_native,
 )
-from .transforms import MEAN, STD, crop_box, denormalize, normalize, preprocess, resize_short_side, to_uint8_cthw
+from .transforms import (
+    MEAN,
+    STD,
+    crop_box,
+    denormalize,
+    normalize,
+    preprocess,
+    resize_short_side,
+    squash_resize,
+    to_uint8_cthw,
+)
 
 __all__ = [
     "VideoReader",
@@ -31,6 +41,7 @@ __all__ = [
     "timeline_to_native",
     "clip_timeline",
     "resize_short_side",
+    "squash_resize",
     "preprocess",
     "normalize",
     "denormalize",

@@ -79,6 +79,10 @@ class MoDist(BackboneModule):
             for part, query in (("net", net), ("head", head)):
                 if not any(k.startswith(f"{name}.{part}.") for k in loaded):
                     getattr(self, name)[part].load_state_dict(query.state_dict())
+        # queued keys keep their embeddings, but their video ids index the earlier run's data: no key
+        # may count as the same video as a query of this run
+        for q in (self.v_queue, self.f_queue):
+            q.ids.fill_(-1)  # both queues track ids (__init__)
 
     @classmethod
     def check_config(cls, cfg: BackboneConfig, global_batch: int | None) -> None:

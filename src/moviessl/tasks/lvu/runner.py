@@ -200,6 +200,8 @@ def run_finetune(
         raise BadInputError(None, f"--seeds must be >= 1, got {seeds}")
     spec = TASKS[task]
     cfg = resolve_config(cfg, preset, overrides)
+    if len(cfg.train.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.train.betas):
+        raise BadInputError("train.betas", f"must be two numbers in [0, 1), got {list(cfg.train.betas)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)

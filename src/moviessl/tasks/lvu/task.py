@@ -36,7 +36,7 @@ class LVUModel(nn.Module):
         self.ot, self.regression, self.track_mask = ot, bool(regression), float(track_mask)
 
     def _inputs(self, tokens: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
-        if self.track_mask <= 0:
+        if self.track_mask <= 0 or "inst" not in tokens:  # scene-only rows have no instance tokens
             return tokens
         inst = tokens["kind"] == INSTANCE
         masked = track_masks(tokens["link"], tokens["kind"], self.track_mask)

@@ -219,10 +219,15 @@ def prepare(
             videos, dict(meta.get("input") or {}), cfg.data.num_frames, cfg.data.stride, cfg.data.resize
         )
         inputs = f"videos:{Path(videos).resolve()} backbone:{file_hash(backbone)}"
+        if cfg.data.resize != "crop":  # crop: the name every earlier run has
+            inputs += f" resize:{cfg.data.resize}"
         if spec.end_to_end:  # Slow-D fine-tuned end to end on the event clips
             source = vsrc
         else:  # frozen features, extracted once and cached beside the runs
-            feat_dir = out / f"features_{file_hash(backbone)}"
+            # one folder per backbone and clip geometry: a rerun with another data.resize must not reuse it
+            feat_dir = (
+                out / f"features_{file_hash(backbone)}{'' if cfg.data.resize == 'crop' else '_' + cfg.data.resize}"
+            )
             vsegs = list(dict.fromkeys(train_split.vseg_ids + eval_split.vseg_ids))
             clips, kept, _ = vsrc(vsegs)
             net = build_arch(backbone_obj["arch"])
