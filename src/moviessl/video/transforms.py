@@ -35,18 +35,7 @@ def resize_short_side(frames, size: int):
     torch ``(..., H, W)`` -> same dtype, bilinear with antialias.
     """
     if isinstance(frames, np.ndarray):
-        import cv2
-
-        t, h, w = frames.shape[:3]
-        nh, nw = short_side_size(h, w, size)
-        if (nh, nw) == (h, w):
-            return frames
-        interp = cv2.INTER_AREA if nh < h else cv2.INTER_LINEAR
-        out = np.empty((t, nh, nw) + frames.shape[3:], dtype=frames.dtype)
-        for i in range(t):
-            r = cv2.resize(frames[i], (nw, nh), interpolation=interp)
-            out[i] = r.reshape(out.shape[1:])
-        return out
+        return _resize_frames(frames, *short_side_size(*frames.shape[1:3], size))
     x = torch.as_tensor(frames)
     h, w = x.shape[-2:]
     nh, nw = short_side_size(h, w, size)
@@ -64,15 +53,21 @@ def resize_short_side(frames, size: int):
 def squash_resize(frames: np.ndarray, size: int) -> np.ndarray:
     """``uint8 (T, H, W, C)`` -> ``(T, size, size, C)``: every frame resized whole (OpenCV, area filter
     when shrinking), the aspect ratio not kept."""
+    return _resize_frames(frames, size, size)
+
+
+def _resize_frames(frames: np.ndarray, nh: int, nw: int) -> np.ndarray:
+    """Every frame of ``(T, H, W, C)`` to ``(nh, nw)`` with OpenCV: the area filter when shrinking
+    (no aliasing), bilinear otherwise; unchanged frames are returned as they are."""
     import cv2
 
     t, h, w = frames.shape[:3]
-    if (h, w) == (size, size):
+    if (nh, nw) == (h, w):
         return frames
-    interp = cv2.INTER_AREA if size < h and size < w else cv2.INTER_LINEAR
-    out = np.empty((t, size, size) + frames.shape[3:], dtype=frames.dtype)
+    interp = cv2.INTER_AREA if nh < h and nw < w else cv2.INTER_LINEAR
+    out = np.empty((t, nh, nw) + frames.shape[3:], dtype=frames.dtype)
     for i in range(t):
-        out[i] = cv2.resize(frames[i], (size, size), interpolation=interp).reshape(out.shape[1:])
+        out[i] = cv2.resize(frames[i], (nw, nh), interpolation=interp).reshape(out.shape[1:])
     return out
 
 
