@@ -336,3 +336,19 @@ def test_maskpred_learns_to_fill_in(tmp_path):
     assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 1.0
     # chance is 1/257; the untrained TxE is at chance, the trained one fills in a large fraction
     assert before < 0.05 and after > 0.25, (before, after)
+
+
+def test_txe_layer_settings_reach_the_pretrained_txe():
+    """The TxE's layer settings are preset values with dotted overrides like its width."""
+    from moviessl.config import load_config
+    from moviessl.context.module import txe_kwargs
+    from moviessl.models.txe import build_txe
+
+    paper = build_txe("txe_paper", in_dim=8, **txe_kwargs(load_config("context", "paper", {})))
+    assert isinstance(paper.blocks[0].mlp[1], torch.nn.ReLU) and paper.blocks[0].attn.dropout == 0.0
+    cfg = load_config(
+        "context", "cpu", {"model.txe_overrides.activation": "relu", "model.txe_overrides.attn_dropout": 0}
+    )
+    txe = build_txe(cfg.model.txe, in_dim=8, **txe_kwargs(cfg))
+    assert isinstance(txe.blocks[0].mlp[1], torch.nn.ReLU) and txe.blocks[0].attn.dropout == 0.0
+    assert txe.blocks[0].mlp[2].p == 0.1  # ffn_dropout not overridden: the preset's (its dropout)

@@ -150,3 +150,41 @@ def test_standardize_fixed_statistics_and_old_checkpoints():
     fresh = build_txe("txe_cpu", in_dim=8, depth=1)
     fresh.load_state_dict(old)
     assert not bool(fresh.input_norm.is_set) and torch.equal(fresh.input_norm.scale, torch.ones(8))
+
+
+def _ffn_in_train_mode(mlp, x):
+    mlp.train()
+    return mlp(x), mlp(x), mlp[3](F.relu(mlp[0](x))), mlp[3](F.gelu(mlp[0](x)))
+
+
+@pytest.mark.parametrize("family", ["txe", "txd"])
+def test_paper_layers_are_vidsitus_fairseq_layers(family):
+    """VidSitu's fairseq TxE / TxD layers: ReLU, dropout only on the residual branches (attention_dropout
+    and activation_dropout 0); the CPU presets keep GELU with dropout inside attention and FFN."""
+    from moviessl.models.txd import build_txd
+
+    def build(preset):
+        torch.manual_seed(0)
+        if family == "txe":
+            m = build_txe(f"txe_{preset}", in_dim=16, dim=32, heads=4, mlp_dim=64)
+            return m, m.blocks[0].mlp, [m.blocks[0].attn]
+        m = build_txd(f"txd_{preset}", vocab_size=20, mem_dim=16, dim=32, heads=4, ffn=64)
+        return m, m.blocks[0].mlp, [m.blocks[0].self_attn, m.blocks[0].cross_attn]
+
+    x = torch.randn(6, 32)
+    m, mlp, attns = build("paper")
+    a, b, relu, _ = _ffn_in_train_mode(mlp, x)
+    assert torch.equal(a, b) and torch.allclose(a, relu)  # no activation dropout, ReLU
+    assert all(att.dropout == 0.0 for att in attns)
+    m.train()
+    torch.manual_seed(1)
+    inp = (torch.randn(2, 5, 16),) if family == "txe" else (torch.randint(0, 20, (2, 5)), torch.randn(2, 5, 16))
+    assert not torch.equal(m(*inp), m(*inp))  # residual dropout stays on
+
+    m, mlp, attns = build("cpu")
+    a, b, _, _ = _ffn_in_train_mode(mlp, x)
+    assert not torch.equal(a, b) and all(att.dropout == 0.1 for att in attns)
+    mlp.eval()
+    assert torch.allclose(mlp(x), mlp[3](F.gelu(mlp[0](x))))
+    with pytest.raises(BadInputError, match="unknown activation"):
+        build_txe("txe_cpu", in_dim=16, activation="swish")

@@ -130,3 +130,13 @@ def test_input_norm_standardises_by_fixed_training_statistics():
     back = build_object_transformer("ot_cpu", in_dim=12, scene_dim=5, num_outputs=2, input_norm=True)
     back.load_state_dict(normed.state_dict())
     assert bool(back.inst_norm.is_set) and torch.equal(back.inst_norm.mean, torch.zeros(12))
+
+
+def test_paper_ffn_has_no_inner_dropout_as_berts():
+    """BERT's intermediate layer (dense -> GELU) has no dropout; hidden_dropout follows the output dense."""
+    x = torch.randn(6, 768)
+    mlp = build_object_transformer("ot_paper", in_dim=8).blocks[0].mlp.train()
+    assert torch.equal(mlp(x), mlp(x))
+    mlp = build_object_transformer("ot_cpu", in_dim=8).blocks[0].mlp.train()
+    x = torch.randn(6, 64)
+    assert not torch.equal(mlp(x), mlp(x))  # the CPU preset keeps its dropout (ffn_dropout None -> dropout)

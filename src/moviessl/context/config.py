@@ -21,6 +21,9 @@ class TxEOverrides:
     mlp_dim: Optional[int]
     dropout: Optional[float]
     max_len: Optional[int]
+    activation: Optional[str]  # relu | gelu
+    attn_dropout: Optional[float]  # on the attention probabilities
+    ffn_dropout: Optional[float]  # after the FFN's activation
 
 
 @dataclass

@@ -19,12 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .txe import FAIRSEQ_LAYER, GELU_LAYER, feed_forward
+
 TXD_PRESETS: dict[str, dict[str, Any]] = {
-    # VidSitu's TxD: 3 layers, 8 heads, d 1024, FFN 2048, targets padded/truncated to 60 tokens.
-    "txd_paper": dict(dim=1024, depth=3, heads=8, ffn=2048, max_len=64, dropout=0.1),
+    # VidSitu's TxD: 3 layers, 8 heads, d 1024, FFN 2048, fairseq's layer settings; targets padded/truncated
+    # to 60 tokens.
+    "txd_paper": dict(dim=1024, depth=3, heads=8, ffn=2048, max_len=64, dropout=0.1, **FAIRSEQ_LAYER),
     # Small enough that one SRL run on a few hundred clips takes seconds on 2 CPU cores.
     # (dim 64: ~0.07 s per batch of 32 clips x 5 events on one core; 128 costs 3x for no gain on SynthMovies)
-    "txd_cpu": dict(dim=64, depth=3, heads=4, ffn=128, max_len=64, dropout=0.1),
+    "txd_cpu": dict(dim=64, depth=3, heads=4, ffn=128, max_len=64, dropout=0.1, **GELU_LAYER),
 }
 
 
@@ -57,12 +60,22 @@ class Attention(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, ffn: int, dropout: float):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        ffn: int,
+        dropout: float,
+        activation: str = "gelu",
+        attn_dropout: float | None = None,
+        ffn_dropout: float | None = None,
+    ):
         super().__init__()
-        self.ln1, self.self_attn = nn.LayerNorm(dim), Attention(dim, heads, dropout)
-        self.ln2, self.cross_attn = nn.LayerNorm(dim), Attention(dim, heads, dropout)
+        attn_p = dropout if attn_dropout is None else attn_dropout
+        self.ln1, self.self_attn = nn.LayerNorm(dim), Attention(dim, heads, attn_p)
+        self.ln2, self.cross_attn = nn.LayerNorm(dim), Attention(dim, heads, attn_p)
         self.ln3 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, ffn), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn, dim))
+        self.mlp = feed_forward(dim, ffn, activation, dropout if ffn_dropout is None else ffn_dropout)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x, memory, memory_mask=None, cache: dict | None = None):
@@ -102,6 +115,9 @@ class TxD(nn.Module):
         ffn: int = 256,
         max_len: int = 64,
         dropout: float = 0.1,
+        activation: str = "gelu",
+        attn_dropout: float | None = None,
+        ffn_dropout: float | None = None,
     ):
         super().__init__()
         self.vocab_size, self.mem_dim, self.dim, self.max_len = vocab_size, mem_dim, dim, max_len
@@ -109,7 +125,9 @@ class TxD(nn.Module):
         self.pos_emb = nn.Parameter(torch.zeros(1, max_len, dim))
         self.mem_proj = nn.Linear(mem_dim, dim)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList([DecoderBlock(dim, heads, ffn, dropout) for _ in range(depth)])
+        self.blocks = nn.ModuleList(
+            [DecoderBlock(dim, heads, ffn, dropout, activation, attn_dropout, ffn_dropout) for _ in range(depth)]
+        )
         self.ln_f = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab_size, bias=False)
         self.head.weight = self.tok_emb.weight  # tied: the vocabulary is small relative to the data

@@ -6,8 +6,10 @@ They are projected to ``dim``; masked tokens (event mask prediction, §3.3) are 
 then ``depth`` self-attention blocks. Attention is PyTorch's fused
 ``scaled_dot_product_attention``.
 
-The paper fixes 3 layers, 16 heads, hidden 1024; the FFN width (2048) and post-LN follow VidSitu's
-fairseq encoder [37], which the paper says it largely follows.
+The paper fixes 3 layers, 16 heads, hidden 1024; the FFN width (2048), post-LN, ReLU and dropout only
+on the residual branches (fairseq's ``dropout`` 0.1; ``attention_dropout`` and ``activation_dropout``
+0) follow VidSitu's fairseq encoder (Sadhu et al., CVPR 2021, [37]), which the paper says it largely
+follows.
 """
 
 from __future__ import annotations
@@ -20,11 +22,29 @@ from torch import nn
 
 from ..errors import BadInputError
 
+# dropout: on each residual branch and the embeddings; attn_dropout: on the attention probabilities;
+# ffn_dropout: after the FFN's activation (None: ``dropout``). VidSitu's fairseq layers (its configs at
+# TheShadow29/VidSitu): ReLU, attention_dropout = activation_dropout = 0.
+FAIRSEQ_LAYER = dict(activation="relu", attn_dropout=0.0, ffn_dropout=0.0)
+# The CPU presets': GELU, and ``dropout`` on the attention probabilities and in the FFN as well.
+GELU_LAYER = dict(activation="gelu", attn_dropout=None, ffn_dropout=None)
 TXE_PRESETS: dict[str, dict[str, Any]] = {
-    "txe_paper": dict(dim=1024, depth=3, heads=16, mlp_dim=2048, dropout=0.1, max_len=64, norm_first=False),
+    "txe_paper": dict(
+        dim=1024, depth=3, heads=16, mlp_dim=2048, dropout=0.1, max_len=64, norm_first=False, **FAIRSEQ_LAYER
+    ),
     # Pre-LN for the CPU preset: short runs at a high learning rate are stable without warm-up.
-    "txe_cpu": dict(dim=128, depth=3, heads=4, mlp_dim=256, dropout=0.1, max_len=64, norm_first=True),
+    "txe_cpu": dict(dim=128, depth=3, heads=4, mlp_dim=256, dropout=0.1, max_len=64, norm_first=True, **GELU_LAYER),
 }
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
+def feed_forward(dim: int, hidden: int, activation: str = "gelu", dropout: float = 0.0) -> nn.Sequential:
+    """A transformer layer's FFN: Linear -> activation -> Dropout -> Linear."""
+    if activation not in ACTIVATIONS:
+        raise BadInputError(
+            "model.activation", f"unknown activation '{activation}'; choose from {', '.join(ACTIVATIONS)}"
+        )
+    return nn.Sequential(nn.Linear(dim, hidden), ACTIVATIONS[activation](), nn.Dropout(dropout), nn.Linear(hidden, dim))
 
 
 class SelfAttention(nn.Module):
@@ -56,13 +76,15 @@ class Block(nn.Module):
         dropout: float = 0.1,
         norm_first: bool = False,
         attn_dropout: float | None = None,
+        activation: str = "gelu",
+        ffn_dropout: float | None = None,
     ):
         super().__init__()
         self.norm_first = norm_first
         # dropout on the attention probabilities (BERT's attention_probs_dropout_prob); default: ``dropout``
         self.attn = SelfAttention(dim, heads, dropout if attn_dropout is None else attn_dropout)
         self.norm1 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_dim, dim))
+        self.mlp = feed_forward(dim, mlp_dim, activation, dropout if ffn_dropout is None else ffn_dropout)
         self.norm2 = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
 
@@ -129,6 +151,9 @@ class TxE(nn.Module):
         dropout: float = 0.1,
         max_len: int = 64,
         norm_first: bool = False,
+        activation: str = "gelu",
+        attn_dropout: float | None = None,
+        ffn_dropout: float | None = None,
     ):
         super().__init__()
         self.in_dim, self.dim, self.max_len = in_dim, dim, max_len
@@ -139,7 +164,9 @@ class TxE(nn.Module):
         # BERT-style embedding LayerNorm: backbone features (post-ReLU averages) have arbitrary scale.
         self.embed_norm = nn.LayerNorm(dim)
         self.embed_drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_dim, dropout, norm_first) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, mlp_dim, dropout, norm_first, attn_dropout, activation, ffn_dropout) for _ in range(depth)
+        )
         self.final_norm = nn.LayerNorm(dim) if norm_first else nn.Identity()
         self._init_weights()
 
