@@ -73,3 +73,64 @@ def test_eval_clips_are_deterministic_centre_crops(clip_list, tmp_path):
     np.testing.assert_array_equal(
         a["video"][0, :, 0].permute(1, 2, 0).numpy(), full[int(round(33 * 0.5 / 3)), :, 5:37]
     )  # first of 3 starts in [0, 39 - 6]
+
+
+class _RampSource:
+    """Frames whose red channel is the column (0..255 across the width), green the row."""
+
+    fps = 30.0
+
+    def __init__(self, h, w, n=40):
+        self.num_frames, self.h, self.w = n, h, w
+
+    def get(self, idx):
+        col = np.linspace(0, 255, self.w)[None, :].repeat(self.h, 0)
+        row = np.linspace(0, 255, self.h)[:, None].repeat(self.w, 1)
+        frame = np.stack([col, row, np.zeros_like(col)], -1).round().astype(np.uint8)
+        return np.repeat(frame[None], len(list(idx)), 0)
+
+
+def _ramp_dataset(crop_boxes, h=32, w=57, flow=None):
+    ds = ClipDataset([("v.mp4", 0)], "pair", num_frames=4, stride=2, short_side=h, crop_boxes=crop_boxes)
+    ds._sources[0] = _RampSource(h, w)
+    if flow is not None:
+        ds.flow_cache = object()  # any cache: _flow is served below
+        ds._flow = lambda i: flow
+    return ds
+
+
+def test_full_frame_crops_span_the_frames_width():
+    """``crop_boxes``: CVRL's random resized crop on the whole (here 16:9) frame, not on a square cut
+    of it -- near-whole-frame crops reach both side edges, which no crop of a square can."""
+    torch.manual_seed(0)
+    boxes = dict(size=24, area=(0.9, 1.0), aspect=(1.6, 1.9), attempts=100, flow_size=None, align=True)
+    ds = _ramp_dataset(boxes)
+    spans = []
+    for _ in range(10):
+        v = ds[0]["video"]
+        assert v.shape == (2, 3, 4, 24, 24) and v.dtype == torch.uint8
+        red = v[:, 0].float()  # column ramp
+        assert torch.equal(red[:, 0], red[:, -1])  # one box per clip, shared by its frames
+        spans.append(float((red[:, 0, :, -1] - red[:, 0, :, 0]).mean()))
+    square_max = 255 * 31 / 56  # the widest column span a 32-px square of a 57-px-wide frame shows
+    assert min(spans) > square_max + 40
+    # the square cut (no crop_boxes) never spans more than the square
+    sq = _ramp_dataset(None)
+    red = sq[0]["video"][:, 0].float()
+    assert red.shape[-1] == 32 and float((red[:, 0, :, -1] - red[:, 0, :, 0]).max()) <= square_max + 1
+
+
+@pytest.mark.parametrize("align", [True, False])
+def test_full_frame_crops_give_the_flow_its_views_box(align):
+    torch.manual_seed(1)
+    boxes = dict(size=24, area=(0.3, 0.5), aspect=(0.8, 1.25), attempts=100, flow_size=12, align=align)
+    ds = _ramp_dataset(boxes, flow=_RampSource(16, 28))  # flow stored at half the resolution
+    same = []
+    for _ in range(6):
+        it = ds[0]
+        assert it["video"].shape == (2, 3, 4, 24, 24) and it["flow"].shape == (2, 3, 16, 12, 12)
+        # the ramps are in fractions of the frame, so an aligned flow clip shows the same region
+        v_edges = it["video"][:, :2, 0][..., [0, -1], :][..., [0, -1]].float()
+        f_edges = it["flow"][:, :2, 0][..., [0, -1], :][..., [0, -1]].float()
+        same.append(bool(((v_edges - f_edges).abs() < 16).all()))
+    assert all(same) if align else not any(same)

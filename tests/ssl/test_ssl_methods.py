@@ -83,3 +83,32 @@ def test_channels_last_trains_and_exports_a_plain_checkpoint(method, clip_list, 
     model = build_from_checkpoint(obj)
     y = model(torch.randn(2, 3, 8, 32, 32))
     assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize(
+    "method,extra", [("cvrl", []), ("modist", []), ("modist", ["modist.align_crops=false"]), ("supervised", [])]
+)
+def test_full_frame_crops_train(method, extra, clip_list, tmp_path):
+    """``data.frame_crop: full`` (the paper preset): the dataset draws the random resized crop on the
+    whole frame, the batched augmenters keep the whole clip (flip, colour, blur only)."""
+    from moviessl.errors import BadInputError
+    from moviessl.ssl.augment import crop_flip_augmenter, dataset_crop_boxes
+
+    over = tiny_overrides(["trainer.max_steps=1", "data.frame_crop=full", *extra])
+    cfg = load_config("backbone", "cpu", over, variant=method)
+    for aug in (*view_augmenters(cfg), crop_flip_augmenter(cfg)):
+        assert torch.equal(aug.sample_params(3, 20, 20)["box"], torch.tensor([[0.0, 0.0, 20.0, 20.0]] * 3))
+    assert dataset_crop_boxes(cfg)["area"] == tuple(cfg.augment.area)
+    pretrain(method, clip_list, tmp_path, cfg, run_probe=False, progress=False)
+    obj = load_checkpoint(tmp_path / "model.pt", stage="backbone")
+    assert obj["config"]["data"]["frame_crop"] == "full" and obj["meta"]["global_step"] == 1
+    bad = load_config("backbone", "cpu", tiny_overrides(["data.frame_crop=wide"]), variant=method)
+    with pytest.raises(BadInputError, match="frame_crop"):
+        pretrain(method, clip_list, tmp_path / "bad", bad, run_probe=False, progress=False)
+
+
+def test_paper_preset_crops_whole_frames_for_ssl_and_squares_for_sup_k400():
+    assert load_config("backbone", "paper", variant="cvrl").data.frame_crop == "full"
+    assert load_config("backbone", "paper", variant="modist").data.frame_crop == "full"
+    assert load_config("backbone", "paper", variant="supervised").data.frame_crop == "square"
+    assert load_config("backbone", "cpu", variant="cvrl").data.frame_crop == "square"

@@ -17,19 +17,43 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import BadInputError
 from ..video import ConsistentAugment, cvrl_augment_pair
 from .config import BackboneConfig
 from .flow import normalize_flow
 
+FRAME_CROPS = ("square", "full")
+
+
+def augment_kwargs(cfg: BackboneConfig) -> dict:
+    """The ``augment`` block for the batched augmenters. With ``data.frame_crop: full`` the dataset has
+    drawn the random resized crop on the whole frame already, so the batched one keeps the whole clip."""
+    kw = dataclasses.asdict(cfg.augment)
+    if cfg.data.frame_crop == "full":
+        kw.update(area=(1.0, 1.0), aspect=(1.0, 1.0))
+    return kw
+
+
+def dataset_crop_boxes(cfg: BackboneConfig, flow_size: int | None = None, align: bool = True) -> dict | None:
+    """``ClipDataset``'s ``crop_boxes`` for ``data.frame_crop: full`` (None for ``square``)."""
+    if cfg.data.frame_crop not in FRAME_CROPS:
+        raise BadInputError("data.frame_crop", f"unknown value {cfg.data.frame_crop!r} ({' | '.join(FRAME_CROPS)})")
+    if cfg.data.frame_crop == "square":
+        return None
+    a = cfg.augment
+    return dict(
+        size=cfg.data.crop, area=tuple(a.area), aspect=tuple(a.aspect), attempts=100, flow_size=flow_size, align=align
+    )
+
 
 def view_augmenters(cfg: BackboneConfig) -> tuple[ConsistentAugment, ConsistentAugment]:
     """CVRL's two view augmenters with the ``augment`` block's ranges and strengths."""
-    return cvrl_augment_pair(cfg.data.crop, **dataclasses.asdict(cfg.augment))
+    return cvrl_augment_pair(cfg.data.crop, **augment_kwargs(cfg))
 
 
 def crop_flip_augmenter(cfg: BackboneConfig, blur_p: float = 0.0) -> ConsistentAugment:
     """Random resized crop + flip (+ optional blur), no colour jitter or grayscale."""
-    kw = {**dataclasses.asdict(cfg.augment), "jitter_p": 0.0, "gray_p": 0.0}
+    kw = {**augment_kwargs(cfg), "jitter_p": 0.0, "gray_p": 0.0}
     return ConsistentAugment(cfg.data.crop, blur_p=blur_p, solarize_p=0.0, **kw)
 
 

@@ -27,8 +27,9 @@ class ModelConfig:
 class DataConfig:
     num_frames: int  # T frames per clip ...
     stride: int  # ... s apart on the 30-fps timeline (Slow-D: 16 x 4)
-    short_side: int  # frames resized to this short side, then cropped square
+    short_side: int  # frames resized to this short side ...
     crop: int  # network input (random resized crop output / probe centre crop)
+    frame_crop: str  # ... square: a random square, then the crop on the batch; full: the crop on the whole frame
     batch_size: int  # videos per device per step
     num_workers: int
     frame_cache: bool  # decode each video once and memory-map it (small data sets)

@@ -4,7 +4,10 @@ Data: a clip list (``path label`` or ``path``) read by :func:`moviessl.data.clip
 The dataset returns uint8 clips ``(V, 3, T, S, S)`` (V views, S the short side: a random square crop
 of the short-side-resized frames in training, the centre square in evaluation), so batches collate
 whatever the videos' aspect ratios; the random resized crop / colour / blur / solarise augmentation
-runs batched after transfer (:mod:`.augment`). Clip times live on the 30-fps timeline
+runs batched after transfer (:mod:`.augment`). With ``crop_boxes`` the dataset draws the random
+resized crop itself, on the whole frame as CVRL (Qian et al. 2021, §3.2) and torchvision do, and
+returns ``(V, 3, T, crop, crop)`` clips (flow clips cropped by the same box when aligned): a crop of a
+16:9 frame may then span its full width, which one cut from a square never does. Clip times live on the 30-fps timeline
 (:mod:`moviessl.video.timeline`).
 
 Pair samplers (start frames of a video's two clips, in random order):
@@ -23,9 +26,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..errors import BadInputError
+from ..video.augment import random_resized_boxes
 from ..video.timeline import TARGET_FPS, clip_timeline, timeline_length, timeline_to_native
 from .clipcache import LiveSource
 
@@ -101,6 +106,11 @@ class ClipDataset(Dataset):
     ``single`` (one random clip, supervised training) or ``eval`` (``eval_clips`` evenly spaced
     clips, centre crop). With a ``flow_cache``, each clip also gets its flow clip (``flow``).
 
+    ``crop_boxes`` (training modes): ``{"size", "area", "aspect", "attempts", "flow_size", "align"}``
+    -- each clip is a random resized crop of its whole frames (``area`` of the frame, log-uniform
+    ``aspect``) resized to ``size``; its flow clip gets the same box (``align``) or its own, resized to
+    ``flow_size``. Flip, colour and blur stay batched after transfer.
+
     Bad videos are skipped: with the frame cache they are found while the cache is built
     (:meth:`prepare`, counted in ``self.bad``); without it, ``__getitem__`` steps to the next video
     and reports the skipped indices in the item's ``skipped`` field so the training module can count
@@ -124,6 +134,7 @@ class ClipDataset(Dataset):
         shift_s: Sequence[float] = (0.5, 10.0),
         eval_clips: int = 1,
         random_crop: bool | None = None,
+        crop_boxes: dict[str, Any] | None = None,
     ):
         if mode not in ("pair", "single", "eval"):
             raise ValueError(f"unknown mode {mode!r}")
@@ -136,6 +147,7 @@ class ClipDataset(Dataset):
         self.pair_sampler, self.power, self.shift_s = pair_sampler, float(power), tuple(float(s) for s in shift_s)
         self.eval_clips = int(eval_clips)
         self.random_crop = (mode != "eval") if random_crop is None else bool(random_crop)
+        self.crop_boxes = dict(crop_boxes) if crop_boxes is not None and mode != "eval" else None
         self.bad: dict[str, str] = {}  # path -> cause, logged once each
         self._sources: dict[int, Any] = {}
         self._flows: dict[int, Any] = {}
@@ -235,11 +247,55 @@ class ClipDataset(Dataset):
         idx = timeline_to_native(clip_timeline(start, n, stride, total), src.num_frames, src.fps)
         return torch.from_numpy(np.ascontiguousarray(self._square(frames_of(idx), fy, fx))).permute(3, 0, 1, 2)
 
+    def _box(self, rng: np.random.Generator, height: int, width: int) -> tuple[float, float, float, float]:
+        """One random resized crop box of a ``height x width`` frame as fractions (top, left, h, w)."""
+        cb = self.crop_boxes
+        g = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
+        y0, x0, ch, cw = (
+            float(v) for v in random_resized_boxes(1, height, width, cb["area"], cb["aspect"], cb["attempts"], g)
+        )
+        return y0 / height, x0 / width, ch / height, cw / width
+
+    @staticmethod
+    def _crop_resize(frames: np.ndarray, box: tuple[float, float, float, float], size: int) -> torch.Tensor:
+        """(T,H,W,C) uint8 -> (C,T,size,size) uint8: the box (fractions), bilinearly resized as the
+        batched crop resamples (no antialiasing)."""
+        _, h, w, _ = frames.shape
+        y0, x0 = int(round(box[0] * h)), int(round(box[1] * w))
+        y1, x1 = (
+            max(y0 + 1, min(h, int(round((box[0] + box[2]) * h)))),
+            max(x0 + 1, min(w, int(round((box[1] + box[3]) * w)))),
+        )
+        x = torch.from_numpy(np.ascontiguousarray(frames[:, y0:y1, x0:x1])).permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+        return x.round_().clamp_(0, 255).to(torch.uint8).permute(1, 0, 2, 3)
+
+    def _boxed_clips(self, i: int, src, st: int, total: int, rng: np.random.Generator):
+        """A clip (and its flow clip) as random resized crops of the whole frames (``crop_boxes``)."""
+        cb = self.crop_boxes
+        idx = timeline_to_native(clip_timeline(st, self.num_frames, self.stride, total), src.num_frames, src.fps)
+        frames = src.get(idx)
+        box = self._box(rng, frames.shape[1], frames.shape[2])
+        clip = self._crop_resize(frames, box, int(cb["size"]))
+        if self.flow_cache is None:
+            return clip, None
+        fl = self._flow(i)
+        fidx = timeline_to_native(clip_timeline(st, self.flow_frames, self.flow_stride, total), src.num_frames, src.fps)
+        flow = fl.get(fidx)
+        fbox = box if cb["align"] else self._box(rng, flow.shape[1], flow.shape[2])
+        return clip, self._crop_resize(flow, fbox, int(cb["flow_size"]))
+
     def _load(self, i: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         src = self._source(i)
         total = timeline_length(src.num_frames, src.fps)
         clips, flows = [], []
         for st in self._starts(total, rng):
+            if self.crop_boxes is not None:
+                clip, flow = self._boxed_clips(i, src, st, total, rng)
+                clips.append(clip)
+                if flow is not None:
+                    flows.append(flow)
+                continue
             fy, fx = self._crop_offset(rng)
             clips.append(self._clip(src.get, st, self.num_frames, self.stride, total, src, fy, fx))
             if self.flow_cache is not None:

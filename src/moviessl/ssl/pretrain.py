@@ -21,6 +21,7 @@ from ..data.cliplist import read_clip_list
 from ..errors import BadInputError
 from ..training import cpu_threads, fit, seed_everything
 from ..utils.io import atomic_write_json, ensure_out_dir
+from .augment import dataset_crop_boxes
 from .clipcache import FrameCache, default_cache_dir
 from .config import BackboneConfig
 from .data import ClipDataset
@@ -131,6 +132,7 @@ def pretrain(
             pair_sampler=d.pair_sampler or method_cls.pair_sampler,
             power=d.power,
             shift_s=d.shift_s,
+            crop_boxes=dataset_crop_boxes(cfg, cfg.modist.flow_crop, cfg.modist.align_crops),
         )
         ds.prepare(progress=progress)
         bad.update(ds.bad)

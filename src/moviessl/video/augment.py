@@ -112,6 +112,41 @@ def solarize(x, threshold: float = 0.5):
 _JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 
 
+def random_resized_boxes(
+    batch: int, height: int, width: int, area=(0.3, 1.0), aspect=(0.5, 2.0), attempts: int = 100, generator=None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random resized crop boxes of an ``height x width`` frame, one per clip: ``(top, left, height,
+    width)`` in pixels (float tensors of ``batch``). torchvision-style rejection sampling, vectorised over
+    ``attempts``: area fraction uniform in ``area``, aspect (w/h) log-uniform in ``aspect``; the first
+    box that fits, else the whole frame with its aspect clamped into range; position uniform."""
+    B, H, W = batch, height, width
+
+    def rand(shape):
+        return torch.rand(shape, generator=generator, device=generator.device if generator is not None else "cpu")
+
+    a = area[0] + (area[1] - area[0]) * rand((B, attempts))
+    lo, hi = math.log(aspect[0]), math.log(aspect[1])
+    ar = torch.exp(lo + (hi - lo) * rand((B, attempts)))
+    cw = torch.round(torch.sqrt(a * H * W * ar))
+    ch = torch.round(torch.sqrt(a * H * W / ar))
+    ok = (cw >= 1) & (ch >= 1) & (cw <= W) & (ch <= H)
+    first = ok.float().argmax(1)
+    cw = cw.gather(1, first[:, None])[:, 0]
+    ch = ch.gather(1, first[:, None])[:, 0]
+    # Fallback when no attempt fits: the whole frame with the aspect clamped into range.
+    fw, fh = float(W), float(H)
+    if W / H < aspect[0]:
+        fh = round(W / aspect[0])
+    elif W / H > aspect[1]:
+        fw = round(H * aspect[1])
+    none = ~ok.any(1)
+    cw = torch.where(none, torch.full_like(cw, fw), cw)
+    ch = torch.where(none, torch.full_like(ch, fh), ch)
+    y0 = torch.floor(rand(B) * (H - ch + 1))
+    x0 = torch.floor(rand(B) * (W - cw + 1))
+    return y0, x0, ch, cw
+
+
 class ConsistentAugment(nn.Module):
     """Temporally consistent clip augmentation: ``(B,3,T,H,W)`` float [0,1] (or uint8) -> normalised
     ``(B,3,T,S,S)``. One random draw per clip, shared by its T frames; clips are independent.
@@ -167,28 +202,8 @@ class ConsistentAugment(nn.Module):
 
     def sample_params(self, batch: int, height: int, width: int, generator: torch.Generator | None = None) -> dict:
         """One draw per clip (CPU or the generator's device): crop box, flip, colour, blur, solarise."""
-        g, B, H, W = generator, batch, height, width
-        # Random resized crop, torchvision-style rejection sampling, vectorised over attempts.
-        a = self.area[0] + (self.area[1] - self.area[0]) * self._rand((B, self.attempts), g)
-        lo, hi = math.log(self.aspect[0]), math.log(self.aspect[1])
-        ar = torch.exp(lo + (hi - lo) * self._rand((B, self.attempts), g))
-        cw = torch.round(torch.sqrt(a * H * W * ar))
-        ch = torch.round(torch.sqrt(a * H * W / ar))
-        ok = (cw >= 1) & (ch >= 1) & (cw <= W) & (ch <= H)
-        first = ok.float().argmax(1)
-        cw = cw.gather(1, first[:, None])[:, 0]
-        ch = ch.gather(1, first[:, None])[:, 0]
-        # Fallback when no attempt fits: the whole frame with the aspect clamped into range.
-        fw, fh = float(W), float(H)
-        if W / H < self.aspect[0]:
-            fh = round(W / self.aspect[0])
-        elif W / H > self.aspect[1]:
-            fw = round(H * self.aspect[1])
-        none = ~ok.any(1)
-        cw = torch.where(none, torch.full_like(cw, fw), cw)
-        ch = torch.where(none, torch.full_like(ch, fh), ch)
-        y0 = torch.floor(self._rand(B, g) * (H - ch + 1))
-        x0 = torch.floor(self._rand(B, g) * (W - cw + 1))
+        g, B = generator, batch
+        y0, x0, ch, cw = random_resized_boxes(B, height, width, self.area, self.aspect, self.attempts, g)
         s = self.strength
         factors = torch.stack([1 + s[i] * (2 * self._rand(B, g) - 1) for i in range(3)], 1)  # (B,3)
         return {

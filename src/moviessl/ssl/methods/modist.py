@@ -71,6 +71,7 @@ class MoDist(BackboneModule):
         self.flow_crop = c.flow_crop
         self.negate_dx = cfg.flow.mode == "raw"
         self.align_crops = c.align_crops
+        self.dataset_crops = cfg.data.frame_crop == "full"
         self.aug1, self.aug2 = view_augmenters(cfg)
 
     def on_init_loaded(self, loaded: set[str]) -> None:
@@ -104,6 +105,9 @@ class MoDist(BackboneModule):
             if self.align_crops:  # the flow of clip i is cropped and flipped like its RGB view
                 box = p["box"].float() / torch.tensor([h, w, h, w], dtype=torch.float32, device=p["box"].device)
                 boxes, flips = box.split(b), p["flip"].split(b)
+            elif self.dataset_crops:  # the dataset cropped the flow (its own box): only flip it here
+                whole = torch.tensor([[0.0, 0.0, 1.0, 1.0]], device=fl.device).expand(b, 4)
+                boxes = (whole, whole)
             batch["flows"] = tuple(
                 flow_augment(fl[:, i], self.flow_crop, negate_dx_on_flip=self.negate_dx, box=boxes[i], flip=flips[i])
                 for i in range(2)
