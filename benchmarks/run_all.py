@@ -1,6 +1,6 @@
 """Run every benchmark and write one JSON record (machine, date, numbers).
 
-    make bench    # == python -m benchmarks.run_all [--only decode,slowd,maskpred,augment,loader,batched_seeds,film]
+    make bench    # == python -m benchmarks.run_all [--only NAME,...] (names: BENCHES below)
 
 Results go to benchmarks/out/<date>.json and are printed; docs/benchmarks.md keeps the curated
 numbers with machine and date.
@@ -22,6 +22,7 @@ BENCHES = {
     "maskpred": "benchmarks.bench_maskpred",
     "augment": "benchmarks.bench_augment",  # the CVRL view pair at the demo's batch, each colour op alone
     "loader": "benchmarks.bench_loader",  # a paper-geometry CVRL pair item: square cut vs whole-frame crop
+    "ddp_queue": "benchmarks.bench_ddp_queue",  # DDP step with a 512 MB queue, broadcast vs left to the ranks
     "batched_seeds": "benchmarks.bench_batched_seeds",  # K seeds as one vmap-ed model vs K models
     "film": "benchmarks.bench_film",  # long 720p films: events/s split, peak RSS at 2 lengths, kill -9 resume (~10 min)
 }

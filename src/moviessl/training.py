@@ -222,6 +222,30 @@ def repair_last_checkpoint(out_dir: str | os.PathLike) -> None:
             return
 
 
+def replicated_buffers(module: torch.nn.Module) -> list[str]:
+    """Names of the buffers of submodules marked ``ddp_replicated`` (kept equal on every rank by the
+    module itself, e.g. a :class:`moviessl.ssl.queue.MemoryQueue`)."""
+    return [
+        f"{name}.{b}" if name else b
+        for name, m in module.named_modules()
+        if getattr(m, "ddp_replicated", False)
+        for b, _ in m.named_buffers(recurse=False)
+    ]
+
+
+def skip_replicated_broadcast(module: torch.nn.Module) -> list[str]:
+    """Tell DDP to leave :func:`replicated_buffers` out of its buffer broadcast (its default
+    ``broadcast_buffers=True`` copies every buffer from rank 0 before each forward; BatchNorm's running
+    statistics still are). DDP's one hook that excludes single buffers is its ignore list,
+    ``DistributedDataParallel._set_params_and_buffers_to_ignore_for_model``."""
+    names = replicated_buffers(module)
+    if names:
+        from torch.nn.parallel import DistributedDataParallel
+
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, names)
+    return names
+
+
 def fit(
     module,
     cfg: TrainerConfig | Mapping[str, Any] | None,
@@ -244,6 +268,7 @@ def fit(
     ckpt = last_checkpoint(out_dir) if resume else None
     _keep_previous_log(out_dir)
     trainer = make_trainer(cfg, out_dir, callbacks=callbacks, throughput_name=throughput_name, **overrides)
+    skip_replicated_broadcast(module)
     if ckpt is not None:
         log.info("resuming from %s", ckpt)
     trainer.fit(

@@ -114,3 +114,33 @@ def test_two_processes_equal_one(tmp_path):
         assert res["ids"][:8].tolist() == list(range(100, 108)) and (res["ids"][8:] == -1).all()
     r0, r1 = (torch.load(tmp_path / f"r{r}.pt")["queue"] for r in range(2))
     assert torch.equal(r0, r1)
+
+
+def test_lightning_ddp_leaves_queues_out_of_the_buffer_broadcast(tmp_path):
+    """Under Lightning's DDP (2 CPU processes) BatchNorm's running statistics are still broadcast from
+    rank 0 before every step, the queues are not: every rank writes the same all-gathered keys
+    itself (MaskPred's paper queue would otherwise cost 512 MB of broadcast a step)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")
+        and not k.startswith(("SLURM_", "TORCHELASTIC_", "PL_"))
+    }
+    script = Path(__file__).with_name("ddp_queue_script.py")
+    p = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=240
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert len(r0) == len(r1) == 3
+    for s in range(3):
+        assert r0[s]["bn"] == r1[s]["bn"]  # broadcast: rank 1's +100 after step 0 is undone
+        assert r0[s]["queue"][:63] == r1[s]["queue"][:63]  # the same gathered keys on both ranks
+    q0, q1 = torch.tensor(r0[1]["queue"]), torch.tensor(r1[1]["queue"])
+    assert torch.allclose(q1[63] - q0[63], torch.full((4,), 100.0))  # not broadcast
+    assert not torch.equal(q0[:6], torch.tensor(r0[0]["queue"])[:6])  # keys were written

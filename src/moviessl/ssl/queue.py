@@ -27,7 +27,14 @@ class MemoryQueue(nn.Module):
         dim: key dimension.
         require_divisible: assert ``K % global_batch == 0`` on every enqueue (MoCo's rule, which
             keeps a batch of keys contiguous in the ring; MoDist uses it).
+
+    Every rank starts from the same queue (seeded init, or one checkpoint) and writes the same
+    all-gathered keys, so its buffers are equal on every rank by construction: they are marked
+    ``ddp_replicated`` and :func:`moviessl.training.fit` tells DDP not to broadcast them from rank 0
+    before every step (for MaskPred's paper queue, 65536 x 2048 floats, 512 MB a step).
     """
+
+    ddp_replicated = True
 
     def __init__(
         self, size: int, dim: int, require_divisible: bool = False, track_ids: bool = False, init: str = "random"
