@@ -26,13 +26,29 @@ def rank() -> int:
     return dist.get_rank() if is_dist() else 0
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather whose backward sums every process's gradient of the gathered tensor and returns this
+    process's rows (SimCLR's ``GatherLayer`` pattern). Written here because torch's
+    ``torch.distributed.nn.functional.all_gather`` is deprecated (a FutureWarning on every run)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.n = x.shape[0]
+        return gather_no_grad(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)  # never reduce autograd's buffer in place
+        dist.all_reduce(grad)
+        r = dist.get_rank()
+        return grad[r * ctx.n : (r + 1) * ctx.n]
+
+
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """All-gather along dim 0, differentiable. Equal local batch sizes are assumed."""
     if not is_dist():
         return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x.contiguous()), dim=0)
+    return _GatherWithGrad.apply(x)
 
 
 @torch.no_grad()
