@@ -108,7 +108,15 @@ def test_full_frame_crops_train(method, extra, clip_list, tmp_path):
 
 
 def test_paper_preset_crops_whole_frames_for_ssl_and_squares_for_sup_k400():
+    from moviessl.ssl.augment import dataset_crop_boxes
+
     assert load_config("backbone", "paper", variant="cvrl").data.frame_crop == "full"
     assert load_config("backbone", "paper", variant="modist").data.frame_crop == "full"
     assert load_config("backbone", "paper", variant="supervised").data.frame_crop == "square"
     assert load_config("backbone", "cpu", variant="cvrl").data.frame_crop == "square"
+    # CVRL's code draws its boxes with TF's sample_distorted_bounding_box; PySlowFast's Sup-K400 recipe not
+    paper = load_config("backbone", "paper", variant="cvrl")
+    assert paper.augment.crop_sampler == "tf" and view_augmenters(paper)[0].crop_sampler == "tf"
+    assert dataset_crop_boxes(paper)["sampler"] == "tf"
+    assert load_config("backbone", "paper", variant="supervised").augment.crop_sampler == "torchvision"
+    assert load_config("backbone", "cpu", variant="cvrl").augment.crop_sampler == "torchvision"

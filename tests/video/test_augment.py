@@ -1,5 +1,9 @@
 """ConsistentAugment: one draw per clip shared by its frames; clips independent; ops exact."""
 
+import math
+
+import numpy as np
+import pytest
 import torch
 
 from moviessl.video import MEAN, STD, ConsistentAugment, cvrl_augment_pair
@@ -181,3 +185,62 @@ def test_blur_preserves_constant_and_smooths():
     b = gaussian_blur(imp, torch.tensor([1.0]), 7)
     assert abs(b.sum().item() - 3.0) < 1e-4 and b[..., 10, 10].max() < 0.2
     assert torch.allclose(b, b.flip(-1)) and torch.allclose(b, b.transpose(-1, -2))
+
+
+def _tf_crop_reference(H, W, area, aspect, rng, attempts=100, min_covered=0.1):
+    """TensorFlow's sample_distorted_bounding_box with the whole image as the object, one draw at a
+    time as its C++ kernel does (GenerateRandomCrop + SatisfiesOverlapConstraints), in plain Python."""
+    lo_a, hi_a = area[0] * W * H, area[1] * W * H
+    for _ in range(attempts):
+        ar = rng.random() * (aspect[1] - aspect[0]) + aspect[0]
+        h, h_max = round(math.sqrt(lo_a / ar)), round(math.sqrt(hi_a / ar))
+        if round(h_max * ar) > W:
+            h_max = int((W + 0.5 - 1e-7) / ar)
+            if round(h_max * ar) > W:
+                h_max -= 1
+        h_max = min(h_max, H)
+        if h >= h_max:
+            h = h_max
+        else:
+            h += int(rng.integers(0, h_max - h + 1))
+        w = round(h * ar)
+        if w * h < lo_a:
+            h += 1
+            w = round(h * ar)
+        if w * h > hi_a:
+            h -= 1
+            w = round(h * ar)
+        if lo_a <= w * h <= hi_a and w <= W and h <= H and w > 0 and h > 0 and w * h >= min_covered * H * W:
+            y = int(rng.integers(0, H - h)) if h < H else 0
+            x = int(rng.integers(0, W - w)) if w < W else 0
+            return y, x, h, w
+    return 0, 0, H, W
+
+
+@pytest.mark.parametrize("H,W,area,aspect", [(256, 455, (0.3, 1.0), (0.5, 2.0)), (64, 64, (0.08, 0.5), (0.75, 1.333))])
+def test_tf_crop_sampler_matches_tensorflows_algorithm(H, W, area, aspect):
+    """``crop_sampler="tf"`` (CVRL's code) draws the same box distribution as a one-at-a-time transcription
+    of TF's kernel: height and aspect uniform, not area uniform and aspect log-uniform (torchvision)."""
+    from moviessl.video.augment import random_resized_boxes
+
+    n = 20000
+    g = torch.Generator().manual_seed(0)
+    y0, x0, ch, cw = (t.numpy() for t in random_resized_boxes(n, H, W, area, aspect, 100, g, "tf"))
+    rng = np.random.default_rng(0)
+    ref = np.array([_tf_crop_reference(H, W, area, aspect, rng) for _ in range(n)], dtype=float)
+    assert (y0 >= 0).all() and (x0 >= 0).all() and (y0 + ch <= H).all() and (x0 + cw <= W).all()
+    a = ch * cw / (H * W)
+    assert (a >= area[0] - 1e-6).all() and (a <= area[1] + 1e-6).all()
+    for ours, theirs in (
+        (ch, ref[:, 2]),
+        (cw, ref[:, 3]),
+        (cw / ch, ref[:, 3] / ref[:, 2]),
+        (y0, ref[:, 0]),
+        (x0, ref[:, 1]),
+    ):
+        assert abs(ours.mean() - theirs.mean()) < 0.02 * theirs.std() + 0.2
+        assert abs(np.quantile(ours, 0.25) - np.quantile(theirs, 0.25)) <= 0.03 * theirs.std() + 1
+        assert abs(np.quantile(ours, 0.75) - np.quantile(theirs, 0.75)) <= 0.03 * theirs.std() + 1
+    # and it is not torchvision's distribution
+    ty0, tx0, tch, tcw = (t.numpy() for t in random_resized_boxes(n, H, W, area, aspect, 100, g))
+    assert abs((cw / ch).mean() - (tcw / tch).mean()) > 0.05 or abs(ch.mean() - tch.mean()) > 0.05 * ch.std()

@@ -42,7 +42,13 @@ def dataset_crop_boxes(cfg: BackboneConfig, flow_size: int | None = None, align:
         return None
     a = cfg.augment
     return dict(
-        size=cfg.data.crop, area=tuple(a.area), aspect=tuple(a.aspect), attempts=100, flow_size=flow_size, align=align
+        size=cfg.data.crop,
+        area=tuple(a.area),
+        aspect=tuple(a.aspect),
+        sampler=a.crop_sampler,
+        attempts=100,
+        flow_size=flow_size,
+        align=align,
     )
 
 

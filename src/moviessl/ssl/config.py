@@ -46,6 +46,7 @@ class AugmentConfig:
 
     area: list[float]
     aspect: list[float]
+    crop_sampler: str  # torchvision (area uniform, aspect log-uniform) | tf (CVRL's code: height and aspect uniform)
     flip_p: float
     jitter_p: float
     brightness: float

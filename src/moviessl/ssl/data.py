@@ -106,7 +106,8 @@ class ClipDataset(Dataset):
     ``single`` (one random clip, supervised training) or ``eval`` (``eval_clips`` evenly spaced
     clips, centre crop). With a ``flow_cache``, each clip also gets its flow clip (``flow``).
 
-    ``crop_boxes`` (training modes): ``{"size", "area", "aspect", "attempts", "flow_size", "align"}``
+    ``crop_boxes`` (training modes): ``{"size", "area", "aspect", "sampler", "attempts", "flow_size",
+    "align"}``
     -- each clip is a random resized crop of its whole frames (``area`` of the frame, log-uniform
     ``aspect``) resized to ``size``; its flow clip gets the same box (``align``) or its own, resized to
     ``flow_size``. Flip, colour and blur stay batched after transfer.
@@ -252,7 +253,10 @@ class ClipDataset(Dataset):
         cb = self.crop_boxes
         g = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
         y0, x0, ch, cw = (
-            float(v) for v in random_resized_boxes(1, height, width, cb["area"], cb["aspect"], cb["attempts"], g)
+            float(v)
+            for v in random_resized_boxes(
+                1, height, width, cb["area"], cb["aspect"], cb["attempts"], g, cb.get("sampler", "torchvision")
+            )
         )
         return y0 / height, x0 / width, ch / height, cw / width
 

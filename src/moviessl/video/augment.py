@@ -112,17 +112,36 @@ def solarize(x, threshold: float = 0.5):
 _JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 
 
+CROP_SAMPLERS = ("torchvision", "tf")
+TF_MIN_OBJECT_COVERED = 0.1  # CVRL's ``min_object_covered``
+
+
 def random_resized_boxes(
-    batch: int, height: int, width: int, area=(0.3, 1.0), aspect=(0.5, 2.0), attempts: int = 100, generator=None
+    batch: int,
+    height: int,
+    width: int,
+    area=(0.3, 1.0),
+    aspect=(0.5, 2.0),
+    attempts: int = 100,
+    generator=None,
+    sampler: str = "torchvision",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Random resized crop boxes of an ``height x width`` frame, one per clip: ``(top, left, height,
-    width)`` in pixels (float tensors of ``batch``). torchvision-style rejection sampling, vectorised over
-    ``attempts``: area fraction uniform in ``area``, aspect (w/h) log-uniform in ``aspect``; the first
-    box that fits, else the whole frame with its aspect clamped into range; position uniform."""
+    width)`` in pixels (float tensors of ``batch``), rejection sampling vectorised over ``attempts``.
+
+    ``sampler="torchvision"`` (``RandomResizedCrop``): area fraction uniform in ``area``, aspect (w/h)
+    log-uniform in ``aspect``; the first box that fits, else the whole frame with its aspect clamped
+    into range; position uniform. ``sampler="tf"``: TensorFlow's ``sample_distorted_bounding_box``
+    with the whole image as the object (what CVRL's code calls): see :func:`_tf_boxes`."""
     B, H, W = batch, height, width
 
     def rand(shape):
         return torch.rand(shape, generator=generator, device=generator.device if generator is not None else "cpu")
+
+    if sampler == "tf":
+        return _tf_boxes(B, H, W, area, aspect, attempts, rand)
+    if sampler != "torchvision":
+        raise ValueError(f"unknown crop sampler {sampler!r} ({' | '.join(CROP_SAMPLERS)})")
 
     a = area[0] + (area[1] - area[0]) * rand((B, attempts))
     lo, hi = math.log(aspect[0]), math.log(aspect[1])
@@ -147,13 +166,51 @@ def random_resized_boxes(
     return y0, x0, ch, cw
 
 
+def _tf_boxes(B: int, H: int, W: int, area, aspect, attempts: int, rand):
+    """TensorFlow's ``sample_distorted_bounding_box`` (``GenerateRandomCrop`` in
+    ``tensorflow/core/kernels/image/sample_distorted_bounding_box_op.cc``), vectorised over attempts:
+    aspect **uniform** in ``aspect``; the box's *height* uniform over the integers between the heights
+    of the smallest and the largest allowed area at that aspect (the largest first cut so the width
+    fits, then to the frame's height); width = round(height x aspect), nudged by one row if rounding
+    leaves the area range; rejected if it still does not fit. Position uniform in ``[0, H - h)`` and
+    ``[0, W - w)`` (0 when the box fills that side); no attempt fitting -> the whole frame. The box must
+    also cover ``min_object_covered`` (CVRL: 0.1) of the object, here the whole image."""
+    lo_a, hi_a = area[0] * H * W, area[1] * H * W
+    ar = aspect[0] + (aspect[1] - aspect[0]) * rand((B, attempts))
+    h_min = torch.round(torch.sqrt(lo_a / ar))
+    h_max = torch.round(torch.sqrt(hi_a / ar))
+    too_wide = torch.round(h_max * ar) > W
+    h_fit = torch.floor((W + 0.5 - 1e-7) / ar)
+    h_fit = torch.where(torch.round(h_fit * ar) > W, h_fit - 1, h_fit)
+    h_max = torch.where(too_wide, h_fit, h_max).clamp(max=H)
+    h = torch.minimum(h_min, h_max)
+    h = h + torch.floor(rand((B, attempts)) * (h_max - h + 1)).clamp(min=0)
+    w = torch.round(h * ar)
+    small = w * h < lo_a
+    h = torch.where(small, h + 1, h)
+    w = torch.round(h * ar)
+    big = w * h > hi_a
+    h = torch.where(big, h - 1, h)
+    w = torch.round(h * ar)
+    ok = (w * h >= lo_a) & (w * h <= hi_a) & (w <= W) & (h <= H) & (w >= 1) & (h >= 1)
+    ok &= w * h >= TF_MIN_OBJECT_COVERED * H * W  # the whole image is the object
+    first = ok.float().argmax(1, keepdim=True)
+    none = ~ok.any(1)
+    ch = torch.where(none, torch.full_like(none, H, dtype=h.dtype), h.gather(1, first)[:, 0])
+    cw = torch.where(none, torch.full_like(none, W, dtype=w.dtype), w.gather(1, first)[:, 0])
+    y0 = torch.floor(rand(B) * (H - ch))
+    x0 = torch.floor(rand(B) * (W - cw))
+    return y0, x0, ch, cw
+
+
 class ConsistentAugment(nn.Module):
     """Temporally consistent clip augmentation: ``(B,3,T,H,W)`` float [0,1] (or uint8) -> normalised
     ``(B,3,T,S,S)``. One random draw per clip, shared by its T frames; clips are independent.
 
     Args (CVRL defaults): ``out_size`` S; ``blur_p`` (CVRL: 1.0 for clip 1, 0.1 for clip 2);
     ``solarize_p`` (CVRL: 0.2 on clip 2 only); ``area`` / ``aspect`` ranges of the random resized
-    crop (aspect drawn log-uniformly, 100 attempts, then a centre fallback); ``flip_p``;
+    crop (``crop_sampler``: torchvision's, aspect drawn log-uniformly, 100 attempts, then a centre
+    fallback; or TensorFlow's, as CVRL's code: :func:`random_resized_boxes`); ``flip_p``;
     ``jitter_p`` and strengths ``brightness, contrast, saturation`` (factor in [1-s, 1+s]) and
     ``hue`` (shift in [-h, h]); ``gray_p``; ``blur_sigma``; ``blur_kernel`` (default S//10, odd);
     ``normalize`` with ``mean`` / ``std``.
@@ -179,9 +236,12 @@ class ConsistentAugment(nn.Module):
         mean=MEAN,
         std=STD,
         attempts: int = 100,
+        crop_sampler: str = "torchvision",
     ):
         super().__init__()
-        self.out_size = int(out_size)
+        if crop_sampler not in CROP_SAMPLERS:
+            raise ValueError(f"unknown crop sampler {crop_sampler!r} ({' | '.join(CROP_SAMPLERS)})")
+        self.out_size, self.crop_sampler = int(out_size), crop_sampler
         self.blur_p, self.solarize_p, self.flip_p, self.jitter_p, self.gray_p = (
             blur_p,
             solarize_p,
@@ -203,7 +263,9 @@ class ConsistentAugment(nn.Module):
     def sample_params(self, batch: int, height: int, width: int, generator: torch.Generator | None = None) -> dict:
         """One draw per clip (CPU or the generator's device): crop box, flip, colour, blur, solarise."""
         g, B = generator, batch
-        y0, x0, ch, cw = random_resized_boxes(B, height, width, self.area, self.aspect, self.attempts, g)
+        y0, x0, ch, cw = random_resized_boxes(
+            B, height, width, self.area, self.aspect, self.attempts, g, self.crop_sampler
+        )
         s = self.strength
         factors = torch.stack([1 + s[i] * (2 * self._rand(B, g) - 1) for i in range(3)], 1)  # (B,3)
         return {
@@ -266,7 +328,8 @@ class ConsistentAugment(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"out_size={self.out_size}, area={self.area}, aspect={self.aspect}, flip_p={self.flip_p}, "
+            f"out_size={self.out_size}, area={self.area}, aspect={self.aspect}, crop_sampler={self.crop_sampler}, "
+            f"flip_p={self.flip_p}, "
             f"jitter_p={self.jitter_p}, strength={self.strength}, gray_p={self.gray_p}, "
             f"blur_p={self.blur_p}, blur_kernel={self.blur_kernel}, solarize_p={self.solarize_p}"
         )
