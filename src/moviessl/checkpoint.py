@@ -30,7 +30,17 @@ from .config import to_dict
 from .errors import BadInputError
 from .utils.io import atomic_torch_save
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Builder settings added after format 1: a format-1 arch gets the values its network was built with
+# then -- GELU and ``dropout`` on attention and inside the FFN in every TxE / TxD layer, ``dropout``
+# inside the Object Transformer's FFN -- not the presets' later values.
+V1_LAYERS = {"activation": "gelu", "attn_dropout": None, "ffn_dropout": None}
+_V1_DEFAULTS = {
+    "moviessl.models.txe:build_txe": V1_LAYERS,
+    "moviessl.models.object_transformer:build_object_transformer": {"ffn_dropout": None},
+    "moviessl.tasks.lvu.task:build_lvu_model": {"ffn_dropout": None},
+}
+_V1_NESTED = {"moviessl.tasks.vidsitu.srl:build_srl_model": ("txd_overrides", V1_LAYERS)}
 # builders that moved since checkpoints were first written: old module -> new module
 MOVED_BUILDERS = {
     "moviessl.tasks.verb": "moviessl.tasks.vidsitu.verb",
@@ -42,6 +52,27 @@ MOVED_BUILDERS = {
 def arch_spec(builder: str, **kwargs: Any) -> dict:
     """``builder`` is ``"package.module:function"``."""
     return {"builder": builder, "kwargs": kwargs}
+
+
+def upgrade_arch(arch: Any, format_version: int) -> Any:
+    """``arch`` (and every arch nested in its kwargs) with the settings a format-``format_version``
+    checkpoint implied made explicit, so it rebuilds the network it was trained as."""
+    if format_version >= 2:
+        return arch
+    if isinstance(arch, (list, tuple)):
+        return type(arch)(upgrade_arch(a, format_version) for a in arch)
+    if not isinstance(arch, Mapping):
+        return arch
+    out = {k: upgrade_arch(v, format_version) for k, v in arch.items()}
+    kw, builder = out.get("kwargs"), out.get("builder")
+    if isinstance(kw, Mapping) and isinstance(builder, str):
+        name = builder.replace("moviessl.tasks.srl:", "moviessl.tasks.vidsitu.srl:")
+        kw = {**_V1_DEFAULTS.get(name, {}), **kw}
+        if name in _V1_NESTED:
+            key, defaults = _V1_NESTED[name]
+            kw[key] = {**defaults, **(kw.get(key) or {})}
+        out["kwargs"] = kw
+    return out
 
 
 def build_arch(arch: Mapping[str, Any]) -> nn.Module:
@@ -87,6 +118,7 @@ def load_checkpoint(path: str | os.PathLike, stage: str | tuple[str, ...] | None
         stages = (stage,) if isinstance(stage, str) else tuple(stage)
         if obj["stage"] not in stages:
             raise BadInputError(path, f"checkpoint is from stage '{obj['stage']}', expected {' or '.join(stages)}")
+    obj["arch"] = upgrade_arch(obj.get("arch"), int(obj.get("format_version", 1)))
     return obj
 
 

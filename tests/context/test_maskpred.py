@@ -247,6 +247,15 @@ def test_maskpred_span_corruption(tmp_path):
     old_cfg = {**hp["cfg"], "maskpred": before}
     old = MaskPredModule(old_cfg, hp["in_dim"])
     assert (old.replace, old.swap) == (1.0, 0.0)
+    # ... and saved before the TxE layer settings, as the GELU / dropout-everywhere TxE they trained
+    small = ["model.txe=txe_paper", "model.txe_overrides.dim=32", "model.txe_overrides.mlp_dim=64"]
+    paper = make_module(overrides=small).hparams
+    layers = ("activation", "attn_dropout", "ffn_dropout")
+    ov = {k: v for k, v in paper["cfg"]["model"]["txe_overrides"].items() if k not in layers}
+    old = MaskPredModule({**paper["cfg"], "model": {**paper["cfg"]["model"], "txe_overrides": ov}}, hp["in_dim"])
+    assert isinstance(old.txe.blocks[0].mlp[1], torch.nn.GELU) and old.txe.blocks[0].attn.dropout == 0.1
+    new = MaskPredModule(paper["cfg"], hp["in_dim"])
+    assert isinstance(new.txe.blocks[0].mlp[1], torch.nn.ReLU)
 
 
 def test_windows_token_stride_and_padding(tmp_path):

@@ -14,7 +14,7 @@ from ..checkpoint import arch_spec, save_checkpoint
 from ..config import from_dict, to_dict
 from ..errors import BadInputError
 from ..models.heads import MaskPredHead
-from ..models.txe import build_txe
+from ..models.txe import TXE_PRESETS, build_txe
 from ..optim import lr_scheduler, make_optimizer, param_groups, warmup_steps
 from ..ssl.losses import info_nce_queue
 from ..ssl.queue import MemoryQueue
@@ -42,8 +42,16 @@ class MaskPredModule(pl.LightningModule):
     def __init__(self, cfg: ContextConfig | dict, in_dim: int, feature_stride_s: float = 2.0):
         super().__init__()
         if not isinstance(cfg, ContextConfig):  # from a Lightning checkpoint's hyper-parameters
-            # checkpoints from before replace / swap existed masked the whole span (the paper)
+            # checkpoints from before replace / swap existed masked the whole span (the paper); before
+            # the layer settings, every TxE had GELU with dropout on attention and inside the FFN
             cfg = {**cfg, "maskpred": {"replace": 1.0, "swap": 0.0, **cfg["maskpred"]}}
+            model = dict(cfg["model"])
+            ov = dict(model.get("txe_overrides") or {})
+            if "activation" not in ov:  # None means "the preset's" here, so the old values are spelt out
+                p = ov.get("dropout")
+                p = TXE_PRESETS[model["txe"]]["dropout"] if p is None else p
+                ov = {"activation": "gelu", "attn_dropout": p, "ffn_dropout": p, **ov}
+            cfg = {**cfg, "model": {**model, "txe_overrides": ov}}
             cfg = from_dict("context", cfg)
         # plain values only, so `load_from_checkpoint` works with torch.load(weights_only=True)
         self.save_hyperparameters(
