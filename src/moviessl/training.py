@@ -246,6 +246,24 @@ def skip_replicated_broadcast(module: torch.nn.Module) -> list[str]:
     return names
 
 
+class BroadcastReplicatedOnce(pl.Callback):
+    """Broadcast the :func:`replicated_buffers` from rank 0 once, when training starts. DDP leaves
+    ignored buffers out of the sync it does when it wraps the model too, so this keeps them equal even
+    if ranks ever started apart (a rank-dependent initialisation, a differing checkpoint)."""
+
+    def __init__(self, names: Sequence[str]):
+        self.names = list(names)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return
+        buffers = dict(pl_module.named_buffers())
+        for name in self.names:
+            dist.broadcast(buffers[name], src=0)
+
+
 def fit(
     module,
     cfg: TrainerConfig | Mapping[str, Any] | None,
@@ -267,8 +285,10 @@ def fit(
         repair_last_checkpoint(out_dir)
     ckpt = last_checkpoint(out_dir) if resume else None
     _keep_previous_log(out_dir)
+    replicated = skip_replicated_broadcast(module)
+    if replicated:
+        callbacks = [*callbacks, BroadcastReplicatedOnce(replicated)]
     trainer = make_trainer(cfg, out_dir, callbacks=callbacks, throughput_name=throughput_name, **overrides)
-    skip_replicated_broadcast(module)
     if ckpt is not None:
         log.info("resuming from %s", ckpt)
     trainer.fit(

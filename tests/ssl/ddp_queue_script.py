@@ -2,9 +2,11 @@
 BatchNorm and a MemoryQueue under Lightning DDP on 2 CPU processes (Lightning re-executes this file
 for rank 1). Each rank records, at the start of every step (after DDP's buffer broadcast), its BN
 running mean and its queue; after step 0 rank 1 shifts both by 100, a divergence only a broadcast
-from rank 0 would undo."""
+from rank 0 would undo. Rank 1 also builds its queue apart from rank 0's (row 10), which the one
+broadcast at the start of training must undo."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +23,8 @@ class Tiny(pl.LightningModule):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
         self.queue = MemoryQueue(64, 4)
+        if os.environ.get("LOCAL_RANK") == "1":  # ranks that start apart are synced once by fit()
+            self.queue.queue[10] += 50.0
         self.record = []
 
     def training_step(self, batch, i):

@@ -119,18 +119,16 @@ def test_two_processes_equal_one(tmp_path):
 def test_lightning_ddp_leaves_queues_out_of_the_buffer_broadcast(tmp_path):
     """Under Lightning's DDP (2 CPU processes) BatchNorm's running statistics are still broadcast from
     rank 0 before every step, the queues are not: every rank writes the same all-gathered keys
-    itself (MaskPred's paper queue would otherwise cost 512 MB of broadcast a step)."""
+    itself (MaskPred's paper queue would otherwise cost 512 MB of broadcast a step). Queues that
+    start apart are broadcast once when training starts (step 0 equal below)."""
     import json
     import subprocess
     import sys
     from pathlib import Path
 
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")
-        and not k.startswith(("SLURM_", "TORCHELASTIC_", "PL_"))
-    }
+    from moviessl.dist import fresh_launch_env
+
+    env = fresh_launch_env()
     script = Path(__file__).with_name("ddp_queue_script.py")
     p = subprocess.run(
         [sys.executable, str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=240

@@ -31,7 +31,8 @@ class MemoryQueue(nn.Module):
     Every rank starts from the same queue (seeded init, or one checkpoint) and writes the same
     all-gathered keys, so its buffers are equal on every rank by construction: they are marked
     ``ddp_replicated`` and :func:`moviessl.training.fit` tells DDP not to broadcast them from rank 0
-    before every step (for MaskPred's paper queue, 65536 x 2048 floats, 512 MB a step).
+    before every step (for MaskPred's paper queue, 65536 x 2048 floats, 512 MB a step); it broadcasts
+    them once when training starts instead.
     """
 
     ddp_replicated = True
