@@ -294,11 +294,23 @@ def job_baseline(task: str, baseline: str, data_root: str, out: str) -> None:
 
 
 # --------------------------------------------------------------------------- the plan
+# Settings added after runs were saved, with the behaviour a run had before the key existed: a saved
+# config without the key is the same run as one with this value.
+IMPLICIT_BEFORE: dict[str, Any] = {
+    "data.frame_crop": "square",  # backbone
+    "augment.crop_sampler": "torchvision",  # backbone
+    "data.resize": "crop",  # vidsitu --videos
+    "model.track_mask": 0.0,  # lvu
+    "train.betas": [0.9, 0.99],  # lvu
+}
+
+
 def config_drift(saved: Path, cfg: Any, ignore: tuple[str, ...] = ()) -> list[str]:
     """``key: old -> new`` for each setting where the config a finished run saved (``saved``)
     differs from the one it would get now; top-level sections in ``ignore`` are skipped. A key
     absent on one side counts as ``None`` and empty lists/mappings and ``False`` as ``None`` too, so a
-    setting added later with a do-nothing default (an option switched off) is not a change."""
+    setting added later with a do-nothing default (an option switched off) is not a change; one added
+    with another value that keeps the old behaviour is in :data:`IMPLICIT_BEFORE`."""
     import yaml
 
     from .config import to_dict
@@ -317,6 +329,9 @@ def config_drift(saved: Path, cfg: Any, ignore: tuple[str, ...] = ()) -> list[st
     if not saved.is_file():
         return []
     old, new = flat(yaml.safe_load(saved.read_text())), flat(to_dict(cfg))
+    for key, value in IMPLICIT_BEFORE.items():
+        if key in new and key not in old:
+            old[key] = value
     return [f"{k}: {old.get(k)} -> {new.get(k)}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
