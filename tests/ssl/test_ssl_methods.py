@@ -102,9 +102,10 @@ def test_full_frame_crops_train(method, extra, clip_list, tmp_path):
     pretrain(method, clip_list, tmp_path, cfg, run_probe=False, progress=False)
     obj = load_checkpoint(tmp_path / "model.pt", stage="backbone")
     assert obj["config"]["data"]["frame_crop"] == "full" and obj["meta"]["global_step"] == 1
-    bad = load_config("backbone", "cpu", tiny_overrides(["data.frame_crop=wide"]), variant=method)
-    with pytest.raises(BadInputError, match="frame_crop"):
-        pretrain(method, clip_list, tmp_path / "bad", bad, run_probe=False, progress=False)
+    for key, value in (("data.frame_crop", "wide"), ("augment.crop_sampler", "keras")):
+        bad = load_config("backbone", "cpu", tiny_overrides([f"{key}={value}"]), variant=method)
+        with pytest.raises(BadInputError, match=key):
+            pretrain(method, clip_list, tmp_path / "bad", bad, run_probe=False, progress=False)
 
 
 def test_paper_preset_crops_whole_frames_for_ssl_and_squares_for_sup_k400():

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..errors import BadInputError
 from ..video import ConsistentAugment, cvrl_augment_pair
+from ..video.augment import CROP_SAMPLERS
 from .config import BackboneConfig
 from .flow import normalize_flow
 
@@ -38,6 +39,10 @@ def dataset_crop_boxes(cfg: BackboneConfig, flow_size: int | None = None, align:
     """``ClipDataset``'s ``crop_boxes`` for ``data.frame_crop: full`` (None for ``square``)."""
     if cfg.data.frame_crop not in FRAME_CROPS:
         raise BadInputError("data.frame_crop", f"unknown value {cfg.data.frame_crop!r} ({' | '.join(FRAME_CROPS)})")
+    if cfg.augment.crop_sampler not in CROP_SAMPLERS:
+        raise BadInputError(
+            "augment.crop_sampler", f"unknown value {cfg.augment.crop_sampler!r} ({' | '.join(CROP_SAMPLERS)})"
+        )
     if cfg.data.frame_crop == "square":
         return None
     a = cfg.augment

@@ -108,9 +108,10 @@ class ClipDataset(Dataset):
 
     ``crop_boxes`` (training modes): ``{"size", "area", "aspect", "sampler", "attempts", "flow_size",
     "align"}``
-    -- each clip is a random resized crop of its whole frames (``area`` of the frame, log-uniform
-    ``aspect``) resized to ``size``; its flow clip gets the same box (``align``) or its own, resized to
-    ``flow_size``. Flip, colour and blur stay batched after transfer.
+    -- each clip is a random resized crop of its whole frames (``area`` of the frame, ``aspect``, drawn
+    by ``sampler``: :func:`moviessl.video.augment.random_resized_boxes`) resized to ``size``; its flow
+    clip gets the same box (``align``) or its own, resized to ``flow_size``. Flip, colour and blur stay
+    batched after transfer.
 
     Bad videos are skipped: with the frame cache they are found while the cache is built
     (:meth:`prepare`, counted in ``self.bad``); without it, ``__getitem__`` steps to the next video
