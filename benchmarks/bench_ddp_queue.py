@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -86,11 +85,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.rank_run:
         _run_rank(Path(args.rank_run[0]), args.rank_run[1], args.steps, args.size, args.dim, args.devices)
         return {}
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")
-    }
+    from moviessl.dist import fresh_launch_env
+
+    env = fresh_launch_env()
     env.setdefault("OMP_NUM_THREADS", "1")
     res: dict = {"queue": f"{args.size} x {args.dim} fp32 ({args.size * args.dim * 4 / 2**20:.0f} MiB)"}
     res.update(devices=args.devices, steps=args.steps)

@@ -10,6 +10,9 @@ Without an initialised process group both functions are the identity.
 
 from __future__ import annotations
 
+import os
+from typing import Mapping
+
 import torch
 import torch.distributed as dist
 
@@ -59,3 +62,16 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(out, x.contiguous())
     return torch.cat(out, dim=0)
+
+
+_LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")
+
+
+def fresh_launch_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child process that starts its own single-node DDP launch: without the
+    rank, address, SLURM, torchelastic and Lightning variables of any launcher this process runs under
+    (Lightning would otherwise join the outer job instead of spawning its own ranks)."""
+    env = os.environ if environ is None else environ
+    return {
+        k: v for k, v in env.items() if k not in _LAUNCHER_VARS and not k.startswith(("SLURM_", "TORCHELASTIC_", "PL_"))
+    }

@@ -7,7 +7,6 @@ runs as a real ``moviessl`` subprocess here (never in-process under pytest).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -29,12 +28,9 @@ def moviessl_cmd() -> list[str]:
 
 
 def run_cli(*args, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")
-        and not k.startswith(("SLURM_", "TORCHELASTIC_", "PL_"))
-    }  # a fresh single-node launch, a free port
+    from moviessl.dist import fresh_launch_env
+
+    env = fresh_launch_env()  # a fresh single-node launch, a free port
     env["PYTHONUNBUFFERED"] = "1"
     p = subprocess.run(
         [*moviessl_cmd(), "extract", *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout
