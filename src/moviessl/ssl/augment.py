@@ -26,9 +26,19 @@ from .flow import normalize_flow
 FRAME_CROPS = ("square", "full")
 
 
+def _check_crop_settings(cfg: BackboneConfig) -> None:
+    if cfg.data.frame_crop not in FRAME_CROPS:
+        raise BadInputError("data.frame_crop", f"unknown value {cfg.data.frame_crop!r} ({' | '.join(FRAME_CROPS)})")
+    if cfg.augment.crop_sampler not in CROP_SAMPLERS:
+        raise BadInputError(
+            "augment.crop_sampler", f"unknown value {cfg.augment.crop_sampler!r} ({' | '.join(CROP_SAMPLERS)})"
+        )
+
+
 def augment_kwargs(cfg: BackboneConfig) -> dict:
     """The ``augment`` block for the batched augmenters. With ``data.frame_crop: full`` the dataset has
     drawn the random resized crop on the whole frame already, so the batched one keeps the whole clip."""
+    _check_crop_settings(cfg)
     kw = dataclasses.asdict(cfg.augment)
     if cfg.data.frame_crop == "full":
         kw.update(area=(1.0, 1.0), aspect=(1.0, 1.0))
@@ -37,12 +47,7 @@ def augment_kwargs(cfg: BackboneConfig) -> dict:
 
 def dataset_crop_boxes(cfg: BackboneConfig, flow_size: int | None = None, align: bool = True) -> dict | None:
     """``ClipDataset``'s ``crop_boxes`` for ``data.frame_crop: full`` (None for ``square``)."""
-    if cfg.data.frame_crop not in FRAME_CROPS:
-        raise BadInputError("data.frame_crop", f"unknown value {cfg.data.frame_crop!r} ({' | '.join(FRAME_CROPS)})")
-    if cfg.augment.crop_sampler not in CROP_SAMPLERS:
-        raise BadInputError(
-            "augment.crop_sampler", f"unknown value {cfg.augment.crop_sampler!r} ({' | '.join(CROP_SAMPLERS)})"
-        )
+    _check_crop_settings(cfg)
     if cfg.data.frame_crop == "square":
         return None
     a = cfg.augment
