@@ -7,8 +7,8 @@ whatever the videos' aspect ratios; the random resized crop / colour / blur / so
 runs batched after transfer (:mod:`.augment`). With ``crop_boxes`` the dataset draws the random
 resized crop itself, on the whole frame as CVRL (Qian et al. 2021, §3.2) and torchvision do, and
 returns ``(V, 3, T, crop, crop)`` clips (flow clips cropped by the same box when aligned): a crop of a
-16:9 frame may then span its full width, which one cut from a square never does. Clip times live on the 30-fps timeline
-(:mod:`moviessl.video.timeline`).
+16:9 frame may then span its full width, which one cut from a square never does. Clip times live on
+the 30-fps timeline (:mod:`moviessl.video.timeline`).
 
 Pair samplers (start frames of a video's two clips, in random order):
 
@@ -235,6 +235,11 @@ class ClipDataset(Dataset):
         y, x = int(round(fy * (h - s))), int(round(fx * (w - s)))
         return frames[:, y : y + s, x : x + s]
 
+    @staticmethod
+    def _frames(frames_of: Callable[[np.ndarray], np.ndarray], start: int, n: int, stride: int, total: int, src):
+        """(n,H,W,C) frames of the clip starting at timeline frame ``start``."""
+        return frames_of(timeline_to_native(clip_timeline(start, n, stride, total), src.num_frames, src.fps))
+
     def _clip(
         self,
         frames_of: Callable[[np.ndarray], np.ndarray],
@@ -246,8 +251,8 @@ class ClipDataset(Dataset):
         fy: float,
         fx: float,
     ) -> torch.Tensor:
-        idx = timeline_to_native(clip_timeline(start, n, stride, total), src.num_frames, src.fps)
-        return torch.from_numpy(np.ascontiguousarray(self._square(frames_of(idx), fy, fx))).permute(3, 0, 1, 2)
+        frames = self._frames(frames_of, start, n, stride, total, src)
+        return torch.from_numpy(np.ascontiguousarray(self._square(frames, fy, fx))).permute(3, 0, 1, 2)
 
     def _box(self, rng: np.random.Generator, height: int, width: int) -> tuple[float, float, float, float]:
         """One random resized crop box of a ``height x width`` frame as fractions (top, left, h, w)."""
@@ -278,15 +283,12 @@ class ClipDataset(Dataset):
     def _boxed_clips(self, i: int, src, st: int, total: int, rng: np.random.Generator):
         """A clip (and its flow clip) as random resized crops of the whole frames (``crop_boxes``)."""
         cb = self.crop_boxes
-        idx = timeline_to_native(clip_timeline(st, self.num_frames, self.stride, total), src.num_frames, src.fps)
-        frames = src.get(idx)
+        frames = self._frames(src.get, st, self.num_frames, self.stride, total, src)
         box = self._box(rng, frames.shape[1], frames.shape[2])
         clip = self._crop_resize(frames, box, int(cb["size"]))
         if self.flow_cache is None:
             return clip, None
-        fl = self._flow(i)
-        fidx = timeline_to_native(clip_timeline(st, self.flow_frames, self.flow_stride, total), src.num_frames, src.fps)
-        flow = fl.get(fidx)
+        flow = self._frames(self._flow(i).get, st, self.flow_frames, self.flow_stride, total, src)
         fbox = box if cb["align"] else self._box(rng, flow.shape[1], flow.shape[2])
         return clip, self._crop_resize(flow, fbox, int(cb["flow_size"]))
 
