@@ -34,13 +34,13 @@ FORMAT_VERSION = 2
 # Builder settings added after format 1: a format-1 arch gets the values its network was built with
 # then -- GELU and ``dropout`` on attention and inside the FFN in every TxE / TxD layer, ``dropout``
 # inside the Object Transformer's FFN -- not the presets' later values.
-V1_LAYERS = {"activation": "gelu", "attn_dropout": None, "ffn_dropout": None}
+_V1_LAYERS = {"activation": "gelu", "attn_dropout": None, "ffn_dropout": None}
 _V1_DEFAULTS = {
-    "moviessl.models.txe:build_txe": V1_LAYERS,
+    "moviessl.models.txe:build_txe": _V1_LAYERS,
     "moviessl.models.object_transformer:build_object_transformer": {"ffn_dropout": None},
     "moviessl.tasks.lvu.task:build_lvu_model": {"ffn_dropout": None},
 }
-_V1_NESTED = {"moviessl.tasks.vidsitu.srl:build_srl_model": ("txd_overrides", V1_LAYERS)}
+_V1_NESTED = {"moviessl.tasks.vidsitu.srl:build_srl_model": ("txd_overrides", _V1_LAYERS)}
 # builders that moved since checkpoints were first written: old module -> new module
 MOVED_BUILDERS = {
     "moviessl.tasks.verb": "moviessl.tasks.vidsitu.verb",

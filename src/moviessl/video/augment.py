@@ -112,6 +112,11 @@ def solarize(x, threshold: float = 0.5):
 _JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 
 
+def _uniform(shape, generator: torch.Generator | None = None) -> torch.Tensor:
+    """U[0, 1) draws on the generator's device (CPU without one)."""
+    return torch.rand(shape, generator=generator, device=generator.device if generator is not None else "cpu")
+
+
 CROP_SAMPLERS = ("torchvision", "tf")
 TF_MIN_OBJECT_COVERED = 0.1  # CVRL's ``min_object_covered``
 
@@ -136,7 +141,7 @@ def random_resized_boxes(
     B, H, W = batch, height, width
 
     def rand(shape):
-        return torch.rand(shape, generator=generator, device=generator.device if generator is not None else "cpu")
+        return _uniform(shape, generator)
 
     if sampler == "tf":
         return _tf_boxes(B, H, W, area, aspect, attempts, rand)
@@ -256,9 +261,7 @@ class ConsistentAugment(nn.Module):
         self.blur_kernel = k + 1 - k % 2  # odd, centred (224 -> 23 taps as in CVRL)
         self.normalize, self.mean, self.std, self.attempts = normalize, tuple(mean), tuple(std), attempts
 
-    @staticmethod
-    def _rand(shape, g):
-        return torch.rand(shape, generator=g, device=g.device if g is not None else "cpu")
+    _rand = staticmethod(_uniform)
 
     def sample_params(self, batch: int, height: int, width: int, generator: torch.Generator | None = None) -> dict:
         """One draw per clip (CPU or the generator's device): crop box, flip, colour, blur, solarise."""
