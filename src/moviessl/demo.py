@@ -299,6 +299,7 @@ def job_baseline(task: str, baseline: str, data_root: str, out: str) -> None:
 IMPLICIT_BEFORE: dict[str, Any] = {
     "data.frame_crop": "square",  # backbone
     "augment.crop_sampler": "torchvision",  # backbone
+    "augment.op_style": "torchvision",  # backbone
     "data.resize": "crop",  # vidsitu --videos
     "model.track_mask": 0.0,  # lvu
     "train.betas": [0.9, 0.99],  # lvu

@@ -102,7 +102,7 @@ def test_full_frame_crops_train(method, extra, clip_list, tmp_path):
     pretrain(method, clip_list, tmp_path, cfg, run_probe=False, progress=False)
     obj = load_checkpoint(tmp_path / "model.pt", stage="backbone")
     assert obj["config"]["data"]["frame_crop"] == "full" and obj["meta"]["global_step"] == 1
-    for key, value in (("data.frame_crop", "wide"), ("augment.crop_sampler", "keras")):
+    for key, value in (("data.frame_crop", "wide"), ("augment.crop_sampler", "keras"), ("augment.op_style", "pil")):
         bad = load_config("backbone", "cpu", tiny_overrides([f"{key}={value}"]), variant=method)
         with pytest.raises(BadInputError, match=key):
             pretrain(method, clip_list, tmp_path / "bad", bad, run_probe=False, progress=False)
@@ -121,3 +121,6 @@ def test_paper_preset_crops_whole_frames_for_ssl_and_squares_for_sup_k400():
     assert dataset_crop_boxes(paper)["sampler"] == "tf"
     assert load_config("backbone", "paper", variant="supervised").augment.crop_sampler == "torchvision"
     assert load_config("backbone", "cpu", variant="cvrl").augment.crop_sampler == "torchvision"
+    # ... and its TensorFlow contrast / saturation / blur
+    assert paper.augment.op_style == "tf" and view_augmenters(paper)[1].op_style == "tf"
+    assert load_config("backbone", "cpu", variant="cvrl").augment.op_style == "torchvision"

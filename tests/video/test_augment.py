@@ -244,3 +244,36 @@ def test_tf_crop_sampler_matches_tensorflows_algorithm(H, W, area, aspect):
     # and it is not torchvision's distribution
     ty0, tx0, tch, tcw = (t.numpy() for t in random_resized_boxes(n, H, W, area, aspect, 100, g))
     assert abs((cw / ch).mean() - (tcw / tch).mean()) > 0.05 or abs(ch.mean() - tch.mean()) > 0.05 * ch.std()
+
+
+def test_tf_op_style_is_cvrls_tensorflow_ops():
+    """``op_style="tf"``: contrast blends each channel with its own mean over the clip (TF's adjust_contrast
+    on the stacked frames), saturation scales HSV saturation (TF's adjust_saturation), the blur pads with
+    zeros (depthwise_conv2d 'SAME'); the default keeps torchvision's ops."""
+    import colorsys
+
+    from moviessl.video.augment import adjust_contrast_tf, adjust_saturation_tf
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 2, 5, 6, generator=g)
+    f = torch.tensor([0.4, 1.7])
+    mean = x.mean(dim=(2, 3, 4), keepdim=True)  # per clip and channel
+    assert torch.allclose(adjust_contrast_tf(x.clone(), f), ((x - mean) * f.view(2, 1, 1, 1, 1) + mean).clamp(0, 1))
+    assert not torch.allclose(adjust_contrast_tf(x.clone(), f), adjust_contrast(x.clone(), f))
+    sat = adjust_saturation_tf(x.clone(), f)
+    for b in range(2):
+        for t, i, j in ((0, 0, 0), (1, 4, 5), (0, 2, 3)):
+            h, s, v = colorsys.rgb_to_hsv(*x[b, :, t, i, j].tolist())
+            ref = colorsys.hsv_to_rgb(h, min(1.0, s * float(f[b])), v)
+            assert torch.allclose(sat[b, :, t, i, j], torch.tensor(ref), atol=1e-5)
+    flat = torch.full((1, 3, 2, 12, 12), 0.5)
+    sigma = torch.tensor([2.0])
+    assert torch.allclose(gaussian_blur(flat, sigma, 7), flat)  # reflect: a flat image stays flat
+    zeros = gaussian_blur(flat, sigma, 7, "zeros")
+    assert torch.allclose(zeros[..., 6, 6], flat[..., 6, 6]) and (zeros[..., 0, 0] < 0.4).all()
+    tf_aug, tv_aug = ConsistentAugment(16, op_style="tf"), ConsistentAugment(16)
+    p = tv_aug.sample_params(2, 5, 6, torch.Generator().manual_seed(1))
+    p["jitter"][:], p["blur"][:] = True, True
+    assert not torch.allclose(tf_aug.apply(x.clone(), p), tv_aug.apply(x.clone(), p))
+    with pytest.raises(ValueError, match="op style"):
+        ConsistentAugment(16, op_style="keras")

@@ -19,26 +19,28 @@ from torch import nn
 
 from ..errors import BadInputError
 from ..video import ConsistentAugment, cvrl_augment_pair
-from ..video.augment import CROP_SAMPLERS
+from ..video.augment import CROP_SAMPLERS, OP_STYLES
 from .config import BackboneConfig
 from .flow import normalize_flow
 
 FRAME_CROPS = ("square", "full")
 
 
-def _check_crop_settings(cfg: BackboneConfig) -> None:
+def _check_augment_settings(cfg: BackboneConfig) -> None:
     if cfg.data.frame_crop not in FRAME_CROPS:
         raise BadInputError("data.frame_crop", f"unknown value {cfg.data.frame_crop!r} ({' | '.join(FRAME_CROPS)})")
     if cfg.augment.crop_sampler not in CROP_SAMPLERS:
         raise BadInputError(
             "augment.crop_sampler", f"unknown value {cfg.augment.crop_sampler!r} ({' | '.join(CROP_SAMPLERS)})"
         )
+    if cfg.augment.op_style not in OP_STYLES:
+        raise BadInputError("augment.op_style", f"unknown value {cfg.augment.op_style!r} ({' | '.join(OP_STYLES)})")
 
 
 def augment_kwargs(cfg: BackboneConfig) -> dict:
     """The ``augment`` block for the batched augmenters. With ``data.frame_crop: full`` the dataset has
     drawn the random resized crop on the whole frame already, so the batched one keeps the whole clip."""
-    _check_crop_settings(cfg)
+    _check_augment_settings(cfg)
     kw = dataclasses.asdict(cfg.augment)
     if cfg.data.frame_crop == "full":
         kw.update(area=(1.0, 1.0), aspect=(1.0, 1.0))
@@ -47,7 +49,7 @@ def augment_kwargs(cfg: BackboneConfig) -> dict:
 
 def dataset_crop_boxes(cfg: BackboneConfig, flow_size: int | None = None, align: bool = True) -> dict | None:
     """``ClipDataset``'s ``crop_boxes`` for ``data.frame_crop: full`` (None for ``square``)."""
-    _check_crop_settings(cfg)
+    _check_augment_settings(cfg)
     if cfg.data.frame_crop == "square":
         return None
     a = cfg.augment

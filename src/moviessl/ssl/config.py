@@ -47,6 +47,7 @@ class AugmentConfig:
     area: list[float]
     aspect: list[float]
     crop_sampler: str  # torchvision (area uniform, aspect log-uniform) | tf (CVRL's code: height and aspect uniform)
+    op_style: str  # torchvision | tf (CVRL's code: contrast by channel means, HSV saturation, zero-padded blur)
     flip_p: float
     jitter_p: float
     brightness: float

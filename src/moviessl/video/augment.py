@@ -54,6 +54,18 @@ def adjust_saturation(x, f):
     return _blend(x, rgb_to_gray(x), f)
 
 
+def adjust_contrast_tf(x, f):
+    """TensorFlow's ``adjust_contrast`` on the clip stacked into one tall image, as CVRL's
+    ``random_color_jitter_3d``: each channel blended with its own mean over the whole clip."""
+    return _blend(x, x.mean(dim=tuple(range(2, x.dim())), keepdim=True), f)
+
+
+def adjust_saturation_tf(x, f):
+    """TensorFlow's ``adjust_saturation``: the HSV saturation scaled by ``f`` and clipped to [0, 1]."""
+    h, s, v = _hsv(x)
+    return _hsv_to_rgb(h, (s * _bcast(f, s)).clamp_(0, 1), v).clamp_(0, 1)
+
+
 def _hsv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Hue (fraction of the circle), saturation and value of ``(N, 3, ...)``, each ``(N, ...)``.
     Channel max / min as elementwise chains: a reduction over the strided channel dim is several
@@ -92,16 +104,18 @@ def adjust_hue(x, shift):
     return _hsv_to_rgb((h + _bcast(shift, h)) % 1.0, s, v).clamp_(0, 1)
 
 
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel: int) -> torch.Tensor:
-    """Separable Gaussian blur of ``(N, C, T, H, W)`` with one sigma per clip, reflect padding."""
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel: int, padding: str = "reflect") -> torch.Tensor:
+    """Separable Gaussian blur of ``(N, C, T, H, W)`` with one sigma per clip; ``padding`` "reflect" or
+    "zeros" (SimCLR's and CVRL's ``depthwise_conv2d(padding='SAME')``: the borders darken)."""
     n, c, t, h, w = x.shape
     r = kernel // 2
     pos = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-(pos[None] ** 2) / (2 * sigma[:, None].to(x.dtype) ** 2))
     k = (k / k.sum(1, keepdim=True)).repeat_interleave(c * t, 0)  # (n*c*t, kernel)
     y = x.reshape(1, n * c * t, h, w)
-    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="reflect"), k[:, None, None, :], groups=n * c * t)
-    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), k[:, None, :, None], groups=n * c * t)
+    mode = {"reflect": "reflect", "zeros": "constant"}[padding]
+    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode=mode), k[:, None, None, :], groups=n * c * t)
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode=mode), k[:, None, :, None], groups=n * c * t)
     return y.reshape(n, c, t, h, w)
 
 
@@ -110,6 +124,12 @@ def solarize(x, threshold: float = 0.5):
 
 
 _JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+# op_style: "torchvision" (contrast with the clip's mean luma, saturation as a blend with grey, blur
+# padded by reflection) or "tf", CVRL's TensorFlow ops (video_ssl_preprocess_ops.py).
+OP_STYLES = {
+    "torchvision": (_JITTER_OPS, "reflect"),
+    "tf": ((adjust_brightness, adjust_contrast_tf, adjust_saturation_tf, adjust_hue), "zeros"),
+}
 
 
 def _uniform(shape, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -215,7 +235,8 @@ class ConsistentAugment(nn.Module):
     Args (CVRL defaults): ``out_size`` S; ``blur_p`` (CVRL: 1.0 for clip 1, 0.1 for clip 2);
     ``solarize_p`` (CVRL: 0.2 on clip 2 only); ``area`` / ``aspect`` ranges of the random resized
     crop (``crop_sampler``: torchvision's, aspect drawn log-uniformly, 100 attempts, then a centre
-    fallback; or TensorFlow's, as CVRL's code: :func:`random_resized_boxes`); ``flip_p``;
+    fallback; or TensorFlow's, as CVRL's code: :func:`random_resized_boxes`); ``op_style`` of contrast,
+    saturation and blur (torchvision's or CVRL's TensorFlow ops: :data:`OP_STYLES`); ``flip_p``;
     ``jitter_p`` and strengths ``brightness, contrast, saturation`` (factor in [1-s, 1+s]) and
     ``hue`` (shift in [-h, h]); ``gray_p``; ``blur_sigma``; ``blur_kernel`` (default S//10, odd);
     ``normalize`` with ``mean`` / ``std``.
@@ -242,11 +263,15 @@ class ConsistentAugment(nn.Module):
         std=STD,
         attempts: int = 100,
         crop_sampler: str = "torchvision",
+        op_style: str = "torchvision",
     ):
         super().__init__()
         if crop_sampler not in CROP_SAMPLERS:
             raise ValueError(f"unknown crop sampler {crop_sampler!r} ({' | '.join(CROP_SAMPLERS)})")
-        self.out_size, self.crop_sampler = int(out_size), crop_sampler
+        if op_style not in OP_STYLES:
+            raise ValueError(f"unknown op style {op_style!r} ({' | '.join(OP_STYLES)})")
+        self.out_size, self.crop_sampler, self.op_style = int(out_size), crop_sampler, op_style
+        self._jitter_ops, self._blur_padding = OP_STYLES[op_style]
         self.blur_p, self.solarize_p, self.flip_p, self.jitter_p, self.gray_p = (
             blur_p,
             solarize_p,
@@ -316,13 +341,13 @@ class ConsistentAugment(nn.Module):
                 for op in range(4):
                     sel = jit & (p["order"][:, slot] == op)
                     if sel.any():
-                        y[sel] = _JITTER_OPS[op](y[sel], args[op][sel])
+                        y[sel] = self._jitter_ops[op](y[sel], args[op][sel])
         if p["gray"].any():
             sel = p["gray"]
             y[sel] = rgb_to_gray(y[sel]).expand(-1, 3, -1, -1, -1)
         if p["blur"].any():
             sel = p["blur"]
-            y[sel] = gaussian_blur(y[sel], p["sigma"][sel], self.blur_kernel)
+            y[sel] = gaussian_blur(y[sel], p["sigma"][sel], self.blur_kernel, self._blur_padding)
         if p["solarize"].any():
             sel = p["solarize"]
             y[sel] = solarize(y[sel])
@@ -332,6 +357,7 @@ class ConsistentAugment(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"out_size={self.out_size}, area={self.area}, aspect={self.aspect}, crop_sampler={self.crop_sampler}, "
+            f"op_style={self.op_style}, "
             f"flip_p={self.flip_p}, "
             f"jitter_p={self.jitter_p}, strength={self.strength}, gray_p={self.gray_p}, "
             f"blur_p={self.blur_p}, blur_kernel={self.blur_kernel}, solarize_p={self.solarize_p}"
