@@ -300,6 +300,7 @@ IMPLICIT_BEFORE: dict[str, Any] = {
     "data.frame_crop": "square",  # backbone
     "augment.crop_sampler": "torchvision",  # backbone
     "augment.op_style": "torchvision",  # backbone
+    "modist.flow_input": "centred",  # backbone
     "data.resize": "crop",  # vidsitu --videos
     "model.track_mask": 0.0,  # lvu
     "train.betas": [0.9, 0.99],  # lvu

@@ -77,6 +77,11 @@ def test_flow_augment_flip_negates_dx():
     assert torch.allclose(out[:, 0], normalize_flow(torch.tensor(55.0)).expand_as(out[:, 0]), atol=1e-3)
     out = flow_augment(x, 8, area=(1.0, 1.0), aspect=(1.0, 1.0), flip_p=0.0)
     assert torch.allclose(out[:, 0], normalize_flow(torch.tensor(200.0)).expand_as(out[:, 0]), atol=1e-3)
+    assert torch.allclose(out[:, 0], torch.tensor((200 / 255 - 0.5) / 0.25), atol=1e-3)
+    # MaCLR's flow input: the image at mean 0 / std 1, i.e. v / 255 (the paper preset's modist.flow_input)
+    out = flow_augment(x, 8, area=(1.0, 1.0), aspect=(1.0, 1.0), flip_p=0.0, flow_input="maclr")
+    assert torch.allclose(out[:, 0], torch.tensor(200 / 255), atol=1e-3)
+    assert torch.allclose(out[:, 1], torch.tensor(128 / 255), atol=1e-3)
 
 
 def test_flow_augment_given_box_crops_like_the_rgb_view():

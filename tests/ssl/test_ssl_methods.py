@@ -102,7 +102,10 @@ def test_full_frame_crops_train(method, extra, clip_list, tmp_path):
     pretrain(method, clip_list, tmp_path, cfg, run_probe=False, progress=False)
     obj = load_checkpoint(tmp_path / "model.pt", stage="backbone")
     assert obj["config"]["data"]["frame_crop"] == "full" and obj["meta"]["global_step"] == 1
-    for key, value in (("data.frame_crop", "wide"), ("augment.crop_sampler", "keras"), ("augment.op_style", "pil")):
+    bad_values = [("data.frame_crop", "wide"), ("augment.crop_sampler", "keras"), ("augment.op_style", "pil")]
+    if method == "modist":
+        bad_values.append(("modist.flow_input", "raw"))
+    for key, value in bad_values:
         bad = load_config("backbone", "cpu", tiny_overrides([f"{key}={value}"]), variant=method)
         with pytest.raises(BadInputError, match=key):
             pretrain(method, clip_list, tmp_path / "bad", bad, run_probe=False, progress=False)
@@ -124,3 +127,6 @@ def test_paper_preset_crops_whole_frames_for_ssl_and_squares_for_sup_k400():
     # ... and its TensorFlow contrast / saturation / blur
     assert paper.augment.op_style == "tf" and view_augmenters(paper)[1].op_style == "tf"
     assert load_config("backbone", "cpu", variant="cvrl").augment.op_style == "torchvision"
+    # MaCLR feeds its flow images at mean 0 / std 1
+    assert load_config("backbone", "paper", variant="modist").modist.flow_input == "maclr"
+    assert load_config("backbone", "cpu", variant="modist").modist.flow_input == "centred"

@@ -96,13 +96,15 @@ def flow_augment(
     negate_dx_on_flip: bool = True,
     box: torch.Tensor | None = None,
     flip: torch.Tensor | None = None,
+    flow_input: str = "centred",
 ) -> torch.Tensor:
     """Batched, temporally consistent random resized crop + flip of flow clips.
 
     ``x``: uint8-valued (B,3,T,H,W) encoded flow -> float (B,3,T,S,S) network input. A horizontal flip
     of a flow field also reverses its x component, so channel 0 (dx, 128 = still) is mirrored too.
     ``box`` (B,4) = (top, left, height, width) as fractions of the frame and ``flip`` (B,) bool give
-    the crop instead of drawing one (MoDist crops a clip's flow like its RGB view)."""
+    the crop instead of drawing one (MoDist crops a clip's flow like its RGB view). ``flow_input``:
+    :func:`moviessl.ssl.flow.normalize_flow`'s mode."""
     b, c, t, h, w = x.shape
     dev = x.device
     xf = x.float().div(255.0)
@@ -125,4 +127,4 @@ def flow_augment(
     out = out.view(b, c, t, out_size, out_size)
     if negate_dx_on_flip and flip.any():
         out[flip, 0] = 1.0 - out[flip, 0]
-    return normalize_flow(out * 255.0)
+    return normalize_flow(out * 255.0, flow_input)

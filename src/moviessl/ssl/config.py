@@ -96,6 +96,7 @@ class MoDistConfig:
     flow_net: FlowNetConfig
     align_crops: bool  # a clip's flow is cropped and flipped like its RGB view
     flow_crop: int  # flow network input size
+    flow_input: str  # centred: (v/255 - 0.5)/0.25 | maclr: v/255 (MaCLR's flow mean 0, std 1)
     w_visual: float
     w_cross: float
     w_flow: float

@@ -16,7 +16,8 @@ frames index like video frames and a 16x4 flow clip covers the same time as its 
 
 ``mode: edges`` replaces the three channels by their Sobel gradient magnitudes (MoDist's unconfirmed
 "flow edges", which suppress smooth camera motion); default ``raw``. The flow network sees
-``(v / 255 - 0.5) / 0.25`` per channel (:func:`normalize_flow`).
+``(v / 255 - 0.5) / 0.25`` per channel (:func:`normalize_flow`, ``centred``) or, as MaCLR's release
+(``DATA.MEAN`` 0, ``DATA.STD`` 1 for its flow images), ``v / 255`` (``maclr``).
 
 Cache (versioned by every parameter above): ``cache_dir/flow_{algorithm}_s{short}_{mode}_{hash}/
 {stem}-{key}.npy`` uint8 ``(T, H, W, 3)``, written atomically, memory-mapped afterwards.
@@ -114,8 +115,16 @@ def compute_flow(frames: np.ndarray, p: FlowParams) -> np.ndarray:
     return out
 
 
-def normalize_flow(x: torch.Tensor) -> torch.Tensor:
-    """uint8-valued flow (any layout) -> roughly zero-mean unit-scale float input of the flow net."""
+FLOW_INPUTS = ("centred", "maclr")
+
+
+def normalize_flow(x: torch.Tensor, mode: str = "centred") -> torch.Tensor:
+    """uint8-valued flow (any layout) -> float input of the flow net: ``centred`` roughly zero-mean and
+    unit-scale, ``maclr`` ``v / 255`` in [0, 1] (MaCLR's mean 0 / std 1 normalisation of flow images)."""
+    if mode == "maclr":
+        return x.float() / 255.0
+    if mode != "centred":
+        raise ValueError(f"unknown flow input {mode!r} ({' | '.join(FLOW_INPUTS)})")
     return (x.float() / 255.0 - 0.5) / 0.25
 
 

@@ -28,6 +28,7 @@ from ...models.slowd import build_slowd
 from ..augment import augment_views, flow_augment, view_augmenters
 from ..base import BackboneModule
 from ..config import BackboneConfig
+from ..flow import FLOW_INPUTS
 from ..losses import info_nce_queue
 from ..queue import MemoryQueue
 from ..registry import register_method
@@ -72,6 +73,9 @@ class MoDist(BackboneModule):
         self.negate_dx = cfg.flow.mode == "raw"
         self.align_crops = c.align_crops
         self.dataset_crops = cfg.data.frame_crop == "full"
+        if c.flow_input not in FLOW_INPUTS:
+            raise BadInputError("modist.flow_input", f"unknown value {c.flow_input!r} ({' | '.join(FLOW_INPUTS)})")
+        self.flow_input = c.flow_input
         self.aug1, self.aug2 = view_augmenters(cfg)
 
     def on_init_loaded(self, loaded: set[str]) -> None:
@@ -109,7 +113,14 @@ class MoDist(BackboneModule):
                 whole = torch.tensor([[0.0, 0.0, 1.0, 1.0]], device=fl.device).expand(b, 4)
                 boxes = (whole, whole)
             batch["flows"] = tuple(
-                flow_augment(fl[:, i], self.flow_crop, negate_dx_on_flip=self.negate_dx, box=boxes[i], flip=flips[i])
+                flow_augment(
+                    fl[:, i],
+                    self.flow_crop,
+                    negate_dx_on_flip=self.negate_dx,
+                    box=boxes[i],
+                    flip=flips[i],
+                    flow_input=self.flow_input,
+                )
                 for i in range(2)
             )
         return batch
