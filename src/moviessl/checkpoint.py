@@ -2,7 +2,7 @@
 
 A moviessl checkpoint is a ``torch.save``'d dict::
 
-    {"format": "moviessl", "format_version": 1, "version": <package version>,
+    {"format": "moviessl", "format_version": 3, "version": <package version>,
      "stage": "backbone" | "context" | "verb" | "srl" | "relation" | ...,
      "arch": {"builder": "moviessl.models.slowd:build_slowd", "kwargs": {...}},
      "state_dict": {...},            # weights only, no optimiser state
@@ -10,7 +10,9 @@ A moviessl checkpoint is a ``torch.save``'d dict::
      "meta": {...}}                  # anything else (metrics, data hash, ...)
 
 ``arch`` names an importable builder and its keyword arguments, so :func:`build_from_checkpoint`
-rebuilds the module for inference without the training code. Lightning's own ``.ckpt`` files (with
+rebuilds the module for inference without the training code. Since format 3 the kwargs hold every
+value of the builder's preset (:func:`pin_arch`): the preset's name is kept, but a later change to
+the preset table does not change the network an existing checkpoint rebuilds. Lightning's own ``.ckpt`` files (with
 optimiser state) are kept for ``--resume``; this format is what stages hand to each other.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -30,7 +33,7 @@ from .config import to_dict
 from .errors import BadInputError
 from .utils.io import atomic_torch_save
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 # Builder settings added after format 1: a format-1 arch gets the values its network was built with
 # then -- GELU and ``dropout`` on attention and inside the FFN in every TxE / TxD layer, ``dropout``
 # inside the Object Transformer's FFN -- not the presets' later values.
@@ -41,6 +44,22 @@ _V1_DEFAULTS = {
     "moviessl.tasks.lvu.task:build_lvu_model": {"ffn_dropout": None},
 }
 _V1_NESTED = {"moviessl.tasks.vidsitu.srl:build_srl_model": ("txd_overrides", _V1_LAYERS)}
+# Format 3 pins every preset's values into the arch (``pin_arch``); a format-2 arch names only the
+# preset and is pinned when loaded, with the tables as they stood at format 2 -- today's. Whoever
+# changes a value in a preset table below must first record its format-2 value in ``upgrade_arch``.
+# builder -> (its preset table, the kwarg naming the preset, the kwarg holding overrides or None = flat)
+PRESET_TABLES = {
+    "moviessl.models.slowd:build_slowd": ("moviessl.models.slowd:SLOWD_PRESETS", "preset", None),
+    "moviessl.models.txe:build_txe": ("moviessl.models.txe:TXE_PRESETS", "preset", None),
+    "moviessl.models.txd:build_txd": ("moviessl.models.txd:TXD_PRESETS", "preset", None),
+    "moviessl.models.object_transformer:build_object_transformer": (
+        "moviessl.models.object_transformer:OT_PRESETS",
+        "preset",
+        None,
+    ),
+    "moviessl.tasks.lvu.task:build_lvu_model": ("moviessl.models.object_transformer:OT_PRESETS", "preset", None),
+    "moviessl.tasks.vidsitu.srl:build_srl_model": ("moviessl.models.txd:TXD_PRESETS", "txd_preset", "txd_overrides"),
+}
 # builders that moved since checkpoints were first written: old module -> new module
 MOVED_BUILDERS = {
     "moviessl.tasks.verb": "moviessl.tasks.vidsitu.verb",
@@ -75,10 +94,47 @@ def upgrade_arch(arch: Any, format_version: int) -> Any:
     return out
 
 
+def _builder_name(builder: str) -> str:
+    module_name, _, fn_name = builder.partition(":")
+    return f"{MOVED_BUILDERS.get(module_name, module_name)}:{fn_name}"
+
+
+def _import(name: str) -> Any:
+    module_name, _, attr = name.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def pin_arch(arch: Any) -> Any:
+    """``arch`` (and every arch nested in its kwargs) with its preset's values written out: what a
+    builder takes from its preset table becomes an explicit keyword argument, so the arch rebuilds
+    the same network after the table changes. The preset's name stays (the builders start from it
+    and it says what the network was). An unknown builder or preset is left as it is; building it
+    reports the problem."""
+    if isinstance(arch, (list, tuple)):
+        return type(arch)(pin_arch(a) for a in arch)
+    if not isinstance(arch, Mapping):
+        return arch
+    out = {k: pin_arch(v) for k, v in arch.items()}
+    kw, builder = out.get("kwargs"), out.get("builder")
+    if not (isinstance(kw, Mapping) and isinstance(builder, str)) or _builder_name(builder) not in PRESET_TABLES:
+        return out
+    table_name, preset_key, overrides_key = PRESET_TABLES[_builder_name(builder)]
+    table = _import(table_name)
+    builder_fn = _import(_builder_name(builder))
+    preset = kw.get(preset_key, inspect.signature(builder_fn).parameters[preset_key].default)
+    if preset not in table:
+        return out
+    kw = {**kw, preset_key: preset}
+    if overrides_key is None:
+        kw = {**table[preset], **kw}
+    else:
+        kw[overrides_key] = {**table[preset], **(kw.get(overrides_key) or {})}
+    out["kwargs"] = kw
+    return out
+
+
 def build_arch(arch: Mapping[str, Any]) -> nn.Module:
-    module_name, _, fn_name = arch["builder"].partition(":")
-    fn = getattr(importlib.import_module(MOVED_BUILDERS.get(module_name, module_name)), fn_name)
-    return fn(**dict(arch.get("kwargs", {})))
+    return _import(_builder_name(arch["builder"]))(**dict(arch.get("kwargs", {})))
 
 
 def save_checkpoint(
@@ -95,7 +151,7 @@ def save_checkpoint(
         "format_version": FORMAT_VERSION,
         "version": __version__,
         "stage": stage,
-        "arch": dict(arch),
+        "arch": pin_arch(dict(arch)),
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
         "config": to_dict(config) if config is not None else {},
         "meta": dict(meta or {}),
@@ -118,7 +174,10 @@ def load_checkpoint(path: str | os.PathLike, stage: str | tuple[str, ...] | None
         stages = (stage,) if isinstance(stage, str) else tuple(stage)
         if obj["stage"] not in stages:
             raise BadInputError(path, f"checkpoint is from stage '{obj['stage']}', expected {' or '.join(stages)}")
-    obj["arch"] = upgrade_arch(obj.get("arch"), int(obj.get("format_version", 1)))
+    version = int(obj.get("format_version", 1))
+    obj["arch"] = upgrade_arch(obj.get("arch"), version)
+    if version < 3:
+        obj["arch"] = pin_arch(obj["arch"])
     return obj
 
 

@@ -66,13 +66,18 @@ def test_atomic_files_get_normal_permissions(tmp_path):
     assert (p.stat().st_mode & 0o777) == (0o666 & ~mask)
 
 
+def _as_written_by(version, path, **fields):
+    """A checkpoint file as format ``version`` wrote it: its arch exactly as given (not pinned)."""
+    obj = {"format": "moviessl", "format_version": version, "version": "old", "config": {}, "meta": {}}
+    torch.save({**obj, **fields}, path)
+    return path
+
+
 def test_format_1_checkpoints_rebuild_the_layers_they_were_trained_with(tmp_path):
     """Checkpoints written before the TxE / TxD / OT layer settings (format 1) name only the preset; the
     paper presets' layers changed (ReLU, no inner dropout), so such a checkpoint gets the settings it
     was built with then: GELU, ``dropout`` on attention and inside the FFN."""
-    import torch
-
-    from moviessl.checkpoint import FORMAT_VERSION, build_from_checkpoint, load_checkpoint, save_checkpoint
+    from moviessl.checkpoint import build_from_checkpoint, load_checkpoint
     from moviessl.models.txe import build_txe
 
     old_net = build_txe("txe_paper", in_dim=8, dim=32, heads=4, mlp_dim=64, activation="gelu", attn_dropout=0.1)
@@ -80,21 +85,90 @@ def test_format_1_checkpoints_rebuild_the_layers_they_were_trained_with(tmp_path
         "builder": "moviessl.models.txe:build_txe",
         "kwargs": dict(preset="txe_paper", in_dim=8, dim=32, heads=4, mlp_dim=64),
     }
-    p = save_checkpoint(tmp_path / "txe.pt", stage="context", arch=arch, state_dict=old_net.state_dict())
-    obj = torch.load(p, weights_only=False)
-    assert obj["format_version"] == FORMAT_VERSION == 2
-    obj["format_version"] = 1  # as written before
-    torch.save(obj, p)
+    p = _as_written_by(1, tmp_path / "txe.pt", stage="context", arch=arch, state_dict=old_net.state_dict())
     m = build_from_checkpoint(p)
     assert isinstance(m.blocks[0].mlp[1], torch.nn.GELU) and m.blocks[0].attn.dropout == 0.1
     x = torch.randn(2, 5, 8)
     assert torch.allclose(m(x), old_net.eval()(x))
     srl = {"builder": "moviessl.tasks.srl:build_srl_model", "kwargs": {"txd_preset": "txd_paper", "txe_arch": arch}}
-    up = load_checkpoint(save_checkpoint(tmp_path / "s.pt", stage="srl", arch=srl, state_dict={}))["arch"]
-    assert up == srl  # format 2: as written
-    obj = torch.load(tmp_path / "s.pt", weights_only=False)
-    obj["format_version"] = 1
-    torch.save(obj, tmp_path / "s.pt")
-    up = load_checkpoint(tmp_path / "s.pt")["arch"]["kwargs"]
-    assert up["txd_overrides"] == {"activation": "gelu", "attn_dropout": None, "ffn_dropout": None}
-    assert up["txe_arch"]["kwargs"]["activation"] == "gelu"
+    up = load_checkpoint(_as_written_by(1, tmp_path / "s.pt", stage="srl", arch=srl, state_dict={}))["arch"]
+    assert {k: up["kwargs"]["txd_overrides"][k] for k in ("activation", "attn_dropout", "ffn_dropout")} == {
+        "activation": "gelu",
+        "attn_dropout": None,
+        "ffn_dropout": None,
+    }
+    assert up["kwargs"]["txe_arch"]["kwargs"]["activation"] == "gelu"
+    # format 2 named the same layers by the preset alone: they are the presets' (FAIRSEQ) layers
+    up = load_checkpoint(_as_written_by(2, tmp_path / "s2.pt", stage="srl", arch=srl, state_dict={}))["arch"]
+    assert up["kwargs"]["txd_overrides"]["activation"] == "relu"
+    assert up["kwargs"]["txe_arch"]["kwargs"]["activation"] == "relu"
+
+
+@pytest.mark.parametrize(
+    "builder, table, kwargs",
+    [
+        ("moviessl.models.slowd:build_slowd", "moviessl.models.slowd:SLOWD_PRESETS", {"preset": "slowd_cpu"}),
+        ("moviessl.models.txe:build_txe", "moviessl.models.txe:TXE_PRESETS", {"preset": "txe_cpu", "in_dim": 8}),
+        (
+            "moviessl.models.object_transformer:build_object_transformer",
+            "moviessl.models.object_transformer:OT_PRESETS",
+            {"preset": "ot_cpu", "in_dim": 8, "num_outputs": 3},
+        ),
+        (
+            "moviessl.tasks.lvu.task:build_lvu_model",
+            "moviessl.models.object_transformer:OT_PRESETS",
+            {"preset": "ot_cpu", "in_dim": 8, "num_outputs": 3},
+        ),
+    ],
+)
+def test_checkpoints_rebuild_their_network_after_the_preset_table_changes(
+    tmp_path, monkeypatch, builder, table, kwargs
+):
+    """A checkpoint holds its preset's values (format 3): editing the preset table later -- a wider
+    layer, other dropout -- does not change what an existing checkpoint rebuilds."""
+    import importlib
+
+    from moviessl.checkpoint import arch_spec, build_arch, build_from_checkpoint, save_checkpoint
+
+    arch = arch_spec(builder, **kwargs)
+    torch.manual_seed(0)
+    net = build_arch(arch)
+    p = save_checkpoint(tmp_path / "m.pt", stage="x", arch=arch, state_dict=net.state_dict())
+    module_name, _, table_name = table.partition(":")
+    presets = getattr(importlib.import_module(module_name), table_name)
+    edited = dict(presets[kwargs["preset"]])
+    for k, v in edited.items():  # every numeric setting changed: widths double, rates move
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        edited[k] = v * 2 if isinstance(v, int) else v + 0.25
+    monkeypatch.setitem(presets, kwargs["preset"], edited)
+    with pytest.raises(Exception):  # the edited table builds another network: the test has teeth
+        build_arch(arch).load_state_dict(net.state_dict())
+    m = build_from_checkpoint(p)
+    assert m.state_dict().keys() == net.state_dict().keys()
+    assert repr(m) == repr(net.eval())
+
+
+def test_srl_checkpoints_pin_the_txd_preset_and_the_nested_archs(tmp_path, monkeypatch):
+    from moviessl.checkpoint import load_checkpoint, save_checkpoint
+    from moviessl.models import txd, txe
+
+    txe_arch = {"builder": "moviessl.models.txe:build_txe", "kwargs": {"preset": "txe_cpu", "in_dim": 8}}
+    srl = {
+        "builder": "moviessl.tasks.vidsitu.srl:build_srl_model",
+        "kwargs": {
+            "in_dim": 8,
+            "vocab_size": 20,
+            "txd_preset": "txd_cpu",
+            "txd_overrides": {"depth": 1},
+            "txe_arch": txe_arch,
+        },
+    }
+    p = save_checkpoint(tmp_path / "s.pt", stage="srl", arch=srl, state_dict={})
+    monkeypatch.setitem(txd.TXD_PRESETS, "txd_cpu", {**txd.TXD_PRESETS["txd_cpu"], "dim": 7, "dropout": 0.5})
+    monkeypatch.setitem(txe.TXE_PRESETS, "txe_cpu", {**txe.TXE_PRESETS["txe_cpu"], "dim": 7})
+    kw = load_checkpoint(p)["arch"]["kwargs"]
+    assert kw["txd_overrides"]["depth"] == 1  # the run's override wins over the preset's value
+    assert kw["txd_overrides"]["dim"] == 64 and kw["txd_overrides"]["dropout"] == 0.1
+    assert kw["txe_arch"]["kwargs"]["dim"] == 128 and kw["txe_arch"]["kwargs"]["preset"] == "txe_cpu"
+    assert torch.load(p, weights_only=False)["format_version"] == 3
