@@ -225,5 +225,10 @@ def to_dict(cfg: Any) -> dict:
 
 
 def save_config(cfg: Any, out_dir: str | os.PathLike, name: str = "config.yaml") -> Path:
-    """Write the resolved config beside a run's outputs."""
-    return atomic_write_text(Path(out_dir) / name, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    """Write the resolved config beside a run's outputs. A different config already there (a resume
+    with other settings) is kept as ``{stem}.partNNN.yaml``, oldest first, as the CSV logs are."""
+    path, text = Path(out_dir) / name, yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    if path.is_file() and path.read_text(encoding="utf-8") != text:
+        n = len(list(path.parent.glob(f"{path.stem}.part*.yaml")))
+        os.replace(path, path.with_name(f"{path.stem}.part{n:03d}.yaml"))
+    return atomic_write_text(path, text)

@@ -264,6 +264,60 @@ class BroadcastReplicatedOnce(pl.Callback):
             dist.broadcast(buffers[name], src=0)
 
 
+STRUCTURE_KEY = "moviessl_structure"
+
+
+class RecordStructure(pl.Callback):
+    """Store the module's structure (its ``repr``: layer types, widths, dropout rates, activations) in
+    every Lightning checkpoint, taken before Lightning's ``setup`` (which may convert BatchNorm to
+    SyncBatchNorm), so :func:`check_resumable` can tell a resume that builds another network."""
+
+    def __init__(self, structure: str):
+        self.structure = structure
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        checkpoint[STRUCTURE_KEY] = self.structure
+
+
+def check_resumable(module: torch.nn.Module, ckpt: str | os.PathLike, structure: str | None = None) -> None:
+    """Fail with one line when ``ckpt`` cannot be resumed into ``module``: a weight missing, extra or of
+    another shape (the run's settings, or a preset, changed since it was written) -- Lightning would
+    raise a many-line ``load_state_dict`` traceback. A network of the same weights but another
+    structure (a dropout rate, an activation) is resumed with a warning naming the first difference."""
+    try:
+        obj = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
+        saved = obj["state_dict"]
+    except Exception as e:
+        raise BadInputError(ckpt, f"not a readable Lightning checkpoint ({type(e).__name__})") from None
+    own = module.state_dict()
+    problems = [f"{k} is missing from the checkpoint" for k in own if k not in saved]
+    problems += [f"the checkpoint has {k}, which this run's model lacks" for k in saved if k not in own]
+    problems += [
+        f"{k} is {tuple(saved[k].shape)} in the checkpoint, {tuple(v.shape)} now"
+        for k, v in own.items()
+        if k in saved and tuple(saved[k].shape) != tuple(v.shape)
+    ]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise BadInputError(
+            ckpt,
+            f"does not fit this run's model: {problems[0]}{more}; resume with the settings the run was "
+            "started with (its config.yaml; config.part000.yaml if a resume changed them), or start a new --out",
+        )
+    before = obj.get(STRUCTURE_KEY)
+    if structure is not None and isinstance(before, str) and before != structure:
+        old, new = before.splitlines(), structure.splitlines()
+        i = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new)))
+        line = lambda lines: lines[i].strip() if i < len(lines) else "(end)"  # noqa: E731
+        log.warning(
+            "%s: the network is built differently from when this checkpoint was written (first difference: "
+            "%r then, %r now); resuming anyway",
+            ckpt,
+            line(old),
+            line(new),
+        )
+
+
 def fit(
     module,
     cfg: TrainerConfig | Mapping[str, Any] | None,
@@ -284,7 +338,11 @@ def fit(
     if resume:
         repair_last_checkpoint(out_dir)
     ckpt = last_checkpoint(out_dir) if resume else None
+    structure = repr(module)
+    if ckpt is not None:
+        check_resumable(module, ckpt, structure)
     _keep_previous_log(out_dir)
+    callbacks = [*callbacks, RecordStructure(structure)]
     replicated = skip_replicated_broadcast(module)
     if replicated:
         callbacks = [*callbacks, BroadcastReplicatedOnce(replicated)]

@@ -66,6 +66,18 @@ def test_save_roundtrip(preset, tmp_path):
     assert load_config("backbone", p) == cfg  # a saved config is a complete preset
 
 
+def test_a_resume_with_other_settings_keeps_the_earlier_configs(preset, tmp_path):
+    run = tmp_path / "run"
+    for seed in (7, 7, 8, 9):  # the same config again is not a new part
+        save_config(load_config("backbone", preset, [f"seed={seed}"]), run)
+    assert sorted(p.name for p in run.iterdir()) == ["config.part000.yaml", "config.part001.yaml", "config.yaml"]
+    assert [OmegaConf.load(run / f).seed for f in ("config.part000.yaml", "config.part001.yaml", "config.yaml")] == [
+        7,
+        8,
+        9,
+    ]
+
+
 def test_mapping_overrides(preset):
     cfg = load_config("backbone", preset)
     cfg2 = merge_overrides(cfg, {"optim.lr": 0.5, "trainer.devices": 2})

@@ -48,3 +48,35 @@ def test_each_checkpoint_is_written_once(tmp_path, every):
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.ckpt"))
     want = ["checkpoints/last.ckpt"] + (["checkpoints/step0000004.ckpt"] if every else [])
     assert written == want
+
+
+class _Wider(_Tiny):
+    def __init__(self, width: int = 1, dropout: float = 0.0):
+        super().__init__()
+        self.lin = torch.nn.Sequential(torch.nn.Linear(4, width), torch.nn.Dropout(dropout))
+
+
+def test_resume_into_another_network_is_one_line_of_bad_input(tmp_path, caplog):
+    """A resume whose settings build other weights (another width; a preset changed since) fails with
+    one line naming the checkpoint and the first mismatch, before Lightning's ``load_state_dict``
+    traceback; the same weights in another structure (a dropout rate) resume with a warning."""
+    cfg = {"accelerator": "cpu", "max_steps": 2, "progress_bar": False}
+    fit(_Wider(1), cfg, tmp_path, train_dataloaders=_loader(), throughput_name=None)
+    with pytest.raises(BadInputError, match=r"last\.ckpt.*lin\.0\.weight is \(1, 4\) in the checkpoint, \(3, 4\) now"):
+        fit(
+            _Wider(3), {**cfg, "max_steps": 4}, tmp_path, train_dataloaders=_loader(), resume=True, throughput_name=None
+        )
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+    caplog.clear()
+    fit(_Wider(1), {**cfg, "max_steps": 3}, tmp_path, train_dataloaders=_loader(), resume=True, throughput_name=None)
+    assert "built differently" not in caplog.text  # the same network: no warning
+    fit(
+        _Wider(1, dropout=0.5),
+        {**cfg, "max_steps": 4},
+        tmp_path,
+        train_dataloaders=_loader(),
+        resume=True,
+        throughput_name=None,
+    )
+    assert "built differently" in caplog.text and "Dropout(p=0.0" in caplog.text and "Dropout(p=0.5" in caplog.text
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
