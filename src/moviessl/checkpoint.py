@@ -85,7 +85,7 @@ def upgrade_arch(arch: Any, format_version: int) -> Any:
     out = {k: upgrade_arch(v, format_version) for k, v in arch.items()}
     kw, builder = out.get("kwargs"), out.get("builder")
     if isinstance(kw, Mapping) and isinstance(builder, str):
-        name = builder.replace("moviessl.tasks.srl:", "moviessl.tasks.vidsitu.srl:")
+        name = _builder_name(builder)
         kw = {**_V1_DEFAULTS.get(name, {}), **kw}
         if name in _V1_NESTED:
             key, defaults = _V1_NESTED[name]
