@@ -284,11 +284,17 @@ def check_resumable(module: torch.nn.Module, ckpt: str | os.PathLike, structure:
     another shape (the run's settings, or a preset, changed since it was written) -- Lightning would
     raise a many-line ``load_state_dict`` traceback. A network of the same weights but another
     structure (a dropout rate, an activation) is resumed with a warning naming the first difference."""
-    try:
-        obj = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
-        saved = obj["state_dict"]
-    except Exception as e:
-        raise BadInputError(ckpt, f"not a readable Lightning checkpoint ({type(e).__name__})") from None
+    obj = None
+    for mmap in (True, False):  # mmap: a paper-size queue is not read twice; a pre-zip file cannot be
+        try:
+            obj = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=mmap)
+            break
+        except Exception as e:
+            problem = type(e).__name__
+    saved = obj.get("state_dict") if isinstance(obj, dict) else None
+    if not isinstance(saved, Mapping):
+        what = problem if obj is None else "no state_dict"
+        raise BadInputError(ckpt, f"not a readable Lightning checkpoint ({what})")
     own = module.state_dict()
     problems = [f"{k} is missing from the checkpoint" for k in own if k not in saved]
     problems += [f"the checkpoint has {k}, which this run's model lacks" for k in saved if k not in own]

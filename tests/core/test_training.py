@@ -80,3 +80,11 @@ def test_resume_into_another_network_is_one_line_of_bad_input(tmp_path, caplog):
     )
     assert "built differently" in caplog.text and "Dropout(p=0.0" in caplog.text and "Dropout(p=0.5" in caplog.text
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+
+
+def test_resume_from_an_unreadable_checkpoint_is_bad_input(tmp_path):
+    cfg = {"accelerator": "cpu", "max_steps": 2, "progress_bar": False}
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(BadInputError, match=r"last\.ckpt.*not a readable Lightning checkpoint"):
+        fit(_Tiny(), cfg, tmp_path, train_dataloaders=_loader(), resume=True, throughput_name=None)
