@@ -179,6 +179,7 @@ def flatten(changes: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def merge_overrides(cfg: Any, overrides: Iterable[str] | Mapping[str, Any]) -> Any:
     """``cfg`` (a schema instance) with dotted overrides merged in; every overridden key must exist."""
     merged = _merge(_structured(cfg), parse_overrides(_override_strings(overrides)), None, "overrides")
+    check_ranges(merged)
     return OmegaConf.to_object(merged) if dataclasses.is_dataclass(cfg) else merged
 
 
@@ -203,7 +204,42 @@ def load_config(
             path,
             f"missing settings {', '.join(missing)} (start a partial preset with `_base_: paper` or `_base_: cpu`)",
         )
+    check_ranges(cfg)
     return OmegaConf.to_object(cfg)
+
+
+# Settings whose type alone lets a typo through (a batch of 0, a negative learning rate) and that would
+# otherwise fail deep inside torch with a traceback. By the setting's own name, wherever it sits.
+_POSITIVE_INT = ("batch_size", "eval_batch_size", "ref_batch", "accumulate_grad_batches", "queue_size", "vocab_size")
+_NON_NEGATIVE = ("lr", "weight_decay", "final_lr_frac", "warmup_steps", "num_workers", "ckpt_every_n_steps")
+_FRACTION = ("dropout", "attn_dropout", "ffn_dropout", "val_fraction", "track_fraction", "warmup_frac")
+_POSITIVE = ("tau", "temperature", "span_temperature", "epochs", "log_every_n_steps")
+
+
+def _range_problem(name: str, v: Any) -> str | None:
+    if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    if name in _POSITIVE_INT and v < 1:
+        return "must be at least 1"
+    if (name in _NON_NEGATIVE or name.endswith("_lr_scale")) and v < 0:
+        return "must not be negative"
+    if name in _FRACTION and not 0 <= v < 1:
+        return "must be in [0, 1)"
+    if name in _POSITIVE and v <= 0:
+        return "must be positive"
+    if name == "momentum" and not 0 <= v <= 1:
+        return "must be in [0, 1]"
+    if name in ("max_steps", "max_epochs") and v < 1 and v != -1:
+        return "must be at least 1 (or -1: no limit)"
+    return None
+
+
+def check_ranges(cfg: Any) -> None:
+    """``BadInputError`` naming the first setting outside its range (see ``_range_problem``)."""
+    for key, v in flatten(to_dict(cfg)).items():
+        problem = _range_problem(key.rsplit(".", 1)[-1], v)
+        if problem:
+            raise BadInputError(key, f"{v} {problem}")
 
 
 def from_dict(stage: str, data: Mapping[str, Any]) -> Any:

@@ -113,3 +113,34 @@ def test_evaluation_splits_left_out_of_pretraining(tmp_path):
     (ann / "vseg_split_valid_lb.json").write_text(json.dumps(gids[1:]))
     gstore = FeatureStore(bare)
     assert [v for _, v in pretraining_ids([gstore], [(0, v) for v in gstore.ids], tmp_path / "ann")] == gids[:1]
+
+
+def test_released_vidsitu_features_without_splits_are_not_pretrained_on_silently(tmp_path, capsys):
+    """VidSitu's released features (``ROOT/vsitu_vid_feats/<model>/``, no index) hold val and test
+    segments: their splits come from the release they sit in, else the run stops and says how to
+    choose -- it used to pretrain on every segment without a word."""
+    import json
+
+    from moviessl.context.pretrain import pretraining_ids
+    from moviessl.features.store import FeatureStore
+
+    root = tmp_path / "vidsitu"
+    feats = root / "vsitu_vid_feats" / "slow_fast"
+    ids = [f"v_abcdefgh{i:03d}_seg_{10 * i}_{10 * i + 10}" for i in range(6)]
+    for v, f in zip(ids, sequence_features(6, dim=4)):
+        feats.mkdir(parents=True, exist_ok=True)
+        np.save(feats / f"{v}_feats.npy", f)
+    args = ["pretrain-context", "--features", str(feats), "--out", str(tmp_path / "run"), *FAST]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "6 VidSitu segment feature file(s) and no split information" in err and "--vidsitu-root" in err
+    split_files = root / "vidsitu_annotations" / "split_files"
+    split_files.mkdir(parents=True)
+    (split_files / "vseg_split_train_lb.json").write_text(json.dumps(ids[:4]))
+    (split_files / "vseg_split_valid_lb.json").write_text(json.dumps(ids[4:]))
+    store = FeatureStore(feats)
+    assert [v for _, v in pretraining_ids([store], [(0, v) for v in store.ids])] == ids[:4]
+    # ids that are not VidSitu segments (a user's own movies) need no split
+    other = write_vidsitu_folder(tmp_path / "own", sequence_features(3, dim=4))
+    s2 = FeatureStore(other)
+    assert len(pretraining_ids([s2], [(0, v) for v in s2.ids])) == 3

@@ -98,7 +98,7 @@ CASES = [
     (
         "context.bad_files",
         "pretrain-context",
-        "feature files with NaN, inf, int dtype, wrong shape, truncated",
+        "feature files with NaN, inf, int dtype, wrong shape, truncated, empty",
         "exit 0, skipped and counted",
     ),
     ("context.no_usable", "pretrain-context", "a folder whose every feature file is bad", "one line, exit 2"),
@@ -438,10 +438,11 @@ def test_contract_pretrain_context(world, tmp_path, seen):
     np.save(feats / "v_shape_feats.npy", good[:3])
     raw = (feats / "v_nan_feats.npy").read_bytes()
     (feats / "v_cut_feats.npy").write_bytes(raw[: len(raw) // 2])
+    (feats / "v_empty_feats.npy").write_bytes(b"")
     out = tmp_path / "run"
     r = cli("pretrain-context", "--features", feats, "--out", out, *CTX_FAST)
     assert r.rc == 0, r.err[-3000:]
-    assert "5 bad feature file(s) skipped" in r.out and (out / "model.pt").is_file()
+    assert "6 bad feature file(s) skipped" in r.out and (out / "model.pt").is_file()
     seen("context.bad_files", f"exit 0; stdout: {r.out.strip()}")
 
     only_bad = tmp_path / "only_bad"

@@ -129,3 +129,30 @@ def test_paper_preset_trains_sup_k400_by_pyslowfast_recipe():
     sup, cvrl = (load_config("backbone", "paper", variant=m) for m in ("supervised", "cvrl"))
     assert (sup.optim.lr, sup.optim.ref_batch, sup.optim.weight_decay, sup.trainer.max_epochs) == (0.1, 64, 1e-4, 196)
     assert sup.augment.aspect == [1.0, 1.0] and cvrl.optim.lr == 0.32 and cvrl.trainer.max_epochs == 400
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.batch_size=0", "data.batch_size: 0 must be at least 1"),
+        ("optim.lr=-1", "optim.lr: -1.0 must not be negative"),
+        ("trainer.max_steps=0", "trainer.max_steps: 0 must be at least 1"),
+        ("trainer.max_steps=-2", "trainer.max_steps: -2 must be at least 1"),
+    ],
+)
+def test_settings_out_of_range_are_bad_input(preset, override, message):
+    """A typo the types let through (a batch of 0, a negative lr) is one line naming the key, not a
+    traceback from torch's DataLoader or optimiser."""
+    with pytest.raises(BadInputError, match=message):
+        load_config("backbone", preset, [override])
+    cfg = load_config("backbone", preset, ["trainer.max_steps=-1"])  # -1: Lightning's "no limit"
+    with pytest.raises(BadInputError, match="momentum"):
+        merge_overrides(cfg, ["optim.momentum=1.5"])
+
+
+@pytest.mark.parametrize("stage", ["backbone", "context", "vidsitu", "lvu", "ot_pretrain"])
+def test_every_shipped_preset_is_in_range(stage):
+    from moviessl.config import check_ranges, preset_names
+
+    for name in preset_names(stage):
+        check_ranges(load_config(stage, name))

@@ -237,9 +237,10 @@ def test_featurestore_vidsitu_folder(tmp_path):
     np.save(d / "v_bad_feats.npy", np.zeros((4, 2304), np.float32))
     np.save(d / "v_dim_feats.npy", np.zeros((5, 2048), np.float32))
     (d / "v_junk_feats.npy").write_bytes(b"not numpy")
+    (d / "v_empty_feats.npy").write_bytes(b"")  # a copy that died before its first byte
     s = FeatureStore(d)
-    for bad in ("v_bad", "v_dim", "v_junk"):
-        with pytest.raises(BadInputError) as e:
+    for bad, why in (("v_bad", "shape"), ("v_dim", "shape"), ("v_junk", "not a .npy file"), ("v_empty", "empty")):
+        with pytest.raises(BadInputError, match=why) as e:
             s.load(bad)
         assert f"{bad}_feats.npy" in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(BadInputError, match="no \\*_feats.npy"):
@@ -248,7 +249,7 @@ def test_featurestore_vidsitu_folder(tmp_path):
     from moviessl.context.windows import FeatureWindows
 
     w = FeatureWindows([s])
-    assert len(w) == 3 and w.num_bad == 3 and w[0]["x"].shape == (5, 2304)
+    assert len(w) == 3 and w.num_bad == 4 and w[0]["x"].shape == (5, 2304)
 
 
 def test_python_api_embeds_like_extract(backbone, videos, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -11,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..config import save_config
-from ..data.vidsitu import segment_splits
+from ..data.vidsitu import resolve_ann_root, segment_splits
 from ..errors import BadInputError
 from ..features.store import FeatureStore
 from ..training import cpu_threads, fit, seed_everything
@@ -23,9 +24,41 @@ from .windows import FeatureWindows, split_ids
 log = logging.getLogger("moviessl.context")
 
 
+VIDSITU_SEGMENT = re.compile(r"_seg_\d+_\d+$")
+
+
+def _released_root(store: FeatureStore) -> Path | None:
+    """The VidSitu release a feature folder sits in (``ROOT/vsitu_vid_feats/<model>/``), if any."""
+    for cand in list(Path(store.root).resolve().parents)[:3]:
+        try:
+            return resolve_ann_root(cand)
+        except BadInputError:
+            continue
+    return None
+
+
 def pretraining_ids(stores: Sequence[FeatureStore], ids: list[tuple[int, str]], vidsitu_root=None) -> list:
-    """``ids`` without the videos of evaluation splits (anything but ``train`` / unlabelled)."""
+    """``ids`` without the videos of evaluation splits (anything but ``train`` / unlabelled).
+
+    A folder of VidSitu segments (``v_<id>_seg_<a>_<b>``) without an index takes its splits from
+    ``vidsitu_root``, else from the release it sits in (VidSitu's ``vsitu_vid_feats/<model>/``);
+    with neither, it is an error rather than a silent pretraining on val and test segments."""
     splits = segment_splits(vidsitu_root) if vidsitu_root is not None else {}
+    for store in stores:
+        if vidsitu_root is not None or store.index is not None:
+            continue
+        segs = [v for v in store.ids if VIDSITU_SEGMENT.search(v)]
+        if not segs or all(v in splits for v in segs):
+            continue
+        root = _released_root(store)
+        if root is None:
+            raise BadInputError(
+                store.root,
+                f"{len(segs)} VidSitu segment feature file(s) and no split information; pass --vidsitu-root "
+                "(its val / test segments are then left out, as the paper does) or --include-eval-splits",
+            )
+        log.info("splits of %s from %s", store.root, root)
+        splits.update(segment_splits(root))
     keep = []
     for si, vid in ids:
         split = stores[si].info(vid).get("split") if stores[si].index is not None else None

@@ -126,10 +126,14 @@ class FeatureStore:
     def _open(self, vid: str) -> np.ndarray:
         path = self.path(vid)
         try:
+            with open(path, "rb") as f:
+                magic = f.read(6)
+            if magic != b"\x93NUMPY":
+                raise BadInputError(path, "empty feature file" if not magic else "not a .npy file")
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except FileNotFoundError:
             raise BadInputError(path, "feature file not found") from None
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, EOFError) as e:
             raise BadInputError(path, f"unreadable feature file ({type(e).__name__}: {e})") from None
         if arr.ndim != 2 or arr.shape[0] < 1:
             raise BadInputError(path, f"expected a (num_events, D) array, got shape {tuple(arr.shape)}")
