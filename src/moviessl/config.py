@@ -261,10 +261,12 @@ def to_dict(cfg: Any) -> dict:
 
 
 def save_config(cfg: Any, out_dir: str | os.PathLike, name: str = "config.yaml") -> Path:
-    """Write the resolved config beside a run's outputs. A different config already there (a resume
-    with other settings) is kept as ``{stem}.partNNN.yaml``, oldest first, as the CSV logs are."""
+    """Write the resolved config beside a run's outputs. A different config of a run that trained
+    (``checkpoints/`` there: a resume with other settings) is kept as ``{stem}.partNNN.yaml``, oldest
+    first, as the CSV logs are; one left by an attempt that stopped at an input check is replaced."""
     path, text = Path(out_dir) / name, yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    if path.is_file() and path.read_text(encoding="utf-8") != text:
+    trained = (path.parent / "checkpoints").is_dir()
+    if trained and path.is_file() and path.read_text(encoding="utf-8") != text:
         n = len(list(path.parent.glob(f"{path.stem}.part*.yaml")))
         os.replace(path, path.with_name(f"{path.stem}.part{n:03d}.yaml"))
     return atomic_write_text(path, text)

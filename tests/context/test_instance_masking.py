@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from moviessl.checkpoint import save_checkpoint
 from moviessl.context.instance_masking import (
     distill_loss,
     load_teacher_head,
@@ -76,6 +77,14 @@ def test_teacher_heads(tmp_path):
     torch.save({"state_dict": {"x": w}}, tmp_path / "none.ckpt")
     with pytest.raises(BadInputError, match="no linear classifier"):
         load_teacher_head(tmp_path / "none.ckpt")
+    # a supervised run's model.pt (backbone only): the classifier comes from the run's last.ckpt
+    run = tmp_path / "sup"
+    (run / "checkpoints").mkdir(parents=True)
+    save_checkpoint(run / "model.pt", stage="backbone", arch={"builder": "x:y", "kwargs": {}}, state_dict={"a": w})
+    with pytest.raises(BadInputError, match="pass that run's checkpoints/last.ckpt"):
+        load_teacher_head(run / "model.pt")
+    (run / "checkpoints" / "last.ckpt").write_bytes((tmp_path / "l.ckpt").read_bytes())
+    assert torch.equal(load_teacher_head(run / "model.pt")[0], w)
 
 
 def test_ot_pretrain_presets_train_in_fp32():

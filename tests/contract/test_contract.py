@@ -89,6 +89,7 @@ CASES = [
     ("extract.index_truncated", "extract", "--out holding a truncated index.json", "one line, exit 2"),
     ("extract.list_binary", "extract", "--videos list file of binary garbage", "one line, exit 2"),
     ("extract.bad_video", "extract", "a folder with one undecodable video", "exit 0, skipped and counted"),
+    ("extract.only_bad", "extract", "a folder whose only video is undecodable", "one line, exit 2, listed in index"),
     (
         "extract.enospc",
         "extract",
@@ -395,6 +396,14 @@ def test_contract_extract(world, tmp_path, seen, disk_full):
     assert r.rc == 0 and "1 videos ok, 1 bad" in r.out
     bad = json.loads((tmp_path / "m" / "index.json").read_text())["videos"]["zz"]
     seen("extract.bad_video", f"exit 0; stdout: {r.out.strip().split(',')[0]}, ...; index.json: {bad['error']}")
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    (only_bad / "zz.mp4").write_bytes((mixed / "zz.mp4").read_bytes())
+    seen(
+        "extract.only_bad",
+        error(cli(*ex, "--backbone", world.backbone, "--videos", only_bad, "--out", tmp_path / "ob"), "none of the 1"),
+    )
+    assert json.loads((tmp_path / "ob" / "index.json").read_text())["counts"] == {"ok": 0, "bad": 1}
 
     out = tmp_path / "full"
     disk_full("b_feats.npy")

@@ -68,9 +68,16 @@ def test_save_roundtrip(preset, tmp_path):
 
 def test_a_resume_with_other_settings_keeps_the_earlier_configs(preset, tmp_path):
     run = tmp_path / "run"
+    save_config(load_config("backbone", preset, ["seed=1"]), run)  # an attempt stopped by an input check
     for seed in (7, 7, 8, 9):  # the same config again is not a new part
         save_config(load_config("backbone", preset, [f"seed={seed}"]), run)
-    assert sorted(p.name for p in run.iterdir()) == ["config.part000.yaml", "config.part001.yaml", "config.yaml"]
+        (run / "checkpoints").mkdir(exist_ok=True)  # the run trained
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoints",
+        "config.part000.yaml",
+        "config.part001.yaml",
+        "config.yaml",
+    ]
     assert [OmegaConf.load(run / f).seed for f in ("config.part000.yaml", "config.part001.yaml", "config.yaml")] == [
         7,
         8,

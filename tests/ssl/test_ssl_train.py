@@ -39,6 +39,10 @@ def test_cvrl_bf16_step_on_cpu(clip_list, tmp_path):
     assert "train/loss" in rows and "lr" in rows
     p = json.loads((tmp_path / "probe.json").read_text())
     assert 0.0 <= p["linear_top1"] <= 100.0 and p["num_train"] + p["num_val"] == 12 and p["num_classes"] == 4
+    # a resume without the probe changes model.pt: the earlier probe.json no longer describes it
+    cfg = load_config("backbone", "cpu", tiny_overrides(["trainer.max_steps=3"]))
+    pretrain("cvrl", clip_list, tmp_path, cfg, resume=True, run_probe=False, progress=False)
+    assert _check_export(tmp_path, "cvrl")["meta"]["global_step"] == 3 and not (tmp_path / "probe.json").exists()
 
 
 def test_cvrl_intra_negatives_train(clip_list, tmp_path):

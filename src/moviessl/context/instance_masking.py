@@ -115,7 +115,16 @@ def load_teacher_head(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tens
             return torch.as_tensor(np.asarray(w), dtype=torch.float32), torch.as_tensor(
                 np.asarray(b), dtype=torch.float32
             )
-    raise BadInputError(path, "no linear classifier (head.projection / classifier.1 / head weight + bias) in it")
+    run_ckpt = path.parent / "checkpoints" / "last.ckpt"
+    if isinstance(obj, dict) and obj.get("format") == "moviessl" and run_ckpt.is_file():
+        # a supervised run's model.pt is its backbone alone; the classifier is in the run's checkpoint
+        log.info("%s holds no classifier; reading the teacher from %s", path, run_ckpt)
+        return load_teacher_head(run_ckpt)
+    raise BadInputError(
+        path,
+        "no linear classifier (head.projection / classifier.1 / head weight + bias) in it (a supervised "
+        "pretraining run's model.pt is its backbone alone: pass that run's checkpoints/last.ckpt)",
+    )
 
 
 class InstanceMaskingModule(pl.LightningModule):

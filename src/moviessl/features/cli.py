@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import BadInputError
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -117,8 +119,17 @@ def _run_instances(args) -> int:
         pool=args.pool,
         device=args.device,
     )
+    _none_ok(args.out, s["counts"])
     print(f"{args.out}: {s['counts']['ok']} videos ok, {s['counts']['bad']} bad (listed in index.json)")
     return 0
+
+
+def _none_ok(out, counts) -> None:
+    """A job whose every input was bad failed, though it skipped and listed them as a batch job does."""
+    if counts.get("bad") and not counts.get("ok"):
+        raise BadInputError(
+            out, f"none of the {counts['bad']} video(s) could be used (each is listed with its problem in index.json)"
+        )
 
 
 def _devices(s: str):
@@ -157,6 +168,7 @@ def _run(args) -> int:
     )
     if summary:
         c, t = summary["counts"], summary["timing"]
+        _none_ok(args.out, c)
         extra = ""
         if c.get("missing_events"):
             n, v = c["missing_events"], c["with_missing_events"]

@@ -168,6 +168,8 @@ def pretrain(
     )
     if bad:
         atomic_write_json(out / "bad_videos.json", bad)
+    if (out / "probe.json").is_file():  # it scored the weights model.pt held before this run: stale now
+        (out / "probe.json").unlink()
     if run_probe and probe_val is not None:
         dev = "cuda" if torch.cuda.is_available() else "cpu"
         try:
