@@ -41,6 +41,13 @@ def test_a_wrong_feature_width_in_the_paper_preset_fails(tmp_path):
     assert "[FAILED] extract" in o.getvalue()
 
 
+def test_a_typo_in_an_override_is_bad_input_before_any_stage(tmp_path, capsys):
+    rc = main(["selftest", "--preset", "cpu", "--only", "verb", "--out", str(tmp_path / "st"), "vidsitu:verb.epochz=1"])
+    assert rc == 2
+    assert capsys.readouterr().err.strip() == "moviessl: error: unknown config key 'verb.epochz' in overrides"
+    assert not (tmp_path / "st").exists()
+
+
 def test_object_transformer_hook_runs_when_present(tmp_path, monkeypatch):
     mod = type(sys)("fake_ot")
     calls = []

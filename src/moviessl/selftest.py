@@ -466,6 +466,7 @@ def run_selftest(
     print_fn: Callable[[str], None] = print,
 ) -> dict:
     """Run the stages; returns ``{"ok", "stages": [{"stage", "status", "seconds", "note"}], "seconds"}``."""
+    from .config import load_config
     from .training import cpu_threads, quiet_lightning
 
     if device not in ("cpu", "cuda"):
@@ -478,6 +479,9 @@ def run_selftest(
         raise BadInputError(None, f"unknown selftest stage(s) {', '.join(unknown)} (choose from {', '.join(STAGES)})")
     precision = precision or ("bf16-mixed" if device == "cuda" else "32-true")
     over = parse_overrides(list(overrides))
+    for stage, kvs in over.items():  # a typo is bad input before any stage runs, not a stage's failure
+        if kvs:
+            load_config(stage, preset, kvs)
     if device == "cpu":
         cpu_threads()
     quiet_lightning()

@@ -47,6 +47,8 @@ def quiet_lightning() -> None:
         ".*GPU available but not used.*",
         ".*LeafSpec.*",
         ".*Checkpoint directory.*exists and is not empty.*",
+        # on --resume: the earlier metrics.csv was already kept as metrics.partNNN.csv (_keep_previous_log)
+        ".*Experiment logs directory.*exists and is not empty.*",
         ".*`isinstance.*treespec.*",
         ".*The number of training batches.*smaller than the logging interval.*",
         ".*You are using `torch.load` with `weights_only=False`.*",
@@ -344,6 +346,8 @@ def fit(
     if resume:
         repair_last_checkpoint(out_dir)
     ckpt = last_checkpoint(out_dir) if resume else None
+    if resume and ckpt is None:
+        log.info("--resume: no checkpoint in %s; training from the start", Path(out_dir) / "checkpoints")
     structure = repr(module)
     if ckpt is not None:
         check_resumable(module, ckpt, structure)

@@ -88,3 +88,10 @@ def test_resume_from_an_unreadable_checkpoint_is_bad_input(tmp_path):
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(BadInputError, match=r"last\.ckpt.*not a readable Lightning checkpoint"):
         fit(_Tiny(), cfg, tmp_path, train_dataloaders=_loader(), resume=True, throughput_name=None)
+
+
+def test_resume_of_a_folder_without_a_run_says_so(tmp_path, caplog):
+    caplog.set_level("INFO", logger="moviessl")
+    cfg = {"accelerator": "cpu", "max_steps": 1, "progress_bar": False}
+    fit(_Tiny(), cfg, tmp_path, train_dataloaders=_loader(), resume=True, throughput_name=None)
+    assert "no checkpoint in" in caplog.text and "training from the start" in caplog.text

@@ -70,7 +70,7 @@ def add_parser(subparsers) -> None:
     lv = ds.add_parser(
         "lvu",
         help="LVU's nine long-form tasks (per-span outputs summed / averaged per video)",
-        description="LVU's protocol: per video, span softmax probabilities summed then argmax (top-1 %%), or span "
+        description="LVU's protocol: per video, span softmax probabilities summed then argmax (top-1 %), or span "
         'predictions averaged (MSE on LVU\'s centred scale). Prints {"top1"|"mse": value, "n": videos}.',
     )
     lv.add_argument("--task", required=True, choices=list(LVU_TASKS))
