@@ -2,6 +2,7 @@
 
 import json
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -211,3 +212,37 @@ def test_inputs_standardised_with_fixed_train_statistics(vidsitu_fixture, tmp_pa
     assert torch.allclose(sd["encoder.standardize.mean"], flat.mean(0).float(), atol=1e-5)
     want = torch.rsqrt(flat.var(0, unbiased=False).float() + 1e-5)
     assert torch.allclose(sd["encoder.standardize.scale"], want, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "task, damage, message",
+    [
+        ("verb", "no_vinfo", r"vinfo_valid_lb\.json: not found"),
+        ("verb", "no_vbid_lst", "has no vbid_lst"),
+        ("relation", "no_evrel", "a record has no EvRel"),
+        ("srl", "no_records", "has no annotation records"),
+    ],
+)
+def test_bad_evaluation_ground_truth_is_found_before_training(tmp_path, capsys, task, damage, message):
+    from conftest import make_vidsitu
+
+    ann, feats = make_vidsitu(tmp_path)
+    vinfo = ann / "vinfo_files" / "vinfo_valid_lb.json"
+    sann = ann / "vseg_ann_files" / "vsann_valid_lb.json"
+    if damage == "no_vinfo":
+        vinfo.unlink()
+    elif damage == "no_vbid_lst":
+        data = json.loads(vinfo.read_text())
+        del data[1]["vbid_lst"]
+        vinfo.write_text(json.dumps(data))
+    elif damage == "no_evrel":
+        data = json.loads(sann.read_text())
+        data[0]["Ev1"].pop("EvRel")
+        sann.write_text(json.dumps(data))
+    else:  # the last valid segment's 3 records deleted
+        sann.write_text(json.dumps(json.loads(sann.read_text())[:-3]))
+    out = tmp_path / "run"
+    assert _finetune(ann, feats, out, task, *FAST, seeds=1) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]), err
+    assert not (out / "seed0").exists()  # nothing trained

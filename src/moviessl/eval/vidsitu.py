@@ -81,9 +81,31 @@ def evaluate_files(
 # --------------------------------------------------------------------------- verb
 
 
+def verb_truth(split: VidSituSplit, ann_idx: int) -> dict:
+    """The vinfo entry holding segment ``ann_idx``'s verb ground truth (``vbid_lst``), checked."""
+    vseg = split.vseg_ids[ann_idx]
+    if not split.vinfo:
+        raise BadInputError(
+            split.root / "vinfo_files" / f"vinfo_{split.split}_lb.json",
+            "not found: verb ground truth (vbid_lst) is read from it (released for valid only)",
+        )
+    vinfo_file = split.files.get("vinfo") or split.root / "vinfo_files"
+    info = split.vinfo.get(vseg)
+    if info is None or "vbid_lst" not in info:
+        raise BadInputError(
+            vinfo_file,
+            f"segment {vseg} (ann_idx {ann_idx}) has no vbid_lst (verb ground truth is released for valid only)",
+        )
+    if len(info["vbid_lst"]["Ev1"]) < 9:  # the reference loader asserts this
+        raise BadInputError(
+            vinfo_file,
+            f"segment {vseg}: vbid_lst has {len(info['vbid_lst']['Ev1'])} verbs per event, at least 9 expected",
+        )
+    return info
+
+
 def verb_metrics(by_idx: dict[int, Any], split: VidSituSplit, src: str) -> dict[str, float]:
     """Acc@K (``Per_Ev_Top_K``), per-segment accuracy and Rec@5 (``recall_macro_1_th_9``)."""
-    vinfo_file = split.files.get("vinfo") or split.root / "vinfo_files"
     corr = {k: [] for k in range(1, 6)}
     corr_vid = {k: [] for k in range(1, 6)}
     hits_by_verb: dict[str, list[int]] = {}
@@ -91,17 +113,7 @@ def verb_metrics(by_idx: dict[int, Any], split: VidSituSplit, src: str) -> dict[
         vseg = split.vseg_ids[ann_idx]
         where = f"entry with ann_idx {ann_idx} ({vseg})"
         hyp_all = check_verb(by_idx[ann_idx], where, src)
-        info = split.vinfo.get(vseg)
-        if info is None or "vbid_lst" not in info:
-            raise BadInputError(
-                vinfo_file,
-                f"segment {vseg} (ann_idx {ann_idx}) has no vbid_lst (verb ground truth is released for valid only)",
-            )
-        if len(info["vbid_lst"]["Ev1"]) < 9:  # the reference loader asserts this
-            raise BadInputError(
-                vinfo_file,
-                f"segment {vseg}: vbid_lst has {len(info['vbid_lst']['Ev1'])} verbs per event, at least 9 expected",
-            )
+        info = verb_truth(split, ann_idx)
         ev_corr = {k: [] for k in range(1, 6)}
         for k_ev, ev in enumerate(EVENTS):
             gt = info["vbid_lst"][ev][:10]
@@ -292,6 +304,35 @@ def srl_metrics(by_idx: dict[int, Any], split: VidSituSplit, src: str) -> dict[s
 # --------------------------------------------------------------------------- event relations
 
 
+def relation_truth(split: VidSituSplit, ann_idx: int) -> list[list[str]]:
+    """Per pair of ``PAIR_EVENTS``, the ``EvRel`` labels of segment ``ann_idx``'s first 3 records in
+    file order (not shuffled, as the reference), checked."""
+    ann_file = split.files.get("ann") or split.root / "vseg_ann_files"
+    vseg = split.vseg_ids[ann_idx]
+    recs = split.records.get(vseg)
+    if not recs:
+        raise BadInputError(ann_file, f"segment {vseg} (ann_idx {ann_idx}) has no annotation records")
+    out = []
+    for ev in PAIR_EVENTS:
+        try:
+            out.append([r[ev]["EvRel"] for r in recs[:3]])
+        except KeyError:
+            raise BadInputError(ann_file, f"segment {vseg} {ev}: a record has no EvRel") from None
+    return out
+
+
+def check_ground_truth(task: str, split: VidSituSplit) -> None:
+    """Read every ground truth ``evaluate(task, ..., split)`` will need, so a training job finds a
+    malformed or missing evaluation file before it trains rather than after (``BadInputError``)."""
+    for ann_idx in range(len(split.vseg_ids)):
+        if task == "verb":
+            verb_truth(split, ann_idx)
+        elif task == "relation":
+            relation_truth(split, ann_idx)
+    if task == "srl":
+        srl_items({i: {} for i in range(len(split.vseg_ids))}, split, srl_references(split), "ground truth")
+
+
 def relation_metrics(by_idx: dict[int, Any], split: VidSituSplit, src: str) -> dict[str, float]:
     """Top-1 and mean per-class accuracy over majority-agreed pair labels (VidSitu's
     ``simple_acc_evrel``); classes with no scored comparison are skipped in the mean."""
@@ -302,16 +343,9 @@ def relation_metrics(by_idx: dict[int, Any], split: VidSituSplit, src: str) -> d
     per_class: dict[str, list[bool]] = {}
     for ann_idx in sorted(by_idx):
         vseg = split.vseg_ids[ann_idx]
-        recs = split.records.get(vseg)
-        if not recs:
-            raise BadInputError(ann_file, f"segment {vseg} (ann_idx {ann_idx}) has no annotation records")
-        recs = recs[:3]  # first 3 in file order, not shuffled
-        hyp = check_relation(by_idx[ann_idx], f"entry with ann_idx {ann_idx} ({vseg})", src, len(recs))
-        for k, ev in enumerate(PAIR_EVENTS):
-            try:
-                gt = [r[ev]["EvRel"] for r in recs]
-            except KeyError:
-                raise BadInputError(ann_file, f"segment {vseg} {ev}: a record has no EvRel") from None
+        truth = relation_truth(split, ann_idx)
+        hyp = check_relation(by_idx[ann_idx], f"entry with ann_idx {ann_idx} ({vseg})", src, len(truth[0]))
+        for k, gt in enumerate(truth):
             ((top, count),) = Counter(gt).most_common(1)
             per_class.setdefault(top, [])
             if count < 2:  # no 2-of-3 majority: the pair is masked out
