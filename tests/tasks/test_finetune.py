@@ -246,3 +246,18 @@ def test_bad_evaluation_ground_truth_is_found_before_training(tmp_path, capsys, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.search(message, err[0]), err
     assert not (out / "seed0").exists()  # nothing trained
+
+
+def test_flags_that_would_be_ignored_are_bad_input(vidsitu_fixture, tmp_path, capsys):
+    """A flag the command would silently not use: --backbone beside --features (a user expecting the
+    backbone to be fine-tuned would get a head on frozen features), any model input with --baseline."""
+    ann, feats = vidsitu_fixture
+    assert _finetune(ann, feats, tmp_path / "a", "verb", "--backbone", str(tmp_path / "b.pt"), seeds=1) == 2
+    assert "--backbone is used with --videos only" in capsys.readouterr().err
+    rel = ["--baseline", "pair_prior", "--contextualizer", "scratch"]
+    assert _finetune(ann, feats, tmp_path / "p", "relation", *rel, seeds=1) == 2
+    assert "--features, --contextualizer would not be used" in capsys.readouterr().err
+    argv = ["finetune", "vidsitu", "--task", "relation", "--data-root", str(ann), "--baseline", "pair_prior"]
+    assert main([*argv, "--out", str(tmp_path / "p2"), "data.eval_split=nope"]) == 2  # overrides reach it
+    assert "vseg_split_nope_lb.json" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "p3")]) == 0

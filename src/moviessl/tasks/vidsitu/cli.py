@@ -8,13 +8,35 @@ import sys
 
 
 def _run_vidsitu(args: argparse.Namespace) -> int:
+    from ...errors import BadInputError
     from .runner import run_baseline, run_finetune
 
     if args.baseline:
-        res = run_baseline(args.task, args.data_root, args.baseline, args.out, preset=args.preset)
+        unused = [
+            flag
+            for flag, given in (
+                ("--features", args.features),
+                ("--videos", args.videos),
+                ("--backbone", args.backbone),
+                ("--contextualizer", args.contextualizer not in (None, "none")),
+                ("--tokenizer", args.tokenizer),
+                ("--seeds", args.seeds != 1),
+                ("--resume", args.resume),
+            )
+            if given
+        ]
+        if unused:
+            raise BadInputError(None, f"--baseline scores a model-free baseline; {', '.join(unused)} would not be used")
+        res = run_baseline(
+            args.task, args.data_root, args.baseline, args.out, preset=args.preset, overrides=args.overrides
+        )
         sys.stdout.write(res["table"])
         sys.stdout.write(json.dumps({k: v["mean"] for k, v in res["summary"].items()}) + "\n")
         return 0
+    if args.backbone and not args.videos:
+        raise BadInputError(
+            None, "--backbone is used with --videos only (--features are already the backbone's outputs)"
+        )
     res = run_finetune(
         args.task,
         args.data_root,

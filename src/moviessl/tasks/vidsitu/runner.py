@@ -129,13 +129,14 @@ def run_baseline(
     out: str | os.PathLike,
     cfg: VidSituConfig | Mapping | None = None,
     preset: str = "cpu",
+    overrides: Sequence[str] | Mapping = (),
 ) -> dict:
     """A model-free baseline of ``task`` (e.g. relation's ``pair_prior``) scored like a run: its
     submission ``out/seed0/predictions.pkl``, ``metrics.json`` and a one-run summary."""
     if task not in TASKS or baseline not in TASKS[task].baselines:
         choices = [f"{t}:{b}" for t, cls in TASKS.items() for b in cls.baselines]
         raise BadInputError(None, f"unknown baseline '{task}:{baseline}' (choose from {', '.join(choices)})")
-    cfg = resolve_config(cfg, preset)
+    cfg = resolve_config(cfg, preset, overrides)
     out = Path(out)
     run_dir = out / "seed0"
     run_dir.mkdir(parents=True, exist_ok=True)
