@@ -30,3 +30,15 @@ def test_bad_label_names_line(tmp_path):
         read_clip_list(csv)
     with pytest.raises(BadInputError, match="not found"):
         read_clip_list(tmp_path / "none.csv")
+
+
+def test_a_comma_separated_line_is_named(tmp_path):
+    """``a.mp4,1`` is one whitespace field, a path that does not exist; when ``a.mp4`` does, say why."""
+    (tmp_path / "a.mp4").write_bytes(b"")
+    csv = tmp_path / "l.csv"
+    csv.write_text("a.mp4 1\na.mp4,1\n")
+    with pytest.raises(BadInputError, match=r"l\.csv:2: fields are separated by whitespace"):
+        read_clip_list(csv)
+    (tmp_path / "b.mp4,2").write_bytes(b"")  # a file really named so is an unlabelled path
+    csv.write_text("b.mp4,2\n")
+    assert read_clip_list(csv) == [(tmp_path / "b.mp4,2", None)]

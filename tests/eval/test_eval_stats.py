@@ -42,3 +42,5 @@ def test_format_table_rows():
         "| A | 1.0 ± 0.1 | - |",
         "| B | 2.0 ± 0.2 | 3.0 ± 0.0 |",
     ]
+    one = format_table({"A": {"acc": {"mean": 1.0, "se": 0.0, "n": 1}}}, digits=1)
+    assert one.splitlines()[-1] == "| A | 1.0 |"  # a single run has no standard error

@@ -9,6 +9,7 @@ Blank lines and lines starting with ``#`` are skipped.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from ..errors import BadInputError
@@ -29,6 +30,9 @@ def read_clip_list(csv_path: str | os.PathLike) -> list[tuple[Path, int | None]]
         s = line.strip()
         if not s or s.startswith("#"):
             continue
+        comma = re.fullmatch(r"(.+?)\s*,\s*(-?\d+)", s)
+        if comma and not (base / s).exists() and (base / comma.group(1)).exists():
+            raise BadInputError(f"{path}:{lineno}", "fields are separated by whitespace ('path label'), not by a comma")
         parts = s.rsplit(None, 1)
         label = None
         if len(parts) == 2:

@@ -51,7 +51,8 @@ def format_table(
     named: Mapping[str, Mapping[str, Mapping[str, float]]], digits: int = 2, keys: Sequence[str] | None = None
 ) -> str:
     """Markdown table, one row per named summary (e.g. per method, as in the paper's tables),
-    one column per metric, cells ``mean ± se`` (``-`` where a row lacks the metric)."""
+    one column per metric, cells ``mean ± se`` (the mean alone for one run; ``-`` where a row lacks
+    the metric)."""
     if keys is None:
         keys = []
         for summ in named.values():
@@ -61,7 +62,12 @@ def format_table(
     head = f"| {n_note} | " + " | ".join(keys) + " |"
     sep = "|---|" + "|".join("---:" for _ in keys) + "|"
     lines = [head, sep]
+
+    def cell(s: Mapping[str, float]) -> str:  # one run has no standard error: its value alone
+        m = f"{s['mean']:.{digits}f}"
+        return m if int(s.get("n", 2)) < 2 else f"{m} ± {s['se']:.{digits}f}"
+
     for name, summ in named.items():
-        cells = [f"{summ[k]['mean']:.{digits}f} ± {summ[k]['se']:.{digits}f}" if k in summ else "-" for k in keys]
+        cells = [cell(summ[k]) if k in summ else "-" for k in keys]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -323,13 +323,14 @@ def contextualize(
     return out
 
 
-def load_contextualizer(path: str | os.PathLike, in_dim: int, feature_stride_s: float):
-    """(TxE in eval mode, window, step in events) from a ``context`` checkpoint."""
+def load_contextualizer(path: str | os.PathLike, in_dim: int, feature_stride_s: float, source: str = "the backbone"):
+    """(TxE in eval mode, window, step in events) from a ``context`` checkpoint; ``source`` names
+    where the ``in_dim``-d features come from in the error for a width that does not fit."""
     obj = load_checkpoint(path, stage="context")
     meta = obj.get("meta", {})
     if int(meta.get("in_dim", in_dim)) != in_dim:
         raise BadInputError(
-            path, f"contextualizer expects {meta.get('in_dim')}-d event features, the backbone gives {in_dim}"
+            path, f"contextualizer expects {meta.get('in_dim')}-d event features, {source} gives {in_dim}"
         )
     k = float(meta.get("token_stride_s", feature_stride_s)) / feature_stride_s
     if k < 1 - 1e-6 or abs(k - round(k)) > 1e-6:

@@ -65,7 +65,9 @@ def scene_arrays(
     want = [v for v in (ids if ids is not None else store.ids) if v in store]
     out: dict[str, np.ndarray] = {}
     if contextualizer is not None:
-        txe, window, step = load_contextualizer(contextualizer, store.dim, store.stride_s)
+        txe, window, step = load_contextualizer(
+            contextualizer, store.dim, store.stride_s, source=f"the scene feature folder {store.root}"
+        )
         with torch.no_grad():
             for v in want:
                 out[v] = contextualize(txe, torch.tensor(store.load(v)), window, step).float().numpy()
