@@ -99,6 +99,9 @@ def test_instances_pretraining_and_all_nine_tasks(lvu_setup, capsys):
     assert main(argv) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert sorted(printed) == sorted(LVU_TASKS)
+    whole = json.loads((out / "summary.json").read_text())["tasks"]
+    assert {t: {k: v["mean"] for k, v in s.items()} for t, s in whole.items()} == printed
+    assert all(f"## {t}" in (out / "summary.md").read_text() for t in LVU_TASKS)
     for task in LVU_TASKS:
         d = out / task / "seed0"
         rec = json.loads((d / "metrics.json").read_text())
@@ -183,8 +186,9 @@ def test_scene_only_and_bad_inputs(lvu_setup, capsys, tmp_path):
                 str(tmp_path / "i"),
             ]
         )
-        == 0
+        == 2  # no video usable: the job failed, though its index lists why
     )
+    assert "none of the 1 video(s) could be used" in capsys.readouterr().err
     index = json.loads((tmp_path / "i" / "index.json").read_text())
     assert index["counts"] == {"ok": 0, "bad": 1} and "inverted" in index["videos"][vid.stem]["error"]
 

@@ -17,7 +17,7 @@ def _run_lvu(args: argparse.Namespace) -> int:
     if args.instances is None and args.scene_features is None:
         raise BadInputError(None, "give --instances DIR, --scene-features DIR or both")
     tasks = [args.task] if args.task in TASKS else list(TASKS)  # "all"
-    means = {}
+    means, summaries, tables = {}, {}, {}
     for task in tasks:
         res = run_finetune(
             task,
@@ -36,6 +36,15 @@ def _run_lvu(args: argparse.Namespace) -> int:
         )
         sys.stdout.write(res["table"])
         means[task] = {k: v["mean"] for k, v in res["summary"].items()}
+        summaries[task], tables[task] = res["summary"], res["table"]
+    if len(tasks) > 1:  # one record of the whole table beside the per-task folders
+        from ...utils.io import atomic_write_json, atomic_write_text
+
+        atomic_write_json(Path(args.out) / "summary.json", {"tasks": summaries})
+        md = [f"## {task}\n\n{tables[task]}" for task in tasks]
+        atomic_write_text(
+            Path(args.out) / "summary.md", "# LVU, every task (mean ± standard error)\n\n" + "\n".join(md)
+        )
     sys.stdout.write(json.dumps(means if len(tasks) > 1 else means[tasks[0]]) + "\n")
     return 0
 
@@ -49,7 +58,8 @@ def add_parser(datasets) -> None:
         "lvu",
         help="LVU's nine long-form tasks with the Object Transformer (OT / OT++ / scene only)",
         description="Trains --seeds runs per task; writes per run predictions_{val,test}.json (the `moviessl "
-        "evaluate lvu` format), metrics.json, model.pt, and summary.json + summary.md (mean ± standard error).",
+        "evaluate lvu` format), metrics.json, model.pt, and summary.json + summary.md (mean ± standard error); "
+        "with --task all one subfolder per task and a summary.json + summary.md of every task.",
     )
     p.add_argument("--task", required=True, choices=[*TASKS, "all"])
     p.add_argument("--data-root", required=True, help="the folder holding lvu_1.0/ (or lvu_1.0 itself)")
