@@ -449,7 +449,8 @@ def test_contract_pretrain_context(world, tmp_path, seen):
     (feats / "v_cut_feats.npy").write_bytes(raw[: len(raw) // 2])
     (feats / "v_empty_feats.npy").write_bytes(b"")
     out = tmp_path / "run"
-    r = cli("pretrain-context", "--features", feats, "--out", out, *CTX_FAST)
+    # copied without the index that records their splits: every segment is pretrained on, knowingly
+    r = cli("pretrain-context", "--features", feats, "--include-eval-splits", "--out", out, *CTX_FAST)
     assert r.rc == 0, r.err[-3000:]
     assert "6 bad feature file(s) skipped" in r.out and (out / "model.pt").is_file()
     seen("context.bad_files", f"exit 0; stdout: {r.out.strip()}")
