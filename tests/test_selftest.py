@@ -62,3 +62,11 @@ def test_object_transformer_hook_runs_when_present(tmp_path, monkeypatch):
     monkeypatch.setitem(st.HOOKS, "object_transformer", "fake_ot:selftest")
     res = st.run_selftest("cpu", only=["object_transformer"], out=str(tmp_path / "st"), print_fn=lambda s: None)
     assert res["ok"] and calls == ["cpu"] and res["stages"][0]["note"] == "object transformer ok"
+
+
+def test_context_alone_reads_the_splits_of_its_stand_in_features(tmp_path):
+    """``--only context`` pretrains on stand-in VidSitu-named features without an index; the
+    selftest's own release gives their splits (pretrain-context refuses such a folder otherwise)."""
+    lines = []
+    res = st.run_selftest("cpu", only=["context"], out=str(tmp_path / "st"), print_fn=lines.append)
+    assert res["ok"], lines

@@ -348,7 +348,7 @@ def stage_context(ctx: Ctx) -> str:
     extra += ["trainer.ckpt_every_n_steps=0", "trainer.max_epochs=-1"]
     cfg = load_config("context", ctx.preset, [*extra, *ctx.trainer(), *_overrides(ctx, "context")])
     out = ctx.out / "context"
-    path = pretrain_context([feats], out, cfg)
+    path = pretrain_context([feats], out, cfg, vidsitu_root=ctx.data["ann"])
     losses = finite_losses(out)
     txe = roundtrip(path, "context", lambda m: m(torch.ones(1, 5, ctx.data["dim"])))
     meta = torch.load(path, map_location="cpu", weights_only=False)["meta"]

@@ -297,14 +297,12 @@ def check_resumable(module: torch.nn.Module, ckpt: str | os.PathLike, structure:
     if not isinstance(saved, Mapping):
         what = problem if obj is None else "no state_dict"
         raise BadInputError(ckpt, f"not a readable Lightning checkpoint ({what})")
-    own = module.state_dict()
-    problems = [f"{k} is missing from the checkpoint" for k in own if k not in saved]
-    problems += [f"the checkpoint has {k}, which this run's model lacks" for k in saved if k not in own]
-    problems += [
-        f"{k} is {tuple(saved[k].shape)} in the checkpoint, {tuple(v.shape)} now"
-        for k, v in own.items()
-        if k in saved and tuple(saved[k].shape) != tuple(v.shape)
-    ]
+    try:  # what Lightning does next; the modules' own loading hooks may fill in or rename older entries
+        res = module.load_state_dict(saved, strict=False)
+        problems = [f"{k} is missing from the checkpoint" for k in res.missing_keys]
+        problems += [f"the checkpoint has {k}, which this run's model lacks" for k in res.unexpected_keys]
+    except RuntimeError:  # a shape differs (raised even when not strict)
+        problems = _shape_mismatches(module.state_dict(), saved) or ["a weight does not load"]
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise BadInputError(
@@ -312,7 +310,18 @@ def check_resumable(module: torch.nn.Module, ckpt: str | os.PathLike, structure:
             f"does not fit this run's model: {problems[0]}{more}; resume with the settings the run was "
             "started with (its config.yaml; config.part000.yaml if a resume changed them), or start a new --out",
         )
-    before = obj.get(STRUCTURE_KEY)
+    _warn_structure(ckpt, obj.get(STRUCTURE_KEY), structure)
+
+
+def _shape_mismatches(own: Mapping[str, torch.Tensor], saved: Mapping[str, torch.Tensor]) -> list[str]:
+    return [
+        f"{k} is {tuple(saved[k].shape)} in the checkpoint, {tuple(v.shape)} now"
+        for k, v in own.items()
+        if k in saved and tuple(saved[k].shape) != tuple(v.shape)
+    ]
+
+
+def _warn_structure(ckpt, before: Any, structure: str | None) -> None:
     if structure is not None and isinstance(before, str) and before != structure:
         old, new = before.splitlines(), structure.splitlines()
         i = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new)))
@@ -338,6 +347,7 @@ def fit(
     callbacks: Sequence[Any] = (),
     throughput_name: str | None = "clips_per_s",
     curve_keys: Iterable[str] = ("train/loss",),
+    config: Any = None,
     **overrides: Any,
 ):
     """Train ``module``; ``resume=True`` continues from ``out_dir/checkpoints/last.ckpt`` if present.
@@ -351,6 +361,10 @@ def fit(
     structure = repr(module)
     if ckpt is not None:
         check_resumable(module, ckpt, structure)
+    if config is not None:  # after the check: a refused resume leaves the run's config.yaml as it was
+        from .config import save_config
+
+        save_config(config, out_dir)
     _keep_previous_log(out_dir)
     callbacks = [*callbacks, RecordStructure(structure)]
     replicated = skip_replicated_broadcast(module)

@@ -83,6 +83,9 @@ def test_teacher_heads(tmp_path):
     save_checkpoint(run / "model.pt", stage="backbone", arch={"builder": "x:y", "kwargs": {}}, state_dict={"a": w})
     with pytest.raises(BadInputError, match="pass that run's checkpoints/last.ckpt"):
         load_teacher_head(run / "model.pt")
+    (run / "checkpoints" / "last.ckpt").write_bytes((tmp_path / "none.ckpt").read_bytes())  # a CVRL run's
+    with pytest.raises(BadInputError, match=r"model\.pt: no linear classifier in it or in its run's last\.ckpt"):
+        load_teacher_head(run / "model.pt")
     (run / "checkpoints" / "last.ckpt").write_bytes((tmp_path / "l.ckpt").read_bytes())
     assert torch.equal(load_teacher_head(run / "model.pt")[0], w)
 

@@ -61,14 +61,15 @@ def test_resume_into_another_network_is_one_line_of_bad_input(tmp_path, caplog):
     one line naming the checkpoint and the first mismatch, before Lightning's ``load_state_dict``
     traceback; the same weights in another structure (a dropout rate) resume with a warning."""
     cfg = {"accelerator": "cpu", "max_steps": 2, "progress_bar": False}
-    fit(_Wider(1), cfg, tmp_path, train_dataloaders=_loader(), throughput_name=None)
+    run = dict(train_dataloaders=_loader(), throughput_name=None)
+    fit(_Wider(1), cfg, tmp_path, **run, config={"width": 1})
     with pytest.raises(BadInputError, match=r"last\.ckpt.*lin\.0\.weight is \(1, 4\) in the checkpoint, \(3, 4\) now"):
-        fit(
-            _Wider(3), {**cfg, "max_steps": 4}, tmp_path, train_dataloaders=_loader(), resume=True, throughput_name=None
-        )
+        fit(_Wider(3), {**cfg, "max_steps": 4}, tmp_path, **run, resume=True, config={"width": 3})
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+    assert (tmp_path / "config.yaml").read_text() == "width: 1\n"  # the refused settings were not saved
     caplog.clear()
-    fit(_Wider(1), {**cfg, "max_steps": 3}, tmp_path, train_dataloaders=_loader(), resume=True, throughput_name=None)
+    fit(_Wider(1), {**cfg, "max_steps": 3}, tmp_path, **run, resume=True, config={"width": 1})
+    assert not list(tmp_path.glob("config.part*"))
     assert "built differently" not in caplog.text  # the same network: no warning
     fit(
         _Wider(1, dropout=0.5),
@@ -95,3 +96,19 @@ def test_resume_of_a_folder_without_a_run_says_so(tmp_path, caplog):
     cfg = {"accelerator": "cpu", "max_steps": 1, "progress_bar": False}
     fit(_Tiny(), cfg, tmp_path, train_dataloaders=_loader(), resume=True, throughput_name=None)
     assert "no checkpoint in" in caplog.text and "training from the start" in caplog.text
+
+
+def test_resume_check_honours_the_modules_own_loading_hooks(tmp_path):
+    """A checkpoint written before the TxE's input-statistics buffers existed loads (its
+    ``_load_from_state_dict`` fills them in), so the pre-check must not refuse it."""
+    from moviessl.models.txe import build_txe
+    from moviessl.training import check_resumable
+
+    txe = build_txe("txe_cpu", in_dim=8, dim=16, heads=2, mlp_dim=32, depth=1)
+    old = {k: v for k, v in txe.state_dict().items() if not k.startswith("input_norm.")}
+    assert len(old) < len(txe.state_dict())
+    torch.save({"state_dict": old}, tmp_path / "old.ckpt")
+    check_resumable(build_txe("txe_cpu", in_dim=8, dim=16, heads=2, mlp_dim=32, depth=1), tmp_path / "old.ckpt")
+    torch.save({"state_dict": {**old, "extra.weight": torch.zeros(1)}}, tmp_path / "extra.ckpt")
+    with pytest.raises(BadInputError, match="the checkpoint has extra.weight"):
+        check_resumable(txe, tmp_path / "extra.ckpt")

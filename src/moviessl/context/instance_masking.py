@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..checkpoint import arch_spec, file_hash, save_checkpoint
-from ..config import save_config, to_dict
+from ..config import to_dict
 from ..errors import BadInputError
 from ..models.heads import BertLMHead
 from ..models.object_transformer import ID_OFFSET, INSTANCE, build_object_transformer
@@ -119,7 +119,12 @@ def load_teacher_head(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tens
     if isinstance(obj, dict) and obj.get("format") == "moviessl" and run_ckpt.is_file():
         # a supervised run's model.pt is its backbone alone; the classifier is in the run's checkpoint
         log.info("%s holds no classifier; reading the teacher from %s", path, run_ckpt)
-        return load_teacher_head(run_ckpt)
+        try:
+            return load_teacher_head(run_ckpt)
+        except BadInputError:
+            raise BadInputError(
+                path, f"no linear classifier in it or in its run's {run_ckpt.name} (not a supervised run?)"
+            ) from None
     raise BadInputError(
         path,
         "no linear classifier (head.projection / classifier.1 / head weight + bias) in it (a supervised "
@@ -248,7 +253,6 @@ def pretrain_ot(
         collate_fn=collate_spans,
     )
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out)
     log.info(
         "masked-instance pretraining on %d videos, %d spans, %d-d instances", len(videos), len(data), instances.dim
     )
@@ -256,6 +260,7 @@ def pretrain_ot(
         module,
         cfg.trainer,
         out,
+        config=cfg,
         train_dataloaders=dl,
         resume=resume,
         throughput_name="spans_per_s",

@@ -11,7 +11,6 @@ from typing import Sequence
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import save_config
 from ..data.vidsitu import resolve_ann_root, segment_splits
 from ..errors import BadInputError
 from ..features.store import FeatureStore
@@ -45,10 +44,11 @@ def pretraining_ids(stores: Sequence[FeatureStore], ids: list[tuple[int, str]], 
     with neither, it is an error rather than a silent pretraining on val and test segments."""
     splits = segment_splits(vidsitu_root) if vidsitu_root is not None else {}
     for store in stores:
-        if vidsitu_root is not None or store.index is not None:
+        if vidsitu_root is not None:
             continue
         segs = [v for v in store.ids if VIDSITU_SEGMENT.search(v)]
-        if not segs or all(v in splits for v in segs):
+        recorded = store.index is not None and any(store.info(v).get("split") for v in segs)
+        if not segs or recorded or all(v in splits for v in segs):
             continue
         root = _released_root(store)
         if root is None:
@@ -131,11 +131,11 @@ def pretrain_context(
     )
     val_dl = DataLoader(val, batch_size=min(d.batch_size, len(val)), shuffle=False, **loader_kw) if val else None
 
-    save_config(cfg, out)
     trainer = fit(
         module,
         cfg.trainer,
         out,
+        config=cfg,
         train_dataloaders=train_dl,
         val_dataloaders=val_dl,
         resume=resume,

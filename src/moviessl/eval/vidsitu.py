@@ -321,18 +321,6 @@ def relation_truth(split: VidSituSplit, ann_idx: int) -> list[list[str]]:
     return out
 
 
-def check_ground_truth(task: str, split: VidSituSplit) -> None:
-    """Read every ground truth ``evaluate(task, ..., split)`` will need, so a training job finds a
-    malformed or missing evaluation file before it trains rather than after (``BadInputError``)."""
-    n = len(split.vseg_ids)
-    check = {
-        "verb": lambda: [verb_truth(split, i) for i in range(n)],
-        "relation": lambda: [relation_truth(split, i) for i in range(n)],
-        "srl": lambda: srl_items({i: {} for i in range(n)}, split, srl_references(split), "ground truth"),
-    }
-    check[TASK_ALIASES.get(task, task)]()
-
-
 def relation_metrics(by_idx: dict[int, Any], split: VidSituSplit, src: str) -> dict[str, float]:
     """Top-1 and mean per-class accuracy over majority-agreed pair labels (VidSitu's
     ``simple_acc_evrel``); classes with no scored comparison are skipped in the mean."""

@@ -78,7 +78,6 @@ def pretrain(
     Returns a summary dict (also ``OUT/summary.json``); the probe result is ``OUT/probe.json``."""
     method_cls = get_method(method)
     out = ensure_out_dir(out)
-    save_config(cfg, out)
     seed_everything(cfg.seed)
     if cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available():
         cpu_threads()
@@ -149,11 +148,15 @@ def pretrain(
             persistent_workers=d.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
-        trainer = fit(module, cfg.trainer, out, train_dataloaders=dl, resume=resume, curve_keys=("train/loss", "lr"))
+        trainer = fit(
+            module, cfg.trainer, out, train_dataloaders=dl, resume=resume, curve_keys=("train/loss", "lr"), config=cfg
+        )
         if not trainer.is_global_zero:
             return {}
         for i in sorted(module._skipped):  # indices into the dataset's (post-caching) item list
             bad.setdefault(str(ds.items[i][0]) if i < len(ds.items) else str(i), "skipped while training")
+    else:  # nothing to train (random init): the config is still the run's record
+        save_config(cfg, out)
     summary: dict[str, Any] = {"method": method, "out": str(out), "skipped_videos": len(bad), **init_note}
     if probe_note:
         summary["probe_skipped"] = probe_note

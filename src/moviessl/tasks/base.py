@@ -171,6 +171,7 @@ def run_seed(job: SeedJob, seed: int) -> dict:
     if resume and (made_with not in (None, job.settings) or (made_with is None and mfile.is_file())):
         log.warning("%s seed %d: %s holds a run with other settings; training from scratch", job.name, seed, run_dir)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        (run_dir / "config.yaml").unlink(missing_ok=True)  # the discarded run's: not this run's history
         resume = False
     atomic_write_json(sfile, {"settings": job.settings})
     t0 = time.perf_counter()

@@ -33,7 +33,7 @@ def _run_vidsitu(args: argparse.Namespace) -> int:
         sys.stdout.write(res["table"])
         sys.stdout.write(json.dumps({k: v["mean"] for k, v in res["summary"].items()}) + "\n")
         return 0
-    if args.backbone and not args.videos:
+    if args.backbone and args.features:
         raise BadInputError(
             None, "--backbone is used with --videos only (--features are already the backbone's outputs)"
         )

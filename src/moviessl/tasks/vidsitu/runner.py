@@ -35,7 +35,7 @@ from ...checkpoint import arch_spec, build_arch, file_hash, load_checkpoint, sav
 from ...config import flatten, load_config, merge_overrides, save_config, to_dict
 from ...data.vidsitu import load_split
 from ...errors import BadInputError
-from ...eval.vidsitu import check_ground_truth, evaluate
+from ...eval.vidsitu import evaluate
 from ...features.store import FeatureStore
 from ...models.txe import feature_stats
 from ...utils.io import atomic_write_bytes, atomic_write_json, ensure_out_dir
@@ -204,7 +204,6 @@ def prepare(
         raise BadInputError(None, "give exactly one of --features DIR or --videos DIR")
     train_split = load_split(data_root, cfg.data.train_split)
     eval_split = load_split(data_root, cfg.data.eval_split, split_file=cfg.data.split_file)
-    check_ground_truth(task, eval_split)  # a bad evaluation file is found before training, not after
     spec = TASKS[task](getattr(cfg, task), train_split, eval_split=eval_split, tokenizer=tokenizer, out=out)
 
     backbone_obj = None
@@ -394,6 +393,9 @@ def run_finetune(
     out = ensure_out_dir(out)
     save_config(cfg, out)
     p = prepare(task, data_root, out, cfg, features, videos, backbone, contextualizer, tokenizer)
+    # the evaluation's ground truth is read now, by scoring the no-input fallback submission, so a
+    # missing or malformed file is found before a seed trains rather than after it
+    evaluate(task, [p.spec.fallback(i, v, p.eval_split) for i, v in enumerate(p.eval_split.vseg_ids)], p.eval_split)
     with threads(cfg.threads):
         runs = run_seeds(make_job(p, out, resume), [cfg.seed + k for k in range(int(seeds))])
     return write_summary(
