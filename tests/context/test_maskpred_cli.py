@@ -9,7 +9,6 @@ from test_maskpred import sequence_features, write_vidsitu_folder
 
 from moviessl.checkpoint import build_from_checkpoint, load_checkpoint
 from moviessl.cli import main
-from moviessl.errors import BadInputError
 
 FAST = [
     "data.batch_size=8",
@@ -141,16 +140,6 @@ def test_released_vidsitu_features_without_splits_are_not_pretrained_on_silently
     (split_files / "vseg_split_valid_lb.json").write_text(json.dumps(ids[4:]))
     store = FeatureStore(feats)
     assert [v for _, v in pretraining_ids([store], [(0, v) for v in store.ids])] == ids[:4]
-    # an index that records no split (extract of segment videos without their annotations) is no better
-    other_root = tmp_path / "a" / "b" / "c" / "extracted"  # no release among its parents
-    other_root.mkdir(parents=True)
-    for v in ids:
-        (other_root / f"{v}_feats.npy").write_bytes((feats / f"{v}_feats.npy").read_bytes())
-    videos = {v: {"num_events": 5, "status": "ok"} for v in ids}
-    (other_root / "index.json").write_text(json.dumps({"stride_s": 2.0, "dim": 4, "videos": videos}))
-    s1 = FeatureStore(other_root)
-    with pytest.raises(BadInputError, match="no split information"):
-        pretraining_ids([s1], [(0, v) for v in s1.ids])
     # ids that are not VidSitu segments (a user's own movies) need no split
     other = write_vidsitu_folder(tmp_path / "own", sequence_features(3, dim=4))
     s2 = FeatureStore(other)

@@ -44,11 +44,13 @@ def pretraining_ids(stores: Sequence[FeatureStore], ids: list[tuple[int, str]], 
     with neither, it is an error rather than a silent pretraining on val and test segments."""
     splits = segment_splits(vidsitu_root) if vidsitu_root is not None else {}
     for store in stores:
-        if vidsitu_root is not None:
+        # a folder `moviessl extract` indexed is trusted: it records the split of every segment of a
+        # VidSitu root whose annotations it found, and ids it left without one are unlabelled videos
+        # (SynthMovies' pool is named like VidSitu segments)
+        if vidsitu_root is not None or store.index is not None:
             continue
         segs = [v for v in store.ids if VIDSITU_SEGMENT.search(v)]
-        recorded = store.index is not None and any(store.info(v).get("split") for v in segs)
-        if not segs or recorded or all(v in splits for v in segs):
+        if not segs or all(v in splits for v in segs):
             continue
         root = _released_root(store)
         if root is None:
