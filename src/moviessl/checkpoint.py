@@ -116,12 +116,12 @@ def pin_arch(arch: Any) -> Any:
         return arch
     out = {k: pin_arch(v) for k, v in arch.items()}
     kw, builder = out.get("kwargs"), out.get("builder")
-    if not (isinstance(kw, Mapping) and isinstance(builder, str)) or _builder_name(builder) not in PRESET_TABLES:
+    name = _builder_name(builder) if isinstance(builder, str) else None
+    if not isinstance(kw, Mapping) or name not in PRESET_TABLES:
         return out
-    table_name, preset_key, overrides_key = PRESET_TABLES[_builder_name(builder)]
+    table_name, preset_key, overrides_key = PRESET_TABLES[name]
     table = _import(table_name)
-    builder_fn = _import(_builder_name(builder))
-    preset = kw.get(preset_key, inspect.signature(builder_fn).parameters[preset_key].default)
+    preset = kw.get(preset_key, inspect.signature(_import(name)).parameters[preset_key].default)
     if preset not in table:
         return out
     kw = {**kw, preset_key: preset}

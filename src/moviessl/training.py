@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import pytorch_lightning as pl
 import torch
 
-from .config import TrainerConfig
+from .config import TrainerConfig, save_config
 from .errors import BadInputError
 from .utils.io import atomic_write
 
@@ -362,8 +362,6 @@ def fit(
     if ckpt is not None:
         check_resumable(module, ckpt, structure)
     if config is not None:  # after the check: a refused resume leaves the run's config.yaml as it was
-        from .config import save_config
-
         save_config(config, out_dir)
     _keep_previous_log(out_dir)
     callbacks = [*callbacks, RecordStructure(structure)]
