@@ -126,14 +126,14 @@ class FeatureStore:
     def _open(self, vid: str) -> np.ndarray:
         path = self.path(vid)
         try:
-            with open(path, "rb") as f:
-                magic = f.read(6)
-            if magic != b"\x93NUMPY":
-                raise BadInputError(path, "empty feature file" if not magic else "not a .npy file")
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except FileNotFoundError:
             raise BadInputError(path, "feature file not found") from None
         except (OSError, ValueError, EOFError) as e:
+            # only a failed load reads the first bytes again, to say what the file is instead of numpy's guess
+            magic = _first_bytes(path, 6)
+            if magic is not None and magic != b"\x93NUMPY":
+                raise BadInputError(path, "empty feature file" if not magic else "not a .npy file") from None
             raise BadInputError(path, f"unreadable feature file ({type(e).__name__}: {e})") from None
         if arr.ndim != 2 or arr.shape[0] < 1:
             raise BadInputError(path, f"expected a (num_events, D) array, got shape {tuple(arr.shape)}")
@@ -183,3 +183,11 @@ class FeatureStore:
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.root)!r}, videos={len(self)}, dim={self.dim}, stride_s={self.stride_s})"
+
+
+def _first_bytes(path: Path, n: int) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return None
