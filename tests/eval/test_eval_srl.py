@@ -69,6 +69,21 @@ def test_missing_role_scores_empty_string(release, rec, tmp_path):
     assert out2["rouge_l"] == pytest.approx(50.0)
 
 
+def test_raw_role_keys_score_missing_with_a_warning(release, rec, tmp_path, caplog):
+    roles = [[("Arg0 (driver)", "a man")], [("Arg1 (vehicle)", "a car")], [], [], []]
+    sp = one_segment(release, rec, tmp_path, roles)
+    missing = srl(sp, {"Ev1": {"Arg0": "a man"}, "Ev2": {}, "Ev3": {}, "Ev4": {}, "Ev5": {}})
+    with caplog.at_level("WARNING"):
+        raw = srl(sp, {"Ev1": {"Arg0": "a man"}, "Ev2": {"Arg1 (vehicle)": "a car"}, "Ev3": {}, "Ev4": {}, "Ev5": {}})
+    # the reference reads short names only: the raw key is a missing role, scored as such
+    assert raw["rouge_l"] == missing["rouge_l"] and raw["lea"] == missing["lea"]
+    assert "1 role keys are raw annotation names (first: 'Arg1 (vehicle)')" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        srl(sp, {"Ev1": {"Arg0": "a man", "ArgM (manner)": "x"}, "Ev2": {}, "Ev3": {}, "Ev4": {}, "Ev5": {}})
+    assert "raw annotation names" not in caplog.text  # an unscored role is nobody's loss
+
+
 def test_lea_doc_toy_and_identical_empty_strings(release, rec, tmp_path):
     roles = [[("Arg0 (agent)", "the man"), ("Arg1 (thing)", "a ball")], [("Arg0 (agent)", "the man")], [], [], []]
     sp = one_segment(release, rec, tmp_path, roles)
@@ -142,3 +157,14 @@ def test_malformed_vb_output(release, rec, tmp_path):
         srl(sp, {"Ev1": {"Arg0": 3}, "Ev2": {}, "Ev3": {}, "Ev4": {}, "Ev5": {}})
     with pytest.raises(BadInputError, match="short names"):
         srl(sp, {"Ev1": {"Args": {}}, "Ev2": {}, "Ev3": {}, "Ev4": {}, "Ev5": {}})
+
+
+@pytest.mark.parametrize("task", ["srl", "relation"])
+def test_fewer_than_three_annotators_is_bad_ground_truth(release, rec, tmp_path, task):
+    """The reference's valid loader asserts >= 3 records per segment; with 2 everywhere, scoring
+    would silently average over 2 annotators (LEA) or break the 3-entry relation format."""
+    sp = one_segment(release, rec, tmp_path, [[("Arg0 (a)", "x")], [], [], [], []], n=2)
+    entry = {"ann_idx": 0, "vb_output": {ev: {} for ev in ("Ev1", "Ev2", "Ev3", "Ev4", "Ev5")}}
+    entry["pred_evrels_ev"] = [["NoRel"] * 3] * 4
+    with pytest.raises(BadInputError, match=r"has 2 annotation records; VidSitu's evaluation needs at least 3"):
+        evaluate(task, [entry], sp)

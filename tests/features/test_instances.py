@@ -79,6 +79,19 @@ def test_lvu_instance_meta_gives_the_same_store_as_tracks_json(backbone, boxes, 
                 np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=f"{vid} {k}")
 
 
+def test_tracks_without_a_video_are_named(backbone, boxes, tmp_path, caplog):
+    """A tracks file whose id matches no video (most often a naming mismatch) is said, not ignored."""
+    tracks = tmp_path / "tracks"
+    tracks.mkdir()
+    for p in (boxes / "tracks").glob("*.json"):
+        (tracks / p.name).write_text(p.read_text())
+    (tracks / "vidA_720p.json").write_text((boxes / "tracks" / "vidA.json").read_text())
+    with caplog.at_level("WARNING"):
+        extract_instances(backbone, boxes / "videos", tracks, tmp_path / "out")
+    assert "1 videos with boxes have no video file" in caplog.text and "(first: vidA_720p)" in caplog.text
+    assert InstanceStore(tmp_path / "out").ids == ["vidA", "vidB"]
+
+
 def test_tracks_that_are_neither_json_nor_instance_meta(backbone, boxes, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BadInputError, match="no <id>.json tracks files or instance_meta"):

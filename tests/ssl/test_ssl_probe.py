@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,6 +90,24 @@ def test_probe_backbone_cli(clip_list, tmp_path, capsys):
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["method"] == "random" and res["num_train"] == 12 and res["skipped_train"] == 1
     assert res["linear_top1"] == json.loads((tmp_path / "p.json").read_text())["linear_top1"]
+
+
+def test_unlabelled_clip_lists_are_named_before_any_work(clip_list, tmp_path, capsys):
+    """probe-backbone names the list and its first unlabelled clip (exit 2, nothing decoded);
+    pretrain-backbone trains anyway and says at once that the probe is skipped, and why."""
+    lines = clip_list.read_text().splitlines()
+    unlab = clip_list.parent / "unlabelled.csv"
+    unlab.write_text("\n".join([lines[0].rsplit(None, 1)[0], *lines[1:]]) + "\n")
+    out = tmp_path / "rand"
+    argv = ["pretrain-backbone", "--method", "random", "--data", str(clip_list), "--val", str(unlab)]
+    assert main([*argv, "--out", str(out), *tiny_overrides()]) == 0
+    note = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("moviessl: note: probe skipped")]
+    first = Path(lines[0].rsplit(None, 1)[0]).name
+    assert len(note) == 1 and "unlabelled.csv" in note[0] and f"(first: {first})" in note[0], note
+    assert not (out / "probe.json").exists()
+    rc = main(["probe-backbone", "--data", str(clip_list), "--val", str(unlab), str(out / "model.pt")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "unlabelled.csv" in err[0] and "1 of 13 clips have none" in err[0], err
 
 
 def test_cli_bad_input_exits_2(tmp_path, capsys):

@@ -220,7 +220,7 @@ def test_inputs_standardised_with_fixed_train_statistics(vidsitu_fixture, tmp_pa
         ("verb", "no_vinfo", r"vinfo_valid_lb\.json: not found"),
         ("verb", "no_vbid_lst", "has no vbid_lst"),
         ("relation", "no_evrel", "a record has no EvRel"),
-        ("srl", "no_records", "has no annotation records"),
+        ("srl", "no_records", "has 0 annotation records"),
     ],
 )
 def test_bad_evaluation_ground_truth_is_found_before_training(tmp_path, capsys, task, damage, message):

@@ -46,3 +46,14 @@ def read_clip_list(csv_path: str | os.PathLike) -> list[tuple[Path, int | None]]
         clip = Path(s)
         out.append((clip if clip.is_absolute() else base / clip, label))
     return out
+
+
+def check_labelled(items: list[tuple[Path, int | None]], csv_path: str | os.PathLike, purpose: str) -> None:
+    """Raise one line naming ``csv_path`` and its first unlabelled clip unless every clip has a label."""
+    missing = [clip for clip, y in items if y is None]
+    if missing:
+        raise BadInputError(
+            csv_path,
+            f"{purpose} needs a label on every line ('path label'); {len(missing)} of {len(items)} clips have none "
+            f"(first: {missing[0].name})",
+        )

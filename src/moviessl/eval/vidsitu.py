@@ -16,6 +16,7 @@ every threshold, per-role CIDEr/ROUGE, per-class relation accuracy, item counts)
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ METRIC_KEYS = {
 SRL_SEED = 5  # np.random.seed(5) before the per-segment reference permutations
 SRL_DROP_IX = 3  # the shuffled record at this index is dropped ...
 SRL_NUM_GT = 3  # ... and the first 3 remaining are the references
+
+log = logging.getLogger(__name__)
 
 
 def _avg(xs) -> float:
@@ -145,17 +148,29 @@ def verb_metrics(by_idx: dict[int, Any], split: VidSituSplit, src: str) -> dict[
 # --------------------------------------------------------------------------- semantic roles
 
 
+def _eval_records(split: VidSituSplit, ann_idx: int) -> list[dict]:
+    """The annotation records of segment ``ann_idx``, at least the 3 that SRL and relations are
+    scored against (the reference's valid loader asserts >= 3; with fewer it would score every
+    segment against fewer annotators without a word)."""
+    vseg = split.vseg_ids[ann_idx]
+    recs = split.records.get(vseg) or []
+    if len(recs) < SRL_NUM_GT:
+        raise BadInputError(
+            split.files.get("ann") or split.root / "vseg_ann_files",
+            f"segment {vseg} (ann_idx {ann_idx}) has {len(recs)} annotation records; "
+            f"VidSitu's evaluation needs at least {SRL_NUM_GT}",
+        )
+    return recs
+
+
 def srl_references(split: VidSituSplit) -> dict[int, list[dict]]:
-    """ann_idx -> the (up to) 3 reference records, selected exactly as the official evaluator:
+    """ann_idx -> the 3 reference records, selected exactly as the official evaluator:
     one ``np.random.seed(5)``, then a permutation per segment in split order, drop shuffled
     index 3, keep the first 3. Uses a private RandomState, so the global numpy RNG is untouched."""
-    ann_file = split.files.get("ann") or split.root / "vseg_ann_files"
     rng = np.random.RandomState(SRL_SEED)  # same stream as np.random.seed(5) + np.random.permutation
     out = {}
-    for ix, vseg in enumerate(split.vseg_ids):
-        recs = split.records.get(vseg)
-        if not recs:
-            raise BadInputError(ann_file, f"segment {vseg} (ann_idx {ix}) has no annotation records")
+    for ix in range(len(split.vseg_ids)):
+        recs = _eval_records(split, ix)
         shuffled = [recs[r] for r in rng.permutation(len(recs))]
         out[ix] = [r for j, r in enumerate(shuffled) if j != SRL_DROP_IX][:SRL_NUM_GT]
     return out
@@ -254,12 +269,6 @@ def srl_lea(by_idx: dict[int, Any], refs: dict[int, list[dict]], split: VidSituS
     for j in range(n_ann):
         score = LEAScore()
         for ann_idx in keys:
-            if len(refs[ann_idx]) <= j:
-                raise BadInputError(
-                    split.files.get("ann"),
-                    f"segment {split.vseg_ids[ann_idx]} has {len(refs[ann_idx])} usable annotation records, "
-                    f"{n_ann} expected",
-                )
             pred = by_idx[ann_idx]
             if "Ev1" not in pred:  # the reference skips such predictions for coreference
                 continue
@@ -269,10 +278,37 @@ def srl_lea(by_idx: dict[int, Any], refs: dict[int, list[dict]], split: VidSituS
     return _avg(f1s), f1s
 
 
+def _raw_role_keys(by_idx: dict[int, Any]) -> list[str]:
+    """Role keys of a submission that are raw annotation names of a scored role (``'Arg0 (walker)'``)."""
+    raw = []
+    for payload in by_idx.values():
+        for roles in payload.values():
+            for r in roles:
+                if isinstance(r, str) and r not in SCORED_ROLES:
+                    try:
+                        if arg_mapper(r) in SCORED_ROLES:
+                            raw.append(r)
+                    except ValueError:
+                        pass
+    return raw
+
+
 def srl_metrics(by_idx: dict[int, Any], split: VidSituSplit, src: str) -> dict[str, float]:
     """CIDEr, CIDEr-verb, CIDEr-arg, ROUGE-L and LEA as VidSitu's ``EvalFnCap``."""
     for ann_idx in by_idx:
         check_srl(by_idx[ann_idx], f"entry with ann_idx {ann_idx} ({split.vseg_ids[ann_idx]})", src)
+    raw = _raw_role_keys(by_idx)
+    if raw:
+        # The reference looks roles up by short name only, so these score as missing ("") -- scored
+        # the same here, but said, since it is almost always a submission-writing mistake.
+        log.warning(
+            "%s: %d role keys are raw annotation names (first: %r); VidSitu reads short names (%s), "
+            "so they are scored as missing",
+            src,
+            len(raw),
+            raw[0],
+            ", ".join(SCORED_ROLES),
+        )
     refs = srl_references(split)
     hyps, gts, verb_of, role_of = srl_items(by_idx, split, refs, src)
     if not hyps:
@@ -309,9 +345,7 @@ def relation_truth(split: VidSituSplit, ann_idx: int) -> list[list[str]]:
     file order (not shuffled, as the reference), checked."""
     ann_file = split.files.get("ann") or split.root / "vseg_ann_files"
     vseg = split.vseg_ids[ann_idx]
-    recs = split.records.get(vseg)
-    if not recs:
-        raise BadInputError(ann_file, f"segment {vseg} (ann_idx {ann_idx}) has no annotation records")
+    recs = _eval_records(split, ann_idx)
     out = []
     for ev in PAIR_EVENTS:
         try:

@@ -166,6 +166,12 @@ def extract_instances(
     out.mkdir(parents=True, exist_ok=True)
     todo = [(v, p) for v, p in vids if v in source and v not in entries]
     no_tracks = sum(v not in source for v, _ in vids)
+    found = {v for v, _ in vids}
+    ghosts = sorted(v for v in source if v not in found)
+    if ghosts:  # most often a naming mismatch between the tracks and the video files
+        log.warning(
+            "%s: %d videos with boxes have no video file in %s (first: %s)", tracks, len(ghosts), videos, ghosts[0]
+        )
     log.info("%d videos, %d without tracks, %d to extract", len(vids), no_tracks, len(todo))
     t0, dim = time.perf_counter(), int(getattr(model, "out_dim", 0)) or None
     for vid, path in todo:

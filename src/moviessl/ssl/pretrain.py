@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..config import TrainerConfig, save_config
-from ..data.cliplist import read_clip_list
+from ..data.cliplist import check_labelled, read_clip_list
 from ..errors import BadInputError
 from ..training import cpu_threads, fit, seed_everything
 from ..utils.io import atomic_write_json, ensure_out_dir
@@ -86,13 +86,20 @@ def pretrain(
     if not items:
         raise BadInputError(data, "clip list is empty")
     labelled = all(y is not None for _, y in items)
-    if method_cls.needs_labels and not labelled:
-        raise BadInputError(data, f"--method {method} needs labels ('path label' lines)")
+    if method_cls.needs_labels:
+        check_labelled(items, data, f"--method {method}")
     probe_train, probe_val, probe_note = items, None, None
     if val is not None:
         probe_val = read_clip_list(val)
         if not probe_val:
             raise BadInputError(val, "validation clip list is empty")
+        if run_probe:
+            try:  # said now, not after training: the backbone is still trained, without the probe
+                for lst, p in ((items, data), (probe_val, val)):
+                    check_labelled(lst, p, "the probe")
+            except BadInputError as e:
+                log.warning("the probe is skipped: %s", e)
+                probe_val, probe_note = None, str(e)
     elif labelled and run_probe:
         probe_train, probe_val = split_for_probe(items, cfg.probe.val_fraction, cfg.seed)
         if not probe_val:  # too few videos per class to hold any out: pretrain on all, no probe

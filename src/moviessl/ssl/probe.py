@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import build_from_checkpoint, load_checkpoint
-from ..data.cliplist import read_clip_list
+from ..data.cliplist import check_labelled, read_clip_list
 from ..errors import BadInputError
 from ..video import MEAN, STD
 from .clipcache import FrameCache, default_cache_dir
@@ -187,6 +187,9 @@ def probe_checkpoint(
     meta = obj.get("meta", {})
     if "input" not in meta:
         raise BadInputError(ckpt, "backbone checkpoint has no meta.input (num_frames, stride, short_side, crop)")
+    lists = [(read_clip_list(p), p) for p in (train_csv, val_csv)]
+    for items, p in lists:  # before any video is decoded
+        check_labelled(items, p, "the linear probe")
     model = build_from_checkpoint(obj)
     cache = None
     if use_cache:
@@ -195,8 +198,8 @@ def probe_checkpoint(
     out = probe_model(
         model,
         meta["input"],
-        read_clip_list(train_csv),
-        read_clip_list(val_csv),
+        lists[0][0],
+        lists[1][0],
         cfg,
         frame_cache=cache,
         device=device,
