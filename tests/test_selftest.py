@@ -10,13 +10,18 @@ import io
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 
+import pytest
+
 import moviessl.selftest as st
 from moviessl.cli import main
 
 
-def test_cpu_preset_runs_every_stage(tmp_path):
+@pytest.mark.parametrize("precision", [None, "bf16-mixed"])
+def test_cpu_preset_runs_every_stage(tmp_path, precision):
+    """Also in bf16 autocast (the paper presets' precision on GPUs): every stage's queues, losses and
+    metrics survive mixed dtypes on the CPU's autocast (the GPU's casts more ops; not run here)."""
     lines = []
-    res = st.run_selftest("cpu", out=str(tmp_path / "st"), print_fn=lines.append)
+    res = st.run_selftest("cpu", precision=precision, out=str(tmp_path / "st"), print_fn=lines.append)
     assert res["ok"], lines
     status = {r["stage"]: r["status"] for r in res["stages"]}
     assert [s for s in st.STAGES if status[s] != "ok"] == []
@@ -25,6 +30,8 @@ def test_cpu_preset_runs_every_stage(tmp_path):
     # LVU's OT++ on the same videos: boxes from an instance_meta pkl pooled by the CVRL backbone (256-d),
     # the MaskPred TxE's 128-d outputs as scene tokens
     assert "120 boxes 256-d" in notes["object_transformer"] and "scene 128-d" in notes["object_transformer"]
+    cfgs = sorted((tmp_path / "st").rglob("config.yaml"))  # every training stage ran at that precision
+    assert len(cfgs) >= 7 and all(f"precision: {precision or '32-true'}" in c.read_text() for c in cfgs), cfgs
 
 
 def test_a_wrong_feature_width_in_the_paper_preset_fails(tmp_path):

@@ -16,6 +16,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
@@ -76,6 +77,12 @@ CASES = [
     ("probe-backbone.wrong_kind", "probe-backbone", "a TxE checkpoint given as the backbone", "one line, exit 2"),
     ("probe-backbone.not_ours", "probe-backbone", "a plain torch file (not a moviessl checkpoint)", "one line, exit 2"),
     (
+        "probe-backbone.unlabelled",
+        "probe-backbone",
+        "a --val clip list without labels",
+        "one line naming the list and its first unlabelled clip, exit 2, before any work",
+    ),
+    (
         "probe-backbone.out_uncreatable",
         "probe-backbone",
         "--out in a folder that cannot be created",
@@ -130,6 +137,12 @@ CASES = [
     ("evaluate.pickle_code", "evaluate", "a pickle that would run code", "one line, exit 2, nothing run"),
     ("evaluate.csv_as_pickle", "evaluate", "a CSV file given as the submission", "one line, exit 2"),
     ("evaluate.ann_missing", "evaluate", "--data-root without annotations", "one line, exit 2"),
+    (
+        "evaluate.two_annotators",
+        "evaluate",
+        "valid ground truth with 2 annotation records per segment (VidSitu's needs 3)",
+        "one line naming the annotation file, exit 2",
+    ),
     ("evaluate.out_uncreatable", "evaluate", "--out in a folder that cannot be created", "one line, exit 2"),
     (
         "evaluate.enospc",
@@ -345,6 +358,15 @@ def test_contract_probe_backbone(world, tmp_path, seen):
     seen(
         "probe-backbone.out_uncreatable",
         error(cli(*args, "--out", f"{UNCREATABLE}/probe.json", world.backbone), "/proc/nope/out: cannot create"),
+    )
+    unlab = world.clips.parent / "unlabelled.csv"
+    unlab.write_text("".join(line.rsplit(None, 1)[0] + "\n" for line in world.clips.read_text().splitlines()))
+    seen(
+        "probe-backbone.unlabelled",
+        error(
+            cli("probe-backbone", "--data", world.clips, "--val", unlab, world.backbone),
+            r"unlabelled\.csv: the linear probe needs a label on every line",
+        ),
     )
 
 
@@ -578,6 +600,20 @@ def test_contract_evaluate(world, tmp_path, seen, partial_run, disk_full):
     seen(
         "evaluate.ann_missing",
         error(cli("evaluate", "vidsitu", "--task", "relation", "--data-root", tmp_path, "--pred", pred), "annotation"),
+    )
+    two = tmp_path / "two"
+    shutil.copytree(world.ann, two)
+    sann = next(two.rglob("vsann_valid_lb.json"))
+    kept: dict = {}
+    for r in json.loads(sann.read_text()):
+        kept.setdefault(r["Ev1"]["vid_seg_int"], []).append(r)
+    sann.write_text(json.dumps([r for recs in kept.values() for r in recs[:2]]))
+    seen(
+        "evaluate.two_annotators",
+        error(
+            cli("evaluate", "vidsitu", "--task", "relation", "--data-root", two, "--pred", pred),
+            r"vsann_valid_lb\.json: segment \S+ \(ann_idx 0\) has 2 annotation records",
+        ),
     )
     seen("evaluate.out_uncreatable", error(cli(*ev, pred, "--out", f"{UNCREATABLE}/m.json"), "cannot create"))
     res = tmp_path / "metrics.json"
