@@ -20,7 +20,7 @@ def split_with(release, tmp_path, vbid):
     return load_split(tmp_path, "valid")
 
 
-def test_doc_toy_case(release, tmp_path):
+def test_doc_toy_case(release, tmp_path, caplog):
     # vidsitu.md §4.6: GT [a, a, b, c, ...], prediction [b, x, y, z, w] -> Acc@1 = 1; only `a` is a
     # positive for recall and it is missed.
     v = "v_abcdefghijk_seg_0_10"
@@ -32,7 +32,9 @@ def test_doc_toy_case(release, tmp_path):
             "pred_scores_ev": [[0.5, 0.2, 0.1, 0.1, 0.1]] * 5,
         }
     ]
-    out = evaluate("verb", preds, sp, details=True)
+    with caplog.at_level("WARNING"):
+        out = evaluate("verb", preds, sp, details=True)
+    assert "Rec@5 is undefined on this split" in caplog.text  # reported as 0.0, said so
     assert out["acc@1"] == 100.0 and out["acc@5"] == 100.0
     assert out["recall_th_0"] == 0.0 and out["num_verbs_th_0"] == 1.0  # `a`: 5 positives, 0 hits
     assert out["recall@5"] == 0.0 and out["num_verbs_th_9"] == 0.0  # fewer than 10 positives
@@ -64,7 +66,7 @@ def test_topk_truncation_and_first_ten(release, tmp_path):
     assert out["num_verbs_th_0"] == 0.0
 
 
-def test_recall_macro_threshold(release, tmp_path):
+def test_recall_macro_threshold(release, tmp_path, caplog):
     # talk.01 has >= 2 votes in all 10 events (10 positives, > 9) -> counted at threshold 9;
     # run.02 has 2 votes in 3 events only -> counted at thresholds <= 2 only.
     vbid = {}
@@ -86,6 +88,7 @@ def test_recall_macro_threshold(release, tmp_path):
     assert out["recall_th_2"] == pytest.approx(100 * (0.7 + 2 / 3) / 2)
     assert out["recall_th_3"] == pytest.approx(70.0)
     assert set(evaluate("verb", preds, sp)) == {"acc@1", "acc@5", "recall@5"}
+    assert "Rec@5 is undefined" not in caplog.text
 
 
 def test_nine_annotators_minimum(release, tmp_path):

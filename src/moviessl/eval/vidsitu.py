@@ -38,6 +38,7 @@ SRL_DROP_IX = 3  # the shuffled record at this index is dropped ...
 SRL_NUM_GT = 3  # ... and the first 3 remaining are the references
 
 log = logging.getLogger(__name__)
+_REC5_WARNED: set[tuple[str, int]] = set()
 
 
 def _avg(xs) -> float:
@@ -139,6 +140,16 @@ def verb_metrics(by_idx: dict[int, Any], split: VidSituSplit, src: str) -> dict[
         sel = [r for r, n in per_verb if n > t]
         out[f"recall_th_{t}"] = _avg(sel)
     out["recall@5"] = out["recall_th_9"]
+    undefined_key = (str(split.files.get("vinfo")), len(split.vseg_ids))
+    if not any(n > 9 for _, n in per_verb) and undefined_key not in _REC5_WARNED:
+        # the reference takes the mean of an empty list (NaN); only tiny splits have no such verb.
+        # Said once per split: a training run scores the same split every seed.
+        _REC5_WARNED.add(undefined_key)
+        log.warning(
+            "%s: Rec@5 is undefined on this split (no verb has 10 positive events; VidSitu's evaluator "
+            "gives NaN), reported as 0.0",
+            split.files.get("vinfo") or src,
+        )
     res = _pct(out)
     res.update({f"num_verbs_th_{t}": float(sum(1 for _, n in per_verb if n > t)) for t in range(10)})
     res["num_events"] = float(len(corr[1]))
