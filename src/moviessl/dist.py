@@ -29,6 +29,26 @@ def rank() -> int:
     return dist.get_rank() if is_dist() else 0
 
 
+def local_device(accelerator: str = "auto") -> str:
+    """This process's GPU (``cuda:LOCAL_RANK``) when the accelerator may be one and CUDA is there, else
+    ``cpu``: for work a stage does outside Lightning (input statistics, a cache of frozen features),
+    so that under torchrun / SLURM every rank does not land on GPU 0."""
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % max(1, torch.cuda.device_count())}"
+    return "cpu"
+
+
+def broadcast_object(obj, src: int = 0):
+    """``obj`` of rank ``src`` on every process (a picklable object; identity without DDP). Used after
+    rank 0 alone has scored a run, so every rank takes the same decisions and writes the same files."""
+    if not is_dist():
+        return obj
+    box = [obj]
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    dist.broadcast_object_list(box, src=src, device=device)
+    return box[0]
+
+
 class _GatherWithGrad(torch.autograd.Function):
     """All-gather whose backward sums every process's gradient of the gathered tensor and returns this
     process's rows (SimCLR's ``GatherLayer`` pattern). Written here because torch's

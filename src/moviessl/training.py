@@ -15,6 +15,7 @@ import csv
 import dataclasses
 import logging
 import os
+import random
 import re
 import shutil
 import time
@@ -22,6 +23,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -113,6 +115,22 @@ class FinalCheckpoint(pl.Callback):
         trainer.save_checkpoint(self.path)
 
 
+def planned_world_size(t: TrainerConfig) -> int:
+    """Processes a run will use: ``devices`` x ``num_nodes``, with ``devices: auto`` (or -1) resolved
+    as Lightning does (every visible GPU when the accelerator may be one, else one CPU process)."""
+    d = t.devices
+    if isinstance(d, (list, tuple)):
+        n = len(d)
+    elif isinstance(d, str) and "," in d:
+        n = len([x for x in d.split(",") if x.strip()])
+    elif str(d) in ("auto", "-1"):
+        gpu = t.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+        n = torch.cuda.device_count() if gpu else 1
+    else:
+        n = int(d)
+    return max(1, n) * max(1, int(t.num_nodes))
+
+
 def make_trainer(
     cfg: TrainerConfig | Mapping[str, Any] | None,
     out_dir: str | os.PathLike,
@@ -120,9 +138,11 @@ def make_trainer(
     callbacks: Sequence[Any] = (),
     throughput_name: str | None = "clips_per_s",
     enable_checkpointing: bool = True,
+    find_unused_parameters: bool = False,
     **overrides: Any,
 ) -> pl.Trainer:
-    """A ``pl.Trainer`` configured from a ``trainer`` config block; logs and checkpoints under ``out_dir``."""
+    """A ``pl.Trainer`` configured from a ``trainer`` config block; logs and checkpoints under ``out_dir``.
+    ``find_unused_parameters``: under DDP, tell it that some parameters may get no gradient."""
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
@@ -155,12 +175,15 @@ def make_trainer(
     if t.progress_bar:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
     cbs.append(LearningRateMonitor(logging_interval="step"))
+    strategy = t.strategy
+    if find_unused_parameters and strategy in ("auto", "ddp") and planned_world_size(t) > 1:
+        strategy = "ddp_find_unused_parameters_true"
     return pl.Trainer(
         profiler=_profiler(t.profiler, out_dir),
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
-        strategy=t.strategy,
+        strategy=strategy,
         precision=t.precision,
         max_epochs=t.max_epochs if t.max_epochs is not None else -1,
         max_steps=t.max_steps,
@@ -220,7 +243,9 @@ def repair_last_checkpoint(out_dir: str | os.PathLike) -> None:
             return
         if step_of(p) is not None:
             log.warning("last.ckpt is %s; resuming from %s", "stale" if last_step is not None else "unreadable", p.name)
-            shutil.copyfile(p, last)
+            # atomic: under torchrun / SLURM every rank repairs at once while the others may read it
+            with open(p, "rb") as src:
+                atomic_write(last, lambda f: shutil.copyfileobj(src, f, 1 << 24))
             return
 
 
@@ -267,6 +292,23 @@ class BroadcastReplicatedOnce(pl.Callback):
 
 
 STRUCTURE_KEY = "moviessl_structure"
+
+
+class DecorrelateRanks(pl.Callback):
+    """Under DDP every rank starts from the run's seed (``seed_everything``), so the random draws of
+    the training processes -- augmentation parameters, span and track masks, dropout -- would repeat
+    on every rank for the same local index (a global batch of W x B with only B distinct augmentations).
+    Ranks > 0 re-seed from the run's seed and their rank; rank 0 keeps its stream, so one process runs
+    exactly as before. Data-loader workers are already seeded per rank by Lightning; the distributed
+    sampler has its own generator, shared by design."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.world_size > 1 and trainer.global_rank > 0:
+            base = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
+            s = (base + 100_003 * trainer.global_rank) % 2**32
+            random.seed(s)
+            np.random.seed(s)
+            torch.manual_seed(s)
 
 
 class RecordStructure(pl.Callback):
@@ -364,11 +406,18 @@ def fit(
     if config is not None:  # after the check: a refused resume leaves the run's config.yaml as it was
         save_config(config, out_dir)
     _keep_previous_log(out_dir)
-    callbacks = [*callbacks, RecordStructure(structure)]
+    callbacks = [*callbacks, RecordStructure(structure), DecorrelateRanks()]
     replicated = skip_replicated_broadcast(module)
     if replicated:
         callbacks = [*callbacks, BroadcastReplicatedOnce(replicated)]
-    trainer = make_trainer(cfg, out_dir, callbacks=callbacks, throughput_name=throughput_name, **overrides)
+    trainer = make_trainer(
+        cfg,
+        out_dir,
+        callbacks=callbacks,
+        throughput_name=throughput_name,
+        find_unused_parameters=getattr(module, "ddp_find_unused_parameters", False),
+        **overrides,
+    )
     if ckpt is not None:
         log.info("resuming from %s", ckpt)
     trainer.fit(
@@ -392,6 +441,10 @@ def fit(
 def _keep_previous_log(out_dir: str | os.PathLike) -> None:
     """Lightning's CSVLogger starts ``metrics.csv`` afresh; keep an earlier (pre-resume) log as
     ``metrics.partN.csv`` so curves span the whole run."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:  # the other ranks log nothing, and must not move rank 0's new log
+        return
     logs = Path(out_dir) / "logs"
     cur = logs / "metrics.csv"
     if cur.is_file() and cur.stat().st_size > 0:

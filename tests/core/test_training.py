@@ -112,3 +112,20 @@ def test_resume_check_honours_the_modules_own_loading_hooks(tmp_path):
     torch.save({"state_dict": {**old, "extra.weight": torch.zeros(1)}}, tmp_path / "extra.ckpt")
     with pytest.raises(BadInputError, match="the checkpoint has extra.weight"):
         check_resumable(txe, tmp_path / "extra.ckpt")
+
+
+def test_planned_world_size_resolves_auto_as_lightning(monkeypatch):
+    """``devices: auto`` is every visible GPU when the accelerator may be one, else one process, so
+    checks that need the global batch (MoDist's queue) are not skipped under the paper preset."""
+    from moviessl.config import TrainerConfig
+    from moviessl.training import planned_world_size
+
+    assert planned_world_size(TrainerConfig(devices=2, num_nodes=3)) == 6
+    assert planned_world_size(TrainerConfig(devices=[0, 1, 2])) == 3
+    assert planned_world_size(TrainerConfig(devices="0,1")) == 2
+    assert planned_world_size(TrainerConfig(devices="auto", accelerator="cpu", num_nodes=2)) == 2
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    assert planned_world_size(TrainerConfig(devices="auto", accelerator="auto", num_nodes=2)) == 16
+    assert planned_world_size(TrainerConfig(devices=-1, accelerator="gpu")) == 8
+    assert planned_world_size(TrainerConfig(devices="auto", accelerator="cpu")) == 1

@@ -3,13 +3,15 @@ BatchNorm and a MemoryQueue under Lightning DDP on 2 CPU processes (Lightning re
 for rank 1). Each rank records, at the start of every step (after DDP's buffer broadcast), its BN
 running mean and its queue; after step 0 rank 1 shifts both by 100, a divergence only a broadcast
 from rank 0 would undo. Rank 1 also builds its queue apart from rank 0's (row 10), which the one
-broadcast at the start of training must undo."""
+broadcast at the start of training must undo. Each step also records a few random draws of the training
+process: the ranks must not draw the same augmentation parameters or masks."""
 
 import json
 import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
@@ -28,7 +30,13 @@ class Tiny(pl.LightningModule):
         self.record = []
 
     def training_step(self, batch, i):
-        self.record.append({"bn": self.net[1].running_mean.tolist(), "queue": self.queue.queue.tolist()})
+        self.record.append(
+            {
+                "bn": self.net[1].running_mean.tolist(),
+                "queue": self.queue.queue.tolist(),
+                "draws": [*torch.rand(2).tolist(), float(np.random.rand())],  # augmentation-style draws
+            }
+        )
         y = self.net(batch[0])
         self.queue.enqueue(y.detach()[:1])  # 2 keys a step: rows 0-5 over 3 steps
         return y.pow(2).mean()

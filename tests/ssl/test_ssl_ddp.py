@@ -143,6 +143,7 @@ def test_lightning_ddp_leaves_queues_out_of_the_buffer_broadcast(tmp_path):
     q0, q1 = torch.tensor(r0[1]["queue"]), torch.tensor(r1[1]["queue"])
     assert torch.allclose(q1[63] - q0[63], torch.full((4,), 100.0))  # not broadcast
     assert not torch.equal(q0[:6], torch.tensor(r0[0]["queue"])[:6])  # keys were written
+    assert all(a["draws"][k] != b["draws"][k] for a, b in zip(r0, r1) for k in range(3))  # per-rank streams
 
 
 @pytest.mark.parametrize("method", ["cvrl", "modist"])

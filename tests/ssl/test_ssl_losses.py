@@ -71,3 +71,20 @@ def test_info_nce_queue_no_grad_to_keys():
     k = torch.randn(2, 4, requires_grad=True)
     info_nce_queue(q, k, torch.randn(6, 4)).backward()
     assert q.grad is not None and k.grad is None
+
+
+def test_logits_stay_fp32_under_bf16_autocast():
+    """The paper presets train in bf16-mixed; autocast would cast the similarity matmuls to bf16
+    (a ~1% change of the loss at tau = 0.1). The losses and the fill-in accuracy run them in fp32."""
+    from moviessl.context.maskpred import retrieval_accuracy
+
+    g = torch.Generator().manual_seed(0)
+    q, k, n = (F.normalize(torch.randn(s, 128, generator=g), dim=1) for s in (64, 64, 4096))
+    z1, z2 = (F.normalize(torch.randn(64, 128, generator=g), dim=1) for _ in range(2))
+    ref = (info_nce_queue(q, k, n), info_nce_pairs(z1, z2, gather=False), retrieval_accuracy(q, k, n))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (q @ n.t()).dtype == torch.bfloat16  # what autocast does to a plain matmul
+        got = (info_nce_queue(q, k, n), info_nce_pairs(z1, z2, gather=False), retrieval_accuracy(q, k, n))
+    assert got[0].dtype == got[1].dtype == torch.float32
+    assert torch.allclose(got[0], ref[0], rtol=1e-6) and torch.allclose(got[1], ref[1], rtol=1e-6)
+    assert got[2] == ref[2]

@@ -225,7 +225,8 @@ def pretrain_ot(
     (stage ``ot``). Writes ``OUT/config.yaml``, logs, curves and Lightning checkpoints."""
     out = Path(out)
     seed_everything(cfg.seed)
-    cpu_threads()
+    if cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available():  # GPU ranks leave the cores be
+        cpu_threads()
     videos = []
     for vid in ids if ids is not None else list(instances.ids):
         try:

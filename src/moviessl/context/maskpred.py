@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..ssl.losses import same_source
+from ..ssl.losses import full_precision, same_source
 
 Encoder = Callable[..., torch.Tensor]  # encoder(x (B,N,D), mask=(B,N) bool|None, pad=(B,N) bool|None) -> (B,N,dim)
 
@@ -185,6 +185,7 @@ def maskpred_l2_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+@full_precision
 def retrieval_accuracy(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -196,8 +197,9 @@ def retrieval_accuracy(
     (the "fill in" accuracy: chance is 1 / (K + 1)); distractors with the token's own id are left out."""
     if len(pred) == 0:
         return float("nan")
-    pos = (pred * target).sum(-1, keepdim=True)
-    neg = pred @ queue.t().to(pred.dtype)
+    pred = pred.float()
+    pos = (pred * target.float()).sum(-1, keepdim=True)
+    neg = pred @ queue.t().float()
     if pred_ids is not None and queue_ids is not None:
         neg = neg.masked_fill(same_source(pred_ids, queue_ids), float("-inf"))
     return float((pos > neg).all(1).float().mean()) if neg.shape[1] else 1.0

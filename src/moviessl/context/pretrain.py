@@ -97,7 +97,8 @@ def pretrain_context(
             out, "output folder already holds a run; pass --resume to continue it or choose another --out"
         )
     seed_everything(cfg.seed)
-    cpu_threads()
+    if cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available():  # GPU ranks leave the cores be
+        cpu_threads()
     stores = [FeatureStore(f) for f in features]
     strides = {s.stride_s for s in stores}
     d = cfg.data

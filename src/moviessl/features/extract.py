@@ -537,7 +537,8 @@ class FeatureExtractor(pl.LightningModule):
                 self._bar.update(n)
             k = int(batch["chunk"])
             parts = self._pending.setdefault((vid, k), [None] * int(batch["parts"]))
-            parts[int(batch["part"])] = (feats, np.asarray(batch["missing"], bool))
+            # Lightning moves every tensor of the batch to the device, this mask included
+            parts[int(batch["part"])] = (feats, torch.as_tensor(batch["missing"]).cpu().numpy().astype(bool))
             if any(p is None for p in parts):
                 return None
             del self._pending[(vid, k)]

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import TrainerConfig, save_config
+from ..config import save_config
 from ..data.cliplist import check_labelled, read_clip_list
+from ..dist import local_device
 from ..errors import BadInputError
-from ..training import cpu_threads, fit, seed_everything
+from ..training import cpu_threads, fit, planned_world_size, seed_everything
 from ..utils.io import atomic_write_json, ensure_out_dir
 from .augment import dataset_crop_boxes
 from .clipcache import FrameCache, default_cache_dir
@@ -43,15 +44,6 @@ def split_for_probe(items, fraction: float, seed: int):
         idx = list(rng.permutation(idx))
         val.update(idx[: int(round(len(idx) * fraction))])
     return [it for i, it in enumerate(items) if i not in val], [it for i, it in enumerate(items) if i in val]
-
-
-def world_size_of(t: TrainerConfig) -> int | None:
-    """Processes a run will use, when the config says so up front (``devices: auto`` does not)."""
-    if isinstance(t.devices, int):
-        return t.devices * t.num_nodes
-    if isinstance(t.devices, (list, tuple)):
-        return len(t.devices) * t.num_nodes
-    return None
 
 
 def flow_cache_for(cfg: BackboneConfig, cache_dir: Path) -> FlowCache:
@@ -144,8 +136,7 @@ def pretrain(
         bad.update(ds.bad)
         if len(ds) < d.batch_size:
             raise BadInputError(data, f"only {len(ds)} usable videos, fewer than data.batch_size={d.batch_size}")
-        ws = world_size_of(cfg.trainer)
-        method_cls.check_config(cfg, d.batch_size * ws if ws else None)
+        method_cls.check_config(cfg, d.batch_size * planned_world_size(cfg.trainer))
         dl = torch.utils.data.DataLoader(
             ds,
             batch_size=d.batch_size,
@@ -181,7 +172,7 @@ def pretrain(
     if (out / "probe.json").is_file():  # it scored the weights model.pt held before this run: stale now
         (out / "probe.json").unlink()
     if run_probe and probe_val is not None:
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        dev = local_device(cfg.trainer.accelerator)  # a CPU run probes on the CPU, a GPU rank on its GPU
         try:
             res = probe_model(
                 module.backbone,

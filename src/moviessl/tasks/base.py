@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..config import TrainerConfig, save_config
+from ..dist import broadcast_object
 from ..eval.stats import summarize
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
 from ..training import fit, seed_everything, trainer_cfg
@@ -77,10 +78,23 @@ class TaskOptim:
 
 
 class TaskModule(pl.LightningModule):
+    # Under DDP (moviessl.training.fit): some trainable parameters take no part in a task's loss --
+    # a fine-tuned TxE's [MASK] token, an OT's instance pathway on scene-only rows, its mask vector
+    # without track masking -- and DDP must be told, or it fails at the second step.
+    ddp_find_unused_parameters = True
+
     def __init__(self, model: nn.Module, optim: TaskOptim, loss_kwargs: Mapping[str, Any] | None = None):
         super().__init__()
         self.model, self.optim = model, optim
         self.loss_kwargs = dict(loss_kwargs or {})
+
+    def setup(self, stage: str) -> None:
+        # Freeze the lr-scale-0 parts here, before DDP wraps the model (configure_optimizers runs
+        # after): DDP would otherwise keep reducing a frozen backbone's gradients every step.
+        scale, part = self.lr_scales(), self.part_of()
+        for p in self.model.parameters():
+            if scale[part(p)] <= 0:
+                p.requires_grad_(False)
 
     def items_in_batch(self, batch: dict) -> int:
         x = batch["x"]
@@ -102,17 +116,19 @@ class TaskModule(pl.LightningModule):
         }
         return lambda p: next((part for part, s in ids.items() if id(p) in s), "head")
 
+    def lr_scales(self) -> dict[str, float]:
+        o = self.optim
+        return {"backbone": o.backbone_lr_scale, "txe": o.txe_lr_scale, "head": 1.0}
+
     def configure_optimizers(self):
         o = self.optim
-        scale = {"backbone": o.backbone_lr_scale, "txe": o.txe_lr_scale, "head": 1.0}
-        part = self.part_of()
+        scale, part = self.lr_scales(), self.part_of()
         groups: list[dict] = []
         for name in ("backbone", "txe", "head"):
             params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad and part(p) == name]
-            if scale[name] <= 0:  # lr scale 0 = frozen
-                for _, p in params:
-                    p.requires_grad_(False)
-            elif params:  # weight decay on every parameter (VidSitu's Adam(W)) or not on vectors (LVU's)
+            # lr scale 0 = frozen (in setup); weight decay on every parameter (VidSitu's Adam(W)) or
+            # not on vectors (LVU's)
+            if scale[name] > 0 and params:
                 no_decay = no_decay_for_vectors if o.no_decay_vectors else (lambda n, p: False)
                 decayed, rest = param_groups(params, o.weight_decay, no_decay, lr=o.lr * scale[name], name=name)
                 rest["name"] = f"{name}_no_decay"  # Lightning's lr monitor needs distinct names
@@ -189,9 +205,21 @@ def run_seed(job: SeedJob, seed: int) -> dict:
         module, tcfg, run_dir, train_dataloaders=train_loader, resume=resume, throughput_name=job.throughput_name
     )
     train_s = time.perf_counter() - t0
-    if not trainer.is_global_zero:  # under DDP, rank 0 alone predicts, scores and writes
-        return {"seed": seed, "dir": str(run_dir), "metrics": {}}
-    metrics = job.score(model, run_dir)
+    if not trainer.is_global_zero:  # under DDP, rank 0 alone predicts, scores and writes ...
+        # ... and hands its metrics to the other ranks, so a tuning loop or a summary decides the same everywhere
+        metrics = broadcast_object(None)
+        if metrics is None:
+            raise RuntimeError(f"{job.name} seed {seed}: rank 0 failed to score the run (its log says why)")
+        return {"seed": seed, "dir": str(run_dir), "metrics": metrics}
+    # Lightning hands the model back on the CPU; score where it trained (a GPU), export from the CPU
+    model.to(trainer.strategy.root_device)
+    try:
+        metrics = job.score(model, run_dir)
+    except BaseException:
+        broadcast_object(None)  # the other ranks are waiting for the metrics
+        raise
+    model.cpu()
+    broadcast_object(metrics)
     job.export(model, arch, run_dir, {"seed": seed, "metrics": metrics})
     save_config(job.config, run_dir)
     record = {

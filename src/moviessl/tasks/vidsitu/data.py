@@ -271,8 +271,9 @@ def extract_features(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    backbone = backbone.to(device).eval()
     todo = [i for i, v in enumerate(vsegs) if not (out_dir / f"{v}_feats.npy").is_file()]
+    if todo:  # a rerun (or another rank) that finds every file touches no GPU
+        backbone = backbone.to(device).eval()
     failed = []
     for s in tqdm(range(0, len(todo), batch_size), desc="event features", unit="batch", disable=not todo):
         batch, ids = [], []

@@ -34,6 +34,7 @@ import torch
 from ...checkpoint import arch_spec, build_arch, file_hash, load_checkpoint, save_checkpoint
 from ...config import flatten, load_config, merge_overrides, save_config, to_dict
 from ...data.vidsitu import load_split
+from ...dist import local_device
 from ...errors import BadInputError
 from ...eval.vidsitu import evaluate
 from ...features.store import FeatureStore
@@ -82,19 +83,21 @@ def _contextualizer(
 
 
 @torch.no_grad()
-def train_input_stats(train_data, backbone_obj: dict | None, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+def train_input_stats(
+    train_data, backbone_obj: dict | None, batch_size: int = 8, device: str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-dimension mean and variance of the training events' features, computed once: the fixed
     input normalisation of every head and scratch TxE. With clips (end to end), the features of the
-    backbone as it starts."""
+    backbone as it starts, computed on ``device``."""
     if backbone_obj is None:
         return feature_stats(train_data.x)
     net = build_arch(backbone_obj["arch"])
     net.load_state_dict(backbone_obj["state_dict"])
-    net.eval()
+    net.to(device).eval()
     feats = []
     for batch in loader(train_data, batch_size, shuffle=False):
-        x = batch["x"]
-        feats.append(net(x.flatten(0, 1)).float())
+        x = batch["x"].to(device)
+        feats.append(net(x.flatten(0, 1)).float().cpu())
     return feature_stats(torch.cat(feats))
 
 
@@ -233,8 +236,7 @@ def prepare(
             clips, kept, _ = vsrc(vsegs)
             net = build_arch(backbone_obj["arch"])
             net.load_state_dict(backbone_obj["state_dict"])
-            dev = "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda") else "cpu"
-            extract_features(net, clips, kept, feat_dir, batch_size=4, device=dev)
+            extract_features(net, clips, kept, feat_dir, batch_size=4, device=local_device(cfg.trainer.accelerator))
             source = feature_source(FeatureStore(feat_dir, num_events=5))
             backbone_obj = None
     txe_arch, txe_state, ctx_label = _contextualizer(contextualizer, in_dim, cfg)
@@ -283,7 +285,9 @@ def make_job(p: Prepared, out: Path, resume: bool = False, train_data=None, opti
     """The SeedJob of a prepared setting (``train_data``: a subset to train on, e.g. for tuning)."""
     task, cfg, spec, tcfg = p.task, p.cfg, p.spec, p.tcfg
     train_data = p.train_data if train_data is None else train_data
-    stats = train_input_stats(train_data, p.backbone_obj) if cfg.data.input_norm == "fixed" else None
+    stats = None
+    if cfg.data.input_norm == "fixed":
+        stats = train_input_stats(train_data, p.backbone_obj, device=local_device(cfg.trainer.accelerator))
     optim = optim or TaskOptim(
         lr=tcfg.lr,
         weight_decay=tcfg.weight_decay,
@@ -483,9 +487,15 @@ def heldout_loss(model: torch.nn.Module, data, spec, batch_size: int) -> float:
     """Mean training loss of ``model`` over ``data`` in eval mode (weighted by segments)."""
     model.eval()
     total, count = 0.0, 0
-    kw = spec.loss_kwargs()
-    for batch in loader(data, batch_size, shuffle=False, ignore_fill=spec.ignore_index):
-        n = batch["x"].shape[0]
-        total += float(model.loss(batch["x"], batch["y"], **kw)) * n
-        count += n
+    device = next(model.parameters()).device
+
+    def dev(t):
+        return t.to(device) if isinstance(t, torch.Tensor) else t
+
+    kw = {k: dev(v) for k, v in spec.loss_kwargs().items()}
+    with torch.no_grad():
+        for batch in loader(data, batch_size, shuffle=False, ignore_fill=spec.ignore_index):
+            n = batch["x"].shape[0]
+            total += float(model.loss(dev(batch["x"]), dev(batch["y"]), **kw)) * n
+            count += n
     return total / max(count, 1)

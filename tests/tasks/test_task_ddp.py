@@ -1,0 +1,89 @@
+"""The task stages under Lightning's DDP on 2 CPU processes, through the real CLI, for more than one
+step: a fine-tuned TxE's [MASK] token and a scene-only OT's instance pathway get no gradient (DDP
+must be told, or it fails at the second step), a frozen TxE is frozen before DDP wraps the model,
+and rank 0's scores reach the other rank (a tuning loop decides the same on every rank)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from moviessl.dist import fresh_launch_env
+
+DDP = ["trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu", "trainer.progress_bar=false"]
+
+
+def _cli(*args, timeout=300) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("moviessl")
+    exe = str(exe) if exe.is_file() else shutil.which("moviessl")
+    if exe is None:
+        pytest.skip("the moviessl console script is not installed")
+    return subprocess.run(
+        [exe, *map(str, args)], env=fresh_launch_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.parametrize("txe_lr_scale", [1.0, 0.0])
+def test_vidsitu_relation_with_a_txe_under_ddp(tmp_path, txe_lr_scale):
+    from conftest import make_vidsitu
+
+    ann, feats = make_vidsitu(tmp_path)
+    out = tmp_path / "rel"
+    args = ["finetune", "vidsitu", "--task", "relation", "--data-root", ann, "--features", feats]
+    args += ["--contextualizer", "scratch", "--seeds", "2", "--out", out, "relation.epochs=3"]
+    p = _cli(*args, f"relation.txe_lr_scale={txe_lr_scale}", *DDP)
+    assert p.returncode == 0, p.stderr[-3000:]
+    runs = json.loads((out / "summary.json").read_text())["runs"]
+    assert [sorted(r["metrics"]) for r in runs] == [["mean_acc", "top1_acc"]] * 2
+    for seed in (0, 1):
+        ckpt = out / f"seed{seed}" / "checkpoints" / "last.ckpt"
+        import torch
+
+        c = torch.load(ckpt, weights_only=False, map_location="cpu")
+        assert c["global_step"] >= 2  # past the step where unused parameters fail DDP
+        if txe_lr_scale == 0:  # frozen: the TxE is not in the optimizer at all
+            n_opt = sum(len(g["params"]) for g in c["optimizer_states"][0]["param_groups"])
+            n_txe = sum(1 for k in c["state_dict"] if ".txe." in k and not k.endswith(("mean", "scale", "is_set")))
+            n_all = sum(1 for k in c["state_dict"] if not k.endswith(("mean", "scale", "is_set")))
+            assert n_opt <= n_all - n_txe
+
+
+def test_lvu_scene_only_with_epochs_chosen_under_ddp(tmp_path):
+    """Scene-only OT rows leave the instance pathway without gradient; ``train.epochs_grid`` reads
+    rank 0's held-out scores on every rank."""
+    import torch
+
+    from moviessl.checkpoint import arch_spec, save_checkpoint
+    from moviessl.models import build_slowd
+    from moviessl.synth import generate
+
+    lvu = generate(tmp_path / "synth", preset="tiny", seed=0, progress=False, n_lvu=10) / "lvu"
+    torch.manual_seed(0)
+    kw = dict(preset="slowd_cpu", widths=[8, 8, 16, 16], stem_width=8)
+    model = build_slowd(**kw)
+    bb = tmp_path / "backbone.pt"
+    meta = {"input": {"num_frames": 4, "stride": 8, "short_side": 32, "crop": 32}, "method": "random"}
+    save_checkpoint(
+        bb,
+        stage="backbone",
+        arch=arch_spec("moviessl.models.slowd:build_slowd", **kw),
+        state_dict=model.state_dict(),
+        meta={**meta, "out_dim": model.out_dim},
+    )
+    ev = tmp_path / "ev"
+    p = _cli("extract", "--backbone", bb, "--videos", lvu, "--out", ev, "--num-workers", "0", "--accelerator", "cpu")
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = tmp_path / "tuned"
+    args = ["finetune", "lvu", "--task", "like_ratio", "--data-root", lvu, "--scene-features", ev]
+    args += ["--scene-kind", "feats", "--seeds", "2", "--out", out, "train.epochs_grid=[1,3]", "train.tune_seeds=2"]
+    p = _cli(*args, "train.batch_size=2", *DDP)
+    assert p.returncode == 0, p.stderr[-3000:]
+    tuning = json.loads((out / "tune" / "tuning.json").read_text())
+    assert set(tuning["values"]) == {"1", "3"} and all(len(v) == 2 for v in tuning["values"].values())
+    s = json.loads((out / "summary.json").read_text())
+    assert s["epochs"] == tuning["best"] and len(s["runs"]) == 2 and all(r["metrics"] for r in s["runs"])
