@@ -29,12 +29,22 @@ def rank() -> int:
     return dist.get_rank() if is_dist() else 0
 
 
+def local_rank() -> int:
+    """This process's rank on its node from the launcher's environment (torchrun and Lightning's own
+    launcher set ``LOCAL_RANK``, SLURM's srun ``SLURM_LOCALID``, LSF's jsrun ``JSM_NAMESPACE_LOCAL_RANK``)."""
+    for key in ("LOCAL_RANK", "SLURM_LOCALID", "JSM_NAMESPACE_LOCAL_RANK"):
+        v = os.environ.get(key, "").strip()
+        if v.isdigit():
+            return int(v)
+    return 0
+
+
 def local_device(accelerator: str = "auto") -> str:
-    """This process's GPU (``cuda:LOCAL_RANK``) when the accelerator may be one and CUDA is there, else
-    ``cpu``: for work a stage does outside Lightning (input statistics, a cache of frozen features),
-    so that under torchrun / SLURM every rank does not land on GPU 0."""
+    """This process's GPU (``cuda:<local rank>``) when the accelerator may be one and CUDA is there,
+    else ``cpu``: for work a stage does outside Lightning (input statistics, a cache of frozen
+    features), so that under torchrun or SLURM the ranks do not all land on GPU 0."""
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % max(1, torch.cuda.device_count())}"
+        return f"cuda:{local_rank() % max(1, torch.cuda.device_count())}"
     return "cpu"
 
 

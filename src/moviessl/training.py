@@ -115,6 +115,17 @@ class FinalCheckpoint(pl.Callback):
         trainer.save_checkpoint(self.path)
 
 
+# Lightning's registered DDP strategies that also tell DDP some parameters may get no gradient
+# ("auto" on several devices is DDP outside notebooks; a notebook user names ddp_notebook)
+FIND_UNUSED = {
+    "auto": "ddp_find_unused_parameters_true",
+    "ddp": "ddp_find_unused_parameters_true",
+    "ddp_spawn": "ddp_spawn_find_unused_parameters_true",
+    "ddp_fork": "ddp_fork_find_unused_parameters_true",
+    "ddp_notebook": "ddp_notebook_find_unused_parameters_true",
+}
+
+
 def planned_world_size(t: TrainerConfig) -> int:
     """Processes a run will use: ``devices`` x ``num_nodes``, with ``devices: auto`` (or -1) resolved
     as Lightning does (every visible GPU when the accelerator may be one, else one CPU process)."""
@@ -176,8 +187,8 @@ def make_trainer(
         cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
     cbs.append(LearningRateMonitor(logging_interval="step"))
     strategy = t.strategy
-    if find_unused_parameters and strategy in ("auto", "ddp") and planned_world_size(t) > 1:
-        strategy = "ddp_find_unused_parameters_true"
+    if find_unused_parameters and planned_world_size(t) > 1:
+        strategy = FIND_UNUSED.get(strategy, strategy)
     return pl.Trainer(
         profiler=_profiler(t.profiler, out_dir),
         accelerator=t.accelerator,
@@ -405,7 +416,6 @@ def fit(
         check_resumable(module, ckpt, structure)
     if config is not None:  # after the check: a refused resume leaves the run's config.yaml as it was
         save_config(config, out_dir)
-    _keep_previous_log(out_dir)
     callbacks = [*callbacks, RecordStructure(structure), DecorrelateRanks()]
     replicated = skip_replicated_broadcast(module)
     if replicated:
@@ -418,6 +428,8 @@ def fit(
         find_unused_parameters=getattr(module, "ddp_find_unused_parameters", False),
         **overrides,
     )
+    if trainer.is_global_zero:  # the trainer knows the global rank; the other ranks log nothing
+        _keep_previous_log(out_dir)
     if ckpt is not None:
         log.info("resuming from %s", ckpt)
     trainer.fit(
@@ -441,10 +453,6 @@ def fit(
 def _keep_previous_log(out_dir: str | os.PathLike) -> None:
     """Lightning's CSVLogger starts ``metrics.csv`` afresh; keep an earlier (pre-resume) log as
     ``metrics.partN.csv`` so curves span the whole run."""
-    from pytorch_lightning.utilities import rank_zero_only
-
-    if rank_zero_only.rank != 0:  # the other ranks log nothing, and must not move rank 0's new log
-        return
     logs = Path(out_dir) / "logs"
     cur = logs / "metrics.csv"
     if cur.is_file() and cur.stat().st_size > 0:

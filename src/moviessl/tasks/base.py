@@ -211,27 +211,28 @@ def run_seed(job: SeedJob, seed: int) -> dict:
         if metrics is None:
             raise RuntimeError(f"{job.name} seed {seed}: rank 0 failed to score the run (its log says why)")
         return {"seed": seed, "dir": str(run_dir), "metrics": metrics}
-    # Lightning hands the model back on the CPU; score where it trained (a GPU), export from the CPU
-    model.to(trainer.strategy.root_device)
     try:
+        # Lightning hands the model back on the CPU; score where it trained (a GPU), export from the CPU
+        model.to(trainer.strategy.root_device)
         metrics = job.score(model, run_dir)
+        model.cpu()
+        job.export(model, arch, run_dir, {"seed": seed, "metrics": metrics})
+        save_config(job.config, run_dir)
+        record = {
+            "task": job.name,
+            "seed": seed,
+            "metrics": metrics,
+            "settings": job.settings,
+            **job.record,
+            "train_s": round(train_s, 3),
+            "total_s": round(time.perf_counter() - t0, 3),
+        }
+        atomic_write_json(mfile, record)  # written last: marks the run finished
     except BaseException:
-        broadcast_object(None)  # the other ranks are waiting for the metrics
+        broadcast_object(None)  # the other ranks are waiting: they stop too
         raise
-    model.cpu()
+    # only now: another rank must not count the run as finished (or look for metrics.json) before it is
     broadcast_object(metrics)
-    job.export(model, arch, run_dir, {"seed": seed, "metrics": metrics})
-    save_config(job.config, run_dir)
-    record = {
-        "task": job.name,
-        "seed": seed,
-        "metrics": metrics,
-        "settings": job.settings,
-        **job.record,
-        "train_s": round(train_s, 3),
-        "total_s": round(time.perf_counter() - t0, 3),
-    }
-    atomic_write_json(mfile, record)  # written last: marks the run finished
     log.info(
         "%s seed %d: %s (%.1fs)",
         job.name,

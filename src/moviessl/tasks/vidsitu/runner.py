@@ -493,9 +493,8 @@ def heldout_loss(model: torch.nn.Module, data, spec, batch_size: int) -> float:
         return t.to(device) if isinstance(t, torch.Tensor) else t
 
     kw = {k: dev(v) for k, v in spec.loss_kwargs().items()}
-    with torch.no_grad():
-        for batch in loader(data, batch_size, shuffle=False, ignore_fill=spec.ignore_index):
-            n = batch["x"].shape[0]
-            total += float(model.loss(dev(batch["x"]), dev(batch["y"]), **kw)) * n
-            count += n
+    for batch in loader(data, batch_size, shuffle=False, ignore_fill=spec.ignore_index):
+        n = batch["x"].shape[0]
+        total += float(model.loss(dev(batch["x"]), dev(batch["y"]), **kw)) * n
+        count += n
     return total / max(count, 1)
