@@ -67,9 +67,10 @@ def test_vidsitu_relation_with_a_txe_under_ddp(vidsitu_fixture, tmp_path, txe_lr
         assert ("txe" in groups) == (txe_lr_scale > 0)  # a frozen TxE is not optimised at all
 
 
-def test_lvu_scene_only_with_epochs_chosen_under_ddp(tmp_path):
+def test_lvu_under_ddp(tmp_path):
     """Scene-only OT rows leave the instance pathway without gradient; ``train.epochs_grid`` reads
-    rank 0's held-out scores on every rank."""
+    rank 0's held-out scores on every rank; the OT's masked-instance pretraining and an OT++ run
+    (instances + scene tokens, from that initialisation) train for several steps."""
     import torch
 
     from moviessl.checkpoint import arch_spec, save_checkpoint
@@ -101,3 +102,17 @@ def test_lvu_scene_only_with_epochs_chosen_under_ddp(tmp_path):
     assert set(tuning["values"]) == {"1", "3"} and all(len(v) == 2 for v in tuning["values"].values())
     s = json.loads((out / "summary.json").read_text())
     assert s["epochs"] == tuning["best"] and len(s["runs"]) == 2 and all(r["metrics"] for r in s["runs"])
+
+    inst, ot = tmp_path / "inst", tmp_path / "ot"
+    p = _cli("extract-instances", "--backbone", bb, "--videos", lvu, "--tracks", lvu / "tracks", "--out", inst)
+    assert p.returncode == 0, p.stderr[-3000:]
+    teacher = tmp_path / "teacher.ckpt"  # a supervised run's Lightning checkpoint holds its classifier
+    head = {"classifier.1.weight": torch.randn(5, 16), "classifier.1.bias": torch.zeros(5)}
+    torch.save({"state_dict": head}, teacher)
+    p = _cli("pretrain-ot", "--instances", inst, "--teacher", teacher, "--out", ot, "trainer.max_steps=3", *DDP)
+    assert p.returncode == 0, p.stderr[-3000:]
+    args = ["finetune", "lvu", "--task", "scene", "--data-root", lvu, "--instances", inst, "--scene-features", ev]
+    args += ["--scene-kind", "feats", "--init", ot / "model.pt", "--seeds", "1", "--out", tmp_path / "otpp"]
+    p = _cli(*args, "train.epochs=2", "train.batch_size=2", *DDP)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads((tmp_path / "otpp" / "summary.json").read_text())["runs"][0]["metrics"]
