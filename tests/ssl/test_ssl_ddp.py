@@ -146,11 +146,12 @@ def test_lightning_ddp_leaves_queues_out_of_the_buffer_broadcast(tmp_path):
     assert all(a["draws"][k] != b["draws"][k] for a, b in zip(r0, r1) for k in range(3))  # per-rank streams
 
 
-@pytest.mark.parametrize("method", ["cvrl", "modist"])
+@pytest.mark.parametrize("method", ["cvrl", "modist", "supervised"])
 def test_pretraining_runs_under_lightning_ddp_on_two_processes(method, clip_list, tmp_path):
     """The real CLI under Lightning's DDP (2 CPU processes): CVRL's gradient all-gather, MoDist's
-    gathered queues, flow net and key encoders and the queue broadcast rules all wired; rank 0 writes
-    the model."""
+    gathered queues, flow net and key encoders and the queue broadcast rules all wired, the supervised
+    baseline's classifier; past the second step (where a parameter without gradient fails DDP); rank 0
+    writes the model."""
     import shutil
     import subprocess
     import sys
