@@ -59,6 +59,9 @@ class TrainerConfig:
     # Lightning's profiler, "simple" (seconds per hook: data loading, the augmentation hook, forward,
     # backward, optimizer) or "advanced" (cProfile per hook); written to OUT/fit-profile.txt
     profiler: Optional[str] = None
+    # DDP's process-group timeout (None: Lightning's 30 min). The other ranks wait this long for rank
+    # 0 at every collective, e.g. while it alone scores a fine-tuning run (long for end-to-end verbs).
+    ddp_timeout_s: Optional[float] = None
 
 
 # stage -> "module:Dataclass" of its schema (imported on use: the schemas live beside their stage)
@@ -213,7 +216,7 @@ def load_config(
 _POSITIVE_INT = ("batch_size", "eval_batch_size", "ref_batch", "accumulate_grad_batches", "queue_size", "vocab_size")
 _NON_NEGATIVE = ("lr", "weight_decay", "final_lr_frac", "warmup_steps", "num_workers", "ckpt_every_n_steps")
 _FRACTION = ("dropout", "attn_dropout", "ffn_dropout", "val_fraction", "track_fraction", "warmup_frac")
-_POSITIVE = ("tau", "temperature", "span_temperature", "epochs", "log_every_n_steps")
+_POSITIVE = ("tau", "temperature", "span_temperature", "epochs", "log_every_n_steps", "ddp_timeout_s")
 
 
 def _range_problem(name: str, v: Any) -> str | None:

@@ -126,6 +126,23 @@ FIND_UNUSED = {
 }
 
 
+def ddp_with_timeout(name: str, seconds: float):
+    """The DDP strategy ``name`` (one of Lightning's registered DDP names) with another process-group
+    timeout, as a ``DDPStrategy`` instance (a name cannot carry one)."""
+    from datetime import timedelta
+
+    from pytorch_lightning.strategies import DDPStrategy
+
+    suffix = "_find_unused_parameters_true"
+    base, unused = (name[: -len(suffix)], True) if name.endswith(suffix) else (name, False)
+    start = {"auto": "popen", "ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}
+    if base not in start:
+        raise BadInputError("trainer.ddp_timeout_s", f"needs a DDP strategy (ddp, ddp_spawn, ...), not {name!r}")
+    return DDPStrategy(
+        timeout=timedelta(seconds=float(seconds)), start_method=start[base], find_unused_parameters=unused
+    )
+
+
 def planned_world_size(t: TrainerConfig) -> int:
     """Processes a run will use: ``devices`` x ``num_nodes``, with ``devices: auto`` (or -1) resolved
     as Lightning does (every visible GPU when the accelerator may be one, else one CPU process)."""
@@ -186,9 +203,12 @@ def make_trainer(
     if t.progress_bar:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
     cbs.append(LearningRateMonitor(logging_interval="step"))
-    strategy = t.strategy
-    if find_unused_parameters and planned_world_size(t) > 1:
-        strategy = FIND_UNUSED.get(strategy, strategy)
+    strategy: Any = t.strategy
+    if planned_world_size(t) > 1:
+        if find_unused_parameters:
+            strategy = FIND_UNUSED.get(strategy, strategy)
+        if t.ddp_timeout_s is not None:
+            strategy = ddp_with_timeout(strategy, t.ddp_timeout_s)
     return pl.Trainer(
         profiler=_profiler(t.profiler, out_dir),
         accelerator=t.accelerator,

@@ -129,3 +129,26 @@ def test_planned_world_size_resolves_auto_as_lightning(monkeypatch):
     assert planned_world_size(TrainerConfig(devices="auto", accelerator="auto", num_nodes=2)) == 16
     assert planned_world_size(TrainerConfig(devices=-1, accelerator="gpu")) == 8
     assert planned_world_size(TrainerConfig(devices="auto", accelerator="cpu")) == 1
+
+
+def test_ddp_timeout_reaches_the_strategy(tmp_path):
+    """``trainer.ddp_timeout_s``: the other ranks wait for rank 0 (scoring a run alone) this long; the
+    find-unused form of a task stage is kept, and a strategy that is not DDP is named."""
+    from datetime import timedelta
+
+    from pytorch_lightning.strategies import DDPStrategy
+
+    from moviessl.config import TrainerConfig
+    from moviessl.training import make_trainer
+
+    base = dict(accelerator="cpu", devices=2, progress_bar=False)
+    t = make_trainer(TrainerConfig(**base, ddp_timeout_s=7200), tmp_path, find_unused_parameters=True)
+    assert isinstance(t.strategy, DDPStrategy) and t.strategy._timeout == timedelta(seconds=7200)
+    assert t.strategy._ddp_kwargs.get("find_unused_parameters") is True
+    t = make_trainer(TrainerConfig(**base, strategy="ddp_spawn", ddp_timeout_s=60), tmp_path)
+    assert t.strategy._start_method == "spawn" and t.strategy._timeout == timedelta(seconds=60)
+    assert not t.strategy._ddp_kwargs.get("find_unused_parameters")
+    with pytest.raises(BadInputError, match="needs a DDP strategy"):
+        make_trainer(TrainerConfig(**base, strategy="fsdp", ddp_timeout_s=60), tmp_path)
+    t = make_trainer(TrainerConfig(accelerator="cpu", devices=1, ddp_timeout_s=60), tmp_path)  # one process
+    assert not isinstance(t.strategy, DDPStrategy)
