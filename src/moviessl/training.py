@@ -115,15 +115,12 @@ class FinalCheckpoint(pl.Callback):
         trainer.save_checkpoint(self.path)
 
 
-# Lightning's registered DDP strategies that also tell DDP some parameters may get no gradient
-# ("auto" on several devices is DDP outside notebooks; a notebook user names ddp_notebook)
-FIND_UNUSED = {
-    "auto": "ddp_find_unused_parameters_true",
-    "ddp": "ddp_find_unused_parameters_true",
-    "ddp_spawn": "ddp_spawn_find_unused_parameters_true",
-    "ddp_fork": "ddp_fork_find_unused_parameters_true",
-    "ddp_notebook": "ddp_notebook_find_unused_parameters_true",
-}
+# Lightning's registered DDP strategy names -> their process start method. Each also exists as
+# NAME_find_unused_parameters_true ("auto" on several devices is "ddp" outside notebooks), which tells
+# DDP that some parameters may get no gradient.
+DDP_START = {"auto": "popen", "ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}
+UNUSED_SUFFIX = "_find_unused_parameters_true"
+FIND_UNUSED = {name: ("ddp" if name == "auto" else name) + UNUSED_SUFFIX for name in DDP_START}
 
 
 def ddp_with_timeout(name: str, seconds: float):
@@ -133,14 +130,12 @@ def ddp_with_timeout(name: str, seconds: float):
 
     from pytorch_lightning.strategies import DDPStrategy
 
-    suffix = "_find_unused_parameters_true"
-    base, unused = (name[: -len(suffix)], True) if name.endswith(suffix) else (name, False)
-    start = {"auto": "popen", "ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}
-    if base not in start:
+    unused = name.endswith(UNUSED_SUFFIX)
+    base = name[: -len(UNUSED_SUFFIX)] if unused else name
+    if base not in DDP_START:
         raise BadInputError("trainer.ddp_timeout_s", f"needs a DDP strategy (ddp, ddp_spawn, ...), not {name!r}")
-    return DDPStrategy(
-        timeout=timedelta(seconds=float(seconds)), start_method=start[base], find_unused_parameters=unused
-    )
+    timeout = timedelta(seconds=float(seconds))
+    return DDPStrategy(timeout=timeout, start_method=DDP_START[base], find_unused_parameters=unused)
 
 
 def planned_world_size(t: TrainerConfig) -> int:
@@ -538,6 +533,13 @@ def plot_curves(
     atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
     return png
+
+
+def cpu_threads_unless_gpu(t: TrainerConfig) -> None:
+    """:func:`cpu_threads` for a run on the CPU; a GPU run (one process per GPU, each with its data
+    loader) leaves torch's thread count as it is rather than giving every rank every core."""
+    if t.accelerator == "cpu" or not torch.cuda.is_available():
+        cpu_threads()
 
 
 def cpu_threads(n: int | None = None) -> None:

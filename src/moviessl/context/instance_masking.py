@@ -39,7 +39,7 @@ from ..errors import BadInputError
 from ..models.heads import BertLMHead
 from ..models.object_transformer import ID_OFFSET, INSTANCE, build_object_transformer
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
-from ..training import cpu_threads, fit, seed_everything
+from ..training import cpu_threads_unless_gpu, fit, seed_everything
 from .config import OTPretrainConfig
 from .maskpred import corrupt_selected
 from .ot_spans import SpanPairs, SpanVideo, collate_spans, input_stats
@@ -225,8 +225,7 @@ def pretrain_ot(
     (stage ``ot``). Writes ``OUT/config.yaml``, logs, curves and Lightning checkpoints."""
     out = Path(out)
     seed_everything(cfg.seed)
-    if cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available():  # GPU ranks leave the cores be
-        cpu_threads()
+    cpu_threads_unless_gpu(cfg.trainer)
     videos = []
     for vid in ids if ids is not None else list(instances.ids):
         try:

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from ..data.vidsitu import resolve_ann_root, segment_splits
 from ..errors import BadInputError
 from ..features.store import FeatureStore
-from ..training import cpu_threads, fit, seed_everything
+from ..training import cpu_threads_unless_gpu, fit, seed_everything
 from ..utils.io import ensure_out_dir
 from .config import ContextConfig
 from .module import MaskPredModule
@@ -97,8 +97,7 @@ def pretrain_context(
             out, "output folder already holds a run; pass --resume to continue it or choose another --out"
         )
     seed_everything(cfg.seed)
-    if cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available():  # GPU ranks leave the cores be
-        cpu_threads()
+    cpu_threads_unless_gpu(cfg.trainer)
     stores = [FeatureStore(f) for f in features]
     strides = {s.stride_s for s in stores}
     d = cfg.data

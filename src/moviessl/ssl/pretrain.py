@@ -20,7 +20,7 @@ from ..config import save_config
 from ..data.cliplist import check_labelled, read_clip_list
 from ..dist import local_device
 from ..errors import BadInputError
-from ..training import cpu_threads, fit, planned_world_size, seed_everything
+from ..training import cpu_threads_unless_gpu, fit, planned_world_size, seed_everything
 from ..utils.io import atomic_write_json, ensure_out_dir
 from .augment import dataset_crop_boxes
 from .clipcache import FrameCache, default_cache_dir
@@ -71,8 +71,7 @@ def pretrain(
     method_cls = get_method(method)
     out = ensure_out_dir(out)
     seed_everything(cfg.seed)
-    if cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available():
-        cpu_threads()
+    cpu_threads_unless_gpu(cfg.trainer)
     d = cfg.data
     items = read_clip_list(data)
     if not items:
