@@ -54,9 +54,21 @@ def add_overrides_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def is_override(token: str) -> bool:
+    """``key.sub=value``: a dotted config override, as opposed to an option or a stray word."""
+    return not token.startswith("-") and "=" in token
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # argparse takes one block of positionals; ``KEY=VALUE`` tokens after a later option
+        # (``--task srl a=1 --seeds 2 b=2``) come back here and join the overrides, in order.
+        if hasattr(args, "overrides") and all(is_override(t) for t in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -50,3 +50,40 @@ def test_demo_profiles_default_to_separate_folders(monkeypatch):
         ("runs/demo_control", "control"),
         ("x", "full"),
     ]
+
+
+def _subcommand(p, *names):
+    for name in names:
+        p = p._subparsers._group_actions[0].choices[name]
+    return p
+
+
+def test_overrides_may_sit_between_options(monkeypatch):
+    # argparse takes one block of positionals; later KEY=VALUE tokens join the overrides in order
+    seen = []
+    parser = cli.build_parser
+    argv = ["finetune", "vidsitu", "srl.epochs=3", "--task", "srl", "a.b=1", "--data-root", "d", "--out", "o"]
+    argv += ["srl.epochs=4"]
+
+    def build():
+        p = parser()
+        _subcommand(p, "finetune", "vidsitu").set_defaults(func=lambda args: seen.append(list(args.overrides)))
+        return p
+
+    monkeypatch.setattr(cli, "build_parser", build)
+    assert cli.main(argv) == 0
+    assert seen == [["srl.epochs=3", "a.b=1", "srl.epochs=4"]]
+
+
+def test_stray_word_or_option_still_refused(capsys):
+    import pytest
+
+    for argv, bad in (
+        (["finetune", "vidsitu", "--task", "srl", "x=1", "--out", "o", "--data-root", "d", "stray"], "stray"),
+        (["finetune", "vidsitu", "--task", "srl", "--out", "o", "--data-root", "d", "--bogus"], "--bogus"),
+        (["probe", "video.mp4", "a=1"], "a=1"),  # a stage without overrides
+    ):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        assert e.value.code == 2
+        assert f"unrecognized arguments: {bad}" in capsys.readouterr().err
