@@ -208,6 +208,29 @@ def test_contextualize_windows():
     assert short[:, 0].tolist() == [0, 1, 2]
 
 
+def test_balanced_shards_split_by_size():
+    # one film beside ten short clips: round-robin gives 10+5 vs 5, the size split 10 vs 10
+    costs = [1, 1, 10, 1, 1, 1, 1, 1, 1, 1, 1]
+    shards = ex.balanced_shards(costs, 2)
+    assert shards == [[2], [0, 1, 3, 4, 5, 6, 7, 8, 9, 10]]
+    assert ex.balanced_shards(costs, 2) == shards  # every rank computes the same split
+    for world in (1, 3, 4, 16):
+        split = ex.balanced_shards([5, 3, 3, 2, 2, 2, 0], world)
+        assert sorted(i for s in split for i in s) == list(range(7)) and len(split) == world
+    costs = [5, 3, 3, 2, 2, 2]  # best split 6/6/5; LPT's longest within 4/3 of that
+    assert [sum(costs[i] for i in s) for s in ex.balanced_shards(costs, 3)] == [7, 5, 5]
+
+
+def test_source_bytes(tmp_path):
+    (tmp_path / "a.mp4").write_bytes(b"x" * 7)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for k in range(3):
+        (frames / f"{k:06d}.jpg").write_bytes(b"y" * 4)
+    assert ex.source_bytes(tmp_path / "a.mp4") == 7 and ex.source_bytes(frames) == 12
+    assert ex.source_bytes(tmp_path / "gone.mp4") == 0  # fails when opened, where it is reported
+
+
 def test_find_videos_layouts(tmp_path):
     lvu = tmp_path / "lvu"
     (lvu / "videos").mkdir(parents=True)

@@ -52,6 +52,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--devices", default="1", help="devices per node (int, 'auto' or a list); >1 shards videos with DDP")
     p.add_argument("--num-nodes", type=int, default=1)
     p.add_argument(
+        "--ddp-timeout-s",
+        type=float,
+        default=None,
+        help="with --devices/--num-nodes > 1: how long ranks that finish first wait for the others at the end "
+        "(default: Lightning's 30 min; the videos are split by size, so the wait is about one long film at most)",
+    )
+    p.add_argument(
         "--precision", default="32-true", help="backbone inference precision, e.g. bf16-mixed or 16-mixed on GPUs"
     )
     p.add_argument("--retry-bad", action="store_true", help="retry videos listed as bad by an earlier run")
@@ -165,6 +172,7 @@ def _run(args) -> int:
         channels_last=args.channels_last,
         compile=args.compile,
         resize=args.resize,
+        ddp_timeout_s=args.ddp_timeout_s,
     )
     if summary:
         c, t = summary["counts"], summary["timing"]

@@ -18,10 +18,13 @@ journals into ``index.json``. Re-running skips every id already in the index or 
 every chunk already committed. Events in a damaged stretch (frames that do not decode) are zero
 rows marked ``missing`` in the index; the job goes on and exits 0.
 
-Under DDP (``--devices N``) each rank extracts ``todo[rank::world]`` of rank 0's to-do list
-(broadcast, so all ranks agree) into the same ``--out`` (a shared filesystem across nodes), each
-appending only to its own journal; after a barrier rank 0 alone merges every journal into the one
-``index.json`` and removes the journals and any temp file a killed earlier run left.
+Under DDP (``--devices N``) rank 0 splits its to-do list over the ranks by file size (largest
+first to the least-loaded rank, :func:`balanced_shards`) and broadcasts the split, so all ranks agree
+and a few long films beside many short clips do not leave one rank working for hours while the
+others wait at the final barrier (``--ddp-timeout-s`` raises that wait's limit). Each rank extracts
+into the same ``--out`` (a shared filesystem across nodes), appending only to its own journal; after
+the barrier rank 0 alone merges every journal into the one ``index.json`` and removes the journals
+and any temp file a killed earlier run left.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -44,7 +48,7 @@ from ..checkpoint import build_from_checkpoint, file_hash, load_checkpoint
 from ..data.cliplist import read_clip_list
 from ..errors import BadInputError
 from ..models.slowd import speed_up
-from ..training import quiet_lightning
+from ..training import ddp_with_timeout, planned_world_size, quiet_lightning
 from ..utils.io import append_line, atomic_save_npy, atomic_write, atomic_write_json, ensure_out_dir
 from ..video import (
     FRAME_EXTS,
@@ -205,8 +209,11 @@ class EventClipStream(IterableDataset):
         self.chunk_events = int(chunk_events or CHUNK_EVENTS)
         self.done = dict(done or {})
         self.rank, self.world = 0, 1
+        self.assignment: list[list[int]] | None = None  # per rank, indices into videos (DDP)
 
     def shard(self) -> list[tuple[str, Path]]:
+        if self.assignment is not None:
+            return [self.videos[i] for i in self.assignment[self.rank]]
         return self.videos[self.rank :: self.world]
 
     def __iter__(self) -> Iterator[dict]:
@@ -398,6 +405,30 @@ def _write_npy_chunks(f, shape: tuple[int, int], dtype: np.dtype, chunks) -> Non
         f.write(np.ascontiguousarray(c, dtype=dtype).tobytes())
 
 
+def source_bytes(path: Path) -> int:
+    """A video's size on disk (a frame folder: its files'), the proxy for its extraction time."""
+    try:
+        if path.is_dir():
+            return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+        return path.stat().st_size
+    except OSError:  # vanished or unreadable: it fails fast when opened
+        return 0
+
+
+def balanced_shards(costs: Sequence[float], world: int) -> list[list[int]]:
+    """Split items of the given costs over ``world`` processes: largest first, each to the process
+    with the least so far (Graham's LPT rule, "Bounds on multiprocessing timing anomalies", SIAM J.
+    Appl. Math. 1969: the longest process ends within 4/3 of the best split). Ties go to the lower
+    index and the lower rank, so every process computes the same split. Each shard lists its items
+    largest first (its DataLoader workers deal them out round-robin)."""
+    load, shards = [0.0] * world, [[] for _ in range(world)]
+    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        r = min(range(world), key=lambda r: (load[r], r))
+        shards[r].append(i)
+        load[r] += costs[i]
+    return shards
+
+
 # --- Lightning predict ------------------------------------------------------------------------
 
 
@@ -437,6 +468,10 @@ class FeatureExtractor(pl.LightningModule):
             # filesystem seen slightly differently by another node can never shard a video twice or not at all.
             self.stream.videos = self.trainer.strategy.broadcast(self.stream.videos, src=0)
             self.stream.done = self.trainer.strategy.broadcast(self.stream.done, src=0)
+            split = None
+            if self.trainer.is_global_zero:
+                split = balanced_shards([source_bytes(p) for _, p in self.stream.videos], self.stream.world)
+            self.stream.assignment = self.trainer.strategy.broadcast(split, src=0)
 
     def on_predict_start(self) -> None:
         from tqdm.auto import tqdm
@@ -658,6 +693,7 @@ def extract(
     channels_last: bool | None = None,
     compile: bool | None = None,
     resize: str = "crop",
+    ddp_timeout_s: float | None = None,
 ) -> dict:
     """Extract features of every video not yet done; returns the summary written to index.json
     (plus ``timing``: seconds spent decoding, pre-processing and in the backbone, and events done).
@@ -669,10 +705,14 @@ def extract(
     uninterrupted run). ``channels_last`` / ``compile``: :func:`moviessl.models.slowd.speed_up` (None:
     as the backbone was pretrained, its checkpoint config's ``model`` block). ``resize``: ``crop`` (the
     backbone's short side, then a centre crop) or ``squash`` (the whole frame to crop x crop, as
-    VidSitu's loader feeds its models; recorded in the index's ``input``)."""
+    VidSitu's loader feeds its models; recorded in the index's ``input``). ``ddp_timeout_s``: with
+    more than one process, how long the ranks that finish first wait at the final barrier (None:
+    Lightning's 30 minutes)."""
     out = Path(out)
     if stride_s <= 0:
         raise BadInputError("--stride", f"must be positive, got {stride_s}")
+    if ddp_timeout_s is not None and not ddp_timeout_s > 0:
+        raise BadInputError("--ddp-timeout-s", f"must be positive, got {ddp_timeout_s}")
     if batch_events < 1 or chunk_events < 1:
         raise BadInputError("--batch-events/--chunk-events", f"must be >= 1, got {batch_events}/{chunk_events}")
     chunk_events = -(-int(chunk_events) // int(batch_events)) * int(batch_events)
@@ -760,6 +800,9 @@ def extract(
         stream = EventClipStream(todo, inp, stride_s, vidsitu, batch_events, chunk_events, done)
         module = FeatureExtractor(model, out, stream, {"backbone": bhash}, dtype, txe, window, step, dim=dim)
         module.show_progress = progress
+        plan = SimpleNamespace(devices=devices, accelerator=accelerator, num_nodes=num_nodes)
+        if ddp_timeout_s is not None and planned_world_size(plan) > 1:
+            strategy = ddp_with_timeout("ddp" if strategy == "auto" else strategy, ddp_timeout_s)
         trainer = pl.Trainer(
             accelerator=accelerator,
             devices=devices,
