@@ -62,6 +62,12 @@ class TrainerConfig:
     # DDP's process-group timeout (None: Lightning's 30 min). The other ranks wait this long for rank
     # 0 at every collective, e.g. while it alone scores a fine-tuning run (long for end-to-end verbs).
     ddp_timeout_s: Optional[float] = None
+    # GPU speed switches, off unless set (not measured here: no GPU was available). benchmark:
+    # cuDNN's autotuner for the convolutions (the clips' shapes are fixed); matmul_precision:
+    # torch.set_float32_matmul_precision ("high" lets fp32 matmuls use TF32 on Ampere and later;
+    # bf16-mixed stages already run their matmuls in bf16). None: PyTorch's defaults.
+    benchmark: Optional[bool] = None
+    matmul_precision: Optional[str] = None
 
 
 # stage -> "module:Dataclass" of its schema (imported on use: the schemas live beside their stage)

@@ -123,6 +123,9 @@ UNUSED_SUFFIX = "_find_unused_parameters_true"
 FIND_UNUSED = {name: ("ddp" if name == "auto" else name) + UNUSED_SUFFIX for name in DDP_START}
 
 
+MATMUL_PRECISIONS = ("highest", "high", "medium")
+
+
 def ddp_with_timeout(name: str, seconds: float):
     """The DDP strategy ``name`` (one of Lightning's registered DDP names) with another process-group
     timeout, as a ``DDPStrategy`` instance (a name cannot carry one)."""
@@ -204,8 +207,15 @@ def make_trainer(
             strategy = FIND_UNUSED.get(strategy, strategy)
         if t.ddp_timeout_s is not None:
             strategy = ddp_with_timeout(strategy, t.ddp_timeout_s)
+    if t.matmul_precision is not None:
+        if t.matmul_precision not in MATMUL_PRECISIONS:
+            raise BadInputError(
+                "trainer.matmul_precision", f"choose {', '.join(MATMUL_PRECISIONS)}, not {t.matmul_precision!r}"
+            )
+        torch.set_float32_matmul_precision(t.matmul_precision)  # process-wide, as PyTorch has it
     return pl.Trainer(
         profiler=_profiler(t.profiler, out_dir),
+        benchmark=t.benchmark,
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,

@@ -152,3 +152,24 @@ def test_ddp_timeout_reaches_the_strategy(tmp_path):
         make_trainer(TrainerConfig(**base, strategy="fsdp", ddp_timeout_s=60), tmp_path)
     t = make_trainer(TrainerConfig(accelerator="cpu", devices=1, ddp_timeout_s=60), tmp_path)  # one process
     assert not isinstance(t.strategy, DDPStrategy)
+
+
+def test_gpu_speed_switches_reach_torch(tmp_path):
+    """``trainer.benchmark`` (cuDNN's autotuner) and ``trainer.matmul_precision`` (TF32 for fp32
+    matmuls): off unless set, and then set for the process, as PyTorch has them."""
+    from moviessl.config import TrainerConfig
+    from moviessl.training import make_trainer
+
+    before = torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()
+    try:
+        make_trainer(TrainerConfig(accelerator="cpu", progress_bar=False), tmp_path)
+        assert (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()) == before
+        make_trainer(
+            TrainerConfig(accelerator="cpu", progress_bar=False, benchmark=True, matmul_precision="high"), tmp_path
+        )
+        assert torch.backends.cudnn.benchmark is True and torch.get_float32_matmul_precision() == "high"
+        with pytest.raises(BadInputError, match="trainer.matmul_precision"):
+            make_trainer(TrainerConfig(accelerator="cpu", matmul_precision="tf32"), tmp_path)
+    finally:
+        torch.backends.cudnn.benchmark = before[0]
+        torch.set_float32_matmul_precision(before[1])
