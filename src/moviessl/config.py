@@ -13,7 +13,7 @@ as an ``int`` with no casts and no defaults repeated at the point of use.
   type, or a setting no preset gives is a :class:`~moviessl.errors.BadInputError` (one line, exit
   2): a typo never silently does nothing.
 - ``by_variant: {name: {...}}`` in a preset holds settings merged over the preset for one variant of
-  the stage (the backbone stage's variants are its methods, e.g. MoDist's longer cpu schedule),
+  the stage (the backbone stage's variants are its methods, e.g. a longer schedule for MoDist alone),
   before the command-line overrides, so ``key=value`` on the command line still wins.
 
 :func:`load_config` returns the schema's dataclass instance; every run saves it beside its outputs
