@@ -52,6 +52,12 @@ CASES = [
         "clip list with a non-integer label",
         "one line naming file:line, exit 2",
     ),
+    (
+        "pretrain.kinetics_none",
+        "pretrain-backbone",
+        "Kinetics' annotations/train.csv beside no downloaded clip",
+        "one line naming the folder looked in and the first clip, exit 2",
+    ),
     ("pretrain.val_missing", "pretrain-backbone", "--val that does not exist", "one line, exit 2"),
     ("pretrain.unknown_key", "pretrain-backbone", "override of an unknown config key", "one line, exit 2"),
     ("pretrain.ill_typed", "pretrain-backbone", "override of the wrong type (optim.lr=abc)", "one line, exit 2"),
@@ -284,6 +290,17 @@ def test_contract_pretrain_backbone(world, tmp_path, seen, disk_full):
         error(
             cli("pretrain-backbone", "--method", "cvrl", "--data", tmp_path / "lab.csv", "--out", tmp_path / "o"),
             r"lab\.csv:2: label 'two' is not an integer",
+        ),
+    )
+    (tmp_path / "k400" / "annotations").mkdir(parents=True)
+    (tmp_path / "k400" / "annotations" / "train.csv").write_text(
+        "label,youtube_id,time_start,time_end,split\nabseiling,--07WQ2iBlw,1,11,train\n"
+    )
+    seen(
+        "pretrain.kinetics_none",
+        error(
+            cli(*pre[:-2], "--data", tmp_path / "k400" / "annotations" / "train.csv", "--out", tmp_path / "o"),
+            r"train\.csv: none of its 1 Kinetics clips is a video file under .*k400/train \(first: --07WQ2iBlw_000001",
         ),
     )
     seen(

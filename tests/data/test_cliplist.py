@@ -42,3 +42,68 @@ def test_a_comma_separated_line_is_named(tmp_path):
     (tmp_path / "b.mp4,2").write_bytes(b"")  # a file really named so is an unlabelled path
     csv.write_text("b.mp4,2\n")
     assert read_clip_list(csv) == [(tmp_path / "b.mp4,2", None)]
+
+
+def kinetics_tree(root, flat_train=True):
+    """A Kinetics download as released: annotations/{train,val}.csv and the clips named
+    {youtube_id}_{start:06d}_{end:06d}.mp4, flat (CVDF's K400) or in class folders (the crawler)."""
+    ann = root / "annotations"
+    ann.mkdir(parents=True)
+    (ann / "train.csv").write_text(
+        "label,youtube_id,time_start,time_end,split\n"
+        "abseiling,--07WQ2iBlw,1,11,train\n"
+        '"passing American football (in game)",-5KQ66BBWC4,8,18,train\n'
+        "zumba,gone_video1,0,10,train\n"  # removed from YouTube: not in the download
+        "abseiling,aB3,120,130,train\n"
+    )
+    (ann / "val.csv").write_text(
+        "label,youtube_id,time_start,time_end,split,is_cc\n"
+        "zumba,v1,3,13,val,0\n"
+        "air drumming,v2,0,10,val,0\n"  # a class the train list lacks: same ids for both lists
+    )
+    for name, label in (
+        ("--07WQ2iBlw_000001_000011", "abseiling"),
+        ("-5KQ66BBWC4_000008_000018", "passing American football (in game)"),
+        ("aB3_000120_000130", "abseiling"),
+    ):
+        d = root / "train" if flat_train else root / "train" / label
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{name}.mp4").write_bytes(b"")
+    for name, label in (("v1_000003_000013", "zumba"), ("v2_000000_000010", "air drumming")):
+        (root / "val" / label).mkdir(parents=True, exist_ok=True)
+        (root / "val" / label / f"{name}.mkv").write_bytes(b"")
+    return ann
+
+
+@pytest.mark.parametrize("flat_train", [True, False])
+def test_kinetics_annotation_csv_as_released(tmp_path, caplog, flat_train):
+    ann = kinetics_tree(tmp_path / "k400", flat_train)
+    # label ids: every class of the annotation folder, alphabetical
+    ids = {"abseiling": 0, "air drumming": 1, "passing American football (in game)": 2, "zumba": 3}
+    with caplog.at_level("WARNING", logger="moviessl.data"):
+        got = read_clip_list(ann / "train.csv")
+    assert [(p.name, y) for p, y in got] == [
+        ("--07WQ2iBlw_000001_000011.mp4", ids["abseiling"]),
+        ("-5KQ66BBWC4_000008_000018.mp4", ids["passing American football (in game)"]),
+        ("aB3_000120_000130.mp4", ids["abseiling"]),
+    ]
+    assert all(p.is_file() and tmp_path / "k400" / "train" in p.parents for p, _ in got)
+    assert "1 of 4 clips have no video" in caplog.text and "gone_video1_000000_000010" in caplog.text
+    val = read_clip_list(ann / "val.csv")
+    assert [(p.parent.name, p.name, y) for p, y in val] == [
+        ("zumba", "v1_000003_000013.mkv", ids["zumba"]),
+        ("air drumming", "v2_000000_000010.mkv", ids["air drumming"]),
+    ]
+
+
+def test_kinetics_csv_problems_are_one_line(tmp_path):
+    ann = kinetics_tree(tmp_path / "k400")
+    (ann / "test.csv").write_text("label,youtube_id,time_start,time_end,split\n,t1,0,10,test\n")
+    with pytest.raises(BadInputError, match=r"test\.csv: none of its 1 Kinetics clips is a video file under .*test"):
+        read_clip_list(ann / "test.csv")
+    (tmp_path / "k400" / "test").mkdir()
+    (tmp_path / "k400" / "test" / "t1_000000_000010.mp4").write_bytes(b"")
+    assert [(p.name, y) for p, y in read_clip_list(ann / "test.csv")] == [("t1_000000_000010.mp4", None)]
+    (ann / "bad.csv").write_text("label,youtube_id,time_start,time_end,split\nzumba,x,three,10,train\n")
+    with pytest.raises(BadInputError, match=r"bad\.csv:2: needs youtube_id, time_start and time_end"):
+        read_clip_list(ann / "bad.csv")

@@ -92,6 +92,38 @@ def test_probe_backbone_cli(clip_list, tmp_path, capsys):
     assert res["linear_top1"] == json.loads((tmp_path / "p.json").read_text())["linear_top1"]
 
 
+def test_probe_reads_kinetics_as_released(clip_list, tmp_path, capsys, caplog):
+    """``--data`` / ``--val`` given Kinetics' own annotation CSVs (``annotations/train.csv``, clips as
+    ``train/{class}/{youtube_id}_{start:06d}_{end:06d}.mp4``): the same probe as the clip list gives."""
+    from moviessl.data.cliplist import read_clip_list
+
+    k400 = tmp_path / "k400"
+    (k400 / "annotations").mkdir(parents=True)
+    rows = ["label,youtube_id,time_start,time_end,split"]
+    for i, (clip, y) in enumerate(read_clip_list(clip_list)):
+        name = f"yt{i:02d}_{i:06d}_{i + 10:06d}.mp4"
+        (k400 / "train" / f"class {y}").mkdir(parents=True, exist_ok=True)
+        (k400 / "train" / f"class {y}" / name).symlink_to(clip)
+        rows.append(f"class {y},yt{i:02d},{i},{i + 10},train")
+    rows.append("class 1,removed,0,10,train")  # not in the download
+    (k400 / "annotations" / "train.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "rand"
+    assert main(["pretrain-backbone", "--method", "random", "--data", str(clip_list), "--out", str(out)]
+                + ["--no-probe", *tiny_overrides()]) == 0  # fmt: skip
+    capsys.readouterr()
+    csv = str(k400 / "annotations" / "train.csv")
+    argv = ["probe-backbone", "--data", csv, "--val", csv, str(out / "model.pt"), "probe.max_iter=50"]
+    with caplog.at_level("WARNING", logger="moviessl.data"):
+        assert main(argv) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["num_train"] == 12 and res["skipped_train"] == 1  # the corrupt clip, as from the list
+    assert "1 of 14 clips have no video" in caplog.text
+    assert main(["probe-backbone", "--data", str(clip_list), "--val", str(clip_list), str(out / "model.pt")]
+                + ["probe.max_iter=50"]) == 0  # fmt: skip
+    same = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["linear_top1"] == same["linear_top1"] and res["knn_top1"] == same["knn_top1"]
+
+
 def test_unlabelled_clip_lists_are_named_before_any_work(clip_list, tmp_path, capsys):
     """probe-backbone names the list and its first unlabelled clip (exit 2, nothing decoded);
     pretrain-backbone trains anyway and says at once that the probe is skipped, and why."""

@@ -1,18 +1,32 @@
-"""Kinetics / PySlowFast-style clip lists: one ``path label`` (or just ``path``) per line.
+"""Clip lists: PySlowFast-style ``path label`` lines, or Kinetics' own annotation CSVs.
 
-Paths are relative to the list's folder unless absolute. Fields are whitespace-separated
-(PySlowFast writes one space). A line of one field is an unlabelled path; otherwise the last field
-must be the integer label and everything before it is the path (so a path may contain spaces).
-Blank lines and lines starting with ``#`` are skipped.
+PySlowFast style: one ``path label`` (or just ``path``) per line. Paths are relative to the list's
+folder unless absolute. Fields are whitespace-separated (PySlowFast writes one space). A line of one
+field is an unlabelled path; otherwise the last field must be the integer label and everything
+before it is the path (so a path may contain spaces). Blank lines and lines starting with ``#`` are
+skipped.
+
+Kinetics as released (Kay et al. 2017; the CVDF mirror, github.com/cvdfoundation/kinetics-dataset):
+``annotations/{train,val,test}.csv`` with the header ``label,youtube_id,time_start,time_end,split``
+(later releases add ``is_cc``), and the clips as ``{split}/{youtube_id}_{start:06d}_{end:06d}.mp4``,
+flat (CVDF's K400) or in one folder per class (ActivityNet's crawler, CVDF's K700-2020). A list with
+that header is read as such: :func:`read_kinetics_csv`.
 """
 
 from __future__ import annotations
 
+import csv
+import logging
 import os
 import re
 from pathlib import Path
 
 from ..errors import BadInputError
+from ..video.reader import VIDEO_EXTS
+
+log = logging.getLogger("moviessl.data")
+
+KINETICS_HEADER = ("label", "youtube_id", "time_start", "time_end")
 
 
 def read_clip_list(csv_path: str | os.PathLike) -> list[tuple[Path, int | None]]:
@@ -24,6 +38,8 @@ def read_clip_list(csv_path: str | os.PathLike) -> list[tuple[Path, int | None]]
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise BadInputError(path, f"unreadable ({e})") from None
+    if lines and is_kinetics_header(lines[0]):
+        return read_kinetics_csv(path, lines)
     base = path.resolve().parent
     out: list[tuple[Path, int | None]] = []
     for lineno, line in enumerate(lines, start=1):
@@ -57,3 +73,106 @@ def check_labelled(items: list[tuple[Path, int | None]], csv_path: str | os.Path
             f"{purpose} needs a label on every line ('path label'); {len(missing)} of {len(items)} clips have none "
             f"(first: {missing[0].name})",
         )
+
+
+def is_kinetics_header(line: str) -> bool:
+    cols = [c.strip().strip('"').lower() for c in line.lstrip("\ufeff").split(",")]
+    return tuple(cols[: len(KINETICS_HEADER)]) == KINETICS_HEADER
+
+
+def kinetics_classes(annotations: Path, also: set[str] = frozenset()) -> list[str]:
+    """The class names of every Kinetics annotation CSV in ``annotations`` (and ``also``), sorted:
+    label ``k`` is the k-th (the usual Kinetics label map, alphabetical), the same for train, val and
+    test lists even where one of them lacks a class."""
+    names: set[str] = set(also)
+    for f in sorted(annotations.glob("*.csv")):
+        try:
+            with open(f, encoding="utf-8", newline="") as fh:
+                rows = csv.reader(fh)
+                head = next(rows, None)
+                if head is None or not is_kinetics_header(",".join(head)):
+                    continue
+                names.update(r[0].strip() for r in rows if r and r[0].strip())
+        except (OSError, UnicodeDecodeError):
+            continue  # only the list being read must be readable
+    return sorted(names)
+
+
+def _clip_index(folder: Path) -> dict[str, Path]:
+    """``{file stem: path}`` of the video files in ``folder`` and its class subfolders, listed once
+    (a Kinetics split holds up to ~0.5 M clips: one directory scan, no stat per clip)."""
+    found: dict[str, Path] = {}
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return found
+    for e in entries:
+        if e.is_dir():
+            try:
+                subs = list(os.scandir(e.path))
+            except OSError:
+                continue
+            for f in subs:
+                if f.name.lower().endswith(VIDEO_EXTS) and f.is_file():
+                    found.setdefault(Path(f.name).stem, Path(f.path))
+        elif e.name.lower().endswith(VIDEO_EXTS):
+            found.setdefault(Path(e.name).stem, Path(e.path))
+    return found
+
+
+def read_kinetics_csv(path: Path, lines: list[str]) -> list[tuple[Path, int | None]]:
+    """A Kinetics annotation CSV -> ``[(clip path, label or None)]`` in file order. The clips are looked
+    for under ``ROOT/{split}/`` (``ROOT`` = the folder above ``annotations/``, else the CSV's own
+    folder; ``split`` from the row, else the CSV's name), flat or in class folders, any video
+    extension. Clips the download lacks (YouTube removals: a few percent of every Kinetics copy) are
+    left out with one warning; none found at all is an error."""
+    ann = path.resolve().parent
+    root = ann.parent if ann.name == "annotations" else ann
+    reader = csv.DictReader(lines)
+    reader.fieldnames = [c.strip().strip('"').lower().lstrip("\ufeff") for c in reader.fieldnames or []]
+    rows = [(reader.line_num, row) for row in reader]  # line numbers as the file has them
+    own = {(r.get("label") or "").strip() for _, r in rows} - {""}
+    classes = {name: k for k, name in enumerate(kinetics_classes(ann, own))}
+    folders: dict[Path, dict[str, Path]] = {}
+    split_dir: dict[str, Path] = {}
+    out: list[tuple[Path, int | None]] = []
+    missing: list[str] = []
+    looked: set[Path] = set()
+    for lineno, row in rows:
+        try:
+            start, end = (int(float(row[k])) for k in ("time_start", "time_end"))
+            yt = row["youtube_id"].strip()
+        except (TypeError, ValueError, AttributeError):
+            raise BadInputError(
+                f"{path}:{lineno}", "needs youtube_id, time_start and time_end (whole seconds) in each row"
+            ) from None
+        split = (row.get("split") or "").strip() or path.stem
+        if split not in split_dir:
+            folder = root / split
+            if not folder.is_dir() and (root / path.stem).is_dir():
+                folder = root / path.stem  # a split named "validate" in the rows, its folder "val"
+            split_dir[split] = folder
+            folders.setdefault(folder, _clip_index(folder))
+        folder = split_dir[split]
+        looked.add(folder)
+        name = f"{yt}_{start:06d}_{end:06d}"
+        clip = folders[folder].get(name)
+        if clip is None:
+            missing.append(name)
+            continue
+        label = (row.get("label") or "").strip()
+        out.append((clip, classes[label] if label else None))
+    where = ", ".join(str(f) for f in sorted(looked)) or str(root)
+    if not out:
+        first = f" (first: {missing[0]}.mp4)" if missing else ""
+        raise BadInputError(path, f"none of its {len(missing)} Kinetics clips is a video file under {where}{first}")
+    if missing:
+        log.warning(
+            "%s: %d of %d clips have no video under %s (first: %s); left out",
+            path,
+            len(missing),
+            len(missing) + len(out),
+            where,
+            missing[0],
+        )
+    return out

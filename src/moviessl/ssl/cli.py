@@ -56,7 +56,11 @@ def add_parser(subparsers) -> None:
         description="Pretrain the Slow-D backbone (paper §3.2) on a clip list ('path label' or 'path').",
     )
     p.add_argument("--method", required=True, choices=list_methods())
-    p.add_argument("--data", required=True, help="clip list CSV ('path label' or 'path', relative to the CSV)")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="clip list: 'path label' or 'path' lines (relative to the list), or Kinetics' own annotations/train.csv",
+    )
     p.add_argument("--out", required=True, help="run folder (model.pt, checkpoints/, logs/, curves.png, probe.json)")
     p.add_argument(
         "--val",
@@ -77,8 +81,8 @@ def add_parser(subparsers) -> None:
         description="Frozen, L2-normalised features; linear probe and k-NN top-1; prints one JSON object.",
     )
     q.add_argument("checkpoint", help="backbone checkpoint (model.pt)")
-    q.add_argument("--data", required=True, help="labelled training clip list")
-    q.add_argument("--val", required=True, help="labelled validation clip list")
+    q.add_argument("--data", required=True, help="labelled training clip list (or Kinetics' annotations/train.csv)")
+    q.add_argument("--val", required=True, help="labelled validation clip list (or Kinetics' annotations/val.csv)")
     q.add_argument("--out", default=None, help="also write the JSON here")
     q.add_argument("--cache-dir", default=None, help="decoded-frame cache (default <data folder>/.moviessl_cache)")
     q.add_argument("--no-cache", action="store_true", help="decode clips on the fly instead of caching frames")
