@@ -39,6 +39,22 @@ def local_rank() -> int:
     return 0
 
 
+def launch_rank() -> tuple[int, int]:
+    """``(global rank, world size)`` from the launcher's environment, before any process group
+    exists (torchrun's ``RANK``/``WORLD_SIZE``, srun's ``SLURM_PROCID``/``SLURM_NTASKS``, jsrun's
+    ``JSM_NAMESPACE_RANK``/``JSM_NAMESPACE_SIZE``); ``(0, 1)`` for a plain process -- also the first
+    process of Lightning's own launcher, which starts the others only when training begins."""
+    for r_key, w_key in (
+        ("RANK", "WORLD_SIZE"),
+        ("SLURM_PROCID", "SLURM_NTASKS"),
+        ("JSM_NAMESPACE_RANK", "JSM_NAMESPACE_SIZE"),
+    ):
+        r, w = os.environ.get(r_key, "").strip(), os.environ.get(w_key, "").strip()
+        if r.isdigit() and w.isdigit() and int(r) < int(w):
+            return int(r), int(w)
+    return 0, 1
+
+
 def local_device(accelerator: str = "auto") -> str:
     """This process's GPU (``cuda:<local rank>``) when the accelerator may be one and CUDA is there,
     else ``cpu``: for work a stage does outside Lightning (input statistics, a cache of frozen

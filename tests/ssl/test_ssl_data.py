@@ -46,6 +46,45 @@ def test_bad_videos_skipped_and_counted_with_cache(clip_list, tmp_path):
     assert item["label"].item() == 0 and (item["skipped"] == -1).all()
 
 
+def test_ranks_build_a_cold_cache_from_their_own_share(clip_list, tmp_path, monkeypatch):
+    """Under torchrun / srun every rank visits every video, starting at its own share: rank 1 of 2
+    decodes the second half first, and ends with the same list (order, bad videos) as one process."""
+    from moviessl.dist import launch_rank
+    from moviessl.ssl.data import rotated_order
+
+    assert rotated_order(5) == [0, 1, 2, 3, 4] and rotated_order(5, 1, 2) == [2, 3, 4, 0, 1]
+    assert rotated_order(13, 3, 4) == [9, 10, 11, 12, *range(9)] and rotated_order(0, 1, 2) == []
+    for env, want in (
+        ({"RANK": "1", "WORLD_SIZE": "2"}, (1, 2)),
+        ({"SLURM_PROCID": "5", "SLURM_NTASKS": "8"}, (5, 8)),
+        ({"WORLD_SIZE": "2"}, (0, 1)),  # Lightning's own launcher before it starts the other ranks
+        ({}, (0, 1)),
+    ):
+        for k in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "JSM_NAMESPACE_RANK", "JSM_NAMESPACE_SIZE"):
+            monkeypatch.delenv(k, raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        assert launch_rank() == want
+
+    items = read_clip_list(clip_list)
+    one = ClipDataset(items, "pair", num_frames=8, stride=2, short_side=32, frame_cache=FrameCache(tmp_path / "a", 32))
+    one.prepare(progress=False)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    decoded = []
+    real = clipcache.LiveSource
+
+    def spy(path, *a, **k):
+        decoded.append(path.name)
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(clipcache, "LiveSource", spy)
+    two = ClipDataset(items, "pair", num_frames=8, stride=2, short_side=32, frame_cache=FrameCache(tmp_path / "b", 32))
+    two.prepare(progress=False)
+    assert decoded[0] == items[len(items) // 2][0].name and sorted(decoded) == sorted(p.name for p, _ in items)
+    assert two.items == one.items and two.bad == one.bad and len(two) == 12
+
+
 def test_bad_videos_skipped_at_runtime_without_cache(clip_list):
     items = read_clip_list(clip_list)
     bad_i = next(i for i, (p, _) in enumerate(items) if "bad" in p.name)

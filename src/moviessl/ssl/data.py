@@ -99,6 +99,12 @@ def sample_shift_starts(
     return a, b, False
 
 
+def rotated_order(n: int, rank: int = 0, world: int = 1) -> list[int]:
+    """``0..n-1`` starting at rank ``rank``'s share (``rank * n // world``) and wrapping around."""
+    start = rank * n // max(1, world)
+    return [*range(start, n), *range(start)]
+
+
 class ClipDataset(Dataset):
     """Clips of the videos of a clip list.
 
@@ -183,13 +189,22 @@ class ClipDataset(Dataset):
         return fl
 
     def prepare(self, progress: bool = True) -> "ClipDataset":
-        """Decode (and compute flow for) every video once, dropping the bad ones. Only with a cache."""
+        """Decode (and compute flow for) every video once, dropping the bad ones. Only with a cache.
+
+        Every rank of a multi-process launch (torchrun, srun) visits every video, so all agree on the
+        list, but each starts at its own share of it (:func:`rotated_order`): rank r builds the
+        videos from r/world of the list on while the others build theirs, and meets them already
+        cached when it gets there, so a cold cache is built about once over the job, not once per rank."""
         if self.frame_cache is None and self.flow_cache is None:
             return self
         from tqdm.auto import tqdm
 
+        from ..dist import launch_rank
+
         good = []
-        for i in tqdm(range(len(self.items)), desc="caching videos", disable=not progress, leave=False):
+        for i in tqdm(
+            rotated_order(len(self.items), *launch_rank()), desc="caching videos", disable=not progress, leave=False
+        ):
             try:
                 if self.frame_cache is not None:
                     self._source(i)
@@ -198,6 +213,7 @@ class ClipDataset(Dataset):
                 good.append(i)
             except BadInputError as e:
                 self._mark_bad(i, e)
+        good.sort()  # the list's own order on every rank (the distributed sampler indexes into it)
         keep = {j: n for n, j in enumerate(good)}
         self._sources = {keep[j]: s for j, s in self._sources.items() if j in keep}
         self._flows = {keep[j]: s for j, s in self._flows.items() if j in keep}
