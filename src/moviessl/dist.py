@@ -55,6 +55,13 @@ def launch_rank() -> tuple[int, int]:
     return 0, 1
 
 
+def rotated_order(n: int, rank: int = 0, world: int = 1) -> list[int]:
+    """``0..n-1`` starting at rank ``rank``'s share (``rank * n // world``) and wrapping around: each
+    rank of a launch builds its share of a cache first and meets the others' shares already built."""
+    start = rank * n // max(1, world)
+    return [*range(start, n), *range(start)]
+
+
 def local_device(accelerator: str = "auto") -> str:
     """This process's GPU (``cuda:<local rank>``) when the accelerator may be one and CUDA is there,
     else ``cpu``: for work a stage does outside Lightning (input statistics, a cache of frozen

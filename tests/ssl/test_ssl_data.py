@@ -49,8 +49,7 @@ def test_bad_videos_skipped_and_counted_with_cache(clip_list, tmp_path):
 def test_ranks_build_a_cold_cache_from_their_own_share(clip_list, tmp_path, monkeypatch):
     """Under torchrun / srun every rank visits every video, starting at its own share: rank 1 of 2
     decodes the second half first, and ends with the same list (order, bad videos) as one process."""
-    from moviessl.dist import launch_rank
-    from moviessl.ssl.data import rotated_order
+    from moviessl.dist import launch_rank, rotated_order
 
     assert rotated_order(5) == [0, 1, 2, 3, 4] and rotated_order(5, 1, 2) == [2, 3, 4, 0, 1]
     assert rotated_order(13, 3, 4) == [9, 10, 11, 12, *range(9)] and rotated_order(0, 1, 2) == []

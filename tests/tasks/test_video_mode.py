@@ -62,3 +62,30 @@ def test_verb_end_to_end_and_relation_from_videos(tmp_path):
         cfg={"relation": {"epochs": 1}, **quiet},
     )
     assert [f.stat().st_mtime_ns for f in files] == mtimes
+
+
+def test_frozen_feature_cache_is_split_over_launched_ranks(tmp_path, monkeypatch):
+    """Rank 1 of 2 (torchrun's env) starts at the second half of the segments and skips what the
+    other rank wrote meanwhile; a segment that fails to decode is tried and listed by every rank."""
+    import numpy as np
+
+    from moviessl.errors import BadInputError
+    from moviessl.tasks.vidsitu.data import extract_features
+
+    vsegs = [f"v_{k}_seg_0_10" for k in range(8)]
+    seen = []
+
+    class Clips:
+        def __getitem__(self, i):
+            seen.append(i)
+            if i == 5:  # meanwhile, the other rank finishes segment 7
+                np.save(tmp_path / f"{vsegs[7]}_feats.npy", np.zeros((5, 3), np.float32))
+            if i == 6:
+                raise BadInputError(vsegs[6], "does not decode")
+            return torch.full((5, 3), float(i))
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    failed = extract_features(torch.nn.Identity(), Clips(), vsegs, tmp_path, batch_size=2)
+    assert seen == [4, 5, 6, 0, 1, 2, 3] and failed == [vsegs[6]]
+    assert np.load(tmp_path / f"{vsegs[4]}_feats.npy")[0, 0] == 4 and (tmp_path / f"{vsegs[7]}_feats.npy").is_file()

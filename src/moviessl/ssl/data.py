@@ -99,12 +99,6 @@ def sample_shift_starts(
     return a, b, False
 
 
-def rotated_order(n: int, rank: int = 0, world: int = 1) -> list[int]:
-    """``0..n-1`` starting at rank ``rank``'s share (``rank * n // world``) and wrapping around."""
-    start = rank * n // max(1, world)
-    return [*range(start, n), *range(start)]
-
-
 class ClipDataset(Dataset):
     """Clips of the videos of a clip list.
 
@@ -199,7 +193,7 @@ class ClipDataset(Dataset):
             return self
         from tqdm.auto import tqdm
 
-        from ..dist import launch_rank
+        from ..dist import launch_rank, rotated_order
 
         good = []
         for i in tqdm(

@@ -264,20 +264,30 @@ def extract_features(
 ) -> list[str]:
     """Frozen-backbone (5, D) features of each segment into ``out_dir/{vseg}_feats.npy`` (VidSitu layout).
 
-    Resumable: segments whose file exists are skipped. Returns the vsegs that failed to decode."""
+    Resumable: segments whose file exists are skipped. Under torchrun / srun each rank starts at its
+    own share of the to-do list and skips what another rank wrote meanwhile (as the backbone stage's
+    frame cache does), so the ranks split the work instead of each doing all of it; a segment that
+    fails to decode writes nothing, so every rank tries it and lists it. Returns the vsegs that
+    failed to decode."""
     from tqdm.auto import tqdm
 
+    from ...dist import launch_rank, rotated_order
     from ...utils.io import atomic_save_npy
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo = [i for i, v in enumerate(vsegs) if not (out_dir / f"{v}_feats.npy").is_file()]
+
+    def done(i: int) -> bool:
+        return (out_dir / f"{vsegs[i]}_feats.npy").is_file()
+
+    todo = [i for i in range(len(vsegs)) if not done(i)]
+    todo = [todo[k] for k in rotated_order(len(todo), *launch_rank())]
     if todo:  # a rerun (or another rank) that finds every file touches no GPU
         backbone = backbone.to(device).eval()
     failed = []
     for s in tqdm(range(0, len(todo), batch_size), desc="event features", unit="batch", disable=not todo):
         batch, ids = [], []
-        for i in todo[s : s + batch_size]:
+        for i in (i for i in todo[s : s + batch_size] if not done(i)):
             try:
                 batch.append(src[i])
                 ids.append(i)
