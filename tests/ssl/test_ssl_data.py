@@ -172,3 +172,22 @@ def test_full_frame_crops_give_the_flow_its_views_box(align):
         f_edges = it["flow"][:, :2, 0][..., [0, -1], :][..., [0, -1]].float()
         same.append(bool(((v_edges - f_edges).abs() < 16).all()))
     assert all(same) if align else not any(same)
+
+
+def test_cached_sources_keep_a_bounded_number_of_files_open(tmp_path):
+    """A loader worker reads clips of every video of the set over an epoch: the sources it keeps must
+    not each keep a memory map (one file descriptor each) open, or a Kinetics-size set runs out."""
+    import os
+
+    from moviessl.ssl.clipcache import OPEN_MAPS, CachedSource
+
+    n = OPEN_MAPS + 200
+    sources = []
+    for k in range(n):
+        np.save(tmp_path / f"{k}.npy", np.full((4, 2, 2, 3), k % 251, np.uint8))
+        sources.append(CachedSource(tmp_path / f"{k}.npy", {"src": f"v{k}.mp4", "num_frames": 4, "fps": 30}))
+    before = len(os.listdir("/proc/self/fd"))
+    for k, src in enumerate(sources):
+        assert src.get([1, 3]).shape == (2, 2, 2, 3) and src.get([0])[0, 0, 0, 0] == k % 251
+    assert len(os.listdir("/proc/self/fd")) - before <= OPEN_MAPS
+    assert sources[0].get([2])[0, 0, 0, 0] == 0  # reopened after it fell out

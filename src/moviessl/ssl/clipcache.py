@@ -19,6 +19,7 @@ again. Writes are atomic (a killed job leaves no half file). The paper preset tu
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -71,31 +72,35 @@ class LiveSource:
         return self.get(np.arange(self.num_frames))
 
 
+# Memory maps kept open per process. Each one holds a file descriptor (CPython's mmap keeps a dup of
+# it) and a kernel mapping, so a source must not keep its own: a loader worker that had touched
+# every video of a Kinetics-size set would run out of descriptors (often 1024 per process) or of
+# mappings (vm.max_map_count, 65530). Reopening costs ~50 us per clip; the last few hundred stay open.
+OPEN_MAPS = 256
+
+
+@functools.lru_cache(maxsize=OPEN_MAPS)
+def _memmap(npy: str) -> np.ndarray:
+    return np.load(npy, mmap_mode="r")
+
+
 class CachedSource:
-    """Frames of one video from the cache (memory-mapped)."""
+    """Frames of one video from the cache (memory-mapped on use; see ``OPEN_MAPS``)."""
 
     def __init__(self, npy: Path, meta: dict):
         self.npy, self.meta = npy, meta
         self.fps, self.num_frames = float(meta.get("fps") or 0.0), int(meta["num_frames"])
         self.path = Path(meta["src"])
-        self._arr: np.ndarray | None = None
 
     @property
     def frames(self) -> np.ndarray:
-        if self._arr is None:  # opened lazily so the source can be pickled to DataLoader workers
-            self._arr = np.load(self.npy, mmap_mode="r")
-        return self._arr
+        return _memmap(str(self.npy))
 
     def get(self, indices) -> np.ndarray:
         return np.ascontiguousarray(self.frames[np.asarray(indices, dtype=np.int64)])
 
     def all(self) -> np.ndarray:
         return self.frames
-
-    def __getstate__(self):
-        d = dict(self.__dict__)
-        d["_arr"] = None
-        return d
 
 
 class FrameCache:
