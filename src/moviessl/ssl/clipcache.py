@@ -75,7 +75,8 @@ class LiveSource:
 # Memory maps kept open per process. Each one holds a file descriptor (CPython's mmap keeps a dup of
 # it) and a kernel mapping, so a source must not keep its own: a loader worker that had touched
 # every video of a Kinetics-size set would run out of descriptors (often 1024 per process) or of
-# mappings (vm.max_map_count, 65530). Reopening costs ~50 us per clip; the last few hundred stay open.
+# mappings (vm.max_map_count, 65530). Reopening is cheap next to decoding or augmenting a clip
+# (docs/design.md); the last few hundred stay open.
 OPEN_MAPS = 256
 
 
