@@ -124,6 +124,30 @@ def test_probe_reads_kinetics_as_released(clip_list, tmp_path, capsys, caplog):
     assert res["linear_top1"] == same["linear_top1"] and res["knn_top1"] == same["knn_top1"]
 
 
+def test_probe_decodes_in_loader_workers_with_the_same_result(clip_list, tmp_path, capsys):
+    """``data.num_workers`` (8 in the paper preset) decodes the probe's clips in worker processes: the
+    same features and scores as in-process, and a bad video found inside a worker is still counted."""
+    out = tmp_path / "rand"
+    assert main(["pretrain-backbone", "--method", "random", "--data", str(clip_list), "--out", str(out)]
+                + ["--no-probe", *tiny_overrides()]) == 0  # fmt: skip
+    capsys.readouterr()
+    res = []
+    for workers in (0, 2):
+        argv = [
+            "probe-backbone",
+            "--data",
+            str(clip_list),
+            "--val",
+            str(clip_list),
+            "--no-cache",
+            str(out / "model.pt"),
+        ]
+        assert main([*argv, "probe.max_iter=50", f"data.num_workers={workers}"]) == 0
+        res.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    assert res[0]["skipped_train"] == res[1]["skipped_train"] == 1 and res[1]["num_train"] == 12
+    assert {k: v for k, v in res[0].items()} == res[1]
+
+
 def test_unlabelled_clip_lists_are_named_before_any_work(clip_list, tmp_path, capsys):
     """probe-backbone names the list and its first unlabelled clip (exit 2, nothing decoded);
     pretrain-backbone trains anyway and says at once that the probe is skipped, and why."""

@@ -38,7 +38,13 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     if args.out:
         ensure_out_file(args.out, "--out file")
     res = probe_checkpoint(
-        args.checkpoint, args.data, args.val, cfg.probe, cache_dir=args.cache_dir, use_cache=not args.no_cache
+        args.checkpoint,
+        args.data,
+        args.val,
+        cfg.probe,
+        cache_dir=args.cache_dir,
+        use_cache=not args.no_cache,
+        num_workers=cfg.data.num_workers,
     )
     if args.out:
         atomic_write_json(args.out, res)

@@ -182,6 +182,7 @@ def pretrain(
                 frame_cache=frame_cache,
                 device=dev,
                 progress=progress,
+                num_workers=d.num_workers,
             )
         except BadInputError as e:
             # model.pt is the job's result and it is written: a probe that cannot run is a note, not a failure

@@ -44,8 +44,11 @@ def extract_features(
     device: str | torch.device = "cpu",
     progress: bool = True,
     desc: str = "features",
+    num_workers: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
-    """(features (N, D) L2-normalised float32, labels (N,) int64 (-1 if none), bad {path: error})."""
+    """(features (N, D) L2-normalised float32, labels (N,) int64 (-1 if none), bad {path: error}).
+    ``num_workers``: DataLoader processes decoding the clips (the paper preset's ``data.num_workers``;
+    the clips are the same, in the same order, with any number)."""
     from tqdm.auto import tqdm
 
     ds = ClipDataset(
@@ -64,8 +67,8 @@ def extract_features(
     mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1, 1)
     std = torch.tensor(STD, device=device).view(1, 3, 1, 1, 1)
     model = model.to(device).eval()
-    feats, labels, seen = [], [], []
-    dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
+    feats, labels, seen, skipped = [], [], [], set()
+    dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=int(num_workers))
     for batch in tqdm(dl, desc=desc, disable=not progress, leave=False):
         v = batch["video"].to(device)  # (B, V, 3, T, S, S) uint8
         b, nv = v.shape[:2]
@@ -82,10 +85,15 @@ def extract_features(
         feats.append(F.normalize(f, dim=1).cpu())
         labels.append(batch["label"])
         seen.append(batch["index"])
+        skipped.update(int(j) for j in batch["skipped"].flatten().tolist() if j >= 0)
     feats_t, labels_t, idx = torch.cat(feats), torch.cat(labels), torch.cat(seen)
     # a bad video is replaced by the next good one inside a batch slot; keep each video once
     _, first = np.unique(idx.numpy(), return_index=True)
-    return feats_t.numpy()[first], labels_t.numpy()[first], ds.bad
+    # a loader worker's list of bad videos stays in that process: the batches say which were skipped
+    bad = dict(ds.bad)
+    for j in sorted(skipped):
+        bad.setdefault(str(ds.items[j][0]), "unreadable (skipped; its error is in the log)")
+    return feats_t.numpy()[first], labels_t.numpy()[first], bad
 
 
 def linear_probe(
@@ -159,10 +167,16 @@ def probe_model(
     frame_cache=None,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    num_workers: int = 0,
 ) -> dict[str, Any]:
     """Linear probe + k-NN of a backbone module on two labelled item lists."""
     kw = dict(
-        num_clips=cfg.num_clips, batch_size=cfg.batch_size, frame_cache=frame_cache, device=device, progress=progress
+        num_clips=cfg.num_clips,
+        batch_size=cfg.batch_size,
+        frame_cache=frame_cache,
+        device=device,
+        progress=progress,
+        num_workers=num_workers,
     )
     xtr, ytr, bad_tr = extract_features(model, train_items, input_meta, desc="probe: train features", **kw)
     xva, yva, bad_va = extract_features(model, val_items, input_meta, desc="probe: val features", **kw)
@@ -181,6 +195,7 @@ def probe_checkpoint(
     use_cache: bool = True,
     device: str | None = None,
     progress: bool = True,
+    num_workers: int = 0,
 ) -> dict[str, Any]:
     """``moviessl probe-backbone``: load a ``backbone`` checkpoint and probe it."""
     obj = load_checkpoint(ckpt, stage="backbone")
@@ -204,6 +219,7 @@ def probe_checkpoint(
         frame_cache=cache,
         device=device,
         progress=progress,
+        num_workers=num_workers,
     )
     out.update(checkpoint=str(ckpt), method=meta.get("method"))
     return out
