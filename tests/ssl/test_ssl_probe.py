@@ -37,6 +37,16 @@ def test_probe_is_at_chance_on_noise():
     assert abs(knn_accuracy(xtr, ytr, xva, yva, 4) - 25.0) < 10
 
 
+def test_knn_in_blocks_of_val_rows_equals_one_block(monkeypatch):
+    import moviessl.ssl.probe as probe
+
+    x, y = _blobs(430, 5, 16, 0.8, 1)
+    xtr, ytr, xva, yva = x[:300], y[:300], x[300:], y[300:]
+    whole = knn_accuracy(xtr, ytr, xva, yva, 5, k=7)
+    monkeypatch.setattr(probe, "KNN_ROWS", 32)  # 5 blocks, the last one short
+    assert knn_accuracy(xtr, ytr, xva, yva, 5, k=7) == whole and 40 < whole < 100
+
+
 def test_lars_trust_ratio_and_lr_scaling():
     w = torch.nn.Parameter(torch.full((4, 4), 2.0))  # |w| = 8
     b = torch.nn.Parameter(torch.zeros(4))

@@ -32,6 +32,9 @@ from .data import ClipDataset
 log = logging.getLogger("moviessl")
 
 
+KNN_ROWS = 1024  # val features per k-NN similarity block (x 240k train features = 1 GB for K400)
+
+
 @torch.no_grad()
 def extract_features(
     model: nn.Module,
@@ -130,13 +133,17 @@ def linear_probe(
 def knn_accuracy(
     xtr: np.ndarray, ytr: np.ndarray, xva: np.ndarray, yva: np.ndarray, num_classes: int, k: int = 20, t: float = 0.07
 ) -> float:
-    """Weighted k-NN top-1 accuracy (%) with cosine similarity (features already L2-normalised)."""
+    """Weighted k-NN top-1 accuracy (%) with cosine similarity (features already L2-normalised).
+    Val rows go ``KNN_ROWS`` at a time: K400's whole similarity matrix (20k val x 240k train) is 19 GB."""
     k = max(1, min(int(k), len(xtr)))
-    sim = torch.from_numpy(xva).float() @ torch.from_numpy(xtr).float().t()
-    top, idx = sim.topk(k, dim=1)
-    votes = torch.zeros(len(xva), num_classes)
-    votes.scatter_add_(1, torch.from_numpy(ytr).long()[idx], (top / t).exp())
-    return float((votes.argmax(1).numpy() == yva).mean() * 100.0)
+    train, labels = torch.from_numpy(xtr).float().t(), torch.from_numpy(ytr).long()
+    pred = []
+    for a in range(0, len(xva), KNN_ROWS):
+        top, idx = (torch.from_numpy(xva[a : a + KNN_ROWS]).float() @ train).topk(k, dim=1)
+        votes = torch.zeros(len(top), num_classes)
+        votes.scatter_add_(1, labels[idx], (top / t).exp())
+        pred.append(votes.argmax(1))
+    return float((torch.cat(pred).numpy() == yva).mean() * 100.0)
 
 
 def probe_features(xtr, ytr, xva, yva, cfg: ProbeConfig) -> dict[str, Any]:
