@@ -62,6 +62,7 @@ def is_override(token: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    extra = [t for t in extra if t != "--"]  # "--" ends the options; argparse leaves it among the leftovers
     if extra:
         # argparse takes one block of positionals; ``KEY=VALUE`` tokens after a later option
         # (``--task srl a=1 --seeds 2 b=2``) come back here and join the overrides, in order.

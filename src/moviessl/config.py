@@ -240,12 +240,20 @@ def _range_problem(name: str, v: Any) -> str | None:
         return "must be in [0, 1]"
     if name in ("max_steps", "max_epochs") and v < 1 and v != -1:
         return "must be at least 1 (or -1: no limit)"
+    if name == "ddp_timeout_s" and not v < MAX_TIMEOUT_S:  # inf or huge: timedelta overflows
+        return f"must be below {MAX_TIMEOUT_S:.0e} s"
     return None
+
+
+MAX_TIMEOUT_S = 1e9  # ~30 years: no wait is longer, and timedelta overflows far above it
+MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision's values
 
 
 def check_ranges(cfg: Any) -> None:
     """``BadInputError`` naming the first setting outside its range (see ``_range_problem``)."""
     for key, v in flatten(to_dict(cfg)).items():
+        if key.rsplit(".", 1)[-1] == "matmul_precision" and v is not None and v not in MATMUL_PRECISIONS:
+            raise BadInputError(key, f"choose {', '.join(MATMUL_PRECISIONS)}, not {v!r}")
         problem = _range_problem(key.rsplit(".", 1)[-1], v)
         if problem:
             raise BadInputError(key, f"{v} {problem}")

@@ -27,7 +27,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from .config import TrainerConfig, save_config
+from .config import MATMUL_PRECISIONS, TrainerConfig, save_config
 from .errors import BadInputError
 from .utils.io import atomic_write
 
@@ -123,7 +123,21 @@ UNUSED_SUFFIX = "_find_unused_parameters_true"
 FIND_UNUSED = {name: ("ddp" if name == "auto" else name) + UNUSED_SUFFIX for name in DDP_START}
 
 
-MATMUL_PRECISIONS = ("highest", "high", "medium")
+class MatmulPrecision(pl.Callback):
+    """``torch.set_float32_matmul_precision`` for the run, in every process (``setup`` runs in each
+    rank, spawned ones too) and restored afterwards, so the next stage of the same process starts
+    from PyTorch's setting."""
+
+    def __init__(self, precision: str):
+        self.precision, self.before = precision, None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.before = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision(self.precision)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self.before is not None:
+            torch.set_float32_matmul_precision(self.before)
 
 
 def ddp_with_timeout(name: str, seconds: float):
@@ -212,7 +226,7 @@ def make_trainer(
             raise BadInputError(
                 "trainer.matmul_precision", f"choose {', '.join(MATMUL_PRECISIONS)}, not {t.matmul_precision!r}"
             )
-        torch.set_float32_matmul_precision(t.matmul_precision)  # process-wide, as PyTorch has it
+        cbs.append(MatmulPrecision(t.matmul_precision))
     return pl.Trainer(
         profiler=_profiler(t.profiler, out_dir),
         benchmark=t.benchmark,

@@ -63,7 +63,7 @@ def test_overrides_may_sit_between_options(monkeypatch):
     seen = []
     parser = cli.build_parser
     argv = ["finetune", "vidsitu", "srl.epochs=3", "--task", "srl", "a.b=1", "--data-root", "d", "--out", "o"]
-    argv += ["srl.epochs=4"]
+    argv += ["srl.epochs=4", "--", "z=2"]
 
     def build():
         p = parser()
@@ -72,7 +72,7 @@ def test_overrides_may_sit_between_options(monkeypatch):
 
     monkeypatch.setattr(cli, "build_parser", build)
     assert cli.main(argv) == 0
-    assert seen == [["srl.epochs=3", "a.b=1", "srl.epochs=4"]]
+    assert seen == [["srl.epochs=3", "a.b=1", "srl.epochs=4", "z=2"]]
 
 
 def test_stray_word_or_option_still_refused(capsys):

@@ -157,19 +157,41 @@ def test_ddp_timeout_reaches_the_strategy(tmp_path):
 def test_gpu_speed_switches_reach_torch(tmp_path):
     """``trainer.benchmark`` (cuDNN's autotuner) and ``trainer.matmul_precision`` (TF32 for fp32
     matmuls): off unless set, and then set for the process, as PyTorch has them."""
-    from moviessl.config import TrainerConfig
+    from moviessl.config import TrainerConfig, load_config
     from moviessl.training import make_trainer
 
     before = torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()
     try:
         make_trainer(TrainerConfig(accelerator="cpu", progress_bar=False), tmp_path)
         assert (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()) == before
-        make_trainer(
-            TrainerConfig(accelerator="cpu", progress_bar=False, benchmark=True, matmul_precision="high"), tmp_path
+        t = make_trainer(
+            TrainerConfig(accelerator="cpu", progress_bar=False, benchmark=True, matmul_precision="high", max_steps=1),
+            tmp_path,
+            enable_checkpointing=False,
         )
-        assert torch.backends.cudnn.benchmark is True and torch.get_float32_matmul_precision() == "high"
+        assert torch.backends.cudnn.benchmark is True
+        seen = []
+
+        class Probe(pl.LightningModule):  # one step: the precision in force while training
+            def __init__(self):
+                super().__init__()
+                self.w = torch.nn.Parameter(torch.ones(1))
+
+            def training_step(self, batch, i):
+                seen.append(torch.get_float32_matmul_precision())
+                return (self.w * batch[0]).sum()
+
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        t.fit(Probe(), torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(2, 1))))
+        assert seen == ["high"] and torch.get_float32_matmul_precision() == before[1]  # restored after the run
         with pytest.raises(BadInputError, match="trainer.matmul_precision"):
             make_trainer(TrainerConfig(accelerator="cpu", matmul_precision="tf32"), tmp_path)
+        with pytest.raises(BadInputError, match="trainer.matmul_precision: choose highest"):  # at load, before work
+            load_config("backbone", "cpu", ["trainer.matmul_precision=tf32"])
+        with pytest.raises(BadInputError, match="trainer.ddp_timeout_s: inf must be below"):
+            load_config("backbone", "cpu", ["trainer.ddp_timeout_s=inf"])
     finally:
         torch.backends.cudnn.benchmark = before[0]
         torch.set_float32_matmul_precision(before[1])

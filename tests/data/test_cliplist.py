@@ -107,3 +107,22 @@ def test_kinetics_csv_problems_are_one_line(tmp_path):
     (ann / "bad.csv").write_text("label,youtube_id,time_start,time_end,split\nzumba,x,three,10,train\n")
     with pytest.raises(BadInputError, match=r"bad\.csv:2: needs youtube_id, time_start and time_end"):
         read_clip_list(ann / "bad.csv")
+
+
+def test_kinetics_csv_variants(tmp_path):
+    """A BOM, a quoted header, CRLF line ends; an unlabelled test list (DeepMind's K600/K700 test
+    CSVs have no label column); rows that say ``validate`` beside a ``val/`` folder."""
+    root = tmp_path / "k"
+    ann = kinetics_tree(root)
+    (ann / "train.csv").write_bytes(
+        b'\xef\xbb\xbf"label","youtube_id","time_start","time_end","split"\r\n'
+        b'"abseiling","--07WQ2iBlw","1","11","train"\r\n'
+    )
+    assert [(p.name, y) for p, y in read_clip_list(ann / "train.csv")] == [("--07WQ2iBlw_000001_000011.mp4", 0)]
+    (ann / "test.csv").write_text("youtube_id,time_start,time_end,split\nt1,0,10,test\n")
+    (root / "test").mkdir()
+    (root / "test" / "t1_000000_000010.mp4").write_bytes(b"")
+    assert [(p.name, y) for p, y in read_clip_list(ann / "test.csv")] == [("t1_000000_000010.mp4", None)]
+    (ann / "validate.csv").write_text("label,youtube_id,time_start,time_end,split\nzumba,v1,3,13,validate\n")
+    # classes now: abseiling, air drumming (val.csv), zumba
+    assert [(p.name, y) for p, y in read_clip_list(ann / "validate.csv")] == [("v1_000003_000013.mkv", 2)]

@@ -221,13 +221,19 @@ def test_balanced_shards_split_by_size():
     assert [sum(costs[i] for i in s) for s in ex.balanced_shards(costs, 3)] == [7, 5, 5]
 
 
+@pytest.mark.parametrize("bad", [0, -5, float("inf"), 1e12])
+def test_ddp_timeout_is_checked_before_any_work(tmp_path, bad):
+    with pytest.raises(BadInputError, match="--ddp-timeout-s: must be positive and below"):
+        ex.extract(tmp_path / "none.pt", tmp_path / "none", tmp_path / "out", ddp_timeout_s=bad)
+
+
 def test_source_bytes(tmp_path):
     (tmp_path / "a.mp4").write_bytes(b"x" * 7)
     frames = tmp_path / "frames"
     frames.mkdir()
     for k in range(3):
         (frames / f"{k:06d}.jpg").write_bytes(b"y" * 4)
-    assert ex.source_bytes(tmp_path / "a.mp4") == 7 and ex.source_bytes(frames) == 12
+    assert ex.source_bytes(tmp_path / "a.mp4") == 7 and ex.source_bytes(frames) == 3 * ex.FRAME_BYTES
     assert ex.source_bytes(tmp_path / "gone.mp4") == 0  # fails when opened, where it is reported
 
 

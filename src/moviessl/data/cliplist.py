@@ -26,7 +26,8 @@ from ..video.reader import VIDEO_EXTS
 
 log = logging.getLogger("moviessl.data")
 
-KINETICS_HEADER = ("label", "youtube_id", "time_start", "time_end")
+KINETICS_COLUMNS = {"youtube_id", "time_start", "time_end"}  # + "label" but in unlabelled test lists
+SPLIT_ALIASES = {"validate": "val", "val": "validate", "valid": "val", "validation": "val"}
 
 
 def read_clip_list(csv_path: str | os.PathLike) -> list[tuple[Path, int | None]]:
@@ -75,9 +76,12 @@ def check_labelled(items: list[tuple[Path, int | None]], csv_path: str | os.Path
         )
 
 
+def header_columns(line: str) -> list[str]:
+    return [c.strip().strip('"').strip().lower() for c in line.lstrip("\ufeff").split(",")]
+
+
 def is_kinetics_header(line: str) -> bool:
-    cols = [c.strip().strip('"').lower() for c in line.lstrip("\ufeff").split(",")]
-    return tuple(cols[: len(KINETICS_HEADER)]) == KINETICS_HEADER
+    return KINETICS_COLUMNS <= set(header_columns(line))
 
 
 def kinetics_classes(annotations: Path, also: set[str] = frozenset()) -> list[str]:
@@ -90,9 +94,11 @@ def kinetics_classes(annotations: Path, also: set[str] = frozenset()) -> list[st
             with open(f, encoding="utf-8", newline="") as fh:
                 rows = csv.reader(fh)
                 head = next(rows, None)
-                if head is None or not is_kinetics_header(",".join(head)):
+                cols = header_columns(",".join(head)) if head is not None else []
+                if not KINETICS_COLUMNS <= set(cols) or "label" not in cols:
                     continue
-                names.update(r[0].strip() for r in rows if r and r[0].strip())
+                k = cols.index("label")
+                names.update(r[k].strip() for r in rows if len(r) > k and r[k].strip())
         except (OSError, UnicodeDecodeError):
             continue  # only the list being read must be readable
     return sorted(names)
@@ -128,9 +134,8 @@ def read_kinetics_csv(path: Path, lines: list[str]) -> list[tuple[Path, int | No
     left out with one warning; none found at all is an error."""
     ann = path.resolve().parent
     root = ann.parent if ann.name == "annotations" else ann
-    reader = csv.DictReader(lines)
-    reader.fieldnames = [c.strip().strip('"').lower().lstrip("\ufeff") for c in reader.fieldnames or []]
-    rows = [(reader.line_num, row) for row in reader]  # line numbers as the file has them
+    reader = csv.DictReader(lines[1:], fieldnames=header_columns(lines[0]))
+    rows = [(reader.line_num + 1, row) for row in reader]  # line numbers as the file has them
     own = {(r.get("label") or "").strip() for _, r in rows} - {""}
     classes = {name: k for k, name in enumerate(kinetics_classes(ann, own))}
     folders: dict[Path, dict[str, Path]] = {}
@@ -148,10 +153,9 @@ def read_kinetics_csv(path: Path, lines: list[str]) -> list[tuple[Path, int | No
             ) from None
         split = (row.get("split") or "").strip() or path.stem
         if split not in split_dir:
-            folder = root / split
-            if not folder.is_dir() and (root / path.stem).is_dir():
-                folder = root / path.stem  # a split named "validate" in the rows, its folder "val"
-            split_dir[split] = folder
+            # the rows' split names the folder; else its other spelling (validate / val), else the CSV's name
+            tries = [root / split, root / SPLIT_ALIASES.get(split, split), root / path.stem]
+            split_dir[split] = folder = next((f for f in tries if f.is_dir()), tries[0])
             folders.setdefault(folder, _clip_index(folder))
         folder = split_dir[split]
         looked.add(folder)
