@@ -254,6 +254,23 @@ def test_find_videos_layouts(tmp_path):
         ex.find_videos(tmp_path / "vs" / "vsitu_frames" / "v_1")
 
 
+def test_loaded_features_hold_no_open_file(tmp_path):
+    """A task keeps every segment's features (VidSitu: ~29k files): a loaded array must be a copy,
+    not a view of a memory map holding a file descriptor each (the limit is often 1024)."""
+    import os
+
+    d = tmp_path / "feats"
+    d.mkdir()
+    for i in range(300):
+        np.save(d / f"v_{i}_feats.npy", np.full((5, 8), i, np.float32))
+    s = FeatureStore(d)
+    before = len(os.listdir("/proc/self/fd"))
+    kept = [s.load(f"v_{i}") for i in range(300)]
+    assert len(os.listdir("/proc/self/fd")) - before < 10
+    assert all(not isinstance(a, np.memmap) and a.base is None and a[0, 0] == i for i, a in enumerate(kept))
+    assert isinstance(s.load("v_3", mmap=True), np.memmap)
+
+
 def test_featurestore_vidsitu_folder(tmp_path):
     d = tmp_path / "vsitu_vid_feats" / "slow_fast"
     d.mkdir(parents=True)

@@ -159,7 +159,11 @@ class FeatureStore:
                         f"{int(bad.sum())} non-finite value(s) (NaN/inf), first at event {a + int(r)}, dim {int(c)}",
                     )
             self._finite.add(vid)
-        return arr if mmap else np.asarray(arr, dtype=np.float32)
+        if mmap:
+            return arr
+        # a copy, never a view of the map: a view keeps the map and its file descriptor open for as
+        # long as the array lives, and a task holding every segment's features would exhaust both
+        return np.array(arr, dtype=np.float32, copy=True)
 
     def missing(self, vid: str) -> np.ndarray:
         """Boolean ``(num_events,)``: events in a damaged stretch of the video (their rows are zeros;
