@@ -89,3 +89,33 @@ def test_frozen_feature_cache_is_split_over_launched_ranks(tmp_path, monkeypatch
     failed = extract_features(torch.nn.Identity(), Clips(), vsegs, tmp_path, batch_size=2)
     assert seen == [4, 5, 6, 0, 1, 2, 3] and failed == [vsegs[6]]
     assert np.load(tmp_path / f"{vsegs[4]}_feats.npy")[0, 0] == 4 and (tmp_path / f"{vsegs[7]}_feats.npy").is_file()
+
+
+def test_end_to_end_input_stats_decode_a_bounded_sample(monkeypatch):
+    """The input statistics of an end-to-end run come from at most STATS_SEGMENTS evenly spaced
+    train segments, decoded by the run's loader workers (not all of VidSitu's 23.6k on every rank)."""
+    from moviessl.tasks.vidsitu import runner
+    from moviessl.tasks.vidsitu.data import SegmentData
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x):  # (N, 3, T, H, W) -> (N, 2)
+            return torch.stack([x.mean((1, 2, 3, 4)), x.amax((1, 2, 3, 4))], 1) * self.w
+
+    seen = {}
+
+    def fake_loader(data, batch_size, shuffle, num_workers=0, **kw):
+        seen.update(vsegs=list(data.vsegs), workers=num_workers)
+        yield {"x": data.x}
+
+    monkeypatch.setattr(runner, "loader", fake_loader)
+    monkeypatch.setattr(runner, "build_arch", lambda arch: Net())
+    monkeypatch.setattr(runner, "STATS_SEGMENTS", 4)
+    x = torch.arange(10.0).view(10, 1, 1, 1, 1, 1).expand(10, 5, 3, 2, 4, 4)
+    data = SegmentData([f"v_{k}" for k in range(10)], list(range(10)), x, [None] * 10)
+    mean, var = runner.train_input_stats(data, {"arch": {}, "state_dict": Net().state_dict()}, num_workers=3)
+    assert seen == {"vsegs": ["v_0", "v_3", "v_6", "v_9"], "workers": 3}
+    assert torch.allclose(mean, torch.tensor([4.5, 4.5])) and torch.allclose(var, torch.tensor([11.25, 11.25]))
