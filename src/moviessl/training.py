@@ -278,10 +278,14 @@ def repair_last_checkpoint(out_dir: str | os.PathLike) -> None:
         return
 
     def step_of(p: Path) -> int | None:
+        # memory-mapped: only the step is read, not a paper-size queue (every rank of a launch does this)
         try:
-            return int(torch.load(p, map_location="cpu", weights_only=False)["global_step"])
-        except Exception:  # truncated or not a checkpoint: not a candidate
-            return None
+            return int(torch.load(p, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+        except Exception:  # truncated, not a checkpoint, or a pre-zip file
+            try:
+                return int(torch.load(p, map_location="cpu", weights_only=False)["global_step"])
+            except Exception:  # truncated or not a checkpoint: not a candidate
+                return None
 
     last = ck / "last.ckpt"
     last_step = step_of(last) if last.is_file() else None
