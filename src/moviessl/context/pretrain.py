@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from ..data.vidsitu import resolve_ann_root, segment_splits
 from ..errors import BadInputError
 from ..features.store import FeatureStore
-from ..training import cpu_threads_unless_gpu, fit, seed_everything
+from ..training import cpu_threads_unless_gpu, fit, planned_world_size, seed_everything
 from ..utils.io import ensure_out_dir
 from .config import ContextConfig
 from .module import MaskPredModule
@@ -123,8 +123,7 @@ def pretrain_context(
     if cfg.maskpred.center:
         module.set_target_mean(mean)
 
-    devices = cfg.trainer.devices
-    drop_last = len(train) >= d.batch_size * (devices if isinstance(devices, int) else 1)
+    drop_last = len(train) >= d.batch_size * planned_world_size(cfg.trainer)  # every rank gets a full batch
     loader_kw = dict(
         num_workers=d.num_workers, persistent_workers=d.num_workers > 0, pin_memory=torch.cuda.is_available()
     )
