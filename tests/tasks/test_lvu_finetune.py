@@ -222,6 +222,24 @@ def _lvu_release(root):
     return root
 
 
+def test_build_inputs_reads_only_the_tasks_videos(lvu_setup, monkeypatch):
+    """A scene folder holds every movie of the nine tasks; a task loads (and contextualises) only the
+    videos it has labels for."""
+    from moviessl.features.store import FeatureStore
+    from moviessl.tasks.lvu import runner
+
+    tmp, lvu, _ = lvu_setup
+    loaded = []
+    real = FeatureStore.load
+    monkeypatch.setattr(FeatureStore, "load", lambda self, v, mmap=False: loaded.append(v) or real(self, v, mmap))
+    every = runner.build_inputs("year", lvu, scene_features=tmp / "events", scene_kind="feats")
+    some = sorted(every.videos)[:3]
+    loaded.clear()
+    part = runner.build_inputs("year", lvu, scene_features=tmp / "events", scene_kind="feats", ids=some)
+    assert sorted(part.videos) == some and sorted(loaded) == some
+    np.testing.assert_array_equal(part.videos[some[0]].scene, every.videos[some[0]].scene)
+
+
 def test_runs_on_lvus_released_inputs(tmp_path, capsys):
     """A user with the LVU download: lvu_1.0/ labels, features/<id>.npz, instance_meta/ (by task)."""
     root = _lvu_release(tmp_path / "data")

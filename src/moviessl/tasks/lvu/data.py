@@ -25,6 +25,7 @@ import torch
 from ...checkpoint import file_hash
 from ...context.ot_spans import SpanVideo, event_seconds
 from ...data.lvu import VideoInstances
+from ...dist import local_device
 from ...errors import BadInputError
 from ...features.extract import contextualize, load_contextualizer
 from ...features.store import FeatureStore
@@ -68,9 +69,11 @@ def scene_arrays(
         txe, window, step = load_contextualizer(
             contextualizer, store.dim, store.stride_s, source=f"the scene feature folder {store.root}"
         )
+        dev = local_device()  # this rank's GPU where there is one: thousands of films through the TxE
+        txe = txe.to(dev)
         with torch.no_grad():
             for v in want:
-                out[v] = contextualize(txe, torch.tensor(store.load(v)), window, step).float().numpy()
+                out[v] = contextualize(txe, torch.tensor(store.load(v)).to(dev), window, step).float().cpu().numpy()
         desc = f"scene:{Path(features).resolve()}+txe:{file_hash(contextualizer)}"
     else:
         for v in want:

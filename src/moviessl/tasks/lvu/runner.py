@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -66,9 +66,11 @@ def build_inputs(
     scene_kind: str = "auto",
     contextualizer: str | os.PathLike | None = None,
     scene_stride_s: float | None = None,
+    ids: Iterable[str] | None = None,
 ) -> LVUInputs:
     """The OT's inputs for ``task`` from files. With LVU's released ``features/`` the instance
-    metadata defaults to ``<data_root>/instance_meta/instance_meta_<task>.pkl``."""
+    metadata defaults to ``<data_root>/instance_meta/instance_meta_<task>.pkl``. ``ids``: only these
+    videos (the task's labelled ones: a scene feature folder holds every movie of all nine tasks)."""
     inst = None
     desc = []
     if instances is not None:
@@ -81,9 +83,9 @@ def build_inputs(
         desc.append(f"instances:{Path(instances).resolve()}:{inst.backbone}")
     scene, stride = None, 2.0
     if scene_features is not None:
-        scene, stride, d = scene_arrays(scene_features, scene_kind, contextualizer)
+        scene, stride, d = scene_arrays(scene_features, scene_kind, contextualizer, ids=ids)
         desc.append(d)
-    return load_inputs(inst, scene, scene_stride_s or stride, desc=" ".join(desc))
+    return load_inputs(inst, scene, scene_stride_s or stride, ids=ids, desc=" ".join(desc))
 
 
 @torch.no_grad()
@@ -205,6 +207,7 @@ def run_finetune(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
+    labels = {s: dict(read_labels(data_root, task, s)) for s in ["train", *cfg.data.eval_splits]}
     if inputs is None:
         inputs = build_inputs(
             task,
@@ -215,8 +218,8 @@ def run_finetune(
             scene_kind,
             contextualizer,
             cfg.data.scene_stride_s,
+            ids=sorted(set().union(*labels.values())),
         )
-    labels = {s: dict(read_labels(data_root, task, s)) for s in ["train", *cfg.data.eval_splits]}
     train = [inputs.videos[v] for v in labels["train"] if v in inputs]
     evals = {s: [inputs.videos[v] for v in labels[s] if v in inputs] for s in cfg.data.eval_splits}
     if not train:
