@@ -219,7 +219,15 @@ def load_config(
 
 # Settings whose type alone lets a typo through (a batch of 0, a negative learning rate) and that would
 # otherwise fail deep inside torch with a traceback. By the setting's own name, wherever it sits.
-_POSITIVE_INT = ("batch_size", "eval_batch_size", "ref_batch", "accumulate_grad_batches", "queue_size", "vocab_size")
+_POSITIVE_INT = (
+    "batch_size",
+    "eval_batch_size",
+    "ref_batch",
+    "accumulate_grad_batches",
+    "queue_size",
+    "vocab_size",
+    "max_per_class",
+)
 _NON_NEGATIVE = ("lr", "weight_decay", "final_lr_frac", "warmup_steps", "num_workers", "ckpt_every_n_steps")
 _FRACTION = ("dropout", "attn_dropout", "ffn_dropout", "val_fraction", "track_fraction", "warmup_frac")
 _POSITIVE = ("tau", "temperature", "span_temperature", "epochs", "log_every_n_steps", "ddp_timeout_s")

@@ -156,6 +156,11 @@ def test_probe_decodes_in_loader_workers_with_the_same_result(clip_list, tmp_pat
         res.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
     assert res[0]["skipped_train"] == res[1]["skipped_train"] == 1 and res[1]["num_train"] == 12
     assert {k: v for k, v in res[0].items()} == res[1]
+    # probe.max_per_class (the paper preset's 50): at most that many videos of each class per list
+    argv = ["probe-backbone", "--data", str(clip_list), "--val", str(clip_list), str(out / "model.pt")]
+    assert main([*argv, "probe.max_iter=50", "probe.max_per_class=2"]) == 0
+    cut = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert cut["num_train"] + cut["skipped_train"] == 8 and cut["num_val"] + cut["skipped_val"] == 8
 
 
 def test_unlabelled_clip_lists_are_named_before_any_work(clip_list, tmp_path, capsys):

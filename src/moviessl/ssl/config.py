@@ -142,6 +142,9 @@ class ProbeConfig:
     knn_t: float
     seed: int
     val_fraction: float  # held out of --data when no --val is given
+    # at most this many videos per class from each list (evenly spaced in list order); None: all.
+    # The paper preset's cap keeps the probe after a K400 run to an hour, not a day on one GPU.
+    max_per_class: Optional[int] = None
 
 
 @dataclass

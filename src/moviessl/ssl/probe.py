@@ -168,6 +168,17 @@ def probe_features(xtr, ytr, xva, yva, cfg: ProbeConfig, device: str | torch.dev
     }
 
 
+def per_class(items: Sequence[tuple[Path, int | None]], n: int) -> list[tuple[Path, int | None]]:
+    """At most ``n`` items of each label, evenly spaced through that label's items; list order kept."""
+    rows: dict[Any, list[int]] = {}
+    for i, (_, y) in enumerate(items):
+        rows.setdefault(y, []).append(i)
+    keep = []
+    for r in rows.values():
+        keep += [r[int(k)] for k in np.linspace(0, len(r) - 1, n).round()] if len(r) > n else r
+    return [items[i] for i in sorted(keep)]
+
+
 def probe_model(
     model: nn.Module,
     input_meta: Mapping[str, Any],
@@ -180,7 +191,10 @@ def probe_model(
     progress: bool = True,
     num_workers: int = 0,
 ) -> dict[str, Any]:
-    """Linear probe + k-NN of a backbone module on two labelled item lists."""
+    """Linear probe + k-NN of a backbone module on two labelled item lists (each cut to
+    ``cfg.max_per_class`` videos per class when set)."""
+    if cfg.max_per_class is not None:
+        train_items, val_items = (per_class(items, int(cfg.max_per_class)) for items in (train_items, val_items))
     kw = dict(
         num_clips=cfg.num_clips,
         batch_size=cfg.batch_size,
