@@ -92,6 +92,23 @@ def test_tracks_without_a_video_are_named(backbone, boxes, tmp_path, caplog):
     assert InstanceStore(tmp_path / "out").ids == ["vidA", "vidB"]
 
 
+def test_index_written_on_a_clock_not_after_every_video(backbone, boxes, tmp_path, monkeypatch):
+    """Rewriting index.json after each video is O(videos^2) bytes over LVU; it is written every
+    INDEX_EVERY_S and at the end (a killed job redoes at most that much)."""
+    import moviessl.features.instances as ins
+
+    writes = []
+    real = ins.atomic_write_json
+    monkeypatch.setattr(ins, "atomic_write_json", lambda p, obj: writes.append(p.name) or real(p, obj))
+    monkeypatch.setattr(ins, "INDEX_EVERY_S", 1e9)
+    extract_instances(backbone, boxes / "videos", boxes / "tracks", tmp_path / "slow")
+    assert writes == ["index.json"] and InstanceStore(tmp_path / "slow").ids == ["vidA", "vidB"]
+    writes.clear()
+    monkeypatch.setattr(ins, "INDEX_EVERY_S", 0.0)  # every video, then the end
+    extract_instances(backbone, boxes / "videos", boxes / "tracks", tmp_path / "each")
+    assert writes == ["index.json"] * 3
+
+
 def test_tracks_that_are_neither_json_nor_instance_meta(backbone, boxes, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BadInputError, match="no <id>.json tracks files or instance_meta"):

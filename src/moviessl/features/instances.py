@@ -129,6 +129,9 @@ def box_source(tracks: str | os.PathLike) -> dict[str, Callable[[], VideoInstanc
     return {vid: partial(meta_instances, secs) for vid, secs in meta.items()}
 
 
+INDEX_EVERY_S = 30.0
+
+
 def extract_instances(
     backbone: str | os.PathLike,
     videos: str | os.PathLike,
@@ -174,6 +177,7 @@ def extract_instances(
         )
     log.info("%d videos, %d without tracks, %d to extract", len(vids), no_tracks, len(todo))
     t0, dim = time.perf_counter(), int(getattr(model, "out_dim", 0)) or None
+    saved = t0
     for vid, path in todo:
         try:
             inst = source[vid]()
@@ -187,8 +191,11 @@ def extract_instances(
             msg = str(e) if isinstance(e, BadInputError) else f"{path}: {type(e).__name__}: {' '.join(str(e).split())}"
             log.warning("skipping %s", msg)
             entries[vid] = {"status": "bad", "error": msg}
-        # the index after every video: a killed job keeps what it finished
-        atomic_write_json(out / INSTANCE_INDEX, _index(bhash, backbone, tracks, roi, dim, entries))
+        # the index every INDEX_EVERY_S: a killed job loses at most that much work (rewriting it after
+        # every video writes O(videos^2) bytes: tens of GB of JSON over LVU's 30k movies)
+        if time.perf_counter() - saved >= INDEX_EVERY_S:
+            atomic_write_json(out / INSTANCE_INDEX, _index(bhash, backbone, tracks, roi, dim, entries))
+            saved = time.perf_counter()
     index = _index(bhash, backbone, tracks, roi, dim, entries)
     atomic_write_json(out / INSTANCE_INDEX, index)
     log.info("%s: %d ok, %d bad (%.1f s)", out, index["counts"]["ok"], index["counts"]["bad"], time.perf_counter() - t0)
