@@ -191,3 +191,25 @@ def test_cached_sources_keep_a_bounded_number_of_files_open(tmp_path):
         assert src.get([1, 3]).shape == (2, 2, 2, 3) and src.get([0])[0, 0, 0, 0] == k % 251
     assert len(os.listdir("/proc/self/fd")) - before <= OPEN_MAPS
     assert sources[0].get([2])[0, 0, 0, 0] == 0  # reopened after it fell out
+
+
+def test_a_warm_flow_cache_opens_no_video_when_preparing(clip_list, tmp_path, monkeypatch):
+    """MoDist decoding on the fly (the paper preset) with its flow cached: a (re)start does not read
+    every video's header on every rank; the videos are opened when their clips are drawn."""
+    from moviessl.ssl.flow import FlowCache, FlowParams
+
+    items = read_clip_list(clip_list)
+    kw = dict(num_frames=4, stride=2, short_side=32, flow_frames=4, flow_stride=2)
+    params = FlowParams(algorithm="farneback", short_side=32)
+    first = ClipDataset(items, "pair", flow_cache=FlowCache(tmp_path, params), **kw).prepare(progress=False)
+    assert len(first) == 12 and len(first.bad) == 1
+    import moviessl.ssl.data as data_mod
+
+    opened = []
+    real = data_mod.LiveSource
+    monkeypatch.setattr(data_mod, "LiveSource", lambda p, *a, **k: opened.append(p.name) or real(p, *a, **k))
+    again = ClipDataset(items, "pair", flow_cache=FlowCache(tmp_path, params), **kw).prepare(progress=False)
+    assert opened == ["bad0.mp4"]  # only the video without flow (it fails again, and is dropped again)
+    assert again.items == first.items and again.bad.keys() == first.bad.keys()
+    item = again[0]
+    assert item["video"].shape[:3] == (2, 3, 4) and item["flow"].shape[0] == 2  # drawn, video opened lazily

@@ -199,6 +199,11 @@ class ClipDataset(Dataset):
         for i in tqdm(
             rotated_order(len(self.items), *launch_rank()), desc="caching videos", disable=not progress, leave=False
         ):
+            if self.frame_cache is None and self.flow_cache is not None and self.flow_cache.is_cached(self.items[i][0]):
+                # decoded on the fly and its flow already there: nothing to build, and opening the
+                # video here would read every file's header on every rank at every (re)start
+                good.append(i)
+                continue
             try:
                 if self.frame_cache is not None:
                     self._source(i)

@@ -139,6 +139,15 @@ class FlowCache:
         self.dir = Path(cache_dir) / params.tag()
         self.computed = 0  # how many videos this instance had to compute (cache misses)
 
+    def is_cached(self, path: str | os.PathLike) -> bool:
+        """Whether ``path``'s flow (for these parameters) is in the cache: two stats, no decoding."""
+        path = Path(path)
+        try:
+            base = self.dir / f"{path.stem}-{_source_key(path)}"
+        except OSError:
+            return False
+        return base.with_suffix(".npy").is_file() and base.with_suffix(".json").is_file()
+
     def source(self, path: str | os.PathLike, frames_fn: Callable[[], np.ndarray]) -> CachedSource:
         path = Path(path)
         if not path.exists():
