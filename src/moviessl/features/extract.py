@@ -38,7 +38,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -47,7 +46,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..checkpoint import build_from_checkpoint, file_hash, load_checkpoint
-from ..config import MAX_TIMEOUT_S
+from ..config import MAX_TIMEOUT_S, TrainerConfig
 from ..data.cliplist import read_clip_list
 from ..errors import BadInputError
 from ..models.slowd import speed_up
@@ -808,7 +807,7 @@ def extract(
         stream = EventClipStream(todo, inp, stride_s, vidsitu, batch_events, chunk_events, done)
         module = FeatureExtractor(model, out, stream, {"backbone": bhash}, dtype, txe, window, step, dim=dim)
         module.show_progress = progress
-        plan = SimpleNamespace(devices=devices, accelerator=accelerator, num_nodes=num_nodes)
+        plan = TrainerConfig(accelerator=accelerator, devices=devices, num_nodes=num_nodes)
         if ddp_timeout_s is not None and planned_world_size(plan) > 1:
             strategy = ddp_with_timeout("ddp" if strategy == "auto" else strategy, ddp_timeout_s)
         trainer = pl.Trainer(
