@@ -257,11 +257,17 @@ MAX_TIMEOUT_S = 1e9  # ~30 years: no wait is longer, and timedelta overflows far
 MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision's values
 
 
+def check_matmul_precision(key: str, v: Any) -> None:
+    """One line naming ``key`` unless ``v`` is unset or one of torch's float32 matmul precisions."""
+    if v is not None and v not in MATMUL_PRECISIONS:
+        raise BadInputError(key, f"choose {', '.join(MATMUL_PRECISIONS)}, not {v!r}")
+
+
 def check_ranges(cfg: Any) -> None:
     """``BadInputError`` naming the first setting outside its range (see ``_range_problem``)."""
     for key, v in flatten(to_dict(cfg)).items():
-        if key.rsplit(".", 1)[-1] == "matmul_precision" and v is not None and v not in MATMUL_PRECISIONS:
-            raise BadInputError(key, f"choose {', '.join(MATMUL_PRECISIONS)}, not {v!r}")
+        if key.rsplit(".", 1)[-1] == "matmul_precision":
+            check_matmul_precision(key, v)
         problem = _range_problem(key.rsplit(".", 1)[-1], v)
         if problem:
             raise BadInputError(key, f"{v} {problem}")
