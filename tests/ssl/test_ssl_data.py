@@ -98,6 +98,23 @@ def test_bad_videos_skipped_at_runtime_without_cache(clip_list):
         only_bad[0]
 
 
+def test_frames_on_the_fly_index_each_video_once(clip_list, monkeypatch):
+    """Decoding on the fly (the paper preset) reopens a video for each clip of each item: the demux
+    pass over the file's packets is paid once per video and process, not once per clip."""
+    from moviessl.video import reader as reader_mod
+
+    monkeypatch.setattr(reader_mod, "_index_memo", reader_mod.OrderedDict())
+    passes = []
+    real = reader_mod._AVFile._open
+    monkeypatch.setattr(reader_mod._AVFile, "_open", lambda self, *a: passes.append(self.path.name) or real(self, *a))
+    items = [it for it in read_clip_list(clip_list) if "bad" not in it[0].name][:3]
+    ds = ClipDataset(items, "pair", num_frames=4, stride=2, short_side=32)
+    for _ in range(3):
+        for i in range(len(ds)):
+            assert ds[i]["video"].shape == (2, 3, 4, 32, 32)
+    assert sorted(passes) == sorted(p.name for p, _ in items)
+
+
 def test_eval_clips_are_deterministic_centre_crops(clip_list, tmp_path):
     items = [it for it in read_clip_list(clip_list) if "bad" not in it[0].name][:2]
     ds = ClipDataset(

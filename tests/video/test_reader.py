@@ -1,5 +1,7 @@
 """VideoReader on real encoded files: exact frame indices across containers, codecs and rates."""
 
+from pathlib import Path
+
 import av
 import numpy as np
 import pytest
@@ -105,6 +107,51 @@ def test_reader_reuse_matches_fresh(videos):
     fresh = [read_clip(videos["mp4_2997"], c) for c in event_centers(10.01)]
     for a, b in zip(kept, fresh):
         assert np.array_equal(a, b)
+
+
+def test_reopening_a_file_skips_its_index_pass(videos, monkeypatch):
+    """A loader reopens a film for every clip it reads: the demux pass over every packet (and the
+    first frame's decode) happens once per process, and the reopened reader reads the same pixels."""
+    from moviessl.video import reader as reader_mod
+
+    monkeypatch.setattr(reader_mod, "_index_memo", reader_mod.OrderedDict())
+    passes = []
+    real = reader_mod._AVFile._open
+    monkeypatch.setattr(reader_mod._AVFile, "_open", lambda self, *a: passes.append(1) or real(self, *a))
+    want = np.arange(100, 164, 4)
+    with VideoReader(videos["vfr"]) as r:
+        first = (r.fps, r.num_frames, r.width, r.height, r.is_vfr, r.duration_s, r.frame_times.copy())
+        a = r.get_frames(want % r.num_frames)
+    with VideoReader(videos["vfr"]) as r:
+        assert r.frames_decoded == 0  # nothing decoded to open it
+        again = (r.fps, r.num_frames, r.width, r.height, r.is_vfr, r.duration_s, r.frame_times)
+        b = r.get_frames(want % r.num_frames)
+    assert len(passes) == 1
+    assert first[:6] == again[:6] and np.array_equal(first[6], again[6])
+    assert np.array_equal(a, b) and codes(b) == (want % 120).tolist()
+
+
+def test_a_rewritten_file_is_indexed_again(tmp_path, monkeypatch):
+    from moviessl.video import reader as reader_mod
+
+    monkeypatch.setattr(reader_mod, "_index_memo", reader_mod.OrderedDict())
+    path = encode(tmp_path / "v.mp4", n=60)
+    assert VideoReader(path).num_frames == 60
+    encode(tmp_path / "w.mp4", n=45).replace(path)  # same name, new file
+    with VideoReader(path) as r:
+        assert r.num_frames == 45 and codes(r.get_frames([44])) == [44]
+
+
+def test_the_index_memo_is_bounded(tmp_path, monkeypatch):
+    from moviessl.video import reader as reader_mod
+
+    monkeypatch.setattr(reader_mod, "_index_memo", reader_mod.OrderedDict())
+    monkeypatch.setattr(reader_mod, "INDEX_MEMO_FRAMES", 100)
+    paths = [encode(tmp_path / f"v{i}.mp4", n=40) for i in range(4)]
+    for p in paths:
+        VideoReader(p).close()
+    kept = sorted(Path(k[0]).name for k in reader_mod._index_memo)
+    assert kept == ["v2.mp4", "v3.mp4"]  # 80 indexed frames; a third would pass the 100-frame bound
 
 
 def _reference_decode(path):

@@ -19,6 +19,7 @@ import bisect
 import logging
 import os
 from array import array
+from collections import OrderedDict
 from fractions import Fraction
 from pathlib import Path
 
@@ -149,38 +150,93 @@ def _grid_fps(times: np.ndarray, candidates, tick: float) -> float | None:
     return None
 
 
+# What opening a file works out (the demux pass over every packet, the first frame's size and
+# rotation, the tail check), kept per process so that reopening the same unchanged file skips it.
+# A loader that reads one clip of a film per item reopens it for every item; without this each
+# clip of a 2-hour film re-read the whole file (200k packets) before decoding its 60 frames.
+# Bounded by indexed frames (16 bytes each for pts and times): 1M frames ~ 16 MB, ~9 hours at 30 fps
+# or ~3000 Kinetics clips, per process. Plain arrays only, so forked loader workers may share it.
+INDEX_MEMO_FRAMES = 1_000_000
+_INDEX_STATE = (
+    "stream_index",
+    "time_base",
+    "pts",
+    "key_pts",
+    "by_count",
+    "coded_size",
+    "rotation",
+    "width",
+    "height",
+    "frame_times",
+    "fps",
+    "is_vfr",
+    "duration_s",
+)
+_index_memo: OrderedDict[tuple, dict] = OrderedDict()
+
+
+def _remember_index(key: tuple, state: dict) -> None:
+    _index_memo[key] = state
+    _index_memo.move_to_end(key)
+    while len(_index_memo) > 1 and sum(len(v["pts"]) for v in _index_memo.values()) > INDEX_MEMO_FRAMES:
+        _index_memo.popitem(last=False)
+
+
 class _AVFile:
     def __init__(self, path: Path, verify: str):
         av = _av()
         self.path = path
-        size = path.stat().st_size
+        stat = path.stat()
+        size = stat.st_size
         if size == 0:
             raise BadInputError(path, "empty file (0 bytes)")
         try:
             self.container = av.open(str(path), metadata_errors="ignore")
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
             raise BadInputError(path, f"not a readable video container ({_why(e)})") from None
+        key = (str(path.resolve()), verify, size, stat.st_mtime_ns, stat.st_ino)
         try:
-            self._open(verify, size)
+            known = _index_memo.get(key)
+            if known is not None:
+                _index_memo.move_to_end(key)
+                self._reopen(known)
+            else:
+                self._open(verify, size)
+                _remember_index(key, {k: getattr(self, k) for k in _INDEX_STATE})
         except BaseException:
             self.container.close()
             raise
 
-    def _open(self, verify: str, size: int) -> None:
-        av = _av()
-        self.stream = st = _pick_video_stream(self.path, self.container)
-        self.time_base = st.time_base or Fraction(1, 1)
+    def _reset_decoder(self) -> None:
         self._iter = None  # live decode generator and the pts of the last frame it produced
         self._last_pts = None
         self.frames_decoded = 0  # running total, for tests / benchmarks of "decode only the window"
         self.missing: set[int] = set()  # native indices asked for that did not decode (or decoded corrupt)
         self._prev = None  # the last frame the running decoder produced (stand-in for one that fails)
-        self.rotation = 0  # display rotation (counter-clockwise degrees, a multiple of 90) applied to frames
         # One reformatter for all frames: frame.to_ndarray(format=...) builds a new swscale context
         # per frame, which costs more than decoding it (5-10x slower conversion, same pixels).
         from av.video.reformatter import VideoReformatter
 
         self._rgb = VideoReformatter()
+
+    def _reopen(self, known: dict) -> None:
+        """Open a file indexed before in this process: no demux pass, no frame decoded."""
+        self.stream = self.container.streams[known["stream_index"]]
+        self._reset_decoder()
+        for k in _INDEX_STATE:
+            if k != "stream_index":
+                setattr(self, k, known[k])
+
+    @property
+    def stream_index(self) -> int:
+        return int(self.stream.index)
+
+    def _open(self, verify: str, size: int) -> None:
+        av = _av()
+        self.stream = st = _pick_video_stream(self.path, self.container)
+        self.time_base = st.time_base or Fraction(1, 1)
+        self._reset_decoder()
+        self.rotation = 0  # display rotation (counter-clockwise degrees, a multiple of 90) applied to frames
 
         # Index pass: demux every packet (no decoding). Compact arrays, not Python objects per packet:
         # a 2-hour film has ~200k packets, and its index should cost a few MB, not a few hundred.
