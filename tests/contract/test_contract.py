@@ -89,6 +89,12 @@ CASES = [
         "one line naming the list and its first unlabelled clip, exit 2, before any work",
     ),
     (
+        "probe-backbone.kinetics_label_maps",
+        "probe-backbone",
+        "Kinetics --data and --val CSVs from two annotations folders whose class sets differ",
+        "one line naming the --val CSV and a class in one only, exit 2, before any video is decoded",
+    ),
+    (
         "probe-backbone.out_uncreatable",
         "probe-backbone",
         "--out in a folder that cannot be created",
@@ -383,6 +389,21 @@ def test_contract_probe_backbone(world, tmp_path, seen):
         error(
             cli("probe-backbone", "--data", world.clips, "--val", unlab, world.backbone),
             r"unlabelled\.csv: the linear probe needs a label on every line",
+        ),
+    )
+    csvs = []
+    for name, label in (("a", "abseiling"), ("b", "zumba")):  # two copies of Kinetics, other classes
+        (tmp_path / name / "annotations").mkdir(parents=True)
+        (tmp_path / name / "train").mkdir()
+        (tmp_path / name / "train" / "x_000000_000010.mp4").write_bytes(b"")  # never decoded
+        csvs.append(tmp_path / name / "annotations" / "train.csv")
+        csvs[-1].write_text(f"label,youtube_id,time_start,time_end,split\n{label},x,0,10,train\n")
+    seen(
+        "probe-backbone.kinetics_label_maps",
+        error(
+            cli("probe-backbone", "--data", csvs[0], "--val", csvs[1], world.backbone),
+            r"b/annotations/train\.csv: its Kinetics classes \(1\) are not those of .*a/annotations/train\.csv \(1\), "
+            r"e\.g\. 'abseiling' is in one only",
         ),
     )
 

@@ -126,3 +126,25 @@ def test_kinetics_csv_variants(tmp_path):
     (ann / "validate.csv").write_text("label,youtube_id,time_start,time_end,split\nzumba,v1,3,13,validate\n")
     # classes now: abseiling, air drumming (val.csv), zumba
     assert [(p.name, y) for p, y in read_clip_list(ann / "validate.csv")] == [("v1_000003_000013.mkv", 2)]
+
+
+def test_kinetics_lists_from_two_folders_must_share_a_label_map(tmp_path):
+    from moviessl.data.cliplist import check_same_label_map, kinetics_label_map
+
+    ann = kinetics_tree(tmp_path / "k400")
+    check_same_label_map(ann / "train.csv", ann / "val.csv")  # one folder: one map, whatever each lists
+    assert kinetics_label_map(ann / "val.csv") == [
+        "abseiling",
+        "air drumming",
+        "passing American football (in game)",
+        "zumba",
+    ]
+    other = kinetics_tree(tmp_path / "copy")
+    check_same_label_map(ann / "train.csv", other / "val.csv")  # another folder with the same classes
+    (other / "train.csv").write_text("label,youtube_id,time_start,time_end,split\nabseiling,aB3,120,130,train\n")
+    with pytest.raises(BadInputError, match=r"copy/annotations/val\.csv: its Kinetics classes \(3\) are not those"):
+        check_same_label_map(ann / "train.csv", other / "val.csv")  # 'passing American football' only in k400
+    plain = tmp_path / "list.csv"
+    plain.write_text("a.mp4 0\n")
+    assert kinetics_label_map(plain) is None
+    check_same_label_map(plain, other / "val.csv")  # a PySlowFast list carries its own ids: nothing to compare

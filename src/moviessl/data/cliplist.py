@@ -104,6 +104,40 @@ def kinetics_classes(annotations: Path, also: set[str] = frozenset()) -> list[st
     return sorted(names)
 
 
+def _label_map(ann: Path, rows) -> list[str]:
+    return kinetics_classes(ann, {(r.get("label") or "").strip() for r in rows} - {""})
+
+
+def kinetics_label_map(csv_path: str | os.PathLike) -> list[str] | None:
+    """The class names a Kinetics annotation CSV's label ids index (None: not a Kinetics CSV)."""
+    path = Path(csv_path)
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            head = fh.readline()
+            if not is_kinetics_header(head):
+                return None
+            rows = list(csv.DictReader(fh, fieldnames=header_columns(head)))
+    except (OSError, UnicodeDecodeError):
+        return None  # reading the list itself says what is wrong with it
+    return _label_map(path.resolve().parent, rows)
+
+
+def check_same_label_map(train_csv: str | os.PathLike, val_csv: str | os.PathLike) -> None:
+    """Two Kinetics CSVs from different annotation folders can number their classes differently
+    (label ``k`` is the k-th class name over *its* folder): a probe trained on one and scored on the
+    other would compare unrelated ids. One line naming ``val_csv`` when they differ."""
+    a, b = kinetics_label_map(train_csv), kinetics_label_map(val_csv)
+    if a is None or b is None or a == b:
+        return
+    only = sorted(set(a) ^ set(b))
+    raise BadInputError(
+        val_csv,
+        f"its Kinetics classes ({len(b)}) are not those of {train_csv} ({len(a)})"
+        + (f", e.g. '{only[0]}' is in one only" if only else "")
+        + ", so their label ids differ; keep both CSVs in one annotations/ folder",
+    )
+
+
 def _clip_index(folder: Path) -> dict[str, Path]:
     """``{file stem: path}`` of the video files in ``folder`` and its class subfolders, listed once
     (a Kinetics split holds up to ~0.5 M clips: one directory scan, no stat per clip)."""
@@ -136,8 +170,7 @@ def read_kinetics_csv(path: Path, lines: list[str]) -> list[tuple[Path, int | No
     root = ann.parent if ann.name == "annotations" else ann
     reader = csv.DictReader(lines[1:], fieldnames=header_columns(lines[0]))
     rows = [(reader.line_num + 1, row) for row in reader]  # line numbers as the file has them
-    own = {(r.get("label") or "").strip() for _, r in rows} - {""}
-    classes = {name: k for k, name in enumerate(kinetics_classes(ann, own))}
+    classes = {name: k for k, name in enumerate(_label_map(ann, (r for _, r in rows)))}
     folders: dict[Path, dict[str, Path]] = {}
     split_dir: dict[str, Path] = {}
     out: list[tuple[Path, int | None]] = []

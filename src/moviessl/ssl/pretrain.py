@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..config import save_config
-from ..data.cliplist import check_labelled, read_clip_list
+from ..data.cliplist import check_labelled, check_same_label_map, read_clip_list
 from ..dist import local_device
 from ..errors import BadInputError
 from ..training import cpu_threads_unless_gpu, fit, planned_world_size, seed_everything
@@ -84,6 +84,7 @@ def pretrain(
         probe_val = read_clip_list(val)
         if not probe_val:
             raise BadInputError(val, "validation clip list is empty")
+        check_same_label_map(data, val)
         if run_probe:
             try:  # said now, not after training: the backbone is still trained, without the probe
                 for lst, p in ((items, data), (probe_val, val)):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import build_from_checkpoint, load_checkpoint
-from ..data.cliplist import check_labelled, read_clip_list
+from ..data.cliplist import check_labelled, check_same_label_map, read_clip_list
 from ..errors import BadInputError
 from ..video import MEAN, STD
 from .clipcache import FrameCache, default_cache_dir
@@ -230,6 +230,7 @@ def probe_checkpoint(
     lists = [(read_clip_list(p), p) for p in (train_csv, val_csv)]
     for items, p in lists:  # before any video is decoded
         check_labelled(items, p, "the linear probe")
+    check_same_label_map(train_csv, val_csv)
     model = build_from_checkpoint(obj)
     cache = None
     if use_cache:
