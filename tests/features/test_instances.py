@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -92,21 +94,74 @@ def test_tracks_without_a_video_are_named(backbone, boxes, tmp_path, caplog):
     assert InstanceStore(tmp_path / "out").ids == ["vidA", "vidB"]
 
 
-def test_index_written_on_a_clock_not_after_every_video(backbone, boxes, tmp_path, monkeypatch):
-    """Rewriting index.json after each video is O(videos^2) bytes over LVU; it is written every
-    INDEX_EVERY_S and at the end (a killed job redoes at most that much)."""
+def test_videos_are_journalled_and_a_killed_run_resumes(backbone, boxes, tmp_path, monkeypatch):
+    """Each finished video is one journal line (rewriting index.json after each would be O(videos^2)
+    bytes over LVU); index.json is written once, at the end. A run that dies after its first video
+    leaves that video journalled, and the rerun extracts only the other one, to the same store."""
     import moviessl.features.instances as ins
 
-    writes = []
-    real = ins.atomic_write_json
-    monkeypatch.setattr(ins, "atomic_write_json", lambda p, obj: writes.append(p.name) or real(p, obj))
-    monkeypatch.setattr(ins, "INDEX_EVERY_S", 1e9)
-    extract_instances(backbone, boxes / "videos", boxes / "tracks", tmp_path / "slow")
-    assert writes == ["index.json"] and InstanceStore(tmp_path / "slow").ids == ["vidA", "vidB"]
-    writes.clear()
-    monkeypatch.setattr(ins, "INDEX_EVERY_S", 0.0)  # every video, then the end
-    extract_instances(backbone, boxes / "videos", boxes / "tracks", tmp_path / "each")
-    assert writes == ["index.json"] * 3
+    ref = tmp_path / "ref"
+    extract_instances(backbone, boxes / "videos", boxes / "tracks", ref)
+    out = tmp_path / "out"
+    real = ins.InstanceExtractor._save
+
+    def dies_on_the_second(self, vid, inst, feat):
+        if self.counts["ok"]:
+            raise RuntimeError("killed")  # as a kill: no index, the journal as it stands
+        real(self, vid, inst, feat)
+
+    monkeypatch.setattr(ins.InstanceExtractor, "_save", dies_on_the_second)
+    with pytest.raises(RuntimeError, match="killed"):
+        extract_instances(backbone, boxes / "videos", boxes / "tracks", out, progress=False)
+    assert not (out / "index.json").exists()
+    journal = [json.loads(ln) for ln in (out / ".index.rank0.jsonl").read_text().splitlines() if ln.strip()]
+    assert [j["status"] for j in journal] == ["ok"] and len(list(out.glob("*.npz"))) == 1
+    monkeypatch.setattr(ins.InstanceExtractor, "_save", real)
+    seen = []
+    monkeypatch.setattr(
+        ins.InstanceClipStream,
+        "_video",
+        lambda self, v, p, f=ins.InstanceClipStream._video: seen.append(v) or f(self, v, p),
+    )
+    s = extract_instances(backbone, boxes / "videos", boxes / "tracks", out, progress=False)
+    assert seen == [v for v in ("vidA", "vidB") if v != journal[0]["id"]]
+    assert s["counts"] == {"ok": 2, "bad": 0} and not list(out.glob(".index.rank*"))
+    a, b = InstanceStore(ref), InstanceStore(out)
+    assert a.ids == b.ids == ["vidA", "vidB"]
+    for vid in a.ids:
+        np.testing.assert_array_equal(a.load(vid).feat, b.load(vid).feat)
+
+
+def test_decoding_workers_and_two_processes_give_the_same_store(backbone, boxes, tmp_path):
+    """``--num-workers 2`` decodes in DataLoader workers; ``--devices 2`` (DDP, gloo on CPU, a real
+    subprocess: Lightning re-executes the command per device) splits the videos over two ranks,
+    whose journals rank 0 merges into one index. The features are those of one process."""
+    from test_extract_ddp import moviessl_cmd
+
+    from moviessl.dist import fresh_launch_env
+
+    extract_instances(backbone, boxes / "videos", boxes / "tracks", tmp_path / "one", progress=False)
+    extract_instances(backbone, boxes / "videos", boxes / "tracks", tmp_path / "w2", num_workers=2, progress=False)
+    argv = ["extract-instances", "--backbone", backbone, "--videos", boxes, "--tracks", boxes / "tracks"]
+    argv += ["--out", tmp_path / "ddp", "--accelerator", "cpu", "--devices", "2", "--num-workers", "0"]
+    p = subprocess.run(
+        [*moviessl_cmd(), *map(str, argv)], env=fresh_launch_env(), capture_output=True, text=True, timeout=300
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("videos ok") == 1 and "2 videos ok, 0 bad" in p.stdout  # rank 0 reports the merge
+    # each rank pooled one video (split by size), not both
+    assert sorted(re.findall(r"rank (\d)/2: (\d+) ok, 0 bad of its (\d+) videos", p.stderr)) == [
+        ("0", "1", "1"),
+        ("1", "1", "1"),
+    ]
+    index = json.loads((tmp_path / "ddp" / "index.json").read_text())
+    assert index["counts"] == {"ok": 2, "bad": 0} and not list((tmp_path / "ddp").glob(".index.rank*"))
+    ref = InstanceStore(tmp_path / "one")
+    for name in ("w2", "ddp"):
+        store = InstanceStore(tmp_path / name)
+        assert store.ids == ref.ids and store.dim == ref.dim
+        for vid in ref.ids:
+            np.testing.assert_allclose(store.load(vid).feat, ref.load(vid).feat, rtol=1e-5, atol=1e-6)
 
 
 def test_tracks_that_are_neither_json_nor_instance_meta(backbone, boxes, tmp_path):

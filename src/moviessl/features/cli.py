@@ -5,6 +5,7 @@ metadata) -> RoI features per box (LVU's OT).
 moviessl extract --backbone CKPT --videos (DIR|LIST|VidSitu root|LVU root) --out DIR
                  [--stride 2] [--fp16] [--contextualizer CKPT] [--channels-last] [--compile] [--resize squash]
 moviessl extract-instances --backbone CKPT --videos (DIR|LVU root) --tracks (DIR|PKL) --out DIR [--short-side S]
+                           [--devices N] [--num-workers W]
 """
 
 from __future__ import annotations
@@ -47,20 +48,7 @@ def add_parser(subparsers) -> None:
         help="a film is committed every this many events (rounded up to a multiple of --batch-events); "
         "a killed job resumes inside the film and loses at most one chunk per decoding worker",
     )
-    p.add_argument("--num-workers", type=int, default=2, help="decoding processes per device")
-    p.add_argument("--accelerator", default="auto", help="cpu | gpu | auto")
-    p.add_argument("--devices", default="1", help="devices per node (int, 'auto' or a list); >1 shards videos with DDP")
-    p.add_argument("--num-nodes", type=int, default=1)
-    p.add_argument(
-        "--ddp-timeout-s",
-        type=float,
-        default=None,
-        help="with --devices/--num-nodes > 1: how long ranks that finish first wait for the others at the end "
-        "(default: Lightning's 30 min; the videos are split by size, so the wait is about one long film at most)",
-    )
-    p.add_argument(
-        "--precision", default="32-true", help="backbone inference precision, e.g. bf16-mixed or 16-mixed on GPUs"
-    )
+    _add_launch_args(p)
     p.add_argument("--retry-bad", action="store_true", help="retry videos listed as bad by an earlier run")
     p.add_argument(
         "--channels-last",
@@ -109,8 +97,28 @@ def add_parser(subparsers) -> None:
     )
     i.add_argument("--resolution", type=int, default=7, help="RoIAlign output bins per side (7)")
     i.add_argument("--pool", default="max", choices=["max", "avg"], help="pooling over the bins (PySlowFast: max)")
-    i.add_argument("--device", default="cpu", help="cpu | cuda")
+    i.add_argument("--batch-seconds", type=int, default=8, help="seconds (clips) per backbone forward")
+    _add_launch_args(i)
+    i.add_argument("--device", default=None, help="cpu | cuda: one device (shorthand for --accelerator)")
     i.set_defaults(func=_run_instances)
+
+
+def _add_launch_args(p) -> None:
+    """Where an extraction job runs: decoding workers, devices, nodes (Lightning's DDP), precision."""
+    p.add_argument("--num-workers", type=int, default=2, help="decoding processes per device")
+    p.add_argument("--accelerator", default="auto", help="cpu | gpu | auto")
+    p.add_argument("--devices", default="1", help="devices per node (int, 'auto' or a list); >1 shards videos with DDP")
+    p.add_argument("--num-nodes", type=int, default=1)
+    p.add_argument(
+        "--ddp-timeout-s",
+        type=float,
+        default=None,
+        help="with --devices/--num-nodes > 1: how long ranks that finish first wait for the others at the end "
+        "(default: Lightning's 30 min; the videos are split by size, so the wait is about one long film at most)",
+    )
+    p.add_argument(
+        "--precision", default="32-true", help="backbone inference precision, e.g. bf16-mixed or 16-mixed on GPUs"
+    )
 
 
 def _run_instances(args) -> int:
@@ -124,8 +132,17 @@ def _run_instances(args) -> int:
         short_side=args.short_side,
         resolution=args.resolution,
         pool=args.pool,
+        batch_seconds=args.batch_seconds,
         device=args.device,
+        num_workers=args.num_workers,
+        accelerator=args.accelerator,
+        devices=_devices(args.devices),
+        num_nodes=args.num_nodes,
+        precision=args.precision,
+        ddp_timeout_s=args.ddp_timeout_s,
     )
+    if not s:  # a rank other than 0: rank 0 merges and reports
+        return 0
     _none_ok(args.out, s["counts"])
     print(f"{args.out}: {s['counts']['ok']} videos ok, {s['counts']['bad']} bad (listed in index.json)")
     return 0

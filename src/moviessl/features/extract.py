@@ -183,7 +183,28 @@ def chunk_layout(num_events: int, chunk_events: int) -> list[tuple[int, int]]:
     return [(a, min(a + chunk_events, num_events)) for a in range(0, num_events, chunk_events)]
 
 
-class EventClipStream(IterableDataset):
+class VideoStream(IterableDataset):
+    """A stream over ``videos`` (``[(id, path)]``) whose rank's share is :meth:`shard`: the
+    ``assignment`` :func:`shard_over_ranks` broadcast (by size), else every ``world``-th video."""
+
+    def __init__(self, videos: Sequence[tuple[str, Path]]):
+        self.videos = list(videos)
+        self.rank, self.world = 0, 1
+        self.assignment: list[list[int]] | None = None  # per rank, indices into videos (DDP)
+
+    def shard(self) -> list[tuple[str, Path]]:
+        if self.assignment is not None:
+            return [self.videos[i] for i in self.assignment[self.rank]]
+        return self.videos[self.rank :: self.world]
+
+    @staticmethod
+    def worker() -> tuple[int, int]:
+        """(this DataLoader worker's id, the number of workers); (0, 1) in the main process."""
+        wi = get_worker_info()
+        return (wi.id, wi.num_workers) if wi is not None else (0, 1)
+
+
+class EventClipStream(VideoStream):
     """Yields, per video, batches ``{"id", "kind": "clips", "chunk", "part", "parts", "clips": uint8
     (E,3,T,S,S), "missing": bool (E,), "info", "timing"}`` (at most ``batch_events`` clips, batches
     never straddle a commit chunk of ``chunk_events``), ``{"id", "kind": "assemble", "info"}`` when
@@ -206,21 +227,14 @@ class EventClipStream(IterableDataset):
         chunk_events: int | None = None,
         done: dict[str, dict] | None = None,
     ):
-        self.videos, self.input, self.stride_s = list(videos), dict(input_spec), float(stride_s)
+        super().__init__(videos)
+        self.input, self.stride_s = dict(input_spec), float(stride_s)
         self.vidsitu, self.batch_events = vidsitu, int(batch_events)
         self.chunk_events = int(chunk_events or CHUNK_EVENTS)
         self.done = dict(done or {})
-        self.rank, self.world = 0, 1
-        self.assignment: list[list[int]] | None = None  # per rank, indices into videos (DDP)
-
-    def shard(self) -> list[tuple[str, Path]]:
-        if self.assignment is not None:
-            return [self.videos[i] for i in self.assignment[self.rank]]
-        return self.videos[self.rank :: self.world]
 
     def __iter__(self) -> Iterator[dict]:
-        wi = get_worker_info()
-        wid, nw = (wi.id, wi.num_workers) if wi is not None else (0, 1)
+        wid, nw = self.worker()
         shard = self.shard()
         if nw > 1 and len(shard) < nw:  # few long films: split each film's chunks over the workers
             for vid, path in shard:
@@ -436,6 +450,68 @@ def balanced_shards(costs: Sequence[float], world: int) -> list[list[int]]:
     return shards
 
 
+def shard_over_ranks(trainer: pl.Trainer, stream, *shared: str) -> None:
+    """Give a video stream (``videos``, ``rank``, ``world``, ``assignment``) its rank's share: the
+    videos split by size over the ranks (:func:`balanced_shards`). Every rank scanned the folder
+    itself; rank 0's to-do list (and its ``shared`` attributes) is the one truth, so a shared
+    filesystem seen slightly differently by another node can never shard a video twice or not at all."""
+    stream.rank, stream.world = trainer.global_rank, trainer.world_size
+    if stream.world > 1:
+        stream.videos = trainer.strategy.broadcast(stream.videos, src=0)
+        for name in shared:
+            setattr(stream, name, trainer.strategy.broadcast(getattr(stream, name), src=0))
+        split = None
+        if trainer.is_global_zero:
+            split = balanced_shards([source_bytes(p) for _, p in stream.videos], stream.world)
+        stream.assignment = trainer.strategy.broadcast(split, src=0)
+
+
+def check_ddp_timeout(seconds: float | None) -> None:
+    if seconds is not None and not (0 < seconds < MAX_TIMEOUT_S and math.isfinite(seconds)):
+        raise BadInputError("--ddp-timeout-s", f"must be positive and below {MAX_TIMEOUT_S:.0e}, got {seconds}")
+
+
+def predict_trainer(
+    out: Path,
+    accelerator: str,
+    devices: Any,
+    num_nodes: int,
+    strategy: str,
+    precision: str,
+    ddp_timeout_s: float | None,
+) -> pl.Trainer:
+    """The Lightning trainer of an extraction job (``predict``; no logger, checkpoints or bar of
+    its own). ``ddp_timeout_s``: with more than one process, how long the ranks that finish first
+    wait at the final barrier (None: Lightning's 30 minutes)."""
+    check_ddp_timeout(ddp_timeout_s)
+    quiet_lightning()
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*predict returned None.*")
+    plan = TrainerConfig(accelerator=accelerator, devices=devices, num_nodes=num_nodes)
+    if ddp_timeout_s is not None and planned_world_size(plan) > 1:
+        strategy = ddp_with_timeout("ddp" if strategy == "auto" else strategy, ddp_timeout_s)
+    return pl.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(out),
+    )
+
+
+def merge_journals(out: Path, index: dict) -> None:
+    """Write ``index.json`` (every rank done) and remove the per-rank journals it now holds."""
+    atomic_write_json(out / INDEX_NAME, index)
+    for j in out.glob(JOURNAL_GLOB):
+        j.unlink()
+
+
 # --- Lightning predict ------------------------------------------------------------------------
 
 
@@ -469,16 +545,7 @@ class FeatureExtractor(pl.LightningModule):
         self.chunks_written = 0
 
     def setup(self, stage: str) -> None:
-        self.stream.rank, self.stream.world = self.trainer.global_rank, self.trainer.world_size
-        if self.stream.world > 1:
-            # Every rank scanned the folder itself; rank 0's to-do list is the one truth, so a shared
-            # filesystem seen slightly differently by another node can never shard a video twice or not at all.
-            self.stream.videos = self.trainer.strategy.broadcast(self.stream.videos, src=0)
-            self.stream.done = self.trainer.strategy.broadcast(self.stream.done, src=0)
-            split = None
-            if self.trainer.is_global_zero:
-                split = balanced_shards([source_bytes(p) for _, p in self.stream.videos], self.stream.world)
-            self.stream.assignment = self.trainer.strategy.broadcast(split, src=0)
+        shard_over_ranks(self.trainer, self.stream, "done")
 
     def on_predict_start(self) -> None:
         from tqdm.auto import tqdm
@@ -718,8 +785,7 @@ def extract(
     out = Path(out)
     if stride_s <= 0:
         raise BadInputError("--stride", f"must be positive, got {stride_s}")
-    if ddp_timeout_s is not None and not (0 < ddp_timeout_s < MAX_TIMEOUT_S and math.isfinite(ddp_timeout_s)):
-        raise BadInputError("--ddp-timeout-s", f"must be positive and below {MAX_TIMEOUT_S:.0e}, got {ddp_timeout_s}")
+    check_ddp_timeout(ddp_timeout_s)
     if batch_events < 1 or chunk_events < 1:
         raise BadInputError("--batch-events/--chunk-events", f"must be >= 1, got {batch_events}/{chunk_events}")
     chunk_events = -(-int(chunk_events) // int(batch_events)) * int(batch_events)
@@ -799,29 +865,11 @@ def extract(
     }
     t0 = time.perf_counter()
     if todo:
-        quiet_lightning()
-        import warnings
-
-        warnings.filterwarnings("ignore", message=".*predict returned None.*")
         done = scan_partials(out, todo, {"chunk_events": chunk_events, "batch_events": int(batch_events)})
         stream = EventClipStream(todo, inp, stride_s, vidsitu, batch_events, chunk_events, done)
         module = FeatureExtractor(model, out, stream, {"backbone": bhash}, dtype, txe, window, step, dim=dim)
         module.show_progress = progress
-        plan = TrainerConfig(accelerator=accelerator, devices=devices, num_nodes=num_nodes)
-        if ddp_timeout_s is not None and planned_world_size(plan) > 1:
-            strategy = ddp_with_timeout("ddp" if strategy == "auto" else strategy, ddp_timeout_s)
-        trainer = pl.Trainer(
-            accelerator=accelerator,
-            devices=devices,
-            num_nodes=num_nodes,
-            strategy=strategy,
-            precision=precision,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            default_root_dir=str(out),
-        )
+        trainer = predict_trainer(out, accelerator, devices, num_nodes, strategy, precision, ddp_timeout_s)
         dl = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available())
         try:
             trainer.predict(module, dataloaders=dl, return_predictions=False)
@@ -855,9 +903,7 @@ def extract(
         counts["with_missing_events"] = len(with_missing)
         counts["missing_events"] = sum(int(e["missing_events"]) for e in with_missing)
     index = {**header, "counts": counts, "videos": entries}
-    atomic_write_json(out / INDEX_NAME, index)
-    for j in out.glob(JOURNAL_GLOB):  # merged: the index now holds them
-        j.unlink()
+    merge_journals(out, index)
     for pattern in TEMP_GLOBS:  # every rank is done: a temp file left here is from a killed earlier run
         for t in out.glob(pattern):
             t.unlink(missing_ok=True)

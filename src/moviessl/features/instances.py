@@ -19,22 +19,27 @@ pool a Slow-D over those boxes):
 
 Output folder: ``{id}.npz`` with arrays ``sec, shot, track, box (n,4), feat (n,D)`` plus
 ``index.json`` (``{"format": "moviessl-instances", "dim", "backbone", "tracks", "roi", "videos":
-{id: {"status", "num_boxes" | "error"}}}``). A rerun skips finished videos. :class:`InstanceStore`
+{id: {"status", "num_boxes" | "error"}}}``). Lightning ``predict`` (:class:`InstanceExtractor`): one or
+more devices, videos decoded in DataLoader workers; a rerun skips finished videos. :class:`InstanceStore`
 reads such a folder; :class:`LVUReleaseInstances` reads the LVU release's own features and
 instance metadata with the same interface.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
+from torch.utils.data import DataLoader
 
 from ..checkpoint import build_from_checkpoint, file_hash, load_checkpoint
 from ..data.lvu import (
@@ -47,9 +52,17 @@ from ..data.lvu import (
 )
 from ..errors import BadInputError
 from ..models.roi import roi_features
-from ..utils.io import atomic_write, atomic_write_json
+from ..utils.io import append_line, atomic_write
 from ..video import VideoReader, normalize, read_clip, resize_short_side
-from .extract import find_videos
+from .extract import (
+    VideoStream,
+    check_ddp_timeout,
+    find_videos,
+    merge_journals,
+    predict_trainer,
+    read_entries,
+    shard_over_ranks,
+)
 from .store import read_index
 
 log = logging.getLogger("moviessl.features")
@@ -60,43 +73,6 @@ INSTANCE_KEYS = ("sec", "shot", "track", "box", "feat")
 
 def _save_npz(path: Path, inst: VideoInstances) -> None:
     atomic_write(path, lambda f: np.savez(f, **{k: getattr(inst, k) for k in INSTANCE_KEYS}))
-
-
-@torch.no_grad()
-def video_instance_features(
-    backbone: torch.nn.Module,
-    path: str | os.PathLike,
-    inst: VideoInstances,
-    inp: dict,
-    short_side: int,
-    resolution: int = 7,
-    sampling_ratio: int = 2,
-    pool: str = "max",
-    batch_seconds: int = 8,
-) -> np.ndarray:
-    """(n, D) RoI features of one video's boxes (``inst`` rows); one clip per second with boxes."""
-    secs = np.unique(inst.sec)
-    out: list[np.ndarray] = [None] * len(inst)  # type: ignore[list-item]
-    device = next(backbone.parameters()).device
-    with VideoReader(path) as r:
-        for k in range(0, len(secs), batch_seconds):
-            chunk = secs[k : k + batch_seconds]
-            clips = []
-            for t in chunk:
-                frames = read_clip(r, float(t) + 0.5, int(inp["num_frames"]), int(inp["stride"]))
-                frames = resize_short_side(frames, short_side)
-                clips.append(torch.from_numpy(np.ascontiguousarray(frames.transpose(3, 0, 1, 2))))
-            x = normalize(torch.stack(clips).to(device).float().div_(255.0))
-            fmap = backbone.forward_features(x)
-            rows = np.concatenate([np.nonzero(inst.sec == t)[0] for t in chunk])
-            bidx = np.concatenate([np.full((inst.sec == t).sum(), i) for i, t in enumerate(chunk)])
-            boxes = torch.from_numpy(inst.box[rows]).to(device, fmap.dtype)
-            f = roi_features(fmap, boxes, torch.from_numpy(bidx).to(device), resolution, sampling_ratio, pool)
-            for row, v in zip(rows, f.float().cpu().numpy()):
-                out[row] = v
-    if not len(inst):
-        return np.zeros((0, int(getattr(backbone, "out_dim", 0))), np.float32)
-    return np.stack(out).astype(np.float32)
 
 
 def box_source(tracks: str | os.PathLike) -> dict[str, Callable[[], VideoInstances]]:
@@ -129,7 +105,136 @@ def box_source(tracks: str | os.PathLike) -> dict[str, Callable[[], VideoInstanc
     return {vid: partial(meta_instances, secs) for vid, secs in meta.items()}
 
 
-INDEX_EVERY_S = 30.0
+class InstanceClipStream(VideoStream):
+    """Per video with boxes, its clips ``batch_seconds`` seconds at a time: ``{"id", "kind": "clips",
+    "part", "parts", "inst" (on part 0), "clips" uint8 (b, 3, T, H, W), "rows", "bidx", "boxes"}``,
+    ``{"id", "kind": "empty", "inst"}`` for a video without boxes, or ``{"id", "kind": "error",
+    "error"}`` when its tracks or its decoding fail (after some parts, possibly). Videos are sharded
+    over processes (``rank``/``world``/``assignment``, set by the extractor) and DataLoader workers."""
+
+    def __init__(self, videos, source: dict, inp: dict, short_side: int, batch_seconds: int = 8):
+        super().__init__(videos)
+        self.source, self.input = source, dict(inp)
+        self.short_side, self.batch_seconds = int(short_side), int(batch_seconds)
+
+    def __iter__(self) -> Iterator[dict]:
+        wid, nw = self.worker()
+        for vid, path in self.shard()[wid::nw]:
+            yield from self._video(vid, path)
+
+    def _video(self, vid: str, path: Path) -> Iterator[dict]:
+        try:
+            inst = self.source[vid]()
+            secs = np.unique(inst.sec)
+            if not len(secs):
+                yield {"id": vid, "kind": "empty", "inst": inst}
+                return
+            nf, st = int(self.input["num_frames"]), int(self.input["stride"])
+            parts = range(0, len(secs), self.batch_seconds)
+            with VideoReader(path) as r:
+                for pi, k in enumerate(parts):
+                    chunk = secs[k : k + self.batch_seconds]
+                    clips = [
+                        resize_short_side(read_clip(r, float(t) + 0.5, nf, st), self.short_side).transpose(3, 0, 1, 2)
+                        for t in chunk
+                    ]
+                    rows = np.concatenate([np.nonzero(inst.sec == t)[0] for t in chunk])
+                    bidx = np.concatenate([np.full((inst.sec == t).sum(), i) for i, t in enumerate(chunk)])
+                    yield {
+                        "id": vid,
+                        "kind": "clips",
+                        "part": pi,
+                        "parts": len(parts),
+                        "inst": inst if pi == 0 else None,
+                        "clips": torch.from_numpy(np.ascontiguousarray(np.stack(clips))),
+                        "rows": torch.from_numpy(rows),
+                        "bidx": torch.from_numpy(bidx),
+                        "boxes": torch.from_numpy(np.ascontiguousarray(inst.box[rows])),
+                    }
+        except Exception as e:  # one bad video never stops the job: it is listed in the index
+            msg = str(e) if isinstance(e, BadInputError) else f"{path}: {type(e).__name__}: {' '.join(str(e).split())}"
+            yield {"id": vid, "kind": "error", "error": msg}
+
+
+class InstanceExtractor(pl.LightningModule):
+    """The backbone's res5 map and RoIAlign of each box (``predict``); a video's ``{id}.npz`` is
+    written when its last part is in, and its index entry journalled per rank."""
+
+    def __init__(self, backbone: torch.nn.Module, out_dir: Path, stream: InstanceClipStream, roi: dict):
+        super().__init__()
+        self.backbone, self.out_dir, self.stream = backbone.eval(), Path(out_dir), stream
+        self.roi = dict(roi)
+        self.dim = int(getattr(backbone, "out_dim", 0)) or None
+        self._pending: dict[str, dict] = {}
+        self._bar = None
+        self.show_progress = True
+        self.counts = {"ok": 0, "bad": 0}
+
+    def setup(self, stage: str) -> None:
+        shard_over_ranks(self.trainer, self.stream)
+
+    def on_predict_start(self) -> None:
+        if self.trainer.is_global_zero and self.show_progress:
+            from tqdm.auto import tqdm
+
+            tty = sys.stderr.isatty()
+            n = len(self.stream.shard())
+            self._bar = tqdm(total=n, desc="extract-instances", unit="video", mininterval=0.5 if tty else 30.0)
+
+    def on_predict_end(self) -> None:
+        self.close_progress()
+        if self.stream.world > 1:
+            c, n = self.counts, len(self.stream.shard())
+            log.info(
+                "rank %d/%d: %d ok, %d bad of its %d videos", self.stream.rank, self.stream.world, c["ok"], c["bad"], n
+            )
+
+    def close_progress(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def _record(self, vid: str, entry: dict) -> None:
+        append_line(self.out_dir / f".index.rank{self.global_rank}.jsonl", json.dumps({"id": vid, **entry}))
+        self.counts[entry["status"]] += 1
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def predict_step(self, batch: dict, batch_idx: int = 0):
+        vid, kind = batch["id"], batch["kind"]
+        if kind == "error":
+            self._pending.pop(vid, None)
+            log.warning("skipping %s", batch["error"])
+            self._record(vid, {"status": "bad", "error": batch["error"]})
+            return None
+        if kind == "empty":
+            self._save(vid, batch["inst"], np.zeros((0, int(self.dim or 0)), np.float32))
+            return None
+        if batch["part"] == 0:
+            self._pending[vid] = {"inst": batch["inst"], "feat": [None] * len(batch["inst"])}
+        film = self._pending[vid]
+        with torch.no_grad():
+            x = normalize(batch["clips"].to(self.device).float().div_(255.0))
+            fmap = self.backbone.forward_features(x)
+            f = roi_features(
+                fmap,
+                batch["boxes"].to(self.device, fmap.dtype),
+                batch["bidx"].to(self.device),
+                self.roi["resolution"],
+                self.roi["sampling_ratio"],
+                self.roi["pool"],
+            )
+        for row, v in zip(batch["rows"].tolist(), f.float().cpu().numpy()):
+            film["feat"][row] = v
+        if batch["part"] == batch["parts"] - 1:
+            del self._pending[vid]
+            self._save(vid, film["inst"], np.stack(film["feat"]).astype(np.float32))
+        return None
+
+    def _save(self, vid: str, inst: VideoInstances, feat: np.ndarray) -> None:
+        self.dim = feat.shape[1] if len(feat) else self.dim
+        _save_npz(self.out_dir / f"{vid}.npz", inst.with_features(feat))
+        self._record(vid, {"status": "ok", "num_boxes": len(inst), "num_seconds": int(len(np.unique(inst.sec)))})
 
 
 def extract_instances(
@@ -143,12 +248,29 @@ def extract_instances(
     sampling_ratio: int = 2,
     pool: str = "max",
     batch_seconds: int = 8,
-    device: str = "cpu",
+    device: str | None = None,
+    num_workers: int = 0,
+    accelerator: str = "cpu",
+    devices: Any = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str = "32-true",
+    ddp_timeout_s: float | None = None,
+    progress: bool = True,
 ) -> dict:
     """RoI features of every video that has boxes in ``tracks`` (a folder of ``<id>.json`` tracks
     files, or LVU's instance metadata: :func:`box_source`); returns the index summary. Videos whose
-    decoding or tracks fail are listed as bad in the index (not fatal)."""
+    decoding or tracks fail are listed as bad in the index (not fatal).
+
+    Lightning ``predict``, as ``moviessl extract``: ``--devices N`` (or torchrun / srun) splits the
+    videos by file size over the ranks, each appending its finished videos to its own journal
+    (``.index.rank{r}.jsonl``, read on resume); rank 0 merges them into ``index.json`` at the end.
+    ``num_workers`` DataLoader processes decode. ``device`` (``cpu``/``cuda``) is the one-device
+    shorthand for ``accelerator``."""
     out = Path(out)
+    check_ddp_timeout(ddp_timeout_s)
+    if device is not None:
+        accelerator = "gpu" if str(device).startswith("cuda") else str(device)
     vids, _ = find_videos(videos)
     source = box_source(tracks)
     obj = load_checkpoint(backbone, stage="backbone")
@@ -157,7 +279,7 @@ def extract_instances(
     if missing:
         raise BadInputError(backbone, f"checkpoint meta.input lacks {', '.join(missing)}")
     side = int(short_side or inp["short_side"])
-    model = build_from_checkpoint(obj).to(device)
+    model = build_from_checkpoint(obj)
     if not hasattr(model, "forward_features"):
         raise BadInputError(backbone, "the backbone has no forward_features (a feature map is needed for RoIAlign)")
     bhash = file_hash(backbone)
@@ -165,40 +287,39 @@ def extract_instances(
     old = read_index(out) if (out / INSTANCE_INDEX).is_file() else None
     if old is not None and (old.get("backbone") != bhash or old.get("roi") != roi):
         raise BadInputError(out, "folder holds instance features of another backbone or RoI setting; use another --out")
-    entries = dict((old or {}).get("videos", {}))
     out.mkdir(parents=True, exist_ok=True)
+    entries = read_entries(out)
     todo = [(v, p) for v, p in vids if v in source and v not in entries]
     no_tracks = sum(v not in source for v, _ in vids)
     found = {v for v, _ in vids}
     ghosts = sorted(v for v in source if v not in found)
-    if ghosts:  # most often a naming mismatch between the tracks and the video files
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    say = log.info if rank_zero_only.rank == 0 else log.debug  # every rank runs this function under DDP
+    if ghosts and rank_zero_only.rank == 0:  # most often a naming mismatch between the tracks and the video files
         log.warning(
             "%s: %d videos with boxes have no video file in %s (first: %s)", tracks, len(ghosts), videos, ghosts[0]
         )
-    log.info("%d videos, %d without tracks, %d to extract", len(vids), no_tracks, len(todo))
-    t0, dim = time.perf_counter(), int(getattr(model, "out_dim", 0)) or None
-    saved = t0
-    for vid, path in todo:
+    say("%d videos, %d without tracks, %d to extract", len(vids), no_tracks, len(todo))
+    t0, dim = time.perf_counter(), int(getattr(model, "out_dim", 0)) or (old or {}).get("dim")
+    if todo:
+        stream = InstanceClipStream(todo, {v: source[v] for v, _ in todo}, inp, side, batch_seconds)
+        module = InstanceExtractor(model, out, stream, roi)
+        module.show_progress = progress
+        trainer = predict_trainer(out, accelerator, devices, num_nodes, strategy, precision, ddp_timeout_s)
+        dl = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available())
         try:
-            inst = source[vid]()
-            feat = video_instance_features(
-                model, path, inst, inp, side, resolution, sampling_ratio, pool, batch_seconds
-            )
-            dim = feat.shape[1] if len(feat) else dim
-            _save_npz(out / f"{vid}.npz", inst.with_features(feat))
-            entries[vid] = {"status": "ok", "num_boxes": len(inst), "num_seconds": int(len(np.unique(inst.sec)))}
-        except Exception as e:  # one bad video never stops the job: it is listed in the index
-            msg = str(e) if isinstance(e, BadInputError) else f"{path}: {type(e).__name__}: {' '.join(str(e).split())}"
-            log.warning("skipping %s", msg)
-            entries[vid] = {"status": "bad", "error": msg}
-        # the index every INDEX_EVERY_S: a killed job loses at most that much work (rewriting it after
-        # every video writes O(videos^2) bytes: tens of GB of JSON over LVU's 30k movies)
-        if time.perf_counter() - saved >= INDEX_EVERY_S:
-            atomic_write_json(out / INSTANCE_INDEX, _index(bhash, backbone, tracks, roi, dim, entries))
-            saved = time.perf_counter()
+            trainer.predict(module, dataloaders=dl, return_predictions=False)
+        finally:
+            module.close_progress()
+        dim = module.dim or dim
+        trainer.strategy.barrier()
+        if not trainer.is_global_zero:
+            return {}
+    entries = read_entries(out)
     index = _index(bhash, backbone, tracks, roi, dim, entries)
-    atomic_write_json(out / INSTANCE_INDEX, index)
-    log.info("%s: %d ok, %d bad (%.1f s)", out, index["counts"]["ok"], index["counts"]["bad"], time.perf_counter() - t0)
+    merge_journals(out, index)
+    say("%s: %d ok, %d bad (%.1f s)", out, index["counts"]["ok"], index["counts"]["bad"], time.perf_counter() - t0)
     return {k: v for k, v in index.items() if k != "videos"}
 
 

@@ -53,7 +53,7 @@ def selftest(ctx: Ctx) -> str:
     bb = ctx.data.get("backbone") or _standin_backbone(ctx)
     inst_dir = ctx.out / "lvu_instances"
     s = extract_instances(
-        bb, videos, root / "instance_meta", inst_dir, device="cuda" if ctx.device == "cuda" else "cpu"
+        bb, videos, root / "instance_meta", inst_dir, device="cuda" if ctx.device == "cuda" else "cpu", progress=False
     )
     expect(s["counts"] == {"ok": len(vids), "bad": 0}, f"{inst_dir}/index.json: {s['counts']}")
     store = InstanceStore(inst_dir)

@@ -278,7 +278,7 @@ def run_lvu_table(
         timed(
             f"instances {name}",
             lambda d=d, name=name, side=side: extract_instances(
-                backbones[name], lvu_root, lvu_root / "tracks", d, short_side=side
+                backbones[name], lvu_root, lvu_root / "tracks", d, short_side=side, progress=not quiet
             ),
         )
         inst[name] = InstanceStore(d)
