@@ -3,11 +3,12 @@
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from moviessl.config import load_config
 from moviessl.errors import BadInputError
 from moviessl.tasks.vidsitu.data import video_source
-from moviessl.video import denormalize
+from moviessl.video import VideoReader, event_centers, preprocess, read_clip, to_model_input
 
 
 def _frames(root, vseg, n=300):
@@ -27,8 +28,8 @@ def test_resize_modes_of_the_event_clips(tmp_path):
     for mode in ("squash", "crop"):
         src, kept, bad = video_source(tmp_path, meta, resize=mode)(["v_a"])
         assert kept == ["v_a"] and not bad and src.crop_mode == ("center" if mode == "crop" else mode)
-        x = denormalize(src[0]) * 255  # (5 events, 3, T, 64, 64)
-        assert x.shape == (5, 3, 4, 64, 64)
+        x = src[0].float()  # (5 events, 3, T, 64, 64), uint8 through the loader
+        assert x.shape == (5, 3, 4, 64, 64) and src[0].dtype == torch.uint8
         ends[mode] = (x[..., 1:6].mean().item(), x[..., -6:-1].mean().item())
     assert ends["squash"][0] == pytest.approx(40, abs=6) and ends["squash"][1] == pytest.approx(230, abs=6)
     assert ends["crop"][0] > 100 and ends["crop"][1] < 200  # the centre crop keeps neither end of the frame
@@ -39,3 +40,19 @@ def test_resize_modes_of_the_event_clips(tmp_path):
 def test_presets_resize_as_documented():
     assert load_config("vidsitu", "paper").data.resize == "squash"
     assert load_config("vidsitu", "cpu").data.resize == "crop"
+
+
+def test_clips_ship_as_uint8_and_normalise_as_before(tmp_path):
+    """The loader's uint8 clips, normalised on the device, are bit for bit the normalised float clips
+    the backbone read before (a quarter of the bytes through shared memory); a video that fails
+    mid-run gives the mean grey, ~0 once normalised."""
+    _frames(tmp_path, "v_a")
+    meta = {"num_frames": 4, "stride": 4, "short_side": 64, "crop": 48}
+    src, _, _ = video_source(tmp_path, meta)(["v_a"])
+    with VideoReader(tmp_path / "v_a") as r:
+        want = torch.stack([preprocess(read_clip(r, c, 4, 4), 64, 48) for c in event_centers(10.0)])
+    got = to_model_input(src[0])
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+    assert to_model_input(got) is got  # float input passes through
+    blank = to_model_input(src.blank())
+    assert blank.shape == want.shape and blank.abs().max() < 0.01

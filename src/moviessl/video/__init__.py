@@ -20,8 +20,10 @@ from .transforms import (
     denormalize,
     normalize,
     preprocess,
+    preprocess_uint8,
     resize_short_side,
     squash_resize,
+    to_model_input,
     to_uint8_cthw,
 )
 
@@ -43,6 +45,8 @@ __all__ = [
     "resize_short_side",
     "squash_resize",
     "preprocess",
+    "preprocess_uint8",
+    "to_model_input",
     "normalize",
     "denormalize",
     "crop_box",

@@ -126,6 +126,24 @@ def preprocess(
     ``short_side=None`` keeps the size; ``crop=None`` skips cropping. ``crop_mode="squash"``
     resizes the whole frame to ``crop x crop`` instead (``short_side`` unused).
     """
+    return to_model_input(preprocess_uint8(frames, short_side, crop, crop_mode, generator))
+
+
+def to_model_input(x: torch.Tensor) -> torch.Tensor:
+    """uint8 clips (``(..., 3, T, H, W)``, as loaders ship them: a quarter of float32's bytes through
+    shared memory and to the device) -> normalised float32; float clips are returned as they are."""
+    return normalize(x.float().div_(255.0)) if x.dtype == torch.uint8 else x
+
+
+def preprocess_uint8(
+    frames,
+    short_side: int | None,
+    crop: int | None,
+    crop_mode: str = "center",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """:func:`preprocess` without the normalisation: ``uint8 (3, T, crop, crop)``
+    (:func:`to_model_input` finishes it, bit for bit, wherever the clip is used)."""
     if isinstance(frames, torch.Tensor):
         frames = frames.cpu().numpy()
     frames = np.asarray(frames)
@@ -140,5 +158,4 @@ def preprocess(
     if crop is not None and crop_mode != SQUASH:
         y, x = crop_box(frames.shape[1], frames.shape[2], crop, crop_mode, generator)
         frames = frames[:, y : y + crop, x : x + crop]
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)
-    return normalize(x)
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)

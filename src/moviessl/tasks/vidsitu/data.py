@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ...data.vidsitu import EVENTS
 from ...errors import BadInputError
+from ...video.transforms import MEAN, to_model_input
 
 log = logging.getLogger("moviessl.tasks")
 
@@ -106,6 +107,7 @@ def loader(
         generator=g,
         persistent_workers=False,
         drop_last=False,
+        pin_memory=torch.cuda.is_available(),
     )
 
 
@@ -174,8 +176,10 @@ def feature_source(store) -> Callable[[list[str]], tuple[torch.Tensor, list[str]
 
 
 class ClipSource:
-    """``[i] -> (5, 3, T, H, W)`` float, normalised: the 5 event clips of segment i (16x4 at 30 fps,
-    centred at 1, 3, 5, 7, 9 s), preprocessed as the backbone was pretrained (its meta ``input``)."""
+    """``[i] -> (5, 3, T, H, W)`` uint8: the 5 event clips of segment i (16x4 at 30 fps, centred at
+    1, 3, 5, 7, 9 s), resized and cropped as the backbone was pretrained (its meta ``input``). They
+    go through the loader as uint8 (a quarter of float32's bytes in shared memory: 12 MB, not 48,
+    per segment at 224^2) and are normalised on the device (:func:`moviessl.video.to_model_input`)."""
 
     def __init__(
         self, paths: Sequence[Path], num_frames: int, stride: int, short_side: int, crop: int, crop_mode: str = "center"
@@ -193,17 +197,19 @@ class ClipSource:
         return len(self.paths)
 
     def blank(self) -> torch.Tensor:
-        return torch.zeros(len(EVENTS), 3, self.num_frames, self.crop, self.crop)
+        """Clips of a video that fails mid-run: the mean grey, which normalises to ~0 (its target is ignored)."""
+        grey = round(MEAN[0] * 255)
+        return torch.full((len(EVENTS), 3, self.num_frames, self.crop, self.crop), grey, dtype=torch.uint8)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        from ...video import VideoReader, event_centers, preprocess, read_clip
+        from ...video import VideoReader, event_centers, preprocess_uint8, read_clip
 
         path = self.paths[i]
         try:
             with VideoReader(path) as r:
                 centres = event_centers(10.0)[: len(EVENTS)]
                 clips = [
-                    preprocess(
+                    preprocess_uint8(
                         read_clip(r, c, num_frames=self.num_frames, stride=self.stride),
                         self.short_side,
                         self.crop,
@@ -215,7 +221,7 @@ class ClipSource:
             raise
         except Exception as e:  # any decoder failure is a bad input for this one video
             raise BadInputError(path, f"could not read event clips ({type(e).__name__}: {e})") from None
-        return torch.stack([torch.as_tensor(np.asarray(c), dtype=torch.float32) for c in clips])
+        return torch.stack(clips)
 
 
 def video_source(
@@ -296,7 +302,7 @@ def extract_features(
                 failed.append(vsegs[i])
         if not batch:
             continue
-        x = torch.stack(batch).to(device)
+        x = to_model_input(torch.stack(batch).to(device))
         B, E = x.shape[:2]
         feats = backbone(x.flatten(0, 1)).view(B, E, -1).float().cpu().numpy()
         for i, f in zip(ids, feats):
