@@ -230,3 +230,40 @@ def test_a_warm_flow_cache_opens_no_video_when_preparing(clip_list, tmp_path, mo
     assert again.items == first.items and again.bad.keys() == first.bad.keys()
     item = again[0]
     assert item["video"].shape[:3] == (2, 3, 4) and item["flow"].shape[0] == 2  # drawn, video opened lazily
+
+
+@pytest.mark.parametrize("frames", ["cached", "on the fly"])
+def test_a_cold_cache_is_built_by_loader_workers(clip_list, tmp_path, monkeypatch, frames):
+    """``prepare(num_workers=2)``: the frames (and MoDist's flow) of a cold cache are decoded and
+    computed in two worker processes, none in the main one; the same videos are kept and the same
+    bad one dropped as without workers, and the cached arrays are the same."""
+    import os
+
+    from moviessl.ssl.flow import FlowCache, FlowParams
+
+    pids = tmp_path / "pids"
+    real_all = clipcache.LiveSource.all
+
+    def all_frames(self):
+        with open(pids, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return real_all(self)
+
+    monkeypatch.setattr(clipcache.LiveSource, "all", all_frames)
+    items = read_clip_list(clip_list)
+    params = FlowParams(algorithm="farneback", short_side=32)
+
+    def dataset(root):
+        fc = FrameCache(root, 32) if frames == "cached" else None
+        kw = dict(num_frames=4, stride=2, short_side=32, flow_frames=4, flow_stride=2)
+        return ClipDataset(items, "pair", frame_cache=fc, flow_cache=FlowCache(root, params), **kw)
+
+    one = dataset(tmp_path / "one").prepare(progress=False)
+    pids.unlink()
+    two = dataset(tmp_path / "two").prepare(progress=False, num_workers=2)
+    built = pids.read_text().split()
+    assert str(os.getpid()) not in built and len(built) == 12 and len(set(built)) == 2
+    assert two.items == one.items and two.bad.keys() == one.bad.keys() and len(two) == 12
+    for i in range(len(one)):
+        assert np.array_equal(one._flow(i).get(range(40)), two._flow(i).get(range(40)))
+        assert np.array_equal(one._source(i).get([0, 39]), two._source(i).get([0, 39]))

@@ -134,9 +134,16 @@ def test_probe_reads_kinetics_as_released(clip_list, tmp_path, capsys, caplog):
     assert res["linear_top1"] == same["linear_top1"] and res["knn_top1"] == same["knn_top1"]
 
 
-def test_probe_decodes_in_loader_workers_with_the_same_result(clip_list, tmp_path, capsys):
+def test_probe_decodes_in_loader_workers_with_the_same_result(clip_list, tmp_path, capsys, monkeypatch):
     """``data.num_workers`` (8 in the paper preset) decodes the probe's clips in worker processes: the
-    same features and scores as in-process, and a bad video found inside a worker is still counted."""
+    same features and scores as in-process, and a bad video found inside a worker is still counted.
+    Each list's loader is iterated once (one set of workers: tqdm.auto's class iterates what it is
+    given twice)."""
+    import torch
+
+    iters = []
+    real_iter = torch.utils.data.DataLoader.__iter__
+    monkeypatch.setattr(torch.utils.data.DataLoader, "__iter__", lambda self: iters.append(1) or real_iter(self))
     out = tmp_path / "rand"
     assert main(["pretrain-backbone", "--method", "random", "--data", str(clip_list), "--out", str(out)]
                 + ["--no-probe", *tiny_overrides()]) == 0  # fmt: skip
@@ -155,6 +162,7 @@ def test_probe_decodes_in_loader_workers_with_the_same_result(clip_list, tmp_pat
         assert main([*argv, "probe.max_iter=50", f"data.num_workers={workers}"]) == 0
         res.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
     assert res[0]["skipped_train"] == res[1]["skipped_train"] == 1 and res[1]["num_train"] == 12
+    assert len(iters) == 4  # train and val lists, at 0 and 2 workers
     assert {k: v for k, v in res[0].items()} == res[1]
     # probe.max_per_class (the paper preset's 50): at most that many videos of each class per list
     argv = ["probe-backbone", "--data", str(clip_list), "--val", str(clip_list), str(out / "model.pt")]

@@ -182,23 +182,37 @@ class ClipDataset(Dataset):
             self._flows[i] = fl
         return fl
 
-    def prepare(self, progress: bool = True) -> "ClipDataset":
+    def prepare(self, progress: bool = True, num_workers: int = 0) -> "ClipDataset":
         """Decode (and compute flow for) every video once, dropping the bad ones. Only with a cache.
 
         Every rank of a multi-process launch (torchrun, srun) visits every video, so all agree on the
         list, but each starts at its own share of it (:func:`rotated_order`): rank r builds the
         videos from r/world of the list on while the others build theirs, and meets them already
-        cached when it gets there, so a cold cache is built about once over the job, not once per rank."""
+        cached when it gets there, so a cold cache is built about once over the job, not once per rank.
+        ``num_workers`` > 0: a cold cache is built by that many loader processes first, in the same
+        order (decoding and optical flow are per-video work; one process at a time would leave a
+        GPU node's other cores idle for hours at Kinetics' size), then checked here as a warm one."""
         if self.frame_cache is None and self.flow_cache is None:
             return self
         from tqdm.auto import tqdm
 
         from ..dist import launch_rank, rotated_order
 
+        order = rotated_order(len(self.items), *launch_rank())
+        if num_workers > 0:
+            builder = _CacheBuilder(self, [i for i in order if not self._is_cached(i)])
+            if len(builder):
+                dl = torch.utils.data.DataLoader(builder, batch_size=None, num_workers=int(num_workers))
+                for _ in tqdm(  # iter(dl): see probe.extract_features (one set of workers, not two)
+                    iter(dl),
+                    total=len(builder),
+                    desc=f"caching videos ({num_workers} workers)",
+                    disable=not progress,
+                    leave=False,
+                ):
+                    pass
         good = []
-        for i in tqdm(
-            rotated_order(len(self.items), *launch_rank()), desc="caching videos", disable=not progress, leave=False
-        ):
+        for i in tqdm(order, desc="caching videos", disable=not progress, leave=False):
             if self.frame_cache is None and self.flow_cache is not None and self.flow_cache.is_cached(self.items[i][0]):
                 # decoded on the fly and its flow already there: nothing to build, and opening the
                 # video here would read every file's header on every rank at every (re)start
@@ -220,6 +234,15 @@ class ClipDataset(Dataset):
         if self.bad:
             log.warning("%d of %d videos skipped as bad", len(self.bad), len(self.bad) + len(self.items))
         return self
+
+    def _is_cached(self, i: int) -> bool:
+        """Whether video i's caches are built (or it is known bad): a few stats, no decoding."""
+        path = self.items[i][0]
+        if self.frame_cache is not None:
+            npy, meta, bad = self.frame_cache.paths(path)
+            if not (bad.is_file() or (npy.is_file() and meta.is_file())):
+                return False
+        return self.flow_cache is None or self.flow_cache.is_cached(path)
 
     # -- sampling -----------------------------------------------------------------------------
     def _starts(self, total: int, rng: np.random.Generator) -> list[int]:
@@ -345,3 +368,29 @@ class ClipDataset(Dataset):
             item["skipped"] = torch.tensor((skipped + [-1] * MAX_SKIPS)[:MAX_SKIPS])
             return item
         raise BadInputError(self.items[i][0], f"{MAX_SKIPS + 1} consecutive bad videos in the clip list; giving up")
+
+
+class _CacheBuilder(torch.utils.data.Dataset):
+    """Item k builds the caches of ``ds``'s video ``order[k]`` (in a loader worker) and returns its
+    index; a bad video is left for :meth:`ClipDataset.prepare`'s own pass to find (from the frame
+    cache's ``.bad`` note, or by failing again) and to count, as without workers."""
+
+    def __init__(self, ds: ClipDataset, order: list[int]):
+        self.ds, self.order = ds, list(order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, k: int) -> int:
+        i = self.order[k]
+        try:
+            if self.ds.frame_cache is not None:
+                self.ds._source(i)
+            if self.ds.flow_cache is not None:
+                self.ds._flow(i)
+        except BadInputError:
+            pass
+        finally:
+            self.ds._sources.pop(i, None)  # the worker's copy: nothing to keep
+            self.ds._flows.pop(i, None)
+        return i

@@ -132,7 +132,7 @@ def pretrain(
             shift_s=d.shift_s,
             crop_boxes=dataset_crop_boxes(cfg, cfg.modist.flow_crop, cfg.modist.align_crops),
         )
-        ds.prepare(progress=progress)
+        ds.prepare(progress=progress, num_workers=d.num_workers)
         bad.update(ds.bad)
         if len(ds) < d.batch_size:
             raise BadInputError(data, f"only {len(ds)} usable videos, fewer than data.batch_size={d.batch_size}")

@@ -63,7 +63,7 @@ def extract_features(
         frame_cache=frame_cache,
         eval_clips=num_clips,
     )
-    ds.prepare(progress=progress)
+    ds.prepare(progress=progress, num_workers=int(num_workers))
     if len(ds) == 0:
         return np.zeros((0, getattr(model, "out_dim", 0)), np.float32), np.zeros(0, np.int64), ds.bad
     crop = int(input_meta["crop"])
@@ -72,7 +72,9 @@ def extract_features(
     model = model.to(device).eval()
     feats, labels, seen, skipped = [], [], [], set()
     dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=int(num_workers))
-    for batch in tqdm(dl, desc=desc, disable=not progress, leave=False):
+    # iter(dl): tqdm.auto's class calls iter() on what it is given and then iterates it again, which
+    # for a DataLoader starts a second set of workers (the first set's prefetched batches wasted)
+    for batch in tqdm(iter(dl), total=len(dl), desc=desc, disable=not progress, leave=False):
         v = batch["video"].to(device)  # (B, V, 3, T, S, S) uint8
         b, nv = v.shape[:2]
         x = v.flatten(0, 1).float().div_(255.0)
