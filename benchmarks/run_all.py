@@ -22,6 +22,7 @@ BENCHES = {
     "maskpred": "benchmarks.bench_maskpred",
     "augment": "benchmarks.bench_augment",  # the CVRL view pair at the demo's batch, each colour op alone
     "loader": "benchmarks.bench_loader",  # a paper-geometry CVRL pair item: square cut vs whole-frame crop
+    "cache_build": "benchmarks.bench_cache_build",  # a cold MoDist flow cache: main process vs loader workers
     "ddp_queue": "benchmarks.bench_ddp_queue",  # DDP step with a 512 MB queue, broadcast vs left to the ranks
     "batched_seeds": "benchmarks.bench_batched_seeds",  # K seeds as one vmap-ed model vs K models
     "film": "benchmarks.bench_film",  # long 720p films: events/s split, peak RSS at 2 lengths, kill -9 resume (~10 min)

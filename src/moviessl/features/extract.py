@@ -58,11 +58,11 @@ from ..video import (
     VideoReader,
     crop_box,
     event_centers,
-    normalize,
     read_clip,
     reader_clip_indices,
     resize_short_side,
     squash_resize,
+    to_model_input,
 )
 from .store import CTX_SUFFIX, FEATS_SUFFIX, INDEX_NAME, read_index
 
@@ -290,7 +290,7 @@ class EventClipStream(VideoStream):
 
 def backbone_features(backbone: torch.nn.Module, clips: torch.Tensor) -> torch.Tensor:
     """Pooled features (E, D) float32 of uint8 event clips (E, 3, T, S, S) already on the model's device."""
-    return backbone(normalize(clips.float().div_(255.0))).float()
+    return backbone(to_model_input(clips)).float()
 
 
 # --- contextualizer -----------------------------------------------------------------------------

@@ -53,7 +53,7 @@ from ..data.lvu import (
 from ..errors import BadInputError
 from ..models.roi import roi_features
 from ..utils.io import append_line, atomic_write
-from ..video import VideoReader, normalize, read_clip, resize_short_side
+from ..video import VideoReader, read_clip, resize_short_side, to_model_input
 from .extract import (
     VideoStream,
     check_ddp_timeout,
@@ -213,17 +213,15 @@ class InstanceExtractor(pl.LightningModule):
         if batch["part"] == 0:
             self._pending[vid] = {"inst": batch["inst"], "feat": [None] * len(batch["inst"])}
         film = self._pending[vid]
-        with torch.no_grad():
-            x = normalize(batch["clips"].to(self.device).float().div_(255.0))
-            fmap = self.backbone.forward_features(x)
-            f = roi_features(
-                fmap,
-                batch["boxes"].to(self.device, fmap.dtype),
-                batch["bidx"].to(self.device),
-                self.roi["resolution"],
-                self.roi["sampling_ratio"],
-                self.roi["pool"],
-            )
+        fmap = self.backbone.forward_features(to_model_input(batch["clips"]))  # Lightning: on the device, no grad
+        f = roi_features(
+            fmap,
+            batch["boxes"].to(fmap.dtype),
+            batch["bidx"],
+            self.roi["resolution"],
+            self.roi["sampling_ratio"],
+            self.roi["pool"],
+        )
         for row, v in zip(batch["rows"].tolist(), f.float().cpu().numpy()):
             film["feat"][row] = v
         if batch["part"] == batch["parts"] - 1:
