@@ -32,6 +32,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from moviessl.video import VideoReader, event_centers, read_clip
+from moviessl.video import reader as reader_mod
 from moviessl.video.sampling import reader_clip_indices
 
 W, H, FPS, SECONDS = 640, 360, 30, 10
@@ -104,6 +105,7 @@ def bench_file(path: Path, clips: int, repeats: int) -> dict:
 
     def window_fresh():
         for c in centres:
+            reader_mod._index_memo.clear()  # a first open each time, as before the per-process index memo
             read_clip(path, c)
 
     videos = max(1, clips // 5)  # as many clips as window_fresh, so both timings are as long

@@ -126,8 +126,9 @@ def test_extract_resume_bad_video_and_values(backbone, videos, tmp_path, monkeyp
 
 
 def test_interrupted_run_keeps_finished_videos(backbone, videos, tmp_path, monkeypatch):
-    """A job killed mid-way: finished videos are in the journal, no partial file is visible,
-    the rerun extracts only the rest and merges one index."""
+    """A job killed mid-way: finished videos are in the journal, no partial file is visible, the
+    folder was claimed (an index naming backbone and stride, no videos) so a rerun with another
+    stride is refused, and the rerun extracts only the rest and merges one index."""
     out = tmp_path / "feats"
     calls = {"n": 0}
     orig = ex.FeatureExtractor._record
@@ -142,7 +143,10 @@ def test_interrupted_run_keeps_finished_videos(backbone, videos, tmp_path, monke
     with pytest.raises(RuntimeError, match="killed"):
         ex.extract(backbone, videos, out, num_workers=0, accelerator="cpu")
     first = json.loads((out / ".index.rank0.jsonl").read_text().strip().splitlines()[0])["id"]
-    assert not (out / "index.json").exists()
+    claimed = json.loads((out / "index.json").read_text())
+    assert claimed["videos"] == {} and claimed["stride_s"] == 2.0 and claimed["backbone"]
+    with pytest.raises(BadInputError, match="stride_s"):  # killed before its first index: still never mixed
+        ex.extract(backbone, videos, out, stride_s=1.0, num_workers=0, accelerator="cpu")
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     done = {p.name for p in out.glob("*_feats.npy")}
     assert done <= {f"{first}_feats.npy"}

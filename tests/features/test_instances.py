@@ -96,8 +96,9 @@ def test_tracks_without_a_video_are_named(backbone, boxes, tmp_path, caplog):
 
 def test_videos_are_journalled_and_a_killed_run_resumes(backbone, boxes, tmp_path, monkeypatch):
     """Each finished video is one journal line (rewriting index.json after each would be O(videos^2)
-    bytes over LVU); index.json is written once, at the end. A run that dies after its first video
-    leaves that video journalled, and the rerun extracts only the other one, to the same store."""
+    bytes over LVU); index.json is written when the folder is claimed (backbone and RoI, no videos)
+    and at the end. A run that dies after its first video leaves that video journalled; a rerun with
+    another RoI setting is refused, and the same setting extracts only the other video, to the same store."""
     import moviessl.features.instances as ins
 
     ref = tmp_path / "ref"
@@ -105,18 +106,23 @@ def test_videos_are_journalled_and_a_killed_run_resumes(backbone, boxes, tmp_pat
     out = tmp_path / "out"
     real = ins.InstanceExtractor._save
 
+    class Killed(BaseException):  # as a kill: nothing of the job's own handling runs
+        pass
+
     def dies_on_the_second(self, vid, inst, feat):
         if self.counts["ok"]:
-            raise RuntimeError("killed")  # as a kill: no index, the journal as it stands
+            raise Killed
         real(self, vid, inst, feat)
 
     monkeypatch.setattr(ins.InstanceExtractor, "_save", dies_on_the_second)
-    with pytest.raises(RuntimeError, match="killed"):
+    with pytest.raises(Killed):
         extract_instances(backbone, boxes / "videos", boxes / "tracks", out, progress=False)
-    assert not (out / "index.json").exists()
+    assert json.loads((out / "index.json").read_text())["videos"] == {}  # claimed at the start, filled at the end
     journal = [json.loads(ln) for ln in (out / ".index.rank0.jsonl").read_text().splitlines() if ln.strip()]
     assert [j["status"] for j in journal] == ["ok"] and len(list(out.glob("*.npz"))) == 1
     monkeypatch.setattr(ins.InstanceExtractor, "_save", real)
+    with pytest.raises(BadInputError, match="another backbone or RoI setting"):  # the folder was claimed at start
+        extract_instances(backbone, boxes / "videos", boxes / "tracks", out, resolution=3, progress=False)
     seen = []
     monkeypatch.setattr(
         ins.InstanceClipStream,
@@ -189,3 +195,37 @@ def test_release_dim_from_the_first_video_with_boxes(tmp_path):
     (tmp_path / "m2.pkl").write_bytes(pickle.dumps({"b_empty": {}}))
     with pytest.raises(BadInputError, match="no video with a readable box feature"):
         LVUReleaseInstances(feats, tmp_path / "m2.pkl")
+
+
+def test_a_failing_video_is_listed_and_the_rest_extracted(backbone, boxes, tmp_path, monkeypatch):
+    """An error in the backbone or RoIAlign for one video (as a decoding error) lists it as bad; the job goes on."""
+    import moviessl.features.instances as ins
+
+    real, calls = ins.roi_features, []
+
+    def fails_once(*a, **k):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return real(*a, **k)
+
+    monkeypatch.setattr(ins, "roi_features", fails_once)
+    s = extract_instances(backbone, boxes / "videos", boxes / "tracks", tmp_path / "out", progress=False)
+    assert s["counts"] == {"ok": 1, "bad": 1}
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    bad = [v for v, e in index["videos"].items() if e["status"] == "bad"]
+    assert len(bad) == 1 and "RuntimeError: boom" in index["videos"][bad[0]]["error"]
+
+
+def test_a_backbone_held_in_bf16(backbone, boxes, tmp_path):
+    """Lightning's ``bf16-true`` casts the model, not uint8 clips: the clips follow the weights' dtype."""
+    ref = tmp_path / "fp32"
+    extract_instances(backbone, boxes / "videos", boxes / "tracks", ref, progress=False)
+    extract_instances(
+        backbone, boxes / "videos", boxes / "tracks", tmp_path / "bf16", precision="bf16-true", progress=False
+    )
+    a, b = InstanceStore(ref), InstanceStore(tmp_path / "bf16")
+    assert a.ids == b.ids == ["vidA", "vidB"]
+    for vid in a.ids:
+        fa, fb = a.load(vid).feat, b.load(vid).feat
+        assert fb.dtype == np.float32 and np.abs(fa - fb).max() <= 0.05 * np.abs(fa).max()

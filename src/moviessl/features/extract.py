@@ -58,6 +58,7 @@ from ..video import (
     VideoReader,
     crop_box,
     event_centers,
+    param_dtype,
     read_clip,
     reader_clip_indices,
     resize_short_side,
@@ -290,7 +291,7 @@ class EventClipStream(VideoStream):
 
 def backbone_features(backbone: torch.nn.Module, clips: torch.Tensor) -> torch.Tensor:
     """Pooled features (E, D) float32 of uint8 event clips (E, 3, T, S, S) already on the model's device."""
-    return backbone(to_model_input(clips)).float()
+    return backbone(to_model_input(clips, param_dtype(backbone))).float()
 
 
 # --- contextualizer -----------------------------------------------------------------------------
@@ -509,7 +510,7 @@ def merge_journals(out: Path, index: dict) -> None:
     """Write ``index.json`` (every rank done) and remove the per-rank journals it now holds."""
     atomic_write_json(out / INDEX_NAME, index)
     for j in out.glob(JOURNAL_GLOB):
-        j.unlink()
+        j.unlink(missing_ok=True)
 
 
 # --- Lightning predict ------------------------------------------------------------------------
@@ -864,6 +865,8 @@ def extract(
         "contextualizer": ctx_info,
     }
     t0 = time.perf_counter()
+    if old is None and rank_zero_only.rank == 0:  # claimed now: a rerun after a kill checks backbone and stride
+        atomic_write_json(out / INDEX_NAME, {**header, "counts": {"ok": 0, "bad": 0}, "videos": {}})
     if todo:
         done = scan_partials(out, todo, {"chunk_events": chunk_events, "batch_events": int(batch_events)})
         stream = EventClipStream(todo, inp, stride_s, vidsitu, batch_events, chunk_events, done)
@@ -880,6 +883,8 @@ def extract(
         trainer.strategy.barrier()
         if not trainer.is_global_zero:
             return {}
+    elif rank_zero_only.rank != 0:  # nothing to do under torchrun / srun: rank 0 alone rewrites the index
+        return {}
     else:
         timing = {"decode_s": 0.0, "preprocess_s": 0.0, "backbone_s": 0.0, "events": 0, "chunks_written": 0}
     entries = read_entries(out)

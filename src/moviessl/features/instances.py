@@ -52,8 +52,8 @@ from ..data.lvu import (
 )
 from ..errors import BadInputError
 from ..models.roi import roi_features
-from ..utils.io import append_line, atomic_write
-from ..video import VideoReader, read_clip, resize_short_side, to_model_input
+from ..utils.io import append_line, atomic_write, atomic_write_json
+from ..video import VideoReader, param_dtype, read_clip, resize_short_side, to_model_input
 from .extract import (
     VideoStream,
     check_ddp_timeout,
@@ -212,21 +212,30 @@ class InstanceExtractor(pl.LightningModule):
             return None
         if batch["part"] == 0:
             self._pending[vid] = {"inst": batch["inst"], "feat": [None] * len(batch["inst"])}
-        film = self._pending[vid]
-        fmap = self.backbone.forward_features(to_model_input(batch["clips"]))  # Lightning: on the device, no grad
-        f = roi_features(
-            fmap,
-            batch["boxes"].to(fmap.dtype),
-            batch["bidx"],
-            self.roi["resolution"],
-            self.roi["sampling_ratio"],
-            self.roi["pool"],
-        )
-        for row, v in zip(batch["rows"].tolist(), f.float().cpu().numpy()):
-            film["feat"][row] = v
-        if batch["part"] == batch["parts"] - 1:
-            del self._pending[vid]
-            self._save(vid, film["inst"], np.stack(film["feat"]).astype(np.float32))
+        film = self._pending.get(vid)
+        if film is None:
+            return None  # recorded as bad already (a failed earlier part)
+        try:
+            # Lightning: on the device, no grad; RoIAlign in float32 whatever the map's precision
+            fmap = self.backbone.forward_features(to_model_input(batch["clips"], param_dtype(self.backbone)))
+            f = roi_features(
+                fmap.float(),
+                batch["boxes"].float(),
+                batch["bidx"],
+                self.roi["resolution"],
+                self.roi["sampling_ratio"],
+                self.roi["pool"],
+            )
+            for row, v in zip(batch["rows"].tolist(), f.cpu().numpy()):
+                film["feat"][row] = v
+            if batch["part"] == batch["parts"] - 1:
+                del self._pending[vid]
+                self._save(vid, film["inst"], np.stack(film["feat"]).astype(np.float32))
+        except Exception as e:  # one video never stops the job (as a decoding failure): listed as bad
+            self._pending.pop(vid, None)
+            msg = f"{vid}: {type(e).__name__}: {' '.join(str(e).split())}"
+            log.warning("skipping %s", msg)
+            self._record(vid, {"status": "bad", "error": msg})
         return None
 
     def _save(self, vid: str, inst: VideoInstances, feat: np.ndarray) -> None:
@@ -269,6 +278,8 @@ def extract_instances(
     check_ddp_timeout(ddp_timeout_s)
     if device is not None:
         accelerator = "gpu" if str(device).startswith("cuda") else str(device)
+        if str(device).startswith("cuda:"):
+            devices = [int(str(device).split(":", 1)[1])]
     vids, _ = find_videos(videos)
     source = box_source(tracks)
     obj = load_checkpoint(backbone, stage="backbone")
@@ -300,8 +311,10 @@ def extract_instances(
         )
     say("%d videos, %d without tracks, %d to extract", len(vids), no_tracks, len(todo))
     t0, dim = time.perf_counter(), int(getattr(model, "out_dim", 0)) or (old or {}).get("dim")
+    if old is None and rank_zero_only.rank == 0:  # claimed now: a rerun after a kill checks backbone and RoI
+        atomic_write_json(out / INSTANCE_INDEX, _index(bhash, backbone, tracks, roi, dim, entries))
     if todo:
-        stream = InstanceClipStream(todo, {v: source[v] for v, _ in todo}, inp, side, batch_seconds)
+        stream = InstanceClipStream(todo, source, inp, side, batch_seconds)  # rank 0's list may differ a little
         module = InstanceExtractor(model, out, stream, roi)
         module.show_progress = progress
         trainer = predict_trainer(out, accelerator, devices, num_nodes, strategy, precision, ddp_timeout_s)
@@ -314,6 +327,8 @@ def extract_instances(
         trainer.strategy.barrier()
         if not trainer.is_global_zero:
             return {}
+    elif rank_zero_only.rank != 0:  # nothing to do under torchrun / srun: rank 0 alone rewrites the index
+        return {}
     entries = read_entries(out)
     index = _index(bhash, backbone, tracks, roi, dim, entries)
     merge_journals(out, index)

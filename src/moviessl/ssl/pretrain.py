@@ -84,8 +84,8 @@ def pretrain(
         probe_val = read_clip_list(val)
         if not probe_val:
             raise BadInputError(val, "validation clip list is empty")
-        check_same_label_map(data, val)
         if run_probe:
+            check_same_label_map(data, val)  # only the probe reads --val's labels
             try:  # said now, not after training: the backbone is still trained, without the probe
                 for lst, p in ((items, data), (probe_val, val)):
                     check_labelled(lst, p, "the probe")

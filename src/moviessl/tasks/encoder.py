@@ -23,7 +23,7 @@ from torch import nn
 
 from ..checkpoint import build_arch
 from ..models.txe import Standardize
-from ..video.transforms import to_model_input
+from ..video.transforms import param_dtype, to_model_input
 
 
 class EventEncoder(nn.Module):
@@ -56,7 +56,7 @@ class EventEncoder(nn.Module):
         if self.backbone is None:
             return x
         B, E = x.shape[:2]
-        return self.backbone(to_model_input(x).flatten(0, 1)).view(B, E, -1)
+        return self.backbone(to_model_input(x, param_dtype(self.backbone)).flatten(0, 1)).view(B, E, -1)
 
     def forward(self, x: torch.Tensor, with_inputs: bool = False):
         """Event tokens ``(B, 5, out_dim)``; with ``with_inputs`` also the standardised input features

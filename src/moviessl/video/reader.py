@@ -176,6 +176,9 @@ _index_memo: OrderedDict[tuple, dict] = OrderedDict()
 
 
 def _remember_index(key: tuple, state: dict) -> None:
+    for k in ("pts", "frame_times"):  # shared by every reader of the file from now on: never edited in place
+        state[k].flags.writeable = False
+    state["key_pts"] = tuple(state["key_pts"])
     _index_memo[key] = state
     _index_memo.move_to_end(key)
     while len(_index_memo) > 1 and sum(len(v["pts"]) for v in _index_memo.values()) > INDEX_MEMO_FRAMES:

@@ -129,10 +129,21 @@ def preprocess(
     return to_model_input(preprocess_uint8(frames, short_side, crop, crop_mode, generator))
 
 
-def to_model_input(x: torch.Tensor) -> torch.Tensor:
+def to_model_input(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """uint8 clips (``(..., 3, T, H, W)``, as loaders ship them: a quarter of float32's bytes through
-    shared memory and to the device) -> normalised float32; float clips are returned as they are."""
-    return normalize(x.float().div_(255.0)) if x.dtype == torch.uint8 else x
+    shared memory and to the device) -> normalised float32, then ``dtype`` (a model held in bf16 or
+    fp16, Lightning's ``*-true`` precisions, which cast only floating-point batches); float clips are
+    returned as they are."""
+    if x.dtype == torch.uint8:
+        x = normalize(x.float().div_(255.0))
+    return x if dtype is None else x.to(dtype)
+
+
+def param_dtype(model: torch.nn.Module) -> torch.dtype | None:
+    """The dtype a model's weights are held in (its inputs must match it outside autocast); None
+    for a model without weights."""
+    w = next(model.parameters(), None)
+    return None if w is None else w.dtype
 
 
 def preprocess_uint8(

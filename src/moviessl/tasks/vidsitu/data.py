@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ...data.vidsitu import EVENTS
 from ...errors import BadInputError
-from ...video.transforms import MEAN, to_model_input
+from ...video.transforms import MEAN, param_dtype, to_model_input
 
 log = logging.getLogger("moviessl.tasks")
 
@@ -302,7 +302,7 @@ def extract_features(
                 failed.append(vsegs[i])
         if not batch:
             continue
-        x = to_model_input(torch.stack(batch).to(device))
+        x = to_model_input(torch.stack(batch).to(device), param_dtype(backbone))
         B, E = x.shape[:2]
         feats = backbone(x.flatten(0, 1)).view(B, E, -1).float().cpu().numpy()
         for i, f in zip(ids, feats):

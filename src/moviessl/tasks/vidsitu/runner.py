@@ -40,7 +40,7 @@ from ...eval.vidsitu import evaluate
 from ...features.store import FeatureStore
 from ...models.txe import feature_stats
 from ...utils.io import atomic_write_bytes, atomic_write_json, ensure_out_dir
-from ...video.transforms import to_model_input
+from ...video.transforms import param_dtype, to_model_input
 from ..base import SeedJob, TaskOptim, coverage_note, run_seeds, settings_hash, write_summary
 from . import TASKS
 from .config import VidSituConfig
@@ -105,7 +105,7 @@ def train_input_stats(
     net.to(device).eval()
     feats = []
     for batch in loader(train_data, batch_size, shuffle=False, num_workers=num_workers):
-        x = to_model_input(batch["x"].to(device))
+        x = to_model_input(batch["x"].to(device), param_dtype(net))
         feats.append(net(x.flatten(0, 1)).float().cpu())
     return feature_stats(torch.cat(feats))
 
