@@ -154,8 +154,9 @@ def _grid_fps(times: np.ndarray, candidates, tick: float) -> float | None:
 # rotation, the tail check), kept per process so that reopening the same unchanged file skips it.
 # A loader that reads one clip of a film per item reopens it for every item; without this each
 # clip of a 2-hour film re-read the whole file (200k packets) before decoding its 60 frames.
-# Bounded by indexed frames (16 bytes each for pts and times): 1M frames ~ 16 MB, ~9 hours at 30 fps
-# or ~3000 Kinetics clips, per process. Plain arrays only, so forked loader workers may share it.
+# Bounded by indexed frames (16 bytes each for pts and times, 8 more per key frame): 1M frames,
+# 16-24 MB, ~9 hours at 30 fps or ~3000 Kinetics clips, per process. Plain read-only arrays, so
+# forked loader workers may share it.
 INDEX_MEMO_FRAMES = 1_000_000
 _INDEX_STATE = (
     "stream_index",
@@ -176,9 +177,9 @@ _index_memo: OrderedDict[tuple, dict] = OrderedDict()
 
 
 def _remember_index(key: tuple, state: dict) -> None:
-    for k in ("pts", "frame_times"):  # shared by every reader of the file from now on: never edited in place
+    state["key_pts"] = np.asarray(state["key_pts"], np.int64)  # 8 bytes a key frame, not a Python int's ~36
+    for k in ("pts", "frame_times", "key_pts"):  # shared by every reader of the file from now on
         state[k].flags.writeable = False
-    state["key_pts"] = tuple(state["key_pts"])
     _index_memo[key] = state
     _index_memo.move_to_end(key)
     while len(_index_memo) > 1 and sum(len(v["pts"]) for v in _index_memo.values()) > INDEX_MEMO_FRAMES:
