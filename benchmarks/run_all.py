@@ -25,6 +25,7 @@ BENCHES = {
     "cache_build": "benchmarks.bench_cache_build",  # a cold MoDist flow cache: main process vs loader workers
     "ddp_queue": "benchmarks.bench_ddp_queue",  # DDP step with a 512 MB queue, broadcast vs left to the ranks
     "batched_seeds": "benchmarks.bench_batched_seeds",  # K seeds as one vmap-ed model vs K models
+    "instances": "benchmarks.bench_instances",  # OT instance features in RAM vs read on demand: peak RSS, ms per span
     "film": "benchmarks.bench_film",  # long 720p films: events/s split, peak RSS at 2 lengths, kill -9 resume (~10 min)
 }
 

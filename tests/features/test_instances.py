@@ -229,3 +229,79 @@ def test_a_backbone_held_in_bf16(backbone, boxes, tmp_path):
     for vid in a.ids:
         fa, fb = a.load(vid).feat, b.load(vid).feat
         assert fb.dtype == np.float32 and np.abs(fa - fb).max() <= 0.05 * np.abs(fa).max()
+
+
+def _write_store(root, videos: dict[str, int], dim: int = 8, seed: int = 0) -> InstanceStore:
+    """An instance folder as extract-instances writes it: ``videos`` = id -> number of boxes."""
+    from moviessl.data.lvu import VideoInstances
+    from moviessl.features.instances import _save_npz
+
+    rng = np.random.default_rng(seed)
+    root.mkdir()
+    for vid, n in videos.items():
+        sec = np.sort(rng.integers(0, 90, n))
+        box = np.sort(rng.uniform(0, 1, (n, 4)).astype(np.float32).reshape(n, 2, 2), 1).transpose(0, 2, 1).reshape(n, 4)
+        inst = VideoInstances(sec, sec // 10, rng.integers(0, 3, n), box, rng.normal(size=(n, dim)).astype(np.float32))
+        _save_npz(root / f"{vid}.npz", inst)
+    entries = {v: {"status": "ok", "num_boxes": n} for v, n in videos.items()}
+    index = {"format": "moviessl-instances", "dim": dim, "videos": entries}
+    (root / "index.json").write_text(json.dumps(index))
+    return InstanceStore(root)
+
+
+def test_lazy_features_are_the_eager_ones_within_a_bounded_cache(tmp_path, monkeypatch):
+    """pretrain-ot and the LVU tasks hold every film's boxes but read its features when a span
+    needs them: what a span gets (tokens, input statistics) equals the eager load, and the cache
+    keeps no more than its bound, so RAM does not grow with the number of films."""
+    import moviessl.features.instances as ins
+    from moviessl.context.ot_spans import SpanVideo, input_stats, span_tails, span_tokens
+
+    monkeypatch.setattr(ins, "_feature_cache", type(ins._feature_cache)())
+    monkeypatch.setattr(ins, "_feature_cache_bytes", 0)
+    monkeypatch.setattr(ins, "FEATURE_CACHE_BYTES", 2 * 40 * 8 * 4)  # two 40-box videos of 8-d float32
+    store = _write_store(tmp_path / "inst", {f"v{i}": 40 for i in range(6)})
+    eager = [SpanVideo(v, inst=store.load(v)) for v in store.ids]
+    lazy = [SpanVideo(v, inst=store.load(v, lazy=True)) for v in store.ids]
+    assert all(isinstance(v.inst.feat, ins.LazyFeatures) for v in lazy)
+    assert len(ins._feature_cache) == 2 and ins._feature_cache_bytes == 2 * 40 * 8 * 4  # the last two read
+    for e, z in zip(eager, lazy):
+        for tail in span_tails(e, 30):
+            a, b = span_tokens(e, tail, 30, train=False), span_tokens(z, tail, 30, train=False)
+            assert a.keys() == b.keys()
+            for k in a:
+                np.testing.assert_array_equal(a[k], b[k])
+    (m1, v1), (m2, v2) = input_stats(eager)[0], input_stats(lazy)[0]
+    assert bool((m1 == m2).all()) and bool((v1 == v2).all())
+    assert len(ins._feature_cache) == 2  # still bounded after every video was read again
+    z = lazy[0].inst.feat
+    assert np.asarray(z).flags.writeable is False  # one copy shared by all readers: never written in place
+    assert np.asarray(z, np.float64).dtype == np.float64 and np.array(z, copy=True).flags.writeable
+    # a file rewritten under a running job with another number of boxes: one line naming it
+    _save_npz_rewrite(tmp_path / "inst" / "v0.npz", store.load("v1"))
+    with pytest.raises(BadInputError, match="v0.npz.*features changed"):
+        z[0]
+
+
+def _save_npz_rewrite(path, inst):
+    from moviessl.features.instances import _save_npz
+
+    short = type(inst)(inst.sec[:5], inst.shot[:5], inst.track[:5], inst.box[:5], inst.feat[:5])
+    _save_npz(path, short)
+
+
+def test_lazy_release_features_follow_their_instance_meta(tmp_path):
+    """LVU's released features are ordered by the instance metadata of each task: the cache keys
+    on the metadata file, so two tasks' readers of one feature folder never share a video's rows."""
+    feats, k1, k2 = tmp_path / "features", "0.100,0.200,0.400,0.900", "0.500,0.200,0.900,0.900"
+    feats.mkdir()
+    np.savez(feats / "c.npz", a={1: {k1: np.ones(6, np.float32), k2: np.full(6, 2.0, np.float32)}})
+    (tmp_path / "m1.pkl").write_bytes(pickle.dumps({"c": {1: {k1: [0, 1], k2: [0, 2]}}}))
+    (tmp_path / "m2.pkl").write_bytes(pickle.dumps({"c": {1: {k2: [0, 2], k1: [0, 1]}}}))
+    a = LVUReleaseInstances(feats, tmp_path / "m1.pkl").load("c", lazy=True)
+    b = LVUReleaseInstances(feats, tmp_path / "m2.pkl").load("c", lazy=True)
+    ea = LVUReleaseInstances(feats, tmp_path / "m1.pkl").load("c")
+    eb = LVUReleaseInstances(feats, tmp_path / "m2.pkl").load("c")
+    np.testing.assert_array_equal(a.feat[:], ea.feat)
+    np.testing.assert_array_equal(b.feat[:], eb.feat)
+    np.testing.assert_array_equal(a.box, ea.box)
+    np.testing.assert_array_equal(b.box, eb.box)

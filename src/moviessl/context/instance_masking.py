@@ -229,7 +229,7 @@ def pretrain_ot(
     videos = []
     for vid in ids if ids is not None else list(instances.ids):
         try:
-            inst = instances.load(vid)
+            inst = instances.load(vid, lazy=True)
         except BadInputError as e:
             log.warning("skipping %s", e)
             continue

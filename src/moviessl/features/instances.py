@@ -27,11 +27,13 @@ instance metadata with the same interface.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import sys
 import time
+from collections import OrderedDict
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -350,7 +352,100 @@ def _index(bhash, backbone, tracks, roi, dim, entries) -> dict:
     }
 
 
-class InstanceStore:
+# Instance features are read on demand (pretrain-ot and the LVU tasks over thousands of films: LVU's
+# 2304-d features are ~9 KB per box, tens of GB over the release, on every rank): each process keeps
+# the seconds, boxes and ids of every video and the features of the videos it read last, up to this
+# many bytes, least recently used out (a video larger than the bound is still kept alone).
+FEATURE_CACHE_BYTES = 1 << 30
+_feature_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+_feature_cache_bytes = 0
+
+
+def _cache_put(key: tuple, feat: np.ndarray) -> np.ndarray:
+    global _feature_cache_bytes
+    feat.flags.writeable = False  # shared by every reader of the video in this process
+    old = _feature_cache.pop(key, None)
+    _feature_cache_bytes += feat.nbytes - (old.nbytes if old is not None else 0)
+    _feature_cache[key] = feat
+    while len(_feature_cache) > 1 and _feature_cache_bytes > FEATURE_CACHE_BYTES:
+        _feature_cache_bytes -= _feature_cache.popitem(last=False)[1].nbytes
+    return feat
+
+
+class LazyFeatures:
+    """One video's ``(n, D)`` float32 instance features, read from its store when indexed or turned
+    into an array (``np.asarray``), so a :class:`~moviessl.data.lvu.VideoInstances` can stand for a
+    film without holding its features. Indexing gives the same values as an eager load."""
+
+    def __init__(self, store: "_Instances", vid: str, n: int, dim: int):
+        self.store, self.vid, self.shape = store, vid, (int(n), int(dim))
+
+    dtype = np.dtype(np.float32)
+    ndim = 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"LazyFeatures({self.vid!r}, shape={self.shape})"
+
+    def load(self) -> np.ndarray:
+        key = self.store.cache_key(self.vid)
+        feat = _feature_cache.get(key)
+        if feat is None:
+            feat = self.store.load(self.vid).feat
+            if feat.shape != self.shape:  # rewritten since it was first read
+                raise BadInputError(self.store.root / f"{self.vid}.npz", f"features changed to {feat.shape}")
+            return _cache_put(key, feat)
+        _feature_cache.move_to_end(key)
+        return feat
+
+    def __getitem__(self, idx) -> np.ndarray:
+        return self.load()[idx]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        a = self.load()
+        if dtype is not None and np.dtype(dtype) != a.dtype:
+            return a.astype(dtype)
+        return a.copy() if copy else a
+
+
+class _Instances:
+    """What both instance readers share: ``ids``, ``dim``, ``root`` and ``load(id, lazy=False)``."""
+
+    root: Path
+    ids: list[str]
+    _ids: set[str]
+    dim: int
+
+    def __contains__(self, vid: str) -> bool:
+        return vid in self._ids
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+    def _read(self, vid: str) -> VideoInstances:
+        raise NotImplementedError
+
+    def cache_key(self, vid: str) -> tuple:
+        path = self.root / f"{vid}.npz"
+        try:
+            st = path.stat()
+        except OSError:
+            raise BadInputError(path, "instance feature file not found") from None
+        return (type(self).__name__, str(path.resolve()), st.st_size, st.st_mtime_ns, getattr(self, "meta_path", ""))
+
+    def load(self, vid: str, lazy: bool = False) -> VideoInstances:
+        """The video's instances; ``lazy``: with :class:`LazyFeatures` in place of the feature array
+        (read and checked once now, kept in the per-process cache while it has room)."""
+        inst = self._read(vid)
+        if not lazy:
+            return inst
+        _cache_put(self.cache_key(vid), inst.feat)
+        return dataclasses.replace(inst, feat=LazyFeatures(self, vid, len(inst), inst.feat.shape[1]))
+
+
+class InstanceStore(_Instances):
     """A folder written by :func:`extract_instances`: ``.ids``, ``.dim``, ``.load(id) -> VideoInstances``."""
 
     def __init__(self, root: str | os.PathLike):
@@ -364,13 +459,7 @@ class InstanceStore:
         self.dim = int(index.get("dim") or 0)
         self.backbone = index.get("backbone")
 
-    def __contains__(self, vid: str) -> bool:
-        return vid in self._ids
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.ids)
-
-    def load(self, vid: str) -> VideoInstances:
+    def _read(self, vid: str) -> VideoInstances:
         path = self.root / f"{vid}.npz"
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -395,7 +484,7 @@ class InstanceStore:
         )
 
 
-class LVUReleaseInstances:
+class LVUReleaseInstances(_Instances):
     """The LVU release's inputs: ``features/<id>.npz`` (RoI features) + ``instance_meta_{task}.pkl``
     (shot and track ids per box). Same interface as :class:`InstanceStore`."""
 
@@ -404,6 +493,7 @@ class LVUReleaseInstances:
         if not self.root.is_dir():
             raise BadInputError(self.root, "LVU feature folder not found")
         self.meta = read_instance_meta(meta)
+        self.meta_path = str(Path(meta).resolve())  # the box order of a video's features follows it
         have = {p.stem for p in self.root.glob("*.npz")}
         self.ids = sorted(v for v in self.meta if v in have)
         self._ids = set(self.ids)
@@ -424,13 +514,7 @@ class LVUReleaseInstances:
             raise BadInputError(self.root, f"no video with a readable box feature among the {len(self.ids)} of {meta}")
         self.backbone = "lvu-release"
 
-    def __contains__(self, vid: str) -> bool:
-        return vid in self._ids
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.ids)
-
-    def load(self, vid: str) -> VideoInstances:
+    def _read(self, vid: str) -> VideoInstances:
         path = self.root / f"{vid}.npz"
         inst = release_instances(self.meta[vid], read_release_features(path), where=str(path))
         if not len(inst):

@@ -104,7 +104,7 @@ def load_inputs(
         inst = None
         if instances is not None:
             try:
-                inst = instances.load(vid) if vid in instances else None
+                inst = instances.load(vid, lazy=True) if vid in instances else None
             except BadInputError as e:
                 log.warning("skipping %s", e)
                 bad[vid] = str(e)

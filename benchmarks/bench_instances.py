@@ -1,0 +1,103 @@
+"""Instance features for the Object Transformer held in RAM vs read on demand (LVU-sized input).
+
+    python -m benchmarks.bench_instances [--videos 400] [--boxes 240] [--dim 2304] [--cache-mb 256]
+
+What ``moviessl pretrain-ot`` and the LVU tasks do before and during training: one
+:class:`~moviessl.context.ot_spans.SpanVideo` per film, then random 60-s spans as training items.
+The instance folder (``--videos`` films x ``--boxes`` boxes of ``--dim``-d float32 features, LVU's
+2304-d RoI width; written once into ``benchmarks/out/``) is loaded in a fresh process each time,
+either eagerly (every film's features in RAM, as before) or lazily (``load(id, lazy=True)``: boxes in
+RAM, features read when a span needs them, at most ``--cache-mb`` MB kept per process). Reports the
+peak RSS after loading and after ``--items`` random span items, seconds to load, ms per item, and
+whether the items are the same in both modes. Files are in the page cache after the first run, so
+the per-item time is the decode and copy cost, not the disk's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+import moviessl.features.instances as ins
+from moviessl.context.ot_spans import RandomSpans, SpanVideo
+root, mode, items, cache_mb = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+ins.FEATURE_CACHE_BYTES = int(cache_mb * 2**20)
+rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+base = rss()
+store = ins.InstanceStore(root)
+t = time.perf_counter()
+videos = [SpanVideo(v, inst=store.load(v, lazy=(mode == "lazy"))) for v in store.ids]
+load_s = time.perf_counter() - t
+after_load = rss()
+np.random.seed(0)
+data = RandomSpans(videos, None, items)
+t = time.perf_counter()
+digest = 0.0
+for i in range(items):
+    digest += float(data[i]["x"]["inst"].sum(dtype=np.float64))
+item_ms = 1000 * (time.perf_counter() - t) / items
+print(json.dumps({"load_s": round(load_s, 2), "rss_start_mb": round(base), "rss_after_load_mb": round(after_load),
+                  "rss_after_items_mb": round(rss()), "item_ms": round(item_ms, 2), "digest": digest}))
+"""
+
+
+def _write(root: Path, videos: int, boxes: int, dim: int) -> None:
+    import numpy as np
+
+    from moviessl.data.lvu import VideoInstances
+    from moviessl.features.instances import _save_npz
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(videos):
+        sec = np.sort(rng.integers(0, 150, boxes))  # LVU clips: 1-3 min
+        xy = np.sort(rng.uniform(0, 1, (boxes, 2, 2)).astype(np.float32), 1)
+        box = xy.transpose(0, 2, 1).reshape(boxes, 4)
+        feat = rng.standard_normal((boxes, dim), dtype=np.float32)
+        _save_npz(root / f"v{i:05d}.npz", VideoInstances(sec, sec // 8, rng.integers(0, 6, boxes), box, feat))
+    index = {
+        "format": "moviessl-instances",
+        "dim": dim,
+        "videos": {f"v{i:05d}": {"status": "ok"} for i in range(videos)},
+    }
+    (root / "index.json").write_text(json.dumps(index))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--videos", type=int, default=400)
+    ap.add_argument("--boxes", type=int, default=240)
+    ap.add_argument("--dim", type=int, default=2304)
+    ap.add_argument("--items", type=int, default=300)
+    ap.add_argument("--cache-mb", type=float, default=256)
+    args = ap.parse_args(argv)
+    root = Path(__file__).parent / "out" / f"instances_{args.videos}x{args.boxes}x{args.dim}"
+    if not (root / "index.json").is_file():
+        _write(root, args.videos, args.boxes, args.dim)
+    out: dict = {
+        "videos": args.videos,
+        "boxes": args.boxes,
+        "dim": args.dim,
+        "features_mb": round(args.videos * args.boxes * args.dim * 4 / 2**20),
+        "cache_mb": args.cache_mb,
+    }
+    for mode in ("eager", "lazy", "eager", "lazy"):  # twice: the first pass warms the page cache
+        cmd = [sys.executable, "-c", CHILD, str(root), mode, str(args.items), str(args.cache_mb)]
+        res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if res.returncode:
+            raise RuntimeError(res.stderr[-2000:])
+        out[mode] = json.loads(res.stdout.strip().splitlines()[-1])
+    out["same_items"] = out["eager"].pop("digest") == out["lazy"].pop("digest")
+    print(out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
