@@ -15,13 +15,27 @@ import os
 class BadInputError(Exception):
     """Bad user input: ``BadInputError(path, cause)`` -> message ``"<path>: <cause>"``."""
 
-    def __init__(self, path: str | os.PathLike | None, cause: str):
+    def __init__(self, path: str | os.PathLike | None, cause: str | None = None):
+        if cause is None:
+            # one argument: torch's DataLoader re-raising a worker's error (``exc_type(message)``, the
+            # message holding the worker's traceback); keep the original one-line message
+            path, cause = None, _original_line(str(path))
         self.path = None if path is None else os.fspath(path)
         self.cause = " ".join(str(cause).split())  # always one line
         super().__init__(self.cause if self.path is None else f"{self.path}: {self.cause}")
 
     def __reduce__(self):  # survives pickling (errors raised in worker processes)
         return (type(self), (self.path, self.cause))
+
+
+def _original_line(text: str) -> str:
+    """The message of the last ``...BadInputError: <message>`` line of a formatted traceback (the
+    whole text when there is none)."""
+    tag = f"{BadInputError.__name__}: "
+    for line in reversed(text.splitlines()):
+        if tag in line:
+            return line.split(tag, 1)[1]
+    return text
 
 
 def os_error_line(e: OSError) -> str:

@@ -253,12 +253,17 @@ def test_lazy_features_are_the_eager_ones_within_a_bounded_cache(tmp_path, monke
     """pretrain-ot and the LVU tasks hold every film's boxes but read its features when a span
     needs them: what a span gets (tokens, input statistics) equals the eager load, and the cache
     keeps no more than its bound, so RAM does not grow with the number of films."""
+    import torch
+
     import moviessl.features.instances as ins
-    from moviessl.context.ot_spans import SpanVideo, input_stats, span_tails, span_tokens
+    from moviessl.context.ot_spans import RandomSpans, SpanVideo, input_stats, span_tails, span_tokens
 
     monkeypatch.setattr(ins, "_feature_cache", type(ins._feature_cache)())
     monkeypatch.setattr(ins, "_feature_cache_bytes", 0)
-    monkeypatch.setattr(ins, "FEATURE_CACHE_BYTES", 2 * 40 * 8 * 4)  # two 40-box videos of 8-d float32
+    monkeypatch.setattr(ins, "FEATURE_CACHE_BYTES", ins.FEATURE_CACHE_BYTES)  # restored after the test
+    ins.set_feature_cache(2 * 40 * 8 * 4 / 2**20)  # data.instance_cache_mb: two 40-box videos of 8-d float32
+    with pytest.raises(BadInputError, match="data.instance_cache_mb: must be > 0"):
+        ins.set_feature_cache(0)
     store = _write_store(tmp_path / "inst", {f"v{i}": 40 for i in range(6)})
     eager = [SpanVideo(v, inst=store.load(v)) for v in store.ids]
     lazy = [SpanVideo(v, inst=store.load(v, lazy=True)) for v in store.ids]
@@ -276,17 +281,17 @@ def test_lazy_features_are_the_eager_ones_within_a_bounded_cache(tmp_path, monke
     z = lazy[0].inst.feat
     assert np.asarray(z).flags.writeable is False  # one copy shared by all readers: never written in place
     assert np.asarray(z, np.float64).dtype == np.float64 and np.array(z, copy=True).flags.writeable
-    # a file rewritten under a running job with another number of boxes: one line naming it
-    _save_npz_rewrite(tmp_path / "inst" / "v0.npz", store.load("v1"))
-    with pytest.raises(BadInputError, match="v0.npz.*features changed"):
+    store.load("v5", lazy=True)  # a film read again replaces its entry: counted once
+    assert len(ins._feature_cache) == 2 and ins._feature_cache_bytes == 2 * 40 * 8 * 4
+    # a file rewritten under a running job (here with as many boxes: only the values change) must not
+    # hand its new features to the boxes held in RAM: one line naming it, also from a loader worker
+    store.load("v2", lazy=True), store.load("v3", lazy=True)  # v0 out of the cache: read again when needed
+    ins._save_npz(tmp_path / "inst" / "v0.npz", store.load("v1"))
+    with pytest.raises(BadInputError, match=r"^\S*v0.npz: rewritten since this job first read it"):
         z[0]
-
-
-def _save_npz_rewrite(path, inst):
-    from moviessl.features.instances import _save_npz
-
-    short = type(inst)(inst.sec[:5], inst.shot[:5], inst.track[:5], inst.box[:5], inst.feat[:5])
-    _save_npz(path, short)
+    dl = torch.utils.data.DataLoader(RandomSpans(lazy[:1], None, 2, 30), batch_size=None, num_workers=1)
+    with pytest.raises(BadInputError, match=r"^\S*v0.npz: rewritten since this job first read it; restart the job$"):
+        next(iter(dl))
 
 
 def test_lazy_release_features_follow_their_instance_meta(tmp_path):

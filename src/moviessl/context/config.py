@@ -93,6 +93,7 @@ class OTSpanDataConfig:
     box_jitter: float  # training box jitter, fraction of the box size (LVU: 0.2)
     batch_size: int  # span *pairs* per step (LVU: 16, i.e. 32 spans)
     num_workers: int
+    instance_cache_mb: int  # instance features kept in RAM per process (features.instances.set_feature_cache)
 
 
 @dataclass

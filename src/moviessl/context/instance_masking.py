@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 from ..checkpoint import arch_spec, file_hash, save_checkpoint
 from ..config import to_dict
 from ..errors import BadInputError
+from ..features.instances import set_feature_cache
 from ..models.heads import BertLMHead
 from ..models.object_transformer import ID_OFFSET, INSTANCE, build_object_transformer
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
@@ -226,6 +227,7 @@ def pretrain_ot(
     out = Path(out)
     seed_everything(cfg.seed)
     cpu_threads_unless_gpu(cfg.trainer)
+    set_feature_cache(cfg.data.instance_cache_mb)
     videos = []
     for vid in ids if ids is not None else list(instances.ids):
         try:

@@ -158,13 +158,14 @@ def class_names(lvu_root: str | os.PathLike, task: str) -> dict[int, str]:
 @dataclass
 class VideoInstances:
     """One video's instance boxes, one row per (second, box), sorted by second (file order within
-    a second). ``box`` = normalised ``[x1, y1, x2, y2]``; ``feat`` = RoI features or None."""
+    a second). ``box`` = normalised ``[x1, y1, x2, y2]``; ``feat`` = RoI features (an array, or a
+    :class:`moviessl.features.instances.LazyFeatures` that reads them when indexed) or None."""
 
     sec: np.ndarray  # (n,) int64
     shot: np.ndarray  # (n,) int64, LVU's scene id
     track: np.ndarray  # (n,) int64, LVU's link id
     box: np.ndarray  # (n, 4) float32
-    feat: np.ndarray | None = None  # (n, D) float32
+    feat: Any = None  # (n, D) float32: np.ndarray, LazyFeatures or None
 
     def __len__(self) -> int:
         return len(self.sec)

@@ -372,13 +372,23 @@ def _cache_put(key: tuple, feat: np.ndarray) -> np.ndarray:
     return feat
 
 
+def set_feature_cache(mb: float) -> None:
+    """Keep at most ``mb`` MB of instance features per process (``data.instance_cache_mb``)."""
+    global FEATURE_CACHE_BYTES, _feature_cache_bytes
+    if not mb > 0:
+        raise BadInputError("data.instance_cache_mb", f"must be > 0, got {mb}")
+    FEATURE_CACHE_BYTES = int(mb * 2**20)
+    while len(_feature_cache) > 1 and _feature_cache_bytes > FEATURE_CACHE_BYTES:
+        _feature_cache_bytes -= _feature_cache.popitem(last=False)[1].nbytes
+
+
 class LazyFeatures:
     """One video's ``(n, D)`` float32 instance features, read from its store when indexed or turned
     into an array (``np.asarray``), so a :class:`~moviessl.data.lvu.VideoInstances` can stand for a
     film without holding its features. Indexing gives the same values as an eager load."""
 
-    def __init__(self, store: "_Instances", vid: str, n: int, dim: int):
-        self.store, self.vid, self.shape = store, vid, (int(n), int(dim))
+    def __init__(self, store: "_Instances", vid: str, key: tuple, n: int, dim: int):
+        self.store, self.vid, self.key, self.shape = store, vid, key, (int(n), int(dim))
 
     dtype = np.dtype(np.float32)
     ndim = 2
@@ -390,14 +400,13 @@ class LazyFeatures:
         return f"LazyFeatures({self.vid!r}, shape={self.shape})"
 
     def load(self) -> np.ndarray:
-        key = self.store.cache_key(self.vid)
-        feat = _feature_cache.get(key)
+        feat = _feature_cache.get(self.key)
         if feat is None:
-            feat = self.store.load(self.vid).feat
-            if feat.shape != self.shape:  # rewritten since it was first read
-                raise BadInputError(self.store.root / f"{self.vid}.npz", f"features changed to {feat.shape}")
-            return _cache_put(key, feat)
-        _feature_cache.move_to_end(key)
+            # the file as it was when its boxes were read, or a one-line error: features of a rewritten
+            # file would not belong to the boxes held in RAM
+            feat = self.store.read_unchanged(self.vid, self.key).feat
+            return _cache_put(self.key, feat)
+        _feature_cache.move_to_end(self.key)
         return feat
 
     def __getitem__(self, idx) -> np.ndarray:
@@ -427,22 +436,38 @@ class _Instances:
     def _read(self, vid: str) -> VideoInstances:
         raise NotImplementedError
 
-    def cache_key(self, vid: str) -> tuple:
-        path = self.root / f"{vid}.npz"
+    def _stamp(self, path: Path) -> tuple:
         try:
             st = path.stat()
         except OSError:
             raise BadInputError(path, "instance feature file not found") from None
-        return (type(self).__name__, str(path.resolve()), st.st_size, st.st_mtime_ns, getattr(self, "meta_path", ""))
+        return str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino  # an atomic rewrite: a new inode
+
+    def cache_key(self, vid: str) -> tuple:
+        """What a video's features depend on: its file (path, size, mtime) and, for the release, the
+        instance-metadata file, which orders the rows."""
+        meta = getattr(self, "meta_path", None)
+        return (type(self).__name__, self._stamp(self.root / f"{vid}.npz"), meta and self._stamp(Path(meta)))
+
+    def read_unchanged(self, vid: str, key: tuple | None = None) -> VideoInstances:
+        """``_read(vid)`` of the files that ``key`` (default: as they are now) names, else a one-line
+        error naming the file: it was rewritten since, or while it was read."""
+        key = key if key is not None else self.cache_key(vid)
+        if self.cache_key(vid) == key:
+            inst = self._read(vid)
+            if self.cache_key(vid) == key:
+                return inst
+        raise BadInputError(self.root / f"{vid}.npz", "rewritten since this job first read it; restart the job")
 
     def load(self, vid: str, lazy: bool = False) -> VideoInstances:
         """The video's instances; ``lazy``: with :class:`LazyFeatures` in place of the feature array
         (read and checked once now, kept in the per-process cache while it has room)."""
-        inst = self._read(vid)
         if not lazy:
-            return inst
-        _cache_put(self.cache_key(vid), inst.feat)
-        return dataclasses.replace(inst, feat=LazyFeatures(self, vid, len(inst), inst.feat.shape[1]))
+            return self._read(vid)
+        key = self.cache_key(vid)
+        inst = self.read_unchanged(vid, key)
+        _cache_put(key, inst.feat)
+        return dataclasses.replace(inst, feat=LazyFeatures(self, vid, key, len(inst), inst.feat.shape[1]))
 
 
 class InstanceStore(_Instances):

@@ -36,7 +36,7 @@ from ...context.ot_spans import EvalSpans, RandomSpans, collate_spans, input_sta
 from ...data.lvu import read_labels
 from ...errors import BadInputError
 from ...eval.lvu import evaluate
-from ...features.instances import open_instances
+from ...features.instances import open_instances, set_feature_cache
 from ...models.object_transformer import load_matching, ot_settings
 from ...utils.io import atomic_write_json
 from ..base import SeedJob, TaskOptim, run_seeds, settings_hash, write_summary
@@ -202,6 +202,7 @@ def run_finetune(
         raise BadInputError(None, f"--seeds must be >= 1, got {seeds}")
     spec = TASKS[task]
     cfg = resolve_config(cfg, preset, overrides)
+    set_feature_cache(cfg.data.instance_cache_mb)
     if len(cfg.train.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.train.betas):
         raise BadInputError("train.betas", f"must be two numbers in [0, 1), got {list(cfg.train.betas)}")
     out = Path(out)
@@ -259,6 +260,7 @@ def run_finetune(
         its epoch count was set."""
         run_cfg = to_dict(cfg)
         run_cfg["train"] = {k: v for k, v in run_cfg["train"].items() if k not in _SELECTION_KEYS}
+        run_cfg["data"].pop("instance_cache_mb")  # RAM, not the result: a finished run stays reusable
         run_cfg["train"]["epochs"] = int(epochs)
         ids = sorted(v.vid for v in videos) if len(videos) < len(train) else sorted(inputs.videos)
         y = np.array([float(train_labels[v.vid]) for v in videos], np.float32)

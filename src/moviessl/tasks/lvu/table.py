@@ -40,7 +40,7 @@ from ...context.instance_masking import pretrain_ot
 from ...data.lvu import LVU_TASKS, read_labels
 from ...errors import BadInputError
 from ...features.extract import extract
-from ...features.instances import InstanceStore, extract_instances
+from ...features.instances import InstanceStore, extract_instances, set_feature_cache
 from ...utils.io import atomic_write, atomic_write_json, atomic_write_text
 from ..base import settings_hash
 from .data import load_inputs, scene_arrays
@@ -291,7 +291,9 @@ def run_lvu_table(
         cfg = load_config("ot_pretrain", preset, list(pretrain_overrides) + quiet_ov)
         store = inst["supervised"]
         t_id = file_hash(t_path) if Path(t_path).is_file() else str(t_path)
-        key = settings_hash(store.backbone, store.index.get("roi"), to_dict(cfg), t_id)
+        ot_cfg = to_dict(cfg)
+        ot_cfg["data"].pop("instance_cache_mb")  # RAM, not the result
+        key = settings_hash(store.backbone, store.index.get("roi"), ot_cfg, t_id)
         ot_dir = out / "ot_pretrain" / key
         ot_ckpt = ot_dir / "model.pt"
         if not ot_ckpt.is_file():
@@ -316,6 +318,7 @@ def run_lvu_table(
         scene[s] = timed(f"scene {s}", lambda fdir=fdir, ctx=ctx: scene_arrays(fdir, "feats", ctx))
 
     # 4. fine-tuning: each row's inputs once, nine tasks x seeds
+    set_feature_cache(load_config("lvu", preset, list(overrides)).data.instance_cache_mb)
     stats: dict[str, dict[str, dict]] = {"val": {}, "test": {}}
     for i, s in rows:
         key = setting_name(i, s)
