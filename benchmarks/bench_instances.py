@@ -1,11 +1,14 @@
 """Instance features for the Object Transformer held in RAM vs read on demand (LVU-sized input).
 
     python -m benchmarks.bench_instances [--videos 400] [--boxes 240] [--dim 2304] [--cache-mb 256]
+                                         [--format moviessl|release]
 
 What ``moviessl pretrain-ot`` and the LVU tasks do before and during training: one
 :class:`~moviessl.context.ot_spans.SpanVideo` per film, then random 60-s spans as training items.
 The instance folder (``--videos`` films x ``--boxes`` boxes of ``--dim``-d float32 features, LVU's
-2304-d RoI width; written once into ``benchmarks/out/``) is loaded in a fresh process each time,
+2304-d RoI width; written once into ``benchmarks/out/``, as ``extract-instances`` writes it or, with
+``--format release``, as LVU releases it: ``features/<id>.npz`` of pickled dicts plus an
+``instance_meta`` pkl) is loaded in a fresh process each time,
 either eagerly (every film's features in RAM, as before) or lazily (``load(id, lazy=True)``: boxes in
 RAM, features read when a span needs them, at most ``--cache-mb`` MB kept per process). Reports the
 peak RSS after loading and after ``--items`` random span items, seconds to load, ms per item, and
@@ -27,11 +30,11 @@ import json, resource, sys, time
 import numpy as np
 import moviessl.features.instances as ins
 from moviessl.context.ot_spans import RandomSpans, SpanVideo
-root, mode, items, cache_mb = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-ins.FEATURE_CACHE_BYTES = int(cache_mb * 2**20)
+root, mode, items, cache_mb, meta = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+ins.set_feature_cache(cache_mb)
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 base = rss()
-store = ins.InstanceStore(root)
+store = ins.open_instances(root, meta or None)
 t = time.perf_counter()
 videos = [SpanVideo(v, inst=store.load(v, lazy=(mode == "lazy"))) for v in store.ids]
 load_s = time.perf_counter() - t
@@ -48,7 +51,9 @@ print(json.dumps({"load_s": round(load_s, 2), "rss_start_mb": round(base), "rss_
 """
 
 
-def _write(root: Path, videos: int, boxes: int, dim: int) -> None:
+def _write(root: Path, videos: int, boxes: int, dim: int, release: bool) -> None:
+    import pickle
+
     import numpy as np
 
     from moviessl.data.lvu import VideoInstances
@@ -56,12 +61,27 @@ def _write(root: Path, videos: int, boxes: int, dim: int) -> None:
 
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
+    meta: dict = {}
     for i in range(videos):
+        vid = f"v{i:05d}"
         sec = np.sort(rng.integers(0, 150, boxes))  # LVU clips: 1-3 min
         xy = np.sort(rng.uniform(0, 1, (boxes, 2, 2)).astype(np.float32), 1)
         box = xy.transpose(0, 2, 1).reshape(boxes, 4)
         feat = rng.standard_normal((boxes, dim), dtype=np.float32)
-        _save_npz(root / f"v{i:05d}.npz", VideoInstances(sec, sec // 8, rng.integers(0, 6, boxes), box, feat))
+        track = rng.integers(0, 6, boxes)
+        if not release:
+            _save_npz(root / f"{vid}.npz", VideoInstances(sec, sec // 8, track, box, feat))
+            continue
+        a: dict = {}
+        meta[vid] = {}
+        for s, b, f, t in zip(sec.tolist(), box, feat, track.tolist()):
+            key = ",".join(f"{v:.6f}" for v in b)  # LVU's box keys are such strings
+            a.setdefault(s, {})[key] = f
+            meta[vid].setdefault(s, {})[key] = [s // 8, t]
+        np.savez(root / f"{vid}.npz", a=np.array(a, dtype=object))
+    if release:
+        (root / "instance_meta.pkl").write_bytes(pickle.dumps(meta))
+        return
     index = {
         "format": "moviessl-instances",
         "dim": dim,
@@ -77,11 +97,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--dim", type=int, default=2304)
     ap.add_argument("--items", type=int, default=300)
     ap.add_argument("--cache-mb", type=float, default=256)
+    ap.add_argument("--format", choices=("moviessl", "release"), default="moviessl")
     args = ap.parse_args(argv)
-    root = Path(__file__).parent / "out" / f"instances_{args.videos}x{args.boxes}x{args.dim}"
-    if not (root / "index.json").is_file():
-        _write(root, args.videos, args.boxes, args.dim)
+    release = args.format == "release"
+    root = Path(__file__).parent / "out" / f"instances_{args.format}_{args.videos}x{args.boxes}x{args.dim}"
+    done = root / ("instance_meta.pkl" if release else "index.json")
+    if not done.is_file():
+        _write(root, args.videos, args.boxes, args.dim, release)
     out: dict = {
+        "format": args.format,
         "videos": args.videos,
         "boxes": args.boxes,
         "dim": args.dim,
@@ -89,7 +113,8 @@ def main(argv: list[str] | None = None) -> dict:
         "cache_mb": args.cache_mb,
     }
     for mode in ("eager", "lazy", "eager", "lazy"):  # twice: the first pass warms the page cache
-        cmd = [sys.executable, "-c", CHILD, str(root), mode, str(args.items), str(args.cache_mb)]
+        meta = str(done) if release else ""
+        cmd = [sys.executable, "-c", CHILD, str(root), mode, str(args.items), str(args.cache_mb), meta]
         res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         if res.returncode:
             raise RuntimeError(res.stderr[-2000:])
