@@ -65,8 +65,8 @@ def _write(root: Path, videos: int, boxes: int, dim: int, release: bool) -> None
     for i in range(videos):
         vid = f"v{i:05d}"
         sec = np.sort(rng.integers(0, 150, boxes))  # LVU clips: 1-3 min
-        xy = np.sort(rng.uniform(0, 1, (boxes, 2, 2)).astype(np.float32), 1)
-        box = xy.transpose(0, 2, 1).reshape(boxes, 4)
+        xy = np.sort(rng.uniform(0, 1, (boxes, 2, 2)).astype(np.float32), 1)  # [(x1, y1), (x2, y2)]
+        box = xy.reshape(boxes, 4)
         feat = rng.standard_normal((boxes, dim), dtype=np.float32)
         track = rng.integers(0, 6, boxes)
         if not release:
