@@ -23,6 +23,7 @@ BENCHES = {
     "augment": "benchmarks.bench_augment",  # the CVRL view pair at the demo's batch, each colour op alone
     "loader": "benchmarks.bench_loader",  # a paper-geometry CVRL pair item: square cut vs whole-frame crop
     "cache_build": "benchmarks.bench_cache_build",  # a cold MoDist flow cache: main process vs loader workers
+    "flow_store": "benchmarks.bench_flow_store",  # MoDist's flow cache as npy / png / jpeg: bytes, read time, error
     "ddp_queue": "benchmarks.bench_ddp_queue",  # DDP step with a 512 MB queue, broadcast vs left to the ranks
     "batched_seeds": "benchmarks.bench_batched_seeds",  # K seeds as one vmap-ed model vs K models
     "instances": "benchmarks.bench_instances",  # OT instance features in RAM vs read on demand: peak RSS, ms per span

@@ -210,14 +210,15 @@ def test_cached_sources_keep_a_bounded_number_of_files_open(tmp_path):
     assert sources[0].get([2])[0, 0, 0, 0] == 0  # reopened after it fell out
 
 
-def test_a_warm_flow_cache_opens_no_video_when_preparing(clip_list, tmp_path, monkeypatch):
+@pytest.mark.parametrize("store", ["npy", "jpeg"])
+def test_a_warm_flow_cache_opens_no_video_when_preparing(clip_list, tmp_path, monkeypatch, store):
     """MoDist decoding on the fly (the paper preset) with its flow cached: a (re)start does not read
     every video's header on every rank; the videos are opened when their clips are drawn."""
     from moviessl.ssl.flow import FlowCache, FlowParams
 
     items = read_clip_list(clip_list)
     kw = dict(num_frames=4, stride=2, short_side=32, flow_frames=4, flow_stride=2)
-    params = FlowParams(algorithm="farneback", short_side=32)
+    params = FlowParams(algorithm="farneback", short_side=32, store=store)
     first = ClipDataset(items, "pair", flow_cache=FlowCache(tmp_path, params), **kw).prepare(progress=False)
     assert len(first) == 12 and len(first.bad) == 1
     import moviessl.ssl.data as data_mod

@@ -102,3 +102,45 @@ def test_flow_augment_given_box_crops_like_the_rgb_view():
     fl2 = flow_augment(img, 16, box=box, flip=p["flip"])
     assert torch.allclose(fl2[0, 0] * 0.25 + 0.5, 1.0 - rgb[0, 0], atol=1e-4)
     assert torch.allclose(fl2[1, 0] * 0.25 + 0.5, rgb[1, 0], atol=1e-4)
+
+
+def test_flow_stores_png_lossless_jpeg_close_and_smaller(tmp_path):
+    """``store: png`` gives the npy store's values exactly, ``jpeg`` within a few levels; both store
+    fewer bytes; an npy cache keeps its folder (the image settings are not part of its tag)."""
+    vid = write_video(tmp_path / "a.mp4", moving_square(0, n=12))
+    frames = _textured_square(2, n=12)
+    got, size = {}, {}
+    for store in ("npy", "png", "jpeg"):
+        cache = FlowCache(tmp_path / "cache", FlowParams(short_side=64, store=store))
+        src = cache.source(vid, lambda: frames)
+        again = FlowCache(tmp_path / "cache", FlowParams(short_side=64, store=store)).source(vid, lambda: 1 / 0)
+        got[store] = src.get(range(12))
+        np.testing.assert_array_equal(again.get([3, 0, 11]), got[store][[3, 0, 11]])
+        assert src.num_frames == 12 and got[store].shape == (12, 64, 64, 3) and got[store].dtype == np.uint8
+        size[store] = sum(f.stat().st_size for f in cache.dir.glob("*.npy"))
+    np.testing.assert_array_equal(got["png"], got["npy"])
+    err = np.abs(got["jpeg"].astype(int) - got["npy"].astype(int))
+    assert err.mean() < 1.0 and err.max() <= 16, (err.mean(), err.max())
+    assert size["png"] < size["npy"] / 3 and size["jpeg"] < size["npy"] / 3, size
+    tags = {s: FlowParams(store=s).tag() for s in ("npy", "png", "jpeg")}
+    assert len(set(tags.values())) == 3
+    assert FlowParams(jpeg_quality=50).tag() == tags["npy"] == FlowParams(store="npy").tag()
+    assert FlowParams(store="jpeg", jpeg_quality=50).tag() != tags["jpeg"]
+
+
+def test_flow_store_errors_name_the_setting_or_the_file(tmp_path):
+    from moviessl.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="flow.store"):
+        FlowParams(store="webp")
+    with pytest.raises(BadInputError, match="flow.jpeg_quality"):
+        FlowParams(store="jpeg", jpeg_quality=0)
+    vid = write_video(tmp_path / "a.mp4", moving_square(0, n=6))
+    cache = FlowCache(tmp_path / "cache", FlowParams(short_side=32, store="png"))
+    cache.source(vid, lambda: moving_square(0, n=6))
+    (npy,) = cache.dir.glob("*.npy")
+    data = np.load(npy)
+    np.save(npy, np.zeros_like(data))  # same size, no image left in it
+    with pytest.raises(BadInputError, match="unreadable; delete the file") as e:
+        FlowCache(tmp_path / "cache", FlowParams(short_side=32, store="png")).source(vid, lambda: 1 / 0).get([2])
+    assert e.value.path == str(npy)

@@ -111,6 +111,8 @@ class FlowConfig:
     mode: str  # raw | edges
     num_frames: int
     stride: int
+    store: str  # npy | png (lossless) | jpeg: how the flow cache stores it (ssl.flow)
+    jpeg_quality: int  # for store: jpeg
 
 
 @dataclass

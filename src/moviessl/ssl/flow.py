@@ -19,8 +19,17 @@ frames index like video frames and a 16x4 flow clip covers the same time as its 
 ``(v / 255 - 0.5) / 0.25`` per channel (:func:`normalize_flow`, ``centred``) or, as MaCLR's release
 (``DATA.MEAN`` 0, ``DATA.STD`` 1 for its flow images), ``v / 255`` (``maclr``).
 
-Cache (versioned by every parameter above): ``cache_dir/flow_{algorithm}_s{short}_{mode}_{hash}/
-{stem}-{key}.npy`` uint8 ``(T, H, W, 3)``, written atomically, memory-mapped afterwards.
+Cache (versioned by every parameter above): ``cache_dir/flow_{algorithm}_s{short}_{mode}[_{store}]_{hash}/
+{stem}-{key}.npy`` + ``.json``, written atomically, memory-mapped afterwards. ``store`` says how:
+
+- ``npy``: the uint8 ``(T, H, W, 3)`` array (~20 MB per 10-s clip at short side 128: TB for K400);
+- ``png``: each channel of each frame a grayscale PNG (lossless: the same values as ``npy``);
+- ``jpeg``: each channel of each frame a grayscale JPEG at ``jpeg_quality``, as the flow images of
+  TSN's ``dense_flow`` tool (Wang et al., ECCV 2016) that MaCLR / MoDist-style pipelines train on:
+  lossy, an order of magnitude smaller.
+
+For ``png`` / ``jpeg`` the ``.npy`` holds the images' bytes end to end (uint8, 1-D) and the
+``.json`` their offsets; a clip read decodes only its frames.
 """
 
 from __future__ import annotations
@@ -37,9 +46,10 @@ import torch
 
 from ..errors import BadInputError
 from ..utils.io import atomic_save_npy, atomic_write_json
-from .clipcache import CachedSource, _source_key
+from .clipcache import CachedSource, _memmap, _source_key
 
 FLOW_VERSION = 1
+FLOW_STORES = ("npy", "png", "jpeg")
 
 
 @dataclass(frozen=True)
@@ -49,10 +59,25 @@ class FlowParams:
     bound: float = 20.0  # px at a 256 short side
     mode: str = "raw"  # raw | edges
     dis_preset: str = "fast"  # ultrafast | fast | medium
+    store: str = "npy"  # npy | png | jpeg (module docstring)
+    jpeg_quality: int = 95  # dense_flow's (OpenCV's default); only for store: jpeg
+
+    def __post_init__(self):
+        if self.store not in FLOW_STORES:
+            raise BadInputError("flow.store", f"must be one of {' | '.join(FLOW_STORES)}, got {self.store!r}")
+        if self.store == "jpeg" and not 1 <= self.jpeg_quality <= 100:
+            raise BadInputError("flow.jpeg_quality", f"must be in 1..100, got {self.jpeg_quality}")
 
     def tag(self) -> str:
-        h = hashlib.sha1(json.dumps({**asdict(self), "v": FLOW_VERSION}, sort_keys=True).encode()).hexdigest()[:8]
-        return f"flow_{self.algorithm}_s{self.short_side}_{self.mode}_{h}"
+        # what the stored values depend on; an npy cache keeps the folder it had before stores existed
+        d = {k: v for k, v in asdict(self).items() if k not in ("store", "jpeg_quality")}
+        store = ""
+        if self.store != "npy":
+            d["store"], store = self.store, f"_{self.store}"
+        if self.store == "jpeg":
+            d["jpeg_quality"], store = self.jpeg_quality, f"_jpeg{self.jpeg_quality}"
+        h = hashlib.sha1(json.dumps({**d, "v": FLOW_VERSION}, sort_keys=True).encode()).hexdigest()[:8]
+        return f"flow_{self.algorithm}_s{self.short_side}_{self.mode}{store}_{h}"
 
 
 def _estimator(p: FlowParams) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -115,6 +140,59 @@ def compute_flow(frames: np.ndarray, p: FlowParams) -> np.ndarray:
     return out
 
 
+def encode_images(flow: np.ndarray, p: FlowParams) -> tuple[np.ndarray, list[int]]:
+    """Encoded flow (T,H,W,3) -> ``(bytes, offsets)``: one grayscale image per channel and frame
+    (``p.store`` png | jpeg), frame-major; image ``3 t + c`` is ``bytes[offsets[3t+c]:offsets[3t+c+1]]``."""
+    import cv2
+
+    if p.store == "png":
+        ext, opts = ".png", [cv2.IMWRITE_PNG_COMPRESSION, 3]
+    else:
+        ext, opts = ".jpg", [cv2.IMWRITE_JPEG_QUALITY, p.jpeg_quality]
+    parts = []
+    for t in range(len(flow)):
+        for c in range(3):
+            ok, buf = cv2.imencode(ext, np.ascontiguousarray(flow[t, :, :, c]), opts)
+            if not ok:
+                raise RuntimeError(f"OpenCV could not encode flow frame {t} as {p.store}")
+            parts.append(buf.reshape(-1))
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in parts])]).tolist()
+    return (np.concatenate(parts) if parts else np.zeros(0, np.uint8)), offsets
+
+
+class EncodedFlowSource:
+    """One video's flow stored as images (``store`` png | jpeg); the :class:`CachedSource` interface."""
+
+    def __init__(self, npy: Path, meta: dict):
+        self.npy, self.meta = npy, meta
+        self.fps, self.num_frames = float(meta.get("fps") or 0.0), int(meta["num_frames"])
+        self.path = Path(meta["src"])
+        self.height, self.width = int(meta["height"]), int(meta["width"])
+        self.offsets = np.asarray(meta["offsets"], np.int64)
+        if len(self.offsets) != 3 * self.num_frames + 1:
+            raise BadInputError(
+                npy.with_suffix(".json"), f"{len(self.offsets)} image offsets for {self.num_frames} frames; delete it"
+            )
+
+    def get(self, indices) -> np.ndarray:
+        import cv2
+
+        data = _memmap(str(self.npy))
+        idx = np.asarray(indices, dtype=np.int64)
+        out = np.empty((len(idx), self.height, self.width, 3), np.uint8)
+        for j, t in enumerate(idx.tolist()):
+            for c in range(3):
+                k = 3 * t + c
+                img = cv2.imdecode(np.asarray(data[self.offsets[k] : self.offsets[k + 1]]), cv2.IMREAD_GRAYSCALE)
+                if img is None or img.shape != (self.height, self.width):
+                    raise BadInputError(self.npy, f"cached flow image {k} (frame {t}) is unreadable; delete the file")
+                out[j, :, :, c] = img
+        return out
+
+    def all(self) -> np.ndarray:
+        return self.get(np.arange(self.num_frames))
+
+
 FLOW_INPUTS = ("centred", "maclr")
 
 
@@ -155,15 +233,23 @@ class FlowCache:
         base = self.dir / f"{path.stem}-{_source_key(path)}"
         npy, meta_p = base.with_suffix(".npy"), base.with_suffix(".json")
         if npy.is_file() and meta_p.is_file():
-            return CachedSource(npy, json.loads(meta_p.read_text()))
+            return self._open(npy, json.loads(meta_p.read_text()))
         frames = np.asarray(frames_fn())
         if min(frames.shape[1:3]) != self.params.short_side:
             from .clipcache import resize_frames
 
             frames = resize_frames(frames, self.params.short_side)
         flow = compute_flow(frames, self.params)
-        atomic_save_npy(npy, flow)
         meta = {"src": str(path.resolve()), "num_frames": int(len(flow)), "fps": None, "params": asdict(self.params)}
-        atomic_write_json(meta_p, meta)
+        if self.params.store == "npy":
+            atomic_save_npy(npy, flow)
+        else:
+            data, meta["offsets"] = encode_images(flow, self.params)
+            meta["height"], meta["width"] = int(flow.shape[1]), int(flow.shape[2])
+            atomic_save_npy(npy, data)
+        atomic_write_json(meta_p, meta)  # last: the entry exists once its meta does
         self.computed += 1
-        return CachedSource(npy, meta)
+        return self._open(npy, meta)
+
+    def _open(self, npy: Path, meta: dict):
+        return CachedSource(npy, meta) if self.params.store == "npy" else EncodedFlowSource(npy, meta)

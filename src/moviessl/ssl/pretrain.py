@@ -50,7 +50,15 @@ def flow_cache_for(cfg: BackboneConfig, cache_dir: Path) -> FlowCache:
     f = cfg.flow
     return FlowCache(
         cache_dir,
-        FlowParams(algorithm=f.algorithm, short_side=f.short_side, bound=f.bound, mode=f.mode, dis_preset=f.dis_preset),
+        FlowParams(
+            algorithm=f.algorithm,
+            short_side=f.short_side,
+            bound=f.bound,
+            mode=f.mode,
+            dis_preset=f.dis_preset,
+            store=f.store,
+            jpeg_quality=f.jpeg_quality,
+        ),
     )
 
 
