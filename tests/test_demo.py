@@ -149,8 +149,9 @@ def test_an_option_added_switched_off_is_no_drift(tmp_path):
 
 
 def test_an_option_added_at_the_old_behaviour_is_no_drift(tmp_path):
-    """Backbone runs saved before ``data.frame_crop`` / ``augment.crop_sampler`` existed were square cuts
-    with torchvision's crop: the cpu preset's values now, so no note; another value is a change."""
+    """Backbone runs saved before ``data.frame_crop`` / ``augment.crop_sampler`` / ``flow.store`` existed
+    were square cuts with torchvision's crop and raw flow arrays: the cpu preset's values now, so no
+    note; another value is a change."""
     import yaml
 
     from moviessl.config import load_config, to_dict
@@ -159,8 +160,10 @@ def test_an_option_added_at_the_old_behaviour_is_no_drift(tmp_path):
     now = to_dict(load_config("backbone", "cpu", variant="cvrl"))
     old = yaml.safe_load(yaml.safe_dump(now))
     del old["data"]["frame_crop"], old["augment"]["crop_sampler"]
+    del old["flow"]["store"], old["flow"]["jpeg_quality"]  # flow stored raw before stores existed
     saved = tmp_path / "config.yaml"
     saved.write_text(yaml.safe_dump(old))
     assert config_drift(saved, now) == []
     now["data"]["frame_crop"] = "full"
-    assert config_drift(saved, now) == ["data.frame_crop: square -> full"]
+    now["flow"]["store"] = "jpeg"
+    assert config_drift(saved, now) == ["data.frame_crop: square -> full", "flow.store: npy -> jpeg"]

@@ -301,6 +301,8 @@ IMPLICIT_BEFORE: dict[str, Any] = {
     "augment.crop_sampler": "torchvision",  # backbone
     "augment.op_style": "torchvision",  # backbone
     "modist.flow_input": "centred",  # backbone
+    "flow.store": "npy",  # backbone
+    "flow.jpeg_quality": 95,  # backbone (read only with store: jpeg)
     "data.resize": "crop",  # vidsitu --videos
     "model.track_mask": 0.0,  # lvu
     "train.betas": [0.9, 0.99],  # lvu

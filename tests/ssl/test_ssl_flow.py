@@ -129,12 +129,14 @@ def test_flow_stores_png_lossless_jpeg_close_and_smaller(tmp_path):
 
 
 def test_flow_store_errors_name_the_setting_or_the_file(tmp_path):
+    from moviessl.config import load_config
     from moviessl.errors import BadInputError
 
     with pytest.raises(BadInputError, match="flow.store"):
-        FlowParams(store="webp")
+        load_config("backbone", "cpu", ["flow.store=webp"])  # at load, before any data is read
     with pytest.raises(BadInputError, match="flow.jpeg_quality"):
-        FlowParams(store="jpeg", jpeg_quality=0)
+        load_config("backbone", "paper", ["flow.jpeg_quality=0"])
+    assert load_config("backbone", "paper").flow.store == "jpeg"
     vid = write_video(tmp_path / "a.mp4", moving_square(0, n=6))
     cache = FlowCache(tmp_path / "cache", FlowParams(short_side=32, store="png"))
     cache.source(vid, lambda: moving_square(0, n=6))
@@ -144,3 +146,19 @@ def test_flow_store_errors_name_the_setting_or_the_file(tmp_path):
     with pytest.raises(BadInputError, match="unreadable; delete the file") as e:
         FlowCache(tmp_path / "cache", FlowParams(short_side=32, store="png")).source(vid, lambda: 1 / 0).get([2])
     assert e.value.path == str(npy)
+
+
+def test_an_encoded_flow_source_holds_no_per_frame_table(tmp_path):
+    """A loader worker keeps one source per video it has read (K400: 240k), so a long video's image
+    offsets stay in the file; what a source holds does not grow with the video's length."""
+    import pickle
+
+    vid = write_video(tmp_path / "a.mp4", moving_square(0, n=6))
+    sizes = []
+    for n in (10, 400):
+        frames = np.repeat(_textured_square(1, n=2)[:, ::4, ::4], n // 2, axis=0)
+        cache = FlowCache(tmp_path / f"c{n}", FlowParams(algorithm="farneback", short_side=16, store="jpeg"))
+        src = cache.source(vid, lambda frames=frames: frames)
+        assert src.get([n - 1]).shape == (1, 16, 16, 3)
+        sizes.append(len(pickle.dumps(src)))
+    assert sizes[1] - sizes[0] < 100, sizes

@@ -111,8 +111,13 @@ class FlowConfig:
     mode: str  # raw | edges
     num_frames: int
     stride: int
-    store: str  # npy | png (lossless) | jpeg: how the flow cache stores it (ssl.flow)
-    jpeg_quality: int  # for store: jpeg
+    store: str = "npy"  # npy | png (lossless) | jpeg: how the flow cache stores it (ssl.flow)
+    jpeg_quality: int = 95  # for store: jpeg
+
+    def __post_init__(self):  # at config load, not when the flow cache is first opened
+        from .flow import FlowParams
+
+        FlowParams(store=self.store, jpeg_quality=self.jpeg_quality)
 
 
 @dataclass

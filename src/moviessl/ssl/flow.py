@@ -19,7 +19,7 @@ frames index like video frames and a 16x4 flow clip covers the same time as its 
 ``(v / 255 - 0.5) / 0.25`` per channel (:func:`normalize_flow`, ``centred``) or, as MaCLR's release
 (``DATA.MEAN`` 0, ``DATA.STD`` 1 for its flow images), ``v / 255`` (``maclr``).
 
-Cache (versioned by every parameter above): ``cache_dir/flow_{algorithm}_s{short}_{mode}[_{store}]_{hash}/
+Cache (versioned by every parameter above): ``cache_dir/flow_{algorithm}_s{short}_{mode}[_png|_jpeg{quality}]_{hash}/
 {stem}-{key}.npy`` + ``.json``, written atomically, memory-mapped afterwards. ``store`` says how:
 
 - ``npy``: the uint8 ``(T, H, W, 3)`` array (~20 MB per 10-s clip at short side 128: TB for K400);
@@ -28,8 +28,8 @@ Cache (versioned by every parameter above): ``cache_dir/flow_{algorithm}_s{short
   TSN's ``dense_flow`` tool (Wang et al., ECCV 2016) that MaCLR / MoDist-style pipelines train on:
   lossy, an order of magnitude smaller.
 
-For ``png`` / ``jpeg`` the ``.npy`` holds the images' bytes end to end (uint8, 1-D) and the
-``.json`` their offsets; a clip read decodes only its frames.
+For ``png`` / ``jpeg`` the ``.npy`` holds a table of offsets and the images' bytes end to end
+(uint8, 1-D, :func:`encode_images`); a clip read decodes only its frames.
 """
 
 from __future__ import annotations
@@ -140,9 +140,11 @@ def compute_flow(frames: np.ndarray, p: FlowParams) -> np.ndarray:
     return out
 
 
-def encode_images(flow: np.ndarray, p: FlowParams) -> tuple[np.ndarray, list[int]]:
-    """Encoded flow (T,H,W,3) -> ``(bytes, offsets)``: one grayscale image per channel and frame
-    (``p.store`` png | jpeg), frame-major; image ``3 t + c`` is ``bytes[offsets[3t+c]:offsets[3t+c+1]]``."""
+def encode_images(flow: np.ndarray, p: FlowParams) -> np.ndarray:
+    """Encoded flow (T,H,W,3) -> one uint8 array: a table of ``3T + 1`` little-endian int64 offsets,
+    then one grayscale image per channel and frame (``p.store`` png | jpeg), frame-major; image
+    ``k = 3 t + c`` is ``out[offset[k]:offset[k + 1]]``. The table lives in the file, not in RAM: a
+    loader worker keeps a source per video it has read (K400: 240k of them)."""
     import cv2
 
     if p.store == "png":
@@ -156,23 +158,20 @@ def encode_images(flow: np.ndarray, p: FlowParams) -> tuple[np.ndarray, list[int
             if not ok:
                 raise RuntimeError(f"OpenCV could not encode flow frame {t} as {p.store}")
             parts.append(buf.reshape(-1))
-    offsets = np.concatenate([[0], np.cumsum([len(b) for b in parts])]).tolist()
-    return (np.concatenate(parts) if parts else np.zeros(0, np.uint8)), offsets
+    table = 8 * (len(parts) + 1)
+    offsets = table + np.concatenate([[0], np.cumsum([len(b) for b in parts])]).astype("<i8")
+    return np.concatenate([offsets.view(np.uint8), *parts])
 
 
 class EncodedFlowSource:
-    """One video's flow stored as images (``store`` png | jpeg); the :class:`CachedSource` interface."""
+    """One video's flow stored as images (``store`` png | jpeg, :func:`encode_images`); the
+    :class:`CachedSource` interface."""
 
     def __init__(self, npy: Path, meta: dict):
         self.npy, self.meta = npy, meta
         self.fps, self.num_frames = float(meta.get("fps") or 0.0), int(meta["num_frames"])
         self.path = Path(meta["src"])
         self.height, self.width = int(meta["height"]), int(meta["width"])
-        self.offsets = np.asarray(meta["offsets"], np.int64)
-        if len(self.offsets) != 3 * self.num_frames + 1:
-            raise BadInputError(
-                npy.with_suffix(".json"), f"{len(self.offsets)} image offsets for {self.num_frames} frames; delete it"
-            )
 
     def get(self, indices) -> np.ndarray:
         import cv2
@@ -183,7 +182,11 @@ class EncodedFlowSource:
         for j, t in enumerate(idx.tolist()):
             for c in range(3):
                 k = 3 * t + c
-                img = cv2.imdecode(np.asarray(data[self.offsets[k] : self.offsets[k + 1]]), cv2.IMREAD_GRAYSCALE)
+                img = None
+                if 8 * (k + 2) <= len(data):
+                    a, b = np.frombuffer(data[8 * k : 8 * (k + 2)].tobytes(), "<i8").tolist()
+                    if 0 <= a < b <= len(data):
+                        img = cv2.imdecode(np.asarray(data[a:b]), cv2.IMREAD_GRAYSCALE)
                 if img is None or img.shape != (self.height, self.width):
                     raise BadInputError(self.npy, f"cached flow image {k} (frame {t}) is unreadable; delete the file")
                 out[j, :, :, c] = img
@@ -226,7 +229,7 @@ class FlowCache:
             return False
         return base.with_suffix(".npy").is_file() and base.with_suffix(".json").is_file()
 
-    def source(self, path: str | os.PathLike, frames_fn: Callable[[], np.ndarray]) -> CachedSource:
+    def source(self, path: str | os.PathLike, frames_fn: Callable[[], np.ndarray]) -> CachedSource | EncodedFlowSource:
         path = Path(path)
         if not path.exists():
             raise BadInputError(path, "video not found")
@@ -244,9 +247,8 @@ class FlowCache:
         if self.params.store == "npy":
             atomic_save_npy(npy, flow)
         else:
-            data, meta["offsets"] = encode_images(flow, self.params)
             meta["height"], meta["width"] = int(flow.shape[1]), int(flow.shape[2])
-            atomic_save_npy(npy, data)
+            atomic_save_npy(npy, encode_images(flow, self.params))
         atomic_write_json(meta_p, meta)  # last: the entry exists once its meta does
         self.computed += 1
         return self._open(npy, meta)
