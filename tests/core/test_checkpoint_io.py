@@ -172,3 +172,48 @@ def test_srl_checkpoints_pin_the_txd_preset_and_the_nested_archs(tmp_path, monke
     assert kw["txd_overrides"]["dim"] == 64 and kw["txd_overrides"]["dropout"] == 0.1
     assert kw["txe_arch"]["kwargs"]["dim"] == 128 and kw["txe_arch"]["kwargs"]["preset"] == "txe_cpu"
     assert torch.load(p, weights_only=False)["format_version"] == 3
+
+
+def test_chunks_are_written_as_they_come_and_a_source_error_stays_itself(tmp_path, monkeypatch):
+    """``atomic_write_from``: an array written a chunk at a time loads whole; an error of the source
+    (a video that vanished) is that error, one of the disk an OSError naming the file written; neither
+    leaves a file behind."""
+    import errno
+
+    import moviessl.utils.io as uio
+    from moviessl.utils.io import atomic_write_from, write_npy_chunks
+
+    a = np.arange(30, dtype=np.uint8).reshape(10, 3)
+    npy = lambda f, chunks: write_npy_chunks(f, chunks, 10)  # noqa: E731
+    assert atomic_write_from(tmp_path / "a.npy", (a[i : i + 4] for i in range(0, 10, 4)), npy) == (3,)
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), a)
+    with pytest.raises(ValueError, match="9 rows written, 10 announced"):
+        atomic_write_from(tmp_path / "b.npy", [a[:9]], lambda f, c: write_npy_chunks(f, c, 10))
+
+    def vanishing():
+        yield a[:4]
+        raise FileNotFoundError(errno.ENOENT, "video vanished", "film.mp4")
+
+    with pytest.raises(FileNotFoundError) as e:
+        atomic_write_from(tmp_path / "c.npy", vanishing(), npy)
+    assert e.value.filename == "film.mp4"
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, b):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    orig = uio._open_fd
+    monkeypatch.setattr(uio, "_open_fd", lambda fd, mode, path: Full(orig(fd, mode, path)))
+    with pytest.raises(OSError) as e:
+        atomic_write_from(tmp_path / "d.npy", [a], npy)
+    assert e.value.filename == str(tmp_path / "d.npy") and e.value.errno == errno.ENOSPC
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["a.npy"]

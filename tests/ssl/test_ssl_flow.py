@@ -162,3 +162,69 @@ def test_an_encoded_flow_source_holds_no_per_frame_table(tmp_path):
         assert src.get([n - 1]).shape == (1, 16, 16, 3)
         sizes.append(len(pickle.dumps(src)))
     assert sizes[1] - sizes[0] < 100, sizes
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 6, 11])
+def test_flow_in_chunks_is_the_flow_of_the_whole_video(n):
+    from moviessl.ssl.flow import ArrayFrames, iter_flow
+
+    frames = _textured_square(1, n=n)
+    p = FlowParams(algorithm="farneback", short_side=64)
+    whole = compute_flow(frames, p)
+    chunks = list(iter_flow(ArrayFrames(frames), p, chunk=5))
+    np.testing.assert_array_equal(np.concatenate(chunks), whole)
+    assert max(len(c) for c in chunks) <= 5 and len(whole) == n
+
+
+@pytest.mark.parametrize("store", ["npy", "png", "jpeg"])
+def test_a_long_video_is_read_and_stored_a_chunk_at_a_time(tmp_path, monkeypatch, store):
+    """The flow cache never asks a frame source for more than ``FLOW_CHUNK`` frames (a feature-length
+    film's frames are never all in RAM) and stores what it would from the whole array."""
+    import moviessl.ssl.flow as flow_mod
+
+    frames = _textured_square(1, n=11)
+    vid = write_video(tmp_path / "a.mp4", moving_square(0, n=6))
+    p = FlowParams(algorithm="farneback", short_side=64, store=store)
+    whole = FlowCache(tmp_path / "whole", p).source(vid, lambda: frames)  # one chunk
+    monkeypatch.setattr(flow_mod, "FLOW_CHUNK", 4)
+
+    class Source:
+        num_frames, asked = 11, []
+
+        def get(self, idx):
+            self.asked.append(len(idx))
+            return frames[np.asarray(idx)]
+
+    chunked = FlowCache(tmp_path / "chunked", p).source(vid, Source())
+    assert Source.asked == [4, 4, 3]
+    np.testing.assert_array_equal(chunked.get(range(11)), whole.get(range(11)))
+    (a,), (b,) = (list((tmp_path / d).rglob("*.npy")) for d in ("chunked", "whole"))
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_a_video_decoded_on_the_fly_gives_its_flow_chunk_by_chunk(tmp_path, monkeypatch):
+    """The paper preset's path (no frame cache): one reader decodes the video in order, a chunk at a
+    time, and the flow is the one of all its frames at once."""
+    import moviessl.ssl.flow as flow_mod
+    from moviessl.ssl.clipcache import LiveSource
+
+    vid = write_video(tmp_path / "a.mp4", moving_square(0, n=12))
+    live = LiveSource(vid, 32)
+    pieces = list(live.chunks(5))
+    assert [len(c) for c in pieces] == [5, 5, 2]
+    np.testing.assert_array_equal(np.concatenate(pieces), live.all())
+    p = FlowParams(algorithm="farneback", short_side=32)
+    whole = FlowCache(tmp_path / "whole", p).source(vid, live.all).get(range(12))
+    monkeypatch.setattr(flow_mod, "FLOW_CHUNK", 5)
+    np.testing.assert_array_equal(FlowCache(tmp_path / "chunked", p).source(vid, live).get(range(12)), whole)
+
+
+def test_the_frame_cache_is_written_a_chunk_at_a_time(tmp_path, monkeypatch):
+    from moviessl.ssl import clipcache
+
+    vid = write_video(tmp_path / "a.mp4", moving_square(0, n=12))
+    want = clipcache.LiveSource(vid, 32).all()
+    monkeypatch.setattr(clipcache, "DECODE_CHUNK", 5)
+    src = clipcache.FrameCache(tmp_path / "cache", 32).source(vid)
+    np.testing.assert_array_equal(src.all(), want)
+    assert (src.meta["num_frames"], src.meta["height"], src.meta["width"]) == (12, *want.shape[1:3])

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInputError
-from ..utils.io import atomic_save_npy, atomic_write_json, atomic_write_text
+from ..utils.io import atomic_write_from, atomic_write_json, atomic_write_text, write_npy_chunks
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,17 @@ class LiveSource:
     def all(self) -> np.ndarray:
         return self.get(np.arange(self.num_frames))
 
+    def chunks(self, size: int):
+        """Every frame in order, ``size`` at a time (the last chunk shorter), decoded once by one
+        reader: a film's optical flow without its frames all in RAM or a seek per chunk."""
+        from ..video import VideoReader
+
+        with VideoReader(self.path) as r:
+            for a in range(0, self.num_frames, size):
+                yield resize_frames(r.get_frames(np.arange(a, min(a + size, self.num_frames))), self.short_side)
+
+
+DECODE_CHUNK = 32  # frames decoded (at the video's own size) and written at a time when caching
 
 # Memory maps kept open per process. Each one holds a file descriptor (CPython's mmap keeps a dup of
 # it) and a kernel mapping, so a source must not keep its own: a loader worker that had touched
@@ -125,23 +136,26 @@ class FrameCache:
         if npy.is_file() and meta_p.is_file():
             return CachedSource(npy, json.loads(meta_p.read_text()))
         try:
-            live = LiveSource(path, self.short_side)
-            frames = live.all()
-            if len(frames) == 0:
-                raise BadInputError(path, "no decodable frames")
+            live = LiveSource(path, self.short_side)  # no frames: BadInputError
+            # written as decoded, a chunk at a time: a film's frames need not fit in RAM; an error
+            # writing the cache (a full disk) is an OSError naming it, not a bad video
+            row = atomic_write_from(
+                npy, live.chunks(DECODE_CHUNK), lambda f, chunks: write_npy_chunks(f, chunks, live.num_frames)
+            )
         except BadInputError as e:
             atomic_write_text(bad_p, e.cause)
             raise
         except Exception as e:  # a decoder crash is still just a bad video
+            if isinstance(e, OSError) and e.filename == str(npy):
+                raise
             atomic_write_text(bad_p, f"cannot decode ({type(e).__name__}: {e})")
             raise BadInputError(path, f"cannot decode ({type(e).__name__}: {e})") from None
-        atomic_save_npy(npy, frames)
         meta = {
             "src": str(path.resolve()),
             "fps": live.fps,
-            "num_frames": int(len(frames)),
-            "height": int(frames.shape[1]),
-            "width": int(frames.shape[2]),
+            "num_frames": int(live.num_frames),
+            "height": int(row[0]),
+            "width": int(row[1]),
             "short_side": self.short_side,
             "version": VERSION,
         }

@@ -176,7 +176,7 @@ class ClipDataset(Dataset):
         fl = self._flows.get(i)
         if fl is None:
             src = self._source(i)
-            fl = self.flow_cache.source(self.items[i][0], src.all)
+            fl = self.flow_cache.source(self.items[i][0], src)
             if fl.num_frames != src.num_frames:
                 raise BadInputError(self.items[i][0], f"flow cache has {fl.num_frames} frames, video {src.num_frames}")
             self._flows[i] = fl

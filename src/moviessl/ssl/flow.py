@@ -29,7 +29,8 @@ Cache (versioned by every parameter above): ``cache_dir/flow_{algorithm}_s{short
   lossy, an order of magnitude smaller.
 
 For ``png`` / ``jpeg`` the ``.npy`` holds a table of offsets and the images' bytes end to end
-(uint8, 1-D, :func:`encode_images`); a clip read decodes only its frames.
+(uint8, 1-D, :func:`write_flow`); a clip read decodes only its frames. A video's flow is computed and
+written ``FLOW_CHUNK`` frames at a time.
 """
 
 from __future__ import annotations
@@ -39,14 +40,14 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 
 from ..errors import BadInputError
-from ..utils.io import atomic_save_npy, atomic_write_json
-from .clipcache import CachedSource, _memmap, _source_key
+from ..utils.io import atomic_write_from, atomic_write_json, npy_header, write_npy_chunks
+from .clipcache import CachedSource, _memmap, _source_key, resize_frames
 
 FLOW_VERSION = 1
 FLOW_STORES = ("npy", "png", "jpeg")
@@ -122,49 +123,109 @@ def encode_flow(flow: np.ndarray, p: FlowParams) -> np.ndarray:
     return out.round().astype(np.uint8)
 
 
-def compute_flow(frames: np.ndarray, p: FlowParams) -> np.ndarray:
-    """RGB uint8 (T,H,W,3) at ``p.short_side`` -> encoded flow uint8 (T,H,W,3)."""
+# Frames decoded (and their flow computed and written) at a time: a feature-length film's frames and
+# flow never sit in RAM whole (2 h at 256 px would be ~75 GB of frames). Small, because a chunk is
+# decoded at the film's own size (32 frames of 1080p: 200 MB) and a reader decodes in order anyway.
+FLOW_CHUNK = 32
+
+
+class ArrayFrames:
+    """An in-memory ``(T, H, W, 3)`` array as a frame source (``num_frames``, ``get(indices)``)."""
+
+    def __init__(self, frames: np.ndarray):
+        self.frames, self.num_frames = frames, len(frames)
+
+    def get(self, indices) -> np.ndarray:
+        return self.frames[np.asarray(indices, dtype=np.int64)]
+
+
+def iter_flow(frames, p: FlowParams, chunk: int | None = None) -> Iterator[np.ndarray]:
+    """Encoded flow uint8 ``(n, H, W, 3)`` of a frame source (``num_frames``, ``get(indices)``; RGB
+        uint8, resized to ``p.short_side`` when it is not), in order, ``chunk`` (:data:`FLOW_CHUNK`) frames
+    decoded at a time.
+        Flow frame ``i`` is ``i -> i+1``; the last repeats the one before (a single frame: no motion)."""
     import cv2
 
-    if len(frames) == 0:
+    n_frames, chunk = int(frames.num_frames), int(chunk or FLOW_CHUNK)
+    if n_frames <= 0:
         raise ValueError("no frames")
     est = _estimator(p)
-    gray = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames]
-    out = np.empty(frames.shape[:3] + (3,), np.uint8)
-    if len(gray) == 1:  # a single frame has no motion
-        out[0] = encode_flow(np.zeros(frames.shape[1:3] + (2,), np.float32), p)
-        return out
-    for i in range(len(gray) - 1):
-        out[i] = encode_flow(est(gray[i], gray[i + 1]), p)
-    out[-1] = out[-2]
-    return out
+    if hasattr(frames, "chunks"):  # decoded in order by one reader (LiveSource)
+        pieces = frames.chunks(chunk)
+    else:
+        pieces = (frames.get(np.arange(a, min(a + chunk, n_frames))) for a in range(0, n_frames, chunk))
+    prev = last = None  # the previous chunk's last gray frame; the last flow frame yielded
+    for fr in pieces:
+        fr = np.asarray(fr)
+        if min(fr.shape[1:3]) != p.short_side:
+            fr = resize_frames(fr, p.short_side)
+        gray = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in fr]
+        seq = ([prev] if prev is not None else []) + gray
+        if len(seq) > 1:
+            out = np.stack([encode_flow(est(seq[i], seq[i + 1]), p) for i in range(len(seq) - 1)])
+            last = out[-1]
+            yield out
+        prev = gray[-1]
+    if last is None:
+        last = encode_flow(np.zeros(prev.shape[:2] + (2,), np.float32), p)
+    yield last[None]
 
 
-def encode_images(flow: np.ndarray, p: FlowParams) -> np.ndarray:
-    """Encoded flow (T,H,W,3) -> one uint8 array: a table of ``3T + 1`` little-endian int64 offsets,
-    then one grayscale image per channel and frame (``p.store`` png | jpeg), frame-major; image
-    ``k = 3 t + c`` is ``out[offset[k]:offset[k + 1]]``. The table lives in the file, not in RAM: a
-    loader worker keeps a source per video it has read (K400: 240k of them)."""
+def compute_flow(frames: np.ndarray, p: FlowParams) -> np.ndarray:
+    """RGB uint8 (T,H,W,3) at ``p.short_side`` -> encoded flow uint8 (T,H,W,3)."""
+    if len(frames) == 0:
+        raise ValueError("no frames")
+    return np.concatenate(list(iter_flow(ArrayFrames(frames), p)))
+
+
+def write_flow(f: BinaryIO, chunks: Iterable[np.ndarray], n_frames: int, p: FlowParams) -> tuple[int, int]:
+    """Write the flow ``chunks`` (``n_frames`` in all) as one ``.npy`` to the seekable file ``f``, as it
+    comes; returns the frame size. ``npy``: the uint8 ``(T, H, W, 3)`` array. ``png`` / ``jpeg``: a 1-D
+    uint8 array holding a table of ``3T + 1`` little-endian int64 offsets, then one grayscale image per
+    channel and frame, frame-major; image ``k = 3 t + c`` is ``a[offset[k]:offset[k + 1]]``. The table
+    lives in the file, not in RAM: a loader worker keeps a source per video it has read (K400: 240k)."""
     import cv2
 
+    if p.store == "npy":
+        return write_npy_chunks(f, chunks, n_frames)[:2]
     if p.store == "png":
         ext, opts = ".png", [cv2.IMWRITE_PNG_COMPRESSION, 3]
     else:
         ext, opts = ".jpg", [cv2.IMWRITE_JPEG_QUALITY, p.jpeg_quality]
-    parts = []
-    for t in range(len(flow)):
-        for c in range(3):
-            ok, buf = cv2.imencode(ext, np.ascontiguousarray(flow[t, :, :, c]), opts)
-            if not ok:
-                raise RuntimeError(f"OpenCV could not encode flow frame {t} as {p.store}")
-            parts.append(buf.reshape(-1))
-    table = 8 * (len(parts) + 1)
-    offsets = table + np.concatenate([[0], np.cumsum([len(b) for b in parts])]).astype("<i8")
-    return np.concatenate([offsets.view(np.uint8), *parts])
+    header = npy_header((0,))
+    offsets = np.zeros(3 * n_frames + 1, "<i8")
+    f.write(header)
+    f.write(offsets.tobytes())  # filled in at the end
+    offsets[0] = pos = offsets.nbytes
+    size, done = None, 0
+    for chunk in chunks:
+        size = size or (int(chunk.shape[1]), int(chunk.shape[2]))
+        if done + len(chunk) > n_frames:
+            raise ValueError(f"flow of more than the {n_frames} frames announced")
+        for t in range(len(chunk)):
+            for c in range(3):
+                ok, buf = cv2.imencode(ext, np.ascontiguousarray(chunk[t, :, :, c]), opts)
+                if not ok:
+                    raise RuntimeError(f"OpenCV could not encode flow frame {done + t} as {p.store}")
+                f.write(buf.tobytes())
+                pos += len(buf)
+                offsets[3 * (done + t) + c + 1] = pos
+        done += len(chunk)
+    if done != n_frames or size is None:
+        raise ValueError(f"flow of {done} frames, {n_frames} announced")
+    f.seek(len(header))
+    f.write(offsets.tobytes())
+    final = npy_header((int(pos),))
+    if len(final) != len(header):  # numpy pads the header to 64 bytes: a length's digits never spill
+        raise RuntimeError("npy header grew")
+    f.seek(0)
+    f.write(final)
+    f.seek(0, 2)
+    return size
 
 
 class EncodedFlowSource:
-    """One video's flow stored as images (``store`` png | jpeg, :func:`encode_images`); the
+    """One video's flow stored as images (``store`` png | jpeg, :func:`write_flow`); the
     :class:`CachedSource` interface."""
 
     def __init__(self, npy: Path, meta: dict):
@@ -229,7 +290,10 @@ class FlowCache:
             return False
         return base.with_suffix(".npy").is_file() and base.with_suffix(".json").is_file()
 
-    def source(self, path: str | os.PathLike, frames_fn: Callable[[], np.ndarray]) -> CachedSource | EncodedFlowSource:
+    def source(self, path: str | os.PathLike, frames) -> CachedSource | EncodedFlowSource:
+        """The flow of ``path``, computed from ``frames`` when it is not cached: a frame source
+        (``num_frames``, ``get(indices)``, read :data:`FLOW_CHUNK` frames at a time) or a callable
+        returning the ``(T, H, W, 3)`` array (called only then)."""
         path = Path(path)
         if not path.exists():
             raise BadInputError(path, "video not found")
@@ -237,18 +301,13 @@ class FlowCache:
         npy, meta_p = base.with_suffix(".npy"), base.with_suffix(".json")
         if npy.is_file() and meta_p.is_file():
             return self._open(npy, json.loads(meta_p.read_text()))
-        frames = np.asarray(frames_fn())
-        if min(frames.shape[1:3]) != self.params.short_side:
-            from .clipcache import resize_frames
-
-            frames = resize_frames(frames, self.params.short_side)
-        flow = compute_flow(frames, self.params)
-        meta = {"src": str(path.resolve()), "num_frames": int(len(flow)), "fps": None, "params": asdict(self.params)}
-        if self.params.store == "npy":
-            atomic_save_npy(npy, flow)
-        else:
-            meta["height"], meta["width"] = int(flow.shape[1]), int(flow.shape[2])
-            atomic_save_npy(npy, encode_images(flow, self.params))
+        if callable(frames):
+            frames = ArrayFrames(np.asarray(frames()))
+        n = int(frames.num_frames)
+        size = atomic_write_from(npy, iter_flow(frames, self.params), lambda f, c: write_flow(f, c, n, self.params))
+        meta = {"src": str(path.resolve()), "num_frames": n, "fps": None, "params": asdict(self.params)}
+        if self.params.store != "npy":
+            meta["height"], meta["width"] = size
         atomic_write_json(meta_p, meta)  # last: the entry exists once its meta does
         self.computed += 1
         return self._open(npy, meta)

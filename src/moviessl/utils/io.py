@@ -8,9 +8,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 def _umask() -> int:
@@ -80,6 +82,67 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2)
 
 def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
     return atomic_write(path, lambda f: np.save(f, np.asarray(array), allow_pickle=False))
+
+
+def npy_header(shape: tuple[int, ...], dtype=np.uint8) -> bytes:
+    """The ``.npy`` (format 1.0) header of a C-order array; numpy pads it to a multiple of 64 bytes."""
+    buf = io.BytesIO()
+    descr = np.lib.format.dtype_to_descr(np.dtype(dtype))
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": tuple(shape)})
+    return buf.getvalue()
+
+
+def write_npy_chunks(f: io.BufferedIOBase, chunks: Iterable[np.ndarray], n: int) -> tuple[int, ...]:
+    """Write ``chunks`` (arrays of one dtype and row shape, ``n`` rows in all) to ``f`` as one
+    ``.npy``, as they come (a film's frames need not fit in RAM); returns the row shape."""
+    row, done = None, 0
+    for chunk in chunks:
+        chunk = np.ascontiguousarray(chunk)
+        if row is None:
+            row = chunk.shape[1:]
+            f.write(npy_header((n, *row), chunk.dtype))
+        if chunk.shape[1:] != row or done + len(chunk) > n:
+            raise ValueError(f"a chunk of shape {chunk.shape} after {done} of {n} rows of {row}")
+        f.write(chunk.tobytes())
+        done += len(chunk)
+    if done != n or row is None:
+        raise ValueError(f"{done} rows written, {n} announced")
+    return tuple(int(v) for v in row)
+
+
+class _SourceFailed(Exception):
+    pass
+
+
+def atomic_write_from(
+    path: str | os.PathLike, source: Iterable, write: Callable[[io.BufferedWriter, Iterator], T]
+) -> T:
+    """:func:`atomic_write` of what ``write(f, items)`` writes as it consumes ``source`` (e.g. frames
+    decoded a chunk at a time); returns what ``write`` returns. An error raised by ``source`` (a video
+    that cannot be decoded) propagates as itself, never as an error writing ``path``."""
+    failure: list[BaseException] = []
+
+    def guarded():
+        it = iter(source)
+        while True:
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            except BaseException as e:
+                failure.append(e)
+                break
+            yield item
+        raise _SourceFailed  # outside the handler: no context that atomic_write could take for a disk error
+
+    out = []
+    try:
+        atomic_write(path, lambda f: out.append(write(f, guarded())))
+    except _SourceFailed:
+        pass
+    if failure:
+        raise failure[0]
+    return out[0]
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
