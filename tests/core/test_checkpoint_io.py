@@ -197,6 +197,24 @@ def test_chunks_are_written_as_they_come_and_a_source_error_stays_itself(tmp_pat
     with pytest.raises(FileNotFoundError) as e:
         atomic_write_from(tmp_path / "c.npy", vanishing(), npy)
     assert e.value.filename == "film.mp4"
+    try:  # also while another error is being handled (it must not pass for the write's)
+        raise OSError(errno.EIO, "an earlier error")
+    except OSError:
+        with pytest.raises(FileNotFoundError):
+            atomic_write_from(tmp_path / "c.npy", vanishing(), npy)
+
+    closed = []
+
+    def source():
+        try:
+            yield a[:4]
+            yield a[4:]
+        finally:
+            closed.append(True)
+
+    with pytest.raises(ValueError, match="after 0 of 3 rows"):  # the write fails: the source is let go
+        atomic_write_from(tmp_path / "e.npy", source(), lambda f, c: write_npy_chunks(f, c, 3))
+    assert closed == [True]
 
     class Full:
         def __init__(self, f):

@@ -209,3 +209,27 @@ def test_index_errors(videos):
         with pytest.raises(IndexError):
             r.get_frames([120])
         assert r.get_frames([]).shape == (0, 96, 160, 3)
+
+
+@pytest.mark.parametrize("drop", [10, 11])
+def test_a_missing_frame_at_the_start_of_a_call_repeats_the_one_before(videos, monkeypatch, drop):
+    """Reading a video in order a chunk per call (the frame and flow caches) gives the stand-ins of
+    one call for everything: a frame the decoder skips repeats the frame before it, also when it is
+    the first of a call (it was black)."""
+    import moviessl.video.reader as reader_mod
+
+    real = reader_mod._AVFile._frames_from
+
+    def dropping(self, key_pts):
+        for pts, f in real(self, key_pts):
+            if pts != int(self.pts[drop]):
+                yield pts, f
+
+    monkeypatch.setattr(reader_mod._AVFile, "_frames_from", dropping)
+    with VideoReader(videos["mp4"]) as r:
+        whole = r.get_frames(np.arange(20))
+    with VideoReader(videos["mp4"]) as r:
+        chunked = np.concatenate([r.get_frames(np.arange(a, a + 5)) for a in range(0, 20, 5)])
+        assert r.missing == {drop}
+    np.testing.assert_array_equal(chunked, whole)
+    np.testing.assert_array_equal(whole[drop], whole[drop - 1])

@@ -125,7 +125,8 @@ def encode_flow(flow: np.ndarray, p: FlowParams) -> np.ndarray:
 
 # Frames decoded (and their flow computed and written) at a time: a feature-length film's frames and
 # flow never sit in RAM whole (2 h at 256 px would be ~75 GB of frames). Small, because a chunk is
-# decoded at the film's own size (32 frames of 1080p: 200 MB) and a reader decodes in order anyway.
+# decoded at the film's own size and the reader keeps the previous one (2-3 chunks of 1080p: ~0.6 GB),
+# and a reader decoding in order pays nothing per chunk.
 FLOW_CHUNK = 32
 
 
@@ -200,8 +201,8 @@ def write_flow(f: BinaryIO, chunks: Iterable[np.ndarray], n_frames: int, p: Flow
     size, done = None, 0
     for chunk in chunks:
         size = size or (int(chunk.shape[1]), int(chunk.shape[2]))
-        if done + len(chunk) > n_frames:
-            raise ValueError(f"flow of more than the {n_frames} frames announced")
+        if done + len(chunk) > n_frames or chunk.shape[1:] != (*size, 3):
+            raise ValueError(f"a flow chunk of shape {chunk.shape} after {done} of {n_frames} frames of {size}")
         for t in range(len(chunk)):
             for c in range(3):
                 ok, buf = cv2.imencode(ext, np.ascontiguousarray(chunk[t, :, :, c]), opts)
@@ -271,10 +272,10 @@ def normalize_flow(x: torch.Tensor, mode: str = "centred") -> torch.Tensor:
 
 
 class FlowCache:
-    """``FlowCache(cache_dir, params).source(path, frames_fn)`` -> memory-mapped encoded flow.
+    """``FlowCache(cache_dir, params).source(path, frames)`` -> the video's encoded flow, memory-mapped.
 
-    ``frames_fn()`` returns the video's RGB frames at ``params.short_side``; it is called only when
-    the flow of that video (for these parameters) is not cached yet."""
+    ``frames`` (a frame source, or a callable returning the frames) is read only when the flow of that
+    video (for these parameters) is not cached yet (:meth:`source`)."""
 
     def __init__(self, cache_dir: str | os.PathLike, params: FlowParams):
         self.params = params

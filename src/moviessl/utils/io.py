@@ -124,22 +124,28 @@ def atomic_write_from(
 
     def guarded():
         it = iter(source)
-        while True:
-            try:
-                item = next(it)
-            except StopIteration:
-                return
-            except BaseException as e:
-                failure.append(e)
-                break
-            yield item
-        raise _SourceFailed  # outside the handler: no context that atomic_write could take for a disk error
+        try:
+            while True:
+                try:
+                    item = next(it)
+                except StopIteration:
+                    return
+                except BaseException as e:
+                    failure.append(e)
+                    break
+                yield item
+        finally:  # a failed write: the source (an open video, a chunk of frames) is let go now
+            getattr(it, "close", lambda: None)()
+        raise _SourceFailed
 
-    out = []
+    out, items = [], guarded()
     try:
-        atomic_write(path, lambda f: out.append(write(f, guarded())))
-    except _SourceFailed:
-        pass
+        atomic_write(path, lambda f: out.append(write(f, items)))
+    except BaseException:
+        if not failure:  # the write's own error (a full disk: an OSError naming ``path``)
+            raise
+    finally:
+        items.close()
     if failure:
         raise failure[0]
     return out[0]

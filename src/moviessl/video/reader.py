@@ -449,9 +449,10 @@ class _AVFile:
                     out[j] = self._rgb_array(f)
                     if f.is_corrupt:  # decoded with errors concealed: the pixels are not the film's
                         self.missing.add(j)
+                if pts <= tp:  # a target too: the next call's first frame, if missing, repeats it
+                    self._prev = (pts, f)
                 if pts >= tp:
                     break
-                self._prev = (pts, f)
             else:
                 self._iter = None  # exhausted
             if i not in out:
