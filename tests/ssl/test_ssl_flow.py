@@ -140,6 +140,17 @@ def test_flow_store_errors_name_the_setting_or_the_file(tmp_path):
     vid = write_video(tmp_path / "a.mp4", moving_square(0, n=6))
     cache = FlowCache(tmp_path / "cache", FlowParams(short_side=32, store="png"))
     cache.source(vid, lambda: moving_square(0, n=6))
+
+    class Crashing:  # frames that change size mid-video, a decoder crash: the video is bad, not the job
+        num_frames = 6
+
+        def get(self, idx):
+            raise RuntimeError("decoder crashed")
+
+    other = write_video(tmp_path / "b.mp4", moving_square(0, n=6))
+    with pytest.raises(BadInputError, match="cannot compute its flow .RuntimeError: decoder crashed") as e:
+        cache.source(other, Crashing())
+    assert e.value.path == str(other) and len(list(cache.dir.glob("b-*"))) == 0
     (npy,) = cache.dir.glob("*.npy")
     data = np.load(npy)
     np.save(npy, np.zeros_like(data))  # same size, no image left in it

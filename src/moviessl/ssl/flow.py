@@ -305,7 +305,14 @@ class FlowCache:
         if callable(frames):
             frames = ArrayFrames(np.asarray(frames()))
         n = int(frames.num_frames)
-        size = atomic_write_from(npy, iter_flow(frames, self.params), lambda f, c: write_flow(f, c, n, self.params))
+        try:
+            size = atomic_write_from(npy, iter_flow(frames, self.params), lambda f, c: write_flow(f, c, n, self.params))
+        except BadInputError:
+            raise
+        except Exception as e:  # a decoder or OpenCV failure on this video: it is skipped as bad, not the job
+            if isinstance(e, OSError) and e.filename == str(npy):  # writing the cache (a full disk)
+                raise
+            raise BadInputError(path, f"cannot compute its flow ({type(e).__name__}: {e})") from None
         meta = {"src": str(path.resolve()), "num_frames": n, "fps": None, "params": asdict(self.params)}
         if self.params.store != "npy":
             meta["height"], meta["width"] = size
