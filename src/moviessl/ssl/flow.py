@@ -141,10 +141,10 @@ class ArrayFrames:
 
 
 def iter_flow(frames, p: FlowParams, chunk: int | None = None) -> Iterator[np.ndarray]:
-    """Encoded flow uint8 ``(n, H, W, 3)`` of a frame source (``num_frames``, ``get(indices)``; RGB
-        uint8, resized to ``p.short_side`` when it is not), in order, ``chunk`` (:data:`FLOW_CHUNK`) frames
-    decoded at a time.
-        Flow frame ``i`` is ``i -> i+1``; the last repeats the one before (a single frame: no motion)."""
+    """Encoded flow uint8 ``(n, H, W, 3)`` of a frame source (``num_frames``, ``get(indices)``, or
+    ``chunks(size)`` where it has one: :class:`~moviessl.ssl.clipcache.LiveSource`; RGB uint8, resized
+    to ``p.short_side`` when it is not), in order, ``chunk`` (:data:`FLOW_CHUNK`) frames decoded at a
+    time. Flow frame ``i`` is ``i -> i+1``; the last repeats the one before (a single frame: no motion)."""
     import cv2
 
     n_frames, chunk = int(frames.num_frames), int(chunk or FLOW_CHUNK)
