@@ -1,7 +1,7 @@
-"""Instance features for the Object Transformer held in RAM vs read on demand (LVU-sized input).
+"""Instance or scene features for the Object Transformer held in RAM vs read on demand (LVU-sized input).
 
     python -m benchmarks.bench_instances [--videos 400] [--boxes 240] [--dim 2304] [--cache-mb 256]
-                                         [--format moviessl|release]
+                                         [--format moviessl|release|scene] [--events 60]
 
 What ``moviessl pretrain-ot`` and the LVU tasks do before and during training: one
 :class:`~moviessl.context.ot_spans.SpanVideo` per film, then random 60-s spans as training items.
@@ -13,7 +13,10 @@ either eagerly (every film's features in RAM, as before) or lazily (``load(id, l
 RAM, features read when a span needs them, at most ``--cache-mb`` MB kept per process). Reports the
 peak RSS after loading and after ``--items`` random span items, seconds to load, ms per item, and
 whether the items are the same in both modes. Files are in the page cache after the first run, so
-the per-item time is the decode and copy cost, not the disk's.
+the per-item time is the decode and copy cost, not the disk's. ``--format scene``: OT++'s scene
+pathway instead, a ``moviessl extract`` folder of ``--videos`` films x ``--events`` 2-s events of
+``--dim``-d features (``{id}_feats.npy``), each film loaded whole (eager) or by
+:func:`moviessl.tasks.lvu.data.scene_arrays` (lazy).
 """
 
 from __future__ import annotations
@@ -30,25 +33,51 @@ import json, resource, sys, time
 import numpy as np
 import moviessl.features.instances as ins
 from moviessl.context.ot_spans import RandomSpans, SpanVideo
-root, mode, items, cache_mb, meta = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+from moviessl.features.store import FeatureStore
+from moviessl.tasks.lvu.data import load_inputs, scene_arrays
+root, mode, items, cache_mb, meta, fmt = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), *sys.argv[5:7]
 ins.set_feature_cache(cache_mb)
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 base = rss()
-store = ins.open_instances(root, meta or None)
 t = time.perf_counter()
-videos = [SpanVideo(v, inst=store.load(v, lazy=(mode == "lazy"))) for v in store.ids]
+if fmt == "scene":
+    if mode == "lazy":
+        scene = scene_arrays(root, "feats")[0]
+    else:
+        fs = FeatureStore(root, num_events=None)
+        scene = {v: fs.load(v) for v in fs.ids}
+    videos = list(load_inputs(scene=scene).videos.values())
+else:
+    store = ins.open_instances(root, meta or None)
+    videos = [SpanVideo(v, inst=store.load(v, lazy=(mode == "lazy"))) for v in store.ids]
 load_s = time.perf_counter() - t
+key = "scene" if fmt == "scene" else "inst"
 after_load = rss()
 np.random.seed(0)
 data = RandomSpans(videos, None, items)
 t = time.perf_counter()
 digest = 0.0
 for i in range(items):
-    digest += float(data[i]["x"]["inst"].sum(dtype=np.float64))
+    digest += float(data[i]["x"][key].sum(dtype=np.float64))
 item_ms = 1000 * (time.perf_counter() - t) / items
 print(json.dumps({"load_s": round(load_s, 2), "rss_start_mb": round(base), "rss_after_load_mb": round(after_load),
                   "rss_after_items_mb": round(rss()), "item_ms": round(item_ms, 2), "digest": digest}))
 """
+
+
+def _write_scene(root: Path, videos: int, events: int, dim: int) -> None:
+    """A ``moviessl extract`` folder: ``{id}_feats.npy`` (events, dim) float32 + ``index.json``."""
+    import numpy as np
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    entries = {}
+    for i in range(videos):
+        vid = f"v{i:05d}"
+        np.save(root / f"{vid}_feats.npy", rng.standard_normal((events, dim), dtype=np.float32))
+        entries[vid] = {"num_events": events, "status": "ok"}
+    index = {"format": "moviessl-features", "stride_s": 2.0, "dim": dim, "videos": entries}
+    (root / "index.json").write_text(json.dumps(index))
 
 
 def _write(root: Path, videos: int, boxes: int, dim: int, release: bool) -> None:
@@ -97,24 +126,29 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--dim", type=int, default=2304)
     ap.add_argument("--items", type=int, default=300)
     ap.add_argument("--cache-mb", type=float, default=256)
-    ap.add_argument("--format", choices=("moviessl", "release"), default="moviessl")
+    ap.add_argument("--format", choices=("moviessl", "release", "scene"), default="moviessl")
+    ap.add_argument("--events", type=int, default=60, help="--format scene: events per film (LVU: 1-3 min)")
     args = ap.parse_args(argv)
-    release = args.format == "release"
-    root = Path(__file__).parent / "out" / f"instances_{args.format}_{args.videos}x{args.boxes}x{args.dim}"
+    release, scene = args.format == "release", args.format == "scene"
+    rows = args.events if scene else args.boxes
+    root = Path(__file__).parent / "out" / f"instances_{args.format}_{args.videos}x{rows}x{args.dim}"
     done = root / ("instance_meta.pkl" if release else "index.json")
     if not done.is_file():
-        _write(root, args.videos, args.boxes, args.dim, release)
+        if scene:
+            _write_scene(root, args.videos, args.events, args.dim)
+        else:
+            _write(root, args.videos, args.boxes, args.dim, release)
     out: dict = {
         "format": args.format,
         "videos": args.videos,
-        "boxes": args.boxes,
+        ("events" if scene else "boxes"): rows,
         "dim": args.dim,
-        "features_mb": round(args.videos * args.boxes * args.dim * 4 / 2**20),
+        "features_mb": round(args.videos * rows * args.dim * 4 / 2**20),
         "cache_mb": args.cache_mb,
     }
     for mode in ("eager", "lazy", "eager", "lazy"):  # twice: the first pass warms the page cache
         meta = str(done) if release else ""
-        cmd = [sys.executable, "-c", CHILD, str(root), mode, str(args.items), str(args.cache_mb), meta]
+        cmd = [sys.executable, "-c", CHILD, str(root), mode, str(args.items), str(args.cache_mb), meta, args.format]
         res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         if res.returncode:
             raise RuntimeError(res.stderr[-2000:])

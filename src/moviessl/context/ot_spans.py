@@ -40,7 +40,7 @@ FULL_FRAME = np.array([0.0, 0.0, 1.0, 1.0, 1.0], np.float32)
 @dataclass
 class SpanVideo:
     """One video's OT inputs: ``inst`` (instances with features) and/or ``scene`` (E, Ds) features
-    of events at seconds ``scene_sec`` (E,)."""
+    (an array or :class:`~moviessl.features.instances.LazyFeatures`) of events at seconds ``scene_sec`` (E,)."""
 
     vid: str
     inst: VideoInstances | None = None

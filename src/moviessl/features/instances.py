@@ -373,7 +373,7 @@ def _cache_put(key: tuple, feat: np.ndarray) -> np.ndarray:
 
 
 def set_feature_cache(mb: float) -> None:
-    """Keep at most ``mb`` MB of instance features per process (``data.instance_cache_mb``)."""
+    """Keep at most ``mb`` MB of instance (and LVU scene) features per process (``data.instance_cache_mb``)."""
     global FEATURE_CACHE_BYTES, _feature_cache_bytes
     if not mb > 0:
         raise BadInputError("data.instance_cache_mb", f"must be > 0, got {mb}")
@@ -383,12 +383,13 @@ def set_feature_cache(mb: float) -> None:
 
 
 class LazyFeatures:
-    """One video's ``(n, D)`` float32 instance features, read from its store when indexed or turned
-    into an array (``np.asarray``), so a :class:`~moviessl.data.lvu.VideoInstances` can stand for a
-    film without holding its features. Indexing gives the same values as an eager load."""
+    """One video's ``(n, D)`` float32 features, read from ``source`` (a :class:`StampedSource`) when
+    indexed or turned into an array (``np.asarray``), so a :class:`~moviessl.data.lvu.VideoInstances`
+    or an OT++ scene pathway can stand for a film without holding its features. Indexing gives the
+    same values as an eager load."""
 
-    def __init__(self, store: "_Instances", vid: str, key: tuple, n: int, dim: int):
-        self.store, self.vid, self.key, self.shape = store, vid, key, (int(n), int(dim))
+    def __init__(self, source: "StampedSource", vid: str, key: tuple, n: int, dim: int):
+        self.source, self.vid, self.key, self.shape = source, vid, key, (int(n), int(dim))
 
     dtype = np.dtype(np.float32)
     ndim = 2
@@ -402,10 +403,9 @@ class LazyFeatures:
     def load(self) -> np.ndarray:
         feat = _feature_cache.get(self.key)
         if feat is None:
-            # the file as it was when its boxes were read, or a one-line error: features of a rewritten
-            # file would not belong to the boxes held in RAM
-            feat = self.store.read_unchanged(self.vid, self.key).feat
-            return _cache_put(self.key, feat)
+            # the file as it was when it was first read, or a one-line error: features of a rewritten
+            # file would not belong to the boxes (or event seconds) held in RAM
+            return _cache_put(self.key, self.source.read_features(self.vid, self.key))
         _feature_cache.move_to_end(self.key)
         return feat
 
@@ -419,7 +419,52 @@ class LazyFeatures:
         return a.copy() if copy else a
 
 
-class _Instances:
+def file_stamp(path: Path, what: str = "feature file") -> tuple:
+    """What identifies a file's contents without reading them: path, size, mtime and inode (an atomic
+    rewrite gives a new inode)."""
+    try:
+        st = path.stat()
+    except OSError:
+        raise BadInputError(path, f"{what} not found") from None
+    return str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino
+
+
+class StampedSource:
+    """Per-video features read on demand: ``cache_key(vid)`` says what a video's features depend on
+    (the files' stamps), ``_read(vid)`` reads them, ``read_features(vid, key)`` returns the float32
+    ``(n, D)`` array of the files as ``key`` names them."""
+
+    def _file(self, vid: str) -> Path:
+        raise NotImplementedError
+
+    def _read(self, vid: str) -> Any:
+        raise NotImplementedError
+
+    def cache_key(self, vid: str) -> tuple:
+        return (type(self).__name__, file_stamp(self._file(vid)))
+
+    def read_unchanged(self, vid: str, key: tuple | None = None) -> Any:
+        """``_read(vid)`` of the files that ``key`` (default: as they are now) names, else a one-line
+        error naming the file: it was rewritten since, or while it was read."""
+        key = key if key is not None else self.cache_key(vid)
+        if self.cache_key(vid) == key:
+            out = self._read(vid)
+            if self.cache_key(vid) == key:
+                return out
+        raise BadInputError(self._file(vid), "rewritten since this job first read it; restart the job")
+
+    def read_features(self, vid: str, key: tuple) -> np.ndarray:
+        return self.read_unchanged(vid, key)
+
+    def lazy(self, vid: str) -> LazyFeatures:
+        """The video's features as :class:`LazyFeatures`, read and checked once now and kept in the
+        per-process cache while it has room."""
+        key = self.cache_key(vid)
+        feat = _cache_put(key, self.read_features(vid, key))
+        return LazyFeatures(self, vid, key, *feat.shape)
+
+
+class _Instances(StampedSource):
     """What both instance readers share: ``ids``, ``dim``, ``root`` and ``load(id, lazy=False)``."""
 
     root: Path
@@ -433,31 +478,21 @@ class _Instances:
     def __iter__(self) -> Iterator[str]:
         return iter(self.ids)
 
+    def _file(self, vid: str) -> Path:
+        return self.root / f"{vid}.npz"
+
     def _read(self, vid: str) -> VideoInstances:
         raise NotImplementedError
-
-    def _stamp(self, path: Path) -> tuple:
-        try:
-            st = path.stat()
-        except OSError:
-            raise BadInputError(path, "instance feature file not found") from None
-        return str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino  # an atomic rewrite: a new inode
 
     def cache_key(self, vid: str) -> tuple:
         """What a video's features depend on: its file (path, size, mtime) and, for the release, the
         instance-metadata file, which orders the rows."""
         meta = getattr(self, "meta_path", None)
-        return (type(self).__name__, self._stamp(self.root / f"{vid}.npz"), meta and self._stamp(Path(meta)))
+        what = "instance feature file"
+        return (type(self).__name__, file_stamp(self._file(vid), what), meta and file_stamp(Path(meta), what))
 
-    def read_unchanged(self, vid: str, key: tuple | None = None) -> VideoInstances:
-        """``_read(vid)`` of the files that ``key`` (default: as they are now) names, else a one-line
-        error naming the file: it was rewritten since, or while it was read."""
-        key = key if key is not None else self.cache_key(vid)
-        if self.cache_key(vid) == key:
-            inst = self._read(vid)
-            if self.cache_key(vid) == key:
-                return inst
-        raise BadInputError(self.root / f"{vid}.npz", "rewritten since this job first read it; restart the job")
+    def read_features(self, vid: str, key: tuple) -> np.ndarray:
+        return self.read_unchanged(vid, key).feat
 
     def load(self, vid: str, lazy: bool = False) -> VideoInstances:
         """The video's instances; ``lazy``: with :class:`LazyFeatures` in place of the feature array

@@ -23,7 +23,7 @@ class LVUDataConfig:
     eval_splits: list[str]  # scored after training, each separately (LVU: val and test)
     eval_batch_size: int  # spans per forward when scoring
     num_workers: int
-    instance_cache_mb: int  # instance features kept in RAM per process (features.instances.set_feature_cache)
+    instance_cache_mb: int  # instance and scene features kept in RAM per process (instances.set_feature_cache)
     scene_stride_s: Optional[float]  # seconds between scene (event) features; None: the feature folder's
 
 

@@ -28,6 +28,7 @@ from ...data.lvu import VideoInstances
 from ...dist import local_device
 from ...errors import BadInputError
 from ...features.extract import contextualize, load_contextualizer
+from ...features.instances import LazyFeatures, StampedSource
 from ...features.store import FeatureStore
 
 log = logging.getLogger("moviessl.tasks")
@@ -47,17 +48,33 @@ class LVUInputs:
         return vid in self.videos
 
 
+class SceneFeatures(StampedSource):
+    """A feature folder's scene features read on demand (``kind`` ``feats`` or ``ctx``): they share
+    the instance features' per-process cache (``data.instance_cache_mb``), so a task's thousands of
+    films are not all held in RAM on every rank and loader worker."""
+
+    def __init__(self, store: FeatureStore, kind: str):
+        self.store, self.kind = store, kind
+
+    def _file(self, vid: str) -> Path:
+        return self.store.ctx_path(vid) if self.kind == "ctx" else self.store.path(vid)
+
+    def _read(self, vid: str) -> np.ndarray:
+        return self.store.load_ctx(vid) if self.kind == "ctx" else self.store.load(vid)
+
+
 def scene_arrays(
     features: str | os.PathLike,
     kind: str = "auto",
     contextualizer: str | os.PathLike | None = None,
     ids: Iterable[str] | None = None,
-) -> tuple[dict[str, np.ndarray], float, str]:
+) -> tuple[dict[str, np.ndarray | LazyFeatures], float, str]:
     """``(id -> (E, D) scene features, seconds between events, description)`` from a feature folder.
 
     ``kind``: ``ctx`` ({id}_ctx.npy), ``feats`` ({id}_feats.npy) or ``auto`` (ctx when the folder was
-    extracted with a contextualizer). With ``contextualizer`` the raw features are contextualised
-    here by that TxE checkpoint."""
+    extracted with a contextualizer); each file is read and checked now, and its features then on
+    demand (:class:`SceneFeatures`). With ``contextualizer`` the raw features are contextualised here
+    by that TxE checkpoint and held in RAM."""
     if kind not in SCENE_KINDS:
         raise BadInputError("--scene-kind", f"must be one of {', '.join(SCENE_KINDS)}, got '{kind}'")
     store = FeatureStore(features, num_events=None)
@@ -76,15 +93,16 @@ def scene_arrays(
                 out[v] = contextualize(txe, torch.tensor(store.load(v)).to(dev), window, step).float().cpu().numpy()
         desc = f"scene:{Path(features).resolve()}+txe:{file_hash(contextualizer)}"
     else:
+        source = SceneFeatures(store, kind)
         for v in want:
-            out[v] = store.load_ctx(v) if kind == "ctx" else store.load(v)
+            out[v] = source.lazy(v)
         desc = f"scene:{Path(features).resolve()}:{kind}"
     return out, store.stride_s, desc
 
 
 def load_inputs(
     instances=None,
-    scene: dict[str, np.ndarray] | None = None,
+    scene: dict[str, np.ndarray | LazyFeatures] | None = None,
     scene_stride_s: float = 2.0,
     ids: Iterable[str] | None = None,
     desc: str = "",
@@ -118,7 +136,8 @@ def load_inputs(
         sv = SpanVideo(vid, inst=inst)
         if scene is not None:
             s = scene.get(vid, np.zeros((0, scene_dim), np.float32))
-            sv.scene, sv.scene_sec = np.asarray(s, np.float32), event_seconds(len(s), scene_stride_s)
+            s = s if isinstance(s, LazyFeatures) else np.asarray(s, np.float32)
+            sv.scene, sv.scene_sec = s, event_seconds(len(s), scene_stride_s)
         if len(sv.token_seconds()):
             videos[vid] = sv
     return LVUInputs(videos, in_dim, scene_dim, desc, bad)
