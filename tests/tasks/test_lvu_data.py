@@ -57,14 +57,18 @@ def test_scene_features_are_read_on_demand_and_equal_the_eager_ones(tmp_path, sm
     assert sorted(ctx) == ["m1", "m4"]
     np.testing.assert_array_equal(np.asarray(ctx["m4"]), 2 * arrays["m4"] + 1)
     # a file rewritten under a running job must not hand other features to the seconds held in RAM
-    np.save(tmp_path / "ev" / "m0_feats.npy", arrays["m1"])
+    np.save(tmp_path / "ev" / "m0_feats.npy", arrays["m1"][:40])
     with pytest.raises(BadInputError, match=r"^\S*m0_feats.npy: rewritten since this job first read it"):
         scene["m0"][0]
 
 
 def test_a_bad_scene_file_is_one_line_when_the_folder_is_opened(tmp_path, small_cache):
-    """Each file is read and checked once when the pathway is built, as before it was read on demand."""
+    """Each file is read and checked once when the pathway is built, as before it was read on demand;
+    a film without its TxE outputs says how to make them."""
     _folder(tmp_path / "ev", {"m0": 10, "m1": 12})
+    (tmp_path / "ev" / "m1_ctx.npy").unlink()
+    with pytest.raises(BadInputError, match=r"^\S*m1_ctx.npy: no contextualized features \(extract with --cont"):
+        scene_arrays(tmp_path / "ev", "ctx")
     bad = np.ones((12, 8), np.float32)
     bad[3, 5] = np.nan
     np.save(tmp_path / "ev" / "m1_feats.npy", bad)

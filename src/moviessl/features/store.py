@@ -34,6 +34,7 @@ INDEX_NAME = "index.json"
 VIDSITU_EVENTS = 5
 VIDSITU_DIMS = (2048, 2304)
 VIDSITU_STRIDE_S = 2.0
+NO_CTX = "no contextualized features (extract with --contextualizer)"
 
 
 def read_index(root: str | os.PathLike) -> dict | None:
@@ -177,7 +178,7 @@ class FeatureStore:
     def load_ctx(self, vid: str) -> np.ndarray:
         path = self.ctx_path(vid)
         if not path.is_file():
-            raise BadInputError(path, "no contextualized features (extract with --contextualizer)")
+            raise BadInputError(path, NO_CTX)
         return np.load(path, allow_pickle=False).astype(np.float32)
 
     def info(self, vid: str) -> dict:

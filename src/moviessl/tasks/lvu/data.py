@@ -29,7 +29,7 @@ from ...dist import local_device
 from ...errors import BadInputError
 from ...features.extract import contextualize, load_contextualizer
 from ...features.instances import LazyFeatures, StampedSource
-from ...features.store import FeatureStore
+from ...features.store import NO_CTX, FeatureStore
 
 log = logging.getLogger("moviessl.tasks")
 
@@ -62,6 +62,11 @@ class SceneFeatures(StampedSource):
     def _read(self, vid: str) -> np.ndarray:
         return self.store.load_ctx(vid) if self.kind == "ctx" else self.store.load(vid)
 
+    def cache_key(self, vid: str) -> tuple:
+        if self.kind == "ctx" and not self._file(vid).is_file():  # the hint, not only "not found"
+            raise BadInputError(self._file(vid), NO_CTX)
+        return super().cache_key(vid)
+
 
 def scene_arrays(
     features: str | os.PathLike,
@@ -81,7 +86,7 @@ def scene_arrays(
     if kind == "auto":
         kind = "ctx" if (store.index or {}).get("contextualizer") and contextualizer is None else "feats"
     want = [v for v in (ids if ids is not None else store.ids) if v in store]
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, np.ndarray | LazyFeatures] = {}
     if contextualizer is not None:
         txe, window, step = load_contextualizer(
             contextualizer, store.dim, store.stride_s, source=f"the scene feature folder {store.root}"
