@@ -294,6 +294,32 @@ def test_lazy_features_are_the_eager_ones_within_a_bounded_cache(tmp_path, monke
         next(iter(dl))
 
 
+def test_a_process_started_afresh_keeps_the_jobs_cache_bound(tmp_path, monkeypatch):
+    """Loader workers started by spawn or forkserver (Python >= 3.14's Linux default) and ranks of
+    ddp_spawn import the module with its default bound; the job's bound comes with the features they
+    unpickle, and they read the same values."""
+    import sys
+
+    import moviessl.features.instances as ins
+
+    monkeypatch.setattr(ins, "_feature_cache", type(ins._feature_cache)())
+    monkeypatch.setattr(ins, "_feature_cache_bytes", 0)
+    monkeypatch.setattr(ins, "FEATURE_CACHE_BYTES", ins.FEATURE_CACHE_BYTES)  # restored after the test
+    ins.set_feature_cache(3)
+    store = _write_store(tmp_path / "inst", {"v0": 40})
+    (tmp_path / "lazy.pkl").write_bytes(pickle.dumps(store.load("v0", lazy=True)))
+    child = (
+        "import pickle, sys; import moviessl.features.instances as ins; b = ins.FEATURE_CACHE_BYTES; "
+        "inst = pickle.load(open(sys.argv[1], 'rb')); "
+        "print(b, ins.FEATURE_CACHE_BYTES, float(inst.feat[:].sum(dtype='float64')))"
+    )
+    res = subprocess.run([sys.executable, "-c", child, str(tmp_path / "lazy.pkl")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    default, bound, total = res.stdout.split()
+    assert int(default) == 1 << 30 and int(bound) == 3 * 2**20
+    assert float(total) == float(store.load("v0").feat.sum(dtype=np.float64))
+
+
 def test_lazy_release_features_follow_their_instance_meta(tmp_path):
     """LVU's released features are ordered by the instance metadata of each task: the cache keys
     on the metadata file, so two tasks' readers of one feature folder never share a video's rows."""

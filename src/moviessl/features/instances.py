@@ -434,6 +434,18 @@ class StampedSource:
     (the files' stamps), ``_read(vid)`` reads them, ``read_features(vid, key)`` returns the float32
     ``(n, D)`` array of the files as ``key`` names them."""
 
+    # A process started by spawn or forkserver (loader workers under Python >= 3.14's Linux default,
+    # or where a user sets it; ranks of trainer.strategy=ddp_spawn) imports this module afresh, with
+    # the default bound: the job's bound travels with the sources it unpickles.
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_cache_bytes": FEATURE_CACHE_BYTES}
+
+    def __setstate__(self, state: dict) -> None:
+        bound = state.pop("_cache_bytes", None)
+        self.__dict__.update(state)
+        if bound is not None and bound != FEATURE_CACHE_BYTES:
+            set_feature_cache(bound / 2**20)
+
     def _file(self, vid: str) -> Path:
         raise NotImplementedError
 
