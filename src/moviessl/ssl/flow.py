@@ -125,8 +125,8 @@ def encode_flow(flow: np.ndarray, p: FlowParams) -> np.ndarray:
 
 # Frames decoded (and their flow computed and written) at a time: a feature-length film's frames and
 # flow never sit in RAM whole (2 h at 256 px would be ~75 GB of frames). Small, because a chunk is
-# decoded at the film's own size and the reader keeps the previous one (2-3 chunks of 1080p: ~0.6 GB),
-# and a reader decoding in order pays nothing per chunk.
+# decoded at the film's own size and the reader keeps the previous one, and a reader decoding in
+# order pays nothing per chunk; fewer for large frames (``clipcache.CHUNK_BYTES``).
 FLOW_CHUNK = 32
 
 
