@@ -16,7 +16,8 @@ Then a long film (``--film-seconds`` of ``--film-size`` 30-fps H.264 from ``movi
 side 256, ``ClipDataset._flow``), in a fresh process each: ``FLOW_CHUNK`` frames at a time but at
 most ``clipcache.CHUNK_BYTES`` of them ("bounded"), ``FLOW_CHUNK`` frames whatever their size
 ("chunked", before the byte bound) and the whole film at once ("whole", before chunks; skipped when
-its frames would exceed 4 GB); peak RSS, seconds, and whether the files are the same bytes.
+its frames alone would take more than half of this machine's RAM); peak RSS, seconds, and whether
+the files are the same bytes.
 """
 
 from __future__ import annotations
@@ -138,8 +139,9 @@ def _film(seconds: float, width: int = 1280, height: int = 720) -> dict:
         ("chunked", FLOW_CHUNK, huge),
         ("whole", 10**9, huge),
     ):
-        if name == "whole" and out["frames"] * width * height * 3 > 4 << 30:
-            out[name] = "skipped: the frames alone exceed 4 GB"
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if name == "whole" and 2 * out["frames"] * width * height * 3 > ram:
+            out[name] = "skipped: its frames alone would take more than half of the RAM"
             continue
         tmp = Path(tempfile.mkdtemp(prefix="flowfilm"))
         try:

@@ -233,3 +233,33 @@ def test_a_missing_frame_at_the_start_of_a_call_repeats_the_one_before(videos, m
         assert r.missing == {drop}
     np.testing.assert_array_equal(chunked, whole)
     np.testing.assert_array_equal(whole[drop], whole[drop - 1])
+
+
+@pytest.mark.parametrize("chunk", [5, 3, 1])
+def test_a_lost_key_frame_at_a_call_start_repeats_the_frame_before_whatever_the_chunk(videos, monkeypatch, chunk):
+    """A key frame that does not decode takes the frames after it with it, and the seek to it decodes
+    nothing before it: the stand-in is the frame the previous call returned (it was black), so the
+    frame and flow caches give the same frames whatever their chunk size."""
+    import moviessl.video.reader as reader_mod
+
+    real = reader_mod._AVFile._frames_from
+
+    def lost_gop(self, key_pts):  # an exact seek, and frames 10-11 (a key frame and its next) lost
+        for pts, f in real(self, key_pts):
+            if (key_pts is None or pts >= key_pts) and pts not in (int(self.pts[10]), int(self.pts[11])):
+                yield pts, f
+
+    def reader():
+        r = VideoReader(videos["mp4"])
+        r._impl.key_pts = np.unique(np.append(r._impl.key_pts, r._impl.pts[10]))  # a key frame at 10
+        return r
+
+    monkeypatch.setattr(reader_mod._AVFile, "_frames_from", lost_gop)
+    with reader() as r:
+        whole = r.get_frames(np.arange(20))
+    with reader() as r:
+        chunked = np.concatenate([r.get_frames(np.arange(a, min(a + chunk, 20))) for a in range(0, 20, chunk)])
+        assert r.missing == {10, 11}
+    np.testing.assert_array_equal(chunked, whole)
+    np.testing.assert_array_equal(whole[10], whole[9])
+    assert whole[9].any()

@@ -217,6 +217,7 @@ class _AVFile:
         self.frames_decoded = 0  # running total, for tests / benchmarks of "decode only the window"
         self.missing: set[int] = set()  # native indices asked for that did not decode (or decoded corrupt)
         self._prev = None  # the last frame the running decoder produced (stand-in for one that fails)
+        self._last_out = None  # (index, frame) of the last target the previous read returned
         # One reformatter for all frames: frame.to_ndarray(format=...) builds a new swscale context
         # per frame, which costs more than decoding it (5-10x slower conversion, same pixels).
         from av.video.reformatter import VideoReformatter
@@ -458,12 +459,18 @@ class _AVFile:
             if i not in out:
                 self._iter = None
                 out[i] = self._missing(i, out)
+        if out:
+            j = max(out)
+            self._last_out = (j, out[j])
         return out
 
     def _missing(self, i: int, out: dict) -> np.ndarray:
         """A frame the index promised but the decoder did not produce: hold the nearest earlier one
-        (in this call, else the last frame the decoder produced before it, else black); its index is
-        added to :attr:`missing` so callers can tell a stand-in from the film."""
+        (in this call, else the nearer of the last frame the decoder produced before it and the last
+        frame the previous call returned, else black); its index is added to :attr:`missing` so
+        callers can tell a stand-in from the film. Reading in order a chunk per call thus gives the
+        frames of one call whatever the chunk size, also when a lost key frame takes its GOP with it
+        (the seek to it decodes nothing before the frame)."""
         self.missing.add(i)
         n = len(self.missing)
         if n == 1 or n % 1000 == 0:  # a damaged stretch would otherwise log once per frame
@@ -478,12 +485,17 @@ class _AVFile:
         earlier = [j for j in out if j < i]
         if earlier:
             return out[max(earlier)]
-        if self._prev is not None and self._prev[0] < int(self.pts[i]):
-            return self._rgb_array(self._prev[1])
+        tp = int(self.pts[i])
+        prev = self._prev if self._prev is not None and self._prev[0] < tp else None
+        last = self._last_out if self._last_out is not None and self._last_out[0] < i else None
+        if last is not None and (prev is None or int(self.pts[last[0]]) >= prev[0]):
+            return last[1]
+        if prev is not None:
+            return self._rgb_array(prev[1])
         return np.zeros((self.height, self.width, 3), np.uint8)
 
     def close(self) -> None:
-        self._iter = None
+        self._iter = self._last_out = None
         self.container.close()
 
 
