@@ -262,8 +262,9 @@ def test_lazy_features_are_the_eager_ones_within_a_bounded_cache(tmp_path, monke
     monkeypatch.setattr(ins, "_feature_cache_bytes", 0)
     monkeypatch.setattr(ins, "FEATURE_CACHE_BYTES", ins.FEATURE_CACHE_BYTES)  # restored after the test
     ins.set_feature_cache(2 * 40 * 8 * 4 / 2**20)  # data.instance_cache_mb: two 40-box videos of 8-d float32
-    with pytest.raises(BadInputError, match="data.instance_cache_mb: must be > 0"):
-        ins.set_feature_cache(0)
+    for bad in (0, 1e-9):  # under a byte: a bound of 0 that a worker unpickling a store would refuse
+        with pytest.raises(BadInputError, match="data.instance_cache_mb: must be > 0"):
+            ins.set_feature_cache(bad)
     store = _write_store(tmp_path / "inst", {f"v{i}": 40 for i in range(6)})
     eager = [SpanVideo(v, inst=store.load(v)) for v in store.ids]
     lazy = [SpanVideo(v, inst=store.load(v, lazy=True)) for v in store.ids]

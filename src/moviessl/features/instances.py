@@ -375,7 +375,7 @@ def _cache_put(key: tuple, feat: np.ndarray) -> np.ndarray:
 def set_feature_cache(mb: float) -> None:
     """Keep at most ``mb`` MB of instance (and LVU scene) features per process (``data.instance_cache_mb``)."""
     global FEATURE_CACHE_BYTES, _feature_cache_bytes
-    if not mb > 0:
+    if not mb * 2**20 >= 1:  # at least a byte (NaN fails too)
         raise BadInputError("data.instance_cache_mb", f"must be > 0, got {mb}")
     FEATURE_CACHE_BYTES = int(mb * 2**20)
     while len(_feature_cache) > 1 and _feature_cache_bytes > FEATURE_CACHE_BYTES:
