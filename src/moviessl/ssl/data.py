@@ -383,13 +383,6 @@ class _CacheBuilder(torch.utils.data.Dataset):
 
     def __getitem__(self, k: int) -> int:
         i = self.order[k]
-        if torch.utils.data.get_worker_info() is not None:
-            # the workers are the parallelism (data.num_workers, about one per core): a forked
-            # worker's OpenCV runs on one thread anyway (its thread pool does not survive the fork),
-            # one started by spawn or forkserver would start a pool of every core in each worker
-            import cv2
-
-            cv2.setNumThreads(1)
         try:
             if self.ds.frame_cache is not None:
                 self.ds._source(i)
