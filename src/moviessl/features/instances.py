@@ -472,7 +472,10 @@ class StampedSource:
         """The video's features as :class:`LazyFeatures`, read and checked once now and kept in the
         per-process cache while it has room."""
         key = self.cache_key(vid)
-        feat = _cache_put(key, self.read_features(vid, key))
+        return self._lazy(vid, key, self.read_features(vid, key))
+
+    def _lazy(self, vid: str, key: tuple, feat: np.ndarray) -> LazyFeatures:
+        _cache_put(key, feat)
         return LazyFeatures(self, vid, key, *feat.shape)
 
 
@@ -513,8 +516,7 @@ class _Instances(StampedSource):
             return self._read(vid)
         key = self.cache_key(vid)
         inst = self.read_unchanged(vid, key)
-        _cache_put(key, inst.feat)
-        return dataclasses.replace(inst, feat=LazyFeatures(self, vid, key, len(inst), inst.feat.shape[1]))
+        return dataclasses.replace(inst, feat=self._lazy(vid, key, inst.feat))
 
 
 class InstanceStore(_Instances):
