@@ -225,6 +225,17 @@ def test_balanced_shards_split_by_size():
     assert [sum(costs[i] for i in s) for s in ex.balanced_shards(costs, 3)] == [7, 5, 5]
 
 
+def test_spread_over_ranks_sets_apart_films_too_large_for_one_rank():
+    assert ex.spread_over_ranks([1, 10, 1], 2) == [1]  # 10 of 12: one rank would do it all
+    # then 4 of the 5 left, then the last one (a one-chunk video still lands whole on one rank)
+    assert ex.spread_over_ranks([10, 4, 1], 2) == [0, 1, 2]
+    assert ex.spread_over_ranks([10, 4, 1, 1, 1, 1], 2) == [0]  # the 4 clips share 8 evenly
+    assert ex.spread_over_ranks([10, 9, 1], 2) == [] and ex.spread_over_ranks([5, 5], 2) == []  # even already
+    assert ex.spread_over_ranks([3, 3, 3], 8) == [0, 1, 2]  # fewer films than ranks: every one
+    assert ex.spread_over_ranks([10, 1], 1) == [] and ex.spread_over_ranks([], 4) == []
+    assert ex.spread_over_ranks([1] * 100, 8) == []  # many clips: whole videos, as before
+
+
 @pytest.mark.parametrize("bad", [0, -5, float("inf"), 1e12])
 def test_ddp_timeout_is_checked_before_any_work(tmp_path, bad):
     with pytest.raises(BadInputError, match="--ddp-timeout-s: must be positive and below"):

@@ -151,3 +151,95 @@ def test_ddp_extract_shards_merges_and_resumes(setup):
     assert ir["videos"] == ia["videos"]
     for v in lost:
         np.testing.assert_allclose(np.load(a / f"{v}_feats.npy"), feats_b[v], rtol=1e-4, atol=1e-5, err_msg=v)
+
+
+@pytest.fixture(scope="module")
+def film_setup(tmp_path_factory):
+    """A 64-s film (32 events: 8 chunks of 4) beside a 6-s clip, and a tiny random backbone."""
+    from moviessl.checkpoint import arch_spec, save_checkpoint
+    from moviessl.models import build_slowd, build_txe
+    from moviessl.video.filmgen import make_film
+
+    tmp = tmp_path_factory.mktemp("ddp_film")
+    (tmp / "films").mkdir()
+    make_film(tmp / "films" / "a_film.mp4", 64.0, width=160, height=96, gop=60)
+    make_film(tmp / "films" / "b_clip.mp4", 6.0, width=160, height=96, gop=60, seed=1)
+    kw = dict(preset="slowd_cpu", widths=[8, 8, 16, 16], stem_width=8)
+    model = build_slowd(**kw)
+    save_checkpoint(
+        tmp / "backbone.pt",
+        stage="backbone",
+        arch=arch_spec("moviessl.models.slowd:build_slowd", **kw),
+        state_dict=model.state_dict(),
+        meta={
+            "input": {"num_frames": 4, "stride": 8, "short_side": 32, "crop": 32},
+            "method": "random",
+            "out_dim": model.out_dim,
+        },
+    )
+    txe = build_txe("txe_cpu", in_dim=model.out_dim, dim=32, heads=2, mlp_dim=64)
+    save_checkpoint(
+        tmp / "txe.pt",
+        stage="context",
+        arch=arch_spec(
+            "moviessl.models.txe:build_txe", preset="txe_cpu", in_dim=model.out_dim, dim=32, heads=2, mlp_dim=64
+        ),
+        state_dict=txe.state_dict(),
+        meta={"window": 5, "token_stride_s": 2.0, "in_dim": model.out_dim},
+    )
+    return tmp
+
+
+def test_ddp_spreads_one_long_film_over_the_ranks_and_resumes(film_setup, monkeypatch):
+    """One film beside a short clip on 2 ranks: the film's chunks are split over both (it alone is
+    more than one rank's share), rank 0 writes it after both are done; a run killed inside the film
+    resumes under DDP with only the chunks not committed redone. Same arrays as one process."""
+    from moviessl.features import extract as ex
+
+    tmp = film_setup
+    kw = dict(batch_events=2, chunk_events=4, contextualizer=tmp / "txe.pt")  # rank 0 runs the TxE at the end
+    ref = tmp / "ref"
+    ex.extract(tmp / "backbone.pt", tmp / "films", ref, num_workers=0, accelerator="cpu", **kw)
+    ddp = ("--batch-events", 2, "--chunk-events", 4, "--num-workers", 1, "--contextualizer", tmp / "txe.pt")
+    s = {"backbone": tmp / "backbone.pt", "videos": tmp / "films"}
+
+    def check(out: Path) -> dict:
+        index = json.loads((out / "index.json").read_text())
+        assert index["counts"] == {"ok": 2, "bad": 0}
+        assert {v: e["num_events"] for v, e in index["videos"].items()} == {"a_film": 32, "b_clip": 3}
+        names = [f"{v}_{k}.npy" for v in ("a_film", "b_clip") for k in ("ctx", "feats")]
+        assert sorted(p.name for p in out.iterdir()) == [*names, "index.json"]
+        for name in names:
+            np.testing.assert_allclose(np.load(out / name), np.load(ref / name), rtol=1e-4, atol=1e-5, err_msg=name)
+        return index
+
+    def events(stderr: str) -> dict[int, int]:
+        line = r"rank (\d)/2: \d+ ok, 0 bad of its \d+ videos and its chunks of 2 film\(s\) [^;]*; (\d+) events"
+        got = re.findall(line, stderr)
+        return {int(r): int(n) for r, n in got}
+
+    a = tmp / "A"
+    p = extract(s, a, 2, *ddp)
+    check(a)
+    # the film's 32 events split 16 + 16 (4 chunks each); the clip, left alone, spread too: its one
+    # chunk on rank 1 (the second spread video's first rank)
+    assert events(p.stderr) == {0: 16, 1: 16 + 3}, p.stderr[-3000:]
+
+    # killed inside the film in one process (4 of 8 chunks committed), resumed on 2 ranks
+    b = tmp / "B"
+    orig, state = ex.FeatureExtractor.predict_step, {"batches": 0}
+
+    def die_mid_chunk(self, batch, batch_idx=0):
+        state["batches"] += 1
+        if state["batches"] == 9:
+            raise RuntimeError("killed")
+        return orig(self, batch, batch_idx)
+
+    monkeypatch.setattr(ex.FeatureExtractor, "predict_step", die_mid_chunk)
+    with pytest.raises(RuntimeError, match="killed"):
+        ex.extract(tmp / "backbone.pt", tmp / "films", b, num_workers=0, accelerator="cpu", **kw)
+    monkeypatch.setattr(ex.FeatureExtractor, "predict_step", orig)
+    assert len(list((b / ".partial" / "a_film").glob("c*.npz"))) == 4
+    p = extract(s, b, 2, *ddp)
+    check(b)
+    assert events(p.stderr) == {0: 8, 1: 8 + 3}, p.stderr[-3000:]  # the film's chunks 4, 6 and 5, 7

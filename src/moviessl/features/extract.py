@@ -21,7 +21,9 @@ rows marked ``missing`` in the index; the job goes on and exits 0.
 Under DDP (``--devices N``) rank 0 splits its to-do list over the ranks by file size (largest
 first to the least-loaded rank, :func:`balanced_shards`) and broadcasts the split, so all ranks agree
 and a few long films beside many short clips do not leave one rank working for hours while the
-others wait at the final barrier (``--ddp-timeout-s`` raises that wait's limit). Each rank extracts
+others wait at the final barrier (``--ddp-timeout-s`` raises that wait's limit). A film larger than
+one rank's fair share (:func:`spread_over_ranks`: one movie on 8 GPUs) is split by commit chunk over
+every rank instead; after the barrier rank 0 writes it from the committed chunks. Each rank extracts
 into the same ``--out`` (a shared filesystem across nodes), appending only to its own journal; after
 the barrier rank 0 alone merges every journal into the one ``index.json`` and removes the journals
 and any temp file a killed earlier run left.
@@ -186,17 +188,23 @@ def chunk_layout(num_events: int, chunk_events: int) -> list[tuple[int, int]]:
 
 class VideoStream(IterableDataset):
     """A stream over ``videos`` (``[(id, path)]``) whose rank's share is :meth:`shard`: the
-    ``assignment`` :func:`shard_over_ranks` broadcast (by size), else every ``world``-th video."""
+    ``assignment`` :func:`shard_over_ranks` broadcast (by size), else every ``world``-th video.
+    ``spread``: videos too large for any one rank, split by chunk over every rank instead
+    (:class:`EventClipStream` only; never in :meth:`shard`)."""
 
     def __init__(self, videos: Sequence[tuple[str, Path]]):
         self.videos = list(videos)
         self.rank, self.world = 0, 1
         self.assignment: list[list[int]] | None = None  # per rank, indices into videos (DDP)
+        self.spread: list[int] = []  # indices into videos whose chunks every rank shares (DDP)
 
     def shard(self) -> list[tuple[str, Path]]:
         if self.assignment is not None:
             return [self.videos[i] for i in self.assignment[self.rank]]
         return self.videos[self.rank :: self.world]
+
+    def spread_videos(self) -> list[tuple[str, Path]]:
+        return [self.videos[i] for i in self.spread]
 
     @staticmethod
     def worker() -> tuple[int, int]:
@@ -215,8 +223,13 @@ class EventClipStream(VideoStream):
 
     Work is sharded over processes x DataLoader workers by video; when a process has fewer videos
     than workers (one long film), each worker takes every ``num_workers``-th chunk of every video
-    instead, so a single film is decoded in parallel. Set ``rank``/``world`` before iterating (the
-    extractor does, in ``setup``)."""
+    instead, so a single film is decoded in parallel. A ``spread`` film (larger than a fair share of
+    one rank, :func:`spread_over_ranks`) is split by chunk over every rank and worker: the i-th chunk
+    still to do goes to rank ``(i + j) % world`` (j: the film's place among the spread ones, so short
+    ones land on different ranks); its batches say ``"shared": True`` when more than one rank holds
+    its chunks (rank 0 writes it after all ranks are done, :meth:`FeatureExtractor.finish_spread`), and
+    ``"mine"``: the chunks this rank holds. Set ``rank``/``world`` before iterating (the extractor
+    does, in ``setup``)."""
 
     def __init__(
         self,
@@ -236,6 +249,8 @@ class EventClipStream(VideoStream):
 
     def __iter__(self) -> Iterator[dict]:
         wid, nw = self.worker()
+        for j, (vid, path) in enumerate(self.spread_videos()):  # every rank and worker takes its chunks
+            yield from self._video(vid, path, wid, nw, spread=j)
         shard = self.shard()
         if nw > 1 and len(shard) < nw:  # few long films: split each film's chunks over the workers
             for vid, path in shard:
@@ -244,14 +259,15 @@ class EventClipStream(VideoStream):
             for vid, path in shard[wid::nw]:
                 yield from self._video(vid, path, 0, 1)
 
-    def _video(self, vid: str, path: Path, sub: int, nsub: int) -> Iterator[dict]:
+    def _video(self, vid: str, path: Path, sub: int, nsub: int, spread: int | None = None) -> Iterator[dict]:
         try:
             r = VideoReader(path)
         except Exception as e:  # one bad video never stops the job: it is listed in the index
             # every worker reports (the extractor keeps the first): a film split over workers cannot
             # be finished if any of them cannot open it
             msg = str(e) if isinstance(e, BadInputError) else f"{path}: {type(e).__name__}: {' '.join(str(e).split())}"
-            yield {"id": vid, "kind": "error", "error": msg, "info": {"source": str(path)}}
+            info = {"source": str(path)}
+            yield {"id": vid, "kind": "error", "error": msg, "info": info, "spread": spread is not None}
             return
         with r:
             centers = event_centers_for(r.duration_s, self.stride_s, self.vidsitu)
@@ -265,12 +281,16 @@ class EventClipStream(VideoStream):
             prior = self.done.get(vid) or {}
             done = set(prior.get("chunks", ())) if prior.get("num_events") == len(centers) else set()
             todo = [k for k in range(len(chunks)) if k not in done]
+            mine, first, shared = todo, True, False
+            if spread is not None:  # rank 0's done list was broadcast: every rank sees the same todo
+                mine = [k for i, k in enumerate(todo) if (i + spread) % self.world == self.rank]
+                first, shared = spread % self.world == self.rank, len(todo) > 1 and self.world > 1
             if not todo:
-                if sub == 0:
+                if sub == 0 and first:
                     yield {"id": vid, "kind": "assemble", "info": info}
                 return
             B = self.batch_events
-            for k in todo[sub::nsub]:
+            for k in mine[sub::nsub]:
                 a, b = chunks[k]
                 parts = range(a, b, B)
                 for pi, s in enumerate(parts):
@@ -286,6 +306,8 @@ class EventClipStream(VideoStream):
                         "missing": torch.tensor([g[1] for g in got], dtype=torch.bool),
                         "info": info,
                         "timing": timing,
+                        "shared": shared,
+                        "mine": mine,
                     }
 
 
@@ -451,20 +473,41 @@ def balanced_shards(costs: Sequence[float], world: int) -> list[list[int]]:
     return shards
 
 
-def shard_over_ranks(trainer: pl.Trainer, stream, *shared: str) -> None:
-    """Give a video stream (``videos``, ``rank``, ``world``, ``assignment``) its rank's share: the
-    videos split by size over the ranks (:func:`balanced_shards`). Every rank scanned the folder
-    itself; rank 0's to-do list (and its ``shared`` attributes) is the one truth, so a shared
-    filesystem seen slightly differently by another node can never shard a video twice or not at all."""
+def spread_over_ranks(costs: Sequence[float], world: int) -> list[int]:
+    """Items too large to give to one of ``world`` processes whole: repeatedly the largest while it
+    exceeds an even share of the items not yet spread (one feature film beside a few clips on 8
+    GPUs would otherwise keep one rank busy for the film's hours while seven wait). Largest first."""
+    order = sorted(range(len(costs)), key=lambda i: (-costs[i], i))
+    left, out = float(sum(costs)), []
+    if world > 1:
+        for i in order:
+            if costs[i] * world <= left:
+                break
+            out.append(i)
+            left -= costs[i]
+    return out
+
+
+def shard_over_ranks(trainer: pl.Trainer, stream, *shared: str, spread: bool = False) -> None:
+    """Give a video stream (``videos``, ``rank``, ``world``, ``assignment``, ``spread``) its rank's
+    share: the videos split by size over the ranks (:func:`balanced_shards`); with ``spread``, the
+    films too large for one rank (:func:`spread_over_ranks`) are set apart, to be split by chunk
+    over every rank. Every rank scanned the folder itself; rank 0's to-do list (and its ``shared``
+    attributes) is the one truth, so a shared filesystem seen slightly differently by another node
+    can never shard a video twice or not at all."""
     stream.rank, stream.world = trainer.global_rank, trainer.world_size
     if stream.world > 1:
         stream.videos = trainer.strategy.broadcast(stream.videos, src=0)
         for name in shared:
             setattr(stream, name, trainer.strategy.broadcast(getattr(stream, name), src=0))
-        split = None
+        plan = None
         if trainer.is_global_zero:
-            split = balanced_shards([source_bytes(p) for _, p in stream.videos], stream.world)
-        stream.assignment = trainer.strategy.broadcast(split, src=0)
+            costs = [source_bytes(p) for _, p in stream.videos]
+            big = spread_over_ranks(costs, stream.world) if spread else []
+            rest = sorted(set(range(len(costs))) - set(big))
+            shards = balanced_shards([costs[i] for i in rest], stream.world)
+            plan = ([[rest[j] for j in s] for s in shards], big)
+        stream.assignment, stream.spread = trainer.strategy.broadcast(plan, src=0)
 
 
 def check_ddp_timeout(seconds: float | None) -> None:
@@ -546,7 +589,7 @@ class FeatureExtractor(pl.LightningModule):
         self.chunks_written = 0
 
     def setup(self, stage: str) -> None:
-        shard_over_ranks(self.trainer, self.stream, "done")
+        shard_over_ranks(self.trainer, self.stream, "done", spread=True)
 
     def on_predict_start(self) -> None:
         from tqdm.auto import tqdm
@@ -562,7 +605,7 @@ class FeatureExtractor(pl.LightningModule):
                 mininterval=0.5 if tty else 30.0,  # a log file gets a line every 30 s, with rate and time left
                 smoothing=0.05,
             )
-            self._bar.set_postfix_str(f"videos 0/{len(self.stream.shard())}")
+            self._bar.set_postfix_str(self._videos_done())
 
     def close_progress(self) -> None:
         if self._bar is not None:
@@ -572,14 +615,41 @@ class FeatureExtractor(pl.LightningModule):
     def on_predict_end(self) -> None:
         self.close_progress()
         if self.stream.world > 1:
+            spread = len(self.stream.spread)
             log.info(
-                "rank %d/%d: %d ok, %d bad of its %d videos",
+                "rank %d/%d: %d ok, %d bad of its %d videos%s; %d events",
                 self.stream.rank,
                 self.stream.world,
                 self.counts["ok"],
                 self.counts["bad"],
                 len(self.stream.shard()),
+                f" and its chunks of {spread} film(s) spread over every rank" if spread else "",
+                self.timing["events"],
             )
+
+    def finish_spread(self, before: dict[str, dict]) -> list[str]:
+        """Rank 0, after every rank is done: write each spread film whose chunks several ranks
+        committed, from its ``plan.json`` and chunks on disk. ``before``: the entries before this run
+        (a film recorded since, e.g. bad, is left). Returns the films still unfinished (a chunk
+        missing): their partial results are kept for a rerun."""
+        now, left = read_entries(self.out_dir), []
+        for vid, _ in self.stream.spread_videos():
+            if now.get(vid) != before.get(vid) or self._films.get(vid, {}).get("closed"):
+                continue  # written (a film one rank did whole) or recorded bad during this run
+            d = partial_dir(self.out_dir, vid)
+            try:
+                plan = json.loads((d / "plan.json").read_text())
+                info, n = dict(plan["info"]), int(plan["num_events"])
+            except (OSError, ValueError, KeyError, TypeError):
+                plan = None
+            chunks = chunk_layout(n, self.stream.chunk_events) if plan else []
+            if not plan or not all(_chunk_path(self.out_dir, vid, k).is_file() for k in range(len(chunks))):
+                log.warning("%s: not all of its chunks were written; rerun to finish it", vid)
+                left.append(vid)
+                continue
+            film = {"chunks": chunks, "done": set(range(len(chunks))), "t0": time.perf_counter(), "events": 0}
+            self._finish(vid, film, info)
+        return left
 
     def journal(self) -> Path:
         return self.out_dir / f".index.rank{self.global_rank}.jsonl"
@@ -590,10 +660,17 @@ class FeatureExtractor(pl.LightningModule):
         append_line(self.journal(), json.dumps({"id": vid, **entry}))
         self.counts[entry["status"]] += 1
         if self._bar is not None:
-            self._bar.set_postfix_str(f"videos {sum(self.counts.values())}/{len(self.stream.shard())}")
+            self._bar.set_postfix_str(self._videos_done())
 
-    def _film(self, vid: str, info: dict) -> dict:
-        """Per-film state, created on its first item: chunks already committed, progress total."""
+    def _videos_done(self) -> str:
+        """The bar's postfix: this rank's videos written of its whole ones (+ those every rank shares)."""
+        n, spread = len(self.stream.shard()), len(self.stream.spread)
+        return f"videos {sum(self.counts.values())}/{n}" + (f", {spread} spread over the ranks" if spread else "")
+
+    def _film(self, vid: str, info: dict, mine: Sequence[int] | None = None, shared: bool = False) -> dict:
+        """Per-film state, created on its first item: chunks already committed, progress total
+        (the ``mine`` chunks this rank does, default all not done). A ``shared`` film's chunks are
+        committed by several ranks; rank 0 writes it at the end (:meth:`finish_spread`)."""
         f = self._films.get(vid)
         if f is not None:
             return f
@@ -602,13 +679,16 @@ class FeatureExtractor(pl.LightningModule):
         prior = self.stream.done.get(vid) or {}
         done = set(prior.get("chunks", ())) if prior.get("num_events") == n else set()
         d = partial_dir(self.out_dir, vid)
-        if prior and not done and d.is_dir():  # the video has another number of events now
+        # the video has another number of events now (a shared film's chunks, all redone, replace theirs)
+        if prior and not done and d.is_dir() and not shared:
             shutil.rmtree(d, ignore_errors=True)
         if len(chunks) > 1 or done:  # a film: its chunks are committed as they finish
-            plan = {**self.stream_plan(), **_source_stamp(Path(info["source"])), "num_events": n}
+            plan = {**self.stream_plan(), **_source_stamp(Path(info["source"])), "num_events": n, "info": info}
             atomic_write_json(d / "plan.json", plan)
-        f = self._films[vid] = {"chunks": chunks, "done": done, "t0": time.perf_counter(), "events": 0}
-        left = sum(b - a for k, (a, b) in enumerate(chunks) if k not in done)
+        f = {"chunks": chunks, "done": done, "t0": time.perf_counter(), "events": 0, "shared": shared}
+        self._films[vid] = f
+        mine = [k for k in range(len(chunks)) if k not in done] if mine is None else mine
+        left = sum(chunks[k][1] - chunks[k][0] for k in mine)
         if self._bar is not None:
             self._bar.total += left
             self._bar.refresh()
@@ -631,9 +711,10 @@ class FeatureExtractor(pl.LightningModule):
             self._record(
                 vid, {**self.entry_base, "status": "bad", "error": batch["error"], "source": batch["info"]["source"]}
             )
-            shutil.rmtree(partial_dir(self.out_dir, vid), ignore_errors=True)
+            if not batch.get("spread"):  # a spread film's chunks are other ranks' too: the end clears them
+                shutil.rmtree(partial_dir(self.out_dir, vid), ignore_errors=True)
             return None
-        film = self._film(vid, batch["info"])
+        film = self._film(vid, batch["info"], batch.get("mine"), bool(batch.get("shared")))
         if kind == "clips":
             t0 = time.perf_counter()
             feats = backbone_features(self.backbone, batch["clips"].to(self.device, non_blocking=True)).cpu().numpy()
@@ -664,7 +745,7 @@ class FeatureExtractor(pl.LightningModule):
             else:
                 film["single"] = (feats, missing)
             film["done"].add(k)
-        if len(film["done"]) == len(film["chunks"]):
+        if len(film["done"]) == len(film["chunks"]) and not film["shared"]:
             self._finish(vid, film, batch["info"])
         return None
 
@@ -883,10 +964,12 @@ def extract(
         trainer.strategy.barrier()
         if not trainer.is_global_zero:
             return {}
+        unfinished = module.finish_spread(entries)
     elif rank_zero_only.rank != 0:  # nothing to do under torchrun / srun: rank 0 alone rewrites the index
         return {}
     else:
         timing = {"decode_s": 0.0, "preprocess_s": 0.0, "backbone_s": 0.0, "events": 0, "chunks_written": 0}
+        unfinished = []
     entries = read_entries(out)
     if txe is not None:  # features done by an earlier run without (or with another) contextualizer
         redo = old is not None and (old.get("contextualizer") or {}).get("hash") != ctx_info["hash"]
@@ -912,8 +995,12 @@ def extract(
     for pattern in TEMP_GLOBS:  # every rank is done: a temp file left here is from a killed earlier run
         for t in out.glob(pattern):
             t.unlink(missing_ok=True)
-    if (out / PARTIAL_DIR).is_dir():  # every film finished or was listed as bad
-        shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
+    if (out / PARTIAL_DIR).is_dir():  # every film finished or was listed as bad, but an unfinished spread one
+        for d in (out / PARTIAL_DIR).iterdir():
+            if d.name not in unfinished:
+                shutil.rmtree(d, ignore_errors=True)
+        if not any((out / PARTIAL_DIR).iterdir()):
+            (out / PARTIAL_DIR).rmdir()
     wall = time.perf_counter() - t0
     timing["wall_s"] = round(wall, 3)
     log.info(
