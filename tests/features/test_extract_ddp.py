@@ -92,11 +92,13 @@ def check_folder(out: Path, ids: list[str]) -> dict:
 
 
 def planned_split(videos: Path, skip=()) -> dict[int, int]:
-    """Videos per rank as rank 0 splits its to-do list: by file size, largest first to the least loaded."""
-    from moviessl.features.extract import balanced_shards, find_videos, source_bytes
+    """Videos per rank as rank 0 splits its to-do list: by file size, largest first to the least
+    loaded (similar clips: none is so large that it would be spread by chunk over the ranks)."""
+    from moviessl.features.extract import balanced_shards, find_videos, source_bytes, spread_over_ranks
 
-    todo = [p for v, p in find_videos(videos)[0] if v not in skip]
-    return {r: len(s) for r, s in enumerate(balanced_shards([source_bytes(p) for p in todo], 2))}
+    costs = [source_bytes(p) for v, p in find_videos(videos)[0] if v not in skip]
+    assert spread_over_ranks(costs, 2) == []
+    return {r: len(s) for r, s in enumerate(balanced_shards(costs, 2))}
 
 
 def rank_counts(stderr: str) -> dict[int, tuple[int, int, int]]:
@@ -155,7 +157,8 @@ def test_ddp_extract_shards_merges_and_resumes(setup):
 
 @pytest.fixture(scope="module")
 def film_setup(tmp_path_factory):
-    """A 64-s film (32 events: 8 chunks of 4) beside a 6-s clip, and a tiny random backbone."""
+    """A 64-s film (32 events: 8 chunks of 4) beside a 6-s clip and a large file that is no video,
+    a tiny random backbone and TxE."""
     from moviessl.checkpoint import arch_spec, save_checkpoint
     from moviessl.models import build_slowd, build_txe
     from moviessl.video.filmgen import make_film
@@ -164,6 +167,8 @@ def film_setup(tmp_path_factory):
     (tmp / "films").mkdir()
     make_film(tmp / "films" / "a_film.mp4", 64.0, width=160, height=96, gop=60)
     make_film(tmp / "films" / "b_clip.mp4", 6.0, width=160, height=96, gop=60, seed=1)
+    size = (tmp / "films" / "a_film.mp4").stat().st_size
+    (tmp / "films" / "c_junk.mp4").write_bytes(np.random.default_rng(0).bytes(3 * size))
     kw = dict(preset="slowd_cpu", widths=[8, 8, 16, 16], stem_width=8)
     model = build_slowd(**kw)
     save_checkpoint(
@@ -192,21 +197,28 @@ def film_setup(tmp_path_factory):
 
 def test_ddp_spreads_one_long_film_over_the_ranks_and_resumes(film_setup, monkeypatch):
     """One film beside a short clip on 2 ranks: the film's chunks are split over both (it alone is
-    more than one rank's share), rank 0 writes it after both are done; a run killed inside the film
-    resumes under DDP with only the chunks not committed redone. Same arrays as one process."""
+    more than one rank's share) and over each rank's 2 workers, rank 0 writes it after both are
+    done; the largest file, which does not open, is left whole and listed bad once; a run killed
+    inside the film resumes under DDP with only the chunks not committed redone. Same arrays as one
+    process."""
     from moviessl.features import extract as ex
 
     tmp = film_setup
     kw = dict(batch_events=2, chunk_events=4, contextualizer=tmp / "txe.pt")  # rank 0 runs the TxE at the end
     ref = tmp / "ref"
     ex.extract(tmp / "backbone.pt", tmp / "films", ref, num_workers=0, accelerator="cpu", **kw)
-    ddp = ("--batch-events", 2, "--chunk-events", 4, "--num-workers", 1, "--contextualizer", tmp / "txe.pt")
+    ddp = ("--batch-events", 2, "--chunk-events", 4, "--num-workers", 2, "--contextualizer", tmp / "txe.pt")
     s = {"backbone": tmp / "backbone.pt", "videos": tmp / "films"}
 
     def check(out: Path) -> dict:
         index = json.loads((out / "index.json").read_text())
-        assert index["counts"] == {"ok": 2, "bad": 0}
-        assert {v: e["num_events"] for v, e in index["videos"].items()} == {"a_film": 32, "b_clip": 3}
+        assert index["counts"] == {"ok": 2, "bad": 1}
+        assert {v: e.get("num_events") for v, e in index["videos"].items()} == {
+            "a_film": 32,
+            "b_clip": 3,
+            "c_junk": None,
+        }
+        assert index["videos"]["c_junk"]["status"] == "bad" and "c_junk.mp4" in index["videos"]["c_junk"]["error"]
         names = [f"{v}_{k}.npy" for v in ("a_film", "b_clip") for k in ("ctx", "feats")]
         assert sorted(p.name for p in out.iterdir()) == [*names, "index.json"]
         for name in names:
@@ -214,15 +226,16 @@ def test_ddp_spreads_one_long_film_over_the_ranks_and_resumes(film_setup, monkey
         return index
 
     def events(stderr: str) -> dict[int, int]:
-        line = r"rank (\d)/2: \d+ ok, 0 bad of its \d+ videos and its chunks of 2 film\(s\) [^;]*; (\d+) events"
+        line = r"rank (\d)/2: 0 ok, (\d) bad of its (\d) videos and its chunks of 2 film\(s\) [^;]*; (\d+) events"
         got = re.findall(line, stderr)
-        return {int(r): int(n) for r, n in got}
+        assert sorted((int(r), int(bad), int(n)) for r, bad, n, _ in got) == [(0, 1, 1), (1, 0, 0)], stderr[-3000:]
+        return {int(r): int(n) for r, _, _, n in got}
 
     a = tmp / "A"
     p = extract(s, a, 2, *ddp)
     check(a)
     # the film's 32 events split 16 + 16 (4 chunks each); the clip, left alone, spread too: its one
-    # chunk on rank 1 (the second spread video's first rank)
+    # chunk on rank 1 (the second spread video's first rank); the junk file whole on rank 0
     assert events(p.stderr) == {0: 16, 1: 16 + 3}, p.stderr[-3000:]
 
     # killed inside the film in one process (4 of 8 chunks committed), resumed on 2 ranks

@@ -177,3 +177,28 @@ def test_contextualize_treats_missing_events_as_padding():
         direct = txe(long[298:303][None])[0, 2]
     np.testing.assert_allclose(whole[300].numpy(), direct.numpy(), rtol=1e-5, atol=1e-6)
     assert whole.shape == (600, 16) and ex.CTX_BLOCK < 300
+
+
+def test_a_spread_film_is_written_only_when_every_chunk_is_in(backbone, film, reference, tmp_path):
+    """Rank 0's end of a DDP run (:meth:`FeatureExtractor.finish_spread`): a film planned as spread
+    with a chunk missing (a rank could not read it) keeps its partial results for a rerun; with all
+    chunks in it is written as one process writes it, and its entry returned."""
+    out = tmp_path / "feats"
+    stream = ex.EventClipStream([("film", film)], INPUT, batch_events=2, chunk_events=4)
+    module = ex.FeatureExtractor(torch.nn.Identity(), out, stream, {"backbone": "b"})
+    with VideoReader(film) as r:
+        info = stream.film_info(r, film)
+    d = out / ".partial" / "film"
+    d.mkdir(parents=True)
+    (d / "plan.json").write_text(json.dumps({"num_events": 32, "info": info, "spread": True}))
+    for k in range(8):
+        if k != 5:
+            np.savez(d / f"c{k:06d}.npz", feats=reference[4 * k : 4 * k + 4], missing=np.zeros(4, bool))
+    np.savez(d / "c000005.npz", feats=reference[20:23], missing=np.zeros(3, bool))  # torn short
+    assert module.finish_spread(["film", "other"]) == ({}, ["film"])
+    assert not (out / "film_feats.npy").exists() and len(list(d.glob("c*.npz"))) == 8
+    np.savez(d / "c000005.npz", feats=reference[20:24], missing=np.zeros(4, bool))
+    written, left = module.finish_spread(["film"])
+    assert left == [] and written["film"]["status"] == "ok" and written["film"]["num_events"] == 32
+    np.testing.assert_array_equal(np.load(out / "film_feats.npy"), reference)
+    assert not d.exists()

@@ -23,7 +23,8 @@ first to the least-loaded rank, :func:`balanced_shards`) and broadcasts the spli
 and a few long films beside many short clips do not leave one rank working for hours while the
 others wait at the final barrier (``--ddp-timeout-s`` raises that wait's limit). A film larger than
 one rank's fair share (:func:`spread_over_ranks`: one movie on 8 GPUs) is split by commit chunk over
-every rank instead; after the barrier rank 0 writes it from the committed chunks. Each rank extracts
+every rank instead; after the barrier rank 0 alone writes it, and its entry, from the committed
+chunks (:meth:`FeatureExtractor.finish_spread`). Each rank extracts
 into the same ``--out`` (a shared filesystem across nodes), appending only to its own journal; after
 the barrier rank 0 alone merges every journal into the one ``index.json`` and removes the journals
 and any temp file a killed earlier run left.
@@ -31,6 +32,7 @@ and any temp file a killed earlier run left.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import logging
@@ -40,7 +42,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -53,7 +55,7 @@ from ..data.cliplist import read_clip_list
 from ..errors import BadInputError
 from ..models.slowd import speed_up
 from ..training import ddp_with_timeout, planned_world_size, quiet_lightning
-from ..utils.io import append_line, atomic_save_npy, atomic_write, atomic_write_json, ensure_out_dir
+from ..utils.io import append_line, atomic_save_npy, atomic_write, atomic_write_json, ensure_out_dir, write_npy_chunks
 from ..video import (
     FRAME_EXTS,
     VIDEO_EXTS,
@@ -190,21 +192,18 @@ class VideoStream(IterableDataset):
     """A stream over ``videos`` (``[(id, path)]``) whose rank's share is :meth:`shard`: the
     ``assignment`` :func:`shard_over_ranks` broadcast (by size), else every ``world``-th video.
     ``spread``: videos too large for any one rank, split by chunk over every rank instead
-    (:class:`EventClipStream` only; never in :meth:`shard`)."""
+    (``{index into videos: its info}``; :class:`EventClipStream` only, never in :meth:`shard`)."""
 
     def __init__(self, videos: Sequence[tuple[str, Path]]):
         self.videos = list(videos)
         self.rank, self.world = 0, 1
         self.assignment: list[list[int]] | None = None  # per rank, indices into videos (DDP)
-        self.spread: list[int] = []  # indices into videos whose chunks every rank shares (DDP)
+        self.spread: dict[int, dict] = {}  # index into videos -> info, as rank 0 read it (DDP)
 
     def shard(self) -> list[tuple[str, Path]]:
         if self.assignment is not None:
             return [self.videos[i] for i in self.assignment[self.rank]]
         return self.videos[self.rank :: self.world]
-
-    def spread_videos(self) -> list[tuple[str, Path]]:
-        return [self.videos[i] for i in self.spread]
 
     @staticmethod
     def worker() -> tuple[int, int]:
@@ -215,21 +214,22 @@ class VideoStream(IterableDataset):
 
 class EventClipStream(VideoStream):
     """Yields, per video, batches ``{"id", "kind": "clips", "chunk", "part", "parts", "clips": uint8
-    (E,3,T,S,S), "missing": bool (E,), "info", "timing"}`` (at most ``batch_events`` clips, batches
-    never straddle a commit chunk of ``chunk_events``), ``{"id", "kind": "assemble", "info"}`` when
-    every chunk was committed by an earlier run, or one ``{"id", "kind": "error", "error"}`` for a
-    video that cannot be opened. ``done`` maps ids to the chunks an interrupted run committed
-    (``{"num_events", "chunks"}``); those are not decoded again.
+    (E,3,T,S,S), "missing": bool (E,), "info", "timing", "mine", "shared"}`` (at most ``batch_events``
+    clips, batches never straddle a commit chunk of ``chunk_events``; ``mine``: the chunks this rank
+    does), ``{"id", "kind": "assemble", "info"}`` when every chunk was committed by an earlier run,
+    or one ``{"id", "kind": "error", "error", "shared"}`` for a video that cannot be opened. ``done``
+    maps ids to the chunks an interrupted run committed (``{"num_events", "chunks"}``); those are not
+    decoded again.
 
     Work is sharded over processes x DataLoader workers by video; when a process has fewer videos
     than workers (one long film), each worker takes every ``num_workers``-th chunk of every video
-    instead, so a single film is decoded in parallel. A ``spread`` film (larger than a fair share of
-    one rank, :func:`spread_over_ranks`) is split by chunk over every rank and worker: the i-th chunk
-    still to do goes to rank ``(i + j) % world`` (j: the film's place among the spread ones, so short
-    ones land on different ranks); its batches say ``"shared": True`` when more than one rank holds
-    its chunks (rank 0 writes it after all ranks are done, :meth:`FeatureExtractor.finish_spread`), and
-    ``"mine"``: the chunks this rank holds. Set ``rank``/``world`` before iterating (the extractor
-    does, in ``setup``)."""
+    instead, so a single film is decoded in parallel. A ``spread`` film (too large for one rank,
+    :func:`spread_over_ranks`; its events as rank 0 counted them) is split by chunk over every rank
+    and worker: the i-th chunk still to do goes to rank ``(i + j) % world`` (j: the film's place
+    among the spread ones, so short ones land on different ranks); its batches say ``"shared":
+    True`` and rank 0 writes it once every rank is done (:meth:`FeatureExtractor.finish_spread`). A
+    rank opens a spread film only if it holds some of its chunks. Set ``rank``/``world`` before
+    iterating (the extractor does, in ``setup``)."""
 
     def __init__(
         self,
@@ -247,10 +247,15 @@ class EventClipStream(VideoStream):
         self.chunk_events = int(chunk_events or CHUNK_EVENTS)
         self.done = dict(done or {})
 
+    def film_info(self, r: VideoReader, path: Path) -> dict:
+        """What the index records of a video, and its number of events."""
+        n = len(event_centers_for(r.duration_s, self.stride_s, self.vidsitu))
+        return {"fps": float(r.fps), "duration_s": float(r.duration_s), "source": str(path), "num_events": n}
+
     def __iter__(self) -> Iterator[dict]:
         wid, nw = self.worker()
-        for j, (vid, path) in enumerate(self.spread_videos()):  # every rank and worker takes its chunks
-            yield from self._video(vid, path, wid, nw, spread=j)
+        for j, (i, info) in enumerate(self.spread.items()):  # every rank and worker takes its chunks
+            yield from self._spread_video(*self.videos[i], info, j, wid, nw)
         shard = self.shard()
         if nw > 1 and len(shard) < nw:  # few long films: split each film's chunks over the workers
             for vid, path in shard:
@@ -259,56 +264,73 @@ class EventClipStream(VideoStream):
             for vid, path in shard[wid::nw]:
                 yield from self._video(vid, path, 0, 1)
 
-    def _video(self, vid: str, path: Path, sub: int, nsub: int, spread: int | None = None) -> Iterator[dict]:
+    def _open(self, vid: str, path: Path, shared: bool = False) -> VideoReader | dict:
+        """A reader, or the error item of a video that cannot be opened."""
         try:
-            r = VideoReader(path)
+            return VideoReader(path)
         except Exception as e:  # one bad video never stops the job: it is listed in the index
             # every worker reports (the extractor keeps the first): a film split over workers cannot
             # be finished if any of them cannot open it
             msg = str(e) if isinstance(e, BadInputError) else f"{path}: {type(e).__name__}: {' '.join(str(e).split())}"
-            info = {"source": str(path)}
-            yield {"id": vid, "kind": "error", "error": msg, "info": info, "spread": spread is not None}
+            return {"id": vid, "kind": "error", "error": msg, "info": {"source": str(path)}, "shared": shared}
+
+    def _todo(self, vid: str, num_events: int) -> tuple[list[tuple[int, int]], list[int]]:
+        """(the film's chunks, those still to do)."""
+        chunks = chunk_layout(num_events, self.chunk_events)
+        prior = self.done.get(vid) or {}
+        done = set(prior.get("chunks", ())) if prior.get("num_events") == num_events else set()
+        return chunks, [k for k in range(len(chunks)) if k not in done]
+
+    def _video(self, vid: str, path: Path, sub: int, nsub: int) -> Iterator[dict]:
+        r = self._open(vid, path)
+        if isinstance(r, dict):
+            yield r
             return
         with r:
-            centers = event_centers_for(r.duration_s, self.stride_s, self.vidsitu)
-            info = {
-                "fps": float(r.fps),
-                "duration_s": float(r.duration_s),
-                "source": str(path),
-                "num_events": len(centers),
-            }
-            chunks = chunk_layout(len(centers), self.chunk_events)
-            prior = self.done.get(vid) or {}
-            done = set(prior.get("chunks", ())) if prior.get("num_events") == len(centers) else set()
-            todo = [k for k in range(len(chunks)) if k not in done]
-            mine, first, shared = todo, True, False
-            if spread is not None:  # rank 0's done list was broadcast: every rank sees the same todo
-                mine = [k for i, k in enumerate(todo) if (i + spread) % self.world == self.rank]
-                first, shared = spread % self.world == self.rank, len(todo) > 1 and self.world > 1
+            info = self.film_info(r, path)
+            chunks, todo = self._todo(vid, info["num_events"])
             if not todo:
-                if sub == 0 and first:
+                if sub == 0:
                     yield {"id": vid, "kind": "assemble", "info": info}
                 return
-            B = self.batch_events
-            for k in mine[sub::nsub]:
-                a, b = chunks[k]
-                parts = range(a, b, B)
-                for pi, s in enumerate(parts):
-                    timing: dict = {}
-                    got = [event_clip(r, c, self.input, timing) for c in centers[s : min(s + B, b)]]
-                    yield {
-                        "id": vid,
-                        "kind": "clips",
-                        "chunk": k,
-                        "part": pi,
-                        "parts": len(parts),
-                        "clips": torch.from_numpy(np.stack([g[0] for g in got])),
-                        "missing": torch.tensor([g[1] for g in got], dtype=torch.bool),
-                        "info": info,
-                        "timing": timing,
-                        "shared": shared,
-                        "mine": mine,
-                    }
+            yield from self._batches(r, vid, info, chunks, todo[sub::nsub], todo, shared=False)
+
+    def _spread_video(self, vid: str, path: Path, info: dict, j: int, sub: int, nsub: int) -> Iterator[dict]:
+        # rank 0 counted the events and its done list was broadcast: every rank splits the same todo
+        chunks, todo = self._todo(vid, int(info["num_events"]))
+        mine = [k for i, k in enumerate(todo) if (i + j) % self.world == self.rank]
+        if not mine[sub::nsub]:
+            return
+        r = self._open(vid, path, shared=True)
+        if isinstance(r, dict):
+            yield r
+            return
+        with r:
+            yield from self._batches(r, vid, info, chunks, mine[sub::nsub], mine, shared=True)
+
+    def _batches(self, r, vid, info, chunks, ks, mine, shared: bool) -> Iterator[dict]:
+        """The batches of chunks ``ks`` of a film (``mine``: all this rank does of it)."""
+        centers = event_centers_for(info["duration_s"], self.stride_s, self.vidsitu)
+        B = self.batch_events
+        for k in ks:
+            a, b = chunks[k]
+            parts = range(a, b, B)
+            for pi, s in enumerate(parts):
+                timing: dict = {}
+                got = [event_clip(r, c, self.input, timing) for c in centers[s : min(s + B, b)]]
+                yield {
+                    "id": vid,
+                    "kind": "clips",
+                    "chunk": k,
+                    "part": pi,
+                    "parts": len(parts),
+                    "clips": torch.from_numpy(np.stack([g[0] for g in got])),
+                    "missing": torch.tensor([g[1] for g in got], dtype=torch.bool),
+                    "info": info,
+                    "timing": timing,
+                    "shared": shared,
+                    "mine": mine,
+                }
 
 
 def backbone_features(backbone: torch.nn.Module, clips: torch.Tensor) -> torch.Tensor:
@@ -435,13 +457,13 @@ def _ranges(mask: np.ndarray) -> list[list[int]]:
     return [[int(a), int(b)] for a, b in zip(edges[::2], edges[1::2])]
 
 
-def _write_npy_chunks(f, shape: tuple[int, int], dtype: np.dtype, chunks) -> None:
-    """Stream an .npy file from row chunks (no full array in memory)."""
-    np.lib.format.write_array_header_1_0(
-        f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": tuple(shape)}
-    )
-    for c in chunks:
-        f.write(np.ascontiguousarray(c, dtype=dtype).tobytes())
+def _chunk_rows(out_dir: Path, vid: str, k: int) -> int:
+    """Events in a committed chunk of a film (-1: none there, or unreadable)."""
+    try:
+        with np.load(_chunk_path(out_dir, vid, k), allow_pickle=False) as z:
+            return int(z["missing"].shape[0]) if z["feats"].shape[0] == z["missing"].shape[0] else -1
+    except (OSError, ValueError, KeyError):
+        return -1
 
 
 def source_bytes(path: Path) -> int:
@@ -488,25 +510,27 @@ def spread_over_ranks(costs: Sequence[float], world: int) -> list[int]:
     return out
 
 
-def shard_over_ranks(trainer: pl.Trainer, stream, *shared: str, spread: bool = False) -> None:
+def shard_over_ranks(
+    trainer: pl.Trainer, stream, *shared: str, spread: Callable[[list[int]], dict[int, dict]] | None = None
+) -> None:
     """Give a video stream (``videos``, ``rank``, ``world``, ``assignment``, ``spread``) its rank's
-    share: the videos split by size over the ranks (:func:`balanced_shards`); with ``spread``, the
-    films too large for one rank (:func:`spread_over_ranks`) are set apart, to be split by chunk
-    over every rank. Every rank scanned the folder itself; rank 0's to-do list (and its ``shared``
-    attributes) is the one truth, so a shared filesystem seen slightly differently by another node
-    can never shard a video twice or not at all."""
+    share: the videos split by size over the ranks (:func:`balanced_shards`). ``spread(costs)``, run
+    on rank 0 before its ``shared`` attributes are sent, picks the films to split by chunk over every
+    rank instead (``{index: info}``). Every rank scanned the folder itself; rank 0's to-do list (and
+    its ``shared`` attributes) is the one truth, so a shared filesystem seen slightly differently by
+    another node can never shard a video twice or not at all."""
     stream.rank, stream.world = trainer.global_rank, trainer.world_size
     if stream.world > 1:
         stream.videos = trainer.strategy.broadcast(stream.videos, src=0)
-        for name in shared:
-            setattr(stream, name, trainer.strategy.broadcast(getattr(stream, name), src=0))
         plan = None
         if trainer.is_global_zero:
             costs = [source_bytes(p) for _, p in stream.videos]
-            big = spread_over_ranks(costs, stream.world) if spread else []
-            rest = sorted(set(range(len(costs))) - set(big))
+            big = spread(costs) if spread is not None else {}
+            rest = [i for i in range(len(costs)) if i not in big]
             shards = balanced_shards([costs[i] for i in rest], stream.world)
             plan = ([[rest[j] for j in s] for s in shards], big)
+        for name in shared:
+            setattr(stream, name, trainer.strategy.broadcast(getattr(stream, name), src=0))
         stream.assignment, stream.spread = trainer.strategy.broadcast(plan, src=0)
 
 
@@ -574,10 +598,8 @@ class FeatureExtractor(pl.LightningModule):
         txe: torch.nn.Module | None = None,
         window: int = 5,
         step: int = 1,
-        dim: int | None = None,
     ):
         super().__init__()
-        self.dim = dim
         self.backbone, self.txe = backbone.eval(), (txe.eval() if txe is not None else None)
         self.out_dir, self.stream, self.entry_base = Path(out_dir), stream, dict(entry_base)
         self.store_dtype, self.window, self.step = np.dtype(dtype), window, step
@@ -589,7 +611,29 @@ class FeatureExtractor(pl.LightningModule):
         self.chunks_written = 0
 
     def setup(self, stage: str) -> None:
-        shard_over_ranks(self.trainer, self.stream, "done", spread=True)
+        shard_over_ranks(self.trainer, self.stream, "done", spread=self._plan_spread)
+
+    def _plan_spread(self, costs: list[int]) -> dict[int, dict]:
+        """Rank 0, before any rank writes: the films to split by chunk over every rank
+        (:func:`spread_over_ranks`), each opened here once so that every rank splits the same
+        events; its ``plan.json`` (``"spread": true``) tells :meth:`finish_spread` to write it. One
+        that does not open is left whole (the rank that gets it lists it bad, as any video)."""
+        s, plan = self.stream, {}
+        for i in spread_over_ranks(costs, s.world):
+            vid, path = s.videos[i]
+            try:
+                with VideoReader(path) as r:
+                    info = s.film_info(r, path)
+            except Exception:
+                continue
+            n, d = info["num_events"], partial_dir(self.out_dir, vid)
+            if (s.done.get(vid) or {}).get("num_events", n) != n:  # another number of events now: afresh
+                shutil.rmtree(d, ignore_errors=True)
+                s.done.pop(vid)
+            meta = {**self.stream_plan(), **_source_stamp(Path(path)), "num_events": n, "info": info, "spread": True}
+            atomic_write_json(d / "plan.json", meta)
+            plan[i] = info
+        return plan
 
     def on_predict_start(self) -> None:
         from tqdm.auto import tqdm
@@ -627,29 +671,47 @@ class FeatureExtractor(pl.LightningModule):
                 self.timing["events"],
             )
 
-    def finish_spread(self, before: dict[str, dict]) -> list[str]:
-        """Rank 0, after every rank is done: write each spread film whose chunks several ranks
-        committed, from its ``plan.json`` and chunks on disk. ``before``: the entries before this run
-        (a film recorded since, e.g. bad, is left). Returns the films still unfinished (a chunk
-        missing): their partial results are kept for a rerun."""
-        now, left = read_entries(self.out_dir), []
-        for vid, _ in self.stream.spread_videos():
-            if now.get(vid) != before.get(vid) or self._films.get(vid, {}).get("closed"):
-                continue  # written (a film one rank did whole) or recorded bad during this run
-            d = partial_dir(self.out_dir, vid)
+    def finish_spread(self, ids: Sequence[str]) -> tuple[dict[str, dict], list[str]]:
+        """Rank 0 (the main process under every launcher), every rank done: write each film of
+        ``ids`` that this run spread over the ranks (its ``plan.json`` says so: a spawned rank 0's
+        plan never reaches this process) from its chunks on disk, on the device and in the
+        precision the TxE ran in during ``predict``. Returns (the entries written, which win over any
+        other journal's line for these films; the films still unfinished: a rank could not read
+        its chunks, which it logged; their partial results are kept for a rerun)."""
+        films = []
+        for vid in ids:
             try:
-                plan = json.loads((d / "plan.json").read_text())
-                info, n = dict(plan["info"]), int(plan["num_events"])
-            except (OSError, ValueError, KeyError, TypeError):
-                plan = None
-            chunks = chunk_layout(n, self.stream.chunk_events) if plan else []
-            if not plan or not all(_chunk_path(self.out_dir, vid, k).is_file() for k in range(len(chunks))):
-                log.warning("%s: not all of its chunks were written; rerun to finish it", vid)
-                left.append(vid)
+                plan = json.loads((partial_dir(self.out_dir, vid) / "plan.json").read_text())
+            except (OSError, ValueError):
                 continue
-            film = {"chunks": chunks, "done": set(range(len(chunks))), "t0": time.perf_counter(), "events": 0}
-            self._finish(vid, film, info)
-        return left
+            if isinstance(plan, dict) and plan.get("spread"):
+                films.append((vid, plan))
+        written: dict[str, dict] = {}
+        left: list[str] = []
+        if not films:
+            return written, left
+        log.info("writing %d video(s) whose chunks every rank shared", len(films))
+        trainer = self._trainer
+        if self.txe is not None and trainer is not None:
+            self.txe.to(trainer.strategy.root_device)  # Lightning's teardown moved it to the CPU
+        step = trainer.precision_plugin.predict_step_context() if trainer is not None else contextlib.nullcontext()
+        with step:
+            for vid, plan in films:
+                chunks = chunk_layout(int(plan["num_events"]), self.stream.chunk_events)
+                short = [k for k, (a, b) in enumerate(chunks) if _chunk_rows(self.out_dir, vid, k) != b - a]
+                if short:
+                    log.warning(
+                        "%s: %d of its %d chunks were not extracted (see the warnings above); its partial "
+                        "results are kept: rerun to finish it",
+                        vid,
+                        len(short),
+                        len(chunks),
+                    )
+                    left.append(vid)
+                    continue
+                film = {"chunks": chunks, "done": set(range(len(chunks))), "t0": time.perf_counter(), "events": 0}
+                written[vid] = self._finish(vid, film, plan["info"])
+        return written, left
 
     def journal(self) -> Path:
         return self.out_dir / f".index.rank{self.global_rank}.jsonl"
@@ -663,7 +725,7 @@ class FeatureExtractor(pl.LightningModule):
             self._bar.set_postfix_str(self._videos_done())
 
     def _videos_done(self) -> str:
-        """The bar's postfix: this rank's videos written of its whole ones (+ those every rank shares)."""
+        """The bar's postfix: this rank's videos written of its whole ones (+ those all ranks share)."""
         n, spread = len(self.stream.shard()), len(self.stream.spread)
         return f"videos {sum(self.counts.values())}/{n}" + (f", {spread} spread over the ranks" if spread else "")
 
@@ -679,12 +741,12 @@ class FeatureExtractor(pl.LightningModule):
         prior = self.stream.done.get(vid) or {}
         done = set(prior.get("chunks", ())) if prior.get("num_events") == n else set()
         d = partial_dir(self.out_dir, vid)
-        # the video has another number of events now (a shared film's chunks, all redone, replace theirs)
-        if prior and not done and d.is_dir() and not shared:
-            shutil.rmtree(d, ignore_errors=True)
-        if len(chunks) > 1 or done:  # a film: its chunks are committed as they finish
-            plan = {**self.stream_plan(), **_source_stamp(Path(info["source"])), "num_events": n, "info": info}
-            atomic_write_json(d / "plan.json", plan)
+        if not shared:  # (rank 0 planned a shared film before any rank began)
+            if prior and not done and d.is_dir():  # the video has another number of events now
+                shutil.rmtree(d, ignore_errors=True)
+            if len(chunks) > 1 or done:  # a film: its chunks are committed as they finish
+                plan = {**self.stream_plan(), **_source_stamp(Path(info["source"])), "num_events": n, "info": info}
+                atomic_write_json(d / "plan.json", plan)
         f = {"chunks": chunks, "done": done, "t0": time.perf_counter(), "events": 0, "shared": shared}
         self._films[vid] = f
         mine = [k for k in range(len(chunks)) if k not in done] if mine is None else mine
@@ -707,12 +769,14 @@ class FeatureExtractor(pl.LightningModule):
             self._films[vid] = {"closed": True}
             for key in [k for k in self._pending if k[0] == vid]:
                 del self._pending[key]
+            if batch.get("shared"):  # rank 0 opened it: its entry is rank 0's to write (finish_spread)
+                log.warning("rank %d: its chunks of %s are not extracted: %s", self.global_rank, vid, batch["error"])
+                return None
             log.warning("skipping %s", batch["error"])
             self._record(
                 vid, {**self.entry_base, "status": "bad", "error": batch["error"], "source": batch["info"]["source"]}
             )
-            if not batch.get("spread"):  # a spread film's chunks are other ranks' too: the end clears them
-                shutil.rmtree(partial_dir(self.out_dir, vid), ignore_errors=True)
+            shutil.rmtree(partial_dir(self.out_dir, vid), ignore_errors=True)
             return None
         film = self._film(vid, batch["info"], batch.get("mine"), bool(batch.get("shared")))
         if kind == "clips":
@@ -736,7 +800,7 @@ class FeatureExtractor(pl.LightningModule):
             feats = np.concatenate([p[0] for p in parts])
             missing = np.concatenate([p[1] for p in parts])
             feats[missing] = 0  # a damaged stretch: zeros, and the mask in the index says so
-            if len(film["chunks"]) > 1:
+            if len(film["chunks"]) > 1 or film["shared"]:
                 atomic_write(
                     _chunk_path(self.out_dir, vid, k),
                     lambda f: np.savez(f, feats=feats.astype(self.store_dtype), missing=missing),
@@ -762,9 +826,9 @@ class FeatureExtractor(pl.LightningModule):
             except (OSError, ValueError, KeyError) as e:
                 raise BadInputError(p, f"unreadable partial result ({type(e).__name__}); delete it and rerun") from None
 
-    def _finish(self, vid: str, film: dict, info: dict) -> None:
+    def _finish(self, vid: str, film: dict, info: dict) -> dict:
+        """Write a film whose chunks are all in, journal its entry and return it."""
         n = int(info["num_events"])
-        dim = int(self.dim or 0)
         missing = np.concatenate([m for _, m in self._chunks(vid, film)]) if n else np.zeros(0, bool)
         if missing.all():
             entry = {**self.entry_base, "status": "bad", "source": info["source"]}
@@ -772,13 +836,9 @@ class FeatureExtractor(pl.LightningModule):
             log.warning("skipping %s", entry["error"])
             self._record(vid, entry)
         else:
-            if not dim:
-                dim = int(next(self._chunks(vid, film))[0].shape[1])
             path = self.out_dir / f"{vid}{FEATS_SUFFIX}"
-            atomic_write(
-                path,
-                lambda f: _write_npy_chunks(f, (n, dim), self.store_dtype, (c for c, _ in self._chunks(vid, film))),
-            )
+            rows = (c.astype(self.store_dtype, copy=False) for c, _ in self._chunks(vid, film))
+            atomic_write(path, lambda f: write_npy_chunks(f, rows, n))
             if self.txe is not None:
                 feats = np.load(path, mmap_mode="r")
                 ctx = contextualize(self.txe, feats, self.window, self.step, missing=missing).float()
@@ -810,6 +870,7 @@ class FeatureExtractor(pl.LightningModule):
             dt = time.perf_counter() - film["t0"]
             log.info("%s: %d events in %.0f s (%.1f events/s)", vid, film["events"], dt, film["events"] / max(dt, 1e-9))
         shutil.rmtree(partial_dir(self.out_dir, vid), ignore_errors=True)
+        return entry
 
 
 def read_entries(out_dir: Path) -> dict[str, dict]:
@@ -951,7 +1012,7 @@ def extract(
     if todo:
         done = scan_partials(out, todo, {"chunk_events": chunk_events, "batch_events": int(batch_events)})
         stream = EventClipStream(todo, inp, stride_s, vidsitu, batch_events, chunk_events, done)
-        module = FeatureExtractor(model, out, stream, {"backbone": bhash}, dtype, txe, window, step, dim=dim)
+        module = FeatureExtractor(model, out, stream, {"backbone": bhash}, dtype, txe, window, step)
         module.show_progress = progress
         trainer = predict_trainer(out, accelerator, devices, num_nodes, strategy, precision, ddp_timeout_s)
         dl = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available())
@@ -964,13 +1025,13 @@ def extract(
         trainer.strategy.barrier()
         if not trainer.is_global_zero:
             return {}
-        unfinished = module.finish_spread(entries)
+        spread_entries, unfinished = module.finish_spread([v for v, _ in todo])
     elif rank_zero_only.rank != 0:  # nothing to do under torchrun / srun: rank 0 alone rewrites the index
         return {}
     else:
         timing = {"decode_s": 0.0, "preprocess_s": 0.0, "backbone_s": 0.0, "events": 0, "chunks_written": 0}
-        unfinished = []
-    entries = read_entries(out)
+        spread_entries, unfinished = {}, []
+    entries = {**read_entries(out), **spread_entries}
     if txe is not None:  # features done by an earlier run without (or with another) contextualizer
         redo = old is not None and (old.get("contextualizer") or {}).get("hash") != ctx_info["hash"]
         _fill_ctx(out, entries, txe, window, step, dtype, redo_all=redo)
