@@ -3,6 +3,7 @@ split into decode / pre-processing / backbone, peak RSS at two film lengths, and
 
     python -m benchmarks.bench_film                         # cpu preset, 10- and 20-min films, kill test
     python -m benchmarks.bench_film --minutes 2,4 --presets cpu,paper --paper-seconds 20
+    python -m benchmarks.bench_film --minutes 10 --presets cpu --no-kill-test --devices 1,2   # one film on N ranks
 
 Films are generated once (``moviessl.video.filmgen.make_film``: 1280x720, 30 fps, x264 ultrafast,
 AAC audio) into ``--workdir`` and reused. Each extraction runs in a fresh child process (so its
@@ -13,7 +14,9 @@ not depend on the weights). The kill test starts an extraction, SIGKILLs the who
 once half of the film's events are computed (mid-chunk: the commits are every ``--chunk-events``),
 reruns it, and compares the arrays with an uninterrupted run bit for bit; ``recomputed_events`` =
 events computed before the kill but not committed = the work done twice (less than one chunk per
-decoding worker by design).
+decoding worker by design). ``--devices 1,2``: ``moviessl extract --devices N --accelerator cpu``
+on the first film, one process per rank (``OMP_NUM_THREADS=1``), wall time and each rank's events
+(a film too large for one rank is split by chunk over all of them), arrays compared with N = 1.
 
 ``main()`` returns the numbers (``make bench`` runs a short version through ``run_all``).
 """
@@ -159,6 +162,24 @@ def run_extract(backbone: Path, video: Path, out: Path, workers: int, chunk: int
     }
 
 
+def run_ddp(backbone: Path, video: Path, out: Path, devices: int, workers: int, chunk: int) -> dict:
+    """``moviessl extract --devices N`` on CPU: wall time and the events each rank computed."""
+    import re
+
+    from moviessl.dist import fresh_launch_env
+
+    env = {**fresh_launch_env(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    exe = Path(sys.executable).with_name("moviessl")
+    cmd = [str(exe), "extract", "--backbone", str(backbone), "--videos", str(video), "--out", str(out)]
+    cmd += ["--accelerator", "cpu", "--devices", str(devices), "--num-workers", str(workers)]
+    cmd += ["--chunk-events", str(chunk)]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    ranks = {int(r): int(n) for r, n in re.findall(r"rank (\d+)/\d+: .*; (\d+) events", p.stderr)}
+    return {"devices": devices, "rc": p.returncode, "wall_s": round(wall, 2), "events_per_rank": ranks}
+
+
 # --- setup --------------------------------------------------------------------------------------
 
 
@@ -227,6 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--chunk-events", type=int, default=64)
     ap.add_argument("--no-kill-test", action="store_true")
     ap.add_argument("--workdir", default=str(ROOT / "benchmarks" / "out" / "films"))
+    ap.add_argument("--devices", default="", help="e.g. 1,2: the first cpu film on N CPU processes (DDP)")
     ap.add_argument("--child", nargs=5, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -270,6 +292,18 @@ def main(argv: list[str] | None = None) -> dict:
                     "identical": bool(np.array_equal(ref, got)),
                 }
                 print(json.dumps(res["kill_test"]), flush=True)
+            devices = [int(x) for x in args.devices.split(",") if x.strip()]
+            if devices:
+                film, _ = make_film_cached(workdir, float(args.minutes.split(",")[0]) * 60)
+                ddp, ref = [], None
+                for n in devices:
+                    r = run_ddp(bb, film, tmp / f"ddp{n}", n, args.workers, args.chunk_events)
+                    got = np.load(tmp / f"ddp{n}" / f"{film.stem}_feats.npy")
+                    ref = got if ref is None else ref
+                    r["max_abs_diff_vs_first"] = float(np.abs(got - ref).max())
+                    ddp.append(r)
+                    print(json.dumps(r), flush=True)
+                res["ddp"] = ddp
         if "paper" in presets:
             bb = make_backbone(workdir / "backbone_paper.pt", "paper")
             film, gen_s = make_film_cached(workdir, args.paper_seconds)

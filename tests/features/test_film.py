@@ -202,3 +202,22 @@ def test_a_spread_film_is_written_only_when_every_chunk_is_in(backbone, film, re
     assert left == [] and written["film"]["status"] == "ok" and written["film"]["num_events"] == 32
     np.testing.assert_array_equal(np.load(out / "film_feats.npy"), reference)
     assert not d.exists()
+
+
+def test_a_rank_that_reads_a_spread_film_otherwise_does_none_of_it(film, tmp_path):
+    """A rank whose reader finds another duration than rank 0 planned with (a read error while
+    indexing) yields one error item instead of clips; the extractor logs it and records nothing
+    (rank 0's end then finds the chunks missing and keeps the film for a rerun)."""
+    stream = ex.EventClipStream([("film", film)], INPUT, batch_events=2, chunk_events=4)
+    with VideoReader(film) as r:
+        info = stream.film_info(r, film)
+    stream.assignment = [[]]  # as shard_over_ranks leaves it: the film is not in any rank's whole videos
+    stream.spread = {0: {**info, "duration_s": info["duration_s"] - 8.0, "num_events": 28}}
+    items = list(stream)
+    assert [(b["kind"], b["shared"]) for b in items] == [("error", True)]
+    assert "this rank reads 64.000 s, rank 0 read 56.000 s" in items[0]["error"]
+    stream.spread = {0: info}  # as planned: every chunk's clips, marked shared
+    assert {(b["kind"], b["shared"]) for b in stream} == {("clips", True)}
+    module = ex.FeatureExtractor(torch.nn.Identity(), tmp_path / "out", stream, {"backbone": "b"})
+    module.predict_step(items[0])
+    assert module.counts == {"ok": 0, "bad": 0} and not list((tmp_path / "out").glob(".index*"))

@@ -198,6 +198,8 @@ def _run(args) -> int:
         if c.get("missing_events"):
             n, v = c["missing_events"], c["with_missing_events"]
             extra = f"; {n} events in damaged stretches of {v} video(s) marked missing"
+        if c.get("unfinished"):
+            extra += f"; {c['unfinished']} film(s) unfinished (a rank could not read its part): rerun to finish"
         rate = f", {t['events'] / t['wall_s']:.1f} events/s" if t.get("events") and t.get("wall_s") else ""
         print(f"{args.out}: {c['ok']} videos ok, {c['bad']} bad (listed in index.json){extra}{rate}")
     return 0

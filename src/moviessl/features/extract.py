@@ -306,6 +306,13 @@ class EventClipStream(VideoStream):
             yield r
             return
         with r:
+            here = self.film_info(r, path)
+            if here["num_events"] != info["num_events"] or abs(here["duration_s"] - info["duration_s"]) > 1e-6:
+                # its reader here lost part of the film (a read error while indexing): its clips would
+                # repeat the last frame it has, unmarked; left to a rerun instead
+                err = f"{path}: this rank reads {here['duration_s']:.3f} s, rank 0 read {info['duration_s']:.3f} s"
+                yield {"id": vid, "kind": "error", "error": err, "info": {"source": str(path)}, "shared": True}
+                return
             yield from self._batches(r, vid, info, chunks, mine[sub::nsub], mine, shared=True)
 
     def _batches(self, r, vid, info, chunks, ks, mine, shared: bool) -> Iterator[dict]:
@@ -617,21 +624,24 @@ class FeatureExtractor(pl.LightningModule):
         """Rank 0, before any rank writes: the films to split by chunk over every rank
         (:func:`spread_over_ranks`), each opened here once so that every rank splits the same
         events; its ``plan.json`` (``"spread": true``) tells :meth:`finish_spread` to write it. One
-        that does not open is left whole (the rank that gets it lists it bad, as any video)."""
+        that does not open, or whose plan cannot be written, is left whole (the rank that gets it
+        lists it bad, as any video): an exception here would leave the other ranks waiting in the
+        next broadcast until the process group's timeout."""
         s, plan = self.stream, {}
         for i in spread_over_ranks(costs, s.world):
             vid, path = s.videos[i]
             try:
                 with VideoReader(path) as r:
                     info = s.film_info(r, path)
-            except Exception:
+                n, d = info["num_events"], partial_dir(self.out_dir, vid)
+                if (s.done.get(vid) or {}).get("num_events", n) != n:  # another number of events now: afresh
+                    shutil.rmtree(d, ignore_errors=True)
+                    s.done.pop(vid)
+                meta = {**self.stream_plan(), **_source_stamp(Path(path)), "num_events": n, "info": info}
+                atomic_write_json(d / "plan.json", {**meta, "spread": True})
+            except Exception as e:
+                log.info("%s: not split over the ranks (%s: %s); one rank takes it whole", vid, type(e).__name__, e)
                 continue
-            n, d = info["num_events"], partial_dir(self.out_dir, vid)
-            if (s.done.get(vid) or {}).get("num_events", n) != n:  # another number of events now: afresh
-                shutil.rmtree(d, ignore_errors=True)
-                s.done.pop(vid)
-            meta = {**self.stream_plan(), **_source_stamp(Path(path)), "num_events": n, "info": info, "spread": True}
-            atomic_write_json(d / "plan.json", meta)
             plan[i] = info
         return plan
 
@@ -678,8 +688,9 @@ class FeatureExtractor(pl.LightningModule):
         precision the TxE ran in during ``predict``. Returns (the entries written, which win over any
         other journal's line for these films; the films still unfinished: a rank could not read
         its chunks, which it logged; their partial results are kept for a rerun)."""
-        films = []
-        for vid in ids:
+        root, films = self.out_dir / PARTIAL_DIR, []
+        have = {d.name for d in root.iterdir()} if root.is_dir() else set()  # one listing, not a stat per id
+        for vid in (v for v in ids if v in have):
             try:
                 plan = json.loads((partial_dir(self.out_dir, vid) / "plan.json").read_text())
             except (OSError, ValueError):
@@ -1051,6 +1062,8 @@ def extract(
     if with_missing:
         counts["with_missing_events"] = len(with_missing)
         counts["missing_events"] = sum(int(e["missing_events"]) for e in with_missing)
+    if unfinished:  # spread films a rank could not read its part of: in no entry yet, kept for a rerun
+        counts["unfinished"] = len(unfinished)
     index = {**header, "counts": counts, "videos": entries}
     merge_journals(out, index)
     for pattern in TEMP_GLOBS:  # every rank is done: a temp file left here is from a killed earlier run
