@@ -225,6 +225,23 @@ def test_balanced_shards_split_by_size():
     assert [sum(costs[i] for i in s) for s in ex.balanced_shards(costs, 3)] == [7, 5, 5]
 
 
+def test_the_latest_journal_line_wins_whatever_rank_wrote_it(tmp_path):
+    """A killed earlier run left rank 1's "bad" for x; this run's rank 0 wrote "ok" later. Merged by
+    journal name, rank 1's stale line would win (and rank10 sorts before rank2); by time it does not."""
+    (tmp_path / "index.json").write_text(json.dumps({"videos": {"x": {"status": "bad"}, "y": {"status": "ok"}}}))
+    lines = {
+        0: [ex.journal_line("x", {"status": "ok"})],
+        1: ['{"id": "x", "t": 1.0, "status": "bad"}', '{"id": "z", "status": "bad"}', '{"id": "w", "t": "x"}'],
+        2: ['{"id": "z", "status": "ok"}', '{"id": "q", "t": 5.0, "status": "ok"}', '{"id": "tor'],
+        10: ['{"id": "q", "t": 9.0, "status": "bad"}'],
+    }
+    for r, ls in lines.items():
+        (tmp_path / f".index.rank{r}.jsonl").write_text("\n".join(ls) + "\n")
+    got = ex.read_entries(tmp_path)
+    assert got == {"x": {"status": "ok"}, "y": {"status": "ok"}, "z": {"status": "ok"}, "q": {"status": "bad"}}
+    assert json.loads(ex.journal_line("v", {"status": "ok"}))["t"] > 1.7e9  # seconds since the epoch
+
+
 def test_spread_over_ranks_sets_apart_films_too_large_for_one_rank():
     assert ex.spread_over_ranks([1, 10, 1], 2) == [1]  # 10 of 12: one rank would do it all
     # then 4 of the 5 left, then the last one (a one-chunk video still lands whole on one rank)

@@ -730,7 +730,7 @@ class FeatureExtractor(pl.LightningModule):
     def _record(self, vid: str, entry: dict) -> None:
         # A killed job may leave a torn last line: starting each record on a fresh line keeps the
         # next one intact (blank and torn lines are skipped on reading).
-        append_line(self.journal(), json.dumps({"id": vid, **entry}))
+        append_line(self.journal(), journal_line(vid, entry))
         self.counts[entry["status"]] += 1
         if self._bar is not None:
             self._bar.set_postfix_str(self._videos_done())
@@ -884,19 +884,30 @@ class FeatureExtractor(pl.LightningModule):
         return entry
 
 
+def journal_line(vid: str, entry: dict) -> str:
+    """A journal's line for one video: its entry and when it was written (``t``, seconds since the
+    epoch), so the latest line of any rank's journal wins (:func:`read_entries`)."""
+    return json.dumps({"id": vid, "t": round(time.time(), 6), **entry})
+
+
 def read_entries(out_dir: Path) -> dict[str, dict]:
-    """index.json entries updated by any journals left by this or an interrupted run."""
+    """index.json entries updated by any journals left by this or an interrupted run: for each
+    video its latest line by ``t`` across all ranks' journals (a killed earlier run's line in one
+    rank's journal must not outweigh this run's in another's, whatever the files' names sort as);
+    lines without ``t`` (older versions) count as the oldest, in journal-name order."""
     index = read_index(out_dir) or {"videos": {}}
-    entries = dict(index["videos"])
+    entries, when = dict(index["videos"]), {}
     for j in sorted(out_dir.glob(JOURNAL_GLOB)):
         for line in j.read_text().splitlines():
             if not line.strip():
                 continue
             try:
                 e = json.loads(line)
-            except ValueError:
+                vid, t = e.pop("id"), float(e.pop("t", 0.0))
+            except (ValueError, TypeError, KeyError, AttributeError):
                 continue  # torn last line of a killed job: that video is simply redone
-            entries[e.pop("id")] = e
+            if t >= when.get(vid, -math.inf):
+                entries[vid], when[vid] = e, t
     return entries
 
 

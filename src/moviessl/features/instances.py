@@ -28,7 +28,6 @@ instance metadata with the same interface.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -60,6 +59,7 @@ from .extract import (
     VideoStream,
     check_ddp_timeout,
     find_videos,
+    journal_line,
     merge_journals,
     predict_trainer,
     read_entries,
@@ -197,7 +197,7 @@ class InstanceExtractor(pl.LightningModule):
             self._bar = None
 
     def _record(self, vid: str, entry: dict) -> None:
-        append_line(self.out_dir / f".index.rank{self.global_rank}.jsonl", json.dumps({"id": vid, **entry}))
+        append_line(self.out_dir / f".index.rank{self.global_rank}.jsonl", journal_line(vid, entry))
         self.counts[entry["status"]] += 1
         if self._bar is not None:
             self._bar.update(1)
