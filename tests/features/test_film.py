@@ -221,3 +221,16 @@ def test_a_rank_that_reads_a_spread_film_otherwise_does_none_of_it(film, tmp_pat
     module = ex.FeatureExtractor(torch.nn.Identity(), tmp_path / "out", stream, {"backbone": "b"})
     module.predict_step(items[0])
     assert module.counts == {"ok": 0, "bad": 0} and not list((tmp_path / "out").glob(".index*"))
+
+
+def test_an_unfinished_spread_film_keeps_its_partial_results_and_is_counted(backbone, film, tmp_path, monkeypatch):
+    """The end of extract(): a spread film rank 0 could not finish (a chunk missing) keeps its
+    partial folder for a rerun and is counted ``unfinished``; every other partial folder goes."""
+    out = tmp_path / "feats"
+    for vid in ("kept", "stale"):
+        (out / ".partial" / vid).mkdir(parents=True)
+        (out / ".partial" / vid / "c000000.npz").write_bytes(b"x")
+    monkeypatch.setattr(ex.FeatureExtractor, "finish_spread", lambda self, ids: ({}, ["kept"]))
+    s = ex.extract(backbone, film, out, num_workers=0, accelerator="cpu", batch_events=2, chunk_events=16)
+    assert s["counts"] == {"ok": 1, "bad": 0, "unfinished": 1}
+    assert [p.name for p in (out / ".partial").iterdir()] == ["kept"]
