@@ -234,3 +234,30 @@ def test_an_unfinished_spread_film_keeps_its_partial_results_and_is_counted(back
     s = ex.extract(backbone, film, out, num_workers=0, accelerator="cpu", batch_events=2, chunk_events=16)
     assert s["counts"] == {"ok": 1, "bad": 0, "unfinished": 1}
     assert [p.name for p in (out / ".partial").iterdir()] == ["kept"]
+
+
+def test_ctx_added_later_equals_ctx_made_with_the_features(backbone, film, tmp_path):
+    """``--contextualizer`` on a folder extracted without one fills in the ctx files outside
+    ``predict``: they must be what ``predict`` would have made, in the same precision (the TxE ran
+    in fp32 on the CPU there, under bf16 autocast in ``predict``)."""
+    from moviessl.models import build_txe
+
+    torch.manual_seed(0)
+    kw = dict(preset="txe_cpu", in_dim=16, dim=32, heads=2, mlp_dim=64)
+    txe = tmp_path / "txe.pt"
+    save_checkpoint(
+        txe,
+        stage="context",
+        arch=arch_spec("moviessl.models.txe:build_txe", **kw),
+        state_dict=build_txe(**kw).state_dict(),
+        meta={"window": 5, "token_stride_s": 2.0, "in_dim": 16},
+    )
+    run = dict(num_workers=0, accelerator="cpu", batch_events=2, chunk_events=16, precision="bf16-mixed")
+    ex.extract(backbone, film, tmp_path / "a", contextualizer=txe, **run)
+    ex.extract(backbone, film, tmp_path / "b", **run)
+    assert not (tmp_path / "b" / "film_ctx.npy").exists()
+    ex.extract(backbone, film, tmp_path / "b", contextualizer=txe, **run)  # nothing to extract: ctx only
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "b" / "film_feats.npy"), np.load(tmp_path / "a" / "film_feats.npy")
+    )
+    np.testing.assert_array_equal(np.load(tmp_path / "b" / "film_ctx.npy"), np.load(tmp_path / "a" / "film_ctx.npy"))

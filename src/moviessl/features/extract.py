@@ -398,6 +398,27 @@ def contextualize(
     return out
 
 
+@contextlib.contextmanager
+def txe_as_in_predict(txe: torch.nn.Module, trainer: pl.Trainer | None, accelerator: str, precision: str):
+    """Run the TxE outside ``predict`` (films rank 0 writes after the barrier, ctx files added to
+    features of an earlier run) on the device and in the precision ``predict`` runs it with: the
+    trainer's root device and precision context where this process has a trainer (Lightning's
+    teardown moved the module to the CPU), else this process's GPU where there is one
+    (:func:`moviessl.dist.local_device`) and autocast for a ``*-mixed`` precision."""
+    from ..dist import local_device
+
+    if trainer is not None:
+        txe.to(trainer.strategy.root_device)
+        step = trainer.precision_plugin.predict_step_context()
+    else:
+        dev = torch.device(local_device(accelerator))
+        txe.to(dev)
+        half = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(precision))
+        step = torch.autocast(dev.type, dtype=half) if half is not None else contextlib.nullcontext()
+    with step:
+        yield
+
+
 def load_contextualizer(path: str | os.PathLike, in_dim: int, feature_stride_s: float, source: str = "the backbone"):
     """(TxE in eval mode, window, step in events) from a ``context`` checkpoint; ``source`` names
     where the ``in_dim``-d features come from in the error for a width that does not fit."""
@@ -681,11 +702,14 @@ class FeatureExtractor(pl.LightningModule):
                 self.timing["events"],
             )
 
-    def finish_spread(self, ids: Sequence[str]) -> tuple[dict[str, dict], list[str]]:
+    def finish_spread(
+        self, ids: Sequence[str], accelerator: str = "auto", precision: str = "32-true"
+    ) -> tuple[dict[str, dict], list[str]]:
         """Rank 0 (the main process under every launcher), every rank done: write each film of
         ``ids`` that this run spread over the ranks (its ``plan.json`` says so: a spawned rank 0's
-        plan never reaches this process) from its chunks on disk, on the device and in the
-        precision the TxE ran in during ``predict``. Returns (the entries written, which win over any
+        plan never reaches this process) from its chunks on disk, the TxE as in ``predict``
+        (:func:`txe_as_in_predict`: ``accelerator`` and ``precision`` where this process has no
+        trainer). Returns (the entries written, which win over any
         other journal's line for these films; the films still unfinished: a rank could not read
         its chunks, which it logged; their partial results are kept for a rerun)."""
         root, films = self.out_dir / PARTIAL_DIR, []
@@ -702,11 +726,11 @@ class FeatureExtractor(pl.LightningModule):
         if not films:
             return written, left
         log.info("writing %d video(s) whose chunks every rank shared", len(films))
-        trainer = self._trainer
-        if self.txe is not None and trainer is not None:
-            self.txe.to(trainer.strategy.root_device)  # Lightning's teardown moved it to the CPU
-        step = trainer.precision_plugin.predict_step_context() if trainer is not None else contextlib.nullcontext()
-        with step:
+        with (
+            txe_as_in_predict(self.txe, self._trainer, accelerator, precision)
+            if self.txe is not None
+            else contextlib.nullcontext()
+        ):
             for vid, plan in films:
                 chunks = chunk_layout(int(plan["num_events"]), self.stream.chunk_events)
                 short = [k for k, (a, b) in enumerate(chunks) if _chunk_rows(self.out_dir, vid, k) != b - a]
@@ -1047,16 +1071,17 @@ def extract(
         trainer.strategy.barrier()
         if not trainer.is_global_zero:
             return {}
-        spread_entries, unfinished = module.finish_spread([v for v, _ in todo])
+        spread_entries, unfinished = module.finish_spread([v for v, _ in todo], accelerator, precision)
     elif rank_zero_only.rank != 0:  # nothing to do under torchrun / srun: rank 0 alone rewrites the index
         return {}
     else:
         timing = {"decode_s": 0.0, "preprocess_s": 0.0, "backbone_s": 0.0, "events": 0, "chunks_written": 0}
-        spread_entries, unfinished = {}, []
+        spread_entries, unfinished, trainer = {}, [], None
     entries = {**read_entries(out), **spread_entries}
     if txe is not None:  # features done by an earlier run without (or with another) contextualizer
         redo = old is not None and (old.get("contextualizer") or {}).get("hash") != ctx_info["hash"]
-        _fill_ctx(out, entries, txe, window, step, dtype, redo_all=redo)
+        with txe_as_in_predict(txe, trainer, accelerator, precision):
+            _fill_ctx(out, entries, txe, window, step, dtype, redo_all=redo)
     elif old is not None and old.get("contextualizer"):
         header["contextualizer"] = old["contextualizer"]  # keep describing the ctx files already there
     entries = {v: entries[v] for v in sorted(entries)}
@@ -1130,5 +1155,5 @@ def _fill_ctx(out: Path, entries: dict, txe, window: int, step: int, dtype: str,
         missing = np.zeros(len(feats), bool)
         for a, b in e.get("missing") or []:
             missing[a:b] = True
-        ctx = contextualize(txe, feats, window, step, missing=missing if missing.any() else None)
+        ctx = contextualize(txe, feats, window, step, missing=missing if missing.any() else None).float()
         atomic_save_npy(out / f"{vid}{CTX_SUFFIX}", ctx.cpu().numpy().astype(dtype))
