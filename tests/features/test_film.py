@@ -230,7 +230,7 @@ def test_an_unfinished_spread_film_keeps_its_partial_results_and_is_counted(back
     for vid in ("kept", "stale"):
         (out / ".partial" / vid).mkdir(parents=True)
         (out / ".partial" / vid / "c000000.npz").write_bytes(b"x")
-    monkeypatch.setattr(ex.FeatureExtractor, "finish_spread", lambda self, ids: ({}, ["kept"]))
+    monkeypatch.setattr(ex.FeatureExtractor, "finish_spread", lambda self, ids, *how: ({}, ["kept"]))
     s = ex.extract(backbone, film, out, num_workers=0, accelerator="cpu", batch_events=2, chunk_events=16)
     assert s["counts"] == {"ok": 1, "bad": 0, "unfinished": 1}
     assert [p.name for p in (out / ".partial").iterdir()] == ["kept"]
