@@ -236,7 +236,8 @@ def test_an_unfinished_spread_film_keeps_its_partial_results_and_is_counted(back
     assert [p.name for p in (out / ".partial").iterdir()] == ["kept"]
 
 
-def test_ctx_added_later_equals_ctx_made_with_the_features(backbone, film, tmp_path):
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])  # 16-mixed: bf16 on a CPU, as Lightning makes it
+def test_ctx_added_later_equals_ctx_made_with_the_features(backbone, film, tmp_path, precision):
     """``--contextualizer`` on a folder extracted without one fills in the ctx files outside
     ``predict``: they must be what ``predict`` would have made, in the same precision (the TxE ran
     in fp32 on the CPU there, under bf16 autocast in ``predict``)."""
@@ -252,7 +253,7 @@ def test_ctx_added_later_equals_ctx_made_with_the_features(backbone, film, tmp_p
         state_dict=build_txe(**kw).state_dict(),
         meta={"window": 5, "token_stride_s": 2.0, "in_dim": 16},
     )
-    run = dict(num_workers=0, accelerator="cpu", batch_events=2, chunk_events=16, precision="bf16-mixed")
+    run = dict(num_workers=0, accelerator="cpu", batch_events=2, chunk_events=16, precision=precision)
     ex.extract(backbone, film, tmp_path / "a", contextualizer=txe, **run)
     ex.extract(backbone, film, tmp_path / "b", **run)
     assert not (tmp_path / "b" / "film_ctx.npy").exists()

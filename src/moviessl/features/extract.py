@@ -404,7 +404,8 @@ def txe_as_in_predict(txe: torch.nn.Module, trainer: pl.Trainer | None, accelera
     features of an earlier run) on the device and in the precision ``predict`` runs it with: the
     trainer's root device and precision context where this process has a trainer (Lightning's
     teardown moved the module to the CPU), else this process's GPU where there is one
-    (:func:`moviessl.dist.local_device`) and autocast for a ``*-mixed`` precision."""
+    (:func:`moviessl.dist.local_device`) and autocast for a mixed precision (Lightning's names and
+    aliases; ``16-mixed`` on a CPU is bf16, as Lightning makes it)."""
     from ..dist import local_device
 
     if trainer is not None:
@@ -413,8 +414,10 @@ def txe_as_in_predict(txe: torch.nn.Module, trainer: pl.Trainer | None, accelera
     else:
         dev = torch.device(local_device(accelerator))
         txe.to(dev)
-        half = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(precision))
-        step = torch.autocast(dev.type, dtype=half) if half is not None else contextlib.nullcontext()
+        mixed = {"16": "16-mixed", "16-mixed": "16-mixed", "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed"}
+        p = mixed.get(str(precision))
+        half = torch.float16 if p == "16-mixed" and dev.type != "cpu" else torch.bfloat16 if p else None
+        step = contextlib.nullcontext() if half is None else torch.autocast(dev.type, dtype=half, cache_enabled=False)
     with step:
         yield
 
@@ -1080,8 +1083,7 @@ def extract(
     entries = {**read_entries(out), **spread_entries}
     if txe is not None:  # features done by an earlier run without (or with another) contextualizer
         redo = old is not None and (old.get("contextualizer") or {}).get("hash") != ctx_info["hash"]
-        with txe_as_in_predict(txe, trainer, accelerator, precision):
-            _fill_ctx(out, entries, txe, window, step, dtype, redo_all=redo)
+        _fill_ctx(out, entries, txe, window, step, dtype, redo_all=redo, how=(trainer, accelerator, precision))
     elif old is not None and old.get("contextualizer"):
         header["contextualizer"] = old["contextualizer"]  # keep describing the ctx files already there
     entries = {v: entries[v] for v in sorted(entries)}
@@ -1147,13 +1149,28 @@ def vidsitu_splits(videos: Path) -> dict[str, str]:
         return {}
 
 
-def _fill_ctx(out: Path, entries: dict, txe, window: int, step: int, dtype: str, redo_all: bool = False) -> None:
-    for vid, e in entries.items():
-        if e.get("status") != "ok" or (not redo_all and (out / f"{vid}{CTX_SUFFIX}").is_file()):
-            continue
-        feats = np.load(out / f"{vid}{FEATS_SUFFIX}", mmap_mode="r")
-        missing = np.zeros(len(feats), bool)
-        for a, b in e.get("missing") or []:
-            missing[a:b] = True
-        ctx = contextualize(txe, feats, window, step, missing=missing if missing.any() else None).float()
-        atomic_save_npy(out / f"{vid}{CTX_SUFFIX}", ctx.cpu().numpy().astype(dtype))
+def _fill_ctx(
+    out: Path, entries: dict, txe, window: int, step: int, dtype: str, redo_all: bool = False, how: tuple = ()
+) -> None:
+    """``{id}_ctx.npy`` of every good video that lacks one (all with ``redo_all``), the TxE as in
+    predict (``how``: :func:`txe_as_in_predict`'s trainer, accelerator, precision); no device is
+    touched when there is nothing to fill."""
+    todo = [
+        (vid, e)
+        for vid, e in entries.items()
+        if e.get("status") == "ok" and (redo_all or not (out / f"{vid}{CTX_SUFFIX}").is_file())
+    ]
+    if not todo:
+        return
+    with txe_as_in_predict(txe, *how) if how else contextlib.nullcontext():
+        for vid, e in todo:
+            _fill_one_ctx(out, vid, e, txe, window, step, dtype)
+
+
+def _fill_one_ctx(out: Path, vid: str, e: dict, txe, window: int, step: int, dtype: str) -> None:
+    feats = np.load(out / f"{vid}{FEATS_SUFFIX}", mmap_mode="r")
+    missing = np.zeros(len(feats), bool)
+    for a, b in e.get("missing") or []:
+        missing[a:b] = True
+    ctx = contextualize(txe, feats, window, step, missing=missing if missing.any() else None).float()
+    atomic_save_npy(out / f"{vid}{CTX_SUFFIX}", ctx.cpu().numpy().astype(dtype))
