@@ -272,7 +272,12 @@ class EventClipStream(VideoStream):
             # every worker reports (the extractor keeps the first): a film split over workers cannot
             # be finished if any of them cannot open it
             msg = str(e) if isinstance(e, BadInputError) else f"{path}: {type(e).__name__}: {' '.join(str(e).split())}"
-            return {"id": vid, "kind": "error", "error": msg, "info": {"source": str(path)}, "shared": shared}
+            return self._error(vid, path, msg, shared)
+
+    @staticmethod
+    def _error(vid: str, path: Path, msg: str, shared: bool) -> dict:
+        """The item of a video this worker cannot read (``shared``: a spread film's part)."""
+        return {"id": vid, "kind": "error", "error": msg, "info": {"source": str(path)}, "shared": shared}
 
     def _todo(self, vid: str, num_events: int) -> tuple[list[tuple[int, int]], list[int]]:
         """(the film's chunks, those still to do)."""
@@ -311,7 +316,7 @@ class EventClipStream(VideoStream):
                 # its reader here lost part of the film (a read error while indexing): its clips would
                 # repeat the last frame it has, unmarked; left to a rerun instead
                 err = f"{path}: this rank reads {here['duration_s']:.3f} s, rank 0 read {info['duration_s']:.3f} s"
-                yield {"id": vid, "kind": "error", "error": err, "info": {"source": str(path)}, "shared": True}
+                yield self._error(vid, path, err, shared=True)
                 return
             yield from self._batches(r, vid, info, chunks, mine[sub::nsub], mine, shared=True)
 
