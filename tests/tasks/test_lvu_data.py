@@ -1,7 +1,10 @@
 """What the Object Transformer reads per LVU video: scene features read on demand."""
 
+import os
+
 import numpy as np
 import pytest
+import torch
 
 import moviessl.features.instances as ins
 from moviessl.context.ot_spans import SpanVideo, event_seconds, input_stats, span_tails, span_tokens
@@ -74,3 +77,100 @@ def test_a_bad_scene_file_is_one_line_when_the_folder_is_opened(tmp_path, small_
     np.save(tmp_path / "ev" / "m1_feats.npy", bad)
     with pytest.raises(BadInputError, match=r"^\S*m1_feats.npy: 1 non-finite value"):
         scene_arrays(tmp_path / "ev", "feats")
+
+
+def _txe_checkpoint(path, in_dim=8):
+    from moviessl.checkpoint import arch_spec, save_checkpoint
+    from moviessl.models.txe import build_txe
+
+    kw = dict(in_dim=in_dim, dim=16, heads=2, mlp_dim=16, depth=1)
+    torch.manual_seed(0)
+    txe = build_txe("txe_cpu", **kw)
+    arch = arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", **kw)
+    save_checkpoint(path, stage="context", arch=arch, state_dict=txe.state_dict(), meta={"window": 5, "in_dim": in_dim})
+    return txe.eval()
+
+
+def test_contextualised_scene_is_cached_on_disk_once_and_read_on_demand(tmp_path, small_cache, monkeypatch):
+    """``finetune lvu --contextualizer``: the TxE's outputs equal ``contextualize`` on each film (a
+    damaged stretch as padding, as ``extract --contextualizer`` makes them) and the in-RAM path's;
+    they are written once under the cache folder (a second task, or rank, reads them) and made again
+    only for a film whose features were re-extracted."""
+    import json
+
+    import moviessl.tasks.lvu.data as data
+    from moviessl.features.extract import contextualize
+
+    arrays = _folder(tmp_path / "ev", {"m0": 9, "m1": 14, "m2": 3})
+    videos = {v: {"status": "ok", "num_events": len(a)} for v, a in arrays.items()}
+    videos["m1"]["missing"] = [[4, 7]]
+    (tmp_path / "ev" / "index.json").write_text(json.dumps({"videos": videos, "dim": 8, "stride_s": 2.0}))
+    txe = _txe_checkpoint(tmp_path / "txe.pt")
+    made = []
+    save = data.save_ctx
+    monkeypatch.setattr(data, "save_ctx", lambda path, *a, **k: (made.append(path.name), save(path, *a, **k)))
+
+    scene, stride, desc = scene_arrays(tmp_path / "ev", "feats", tmp_path / "txe.pt", cache_dir=tmp_path / "runs")
+    assert stride == 2.0 and "+txe:" in desc and sorted(made) == ["m0_ctx.npy", "m1_ctx.npy", "m2_ctx.npy"]
+    assert all(isinstance(a, ins.LazyFeatures) for a in scene.values())
+    (folder,) = (tmp_path / "runs" / "scene_ctx").iterdir()
+    assert sorted(p.name for p in folder.iterdir()) == ["m0_ctx.npy", "m1_ctx.npy", "m2_ctx.npy"]
+    ram, _, desc_ram = scene_arrays(tmp_path / "ev", "feats", tmp_path / "txe.pt")
+    assert desc_ram == desc  # where they are kept is not what they are: runs are reused
+    gap = np.zeros(14, bool)
+    gap[4:7] = True
+    with torch.no_grad():
+        for vid, a in arrays.items():
+            want = contextualize(txe, torch.from_numpy(a), 5, 1, gap if vid == "m1" else None).numpy()
+            np.testing.assert_array_equal(np.asarray(scene[vid]), want)
+            np.testing.assert_array_equal(ram[vid], want)
+        assert not np.allclose(want := contextualize(txe, torch.from_numpy(arrays["m1"])).numpy(), scene["m1"][:])
+
+    made.clear()
+    again, _, _ = scene_arrays(
+        tmp_path / "ev", "feats", tmp_path / "txe.pt", ids=["m0", "m1"], cache_dir=tmp_path / "runs"
+    )
+    assert made == [] and sorted(again) == ["m0", "m1"]
+    new = arrays["m0"][::-1].copy()
+    os.utime(tmp_path / "ev" / "m0_feats.npy", ns=(1, 1))  # an older file than the cache's, re-extracted
+    np.save(tmp_path / "ev" / "m0_feats.npy", new)
+    again, _, _ = scene_arrays(tmp_path / "ev", "feats", tmp_path / "txe.pt", cache_dir=tmp_path / "runs")
+    assert made == ["m0_ctx.npy"]
+    with torch.no_grad():
+        np.testing.assert_array_equal(np.asarray(again["m0"]), contextualize(txe, torch.from_numpy(new)).numpy())
+
+
+def test_contextualised_scene_ranks_start_at_their_own_share(tmp_path, small_cache, monkeypatch):
+    """Under torchrun each rank starts at its share of the films and skips what another rank wrote
+    meanwhile; a film both ranks write (the last one each reaches) gives the same outputs, and the
+    second write does not look like a rewrite to a rank that read the first."""
+    import moviessl.tasks.lvu.data as data
+
+    _folder(tmp_path / "ev", {f"m{i}": 6 for i in range(4)})
+    _txe_checkpoint(tmp_path / "txe.pt")
+    made = []
+    save = data.save_ctx
+    monkeypatch.setattr(data, "save_ctx", lambda path, *a, **k: (made.append(path.name[:2]), save(path, *a, **k)))
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    first, _, _ = scene_arrays(tmp_path / "ev", "feats", tmp_path / "txe.pt", cache_dir=tmp_path / "runs")
+    assert made == ["m2", "m3", "m0", "m1"]
+    (folder,) = (tmp_path / "runs" / "scene_ctx").iterdir()
+    before = np.asarray(first["m3"]).copy()
+    mtime = (tmp_path / "ev" / "m3_feats.npy").stat().st_mtime_ns
+    data.save_ctx(folder / "m3_ctx.npy", *_rewrite_args(tmp_path), mtime_ns=mtime)  # rank 0, late
+    ins._feature_cache.clear()
+    np.testing.assert_array_equal(np.asarray(first["m3"]), before)
+    # a cache file whose source changed under a running job is a one-line error, as any feature file
+    np.save(tmp_path / "ev" / "m3_feats.npy", np.zeros((6, 8), np.float32))
+    ins._feature_cache.clear()
+    with pytest.raises(BadInputError, match=r"^\S*m3_ctx.npy: rewritten since this job first read it"):
+        first["m3"][0]
+
+
+def _rewrite_args(tmp_path):
+    from moviessl.features.extract import load_contextualizer
+    from moviessl.features.store import FeatureStore
+
+    txe, window, step = load_contextualizer(tmp_path / "txe.pt", 8, 2.0)
+    return txe, FeatureStore(tmp_path / "ev", None).load("m3", mmap=True), window, step

@@ -78,6 +78,17 @@ def lvu_setup(tmp_path_factory):
     return tmp, lvu, teacher
 
 
+def _txe_checkpoint(path):
+    """A stage-"context" TxE over the 16-d events of ``lvu_setup``'s backbone."""
+    from moviessl.models.txe import build_txe
+
+    kw = dict(in_dim=16, dim=32, heads=2, mlp_dim=32, depth=1)
+    arch = arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", **kw)
+    meta = {"window": 5, "token_stride_s": 2.0, "in_dim": 16}
+    save_checkpoint(path, stage="context", arch=arch, state_dict=build_txe("txe_cpu", **kw).state_dict(), meta=meta)
+    return path
+
+
 def test_instances_pretraining_and_all_nine_tasks(lvu_setup, capsys):
     tmp, lvu, teacher = lvu_setup
     index = json.loads((tmp / "inst" / "index.json").read_text())
@@ -93,10 +104,14 @@ def test_instances_pretraining_and_all_nine_tasks(lvu_setup, capsys):
     out = tmp / "ft"
     argv = [
         "finetune", "lvu", "--task", "all", "--data-root", str(lvu), "--instances", str(tmp / "inst"),
-        "--scene-features", str(tmp / "events"), "--init", str(pt / "model.pt"), "--seeds", "1", "--out", str(out),
-        "train.epochs=2", *FAST,
+        "--scene-features", str(tmp / "events"), "--contextualizer", str(_txe_checkpoint(tmp / "txe.pt")),
+        "--init", str(pt / "model.pt"), "--seeds", "1", "--out", str(out), "train.epochs=2", *FAST,
     ]  # fmt: skip
     assert main(argv) == 0
+    # the TxE ran once for the nine tasks: its outputs are cached in the top folder, read by each task
+    (cache,) = (out / "scene_ctx").iterdir()
+    assert sorted(p.name for p in cache.iterdir()) == sorted(f"{v}_ctx.npy" for v in index["videos"])
+    assert not list(out.glob("*/scene_ctx"))
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert sorted(printed) == sorted(LVU_TASKS)
     whole = json.loads((out / "summary.json").read_text())["tasks"]
@@ -105,7 +120,7 @@ def test_instances_pretraining_and_all_nine_tasks(lvu_setup, capsys):
     for task in LVU_TASKS:
         d = out / task / "seed0"
         rec = json.loads((d / "metrics.json").read_text())
-        assert rec["init"].startswith("ot:") and rec["train_videos"] == "1/1"
+        assert rec["init"].startswith("ot:") and rec["train_videos"] == "1/1" and "+txe:" in rec["inputs"]
         for split in ("val", "test"):
             preds = json.loads((d / f"predictions_{split}.json").read_text())
             assert len(preds) == 1 and all(len(spans) >= 1 for spans in preds.values())
@@ -310,21 +325,10 @@ def test_bad_feature_files_exit_2_with_one_line(lvu_setup, tmp_path, capsys):
 
 
 def test_table5_analogue_end_to_end(lvu_setup, tmp_path):
-    from moviessl.models.txe import build_txe
     from moviessl.tasks.lvu.table import run_lvu_table, setting_name
 
     tmp, lvu, teacher = lvu_setup
-    txe = build_txe("txe_cpu", in_dim=16, dim=32, heads=2, mlp_dim=32, depth=1)
-    ctx = tmp_path / "txe.pt"
-    save_checkpoint(
-        ctx,
-        stage="context",
-        arch=arch_spec(
-            "moviessl.models.txe:build_txe", preset="txe_cpu", in_dim=16, dim=32, heads=2, mlp_dim=32, depth=1
-        ),
-        state_dict=txe.state_dict(),
-        meta={"window": 5, "token_stride_s": 2.0, "in_dim": 16},
-    )
+    ctx = _txe_checkpoint(tmp_path / "txe.pt")
     bb = tmp / "backbone.pt"
     rows = [("ot", "none"), ("none", "sup"), ("none", "ours"), ("ot", "ours")]
     res = run_lvu_table(

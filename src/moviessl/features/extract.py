@@ -1177,5 +1177,21 @@ def _fill_one_ctx(out: Path, vid: str, e: dict, txe, window: int, step: int, dty
     missing = np.zeros(len(feats), bool)
     for a, b in e.get("missing") or []:
         missing[a:b] = True
-    ctx = contextualize(txe, feats, window, step, missing=missing if missing.any() else None).float()
-    atomic_save_npy(out / f"{vid}{CTX_SUFFIX}", ctx.cpu().numpy().astype(dtype))
+    save_ctx(out / f"{vid}{CTX_SUFFIX}", txe, feats, window, step, missing, dtype)
+
+
+def save_ctx(
+    path: Path,
+    txe,
+    feats,
+    window: int,
+    step: int,
+    missing: np.ndarray | None = None,
+    dtype: str = "float32",
+    mtime_ns: int | None = None,
+) -> None:
+    """:func:`contextualize` one video's ``(L, D)`` features (``missing`` events as padding) and write
+    the outputs atomically to ``path`` (``mtime_ns``: see :func:`moviessl.utils.io.atomic_write`)."""
+    missing = missing if missing is not None and missing.any() else None
+    ctx = contextualize(txe, feats, window, step, missing=missing).float()
+    atomic_save_npy(path, ctx.cpu().numpy().astype(dtype), mtime_ns)

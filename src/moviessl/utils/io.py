@@ -30,8 +30,11 @@ def _open_fd(fd: int, mode: str, path: Path):
     return os.fdopen(fd, mode)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
-    """Call ``write(f)`` on a temporary file next to ``path`` and rename it into place.
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[io.BufferedWriter], None], mtime_ns: int | None = None
+) -> Path:
+    """Call ``write(f)`` on a temporary file next to ``path`` and rename it into place (``mtime_ns``:
+    the file's modification time, set before it appears, for caches that name their source by it).
 
     Any failure (a full disk included) removes the temporary file and leaves ``path`` as it was."""
     path = Path(path)
@@ -43,6 +46,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _FILE_MODE)
+        if mtime_ns is not None:
+            os.utime(tmp, ns=(mtime_ns, mtime_ns))
         os.replace(tmp, path)
     except BaseException as e:
         try:
@@ -80,8 +85,8 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2)
     return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
-def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
-    return atomic_write(path, lambda f: np.save(f, np.asarray(array), allow_pickle=False))
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray, mtime_ns: int | None = None) -> Path:
+    return atomic_write(path, lambda f: np.save(f, np.asarray(array), allow_pickle=False), mtime_ns)
 
 
 def npy_header(shape: tuple[int, ...], dtype=np.uint8) -> bytes:

@@ -33,6 +33,7 @@ def _run_lvu(args: argparse.Namespace) -> int:
             preset=args.preset,
             overrides=args.overrides,
             resume=args.resume,
+            scene_cache=args.out,  # one pass of --contextualizer's TxE for every task
         )
         sys.stdout.write(res["table"])
         means[task] = {k: v["mean"] for k, v in res["summary"].items()}

@@ -25,11 +25,12 @@ import torch
 from ...checkpoint import file_hash
 from ...context.ot_spans import SpanVideo, event_seconds
 from ...data.lvu import VideoInstances
-from ...dist import local_device
+from ...dist import launch_rank, local_device, rotated_order
 from ...errors import BadInputError
-from ...features.extract import contextualize, load_contextualizer
-from ...features.instances import LazyFeatures, StampedSource
-from ...features.store import NO_CTX, FeatureStore
+from ...features.extract import contextualize, load_contextualizer, save_ctx
+from ...features.instances import LazyFeatures, StampedSource, file_stamp
+from ...features.store import CTX_SUFFIX, NO_CTX, FeatureStore
+from ..base import settings_hash
 
 log = logging.getLogger("moviessl.tasks")
 
@@ -68,18 +69,90 @@ class SceneFeatures(StampedSource):
         return super().cache_key(vid)
 
 
+class ContextualisedScene(StampedSource):
+    """Scene features that a TxE checkpoint contextualised here, cached on disk as ``{id}_ctx.npy``
+    (:func:`contextualize_scene`) and read on demand like :class:`SceneFeatures`: with ``--task all``
+    the nine tasks, and the ranks of a launch, share one pass of the TxE, and no rank holds every
+    film in RAM.
+
+    A cached file carries its source's modification time (set before it appears): it is current
+    while that equals the ``{id}_feats.npy``'s, so re-extracted features are contextualised again."""
+
+    def __init__(self, store: FeatureStore, folder: Path):
+        self.store, self.folder = store, Path(folder)
+
+    def _file(self, vid: str) -> Path:
+        return self.folder / f"{vid}{CTX_SUFFIX}"
+
+    def current(self, vid: str) -> bool:
+        try:
+            return self._file(vid).stat().st_mtime_ns == self.store.path(vid).stat().st_mtime_ns
+        except FileNotFoundError:
+            return False
+
+    def cache_key(self, vid: str) -> tuple:
+        # not the cached file's inode: two ranks that both wrote a film (the last one each reaches)
+        # write the same outputs, and the second rename must not look like a rewrite to the first
+        st = self._file(vid).stat() if self._file(vid).is_file() else None
+        return (type(self).__name__, file_stamp(self.store.path(vid)), st and (st.st_size, st.st_mtime_ns))
+
+    def _read(self, vid: str) -> np.ndarray:
+        try:
+            return np.load(self._file(vid), allow_pickle=False).astype(np.float32)
+        except (OSError, ValueError, EOFError) as e:
+            why = f"unreadable cached TxE outputs ({type(e).__name__}); delete it to recompute"
+            raise BadInputError(self._file(vid), why) from None
+
+
+def contextualize_scene(
+    store: FeatureStore,
+    contextualizer: str | os.PathLike,
+    cache_dir: str | os.PathLike,
+    ids: Iterable[str],
+    progress: bool = True,
+) -> ContextualisedScene:
+    """Every ``ids`` film of ``store`` through the TxE of a stage-"context" checkpoint, as ``moviessl
+    extract --contextualizer`` does it (the same windows; events of a damaged stretch are padding),
+    into ``cache_dir/scene_ctx/<hash of the feature folder and the checkpoint>/``.
+
+    Resumable: current files are kept. Under torchrun / srun each rank starts at its own share and
+    skips what another rank wrote meanwhile (as VidSitu's frozen-feature cache does); this rank's GPU
+    where there is one (:func:`moviessl.dist.local_device`), in fp32."""
+    folder = Path(cache_dir) / "scene_ctx" / settings_hash(str(store.root.resolve()), file_hash(contextualizer))
+    scene = ContextualisedScene(store, folder)
+    txe, window, step = load_contextualizer(
+        contextualizer, store.dim, store.stride_s, source=f"the scene feature folder {store.root}"
+    )
+    todo = [v for v in ids if not scene.current(v)]
+    todo = [todo[k] for k in rotated_order(len(todo), *launch_rank())]
+    if todo:  # a rerun (or a rank that finds every file written) touches no GPU
+        from tqdm.auto import tqdm
+
+        txe = txe.to(local_device())
+        with torch.no_grad():
+            for v in tqdm(todo, desc="contextualise scene", unit="film", disable=not progress):
+                if not scene.current(v):
+                    feats = store.load(v, mmap=True)
+                    mtime = store.path(v).stat().st_mtime_ns
+                    save_ctx(scene._file(v), txe, feats, window, step, store.missing(v), mtime_ns=mtime)
+    return scene
+
+
 def scene_arrays(
     features: str | os.PathLike,
     kind: str = "auto",
     contextualizer: str | os.PathLike | None = None,
     ids: Iterable[str] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
 ) -> tuple[dict[str, np.ndarray | LazyFeatures], float, str]:
     """``(id -> (E, D) scene features, seconds between events, description)`` from a feature folder.
 
     ``kind``: ``ctx`` ({id}_ctx.npy), ``feats`` ({id}_feats.npy) or ``auto`` (ctx when the folder was
     extracted with a contextualizer); each file is read and checked now, and its features then on
     demand (:class:`SceneFeatures`). With ``contextualizer`` the raw features are contextualised here
-    by that TxE checkpoint and held in RAM."""
+    by that TxE checkpoint: cached under ``cache_dir`` and read on demand
+    (:func:`contextualize_scene`), or held in RAM without one."""
     if kind not in SCENE_KINDS:
         raise BadInputError("--scene-kind", f"must be one of {', '.join(SCENE_KINDS)}, got '{kind}'")
     store = FeatureStore(features, num_events=None)
@@ -88,6 +161,10 @@ def scene_arrays(
     want = [v for v in (ids if ids is not None else store.ids) if v in store]
     out: dict[str, np.ndarray | LazyFeatures] = {}
     if contextualizer is not None:
+        desc = f"scene:{Path(features).resolve()}+txe:{file_hash(contextualizer)}"
+        if cache_dir is not None:
+            source = contextualize_scene(store, contextualizer, cache_dir, want, progress)
+            return {v: source.lazy(v) for v in want}, store.stride_s, desc
         txe, window, step = load_contextualizer(
             contextualizer, store.dim, store.stride_s, source=f"the scene feature folder {store.root}"
         )
@@ -95,8 +172,9 @@ def scene_arrays(
         txe = txe.to(dev)
         with torch.no_grad():
             for v in want:
-                out[v] = contextualize(txe, torch.tensor(store.load(v)).to(dev), window, step).float().cpu().numpy()
-        desc = f"scene:{Path(features).resolve()}+txe:{file_hash(contextualizer)}"
+                m = store.missing(v)
+                out[v] = contextualize(txe, store.load(v, mmap=True), window, step, m if m.any() else None)
+                out[v] = out[v].float().cpu().numpy()
     else:
         source = SceneFeatures(store, kind)
         for v in want:

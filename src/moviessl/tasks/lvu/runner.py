@@ -67,10 +67,12 @@ def build_inputs(
     contextualizer: str | os.PathLike | None = None,
     scene_stride_s: float | None = None,
     ids: Iterable[str] | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> LVUInputs:
     """The OT's inputs for ``task`` from files. With LVU's released ``features/`` the instance
     metadata defaults to ``<data_root>/instance_meta/instance_meta_<task>.pkl``. ``ids``: only these
-    videos (the task's labelled ones: a scene feature folder holds every movie of all nine tasks)."""
+    videos (the task's labelled ones: a scene feature folder holds every movie of all nine tasks).
+    ``cache_dir``: where scene features that ``contextualizer`` makes are cached (else in RAM)."""
     inst = None
     desc = []
     if instances is not None:
@@ -83,7 +85,7 @@ def build_inputs(
         desc.append(f"instances:{Path(instances).resolve()}:{inst.backbone}")
     scene, stride = None, 2.0
     if scene_features is not None:
-        scene, stride, d = scene_arrays(scene_features, scene_kind, contextualizer, ids=ids)
+        scene, stride, d = scene_arrays(scene_features, scene_kind, contextualizer, ids=ids, cache_dir=cache_dir)
         desc.append(d)
     return load_inputs(inst, scene, scene_stride_s or stride, ids=ids, desc=" ".join(desc))
 
@@ -188,6 +190,7 @@ def run_finetune(
     overrides: Sequence[str] | Mapping = (),
     resume: bool = False,
     inputs: LVUInputs | None = None,
+    scene_cache: str | os.PathLike | None = None,
 ) -> dict:
     """Train ``seeds`` runs of one LVU task and score each on ``data.eval_splits`` (val, test).
 
@@ -195,7 +198,9 @@ def run_finetune(
     ``features/`` + ``instance_meta``), scene features (``scene_features``: a ``moviessl extract``
     folder; ``scene_kind`` ctx / feats / auto; ``contextualizer``: contextualise them here), or a
     prebuilt ``inputs``. ``init``: a pretrained OT (stage "ot", ``moviessl pretrain-ot``); weights
-    whose shapes match are loaded. Returns the summary record (``write_summary``)."""
+    whose shapes match are loaded. ``scene_cache``: the folder whose ``scene_ctx/`` keeps the scene
+    features ``contextualizer`` makes (default ``out``; ``--task all`` shares its top folder's).
+    Returns the summary record (``write_summary``)."""
     if task not in TASKS:
         raise BadInputError(None, f"unknown LVU task '{task}' (choose from {', '.join(TASKS)})")
     if int(seeds) < 1:
@@ -220,6 +225,7 @@ def run_finetune(
             contextualizer,
             cfg.data.scene_stride_s,
             ids=sorted(set().union(*labels.values())),
+            cache_dir=scene_cache if scene_cache is not None else out,
         )
     train = [inputs.videos[v] for v in labels["train"] if v in inputs]
     evals = {s: [inputs.videos[v] for v in labels[s] if v in inputs] for s in cfg.data.eval_splits}

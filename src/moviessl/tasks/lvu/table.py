@@ -315,7 +315,10 @@ def run_lvu_table(
                 ),
             )
         ctx = contextualizer if s == "ours" else None
-        scene[s] = timed(f"scene {s}", lambda fdir=fdir, ctx=ctx: scene_arrays(fdir, "feats", ctx))
+        scene[s] = timed(
+            f"scene {s}",
+            lambda fdir=fdir, ctx=ctx: scene_arrays(fdir, "feats", ctx, cache_dir=out, progress=not quiet),
+        )
 
     # 4. fine-tuning: each row's inputs once, nine tasks x seeds
     set_feature_cache(load_config("lvu", preset, list(overrides)).data.instance_cache_mb)
