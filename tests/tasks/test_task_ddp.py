@@ -114,6 +114,17 @@ def test_lvu_under_ddp(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     args = ["finetune", "lvu", "--task", "scene", "--data-root", lvu, "--instances", inst, "--scene-features", ev]
     args += ["--scene-kind", "feats", "--init", ot / "model.pt", "--seeds", "1", "--out", tmp_path / "otpp"]
-    p = _cli(*args, "train.epochs=2", "train.batch_size=2", *DDP)
+    # scene tokens contextualised here: Lightning's launcher starts rank 1 by running the command again,
+    # and that rank reads the TxE outputs rank 0 cached instead of running the TxE over every film again
+    from moviessl.models.txe import build_txe
+
+    kw = dict(in_dim=16, dim=16, heads=2, mlp_dim=16, depth=1)
+    txe = build_txe("txe_cpu", **kw).state_dict()
+    arch = arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", **kw)
+    save_checkpoint(tmp_path / "txe.pt", stage="context", arch=arch, state_dict=txe, meta={"in_dim": 16})
+    p = _cli(*args, "--contextualizer", tmp_path / "txe.pt", "train.epochs=2", "train.batch_size=2", *DDP)
     assert p.returncode == 0, p.stderr[-3000:]
     assert json.loads((tmp_path / "otpp" / "summary.json").read_text())["runs"][0]["metrics"]
+    (cache,) = (tmp_path / "otpp" / "scene_ctx").iterdir()
+    assert len(list(cache.glob("*_ctx.npy"))) == len(list(ev.glob("*_feats.npy"))) == 10
+    assert p.stderr.count("contextualise scene: 100%") == 1, p.stderr[-3000:]
