@@ -7,8 +7,10 @@ import pytest
 import torch
 
 import moviessl.features.instances as ins
+from moviessl.checkpoint import file_hash
 from moviessl.context.ot_spans import SpanVideo, event_seconds, input_stats, span_tails, span_tokens
 from moviessl.errors import BadInputError
+from moviessl.features.extract import load_contextualizer
 from moviessl.tasks.lvu.data import load_inputs, scene_arrays
 
 
@@ -91,11 +93,17 @@ def _txe_checkpoint(path, in_dim=8):
     return txe.eval()
 
 
+def _cached(root):
+    """The films of the one cache folder under ``root/scene_ctx``, by the features' stamp they name."""
+    (folder,) = (root / "scene_ctx").iterdir()
+    return folder, {p.name.split(".")[0]: p for p in folder.iterdir()}
+
+
 def test_contextualised_scene_is_cached_on_disk_once_and_read_on_demand(tmp_path, small_cache, monkeypatch):
     """``finetune lvu --contextualizer``: the TxE's outputs equal ``contextualize`` on each film (a
     damaged stretch as padding, as ``extract --contextualizer`` makes them) and the in-RAM path's;
     they are written once under the cache folder (a second task, or rank, reads them) and made again
-    only for a film whose features were re-extracted."""
+    only for a film whose features were re-extracted, even with an older time."""
     import json
 
     import moviessl.tasks.lvu.data as data
@@ -103,74 +111,86 @@ def test_contextualised_scene_is_cached_on_disk_once_and_read_on_demand(tmp_path
 
     arrays = _folder(tmp_path / "ev", {"m0": 9, "m1": 14, "m2": 3})
     videos = {v: {"status": "ok", "num_events": len(a)} for v, a in arrays.items()}
-    videos["m1"]["missing"] = [[4, 7]]
-    (tmp_path / "ev" / "index.json").write_text(json.dumps({"videos": videos, "dim": 8, "stride_s": 2.0}))
+    index = {"videos": videos, "dim": 8, "stride_s": 2.0}
+    (tmp_path / "ev" / "index.json").write_text(json.dumps(index))
     txe = _txe_checkpoint(tmp_path / "txe.pt")
     made = []
     save = data.save_ctx
-    monkeypatch.setattr(data, "save_ctx", lambda path, *a, **k: (made.append(path.name), save(path, *a, **k)))
+    monkeypatch.setattr(data, "save_ctx", lambda path, *a, **k: (made.append(path.name[:2]), save(path, *a, **k)))
+    ctx, runs = tmp_path / "txe.pt", tmp_path / "runs"
 
-    scene, stride, desc = scene_arrays(tmp_path / "ev", "feats", tmp_path / "txe.pt", cache_dir=tmp_path / "runs")
-    assert stride == 2.0 and "+txe:" in desc and sorted(made) == ["m0_ctx.npy", "m1_ctx.npy", "m2_ctx.npy"]
+    scene, stride, desc = scene_arrays(tmp_path / "ev", "feats", ctx, cache_dir=runs)
+    assert stride == 2.0 and desc.endswith("+txe:" + file_hash(ctx)) and sorted(made) == ["m0", "m1", "m2"]
     assert all(isinstance(a, ins.LazyFeatures) for a in scene.values())
-    (folder,) = (tmp_path / "runs" / "scene_ctx").iterdir()
-    assert sorted(p.name for p in folder.iterdir()) == ["m0_ctx.npy", "m1_ctx.npy", "m2_ctx.npy"]
-    ram, _, desc_ram = scene_arrays(tmp_path / "ev", "feats", tmp_path / "txe.pt")
-    assert desc_ram == desc  # where they are kept is not what they are: runs are reused
-    gap = np.zeros(14, bool)
-    gap[4:7] = True
+    assert sorted(_cached(runs)[1]) == ["m0", "m1", "m2"]
+    ram, _, desc_ram = scene_arrays(tmp_path / "ev", "feats", ctx)
+    assert desc_ram == desc  # where they are kept is not what they are: earlier runs are reused
     with torch.no_grad():
         for vid, a in arrays.items():
-            want = contextualize(txe, torch.from_numpy(a), 5, 1, gap if vid == "m1" else None).numpy()
+            want = contextualize(txe, torch.from_numpy(a)).numpy()
             np.testing.assert_array_equal(np.asarray(scene[vid]), want)
             np.testing.assert_array_equal(ram[vid], want)
-        assert not np.allclose(want := contextualize(txe, torch.from_numpy(arrays["m1"])).numpy(), scene["m1"][:])
 
     made.clear()
-    again, _, _ = scene_arrays(
-        tmp_path / "ev", "feats", tmp_path / "txe.pt", ids=["m0", "m1"], cache_dir=tmp_path / "runs"
-    )
+    again, _, _ = scene_arrays(tmp_path / "ev", "feats", ctx, ids=["m0", "m1"], cache_dir=runs)
     assert made == [] and sorted(again) == ["m0", "m1"]
     new = arrays["m0"][::-1].copy()
-    os.utime(tmp_path / "ev" / "m0_feats.npy", ns=(1, 1))  # an older file than the cache's, re-extracted
     np.save(tmp_path / "ev" / "m0_feats.npy", new)
-    again, _, _ = scene_arrays(tmp_path / "ev", "feats", tmp_path / "txe.pt", cache_dir=tmp_path / "runs")
-    assert made == ["m0_ctx.npy"]
+    os.utime(tmp_path / "ev" / "m0_feats.npy", ns=(1, 1))  # re-extracted, the copy keeping an older time
+    again, _, _ = scene_arrays(tmp_path / "ev", "feats", ctx, cache_dir=runs)
+    assert made == ["m0"] and sorted(_cached(runs)[1]) == ["m0", "m1", "m2"]  # the old file went
+    assert _cached(runs)[1]["m0"].name == f"m0.{new.nbytes + 128}.1_ctx.npy"
     with torch.no_grad():
         np.testing.assert_array_equal(np.asarray(again["m0"]), contextualize(txe, torch.from_numpy(new)).numpy())
+
+    # a damaged stretch: padding, as extract --contextualizer makes it; runs made before are not reused
+    videos["m1"]["missing"] = [[4, 7]]
+    (tmp_path / "ev" / "index.json").write_text(json.dumps(index))
+    gap = np.zeros(14, bool)
+    gap[4:7] = True
+    for cache_dir in (tmp_path / "runs2", None):
+        scene, _, desc = scene_arrays(tmp_path / "ev", "feats", ctx, cache_dir=cache_dir)
+        assert desc.endswith("+pad-missing")
+        with torch.no_grad():
+            want = contextualize(txe, torch.from_numpy(arrays["m1"]), 5, 1, gap).numpy()
+            np.testing.assert_array_equal(np.asarray(scene["m1"]), want)
+            assert not np.allclose(contextualize(txe, torch.from_numpy(arrays["m1"])).numpy(), want)
 
 
 def test_contextualised_scene_ranks_start_at_their_own_share(tmp_path, small_cache, monkeypatch):
     """Under torchrun each rank starts at its share of the films and skips what another rank wrote
-    meanwhile; a film both ranks write (the last one each reaches) gives the same outputs, and the
-    second write does not look like a rewrite to a rank that read the first."""
+    meanwhile; a film that another rank writes after this one never replaces this one's file (a
+    read in progress over NFS could fail), and a rank that read it is not told it was rewritten."""
     import moviessl.tasks.lvu.data as data
+    from moviessl.features.store import FeatureStore
 
     _folder(tmp_path / "ev", {f"m{i}": 6 for i in range(4)})
     _txe_checkpoint(tmp_path / "txe.pt")
     made = []
     save = data.save_ctx
-    monkeypatch.setattr(data, "save_ctx", lambda path, *a, **k: (made.append(path.name[:2]), save(path, *a, **k)))
+
+    def save_and_meet_another_rank(path, *a, **k):
+        made.append(path.name[:2])
+        save(path, *a, **k)
+        if path.name.startswith("m2"):  # rank 0 wrote m0 meanwhile
+            st = (tmp_path / "ev" / "m0_feats.npy").stat()
+            save(path.parent / f"m0.{st.st_size}.{st.st_mtime_ns}_ctx.npy", *a, **k)
+
+    monkeypatch.setattr(data, "save_ctx", save_and_meet_another_rank)
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     first, _, _ = scene_arrays(tmp_path / "ev", "feats", tmp_path / "txe.pt", cache_dir=tmp_path / "runs")
-    assert made == ["m2", "m3", "m0", "m1"]
-    (folder,) = (tmp_path / "runs" / "scene_ctx").iterdir()
-    before = np.asarray(first["m3"]).copy()
-    mtime = (tmp_path / "ev" / "m3_feats.npy").stat().st_mtime_ns
-    data.save_ctx(folder / "m3_ctx.npy", *_rewrite_args(tmp_path), mtime_ns=mtime)  # rank 0, late
+    assert made == ["m2", "m3", "m1"]
+    folder, files = _cached(tmp_path / "runs")
+    before, inode = np.asarray(first["m3"]).copy(), files["m3"].stat().st_ino
+    txe, window, step = load_contextualizer(tmp_path / "txe.pt", 8, 2.0)
+    feats = FeatureStore(tmp_path / "ev", None).load("m3", mmap=True)
+    save(files["m3"], txe, feats * 0, window, step, clobber=False)  # rank 0, late (other bytes, to tell)
+    assert files["m3"].stat().st_ino == inode and len(list(folder.iterdir())) == 4  # kept, no temp file left
     ins._feature_cache.clear()
     np.testing.assert_array_equal(np.asarray(first["m3"]), before)
-    # a cache file whose source changed under a running job is a one-line error, as any feature file
+    # features rewritten under a running job: a one-line error, as for any feature file
     np.save(tmp_path / "ev" / "m3_feats.npy", np.zeros((6, 8), np.float32))
     ins._feature_cache.clear()
-    with pytest.raises(BadInputError, match=r"^\S*m3_ctx.npy: rewritten since this job first read it"):
+    with pytest.raises(BadInputError, match=r"^\S*m3_feats.npy: rewritten since this job first read it"):
         first["m3"][0]
-
-
-def _rewrite_args(tmp_path):
-    from moviessl.features.extract import load_contextualizer
-    from moviessl.features.store import FeatureStore
-
-    txe, window, step = load_contextualizer(tmp_path / "txe.pt", 8, 2.0)
-    return txe, FeatureStore(tmp_path / "ev", None).load("m3", mmap=True), window, step

@@ -89,8 +89,13 @@ def _txe_checkpoint(path):
     return path
 
 
-def test_instances_pretraining_and_all_nine_tasks(lvu_setup, capsys):
+def test_instances_pretraining_and_all_nine_tasks(lvu_setup, capsys, monkeypatch):
+    import moviessl.tasks.lvu.data as data
+
     tmp, lvu, teacher = lvu_setup
+    made = []
+    save = data.save_ctx
+    monkeypatch.setattr(data, "save_ctx", lambda path, *a, **k: (made.append(path.name), save(path, *a, **k)))
     index = json.loads((tmp / "inst" / "index.json").read_text())
     assert index["counts"] == {"ok": 3, "bad": 0} and index["dim"] == 16
     with np.load(tmp / "inst" / f"{next(iter(index['videos']))}.npz") as z:
@@ -110,7 +115,7 @@ def test_instances_pretraining_and_all_nine_tasks(lvu_setup, capsys):
     assert main(argv) == 0
     # the TxE ran once for the nine tasks: its outputs are cached in the top folder, read by each task
     (cache,) = (out / "scene_ctx").iterdir()
-    assert sorted(p.name for p in cache.iterdir()) == sorted(f"{v}_ctx.npy" for v in index["videos"])
+    assert sorted(made) == sorted(p.name for p in cache.iterdir()) and len(made) == len(index["videos"])
     assert not list(out.glob("*/scene_ctx"))
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert sorted(printed) == sorted(LVU_TASKS)

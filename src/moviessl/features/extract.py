@@ -1188,10 +1188,10 @@ def save_ctx(
     step: int,
     missing: np.ndarray | None = None,
     dtype: str = "float32",
-    mtime_ns: int | None = None,
+    clobber: bool = True,
 ) -> None:
     """:func:`contextualize` one video's ``(L, D)`` features (``missing`` events as padding) and write
-    the outputs atomically to ``path`` (``mtime_ns``: see :func:`moviessl.utils.io.atomic_write`)."""
+    the outputs atomically to ``path`` (``clobber``: see :func:`moviessl.utils.io.atomic_write`)."""
     missing = missing if missing is not None and missing.any() else None
     ctx = contextualize(txe, feats, window, step, missing=missing).float()
-    atomic_save_npy(path, ctx.cpu().numpy().astype(dtype), mtime_ns)
+    atomic_save_npy(path, ctx.cpu().numpy().astype(dtype), clobber)

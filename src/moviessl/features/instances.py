@@ -452,6 +452,10 @@ class StampedSource:
     def _read(self, vid: str) -> Any:
         raise NotImplementedError
 
+    def _source(self, vid: str) -> Path:
+        """The file a user would have rewritten (named when it was)."""
+        return self._file(vid)
+
     def cache_key(self, vid: str) -> tuple:
         return (type(self).__name__, file_stamp(self._file(vid)))
 
@@ -463,7 +467,7 @@ class StampedSource:
             out = self._read(vid)
             if self.cache_key(vid) == key:
                 return out
-        raise BadInputError(self._file(vid), "rewritten since this job first read it; restart the job")
+        raise BadInputError(self._source(vid), "rewritten since this job first read it; restart the job")
 
     def read_features(self, vid: str, key: tuple) -> np.ndarray:
         return self.read_unchanged(vid, key)

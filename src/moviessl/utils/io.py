@@ -30,13 +30,13 @@ def _open_fd(fd: int, mode: str, path: Path):
     return os.fdopen(fd, mode)
 
 
-def atomic_write(
-    path: str | os.PathLike, write: Callable[[io.BufferedWriter], None], mtime_ns: int | None = None
-) -> Path:
-    """Call ``write(f)`` on a temporary file next to ``path`` and rename it into place (``mtime_ns``:
-    the file's modification time, set before it appears, for caches that name their source by it).
+def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None], clobber: bool = True) -> Path:
+    """Call ``write(f)`` on a temporary file next to ``path`` and rename it into place.
 
-    Any failure (a full disk included) removes the temporary file and leaves ``path`` as it was."""
+    ``clobber=False``: an existing ``path`` is kept (for files whose name says what they hold, which
+    several processes may write at once: no reader of the first one sees it replaced, which over NFS
+    can fail a read in progress). Any failure (a full disk included) removes the temporary file and
+    leaves ``path`` as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -46,9 +46,10 @@ def atomic_write(
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _FILE_MODE)
-        if mtime_ns is not None:
-            os.utime(tmp, ns=(mtime_ns, mtime_ns))
-        os.replace(tmp, path)
+        if clobber or not _link(tmp, path):
+            os.replace(tmp, path)
+        else:
+            os.unlink(tmp)
     except BaseException as e:
         try:
             os.unlink(tmp)
@@ -59,6 +60,18 @@ def atomic_write(
             raise OSError(err.errno, f"cannot write ({err.strerror}); nothing was changed", str(path)) from None
         raise
     return path
+
+
+def _link(tmp: str, path: Path) -> bool:
+    """Publish ``tmp`` as ``path`` unless it exists (True: done, or already there); False where the
+    filesystem has no hard links."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    except OSError:
+        return False
+    return True
 
 
 def _os_error_in(e: BaseException | None) -> OSError | None:
@@ -85,8 +98,8 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2)
     return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
-def atomic_save_npy(path: str | os.PathLike, array: np.ndarray, mtime_ns: int | None = None) -> Path:
-    return atomic_write(path, lambda f: np.save(f, np.asarray(array), allow_pickle=False), mtime_ns)
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray, clobber: bool = True) -> Path:
+    return atomic_write(path, lambda f: np.save(f, np.asarray(array), allow_pickle=False), clobber)
 
 
 def npy_header(shape: tuple[int, ...], dtype=np.uint8) -> bytes:

@@ -13,8 +13,10 @@ once per setting (the demo's table reuses it for all nine tasks).
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -70,72 +72,122 @@ class SceneFeatures(StampedSource):
 
 
 class ContextualisedScene(StampedSource):
-    """Scene features that a TxE checkpoint contextualised here, cached on disk as ``{id}_ctx.npy``
+    """Scene features that a TxE checkpoint contextualised here, cached on disk in ``folder``
     (:func:`contextualize_scene`) and read on demand like :class:`SceneFeatures`: with ``--task all``
     the nine tasks, and the ranks of a launch, share one pass of the TxE, and no rank holds every
     film in RAM.
 
-    A cached file carries its source's modification time (set before it appears): it is current
-    while that equals the ``{id}_feats.npy``'s, so re-extracted features are contextualised again."""
+    A cached file's name carries its source's size and modification time (``{id}.{size}.{mtime_ns}
+    _ctx.npy``): re-extracted features are contextualised again, on any filesystem (one that cannot
+    store a given mtime cannot lose a name), and no side file can go out of step."""
 
     def __init__(self, store: FeatureStore, folder: Path):
         self.store, self.folder = store, Path(folder)
 
-    def _file(self, vid: str) -> Path:
-        return self.folder / f"{vid}{CTX_SUFFIX}"
+    def _file(self, vid: str, stamp: tuple[int, int] | None = None) -> Path:
+        if stamp is None:
+            st = self.store.path(vid).stat()
+            stamp = st.st_size, st.st_mtime_ns
+        return self.folder / f"{vid}.{stamp[0]}.{stamp[1]}{CTX_SUFFIX}"
+
+    def _source(self, vid: str) -> Path:
+        return self.store.path(vid)
 
     def current(self, vid: str) -> bool:
         try:
-            return self._file(vid).stat().st_mtime_ns == self.store.path(vid).stat().st_mtime_ns
-        except FileNotFoundError:
+            return self._file(vid).is_file()
+        except FileNotFoundError:  # the source is gone: the store's read names it
             return False
 
+    def stale(self, vid: str) -> list[Path]:
+        """This film's cached files made from earlier versions of its features."""
+        name = re.compile(re.escape(vid) + r"\.\d+\.\d+" + re.escape(CTX_SUFFIX))
+        keep = self._file(vid).name
+        return [
+            p
+            for p in self.folder.glob(f"{glob.escape(vid)}.*{CTX_SUFFIX}")
+            if name.fullmatch(p.name) and p.name != keep
+        ]
+
     def cache_key(self, vid: str) -> tuple:
-        # not the cached file's inode: two ranks that both wrote a film (the last one each reaches)
-        # write the same outputs, and the second rename must not look like a rewrite to the first
-        st = self._file(vid).stat() if self._file(vid).is_file() else None
-        return (type(self).__name__, file_stamp(self.store.path(vid)), st and (st.st_size, st.st_mtime_ns))
+        # the source's stamp names the cached file; not that file's inode, which a second rank's
+        # copy of the same film would change under a rank that read the first
+        return (type(self).__name__, file_stamp(self.store.path(vid)), str(self._file(vid)))
 
     def _read(self, vid: str) -> np.ndarray:
+        path = self._file(vid)
         try:
-            return np.load(self._file(vid), allow_pickle=False).astype(np.float32)
+            return np.load(path, allow_pickle=False).astype(np.float32)
+        except FileNotFoundError:
+            raise BadInputError(
+                path, "not contextualised: its features changed while this job ran; run it again"
+            ) from None
         except (OSError, ValueError, EOFError) as e:
-            why = f"unreadable cached TxE outputs ({type(e).__name__}); delete it to recompute"
-            raise BadInputError(self._file(vid), why) from None
+            raise BadInputError(path, f"unreadable cached TxE outputs ({type(e).__name__}); delete it") from None
 
 
 def contextualize_scene(
-    store: FeatureStore,
+    scene: ContextualisedScene, txe: torch.nn.Module, window: int, step: int, ids: Iterable[str], progress: bool = True
+) -> None:
+    """Every ``ids`` film of ``scene.store`` through ``txe`` (a stage-"context" checkpoint's, with its
+    ``window`` and ``step``: :func:`moviessl.features.extract.load_contextualizer`) into
+    ``scene.folder``, as ``moviessl extract --contextualizer`` does it (the same windows; events of a
+    damaged stretch are padding).
+
+    Resumable: current files are kept. Under torchrun / srun each rank starts at its own share and
+    skips what another rank wrote meanwhile (as VidSitu's frozen-feature cache does), and never
+    replaces a file another rank wrote. This rank's GPU where there is one
+    (:func:`moviessl.dist.local_device`), in fp32."""
+    todo = [v for v in ids if not scene.current(v)]
+    todo = [todo[k] for k in rotated_order(len(todo), *launch_rank())]
+    if not todo:  # a rerun (or a rank that finds every file written) touches no GPU
+        return
+    from tqdm.auto import tqdm
+
+    store = scene.store
+    txe = txe.to(local_device())
+    with torch.no_grad():
+        for v in tqdm(todo, desc="contextualise scene", unit="film", disable=not progress):
+            if scene.current(v):
+                continue
+            path = scene._file(v) if store.path(v).is_file() else None  # the features' name before they are read
+            feats = store.load(v, mmap=True)  # a missing or bad file: one line naming it
+            # features rewritten meanwhile give a file no job reads (named after the old ones)
+            save_ctx(path or scene._file(v), txe, feats, window, step, store.missing(v), clobber=False)
+            for old in scene.stale(v):
+                old.unlink(missing_ok=True)
+
+
+def scene_cache(store: FeatureStore, txe_hash: str, cache_dir: str | os.PathLike) -> ContextualisedScene:
+    """The cache of one TxE checkpoint's outputs on one feature folder: ``cache_dir/scene_ctx/<hash
+    of the folder's path and backbone and of the checkpoint>/``."""
+    key = settings_hash(str(store.root.resolve()), (store.index or {}).get("backbone"), txe_hash)
+    return ContextualisedScene(store, Path(cache_dir) / "scene_ctx" / key)
+
+
+def _load_txe(store: FeatureStore, contextualizer: str | os.PathLike) -> tuple:
+    """(TxE, window, step, the checkpoint's hash) for ``store``'s features (a one-line error first)."""
+    txe, window, step = load_contextualizer(
+        contextualizer, store.dim, store.stride_s, source=f"the scene feature folder {store.root}"
+    )
+    return txe, window, step, file_hash(contextualizer)
+
+
+def contextualize_folder(
+    features: str | os.PathLike,
     contextualizer: str | os.PathLike,
     cache_dir: str | os.PathLike,
     ids: Iterable[str],
     progress: bool = True,
-) -> ContextualisedScene:
-    """Every ``ids`` film of ``store`` through the TxE of a stage-"context" checkpoint, as ``moviessl
-    extract --contextualizer`` does it (the same windows; events of a damaged stretch are padding),
-    into ``cache_dir/scene_ctx/<hash of the feature folder and the checkpoint>/``.
-
-    Resumable: current files are kept. Under torchrun / srun each rank starts at its own share and
-    skips what another rank wrote meanwhile (as VidSitu's frozen-feature cache does); this rank's GPU
-    where there is one (:func:`moviessl.dist.local_device`), in fp32."""
-    folder = Path(cache_dir) / "scene_ctx" / settings_hash(str(store.root.resolve()), file_hash(contextualizer))
-    scene = ContextualisedScene(store, folder)
-    txe, window, step = load_contextualizer(
-        contextualizer, store.dim, store.stride_s, source=f"the scene feature folder {store.root}"
+) -> None:
+    """:func:`contextualize_scene` of the ``ids`` in a feature folder, into :func:`scene_cache`: run
+    once before ``--task all``'s tasks, so that ranks that Lightning's launcher starts at the first
+    task's ``fit`` find every film done, also for the later tasks' films."""
+    store = FeatureStore(features, num_events=None)
+    txe, window, step, txe_hash = _load_txe(store, contextualizer)
+    contextualize_scene(
+        scene_cache(store, txe_hash, cache_dir), txe, window, step, [v for v in ids if v in store], progress
     )
-    todo = [v for v in ids if not scene.current(v)]
-    todo = [todo[k] for k in rotated_order(len(todo), *launch_rank())]
-    if todo:  # a rerun (or a rank that finds every file written) touches no GPU
-        from tqdm.auto import tqdm
-
-        txe = txe.to(local_device())
-        with torch.no_grad():
-            for v in tqdm(todo, desc="contextualise scene", unit="film", disable=not progress):
-                if not scene.current(v):
-                    feats = store.load(v, mmap=True)
-                    mtime = store.path(v).stat().st_mtime_ns
-                    save_ctx(scene._file(v), txe, feats, window, step, store.missing(v), mtime_ns=mtime)
-    return scene
 
 
 def scene_arrays(
@@ -151,35 +203,34 @@ def scene_arrays(
     ``kind``: ``ctx`` ({id}_ctx.npy), ``feats`` ({id}_feats.npy) or ``auto`` (ctx when the folder was
     extracted with a contextualizer); each file is read and checked now, and its features then on
     demand (:class:`SceneFeatures`). With ``contextualizer`` the raw features are contextualised here
-    by that TxE checkpoint: cached under ``cache_dir`` and read on demand
-    (:func:`contextualize_scene`), or held in RAM without one."""
+    by that TxE checkpoint: cached in ``cache_dir/scene_ctx/<hash of the feature folder's path and
+    backbone and of the checkpoint>/`` and read on demand (:func:`contextualize_scene`), or held in
+    RAM without a ``cache_dir``."""
     if kind not in SCENE_KINDS:
         raise BadInputError("--scene-kind", f"must be one of {', '.join(SCENE_KINDS)}, got '{kind}'")
     store = FeatureStore(features, num_events=None)
     if kind == "auto":
         kind = "ctx" if (store.index or {}).get("contextualizer") and contextualizer is None else "feats"
     want = [v for v in (ids if ids is not None else store.ids) if v in store]
-    out: dict[str, np.ndarray | LazyFeatures] = {}
-    if contextualizer is not None:
-        desc = f"scene:{Path(features).resolve()}+txe:{file_hash(contextualizer)}"
-        if cache_dir is not None:
-            source = contextualize_scene(store, contextualizer, cache_dir, want, progress)
-            return {v: source.lazy(v) for v in want}, store.stride_s, desc
-        txe, window, step = load_contextualizer(
-            contextualizer, store.dim, store.stride_s, source=f"the scene feature folder {store.root}"
-        )
-        dev = local_device()  # this rank's GPU where there is one: thousands of films through the TxE
-        txe = txe.to(dev)
-        with torch.no_grad():
-            for v in want:
-                m = store.missing(v)
-                out[v] = contextualize(txe, store.load(v, mmap=True), window, step, m if m.any() else None)
-                out[v] = out[v].float().cpu().numpy()
-    else:
+    if contextualizer is None:
         source = SceneFeatures(store, kind)
+        return {v: source.lazy(v) for v in want}, store.stride_s, f"scene:{Path(features).resolve()}:{kind}"
+    txe, window, step, txe_hash = _load_txe(store, contextualizer)
+    desc = f"scene:{Path(features).resolve()}+txe:{txe_hash}"
+    if any(store.info(v).get("missing") for v in want):
+        # a damaged stretch is padding since 2026-12-03 (it was attended to): not the runs made before
+        desc += "+pad-missing"
+    if cache_dir is not None:
+        scene = scene_cache(store, txe_hash, cache_dir)
+        contextualize_scene(scene, txe, window, step, want, progress)
+        return {v: scene.lazy(v) for v in want}, store.stride_s, desc
+    out: dict[str, np.ndarray | LazyFeatures] = {}
+    txe = txe.to(local_device())  # this rank's GPU where there is one: thousands of films through the TxE
+    with torch.no_grad():
         for v in want:
-            out[v] = source.lazy(v)
-        desc = f"scene:{Path(features).resolve()}:{kind}"
+            m = store.missing(v)
+            out[v] = contextualize(txe, store.load(v, mmap=True), window, step, m if m.any() else None)
+            out[v] = out[v].float().cpu().numpy()
     return out, store.stride_s, desc
 
 
