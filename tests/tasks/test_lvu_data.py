@@ -139,7 +139,8 @@ def test_contextualised_scene_is_cached_on_disk_once_and_read_on_demand(tmp_path
     os.utime(tmp_path / "ev" / "m0_feats.npy", ns=(1, 1))  # re-extracted, the copy keeping an older time
     again, _, _ = scene_arrays(tmp_path / "ev", "feats", ctx, cache_dir=runs)
     assert made == ["m0"] and sorted(_cached(runs)[1]) == ["m0", "m1", "m2"]  # the old file went
-    assert _cached(runs)[1]["m0"].name == f"m0.{new.nbytes + 128}.1_ctx.npy"
+    st = (tmp_path / "ev" / "m0_feats.npy").stat()
+    assert _cached(runs)[1]["m0"].name == f"m0.{new.nbytes + 128}.1.{st.st_ino}_ctx.npy"
     with torch.no_grad():
         np.testing.assert_array_equal(np.asarray(again["m0"]), contextualize(txe, torch.from_numpy(new)).numpy())
 
@@ -174,7 +175,7 @@ def test_contextualised_scene_ranks_start_at_their_own_share(tmp_path, small_cac
         save(path, *a, **k)
         if path.name.startswith("m2"):  # rank 0 wrote m0 meanwhile
             st = (tmp_path / "ev" / "m0_feats.npy").stat()
-            save(path.parent / f"m0.{st.st_size}.{st.st_mtime_ns}_ctx.npy", *a, **k)
+            save(path.parent / f"m0.{st.st_size}.{st.st_mtime_ns}.{st.st_ino}_ctx.npy", *a, **k)
 
     monkeypatch.setattr(data, "save_ctx", save_and_meet_another_rank)
     monkeypatch.setenv("RANK", "1")

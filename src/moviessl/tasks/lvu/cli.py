@@ -11,25 +11,17 @@ from pathlib import Path
 
 def _run_lvu(args: argparse.Namespace) -> int:
     from ...errors import BadInputError
-    from .runner import run_finetune
+    from .runner import contextualize_tasks, run_finetune
     from .task import TASKS
 
     if args.instances is None and args.scene_features is None:
         raise BadInputError(None, "give --instances DIR, --scene-features DIR or both")
     tasks = [args.task] if args.task in TASKS else list(TASKS)  # "all"
     if len(tasks) > 1 and args.contextualizer is not None and args.scene_features is not None:
-        from ...data.lvu import SPLITS, read_labels
-        from .data import contextualize_folder
-
         # one pass of the TxE over every task's films before the first task starts the other ranks
-        ids: set[str] = set()
-        for task in tasks:
-            for split in SPLITS:
-                try:
-                    ids.update(v for v, _ in read_labels(args.data_root, task, split))
-                except BadInputError:  # a task's run names it, if that run needs the split
-                    pass
-        contextualize_folder(args.scene_features, args.contextualizer, args.out, sorted(ids))
+        contextualize_tasks(
+            tasks, args.data_root, args.scene_features, args.contextualizer, args.out, args.preset, args.overrides
+        )
     means, summaries, tables = {}, {}, {}
     for task in tasks:
         res = run_finetune(

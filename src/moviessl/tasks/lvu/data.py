@@ -13,7 +13,7 @@ once per setting (the demo's table reuses it for all nine tasks).
 
 from __future__ import annotations
 
-import glob
+import contextlib
 import logging
 import os
 import re
@@ -77,18 +77,18 @@ class ContextualisedScene(StampedSource):
     the nine tasks, and the ranks of a launch, share one pass of the TxE, and no rank holds every
     film in RAM.
 
-    A cached file's name carries its source's size and modification time (``{id}.{size}.{mtime_ns}
-    _ctx.npy``): re-extracted features are contextualised again, on any filesystem (one that cannot
-    store a given mtime cannot lose a name), and no side file can go out of step."""
+    A cached file's name carries its source's size, modification time and inode (``{id}.{size}.
+    {mtime_ns}.{ino}_ctx.npy``): re-extracted features are contextualised again, on any filesystem
+    (one that cannot store a given mtime cannot lose a name), and no side file can go out of step."""
+
+    NAME = re.compile(r"(.+)\.\d+\.-?\d+\.\d+" + re.escape(CTX_SUFFIX))  # the id, then the stamp
 
     def __init__(self, store: FeatureStore, folder: Path):
         self.store, self.folder = store, Path(folder)
 
-    def _file(self, vid: str, stamp: tuple[int, int] | None = None) -> Path:
-        if stamp is None:
-            st = self.store.path(vid).stat()
-            stamp = st.st_size, st.st_mtime_ns
-        return self.folder / f"{vid}.{stamp[0]}.{stamp[1]}{CTX_SUFFIX}"
+    def _file(self, vid: str) -> Path:
+        st = self.store.path(vid).stat()
+        return self.folder / f"{vid}.{st.st_size}.{st.st_mtime_ns}.{st.st_ino}{CTX_SUFFIX}"
 
     def _source(self, vid: str) -> Path:
         return self.store.path(vid)
@@ -99,15 +99,15 @@ class ContextualisedScene(StampedSource):
         except FileNotFoundError:  # the source is gone: the store's read names it
             return False
 
-    def stale(self, vid: str) -> list[Path]:
-        """This film's cached files made from earlier versions of its features."""
-        name = re.compile(re.escape(vid) + r"\.\d+\.\d+" + re.escape(CTX_SUFFIX))
-        keep = self._file(vid).name
-        return [
-            p
-            for p in self.folder.glob(f"{glob.escape(vid)}.*{CTX_SUFFIX}")
-            if name.fullmatch(p.name) and p.name != keep
-        ]
+    def listing(self) -> dict[str, list[str]]:
+        """id -> the names of its cached files now (one listing of the folder)."""
+        out: dict[str, list[str]] = {}
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.folder) as it:
+            for e in it:
+                m = self.NAME.fullmatch(e.name)
+                if m:
+                    out.setdefault(m.group(1), []).append(e.name)
+        return out
 
     def cache_key(self, vid: str) -> tuple:
         # the source's stamp names the cached file; not that file's inode, which a second rank's
@@ -115,13 +115,13 @@ class ContextualisedScene(StampedSource):
         return (type(self).__name__, file_stamp(self.store.path(vid)), str(self._file(vid)))
 
     def _read(self, vid: str) -> np.ndarray:
-        path = self._file(vid)
+        path = self.store.path(vid)
         try:
+            path = self._file(vid)
             return np.load(path, allow_pickle=False).astype(np.float32)
         except FileNotFoundError:
-            raise BadInputError(
-                path, "not contextualised: its features changed while this job ran; run it again"
-            ) from None
+            why = "no cached TxE outputs for its features as they are now (changed, or the cache cleaned, meanwhile)"
+            raise BadInputError(self.store.path(vid), f"{why}; run the job again") from None
         except (OSError, ValueError, EOFError) as e:
             raise BadInputError(path, f"unreadable cached TxE outputs ({type(e).__name__}); delete it") from None
 
@@ -132,7 +132,7 @@ def contextualize_scene(
     """Every ``ids`` film of ``scene.store`` through ``txe`` (a stage-"context" checkpoint's, with its
     ``window`` and ``step``: :func:`moviessl.features.extract.load_contextualizer`) into
     ``scene.folder``, as ``moviessl extract --contextualizer`` does it (the same windows; events of a
-    damaged stretch are padding).
+    damaged stretch are padding); a film's files made from earlier versions of its features go.
 
     Resumable: current files are kept. Under torchrun / srun each rank starts at its own share and
     skips what another rank wrote meanwhile (as VidSitu's frozen-feature cache does), and never
@@ -144,7 +144,7 @@ def contextualize_scene(
         return
     from tqdm.auto import tqdm
 
-    store = scene.store
+    store, before = scene.store, scene.listing()
     txe = txe.to(local_device())
     with torch.no_grad():
         for v in tqdm(todo, desc="contextualise scene", unit="film", disable=not progress):
@@ -153,9 +153,11 @@ def contextualize_scene(
             path = scene._file(v) if store.path(v).is_file() else None  # the features' name before they are read
             feats = store.load(v, mmap=True)  # a missing or bad file: one line naming it
             # features rewritten meanwhile give a file no job reads (named after the old ones)
-            save_ctx(path or scene._file(v), txe, feats, window, step, store.missing(v), clobber=False)
-            for old in scene.stale(v):
-                old.unlink(missing_ok=True)
+            path = path or scene._file(v)
+            save_ctx(path, txe, feats, window, step, store.missing(v), clobber=False)
+            for old in before.get(v, []):
+                if old != path.name:
+                    (scene.folder / old).unlink(missing_ok=True)
 
 
 def scene_cache(store: FeatureStore, txe_hash: str, cache_dir: str | os.PathLike) -> ContextualisedScene:

@@ -41,7 +41,7 @@ from ...models.object_transformer import load_matching, ot_settings
 from ...utils.io import atomic_write_json
 from ..base import SeedJob, TaskOptim, run_seeds, settings_hash, write_summary
 from .config import LVUConfig
-from .data import LVUInputs, load_inputs, scene_arrays
+from .data import LVUInputs, contextualize_folder, load_inputs, scene_arrays
 from .task import TASKS
 
 log = logging.getLogger("moviessl.tasks")
@@ -55,6 +55,30 @@ def resolve_config(
         return merge_overrides(cfg, overrides) if overrides else cfg
     base = load_config("lvu", preset, flatten(cfg or {}))
     return merge_overrides(base, overrides) if overrides else base
+
+
+def task_labels(data_root: str | os.PathLike, task: str, cfg: LVUConfig) -> dict[str, dict[str, float]]:
+    """``split -> {youtube_id: label}`` of the splits a run of ``task`` reads (train, then
+    ``data.eval_splits``)."""
+    return {s: dict(read_labels(data_root, task, s)) for s in ["train", *cfg.data.eval_splits]}
+
+
+def contextualize_tasks(
+    tasks: Sequence[str],
+    data_root: str | os.PathLike,
+    scene_features: str | os.PathLike,
+    contextualizer: str | os.PathLike,
+    out: str | os.PathLike,
+    preset: str = "cpu",
+    overrides: Sequence[str] | Mapping = (),
+) -> None:
+    """Before ``--task all``'s first task: the scene features of every film the tasks read through
+    the TxE, into the cache their runs share (:func:`moviessl.tasks.lvu.data.contextualize_folder`),
+    so that the ranks Lightning's launcher starts at the first ``fit`` find every film done. The
+    config and every label file are checked first (a typo must not wait for the pass)."""
+    cfg = resolve_config(None, preset, overrides)
+    ids = sorted({v for t in tasks for split in task_labels(data_root, t, cfg).values() for v in split})
+    contextualize_folder(scene_features, contextualizer, out, ids)
 
 
 def build_inputs(
@@ -213,7 +237,7 @@ def run_finetune(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
-    labels = {s: dict(read_labels(data_root, task, s)) for s in ["train", *cfg.data.eval_splits]}
+    labels = task_labels(data_root, task, cfg)
     if inputs is None:
         inputs = build_inputs(
             task,
