@@ -16,7 +16,11 @@ whether the items are the same in both modes. Files are in the page cache after 
 the per-item time is the decode and copy cost, not the disk's. ``--format scene``: OT++'s scene
 pathway instead, a ``moviessl extract`` folder of ``--videos`` films x ``--events`` 2-s events of
 ``--dim``-d features (``{id}_feats.npy``), each film loaded whole (eager) or by
-:func:`moviessl.tasks.lvu.data.scene_arrays` (lazy).
+:func:`moviessl.tasks.lvu.data.scene_arrays` (lazy). ``--format scene-ctx``: that folder
+contextualised at run time by a ``txe_paper`` TxE (random weights; ``finetune lvu
+--contextualizer``): held in RAM (eager, as before 2026-12-03: each task of ``--task all`` and each
+rank made them again) or cached on disk and read on demand (lazy; its first run makes the cache and
+is reported as ``lazy_pass``, the second reads it, as every later task and rank does).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +45,12 @@ ins.set_feature_cache(cache_mb)
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 base = rss()
 t = time.perf_counter()
-if fmt == "scene":
+if fmt == "scene-ctx":  # meta: the TxE checkpoint; the cache beside it
+    from pathlib import Path
+    cache = Path(meta).parent / "cache" if mode == "lazy" else None
+    scene = scene_arrays(root, "feats", meta, cache_dir=cache, progress=False)[0]
+    videos = list(load_inputs(scene=scene).videos.values())
+elif fmt == "scene":
     if mode == "lazy":
         scene = scene_arrays(root, "feats")[0]
     else:
@@ -51,7 +61,7 @@ else:
     store = ins.open_instances(root, meta or None)
     videos = [SpanVideo(v, inst=store.load(v, lazy=(mode == "lazy"))) for v in store.ids]
 load_s = time.perf_counter() - t
-key = "scene" if fmt == "scene" else "inst"
+key = "inst" if fmt in ("moviessl", "release") else "scene"
 after_load = rss()
 np.random.seed(0)
 data = RandomSpans(videos, None, items)
@@ -78,6 +88,22 @@ def _write_scene(root: Path, videos: int, events: int, dim: int) -> None:
         entries[vid] = {"num_events": events, "status": "ok"}
     index = {"format": "moviessl-features", "stride_s": 2.0, "dim": dim, "videos": entries}
     (root / "index.json").write_text(json.dumps(index))
+
+
+def _txe_checkpoint(folder: Path, dim: int) -> Path:
+    """A stage-"context" ``txe_paper`` TxE over ``dim``-d events (random weights: the cost is the same)."""
+    import torch
+
+    from moviessl.checkpoint import arch_spec, save_checkpoint
+    from moviessl.models.txe import build_txe
+
+    path = folder / "model.pt"
+    if not path.is_file():
+        torch.manual_seed(0)
+        txe = build_txe("txe_paper", in_dim=dim)
+        arch = arch_spec("moviessl.models.txe:build_txe", preset="txe_paper", in_dim=dim)
+        save_checkpoint(path, stage="context", arch=arch, state_dict=txe.state_dict(), meta={"in_dim": dim})
+    return path
 
 
 def _write(root: Path, videos: int, boxes: int, dim: int, release: bool) -> None:
@@ -126,12 +152,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--dim", type=int, default=2304)
     ap.add_argument("--items", type=int, default=300)
     ap.add_argument("--cache-mb", type=float, default=256)
-    ap.add_argument("--format", choices=("moviessl", "release", "scene"), default="moviessl")
+    ap.add_argument("--format", choices=("moviessl", "release", "scene", "scene-ctx"), default="moviessl")
     ap.add_argument("--events", type=int, default=60, help="--format scene: events per film (LVU: 1-3 min)")
     args = ap.parse_args(argv)
-    release, scene = args.format == "release", args.format == "scene"
+    release, scene = args.format == "release", args.format in ("scene", "scene-ctx")
     rows = args.events if scene else args.boxes
-    root = Path(__file__).parent / "out" / f"instances_{args.format}_{args.videos}x{rows}x{args.dim}"
+    name = "scene" if scene else args.format
+    root = Path(__file__).parent / "out" / f"instances_{name}_{args.videos}x{rows}x{args.dim}"
     done = root / ("instance_meta.pkl" if release else "index.json")
     if not done.is_file():
         if scene:
@@ -146,13 +173,20 @@ def main(argv: list[str] | None = None) -> dict:
         "features_mb": round(args.videos * rows * args.dim * 4 / 2**20),
         "cache_mb": args.cache_mb,
     }
-    for mode in ("eager", "lazy", "eager", "lazy"):  # twice: the first pass warms the page cache
-        meta = str(done) if release else ""
+    meta = str(done) if release else ""
+    if args.format == "scene-ctx":
+        meta = str(_txe_checkpoint(root.with_name(root.name + "_txe"), args.dim))
+        shutil.rmtree(Path(meta).parent / "cache", ignore_errors=True)
+    for k, mode in enumerate(("eager", "lazy", "eager", "lazy")):  # twice: the first pass warms the page cache
         cmd = [sys.executable, "-c", CHILD, str(root), mode, str(args.items), str(args.cache_mb), meta, args.format]
         res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         if res.returncode:
             raise RuntimeError(res.stderr[-2000:])
         out[mode] = json.loads(res.stdout.strip().splitlines()[-1])
+        if k == 1 and args.format == "scene-ctx":
+            out["lazy_pass"] = out["lazy"]
+    if "lazy_pass" in out:
+        out["lazy_pass"].pop("digest")
     out["same_items"] = out["eager"].pop("digest") == out["lazy"].pop("digest")
     print(out)
     return out
