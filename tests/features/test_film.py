@@ -236,11 +236,13 @@ def test_an_unfinished_spread_film_keeps_its_partial_results_and_is_counted(back
     assert [p.name for p in (out / ".partial").iterdir()] == ["kept"]
 
 
-@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])  # 16-mixed: bf16 on a CPU, as Lightning makes it
+# 16-mixed: bf16 on a CPU, as Lightning makes it; *-true: the TxE's weights in half, its inputs converted
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed", "bf16-true", "16-true"])
 def test_ctx_added_later_equals_ctx_made_with_the_features(backbone, film, tmp_path, precision):
     """``--contextualizer`` on a folder extracted without one fills in the ctx files outside
     ``predict``: they must be what ``predict`` would have made, in the same precision (the TxE ran
-    in fp32 on the CPU there, under bf16 autocast in ``predict``)."""
+    in fp32 on the CPU there, under bf16 autocast in ``predict``; a ``*-true`` precision failed in
+    ``predict`` itself: the features reached its half weights in fp32)."""
     from moviessl.models import build_txe
 
     torch.manual_seed(0)

@@ -366,13 +366,16 @@ def contextualize(
     output sees the same amount of context the TxE was pretrained with. Videos shorter than a
     window are padded. ``missing`` events (damaged stretches) are treated as padding: never
     attended to. ``feats`` may be a tensor or a (memory-mapped) array: windows are built and run
-    ``CTX_BLOCK`` events at a time, so a feature-length film costs no more memory than a clip.
+    ``CTX_BLOCK`` events at a time, so a feature-length film costs no more memory than a clip. They
+    are read in the dtype the TxE's weights are held in (a ``*-true`` precision's half: Lightning
+    converts a module's inputs so).
     """
     L, D = feats.shape
     if isinstance(feats, torch.Tensor):
         dev = feats.device
     else:
         dev = next(iter(txe.parameters()), torch.zeros(0)).device
+    dtype = param_dtype(txe) or torch.float32
     outs = []
     for b0 in range(0, L, CTX_BLOCK):
         rows, pos = [], []
@@ -384,9 +387,8 @@ def contextualize(
             pos.append(p - start)
         lo, hi = min(int(i.min()) for i in rows), max(int(i.max()) for i in rows) + 1
         block = feats[lo:hi]
-        block = (
-            block.to(dev) if isinstance(block, torch.Tensor) else torch.from_numpy(np.array(block, np.float32)).to(dev)
-        )
+        block = torch.as_tensor(np.array(block, np.float32)) if not isinstance(block, torch.Tensor) else block
+        block = block.to(dev, dtype)
         x = torch.zeros(len(rows), window, D, dtype=block.dtype, device=dev)
         pad = torch.ones(len(rows), window, dtype=torch.bool, device=dev)
         for j, idx in enumerate(rows):
@@ -418,7 +420,8 @@ def txe_as_in_predict(txe: torch.nn.Module, trainer: pl.Trainer | None, accelera
         step = trainer.precision_plugin.predict_step_context()
     else:
         dev = torch.device(local_device(accelerator))
-        txe.to(dev)
+        true = {"16-true": torch.float16, "bf16-true": torch.bfloat16, "64": torch.float64, "64-true": torch.float64}
+        txe.to(dev, true.get(str(precision), param_dtype(txe)))  # a true precision holds the weights so
         mixed = {"16": "16-mixed", "16-mixed": "16-mixed", "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed"}
         p = mixed.get(str(precision))
         half = torch.float16 if p == "16-mixed" and dev.type != "cpu" else torch.bfloat16 if p else None
@@ -884,8 +887,8 @@ class FeatureExtractor(pl.LightningModule):
             atomic_write(path, lambda f: write_npy_chunks(f, rows, n))
             if self.txe is not None:
                 feats = np.load(path, mmap_mode="r")
-                ctx = contextualize(self.txe, feats, self.window, self.step, missing=missing).float()
-                atomic_save_npy(self.out_dir / f"{vid}{CTX_SUFFIX}", ctx.cpu().numpy().astype(self.store_dtype))
+                ctx_path = self.out_dir / f"{vid}{CTX_SUFFIX}"
+                save_ctx(ctx_path, self.txe, feats, self.window, self.step, missing, self.store_dtype)
             entry = {
                 **self.entry_base,
                 "status": "ok",
