@@ -11,7 +11,7 @@ Without an initialised process group both functions are the identity.
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 import torch.distributed as dist
@@ -62,11 +62,26 @@ def rotated_order(n: int, rank: int = 0, world: int = 1) -> list[int]:
     return [*range(start, n), *range(start)]
 
 
-def local_device(accelerator: str = "auto") -> str:
-    """This process's GPU (``cuda:<local rank>``) when the accelerator may be one and CUDA is there,
-    else ``cpu``: for work a stage does outside Lightning (input statistics, a cache of frozen
-    features), so that under torchrun or SLURM the ranks do not all land on GPU 0."""
+def gpu_ids(devices: Any) -> list[int] | None:
+    """The GPU ids a trainer's ``devices`` names, as Lightning reads it: a list (``[2, 3]``) or a
+    comma-separated string (``"2,3"``, ``"3,"``); None for a count (``2``, ``"2"``, ``-1``, ``"auto"``:
+    the first ones)."""
+    if isinstance(devices, (list, tuple)):
+        return [int(d) for d in devices]
+    if isinstance(devices, str) and "," in devices:
+        return [int(d) for d in devices.split(",") if d.strip()]
+    return None
+
+
+def local_device(accelerator: str = "auto", devices: Any = None) -> str:
+    """This process's GPU when the accelerator may be one and CUDA is there, else ``cpu``: for work a
+    stage does outside Lightning (input statistics, a cache of frozen features), so that under
+    torchrun or SLURM the ranks do not all land on GPU 0. The GPU is the one Lightning gives this
+    local rank: ``devices``' ids where it names them (:func:`gpu_ids`), else ``cuda:<local rank>``."""
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        ids = gpu_ids(devices)
+        if ids:
+            return f"cuda:{ids[local_rank() % len(ids)]}"
         return f"cuda:{local_rank() % max(1, torch.cuda.device_count())}"
     return "cpu"
 

@@ -406,20 +406,23 @@ def contextualize(
 
 
 @contextlib.contextmanager
-def txe_as_in_predict(txe: torch.nn.Module, trainer: pl.Trainer | None, accelerator: str, precision: str):
+def txe_as_in_predict(
+    txe: torch.nn.Module, trainer: pl.Trainer | None, accelerator: str, precision: str, devices: Any = None
+):
     """Run the TxE outside ``predict`` (films rank 0 writes after the barrier, ctx files added to
     features of an earlier run) on the device and in the precision ``predict`` runs it with: the
     trainer's root device and precision context where this process has a trainer (Lightning's
     teardown moved the module to the CPU), else this process's GPU where there is one
-    (:func:`moviessl.dist.local_device`) and autocast for a mixed precision (Lightning's names and
-    aliases; ``16-mixed`` on a CPU is bf16, as Lightning makes it)."""
+    (:func:`moviessl.dist.local_device`: the one ``devices`` gives this local rank) with the weights
+    in a true precision's dtype, or autocast for a mixed precision (Lightning's names and aliases;
+    ``16-mixed`` on a CPU is bf16, as Lightning makes it)."""
     from ..dist import local_device
 
     if trainer is not None:
         txe.to(trainer.strategy.root_device)
         step = trainer.precision_plugin.predict_step_context()
     else:
-        dev = torch.device(local_device(accelerator))
+        dev = torch.device(local_device(accelerator, devices))
         true = {"16-true": torch.float16, "bf16-true": torch.bfloat16, "64": torch.float64, "64-true": torch.float64}
         txe.to(dev, true.get(str(precision), param_dtype(txe)))  # a true precision holds the weights so
         mixed = {"16": "16-mixed", "16-mixed": "16-mixed", "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed"}
@@ -714,13 +717,13 @@ class FeatureExtractor(pl.LightningModule):
             )
 
     def finish_spread(
-        self, ids: Sequence[str], accelerator: str = "auto", precision: str = "32-true"
+        self, ids: Sequence[str], accelerator: str = "auto", precision: str = "32-true", devices: Any = None
     ) -> tuple[dict[str, dict], list[str]]:
         """Rank 0 (the main process under every launcher), every rank done: write each film of
         ``ids`` that this run spread over the ranks (its ``plan.json`` says so: a spawned rank 0's
         plan never reaches this process) from its chunks on disk, the TxE as in ``predict``
-        (:func:`txe_as_in_predict`: ``accelerator`` and ``precision`` where this process has no
-        trainer). Returns (the entries written, which win over any
+        (:func:`txe_as_in_predict`: ``accelerator``, ``precision`` and ``devices`` where this process
+        has no trainer). Returns (the entries written, which win over any
         other journal's line for these films; the films still unfinished: a rank could not read
         its chunks, which it logged; their partial results are kept for a rerun)."""
         root, films = self.out_dir / PARTIAL_DIR, []
@@ -738,7 +741,7 @@ class FeatureExtractor(pl.LightningModule):
             return written, left
         log.info("writing %d video(s) whose chunks every rank shared", len(films))
         with (
-            txe_as_in_predict(self.txe, self._trainer, accelerator, precision)
+            txe_as_in_predict(self.txe, self._trainer, accelerator, precision, devices)
             if self.txe is not None
             else contextlib.nullcontext()
         ):
@@ -1082,7 +1085,7 @@ def extract(
         trainer.strategy.barrier()
         if not trainer.is_global_zero:
             return {}
-        spread_entries, unfinished = module.finish_spread([v for v, _ in todo], accelerator, precision)
+        spread_entries, unfinished = module.finish_spread([v for v, _ in todo], accelerator, precision, devices)
     elif rank_zero_only.rank != 0:  # nothing to do under torchrun / srun: rank 0 alone rewrites the index
         return {}
     else:
@@ -1091,7 +1094,7 @@ def extract(
     entries = {**read_entries(out), **spread_entries}
     if txe is not None:  # features done by an earlier run without (or with another) contextualizer
         redo = old is not None and (old.get("contextualizer") or {}).get("hash") != ctx_info["hash"]
-        _fill_ctx(out, entries, txe, window, step, dtype, redo_all=redo, how=(trainer, accelerator, precision))
+        _fill_ctx(out, entries, txe, window, step, dtype, redo_all=redo, how=(trainer, accelerator, precision, devices))
     elif old is not None and old.get("contextualizer"):
         header["contextualizer"] = old["contextualizer"]  # keep describing the ctx files already there
     entries = {v: entries[v] for v in sorted(entries)}
@@ -1161,7 +1164,7 @@ def _fill_ctx(
     out: Path, entries: dict, txe, window: int, step: int, dtype: str, redo_all: bool = False, how: tuple = ()
 ) -> None:
     """``{id}_ctx.npy`` of every good video that lacks one (all with ``redo_all``), the TxE as in
-    predict (``how``: :func:`txe_as_in_predict`'s trainer, accelerator, precision); no device is
+    predict (``how``: :func:`txe_as_in_predict`'s trainer, accelerator, precision, devices); no device is
     touched when there is nothing to fill."""
     todo = [
         (vid, e)

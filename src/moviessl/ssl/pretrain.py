@@ -180,7 +180,9 @@ def pretrain(
     if (out / "probe.json").is_file():  # it scored the weights model.pt held before this run: stale now
         (out / "probe.json").unlink()
     if run_probe and probe_val is not None:
-        dev = local_device(cfg.trainer.accelerator)  # a CPU run probes on the CPU, a GPU rank on its GPU
+        dev = local_device(
+            cfg.trainer.accelerator, cfg.trainer.devices
+        )  # a CPU run probes on the CPU, a GPU rank on its GPU
         try:
             res = probe_model(
                 module.backbone,

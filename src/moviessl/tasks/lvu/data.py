@@ -127,7 +127,13 @@ class ContextualisedScene(StampedSource):
 
 
 def contextualize_scene(
-    scene: ContextualisedScene, txe: torch.nn.Module, window: int, step: int, ids: Iterable[str], progress: bool = True
+    scene: ContextualisedScene,
+    txe: torch.nn.Module,
+    window: int,
+    step: int,
+    ids: Iterable[str],
+    progress: bool = True,
+    device: str | None = None,
 ) -> None:
     """Every ``ids`` film of ``scene.store`` through ``txe`` (a stage-"context" checkpoint's, with its
     ``window`` and ``step``: :func:`moviessl.features.extract.load_contextualizer`) into
@@ -136,8 +142,8 @@ def contextualize_scene(
 
     Resumable: current files are kept. Under torchrun / srun each rank starts at its own share and
     skips what another rank wrote meanwhile (as VidSitu's frozen-feature cache does), and never
-    replaces a file another rank wrote. This rank's GPU where there is one
-    (:func:`moviessl.dist.local_device`), in fp32."""
+    replaces a file another rank wrote. On ``device`` (default: this rank's GPU where there is one,
+    :func:`moviessl.dist.local_device`), in fp32."""
     todo = [v for v in ids if not scene.current(v)]
     todo = [todo[k] for k in rotated_order(len(todo), *launch_rank())]
     if not todo:  # a rerun (or a rank that finds every file written) touches no GPU
@@ -145,7 +151,7 @@ def contextualize_scene(
     from tqdm.auto import tqdm
 
     store, before = scene.store, scene.listing()
-    txe = txe.to(local_device())
+    txe = txe.to(device or local_device())
     with torch.no_grad():
         for v in tqdm(todo, desc="contextualise scene", unit="film", disable=not progress):
             if scene.current(v):
@@ -181,15 +187,15 @@ def contextualize_folder(
     cache_dir: str | os.PathLike,
     ids: Iterable[str],
     progress: bool = True,
+    device: str | None = None,
 ) -> None:
     """:func:`contextualize_scene` of the ``ids`` in a feature folder, into :func:`scene_cache`: run
     once before ``--task all``'s tasks, so that ranks that Lightning's launcher starts at the first
     task's ``fit`` find every film done, also for the later tasks' films."""
     store = FeatureStore(features, num_events=None)
     txe, window, step, txe_hash = _load_txe(store, contextualizer)
-    contextualize_scene(
-        scene_cache(store, txe_hash, cache_dir), txe, window, step, [v for v in ids if v in store], progress
-    )
+    want = [v for v in ids if v in store]
+    contextualize_scene(scene_cache(store, txe_hash, cache_dir), txe, window, step, want, progress, device)
 
 
 def scene_arrays(
@@ -199,6 +205,7 @@ def scene_arrays(
     ids: Iterable[str] | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    device: str | None = None,
 ) -> tuple[dict[str, np.ndarray | LazyFeatures], float, str]:
     """``(id -> (E, D) scene features, seconds between events, description)`` from a feature folder.
 
@@ -207,7 +214,8 @@ def scene_arrays(
     demand (:class:`SceneFeatures`). With ``contextualizer`` the raw features are contextualised here
     by that TxE checkpoint: cached in ``cache_dir/scene_ctx/<hash of the feature folder's path and
     backbone and of the checkpoint>/`` and read on demand (:func:`contextualize_scene`), or held in
-    RAM without a ``cache_dir``."""
+    RAM without a ``cache_dir``; the TxE runs on ``device`` (default: this rank's GPU where there is
+    one)."""
     if kind not in SCENE_KINDS:
         raise BadInputError("--scene-kind", f"must be one of {', '.join(SCENE_KINDS)}, got '{kind}'")
     store = FeatureStore(features, num_events=None)
@@ -224,10 +232,10 @@ def scene_arrays(
         desc += "+pad-missing"
     if cache_dir is not None:
         scene = scene_cache(store, txe_hash, cache_dir)
-        contextualize_scene(scene, txe, window, step, want, progress)
+        contextualize_scene(scene, txe, window, step, want, progress, device)
         return {v: scene.lazy(v) for v in want}, store.stride_s, desc
     out: dict[str, np.ndarray | LazyFeatures] = {}
-    txe = txe.to(local_device())  # this rank's GPU where there is one: thousands of films through the TxE
+    txe = txe.to(device or local_device())  # this rank's GPU where there is one: thousands of films
     with torch.no_grad():
         for v in want:
             m = store.missing(v)

@@ -34,6 +34,7 @@ from ...checkpoint import file_hash, load_checkpoint, save_checkpoint
 from ...config import flatten, load_config, merge_overrides, save_config, to_dict
 from ...context.ot_spans import EvalSpans, RandomSpans, collate_spans, input_stats
 from ...data.lvu import read_labels
+from ...dist import local_device
 from ...errors import BadInputError
 from ...eval.lvu import evaluate
 from ...features.instances import open_instances, set_feature_cache
@@ -78,7 +79,9 @@ def contextualize_tasks(
     config and every label file are checked first (a typo must not wait for the pass)."""
     cfg = resolve_config(None, preset, overrides)
     ids = sorted({v for t in tasks for split in task_labels(data_root, t, cfg).values() for v in split})
-    contextualize_folder(scene_features, contextualizer, out, ids)
+    contextualize_folder(
+        scene_features, contextualizer, out, ids, device=local_device(cfg.trainer.accelerator, cfg.trainer.devices)
+    )
 
 
 def build_inputs(
@@ -92,11 +95,13 @@ def build_inputs(
     scene_stride_s: float | None = None,
     ids: Iterable[str] | None = None,
     cache_dir: str | os.PathLike | None = None,
+    device: str | None = None,
 ) -> LVUInputs:
     """The OT's inputs for ``task`` from files. With LVU's released ``features/`` the instance
     metadata defaults to ``<data_root>/instance_meta/instance_meta_<task>.pkl``. ``ids``: only these
     videos (the task's labelled ones: a scene feature folder holds every movie of all nine tasks).
-    ``cache_dir``: where scene features that ``contextualizer`` makes are cached (else in RAM)."""
+    ``cache_dir``: where scene features that ``contextualizer`` makes are cached (else in RAM);
+    ``device``: where its TxE runs (default: this rank's GPU where there is one)."""
     inst = None
     desc = []
     if instances is not None:
@@ -109,7 +114,9 @@ def build_inputs(
         desc.append(f"instances:{Path(instances).resolve()}:{inst.backbone}")
     scene, stride = None, 2.0
     if scene_features is not None:
-        scene, stride, d = scene_arrays(scene_features, scene_kind, contextualizer, ids=ids, cache_dir=cache_dir)
+        scene, stride, d = scene_arrays(
+            scene_features, scene_kind, contextualizer, ids=ids, cache_dir=cache_dir, device=device
+        )
         desc.append(d)
     return load_inputs(inst, scene, scene_stride_s or stride, ids=ids, desc=" ".join(desc))
 
@@ -250,6 +257,7 @@ def run_finetune(
             cfg.data.scene_stride_s,
             ids=sorted(set().union(*labels.values())),
             cache_dir=scene_cache if scene_cache is not None else out,
+            device=local_device(cfg.trainer.accelerator, cfg.trainer.devices),
         )
     train = [inputs.videos[v] for v in labels["train"] if v in inputs]
     evals = {s: [inputs.videos[v] for v in labels[s] if v in inputs] for s in cfg.data.eval_splits}

@@ -247,7 +247,14 @@ def prepare(
             clips, kept, _ = vsrc(vsegs)
             net = build_arch(backbone_obj["arch"])
             net.load_state_dict(backbone_obj["state_dict"])
-            extract_features(net, clips, kept, feat_dir, batch_size=4, device=local_device(cfg.trainer.accelerator))
+            extract_features(
+                net,
+                clips,
+                kept,
+                feat_dir,
+                batch_size=4,
+                device=local_device(cfg.trainer.accelerator, cfg.trainer.devices),
+            )
             source = feature_source(FeatureStore(feat_dir, num_events=5))
             backbone_obj = None
     txe_arch, txe_state, ctx_label = _contextualizer(contextualizer, in_dim, cfg)
@@ -299,7 +306,10 @@ def make_job(p: Prepared, out: Path, resume: bool = False, train_data=None, opti
     stats = None
     if cfg.data.input_norm == "fixed" and p.txe_state is None:  # a pretrained TxE brings its own
         stats = train_input_stats(
-            train_data, p.backbone_obj, device=local_device(cfg.trainer.accelerator), num_workers=cfg.data.num_workers
+            train_data,
+            p.backbone_obj,
+            device=local_device(cfg.trainer.accelerator, cfg.trainer.devices),
+            num_workers=cfg.data.num_workers,
         )
     optim = optim or TaskOptim(
         lr=tcfg.lr,

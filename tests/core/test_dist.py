@@ -1,0 +1,29 @@
+"""Where a rank's work outside Lightning runs (``moviessl.dist``)."""
+
+import pytest
+import torch
+
+from moviessl.dist import gpu_ids, local_device
+
+
+@pytest.mark.parametrize(
+    "devices, ids",
+    [([2, 3], [2, 3]), ("2,3", [2, 3]), ("3,", [3]), (2, None), ("2", None), (-1, None), ("auto", None), (None, None)],
+)
+def test_gpu_ids_read_devices_as_lightning_does(devices, ids):
+    assert gpu_ids(devices) == ids
+
+
+def test_local_device_is_the_gpu_lightning_gives_this_local_rank(monkeypatch):
+    """``trainer.devices=[2,3]``: local rank 1 trains on GPU 3, so its frozen-feature cache, probe
+    and scene TxE run there too (they ran on GPU 1, which the job was not given)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    for k in ("LOCAL_RANK", "SLURM_LOCALID", "JSM_NAMESPACE_LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert local_device("gpu", [2, 3]) == "cuda:3" and local_device("auto", "2,3") == "cuda:3"
+    assert local_device("cuda", 2) == "cuda:1" and local_device() == "cuda:1"
+    assert local_device("cpu", [2, 3]) == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert local_device("auto", [2, 3]) == "cpu"
