@@ -263,11 +263,29 @@ def check_matmul_precision(key: str, v: Any) -> None:
         raise BadInputError(key, f"choose {', '.join(MATMUL_PRECISIONS)}, not {v!r}")
 
 
+# Lightning's true half precisions hold the weights, and so AdamW's updates, in 16 bits: an update
+# smaller than ~1/256 (bf16) of its weight is rounded away, and lr 1e-4 steps are ~1e-4 of a weight.
+TRUE_HALF = ("16-true", "bf16-true")
+
+
+def check_train_precision(key: str, v: Any) -> None:
+    """One line naming ``key`` for a true half precision in a training stage's trainer (extraction,
+    which only runs the weights, takes it: ``moviessl extract --precision bf16-true``)."""
+    if str(v) in TRUE_HALF:
+        raise BadInputError(
+            key,
+            f"{v} trains weights held in half precision, where updates smaller than ~1/256 of a weight are "
+            "rounded away (lr 1e-4 updates are ~1e-4); train with bf16-mixed or 16-mixed",
+        )
+
+
 def check_ranges(cfg: Any) -> None:
     """``BadInputError`` naming the first setting outside its range (see ``_range_problem``)."""
     for key, v in flatten(to_dict(cfg)).items():
         if key.rsplit(".", 1)[-1] == "matmul_precision":
             check_matmul_precision(key, v)
+        if key == "trainer.precision":
+            check_train_precision(key, v)
         problem = _range_problem(key.rsplit(".", 1)[-1], v)
         if problem:
             raise BadInputError(key, f"{v} {problem}")

@@ -27,7 +27,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from .config import TrainerConfig, check_matmul_precision, save_config
+from .config import TrainerConfig, check_matmul_precision, check_train_precision, save_config
 from .errors import BadInputError
 from .utils.io import atomic_write
 
@@ -221,6 +221,7 @@ def make_trainer(
             strategy = FIND_UNUSED.get(strategy, strategy)
         if t.ddp_timeout_s is not None:
             strategy = ddp_with_timeout(strategy, t.ddp_timeout_s)
+    check_train_precision("trainer.precision", t.precision)  # a TrainerConfig built in code: not checked yet
     if t.matmul_precision is not None:  # a TrainerConfig built in code has not been through load_config
         check_matmul_precision("trainer.matmul_precision", t.matmul_precision)
         cbs.append(MatmulPrecision(t.matmul_precision))

@@ -163,3 +163,19 @@ def test_every_shipped_preset_is_in_range(stage):
 
     for name in preset_names(stage):
         check_ranges(load_config(stage, name))
+
+
+@pytest.mark.parametrize("stage", ["backbone", "context", "vidsitu", "lvu", "ot_pretrain"])
+@pytest.mark.parametrize("precision", ["bf16-true", "16-true"])
+def test_training_in_true_half_precision_is_one_line(stage, precision, tmp_path):
+    """Every training stage refuses weights held in half (their AdamW updates would be rounded away;
+    CVRL, MoDist and the VidSitu heads also failed with a dtype traceback), before any work; the
+    mixed precisions train."""
+    from moviessl.training import make_trainer
+
+    with pytest.raises(BadInputError, match=rf"^trainer.precision: {precision} trains weights held in half"):
+        load_config(stage, "cpu", [f"trainer.precision={precision}"])
+    for ok in ("bf16-mixed", "16-mixed", "32-true"):
+        assert load_config(stage, "cpu", [f"trainer.precision={ok}"]).trainer.precision == ok
+    with pytest.raises(BadInputError, match="trains weights held in half"):  # a TrainerConfig built in code
+        make_trainer({"precision": precision}, tmp_path)
