@@ -264,7 +264,7 @@ def check_matmul_precision(key: str, v: Any) -> None:
 
 
 # Lightning's true half precisions hold the weights, and so AdamW's updates, in 16 bits: an update
-# smaller than ~1/256 (bf16) of its weight is rounded away, and lr 1e-4 steps are ~1e-4 of a weight.
+# smaller than ~1/256 (bf16; fp16 ~1/2048) of its weight is rounded away, and lr 1e-4 steps are ~1e-4.
 TRUE_HALF = ("16-true", "bf16-true")
 
 
@@ -272,9 +272,10 @@ def check_train_precision(key: str, v: Any) -> None:
     """One line naming ``key`` for a true half precision in a training stage's trainer (extraction,
     which only runs the weights, takes it: ``moviessl extract --precision bf16-true``)."""
     if str(v) in TRUE_HALF:
+        ulp = "1/256" if str(v).startswith("bf16") else "1/2048"  # half the spacing next to 1: 8 / 11 bits
         raise BadInputError(
             key,
-            f"{v} trains weights held in half precision, where updates smaller than ~1/256 of a weight are "
+            f"{v} trains weights held in half precision, where updates smaller than ~{ulp} of a weight are "
             "rounded away (lr 1e-4 updates are ~1e-4); train with bf16-mixed or 16-mixed",
         )
 
