@@ -151,6 +151,7 @@ def contextualize_scene(
     from tqdm.auto import tqdm
 
     store, before = scene.store, scene.listing()
+    log.info("contextualising %d film(s) of %s into %s", len(todo), store.root, scene.folder)
     txe = txe.to(device or local_device())
     with torch.no_grad():
         for v in tqdm(todo, desc="contextualise scene", unit="film", disable=not progress):

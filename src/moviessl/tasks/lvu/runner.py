@@ -79,9 +79,8 @@ def contextualize_tasks(
     config and every label file are checked first (a typo must not wait for the pass)."""
     cfg = resolve_config(None, preset, overrides)
     ids = sorted({v for t in tasks for split in task_labels(data_root, t, cfg).values() for v in split})
-    contextualize_folder(
-        scene_features, contextualizer, out, ids, device=local_device(cfg.trainer.accelerator, cfg.trainer.devices)
-    )
+    device = local_device(cfg.trainer.accelerator, cfg.trainer.devices)
+    contextualize_folder(scene_features, contextualizer, out, ids, cfg.trainer.progress_bar, device)
 
 
 def build_inputs(
@@ -96,12 +95,14 @@ def build_inputs(
     ids: Iterable[str] | None = None,
     cache_dir: str | os.PathLike | None = None,
     device: str | None = None,
+    progress: bool = True,
 ) -> LVUInputs:
     """The OT's inputs for ``task`` from files. With LVU's released ``features/`` the instance
     metadata defaults to ``<data_root>/instance_meta/instance_meta_<task>.pkl``. ``ids``: only these
     videos (the task's labelled ones: a scene feature folder holds every movie of all nine tasks).
     ``cache_dir``: where scene features that ``contextualizer`` makes are cached (else in RAM);
-    ``device``: where its TxE runs (default: this rank's GPU where there is one)."""
+    ``device``: where its TxE runs (default: this rank's GPU where there is one), with a progress bar
+    unless ``progress`` is False."""
     inst = None
     desc = []
     if instances is not None:
@@ -115,7 +116,7 @@ def build_inputs(
     scene, stride = None, 2.0
     if scene_features is not None:
         scene, stride, d = scene_arrays(
-            scene_features, scene_kind, contextualizer, ids=ids, cache_dir=cache_dir, device=device
+            scene_features, scene_kind, contextualizer, ids=ids, cache_dir=cache_dir, progress=progress, device=device
         )
         desc.append(d)
     return load_inputs(inst, scene, scene_stride_s or stride, ids=ids, desc=" ".join(desc))
@@ -258,6 +259,7 @@ def run_finetune(
             ids=sorted(set().union(*labels.values())),
             cache_dir=scene_cache if scene_cache is not None else out,
             device=local_device(cfg.trainer.accelerator, cfg.trainer.devices),
+            progress=cfg.trainer.progress_bar,
         )
     train = [inputs.videos[v] for v in labels["train"] if v in inputs]
     evals = {s: [inputs.videos[v] for v in labels[s] if v in inputs] for s in cfg.data.eval_splits}
