@@ -263,8 +263,9 @@ def check_matmul_precision(key: str, v: Any) -> None:
         raise BadInputError(key, f"choose {', '.join(MATMUL_PRECISIONS)}, not {v!r}")
 
 
-# Lightning's true half precisions hold the weights, and so AdamW's updates, in 16 bits: an update
-# smaller than ~1/256 (bf16; fp16 ~1/2048) of its weight is rounded away, and lr 1e-4 steps are ~1e-4.
+# Lightning's true half precisions hold the weights and AdamW's state in 16 bits: bf16 (8 significand
+# bits) rounds an AdamW step (~lr) away on a weight above ~256 x lr; fp16 underflows AdamW's eps (1e-8)
+# and small second moments, so a step divides by zero.
 TRUE_HALF = ("16-true", "bf16-true")
 
 
@@ -272,12 +273,12 @@ def check_train_precision(key: str, v: Any) -> None:
     """One line naming ``key`` for a true half precision in a training stage's trainer (extraction,
     which only runs the weights, takes it: ``moviessl extract --precision bf16-true``)."""
     if str(v) in TRUE_HALF:
-        ulp = "1/256" if str(v).startswith("bf16") else "1/2048"  # half the spacing next to 1: 8 / 11 bits
-        raise BadInputError(
-            key,
-            f"{v} trains weights held in half precision, where updates smaller than ~{ulp} of a weight are "
-            "rounded away (lr 1e-4 updates are ~1e-4); train with bf16-mixed or 16-mixed",
+        why = (
+            "AdamW's steps (~lr) are rounded away on weights above ~256 x lr, and weight decay always is"
+            if str(v).startswith("bf16")
+            else "AdamW's eps and small second moments underflow to 0 and weights become inf or NaN"
         )
+        raise BadInputError(key, f"{v} trains weights held in half precision: {why}; train with bf16-mixed or 16-mixed")
 
 
 def check_ranges(cfg: Any) -> None:

@@ -11,10 +11,12 @@ Without an initialised process group both functions are the identity.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
+
+from .errors import BadInputError
 
 
 def is_dist() -> bool:
@@ -66,11 +68,18 @@ def gpu_ids(devices: Any) -> list[int] | None:
     """The GPU ids a trainer's ``devices`` names, as Lightning reads it: a list (``[2, 3]``) or a
     comma-separated string (``"2,3"``, ``"3,"``); None for a count (``2``, ``"2"``, ``-1``, ``"auto"``:
     the first ones)."""
-    if isinstance(devices, (list, tuple)):
-        return [int(d) for d in devices]
-    if isinstance(devices, str) and "," in devices:
-        return [int(d) for d in devices.split(",") if d.strip()]
-    return None
+    if isinstance(devices, str):
+        if "," not in devices:
+            return None
+        parts = [d for d in devices.split(",") if d.strip()]
+    elif isinstance(devices, Sequence):
+        parts = list(devices)
+    else:
+        return None
+    try:
+        return [int(d) for d in parts]
+    except (TypeError, ValueError):
+        raise BadInputError("trainer.devices", f"{devices!r}: give a count or a list of GPU ids, e.g. [2, 3]") from None
 
 
 def local_device(accelerator: str = "auto", devices: Any = None) -> str:

@@ -179,3 +179,12 @@ def test_training_in_true_half_precision_is_one_line(stage, precision, tmp_path)
         assert load_config(stage, "cpu", [f"trainer.precision={ok}"]).trainer.precision == ok
     with pytest.raises(BadInputError, match="trains weights held in half"):  # a TrainerConfig built in code
         make_trainer({"precision": precision}, tmp_path)
+    if stage in ("vidsitu", "lvu"):  # a whole config object built in code: refused before any work too
+        import dataclasses
+        import importlib
+
+        runner = importlib.import_module(f"moviessl.tasks.{stage}.runner")
+        cfg = load_config(stage, "cpu")
+        cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, precision=precision))
+        with pytest.raises(BadInputError, match="trains weights held in half"):
+            runner.resolve_config(cfg)

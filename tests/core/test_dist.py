@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from moviessl.dist import gpu_ids, local_device
+from moviessl.errors import BadInputError
 
 
 @pytest.mark.parametrize(
@@ -12,6 +13,12 @@ from moviessl.dist import gpu_ids, local_device
 )
 def test_gpu_ids_read_devices_as_lightning_does(devices, ids):
     assert gpu_ids(devices) == ids
+
+
+@pytest.mark.parametrize("devices", ["[2,3]", ["a"], "2,x"])
+def test_unreadable_gpu_ids_are_one_line(devices):
+    with pytest.raises(BadInputError, match=r"^trainer.devices: .*give a count or a list of GPU ids"):
+        gpu_ids(devices)
 
 
 def test_local_device_is_the_gpu_lightning_gives_this_local_rank(monkeypatch):

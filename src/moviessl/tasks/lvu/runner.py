@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ...checkpoint import file_hash, load_checkpoint, save_checkpoint
-from ...config import flatten, load_config, merge_overrides, save_config, to_dict
+from ...config import check_ranges, flatten, load_config, merge_overrides, save_config, to_dict
 from ...context.ot_spans import EvalSpans, RandomSpans, collate_spans, input_stats
 from ...data.lvu import read_labels
 from ...dist import local_device
@@ -53,7 +53,10 @@ def resolve_config(
 ) -> LVUConfig:
     """A full config, or the preset with ``cfg`` (a nested dict of changes) and then ``overrides``."""
     if isinstance(cfg, LVUConfig):
-        return merge_overrides(cfg, overrides) if overrides else cfg
+        if overrides:
+            return merge_overrides(cfg, overrides)
+        check_ranges(cfg)  # built in code: checked before any work, as a preset is
+        return cfg
     base = load_config("lvu", preset, flatten(cfg or {}))
     return merge_overrides(base, overrides) if overrides else base
 

@@ -38,6 +38,7 @@ from ...checkpoint import file_hash, load_checkpoint
 from ...config import load_config, to_dict
 from ...context.instance_masking import pretrain_ot
 from ...data.lvu import LVU_TASKS, read_labels
+from ...dist import local_device
 from ...errors import BadInputError
 from ...features.extract import extract
 from ...features.instances import InstanceStore, extract_instances, set_feature_cache
@@ -303,6 +304,8 @@ def run_lvu_table(
             )
 
     # 3. scene features: "ours" = CVRL events through the TxE, "sup" = pooled supervised events
+    ft_cfg = load_config("lvu", preset, list(overrides))
+    ctx_device = local_device(ft_cfg.trainer.accelerator, ft_cfg.trainer.devices)
     scene: dict[str, tuple[dict, float, str]] = {}  # arrays, event stride, description (with the TxE's hash)
     for s in sorted({s for _, s in rows if s != "none"}):
         b = SCENE_BACKBONE[s]
@@ -317,11 +320,13 @@ def run_lvu_table(
         ctx = contextualizer if s == "ours" else None
         scene[s] = timed(
             f"scene {s}",
-            lambda fdir=fdir, ctx=ctx: scene_arrays(fdir, "feats", ctx, cache_dir=out, progress=not quiet),
+            lambda fdir=fdir, ctx=ctx: scene_arrays(
+                fdir, "feats", ctx, cache_dir=out, progress=not quiet, device=ctx_device
+            ),
         )
 
     # 4. fine-tuning: each row's inputs once, nine tasks x seeds
-    set_feature_cache(load_config("lvu", preset, list(overrides)).data.instance_cache_mb)
+    set_feature_cache(ft_cfg.data.instance_cache_mb)
     stats: dict[str, dict[str, dict]] = {"val": {}, "test": {}}
     for i, s in rows:
         key = setting_name(i, s)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ...checkpoint import arch_spec, build_arch, file_hash, load_checkpoint, save_checkpoint
-from ...config import flatten, load_config, merge_overrides, save_config, to_dict
+from ...config import check_ranges, flatten, load_config, merge_overrides, save_config, to_dict
 from ...data.vidsitu import load_split
 from ...dist import local_device
 from ...errors import BadInputError
@@ -54,7 +54,10 @@ def resolve_config(
 ) -> VidSituConfig:
     """A full config, or the preset with ``cfg`` (a nested dict of changes) and then ``overrides``."""
     if isinstance(cfg, VidSituConfig):
-        return merge_overrides(cfg, overrides) if overrides else cfg
+        if overrides:
+            return merge_overrides(cfg, overrides)
+        check_ranges(cfg)  # built in code: checked before any work, as a preset is
+        return cfg
     base = load_config("vidsitu", preset, flatten(cfg or {}))
     return merge_overrides(base, overrides) if overrides else base
 
