@@ -20,6 +20,7 @@ Lightning checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -107,9 +108,12 @@ def train_input_stats(
     net.load_state_dict(backbone_obj["state_dict"])
     net.to(device).eval()
     feats = []
-    for batch in loader(train_data, batch_size, shuffle=False, num_workers=num_workers):
-        x = to_model_input(batch["x"].to(device), param_dtype(net))
-        feats.append(net(x.flatten(0, 1)).float().cpu())
+    # the loader pins its batches for the current GPU, which is GPU 0 until Lightning sets this rank's
+    on_gpu = torch.cuda.device(device) if torch.device(device).type == "cuda" else contextlib.nullcontext()
+    with on_gpu:
+        for batch in loader(train_data, batch_size, shuffle=False, num_workers=num_workers):
+            x = to_model_input(batch["x"].to(device), param_dtype(net))
+            feats.append(net(x.flatten(0, 1)).float().cpu())
     return feature_stats(torch.cat(feats))
 
 
