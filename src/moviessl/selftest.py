@@ -540,7 +540,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--preset", default="paper", help="paper (default) or cpu")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: run on the GPU in bf16")
     p.add_argument(
-        "--precision", default=None, help="override the precision (default 32-true on cpu, bf16-mixed on cuda)"
+        "--precision",
+        default=None,
+        help="override the precision (default 32-true on cpu, bf16-mixed on cuda; a true half precision "
+        "such as bf16-true only with --only extract: training stages refuse it)",
     )
     p.add_argument("--only", default=None, help=f"comma-separated stages ({','.join(STAGES)})")
     p.add_argument(

@@ -117,7 +117,9 @@ def _add_launch_args(p) -> None:
         "(default: Lightning's 30 min; the videos are split by size, so the wait is about one long film at most)",
     )
     p.add_argument(
-        "--precision", default="32-true", help="backbone inference precision, e.g. bf16-mixed or 16-mixed on GPUs"
+        "--precision",
+        default="32-true",
+        help="backbone inference precision, e.g. bf16-mixed or 16-mixed on GPUs, or bf16-true (weights in bf16)",
     )
 
 
