@@ -18,7 +18,7 @@ pathway instead, a ``moviessl extract`` folder of ``--videos`` films x ``--event
 ``--dim``-d features (``{id}_feats.npy``), each film loaded whole (eager) or by
 :func:`moviessl.tasks.lvu.data.scene_arrays` (lazy). ``--format scene-ctx``: that folder
 contextualised at run time by a ``txe_paper`` TxE (random weights; ``finetune lvu
---contextualizer``): held in RAM (eager, as before 2026-12-03: each task of ``--task all`` and each
+--contextualizer``): held in RAM (eager, the earlier way: each task of ``--task all`` and each
 rank made them again) or cached on disk and read on demand (lazy; its first run makes the cache and
 is reported as ``lazy_pass``, the second reads it, as every later task and rank does).
 """

@@ -28,7 +28,7 @@ BENCHES = {  # name: module [its arguments]
     "batched_seeds": "benchmarks.bench_batched_seeds",  # K seeds as one vmap-ed model vs K models
     "instances": "benchmarks.bench_instances",  # OT instance features in RAM vs read on demand: peak RSS, ms per span
     # scene features through the TxE at run time: in RAM vs cached once on disk (the pass, a later task's read)
-    "scene_ctx": "benchmarks.bench_instances --format scene-ctx --videos 100",
+    "scene_ctx": "benchmarks.bench_instances --format scene-ctx --videos 100 --dim 2048",
     "film": "benchmarks.bench_film",  # long 720p films: events/s split, peak RSS at 2 lengths, kill -9 resume (~10 min)
 }
 

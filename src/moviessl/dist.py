@@ -95,6 +95,11 @@ def local_device(accelerator: str = "auto", devices: Any = None) -> str:
     return "cpu"
 
 
+def trainer_device(t: Any) -> str:
+    """:func:`local_device` of a ``trainer`` config block (its ``accelerator`` and ``devices``)."""
+    return local_device(t.accelerator, t.devices)
+
+
 def broadcast_object(obj, src: int = 0):
     """``obj`` of rank ``src`` on every process (a picklable object; identity without DDP). Used after
     rank 0 alone has scored a run, so every rank takes the same decisions and writes the same files."""

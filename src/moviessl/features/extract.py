@@ -371,6 +371,8 @@ def contextualize(
     converts a module's inputs so).
     """
     L, D = feats.shape
+    if missing is not None and not np.asarray(missing).any():
+        missing = None
     if isinstance(feats, torch.Tensor):
         dev = feats.device
     else:
@@ -400,7 +402,7 @@ def contextualize(
         out = txe(x, mask=None, pad=pad if pad.any() else None)
         outs.append(out[torch.arange(len(rows), device=dev), torch.as_tensor(pos, device=dev)])
     out = torch.cat(outs)
-    if missing is not None and missing.any():
+    if missing is not None:
         out[torch.as_tensor(missing, device=out.device)] = 0
     return out
 
@@ -1198,6 +1200,5 @@ def save_ctx(
 ) -> None:
     """:func:`contextualize` one video's ``(L, D)`` features (``missing`` events as padding) and write
     the outputs atomically to ``path`` (``clobber``: see :func:`moviessl.utils.io.atomic_write`)."""
-    missing = missing if missing is not None and missing.any() else None
     ctx = contextualize(txe, feats, window, step, missing=missing).float()
     atomic_save_npy(path, ctx.cpu().numpy().astype(dtype), clobber)

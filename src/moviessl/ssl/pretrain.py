@@ -18,7 +18,7 @@ import torch
 
 from ..config import save_config
 from ..data.cliplist import check_labelled, check_same_label_map, read_clip_list
-from ..dist import local_device
+from ..dist import trainer_device
 from ..errors import BadInputError
 from ..training import cpu_threads_unless_gpu, fit, planned_world_size, seed_everything
 from ..utils.io import atomic_write_json, ensure_out_dir
@@ -180,9 +180,7 @@ def pretrain(
     if (out / "probe.json").is_file():  # it scored the weights model.pt held before this run: stale now
         (out / "probe.json").unlink()
     if run_probe and probe_val is not None:
-        dev = local_device(
-            cfg.trainer.accelerator, cfg.trainer.devices
-        )  # a CPU run probes on the CPU, a GPU rank on its GPU
+        dev = trainer_device(cfg.trainer)  # a CPU run probes on the CPU, a GPU rank on its GPU
         try:
             res = probe_model(
                 module.backbone,

@@ -87,8 +87,9 @@ class ContextualisedScene(StampedSource):
         self.store, self.folder = store, Path(folder)
 
     def _file(self, vid: str) -> Path:
-        st = self.store.path(vid).stat()
-        return self.folder / f"{vid}.{st.st_size}.{st.st_mtime_ns}.{st.st_ino}{CTX_SUFFIX}"
+        """Named by its source's stamp (a missing source: one line naming it)."""
+        _, size, mtime, ino = file_stamp(self.store.path(vid))
+        return self.folder / f"{vid}.{size}.{mtime}.{ino}{CTX_SUFFIX}"
 
     def _source(self, vid: str) -> Path:
         return self.store.path(vid)
@@ -96,7 +97,7 @@ class ContextualisedScene(StampedSource):
     def current(self, vid: str) -> bool:
         try:
             return self._file(vid).is_file()
-        except FileNotFoundError:  # the source is gone: the store's read names it
+        except BadInputError:  # the source is gone: the store's read names it
             return False
 
     def listing(self) -> dict[str, list[str]]:
@@ -110,15 +111,14 @@ class ContextualisedScene(StampedSource):
         return out
 
     def cache_key(self, vid: str) -> tuple:
-        # the source's stamp names the cached file; not that file's inode, which a second rank's
-        # copy of the same film would change under a rank that read the first
-        return (type(self).__name__, file_stamp(self.store.path(vid)), str(self._file(vid)))
+        # the folder (the checkpoint) and the source's stamp name the cached file; not that file's
+        # inode, which a second rank's copy of the same film would change under a rank that read the first
+        return (type(self).__name__, str(self.folder), file_stamp(self.store.path(vid)))
 
     def _read(self, vid: str) -> np.ndarray:
-        path = self.store.path(vid)
+        path = self._file(vid)
         try:
-            path = self._file(vid)
-            return np.load(path, allow_pickle=False).astype(np.float32)
+            return np.load(path, allow_pickle=False).astype(np.float32, copy=False)
         except FileNotFoundError:
             why = "no cached TxE outputs for its features as they are now (changed, or the cache cleaned, meanwhile)"
             raise BadInputError(self.store.path(vid), f"{why}; run the job again") from None
@@ -157,10 +157,10 @@ def contextualize_scene(
         for v in tqdm(todo, desc="contextualise scene", unit="film", disable=not progress):
             if scene.current(v):
                 continue
-            path = scene._file(v) if store.path(v).is_file() else None  # the features' name before they are read
-            feats = store.load(v, mmap=True)  # a missing or bad file: one line naming it
-            # features rewritten meanwhile give a file no job reads (named after the old ones)
-            path = path or scene._file(v)
+            # named by the features before they are read: features rewritten meanwhile give a file no
+            # job reads (a missing or bad file: one line naming it)
+            path = scene._file(v)
+            feats = store.load(v, mmap=True)
             save_ctx(path, txe, feats, window, step, store.missing(v), clobber=False)
             for old in before.get(v, []):
                 if old != path.name:
@@ -229,7 +229,7 @@ def scene_arrays(
     txe, window, step, txe_hash = _load_txe(store, contextualizer)
     desc = f"scene:{Path(features).resolve()}+txe:{txe_hash}"
     if any(store.info(v).get("missing") for v in want):
-        # a damaged stretch is padding since 2026-12-03 (it was attended to): not the runs made before
+        # a damaged stretch is padding (the in-RAM path once attended to it): not the runs made before
         desc += "+pad-missing"
     if cache_dir is not None:
         scene = scene_cache(store, txe_hash, cache_dir)
@@ -239,9 +239,8 @@ def scene_arrays(
     txe = txe.to(device or local_device())  # this rank's GPU where there is one: thousands of films
     with torch.no_grad():
         for v in want:
-            m = store.missing(v)
-            out[v] = contextualize(txe, store.load(v, mmap=True), window, step, m if m.any() else None)
-            out[v] = out[v].float().cpu().numpy()
+            ctx = contextualize(txe, store.load(v, mmap=True), window, step, store.missing(v))
+            out[v] = ctx.float().cpu().numpy()
     return out, store.stride_s, desc
 
 

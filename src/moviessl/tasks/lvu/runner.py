@@ -31,10 +31,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from ...checkpoint import file_hash, load_checkpoint, save_checkpoint
-from ...config import check_ranges, flatten, load_config, merge_overrides, save_config, to_dict
+from ...config import flatten, load_config, merge_overrides, save_config, to_dict
 from ...context.ot_spans import EvalSpans, RandomSpans, collate_spans, input_stats
 from ...data.lvu import read_labels
-from ...dist import local_device
+from ...dist import trainer_device
 from ...errors import BadInputError
 from ...eval.lvu import evaluate
 from ...features.instances import open_instances, set_feature_cache
@@ -52,11 +52,8 @@ def resolve_config(
     cfg: LVUConfig | Mapping | None = None, preset: str = "cpu", overrides: Sequence[str] | Mapping = ()
 ) -> LVUConfig:
     """A full config, or the preset with ``cfg`` (a nested dict of changes) and then ``overrides``."""
-    if isinstance(cfg, LVUConfig):
-        if overrides:
-            return merge_overrides(cfg, overrides)
-        check_ranges(cfg)  # built in code: checked before any work, as a preset is
-        return cfg
+    if isinstance(cfg, LVUConfig):  # built in code: range-checked before any work too, as a preset is
+        return merge_overrides(cfg, overrides)
     base = load_config("lvu", preset, flatten(cfg or {}))
     return merge_overrides(base, overrides) if overrides else base
 
@@ -82,7 +79,7 @@ def contextualize_tasks(
     config and every label file are checked first (a typo must not wait for the pass)."""
     cfg = resolve_config(None, preset, overrides)
     ids = sorted({v for t in tasks for split in task_labels(data_root, t, cfg).values() for v in split})
-    device = local_device(cfg.trainer.accelerator, cfg.trainer.devices)
+    device = trainer_device(cfg.trainer)
     contextualize_folder(scene_features, contextualizer, out, ids, cfg.trainer.progress_bar, device)
 
 
@@ -261,7 +258,7 @@ def run_finetune(
             cfg.data.scene_stride_s,
             ids=sorted(set().union(*labels.values())),
             cache_dir=scene_cache if scene_cache is not None else out,
-            device=local_device(cfg.trainer.accelerator, cfg.trainer.devices),
+            device=trainer_device(cfg.trainer),
             progress=cfg.trainer.progress_bar,
         )
     train = [inputs.videos[v] for v in labels["train"] if v in inputs]

@@ -38,7 +38,7 @@ from ...checkpoint import file_hash, load_checkpoint
 from ...config import load_config, to_dict
 from ...context.instance_masking import pretrain_ot
 from ...data.lvu import LVU_TASKS, read_labels
-from ...dist import local_device
+from ...dist import trainer_device
 from ...errors import BadInputError
 from ...features.extract import extract
 from ...features.instances import InstanceStore, extract_instances, set_feature_cache
@@ -305,7 +305,7 @@ def run_lvu_table(
 
     # 3. scene features: "ours" = CVRL events through the TxE, "sup" = pooled supervised events
     ft_cfg = load_config("lvu", preset, list(overrides))
-    ctx_device = local_device(ft_cfg.trainer.accelerator, ft_cfg.trainer.devices)
+    ctx_device = trainer_device(ft_cfg.trainer)
     scene: dict[str, tuple[dict, float, str]] = {}  # arrays, event stride, description (with the TxE's hash)
     for s in sorted({s for _, s in rows if s != "none"}):
         b = SCENE_BACKBONE[s]

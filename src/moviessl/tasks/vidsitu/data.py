@@ -95,7 +95,10 @@ def loader(
     num_workers: int = 0,
     ignore_fill: int | None = None,
     seed: int = 0,
+    pin_memory: bool | None = None,
 ) -> DataLoader:
+    """``pin_memory``: default where CUDA is (for a trainer's batches, pinned once Lightning has set
+    the rank's GPU)."""
     g = torch.Generator()
     g.manual_seed(int(seed))
     return DataLoader(
@@ -107,7 +110,7 @@ def loader(
         generator=g,
         persistent_workers=False,
         drop_last=False,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
     )
 
 
@@ -306,5 +309,5 @@ def extract_features(
         B, E = x.shape[:2]
         feats = backbone(x.flatten(0, 1)).view(B, E, -1).float().cpu().numpy()
         for i, f in zip(ids, feats):
-            atomic_save_npy(out_dir / f"{vsegs[i]}_feats.npy", f)
+            atomic_save_npy(out_dir / f"{vsegs[i]}_feats.npy", f, clobber=False)  # another rank's: kept
     return failed

@@ -20,7 +20,6 @@ Lightning checkpoint.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -33,9 +32,9 @@ import numpy as np
 import torch
 
 from ...checkpoint import arch_spec, build_arch, file_hash, load_checkpoint, save_checkpoint
-from ...config import check_ranges, flatten, load_config, merge_overrides, save_config, to_dict
+from ...config import flatten, load_config, merge_overrides, save_config, to_dict
 from ...data.vidsitu import load_split
-from ...dist import local_device
+from ...dist import trainer_device
 from ...errors import BadInputError
 from ...eval.vidsitu import evaluate
 from ...features.store import FeatureStore
@@ -54,11 +53,8 @@ def resolve_config(
     cfg: VidSituConfig | Mapping | None = None, preset: str = "cpu", overrides: Sequence[str] | Mapping = ()
 ) -> VidSituConfig:
     """A full config, or the preset with ``cfg`` (a nested dict of changes) and then ``overrides``."""
-    if isinstance(cfg, VidSituConfig):
-        if overrides:
-            return merge_overrides(cfg, overrides)
-        check_ranges(cfg)  # built in code: checked before any work, as a preset is
-        return cfg
+    if isinstance(cfg, VidSituConfig):  # built in code: range-checked before any work too, as a preset is
+        return merge_overrides(cfg, overrides)
     base = load_config("vidsitu", preset, flatten(cfg or {}))
     return merge_overrides(base, overrides) if overrides else base
 
@@ -108,12 +104,11 @@ def train_input_stats(
     net.load_state_dict(backbone_obj["state_dict"])
     net.to(device).eval()
     feats = []
-    # the loader pins its batches for the current GPU, which is GPU 0 until Lightning sets this rank's
-    on_gpu = torch.cuda.device(device) if torch.device(device).type == "cuda" else contextlib.nullcontext()
-    with on_gpu:
-        for batch in loader(train_data, batch_size, shuffle=False, num_workers=num_workers):
-            x = to_model_input(batch["x"].to(device), param_dtype(net))
-            feats.append(net(x.flatten(0, 1)).float().cpu())
+    # not pinned: pinning is for the current GPU, GPU 0 until Lightning sets this rank's (and the copy
+    # below blocks anyway)
+    for batch in loader(train_data, batch_size, shuffle=False, num_workers=num_workers, pin_memory=False):
+        x = to_model_input(batch["x"].to(device), param_dtype(net))
+        feats.append(net(x.flatten(0, 1)).float().cpu())
     return feature_stats(torch.cat(feats))
 
 
@@ -260,7 +255,7 @@ def prepare(
                 kept,
                 feat_dir,
                 batch_size=4,
-                device=local_device(cfg.trainer.accelerator, cfg.trainer.devices),
+                device=trainer_device(cfg.trainer),
             )
             source = feature_source(FeatureStore(feat_dir, num_events=5))
             backbone_obj = None
@@ -315,7 +310,7 @@ def make_job(p: Prepared, out: Path, resume: bool = False, train_data=None, opti
         stats = train_input_stats(
             train_data,
             p.backbone_obj,
-            device=local_device(cfg.trainer.accelerator, cfg.trainer.devices),
+            device=trainer_device(cfg.trainer),
             num_workers=cfg.data.num_workers,
         )
     optim = optim or TaskOptim(
