@@ -23,7 +23,7 @@ as an ``int`` with no casts and no defaults repeated at the point of use.
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
@@ -227,6 +227,7 @@ _POSITIVE_INT = (
     "queue_size",
     "vocab_size",
     "max_per_class",
+    "num_nodes",
 )
 _NON_NEGATIVE = ("lr", "weight_decay", "final_lr_frac", "warmup_steps", "num_workers", "ckpt_every_n_steps")
 _FRACTION = ("dropout", "attn_dropout", "ffn_dropout", "val_fraction", "track_fraction", "warmup_frac")
@@ -263,22 +264,79 @@ def check_matmul_precision(key: str, v: Any) -> None:
         raise BadInputError(key, f"choose {', '.join(MATMUL_PRECISIONS)}, not {v!r}")
 
 
-# Lightning's true half precisions hold the weights and AdamW's state in 16 bits: bf16 (8 significand
-# bits) rounds an AdamW step (~lr) away on a weight above ~256 x lr; fp16 underflows AdamW's eps (1e-8)
-# and small second moments, so a step divides by zero.
-TRUE_HALF = ("16-true", "bf16-true")
+# Lightning 2.x's precision names, then the aliases it still takes (16 and bf16 are the mixed ones).
+PRECISIONS = (
+    "32-true",
+    "bf16-mixed",
+    "16-mixed",
+    "bf16-true",
+    "16-true",
+    "64-true",
+    "transformer-engine",
+    "transformer-engine-float16",
+    "32",
+    "16",
+    "bf16",
+    "64",
+)
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")  # Lightning's accelerator names
+
+# Precisions that hold the weights themselves in 16 bits, and that dtype: Lightning's HalfPrecision,
+# and its TransformerEnginePrecision, which converts the whole module to its weights dtype (FP8 is
+# only the compute inside TransformerEngine's own layers).
+HALF_WEIGHTS = {
+    "16-true": "float16",
+    "bf16-true": "bfloat16",
+    "transformer-engine": "bfloat16",
+    "transformer-engine-float16": "float16",
+}
 
 
+def check_precision(key: str, v: Any) -> None:
+    """One line naming ``key`` unless ``v`` is a precision Lightning takes and can set up here
+    (checked before any work: Lightning itself only refuses it when the trainer is built)."""
+    if str(v) not in PRECISIONS:
+        raise BadInputError(key, f"{v!r} is not a precision; choose one of {', '.join(PRECISIONS[:8])}")
+    if str(v).startswith("transformer-engine") and importlib.util.find_spec("transformer_engine") is None:
+        raise BadInputError(key, f"{v} needs NVIDIA's transformer_engine package, which is not installed")
+
+
+def check_accelerator(key: str, v: Any) -> None:
+    """One line naming ``key`` unless ``v`` is one of Lightning's accelerator names."""
+    if str(v) not in ACCELERATORS:
+        raise BadInputError(key, f"{v!r} is not an accelerator; choose one of {', '.join(ACCELERATORS)}")
+
+
+def check_devices(key: str, v: Any) -> None:
+    """One line naming ``key`` unless ``v`` reads as Lightning's ``devices``: a count (>= 1, or -1 /
+    ``auto`` for all), a list of device ids (``[2, 3]``) or a comma-separated string of them (``"2,3"``)."""
+    ids = v.split(",") if isinstance(v, str) and "," in v else v if isinstance(v, (list, tuple)) else None
+    if ids is not None:
+        ok = all(str(i).strip().isdigit() for i in ids if str(i).strip()) and any(str(i).strip() for i in ids)
+    else:
+        n = str(v).strip()
+        ok = n == "auto" or (not isinstance(v, bool) and n.lstrip("-").isdigit() and (int(n) >= 1 or int(n) == -1))
+    if not ok:
+        raise BadInputError(key, f"{v!r}: give a count (>= 1, -1 or auto for all) or a list of device ids, e.g. [2, 3]")
+
+
+# Half weights hold AdamW's state in 16 bits too: bf16 (8 significand bits) rounds an AdamW step
+# (~lr) away on a weight above ~256 x lr; fp16 underflows AdamW's eps (1e-8) and small second
+# moments, so a step divides by zero.
 def check_train_precision(key: str, v: Any) -> None:
-    """One line naming ``key`` for a true half precision in a training stage's trainer (extraction,
-    which only runs the weights, takes it: ``moviessl extract --precision bf16-true``)."""
-    if str(v) in TRUE_HALF:
+    """One line naming ``key`` for a precision that holds the weights in half precision
+    (:data:`HALF_WEIGHTS`) in a training stage's trainer (extraction, which only runs the weights,
+    takes it: ``moviessl extract --precision bf16-true``)."""
+    half = HALF_WEIGHTS.get(str(v))
+    if half:
         why = (
             "AdamW's steps (~lr) are rounded away on weights above ~256 x lr, and weight decay always is"
-            if str(v).startswith("bf16")
+            if half == "bfloat16"
             else "AdamW's eps and small second moments underflow to 0 and weights become inf or NaN"
         )
-        raise BadInputError(key, f"{v} trains weights held in half precision: {why}; train with bf16-mixed or 16-mixed")
+        raise BadInputError(
+            key, f"{v} trains weights held in half precision ({half}): {why}; train with bf16-mixed or 16-mixed"
+        )
 
 
 def check_ranges(cfg: Any) -> None:
@@ -287,7 +345,12 @@ def check_ranges(cfg: Any) -> None:
         if key.rsplit(".", 1)[-1] == "matmul_precision":
             check_matmul_precision(key, v)
         if key == "trainer.precision":
+            check_precision(key, v)
             check_train_precision(key, v)
+        if key == "trainer.accelerator":
+            check_accelerator(key, v)
+        if key == "trainer.devices":
+            check_devices(key, v)
         problem = _range_problem(key.rsplit(".", 1)[-1], v)
         if problem:
             raise BadInputError(key, f"{v} {problem}")

@@ -95,6 +95,15 @@ def local_device(accelerator: str = "auto", devices: Any = None) -> str:
     return "cpu"
 
 
+def check_gpu(key: str, accelerator: str) -> None:
+    """One line naming ``key`` where ``accelerator`` asks for a GPU torch cannot see (a job that
+    landed on a CPU node): before any work, where Lightning would say so only when the trainer is
+    built. Lightning's ``gpu`` is also Apple's MPS; ``auto`` takes what there is."""
+    seen = torch.cuda.is_available() or (accelerator == "gpu" and torch.backends.mps.is_available())
+    if accelerator in ("gpu", "cuda") and not seen:
+        raise BadInputError(key, f"{accelerator}: torch sees no GPU on this machine (use cpu or auto)")
+
+
 def trainer_device(t: Any) -> str:
     """:func:`local_device` of a ``trainer`` config block (its ``accelerator`` and ``devices``)."""
     return local_device(t.accelerator, t.devices)

@@ -27,7 +27,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from .config import TrainerConfig, check_matmul_precision, check_train_precision, save_config
+from .config import TrainerConfig, check_ranges, save_config, to_dict
 from .errors import BadInputError
 from .utils.io import atomic_write
 
@@ -155,6 +155,21 @@ def ddp_with_timeout(name: str, seconds: float):
     return DDPStrategy(timeout=timeout, start_method=DDP_START[base], find_unused_parameters=unused)
 
 
+def lightning_trainer(**kwargs: Any) -> pl.Trainer:
+    """``pl.Trainer(**kwargs)``; where Lightning refuses the machine settings (a GPU asked for where
+    torch sees none, more devices than there are), one line with the settings and Lightning's reason."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return pl.Trainer(**kwargs)
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as e:
+        keys = ("accelerator", "devices", "num_nodes", "strategy", "precision")
+        said = " ".join(f"{k}={kwargs[k]}" for k in keys if isinstance(kwargs.get(k), (str, int, list, tuple)))
+        log.debug("pl.Trainer(%s)", kwargs, exc_info=True)
+        reason = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise BadInputError(None, f"Lightning cannot run {said}: {reason}") from None
+
+
 def planned_world_size(t: TrainerConfig) -> int:
     """Processes a run will use: ``devices`` x ``num_nodes``, with ``devices: auto`` (or -1) resolved
     as Lightning does (every visible GPU when the accelerator may be one, else one CPU process)."""
@@ -215,17 +230,16 @@ def make_trainer(
     if t.progress_bar:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
     cbs.append(LearningRateMonitor(logging_interval="step"))
+    check_ranges({"trainer": to_dict(t)})  # a TrainerConfig built in code has not been through load_config
     strategy: Any = t.strategy
     if planned_world_size(t) > 1:
         if find_unused_parameters:
             strategy = FIND_UNUSED.get(strategy, strategy)
         if t.ddp_timeout_s is not None:
             strategy = ddp_with_timeout(strategy, t.ddp_timeout_s)
-    check_train_precision("trainer.precision", t.precision)  # a TrainerConfig built in code: not checked yet
-    if t.matmul_precision is not None:  # a TrainerConfig built in code has not been through load_config
-        check_matmul_precision("trainer.matmul_precision", t.matmul_precision)
+    if t.matmul_precision is not None:
         cbs.append(MatmulPrecision(t.matmul_precision))
-    return pl.Trainer(
+    return lightning_trainer(
         profiler=_profiler(t.profiler, out_dir),
         benchmark=t.benchmark,
         accelerator=t.accelerator,
@@ -561,9 +575,14 @@ def plot_curves(
     return png
 
 
-def cpu_threads_unless_gpu(t: TrainerConfig) -> None:
-    """:func:`cpu_threads` for a run on the CPU; a GPU run (one process per GPU, each with its data
-    loader) leaves torch's thread count as it is rather than giving every rank every core."""
+def setup_machine(t: TrainerConfig) -> None:
+    """Before a training stage's work: one line where ``t`` asks for a GPU torch cannot see
+    (:func:`moviessl.dist.check_gpu`); :func:`cpu_threads` for a run on the CPU, while a GPU run (one
+    process per GPU, each with its data loader) leaves torch's thread count as it is rather than
+    giving every rank every core."""
+    from .dist import check_gpu
+
+    check_gpu("trainer.accelerator", t.accelerator)
     if t.accelerator == "cpu" or not torch.cuda.is_available():
         cpu_threads()
 

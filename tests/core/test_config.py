@@ -192,3 +192,64 @@ def test_a_trainer_config_built_in_code_refuses_true_half_too(precision, tmp_pat
 
     with pytest.raises(BadInputError, match="trains weights held in half"):
         make_trainer({"precision": precision}, tmp_path)
+
+
+@pytest.mark.parametrize("stage", ["backbone", "context", "vidsitu", "lvu", "ot_pretrain"])
+@pytest.mark.parametrize(
+    "override, line",
+    [
+        ("trainer.precision=half", "trainer.precision: 'half' is not a precision; choose one of 32-true"),
+        ("trainer.precision=bf16mixed", "trainer.precision: 'bf16mixed' is not a precision"),
+        ("trainer.accelerator=gpux", "trainer.accelerator: 'gpux' is not an accelerator"),
+        ("trainer.devices=abc", "trainer.devices: 'abc': give a count"),
+        ("trainer.devices=0", "trainer.devices: 0: give a count"),
+        ("trainer.devices=[a]", r"trainer.devices: \['a'\]: give a count"),
+        ("trainer.num_nodes=0", "trainer.num_nodes: 0 must be at least 1"),
+    ],
+)
+def test_machine_settings_lightning_refuses_are_one_line_at_config_time(stage, override, line):
+    """Lightning refused these only when the trainer was built (after data preparation), with a
+    traceback."""
+    with pytest.raises(BadInputError, match=rf"^{line}"):
+        load_config(stage, "cpu", [override])
+
+
+@pytest.mark.parametrize("devices", [1, 4, -1, "auto", "2", "-1", [0, 1], "2,3", "3,", (1,)])
+def test_device_settings_lightning_reads_pass(devices):
+    from moviessl.config import check_devices
+
+    check_devices("trainer.devices", devices)
+    assert load_config("vidsitu", "cpu", {"trainer": {"devices": devices}}).trainer.devices is not None
+
+
+@pytest.mark.parametrize(
+    "precision, weights", [("transformer-engine", "bfloat16"), ("transformer-engine-float16", "float16")]
+)
+def test_transformer_engine_needs_its_package_and_is_not_for_training(precision, weights, monkeypatch):
+    """Lightning's TransformerEngine precision converts the whole module to its weights dtype: a
+    training stage refuses it as it refuses a true half precision; without the package, one line."""
+    import importlib.util
+
+    from moviessl.config import check_precision
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "transformer_engine" else real(n, *a))
+    with pytest.raises(BadInputError, match=rf"^--precision: {precision} needs NVIDIA's transformer_engine package"):
+        check_precision("--precision", precision)
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: object() if n == "transformer_engine" else real(n, *a)
+    )
+    check_precision("--precision", precision)  # extraction takes it where the package is installed
+    with pytest.raises(
+        BadInputError, match=rf"^trainer.precision: {precision} trains weights held in half precision \({weights}\)"
+    ):
+        load_config("context", "cpu", [f"trainer.precision={precision}"])
+
+
+def test_a_trainer_config_built_in_code_is_checked_before_the_trainer(tmp_path):
+    from moviessl.training import make_trainer
+
+    with pytest.raises(BadInputError, match="^trainer.devices: 'abc'"):  # planned_world_size's int() traced back
+        make_trainer({"devices": "abc"}, tmp_path)
+    with pytest.raises(BadInputError, match="^trainer.precision: 'half' is not a precision"):
+        make_trainer({"precision": "half"}, tmp_path)

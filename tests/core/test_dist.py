@@ -34,3 +34,21 @@ def test_local_device_is_the_gpu_lightning_gives_this_local_rank(monkeypatch):
     assert local_device("cpu", [2, 3]) == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert local_device("auto", [2, 3]) == "cpu"
+
+
+def test_a_gpu_asked_for_where_torch_sees_none_is_one_line(monkeypatch):
+    from moviessl.dist import check_gpu
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    for acc in ("gpu", "cuda"):
+        with pytest.raises(BadInputError, match=rf"^trainer.accelerator: {acc}: torch sees no GPU"):
+            check_gpu("trainer.accelerator", acc)
+    check_gpu("trainer.accelerator", "auto")
+    check_gpu("trainer.accelerator", "cpu")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)  # Lightning's gpu is MPS on a Mac
+    check_gpu("trainer.accelerator", "gpu")
+    with pytest.raises(BadInputError):
+        check_gpu("trainer.accelerator", "cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    check_gpu("trainer.accelerator", "cuda")

@@ -195,3 +195,58 @@ def test_gpu_speed_switches_reach_torch(tmp_path):
     finally:
         torch.backends.cudnn.benchmark = before[0]
         torch.set_float32_matmul_precision(before[1])
+
+
+def _pretrain_backbone(cfg, out):
+    from moviessl.ssl.pretrain import pretrain
+
+    return pretrain("cvrl", out / "missing.txt", out, cfg)
+
+
+def _pretrain_context(cfg, out):
+    from moviessl.context.pretrain import pretrain_context
+
+    return pretrain_context([out / "missing"], out, cfg)
+
+
+def _pretrain_ot(cfg, out):
+    from moviessl.context.instance_masking import pretrain_ot
+
+    return pretrain_ot(out / "missing", out, cfg)
+
+
+def _vidsitu(cfg, out):
+    from moviessl.tasks.vidsitu.runner import run_finetune
+
+    return run_finetune("verb", out / "missing", features=out / "missing", out=out, cfg=cfg)
+
+
+def _lvu(cfg, out):
+    from moviessl.tasks.lvu.runner import run_finetune
+
+    return run_finetune("director", out / "missing", scene_features=out / "missing", out=out, cfg=cfg)
+
+
+@pytest.mark.parametrize(
+    "stage, run",
+    [
+        ("backbone", _pretrain_backbone),
+        ("context", _pretrain_context),
+        ("ot_pretrain", _pretrain_ot),
+        ("vidsitu", _vidsitu),
+        ("lvu", _lvu),
+    ],
+)
+def test_every_training_stage_refuses_a_gpu_torch_cannot_see_before_reading_its_data(stage, run, tmp_path, monkeypatch):
+    """A job that landed on a CPU node: Lightning said so when the trainer was built, after the
+    data were read and cached (a clip cache, a feature pass), with a traceback."""
+    import dataclasses
+
+    from moviessl.config import load_config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    cfg = load_config(stage, "cpu")
+    cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, accelerator="gpu"))
+    with pytest.raises(BadInputError, match="^trainer.accelerator: gpu: torch sees no GPU on this machine"):
+        run(cfg, tmp_path)

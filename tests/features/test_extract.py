@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import av
@@ -257,6 +258,42 @@ def test_spread_over_ranks_sets_apart_films_too_large_for_one_rank():
 def test_ddp_timeout_is_checked_before_any_work(tmp_path, bad):
     with pytest.raises(BadInputError, match="--ddp-timeout-s: must be positive and below"):
         ex.extract(tmp_path / "none.pt", tmp_path / "none", tmp_path / "out", ddp_timeout_s=bad)
+
+
+LAUNCH_TYPOS = [
+    (["--accelerator", "gpux"], "--accelerator: 'gpux' is not an accelerator"),
+    (["--precision", "half"], "--precision: 'half' is not a precision"),
+    (["--devices", "abc"], "--devices: 'abc': give a count"),
+    (["--devices", "[2,"], r"--devices: '\[2,': give a count"),
+    (["--devices", "0"], "--devices: 0: give a count"),
+    (["--num-nodes", "0"], "--num-nodes: must be an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize("args, line", LAUNCH_TYPOS)
+def test_machine_settings_lightning_refuses_are_one_line_before_any_work(
+    backbone, videos, tmp_path, capsys, args, line
+):
+    """Lightning refused these only when the trainer was built, after the videos were indexed and
+    index.json written, with a traceback; the CLI parsed a broken JSON list with one too."""
+    out = tmp_path / "out"
+    assert main(["extract", "--backbone", str(backbone), "--videos", str(videos), "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.match(rf"moviessl: error: {line}", err[0]), err
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+@pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
+def test_a_gpu_asked_for_on_a_machine_without_one_is_one_line_before_any_work(backbone, videos, tmp_path, accelerator):
+    with pytest.raises(BadInputError, match=rf"^--accelerator: {accelerator}: torch sees no GPU on this machine"):
+        ex.extract(backbone, videos, tmp_path / "out", accelerator=accelerator)
+    assert not (tmp_path / "out").exists()
+    # a trainer built without the check first: Lightning's reason, in one line
+    from moviessl.training import lightning_trainer
+
+    with pytest.raises(BadInputError, match=rf"^Lightning cannot run accelerator={accelerator} devices=1: \S"):
+        lightning_trainer(accelerator=accelerator, devices=1, logger=False)
 
 
 def test_source_bytes(tmp_path):

@@ -264,3 +264,23 @@ def test_ctx_added_later_equals_ctx_made_with_the_features(backbone, film, tmp_p
         np.load(tmp_path / "b" / "film_feats.npy"), np.load(tmp_path / "a" / "film_feats.npy")
     )
     np.testing.assert_array_equal(np.load(tmp_path / "b" / "film_ctx.npy"), np.load(tmp_path / "a" / "film_ctx.npy"))
+
+
+@pytest.mark.parametrize(
+    "precision, dtype",
+    [
+        ("transformer-engine", torch.bfloat16),
+        ("transformer-engine-float16", torch.float16),
+        ("bf16-true", torch.bfloat16),
+        ("16-true", torch.float16),
+        ("64-true", torch.float64),
+        ("32-true", torch.float32),
+        ("bf16-mixed", torch.float32),
+    ],
+)
+def test_a_txe_outside_predict_holds_its_weights_as_predict_would(precision, dtype):
+    """Lightning's TransformerEngine precision converts the module to its weights dtype, as a true
+    half precision does (its FP8 is inside TransformerEngine's own layers only)."""
+    txe = torch.nn.Linear(4, 4)
+    with ex.txe_as_in_predict(txe, None, "cpu", precision):
+        assert next(txe.parameters()).dtype == dtype

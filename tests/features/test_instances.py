@@ -337,3 +337,12 @@ def test_lazy_release_features_follow_their_instance_meta(tmp_path):
     np.testing.assert_array_equal(b.feat[:], eb.feat)
     np.testing.assert_array_equal(a.box, ea.box)
     np.testing.assert_array_equal(b.box, eb.box)
+
+
+@pytest.mark.parametrize(
+    "device, line", [("cuda:x", "--device: 'cuda:x': give cpu, cuda or cuda:N"), ("gpu0", "--device: 'gpu0'")]
+)
+def test_a_device_that_does_not_read_is_one_line(backbone, boxes, tmp_path, device, line):
+    with pytest.raises(BadInputError, match=f"^{line}"):
+        extract_instances(backbone, boxes / "videos", boxes / "tracks", tmp_path / "out", device=device)
+    assert not (tmp_path / "out").exists()

@@ -40,7 +40,7 @@ from ..features.instances import set_feature_cache
 from ..models.heads import BertLMHead
 from ..models.object_transformer import ID_OFFSET, INSTANCE, build_object_transformer
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
-from ..training import cpu_threads_unless_gpu, fit, seed_everything
+from ..training import fit, seed_everything, setup_machine
 from .config import OTPretrainConfig
 from .maskpred import corrupt_selected
 from .ot_spans import SpanPairs, SpanVideo, collate_spans, input_stats
@@ -226,7 +226,7 @@ def pretrain_ot(
     (stage ``ot``). Writes ``OUT/config.yaml``, logs, curves and Lightning checkpoints."""
     out = Path(out)
     seed_everything(cfg.seed)
-    cpu_threads_unless_gpu(cfg.trainer)
+    setup_machine(cfg.trainer)
     set_feature_cache(cfg.data.instance_cache_mb)
     videos = []
     for vid in ids if ids is not None else list(instances.ids):

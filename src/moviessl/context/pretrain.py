@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from ..data.vidsitu import resolve_ann_root, segment_splits
 from ..errors import BadInputError
 from ..features.store import FeatureStore
-from ..training import cpu_threads_unless_gpu, fit, planned_world_size, seed_everything
+from ..training import fit, planned_world_size, seed_everything, setup_machine
 from ..utils.io import ensure_out_dir
 from .config import ContextConfig
 from .module import MaskPredModule
@@ -97,7 +97,7 @@ def pretrain_context(
             out, "output folder already holds a run; pass --resume to continue it or choose another --out"
         )
     seed_everything(cfg.seed)
-    cpu_threads_unless_gpu(cfg.trainer)
+    setup_machine(cfg.trainer)
     stores = [FeatureStore(f) for f in features]
     strides = {s.stride_s for s in stores}
     d = cfg.data

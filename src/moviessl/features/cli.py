@@ -165,7 +165,10 @@ def _devices(s: str):
     if s.startswith("["):
         import json
 
-        return json.loads(s)
+        try:
+            return json.loads(s)
+        except ValueError:
+            pass  # left as given: extract's check names --devices in one line
     return s
 
 

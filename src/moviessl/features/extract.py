@@ -50,11 +50,12 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..checkpoint import build_from_checkpoint, file_hash, load_checkpoint
-from ..config import MAX_TIMEOUT_S, TrainerConfig
+from ..config import HALF_WEIGHTS, MAX_TIMEOUT_S, TrainerConfig, check_accelerator, check_devices, check_precision
 from ..data.cliplist import read_clip_list
+from ..dist import check_gpu
 from ..errors import BadInputError
 from ..models.slowd import speed_up
-from ..training import ddp_with_timeout, planned_world_size, quiet_lightning
+from ..training import ddp_with_timeout, lightning_trainer, planned_world_size, quiet_lightning
 from ..utils.io import append_line, atomic_save_npy, atomic_write, atomic_write_json, ensure_out_dir, write_npy_chunks
 from ..video import (
     FRAME_EXTS,
@@ -425,8 +426,9 @@ def txe_as_in_predict(
         step = trainer.precision_plugin.predict_step_context()
     else:
         dev = torch.device(local_device(accelerator, devices))
-        true = {"16-true": torch.float16, "bf16-true": torch.bfloat16, "64": torch.float64, "64-true": torch.float64}
-        txe.to(dev, true.get(str(precision), param_dtype(txe)))  # a true precision holds the weights so
+        true = {**HALF_WEIGHTS, "64": "float64", "64-true": "float64"}
+        dtype = getattr(torch, true[str(precision)]) if str(precision) in true else param_dtype(txe)
+        txe.to(dev, dtype)  # a true precision holds the weights so (TransformerEngine's FP8 layers aside)
         mixed = {"16": "16-mixed", "16-mixed": "16-mixed", "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed"}
         p = mixed.get(str(precision))
         half = torch.float16 if p == "16-mixed" and dev.type != "cpu" else torch.bfloat16 if p else None
@@ -578,9 +580,19 @@ def shard_over_ranks(
         stream.assignment, stream.spread = trainer.strategy.broadcast(plan, src=0)
 
 
-def check_ddp_timeout(seconds: float | None) -> None:
-    if seconds is not None and not (0 < seconds < MAX_TIMEOUT_S and math.isfinite(seconds)):
-        raise BadInputError("--ddp-timeout-s", f"must be positive and below {MAX_TIMEOUT_S:.0e}, got {seconds}")
+def check_launch(accelerator: str, devices: Any, num_nodes: int, precision: str, ddp_timeout_s: float | None) -> None:
+    """One line naming the flag of an extraction job's machine setting that Lightning would refuse
+    only when the trainer is built, after the videos are indexed (a GPU asked for where torch sees
+    none too; more devices than there are is :func:`moviessl.training.lightning_trainer`'s line)."""
+    check_accelerator("--accelerator", accelerator)
+    check_gpu("--accelerator", accelerator)
+    check_devices("--devices", devices)
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
+        raise BadInputError("--num-nodes", f"must be an integer >= 1, got {num_nodes!r}")
+    check_precision("--precision", precision)
+    s = ddp_timeout_s
+    if s is not None and not (0 < s < MAX_TIMEOUT_S and math.isfinite(s)):
+        raise BadInputError("--ddp-timeout-s", f"must be positive and below {MAX_TIMEOUT_S:.0e}, got {s}")
 
 
 def predict_trainer(
@@ -595,7 +607,7 @@ def predict_trainer(
     """The Lightning trainer of an extraction job (``predict``; no logger, checkpoints or bar of
     its own). ``ddp_timeout_s``: with more than one process, how long the ranks that finish first
     wait at the final barrier (None: Lightning's 30 minutes)."""
-    check_ddp_timeout(ddp_timeout_s)
+    check_launch(accelerator, devices, num_nodes, precision, ddp_timeout_s)
     quiet_lightning()
     import warnings
 
@@ -603,7 +615,7 @@ def predict_trainer(
     plan = TrainerConfig(accelerator=accelerator, devices=devices, num_nodes=num_nodes)
     if ddp_timeout_s is not None and planned_world_size(plan) > 1:
         strategy = ddp_with_timeout("ddp" if strategy == "auto" else strategy, ddp_timeout_s)
-    return pl.Trainer(
+    return lightning_trainer(
         accelerator=accelerator,
         devices=devices,
         num_nodes=num_nodes,
@@ -990,7 +1002,7 @@ def extract(
     out = Path(out)
     if stride_s <= 0:
         raise BadInputError("--stride", f"must be positive, got {stride_s}")
-    check_ddp_timeout(ddp_timeout_s)
+    check_launch(accelerator, devices, num_nodes, precision, ddp_timeout_s)
     if batch_events < 1 or chunk_events < 1:
         raise BadInputError("--batch-events/--chunk-events", f"must be >= 1, got {batch_events}/{chunk_events}")
     chunk_events = -(-int(chunk_events) // int(batch_events)) * int(batch_events)

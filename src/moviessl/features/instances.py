@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import sys
 import time
 from collections import OrderedDict
@@ -51,13 +52,14 @@ from ..data.lvu import (
     read_tracks,
     release_instances,
 )
+from ..dist import check_gpu
 from ..errors import BadInputError
 from ..models.roi import roi_features
 from ..utils.io import append_line, atomic_write, atomic_write_json
 from ..video import VideoReader, param_dtype, read_clip, resize_short_side, to_model_input
 from .extract import (
     VideoStream,
-    check_ddp_timeout,
+    check_launch,
     find_videos,
     journal_line,
     merge_journals,
@@ -277,11 +279,14 @@ def extract_instances(
     ``num_workers`` DataLoader processes decode. ``device`` (``cpu``/``cuda``) is the one-device
     shorthand for ``accelerator``."""
     out = Path(out)
-    check_ddp_timeout(ddp_timeout_s)
     if device is not None:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", str(device)):
+            raise BadInputError("--device", f"{device!r}: give cpu, cuda or cuda:N")
         accelerator = "gpu" if str(device).startswith("cuda") else str(device)
+        check_gpu("--device", accelerator)
         if str(device).startswith("cuda:"):
             devices = [int(str(device).split(":", 1)[1])]
+    check_launch(accelerator, devices, num_nodes, precision, ddp_timeout_s)
     vids, _ = find_videos(videos)
     source = box_source(tracks)
     obj = load_checkpoint(backbone, stage="backbone")
