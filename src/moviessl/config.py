@@ -235,6 +235,8 @@ _POSITIVE = ("tau", "temperature", "span_temperature", "epochs", "log_every_n_st
 
 
 def _range_problem(name: str, v: Any) -> str | None:
+    if name == "epochs_grid" and isinstance(v, (list, tuple)) and any(_range_problem("epochs", e) for e in v):
+        return "must hold epoch counts > 0"  # each becomes a trainer's max_epochs, after the ones before train
     if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
     if name in _POSITIVE_INT and v < 1:
@@ -279,11 +281,10 @@ PRECISIONS = (
     "bf16",
     "64",
 )
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")  # Lightning's accelerator names
 
 # Precisions that hold the weights themselves in 16 bits, and that dtype: Lightning's HalfPrecision,
-# and its TransformerEnginePrecision, which converts the whole module to its weights dtype (FP8 is
-# only the compute inside TransformerEngine's own layers).
+# and its TransformerEnginePrecision, which converts the whole module to its weights dtype (and
+# swaps Linear / LayerNorm layers for TransformerEngine's, FP8 inside).
 HALF_WEIGHTS = {
     "16-true": "float16",
     "bf16-true": "bfloat16",
@@ -302,9 +303,22 @@ def check_precision(key: str, v: Any) -> None:
 
 
 def check_accelerator(key: str, v: Any) -> None:
-    """One line naming ``key`` unless ``v`` is one of Lightning's accelerator names."""
-    if str(v) not in ACCELERATORS:
-        raise BadInputError(key, f"{v!r} is not an accelerator; choose one of {', '.join(ACCELERATORS)}")
+    """One line naming ``key`` unless ``v`` is ``auto``, ``gpu`` or an accelerator in Lightning's
+    registry (``cpu``, ``cuda``, ``mps``, ``tpu`` and any a plugin registers)."""
+    from pytorch_lightning.accelerators import AcceleratorRegistry
+
+    names = ["auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())]
+    if str(v) not in names:
+        raise BadInputError(key, f"{v!r} is not an accelerator; choose one of {', '.join(names)}")
+
+
+def check_strategy(key: str, v: Any) -> None:
+    """One line naming ``key`` unless ``v`` is ``auto`` or a strategy in Lightning's registry."""
+    from pytorch_lightning.strategies import StrategyRegistry
+
+    names = StrategyRegistry.available_strategies()
+    if str(v).lower() not in ("auto", *names):  # Lightning reads the name in lower case
+        raise BadInputError(key, f"{v!r} is not a Lightning strategy; choose auto, {', '.join(names[:4])}, ...")
 
 
 def check_devices(key: str, v: Any) -> None:
@@ -351,6 +365,8 @@ def check_ranges(cfg: Any) -> None:
             check_accelerator(key, v)
         if key == "trainer.devices":
             check_devices(key, v)
+        if key == "trainer.strategy":
+            check_strategy(key, v)
         problem = _range_problem(key.rsplit(".", 1)[-1], v)
         if problem:
             raise BadInputError(key, f"{v} {problem}")

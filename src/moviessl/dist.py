@@ -95,13 +95,44 @@ def local_device(accelerator: str = "auto", devices: Any = None) -> str:
     return "cpu"
 
 
-def check_gpu(key: str, accelerator: str) -> None:
-    """One line naming ``key`` where ``accelerator`` asks for a GPU torch cannot see (a job that
-    landed on a CPU node): before any work, where Lightning would say so only when the trainer is
-    built. Lightning's ``gpu`` is also Apple's MPS; ``auto`` takes what there is."""
-    seen = torch.cuda.is_available() or (accelerator == "gpu" and torch.backends.mps.is_available())
-    if accelerator in ("gpu", "cuda") and not seen:
-        raise BadInputError(key, f"{accelerator}: torch sees no GPU on this machine (use cpu or auto)")
+def check_machine(
+    accelerator: str,
+    devices: Any,
+    precision: Any = None,
+    keys: tuple[str, str, str] = ("trainer.accelerator", "trainer.devices", "trainer.precision"),
+) -> None:
+    """One line naming the setting (``keys``: accelerator, devices, precision) where this machine
+    cannot run what they ask for, before any work: Lightning says so only when it builds the
+    trainer, after the data are read. A GPU torch cannot see (a job that landed on a CPU node), GPU
+    ids or a count beyond the GPUs there are, a CPU run given GPU ids or -1 (Lightning's CPU
+    accelerator takes a process count or ``auto``), TransformerEngine's precisions without a CUDA
+    GPU. Lightning's ``gpu`` is also Apple's MPS; ``auto`` is a GPU where there is one. Names are
+    checked with the config (:func:`moviessl.config.check_ranges`); this is the machine's part."""
+    acc_key, dev_key, prec_key = keys
+    if accelerator not in ("cpu", "gpu", "cuda", "auto"):
+        return  # mps, tpu, a plugin's: Lightning's own checks
+    cuda = accelerator != "cpu" and torch.cuda.is_available()
+    mps = accelerator in ("gpu", "auto") and not cuda and torch.backends.mps.is_available()
+    if accelerator in ("gpu", "cuda") and not (cuda or mps):
+        raise BadInputError(acc_key, f"{accelerator}: torch sees no GPU on this machine (use cpu or auto)")
+    if str(precision).startswith("transformer-engine") and not cuda:
+        raise BadInputError(prec_key, f"{precision} runs on CUDA GPUs only")
+    d = str(devices).strip()
+    if not (cuda or mps):
+        if d != "auto" and not (d.isdigit() and int(d) >= 1):
+            raise BadInputError(
+                dev_key, f"{devices!r}: a CPU run takes a process count (>= 1) or auto, not GPU ids or -1"
+            )
+        return
+    if not cuda:
+        return
+    n, ids = torch.cuda.device_count(), gpu_ids(devices)
+    if ids and max(ids) >= n:
+        raise BadInputError(
+            dev_key, f"{devices!r}: GPU id {max(ids)} does not exist; torch sees {n} GPU(s), ids 0-{n - 1}"
+        )
+    if ids is None and d.isdigit() and int(d) > n:
+        raise BadInputError(dev_key, f"{devices!r}: torch sees {n} GPU(s) on this machine")
 
 
 def trainer_device(t: Any) -> str:

@@ -155,19 +155,29 @@ def ddp_with_timeout(name: str, seconds: float):
     return DDPStrategy(timeout=timeout, start_method=DDP_START[base], find_unused_parameters=unused)
 
 
+# Where Lightning checks the machine settings as it builds a trainer: an error raised there is about
+# them, one raised elsewhere in Trainer.__init__ (our callbacks, our arguments) is a bug of ours.
+_MACHINE_CODE = ("accelerator_connector", "device_parser", "/accelerators/", "/plugins/", "/strategies/")
+
+
 def lightning_trainer(**kwargs: Any) -> pl.Trainer:
-    """``pl.Trainer(**kwargs)``; where Lightning refuses the machine settings (a GPU asked for where
-    torch sees none, more devices than there are), one line with the settings and Lightning's reason."""
+    """``pl.Trainer(**kwargs)``; where Lightning refuses the machine settings (more devices than
+    there are, a strategy this machine lacks), one line with the settings and Lightning's reason."""
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
     try:
         return pl.Trainer(**kwargs)
     except (MisconfigurationException, ValueError, TypeError, RuntimeError) as e:
+        tb = e.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = tb.tb_frame.f_code.co_filename.replace(os.sep, "/") if tb is not None else ""
+        if "lightning" not in where or not any(m in where for m in _MACHINE_CODE):
+            raise
         keys = ("accelerator", "devices", "num_nodes", "strategy", "precision")
         said = " ".join(f"{k}={kwargs[k]}" for k in keys if isinstance(kwargs.get(k), (str, int, list, tuple)))
         log.debug("pl.Trainer(%s)", kwargs, exc_info=True)
-        reason = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
-        raise BadInputError(None, f"Lightning cannot run {said}: {reason}") from None
+        raise BadInputError(None, f"Lightning cannot run {said}: {e}") from None
 
 
 def planned_world_size(t: TrainerConfig) -> int:
@@ -575,14 +585,20 @@ def plot_curves(
     return png
 
 
-def setup_machine(t: TrainerConfig) -> None:
-    """Before a training stage's work: one line where ``t`` asks for a GPU torch cannot see
-    (:func:`moviessl.dist.check_gpu`); :func:`cpu_threads` for a run on the CPU, while a GPU run (one
-    process per GPU, each with its data loader) leaves torch's thread count as it is rather than
-    giving every rank every core."""
-    from .dist import check_gpu
+def check_trainer(t: TrainerConfig) -> None:
+    """A trainer block before any work: its settings (:func:`moviessl.config.check_ranges`, for one
+    built in code) and what this machine can run of them (:func:`moviessl.dist.check_machine`)."""
+    from .dist import check_machine
 
-    check_gpu("trainer.accelerator", t.accelerator)
+    check_ranges({"trainer": to_dict(t)})
+    check_machine(t.accelerator, t.devices, t.precision)
+
+
+def setup_machine(t: TrainerConfig) -> None:
+    """Before a training stage's work: :func:`check_trainer`; :func:`cpu_threads` for a run on the
+    CPU, while a GPU run (one process per GPU, each with its data loader) leaves torch's thread
+    count as it is rather than giving every rank every core."""
+    check_trainer(t)
     if t.accelerator == "cpu" or not torch.cuda.is_available():
         cpu_threads()
 

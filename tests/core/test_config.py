@@ -1,4 +1,5 @@
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from moviessl.config import flatten, load_config, merge_overrides, parse_overrides, save_config
@@ -205,6 +206,7 @@ def test_a_trainer_config_built_in_code_refuses_true_half_too(precision, tmp_pat
         ("trainer.devices=0", "trainer.devices: 0: give a count"),
         ("trainer.devices=[a]", r"trainer.devices: \['a'\]: give a count"),
         ("trainer.num_nodes=0", "trainer.num_nodes: 0 must be at least 1"),
+        ("trainer.strategy=ddpx", "trainer.strategy: 'ddpx' is not a Lightning strategy"),
     ],
 )
 def test_machine_settings_lightning_refuses_are_one_line_at_config_time(stage, override, line):
@@ -215,11 +217,23 @@ def test_machine_settings_lightning_refuses_are_one_line_at_config_time(stage, o
 
 
 @pytest.mark.parametrize("devices", [1, 4, -1, "auto", "2", "-1", [0, 1], "2,3", "3,", (1,)])
-def test_device_settings_lightning_reads_pass(devices):
+def test_device_settings_lightning_reads_pass_with_the_config(devices, monkeypatch):
+    """Forms Lightning reads for some accelerator pass the config check; whether this machine can
+    run them is :func:`moviessl.dist.check_machine`'s, at a run's start: a config naming GPUs still
+    loads on a machine without any (a saved config read back, a job prepared on a login node)."""
     from moviessl.config import check_devices
 
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     check_devices("trainer.devices", devices)
-    assert load_config("vidsitu", "cpu", {"trainer": {"devices": devices}}).trainer.devices is not None
+    cfg = load_config("vidsitu", "cpu", {"trainer": {"devices": devices, "accelerator": "gpu"}})
+    assert cfg.trainer.accelerator == "gpu"
+
+
+def test_an_epochs_grid_with_a_zero_is_one_line_at_config_time():
+    """Each value becomes a trainer's max_epochs, after the ones before it have trained."""
+    with pytest.raises(BadInputError, match=r"^train.epochs_grid: \[2, 0\] must hold epoch counts > 0"):
+        load_config("lvu", "cpu", ["train.epochs_grid=[2,0]"])
+    assert load_config("lvu", "cpu", ["train.epochs_grid=[2,3]"]).train.epochs_grid == [2, 3]
 
 
 @pytest.mark.parametrize(

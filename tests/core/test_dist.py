@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from moviessl.dist import gpu_ids, local_device
+from moviessl.dist import check_machine, gpu_ids, local_device
 from moviessl.errors import BadInputError
 
 
@@ -36,19 +36,67 @@ def test_local_device_is_the_gpu_lightning_gives_this_local_rank(monkeypatch):
     assert local_device("auto", [2, 3]) == "cpu"
 
 
-def test_a_gpu_asked_for_where_torch_sees_none_is_one_line(monkeypatch):
-    from moviessl.dist import check_gpu
-
+def _no_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+def test_a_gpu_asked_for_where_torch_sees_none_is_one_line(monkeypatch):
+    _no_gpu(monkeypatch)
     for acc in ("gpu", "cuda"):
         with pytest.raises(BadInputError, match=rf"^trainer.accelerator: {acc}: torch sees no GPU"):
-            check_gpu("trainer.accelerator", acc)
-    check_gpu("trainer.accelerator", "auto")
-    check_gpu("trainer.accelerator", "cpu")
+            check_machine(acc, 1)
+    check_machine("auto", 1)
+    check_machine("cpu", 2)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)  # Lightning's gpu is MPS on a Mac
-    check_gpu("trainer.accelerator", "gpu")
-    with pytest.raises(BadInputError):
-        check_gpu("trainer.accelerator", "cuda")
+    check_machine("gpu", 1)
+    with pytest.raises(BadInputError, match="^--accelerator: cuda"):
+        check_machine("cuda", 1, keys=("--accelerator", "--devices", "--precision"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    check_gpu("trainer.accelerator", "cuda")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check_machine("cuda", 1)
+
+
+@pytest.mark.parametrize("devices", [1, 3, "2", "auto", -1, "-1", [0], [0, 1], "0,", "1,2", 0, "abc"])
+def test_a_cpu_run_takes_the_devices_lightnings_cpu_accelerator_takes(devices, monkeypatch, tmp_path):
+    """Asked of Lightning itself: a CPU run's devices pass the check exactly when Lightning's CPU
+    accelerator builds a trainer with them (GPU ids and -1 failed only then, after the data work)."""
+    import pytorch_lightning as pl
+
+    from moviessl.config import check_devices
+
+    _no_gpu(monkeypatch)
+    try:
+        pl.Trainer(accelerator="cpu", devices=devices, logger=False, default_root_dir=tmp_path)
+        lightning = True
+    except Exception:
+        lightning = False
+    try:
+        check_devices("trainer.devices", devices)
+        for acc in ("cpu", "auto"):
+            check_machine(acc, devices)
+        ours = True
+    except BadInputError as e:
+        assert str(e).startswith("trainer.devices: ")
+        ours = False
+    assert ours == lightning
+
+
+def test_gpu_ids_and_counts_beyond_the_gpus_there_are_are_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for ok in (1, 2, "2", -1, "auto", [0, 1], "1,"):
+        check_machine("gpu", ok)
+        check_machine("auto", ok)
+    with pytest.raises(BadInputError, match=r"^trainer.devices: \[1, 2\]: GPU id 2 does not exist; torch sees 2 GPU"):
+        check_machine("cuda", [1, 2])
+    with pytest.raises(BadInputError, match="^trainer.devices: 4: torch sees 2 GPU"):
+        check_machine("auto", 4)
+    check_machine("cpu", 4)  # CPU processes: as many as asked
+
+
+def test_transformer_engine_runs_on_cuda_gpus_only(monkeypatch):
+    _no_gpu(monkeypatch)
+    with pytest.raises(BadInputError, match="^trainer.precision: transformer-engine runs on CUDA GPUs only"):
+        check_machine("auto", 1, "transformer-engine")
+    check_machine("auto", 1, "bf16-true")

@@ -250,3 +250,31 @@ def test_every_training_stage_refuses_a_gpu_torch_cannot_see_before_reading_its_
     cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, accelerator="gpu"))
     with pytest.raises(BadInputError, match="^trainer.accelerator: gpu: torch sees no GPU on this machine"):
         run(cfg, tmp_path)
+
+
+def test_lightning_trainer_gives_lightnings_whole_reason_and_leaves_our_own_faults_alone(tmp_path, monkeypatch):
+    """A machine setting Lightning refuses is one line with all of its reason (its message for too
+    many devices spans two lines); an error of ours in Trainer's arguments stays a traceback."""
+    from moviessl.training import lightning_trainer
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(BadInputError, match=r"^Lightning cannot run accelerator=cpu devices=\[0\]: .*int > 0"):
+        lightning_trainer(accelerator="cpu", devices=[0], logger=False, default_root_dir=tmp_path)
+    # Lightning's device parser on a 1-GPU machine asked for two (its message as of 2.6)
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    said = "You requested gpu: [0, 1]\\n But your machine only has: [0]"
+    parser = compile(
+        f"def parse(**kw):\n    raise E('{said}')\n", "/x/lightning_fabric/utilities/device_parser.py", "exec"
+    )
+    ns = {"E": MisconfigurationException}
+    exec(parser, ns)
+    monkeypatch.setattr(pl, "Trainer", ns["parse"])
+    with pytest.raises(BadInputError) as e:
+        lightning_trainer(accelerator="cuda", devices=[0, 1])
+    assert str(e.value) == (
+        "Lightning cannot run accelerator=cuda devices=[0, 1]: You requested gpu: [0, 1] But your machine only has: [0]"
+    )
+    monkeypatch.undo()
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        lightning_trainer(accelerator="cpu", devices=1, no_such_argument=1)

@@ -267,6 +267,8 @@ LAUNCH_TYPOS = [
     (["--devices", "[2,"], r"--devices: '\[2,': give a count"),
     (["--devices", "0"], "--devices: 0: give a count"),
     (["--num-nodes", "0"], "--num-nodes: must be an integer >= 1"),
+    (["--accelerator", "cpu", "--devices", "-1"], "--devices: '-1': a CPU run takes a process count"),
+    (["--accelerator", "cpu", "--devices", "[0]"], r"--devices: \[0\]: a CPU run takes a process count"),
 ]
 
 

@@ -280,7 +280,7 @@ def test_ctx_added_later_equals_ctx_made_with_the_features(backbone, film, tmp_p
 )
 def test_a_txe_outside_predict_holds_its_weights_as_predict_would(precision, dtype):
     """Lightning's TransformerEngine precision converts the module to its weights dtype, as a true
-    half precision does (its FP8 is inside TransformerEngine's own layers only)."""
+    half precision does (outside ``predict`` torch's layers are kept: no FP8)."""
     txe = torch.nn.Linear(4, 4)
     with ex.txe_as_in_predict(txe, None, "cpu", precision):
         assert next(txe.parameters()).dtype == dtype

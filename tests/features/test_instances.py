@@ -340,7 +340,7 @@ def test_lazy_release_features_follow_their_instance_meta(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "device, line", [("cuda:x", "--device: 'cuda:x': give cpu, cuda or cuda:N"), ("gpu0", "--device: 'gpu0'")]
+    "device, line", [("cuda:x", "--device: 'cuda:x': give cpu, cuda, cuda:N or mps"), ("gpu0", "--device: 'gpu0'")]
 )
 def test_a_device_that_does_not_read_is_one_line(backbone, boxes, tmp_path, device, line):
     with pytest.raises(BadInputError, match=f"^{line}"):

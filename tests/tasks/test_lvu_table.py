@@ -1,5 +1,7 @@
 """The Table 5 bookkeeping: ranks per task (direction per metric, ties), #top-1, the claims."""
 
+import pytest
+
 from moviessl.tasks.lvu.table import claims, ranks, setting_name
 
 
@@ -28,3 +30,20 @@ def test_claims():
     assert c["ot_beats_constant"]["tasks"] == ["scene"]  # 0.6 MSE is worse than the constant's 0.5
     assert c["otpp_best_mean_rank"]["holds"] is True
     assert c["ours_beats_sup"]["tasks_ours_better"] == ["view_count"]
+
+
+def test_the_table_checks_both_configs_before_its_first_step(tmp_path, monkeypatch):
+    """A GPU this machine lacks, or a typo in the OT pretraining's overrides, is one line before the
+    instance extraction, the OT pretraining and the TxE pass (they came first)."""
+    import torch
+
+    from moviessl.errors import BadInputError
+    from moviessl.tasks.lvu.table import run_lvu_table
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(BadInputError, match="^trainer.accelerator: gpu: torch sees no GPU"):
+        run_lvu_table(tmp_path / "out", tmp_path / "none", {}, None, overrides=["trainer.accelerator=gpu"])
+    with pytest.raises(BadInputError, match="^trainer.precision: 'half' is not a precision"):
+        run_lvu_table(tmp_path / "out", tmp_path / "none", {}, None, pretrain_overrides=["trainer.precision=half"])
+    assert not (tmp_path / "out").exists()

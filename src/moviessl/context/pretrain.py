@@ -91,13 +91,13 @@ def pretrain_context(
 
     Writes ``OUT/config.yaml``, ``OUT/checkpoints/last.ckpt``, ``OUT/logs/metrics.csv``,
     ``OUT/curves.png`` and the exported TxE ``OUT/model.pt`` (stage ``context``)."""
+    setup_machine(cfg.trainer)
     out = ensure_out_dir(out)
     if any(out.iterdir()) and not resume and (out / "checkpoints").exists():
         raise BadInputError(
             out, "output folder already holds a run; pass --resume to continue it or choose another --out"
         )
     seed_everything(cfg.seed)
-    setup_machine(cfg.trainer)
     stores = [FeatureStore(f) for f in features]
     strides = {s.stride_s for s in stores}
     d = cfg.data

@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from ..checkpoint import build_from_checkpoint, file_hash, load_checkpoint
 from ..config import HALF_WEIGHTS, MAX_TIMEOUT_S, TrainerConfig, check_accelerator, check_devices, check_precision
 from ..data.cliplist import read_clip_list
-from ..dist import check_gpu
+from ..dist import check_machine
 from ..errors import BadInputError
 from ..models.slowd import speed_up
 from ..training import ddp_with_timeout, lightning_trainer, planned_world_size, quiet_lightning
@@ -428,7 +428,7 @@ def txe_as_in_predict(
         dev = torch.device(local_device(accelerator, devices))
         true = {**HALF_WEIGHTS, "64": "float64", "64-true": "float64"}
         dtype = getattr(torch, true[str(precision)]) if str(precision) in true else param_dtype(txe)
-        txe.to(dev, dtype)  # a true precision holds the weights so (TransformerEngine's FP8 layers aside)
+        txe.to(dev, dtype)  # a true precision holds the weights so (TransformerEngine's: without its FP8 layers)
         mixed = {"16": "16-mixed", "16-mixed": "16-mixed", "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed"}
         p = mixed.get(str(precision))
         half = torch.float16 if p == "16-mixed" and dev.type != "cpu" else torch.bfloat16 if p else None
@@ -582,14 +582,14 @@ def shard_over_ranks(
 
 def check_launch(accelerator: str, devices: Any, num_nodes: int, precision: str, ddp_timeout_s: float | None) -> None:
     """One line naming the flag of an extraction job's machine setting that Lightning would refuse
-    only when the trainer is built, after the videos are indexed (a GPU asked for where torch sees
-    none too; more devices than there are is :func:`moviessl.training.lightning_trainer`'s line)."""
+    only when the trainer is built, after the videos are indexed: names, then what this machine can
+    run (:func:`moviessl.dist.check_machine`)."""
     check_accelerator("--accelerator", accelerator)
-    check_gpu("--accelerator", accelerator)
     check_devices("--devices", devices)
     if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
         raise BadInputError("--num-nodes", f"must be an integer >= 1, got {num_nodes!r}")
     check_precision("--precision", precision)
+    check_machine(accelerator, devices, precision, ("--accelerator", "--devices", "--precision"))
     s = ddp_timeout_s
     if s is not None and not (0 < s < MAX_TIMEOUT_S and math.isfinite(s)):
         raise BadInputError("--ddp-timeout-s", f"must be positive and below {MAX_TIMEOUT_S:.0e}, got {s}")

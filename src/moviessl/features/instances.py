@@ -52,7 +52,7 @@ from ..data.lvu import (
     read_tracks,
     release_instances,
 )
-from ..dist import check_gpu
+from ..dist import check_machine
 from ..errors import BadInputError
 from ..models.roi import roi_features
 from ..utils.io import append_line, atomic_write, atomic_write_json
@@ -280,12 +280,12 @@ def extract_instances(
     shorthand for ``accelerator``."""
     out = Path(out)
     if device is not None:
-        if not re.fullmatch(r"cpu|cuda(:\d+)?", str(device)):
-            raise BadInputError("--device", f"{device!r}: give cpu, cuda or cuda:N")
-        accelerator = "gpu" if str(device).startswith("cuda") else str(device)
-        check_gpu("--device", accelerator)
+        if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", str(device)):
+            raise BadInputError("--device", f"{device!r}: give cpu, cuda, cuda:N or mps")
+        accelerator = "cuda" if str(device).startswith("cuda") else str(device)
         if str(device).startswith("cuda:"):
             devices = [int(str(device).split(":", 1)[1])]
+        check_machine(accelerator, devices, precision, ("--device", "--device", "--precision"))
     check_launch(accelerator, devices, num_nodes, precision, ddp_timeout_s)
     vids, _ = find_videos(videos)
     source = box_source(tracks)

@@ -77,9 +77,9 @@ def pretrain(
 
     Returns a summary dict (also ``OUT/summary.json``); the probe result is ``OUT/probe.json``."""
     method_cls = get_method(method)
+    setup_machine(cfg.trainer)
     out = ensure_out_dir(out)
     seed_everything(cfg.seed)
-    setup_machine(cfg.trainer)
     d = cfg.data
     items = read_clip_list(data)
     if not items:

@@ -34,11 +34,12 @@ from ...checkpoint import file_hash, load_checkpoint, save_checkpoint
 from ...config import flatten, load_config, merge_overrides, save_config, to_dict
 from ...context.ot_spans import EvalSpans, RandomSpans, collate_spans, input_stats
 from ...data.lvu import read_labels
-from ...dist import check_gpu, trainer_device
+from ...dist import trainer_device
 from ...errors import BadInputError
 from ...eval.lvu import evaluate
 from ...features.instances import open_instances, set_feature_cache
 from ...models.object_transformer import load_matching, ot_settings
+from ...training import check_trainer
 from ...utils.io import atomic_write_json
 from ..base import SeedJob, TaskOptim, run_seeds, settings_hash, write_summary
 from .config import LVUConfig
@@ -78,7 +79,7 @@ def contextualize_tasks(
     so that the ranks Lightning's launcher starts at the first ``fit`` find every film done. The
     config and every label file are checked first (a typo must not wait for the pass)."""
     cfg = resolve_config(None, preset, overrides)
-    check_gpu("trainer.accelerator", cfg.trainer.accelerator)
+    check_trainer(cfg.trainer)
     ids = sorted({v for t in tasks for split in task_labels(data_root, t, cfg).values() for v in split})
     device = trainer_device(cfg.trainer)
     contextualize_folder(scene_features, contextualizer, out, ids, cfg.trainer.progress_bar, device)
@@ -240,7 +241,7 @@ def run_finetune(
         raise BadInputError(None, f"--seeds must be >= 1, got {seeds}")
     spec = TASKS[task]
     cfg = resolve_config(cfg, preset, overrides)
-    check_gpu("trainer.accelerator", cfg.trainer.accelerator)
+    check_trainer(cfg.trainer)
     set_feature_cache(cfg.data.instance_cache_mb)
     if len(cfg.train.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.train.betas):
         raise BadInputError("train.betas", f"must be two numbers in [0, 1), got {list(cfg.train.betas)}")

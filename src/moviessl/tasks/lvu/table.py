@@ -42,6 +42,7 @@ from ...dist import trainer_device
 from ...errors import BadInputError
 from ...features.extract import extract
 from ...features.instances import InstanceStore, extract_instances, set_feature_cache
+from ...training import check_trainer
 from ...utils.io import atomic_write, atomic_write_json, atomic_write_text
 from ..base import settings_hash
 from .data import load_inputs, scene_arrays
@@ -262,6 +263,13 @@ def run_lvu_table(
     rows = [tuple(r) for r in rows]
     quiet_ov = ["trainer.progress_bar=false"] if quiet else []
     timings: dict[str, float] = {}
+    # both configs first: a typo or a GPU this machine lacks must not wait for steps 1-3
+    pretrain = ot_init and any(i == "ot" for i, _ in rows)
+    ot_pre_cfg = load_config("ot_pretrain", preset, list(pretrain_overrides) + quiet_ov) if pretrain else None
+    ft_cfg = load_config("lvu", preset, list(overrides))
+    for c in (ot_pre_cfg, ft_cfg):
+        if c is not None:
+            check_trainer(c.trainer)
 
     def timed(name: str, fn):
         t0 = time.perf_counter()
@@ -287,9 +295,9 @@ def run_lvu_table(
     # 2. LVU's masked-instance pretraining of the OT (row "ot"), on every movie, no labels; cached
     # under the hash of what it reads and its config, so a change of either pretrains anew
     ot_ckpt = None
-    if ot_init and any(i == "ot" for i, _ in rows):
+    if ot_pre_cfg is not None:
         t_path = teacher or Path(backbones["supervised"]).parent / "checkpoints" / "last.ckpt"
-        cfg = load_config("ot_pretrain", preset, list(pretrain_overrides) + quiet_ov)
+        cfg = ot_pre_cfg
         store = inst["supervised"]
         t_id = file_hash(t_path) if Path(t_path).is_file() else str(t_path)
         ot_cfg = to_dict(cfg)
@@ -304,7 +312,6 @@ def run_lvu_table(
             )
 
     # 3. scene features: "ours" = CVRL events through the TxE, "sup" = pooled supervised events
-    ft_cfg = load_config("lvu", preset, list(overrides))
     ctx_device = trainer_device(ft_cfg.trainer)
     scene: dict[str, tuple[dict, float, str]] = {}  # arrays, event stride, description (with the TxE's hash)
     for s in sorted({s for _, s in rows if s != "none"}):

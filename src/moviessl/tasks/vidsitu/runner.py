@@ -34,11 +34,12 @@ import torch
 from ...checkpoint import arch_spec, build_arch, file_hash, load_checkpoint, save_checkpoint
 from ...config import flatten, load_config, merge_overrides, save_config, to_dict
 from ...data.vidsitu import load_split
-from ...dist import check_gpu, trainer_device
+from ...dist import trainer_device
 from ...errors import BadInputError
 from ...eval.vidsitu import evaluate
 from ...features.store import FeatureStore
 from ...models.txe import feature_stats
+from ...training import check_trainer
 from ...utils.io import atomic_write_bytes, atomic_write_json, ensure_out_dir
 from ...video.transforms import param_dtype, to_model_input
 from ..base import SeedJob, TaskOptim, coverage_note, run_seeds, settings_hash, write_summary
@@ -421,7 +422,7 @@ def run_finetune(
     if int(seeds) < 1:
         raise BadInputError(None, f"--seeds must be >= 1, got {seeds}")
     cfg = resolve_config(cfg, preset, overrides)
-    check_gpu("trainer.accelerator", cfg.trainer.accelerator)
+    check_trainer(cfg.trainer)
     out = ensure_out_dir(out)
     save_config(cfg, out)
     p = prepare(task, data_root, out, cfg, features, videos, backbone, contextualizer, tokenizer)
@@ -463,7 +464,7 @@ def tune_txe_lr_scale(
     the held-out train segments. No evaluation-split data is used. Writes ``out/tuning.json``
     (skipped when it exists with the same settings); returns ``{"best", "losses", ...}``."""
     cfg = resolve_config(cfg, preset, overrides)
-    check_gpu("trainer.accelerator", cfg.trainer.accelerator)
+    check_trainer(cfg.trainer)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = settings_hash(
