@@ -312,13 +312,25 @@ def check_accelerator(key: str, v: Any) -> None:
         raise BadInputError(key, f"{v!r} is not an accelerator; choose one of {', '.join(names)}")
 
 
+# strategies Lightning registers that need a package of their own, and those it cannot build by name
+_STRATEGY_PACKAGES = {"deepspeed": "deepspeed", "xla": "torch_xla"}
+_NOT_BY_NAME = ("single_xla", "single_tpu")
+
+
 def check_strategy(key: str, v: Any) -> None:
-    """One line naming ``key`` unless ``v`` is ``auto`` or a strategy in Lightning's registry."""
+    """One line naming ``key`` unless ``v`` is ``auto`` or a strategy in Lightning's registry that
+    can be built by name here (its package installed). Names are lower case, as the registry's: a
+    strategy is also read by name here (DDP's timeout, find_unused_parameters for the tasks)."""
     from pytorch_lightning.strategies import StrategyRegistry
 
     names = StrategyRegistry.available_strategies()
-    if str(v).lower() not in ("auto", *names):  # Lightning reads the name in lower case
-        raise BadInputError(key, f"{v!r} is not a Lightning strategy; choose auto, {', '.join(names[:4])}, ...")
+    name = str(v)
+    if name not in ("auto", *names) or name in _NOT_BY_NAME:
+        ok = [n for n in names if n not in _NOT_BY_NAME]
+        raise BadInputError(key, f"{v!r} is not a Lightning strategy; choose auto, {', '.join(ok[:4])}, ...")
+    for prefix, package in _STRATEGY_PACKAGES.items():
+        if prefix in name and importlib.util.find_spec(package) is None:
+            raise BadInputError(key, f"{v} needs the {package} package, which is not installed")
 
 
 def check_devices(key: str, v: Any) -> None:
@@ -326,10 +338,10 @@ def check_devices(key: str, v: Any) -> None:
     ``auto`` for all), a list of device ids (``[2, 3]``) or a comma-separated string of them (``"2,3"``)."""
     ids = v.split(",") if isinstance(v, str) and "," in v else v if isinstance(v, (list, tuple)) else None
     if ids is not None:
-        ok = all(str(i).strip().isdigit() for i in ids if str(i).strip()) and any(str(i).strip() for i in ids)
+        ok = all(str(i).strip().isdecimal() for i in ids if str(i).strip()) and any(str(i).strip() for i in ids)
     else:
         n = str(v).strip()
-        ok = n == "auto" or (not isinstance(v, bool) and n.lstrip("-").isdigit() and (int(n) >= 1 or int(n) == -1))
+        ok = n == "auto" or (not isinstance(v, bool) and n.lstrip("-").isdecimal() and (int(n) >= 1 or int(n) == -1))
     if not ok:
         raise BadInputError(key, f"{v!r}: give a count (>= 1, -1 or auto for all) or a list of device ids, e.g. [2, 3]")
 

@@ -64,7 +64,7 @@ def rotated_order(n: int, rank: int = 0, world: int = 1) -> list[int]:
     return [*range(start, n), *range(start)]
 
 
-def gpu_ids(devices: Any) -> list[int] | None:
+def gpu_ids(devices: Any, key: str = "trainer.devices") -> list[int] | None:
     """The GPU ids a trainer's ``devices`` names, as Lightning reads it: a list (``[2, 3]``) or a
     comma-separated string (``"2,3"``, ``"3,"``); None for a count (``2``, ``"2"``, ``-1``, ``"auto"``:
     the first ones)."""
@@ -79,7 +79,7 @@ def gpu_ids(devices: Any) -> list[int] | None:
     try:
         return [int(d) for d in parts]
     except (TypeError, ValueError):
-        raise BadInputError("trainer.devices", f"{devices!r}: give a count or a list of GPU ids, e.g. [2, 3]") from None
+        raise BadInputError(key, f"{devices!r}: give a count or a list of GPU ids, e.g. [2, 3]") from None
 
 
 def local_device(accelerator: str = "auto", devices: Any = None) -> str:
@@ -109,8 +109,12 @@ def check_machine(
     GPU. Lightning's ``gpu`` is also Apple's MPS; ``auto`` is a GPU where there is one. Names are
     checked with the config (:func:`moviessl.config.check_ranges`); this is the machine's part."""
     acc_key, dev_key, prec_key = keys
-    if accelerator not in ("cpu", "gpu", "cuda", "auto"):
-        return  # mps, tpu, a plugin's: Lightning's own checks
+    if accelerator not in ("cpu", "gpu", "cuda", "auto"):  # mps, tpu, a plugin's: there or not
+        if not _accelerator_available(accelerator):
+            raise BadInputError(acc_key, f"{accelerator}: Lightning finds no such device on this machine")
+        return
+    if accelerator == "auto" and _accelerator_available("tpu"):
+        return  # Lightning's auto picks a TPU first; its devices are Lightning's to check
     cuda = accelerator != "cpu" and torch.cuda.is_available()
     mps = accelerator in ("gpu", "auto") and not cuda and torch.backends.mps.is_available()
     if accelerator in ("gpu", "cuda") and not (cuda or mps):
@@ -119,20 +123,31 @@ def check_machine(
         raise BadInputError(prec_key, f"{precision} runs on CUDA GPUs only")
     d = str(devices).strip()
     if not (cuda or mps):
-        if d != "auto" and not (d.isdigit() and int(d) >= 1):
+        if d != "auto" and not (d.isdecimal() and int(d) >= 1):
             raise BadInputError(
                 dev_key, f"{devices!r}: a CPU run takes a process count (>= 1) or auto, not GPU ids or -1"
             )
         return
     if not cuda:
         return
-    n, ids = torch.cuda.device_count(), gpu_ids(devices)
+    n, ids = torch.cuda.device_count(), gpu_ids(devices, dev_key)
     if ids and max(ids) >= n:
         raise BadInputError(
             dev_key, f"{devices!r}: GPU id {max(ids)} does not exist; torch sees {n} GPU(s), ids 0-{n - 1}"
         )
-    if ids is None and d.isdigit() and int(d) > n:
+    if ids is None and d.isdecimal() and int(d) > n:
         raise BadInputError(dev_key, f"{devices!r}: torch sees {n} GPU(s) on this machine")
+
+
+def _accelerator_available(name: str) -> bool:
+    """Whether Lightning's registered accelerator ``name`` has a device here (False where its
+    package, e.g. torch_xla for ``tpu``, is not installed)."""
+    from pytorch_lightning.accelerators import AcceleratorRegistry
+
+    try:
+        return bool(AcceleratorRegistry[name]["accelerator"].is_available())
+    except Exception:  # a missing package, a driver that does not answer: not available
+        return False
 
 
 def trainer_device(t: Any) -> str:

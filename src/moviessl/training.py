@@ -140,6 +140,16 @@ class MatmulPrecision(pl.Callback):
             torch.set_float32_matmul_precision(self.before)
 
 
+def ddp_base(name: str) -> tuple[str, bool]:
+    """(DDP start method's strategy name, find_unused_parameters) of a DDP strategy name; one line
+    for a strategy DDP's timeout cannot be given to."""
+    unused = name.endswith(UNUSED_SUFFIX)
+    base = name[: -len(UNUSED_SUFFIX)] if unused else name
+    if base not in DDP_START:
+        raise BadInputError("trainer.ddp_timeout_s", f"needs a DDP strategy (ddp, ddp_spawn, ...), not {name!r}")
+    return base, unused
+
+
 def ddp_with_timeout(name: str, seconds: float):
     """The DDP strategy ``name`` (one of Lightning's registered DDP names) with another process-group
     timeout, as a ``DDPStrategy`` instance (a name cannot carry one)."""
@@ -147,17 +157,22 @@ def ddp_with_timeout(name: str, seconds: float):
 
     from pytorch_lightning.strategies import DDPStrategy
 
-    unused = name.endswith(UNUSED_SUFFIX)
-    base = name[: -len(UNUSED_SUFFIX)] if unused else name
-    if base not in DDP_START:
-        raise BadInputError("trainer.ddp_timeout_s", f"needs a DDP strategy (ddp, ddp_spawn, ...), not {name!r}")
+    base, unused = ddp_base(name)
     timeout = timedelta(seconds=float(seconds))
     return DDPStrategy(timeout=timeout, start_method=DDP_START[base], find_unused_parameters=unused)
 
 
 # Where Lightning checks the machine settings as it builds a trainer: an error raised there is about
 # them, one raised elsewhere in Trainer.__init__ (our callbacks, our arguments) is a bug of ours.
-_MACHINE_CODE = ("accelerator_connector", "device_parser", "/accelerators/", "/plugins/", "/strategies/")
+_MACHINE_CODE = (
+    "accelerator_connector",
+    "device_parser",
+    "/accelerators/",
+    "/plugins/",
+    "/strategies/",
+    "/_graveyard/",
+    "lightning_fabric/connector.py",
+)
 
 
 def lightning_trainer(**kwargs: Any) -> pl.Trainer:
@@ -167,12 +182,13 @@ def lightning_trainer(**kwargs: Any) -> pl.Trainer:
 
     try:
         return pl.Trainer(**kwargs)
-    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as e:
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError, ImportError) as e:
         tb = e.__traceback__
         while tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
         where = tb.tb_frame.f_code.co_filename.replace(os.sep, "/") if tb is not None else ""
-        if "lightning" not in where or not any(m in where for m in _MACHINE_CODE):
+        lightning = "/pytorch_lightning/" in where or "/lightning_fabric/" in where
+        if not lightning or not any(m in where for m in _MACHINE_CODE):
             raise
         keys = ("accelerator", "devices", "num_nodes", "strategy", "precision")
         said = " ".join(f"{k}={kwargs[k]}" for k in keys if isinstance(kwargs.get(k), (str, int, list, tuple)))
@@ -592,6 +608,8 @@ def check_trainer(t: TrainerConfig) -> None:
 
     check_ranges({"trainer": to_dict(t)})
     check_machine(t.accelerator, t.devices, t.precision)
+    if t.ddp_timeout_s is not None and planned_world_size(t) > 1:
+        ddp_base(t.strategy)
 
 
 def setup_machine(t: TrainerConfig) -> None:

@@ -207,6 +207,8 @@ def test_a_trainer_config_built_in_code_refuses_true_half_too(precision, tmp_pat
         ("trainer.devices=[a]", r"trainer.devices: \['a'\]: give a count"),
         ("trainer.num_nodes=0", "trainer.num_nodes: 0 must be at least 1"),
         ("trainer.strategy=ddpx", "trainer.strategy: 'ddpx' is not a Lightning strategy"),
+        ("trainer.strategy=DDP", "trainer.strategy: 'DDP' is not a Lightning strategy"),
+        ("trainer.strategy=single_xla", "trainer.strategy: 'single_xla' is not a Lightning strategy"),
     ],
 )
 def test_machine_settings_lightning_refuses_are_one_line_at_config_time(stage, override, line):

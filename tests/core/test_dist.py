@@ -100,3 +100,13 @@ def test_transformer_engine_runs_on_cuda_gpus_only(monkeypatch):
     with pytest.raises(BadInputError, match="^trainer.precision: transformer-engine runs on CUDA GPUs only"):
         check_machine("auto", 1, "transformer-engine")
     check_machine("auto", 1, "bf16-true")
+
+
+def test_an_accelerator_lightning_finds_no_device_for_is_one_line(monkeypatch):
+    from pytorch_lightning.accelerators import AcceleratorRegistry
+
+    for name in ("tpu", "mps"):
+        if not AcceleratorRegistry[name]["accelerator"].is_available():
+            with pytest.raises(BadInputError, match=f"^trainer.accelerator: {name}: Lightning finds no such device"):
+                check_machine(name, 1)
+    check_machine("cpu", 1)

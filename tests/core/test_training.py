@@ -248,8 +248,11 @@ def test_every_training_stage_refuses_a_gpu_torch_cannot_see_before_reading_its_
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     cfg = load_config(stage, "cpu")
     cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, accelerator="gpu"))
+    out = tmp_path / "run"
+    out.mkdir()
     with pytest.raises(BadInputError, match="^trainer.accelerator: gpu: torch sees no GPU on this machine"):
-        run(cfg, tmp_path)
+        run(cfg, out)
+    assert not list(out.iterdir())
 
 
 def test_lightning_trainer_gives_lightnings_whole_reason_and_leaves_our_own_faults_alone(tmp_path, monkeypatch):
@@ -276,5 +279,20 @@ def test_lightning_trainer_gives_lightnings_whole_reason_and_leaves_our_own_faul
         "Lightning cannot run accelerator=cuda devices=[0, 1]: You requested gpu: [0, 1] But your machine only has: [0]"
     )
     monkeypatch.undo()
+    # and Lightning's own device parser, reached with CUDA faked: the path filter lets it through
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(BadInputError, match=r"^Lightning cannot run accelerator=cuda devices=\[0, 1\]: .*\[0, 1\]"):
+        lightning_trainer(accelerator="cuda", devices=[0, 1], logger=False, default_root_dir=tmp_path)
+    monkeypatch.undo()
     with pytest.raises(TypeError, match="unexpected keyword"):
         lightning_trainer(accelerator="cpu", devices=1, no_such_argument=1)
+
+
+def test_a_ddp_timeout_for_a_strategy_that_takes_none_is_one_line_before_any_work():
+    from moviessl.config import TrainerConfig
+    from moviessl.training import check_trainer
+
+    with pytest.raises(BadInputError, match="^trainer.ddp_timeout_s: needs a DDP strategy"):
+        check_trainer(TrainerConfig(accelerator="cpu", devices=2, strategy="fsdp", ddp_timeout_s=60))
+    check_trainer(TrainerConfig(accelerator="cpu", devices=2, strategy="ddp_spawn", ddp_timeout_s=60))

@@ -44,6 +44,8 @@ def test_the_table_checks_both_configs_before_its_first_step(tmp_path, monkeypat
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     with pytest.raises(BadInputError, match="^trainer.accelerator: gpu: torch sees no GPU"):
         run_lvu_table(tmp_path / "out", tmp_path / "none", {}, None, overrides=["trainer.accelerator=gpu"])
+    with pytest.raises(BadInputError, match="^trainer.accelerator: gpu: torch sees no GPU"):
+        run_lvu_table(tmp_path / "out", tmp_path / "none", {}, None, pretrain_overrides=["trainer.accelerator=gpu"])
     with pytest.raises(BadInputError, match="^trainer.precision: 'half' is not a precision"):
         run_lvu_table(tmp_path / "out", tmp_path / "none", {}, None, pretrain_overrides=["trainer.precision=half"])
     assert not (tmp_path / "out").exists()

@@ -99,7 +99,11 @@ def add_parser(subparsers) -> None:
     i.add_argument("--pool", default="max", choices=["max", "avg"], help="pooling over the bins (PySlowFast: max)")
     i.add_argument("--batch-seconds", type=int, default=8, help="seconds (clips) per backbone forward")
     _add_launch_args(i)
-    i.add_argument("--device", default=None, help="cpu | cuda: one device (shorthand for --accelerator)")
+    i.add_argument(
+        "--device",
+        default=None,
+        help="cpu | cuda | cuda:N | mps: one device (shorthand for --accelerator and --devices)",
+    )
     i.set_defaults(func=_run_instances)
 
 

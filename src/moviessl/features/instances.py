@@ -285,7 +285,7 @@ def extract_instances(
         accelerator = "cuda" if str(device).startswith("cuda") else str(device)
         if str(device).startswith("cuda:"):
             devices = [int(str(device).split(":", 1)[1])]
-        check_machine(accelerator, devices, precision, ("--device", "--device", "--precision"))
+        check_machine(accelerator, devices, precision, ("--device", "--device/--devices", "--precision"))
     check_launch(accelerator, devices, num_nodes, precision, ddp_timeout_s)
     vids, _ = find_videos(videos)
     source = box_source(tracks)
