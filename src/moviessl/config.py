@@ -228,10 +228,72 @@ _POSITIVE_INT = (
     "vocab_size",
     "max_per_class",
     "num_nodes",
+    # sizes and counts: 0 ended in a torch traceback deep in sampling or a layer (window=0: "invalid
+    # multinomial distribution", keys_per_sample=0: "cannot sample n_sample <= 0 samples")
+    "num_frames",
+    "stride",
+    "short_side",
+    "crop",
+    "flow_crop",
+    "hidden_dim",
+    "out_dim",
+    "num_clips",
+    "max_iter",
+    "knn_k",
+    "max_len",
+    "window",
+    "windows_per_video",
+    "mean_videos",
+    "keys_per_sample",
+    "span_s",
+    "span_dim",
+    "tune_seeds",
 )
-_NON_NEGATIVE = ("lr", "weight_decay", "final_lr_frac", "warmup_steps", "num_workers", "ckpt_every_n_steps")
-_FRACTION = ("dropout", "attn_dropout", "ffn_dropout", "val_fraction", "track_fraction", "warmup_frac")
-_POSITIVE = ("tau", "temperature", "span_temperature", "epochs", "log_every_n_steps", "ddp_timeout_s")
+# gradient_clip_val: Lightning skips clipping at <= 0, so a negative one is silently no clipping
+_NON_NEGATIVE = (
+    "lr",
+    "weight_decay",
+    "final_lr_frac",
+    "warmup_steps",
+    "num_workers",
+    "ckpt_every_n_steps",
+    "gradient_clip_val",
+    "box_jitter",
+    "brightness",
+    "contrast",
+    "saturation",
+    "eta",
+    "w_visual",
+    "w_cross",
+    "w_flow",
+    "action_weight",
+    "span_weight",
+    "instance_cache_mb",
+)
+# probabilities and shares, 0 and 1 included (maskpred's replace/swap are checked together by the stage)
+_PROBABILITY = ("flip_p", "jitter_p", "gray_p", "blur_p", "track_mask", "replace", "swap")
+_FRACTION = (
+    "dropout",
+    "attn_dropout",
+    "ffn_dropout",
+    "val_fraction",
+    "track_fraction",
+    "warmup_frac",
+    "label_smoothing",
+)
+_POSITIVE = (
+    "tau",
+    "temperature",
+    "span_temperature",
+    "epochs",
+    "log_every_n_steps",
+    "ddp_timeout_s",
+    "knn_t",
+    "token_stride_s",
+    "bound",
+    "width_factor",
+    "power",  # CVRL's gap density (p+1)/(p m) (1 - (k/m)^p): p = 0 divides by zero
+)
 
 
 def _range_problem(name: str, v: Any) -> str | None:
@@ -245,6 +307,12 @@ def _range_problem(name: str, v: Any) -> str | None:
         return "must not be negative"
     if name in _FRACTION and not 0 <= v < 1:
         return "must be in [0, 1)"
+    if name in _PROBABILITY and not 0 <= v <= 1:
+        return "must be in [0, 1]"
+    if name == "alpha" and not 0 < v <= 1:  # MaskPred's largest mask, floor(alpha N): at most the window
+        return "must be in (0, 1]"
+    if name == "hue" and not 0 <= v <= 0.5:  # a shift of the hue circle, as torchvision's ColorJitter
+        return "must be in [0, 0.5]"
     if name in _POSITIVE and v <= 0:
         return "must be positive"
     if name == "momentum" and not 0 <= v <= 1:

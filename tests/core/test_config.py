@@ -146,6 +146,8 @@ def test_paper_preset_trains_sup_k400_by_pyslowfast_recipe():
         ("optim.lr=-1", "optim.lr: -1.0 must not be negative"),
         ("trainer.max_steps=0", "trainer.max_steps: 0 must be at least 1"),
         ("trainer.max_steps=-2", "trainer.max_steps: -2 must be at least 1"),
+        # Lightning clips nothing at <= 0: a negative value was silently no clipping
+        ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val: -1.0 must not be negative"),
     ],
 )
 def test_settings_out_of_range_are_bad_input(preset, override, message):
@@ -193,6 +195,32 @@ def test_a_trainer_config_built_in_code_refuses_true_half_too(precision, tmp_pat
 
     with pytest.raises(BadInputError, match="trains weights held in half"):
         make_trainer({"precision": precision}, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "stage, override, line",
+    [
+        ("context", "data.window=0", "data.window: 0 must be at least 1"),
+        ("context", "maskpred.keys_per_sample=0", "maskpred.keys_per_sample: 0 must be at least 1"),
+        ("context", "maskpred.alpha=1.5", r"maskpred.alpha: 1.5 must be in \(0, 1\]"),
+        ("context", "maskpred.alpha=0", r"maskpred.alpha: 0.0 must be in \(0, 1\]"),
+        ("context", "data.token_stride_s=0", "data.token_stride_s: 0.0 must be positive"),
+        ("backbone", "augment.flip_p=1.5", r"augment.flip_p: 1.5 must be in \[0, 1\]"),
+        ("backbone", "augment.hue=0.7", r"augment.hue: 0.7 must be in \[0, 0.5\]"),
+        ("backbone", "data.power=0", "data.power: 0.0 must be positive"),
+        ("backbone", "data.num_frames=0", "data.num_frames: 0 must be at least 1"),
+        ("backbone", "supervised.label_smoothing=1", r"supervised.label_smoothing: 1.0 must be in \[0, 1\)"),
+        ("lvu", "model.track_mask=-0.1", r"model.track_mask: -0.1 must be in \[0, 1\]"),
+        ("lvu", "data.span_s=0", "data.span_s: 0 must be at least 1"),
+        ("ot_pretrain", "masking.action_weight=-1", "masking.action_weight: -1.0 must not be negative"),
+    ],
+)
+def test_sizes_shares_and_weights_out_of_range_are_one_line(stage, override, line):
+    """Settings a typo sends into a torch traceback (a window of 0: "invalid multinomial
+    distribution"), a division by zero (CVRL's gap density at power 0) or a silent nonsense run
+    (MaskPred masks longer than its window at alpha > 1, a probability of 1.5)."""
+    with pytest.raises(BadInputError, match=f"^{line}"):
+        load_config(stage, "cpu", [override])
 
 
 @pytest.mark.parametrize("stage", ["backbone", "context", "vidsitu", "lvu", "ot_pretrain"])
