@@ -248,6 +248,7 @@ _POSITIVE_INT = (
     "span_s",
     "span_dim",
     "tune_seeds",
+    "instance_cache_mb",  # the feature cache's bound: set_feature_cache needs >= 1 MB
 )
 # gradient_clip_val: Lightning skips clipping at <= 0, so a negative one is silently no clipping
 _NON_NEGATIVE = (
@@ -259,18 +260,13 @@ _NON_NEGATIVE = (
     "ckpt_every_n_steps",
     "gradient_clip_val",
     "box_jitter",
-    "brightness",
-    "contrast",
-    "saturation",
-    "eta",
     "w_visual",
     "w_cross",
     "w_flow",
     "action_weight",
     "span_weight",
-    "instance_cache_mb",
 )
-# probabilities and shares, 0 and 1 included (maskpred's replace/swap are checked together by the stage)
+# probabilities and shares, 0 and 1 included (a block's replace + swap together: check_shares)
 _PROBABILITY = ("flip_p", "jitter_p", "gray_p", "blur_p", "track_mask", "replace", "swap")
 _FRACTION = (
     "dropout",
@@ -293,6 +289,7 @@ _POSITIVE = (
     "bound",
     "width_factor",
     "power",  # CVRL's gap density (p+1)/(p m) (1 - (k/m)^p): p = 0 divides by zero
+    "eta",  # LARS' trust coefficient: 0 stops every weight-decayed parameter
 )
 
 
@@ -309,8 +306,10 @@ def _range_problem(name: str, v: Any) -> str | None:
         return "must be in [0, 1)"
     if name in _PROBABILITY and not 0 <= v <= 1:
         return "must be in [0, 1]"
-    if name == "alpha" and not 0 < v <= 1:  # MaskPred's largest mask, floor(alpha N): at most the window
+    if name == "alpha" and not 0 < v <= 1:  # MaskPred's sizes {1..floor(alpha N)}: none drawn past N - 1
         return "must be in (0, 1]"
+    if name in ("brightness", "contrast", "saturation") and not 0 <= v <= 1:  # factors 1 ± s, from 0 up
+        return "must be in [0, 1]"
     if name == "hue" and not 0 <= v <= 0.5:  # a shift of the hue circle, as torchvision's ColorJitter
         return "must be in [0, 0.5]"
     if name in _POSITIVE and v <= 0:
@@ -433,9 +432,18 @@ def check_train_precision(key: str, v: Any) -> None:
         )
 
 
+def check_shares(block: str, replace: float, swap: float) -> None:
+    """One line unless a masking block's shares of a selected span, ``replace`` ([MASK]) and
+    ``swap`` (another token), are each in [0, 1] and sum to at most 1 (the rest is kept). Compared
+    with a tolerance: 1 - 0.9 is 0.0999... in floats, and 0.9 / 0.1 is a valid split."""
+    if not (0 <= replace <= 1 and 0 <= swap <= 1 and replace + swap <= 1 + 1e-9):
+        raise BadInputError(f"{block}.replace/swap", f"need shares in [0, 1] summing to <= 1, got {replace} / {swap}")
+
+
 def check_ranges(cfg: Any) -> None:
     """``BadInputError`` naming the first setting outside its range (see ``_range_problem``)."""
-    for key, v in flatten(to_dict(cfg)).items():
+    flat = flatten(to_dict(cfg))
+    for key, v in flat.items():
         if key.rsplit(".", 1)[-1] == "matmul_precision":
             check_matmul_precision(key, v)
         if key == "trainer.precision":
@@ -450,6 +458,10 @@ def check_ranges(cfg: Any) -> None:
         problem = _range_problem(key.rsplit(".", 1)[-1], v)
         if problem:
             raise BadInputError(key, f"{v} {problem}")
+    for key, v in flat.items():  # a block's replace and swap together (MaskPred's, the OT pretraining's)
+        block = key.rsplit(".", 1)[0]
+        if key.endswith(".replace") and isinstance(flat.get(f"{block}.swap"), (int, float)):
+            check_shares(block, v, flat[f"{block}.swap"])
 
 
 def from_dict(stage: str, data: Mapping[str, Any]) -> Any:

@@ -213,12 +213,17 @@ def test_a_trainer_config_built_in_code_refuses_true_half_too(precision, tmp_pat
         ("lvu", "model.track_mask=-0.1", r"model.track_mask: -0.1 must be in \[0, 1\]"),
         ("lvu", "data.span_s=0", "data.span_s: 0 must be at least 1"),
         ("ot_pretrain", "masking.action_weight=-1", "masking.action_weight: -1.0 must not be negative"),
+        ("lvu", "data.instance_cache_mb=0", "data.instance_cache_mb: 0 must be at least 1"),
+        ("backbone", "augment.brightness=1.5", r"augment.brightness: 1.5 must be in \[0, 1\]"),
+        ("backbone", "optim.eta=0", "optim.eta: 0.0 must be positive"),
+        ("ot_pretrain", "masking.swap=0.3", r"masking.replace/swap: need shares in \[0, 1\] summing to <= 1"),
     ],
 )
 def test_sizes_shares_and_weights_out_of_range_are_one_line(stage, override, line):
     """Settings a typo sends into a torch traceback (a window of 0: "invalid multinomial
     distribution"), a division by zero (CVRL's gap density at power 0) or a silent nonsense run
-    (MaskPred masks longer than its window at alpha > 1, a probability of 1.5)."""
+    (a probability of 1.5, a colour factor below 0, LARS at eta 0, the OT pretraining's swap cut
+    short without a word; alpha > 1 gives no size past N - 1, so it is a typo)."""
     with pytest.raises(BadInputError, match=f"^{line}"):
         load_config(stage, "cpu", [override])
 
@@ -297,3 +302,30 @@ def test_a_trainer_config_built_in_code_is_checked_before_the_trainer(tmp_path):
         make_trainer({"devices": "abc"}, tmp_path)
     with pytest.raises(BadInputError, match="^trainer.precision: 'half' is not a precision"):
         make_trainer({"precision": "half"}, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "stage, overrides",
+    [
+        ("context", ["maskpred.alpha=1", "maskpred.replace=0.9", "maskpred.swap=0.1"]),  # 1 - 0.9 is 0.0999...
+        ("context", ["maskpred.replace=0.8", "maskpred.swap=0.2"]),
+        ("backbone", ["augment.hue=0.5", "augment.flip_p=1", "augment.gray_p=0", "augment.brightness=1"]),
+        ("backbone", ["augment.hue=0", "trainer.gradient_clip_val=0", "supervised.label_smoothing=0"]),
+        ("lvu", ["model.track_mask=0", "data.box_jitter=0"]),
+    ],
+)
+def test_the_edges_of_each_range_are_accepted(stage, overrides):
+    """The context stage refused replace 0.9 / swap 0.1 (1 - 0.9 < 0.1 in floats)."""
+    load_config(stage, "cpu", overrides)
+
+
+def test_every_range_checked_name_is_a_setting():
+    """A misspelt name in a range table would check nothing."""
+    from moviessl import config as c
+
+    names = set()
+    for stage in ("backbone", "context", "vidsitu", "lvu", "ot_pretrain"):
+        for preset in c.preset_names(stage):
+            names |= {k.rsplit(".", 1)[-1] for k in c.flatten(c.to_dict(load_config(stage, preset)))}
+    tables = c._POSITIVE_INT + c._NON_NEGATIVE + c._FRACTION + c._POSITIVE + c._PROBABILITY
+    assert sorted(set(tables) - names) == []

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 
 from ..checkpoint import arch_spec, save_checkpoint
-from ..config import from_dict, to_dict
+from ..config import check_shares, from_dict, to_dict
 from ..errors import BadInputError
 from ..models.heads import MaskPredHead
 from ..models.txe import TXE_PRESETS, build_txe
@@ -62,10 +62,7 @@ class MaskPredModule(pl.LightningModule):
             raise BadInputError("maskpred.sampling", f"must be uniform or max_discrepancy, got '{mpc.sampling}'")
         if mpc.loss not in ("infonce", "l2"):
             raise BadInputError("maskpred.loss", f"must be infonce or l2, got '{mpc.loss}'")
-        if not (0.0 <= mpc.swap <= 1.0 - mpc.replace <= 1.0):
-            raise BadInputError(
-                "maskpred.replace/swap", f"need 0 <= swap <= 1 - replace <= 1, got {mpc.replace} / {mpc.swap}"
-            )
+        check_shares("maskpred", mpc.replace, mpc.swap)
         self.cfg, self.in_dim, self.feature_stride_s = cfg, int(in_dim), float(feature_stride_s)
         self.txe = build_txe(cfg.model.txe, in_dim=self.in_dim, **txe_kwargs(cfg))
         self.window, self.sizes = cfg.data.window, mp.mask_size_set(cfg.data.window, mpc.alpha, mpc.mask_sizes)
