@@ -440,21 +440,23 @@ def check_shares(block: str, replace: float, swap: float) -> None:
         raise BadInputError(f"{block}.replace/swap", f"need shares in [0, 1] summing to <= 1, got {replace} / {swap}")
 
 
+# the trainer settings Lightning reads by name, checked as a whole (beside the ranges by leaf name)
+_KEY_CHECKS = {
+    "trainer.precision": (check_precision, check_train_precision),
+    "trainer.accelerator": (check_accelerator,),
+    "trainer.devices": (check_devices,),
+    "trainer.strategy": (check_strategy,),
+}
+
+
 def check_ranges(cfg: Any) -> None:
     """``BadInputError`` naming the first setting outside its range (see ``_range_problem``)."""
     flat = flatten(to_dict(cfg))
     for key, v in flat.items():
         if key.rsplit(".", 1)[-1] == "matmul_precision":
             check_matmul_precision(key, v)
-        if key == "trainer.precision":
-            check_precision(key, v)
-            check_train_precision(key, v)
-        if key == "trainer.accelerator":
-            check_accelerator(key, v)
-        if key == "trainer.devices":
-            check_devices(key, v)
-        if key == "trainer.strategy":
-            check_strategy(key, v)
+        for check in _KEY_CHECKS.get(key, ()):
+            check(key, v)
         problem = _range_problem(key.rsplit(".", 1)[-1], v)
         if problem:
             raise BadInputError(key, f"{v} {problem}")
