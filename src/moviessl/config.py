@@ -249,6 +249,10 @@ _POSITIVE_INT = (
     "span_dim",
     "tune_seeds",
     "instance_cache_mb",  # the feature cache's bound: set_feature_cache needs >= 1 MB
+    # widths whose null means a default: 0 fell back to it without a word, a negative one traced back
+    "head_hidden",
+    "hidden",
+    "target_dim",
 )
 # gradient_clip_val: Lightning skips clipping at <= 0, so a negative one is silently no clipping
 _NON_NEGATIVE = (

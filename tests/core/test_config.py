@@ -216,6 +216,9 @@ def test_a_trainer_config_built_in_code_refuses_true_half_too(precision, tmp_pat
         ("lvu", "data.instance_cache_mb=0", "data.instance_cache_mb: 0 must be at least 1"),
         ("backbone", "augment.brightness=1.5", r"augment.brightness: 1.5 must be in \[0, 1\]"),
         ("backbone", "optim.eta=0", "optim.eta: 0.0 must be positive"),
+        ("context", "model.head_hidden=0", "model.head_hidden: 0 must be at least 1"),
+        ("context", "maskpred.target_dim=-8", "maskpred.target_dim: -8 must be at least 1"),
+        ("vidsitu", "verb.hidden=0", "verb.hidden: 0 must be at least 1"),
         ("ot_pretrain", "masking.swap=0.3", r"masking.replace/swap: need shares in \[0, 1\] summing to <= 1"),
     ],
 )
