@@ -62,6 +62,9 @@ def test_parse_rules(tok):
     # a tag with no text -> empty phrase; an output not starting with a verb id -> {}
     assert tok.parse(tok.verb_prefix("run.02") + [t["AScn"], tok.eos_id]) == {"vb_id": "run.02", "AScn": ""}
     assert tok.parse(man + [t["Arg0"]] + man) == {}
+    # words between the verb id and the first tag belong to no role; vb_id is the first word alone
+    assert tok.parse(tok.verb_prefix("run.02") + man + [t["Arg1"]] + man) == {"vb_id": "run.02", "Arg1": "the man"}
+    assert tok.parse(tok.verb_prefix("run.02") + man) == {"vb_id": "run.02"}
 
 
 def test_truncation_and_save_load(tok, tmp_path):

@@ -142,9 +142,10 @@ class SRLTokenizer:
     def parse(self, ids: Sequence[int]) -> dict[str, str]:
         """Token ids -> ``{"vb_id": ..., "Arg0": phrase, ...}`` (VidSitu's ``vb_output`` event dict).
 
-        Stops at eos, skips pads. The text before the first tag is the verb id; as in VidSitu's
-        parser, an output whose first word holds no "." (not a verb id) gives ``{}``. A repeated tag
-        keeps its first value (a degenerate loop should not overwrite a good phrase)."""
+        Stops at eos, skips pads. As in VidSitu's parser, the first word is the verb id, words
+        between it and the first tag belong to no role, and an output whose first word holds no "."
+        (not a verb id) gives ``{}``. A repeated tag keeps its first value (a degenerate loop should
+        not overwrite a good phrase)."""
         segs: list[tuple[str | None, list[int]]] = [(None, [])]
         for i in ids:
             i = int(i)
@@ -156,10 +157,10 @@ class SRLTokenizer:
                 segs.append((self.id_to_role[i], []))
             else:
                 segs[-1][1].append(i)
-        verb = " ".join(self.decode(segs[0][1]).split())
-        if "." not in verb.split(" ")[0]:
+        words = self.decode(segs[0][1]).split()
+        if not words or "." not in words[0]:
             return {}
-        out = {"vb_id": verb}
+        out = {"vb_id": words[0]}
         for role, seg in segs[1:]:
             if role not in out:
                 out[role] = " ".join(self.decode(seg).split())
