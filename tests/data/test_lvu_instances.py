@@ -182,3 +182,26 @@ def test_zero_area_boxes_are_kept_as_lvu_does(tmp_path):
     fmap = torch.randn(1, 4, 2, 7, 7)
     r = roi_features(fmap, torch.from_numpy(inst.box), torch.zeros(2, dtype=torch.long))
     assert r.shape == (2, 4) and torch.isfinite(r).all()
+
+
+def test_inputs_digest_follows_the_metadata_and_features(tmp_path):
+    """A finished LVU run is reused only on the same inputs: the digest of a release's inputs
+    changes with the instance metadata's links and the features, not with where a copy lies."""
+    import shutil
+
+    from moviessl.tasks.lvu.data import load_inputs
+
+    meta, _ = _release(tmp_path / "a")
+
+    def digest(root, meta_file="instance_meta/instance_meta_scene.pkl"):
+        return load_inputs(open_instances(root / "features", root / meta_file)).data
+
+    first = digest(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    assert digest(tmp_path / "b") == first
+    meta["vidA"][3][BOX_B] = [0, 8]  # another link id for one box: other tracks
+    with open(tmp_path / "a" / "m2.pkl", "wb") as f:
+        pickle.dump(meta, f)
+    assert digest(tmp_path / "a", "m2.pkl") != first
+    np.savez(tmp_path / "b" / "features" / "vidB.npz", a={0: {BOX_B: np.zeros(7, np.float32)}})
+    assert digest(tmp_path / "b") != first

@@ -3,6 +3,7 @@
 import json
 import pickle
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -162,6 +163,35 @@ def test_missing_feature_files_are_skipped_and_counted(tmp_path):
     assert len(preds) == 4
 
 
+def test_a_finished_run_is_reused_only_on_the_same_data(tmp_path):
+    from conftest import make_vidsitu
+
+    ann, feats = make_vidsitu(tmp_path / "a", n_train=10, n_valid=4, dim=16, seed=1)
+    out = tmp_path / "run"
+
+    def metrics(root=ann):
+        assert _finetune(root, feats, out, "relation", *FAST, "relation.epochs=1", seeds=1) == 0
+        return (out / "seed0" / "metrics.json").read_text()  # holds its train time: a rerun rewrites it
+
+    first = metrics()
+    # the same annotations elsewhere are the same data: the finished run stands
+    shutil.copytree(ann, tmp_path / "b" / "vidsitu_annotations")
+    assert metrics(tmp_path / "b") == first
+    # annotations edited in place train again (they gave stale scores, exit 0)
+    ann_file = ann / "vseg_ann_files" / "vsann_valid_lb.json"
+    recs = json.loads(ann_file.read_text())
+    recs[0]["Ev1"]["EvRel"] = "Causes" if recs[0]["Ev1"].get("EvRel") != "Causes" else "Enables"
+    ann_file.write_text(json.dumps(recs))
+    second = metrics()
+    assert second != first
+    # so do features rewritten in place with the same shape (e.g. re-extracted by another backbone)
+    f = sorted(feats.glob("*_feats.npy"))[0]
+    np.save(f, np.load(f) + 1.0)
+    third = metrics()
+    assert third != second
+    assert metrics() == third
+
+
 def test_pair_prior_baseline_and_pair_identity(vidsitu_fixture, tmp_path):
     """The relation head knows its pair; the pair-prior baseline is scored like a run."""
     from moviessl.data.vidsitu import load_split
@@ -246,6 +276,29 @@ def test_bad_evaluation_ground_truth_is_found_before_training(tmp_path, capsys, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.search(message, err[0]), err
     assert not (out / "seed0").exists()  # nothing trained
+
+
+@pytest.mark.parametrize(
+    "task, keys",
+    [("verb", ["VerbID"]), ("relation", ["EvRel"]), ("srl", ["Args", "Arg_List"])],
+)
+def test_training_annotations_without_the_tasks_labels_are_bad_input(tmp_path, capsys, task, keys):
+    """A renamed label key made every target ignored: an untrained model was scored, exit 0."""
+    from conftest import make_vidsitu
+
+    ann, feats = make_vidsitu(tmp_path)
+    train = ann / "vseg_ann_files" / "vsann_train_lb.json"
+    recs = json.loads(train.read_text())
+    for rec in recs:
+        for ev in ("Ev1", "Ev2", "Ev3", "Ev4", "Ev5"):
+            for k in keys:
+                rec[ev].pop(k, None)
+    train.write_text(json.dumps(recs))
+    out = tmp_path / "run"
+    assert _finetune(ann, feats, out, task, *FAST, seeds=1) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "vsann_train_lb.json" in err[0] and f"no {task} label" in err[0], err
+    assert not (out / "seed0").exists()
 
 
 def test_flags_that_would_be_ignored_are_bad_input(vidsitu_fixture, tmp_path, capsys):

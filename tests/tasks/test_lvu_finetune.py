@@ -5,6 +5,7 @@ predictions scored again by `evaluate lvu`, a rerun that skips finished runs."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -166,6 +167,35 @@ def test_task_all_checks_its_config_before_the_txe_pass(lvu_setup, capsys, tmp_p
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "train.epoch" in err and not (out / "scene_ctx").exists()
+
+
+def test_a_finished_run_is_reused_only_on_the_same_labels_and_inputs(lvu_setup, tmp_path):
+    tmp, lvu, _ = lvu_setup
+    root, events = tmp_path / "lvu", tmp_path / "events"
+    shutil.copytree(lvu / "lvu_1.0", root / "lvu_1.0")
+    shutil.copytree(tmp / "events", events)
+    out = tmp_path / "run"
+    argv = ["finetune", "lvu", "--task", "year", "--data-root", str(root), "--scene-features", str(events)]
+    argv += ["--scene-kind", "feats", "--out", str(out), "train.epochs=1", *FAST]
+
+    def metrics():
+        assert main(argv) == 0
+        return (out / "seed0" / "metrics.json").read_text()  # holds its train time: a rerun rewrites it
+
+    first = metrics()
+    assert metrics() == first
+    # a label edited in place trains again (it gave the stale score, exit 0)
+    csv = root / "lvu_1.0" / "year" / "val.csv"
+    head, row, *rest = csv.read_text().splitlines()
+    label, tail = row.split(" ", 1)
+    csv.write_text("\n".join([head, f"{(int(label) + 1) % 5} {tail}", *rest]) + "\n")
+    second = metrics()
+    assert second != first
+    # so do scene features re-extracted into the same folder with another shape (stride 1 -> 2)
+    f = sorted(events.glob("*_feats.npy"))[0]
+    np.save(f, np.load(f)[::2])
+    third = metrics()
+    assert third != second and metrics() == third
 
 
 def test_scene_only_and_bad_inputs(lvu_setup, capsys, tmp_path):

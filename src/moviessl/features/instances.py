@@ -55,6 +55,7 @@ from ..data.lvu import (
 from ..dist import check_machine
 from ..errors import BadInputError
 from ..models.roi import roi_features
+from ..utils.digest import content_digest, name_size
 from ..utils.io import append_line, atomic_write, atomic_write_json
 from ..video import VideoReader, param_dtype, read_clip, resize_short_side, to_model_input
 from .extract import (
@@ -464,6 +465,20 @@ class StampedSource:
     def cache_key(self, vid: str) -> tuple:
         return (type(self).__name__, file_stamp(self._file(vid)))
 
+    def digest_parts(self, vid: str) -> tuple:
+        """A video's stand-in in a run's data digest (:mod:`moviessl.utils.digest`): what the source
+        as a whole is (:meth:`source_digest`) and its file's name and size."""
+        return self.source_digest(), name_size(self._source(vid))
+
+    def source_digest(self) -> str:
+        """What every video of this source shares (an index, a metadata file), hashed once."""
+        if not hasattr(self, "_source_digest"):
+            self._source_digest = content_digest(self._shared_inputs())
+        return self._source_digest
+
+    def _shared_inputs(self) -> Any:
+        return None
+
     def read_unchanged(self, vid: str, key: tuple | None = None) -> Any:
         """``_read(vid)`` of the files that ``key`` (default: as they are now) names, else a one-line
         error naming the file: it was rewritten since, or while it was read."""
@@ -542,6 +557,9 @@ class InstanceStore(_Instances):
         self.dim = int(index.get("dim") or 0)
         self.backbone = index.get("backbone")
 
+    def _shared_inputs(self) -> Any:
+        return self.index
+
     def _read(self, vid: str) -> VideoInstances:
         path = self.root / f"{vid}.npz"
         try:
@@ -596,6 +614,9 @@ class LVUReleaseInstances(_Instances):
         if not self.dim:
             raise BadInputError(self.root, f"no video with a readable box feature among the {len(self.ids)} of {meta}")
         self.backbone = "lvu-release"
+
+    def _shared_inputs(self) -> Any:
+        return Path(self.meta_path)  # by content: another metadata file of the same name is other data
 
     def _read(self, vid: str) -> VideoInstances:
         path = self.root / f"{vid}.npz"

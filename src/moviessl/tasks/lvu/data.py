@@ -32,6 +32,7 @@ from ...errors import BadInputError
 from ...features.extract import contextualize, load_contextualizer, save_ctx
 from ...features.instances import LazyFeatures, StampedSource, file_stamp
 from ...features.store import CTX_SUFFIX, NO_CTX, FeatureStore
+from ...utils.digest import content_digest
 from ..base import settings_hash
 
 log = logging.getLogger("moviessl.tasks")
@@ -46,6 +47,7 @@ class LVUInputs:
     scene_dim: int  # scene feature width (0: no scene pathway)
     desc: str  # what they are (recorded with every run; part of the settings hash)
     bad: dict[str, str] = field(default_factory=dict)  # id -> why it could not be read
+    data: str = ""  # content_digest of the videos' inputs (part of the settings hash)
 
     def __contains__(self, vid: str) -> bool:
         return vid in self.videos
@@ -64,6 +66,9 @@ class SceneFeatures(StampedSource):
 
     def _read(self, vid: str) -> np.ndarray:
         return self.store.load_ctx(vid) if self.kind == "ctx" else self.store.load(vid)
+
+    def _shared_inputs(self):
+        return self.store.index, self.kind
 
     def cache_key(self, vid: str) -> tuple:
         if self.kind == "ctx" and not self._file(vid).is_file():  # the hint, not only "not found"
@@ -93,6 +98,9 @@ class ContextualisedScene(StampedSource):
 
     def _source(self, vid: str) -> Path:
         return self.store.path(vid)
+
+    def _shared_inputs(self):
+        return self.store.index, self.folder.name  # the folder is named by the checkpoint's hash
 
     def current(self, vid: str) -> bool:
         try:
@@ -284,4 +292,22 @@ def load_inputs(
             sv.scene, sv.scene_sec = s, event_seconds(len(s), scene_stride_s)
         if len(sv.token_seconds()):
             videos[vid] = sv
-    return LVUInputs(videos, in_dim, scene_dim, desc, bad)
+    return LVUInputs(videos, in_dim, scene_dim, desc, bad, inputs_digest(videos))
+
+
+def inputs_digest(videos: dict[str, SpanVideo]) -> str:
+    """What the videos' inputs are: boxes, shots and tracks by content; features read on demand by
+    their source (index or metadata file) and file name and size; features held in RAM by content.
+    A finished run on other inputs (re-extracted features, another instance-metadata file) is not
+    reused."""
+
+    def feats(x):
+        return x.source.digest_parts(x.vid) if isinstance(x, LazyFeatures) else x
+
+    parts = []
+    for vid in sorted(videos):
+        sv = videos[vid]
+        inst = None if sv.inst is None else (sv.inst.sec, sv.inst.shot, sv.inst.track, sv.inst.box, feats(sv.inst.feat))
+        scene = None if sv.scene is None else (feats(sv.scene), sv.scene_sec)
+        parts.append((vid, inst, scene))
+    return content_digest(parts)

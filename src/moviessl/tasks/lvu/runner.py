@@ -40,6 +40,7 @@ from ...eval.lvu import evaluate
 from ...features.instances import open_instances, set_feature_cache
 from ...models.object_transformer import load_matching, ot_settings
 from ...training import check_trainer
+from ...utils.digest import content_digest
 from ...utils.io import atomic_write_json
 from ..base import SeedJob, TaskOptim, run_seeds, settings_hash, write_summary
 from .config import LVUConfig
@@ -296,6 +297,7 @@ def run_finetune(
     ot = ot_settings(cfg.model.preset, **mcfg)
     halfway, max_inst = int(ot["max_positions"]) // 2, int(ot["max_instances"])
     train_labels = labels["train"]
+    labels_digest = content_digest(labels)  # labels edited in place: not the runs made before
 
     def make_job(name: str, job_out: Path, videos: list, epochs: int, score, export, record: dict) -> SeedJob:
         """One setting's runs: ``videos`` trained for ``epochs`` LVU epochs. The settings hash holds
@@ -326,7 +328,7 @@ def run_finetune(
         return SeedJob(
             name=name,
             out=job_out,
-            settings=settings_hash(task, run_cfg, inputs.desc, init_label, ids),
+            settings=settings_hash(task, run_cfg, inputs.desc, init_label, ids, inputs.data, labels_digest),
             config=cfg,
             optim=TaskOptim(
                 lr=tc.lr,

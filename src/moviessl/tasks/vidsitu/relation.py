@@ -116,6 +116,12 @@ class RelationTask:
     def eval_target(self, vseg: str, records: list[dict]) -> None:
         return None
 
+    label_hint = f"an EvRel among {', '.join(LABELS)}"
+
+    def labelled(self, y: torch.Tensor) -> bool:
+        """Whether a training target teaches anything (a known relation on some pair)."""
+        return bool((y != IGNORE).any())
+
     def loss_kwargs(self) -> dict:
         """Inverse-frequency class weights when ``relation.class_weighted`` (Mean-Acc averages over classes)."""
         if not self.cfg.class_weighted:

@@ -40,6 +40,7 @@ from ...eval.vidsitu import evaluate
 from ...features.store import FeatureStore
 from ...models.txe import feature_stats
 from ...training import check_trainer
+from ...utils.digest import content_digest, names_sizes
 from ...utils.io import atomic_write_bytes, atomic_write_json, ensure_out_dir
 from ...video.transforms import param_dtype, to_model_input
 from ..base import SeedJob, TaskOptim, coverage_note, run_seeds, settings_hash, write_summary
@@ -196,6 +197,7 @@ class Prepared:
     ctx_label: str
     counts: dict
     tokenizer: str | None
+    data: str = ""  # content_digest of the annotations and inputs the runs read (part of the settings hash)
 
     @property
     def tcfg(self):
@@ -270,6 +272,13 @@ def prepare(
             f"no usable training segments ({len(train_data.skipped)} skipped, e.g. "
             f"{next(iter(train_data.skipped.items()), ('-', '-'))})",
         )
+    if not any(spec.labelled(y) for y in train_data.y):
+        # e.g. a renamed key (EvRel, VerbID, Args): every target ignored, a model that learnt nothing scored
+        raise BadInputError(
+            train_split.files.get("ann") or data_root,
+            f"no {task} label in any of the {len(train_data)} usable training segments "
+            f"(no event has {spec.label_hint})",
+        )
     counts = {
         "train_segments": len(train_data),
         "train_skipped": len(train_data.skipped),
@@ -299,7 +308,20 @@ def prepare(
         ctx_label,
         counts,
         None if tokenizer is None else str(tokenizer),
+        data_digest(train_split, eval_split, train_data, eval_data),
     )
+
+
+def data_digest(train_split, eval_split, train_data, eval_data) -> str:
+    """What the runs read: the annotation files' contents, the segments used, and their inputs (the
+    feature rows themselves; clip files by name and size). A finished run of other data is not
+    reused (an annotation root edited in place, features re-extracted into the same folder)."""
+    files = [Path(f) for s in (train_split, eval_split) for f in s.files.values() if f is not None]
+
+    def inputs(d):
+        return d.x if isinstance(d.x, torch.Tensor) else names_sizes(d.x.paths)
+
+    return content_digest(files, train_data.vsegs, eval_data.vsegs, inputs(train_data), inputs(eval_data))
 
 
 def make_job(p: Prepared, out: Path, resume: bool = False, train_data=None, optim: TaskOptim | None = None) -> SeedJob:
@@ -360,7 +382,7 @@ def make_job(p: Prepared, out: Path, resume: bool = False, train_data=None, opti
     return SeedJob(
         name=task,
         out=out,
-        settings=settings_hash(task, to_dict(cfg), p.inputs, p.ctx_label, str(p.tokenizer), vars(optim)),
+        settings=settings_hash(task, to_dict(cfg), p.inputs, p.ctx_label, str(p.tokenizer), vars(optim), p.data),
         config=cfg,
         optim=optim,
         trainer=cfg.trainer,

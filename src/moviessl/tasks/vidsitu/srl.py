@@ -167,6 +167,12 @@ class SRLTask:
             y[e, : len(ids)] = torch.tensor(ids)
         return y
 
+    label_hint = "a role in its Args / Arg_List"
+
+    def labelled(self, y: torch.Tensor) -> bool:
+        """Whether a training target teaches anything beyond its given verb (a role on some event)."""
+        return any(int(i) in self.tok.id_to_role for i in y.unique())
+
     def eval_target(self, vseg: str, records: list[dict]) -> torch.Tensor:
         """(5, P) forced prefixes: the GT verb of annotation 0 (the val prompt), -1 padded."""
         prefixes = [self.tok.verb_prefix(self._verb(vseg, records, ev)) for ev in EVENTS]

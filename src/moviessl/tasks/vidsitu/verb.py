@@ -92,6 +92,12 @@ class VerbTask:
     def eval_target(self, vseg: str, records: list[dict]) -> None:
         return None
 
+    label_hint = "a VerbID"
+
+    def labelled(self, y: torch.Tensor) -> bool:
+        """Whether a training target teaches anything (a known verb on some event)."""
+        return bool((y != IGNORE).any())
+
     def build_model(
         self, in_dim: int, backbone_arch=None, txe_arch=None, input_norm: str = "fixed"
     ) -> tuple[nn.Module, dict]:
