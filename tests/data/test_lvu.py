@@ -75,6 +75,11 @@ def test_regression_centred(tmp_path):
         ("scene", "6 office aaaaaaaaaaa tt1\n", "outside 0..5"),
         ("view_count", "0 aaaaaaaaaaa tt1\n", "view_count must be > 0"),
         ("like_ratio", "0 0 aaaaaaaaaaa tt1\n", "positive sum"),
+        # nan / inf parse as floats: they gave a NaN or Infinity score and exit 0
+        ("view_count", "nan aaaaaaaaaaa tt1\n", "not a finite count: nan"),
+        ("view_count", "inf aaaaaaaaaaa tt1\n", "not a finite count"),
+        ("like_ratio", "100 nan aaaaaaaaaaa tt1\n", "not a finite count: 100 nan"),
+        ("like_ratio", "1e999 2 aaaaaaaaaaa tt1\n", "not a finite count"),
     ],
 )
 def test_malformed_lines_name_file_and_line(tmp_path, task, body, msg):

@@ -100,7 +100,10 @@ def parse_label(task: str, fields: list[str]) -> int | float:
     """The training target of one line: a class id, or the centred regression value."""
     t = LVU_TASKS[task]
     if t["type"] == "regression":
-        return t["target"](*(float(f) for f in fields[: t["label_fields"]]))
+        values = [float(f) for f in fields[: t["label_fields"]]]
+        if not all(math.isfinite(v) for v in values):  # nan / inf parse as floats: a NaN score, exit 0
+            raise ValueError(f"not a finite count: {' '.join(fields[: t['label_fields']])}")
+        return t["target"](*values)
     cid = int(fields[0])
     if not 0 <= cid < LVU_TASKS[task]["num_classes"]:
         raise ValueError(f"class id {cid} outside 0..{LVU_TASKS[task]['num_classes'] - 1}")
@@ -295,6 +298,8 @@ def read_instance_meta(path: str | os.PathLike) -> dict[str, dict[int, dict[str,
             where = f"video {vid!r} second {sec!r}"
             try:
                 t = _int(sec, "second")
+                if t < 0:  # the span code indexes by second (a negative one crashed it, or wrapped round)
+                    raise ValueError("negative second")
                 if not isinstance(boxes, dict):
                     raise ValueError("must map boxes to [scene_id, link_id]")
             except ValueError as e:
