@@ -149,6 +149,7 @@ def test_bad_boxes_in_instance_meta_are_skipped_and_counted(tmp_path, caplog):
             3: {BOX_A: [0, 7], "0.5,0.2,0.4,0.9": [0, 8], "0.1,0.2,1.7,0.9": [0, 9], "0.1,0.2": [0, 1]},
             4: {BOX_B: [1, 7], BOX_A: [1]},
             "x": {BOX_A: [1, 7]},
+            -2: {BOX_A: [1, 7]},  # the span code indexes by second: it crashed, or wrapped round
         },
         "vidB": [BOX_A],
         "vidC": {0: {BOX_B: [2, 1]}},
@@ -158,7 +159,7 @@ def test_bad_boxes_in_instance_meta_are_skipped_and_counted(tmp_path, caplog):
         m = read_instance_meta(p)
     assert m == {"vidA": {3: {BOX_A: (0, 7)}, 4: {BOX_B: (1, 7)}}, "vidC": {0: {BOX_B: (2, 1)}}}
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 1 and str(p) in warnings[0] and "skipped 6 bad entries" in warnings[0]
+    assert len(warnings) == 1 and str(p) in warnings[0] and "skipped 7 bad entries" in warnings[0]
     assert "inverted" in warnings[0]  # the first problem, so the user can look it up
 
 
@@ -205,3 +206,22 @@ def test_inputs_digest_follows_the_metadata_and_features(tmp_path):
     assert digest(tmp_path / "a", "m2.pkl") != first
     np.savez(tmp_path / "b" / "features" / "vidB.npz", a={0: {BOX_B: np.zeros(7, np.float32)}})
     assert digest(tmp_path / "b") != first
+
+
+def test_instance_meta_folder_gives_each_task_its_file(tmp_path, capsys):
+    """``--instance-meta`` took one file for all nine tasks of ``--task all`` (every task read the
+    first task's videos and boxes); a folder gives each task its own file."""
+    from moviessl.cli import main
+    from moviessl.tasks.lvu.runner import build_inputs
+
+    _release(tmp_path)
+    meta = tmp_path / "instance_meta"
+    by_folder = build_inputs("scene", tmp_path, tmp_path / "features", meta)
+    by_file = build_inputs("scene", tmp_path, tmp_path / "features", meta / "instance_meta_scene.pkl")
+    assert sorted(by_folder.videos) == ["vidA", "vidB"] and by_folder.data == by_file.data
+    with pytest.raises(BadInputError, match="instance_meta_genre.pkl: instance metadata file not found"):
+        build_inputs("genre", tmp_path, tmp_path / "features", meta)
+    argv = ["finetune", "lvu", "--task", "all", "--data-root", str(tmp_path), "--instances", str(tmp_path / "features")]
+    assert main(argv + ["--instance-meta", str(meta / "instance_meta_scene.pkl"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--instance-meta" in err and "folder" in err and "\n" not in err and not (tmp_path / "o").exists()

@@ -198,6 +198,47 @@ def test_a_finished_run_is_reused_only_on_the_same_labels_and_inputs(lvu_setup, 
     assert third != second and metrics() == third
 
 
+def test_splits_without_inputs_are_partial_or_bad_input(lvu_setup, capsys, tmp_path):
+    """An eval split whose videos had no inputs lost its score silently (a `n=0` table, exit 0)."""
+    tmp, lvu, _ = lvu_setup
+    events = tmp_path / "events"
+    shutil.copytree(tmp / "events", events)
+    index = json.loads((events / "index.json").read_text())
+
+    def drop(split):
+        vid = (lvu / "lvu_1.0" / "year" / f"{split}.csv").read_text().splitlines()[1].split()[-2]
+        index["videos"].pop(vid)
+        (events / "index.json").write_text(json.dumps(index))
+
+    def run(name):
+        argv = ["finetune", "lvu", "--task", "year", "--data-root", str(lvu), "--scene-features", str(events)]
+        return main(argv + ["--scene-kind", "feats", "--out", str(tmp_path / name), "train.epochs=1", *FAST])
+
+    drop("val")
+    assert run("a") == 0
+    s = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert sorted(s["summary"]) == ["test_top1"] and "val: scored on 0 of 1" in s["partial"]
+    assert "PARTIAL" in (tmp_path / "a" / "summary.md").read_text()
+    drop("test")
+    capsys.readouterr()
+    assert run("b") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no video of val or test has inputs" in err[0]
+    assert not (tmp_path / "b" / "seed0").exists()
+
+
+def test_a_diverged_run_says_so(lvu_setup, capsys, tmp_path):
+    """NaN outputs were reported as a bad predictions file, and written as JSON that is not JSON."""
+    tmp, lvu, _ = lvu_setup
+    out = tmp_path / "run"
+    argv = ["finetune", "lvu", "--task", "view_count", "--data-root", str(lvu), "--scene-features"]
+    argv += [str(tmp / "events"), "--out", str(out), "train.lr=1e12", "trainer.gradient_clip_val=null", *FAST]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "training diverged" in err[0] and str(out / "seed0") in err[0]
+    assert not list((out / "seed0").glob("predictions_*.json")) and not (out / "seed0" / "metrics.json").exists()
+
+
 def test_scene_only_and_bad_inputs(lvu_setup, capsys, tmp_path):
     tmp, lvu, _ = lvu_setup
     argv = [

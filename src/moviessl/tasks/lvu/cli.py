@@ -17,6 +17,11 @@ def _run_lvu(args: argparse.Namespace) -> int:
     if args.instances is None and args.scene_features is None:
         raise BadInputError(None, "give --instances DIR, --scene-features DIR or both")
     tasks = [args.task] if args.task in TASKS else list(TASKS)  # "all"
+    if len(tasks) > 1 and args.instance_meta is not None and not Path(args.instance_meta).is_dir():
+        # each task's file lists its own videos and boxes: one file would serve every task its boxes
+        raise BadInputError(
+            "--instance-meta", "with --task all give the folder that holds every instance_meta_<task>.pkl"
+        )
     if len(tasks) > 1 and args.contextualizer is not None and args.scene_features is not None:
         # one pass of the TxE over every task's films before the first task starts the other ranks
         contextualize_tasks(
@@ -77,7 +82,8 @@ def add_parser(datasets) -> None:
     p.add_argument(
         "--instance-meta",
         default=None,
-        help="with LVU's features/: its instance_meta_<task>.pkl (default: DATA_ROOT/instance_meta/)",
+        help="with LVU's features/: its instance_meta_<task>.pkl, or the instance_meta/ folder holding one per "
+        "task (default: DATA_ROOT/instance_meta/)",
     )
     p.add_argument(
         "--scene-features", default=None, help="scene tokens: a `moviessl extract` folder (OT++'s scene pathway)"

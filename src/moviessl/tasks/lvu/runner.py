@@ -86,6 +86,19 @@ def contextualize_tasks(
     contextualize_folder(scene_features, contextualizer, out, ids, cfg.trainer.progress_bar, device)
 
 
+def coverage(trained: int, labels: dict[str, dict], evals: dict[str, list]) -> str | None:
+    """``None`` when every labelled video of every split has inputs; else one line saying what the
+    scores cover (a split with none gets no score at all)."""
+    parts = [
+        f"{s}: scored on {len(v)} of {len(labels[s])} labelled videos (the others have no inputs)"
+        for s, v in evals.items()
+        if len(v) < len(labels[s])
+    ]
+    if trained < len(labels["train"]):
+        parts.append(f"trained on {trained} of {len(labels['train'])} labelled videos")
+    return ("PARTIAL: " + "; ".join(parts)) if parts else None
+
+
 def build_inputs(
     task: str,
     data_root: str | os.PathLike,
@@ -101,8 +114,9 @@ def build_inputs(
     progress: bool = True,
 ) -> LVUInputs:
     """The OT's inputs for ``task`` from files. With LVU's released ``features/`` the instance
-    metadata defaults to ``<data_root>/instance_meta/instance_meta_<task>.pkl``. ``ids``: only these
-    videos (the task's labelled ones: a scene feature folder holds every movie of all nine tasks).
+    metadata defaults to ``<data_root>/instance_meta/instance_meta_<task>.pkl`` (``instance_meta``:
+    that file, or a folder holding it). ``ids``: only these videos (the task's labelled ones: a
+    scene feature folder holds every movie of all nine tasks).
     ``cache_dir``: where scene features that ``contextualizer`` makes are cached (else in RAM);
     ``device``: where its TxE runs (default: this rank's GPU where there is one), with a progress bar
     unless ``progress`` is False."""
@@ -110,6 +124,8 @@ def build_inputs(
     desc = []
     if instances is not None:
         meta = instance_meta
+        if meta is not None and Path(meta).is_dir():  # LVU's instance_meta/: this task's file
+            meta = Path(meta) / f"instance_meta_{task}.pkl"
         if meta is None:
             cand = [Path(data_root) / "instance_meta" / f"instance_meta_{task}.pkl"]
             cand.append(Path(data_root).parent / "instance_meta" / f"instance_meta_{task}.pkl")
@@ -271,6 +287,11 @@ def run_finetune(
         raise BadInputError(data_root, f"{task}: no training video has inputs ({len(labels['train'])} labelled)")
     counts = {f"{s}_videos": f"{len(train) if s == 'train' else len(evals[s])}/{len(labels[s])}" for s in labels}
     log.info("%s: %s", task, ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if evals and not any(evals.values()):  # the runs would train and score nothing, exit 0
+        raise BadInputError(data_root, f"{task}: no video of {' or '.join(evals)} has inputs ({counts})")
+    partial = coverage(len(train), labels, evals)
+    if partial:
+        log.warning("%s: %s", task, partial)
 
     init_obj, init_label = None, "none"
     if init is not None:
@@ -353,6 +374,13 @@ def run_finetune(
         metrics = {}
         for split, vids in evals.items():
             preds = predict_spans(model, vids, cfg, halfway, max_inst)
+            if not all(np.isfinite(o).all() for spans in preds.values() for o in spans):
+                # not the evaluator's "bad predictions file": the run itself is what went wrong
+                raise BadInputError(
+                    run_dir,
+                    "the trained model's outputs are not finite (training diverged: lower train.lr "
+                    "or set trainer.gradient_clip_val)",
+                )
             atomic_write_json(run_dir / f"predictions_{split}.json", preds, indent=None)
             if preds:
                 metrics[f"{split}_{spec.metric}"] = evaluate(task, preds, labels[split])[spec.metric]
@@ -384,6 +412,7 @@ def run_finetune(
         f"{task} ({inputs.desc or 'inputs'})",
         f"LVU {task}",
         f"inputs: `{inputs.desc}`, init: `{init_label}`",
+        partial=partial,
         task=task,
         inputs=inputs.desc,
         init=init_label,
