@@ -367,6 +367,12 @@ def test_featurestore_vidsitu_folder(tmp_path):
 
     w = FeatureWindows([s])
     assert len(w) == 3 and w.num_bad == 4 and w[0]["x"].shape == (5, 2304)
+    # one odd file sorted first (it set D for the whole folder and rejected every other file)
+    np.save(d / "v_00_feats.npy", np.zeros((5, 128), np.float32))
+    s = FeatureStore(d)
+    assert s.dim == 2304 and s.load("v_2").shape == (5, 2304)
+    with pytest.raises(BadInputError, match="shape"):
+        s.load("v_00")
 
 
 def test_python_api_embeds_like_extract(backbone, videos, tmp_path):

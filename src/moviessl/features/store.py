@@ -78,20 +78,33 @@ class FeatureStore:
         self.vidsitu_layout = self.index is None
         if self.index is not None and self.index.get("dim"):
             self.dim = int(self.index["dim"])
-        else:  # the first readable file says (a damaged one must not make the whole folder unusable)
-            first_err = None
-            for vid in self.ids:
-                try:
-                    self.dim = int(self._open(vid).shape[1])
-                    break
-                except BadInputError as e:
-                    first_err = first_err or e
-            else:
-                raise BadInputError(self.root, f"no readable feature file (first problem: {first_err})")
+        else:
+            self.dim = self._common_width()
         if self.vidsitu_layout and num_events == "auto" and self.dim not in VIDSITU_DIMS:
             log.info("%s: feature dim %d is neither of VidSitu's (2048, 2304)", self.root, self.dim)
         self._ids_set = set(self.ids)
         self._finite: set[str] = set()  # ids whose file was checked for NaN/inf
+
+    def _common_width(self, sample: int = 15) -> int:
+        """D of an index-less folder: the most common width among the first ``sample`` readable
+        files, so that neither a damaged file nor one odd file sorted first rejects all the others
+        (each odd file is rejected when it is loaded)."""
+        widths: list[int] = []
+        first_err = None
+        for vid in self.ids:
+            try:
+                widths.append(int(self._open(vid).shape[1]))
+            except BadInputError as e:
+                first_err = first_err or e
+                continue
+            if len(widths) == sample:
+                break
+        if not widths:
+            raise BadInputError(self.root, f"no readable feature file (first problem: {first_err})")
+        dim = max(widths, key=widths.count)  # ties: the first file's
+        if len(set(widths)) > 1:
+            log.warning("%s: feature files of widths %s; reading the %d-d ones", self.root, sorted(set(widths)), dim)
+        return dim
 
     def __len__(self) -> int:
         return len(self.ids)
