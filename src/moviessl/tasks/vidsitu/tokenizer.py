@@ -9,8 +9,8 @@ eos token.
 
 Token sequences are built segment by segment (``[verb] [tag] bpe(" phrase") [tag] ...``) rather than
 by encoding one string, so they never depend on how a tokenizer treats whitespace around added
-tokens, and parsing walks the ids: every tag id opens a role whose value is the decoded text up to
-the next tag.
+tokens. Parsing walks the ids (a tag id is a tag, whatever the text around it) and then reads the
+words as VidSitu's own parser does.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ...data.vidsitu import parse_srl_output
 from ...errors import BadInputError
 from ...utils.io import atomic_write_text
 
@@ -142,10 +143,10 @@ class SRLTokenizer:
     def parse(self, ids: Sequence[int]) -> dict[str, str]:
         """Token ids -> ``{"vb_id": ..., "Arg0": phrase, ...}`` (VidSitu's ``vb_output`` event dict).
 
-        Stops at eos, skips pads. As in VidSitu's parser, the first word is the verb id, words
-        between it and the first tag belong to no role, and an output whose first word holds no "."
-        (not a verb id) gives ``{}``. A repeated tag keeps its first value (a degenerate loop should
-        not overwrite a good phrase)."""
+        Stops at eos, skips pads, and reads the words as VidSitu's ``conv_seq_to_srl`` reads its
+        decoded string (:func:`moviessl.data.vidsitu.parse_srl_output`): the first word is the verb
+        id (no "." in it: ``{}``), a repeated tag overwrites, and ``<Arg5>``, which that parser does
+        not know, stays a word of the role before it. The paper's numbers come from that parser."""
         segs: list[tuple[str | None, list[int]]] = [(None, [])]
         for i in ids:
             i = int(i)
@@ -158,31 +159,11 @@ class SRLTokenizer:
             else:
                 segs[-1][1].append(i)
         words = self.decode(segs[0][1]).split()
-        if not words or "." not in words[0]:
-            return {}
-        out = {"vb_id": words[0]}
         for role, seg in segs[1:]:
-            if role not in out:
-                out[role] = " ".join(self.decode(seg).split())
-        return out
+            words += [f"<{role}>", *self.decode(seg).split()]
+        return parse_srl_output(" ".join(words))
 
 
 def target_text(verb_id: str, roles: Sequence[tuple[str, str]]) -> str:
     """The human-readable target string: ``verb_id <Arg0> phrase <Arg1> phrase ...`` (VidSitu's ``dat_loader.py``)."""
     return verb_id + "".join(f" <{r}> {p}" for r, p in roles)
-
-
-def parse_text(text: str) -> dict[str, str]:
-    """VidSitu's string parser (split on single spaces; known tags open roles), for decoded strings."""
-    words = text.split(" ")
-    if not words or "." not in words[0]:
-        return {}
-    out, role, buf = {"vb_id": words[0]}, None, []
-    for w in words[1:] + ["<END>"]:
-        if w in ROLE_TAGS or w == "<END>":
-            if role is not None and role not in out:
-                out[role] = " ".join(buf)
-            role, buf = (w[1:-1] if w != "<END>" else None), []
-        elif role is not None:
-            buf.append(w)
-    return out
