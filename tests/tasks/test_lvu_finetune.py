@@ -219,6 +219,7 @@ def test_splits_without_inputs_are_partial_or_bad_input(lvu_setup, capsys, tmp_p
     s = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert sorted(s["summary"]) == ["test_top1"] and "val: scored on 0 of 1" in s["partial"]
     assert "PARTIAL" in (tmp_path / "a" / "summary.md").read_text()
+    assert "moviessl: warning: year: PARTIAL: val: scored on 0 of 1" in capsys.readouterr().err
     drop("test")
     capsys.readouterr()
     assert run("b") == 2

@@ -46,6 +46,8 @@ def _run_lvu(args: argparse.Namespace) -> int:
             scene_cache=args.out,  # one pass of --contextualizer's TxE for every task
         )
         sys.stdout.write(res["table"])
+        if res.get("partial"):
+            print(f"moviessl: warning: {task}: {res['partial']} (see summary.md)", file=sys.stderr)
         means[task] = {k: v["mean"] for k, v in res["summary"].items()}
         summaries[task], tables[task] = res["summary"], res["table"]
     if len(tasks) > 1:  # one record of the whole table beside the per-task folders

@@ -290,8 +290,6 @@ def run_finetune(
     if evals and not any(evals.values()):  # the runs would train and score nothing, exit 0
         raise BadInputError(data_root, f"{task}: no video of {' or '.join(evals)} has inputs ({counts})")
     partial = coverage(len(train), labels, evals)
-    if partial:
-        log.warning("%s: %s", task, partial)
 
     init_obj, init_label = None, "none"
     if init is not None:
