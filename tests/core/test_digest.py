@@ -29,3 +29,14 @@ def test_name_size(tmp_path):
     p = tmp_path / "v_feats.npy"
     p.write_bytes(b"abc")
     assert name_size(p) == ("v_feats.npy", 3) and name_size(tmp_path / "gone.npy") == ("gone.npy", -1)
+
+
+def test_content_digest_refuses_what_it_cannot_hash_by_content():
+    """An object's repr holds its address: such a digest would differ in every process (and rank)."""
+    import pytest
+
+    assert content_digest({"b", "a"}) == content_digest({"a", "b"})
+    assert content_digest(np.float32(1.5)) == content_digest(1.5)
+    assert content_digest(torch.ones(2, dtype=torch.bfloat16)) == content_digest(torch.ones(2))
+    with pytest.raises(TypeError, match="object"):
+        content_digest([object()])

@@ -314,3 +314,12 @@ def test_flags_that_would_be_ignored_are_bad_input(vidsitu_fixture, tmp_path, ca
     assert main([*argv, "--out", str(tmp_path / "p2"), "data.eval_split=nope"]) == 2  # overrides reach it
     assert "vseg_split_nope_lb.json" in capsys.readouterr().err
     assert main([*argv, "--out", str(tmp_path / "p3")]) == 0
+
+
+def test_tuning_never_chooses_a_diverged_value():
+    """``min`` keeps a NaN that comes first (every comparison with it is false)."""
+    from moviessl.tasks.base import lowest
+
+    nan = float("nan")
+    assert lowest({"1": nan, "2": 5.0, "3": 1.0}) == "3" and lowest({"1": nan, "2": 5.0}) == "2"
+    assert lowest({"1": float("inf"), "2": 7.0}) == "2" and lowest({"1": 2.0, "2": 1.0}) == "2"

@@ -198,6 +198,34 @@ def test_a_finished_run_is_reused_only_on_the_same_labels_and_inputs(lvu_setup, 
     assert third != second and metrics() == third
 
 
+def test_inputs_digest_leaves_out_where_the_features_came_from(lvu_setup, tmp_path):
+    """A moved checkpoint or data root, or another film added to the folder, rewrites index.json
+    without changing any feature a run read: its finished runs stand (and copies of a folder on
+    every node of a job agree); a different backbone is other data."""
+    from moviessl.tasks.lvu.data import load_inputs, scene_arrays
+
+    tmp, _, _ = lvu_setup
+    events = tmp_path / "events"
+    shutil.copytree(tmp / "events", events)
+
+    def digest():
+        scene, stride, _ = scene_arrays(events, "feats")
+        return load_inputs(None, scene, stride).data
+
+    first = digest()
+    index = json.loads((events / "index.json").read_text())
+    index["backbone_path"] = "/elsewhere/model.pt"
+    for entry in index["videos"].values():
+        entry["source"] = "/elsewhere/" + str(entry.get("source"))
+    index["videos"]["another_film"] = {"status": "bad", "error": "x"}
+    index["counts"] = {"ok": 0, "bad": 99}
+    (events / "index.json").write_text(json.dumps(index))
+    assert digest() == first
+    index["backbone"] = "0123456789ab"
+    (events / "index.json").write_text(json.dumps(index))
+    assert digest() != first
+
+
 def test_splits_without_inputs_are_partial_or_bad_input(lvu_setup, capsys, tmp_path):
     """An eval split whose videos had no inputs lost its score silently (a `n=0` table, exit 0)."""
     tmp, lvu, _ = lvu_setup

@@ -68,7 +68,7 @@ from .extract import (
     read_entries,
     shard_over_ranks,
 )
-from .store import read_index
+from .store import index_facts, read_index
 
 log = logging.getLogger("moviessl.features")
 
@@ -467,8 +467,12 @@ class StampedSource:
 
     def digest_parts(self, vid: str) -> tuple:
         """A video's stand-in in a run's data digest (:mod:`moviessl.utils.digest`): what the source
-        as a whole is (:meth:`source_digest`) and its file's name and size."""
-        return self.source_digest(), name_size(self._source(vid))
+        as a whole is (:meth:`source_digest`), what its index says of this video, and its file's
+        name and size. No paths: copies of a dataset on every node of a job must agree."""
+        return self.source_digest(), index_facts(self._index_entry(vid)), name_size(self._source(vid))
+
+    def _index_entry(self, vid: str) -> Any:
+        return None
 
     def source_digest(self) -> str:
         """What every video of this source shares (an index, a metadata file), hashed once."""
@@ -558,7 +562,10 @@ class InstanceStore(_Instances):
         self.backbone = index.get("backbone")
 
     def _shared_inputs(self) -> Any:
-        return self.index
+        return index_facts(self.index)
+
+    def _index_entry(self, vid: str) -> Any:
+        return self.index["videos"].get(vid)
 
     def _read(self, vid: str) -> VideoInstances:
         path = self.root / f"{vid}.npz"

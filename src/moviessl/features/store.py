@@ -20,7 +20,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -35,6 +35,18 @@ VIDSITU_EVENTS = 5
 VIDSITU_DIMS = (2048, 2304)
 VIDSITU_STRIDE_S = 2.0
 NO_CTX = "no contextualized features (extract with --contextualizer)"
+
+
+# where an index's features came from, not what they are (a moved checkpoint, data root or output
+# folder, another film added to the folder): left out of a run's data digest
+PROVENANCE_KEYS = frozenset({"backbone_path", "tracks", "path", "source", "counts", "videos"})
+
+
+def index_facts(node: Any) -> Any:
+    """An index (or one video's entry) without :data:`PROVENANCE_KEYS`, at any depth."""
+    if isinstance(node, dict):
+        return {k: index_facts(v) for k, v in node.items() if k not in PROVENANCE_KEYS}
+    return node
 
 
 def read_index(root: str | os.PathLike) -> dict | None:

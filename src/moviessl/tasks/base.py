@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -139,6 +140,12 @@ class TaskModule(pl.LightningModule):
         if warm <= 0 and o.decay == "constant":
             return opt
         return {"optimizer": opt, "lr_scheduler": lr_scheduler(opt, total, warm, decay=o.decay)}
+
+
+def lowest(values: Mapping[str, float]) -> str:
+    """The key of the lowest value, a non-finite one (a diverged run) never chosen over a finite
+    one (``min`` keeps a NaN that comes first: every comparison with it is false)."""
+    return min(values, key=lambda k: (not math.isfinite(values[k]), values[k]))
 
 
 def settings_hash(*parts: Any) -> str:

@@ -22,8 +22,8 @@ import torch
 
 def content_digest(*parts: Any) -> str:
     """Short sha256 of ``parts``: arrays and tensors by dtype, shape and bytes, :class:`~pathlib.Path`
-    objects by their file's contents (``None`` where there is no file), mappings and sequences item
-    by item, anything else by its JSON form."""
+    objects by their file's contents (``None`` where there is no file), mappings, sequences and sets
+    item by item, numbers, strings and ``None`` by their JSON form; anything else is a TypeError."""
     h = hashlib.sha256()
     _feed(h, parts)
     return h.hexdigest()[:12]
@@ -31,7 +31,8 @@ def content_digest(*parts: Any) -> str:
 
 def _feed(h, x: Any) -> None:
     if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        x = (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # numpy has no bfloat16
     if isinstance(x, np.ndarray):
         x = np.ascontiguousarray(x)
         h.update(f"a{x.dtype.str}{x.shape}".encode())
@@ -53,9 +54,14 @@ def _feed(h, x: Any) -> None:
         h.update(f"l{len(x)}".encode())
         for item in x:
             _feed(h, item)
-    else:
-        s = json.dumps(x, default=str).encode()
+    elif isinstance(x, (set, frozenset)):
+        _feed(h, sorted(x, key=repr))
+    elif x is None or isinstance(x, (bool, int, float, str, np.generic)):
+        s = json.dumps(x.item() if isinstance(x, np.generic) else x).encode()
         h.update(f"s{len(s)}:".encode() + s)
+    else:
+        # a repr may hold an address: the digest would differ in every process (and between ranks)
+        raise TypeError(f"content_digest: cannot hash a {type(x).__name__} by content")
 
 
 def name_size(path: str | os.PathLike) -> tuple[str, int]:

@@ -17,7 +17,8 @@ def _run_lvu(args: argparse.Namespace) -> int:
     if args.instances is None and args.scene_features is None:
         raise BadInputError(None, "give --instances DIR, --scene-features DIR or both")
     tasks = [args.task] if args.task in TASKS else list(TASKS)  # "all"
-    if len(tasks) > 1 and args.instance_meta is not None and not Path(args.instance_meta).is_dir():
+    release = args.instances is not None and not (Path(args.instances) / "index.json").is_file()
+    if len(tasks) > 1 and release and args.instance_meta is not None and not Path(args.instance_meta).is_dir():
         # each task's file lists its own videos and boxes: one file would serve every task its boxes
         raise BadInputError(
             "--instance-meta", "with --task all give the folder that holds every instance_meta_<task>.pkl"

@@ -31,7 +31,7 @@ from ...dist import launch_rank, local_device, rotated_order
 from ...errors import BadInputError
 from ...features.extract import contextualize, load_contextualizer, save_ctx
 from ...features.instances import LazyFeatures, StampedSource, file_stamp
-from ...features.store import CTX_SUFFIX, NO_CTX, FeatureStore
+from ...features.store import CTX_SUFFIX, NO_CTX, FeatureStore, index_facts
 from ...utils.digest import content_digest
 from ..base import settings_hash
 
@@ -53,6 +53,11 @@ class LVUInputs:
         return vid in self.videos
 
 
+def store_entry(store: FeatureStore, vid: str) -> dict | None:
+    """A film's entry in its feature folder's index (None without one)."""
+    return (store.index or {}).get("videos", {}).get(vid)
+
+
 class SceneFeatures(StampedSource):
     """A feature folder's scene features read on demand (``kind`` ``feats`` or ``ctx``): they share
     the instance features' per-process cache (``data.instance_cache_mb``), so a task's thousands of
@@ -68,7 +73,10 @@ class SceneFeatures(StampedSource):
         return self.store.load_ctx(vid) if self.kind == "ctx" else self.store.load(vid)
 
     def _shared_inputs(self):
-        return self.store.index, self.kind
+        return index_facts(self.store.index), self.kind
+
+    def _index_entry(self, vid: str):
+        return store_entry(self.store, vid)
 
     def cache_key(self, vid: str) -> tuple:
         if self.kind == "ctx" and not self._file(vid).is_file():  # the hint, not only "not found"
@@ -100,7 +108,10 @@ class ContextualisedScene(StampedSource):
         return self.store.path(vid)
 
     def _shared_inputs(self):
-        return self.store.index, self.folder.name  # the folder is named by the checkpoint's hash
+        return index_facts(self.store.index)  # the checkpoint's hash is in the inputs' description
+
+    def _index_entry(self, vid: str):
+        return store_entry(self.store, vid)
 
     def current(self, vid: str) -> bool:
         try:

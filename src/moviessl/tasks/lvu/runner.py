@@ -42,7 +42,7 @@ from ...models.object_transformer import load_matching, ot_settings
 from ...training import check_trainer
 from ...utils.digest import content_digest
 from ...utils.io import atomic_write_json
-from ..base import SeedJob, TaskOptim, run_seeds, settings_hash, write_summary
+from ..base import SeedJob, TaskOptim, lowest, run_seeds, settings_hash, write_summary
 from .config import LVUConfig
 from .data import LVUInputs, contextualize_folder, load_inputs, scene_arrays
 from .task import TASKS
@@ -205,7 +205,7 @@ def tune_epochs(
         job = make_job(f"{task} (epochs {e}, held-out)", out / f"epochs{e}", fit_part, int(e), score, _no_export, {})
         values[str(e)] = [r["metrics"]["heldout"] for r in run_seeds(job, seeds)]
     mean = {k: float(np.mean(v)) for k, v in values.items()}
-    best = int(min(mean, key=mean.get))
+    best = int(lowest(mean))
     result = {
         "task": task,
         "param": "train.epochs",

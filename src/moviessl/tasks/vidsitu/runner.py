@@ -43,7 +43,7 @@ from ...training import check_trainer
 from ...utils.digest import content_digest, names_sizes
 from ...utils.io import atomic_write_bytes, atomic_write_json, ensure_out_dir
 from ...video.transforms import param_dtype, to_model_input
-from ..base import SeedJob, TaskOptim, coverage_note, run_seeds, settings_hash, write_summary
+from ..base import SeedJob, TaskOptim, coverage_note, lowest, run_seeds, settings_hash, write_summary
 from . import TASKS
 from .config import VidSituConfig
 from .data import build_segments, extract_features, feature_source, loader, video_source
@@ -312,6 +312,11 @@ def prepare(
     )
 
 
+def _tokenizer_id(tokenizer: str | None) -> str:
+    """A user's tokenizer file by path and content (edited in place: other runs)."""
+    return "None" if tokenizer is None else f"{tokenizer}:{content_digest(Path(tokenizer))}"
+
+
 def data_digest(train_split, eval_split, train_data, eval_data) -> str:
     """What the runs read: the annotation files' contents, the segments used, and their inputs (the
     feature rows themselves; clip files by name and size). A finished run of other data is not
@@ -382,7 +387,9 @@ def make_job(p: Prepared, out: Path, resume: bool = False, train_data=None, opti
     return SeedJob(
         name=task,
         out=out,
-        settings=settings_hash(task, to_dict(cfg), p.inputs, p.ctx_label, str(p.tokenizer), vars(optim), p.data),
+        settings=settings_hash(
+            task, to_dict(cfg), p.inputs, p.ctx_label, _tokenizer_id(p.tokenizer), vars(optim), p.data
+        ),
         config=cfg,
         optim=optim,
         trainer=cfg.trainer,
@@ -489,13 +496,13 @@ def tune_txe_lr_scale(
     check_trainer(cfg.trainer)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    p = prepare(task, data_root, out, cfg, features=features, contextualizer="scratch")
     settings = settings_hash(
-        "tune", task, to_dict(cfg), str(Path(features).resolve()), list(values), seeds, heldout_fraction
+        "tune", task, to_dict(cfg), str(Path(features).resolve()), list(values), seeds, heldout_fraction, p.data
     )
     done = out / "tuning.json"
     if done.is_file() and json.loads(done.read_text()).get("settings") == settings:
         return json.loads(done.read_text())
-    p = prepare(task, data_root, out, cfg, features=features, contextualizer="scratch")
     n = len(p.train_data)
     perm = np.random.default_rng(cfg.seed).permutation(n)
     n_held = max(1, int(round(n * heldout_fraction)))
@@ -517,7 +524,7 @@ def tune_txe_lr_scale(
             runs = run_seeds(job, [cfg.seed + k for k in range(int(seeds))])
             losses[f"{v:g}"] = [r["metrics"]["heldout_loss"] for r in runs]
     means = {k: float(np.mean(v)) for k, v in losses.items()}
-    best = float(min(means, key=means.get))
+    best = float(lowest(means))
     result = {
         "task": task,
         "param": "txe_lr_scale",
