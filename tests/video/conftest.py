@@ -17,6 +17,10 @@ def videos(tmp_path_factory):
         "mkv": encode(d / "h264.mkv", n=120, gop=40, bframes=3),
         "avi": encode(d / "mpeg4.avi", n=120, codec="mpeg4", gop=24, bframes=2),
         "mp4_fast": encode(d / "faststart.mp4", n=300, gop=60, bframes=2, container_options={"movflags": "faststart"}),
+        # MPEG-TS seeks by dts: a seek to a key frame's pts lands a GOP late under B-frames.
+        "ts": encode(d / "h264_bframes.ts", n=300, gop=30, bframes=2),
+        # AVI keeps decode-order pts: H.264's reordering hands frames back under the wrong pts.
+        "avi_h264": encode(d / "h264_bframes.avi", n=120, gop=40, bframes=3),
     }
     # VFR: frame durations alternate 20/50/50 ms (true average ~25 fps, nominal header rate 30).
     dur = np.where(np.arange(120) % 3 == 0, 20, 50)

@@ -16,7 +16,7 @@ from moviessl.video import (
     timeline_indices,
 )
 
-from .vidgen import code_frame, codes, encode, has_encoder
+from .vidgen import code_frame, codes, encode, has_encoder, remux_shifted
 
 CASES = [
     ("mp4", 30.0, 300),
@@ -24,6 +24,8 @@ CASES = [
     ("mp4_2997", 30000 / 1001, 300),
     ("mkv", 30.0, 120),
     ("avi", 30.0, 120),
+    ("ts", 30.0, 300),
+    ("avi_h264", 30.0, 120),
 ]
 
 
@@ -87,9 +89,10 @@ def test_vfr_maps_by_time(videos):
         assert codes(read_clip(r, center)) == expect.tolist()
 
 
-def test_decodes_only_the_window(videos):
+@pytest.mark.parametrize("key", ["mp4", "ts"])
+def test_decodes_only_the_window(videos, key):
     # 300 frames, GOP 30: a clip in the middle must not decode the file from the start.
-    with VideoReader(videos["mp4"]) as r:
+    with VideoReader(videos[key]) as r:
         before = r.frames_decoded
         clip = read_clip(r, 7.0)
         used = r.frames_decoded - before
@@ -99,6 +102,19 @@ def test_decodes_only_the_window(videos):
         before = r.frames_decoded
         read_clip(r, 9.0)
         assert r.frames_decoded - before <= 64 + 4
+
+
+def test_a_stream_copied_trim_starts_at_its_first_shown_frame(tmp_path):
+    # `ffmpeg -ss 0.5 -i in.mp4 -c copy out.mp4`: the GOP before the cut is kept for decoding, with
+    # negative pts, and an edit list hides it; those frames are not the film's.
+    src = encode(tmp_path / "full.mp4", n=90, gop=30, bframes=2)
+    trimmed = remux_shifted(src, tmp_path / "trimmed.mp4", frames=15)
+    with VideoReader(trimmed) as r:
+        assert (r.num_frames, r.duration_s) == (75, pytest.approx(2.5))
+        assert codes(r.get_frames(np.arange(75))) == list(range(15, 90))
+        assert codes(r.get_frames([40, 3, 60, 0])) == [55, 18, 75, 15]
+        assert r.missing == set()
+        assert r.indices_at([0.0, 1.0]).tolist() == [0, 30]
 
 
 def test_reader_reuse_matches_fresh(videos):
@@ -220,8 +236,8 @@ def test_a_missing_frame_at_the_start_of_a_call_repeats_the_one_before(videos, m
 
     real = reader_mod._AVFile._frames_from
 
-    def dropping(self, key_pts):
-        for pts, f in real(self, key_pts):
+    def dropping(self, key_pts, target=None):
+        for pts, f in real(self, key_pts, target):
             if pts != int(self.pts[drop]):
                 yield pts, f
 
@@ -244,8 +260,8 @@ def test_a_lost_key_frame_at_a_call_start_repeats_the_frame_before_whatever_the_
 
     real = reader_mod._AVFile._frames_from
 
-    def lost_gop(self, key_pts):  # an exact seek, and frames 10-11 (a key frame and its next) lost
-        for pts, f in real(self, key_pts):
+    def lost_gop(self, key_pts, target=None):  # an exact seek, and frames 10-11 (a key frame and its next) lost
+        for pts, f in real(self, key_pts, target):
             if (key_pts is None or pts >= key_pts) and pts not in (int(self.pts[10]), int(self.pts[11])):
                 yield pts, f
 

@@ -83,3 +83,20 @@ def has_encoder(name: str) -> bool:
         return True
     except Exception:
         return False
+
+
+def remux_shifted(src, dst, frames: int):
+    """Copy ``src``'s video packets into an mp4 with every timestamp ``frames`` frames earlier, as a
+    stream-copied trim writes it: the muxer turns the negative lead-in into an edit list."""
+    i, o = av.open(str(src)), av.open(str(dst), "w")
+    s = i.streams.video[0]
+    out = o.add_stream_from_template(s)
+    step = int(round(1 / (float(s.time_base) * float(s.average_rate)))) * frames
+    for p in i.demux(s):
+        if p.dts is None:  # the flush packet
+            continue
+        p.pts, p.dts, p.stream = p.pts - step, p.dts - step, out
+        o.mux(p)
+    o.close()
+    i.close()
+    return dst

@@ -2,11 +2,16 @@
 
 A :class:`VideoReader` indexes a file once by *demuxing* it (reading packet headers and payloads,
 no decoding): that gives the exact number of frames, every frame's presentation timestamp (pts)
-and the key frames. Frame ``i`` is the i-th frame in presentation order; its time is its pts
+and the key frames (packets an edit list marks for discarding, the lead-in of a stream-copied
+trim, are not frames of the film). Frame ``i`` is the i-th frame in presentation order; its time is its pts
 relative to the first frame. ``get_frames`` then seeks to the key frame before the wanted window
 and decodes only up to the last wanted frame, so a 16x4 clip costs a GOP plus ~64 frames, not the
 whole file. Frames are matched by pts, not by counting, so B-frame reordering, non-zero start
-times, non-integer and variable frame rates are all exact.
+times, non-integer and variable frame rates are all exact. Two container quirks are handled
+explicitly: MPEG-TS seeks by decode timestamps (a seek to a key frame's pts with B-frames lands a
+GOP late, so a seek that lands past its target is retried at the key frame's dts, then from the
+start), and AVI stores decode-order timestamps (with B-frames the decoder hands frames back in
+display order under the wrong pts, so such a file is read by decode count).
 
 ``num_frames`` is what actually decodes: header counts are ignored, and when the demuxer reports
 trouble (a corrupt or truncated packet, a read error, a header count that disagrees) the tail is
@@ -15,7 +20,7 @@ decoded to find the last good frame.
 
 from __future__ import annotations
 
-import bisect
+import itertools
 import logging
 import os
 from array import array
@@ -30,7 +35,24 @@ from .timeline import event_centers
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
+# Files a folder scan takes for videos (any file FFmpeg opens can be named directly).
+VIDEO_EXTS = (
+    ".mp4",
+    ".mkv",
+    ".webm",
+    ".avi",
+    ".mov",
+    ".m4v",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".m2ts",
+    ".mts",
+    ".flv",
+    ".wmv",
+    ".3gp",
+    ".ogv",
+)
 FRAME_EXTS = (".jpg", ".jpeg", ".png")
 FOLDER_FPS = 30.0  # VidSitu frames were extracted at 30 fps
 
@@ -163,6 +185,8 @@ _INDEX_STATE = (
     "time_base",
     "pts",
     "key_pts",
+    "key_dts",
+    "seek_dts",
     "by_count",
     "coded_size",
     "rotation",
@@ -177,8 +201,9 @@ _index_memo: OrderedDict[tuple, dict] = OrderedDict()
 
 
 def _remember_index(key: tuple, state: dict) -> None:
-    state["key_pts"] = np.asarray(state["key_pts"], np.int64)  # 8 bytes a key frame, not a Python int's ~36
-    for k in ("pts", "frame_times", "key_pts"):  # shared by every reader of the file from now on
+    for k in ("key_pts", "key_dts"):
+        state[k] = np.asarray(state[k], np.int64)  # 8 bytes a key frame, not a Python int's ~36
+    for k in ("pts", "frame_times", "key_pts", "key_dts"):  # shared by every reader of the file from now on
         state[k].flags.writeable = False
     _index_memo[key] = state
     _index_memo.move_to_end(key)
@@ -245,17 +270,24 @@ class _AVFile:
 
         # Index pass: demux every packet (no decoding). Compact arrays, not Python objects per packet:
         # a 2-hour film has ~200k packets, and its index should cost a few MB, not a few hundred.
-        pts_a, key_a, dur_a, trouble, no_pts = array("q"), array("q"), array("q"), None, False
+        pts_a, key_a, kdts_a, dur_a = array("q"), array("q"), array("q"), array("q")
+        trouble, no_pts, discarded, decode_order = None, False, 0, True
         try:
             for p in self.container.demux(st):
                 if p.size == 0:
                     continue  # the flush packet
+                if p.is_discard:  # before an edit list's start: decoded for reference, never shown
+                    discarded += 1
+                    continue
                 if p.pts is None:
                     no_pts = True
+                elif pts_a and p.pts <= pts_a[-1]:
+                    decode_order = False  # pts reordered against decode order: real display times
                 pts_a.append(p.pts if p.pts is not None else 0)
                 dur_a.append(p.duration or 0)
                 if p.is_keyframe and p.pts is not None:
                     key_a.append(p.pts)
+                    kdts_a.append(p.dts if p.dts is not None else p.pts)
                 if p.is_corrupt and trouble is None:
                     trouble = "corrupt packet"
                 if p.pos is not None and p.pos >= 0 and p.pos + p.size > size and trouble is None:
@@ -264,15 +296,18 @@ class _AVFile:
             trouble = f"read error after {len(pts_a)} packets ({_why(e)})"
         if not pts_a:
             raise BadInputError(self.path, "no video packets (truncated or empty stream)")
-        if st.frames and st.frames != len(pts_a) and trouble is None:
+        if st.frames and st.frames not in (len(pts_a), len(pts_a) + discarded) and trouble is None:
             trouble = f"header says {st.frames} frames, demuxed {len(pts_a)}"
 
+        self.seek_dts = False  # set once a seek by pts has landed past its target (MPEG-TS)
         self.by_count = no_pts
+        if not no_pts and decode_order and self._decode_order_pts():
+            self.by_count = True
         if self.by_count:
             # No timestamps (raw elementary streams): index by decode order, no seeking.
             log.debug("%s: packets without pts, indexing frames by decode count", self.path)
             self.pts = np.arange(len(pts_a), dtype=np.int64)
-            self.key_pts = [0]
+            self.key_pts, self.key_dts = [0], [0]
             durs = []
         else:
             raw = np.frombuffer(pts_a, dtype=np.int64)
@@ -280,9 +315,10 @@ class _AVFile:
             self.pts = np.sort(raw, kind="stable")
             keep = np.concatenate([[True], np.diff(self.pts) > 0])  # duplicate pts: keep the first
             self.pts = self.pts[keep]
-            self.key_pts = np.unique(np.frombuffer(key_a, dtype=np.int64)).tolist()
+            self.key_pts, first = np.unique(np.frombuffer(key_a, dtype=np.int64), return_index=True)
+            self.key_dts = np.frombuffer(kdts_a, dtype=np.int64)[first]
             durs = [int(dur_a[last])]
-        del pts_a, key_a, dur_a
+        del pts_a, key_a, kdts_a, dur_a
         self._first_frame_check()
         if verify == "full" or self.by_count:
             self._verify_full()
@@ -291,6 +327,19 @@ class _AVFile:
                 log.warning("%s: %s; decoding the tail to count frames", self.path, trouble)
             self._verify_tail()
         self._set_timing(durs)
+
+    def _decode_order_pts(self, probe: int = 48) -> bool:
+        """Whether the pts are decode-order stamps that the decoder's reordering scrambles: AVI has
+        no presentation times, so with B-frames the frames come back in display order carrying
+        1, 3, 4, 2, ... Only containers whose packets' pts never decrease can be affected."""
+        if "avi" not in self.container.format.name.split(","):
+            return False
+        seen = [pts for pts, _ in itertools.islice(self._frames_from(None), probe)]
+        self._iter = None
+        if any(b is None or a is None or b <= a for a, b in zip(seen, seen[1:])):
+            log.debug("%s: AVI pts in decode order under B-frames, indexing frames by decode count", self.path)
+            return True
+        return False
 
     # -- timing -----------------------------------------------------------------------------------
 
@@ -323,16 +372,44 @@ class _AVFile:
 
     # -- decoding ---------------------------------------------------------------------------------
 
-    def _frames_from(self, key_pts: int | None):
-        """Decoded frames (presentation order) from the key frame at ``key_pts`` (None: start)."""
+    def _frames_from(self, key_pts: int | None, target: int | None = None):
+        """Decoded frames (presentation order) from the key frame at ``key_pts`` (None: start).
+
+        A seek must land at or before ``target`` (the wanted frame's pts; default the key frame's):
+        one that lands past it (MPEG-TS under a pts with B-frames) is retried at the key frame's
+        dts, which such demuxers seek by (remembered for the file), then from the start."""
+        if key_pts is None or self.by_count:
+            yield from self._decode_after(None)
+            return
+        target = key_pts if target is None else target
+        dts = int(self.key_dts[int(np.searchsorted(self.key_pts, key_pts))])
+        tries = ([dts] if self.seek_dts else [int(key_pts), dts]) + [None]
+        for n, at in enumerate(tries):
+            frames = self._decode_after(at)
+            head = []
+            for pts, f in frames:
+                head.append((pts, f))
+                if pts is not None:
+                    break
+            first = next((pts for pts, _ in head if pts is not None), None)
+            if at is None or (first is not None and first <= target):
+                if n and at == dts and not self.seek_dts:
+                    self.seek_dts = True
+                    log.debug("%s: seeks by pts land late; seeking by dts", self.path)
+                yield from head
+                yield from frames
+                return
+
+    def _decode_after(self, at: int | None):
+        """Decoded frames after a seek to stream time ``at`` (None: the start of the file)."""
         av = _av()
         c, st = self.container, self.stream
         self._prev = None
         try:
-            if key_pts is None or self.by_count:
+            if at is None:
                 c.seek(0, backward=True, any_frame=False)  # container-level: start of file
             else:
-                c.seek(int(key_pts), stream=st, backward=True, any_frame=False)
+                c.seek(int(at), stream=st, backward=True, any_frame=False)
         except (av.error.FFmpegError, OSError) as e:
             raise BadInputError(self.path, f"seek failed ({_why(e)})") from None
         count = -1
@@ -384,7 +461,7 @@ class _AVFile:
     def _verify_tail(self) -> None:
         """Drop index entries at the end that do not decode, walking back GOP by GOP."""
         for k in range(len(self.key_pts) - 1, -1, -1):
-            kp = self.key_pts[k]
+            kp = int(self.key_pts[k])
             decoded = {pts for pts, _ in self._frames_from(kp) if pts is not None}
             self._iter = None
             if decoded:
@@ -430,8 +507,8 @@ class _AVFile:
             tp = int(self.pts[i])
             if i in out:
                 continue
-            k = bisect.bisect_right(self.key_pts, tp) - 1
-            kp = self.key_pts[k] if k >= 0 else None
+            k = int(np.searchsorted(self.key_pts, tp, side="right")) - 1
+            kp = int(self.key_pts[k]) if k >= 0 else None
             # Continue the running decoder if no key frame lies between it and the target,
             # otherwise seek: decoding from that key frame is never more work.
             if (
@@ -440,7 +517,7 @@ class _AVFile:
                 or self._last_pts >= tp
                 or (kp is not None and not self.by_count and kp > self._last_pts)
             ):
-                self._iter, self._last_pts = self._frames_from(kp), None
+                self._iter, self._last_pts = self._frames_from(kp, tp), None
             for pts, f in self._iter:
                 if pts is None:
                     continue
