@@ -49,6 +49,9 @@ class Embedding:
     centers_s: list[float]  # each event's centre (s)
     fps: float
     duration_s: float
+    # (events,) bool: events with a frame that did not decode (a damaged stretch of the file); their
+    # rows are zeros and the contextualizer treats them as padding, as ``moviessl extract`` does.
+    missing: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
 
 def load(path: str | os.PathLike, stage: str | tuple[str, ...] | None = None) -> Loaded:
@@ -74,7 +77,7 @@ def embed_video(
     device: str | torch.device | None = None,
 ) -> Embedding:
     """Backbone features of a video's events (one every ``stride_s`` s), and their TxE outputs."""
-    from .features.extract import backbone_features, clip_uint8, contextualize, event_centers_for, load_contextualizer
+    from .features.extract import backbone_features, contextualize, event_centers_for, event_clip, load_contextualizer
     from .video import VideoReader
 
     bb = _as_loaded(backbone, "backbone")
@@ -85,18 +88,20 @@ def embed_video(
     model = bb.model.to(device).eval()
     with VideoReader(video) as r:
         centers = event_centers_for(r.duration_s, stride_s, vidsitu=False)
-        parts = []
+        parts, missing = [], []
         for i in range(0, len(centers), batch_events):
-            clips = np.stack([clip_uint8(r, c, inp) for c in centers[i : i + batch_events]])
-            parts.append(backbone_features(model, torch.from_numpy(clips).to(device)))
+            got = [event_clip(r, c, inp) for c in centers[i : i + batch_events]]
+            parts.append(backbone_features(model, torch.from_numpy(np.stack([clip for clip, _ in got])).to(device)))
+            missing += [m for _, m in got]
         fps, duration = float(r.fps), float(r.duration_s)
-    feats = torch.cat(parts)
+    feats, missing = torch.cat(parts), np.asarray(missing, bool)
+    feats[torch.from_numpy(missing).to(feats.device)] = 0
     ctx = None
     if contextualizer is not None:
         path = contextualizer.path if isinstance(contextualizer, Loaded) else contextualizer
         txe, window, step = load_contextualizer(path, feats.shape[1], stride_s)
-        ctx = contextualize(txe.to(device), feats, window, step).float().cpu().numpy()
-    return Embedding(feats.cpu().numpy(), ctx, list(centers), fps, duration)
+        ctx = contextualize(txe.to(device), feats, window, step, missing=missing).float().cpu().numpy()
+    return Embedding(feats.cpu().numpy(), ctx, list(centers), fps, duration, missing)
 
 
 def evaluate_submission(

@@ -20,6 +20,18 @@ def test_relative_absolute_and_unlabelled(tmp_path):
     ]
 
 
+def test_an_unlabelled_path_may_hold_spaces(tmp_path):
+    (tmp_path / "my film").mkdir()
+    (tmp_path / "my film" / "take two").write_bytes(b"")
+    csv = tmp_path / "l.txt"
+    csv.write_text("my film/une séance.mp4\nmy film/take two\nmy film/take 2.mkv 4\n")
+    assert read_clip_list(csv) == [
+        (tmp_path / "my film" / "une séance.mp4", None),
+        (tmp_path / "my film" / "take two", None),
+        (tmp_path / "my film" / "take 2.mkv", 4),
+    ]
+
+
 def test_bad_label_names_line(tmp_path):
     csv = tmp_path / "l.csv"
     csv.write_text("a.mp4 1\nb.mp4 x\n")

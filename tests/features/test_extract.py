@@ -325,6 +325,21 @@ def test_find_videos_layouts(tmp_path):
         ex.find_videos(tmp_path / "vs" / "vsitu_frames" / "v_1")
 
 
+def test_find_videos_reads_any_video_and_names_what_a_scan_leaves_out(tmp_path, caplog):
+    d = tmp_path / "films"
+    d.mkdir()
+    (d / "a.m4v").write_bytes(b"\x00\x00\x00\x18ftypM4V ")
+    (d / "b.ts").write_bytes(b"\x47\x40\x00\x10")
+    (d / "c.dv").write_bytes(b"\x1f\x07\x00\x3f\xff")
+    (d / "notes.txt").write_text("c.dv\n")
+    with caplog.at_level("WARNING", logger="moviessl.features"):
+        assert ex.find_videos(d) == ([("a", d / "a.m4v"), ("b", d / "b.ts")], "dir")
+    assert "2 files without a video extension left out (first: c.dv)" in caplog.text
+    # one named file: a video whatever its extension, unless it reads as a list
+    assert ex.find_videos(d / "c.dv") == ([("c", d / "c.dv")], "file")
+    assert ex.find_videos(d / "notes.txt") == ([("c", (d / "c.dv").resolve())], "list")
+
+
 def test_loaded_features_hold_no_open_file(tmp_path):
     """A task keeps every segment's features (VidSitu: ~29k files): a loaded array must be a copy,
     not a view of a memory map holding a file descriptor each (the limit is often 1024)."""

@@ -116,6 +116,12 @@ def test_damaged_stretch_marks_events_missing(backbone, film, reference, tmp_pat
     assert not f[mask].any()  # missing rows are zeros
     # events before the stretch are exactly the undamaged film's
     np.testing.assert_array_equal(f[: a - 1], reference[: a - 1])
+    # the Python API reads the damaged film as extract does: the same zero rows, the same mask
+    import moviessl
+
+    emb = moviessl.embed_video(bad, backbone, device="cpu")
+    np.testing.assert_array_equal(emb.missing, mask)
+    np.testing.assert_allclose(emb.feats, f, rtol=1e-5, atol=1e-6)
 
 
 def test_odd_streams_handled_or_refused_in_one_line(backbone, tmp_path, capsys):

@@ -2,8 +2,10 @@
 
 PySlowFast style: one ``path label`` (or just ``path``) per line. Paths are relative to the list's
 folder unless absolute. Fields are whitespace-separated (PySlowFast writes one space). A line of one
-field is an unlabelled path; otherwise the last field must be the integer label and everything
-before it is the path (so a path may contain spaces). Blank lines and lines starting with ``#`` are
+field is an unlabelled path; otherwise the last field is the integer label and everything before it
+is the path (so a path may contain spaces). A line whose last field is not an integer is an
+unlabelled path with spaces when it names a file or ends in a video extension; otherwise its label
+is malformed. Blank lines and lines starting with ``#`` are
 skipped.
 
 Kinetics as released (Kay et al. 2017; the CVDF mirror, github.com/cvdfoundation/kinetics-dataset):
@@ -55,9 +57,10 @@ def read_clip_list(csv_path: str | os.PathLike) -> list[tuple[Path, int | None]]
         if len(parts) == 2:
             try:
                 label = int(parts[1])
+                s = parts[0].strip()
             except ValueError:
-                raise BadInputError(f"{path}:{lineno}", f"label '{parts[1]}' is not an integer") from None
-            s = parts[0].strip()
+                if not ((base / s).exists() or s.lower().endswith(VIDEO_EXTS)):
+                    raise BadInputError(f"{path}:{lineno}", f"label '{parts[1]}' is not an integer") from None
         if label is not None and label < 0:
             raise BadInputError(f"{path}:{lineno}", f"negative label {label}")
         clip = Path(s)

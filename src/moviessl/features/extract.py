@@ -92,8 +92,24 @@ def _is_frame_folder(d: Path) -> bool:
     return d.is_dir() and any(p.suffix.lower() in FRAME_EXTS for p in d.iterdir())
 
 
+def _is_text(p: Path) -> bool:
+    """Whether a file reads as a UTF-8 list (a video, whatever its name, does not)."""
+    try:
+        with open(p, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return True  # read as a list, whose reader names the problem
+    if b"\0" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start >= len(head) - 3  # a character cut by the 4 KB read is still text
+    return True
+
+
 def _scan_dir(d: Path) -> list[tuple[str, Path]]:
-    out = []
+    out, other = [], []
     for p in sorted(d.iterdir()):
         if p.name.startswith("."):
             continue
@@ -101,6 +117,16 @@ def _scan_dir(d: Path) -> list[tuple[str, Path]]:
             out.append((p.stem, p))
         elif p.is_dir() and _is_frame_folder(p):
             out.append((p.name, p))
+        elif p.is_file():
+            other.append(p.name)
+    if other:  # a video under an extension not listed would otherwise vanish without a word
+        log.warning(
+            "%s: %d file%s without a video extension left out (first: %s); a list file can name them",
+            d,
+            len(other),
+            "s" if len(other) > 1 else "",
+            other[0],
+        )
     return out
 
 
@@ -112,7 +138,7 @@ def find_videos(spec: str | os.PathLike) -> tuple[list[tuple[str, Path]], str]:
     optionally followed by a label, relative to the list's folder).
     """
     p = Path(spec)
-    if p.is_file() and p.suffix.lower() in VIDEO_EXTS:  # one film
+    if p.is_file() and (p.suffix.lower() in VIDEO_EXTS or not _is_text(p)):  # one film (FFmpeg reads the format)
         vids, layout = [(p.stem, p)], "file"
     elif p.is_file():
         vids = [(q.stem if q.suffix else q.name, q) for q, _ in read_clip_list(p)]
