@@ -471,7 +471,8 @@ def test_contract_extract(world, tmp_path, seen, disk_full):
     seen("extract.enospc", error(r, r"b_feats\.npy: cannot write \(No space left on device\)"))
     a = np.load(out / "a_feats.npy")
     assert not (out / "b_feats.npy").exists()
-    assert json.loads((out / "index.json").read_text())["videos"] == {}  # the folder's claim only: no video listed
+    assert json.loads((out / ".index.claim.json").read_text())["videos"] == {}  # the claim only: no video listed
+    assert not (out / "index.json").exists()
     no_temp_files(out)
     disk_full("nothing-matches")  # the disk has room again: the rerun finishes and keeps a
     r = cli(*ex, "--backbone", world.backbone, "--videos", v, "--out", out)

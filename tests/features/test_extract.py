@@ -128,8 +128,9 @@ def test_extract_resume_bad_video_and_values(backbone, videos, tmp_path, monkeyp
 
 def test_interrupted_run_keeps_finished_videos(backbone, videos, tmp_path, monkeypatch):
     """A job killed mid-way: finished videos are in the journal, no partial file is visible, the
-    folder was claimed (an index naming backbone and stride, no videos) so a rerun with another
-    stride is refused, and the rerun extracts only the rest and merges one index."""
+    folder was claimed (a claim naming backbone and stride, no videos) so a rerun with another
+    stride is refused, no index.json says the folder is done (what the demo and the stores go by:
+    a reader is told to resume), and the rerun extracts only the rest and merges one index."""
     out = tmp_path / "feats"
     calls = {"n": 0}
     orig = ex.FeatureExtractor._record
@@ -144,8 +145,11 @@ def test_interrupted_run_keeps_finished_videos(backbone, videos, tmp_path, monke
     with pytest.raises(RuntimeError, match="killed"):
         ex.extract(backbone, videos, out, num_workers=0, accelerator="cpu")
     first = json.loads((out / ".index.rank0.jsonl").read_text().strip().splitlines()[0])["id"]
-    claimed = json.loads((out / "index.json").read_text())
+    claimed = json.loads((out / ".index.claim.json").read_text())
     assert claimed["videos"] == {} and claimed["stride_s"] == 2.0 and claimed["backbone"]
+    assert not (out / "index.json").exists()
+    with pytest.raises(BadInputError, match="did not finish .rerun the same extract command"):
+        FeatureStore(out)
     with pytest.raises(BadInputError, match="stride_s"):  # killed before its first index: still never mixed
         ex.extract(backbone, videos, out, stride_s=1.0, num_workers=0, accelerator="cpu")
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
@@ -157,6 +161,7 @@ def test_interrupted_run_keeps_finished_videos(backbone, videos, tmp_path, monke
     summary = ex.extract(backbone, videos, out, num_workers=0, accelerator="cpu")
     assert summary["counts"] == {"ok": 2, "bad": 1}
     assert sorted(json.loads((out / "index.json").read_text())["videos"]) == ["a", "b", "broken"]
+    assert not (out / ".index.claim.json").exists() and FeatureStore(out).ids == ["a", "b"]
     with pytest.raises(BadInputError, match="stride_s"):  # never mix strides in one folder
         ex.extract(backbone, videos, out, stride_s=1.0, num_workers=0, accelerator="cpu")
 

@@ -14,7 +14,7 @@ from test_extract import save_backbone, write_video
 
 from moviessl.cli import main
 from moviessl.errors import BadInputError
-from moviessl.features.instances import InstanceStore, LVUReleaseInstances, extract_instances
+from moviessl.features.instances import InstanceStore, LVUReleaseInstances, extract_instances, open_instances
 
 # one video's boxes, as (second, shot, track, "x1,y1,x2,y2") -- LVU's box keys are such strings
 BOXES = {
@@ -96,9 +96,10 @@ def test_tracks_without_a_video_are_named(backbone, boxes, tmp_path, caplog):
 
 def test_videos_are_journalled_and_a_killed_run_resumes(backbone, boxes, tmp_path, monkeypatch):
     """Each finished video is one journal line (rewriting index.json after each would be O(videos^2)
-    bytes over LVU); index.json is written when the folder is claimed (backbone and RoI, no videos)
-    and at the end. A run that dies after its first video leaves that video journalled; a rerun with
-    another RoI setting is refused, and the same setting extracts only the other video, to the same store."""
+    bytes over LVU); the folder is claimed at the start (backbone and RoI, no videos) and index.json
+    written at the end only, so a killed run's folder is refused as unfinished, not read as empty. A
+    run that dies after its first video leaves that video journalled; a rerun with another RoI
+    setting is refused, and the same setting extracts only the other video, to the same store."""
     import moviessl.features.instances as ins
 
     ref = tmp_path / "ref"
@@ -117,7 +118,9 @@ def test_videos_are_journalled_and_a_killed_run_resumes(backbone, boxes, tmp_pat
     monkeypatch.setattr(ins.InstanceExtractor, "_save", dies_on_the_second)
     with pytest.raises(Killed):
         extract_instances(backbone, boxes / "videos", boxes / "tracks", out, progress=False)
-    assert json.loads((out / "index.json").read_text())["videos"] == {}  # claimed at the start, filled at the end
+    assert json.loads((out / ".index.claim.json").read_text())["videos"] == {} and not (out / "index.json").exists()
+    with pytest.raises(BadInputError, match="did not finish"):
+        open_instances(out)
     journal = [json.loads(ln) for ln in (out / ".index.rank0.jsonl").read_text().splitlines() if ln.strip()]
     assert [j["status"] for j in journal] == ["ok"] and len(list(out.glob("*.npz"))) == 1
     monkeypatch.setattr(ins.InstanceExtractor, "_save", real)

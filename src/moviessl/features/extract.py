@@ -70,7 +70,7 @@ from ..video import (
     squash_resize,
     to_model_input,
 )
-from .store import CTX_SUFFIX, FEATS_SUFFIX, INDEX_NAME, read_index
+from .store import CLAIM_NAME, CTX_SUFFIX, FEATS_SUFFIX, INDEX_NAME, read_index
 
 log = logging.getLogger("moviessl.features")
 
@@ -79,9 +79,11 @@ TEMP_GLOBS = (
     f".*{FEATS_SUFFIX}.*.tmp",
     f".*{CTX_SUFFIX}.*.tmp",
     f".{INDEX_NAME}.*.tmp",
+    f".{CLAIM_NAME}.*.tmp",
 )  # utils.io.atomic_write's names
 VIDSITU_CENTERS = [1.0, 3.0, 5.0, 7.0, 9.0]
 CHUNK_EVENTS = 64  # events per commit chunk of a film (128 s at 2-s events): a kill loses at most one per worker
+LIST_EXTS = (".txt", ".csv", ".lst", ".list")  # a file named so is a list, whatever it holds
 PARTIAL_DIR = ".partial"  # OUT/.partial/{id}/: committed chunks of films in progress
 
 
@@ -138,7 +140,8 @@ def find_videos(spec: str | os.PathLike) -> tuple[list[tuple[str, Path]], str]:
     optionally followed by a label, relative to the list's folder).
     """
     p = Path(spec)
-    if p.is_file() and (p.suffix.lower() in VIDEO_EXTS or not _is_text(p)):  # one film (FFmpeg reads the format)
+    if p.is_file() and p.suffix.lower() not in LIST_EXTS and (p.suffix.lower() in VIDEO_EXTS or not _is_text(p)):
+        # one film, whatever its extension: FFmpeg reads the format from the content
         vids, layout = [(p.stem, p)], "file"
     elif p.is_file():
         vids = [(q.stem if q.suffix else q.name, q) for q, _ in read_clip_list(p)]
@@ -656,8 +659,9 @@ def predict_trainer(
 
 
 def merge_journals(out: Path, index: dict) -> None:
-    """Write ``index.json`` (every rank done) and remove the per-rank journals it now holds."""
+    """Write ``index.json`` (every rank done) and remove the claim and the per-rank journals it now holds."""
     atomic_write_json(out / INDEX_NAME, index)
+    (out / CLAIM_NAME).unlink(missing_ok=True)
     for j in out.glob(JOURNAL_GLOB):
         j.unlink(missing_ok=True)
 
@@ -973,7 +977,7 @@ def read_entries(out_dir: Path) -> dict[str, dict]:
     video its latest line by ``t`` across all ranks' journals (a killed earlier run's line in one
     rank's journal must not outweigh this run's in another's, whatever the files' names sort as);
     lines without ``t`` (older versions) count as the oldest, in journal-name order."""
-    index = read_index(out_dir) or {"videos": {}}
+    index = read_index(out_dir, unfinished_ok=True) or {"videos": {}}
     entries, when = dict(index["videos"]), {}
     for j in sorted(out_dir.glob(JOURNAL_GLOB)):
         for line in j.read_text().splitlines():
@@ -1067,7 +1071,7 @@ def extract(
         }
 
     ensure_out_dir(out, "feature folder")
-    old = read_index(out)
+    old = read_index(out, unfinished_ok=True)
     if old is not None:
         for key, want in (("backbone", bhash), ("stride_s", stride_s)):
             if old.get(key) is not None and old.get(key) != want:
@@ -1108,7 +1112,7 @@ def extract(
     }
     t0 = time.perf_counter()
     if old is None and rank_zero_only.rank == 0:  # claimed now: a rerun after a kill checks backbone and stride
-        atomic_write_json(out / INDEX_NAME, {**header, "counts": {"ok": 0, "bad": 0}, "videos": {}})
+        atomic_write_json(out / CLAIM_NAME, {**header, "counts": {"ok": 0, "bad": 0}, "videos": {}})
     if todo:
         done = scan_partials(out, todo, {"chunk_events": chunk_events, "batch_events": int(batch_events)})
         stream = EventClipStream(todo, inp, stride_s, vidsitu, batch_events, chunk_events, done)

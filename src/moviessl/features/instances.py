@@ -68,7 +68,7 @@ from .extract import (
     read_entries,
     shard_over_ranks,
 )
-from .store import index_facts, read_index
+from .store import CLAIM_NAME, index_facts, read_index
 
 log = logging.getLogger("moviessl.features")
 
@@ -301,7 +301,7 @@ def extract_instances(
         raise BadInputError(backbone, "the backbone has no forward_features (a feature map is needed for RoIAlign)")
     bhash = file_hash(backbone)
     roi = {"resolution": resolution, "sampling_ratio": sampling_ratio, "pool": pool, "short_side": side}
-    old = read_index(out) if (out / INSTANCE_INDEX).is_file() else None
+    old = read_index(out, unfinished_ok=True)
     if old is not None and (old.get("backbone") != bhash or old.get("roi") != roi):
         raise BadInputError(out, "folder holds instance features of another backbone or RoI setting; use another --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -320,7 +320,7 @@ def extract_instances(
     say("%d videos, %d without tracks, %d to extract", len(vids), no_tracks, len(todo))
     t0, dim = time.perf_counter(), int(getattr(model, "out_dim", 0)) or (old or {}).get("dim")
     if old is None and rank_zero_only.rank == 0:  # claimed now: a rerun after a kill checks backbone and RoI
-        atomic_write_json(out / INSTANCE_INDEX, _index(bhash, backbone, tracks, roi, dim, entries))
+        atomic_write_json(out / CLAIM_NAME, _index(bhash, backbone, tracks, roi, dim, entries))
     if todo:
         stream = InstanceClipStream(todo, source, inp, side, batch_seconds)  # rank 0's list may differ a little
         module = InstanceExtractor(model, out, stream, roi)
@@ -552,7 +552,7 @@ class InstanceStore(_Instances):
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
-        index = read_index(self.root) if (self.root / INSTANCE_INDEX).is_file() else None
+        index = read_index(self.root)
         if index is None or index.get("format") != "moviessl-instances":
             raise BadInputError(self.root, "not an instance-feature folder (no moviessl-instances index.json)")
         self.index = index
@@ -639,7 +639,7 @@ def open_instances(spec: str | os.PathLike, meta: str | os.PathLike | None = Non
     """An :class:`InstanceStore` (a folder with a moviessl-instances index) or, for a folder of
     LVU's ``<id>.npz`` files, :class:`LVUReleaseInstances` with the instance metadata ``meta``."""
     root = Path(spec)
-    if (root / INSTANCE_INDEX).is_file():
+    if (root / INSTANCE_INDEX).is_file() or (root / CLAIM_NAME).is_file():  # an unfinished one says so
         return InstanceStore(root)
     if meta is None:
         raise BadInputError(root, "not an instance-feature folder; for LVU's features/ also give its instance_meta pkl")

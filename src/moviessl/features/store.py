@@ -31,6 +31,9 @@ log = logging.getLogger("moviessl.features")
 FEATS_SUFFIX = "_feats.npy"
 CTX_SUFFIX = "_ctx.npy"
 INDEX_NAME = "index.json"
+# What an extraction in progress has claimed (the header of its index, no videos yet): only a
+# finished extraction writes index.json, so "index.json exists" means the folder is complete.
+CLAIM_NAME = ".index.claim.json"
 VIDSITU_EVENTS = 5
 VIDSITU_DIMS = (2048, 2304)
 VIDSITU_STRIDE_S = 2.0
@@ -49,10 +52,17 @@ def index_facts(node: Any) -> Any:
     return node
 
 
-def read_index(root: str | os.PathLike) -> dict | None:
+def read_index(root: str | os.PathLike, unfinished_ok: bool = False) -> dict | None:
+    """``root``'s index, None without one. A folder whose extraction was interrupted before any
+    index.json is bad input, unless ``unfinished_ok`` (the extraction resuming it): then its claim."""
     path = Path(root) / INDEX_NAME
     if not path.is_file():
-        return None
+        claim = Path(root) / CLAIM_NAME
+        if not claim.is_file():
+            return None
+        if not unfinished_ok:
+            raise BadInputError(root, "its extraction did not finish (rerun the same extract command to resume it)")
+        path = claim
     try:
         index = json.loads(path.read_text())
     except (OSError, ValueError) as e:
