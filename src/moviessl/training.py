@@ -300,6 +300,17 @@ def _profiler(kind: str | None, out_dir: Path):
     return kinds[kind](dirpath=str(out_dir), filename="profile")
 
 
+def refuse_earlier_run(out_dir: str | os.PathLike, resume: bool) -> None:
+    """A pretraining folder that holds a run's checkpoints is continued only with ``--resume``: a new
+    run beside them would save ``last-v1.ckpt`` (Lightning does not overwrite), and a later
+    ``--resume`` would restore the old run's ``last.ckpt`` under the new run's config."""
+    ck = Path(out_dir) / "checkpoints"
+    if not resume and ck.is_dir() and any(ck.iterdir()):
+        raise BadInputError(
+            out_dir, "output folder already holds a run; pass --resume to continue it or choose another --out"
+        )
+
+
 def last_checkpoint(out_dir: str | os.PathLike) -> Path | None:
     p = Path(out_dir) / "checkpoints" / "last.ckpt"
     return p if p.is_file() else None

@@ -296,3 +296,27 @@ def test_a_ddp_timeout_for_a_strategy_that_takes_none_is_one_line_before_any_wor
     with pytest.raises(BadInputError, match="^trainer.ddp_timeout_s: needs a DDP strategy"):
         check_trainer(TrainerConfig(accelerator="cpu", devices=2, strategy="fsdp", ddp_timeout_s=60))
     check_trainer(TrainerConfig(accelerator="cpu", devices=2, strategy="ddp_spawn", ddp_timeout_s=60))
+
+
+@pytest.mark.parametrize("stage", ["backbone", "context", "ot"])
+def test_a_pretraining_folder_with_a_run_is_continued_only_with_resume(tmp_path, capsys, stage):
+    """A second run into a folder that holds checkpoints is refused before any work: Lightning would
+    save it as last-v1.ckpt beside the old run's last.ckpt, and a later --resume restored the old run."""
+    from moviessl.cli import main
+    from moviessl.context.instance_masking import pretrain_ot
+
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "last.ckpt").write_bytes(b"an earlier run")
+    if stage == "ot":  # the CLI opens the instances first; the refusal comes before they are read
+        with pytest.raises(BadInputError, match="already holds a run; pass --resume"):
+            pretrain_ot(None, out, None)
+        return
+    args = (
+        ["pretrain-backbone", "--method", "cvrl", "--data", str(tmp_path / "list.txt")]
+        if stage == "backbone"
+        else ["pretrain-context", "--features", str(tmp_path / "feats")]
+    )
+    assert main([*args, "--out", str(out)]) == 2
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
+    assert (out / "checkpoints" / "last.ckpt").read_bytes() == b"an earlier run" and not (out / "config.yaml").exists()

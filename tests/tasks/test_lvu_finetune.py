@@ -268,7 +268,7 @@ def test_a_diverged_run_says_so(lvu_setup, capsys, tmp_path):
     assert not list((out / "seed0").glob("predictions_*.json")) and not (out / "seed0" / "metrics.json").exists()
 
 
-def test_scene_only_and_bad_inputs(lvu_setup, capsys, tmp_path):
+def test_scene_only_and_bad_inputs(lvu_setup, capsys, tmp_path, monkeypatch):
     tmp, lvu, _ = lvu_setup
     argv = [
         "finetune",
@@ -296,6 +296,20 @@ def test_scene_only_and_bad_inputs(lvu_setup, capsys, tmp_path):
     assert torch.load(ck, weights_only=False)["global_step"] == 1
     assert main(argv[:-2] + ["--resume", "train.epochs=4", "train.batch_size=1", *FAST]) == 0
     assert torch.load(ck, weights_only=False)["global_step"] == 4
+    # other settings without --resume: the old run's checkpoints go (Lightning saved the new run's
+    # beside them as last-v1.ckpt, and a later --resume restored the old last.ckpt)
+    assert main(argv[:-2] + ["train.epochs=2", "train.batch_size=1", *FAST]) == 0
+    assert torch.load(ck, weights_only=False)["global_step"] == 2 and [p.name for p in ck.parent.iterdir()] == [ck.name]
+    # ... and its metrics.json goes before the new run trains: killed then, no old score stays beside it
+    import moviessl.tasks.base as base
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(base, "fit", killed)
+    assert main(argv[:-2] + ["train.epochs=3", "train.batch_size=1", *FAST]) == 130
+    assert not (ck.parent.parent / "metrics.json").exists()
+    monkeypatch.undo()
     capsys.readouterr()
     # no inputs at all, and a bad tracks file, are one line and exit 2
     assert main(["finetune", "lvu", "--task", "year", "--data-root", str(lvu), "--out", str(tmp_path / "x")]) == 2

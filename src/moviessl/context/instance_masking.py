@@ -40,7 +40,7 @@ from ..features.instances import set_feature_cache
 from ..models.heads import BertLMHead
 from ..models.object_transformer import ID_OFFSET, INSTANCE, build_object_transformer
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
-from ..training import fit, seed_everything, setup_machine
+from ..training import fit, refuse_earlier_run, seed_everything, setup_machine
 from .config import OTPretrainConfig
 from .maskpred import corrupt_selected
 from .ot_spans import SpanPairs, SpanVideo, collate_spans, input_stats
@@ -225,6 +225,7 @@ def pretrain_ot(
     instances.InstanceStore` or the LVU release reader; labels are never read) -> ``OUT/model.pt``
     (stage ``ot``). Writes ``OUT/config.yaml``, logs, curves and Lightning checkpoints."""
     out = Path(out)
+    refuse_earlier_run(out, resume)
     seed_everything(cfg.seed)
     setup_machine(cfg.trainer)
     set_feature_cache(cfg.data.instance_cache_mb)

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from ..data.vidsitu import resolve_ann_root, segment_splits
 from ..errors import BadInputError
 from ..features.store import FeatureStore
-from ..training import fit, planned_world_size, seed_everything, setup_machine
+from ..training import fit, planned_world_size, refuse_earlier_run, seed_everything, setup_machine
 from ..utils.io import ensure_out_dir
 from .config import ContextConfig
 from .module import MaskPredModule
@@ -93,10 +93,7 @@ def pretrain_context(
     ``OUT/curves.png`` and the exported TxE ``OUT/model.pt`` (stage ``context``)."""
     setup_machine(cfg.trainer)
     out = ensure_out_dir(out)
-    if any(out.iterdir()) and not resume and (out / "checkpoints").exists():
-        raise BadInputError(
-            out, "output folder already holds a run; pass --resume to continue it or choose another --out"
-        )
+    refuse_earlier_run(out, resume)
     seed_everything(cfg.seed)
     stores = [FeatureStore(f) for f in features]
     strides = {s.stride_s for s in stores}

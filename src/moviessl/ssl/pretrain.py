@@ -20,7 +20,7 @@ from ..config import save_config
 from ..data.cliplist import check_labelled, check_same_label_map, read_clip_list
 from ..dist import trainer_device
 from ..errors import BadInputError
-from ..training import fit, planned_world_size, seed_everything, setup_machine
+from ..training import fit, planned_world_size, refuse_earlier_run, seed_everything, setup_machine
 from ..utils.io import atomic_write_json, ensure_out_dir
 from .augment import dataset_crop_boxes
 from .clipcache import FrameCache, default_cache_dir
@@ -79,6 +79,7 @@ def pretrain(
     method_cls = get_method(method)
     setup_machine(cfg.trainer)
     out = ensure_out_dir(out)
+    refuse_earlier_run(out, resume)
     seed_everything(cfg.seed)
     d = cfg.data
     items = read_clip_list(data)

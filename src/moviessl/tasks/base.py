@@ -193,9 +193,14 @@ def run_seed(job: SeedJob, seed: int) -> dict:
     made_with = json.loads(sfile.read_text()).get("settings") if sfile.is_file() else None
     if resume and (made_with not in (None, job.settings) or (made_with is None and mfile.is_file())):
         log.warning("%s seed %d: %s holds a run with other settings; training from scratch", job.name, seed, run_dir)
+        resume = False
+    if not resume:
+        # Nothing of an earlier run stays beside this one: Lightning would save this run's checkpoints
+        # as last-v1.ckpt and a later resume restore the old last.ckpt; the old metrics.json would
+        # stand beside this run's predictions if it were killed before its own.
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         (run_dir / "config.yaml").unlink(missing_ok=True)  # the discarded run's: not this run's history
-        resume = False
+        mfile.unlink(missing_ok=True)
     atomic_write_json(sfile, {"settings": job.settings})
     t0 = time.perf_counter()
     seed_everything(seed)
