@@ -3,7 +3,7 @@ import re
 import pytest
 from conftest import VERBS, _event
 
-from moviessl.data.vidsitu import parse_srl_output, roles_in_order
+from moviessl.data.vidsitu import EVENTS, parse_srl_output, roles_in_order
 from moviessl.errors import BadInputError
 from moviessl.tasks.vidsitu.tokenizer import ROLE_TAGS, SRLTokenizer, target_text
 
@@ -112,3 +112,33 @@ def test_target_follows_arg_list_order_and_missing_roles():
     assert parse_srl_output(text) == {"vb_id": "fall.01", "Arg1": "a red box", "ADir": "down", "AScn": "warehouse"}
     # an event without Arg0/Arg2: the parsed dict simply lacks them (the evaluator scores them as "")
     assert "Arg0" not in parse_srl_output(text) and set(ROLE_TAGS) >= {"<Arg5>", "<AScn>"}
+
+
+def test_a_jobs_saved_vocabulary_is_reused_only_for_the_same_phrases_and_settings(tmp_path):
+    """OUT/tokenizer.json is shared by a job's seeds; another vocab_size or edited annotations train
+    a new one (the saved one was reused whatever the settings, while the seeds retrained)."""
+    from types import SimpleNamespace as NS
+
+    from moviessl.tasks.vidsitu.srl import SRLTask
+
+    def split(phrase=None):
+        recs = {}
+        for k in range(6):
+            vseg = f"v_{k}_seg_0_10"
+            rec = {ev: _event(vseg, list(VERBS)[(k + i) % len(VERBS)]) for i, ev in enumerate(EVENTS)}
+            if phrase and k == 0:
+                rec["Ev1"]["Args"] = {role: phrase for role in rec["Ev1"]["Args"]}
+            recs[vseg] = [rec]
+        return NS(records=recs)
+
+    def cfg(size):
+        return NS(max_len=24, vocab_size=size, min_frequency=1)
+
+    saved = tmp_path / "tokenizer.json"
+    big = SRLTask(cfg(420), split(), out=tmp_path).tok.to_str()
+    assert saved.read_text() == big
+    assert SRLTask(cfg(420), split(), out=tmp_path).tok.to_str() == big  # the job's seeds share it
+    small = SRLTask(cfg(300), split(), out=tmp_path).tok
+    assert small.vocab_size < SRLTokenizer.from_str(big).vocab_size and saved.read_text() == small.to_str()
+    edited = SRLTask(cfg(300), split("zyzzyva quokkas"), out=tmp_path).tok
+    assert edited.to_str() != small.to_str() and saved.read_text() == edited.to_str()

@@ -119,3 +119,20 @@ def test_end_to_end_input_stats_decode_a_bounded_sample(monkeypatch):
     mean, var = runner.train_input_stats(data, {"arch": {}, "state_dict": Net().state_dict()}, num_workers=3)
     assert seen == {"vsegs": ["v_0", "v_3", "v_6", "v_9"], "workers": 3}
     assert torch.allclose(mean, torch.tensor([4.5, 4.5])) and torch.allclose(var, torch.tensor([11.25, 11.25]))
+
+
+def test_the_frozen_feature_cache_is_one_folder_per_clip_geometry_and_videos(tmp_path):
+    """Extraction skips the files it finds, so a run with another clip geometry or videos folder
+    must not land in the first run's cache (it reused 8-frame features for data.num_frames=16)."""
+    from types import SimpleNamespace as NS
+
+    from moviessl.tasks.vidsitu.runner import frozen_cache_dir
+
+    bb = tmp_path / "bb.pt"
+    bb.write_bytes(b"weights")
+    base = dict(num_frames=None, stride=None, resize="crop")
+    at = lambda videos="v", **kw: frozen_cache_dir(tmp_path, bb, tmp_path / videos, NS(**{**base, **kw}))  # noqa: E731
+    names = {at(), at(num_frames=8), at(num_frames=16), at(stride=2), at(resize="squash"), at("other")}
+    assert len(names) == 6 and at() == at() and all(p.parent == tmp_path for p in names)
+    bb.write_bytes(b"other weights")
+    assert at() not in names

@@ -7,6 +7,8 @@ Layout of ``out``::
 
     config.yaml                       resolved config (shared by the runs)
     tokenizer.json                    SRL only: trained once, shared by the runs
+    tokenizer.key                     SRL only: what it was trained from (other phrases / settings: retrained)
+    features_{backbone}_{clips}/      --videos with a frozen backbone: the event features, per clip geometry
     seed{S}/predictions.pkl           VidSitu submission (list of dicts, keyed by ann_idx)
     seed{S}/metrics.json              official metrics on the eval split (percent) + run facts
     seed{S}/model.pt                  moviessl checkpoint, stage = task (+ backbone.pt for end-to-end verb)
@@ -59,6 +61,14 @@ def resolve_config(
         return merge_overrides(cfg, overrides)
     base = load_config("vidsitu", preset, flatten(cfg or {}))
     return merge_overrides(base, overrides) if overrides else base
+
+
+def frozen_cache_dir(out: Path, backbone: str | os.PathLike, videos: str | os.PathLike, data) -> Path:
+    """``OUT/features_{backbone hash}_{clips}``: one folder per backbone, videos folder and clip
+    geometry (``data.num_frames``, ``stride``, ``resize``), since extraction skips the files it finds:
+    a rerun with another geometry or other videos must not reuse the first run's features."""
+    clips = content_digest(str(Path(videos).resolve()), data.num_frames, data.stride, data.resize)
+    return Path(out) / f"features_{file_hash(backbone)}_{clips}"
 
 
 def _contextualizer(
@@ -244,10 +254,7 @@ def prepare(
         if spec.end_to_end:  # Slow-D fine-tuned end to end on the event clips
             source = vsrc
         else:  # frozen features, extracted once and cached beside the runs
-            # one folder per backbone and clip geometry: a rerun with another data.resize must not reuse it
-            feat_dir = (
-                out / f"features_{file_hash(backbone)}{'' if cfg.data.resize == 'crop' else '_' + cfg.data.resize}"
-            )
+            feat_dir = frozen_cache_dir(out, backbone, videos, cfg.data)
             vsegs = list(dict.fromkeys(train_split.vseg_ids + eval_split.vseg_ids))
             clips, kept, _ = vsrc(vsegs)
             net = build_arch(backbone_obj["arch"])

@@ -29,6 +29,8 @@ from ...checkpoint import arch_spec
 from ...data.vidsitu import EVENTS, roles_in_order
 from ...errors import BadInputError
 from ...models.txd import TxD, build_txd
+from ...utils.digest import content_digest
+from ...utils.io import atomic_write_text
 from ..encoder import EventEncoder, build_encoder
 from .config import SRLConfig
 from .tokenizer import SRLTokenizer
@@ -110,8 +112,9 @@ class SRLTask:
     """Tokenizer, targets and submission entries for semantic role prediction.
 
     The tokenizer is a user's ``tokenizer.json`` (``tokenizer``), else the one a job already trained
-    (``OUT/tokenizer.json``: every seed of a job shares one vocabulary), else trained now on the
-    train phrases; it is saved to ``OUT/tokenizer.json``."""
+    from the same phrases and settings (``OUT/tokenizer.json``, its key in ``OUT/tokenizer.key``:
+    every seed of a job shares one vocabulary), else trained now on the train phrases; it is saved
+    to ``OUT/tokenizer.json``."""
 
     name = "srl"
     metric_keys = ("cider", "cider_verb", "cider_arg", "rouge_l", "lea")
@@ -133,21 +136,27 @@ class SRLTask:
         saved = Path(out) / "tokenizer.json" if out is not None else None
         if tokenizer is not None:
             self.tok = SRLTokenizer.from_file(tokenizer)
-        elif saved is not None and saved.is_file():
+            if saved is not None:
+                self.tok.save(saved)
+            return
+        verbs = [
+            rec[ev]["VerbID"]
+            for recs in train_split.records.values()
+            for rec in recs[:1]
+            for ev in EVENTS
+            if isinstance(rec[ev].get("VerbID"), str)
+        ]
+        phrases = train_phrases(train_split)
+        # what the vocabulary is made of: another vocab_size or edited annotations train a new one
+        key = content_digest(phrases, verbs, cfg.vocab_size, cfg.min_frequency)
+        key_file = saved.with_suffix(".key") if saved is not None else None
+        if key_file is not None and saved.is_file() and key_file.is_file() and key_file.read_text() == key:
             self.tok = SRLTokenizer.from_file(saved)
-        else:
-            verbs = [
-                rec[ev]["VerbID"]
-                for recs in train_split.records.values()
-                for rec in recs[:1]
-                for ev in EVENTS
-                if isinstance(rec[ev].get("VerbID"), str)
-            ]
-            self.tok = SRLTokenizer.train(
-                train_phrases(train_split), verbs, vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency
-            )
+            return
+        self.tok = SRLTokenizer.train(phrases, verbs, vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency)
         if saved is not None:
             self.tok.save(saved)
+            atomic_write_text(key_file, key)  # after the vocabulary: a kill between leaves one retrained
 
     def _verb(self, vseg: str, records: list[dict], ev: str) -> str:
         verb = records[0][ev].get("VerbID")
