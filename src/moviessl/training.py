@@ -29,7 +29,7 @@ import torch
 
 from .config import TrainerConfig, check_ranges, save_config, to_dict
 from .errors import BadInputError
-from .utils.io import atomic_write
+from .utils.io import atomic_torch_save, atomic_write
 
 log = logging.getLogger("moviessl")
 
@@ -212,6 +212,23 @@ def planned_world_size(t: TrainerConfig) -> int:
     return max(1, n) * max(1, int(t.num_nodes))
 
 
+def atomic_checkpoint_io():
+    """Lightning's checkpoint writer with its temporary file beside the checkpoint
+    (:func:`moviessl.utils.io.atomic_torch_save`). Lightning's own stages the file in ``$TMPDIR``
+    through an fsspec transaction: a kill leaves the torn file there (GBs a kill at paper size), and
+    where ``$TMPDIR`` is another filesystem than the run's the final move is a copy that a kill can
+    tear, leaving a ``last.ckpt`` that does not load."""
+    from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint: dict, path, storage_options: Any = None) -> None:
+            if storage_options is not None:  # as Lightning's: no options for a local file
+                raise TypeError(f"`{type(self).__name__}.save_checkpoint` takes no storage_options")
+            atomic_torch_save(path, checkpoint)
+
+    return AtomicCheckpointIO()
+
+
 def make_trainer(
     cfg: TrainerConfig | Mapping[str, Any] | None,
     out_dir: str | os.PathLike,
@@ -286,6 +303,7 @@ def make_trainer(
         num_sanity_val_steps=0,
         default_root_dir=str(out_dir),
         use_distributed_sampler=True,
+        plugins=[atomic_checkpoint_io()],
     )
 
 
@@ -336,6 +354,8 @@ def repair_last_checkpoint(out_dir: str | os.PathLike) -> None:
             except Exception:  # truncated or not a checkpoint: not a candidate
                 return None
 
+    for torn in ck.glob(".*.ckpt.*.tmp"):  # a killed save's (atomic_checkpoint_io), never read
+        torn.unlink(missing_ok=True)
     last = ck / "last.ckpt"
     last_step = step_of(last) if last.is_file() else None
     cands = sorted(

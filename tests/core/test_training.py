@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -48,6 +50,34 @@ def test_each_checkpoint_is_written_once(tmp_path, every):
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.ckpt"))
     want = ["checkpoints/last.ckpt"] + (["checkpoints/step0000004.ckpt"] if every else [])
     assert written == want
+
+
+@pytest.mark.parametrize("every", [0, 2])
+def test_checkpoints_are_staged_beside_themselves(tmp_path, monkeypatch, every):
+    """Every save goes through a temporary file in checkpoints/ (Lightning's own staged it in $TMPDIR:
+    a kill left the torn file there, and across filesystems the move is a copy a kill can tear); a
+    killed save's temporary file is removed when the run resumes."""
+    import tempfile
+
+    from moviessl.training import repair_last_checkpoint
+
+    staged, real = [], tempfile.mkstemp
+
+    def mkstemp(*a, **k):
+        fd, name = real(*a, **k)
+        staged.append(Path(name))
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    cfg = {"accelerator": "cpu", "max_steps": 4, "progress_bar": False, "ckpt_every_n_steps": every}
+    fit(_Tiny(), cfg, tmp_path / "run", train_dataloaders=_loader(), throughput_name=None)
+    ck = tmp_path / "run" / "checkpoints"
+    assert {p.parent for p in staged if ".ckpt." in p.name} == {ck} and not [p for p in staged if p.exists()]
+    assert torch.load(ck / "last.ckpt", weights_only=False)["global_step"] == 4
+    torn = ck / ".last.ckpt.x1y2.tmp"
+    torn.write_bytes(b"PK\x03")
+    repair_last_checkpoint(tmp_path / "run")
+    assert not torn.exists() and (ck / "last.ckpt").is_file()
 
 
 class _Wider(_Tiny):
