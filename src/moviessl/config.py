@@ -496,5 +496,8 @@ def save_config(cfg: Any, out_dir: str | os.PathLike, name: str = "config.yaml")
     trained = (path.parent / "checkpoints").is_dir()
     if trained and path.is_file() and path.read_text(encoding="utf-8") != text:
         n = len(list(path.parent.glob(f"{path.stem}.part*.yaml")))
-        os.replace(path, path.with_name(f"{path.stem}.part{n:03d}.yaml"))
+        try:
+            os.replace(path, path.with_name(f"{path.stem}.part{n:03d}.yaml"))
+        except FileNotFoundError:  # another process of the same launch kept it a moment ago
+            pass
     return atomic_write_text(path, text)

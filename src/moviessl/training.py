@@ -526,7 +526,11 @@ def fit(
     structure = repr(module)
     if ckpt is not None:
         check_resumable(module, ckpt, structure)
-    if config is not None:  # after the check: a refused resume leaves the run's config.yaml as it was
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    # after the check: a refused resume leaves the run's config.yaml as it was. Rank 0 only (the
+    # launcher's environment says which): every rank of a torchrun / srun launch runs this.
+    if config is not None and rank_zero_only.rank == 0:
         save_config(config, out_dir)
     callbacks = [*callbacks, RecordStructure(structure), DecorrelateRanks()]
     replicated = skip_replicated_broadcast(module)

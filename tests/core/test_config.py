@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -84,6 +86,27 @@ def test_a_resume_with_other_settings_keeps_the_earlier_configs(preset, tmp_path
         8,
         9,
     ]
+
+
+def test_a_config_kept_by_another_process_of_the_launch_is_not_an_error(preset, tmp_path, monkeypatch):
+    """Two ranks saving a resumed run's new config at once: the second finds the old one moved
+    already (FileNotFoundError, seen in 24 of 200 trials; that rank exited and the others hung)."""
+    import moviessl.config as config_mod
+
+    run = tmp_path / "run"
+    save_config(load_config("backbone", preset, ["seed=1"]), run)
+    (run / "checkpoints").mkdir()
+    real = config_mod.os.replace
+
+    def moved_meanwhile(src, dst):
+        if Path(src).name != "config.yaml":  # the new config's atomic write
+            return real(src, dst)
+        real(src, Path(src).with_name("moved-by-the-other-rank.yaml"))
+        raise FileNotFoundError(src)
+
+    monkeypatch.setattr(config_mod.os, "replace", moved_meanwhile)
+    save_config(load_config("backbone", preset, ["seed=2"]), run)
+    assert OmegaConf.load(run / "config.yaml").seed == 2
 
 
 def test_mapping_overrides(preset):
