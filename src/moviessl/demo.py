@@ -505,6 +505,7 @@ def plan_jobs(
                     str(d / "summary.json"),
                     cost,
                     threads=ft_threads,
+                    done_facts={"seeds": seeds},  # a rerun with more --seeds adds them
                 )
             )
     d = out / "finetune" / "relation" / "pair_prior"

@@ -46,9 +46,20 @@ class Job:
     done: str | None = None  # a file that exists once the job has finished (None: always run)
     cost: float = 10.0  # expected seconds at one thread (time-left estimates; rescaled per kind as jobs finish)
     threads: int | None = None  # torch threads the job runs at whatever the run's (None: the run's)
+    # values the done file (JSON) must hold, e.g. {"seeds": 4}: a job asked for more (or fewer) seeds
+    # than it finished with is not done
+    done_facts: dict[str, Any] = field(default_factory=dict)
 
     def is_done(self) -> bool:
-        return self.done is not None and Path(self.done).is_file()
+        if self.done is None or not Path(self.done).is_file():
+            return False
+        if not self.done_facts:
+            return True
+        try:
+            held = json.loads(Path(self.done).read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(held, dict) and all(held.get(k) == v for k, v in self.done_facts.items())
 
 
 def call(fn: str, kwargs: dict) -> Any:

@@ -204,3 +204,17 @@ def test_threads_per_job_fit_the_cores(tmp_path):
     run_jobs(jobs, workers=1, threads=2)
     assert {n: f[n].read_text() for n in f} == {"a": "2 2", "b": "2 2", "c": "1 1", "d": "1 1"}
     assert torch.get_num_threads() == before
+
+
+def test_a_done_file_must_hold_the_jobs_facts(tmp_path):
+    """A fine-tuning job done with 2 seeds is not done when 4 are asked for (the demo's --seeds 4
+    rerun kept the 2-seed tables); an unreadable done file is not done either."""
+    done = tmp_path / "summary.json"
+    job = Job("ft", "x:y", done=str(done), done_facts={"seeds": 4})
+    assert not job.is_done()
+    done.write_text(json.dumps({"seeds": 2}))
+    assert not job.is_done() and Job("ft", "x:y", done=str(done)).is_done()
+    done.write_text(json.dumps({"seeds": 4, "summary": {}}))
+    assert job.is_done()
+    done.write_text('{"seeds": 4')
+    assert not job.is_done()
