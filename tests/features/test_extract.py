@@ -152,6 +152,8 @@ def test_interrupted_run_keeps_finished_videos(backbone, videos, tmp_path, monke
         FeatureStore(out)
     with pytest.raises(BadInputError, match="stride_s"):  # killed before its first index: still never mixed
         ex.extract(backbone, videos, out, stride_s=1.0, num_workers=0, accelerator="cpu")
+    with pytest.raises(BadInputError, match="dtype=float32, this run has float16"):  # nor float16 and float32
+        ex.extract(backbone, videos, out, fp16=True, num_workers=0, accelerator="cpu")
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     done = {p.name for p in out.glob("*_feats.npy")}
     assert done <= {f"{first}_feats.npy"}

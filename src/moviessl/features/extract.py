@@ -1072,8 +1072,9 @@ def extract(
 
     ensure_out_dir(out, "feature folder")
     old = read_index(out, unfinished_ok=True)
+    dtype = "float16" if fp16 else "float32"
     if old is not None:
-        for key, want in (("backbone", bhash), ("stride_s", stride_s)):
+        for key, want in (("backbone", bhash), ("stride_s", stride_s), ("dtype", dtype)):
             if old.get(key) is not None and old.get(key) != want:
                 raise BadInputError(
                     out, f"folder holds features with {key}={old.get(key)}, this run has {want}; use another --out"
@@ -1098,7 +1099,6 @@ def extract(
     (log.info if rank_zero_only.rank == 0 else log.debug)(
         "%d videos (%s layout): %d to extract, %d already done", len(vids), layout, len(todo), len(vids) - len(todo)
     )
-    dtype = "float16" if fp16 else "float32"
     header = {
         "format": "moviessl-features",
         "stride_s": stride_s,
