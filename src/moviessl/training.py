@@ -11,6 +11,7 @@ block of a stage config is :class:`moviessl.config.TrainerConfig`.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import logging
@@ -18,6 +19,8 @@ import os
 import random
 import re
 import shutil
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -318,6 +321,21 @@ def _profiler(kind: str | None, out_dir: Path):
     return kinds[kind](dirpath=str(out_dir), filename="profile")
 
 
+@contextlib.contextmanager
+def ctrl_c_kept(trainer: pl.Trainer):
+    """Around ``trainer.fit`` / ``trainer.predict``: Ctrl-C stays a KeyboardInterrupt. Lightning's
+    graceful shutdown ends in ``sys.exit(1)``, which hid the CLI's "interrupted" line and its exit
+    code 130 (and ignores SIGINT from then on; the default handler is put back)."""
+    try:
+        yield
+    except SystemExit as e:
+        if not (trainer.interrupted and isinstance(e.__context__, KeyboardInterrupt)):  # exit(1) in its handler
+            raise
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt from None
+
+
 def refuse_earlier_run(out_dir: str | os.PathLike, resume: bool) -> None:
     """A pretraining folder that holds a run's checkpoints is continued only with ``--resume``: a new
     run beside them would save ``last-v1.ckpt`` (Lightning does not overwrite), and a later
@@ -548,16 +566,17 @@ def fit(
         _keep_previous_log(out_dir)
     if ckpt is not None:
         log.info("resuming from %s", ckpt)
-    trainer.fit(
-        module,
-        train_dataloaders=train_dataloaders,
-        val_dataloaders=val_dataloaders,
-        datamodule=datamodule,
-        ckpt_path=str(ckpt) if ckpt else None,
-        # our own run folder's checkpoint: it holds the run's config dataclasses (save_hyperparameters),
-        # which torch >= 2.6's weights-only loading refuses, so --resume of such a stage failed
-        weights_only=False if ckpt else None,
-    )
+    with ctrl_c_kept(trainer):
+        trainer.fit(
+            module,
+            train_dataloaders=train_dataloaders,
+            val_dataloaders=val_dataloaders,
+            datamodule=datamodule,
+            ckpt_path=str(ckpt) if ckpt else None,
+            # our own run folder's checkpoint: it holds the run's config dataclasses (save_hyperparameters),
+            # which torch >= 2.6's weights-only loading refuses, so --resume of such a stage failed
+            weights_only=False if ckpt else None,
+        )
     if trainer.is_global_zero:
         try:
             plot_curves(Path(out_dir) / "logs", Path(out_dir) / "curves.png", keys=curve_keys)

@@ -350,3 +350,27 @@ def test_a_pretraining_folder_with_a_run_is_continued_only_with_resume(tmp_path,
     assert main([*args, "--out", str(out)]) == 2
     assert "already holds a run; pass --resume" in capsys.readouterr().err
     assert (out / "checkpoints" / "last.ckpt").read_bytes() == b"an earlier run" and not (out / "config.yaml").exists()
+
+
+def test_ctrl_c_in_training_reaches_the_caller_as_a_keyboard_interrupt(tmp_path):
+    """Lightning ends its graceful shutdown with sys.exit(1); the CLI's 'interrupted' line and exit
+    code 130 need the KeyboardInterrupt, and a later Ctrl-C must still interrupt."""
+    import signal
+
+    class Pressed(_Tiny):
+        def training_step(self, batch, i):
+            if self.global_step == 2:
+                raise KeyboardInterrupt
+            return super().training_step(batch, i)
+
+    cfg = {"accelerator": "cpu", "max_steps": 4, "progress_bar": False}
+    with pytest.raises(KeyboardInterrupt):
+        fit(Pressed(), cfg, tmp_path, train_dataloaders=_loader(), throughput_name=None)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(SystemExit):  # any other exit is left alone
+        fit(_Exits(), cfg, tmp_path / "x", train_dataloaders=_loader(), throughput_name=None)
+
+
+class _Exits(_Tiny):
+    def training_step(self, batch, i):
+        raise SystemExit(3)

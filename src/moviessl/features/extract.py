@@ -55,7 +55,7 @@ from ..data.cliplist import read_clip_list
 from ..dist import check_machine
 from ..errors import BadInputError
 from ..models.slowd import speed_up
-from ..training import ddp_with_timeout, lightning_trainer, planned_world_size, quiet_lightning
+from ..training import ctrl_c_kept, ddp_with_timeout, lightning_trainer, planned_world_size, quiet_lightning
 from ..utils.io import append_line, atomic_save_npy, atomic_write, atomic_write_json, ensure_out_dir, write_npy_chunks
 from ..video import (
     FRAME_EXTS,
@@ -1121,7 +1121,8 @@ def extract(
         trainer = predict_trainer(out, accelerator, devices, num_nodes, strategy, precision, ddp_timeout_s)
         dl = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available())
         try:
-            trainer.predict(module, dataloaders=dl, return_predictions=False)
+            with ctrl_c_kept(trainer):
+                trainer.predict(module, dataloaders=dl, return_predictions=False)
         finally:
             module.close_progress()
         timing = {k: round(v, 3) for k, v in module.timing.items()}

@@ -55,6 +55,7 @@ from ..data.lvu import (
 from ..dist import check_machine
 from ..errors import BadInputError
 from ..models.roi import roi_features
+from ..training import ctrl_c_kept
 from ..utils.digest import content_digest, name_size
 from ..utils.io import append_line, atomic_write, atomic_write_json
 from ..video import VideoReader, param_dtype, read_clip, resize_short_side, to_model_input
@@ -328,7 +329,8 @@ def extract_instances(
         trainer = predict_trainer(out, accelerator, devices, num_nodes, strategy, precision, ddp_timeout_s)
         dl = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available())
         try:
-            trainer.predict(module, dataloaders=dl, return_predictions=False)
+            with ctrl_c_kept(trainer):
+                trainer.predict(module, dataloaders=dl, return_predictions=False)
         finally:
             module.close_progress()
         dim = module.dim or dim
