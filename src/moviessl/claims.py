@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from .utils.io import atomic_write_text
+
 Z_HOLDS = 2.0
 
 
@@ -287,7 +289,7 @@ def update_readme(readme: Path, claims: list[dict], source: str, compared: list[
     block = readme_summary(claims, source, compared)
     new = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
     if new != text:
-        readme.write_text(new)
+        atomic_write_text(readme, new)  # a kill mid-write must not cut the README short
     return new != text
 
 

@@ -300,6 +300,7 @@ def test_scene_only_and_bad_inputs(lvu_setup, capsys, tmp_path, monkeypatch):
     # beside them as last-v1.ckpt, and a later --resume restored the old last.ckpt)
     assert main(argv[:-2] + ["train.epochs=2", "train.batch_size=1", *FAST]) == 0
     assert torch.load(ck, weights_only=False)["global_step"] == 2 and [p.name for p in ck.parent.iterdir()] == [ck.name]
+    assert not list((ck.parent.parent / "logs").glob("metrics.part*.csv"))  # nor its curves beside this run's
     # ... and its metrics.json goes before the new run trains: killed then, no old score stays beside it
     import moviessl.tasks.base as base
 
