@@ -451,3 +451,48 @@ def test_squash_extraction_reads_the_whole_frame(backbone, videos, tmp_path, cap
     assert np.array_equal(sq, clip.numpy()) and not np.array_equal(sq, cr)
     assert run_extract("--backbone", backbone, "--videos", videos, "--out", out) == 2
     assert "--resize squash" in capsys.readouterr().err
+
+
+def test_another_contextualizer_killed_midway_leaves_no_mix_of_two(backbone, videos, tmp_path, monkeypatch):
+    """--contextualizer B on a folder made with A: the index stops naming A before the first output
+    is replaced (A's go), so a kill midway leaves only B's outputs, under no TxE's name (B pending);
+    the rerun makes the rest, as a fresh folder with B has them."""
+    from moviessl.models import build_txe
+
+    def txe(path, seed):
+        torch.manual_seed(seed)
+        kw = dict(preset="txe_cpu", in_dim=16, dim=32, heads=2, mlp_dim=64)
+        return save_checkpoint(
+            path,
+            stage="context",
+            arch=arch_spec("moviessl.models.txe:build_txe", **kw),
+            state_dict=build_txe(**kw).state_dict(),
+            meta={"window": 5, "token_stride_s": 2.0, "in_dim": 16},
+        )
+
+    a, b = txe(tmp_path / "a.pt", 1), txe(tmp_path / "b.pt", 2)
+    run = dict(num_workers=0, accelerator="cpu")
+    fresh, out = tmp_path / "fresh", tmp_path / "out"
+    ex.extract(backbone, videos, fresh, contextualizer=b, **run)
+    ex.extract(backbone, videos, out, contextualizer=a, **run)
+    real, made = ex._fill_one_ctx, []
+
+    def killed_after_one(out_dir, vid, *args):
+        if made:
+            raise KeyboardInterrupt
+        made.append(vid)
+        real(out_dir, vid, *args)
+
+    monkeypatch.setattr(ex, "_fill_one_ctx", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        ex.extract(backbone, videos, out, contextualizer=b, **run)
+    index = json.loads((out / "index.json").read_text())
+    assert index["contextualizer"] is None and index["ctx_pending"]["hash"] == ex.file_hash(b)
+    assert sorted(p.name for p in out.glob("*_ctx.npy")) == [f"{made[0]}_ctx.npy"]
+    np.testing.assert_array_equal(np.load(out / f"{made[0]}_ctx.npy"), np.load(fresh / f"{made[0]}_ctx.npy"))
+    monkeypatch.setattr(ex, "_fill_one_ctx", real)
+    ex.extract(backbone, videos, out, contextualizer=b, **run)
+    index = json.loads((out / "index.json").read_text())
+    assert index["contextualizer"]["hash"] == ex.file_hash(b) and "ctx_pending" not in index
+    for vid in ("a", "b"):
+        np.testing.assert_array_equal(np.load(out / f"{vid}_ctx.npy"), np.load(fresh / f"{vid}_ctx.npy"))

@@ -1084,6 +1084,8 @@ def extract(
             raise BadInputError(
                 out, f"folder holds features with --resize {had}, this run has {resize}; use another --out"
             )
+        if txe is not None:
+            _retire_ctx(out, old, ctx_info)
     entries = read_entries(out)
 
     def finished(vid: str) -> bool:
@@ -1138,8 +1140,7 @@ def extract(
         spread_entries, unfinished, trainer = {}, [], None
     entries = {**read_entries(out), **spread_entries}
     if txe is not None:  # features done by an earlier run without (or with another) contextualizer
-        redo = old is not None and (old.get("contextualizer") or {}).get("hash") != ctx_info["hash"]
-        _fill_ctx(out, entries, txe, window, step, dtype, redo_all=redo, how=(trainer, accelerator, precision, devices))
+        _fill_ctx(out, entries, txe, window, step, dtype, how=(trainer, accelerator, precision, devices))
     elif old is not None and old.get("contextualizer"):
         header["contextualizer"] = old["contextualizer"]  # keep describing the ctx files already there
     entries = {v: entries[v] for v in sorted(entries)}
@@ -1205,16 +1206,31 @@ def vidsitu_splits(videos: Path) -> dict[str, str]:
         return {}
 
 
-def _fill_ctx(
-    out: Path, entries: dict, txe, window: int, step: int, dtype: str, redo_all: bool = False, how: tuple = ()
-) -> None:
-    """``{id}_ctx.npy`` of every good video that lacks one (all with ``redo_all``), the TxE as in
-    predict (``how``: :func:`txe_as_in_predict`'s trainer, accelerator, precision, devices); no device is
-    touched when there is nothing to fill."""
+def _retire_ctx(out: Path, old: dict, ctx_info: dict) -> None:
+    """Before a folder's ``{id}_ctx.npy`` are made with another contextualizer: its index stops
+    naming the old one (``ctx_pending`` names the new) and the old outputs go, so a kill midway leaves
+    no mix of two TxEs' outputs under one name (what is there is the pending TxE's; a rerun with yet
+    another one retires those too). Rank 0 only; the other ranks' new outputs, if removed, are made
+    again at the end."""
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    current = old.get("contextualizer") or old.get("ctx_pending") or {}
+    stale = [p for p in out.glob(f"*{CTX_SUFFIX}") if not p.name.startswith(".")]
+    if rank_zero_only.rank != 0 or current.get("hash") == ctx_info["hash"] or not (stale or current):
+        return
+    name = INDEX_NAME if (out / INDEX_NAME).is_file() else CLAIM_NAME
+    atomic_write_json(out / name, {**old, "contextualizer": None, "ctx_pending": ctx_info})
+    for p in stale:
+        p.unlink(missing_ok=True)
+    log.info("%s: %d outputs of another contextualizer removed; making them with this one", out, len(stale))
+
+
+def _fill_ctx(out: Path, entries: dict, txe, window: int, step: int, dtype: str, how: tuple = ()) -> None:
+    """``{id}_ctx.npy`` of every good video that lacks one (another TxE's were removed by
+    :func:`_retire_ctx`), the TxE as in predict (``how``: :func:`txe_as_in_predict`'s trainer,
+    accelerator, precision, devices); no device is touched when there is nothing to fill."""
     todo = [
-        (vid, e)
-        for vid, e in entries.items()
-        if e.get("status") == "ok" and (redo_all or not (out / f"{vid}{CTX_SUFFIX}").is_file())
+        (vid, e) for vid, e in entries.items() if e.get("status") == "ok" and not (out / f"{vid}{CTX_SUFFIX}").is_file()
     ]
     if not todo:
         return
