@@ -21,6 +21,8 @@ def videos(tmp_path_factory):
         "ts": encode(d / "h264_bframes.ts", n=300, gop=30, bframes=2),
         # AVI keeps decode-order pts: H.264's reordering hands frames back under the wrong pts.
         "avi_h264": encode(d / "h264_bframes.avi", n=120, gop=40, bframes=3),
+        # MPEG program stream (DVD style): stamps after a seek are not the frames'
+        "mpg": encode(d / "mpeg2.mpg", n=250, fps=25, codec="mpeg2video", gop=12, bframes=2),
     }
     # VFR: frame durations alternate 20/50/50 ms (true average ~25 fps, nominal header rate 30).
     dur = np.where(np.arange(120) % 3 == 0, 20, 50)

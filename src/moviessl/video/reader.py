@@ -11,7 +11,8 @@ times, non-integer and variable frame rates are all exact. Two container quirks 
 explicitly: MPEG-TS seeks by decode timestamps (a seek to a key frame's pts with B-frames lands a
 GOP late, so a seek that lands past its target is retried at the key frame's dts, then from the
 start), and AVI stores decode-order timestamps (with B-frames the decoder hands frames back in
-display order under the wrong pts, so such a file is read by decode count).
+display order under the wrong pts, so such a file is read by decode count, as MPEG program streams
+are, whose stamps after a seek are not the frames').
 
 ``num_frames`` is what actually decodes: header counts are ignored, and when the demuxer reports
 trouble (a corrupt or truncated packet, a read error, a header count that disagrees) the tail is
@@ -301,7 +302,7 @@ class _AVFile:
 
         self.seek_dts = False  # set once a seek by pts has landed past its target (MPEG-TS)
         self.by_count = no_pts
-        if not no_pts and decode_order and self._decode_order_pts():
+        if not no_pts and (self._program_stream() or (decode_order and self._decode_order_pts())):
             self.by_count = True
         if self.by_count:
             # No timestamps (raw elementary streams): index by decode order, no seeking.
@@ -327,6 +328,16 @@ class _AVFile:
                 log.warning("%s: %s; decoding the tail to count frames", self.path, trouble)
             self._verify_tail()
         self._set_timing(durs)
+
+    def _program_stream(self) -> bool:
+        """MPEG program streams (.mpg, .vob) carry a pts on some packets only; after a seek the
+        decoder's open GOPs and the demuxer's interpolated stamps hand back frames under the wrong pts
+        or none (a third of the frames of a DVD-style file were wrong). Decoded in order, the frames are
+        right, so such a file is read by decode count."""
+        if self.container.format.name.split(",")[0] != "mpeg":
+            return False
+        log.debug("%s: MPEG program stream, indexing frames by decode count", self.path)
+        return True
 
     def _decode_order_pts(self, probe: int = 48) -> bool:
         """Whether the pts are decode-order stamps that the decoder's reordering scrambles: AVI has
