@@ -167,3 +167,22 @@ def test_an_option_added_at_the_old_behaviour_is_no_drift(tmp_path):
     now["data"]["frame_crop"] = "full"
     now["flow"]["store"] = "jpeg"
     assert config_drift(saved, now) == ["data.frame_crop: square -> full", "flow.store: npy -> jpeg"]
+
+
+def test_an_interrupted_backbone_of_other_settings_starts_again(tmp_path, capsys):
+    """Another profile into the same --out: an interrupted run made with other settings is not
+    resumed under this profile's (its step count and schedule were another run's); a matching one is."""
+    from moviessl.config import load_config, save_config
+    from moviessl.demo import _note_drift
+
+    cfg = load_config("backbone", "cpu", ["trainer.max_steps=3"], variant="cvrl")
+    for name, steps in (("same", 3), ("other", 7)):
+        d = tmp_path / name
+        save_config(load_config("backbone", "cpu", [f"trainer.max_steps={steps}"], variant="cvrl"), d)
+        (d / "checkpoints").mkdir()
+        (d / "checkpoints" / "last.ckpt").write_bytes(b"step 2")
+        _note_drift(d, cfg, done=False, restart_unfinished=True)
+    said = capsys.readouterr().out
+    assert (tmp_path / "same" / "checkpoints" / "last.ckpt").is_file() and "same was made" not in said
+    assert not (tmp_path / "other" / "checkpoints").exists()
+    assert "other was made with other settings" in said and "interrupted, so it starts again" in said

@@ -28,6 +28,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -339,17 +340,33 @@ def config_drift(saved: Path, cfg: Any, ignore: tuple[str, ...] = ()) -> list[st
     return [f"{k}: {old.get(k)} -> {new.get(k)}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
-def _note_drift(run_dir: Path, cfg: Any, done: bool, ignore: tuple[str, ...] = (), skip: tuple[str, ...] = ()) -> None:
+def _note_drift(
+    run_dir: Path,
+    cfg: Any,
+    done: bool,
+    ignore: tuple[str, ...] = (),
+    skip: tuple[str, ...] = (),
+    restart_unfinished: bool = False,
+) -> None:
     """Reusing a finished run made with other settings silently would mix settings in one table;
     redoing it silently would hide what changed. Say so, keep the finished work, let the user decide.
-    (``skip``: keys a job sets itself, e.g. its seed or its tuned TxE learning rate.)"""
-    drift = config_drift(run_dir / "config.yaml", cfg, ignore) if done else []
+    (``skip``: keys a job sets itself, e.g. its seed or its tuned TxE learning rate.) An interrupted
+    run made with other settings (another profile into the same --out) is not resumed under this
+    one's (``restart_unfinished``): its checkpoints go and it starts again, said so."""
+    interrupted = not done and restart_unfinished and (run_dir / "checkpoints").is_dir()
+    drift = config_drift(run_dir / "config.yaml", cfg, ignore) if done or interrupted else []
     drift = [d for d in drift if not d.split(":")[0].endswith(skip)] if skip else drift
     if drift:
         more = "; ..." if len(drift) > 4 else ""
+        if interrupted:
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         print(
             f"note: {run_dir} was made with other settings than this version's ({'; '.join(drift[:4])}{more}); "
-            f"reusing it. Delete it, and the runs made from it, to redo it.",
+            + (
+                "it was interrupted, so it starts again with these."
+                if interrupted
+                else "reusing it. Delete it, and the runs made from it, to redo it."
+            ),
             flush=True,
         )
 
@@ -694,7 +711,12 @@ def run_demo(
         cfg = load_config("backbone", "cpu", prof.backbone_overrides + QUIET, variant=b)
         for d in sorted((out / "backbone" / b).glob("r*")):
             _note_drift(
-                d, cfg, (d / "summary.json").is_file(), ignore=tuple(sorted(every - sections[b])), skip=("seed",)
+                d,
+                cfg,
+                (d / "summary.json").is_file(),
+                ignore=tuple(sorted(every - sections[b])),
+                skip=("seed",),
+                restart_unfinished=True,
             )
     ft_cfg = load_config("vidsitu", "cpu", prof.vidsitu_overrides + QUIET)
     for d in sorted((out / "finetune").glob("*/*/r*")):
