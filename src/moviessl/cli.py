@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_overrides_arg(p: argparse.ArgumentParser) -> None:
     """Shared: ``--preset`` and trailing ``key.sub=value`` overrides."""
-    p.add_argument("--preset", default="cpu", help="config preset name (cpu, paper, ...) or a .yaml file")
+    p.add_argument("--preset", default="cpu", help="config preset (cpu, paper, ...) or a .yaml file (default: cpu)")
     p.add_argument(
         "overrides", nargs="*", default=[], metavar="KEY=VALUE", help="dotted config overrides, e.g. trainer.devices=2"
     )

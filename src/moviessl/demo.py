@@ -786,7 +786,7 @@ def add_parser(subparsers) -> None:
         "--workers",
         type=int,
         default=None,
-        help="cores the jobs share, one process each (default: the profile's, 2); jobs run side by side "
+        help="cores the jobs share, one process each (default: the profile's: 2, smoke 1); jobs run side by side "
         "while their threads fit",
     )
     p.add_argument(

@@ -19,7 +19,8 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "pretrain-context",
         help="pretrain the TxE contextualizer by event mask prediction on cached features",
-        description=__doc__.split("\n\n")[0],
+        description="Pretrain the TxE contextualizer by event mask prediction (span masks, a [MASK] token, a "
+        "contrastive loss against a queue of distractors) on feature folders.",
     )
     p.add_argument(
         "--features",
@@ -55,8 +56,9 @@ def add_parser(subparsers) -> None:
     o.add_argument(
         "--teacher",
         default=None,
-        help="the short-term action head: a supervised backbone's Lightning checkpoint (classifier), a moviessl "
-        "backbone with a head, or a PySlowFast checkpoint (head.projection)",
+        help="the short-term action head (required unless masking.action_weight=0): a moviessl supervised run's "
+        "checkpoints/last.ckpt (its model.pt holds no classifier), a moviessl backbone with a head, or a PySlowFast "
+        "checkpoint (head.projection)",
     )
     o.add_argument("--out", required=True, help="run folder")
     o.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
