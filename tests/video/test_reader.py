@@ -280,3 +280,31 @@ def test_a_lost_key_frame_at_a_call_start_repeats_the_frame_before_whatever_the_
     np.testing.assert_array_equal(chunked, whole)
     np.testing.assert_array_equal(whole[10], whole[9])
     assert whole[9].any()
+
+
+def test_a_gop_that_decodes_nothing_costs_a_gop_not_a_decode_from_the_start(videos, monkeypatch):
+    """A seek into a damaged GOP lands in the next one; the retry starts one key frame earlier (the
+    MPEG-TS retry at first fell back to decoding the film from frame 0 at every such read, which for
+    a damaged minute in a 2-h film meant ~30 near-full decodes)."""
+    import moviessl.video.reader as reader_mod
+
+    real = reader_mod._AVFile._decode_after
+    lost = range(int(reader_mod.VideoReader(videos["mp4"])._impl.pts[150]), 10**12)
+    damaged = {"on": False}
+
+    def after(self, at):
+        for pts, f in real(self, at):
+            if not (damaged["on"] and pts is not None and pts in lost and pts < int(self.pts[180])):
+                yield pts, f
+
+    monkeypatch.setattr(reader_mod._AVFile, "_decode_after", after)
+    cost = {}
+    for on in (False, True):
+        damaged["on"] = on
+        reader_mod._index_memo.clear()
+        with VideoReader(videos["mp4"]) as r:
+            for c in (5.5, 1.0, 6.0, 5.2, 9.0):  # around the damaged GOP (frames 150-179), back and forth
+                read_clip(r, c)
+            cost[on] = r.frames_decoded
+            assert on == bool(r.missing) and r.missing <= set(range(150, 180))
+    assert cost[True] <= cost[False] + 4 * 30, cost

@@ -386,16 +386,22 @@ class _AVFile:
     def _frames_from(self, key_pts: int | None, target: int | None = None):
         """Decoded frames (presentation order) from the key frame at ``key_pts`` (None: start).
 
-        A seek must land at or before ``target`` (the wanted frame's pts; default the key frame's):
-        one that lands past it (MPEG-TS under a pts with B-frames) is retried at the key frame's
-        dts, which such demuxers seek by (remembered for the file), then from the start."""
+        A seek must land in the key frame's GOP or before it: its first frame at or before ``target``
+        (the wanted frame's pts; default the key frame's), or at least before the next key frame (the
+        frames before it did not decode). One that lands later (MPEG-TS under a pts with B-frames; a
+        GOP that decodes nothing) is retried at the key frame's dts, which such demuxers seek by
+        (remembered for the file), then one key frame earlier, and only then from the start."""
         if key_pts is None or self.by_count:
             yield from self._decode_after(None)
             return
         target = key_pts if target is None else target
-        dts = int(self.key_dts[int(np.searchsorted(self.key_pts, key_pts))])
-        tries = ([dts] if self.seek_dts else [int(key_pts), dts]) + [None]
-        for n, at in enumerate(tries):
+        k = int(np.searchsorted(self.key_pts, key_pts))
+        dts = int(self.key_dts[k])
+        past = int(self.key_pts[k + 1]) if k + 1 < len(self.key_pts) else None  # where the next GOP starts
+        tries = [dts] if self.seek_dts else [int(key_pts), dts]
+        if k > 0:  # the GOP before: one more GOP decoded, not the whole film up to here
+            tries.append(int(self.key_dts[k - 1]) if self.seek_dts else int(self.key_pts[k - 1]))
+        for n, at in enumerate([*tries, None]):
             frames = self._decode_after(at)
             head = []
             for pts, f in frames:
@@ -403,8 +409,9 @@ class _AVFile:
                 if pts is not None:
                     break
             first = next((pts for pts, _ in head if pts is not None), None)
-            if at is None or (first is not None and first <= target):
-                if n and at == dts and not self.seek_dts:
+            landed = first is not None and (first <= target or (past is not None and first < past) or past is None)
+            if at is None or landed:
+                if n == 1 and at == dts and not self.seek_dts:
                     self.seek_dts = True
                     log.debug("%s: seeks by pts land late; seeking by dts", self.path)
                 yield from head
@@ -514,9 +521,20 @@ class _AVFile:
         """Decode the frames at sorted unique native indices ``targets``."""
         want = {int(self.pts[i]): i for i in targets}
         out: dict[int, np.ndarray] = {}
+        since = None  # pts of the first frame the running decoder produced in this call
         for i in targets:
             tp = int(self.pts[i])
             if i in out:
+                continue
+            if (
+                self._iter is not None
+                and since is not None
+                and self._last_pts is not None
+                and since <= tp < self._last_pts
+            ):
+                # the decoder went past this frame in this call without producing it: a seek back
+                # would decode the same damaged stretch again for each such frame
+                out[i] = self._missing(i, out)
                 continue
             k = int(np.searchsorted(self.key_pts, tp, side="right")) - 1
             kp = int(self.key_pts[k]) if k >= 0 else None
@@ -528,10 +546,11 @@ class _AVFile:
                 or self._last_pts >= tp
                 or (kp is not None and not self.by_count and kp > self._last_pts)
             ):
-                self._iter, self._last_pts = self._frames_from(kp, tp), None
+                self._iter, self._last_pts, since = self._frames_from(kp, tp), None, None
             for pts, f in self._iter:
                 if pts is None:
                     continue
+                since = pts if since is None else since
                 self._last_pts = pts
                 j = want.get(pts)
                 if j is not None and j not in out:
@@ -545,7 +564,6 @@ class _AVFile:
             else:
                 self._iter = None  # exhausted
             if i not in out:
-                self._iter = None
                 out[i] = self._missing(i, out)
         if out:
             j = max(out)
