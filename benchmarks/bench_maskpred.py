@@ -238,6 +238,7 @@ def acceptance(
                 "--out",
                 backbone.parent,
                 "--no-probe",
+                "--resume",  # an interrupted earlier call's run is continued (a second run into it is refused)
                 f"trainer.max_steps={backbone_steps}",
                 "trainer.progress_bar=false",
             )

@@ -77,3 +77,6 @@ def test_context_alone_reads_the_splits_of_its_stand_in_features(tmp_path):
     lines = []
     res = st.run_selftest("cpu", only=["context"], out=str(tmp_path / "st"), print_fn=lines.append)
     assert res["ok"], lines
+    # again into the same --out: a fresh run, not a refused second run beside the first
+    res = st.run_selftest("cpu", only=["context"], out=str(tmp_path / "st"), print_fn=lines.append)
+    assert res["ok"], lines

@@ -232,6 +232,7 @@ def stage_pretrain(ctx: Ctx, method: str) -> str:
     extra += ["trainer.ckpt_every_n_steps=0", "trainer.max_epochs=-1"]
     cfg = _backbone_cfg(ctx, method, extra)
     out = ctx.out / method
+    shutil.rmtree(out, ignore_errors=True)  # a fresh run each time: a kept --out's earlier one is not continued
     pretrain(method, ctx.data["clips"], out, cfg, run_probe=False, progress=False)
     losses = finite_losses(out)
     d = cfg.data
@@ -348,6 +349,7 @@ def stage_context(ctx: Ctx) -> str:
     extra += ["trainer.ckpt_every_n_steps=0", "trainer.max_epochs=-1"]
     cfg = load_config("context", ctx.preset, [*extra, *ctx.trainer(), *_overrides(ctx, "context")])
     out = ctx.out / "context"
+    shutil.rmtree(out, ignore_errors=True)
     path = pretrain_context([feats], out, cfg, vidsitu_root=ctx.data["ann"])
     losses = finite_losses(out)
     txe = roundtrip(path, "context", lambda m: m(torch.ones(1, 5, ctx.data["dim"])))

@@ -563,7 +563,7 @@ def fit(
         **overrides,
     )
     if trainer.is_global_zero:  # the trainer knows the global rank; the other ranks log nothing
-        _keep_previous_log(out_dir)
+        _keep_previous_log(out_dir, resumed=ckpt is not None)
     if ckpt is not None:
         log.info("resuming from %s", ckpt)
     with ctrl_c_kept(trainer):
@@ -585,11 +585,16 @@ def fit(
     return trainer
 
 
-def _keep_previous_log(out_dir: str | os.PathLike) -> None:
+def _keep_previous_log(out_dir: str | os.PathLike, resumed: bool = True) -> None:
     """Lightning's CSVLogger starts ``metrics.csv`` afresh; keep an earlier (pre-resume) log as
-    ``metrics.partN.csv`` so curves span the whole run."""
+    ``metrics.partN.csv`` so curves span the whole run. A run that starts from step 0 (no checkpoint
+    to resume) continues no earlier attempt: its logs go, else its curves were plotted beside them."""
     logs = Path(out_dir) / "logs"
     cur = logs / "metrics.csv"
+    if not resumed:
+        for old in [cur, *logs.glob("metrics.part*.csv")]:
+            old.unlink(missing_ok=True)
+        return
     if cur.is_file() and cur.stat().st_size > 0:
         n = len(list(logs.glob("metrics.part*.csv")))
         os.replace(cur, logs / f"metrics.part{n:03d}.csv")

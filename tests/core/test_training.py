@@ -80,6 +80,21 @@ def test_checkpoints_are_staged_beside_themselves(tmp_path, monkeypatch, every):
     assert not torn.exists() and (ck / "last.ckpt").is_file()
 
 
+def test_a_run_from_step_0_keeps_no_earlier_attempts_curves(tmp_path):
+    """A resume keeps the interrupted part's log (metrics.part000.csv); a run that starts from step 0
+    (its checkpoints gone: a restart) drops the earlier attempt's, which curves.png plotted beside it."""
+    cfg = {"accelerator": "cpu", "max_steps": 4, "progress_bar": False, "ckpt_every_n_steps": 2, "log_every_n_steps": 1}
+    fit(_Tiny(), {**cfg, "max_steps": 2}, tmp_path, train_dataloaders=_loader(), throughput_name=None)
+    fit(_Tiny(), cfg, tmp_path, train_dataloaders=_loader(), throughput_name=None, resume=True)
+    logs = tmp_path / "logs"
+    assert sorted(p.name for p in logs.glob("metrics*.csv")) == ["metrics.csv", "metrics.part000.csv"]
+    import shutil
+
+    shutil.rmtree(tmp_path / "checkpoints")
+    fit(_Tiny(), cfg, tmp_path, train_dataloaders=_loader(), throughput_name=None, resume=True)
+    assert sorted(p.name for p in logs.glob("metrics*.csv")) == ["metrics.csv"]
+
+
 class _Wider(_Tiny):
     def __init__(self, width: int = 1, dropout: float = 0.0):
         super().__init__()

@@ -42,6 +42,9 @@ def test_bad_label_names_line(tmp_path):
         read_clip_list(csv)
     with pytest.raises(BadInputError, match="not found"):
         read_clip_list(tmp_path / "none.csv")
+    csv.write_text("x" * 300 + " notanint\n")  # a name too long for the filesystem is no file, not an OSError
+    with pytest.raises(BadInputError, match="label 'notanint' is not an integer"):
+        read_clip_list(csv)
 
 
 def test_a_comma_separated_line_is_named(tmp_path):

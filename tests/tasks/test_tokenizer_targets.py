@@ -142,3 +142,9 @@ def test_a_jobs_saved_vocabulary_is_reused_only_for_the_same_phrases_and_setting
     assert small.vocab_size < SRLTokenizer.from_str(big).vocab_size and saved.read_text() == small.to_str()
     edited = SRLTask(cfg(300), split("zyzzyva quokkas"), out=tmp_path).tok
     assert edited.to_str() != small.to_str() and saved.read_text() == edited.to_str()
+    # a user's tokenizer replaces the job's; the next run without it trains its own again
+    user = tmp_path / "user.json"
+    small.save(user)
+    SRLTask(cfg(300), split("zyzzyva quokkas"), tokenizer=user, out=tmp_path)
+    assert saved.read_text() == small.to_str()
+    assert SRLTask(cfg(300), split("zyzzyva quokkas"), out=tmp_path).tok.to_str() == edited.to_str()

@@ -59,13 +59,20 @@ def read_clip_list(csv_path: str | os.PathLike) -> list[tuple[Path, int | None]]
                 label = int(parts[1])
                 s = parts[0].strip()
             except ValueError:
-                if not ((base / s).exists() or s.lower().endswith(VIDEO_EXTS)):
+                if not (_is_file(base / s) or s.lower().endswith(VIDEO_EXTS)):
                     raise BadInputError(f"{path}:{lineno}", f"label '{parts[1]}' is not an integer") from None
         if label is not None and label < 0:
             raise BadInputError(f"{path}:{lineno}", f"negative label {label}")
         clip = Path(s)
         out.append((clip if clip.is_absolute() else base / clip, label))
     return out
+
+
+def _is_file(p: Path) -> bool:
+    try:
+        return p.exists()
+    except OSError:  # e.g. a name too long for the filesystem: no such file
+        return False
 
 
 def check_labelled(items: list[tuple[Path, int | None]], csv_path: str | os.PathLike, purpose: str) -> None:

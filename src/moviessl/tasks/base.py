@@ -199,7 +199,6 @@ def run_seed(job: SeedJob, seed: int) -> dict:
         # as last-v1.ckpt and a later resume restore the old last.ckpt; the old metrics.json would
         # stand beside this run's predictions if it were killed before its own.
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        shutil.rmtree(run_dir / "logs", ignore_errors=True)  # its curves are not this run's
         (run_dir / "config.yaml").unlink(missing_ok=True)  # the discarded run's: not this run's history
         mfile.unlink(missing_ok=True)
     atomic_write_json(sfile, {"settings": job.settings})

@@ -137,6 +137,7 @@ class SRLTask:
         if tokenizer is not None:
             self.tok = SRLTokenizer.from_file(tokenizer)
             if saved is not None:
+                saved.with_suffix(".key").unlink(missing_ok=True)  # the user's, not one trained from a key
                 self.tok.save(saved)
             return
         verbs = [
