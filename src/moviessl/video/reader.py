@@ -9,8 +9,8 @@ and decodes only up to the last wanted frame, so a 16x4 clip costs a GOP plus ~6
 whole file. Frames are matched by pts, not by counting, so B-frame reordering, non-zero start
 times, non-integer and variable frame rates are all exact. Two container quirks are handled
 explicitly: MPEG-TS seeks by decode timestamps (a seek to a key frame's pts with B-frames lands a
-GOP late, so a seek that lands past its target is retried at the key frame's dts, then from the
-start), and AVI stores decode-order timestamps (with B-frames the decoder hands frames back in
+GOP late, so a seek that lands past its target's GOP is retried at the key frame's dts, then a key
+frame earlier), and AVI stores decode-order timestamps (with B-frames the decoder hands frames back in
 display order under the wrong pts, so such a file is read by decode count, as MPEG program streams
 are, whose stamps after a seek are not the frames').
 
@@ -305,8 +305,10 @@ class _AVFile:
         if not no_pts and (self._program_stream() or (decode_order and self._decode_order_pts())):
             self.by_count = True
         if self.by_count:
-            # No timestamps (raw elementary streams): index by decode order, no seeking.
-            log.debug("%s: packets without pts, indexing frames by decode count", self.path)
+            # No usable timestamps (raw elementary streams; the two cases above): index by decode
+            # order, no seeking.
+            if no_pts:
+                log.debug("%s: packets without pts, indexing frames by decode count", self.path)
             self.pts = np.arange(len(pts_a), dtype=np.int64)
             self.key_pts, self.key_dts = [0], [0]
             durs = []
@@ -409,7 +411,7 @@ class _AVFile:
                 if pts is not None:
                     break
             first = next((pts for pts, _ in head if pts is not None), None)
-            landed = first is not None and (first <= target or (past is not None and first < past) or past is None)
+            landed = first is not None and (first <= target or past is None or first < past)
             if at is None or landed:
                 if n == 1 and at == dts and not self.seek_dts:
                     self.seek_dts = True
