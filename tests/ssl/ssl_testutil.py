@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
 
-def write_video(path: Path, frames: np.ndarray, fps: int = 30) -> Path:
+def write_video(path: Path, frames: np.ndarray, fps: int = 30, pts_ms: list[int] | None = None) -> Path:
+    """An H.264 file; ``pts_ms`` (one stamp per frame, ms) makes it variable-rate (use .mkv)."""
     c = av.open(str(path), "w")
     s = c.add_stream("libx264", rate=fps)
     s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
     s.options = {"preset": "ultrafast", "crf": "20"}
-    for f in frames:
-        for pkt in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+    if pts_ms is not None:
+        s.codec_context.time_base = Fraction(1, 1000)
+    for i, f in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+        if pts_ms is not None:
+            frame.pts, frame.time_base = pts_ms[i], Fraction(1, 1000)
+        for pkt in s.encode(frame):
             c.mux(pkt)
     for pkt in s.encode():
         c.mux(pkt)

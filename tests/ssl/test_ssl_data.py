@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -133,7 +135,7 @@ def test_eval_clips_are_deterministic_centre_crops(clip_list, tmp_path):
 class _RampSource:
     """Frames whose red channel is the column (0..255 across the width), green the row."""
 
-    fps = 30.0
+    fps, frame_times = 30.0, None  # constant rate
 
     def __init__(self, h, w, n=40):
         self.num_frames, self.h, self.w = n, h, w
@@ -268,3 +270,40 @@ def test_a_cold_cache_is_built_by_loader_workers(clip_list, tmp_path, monkeypatc
     for i in range(len(one)):
         assert np.array_equal(one._flow(i).get(range(40)), two._flow(i).get(range(40)))
         assert np.array_equal(one._source(i).get([0, 39]), two._source(i).get([0, 39]))
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_variable_rate_video_clips_map_by_frame_times(tmp_path, cached):
+    """A variable-rate file's clips are the frames on screen at each timeline time, as extraction
+    reads them (VideoReader.indices_at), not frames spaced by its average rate; cache entries written
+    without the times get them from the container's index, without decoding the frames again."""
+    from ssl_testutil import write_video
+
+    from moviessl.video import VideoReader
+    from moviessl.video.timeline import clip_timeline, timeline_length, timeline_to_native
+
+    n = 60  # frame i is flat grey 4*i; durations alternate 20/50/50 ms (average 40 ms, 25 fps)
+    dur = np.where(np.arange(n) % 3 == 0, 20, 50)
+    pts = np.concatenate([[0], np.cumsum(dur)[:-1]]).tolist()
+    frames = np.repeat((4 * np.arange(n, dtype=np.uint8))[:, None, None, None], 3, axis=3)
+    vid = write_video(tmp_path / "vfr.mkv", np.broadcast_to(frames, (n, 32, 48, 3)), pts_ms=pts)
+    cache = FrameCache(tmp_path / "cache", 32) if cached else None
+    ds = ClipDataset([(vid, None)], "eval", num_frames=8, stride=2, short_side=32, frame_cache=cache)
+    src = ds._source(0)
+    with VideoReader(vid) as r:
+        assert r.is_vfr
+        total = timeline_length(src.num_frames, src.fps)
+        want = r.indices_at(clip_timeline(3, 8, 2, total) / 30.0)
+    by_rate = timeline_to_native(clip_timeline(3, 8, 2, total), src.num_frames, src.fps)
+    assert not np.array_equal(want, by_rate)  # the two mappings differ on this clip
+    got = ds._frames(src.get, 3, 8, 2, total, src)[:, 16, 24, 0]
+    np.testing.assert_allclose(got, 4 * want, atol=3)
+    if cached:  # an entry cached before frame times were kept: they are added from the index
+        _, meta_p, _ = cache.paths(vid)
+        meta = json.loads(meta_p.read_text())
+        np.testing.assert_allclose(meta["frame_times"], np.array(pts) / 1000)
+        del meta["frame_times"]
+        meta_p.write_text(json.dumps(meta))
+        again = FrameCache(tmp_path / "cache", 32).source(vid)
+        np.testing.assert_allclose(again.frame_times, np.array(pts) / 1000)
+        assert "frame_times" in json.loads(meta_p.read_text())

@@ -9,7 +9,7 @@ decoding, no resizing, no copies beyond the clip itself.
 Layout (``cache_dir`` defaults to ``<data folder>/.moviessl_cache``, else ``<run dir>/cache``)::
 
     cache_dir/frames_s{short_side}_v{VERSION}/{stem}-{key}.npy    # uint8 (T, H, W, 3)
-    cache_dir/frames_s{short_side}_v{VERSION}/{stem}-{key}.json   # {"fps", "num_frames", "src", ...}
+    cache_dir/frames_s{short_side}_v{VERSION}/{stem}-{key}.json   # {"fps", "num_frames", "frame_times", "src", ...}
     cache_dir/frames_s{short_side}_v{VERSION}/{stem}-{key}.bad    # cause, for a video that failed
 
 ``key`` hashes the absolute path, size and mtime of the source, so an edited video is decoded
@@ -49,8 +49,15 @@ def resize_frames(frames: np.ndarray, short_side: int) -> np.ndarray:
     return np.ascontiguousarray(resize_short_side(frames, int(short_side)))
 
 
+def _vfr_times(reader) -> np.ndarray | None:
+    """A variable-rate file's frame times (s), by which clips map to its frames; None at a constant
+    rate (mapped by ``fps``, :func:`moviessl.video.timeline.timeline_to_native`)."""
+    return np.asarray(reader.frame_times, np.float64).copy() if reader.is_vfr else None
+
+
 class LiveSource:
-    """Frames decoded on demand (no cache): ``get(indices)`` seeks and decodes only that window."""
+    """Frames decoded on demand (no cache): ``get(indices)`` seeks and decodes only that window.
+    ``frame_times``: see :func:`_vfr_times`."""
 
     def __init__(self, path: str | os.PathLike, short_side: int):
         from ..video import VideoReader
@@ -58,6 +65,7 @@ class LiveSource:
         self.path, self.short_side = Path(path), int(short_side)
         with VideoReader(self.path) as r:
             self.fps, self.num_frames = float(r.fps), int(r.num_frames)
+            self.frame_times = _vfr_times(r)
         if self.num_frames <= 0:
             raise BadInputError(self.path, "no decodable frames")
 
@@ -109,6 +117,8 @@ class CachedSource:
     def __init__(self, npy: Path, meta: dict):
         self.npy, self.meta = npy, meta
         self.fps, self.num_frames = float(meta.get("fps") or 0.0), int(meta["num_frames"])
+        times = meta.get("frame_times")
+        self.frame_times = None if times is None else np.asarray(times, np.float64)
         self.path = Path(meta["src"])
 
     @property
@@ -141,7 +151,10 @@ class FrameCache:
         if bad_p.is_file():  # failed before: do not pay for decoding it again
             raise BadInputError(path, bad_p.read_text().strip() or "undecodable video (cached)")
         if npy.is_file() and meta_p.is_file():
-            return CachedSource(npy, json.loads(meta_p.read_text()))
+            meta = json.loads(meta_p.read_text())
+            if "frame_times" not in meta:  # cached by a version that mapped every file by its average rate
+                meta = self._add_frame_times(path, meta_p, meta)
+            return CachedSource(npy, meta)
         try:
             live = LiveSource(path, self.short_side)  # no frames: BadInputError
             # written as decoded, a chunk at a time: a film's frames need not fit in RAM; an error
@@ -161,6 +174,7 @@ class FrameCache:
             "src": str(path.resolve()),
             "fps": live.fps,
             "num_frames": int(live.num_frames),
+            "frame_times": None if live.frame_times is None else live.frame_times.tolist(),
             "height": int(row[0]),
             "width": int(row[1]),
             "short_side": self.short_side,
@@ -168,6 +182,29 @@ class FrameCache:
         }
         atomic_write_json(meta_p, meta)
         return CachedSource(npy, meta)
+
+    @staticmethod
+    def _add_frame_times(path: Path, meta_p: Path, meta: dict) -> dict:
+        """An older cache entry gets its video's frame times from the container's index (no decoding):
+        its frames stay valid, and re-decoding a whole cache would cost hours at Kinetics' size."""
+        from ..video import VideoReader
+
+        try:
+            with VideoReader(path) as r:
+                times = _vfr_times(r)
+        except BadInputError:
+            raise
+        except Exception as e:  # a decoder crash is still just a bad video
+            raise BadInputError(path, f"cannot read its frame times ({type(e).__name__}: {e})") from None
+        if times is not None and len(times) != int(meta["num_frames"]):
+            # frames that did not decode were dropped when it was cached: the index no longer lines
+            # up with the cached frames, which keep their average-rate mapping
+            n = meta["num_frames"]
+            log.warning("%s: %d frames indexed, %s cached; mapped by average rate", path, len(times), n)
+            times = None
+        meta = {**meta, "frame_times": None if times is None else times.tolist()}
+        atomic_write_json(meta_p, meta)
+        return meta
 
 
 def default_cache_dir(data_csv: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:

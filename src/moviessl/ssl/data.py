@@ -276,7 +276,9 @@ class ClipDataset(Dataset):
     @staticmethod
     def _frames(frames_of: Callable[[np.ndarray], np.ndarray], start: int, n: int, stride: int, total: int, src):
         """(n,H,W,C) frames of the clip starting at timeline frame ``start``."""
-        return frames_of(timeline_to_native(clip_timeline(start, n, stride, total), src.num_frames, src.fps))
+        return frames_of(
+            timeline_to_native(clip_timeline(start, n, stride, total), src.num_frames, src.fps, src.frame_times)
+        )
 
     def _clip(
         self,

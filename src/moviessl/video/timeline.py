@@ -54,10 +54,19 @@ def timeline_length(num_frames: int, fps: float) -> int:
     return max(1, int(math.floor(num_frames * TARGET_FPS / fps + 1e-6)))
 
 
-def timeline_to_native(t: np.ndarray, num_frames: int, fps: float) -> np.ndarray:
-    """30-fps timeline indices -> native frame indices (clamped to the last decodable frame)."""
+def timeline_to_native(t: np.ndarray, num_frames: int, fps: float, frame_times: np.ndarray | None = None) -> np.ndarray:
+    """30-fps timeline indices -> native frame indices (clamped to the last decodable frame).
+
+    ``frame_times`` (s from the first frame, one per native frame): a variable-rate file's real
+    frame times; timeline frame ``j`` maps to the frame on screen at ``j / 30`` s, as
+    :meth:`moviessl.video.VideoReader.indices_at` does for extraction. Without it, the constant
+    rate ``fps``."""
     t = np.asarray(t, dtype=np.float64)
-    idx = t if not fps or fps <= 0 else np.floor(t * fps / TARGET_FPS + 1e-6)
+    if frame_times is not None:
+        # 1e-6 s: a time landing exactly on a frame's stamp picks that frame
+        idx = np.searchsorted(np.asarray(frame_times, np.float64), t / TARGET_FPS + 1e-6, side="right") - 1
+    else:
+        idx = t if not fps or fps <= 0 else np.floor(t * fps / TARGET_FPS + 1e-6)
     return np.clip(idx, 0, max(0, num_frames - 1)).astype(np.int64)
 
 
