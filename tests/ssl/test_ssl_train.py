@@ -82,6 +82,31 @@ def test_modist_rejects_queue_not_multiple_of_keys(clip_list, tmp_path):
         _run("modist", clip_list, tmp_path, ["trainer.max_steps=1", "modist.queue_size=30"])
 
 
+def test_too_few_videos_per_process_refused_before_training(clip_list, tmp_path, monkeypatch):
+    """12 usable videos over 2 processes are 6 each: a batch of 8 would give no step on any rank
+    (Lightning only warns) and the untrained backbone would be exported as pretrained."""
+    from moviessl.ssl import pretrain as pretrain_mod
+
+    monkeypatch.setattr(pretrain_mod, "planned_world_size", lambda t: 2)
+    monkeypatch.setattr(pretrain_mod, "fit", lambda *a, **k: pytest.fail("trained with no batch per process"))
+    with pytest.raises(BadInputError, match="12 usable videos over 2 processes, fewer than data.batch_size=8"):
+        _run("cvrl", clip_list, tmp_path, ["trainer.max_steps=1", "data.batch_size=8"])
+
+
+@pytest.mark.parametrize(
+    "method,why",
+    [("cvrl", "CVRL needs at least 2 videos per step"), ("modist", "modist.head.bn needs at least 2 videos")],
+)
+def test_one_video_per_step_refused(clip_list, tmp_path, monkeypatch, method, why):
+    """CVRL with one video per step has no negative (loss and gradient exactly 0); MoDist's key
+    encoders batch-normalise half of a process's clips at a time, which needs two videos."""
+    from moviessl.ssl import pretrain as pretrain_mod
+
+    monkeypatch.setattr(pretrain_mod, "fit", lambda *a, **k: pytest.fail("trained with one video per step"))
+    with pytest.raises(BadInputError, match=why):
+        _run(method, clip_list, tmp_path, ["trainer.max_steps=1", "data.batch_size=1", "modist.queue_size=32"])
+
+
 def test_supervised_learns_and_random_exports(clip_list, tmp_path):
     _run("supervised", clip_list, tmp_path / "sup", ["trainer.max_steps=2"])
     _check_export(tmp_path / "sup", "supervised")

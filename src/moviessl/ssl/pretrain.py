@@ -126,6 +126,8 @@ def pretrain(
 
     bad: dict[str, str] = {}
     if method_cls.views is not None:
+        world = planned_world_size(cfg.trainer)
+        method_cls.check_config(cfg, d.batch_size * world)  # before caching the videos (hours at K400's size)
         ds = ClipDataset(
             train_items,
             method_cls.views,
@@ -143,9 +145,13 @@ def pretrain(
         )
         ds.prepare(progress=progress, num_workers=d.num_workers)
         bad.update(ds.bad)
-        if len(ds) < d.batch_size:
-            raise BadInputError(data, f"only {len(ds)} usable videos, fewer than data.batch_size={d.batch_size}")
-        method_cls.check_config(cfg, d.batch_size * planned_world_size(cfg.trainer))
+        # each process gets ceil(n / world) videos and drops a last partial batch: with fewer than a
+        # batch each, Lightning only warns, trains no step and the random backbone would be exported
+        if -(-len(ds) // world) < d.batch_size:
+            each = f" over {world} processes" if world > 1 else ""
+            raise BadInputError(
+                data, f"only {len(ds)} usable videos{each}, fewer than data.batch_size={d.batch_size} per process"
+            )
         dl = torch.utils.data.DataLoader(
             ds,
             batch_size=d.batch_size,

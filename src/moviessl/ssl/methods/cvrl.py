@@ -81,6 +81,11 @@ class CVRL(BackboneModule):
 
     @classmethod
     def check_config(cls, cfg: BackboneConfig, global_batch: int | None) -> None:
+        if global_batch is not None and global_batch < 2 and not cfg.cvrl.intra_neg:
+            # with one video per step its only candidate is its positive: loss and gradient are 0
+            raise BadInputError(
+                "data.batch_size", f"CVRL needs at least 2 videos per step over all processes, got {global_batch}"
+            )
         if cfg.cvrl.intra_neg:
             try:
                 check_intra_neg(cfg.cvrl.intra_neg)

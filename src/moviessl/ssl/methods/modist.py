@@ -91,6 +91,11 @@ class MoDist(BackboneModule):
 
     @classmethod
     def check_config(cls, cfg: BackboneConfig, global_batch: int | None) -> None:
+        if cfg.modist.head.bn and cfg.data.batch_size < 2:
+            # the key encoders normalise each half of a process's 2B clips on its own (_keys)
+            raise BadInputError(
+                "data.batch_size", "MoDist with modist.head.bn needs at least 2 videos per process, got 1"
+            )
         keys = 2 * global_batch if global_batch else None  # both clips of every video are enqueued
         if keys and cfg.modist.queue_size % keys:
             raise BadInputError(
