@@ -107,6 +107,13 @@ def test_one_video_per_step_refused(clip_list, tmp_path, monkeypatch, method, wh
         _run(method, clip_list, tmp_path, ["trainer.max_steps=1", "data.batch_size=1", "modist.queue_size=32"])
 
 
+def test_modist_refuses_flow_sharper_than_its_frames(clip_list, tmp_path):
+    """Flow is computed from the frames at data.short_side: a larger flow.short_side would make it
+    from upsampled frames and cache it under the name sharp frames' flow has."""
+    with pytest.raises(BadInputError, match="flow.short_side: 48 is above data.short_side=32"):
+        _run("modist", clip_list, tmp_path, ["trainer.max_steps=1", "flow.short_side=48"])
+
+
 def test_supervised_learns_and_random_exports(clip_list, tmp_path):
     _run("supervised", clip_list, tmp_path / "sup", ["trainer.max_steps=2"])
     _check_export(tmp_path / "sup", "supervised")

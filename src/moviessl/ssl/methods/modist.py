@@ -91,6 +91,14 @@ class MoDist(BackboneModule):
 
     @classmethod
     def check_config(cls, cfg: BackboneConfig, global_batch: int | None) -> None:
+        if cfg.flow.short_side > cfg.data.short_side:
+            # flow is computed from the dataset's frames (at data.short_side): it would come from
+            # upsampled frames, and be cached under the same name as flow made from sharp ones
+            raise BadInputError(
+                "flow.short_side",
+                f"{cfg.flow.short_side} is above data.short_side={cfg.data.short_side}: flow is computed from the "
+                "frames at data.short_side (lower flow.short_side or raise data.short_side)",
+            )
         if cfg.modist.head.bn and cfg.data.batch_size < 2:
             # the key encoders normalise each half of a process's 2B clips on its own (_keys)
             raise BadInputError(
