@@ -436,20 +436,40 @@ STRUCTURE_KEY = "moviessl_structure"
 
 
 class DecorrelateRanks(pl.Callback):
-    """Under DDP every rank starts from the run's seed (``seed_everything``), so the random draws of
+    """Random streams that neither repeat across ranks nor across a resume.
+
+    Under DDP every rank starts from the run's seed (``seed_everything``), so the random draws of
     the training processes -- augmentation parameters, span and track masks, dropout -- would repeat
     on every rank for the same local index (a global batch of W x B with only B distinct augmentations).
     Ranks > 0 re-seed from the run's seed and their rank; rank 0 keeps its stream, so one process runs
     exactly as before. Data-loader workers are already seeded per rank by Lightning; the distributed
-    sampler has its own generator, shared by design."""
+    sampler has its own generator, shared by design.
+
+    A resumed run starts from the run's seed too, and Lightning's checkpoints keep no random state,
+    so it would draw the first steps' samples, clips and augmentations again (a job preempted every
+    few hours would keep replaying its first hours' randomness). From a checkpoint of step ``g``
+    every rank re-seeds from the seed, its rank and ``g`` when the checkpoint is loaded, before the
+    data loader draws its shuffle and worker seeds."""
+
+    def __init__(self):
+        self.step = 0
+
+    @staticmethod
+    def _reseed(trainer, step: int) -> None:
+        base = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
+        s = (base + 100_003 * trainer.global_rank + 1_000_003 * step) % 2**32
+        random.seed(s)
+        np.random.seed(s)
+        torch.manual_seed(s)
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.step = int(checkpoint.get("global_step", 0) or 0)
+        if self.step > 0 or trainer.global_rank > 0:
+            self._reseed(trainer, self.step)
 
     def on_train_start(self, trainer, pl_module) -> None:
         if trainer.world_size > 1 and trainer.global_rank > 0:
-            base = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
-            s = (base + 100_003 * trainer.global_rank) % 2**32
-            random.seed(s)
-            np.random.seed(s)
-            torch.manual_seed(s)
+            self._reseed(trainer, self.step)
 
 
 class RecordStructure(pl.Callback):

@@ -95,6 +95,43 @@ def test_a_run_from_step_0_keeps_no_earlier_attempts_curves(tmp_path):
     assert sorted(p.name for p in logs.glob("metrics*.csv")) == ["metrics.csv"]
 
 
+class _Draws(_Tiny):
+    """Records each step's batch and a random draw, as a data sampler and an augmentation would make."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def training_step(self, batch, _):
+        self.seen.append((batch[0].flatten().tolist(), torch.rand(3).tolist()))
+        return super().training_step(batch, _)
+
+
+def test_a_resumed_run_does_not_replay_the_first_steps_random_draws(tmp_path):
+    """Lightning's checkpoints keep no random state and every start seeds from the run's seed: a
+    resume from step 2 drew step 0's shuffle and augmentations again. A fresh run is unchanged."""
+    from moviessl.training import seed_everything
+
+    cfg = {"accelerator": "cpu", "max_steps": 4, "progress_bar": False, "ckpt_every_n_steps": 2}
+    data = torch.utils.data.TensorDataset(torch.arange(8.0).view(8, 1).expand(8, 4).contiguous())
+
+    def run(out, max_steps, resume=False):
+        seed_everything(7)
+        m = _Draws()
+        loader = torch.utils.data.DataLoader(data, batch_size=2, shuffle=True)
+        fit(m, {**cfg, "max_steps": max_steps}, out, train_dataloaders=loader, throughput_name=None, resume=resume)
+        return m.seen
+
+    whole = run(tmp_path / "a", 4)
+    assert run(tmp_path / "b", 4) == whole  # seeded: a fresh run draws the same
+    first = run(tmp_path / "c", 2)
+    assert first == whole[:2]
+    resumed = run(tmp_path / "c", 4, resume=True)
+    assert len(resumed) == 2
+    assert [d for _, d in resumed] != [d for _, d in first]  # not step 0's augmentations again
+    assert [b for b, _ in resumed] != [b for b, _ in first]  # nor its batches
+
+
 class _Wider(_Tiny):
     def __init__(self, width: int = 1, dropout: float = 0.0):
         super().__init__()
