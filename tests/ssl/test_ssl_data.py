@@ -307,3 +307,25 @@ def test_variable_rate_video_clips_map_by_frame_times(tmp_path, cached):
         again = FrameCache(tmp_path / "cache", 32).source(vid)
         np.testing.assert_allclose(again.frame_times, np.array(pts) / 1000)
         assert "frame_times" in json.loads(meta_p.read_text())
+
+
+@pytest.mark.parametrize("sampler", ["cvrl", "shift"])
+def test_pair_starts_leave_room_for_a_longer_flow_clip(sampler):
+    """An 8 x 8 clip spans 56 timeline frames, its 16 x 4 flow clip 60: every start leaves room for
+    both, or the flow clip of a start near the end wrapped to the video's first frames."""
+    ds = ClipDataset(
+        [],
+        "pair",
+        num_frames=8,
+        stride=8,
+        short_side=32,
+        flow_cache=object(),
+        flow_frames=16,
+        flow_stride=4,
+        pair_sampler=sampler,
+    )
+    rng = np.random.default_rng(0)
+    starts = [s for _ in range(2000) for s in ds._starts(100, rng)]
+    assert max(starts) <= 100 - 1 - 60 and max(starts) >= 30
+    no_flow = ClipDataset([], "pair", num_frames=8, stride=8, short_side=32, pair_sampler=sampler)
+    assert max(s for _ in range(2000) for s in no_flow._starts(100, rng)) > 100 - 1 - 60  # the clip alone: 56

@@ -246,18 +246,23 @@ class ClipDataset(Dataset):
 
     # -- sampling -----------------------------------------------------------------------------
     def _starts(self, total: int, rng: np.random.Generator) -> list[int]:
-        """Timeline start frames of the clips of one item."""
+        """Timeline start frames of the clips of one item: both the clip and its flow clip (which may
+        span longer: ``flow.num_frames`` x ``flow.stride``) fit after the start, or a flow clip near
+        the end would wrap to the video's first frames (:func:`clip_timeline`)."""
         span = (self.num_frames - 1) * self.stride
+        if self.flow_cache is not None:
+            span = max(span, (self.flow_frames - 1) * self.flow_stride)
         if self.mode == "eval":
             m = max(0, total - 1 - span)
             return [int(round(m * (k + 0.5) / self.eval_clips)) for k in range(self.eval_clips)]
         if self.mode == "single":
             m = total - span
             return [int(rng.integers(0, total))] if m <= 0 else [int(rng.integers(0, m))]
+        # the samplers see a clip only through its span (n - 1) s: (span + 1) x 1 is the same clip length
         if self.pair_sampler == "cvrl":
-            s1, s2, _ = sample_cvrl_starts(total, self.num_frames, self.stride, self.power, rng)
+            s1, s2, _ = sample_cvrl_starts(total, span + 1, 1, self.power, rng)
         else:
-            s1, s2, _ = sample_shift_starts(total, self.num_frames, self.stride, self.shift_s, rng)
+            s1, s2, _ = sample_shift_starts(total, span + 1, 1, self.shift_s, rng)
         return [s1, s2]
 
     def _crop_offset(self, rng: np.random.Generator) -> tuple[float, float]:
