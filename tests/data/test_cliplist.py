@@ -163,3 +163,11 @@ def test_kinetics_lists_from_two_folders_must_share_a_label_map(tmp_path):
     plain.write_text("a.mp4 0\n")
     assert kinetics_label_map(plain) is None
     check_same_label_map(plain, other / "val.csv")  # a PySlowFast list carries its own ids: nothing to compare
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_path(tmp_path):
+    """Notepad, Excel and PowerShell save UTF-8 with a byte-order mark: the first video was looked
+    for under a name starting with U+FEFF, not found, and skipped as bad."""
+    csv = tmp_path / "train.csv"
+    csv.write_text("a.mp4 1\nb.mp4 0\n", encoding="utf-8-sig")
+    assert read_clip_list(csv) == [(tmp_path / "a.mp4", 1), (tmp_path / "b.mp4", 0)]

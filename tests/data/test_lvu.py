@@ -58,6 +58,20 @@ def test_classification_gaps_and_whitespace(tmp_path):
     assert read_labels(tmp_path / "lvu_1.0", "writer", "train")[0] == ("abc-DEF_123", 9)
 
 
+def test_a_byte_order_mark_is_read_past(tmp_path):
+    """A label file or a user's tracks JSON saved with a byte-order mark (Excel's "CSV UTF-8", an
+    editor) reads as a plain UTF-8 one; json.loads refused the tracks file."""
+    from moviessl.data.lvu import read_tracks
+
+    p = _write(tmp_path, "genre", "train", "")
+    p.write_text("class_id class_name youtube_id imdb_id\n2 Drama abc-DEF_123 tt01\n", encoding="utf-8-sig")
+    assert read_labels(tmp_path, "genre", "train") == [("abc-DEF_123", 2)]
+    tracks = tmp_path / "t.json"
+    body = '{"seconds": [{"t": 3, "track_ids": [1], "boxes": [[0.1, 0.1, 0.5, 0.6]]}]}'
+    tracks.write_text(body, encoding="utf-8-sig")
+    assert read_tracks(tracks).sec.tolist() == [3]
+
+
 def test_regression_centred(tmp_path):
     _write(tmp_path, "like_ratio", "val", "like_count dislike_count youtube_id imdb_id\n90 10 aaaaaaaaaaa tt1\n")
     _write(tmp_path, "view_count", "test", "view_count youtube_id imdb_id\n1000 bbbbbbbbbbb tt2\n")

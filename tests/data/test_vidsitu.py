@@ -61,6 +61,15 @@ def test_load_split_order_and_grouping(tmp_path):
     assert sp.vinfo[B]["genres"] == "Drama" and sp.files["ann"].name == "vsann_valid_lb.json"
 
 
+def test_annotation_files_with_a_byte_order_mark(tmp_path):
+    """JSON saved with a byte-order mark by an editor loads as the released files do."""
+    ann = write(tmp_path, records=[record(A), record(B)])
+    for f in ann.rglob("*.json"):
+        f.write_text(f.read_text(), encoding="utf-8-sig")
+    sp = vs.load_split(tmp_path, "valid")
+    assert sp.vseg_ids == [A, B] and len(sp.records[A]) == 1
+
+
 def test_noann_test_split_and_missing_files(tmp_path):
     write(tmp_path, split="testsrl", records=[record(A)], ann_name="vsann_testsrl_noann_lb.json")
     sp = vs.load_split(tmp_path / "vidsitu_annotations", "testsrl")

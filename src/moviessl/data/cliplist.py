@@ -38,7 +38,7 @@ def read_clip_list(csv_path: str | os.PathLike) -> list[tuple[Path, int | None]]
     if not path.is_file():
         raise BadInputError(path, "clip list not found")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise BadInputError(path, f"unreadable ({e})") from None
     if lines and is_kinetics_header(lines[0]):
@@ -101,7 +101,7 @@ def kinetics_classes(annotations: Path, also: set[str] = frozenset()) -> list[st
     names: set[str] = set(also)
     for f in sorted(annotations.glob("*.csv")):
         try:
-            with open(f, encoding="utf-8", newline="") as fh:
+            with open(f, encoding="utf-8-sig", newline="") as fh:
                 rows = csv.reader(fh)
                 head = next(rows, None)
                 cols = header_columns(",".join(head)) if head is not None else []
@@ -122,7 +122,7 @@ def kinetics_label_map(csv_path: str | os.PathLike) -> list[str] | None:
     """The class names a Kinetics annotation CSV's label ids index (None: not a Kinetics CSV)."""
     path = Path(csv_path)
     try:
-        with open(path, encoding="utf-8", newline="") as fh:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
             head = fh.readline()
             if not is_kinetics_header(head):
                 return None

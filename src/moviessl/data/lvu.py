@@ -119,7 +119,7 @@ def read_labels(lvu_root: str | os.PathLike, task: str, split: str) -> list[tupl
     if not path.is_file():
         raise BadInputError(path, "LVU label file not found")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise BadInputError(path, f"unreadable ({e})") from None
     if not lines:
@@ -146,7 +146,7 @@ def class_names(lvu_root: str | os.PathLike, task: str) -> dict[int, str]:
     for split in SPLITS:
         path = label_path(lvu_root, task, split)
         if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines()[1:]:
+            for line in path.read_text(encoding="utf-8-sig").splitlines()[1:]:
                 f = line.split()
                 if len(f) == 4:
                     names.setdefault(int(f[0]), f[1])
@@ -216,7 +216,7 @@ def read_tracks(path: str | os.PathLike) -> VideoInstances:
     (``youtube_id``, ``fps``, ...) are ignored. Anything malformed is one ``BadInputError`` line."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise BadInputError(path, "tracks file not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -193,7 +193,7 @@ def segment_splits(ann_root: str | Path) -> dict[str, str]:
 
 def _read_json(path: Path) -> Any:
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             return json.load(f)
     except FileNotFoundError:
         raise BadInputError(path, "file not found") from None

@@ -46,7 +46,7 @@ def load_predictions(path: str | os.PathLike) -> dict[str, Any]:
         raise BadInputError(path, "prediction file not found")
     try:
         if path.suffix.lower() == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
         else:
             with open(path, "rb") as f:
                 data = safe_load(f)

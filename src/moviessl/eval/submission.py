@@ -60,7 +60,7 @@ def load_submission(path: str | Path) -> list[dict]:
         raise BadInputError(path, "submission file not found")
     try:
         if path.suffix.lower() == ".json":
-            with open(path, encoding="utf-8") as f:
+            with open(path, encoding="utf-8-sig") as f:
                 data = json.load(f)
         else:
             with open(path, "rb") as f:
