@@ -65,7 +65,7 @@ def sample_cvrl_starts(
 ) -> tuple[int, int, bool]:
     """Start frames of CVRL's two clips on a ``total``-frame timeline, in random order.
 
-    Returns ``(start_a, start_b, wrap)``. ``M = total - (n-1) s`` is the largest start; when the video
+    Returns ``(start_a, start_b, wrap)``; starts lie in ``[0, M)``, ``M = total - (n-1) s``; when the video
     is shorter than one clip (``total <= (n-1) s``) both starts are independent uniform draws and
     ``wrap`` tells the caller to tile the video (indices modulo ``total``)."""
     rng = rng if rng is not None else np.random.default_rng()
