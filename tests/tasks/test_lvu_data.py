@@ -154,8 +154,32 @@ def test_contextualised_scene_is_cached_on_disk_once_and_read_on_demand(tmp_path
         assert desc.endswith("+pad-missing")
         with torch.no_grad():
             want = contextualize(txe, torch.from_numpy(arrays["m1"]), 5, 1, gap).numpy()
-            np.testing.assert_array_equal(np.asarray(scene["m1"]), want)
+            np.testing.assert_array_equal(np.asarray(scene["m1"].feat), want)
+            np.testing.assert_array_equal(scene["m1"].keep, ~gap)  # and those events are no tokens
             assert not np.allclose(contextualize(txe, torch.from_numpy(arrays["m1"])).numpy(), want)
+
+
+def test_events_of_a_damaged_stretch_are_no_scene_tokens(tmp_path, small_cache):
+    """``extract`` leaves a damaged stretch's rows as zeros and lists them as missing: OT++ took them
+    as scene tokens at their seconds and counted them in the input statistics (with input_norm a
+    large out-of-distribution token)."""
+    import json
+
+    arrays = _folder(tmp_path / "ev", {"m0": 30, "m1": 10})
+    arrays["m0"][0:16] = 0.0
+    np.save(tmp_path / "ev" / "m0_feats.npy", arrays["m0"])
+    videos = {v: {"status": "ok", "num_events": len(a)} for v, a in arrays.items()}
+    videos["m0"]["missing"] = [[0, 16]]
+    (tmp_path / "ev" / "index.json").write_text(json.dumps({"videos": videos, "dim": 8, "stride_s": 2.0}))
+    inputs = load_inputs(scene=scene_arrays(tmp_path / "ev", "feats")[0])
+    m0 = inputs.videos["m0"]
+    np.testing.assert_array_equal(m0.scene_sec, event_seconds(30)[16:])
+    np.testing.assert_array_equal(np.asarray(m0.scene), arrays["m0"][16:])
+    for tail in span_tails(m0, 60):
+        assert not (span_tokens(m0, tail, 60)["scene"][1:-1] == 0).all(axis=1).any()
+    mean, _ = input_stats(list(inputs.videos.values()))[1]
+    valid = np.concatenate([arrays["m0"][16:], arrays["m1"]])
+    np.testing.assert_allclose(mean.numpy(), valid.mean(0), rtol=1e-5, atol=1e-6)
 
 
 def test_contextualised_scene_ranks_start_at_their_own_share(tmp_path, small_cache, monkeypatch):

@@ -53,6 +53,35 @@ class LVUInputs:
         return vid in self.videos
 
 
+@dataclass
+class SceneRows:
+    """A video's scene features with the events of a damaged stretch left out: ``feat`` holds all
+    ``E`` rows (those events' are zeros, :meth:`FeatureStore.missing`), ``keep`` (E,) the others.
+    Such rows are not scene tokens (as the contextualizer treats them as padding): zeros would be
+    attended to, counted in the input statistics, and with ``input_norm`` become a large
+    out-of-distribution token."""
+
+    feat: np.ndarray | LazyFeatures
+    keep: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.keep.sum()), int(self.feat.shape[1]))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+
+def _without_missing(store: FeatureStore, feats: dict) -> dict:
+    """``feats`` with each damaged video's features wrapped in :class:`SceneRows`."""
+    out = dict(feats)
+    for v in feats:
+        gone = store.missing(v)
+        if gone.any():
+            out[v] = SceneRows(feats[v], ~gone)
+    return out
+
+
 def store_entry(store: FeatureStore, vid: str) -> dict | None:
     """A film's entry in its feature folder's index (None without one)."""
     return (store.index or {}).get("videos", {}).get(vid)
@@ -226,7 +255,7 @@ def scene_arrays(
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     device: str | None = None,
-) -> tuple[dict[str, np.ndarray | LazyFeatures], float, str]:
+) -> tuple[dict[str, np.ndarray | LazyFeatures | SceneRows], float, str]:
     """``(id -> (E, D) scene features, seconds between events, description)`` from a feature folder.
 
     ``kind``: ``ctx`` ({id}_ctx.npy), ``feats`` ({id}_feats.npy) or ``auto`` (ctx when the folder was
@@ -244,7 +273,8 @@ def scene_arrays(
     want = [v for v in (ids if ids is not None else store.ids) if v in store]
     if contextualizer is None:
         source = SceneFeatures(store, kind)
-        return {v: source.lazy(v) for v in want}, store.stride_s, f"scene:{Path(features).resolve()}:{kind}"
+        scene = _without_missing(store, {v: source.lazy(v) for v in want})
+        return scene, store.stride_s, f"scene:{Path(features).resolve()}:{kind}"
     txe, window, step, txe_hash = _load_txe(store, contextualizer)
     desc = f"scene:{Path(features).resolve()}+txe:{txe_hash}"
     if any(store.info(v).get("missing") for v in want):
@@ -253,19 +283,19 @@ def scene_arrays(
     if cache_dir is not None:
         scene = scene_cache(store, txe_hash, cache_dir)
         contextualize_scene(scene, txe, window, step, want, progress, device)
-        return {v: scene.lazy(v) for v in want}, store.stride_s, desc
+        return _without_missing(store, {v: scene.lazy(v) for v in want}), store.stride_s, desc
     out: dict[str, np.ndarray | LazyFeatures] = {}
     txe = txe.to(device or local_device())  # this rank's GPU where there is one: thousands of films
     with torch.no_grad():
         for v in want:
             ctx = contextualize(txe, store.load(v, mmap=True), window, step, store.missing(v))
             out[v] = ctx.float().cpu().numpy()
-    return out, store.stride_s, desc
+    return _without_missing(store, out), store.stride_s, desc
 
 
 def load_inputs(
     instances=None,
-    scene: dict[str, np.ndarray | LazyFeatures] | None = None,
+    scene: dict[str, np.ndarray | LazyFeatures | SceneRows] | None = None,
     scene_stride_s: float = 2.0,
     ids: Iterable[str] | None = None,
     desc: str = "",
@@ -299,8 +329,13 @@ def load_inputs(
         sv = SpanVideo(vid, inst=inst)
         if scene is not None:
             s = scene.get(vid, np.zeros((0, scene_dim), np.float32))
-            s = s if isinstance(s, LazyFeatures) else np.asarray(s, np.float32)
-            sv.scene, sv.scene_sec = s, event_seconds(len(s), scene_stride_s)
+            if isinstance(s, SceneRows):  # a damaged film's valid rows, read now (rare)
+                sec = event_seconds(len(s.keep), scene_stride_s)[s.keep]
+                s = np.asarray(s.feat, np.float32)[s.keep]
+            else:
+                s = s if isinstance(s, LazyFeatures) else np.asarray(s, np.float32)
+                sec = event_seconds(len(s), scene_stride_s)
+            sv.scene, sv.scene_sec = s, sec
         if len(sv.token_seconds()):
             videos[vid] = sv
     return LVUInputs(videos, in_dim, scene_dim, desc, bad, inputs_digest(videos))
