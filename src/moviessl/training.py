@@ -118,6 +118,19 @@ class FinalCheckpoint(pl.Callback):
         trainer.save_checkpoint(self.path)
 
 
+class StepCheckpoint(pl.callbacks.ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` every ``ckpt_every_n_steps``, and ``last.ckpt`` also when
+    training ends between two of them: Lightning's writes ``last`` at the end only if it never wrote
+    one, so ``last.ckpt`` of a finished run was up to ``ckpt_every_n_steps - 1`` steps behind its
+    ``model.pt`` (the classifier ``pretrain-ot --teacher`` reads, ``model.init`` and a ``--resume``
+    that extends the run all read it)."""
+
+    def on_train_end(self, trainer, pl_module):
+        super().on_train_end(trainer, pl_module)
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 # Lightning's registered DDP strategy names -> their process start method. Each also exists as
 # NAME_find_unused_parameters_true ("auto" on several devices is "ddp" outside notebooks), which tells
 # DDP that some parameters may get no gradient.
@@ -258,7 +271,7 @@ def make_trainer(
         cbs.append(Throughput(throughput_name))
     if enable_checkpointing and t.ckpt_every_n_steps > 0:
         cbs.append(
-            ModelCheckpoint(
+            StepCheckpoint(
                 dirpath=out_dir / "checkpoints",
                 filename="step{step:07d}",
                 auto_insert_metric_name=False,

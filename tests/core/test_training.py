@@ -52,6 +52,20 @@ def test_each_checkpoint_is_written_once(tmp_path, every):
     assert written == want
 
 
+@pytest.mark.parametrize("limits", [{"max_steps": 7}, {"max_steps": -1, "max_epochs": 3}])
+def test_last_checkpoint_is_the_end_of_training(tmp_path, limits):
+    """A run ending between two periodic checkpoints (7 steps, every 5; 3 epochs of 2 steps, every 4)
+    still leaves its final state in last.ckpt: Lightning wrote `last` at the end only if it never
+    had, so the teacher, model.init and an extending --resume read an older step than model.pt."""
+    cfg = {"accelerator": "cpu", "progress_bar": False, "ckpt_every_n_steps": 5 if "max_epochs" not in limits else 4}
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 4)), batch_size=2)
+    m = _Tiny()
+    fit(m, {**cfg, **limits}, tmp_path, train_dataloaders=loader, throughput_name=None)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == (7 if limits["max_steps"] == 7 else 6)
+    assert torch.equal(last["state_dict"]["lin.weight"], m.lin.weight.detach())
+
+
 @pytest.mark.parametrize("every", [0, 2])
 def test_checkpoints_are_staged_beside_themselves(tmp_path, monkeypatch, every):
     """Every save goes through a temporary file in checkpoints/ (Lightning's own staged it in $TMPDIR:
