@@ -485,6 +485,62 @@ class DecorrelateRanks(pl.Callback):
             self._reseed(trainer, self.step)
 
 
+def _opt_kind(keys: set) -> tuple[bool, ...]:
+    """Which optimiser family a parameter group's keys belong to (LARS, Adam, SGD), by the keys that
+    tell them apart: the full set grows with PyTorch versions, which a resume may cross."""
+    return ("eta" in keys, "betas" in keys, "momentum" in keys)
+
+
+class ResumeWithTheseSettings(pl.Callback):
+    """A resume trains with the optimiser settings it was started with, as its ``config.yaml`` says.
+
+    Lightning restores the optimiser's parameter groups and the scheduler's ``base_lrs`` from the
+    checkpoint, so a resume with another ``optim.lr``, ``weight_decay``, ``betas`` or ``momentum``
+    trained on with the old ones (while the saved config named the new), and a schedule lengthened
+    by a larger ``max_steps`` restarted from the old schedule's last rate. The freshly configured
+    hyperparameters (all but the parameters and the optimiser's per-parameter state) are put back
+    after the restore, and each rate recomputed for the restored step from this run's schedule. An
+    optimiser of another kind cannot take the saved state: one line, before any step."""
+
+    def __init__(self):
+        self.saved: list[list[set]] | None = None
+        self.fresh: list[list[dict]] = []
+        self.base_lrs: list[list[float]] = []
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        states = checkpoint.get("optimizer_states") or []
+        self.saved = [[set(g) - {"params"} for g in st.get("param_groups", [])] for st in states]
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if self.saved is None:
+            return
+        self.fresh = [
+            [{k: v for k, v in g.items() if k != "params"} for g in o.param_groups] for o in trainer.optimizers
+        ]
+        for saved, fresh in zip(self.saved, self.fresh):
+            if len(saved) != len(fresh) or any(_opt_kind(a) != _opt_kind(set(b)) for a, b in zip(saved, fresh)):
+                raise BadInputError(
+                    trainer.ckpt_path,
+                    "the run was started with another optimiser (optim.name) or parameter grouping; resume with "
+                    "the settings it was started with (its config.yaml), or start a new --out",
+                )
+        self.base_lrs = [list(c.scheduler.base_lrs) for c in trainer.lr_scheduler_configs]
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.saved is None:
+            return
+        for opt, fresh in zip(trainer.optimizers, self.fresh):
+            for g, f in zip(opt.param_groups, fresh):
+                g.update(f)
+        for c, base in zip(trainer.lr_scheduler_configs, self.base_lrs):
+            sched = c.scheduler
+            sched.base_lrs = base
+            if isinstance(sched, torch.optim.lr_scheduler.LambdaLR):
+                for g, b, f in zip(sched.optimizer.param_groups, base, sched.lr_lambdas):
+                    g["initial_lr"], g["lr"] = b, b * f(sched.last_epoch)
+                sched._last_lr = [g["lr"] for g in sched.optimizer.param_groups]
+
+
 class RecordStructure(pl.Callback):
     """Store the module's structure (its ``repr``: layer types, widths, dropout rates, activations) in
     every Lightning checkpoint, taken before Lightning's ``setup`` (which may convert BatchNorm to
@@ -583,7 +639,7 @@ def fit(
     # launcher's environment says which): every rank of a torchrun / srun launch runs this.
     if config is not None and rank_zero_only.rank == 0:
         save_config(config, out_dir)
-    callbacks = [*callbacks, RecordStructure(structure), DecorrelateRanks()]
+    callbacks = [*callbacks, RecordStructure(structure), DecorrelateRanks(), ResumeWithTheseSettings()]
     replicated = skip_replicated_broadcast(module)
     if replicated:
         callbacks = [*callbacks, BroadcastReplicatedOnce(replicated)]

@@ -146,6 +146,49 @@ def test_a_resumed_run_does_not_replay_the_first_steps_random_draws(tmp_path):
     assert [b for b, _ in resumed] != [b for b, _ in first]  # nor its batches
 
 
+class _Scheduled(_Tiny):
+    """An optimiser and a per-step LambdaLR made from settings, as every stage's configure_optimizers."""
+
+    def __init__(self, name="sgd", lr=0.1, wd=0.0, total=4):
+        super().__init__()
+        self.opt_name, self.lr, self.wd, self.total = name, lr, wd, total
+
+    def configure_optimizers(self):
+        from moviessl.optim import warmup_schedule
+
+        make = torch.optim.SGD if self.opt_name == "sgd" else torch.optim.AdamW
+        opt = make(self.parameters(), lr=self.lr, weight_decay=self.wd)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_schedule(s, self.total, 0, 0.0))
+        return [opt], [{"scheduler": sched, "interval": "step"}]
+
+    def on_train_batch_start(self, batch, i):
+        g = self.trainer.optimizers[0].param_groups[0]
+        self.seen = [*getattr(self, "seen", []), (g["lr"], g["weight_decay"])]
+
+
+def test_a_resume_trains_with_its_own_optimiser_settings(tmp_path):
+    """Lightning restored the checkpoint's learning rate, weight decay and schedule base: a resume
+    with optim.lr / weight_decay changed (and a longer run) trained on with the old ones while its
+    config.yaml named the new. Another optimiser is one line before any step."""
+    from moviessl.optim import warmup_schedule
+
+    cfg = {"accelerator": "cpu", "progress_bar": False, "ckpt_every_n_steps": 2}
+    fit(_Scheduled(total=4), {**cfg, "max_steps": 4}, tmp_path, train_dataloaders=_loader(), throughput_name=None)
+    m = _Scheduled(lr=0.5, wd=0.3, total=8)
+    fit(m, {**cfg, "max_steps": 8}, tmp_path, train_dataloaders=_loader(), throughput_name=None, resume=True)
+    want = [(0.5 * warmup_schedule(s, 8, 0, 0.0), 0.3) for s in range(4, 8)]
+    assert [(round(a, 6), b) for a, b in m.seen] == [(round(a, 6), b) for a, b in want]
+    with pytest.raises(BadInputError, match="another optimiser"):
+        fit(
+            _Scheduled(name="adamw", total=12),
+            {**cfg, "max_steps": 12},
+            tmp_path,
+            train_dataloaders=_loader(),
+            throughput_name=None,
+            resume=True,
+        )
+
+
 class _Wider(_Tiny):
     def __init__(self, width: int = 1, dropout: float = 0.0):
         super().__init__()
