@@ -96,6 +96,21 @@ def test_load_matching_drops_the_head_and_other_widths():
     assert torch.equal(ft.blocks[0].attn.qkv.weight, pre.blocks[0].attn.qkv.weight)
 
 
+def test_load_matching_leaves_statistics_of_another_width_unset():
+    """A pretrained OT's input statistics for features of another width are not loaded, so the
+    fine-tuning features' statistics are set, not the identity (its "set" flag loaded alone)."""
+    pre = build_object_transformer("ot_cpu", in_dim=12, scene_dim=5, input_norm=True)
+    pre.set_input_stats((torch.ones(12), torch.ones(12)), (torch.ones(5), torch.ones(5)))
+    ft = build_object_transformer("ot_cpu", in_dim=16, scene_dim=5, num_outputs=4, input_norm=True)
+    rep = load_matching(ft, pre.state_dict())
+    assert {"inst_norm.mean", "inst_norm.is_set"} <= set(rep["skipped"])
+    assert {"scene_norm.mean", "scene_norm.is_set"} <= set(rep["loaded"])  # same width: kept as pretrained
+    assert ft.set_input_stats((torch.full((16,), 50.0), torch.full((16,), 4.0)), (torch.zeros(5), torch.ones(5))) == [
+        "inst"
+    ]
+    assert torch.equal(ft.inst_norm.mean, torch.full((16,), 50.0)) and torch.equal(ft.scene_norm.mean, torch.ones(5))
+
+
 def test_input_norm_standardises_by_fixed_training_statistics():
     from moviessl.context.ot_spans import input_stats
 

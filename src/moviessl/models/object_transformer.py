@@ -224,6 +224,12 @@ def load_matching(model: nn.Module, state: Mapping[str, torch.Tensor]) -> dict[s
     ``{"loaded", "skipped" (shape mismatch or unknown), "missing" (kept at initialisation)}``."""
     own = model.state_dict()
     use = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    for name, m in model.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(m, Standardize) and any(prefix + k in state and prefix + k not in use for k in ("mean", "scale")):
+            # statistics of another width stay behind: their "set" flag alone would keep the identity
+            # in place of the statistics set_input_stats computes for these features
+            use.pop(prefix + "is_set", None)
     model.load_state_dict(use, strict=False)
     return {
         "loaded": sorted(use),
