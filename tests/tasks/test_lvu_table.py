@@ -32,6 +32,49 @@ def test_claims():
     assert c["ours_beats_sup"]["tasks_ours_better"] == ["view_count"]
 
 
+def _mean(m):
+    return {"mean": m, "se": 0.0, "n": 5}
+
+
+def test_claims_read_only_the_tasks_with_results(tmp_path):
+    """A setting without a result for a task (a split with no scored video) or at all (a row not
+    run) leaves that task out of the claims it is in, or makes them n/a; the report is written."""
+    import json
+
+    from moviessl.tasks.lvu.table import PAPER_ROWS, report
+
+    tasks = ["scene", "view_count"]
+    rows = {r: {"scene": _mean(40.0), "view_count": _mean(0.6)} for r in PAPER_ROWS}
+    rows[("ot", "ours")] = {"view_count": _mean(0.2)}  # no scored test video of "scene"
+    rows[("none", "ours")]["scene"] = _mean(45.0)
+    room = {"scene": {"chance": 20.0, "n": 3}, "view_count": {"chance": 0.5, "n": 3}}
+    c = claims({setting_name(*r): v for r, v in rows.items()}, room, tasks, PAPER_ROWS)
+    assert c["otpp_best_mean_rank"]["tasks_compared"] == ["view_count"] and c["otpp_best_mean_rank"]["holds"] is True
+    assert c["ours_beats_sup"]["tasks_ours_better"] == ["scene"]  # scene 45 > 40; view_count tied
+    stats = {split: {setting_name(*r): v for r, v in rows.items() if r != ("ot", "none")} for split in ("val", "test")}
+    rep = report(stats, {"val": room, "test": room}, tasks, PAPER_ROWS, "5 runs", tmp_path / "t.png")  # OT not run
+    ot = rep["claims"]["test"]["ot_beats_constant"]
+    assert ot["count"] == ot["of"] == 0 and ot["holds (>= 0 of 0)"] is None
+    assert rep["claims"]["test"]["otpp_best_mean_rank"]["holds"] is None
+    line = next(ln for ln in rep["markdown"].splitlines() if ln.startswith("Claims"))
+    short = json.loads(line.split(": ", 1)[1])["test"]
+    assert short["OT beats constant"] == "n/a" and short["OT++ best mean rank of {OT, scene only, OT++}"] == "n/a"
+
+
+@pytest.mark.parametrize("n_tasks, need", [(9, 7), (5, 4), (2, 2), (1, 1)])
+def test_ot_beats_constant_counts_the_tasks_run(n_tasks, need):
+    """The paper's "7 of 9" in proportion to the tasks with a result (the quick demo runs two)."""
+    from moviessl.tasks.lvu.table import COLUMNS, _short
+    from moviessl.tasks.lvu.task import TASKS
+
+    tasks = list(COLUMNS)[:n_tasks]
+    room = {t: {"chance": 1e9 if TASKS[t].regression else -1e9} for t in tasks}  # every task beaten
+    c = claims({setting_name("ot", "none"): {t: _mean(0.5) for t in tasks}}, room, tasks, [("ot", "none")])
+    b = c["ot_beats_constant"]
+    assert (b["count"], b["of"], b[f"holds (>= {need} of {n_tasks})"]) == (n_tasks, n_tasks, True)
+    assert _short(c)["OT beats constant"] == f"{n_tasks}/{n_tasks}"
+
+
 def test_the_table_checks_both_configs_before_its_first_step(tmp_path, monkeypatch):
     """A GPU this machine lacks, or a typo in the OT pretraining's overrides, is one line before the
     instance extraction, the OT pretraining and the TxE pass (they came first)."""
