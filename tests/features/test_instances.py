@@ -349,3 +349,34 @@ def test_a_device_that_does_not_read_is_one_line(backbone, boxes, tmp_path, devi
     with pytest.raises(BadInputError, match=f"^{line}"):
         extract_instances(backbone, boxes / "videos", boxes / "tracks", tmp_path / "out", device=device)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "key, value, cause",
+    [
+        ("sec", np.array(["0", "1", "x", "3"]), "sec must be integers, got <U1"),
+        ("sec", np.array([0.0, 1.5, 2.0, 3.0]), "sec holds a value that is not a whole number"),
+        ("shot", np.array([0.0, np.nan, 0.0, 0.0]), "shot holds a value that is not a whole number"),
+        ("sec", np.array([-1, 0, 1, 2]), r"sec holds a negative second \(-1\)"),
+        ("feat", np.array([["a"] * 8] * 4), "feat must be numbers"),
+        ("feat", np.where(np.eye(4, 8, 2) > 0, np.nan, 0.0), r"4 non-finite feature value\(s\) \(NaN/inf\), first at"),
+        ("feat", np.full((4, 8), 1e39), "32 non-finite feature value"),  # float64 past float32's range: inf
+        ("box", np.tile([[0.1, 0.1, 0.5, 0.9]], (4, 1)) * [[1], [1], [np.nan], [1]], r"box 2 \[nan, nan, nan, nan\]"),
+        ("box", np.tile([[0.1, 0.1, 7.0, -3.0]], (4, 1)), r"box 0 \[0.1, 0.1, 7.0, -3.0\]: not 4 finite numbers"),
+    ],
+)
+def test_bad_instance_feature_files_are_one_line_naming_them(tmp_path, key, value, cause):
+    """Instance arrays the model cannot use (a NaN feature makes every weight NaN; a negative second
+    wraps round in the span code) are refused when the file is read, as the tracks, the release and
+    the scene feature readers refuse theirs, naming the file; whole numbers stored as floats load."""
+    store = _write_store(tmp_path / "inst", {"v": 4})
+    arrs = dict(np.load(tmp_path / "inst" / "v.npz"))
+    arrs[key] = value
+    np.savez(tmp_path / "inst" / "v.npz", **arrs)
+    for lazy in (False, True):
+        with pytest.raises(BadInputError, match=rf"^\S*v\.npz: {cause}"):
+            store.load("v", lazy=lazy)
+    if key in ("sec", "shot"):
+        arrs[key] = np.arange(4.0) if key == "sec" else np.zeros(4)
+        np.savez(tmp_path / "inst" / "v.npz", **arrs)
+        assert store.load("v").sec.dtype == np.int64

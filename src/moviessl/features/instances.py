@@ -578,20 +578,52 @@ class InstanceStore(_Instances):
             raise BadInputError(path, "instance feature file not found") from None
         except (OSError, KeyError, ValueError) as e:
             raise BadInputError(path, f"unreadable instance feature file ({type(e).__name__}: {e})") from None
-        n = len(arrs["sec"])
+        n = len(arrs["sec"]) if arrs["sec"].ndim == 1 else -1
         if (
-            arrs["box"].shape != (n, 4)
+            n < 0
+            or arrs["box"].shape != (n, 4)
             or arrs["feat"].shape != (n, self.dim)
-            or any(len(arrs[k]) != n for k in ("shot", "track"))
+            or any(arrs[k].shape != (n,) for k in ("shot", "track"))
         ):
             raise BadInputError(path, f"inconsistent arrays (feat {arrs['feat'].shape}, {n} boxes, dim {self.dim})")
-        return VideoInstances(
-            arrs["sec"].astype(np.int64),
-            arrs["shot"].astype(np.int64),
-            arrs["track"].astype(np.int64),
+        return _checked_instances(path, arrs)
+
+
+def _checked_instances(path: Path, arrs: dict[str, np.ndarray]) -> VideoInstances:
+    """An instance feature file's arrays (shapes already checked) as :class:`VideoInstances`, or a
+    one-line error naming the file. A NaN or inf in one feature or box turns every weight into NaN,
+    and a negative second wraps round in the span code's indexing: the tracks and release readers
+    refuse them, so a folder written by hand or by another tool is held to the same."""
+    for k in ("sec", "shot", "track"):
+        a = arrs[k]
+        if a.dtype.kind == "f" and not (np.isfinite(a) & (a == np.floor(a))).all():
+            raise BadInputError(path, f"{k} holds a value that is not a whole number")
+        if a.dtype.kind not in "iuf":
+            raise BadInputError(path, f"{k} must be integers, got {a.dtype}")
+    for k in ("box", "feat"):
+        if arrs[k].dtype.kind not in "iuf":
+            raise BadInputError(path, f"{k} must be numbers, got {arrs[k].dtype}")
+    with np.errstate(over="ignore"):  # values past float32's range become inf, refused below
+        inst = VideoInstances(
+            *(arrs[k].astype(np.int64) for k in ("sec", "shot", "track")),
             arrs["box"].astype(np.float32),
             arrs["feat"].astype(np.float32),
         )
+    if len(inst) and inst.sec.min() < 0:
+        raise BadInputError(path, f"sec holds a negative second ({inst.sec.min()})")
+    ok = np.isfinite(inst.box) & (inst.box >= -1e-3) & (inst.box <= 1 + 1e-3)
+    if not ok.all():
+        r = int(np.nonzero(~ok.all(1))[0][0])
+        b = [round(float(v), 4) for v in inst.box[r]]
+        raise BadInputError(path, f"box {r} {b}: not 4 finite numbers normalised to [0, 1] of the frame")
+    # a float64 sum is finite exactly when every value is, without a mask the size of the features
+    if not np.isfinite(inst.feat.sum(dtype=np.float64)):
+        bad = ~np.isfinite(inst.feat)
+        r, c = np.argwhere(bad)[0]
+        raise BadInputError(
+            path, f"{int(bad.sum())} non-finite feature value(s) (NaN/inf), first at box {int(r)}, dim {int(c)}"
+        )
+    return inst
 
 
 class LVUReleaseInstances(_Instances):
