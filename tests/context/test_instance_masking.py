@@ -96,3 +96,15 @@ def test_ot_pretrain_presets_train_in_fp32():
 
     assert load_config("ot_pretrain", "paper").trainer.precision == "32-true"
     assert load_config("ot_pretrain", "cpu").trainer.precision == "32-true"
+
+
+def test_pretrain_ot_refuses_a_span_past_the_time_tables_first(tmp_path):
+    """A span longer than the position tables hold is one line naming data.span_s, before any
+    instance file is read or the run folder made (its time ids would be clamped, silently)."""
+    from moviessl.config import load_config
+    from moviessl.context.instance_masking import pretrain_ot
+
+    cfg = load_config("ot_pretrain", "cpu", ["data.span_s=300"])
+    with pytest.raises(BadInputError, match=r"^data\.span_s: a 300-s span needs time ids up to"):
+        pretrain_ot(None, tmp_path / "out", cfg)
+    assert not (tmp_path / "out").exists()

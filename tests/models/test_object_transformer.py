@@ -147,6 +147,24 @@ def test_input_norm_standardises_by_fixed_training_statistics():
     assert bool(back.inst_norm.is_set) and torch.equal(back.inst_norm.mean, torch.zeros(12))
 
 
+@pytest.mark.parametrize("max_positions", [258, 64, 65])
+def test_a_span_whose_time_ids_pass_the_tables_is_refused(max_positions):
+    """The longest span check_span_s lets through gives ids inside the tables; one second more
+    gives an id ``_ids`` would clamp (two seconds sharing a row), and is refused naming the setting."""
+    from moviessl.models.object_transformer import check_span_s
+
+    def top_id(span_s):  # tokens in the span's first and last seconds: its widest ids
+        v = SpanVideo("v", scene=np.zeros((2, 3), np.float32), scene_sec=np.array([0, span_s - 1]))
+        return int(span_tokens(v, span_s - 1, span_s, halfway=max_positions // 2)["pos"].max())
+
+    longest = next(s for s in range(512, 0, -1) if top_id(s) <= max_positions - 1)
+    check_span_s(longest, max_positions)
+    assert top_id(longest + 1) > max_positions - 1
+    with pytest.raises(BadInputError, match=rf"^data\.span_s: a {longest + 1}-s span .*\(at most {longest} s"):
+        check_span_s(longest + 1, max_positions)
+    check_span_s(60, 258)  # LVU's
+
+
 def test_paper_ffn_has_no_inner_dropout_as_berts():
     """BERT's intermediate layer (dense -> GELU) has no dropout; hidden_dropout follows the output dense."""
     x = torch.randn(6, 768)

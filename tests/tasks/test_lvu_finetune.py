@@ -169,6 +169,17 @@ def test_task_all_checks_its_config_before_the_txe_pass(lvu_setup, capsys, tmp_p
     assert err.count("\n") == 0 and "train.epoch" in err and not (out / "scene_ctx").exists()
 
 
+def test_a_span_past_the_time_tables_is_refused_before_any_input(tmp_path, capsys):
+    """data.span_s whose time ids the OT's position tables cannot hold (they were clamped: distinct
+    seconds shared a row) is one line naming the setting, before the labels or inputs are read."""
+    out = tmp_path / "o"
+    argv = ["finetune", "lvu", "--task", "scene", "--data-root", str(tmp_path / "none"), "--out", str(out)]
+    argv += ["--instances", str(tmp_path / "inst"), "data.span_s=300", *FAST]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("moviessl: error: data.span_s: a 300-s span") and not out.exists()
+
+
 def test_a_finished_run_is_reused_only_on_the_same_labels_and_inputs(lvu_setup, tmp_path):
     tmp, lvu, _ = lvu_setup
     root, events = tmp_path / "lvu", tmp_path / "events"

@@ -91,4 +91,9 @@ def test_the_table_checks_both_configs_before_its_first_step(tmp_path, monkeypat
         run_lvu_table(tmp_path / "out", tmp_path / "none", {}, None, pretrain_overrides=["trainer.accelerator=gpu"])
     with pytest.raises(BadInputError, match="^trainer.precision: 'half' is not a precision"):
         run_lvu_table(tmp_path / "out", tmp_path / "none", {}, None, pretrain_overrides=["trainer.precision=half"])
+    # a span whose time ids the OT's tables cannot hold, in either config
+    with pytest.raises(BadInputError, match="^data.span_s: a 300-s span needs time ids"):
+        run_lvu_table(tmp_path / "out", tmp_path / "none", {}, None, overrides=["data.span_s=300"])
+    with pytest.raises(BadInputError, match="^data.span_s: a 300-s span needs time ids"):
+        run_lvu_table(tmp_path / "out", tmp_path / "none", {}, None, pretrain_overrides=["data.span_s=300"])
     assert not (tmp_path / "out").exists()

@@ -38,7 +38,7 @@ from ..config import to_dict
 from ..errors import BadInputError
 from ..features.instances import set_feature_cache
 from ..models.heads import BertLMHead
-from ..models.object_transformer import ID_OFFSET, INSTANCE, build_object_transformer
+from ..models.object_transformer import ID_OFFSET, INSTANCE, build_object_transformer, check_span_s, ot_settings
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
 from ..training import fit, refuse_earlier_run, seed_everything, setup_machine
 from .config import OTPretrainConfig
@@ -225,6 +225,7 @@ def pretrain_ot(
     instances.InstanceStore` or the LVU release reader; labels are never read) -> ``OUT/model.pt``
     (stage ``ot``). Writes ``OUT/config.yaml``, logs, curves and Lightning checkpoints."""
     out = Path(out)
+    check_span_s(cfg.data.span_s, int(ot_settings(cfg.model.preset, **dict(cfg.model.overrides))["max_positions"]))
     refuse_earlier_run(out, resume)
     seed_everything(cfg.seed)
     setup_machine(cfg.trainer)

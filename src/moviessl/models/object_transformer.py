@@ -209,6 +209,22 @@ def ot_settings(preset: str = "ot_paper", **overrides: Any) -> dict[str, Any]:
     return cfg
 
 
+def check_span_s(span_s: int, max_positions: int) -> None:
+    """Refuse a ``data.span_s`` whose time ids would pass the ``max_positions``-row tables:
+    :meth:`ObjectTransformer._ids` would clamp them, and distinct seconds would share a row. A span's
+    largest id (:func:`moviessl.context.ot_spans.span_tokens`, centred on ``max_positions // 2``) is
+    its last second's, increasing (``span_s - 1``) or centred (``halfway + ceil((span_s - 1) / 2)``)."""
+    halfway, top = max_positions // 2, max_positions - 1
+    need = ID_OFFSET + max(int(span_s) - 1, halfway + int(span_s) // 2)
+    if need > top:
+        longest = min(top - ID_OFFSET + 1, 2 * (top - ID_OFFSET - halfway) + 1)
+        raise BadInputError(
+            "data.span_s",
+            f"a {span_s}-s span needs time ids up to {need}, past the OT's {max_positions}-row time tables "
+            f"(at most {longest} s with model.max_positions {max_positions})",
+        )
+
+
 def build_object_transformer(
     preset: str = "ot_paper", in_dim: int = 2304, scene_dim: int = 0, num_outputs: int = 0, **overrides: Any
 ) -> ObjectTransformer:
