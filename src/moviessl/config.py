@@ -25,17 +25,35 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf.nodes import StringNode
 
 from .errors import BadInputError
 from .utils.io import atomic_write_text
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``5e-2`` as a number (YAML 1.2): PyYAML (YAML 1.1) wants a dot
+    and a signed exponent, so a float setting converted the string but a free-form mapping
+    (``model.overrides``) kept it and a layer failed on it with a traceback."""
+
+
+class _Dumper(yaml.SafeDumper):
+    """Quotes the strings :class:`_Loader` reads as numbers, so a saved config reads back the same."""
+
+
+# Exponent forms only: YAML 1.1's resolvers, tried first, already read the ints and dotted floats.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)[eE][-+]?\d+$")
+for _cls in (_Loader, _Dumper):
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+.0123456789"))
 
 
 @dataclasses.dataclass
@@ -95,7 +113,7 @@ def _read_yaml(path: Path, stage: str) -> DictConfig:
     if not path.is_file():
         raise BadInputError(path, "config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_Loader) or {}
     except yaml.YAMLError as e:
         raise BadInputError(path, f"invalid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -123,22 +141,30 @@ def _preset_path(stage: str, preset: str | os.PathLike) -> Path:
     return path
 
 
-def parse_overrides(overrides: Iterable[str]) -> DictConfig:
+def _is_text(cfg: DictConfig | None, key: str) -> bool:
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, DictConfig) or node._is_none():
+            return False
+        node = node._get_node(part, validate_access=False)
+    return isinstance(node, StringNode)
+
+
+def parse_overrides(overrides: Iterable[str], into: DictConfig | None = None) -> DictConfig:
+    """Dotted overrides as a config; a text setting of ``into`` takes a value as written."""
     items: dict[str, Any] = {}
     for ov in overrides:
         if "=" not in ov:
             raise BadInputError(None, f"override '{ov}' is not of the form key.sub=value")
         key, _, raw = ov.partition("=")
+        key = key.strip()
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = yaml.load(raw, Loader=_Loader) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
-        if isinstance(value, str):
-            try:  # PyYAML (YAML 1.1) reads "1e-3" as a string; users mean a number
-                value = float(value) if any(c in value for c in ".eE") else int(value)
-            except ValueError:
-                pass
-        items[key.strip()] = value
+        if value is not None and not isinstance(value, (str, list, dict)) and _is_text(into, key):
+            value = raw.strip()  # data.cache_dir=1e5 names a folder 1e5, not 100000.0
+        items[key] = value
     cfg = OmegaConf.create({})
     for key, value in items.items():
         OmegaConf.update(cfg, key, value, force_add=True)
@@ -168,7 +194,7 @@ def _structured(cfg: Any) -> DictConfig:
 def _override_strings(overrides: Iterable[str] | Mapping[str, Any]) -> list[str]:
     if isinstance(overrides, Mapping):
         return [
-            f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+            f"{k}={yaml.dump(v, Dumper=_Dumper, default_flow_style=True).strip().removesuffix('...').strip()}"
             for k, v in overrides.items()
         ]
     return list(overrides)
@@ -187,7 +213,8 @@ def flatten(changes: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def merge_overrides(cfg: Any, overrides: Iterable[str] | Mapping[str, Any]) -> Any:
     """``cfg`` (a schema instance) with dotted overrides merged in; every overridden key must exist."""
-    merged = _merge(_structured(cfg), parse_overrides(_override_strings(overrides)), None, "overrides")
+    base = _structured(cfg)
+    merged = _merge(base, parse_overrides(_override_strings(overrides), base), None, "overrides")
     check_ranges(merged)
     return OmegaConf.to_object(merged) if dataclasses.is_dataclass(cfg) else merged
 
@@ -206,7 +233,7 @@ def load_config(
     cfg = _merge(OmegaConf.structured(schema_of(stage)), raw, path, "the preset")
     if variant is not None and variant in by_variant:
         cfg = _merge(cfg, by_variant[variant], path, f"by_variant.{variant}")
-    cfg = _merge(cfg, parse_overrides(_override_strings(overrides)), None, "overrides")
+    cfg = _merge(cfg, parse_overrides(_override_strings(overrides), cfg), None, "overrides")
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise BadInputError(
@@ -492,7 +519,7 @@ def save_config(cfg: Any, out_dir: str | os.PathLike, name: str = "config.yaml")
     """Write the resolved config beside a run's outputs. A different config of a run that trained
     (``checkpoints/`` there: a resume with other settings) is kept as ``{stem}.partNNN.yaml``, oldest
     first, as the CSV logs are; one left by an attempt that stopped at an input check is replaced."""
-    path, text = Path(out_dir) / name, yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    path, text = Path(out_dir) / name, yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False)
     trained = (path.parent / "checkpoints").is_dir()
     if trained and path.is_file() and path.read_text(encoding="utf-8") != text:
         n = len(list(path.parent.glob(f"{path.stem}.part*.yaml")))

@@ -355,3 +355,27 @@ def test_every_range_checked_name_is_a_setting():
             names |= {k.rsplit(".", 1)[-1] for k in c.flatten(c.to_dict(load_config(stage, preset)))}
     tables = c._POSITIVE_INT + c._NON_NEGATIVE + c._FRACTION + c._POSITIVE + c._PROBABILITY
     assert sorted(set(tables) - names) == []
+
+
+def test_exponent_floats_are_numbers_in_mappings_and_lists(tmp_path):
+    """PyYAML (YAML 1.1) kept ``5e-2`` a string: a float setting converted it, but a free-form
+    mapping (``model.overrides``, the heads' ``*_overrides``) passed it on and a layer traced back."""
+    p = tmp_path / "p.yaml"
+    p.write_text("_base_: cpu\nmodel:\n  overrides: {dropout: 5e-2, widths: [8, 1E1], depth: 2, x: .inf}\n")
+    o = load_config("backbone", p).model.overrides
+    assert o["dropout"] == 0.05 and o["widths"] == [8, 10.0] and type(o["depth"]) is int and o["x"] == float("inf")
+    o = load_config("backbone", "cpu", ["model.overrides={dropout: 5e-2, depth: 2, name: '1e5'}"]).model.overrides
+    assert o == {"dropout": 0.05, "depth": 2, "name": "1e5"} and type(o["depth"]) is int
+    cfg = load_config("vidsitu", "cpu", ["srl.txd_overrides={dropout: 1.5e-1}", "verb.lr=2E-3"])
+    assert cfg.srl.txd_overrides == {"dropout": 0.15} and cfg.verb.lr == 2e-3
+    assert load_config("backbone", "cpu", ["optim.lr=3e-4", "seed=017"]).optim.lr == 3e-4
+
+
+def test_a_text_setting_takes_an_override_as_written(tmp_path):
+    """``data.cache_dir=1e5`` names a folder ``1e5``: it became ``100000.0``."""
+    cfg = load_config("backbone", "cpu", ["data.cache_dir=1e5", "data.frame_crop=off", "trainer.precision=16"])
+    assert (cfg.data.cache_dir, cfg.data.frame_crop, cfg.trainer.precision) == ("1e5", "off", "16")
+    assert load_config("backbone", "cpu", ["data.cache_dir=null"]).data.cache_dir is None
+    cfg = merge_overrides(load_config("backbone", "cpu"), {"data.cache_dir": "1e5", "model.overrides": {"n": "2e3"}})
+    assert cfg.data.cache_dir == "1e5" and cfg.model.overrides == {"n": "2e3"}
+    assert load_config("backbone", save_config(cfg, tmp_path)) == cfg  # read back the same
