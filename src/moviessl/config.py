@@ -109,11 +109,16 @@ def preset_names(stage: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / stage).glob("*.yaml") if not p.stem.startswith("_"))
 
 
-def _read_yaml(path: Path, stage: str) -> DictConfig:
+def _read_yaml(path: Path, stage: str, chain: tuple[Path, ...] = ()) -> DictConfig:
     if not path.is_file():
         raise BadInputError(path, "config file not found")
+    if path.resolve() in chain:
+        cycle = [*chain[chain.index(path.resolve()) :], path.resolve()]
+        raise BadInputError(chain[0], f"_base_ cycle: {' -> '.join(p.name for p in cycle)}")
     try:
-        data = yaml.load(path.read_text(), Loader=_Loader) or {}
+        data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_Loader) or {}
+    except UnicodeDecodeError:
+        raise BadInputError(path, "not a UTF-8 text file") from None
     except yaml.YAMLError as e:
         raise BadInputError(path, f"invalid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -124,7 +129,7 @@ def _read_yaml(path: Path, stage: str) -> DictConfig:
         base_path = (path.parent / str(base)).resolve()
         if not base_path.is_file() and Path(str(base)).suffix not in (".yaml", ".yml"):
             base_path = _preset_path(stage, str(base))  # `_base_: paper`
-        cfg = OmegaConf.merge(_read_yaml(base_path, stage), cfg)
+        cfg = OmegaConf.merge(_read_yaml(base_path, stage, (*chain, path.resolve())), cfg)
     return cfg
 
 

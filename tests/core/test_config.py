@@ -379,3 +379,20 @@ def test_a_text_setting_takes_an_override_as_written(tmp_path):
     cfg = merge_overrides(load_config("backbone", "cpu"), {"data.cache_dir": "1e5", "model.overrides": {"n": "2e3"}})
     assert cfg.data.cache_dir == "1e5" and cfg.model.overrides == {"n": "2e3"}
     assert load_config("backbone", save_config(cfg, tmp_path)) == cfg  # read back the same
+
+
+def test_a_base_cycle_and_a_file_not_in_utf8_are_one_line(tmp_path):
+    """Both traced back (RecursionError, UnicodeDecodeError); a byte-order mark is read past."""
+    (tmp_path / "a.yaml").write_text("_base_: a.yaml\nseed: 1\n")
+    with pytest.raises(BadInputError, match=r"a.yaml: _base_ cycle: a.yaml -> a.yaml$"):
+        load_config("backbone", tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text("_base_: c.yaml\n")
+    (tmp_path / "c.yaml").write_text("_base_: b.yaml\n")
+    (tmp_path / "x.yaml").write_text("_base_: b.yaml\n")
+    with pytest.raises(BadInputError, match=r"x.yaml: _base_ cycle: b.yaml -> c.yaml -> b.yaml$"):
+        load_config("backbone", tmp_path / "x.yaml")
+    (tmp_path / "bin.yaml").write_bytes(b"seed: \xff\xfe\n")
+    with pytest.raises(BadInputError, match=r"bin.yaml: not a UTF-8 text file$"):
+        load_config("backbone", tmp_path / "bin.yaml")
+    (tmp_path / "bom.yaml").write_bytes("\ufeff_base_: cpu\nseed: 5\n".encode())
+    assert load_config("backbone", tmp_path / "bom.yaml").seed == 5
