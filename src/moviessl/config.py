@@ -245,7 +245,7 @@ def load_config(
             path,
             f"missing settings {', '.join(missing)} (start a partial preset with `_base_: paper` or `_base_: cpu`)",
         )
-    check_ranges(cfg)
+    check_ranges(cfg, null_epochs_unlimited=stage not in EPOCHS_PER_TASK)
     return OmegaConf.to_object(cfg)
 
 
@@ -485,8 +485,14 @@ _KEY_CHECKS = {
 }
 
 
-def check_ranges(cfg: Any) -> None:
-    """``BadInputError`` naming the first setting outside its range (see ``_range_problem``)."""
+# the stages whose trainer.max_epochs null means each task's own `epochs`; elsewhere it is no limit
+EPOCHS_PER_TASK = ("vidsitu", "lvu")
+
+
+def check_ranges(cfg: Any, null_epochs_unlimited: bool = False) -> None:
+    """``BadInputError`` naming the first setting outside its range (see ``_range_problem``), or a
+    trainer without any limit: ``trainer.max_steps`` -1 with ``trainer.max_epochs`` -1 (or null,
+    where ``null_epochs_unlimited``: a stage that trains without a limit then)."""
     flat = flatten(to_dict(cfg))
     for key, v in flat.items():
         if key.rsplit(".", 1)[-1] == "matmul_precision":
@@ -500,6 +506,10 @@ def check_ranges(cfg: Any) -> None:
         block = key.rsplit(".", 1)[0]
         if key.endswith(".replace") and isinstance(flat.get(f"{block}.swap"), (int, float)):
             check_shares(block, v, flat[f"{block}.swap"])
+    # Lightning then trains forever, and the schedules' step count is infinite (an OverflowError)
+    epochs = flat.get("trainer.max_epochs")
+    if flat.get("trainer.max_steps") == -1 and (epochs == -1 or (epochs is None and null_epochs_unlimited)):
+        raise BadInputError("trainer.max_steps", "the run would never end; set trainer.max_steps or trainer.max_epochs")
 
 
 def from_dict(stage: str, data: Mapping[str, Any]) -> Any:

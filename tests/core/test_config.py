@@ -178,7 +178,9 @@ def test_settings_out_of_range_are_bad_input(preset, override, message):
     traceback from torch's DataLoader or optimiser."""
     with pytest.raises(BadInputError, match=message):
         load_config("backbone", preset, [override])
-    cfg = load_config("backbone", preset, ["trainer.max_steps=-1"])  # -1: Lightning's "no limit"
+    cfg = load_config(
+        "backbone", preset, ["trainer.max_steps=-1", "trainer.max_epochs=2"]
+    )  # -1: Lightning's "no limit"
     with pytest.raises(BadInputError, match="momentum"):
         merge_overrides(cfg, ["optim.momentum=1.5"])
 
@@ -396,3 +398,23 @@ def test_a_base_cycle_and_a_file_not_in_utf8_are_one_line(tmp_path):
         load_config("backbone", tmp_path / "bin.yaml")
     (tmp_path / "bom.yaml").write_bytes("\ufeff_base_: cpu\nseed: 5\n".encode())
     assert load_config("backbone", tmp_path / "bom.yaml").seed == 5
+
+
+@pytest.mark.parametrize("stage", ["backbone", "context", "vidsitu", "lvu", "ot_pretrain"])
+def test_a_trainer_without_any_limit_is_one_line(stage, tmp_path):
+    """max_steps -1 with max_epochs -1 trained forever or ended in an OverflowError (an infinite
+    step count for the schedule); null is no limit too except in the tasks (each task's `epochs`)."""
+    line = r"^trainer.max_steps: the run would never end; set trainer.max_steps or trainer.max_epochs$"
+    with pytest.raises(BadInputError, match=line):
+        load_config(stage, "cpu", ["trainer.max_steps=-1", "trainer.max_epochs=-1"])
+    if stage in ("vidsitu", "lvu"):
+        assert load_config(stage, "cpu", ["trainer.max_steps=-1", "trainer.max_epochs=null"]).trainer.max_epochs is None
+    else:
+        with pytest.raises(BadInputError, match=line):
+            load_config(stage, "cpu", ["trainer.max_steps=-1", "trainer.max_epochs=null"])
+    assert load_config(stage, "cpu", ["trainer.max_steps=-1", "trainer.max_epochs=3"]).trainer.max_epochs == 3
+    assert load_config(stage, "cpu", ["trainer.max_steps=5", "trainer.max_epochs=-1"]).trainer.max_steps == 5
+    from moviessl.training import make_trainer
+
+    with pytest.raises(BadInputError, match=line):  # a trainer config built in code
+        make_trainer({"max_steps": -1, "max_epochs": -1}, tmp_path)
