@@ -290,7 +290,6 @@ _POSITIVE_INT = (
 _NON_NEGATIVE = (
     "lr",
     "weight_decay",
-    "final_lr_frac",
     "warmup_steps",
     "num_workers",
     "ckpt_every_n_steps",
@@ -303,7 +302,8 @@ _NON_NEGATIVE = (
     "span_weight",
 )
 # probabilities and shares, 0 and 1 included (a block's replace + swap together: check_shares)
-_PROBABILITY = ("flip_p", "jitter_p", "gray_p", "blur_p", "track_mask", "replace", "swap")
+# (final_lr_frac: the share of lr the schedule ends at; above 1 it rose instead of decaying)
+_PROBABILITY = ("flip_p", "jitter_p", "gray_p", "blur_p", "track_mask", "replace", "swap", "final_lr_frac")
 _FRACTION = (
     "dropout",
     "attn_dropout",
@@ -332,6 +332,8 @@ _POSITIVE = (
 def _range_problem(name: str, v: Any) -> str | None:
     if name == "epochs_grid" and isinstance(v, (list, tuple)) and any(_range_problem("epochs", e) for e in v):
         return "must hold epoch counts > 0"  # each becomes a trainer's max_epochs, after the ones before train
+    if name == "betas" and isinstance(v, (list, tuple)) and (len(v) != 2 or not all(0 <= b < 1 for b in v)):
+        return "must be two numbers in [0, 1)"  # AdamW's, read only when training began (torch's ValueError)
     if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
     if name in _POSITIVE_INT and v < 1:
@@ -476,12 +478,23 @@ def check_shares(block: str, replace: float, swap: float) -> None:
         raise BadInputError(f"{block}.replace/swap", f"need shares in [0, 1] summing to <= 1, got {replace} / {swap}")
 
 
-# the trainer settings Lightning reads by name, checked as a whole (beside the ranges by leaf name)
+def check_optimizer(key: str, v: Any) -> None:
+    """One line naming ``key`` unless ``v`` names an optimiser :func:`moviessl.optim.make_optimizer`
+    builds (which refused it only when training began, after the clips had been cached)."""
+    from .optim import OPTIMIZERS  # imports torch: on use
+
+    if str(v).lower() not in OPTIMIZERS:
+        raise BadInputError(key, f"unknown optimiser {v!r} ({'|'.join(OPTIMIZERS)})")
+
+
+# the settings read by name (Lightning's trainer settings, the optimiser), checked as a whole
+# (beside the ranges by leaf name)
 _KEY_CHECKS = {
     "trainer.precision": (check_precision, check_train_precision),
     "trainer.accelerator": (check_accelerator,),
     "trainer.devices": (check_devices,),
     "trainer.strategy": (check_strategy,),
+    "optim.name": (check_optimizer,),
 }
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from .errors import BadInputError
 
 NoDecay = Callable[[str, nn.Parameter], bool]
+OPTIMIZERS = ("sgd", "lars", "adamw")  # make_optimizer's names (any case)
 
 
 def no_decay_for_vectors(name: str, p: nn.Parameter) -> bool:
@@ -123,7 +124,7 @@ def make_optimizer(
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=False)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, **({"betas": tuple(betas)} if betas is not None else {}))
-    raise BadInputError("optim.name", f"unknown optimiser {name!r} (sgd|lars|adamw)")
+    raise BadInputError("optim.name", f"unknown optimiser {name!r} ({'|'.join(OPTIMIZERS)})")
 
 
 def lr_scheduler(

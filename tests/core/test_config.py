@@ -418,3 +418,32 @@ def test_a_trainer_without_any_limit_is_one_line(stage, tmp_path):
 
     with pytest.raises(BadInputError, match=line):  # a trainer config built in code
         make_trainer({"max_steps": -1, "max_epochs": -1}, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "stage, override, line",
+    [
+        ("backbone", "optim.name=adam", r"optim.name: unknown optimiser 'adam' \(sgd\|lars\|adamw\)"),
+        ("context", "optim.betas=[0.9]", r"optim.betas: \[0.9\] must be two numbers in \[0, 1\)"),
+        ("context", "optim.betas=[0.9, 0.98, 0.9]", r"optim.betas: \[0.9, 0.98, 0.9\] must be two numbers in \[0, 1\)"),
+        ("context", "optim.betas=[0.9, 1.0]", r"optim.betas: \[0.9, 1.0\] must be two numbers in \[0, 1\)"),
+        ("context", "optim.betas=[-0.1, 0.9]", r"optim.betas: \[-0.1, 0.9\] must be two numbers in \[0, 1\)"),
+        ("lvu", "train.betas=[0.9]", r"train.betas: \[0.9\] must be two numbers in \[0, 1\)"),
+        ("backbone", "optim.final_lr_frac=1.5", r"optim.final_lr_frac: 1.5 must be in \[0, 1\]"),
+        ("backbone", "optim.final_lr_frac=-0.1", r"optim.final_lr_frac: -0.1 must be in \[0, 1\]"),
+    ],
+)
+def test_optimiser_settings_are_checked_on_loading(stage, override, line):
+    """A misspelt optimiser was refused only in configure_optimizers (after the clips had been
+    cached), bad betas traced back from torch, a final_lr_frac above 1 raised the lr instead."""
+    with pytest.raises(BadInputError, match=f"^{line}$"):
+        load_config(stage, "cpu", [override])
+
+
+def test_optimiser_settings_at_their_edges_load():
+    from moviessl.optim import OPTIMIZERS
+
+    for name in (*OPTIMIZERS, "SGD"):  # make_optimizer takes any case
+        assert load_config("backbone", "cpu", [f"optim.name={name}"]).optim.name == name
+    assert load_config("backbone", "cpu", ["optim.final_lr_frac=1"]).optim.final_lr_frac == 1
+    assert load_config("context", "cpu", ["optim.betas=[0, 0.999]"]).optim.betas == [0, 0.999]
