@@ -27,7 +27,7 @@ import importlib.util
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Collection, Iterable, Mapping, Optional
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -229,12 +229,18 @@ def load_config(
     preset: str | os.PathLike = "cpu",
     overrides: Iterable[str] | Mapping[str, Any] = (),
     variant: str | None = None,
+    variants: Collection[str] | None = None,
 ) -> Any:
     """The resolved, type-checked config of a stage: the preset file, its ``by_variant[variant]``
-    block, then the dotted overrides. Returns an instance of the stage's schema dataclass."""
+    block, then the dotted overrides. Returns an instance of the stage's schema dataclass.
+    ``variants``: the stage's variant names, where it knows them; a ``by_variant`` block of
+    another name is then an error (a misspelt one was never merged)."""
     path = _preset_path(stage, preset)
     raw = _read_yaml(path, stage)
     by_variant = raw.pop("by_variant", None) or {}
+    unknown = [name for name in by_variant if variants is not None and name not in variants]
+    if unknown:
+        raise BadInputError(path, f"by_variant.{unknown[0]}: no such method ({', '.join(variants or ())})")
     cfg = _merge(OmegaConf.structured(schema_of(stage)), raw, path, "the preset")
     if variant is not None and variant in by_variant:
         cfg = _merge(cfg, by_variant[variant], path, f"by_variant.{variant}")

@@ -447,3 +447,23 @@ def test_optimiser_settings_at_their_edges_load():
         assert load_config("backbone", "cpu", [f"optim.name={name}"]).optim.name == name
     assert load_config("backbone", "cpu", ["optim.final_lr_frac=1"]).optim.final_lr_frac == 1
     assert load_config("context", "cpu", ["optim.betas=[0, 0.999]"]).optim.betas == [0, 0.999]
+
+
+def test_a_misspelt_by_variant_block_is_one_line(tmp_path, capsys):
+    """A block for no method (``cvlr``) was silently never merged; the backbone CLI names them."""
+    from moviessl import cli
+    from moviessl.ssl.registry import list_methods
+
+    p = tmp_path / "v.yaml"
+    p.write_text("_base_: paper\nby_variant:\n  supervised: {trainer: {max_epochs: 5}}\n  cvlr: {optim: {lr: 9.0}}\n")
+    line = f"by_variant.cvlr: no such method ({', '.join(list_methods())})"
+    with pytest.raises(BadInputError) as e:
+        load_config("backbone", p, variant="cvrl", variants=list_methods())
+    assert str(e.value) == f"{p}: {line}"
+    assert load_config("backbone", p, variant="cvrl").optim.lr == 0.32  # without names: unchecked
+    for shipped in ("cpu", "paper"):
+        load_config("backbone", shipped, variants=list_methods())
+    for args in (["pretrain-backbone", "--method", "cvrl", "--out", str(tmp_path / "o")], ["probe-backbone", "m.pt"]):
+        rc = cli.main([*args, "--data", "x.csv", "--val", "y.csv", "--preset", str(p)])
+        assert rc == 2 and capsys.readouterr().err.strip() == f"moviessl: error: {p}: {line}"
+    assert not (tmp_path / "o").exists()

@@ -18,8 +18,9 @@ from pathlib import Path
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from ..config import load_config
     from .pretrain import pretrain
+    from .registry import list_methods
 
-    cfg = load_config("backbone", args.preset, args.overrides, variant=args.method)
+    cfg = load_config("backbone", args.preset, args.overrides, variant=args.method, variants=list_methods())
     s = pretrain(args.method, args.data, args.out, cfg, val=args.val, resume=args.resume, run_probe=not args.no_probe)
     if s:
         print(json.dumps(s.get("probe", {"method": s["method"], "skipped_videos": s["skipped_videos"]})))
@@ -33,8 +34,9 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..utils.io import atomic_write_json, ensure_out_file
     from .probe import probe_checkpoint
+    from .registry import list_methods
 
-    cfg = load_config("backbone", args.preset, args.overrides)
+    cfg = load_config("backbone", args.preset, args.overrides, variants=list_methods())
     if args.out:
         ensure_out_file(args.out, "--out file")
     res = probe_checkpoint(
