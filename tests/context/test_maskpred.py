@@ -52,6 +52,11 @@ def test_span_mask_respects_padding():
     one = torch.ones(10, 5, dtype=torch.bool)
     one[:, 0] = False  # a single valid token is masked whole
     assert torch.equal(mp.sample_span_masks(5, [1, 2, 3], pad=one), ~one)
+    # a set without the small sizes: a short window masks all but one token, never its padding
+    for sizes, valid, masked in (([2, 3], 1, 1), ([3], 2, 1), ([3], 3, 2), ([3], 4, 3)):
+        pad = torch.arange(5)[None, :].expand(50, 5) >= valid
+        masks = mp.sample_span_masks(5, sizes, pad=pad, generator=torch.Generator().manual_seed(0))
+        assert not (masks & pad).any() and set(masks.sum(1).tolist()) == {masked}
 
 
 def test_infonce_hand_computed():
@@ -293,6 +298,46 @@ def test_windows_token_stride_and_padding(tmp_path):
     assert short["uid"][:3].tolist() == [20, 22, 24]  # ids continue after video a's 20 events
     with pytest.raises(BadInputError, match="multiple"):
         FeatureWindows([store], window=5, token_stride_s=1.5)
+
+
+def test_windows_leave_out_a_damaged_stretch(tmp_path):
+    """Events extract lists as missing (zero rows) were served as real tokens, scored as targets,
+    queued as distractors (all alike) and counted in the TxE's input statistics; a validation set
+    numbered its events as the training set's, so unrelated training events were dropped from its
+    queue as copies of the positive."""
+    from moviessl.context.windows import FeatureWindows
+    from moviessl.features.store import FeatureStore
+    from moviessl.utils.io import atomic_write_json
+
+    root = tmp_path / "f"
+    root.mkdir()
+    f = np.arange(1, 31, dtype=np.float32)[:, None].repeat(4, 1)  # row i holds i + 1
+    f[8:20] = 0.0
+    np.save(root / "a_feats.npy", f)
+    np.save(root / "b_feats.npy", np.zeros((4, 4), np.float32))
+    videos = {"a": {"num_events": 30, "status": "ok", "missing": [[8, 20]]}}
+    videos["b"] = {"num_events": 4, "status": "ok", "missing": [[0, 4]]}
+    atomic_write_json(root / "index.json", {"stride_s": 2.0, "dim": 4, "videos": videos})
+    store = FeatureStore(root)
+    ds = FeatureWindows([store], window=5, random_start=True)
+    assert [v[1] for v in ds.videos] == ["a"] and ds.num_bad == 1  # b has no undamaged event
+    np.random.seed(0)
+    starts = set()
+    for _ in range(300):
+        it = ds[0]
+        rows = it["x"][:, 0].numpy()
+        assert not it["pad"].any() and (rows > 0).all()
+        assert it["uid"].tolist() == (rows - 1).astype(int).tolist()
+        starts.add(int(rows[0] - 1))
+    assert starts == set(range(0, 4)) | set(range(20, 26))  # within either stretch, each start drawn
+    mean, var = ds.feature_stats()
+    valid = np.r_[1:9, 21:31].astype(np.float64)
+    np.testing.assert_allclose(mean, valid.mean(), rtol=1e-6)
+    np.testing.assert_allclose(var, valid.var(), rtol=1e-5)
+    fixed = FeatureWindows([store], window=5, random_start=False)
+    assert fixed[0]["uid"].tolist() == [22, 23, 24, 25, 26]  # the middle of the longest stretch
+    val = FeatureWindows([store], window=5, random_start=False, uid_base=30)
+    assert val[0]["uid"].tolist() == [52, 53, 54, 55, 56]
 
 
 def test_maskpred_learns_to_fill_in(tmp_path):

@@ -144,3 +144,13 @@ def test_released_vidsitu_features_without_splits_are_not_pretrained_on_silently
     other = write_vidsitu_folder(tmp_path / "own", sequence_features(3, dim=4))
     s2 = FeatureStore(other)
     assert len(pretraining_ids([s2], [(0, v) for v in s2.ids])) == 3
+
+
+@pytest.mark.parametrize("sizes", ["[6]", "[0,1]"])
+def test_mask_sizes_that_do_not_fit_the_window_are_one_line_before_any_work(feats, tmp_path, capsys, sizes):
+    """A ValueError traceback after the feature windows were built (exit 1)."""
+    args = ["pretrain-context", "--features", str(feats[0]), "--out", str(tmp_path / "run")]
+    assert main([*args, "trainer.max_steps=1", *FAST, f"maskpred.mask_sizes={sizes}"]) == 2
+    err = capsys.readouterr().err
+    assert "maskpred.mask_sizes: mask sizes must lie in 1..5" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

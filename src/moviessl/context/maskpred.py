@@ -59,11 +59,14 @@ def _allowed_counts(lengths: torch.Tensor, sizes_t: torch.Tensor) -> torch.Tenso
 def sample_mask_sizes(
     lengths: torch.Tensor, sizes: Sequence[int], generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """m per sample, uniform over the allowed ``sizes`` (those leaving a token visible)."""
+    """m per sample, uniform over the allowed ``sizes`` (those leaving a token visible). A window
+    too short for the smallest size (a set without the small sizes) masks all but one of its tokens
+    (its only one): a span past its valid tokens would mask, and score, padding."""
     sizes_t = torch.tensor(sorted(sizes), dtype=torch.long, device=lengths.device)
     k = _allowed_counts(lengths, sizes_t)
     u = torch.rand(lengths.shape[0], generator=generator, device="cpu").to(lengths.device)
-    return sizes_t[torch.clamp((u * k).long(), max=len(sizes_t) - 1)]
+    m = sizes_t[torch.clamp((u * k).long(), max=len(sizes_t) - 1)]
+    return torch.minimum(m, torch.clamp(lengths - 1, min=1))
 
 
 def span_mask(starts: torch.Tensor, sizes: torch.Tensor, n: int) -> torch.Tensor:

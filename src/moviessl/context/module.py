@@ -32,6 +32,15 @@ def no_decay_txe(name: str, p: torch.nn.Parameter) -> bool:
     return p.ndim < 2 or "pos" in name or "mask" in name
 
 
+def mask_sizes(cfg: ContextConfig) -> list[int]:
+    """The allowed span sizes (:func:`~moviessl.context.maskpred.mask_size_set`), or one line naming
+    ``maskpred.mask_sizes`` when a size does not fit ``data.window``."""
+    try:
+        return mp.mask_size_set(cfg.data.window, cfg.maskpred.alpha, cfg.maskpred.mask_sizes)
+    except ValueError as e:
+        raise BadInputError("maskpred.mask_sizes", f"{e} (data.window={cfg.data.window})") from None
+
+
 class MaskPredModule(pl.LightningModule):
     """TxE + prediction head trained by event mask prediction.
 
@@ -65,7 +74,7 @@ class MaskPredModule(pl.LightningModule):
         check_shares("maskpred", mpc.replace, mpc.swap)
         self.cfg, self.in_dim, self.feature_stride_s = cfg, int(in_dim), float(feature_stride_s)
         self.txe = build_txe(cfg.model.txe, in_dim=self.in_dim, **txe_kwargs(cfg))
-        self.window, self.sizes = cfg.data.window, mp.mask_size_set(cfg.data.window, mpc.alpha, mpc.mask_sizes)
+        self.window, self.sizes = cfg.data.window, mask_sizes(cfg)
         self.sampling, self.loss_name, self.tau = mpc.sampling, mpc.loss, mpc.tau
         self.replace, self.swap = mpc.replace, mpc.swap
         self.keys_per_sample = mpc.keys_per_sample

@@ -17,7 +17,7 @@ from ..features.store import FeatureStore
 from ..training import fit, planned_world_size, refuse_earlier_run, seed_everything, setup_machine
 from ..utils.io import ensure_out_dir
 from .config import ContextConfig
-from .module import MaskPredModule
+from .module import MaskPredModule, mask_sizes
 from .windows import FeatureWindows, split_ids
 
 log = logging.getLogger("moviessl.context")
@@ -92,6 +92,7 @@ def pretrain_context(
     Writes ``OUT/config.yaml``, ``OUT/checkpoints/last.ckpt``, ``OUT/logs/metrics.csv``,
     ``OUT/curves.png`` and the exported TxE ``OUT/model.pt`` (stage ``context``)."""
     setup_machine(cfg.trainer)
+    mask_sizes(cfg)  # before any feature is read
     out = ensure_out_dir(out)
     refuse_earlier_run(out, resume)
     seed_everything(cfg.seed)
@@ -103,7 +104,10 @@ def pretrain_context(
         all_ids = pretraining_ids(stores, all_ids, vidsitu_root)
     train_ids, val_ids = split_ids(all_ids, d.val_fraction, seed=cfg.seed)
     train = FeatureWindows(stores, d.window, d.token_stride_s, d.windows_per_video, random_start=True, ids=train_ids)
-    val = FeatureWindows(stores, d.window, d.token_stride_s, 1, random_start=False, ids=val_ids) if val_ids else None
+    val = None
+    if val_ids:  # its events numbered after the training set's: the two share the queue of distractors
+        base = train.videos[-1][3] + train.videos[-1][2]
+        val = FeatureWindows(stores, d.window, d.token_stride_s, 1, random_start=False, ids=val_ids, uid_base=base)
     log.info(
         "MaskPred on %d train / %d val videos, %d events, dim %d (%d bad files skipped)",
         len(train.videos),

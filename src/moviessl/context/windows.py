@@ -31,8 +31,14 @@ class FeatureWindows(Dataset):
     clip and a 2-min LVU movie weigh the same per epoch, as in the paper's epoch counts. Windows
     shorter than ``window`` (short videos) are left-aligned and padded (``pad`` True).
 
+    Events of a damaged stretch (zero rows that ``moviessl extract`` lists as ``missing``) are no
+    tokens, targets or distractors: a window lies within one undamaged stretch of the video, drawn
+    in proportion to its length (the longest without ``random_start``), and the statistics leave
+    them out. A video with no undamaged event is skipped.
+
     Items: ``{"x": (N, D) float32, "pad": (N,) bool, "uid": (N,) int64}``; ``uid`` identifies the
-    event (video, index) so a queue never scores a copy of the positive as a distractor.
+    event (video, index), from ``uid_base`` on, so a queue never scores a copy of the positive as a
+    distractor (a validation set numbers its events after the training set's: they share a queue).
     Files of the wrong shape are skipped (logged once, counted in ``num_bad``).
     """
 
@@ -45,6 +51,7 @@ class FeatureWindows(Dataset):
         random_start: bool = True,
         ids: Sequence[tuple[int, str]] | None = None,
         preload: bool | None = None,
+        uid_base: int = 0,
     ):
         if not stores:
             raise BadInputError(None, "no feature folders given")
@@ -67,7 +74,8 @@ class FeatureWindows(Dataset):
             self.steps.append(int(round(k)))
         wanted = ids if ids is not None else [(i, v) for i, s in enumerate(self.stores) for v in s.ids]
         self.videos: list[tuple[int, str, int, int]] = []  # (store, id, num_events, uid offset)
-        self.num_bad, offset = 0, 0
+        self.pieces: list[list[tuple[int, int]]] = []  # per video: its undamaged stretches [lo, hi)
+        self.num_bad, offset = 0, int(uid_base)
         for si, vid in wanted:
             try:
                 n = int(self.stores[si].load(vid, mmap=True).shape[0])  # header only; validates the shape
@@ -75,12 +83,19 @@ class FeatureWindows(Dataset):
                 log.warning("skipping %s", e)
                 self.num_bad += 1
                 continue
+            store = self.stores[si]  # VidSitu's released layout has no index: nothing marked missing
+            pieces = _undamaged(store.missing(vid)) if store.index is not None else [(0, n)]
+            if not pieces:
+                log.warning("skipping %s: every event is in a damaged stretch", vid)
+                self.num_bad += 1
+                continue
             self.videos.append((si, vid, n, offset))
+            self.pieces.append(pieces)
             offset += n
         if not self.videos:
             raise BadInputError(self.stores[0].root, "no usable feature files")
-        self.num_events = offset
-        nbytes = offset * self.dim * 4
+        self.num_events = offset - int(uid_base)
+        nbytes = self.num_events * self.dim * 4
         self._cache: list[np.ndarray] | None = None
         if preload or (preload is None and nbytes <= PRELOAD_BYTES):
             self._cache = [self.stores[si].load(vid) for si, vid, _, _ in self.videos]
@@ -107,10 +122,20 @@ class FeatureWindows(Dataset):
         idx = start + k * np.arange(self.window)
         return idx[idx < num_events]
 
+    def _piece(self, j: int) -> tuple[int, int]:
+        pieces = self.pieces[j]
+        if len(pieces) == 1:  # an undamaged video: no draw, the same windows as ever
+            return pieces[0]
+        sizes = np.array([hi - lo for lo, hi in pieces], np.float64)
+        if not self.random_start:
+            return pieces[int(np.argmax(sizes))]
+        return pieces[int(np.random.choice(len(pieces), p=sizes / sizes.sum()))]
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         j, rep = divmod(i, self.windows_per_video)
         si, _, n, offset = self.videos[j]
-        idx = self.token_indices(n, self.steps[si], rep)
+        lo, hi = self._piece(j)
+        idx = lo + self.token_indices(hi - lo, self.steps[si], rep)
         x = np.zeros((self.window, self.dim), np.float32)
         x[: len(idx)] = np.asarray(self._feats(j)[idx], dtype=np.float32)
         pad = np.arange(self.window) >= len(idx)
@@ -125,7 +150,9 @@ class FeatureWindows(Dataset):
         pick = rng.permutation(len(self.videos))[:max_videos]
         total, sq, count = np.zeros(self.dim, np.float64), np.zeros(self.dim, np.float64), 0
         for j in pick:
+            keep = np.concatenate([np.arange(lo, hi) for lo, hi in self.pieces[int(j)]])
             f = np.asarray(self._feats(int(j)), dtype=np.float64)
+            f = f if len(keep) == len(f) else f[keep]
             total += f.sum(0)
             sq += (f * f).sum(0)
             count += len(f)
@@ -135,6 +162,13 @@ class FeatureWindows(Dataset):
 
     def feature_mean(self, max_videos: int = 2000, seed: int = 0) -> np.ndarray:
         return self.feature_stats(max_videos, seed)[0]
+
+
+def _undamaged(missing: np.ndarray) -> list[tuple[int, int]]:
+    """The runs ``[lo, hi)`` of events not marked missing, in order."""
+    ok = np.concatenate([[False], ~np.asarray(missing, bool), [False]])
+    edges = np.flatnonzero(np.diff(ok.astype(np.int8)))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
 
 
 def split_ids(ids: Sequence[tuple[int, str]], val_fraction: float, seed: int = 0) -> tuple[list, list]:
