@@ -226,6 +226,11 @@ def test_txe_lr_scale_tuned_on_heldout_train(vidsitu_fixture, tmp_path):
     assert res["heldout_segments"] + res["fit_segments"] == 24
     again = tune_txe_lr_scale("relation", ann, feats, tmp_path / "tune", values=(0.0, 1.0), seeds=1, overrides=quiet)
     assert again == res  # cached
+    # another held-out share: its seed runs are trained and scored again, not the first split's reused
+    other = tune_txe_lr_scale(
+        "relation", ann, feats, tmp_path / "tune", values=(0.0, 1.0), seeds=1, heldout_fraction=0.5, overrides=quiet
+    )
+    assert other["heldout_segments"] == 12 and other["losses"] != res["losses"]
 
 
 def test_inputs_standardised_with_fixed_train_statistics(vidsitu_fixture, tmp_path):

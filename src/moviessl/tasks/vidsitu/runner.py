@@ -526,6 +526,8 @@ def tune_txe_lr_scale(
                 txe_lr_scale=float(v),
             )
             job = make_job(p, out / f"scale{v:g}", train_data=fit_part, optim=optim)
+            # trained on a part of the data: a seed run of another split (heldout_fraction) is not this one
+            job.settings = settings_hash(job.settings, "heldout", sorted(perm[:n_held].tolist()))
             job.score = lambda model, run_dir: {"heldout_loss": heldout_loss(model, held, p.spec, tcfg.batch_size)}
             job.export = lambda *a: None
             runs = run_seeds(job, [cfg.seed + k for k in range(int(seeds))])
