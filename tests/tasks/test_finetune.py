@@ -90,6 +90,18 @@ def test_srl_trains_and_decodes_roles(vidsitu_fixture):
     assert (out / "tokenizer.json").is_file()
 
 
+def test_srl_targets_longer_than_the_decoder_are_one_line(vidsitu_fixture, tmp_path, capsys):
+    """srl.max_len above the TxD's max_len trained until a long phrase came (a ValueError traceback)
+    and decoding stopped at the TxD's length; with srl.txd_overrides.max_len raised too it runs."""
+    ann, feats = vidsitu_fixture
+    assert _finetune(ann, feats, tmp_path / "a", "srl", *FAST, "srl.max_len=100", seeds=1) == 2
+    err = capsys.readouterr().err
+    assert "srl.max_len: 100 tokens is above the TxD's max_len 64" in err and "Traceback" not in err
+    assert not (tmp_path / "a" / "seed0").exists()
+    extra = ("srl.max_len=100", "srl.txd_overrides={max_len: 100}", "srl.epochs=1")
+    assert _finetune(ann, feats, tmp_path / "b", "srl", *FAST, *extra, seeds=1) == 0
+
+
 def test_relation_with_scratch_and_pretrained_txe(vidsitu_fixture, tmp_path):
     ann, feats = vidsitu_fixture
     out = ann.parent / "run_rel"
