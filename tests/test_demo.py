@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from moviessl.demo import run_demo
+from moviessl.errors import BadInputError
 from moviessl.tasks.lvu.table import PAPER_ROWS
 
 TABLES = {"verb", "srl", "relation", "mask_ablation", "lvu", "lvu_val"}
@@ -186,3 +187,19 @@ def test_an_interrupted_backbone_of_other_settings_starts_again(tmp_path, capsys
     assert (tmp_path / "same" / "checkpoints" / "last.ckpt").is_file() and "same was made" not in said
     assert not (tmp_path / "other" / "checkpoints").exists()
     assert "other was made with other settings" in said and "interrupted, so it starts again" in said
+
+
+def test_another_profile_or_synth_into_a_used_out_is_one_line(tmp_path):
+    """The data, TxEs, tuning and LVU table of a demo are done by their files alone: a control run
+    into a full run's --out planned every job as done and reported the full run's tables as its own."""
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "demo.json").write_text(json.dumps({"profile": "full", "synth": str((out / "synth").resolve())}))
+    with pytest.raises(BadInputError, match="holds a demo made with --profile full, not control"):
+        run_demo(out, profile="control")
+    with pytest.raises(BadInputError, match="holds a demo made with --synth"):
+        run_demo(out, profile="full", synth_root=tmp_path / "elsewhere")
+    assert json.loads((out / "demo.json").read_text())["profile"] == "full"  # left as it was
+    for flag, kw in (("--seeds", {"seeds": -1}), ("--workers", {"workers": 0}), ("--threads", {"threads": 0})):
+        with pytest.raises(BadInputError, match=f"{flag} must be >= 1"):  # not after the pretraining
+            run_demo(tmp_path / "other", profile="smoke", **kw)

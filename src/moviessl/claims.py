@@ -169,6 +169,10 @@ def evaluate_claims(rows: Iterable[Mapping], claims: Iterable[Claim] = CLAIMS) -
             out.append({**rec, "diff": None, "se": None, "z": None, "holds": None})
             continue
         diff = float(ra["mean"]) - float(rb["mean"])
+        if any(int(r["n"]) < 2 and r.get("n_pretrain", 1) != 0 for r in (ra, rb)):
+            # one trained run has no standard error (0 is not "no spread"): z would be infinite
+            out.append({**rec, "diff": round(diff, 3), "se": None, "z": None, "holds": None, "why": "one run"})
+            continue
         se = math.sqrt(float(ra["se"]) ** 2 + float(rb["se"]) ** 2)
         z = diff / se if se > 0 else (math.inf if diff > 0 else -math.inf if diff < 0 else 0.0)
         out.append(
@@ -198,8 +202,9 @@ def claims_markdown(claims: list[dict]) -> str:
     ]
     for c in claims:
         if c["holds"] is None:
+            diff = "-" if c.get("diff") is None else f"{c['diff']:+.2f} (one run)"
             lines.append(
-                f"| {c['statement']} ({c['paper']}) | `{c['a']}` | `{c['b']}` | {c['metric']} | - | - | - | n/a |"
+                f"| {c['statement']} ({c['paper']}) | `{c['a']}` | `{c['b']}` | {c['metric']} | {diff} | - | - | n/a |"
             )
             continue
         lines.append(

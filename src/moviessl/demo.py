@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadInputError
-from .utils.io import ensure_out_dir
+from .utils.io import atomic_write_json, ensure_out_dir
 
 log = logging.getLogger("moviessl.demo")
 
@@ -644,7 +644,8 @@ def collect(out: Path, rows: list[Row], prof: Profile, backbones: list[str]) -> 
             )
     probes = {}
     for b in backbones:
-        ps = [json.loads(p.read_text()) for p in sorted((out / "backbone" / b).glob("r*/probe.json"))]
+        files = [out / "backbone" / b / f"r{r}" / "probe.json" for r in range(prof.pretrain_seeds)]
+        ps = [json.loads(p.read_text()) for p in files if p.is_file()]  # this profile's replicates only
         if ps:
             probes[b] = {k: dict(zip(("mean", "se"), mean_se([p[k] for p in ps]))) for k in ("linear_top1", "knn_top1")}
             probes[b]["n"] = len(ps)
@@ -656,7 +657,8 @@ def collect_lvu(out: Path, prof: Profile) -> dict | None:
     rows for results.json, its markdown (tables, headroom, claims) and plot."""
     from .tasks.lvu.table import PAPER_ROWS, combine_replicates, report
 
-    tables = [json.loads(p.read_text()) for p in sorted((out / "lvu").glob("r*/lvu_table.json"))]
+    files = [out / "lvu" / f"r{r}" / "lvu_table.json" for r in range(prof.pretrain_seeds)]
+    tables = [json.loads(p.read_text()) for p in files if p.is_file()]
     if not tables:
         return None
     stats = combine_replicates(tables)
@@ -670,6 +672,30 @@ def collect_lvu(out: Path, prof: Profile) -> dict | None:
 
 
 # --------------------------------------------------------------------------- entry point
+STAMP = "demo.json"
+
+
+def _claim_out(out: Path, profile: str, synth: Path) -> None:
+    """``out/demo.json`` names the profile and SynthMovies folder the demo in ``out`` is made of. Its
+    finished jobs (the data, TxEs, tuning, the LVU table) are taken as done by their files alone, so
+    another profile or ``--synth`` into the same ``--out`` would have reported the first run's
+    results as its own: refused in one line. A folder from before the stamp is taken as this run's."""
+    stamp, want = out / STAMP, {"profile": profile, "synth": str(synth.resolve())}
+    if stamp.is_file():
+        try:
+            had = json.loads(stamp.read_text())
+        except (OSError, ValueError):
+            had = {}
+        for key, flag in (("profile", "--profile"), ("synth", "--synth")):
+            if had.get(key) is not None and had.get(key) != want[key]:
+                raise BadInputError(
+                    out,
+                    f"holds a demo made with {flag} {had[key]}, not {want[key]}: give another --out (each profile's "
+                    "default --out differs), or the same settings",
+                )
+    atomic_write_json(stamp, want)
+
+
 def run_demo(
     out: str | os.PathLike = "runs/demo",
     *,
@@ -690,13 +716,17 @@ def run_demo(
     if profile not in PROFILES:
         raise BadInputError(None, f"unknown demo profile '{profile}' (choose from {', '.join(PROFILES)})")
     prof = PROFILES[profile]
+    for flag, v in (("--seeds", seeds), ("--workers", workers), ("--threads", threads)):
+        if v is not None and int(v) < 1:  # else found by the first fine-tuning job, after the pretraining
+            raise BadInputError(None, f"{flag} must be >= 1, got {v}")
     n_seeds = int(seeds or prof.finetune_seeds)
     out = ensure_out_dir(out)
+    synth = Path(synth_root) if synth_root else out / "synth"
+    _claim_out(out, profile, synth)
     quiet_lightning()
     for name in ("moviessl", "pytorch_lightning", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     t_start = time.perf_counter()
-    synth = Path(synth_root) if synth_root else out / "synth"
     backbones = demo_backbones()
     rows = demo_rows(backbones, prof)
     # --synth: a finished SynthMovies folder is used as it is (any preset); anything else is generated into

@@ -152,8 +152,10 @@ def bar_plot(rows: list[dict], table: str, png: Path) -> Path | None:
     )
     ax.set_xticks(range(len(sel)))
     ax.set_xticklabels(labels, fontsize=7)
-    ax.set_ylabel(f"{metric} (%)")
-    ax.set_title(TITLES[table].split(":")[0] + f" — {metric}, mean ± SE (n={sel[0]['n']})", fontsize=9)
+    ax.set_ylabel(metric if "cider" in metric.lower() else f"{metric} (%)")  # CIDEr is no percentage
+    p = max(int(r.get("n_pretrain") or 0) for r in sel)
+    over = f"SE over {p} pretraining runs" if p > 1 else f"SE over {max(int(r['n']) for r in sel)} seeds"
+    ax.set_title(TITLES[table].split(":")[0] + f" — {metric}, mean ± {over}", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
@@ -171,8 +173,8 @@ def curves_plot(out: Path, png: Path) -> Path | None:
     from .training import read_metrics_csv
 
     panels = [
-        ("backbone pretraining", sorted(p for p in (out / "backbone").glob("*/logs") if p.is_dir())),
-        ("TxE MaskPred pretraining", sorted(p for p in (out / "context").glob("*/logs") if p.is_dir())),
+        ("backbone pretraining", sorted(p for p in (out / "backbone").glob("*/r*/logs") if p.is_dir())),
+        ("TxE MaskPred pretraining", sorted(p for p in (out / "context").glob("*/r*/logs") if p.is_dir())),
     ]
     if not any(files for _, files in panels):
         return None
@@ -184,7 +186,7 @@ def curves_plot(out: Path, png: Path) -> Path | None:
             if key is None:
                 continue
             xs, ys = zip(*series[key])
-            ax.plot(xs, ys, lw=1.1, label=f.parent.name)
+            ax.plot(xs, ys, lw=1.1, label=f"{f.parent.parent.name}/{f.parent.name}")  # method/replicate
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.set_ylabel("training loss")

@@ -23,6 +23,18 @@ def test_claim_arithmetic_and_verdicts():
     assert r2["holds"] is True and math.isinf(r2["z"])
 
 
+def test_a_single_trained_run_leaves_a_claim_unresolved():
+    """`demo --seeds 1` with one pretraining run: both sides' SE were 0, so any positive difference
+    had z = inf and "holds". A deterministic baseline (the pair prior, n_pretrain 0) is still a side."""
+    c = Claim("x", "Table 9", "a beats b", "t", "A", "B", "m")
+    one = [{**_row("t", "A", "m", 30.01, 0.0, n=1), "n_pretrain": 1}, {**_row("t", "B", "m", 30.0, 0.0, n=1)}]
+    (r,) = evaluate_claims(one, [c])
+    assert r["holds"] is None and r["z"] is None and r["diff"] == 0.01 and r["why"] == "one run"
+    assert "| +0.01 (one run) | - | - | n/a |" in claims_markdown([r])
+    prior = [_row("t", "A", "m", 31.0, 0.4, n=2), {**_row("t", "B", "m", 30.0, 0.0, n=1), "n_pretrain": 0}]
+    assert evaluate_claims(prior, [c])[0]["holds"] is True
+
+
 def test_markdown_and_readme_block(tmp_path):
     rows = [_row(c.table, c.a, c.metric, 50.0, 1.0) for c in CLAIMS] + [
         _row(c.b_table or c.table, c.b, c.metric, 40.0, 1.0) for c in CLAIMS
