@@ -225,8 +225,8 @@ def pretrain_ot(
     instances.InstanceStore` or the LVU release reader; labels are never read) -> ``OUT/model.pt``
     (stage ``ot``). Writes ``OUT/config.yaml``, logs, curves and Lightning checkpoints."""
     out = Path(out)
-    check_span_s(cfg.data.span_s, int(ot_settings(cfg.model.preset, **dict(cfg.model.overrides))["max_positions"]))
     refuse_earlier_run(out, resume)
+    check_span_s(cfg.data.span_s, int(ot_settings(cfg.model.preset, **dict(cfg.model.overrides))["max_positions"]))
     seed_everything(cfg.seed)
     setup_machine(cfg.trainer)
     set_feature_cache(cfg.data.instance_cache_mb)
