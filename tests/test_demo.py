@@ -194,12 +194,17 @@ def test_another_profile_or_synth_into_a_used_out_is_one_line(tmp_path):
     into a full run's --out planned every job as done and reported the full run's tables as its own."""
     out = tmp_path / "demo"
     out.mkdir()
-    (out / "demo.json").write_text(json.dumps({"profile": "full", "synth": str((out / "synth").resolve())}))
+    (out / "demo.json").write_text(json.dumps({"profile": "full", "synth": "synth"}))  # the default, inside out
     with pytest.raises(BadInputError, match="holds a demo made with --profile full, not control"):
         run_demo(out, profile="control")
     with pytest.raises(BadInputError, match="holds a demo made with --synth"):
         run_demo(out, profile="full", synth_root=tmp_path / "elsewhere")
     assert json.loads((out / "demo.json").read_text())["profile"] == "full"  # left as it was
+    from moviessl.demo import _claim_out
+
+    moved = tmp_path / "moved"
+    out.rename(moved)  # a renamed runs folder is the same demo
+    _claim_out(moved, "full", moved / "synth")
     for flag, kw in (("--seeds", {"seeds": -1}), ("--workers", {"workers": 0}), ("--threads", {"threads": 0})):
         with pytest.raises(BadInputError, match=f"{flag} must be >= 1"):  # not after the pretraining
             run_demo(tmp_path / "other", profile="smoke", **kw)

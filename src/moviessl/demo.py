@@ -680,7 +680,10 @@ def _claim_out(out: Path, profile: str, synth: Path) -> None:
     finished jobs (the data, TxEs, tuning, the LVU table) are taken as done by their files alone, so
     another profile or ``--synth`` into the same ``--out`` would have reported the first run's
     results as its own: refused in one line. A folder from before the stamp is taken as this run's."""
-    stamp, want = out / STAMP, {"profile": profile, "synth": str(synth.resolve())}
+    # relative to out when inside it (the default): a moved or renamed runs folder is the same demo
+    where = synth.resolve()
+    where = where.relative_to(out.resolve()) if where.is_relative_to(out.resolve()) else where
+    stamp, want = out / STAMP, {"profile": profile, "synth": str(where)}
     if stamp.is_file():
         try:
             had = json.loads(stamp.read_text())

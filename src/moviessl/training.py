@@ -289,7 +289,8 @@ def make_trainer(
     if t.progress_bar:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
     cbs.append(LearningRateMonitor(logging_interval="step"))
-    check_ranges({"trainer": to_dict(t)})  # a TrainerConfig built in code has not been through load_config
+    # a TrainerConfig built in code has not been through load_config; here null epochs mean no limit
+    check_ranges({"trainer": to_dict(t)}, null_epochs_unlimited=True)
     strategy: Any = t.strategy
     if planned_world_size(t) > 1:
         if find_unused_parameters:
@@ -491,6 +492,10 @@ def _opt_kind(keys: set) -> tuple[bool, ...]:
     return ("eta" in keys, "betas" in keys, "momentum" in keys)
 
 
+class OptimiserChanged(BadInputError):
+    """A resume whose optimiser is of another family than the checkpoint's (:class:`ResumeWithTheseSettings`)."""
+
+
 class ResumeWithTheseSettings(pl.Callback):
     """A resume trains with the optimiser settings it was started with, as its ``config.yaml`` says.
 
@@ -519,7 +524,7 @@ class ResumeWithTheseSettings(pl.Callback):
         ]
         for saved, fresh in zip(self.saved, self.fresh):
             if len(saved) != len(fresh) or any(_opt_kind(a) != _opt_kind(set(b)) for a, b in zip(saved, fresh)):
-                raise BadInputError(
+                raise OptimiserChanged(
                     trainer.ckpt_path,
                     "the run was started with another optimiser (optim.name) or parameter grouping; resume with "
                     "the settings it was started with (its config.yaml), or start a new --out",
@@ -637,7 +642,9 @@ def fit(
 
     # after the check: a refused resume leaves the run's config.yaml as it was. Rank 0 only (the
     # launcher's environment says which): every rank of a torchrun / srun launch runs this.
-    if config is not None and rank_zero_only.rank == 0:
+    writes_config = config is not None and rank_zero_only.rank == 0
+    kept = set(Path(out_dir).glob("config.part*.yaml"))
+    if writes_config:
         save_config(config, out_dir)
     callbacks = [*callbacks, RecordStructure(structure), DecorrelateRanks(), ResumeWithTheseSettings()]
     replicated = skip_replicated_broadcast(module)
@@ -655,17 +662,24 @@ def fit(
         _keep_previous_log(out_dir, resumed=ckpt is not None)
     if ckpt is not None:
         log.info("resuming from %s", ckpt)
-    with ctrl_c_kept(trainer):
-        trainer.fit(
-            module,
-            train_dataloaders=train_dataloaders,
-            val_dataloaders=val_dataloaders,
-            datamodule=datamodule,
-            ckpt_path=str(ckpt) if ckpt else None,
-            # our own run folder's checkpoint: it holds the run's config dataclasses (save_hyperparameters),
-            # which torch >= 2.6's weights-only loading refuses, so --resume of such a stage failed
-            weights_only=False if ckpt else None,
-        )
+    try:
+        with ctrl_c_kept(trainer):
+            trainer.fit(
+                module,
+                train_dataloaders=train_dataloaders,
+                val_dataloaders=val_dataloaders,
+                datamodule=datamodule,
+                ckpt_path=str(ckpt) if ckpt else None,
+                # our own run folder's checkpoint: it holds the run's config dataclasses (save_hyperparameters),
+                # which torch >= 2.6's weights-only loading refuses, so --resume of such a stage failed
+                weights_only=False if ckpt else None,
+            )
+    except OptimiserChanged:
+        # known only once Lightning has built the optimiser: the run's config.yaml goes back in place
+        new = sorted(set(Path(out_dir).glob("config.part*.yaml")) - kept)
+        if writes_config and new:
+            os.replace(new[-1], Path(out_dir) / "config.yaml")
+        raise
     if trainer.is_global_zero:
         try:
             plot_curves(Path(out_dir) / "logs", Path(out_dir) / "curves.png", keys=curve_keys)

@@ -170,6 +170,7 @@ def test_a_resume_trains_with_its_own_optimiser_settings(tmp_path):
     """Lightning restored the checkpoint's learning rate, weight decay and schedule base: a resume
     with optim.lr / weight_decay changed (and a longer run) trained on with the old ones while its
     config.yaml named the new. Another optimiser is one line before any step."""
+    from moviessl.config import save_config
     from moviessl.optim import warmup_schedule
 
     cfg = {"accelerator": "cpu", "progress_bar": False, "ckpt_every_n_steps": 2}
@@ -178,6 +179,7 @@ def test_a_resume_trains_with_its_own_optimiser_settings(tmp_path):
     fit(m, {**cfg, "max_steps": 8}, tmp_path, train_dataloaders=_loader(), throughput_name=None, resume=True)
     want = [(0.5 * warmup_schedule(s, 8, 0, 0.0), 0.3) for s in range(4, 8)]
     assert [(round(a, 6), b) for a, b in m.seen] == [(round(a, 6), b) for a, b in want]
+    save_config({"optim": {"name": "sgd"}}, tmp_path)
     with pytest.raises(BadInputError, match="another optimiser"):
         fit(
             _Scheduled(name="adamw", total=12),
@@ -186,7 +188,10 @@ def test_a_resume_trains_with_its_own_optimiser_settings(tmp_path):
             train_dataloaders=_loader(),
             throughput_name=None,
             resume=True,
+            config={"optim": {"name": "adamw"}},
         )
+    # the refused settings are not left as the run's config.yaml, which the message points to
+    assert "sgd" in (tmp_path / "config.yaml").read_text() and not list(tmp_path.glob("config.part*.yaml"))
 
 
 class _Wider(_Tiny):
@@ -483,3 +488,9 @@ def test_ctrl_c_in_training_reaches_the_caller_as_a_keyboard_interrupt(tmp_path)
 class _Exits(_Tiny):
     def training_step(self, batch, i):
         raise SystemExit(3)
+
+
+def test_a_trainer_built_in_code_without_a_limit_is_one_line(tmp_path):
+    """max_epochs None becomes Lightning's -1 here: with max_steps -1 it trained forever."""
+    with pytest.raises(BadInputError, match="would never end"):
+        fit(_Tiny(), {"accelerator": "cpu", "max_steps": -1, "max_epochs": None}, tmp_path, train_dataloaders=_loader())

@@ -86,7 +86,7 @@ class FeatureWindows(Dataset):
             store = self.stores[si]  # VidSitu's released layout has no index: nothing marked missing
             pieces = _undamaged(store.missing(vid)) if store.index is not None else [(0, n)]
             if not pieces:
-                log.warning("skipping %s: every event is in a damaged stretch", vid)
+                log.warning("skipping %s: %s", vid, "no events" if n == 0 else "every event is in a damaged stretch")
                 self.num_bad += 1
                 continue
             self.videos.append((si, vid, n, offset))

@@ -203,7 +203,10 @@ class FrameCache:
             log.warning("%s: %d frames indexed, %s cached; mapped by average rate", path, len(times), n)
             times = None
         meta = {**meta, "frame_times": None if times is None else times.tolist()}
-        atomic_write_json(meta_p, meta)
+        try:
+            atomic_write_json(meta_p, meta)
+        except OSError as e:  # a shared, read-only cache: its frames still serve, the times are kept in RAM
+            log.debug("%s: frame times not saved (%s)", meta_p, e)
         return meta
 
 
