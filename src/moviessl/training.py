@@ -517,11 +517,16 @@ class ResumeWithTheseSettings(pl.Callback):
         self.saved = [[set(g) - {"params"} for g in st.get("param_groups", [])] for st in states]
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        if self.saved is None:
-            return
+        # the optimisers as configured, before any restore (DDP loads the checkpoint before this
+        # hook, FSDP and DeepSpeed after it)
         self.fresh = [
             [{k: v for k, v in g.items() if k != "params"} for g in o.param_groups] for o in trainer.optimizers
         ]
+        self.base_lrs = [list(c.scheduler.base_lrs) for c in trainer.lr_scheduler_configs]
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.saved is None:
+            return
         for saved, fresh in zip(self.saved, self.fresh):
             if len(saved) != len(fresh) or any(_opt_kind(a) != _opt_kind(set(b)) for a, b in zip(saved, fresh)):
                 raise OptimiserChanged(
@@ -529,11 +534,6 @@ class ResumeWithTheseSettings(pl.Callback):
                     "the run was started with another optimiser (optim.name) or parameter grouping; resume with "
                     "the settings it was started with (its config.yaml), or start a new --out",
                 )
-        self.base_lrs = [list(c.scheduler.base_lrs) for c in trainer.lr_scheduler_configs]
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        if self.saved is None:
-            return
         for opt, fresh in zip(trainer.optimizers, self.fresh):
             for g, f in zip(opt.param_groups, fresh):
                 g.update(f)
