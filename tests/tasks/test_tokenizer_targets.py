@@ -132,7 +132,7 @@ def test_a_jobs_saved_vocabulary_is_reused_only_for_the_same_phrases_and_setting
         return NS(records=recs)
 
     def cfg(size):
-        return NS(max_len=24, vocab_size=size, min_frequency=1)
+        return NS(max_len=24, vocab_size=size, min_frequency=1, txd="txd_cpu", txd_overrides={})
 
     saved = tmp_path / "tokenizer.json"
     big = SRLTask(cfg(420), split(), out=tmp_path).tok.to_str()
