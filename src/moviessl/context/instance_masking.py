@@ -38,7 +38,7 @@ from ..config import to_dict
 from ..errors import BadInputError
 from ..features.instances import set_feature_cache
 from ..models.heads import BertLMHead
-from ..models.object_transformer import ID_OFFSET, INSTANCE, build_object_transformer, check_span_s, ot_settings
+from ..models.object_transformer import ID_OFFSET, INSTANCE, build_object_transformer, span_checked_settings
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
 from ..training import fit, refuse_earlier_run, seed_everything, setup_machine
 from .config import OTPretrainConfig
@@ -226,7 +226,7 @@ def pretrain_ot(
     (stage ``ot``). Writes ``OUT/config.yaml``, logs, curves and Lightning checkpoints."""
     out = Path(out)
     refuse_earlier_run(out, resume)
-    check_span_s(cfg.data.span_s, int(ot_settings(cfg.model.preset, **dict(cfg.model.overrides))["max_positions"]))
+    span_checked_settings(cfg.model.preset, cfg.model.overrides, cfg.data.span_s)
     seed_everything(cfg.seed)
     setup_machine(cfg.trainer)
     set_feature_cache(cfg.data.instance_cache_mb)

@@ -225,6 +225,14 @@ def check_span_s(span_s: int, max_positions: int) -> None:
         )
 
 
+def span_checked_settings(preset: str, overrides: Mapping[str, Any], span_s: int) -> dict[str, Any]:
+    """:func:`ot_settings`, refusing a ``span_s`` its time tables cannot hold (:func:`check_span_s`)
+    before any input is read."""
+    ot = ot_settings(preset, **dict(overrides))
+    check_span_s(span_s, int(ot["max_positions"]))
+    return ot
+
+
 def build_object_transformer(
     preset: str = "ot_paper", in_dim: int = 2304, scene_dim: int = 0, num_outputs: int = 0, **overrides: Any
 ) -> ObjectTransformer:

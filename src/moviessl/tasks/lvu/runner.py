@@ -38,7 +38,7 @@ from ...dist import trainer_device
 from ...errors import BadInputError
 from ...eval.lvu import evaluate
 from ...features.instances import open_instances, set_feature_cache
-from ...models.object_transformer import check_span_s, load_matching, ot_settings
+from ...models.object_transformer import load_matching, span_checked_settings
 from ...training import check_trainer
 from ...utils.digest import content_digest
 from ...utils.io import atomic_write_json
@@ -58,14 +58,6 @@ def resolve_config(
         return merge_overrides(cfg, overrides)
     base = load_config("lvu", preset, flatten(cfg or {}))
     return merge_overrides(base, overrides) if overrides else base
-
-
-def checked_ot_settings(cfg: LVUConfig) -> dict:
-    """The OT's settings (:func:`ot_settings`), refusing a ``data.span_s`` its time tables cannot
-    hold before any input is read."""
-    ot = ot_settings(cfg.model.preset, **dict(cfg.model.overrides))
-    check_span_s(cfg.data.span_s, int(ot["max_positions"]))
-    return ot
 
 
 def task_labels(data_root: str | os.PathLike, task: str, cfg: LVUConfig) -> dict[str, dict[str, float]]:
@@ -89,7 +81,7 @@ def contextualize_tasks(
     config and every label file are checked first (a typo must not wait for the pass)."""
     cfg = resolve_config(None, preset, overrides)
     check_trainer(cfg.trainer)
-    checked_ot_settings(cfg)
+    span_checked_settings(cfg.model.preset, cfg.model.overrides, cfg.data.span_s)
     ids = sorted({v for t in tasks for split in task_labels(data_root, t, cfg).values() for v in split})
     device = trainer_device(cfg.trainer)
     contextualize_folder(scene_features, contextualizer, out, ids, cfg.trainer.progress_bar, device)
@@ -269,7 +261,7 @@ def run_finetune(
     cfg = resolve_config(cfg, preset, overrides)
     check_trainer(cfg.trainer)
     mcfg = dict(cfg.model.overrides)
-    ot = checked_ot_settings(cfg)
+    ot = span_checked_settings(cfg.model.preset, cfg.model.overrides, cfg.data.span_s)
     set_feature_cache(cfg.data.instance_cache_mb)
     if len(cfg.train.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.train.betas):
         raise BadInputError("train.betas", f"must be two numbers in [0, 1), got {list(cfg.train.betas)}")

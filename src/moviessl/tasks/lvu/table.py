@@ -42,7 +42,7 @@ from ...dist import trainer_device
 from ...errors import BadInputError
 from ...features.extract import extract
 from ...features.instances import InstanceStore, extract_instances, set_feature_cache
-from ...models.object_transformer import check_span_s, ot_settings
+from ...models.object_transformer import span_checked_settings
 from ...training import check_trainer
 from ...utils.io import atomic_write, atomic_write_json, atomic_write_text
 from ..base import settings_hash
@@ -299,7 +299,7 @@ def run_lvu_table(
     for c in (ot_pre_cfg, ft_cfg):
         if c is not None:
             check_trainer(c.trainer)
-            check_span_s(c.data.span_s, int(ot_settings(c.model.preset, **dict(c.model.overrides))["max_positions"]))
+            span_checked_settings(c.model.preset, c.model.overrides, c.data.span_s)
 
     def timed(name: str, fn):
         t0 = time.perf_counter()
