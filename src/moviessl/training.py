@@ -32,6 +32,7 @@ import torch
 
 from .config import TrainerConfig, check_ranges, save_config, to_dict
 from .errors import BadInputError
+from .loader import KeepLoaderPlace
 from .utils.io import atomic_torch_save, atomic_write
 
 log = logging.getLogger("moviessl")
@@ -646,7 +647,13 @@ def fit(
     kept = set(Path(out_dir).glob("config.part*.yaml"))
     if writes_config:
         save_config(config, out_dir)
-    callbacks = [*callbacks, RecordStructure(structure), DecorrelateRanks(), ResumeWithTheseSettings()]
+    callbacks = [
+        *callbacks,
+        RecordStructure(structure),
+        DecorrelateRanks(),
+        ResumeWithTheseSettings(),
+        KeepLoaderPlace(),
+    ]
     replicated = skip_replicated_broadcast(module)
     if replicated:
         callbacks = [*callbacks, BroadcastReplicatedOnce(replicated)]

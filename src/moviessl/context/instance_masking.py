@@ -31,12 +31,12 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from ..checkpoint import arch_spec, file_hash, save_checkpoint
 from ..config import to_dict
 from ..errors import BadInputError
 from ..features.instances import set_feature_cache
+from ..loader import train_loader
 from ..models.heads import BertLMHead
 from ..models.object_transformer import ID_OFFSET, INSTANCE, build_object_transformer, span_checked_settings
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
@@ -247,9 +247,10 @@ def pretrain_ot(
     if ot.inst_norm is not None:  # model.overrides.input_norm: the statistics of the videos it pretrains on
         ot.set_input_stats(*input_stats(videos))
     data = SpanPairs(videos, d.span_s, ot.max_instances, ot.max_positions // 2, d.box_jitter)
-    dl = DataLoader(
+    dl = train_loader(
         data,
-        batch_size=min(d.batch_size, len(data)),
+        min(d.batch_size, len(data)),
+        seed=cfg.seed,
         shuffle=False,  # items are random draws already
         drop_last=len(data) >= d.batch_size,
         num_workers=d.num_workers,

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from ..data.vidsitu import resolve_ann_root, segment_splits
 from ..errors import BadInputError
 from ..features.store import FeatureStore
+from ..loader import train_loader
 from ..training import fit, planned_world_size, refuse_earlier_run, seed_everything, setup_machine
 from ..utils.io import ensure_out_dir
 from .config import ContextConfig
@@ -128,9 +129,7 @@ def pretrain_context(
     loader_kw = dict(
         num_workers=d.num_workers, persistent_workers=d.num_workers > 0, pin_memory=torch.cuda.is_available()
     )
-    train_dl = DataLoader(
-        train, batch_size=min(d.batch_size, len(train)), shuffle=True, drop_last=drop_last, **loader_kw
-    )
+    train_dl = train_loader(train, min(d.batch_size, len(train)), seed=cfg.seed, drop_last=drop_last, **loader_kw)
     val_dl = DataLoader(val, batch_size=min(d.batch_size, len(val)), shuffle=False, **loader_kw) if val else None
 
     trainer = fit(

@@ -20,6 +20,7 @@ from ..config import save_config
 from ..data.cliplist import check_labelled, check_same_label_map, read_clip_list
 from ..dist import trainer_device
 from ..errors import BadInputError
+from ..loader import train_loader
 from ..training import fit, planned_world_size, refuse_earlier_run, seed_everything, setup_machine
 from ..utils.io import atomic_write_json, ensure_out_dir
 from .augment import dataset_crop_boxes
@@ -152,10 +153,10 @@ def pretrain(
             raise BadInputError(
                 data, f"only {len(ds)} usable videos{each}, fewer than data.batch_size={d.batch_size} per process"
             )
-        dl = torch.utils.data.DataLoader(
+        dl = train_loader(
             ds,
-            batch_size=d.batch_size,
-            shuffle=True,
+            d.batch_size,
+            seed=cfg.seed,
             drop_last=True,
             num_workers=d.num_workers,
             persistent_workers=d.num_workers > 0,

@@ -38,6 +38,7 @@ from ...dist import trainer_device
 from ...errors import BadInputError
 from ...eval.lvu import evaluate
 from ...features.instances import open_instances, set_feature_cache
+from ...loader import train_loader
 from ...models.object_transformer import load_matching, span_checked_settings
 from ...training import check_trainer
 from ...utils.digest import content_digest
@@ -334,9 +335,10 @@ def run_finetune(
             data = RandomSpans(
                 videos, y, len(videos) * int(epochs), cfg.data.span_s, max_inst, halfway, cfg.data.box_jitter
             )
-            return DataLoader(
+            return train_loader(
                 data,
-                batch_size=cfg.train.batch_size,
+                cfg.train.batch_size,
+                seed=seed,
                 shuffle=False,  # items are random draws already
                 num_workers=cfg.data.num_workers,
                 persistent_workers=cfg.data.num_workers > 0,

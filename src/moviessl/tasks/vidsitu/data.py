@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ...data.vidsitu import EVENTS
 from ...errors import BadInputError
+from ...loader import train_loader
 from ...video.transforms import MEAN, param_dtype, to_model_input
 
 log = logging.getLogger("moviessl.tasks")
@@ -97,21 +98,20 @@ def loader(
     seed: int = 0,
     pin_memory: bool | None = None,
 ) -> DataLoader:
-    """``pin_memory``: default where CUDA is (for a trainer's batches, pinned once Lightning has set
-    the rank's GPU)."""
-    g = torch.Generator()
-    g.manual_seed(int(seed))
-    return DataLoader(
-        SegmentDataset(data, ignore_fill),
-        batch_size=int(batch_size),
-        shuffle=shuffle,
+    """``shuffle``: a training loader (:func:`moviessl.loader.train_loader`: shuffled by ``seed`` and
+    the epoch, resumable mid-epoch); otherwise the segments in order. ``pin_memory``: default where
+    CUDA is (for a trainer's batches, pinned once Lightning has set the rank's GPU)."""
+    kw = dict(
         collate_fn=collate,
         num_workers=int(num_workers),
-        generator=g,
         persistent_workers=False,
         drop_last=False,
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
     )
+    ds = SegmentDataset(data, ignore_fill)
+    if shuffle:
+        return train_loader(ds, int(batch_size), seed=int(seed), **kw)
+    return DataLoader(ds, batch_size=int(batch_size), shuffle=False, **kw)
 
 
 def build_segments(

@@ -1,0 +1,139 @@
+"""Training data loaders that a resume continues where its checkpoint left them.
+
+Lightning restores a run's step and its place in the epoch (``k`` of ``N`` batches done) and then
+runs the epoch's ``N - k`` remaining batches, but a plain ``DataLoader`` starts the epoch over:
+the resumed epoch trained on its first ``k`` batches twice and never reached the rest. Under DDP
+the ``DistributedSampler`` drew the same order again (it shuffles by seed and epoch), so the
+batches repeated exactly; on one process the random sampler drew a new order, so a random ``k``
+videos of that epoch were left out. A job preempted every few hours lost part of every epoch it
+was preempted in.
+
+Lightning 2.x saves, in the fit loop's checkpoint, the state of every training loader that has
+``state_dict`` / ``load_state_dict``, and restores it before the loader is iterated.
+:class:`ResumableLoader` keeps which epoch it serves and how many batches of it it has handed out;
+restored, it starts that epoch after them, without loading the skipped ones. That needs the
+epoch's order to come out the same again, so training loaders shuffle with :class:`EpochShuffle`:
+a permutation from the run's seed and the epoch (as ``DistributedSampler``'s), on one process as on
+many -- under DDP Lightning deals each rank its share of it (``DistributedSamplerWrapper``, which
+passes ``set_epoch`` on) instead of drawing its own.
+
+The count is exact because Lightning does not read ahead from a loader whose length it knows (its
+prefetching fetcher only prefetches unsized loaders): the batches handed out when a checkpoint is
+written are the batches trained.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterator
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class EpochShuffle(Sampler[int]):
+    """Indices ``0..n-1`` in an order drawn from ``seed + epoch`` (``DistributedSampler``'s rule);
+    Lightning calls :meth:`set_epoch` before each epoch."""
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n, self.seed, self.epoch = int(n), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+class _Skipping:
+    """The loader's index sampler, leaving out the first ``loader._skip`` entries while that is set
+    (only while the loader makes an iterator: a persistent-workers iterator keeps this object and
+    iterates it again each epoch)."""
+
+    def __init__(self, base, loader: "ResumableLoader"):
+        self.base, self.loader = base, loader
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __iter__(self):
+        return itertools.islice(iter(self.base), self.loader._skip, None)
+
+
+class ResumableLoader(DataLoader):
+    """A ``DataLoader`` whose place in an epoch is saved with a Lightning checkpoint and restored
+    with it (Lightning's ``_Stateful`` protocol): a resume serves the rest of the epoch it stopped in.
+
+    The state is ``{"epoch", "batches"}`` (handed out so far) and, added by :class:`KeepLoaderPlace`,
+    ``resumes_epoch``: the epoch Lightning's own loop state resumes in. Only when the two agree and the
+    epoch was neither finished nor untouched does a restore skip anything: a run that stopped at
+    ``max_steps`` mid-epoch is marked by Lightning as past that epoch, and its extension starts the next
+    one whole."""
+
+    def __init__(self, dataset: Dataset, **kwargs: Any):
+        super().__init__(dataset, **kwargs)
+        self._served: list = [None, 0]  # [epoch, batches handed out in it]
+        self._restored: tuple | None = None
+        self._skip = 0
+
+    @property
+    def _index_sampler(self):  # read by the iterator DataLoader.__iter__ makes
+        base = super()._index_sampler
+        return _Skipping(base, self) if self._skip else base
+
+    def state_dict(self) -> dict:
+        return {"epoch": self._served[0], "batches": int(self._served[1])}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._restored = (state.get("epoch"), int(state.get("batches", 0)), state.get("resumes_epoch"))
+
+    def __iter__(self):
+        skip = 0
+        if self._restored is not None:
+            (epoch, n, resumes), self._restored = self._restored, None
+            if resumes is None:  # a state saved without KeepLoaderPlace: Lightning resumes its epoch
+                resumes = epoch
+            # Lightning sets the sampler's epoch only after it has made the iterator, and workers draw
+            # their first indices when it is made: the first resumed epoch was shuffled as epoch 0
+            set_epoch = getattr(self.sampler, "set_epoch", None)
+            if resumes is not None and callable(set_epoch):
+                set_epoch(resumes)
+            if epoch == resumes and 0 < n < len(self):
+                skip = n
+        self._skip = skip
+        try:
+            it = super().__iter__()
+        finally:
+            self._skip = 0
+        self._served = [getattr(self.sampler, "epoch", None), skip]
+        return self._counted(it, self._served)
+
+    @staticmethod
+    def _counted(it, served: list):
+        for batch in it:
+            served[1] += 1
+            yield batch
+
+
+class KeepLoaderPlace(pl.Callback):
+    """Adds to each saved :class:`ResumableLoader` state the epoch Lightning's loop resumes in (its
+    ``epoch_progress``, saved in the same checkpoint), which the loader cannot see itself."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+        epoch = fit_loop.get("epoch_progress", {}).get("current", {}).get("processed")
+        for state in fit_loop.get("state_dict", {}).get("combined_loader", []):
+            if isinstance(state, dict) and {"epoch", "batches"} <= state.keys():
+                state["resumes_epoch"] = epoch
+
+
+def train_loader(dataset: Dataset, batch_size: int, *, seed: int, shuffle: bool = True, **kwargs: Any):
+    """The loader a training stage gives :func:`moviessl.training.fit`: resumable mid-epoch, and
+    shuffled (``shuffle``) by :class:`EpochShuffle` from ``seed``."""
+    sampler = EpochShuffle(len(dataset), seed) if shuffle else None
+    return ResumableLoader(dataset, batch_size=batch_size, sampler=sampler, **kwargs)
