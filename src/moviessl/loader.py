@@ -25,19 +25,23 @@ written are the batches trained.
 from __future__ import annotations
 
 import itertools
+import logging
 from typing import Any, Iterator
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+log = logging.getLogger("moviessl")
+
 
 class EpochShuffle(Sampler[int]):
-    """Indices ``0..n-1`` in an order drawn from ``seed + epoch`` (``DistributedSampler``'s rule);
-    Lightning calls :meth:`set_epoch` before each epoch."""
+    """Indices ``0..n-1`` in an order drawn from ``seed + epoch`` (``DistributedSampler``'s rule), or
+    in order when ``seed`` is None; Lightning calls :meth:`set_epoch` before each epoch (an unshuffled
+    loader needs to know its epoch too, to tell a state of this epoch from one of the last)."""
 
-    def __init__(self, n: int, seed: int = 0):
-        self.n, self.seed, self.epoch = int(n), int(seed), 0
+    def __init__(self, n: int, seed: int | None = 0):
+        self.n, self.seed, self.epoch = int(n), seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -46,7 +50,9 @@ class EpochShuffle(Sampler[int]):
         return self.n
 
     def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        if self.seed is None:
+            return iter(range(self.n))
+        g = torch.Generator().manual_seed(int(self.seed) + self.epoch)
         return iter(torch.randperm(self.n, generator=g).tolist())
 
 
@@ -62,18 +68,21 @@ class _Skipping:
         return len(self.base)
 
     def __iter__(self):
-        return itertools.islice(iter(self.base), self.loader._skip, None)
+        if not self.loader._skip:
+            return iter(self.base)
+        # drawn now: Lightning sets the sampler's epoch after the iterator is made, which a lazy draw
+        # would follow
+        return iter(list(itertools.islice(iter(self.base), self.loader._skip, None)))
 
 
 class ResumableLoader(DataLoader):
     """A ``DataLoader`` whose place in an epoch is saved with a Lightning checkpoint and restored
     with it (Lightning's ``_Stateful`` protocol): a resume serves the rest of the epoch it stopped in.
 
-    The state is ``{"epoch", "batches"}`` (handed out so far) and, added by :class:`KeepLoaderPlace`,
-    ``resumes_epoch``: the epoch Lightning's own loop state resumes in. Only when the two agree and the
-    epoch was neither finished nor untouched does a restore skip anything: a run that stopped at
-    ``max_steps`` mid-epoch is marked by Lightning as past that epoch, and its extension starts the next
-    one whole."""
+    The state is ``{"epoch", "batches", "items"}`` (the epoch served, batches handed out in it, the
+    dataset's length) and, added by :class:`KeepLoaderPlace`, ``resumes_epoch``: the epoch Lightning's
+    own loop resumes in. A state in the middle of an epoch goes on with that epoch; a finished or
+    untouched one, or one of another number of items, skips nothing and serves ``resumes_epoch``."""
 
     def __init__(self, dataset: Dataset, **kwargs: Any):
         super().__init__(dataset, **kwargs)
@@ -87,24 +96,37 @@ class ResumableLoader(DataLoader):
         return _Skipping(base, self) if self._skip else base
 
     def state_dict(self) -> dict:
-        return {"epoch": self._served[0], "batches": int(self._served[1])}
+        return {"epoch": self._served[0], "batches": int(self._served[1]), "items": len(self.dataset)}
 
     def load_state_dict(self, state: dict) -> None:
-        self._restored = (state.get("epoch"), int(state.get("batches", 0)), state.get("resumes_epoch"))
+        epoch, n, items = state.get("epoch"), int(state.get("batches", 0)), state.get("items")
+        resumes = state.get("resumes_epoch", epoch)  # without KeepLoaderPlace: Lightning resumes its epoch
+        if items is not None and int(items) != len(self.dataset):
+            # another order altogether: skipping the first batches of it would leave out arbitrary items
+            log.warning(
+                "the training data changed since this checkpoint (%d items then, %d now): the epoch it "
+                "stopped in starts over",
+                int(items),
+                len(self.dataset),
+            )
+            n = 0
+        self._restored = (epoch, n, resumes)
 
     def __iter__(self):
         skip = 0
         if self._restored is not None:
             (epoch, n, resumes), self._restored = self._restored, None
-            if resumes is None:  # a state saved without KeepLoaderPlace: Lightning resumes its epoch
-                resumes = epoch
             # Lightning sets the sampler's epoch only after it has made the iterator, and workers draw
             # their first indices when it is made: the first resumed epoch was shuffled as epoch 0
+            # a state in the middle of an epoch goes on with that epoch's order even where Lightning's
+            # loop counts it as past (a run ended by max_steps, then extended): it runs the batches it
+            # has left there, and the skipped ones were trained
+            mid = 0 < n < len(self)
+            target = epoch if mid else resumes
             set_epoch = getattr(self.sampler, "set_epoch", None)
-            if resumes is not None and callable(set_epoch):
-                set_epoch(resumes)
-            if epoch == resumes and 0 < n < len(self):
-                skip = n
+            if target is not None and callable(set_epoch):
+                set_epoch(target)
+            skip = n if mid else 0
         self._skip = skip
         try:
             it = super().__iter__()
@@ -135,5 +157,5 @@ class KeepLoaderPlace(pl.Callback):
 def train_loader(dataset: Dataset, batch_size: int, *, seed: int, shuffle: bool = True, **kwargs: Any):
     """The loader a training stage gives :func:`moviessl.training.fit`: resumable mid-epoch, and
     shuffled (``shuffle``) by :class:`EpochShuffle` from ``seed``."""
-    sampler = EpochShuffle(len(dataset), seed) if shuffle else None
+    sampler = EpochShuffle(len(dataset), seed if shuffle else None)
     return ResumableLoader(dataset, batch_size=batch_size, sampler=sampler, **kwargs)

@@ -4,8 +4,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from moviessl.dist import fresh_launch_env
+from moviessl.loader import EpochShuffle, train_loader
 
 SCRIPT = Path(__file__).with_name("loader_resume_script.py")
 
@@ -36,3 +38,63 @@ def test_a_resume_mid_epoch_trains_on_the_rest_of_that_epoch(tmp_path, workers, 
         assert resumed[r] == whole[r][6:]
     for e in range(2):  # each epoch every item once, dealt between the ranks
         assert sorted(x for w in whole for step in w[e * 5 : e * 5 + 5] for x in step) == list(range(10 * devices))
+
+
+def _items(batches):
+    return [b[0][:, 0].long().tolist() for b in batches]
+
+
+def test_a_restored_loader_serves_the_rest_of_its_epoch_without_loading_the_rest():
+    data = torch.utils.data.TensorDataset(torch.arange(12.0).view(-1, 1))
+    first = train_loader(data, 3, seed=1)
+    first.sampler.set_epoch(2)
+    it = iter(first)
+    done = [next(it), next(it)]
+    state = first.state_dict()
+    assert state == {"epoch": 2, "batches": 2, "items": 12}
+
+    loaded = []
+
+    class Counting(torch.utils.data.Dataset):
+        def __len__(self):
+            return 12
+
+        def __getitem__(self, i):
+            loaded.append(i)
+            return data[i]
+
+    again = train_loader(Counting(), 3, seed=1)
+    again.load_state_dict({**state, "resumes_epoch": 2})
+    rest = list(again)
+    assert _items(done) + _items(rest) == _items(list(first))  # epoch 2's order, as the sampler was left
+    assert len(loaded) == 6  # the two batches served before were not loaded again
+    assert again.state_dict()["batches"] == 4
+    assert len(list(again)) == 4  # the next epoch whole
+
+
+def test_a_finished_epoch_or_other_data_skips_nothing(caplog):
+    data = torch.utils.data.TensorDataset(torch.arange(12.0).view(-1, 1))
+    loader = train_loader(data, 3, seed=1, shuffle=False)
+    loader.load_state_dict({"epoch": 0, "batches": 4, "items": 12, "resumes_epoch": 1})  # ended at the epoch's end
+    assert len(list(loader)) == 4 and loader.sampler.epoch == 1
+    loader.load_state_dict({"epoch": 1, "batches": 2, "items": 10, "resumes_epoch": 1})
+    assert len(list(loader)) == 4
+    assert "training data changed" in caplog.text
+    loader.load_state_dict({"epoch": 1, "batches": 4, "items": 12, "resumes_epoch": 1})  # a finished epoch
+    assert len(list(loader)) == 4
+    loader.load_state_dict({"epoch": 1, "batches": 2, "items": 12, "resumes_epoch": 1})
+    assert _items(loader) == [[6, 7, 8], [9, 10, 11]]
+
+
+def test_extending_a_run_that_stopped_mid_epoch_goes_on_with_that_epoch(tmp_path):
+    """A run ended by max_steps two batches into epoch 1 and extended: Lightning's loop counts epoch 1
+    as done and runs the 3 batches it has left under the name of epoch 2. They are epoch 1's last 3
+    (a loader that started epoch 2's order trained none of those and 3 of epoch 2's), then epoch 3."""
+    whole = _run(tmp_path / "a", "whole", 12)[0]
+    short = _run(tmp_path / "b", "short", 7)[0]
+    more = _run(tmp_path / "b", "more", 12, resume=True)[0]
+    assert short == whole[:7]
+    order = EpochShuffle(10, 7)
+    order.set_epoch(3)
+    epoch3 = list(order)
+    assert more == whole[7:10] + [epoch3[:2], epoch3[2:4]]
