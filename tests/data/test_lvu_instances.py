@@ -3,9 +3,11 @@ from files built from their documented layout; bad files are one-line BadInputEr
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
+import zipfile
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ import pytest
 from moviessl.data.lvu import read_instance_meta, read_release_features, read_tracks, release_instances
 from moviessl.errors import BadInputError
 from moviessl.features.instances import LVUReleaseInstances, open_instances
+from moviessl.utils.safe_pickle import UNPICKLE_ERRORS, safe_load
 
 BOX_A, BOX_B = "0.100,0.200,0.400,0.900", "0.500,0.100,0.800,0.700"
 
@@ -93,6 +96,46 @@ def test_bad_release_features_are_one_line(tmp_path):
     # a box of the metadata without a feature
     with pytest.raises(BadInputError, match="no RoI feature for second 2"):
         release_instances({2: {BOX_A: (0, 1)}}, {1: {BOX_A: np.zeros(3, np.float32)}}, where="v.npz")
+
+
+def _corrupt_frame_length(data: bytes, at: int, top: int) -> bytes:
+    """``data`` with the top byte of the protocol-4 FRAME length starting at ``at`` set to ``top``."""
+    out = bytearray(data)
+    assert out[at - 1] == pickle.FRAME[0]
+    out[at + 7] = top
+    return bytes(out)
+
+
+@pytest.mark.parametrize("top", [0x40, 0x80])  # MemoryError / OverflowError in the unpickler
+def test_corrupted_pickle_length_is_one_line(tmp_path, top):
+    """A flipped byte of a pickle's length field made the unpickler ask for exabytes: the error
+    (MemoryError, OverflowError) escaped as a traceback instead of a line naming the file."""
+    p = tmp_path / "meta.pkl"
+    p.write_bytes(_corrupt_frame_length(pickle.dumps({"v": {1: {BOX_A: [0, 1]}}}, protocol=4), 3, top))
+    with pytest.raises(BadInputError) as e:
+        read_instance_meta(p)
+    assert str(e.value).startswith(f"{p}: not a readable instance-metadata pickle") and "corrupted pickle" in str(
+        e.value
+    )
+    # the object array inside a feature .npz (numpy pickles it with protocol 4 after its header)
+    f = tmp_path / "v.npz"
+    np.savez(f, a={1: {BOX_A: np.zeros(4)}})
+    with zipfile.ZipFile(f) as z:
+        npy = z.read("a.npy")
+    at = npy.index(b"\x80\x04\x95") + 3
+    with zipfile.ZipFile(f, "w") as z:
+        z.writestr("a.npy", _corrupt_frame_length(npy, at, 0x80))
+    with pytest.raises(BadInputError, match="not a readable LVU feature file .*corrupted pickle"):
+        read_release_features(f)
+
+
+def test_safe_load_turns_length_errors_into_unpickling_errors():
+    class Broken(pickle.Unpickler):
+        def load(self):
+            raise SystemError("Negative size passed to PyBytes_FromStringAndSize")
+
+    with pytest.raises(UNPICKLE_ERRORS, match="corrupted pickle .SystemError"):
+        safe_load(io.BytesIO(b""), Broken)
 
 
 def _tracks(p, seconds, **extra):

@@ -198,6 +198,25 @@ def test_cli_bad_files_exit_2(root, tmp_path, capsys):
     assert rc == 2 and "vseg_split_train_lb.json: file not found" in err
 
 
+def corrupt_frame_length(obj, top: int) -> bytes:
+    """A protocol-4 pickle of ``obj`` whose FRAME length has its top byte set to ``top``: 0x40 asks
+    for exabytes (MemoryError from a file), 0x80 overflows (OverflowError)."""
+    data = bytearray(pickle.dumps(obj, protocol=4))
+    assert data[2] == pickle.FRAME[0]  # PROTO 4, then FRAME + 8-byte little-endian length
+    data[10] = top
+    return bytes(data)
+
+
+@pytest.mark.parametrize("top", [0x40, 0x80])
+def test_corrupted_pickle_length_is_one_line_exit_2(root, tmp_path, capsys, top):
+    p = tmp_path / "corrupt.pkl"
+    p.write_bytes(corrupt_frame_length(perfect_verb(), top))
+    rc, out, err = run_cli(capsys, "--task", "verb", "--pred", str(p), "--data-root", str(root))
+    assert rc == 2 and out == "" and "Traceback" not in err
+    assert err.count("\n") == 1 and err.startswith(f"moviessl: error: {p}: not a readable submission pickle")
+    assert "corrupted pickle" in err
+
+
 class _Evil:
     def __reduce__(self):
         return (os.system, ("echo pwned",))

@@ -150,3 +150,17 @@ def test_regression_spans_must_be_single_numbers(release, tmp_path, capsys):
         == 2
     )
     assert "test.csv:2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("top", [0x40, 0x80])  # MemoryError / OverflowError inside the unpickler
+def test_corrupted_prediction_pickle_is_one_line(release, tmp_path, capsys, top):
+    root, ids, _ = release
+    data = bytearray(pickle.dumps({ids[0]: [[0.1] * 10]}, protocol=4))
+    assert data[2] == pickle.FRAME[0]
+    data[10] = top  # top byte of the FRAME length
+    pk = tmp_path / "corrupt.pkl"
+    pk.write_bytes(bytes(data))
+    assert main(["evaluate", "lvu", "--task", "director", "--pred", str(pk), "--data-root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"moviessl: error: {pk}: not a readable prediction pickle")
+    assert "corrupted pickle" in err

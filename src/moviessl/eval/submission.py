@@ -17,6 +17,7 @@ from typing import Any
 
 from ..data.vidsitu import EVENTS, RELATION_IDS, ROLES
 from ..errors import BadInputError
+from ..utils.safe_pickle import UNPICKLE_ERRORS, safe_load
 
 TASK_ALIASES = {
     "verb": "verb",
@@ -64,10 +65,10 @@ def load_submission(path: str | Path) -> list[dict]:
                 data = json.load(f)
         else:
             with open(path, "rb") as f:
-                data = _SafeUnpickler(f).load()
+                data = safe_load(f, _SafeUnpickler)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BadInputError(path, f"invalid JSON: {e}") from None
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError, ValueError) as e:
+    except UNPICKLE_ERRORS as e:
         raise BadInputError(path, f"not a readable submission pickle: {e}") from None
     if not isinstance(data, list):
         raise BadInputError(path, f"a submission is a list of dicts (one per segment), got {type(data).__name__}")

@@ -33,12 +33,25 @@ class SafeUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only containers, numbers and arrays)")
 
 
-# what a malformed or hostile pickle raises while being read
+# what a malformed or hostile pickle raises while being read (safe_load turns the errors of a
+# corrupted length field into UnpicklingError, so this list needs no MemoryError)
 UNPICKLE_ERRORS = (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError, ValueError)
 
+# A corrupted length field (one flipped byte of a FRAME, BINBYTES8 or BINUNICODE8 length) makes the
+# C unpickler ask for an absurd buffer: MemoryError, OverflowError ("FRAME length exceeds ...") or
+# SystemError. Caught around the load call only, so that a real shortage elsewhere stays one.
+_LENGTH_ERRORS = (MemoryError, OverflowError, SystemError)
 
-def safe_load(f: BinaryIO) -> Any:
-    return SafeUnpickler(f).load()
+
+def safe_load(f: BinaryIO, unpickler: type[pickle.Unpickler] = SafeUnpickler) -> Any:
+    """Unpickle ``f`` with ``unpickler`` (a restricted one); a length field that asks for more
+    memory than there is becomes a ``pickle.UnpicklingError``, like any other corruption."""
+    try:
+        return unpickler(f).load()
+    except _LENGTH_ERRORS as e:
+        # a MemoryError carries no text; a legitimate file too large for this machine raises it too
+        detail = str(e) or "a length field asks for more memory than is available, or the file is too large to load"
+        raise pickle.UnpicklingError(f"corrupted pickle ({type(e).__name__}: {detail})") from None
 
 
 def safe_load_npz_object(path, key: str = "a") -> Any:
