@@ -168,3 +168,29 @@ def test_fewer_than_three_annotators_is_bad_ground_truth(release, rec, tmp_path,
     entry["pred_evrels_ev"] = [["NoRel"] * 3] * 4
     with pytest.raises(BadInputError, match=r"has 2 annotation records; VidSitu's evaluation needs at least 3"):
         evaluate(task, [entry], sp)
+
+
+def test_a_reference_event_without_args_is_bad_ground_truth(release, rec, tmp_path):
+    """One annotator's event verb-only (no Args / Arg_List, which the reader accepts for noann
+    files) in an SRL-annotated file: LEA reads every reference record's roles of all five events,
+    and this ended in a KeyError traceback. The first record's Ev2 holds only an unscored role, so
+    no CIDEr item looks the role up in the other records first."""
+    roles = [[("Arg0 (talker)", "man")], [("Arg3 (x)", "y")], [], [], []]
+    recs = [rec(V0, roles=roles) for _ in range(3)]
+    del recs[1]["Ev2"]["Args"], recs[1]["Ev2"]["Arg_List"]
+    ann = release(tmp_path, "valid", [V0], records=recs)
+    sp = load_split(tmp_path, "valid")
+    vb_output = {ev: {"Arg0": "man"} for ev in ("Ev1", "Ev2", "Ev3", "Ev4", "Ev5")}
+    with pytest.raises(BadInputError) as e:
+        srl(sp, vb_output)
+    msg = str(e.value)
+    assert msg.startswith(str(ann / "vseg_ann_files" / "vsann_valid_lb.json") + ": ")
+    assert "record 2 of 3 (file order) has no Args on Ev2" in msg and "\n" not in msg
+    # a fourth record that the seed-5 selection drops may be verb-only: nothing of it is read
+    full = [rec(V0, roles=roles) for _ in range(4)]
+    release(tmp_path, "valid", [V0], records=full)
+    ok = srl(load_split(tmp_path, "valid"), vb_output)
+    dropped = int(np.random.RandomState(5).permutation(4)[3])
+    del full[dropped]["Ev2"]["Args"], full[dropped]["Ev2"]["Arg_List"]
+    release(tmp_path, "valid", [V0], records=full)
+    assert srl(load_split(tmp_path, "valid"), vb_output) == ok

@@ -177,13 +177,28 @@ def _eval_records(split: VidSituSplit, ann_idx: int) -> list[dict]:
 def srl_references(split: VidSituSplit) -> dict[int, list[dict]]:
     """ann_idx -> the 3 reference records, selected exactly as the official evaluator:
     one ``np.random.seed(5)``, then a permutation per segment in split order, drop shuffled
-    index 3, keep the first 3. Uses a private RandomState, so the global numpy RNG is untouched."""
+    index 3, keep the first 3. Uses a private RandomState, so the global numpy RNG is untouched.
+
+    Every event of every selected record must carry ``Args``: the coreference score (LEA) reads
+    each reference annotator's roles of all five events, and a verb-only event there would
+    otherwise end the evaluation in a ``KeyError`` (the official evaluator's as well)."""
+    ann_file = split.files.get("ann") or split.root / "vseg_ann_files"
     rng = np.random.RandomState(SRL_SEED)  # same stream as np.random.seed(5) + np.random.permutation
     out = {}
     for ix in range(len(split.vseg_ids)):
         recs = _eval_records(split, ix)
         shuffled = [recs[r] for r in rng.permutation(len(recs))]
         out[ix] = [r for j, r in enumerate(shuffled) if j != SRL_DROP_IX][:SRL_NUM_GT]
+        for rec in out[ix]:
+            for ev in EVENTS:
+                if "Args" not in rec[ev]:
+                    k = next(i for i, r in enumerate(recs) if r is rec)
+                    raise BadInputError(
+                        ann_file,
+                        f"segment {split.vseg_ids[ix]} (ann_idx {ix}): annotation record {k + 1} of {len(recs)} "
+                        f"(file order) has no Args on {ev}, but it is one of the 3 records the SRL evaluation scores "
+                        "against (every event of those needs its roles)",
+                    )
     return out
 
 
