@@ -164,3 +164,34 @@ def test_corrupted_prediction_pickle_is_one_line(release, tmp_path, capsys, top)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"moviessl: error: {pk}: not a readable prediction pickle")
     assert "corrupted pickle" in err
+
+
+@pytest.mark.parametrize(
+    "spans",
+    [
+        [[0.0, 10.0] + [0.0] * 8] + [[1.0] + [0.0] * 9] * 5,  # logits: summed, class 1 would win
+        [[-0.5, 1.5] + [0.0] * 8],  # sums to 1 but is no distribution
+        [[0.2] * 10],  # sums to 2
+    ],
+)
+def test_span_rows_that_are_not_probabilities_are_refused(release, tmp_path, capsys, spans):
+    """LVU sums softmax probabilities over a video's spans; summing logits can change the argmax."""
+    root, ids, _ = release
+    pf = tmp_path / "logits.json"
+    pf.write_text(json.dumps({ids[0]: spans}))
+    assert main(["evaluate", "lvu", "--task", "director", "--pred", str(pf), "--data-root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"moviessl: error: {pf}: video {ids[0]!r}: span 0:")
+    assert "not class probabilities" in err and "softmax" in err
+
+
+def test_probabilities_within_rounding_are_accepted(release, tmp_path, capsys):
+    root, ids, _ = release
+    z = np.random.default_rng(0).normal(size=(3, 10))
+    p = (np.exp(z) / np.exp(z).sum(1, keepdims=True)).astype(np.float32)
+    rows = np.round(p.astype(np.float64), 4).tolist()  # written with 4 decimals: sums off by < 1e-3
+    rows.append([1.0 + 1e-7, -1e-7] + [0.0] * 8)  # float noise of a renormalised vector
+    pf = tmp_path / "p.json"
+    pf.write_text(json.dumps({ids[0]: rows}))
+    assert main(["evaluate", "lvu", "--task", "director", "--pred", str(pf), "--data-root", str(root)]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 1

@@ -13,7 +13,9 @@ unpickler).
   against the centred label, averaged over videos, is the MSE.
 
 Scored videos are those in the file (LVU videos go missing); an id not in the split, a wrong
-vector length, an empty span list or a non-finite value is one ``BadInputError`` line.
+vector length, an empty span list, a non-finite value or a classification row that is not a
+probability vector (a negative entry, or a sum off 1 by more than 1e-3: logits) is one
+``BadInputError`` line.
 """
 
 from __future__ import annotations
@@ -68,9 +70,16 @@ def _number(x: Any) -> float:
     return v
 
 
+# how far a row of class probabilities may stray from a distribution (float32 rounding, a softmax
+# written in fewer digits)
+PROB_SUM_TOL = 1e-3
+PROB_NEG_TOL = 1e-6
+
+
 def video_prediction(task: str, spans: Any) -> float | np.ndarray:
     """A video's prediction from its span outputs: summed probabilities (classification) or the
-    mean (regression). Raises ``ValueError`` on a malformed list."""
+    mean (regression). Raises ``ValueError`` on a malformed list, or on a classification row that
+    is not a probability vector."""
     if isinstance(spans, np.ndarray):
         spans = spans.tolist()
     if not isinstance(spans, (list, tuple)) or not spans:
@@ -95,9 +104,17 @@ def video_prediction(task: str, spans: Any) -> float | np.ndarray:
         if v is None or len(v) != n:
             raise ValueError(f"span {k}: expected {n} class probabilities, got {s!r:.60}")
         try:
-            total += np.array([_number(x) for x in v])
+            row = np.array([_number(x) for x in v])
         except ValueError as e:
             raise ValueError(f"span {k}: {e}") from None
+        # Summing logits (or unnormalised scores) is not LVU's protocol and can change the argmax:
+        # one confident span outweighs many. The tolerances only absorb float32 rounding.
+        if row.min() < -PROB_NEG_TOL or abs(row.sum() - 1.0) > PROB_SUM_TOL:
+            raise ValueError(
+                f"span {k}: not class probabilities (sum {row.sum():.6g}, min {row.min():.6g}); LVU sums "
+                "softmax probabilities over spans, so apply softmax to logits before writing the file"
+            )
+        total += row
     return total
 
 
