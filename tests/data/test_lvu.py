@@ -109,6 +109,26 @@ def test_malformed_lines_name_file_and_line(tmp_path, task, body, msg):
     assert str(e.value).startswith(f"{p}:{line}: ")
 
 
+def test_a_video_listed_twice_with_different_labels_is_refused(tmp_path):
+    """The last line used to win silently. LVU's reference appends every line's label to the
+    video's boxes and unpacks three values, so it fails on any repeated id; the same label twice is
+    harmless here and stays accepted (kept once)."""
+    head = LVU_TASKS["relationship"]["header"] + "\n"
+    p = _write(tmp_path, "relationship", "val", head + "0 friend aaaaaaaaaaa tt1\n1 ex bbbbbbbbbbb tt2\n")
+    p.write_text(head + "0 friend aaaaaaaaaaa tt1\n1 ex bbbbbbbbbbb tt2\n2 husband_wife aaaaaaaaaaa tt1\n")
+    with pytest.raises(BadInputError) as e:
+        read_labels(tmp_path, "relationship", "val")
+    msg = str(e.value)
+    assert msg.startswith(f"{p}:4: ") and "'aaaaaaaaaaa'" in msg and "line 2" in msg and "\n" not in msg
+    p.write_text(head + "0 friend aaaaaaaaaaa tt1\n1 ex bbbbbbbbbbb tt2\n0 friend aaaaaaaaaaa tt1\n")
+    assert read_labels(tmp_path, "relationship", "val") == [("aaaaaaaaaaa", 0), ("bbbbbbbbbbb", 1)]
+    # regression labels compare by value: another count on the second line is a conflict
+    q = _write(tmp_path, "view_count", "val", "view_count youtube_id imdb_id\n1000 ccccccccccc tt3\n")
+    q.write_text("view_count youtube_id imdb_id\n1000 ccccccccccc tt3\n1001 ccccccccccc tt3\n")
+    with pytest.raises(BadInputError, match=r":3: youtube id 'ccccccccccc' is listed again with another label"):
+        read_labels(tmp_path, "view_count", "val")
+
+
 def test_missing_and_unknown(tmp_path):
     with pytest.raises(BadInputError, match="not found"):
         read_labels(tmp_path, "genre", "train")

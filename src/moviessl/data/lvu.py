@@ -111,7 +111,12 @@ def parse_label(task: str, fields: list[str]) -> int | float:
 
 
 def read_labels(lvu_root: str | os.PathLike, task: str, split: str) -> list[tuple[str, int | float]]:
-    """``[(youtube_id, label), ...]`` in file order: an int class id, or a float centred target."""
+    """``[(youtube_id, label), ...]`` in file order: an int class id, or a float centred target.
+
+    A youtube id listed again with the same label is kept once. Listed again with a different label
+    it is bad input naming the second line: LVU's reference loader appends every line's label to
+    the video's boxes and then unpacks three values per box, so it fails on any repeated id, and
+    keeping either label here would score against a label the file also contradicts."""
     _task(task)
     if split not in SPLITS:
         raise BadInputError(None, f"unknown LVU split '{split}' (choose from {', '.join(SPLITS)})")
@@ -126,6 +131,8 @@ def read_labels(lvu_root: str | os.PathLike, task: str, split: str) -> list[tupl
         raise BadInputError(path, "empty file (expected a header line)")
     want = LVU_TASKS[task].get("label_fields", 2) + 2  # label field(s) (class: id and name), youtube_id, imdb_id
     out = []
+    seen: dict[str, tuple[int, int | float, str]] = {}  # youtube_id -> (first line, label, as written)
+    nlab = LVU_TASKS[task].get("label_fields", 1)
     for lineno, line in enumerate(lines[1:], start=2):  # line 1 is the header
         fields = line.split()
         if not fields:
@@ -136,7 +143,18 @@ def read_labels(lvu_root: str | os.PathLike, task: str, split: str) -> list[tupl
             label = parse_label(task, fields)
         except ValueError as e:
             raise BadInputError(f"{path}:{lineno}", f"bad label ({e})") from None
-        out.append((fields[-2], label))
+        vid, written = fields[-2], " ".join(fields[:nlab])
+        if vid in seen:
+            first, prev, prev_written = seen[vid]
+            if prev != label:
+                raise BadInputError(
+                    f"{path}:{lineno}",
+                    f"youtube id {vid!r} is listed again with another label ({written!r}; line {first} "
+                    f"gives {prev_written!r}): a video has one label",
+                )
+            continue
+        seen[vid] = (lineno, label, written)
+        out.append((vid, label))
     return out
 
 
