@@ -142,12 +142,12 @@ def verb_metrics(by_idx: dict[int, Any], split: VidSituSplit, src: str) -> dict[
     out["recall@5"] = out["recall_th_9"]
     undefined_key = (str(split.files.get("vinfo")), len(split.vseg_ids))
     if not any(n > 9 for _, n in per_verb) and undefined_key not in _REC5_WARNED:
-        # the reference takes the mean of an empty list (NaN); only tiny splits have no such verb.
-        # Said once per split: a training run scores the same split every seed.
+        # the reference's get_avg gives 0 for an empty list, as _avg here; only tiny splits have no
+        # such verb. Said once per split: a training run scores the same split every seed.
         _REC5_WARNED.add(undefined_key)
         log.warning(
-            "%s: Rec@5 is undefined on this split (no verb has 10 positive events; VidSitu's evaluator "
-            "gives NaN), reported as 0.0",
+            "%s: Rec@5 is undefined on this split (no verb has 10 positive events); reported as 0.0, "
+            "the value VidSitu's evaluator gives too",
             split.files.get("vinfo") or src,
         )
     res = _pct(out)
