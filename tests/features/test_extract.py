@@ -332,6 +332,22 @@ def test_find_videos_layouts(tmp_path):
         ex.find_videos(tmp_path / "vs" / "vsitu_frames" / "v_1")
 
 
+def test_a_list_names_frame_folders_as_a_folder_scan_does(tmp_path):
+    """A list file cut a frame folder's name at its last dot ('tt0111161.shot1' -> 'tt0111161'),
+    a folder scan kept it whole: one folder had two ids, and two shots of a film listed together
+    were refused as sharing one."""
+    frames = tmp_path / "frames"
+    names = ["tt0111161.shot1", "tt0111161.shot2"]
+    for name in names:
+        (frames / name).mkdir(parents=True)
+        (frames / name / f"{name}_000001.jpg").write_bytes(b"x")
+    (tmp_path / "clip.v2.mp4").write_bytes(b"x")
+    lst = tmp_path / "list.txt"
+    lst.write_text("frames/tt0111161.shot1\nframes/tt0111161.shot2\nclip.v2.mp4\n")
+    assert [v for v, _ in ex.find_videos(frames)[0]] == names
+    assert [v for v, _ in ex.find_videos(lst)[0]] == [*names, "clip.v2"]
+
+
 def test_find_videos_reads_any_video_and_names_what_a_scan_leaves_out(tmp_path, caplog):
     d = tmp_path / "films"
     d.mkdir()

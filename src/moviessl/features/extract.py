@@ -144,7 +144,9 @@ def find_videos(spec: str | os.PathLike) -> tuple[list[tuple[str, Path]], str]:
         # one film, whatever its extension: FFmpeg reads the format from the content
         vids, layout = [(p.stem, p)], "file"
     elif p.is_file():
-        vids = [(q.stem if q.suffix else q.name, q) for q, _ in read_clip_list(p)]
+        # a frame folder keeps its whole name, as a folder scan gives it ('tt0111161.shot1' is no
+        # video 'tt0111161' with an extension)
+        vids = [(q.name if q.is_dir() else q.stem, q) for q, _ in read_clip_list(p)]
         layout = "list"
     elif p.is_dir():
         layout = "dir"
