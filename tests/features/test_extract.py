@@ -267,6 +267,18 @@ def test_ddp_timeout_is_checked_before_any_work(tmp_path, bad):
         ex.extract(tmp_path / "none.pt", tmp_path / "none", tmp_path / "out", ddp_timeout_s=bad)
 
 
+@pytest.mark.parametrize("stride", ["nan", "inf", "-inf", "0", "-2"])
+def test_a_stride_that_is_not_a_finite_positive_number_is_one_line_before_any_work(tmp_path, capsys, stride):
+    """NaN and inf passed the `<= 0` check: a traceback once decoding began, and a folder claimed
+    with stride NaN refused every rerun with the same flag (NaN never equals NaN)."""
+    out = tmp_path / "out"
+    argv = ["extract", "--backbone", str(tmp_path / "none.pt"), "--videos", str(tmp_path), "--out", str(out)]
+    assert main([*argv, f"--stride={stride}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--stride: must be a finite number of seconds > 0" in err[0], err
+    assert not out.exists()
+
+
 LAUNCH_TYPOS = [
     (["--accelerator", "gpux"], "--accelerator: 'gpux' is not an accelerator"),
     (["--precision", "half"], "--precision: 'half' is not a precision"),

@@ -1032,8 +1032,9 @@ def extract(
     more than one process, how long the ranks that finish first wait at the final barrier (None:
     Lightning's 30 minutes)."""
     out = Path(out)
-    if stride_s <= 0:
-        raise BadInputError("--stride", f"must be positive, got {stride_s}")
+    # NaN passes a `<= 0` test and never equals itself, so a folder claimed with it refused every rerun
+    if not (isinstance(stride_s, (int, float)) and math.isfinite(stride_s) and stride_s > 0):
+        raise BadInputError("--stride", f"must be a finite number of seconds > 0, got {stride_s}")
     check_launch(accelerator, devices, num_nodes, precision, ddp_timeout_s)
     if batch_events < 1 or chunk_events < 1:
         raise BadInputError("--batch-events/--chunk-events", f"must be >= 1, got {batch_events}/{chunk_events}")
