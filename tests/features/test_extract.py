@@ -279,6 +279,20 @@ def test_a_stride_that_is_not_a_finite_positive_number_is_one_line_before_any_wo
     assert not out.exists()
 
 
+@pytest.mark.parametrize("command", ["extract", "extract-instances"])
+def test_a_negative_number_of_workers_is_one_line_before_any_work(tmp_path, capsys, command):
+    """The DataLoader refused --num-workers -1 with a traceback, once the trainer was built and the
+    folder claimed."""
+    out = tmp_path / "out"
+    argv = [command, "--backbone", str(tmp_path / "none.pt"), "--videos", str(tmp_path), "--out", str(out)]
+    if command == "extract-instances":
+        argv += ["--tracks", str(tmp_path)]
+    assert main([*argv, "--num-workers", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["moviessl: error: --num-workers: must be an integer >= 0, got -1"]
+    assert not out.exists()
+
+
 LAUNCH_TYPOS = [
     (["--accelerator", "gpux"], "--accelerator: 'gpux' is not an accelerator"),
     (["--precision", "half"], "--precision: 'half' is not a precision"),

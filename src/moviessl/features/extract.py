@@ -626,6 +626,13 @@ def check_launch(accelerator: str, devices: Any, num_nodes: int, precision: str,
         raise BadInputError("--ddp-timeout-s", f"must be positive and below {MAX_TIMEOUT_S:.0e}, got {s}")
 
 
+def check_workers(num_workers: Any) -> None:
+    """One line for a ``--num-workers`` the DataLoader would refuse with a traceback, and only once
+    the trainer is built and the folder claimed."""
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise BadInputError("--num-workers", f"must be an integer >= 0, got {num_workers!r}")
+
+
 def predict_trainer(
     out: Path,
     accelerator: str,
@@ -1036,6 +1043,7 @@ def extract(
     if not (isinstance(stride_s, (int, float)) and math.isfinite(stride_s) and stride_s > 0):
         raise BadInputError("--stride", f"must be a finite number of seconds > 0, got {stride_s}")
     check_launch(accelerator, devices, num_nodes, precision, ddp_timeout_s)
+    check_workers(num_workers)
     if batch_events < 1 or chunk_events < 1:
         raise BadInputError("--batch-events/--chunk-events", f"must be >= 1, got {batch_events}/{chunk_events}")
     chunk_events = -(-int(chunk_events) // int(batch_events)) * int(batch_events)

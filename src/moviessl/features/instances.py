@@ -62,6 +62,7 @@ from ..video import VideoReader, param_dtype, read_clip, resize_short_side, to_m
 from .extract import (
     VideoStream,
     check_launch,
+    check_workers,
     find_videos,
     journal_line,
     merge_journals,
@@ -289,6 +290,7 @@ def extract_instances(
             devices = [int(str(device).split(":", 1)[1])]
         check_machine(accelerator, devices, precision, ("--device", "--device/--devices", "--precision"))
     check_launch(accelerator, devices, num_nodes, precision, ddp_timeout_s)
+    check_workers(num_workers)
     vids, _ = find_videos(videos)
     source = box_source(tracks)
     obj = load_checkpoint(backbone, stage="backbone")
