@@ -173,6 +173,46 @@ def test_decoding_workers_and_two_processes_give_the_same_store(backbone, boxes,
             np.testing.assert_allclose(store.load(vid).feat, ref.load(vid).feat, rtol=1e-5, atol=1e-6)
 
 
+def test_one_extraction_refuses_the_other_ones_folder(backbone, boxes, tmp_path, capsys):
+    """extract into an extract-instances folder compared only the keys both indexes have (the same
+    backbone) and went on: it took the instance entries for its own and rewrote index.json as an
+    event-feature index, so the instance features could no longer be read; extract-instances into
+    an extract folder was refused for 'another backbone or RoI setting'."""
+    from moviessl.checkpoint import file_hash
+    from moviessl.features import FeatureStore
+
+    inst = tmp_path / "inst"
+    inst.mkdir()
+    index = {
+        "format": "moviessl-instances",
+        "dim": 16,
+        "backbone": file_hash(backbone),
+        "videos": {"vidA": {"status": "ok", "num_boxes": 3}},
+    }
+    (inst / "index.json").write_text(json.dumps(index))
+    argv = ["extract", "--num-workers", "0", "--accelerator", "cpu", "--backbone", backbone, "--videos", boxes]
+    assert main([*map(str, argv), "--out", str(inst)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"moviessl: error: {inst}: folder holds instance features (moviessl extract-instances), "
+        "not event features (moviessl extract); use another --out"
+    ]
+    assert json.loads((inst / "index.json").read_text()) == index and not list(inst.glob("*_feats.npy"))
+    with pytest.raises(BadInputError, match=r"folder holds instance features \(.*\), not event features"):
+        FeatureStore(inst)
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    index = {"format": "moviessl-features", "stride_s": 2.0, "dim": 16, "videos": {"vidA": {"status": "ok"}}}
+    (feats / "index.json").write_text(json.dumps(index))
+    assert _extract(backbone, boxes, boxes / "tracks", feats) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"moviessl: error: {feats}: folder holds event features (moviessl extract), "
+        "not instance features (moviessl extract-instances); use another --out"
+    ]
+    assert json.loads((feats / "index.json").read_text()) == index
+
+
 def test_tracks_that_are_neither_json_nor_instance_meta(backbone, boxes, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BadInputError, match="no <id>.json tracks files or instance_meta"):

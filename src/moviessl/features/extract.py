@@ -70,7 +70,7 @@ from ..video import (
     squash_resize,
     to_model_input,
 )
-from .store import CLAIM_NAME, CTX_SUFFIX, FEATS_SUFFIX, INDEX_NAME, read_index
+from .store import CLAIM_NAME, CTX_SUFFIX, FEATS_SUFFIX, FEATURES_FORMAT, INDEX_NAME, check_format, read_index
 
 log = logging.getLogger("moviessl.features")
 
@@ -1085,6 +1085,7 @@ def extract(
     old = read_index(out, unfinished_ok=True)
     dtype = "float16" if fp16 else "float32"
     if old is not None:
+        check_format(out, old, FEATURES_FORMAT, "; use another --out")
         for key, want in (("backbone", bhash), ("stride_s", stride_s), ("dtype", dtype)):
             if old.get(key) is not None and old.get(key) != want:
                 raise BadInputError(
@@ -1113,7 +1114,7 @@ def extract(
         "%d videos (%s layout): %d to extract, %d already done", len(vids), layout, len(todo), len(vids) - len(todo)
     )
     header = {
-        "format": "moviessl-features",
+        "format": FEATURES_FORMAT,
         "stride_s": stride_s,
         "dim": dim,
         "dtype": dtype,

@@ -70,7 +70,7 @@ from .extract import (
     read_entries,
     shard_over_ranks,
 )
-from .store import CLAIM_NAME, index_facts, read_index
+from .store import CLAIM_NAME, INSTANCES_FORMAT, check_format, index_facts, read_index
 
 log = logging.getLogger("moviessl.features")
 
@@ -305,6 +305,8 @@ def extract_instances(
     bhash = file_hash(backbone)
     roi = {"resolution": resolution, "sampling_ratio": sampling_ratio, "pool": pool, "short_side": side}
     old = read_index(out, unfinished_ok=True)
+    if old is not None:
+        check_format(out, old, INSTANCES_FORMAT, "; use another --out")
     if old is not None and (old.get("backbone") != bhash or old.get("roi") != roi):
         raise BadInputError(out, "folder holds instance features of another backbone or RoI setting; use another --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -351,7 +353,7 @@ def extract_instances(
 def _index(bhash, backbone, tracks, roi, dim, entries) -> dict:
     entries = {v: entries[v] for v in sorted(entries)}
     return {
-        "format": "moviessl-instances",
+        "format": INSTANCES_FORMAT,
         "dim": dim,
         "backbone": bhash,
         "backbone_path": str(Path(backbone).resolve()),
@@ -557,7 +559,7 @@ class InstanceStore(_Instances):
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         index = read_index(self.root)
-        if index is None or index.get("format") != "moviessl-instances":
+        if index is None or index.get("format") != INSTANCES_FORMAT:
             raise BadInputError(self.root, "not an instance-feature folder (no moviessl-instances index.json)")
         self.index = index
         self.ids = sorted(v for v, e in index["videos"].items() if e.get("status") == "ok")

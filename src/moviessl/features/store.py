@@ -38,6 +38,12 @@ VIDSITU_EVENTS = 5
 VIDSITU_DIMS = (2048, 2304)
 VIDSITU_STRIDE_S = 2.0
 NO_CTX = "no contextualized features (extract with --contextualizer)"
+FEATURES_FORMAT = "moviessl-features"
+INSTANCES_FORMAT = "moviessl-instances"
+_FORMATS = {
+    FEATURES_FORMAT: "event features (moviessl extract)",
+    INSTANCES_FORMAT: "instance features (moviessl extract-instances)",
+}
 
 
 # where an index's features came from, not what they are (a moved checkpoint, data root or output
@@ -72,6 +78,16 @@ def read_index(root: str | os.PathLike, unfinished_ok: bool = False) -> dict | N
     return index
 
 
+def check_format(root: str | os.PathLike, index: dict, want: str, hint: str = "") -> None:
+    """One line unless ``index`` (a folder's index or claim) is of the format ``want`` or names
+    none (an index written by hand). Both extractions write ``index.json`` and journals of the same
+    names: one run on the other's folder took the other's entries for its own and rewrote its index."""
+    fmt = index.get("format")
+    if fmt is not None and fmt != want:
+        what = _FORMATS.get(str(fmt), f"an index of format {fmt!r}")
+        raise BadInputError(root, f"folder holds {what}, not {_FORMATS[want]}{hint}")
+
+
 class FeatureStore:
     """Per-video event features of one folder.
 
@@ -87,6 +103,7 @@ class FeatureStore:
             raise BadInputError(self.root, "feature folder not found")
         self.index = read_index(self.root)
         if self.index is not None:
+            check_format(self.root, self.index, FEATURES_FORMAT)
             self.ids = sorted(k for k, v in self.index["videos"].items() if v.get("status", "ok") == "ok")
             self.stride_s = float(self.index.get("stride_s", VIDSITU_STRIDE_S))
         else:
