@@ -213,6 +213,38 @@ def test_one_extraction_refuses_the_other_ones_folder(backbone, boxes, tmp_path,
     assert json.loads((feats / "index.json").read_text()) == index
 
 
+@pytest.mark.parametrize("flag", ["--batch-seconds", "--resolution", "--short-side"])
+def test_a_size_below_one_is_one_line_before_any_work(tmp_path, capsys, flag):
+    """--batch-seconds 0 (range() with step 0), --resolution 0 and --short-side 0 failed inside every
+    video: each was listed bad, exit 0 or 'none could be used', and a rerun skipped them all."""
+    out = tmp_path / "out"
+    argv = ["extract-instances", "--backbone", "none.pt", "--videos", tmp_path, "--tracks", tmp_path, "--out", out]
+    assert main([*map(str, argv), flag, "0"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"moviessl: error: {flag}: must be an integer >= 1, got 0"]
+    assert not out.exists()
+
+
+def test_a_deleted_file_is_made_again_and_bad_videos_are_retried_on_request(backbone, boxes, tmp_path):
+    """A video in the instance index was never extracted again: not when its {id}.npz was deleted
+    (extract redoes such a video), nor when it was listed bad, for there was no --retry-bad."""
+    out = tmp_path / "out"
+    argv = ["extract-instances", "--num-workers", "0", "--accelerator", "cpu", "--backbone", backbone]
+    argv = [*map(str, argv), "--videos", str(boxes), "--tracks", str(boxes / "tracks"), "--out", str(out)]
+    assert main(argv) == 0
+    want = InstanceStore(out).load("vidA").feat
+    (out / "vidA.npz").unlink()
+    assert main(argv) == 0
+    np.testing.assert_array_equal(InstanceStore(out).load("vidA").feat, want)
+    # vidB listed bad, as a run that met a passing decoding error leaves it
+    index = json.loads((out / "index.json").read_text())
+    index["videos"]["vidB"] = {"status": "bad", "error": "vidB.mp4: a passing error"}
+    (out / "index.json").write_text(json.dumps(index))
+    (out / "vidB.npz").unlink()
+    assert main(argv) == 0 and InstanceStore(out).ids == ["vidA"]
+    assert main([*argv, "--retry-bad"]) == 0 and InstanceStore(out).ids == ["vidA", "vidB"]
+    assert json.loads((out / "index.json").read_text())["counts"] == {"ok": 2, "bad": 0}
+
+
 def test_tracks_that_are_neither_json_nor_instance_meta(backbone, boxes, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BadInputError, match="no <id>.json tracks files or instance_meta"):

@@ -99,6 +99,7 @@ def add_parser(subparsers) -> None:
     i.add_argument("--pool", default="max", choices=["max", "avg"], help="pooling over the bins (PySlowFast: max)")
     i.add_argument("--batch-seconds", type=int, default=8, help="seconds (clips) per backbone forward")
     _add_launch_args(i)
+    i.add_argument("--retry-bad", action="store_true", help="retry videos listed as bad by an earlier run")
     i.add_argument(
         "--device",
         default=None,
@@ -146,6 +147,7 @@ def _run_instances(args) -> int:
         num_nodes=args.num_nodes,
         precision=args.precision,
         ddp_timeout_s=args.ddp_timeout_s,
+        retry_bad=args.retry_bad,
     )
     if not s:  # a rank other than 0: rank 0 merges and reports
         return 0

@@ -975,6 +975,14 @@ class FeatureExtractor(pl.LightningModule):
         return entry
 
 
+def is_finished(entry: dict | None, result: Path, retry_bad: bool = False) -> bool:
+    """Whether a rerun skips a video: one listed bad (unless ``retry_bad``), or one listed ok whose
+    ``result`` file is there (a deleted file is made again)."""
+    if entry is None or (entry.get("status") == "bad" and retry_bad):
+        return False
+    return entry.get("status") == "bad" or result.is_file()
+
+
 def journal_line(vid: str, entry: dict) -> str:
     """A journal's line for one video: its entry and when it was written (``t``, seconds since the
     epoch), so the latest line of any rank's journal wins (:func:`read_entries`)."""
@@ -1099,14 +1107,7 @@ def extract(
         if txe is not None:
             _retire_ctx(out, old, ctx_info)
     entries = read_entries(out)
-
-    def finished(vid: str) -> bool:
-        e = entries.get(vid)
-        if e is None or (e.get("status") == "bad" and retry_bad):
-            return False
-        return e.get("status") == "bad" or (out / f"{vid}{FEATS_SUFFIX}").is_file()
-
-    todo = [(v, p) for v, p in vids if not finished(v)]
+    todo = [(v, p) for v, p in vids if not is_finished(entries.get(v), out / f"{v}{FEATS_SUFFIX}", retry_bad)]
     from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
     # under DDP every rank runs this function (Lightning re-executes the command per device)

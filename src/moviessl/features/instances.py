@@ -64,6 +64,7 @@ from .extract import (
     check_launch,
     check_workers,
     find_videos,
+    is_finished,
     journal_line,
     merge_journals,
     predict_trainer,
@@ -271,10 +272,12 @@ def extract_instances(
     precision: str = "32-true",
     ddp_timeout_s: float | None = None,
     progress: bool = True,
+    retry_bad: bool = False,
 ) -> dict:
     """RoI features of every video that has boxes in ``tracks`` (a folder of ``<id>.json`` tracks
     files, or LVU's instance metadata: :func:`box_source`); returns the index summary. Videos whose
-    decoding or tracks fail are listed as bad in the index (not fatal).
+    decoding or tracks fail are listed as bad in the index (not fatal); a rerun skips them unless
+    ``retry_bad``, and makes again a video listed ok whose ``{id}.npz`` is gone, as ``extract`` does.
 
     Lightning ``predict``, as ``moviessl extract``: ``--devices N`` (or torchrun / srun) splits the
     videos by file size over the ranks, each appending its finished videos to its own journal
@@ -282,6 +285,11 @@ def extract_instances(
     ``num_workers`` DataLoader processes decode. ``device`` (``cpu``/``cuda``) is the one-device
     shorthand for ``accelerator``."""
     out = Path(out)
+    # a value below 1 failed inside every video (range() with step 0, an empty RoI grid, a 0-px
+    # frame), listing each as bad, and a rerun skipped them all
+    for flag, v in (("--batch-seconds", batch_seconds), ("--resolution", resolution), ("--short-side", short_side)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise BadInputError(flag, f"must be an integer >= 1, got {v!r}")
     if device is not None:
         if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", str(device)):
             raise BadInputError("--device", f"{device!r}: give cpu, cuda, cuda:N or mps")
@@ -311,7 +319,7 @@ def extract_instances(
         raise BadInputError(out, "folder holds instance features of another backbone or RoI setting; use another --out")
     out.mkdir(parents=True, exist_ok=True)
     entries = read_entries(out)
-    todo = [(v, p) for v, p in vids if v in source and v not in entries]
+    todo = [(v, p) for v, p in vids if v in source and not is_finished(entries.get(v), out / f"{v}.npz", retry_bad)]
     no_tracks = sum(v not in source for v, _ in vids)
     found = {v for v, _ in vids}
     ghosts = sorted(v for v in source if v not in found)
