@@ -87,6 +87,35 @@ def test_resume_inside_a_film_gives_identical_arrays(backbone, film, reference, 
     np.testing.assert_array_equal(np.load(out / "film_feats.npy"), reference)
 
 
+def test_a_resume_at_another_precision_makes_the_film_afresh(backbone, tmp_path, monkeypatch):
+    """A film's plan.json did not name the precision: killed at 32-true and resumed at bf16-true,
+    its fp32 chunks were kept beside bf16 ones in one array, and no index said which precision."""
+    film = make_film(tmp_path / "short.mp4", 8.0, width=64, height=48, audio=False, gop=30)  # 4 events
+    run = dict(num_workers=0, accelerator="cpu", batch_events=2, chunk_events=2)
+    ex.extract(backbone, film, tmp_path / "bf16", precision="bf16-true", **run)
+    out = tmp_path / "out"
+    orig = ex.FeatureExtractor.predict_step
+
+    def killed_after_one_chunk(self, batch, batch_idx=0):
+        if self.chunks_written:
+            raise RuntimeError("killed")
+        return orig(self, batch, batch_idx)
+
+    monkeypatch.setattr(ex.FeatureExtractor, "predict_step", killed_after_one_chunk)
+    with pytest.raises(RuntimeError, match="killed"):
+        ex.extract(backbone, film, out, **run)
+    plan = json.loads((out / ".partial" / "short" / "plan.json").read_text())
+    assert (out / ".partial" / "short" / "c000000.npz").is_file()
+    monkeypatch.setattr(ex.FeatureExtractor, "predict_step", orig)
+    s = ex.extract(backbone, film, out, precision="bf16-true", **run)
+    assert s["timing"]["events"] == 4  # the fp32 chunk was discarded, not mixed in
+    np.testing.assert_array_equal(np.load(out / "short_feats.npy"), np.load(tmp_path / "bf16" / "short_feats.npy"))
+    assert plan.get("precision") == "32-true"
+    index = json.loads((out / "index.json").read_text())
+    assert index["precision"] == index["videos"]["short"]["precision"] == "bf16-true"
+    assert ex.precision_name("32") == "32-true" and ex.precision_name("bf16") == "bf16-mixed"
+
+
 def test_film_split_over_workers_is_identical(backbone, film, reference, tmp_path):
     """One film, two decoding workers taking alternate chunks: same arrays as one process."""
     out = tmp_path / "w2"

@@ -504,10 +504,19 @@ def _source_stamp(path: Path) -> dict:
         return {}
 
 
+PRECISION_ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}  # Lightning's
+
+
+def precision_name(precision: Any) -> str:
+    """Lightning's name of a precision (``32`` is ``32-true``, ``bf16`` is ``bf16-mixed``), so that
+    a run given an alias resumes the chunks of a run given the name."""
+    return PRECISION_ALIASES.get(str(precision), str(precision))
+
+
 def scan_partials(out_dir: Path, todo: Sequence[tuple[str, Path]], plan: dict) -> dict[str, dict]:
     """Chunks committed by an interrupted run, per video still to do: ``{id: {"num_events", "chunks"}}``.
-    Partial results made with other settings (chunk size, batch size) or of a video that changed
-    since are discarded."""
+    Partial results made with other settings (chunk size, batch size, precision) or of a video that
+    changed since are discarded."""
     done: dict[str, dict] = {}
     for vid, path in todo:
         d = partial_dir(out_dir, vid)
@@ -693,8 +702,10 @@ class FeatureExtractor(pl.LightningModule):
         txe: torch.nn.Module | None = None,
         window: int = 5,
         step: int = 1,
+        precision: str = "32-true",
     ):
         super().__init__()
+        self.precision_name = precision_name(precision)
         self.backbone, self.txe = backbone.eval(), (txe.eval() if txe is not None else None)
         self.out_dir, self.stream, self.entry_base = Path(out_dir), stream, dict(entry_base)
         self.store_dtype, self.window, self.step = np.dtype(dtype), window, step
@@ -861,7 +872,13 @@ class FeatureExtractor(pl.LightningModule):
         return f
 
     def stream_plan(self) -> dict:
-        return {"chunk_events": self.stream.chunk_events, "batch_events": self.stream.batch_events}
+        """What a film's committed chunks must share with a resume's (:func:`scan_partials`): a
+        chunk of another precision would sit in one array beside chunks made at this one."""
+        return {
+            "chunk_events": self.stream.chunk_events,
+            "batch_events": self.stream.batch_events,
+            "precision": self.precision_name,
+        }
 
     def predict_step(self, batch: dict, batch_idx: int = 0):
         vid, kind = batch["id"], batch.get("kind", "clips")
@@ -948,6 +965,7 @@ class FeatureExtractor(pl.LightningModule):
             entry = {
                 **self.entry_base,
                 "status": "ok",
+                "precision": self.precision_name,
                 "num_events": n,
                 "fps": round(info["fps"], 6),
                 "duration_s": round(info["duration_s"], 6),
@@ -1114,6 +1132,15 @@ def extract(
     (log.info if rank_zero_only.rank == 0 else log.debug)(
         "%d videos (%s layout): %d to extract, %d already done", len(vids), layout, len(todo), len(vids) - len(todo)
     )
+    had = _precisions(entries) - {precision_name(precision)}
+    if todo and had and rank_zero_only.rank == 0:
+        log.warning(
+            "%s: features of this folder were extracted at precision %s, this run's at %s "
+            "(each video's index entry names its own)",
+            out,
+            ", ".join(sorted(had)),
+            precision_name(precision),
+        )
     header = {
         "format": FEATURES_FORMAT,
         "stride_s": stride_s,
@@ -1129,9 +1156,10 @@ def extract(
     if old is None and rank_zero_only.rank == 0:  # claimed now: a rerun after a kill checks backbone and stride
         atomic_write_json(out / CLAIM_NAME, {**header, "counts": {"ok": 0, "bad": 0}, "videos": {}})
     if todo:
-        done = scan_partials(out, todo, {"chunk_events": chunk_events, "batch_events": int(batch_events)})
+        plan = {"chunk_events": chunk_events, "batch_events": int(batch_events), "precision": precision_name(precision)}
+        done = scan_partials(out, todo, plan)
         stream = EventClipStream(todo, inp, stride_s, vidsitu, batch_events, chunk_events, done)
-        module = FeatureExtractor(model, out, stream, {"backbone": bhash}, dtype, txe, window, step)
+        module = FeatureExtractor(model, out, stream, {"backbone": bhash}, dtype, txe, window, step, precision)
         module.show_progress = progress
         trainer = predict_trainer(out, accelerator, devices, num_nodes, strategy, precision, ddp_timeout_s)
         dl = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available())
@@ -1172,6 +1200,9 @@ def extract(
         counts["missing_events"] = sum(int(e["missing_events"]) for e in with_missing)
     if unfinished:  # spread films a rank could not read its part of: in no entry yet, kept for a rerun
         counts["unfinished"] = len(unfinished)
+    precs = _precisions(entries)
+    if precs:  # the folder's precision (absent when no entry names one: made before it was recorded)
+        header["precision"] = precs.pop() if len(precs) == 1 else "mixed"
     index = {**header, "counts": counts, "videos": entries}
     merge_journals(out, index)
     for pattern in TEMP_GLOBS:  # every rank is done: a temp file left here is from a killed earlier run
@@ -1206,6 +1237,11 @@ def extract(
             counts["missing_events"],
         )
     return {**{k: v for k, v in index.items() if k != "videos"}, "timing": timing}
+
+
+def _precisions(entries: dict[str, dict]) -> set[str]:
+    """The precisions the good videos of an index were extracted at, as their entries say."""
+    return {str(e["precision"]) for e in entries.values() if e.get("status") == "ok" and e.get("precision")}
 
 
 def vidsitu_splits(videos: Path) -> dict[str, str]:
