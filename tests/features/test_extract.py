@@ -204,6 +204,43 @@ def test_vidsitu_root_gives_five_events_and_contextualizer(backbone, tmp_path):
     assert FeatureStore(out).load_ctx("v_abc_seg_05_15").shape == (5, 32)
 
 
+def test_a_vidsitu_root_without_its_annotations_is_not_pretrained_on_whole(backbone, tmp_path, caplog):
+    """A VidSitu root extracted where its annotations are not (videos on scratch, annotations
+    elsewhere) recorded no split without a word, and pretraining trusted the index: it pretrained on
+    the val segment. The index says its splits are unknown, and pretraining treats it as VidSitu's
+    released features without annotations."""
+    import shutil
+
+    from moviessl.context.pretrain import pretraining_ids
+
+    vids = tmp_path / "scratch" / "vsitu_video_trimmed_dir"
+    vids.mkdir(parents=True)
+    ids = ["v_aaa_seg_0_10", "v_bbb_seg_0_10"]
+    for i, v in enumerate(ids):
+        write_video(vids / f"{v}.mp4", 10.0, seed=i)
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING", logger="moviessl.features"):
+        assert run_extract("--backbone", backbone, "--videos", vids, "--out", out) == 0
+    assert "no VidSitu splits for" in caplog.text and "--vidsitu-root" in caplog.text
+    index = json.loads((out / "index.json").read_text())
+    assert index["splits"] == "unknown" and not any("split" in e for e in index["videos"].values())
+    pairs = [(0, v) for v in ids]
+    why = r"2 VidSitu segment feature file\(s\) and no split information \(its extraction found no VidSitu annotations"
+    with pytest.raises(BadInputError, match=why):
+        pretraining_ids([FeatureStore(out)], pairs)
+    ann = tmp_path / "home" / "vidsitu_annotations"
+    (ann / "split_files").mkdir(parents=True)
+    (ann / "split_files" / "vseg_split_train_lb.json").write_text(json.dumps(ids[:1]))
+    (ann / "split_files" / "vseg_split_valid_lb.json").write_text(json.dumps(ids[1:]))
+    assert pretraining_ids([FeatureStore(out)], pairs, tmp_path / "home") == pairs[:1]
+    # the annotations beside the videos: a rerun, with nothing to extract, records the splits
+    shutil.move(ann, tmp_path / "scratch")
+    assert run_extract("--backbone", backbone, "--videos", vids, "--out", out) == 0
+    index = json.loads((out / "index.json").read_text())
+    assert "splits" not in index and [e["split"] for e in index["videos"].values()] == ["train", "valid"]
+    assert pretraining_ids([FeatureStore(out)], pairs) == pairs[:1]
+
+
 def test_contextualize_windows():
     class Echo(torch.nn.Module):  # output = (position in window, first feature)
         def forward(self, x, mask=None, pad=None):

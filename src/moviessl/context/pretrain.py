@@ -40,24 +40,28 @@ def _released_root(store: FeatureStore) -> Path | None:
 def pretraining_ids(stores: Sequence[FeatureStore], ids: list[tuple[int, str]], vidsitu_root=None) -> list:
     """``ids`` without the videos of evaluation splits (anything but ``train`` / unlabelled).
 
-    A folder of VidSitu segments (``v_<id>_seg_<a>_<b>``) without an index takes its splits from
-    ``vidsitu_root``, else from the release it sits in (VidSitu's ``vsitu_vid_feats/<model>/``);
-    with neither, it is an error rather than a silent pretraining on val and test segments."""
+    A folder of VidSitu segments (``v_<id>_seg_<a>_<b>``) without an index, or whose index says its
+    splits are unknown (``moviessl extract`` of a VidSitu root whose annotations it did not find),
+    takes the splits it does not record from ``vidsitu_root``, else from the release it sits in
+    (VidSitu's ``vsitu_vid_feats/<model>/``); with neither, it is an error rather than a silent
+    pretraining on val and test segments."""
     splits = segment_splits(vidsitu_root) if vidsitu_root is not None else {}
     for store in stores:
         # a folder `moviessl extract` indexed is trusted: it records the split of every segment of a
         # VidSitu root whose annotations it found, and ids it left without one are unlabelled videos
-        # (SynthMovies' pool is named like VidSitu segments)
-        if vidsitu_root is not None or store.index is not None:
+        # (SynthMovies' pool is named like VidSitu segments); where it found none, its index says so
+        unknown = store.index is not None and store.index.get("splits") == "unknown"
+        if vidsitu_root is not None or (store.index is not None and not unknown):
             continue
-        segs = [v for v in store.ids if VIDSITU_SEGMENT.search(v)]
+        segs = [v for v in store.ids if VIDSITU_SEGMENT.search(v) and not (unknown and store.info(v).get("split"))]
         if not segs or all(v in splits for v in segs):
             continue
         root = _released_root(store)
         if root is None:
+            why = " (its extraction found no VidSitu annotations)" if unknown else ""
             raise BadInputError(
                 store.root,
-                f"{len(segs)} VidSitu segment feature file(s) and no split information; pass --vidsitu-root "
+                f"{len(segs)} VidSitu segment feature file(s) and no split information{why}; pass --vidsitu-root "
                 "(its val / test segments are then left out, as the paper does) or --include-eval-splits",
             )
         log.info("splits of %s from %s", store.root, root)

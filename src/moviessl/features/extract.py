@@ -1078,6 +1078,22 @@ def extract(
     if vidsitu and abs(stride_s - 2.0) > 1e-9:
         log.warning("VidSitu segments always give their 5 events at 1,3,5,7,9 s; --stride %g ignored", stride_s)
         stride_s = 2.0
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    splits: dict[str, str] = {}
+    if vidsitu:
+        try:
+            splits, why = vidsitu_splits(Path(videos)), "its split files list no segment"
+        except BadInputError as e:
+            why = str(e)
+        if not splits and rank_zero_only.rank == 0:
+            # said now, not after hours of decoding: the index cannot tell val and test segments apart
+            log.warning(
+                "no VidSitu splits for %s (%s), so index.json records them as unknown; pretrain-context "
+                "then needs --vidsitu-root to leave val and test out",
+                videos,
+                why,
+            )
     obj = load_checkpoint(backbone, stage="backbone")
     inp = dict(obj.get("meta", {}).get("input") or {})
     missing = [k for k in ("num_frames", "stride", "short_side", "crop") if k not in inp]
@@ -1126,8 +1142,6 @@ def extract(
             _retire_ctx(out, old, ctx_info)
     entries = read_entries(out)
     todo = [(v, p) for v, p in vids if not is_finished(entries.get(v), out / f"{v}{FEATS_SUFFIX}", retry_bad)]
-    from pytorch_lightning.utilities.rank_zero import rank_zero_only
-
     # under DDP every rank runs this function (Lightning re-executes the command per device)
     (log.info if rank_zero_only.rank == 0 else log.debug)(
         "%d videos (%s layout): %d to extract, %d already done", len(vids), layout, len(todo), len(vids) - len(todo)
@@ -1186,10 +1200,11 @@ def extract(
         header["contextualizer"] = old["contextualizer"]  # keep describing the ctx files already there
     entries = {v: entries[v] for v in sorted(entries)}
     if vidsitu:  # each segment's split, so pretraining can leave out the evaluation splits
-        splits = vidsitu_splits(Path(videos))
         for v, e in entries.items():
             if v in splits:
                 e["split"] = splits[v]
+        if not splits:  # readers must not take its segments without a split for unlabelled videos
+            header["splits"] = "unknown"
     counts = {
         "ok": sum(e.get("status") == "ok" for e in entries.values()),
         "bad": sum(e.get("status") == "bad" for e in entries.values()),
@@ -1245,14 +1260,12 @@ def _precisions(entries: dict[str, dict]) -> set[str]:
 
 
 def vidsitu_splits(videos: Path) -> dict[str, str]:
-    """Segment -> split of a VidSitu video root whose annotations sit beside it (else {})."""
+    """Segment -> split of a VidSitu video root whose annotations sit beside it; BadInputError when
+    they are not there or a split file does not read."""
     from ..data.vidsitu import segment_splits
 
     root = videos.parent if videos.name in ("vsitu_video_trimmed_dir", "vsitu_frames") else videos
-    try:
-        return segment_splits(root)
-    except BadInputError:
-        return {}
+    return segment_splits(root)
 
 
 def _retire_ctx(out: Path, old: dict, ctx_info: dict) -> None:
