@@ -213,14 +213,37 @@ def test_one_extraction_refuses_the_other_ones_folder(backbone, boxes, tmp_path,
     assert json.loads((feats / "index.json").read_text()) == index
 
 
-@pytest.mark.parametrize("flag", ["--batch-seconds", "--resolution", "--short-side"])
-def test_a_size_below_one_is_one_line_before_any_work(tmp_path, capsys, flag):
-    """--batch-seconds 0 (range() with step 0), --resolution 0 and --short-side 0 failed inside every
-    video: each was listed bad, exit 0 or 'none could be used', and a rerun skipped them all."""
+def _launch(command, backbone, boxes, out) -> list[str]:
+    argv = [command, "--num-workers", "0", "--accelerator", "cpu", "--backbone", backbone, "--videos", boxes]
+    if command == "extract-instances":
+        argv += ["--tracks", boxes / "tracks"]
+    return [*map(str, argv), "--out", str(out)]
+
+
+@pytest.mark.parametrize(
+    "flag, value", [("--batch-seconds", "0"), ("--resolution", "0"), ("--short-side", "-1"), ("--short-side", "0")]
+)
+def test_a_size_below_one_is_one_line_before_any_work(backbone, boxes, tmp_path, capsys, flag, value):
+    """--batch-seconds 0 (range() with step 0), --resolution 0 and a negative --short-side failed
+    inside every video: each was listed bad, and a rerun with a good value skipped them all;
+    --short-side 0 silently read as the backbone's."""
     out = tmp_path / "out"
-    argv = ["extract-instances", "--backbone", "none.pt", "--videos", tmp_path, "--tracks", tmp_path, "--out", out]
-    assert main([*map(str, argv), flag, "0"]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == [f"moviessl: error: {flag}: must be an integer >= 1, got 0"]
+    assert main([*_launch("extract-instances", backbone, boxes, out), flag, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"moviessl: error: {flag}: must be an integer >= 1, got {value}"]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["extract", "extract-instances"])
+def test_a_negative_number_of_workers_is_one_line_before_any_work(backbone, boxes, tmp_path, capsys, command):
+    """The DataLoader refused --num-workers -1 with a traceback, once the trainer was built and the
+    folder claimed."""
+    out = tmp_path / "out"
+    argv = _launch(command, backbone, boxes, out)
+    argv[argv.index("--num-workers") + 1] = "-1"
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["moviessl: error: --num-workers: must be an integer >= 0, got -1"]
     assert not out.exists()
 
 
@@ -228,8 +251,7 @@ def test_a_deleted_file_is_made_again_and_bad_videos_are_retried_on_request(back
     """A video in the instance index was never extracted again: not when its {id}.npz was deleted
     (extract redoes such a video), nor when it was listed bad, for there was no --retry-bad."""
     out = tmp_path / "out"
-    argv = ["extract-instances", "--num-workers", "0", "--accelerator", "cpu", "--backbone", backbone]
-    argv = [*map(str, argv), "--videos", str(boxes), "--tracks", str(boxes / "tracks"), "--out", str(out)]
+    argv = _launch("extract-instances", backbone, boxes, out)
     assert main(argv) == 0
     want = InstanceStore(out).load("vidA").feat
     (out / "vidA.npz").unlink()

@@ -285,8 +285,8 @@ def extract_instances(
     ``num_workers`` DataLoader processes decode. ``device`` (``cpu``/``cuda``) is the one-device
     shorthand for ``accelerator``."""
     out = Path(out)
-    # a value below 1 failed inside every video (range() with step 0, an empty RoI grid, a 0-px
-    # frame), listing each as bad, and a rerun skipped them all
+    # a value below 1 failed inside every video (range() with step 0, an empty RoI grid, a negative
+    # frame size), listing each as bad, and a rerun skipped them all; a short side of 0 read as unset
     for flag, v in (("--batch-seconds", batch_seconds), ("--resolution", resolution), ("--short-side", short_side)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise BadInputError(flag, f"must be an integer >= 1, got {v!r}")
