@@ -5,9 +5,12 @@ A feature folder is VidSitu's layout, ``{id}_feats.npy`` holding a ``(num_events
 
     {"format": "moviessl-features", "stride_s": 2.0, "dim": 2048, "dtype": "float32",
      "backbone": "<sha256[:12] of the checkpoint>", "backbone_path": ..., "input": {...},
-     "contextualizer": null | {...}, "precision"?, "counts": {"ok": n, "bad": n},
+     "contextualizer": null | {...}, "precision"?, "splits"?, "counts": {"ok": n, "bad": n},
      "videos": {"<id>": {"num_events", "fps", "duration_s", "backbone", "status": "ok"|"bad",
-                         "precision"?, "error"?, "source"?}}}
+                         "precision"?, "split"?, "error"?, "source"?}}}
+
+``split``: a VidSitu segment's, from the annotations beside the videos; ``"splits": "unknown"``
+when a VidSitu root's annotations were not found (its segments' splits must come from elsewhere).
 
 VidSitu's released folders (``vsitu_vid_feats/<model>/``) have no index: every file is ``(5, D)``
 with D = 2048 (I3D, Slow R50, Slow-D) or 2304 (SlowFast, 2048 + 256), events 2 s apart.
