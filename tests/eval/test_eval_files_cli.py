@@ -234,3 +234,23 @@ def test_numpy_values_in_pickles_load(tmp_path):
     p = dump(tmp_path, "np.pkl", [{"ann_idx": np.int64(0), "pred_scores_ev": np.arange(3.0), "x": np.float32(1.5)}])
     got = load_submission(p)
     assert got[0]["ann_idx"] == 0 and float(got[0]["x"]) == 1.5 and list(got[0]["pred_scores_ev"]) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("reader", ["submission", "lvu predictions", "vidsitu split", "lvu tracks"])
+def test_json_nested_too_deep_is_one_line(tmp_path, reader):
+    """Python's json module recurses per nesting level: a file nested ~100k deep raised
+    RecursionError, a traceback, where any other invalid JSON is one line naming the file."""
+    from moviessl.data.lvu import read_tracks
+    from moviessl.data.vidsitu import _read_json
+    from moviessl.eval.lvu import load_predictions
+
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 200_000 + "]" * 200_000)
+    read = {
+        "submission": load_submission,
+        "lvu predictions": load_predictions,
+        "vidsitu split": _read_json,
+        "lvu tracks": read_tracks,
+    }[reader]
+    with pytest.raises(BadInputError, match="JSON"):
+        read(path)

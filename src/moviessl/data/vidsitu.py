@@ -197,7 +197,7 @@ def _read_json(path: Path) -> Any:
             return json.load(f)
     except FileNotFoundError:
         raise BadInputError(path, "file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # recursion: nested too deep
         raise BadInputError(path, f"invalid JSON: {e}") from None
 
 

@@ -52,7 +52,7 @@ def load_predictions(path: str | os.PathLike) -> dict[str, Any]:
         else:
             with open(path, "rb") as f:
                 data = safe_load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # recursion: nested too deep
         raise BadInputError(path, f"invalid JSON: {e}") from None
     except (OSError, *UNPICKLE_ERRORS) as e:
         raise BadInputError(path, f"not a readable prediction pickle: {e}") from None

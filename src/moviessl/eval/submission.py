@@ -66,7 +66,7 @@ def load_submission(path: str | Path) -> list[dict]:
         else:
             with open(path, "rb") as f:
                 data = safe_load(f, _SafeUnpickler)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # recursion: nested too deep
         raise BadInputError(path, f"invalid JSON: {e}") from None
     except UNPICKLE_ERRORS as e:
         raise BadInputError(path, f"not a readable submission pickle: {e}") from None
