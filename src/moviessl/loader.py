@@ -28,6 +28,7 @@ import itertools
 import logging
 from typing import Any, Iterator
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -52,7 +53,10 @@ class EpochShuffle(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         if self.seed is None:
             return iter(range(self.n))
-        g = torch.Generator().manual_seed(int(self.seed) + self.epoch)
+        # seed and epoch mixed, not added (DistributedSampler's seed + epoch): seed s + 1 would shuffle
+        # each epoch as seed s the next one, and a task's replicate seeds s, s + 1, ... share their orders
+        mixed = int(np.random.SeedSequence([int(self.seed) % 2**63, self.epoch]).generate_state(2, np.uint64)[0])
+        g = torch.Generator().manual_seed(mixed % 2**63)
         return iter(torch.randperm(self.n, generator=g).tolist())
 
 
@@ -95,19 +99,30 @@ class ResumableLoader(DataLoader):
         base = super()._index_sampler
         return _Skipping(base, self) if self._skip else base
 
+    def _layout(self) -> dict:
+        """What decides which items a batch of an epoch holds, besides the seed and the epoch."""
+        return {
+            "items": len(self.dataset),
+            "per_epoch": len(self),
+            "batch_size": self.batch_size,
+            "replicas": int(getattr(self.sampler, "num_replicas", 1)),
+        }
+
     def state_dict(self) -> dict:
-        return {"epoch": self._served[0], "batches": int(self._served[1]), "items": len(self.dataset)}
+        return {"epoch": self._served[0], "batches": int(self._served[1]), **self._layout()}
 
     def load_state_dict(self, state: dict) -> None:
-        epoch, n, items = state.get("epoch"), int(state.get("batches", 0)), state.get("items")
+        epoch, n = state.get("epoch"), int(state.get("batches", 0))
         resumes = state.get("resumes_epoch", epoch)  # without KeepLoaderPlace: Lightning resumes its epoch
-        if items is not None and int(items) != len(self.dataset):
-            # another order altogether: skipping the first batches of it would leave out arbitrary items
+        now = self._layout()
+        changed = {k: (state[k], v) for k, v in now.items() if state.get(k) is not None and state[k] != v}
+        if changed:
+            # another order or partition altogether: skipping its first batches would leave out
+            # arbitrary items and train others twice
             log.warning(
-                "the training data changed since this checkpoint (%d items then, %d now): the epoch it "
-                "stopped in starts over",
-                int(items),
-                len(self.dataset),
+                "the training data or its partition changed since this checkpoint (%s): the epoch it stopped in "
+                "is served from its start, while Lightning counts its batches done so far as done",
+                ", ".join(f"{k} {a} then, {b} now" for k, (a, b) in changed.items()),
             )
             n = 0
         self._restored = (epoch, n, resumes)
@@ -123,6 +138,9 @@ class ResumableLoader(DataLoader):
             # has left there, and the skipped ones were trained
             mid = 0 < n < len(self)
             target = epoch if mid else resumes
+            if n >= len(self) and epoch is not None and resumes is not None:
+                # finished in a step checkpoint on its last batch: Lightning's epoch count goes up after it
+                target = max(resumes, epoch + 1)
             set_epoch = getattr(self.sampler, "set_epoch", None)
             if target is not None and callable(set_epoch):
                 set_epoch(target)
@@ -144,14 +162,28 @@ class ResumableLoader(DataLoader):
 
 class KeepLoaderPlace(pl.Callback):
     """Adds to each saved :class:`ResumableLoader` state the epoch Lightning's loop resumes in (its
-    ``epoch_progress``, saved in the same checkpoint), which the loader cannot see itself."""
+    ``epoch_progress``, saved in the same checkpoint), which the loader cannot see itself.
+
+    Also mends Lightning's own count in one case: a checkpoint written when training ends (``max_steps``
+    reached on an epoch's last batch) has the epoch closed but its batch count still at the full
+    epoch, and a resume that extends the run took the next epoch as all but done after one batch
+    (Lightning 2.6). The count of a closed epoch is set back to none, as Lightning does when an epoch
+    starts."""
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
-        epoch = fit_loop.get("epoch_progress", {}).get("current", {}).get("processed")
+        epochs = fit_loop.get("epoch_progress", {}).get("current", {})
+        epoch = epochs.get("processed")
         for state in fit_loop.get("state_dict", {}).get("combined_loader", []):
             if isinstance(state, dict) and {"epoch", "batches"} <= state.keys():
                 state["resumes_epoch"] = epoch
+        batches = fit_loop.get("epoch_loop.batch_progress", {}).get("current")
+        per_epoch = trainer.num_training_batches
+        closed = epoch is not None and epoch == epochs.get("started")
+        if closed and isinstance(batches, dict) and per_epoch != float("inf"):
+            if batches.get("completed", 0) >= per_epoch:
+                for k in batches:
+                    batches[k] = 0
 
 
 def train_loader(dataset: Dataset, batch_size: int, *, seed: int, shuffle: bool = True, **kwargs: Any):

@@ -29,6 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from .config import TrainerConfig, check_ranges, save_config, to_dict
 from .errors import BadInputError
@@ -229,20 +230,21 @@ def planned_world_size(t: TrainerConfig) -> int:
     return max(1, n) * max(1, int(t.num_nodes))
 
 
-def atomic_checkpoint_io():
+class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer with its temporary file beside the checkpoint
     (:func:`moviessl.utils.io.atomic_torch_save`). Lightning's own stages the file in ``$TMPDIR``
     through an fsspec transaction: a kill leaves the torn file there (GBs a kill at paper size), and
     where ``$TMPDIR`` is another filesystem than the run's the final move is a copy that a kill can
-    tear, leaving a ``last.ckpt`` that does not load."""
-    from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+    tear, leaving a ``last.ckpt`` that does not load. At module level: ``ddp_spawn`` pickles the
+    trainer, plugins included."""
 
-    class AtomicCheckpointIO(TorchCheckpointIO):
-        def save_checkpoint(self, checkpoint: dict, path, storage_options: Any = None) -> None:
-            if storage_options is not None:  # as Lightning's: no options for a local file
-                raise TypeError(f"`{type(self).__name__}.save_checkpoint` takes no storage_options")
-            atomic_torch_save(path, checkpoint)
+    def save_checkpoint(self, checkpoint: dict, path, storage_options: Any = None) -> None:
+        if storage_options is not None:  # as Lightning's: no options for a local file
+            raise TypeError(f"`{type(self).__name__}.save_checkpoint` takes no storage_options")
+        atomic_torch_save(path, checkpoint)
 
+
+def atomic_checkpoint_io() -> AtomicCheckpointIO:
     return AtomicCheckpointIO()
 
 

@@ -1,6 +1,6 @@
-"""Run by test_loader.py as ``python loader_resume_script.py OUT STEPS STOP WORKERS DEVICES TAG [resume]``:
+"""Run by test_loader.py as ``python loader_resume_script.py OUT STEPS STOP WORKERS DEVICES TAG [resume] [every=K]``:
 a tiny module trained on ``train_loader`` (10 items per process, batch 2: 5 steps an epoch) with a
-checkpoint every 3 steps, which fails at step ``STOP`` (a preemption; -1: never) and records the items
+checkpoint every K (3) steps, which fails at step ``STOP`` (a preemption; -1: never) and records the items
 of each step it trained, per rank, in ``OUT/seen{rank}.{TAG}.json``. Under ``DEVICES=2`` Lightning
 re-executes this file for rank 1."""
 
@@ -40,10 +40,11 @@ class Recorder(pl.LightningModule):
 
 if __name__ == "__main__":
     out, steps, stop, workers, devices = Path(sys.argv[1]), *map(int, sys.argv[2:6])
+    every = next((int(a[6:]) for a in sys.argv if a.startswith("every=")), 3)
     seed_everything(7)
     data = torch.utils.data.TensorDataset(torch.arange(10.0 * devices).view(-1, 1))
     loader = train_loader(data, 2, seed=7, drop_last=True, num_workers=workers, persistent_workers=workers > 0)
-    trainer = dict(accelerator="cpu", devices=devices, max_steps=steps, progress_bar=False, ckpt_every_n_steps=3)
+    trainer = dict(accelerator="cpu", devices=devices, max_steps=steps, progress_bar=False, ckpt_every_n_steps=every)
     if devices > 1:
         trainer["strategy"] = "ddp"
     try:

@@ -235,3 +235,13 @@ def test_chunks_are_written_as_they_come_and_a_source_error_stays_itself(tmp_pat
         atomic_write_from(tmp_path / "d.npy", [a], npy)
     assert e.value.filename == str(tmp_path / "d.npy") and e.value.errno == errno.ENOSPC
     assert sorted(q.name for q in tmp_path.iterdir()) == ["a.npy"]
+
+
+def test_the_checkpoint_writer_pickles_for_ddp_spawn():
+    """ddp_spawn pickles the trainer with its plugins: a class defined inside a function failed with
+    "Can't pickle local object" before any process started."""
+    import pickle
+
+    from moviessl.training import AtomicCheckpointIO, atomic_checkpoint_io
+
+    assert isinstance(pickle.loads(pickle.dumps(atomic_checkpoint_io())), AtomicCheckpointIO)

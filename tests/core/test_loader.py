@@ -12,11 +12,10 @@ from moviessl.loader import EpochShuffle, train_loader
 SCRIPT = Path(__file__).with_name("loader_resume_script.py")
 
 
-def _run(out, tag, steps, stop=-1, workers=0, devices=1, resume=False):
+def _run(out, tag, steps, stop=-1, workers=0, devices=1, resume=False, every=3):
     args = [sys.executable, str(SCRIPT), str(out), str(steps), str(stop), str(workers), str(devices), tag]
-    p = subprocess.run(
-        [*args, *(["resume"] if resume else [])], env=fresh_launch_env(), capture_output=True, text=True, timeout=300
-    )
+    args += [*(["resume"] if resume else []), f"every={every}"]
+    p = subprocess.run(args, env=fresh_launch_env(), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     return [json.loads((out / f"seen{r}.{tag}.json").read_text()) for r in range(devices)]
 
@@ -51,7 +50,7 @@ def test_a_restored_loader_serves_the_rest_of_its_epoch_without_loading_the_rest
     it = iter(first)
     done = [next(it), next(it)]
     state = first.state_dict()
-    assert state == {"epoch": 2, "batches": 2, "items": 12}
+    assert state == {"epoch": 2, "batches": 2, "items": 12, "per_epoch": 4, "batch_size": 3, "replicas": 1}
 
     loaded = []
 
@@ -79,7 +78,10 @@ def test_a_finished_epoch_or_other_data_skips_nothing(caplog):
     assert len(list(loader)) == 4 and loader.sampler.epoch == 1
     loader.load_state_dict({"epoch": 1, "batches": 2, "items": 10, "resumes_epoch": 1})
     assert len(list(loader)) == 4
-    assert "training data changed" in caplog.text
+    assert "items 10 then, 12 now" in caplog.text
+    loader.load_state_dict({"epoch": 1, "batches": 2, "items": 12, "batch_size": 2, "resumes_epoch": 1})
+    assert len(list(loader)) == 4  # another partition (batch size, world size): nothing skipped
+    assert "batch_size 2 then, 3 now" in caplog.text
     loader.load_state_dict({"epoch": 1, "batches": 4, "items": 12, "resumes_epoch": 1})  # a finished epoch
     assert len(list(loader)) == 4
     loader.load_state_dict({"epoch": 1, "batches": 2, "items": 12, "resumes_epoch": 1})
@@ -98,3 +100,31 @@ def test_extending_a_run_that_stopped_mid_epoch_goes_on_with_that_epoch(tmp_path
     order.set_epoch(3)
     epoch3 = list(order)
     assert more == whole[7:10] + [epoch3[:2], epoch3[2:4]]
+
+
+def test_a_checkpoint_on_an_epochs_last_batch_resumes_with_the_next_epoch(tmp_path):
+    """A step checkpoint on the last batch of epoch 0 (every 5 steps, 5 an epoch), preempted at step
+    7, with a worker: Lightning sets the next epoch only after the workers have drawn their indices,
+    so the resumed epoch 1 was epoch 0's order again."""
+    whole = _run(tmp_path / "whole", "whole", 12, workers=1, every=5)[0]
+    _run(tmp_path / "cut", "first", 12, stop=7, workers=1, every=5)
+    assert _run(tmp_path / "cut", "resumed", 12, workers=1, resume=True, every=5)[0] == whole[5:]
+
+
+def test_extending_a_run_that_ended_on_an_epochs_last_batch_trains_the_next_epoch_whole(tmp_path):
+    """Lightning's checkpoint at the end of training (max_steps on an epoch's last batch) keeps the
+    full batch count of the closed epoch: the extension took the next epoch as done after one batch."""
+    whole = _run(tmp_path / "a", "whole", 12)[0]
+    _run(tmp_path / "b", "short", 5)
+    assert _run(tmp_path / "b", "more", 12, resume=True)[0] == whole[5:]
+
+
+def test_replicate_seeds_do_not_share_their_orders():
+    """Drawn from seed + epoch (DistributedSampler's rule), seed 1's epoch 0 was seed 0's epoch 1."""
+    orders = {}
+    for seed in range(3):
+        for epoch in range(3):
+            o = EpochShuffle(50, seed)
+            o.set_epoch(epoch)
+            orders[seed, epoch] = tuple(o)
+    assert len(set(orders.values())) == 9
