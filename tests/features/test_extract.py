@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 
 import av
@@ -563,3 +566,64 @@ def test_another_contextualizer_killed_midway_leaves_no_mix_of_two(backbone, vid
     assert index["contextualizer"]["hash"] == ex.file_hash(b) and "ctx_pending" not in index
     for vid in ("a", "b"):
         np.testing.assert_array_equal(np.load(out / f"{vid}_ctx.npy"), np.load(fresh / f"{vid}_ctx.npy"))
+
+
+def test_a_second_job_on_one_folder_is_refused_and_a_dead_ones_lock_is_not(backbone, videos, tmp_path, capsys):
+    """Two jobs writing one --out: the end of the first removed the second's journal, temp files and
+    committed chunks of its film (what it takes for a killed run's). The folder's lock, held by a
+    running job, refuses another in one line that touches nothing; the lock file a killed job
+    leaves (the kernel dropped its lock) stops no one, and a finished job removes it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    # the other job, mid-film: a committed chunk, a feature file being written, a journalled video
+    (out / ".partial" / "film").mkdir(parents=True)
+    (out / ".partial" / "film" / "plan.json").write_text("{}")
+    (out / ".film_feats.npy.abc123.tmp").write_bytes(b"in flight")
+    ex.append_line(out / ".index.rank0.jsonl", ex.journal_line("clip", {"status": "ok", "num_events": 2}))
+    lock = out / ".extract.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, b"pid 4242 on node7, since 2026-12-03 10:00:00")
+        theirs = sorted(p.relative_to(out) for p in out.rglob("*"))
+        with pytest.raises(BadInputError, match="another extraction job is writing to this folder .pid 4242 on node7"):
+            ex.extract(backbone, videos, out, num_workers=0, accelerator="cpu", progress=False)
+        capsys.readouterr()
+        assert run_extract("--backbone", backbone, "--videos", videos, "--out", out) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(out) in err and "use another --out" in err
+        assert sorted(p.relative_to(out) for p in out.rglob("*")) == theirs
+    finally:
+        os.close(fd)  # the other job ends (or is killed): its lock goes, its file stays
+    shutil.rmtree(out / ".partial")
+    (out / ".film_feats.npy.abc123.tmp").unlink()
+    (out / ".index.rank0.jsonl").unlink()
+    assert lock.is_file()
+    assert ex.extract(backbone, videos, out, num_workers=0, accelerator="cpu", progress=False)["counts"]["ok"] == 2
+    assert not lock.exists() and not list(out.glob(".*"))
+
+
+def test_the_job_lock_excludes_a_job_that_locked_the_file_its_holder_removed(tmp_path, monkeypatch):
+    """A job that opens the lock file just before its holder removes it, and locks it just after,
+    holds a lock on a file no longer in the folder: it must try again, on the file in the folder
+    (which a third job may hold by then)."""
+    with ex.job_lock(tmp_path):
+        assert (tmp_path / ex.JOB_LOCK).read_text().startswith(f"pid {os.getpid()} on ")
+        with pytest.raises(BadInputError, match="another extraction job"), ex.job_lock(tmp_path):
+            pass
+    assert not (tmp_path / ex.JOB_LOCK).exists()
+    real_open, opened = os.open, []
+
+    def open_then_lose_it(path, *args, **kwargs):
+        fd = real_open(path, *args, **kwargs)
+        if not opened:  # its holder removes the file right after this job opened it
+            opened.append(path)
+            os.unlink(path)
+        return fd
+
+    monkeypatch.setattr(ex.os, "open", open_then_lose_it)
+    with ex.job_lock(tmp_path):
+        monkeypatch.undo()
+        assert len(opened) == 1 and (tmp_path / ex.JOB_LOCK).is_file()  # the second file, in the folder
+        with pytest.raises(BadInputError, match="another extraction job"), ex.job_lock(tmp_path):
+            pass

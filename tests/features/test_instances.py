@@ -213,6 +213,28 @@ def test_one_extraction_refuses_the_other_ones_folder(backbone, boxes, tmp_path,
     assert json.loads((feats / "index.json").read_text()) == index
 
 
+def test_a_second_job_on_one_folder_is_refused(backbone, boxes, tmp_path, capsys):
+    """extract-instances takes extract's folder lock: its end removes every journal, its own and a
+    second job's alike (that job's finished videos then had no entry and were made again)."""
+    import fcntl
+    import os
+
+    out = tmp_path / "inst"
+    out.mkdir()
+    lock = out / ".extract.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a running extract or extract-instances job's
+        assert _extract(backbone, boxes, boxes / "tracks", out) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{out}: another extraction job is writing to this folder" in err[0]
+        assert [p.name for p in out.iterdir()] == [lock.name]
+    finally:
+        os.close(fd)
+    assert _extract(backbone, boxes, boxes / "tracks", out) == 0
+    assert not lock.exists()
+
+
 def _launch(command, backbone, boxes, out) -> list[str]:
     argv = [command, "--num-workers", "0", "--accelerator", "cpu", "--backbone", backbone, "--videos", boxes]
     if command == "extract-instances":

@@ -29,7 +29,7 @@ def add_parser(subparsers) -> None:
         required=True,
         help="a video file, a folder of videos / frame folders, a list file, a VidSitu root or an LVU root",
     )
-    p.add_argument("--out", required=True, help="feature folder")
+    p.add_argument("--out", required=True, help="feature folder (one job at a time; a rerun resumes or extends it)")
     p.add_argument(
         "--stride", type=float, default=2.0, help="seconds between events (default 2; 1 for 1/2/3-s TxE tokens)"
     )

@@ -27,7 +27,8 @@ every rank instead; after the barrier rank 0 alone writes it, and its entry, fro
 chunks (:meth:`FeatureExtractor.finish_spread`). Each rank extracts
 into the same ``--out`` (a shared filesystem across nodes), appending only to its own journal; after
 the barrier rank 0 alone merges every journal into the one ``index.json`` and removes the journals
-and any temp file a killed earlier run left.
+and any temp file a killed earlier run left. Hence one job at a time per folder: rank 0 holds the
+folder's lock (:func:`job_lock`) from before the ranks split the work to its end.
 """
 
 from __future__ import annotations
@@ -676,6 +677,65 @@ def predict_trainer(
     )
 
 
+JOB_LOCK = ".extract.lock"  # OUT/.extract.lock: held (flock) by the job writing the folder
+
+
+@contextlib.contextmanager
+def job_lock(out: Path) -> Iterator[None]:
+    """Hold ``out``'s job lock for the block; one line (BadInputError) when another job holds it.
+
+    An exclusive ``flock`` on ``OUT/.extract.lock``: the end of a job removes every journal, temp file
+    and ``.partial/`` folder it finds (an earlier, killed run's), so a second job writing the folder
+    at once would lose its work to the first one's end. Taken by the process that launches the job
+    (rank 0, before the ranks split the work), never by the other ranks of the same job. The kernel
+    drops the lock with its process, so the file a killed job leaves blocks no one. The file is
+    removed while still held; a job that opened it just before then finds that it locked a file no
+    longer in the folder and tries again. A filesystem without ``flock`` (Lustre mounted without
+    ``-o flock``) gets a warning and no lock."""
+    import fcntl
+    import socket
+
+    path = Path(out) / JOB_LOCK
+    writable = True
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies, as to every file here
+        except PermissionError:  # another user's killed job left it: a read-only descriptor locks too
+            fd, writable = os.open(path, os.O_RDONLY), False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 512).decode("utf-8", "replace").strip() or "a job that is starting"
+            os.close(fd)
+            raise BadInputError(
+                out,
+                f"another extraction job is writing to this folder ({holder}); wait for it to end or use another --out",
+            ) from None
+        except OSError as e:
+            os.close(fd)
+            log.warning("%s: cannot lock the folder (%s); make sure no other job writes to it", out, e.strerror or e)
+            fd = None
+            break
+        try:
+            here = os.stat(path)
+        except FileNotFoundError:
+            here = None
+        mine = os.fstat(fd)
+        if here is not None and (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino):
+            break
+        os.close(fd)  # the holder removed the file between our open and lock: that lock excludes no one
+    try:
+        if fd is not None and writable:
+            os.ftruncate(fd, 0)
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {stamp}".encode())
+        yield
+    finally:
+        if fd is not None:
+            path.unlink(missing_ok=True)
+            os.close(fd)
+
+
 def merge_journals(out: Path, index: dict) -> None:
     """Write ``index.json`` (every rank done) and remove the claim and the per-rank journals it now holds."""
     atomic_write_json(out / INDEX_NAME, index)
@@ -1124,134 +1184,142 @@ def extract(
         }
 
     ensure_out_dir(out, "feature folder")
-    old = read_index(out, unfinished_ok=True)
-    dtype = "float16" if fp16 else "float32"
-    if old is not None:
-        check_format(out, old, FEATURES_FORMAT, "; use another --out")
-        for key, want in (("backbone", bhash), ("stride_s", stride_s), ("dtype", dtype)):
-            if old.get(key) is not None and old.get(key) != want:
+    # one job per folder: its end removes what it takes for a killed run's leftovers (rank 0 only:
+    # the other ranks of this job run this function too, and must not refuse it)
+    with job_lock(out) if rank_zero_only.rank == 0 else contextlib.nullcontext():
+        old = read_index(out, unfinished_ok=True)
+        dtype = "float16" if fp16 else "float32"
+        if old is not None:
+            check_format(out, old, FEATURES_FORMAT, "; use another --out")
+            for key, want in (("backbone", bhash), ("stride_s", stride_s), ("dtype", dtype)):
+                if old.get(key) is not None and old.get(key) != want:
+                    raise BadInputError(
+                        out, f"folder holds features with {key}={old.get(key)}, this run has {want}; use another --out"
+                    )
+            had = (old.get("input") or {}).get("resize", "crop")
+            if had != resize:
                 raise BadInputError(
-                    out, f"folder holds features with {key}={old.get(key)}, this run has {want}; use another --out"
+                    out, f"folder holds features with --resize {had}, this run has {resize}; use another --out"
                 )
-        had = (old.get("input") or {}).get("resize", "crop")
-        if had != resize:
-            raise BadInputError(
-                out, f"folder holds features with --resize {had}, this run has {resize}; use another --out"
+            if txe is not None:
+                _retire_ctx(out, old, ctx_info)
+        entries = read_entries(out)
+        todo = [(v, p) for v, p in vids if not is_finished(entries.get(v), out / f"{v}{FEATS_SUFFIX}", retry_bad)]
+        # under DDP every rank runs this function (Lightning re-executes the command per device)
+        (log.info if rank_zero_only.rank == 0 else log.debug)(
+            "%d videos (%s layout): %d to extract, %d already done", len(vids), layout, len(todo), len(vids) - len(todo)
+        )
+        had = _precisions(entries) - {precision_name(precision)}
+        if todo and had and rank_zero_only.rank == 0:
+            log.warning(
+                "%s: features of this folder were extracted at precision %s, this run's at %s "
+                "(each video's index entry names its own)",
+                out,
+                ", ".join(sorted(had)),
+                precision_name(precision),
             )
-        if txe is not None:
-            _retire_ctx(out, old, ctx_info)
-    entries = read_entries(out)
-    todo = [(v, p) for v, p in vids if not is_finished(entries.get(v), out / f"{v}{FEATS_SUFFIX}", retry_bad)]
-    # under DDP every rank runs this function (Lightning re-executes the command per device)
-    (log.info if rank_zero_only.rank == 0 else log.debug)(
-        "%d videos (%s layout): %d to extract, %d already done", len(vids), layout, len(todo), len(vids) - len(todo)
-    )
-    had = _precisions(entries) - {precision_name(precision)}
-    if todo and had and rank_zero_only.rank == 0:
-        log.warning(
-            "%s: features of this folder were extracted at precision %s, this run's at %s "
-            "(each video's index entry names its own)",
-            out,
-            ", ".join(sorted(had)),
-            precision_name(precision),
-        )
-    header = {
-        "format": FEATURES_FORMAT,
-        "stride_s": stride_s,
-        "dim": dim,
-        "dtype": dtype,
-        "backbone": bhash,
-        "backbone_path": str(Path(backbone).resolve()),
-        "input": inp,
-        "layout": layout,
-        "contextualizer": ctx_info,
-    }
-    t0 = time.perf_counter()
-    if old is None and rank_zero_only.rank == 0:  # claimed now: a rerun after a kill checks backbone and stride
-        atomic_write_json(out / CLAIM_NAME, {**header, "counts": {"ok": 0, "bad": 0}, "videos": {}})
-    if todo:
-        plan = {"chunk_events": chunk_events, "batch_events": int(batch_events), "precision": precision_name(precision)}
-        done = scan_partials(out, todo, plan)
-        stream = EventClipStream(todo, inp, stride_s, vidsitu, batch_events, chunk_events, done)
-        module = FeatureExtractor(model, out, stream, {"backbone": bhash}, dtype, txe, window, step, precision)
-        module.show_progress = progress
-        trainer = predict_trainer(out, accelerator, devices, num_nodes, strategy, precision, ddp_timeout_s)
-        dl = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available())
-        try:
-            with ctrl_c_kept(trainer):
-                trainer.predict(module, dataloaders=dl, return_predictions=False)
-        finally:
-            module.close_progress()
-        timing = {k: round(v, 3) for k, v in module.timing.items()}
-        timing["chunks_written"] = module.chunks_written
-        trainer.strategy.barrier()
-        if not trainer.is_global_zero:
+        header = {
+            "format": FEATURES_FORMAT,
+            "stride_s": stride_s,
+            "dim": dim,
+            "dtype": dtype,
+            "backbone": bhash,
+            "backbone_path": str(Path(backbone).resolve()),
+            "input": inp,
+            "layout": layout,
+            "contextualizer": ctx_info,
+        }
+        t0 = time.perf_counter()
+        if old is None and rank_zero_only.rank == 0:  # claimed now: a rerun after a kill checks backbone and stride
+            atomic_write_json(out / CLAIM_NAME, {**header, "counts": {"ok": 0, "bad": 0}, "videos": {}})
+        if todo:
+            plan = {
+                "chunk_events": chunk_events,
+                "batch_events": int(batch_events),
+                "precision": precision_name(precision),
+            }
+            done = scan_partials(out, todo, plan)
+            stream = EventClipStream(todo, inp, stride_s, vidsitu, batch_events, chunk_events, done)
+            module = FeatureExtractor(model, out, stream, {"backbone": bhash}, dtype, txe, window, step, precision)
+            module.show_progress = progress
+            trainer = predict_trainer(out, accelerator, devices, num_nodes, strategy, precision, ddp_timeout_s)
+            dl = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available())
+            try:
+                with ctrl_c_kept(trainer):
+                    trainer.predict(module, dataloaders=dl, return_predictions=False)
+            finally:
+                module.close_progress()
+            timing = {k: round(v, 3) for k, v in module.timing.items()}
+            timing["chunks_written"] = module.chunks_written
+            trainer.strategy.barrier()
+            if not trainer.is_global_zero:
+                return {}
+            spread_entries, unfinished = module.finish_spread([v for v, _ in todo], accelerator, precision, devices)
+        elif rank_zero_only.rank != 0:  # nothing to do under torchrun / srun: rank 0 alone rewrites the index
             return {}
-        spread_entries, unfinished = module.finish_spread([v for v, _ in todo], accelerator, precision, devices)
-    elif rank_zero_only.rank != 0:  # nothing to do under torchrun / srun: rank 0 alone rewrites the index
-        return {}
-    else:
-        timing = {"decode_s": 0.0, "preprocess_s": 0.0, "backbone_s": 0.0, "events": 0, "chunks_written": 0}
-        spread_entries, unfinished, trainer = {}, [], None
-    entries = {**read_entries(out), **spread_entries}
-    if txe is not None:  # features done by an earlier run without (or with another) contextualizer
-        _fill_ctx(out, entries, txe, window, step, dtype, how=(trainer, accelerator, precision, devices))
-    elif old is not None and old.get("contextualizer"):
-        header["contextualizer"] = old["contextualizer"]  # keep describing the ctx files already there
-    entries = {v: entries[v] for v in sorted(entries)}
-    if vidsitu:  # each segment's split, so pretraining can leave out the evaluation splits
-        for v, e in entries.items():
-            if v in splits:
-                e["split"] = splits[v]
-        if not splits:  # readers must not take its segments without a split for unlabelled videos
-            header["splits"] = "unknown"
-    counts = {
-        "ok": sum(e.get("status") == "ok" for e in entries.values()),
-        "bad": sum(e.get("status") == "bad" for e in entries.values()),
-    }
-    with_missing = [e for e in entries.values() if e.get("status") == "ok" and e.get("missing_events")]
-    if with_missing:
-        counts["with_missing_events"] = len(with_missing)
-        counts["missing_events"] = sum(int(e["missing_events"]) for e in with_missing)
-    if unfinished:  # spread films a rank could not read its part of: in no entry yet, kept for a rerun
-        counts["unfinished"] = len(unfinished)
-    precs = _precisions(entries)
-    if precs:  # the folder's precision (absent when no entry names one: made before it was recorded)
-        header["precision"] = precs.pop() if len(precs) == 1 else "mixed"
-    index = {**header, "counts": counts, "videos": entries}
-    merge_journals(out, index)
-    for pattern in TEMP_GLOBS:  # every rank is done: a temp file left here is from a killed earlier run
-        for t in out.glob(pattern):
-            t.unlink(missing_ok=True)
-    if (out / PARTIAL_DIR).is_dir():  # every film finished or was listed as bad, but an unfinished spread one
-        for d in (out / PARTIAL_DIR).iterdir():
-            if d.name not in unfinished:
-                shutil.rmtree(d, ignore_errors=True)
-        if not any((out / PARTIAL_DIR).iterdir()):
-            (out / PARTIAL_DIR).rmdir()
-    wall = time.perf_counter() - t0
-    timing["wall_s"] = round(wall, 3)
-    log.info(
-        "%s: %d ok, %d bad videos (%.1f s; %d events: decode %.1f s, pre-processing %.1f s, backbone %.1f s)",
-        out / INDEX_NAME,
-        counts["ok"],
-        counts["bad"],
-        wall,
-        timing["events"],
-        timing["decode_s"],
-        timing["preprocess_s"],
-        timing["backbone_s"],
-    )
-    for vid, e in entries.items():
-        if e.get("status") == "bad":
-            log.info("bad: %s", e.get("error"))
-    if with_missing:
-        log.warning(
-            "%d video(s) have damaged stretches: %d events marked missing (index.json 'missing'); the rest are kept",
-            len(with_missing),
-            counts["missing_events"],
+        else:
+            timing = {"decode_s": 0.0, "preprocess_s": 0.0, "backbone_s": 0.0, "events": 0, "chunks_written": 0}
+            spread_entries, unfinished, trainer = {}, [], None
+        entries = {**read_entries(out), **spread_entries}
+        if txe is not None:  # features done by an earlier run without (or with another) contextualizer
+            _fill_ctx(out, entries, txe, window, step, dtype, how=(trainer, accelerator, precision, devices))
+        elif old is not None and old.get("contextualizer"):
+            header["contextualizer"] = old["contextualizer"]  # keep describing the ctx files already there
+        entries = {v: entries[v] for v in sorted(entries)}
+        if vidsitu:  # each segment's split, so pretraining can leave out the evaluation splits
+            for v, e in entries.items():
+                if v in splits:
+                    e["split"] = splits[v]
+            if not splits:  # readers must not take its segments without a split for unlabelled videos
+                header["splits"] = "unknown"
+        counts = {
+            "ok": sum(e.get("status") == "ok" for e in entries.values()),
+            "bad": sum(e.get("status") == "bad" for e in entries.values()),
+        }
+        with_missing = [e for e in entries.values() if e.get("status") == "ok" and e.get("missing_events")]
+        if with_missing:
+            counts["with_missing_events"] = len(with_missing)
+            counts["missing_events"] = sum(int(e["missing_events"]) for e in with_missing)
+        if unfinished:  # spread films a rank could not read its part of: in no entry yet, kept for a rerun
+            counts["unfinished"] = len(unfinished)
+        precs = _precisions(entries)
+        if precs:  # the folder's precision (absent when no entry names one: made before it was recorded)
+            header["precision"] = precs.pop() if len(precs) == 1 else "mixed"
+        index = {**header, "counts": counts, "videos": entries}
+        merge_journals(out, index)
+        for pattern in TEMP_GLOBS:  # every rank is done: a temp file left here is from a killed earlier run
+            for t in out.glob(pattern):
+                t.unlink(missing_ok=True)
+        if (out / PARTIAL_DIR).is_dir():  # every film finished or was listed as bad, but an unfinished spread one
+            for d in (out / PARTIAL_DIR).iterdir():
+                if d.name not in unfinished:
+                    shutil.rmtree(d, ignore_errors=True)
+            if not any((out / PARTIAL_DIR).iterdir()):
+                (out / PARTIAL_DIR).rmdir()
+        wall = time.perf_counter() - t0
+        timing["wall_s"] = round(wall, 3)
+        log.info(
+            "%s: %d ok, %d bad videos (%.1f s; %d events: decode %.1f s, pre-processing %.1f s, backbone %.1f s)",
+            out / INDEX_NAME,
+            counts["ok"],
+            counts["bad"],
+            wall,
+            timing["events"],
+            timing["decode_s"],
+            timing["preprocess_s"],
+            timing["backbone_s"],
         )
-    return {**{k: v for k, v in index.items() if k != "videos"}, "timing": timing}
+        for vid, e in entries.items():
+            if e.get("status") == "bad":
+                log.info("bad: %s", e.get("error"))
+        if with_missing:
+            log.warning(
+                "%d video(s) have damaged stretches: %d events marked missing (index.json 'missing'); "
+                "the rest are kept",
+                len(with_missing),
+                counts["missing_events"],
+            )
+        return {**{k: v for k, v in index.items() if k != "videos"}, "timing": timing}
 
 
 def _precisions(entries: dict[str, dict]) -> set[str]:

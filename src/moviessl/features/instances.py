@@ -27,6 +27,7 @@ instance metadata with the same interface.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -65,6 +66,7 @@ from .extract import (
     check_workers,
     find_videos,
     is_finished,
+    job_lock,
     journal_line,
     merge_journals,
     predict_trainer,
@@ -312,50 +314,54 @@ def extract_instances(
         raise BadInputError(backbone, "the backbone has no forward_features (a feature map is needed for RoIAlign)")
     bhash = file_hash(backbone)
     roi = {"resolution": resolution, "sampling_ratio": sampling_ratio, "pool": pool, "short_side": side}
-    old = read_index(out, unfinished_ok=True)
-    if old is not None:
-        check_format(out, old, INSTANCES_FORMAT, "; use another --out")
-    if old is not None and (old.get("backbone") != bhash or old.get("roi") != roi):
-        raise BadInputError(out, "folder holds instance features of another backbone or RoI setting; use another --out")
     out.mkdir(parents=True, exist_ok=True)
-    entries = read_entries(out)
-    todo = [(v, p) for v, p in vids if v in source and not is_finished(entries.get(v), out / f"{v}.npz", retry_bad)]
-    no_tracks = sum(v not in source for v, _ in vids)
-    found = {v for v, _ in vids}
-    ghosts = sorted(v for v in source if v not in found)
     from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-    say = log.info if rank_zero_only.rank == 0 else log.debug  # every rank runs this function under DDP
-    if ghosts and rank_zero_only.rank == 0:  # most often a naming mismatch between the tracks and the video files
-        log.warning(
-            "%s: %d videos with boxes have no video file in %s (first: %s)", tracks, len(ghosts), videos, ghosts[0]
-        )
-    say("%d videos, %d without tracks, %d to extract", len(vids), no_tracks, len(todo))
-    t0, dim = time.perf_counter(), int(getattr(model, "out_dim", 0)) or (old or {}).get("dim")
-    if old is None and rank_zero_only.rank == 0:  # claimed now: a rerun after a kill checks backbone and RoI
-        atomic_write_json(out / CLAIM_NAME, _index(bhash, backbone, tracks, roi, dim, entries))
-    if todo:
-        stream = InstanceClipStream(todo, source, inp, side, batch_seconds)  # rank 0's list may differ a little
-        module = InstanceExtractor(model, out, stream, roi)
-        module.show_progress = progress
-        trainer = predict_trainer(out, accelerator, devices, num_nodes, strategy, precision, ddp_timeout_s)
-        dl = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available())
-        try:
-            with ctrl_c_kept(trainer):
-                trainer.predict(module, dataloaders=dl, return_predictions=False)
-        finally:
-            module.close_progress()
-        dim = module.dim or dim
-        trainer.strategy.barrier()
-        if not trainer.is_global_zero:
+    # one job per folder (extract's lock, so that neither extraction ends the other's work)
+    with job_lock(out) if rank_zero_only.rank == 0 else contextlib.nullcontext():
+        old = read_index(out, unfinished_ok=True)
+        if old is not None:
+            check_format(out, old, INSTANCES_FORMAT, "; use another --out")
+        if old is not None and (old.get("backbone") != bhash or old.get("roi") != roi):
+            raise BadInputError(
+                out, "folder holds instance features of another backbone or RoI setting; use another --out"
+            )
+        entries = read_entries(out)
+        todo = [(v, p) for v, p in vids if v in source and not is_finished(entries.get(v), out / f"{v}.npz", retry_bad)]
+        no_tracks = sum(v not in source for v, _ in vids)
+        found = {v for v, _ in vids}
+        ghosts = sorted(v for v in source if v not in found)
+        say = log.info if rank_zero_only.rank == 0 else log.debug  # every rank runs this function under DDP
+        if ghosts and rank_zero_only.rank == 0:  # most often a naming mismatch between the tracks and the video files
+            log.warning(
+                "%s: %d videos with boxes have no video file in %s (first: %s)", tracks, len(ghosts), videos, ghosts[0]
+            )
+        say("%d videos, %d without tracks, %d to extract", len(vids), no_tracks, len(todo))
+        t0, dim = time.perf_counter(), int(getattr(model, "out_dim", 0)) or (old or {}).get("dim")
+        if old is None and rank_zero_only.rank == 0:  # claimed now: a rerun after a kill checks backbone and RoI
+            atomic_write_json(out / CLAIM_NAME, _index(bhash, backbone, tracks, roi, dim, entries))
+        if todo:
+            stream = InstanceClipStream(todo, source, inp, side, batch_seconds)  # rank 0's list may differ a little
+            module = InstanceExtractor(model, out, stream, roi)
+            module.show_progress = progress
+            trainer = predict_trainer(out, accelerator, devices, num_nodes, strategy, precision, ddp_timeout_s)
+            dl = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available())
+            try:
+                with ctrl_c_kept(trainer):
+                    trainer.predict(module, dataloaders=dl, return_predictions=False)
+            finally:
+                module.close_progress()
+            dim = module.dim or dim
+            trainer.strategy.barrier()
+            if not trainer.is_global_zero:
+                return {}
+        elif rank_zero_only.rank != 0:  # nothing to do under torchrun / srun: rank 0 alone rewrites the index
             return {}
-    elif rank_zero_only.rank != 0:  # nothing to do under torchrun / srun: rank 0 alone rewrites the index
-        return {}
-    entries = read_entries(out)
-    index = _index(bhash, backbone, tracks, roi, dim, entries)
-    merge_journals(out, index)
-    say("%s: %d ok, %d bad (%.1f s)", out, index["counts"]["ok"], index["counts"]["bad"], time.perf_counter() - t0)
-    return {k: v for k, v in index.items() if k != "videos"}
+        entries = read_entries(out)
+        index = _index(bhash, backbone, tracks, roi, dim, entries)
+        merge_journals(out, index)
+        say("%s: %d ok, %d bad (%.1f s)", out, index["counts"]["ok"], index["counts"]["bad"], time.perf_counter() - t0)
+        return {k: v for k, v in index.items() if k != "videos"}
 
 
 def _index(bhash, backbone, tracks, roi, dim, entries) -> dict:
