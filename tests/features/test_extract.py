@@ -568,6 +568,98 @@ def test_another_contextualizer_killed_midway_leaves_no_mix_of_two(backbone, vid
         np.testing.assert_array_equal(np.load(out / f"{vid}_ctx.npy"), np.load(fresh / f"{vid}_ctx.npy"))
 
 
+def save_txe(path: Path, seed: int = 0) -> Path:
+    """A tiny random TxE reading the 16-d features of :func:`save_backbone` (32-d outputs)."""
+    from moviessl.models import build_txe
+
+    torch.manual_seed(seed)
+    kw = dict(preset="txe_cpu", in_dim=16, dim=32, heads=2, mlp_dim=64)
+    return save_checkpoint(
+        path,
+        stage="context",
+        arch=arch_spec("moviessl.models.txe:build_txe", **kw),
+        state_dict=build_txe(**kw).state_dict(),
+        meta={"window": 5, "token_stride_s": 2.0, "in_dim": 16},
+    )
+
+
+def test_a_folder_with_txe_outputs_is_extended_only_with_its_contextualizer(backbone, tmp_path, capsys):
+    """A rerun without --contextualizer that would add videos to a folder made with one is one line
+    (it added them without {id}_ctx.npy while the index still named the TxE, and LVU's
+    ``--scene-kind auto`` then stopped on the first of them); with the TxE it adds both files."""
+    vids, out, txe = tmp_path / "vids", tmp_path / "out", save_txe(tmp_path / "txe.pt")
+    vids.mkdir()
+    write_video(vids / "a.mp4", 6.0, seed=1)
+    assert run_extract("--backbone", backbone, "--videos", vids, "--out", out, "--contextualizer", txe) == 0
+    before = json.loads((out / "index.json").read_text())
+    write_video(vids / "b.mp4", 4.0, seed=2)
+    capsys.readouterr()
+    assert run_extract("--backbone", backbone, "--videos", vids, "--out", out) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(out) in err and "--contextualizer" in err and str(txe) in err
+    assert not (out / "b_feats.npy").exists() and json.loads((out / "index.json").read_text()) == before
+    assert run_extract("--backbone", backbone, "--videos", vids, "--out", out) == 2  # nothing was claimed meanwhile
+    assert run_extract("--backbone", backbone, "--videos", vids, "--out", out, "--contextualizer", txe) == 0
+    store = FeatureStore(out)
+    assert store.ids == ["a", "b"] and store.index["contextualizer"]["hash"] == ex.file_hash(txe)
+    assert store.load_ctx("b").shape == (2, 32) and store.load_ctx("a").shape == (3, 32)
+    # a rerun with nothing to extract needs no TxE: the folder and its index stay as they are
+    assert run_extract("--backbone", backbone, "--videos", vids, "--out", out) == 0
+    assert json.loads((out / "index.json").read_text())["contextualizer"]["hash"] == ex.file_hash(txe)
+
+
+def test_a_re_extracted_video_keeps_no_outputs_of_its_old_features(backbone, tmp_path, monkeypatch):
+    """A video made again (its features deleted to force it; here a longer download) must not keep
+    the TxE outputs of the old features: a job killed after its new features and before its new
+    outputs kept the old {id}_ctx.npy, which the rerun then took as done (as the old index entry)."""
+    vids, out, txe = tmp_path / "vids", tmp_path / "out", save_txe(tmp_path / "txe.pt")
+    vids.mkdir()
+    write_video(vids / "a.mp4", 6.0, seed=1)
+    write_video(vids / "b.mp4", 4.0, seed=2)
+    run = dict(num_workers=0, accelerator="cpu", contextualizer=txe, progress=False)
+    ex.extract(backbone, vids, out, **run)
+    assert np.load(out / "a_ctx.npy").shape == (3, 32)
+    write_video(vids / "a.mp4", 10.0, seed=7)
+    (out / "a_feats.npy").unlink()
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    real = ex.save_ctx
+    monkeypatch.setattr(ex, "save_ctx", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        ex.extract(backbone, vids, out, **run)
+    assert np.load(out / "a_feats.npy").shape == (5, 16) and not (out / "a_ctx.npy").exists()
+    assert (out / "b_ctx.npy").is_file()  # a video not made again keeps its outputs
+    monkeypatch.setattr(ex, "save_ctx", real)
+    ex.extract(backbone, vids, out, **run)
+    store = FeatureStore(out)
+    assert store.num_events("a") == 5 and store.load("a").shape == (5, 16) and store.load_ctx("a").shape == (5, 32)
+
+
+def test_load_ctx_refuses_outputs_that_do_not_fit_the_features(backbone, videos, tmp_path):
+    """``load_ctx`` read any {id}_ctx.npy: one of other features (another number of events), of
+    another TxE's width, with NaN, or no array at all is one line naming the file."""
+    out, txe = tmp_path / "out", save_txe(tmp_path / "t.pt")
+    ex.extract(backbone, videos, out, num_workers=0, accelerator="cpu", contextualizer=txe, progress=False)
+    store, path = FeatureStore(out), out / "a_ctx.npy"
+    good = np.load(path)
+    assert good.shape == (3, 32) and np.array_equal(store.load_ctx("a"), good.astype(np.float32))
+    for bad, match in [
+        (good[:2], "2 rows for the 3 events of a_feats.npy"),
+        (np.zeros((3, 8), np.float32), "8-d outputs, the index's contextualizer gives 32-d"),
+        (np.where(np.arange(32) == 4, np.nan, good).astype(np.float32), "non-finite.*event 0, dim 4"),
+        (np.zeros((3, 32), np.int64), "expected a float"),
+    ]:
+        np.save(path, bad)
+        with pytest.raises(BadInputError, match=match) as e:
+            store.load_ctx("a")
+        assert str(path) in str(e.value) and "\n" not in str(e.value)
+    path.write_bytes(b"not an array")
+    with pytest.raises(BadInputError, match="unreadable TxE outputs"):
+        store.load_ctx("a")
+
+
 def test_a_second_job_on_one_folder_is_refused_and_a_dead_ones_lock_is_not(backbone, videos, tmp_path, capsys):
     """Two jobs writing one --out: the end of the first removed the second's journal, temp files and
     committed chunks of its film (what it takes for a killed run's). The folder's lock, held by a

@@ -38,7 +38,8 @@ def add_parser(subparsers) -> None:
         "--contextualizer",
         default=None,
         metavar="CKPT",
-        help="TxE checkpoint (pretrain-context's model.pt): also write {id}_ctx.npy",
+        help="TxE checkpoint (pretrain-context's model.pt): also write {id}_ctx.npy (a folder made with one is "
+        "extended only with it)",
     )
     p.add_argument("--batch-events", type=int, default=16, help="event clips per backbone forward")
     p.add_argument(

@@ -1053,10 +1053,13 @@ class FeatureExtractor(pl.LightningModule):
         return entry
 
 
+PENDING = "pending"  # a journal's entry of a video being extracted again (:func:`_start_over`)
+
+
 def is_finished(entry: dict | None, result: Path, retry_bad: bool = False) -> bool:
     """Whether a rerun skips a video: one listed bad (unless ``retry_bad``), or one listed ok whose
-    ``result`` file is there (a deleted file is made again)."""
-    if entry is None or (entry.get("status") == "bad" and retry_bad):
+    ``result`` file is there (a deleted file is made again; a ``pending`` one is not done)."""
+    if entry is None or (entry.get("status") == "bad" and retry_bad) or entry.get("status") == PENDING:
         return False
     return entry.get("status") == "bad" or result.is_file()
 
@@ -1209,6 +1212,18 @@ def extract(
         (log.info if rank_zero_only.rank == 0 else log.debug)(
             "%d videos (%s layout): %d to extract, %d already done", len(vids), layout, len(todo), len(vids) - len(todo)
         )
+        folder_txe = (old or {}).get("contextualizer") or (old or {}).get("ctx_pending")
+        if todo and txe is None and folder_txe:
+            # its index would go on naming the TxE over new videos without its outputs (every rank
+            # refuses: each computed the same to-do list)
+            raise BadInputError(
+                out,
+                f"folder holds TxE outputs ({{id}}{CTX_SUFFIX}) of {folder_txe.get('path')}, and this run, without "
+                f"--contextualizer, would add {len(todo)} video(s) without them; pass that --contextualizer "
+                "or use another --out",
+            )
+        if old is not None and todo and rank_zero_only.rank == 0:
+            _start_over(out, [v for v, _ in todo], entries)
         had = _precisions(entries) - {precision_name(precision)}
         if todo and had and rank_zero_only.rank == 0:
             log.warning(
@@ -1263,9 +1278,12 @@ def extract(
         entries = {**read_entries(out), **spread_entries}
         if txe is not None:  # features done by an earlier run without (or with another) contextualizer
             _fill_ctx(out, entries, txe, window, step, dtype, how=(trainer, accelerator, precision, devices))
-        elif old is not None and old.get("contextualizer"):
-            header["contextualizer"] = old["contextualizer"]  # keep describing the ctx files already there
-        entries = {v: entries[v] for v in sorted(entries)}
+        elif old is not None:  # keep describing the ctx files already there (a killed retirement's too)
+            header["contextualizer"] = old.get("contextualizer")
+            if old.get("ctx_pending"):
+                header["ctx_pending"] = old["ctx_pending"]
+        # a video re-extracted by a run that did not finish it (a spread film a rank could not read)
+        entries = {v: entries[v] for v in sorted(entries) if entries[v].get("status") != PENDING}
         if vidsitu:  # each segment's split, so pretraining can leave out the evaluation splits
             for v, e in entries.items():
                 if v in splits:
@@ -1353,6 +1371,25 @@ def _retire_ctx(out: Path, old: dict, ctx_info: dict) -> None:
     for p in stale:
         p.unlink(missing_ok=True)
     log.info("%s: %d outputs of another contextualizer removed; making them with this one", out, len(stale))
+
+
+def _start_over(out: Path, ids: Sequence[str], entries: dict[str, dict]) -> None:
+    """Before any rank writes, forget the earlier results of videos about to be extracted again
+    (their features were deleted to force it, or they were listed bad): their ``{id}_ctx.npy`` go,
+    and rank 0's journal marks those listed ok ``pending``, so that a kill between a video's new
+    features and its journal line leaves neither the old outputs beside them (which :func:`_fill_ctx`
+    would keep) nor the old entry (which would make a rerun skip the video and the index describe the
+    old features); the video is extracted again. A pending entry never reaches ``index.json``."""
+    names = {f"{v}{CTX_SUFFIX}" for v in ids}
+    with os.scandir(out) as it:  # one listing, not a stat per video (a fresh VidSitu folder: 30k)
+        stale = [e.name for e in it if e.name in names]
+    for name in stale:
+        (out / name).unlink(missing_ok=True)
+    if stale:
+        log.info("%s: outputs of the earlier features of %d re-extracted video(s) removed", out, len(stale))
+    redo = [v for v in ids if (entries.get(v) or {}).get("status") == "ok"]
+    if redo:  # one append (one fsync) for them all
+        append_line(out / ".index.rank0.jsonl", "\n".join(journal_line(v, {"status": PENDING}) for v in redo))
 
 
 def _fill_ctx(out: Path, entries: dict, txe, window: int, step: int, dtype: str, how: tuple = ()) -> None:

@@ -5,7 +5,7 @@ A feature folder is VidSitu's layout, ``{id}_feats.npy`` holding a ``(num_events
 
     {"format": "moviessl-features", "stride_s": 2.0, "dim": 2048, "dtype": "float32",
      "backbone": "<sha256[:12] of the checkpoint>", "backbone_path": ..., "input": {...},
-     "contextualizer": null | {...}, "precision"?, "splits"?, "counts": {"ok": n, "bad": n},
+     "contextualizer": null | {...}, "ctx_pending"?, "precision"?, "splits"?, "counts": {"ok": n, "bad": n},
      "videos": {"<id>": {"num_events", "fps", "duration_s", "backbone", "status": "ok"|"bad",
                          "precision"?, "split"?, "error"?, "source"?}}}
 
@@ -231,10 +231,36 @@ class FeatureStore:
         return mask
 
     def load_ctx(self, vid: str) -> np.ndarray:
+        """TxE outputs, float32 ``(num_events, dim)``: one row per event of the video's features as
+        they are now (outputs of features since re-extracted, or of another width than the index's
+        TxE, are refused), finite, else one line naming the file."""
         path = self.ctx_path(vid)
         if not path.is_file():
             raise BadInputError(path, NO_CTX)
-        return np.load(path, allow_pickle=False).astype(np.float32)
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise BadInputError(path, f"unreadable TxE outputs ({type(e).__name__}: {e})") from None
+        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.floating):
+            raise BadInputError(path, f"expected a float (num_events, dim) array, got {arr.dtype} {tuple(arr.shape)}")
+        n = int(self._open(vid).shape[0])
+        if arr.shape[0] != n:
+            raise BadInputError(
+                path,
+                f"{arr.shape[0]} rows for the {n} events of {self.path(vid).name}: outputs of other features "
+                "(delete it and rerun extract with --contextualizer)",
+            )
+        width = ((self.index or {}).get("contextualizer") or {}).get("dim")
+        if width is not None and arr.shape[1] != int(width):
+            raise BadInputError(path, f"{arr.shape[1]}-d outputs, the index's contextualizer gives {width}-d")
+        out = np.array(arr, dtype=np.float32, copy=True)  # a copy: no map (and descriptor) kept open
+        bad = ~np.isfinite(out)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise BadInputError(
+                path, f"{int(bad.sum())} non-finite value(s) (NaN/inf), first at event {int(r)}, dim {int(c)}"
+            )
+        return out
 
     def info(self, vid: str) -> dict:
         if self.index is not None:
