@@ -43,6 +43,22 @@ def test_crop_modes_pick_expected_regions():
         crop_box(100, 100, 50, "diagonal")
 
 
+def test_center_crop_takes_pyslowfasts_offset_for_odd_margins():
+    """PySlowFast's uniform_crop (slowfast/datasets/transform.py) centres at ceil(margin / 2): an odd
+    margin leaves its extra pixel above / left of the crop (a 16:9 frame at short side 256: x 116)."""
+    assert crop_box(256, 455, 224, "center") == (16, 116)
+    assert crop_box(455, 256, 224, "center") == (116, 16)
+    assert crop_box(257, 257, 224, "center") == (17, 17)
+    assert crop_box(256, 456, 224, "center") == (16, 116)  # even margins: unchanged
+    assert crop_box(257, 455, 224, "left") == (17, 0) and crop_box(257, 455, 224, "right") == (17, 231)
+    f = np.zeros((1, 5, 9, 3), np.uint8)
+    f[0, :, :, 0] = np.arange(9)[None, :]
+    f[0, :, :, 1] = np.arange(5)[:, None]
+    x = preprocess(f, None, 2, "center")
+    got = (denormalize(x) * 255).round()
+    assert got[0, 0, 0, 0] == 4 and got[1, 0, 0, 0] == 2  # x ceil(7 / 2) = 4, y ceil(3 / 2) = 2
+
+
 def test_normalize_batched_and_uint8_layout():
     x = torch.rand(2, 3, 4, 5, 6)
     y = normalize(x)

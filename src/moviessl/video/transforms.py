@@ -74,7 +74,9 @@ def _resize_frames(frames: np.ndarray, nh: int, nw: int) -> np.ndarray:
 def crop_box(
     h: int, w: int, crop: int, mode: str = "center", generator: torch.Generator | None = None
 ) -> tuple[int, int]:
-    """Top-left (y, x) of a ``crop`` square; left/right take the ends of the long side."""
+    """Top-left (y, x) of a ``crop`` square, as PySlowFast's ``uniform_crop``
+    (slowfast/datasets/transform.py): centred at ``ceil((h - crop) / 2)``, ``ceil((w - crop) / 2)``;
+    left/right take the ends of the long side (its ``spatial_idx`` 0 / 2)."""
     if mode not in CROP_MODES:
         raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {mode!r}")
     if crop > h or crop > w:
@@ -83,7 +85,10 @@ def crop_box(
         y = int(torch.randint(0, h - crop + 1, (1,), generator=generator))
         x = int(torch.randint(0, w - crop + 1, (1,), generator=generator))
         return y, x
-    y, x = (h - crop) // 2, (w - crop) // 2
+    # ceil, not floor: an odd margin leaves its extra pixel above / left of the crop, as PySlowFast
+    # does; floor put every such crop one pixel up / left of the reference's (455x256, crop 224:
+    # x 115, PySlowFast 116), so features differed from models trained on its crops.
+    y, x = math.ceil((h - crop) / 2), math.ceil((w - crop) / 2)
     if mode in ("left", "right"):
         end = mode == "right"
         if h > w:
