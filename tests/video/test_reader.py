@@ -118,6 +118,25 @@ def test_a_stream_copied_trim_starts_at_its_first_shown_frame(tmp_path):
         assert r.indices_at([0.0, 1.0]).tolist() == [0, 30]
 
 
+@pytest.mark.parametrize("codec,ext", [("libx264", "h264"), ("libx265", "hevc")])
+def test_a_raw_elementary_stream_is_read_by_decode_count(tmp_path, codec, ext):
+    """Raw H.264 / HEVC (no container, no pts) are read by decode count; their demuxers refuse every
+    seek, even to the start (it failed with 'seek failed (Operation not permitted)' at open)."""
+    if not has_encoder(codec):
+        pytest.skip(f"this PyAV's FFmpeg has no {codec} encoder")
+    opts = {"x265-params": "log-level=0"} if codec == "libx265" else None
+    p = encode(tmp_path / f"raw.{ext}", n=40, codec=codec, gop=10, bframes=2, options=opts)
+    with av.open(str(p)) as c:
+        assert c.format.name == ext and all(pk.pts is None for pk in c.demux(video=0) if pk.size)
+    with VideoReader(p) as r:
+        assert r.num_frames == 40 and (r.width, r.height) == (160, 96)
+        assert codes(r.get_frames(np.arange(40))) == list(range(40))
+        assert codes(r.get_frames([35, 3, 20, 19, 0])) == [35, 3, 20, 19, 0]  # behind the decoder: from the start
+        assert r.missing == set()
+        fps = r.fps  # FFmpeg's raw demuxers time such streams at their -framerate, 25 unless told
+    assert codes(read_clip(p, 0.7, num_frames=4, stride=2)) == clip_indices(0.7, 4, 2, fps, 40).tolist()
+
+
 def test_reader_reuse_matches_fresh(videos):
     with VideoReader(videos["mp4_2997"]) as r:
         kept = [read_clip(r, c) for c in event_centers(r.duration_s)]

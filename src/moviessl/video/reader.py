@@ -431,7 +431,12 @@ class _AVFile:
             else:
                 c.seek(int(at), stream=st, backward=True, any_frame=False)
         except (av.error.FFmpegError, OSError) as e:
-            raise BadInputError(self.path, f"seek failed ({_why(e)})") from None
+            if at is not None:
+                raise BadInputError(self.path, f"seek failed ({_why(e)})") from None
+            # Raw elementary streams (.h264, .hevc: no pts, read by decode count) refuse every
+            # seek, even to 0 ("Operation not permitted"); opening the file again is their way back
+            # to the start.
+            c, st = self._reopen_container()
         count = -1
         try:
             for packet in c.demux(st):
@@ -445,6 +450,18 @@ class _AVFile:
                     yield (count if self.by_count else f.pts), f
         except (av.error.FFmpegError, OSError):
             return  # read error mid-file: the frames before it stand
+
+    def _reopen_container(self):
+        """The file opened again at its start, the same stream selected, a fresh decoder."""
+        av = _av()
+        index = self.stream_index
+        try:
+            container = av.open(str(self.path), metadata_errors="ignore")
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
+            raise BadInputError(self.path, f"cannot reopen to read from the start ({_why(e)})") from None
+        self.container.close()
+        self.container, self.stream = container, container.streams[index]
+        return self.container, self.stream
 
     def _first_frame_check(self) -> None:
         it = self._frames_from(None)
