@@ -137,6 +137,53 @@ def test_a_raw_elementary_stream_is_read_by_decode_count(tmp_path, codec, ext):
     assert codes(read_clip(p, 0.7, num_frames=4, stride=2)) == clip_indices(0.7, 4, 2, fps, 40).tolist()
 
 
+# What FFmpeg's autorotate shows for PyAV's set_display_rotation(rot, hflip, vflip) (fftools'
+# ffmpeg_filter.c / ffplay.c on the matrices it writes), as filters and their numpy equivalents
+# (libavfilter vf_transpose: cclock_flip is the transpose, clock_flip the anti-transpose).
+FFMPEG_AUTOROTATE = {
+    (0, 0, 0): [], (0, 0, 1): ["vflip"], (0, 1, 0): ["hflip"], (0, 1, 1): ["hflip", "vflip"],
+    (90, 0, 0): ["cclock"], (90, 0, 1): ["cclock_flip"], (90, 1, 0): ["clock_flip"], (90, 1, 1): ["clock"],
+    (180, 0, 0): ["hflip", "vflip"], (180, 0, 1): ["hflip"], (180, 1, 0): ["vflip"], (180, 1, 1): [],
+    (270, 0, 0): ["clock"], (270, 0, 1): ["clock_flip"], (270, 1, 0): ["cclock_flip"], (270, 1, 1): ["cclock"],
+}  # fmt: skip
+FILTERS = {
+    "hflip": lambda a: a[:, ::-1],
+    "vflip": lambda a: a[::-1],
+    "clock": lambda a: np.rot90(a, -1),
+    "cclock": lambda a: np.rot90(a, 1),
+    "cclock_flip": lambda a: a.swapaxes(0, 1),
+    "clock_flip": lambda a: a[::-1, ::-1].swapaxes(0, 1),
+}
+
+
+@pytest.mark.parametrize("rot,hflip,vflip", sorted(FFMPEG_AUTOROTATE))
+def test_a_display_matrix_with_a_mirror_is_shown_as_ffmpeg_shows_it(tmp_path, rot, hflip, vflip):
+    """The full display matrix, not its angle: a horizontal mirror (angle -180) was shown upside
+    down, a vertical one ignored, a turn with a mirror lost the mirror."""
+    rng = np.random.default_rng(rot + 2 * hflip + vflip)
+    img = np.repeat(np.repeat(rng.integers(0, 2, (4, 6, 3)) * 255, 8, 0), 8, 1).astype(np.uint8)  # 32x48 blocks
+    p = tmp_path / "m.mp4"
+    with av.open(str(p), "w") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 48, 32, "yuv444p"
+        s.options = {"qp": "0", "preset": "ultrafast"}
+        s.set_display_rotation(rot, hflip=bool(hflip), vflip=bool(vflip))
+        for i in range(3):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts = i
+            for pk in s.encode(f):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    want = img
+    for name in FFMPEG_AUTOROTATE[rot, hflip, vflip]:
+        want = FILTERS[name](want)
+    with VideoReader(p) as r:
+        got = r.get_frames([0, 2])
+        assert (r.height, r.width) == want.shape[:2] and got.shape == (2, *want.shape)
+        assert np.abs(got.astype(int) - want).max() <= 8  # lossless up to the RGB <-> YUV round trip
+
+
 def test_reader_reuse_matches_fresh(videos):
     with VideoReader(videos["mp4_2997"]) as r:
         kept = [read_clip(r, c) for c in event_centers(r.duration_s)]

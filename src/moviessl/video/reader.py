@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 from array import array
 from collections import OrderedDict
@@ -113,8 +114,15 @@ class VideoReader:
 
     @property
     def rotation(self) -> int:
-        """Display rotation applied to the frames (counter-clockwise degrees; 0 for most files)."""
+        """Display rotation applied to the frames (counter-clockwise degrees; 0 for most files),
+        after the mirror when :attr:`mirrored`."""
         return int(getattr(self._impl, "rotation", 0))
+
+    @property
+    def mirrored(self) -> bool:
+        """Whether the display matrix mirrors the picture: the stored frames are flipped left to
+        right, then turned by :attr:`rotation` (a vertical flip is ``mirrored`` with rotation 180)."""
+        return bool(getattr(self._impl, "mirrored", False))
 
     @property
     def frames_decoded(self) -> int:
@@ -191,6 +199,7 @@ _INDEX_STATE = (
     "by_count",
     "coded_size",
     "rotation",
+    "mirrored",
     "width",
     "height",
     "frame_times",
@@ -268,6 +277,7 @@ class _AVFile:
         self.time_base = st.time_base or Fraction(1, 1)
         self._reset_decoder()
         self.rotation = 0  # display rotation (counter-clockwise degrees, a multiple of 90) applied to frames
+        self.mirrored = False  # flipped left to right before that rotation (display matrix with a mirror)
 
         # Index pass: demux every packet (no decoding). Compact arrays, not Python objects per packet:
         # a 2-hour film has ~200k packets, and its index should cost a few MB, not a few hundred.
@@ -469,7 +479,7 @@ class _AVFile:
             if pts is None:
                 continue
             self.coded_size = (f.width, f.height)
-            self.rotation = _rotation_of(self.path, f)
+            self.rotation, self.mirrored = _orientation_of(self.path, f)
             self.width, self.height = (f.height, f.width) if self.rotation % 180 else (f.width, f.height)
             self._iter, self._last_pts = it, pts
             return
@@ -477,7 +487,7 @@ class _AVFile:
 
     def _rgb_array(self, f) -> np.ndarray:
         """RGB of a decoded frame at the stream's first size (a mid-stream size change is rescaled),
-        turned upright by the display rotation."""
+        shown as the display matrix says (mirrored, then turned upright)."""
         w, h = self.coded_size
         if (f.width, f.height) != (w, h):
             if not getattr(self, "_warned_size", False):
@@ -493,7 +503,11 @@ class _AVFile:
             img = self._rgb.reformat(f, format="rgb24", width=w, height=h).to_ndarray()
         else:
             img = self._rgb.reformat(f, format="rgb24").to_ndarray()
-        return np.ascontiguousarray(np.rot90(img, self.rotation // 90)) if self.rotation else img
+        if self.mirrored:
+            img = img[:, ::-1]
+        if self.rotation:
+            img = np.rot90(img, self.rotation // 90)
+        return np.ascontiguousarray(img) if self.mirrored or self.rotation else img
 
     def _verify_tail(self) -> None:
         """Drop index entries at the end that do not decode, walking back GOP by GOP."""
@@ -705,14 +719,60 @@ def _is_still(stream) -> bool:
         return bool(int(d) & 0x400)
 
 
-def _rotation_of(path: Path, frame) -> int:
-    """Counter-clockwise display rotation of a stream (FFmpeg's display matrix), a multiple of 90."""
-    r = getattr(frame, "rotation", 0) or 0
-    q = int(round(float(r) / 90.0)) * 90
-    if abs(float(r) - q) > 1.0:
-        log.warning("%s: display rotation %.1f deg is not a multiple of 90; frames are read as stored", path, r)
-        return 0
-    return q % 360
+def _display_matrix(frame) -> np.ndarray | None:
+    """The frame's display matrix (FFmpeg's ``AV_FRAME_DATA_DISPLAYMATRIX``: 9 int32, row-major,
+    a b u / c d v / x y w, a-d in 16.16 fixed point), None when it has none."""
+    try:
+        from av.sidedata.sidedata import Type
+
+        sd = frame.side_data.get(Type.DISPLAYMATRIX)
+        m = None if sd is None else np.frombuffer(bytes(sd), dtype=np.int32)
+    except (ImportError, AttributeError, TypeError, ValueError, KeyError):
+        # a PyAV without frame side data: the rotation it reports, no mirror (read as a matrix)
+        r = float(getattr(frame, "rotation", 0) or 0)
+        if not r:
+            return None
+        t = math.radians(r)
+        a, b = round(math.cos(t) * 65536), round(math.sin(t) * 65536)
+        m = np.array([a, -b, 0, b, a, 0, 0, 0, 1 << 30], np.int32)
+    return m.astype(np.int64) if m is not None and m.size == 9 else None
+
+
+def _orientation_of(path: Path, frame) -> tuple[int, bool]:
+    """How a player shows the stored frames: ``(rotation, mirrored)``, a mirror left to right when
+    ``mirrored``, then ``rotation`` degrees counter-clockwise (a multiple of 90).
+
+    Decided from the full display matrix as FFmpeg's autorotate does (fftools/ffmpeg_filter.c and
+    ffplay.c: ``get_rotation`` and the transpose / hflip / vflip it inserts): the angle alone
+    (``av_display_rotation_get``) reads a horizontal mirror as a 180-degree turn and misses a
+    vertical one; the signs of the entries, which make the matrix's determinant negative under a
+    mirror, tell them apart. Other angles are read as stored, with a warning (FFmpeg would resample
+    the picture with its ``rotate`` filter)."""
+    m = _display_matrix(frame)
+    if m is None:
+        return 0, False
+    a, b, c, d = (float(m[i]) / 65536 for i in (0, 1, 3, 4))
+    s0, s1 = math.hypot(a, c), math.hypot(b, d)
+    if s0 == 0 or s1 == 0:
+        log.warning("%s: degenerate display matrix %s; frames are read as stored", path, m.tolist())
+        return 0, False
+    ccw = -math.degrees(math.atan2(b / s1, a / s0))  # av_display_rotation_get
+    theta = -round(ccw)  # clockwise, in [0, 360): FFmpeg's get_rotation
+    theta -= 360 * math.floor(theta / 360 + 0.9 / 360)
+    # FFmpeg's filters as (turn, mirror): transpose "clock" = (270, no), "cclock" = (90, no),
+    # "cclock_flip" (the transpose) = (90, yes), "clock_flip" = (270, yes); hflip = (0, yes),
+    # vflip = (180, yes), both = (180, no)
+    if abs(theta - 90) < 1:
+        return (90, True) if m[3] > 0 else (270, False)
+    if abs(theta - 270) < 1:
+        return (270, True) if m[3] < 0 else (90, False)
+    if abs(theta - 180) < 1:
+        hflip, vflip = bool(m[0] < 0), bool(m[4] < 0)
+        return (180 if vflip else 0), hflip != vflip
+    if abs(theta) > 1:
+        log.warning("%s: display rotation %.1f deg is not a multiple of 90; frames are read as stored", path, ccw)
+        return 0, False
+    return (180, True) if m[4] < 0 else (0, False)
 
 
 def _why(e: BaseException) -> str:
