@@ -10,6 +10,7 @@ from moviessl.video import (
     VideoReader,
     clip_indices,
     event_centers,
+    probe,
     read_clip,
     reader_clip_indices,
     resolve_video,
@@ -182,6 +183,28 @@ def test_a_display_matrix_with_a_mirror_is_shown_as_ffmpeg_shows_it(tmp_path, ro
         got = r.get_frames([0, 2])
         assert (r.height, r.width) == want.shape[:2] and got.shape == (2, *want.shape)
         assert np.abs(got.astype(int) - want).max() <= 8  # lossless up to the RGB <-> YUV round trip
+
+
+def test_a_ts_capture_starting_mid_gop_starts_at_its_first_decodable_frame(tmp_path):
+    """A .ts recording cut mid-GOP begins with packets whose key frame is not in the file: they never
+    decode. Indexed, they made num_frames too high, put time 0 before the first picture (shifting
+    every event) and made the first event a zero stand-in marked missing."""
+    src = encode(tmp_path / "full.ts", n=300, gop=60, bframes=2)
+    b = src.read_bytes()
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(b[(len(b) // 3 // 188) * 188 :])  # whole 188-byte TS packets from a third in
+    with av.open(str(cut)) as c:  # what FFmpeg shows
+        shown = codes(np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]))
+    n = len(shown)
+    assert shown == list(range(shown[0], 300)) and n < 250
+    with VideoReader(cut) as r:
+        assert r.num_frames == n and not r.is_vfr
+        assert r.frame_times[0] == 0.0 and r.duration_s == pytest.approx(n / 30)
+        assert codes(r.get_frames(np.arange(n))) == shown
+        first = event_centers(r.duration_s)[0]
+        assert codes(read_clip(r, first)) == (shown[0] + reader_clip_indices(r, first)).tolist()
+        assert r.missing == set()
+    assert probe(cut)["num_frames"] == n
 
 
 def test_reader_reuse_matches_fresh(videos):

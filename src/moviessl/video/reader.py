@@ -333,6 +333,8 @@ class _AVFile:
             durs = [int(dur_a[last])]
         del pts_a, key_a, kdts_a, dur_a
         self._first_frame_check()
+        if not self.by_count:
+            self._drop_head_before(self._last_pts)
         if verify == "full" or self.by_count:
             self._verify_full()
         elif verify == "tail" or trouble:
@@ -484,6 +486,27 @@ class _AVFile:
             self._iter, self._last_pts = it, pts
             return
         raise BadInputError(self.path, "no decodable video frames")
+
+    def _drop_head_before(self, first: int) -> None:
+        """Index entries before the first frame that decodes are not frames of the film.
+
+        A capture that starts mid-GOP (a DVB / IPTV .ts recording) begins with packets that
+        reference a key frame it never had: no seek point reaches them and the decoder (a player's
+        too) shows the first picture after the first key frame. Indexed, they made ``num_frames``
+        too high, put time 0 on a frame that does not exist (shifting every event) and turned the
+        first event into a stand-in marked missing. The film starts at the first decoded frame, so
+        its time origin is what a player shows first; a file whose first packet decodes loses nothing."""
+        head = self.pts < first
+        n = int(head.sum())
+        if n:
+            log.warning(
+                "%s: %d packet%s before the first decodable frame (a capture starting mid-GOP) never decode; "
+                "the video starts at the first frame that does",
+                self.path,
+                n,
+                "s" if n > 1 else "",
+            )
+            self.pts = self.pts[~head]
 
     def _rgb_array(self, f) -> np.ndarray:
         """RGB of a decoded frame at the stream's first size (a mid-stream size change is rescaled),
