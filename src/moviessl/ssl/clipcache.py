@@ -24,6 +24,8 @@ import hashlib
 import json
 import logging
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -55,25 +57,99 @@ def _vfr_times(reader) -> np.ndarray | None:
     return np.asarray(reader.frame_times, np.float64).copy() if reader.is_vfr else None
 
 
+# Readers LiveSource.get keeps open, per process and thread, least recently used closed first:
+# consecutive clips of a video go on with one reader (its running decoder) instead of a fresh open
+# per clip. For a file read by decode count (MPEG program streams, AVI with B-frames, raw elementary
+# streams: no usable seeking) a fresh reader decoded the film from frame 0 up to every clip; a
+# kept one goes on from the clip before, though a clip behind it still starts again at frame 0
+# (clips at random places of such a film cost about a third of it each, against half with a fresh
+# reader). A few, not one per video: each holds a file descriptor, the demuxer's index and a
+# decoder with its reference frames and threads.
+OPEN_READERS = 4
+_readers: dict[tuple[int, int], OrderedDict] = {}  # (pid, thread id) -> {path: (stat, VideoReader)}
+_readers_lock = threading.Lock()
+
+
+def _new_lock_in_child() -> None:
+    global _readers_lock
+    _readers_lock = threading.Lock()  # another thread of the parent may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
+
+
+def _reader(path: Path):
+    """This process's and thread's open reader of ``path`` (opened, or reopened if the file changed).
+
+    Readers are never shared: a loader worker forked after its parent read a clip inherits the
+    parent's open readers, whose file offsets (one open file description) and decoder state it
+    would share, so each process keeps its own, and the inherited ones are left untouched, not even
+    closed (freeing a decoder whose threads did not survive the fork can hang). A pickled
+    :class:`LiveSource` carries none."""
+    from ..video import VideoReader
+
+    st = path.stat()
+    sig = (st.st_size, st.st_mtime_ns, st.st_ino)
+    pid, tid = os.getpid(), threading.get_ident()
+    with _readers_lock:
+        pool = _readers.get((pid, tid))
+        if pool is None:
+            alive = {t.ident for t in threading.enumerate()}
+            for key in [k for k in _readers if k[0] == pid and k[1] not in alive]:
+                for _, r in _readers.pop(key).values():  # a finished thread's readers
+                    r.close()
+            pool = _readers[pid, tid] = OrderedDict()
+    hit = pool.get(str(path))
+    if hit is not None and hit[0] == sig:
+        pool.move_to_end(str(path))
+        return hit[1]
+    if hit is not None:  # rewritten since: its index is another file's
+        pool.pop(str(path))[1].close()
+    r = VideoReader(path)
+    pool[str(path)] = (sig, r)
+    while len(pool) > OPEN_READERS:
+        pool.popitem(last=False)[1][1].close()
+    return r
+
+
+def _discard_reader(path: Path) -> None:
+    entry = _readers.get((os.getpid(), threading.get_ident()), {}).pop(str(path), None)
+    if entry is not None:
+        entry[1].close()
+
+
+def close_readers() -> None:
+    """Close the readers this process keeps open (:data:`OPEN_READERS`); for a caller that is done
+    with its videos, and tests. No other thread of the process may be reading meanwhile."""
+    pid = os.getpid()
+    with _readers_lock:
+        for key in [k for k in _readers if k[0] == pid]:
+            for _, r in _readers.pop(key).values():
+                r.close()
+
+
 class LiveSource:
-    """Frames decoded on demand (no cache): ``get(indices)`` seeks and decodes only that window.
-    ``frame_times``: see :func:`_vfr_times`."""
+    """Frames decoded on demand (no cache): ``get(indices)`` seeks and decodes only that window,
+    with a reader kept open between calls (:data:`OPEN_READERS`). ``frame_times``: see
+    :func:`_vfr_times`."""
 
     def __init__(self, path: str | os.PathLike, short_side: int):
-        from ..video import VideoReader
-
         self.path, self.short_side = Path(path), int(short_side)
-        with VideoReader(self.path) as r:
-            self.fps, self.num_frames = float(r.fps), int(r.num_frames)
-            self.frame_times = _vfr_times(r)
+        r = _reader(self.path)
+        self.fps, self.num_frames = float(r.fps), int(r.num_frames)
+        self.frame_times = _vfr_times(r)
         if self.num_frames <= 0:
             raise BadInputError(self.path, "no decodable frames")
 
     def get(self, indices) -> np.ndarray:
-        from ..video import VideoReader
-
-        with VideoReader(self.path) as r:
+        r = _reader(self.path)
+        try:
             frames = r.get_frames(np.asarray(indices, dtype=np.int64))
+        except BaseException:
+            _discard_reader(self.path)  # a read that failed half-way leaves no decoder state to trust
+            raise
+        finally:
+            r.forget_frames()  # the next clip is rarely next to this one; all() would keep a film
         return resize_frames(frames, self.short_side)
 
     def all(self) -> np.ndarray:

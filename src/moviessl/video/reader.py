@@ -143,6 +143,11 @@ class VideoReader:
         self._last = got
         return np.stack([got[i] for i in idx.tolist()])
 
+    def forget_frames(self) -> None:
+        """Drop the frames kept from the last call: a reader held open between unrelated reads
+        (one clip, then another far away) need not hold a clip of full-size frames meanwhile."""
+        self._last = {}
+
     def indices_at(self, times_s) -> np.ndarray:
         """Native index of the frame on screen at each time (s from the first frame), clamped."""
         t = np.asarray(times_s, dtype=np.float64)
