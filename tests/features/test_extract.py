@@ -527,20 +527,7 @@ def test_another_contextualizer_killed_midway_leaves_no_mix_of_two(backbone, vid
     """--contextualizer B on a folder made with A: the index stops naming A before the first output
     is replaced (A's go), so a kill midway leaves only B's outputs, under no TxE's name (B pending);
     the rerun makes the rest, as a fresh folder with B has them."""
-    from moviessl.models import build_txe
-
-    def txe(path, seed):
-        torch.manual_seed(seed)
-        kw = dict(preset="txe_cpu", in_dim=16, dim=32, heads=2, mlp_dim=64)
-        return save_checkpoint(
-            path,
-            stage="context",
-            arch=arch_spec("moviessl.models.txe:build_txe", **kw),
-            state_dict=build_txe(**kw).state_dict(),
-            meta={"window": 5, "token_stride_s": 2.0, "in_dim": 16},
-        )
-
-    a, b = txe(tmp_path / "a.pt", 1), txe(tmp_path / "b.pt", 2)
+    a, b = save_txe(tmp_path / "a.pt", 1), save_txe(tmp_path / "b.pt", 2)
     run = dict(num_workers=0, accelerator="cpu")
     fresh, out = tmp_path / "fresh", tmp_path / "out"
     ex.extract(backbone, videos, fresh, contextualizer=b, **run)

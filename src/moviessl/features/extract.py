@@ -677,6 +677,22 @@ def predict_trainer(
     )
 
 
+def run_prediction(module, stream, out: Path, launch: tuple, num_workers: int, progress: bool) -> pl.Trainer:
+    """Run an extraction module over its stream on every rank (``launch``: accelerator, devices,
+    num_nodes, strategy, precision, ddp_timeout_s, as :func:`predict_trainer` takes them), up to the
+    barrier after which rank 0 alone writes the index."""
+    module.show_progress = progress
+    trainer = predict_trainer(out, *launch)
+    dl = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available())
+    try:
+        with ctrl_c_kept(trainer):
+            trainer.predict(module, dataloaders=dl, return_predictions=False)
+    finally:
+        module.close_progress()
+    trainer.strategy.barrier()
+    return trainer
+
+
 JOB_LOCK = ".extract.lock"  # OUT/.extract.lock: held (flock) by the job writing the folder
 
 
@@ -1256,17 +1272,10 @@ def extract(
             done = scan_partials(out, todo, plan)
             stream = EventClipStream(todo, inp, stride_s, vidsitu, batch_events, chunk_events, done)
             module = FeatureExtractor(model, out, stream, {"backbone": bhash}, dtype, txe, window, step, precision)
-            module.show_progress = progress
-            trainer = predict_trainer(out, accelerator, devices, num_nodes, strategy, precision, ddp_timeout_s)
-            dl = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available())
-            try:
-                with ctrl_c_kept(trainer):
-                    trainer.predict(module, dataloaders=dl, return_predictions=False)
-            finally:
-                module.close_progress()
+            launch = (accelerator, devices, num_nodes, strategy, precision, ddp_timeout_s)
+            trainer = run_prediction(module, stream, out, launch, num_workers, progress)
             timing = {k: round(v, 3) for k, v in module.timing.items()}
             timing["chunks_written"] = module.chunks_written
-            trainer.strategy.barrier()
             if not trainer.is_global_zero:
                 return {}
             spread_entries, unfinished = module.finish_spread([v for v, _ in todo], accelerator, precision, devices)

@@ -42,7 +42,6 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
 
 from ..checkpoint import build_from_checkpoint, file_hash, load_checkpoint
 from ..data.lvu import (
@@ -56,7 +55,6 @@ from ..data.lvu import (
 from ..dist import check_machine
 from ..errors import BadInputError
 from ..models.roi import roi_features
-from ..training import ctrl_c_kept
 from ..utils.digest import content_digest, name_size
 from ..utils.io import append_line, atomic_write, atomic_write_json
 from ..video import VideoReader, param_dtype, read_clip, resize_short_side, to_model_input
@@ -69,8 +67,8 @@ from .extract import (
     job_lock,
     journal_line,
     merge_journals,
-    predict_trainer,
     read_entries,
+    run_prediction,
     shard_over_ranks,
 )
 from .store import CLAIM_NAME, INSTANCES_FORMAT, check_format, index_facts, read_index
@@ -343,16 +341,9 @@ def extract_instances(
         if todo:
             stream = InstanceClipStream(todo, source, inp, side, batch_seconds)  # rank 0's list may differ a little
             module = InstanceExtractor(model, out, stream, roi)
-            module.show_progress = progress
-            trainer = predict_trainer(out, accelerator, devices, num_nodes, strategy, precision, ddp_timeout_s)
-            dl = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available())
-            try:
-                with ctrl_c_kept(trainer):
-                    trainer.predict(module, dataloaders=dl, return_predictions=False)
-            finally:
-                module.close_progress()
+            launch = (accelerator, devices, num_nodes, strategy, precision, ddp_timeout_s)
+            trainer = run_prediction(module, stream, out, launch, num_workers, progress)
             dim = module.dim or dim
-            trainer.strategy.barrier()
             if not trainer.is_global_zero:
                 return {}
         elif rank_zero_only.rank != 0:  # nothing to do under torchrun / srun: rank 0 alone rewrites the index
