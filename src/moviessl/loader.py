@@ -131,11 +131,11 @@ class ResumableLoader(DataLoader):
         skip = 0
         if self._restored is not None:
             (epoch, n, resumes), self._restored = self._restored, None
-            # Lightning sets the sampler's epoch only after it has made the iterator, and workers draw
-            # their first indices when it is made: the first resumed epoch was shuffled as epoch 0
-            # a state in the middle of an epoch goes on with that epoch's order even where Lightning's
-            # loop counts it as past (a run ended by max_steps, then extended): it runs the batches it
-            # has left there, and the skipped ones were trained
+            # A state in the middle of an epoch goes on with that epoch's order even where Lightning's
+            # loop counts it as past (a run ended by max_steps, then extended): Lightning runs the
+            # batches it has left there, and the skipped ones were trained. The epoch is set here,
+            # before the iterator is made: Lightning sets it only after, and workers draw their first
+            # indices when it is made (the first resumed epoch was shuffled as epoch 0's).
             mid = 0 < n < len(self)
             target = epoch if mid else resumes
             if n >= len(self) and epoch is not None and resumes is not None:
