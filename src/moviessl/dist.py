@@ -41,6 +41,16 @@ def local_rank() -> int:
     return 0
 
 
+def node_rank() -> int:
+    """This node's rank from the launcher's environment (Lightning's launcher ``NODE_RANK``, torchrun
+    ``GROUP_RANK``); 0 for a single node."""
+    for key in ("NODE_RANK", "GROUP_RANK"):
+        v = os.environ.get(key, "").strip()
+        if v.isdigit():
+            return int(v)
+    return 0
+
+
 def launch_rank() -> tuple[int, int]:
     """``(global rank, world size)`` from the launcher's environment, before any process group
     exists (torchrun's ``RANK``/``WORLD_SIZE``, srun's ``SLURM_PROCID``/``SLURM_NTASKS``, jsrun's

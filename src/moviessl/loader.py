@@ -13,9 +13,10 @@ Lightning 2.x saves, in the fit loop's checkpoint, the state of every training l
 :class:`ResumableLoader` keeps which epoch it serves and how many batches of it it has handed out;
 restored, it starts that epoch after them, without loading the skipped ones. That needs the
 epoch's order to come out the same again, so training loaders shuffle with :class:`EpochShuffle`:
-a permutation from the run's seed and the epoch (as ``DistributedSampler``'s), on one process as on
-many -- under DDP Lightning deals each rank its share of it (``DistributedSamplerWrapper``, which
-passes ``set_epoch`` on) instead of drawing its own.
+a permutation from the run's seed and the epoch. Under DDP Lightning wraps it
+(``DistributedSamplerWrapper``, which passes ``set_epoch`` on) and deals each rank a share of it
+after a second shuffle by its global seed and the epoch: as deterministic, but another order than
+one process's.
 
 The count is exact because Lightning does not read ahead from a loader whose length it knows (its
 prefetching fetcher only prefetches unsized loaders): the batches handed out when a checkpoint is
@@ -37,8 +38,8 @@ log = logging.getLogger("moviessl")
 
 
 class EpochShuffle(Sampler[int]):
-    """Indices ``0..n-1`` in an order drawn from ``seed + epoch`` (``DistributedSampler``'s rule), or
-    in order when ``seed`` is None; Lightning calls :meth:`set_epoch` before each epoch (an unshuffled
+    """Indices ``0..n-1`` in an order drawn from ``seed`` and ``epoch``, or in order when ``seed`` is
+    None; Lightning calls :meth:`set_epoch` before each epoch (an unshuffled
     loader needs to know its epoch too, to tell a state of this epoch from one of the last)."""
 
     def __init__(self, n: int, seed: int | None = 0):

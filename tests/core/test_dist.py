@@ -110,3 +110,18 @@ def test_an_accelerator_lightning_finds_no_device_for_is_one_line(monkeypatch):
             with pytest.raises(BadInputError, match=f"^trainer.accelerator: {name}: Lightning finds no such device"):
                 check_machine(name, 1)
     check_machine("cpu", 1)
+
+
+def test_node_rank_reads_the_launchers_node(monkeypatch):
+    """Lightning's launcher started on each node sets NODE_RANK (torchrun GROUP_RANK): the job lock of
+    extract is taken on node 0 only, whose first process is not alone in having rank 0 before the
+    process group exists."""
+    from moviessl.dist import node_rank
+
+    for key in ("NODE_RANK", "GROUP_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    assert node_rank() == 0
+    monkeypatch.setenv("GROUP_RANK", "2")
+    assert node_rank() == 2
+    monkeypatch.setenv("NODE_RANK", "1")
+    assert node_rank() == 1

@@ -53,7 +53,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from ..checkpoint import build_from_checkpoint, file_hash, load_checkpoint
 from ..config import HALF_WEIGHTS, MAX_TIMEOUT_S, TrainerConfig, check_accelerator, check_devices, check_precision
 from ..data.cliplist import read_clip_list
-from ..dist import check_machine
+from ..dist import check_machine, node_rank
 from ..errors import BadInputError
 from ..models.slowd import speed_up
 from ..training import ctrl_c_kept, ddp_with_timeout, lightning_trainer, planned_world_size, quiet_lightning
@@ -1205,7 +1205,9 @@ def extract(
     ensure_out_dir(out, "feature folder")
     # one job per folder: its end removes what it takes for a killed run's leftovers (rank 0 only:
     # the other ranks of this job run this function too, and must not refuse it)
-    with job_lock(out) if rank_zero_only.rank == 0 else contextlib.nullcontext():
+    # the first process of node 0 (Lightning's launcher started on each node: every node's first
+    # process has rank 0 until the process group exists)
+    with job_lock(out) if rank_zero_only.rank == 0 and node_rank() == 0 else contextlib.nullcontext():
         old = read_index(out, unfinished_ok=True)
         dtype = "float16" if fp16 else "float32"
         if old is not None:

@@ -52,7 +52,7 @@ from ..data.lvu import (
     read_tracks,
     release_instances,
 )
-from ..dist import check_machine
+from ..dist import check_machine, node_rank
 from ..errors import BadInputError
 from ..models.roi import roi_features
 from ..utils.digest import content_digest, name_size
@@ -316,7 +316,9 @@ def extract_instances(
     from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
     # one job per folder (extract's lock, so that neither extraction ends the other's work)
-    with job_lock(out) if rank_zero_only.rank == 0 else contextlib.nullcontext():
+    # the first process of node 0 (Lightning's launcher started on each node: every node's first
+    # process has rank 0 until the process group exists)
+    with job_lock(out) if rank_zero_only.rank == 0 and node_rank() == 0 else contextlib.nullcontext():
         old = read_index(out, unfinished_ok=True)
         if old is not None:
             check_format(out, old, INSTANCES_FORMAT, "; use another --out")

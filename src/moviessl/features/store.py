@@ -243,7 +243,7 @@ class FeatureStore:
             raise BadInputError(path, f"unreadable TxE outputs ({type(e).__name__}: {e})") from None
         if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.floating):
             raise BadInputError(path, f"expected a float (num_events, dim) array, got {arr.dtype} {tuple(arr.shape)}")
-        n = int(self._open(vid).shape[0])
+        n = self.num_events(vid)
         if arr.shape[0] != n:
             raise BadInputError(
                 path,

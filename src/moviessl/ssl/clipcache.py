@@ -134,10 +134,14 @@ class LiveSource:
     :func:`_vfr_times`."""
 
     def __init__(self, path: str | os.PathLike, short_side: int):
+        from ..video import VideoReader
+
         self.path, self.short_side = Path(path), int(short_side)
-        r = _reader(self.path)
-        self.fps, self.num_frames = float(r.fps), int(r.num_frames)
-        self.frame_times = _vfr_times(r)
+        # not a kept reader: a source made to fill the frame cache never calls get(), and its reader
+        # would sit in the pool; the index is remembered, so get()'s first open costs no new pass
+        with VideoReader(self.path) as r:
+            self.fps, self.num_frames = float(r.fps), int(r.num_frames)
+            self.frame_times = _vfr_times(r)
         if self.num_frames <= 0:
             raise BadInputError(self.path, "no decodable frames")
 
