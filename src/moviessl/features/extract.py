@@ -76,6 +76,13 @@ from .store import CLAIM_NAME, CTX_SUFFIX, FEATS_SUFFIX, FEATURES_FORMAT, INDEX_
 log = logging.getLogger("moviessl.features")
 
 JOURNAL_GLOB = ".index.rank*.jsonl"
+
+
+def journal_path(out: Path, rank: int) -> Path:
+    """Process ``rank``'s journal of finished videos in the folder ``out`` (one of :data:`JOURNAL_GLOB`)."""
+    return Path(out) / f".index.rank{int(rank)}.jsonl"
+
+
 TEMP_GLOBS = (
     f".*{FEATS_SUFFIX}.*.tmp",
     f".*{CTX_SUFFIX}.*.tmp",
@@ -903,7 +910,7 @@ class FeatureExtractor(pl.LightningModule):
         return written, left
 
     def journal(self) -> Path:
-        return self.out_dir / f".index.rank{self.global_rank}.jsonl"
+        return journal_path(self.out_dir, self.global_rank)
 
     def _record(self, vid: str, entry: dict) -> None:
         # A killed job may leave a torn last line: starting each record on a fresh line keeps the
@@ -1400,7 +1407,7 @@ def _start_over(out: Path, ids: Sequence[str], entries: dict[str, dict]) -> None
         log.info("%s: outputs of the earlier features of %d re-extracted video(s) removed", out, len(stale))
     redo = [v for v in ids if (entries.get(v) or {}).get("status") == "ok"]
     if redo:  # one append (one fsync) for them all
-        append_line(out / ".index.rank0.jsonl", "\n".join(journal_line(v, {"status": PENDING}) for v in redo))
+        append_line(journal_path(out, 0), "\n".join(journal_line(v, {"status": PENDING}) for v in redo))
 
 
 def _fill_ctx(out: Path, entries: dict, txe, window: int, step: int, dtype: str, how: tuple = ()) -> None:

@@ -66,6 +66,7 @@ from .extract import (
     is_finished,
     job_lock,
     journal_line,
+    journal_path,
     merge_journals,
     read_entries,
     run_prediction,
@@ -203,7 +204,7 @@ class InstanceExtractor(pl.LightningModule):
             self._bar = None
 
     def _record(self, vid: str, entry: dict) -> None:
-        append_line(self.out_dir / f".index.rank{self.global_rank}.jsonl", journal_line(vid, entry))
+        append_line(journal_path(self.out_dir, self.global_rank), journal_line(vid, entry))
         self.counts[entry["status"]] += 1
         if self._bar is not None:
             self._bar.update(1)
