@@ -311,6 +311,8 @@ def test_ctx_added_later_equals_ctx_made_with_the_features(backbone, film, tmp_p
         ("64-true", torch.float64),
         ("32-true", torch.float32),
         ("bf16-mixed", torch.float32),
+        ("64", torch.float64),  # Lightning's aliases
+        ("bf16", torch.float32),
     ],
 )
 def test_a_txe_outside_predict_holds_its_weights_as_predict_would(precision, dtype):
@@ -319,3 +321,4 @@ def test_a_txe_outside_predict_holds_its_weights_as_predict_would(precision, dty
     txe = torch.nn.Linear(4, 4)
     with ex.txe_as_in_predict(txe, None, "cpu", precision):
         assert next(txe.parameters()).dtype == dtype
+        assert torch.is_autocast_enabled("cpu") == (precision.startswith("bf16") and dtype == torch.float32)

@@ -465,12 +465,12 @@ def txe_as_in_predict(
         step = trainer.precision_plugin.predict_step_context()
     else:
         dev = torch.device(local_device(accelerator, devices))
-        true = {**HALF_WEIGHTS, "64": "float64", "64-true": "float64"}
-        dtype = getattr(torch, true[str(precision)]) if str(precision) in true else param_dtype(txe)
+        p = precision_name(precision)
+        true = {**HALF_WEIGHTS, "64-true": "float64"}
+        dtype = getattr(torch, true[p]) if p in true else param_dtype(txe)
         txe.to(dev, dtype)  # a true precision holds the weights so (TransformerEngine's: without its FP8 layers)
-        mixed = {"16": "16-mixed", "16-mixed": "16-mixed", "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed"}
-        p = mixed.get(str(precision))
-        half = torch.float16 if p == "16-mixed" and dev.type != "cpu" else torch.bfloat16 if p else None
+        mixed = p in ("16-mixed", "bf16-mixed")
+        half = torch.float16 if p == "16-mixed" and dev.type != "cpu" else torch.bfloat16 if mixed else None
         step = contextlib.nullcontext() if half is None else torch.autocast(dev.type, dtype=half, cache_enabled=False)
     with step:
         yield
@@ -1300,62 +1300,76 @@ def extract(
             header["contextualizer"] = old.get("contextualizer")
             if old.get("ctx_pending"):
                 header["ctx_pending"] = old["ctx_pending"]
-        # a video re-extracted by a run that did not finish it (a spread film a rank could not read)
-        entries = {v: entries[v] for v in sorted(entries) if entries[v].get("status") != PENDING}
-        if vidsitu:  # each segment's split, so pretraining can leave out the evaluation splits
-            for v, e in entries.items():
-                if v in splits:
-                    e["split"] = splits[v]
-            if not splits:  # readers must not take its segments without a split for unlabelled videos
-                header["splits"] = "unknown"
-        counts = {
-            "ok": sum(e.get("status") == "ok" for e in entries.values()),
-            "bad": sum(e.get("status") == "bad" for e in entries.values()),
-        }
-        with_missing = [e for e in entries.values() if e.get("status") == "ok" and e.get("missing_events")]
-        if with_missing:
-            counts["with_missing_events"] = len(with_missing)
-            counts["missing_events"] = sum(int(e["missing_events"]) for e in with_missing)
-        if unfinished:  # spread films a rank could not read its part of: in no entry yet, kept for a rerun
-            counts["unfinished"] = len(unfinished)
-        precs = _precisions(entries)
-        if precs:  # the folder's precision (absent when no entry names one: made before it was recorded)
-            header["precision"] = precs.pop() if len(precs) == 1 else "mixed"
-        index = {**header, "counts": counts, "videos": entries}
-        merge_journals(out, index)
-        for pattern in TEMP_GLOBS:  # every rank is done: a temp file left here is from a killed earlier run
-            for t in out.glob(pattern):
-                t.unlink(missing_ok=True)
-        if (out / PARTIAL_DIR).is_dir():  # every film finished or was listed as bad, but an unfinished spread one
-            for d in (out / PARTIAL_DIR).iterdir():
-                if d.name not in unfinished:
-                    shutil.rmtree(d, ignore_errors=True)
-            if not any((out / PARTIAL_DIR).iterdir()):
-                (out / PARTIAL_DIR).rmdir()
-        wall = time.perf_counter() - t0
-        timing["wall_s"] = round(wall, 3)
-        log.info(
-            "%s: %d ok, %d bad videos (%.1f s; %d events: decode %.1f s, pre-processing %.1f s, backbone %.1f s)",
-            out / INDEX_NAME,
-            counts["ok"],
-            counts["bad"],
-            wall,
-            timing["events"],
-            timing["decode_s"],
-            timing["preprocess_s"],
-            timing["backbone_s"],
+        return _write_index(out, header, entries, splits if vidsitu else None, unfinished, timing, t0)
+
+
+def _write_index(
+    out: Path,
+    header: dict,
+    entries: dict[str, dict],
+    splits: dict[str, str] | None,
+    unfinished: list,
+    timing: dict,
+    t0: float,
+) -> dict:
+    """Rank 0, every rank done: index.json from the folder's entries (``splits``: a VidSitu layout's
+    segment splits, None for another layout), the journals merged, a killed run's leftovers removed;
+    returns the summary :func:`extract` returns."""
+    # a video re-extracted by a run that did not finish it (a spread film a rank could not read)
+    entries = {v: entries[v] for v in sorted(entries) if entries[v].get("status") != PENDING}
+    if splits is not None:  # VidSitu: each segment's split, so pretraining can leave out the evaluation splits
+        for v, e in entries.items():
+            if v in splits:
+                e["split"] = splits[v]
+        if not splits:  # readers must not take its segments without a split for unlabelled videos
+            header["splits"] = "unknown"
+    counts = {
+        "ok": sum(e.get("status") == "ok" for e in entries.values()),
+        "bad": sum(e.get("status") == "bad" for e in entries.values()),
+    }
+    with_missing = [e for e in entries.values() if e.get("status") == "ok" and e.get("missing_events")]
+    if with_missing:
+        counts["with_missing_events"] = len(with_missing)
+        counts["missing_events"] = sum(int(e["missing_events"]) for e in with_missing)
+    if unfinished:  # spread films a rank could not read its part of: in no entry yet, kept for a rerun
+        counts["unfinished"] = len(unfinished)
+    precs = _precisions(entries)
+    if precs:  # the folder's precision (absent when no entry names one: made before it was recorded)
+        header["precision"] = precs.pop() if len(precs) == 1 else "mixed"
+    index = {**header, "counts": counts, "videos": entries}
+    merge_journals(out, index)
+    for pattern in TEMP_GLOBS:  # every rank is done: a temp file left here is from a killed earlier run
+        for t in out.glob(pattern):
+            t.unlink(missing_ok=True)
+    if (out / PARTIAL_DIR).is_dir():  # every film finished or was listed as bad, but an unfinished spread one
+        for d in (out / PARTIAL_DIR).iterdir():
+            if d.name not in unfinished:
+                shutil.rmtree(d, ignore_errors=True)
+        if not any((out / PARTIAL_DIR).iterdir()):
+            (out / PARTIAL_DIR).rmdir()
+    wall = time.perf_counter() - t0
+    timing["wall_s"] = round(wall, 3)
+    log.info(
+        "%s: %d ok, %d bad videos (%.1f s; %d events: decode %.1f s, pre-processing %.1f s, backbone %.1f s)",
+        out / INDEX_NAME,
+        counts["ok"],
+        counts["bad"],
+        wall,
+        timing["events"],
+        timing["decode_s"],
+        timing["preprocess_s"],
+        timing["backbone_s"],
+    )
+    for vid, e in entries.items():
+        if e.get("status") == "bad":
+            log.info("bad: %s", e.get("error"))
+    if with_missing:
+        log.warning(
+            "%d video(s) have damaged stretches: %d events marked missing (index.json 'missing'); the rest are kept",
+            len(with_missing),
+            counts["missing_events"],
         )
-        for vid, e in entries.items():
-            if e.get("status") == "bad":
-                log.info("bad: %s", e.get("error"))
-        if with_missing:
-            log.warning(
-                "%d video(s) have damaged stretches: %d events marked missing (index.json 'missing'); "
-                "the rest are kept",
-                len(with_missing),
-                counts["missing_events"],
-            )
-        return {**{k: v for k, v in index.items() if k != "videos"}, "timing": timing}
+    return {**{k: v for k, v in index.items() if k != "videos"}, "timing": timing}
 
 
 def _precisions(entries: dict[str, dict]) -> set[str]:
