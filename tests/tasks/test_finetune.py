@@ -340,3 +340,15 @@ def test_tuning_never_chooses_a_diverged_value():
     nan = float("nan")
     assert lowest({"1": nan, "2": 5.0, "3": 1.0}) == "3" and lowest({"1": nan, "2": 5.0}) == "2"
     assert lowest({"1": float("inf"), "2": 7.0}) == "2" and lowest({"1": 2.0, "2": 1.0}) == "2"
+
+
+def test_a_tokenizer_for_a_task_without_text_is_bad_input(vidsitu_fixture, tmp_path, capsys):
+    """--tokenizer only shapes SRL's text; verb and relation trained and scored without reading it
+    (a missing file too), exit 0, where a flag the command would not use is bad input."""
+    ann, feats = vidsitu_fixture
+    for task in ("verb", "relation"):
+        out = tmp_path / task
+        assert _finetune(ann, feats, out, task, "--tokenizer", str(tmp_path / "tok.json"), *FAST, seeds=1) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--tokenizer is used by --task srl only" in err[0], err
+        assert not (out / "seed0").exists()
