@@ -148,3 +148,20 @@ def test_a_jobs_saved_vocabulary_is_reused_only_for_the_same_phrases_and_setting
     SRLTask(cfg(300), split("zyzzyva quokkas"), tokenizer=user, out=tmp_path)
     assert saved.read_text() == small.to_str()
     assert SRLTask(cfg(300), split("zyzzyva quokkas"), out=tmp_path).tok.to_str() == edited.to_str()
+
+
+def test_a_user_tokenizers_padding_and_truncation_settings_are_not_applied_per_phrase(tok, tmp_path):
+    """A tokenizer.json saved with padding / truncation enabled padded every phrase and the verb
+    prefix on their own (pads inside the target, a pad forced after an unseen verb) or cut them."""
+    from tokenizers import Tokenizer
+
+    t = Tokenizer.from_str(tok.to_str())
+    t.enable_padding(pad_id=tok.pad_id, pad_token="<pad>", length=8)
+    t.enable_truncation(max_length=2)
+    t.save(str(tmp_path / "user.json"))
+    user = SRLTokenizer.from_file(tmp_path / "user.json")
+    roles = [("Arg0", "the man in a red box"), ("AScn", "warehouse")]
+    assert user.encode_target("push.01", roles) == tok.encode_target("push.01", roles)
+    assert tok.pad_id not in user.encode_target("push.01", roles)
+    assert user.verb_prefix("juggle.03") == tok.verb_prefix("juggle.03")
+    assert user.parse(user.encode_target("push.01", roles))["Arg0"] == "the man in a red box"

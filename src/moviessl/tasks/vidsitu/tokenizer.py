@@ -47,6 +47,11 @@ class SRLTokenizer:
     """Wraps a ``tokenizers.Tokenizer`` with the SRL target conventions."""
 
     def __init__(self, tok):
+        # A tokenizer.json may carry padding / truncation settings (HF saves them with the file):
+        # they would pad or cut every phrase encoded on its own, putting pads inside a target and
+        # after a forced verb prefix. Targets are padded and truncated here, as a whole.
+        tok.no_padding()
+        tok.no_truncation()
         self.tok = tok
         self.pad_id = self._find(PAD_ALIASES, "pad")
         self.eos_id = self._find(EOS_ALIASES, "eos")
