@@ -165,3 +165,27 @@ def test_a_user_tokenizers_padding_and_truncation_settings_are_not_applied_per_p
     assert tok.pad_id not in user.encode_target("push.01", roles)
     assert user.verb_prefix("juggle.03") == tok.verb_prefix("juggle.03")
     assert user.parse(user.encode_target("push.01", roles))["Arg0"] == "the man in a red box"
+
+
+def test_an_eval_event_with_an_empty_verb_id_decodes_to_no_roles_not_a_crash(tmp_path):
+    """An empty VerbID (a string, so the loader accepts it) encoded to no forced token, and decoding
+    the whole eval split ended in an AssertionError traceback after the seeds had trained."""
+    from types import SimpleNamespace as NS
+
+    import torch
+
+    from moviessl.tasks.vidsitu.srl import SRLTask
+
+    vseg = "v_abcdefghijk_seg_0_10"
+    rec = {ev: _event(vseg, list(VERBS)[i % len(VERBS)]) for i, ev in enumerate(EVENTS)}
+    cfg = NS(max_len=24, vocab_size=300, min_frequency=1, txd="txd_cpu", txd_overrides={}, memory="self")
+    task = SRLTask(cfg, NS(records={vseg: [rec]}))
+    rec["Ev2"]["VerbID"] = ""
+    prefix = task.eval_target(vseg, [rec])
+    assert (prefix[:, 0] >= 0).all()
+    torch.manual_seed(0)
+    model, _ = task.build_model(16)
+    (entry,) = task.entries(model.eval(), torch.randn(1, 5, 16), prefix[None], [0])
+    # untrained: what follows the forced verb is noise, but every other event starts with its verb
+    assert entry["vb_output"]["Ev2"] == {}
+    assert all(entry["vb_output"][ev]["vb_id"].startswith(rec[ev]["VerbID"]) for ev in ("Ev1", "Ev3", "Ev4", "Ev5"))

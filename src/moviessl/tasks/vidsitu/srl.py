@@ -192,7 +192,9 @@ class SRLTask:
 
     def eval_target(self, vseg: str, records: list[dict]) -> torch.Tensor:
         """(5, P) forced prefixes: the GT verb of annotation 0 (the val prompt), -1 padded."""
-        prefixes = [self.tok.verb_prefix(self._verb(vseg, records, ev)) for ev in EVENTS]
+        # an empty VerbID encodes to no token, and decoding needs one forced token per event: eos
+        # stands in, so that event parses to {} (no verb id, as VidSitu's parser) and the others decode
+        prefixes = [self.tok.verb_prefix(self._verb(vseg, records, ev)) or [self.tok.eos_id] for ev in EVENTS]
         P = max(len(p) for p in prefixes)
         out = torch.full((len(EVENTS), P), -1, dtype=torch.long)
         for e, p in enumerate(prefixes):
