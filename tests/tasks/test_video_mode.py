@@ -136,3 +136,43 @@ def test_the_frozen_feature_cache_is_one_folder_per_clip_geometry_and_videos(tmp
     assert len(names) == 6 and at() == at() and all(p.parent == tmp_path for p in names)
     bb.write_bytes(b"other weights")
     assert at() not in names
+
+
+def test_an_eval_clip_that_fails_to_decode_gets_the_fallback_not_a_prediction_on_grey(caplog):
+    """End to end (verb), the eval videos are only resolved before training: one that failed to
+    decode while the split was predicted got the model's prediction on grey frames as if it were
+    the segment's, unsaid; it gets the fallback entry that segments without inputs get."""
+    from types import SimpleNamespace as NS
+
+    from moviessl.errors import BadInputError
+    from moviessl.tasks.vidsitu.data import SegmentData
+    from moviessl.tasks.vidsitu.runner import predict_split
+    from moviessl.tasks.vidsitu.verb import VerbTask, build_verb_model
+
+    class Clips:  # features stand in for clips; segment 1 fails to decode
+        paths = ["a", "b", "c"]
+
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            if i == 1:
+                raise BadInputError("b.mp4", "could not read event clips")
+            return torch.randn(5, 8)
+
+        def blank(self):
+            return torch.zeros(5, 8)
+
+    vsegs = [f"v_abcdefghij{k}_seg_0_10" for k in range(3)]
+    rec = {ev: {"VerbID": v} for ev, v in zip(("Ev1", "Ev2", "Ev3", "Ev4", "Ev5"), ("a.01",) * 4 + ("b.01",))}
+    task = VerbTask(NS(hidden=None, dropout=0.0), NS(records={"t": [rec]}))
+    torch.manual_seed(0)
+    model = build_verb_model(8, num_verbs=2)
+    data = SegmentData(vsegs, [0, 1, 2], Clips(), [None] * 3)
+    split = NS(vseg_ids=vsegs)
+    with caplog.at_level("WARNING", logger="moviessl.tasks"):
+        preds = predict_split(task, model, data, split, batch_size=3)
+    assert [p["ann_idx"] for p in preds] == [0, 1, 2]
+    assert preds[1] == task.fallback(1, vsegs[1], split)
+    assert preds[0]["pred_scores_ev"][0][0] > 0  # the others are the model's
+    assert "1 eval segments failed to decode" in caplog.text

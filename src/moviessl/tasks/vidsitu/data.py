@@ -65,21 +65,26 @@ class SegmentDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         y = self.data.y[i]
+        failed = False
         try:
             x = self.data.x[i]
         except BadInputError as e:  # a video that fails to decode mid-run: zeros, target ignored
             log.warning("skipping %s", e)
-            x = self.data.x.blank()
+            x, failed = self.data.x.blank(), True
             if isinstance(y, torch.Tensor) and self.ignore_fill is not None:
                 y = torch.full_like(y, self.ignore_fill)
-        item = {"x": x, "i": i}
+        item = {"x": x, "i": i, "failed": failed}
         if y is not None:
             item["y"] = y
         return item
 
 
 def collate(items: list[dict]) -> dict:
-    out = {"x": torch.stack([it["x"] for it in items]), "i": torch.tensor([it["i"] for it in items])}
+    out = {
+        "x": torch.stack([it["x"] for it in items]),
+        "i": torch.tensor([it["i"] for it in items]),
+        "failed": torch.tensor([bool(it.get("failed", False)) for it in items]),
+    }
     if "y" in items[0]:
         ys = [it["y"] for it in items]
         if ys[0].dim() >= 1 and len({y.shape for y in ys}) > 1:  # forced prefixes of different lengths

@@ -131,6 +131,7 @@ def predict_split(spec, model: torch.nn.Module, data, split, batch_size: int, nu
     model.eval()
     device = next(model.parameters()).device
     preds: dict[int, dict] = {}
+    failed: list[str] = []
     workers = num_workers if not isinstance(data.x, torch.Tensor) else 0
     for batch in loader(data, batch_size, shuffle=False, num_workers=workers):
         idx = batch["i"].tolist()
@@ -142,8 +143,17 @@ def predict_split(spec, model: torch.nn.Module, data, split, batch_size: int, nu
             [data.ann_idx[i] for i in idx],
             [data.vsegs[i] for i in idx],
         )
-        for e in entries:
-            preds[e["ann_idx"]] = e
+        for i, bad, e in zip(idx, batch["failed"].tolist(), entries):
+            if bad:  # a clip that failed to decode now: the model saw grey frames, not the segment
+                failed.append(data.vsegs[i])
+            else:
+                preds[e["ann_idx"]] = e
+    if failed:
+        log.warning(
+            "%d eval segments failed to decode (e.g. %s): fallback predictions, as for segments without inputs",
+            len(failed),
+            failed[0],
+        )
     for ai, vseg in enumerate(split.vseg_ids):
         if ai not in preds:
             preds[ai] = spec.fallback(ai, vseg, split)
