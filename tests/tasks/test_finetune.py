@@ -102,6 +102,24 @@ def test_srl_targets_longer_than_the_decoder_are_one_line(vidsitu_fixture, tmp_p
     assert _finetune(ann, feats, tmp_path / "b", "srl", *FAST, *extra, seeds=1) == 0
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("srl.txd_overrides={heads: 5}", "srl.txd_overrides: TxD dim 64 is not divisible by its 5 heads"),
+        ("srl.txd_overrides={layers: 2}", "srl.txd_overrides.layers: unknown TxD option"),
+        ("srl.txd=txd_big", "unknown TxD preset 'txd_big'"),
+    ],
+)
+def test_bad_txd_settings_are_one_line_before_training(vidsitu_fixture, tmp_path, capsys, override, message):
+    """An unknown TxD option or heads that do not divide the width ended the first seed, when its
+    model was built, in a TypeError / AssertionError traceback."""
+    ann, feats = vidsitu_fixture
+    assert _finetune(ann, feats, tmp_path / "o", "srl", *FAST, override, seeds=1) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "o" / "seed0").exists()
+
+
 def test_relation_with_scratch_and_pretrained_txe(vidsitu_fixture, tmp_path):
     ann, feats = vidsitu_fixture
     out = ann.parent / "run_rel"

@@ -194,10 +194,22 @@ class TxD(nn.Module):
         return out
 
 
-def build_txd(preset: str = "txd_paper", vocab_size: int = 50000, mem_dim: int = 1024, **overrides: Any) -> TxD:
-    if preset not in TXD_PRESETS:
-        from ..errors import BadInputError
+def txd_options(preset: str = "txd_paper", **overrides: Any) -> dict[str, Any]:
+    """The TxD keyword arguments of ``preset`` with ``overrides``, checked: an unknown preset or
+    option, or a width the heads do not divide, is one line naming the setting (not a TypeError /
+    AssertionError traceback when the first seed builds its model)."""
+    from ..errors import BadInputError
 
+    if preset not in TXD_PRESETS:
         raise BadInputError(None, f"unknown TxD preset '{preset}' (choose from {', '.join(TXD_PRESETS)})")
     kw = {**TXD_PRESETS[preset], **overrides}
-    return TxD(vocab_size=vocab_size, mem_dim=mem_dim, **kw)
+    unknown = sorted(set(overrides) - set(TXD_PRESETS[preset]))
+    if unknown:
+        raise BadInputError(f"srl.txd_overrides.{unknown[0]}", f"unknown TxD option; known: {', '.join(kw)}")
+    if int(kw["dim"]) % int(kw["heads"]):
+        raise BadInputError("srl.txd_overrides", f"TxD dim {kw['dim']} is not divisible by its {kw['heads']} heads")
+    return kw
+
+
+def build_txd(preset: str = "txd_paper", vocab_size: int = 50000, mem_dim: int = 1024, **overrides: Any) -> TxD:
+    return TxD(vocab_size=vocab_size, mem_dim=mem_dim, **txd_options(preset, **overrides))

@@ -28,7 +28,7 @@ from torch import nn
 from ...checkpoint import arch_spec
 from ...data.vidsitu import EVENTS, roles_in_order
 from ...errors import BadInputError
-from ...models.txd import TXD_PRESETS, TxD, build_txd
+from ...models.txd import TxD, build_txd, txd_options
 from ...utils.digest import content_digest
 from ...utils.io import atomic_write_text
 from ..encoder import EventEncoder, build_encoder
@@ -133,7 +133,8 @@ class SRLTask:
     ):
         self.cfg = cfg
         self.max_len = cfg.max_len
-        txd_len = int({**TXD_PRESETS.get(cfg.txd, {}), **dict(cfg.txd_overrides or {})}.get("max_len", cfg.max_len))
+        # checked now, before a tokenizer is trained or a seed starts
+        txd_len = int(txd_options(cfg.txd, **dict(cfg.txd_overrides or {}))["max_len"])
         if cfg.max_len > txd_len:  # else a long target fails mid-training and decoding stops at the TxD's
             raise BadInputError(
                 "srl.max_len",
