@@ -120,6 +120,20 @@ def test_bad_txd_settings_are_one_line_before_training(vidsitu_fixture, tmp_path
     assert not (tmp_path / "o" / "seed0").exists()
 
 
+@pytest.mark.parametrize(
+    "task, override", [("verb", "data.input_norm=fixd"), ("srl", "srl.memory=both"), ("relation", "data.input_norm=bn")]
+)
+def test_a_misspelt_choice_is_one_line_before_any_work(vidsitu_fixture, tmp_path, capsys, task, override):
+    """data.input_norm was read only when the first seed built its model (a ValueError traceback);
+    srl.memory after the tokenizer was trained and the first seed's folder made."""
+    ann, feats = vidsitu_fixture
+    assert _finetune(ann, feats, tmp_path / "o", task, *FAST, override, seeds=1) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    key = override.split("=")[0]
+    assert len(err) == 1 and f"{key}: must be one of" in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
 def test_relation_with_scratch_and_pretrained_txe(vidsitu_fixture, tmp_path):
     ann, feats = vidsitu_fixture
     out = ann.parent / "run_rel"

@@ -58,9 +58,27 @@ def resolve_config(
 ) -> VidSituConfig:
     """A full config, or the preset with ``cfg`` (a nested dict of changes) and then ``overrides``."""
     if isinstance(cfg, VidSituConfig):  # built in code: range-checked before any work too, as a preset is
-        return merge_overrides(cfg, overrides)
-    base = load_config("vidsitu", preset, flatten(cfg or {}))
-    return merge_overrides(base, overrides) if overrides else base
+        out = merge_overrides(cfg, overrides)
+    else:
+        base = load_config("vidsitu", preset, flatten(cfg or {}))
+        out = merge_overrides(base, overrides) if overrides else base
+    check_choices(out)
+    return out
+
+
+CHOICES = {  # settings read by name deep inside a run: a typo failed only when the first seed built its model
+    "data.input_norm": ("fixed", "batch"),
+    "data.resize": ("crop", "squash"),
+    "srl.memory": ("self", "all", "self_input"),
+}
+
+
+def check_choices(cfg: VidSituConfig) -> None:
+    """One line naming the setting unless each of :data:`CHOICES` holds one of its values."""
+    flat = flatten(to_dict(cfg))
+    for key, choices in CHOICES.items():
+        if flat.get(key) not in choices:
+            raise BadInputError(key, f"must be one of {', '.join(choices)}, got {flat.get(key)!r}")
 
 
 def frozen_cache_dir(out: Path, backbone: str | os.PathLike, videos: str | os.PathLike, data) -> Path:
