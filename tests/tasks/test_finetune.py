@@ -134,6 +134,17 @@ def test_a_misspelt_choice_is_one_line_before_any_work(vidsitu_fixture, tmp_path
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("seed, seeds", [(-1, 1), (2**32 - 2, 3)])
+def test_seeds_outside_numpys_range_are_one_line_before_any_work(vidsitu_fixture, tmp_path, capsys, seed, seeds):
+    """seed + K - 1 beyond 0..2**32-1: Lightning's seed_everything raised a ValueError traceback when
+    that run began (the last of K after the others had trained)."""
+    ann, feats = vidsitu_fixture
+    assert _finetune(ann, feats, tmp_path / "o", "relation", *FAST, f"seed={seed}", seeds=seeds) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "seed: runs" in err[0] and "need seeds in 0..4294967295" in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
 def test_relation_with_scratch_and_pretrained_txe(vidsitu_fixture, tmp_path):
     ann, feats = vidsitu_fixture
     out = ann.parent / "run_rel"

@@ -255,6 +255,21 @@ def run_seed(job: SeedJob, seed: int) -> dict:
     return {"seed": seed, "dir": str(run_dir), "metrics": metrics}
 
 
+MAX_SEED = 2**32 - 1  # numpy's (Lightning's seed_everything refuses any other value)
+
+
+def seed_range(first: int, count: int) -> list[int]:
+    """The seeds ``first .. first + count - 1`` of K runs, checked before any work: one line naming
+    ``seed`` when one is outside ``0 .. 2**32 - 1`` (Lightning's seed_everything raised a ValueError
+    traceback when that run began, after the inputs were prepared and earlier seeds had trained)."""
+    from ..errors import BadInputError
+
+    first, count = int(first), int(count)
+    if first < 0 or first + count - 1 > MAX_SEED:
+        raise BadInputError("seed", f"runs {first}..{first + count - 1} need seeds in 0..{MAX_SEED}")
+    return [first + k for k in range(count)]
+
+
 def run_seeds(job: SeedJob, seeds: Sequence[int]) -> list[dict]:
     return [run_seed(job, s) for s in seeds]
 

@@ -45,7 +45,7 @@ from ...training import check_trainer
 from ...utils.digest import content_digest, names_sizes
 from ...utils.io import atomic_write_bytes, atomic_write_json, ensure_out_dir
 from ...video.transforms import param_dtype, to_model_input
-from ..base import SeedJob, TaskOptim, coverage_note, lowest, run_seeds, settings_hash, write_summary
+from ..base import SeedJob, TaskOptim, coverage_note, lowest, run_seeds, seed_range, settings_hash, write_summary
 from . import TASKS
 from .config import VidSituConfig
 from .data import build_segments, extract_features, feature_source, loader, video_source
@@ -489,6 +489,7 @@ def run_finetune(
         raise BadInputError(None, f"--seeds must be >= 1, got {seeds}")
     cfg = resolve_config(cfg, preset, overrides)
     check_trainer(cfg.trainer)
+    seed_list = seed_range(cfg.seed, seeds)
     out = ensure_out_dir(out)
     save_config(cfg, out)
     p = prepare(task, data_root, out, cfg, features, videos, backbone, contextualizer, tokenizer)
@@ -496,7 +497,7 @@ def run_finetune(
     # missing or malformed file is found before a seed trains rather than after it
     evaluate(task, [p.spec.fallback(i, v, p.eval_split) for i, v in enumerate(p.eval_split.vseg_ids)], p.eval_split)
     with threads(cfg.threads):
-        runs = run_seeds(make_job(p, out, resume), [cfg.seed + k for k in range(int(seeds))])
+        runs = run_seeds(make_job(p, out, resume), seed_list)
     return write_summary(
         out,
         runs,
@@ -531,6 +532,7 @@ def tune_txe_lr_scale(
     (skipped when it exists with the same settings); returns ``{"best", "losses", ...}``."""
     cfg = resolve_config(cfg, preset, overrides)
     check_trainer(cfg.trainer)
+    seed_list = seed_range(cfg.seed, seeds)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     p = prepare(task, data_root, out, cfg, features=features, contextualizer="scratch")
@@ -560,7 +562,7 @@ def tune_txe_lr_scale(
             job.settings = settings_hash(job.settings, "heldout", sorted(perm[:n_held].tolist()))
             job.score = lambda model, run_dir: {"heldout_loss": heldout_loss(model, held, p.spec, tcfg.batch_size)}
             job.export = lambda *a: None
-            runs = run_seeds(job, [cfg.seed + k for k in range(int(seeds))])
+            runs = run_seeds(job, seed_list)
             losses[f"{v:g}"] = [r["metrics"]["heldout_loss"] for r in runs]
     means = {k: float(np.mean(v)) for k, v in losses.items()}
     best = float(lowest(means))
