@@ -145,6 +145,25 @@ def test_seeds_outside_numpys_range_are_one_line_before_any_work(vidsitu_fixture
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("args", [("data.train_split=valid",), ("--baseline", "pair_prior")])
+def test_training_on_the_evaluation_segments_is_refused(vidsitu_fixture, tmp_path, capsys, args):
+    """data.train_split=valid (or a split file listing train segments) trained on the segments it
+    then scored, exit 0 with inflated numbers; the baseline's priors likewise."""
+    ann, feats = vidsitu_fixture
+    if args[0] == "--baseline":
+        split = tmp_path / "with_train.json"
+        train = json.loads((ann / "split_files" / "vseg_split_train_lb.json").read_text())
+        valid = json.loads((ann / "split_files" / "vseg_split_valid_lb.json").read_text())
+        split.write_text(json.dumps(valid + train[:1]))
+        argv = ["finetune", "vidsitu", "--task", "relation", "--data-root", str(ann), *args]
+        assert main([*argv, "--out", str(tmp_path / "o"), f"data.split_file={split}"]) == 2
+    else:
+        assert _finetune(ann, feats, tmp_path / "o", "relation", *FAST, *args, seeds=1) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "are also in the training split" in err[0], err
+    assert not (tmp_path / "o" / "seed0").exists()
+
+
 def test_relation_with_scratch_and_pretrained_txe(vidsitu_fixture, tmp_path):
     ann, feats = vidsitu_fixture
     out = ann.parent / "run_rel"

@@ -81,6 +81,19 @@ def check_choices(cfg: VidSituConfig) -> None:
             raise BadInputError(key, f"must be one of {', '.join(choices)}, got {flat.get(key)!r}")
 
 
+def check_disjoint(train_split, eval_split) -> None:
+    """One line when a segment of the evaluation split is also a training segment (e.g.
+    ``data.train_split=valid``): the scores would be of data the model was trained on (the released
+    splits are disjoint; a filtered ``data.split_file`` is checked the same way)."""
+    both = set(train_split.vseg_ids).intersection(eval_split.vseg_ids)
+    if both:
+        raise BadInputError(
+            eval_split.files.get("split"),
+            f"{len(both)} of its {len(set(eval_split.vseg_ids))} segments are also in the training split "
+            f"{train_split.files.get('split')} (e.g. {min(both)}); scores on them would be of training data",
+        )
+
+
 def frozen_cache_dir(out: Path, backbone: str | os.PathLike, videos: str | os.PathLike, data) -> Path:
     """``OUT/features_{backbone hash}_{clips}``: one folder per backbone, videos folder and clip
     geometry (``data.num_frames``, ``stride``, ``resize``), since extraction skips the files it finds:
@@ -195,9 +208,10 @@ def run_baseline(
     cfg = resolve_config(cfg, preset, overrides)
     out = Path(out)
     run_dir = out / "seed0"
-    run_dir.mkdir(parents=True, exist_ok=True)
     train_split = load_split(data_root, cfg.data.train_split)
     eval_split = load_split(data_root, cfg.data.eval_split, split_file=cfg.data.split_file)
+    check_disjoint(train_split, eval_split)
+    run_dir.mkdir(parents=True, exist_ok=True)
     spec = TASKS[task](getattr(cfg, task), train_split, eval_split=eval_split, out=out)
     preds = spec.baseline_entries(baseline, eval_split)
     atomic_write_bytes(run_dir / "predictions.pkl", pickle.dumps(preds, protocol=4))
@@ -263,6 +277,7 @@ def prepare(
         raise BadInputError(None, f"--tokenizer is used by --task srl only; --task {task} would not use it")
     train_split = load_split(data_root, cfg.data.train_split)
     eval_split = load_split(data_root, cfg.data.eval_split, split_file=cfg.data.split_file)
+    check_disjoint(train_split, eval_split)
     spec = TASKS[task](getattr(cfg, task), train_split, eval_split=eval_split, tokenizer=tokenizer, out=out)
 
     backbone_obj = None
