@@ -88,9 +88,28 @@ def contextualize_tasks(
     contextualize_folder(scene_features, contextualizer, out, ids, cfg.trainer.progress_bar, device)
 
 
-def coverage(trained: int, labels: dict[str, dict], evals: dict[str, list]) -> str | None:
+# the option that gives each pathway's features (named when a pathway has none of a task's videos)
+PATHWAY_OPTION = {"instance": "--instances", "scene": "--scene-features"}
+
+
+def pathway_gaps(videos: Sequence) -> dict[str, int]:
+    """For each pathway the inputs were given (instances, scene), how many of ``videos``
+    (:class:`~moviessl.context.ot_spans.SpanVideo`) hold no token of it: :func:`.data.load_inputs`
+    gives a video missing from one pathway an empty one, so it trains and scores without it."""
+    out = {}
+    for name, part in (("instance", lambda v: v.inst), ("scene", lambda v: v.scene)):
+        given = [part(v) for v in videos if part(v) is not None]
+        if given:
+            out[name] = sum(len(x) == 0 for x in given)
+    return out
+
+
+def coverage(
+    trained: int, labels: dict[str, dict], evals: dict[str, list], gaps: Mapping[str, int] | None = None, used: int = 0
+) -> str | None:
     """``None`` when every labelled video of every split has inputs; else one line saying what the
-    scores cover (a split with none gets no score at all)."""
+    scores cover (a split with none gets no score at all). ``gaps``: :func:`pathway_gaps` of the
+    ``used`` videos trained on and scored (an OT++ score of videos without scene tokens is not one)."""
     parts = [
         f"{s}: scored on {len(v)} of {len(labels[s])} labelled videos (the others have no inputs)"
         for s, v in evals.items()
@@ -98,6 +117,7 @@ def coverage(trained: int, labels: dict[str, dict], evals: dict[str, list]) -> s
     ]
     if trained < len(labels["train"]):
         parts.append(f"trained on {trained} of {len(labels['train'])} labelled videos")
+    parts += [f"{n} of the {used} videos used have no {name} tokens" for name, n in (gaps or {}).items() if n]
     return ("PARTIAL: " + "; ".join(parts)) if parts else None
 
 
@@ -293,7 +313,18 @@ def run_finetune(
     log.info("%s: %s", task, ", ".join(f"{k} {v}" for k, v in counts.items()))
     if evals and not any(evals.values()):  # the runs would train and score nothing, exit 0
         raise BadInputError(data_root, f"{task}: no video of {' or '.join(evals)} has inputs ({counts})")
-    partial = coverage(len(train), labels, evals)
+    used = list({v.vid: v for v in [*train, *(v for vs in evals.values() for v in vs)]}.values())
+    gaps = pathway_gaps(used)
+    for name, n in gaps.items():
+        if n == len(used):
+            # the model would be built without that pathway (or read none of it) and the run be
+            # recorded under the inputs asked for: an "OT++" score that is OT's
+            given = {"instance": instances, "scene": scene_features}[name]
+            raise BadInputError(
+                given if given is not None else PATHWAY_OPTION[name],
+                f"no {name} features for any of the {n} labelled videos of LVU task '{task}' (other films?)",
+            )
+    partial = coverage(len(train), labels, evals, gaps, len(used))
 
     init_obj, init_label = None, "none"
     if init is not None:

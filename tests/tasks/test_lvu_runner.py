@@ -1,0 +1,66 @@
+"""``run_finetune`` of an LVU task on small in-memory inputs: what a run says about its inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from moviessl.data.lvu import VideoInstances
+from moviessl.errors import BadInputError
+from moviessl.tasks.lvu.data import load_inputs
+from moviessl.tasks.lvu.runner import run_finetune
+
+FAST = ["train.epochs=1", "train.batch_size=4", "trainer.progress_bar=false"]
+VIDS = [f"v{i:02d}" for i in range(8)]
+
+
+def _labels(root, task="scene"):
+    splits = {"train": VIDS[:4], "val": VIDS[4:6], "test": VIDS[6:]}
+    for split, ids in splits.items():
+        p = root / "lvu_1.0" / task / f"{split}.csv"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        rows = "".join(f"{k % 3} c{k % 3} {v} tt{k}\n" for k, v in enumerate(ids))
+        p.write_text("class_id class_name youtube_id imdb_id\n" + rows)
+    return root
+
+
+class _Instances:
+    """What load_inputs reads of an instance store: two tracked boxes every second of 20 s."""
+
+    dim = 8
+
+    def __init__(self, ids):
+        self.ids = list(ids)
+
+    def __contains__(self, vid):
+        return vid in self.ids
+
+    def load(self, vid, lazy=True):
+        sec = np.repeat(np.arange(20), 2)
+        box = np.tile(np.array([[0.1, 0.1, 0.5, 0.9]], np.float32), (len(sec), 1))
+        feat = np.random.default_rng(len(vid)).normal(size=(len(sec), self.dim)).astype(np.float32)
+        return VideoInstances(sec, sec // 7, np.tile([0, 1], 20), box, feat)
+
+
+def _scene(ids):
+    return {v: np.random.default_rng(0).normal(size=(10, 6)).astype(np.float32) for v in ids}
+
+
+def test_scene_features_of_none_of_the_videos_is_one_line_not_an_ot_run(tmp_path):
+    """A scene folder of other films once ran an instance-only OT (no scene pathway at all) recorded
+    as OT++, exit 0."""
+    inputs = load_inputs(_Instances(VIDS), _scene(["other1", "other2"]), ids=VIDS, desc="ot++")
+    with pytest.raises(BadInputError, match="no scene features for any of the 8 labelled videos"):
+        run_finetune("scene", _labels(tmp_path), inputs=inputs, out=tmp_path / "o", overrides=FAST)
+    # likewise instances of none of them (a scene-only run recorded as OT++)
+    inputs = load_inputs(_Instances(["other"]), _scene(VIDS), ids=VIDS, desc="ot++")
+    with pytest.raises(BadInputError, match="no instance features for any"):
+        run_finetune("scene", tmp_path, inputs=inputs, out=tmp_path / "o2", overrides=FAST)
+
+
+def test_videos_without_one_pathway_make_the_score_partial(tmp_path):
+    inputs = load_inputs(_Instances(VIDS), _scene(VIDS[::2]), ids=VIDS, desc="ot++")
+    res = run_finetune("scene", _labels(tmp_path), inputs=inputs, out=tmp_path / "o", overrides=FAST)
+    assert res["partial"] == "PARTIAL: 4 of the 8 videos used have no scene tokens"
+    full = load_inputs(_Instances(VIDS), _scene(VIDS), ids=VIDS, desc="ot++")
+    assert run_finetune("scene", tmp_path, inputs=full, out=tmp_path / "f", overrides=FAST)["partial"] is None
