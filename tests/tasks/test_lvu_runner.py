@@ -64,3 +64,10 @@ def test_videos_without_one_pathway_make_the_score_partial(tmp_path):
     assert res["partial"] == "PARTIAL: 4 of the 8 videos used have no scene tokens"
     full = load_inputs(_Instances(VIDS), _scene(VIDS), ids=VIDS, desc="ot++")
     assert run_finetune("scene", tmp_path, inputs=full, out=tmp_path / "f", overrides=FAST)["partial"] is None
+
+
+@pytest.mark.parametrize("stride", ["0", "-2"])
+def test_a_scene_stride_that_is_not_positive_is_refused(tmp_path, stride):
+    """0 once fell back to the folder's stride silently, -2 put the scene tokens at negative seconds."""
+    with pytest.raises(BadInputError, match="data.scene_stride_s"):
+        run_finetune("scene", tmp_path, out=tmp_path / "o", overrides=[f"data.scene_stride_s={stride}"])

@@ -286,6 +286,11 @@ def run_finetune(
     set_feature_cache(cfg.data.instance_cache_mb)
     if len(cfg.train.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.train.betas):
         raise BadInputError("train.betas", f"must be two numbers in [0, 1), got {list(cfg.train.betas)}")
+    stride = cfg.data.scene_stride_s
+    if stride is not None and (isinstance(stride, bool) or not (isinstance(stride, (int, float)) and stride > 0)):
+        # 0 fell back to the folder's stride without a word; a negative one put the events at negative
+        # seconds, which span_tails' per-second counts index from the end (spans of garbage, exit 0)
+        raise BadInputError("data.scene_stride_s", f"must be a positive number of seconds (or null), got {stride!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
