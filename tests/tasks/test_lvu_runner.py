@@ -71,3 +71,19 @@ def test_a_scene_stride_that_is_not_positive_is_refused(tmp_path, stride):
     """0 once fell back to the folder's stride silently, -2 put the scene tokens at negative seconds."""
     with pytest.raises(BadInputError, match="data.scene_stride_s"):
         run_finetune("scene", tmp_path, out=tmp_path / "o", overrides=[f"data.scene_stride_s={stride}"])
+
+
+@pytest.mark.parametrize(
+    "given, option",
+    [
+        (dict(instances="inst", contextualizer="txe.pt"), "--contextualizer"),
+        (dict(instances="inst", scene_kind="ctx"), "--scene-kind"),
+        (dict(scene_features="scene", instance_meta="meta.pkl"), "--instance-meta"),
+    ],
+)
+def test_an_option_of_a_pathway_not_given_is_refused(tmp_path, given, option):
+    """A --contextualizer without --scene-features (even one that does not exist) was ignored: the
+    run meant as OT++ trained the OT alone, exit 0."""
+    given = {k: (str(tmp_path / v) if k != "scene_kind" else v) for k, v in given.items()}
+    with pytest.raises(BadInputError, match=f"^{option}: "):
+        run_finetune("scene", _labels(tmp_path), out=tmp_path / "o", overrides=FAST, **given)

@@ -279,6 +279,14 @@ def run_finetune(
     if int(seeds) < 1:
         raise BadInputError(None, f"--seeds must be >= 1, got {seeds}")
     spec = TASKS[task]
+    # options that only qualify a pathway's inputs: without that pathway they were ignored, and a run
+    # meant as OT++ (a --contextualizer, even one that does not exist) trained the OT alone, exit 0
+    if inputs is None and scene_features is None:
+        for name, value in (("--contextualizer", contextualizer), ("--scene-kind", scene_kind != "auto" or None)):
+            if value is not None:
+                raise BadInputError(name, "qualifies the scene features: give --scene-features too")
+    if inputs is None and instances is None and instance_meta is not None:
+        raise BadInputError("--instance-meta", "goes with LVU's features/: give --instances too")
     cfg = resolve_config(cfg, preset, overrides)
     check_trainer(cfg.trainer)
     mcfg = dict(cfg.model.overrides)
