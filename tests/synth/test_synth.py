@@ -424,3 +424,12 @@ def test_action_transfer_headroom_reads_the_action_clips(tiny):
     assert res["n"] == len(val) and res["filmed"] == 0.0
     assert res["action_clips"] == sum(a["split"] == "train" for a in acts.values())
     assert 0.0 <= res["pixel_from_actions"] <= 100.0
+
+
+def test_cli_negative_seed_is_one_line(tmp_path, capsys):
+    """A negative seed is bad input (numpy's seeded streams refuse it): one line, exit 2, and the
+    output folder is left untouched."""
+    assert cli_main(["synth", "--preset", "tiny", "--out", str(tmp_path / "s"), "--seed", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "seed" in err and "Traceback" not in err
+    assert not (tmp_path / "s").exists()

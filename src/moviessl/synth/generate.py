@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing as mp
+import numbers
 import os
 import string
 from collections import Counter
@@ -513,6 +514,9 @@ def generate(
     Deterministic for (preset, overrides, seed). Resumes an interrupted run into the same folder.
     """
     cfg = resolve_preset(preset, **overrides)
+    # numpy's seeded streams take only non-negative integers; checked before the folder is touched
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise BadInputError(None, f"synth seed must be an integer >= 0, got {seed!r}")
     name = preset if isinstance(preset, str) else "custom"
     root = Path(out)
     workers = cfg.workers if workers is None else workers
