@@ -433,3 +433,20 @@ def test_cli_negative_seed_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "seed" in err and "Traceback" not in err
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("size", [34, 66])
+def test_blur_renders_at_any_valid_size(size):
+    """Every even size >= 32 is accepted, also one that the blur's 4x4 blocks do not divide."""
+    rng = np.random.default_rng(5)
+    chars = plot.sample_characters(rng, 2)
+    plan = plot.plan_vidsitu_clip(rng, dict(genre="Comedy", writer=0, director=0, year=3, n_chars=2), chars, 0.0)
+    plan["events"][2]["degraded"] = "blur"
+    frames = _event_frames(plan, size=size)[2]
+    assert frames.shape == (60, size, size, 3)
+
+
+@pytest.mark.parametrize("knob", ["action_size", "pool_size"])
+def test_odd_clip_sizes_are_bad_input(tmp_path, knob):
+    with pytest.raises(BadInputError, match=knob):
+        generate(tmp_path / "x", "tiny", progress=False, **{knob: 33})

@@ -496,6 +496,10 @@ def resolve_preset(preset: str | SynthPreset, **overrides) -> SynthPreset:
     cfg = replace(cfg, **overrides) if overrides else cfg
     if cfg.size % 2 or cfg.size < 32:
         raise BadInputError(None, f"synth size must be even and >= 32, got {cfg.size}")
+    for knob in ("action_size", "pool_size"):  # 0: the frame size; else the same rule (x264's 4:2:0 wants even)
+        v = getattr(cfg, knob)
+        if v and (v % 2 or v < 32):
+            raise BadInputError(None, f"synth {knob} must be 0 or even and >= 32, got {v}")
     return cfg
 
 

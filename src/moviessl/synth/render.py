@@ -471,8 +471,15 @@ def _post(frames, deg, rng, style, vign, noise_bank, flicker, S):
     elif deg == "blur":  # long exposure + heavy defocus: only the scene's average survives
         mean = frames.astype(np.float32).mean(0)
         k = max(S // 4, 2)
-        small = mean.reshape(S // k, k, S // k, k, 3).mean((1, 3))
-        frames[:] = np.repeat(np.repeat(small, k, 0), k, 1).astype(np.uint8)[None]
+        if S % k == 0:
+            small = mean.reshape(S // k, k, S // k, k, 3).mean((1, 3))
+            frames[:] = np.repeat(np.repeat(small, k, 0), k, 1).astype(np.uint8)[None]
+        else:  # a side that k does not divide (any even size is valid): a shorter last block
+            starts = np.arange(0, S, k)
+            widths = np.diff(np.append(starts, S))
+            sums = np.add.reduceat(np.add.reduceat(mean, starts, 0), starts, 1)
+            small = sums / (widths[:, None, None] * widths[None, :, None])
+            frames[:] = np.repeat(np.repeat(small, widths, 0), widths, 1).astype(np.uint8)[None]
     elif deg == "low_contrast":
         f = frames.astype(np.float32)
         m = f.mean((1, 2), keepdims=True)
