@@ -450,3 +450,14 @@ def test_blur_renders_at_any_valid_size(size):
 def test_odd_clip_sizes_are_bad_input(tmp_path, knob):
     with pytest.raises(BadInputError, match=knob):
         generate(tmp_path / "x", "tiny", progress=False, **{knob: 33})
+
+
+def test_action_film_draws_from_a_stream_of_its_own():
+    """The film knob's draws are independent of the VidSitu clips' structure knobs: it once shared their
+    stream, so action clip i was filmed exactly when VidSitu clip i's Ev1 showed its prop cue."""
+    from moviessl.synth.generate import plan_actions, plan_vidsitu
+
+    cfg = SynthPreset(n_actions=40, n_vidsitu_train=40, n_vidsitu_valid=0, verb_context_p=0.5, action_film_p=0.5)
+    acts, clips = plan_actions(cfg, 0), plan_vidsitu(cfg, 0)
+    same = [bool(a["plan"].get("filmed")) == c["plan"]["events"][0]["cue"] for a, c in zip(acts, clips)]
+    assert not all(same)

@@ -174,7 +174,7 @@ def plan_actions(cfg: SynthPreset, seed: int) -> list[dict]:
         plan = P.plan_action_clip(rng, verb, dur, cfg.action_repeat_s, cfg.action_durations)
         P.add_structure(_rng(seed, 11, i), plan, cfg.verb_context_p)
         if cfg.action_film_p > 0:
-            film = _rng(seed, 12, i)
+            film = _rng(seed, 15, i)  # its own stream: 12 is the VidSitu clips' structure stream (10 + 2)
             if film.random() < cfg.action_film_p:
                 P.film_action_clip(film, plan)
         out.append(
