@@ -461,3 +461,27 @@ def test_action_film_draws_from_a_stream_of_its_own():
     acts, clips = plan_actions(cfg, 0), plan_vidsitu(cfg, 0)
     same = [bool(a["plan"].get("filmed")) == c["plan"]["events"][0]["cue"] for a, c in zip(acts, clips)]
     assert not all(same)
+
+
+def test_a_character_that_left_the_frame_has_no_box():
+    """Boxes are 0 where a detector would see nothing: a fleeing agent that runs past the frame's edge
+    is not visible there (it was flagged visible with a zero-width box at the edge)."""
+    rng = np.random.default_rng(1)
+    chars = plot.sample_characters(rng, 2)
+    ev = plot.make_event(rng, "flee.01", 0, 1, 2)
+    plot.layout_events(rng, [ev], 2, 2.0)
+    ev.update(pos=[0.72, 0.5], dir=1, shot=0, scene="office", degraded=None)  # runs right, past the edge
+    plan = dict(
+        kind="vidsitu",
+        characters=chars,
+        events=[ev],
+        shots=[dict(scene_inst=plot.sample_scene(rng, "office"), cam=0.0)],
+        director=0,
+        year_style=None,
+    )
+    boxes = np.concatenate([b for _, b in render_plan(plan, 32, 30.0, 0)])
+    vis = boxes[..., 4] > 0
+    assert vis[0, 0] and not vis[-1, 0]  # on screen at the start, gone at the end
+    on = boxes[vis]
+    assert (on[:, 2] > on[:, 0]).all() and (on[:, 3] > on[:, 1]).all()
+    assert (boxes[~vis] == 0).all()

@@ -456,6 +456,9 @@ def render_plan(plan: dict, size: int, fps: float, seed: int) -> Iterator[tuple[
                 _disc(frames[i], bx, by, 0.55 * rad, outline * 0 + 15, faint, ry=0.4 * rad)
                 _disc(frames[i], bx, by, 0.48 * rad, bubble_cols[st["bubble"][i, 1]], faint, ry=0.33 * rad)
         np.clip(boxes[..., :4], 0, 1, out=boxes[..., :4])
+        # a character that has left the frame (a flee runs past the edge) is drawn nowhere: its clipped
+        # box has no area, and a detector would not see it
+        boxes[(boxes[..., 2] <= boxes[..., 0]) | (boxes[..., 3] <= boxes[..., 1])] = 0
         frames = _post(frames, deg, rng, style, vign, noise_bank, flicker, S)
         frame_no += n
         yield frames, boxes
