@@ -208,3 +208,15 @@ def test_another_profile_or_synth_into_a_used_out_is_one_line(tmp_path):
     for flag, kw in (("--seeds", {"seeds": -1}), ("--workers", {"workers": 0}), ("--threads", {"threads": 0})):
         with pytest.raises(BadInputError, match=f"{flag} must be >= 1"):  # not after the pretraining
             run_demo(tmp_path / "other", profile="smoke", **kw)
+
+
+def test_a_damaged_synth_meta_is_one_line(tmp_path, capsys):
+    """--synth naming a folder whose synth_meta.json is damaged: one line naming the file, exit 2."""
+    from moviessl.cli import main as cli_main
+
+    synth = tmp_path / "synth"
+    synth.mkdir()
+    (synth / "synth_meta.json").write_text("{oops")
+    assert cli_main(["demo", "--profile", "smoke", "--out", str(tmp_path / "out"), "--synth", str(synth)]) == 2
+    err = capsys.readouterr().err
+    assert "synth_meta.json" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -699,6 +699,17 @@ def _claim_out(out: Path, profile: str, synth: Path) -> None:
     atomic_write_json(stamp, want)
 
 
+def _synth_status(meta: Path) -> str | None:
+    """The ``status`` a SynthMovies folder's ``synth_meta.json`` records; a damaged one is bad input."""
+    try:
+        held = json.loads(meta.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise BadInputError(meta, f"unreadable SynthMovies metadata ({e})") from None
+    if not isinstance(held, dict):
+        raise BadInputError(meta, f"SynthMovies metadata must be a JSON object, got {type(held).__name__}")
+    return held.get("status")
+
+
 def run_demo(
     out: str | os.PathLike = "runs/demo",
     *,
@@ -734,7 +745,7 @@ def run_demo(
     rows = demo_rows(backbones, prof)
     # --synth: a finished SynthMovies folder is used as it is (any preset); anything else is generated into
     meta = synth / "synth_meta.json"
-    complete = meta.is_file() and json.loads(meta.read_text()).get("status") == "complete"
+    complete = meta.is_file() and _synth_status(meta) == "complete"
     jobs = plan_jobs(out, synth, prof, backbones, rows, n_seeds, synth_given=synth_root is not None and complete)
 
     # a cached run made with other settings is reused and named, never silently mixed in or redone
