@@ -378,7 +378,14 @@ def main(argv: list[str] | None = None) -> int:
             print(compare_markdown(compared))
             return 0
     if args.readme:
-        update_readme(Path(args.readme), claims, args.source or Path(args.results).name, compared)
+        readme = Path(args.readme)
+        try:
+            text = readme.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            ap.error(f"{readme}: unreadable README ({type(e).__name__}: {e})")
+        if BEGIN not in text or END not in text.split(BEGIN, 1)[1]:  # nothing to replace: not a silent no-op
+            ap.error(f"{readme}: no generated claims block to replace (the lines {BEGIN} ... {END})")
+        update_readme(readme, claims, args.source or Path(args.results).name, compared)
     else:
         print(readme_summary(claims, Path(args.results).name))
     return 0

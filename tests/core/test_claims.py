@@ -130,3 +130,23 @@ def test_a_results_md_claims_table_reads_back_at_its_printed_precision(tmp_path)
         assert "a claim nobody made" in str(e)
     else:
         raise AssertionError("an unknown claim row was accepted")
+
+
+def test_cli_readme_without_the_block_or_missing_is_an_error_not_a_silent_no_op(tmp_path, capsys):
+    import json
+
+    import pytest
+
+    from moviessl.claims import main
+
+    res = tmp_path / "results.json"
+    res.write_text(json.dumps({"rows": []}))
+    plain = tmp_path / "README.md"
+    plain.write_text("# a README without the generated block\n")
+    for readme, said in ((plain, "no generated claims block"), (tmp_path / "missing.md", "unreadable README")):
+        with pytest.raises(SystemExit) as e:
+            main([str(res), "--readme", str(readme)])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert str(readme) in err and said in err and "Traceback" not in err
+    assert plain.read_text() == "# a README without the generated block\n"
