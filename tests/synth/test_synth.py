@@ -485,3 +485,12 @@ def test_a_character_that_left_the_frame_has_no_box():
     on = boxes[vis]
     assert (on[:, 2] > on[:, 0]).all() and (on[:, 3] > on[:, 1]).all()
     assert (boxes[~vis] == 0).all()
+
+
+def test_a_synth_meta_that_is_not_an_object_is_one_line(tmp_path, capsys):
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "synth_meta.json").write_text("[]")
+    assert cli_main(["synth", "--preset", "tiny", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "synth_meta.json" in err and "JSON object" in err and "Traceback" not in err

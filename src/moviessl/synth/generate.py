@@ -541,6 +541,8 @@ def generate(
             old = json.loads(meta_path.read_text())
         except (OSError, ValueError) as e:
             raise BadInputError(meta_path, f"unreadable ({e})") from None
+        if not isinstance(old, dict):
+            raise BadInputError(meta_path, f"expected a JSON object, got {type(old).__name__}")
         keys = ("format_version", "seed", "config")  # the pool size is not part of the data
         # a knob added later is absent from older folders' config; its default (0: off) leaves the
         # data as they were, so such a folder is the same data and can be resumed
