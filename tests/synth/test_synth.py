@@ -494,3 +494,23 @@ def test_a_synth_meta_that_is_not_an_object_is_one_line(tmp_path, capsys):
     assert cli_main(["synth", "--preset", "tiny", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "synth_meta.json" in err and "JSON object" in err and "Traceback" not in err
+
+
+def test_two_writers_of_one_video_do_not_collide(tmp_path):
+    """The pool workers of a killed run finish the video they are on, so a rerun can write the same
+    video at the same time. Both must end well: with one shared temporary name the first rename took
+    the other's file away (FileNotFoundError in the rerun)."""
+    from moviessl.synth.render import encode_video
+
+    path = tmp_path / "v.mp4"
+    frames = np.random.default_rng(0).integers(0, 255, (60, 32, 32, 3), dtype=np.uint8)
+
+    def chunks():
+        yield frames, 0
+        yield frames, 1  # by now packets of the first chunk are in this writer's file
+        encode_video(path, iter([(frames, 9)]), 30.0, 32, preset="ultrafast")  # the other one finishes first
+        yield frames, 2
+
+    assert encode_video(path, chunks(), 30.0, 32, preset="ultrafast") == [0, 1, 2]
+    assert len(_decode(path)[0]) == 180
+    assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]  # no temporary file left

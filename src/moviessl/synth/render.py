@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from ..utils.io import _FILE_MODE
 from . import plot as P
 from . import world as W
 
@@ -514,20 +516,29 @@ def encode_video(path: str | os.PathLike, chunks, fps: float, size: int, crf: in
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    # a temporary name of this writer's own: the pool workers of a killed run finish the video they are
+    # on, so a rerun may write the same video at the same time (one shared name: the first rename took
+    # the other's file away and the rerun crashed)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
     extras = []
-    with av.open(str(tmp), "w", format="mp4") as out:
-        st = out.add_stream("libx264", rate=int(round(fps)))
-        st.width = st.height = size
-        st.pix_fmt = "yuv420p"
-        st.options = {"crf": str(crf), "preset": preset, "threads": "1", "g": str(int(round(fps)) * 2)}
-        st.codec_context.thread_count = 1
-        for frames, extra in chunks:
-            extras.append(extra)
-            for f in frames:
-                for pkt in st.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                    out.mux(pkt)
-        for pkt in st.encode():
-            out.mux(pkt)
-    os.replace(tmp, path)
+    try:
+        with av.open(tmp, "w", format="mp4") as out:
+            st = out.add_stream("libx264", rate=int(round(fps)))
+            st.width = st.height = size
+            st.pix_fmt = "yuv420p"
+            st.options = {"crf": str(crf), "preset": preset, "threads": "1", "g": str(int(round(fps)) * 2)}
+            st.codec_context.thread_count = 1
+            for frames, extra in chunks:
+                extras.append(extra)
+                for f in frames:
+                    for pkt in st.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                        out.mux(pkt)
+            for pkt in st.encode():
+                out.mux(pkt)
+        os.chmod(tmp, _FILE_MODE)  # what open() would give, not mkstemp's 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return extras
