@@ -514,3 +514,51 @@ def test_two_writers_of_one_video_do_not_collide(tmp_path):
     assert encode_video(path, chunks(), 30.0, 32, preset="ultrafast") == [0, 1, 2]
     assert len(_decode(path)[0]) == 180
     assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]  # no temporary file left
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="Linux only (PR_SET_PDEATHSIG)")
+def test_render_workers_end_when_generate_is_killed(tmp_path):
+    """A killed generate's pool workers used to render on (and write) beside the rerun."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    code = (
+        "import os, sys, time\n"
+        "import moviessl.synth\n"
+        "G = sys.modules['moviessl.synth.generate']  # the package's `generate` is the function\n"
+        "def slow(job):\n"
+        "    open(os.path.join(%r, str(os.getpid())), 'w').close()\n"
+        "    time.sleep(60)\n"
+        "G._render_job = slow\n"
+        "G.generate(%r, G.SynthPreset(size=32, n_actions=2, action_durations=(1.0,), n_vidsitu_train=0,\n"
+        "           n_vidsitu_valid=0, n_lvu=0), workers=2, progress=False)\n"
+    ) % (str(pids), str(tmp_path / "out"))
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    for _ in range(300):
+        if len(list(pids.iterdir())) == 2:
+            break
+        time.sleep(0.1)
+    workers = [int(p.name) for p in pids.iterdir()]
+    assert len(workers) == 2
+    proc.kill()  # SIGKILL: no clean-up in the generating process
+    proc.wait()
+    alive = []
+    for _ in range(100):
+        alive = []
+        for w in workers:
+            try:
+                os.kill(w, 0)
+                alive.append(w)
+            except ProcessLookupError:
+                pass
+        if not alive:
+            break
+        time.sleep(0.1)
+    for w in alive:
+        os.kill(w, signal.SIGKILL)
+    assert not alive, "render workers outlived the killed generate"

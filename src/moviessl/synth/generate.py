@@ -22,6 +22,7 @@ import numpy as np
 
 from ..data.lvu import LVU_TASKS
 from ..errors import BadInputError
+from ..scheduler import _die_with_parent
 from ..utils.io import atomic_write_json, atomic_write_text, ensure_out_dir
 from . import plot as P
 from . import render as R
@@ -615,7 +616,8 @@ def generate(
             # fork where there is one: workers need only numpy + PyAV, and spawn would re-run the
             # parent's __main__ (breaks for `python -`, notebooks)
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            with ctx.Pool(workers) as pool:
+            # workers end with this process (Linux): a killed run leaves none rendering on beside a rerun
+            with ctx.Pool(workers, initializer=_die_with_parent) as pool:
                 for _, n in pool.imap_unordered(_render_job, todo, chunksize=1):
                     bar.update(n)
     finally:
