@@ -86,7 +86,8 @@ def pixel_event_features(frames: np.ndarray) -> np.ndarray:
     half = T // 2
     rgb = f.reshape(-1, 3).astype(np.float32)
     motion_map = d.mean(0)
-    coarse = motion_map.reshape(4, h // 4, 4, w // 4).mean((1, 3)).ravel()
+    # 4x4 cells; the small map's side is 16 only for some frame sizes (any even size >= 32 is valid)
+    coarse = motion_map[: h // 4 * 4, : w // 4 * 4].reshape(4, h // 4, 4, w // 4).mean((1, 3)).ravel()
     return np.concatenate(
         [
             rgb.mean(0),
@@ -100,8 +101,8 @@ def pixel_event_features(frames: np.ndarray) -> np.ndarray:
                 cx.std(),
                 cy.std(),
             ],
-            d.mean((0, 2))[:: max(h // 4, 1)],
-            d.mean((0, 1))[:: max(w // 4, 1)],
+            d.mean((0, 2))[:: max(h // 4, 1)][:4],  # 4 rows / columns whatever the size: action clips
+            d.mean((0, 1))[:: max(w // 4, 1)][:4],  # and movies of other sizes share one classifier
             coarse,
         ]
     ).astype(np.float64)
