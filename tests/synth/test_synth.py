@@ -562,3 +562,15 @@ def test_render_workers_end_when_generate_is_killed(tmp_path):
     for w in alive:
         os.kill(w, signal.SIGKILL)
     assert not alive, "render workers outlived the killed generate"
+
+
+@pytest.mark.parametrize(
+    "flag,value", [("--degrade-fraction", "20"), ("--verb-context-p", "-0.5"), ("--pool-ratio", "nan")]
+)
+def test_cli_out_of_range_knobs_are_one_line(tmp_path, capsys, flag, value):
+    """A share outside [0, 1] (a percentage, a sign slip) or a NaN ratio was written into the dataset's
+    record and silently acted as 0 or 1 (a NaN also made the folder unresumable)."""
+    assert cli_main(["synth", "--preset", "tiny", "--out", str(tmp_path / "s"), flag, value]) == 2
+    err = capsys.readouterr().err
+    assert flag[2:].replace("-", "_") in err and "Traceback" not in err
+    assert not (tmp_path / "s").exists()

@@ -497,6 +497,14 @@ def resolve_preset(preset: str | SynthPreset, **overrides) -> SynthPreset:
     cfg = replace(cfg, **overrides) if overrides else cfg
     if cfg.size % 2 or cfg.size < 32:
         raise BadInputError(None, f"synth size must be even and >= 32, got {cfg.size}")
+    for knob in ("degrade_fraction", "lvu_degrade_fraction", "verb_context_p", "hidden_agent_p", "action_film_p"):
+        v = getattr(cfg, knob)  # shares: outside [0, 1] (e.g. a percentage) would silently act as 0 or 1
+        if not (isinstance(v, numbers.Real) and 0.0 <= v <= 1.0):
+            raise BadInputError(None, f"synth {knob} must be a share in [0, 1], got {v}")
+    for knob in ("pool_ratio", "action_repeat_s"):
+        v = getattr(cfg, knob)
+        if not (isinstance(v, numbers.Real) and 0.0 <= v < float("inf")):
+            raise BadInputError(None, f"synth {knob} must be a finite number >= 0, got {v}")
     for knob in ("action_size", "pool_size"):  # 0: the frame size; else the same rule (x264's 4:2:0 wants even)
         v = getattr(cfg, knob)
         if v and (v % 2 or v < 32):
