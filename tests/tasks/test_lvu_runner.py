@@ -87,3 +87,15 @@ def test_an_option_of_a_pathway_not_given_is_refused(tmp_path, given, option):
     given = {k: (str(tmp_path / v) if k != "scene_kind" else v) for k, v in given.items()}
     with pytest.raises(BadInputError, match=f"^{option}: "):
         run_finetune("scene", _labels(tmp_path), out=tmp_path / "o", overrides=FAST, **given)
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32 - 1)])  # the second: its second run is past numpy's range
+def test_a_seed_outside_numpys_range_is_refused_before_any_work(tmp_path, seed):
+    """seed=-1 raised Lightning's ValueError traceback when the run began (after the inputs were
+    read); a seed + K - 1 past 2**32 - 1 only when that later run began."""
+    inputs = load_inputs(_Instances(VIDS), None, ids=VIDS, desc="ot")
+    with pytest.raises(BadInputError, match="seed"):
+        run_finetune(
+            "scene", _labels(tmp_path), inputs=inputs, out=tmp_path / "o", seeds=2, overrides=[*FAST, f"seed={seed}"]
+        )
+    assert not (tmp_path / "o" / "seed0").exists()

@@ -43,7 +43,7 @@ from ...models.object_transformer import load_matching, span_checked_settings
 from ...training import check_trainer
 from ...utils.digest import content_digest
 from ...utils.io import atomic_write_json
-from ..base import SeedJob, TaskOptim, lowest, run_seeds, settings_hash, write_summary
+from ..base import SeedJob, TaskOptim, lowest, run_seeds, seed_range, settings_hash, write_summary
 from .config import LVUConfig
 from .data import LVUInputs, contextualize_folder, load_inputs, scene_arrays
 from .task import TASKS
@@ -289,6 +289,7 @@ def run_finetune(
         raise BadInputError("--instance-meta", "goes with LVU's features/: give --instances too")
     cfg = resolve_config(cfg, preset, overrides)
     check_trainer(cfg.trainer)
+    seed_range(cfg.seed, max(int(seeds), int(cfg.train.tune_seeds)))  # every run's seed, before any work
     mcfg = dict(cfg.model.overrides)
     ot = span_checked_settings(cfg.model.preset, cfg.model.overrides, cfg.data.span_s)
     set_feature_cache(cfg.data.instance_cache_mb)
