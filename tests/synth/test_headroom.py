@@ -17,3 +17,13 @@ def test_pixel_features_at_any_valid_size(size):
     f = pixel_event_features(frames)
     assert f.shape == (39,) and np.isfinite(f).all()
     assert np.isfinite(pixel_movie_features(frames[::30])).all()
+
+
+def test_main_on_a_folder_that_is_not_synthmovies_is_one_line(tmp_path, capsys):
+    """It ended in a FileNotFoundError traceback."""
+    from moviessl.synth.headroom import main
+
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path / "nowhere")])
+    assert e.value.code == 2
+    assert "not a SynthMovies folder" in capsys.readouterr().err

@@ -449,6 +449,8 @@ def main(argv=None) -> int:
     ap.add_argument("root")
     ap.add_argument("--plans", type=int, default=500)
     a = ap.parse_args(argv)
+    if not (Path(a.root) / "vidsitu/ground_truth.json").is_file():
+        ap.error(f"{a.root}: not a SynthMovies folder (no vidsitu/ground_truth.json)")
     res = headroom(a.root, a.plans)
     from ..utils.io import atomic_write_json
 
