@@ -65,7 +65,9 @@ def test_verb_trains_above_chance_resumes_and_exports(vidsitu_fixture, tmp_path,
     assert s["summary"]["acc@1"]["mean"] > 60
     first = (out / "seed0" / "metrics.json").read_text()
     # rerun: finished seeds are skipped (same file, untouched), a third seed is added
-    assert _finetune(ann, feats, out, "verb", *FAST, seeds=3) == 0
+    # (with another checkpoint and logging interval: how a run is shown, not what it computes)
+    shown = ("trainer.ckpt_every_n_steps=7", "trainer.log_every_n_steps=3")
+    assert _finetune(ann, feats, out, "verb", *FAST, *shown, seeds=3) == 0
     assert (out / "seed0" / "metrics.json").read_text() == first
     assert json.loads((out / "summary.json").read_text())["seeds"] == 3
     # the exported checkpoint rebuilds without training code and reproduces the predictions
@@ -117,6 +119,25 @@ def test_bad_txd_settings_are_one_line_before_training(vidsitu_fixture, tmp_path
     assert _finetune(ann, feats, tmp_path / "o", "srl", *FAST, override, seeds=1) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "o" / "seed0").exists()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("txe.overrides={depthx: 2}", "txe.overrides.depthx: unknown TxE option"),
+        ("txe.overrides={heads: 5}", "txe.overrides.heads: dim 128 is not divisible by 5 heads"),
+        ("txe.preset=txe_big", "txe.preset: unknown TxE preset"),
+    ],
+)
+def test_bad_scratch_txe_settings_are_one_line_before_training(vidsitu_fixture, tmp_path, capsys, override, message):
+    """A scratch TxE's settings were checked when the first seed built its model, after its folder
+    was made (an unknown option named ``model.<key>``, a stage without such a block)."""
+    ann, feats = vidsitu_fixture
+    argv = ("--contextualizer", "scratch", override)
+    assert _finetune(ann, feats, tmp_path / "o", "relation", *FAST, *argv, seeds=1) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "Traceback" not in err[0], err
     assert not (tmp_path / "o" / "seed0").exists()
 
 
@@ -414,3 +435,20 @@ def test_a_tokenizer_for_a_task_without_text_is_bad_input(vidsitu_fixture, tmp_p
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--tokenizer is used by --task srl only" in err[0], err
         assert not (out / "seed0").exists()
+
+
+def test_a_run_recorded_under_the_earlier_whole_config_hash_is_reused(tmp_path):
+    """Runs finished before display settings left the settings hash are reused, not trained again."""
+    from moviessl.tasks.base import SeedJob, run_seed
+
+    (tmp_path / "seed0").mkdir()
+    (tmp_path / "seed0" / "metrics.json").write_text(json.dumps({"settings": "old", "metrics": {"acc@1": 50.0}}))
+
+    def build(seed):
+        raise RuntimeError("trained again")
+
+    job = SeedJob("verb", tmp_path, "new", None, None, None, 1, build, None, None, None, earlier_settings=("old",))
+    assert run_seed(job, 0)["metrics"] == {"acc@1": 50.0}
+    job.earlier_settings = ()
+    with pytest.raises(RuntimeError, match="trained again"):
+        run_seed(job, 0)

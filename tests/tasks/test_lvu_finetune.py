@@ -550,7 +550,7 @@ def test_epochs_chosen_on_held_out_training_videos(lvu_setup, tmp_path, capsys):
     assert {r["seed"]: r["metrics"] for r in json.loads((out / "summary.json").read_text())["runs"]} == first
 
 
-def test_input_norm_uses_the_training_videos_statistics(lvu_setup, tmp_path):
+def test_input_norm_uses_the_training_videos_statistics(lvu_setup, tmp_path, caplog):
     """``model.overrides.input_norm=true``: a scratch OT standardises by its train videos' features,
     a masked-instance-pretrained one keeps the statistics it was pretrained with."""
     from moviessl.checkpoint import load_checkpoint
@@ -580,6 +580,19 @@ def test_input_norm_uses_the_training_videos_statistics(lvu_setup, tmp_path):
     every = np.concatenate([feats[v] for v in sorted(feats)])
     np.testing.assert_allclose(pre["inst_norm.mean"].numpy(), every.mean(0), rtol=1e-4, atol=1e-5)
     out2 = tmp_path / "ft_init"
-    assert main(base + ["--init", str(pt / "model.pt"), "--seeds", "1", "--out", str(out2)] + norm + FAST) == 0
+    with caplog.at_level("WARNING", logger="moviessl"):
+        assert main(base + ["--init", str(pt / "model.pt"), "--seeds", "1", "--out", str(out2)] + norm + FAST) == 0
+    assert "do not fit this model" not in caplog.text
     sd = load_checkpoint(out2 / "seed0" / "model.pt", stage="lvu")["state_dict"]
     assert torch.equal(sd["ot.inst_norm.mean"], pre["inst_norm.mean"])
+    # fine-tuned without the pretrained OT's normalisation: its reduction, trained on standardised
+    # inputs, would get raw ones; the statistics were dropped without a word
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="moviessl"):
+        off = ["model.overrides.input_norm=false"]
+        assert (
+            main(base + ["--init", str(pt / "model.pt"), "--seeds", "2", "--out", str(tmp_path / "o3")] + off + FAST)
+            == 0
+        )
+    assert caplog.text.count("pretrained tensors do not fit this model") == 1  # once, not per seed
+    assert "inst_norm.mean" in caplog.text and "model.overrides must match" in caplog.text

@@ -153,6 +153,18 @@ def settings_hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+# trainer settings that change how a run is shown, logged or checkpointed, not what it computes
+SHOWN_ONLY = ("progress_bar", "log_every_n_steps", "ckpt_every_n_steps", "tensorboard", "profiler", "ddp_timeout_s")
+
+
+def result_config(cfg: Mapping[str, Any]) -> dict:
+    """A resolved config (:func:`moviessl.config.to_dict`) without :data:`SHOWN_ONLY`'s trainer
+    settings, for :func:`settings_hash`: a K-seed job resumed with its progress bar off (a batch
+    job) or another checkpoint interval reuses its finished runs instead of training them again."""
+    trainer = {k: v for k, v in (cfg.get("trainer") or {}).items() if k not in SHOWN_ONLY}
+    return {**cfg, "trainer": trainer}
+
+
 @dataclass
 class SeedJob:
     """What every seed of one task setting shares; the benchmark fills in the callbacks.
@@ -176,6 +188,9 @@ class SeedJob:
     record: dict = field(default_factory=dict)  # facts copied into every metrics.json
     throughput_name: str = "segments_per_s"
     resume: bool = False
+    # hashes a finished run of these settings was recorded under by an earlier version (the whole
+    # config, before :func:`result_config`): such a run is reused, not trained again
+    earlier_settings: tuple[str, ...] = ()
 
 
 def run_seed(job: SeedJob, seed: int) -> dict:
@@ -184,14 +199,15 @@ def run_seed(job: SeedJob, seed: int) -> dict:
     mfile = run_dir / "metrics.json"
     if mfile.is_file():
         done = json.loads(mfile.read_text())
-        if done.get("settings") == job.settings:
+        if done.get("settings") in (job.settings, *job.earlier_settings):
             log.info("%s: seed %d already done, skipped", job.name, seed)
             return {"seed": seed, "dir": str(run_dir), "metrics": done["metrics"]}
     # A checkpoint left by a run of *other* settings (finished or not) must not be resumed: Lightning
     # would restore its weights and step count and "train" nothing (seen when an input changed).
     resume, sfile = job.resume, run_dir / "settings.json"
     made_with = json.loads(sfile.read_text()).get("settings") if sfile.is_file() else None
-    if resume and (made_with not in (None, job.settings) or (made_with is None and mfile.is_file())):
+    ours = (job.settings, *job.earlier_settings)
+    if resume and ((made_with is not None and made_with not in ours) or (made_with is None and mfile.is_file())):
         log.warning("%s seed %d: %s holds a run with other settings; training from scratch", job.name, seed, run_dir)
         resume = False
     if not resume:

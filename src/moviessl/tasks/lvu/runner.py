@@ -43,7 +43,7 @@ from ...models.object_transformer import load_matching, span_checked_settings
 from ...training import check_trainer
 from ...utils.digest import content_digest
 from ...utils.io import atomic_write_json
-from ..base import SeedJob, TaskOptim, lowest, run_seeds, seed_range, settings_hash, write_summary
+from ..base import SeedJob, TaskOptim, lowest, result_config, run_seeds, seed_range, settings_hash, write_summary
 from .config import LVUConfig
 from .data import LVUInputs, contextualize_folder, load_inputs, scene_arrays
 from .task import TASKS
@@ -180,6 +180,23 @@ def predict_spans(model, videos, cfg: LVUConfig, halfway: int, max_instances: in
 
 # Config keys that say how the schedule is chosen, not what a run trains (kept out of run hashes).
 _SELECTION_KEYS = ("epochs_grid", "tune_seeds")
+
+# what a pretrained OT may lack or hold in another shape without a word: LVU's force-load drops the
+# pretraining head, and an input layer of another width (other features) is learnt anew
+_REPLACEABLE = ("head.", "reduction.", "mask_embedding", "inst_norm.", "scene_norm.")
+_NEW_IN_FINETUNING = ("head.", "scene_proj.", "scene_type", "scene_norm.")  # OT++'s scene pathway on an OT
+
+
+def unfitting_init(report: dict, own: dict) -> list[str]:
+    """The tensors of :func:`~moviessl.models.object_transformer.load_matching`'s ``report`` that say
+    the pretrained OT has other settings than this one (another depth, width, table size or input
+    normalisation): a pretrained tensor this model has no place for, or one of another shape outside
+    :data:`_REPLACEABLE`, and a tensor of this model (outside the parts fine-tuning adds) the
+    pretrained OT lacks. LVU's loader ignores them; here they are said."""
+    odd = [k for k in report["skipped"] if not k.startswith("head.") and not (k in own and k.startswith(_REPLACEABLE))]
+    skipped = set(report["skipped"])
+    odd += [k for k in report["missing"] if k not in skipped and not k.startswith(_NEW_IN_FINETUNING)]
+    return sorted(odd)
 
 
 def heldout_criterion(task: str, preds: Mapping[str, list], labels: Mapping[str, float]) -> float:
@@ -345,6 +362,8 @@ def run_finetune(
         init_obj = load_checkpoint(init, stage="ot")
         init_label = f"ot:{file_hash(init)}"
 
+    warned: list = []
+
     def build(seed: int, videos: list, stats: list):
         model, arch = spec.build_model(
             inputs.in_dim, inputs.scene_dim, cfg.model.preset, track_mask=cfg.model.track_mask, **mcfg
@@ -353,6 +372,17 @@ def run_finetune(
             rep = load_matching(model.ot, init_obj["state_dict"])
             if not rep["loaded"]:
                 raise BadInputError(init, "no weight of the pretrained OT matches this model (other preset?)")
+            odd = unfitting_init(rep, model.ot.state_dict())
+            if odd and not warned:  # once per setting, not per seed
+                warned.append(True)
+                log.warning(
+                    "%s: %d pretrained tensors do not fit this model and stay at initialisation (%s%s): "
+                    "model.overrides must match the pretrained OT's",
+                    init,
+                    len(odd),
+                    ", ".join(odd[:4]),
+                    ", ..." if len(odd) > 4 else "",
+                )
             log.debug("init from %s: %d tensors loaded, %d kept new", init, len(rep["loaded"]), len(rep["missing"]))
         # model.overrides.input_norm: the statistics of the videos it trains on (a pretrained OT's kept)
         if model.ot.inst_norm is not None or model.ot.scene_norm is not None:
@@ -392,10 +422,12 @@ def run_finetune(
 
         tc = cfg.train
         stats: list = []  # the videos' input statistics, computed by the first run that needs them
+        what = (inputs.desc, init_label, ids, inputs.data, labels_digest)
         return SeedJob(
             name=name,
             out=job_out,
-            settings=settings_hash(task, run_cfg, inputs.desc, init_label, ids, inputs.data, labels_digest),
+            settings=settings_hash(task, result_config(run_cfg), *what),
+            earlier_settings=(settings_hash(task, run_cfg, *what),),
             config=cfg,
             optim=TaskOptim(
                 lr=tc.lr,

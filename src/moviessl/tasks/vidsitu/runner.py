@@ -45,7 +45,17 @@ from ...training import check_trainer
 from ...utils.digest import content_digest, names_sizes
 from ...utils.io import atomic_write_bytes, atomic_write_json, ensure_out_dir
 from ...video.transforms import param_dtype, to_model_input
-from ..base import SeedJob, TaskOptim, coverage_note, lowest, run_seeds, seed_range, settings_hash, write_summary
+from ..base import (
+    SeedJob,
+    TaskOptim,
+    coverage_note,
+    lowest,
+    result_config,
+    run_seeds,
+    seed_range,
+    settings_hash,
+    write_summary,
+)
 from . import TASKS
 from .config import VidSituConfig
 from .data import build_segments, extract_features, feature_source, loader, video_source
@@ -109,13 +119,17 @@ def _contextualizer(
     if spec is None or str(spec) == "none":
         return None, None, "none"
     if str(spec) == "scratch":
-        return (
-            arch_spec(
-                "moviessl.models.txe:build_txe", preset=cfg.txe.preset, in_dim=int(in_dim), **dict(cfg.txe.overrides)
-            ),
-            None,
-            "scratch",
+        arch = arch_spec(
+            "moviessl.models.txe:build_txe", preset=cfg.txe.preset, in_dim=int(in_dim), **dict(cfg.txe.overrides)
         )
+        try:  # checked now, not when the first seed builds its model (after its folder was made)
+            build_arch(arch)
+        except BadInputError as e:  # named as this stage's settings call them
+            key = f"txe.overrides.{e.path[6:]}" if (e.path or "").startswith("model.") else "txe.preset"
+            raise BadInputError(key, e.cause) from None
+        except (AssertionError, ValueError, TypeError) as e:  # e.g. heads that do not divide dim
+            raise BadInputError("txe.overrides", str(e) or type(e).__name__) from None
+        return arch, None, "scratch"
     obj = load_checkpoint(spec, stage="context")
     stride = (obj.get("meta") or {}).get("token_stride_s")
     if stride is not None and float(stride) != 2.0:
@@ -440,7 +454,10 @@ def make_job(p: Prepared, out: Path, resume: bool = False, train_data=None, opti
         name=task,
         out=out,
         settings=settings_hash(
-            task, to_dict(cfg), p.inputs, p.ctx_label, _tokenizer_id(p.tokenizer), vars(optim), p.data
+            task, result_config(to_dict(cfg)), p.inputs, p.ctx_label, _tokenizer_id(p.tokenizer), vars(optim), p.data
+        ),
+        earlier_settings=(
+            settings_hash(task, to_dict(cfg), p.inputs, p.ctx_label, _tokenizer_id(p.tokenizer), vars(optim), p.data),
         ),
         config=cfg,
         optim=optim,
@@ -551,11 +568,13 @@ def tune_txe_lr_scale(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     p = prepare(task, data_root, out, cfg, features=features, contextualizer="scratch")
-    settings = settings_hash(
-        "tune", task, to_dict(cfg), str(Path(features).resolve()), list(values), seeds, heldout_fraction, p.data
-    )
+    how = (str(Path(features).resolve()), list(values), seeds, heldout_fraction, p.data)
+    settings = settings_hash("tune", task, result_config(to_dict(cfg)), *how)
     done = out / "tuning.json"
-    if done.is_file() and json.loads(done.read_text()).get("settings") == settings:
+    if done.is_file() and json.loads(done.read_text()).get("settings") in (
+        settings,
+        settings_hash("tune", task, to_dict(cfg), *how),  # written by a version that hashed the whole config
+    ):
         return json.loads(done.read_text())
     n = len(p.train_data)
     perm = np.random.default_rng(cfg.seed).permutation(n)
@@ -574,7 +593,9 @@ def tune_txe_lr_scale(
             )
             job = make_job(p, out / f"scale{v:g}", train_data=fit_part, optim=optim)
             # trained on a part of the data: a seed run of another split (heldout_fraction) is not this one
-            job.settings = settings_hash(job.settings, "heldout", sorted(perm[:n_held].tolist()))
+            heldout = ("heldout", sorted(perm[:n_held].tolist()))
+            job.settings = settings_hash(job.settings, *heldout)
+            job.earlier_settings = tuple(settings_hash(h, *heldout) for h in job.earlier_settings)
             job.score = lambda model, run_dir: {"heldout_loss": heldout_loss(model, held, p.spec, tcfg.batch_size)}
             job.export = lambda *a: None
             runs = run_seeds(job, seed_list)
