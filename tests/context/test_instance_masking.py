@@ -108,3 +108,24 @@ def test_pretrain_ot_refuses_a_span_past_the_time_tables_first(tmp_path):
     with pytest.raises(BadInputError, match=r"^data\.span_s: a 300-s span needs time ids up to"):
         pretrain_ot(None, tmp_path / "out", cfg)
     assert not (tmp_path / "out").exists()
+
+
+def test_pretrain_ot_checks_its_teacher_before_reading_the_videos(tmp_path):
+    """A teacher of another width (or none where one is needed) was refused only after every
+    video's instance features had been read (minutes on the LVU release)."""
+    from moviessl.config import load_config
+    from moviessl.context.instance_masking import pretrain_ot
+
+    class Unread:
+        dim, ids, root = 16, ["a", "b"], tmp_path
+
+        def load(self, vid, lazy=True):
+            raise AssertionError("a video was read before the teacher was checked")
+
+    torch.save({"state_dict": {"classifier.1.weight": torch.zeros(5, 8), "classifier.1.bias": torch.zeros(5)}},
+               tmp_path / "t.ckpt")  # fmt: skip
+    cfg = load_config("ot_pretrain", "cpu", ["trainer.progress_bar=false"])
+    with pytest.raises(BadInputError, match="teacher head takes 8-d features, the instances are 16-d"):
+        pretrain_ot(Unread(), tmp_path / "out", cfg, teacher=tmp_path / "t.ckpt")
+    with pytest.raises(BadInputError, match="needs a teacher head"):
+        pretrain_ot(Unread(), tmp_path / "out2", cfg)

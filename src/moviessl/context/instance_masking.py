@@ -230,6 +230,8 @@ def pretrain_ot(
     seed_everything(cfg.seed)
     setup_machine(cfg.trainer)
     set_feature_cache(cfg.data.instance_cache_mb)
+    # the teacher is checked before the videos are read (minutes on the LVU release)
+    module = InstanceMaskingModule(cfg, instances.dim, load_teacher_head(teacher) if teacher else None)
     videos = []
     for vid in ids if ids is not None else list(instances.ids):
         try:
@@ -242,7 +244,6 @@ def pretrain_ot(
     if not videos:
         raise BadInputError(getattr(instances, "root", None), "no videos with instances to pretrain on")
     d = cfg.data
-    module = InstanceMaskingModule(cfg, instances.dim, load_teacher_head(teacher) if teacher else None)
     ot = module.ot
     if ot.inst_norm is not None:  # model.overrides.input_norm: the statistics of the videos it pretrains on
         ot.set_input_stats(*input_stats(videos))
