@@ -51,6 +51,17 @@ def node_rank() -> int:
     return 0
 
 
+def job_leader() -> bool:
+    """Whether this process does a job's one-off file steps before the process group exists (the
+    folder lock, its claim, clearing a killed run's leftovers, an index rewrite with nothing to do):
+    Lightning's rank 0 on node 0. Lightning's launcher started on each node gives every node's first
+    process rank 0 until the group exists, so rank 0 alone would do them once per node, on a shared
+    folder, at whatever time each node started."""
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    return rank_zero_only.rank == 0 and node_rank() == 0
+
+
 def launch_rank() -> tuple[int, int]:
     """``(global rank, world size)`` from the launcher's environment, before any process group
     exists (torchrun's ``RANK``/``WORLD_SIZE``, srun's ``SLURM_PROCID``/``SLURM_NTASKS``, jsrun's

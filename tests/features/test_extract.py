@@ -706,3 +706,16 @@ def test_the_job_lock_excludes_a_job_that_locked_the_file_its_holder_removed(tmp
         assert len(opened) == 1 and (tmp_path / ex.JOB_LOCK).is_file()  # the second file, in the folder
         with pytest.raises(BadInputError, match="another extraction job"), ex.job_lock(tmp_path):
             pass
+
+
+def test_only_node_0s_first_process_does_the_folders_one_off_steps(backbone, videos, tmp_path, monkeypatch):
+    """Lightning's launcher started on each node gives every node's first process rank 0 until the
+    process group exists: node 1's rewrote the shared folder's index (with nothing to do), and with
+    work to do would have claimed it and cleared what node 0 had committed."""
+    out = tmp_path / "out"
+    ex.extract(backbone, videos, out, num_workers=0, accelerator="cpu", progress=False)
+    before = os.stat(out / ex.INDEX_NAME)
+    monkeypatch.setenv("NODE_RANK", "1")
+    assert ex.extract(backbone, videos, out, num_workers=0, accelerator="cpu", progress=False) == {}
+    after = os.stat(out / ex.INDEX_NAME)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)

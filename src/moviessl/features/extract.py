@@ -53,7 +53,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from ..checkpoint import build_from_checkpoint, file_hash, load_checkpoint
 from ..config import HALF_WEIGHTS, MAX_TIMEOUT_S, TrainerConfig, check_accelerator, check_devices, check_precision
 from ..data.cliplist import read_clip_list
-from ..dist import check_machine, node_rank
+from ..dist import check_machine, job_leader
 from ..errors import BadInputError
 from ..models.slowd import speed_up
 from ..training import ctrl_c_kept, ddp_with_timeout, lightning_trainer, planned_world_size, quiet_lightning
@@ -1210,11 +1210,10 @@ def extract(
         }
 
     ensure_out_dir(out, "feature folder")
-    # one job per folder: its end removes what it takes for a killed run's leftovers (rank 0 only:
-    # the other ranks of this job run this function too, and must not refuse it)
-    # the first process of node 0 (Lightning's launcher started on each node: every node's first
-    # process has rank 0 until the process group exists)
-    with job_lock(out) if rank_zero_only.rank == 0 and node_rank() == 0 else contextlib.nullcontext():
+    # one job per folder: its end removes what it takes for a killed run's leftovers (the leader
+    # only: the other ranks of this job run this function too, and must not refuse it)
+    leader = job_leader()
+    with job_lock(out) if leader else contextlib.nullcontext():
         old = read_index(out, unfinished_ok=True)
         dtype = "float16" if fp16 else "float32"
         if old is not None:
@@ -1247,7 +1246,7 @@ def extract(
                 f"--contextualizer, would add {len(todo)} video(s) without them; pass that --contextualizer "
                 "or use another --out",
             )
-        if old is not None and todo and rank_zero_only.rank == 0:
+        if old is not None and todo and leader:
             _start_over(out, [v for v, _ in todo], entries)
         had = _precisions(entries) - {precision_name(precision)}
         if todo and had and rank_zero_only.rank == 0:
@@ -1270,7 +1269,7 @@ def extract(
             "contextualizer": ctx_info,
         }
         t0 = time.perf_counter()
-        if old is None and rank_zero_only.rank == 0:  # claimed now: a rerun after a kill checks backbone and stride
+        if old is None and leader:  # claimed now: a rerun after a kill checks backbone and stride
             atomic_write_json(out / CLAIM_NAME, {**header, "counts": {"ok": 0, "bad": 0}, "videos": {}})
         if todo:
             plan = {
@@ -1288,7 +1287,7 @@ def extract(
             if not trainer.is_global_zero:
                 return {}
             spread_entries, unfinished = module.finish_spread([v for v, _ in todo], accelerator, precision, devices)
-        elif rank_zero_only.rank != 0:  # nothing to do under torchrun / srun: rank 0 alone rewrites the index
+        elif not leader:  # nothing to do under torchrun / srun: rank 0 alone rewrites the index
             return {}
         else:
             timing = {"decode_s": 0.0, "preprocess_s": 0.0, "backbone_s": 0.0, "events": 0, "chunks_written": 0}
@@ -1392,11 +1391,10 @@ def _retire_ctx(out: Path, old: dict, ctx_info: dict) -> None:
     no mix of two TxEs' outputs under one name (what is there is the pending TxE's; a rerun with yet
     another one retires those too). Rank 0 only; the other ranks' new outputs, if removed, are made
     again at the end."""
-    from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
     current = old.get("contextualizer") or old.get("ctx_pending") or {}
     stale = [p for p in out.glob(f"*{CTX_SUFFIX}") if not p.name.startswith(".")]
-    if rank_zero_only.rank != 0 or current.get("hash") == ctx_info["hash"] or not (stale or current):
+    if not job_leader() or current.get("hash") == ctx_info["hash"] or not (stale or current):
         return
     name = INDEX_NAME if (out / INDEX_NAME).is_file() else CLAIM_NAME
     atomic_write_json(out / name, {**old, "contextualizer": None, "ctx_pending": ctx_info})

@@ -52,7 +52,7 @@ from ..data.lvu import (
     read_tracks,
     release_instances,
 )
-from ..dist import check_machine, node_rank
+from ..dist import check_machine, job_leader
 from ..errors import BadInputError
 from ..models.roi import roi_features
 from ..utils.digest import content_digest, name_size
@@ -317,9 +317,8 @@ def extract_instances(
     from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
     # one job per folder (extract's lock, so that neither extraction ends the other's work)
-    # the first process of node 0 (Lightning's launcher started on each node: every node's first
-    # process has rank 0 until the process group exists)
-    with job_lock(out) if rank_zero_only.rank == 0 and node_rank() == 0 else contextlib.nullcontext():
+    leader = job_leader()
+    with job_lock(out) if leader else contextlib.nullcontext():
         old = read_index(out, unfinished_ok=True)
         if old is not None:
             check_format(out, old, INSTANCES_FORMAT, "; use another --out")
@@ -339,7 +338,7 @@ def extract_instances(
             )
         say("%d videos, %d without tracks, %d to extract", len(vids), no_tracks, len(todo))
         t0, dim = time.perf_counter(), int(getattr(model, "out_dim", 0)) or (old or {}).get("dim")
-        if old is None and rank_zero_only.rank == 0:  # claimed now: a rerun after a kill checks backbone and RoI
+        if old is None and leader:  # claimed now: a rerun after a kill checks backbone and RoI
             atomic_write_json(out / CLAIM_NAME, _index(bhash, backbone, tracks, roi, dim, entries))
         if todo:
             stream = InstanceClipStream(todo, source, inp, side, batch_seconds)  # rank 0's list may differ a little
@@ -349,7 +348,7 @@ def extract_instances(
             dim = module.dim or dim
             if not trainer.is_global_zero:
                 return {}
-        elif rank_zero_only.rank != 0:  # nothing to do under torchrun / srun: rank 0 alone rewrites the index
+        elif not leader:  # nothing to do under torchrun / srun: rank 0 alone rewrites the index
             return {}
         entries = read_entries(out)
         index = _index(bhash, backbone, tracks, roi, dim, entries)
