@@ -120,6 +120,7 @@ def test_a_video_listed_twice_with_different_labels_is_refused(tmp_path):
         read_labels(tmp_path, "relationship", "val")
     msg = str(e.value)
     assert msg.startswith(f"{p}:4: ") and "'aaaaaaaaaaa'" in msg and "line 2" in msg and "\n" not in msg
+    assert "('2 husband_wife'; line 2 gives '0 friend')" in msg  # a class by its id and name
     p.write_text(head + "0 friend aaaaaaaaaaa tt1\n1 ex bbbbbbbbbbb tt2\n0 friend aaaaaaaaaaa tt1\n")
     assert read_labels(tmp_path, "relationship", "val") == [("aaaaaaaaaaa", 0), ("bbbbbbbbbbb", 1)]
     # regression labels compare by value: another count on the second line is a conflict

@@ -132,7 +132,6 @@ def read_labels(lvu_root: str | os.PathLike, task: str, split: str) -> list[tupl
     want = LVU_TASKS[task].get("label_fields", 2) + 2  # label field(s) (class: id and name), youtube_id, imdb_id
     out = []
     seen: dict[str, tuple[int, int | float, str]] = {}  # youtube_id -> (first line, label, as written)
-    nlab = LVU_TASKS[task].get("label_fields", 1)
     for lineno, line in enumerate(lines[1:], start=2):  # line 1 is the header
         fields = line.split()
         if not fields:
@@ -143,7 +142,7 @@ def read_labels(lvu_root: str | os.PathLike, task: str, split: str) -> list[tupl
             label = parse_label(task, fields)
         except ValueError as e:
             raise BadInputError(f"{path}:{lineno}", f"bad label ({e})") from None
-        vid, written = fields[-2], " ".join(fields[:nlab])
+        vid, written = fields[-2], " ".join(fields[:-2])  # a class's id and name, a regression's value
         if vid in seen:
             first, prev, prev_written = seen[vid]
             if prev != label:
