@@ -99,3 +99,17 @@ def test_a_seed_outside_numpys_range_is_refused_before_any_work(tmp_path, seed):
             "scene", _labels(tmp_path), inputs=inputs, out=tmp_path / "o", seeds=2, overrides=[*FAST, f"seed={seed}"]
         )
     assert not (tmp_path / "o" / "seed0").exists()
+
+
+def test_an_eval_video_that_is_also_a_training_video_is_said(tmp_path, caplog):
+    """A video in both the train and the val label files was trained on and scored, without a word."""
+    from moviessl.config import load_config
+    from moviessl.tasks.lvu.runner import task_labels
+
+    root = _labels(tmp_path)
+    val = root / "lvu_1.0" / "scene" / "val.csv"
+    val.write_text(val.read_text() + f"0 c0 {VIDS[0]} tt0\n")
+    with caplog.at_level("WARNING", logger="moviessl"):
+        labels = task_labels(root, "scene", load_config("lvu", "cpu"))
+    assert VIDS[0] in labels["val"] and "1 val videos are training videos too (first: v00)" in caplog.text
+    assert "test videos" not in caplog.text

@@ -64,7 +64,19 @@ def resolve_config(
 def task_labels(data_root: str | os.PathLike, task: str, cfg: LVUConfig) -> dict[str, dict[str, float]]:
     """``split -> {youtube_id: label}`` of the splits a run of ``task`` reads (train, then
     ``data.eval_splits``)."""
-    return {s: dict(read_labels(data_root, task, s)) for s in ["train", *cfg.data.eval_splits]}
+    labels = {s: dict(read_labels(data_root, task, s)) for s in ["train", *cfg.data.eval_splits]}
+    for split in cfg.data.eval_splits:  # LVU's reference does not check; its splits are disjoint
+        shared = sorted(set(labels[split]) & set(labels["train"]))
+        if shared:
+            log.warning(
+                "%s: %d %s videos are training videos too (first: %s): their %s scores are not held out",
+                task,
+                len(shared),
+                split,
+                shared[0],
+                split,
+            )
+    return labels
 
 
 def contextualize_tasks(
