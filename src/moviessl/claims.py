@@ -289,8 +289,16 @@ def readme_summary(claims: list[dict], source: str, compared: list[dict] | None 
 
 
 def update_readme(readme: Path, claims: list[dict], source: str, compared: list[dict] | None = None) -> bool:
-    """Replace the README's generated block; returns whether it changed."""
-    text = readme.read_text()
+    """Replace the README's generated block; returns whether it changed. A README that cannot be
+    read, or has no such block, is :class:`~moviessl.errors.BadInputError` (not a silent no-op)."""
+    from .errors import BadInputError
+
+    try:
+        text = Path(readme).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInputError(readme, f"unreadable README ({type(e).__name__}: {e})") from None
+    if BEGIN not in text or END not in text.split(BEGIN, 1)[1]:
+        raise BadInputError(readme, f"no generated claims block to replace (the lines {BEGIN} ... {END})")
     block = readme_summary(claims, source, compared)
     new = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
     if new != text:
@@ -378,14 +386,12 @@ def main(argv: list[str] | None = None) -> int:
             print(compare_markdown(compared))
             return 0
     if args.readme:
-        readme = Path(args.readme)
+        from .errors import BadInputError
+
         try:
-            text = readme.read_text()
-        except (OSError, UnicodeDecodeError) as e:
-            ap.error(f"{readme}: unreadable README ({type(e).__name__}: {e})")
-        if BEGIN not in text or END not in text.split(BEGIN, 1)[1]:  # nothing to replace: not a silent no-op
-            ap.error(f"{readme}: no generated claims block to replace (the lines {BEGIN} ... {END})")
-        update_readme(readme, claims, args.source or Path(args.results).name, compared)
+            update_readme(Path(args.readme), claims, args.source or Path(args.results).name, compared)
+        except BadInputError as e:
+            ap.error(str(e))
     else:
         print(readme_summary(claims, Path(args.results).name))
     return 0

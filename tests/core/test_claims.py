@@ -1,6 +1,9 @@
 import math
 
+import pytest
+
 from moviessl.claims import BEGIN, CLAIMS, END, Claim, claims_markdown, evaluate_claims, readme_summary, update_readme
+from moviessl.errors import BadInputError
 
 
 def _row(table, setting, metric, mean, se, n=10):
@@ -48,6 +51,10 @@ def test_markdown_and_readme_block(tmp_path):
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n") and "old text" not in text
     assert readme_summary(claims, "results.json") in text and not update_readme(readme, claims, "results.json")
+    # called directly too: a README without the block is an error, not a silent no-op
+    readme.write_text("intro\n")
+    with pytest.raises(BadInputError, match="no generated claims block"):
+        update_readme(readme, claims, "results.json")
 
 
 def test_compare_marks_a_verdict_that_flips_as_fragile(tmp_path, capsys):
