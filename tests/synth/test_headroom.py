@@ -27,3 +27,29 @@ def test_main_on_a_folder_that_is_not_synthmovies_is_one_line(tmp_path, capsys):
         main([str(tmp_path / "nowhere")])
     assert e.value.code == 2
     assert "not a SynthMovies folder" in capsys.readouterr().err
+
+
+def test_verb_headroom_cuts_events_at_the_movies_frame_rate(tmp_path, monkeypatch):
+    """The 2-s events of the VidSitu-style clips were cut at 60 frames whatever synth_meta.json's fps."""
+    import json
+
+    from moviessl.synth import headroom as H
+
+    (tmp_path / "vidsitu").mkdir()
+    events = [{"verb": "walk.01", "degraded": False}] * 5
+    gt = {"v0": {"events": events, "genre": 0, "writer": 0, "split": "train"}}
+    (tmp_path / "vidsitu" / "ground_truth.json").write_text(json.dumps(gt))
+    (tmp_path / "synth_meta.json").write_text(json.dumps({"fps": 15}))
+    monkeypatch.setattr(H, "_decode", lambda path, **kw: np.zeros((150, 8, 8, 3), np.uint8))  # 10 s at 15 fps
+    cut = []
+
+    def spy(frames):
+        cut.append(len(frames))
+        if len(cut) == 5:
+            raise KeyboardInterrupt  # enough: the five events are cut
+        return np.zeros(4)
+
+    monkeypatch.setattr(H, "pixel_event_features", spy)
+    with pytest.raises(KeyboardInterrupt):
+        H.headroom(tmp_path, progress=False)
+    assert cut == [30] * 5

@@ -239,12 +239,13 @@ def headroom(root: str | Path, n_plans: int = 500, seed: int = 123, progress: bo
     res: dict = {}
     # --- verbs on the VidSitu-style clips
     gt = json.loads((root / "vidsitu/ground_truth.json").read_text())
+    per_event = int(round(2 * json.loads((root / "synth_meta.json").read_text())["fps"]))  # frames of a 2-s event
     feats, ys, split, deg, orc = [], [], [], [], []
     for vseg, g in tqdm(list(gt.items()), desc="verb features", disable=not progress):
         frames = _decode(root / "vidsitu/vsitu_video_trimmed_dir" / f"{vseg}.mp4")
         plan = dict(events=g["events"], genre=g["genre"], writer=g["writer"])
         for k, ev in enumerate(g["events"]):
-            feats.append(pixel_event_features(frames[60 * k : 60 * (k + 1)]))
+            feats.append(pixel_event_features(frames[per_event * k : per_event * (k + 1)]))
             ys.append(W.VERB_INDEX[ev["verb"]])
             split.append(g["split"])
             deg.append(bool(ev["degraded"]))
