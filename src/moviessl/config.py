@@ -332,7 +332,9 @@ _POSITIVE = (
     "width_factor",
     "power",  # CVRL's gap density (p+1)/(p m) (1 - (k/m)^p): p = 0 divides by zero
     "eta",  # LARS' trust coefficient: 0 stops every weight-decayed parameter
+    "scene_stride_s",  # LVU's scene events: 0 fell back to the folder's stride, a negative one counted back
 )
+MAX_SEED = 2**32 - 1  # numpy's, so Lightning's seed_everything
 
 
 def _range_problem(name: str, v: Any) -> str | None:
@@ -360,6 +362,8 @@ def _range_problem(name: str, v: Any) -> str | None:
         return "must be positive"
     if name == "momentum" and not 0 <= v <= 1:
         return "must be in [0, 1]"
+    if name == "seed" and not 0 <= v <= MAX_SEED:  # seed_everything raised a ValueError when the run began
+        return f"must be in 0..{MAX_SEED}"
     if name in ("max_steps", "max_epochs") and v < 1 and v != -1:
         return "must be at least 1 (or -1: no limit)"
     if name == "ddp_timeout_s" and not v < MAX_TIMEOUT_S:  # inf or huge: timedelta overflows

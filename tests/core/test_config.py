@@ -467,3 +467,17 @@ def test_a_misspelt_by_variant_block_is_one_line(tmp_path, capsys):
         rc = cli.main([*args, "--data", "x.csv", "--val", "y.csv", "--preset", str(p)])
         assert rc == 2 and capsys.readouterr().err.strip() == f"moviessl: error: {p}: {line}"
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("stage", ["backbone", "context", "ot_pretrain", "vidsitu", "lvu"])
+def test_a_seed_outside_numpys_range_is_one_line_for_every_stage(stage):
+    """Pretraining stages passed seed=-1 to Lightning's seed_everything: a ValueError traceback."""
+    with pytest.raises(BadInputError, match=r"^seed: -1 must be in 0\.\.4294967295"):
+        load_config(stage, "cpu", ["seed=-1"])
+    assert load_config(stage, "cpu", [f"seed={2**32 - 1}"]).seed == 2**32 - 1
+
+
+def test_lvu_scene_stride_must_be_positive_or_null():
+    with pytest.raises(BadInputError, match=r"data\.scene_stride_s: 0(\.0)? must be positive"):
+        load_config("lvu", "cpu", ["data.scene_stride_s=0"])
+    assert load_config("lvu", "cpu", ["data.scene_stride_s=null"]).data.scene_stride_s is None

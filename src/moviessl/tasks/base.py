@@ -29,7 +29,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ..config import TrainerConfig, save_config
+from ..config import MAX_SEED, TrainerConfig, save_config
 from ..dist import broadcast_object
 from ..eval.stats import summarize
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
@@ -269,9 +269,6 @@ def run_seed(job: SeedJob, seed: int) -> dict:
         record["total_s"],
     )
     return {"seed": seed, "dir": str(run_dir), "metrics": metrics}
-
-
-MAX_SEED = 2**32 - 1  # numpy's (Lightning's seed_everything refuses any other value)
 
 
 def seed_range(first: int, count: int) -> list[int]:
