@@ -112,7 +112,7 @@ def test_pretrain_ot_refuses_a_span_past_the_time_tables_first(tmp_path):
 
 def test_pretrain_ot_checks_its_teacher_before_reading_the_videos(tmp_path):
     """A teacher of another width (or none where one is needed) was refused only after every
-    video's instance features had been read (minutes on the LVU release)."""
+    video's instance features had been read (every file of the release)."""
     from moviessl.config import load_config
     from moviessl.context.instance_masking import pretrain_ot
 

@@ -27,6 +27,11 @@ def test_main_on_a_folder_that_is_not_synthmovies_is_one_line(tmp_path, capsys):
         main([str(tmp_path / "nowhere")])
     assert e.value.code == 2
     assert "not a SynthMovies folder" in capsys.readouterr().err
+    (tmp_path / "vidsitu").mkdir()  # annotations without the folder's record of how it was made
+    (tmp_path / "vidsitu" / "ground_truth.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        main([str(tmp_path)])
+    assert "no synth_meta.json" in capsys.readouterr().err
 
 
 def test_verb_headroom_cuts_events_at_the_movies_frame_rate(tmp_path, monkeypatch):

@@ -274,8 +274,11 @@ def test_deterministic_any_pool_size_and_resume(tmp_path):
     other = sorted((a / "vidsitu/vsitu_video_trimmed_dir").iterdir())[0]
     before, mtime = vid.read_bytes(), other.stat().st_mtime_ns
     vid.unlink()
+    orphan = vid.parent / f".{vid.stem}.k1ll3d.tmp.mp4"  # a killed run's writer's temporary file
+    orphan.write_bytes(b"half a video")
     generate(a, cfg, seed=3, workers=1, progress=False)
     assert vid.read_bytes() == before and other.stat().st_mtime_ns == mtime
+    assert not orphan.exists()
     with pytest.raises(BadInputError, match="another preset"):
         generate(a, cfg, seed=5, progress=False)
     # a folder written before a knob existed (its config lacks it) resumes when the knob is off...

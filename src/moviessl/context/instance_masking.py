@@ -230,7 +230,7 @@ def pretrain_ot(
     seed_everything(cfg.seed)
     setup_machine(cfg.trainer)
     set_feature_cache(cfg.data.instance_cache_mb)
-    # the teacher is checked before the videos are read (minutes on the LVU release)
+    # the teacher is checked before the videos are read (every file of a large release)
     module = InstanceMaskingModule(cfg, instances.dim, load_teacher_head(teacher) if teacher else None)
     videos = []
     for vid in ids if ids is not None else list(instances.ids):

@@ -561,6 +561,9 @@ def generate(
         same = {k: old.get(k) for k in keys} == {k: meta[k] for k in keys}
         if not same:
             raise BadInputError(root, "already holds SynthMovies of another preset/seed/version; use an empty folder")
+        # a killed run's writers' temporary videos (each writer names its own, so no rerun replaces them)
+        for t in root.rglob(".*.tmp.mp4"):
+            t.unlink(missing_ok=True)
     elif root.exists() and any(root.iterdir()):
         raise BadInputError(root, "folder is not empty and holds no synth_meta.json; use an empty folder")
     atomic_write_json(meta_path, dict(meta, status="incomplete"))

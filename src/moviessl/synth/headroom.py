@@ -450,8 +450,9 @@ def main(argv=None) -> int:
     ap.add_argument("root")
     ap.add_argument("--plans", type=int, default=500)
     a = ap.parse_args(argv)
-    if not (Path(a.root) / "vidsitu/ground_truth.json").is_file():
-        ap.error(f"{a.root}: not a SynthMovies folder (no vidsitu/ground_truth.json)")
+    lacks = [f for f in ("synth_meta.json", "vidsitu/ground_truth.json") if not (Path(a.root) / f).is_file()]
+    if lacks:
+        ap.error(f"{a.root}: not a SynthMovies folder (no {lacks[0]})")
     res = headroom(a.root, a.plans)
     from ..utils.io import atomic_write_json
 
