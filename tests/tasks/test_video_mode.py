@@ -170,9 +170,27 @@ def test_an_eval_clip_that_fails_to_decode_gets_the_fallback_not_a_prediction_on
     model = build_verb_model(8, num_verbs=2)
     data = SegmentData(vsegs, [0, 1, 2], Clips(), [None] * 3)
     split = NS(vseg_ids=vsegs)
+    failed = []
     with caplog.at_level("WARNING", logger="moviessl.tasks"):
-        preds = predict_split(task, model, data, split, batch_size=3)
-    assert [p["ann_idx"] for p in preds] == [0, 1, 2]
+        preds = predict_split(task, model, data, split, batch_size=3, failed=failed)
+    assert [p["ann_idx"] for p in preds] == [0, 1, 2] and failed == [vsegs[1]]
     assert preds[1] == task.fallback(1, vsegs[1], split)
     assert preds[0]["pred_scores_ev"][0][0] > 0  # the others are the model's
     assert "1 eval segments failed to decode" in caplog.text
+
+
+def test_a_summary_over_eval_items_that_failed_to_decode_says_it_is_partial():
+    """The fallback entries of eval clips that failed to decode when predicted were not counted: the
+    summary's note came from the counts made before training, which had every clip."""
+    from moviessl.tasks.base import coverage_note
+
+    counts = dict(train_segments=10, train_skipped=0, eval_segments=6, eval_without_inputs=0)
+    assert coverage_note(**counts) is None
+    assert coverage_note(**counts, eval_failed_decode=2) == (
+        "PARTIAL: the score covers 4 of 6 eval items with usable inputs (2 failed to decode and got fallback "
+        "predictions)"
+    )
+    counts["eval_without_inputs"] = 1
+    assert "covers 3 of 6 eval items with usable inputs (1 had none and 2 failed to decode" in coverage_note(
+        **counts, eval_failed_decode=2
+    )

@@ -288,15 +288,24 @@ def run_seeds(job: SeedJob, seeds: Sequence[int]) -> list[dict]:
 
 
 def coverage_note(
-    train_segments: int, train_skipped: int, eval_segments: int, eval_without_inputs: int, **_: Any
+    train_segments: int,
+    train_skipped: int,
+    eval_segments: int,
+    eval_without_inputs: int,
+    eval_failed_decode: int = 0,
+    **_: Any,
 ) -> str | None:
     """``None`` when every item of both splits was used; else one line saying what the score covers
-    (batch jobs skip bad items and count them, and a summary must say when a score is partial)."""
+    (batch jobs skip bad items and count them, and a summary must say when a score is partial).
+    ``eval_failed_decode``: eval items whose inputs were found but failed to decode when predicted."""
     parts = []
-    if eval_without_inputs:
+    missing = eval_without_inputs + eval_failed_decode
+    if missing:
+        why = [f"{eval_without_inputs} had none"] if eval_without_inputs else []
+        why += [f"{eval_failed_decode} failed to decode"] if eval_failed_decode else []
         parts.append(
-            f"the score covers {eval_segments - eval_without_inputs} of {eval_segments} eval items with usable "
-            f"inputs ({eval_without_inputs} had none and got fallback predictions)"
+            f"the score covers {eval_segments - missing} of {eval_segments} eval items with usable "
+            f"inputs ({' and '.join(why)} and got fallback predictions)"
         )
     if train_skipped:
         parts.append(f"trained on {train_segments} of {train_segments + train_skipped} items ({train_skipped} skipped)")

@@ -170,13 +170,17 @@ def train_input_stats(
 
 
 @torch.no_grad()
-def predict_split(spec, model: torch.nn.Module, data, split, batch_size: int, num_workers: int = 0) -> list[dict]:
+def predict_split(
+    spec, model: torch.nn.Module, data, split, batch_size: int, num_workers: int = 0, failed: list | None = None
+) -> list[dict]:
     """Submission entries for the whole split (fallback entries for segments without inputs).
-    ``num_workers``: loader processes decoding the clips of an end-to-end run (features need none)."""
+    ``num_workers``: loader processes decoding the clips of an end-to-end run (features need none).
+    ``failed``: a list the segments that failed to decode now are added to (their entries are
+    fallbacks too; the caller's summary says the score is partial)."""
     model.eval()
     device = next(model.parameters()).device
     preds: dict[int, dict] = {}
-    failed: list[str] = []
+    failed = [] if failed is None else failed
     workers = num_workers if not isinstance(data.x, torch.Tensor) else 0
     for batch in loader(data, batch_size, shuffle=False, num_workers=workers):
         idx = batch["i"].tolist()
@@ -427,11 +431,19 @@ def make_job(p: Prepared, out: Path, resume: bool = False, train_data=None, opti
         return model, arch
 
     def score(model, run_dir: Path) -> dict:
+        failed: list[str] = []
         preds = predict_split(
-            spec, model, p.eval_data, p.eval_split, cfg.data.eval_batch_size, num_workers=cfg.data.num_workers
+            spec,
+            model,
+            p.eval_data,
+            p.eval_split,
+            cfg.data.eval_batch_size,
+            num_workers=cfg.data.num_workers,
+            failed=failed,
         )
         atomic_write_bytes(run_dir / "predictions.pkl", pickle.dumps(preds, protocol=4))
-        return evaluate(task, preds, p.eval_split)
+        # kept beside the metrics: the run's summary must say its score covers fewer segments
+        return {**evaluate(task, preds, p.eval_split), **({"eval_failed_decode": len(failed)} if failed else {})}
 
     def export(model, arch: dict, run_dir: Path, run: dict) -> None:
         meta = {**spec.meta(), "task": task, "inputs": p.inputs, "contextualizer": p.ctx_label, **run, **p.counts}
@@ -530,6 +542,7 @@ def run_finetune(
     evaluate(task, [p.spec.fallback(i, v, p.eval_split) for i, v in enumerate(p.eval_split.vseg_ids)], p.eval_split)
     with threads(cfg.threads):
         runs = run_seeds(make_job(p, out, resume), seed_list)
+    failed_decode = max(r["metrics"].get("eval_failed_decode", 0) for r in runs)
     return write_summary(
         out,
         runs,
@@ -540,7 +553,7 @@ def run_finetune(
         task=task,
         inputs=p.inputs,
         contextualizer=p.ctx_label,
-        partial=coverage_note(**p.counts),
+        partial=coverage_note(**p.counts, eval_failed_decode=failed_decode),
         **p.counts,
     )
 
