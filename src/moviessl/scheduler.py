@@ -67,16 +67,21 @@ def call(fn: str, kwargs: dict) -> Any:
     return getattr(importlib.import_module(module), name)(**kwargs)
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int | None = None) -> None:
     """Linux: SIGTERM this worker when the scheduling process dies (killed, or stopped with Ctrl-C),
-    so an interrupted demo leaves no job running that a rerun would start a second time."""
+    so an interrupted demo leaves no job running that a rerun would start a second time.
+    ``parent``: the pid that started the worker; one that died before the death signal was set
+    (between fork and prctl) sent none, so the worker ends itself then."""
+    import signal
+
     try:
         import ctypes
-        import signal
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux / no glibc: workers then end with their job
-        pass
+        return
+    if parent is not None and os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _set_threads(threads: int) -> None:
@@ -86,8 +91,8 @@ def _set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _init_worker(threads: int) -> None:
-    _die_with_parent()
+def _init_worker(threads: int, parent: int | None = None) -> None:
+    _die_with_parent(parent)
     _set_threads(threads)
     logging.getLogger().setLevel(logging.WARNING)
 
@@ -292,7 +297,8 @@ def run_jobs(
         now = time.perf_counter()
         return {n: now - started[n] for n in running}
 
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
+    init = dict(initializer=_init_worker, initargs=(threads, os.getpid()))
+    with ProcessPoolExecutor(workers, mp_context=ctx, **init) as pool:
         while (pending and error is None) or running:
             for j in ready() if error is None else []:
                 if sum(cores(by_name[n]) for n in running) + cores(j) > workers:

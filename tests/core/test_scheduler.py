@@ -122,6 +122,33 @@ def test_workers_end_when_the_scheduler_is_killed(tmp_path):
         pytest.fail("the worker outlived the killed scheduler")
 
 
+def _start_after_parent_died(parent: int) -> None:
+    import time
+
+    from moviessl.scheduler import _die_with_parent
+
+    _die_with_parent(parent)
+    time.sleep(30)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="Linux only (PR_SET_PDEATHSIG)")
+def test_a_worker_whose_parent_died_before_its_death_signal_was_set_ends_itself():
+    """A parent that dies between fork and prctl sends no death signal: the worker ran on."""
+    import multiprocessing
+    import signal
+
+    p = multiprocessing.get_context("fork").Process(target=_start_after_parent_died, args=(os.getpid() + 10**6,))
+    p.start()
+    p.join(10)
+    assert p.exitcode == -signal.SIGTERM
+    p = multiprocessing.get_context("fork").Process(target=_start_after_parent_died, args=(os.getpid(),))
+    p.start()
+    p.join(1)
+    assert p.is_alive()  # its parent is alive: it runs on
+    p.terminate()
+    p.join()
+
+
 def test_time_left_after_a_resume_uses_the_earlier_jobs_times(tmp_path):
     from moviessl.scheduler import _Progress
 

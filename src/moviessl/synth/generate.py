@@ -628,7 +628,7 @@ def generate(
             # parent's __main__ (breaks for `python -`, notebooks)
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
             # workers end with this process (Linux): a killed run leaves none rendering on beside a rerun
-            with ctx.Pool(workers, initializer=_die_with_parent) as pool:
+            with ctx.Pool(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
                 for _, n in pool.imap_unordered(_render_job, todo, chunksize=1):
                     bar.update(n)
     finally:
