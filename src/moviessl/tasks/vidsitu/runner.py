@@ -291,7 +291,7 @@ def prepare(
         raise BadInputError(None, f"unknown task '{task}' (choose from {', '.join(TASKS)})")
     if (features is None) == (videos is None):
         raise BadInputError(None, "give exactly one of --features DIR or --videos DIR")
-    if tokenizer is not None and task != "srl":  # only SRL writes text: the file would be silently ignored
+    if tokenizer is not None and not getattr(TASKS[task], "uses_tokenizer", False):  # it would be ignored
         raise BadInputError(None, f"--tokenizer is used by --task srl only; --task {task} would not use it")
     train_split = load_split(data_root, cfg.data.train_split)
     eval_split = load_split(data_root, cfg.data.eval_split, split_file=cfg.data.split_file)

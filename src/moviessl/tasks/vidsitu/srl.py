@@ -117,6 +117,7 @@ class SRLTask:
     to ``OUT/tokenizer.json``."""
 
     name = "srl"
+    uses_tokenizer = True  # writes text: a user's tokenizer.json applies (other tasks refuse one)
     metric_keys = ("cider", "cider_verb", "cider_arg", "rouge_l", "lea")
     baselines: tuple[str, ...] = ()
     end_to_end = False
