@@ -4,9 +4,10 @@ standard errors, in the paper's direction.
 A claim is a row of :data:`CLAIMS`; :func:`evaluate_claims` turns the demo's result rows (table,
 setting, metric, mean, se, n) into records ``{"id", "paper", "statement", "a", "b", "metric",
 "diff", "se", "z", "holds"}`` with ``diff = mean_a - mean_b``, ``se = sqrt(se_a^2 + se_b^2)``,
-``z = diff / se`` and ``holds = z >= 2``. A claim whose rows are missing from the table is reported
-with ``holds = None``. :func:`claims_markdown` is the table ``results.md`` opens with, and
-:func:`readme_summary` the block the README shows (generated, never typed by hand).
+``z = diff / se`` and ``holds = z > 2`` (strictly beyond: exactly 2 SE does not hold). A claim
+whose rows are missing from the table is reported with ``holds = None``. :func:`claims_markdown` is
+the table ``results.md`` opens with, and :func:`readme_summary` the block the README shows
+(generated, never typed by hand).
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ def evaluate_claims(rows: Iterable[Mapping], claims: Iterable[Claim] = CLAIMS) -
                 "diff": round(diff, 3),
                 "se": round(se, 3),
                 "z": round(z, 2) if math.isfinite(z) else z,
-                "holds": bool(z >= Z_HOLDS),
+                "holds": bool(z > Z_HOLDS),
                 "n_a": int(ra["n"]),
                 "n_b": int(rb["n"]),
             }

@@ -14,7 +14,9 @@ def test_claim_arithmetic_and_verdicts():
     c = Claim("x", "Table 9", "a beats b", "t", "A", "B", "m")
     rows = [_row("t", "A", "m", 12.0, 0.6), _row("t", "B", "m", 10.0, 0.8)]
     (r,) = evaluate_claims(rows, [c])
-    assert r["diff"] == 2.0 and r["se"] == 1.0 and r["z"] == 2.0 and r["holds"] is True  # exactly 2 SE: holds
+    assert r["diff"] == 2.0 and r["se"] == 1.0 and r["z"] == 2.0 and r["holds"] is False  # 2 SE: not beyond
+    rows[0]["mean"] = 12.01
+    assert evaluate_claims(rows, [c])[0]["holds"] is True
     rows[0]["mean"] = 11.9
     assert evaluate_claims(rows, [c])[0]["holds"] is False
     rows[0]["mean"] = 8.0  # the wrong direction never holds
