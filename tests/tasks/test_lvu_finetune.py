@@ -509,6 +509,19 @@ def test_table5_analogue_end_to_end(lvu_setup, tmp_path):
     sizes = sorted(d.name for d in (tmp_path / "table" / "instances").iterdir())
     assert sizes == ["supervised_32px", "supervised_48px"]
     assert len(list((tmp_path / "table" / "ot_pretrain").glob("*/model.pt"))) == 2
+    # the same pretraining shown otherwise (a batch job: no progress bar, other log / checkpoint
+    # intervals) reuses its pretrained OT instead of pretraining it again
+    shown = ["trainer.progress_bar=false", "trainer.log_every_n_steps=7", "trainer.ckpt_every_n_steps=3"]
+    run_lvu_table(
+        tmp_path / "table",
+        lvu.parent,
+        {"supervised": bb},
+        None,
+        pretrain_overrides=["trainer.max_steps=1", "data.batch_size=2", *shown],
+        roi_short_side=48,
+        **again,
+    )
+    assert len(list((tmp_path / "table" / "ot_pretrain").iterdir())) == 2
 
 
 def test_epochs_chosen_on_held_out_training_videos(lvu_setup, tmp_path, capsys):

@@ -17,9 +17,9 @@ ours, sup}:
   event features, no TxE; ``none``: no scene tokens.
 
 Everything a row needs is computed once and cached under ``out`` (instance features per backbone
-and frame size, ``instances/<backbone>_<side>px``; the pretrained OT per inputs + config + teacher,
-``ot_pretrain/<hash>``; event features unless given), and each row's inputs are loaded once for the
-nine tasks; finished runs are skipped on a rerun (``tasks.base.run_seeds``).
+and frame size, ``instances/<backbone>_<side>px``; the pretrained OT per inputs + config (not how
+it is shown) + teacher, ``ot_pretrain/<hash>``; event features unless given), and each row's inputs
+are loaded once for the nine tasks; finished runs are skipped on a rerun (``tasks.base.run_seeds``).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from ...features.instances import InstanceStore, extract_instances, set_feature_
 from ...models.object_transformer import span_checked_settings
 from ...training import check_trainer
 from ...utils.io import atomic_write, atomic_write_json, atomic_write_text
-from ..base import settings_hash
+from ..base import result_config, settings_hash
 from .data import load_inputs, scene_arrays
 from .runner import run_finetune
 from .task import TASKS
@@ -332,8 +332,15 @@ def run_lvu_table(
         t_id = file_hash(t_path) if Path(t_path).is_file() else str(t_path)
         ot_cfg = to_dict(cfg)
         ot_cfg["data"].pop("instance_cache_mb")  # RAM, not the result
-        key = settings_hash(store.backbone, store.index.get("roi"), ot_cfg, t_id)
+        # how the run is shown (progress bar, log and checkpoint intervals) is not part of the key, so
+        # a table resumed as a batch job reuses its pretrained OT; one finished under the earlier
+        # whole-config key is reused too
+        what = (store.backbone, store.index.get("roi"))
+        key = settings_hash(*what, result_config(ot_cfg), t_id)
         ot_dir = out / "ot_pretrain" / key
+        earlier = out / "ot_pretrain" / settings_hash(*what, ot_cfg, t_id) / "model.pt"
+        if not (ot_dir / "model.pt").is_file() and earlier.is_file():
+            ot_dir = earlier.parent
         ot_ckpt = ot_dir / "model.pt"
         if not ot_ckpt.is_file():
             timed(
