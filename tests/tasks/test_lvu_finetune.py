@@ -157,16 +157,21 @@ def test_instances_pretraining_and_all_nine_tasks(lvu_setup, capsys, monkeypatch
     assert (out / "genre" / "seed0" / "metrics.json").stat().st_mtime_ns == mtime
 
 
-def test_task_all_checks_its_config_before_the_txe_pass(lvu_setup, capsys, tmp_path):
-    """``--task all --contextualizer``: a typo in an override is one line and exit 2 before the TxE
-    runs over every film (the pass before the first task)."""
+@pytest.mark.parametrize(
+    "bad, named",
+    [(["train.epoch=1"], "train.epoch"), ([f"seed={2**32 - 2}", "--seeds", "3"], "seed")],  # seed: its 3rd run
+)
+def test_task_all_checks_its_config_before_the_txe_pass(lvu_setup, capsys, tmp_path, bad, named):
+    """``--task all --contextualizer``: a typo in an override, or seeds past numpy's range (checked
+    until now by each task's runner, after the pass), is one line and exit 2 before the TxE runs over
+    every film (the pass before the first task)."""
     tmp, lvu, _ = lvu_setup
     out = tmp_path / "all"
     argv = ["finetune", "lvu", "--task", "all", "--data-root", str(lvu), "--scene-features", str(tmp / "events")]
-    argv += ["--contextualizer", str(_txe_checkpoint(tmp_path / "txe.pt")), "--out", str(out), "train.epoch=1"]
+    argv += ["--contextualizer", str(_txe_checkpoint(tmp_path / "txe.pt")), "--out", str(out), *bad]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "train.epoch" in err and not (out / "scene_ctx").exists()
+    assert err.count("\n") == 0 and named in err and not (out / "scene_ctx").exists()
 
 
 def test_a_span_past_the_time_tables_is_refused_before_any_input(tmp_path, capsys):

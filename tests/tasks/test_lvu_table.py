@@ -96,4 +96,7 @@ def test_the_table_checks_both_configs_before_its_first_step(tmp_path, monkeypat
         run_lvu_table(tmp_path / "out", tmp_path / "none", {}, None, overrides=["data.span_s=300"])
     with pytest.raises(BadInputError, match="^data.span_s: a 300-s span needs time ids"):
         run_lvu_table(tmp_path / "out", tmp_path / "none", {}, None, pretrain_overrides=["data.span_s=300"])
+    # a cell's last run past numpy's seed range (was a traceback when that run began, after steps 1-3)
+    with pytest.raises(BadInputError, match="^seed: runs 4294967294..4294967296"):
+        run_lvu_table(tmp_path / "out", tmp_path / "none", {}, None, seeds=3, overrides=[f"seed={2**32 - 2}"])
     assert not (tmp_path / "out").exists()

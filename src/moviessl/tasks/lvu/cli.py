@@ -28,7 +28,14 @@ def _run_lvu(args: argparse.Namespace) -> int:
     if len(tasks) > 1 and args.contextualizer is not None and args.scene_features is not None:
         # one pass of the TxE over every task's films before the first task starts the other ranks
         contextualize_tasks(
-            tasks, args.data_root, args.scene_features, args.contextualizer, args.out, args.preset, args.overrides
+            tasks,
+            args.data_root,
+            args.scene_features,
+            args.contextualizer,
+            args.out,
+            args.preset,
+            args.overrides,
+            seeds=args.seeds,
         )
     means, summaries, tables = {}, {}, {}
     for task in tasks:

@@ -87,13 +87,16 @@ def contextualize_tasks(
     out: str | os.PathLike,
     preset: str = "cpu",
     overrides: Sequence[str] | Mapping = (),
+    seeds: int = 1,
 ) -> None:
     """Before ``--task all``'s first task: the scene features of every film the tasks read through
     the TxE, into the cache their runs share (:func:`moviessl.tasks.lvu.data.contextualize_folder`),
     so that the ranks Lightning's launcher starts at the first ``fit`` find every film done. The
-    config and every label file are checked first (a typo must not wait for the pass)."""
+    config, the ``seeds`` runs' seeds and every label file are checked first (a typo must not wait
+    for the pass)."""
     cfg = resolve_config(None, preset, overrides)
     check_trainer(cfg.trainer)
+    seed_range(cfg.seed, max(int(seeds), int(cfg.train.tune_seeds)))
     span_checked_settings(cfg.model.preset, cfg.model.overrides, cfg.data.span_s)
     ids = sorted({v for t in tasks for split in task_labels(data_root, t, cfg).values() for v in split})
     device = trainer_device(cfg.trainer)

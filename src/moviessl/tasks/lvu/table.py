@@ -45,7 +45,7 @@ from ...features.instances import InstanceStore, extract_instances, set_feature_
 from ...models.object_transformer import span_checked_settings
 from ...training import check_trainer
 from ...utils.io import atomic_write, atomic_write_json, atomic_write_text
-from ..base import result_config, settings_hash
+from ..base import result_config, seed_range, settings_hash
 from .data import load_inputs, scene_arrays
 from .runner import run_finetune
 from .task import TASKS
@@ -300,6 +300,7 @@ def run_lvu_table(
         if c is not None:
             check_trainer(c.trainer)
             span_checked_settings(c.model.preset, c.model.overrides, c.data.span_s)
+    seed_range(ft_cfg.seed, max(int(seeds), int(ft_cfg.train.tune_seeds)))  # every cell's runs
 
     def timed(name: str, fn):
         t0 = time.perf_counter()
