@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from moviessl.context.ot_spans import RandomSpans, SpanVideo, event_seconds, span_tails, span_tokens
+from moviessl.context.ot_spans import RandomSpans, SpanPairs, SpanVideo, event_seconds, span_tails, span_tokens
 from moviessl.data.lvu import VideoInstances
 from moviessl.models.object_transformer import END, ID_END, ID_NONE, ID_OFFSET, ID_START, INSTANCE, SCENE, START
 
@@ -32,6 +32,21 @@ def test_span_tails_follow_the_reference():
     short = SpanVideo("s", inst=_inst([3, 4, 20], [0] * 3, [0] * 3))
     assert span_tails(short, 60) == [20]  # shorter than a span: one span ending at the last second
     assert span_tails(SpanVideo("e"), 60) == []
+
+
+def test_pretraining_pairs_leave_out_videos_shorter_than_a_span(caplog):
+    """LVU's --same_movie pairs are drawn from complete spans only: a video shorter than one span
+    has none and is skipped. It was kept with its one short span, paired with itself (a positive
+    the span-compatibility loss gets for free) and drawn as often as a feature film."""
+    long = SpanVideo("long", inst=_inst(list(range(0, 70)), [0] * 70, [0] * 70))
+    short = SpanVideo("short", inst=_inst([0, 1, 2], [0] * 3, [0] * 3))
+    pairs = SpanPairs([short, long], span_s=60)
+    assert pairs.keep == [1] and len(pairs) == 11  # long's tails 59..69
+    np.random.seed(0)
+    assert all(len(pairs[i]["x"]["inst"]) > 10 for i in range(8))  # never the 3-token short film
+    with caplog.at_level("WARNING", logger="moviessl"):
+        only_short = SpanPairs([short], span_s=60)  # nothing long enough (tiny test films): kept, said
+    assert only_short.keep == [0] and "no video is 60 s long" in caplog.text
 
 
 def test_span_tokens_ids_as_lvu():

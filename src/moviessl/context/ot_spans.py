@@ -24,6 +24,7 @@ span among all spans of all videos; "epochs" = ``#videos x epochs`` items, LVU's
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -33,6 +34,8 @@ from torch.utils.data import Dataset
 
 from ..data.lvu import VideoInstances
 from ..models.object_transformer import END, ID_END, ID_NONE, ID_OFFSET, ID_START, INSTANCE, SCENE, START
+
+log = logging.getLogger("moviessl.context")
 
 FULL_FRAME = np.array([0.0, 0.0, 1.0, 1.0, 1.0], np.float32)
 
@@ -276,7 +279,12 @@ class EvalSpans(_Spans):
 class SpanPairs(_Spans):
     """Masked-instance pretraining items: a uniformly random video, two random spans of it (LVU's
     ``--same_movie``: the positive pair of the span-compatibility loss); ``length`` = the number
-    of spans (one epoch = as many pairs as there are spans)."""
+    of spans (one epoch = as many pairs as there are spans).
+
+    As LVU's ``VideoDataset`` with ``--same_movie``, only complete spans are drawn: a video shorter
+    than one span has none and is left out (fine-tuning gives it one short span, :func:`span_tails`),
+    since its only "pair" would be one span with itself. When no video is that long (tiny test
+    films), every video is kept, with a warning."""
 
     def __init__(
         self,
@@ -291,7 +299,13 @@ class SpanPairs(_Spans):
         keep = [j for j, ts in enumerate(self.tails) if ts]
         if not keep:
             raise ValueError("no spans: the videos have no tokens")
-        self.keep = keep
+        full = [j for j in keep if self.tails[j][0] >= int(self.videos[j].token_seconds()[0]) + span_s - 1]
+        if not full:
+            log.warning("no video is %d s long (one span): pairs are drawn from the short spans", span_s)
+        elif len(full) < len(keep):
+            n_short = len(keep) - len(full)
+            log.info("%d of %d videos are shorter than one %d-s span: left out", n_short, len(keep), span_s)
+        self.keep = keep = full or keep
         self.length = int(length) if length is not None else sum(len(self.tails[j]) for j in keep)
 
     def __len__(self) -> int:
