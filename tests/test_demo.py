@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from moviessl.demo import run_demo
 from moviessl.errors import BadInputError
@@ -112,6 +113,13 @@ def test_demo_smoke_end_to_end(tmp_path, capsys, monkeypatch):
     run_demo(out, profile="smoke")
     said = capsys.readouterr().out
     assert "finetune/verb/random_none/r0 was made with other settings" in said and "verb.epochs: 5 -> 2" in said
+    # ... and a TxE (it was reused on its model.pt alone, without a word)
+    cfg = next((out / "context").glob("*/r0/config.yaml"))
+    steps = yaml.safe_load(cfg.read_text())["trainer"]["max_steps"]
+    cfg.write_text(cfg.read_text().replace(f"max_steps: {steps}", f"max_steps: {steps + 4}"))
+    run_demo(out, profile="smoke")
+    said = capsys.readouterr().out
+    assert f"{cfg.parent} was made with other settings" in said and f"max_steps: {steps + 4} -> {steps}" in said
 
 
 @pytest.mark.parametrize("profile", ["full", "control", "quick"])

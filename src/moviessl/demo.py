@@ -762,6 +762,10 @@ def run_demo(
                 skip=("seed",),
                 restart_unfinished=True,
             )
+    for job in jobs:  # the TxEs: a finished one was reused on its model.pt alone
+        if job.fn == "moviessl.demo:job_context":
+            d = Path(job.kwargs["out"])
+            _note_drift(d, load_config("context", "cpu", job.kwargs["overrides"]), (d / "model.pt").is_file())
     ft_cfg = load_config("vidsitu", "cpu", prof.vidsitu_overrides + QUIET)
     for d in sorted((out / "finetune").glob("*/*/r*")):
         _note_drift(d, ft_cfg, (d / "summary.json").is_file(), skip=("txe_lr_scale",))
