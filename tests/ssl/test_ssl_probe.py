@@ -193,3 +193,21 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     rc = main(["probe-backbone", str(tmp_path / "nope.pt"), "--data", "x.csv", "--val", "y.csv"])
     err = capsys.readouterr().err
     assert rc == 2 and "checkpoint not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_probe_takes_sparse_label_ids_as_their_classes():
+    """Label ids need not be dense (a list of some Kinetics classes, a stray id): the probe has one
+    class per id that occurs, so a huge id is no classifier of max + 1 outputs (it was a traceback:
+    400 TB asked for), and dense ids score as before."""
+    from moviessl.ssl.config import ProbeConfig
+    from moviessl.ssl.probe import probe_features
+
+    cfg = ProbeConfig(
+        num_clips=1, batch_size=4, weight_decay=0.0, max_iter=50, knn_k=5, knn_t=0.07, seed=0, val_fraction=0.2
+    )
+    xtr, ytr = _blobs(80, 4, 16, 0.8, 2)
+    xva, yva = _blobs(40, 4, 16, 0.8, 3)
+    dense = probe_features(xtr, ytr, xva, yva, cfg)
+    ids = np.array([3, 17, 400, 10**11])
+    sparse = probe_features(xtr, ids[ytr], xva, ids[yva], cfg)
+    assert sparse == dense and dense["num_classes"] == 4

@@ -210,3 +210,12 @@ def test_model_init_reads_a_pyslowfast_checkpoint(tmp_path):
     got, want = m.backbone.state_dict(), slow.state_dict()
     assert all(torch.equal(got[k], v) for k, v in want.items() if k != "stem.conv.weight")
     assert torch.equal(got["stem.conv.weight"].sum(2), want["stem.conv.weight"][:, :, 0])
+
+
+def test_supervised_takes_sparse_label_ids_as_their_classes(clip_list, tmp_path):
+    """A stray label id (10^11) is one more class, not a classifier of 10^11 + 1 outputs (a traceback)."""
+    lines = clip_list.read_text().splitlines()
+    odd = clip_list.parent / "odd_ids.csv"
+    odd.write_text("\n".join([lines[0].rsplit(None, 1)[0] + " 100000000000", *lines[1:]]) + "\n")
+    _run("supervised", odd, tmp_path / "sup", ["trainer.max_steps=1"])
+    _check_export(tmp_path / "sup", "supervised")

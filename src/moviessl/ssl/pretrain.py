@@ -118,7 +118,13 @@ def pretrain(
     # K400 runs use the whole train set) and only the probe's classifier leaves them out.
     held_out = val is None and probe_val is not None and method_cls.needs_labels
     train_items = probe_train if held_out else items
-    num_classes = (max(int(y) for _, y in items) + 1) if labelled else None
+    num_classes = None
+    if labelled:
+        # one class per label id that occurs, in id order (the same numbering when the ids are 0..K-1):
+        # the ids need not be dense, and max + 1 classes for a stray id of 10^11 asked for hundreds of TB
+        classes = {y: k for k, y in enumerate(sorted({int(y) for _, y in items}))}
+        num_classes = len(classes)
+        train_items = [(p, classes[int(y)]) for p, y in train_items]
 
     cache_dir = Path(d.cache_dir) if d.cache_dir else default_cache_dir(data, out)
     frame_cache = FrameCache(cache_dir, d.short_side) if d.frame_cache else None

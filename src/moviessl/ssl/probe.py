@@ -157,7 +157,12 @@ def probe_features(xtr, ytr, xva, yva, cfg: ProbeConfig, device: str | torch.dev
         raise BadInputError(None, "linear probe needs labelled training and validation videos (none usable)")
     if (ytr < 0).any() or (yva < 0).any():
         raise BadInputError(None, "linear probe needs labels on every line of the train and val clip lists")
-    num_classes = int(max(ytr.max(), yva.max())) + 1
+    # label ids need not be dense (some of Kinetics' classes, a stray id): one class per id that occurs,
+    # in id order (the same numbering when the ids are 0..K-1), not max + 1 (an id of 10^11 asked for a
+    # classifier of hundreds of TB and ended in a traceback)
+    classes = np.unique(np.concatenate([ytr, yva]))
+    ytr, yva = np.searchsorted(classes, ytr), np.searchsorted(classes, yva)
+    num_classes = len(classes)
     return {
         "linear_top1": round(
             linear_probe(xtr, ytr, xva, yva, num_classes, cfg.weight_decay, cfg.max_iter, cfg.seed, device), 3
