@@ -211,3 +211,22 @@ def test_probe_takes_sparse_label_ids_as_their_classes():
     ids = np.array([3, 17, 400, 10**11])
     sparse = probe_features(xtr, ids[ytr], xva, ids[yva], cfg)
     assert sparse == dense and dense["num_classes"] == 4
+
+
+def test_probe_backbone_follows_the_presets_frame_cache_settings(tmp_path, capsys):
+    """data.frame_cache=false (the paper preset: K400's frames would take terabytes) decodes the probe's
+    clips on the fly, and data.cache_dir names the cache; probe-backbone cached frames beside the clip
+    list whatever the preset said."""
+    from ssl_testutil import make_clip_list
+
+    csv = make_clip_list(tmp_path / "clips", n=4, bad=0, n_frames=12)
+    out = tmp_path / "rand"
+    assert main(["pretrain-backbone", "--method", "random", "--data", str(csv), "--out", str(out)]
+                + ["--no-probe", *tiny_overrides()]) == 0  # fmt: skip
+    argv = ["probe-backbone", "--data", str(csv), "--val", str(csv), str(out / "model.pt"), "probe.max_iter=5"]
+    assert main([*argv, "data.frame_cache=false"]) == 0
+    assert not list(csv.parent.glob(".moviessl_cache/frames_*/*.npy"))
+    assert main([*argv, f"data.cache_dir={tmp_path / 'mine'}"]) == 0
+    assert len(list((tmp_path / "mine").glob("frames_*/*.npy"))) == 4
+    assert not list(csv.parent.glob(".moviessl_cache/frames_*/*.npy"))
+    capsys.readouterr()

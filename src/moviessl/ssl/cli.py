@@ -44,8 +44,10 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         args.data,
         args.val,
         cfg.probe,
-        cache_dir=args.cache_dir,
-        use_cache=not args.no_cache,
+        # the preset's data.frame_cache / data.cache_dir hold here too: the paper preset decodes on the
+        # fly, where a frame cache of the probe's videos (at 256 px) would take terabytes of disk
+        cache_dir=args.cache_dir or cfg.data.cache_dir,
+        use_cache=cfg.data.frame_cache and not args.no_cache,
         num_workers=cfg.data.num_workers,
     )
     if args.out:
@@ -92,7 +94,15 @@ def add_parser(subparsers) -> None:
     q.add_argument("--data", required=True, help="labelled training clip list (or Kinetics' annotations/train.csv)")
     q.add_argument("--val", required=True, help="labelled validation clip list (or Kinetics' annotations/val.csv)")
     q.add_argument("--out", default=None, help="also write the JSON here")
-    q.add_argument("--cache-dir", default=None, help="decoded-frame cache (default <data folder>/.moviessl_cache)")
-    q.add_argument("--no-cache", action="store_true", help="decode clips on the fly instead of caching frames")
+    q.add_argument(
+        "--cache-dir",
+        default=None,
+        help="decoded-frame cache (default data.cache_dir, else <data folder>/.moviessl_cache)",
+    )
+    q.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="decode clips on the fly instead of caching frames (as data.frame_cache=false)",
+    )
     add_overrides_arg(q)
     q.set_defaults(func=_cmd_probe)
