@@ -219,3 +219,14 @@ def test_supervised_takes_sparse_label_ids_as_their_classes(clip_list, tmp_path)
     odd.write_text("\n".join([lines[0].rsplit(None, 1)[0] + " 100000000000", *lines[1:]]) + "\n")
     _run("supervised", odd, tmp_path / "sup", ["trainer.max_steps=1"])
     _check_export(tmp_path / "sup", "supervised")
+
+
+def test_random_refuses_a_trained_runs_folder_even_with_resume(clip_list, tmp_path):
+    """--method random trains nothing: --resume into a CVRL run's folder replaced its trained model.pt
+    with an untrained one (exit 0, the probe.json removed)."""
+    _run("cvrl", clip_list, tmp_path, ["trainer.max_steps=1"])
+    before = (tmp_path / "model.pt").read_bytes()
+    cfg = load_config("backbone", "cpu", tiny_overrides([]))
+    with pytest.raises(BadInputError, match="--method random trains nothing"):
+        pretrain("random", clip_list, tmp_path, cfg, resume=True, run_probe=False, progress=False)
+    assert (tmp_path / "model.pt").read_bytes() == before

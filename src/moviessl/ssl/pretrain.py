@@ -81,6 +81,14 @@ def pretrain(
     setup_machine(cfg.trainer)
     out = ensure_out_dir(out)
     refuse_earlier_run(out, resume)
+    ck = out / "checkpoints"
+    if method_cls.views is None and ck.is_dir() and any(ck.iterdir()):
+        # nothing to resume: --resume would only replace the trained run's model.pt with an untrained one
+        raise BadInputError(
+            out,
+            f"output folder holds a training run; --method {method} trains nothing and would replace its "
+            "model.pt: choose another --out",
+        )
     seed_everything(cfg.seed)
     d = cfg.data
     items = read_clip_list(data)
