@@ -130,3 +130,27 @@ def test_paper_preset_crops_whole_frames_for_ssl_and_squares_for_sup_k400():
     # MaCLR feeds its flow images at mean 0 / std 1
     assert load_config("backbone", "paper", variant="modist").modist.flow_input == "maclr"
     assert load_config("backbone", "cpu", variant="modist").modist.flow_input == "centred"
+
+
+def test_modist_flow_crops_of_their_own_follow_the_augment_block():
+    """modist.align_crops=false: each flow clip gets its own crop and flip, drawn from the augment block
+    as the RGB views' are; they came from flow_augment's defaults (area 0.3-1, aspect 0.5-2, flip 0.5)
+    whatever augment.area / aspect / flip_p said."""
+    from types import SimpleNamespace
+
+    from moviessl.ssl.flow import normalize_flow
+    from moviessl.ssl.registry import get_method
+
+    over = ["modist.align_crops=false", "augment.area=[1.0,1.0]", "augment.aspect=[1.0,1.0]", "augment.flip_p=0.0"]
+    cfg = load_config("backbone", "cpu", tiny_overrides(over), variant="modist")
+    m = get_method("modist")(cfg)
+    m._trainer = SimpleNamespace(training=True)
+    g = torch.Generator().manual_seed(0)
+    batch = {
+        "video": torch.randint(0, 256, (8, 2, 3, 8, 32, 32), dtype=torch.uint8, generator=g),
+        "flow": torch.randint(0, 256, (8, 2, 3, 8, 32, 32), dtype=torch.uint8, generator=g),
+    }
+    torch.manual_seed(0)
+    out = m.on_after_batch_transfer(batch)
+    for i in range(2):  # the whole frame, never flipped: the flow clip as it is
+        assert torch.allclose(out["flows"][i], normalize_flow(batch["flow"][:, i].float(), "centred"), atol=1e-4)

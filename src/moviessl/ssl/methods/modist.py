@@ -72,6 +72,10 @@ class MoDist(BackboneModule):
         self.flow_crop = c.flow_crop
         self.negate_dx = cfg.flow.mode == "raw"
         self.align_crops = c.align_crops
+        # a flow clip's own crop (align_crops off) is drawn as its RGB view's: the augment block's
+        # ranges and flip probability, not flow_augment's defaults
+        a = cfg.augment
+        self.flow_crop_kw = dict(area=tuple(a.area), aspect=tuple(a.aspect), flip_p=a.flip_p)
         self.dataset_crops = cfg.data.frame_crop == "full"
         if c.flow_input not in FLOW_INPUTS:
             raise BadInputError("modist.flow_input", f"unknown value {c.flow_input!r} ({' | '.join(FLOW_INPUTS)})")
@@ -129,6 +133,7 @@ class MoDist(BackboneModule):
                 flow_augment(
                     fl[:, i],
                     self.flow_crop,
+                    **self.flow_crop_kw,
                     negate_dx_on_flip=self.negate_dx,
                     box=boxes[i],
                     flip=flips[i],
