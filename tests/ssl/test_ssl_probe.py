@@ -230,3 +230,18 @@ def test_probe_backbone_follows_the_presets_frame_cache_settings(tmp_path, capsy
     assert len(list((tmp_path / "mine").glob("frames_*/*.npy"))) == 4
     assert not list(csv.parent.glob(".moviessl_cache/frames_*/*.npy"))
     capsys.readouterr()
+
+
+def test_probe_backbone_refuses_settings_it_does_not_use(clip_list, tmp_path, capsys):
+    """The model and its clip geometry come from the checkpoint: data.crop=256 (CVRL tests at 256) was
+    silently the checkpoint's crop, exit 0. Only probe.*, data.num_workers / frame_cache / cache_dir."""
+    out = tmp_path / "rand"
+    assert main(["pretrain-backbone", "--method", "random", "--data", str(clip_list), "--out", str(out)]
+                + ["--no-probe", *tiny_overrides()]) == 0  # fmt: skip
+    capsys.readouterr()
+    argv = ["probe-backbone", "--data", str(clip_list), "--val", str(clip_list), str(out / "model.pt")]
+    for over in ("data.crop=256", "seed=3", "trainer.devices=2"):
+        assert main([*argv, "probe.max_iter=5", over]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        key = over.split("=")[0]
+        assert len(err) == 1 and f"{key}: probe-backbone does not use this setting" in err[0], err

@@ -30,13 +30,26 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+# what probe-backbone reads of the backbone config; the model and its clip geometry come from the checkpoint
+PROBE_SETTINGS = ("probe.", "data.num_workers", "data.frame_cache", "data.cache_dir")
+
+
 def _cmd_probe(args: argparse.Namespace) -> int:
     from ..config import load_config
+    from ..errors import BadInputError
     from ..utils.io import atomic_write_json, ensure_out_file
     from .probe import probe_checkpoint
     from .registry import list_methods
 
     cfg = load_config("backbone", args.preset, args.overrides, variants=list_methods())
+    for key in (o.split("=", 1)[0].strip() for o in args.overrides):
+        if not any(key == s or (s.endswith(".") and key.startswith(s)) for s in PROBE_SETTINGS):
+            # e.g. data.crop=256 for a test crop at 256 px was silently the checkpoint's crop
+            raise BadInputError(
+                key,
+                "probe-backbone does not use this setting: the model and its clip geometry come from the "
+                f"checkpoint; it reads {', '.join(s + '*' if s.endswith('.') else s for s in PROBE_SETTINGS)}",
+            )
     if args.out:
         ensure_out_file(args.out, "--out file")
     res = probe_checkpoint(
