@@ -20,3 +20,11 @@ def test_model_info_unknown_preset(capsys):
     assert main(["model-info", "resnet9000"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("moviessl: error: resnet9000:") and "\n" not in err
+
+
+@pytest.mark.parametrize("args", [["--tokens", "0"], ["--tokens", "-3"], ["--in-dim", "0"], ["--in-dim", "-2"]])
+def test_model_info_an_empty_txe_window_is_one_line(capsys, args):
+    """A window of no tokens printed 0 GMACs with exit 0; a negative one was a traceback."""
+    assert main(["model-info", "txe_cpu", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("moviessl: error: ") and "window too small" in err and "\n" not in err

@@ -45,6 +45,10 @@ def model_info(preset: str, frames: int = 16, size: int = 224, tokens: int = 5, 
             x = torch.empty(1, model.in_channels, frames, size, size)
         params = sum(p.numel() for p in model.backbone_parameters())
     elif preset in TXE_PRESETS:
+        # a window of no tokens counted 0 GMACs and a negative count or width was a traceback from
+        # the meta-device allocation; more than max_len tokens is refused by the TxE itself
+        if tokens < 1 or in_dim < 1:
+            raise BadInputError(f"{tokens}x{in_dim}", "window too small for a TxE (need >= 1 token of >= 1 dims)")
         with torch.device("meta"):
             model = build_txe(preset, in_dim=in_dim).eval()
             x = torch.empty(1, tokens, in_dim)
