@@ -154,3 +154,22 @@ def test_mask_sizes_that_do_not_fit_the_window_are_one_line_before_any_work(feat
     err = capsys.readouterr().err
     assert "maskpred.mask_sizes: mask sizes must lie in 1..5" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("data.window=100", "data.window: 100 tokens exceed the TxE's max_len 64"),
+        ("model.txe_overrides.heads=3", "model.txe_overrides.heads: dim 32 is not divisible by 3 heads"),
+        ("model.txe_overrides.activation=tanh", "model.txe_overrides.activation: unknown activation"),
+        ("model.txe=txe_huge", "model.txe: unknown TxE preset"),
+    ],
+)
+def test_txe_settings_that_cannot_build_are_one_line_before_any_work(feats, tmp_path, capsys, override, named):
+    """They were found only after every feature file was read -- a window past max_len only in the
+    first training step, with a run folder made -- and under keys the config lacks (model.heads)."""
+    args = ["pretrain-context", "--features", str(feats[0]), "--out", str(tmp_path / "run")]
+    assert main([*args, "trainer.max_steps=1", *FAST, override]) == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

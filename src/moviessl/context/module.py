@@ -41,6 +41,24 @@ def mask_sizes(cfg: ContextConfig) -> list[int]:
         raise BadInputError("maskpred.mask_sizes", f"{e} (data.window={cfg.data.window})") from None
 
 
+def check_txe(cfg: ContextConfig) -> None:
+    """One line, named by this stage's keys, for TxE settings that cannot build or cannot read a
+    ``data.window``-token window -- before any feature file is read (the window otherwise failed only
+    in the first training step, and the build's errors named ``model.<key>``, a key the config lacks)."""
+    try:
+        with torch.device("meta"):  # nothing allocated
+            txe = build_txe(cfg.model.txe, in_dim=1, **txe_kwargs(cfg))
+    except BadInputError as e:
+        if (e.path or "").startswith("model."):
+            raise BadInputError(f"model.txe_overrides.{e.path[6:]}", e.cause) from None
+        raise BadInputError("model.txe", e.cause) from None
+    if cfg.data.window > txe.max_len:
+        raise BadInputError(
+            "data.window",
+            f"{cfg.data.window} tokens exceed the TxE's max_len {txe.max_len} (model.txe_overrides.max_len)",
+        )
+
+
 class MaskPredModule(pl.LightningModule):
     """TxE + prediction head trained by event mask prediction.
 

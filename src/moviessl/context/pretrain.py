@@ -18,7 +18,7 @@ from ..loader import train_loader
 from ..training import fit, planned_world_size, refuse_earlier_run, seed_everything, setup_machine
 from ..utils.io import ensure_out_dir
 from .config import ContextConfig
-from .module import MaskPredModule, mask_sizes
+from .module import MaskPredModule, check_txe, mask_sizes
 from .windows import FeatureWindows, split_ids
 
 log = logging.getLogger("moviessl.context")
@@ -98,6 +98,7 @@ def pretrain_context(
     ``OUT/curves.png`` and the exported TxE ``OUT/model.pt`` (stage ``context``)."""
     setup_machine(cfg.trainer)
     mask_sizes(cfg)  # before any feature is read
+    check_txe(cfg)
     out = ensure_out_dir(out)
     refuse_earlier_run(out, resume)
     seed_everything(cfg.seed)
