@@ -63,7 +63,11 @@ def load(path: str | os.PathLike, stage: str | tuple[str, ...] | None = None) ->
 
 
 def _as_loaded(x: Loaded | str | os.PathLike, stage: str) -> Loaded:
-    return x if isinstance(x, Loaded) else load(x, stage)
+    if not isinstance(x, Loaded):
+        return load(x, stage)
+    if x.stage != stage:  # as load() refuses the file, not a later error about what the model lacks
+        raise BadInputError(x.path, f"checkpoint is from stage '{x.stage}', expected {stage}")
+    return x
 
 
 @torch.no_grad()
@@ -77,7 +81,13 @@ def embed_video(
     device: str | torch.device | None = None,
 ) -> Embedding:
     """Backbone features of a video's events (one every ``stride_s`` s), and their TxE outputs."""
-    from .features.extract import backbone_features, contextualize, event_centers_for, event_clip, load_contextualizer
+    from .features.extract import (
+        backbone_features,
+        contextualize,
+        contextualizer_geometry,
+        event_centers_for,
+        event_clip,
+    )
     from .video import VideoReader
 
     bb = _as_loaded(backbone, "backbone")
@@ -98,9 +108,11 @@ def embed_video(
     feats[torch.from_numpy(missing).to(feats.device)] = 0
     ctx = None
     if contextualizer is not None:
-        path = contextualizer.path if isinstance(contextualizer, Loaded) else contextualizer
-        txe, window, step = load_contextualizer(path, feats.shape[1], stride_s)
-        ctx = contextualize(txe.to(device), feats, window, step, missing=missing).float().cpu().numpy()
+        # the Loaded's own module, as for the backbone: reading its file again ran whatever a later
+        # run had written there since (and failed for a Loaded without a path)
+        c = _as_loaded(contextualizer, "context")
+        window, step = contextualizer_geometry(c.path, c.meta, feats.shape[1], stride_s)
+        ctx = contextualize(c.model.to(device).eval(), feats, window, step, missing=missing).float().cpu().numpy()
     return Embedding(feats.cpu().numpy(), ctx, list(centers), fps, duration, missing)
 
 

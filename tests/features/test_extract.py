@@ -570,6 +570,22 @@ def save_txe(path: Path, seed: int = 0) -> Path:
     )
 
 
+def test_python_api_contextualizes_with_the_loaded_module_not_its_file_again(backbone, videos, tmp_path):
+    """A Loaded TxE was read from its path again: a later run's model.pt there was used instead of
+    the module in hand, and a Loaded without a path failed deep inside (Path(None))."""
+    import moviessl
+
+    path = save_txe(tmp_path / "txe.pt", seed=0)
+    txe = moviessl.load(path)
+    before = moviessl.embed_video(videos / "a.mp4", backbone, path, device="cpu").ctx
+    save_txe(path, seed=1)  # a rerun writes another TxE to the same file
+    np.testing.assert_array_equal(moviessl.embed_video(videos / "a.mp4", backbone, txe, device="cpu").ctx, before)
+    own = moviessl.Loaded(txe.model, "context", txe.meta)  # built in a notebook: no file at all
+    np.testing.assert_array_equal(moviessl.embed_video(videos / "a.mp4", backbone, own, device="cpu").ctx, before)
+    with pytest.raises(BadInputError, match="stage 'context', expected backbone"):
+        moviessl.embed_video(videos / "a.mp4", txe, txe, device="cpu")
+
+
 def test_a_folder_with_txe_outputs_is_extended_only_with_its_contextualizer(backbone, tmp_path, capsys):
     """A rerun without --contextualizer that would add videos to a folder made with one is one line
     (it added them without {id}_ctx.npy while the index still named the TxE, and LVU's

@@ -480,7 +480,15 @@ def load_contextualizer(path: str | os.PathLike, in_dim: int, feature_stride_s: 
     """(TxE in eval mode, window, step in events) from a ``context`` checkpoint; ``source`` names
     where the ``in_dim``-d features come from in the error for a width that does not fit."""
     obj = load_checkpoint(path, stage="context")
-    meta = obj.get("meta", {})
+    window, step = contextualizer_geometry(path, obj.get("meta", {}), in_dim, feature_stride_s, source)
+    return build_from_checkpoint(obj).eval(), window, step
+
+
+def contextualizer_geometry(
+    path: str | os.PathLike | None, meta: dict, in_dim: int, feature_stride_s: float, source: str = "the backbone"
+) -> tuple[int, int]:
+    """(window, step in events) of a ``context`` checkpoint's ``meta`` for ``in_dim``-d features
+    ``feature_stride_s`` apart, or one line naming ``path`` when they do not fit."""
     if int(meta.get("in_dim", in_dim)) != in_dim:
         raise BadInputError(
             path, f"contextualizer expects {meta.get('in_dim')}-d event features, {source} gives {in_dim}"
@@ -490,7 +498,7 @@ def load_contextualizer(path: str | os.PathLike, in_dim: int, feature_stride_s: 
         raise BadInputError(
             path, f"its token stride {meta.get('token_stride_s')} s is not a multiple of --stride {feature_stride_s:g}"
         )
-    return build_from_checkpoint(obj).eval(), int(meta.get("window", 5)), int(round(k))
+    return int(meta.get("window", 5)), int(round(k))
 
 
 # --- partial results of a film (resume inside a film) --------------------------------------------
