@@ -168,13 +168,29 @@ def load_checkpoint(path: str | os.PathLike, stage: str | tuple[str, ...] | None
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # truncated / not a torch file
         raise BadInputError(path, f"not a readable checkpoint ({_load_problem(e)})") from None
+    if isinstance(obj, dict) and "pytorch-lightning_version" in obj:
+        # a run's checkpoints/*.ckpt: the stage's export is the model.pt beside checkpoints/
+        raise BadInputError(path, "a Lightning training checkpoint (what --resume reads), not a moviessl model.pt")
     if not isinstance(obj, dict) or obj.get("format") != "moviessl":
         raise BadInputError(path, "not a moviessl checkpoint (no 'format: moviessl' entry)")
+    version = int(obj.get("format_version", 1))
+    if version > FORMAT_VERSION:  # its arch may mean another network here: refused, not rebuilt wrongly
+        raise BadInputError(
+            path,
+            f"written by moviessl {obj.get('version')} in checkpoint format {version}; this moviessl "
+            f"{__version__} reads formats up to {FORMAT_VERSION}",
+        )
+    if not isinstance(obj.get("stage"), str) or not isinstance(obj.get("arch"), Mapping):  # KeyError tracebacks
+        raise BadInputError(path, "not a complete moviessl checkpoint (no 'stage' or 'arch' entry)")
+    builder = obj["arch"].get("builder")
+    try:  # a builder this version lacks (a newer moviessl's checkpoint) was an ImportError traceback when built
+        _import(_builder_name(str(builder)))
+    except (ImportError, AttributeError, ValueError):
+        raise BadInputError(path, f"its network builder '{builder}' is not in moviessl {__version__}") from None
     if stage is not None:
         stages = (stage,) if isinstance(stage, str) else tuple(stage)
         if obj["stage"] not in stages:
             raise BadInputError(path, f"checkpoint is from stage '{obj['stage']}', expected {' or '.join(stages)}")
-    version = int(obj.get("format_version", 1))
     obj["arch"] = upgrade_arch(obj.get("arch"), version)
     if version < 3:
         obj["arch"] = pin_arch(obj["arch"])

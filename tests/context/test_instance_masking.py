@@ -80,7 +80,8 @@ def test_teacher_heads(tmp_path):
     # a supervised run's model.pt (backbone only): the classifier comes from the run's last.ckpt
     run = tmp_path / "sup"
     (run / "checkpoints").mkdir(parents=True)
-    save_checkpoint(run / "model.pt", stage="backbone", arch={"builder": "x:y", "kwargs": {}}, state_dict={"a": w})
+    arch = {"builder": "moviessl.models.slowd:build_slowd", "kwargs": {}}
+    save_checkpoint(run / "model.pt", stage="backbone", arch=arch, state_dict={"a": w})
     with pytest.raises(BadInputError, match="pass that run's checkpoints/last.ckpt"):
         load_teacher_head(run / "model.pt")
     (run / "checkpoints" / "last.ckpt").write_bytes((tmp_path / "none.ckpt").read_bytes())  # a CVRL run's

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -41,6 +43,34 @@ def test_bad_checkpoints(tmp_path):
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(BadInputError, match="not a moviessl checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_checkpoints_this_version_cannot_rebuild_are_one_line_naming_the_file(tmp_path):
+    """A Lightning .ckpt was 'not a moviessl checkpoint' without saying what it is; a newer format, a
+    builder this version lacks and a checkpoint without a stage were tracebacks (KeyError, TypeError,
+    ModuleNotFoundError) deep in the rebuild."""
+    import moviessl
+
+    p = save_checkpoint(
+        tmp_path / "m.pt",
+        stage="toy",
+        arch=arch_spec(f"{__name__}:build_mlp", d_in=4, d_out=3),
+        state_dict=build_mlp(4, 3).state_dict(),
+    )
+    good = torch.load(p, weights_only=False)
+    variants = {
+        "Lightning training checkpoint": {"state_dict": good["state_dict"], "pytorch-lightning_version": "2.4.0"},
+        "checkpoint format 4": {**good, "format_version": 4, "arch": {**good["arch"], "kwargs": {"new": 1}}},
+        "no 'stage' or 'arch' entry": {k: v for k, v in good.items() if k != "stage"},
+        "builder 'moviessl.models.txe_v2:build_txe' is not in moviessl": {
+            **good,
+            "arch": {"builder": "moviessl.models.txe_v2:build_txe", "kwargs": {}},
+        },
+    }
+    for i, (problem, obj) in enumerate(variants.items()):
+        torch.save(obj, tmp_path / f"v{i}.pt")
+        with pytest.raises(BadInputError, match=re.escape(f"v{i}.pt: ") + ".*" + re.escape(problem)):
+            moviessl.load(tmp_path / f"v{i}.pt")
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
