@@ -2,8 +2,9 @@
 
     make bench    # == python -m benchmarks.run_all [--only NAME,...] (names: BENCHES below)
 
-Results go to benchmarks/out/<date>.json and are printed; docs/benchmarks.md keeps the curated
-numbers with machine and date.
+Results go to benchmarks/out/<date>.json (rewritten after each benchmark) and are printed;
+docs/benchmarks.md keeps the curated numbers with machine and date. A benchmark that fails is
+recorded as ``{"error": ...}``, the others still run, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import importlib
 import json
 import os
 import platform
+import sys
+import traceback
 from pathlib import Path
 
 BENCHES = {  # name: module [its arguments]
@@ -31,6 +34,7 @@ BENCHES = {  # name: module [its arguments]
     "scene_ctx": "benchmarks.bench_instances --format scene-ctx --videos 100 --dim 2048",
     "film": "benchmarks.bench_film",  # long 720p films: events/s split, peak RSS at 2 lengths, kill -9 resume (~10 min)
 }
+OUT = Path(__file__).parent / "out"
 
 
 def machine() -> dict:
@@ -65,23 +69,39 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--only", default=",".join(BENCHES), help="comma-separated subset of " + ",".join(BENCHES))
     args = ap.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:  # before any benchmark runs, not a KeyError after the first ones
+        ap.error(f"--only: no benchmark named {', '.join(unknown)} (names: {', '.join(BENCHES)})")
     record = {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "load_before": _loadavg(),
         "results": {},
     }
-    for name in [n.strip() for n in args.only.split(",") if n.strip()]:
+    out = OUT / f"{record['date'][:10]}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    failed: set[str] = set()
+    for name in names:
         print(f"== {name}", flush=True)
         module, *bench_args = BENCHES[name].split()
-        record["results"][name] = importlib.import_module(module).main(bench_args)
-    record["load_after"] = _loadavg()
-    out = Path(__file__).parent / "out" / f"{record['date'][:10]}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            record["results"][name] = importlib.import_module(module).main(bench_args)
+        except (Exception, SystemExit) as e:  # one failing benchmark must not lose the others' numbers
+            if not isinstance(e, SystemExit):
+                traceback.print_exc()
+            record["results"][name] = {"error": f"{type(e).__name__}: {e}"}
+            failed.add(name)
+            print(f"== {name} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        record["load_after"] = _loadavg()
+        out.write_text(json.dumps(record, indent=2))  # after each one: a kill keeps the finished ones
+    record["failed"] = [n for n in names if n in failed]
     out.write_text(json.dumps(record, indent=2))
     print(json.dumps(record, indent=2))
+    if failed:
+        print(f"failed: {', '.join(record['failed'])} (their errors are in {out})", file=sys.stderr)
     return record
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(1 if main()["failed"] else 0)
