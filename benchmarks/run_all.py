@@ -2,7 +2,7 @@
 
     make bench    # == python -m benchmarks.run_all [--only NAME,...] (names: BENCHES below)
 
-Results go to benchmarks/out/<date>.json (rewritten after each benchmark) and are printed;
+Results go to benchmarks/out/<date>T<time>.json (rewritten after each benchmark) and are printed;
 docs/benchmarks.md keeps the curated numbers with machine and date. A benchmark that fails is
 recorded as ``{"error": ...}``, the others still run, and the exit status is 1.
 """
@@ -65,6 +65,21 @@ def _loadavg() -> list[float] | None:
         return None
 
 
+def _record_path(date: str) -> Path:
+    """``OUT/<date>T<hh-mm-ss>.json``, a name no earlier record has: two runs on one day (e.g. ``--only
+    decode``, then ``--only slowd``) must not overwrite each other's numbers."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    stamp = date[:19].replace(":", "-")
+    for k in range(1, 1000):
+        path = OUT / (f"{stamp}.json" if k == 1 else f"{stamp}_{k}.json")
+        try:
+            path.open("x").close()  # claimed at once: a run started in the same second takes the next name
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{OUT}: no free name for a record of {date}")
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--only", default=",".join(BENCHES), help="comma-separated subset of " + ",".join(BENCHES))
@@ -79,8 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
         "load_before": _loadavg(),
         "results": {},
     }
-    out = OUT / f"{record['date'][:10]}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = _record_path(record["date"])
     failed: set[str] = set()
     for name in names:
         print(f"== {name}", flush=True)

@@ -43,3 +43,10 @@ def test_an_unknown_name_is_one_line_before_anything_runs(fake_benches, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "nosuch" in err and "ok" in err and "Traceback" not in err
     assert not fake_benches.exists()
+
+
+def test_two_runs_on_one_day_keep_both_records(fake_benches):
+    run_all.main(["--only", "ok"])
+    run_all.main(["--only", "ok2"])
+    recs = [json.loads(p.read_text()) for p in sorted(fake_benches.glob("*.json"))]
+    assert sorted(name for r in recs for name in r["results"]) == ["ok", "ok2"]
