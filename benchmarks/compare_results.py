@@ -3,8 +3,8 @@
     python -m benchmarks.compare_results runs/demo_a/results.json runs/demo_b/results.json [--digits 2]
 
 Compares each row's ``mean ± se`` at ``--digits`` decimals (the precision the tables print) and the
-backbone probes; prints the differing rows and the counts. Used for "the same tables, digit for
-digit" checks (e.g. a refactor, a thread count).
+backbone probes; prints the differing rows and the counts, rows and probes that only one file has
+among them. Used for "the same tables, digit for digit" checks (e.g. a refactor, a thread count).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def compare(a: dict, b: dict, digits: int = 2) -> dict:
     pa, pb = a.get("backbone_probe") or {}, b.get("backbone_probe") or {}
     keys = ("linear_top1", "knn_top1")
     out["probes_same"] = {m: all(pa[m].get(k) == pb.get(m, {}).get(k) for k in keys) for m in pa if m in pb}
+    out["probes_only_a"], out["probes_only_b"] = sorted(set(pa) - set(pb)), sorted(set(pb) - set(pa))
     return out
 
 
@@ -39,7 +40,13 @@ def main(argv=None) -> int:
     for side in ("only_a", "only_b"):
         for k in res[side]:
             print(f"{side}:", *k)
-    print(f"same: {len(res['same'])}, different: {len(res['different'])}, probes same: {res['probes_same']}")
+    # a row or probe that one run lacks (e.g. a failed job) is no match: the counts say so, else
+    # "different: 0" would read as the same tables
+    print(
+        f"same: {len(res['same'])}, different: {len(res['different'])}, only in a: {len(res['only_a'])}, "
+        f"only in b: {len(res['only_b'])}, probes same: {res['probes_same']}"
+        + "".join(f", probes only in {s[-1]}: {res['probes_' + s]}" for s in ("only_a", "only_b") if res["probes_" + s])
+    )
     return 0
 
 

@@ -1,0 +1,29 @@
+"""benchmarks.compare_results: two demo results.json files, value by value."""
+
+import json
+
+from benchmarks.compare_results import main
+
+
+def _results(tmp_path, name, rows, probes):
+    p = tmp_path / f"{name}.json"
+    rows = [{"table": t, "setting": s, "metric": m, "mean": v, "se": se, "n": 2} for t, s, m, v, se in rows]
+    p.write_text(json.dumps({"rows": rows, "backbone_probe": probes}))
+    return str(p)
+
+
+PROBE = {"linear_top1": {"mean": 40.0, "se": 1.0}, "knn_top1": {"mean": 30.0, "se": 1.0}, "n": 1}
+
+
+def test_rows_and_probes_only_one_run_has_are_counted_not_left_out(tmp_path, capsys):
+    a = _results(
+        tmp_path,
+        "a",
+        [("verb", "backbone=cvrl", "acc@1", 10.004, 0.5), ("srl", "backbone=cvrl", "cider", 100.0, 2.0)],
+        {"cvrl": PROBE, "modist": PROBE},
+    )
+    b = _results(tmp_path, "b", [("verb", "backbone=cvrl", "acc@1", 10.001, 0.5)], {"cvrl": PROBE})
+    assert main([a, b]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "same: 1, different: 0, only in a: 1, only in b: 0" in last
+    assert "probes only in a: ['modist']" in last
