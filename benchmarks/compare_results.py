@@ -34,7 +34,16 @@ def main(argv=None) -> int:
     ap.add_argument("b")
     ap.add_argument("--digits", type=int, default=2)
     args = ap.parse_args(argv)
-    res = compare(json.loads(Path(args.a).read_text()), json.loads(Path(args.b).read_text()), args.digits)
+
+    def load(path: str) -> dict:  # a wrong path or file is one line naming it, not a traceback
+        try:
+            obj = json.loads(Path(path).read_text())
+            compare(obj, obj)  # reads every field a comparison reads
+            return obj
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+            ap.error(f"{path}: not a readable demo results.json ({type(e).__name__}: {e})")
+
+    res = compare(load(args.a), load(args.b), args.digits)
     for k, fa, fb in res["different"]:
         print("differs:", *k, fa, "->", fb)
     for side in ("only_a", "only_b"):

@@ -27,3 +27,17 @@ def test_rows_and_probes_only_one_run_has_are_counted_not_left_out(tmp_path, cap
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert "same: 1, different: 0, only in a: 1, only in b: 0" in last
     assert "probes only in a: ['modist']" in last
+
+
+def test_a_missing_or_wrong_file_is_one_line_naming_it(tmp_path, capsys):
+    import pytest
+
+    a = _results(tmp_path, "a", [("verb", "backbone=cvrl", "acc@1", 10.0, 0.5)], {})
+    md = tmp_path / "results.md"
+    md.write_text("# moviessl demo results\n")
+    for bad in (str(tmp_path / "missing.json"), str(md)):
+        with pytest.raises(SystemExit) as e:
+            main([a, bad])
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert bad in err[-1] and "Traceback" not in "\n".join(err)
