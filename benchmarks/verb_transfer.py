@@ -59,7 +59,10 @@ def classifier_of(run_dir: Path):
 
     sd = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     W, b = sd["classifier.1.weight"].numpy(), sd["classifier.1.bias"].numpy()
-    return lambda X: (X @ W.T + b).argmax(1)
+    # output k is label id class_ids[k] (k itself for a backbone exported before class_ids was recorded)
+    meta = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=False).get("meta", {})
+    ids = np.asarray(meta.get("class_ids", range(len(b))))
+    return lambda X: ids[(X @ W.T + b).argmax(1)]
 
 
 def action_clip_accuracy(demo: Path, run_dir: Path, n: int, classify) -> float:

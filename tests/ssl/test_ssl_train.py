@@ -219,6 +219,10 @@ def test_supervised_takes_sparse_label_ids_as_their_classes(clip_list, tmp_path)
     odd.write_text("\n".join([lines[0].rsplit(None, 1)[0] + " 100000000000", *lines[1:]]) + "\n")
     _run("supervised", odd, tmp_path / "sup", ["trainer.max_steps=1"])
     _check_export(tmp_path / "sup", "supervised")
+    # the classifier's outputs are numbered by the ids that occur: model.pt says which id each is
+    ids = sorted({int(ln.rsplit(None, 1)[1]) for ln in odd.read_text().splitlines()})
+    meta = torch.load(tmp_path / "sup" / "model.pt", weights_only=False)["meta"]
+    assert meta["class_ids"] == ids and ids[-1] == 10**11
 
 
 def test_random_refuses_a_trained_runs_folder_even_with_resume(clip_list, tmp_path):

@@ -194,6 +194,9 @@ def pretrain(
             "data": str(Path(data).resolve()),
             "num_videos": len(train_items),
             "skipped_videos": len(bad),
+            # the label id of each of the classifier's outputs (Lightning checkpoint ``classifier``),
+            # for a reader that maps its predictions back to the clip list's ids
+            **({"class_ids": sorted(classes)} if method_cls.needs_labels and num_classes else {}),
             **init_note,
         },
     )
