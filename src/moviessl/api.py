@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import build_from_checkpoint, load_checkpoint
+from .checkpoint import build_from_checkpoint, file_hash, load_checkpoint
 from .errors import BadInputError
 
 
@@ -111,7 +111,8 @@ def embed_video(
         # the Loaded's own module, as for the backbone: reading its file again ran whatever a later
         # run had written there since (and failed for a Loaded without a path)
         c = _as_loaded(contextualizer, "context")
-        window, step = contextualizer_geometry(c.path, c.meta, feats.shape[1], stride_s)
+        made_by = file_hash(bb.path) if bb.path is not None and Path(bb.path).is_file() else None
+        window, step = contextualizer_geometry(c.path, c.meta, feats.shape[1], stride_s, backbone=made_by)
         ctx = contextualize(c.model.to(device).eval(), feats, window, step, missing=missing).float().cpu().numpy()
     return Embedding(feats.cpu().numpy(), ctx, list(centers), fps, duration, missing)
 

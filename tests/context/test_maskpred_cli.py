@@ -173,3 +173,22 @@ def test_txe_settings_that_cannot_build_are_one_line_before_any_work(feats, tmp_
     err = capsys.readouterr().err
     assert named in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_features_of_two_backbones_are_said(tmp_path, caplog):
+    """--features folders extracted by two backbones (same width) were pretrained on as one feature
+    space without a word; the TxE's meta lists both."""
+    import json
+
+    folders = []
+    for name, bb, n, seed in (("a", "aaaaaaaaaaaa", 24, 0), ("b", "bbbbbbbbbbbb", 8, 1)):
+        root = write_vidsitu_folder(tmp_path / name, sequence_features(n, dim=16, seed=seed), prefix=f"{name}_")
+        ids = sorted(p.name[: -len("_feats.npy")] for p in root.glob("*_feats.npy"))
+        videos = {v: {"num_events": 5, "status": "ok", "split": "train"} for v in ids}
+        (root / "index.json").write_text(json.dumps({"stride_s": 2.0, "dim": 16, "backbone": bb, "videos": videos}))
+        folders += ["--features", str(root)]
+    out = tmp_path / "run"
+    with caplog.at_level("WARNING", logger="moviessl"):
+        assert main(["pretrain-context", *folders, "--out", str(out), "trainer.max_steps=1", *FAST]) == 0
+    assert "--features come from 2 different backbones" in caplog.text
+    assert load_checkpoint(out / "model.pt", stage="context")["meta"]["backbone"] == ["aaaaaaaaaaaa", "bbbbbbbbbbbb"]

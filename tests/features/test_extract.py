@@ -207,6 +207,31 @@ def test_vidsitu_root_gives_five_events_and_contextualizer(backbone, tmp_path):
     assert FeatureStore(out).load_ctx("v_abc_seg_05_15").shape == (5, 32)
 
 
+def test_a_txe_of_another_backbones_features_is_said(backbone, tmp_path, caplog):
+    """A TxE pretrained on one backbone's features (meta.backbone) applied to another's of the same
+    width ran without a word (a CVRL TxE on MoDist features: outputs that mean little)."""
+    from moviessl.checkpoint import file_hash
+    from moviessl.models import build_txe
+
+    assert ex.other_backbone_note("t.pt", {"backbone": ["abc"]}, "abc", "x") is None
+    assert ex.other_backbone_note("t.pt", {}, "abc", "x") is None  # a TxE that does not say
+    assert ex.other_backbone_note("t.pt", {"backbone": ["abc"]}, None, "x") is None  # features that do not say
+    note = ex.other_backbone_note("t.pt", {"backbone": ["abc"]}, "def", "src")
+    assert note == "t.pt: TxE pretrained on features of backbone abc, applied to features of backbone def (src)"
+    write_video(tmp_path / "v.mp4", 4.0, seed=1)
+    arch = arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", in_dim=16, dim=32, heads=2, mlp_dim=64)
+    state = build_txe("txe_cpu", in_dim=16, dim=32, heads=2, mlp_dim=64).state_dict()
+    for made_on, said in ((file_hash(backbone), False), ("0123456789ab", True)):
+        ctx = tmp_path / f"txe_{made_on}.pt"
+        meta = {"window": 5, "token_stride_s": 2.0, "in_dim": 16, "backbone": [made_on]}
+        save_checkpoint(ctx, stage="context", arch=arch, state_dict=state, meta=meta)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="moviessl"):
+            assert run_extract("--backbone", backbone, "--videos", tmp_path / "v.mp4", "--out", tmp_path / made_on,
+                               "--contextualizer", ctx) == 0  # fmt: skip
+        assert ("TxE pretrained on features of backbone 0123456789ab" in caplog.text) is said, caplog.text
+
+
 def test_a_vidsitu_root_without_its_annotations_is_not_pretrained_on_whole(backbone, tmp_path, caplog):
     """A VidSitu root extracted where its annotations are not (videos on scratch, annotations
     elsewhere) recorded no split without a word, and pretraining trusted the index: it pretrained on

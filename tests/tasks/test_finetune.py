@@ -185,7 +185,7 @@ def test_training_on_the_evaluation_segments_is_refused(vidsitu_fixture, tmp_pat
     assert not (tmp_path / "o" / "seed0").exists()
 
 
-def test_relation_with_scratch_and_pretrained_txe(vidsitu_fixture, tmp_path):
+def test_relation_with_scratch_and_pretrained_txe(vidsitu_fixture, tmp_path, caplog):
     ann, feats = vidsitu_fixture
     out = ann.parent / "run_rel"
     assert _finetune(ann, feats, out, "relation", "--contextualizer", "scratch", *FAST, "relation.epochs=3") == 0
@@ -201,24 +201,28 @@ def test_relation_with_scratch_and_pretrained_txe(vidsitu_fixture, tmp_path):
         stage="context",
         arch=arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", in_dim=32),
         state_dict=txe.state_dict(),
-        meta={"window": 5, "in_dim": 32},
+        meta={"window": 5, "in_dim": 32, "backbone": ["0123456789ab"]},
     )
     out2 = tmp_path / "rel_ctx"
-    assert (
-        _finetune(
-            ann,
-            feats,
-            out2,
-            "relation",
-            "--contextualizer",
-            str(ckpt),
-            *FAST,
-            "relation.epochs=1",
-            "relation.lr=0.0",
-            seeds=1,
+    with caplog.at_level("WARNING", logger="moviessl"):
+        assert (
+            _finetune(
+                ann,
+                feats,
+                out2,
+                "relation",
+                "--contextualizer",
+                str(ckpt),
+                *FAST,
+                "relation.epochs=1",
+                "relation.lr=0.0",
+                seeds=1,
+            )
+            == 0
         )
-        == 0
-    )
+    # pretrained on another backbone's features than these (VidSitu's released ones): said, not refused
+    said = "TxE pretrained on features of backbone 0123456789ab, applied to features of backbone vidsitu-released"
+    assert said in caplog.text
     got = load_checkpoint(out2 / "seed0" / "model.pt", stage="relation")
     # lr 0: the fine-tuned TxE still holds exactly the pretrained weights
     w = got["state_dict"]["encoder.txe.input_proj.weight"]

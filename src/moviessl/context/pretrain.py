@@ -104,6 +104,13 @@ def pretrain_context(
     seed_everything(cfg.seed)
     stores = [FeatureStore(f) for f in features]
     strides = {s.stride_s for s in stores}
+    made_by = {s.backbone: s.root for s in stores}
+    if len(made_by) > 1:  # one TxE over two backbones' feature spaces of one width trains, and means little
+        log.warning(
+            "--features come from %d different backbones (%s): one TxE is pretrained on all of them",
+            len(made_by),
+            "; ".join(f"{root}: {b}" for b, root in made_by.items()),
+        )
     d = cfg.data
     all_ids = [(i, v) for i, s in enumerate(stores) for v in s.ids]
     if not include_eval_splits:
@@ -153,7 +160,7 @@ def pretrain_context(
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         meta = {
             "features": [str(Path(f).resolve()) for f in features],
-            "backbone": sorted({str((s.index or {}).get("backbone", "vidsitu-released")) for s in stores}),
+            "backbone": sorted({s.backbone for s in stores}),
             "num_videos": len(train.videos),
             "num_events": train.num_events,
             "skipped_files": train.num_bad + (val.num_bad if val else 0),

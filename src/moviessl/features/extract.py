@@ -476,19 +476,51 @@ def txe_as_in_predict(
         yield
 
 
-def load_contextualizer(path: str | os.PathLike, in_dim: int, feature_stride_s: float, source: str = "the backbone"):
+def load_contextualizer(
+    path: str | os.PathLike,
+    in_dim: int,
+    feature_stride_s: float,
+    source: str = "the backbone",
+    backbone: str | None = None,
+):
     """(TxE in eval mode, window, step in events) from a ``context`` checkpoint; ``source`` names
-    where the ``in_dim``-d features come from in the error for a width that does not fit."""
+    where the ``in_dim``-d features come from in the error for a width that does not fit, and
+    ``backbone`` (their backbone's hash, as feature folders record it) is checked against the
+    backbones the TxE was pretrained on (:func:`contextualizer_geometry`)."""
     obj = load_checkpoint(path, stage="context")
-    window, step = contextualizer_geometry(path, obj.get("meta", {}), in_dim, feature_stride_s, source)
+    window, step = contextualizer_geometry(path, obj.get("meta", {}), in_dim, feature_stride_s, source, backbone)
     return build_from_checkpoint(obj).eval(), window, step
 
 
+def other_backbone_note(path: str | os.PathLike | None, meta: dict, backbone: str | None, source: str) -> str | None:
+    """A warning when the TxE of ``meta`` was pretrained on features of other backbones than
+    ``backbone`` (a feature folder's ``backbone`` hash, ``vidsitu-released`` for VidSitu's own
+    features; None: unknown, nothing said): a TxE of CVRL features applied to MoDist features of the
+    same width runs, and its outputs mean little. A warning, not an error: the same weights saved
+    again have another hash."""
+    seen = meta.get("backbone")
+    if backbone is None or not seen or str(backbone) in [str(b) for b in seen]:
+        return None
+    return (
+        f"{path}: TxE pretrained on features of backbone {', '.join(map(str, seen))}, "
+        f"applied to features of backbone {backbone} ({source})"
+    )
+
+
 def contextualizer_geometry(
-    path: str | os.PathLike | None, meta: dict, in_dim: int, feature_stride_s: float, source: str = "the backbone"
+    path: str | os.PathLike | None,
+    meta: dict,
+    in_dim: int,
+    feature_stride_s: float,
+    source: str = "the backbone",
+    backbone: str | None = None,
 ) -> tuple[int, int]:
     """(window, step in events) of a ``context`` checkpoint's ``meta`` for ``in_dim``-d features
-    ``feature_stride_s`` apart, or one line naming ``path`` when they do not fit."""
+    ``feature_stride_s`` apart, or one line naming ``path`` when they do not fit; a warning when
+    the features' ``backbone`` is not one the TxE was pretrained on (:func:`other_backbone_note`)."""
+    note = other_backbone_note(path, meta, backbone, source)
+    if note:
+        log.warning(note)
     if int(meta.get("in_dim", in_dim)) != in_dim:
         raise BadInputError(
             path, f"contextualizer expects {meta.get('in_dim')}-d event features, {source} gives {in_dim}"
@@ -1208,7 +1240,7 @@ def extract(
     bhash = file_hash(backbone)
     txe, window, step, ctx_info = None, 5, 1, None
     if contextualizer is not None:
-        txe, window, step = load_contextualizer(contextualizer, dim, stride_s)
+        txe, window, step = load_contextualizer(contextualizer, dim, stride_s, backbone=bhash)
         ctx_info = {
             "path": str(Path(contextualizer).resolve()),
             "hash": file_hash(contextualizer),

@@ -127,6 +127,12 @@ class FeatureStore:
         self._ids_set = set(self.ids)
         self._finite: set[str] = set()  # ids whose file was checked for NaN/inf
 
+    @property
+    def backbone(self) -> str:
+        """The hash of the backbone the features come from (``index.json``); VidSitu's released
+        features (no index) are ``vidsitu-released``."""
+        return str((self.index or {}).get("backbone") or "vidsitu-released")
+
     def _common_width(self, sample: int = 15) -> int:
         """D of an index-less folder: the most common width among the first ``sample`` readable
         files, so that neither a damaged file nor one odd file sorted first rejects all the others

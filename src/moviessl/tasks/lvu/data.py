@@ -225,7 +225,11 @@ def scene_cache(store: FeatureStore, txe_hash: str, cache_dir: str | os.PathLike
 def _load_txe(store: FeatureStore, contextualizer: str | os.PathLike) -> tuple:
     """(TxE, window, step, the checkpoint's hash) for ``store``'s features (a one-line error first)."""
     txe, window, step = load_contextualizer(
-        contextualizer, store.dim, store.stride_s, source=f"the scene feature folder {store.root}"
+        contextualizer,
+        store.dim,
+        store.stride_s,
+        source=f"the scene feature folder {store.root}",
+        backbone=store.backbone,
     )
     return txe, window, step, file_hash(contextualizer)
 

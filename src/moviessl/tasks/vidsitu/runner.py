@@ -39,6 +39,7 @@ from ...data.vidsitu import load_split
 from ...dist import trainer_device
 from ...errors import BadInputError
 from ...eval.vidsitu import evaluate
+from ...features.extract import other_backbone_note
 from ...features.store import FeatureStore
 from ...models.txe import feature_stats
 from ...training import check_trainer
@@ -113,9 +114,10 @@ def frozen_cache_dir(out: Path, backbone: str | os.PathLike, videos: str | os.Pa
 
 
 def _contextualizer(
-    spec: str | os.PathLike | None, in_dim: int, cfg: VidSituConfig
+    spec: str | os.PathLike | None, in_dim: int, cfg: VidSituConfig, backbone: str | None = None
 ) -> tuple[dict | None, dict | None, str]:
-    """-> (TxE arch, pretrained TxE state dict, label)."""
+    """-> (TxE arch, pretrained TxE state dict, label); ``backbone``: the hash of the backbone the
+    event features come from, said when the TxE was pretrained on another's."""
     if spec is None or str(spec) == "none":
         return None, None, "none"
     if str(spec) == "scratch":
@@ -131,6 +133,9 @@ def _contextualizer(
             raise BadInputError("txe.overrides", str(e) or type(e).__name__) from None
         return arch, None, "scratch"
     obj = load_checkpoint(spec, stage="context")
+    note = other_backbone_note(spec, obj.get("meta") or {}, backbone, "the event features")
+    if note:
+        log.warning(note)
     stride = (obj.get("meta") or {}).get("token_stride_s")
     if stride is not None and float(stride) != 2.0:
         log.warning("%s: TxE pretrained on tokens %ss apart; VidSitu events are 2 s apart", spec, stride)
@@ -302,10 +307,12 @@ def prepare(
     if features is not None:
         store = FeatureStore(features)
         source, in_dim, inputs = feature_source(store), store.dim, f"features:{Path(features).resolve()}"
+        made_by = store.backbone
     else:
         if backbone is None:
             raise BadInputError(None, "--videos needs --backbone CKPT (a stage-'backbone' checkpoint)")
         backbone_obj = load_checkpoint(backbone, stage="backbone")
+        made_by = file_hash(backbone)
         meta = backbone_obj.get("meta", {})
         in_dim = int(meta.get("out_dim") or build_arch(backbone_obj["arch"]).out_dim)
         vsrc = video_source(
@@ -332,7 +339,7 @@ def prepare(
             )
             source = feature_source(FeatureStore(feat_dir, num_events=5))
             backbone_obj = None
-    txe_arch, txe_state, ctx_label = _contextualizer(contextualizer, in_dim, cfg)
+    txe_arch, txe_state, ctx_label = _contextualizer(contextualizer, in_dim, cfg, made_by)
 
     train_data = build_segments(train_split, source, spec.train_target)
     eval_data = build_segments(eval_split, source, spec.eval_target, need_records=spec.eval_needs_records)
