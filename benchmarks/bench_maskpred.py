@@ -281,6 +281,9 @@ def acceptance(
     torch.manual_seed(seed)
     random = MaskPredModule(**trained.hparams).eval()
     random.target_mean.copy_(trained.target_mean)
+    # the same fixed input normalisation as the trained TxE (as maskpred_fillin's control): only the
+    # weights are untrained, else the control also differs in what its input projection sees
+    random.txe.input_norm.load_state_dict(trained.txe.input_norm.state_dict())
 
     # (1) fill-in retrieval among every train event and the other clips' valid events
     def retrieval(mod) -> float:

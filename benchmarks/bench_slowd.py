@@ -1,11 +1,12 @@
 """Slow-D training throughput: forward+backward clips/s at the CPU preset and the paper preset.
 
-    python -m benchmarks.bench_slowd [--device cpu|cuda] [--iters 3] [--quick]
+    python -m benchmarks.bench_slowd [--device cpu|cuda] [--precision 32|bf16] [--iters 3] [--quick]
     python -m benchmarks.bench_slowd --breakdown [--variants eager,channels_last]   # what limits it
 
 Reports clips/s, achieved GFLOP/s (forward+backward FLOPs counted by torch.utils.flop_counter, 2 per
 multiply-add) and, as the yardstick, the fp32 matmul peak of the same device measured in the same run
-(a large square ``torch.mm``).
+(a large square ``torch.mm``). ``--precision bf16`` runs the forward under bf16 autocast, as
+``trainer.precision=bf16-mixed`` trains, and measures the peak as a bf16 matmul.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_peak_gflops(device: torch.device, n: int = 2048, iters: int = 10) -> float:
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def matmul_peak_gflops(device: torch.device, n: int = 2048, iters: int = 10, dtype=torch.float32) -> float:
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     torch.mm(a, b)  # warm-up (and cuBLAS handle / MKL thread pool start)
     _sync(device)
     best = float("inf")
@@ -58,7 +59,13 @@ VARIANTS = ("eager", "channels_last", "compile", "compile_channels_last")
 
 
 def bench_train(
-    preset: str, batch: int, device: torch.device, iters: int, warmup: int = 1, variant: str = "eager"
+    preset: str,
+    batch: int,
+    device: torch.device,
+    iters: int,
+    warmup: int = 1,
+    variant: str = "eager",
+    precision: str = "32",
 ) -> dict:
     """``variant``: eager (contiguous NCTHW), channels_last (NTHWC, ``torch.channels_last_3d``, the
     layout oneDNN's convolutions prefer), compile (``torch.compile``, inductor; its compile time is
@@ -80,7 +87,9 @@ def bench_train(
         _sync(device)
         t = time.perf_counter()
         model.zero_grad(set_to_none=True)
-        model(x).pow(2).mean().backward()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            y = model(x)
+        y.float().pow(2).mean().backward()
         _sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t)
@@ -89,6 +98,7 @@ def bench_train(
     flops = train_step_flops(preset, batch, frames, size)
     return {
         "variant": variant,
+        "precision": precision,
         "input": f"{batch}x3x{frames}x{size}x{size}",
         "step_s": round(step, 4),
         "step_s_median": round(median, 4),
@@ -222,8 +232,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true", help="skip the paper preset (CI smoke run)")
     ap.add_argument("--variants", default="eager", help="comma-separated subset of " + ",".join(VARIANTS))
     ap.add_argument("--breakdown", action="store_true", help="where the step's time goes (CPU; no compile)")
+    ap.add_argument("--precision", choices=("32", "bf16"), default="32", help="bf16: forward under bf16 autocast")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
+    if args.breakdown and args.precision != "32":
+        ap.error("--breakdown profiles the fp32 step only")
+    mm_dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     if args.breakdown:
         peak = matmul_peak_gflops(device)
         res = {"benchmark": "slowd_step_breakdown", "date": datetime.date.today().isoformat()}
@@ -235,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
         res["matmul_peak_gflops"] = round(max(peak, matmul_peak_gflops(device)), 1)
         print(json.dumps(res, indent=1))
         return res
-    peak = matmul_peak_gflops(device)
+    peak = matmul_peak_gflops(device, dtype=mm_dtype)
     res: dict = {
         "benchmark": "slowd_train_step",
         "date": datetime.date.today().isoformat(),
@@ -245,16 +259,18 @@ def main(argv: list[str] | None = None) -> dict:
         else f"cpu x{torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "load_avg_1min": round(os.getloadavg()[0], 2),  # other jobs on the machine while measuring
-        "matmul_peak_gflops": round(peak, 1),
+        "precision": args.precision,
+        "matmul_peak_gflops": round(peak, 1),  # in the step's precision
     }
     variants = args.variants.split(",")
     for v in variants:
         key = "" if v == "eager" else f"_{v}"
-        res[f"slowd_cpu{key}"] = bench_train("slowd_cpu", args.cpu_batch, device, args.iters, variant=v)
-        if not args.quick:
-            res[f"slowd_r50{key}"] = bench_train("slowd_r50", args.paper_batch, device, args.iters, variant=v)
+        for preset, batch in (("slowd_cpu", args.cpu_batch), ("slowd_r50", args.paper_batch)):
+            if preset == "slowd_cpu" or not args.quick:
+                run = bench_train(preset, batch, device, args.iters, variant=v, precision=args.precision)
+                res[f"{preset}{key}"] = run
     # Measured again at the end; the better of the two is the peak (other jobs only slow it down).
-    peak = max(peak, matmul_peak_gflops(device))
+    peak = max(peak, matmul_peak_gflops(device, dtype=mm_dtype))
     res["matmul_peak_gflops"] = round(peak, 1)
     for k, v in res.items():
         if k.startswith("slowd_"):
