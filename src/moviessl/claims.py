@@ -360,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare", nargs="+", default=None, help="other results.json files (same claims)")
     ap.add_argument("--names", nargs="+", default=None, help="names of the compared runs (default: their paths)")
     args = ap.parse_args(argv)
+    if args.names and not args.compare:  # they name compared runs: without any they were dropped silently
+        ap.error("--names names the --compare runs: give --compare too")
 
     def load(path: str) -> list[dict]:  # a results.json's claims (evaluated from its rows if absent)
         try:

@@ -159,3 +159,18 @@ def test_cli_readme_without_the_block_or_missing_is_an_error_not_a_silent_no_op(
         err = capsys.readouterr().err
         assert str(readme) in err and said in err and "Traceback" not in err
     assert plain.read_text() == "# a README without the generated block\n"
+
+
+def test_cli_names_without_compare_is_an_error(tmp_path, capsys):
+    """--names names the compared runs: given without --compare it was dropped, exit 0."""
+    import json
+
+    import pytest
+
+    from moviessl.claims import main
+
+    res = tmp_path / "results.json"
+    res.write_text(json.dumps({"rows": []}))
+    with pytest.raises(SystemExit) as e:
+        main([str(res), "--names", "2 threads"])
+    assert e.value.code == 2 and "give --compare too" in capsys.readouterr().err
