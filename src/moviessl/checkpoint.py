@@ -183,10 +183,19 @@ def load_checkpoint(path: str | os.PathLike, stage: str | tuple[str, ...] | None
     if not isinstance(obj.get("stage"), str) or not isinstance(obj.get("arch"), Mapping):  # KeyError tracebacks
         raise BadInputError(path, "not a complete moviessl checkpoint (no 'stage' or 'arch' entry)")
     builder = obj["arch"].get("builder")
+    name = _builder_name(str(builder))
+    module_name = name.partition(":")[0]
+    lacks = BadInputError(path, f"its network builder '{builder}' is not in moviessl {__version__}")
     try:  # a builder this version lacks (a newer moviessl's checkpoint) was an ImportError traceback when built
-        _import(_builder_name(str(builder)))
-    except (ImportError, AttributeError, ValueError):
-        raise BadInputError(path, f"its network builder '{builder}' is not in moviessl {__version__}") from None
+        _import(name)
+    except ModuleNotFoundError as e:
+        # only the builder's own module missing is the checkpoint's problem; a module that exists but
+        # fails to import (a broken library it needs) keeps its own error
+        if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
+            raise lacks from None
+        raise
+    except (AttributeError, ValueError):
+        raise lacks from None
     if stage is not None:
         stages = (stage,) if isinstance(stage, str) else tuple(stage)
         if obj["stage"] not in stages:

@@ -45,7 +45,7 @@ def test_bad_checkpoints(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
 
 
-def test_checkpoints_this_version_cannot_rebuild_are_one_line_naming_the_file(tmp_path):
+def test_checkpoints_this_version_cannot_rebuild_are_one_line_naming_the_file(tmp_path, monkeypatch):
     """A Lightning .ckpt was 'not a moviessl checkpoint' without saying what it is; a newer format, a
     builder this version lacks and a checkpoint without a stage were tracebacks (KeyError, TypeError,
     ModuleNotFoundError) deep in the rebuild."""
@@ -67,10 +67,22 @@ def test_checkpoints_this_version_cannot_rebuild_are_one_line_naming_the_file(tm
             "arch": {"builder": "moviessl.models.txe_v2:build_txe", "kwargs": {}},
         },
     }
+    variants["builder 'moviessl.models.txe:build_txe_v2' is not in"] = {
+        **good,
+        "arch": {"builder": "moviessl.models.txe:build_txe_v2", "kwargs": {}},
+    }
     for i, (problem, obj) in enumerate(variants.items()):
         torch.save(obj, tmp_path / f"v{i}.pt")
         with pytest.raises(BadInputError, match=re.escape(f"v{i}.pt: ") + ".*" + re.escape(problem)):
             moviessl.load(tmp_path / f"v{i}.pt")
+    # a builder that is there but whose module cannot import what it needs (a broken install) is not
+    # the checkpoint's fault: its own error, not "not in moviessl"
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "broken_builder.py").write_text("import no_such_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+    torch.save({**good, "arch": {"builder": "broken_builder:build", "kwargs": {}}}, tmp_path / "b.pt")
+    with pytest.raises(ModuleNotFoundError, match="no_such_dependency_xyz"):
+        moviessl.load(tmp_path / "b.pt")
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
