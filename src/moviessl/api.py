@@ -38,6 +38,7 @@ class Loaded:
     meta: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    hash: str | None = None  # of the file as loaded (what feature folders record of their backbone)
 
 
 @dataclass
@@ -57,9 +58,8 @@ class Embedding:
 def load(path: str | os.PathLike, stage: str | tuple[str, ...] | None = None) -> Loaded:
     """Load any moviessl checkpoint (``model.pt`` of a backbone, TxE or task run) on the CPU."""
     obj = load_checkpoint(path, stage)
-    return Loaded(
-        build_from_checkpoint(obj), obj["stage"], dict(obj.get("meta") or {}), dict(obj.get("config") or {}), Path(path)
-    )
+    meta, config = dict(obj.get("meta") or {}), dict(obj.get("config") or {})
+    return Loaded(build_from_checkpoint(obj), obj["stage"], meta, config, Path(path), file_hash(path))
 
 
 def _as_loaded(x: Loaded | str | os.PathLike, stage: str) -> Loaded:
@@ -111,8 +111,7 @@ def embed_video(
         # the Loaded's own module, as for the backbone: reading its file again ran whatever a later
         # run had written there since (and failed for a Loaded without a path)
         c = _as_loaded(contextualizer, "context")
-        made_by = file_hash(bb.path) if bb.path is not None and Path(bb.path).is_file() else None
-        window, step = contextualizer_geometry(c.path, c.meta, feats.shape[1], stride_s, backbone=made_by)
+        window, step = contextualizer_geometry(c.path, c.meta, feats.shape[1], stride_s, backbone=bb.hash)
         ctx = contextualize(c.model.to(device).eval(), feats, window, step, missing=missing).float().cpu().numpy()
     return Embedding(feats.cpu().numpy(), ctx, list(centers), fps, duration, missing)
 

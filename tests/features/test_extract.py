@@ -210,6 +210,7 @@ def test_vidsitu_root_gives_five_events_and_contextualizer(backbone, tmp_path):
 def test_a_txe_of_another_backbones_features_is_said(backbone, tmp_path, caplog):
     """A TxE pretrained on one backbone's features (meta.backbone) applied to another's of the same
     width ran without a word (a CVRL TxE on MoDist features: outputs that mean little)."""
+    import moviessl
     from moviessl.checkpoint import file_hash
     from moviessl.models import build_txe
 
@@ -229,6 +230,10 @@ def test_a_txe_of_another_backbones_features_is_said(backbone, tmp_path, caplog)
         with caplog.at_level("WARNING", logger="moviessl"):
             assert run_extract("--backbone", backbone, "--videos", tmp_path / "v.mp4", "--out", tmp_path / made_on,
                                "--contextualizer", ctx) == 0  # fmt: skip
+        assert ("TxE pretrained on features of backbone 0123456789ab" in caplog.text) is said, caplog.text
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="moviessl"):  # the same check in the Python API
+            moviessl.embed_video(tmp_path / "v.mp4", moviessl.load(backbone), ctx, device="cpu")
         assert ("TxE pretrained on features of backbone 0123456789ab" in caplog.text) is said, caplog.text
 
 

@@ -220,8 +220,15 @@ def test_relation_with_scratch_and_pretrained_txe(vidsitu_fixture, tmp_path, cap
             )
             == 0
         )
-    # pretrained on another backbone's features than these (VidSitu's released ones): said, not refused
-    said = "TxE pretrained on features of backbone 0123456789ab, applied to features of backbone vidsitu-released"
+    # features without an index (VidSitu's released ones): their backbone is unknown, nothing said;
+    # features of another backbone than the TxE's: said, not refused
+    assert "TxE pretrained on" not in caplog.text
+    from moviessl.config import load_config
+    from moviessl.tasks.vidsitu.runner import _contextualizer
+
+    with caplog.at_level("WARNING", logger="moviessl"):
+        _contextualizer(str(ckpt), 32, load_config("vidsitu", "cpu"), "fedcba987654")
+    said = "TxE pretrained on features of backbone 0123456789ab, applied to features of backbone fedcba987654"
     assert said in caplog.text
     got = load_checkpoint(out2 / "seed0" / "model.pt", stage="relation")
     # lr 0: the fine-tuned TxE still holds exactly the pretrained weights

@@ -104,7 +104,8 @@ def pretrain_context(
     seed_everything(cfg.seed)
     stores = [FeatureStore(f) for f in features]
     strides = {s.stride_s for s in stores}
-    made_by = {s.backbone: s.root for s in stores}
+    # a folder without an index counts as VidSitu's released features (what it usually is)
+    made_by = {s.backbone or "vidsitu-released": s.root for s in stores}
     if len(made_by) > 1:  # one TxE over two backbones' feature spaces of one width trains, and means little
         log.warning(
             "--features come from %d different backbones (%s): one TxE is pretrained on all of them",
@@ -160,7 +161,7 @@ def pretrain_context(
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         meta = {
             "features": [str(Path(f).resolve()) for f in features],
-            "backbone": sorted({s.backbone for s in stores}),
+            "backbone": sorted(made_by),
             "num_videos": len(train.videos),
             "num_events": train.num_events,
             "skipped_files": train.num_bad + (val.num_bad if val else 0),

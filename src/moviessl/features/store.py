@@ -128,10 +128,11 @@ class FeatureStore:
         self._finite: set[str] = set()  # ids whose file was checked for NaN/inf
 
     @property
-    def backbone(self) -> str:
-        """The hash of the backbone the features come from (``index.json``); VidSitu's released
-        features (no index) are ``vidsitu-released``."""
-        return str((self.index or {}).get("backbone") or "vidsitu-released")
+    def backbone(self) -> str | None:
+        """The hash of the backbone the features come from (``index.json``); None for a folder
+        without an index (VidSitu's released features, or a copy of extracted ones without it)."""
+        made_by = (self.index or {}).get("backbone")
+        return str(made_by) if made_by else None
 
     def _common_width(self, sample: int = 15) -> int:
         """D of an index-less folder: the most common width among the first ``sample`` readable
