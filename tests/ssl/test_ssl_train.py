@@ -225,6 +225,29 @@ def test_supervised_takes_sparse_label_ids_as_their_classes(clip_list, tmp_path)
     assert meta["class_ids"] == ids and ids[-1] == 10**11
 
 
+def test_supervised_resume_keeps_the_numbering_its_run_started_with(clip_list, tmp_path):
+    """A supervised run started with max + 1 classifier outputs (gapped ids, the numbering before
+    one class per id that occurs) was refused by Lightning's strict load on --resume (a size-mismatch
+    traceback); it goes on with the numbering it has."""
+    gapped = clip_list.parent / "gapped.csv"  # ids {0, 3}: two classes now, four before
+    keep = [ln for ln in clip_list.read_text().splitlines() if ln.endswith((" 0", " 3"))]
+    gapped.write_text("\n".join(keep) + "\n")
+    out = tmp_path / "sup"
+    _run("supervised", gapped, out, ["trainer.max_steps=1", "trainer.ckpt_every_n_steps=1"])
+    ckpt = out / "checkpoints" / "last.ckpt"
+    obj = torch.load(ckpt, weights_only=False)
+    sd = obj["state_dict"]
+    assert sd["classifier.1.weight"].shape[0] == 2
+    sd["classifier.1.weight"] = torch.zeros(4, sd["classifier.1.weight"].shape[1])  # as the earlier version wrote it
+    sd["classifier.1.bias"] = torch.zeros(4)
+    for state in obj["optimizer_states"][0]["state"].values():
+        state.clear()  # no momentum of the old shapes
+    torch.save(obj, ckpt)
+    cfg = load_config("backbone", "cpu", tiny_overrides(["trainer.max_steps=2", "trainer.ckpt_every_n_steps=1"]))
+    pretrain("supervised", gapped, out, cfg, resume=True, run_probe=False, progress=False)
+    assert torch.load(ckpt, weights_only=False)["state_dict"]["classifier.1.weight"].shape[0] == 4
+
+
 def test_random_refuses_a_trained_runs_folder_even_with_resume(clip_list, tmp_path):
     """--method random trains nothing: --resume into a CVRL run's folder replaced its trained model.pt
     with an untrained one (exit 0, the probe.json removed)."""

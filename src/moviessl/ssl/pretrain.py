@@ -63,6 +63,19 @@ def flow_cache_for(cfg: BackboneConfig, cache_dir: Path) -> FlowCache:
     )
 
 
+def _classifier_outputs(out: Path) -> int | None:
+    """The number of outputs of the classifier in ``out``'s ``checkpoints/last.ckpt`` (None: none)."""
+    ckpt = Path(out) / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        return None
+    try:
+        sd = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True).get("state_dict", {})
+    except Exception:  # an unreadable checkpoint: the resume says so
+        return None
+    w = sd.get("classifier.1.weight")
+    return None if w is None else int(w.shape[0])
+
+
 def pretrain(
     method: str,
     data: str | os.PathLike,
@@ -131,6 +144,8 @@ def pretrain(
         # one class per label id that occurs, in id order (the same numbering when the ids are 0..K-1):
         # the ids need not be dense, and max + 1 classes for a stray id of 10^11 asked for hundreds of TB
         classes = {y: k for k, y in enumerate(sorted({int(y) for _, y in items}))}
+        if method_cls.needs_labels and resume and _classifier_outputs(out) == max(classes) + 1 != len(classes):
+            classes = {y: y for y in range(max(classes) + 1)}  # a run started with max + 1 outputs goes on so
         num_classes = len(classes)
         train_items = [(p, classes[int(y)]) for p, y in train_items]
 
