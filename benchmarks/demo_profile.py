@@ -188,8 +188,12 @@ def main(argv=None) -> int:
     ap.add_argument("--replay", default=None, metavar="PROFILE", help="with --time-left: this checkout's estimator")
     a = ap.parse_args(argv)
     demo = Path(a.demo)
+    log = Path(a.log or f"{demo}.log")
+    if not demo.is_dir():
+        ap.error(f"{demo}: not a demo output folder")
+    if (a.time_left and not a.replay or not (demo / "profile.json").is_file()) and not log.is_file():
+        ap.error(f"{log}: no such log (the demo's stdout; give it with --log)")  # was a traceback
     if a.time_left:
-        log = Path(a.log or f"{demo}.log")
         e = time_left_errors(replay_time_left(demo, a.replay) if a.replay else logged_time_left(log), log)
         print("| at | elapsed | estimated left | true left | error |\n|---|---|---|---|---|")
         for q, r in e["at"].items():
@@ -199,7 +203,7 @@ def main(argv=None) -> int:
         print(f"\nWall {e['wall_s']:.0f} s, {e['lines']} lines; worst error in the first 90%: {worst:+.0f}%")
         return 0
     prof = demo / "profile.json"
-    jobs = json.loads(prof.read_text()) if prof.is_file() else from_log(Path(a.log or f"{demo}.log"))
+    jobs = json.loads(prof.read_text()) if prof.is_file() else from_log(log)
     if not jobs:
         raise SystemExit(f"{demo}: no profile.json and no job lines in the log")
     s = summarize(jobs, a.cores)
