@@ -494,8 +494,8 @@ def load_contextualizer(
 
 def other_backbone_note(path: str | os.PathLike | None, meta: dict, backbone: str | None, source: str) -> str | None:
     """A warning when the TxE of ``meta`` was pretrained on features of other backbones than
-    ``backbone`` (a feature folder's ``backbone`` hash, ``vidsitu-released`` for VidSitu's own
-    features; None: unknown, nothing said): a TxE of CVRL features applied to MoDist features of the
+    ``backbone`` (a feature folder's ``backbone`` hash; None for a folder without an index: unknown,
+    nothing said): a TxE of CVRL features applied to MoDist features of the
     same width runs, and its outputs mean little. A warning, not an error: the same weights saved
     again have another hash."""
     seen = meta.get("backbone")
