@@ -26,12 +26,15 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import shutil
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .utils import progress
 from .utils.io import atomic_write_json
 
 log = logging.getLogger("moviessl")
@@ -105,11 +108,16 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _timed_call(fn: str, kwargs: dict, threads: int) -> dict:
-    """Run one job at ``threads`` torch threads; its wall and CPU seconds, start (epoch s), threads."""
+def _timed_call(fn: str, kwargs: dict, threads: int, progress_file: str | None = None) -> dict:
+    """Run one job at ``threads`` torch threads; its wall and CPU seconds, start (epoch s), threads.
+    ``progress_file``: where the job reports how far it has got (:mod:`moviessl.utils.progress`)."""
     _set_threads(threads)
     start, t, cpu = time.time(), time.perf_counter(), _cpu_seconds()
-    call(fn, kwargs)
+    progress.start(progress_file)
+    try:
+        call(fn, kwargs)
+    finally:
+        progress.stop()
     return {
         "start": start,
         "wall": time.perf_counter() - t,
@@ -119,8 +127,14 @@ def _timed_call(fn: str, kwargs: dict, threads: int) -> dict:
     }
 
 
-def _run_in_worker(name: str, fn: str, kwargs: dict, threads: int) -> tuple[str, dict]:
-    return name, _timed_call(fn, kwargs, threads)
+def _run_in_worker(name: str, fn: str, kwargs: dict, threads: int, progress_file: str) -> tuple[str, dict]:
+    return name, _timed_call(fn, kwargs, threads, progress_file)
+
+
+# a running job's own pace replaces its cost estimate once it has reported this share of its work done
+TRUST_PACE_AFTER = 0.2
+# with jobs running and no line for this long, a "running" line says what runs and the time left
+HEARTBEAT_S = 60.0
 
 
 def _fmt(s: float) -> str:
@@ -180,15 +194,34 @@ class _Progress:
         e, a = (sum(v) for v in zip(*self.by_kind.values())) if self.by_kind else (0.0, 0.0)
         return job.cost * (a / e if e > 0 else 1.0)
 
-    def left(self, pending: list[Job], running: dict[str, float] | None = None) -> float:
+    def remaining(self, job: Job, ran: float, report: dict | None = None, now: float | None = None) -> float:
+        """Seconds a running job still needs: from its cost (what its estimate has not used up; past its
+        estimate, a tenth of it) and, once it reports its fraction done (:mod:`moviessl.utils.progress`),
+        from its own pace since its first report. The pace takes over as the reported progress grows:
+        fully after :data:`TRUST_PACE_AFTER` of the job (early paces include start-up and are noisy)."""
+        est = self.seconds(job)
+        by_cost = max(est - ran, 0.1 * est)
+        if not report:
+            return by_cost
+        f, f0 = min(report["fraction"], 1.0), report["first_fraction"]
+        if f <= f0:
+            return by_cost
+        now = time.time() if now is None else now
+        by_pace = max((report["t"] - report["first_t"]) * (1.0 - f) / (f - f0) - (now - report["t"]), 0.0)
+        w = min(1.0, (f - f0) / TRUST_PACE_AFTER)
+        return w * by_pace + (1.0 - w) * by_cost
+
+    def left(
+        self, pending: list[Job], running: dict[str, float] | None = None, reports: dict[str, dict] | None = None
+    ) -> float:
         """Seconds until the last job ends: ``pending`` jobs (in list order) after the ``running`` ones
-        ({name: seconds it has run so far}); a dependency that is neither is finished."""
-        running, by_name = running or {}, self.by_name
+        ({name: seconds it has run so far}; ``reports``: their progress reports, where they made one);
+        a dependency that is neither is finished."""
+        running, by_name, reports = running or {}, self.by_name, reports or {}
         later, done = {j.name for j in pending} | set(running), set()
         active = []  # (end, name)
         for name, ran in running.items():
-            est = self.seconds(by_name[name])
-            active.append((max(est - ran, 0.1 * est), name))  # past its estimate: assume it is nearly done
+            active.append((self.remaining(by_name[name], ran, reports.get(name)), name))
         free = self.workers - sum(self.cores(by_name[n]) for n in running)
         queue, t = list(pending), 0.0
         while queue or active:
@@ -206,10 +239,29 @@ class _Progress:
             done.add(name)
         return t
 
-    def line(self, verb: str, job: Job, pending: list[Job], running: dict[str, float], extra: str = "") -> None:
+    def line(
+        self,
+        verb: str,
+        job: Job | None,
+        pending: list[Job],
+        running: dict[str, float],
+        extra: str = "",
+        reports: dict[str, dict] | None = None,
+    ) -> None:
+        """One progress line; ``job=None``: the "running" line, which lists the running jobs with how
+        long each has run and the share of its work it reported done."""
+        if job is not None:
+            what = f"{verb} {job.name}{extra}"
+        else:
+            reports = reports or {}
+            jobs = []
+            for name, ran in running.items():
+                pct = f", {100 * min(reports[name]['fraction'], 1.0):.0f}%" if name in reports else ""
+                jobs.append(f"{name} ({_fmt(ran)}{pct})")
+            what = f"{verb} {'; '.join(jobs)}"
         print(
-            f"[{self.finished}/{len(self.jobs)}] {verb} {job.name}{extra} | elapsed "
-            f"{_fmt(time.perf_counter() - self.t0)} | ~{_fmt(self.left(pending, running))} left",
+            f"[{self.finished}/{len(self.jobs)}] {what} | elapsed "
+            f"{_fmt(time.perf_counter() - self.t0)} | ~{_fmt(self.left(pending, running, reports))} left",
             flush=True,
         )
 
@@ -230,12 +282,15 @@ def run_jobs(
     threads: int = 1,
     timings: str | os.PathLike | None = None,
     on_start: Callable[[Job], None] | None = None,
+    heartbeat_s: float = HEARTBEAT_S,
 ) -> dict[str, float]:
     """Run every unfinished job after its dependencies; returns {job name: seconds} of this call.
 
     ``workers`` processes share ``workers`` cores; each job runs at ``job.threads`` or else ``threads``
     torch threads and takes that many cores (at most all of them). A job that fails stops the graph:
-    running jobs finish, nothing new starts, the error is raised."""
+    running jobs finish, nothing new starts, the error is raised. With ``workers > 1``, a job reports
+    how far it has got to a file of its own (:mod:`moviessl.utils.progress`), and after
+    ``heartbeat_s`` without a line a "running" line gives the time left again."""
     by_name = {j.name: j for j in jobs}
     for j in jobs:
         missing = [d for d in j.deps if d not in by_name]
@@ -297,34 +352,52 @@ def run_jobs(
         now = time.perf_counter()
         return {n: now - started[n] for n in running}
 
+    # progress reports live only as long as the run: a temporary folder, not the run's output
+    reports_dir = Path(tempfile.mkdtemp(prefix="moviessl-progress-"))
+    report_file = {j.name: str(reports_dir / f"job{k}.json") for k, j in enumerate(jobs)}
+
+    def reports() -> dict[str, dict]:
+        held = {n: progress.read(report_file[n]) for n in running}
+        return {n: r for n, r in held.items() if r is not None}
+
     init = dict(initializer=_init_worker, initargs=(threads, os.getpid()))
-    with ProcessPoolExecutor(workers, mp_context=ctx, **init) as pool:
-        while (pending and error is None) or running:
-            for j in ready() if error is None else []:
-                if sum(cores(by_name[n]) for n in running) + cores(j) > workers:
-                    break  # in list order: a job that does not fit yet is not overtaken
-                pending.remove(j)
-                if on_start:
-                    on_start(j)
-                running[j.name] = pool.submit(_run_in_worker, j.name, j.fn, j.kwargs, n_threads(j))
-                started[j.name] = time.perf_counter()
-                prog.line("start", j, pending, since())
-            time.sleep(0.2)
-            for name, res in list(running.items()):
-                if not res.done():
-                    continue
-                del running[name]
-                try:
-                    _, run = res.result()
-                except BaseException as e:  # noqa: BLE001 -- re-raised below, after the running jobs
-                    error = error or e
-                    continue
-                ran[name] = run["wall"]
-                finished.add(name)
-                prog.finish(by_name[name], run)
-                prog.line("done ", by_name[name], pending, since(), f" ({_fmt(run['wall'])})")
-            if error is None and pending and not running and not ready():
-                raise ValueError(f"dependency cycle among {[j.name for j in pending]}")
+    last_line = time.perf_counter()
+    try:
+        with ProcessPoolExecutor(workers, mp_context=ctx, **init) as pool:
+            while (pending and error is None) or running:
+                for j in ready() if error is None else []:
+                    if sum(cores(by_name[n]) for n in running) + cores(j) > workers:
+                        break  # in list order: a job that does not fit yet is not overtaken
+                    pending.remove(j)
+                    if on_start:
+                        on_start(j)
+                    args = (j.name, j.fn, j.kwargs, n_threads(j), report_file[j.name])
+                    running[j.name] = pool.submit(_run_in_worker, *args)
+                    started[j.name] = time.perf_counter()
+                    prog.line("start", j, pending, since(), reports=reports())
+                    last_line = time.perf_counter()
+                time.sleep(0.2)
+                for name, res in list(running.items()):
+                    if not res.done():
+                        continue
+                    del running[name]
+                    try:
+                        _, run = res.result()
+                    except BaseException as e:  # noqa: BLE001 -- re-raised below, after the running jobs
+                        error = error or e
+                        continue
+                    ran[name] = run["wall"]
+                    finished.add(name)
+                    prog.finish(by_name[name], run)
+                    prog.line("done ", by_name[name], pending, since(), f" ({_fmt(run['wall'])})", reports())
+                    last_line = time.perf_counter()
+                if running and time.perf_counter() - last_line >= heartbeat_s:
+                    prog.line("running", None, pending, since(), reports=reports())
+                    last_line = time.perf_counter()
+                if error is None and pending and not running and not ready():
+                    raise ValueError(f"dependency cycle among {[j.name for j in pending]}")
+    finally:
+        shutil.rmtree(reports_dir, ignore_errors=True)
     if error is not None:
         raise error
     return ran

@@ -34,6 +34,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from .config import TrainerConfig, check_ranges, save_config, to_dict
 from .errors import BadInputError
 from .loader import KeepLoaderPlace
+from .utils import progress
 from .utils.io import atomic_torch_save, atomic_write
 
 log = logging.getLogger("moviessl")
@@ -108,6 +109,21 @@ class Throughput(pl.Callback):
         if dt > 0.5:
             pl_module.log(self.name, self._n / dt, prog_bar=True, on_step=True, on_epoch=False, rank_zero_only=True)
             self._t, self._n = time.perf_counter(), 0
+
+
+class ReportProgress(pl.Callback):
+    """The fraction of training done, for the scheduler's time left (:mod:`moviessl.utils.progress`;
+    nothing outside a scheduled job): steps of ``max_steps``, or batches of ``max_epochs`` epochs."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if not trainer.is_global_zero:
+            return
+        if trainer.max_steps and trainer.max_steps > 0:
+            progress.report(trainer.global_step, trainer.max_steps)
+            return
+        per_epoch = trainer.num_training_batches
+        if trainer.max_epochs and trainer.max_epochs > 0 and isinstance(per_epoch, int) and per_epoch > 0:
+            progress.report(trainer.current_epoch * per_epoch + batch_idx + 1, trainer.max_epochs * per_epoch)
 
 
 class FinalCheckpoint(pl.Callback):
@@ -272,6 +288,7 @@ def make_trainer(
     cbs: list[Any] = list(callbacks)
     if throughput_name:
         cbs.append(Throughput(throughput_name))
+    cbs.append(ReportProgress())
     if enable_checkpointing and t.ckpt_every_n_steps > 0:
         cbs.append(
             StepCheckpoint(

@@ -245,3 +245,48 @@ def test_a_done_file_must_hold_the_jobs_facts(tmp_path):
     assert job.is_done()
     done.write_text('{"seeds": 4')
     assert not job.is_done()
+
+
+def job_reporting(done: str, seconds: float) -> None:
+    from moviessl.utils import progress
+
+    for k in range(4):
+        with progress.part(k, 4):
+            time.sleep(seconds / 4)
+    Path(done).write_text("ok")
+
+
+def test_a_running_job_reports_its_progress_and_a_running_line_gives_the_time_left(tmp_path, capsys):
+    jobs = [
+        Job("slow one", f"{MOD}:job_reporting", dict(done=str(tmp_path / "a"), seconds=3.0), (), str(tmp_path / "a"))
+    ]
+    run_jobs(jobs, workers=2, heartbeat_s=0.5)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "] running slow one (" in ln]
+    assert lines, "no running line while the only job ran"
+    shares = [int(ln.split("%)")[0].rsplit(", ", 1)[1]) for ln in lines if "%)" in ln]
+    assert shares and all(0 < s <= 100 for s in shares) and shares == sorted(shares)
+    assert all(ln.endswith("left") for ln in lines)
+
+
+def test_time_left_of_a_running_job_follows_its_own_pace_once_it_reports(tmp_path):
+    from moviessl.scheduler import TRUST_PACE_AFTER, _Progress
+
+    job = Job("lvu table r0", "x:y", {}, cost=100.0)
+    p = _Progress([job], workers=1, timings=None)
+    assert p.left([], {job.name: 50.0}) == 50.0  # no report: what its cost has left
+    now = 1000.0
+    # half done 10 s after its first report (made at 0%), reported just now: 10 s more at that pace
+    half = dict(fraction=0.5, first_fraction=0.0, first_t=now - 10.0, t=now)
+    assert p.remaining(job, 50.0, half, now) == pytest.approx(10.0)
+    # a report 4 s old: 4 of those 10 s have passed since
+    assert p.remaining(job, 54.0, half, now + 4.0) == pytest.approx(6.0)
+    # a resumed job whose first report said 40%: its pace counts from there (10 s for 10%)
+    resumed = dict(fraction=0.5, first_fraction=0.4, first_t=now - 10.0, t=now)
+    assert p.remaining(job, 50.0, resumed, now) == pytest.approx(50.0)  # 10 s x 5 by pace, 50 by cost
+    # early, the pace and the cost are mixed: 10% observed is half of TRUST_PACE_AFTER
+    early = dict(fraction=TRUST_PACE_AFTER / 2, first_fraction=0.0, first_t=now - 10.0, t=now)
+    by_pace = 10.0 * (1 - TRUST_PACE_AFTER / 2) / (TRUST_PACE_AFTER / 2)
+    assert p.remaining(job, 50.0, early, now) == pytest.approx(0.5 * by_pace + 0.5 * 50.0)
+    t = time.time()  # left() reads the clock
+    fresh = dict(fraction=0.5, first_fraction=0.0, first_t=t - 10.0, t=t)
+    assert p.left([], {job.name: 50.0}, {job.name: fresh}) == pytest.approx(10.0, abs=0.5)

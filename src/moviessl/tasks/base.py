@@ -34,6 +34,7 @@ from ..dist import broadcast_object
 from ..eval.stats import summarize
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
 from ..training import fit, seed_everything, trainer_cfg
+from ..utils import progress
 from ..utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("moviessl.tasks")
@@ -284,7 +285,11 @@ def seed_range(first: int, count: int) -> list[int]:
 
 
 def run_seeds(job: SeedJob, seeds: Sequence[int]) -> list[dict]:
-    return [run_seed(job, s) for s in seeds]
+    runs = []
+    for k, s in enumerate(seeds):
+        with progress.part(k, len(seeds)):  # K seeds report 0..1 once, for the scheduler's time left
+            runs.append(run_seed(job, s))
+    return runs
 
 
 def coverage_note(

@@ -41,6 +41,7 @@ from ...features.instances import open_instances, set_feature_cache
 from ...loader import train_loader
 from ...models.object_transformer import load_matching, span_checked_settings
 from ...training import check_trainer
+from ...utils import progress
 from ...utils.digest import content_digest
 from ...utils.io import atomic_write_json
 from ..base import SeedJob, TaskOptim, lowest, result_config, run_seeds, seed_range, settings_hash, write_summary
@@ -490,12 +491,15 @@ def run_finetune(
         torch.set_num_threads(cfg.threads)
     try:
         epochs, tuning = int(cfg.train.epochs), None
+        parts = 2 if cfg.train.epochs_grid else 1  # the time-left's progress: tuning, then the runs
         if cfg.train.epochs_grid:
-            tuning = tune_epochs(task, train, train_labels, cfg, out / "tune", make_job, halfway, max_inst)
+            with progress.part(0, parts):
+                tuning = tune_epochs(task, train, train_labels, cfg, out / "tune", make_job, halfway, max_inst)
             epochs = int(tuning["best"])
         record = {"inputs": inputs.desc, "init": init_label, "epochs": epochs, **counts}
         job = make_job(task, out, train, epochs, score, export, record)
-        runs = run_seeds(job, [cfg.seed + k for k in range(int(seeds))])
+        with progress.part(parts - 1, parts):
+            runs = run_seeds(job, [cfg.seed + k for k in range(int(seeds))])
     finally:
         torch.set_num_threads(prev_threads)
     return write_summary(

@@ -44,6 +44,7 @@ from ...features.extract import extract
 from ...features.instances import InstanceStore, extract_instances, set_feature_cache
 from ...models.object_transformer import span_checked_settings
 from ...training import check_trainer
+from ...utils import progress
 from ...utils.io import atomic_write, atomic_write_json, atomic_write_text
 from ..base import result_config, seed_range, settings_hash
 from .data import load_inputs, scene_arrays
@@ -304,7 +305,8 @@ def run_lvu_table(
 
     def timed(name: str, fn):
         t0 = time.perf_counter()
-        res = fn()
+        with progress.muted():  # the time left's progress counts the fine-tuning cells only (step 4)
+            res = fn()
         timings[name] = round(time.perf_counter() - t0, 2)
         log.info("%s: %.1f s", name, timings[name])
         return res
@@ -373,6 +375,7 @@ def run_lvu_table(
     # 4. fine-tuning: each row's inputs once, nine tasks x seeds
     set_feature_cache(ft_cfg.data.instance_cache_mb)
     stats: dict[str, dict[str, dict]] = {"val": {}, "test": {}}
+    cell = 0
     for i, s in rows:
         key = setting_name(i, s)
         store = inst[INSTANCE_BACKBONE[i]] if i != "none" else None
@@ -380,20 +383,23 @@ def run_lvu_table(
         # what the inputs are made of (backbone hash, feature folder, TxE hash): a change reruns the cells
         idesc = f"{store.backbone}@{store.index['roi']['short_side']}px" if store else "-"
         desc = f"instance={i}:{idesc},scene={s}:{sdesc}"
-        inputs = load_inputs(store, sc, stride, desc=desc)
+        with progress.muted():
+            inputs = load_inputs(store, sc, stride, desc=desc)
         t0 = time.perf_counter()
         for task in tasks:
-            res = run_finetune(
-                task,
-                lvu_root,
-                init=ot_ckpt if i == "ot" else None,
-                seeds=seeds,
-                out=out / "finetune" / f"{i}_{s}" / task,
-                preset=preset,
-                overrides=list(overrides) + quiet_ov,
-                resume=True,
-                inputs=inputs,
-            )
+            with progress.part(cell, len(rows) * len(tasks)):
+                res = run_finetune(
+                    task,
+                    lvu_root,
+                    init=ot_ckpt if i == "ot" else None,
+                    seeds=seeds,
+                    out=out / "finetune" / f"{i}_{s}" / task,
+                    preset=preset,
+                    overrides=list(overrides) + quiet_ov,
+                    resume=True,
+                    inputs=inputs,
+                )
+            cell += 1
             for split in ("val", "test"):
                 m = f"{split}_{TASKS[task].metric}"
                 if m in res["summary"]:

@@ -43,6 +43,7 @@ from ...features.extract import other_backbone_note
 from ...features.store import FeatureStore
 from ...models.txe import feature_stats
 from ...training import check_trainer
+from ...utils import progress
 from ...utils.digest import content_digest, names_sizes
 from ...utils.io import atomic_write_bytes, atomic_write_json, ensure_out_dir
 from ...video.transforms import param_dtype, to_model_input
@@ -603,7 +604,7 @@ def tune_txe_lr_scale(
     tcfg = p.tcfg
     losses: dict[str, list[float]] = {}
     with threads(cfg.threads):
-        for v in values:
+        for k, v in enumerate(values):
             optim = TaskOptim(
                 lr=tcfg.lr,
                 weight_decay=tcfg.weight_decay,
@@ -618,7 +619,8 @@ def tune_txe_lr_scale(
             job.earlier_settings = tuple(settings_hash(h, *heldout) for h in job.earlier_settings)
             job.score = lambda model, run_dir: {"heldout_loss": heldout_loss(model, held, p.spec, tcfg.batch_size)}
             job.export = lambda *a: None
-            runs = run_seeds(job, seed_list)
+            with progress.part(k, len(values)):
+                runs = run_seeds(job, seed_list)
             losses[f"{v:g}"] = [r["metrics"]["heldout_loss"] for r in runs]
     means = {k: float(np.mean(v)) for k, v in losses.items()}
     best = float(lowest(means))

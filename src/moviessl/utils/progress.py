@@ -1,0 +1,104 @@
+"""How far a running job has got, for :mod:`moviessl.scheduler`'s time-left estimate.
+
+A job the scheduler runs in a worker process has a progress file (:func:`start`); :func:`report`
+writes the fraction of the job done there: training steps (a Lightning callback,
+:class:`moviessl.training.ReportProgress`), seeds of a fine-tuning job, cells of the LVU table.
+The scheduler reads the file to tell how long the job still needs from its own pace rather than
+from the cost table alone (a job's pace on this machine is better evidence than a cost set on
+another). Nested runs narrow the range: inside ``part(i, n)``, ``report(done, total)`` means
+``(i + done / total) / n`` of the enclosing range, so K seeds of a training run report 0..1 once over
+the whole job; inside :func:`muted`, nothing is reported (stages whose share of the job is unknown).
+Outside a scheduled job every call does nothing.
+
+The file holds ``{"fraction", "first_fraction", "first_t", "t"}`` (epoch seconds): the pace is
+measured from the first report on, not from the job's start, so set-up before the first step does
+not count as work done at that pace."""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .io import atomic_write_json
+
+MIN_INTERVAL_S = 1.0  # at most one write a second: a training step can take milliseconds
+
+_path: Path | None = None
+_range = (0.0, 1.0)  # the part of the job the current report() calls cover
+_muted = 0
+_state: dict[str, float] = {}
+_last_write = 0.0
+
+
+def start(path: str | Path | None) -> None:
+    """Begin a job: its reports go to ``path`` (None: reports do nothing). A worker process runs many
+    jobs one after another, so everything the last one left is reset."""
+    global _path, _range, _muted, _state, _last_write
+    _path, _range, _muted, _state, _last_write = (Path(path) if path else None), (0.0, 1.0), 0, {}, 0.0
+
+
+def stop() -> None:
+    start(None)
+
+
+def report(done: float, total: float, force: bool = False) -> None:
+    """``done`` of ``total`` units of the current part are finished (written at once with ``force``,
+    else at most once every :data:`MIN_INTERVAL_S`)."""
+    global _last_write
+    if _path is None or _muted or not total or total <= 0:
+        return
+    lo, hi = _range
+    f = lo + (hi - lo) * min(max(float(done) / float(total), 0.0), 1.0)
+    now = time.time()
+    if not _state:
+        _state.update(first_fraction=f, first_t=now, fraction=f, t=now)
+    # never backwards: a part that restarts its count (a second run inside one seed) keeps the last value
+    _state["fraction"], _state["t"] = max(_state["fraction"], f), now
+    if force or now - _last_write >= MIN_INTERVAL_S or f >= hi:
+        _last_write = now
+        try:
+            atomic_write_json(_path, dict(_state))
+        except OSError:  # an estimate must never fail the job
+            pass
+
+
+@contextmanager
+def part(i: int, n: int) -> Iterator[None]:
+    """The ``i``-th of ``n`` equal parts of the current range; reports its end when it finishes."""
+    global _range
+    saved = _range
+    lo, hi = saved
+    w = (hi - lo) / max(int(n), 1)
+    _range = (lo + i * w, lo + (i + 1) * w)
+    try:
+        yield
+        _range = saved
+        report(i + 1, max(int(n), 1), force=True)
+    finally:
+        _range = saved
+
+
+@contextmanager
+def muted() -> Iterator[None]:
+    """No reports from inside (a stage whose share of the job is not known)."""
+    global _muted
+    _muted += 1
+    try:
+        yield
+    finally:
+        _muted -= 1
+
+
+def read(path: str | Path) -> dict[str, float] | None:
+    """A job's last report, or None (no report yet, or a file that is not one)."""
+    try:
+        held = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    keys = ("fraction", "first_fraction", "first_t", "t")
+    if not isinstance(held, dict) or not all(isinstance(held.get(k), (int, float)) for k in keys):
+        return None
+    return held

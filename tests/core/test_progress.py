@@ -1,0 +1,66 @@
+"""moviessl.utils.progress: a job's fraction done, nested parts, muted stages, never backwards."""
+
+import json
+
+from moviessl.utils import progress
+
+
+def test_reports_nest_never_go_back_and_do_nothing_outside_a_job(tmp_path):
+    f = tmp_path / "p.json"
+    progress.report(1, 2)  # no job: nothing written anywhere
+    progress.start(f)
+    try:
+        with progress.part(1, 4):  # the second quarter
+            progress.report(1, 2)
+            assert json.loads(f.read_text())["fraction"] == 0.375
+            with progress.muted():
+                progress.report(2, 2)
+            progress.MIN_INTERVAL_S, saved = 0.0, progress.MIN_INTERVAL_S
+            try:
+                progress.report(0, 2)  # a part that restarts its count: the job does not go back
+            finally:
+                progress.MIN_INTERVAL_S = saved
+            assert json.loads(f.read_text())["fraction"] == 0.375
+        held = progress.read(f)
+        assert held["fraction"] == 0.5  # the part's end is reported when it finishes
+        assert held["first_fraction"] == 0.375 and held["first_t"] <= held["t"]
+    finally:
+        progress.stop()
+    progress.start(tmp_path / "next.json")  # the worker's next job starts from nothing
+    try:
+        progress.report(1, 10)
+        assert progress.read(tmp_path / "next.json")["first_fraction"] == 0.1
+    finally:
+        progress.stop()
+    assert progress.read(tmp_path / "missing.json") is None
+    (tmp_path / "bad.json").write_text('{"fraction": "x"}')
+    assert progress.read(tmp_path / "bad.json") is None
+
+
+def test_training_reports_its_steps(tmp_path):
+    import torch
+
+    from moviessl.training import make_trainer
+
+    class Tiny(__import__("pytorch_lightning").LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, i):
+            return self.w(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 2)), batch_size=2)
+    f = tmp_path / "p.json"
+    progress.start(f)
+    try:
+        make_trainer({"max_steps": 6, "progress_bar": False}, tmp_path / "run", enable_checkpointing=False).fit(
+            Tiny(), data
+        )
+    finally:
+        progress.stop()
+    held = progress.read(f)
+    assert held["fraction"] == 1.0 and held["first_fraction"] == 1 / 6
