@@ -97,3 +97,20 @@ def test_nine_annotators_minimum(release, tmp_path):
     sp = split_with(release, tmp_path, {v: [["a.01"] * 8] * 5})
     with pytest.raises(BadInputError, match="at least 9"):
         evaluate("verb", [{"ann_idx": 0, "pred_vbs_ev": [["a.01"]] * 5}], sp)
+
+
+def test_null_vbid_lst_is_missing_ground_truth(release, tmp_path):
+    # A vinfo entry written with "vbid_lst": null (a hand-built file with no verbs for a segment)
+    # loads as "no vbid_lst"; scoring it ended in a TypeError traceback instead of the line that
+    # names the vinfo file and the segment.
+    import json
+
+    v = "v_abcdefghijk_seg_0_10"
+    split_with(release, tmp_path, {v: [gt10("a.01")] * 5})
+    path = tmp_path / "vidsitu_annotations" / "vinfo_files" / "vinfo_valid_lb.json"
+    info = json.loads(path.read_text())
+    info[0]["vbid_lst"] = None
+    path.write_text(json.dumps(info))
+    sp = load_split(tmp_path, "valid")
+    with pytest.raises(BadInputError, match=rf"vinfo_valid_lb\.json: segment {v} \(ann_idx 0\) has no vbid_lst"):
+        evaluate("verb", [{"ann_idx": 0, "pred_vbs_ev": [["a.01"]] * 5}], sp)

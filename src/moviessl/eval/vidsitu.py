@@ -95,7 +95,7 @@ def verb_truth(split: VidSituSplit, ann_idx: int) -> dict:
         )
     vinfo_file = split.files.get("vinfo") or split.root / "vinfo_files"
     info = split.vinfo.get(vseg)
-    if info is None or "vbid_lst" not in info:
+    if info is None or info.get("vbid_lst") is None:  # a null vbid_lst is a missing one, as the reader takes it
         raise BadInputError(
             vinfo_file,
             f"segment {vseg} (ann_idx {ann_idx}) has no vbid_lst (verb ground truth is released for valid only)",
