@@ -205,3 +205,14 @@ def test_constants():
     assert vs.RELATION_IDS == {"Null": 0, "Causes": 1, "Reaction To": 2, "Enables": 3, "NoRel": 4}
     assert vs.PAIRS == (("Ev1", "Ev3"), ("Ev2", "Ev3"), ("Ev3", "Ev4"), ("Ev3", "Ev5"))
     assert vs.SCORED_ROLES == ("Arg0", "Arg1", "Arg2", "ALoc", "AScn")
+
+
+@pytest.mark.parametrize("pos", [float("inf"), float("-inf"), float("nan")])
+def test_non_finite_arg_list_position_is_one_line(tmp_path, pos):
+    # Python's json reads Infinity / NaN; int(Infinity) raised OverflowError, which escaped as a
+    # traceback instead of the line naming the file, record, event and role.
+    bad = record(B)
+    bad["Ev3"]["Arg_List"]["Arg0 (talker)"] = pos
+    write(tmp_path, records=[bad])
+    with pytest.raises(BadInputError, match=r"Ev3: Arg_List position of 'Arg0 \(talker\)' is not an integer"):
+        vs.load_split(tmp_path, "valid")

@@ -227,7 +227,7 @@ def _check_event(path: Path, where: str, ev: str, event: Any) -> None:
         pos = arg_list[raw]
         try:
             int(pos)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # overflow: JSON's Infinity
             raise BadInputError(
                 path, f"{where} {ev}: Arg_List position of {raw!r} is not an integer: {pos!r}"
             ) from None
