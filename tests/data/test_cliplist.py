@@ -122,6 +122,12 @@ def test_kinetics_csv_problems_are_one_line(tmp_path):
     (ann / "bad.csv").write_text("label,youtube_id,time_start,time_end,split\nzumba,x,three,10,train\n")
     with pytest.raises(BadInputError, match=r"bad\.csv:2: needs youtube_id, time_start and time_end"):
         read_clip_list(ann / "bad.csv")
+    # float("inf") parses, int() of it overflowed: a traceback instead of this line
+    (ann / "inf.csv").write_text(
+        "label,youtube_id,time_start,time_end,split\nzumba,x,0,10,train\nzumba,y,inf,10,train\n"
+    )
+    with pytest.raises(BadInputError, match=r"inf\.csv:3: needs youtube_id, time_start and time_end"):
+        read_clip_list(ann / "inf.csv")
 
 
 def test_kinetics_csv_variants(tmp_path):

@@ -190,7 +190,7 @@ def read_kinetics_csv(path: Path, lines: list[str]) -> list[tuple[Path, int | No
         try:
             start, end = (int(float(row[k])) for k in ("time_start", "time_end"))
             yt = row["youtube_id"].strip()
-        except (TypeError, ValueError, AttributeError):
+        except (TypeError, ValueError, AttributeError, OverflowError):  # overflow: a time of "inf"
             raise BadInputError(
                 f"{path}:{lineno}", "needs youtube_id, time_start and time_end (whole seconds) in each row"
             ) from None
