@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -599,14 +600,19 @@ def aggregate(summaries: list[dict]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     metrics = list(dict.fromkeys(k for s in summaries for k in s["summary"]))
     for m in metrics:
+        # as each summary's own mean: a non-finite run is counted, not averaged (eval.stats.summarize)
         per_rep = [[float(r["metrics"][m]) for r in s["runs"] if m in r["metrics"]] for s in summaries]
+        bad = sum(1 for v in per_rep for x in v if not math.isfinite(x))
+        per_rep = [[x for x in v if math.isfinite(x)] for v in per_rep]
         per_rep = [v for v in per_rep if v]
+        if not per_rep:
+            continue
         n = sum(len(v) for v in per_rep)
         if len(per_rep) > 1:
             mean, se = mean_se([sum(v) / len(v) for v in per_rep])
         else:
             mean, se = mean_se(per_rep[0])
-        out[m] = {"mean": mean, "se": se, "n": n, "n_pretrain": len(per_rep)}
+        out[m] = {"mean": mean, "se": se, "n": n, "n_pretrain": len(per_rep), **({"n_nonfinite": bad} if bad else {})}
     return out
 
 

@@ -44,3 +44,23 @@ def test_format_table_rows():
     ]
     one = format_table({"A": {"acc": {"mean": 1.0, "se": 0.0, "n": 1}}}, digits=1)
     assert one.splitlines()[-1] == "| A | 1.0 |"  # a single run has no standard error
+
+
+def test_a_non_finite_run_is_counted_not_averaged_and_the_table_says_so(caplog):
+    rows = [{"loss": 1.0}, {"loss": 3.0}, {"loss": float("nan")}, {"loss": float("inf")}]
+    with caplog.at_level("WARNING", logger="moviessl"):
+        summ, table = summarize(rows)
+    assert summ["loss"]["mean"] == 2.0 and summ["loss"]["n"] == 2 and summ["loss"]["n_nonfinite"] == 2
+    assert "(2 non-finite)" in table and "2 of 4 runs gave a non-finite value" in caplog.text
+    assert "n_nonfinite" not in summarize(rows[:2])[0]["loss"]  # no key when every run is finite
+
+
+def test_the_demo_aggregates_replicates_as_each_summary_does():
+    from moviessl.demo import aggregate
+
+    def rep(*vals):
+        return {"summary": {"acc": {}}, "runs": [{"metrics": {"acc": v}} for v in vals]}
+
+    out = aggregate([rep(1.0, float("nan")), rep(3.0, 5.0)])["acc"]
+    assert out["mean"] == 2.5 and out["n"] == 3 and out["n_pretrain"] == 2 and out["n_nonfinite"] == 1
+    assert "acc" not in aggregate([rep(float("nan"))])  # nothing finite: no row, as summarize

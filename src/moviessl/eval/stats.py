@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from typing import Iterable, Mapping, Sequence
+
+log = logging.getLogger("moviessl")
 
 
 def mean_se(values: Iterable[float]) -> tuple[float, float]:
@@ -20,8 +23,12 @@ def mean_se(values: Iterable[float]) -> tuple[float, float]:
     return mean, math.sqrt(var / n)
 
 
+def _is_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
 def _is_number(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
+    return _is_real(v) and math.isfinite(float(v))
 
 
 def summarize(
@@ -31,8 +38,10 @@ def summarize(
 
     ``keys`` picks and orders the metrics (default: numeric keys in first-seen order; non-numeric
     values such as a seed's run name are skipped). A metric missing from some rows is summarised
-    over the rows that have it (``n`` says how many). The Markdown table has one row ``title``
-    with ``mean ± se`` per metric."""
+    over the rows that have it (``n`` says how many). A non-finite value (a diverged run's loss) is
+    not averaged but counted, as ``n_nonfinite`` and in the table's cell, with a warning: dropped
+    silently, the mean would look better than the runs were. The Markdown table has one row
+    ``title`` with ``mean ± se`` per metric."""
     if keys is None:
         keys = []
         for r in rows:
@@ -40,10 +49,13 @@ def summarize(
     out: dict[str, dict[str, float]] = {}
     for k in keys:
         vals = [float(r[k]) for r in rows if k in r and _is_number(r[k])]
+        bad = sum(1 for r in rows if k in r and _is_real(r[k]) and not _is_number(r[k]))
+        if bad:
+            log.warning("%s: %d of %d runs gave a non-finite value; not in the mean", k, bad, len(rows))
         if not vals:
             continue
         m, se = mean_se(vals)
-        out[k] = {"mean": m, "se": se, "n": len(vals)}
+        out[k] = {"mean": m, "se": se, "n": len(vals), **({"n_nonfinite": bad} if bad else {})}
     return out, format_table({title: out}, digits=digits)
 
 
@@ -65,7 +77,8 @@ def format_table(
 
     def cell(s: Mapping[str, float]) -> str:  # one run has no standard error: its value alone
         m = f"{s['mean']:.{digits}f}"
-        return m if int(s.get("n", 2)) < 2 else f"{m} ± {s['se']:.{digits}f}"
+        m = m if int(s.get("n", 2)) < 2 else f"{m} ± {s['se']:.{digits}f}"
+        return m + (f" ({s['n_nonfinite']} non-finite)" if s.get("n_nonfinite") else "")
 
     for name, summ in named.items():
         cells = [cell(summ[k]) if k in summ else "-" for k in keys]
