@@ -16,6 +16,8 @@ clip geometry, centre crop, events ``stride_s`` apart) and contextualises them a
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +92,11 @@ def embed_video(
     )
     from .video import VideoReader
 
+    # the API's own arguments: a batch below 1 ended in range()'s or torch.cat's error, a NaN stride in int()'s
+    if isinstance(batch_events, bool) or not isinstance(batch_events, numbers.Integral) or batch_events < 1:
+        raise ValueError(f"batch_events must be a positive integer, got {batch_events!r}")
+    if isinstance(stride_s, bool) or not isinstance(stride_s, numbers.Real) or not 0 < float(stride_s) < math.inf:
+        raise ValueError(f"stride_s must be a positive, finite number of seconds, got {stride_s!r}")
     bb = _as_loaded(backbone, "backbone")
     inp = bb.meta.get("input")
     if not inp:
@@ -105,6 +112,8 @@ def embed_video(
             missing += [m for _, m in got]
         fps, duration = float(r.fps), float(r.duration_s)
     feats, missing = torch.cat(parts), np.asarray(missing, bool)
+    if missing.all():  # as `moviessl extract` marks such a film bad: all-zero features would pass for data
+        raise BadInputError(video, f"no event decodes ({len(missing)} events, all damaged)")
     feats[torch.from_numpy(missing).to(feats.device)] = 0
     ctx = None
     if contextualizer is not None:

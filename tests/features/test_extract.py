@@ -523,6 +523,22 @@ def test_python_api_embeds_like_extract(backbone, videos, tmp_path):
         moviessl.embed_video(videos / "a.mp4", ctx_ckpt)
 
 
+def test_python_api_refuses_bad_arguments_and_a_film_of_which_nothing_decodes(backbone, videos, monkeypatch):
+    import moviessl
+
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="batch_events must be a positive integer"):
+            moviessl.embed_video(videos / "a.mp4", backbone, batch_events=bad, device="cpu")
+    for bad in (0.0, -2.0, float("nan"), float("inf"), "2"):
+        with pytest.raises(ValueError, match="stride_s must be a positive, finite number"):
+            moviessl.embed_video(videos / "a.mp4", backbone, stride_s=bad, device="cpu")
+    # every event damaged: `moviessl extract` marks the film bad; the API said so only in `missing`
+    monkeypatch.setattr(ex, "event_clip", lambda r, c, inp, timing=None: (np.zeros((3, 4, 32, 32), np.uint8), True))
+    with pytest.raises(BadInputError, match="no event decodes \\(3 events, all damaged\\)") as e:
+        moviessl.embed_video(videos / "a.mp4", backbone, device="cpu")
+    assert "a.mp4" in str(e.value)
+
+
 def test_channels_last_extraction_gives_the_same_features(backbone, videos, tmp_path):
     plain, fast = tmp_path / "plain", tmp_path / "fast"
     assert run_extract("--backbone", backbone, "--videos", videos, "--out", plain) == 0
