@@ -159,6 +159,10 @@ def save_checkpoint(
     return atomic_torch_save(path, obj)
 
 
+# the file a loaded checkpoint came from, for error lines; not part of the format
+LOADED_FROM = "_loaded_from"
+
+
 def load_checkpoint(path: str | os.PathLike, stage: str | tuple[str, ...] | None = None) -> dict:
     """Load and validate a moviessl checkpoint (on CPU)."""
     path = Path(path)
@@ -203,6 +207,7 @@ def load_checkpoint(path: str | os.PathLike, stage: str | tuple[str, ...] | None
     obj["arch"] = upgrade_arch(obj.get("arch"), version)
     if version < 3:
         obj["arch"] = pin_arch(obj["arch"])
+    obj[LOADED_FROM] = str(path)  # build_from_checkpoint names the file (save_checkpoint does not copy it)
     return obj
 
 
@@ -220,9 +225,40 @@ def build_from_checkpoint(
 ) -> nn.Module:
     """Rebuild the module a checkpoint describes and load its weights (strict)."""
     obj = path_or_obj if isinstance(path_or_obj, Mapping) else load_checkpoint(path_or_obj, stage)
-    model = build_arch(obj["arch"])
-    model.load_state_dict(obj["state_dict"], strict=True)
+    where = obj.get(LOADED_FROM, "checkpoint")
+    try:
+        model = build_arch(obj["arch"])
+    except (TypeError, ValueError, KeyError) as e:  # arch kwargs this version's builder does not take
+        raise BadInputError(where, f"its arch cannot be built here ({type(e).__name__}: {e})") from None
+    sd = obj.get("state_dict")
+    if not isinstance(sd, Mapping):
+        raise BadInputError(where, "not a complete moviessl checkpoint (no 'state_dict' entry)")
+    problem = _weights_misfit(model.state_dict(), sd)
+    if problem:  # torch's own error is many lines long and does not name the file
+        raise BadInputError(where, f"its weights do not fit the network its arch describes ({problem})")
+    model.load_state_dict(sd, strict=True)
     return model.eval()
+
+
+def _weights_misfit(own: Mapping[str, torch.Tensor], given: Mapping[str, Any]) -> str:
+    """What keeps ``given`` from loading into a module whose state dict is ``own`` (empty: nothing)."""
+    missing = [k for k in own if k not in given]
+    extra = [k for k in given if k not in own]
+    shape = [
+        k
+        for k in own
+        if k in given and not (torch.is_tensor(given[k]) and tuple(given[k].shape) == tuple(own[k].shape))
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing, e.g. {missing[0]}")
+    if extra:
+        parts.append(f"{len(extra)} unexpected, e.g. {extra[0]}")
+    if shape:
+        k = shape[0]
+        got = tuple(given[k].shape) if torch.is_tensor(given[k]) else type(given[k]).__name__
+        parts.append(f"{len(shape)} of another shape, e.g. {k} {got} for {tuple(own[k].shape)}")
+    return "; ".join(parts)
 
 
 def file_hash(path: str | os.PathLike, n: int = 12) -> str:

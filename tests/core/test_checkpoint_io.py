@@ -85,6 +85,33 @@ def test_checkpoints_this_version_cannot_rebuild_are_one_line_naming_the_file(tm
         moviessl.load(tmp_path / "b.pt")
 
 
+def test_weights_or_an_arch_that_do_not_fit_are_one_line_naming_the_file(tmp_path):
+    """A hand-edited (or mismatched) checkpoint: torch's load_state_dict error is many lines and names
+    no file; a builder given kwargs it does not take was a TypeError traceback."""
+    m = build_mlp(4, 3)
+    arch = arch_spec(f"{__name__}:build_mlp", d_in=4, d_out=3)
+    sd = m.state_dict()
+    cases = {
+        "missing": ({k: v for k, v in sd.items() if k != "0.bias"}, arch, "1 missing, e.g. 0.bias"),
+        "extra": ({**sd, "head.w": torch.zeros(1)}, arch, "1 unexpected, e.g. head.w"),
+        "shape": (
+            {**sd, "0.weight": torch.zeros(5, 4)},
+            arch,
+            "1 of another shape, e.g. 0.weight \\(5, 4\\) for \\(3, 4\\)",
+        ),
+        "arch": (sd, {**arch, "kwargs": {**arch["kwargs"], "width": 2}}, "arch cannot be built here \\(TypeError"),
+    }
+    for name, (state, a, why) in cases.items():
+        p = save_checkpoint(tmp_path / f"{name}.pt", stage="backbone", arch=a, state_dict=state)
+        for given in (p, load_checkpoint(p)):  # a path, or what load_checkpoint read from it
+            with pytest.raises(BadInputError, match=why) as e:
+                build_from_checkpoint(given)
+            assert str(e.value).startswith(str(p)) and "\n" not in str(e.value)
+    obj = load_checkpoint(save_checkpoint(tmp_path / "ok.pt", stage="backbone", arch=arch, state_dict=sd))
+    again = save_checkpoint(tmp_path / "again.pt", stage="backbone", arch=obj["arch"], state_dict=sd)
+    assert "_loaded_from" not in torch.load(again, weights_only=False)  # the file name is not saved along
+
+
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     p = tmp_path / "x.npy"
     atomic_save_npy(p, np.arange(3))
