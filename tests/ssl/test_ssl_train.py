@@ -257,3 +257,14 @@ def test_random_refuses_a_trained_runs_folder_even_with_resume(clip_list, tmp_pa
     with pytest.raises(BadInputError, match="--method random trains nothing"):
         pretrain("random", clip_list, tmp_path, cfg, resume=True, run_probe=False, progress=False)
     assert (tmp_path / "model.pt").read_bytes() == before
+
+
+def test_an_unlabelled_list_without_val_says_the_probe_is_skipped(tmp_path):
+    """The probe cannot hold out a split of an unlabelled list; that was skipped without a word
+    (other skipped probes say why in summary.json and the CLI's note)."""
+    from ssl_testutil import make_clip_list
+
+    unlabelled = make_clip_list(tmp_path / "clips", n=4, bad=0, labels=False)
+    s = _run("random", unlabelled, tmp_path / "r", probe=True)
+    assert "not labelled throughout" in s["probe_skipped"] and "--val" in s["probe_skipped"]
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["probe_skipped"] == s["probe_skipped"]

@@ -134,6 +134,10 @@ def pretrain(
             )
             probe_train, probe_val = items, None
             probe_note = f"too few labelled videos in {data} to hold out a probe split; give --val to probe"
+    elif run_probe:  # said as the other skipped probes are (summary.json, the CLI's note), not silently
+        probe_note = (
+            f"{data} is not labelled throughout, so no probe split can be held out; give a labelled --val to probe"
+        )
     # Without --val the probe holds out part of --data. A supervised backbone must not train on those
     # labels; a self-supervised one reads no labels, so it pretrains on every video (the paper's
     # K400 runs use the whole train set) and only the probe's classifier leaves them out.
