@@ -207,6 +207,26 @@ def test_a_ts_capture_starting_mid_gop_starts_at_its_first_decodable_frame(tmp_p
     assert probe(cut)["num_frames"] == n
 
 
+@pytest.mark.parametrize("bframes", [0, 2])
+def test_a_ts_whose_pts_wrap_soon_after_its_start_is_read_whole(tmp_path, bframes):
+    """MPEG-TS stamps are 33 bits: a recording that starts less than a minute before they wrap is
+    unwrapped by FFmpeg to times below 0. A seek to 0 for the start of the file landed inside it: its
+    first 1.5 s were dropped as undecodable, and every event shifted by them."""
+    from fractions import Fraction
+
+    start = 2**33 - 3000 * 45  # 1.5 s before the wrap, at 90 kHz
+    pts = [start + 3000 * i for i in range(150)]
+    path = encode(tmp_path / "wrap.ts", n=150, pts=pts, time_base=Fraction(1, 90000), gop=30, bframes=bframes)
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].start_time < 0  # the case: FFmpeg's unwrapped times begin below 0
+    with VideoReader(path) as r:
+        assert r.num_frames == 150 and r.duration_s == pytest.approx(5.0)
+        assert codes(r.get_frames(np.arange(150))) == list(range(150))
+        assert codes(read_clip(r, 1.0)) == reader_clip_indices(r, 1.0).tolist()
+        assert codes(r.get_frames([100, 10, 75])) == [100, 10, 75]
+        assert r.missing == set()
+
+
 def test_reader_reuse_matches_fresh(videos):
     with VideoReader(videos["mp4_2997"]) as r:
         kept = [read_clip(r, c) for c in event_centers(r.duration_s)]

@@ -443,7 +443,13 @@ class _AVFile:
         c, st = self.container, self.stream
         self._prev = None
         try:
-            if at is None:
+            if at is None and (st.start_time or 0) < 0:
+                # Video before time 0: FFmpeg unwraps an MPEG-TS whose 33-bit pts wrap within a
+                # minute of its start to negative times, so a seek to 0 lands inside the film (its
+                # first frames were dropped as undecodable and every event shifted) and one to its
+                # start time lands a GOP late under B-frames (a dts seek); a fresh open is at the start.
+                c, st = self._reopen_container()
+            elif at is None:
                 c.seek(0, backward=True, any_frame=False)  # container-level: start of file
             else:
                 c.seek(int(at), stream=st, backward=True, any_frame=False)
