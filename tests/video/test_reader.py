@@ -319,6 +319,18 @@ def test_frame_folder_vidsitu_layout(tmp_path):
             assert codes(read_clip(r, c)) == ref
 
 
+@pytest.mark.parametrize("name", ["frame{}.jpg", "img-{}.png", "{}.jpg", "clip_{}.jpg"])
+def test_a_frame_folder_numbered_without_zero_padding_is_read_in_order(tmp_path, name):
+    """FFmpeg writes ``frame%d.jpg`` unpadded: only a number after an underscore was read as the
+    frame's, so ``frame1, frame10, frame11, ..., frame2`` were read in that order."""
+    cv2 = pytest.importorskip("cv2")
+    for i in range(30):
+        cv2.imwrite(str(tmp_path / name.format(i + 1)), cv2.cvtColor(code_frame(i), cv2.COLOR_RGB2BGR))
+    with VideoReader(tmp_path) as r:
+        assert r.num_frames == 30
+        assert codes(r.get_frames(np.arange(30))) == list(range(30))
+
+
 def test_resolve_video(tmp_path, videos):
     (tmp_path / "a.mkv").write_bytes(b"x")
     (tmp_path / "b.MP4").write_bytes(b"x")

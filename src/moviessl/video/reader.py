@@ -25,6 +25,7 @@ import itertools
 import logging
 import math
 import os
+import re
 from array import array
 from collections import OrderedDict
 from fractions import Fraction
@@ -57,6 +58,7 @@ VIDEO_EXTS = (
 )
 FRAME_EXTS = (".jpg", ".jpeg", ".png")
 FOLDER_FPS = 30.0  # VidSitu frames were extracted at 30 fps
+_TRAILING_NUMBER = re.compile(r"[0-9]+$")
 
 
 def _av():
@@ -682,8 +684,10 @@ class _FrameFolder:
             raise BadInputError(path, "frame folder has no .jpg/.png frames")
 
         def frame_no(p: Path):
-            stem = p.stem.rsplit("_", 1)[-1]
-            return (int(stem), p.name) if stem.isdigit() else (float("inf"), p.name)
+            # the trailing number, whatever precedes it: an unpadded `frame%d.jpg` (FFmpeg's
+            # pattern without a zero pad) sorts by name as 1, 10, 11, ..., 2, scrambling the clip
+            m = _TRAILING_NUMBER.search(p.stem)
+            return (int(m.group()), p.name) if m else (float("inf"), p.name)
 
         self.files = sorted(files, key=frame_no)
         first = self._imread(0)
