@@ -781,3 +781,21 @@ def test_only_node_0s_first_process_does_the_folders_one_off_steps(backbone, vid
     assert ex.extract(backbone, videos, out, num_workers=0, accelerator="cpu", progress=False) == {}
     after = os.stat(out / ex.INDEX_NAME)
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_a_hand_written_index_entry_without_or_with_a_bad_num_events(backbone, videos, tmp_path):
+    """An entry without num_events was a KeyError traceback; the file's header counts then. A value
+    that is not a positive integer is one line naming index.json."""
+    out = tmp_path / "f"
+    assert run_extract("--backbone", backbone, "--videos", videos, "--out", out) == 0
+    index = json.loads((out / "index.json").read_text())
+    del index["videos"]["a"]["num_events"]
+    (out / "index.json").write_text(json.dumps(index))
+    s = FeatureStore(out)
+    assert s.num_events("a") == 3 and s.load("a").shape == (3, 16)
+    for bad in ("three", 2.5, 0, float("inf")):
+        index["videos"]["a"]["num_events"] = bad
+        (out / "index.json").write_text(json.dumps(index))
+        with pytest.raises(BadInputError, match="a: num_events must be a positive integer") as e:
+            FeatureStore(out).num_events("a")
+        assert "index.json" in str(e.value)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any, Iterator
@@ -177,14 +178,22 @@ class FeatureStore:
             return int(self._num_events)
         if self.index is None:
             return VIDSITU_EVENTS
-        n = self.index["videos"].get(vid, {}).get("num_events")
-        return None if n is None else int(n)
+        return self._indexed_events(vid)
+
+    def _indexed_events(self, vid: str) -> int | None:
+        """The index's ``num_events`` of ``vid`` (None where it gives none: the file's header counts)."""
+        n = self.index["videos"].get(vid, {}).get("num_events") if self.index is not None else None
+        if n is None:
+            return None
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n) or n != int(n) or n < 1:
+            # a hand-written entry: an int() traceback (or a KeyError where the key was absent) before
+            raise BadInputError(self.root / "index.json", f"{vid}: num_events must be a positive integer, got {n!r}")
+        return int(n)
 
     def num_events(self, vid: str) -> int:
         """Number of events without reading the array (index or .npy header)."""
-        if self.index is not None and vid in self.index["videos"] and self._num_events == "auto":
-            return int(self.index["videos"][vid]["num_events"])
-        return int(self._open(vid).shape[0])
+        n = self._indexed_events(vid) if self._num_events == "auto" else None
+        return n if n is not None else int(self._open(vid).shape[0])
 
     def _open(self, vid: str) -> np.ndarray:
         path = self.path(vid)
