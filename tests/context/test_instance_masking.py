@@ -36,6 +36,21 @@ def test_track_masks_mask_whole_tracks_at_least_one_per_span():
     assert 0.3 < frac < 0.6
 
 
+def test_track_masks_redraw_a_span_without_a_masked_track_as_lvu():
+    # LVU's get_mask_indices draws every track of a span again until one is masked: with two tracks
+    # at 0.5, both are masked in 1/3 of the spans (0.25 / 0.75), not 1/4 (one track forced)
+    g = torch.Generator().manual_seed(0)
+    B = 20000
+    kind = torch.full((B, 4), INSTANCE)
+    link = ID_OFFSET + torch.tensor([0, 0, 1, 1]).repeat(B, 1)
+    m = track_masks(link, kind, 0.5, generator=g)
+    assert m.any(1).all()
+    assert abs(m.all(1).float().mean().item() - 1 / 3) < 0.015
+    # a fraction of 0 still masks one track per span, uniformly, and ends
+    m0 = track_masks(link, kind, 0.0, generator=g)
+    assert (m0.sum(1) == 2).all() and abs(m0[:, 0].float().mean().item() - 0.5) < 0.02
+
+
 def test_corrupt_is_80_10_10():
     g = torch.Generator().manual_seed(0)
     kind = torch.full((40, 50), INSTANCE)

@@ -48,6 +48,9 @@ from .ot_spans import SpanPairs, SpanVideo, collate_spans, input_stats
 log = logging.getLogger("moviessl.context")
 
 
+REDRAWS = 100  # rounds of redrawing a span that masked no track, before one is picked for it
+
+
 def track_masks(
     link: torch.Tensor, kind: torch.Tensor, fraction: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -59,13 +62,20 @@ def track_masks(
     T = int(tid[inst].max()) + 1 if inst.any() else 1
     present = torch.zeros(B, T, dtype=torch.bool, device=link.device)
     present[torch.nonzero(inst, as_tuple=True)[0], tid[inst]] = True
-    u = torch.rand(B, T, generator=generator).to(link.device)
-    chosen = (u < fraction) & present
-    # spans where nothing was drawn: mask their present track with the smallest draw
-    none = ~chosen.any(1) & present.any(1)
-    if none.any():
+    chosen = torch.zeros(B, T, dtype=torch.bool, device=link.device)
+    # spans where nothing was drawn are drawn again, all their tracks, as LVU's `while` loop does:
+    # forcing one track there instead over-weights single-track masks (fewer tracks masked per span)
+    redo = present.any(1)
+    for _ in range(REDRAWS if fraction > 0 else 0):
+        if not redo.any():
+            break
+        u = torch.rand(int(redo.sum()), T, generator=generator).to(link.device)
+        chosen[redo] = (u < fraction) & present[redo]
+        redo = redo & ~chosen.any(1)
+    if redo.any():  # a fraction so small (or 0) that redrawing would not end: one track, uniformly
+        u = torch.rand(B, T, generator=generator).to(link.device)
         pick = torch.where(present, u, torch.full_like(u, 2.0)).argmin(1)
-        chosen[none, pick[none]] = True
+        chosen[redo, pick[redo]] = True
     return inst & chosen.gather(1, tid)
 
 
