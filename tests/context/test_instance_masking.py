@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -145,3 +146,34 @@ def test_pretrain_ot_checks_its_teacher_before_reading_the_videos(tmp_path):
         pretrain_ot(Unread(), tmp_path / "out", cfg, teacher=tmp_path / "t.ckpt")
     with pytest.raises(BadInputError, match="needs a teacher head"):
         pretrain_ot(Unread(), tmp_path / "out2", cfg)
+
+
+def test_pretrain_ot_keeps_a_batch_per_process_when_the_spans_are_few(tmp_path, monkeypatch):
+    """With fewer span pairs than a batch on every process, the loader must not drop its only
+    (short) batch: under DDP each of 2 processes got half the pairs, drop_last left none, and the
+    run trained no step and exported its untrained OT, exit 0."""
+    from moviessl.config import load_config
+    from moviessl.context import instance_masking as im
+    from moviessl.data.lvu import VideoInstances
+
+    class Few:
+        dim, ids, root = 8, ["a"], tmp_path
+
+        def load(self, vid, lazy=True):
+            sec = np.repeat(np.arange(70), 2)
+            g = np.random.default_rng(0)
+            box = np.tile(np.array([[0.1, 0.1, 0.5, 0.5]], np.float32), (len(sec), 1))
+            return VideoInstances(sec, sec // 10, np.tile([0, 1], 70), box, g.normal(size=(len(sec), 8)).astype("f4"))
+
+    seen = {}
+
+    def fake_fit(module, cfg, out, train_dataloaders=None, **kw):
+        seen["dl"] = train_dataloaders
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(im, "fit", fake_fit)
+    # 70 s of instances: 11 spans of 60 s, between one batch (8) and two processes' batches (16)
+    cfg = load_config("ot_pretrain", "cpu", ["data.batch_size=8", "masking.action_weight=0", "trainer.devices=2"])
+    with pytest.raises(RuntimeError, match="stop"):
+        im.pretrain_ot(Few(), tmp_path / "out", cfg)
+    assert len(seen["dl"].dataset) == 11 and not seen["dl"].drop_last

@@ -40,7 +40,7 @@ from ..loader import train_loader
 from ..models.heads import BertLMHead
 from ..models.object_transformer import ID_OFFSET, INSTANCE, build_object_transformer, span_checked_settings
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
-from ..training import fit, refuse_earlier_run, seed_everything, setup_machine
+from ..training import fit, planned_world_size, refuse_earlier_run, seed_everything, setup_machine
 from .config import OTPretrainConfig
 from .maskpred import corrupt_selected
 from .ot_spans import SpanPairs, SpanVideo, collate_spans, input_stats
@@ -263,7 +263,9 @@ def pretrain_ot(
         min(d.batch_size, len(data)),
         seed=cfg.seed,
         shuffle=False,  # items are random draws already
-        drop_last=len(data) >= d.batch_size,
+        # under DDP each process gets its share: dropping a short last batch left none when the
+        # pairs were fewer than a batch per process
+        drop_last=len(data) >= d.batch_size * planned_world_size(cfg.trainer),
         num_workers=d.num_workers,
         persistent_workers=d.num_workers > 0,
         collate_fn=collate_spans,
