@@ -114,3 +114,24 @@ def test_null_vbid_lst_is_missing_ground_truth(release, tmp_path):
     sp = load_split(tmp_path, "valid")
     with pytest.raises(BadInputError, match=rf"vinfo_valid_lb\.json: segment {v} \(ann_idx 0\) has no vbid_lst"):
         evaluate("verb", [{"ann_idx": 0, "pred_vbs_ev": [["a.01"]] * 5}], sp)
+
+
+def test_an_empty_or_folder_vinfo_is_not_called_missing(release, tmp_path):
+    """A vinfo file holding [] (or a folder in its place) was reported as "not found", which sends a
+    user looking for a file that is there."""
+    import shutil
+
+    v = "v_abcdefghijk_seg_0_10"
+    split_with(release, tmp_path, {v: [gt10("a.01")] * 5})
+    path = tmp_path / "vidsitu_annotations" / "vinfo_files" / "vinfo_valid_lb.json"
+    pred = [{"ann_idx": 0, "pred_vbs_ev": [["a.01"]] * 5}]
+    path.write_text("[]")
+    with pytest.raises(BadInputError, match=r"vinfo_valid_lb\.json: holds no entries"):
+        evaluate("verb", pred, load_split(tmp_path, "valid"))
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(BadInputError, match=r"vinfo_valid_lb\.json: is a folder, not the file"):
+        evaluate("verb", pred, load_split(tmp_path, "valid"))
+    shutil.rmtree(path)
+    with pytest.raises(BadInputError, match=r"vinfo_valid_lb\.json: not found"):
+        evaluate("verb", pred, load_split(tmp_path, "valid"))

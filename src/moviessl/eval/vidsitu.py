@@ -89,10 +89,11 @@ def verb_truth(split: VidSituSplit, ann_idx: int) -> dict:
     """The vinfo entry holding segment ``ann_idx``'s verb ground truth (``vbid_lst``), checked."""
     vseg = split.vseg_ids[ann_idx]
     if not split.vinfo:
-        raise BadInputError(
-            split.root / "vinfo_files" / f"vinfo_{split.split}_lb.json",
-            "not found: verb ground truth (vbid_lst) is read from it (released for valid only)",
-        )
+        path = split.root / "vinfo_files" / f"vinfo_{split.split}_lb.json"
+        if path.is_file():  # read, but a JSON list of no entries: "not found" sent users looking for the file
+            raise BadInputError(path, "holds no entries: verb ground truth (vbid_lst) is read from it")
+        what = "is a folder, not the file" if path.is_dir() else "not found"
+        raise BadInputError(path, f"{what}: verb ground truth (vbid_lst) is read from it (released for valid only)")
     vinfo_file = split.files.get("vinfo") or split.root / "vinfo_files"
     info = split.vinfo.get(vseg)
     if info is None or info.get("vbid_lst") is None:  # a null vbid_lst is a missing one, as the reader takes it
