@@ -177,3 +177,20 @@ def test_pretrain_ot_keeps_a_batch_per_process_when_the_spans_are_few(tmp_path, 
     with pytest.raises(RuntimeError, match="stop"):
         im.pretrain_ot(Few(), tmp_path / "out", cfg)
     assert len(seen["dl"].dataset) == 11 and not seen["dl"].drop_last
+
+
+def test_pretrain_ot_checks_its_output_folder_before_reading_anything(tmp_path):
+    """An --out that is a file was said (an OSError line) only after the teacher and every video."""
+    from moviessl.config import load_config
+    from moviessl.context.instance_masking import pretrain_ot
+
+    class Unread:
+        dim, ids, root = 16, ["a"], tmp_path
+
+        def load(self, vid, lazy=True):
+            raise AssertionError("a video was read before the output folder was checked")
+
+    (tmp_path / "out").write_text("a file")
+    cfg = load_config("ot_pretrain", "cpu", ["trainer.progress_bar=false"])
+    with pytest.raises(BadInputError, match="output folder is an existing file"):
+        pretrain_ot(Unread(), tmp_path / "out", cfg, teacher=tmp_path / "no_such_teacher.ckpt")

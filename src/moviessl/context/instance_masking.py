@@ -41,6 +41,7 @@ from ..models.heads import BertLMHead
 from ..models.object_transformer import ID_OFFSET, INSTANCE, build_object_transformer, span_checked_settings
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
 from ..training import fit, planned_world_size, refuse_earlier_run, seed_everything, setup_machine
+from ..utils.io import ensure_out_dir
 from .config import OTPretrainConfig
 from .maskpred import corrupt_selected
 from .ot_spans import SpanPairs, SpanVideo, collate_spans, input_stats
@@ -234,9 +235,11 @@ def pretrain_ot(
     """Masked-instance pretraining on every video of ``instances`` (an :class:`~moviessl.features.
     instances.InstanceStore` or the LVU release reader; labels are never read) -> ``OUT/model.pt``
     (stage ``ot``). Writes ``OUT/config.yaml``, logs, curves and Lightning checkpoints."""
-    out = Path(out)
+    span_checked_settings(cfg.model.preset, cfg.model.overrides, cfg.data.span_s)  # settings first: no folder
+    # then the folder, before the teacher and every video are read (an --out that cannot be written
+    # was said only after that work)
+    out = ensure_out_dir(out)
     refuse_earlier_run(out, resume)
-    span_checked_settings(cfg.model.preset, cfg.model.overrides, cfg.data.span_s)
     seed_everything(cfg.seed)
     setup_machine(cfg.trainer)
     set_feature_cache(cfg.data.instance_cache_mb)
@@ -270,7 +273,6 @@ def pretrain_ot(
         persistent_workers=d.num_workers > 0,
         collate_fn=collate_spans,
     )
-    out.mkdir(parents=True, exist_ok=True)
     log.info(
         "masked-instance pretraining on %d videos, %d spans, %d-d instances", len(videos), len(data), instances.dim
     )
