@@ -192,3 +192,18 @@ def test_features_of_two_backbones_are_said(tmp_path, caplog):
         assert main(["pretrain-context", *folders, "--out", str(out), "trainer.max_steps=1", *FAST]) == 0
     assert "--features come from 2 different backbones" in caplog.text
     assert load_checkpoint(out / "model.pt", stage="context")["meta"]["backbone"] == ["aaaaaaaaaaaa", "bbbbbbbbbbbb"]
+
+
+def test_a_features_folder_named_twice_is_read_once(feats, tmp_path, caplog):
+    """The same folder twice numbered every event twice: each copy was a distractor against itself."""
+    once, twice = tmp_path / "once", tmp_path / "twice"
+    assert (
+        main(["pretrain-context", "--features", str(feats[0]), "--out", str(once), "trainer.max_steps=1", *FAST]) == 0
+    )
+    again = str(feats[0]) + "/../" + feats[0].name  # another spelling of the same folder
+    with caplog.at_level("WARNING", logger="moviessl"):
+        args = ["--features", str(feats[0]), "--features", again, "--out", str(twice)]
+        assert main(["pretrain-context", *args, "trainer.max_steps=1", *FAST]) == 0
+    assert "names the same folder more than once" in caplog.text
+    meta = [load_checkpoint(d / "model.pt", stage="context")["meta"] for d in (once, twice)]
+    assert meta[0]["num_videos"] == meta[1]["num_videos"]

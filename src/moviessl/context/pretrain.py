@@ -6,7 +6,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch.utils.data import DataLoader
@@ -102,7 +102,13 @@ def pretrain_context(
     out = ensure_out_dir(out)
     refuse_earlier_run(out, resume)
     seed_everything(cfg.seed)
-    stores = [FeatureStore(f) for f in features]
+    # a folder given twice numbered each event twice: its copy became a distractor against itself
+    unique: dict[Path, Any] = {}
+    for f in features:
+        unique.setdefault(Path(f).resolve(), f)
+    if len(unique) < len(list(features)):
+        log.warning("--features names the same folder more than once; each is read once")
+    stores = [FeatureStore(f) for f in unique.values()]
     strides = {s.stride_s for s in stores}
     # a folder without an index counts as VidSitu's released features (what it usually is)
     made_by = {s.backbone or "vidsitu-released": s.root for s in stores}
