@@ -412,8 +412,12 @@ def test_find_videos_layouts(tmp_path):
     lst = tmp_path / "list.txt"
     lst.write_text("lvu/videos/yt1.mp4 3\n")
     assert ex.find_videos(lst)[0] == [("yt1", (lvu / "videos" / "yt1.mp4").resolve())]
+    # one film's frame folder is that film, as `probe` and the reader take it (it was "no videos found",
+    # after a warning that its frames were left out)
+    assert ex.find_videos(frames) == ([("v_1", frames)], "file")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(BadInputError, match="no videos"):
-        ex.find_videos(tmp_path / "vs" / "vsitu_frames" / "v_1")
+        ex.find_videos(tmp_path / "empty")
 
 
 def test_a_list_names_frame_folders_as_a_folder_scan_does(tmp_path):

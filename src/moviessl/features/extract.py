@@ -102,6 +102,14 @@ def _is_frame_folder(d: Path) -> bool:
     return d.is_dir() and any(p.suffix.lower() in FRAME_EXTS for p in d.iterdir())
 
 
+def _holds_videos(d: Path) -> bool:
+    """Whether a folder holds video files or frame folders (a folder of videos, not one film's frames)."""
+    return any(
+        not q.name.startswith(".") and (q.suffix.lower() in VIDEO_EXTS if q.is_file() else _is_frame_folder(q))
+        for q in d.iterdir()
+    )
+
+
 def _is_text(p: Path) -> bool:
     """Whether a file reads as a UTF-8 list (a video, whatever its name, does not)."""
     try:
@@ -166,7 +174,12 @@ def find_videos(spec: str | os.PathLike) -> tuple[list[tuple[str, Path]], str]:
             p, layout = p / "videos", "lvu"
         elif p.name in ("vsitu_video_trimmed_dir", "vsitu_frames"):
             layout = "vidsitu"
-        vids = _scan_dir(p)
+        if layout == "dir" and _is_frame_folder(p) and not _holds_videos(p):
+            # one film's frame folder, as `probe` and the reader take it: "no videos found" (after a
+            # warning that its frames were left out) sent the user to a list file
+            vids, layout = [(p.name, p)], "file"
+        else:
+            vids = _scan_dir(p)
     else:
         raise BadInputError(p, "no such video folder or list file")
     seen: dict[str, Path] = {}
