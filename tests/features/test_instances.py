@@ -289,6 +289,27 @@ def test_a_deleted_file_is_made_again_and_bad_videos_are_retried_on_request(back
     assert json.loads((out / "index.json").read_text())["counts"] == {"ok": 2, "bad": 0}
 
 
+def test_boxes_past_the_videos_end_are_not_pooled_from_its_last_frame(backbone, boxes, tmp_path, caplog):
+    """A clip past a video's end is clamped to its last frame: boxes of seconds the video does not
+    reach (a re-encoded shorter copy, tracks of another video) all got that frame's features. They
+    are left out with a warning; a video all of whose boxes lie past its end is listed bad, named."""
+    tracks = tmp_path / "tracks"
+    tracks.mkdir()
+    a = json.loads((boxes / "tracks" / "vidA.json").read_text())  # vidA.mp4 is 3 s long
+    a["seconds"] += [{"t": t, "track_ids": [4], "boxes": [[0.1, 0.2, 0.5, 0.9]]} for t in (5, 40)]
+    (tracks / "vidA.json").write_text(json.dumps(a))
+    frames = {"seconds": [{"t": t, "track_ids": [0], "boxes": [[0.0, 0.0, 1.0, 1.0]]} for t in (30, 60)]}
+    (tracks / "vidB.json").write_text(json.dumps(frames))  # frame numbers written as seconds
+    with caplog.at_level("WARNING"):
+        s = extract_instances(backbone, boxes / "videos", tracks, tmp_path / "out", progress=False)
+    assert s["counts"] == {"ok": 1, "bad": 1}
+    assert "2 of 5 boxes lie past the video's end" in caplog.text
+    got = InstanceStore(tmp_path / "out").load("vidA")
+    assert got.sec.tolist() == [0, 0, 2] and len(got.feat) == 3
+    error = json.loads((tmp_path / "out" / "index.json").read_text())["videos"]["vidB"]["error"]
+    assert "vidB.mp4" in error and "every box of vidB's tracks lies past the video's end" in error
+
+
 def test_tracks_that_are_neither_json_nor_instance_meta(backbone, boxes, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BadInputError, match="no <id>.json tracks files or instance_meta"):

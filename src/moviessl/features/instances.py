@@ -139,8 +139,9 @@ class InstanceClipStream(VideoStream):
                 yield {"id": vid, "kind": "empty", "inst": inst}
                 return
             nf, st = int(self.input["num_frames"]), int(self.input["stride"])
-            parts = range(0, len(secs), self.batch_seconds)
             with VideoReader(path) as r:
+                inst, secs = _within(inst, secs, r.duration_s, vid, path)
+                parts = range(0, len(secs), self.batch_seconds)
                 for pi, k in enumerate(parts):
                     chunk = secs[k : k + self.batch_seconds]
                     clips = [
@@ -163,6 +164,32 @@ class InstanceClipStream(VideoStream):
         except Exception as e:  # one bad video never stops the job: it is listed in the index
             msg = str(e) if isinstance(e, BadInputError) else f"{path}: {type(e).__name__}: {' '.join(str(e).split())}"
             yield {"id": vid, "kind": "error", "error": msg}
+
+
+def _within(inst: VideoInstances, secs: np.ndarray, duration_s: float, vid: str, path: Path) -> tuple:
+    """``inst`` and its seconds without the boxes of seconds that begin past the video's end: their
+    clips are clamped to its last frame, so each such box would be pooled from a picture it was not
+    drawn on. Some such boxes are dropped with a warning; boxes that all lie past the end are
+    another video's, or frames given as seconds: one line naming the tracks' seconds and the video."""
+    keep = inst.sec < duration_s
+    if keep.all():
+        return inst, secs
+    if not keep.any():
+        raise BadInputError(
+            path,
+            f"every box of {vid}'s tracks lies past the video's end (seconds {int(secs[0])}..{int(secs[-1])}, "
+            f"video {duration_s:.1f} s): tracks of another video, or frames given as seconds?",
+        )
+    log.warning(
+        "%s: %d of %d boxes lie past the video's end (%.1f s; seconds up to %d): left out",
+        path,
+        int((~keep).sum()),
+        len(keep),
+        duration_s,
+        int(secs[-1]),
+    )
+    kept = VideoInstances(inst.sec[keep], inst.shot[keep], inst.track[keep], inst.box[keep])
+    return kept, secs[secs < duration_s]
 
 
 class InstanceExtractor(pl.LightningModule):
