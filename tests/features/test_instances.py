@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import shutil
 import subprocess
 
 import numpy as np
@@ -110,10 +111,10 @@ def test_videos_are_journalled_and_a_killed_run_resumes(backbone, boxes, tmp_pat
     class Killed(BaseException):  # as a kill: nothing of the job's own handling runs
         pass
 
-    def dies_on_the_second(self, vid, inst, feat):
+    def dies_on_the_second(self, vid, inst, feat, digest):
         if self.counts["ok"]:
             raise Killed
-        real(self, vid, inst, feat)
+        real(self, vid, inst, feat, digest)
 
     monkeypatch.setattr(ins.InstanceExtractor, "_save", dies_on_the_second)
     with pytest.raises(Killed):
@@ -308,6 +309,27 @@ def test_boxes_past_the_videos_end_are_not_pooled_from_its_last_frame(backbone, 
     assert got.sec.tolist() == [0, 0, 2] and len(got.feat) == 3
     error = json.loads((tmp_path / "out" / "index.json").read_text())["videos"]["vidB"]["error"]
     assert "vidB.mp4" in error and "every box of vidB's tracks lies past the video's end" in error
+
+
+def test_a_rerun_after_the_tracks_changed_pools_the_new_boxes(backbone, boxes, tmp_path):
+    """A rerun skipped every finished video, so corrected tracks (or another task's instance_meta)
+    kept the features and boxes of the old ones, exit 0; videos whose boxes changed are made again,
+    the others kept as they are."""
+    tracks = tmp_path / "tracks"
+    shutil.copytree(boxes / "tracks", tracks)
+    out = tmp_path / "out"
+    extract_instances(backbone, boxes / "videos", tracks, out, progress=False)
+    kept = (out / "vidB.npz").stat().st_mtime_ns
+    a = json.loads((tracks / "vidA.json").read_text())
+    a["seconds"][0]["boxes"][0] = [0.3, 0.3, 0.7, 0.7]
+    (tracks / "vidA.json").write_text(json.dumps(a))
+    extract_instances(backbone, boxes / "videos", tracks, out, progress=False)
+    fresh = tmp_path / "fresh"
+    extract_instances(backbone, boxes / "videos", tracks, fresh, progress=False)
+    got, want = InstanceStore(out).load("vidA"), InstanceStore(fresh).load("vidA")
+    np.testing.assert_array_equal(got.box, want.box)
+    np.testing.assert_array_equal(got.feat, want.feat)
+    assert (out / "vidB.npz").stat().st_mtime_ns == kept
 
 
 def test_tracks_that_are_neither_json_nor_instance_meta(backbone, boxes, tmp_path):

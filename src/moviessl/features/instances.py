@@ -19,8 +19,9 @@ pool a Slow-D over those boxes):
 
 Output folder: ``{id}.npz`` with arrays ``sec, shot, track, box (n,4), feat (n,D)`` plus
 ``index.json`` (``{"format": "moviessl-instances", "dim", "backbone", "tracks", "roi", "videos":
-{id: {"status", "num_boxes" | "error"}}}``). Lightning ``predict`` (:class:`InstanceExtractor`): one or
-more devices, videos decoded in DataLoader workers; a rerun skips finished videos. :class:`InstanceStore`
+{id: {"status", "num_boxes", "boxes" (digest of its tracks' boxes) | "error"}}}``). Lightning
+``predict`` (:class:`InstanceExtractor`): one or more devices, videos decoded in DataLoader workers;
+a rerun skips finished videos whose boxes are unchanged. :class:`InstanceStore`
 reads such a folder; :class:`LVUReleaseInstances` reads the LVU release's own features and
 instance metadata with the same interface.
 """
@@ -134,9 +135,10 @@ class InstanceClipStream(VideoStream):
     def _video(self, vid: str, path: Path) -> Iterator[dict]:
         try:
             inst = self.source[vid]()
+            digest = box_digest(inst)
             secs = np.unique(inst.sec)
             if not len(secs):
-                yield {"id": vid, "kind": "empty", "inst": inst}
+                yield {"id": vid, "kind": "empty", "inst": inst, "digest": digest}
                 return
             nf, st = int(self.input["num_frames"]), int(self.input["stride"])
             with VideoReader(path) as r:
@@ -156,6 +158,7 @@ class InstanceClipStream(VideoStream):
                         "part": pi,
                         "parts": len(parts),
                         "inst": inst if pi == 0 else None,
+                        "digest": digest,
                         "clips": torch.from_numpy(np.ascontiguousarray(np.stack(clips))),
                         "rows": torch.from_numpy(rows),
                         "bidx": torch.from_numpy(bidx),
@@ -164,6 +167,25 @@ class InstanceClipStream(VideoStream):
         except Exception as e:  # one bad video never stops the job: it is listed in the index
             msg = str(e) if isinstance(e, BadInputError) else f"{path}: {type(e).__name__}: {' '.join(str(e).split())}"
             yield {"id": vid, "kind": "error", "error": msg}
+
+
+def box_digest(inst: VideoInstances) -> str:
+    """What a video's tracks say (seconds, shots, track ids, boxes), as its index entry records it."""
+    return content_digest(inst.sec, inst.shot, inst.track, inst.box)
+
+
+def same_boxes(entry: dict | None, boxes: Callable[[], VideoInstances]) -> bool:
+    """Whether a finished video's features were pooled from the boxes its tracks give now: a rerun
+    after tracks were corrected (or another instance_meta given) redoes the videos whose boxes
+    changed, instead of keeping the features of the old ones. Entries of older folders, which
+    record no digest, are kept."""
+    want = (entry or {}).get("boxes")
+    if want is None:
+        return True
+    try:
+        return box_digest(boxes()) == want
+    except BadInputError:  # tracks now malformed: redone, and listed bad with its one line
+        return False
 
 
 def _within(inst: VideoInstances, secs: np.ndarray, duration_s: float, vid: str, path: Path) -> tuple:
@@ -244,7 +266,7 @@ class InstanceExtractor(pl.LightningModule):
             self._record(vid, {"status": "bad", "error": batch["error"]})
             return None
         if kind == "empty":
-            self._save(vid, batch["inst"], np.zeros((0, int(self.dim or 0)), np.float32))
+            self._save(vid, batch["inst"], np.zeros((0, int(self.dim or 0)), np.float32), batch["digest"])
             return None
         if batch["part"] == 0:
             self._pending[vid] = {"inst": batch["inst"], "feat": [None] * len(batch["inst"])}
@@ -266,7 +288,7 @@ class InstanceExtractor(pl.LightningModule):
                 film["feat"][row] = v
             if batch["part"] == batch["parts"] - 1:
                 del self._pending[vid]
-                self._save(vid, film["inst"], np.stack(film["feat"]).astype(np.float32))
+                self._save(vid, film["inst"], np.stack(film["feat"]).astype(np.float32), batch["digest"])
         except Exception as e:  # one video never stops the job (as a decoding failure): listed as bad
             self._pending.pop(vid, None)
             msg = f"{vid}: {type(e).__name__}: {' '.join(str(e).split())}"
@@ -274,10 +296,11 @@ class InstanceExtractor(pl.LightningModule):
             self._record(vid, {"status": "bad", "error": msg})
         return None
 
-    def _save(self, vid: str, inst: VideoInstances, feat: np.ndarray) -> None:
+    def _save(self, vid: str, inst: VideoInstances, feat: np.ndarray, digest: str) -> None:
         self.dim = feat.shape[1] if len(feat) else self.dim
         _save_npz(self.out_dir / f"{vid}.npz", inst.with_features(feat))
-        self._record(vid, {"status": "ok", "num_boxes": len(inst), "num_seconds": int(len(np.unique(inst.sec)))})
+        n_secs = int(len(np.unique(inst.sec)))
+        self._record(vid, {"status": "ok", "num_boxes": len(inst), "num_seconds": n_secs, "boxes": digest})
 
 
 def extract_instances(
@@ -305,7 +328,8 @@ def extract_instances(
     """RoI features of every video that has boxes in ``tracks`` (a folder of ``<id>.json`` tracks
     files, or LVU's instance metadata: :func:`box_source`); returns the index summary. Videos whose
     decoding or tracks fail are listed as bad in the index (not fatal); a rerun skips them unless
-    ``retry_bad``, and makes again a video listed ok whose ``{id}.npz`` is gone, as ``extract`` does.
+    ``retry_bad``, and makes again a video listed ok whose ``{id}.npz`` is gone, as ``extract`` does,
+    or whose tracks now give other boxes (:func:`same_boxes`).
 
     Lightning ``predict``, as ``moviessl extract``: ``--devices N`` (or torchrun / srun) splits the
     videos by file size over the ranks, each appending its finished videos to its own journal
@@ -354,7 +378,12 @@ def extract_instances(
                 out, "folder holds instance features of another backbone or RoI setting; use another --out"
             )
         entries = read_entries(out)
-        todo = [(v, p) for v, p in vids if v in source and not is_finished(entries.get(v), out / f"{v}.npz", retry_bad)]
+        todo = [
+            (v, p)
+            for v, p in vids
+            if v in source
+            and not (is_finished(entries.get(v), out / f"{v}.npz", retry_bad) and same_boxes(entries.get(v), source[v]))
+        ]
         no_tracks = sum(v not in source for v, _ in vids)
         found = {v for v, _ in vids}
         ghosts = sorted(v for v in source if v not in found)
