@@ -614,3 +614,24 @@ def test_input_norm_uses_the_training_videos_statistics(lvu_setup, tmp_path, cap
         )
     assert caplog.text.count("pretrained tensors do not fit this model") == 1  # once, not per seed
     assert "inst_norm.mean" in caplog.text and "model.overrides must match" in caplog.text
+
+
+def test_the_table_extracts_again_for_a_backbone_retrained_under_its_name(lvu_setup, tmp_path):
+    """The table's event folder was reused whenever it had an index: a CVRL / supervised backbone
+    retrained under the same name gave scene rows on the old one's features, exit 0 (and its instance
+    folder refused the new one). Another checkpoint's features go to a folder beside, by its hash."""
+    from moviessl.checkpoint import file_hash
+    from moviessl.features.store import read_index
+    from moviessl.tasks.lvu.table import run_lvu_table
+
+    tmp, lvu, _ = lvu_setup
+    kw = dict(seeds=1, rows=[("none", "sup")], tasks=["year"], overrides=["train.epochs=1"])
+    first = tmp / "backbone.pt"
+    run_lvu_table(tmp_path / "table", lvu.parent, {"supervised": first}, None, **kw)
+    obj = torch.load(first, weights_only=False)
+    obj["state_dict"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in obj["state_dict"].items()}
+    second = tmp_path / "retrained.pt"
+    torch.save(obj, second)
+    run_lvu_table(tmp_path / "table", lvu.parent, {"supervised": second}, None, **kw)
+    held = {read_index(d)["backbone"] for d in (tmp_path / "table" / "events").iterdir()}
+    assert held == {file_hash(first), file_hash(second)}

@@ -18,8 +18,10 @@ ours, sup}:
 
 Everything a row needs is computed once and cached under ``out`` (instance features per backbone
 and frame size, ``instances/<backbone>_<side>px``; the pretrained OT per inputs + config (not how
-it is shown) + teacher, ``ot_pretrain/<hash>``; event features unless given), and each row's inputs
-are loaded once for the nine tasks; finished runs are skipped on a rerun (``tasks.base.run_seeds``).
+it is shown) + teacher, ``ot_pretrain/<hash>``; event features unless given, ``events/<backbone>``;
+a feature folder another checkpoint of that name made gets its hash beside it, :func:`cache_folder`),
+and each row's inputs are loaded once for the nine tasks; finished runs are skipped on a rerun
+(``tasks.base.run_seeds``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from ...dist import trainer_device
 from ...errors import BadInputError
 from ...features.extract import extract
 from ...features.instances import InstanceStore, extract_instances, set_feature_cache
+from ...features.store import read_index
 from ...models.object_transformer import span_checked_settings
 from ...training import check_trainer
 from ...utils import progress
@@ -90,6 +93,19 @@ def roi_side(backbone: str | os.PathLike, short_side: int | None = None) -> int:
     if "short_side" not in inp:
         raise BadInputError(backbone, "checkpoint meta.input lacks short_side (give roi_short_side)")
     return int(inp["short_side"])
+
+
+def cache_folder(base: Path, backbone: str | os.PathLike) -> Path:
+    """The table's feature folder for ``backbone``: ``base``, or ``base-<its hash>`` beside it when
+    ``base`` holds another checkpoint's features (a backbone retrained under the same name). The
+    event folder was reused whenever it had an index, so the scene rows were trained on the old
+    backbone's features; the instance folder refused the new one."""
+    bhash = file_hash(backbone)
+    try:
+        held = (read_index(base, unfinished_ok=True) or {}).get("backbone")
+    except BadInputError:  # an unreadable index: the extraction resuming it says so
+        held = None
+    return base if held in (None, bhash) else base.with_name(f"{base.name}-{bhash}")
 
 
 def setting_name(instance: str, scene: str) -> str:
@@ -316,7 +332,7 @@ def run_lvu_table(
     inst: dict[str, InstanceStore] = {}
     for name in sorted({INSTANCE_BACKBONE[i] for i, _ in rows if i != "none"}):
         side = roi_side(backbones[name], roi_short_side)
-        d = out / "instances" / f"{name}_{side}px"
+        d = cache_folder(out / "instances" / f"{name}_{side}px", backbones[name])
         timed(
             f"instances {name}",
             lambda d=d, name=name, side=side: extract_instances(
@@ -356,7 +372,10 @@ def run_lvu_table(
     scene: dict[str, tuple[dict, float, str]] = {}  # arrays, event stride, description (with the TxE's hash)
     for s in sorted({s for _, s in rows if s != "none"}):
         b = SCENE_BACKBONE[s]
-        fdir = Path(event_features[b]) if event_features and b in event_features else out / "events" / b
+        if event_features and b in event_features:
+            fdir = Path(event_features[b])
+        else:
+            fdir = cache_folder(out / "events" / b, backbones[b])
         if not (fdir / "index.json").is_file():
             timed(
                 f"events {b}",
