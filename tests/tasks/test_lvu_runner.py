@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -79,11 +81,15 @@ def test_a_scene_stride_that_is_not_positive_is_refused(tmp_path, stride):
         (dict(instances="inst", contextualizer="txe.pt"), "--contextualizer"),
         (dict(instances="inst", scene_kind="ctx"), "--scene-kind"),
         (dict(scene_features="scene", instance_meta="meta.pkl"), "--instance-meta"),
+        # an extract-instances folder holds its own boxes: the metadata was read by nobody, exit 0
+        (dict(instances="inst", instance_meta="meta.pkl"), "--instance-meta"),
     ],
 )
 def test_an_option_of_a_pathway_not_given_is_refused(tmp_path, given, option):
     """A --contextualizer without --scene-features (even one that does not exist) was ignored: the
     run meant as OT++ trained the OT alone, exit 0."""
+    (tmp_path / "inst").mkdir()
+    (tmp_path / "inst" / "index.json").write_text(json.dumps({"format": "moviessl-instances", "videos": {}}))
     given = {k: (str(tmp_path / v) if k != "scene_kind" else v) for k, v in given.items()}
     with pytest.raises(BadInputError, match=f"^{option}: "):
         run_finetune("scene", _labels(tmp_path), out=tmp_path / "o", overrides=FAST, **given)

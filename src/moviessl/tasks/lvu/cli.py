@@ -11,15 +11,13 @@ from pathlib import Path
 
 def _run_lvu(args: argparse.Namespace) -> int:
     from ...errors import BadInputError
-    from ...features.store import CLAIM_NAME, INDEX_NAME
-    from .runner import contextualize_tasks, run_finetune
+    from .runner import contextualize_tasks, is_instance_folder, run_finetune
     from .task import TASKS
 
     if args.instances is None and args.scene_features is None:
         raise BadInputError(None, "give --instances DIR, --scene-features DIR or both")
     tasks = [args.task] if args.task in TASKS else list(TASKS)  # "all"
-    ours = args.instances is not None and any((Path(args.instances) / n).is_file() for n in (INDEX_NAME, CLAIM_NAME))
-    release = args.instances is not None and not ours
+    release = args.instances is not None and not is_instance_folder(args.instances)
     if len(tasks) > 1 and release and args.instance_meta is not None and not Path(args.instance_meta).is_dir():
         # each task's file lists its own videos and boxes: one file would serve every task its boxes
         raise BadInputError(

@@ -37,7 +37,8 @@ from ...data.lvu import read_labels
 from ...dist import trainer_device
 from ...errors import BadInputError
 from ...eval.lvu import evaluate
-from ...features.instances import open_instances, set_feature_cache
+from ...features.instances import INSTANCE_INDEX, open_instances, set_feature_cache
+from ...features.store import CLAIM_NAME
 from ...loader import train_loader
 from ...models.object_transformer import load_matching, span_checked_settings
 from ...training import check_trainer
@@ -102,6 +103,11 @@ def contextualize_tasks(
     ids = sorted({v for t in tasks for split in task_labels(data_root, t, cfg).values() for v in split})
     device = trainer_device(cfg.trainer)
     contextualize_folder(scene_features, contextualizer, out, ids, cfg.trainer.progress_bar, device)
+
+
+def is_instance_folder(instances: str | os.PathLike | None) -> bool:
+    """Whether ``instances`` is a ``moviessl extract-instances`` folder (finished or not), not LVU's features/."""
+    return instances is not None and any((Path(instances) / n).is_file() for n in (INSTANCE_INDEX, CLAIM_NAME))
 
 
 # the option that gives each pathway's features (named when a pathway has none of a task's videos)
@@ -320,6 +326,13 @@ def run_finetune(
                 raise BadInputError(name, "qualifies the scene features: give --scene-features too")
     if inputs is None and instances is None and instance_meta is not None:
         raise BadInputError("--instance-meta", "goes with LVU's features/: give --instances too")
+    if inputs is None and instance_meta is not None and is_instance_folder(instances):
+        # its boxes are those it was extracted from: the metadata was read by nobody, exit 0
+        raise BadInputError(
+            "--instance-meta",
+            f"goes with LVU's features/; {instances} is a `moviessl extract-instances` folder, whose boxes are "
+            "the tracks it was extracted from",
+        )
     cfg = resolve_config(cfg, preset, overrides)
     check_trainer(cfg.trainer)
     seed_range(cfg.seed, max(int(seeds), int(cfg.train.tune_seeds)))  # every run's seed, before any work
