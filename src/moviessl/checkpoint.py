@@ -233,10 +233,11 @@ def build_from_checkpoint(
     sd = obj.get("state_dict")
     if not isinstance(sd, Mapping):
         raise BadInputError(where, "not a complete moviessl checkpoint (no 'state_dict' entry)")
-    problem = _weights_misfit(model.state_dict(), sd)
-    if problem:  # torch's own error is many lines long and does not name the file
-        raise BadInputError(where, f"its weights do not fit the network its arch describes ({problem})")
-    model.load_state_dict(sd, strict=True)
+    try:  # modules that upgrade older state dicts (_load_from_state_dict) do so inside this call
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError:  # torch's own error is many lines long and does not name the file
+        what = _weights_misfit(model.state_dict(), sd) or "torch refused them"
+        raise BadInputError(where, f"its weights do not fit the network its arch describes ({what})") from None
     return model.eval()
 
 

@@ -198,7 +198,8 @@ class _Progress:
         """Seconds a running job still needs: from its cost (what its estimate has not used up; past its
         estimate, a tenth of it) and, once it reports its fraction done (:mod:`moviessl.utils.progress`),
         from its own pace since its first report. The pace takes over as the reported progress grows:
-        fully after :data:`TRUST_PACE_AFTER` of the job (early paces include start-up and are noisy)."""
+        fully after :data:`TRUST_PACE_AFTER` of the job (early paces include start-up and are noisy).
+        A job that reported all of its work and still runs has a tenth of its estimate left."""
         est = self.seconds(job)
         by_cost = max(est - ran, 0.1 * est)
         if not report:
@@ -209,7 +210,10 @@ class _Progress:
         now = time.time() if now is None else now
         by_pace = max((report["t"] - report["first_t"]) * (1.0 - f) / (f - f0) - (now - report["t"]), 0.0)
         w = min(1.0, (f - f0) / TRUST_PACE_AFTER)
-        return w * by_pace + (1.0 - w) * by_cost
+        mixed = w * by_pace + (1.0 - w) * by_cost
+        # all it reports is done, and it still runs (a probe, scoring, export): as a job past its
+        # estimate, a tenth of it, not nothing
+        return max(mixed, 0.1 * est) if f >= 1.0 else mixed
 
     def left(
         self, pending: list[Job], running: dict[str, float] | None = None, reports: dict[str, dict] | None = None

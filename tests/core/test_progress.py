@@ -64,3 +64,26 @@ def test_training_reports_its_steps(tmp_path):
         progress.stop()
     held = progress.read(f)
     assert held["fraction"] == 1.0 and held["first_fraction"] == 1 / 6
+
+
+def test_parts_a_resumed_job_skips_are_left_out_of_its_pace(tmp_path):
+    """Seeds (or LVU cells) a resumed job finds finished end at once: counted as paced work, the
+    second and later ones made the time left a fraction of the truth."""
+    import time
+
+    f = tmp_path / "p.json"
+    progress.start(f)
+    try:
+        for k in range(2):  # two seeds finished earlier: nothing reported inside
+            with progress.part(k, 4):
+                pass
+        time.sleep(0.05)
+        with progress.part(2, 4):  # the third seed trains: halfway through it
+            time.sleep(0.2)
+            progress.report(1, 2, force=True)
+        held = progress.read(f)
+    finally:
+        progress.stop()
+    # the pace counts the third seed only: 0.25 of the job in ~0.25 s, not 0.75 in 0.25 s
+    assert held["fraction"] == 0.75 and held["first_fraction"] == 0.5
+    assert 0.15 <= held["t"] - held["first_t"] <= 0.5

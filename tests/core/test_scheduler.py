@@ -290,3 +290,14 @@ def test_time_left_of_a_running_job_follows_its_own_pace_once_it_reports(tmp_pat
     t = time.time()  # left() reads the clock
     fresh = dict(fraction=0.5, first_fraction=0.0, first_t=t - 10.0, t=t)
     assert p.left([], {job.name: 50.0}, {job.name: fresh}) == pytest.approx(10.0, abs=0.5)
+
+
+def test_a_job_that_reported_all_its_work_but_still_runs_has_some_time_left():
+    """Work after the last reported step (a probe, scoring, export) read as no time left."""
+    from moviessl.scheduler import _Progress
+
+    job = Job("backbone cvrl r0", "x:y", {}, cost=100.0)
+    p = _Progress([job], workers=1, timings=None)
+    now = 1000.0
+    done = dict(fraction=1.0, first_fraction=0.0, first_t=now - 50.0, t=now)
+    assert p.remaining(job, 50.0, done, now) == pytest.approx(10.0)

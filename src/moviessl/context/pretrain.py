@@ -166,7 +166,7 @@ def pretrain_context(
     if trainer.is_global_zero:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         meta = {
-            "features": [str(Path(f).resolve()) for f in features],
+            "features": [str(r) for r in unique],
             "backbone": sorted(made_by),
             "num_videos": len(train.videos),
             "num_events": train.num_events,

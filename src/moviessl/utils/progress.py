@@ -31,13 +31,14 @@ _range = (0.0, 1.0)  # the part of the job the current report() calls cover
 _muted = 0
 _state: dict[str, float] = {}
 _last_write = 0.0
+_reports = 0  # reports made in this job (a part with none inside is left out of the pace)
 
 
 def start(path: str | Path | None) -> None:
     """Begin a job: its reports go to ``path`` (None: reports do nothing). A worker process runs many
     jobs one after another, so everything the last one left is reset."""
-    global _path, _range, _muted, _state, _last_write
-    _path, _range, _muted, _state, _last_write = (Path(path) if path else None), (0.0, 1.0), 0, {}, 0.0
+    global _path, _range, _muted, _state, _last_write, _reports
+    _path, _range, _muted, _state, _last_write, _reports = (Path(path) if path else None), (0.0, 1.0), 0, {}, 0.0, 0
 
 
 def stop() -> None:
@@ -47,7 +48,7 @@ def stop() -> None:
 def report(done: float, total: float, force: bool = False) -> None:
     """``done`` of ``total`` units of the current part are finished (written at once with ``force``,
     else at most once every :data:`MIN_INTERVAL_S`)."""
-    global _last_write
+    global _reports
     if _path is None or _muted or not total or total <= 0:
         return
     lo, hi = _range
@@ -57,26 +58,42 @@ def report(done: float, total: float, force: bool = False) -> None:
         _state.update(first_fraction=f, first_t=now, fraction=f, t=now)
     # never backwards: a part that restarts its count (a second run inside one seed) keeps the last value
     _state["fraction"], _state["t"] = max(_state["fraction"], f), now
+    _reports += 1
     if force or now - _last_write >= MIN_INTERVAL_S or f >= hi:
-        _last_write = now
-        try:
-            atomic_write_json(_path, dict(_state))
-        except OSError:  # an estimate must never fail the job
-            pass
+        _write()
+
+
+def _write() -> None:
+    global _last_write
+    _last_write = _state["t"]
+    try:
+        atomic_write_json(_path, dict(_state))
+    except OSError:  # an estimate must never fail the job
+        pass
 
 
 @contextmanager
 def part(i: int, n: int) -> Iterator[None]:
-    """The ``i``-th of ``n`` equal parts of the current range; reports its end when it finishes."""
+    """The ``i``-th of ``n`` equal parts of the current range; reports its end when it finishes.
+
+    A part that reported nothing inside (a seed or an LVU cell a resumed job finds finished, or
+    work with no reports of its own) is left out of the pace: its share and its time are moved past
+    the baseline, so a resumed job's skipped parts do not count as work done in no time."""
     global _range
     saved = _range
     lo, hi = saved
     w = (hi - lo) / max(int(n), 1)
     _range = (lo + i * w, lo + (i + 1) * w)
+    before, entered = _reports, time.time()
     try:
         yield
         _range = saved
+        was = dict(_state)
         report(i + 1, max(int(n), 1), force=True)
+        if was and _reports == before + 1 and _state:  # only the end report: nothing paced inside
+            _state["first_fraction"] += _state["fraction"] - was["fraction"]
+            _state["first_t"] += _state["t"] - max(entered, was["t"])
+            _write()
     finally:
         _range = saved
 

@@ -262,9 +262,11 @@ def tune_epochs(
 
     values: dict[str, list[float]] = {}
     seeds = [cfg.seed + k for k in range(cfg.train.tune_seeds)]
-    for e in cfg.train.epochs_grid:
+    grid = list(cfg.train.epochs_grid)
+    for k, e in enumerate(grid):
         job = make_job(f"{task} (epochs {e}, held-out)", out / f"epochs{e}", fit_part, int(e), score, _no_export, {})
-        values[str(e)] = [r["metrics"]["heldout"] for r in run_seeds(job, seeds)]
+        with progress.part(k, len(grid)):  # the time left's progress: one part per value
+            values[str(e)] = [r["metrics"]["heldout"] for r in run_seeds(job, seeds)]
     mean = {k: float(np.mean(v)) for k, v in values.items()}
     best = int(lowest(mean))
     result = {
