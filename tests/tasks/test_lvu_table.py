@@ -100,3 +100,21 @@ def test_the_table_checks_both_configs_before_its_first_step(tmp_path, monkeypat
     with pytest.raises(BadInputError, match="^seed: runs 4294967294..4294967296"):
         run_lvu_table(tmp_path / "out", tmp_path / "none", {}, None, seeds=3, overrides=[f"seed={2**32 - 2}"])
     assert not (tmp_path / "out").exists()
+
+
+def test_a_rows_cells_weigh_its_tokens_for_the_time_left():
+    """The table's progress: a row of instances (hundreds of boxes per video) trains far longer than
+    a scene-only row (tens of events); equal cells made the pace of the first rows predict the rest."""
+    import numpy as np
+
+    from moviessl.tasks.lvu.data import SceneRows
+    from moviessl.tasks.lvu.table import _tokens_per_video
+
+    class Store:
+        index = {"videos": {"a": {"num_boxes": 200}, "b": {"num_boxes": 100}, "c": {"status": "bad"}}}
+
+    scene = ({"a": np.zeros((30, 4)), "b": SceneRows(np.zeros((12, 4)), np.arange(12) < 10)}, 2.0, "-")
+    assert _tokens_per_video(Store(), None) == 150.0  # the bad video's entry is not counted
+    assert _tokens_per_video(None, scene) == 20.0  # a damaged film's valid events only
+    assert _tokens_per_video(Store(), scene) == 170.0
+    assert _tokens_per_video(None, ({}, 2.0, "-")) == 1.0

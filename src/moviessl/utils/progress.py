@@ -7,7 +7,8 @@ The scheduler reads the file to tell how long the job still needs from its own p
 from the cost table alone (a job's pace on this machine is better evidence than a cost set on
 another). Nested runs narrow the range: inside ``part(i, n)``, ``report(done, total)`` means
 ``(i + done / total) / n`` of the enclosing range, so K seeds of a training run report 0..1 once over
-the whole job; inside :func:`muted`, nothing is reported (stages whose share of the job is unknown).
+the whole job (:func:`share` for unequal parts); inside :func:`muted`, nothing is reported (stages
+whose share of the job is unknown).
 Outside a scheduled job every call does nothing.
 
 The file holds ``{"fraction", "first_fraction", "first_t", "t"}`` (epoch seconds): the pace is
@@ -74,7 +75,15 @@ def _write() -> None:
 
 @contextmanager
 def part(i: int, n: int) -> Iterator[None]:
-    """The ``i``-th of ``n`` equal parts of the current range; reports its end when it finishes.
+    """The ``i``-th of ``n`` equal parts of the current range (:func:`share`)."""
+    n = max(int(n), 1)
+    with share(i / n, (i + 1) / n):
+        yield
+
+
+@contextmanager
+def share(start: float, stop: float) -> Iterator[None]:
+    """The part ``[start, stop)`` (fractions) of the current range; reports its end when it finishes.
 
     A part that reported nothing inside (a seed or an LVU cell a resumed job finds finished, or
     work with no reports of its own) is left out of the pace: its share and its time are moved past
@@ -82,14 +91,13 @@ def part(i: int, n: int) -> Iterator[None]:
     global _range
     saved = _range
     lo, hi = saved
-    w = (hi - lo) / max(int(n), 1)
-    _range = (lo + i * w, lo + (i + 1) * w)
+    _range = (lo + (hi - lo) * start, lo + (hi - lo) * stop)
     before, entered = _reports, time.time()
     try:
         yield
         _range = saved
         was = dict(_state)
-        report(i + 1, max(int(n), 1), force=True)
+        report(stop, 1.0, force=True)
         if was and _reports == before + 1 and _state:  # only the end report: nothing paced inside
             _state["first_fraction"] += _state["fraction"] - was["fraction"]
             _state["first_t"] += _state["t"] - max(entered, was["t"])

@@ -394,6 +394,10 @@ def run_lvu_table(
     # 4. fine-tuning: each row's inputs once, nine tasks x seeds
     set_feature_cache(ft_cfg.data.instance_cache_mb)
     stats: dict[str, dict[str, dict]] = {"val": {}, "test": {}}
+    # the time left's progress: each row's cells weigh its tokens per video (a row of instances
+    # trains on several times the tokens of a scene-only row: equal cells misjudged the pace)
+    weight = [_tokens_per_video(inst.get(INSTANCE_BACKBONE[i]) if i != "none" else None, scene.get(s)) for i, s in rows]
+    bounds = np.concatenate([[0.0], np.cumsum([w for w in weight for _ in tasks])]) / (sum(weight) * len(tasks))
     cell = 0
     for i, s in rows:
         key = setting_name(i, s)
@@ -406,7 +410,7 @@ def run_lvu_table(
             inputs = load_inputs(store, sc, stride, desc=desc)
         t0 = time.perf_counter()
         for task in tasks:
-            with progress.part(cell, len(rows) * len(tasks)):
+            with progress.share(bounds[cell], bounds[cell + 1]):
                 res = run_finetune(
                     task,
                     lvu_root,
@@ -432,6 +436,18 @@ def run_lvu_table(
     atomic_write_json(out / "lvu_table.json", result)
     atomic_write_text(out / "lvu_table.md", rep["markdown"])
     return result
+
+
+def _tokens_per_video(store: InstanceStore | None, scene: tuple | None) -> float:
+    """Mean tokens a video gives a row (its instance boxes and scene events; at least 1)."""
+    n = 0.0
+    if store is not None:
+        boxes = [int(v.get("num_boxes", 0)) for v in store.index["videos"].values() if v.get("status", "ok") == "ok"]
+        n += float(np.mean(boxes)) if boxes else 0.0
+    if scene is not None and scene[0]:
+        rows = [int(a.shape[0]) for a in scene[0].values()]  # a damaged film's SceneRows: its valid events
+        n += float(np.mean(rows))
+    return max(n, 1.0)
 
 
 def result_rows(stats: Mapping[str, Mapping[str, Mapping[str, Mapping]]]) -> tuple[list[dict], list[dict]]:
