@@ -268,3 +268,14 @@ def test_instance_meta_folder_gives_each_task_its_file(tmp_path, capsys):
     assert main(argv + ["--instance-meta", str(meta / "instance_meta_scene.pkl"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert "--instance-meta" in err and "folder" in err and "\n" not in err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("protocol", [0, 1, 2])
+def test_old_protocol_pickles_of_numpy_values_load(tmp_path, protocol):
+    """Protocols 0-2 write an array's bytes as _codecs.encode(text, 'latin1'), which the restricted
+    unpickler refused: such instance metadata or feature pickles could not be read at all."""
+    obj = {"v": {1: {BOX_A: [np.int64(0), np.int64(1)]}}, "f": np.arange(3, dtype=np.float32)}
+    got = safe_load(io.BytesIO(pickle.dumps(obj, protocol=protocol)))
+    assert got["v"][1][BOX_A] == [0, 1] and np.array_equal(got["f"], obj["f"])
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load os.system"):
+        safe_load(io.BytesIO(b"cos\nsystem\n(S'true'\ntR."))  # the restriction holds for every protocol
