@@ -53,11 +53,15 @@ def test_track_mask_corrupts_whole_tracks_in_training_and_scoring():
         for b in range(x["kind"].shape[0]):  # whole tracks, at least one per span
             picked = set(x["link"][b][selected[b]].tolist())
             assert picked and all(bool(selected[b][x["link"][b] == t].all()) for t in picked)
-    # training: the same corruption enters the loss
-    torch.manual_seed(3)
-    la = lvu.loss(x, torch.zeros(4, dtype=torch.long))
-    torch.manual_seed(4)
-    assert not torch.isclose(la, lvu.loss(x, torch.zeros(4, dtype=torch.long)))
+    # training: the same corruption enters the loss (in eval mode only the draw can move it; two seeds
+    # may draw the same masks, as seeds 3 and 4 do since the redraw of LVU's get_mask_indices)
+    losses = set()
+    for seed in range(8):
+        torch.manual_seed(seed)
+        losses.add(round(float(lvu.loss(x, torch.zeros(4, dtype=torch.long))), 6))
+    torch.manual_seed(0)
+    off = {round(float(plain.loss(x, torch.zeros(4, dtype=torch.long))), 6) for _ in range(2)}
+    assert len(losses) > 1 and len(off) == 1
 
 
 def test_track_mask_leaves_scene_only_spans_alone():

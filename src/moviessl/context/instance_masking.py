@@ -235,11 +235,11 @@ def pretrain_ot(
     """Masked-instance pretraining on every video of ``instances`` (an :class:`~moviessl.features.
     instances.InstanceStore` or the LVU release reader; labels are never read) -> ``OUT/model.pt``
     (stage ``ot``). Writes ``OUT/config.yaml``, logs, curves and Lightning checkpoints."""
-    span_checked_settings(cfg.model.preset, cfg.model.overrides, cfg.data.span_s)  # settings first: no folder
+    refuse_earlier_run(out, resume)  # before anything, and without making the folder
+    span_checked_settings(cfg.model.preset, cfg.model.overrides, cfg.data.span_s)
     # then the folder, before the teacher and every video are read (an --out that cannot be written
     # was said only after that work)
     out = ensure_out_dir(out)
-    refuse_earlier_run(out, resume)
     seed_everything(cfg.seed)
     setup_machine(cfg.trainer)
     set_feature_cache(cfg.data.instance_cache_mb)
