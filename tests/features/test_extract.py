@@ -803,3 +803,49 @@ def test_a_hand_written_index_entry_without_or_with_a_bad_num_events(backbone, v
         with pytest.raises(BadInputError, match="a: num_events must be a positive integer") as e:
             FeatureStore(out).num_events("a")
         assert "index.json" in str(e.value)
+
+
+def test_a_video_whose_reader_process_dies_is_listed_bad_and_the_rest_done(backbone, videos, tmp_path, monkeypatch):
+    """A decoder that segfaults (or the OOM killer) kills a DataLoader worker, not the job: the video
+    it was reading is named and listed bad, the others are extracted, and --retry-bad tries it again.
+    (Before, the job stopped with torch's "DataLoader worker (pid(s) N) exited unexpectedly", naming
+    no video, and every rerun died on the same one.)"""
+    import signal
+
+    out = tmp_path / "feats"
+    reader = ex.VideoReader
+
+    def dies_on_b(path, *a, **k):
+        if Path(path).stem == "b":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return reader(path, *a, **k)
+
+    monkeypatch.setattr(ex, "VideoReader", dies_on_b)  # forked workers inherit the patch
+    summary = ex.extract(backbone, videos, out, num_workers=1, accelerator="cpu", progress=False)
+    assert summary["counts"] == {"ok": 1, "bad": 2}
+    v = json.loads((out / "index.json").read_text())["videos"]
+    assert v["a"]["status"] == "ok" and (out / "a_feats.npy").is_file()
+    assert v["b"]["status"] == "bad" and re.search(r"b\.mp4: the process reading it died", v["b"]["error"])
+    assert not list(out.glob(".reading.*"))
+    monkeypatch.setattr(ex, "VideoReader", reader)
+    assert ex.extract(backbone, videos, out, num_workers=1, accelerator="cpu", progress=False, retry_bad=True)[
+        "counts"
+    ] == {"ok": 2, "bad": 1}
+    np.testing.assert_allclose(
+        np.load(out / "b_feats.npy")[1], expected_feature(backbone, videos / "b.mp4", 3.0), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_the_loaders_dead_worker_message_is_read_only_with_this_processs_note(tmp_path):
+    note = {"id": "x", "source": "/v/x.mp4", "parent": os.getpid()}
+    ex.reading_note(tmp_path, 12).write_text(json.dumps(note))
+    ex.reading_note(tmp_path, 13).write_text(json.dumps({**note, "id": "y", "parent": os.getpid() + 1}))
+
+    def died_in(msg: str):
+        return ex.video_a_worker_died_in(RuntimeError(msg), tmp_path)
+
+    oom = "killed by signal: Killed, often the out-of-memory killer"
+    assert died_in("DataLoader worker (pid 12) is killed by signal: Killed. ") == ("x", "/v/x.mp4", oom)
+    assert died_in("DataLoader worker (pid(s) 9, 12) exited unexpectedly")[0] == "x"
+    assert died_in("DataLoader worker (pid(s) 13) exited unexpectedly") is None  # another process's note
+    assert died_in("CUDA out of memory") is None

@@ -34,12 +34,15 @@ folder's lock (:func:`job_lock`) from before the ranks split the work to its end
 from __future__ import annotations
 
 import contextlib
+import gc
 import heapq
 import json
 import logging
 import math
 import os
+import re
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -88,7 +91,8 @@ TEMP_GLOBS = (
     f".*{CTX_SUFFIX}.*.tmp",
     f".{INDEX_NAME}.*.tmp",
     f".{CLAIM_NAME}.*.tmp",
-)  # utils.io.atomic_write's names
+    ".reading.*",  # a DataLoader worker's note of the video it reads (reading_note)
+)  # utils.io.atomic_write's names, and the workers' notes
 VIDSITU_CENTERS = [1.0, 3.0, 5.0, 7.0, 9.0]
 CHUNK_EVENTS = 64  # events per commit chunk of a film (128 s at 2-s events): a kill loses at most one per worker
 LIST_EXTS = (".txt", ".csv", ".lst", ".list")  # a file named so is a list, whatever it holds
@@ -299,6 +303,14 @@ class EventClipStream(VideoStream):
         self.vidsitu, self.batch_events = vidsitu, int(batch_events)
         self.chunk_events = int(chunk_events or CHUNK_EVENTS)
         self.done = dict(done or {})
+        self.notes_dir: Path | None = None  # set by the extractor: where its workers note what they read
+
+    def _note_reading(self, vid: str, path: Path) -> None:
+        """In a DataLoader worker: note the video it starts reading (:func:`reading_note`), so that if
+        the worker dies in it (a decoder's segfault, the OOM killer) the main process can name it."""
+        if self.notes_dir is not None and get_worker_info() is not None:
+            note = {"id": vid, "source": str(path), "parent": os.getppid()}
+            reading_note(self.notes_dir, os.getpid()).write_text(json.dumps(note))
 
     def film_info(self, r: VideoReader, path: Path) -> dict:
         """What the index records of a video, and its number of events."""
@@ -340,6 +352,7 @@ class EventClipStream(VideoStream):
         return chunks, [k for k in range(len(chunks)) if k not in done]
 
     def _video(self, vid: str, path: Path, sub: int, nsub: int) -> Iterator[dict]:
+        self._note_reading(vid, path)
         r = self._open(vid, path)
         if isinstance(r, dict):
             yield r
@@ -359,6 +372,7 @@ class EventClipStream(VideoStream):
         mine = [k for i, k in enumerate(todo) if (i + j) % self.world == self.rank]
         if not mine[sub::nsub]:
             return
+        self._note_reading(vid, path)
         r = self._open(vid, path, shared=True)
         if isinstance(r, dict):
             yield r
@@ -751,6 +765,37 @@ def run_prediction(module, stream, out: Path, launch: tuple, num_workers: int, p
         module.close_progress()
     trainer.strategy.barrier()
     return trainer
+
+
+def reading_note(out: Path, pid: int) -> Path:
+    """The file in which the DataLoader worker ``pid`` of this host notes the video it reads."""
+    return Path(out) / f".reading.{socket.gethostname()}.{int(pid)}"
+
+
+# torch's DataLoader, in the main process, when a worker died: "DataLoader worker (pid 12) is killed by
+# signal: Segmentation fault." (its SIGCHLD handler) or "DataLoader worker (pid(s) 12, 13) exited
+# unexpectedly" (a worker found dead while waiting for a batch)
+_WORKER_DIED = re.compile(r"DataLoader worker \(pid(?:\(s\))? ([\d, ]+)\)(?: is killed by (signal: [^.]+))?")
+
+
+def video_a_worker_died_in(err: BaseException, out: Path) -> tuple[str, str, str] | None:
+    """(id, source, how) of the video a DataLoader worker was reading when it died, if ``err`` is the
+    loader's error for a dead worker and that worker noted its video (a note of this process's workers:
+    another run's note under a reused pid does not count); else None."""
+    m = _WORKER_DIED.search(str(err)) if isinstance(err, RuntimeError) else None
+    if m is None:
+        return None
+    how = f"killed by {m.group(2)}" if m.group(2) else "it exited unexpectedly"
+    if "signal: Killed" in how:
+        how += ", often the out-of-memory killer"
+    for pid in (int(p) for p in re.findall(r"\d+", m.group(1))):
+        try:
+            note = json.loads(reading_note(out, pid).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(note, dict) and note.get("parent") == os.getpid() and "id" in note:
+            return str(note["id"]), str(note.get("source")), how
+    return None
 
 
 JOB_LOCK = ".extract.lock"  # OUT/.extract.lock: held (flock) by the job writing the folder
@@ -1330,13 +1375,30 @@ def extract(
                 "batch_events": int(batch_events),
                 "precision": precision_name(precision),
             }
-            done = scan_partials(out, todo, plan)
-            stream = EventClipStream(todo, inp, stride_s, vidsitu, batch_events, chunk_events, done)
-            module = FeatureExtractor(model, out, stream, {"backbone": bhash}, dtype, txe, window, step, precision)
             launch = (accelerator, devices, num_nodes, strategy, precision, ddp_timeout_s)
-            trainer = run_prediction(module, stream, out, launch, num_workers, progress)
-            timing = {k: round(v, 3) for k, v in module.timing.items()}
-            timing["chunks_written"] = module.chunks_written
+            timing: dict = {}
+            while True:  # again without a video whose reader process died in it
+                done = scan_partials(out, todo, plan)
+                stream = EventClipStream(todo, inp, stride_s, vidsitu, batch_events, chunk_events, done)
+                stream.notes_dir = out
+                module = FeatureExtractor(model, out, stream, {"backbone": bhash}, dtype, txe, window, step, precision)
+                try:
+                    trainer = run_prediction(module, stream, out, launch, num_workers, progress)
+                    died = None
+                except RuntimeError as e:
+                    died = video_a_worker_died_in(e, out)
+                    if died is None:
+                        raise
+                for k, v in module.timing.items():
+                    timing[k] = round(timing.get(k, 0) + v, 3)
+                timing["chunks_written"] = timing.get("chunks_written", 0) + module.chunks_written
+                if died is None:
+                    break
+                todo = _skip_the_video_a_worker_died_in(out, module, todo, died, retry_bad)
+                # the failed run's loader (its dead worker's siblings) is held in reference cycles with
+                # its trainer: shut down here, not in the next run's forked workers
+                del module, stream
+                gc.collect()
             if not trainer.is_global_zero:
                 return {}
             spread_entries, unfinished = module.finish_spread([v for v, _ in todo], accelerator, precision, devices)
@@ -1353,6 +1415,25 @@ def extract(
             if old.get("ctx_pending"):
                 header["ctx_pending"] = old["ctx_pending"]
         return _write_index(out, header, entries, splits if vidsitu else None, unfinished, timing, t0)
+
+
+def _skip_the_video_a_worker_died_in(
+    out: Path, module: FeatureExtractor, todo: list, died: tuple[str, str, str], retry_bad: bool
+) -> list:
+    """A DataLoader worker died reading a video (a segfault in a decoder, the OOM killer): list it as
+    bad, so this run and a rerun go on with the others, as with a video that cannot be opened (a rerun
+    with ``--retry-bad`` tries it again). Returns the videos still to do. Under DDP only the rank whose
+    worker died knows: that rank stops here with one line, the others at their next collective."""
+    vid, source, how = died
+    err = f"{source}: the process reading it died ({how}); listed as bad, rerun with --retry-bad to try it again"
+    module._record(vid, {**module.entry_base, "status": "bad", "error": err, "source": source})
+    shutil.rmtree(partial_dir(out, vid), ignore_errors=True)
+    if module.stream.world > 1:
+        raise BadInputError(source, f"the process reading it died ({how}); listed as bad: rerun to go on")
+    log.warning("skipping %s", err)
+    entries = read_entries(out)
+    again = lambda v: retry_bad and v != vid  # noqa: E731 (--retry-bad retries the others, not this one now)
+    return [(v, p) for v, p in todo if not is_finished(entries.get(v), out / f"{v}{FEATS_SUFFIX}", again(v))]
 
 
 def _write_index(
