@@ -539,3 +539,27 @@ def test_bad_instance_feature_files_are_one_line_naming_them(tmp_path, key, valu
         arrs[key] = np.arange(4.0) if key == "sec" else np.zeros(4)
         np.savez(tmp_path / "inst" / "v.npz", **arrs)
         assert store.load("v").sec.dtype == np.int64
+
+
+def test_a_video_whose_reader_process_dies_is_listed_bad_and_the_rest_done(backbone, boxes, tmp_path, monkeypatch):
+    """As ``extract`` (test_extract.py): a DataLoader worker killed while decoding one video lists
+    that video bad and the job goes on; before, torch's "worker (pid(s) N) exited unexpectedly" ended it."""
+    import os
+    import signal
+
+    import moviessl.features.instances as ins
+
+    reader = ins.VideoReader
+
+    def dies_on_vid_a(path, *a, **k):
+        if "vidA" in str(path):
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return reader(path, *a, **k)
+
+    monkeypatch.setattr(ins, "VideoReader", dies_on_vid_a)  # forked workers inherit the patch
+    out = tmp_path / "out"
+    s = extract_instances(backbone, boxes / "videos", boxes / "tracks", out, num_workers=1, progress=False)
+    assert s["counts"] == {"ok": 1, "bad": 1}
+    v = json.loads((out / "index.json").read_text())["videos"]
+    assert v["vidB"]["status"] == "ok" and "vidA.mp4: the process reading it died" in v["vidA"]["error"]
+    assert not list(out.glob(".reading.*"))

@@ -91,8 +91,7 @@ TEMP_GLOBS = (
     f".*{CTX_SUFFIX}.*.tmp",
     f".{INDEX_NAME}.*.tmp",
     f".{CLAIM_NAME}.*.tmp",
-    ".reading.*",  # a DataLoader worker's note of the video it reads (reading_note)
-)  # utils.io.atomic_write's names, and the workers' notes
+)  # utils.io.atomic_write's names
 VIDSITU_CENTERS = [1.0, 3.0, 5.0, 7.0, 9.0]
 CHUNK_EVENTS = 64  # events per commit chunk of a film (128 s at 2-s events): a kill loses at most one per worker
 LIST_EXTS = (".txt", ".csv", ".lst", ".list")  # a file named so is a list, whatever it holds
@@ -256,6 +255,14 @@ class VideoStream(IterableDataset):
         self.rank, self.world = 0, 1
         self.assignment: list[list[int]] | None = None  # per rank, indices into videos (DDP)
         self.spread: dict[int, dict] = {}  # index into videos -> info, as rank 0 read it (DDP)
+        self.notes_dir: Path | None = None  # set by the extractor: where its workers note what they read
+
+    def note_reading(self, vid: str, path: Path) -> None:
+        """In a DataLoader worker: note the video it starts reading (:func:`reading_note`), so that if
+        the worker dies in it (a decoder's segfault, the OOM killer) the main process can name it."""
+        if self.notes_dir is not None and get_worker_info() is not None:
+            note = {"id": vid, "source": str(path), "parent": os.getppid()}
+            reading_note(self.notes_dir, os.getpid()).write_text(json.dumps(note))
 
     def shard(self) -> list[tuple[str, Path]]:
         if self.assignment is not None:
@@ -303,14 +310,6 @@ class EventClipStream(VideoStream):
         self.vidsitu, self.batch_events = vidsitu, int(batch_events)
         self.chunk_events = int(chunk_events or CHUNK_EVENTS)
         self.done = dict(done or {})
-        self.notes_dir: Path | None = None  # set by the extractor: where its workers note what they read
-
-    def _note_reading(self, vid: str, path: Path) -> None:
-        """In a DataLoader worker: note the video it starts reading (:func:`reading_note`), so that if
-        the worker dies in it (a decoder's segfault, the OOM killer) the main process can name it."""
-        if self.notes_dir is not None and get_worker_info() is not None:
-            note = {"id": vid, "source": str(path), "parent": os.getppid()}
-            reading_note(self.notes_dir, os.getpid()).write_text(json.dumps(note))
 
     def film_info(self, r: VideoReader, path: Path) -> dict:
         """What the index records of a video, and its number of events."""
@@ -352,7 +351,7 @@ class EventClipStream(VideoStream):
         return chunks, [k for k in range(len(chunks)) if k not in done]
 
     def _video(self, vid: str, path: Path, sub: int, nsub: int) -> Iterator[dict]:
-        self._note_reading(vid, path)
+        self.note_reading(vid, path)
         r = self._open(vid, path)
         if isinstance(r, dict):
             yield r
@@ -372,7 +371,7 @@ class EventClipStream(VideoStream):
         mine = [k for i, k in enumerate(todo) if (i + j) % self.world == self.rank]
         if not mine[sub::nsub]:
             return
-        self._note_reading(vid, path)
+        self.note_reading(vid, path)
         r = self._open(vid, path, shared=True)
         if isinstance(r, dict):
             yield r
@@ -798,6 +797,48 @@ def video_a_worker_died_in(err: BaseException, out: Path) -> tuple[str, str, str
     return None
 
 
+def predict_skipping_dead_readers(
+    make: Callable[[list], pl.LightningModule],
+    ran: Callable[[pl.LightningModule], None],
+    todo: list,
+    out: Path,
+    launch: tuple,
+    num_workers: int,
+    progress: bool,
+) -> tuple[pl.Trainer, pl.LightningModule]:
+    """:func:`run_prediction` of ``make(todo)`` (an extractor over a :class:`VideoStream` of the videos
+    ``todo``; ``ran(module)`` after each run). When a DataLoader worker dies reading a video (a decoder
+    that segfaults on a damaged file, the out-of-memory killer on a huge frame), the video is listed
+    bad, as one that cannot be opened is, and a one-process job runs again over the videos it has not
+    listed yet (a film's committed chunks are kept); a rerun with ``--retry-bad`` tries it again.
+    Under DDP only the rank whose worker died knows: it records the video and stops with one line
+    (the other ranks at their next collective). Returns the last run's trainer and module."""
+    while True:
+        module = make(todo)
+        module.stream.notes_dir = out
+        try:
+            trainer = run_prediction(module, module.stream, out, launch, num_workers, progress)
+            ran(module)
+            return trainer, module
+        except RuntimeError as e:
+            died = video_a_worker_died_in(e, out)
+            if died is None:
+                raise
+        ran(module)
+        vid, source, how = died
+        err = f"{source}: the process reading it died ({how}); listed as bad, rerun with --retry-bad to try it again"
+        module.record_bad(vid, err, source)
+        shutil.rmtree(partial_dir(out, vid), ignore_errors=True)
+        if module.stream.world > 1:
+            raise BadInputError(source, f"the process reading it died ({how}); listed as bad: rerun to go on")
+        log.warning("skipping %s", err)
+        todo = [(v, p) for v, p in todo if v not in module.recorded]
+        # the failed run's loader (its dead worker's siblings) is held in reference cycles with its
+        # trainer: shut down here, not in the next run's forked workers
+        del module
+        gc.collect()
+
+
 JOB_LOCK = ".extract.lock"  # OUT/.extract.lock: held (flock) by the job writing the folder
 
 
@@ -861,7 +902,7 @@ def merge_journals(out: Path, index: dict) -> None:
     """Write ``index.json`` (every rank done) and remove the claim and the per-rank journals it now holds."""
     atomic_write_json(out / INDEX_NAME, index)
     (out / CLAIM_NAME).unlink(missing_ok=True)
-    for j in out.glob(JOURNAL_GLOB):
+    for j in [*out.glob(JOURNAL_GLOB), *out.glob(".reading.*")]:  # (and the workers' notes, reading_note)
         j.unlink(missing_ok=True)
 
 
@@ -894,6 +935,7 @@ class FeatureExtractor(pl.LightningModule):
         self._films: dict[str, dict] = {}
         self._bar = None
         self.counts = {"ok": 0, "bad": 0}
+        self.recorded: set[str] = set()  # the videos this run listed, ok or bad
         self.timing = {"decode_s": 0.0, "preprocess_s": 0.0, "backbone_s": 0.0, "events": 0}
         self.chunks_written = 0
 
@@ -1014,9 +1056,13 @@ class FeatureExtractor(pl.LightningModule):
         # A killed job may leave a torn last line: starting each record on a fresh line keeps the
         # next one intact (blank and torn lines are skipped on reading).
         append_line(self.journal(), journal_line(vid, entry))
+        self.recorded.add(vid)
         self.counts[entry["status"]] += 1
         if self._bar is not None:
             self._bar.set_postfix_str(self._videos_done())
+
+    def record_bad(self, vid: str, error: str, source: str) -> None:
+        self._record(vid, {**self.entry_base, "status": "bad", "error": error, "source": source})
 
     def _videos_done(self) -> str:
         """The bar's postfix: this rank's videos written of its whole ones (+ those all ranks share)."""
@@ -1073,9 +1119,7 @@ class FeatureExtractor(pl.LightningModule):
                 log.warning("rank %d: its chunks of %s are not extracted: %s", self.global_rank, vid, batch["error"])
                 return None
             log.warning("skipping %s", batch["error"])
-            self._record(
-                vid, {**self.entry_base, "status": "bad", "error": batch["error"], "source": batch["info"]["source"]}
-            )
+            self.record_bad(vid, batch["error"], batch["info"]["source"])
             shutil.rmtree(partial_dir(self.out_dir, vid), ignore_errors=True)
             return None
         film = self._film(vid, batch["info"], batch.get("mine"), bool(batch.get("shared")))
@@ -1376,29 +1420,20 @@ def extract(
                 "precision": precision_name(precision),
             }
             launch = (accelerator, devices, num_nodes, strategy, precision, ddp_timeout_s)
-            timing: dict = {}
-            while True:  # again without a video whose reader process died in it
-                done = scan_partials(out, todo, plan)
-                stream = EventClipStream(todo, inp, stride_s, vidsitu, batch_events, chunk_events, done)
-                stream.notes_dir = out
-                module = FeatureExtractor(model, out, stream, {"backbone": bhash}, dtype, txe, window, step, precision)
-                try:
-                    trainer = run_prediction(module, stream, out, launch, num_workers, progress)
-                    died = None
-                except RuntimeError as e:
-                    died = video_a_worker_died_in(e, out)
-                    if died is None:
-                        raise
+            timing: dict = {"chunks_written": 0}
+
+            def make(todo: list) -> FeatureExtractor:
+                stream = EventClipStream(todo, inp, stride_s, vidsitu, batch_events, chunk_events)
+                stream.done = scan_partials(out, todo, plan)
+                return FeatureExtractor(model, out, stream, {"backbone": bhash}, dtype, txe, window, step, precision)
+
+            def ran(module: FeatureExtractor) -> None:  # timing summed over the runs a dead reader splits
                 for k, v in module.timing.items():
-                    timing[k] = round(timing.get(k, 0) + v, 3)
-                timing["chunks_written"] = timing.get("chunks_written", 0) + module.chunks_written
-                if died is None:
-                    break
-                todo = _skip_the_video_a_worker_died_in(out, module, todo, died, retry_bad)
-                # the failed run's loader (its dead worker's siblings) is held in reference cycles with
-                # its trainer: shut down here, not in the next run's forked workers
-                del module, stream
-                gc.collect()
+                    timing[k] = timing.get(k, 0) + v
+                timing["chunks_written"] += module.chunks_written
+
+            trainer, module = predict_skipping_dead_readers(make, ran, todo, out, launch, num_workers, progress)
+            timing = {k: round(v, 3) for k, v in timing.items()}
             if not trainer.is_global_zero:
                 return {}
             spread_entries, unfinished = module.finish_spread([v for v, _ in todo], accelerator, precision, devices)
@@ -1415,25 +1450,6 @@ def extract(
             if old.get("ctx_pending"):
                 header["ctx_pending"] = old["ctx_pending"]
         return _write_index(out, header, entries, splits if vidsitu else None, unfinished, timing, t0)
-
-
-def _skip_the_video_a_worker_died_in(
-    out: Path, module: FeatureExtractor, todo: list, died: tuple[str, str, str], retry_bad: bool
-) -> list:
-    """A DataLoader worker died reading a video (a segfault in a decoder, the OOM killer): list it as
-    bad, so this run and a rerun go on with the others, as with a video that cannot be opened (a rerun
-    with ``--retry-bad`` tries it again). Returns the videos still to do. Under DDP only the rank whose
-    worker died knows: that rank stops here with one line, the others at their next collective."""
-    vid, source, how = died
-    err = f"{source}: the process reading it died ({how}); listed as bad, rerun with --retry-bad to try it again"
-    module._record(vid, {**module.entry_base, "status": "bad", "error": err, "source": source})
-    shutil.rmtree(partial_dir(out, vid), ignore_errors=True)
-    if module.stream.world > 1:
-        raise BadInputError(source, f"the process reading it died ({how}); listed as bad: rerun to go on")
-    log.warning("skipping %s", err)
-    entries = read_entries(out)
-    again = lambda v: retry_bad and v != vid  # noqa: E731 (--retry-bad retries the others, not this one now)
-    return [(v, p) for v, p in todo if not is_finished(entries.get(v), out / f"{v}{FEATS_SUFFIX}", again(v))]
 
 
 def _write_index(

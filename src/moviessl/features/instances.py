@@ -69,8 +69,8 @@ from .extract import (
     journal_line,
     journal_path,
     merge_journals,
+    predict_skipping_dead_readers,
     read_entries,
-    run_prediction,
     shard_over_ranks,
 )
 from .store import CLAIM_NAME, INSTANCES_FORMAT, check_format, index_facts, read_index
@@ -133,6 +133,7 @@ class InstanceClipStream(VideoStream):
             yield from self._video(vid, path)
 
     def _video(self, vid: str, path: Path) -> Iterator[dict]:
+        self.note_reading(vid, path)
         try:
             inst = self.source[vid]()
             digest = box_digest(inst)
@@ -227,6 +228,7 @@ class InstanceExtractor(pl.LightningModule):
         self._bar = None
         self.show_progress = True
         self.counts = {"ok": 0, "bad": 0}
+        self.recorded: set[str] = set()  # the videos this run listed, ok or bad
 
     def setup(self, stage: str) -> None:
         shard_over_ranks(self.trainer, self.stream)
@@ -252,8 +254,12 @@ class InstanceExtractor(pl.LightningModule):
             self._bar.close()
             self._bar = None
 
+    def record_bad(self, vid: str, error: str, source: str | None = None) -> None:
+        self._record(vid, {"status": "bad", "error": error})
+
     def _record(self, vid: str, entry: dict) -> None:
         append_line(journal_path(self.out_dir, self.global_rank), journal_line(vid, entry))
+        self.recorded.add(vid)
         self.counts[entry["status"]] += 1
         if self._bar is not None:
             self._bar.update(1)
@@ -263,7 +269,7 @@ class InstanceExtractor(pl.LightningModule):
         if kind == "error":
             self._pending.pop(vid, None)
             log.warning("skipping %s", batch["error"])
-            self._record(vid, {"status": "bad", "error": batch["error"]})
+            self.record_bad(vid, batch["error"])
             return None
         if kind == "empty":
             self._save(vid, batch["inst"], np.zeros((0, int(self.dim or 0)), np.float32), batch["digest"])
@@ -293,7 +299,7 @@ class InstanceExtractor(pl.LightningModule):
             self._pending.pop(vid, None)
             msg = f"{vid}: {type(e).__name__}: {' '.join(str(e).split())}"
             log.warning("skipping %s", msg)
-            self._record(vid, {"status": "bad", "error": msg})
+            self.record_bad(vid, msg)
         return None
 
     def _save(self, vid: str, inst: VideoInstances, feat: np.ndarray, digest: str) -> None:
@@ -397,11 +403,16 @@ def extract_instances(
         if old is None and leader:  # claimed now: a rerun after a kill checks backbone and RoI
             atomic_write_json(out / CLAIM_NAME, _index(bhash, backbone, tracks, roi, dim, entries))
         if todo:
-            stream = InstanceClipStream(todo, source, inp, side, batch_seconds)  # rank 0's list may differ a little
-            module = InstanceExtractor(model, out, stream, roi)
             launch = (accelerator, devices, num_nodes, strategy, precision, ddp_timeout_s)
-            trainer = run_prediction(module, stream, out, launch, num_workers, progress)
-            dim = module.dim or dim
+            dims = []
+
+            def make(todo: list) -> InstanceExtractor:  # rank 0's list may differ a little
+                return InstanceExtractor(model, out, InstanceClipStream(todo, source, inp, side, batch_seconds), roi)
+
+            trainer, _ = predict_skipping_dead_readers(
+                make, lambda m: dims.append(m.dim), todo, out, launch, num_workers, progress
+            )
+            dim = next((d for d in reversed(dims) if d), None) or dim
             if not trainer.is_global_zero:
                 return {}
         elif not leader:  # nothing to do under torchrun / srun: rank 0 alone rewrites the index
