@@ -849,3 +849,14 @@ def test_the_loaders_dead_worker_message_is_read_only_with_this_processs_note(tm
     assert died_in("DataLoader worker (pid(s) 9, 12) exited unexpectedly")[0] == "x"
     assert died_in("DataLoader worker (pid(s) 13) exited unexpectedly") is None  # another process's note
     assert died_in("CUDA out of memory") is None
+
+
+def test_extraction_reports_its_videos_and_a_films_chunks_for_the_time_left(backbone, videos, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(ex.job_progress, "report", lambda done, total, force=False: seen.append((done, total)))
+    kw = dict(num_workers=0, accelerator="cpu", progress=False, batch_events=2, chunk_events=2)
+    ex.extract(backbone, videos, tmp_path / "f", **kw)
+    assert {t for _, t in seen} == {3}  # a, b and the broken file
+    dones = [d for d, _ in seen]
+    assert dones == sorted(dones) and dones[-1] == 3
+    assert any(0 < d % 1 for d in dones)  # a's first chunk of two: half a video done

@@ -563,3 +563,12 @@ def test_a_video_whose_reader_process_dies_is_listed_bad_and_the_rest_done(backb
     v = json.loads((out / "index.json").read_text())["videos"]
     assert v["vidB"]["status"] == "ok" and "vidA.mp4: the process reading it died" in v["vidA"]["error"]
     assert not list(out.glob(".reading.*"))
+
+
+def test_instance_extraction_reports_its_videos_for_the_time_left(backbone, boxes, tmp_path, monkeypatch):
+    import moviessl.features.instances as ins
+
+    seen = []
+    monkeypatch.setattr(ins.job_progress, "report", lambda done, total, force=False: seen.append((done, total)))
+    extract_instances(backbone, boxes / "videos", boxes / "tracks", tmp_path / "out", progress=False)
+    assert seen == [(1, 2), (2, 2)]

@@ -577,3 +577,19 @@ def test_cli_out_of_range_knobs_are_one_line(tmp_path, capsys, flag, value):
     err = capsys.readouterr().err
     assert flag[2:].replace("-", "_") in err and "Traceback" not in err
     assert not (tmp_path / "s").exists()
+
+
+def test_generation_reports_its_frames_for_the_time_left(tmp_path, monkeypatch):
+    """Each rendered video adds its frames to the job's fraction done (the demo's time left went by
+    the cost table alone for SynthMovies' generation)."""
+    from moviessl.utils import progress
+
+    seen = []
+    monkeypatch.setattr(progress, "report", lambda done, total, force=False: seen.append((done, total)))
+    cfg = SynthPreset(
+        size=32, n_actions=2, action_durations=(1.0,), n_vidsitu_train=1, n_vidsitu_valid=1, n_lvu=1, lvu_seconds=(6, 6)
+    )
+    generate(tmp_path / "a", cfg, seed=3, workers=2, progress=False)
+    assert len(seen) == 2 + 2 + 1 and len({t for _, t in seen}) == 1  # one per video, one total
+    dones = [d for d, _ in seen]
+    assert dones == sorted(dones) and 0 < dones[0] < dones[-1] == seen[0][1]

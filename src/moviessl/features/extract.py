@@ -60,6 +60,7 @@ from ..dist import check_machine, job_leader
 from ..errors import BadInputError
 from ..models.slowd import speed_up
 from ..training import ctrl_c_kept, ddp_with_timeout, lightning_trainer, planned_world_size, quiet_lightning
+from ..utils import progress as job_progress
 from ..utils.io import append_line, atomic_save_npy, atomic_write, atomic_write_json, ensure_out_dir, write_npy_chunks
 from ..video import (
     FRAME_EXTS,
@@ -1060,6 +1061,16 @@ class FeatureExtractor(pl.LightningModule):
         self.counts[entry["status"]] += 1
         if self._bar is not None:
             self._bar.set_postfix_str(self._videos_done())
+        self._report_progress()
+
+    def _report_progress(self) -> None:
+        """The share of this rank's videos done, each film in progress counted by its chunks done, for
+        the scheduler's time left (:mod:`moviessl.utils.progress`; nothing outside a scheduled job)."""
+        if self.global_rank != 0:
+            return
+        films = (f for v, f in self._films.items() if v not in self.recorded and f.get("chunks"))
+        done = len(self.recorded) + sum(len(f["done"]) / len(f["chunks"]) for f in films)
+        job_progress.report(done, len(self.stream.shard()) + len(self.stream.spread))
 
     def record_bad(self, vid: str, error: str, source: str) -> None:
         self._record(vid, {**self.entry_base, "status": "bad", "error": error, "source": source})
@@ -1153,6 +1164,7 @@ class FeatureExtractor(pl.LightningModule):
             else:
                 film["single"] = (feats, missing)
             film["done"].add(k)
+            self._report_progress()
         if len(film["done"]) == len(film["chunks"]) and not film["shared"]:
             self._finish(vid, film, batch["info"])
         return None

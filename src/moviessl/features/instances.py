@@ -56,6 +56,7 @@ from ..data.lvu import (
 from ..dist import check_machine, job_leader
 from ..errors import BadInputError
 from ..models.roi import roi_features
+from ..utils import progress as job_progress
 from ..utils.digest import content_digest, name_size
 from ..utils.io import append_line, atomic_write, atomic_write_json
 from ..video import VideoReader, param_dtype, read_clip, resize_short_side, to_model_input
@@ -263,6 +264,8 @@ class InstanceExtractor(pl.LightningModule):
         self.counts[entry["status"]] += 1
         if self._bar is not None:
             self._bar.update(1)
+        if self.global_rank == 0:  # the scheduler's time left (nothing outside a scheduled job)
+            job_progress.report(len(self.recorded), len(self.stream.shard()))
 
     def predict_step(self, batch: dict, batch_idx: int = 0):
         vid, kind = batch["id"], batch["kind"]

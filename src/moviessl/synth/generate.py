@@ -23,6 +23,7 @@ import numpy as np
 from ..data.lvu import LVU_TASKS
 from ..errors import BadInputError
 from ..scheduler import _die_with_parent
+from ..utils import progress as job_progress
 from ..utils.io import atomic_write_json, atomic_write_text, ensure_out_dir
 from . import plot as P
 from . import render as R
@@ -618,11 +619,18 @@ def generate(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, unit="frame", unit_scale=True, desc=f"synth {name}", disable=not progress, smoothing=0.1)
+    done = 0
+
+    def rendered(n: int) -> None:
+        nonlocal done
+        done += n
+        bar.update(n)
+        job_progress.report(done, total)  # the scheduler's time left (nothing outside a scheduled job)
+
     try:
         if workers <= 1 or len(todo) <= 1:
             for j in todo:
-                _, n = _render_job(j)
-                bar.update(n)
+                rendered(_render_job(j)[1])
         else:
             # fork where there is one: workers need only numpy + PyAV, and spawn would re-run the
             # parent's __main__ (breaks for `python -`, notebooks)
@@ -630,7 +638,7 @@ def generate(
             # workers end with this process (Linux): a killed run leaves none rendering on beside a rerun
             with ctx.Pool(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
                 for _, n in pool.imap_unordered(_render_job, todo, chunksize=1):
-                    bar.update(n)
+                    rendered(n)
     finally:
         bar.close()
 
