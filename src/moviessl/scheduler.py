@@ -135,6 +135,8 @@ def _run_in_worker(name: str, fn: str, kwargs: dict, threads: int, progress_file
 TRUST_PACE_AFTER = 0.2
 # with jobs running and no line for this long, a "running" line says what runs and the time left
 HEARTBEAT_S = 60.0
+# a job resumed with at least this share of its work done does not calibrate its kind's speed
+CALIBRATE_RESUMED_BELOW = 0.5
 
 
 def _fmt(s: float) -> str:
@@ -177,13 +179,18 @@ class _Progress:
         cost = {j.name: j.cost for j in jobs}
         for name, seconds in self.timings.items():
             if name in cost:
-                self.record(name, cost[name], seconds)
+                self.record(name, cost[name], seconds, self.profile.get(name, {}).get("done_before", 0.0))
         self.finished = 0
 
-    def record(self, name: str, expected: float, actual: float) -> None:
-        """A finished job: its cost and the seconds it took."""
+    def record(self, name: str, expected: float, actual: float, done_before: float = 0.0) -> None:
+        """A finished job: its cost and the seconds it took; ``done_before``: the share of its work it
+        found done when it started (a resumed job: its seconds cover only the rest, so only that share
+        of its cost is compared with them; a job resumed past :data:`CALIBRATE_RESUMED_BELOW` is left
+        out, as its seconds are then mostly start-up and scoring, not the work its cost stands for)."""
+        if done_before >= CALIBRATE_RESUMED_BELOW:
+            return
         e = self.by_kind.setdefault(kind(name), [0.0, 0.0])
-        e[0] += expected
+        e[0] += expected * (1.0 - done_before)
         e[1] += actual
 
     def seconds(self, job: Job) -> float:
@@ -269,12 +276,17 @@ class _Progress:
             flush=True,
         )
 
-    def finish(self, job: Job, run: dict) -> None:
+    def finish(self, job: Job, run: dict, done_before: float = 0.0) -> None:
+        """A job ended after ``run["wall"]`` seconds; ``done_before``: the share of its work it found
+        done when it started (a resumed job, whose seconds cover only the rest)."""
         seconds = run["wall"]
         self.finished += 1
-        self.record(job.name, job.cost, seconds)
+        # a job resumed at 90% that ran for the last 10% must not make its kind look ten times faster
+        self.record(job.name, job.cost, seconds, done_before)
         self.timings[job.name] = round(seconds, 1)
         self.profile[job.name] = {k: round(v, 2) if isinstance(v, float) else v for k, v in run.items()}
+        if done_before > 0:
+            self.profile[job.name]["done_before"] = round(done_before, 4)
         if self.timings_path is not None:
             atomic_write_json(self.timings_path, self.timings)
             atomic_write_json(self.profile_path, self.profile)
@@ -392,7 +404,9 @@ def run_jobs(
                         continue
                     ran[name] = run["wall"]
                     finished.add(name)
-                    prog.finish(by_name[name], run)
+                    # where its first progress report stood: the share a resumed job found done
+                    rep = progress.read(report_file[name])
+                    prog.finish(by_name[name], run, min(max(rep["first_fraction"], 0.0), 1.0) if rep else 0.0)
                     prog.line("done ", by_name[name], pending, since(), f" ({_fmt(run['wall'])})", reports())
                     last_line = time.perf_counter()
                 if running and time.perf_counter() - last_line >= heartbeat_s:

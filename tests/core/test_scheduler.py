@@ -301,3 +301,36 @@ def test_a_job_that_reported_all_its_work_but_still_runs_has_some_time_left():
     now = 1000.0
     done = dict(fraction=1.0, first_fraction=0.0, first_t=now - 50.0, t=now)
     assert p.remaining(job, 50.0, done, now) == pytest.approx(10.0)
+
+
+def job_resumed(done: str, first_step: int, steps: int, seconds: float) -> None:
+    """Training steps ``first_step..steps`` as a run resumed from a checkpoint reports them."""
+    from moviessl.utils import progress
+
+    for s in range(first_step, steps + 1):
+        progress.report(s, steps, force=True)
+        time.sleep(seconds / (steps - first_step + 1))
+    Path(done).write_text("ok")
+
+
+def test_a_resumed_job_calibrates_its_kind_on_the_work_it_did_not_on_its_whole_cost(tmp_path):
+    """A job resumed at 25% ran for three quarters of its work: compared with its whole cost, its
+    kind looked a quarter faster than it is (at 90%, ten times: the time left of a resumed demo
+    collapsed). One resumed past half its work is left out (start-up and scoring dominate its time)."""
+    from moviessl.scheduler import _Progress
+
+    def job(name, first_step):
+        done = str(tmp_path / name.replace(" ", "_"))
+        kw = dict(done=done, first_step=first_step, steps=8, seconds=1.2)
+        return Job(name, f"{MOD}:job_resumed", kw, (), done, 10.0)
+
+    jobs = [job("backbone a r0", 2), job("backbone b r0", 6)]
+    timings = tmp_path / "timings.json"
+    run_jobs(jobs, workers=2, timings=timings)
+    wall = json.loads(timings.read_text())["backbone a r0"]
+    later = [Job("backbone a r1", "x:y", {}, cost=10.0), Job("backbone b r1", "x:y", {}, cost=10.0)]
+    p = _Progress(jobs + later, workers=2, timings=timings)
+    assert p.seconds(later[0]) == pytest.approx(wall / 0.75)  # 10 s of cost took wall / 0.75 here
+    assert p.seconds(later[1]) == pytest.approx(wall / 0.75)  # b's own time says nothing: all kinds'
+    prof = json.loads((tmp_path / "profile.json").read_text())
+    assert prof["backbone a r0"]["done_before"] == 0.25 and prof["backbone b r0"]["done_before"] == 0.75
