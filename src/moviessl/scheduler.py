@@ -179,7 +179,9 @@ class _Progress:
         cost = {j.name: j.cost for j in jobs}
         for name, seconds in self.timings.items():
             if name in cost:
-                self.record(name, cost[name], seconds, self.profile.get(name, {}).get("done_before", 0.0))
+                held = self.profile.get(name, {})
+                # against the cost the job had when it was timed: a job now asked for more seeds costs more
+                self.record(name, held.get("cost", cost[name]), seconds, held.get("done_before", 0.0))
         self.finished = 0
 
     def record(self, name: str, expected: float, actual: float, done_before: float = 0.0) -> None:
@@ -285,6 +287,7 @@ class _Progress:
         self.record(job.name, job.cost, seconds, done_before)
         self.timings[job.name] = round(seconds, 1)
         self.profile[job.name] = {k: round(v, 2) if isinstance(v, float) else v for k, v in run.items()}
+        self.profile[job.name]["cost"] = job.cost
         if done_before > 0:
             self.profile[job.name]["done_before"] = round(done_before, 4)
         if self.timings_path is not None:

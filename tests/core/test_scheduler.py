@@ -334,3 +334,27 @@ def test_a_resumed_job_calibrates_its_kind_on_the_work_it_did_not_on_its_whole_c
     assert p.seconds(later[1]) == pytest.approx(wall / 0.75)  # b's own time says nothing: all kinds'
     prof = json.loads((tmp_path / "profile.json").read_text())
     assert prof["backbone a r0"]["done_before"] == 0.25 and prof["backbone b r0"]["done_before"] == 0.75
+
+
+def job_seeds(done: str, seeds: int, seconds_per_seed: float) -> None:
+    time.sleep(seeds * seconds_per_seed)
+    Path(done).write_text(json.dumps({"seeds": seeds}))
+
+
+def test_time_left_after_a_rerun_with_more_seeds_uses_what_the_timed_jobs_cost_then(tmp_path):
+    """`demo --seeds 4` after a 2-seed run: the 2-seed jobs' seconds were set against the 4-seed
+    cost the jobs have now, so every fine-tuning job was estimated at half its time."""
+    from moviessl.scheduler import _Progress
+
+    def job(name, seeds):
+        done = str(tmp_path / f"{name.split()[-1]}.json")
+        kw = dict(done=done, seeds=seeds, seconds_per_seed=0.3)
+        return Job(name, f"{MOD}:job_seeds", kw, (), done, 1.0 * seeds, done_facts={"seeds": seeds})
+
+    timings = tmp_path / "timings.json"
+    run_jobs([job("finetune srl a", 2)], workers=1, timings=timings)
+    wall = json.loads(timings.read_text())["finetune srl a"]
+    again = [job("finetune srl a", 4), job("finetune srl b", 4)]
+    assert not again[0].is_done()
+    p = _Progress(again, workers=1, timings=timings)
+    assert p.seconds(again[1]) == pytest.approx(2 * wall)  # 4 seeds: twice what 2 took
