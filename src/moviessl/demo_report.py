@@ -237,7 +237,7 @@ def write_report(
     )
     header = (
         f"# moviessl demo results (profile `{profile}`; time: {cost})\n\n"
-        f"> {STAND_IN}\n\nValues in percent, {spread}. Data: {synth}.\n"
+        f"> {STAND_IN}\n\nValues in percent (CIDEr and LVU's regression errors are not), {spread}. Data: {synth}.\n"
     )
     body = "\n".join(p for p in (cm, md, lvu and lvu["markdown"], pt) if p).replace("\n**", "\n\n**").strip()
     text = header + "\n" + body + "\n\nPlots: " + ", ".join(str(p.relative_to(out)) for p in made) + "\n"
