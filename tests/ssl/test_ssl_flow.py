@@ -159,6 +159,33 @@ def test_flow_store_errors_name_the_setting_or_the_file(tmp_path):
     assert e.value.path == str(npy)
 
 
+@pytest.mark.parametrize(
+    "setting", ["flow.algorithm=tvl1", "flow.mode=edge", "flow.dis_preset=slow", "flow.algorithm=farneback flow.mode=x"]
+)
+def test_a_misspelt_flow_setting_is_refused_at_config_load(clip_list, tmp_path, setting):
+    """A flow setting the estimator does not know is a config error, said before any video is read.
+    It used to surface only when the first flow was computed, inside the caching pass, as the error
+    of that video: every video of the list was "skipped as bad" (each one opened first, hours at
+    K400's size) and the run ended on "only 0 usable videos"."""
+    from ssl_testutil import tiny_overrides
+
+    from moviessl.config import load_config
+    from moviessl.errors import BadInputError
+    from moviessl.ssl.pretrain import pretrain
+
+    overrides = setting.split()
+    key = overrides[-1].split("=")[0]
+    with pytest.raises(BadInputError, match=key):
+        load_config("backbone", "cpu", overrides)
+    with pytest.raises(BadInputError, match=key):
+        FlowParams(**{key.split(".")[1]: overrides[-1].split("=")[1]})
+    # the run's own error, not every video's
+    cfg = load_config("backbone", "cpu", [*tiny_overrides(), "trainer.max_steps=1"])
+    cfg.flow.algorithm = "tvl1"  # a config built in code, past the loader's checks
+    with pytest.raises(BadInputError, match="flow.algorithm"):
+        pretrain("modist", clip_list, tmp_path / "run", cfg, run_probe=False, progress=False)
+
+
 def test_an_encoded_flow_source_holds_no_per_frame_table(tmp_path):
     """A loader worker keeps one source per video it has read (K400: 240k), so a long video's image
     offsets stay in the file; what a source holds does not grow with the video's length."""

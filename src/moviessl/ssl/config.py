@@ -117,7 +117,13 @@ class FlowConfig:
     def __post_init__(self):  # at config load, not when the flow cache is first opened
         from .flow import FlowParams
 
-        FlowParams(store=self.store, jpeg_quality=self.jpeg_quality)
+        FlowParams(
+            algorithm=self.algorithm,
+            mode=self.mode,
+            dis_preset=self.dis_preset,
+            store=self.store,
+            jpeg_quality=self.jpeg_quality,
+        )
 
 
 @dataclass

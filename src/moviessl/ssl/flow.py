@@ -51,6 +51,9 @@ from .clipcache import CachedSource, _memmap, _source_key, resize_frames
 
 FLOW_VERSION = 1
 FLOW_STORES = ("npy", "png", "jpeg")
+FLOW_ALGORITHMS = ("dis", "farneback")
+FLOW_MODES = ("raw", "edges")
+DIS_PRESETS = ("ultrafast", "fast", "medium")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,15 @@ class FlowParams:
     jpeg_quality: int = 95  # dense_flow's (OpenCV's default); only for store: jpeg
 
     def __post_init__(self):
+        # here, not when the first flow is computed: there the error was that video's, so a misspelt
+        # setting skipped every video of the list as bad after opening each one
+        for key, value, allowed in (
+            ("algorithm", self.algorithm, FLOW_ALGORITHMS),
+            ("mode", self.mode, FLOW_MODES),
+            ("dis_preset", self.dis_preset, DIS_PRESETS),
+        ):
+            if value not in allowed:
+                raise BadInputError(f"flow.{key}", f"must be one of {' | '.join(allowed)}, got {value!r}")
         if self.store not in FLOW_STORES:
             raise BadInputError("flow.store", f"must be one of {' | '.join(FLOW_STORES)}, got {self.store!r}")
         if self.store == "jpeg" and not 1 <= self.jpeg_quality <= 100:
