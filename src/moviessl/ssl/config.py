@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..config import TrainerConfig
+from ..errors import BadInputError
 
 
 @dataclass
@@ -21,6 +22,20 @@ class ModelConfig:
     channels_last: bool = False  # NTHWC weights and clips (models.slowd.speed_up); no result changes
     compile: bool = False  # torch.compile the Slow-D nets (models.slowd.speed_up)
     init: Optional[str] = None  # start from these weights: a run's last.ckpt, a backbone model.pt or a .pyth
+
+
+def check_min_max(key: str, v: Any, low: float, high: float = float("inf"), low_open: bool = False) -> None:
+    """One line naming ``key`` unless ``v`` is two numbers ``[min, max]`` with ``low <= min <= max <= high``
+    (``low < min`` where ``low_open``): the samplers read the pair as a range without checking it,
+    and a reversed or out-of-range pair was silently another distribution, a NaN or a traceback at
+    the first step (docs/design.md, the ssl section)."""
+    ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v)
+    if ok:
+        lo, hi = (float(x) for x in v)
+        ok = (lo > low if low_open else lo >= low) and lo <= hi <= high
+    if not ok:
+        bound = f"{low} {'<' if low_open else '<='} min <= max" + (f" <= {high}" if high != float("inf") else "")
+        raise BadInputError(key, f"{v} must be two numbers [min, max] with {bound}")
 
 
 @dataclass
@@ -37,6 +52,9 @@ class DataConfig:
     pair_sampler: Optional[str]  # cvrl | shift; None: the method's own
     power: float  # CVRL sampler: power of the decreasing gap density (1 = linear)
     shift_s: list[float]  # MoDist: [min, max] start-to-start shift of a positive pair (s)
+
+    def __post_init__(self):
+        check_min_max("data.shift_s", self.shift_s, 0.0)
 
 
 @dataclass
@@ -56,6 +74,11 @@ class AugmentConfig:
     hue: float
     gray_p: float
     blur_sigma: list[float]
+
+    def __post_init__(self):
+        check_min_max("augment.area", self.area, 0.0, 1.0, low_open=True)
+        check_min_max("augment.aspect", self.aspect, 0.0, low_open=True)
+        check_min_max("augment.blur_sigma", self.blur_sigma, 0.0, low_open=True)  # sigma 0: a NaN kernel
 
 
 @dataclass
