@@ -98,6 +98,9 @@ def test_bad_videos_skipped_at_runtime_without_cache(clip_list):
     only_bad = ClipDataset([items[bad_i]] * (MAX_SKIPS + 2), "single", num_frames=4, stride=2, short_side=32)
     with pytest.raises(BadInputError, match="consecutive bad videos"):
         only_bad[0]
+    few = ClipDataset([items[bad_i]] * 3, "single", num_frames=4, stride=2, short_side=32)
+    with pytest.raises(BadInputError, match="every one of the clip list's 3 videos is bad"):  # not "9 consecutive"
+        few[0]
 
 
 def test_frames_on_the_fly_index_each_video_once(clip_list, monkeypatch):

@@ -374,6 +374,8 @@ class ClipDataset(Dataset):
                 continue
             item["skipped"] = torch.tensor((skipped + [-1] * MAX_SKIPS)[:MAX_SKIPS])
             return item
+        if n <= MAX_SKIPS:
+            raise BadInputError(self.items[i][0], f"every one of the clip list's {n} videos is bad; giving up")
         raise BadInputError(self.items[i][0], f"{MAX_SKIPS + 1} consecutive bad videos in the clip list; giving up")
 
 

@@ -5,7 +5,9 @@ averaged, then **L2-normalised** (CVRL's linear eval). Linear probe: multinomial
 on the training features, full batch, L-BFGS for ``max_iter`` iterations, no weight decay by default
 (CVRL's linear eval uses none; on L2-normalised features even 1e-4 over-regularises, docs/design.md);
 no learning rate to tune. k-NN: cosine similarity to the training features, the k nearest vote with
-weights exp(sim / 0.07) (Wu et al. 2018). Settings:
+weights exp(sim / 0.07) (the weighted k-NN of Wu et al. 2018, "Unsupervised Feature Learning via
+Non-Parametric Instance Discrimination", which used k = 200; the presets' k = 20 is DINO's, Caron et
+al. 2021, for small training sets). Settings:
 the ``probe`` block of the backbone config (:class:`moviessl.ssl.config.ProbeConfig`).
 """
 
