@@ -107,3 +107,35 @@ def test_a_forked_loader_worker_reads_with_its_own_reader(tmp_path):
     np.testing.assert_array_equal(frames, want)
     assert untouched and own
     np.testing.assert_array_equal(live.get([9, 2, 3]), want[[1, 0, 2]])  # the parent's reader still reads right
+
+
+@pytest.mark.parametrize("where", ["open", "cache"])
+def test_a_passing_io_error_skips_a_video_without_noting_it_bad_a_bad_file_is_noted(tmp_path, monkeypatch, where):
+    """A network filesystem's I/O error (EIO) while a video is read for the frame cache is the
+    machine's, not the video's: the video is skipped by this run and read again by the next. Before,
+    a `.bad` note kept it out of every later run on that cache. A file that is no video is noted."""
+    import errno
+
+    from moviessl.errors import BadInputError
+
+    src = write_video(tmp_path / "v.mp4", moving_square(0, n=20))
+    cache = clipcache.FrameCache(tmp_path / "cache", 32)
+    real_open, real_live = av.open, clipcache.LiveSource
+    fail = {"n": 1}
+
+    def flaky(*a, **k):
+        if fail["n"]:
+            fail["n"] -= 1
+            raise OSError(errno.EIO, "Input/output error")
+        return (real_open if where == "open" else real_live)(*a, **k)
+
+    monkeypatch.setattr(*((av, "open") if where == "open" else (clipcache, "LiveSource")), flaky)
+    with pytest.raises(BadInputError):
+        cache.source(src)
+    assert not cache.paths(src)[2].exists()
+    assert cache.source(src).num_frames == 20  # the next run reads it
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(BadInputError):
+        cache.source(junk)
+    assert cache.paths(junk)[2].is_file()

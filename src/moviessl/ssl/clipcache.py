@@ -19,6 +19,7 @@ again. Writes are atomic (a killed job leaves no half file). The paper preset tu
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
@@ -36,6 +37,36 @@ from ..utils.io import atomic_write_from, atomic_write_json, atomic_write_text, 
 log = logging.getLogger(__name__)
 
 VERSION = 1
+# errors of the machine or of a (network) filesystem, not of the file's content: a video that meets one
+# is skipped by this run but not noted as bad, so a later run reads it again
+PASSING_ERRNOS = frozenset(
+    getattr(errno, n)
+    for n in (
+        "EIO",
+        "ESTALE",
+        "ETIMEDOUT",
+        "EAGAIN",
+        "EINTR",
+        "ENOMEM",
+        "ENOBUFS",
+        "ENETDOWN",
+        "ENETUNREACH",
+        "ECONNRESET",
+        "EHOSTDOWN",
+        "EREMOTEIO",
+    )
+    if hasattr(errno, n)
+)
+
+
+def passing_failure(e: BaseException | None) -> bool:
+    """Whether ``e`` (or an error it was raised from) is a failure of the machine or the filesystem
+    (out of memory, an I/O error of a network filesystem) rather than of the video."""
+    while e is not None:
+        if isinstance(e, MemoryError) or (isinstance(e, OSError) and e.errno in PASSING_ERRNOS):
+            return True
+        e = e.__cause__
+    return False
 
 
 def _source_key(path: Path) -> str:
@@ -243,13 +274,17 @@ class FrameCache:
                 npy, live.chunks(DECODE_CHUNK), lambda f, chunks: write_npy_chunks(f, chunks, live.num_frames)
             )
         except BadInputError as e:
-            atomic_write_text(bad_p, e.cause)
+            if not passing_failure(e):
+                atomic_write_text(bad_p, e.cause)
             raise
         except Exception as e:  # a decoder crash is still just a bad video
             if isinstance(e, OSError) and e.filename == str(npy):
                 raise
-            atomic_write_text(bad_p, f"cannot decode ({type(e).__name__}: {e})")
-            raise BadInputError(path, f"cannot decode ({type(e).__name__}: {e})") from None
+            why = f"{type(e).__name__}: {e}"
+            if passing_failure(e):  # skipped now, not remembered: a later run reads it again
+                raise BadInputError(path, f"cannot read it now ({why}); not noted as bad") from e
+            atomic_write_text(bad_p, f"cannot decode ({why})")
+            raise BadInputError(path, f"cannot decode ({why})") from None
         meta = {
             "src": str(path.resolve()),
             "fps": live.fps,

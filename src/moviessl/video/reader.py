@@ -239,7 +239,8 @@ class _AVFile:
         try:
             self.container = av.open(str(path), metadata_errors="ignore")
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
-            raise BadInputError(path, f"not a readable video container ({_why(e)})") from None
+            # from e: its cause tells a passing I/O error (a network filesystem's) from a bad file
+            raise BadInputError(path, f"not a readable video container ({_why(e)})") from e
         key = (str(path.resolve()), verify, size, stat.st_mtime_ns, stat.st_ino)
         try:
             known = _index_memo.get(key)
@@ -483,7 +484,7 @@ class _AVFile:
         try:
             container = av.open(str(self.path), metadata_errors="ignore")
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
-            raise BadInputError(self.path, f"cannot reopen to read from the start ({_why(e)})") from None
+            raise BadInputError(self.path, f"cannot reopen to read from the start ({_why(e)})") from e
         self.container.close()
         self.container, self.stream = container, container.streams[index]
         return self.container, self.stream
