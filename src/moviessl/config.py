@@ -43,7 +43,23 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader, reading ``5e-2`` as a number (YAML 1.2): PyYAML (YAML 1.1) wants a dot
     and a signed exponent, so a float setting converted the string but a free-form mapping
-    (``model.overrides``) kept it and a layer failed on it with a traceback."""
+    (``model.overrides``) kept it and a layer failed on it with a traceback. A key given twice in
+    one mapping is an error, as YAML 1.2 says: PyYAML keeps the last, so a preset's first
+    ``optim:`` block was dropped without a word when a second one followed."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue  # a merge key's entries may be overridden by the mapping's own
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key '{key}' (line {key_node.start_mark.line + 1})", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 class _Dumper(yaml.SafeDumper):

@@ -481,3 +481,19 @@ def test_lvu_scene_stride_must_be_positive_or_null():
     with pytest.raises(BadInputError, match=r"data\.scene_stride_s: 0(\.0)? must be positive"):
         load_config("lvu", "cpu", ["data.scene_stride_s=0"])
     assert load_config("lvu", "cpu", ["data.scene_stride_s=null"]).data.scene_stride_s is None
+
+
+def test_a_key_given_twice_in_a_preset_is_one_line(tmp_path):
+    # PyYAML keeps the last of two equal keys: the first `optim:` block (its lr) was dropped unseen
+    p = tmp_path / "p.yaml"
+    p.write_text("_base_: cpu\noptim:\n  lr: 0.5\ntrainer:\n  max_steps: 7\noptim:\n  weight_decay: 0.0\n")
+    with pytest.raises(BadInputError, match=r"p\.yaml: invalid YAML \(duplicate key 'optim' \(line 6\)"):
+        load_config("context", p)
+    p.write_text("_base_: cpu\noptim:\n  lr: 0.5\n  lr: 0.7\n")
+    with pytest.raises(BadInputError, match="duplicate key 'lr' .line 4."):
+        load_config("context", p)
+    # a YAML merge key's entries may be overridden by the mapping's own
+    q = tmp_path / "q.yaml"
+    q.write_text("_base_: cpu\noptim:\n  <<: {lr: 0.5, weight_decay: 0.0}\n  lr: 0.7\n")
+    cfg = load_config("context", q)
+    assert cfg.optim.lr == pytest.approx(0.7) and cfg.optim.weight_decay == 0.0
