@@ -25,6 +25,10 @@ _ALLOWED = {
     ("collections", "defaultdict"),
     # protocols 0-2 write bytes (a numpy array's buffer) as _codecs.encode(text, "latin1"): a codec, no code
     ("_codecs", "encode"),
+    # protocol 5 (pickle.HIGHEST_PROTOCOL; Python 3.14's default) writes a contiguous array as
+    # _frombuffer(buffer, dtype, shape, order): np.frombuffer and a reshape, which refuse object dtypes
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
 }
 
 
