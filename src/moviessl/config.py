@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Collection, Iterable, Mapping, Optional
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from omegaconf.nodes import StringNode
 
@@ -145,7 +145,7 @@ def _read_yaml(path: Path, stage: str, chain: tuple[Path, ...] = ()) -> DictConf
         base_path = (path.parent / str(base)).resolve()
         if not base_path.is_file() and Path(str(base)).suffix not in (".yaml", ".yml"):
             base_path = _preset_path(stage, str(base))  # `_base_: paper`
-        cfg = OmegaConf.merge(_read_yaml(base_path, stage, (*chain, path.resolve())), cfg)
+        cfg = _merge(_read_yaml(base_path, stage, (*chain, path.resolve())), cfg, path, "the preset")
     return cfg
 
 
@@ -192,9 +192,30 @@ def parse_overrides(overrides: Iterable[str], into: DictConfig | None = None) ->
     return cfg
 
 
+def _list_given_a_mapping(cfg: Any, other: Any, prefix: str = "") -> str | None:
+    """The first key where ``other`` gives a mapping to a list setting of ``cfg`` (``optim.betas.0=0.8``):
+    OmegaConf's TypeError for it names no key."""
+    if not isinstance(cfg, DictConfig) or cfg._is_none() or not isinstance(other, (Mapping, DictConfig)):
+        return None
+    for k in other:
+        node = cfg._get_node(k, validate_access=False)
+        v = other._get_node(k) if isinstance(other, DictConfig) else other[k]
+        if isinstance(node, ListConfig) and isinstance(v, (Mapping, DictConfig)):
+            return f"{prefix}{k}"
+        found = _list_given_a_mapping(node, v, f"{prefix}{k}.")
+        if found:
+            return found
+    return None
+
+
 def _merge(cfg: DictConfig, other: Any, where: str | os.PathLike | None, what: str) -> DictConfig:
     try:
         return OmegaConf.merge(cfg, other)
+    except TypeError:  # a mapping merged into a list
+        key = _list_given_a_mapping(cfg, other)
+        if key is None:
+            raise
+        raise BadInputError(where, f"{key} in {what} is a list setting; give the whole list ({key}=[...])") from None
     except ConfigKeyError as e:
         key = getattr(e, "full_key", None) or str(e).splitlines()[0]
         raise BadInputError(where, f"unknown config key '{key}' in {what}") from None

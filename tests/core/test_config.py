@@ -497,3 +497,16 @@ def test_a_key_given_twice_in_a_preset_is_one_line(tmp_path):
     q.write_text("_base_: cpu\noptim:\n  <<: {lr: 0.5, weight_decay: 0.0}\n  lr: 0.7\n")
     cfg = load_config("context", q)
     assert cfg.optim.lr == pytest.approx(0.7) and cfg.optim.weight_decay == 0.0
+
+
+@pytest.mark.parametrize("override", ["optim.betas.0=0.8", "optim.betas={a: 1}", "optim={betas: {1: 0.9}}"])
+def test_an_entry_of_a_list_setting_is_one_line(override, tmp_path):
+    # OmegaConf's "Cannot merge incompatible container types" TypeError, a traceback naming no key
+    with pytest.raises(BadInputError, match=r"^optim\.betas in overrides is a list setting; give the whole list"):
+        load_config("context", "cpu", [override])
+    with pytest.raises(BadInputError, match=r"optim\.betas in overrides is a list setting"):
+        merge_overrides(load_config("context", "cpu"), {"optim.betas.1": 0.9})
+    p = tmp_path / "p.yaml"
+    p.write_text("_base_: cpu\noptim:\n  betas:\n    0: 0.8\n")
+    with pytest.raises(BadInputError, match=r"p\.yaml: optim\.betas in the preset is a list setting"):
+        load_config("context", p)
