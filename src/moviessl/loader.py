@@ -101,12 +101,13 @@ class ResumableLoader(DataLoader):
         return _Skipping(base, self) if self._skip else base
 
     def _layout(self) -> dict:
-        """What decides which items a batch of an epoch holds, besides the seed and the epoch."""
+        """What decides which items a batch of an epoch holds, besides the epoch."""
         return {
             "items": len(self.dataset),
             "per_epoch": len(self),
             "batch_size": self.batch_size,
             "replicas": int(getattr(self.sampler, "num_replicas", 1)),
+            "seed": _shuffle_seed(self.sampler),
         }
 
     def state_dict(self) -> dict:
@@ -185,6 +186,14 @@ class KeepLoaderPlace(pl.Callback):
             if batches.get("completed", 0) >= per_epoch:
                 for k in batches:
                     batches[k] = 0
+
+
+def _shuffle_seed(sampler) -> int | None:
+    """The seed of the :class:`EpochShuffle` that orders the epoch, also inside Lightning's
+    ``DistributedSamplerWrapper`` (whose own shuffle seed is the run's global seed too)."""
+    inner = getattr(getattr(sampler, "dataset", None), "_sampler", None)
+    s = sampler if isinstance(sampler, EpochShuffle) else inner
+    return s.seed if isinstance(s, EpochShuffle) else None
 
 
 def train_loader(dataset: Dataset, batch_size: int, *, seed: int, shuffle: bool = True, **kwargs: Any):

@@ -50,7 +50,7 @@ def test_a_restored_loader_serves_the_rest_of_its_epoch_without_loading_the_rest
     it = iter(first)
     done = [next(it), next(it)]
     state = first.state_dict()
-    assert state == {"epoch": 2, "batches": 2, "items": 12, "per_epoch": 4, "batch_size": 3, "replicas": 1}
+    assert state == {"epoch": 2, "batches": 2, "items": 12, "per_epoch": 4, "batch_size": 3, "replicas": 1, "seed": 1}
 
     loaded = []
 
@@ -128,3 +128,21 @@ def test_replicate_seeds_do_not_share_their_orders():
             o.set_epoch(epoch)
             orders[seed, epoch] = tuple(o)
     assert len(set(orders.values())) == 9
+
+
+def test_a_resume_with_another_seed_skips_nothing(caplog):
+    """The epoch's order comes from the seed: skipping the batches served under the old seed's order
+    trained some items of the epoch twice and left others out, without a word."""
+    data = torch.utils.data.TensorDataset(torch.arange(12.0).view(-1, 1))
+    first = train_loader(data, 3, seed=0)
+    it = iter(first)
+    done = [next(it), next(it)]
+    state = {**first.state_dict(), "resumes_epoch": 0}
+    again = train_loader(data, 3, seed=1)
+    again.load_state_dict(state)
+    rest = list(again)
+    assert len(rest) == 4 and _items(rest) == _items(list(train_loader(data, 3, seed=1)))
+    assert "seed 0 then, 1 now" in caplog.text
+    same = train_loader(data, 3, seed=0)
+    same.load_state_dict(state)
+    assert _items(done) + _items(list(same)) == _items(list(train_loader(data, 3, seed=0)))
