@@ -228,10 +228,15 @@ def test_pickle_with_code_is_refused(tmp_path):
         load_submission(p)
 
 
-def test_numpy_values_in_pickles_load(tmp_path):
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_numpy_values_in_pickles_load(tmp_path, protocol):
+    """At every protocol: 0-2 write an array's bytes with _codecs.encode, 5 with numpy's _frombuffer,
+    which the submission reader's own allowed list lacked (refused as code)."""
     import numpy as np
 
-    p = dump(tmp_path, "np.pkl", [{"ann_idx": np.int64(0), "pred_scores_ev": np.arange(3.0), "x": np.float32(1.5)}])
+    sub = [{"ann_idx": np.int64(0), "pred_scores_ev": np.arange(3.0), "x": np.float32(1.5)}]
+    p = tmp_path / "np.pkl"
+    p.write_bytes(pickle.dumps(sub, protocol=protocol))
     got = load_submission(p)
     assert got[0]["ann_idx"] == 0 and float(got[0]["x"]) == 1.5 and list(got[0]["pred_scores_ev"]) == [0, 1, 2]
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import numbers
-import pickle
 from pathlib import Path
 from typing import Any
 
 from ..data.vidsitu import EVENTS, RELATION_IDS, ROLES
 from ..errors import BadInputError
-from ..utils.safe_pickle import UNPICKLE_ERRORS, safe_load
+from ..utils.safe_pickle import UNPICKLE_ERRORS, SafeUnpickler, safe_load
 
 TASK_ALIASES = {
     "verb": "verb",
@@ -30,28 +29,12 @@ TASK_ALIASES = {
 TASK_KEY = {"verb": "pred_vbs_ev", "srl": "vb_output", "relation": "pred_evrels_ev"}
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    """Submissions hold only lists, dicts, strings and numbers (numpy scalars from ``.tolist()``
-    slips included); refusing every other global keeps a pickle from running code."""
+class _SafeUnpickler(SafeUnpickler):
+    """Submissions hold only lists, dicts, strings and numbers (numpy scalars and arrays from a
+    missed ``.tolist()`` included); the shared restricted unpickler keeps a pickle from running code
+    (its own list here lacked what protocols 0-2 and 5 write numpy values with)."""
 
-    _ALLOWED = {
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("builtins", "set"),
-        ("builtins", "frozenset"),
-        ("collections", "OrderedDict"),
-    }
-
-    def find_class(self, module, name):
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(
-            f"refusing to load {module}.{name} (submissions hold only lists, dicts, strings and numbers)"
-        )
+    refusal = "submissions hold only lists, dicts, strings and numbers"
 
 
 def load_submission(path: str | Path) -> list[dict]:

@@ -33,10 +33,12 @@ _ALLOWED = {
 
 
 class SafeUnpickler(pickle.Unpickler):
+    refusal = "only containers, numbers and arrays"  # what the error says a file of this kind holds
+
     def find_class(self, module: str, name: str):
         if (module, name) in _ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only containers, numbers and arrays)")
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} ({self.refusal})")
 
 
 # what a malformed or hostile pickle raises while being read (safe_load turns the errors of a
