@@ -381,6 +381,33 @@ def refuse_earlier_run(out_dir: str | os.PathLike, resume: bool) -> None:
         )
 
 
+def refuse_changed_on_resume(out_dir: str | os.PathLike, resume: bool, cfg: Any, keys: Sequence[str], why: str) -> None:
+    """One line when a ``--resume`` changes a setting the checkpoint fixes: ``keys`` (dotted) whose
+    values became buffers of the saved model (``why`` says which), so the resumed run would go on with
+    the checkpoint's, whatever its config.yaml then said. Compared with the run's ``config.yaml``
+    (what it last ran with); a run without one, or a key it lacks, is not checked."""
+    if not resume or last_checkpoint(out_dir) is None:
+        return
+    import yaml
+
+    try:
+        before = yaml.safe_load((Path(out_dir) / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return
+    now = to_dict(cfg)
+    for key in keys:
+        a, b = before, now
+        for part in key.split("."):
+            a = a.get(part) if isinstance(a, Mapping) else None
+            b = b.get(part) if isinstance(b, Mapping) else None
+        if a is not None and a != b:
+            raise BadInputError(
+                Path(out_dir) / "config.yaml",
+                f"the run was started with {key}={a}; a --resume cannot make it {b} ({why}): resume "
+                "without that override, or start a new --out",
+            )
+
+
 def last_checkpoint(out_dir: str | os.PathLike) -> Path | None:
     p = Path(out_dir) / "checkpoints" / "last.ckpt"
     return p if p.is_file() else None

@@ -49,6 +49,14 @@ def test_pretrain_export_and_resume(feats, tmp_path, capsys):
     obj = load_checkpoint(out / "model.pt", stage="context")
     assert obj["meta"]["steps"] == 5
     assert not torch.equal(obj["state_dict"]["input_proj.weight"], w3)
+    # the input statistics and the target mean are buffers of the checkpoint: a resume that turned
+    # them off went on with them (and on, with none) while its config.yaml said otherwise
+    capsys.readouterr()
+    for flip in ("maskpred.input_norm=false", "maskpred.center=false"):
+        assert main([*map(str, args), "--resume", "trainer.max_steps=6", flip, *FAST]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--resume cannot make it False" in err, err
+    assert load_checkpoint(out / "model.pt", stage="context")["meta"]["steps"] == 5
 
 
 def test_l2_and_max_discrepancy_options(feats, tmp_path):

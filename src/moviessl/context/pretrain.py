@@ -15,7 +15,14 @@ from ..data.vidsitu import resolve_ann_root, segment_splits
 from ..errors import BadInputError
 from ..features.store import FeatureStore
 from ..loader import train_loader
-from ..training import fit, planned_world_size, refuse_earlier_run, seed_everything, setup_machine
+from ..training import (
+    fit,
+    planned_world_size,
+    refuse_changed_on_resume,
+    refuse_earlier_run,
+    seed_everything,
+    setup_machine,
+)
 from ..utils.io import ensure_out_dir
 from .config import ContextConfig
 from .module import MaskPredModule, check_txe, mask_sizes
@@ -101,6 +108,9 @@ def pretrain_context(
     check_txe(cfg)
     out = ensure_out_dir(out)
     refuse_earlier_run(out, resume)
+    refuse_changed_on_resume(
+        out, resume, cfg, ("maskpred.input_norm", "maskpred.center"), "the statistics they set are in the checkpoint"
+    )
     seed_everything(cfg.seed)
     # a folder given twice numbered each event twice: its copy became a distractor against itself
     unique: dict[Path, Any] = {}
