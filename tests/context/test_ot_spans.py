@@ -32,6 +32,15 @@ def test_span_tails_follow_the_reference():
     short = SpanVideo("s", inst=_inst([3, 4, 20], [0] * 3, [0] * 3))
     assert span_tails(short, 60) == [20]  # shorter than a span: one span ending at the last second
     assert span_tails(SpanVideo("e"), 60) == []
+    # a malformed stamp far away costs its own spans, not an array as long as the video's seconds
+    v = SpanVideo("v", inst=_inst([5, 6, 10**12], [0] * 3, [0] * 3))
+    assert span_tails(v, 60) == [*range(64, 66), *range(10**12, 10**12 + 1)]
+    rng = np.random.default_rng(0)  # the same tails as a count of the tokens in every span
+    for _ in range(50):
+        secs = np.unique(rng.integers(0, 400, int(rng.integers(1, 40))))
+        v = SpanVideo("v", inst=_inst(secs, [0] * len(secs), [0] * len(secs)))
+        want = [t for t in range(int(secs[0]) + 59, int(secs[-1]) + 1) if ((secs > t - 60) & (secs <= t)).any()]
+        assert span_tails(v, 60) == (want or [int(secs[-1])])
 
 
 def test_pretraining_pairs_leave_out_videos_shorter_than_a_span(caplog):

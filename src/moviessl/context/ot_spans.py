@@ -101,11 +101,14 @@ def span_tails(video: SpanVideo, span_s: int = 60) -> list[int]:
     secs = video.token_seconds()
     if len(secs) == 0:
         return []
-    lo, hi = int(secs[0]), int(secs[-1])
-    has = np.zeros(hi + 2, np.int64)
-    has[secs + 1] = 1
-    cum = np.cumsum(has)  # cum[t + 1] = number of token seconds <= t
-    tails = [t for t in range(lo + span_s - 1, hi + 1) if cum[t + 1] - cum[max(0, t - span_s + 1)] > 0]
+    first, hi = int(secs[0]) + span_s - 1, int(secs[-1])
+    # a span ending at t holds a token iff a token second lies in [t - span_s + 1, t]: the union of
+    # [s, s + span_s - 1] over the token seconds s, cut to [first, hi] -- work and memory by the
+    # tokens, not by the last second (a second stamped 10**12 by a malformed track asked for TBs)
+    tails: list[int] = []
+    for s in secs.tolist():
+        a, b = max(int(s), first, tails[-1] + 1 if tails else first), min(int(s) + span_s - 1, hi)
+        tails.extend(range(a, b + 1))
     return tails or [hi]
 
 
