@@ -2,6 +2,7 @@
 backbone checkpoint the rest of the pipeline can load."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -268,3 +269,27 @@ def test_an_unlabelled_list_without_val_says_the_probe_is_skipped(tmp_path):
     s = _run("random", unlabelled, tmp_path / "r", probe=True)
     assert "not labelled throughout" in s["probe_skipped"] and "--val" in s["probe_skipped"]
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["probe_skipped"] == s["probe_skipped"]
+
+
+def test_a_val_list_that_shares_videos_with_data_is_said(tmp_path, caplog):
+    """--val videos that --data holds too (however their paths are spelt) are trained on, so the probe
+    scores seen videos; that passed without a word."""
+    import logging
+    import shutil
+
+    from ssl_testutil import make_clip_list
+
+    data = make_clip_list(tmp_path / "clips", n=4, bad=0)
+    val = tmp_path / "val.txt"  # two of data's videos, by another spelling of their folder
+    lines = [ln for ln in Path(data).read_text().splitlines() if ln.strip()][:2]
+    val.write_text("".join(f"{Path(data).parent}/./{ln.split(maxsplit=1)[0]} {ln.split()[-1]}\n" for ln in lines))
+    cfg = load_config("backbone", "cpu", tiny_overrides([]))
+    with caplog.at_level(logging.WARNING, logger="moviessl"):
+        pretrain("random", data, tmp_path / "r", cfg, val=val, resume=False, run_probe=False, progress=False)
+    assert "2 of the 2 videos of --val" in caplog.text
+    caplog.clear()
+    other = make_clip_list(tmp_path / "other", n=2, bad=0)
+    shutil.rmtree(tmp_path / "r")
+    with caplog.at_level(logging.WARNING, logger="moviessl"):
+        pretrain("random", data, tmp_path / "r", cfg, val=other, resume=False, run_probe=False, progress=False)
+    assert "also in --data" not in caplog.text

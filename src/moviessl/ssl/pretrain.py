@@ -34,6 +34,24 @@ from .registry import get_method
 log = logging.getLogger("moviessl")
 
 
+def warn_overlap(items: list, val_items: list, data, val) -> int:
+    """Say how many of ``--val``'s videos ``--data`` holds too (the same file, however it is spelt):
+    the backbone trains on them, so the probe, and a supervised run's validation metrics, score
+    videos it has seen. Said, not refused: a quick check on one list is a legitimate use."""
+    seen = {os.path.realpath(p) for p, _ in items}
+    n = sum(os.path.realpath(p) in seen for p, _ in val_items)
+    if n:
+        log.warning(
+            "%d of the %d videos of --val %s are also in --data %s: the backbone trains on them, so the probe "
+            "(and a supervised run's validation metrics) score videos it has seen",
+            n,
+            len(val_items),
+            val,
+            data,
+        )
+    return n
+
+
 def split_for_probe(items, fraction: float, seed: int):
     """Deterministic, class-stratified hold-out of labelled items (when no --val is given)."""
     rng = np.random.default_rng(seed)
@@ -115,6 +133,7 @@ def pretrain(
         probe_val = read_clip_list(val)
         if not probe_val:
             raise BadInputError(val, "validation clip list is empty")
+        warn_overlap(items, probe_val, data, val)
         if run_probe:
             check_same_label_map(data, val)  # only the probe reads --val's labels
             try:  # said now, not after training: the backbone is still trained, without the probe
