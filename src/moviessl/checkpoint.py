@@ -241,15 +241,20 @@ def build_from_checkpoint(
     return model.eval()
 
 
-def _weights_misfit(own: Mapping[str, torch.Tensor], given: Mapping[str, Any]) -> str:
-    """What keeps ``given`` from loading into a module whose state dict is ``own`` (empty: nothing)."""
-    missing = [k for k in own if k not in given]
-    extra = [k for k in given if k not in own]
-    shape = [
+def misshaped(own: Mapping[str, torch.Tensor], given: Mapping[str, Any]) -> list[str]:
+    """The keys of ``own`` that ``given`` holds as something else than a tensor of their shape."""
+    return [
         k
         for k in own
         if k in given and not (torch.is_tensor(given[k]) and tuple(given[k].shape) == tuple(own[k].shape))
     ]
+
+
+def _weights_misfit(own: Mapping[str, torch.Tensor], given: Mapping[str, Any]) -> str:
+    """What keeps ``given`` from loading into a module whose state dict is ``own`` (empty: nothing)."""
+    missing = [k for k in own if k not in given]
+    extra = [k for k in given if k not in own]
+    shape = misshaped(own, given)
     parts = []
     if missing:
         parts.append(f"{len(missing)} missing, e.g. {missing[0]}")

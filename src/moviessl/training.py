@@ -637,11 +637,13 @@ def check_resumable(module: torch.nn.Module, ckpt: str | os.PathLike, structure:
     _warn_structure(ckpt, obj.get(STRUCTURE_KEY), structure)
 
 
-def _shape_mismatches(own: Mapping[str, torch.Tensor], saved: Mapping[str, torch.Tensor]) -> list[str]:
+def _shape_mismatches(own: Mapping[str, torch.Tensor], saved: Mapping[str, Any]) -> list[str]:
+    from .checkpoint import misshaped
+
     return [
-        f"{k} is {tuple(saved[k].shape)} in the checkpoint, {tuple(v.shape)} now"
-        for k, v in own.items()
-        if k in saved and tuple(saved[k].shape) != tuple(v.shape)
+        f"{k} is {tuple(saved[k].shape) if torch.is_tensor(saved[k]) else type(saved[k]).__name__} in the "
+        f"checkpoint, {tuple(own[k].shape)} now"
+        for k in misshaped(own, saved)
     ]
 
 
