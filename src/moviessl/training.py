@@ -31,6 +31,7 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from .checkpoint import misshaped
 from .config import TrainerConfig, check_ranges, save_config, to_dict
 from .errors import BadInputError
 from .loader import KeepLoaderPlace
@@ -638,8 +639,6 @@ def check_resumable(module: torch.nn.Module, ckpt: str | os.PathLike, structure:
 
 
 def _shape_mismatches(own: Mapping[str, torch.Tensor], saved: Mapping[str, Any]) -> list[str]:
-    from .checkpoint import misshaped
-
     return [
         f"{k} is {tuple(saved[k].shape) if torch.is_tensor(saved[k]) else type(saved[k]).__name__} in the "
         f"checkpoint, {tuple(own[k].shape)} now"
