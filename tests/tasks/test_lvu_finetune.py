@@ -174,6 +174,25 @@ def test_task_all_checks_its_config_before_the_txe_pass(lvu_setup, capsys, tmp_p
     assert err.count("\n") == 0 and named in err and not (out / "scene_ctx").exists()
 
 
+@pytest.mark.parametrize("meta", [None, "folder"])
+def test_task_all_checks_every_tasks_instance_meta_before_the_txe_pass(lvu_setup, capsys, tmp_path, meta):
+    """With LVU's released features/ (no boxes of its own) each task needs its instance_meta pkl; a
+    missing one stopped ``--task all`` at its first task, after the TxE's pass over every film."""
+    tmp, lvu, _ = lvu_setup
+    out, feats = tmp_path / "all", tmp_path / "features"
+    feats.mkdir()
+    argv = ["finetune", "lvu", "--task", "all", "--data-root", str(lvu), "--scene-features", str(tmp / "events")]
+    argv += ["--contextualizer", str(_txe_checkpoint(tmp_path / "txe.pt")), "--out", str(out)]
+    argv += ["--instances", str(feats)]
+    if meta == "folder":  # a folder holding some tasks' files only
+        (tmp_path / "im").mkdir()
+        (tmp_path / "im" / "instance_meta_scene.pkl").write_bytes(b"")
+        argv += ["--instance-meta", str(tmp_path / "im")]
+    assert main([*argv, *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "instance_meta_" in err and not (out / "scene_ctx").exists()
+
+
 def test_a_span_past_the_time_tables_is_refused_before_any_input(tmp_path, capsys):
     """data.span_s whose time ids the OT's position tables cannot hold (they were clamped: distinct
     seconds shared a row) is one line naming the setting, before the labels or inputs are read."""

@@ -34,6 +34,8 @@ def _run_lvu(args: argparse.Namespace) -> int:
             args.preset,
             args.overrides,
             seeds=args.seeds,
+            instances=args.instances,
+            instance_meta=args.instance_meta,
         )
     means, summaries, tables = {}, {}, {}
     for task in tasks:

@@ -90,16 +90,19 @@ def contextualize_tasks(
     preset: str = "cpu",
     overrides: Sequence[str] | Mapping = (),
     seeds: int = 1,
+    instances: str | os.PathLike | None = None,
+    instance_meta: str | os.PathLike | None = None,
 ) -> None:
     """Before ``--task all``'s first task: the scene features of every film the tasks read through
     the TxE, into the cache their runs share (:func:`moviessl.tasks.lvu.data.contextualize_folder`),
     so that the ranks Lightning's launcher starts at the first ``fit`` find every film done. The
-    config, the ``seeds`` runs' seeds and every label file are checked first (a typo must not wait
-    for the pass)."""
+    config, the ``seeds`` runs' seeds, every task's instance metadata (``instances``: LVU's
+    features/) and every label file are checked first (a typo must not wait for the pass)."""
     cfg = resolve_config(None, preset, overrides)
     check_trainer(cfg.trainer)
     seed_range(cfg.seed, max(int(seeds), int(cfg.train.tune_seeds)))
     span_checked_settings(cfg.model.preset, cfg.model.overrides, cfg.data.span_s)
+    check_instance_meta(tasks, data_root, instances, instance_meta)
     ids = sorted({v for t in tasks for split in task_labels(data_root, t, cfg).values() for v in split})
     device = trainer_device(cfg.trainer)
     contextualize_folder(scene_features, contextualizer, out, ids, cfg.trainer.progress_bar, device)
@@ -143,6 +146,36 @@ def coverage(
     return ("PARTIAL: " + "; ".join(parts)) if parts else None
 
 
+def instance_meta_path(task: str, data_root: str | os.PathLike, instance_meta: str | os.PathLike | None) -> Path | None:
+    """LVU's instance metadata of ``task``: ``instance_meta`` (the file, or the folder holding
+    ``instance_meta_<task>.pkl``), else that file under ``<data_root>/instance_meta/`` or beside
+    ``data_root`` (None: neither holds it)."""
+    if instance_meta is not None:
+        meta = Path(instance_meta)
+        return meta / f"instance_meta_{task}.pkl" if meta.is_dir() else meta
+    cand = [Path(data_root) / "instance_meta" / f"instance_meta_{task}.pkl"]
+    cand.append(Path(data_root).parent / "instance_meta" / f"instance_meta_{task}.pkl")
+    return next((c for c in cand if c.is_file()), None)
+
+
+def check_instance_meta(tasks: Iterable[str], data_root, instances, instance_meta) -> None:
+    """Before any work: every task's instance metadata where ``instances`` is LVU's released
+    ``features/`` (it holds no boxes of its own), so ``--task all`` does not stop at the first task
+    after a contextualizer's pass over every film."""
+    if instances is None or is_instance_folder(instances):
+        return
+    for task in tasks:
+        meta = instance_meta_path(task, data_root, instance_meta)
+        if meta is None:
+            raise BadInputError(
+                instances,
+                f"LVU's features/ needs instance_meta_{task}.pkl: none under {Path(data_root) / 'instance_meta'} "
+                "or beside the data root; give --instance-meta",
+            )
+        if not meta.is_file():
+            raise BadInputError(meta, f"not found (the instance metadata of task {task})")
+
+
 def build_inputs(
     task: str,
     data_root: str | os.PathLike,
@@ -167,14 +200,7 @@ def build_inputs(
     inst = None
     desc = []
     if instances is not None:
-        meta = instance_meta
-        if meta is not None and Path(meta).is_dir():  # LVU's instance_meta/: this task's file
-            meta = Path(meta) / f"instance_meta_{task}.pkl"
-        if meta is None:
-            cand = [Path(data_root) / "instance_meta" / f"instance_meta_{task}.pkl"]
-            cand.append(Path(data_root).parent / "instance_meta" / f"instance_meta_{task}.pkl")
-            meta = next((c for c in cand if c.is_file()), None)
-        inst = open_instances(instances, meta)
+        inst = open_instances(instances, instance_meta_path(task, data_root, instance_meta))
         desc.append(f"instances:{Path(instances).resolve()}:{inst.backbone}")
     scene, stride = None, 2.0
     if scene_features is not None:
