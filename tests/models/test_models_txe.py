@@ -188,3 +188,25 @@ def test_paper_layers_are_vidsitus_fairseq_layers(family):
     assert torch.allclose(mlp(x), mlp[3](F.gelu(mlp[0](x))))
     with pytest.raises(BadInputError, match="unknown activation"):
         build_txe("txe_cpu", in_dim=16, activation="swish")
+
+
+@pytest.mark.parametrize(
+    "key, value", [("heads", 0), ("heads", -4), ("depth", -1), ("dim", 0), ("mlp_dim", 2.5), ("max_len", "64")]
+)
+def test_bad_sizes_are_one_line_naming_the_setting(key, value):
+    """0 heads was a ZeroDivisionError traceback, -4 heads (128 % -4 == 0) failed in the first
+    forward, a negative depth built a TxE without layers, a fractional width a TypeError."""
+    with pytest.raises(BadInputError, match=rf"must be an integer >= {0 if key == 'depth' else 1}") as e:
+        build_txe("txe_cpu", in_dim=8, **{key: value})
+    assert e.value.path == f"model.{key}"
+    build_txe("txe_cpu", in_dim=8, depth=0)  # an embedding-only TxE is a valid ablation
+
+
+def test_zero_heads_in_pretrain_context_is_one_line(tmp_path, capsys):
+    from moviessl.cli import main
+
+    (tmp_path / "feats").mkdir()
+    argv = ["pretrain-context", "--features", str(tmp_path / "feats"), "--out", str(tmp_path / "o")]
+    assert main([*argv, "model.txe_overrides.heads=0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["moviessl: error: model.txe_overrides.heads: must be an integer >= 1, got 0"], err

@@ -14,7 +14,8 @@ follows.
 
 from __future__ import annotations
 
-from typing import Any
+from numbers import Integral
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,16 @@ TXE_PRESETS: dict[str, dict[str, Any]] = {
     "txe_cpu": dict(dim=128, depth=3, heads=4, mlp_dim=256, dropout=0.1, max_len=64, norm_first=True, **GELU_LAYER),
 }
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
+def check_sizes(cfg: Mapping[str, Any], sizes: tuple[str, ...], prefix: str) -> None:
+    """One line naming ``prefix + key`` for a layer count below 0 or another size below 1 (or not an
+    integer): 0 heads divided by zero, a negative depth built no layers without a word, a negative or
+    fractional width failed inside torch."""
+    for k in sizes:
+        v, low = cfg[k], 0 if k == "depth" else 1
+        if isinstance(v, bool) or not isinstance(v, Integral) or v < low:
+            raise BadInputError(f"{prefix}{k}", f"must be an integer >= {low}, got {v!r}")
 
 
 def feed_forward(dim: int, hidden: int, activation: str = "gelu", dropout: float = 0.0) -> nn.Sequential:
@@ -217,4 +228,5 @@ def build_txe(preset: str = "txe_paper", in_dim: int = 2048, **overrides: Any) -
     if unknown:
         raise BadInputError(f"model.{unknown[0]}", f"unknown TxE option; known: {', '.join(cfg)}")
     cfg.update(overrides)
+    check_sizes(cfg, ("dim", "depth", "heads", "mlp_dim", "max_len"), "model.")
     return TxE(in_dim=int(in_dim), **cfg)
