@@ -1,6 +1,11 @@
+import re
+
+import pytest
 import torch
 
-from moviessl.models.txd import build_txd
+from moviessl.cli import main
+from moviessl.errors import BadInputError
+from moviessl.models.txd import build_txd, txd_options
 
 
 def _model(seed=0, vocab=50, mem_dim=16):
@@ -59,3 +64,34 @@ def test_forced_verb_overrides_model_preference():
     out = m.generate(mem, torch.tensor([[5, forced_tok], [5, forced_tok]]), max_len=3)
     assert out[:, 1].tolist() == [forced_tok, forced_tok]
     assert out[0, 1] != free[0, 1]
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("heads", 0, "must be an integer >= 1, got 0"),
+        ("heads", -4, "must be an integer >= 1, got -4"),
+        ("depth", -1, "must be an integer >= 0, got -1"),
+        ("ffn", 0, "must be an integer >= 1, got 0"),
+        ("dim", 64.0, "must be an integer >= 1, got 64.0"),
+        ("activation", "swish", "unknown activation 'swish'; choose from relu, gelu"),
+    ],
+)
+def test_bad_txd_sizes_and_activation_are_refused_by_name(key, value, message):
+    """0 heads was a ZeroDivisionError traceback, -4 heads passed the divisibility test and failed in
+    the first step, a negative depth trained a decoder without layers (exit 0), a float width was a
+    TypeError, and an unknown activation was named ``model.activation`` after the seed's folder existed."""
+    with pytest.raises(BadInputError, match=re.escape(message)) as e:
+        txd_options("txd_cpu", **{key: value})
+    assert e.value.path == f"srl.txd_overrides.{key}"
+    assert txd_options("txd_cpu", depth=0)["depth"] == 0
+
+
+def test_zero_txd_heads_is_one_line_before_a_seed(vidsitu_fixture, tmp_path, capsys):
+    ann, feats = vidsitu_fixture
+    argv = ["finetune", "vidsitu", "--task", "srl", "--data-root", str(ann), "--features", str(feats)]
+    argv += ["--out", str(tmp_path / "o"), "trainer.progress_bar=false", "srl.txd_overrides={heads: 0}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["moviessl: error: srl.txd_overrides.heads: must be an integer >= 1, got 0"], err
+    assert not (tmp_path / "o" / "seed0").exists()

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .txe import FAIRSEQ_LAYER, GELU_LAYER, feed_forward
+from .txe import ACTIVATIONS, FAIRSEQ_LAYER, GELU_LAYER, check_sizes, feed_forward
 
 TXD_PRESETS: dict[str, dict[str, Any]] = {
     # VidSitu's TxD: 3 layers, 8 heads, d 1024, FFN 2048, fairseq's layer settings; targets padded/truncated
@@ -196,8 +196,9 @@ class TxD(nn.Module):
 
 def txd_options(preset: str = "txd_paper", **overrides: Any) -> dict[str, Any]:
     """The TxD keyword arguments of ``preset`` with ``overrides``, checked: an unknown preset or
-    option, or a width the heads do not divide, is one line naming the setting (not a TypeError /
-    AssertionError traceback when the first seed builds its model)."""
+    option, a size below 1 (a depth below 0), an unknown activation, or a width the heads do not divide,
+    is one line naming the setting (not a TypeError / AssertionError traceback when the first seed
+    builds its model)."""
     from ..errors import BadInputError
 
     if preset not in TXD_PRESETS:
@@ -206,6 +207,10 @@ def txd_options(preset: str = "txd_paper", **overrides: Any) -> dict[str, Any]:
     unknown = sorted(set(overrides) - set(TXD_PRESETS[preset]))
     if unknown:
         raise BadInputError(f"srl.txd_overrides.{unknown[0]}", f"unknown TxD option; known: {', '.join(kw)}")
+    check_sizes(kw, ("dim", "depth", "heads", "ffn", "max_len"), "srl.txd_overrides.")
+    if kw["activation"] not in ACTIVATIONS:  # else refused as `model.activation` once a seed's folder exists
+        act, known = kw["activation"], ", ".join(ACTIVATIONS)
+        raise BadInputError("srl.txd_overrides.activation", f"unknown activation {act!r}; choose from {known}")
     if int(kw["dim"]) % int(kw["heads"]):
         raise BadInputError("srl.txd_overrides", f"TxD dim {kw['dim']} is not divisible by its {kw['heads']} heads")
     return kw
