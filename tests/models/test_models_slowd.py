@@ -252,3 +252,27 @@ def test_speed_up_changes_no_weight_name_and_no_result(variant):
         plain = build_slowd("slowd_cpu", width_factor=1 / 4)
         plain.load_state_dict(fast.state_dict())  # a checkpoint saved in NTHWC loads into a plain model
         assert torch.allclose(plain(x), y, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (dict(stem_temporal_stride=0), "model.stem_temporal_stride: must be an integer >= 1, got 0"),
+        (dict(stem_spatial_kernel=0), "model.stem_spatial_kernel: must be an integer >= 1, got 0"),
+        (dict(stem_width=0), "model.stem_width: must be an integer >= 1, got 0"),
+        (dict(stage_temporal_kernels=(1, 1, 2, 2)), "model.stage_temporal_kernels: need odd kernels"),
+        (dict(stage_temporal_kernels=(1, 1, 0, 3)), "model.stage_temporal_kernels: need odd kernels"),
+        (dict(widths=(32, 0, 128, 256)), "model.widths: need widths >= 1"),
+        (dict(layers=(1, -1, 1, 1)), "model.layers: need block counts >= 0"),
+        (dict(num_classes=-3), "model.num_classes: must be >= 0"),
+    ],
+)
+def test_bad_overrides_are_one_line_naming_the_setting(override, message):
+    """A stride or kernel of 0 and a negative class count were torch tracebacks when the module was
+    built, an even stage kernel one at the first forward (the branch one frame longer than its
+    shortcut), and a stem width of 0 (a 1-channel stem) or a negative block count (a stage without
+    blocks) built a network without a word."""
+    with pytest.raises(BadInputError) as e:
+        build_slowd("slowd_cpu", **override)
+    assert str(e.value).startswith(message), str(e.value)
+    assert build_slowd("slowd_cpu", stem_temporal_kernel=4, layers=(1, 0, 1, 1)).out_dim == 256

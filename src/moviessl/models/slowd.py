@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import BadInputError
+from .txe import check_sizes
 
 log = logging.getLogger(__name__)
 
@@ -251,8 +252,20 @@ def build_slowd(preset: str = "slowd_r50", **overrides: Any) -> SlowD:
     if unknown:
         raise BadInputError(f"model.{unknown[0]}", f"unknown Slow-D option; known: {', '.join(cfg)}")
     cfg.update(overrides)
+    stem = ("stem_width", "in_channels", "stem_temporal_kernel", "stem_temporal_stride", "stem_spatial_kernel")
+    check_sizes(cfg, stem, "model.")
     for k in ("layers", "widths", "stage_temporal_kernels"):
         cfg[k] = tuple(int(v) for v in cfg[k])
+    # an even stage kernel (padding kt // 2) makes the branch one frame longer than its shortcut
+    kts, ws, ns = cfg["stage_temporal_kernels"], cfg["widths"], cfg["layers"]
+    if len(kts) == 4 and any(k < 1 or k % 2 == 0 for k in kts):
+        raise BadInputError("model.stage_temporal_kernels", f"need odd kernels >= 1 (res2..res5), got {list(kts)}")
+    if any(w < 1 for w in ws):
+        raise BadInputError("model.widths", f"need widths >= 1, got {list(ws)}")
+    if any(n < 0 for n in ns):  # range() of a negative count built a stage without blocks
+        raise BadInputError("model.layers", f"need block counts >= 0, got {list(ns)}")
+    if cfg["num_classes"] is not None and (isinstance(cfg["num_classes"], bool) or cfg["num_classes"] < 0):
+        raise BadInputError("model.num_classes", f"must be >= 0, got {cfg['num_classes']!r}")
     return SlowD(**cfg)
 
 

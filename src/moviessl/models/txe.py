@@ -40,9 +40,9 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 
 
 def check_sizes(cfg: Mapping[str, Any], sizes: tuple[str, ...], prefix: str) -> None:
-    """One line naming ``prefix + key`` for a layer count below 0 or another size below 1 (or not an
-    integer): 0 heads divided by zero, a negative depth built no layers without a word, a negative or
-    fractional width failed inside torch."""
+    """One line naming ``prefix + key`` for a layer count (``depth``) below 0 or another size below 1
+    (or not an integer): 0 heads divided by zero, a negative depth built no layers without a word, a
+    negative or fractional width or kernel failed inside torch."""
     for k in sizes:
         v, low = cfg[k], 0 if k == "depth" else 1
         if isinstance(v, bool) or not isinstance(v, Integral) or v < low:
