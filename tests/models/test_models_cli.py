@@ -14,6 +14,10 @@ def test_model_info_cli(capsys):
     assert main(["model-info", "txe_paper"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["params"] > 20e6 and out["gmacs"] > 0
+    # by default a preset's own clip: slowd_cpu reads 64² (was counted at 224², ~12x its cost)
+    assert main(["model-info", "slowd_cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["frames"], out["size"]) == (16, 64) and out["gmacs"] == pytest.approx(0.205, rel=0.02)
 
 
 def test_model_info_unknown_preset(capsys):

@@ -1,4 +1,4 @@
-"""``moviessl model-info PRESET [--frames 16] [--size 224]``: one JSON object with params and GMACs."""
+"""``moviessl model-info PRESET [--frames N] [--size S]``: one JSON object with params and GMACs."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from .info import model_info
 
 
 def _run(args: argparse.Namespace) -> int:
-    info = model_info(args.preset, frames=args.frames, size=args.size, tokens=args.tokens, in_dim=args.in_dim)
-    inputs = (
-        {"tokens": args.tokens, "in_dim": args.in_dim}
-        if args.preset.startswith("txe")
-        else {"frames": args.frames, "size": args.size}
-    )
+    from .slowd import native_clip
+
+    native = native_clip(args.preset)  # the preset's own clip by default
+    frames, size = native[0] if args.frames is None else args.frames, native[1] if args.size is None else args.size
+    info = model_info(args.preset, frames=frames, size=size, tokens=args.tokens, in_dim=args.in_dim)
+    txe = args.preset.startswith("txe")
+    inputs = {"tokens": args.tokens, "in_dim": args.in_dim} if txe else {"frames": frames, "size": size}
     print(json.dumps({"preset": args.preset, **inputs, **info}))
     return 0
 
@@ -28,8 +29,8 @@ def add_parser(subparsers) -> None:
         "the fvcore/model-zoo convention; params exclude classification heads.",
     )
     p.add_argument("preset")
-    p.add_argument("--frames", type=int, default=16, help="clip length (Slow-D)")
-    p.add_argument("--size", type=int, default=224, help="crop size (Slow-D)")
+    p.add_argument("--frames", type=int, default=None, help="clip length (Slow-D; default: the preset's, 16)")
+    p.add_argument("--size", type=int, default=None, help="crop size (Slow-D; default: the preset's, 224 or 64)")
     p.add_argument("--tokens", type=int, default=5, help="window length N (TxE)")
     p.add_argument("--in-dim", type=int, default=2048, help="event feature dim (TxE)")
     p.set_defaults(func=_run)

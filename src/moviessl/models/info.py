@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import BadInputError
-from .slowd import SLOWD_PRESETS, build_slowd
+from .slowd import SLOWD_PRESETS, build_slowd, native_clip
 from .txe import TXE_PRESETS, build_txe
 
 
@@ -33,11 +33,16 @@ def _count(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
     return (macs + 2 * bn_elems[0]) / 1e9, macs / 1e9
 
 
-def model_info(preset: str, frames: int = 16, size: int = 224, tokens: int = 5, in_dim: int = 2048) -> dict:
+def model_info(
+    preset: str, frames: int | None = None, size: int | None = None, tokens: int = 5, in_dim: int = 2048
+) -> dict:
     """``{"params", "gmacs", "gmacs_flop_counter"}`` for one clip of ``frames`` x ``size``² (Slow-D
-    presets; params exclude any classification head) or one window of ``tokens`` event features
-    (TxE presets; ``frames``/``size`` unused). Counted on the meta device: nothing is allocated."""
+    presets, by default the preset's own clip, :func:`~.slowd.native_clip`; params exclude any
+    classification head) or one window of ``tokens`` event features (TxE presets; ``frames``/``size``
+    unused). Counted on the meta device: nothing is allocated."""
     if preset in SLOWD_PRESETS:
+        native = native_clip(preset)
+        frames, size = native[0] if frames is None else frames, native[1] if size is None else size
         if frames < 1 or size < 8:
             raise BadInputError(f"{frames}x{size}", "clip too small for a Slow-D (need >= 1 frame, >= 8 px)")
         with torch.device("meta"):

@@ -89,6 +89,12 @@ SLOWD_INPUTS: dict[str, dict[str, int]] = {
 }
 
 
+def native_clip(preset: str) -> tuple[int, int]:
+    """(frames, crop) of ``preset``'s own clip (16 x 224 for a preset without an entry)."""
+    clip = SLOWD_INPUTS.get(preset, {"num_frames": 16, "crop": 224})
+    return int(clip["num_frames"]), int(clip["crop"])
+
+
 def _bn(c: int) -> nn.BatchNorm3d:
     return nn.BatchNorm3d(c, eps=1e-5, momentum=0.1)
 
