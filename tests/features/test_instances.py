@@ -257,6 +257,15 @@ def test_a_size_below_one_is_one_line_before_any_work(backbone, boxes, tmp_path,
     assert not out.exists()
 
 
+@pytest.mark.parametrize("kw, named", [(dict(sampling_ratio=0), "sampling_ratio"), (dict(pool="mean"), "pool")])
+def test_python_only_roi_arguments_are_checked_before_any_work(backbone, boxes, tmp_path, kw, named):
+    """sampling_ratio=0 (PySlowFast's adaptive ratio, not supported here) failed in every video,
+    listing each bad (a rerun then skipped them); an unknown pool averaged without a word."""
+    with pytest.raises(BadInputError, match=f"^{named}: must be"):
+        extract_instances(backbone, boxes / "videos", boxes / "tracks", tmp_path / "out", progress=False, **kw)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("command", ["extract", "extract-instances"])
 def test_a_negative_number_of_workers_is_one_line_before_any_work(backbone, boxes, tmp_path, capsys, command):
     """The DataLoader refused --num-workers -1 with a traceback, once the trainer was built and the

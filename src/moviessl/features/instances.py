@@ -348,9 +348,14 @@ def extract_instances(
     out = Path(out)
     # a value below 1 failed inside every video (range() with step 0, an empty RoI grid, a negative
     # frame size), listing each as bad, and a rerun skipped them all; a short side of 0 read as unset
-    for flag, v in (("--batch-seconds", batch_seconds), ("--resolution", resolution), ("--short-side", short_side)):
+    # (sampling_ratio and pool are Python arguments only: 0, PySlowFast's adaptive ratio, which the
+    # RoIAlign here lacks, failed in every video too; an unknown pool averaged without a word)
+    sizes = (("--batch-seconds", batch_seconds), ("--resolution", resolution), ("--short-side", short_side))
+    for flag, v in (*sizes, ("sampling_ratio", sampling_ratio)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise BadInputError(flag, f"must be an integer >= 1, got {v!r}")
+    if pool not in ("max", "avg"):
+        raise BadInputError("pool", f"must be max or avg, got {pool!r}")
     if device is not None:
         if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", str(device)):
             raise BadInputError("--device", f"{device!r}: give cpu, cuda, cuda:N or mps")

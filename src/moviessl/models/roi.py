@@ -78,5 +78,7 @@ def roi_features(
     _, _, H, W = fmap.shape
     scale = boxes.new_tensor([W, H, W, H])
     rois = torch.cat([batch_index.to(boxes.dtype)[:, None], boxes * scale], dim=1)
+    if pool not in ("max", "avg"):
+        raise ValueError(f"pool must be max or avg, got {pool!r}")
     r = roi_align(fmap, rois, resolution, 1.0, sampling_ratio, aligned=True)
     return r.amax(dim=(2, 3)) if pool == "max" else r.mean(dim=(2, 3))
