@@ -269,6 +269,31 @@ def test_missing_feature_files_are_skipped_and_counted(tmp_path):
     assert len(preds) == 4
 
 
+def test_segments_with_events_extract_marked_missing_are_not_trained_or_scored_on_zero_rows(tmp_path):
+    from conftest import make_vidsitu
+
+    from moviessl.tasks.vidsitu.runner import run_finetune
+
+    ann, feats = make_vidsitu(tmp_path, n_train=10, n_valid=4, dim=16, seed=1)
+    train = json.loads((ann / "split_files" / "vseg_split_train_lb.json").read_text())
+    valid = json.loads((ann / "split_files" / "vseg_split_valid_lb.json").read_text())
+    videos = {v: {"num_events": 5, "status": "ok"} for v in train + valid}
+    for v in (train[0], valid[1]):  # a damaged stretch: `moviessl extract` writes zero rows and lists them
+        arr = np.load(feats / f"{v}_feats.npy")
+        arr[1:3] = 0.0
+        np.save(feats / f"{v}_feats.npy", arr)
+        videos[v].update(missing=[[1, 3]], missing_events=2)
+    index = {"format": "moviessl-features", "stride_s": 2.0, "dim": 16, "videos": videos}
+    (feats / "index.json").write_text(json.dumps(index))
+    res = run_finetune(
+        "verb", ann, features=feats, out=tmp_path / "o", cfg={"verb": {"epochs": 1}, "trainer": {"progress_bar": False}}
+    )
+    assert res["train_skipped"] == 1 and res["eval_without_inputs"] == 1
+    preds = pickle.loads((tmp_path / "o" / "seed0" / "predictions.pkl").read_bytes())
+    assert preds[1]["pred_scores_ev"][0][0] == 0.0  # the fallback entry, not a prediction from zeros
+    assert all(p["pred_scores_ev"][0][0] > 0.0 for i, p in enumerate(preds) if i != 1)
+
+
 def test_a_finished_run_is_reused_only_on_the_same_data(tmp_path):
     from conftest import make_vidsitu
 

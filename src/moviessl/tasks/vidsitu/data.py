@@ -172,6 +172,13 @@ def feature_source(store) -> Callable[[list[str]], tuple[torch.Tensor, list[str]
             if arr.shape[0] != len(EVENTS):
                 bad[v] = f"{store.path(v)}: expected {len(EVENTS)} events, got {arr.shape[0]}"
                 continue
+            # events of a damaged stretch are zero rows, not observations: trained on, they teach a
+            # verb / roles / relations of a blank input and skew the input statistics
+            gone = store.missing(v)
+            if gone.any():
+                evs = ", ".join(EVENTS[i] for i in np.flatnonzero(gone))
+                bad[v] = f"{store.path(v)}: {evs} missing (a damaged stretch of the video; index.json)"
+                continue
             rows.append(arr)
             kept.append(v)
         x = torch.from_numpy(np.stack(rows)) if rows else torch.zeros(0, len(EVENTS), store.dim)
