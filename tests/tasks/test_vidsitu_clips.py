@@ -56,3 +56,23 @@ def test_clips_ship_as_uint8_and_normalise_as_before(tmp_path):
     assert to_model_input(got) is got  # float input passes through
     blank = to_model_input(src.blank())
     assert blank.shape == want.shape and blank.abs().max() < 0.01
+
+
+def test_event_clips_over_a_damaged_stretch_are_a_bad_input_not_frozen_stand_in_frames(tmp_path):
+    """The reader stands in the previous frame for one that does not decode; `moviessl extract`
+    marks such an event missing. The event clips served to a task were those stand-ins, unsaid: a
+    verb learnt from (or predicted on) a frozen picture. Now the segment is bad input, as a video
+    that does not decode (training ignores its targets, evaluation gives it the fallback entry)."""
+    from moviessl.video.filmgen import corrupt_stretch, make_film
+
+    for d in ("good", "bad"):
+        (tmp_path / d).mkdir()
+    good = make_film(tmp_path / "good" / "v_a.mp4", 10.0, width=160, height=96, audio=False, gop=30)
+    corrupt_stretch(good, tmp_path / "bad" / "v_a.mp4", 0.45, 0.55)
+    meta = {"num_frames": 4, "stride": 4, "short_side": 64, "crop": 64}
+    src, kept, _ = video_source(tmp_path / "good", meta)(["v_a"])
+    assert src[0].shape == (5, 3, 4, 64, 64)
+    src, kept, _ = video_source(tmp_path / "bad", meta)(["v_a"])
+    assert kept == ["v_a"]  # found; it fails when decoded
+    with pytest.raises(BadInputError, match="did not decode"):
+        src[0]

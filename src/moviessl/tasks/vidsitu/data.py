@@ -232,6 +232,12 @@ class ClipSource:
                     )
                     for c in centres
                 ]
+                # the reader stands in the previous frame for one that did not decode; `moviessl
+                # extract` marks such an event missing, and a task must not learn from a frozen frame
+                if r.missing:
+                    raise BadInputError(
+                        path, f"{len(r.missing)} frame(s) of its event clips did not decode (a damaged stretch)"
+                    )
         except BadInputError:
             raise
         except Exception as e:  # any decoder failure is a bad input for this one video
