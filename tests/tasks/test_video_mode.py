@@ -109,7 +109,7 @@ def test_end_to_end_input_stats_decode_a_bounded_sample(monkeypatch):
 
     def fake_loader(data, batch_size, shuffle, num_workers=0, **kw):
         seen.update(vsegs=list(data.vsegs), workers=num_workers)
-        yield {"x": data.x}
+        yield {"x": data.x, "failed": torch.zeros(len(data.x), dtype=torch.bool)}
 
     monkeypatch.setattr(runner, "loader", fake_loader)
     monkeypatch.setattr(runner, "build_arch", lambda arch: Net())
@@ -119,6 +119,31 @@ def test_end_to_end_input_stats_decode_a_bounded_sample(monkeypatch):
     mean, var = runner.train_input_stats(data, {"arch": {}, "state_dict": Net().state_dict()}, num_workers=3)
     assert seen == {"vsegs": ["v_0", "v_3", "v_6", "v_9"], "workers": 3}
     assert torch.allclose(mean, torch.tensor([4.5, 4.5])) and torch.allclose(var, torch.tensor([11.25, 11.25]))
+
+
+def test_end_to_end_input_stats_leave_out_clips_that_failed_to_decode(monkeypatch):
+    """A training clip that fails to decode is served as grey stand-in frames (its targets ignored):
+    those entered the input statistics of every head and scratch TxE as if they were events."""
+    from moviessl.tasks.vidsitu import runner
+    from moviessl.tasks.vidsitu.data import SegmentData
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x):  # (N, 3, T, H, W) -> (N, 1)
+            return x.mean((1, 2, 3, 4))[:, None] * self.w
+
+    def fake_loader(data, batch_size, shuffle, num_workers=0, **kw):
+        yield {"x": data.x, "failed": torch.tensor([False, True, False])}  # segment 1: grey stand-ins
+
+    monkeypatch.setattr(runner, "loader", fake_loader)
+    monkeypatch.setattr(runner, "build_arch", lambda arch: Net())
+    x = torch.tensor([2.0, -9.0, 4.0]).view(3, 1, 1, 1, 1, 1).expand(3, 5, 3, 2, 4, 4)
+    data = SegmentData(["v_0", "v_1", "v_2"], [0, 1, 2], x, [None] * 3)
+    mean, var = runner.train_input_stats(data, {"arch": {}, "state_dict": Net().state_dict()})
+    assert torch.allclose(mean, torch.tensor([3.0])) and torch.allclose(var, torch.tensor([1.0]))
 
 
 def test_the_frozen_feature_cache_is_one_folder_per_clip_geometry_and_videos(tmp_path):

@@ -170,8 +170,13 @@ def train_input_stats(
     # not pinned: pinning is for the current GPU, GPU 0 until Lightning sets this rank's (and the copy
     # below blocks anyway)
     for batch in loader(train_data, batch_size, shuffle=False, num_workers=num_workers, pin_memory=False):
-        x = to_model_input(batch["x"].to(device), param_dtype(net))
+        ok = ~batch["failed"]  # a clip that failed to decode is grey stand-in frames, not a training event
+        if not ok.any():
+            continue
+        x = to_model_input(batch["x"][ok].to(device), param_dtype(net))
         feats.append(net(x.flatten(0, 1)).float().cpu())
+    if not feats:
+        raise BadInputError(None, f"none of the {len(train_data)} training videos read for input statistics decoded")
     return feature_stats(torch.cat(feats))
 
 
