@@ -452,6 +452,20 @@ def test_flags_that_would_be_ignored_are_bad_input(vidsitu_fixture, tmp_path, ca
     assert main([*argv, "--out", str(tmp_path / "p3")]) == 0
 
 
+@pytest.mark.parametrize("task", ["srl", "relation"])
+def test_a_backbone_lr_scale_the_frozen_features_would_ignore_is_bad_input(vidsitu_fixture, tmp_path, capsys, task):
+    """SRL and relation read features the --backbone extracts once, frozen: a user's
+    `srl.backbone_lr_scale=1` (to fine-tune Slow-D with the task) trained no backbone at all, exit 0."""
+    ann, _ = vidsitu_fixture
+    argv = ["finetune", "vidsitu", "--task", task, "--data-root", str(ann), "--out", str(tmp_path / "o")]
+    argv += ["--videos", str(tmp_path / "videos"), "--backbone", str(tmp_path / "b.pt")]
+    assert main([*argv, f"{task}.backbone_lr_scale=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{task}.backbone_lr_scale" in err[0], err
+    assert main(argv) == 2  # frozen, as the presets say: on to the (missing) backbone checkpoint
+    assert "b.pt" in capsys.readouterr().err
+
+
 def test_tuning_never_chooses_a_diverged_value():
     """``min`` keeps a NaN that comes first (every comparison with it is false)."""
     from moviessl.tasks.base import lowest

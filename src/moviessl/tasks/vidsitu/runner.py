@@ -304,6 +304,13 @@ def prepare(
         raise BadInputError(None, "give exactly one of --features DIR or --videos DIR")
     if tokenizer is not None and not getattr(TASKS[task], "uses_tokenizer", False):  # it would be ignored
         raise BadInputError(None, f"--tokenizer is used by --task srl only; --task {task} would not use it")
+    if videos is not None and not TASKS[task].end_to_end and getattr(cfg, task).backbone_lr_scale > 0:
+        # this task reads features the frozen backbone extracts once: the backbone would train not at all
+        raise BadInputError(
+            f"{task}.backbone_lr_scale",
+            f"--task {task} decodes from features the frozen --backbone extracts (only verb fine-tunes it end to "
+            "end); set 0, or fine-tune with --task verb and use its seedS/backbone.pt",
+        )
     train_split = load_split(data_root, cfg.data.train_split)
     eval_split = load_split(data_root, cfg.data.eval_split, split_file=cfg.data.split_file)
     check_disjoint(train_split, eval_split)
