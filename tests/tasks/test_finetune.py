@@ -466,6 +466,21 @@ def test_a_backbone_lr_scale_the_frozen_features_would_ignore_is_bad_input(vidsi
     assert "b.pt" in capsys.readouterr().err
 
 
+def test_a_baseline_does_not_overwrite_a_trained_run(vidsitu_fixture, tmp_path, capsys):
+    """`--baseline` into the --out of a finetune job wrote over its seed0 predictions and metrics
+    (beside that run's model.pt) and its summary: finished work lost, exit 0."""
+    ann, feats = vidsitu_fixture
+    out = tmp_path / "rel"
+    assert _finetune(ann, feats, out, "relation", *FAST, "relation.epochs=1", seeds=1) == 0
+    before = (out / "seed0" / "predictions.pkl").read_bytes(), (out / "summary.json").read_text()
+    argv = ["finetune", "vidsitu", "--task", "relation", "--data-root", str(ann), "--baseline", "pair_prior"]
+    assert main([*argv, "--out", str(out)]) == 2
+    assert "holds trained runs" in capsys.readouterr().err
+    assert ((out / "seed0" / "predictions.pkl").read_bytes(), (out / "summary.json").read_text()) == before
+    assert main([*argv, "--out", str(tmp_path / "prior")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "prior")]) == 0  # a baseline's own folder: rerun
+
+
 def test_tuning_never_chooses_a_diverged_value():
     """``min`` keeps a NaN that comes first (every comparison with it is false)."""
     from moviessl.tasks.base import lowest
