@@ -837,12 +837,12 @@ def test_a_video_whose_reader_process_dies_is_listed_bad_and_the_rest_done(backb
 
 
 def test_the_loaders_dead_worker_message_is_read_only_with_this_processs_note(tmp_path):
-    note = {"id": "x", "source": "/v/x.mp4", "parent": os.getpid()}
+    note = {"id": "x", "source": "/v/x.mp4", "run": "this run"}
     ex.reading_note(tmp_path, 12).write_text(json.dumps(note))
-    ex.reading_note(tmp_path, 13).write_text(json.dumps({**note, "id": "y", "parent": os.getpid() + 1}))
+    ex.reading_note(tmp_path, 13).write_text(json.dumps({**note, "id": "y", "run": "an earlier run"}))
 
     def died_in(msg: str):
-        return ex.video_a_worker_died_in(RuntimeError(msg), tmp_path)
+        return ex.video_a_worker_died_in(RuntimeError(msg), tmp_path, "this run")
 
     oom = "killed by signal: Killed, often the out-of-memory killer"
     assert died_in("DataLoader worker (pid 12) is killed by signal: Killed. ") == ("x", "/v/x.mp4", oom)
@@ -853,10 +853,25 @@ def test_the_loaders_dead_worker_message_is_read_only_with_this_processs_note(tm
 
 def test_extraction_reports_its_videos_and_a_films_chunks_for_the_time_left(backbone, videos, tmp_path, monkeypatch):
     seen = []
+    monkeypatch.setattr(ex.job_progress, "active", lambda: True)
     monkeypatch.setattr(ex.job_progress, "report", lambda done, total, force=False: seen.append((done, total)))
     kw = dict(num_workers=0, accelerator="cpu", progress=False, batch_events=2, chunk_events=2)
     ex.extract(backbone, videos, tmp_path / "f", **kw)
     assert {t for _, t in seen} == {3}  # a, b and the broken file
     dones = [d for d, _ in seen]
-    assert dones == sorted(dones) and dones[-1] == 3
+    assert dones == sorted(dones) and dones[0] == 0 and dones[-1] == 3
     assert any(0 < d % 1 for d in dones)  # a's first chunk of two: half a video done
+    # a resumed job starts where the earlier run left off: its pace is measured on what it does
+    (tmp_path / "f" / "b_feats.npy").unlink()
+    seen.clear()
+    ex.extract(backbone, videos, tmp_path / "f", **kw)
+    assert seen[0] == (2, 3) and seen[-1] == (3, 3)
+
+
+def test_a_note_counts_only_under_its_runs_token(tmp_path):
+    """A worker started by a forkserver is the server's child, not the extractor's: notes carry the
+    run's token instead of the parent's pid (with the pid check, no note matched there)."""
+    ex.reading_note(tmp_path, 7).write_text(json.dumps({"id": "x", "source": "/v/x.mp4", "run": "tok"}))
+    died = RuntimeError("DataLoader worker (pid 7) is killed by signal: Segmentation fault. ")
+    assert ex.video_a_worker_died_in(died, tmp_path, "tok")[0] == "x"
+    assert ex.video_a_worker_died_in(died, tmp_path, "another run") is None

@@ -578,6 +578,27 @@ def test_instance_extraction_reports_its_videos_for_the_time_left(backbone, boxe
     import moviessl.features.instances as ins
 
     seen = []
+    monkeypatch.setattr(ins.job_progress, "active", lambda: True)
     monkeypatch.setattr(ins.job_progress, "report", lambda done, total, force=False: seen.append((done, total)))
     extract_instances(backbone, boxes / "videos", boxes / "tracks", tmp_path / "out", progress=False)
+    assert seen == [(0, 2), (1, 2), (2, 2)]
+    (tmp_path / "out" / "vidB.npz").unlink()  # a resumed job: the earlier run's video counts as done
+    seen.clear()
+    extract_instances(backbone, boxes / "videos", boxes / "tracks", tmp_path / "out", progress=False)
     assert seen == [(1, 2), (2, 2)]
+
+
+def test_a_dead_workers_error_raised_in_the_forward_is_not_that_videos_failure(backbone, boxes, tmp_path, monkeypatch):
+    """torch's SIGCHLD handler raises the loader's dead-worker error wherever the main process is, the
+    backbone's forward included: the catch-all there listed the video it was pooling as bad (a rerun
+    then skipped it). It now passes the error on to the dead-reader handling."""
+    import moviessl.features.instances as ins
+
+    def dies(*a, **k):
+        raise RuntimeError("DataLoader worker (pid 123456) is killed by signal: Killed. ")
+
+    monkeypatch.setattr(ins, "roi_features", dies)
+    with pytest.raises(RuntimeError, match="DataLoader worker"):  # no note of that worker: torch's error stands
+        extract_instances(backbone, boxes / "videos", boxes / "tracks", tmp_path / "out", progress=False)
+    journals = list((tmp_path / "out").glob(".index.rank*.jsonl"))
+    assert not any('"bad"' in j.read_text() for j in journals)

@@ -590,6 +590,11 @@ def test_generation_reports_its_frames_for_the_time_left(tmp_path, monkeypatch):
         size=32, n_actions=2, action_durations=(1.0,), n_vidsitu_train=1, n_vidsitu_valid=1, n_lvu=1, lvu_seconds=(6, 6)
     )
     generate(tmp_path / "a", cfg, seed=3, workers=2, progress=False)
-    assert len(seen) == 2 + 2 + 1 and len({t for _, t in seen}) == 1  # one per video, one total
+    assert len(seen) == 1 + 2 + 2 + 1 and len({t for _, t in seen}) == 1  # the start, one per video, one total
     dones = [d for d, _ in seen]
-    assert dones == sorted(dones) and 0 < dones[0] < dones[-1] == seen[0][1]
+    assert dones == sorted(dones) and dones[0] == 0 < dones[1] < dones[-1] == seen[0][1]
+    vid = next((tmp_path / "a" / "actions" / "videos").iterdir())  # resumed: the written videos count as done
+    vid.unlink()
+    seen.clear()
+    generate(tmp_path / "a", cfg, seed=3, workers=1, progress=False)
+    assert len(seen) == 2 and 0 < seen[0][0] < seen[1][0] == seen[0][1]

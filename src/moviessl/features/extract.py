@@ -45,6 +45,7 @@ import shutil
 import socket
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -257,12 +258,13 @@ class VideoStream(IterableDataset):
         self.assignment: list[list[int]] | None = None  # per rank, indices into videos (DDP)
         self.spread: dict[int, dict] = {}  # index into videos -> info, as rank 0 read it (DDP)
         self.notes_dir: Path | None = None  # set by the extractor: where its workers note what they read
+        self.run_token = ""  # ... and which run's notes are its own (a stale note under a reused pid is not)
 
     def note_reading(self, vid: str, path: Path) -> None:
         """In a DataLoader worker: note the video it starts reading (:func:`reading_note`), so that if
         the worker dies in it (a decoder's segfault, the OOM killer) the main process can name it."""
         if self.notes_dir is not None and get_worker_info() is not None:
-            note = {"id": vid, "source": str(path), "parent": os.getppid()}
+            note = {"id": vid, "source": str(path), "run": self.run_token}
             reading_note(self.notes_dir, os.getpid()).write_text(json.dumps(note))
 
     def shard(self) -> list[tuple[str, Path]]:
@@ -778,10 +780,20 @@ def reading_note(out: Path, pid: int) -> Path:
 _WORKER_DIED = re.compile(r"DataLoader worker \(pid(?:\(s\))? ([\d, ]+)\)(?: is killed by (signal: [^.]+))?")
 
 
-def video_a_worker_died_in(err: BaseException, out: Path) -> tuple[str, str, str] | None:
+DIED_KEY = "reader_died"  # a bad entry's mark: its reader process died, its committed chunks are kept
+
+
+def is_worker_death(err: BaseException) -> bool:
+    """Whether ``err`` is the DataLoader's error for a dead worker (torch's SIGCHLD handler raises it in
+    the main process wherever it is, a model's forward included: never one video's failure)."""
+    return isinstance(err, RuntimeError) and _WORKER_DIED.search(str(err)) is not None
+
+
+def video_a_worker_died_in(err: BaseException, out: Path, run_token: str) -> tuple[str, str, str] | None:
     """(id, source, how) of the video a DataLoader worker was reading when it died, if ``err`` is the
-    loader's error for a dead worker and that worker noted its video (a note of this process's workers:
-    another run's note under a reused pid does not count); else None."""
+    loader's error for a dead worker and that worker noted its video under ``run_token`` (this run's:
+    another run's note under a reused pid does not count; a token, not the parent's pid, because a
+    forkserver's workers are the server's children); else None."""
     m = _WORKER_DIED.search(str(err)) if isinstance(err, RuntimeError) else None
     if m is None:
         return None
@@ -793,7 +805,7 @@ def video_a_worker_died_in(err: BaseException, out: Path) -> tuple[str, str, str
             note = json.loads(reading_note(out, pid).read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(note, dict) and note.get("parent") == os.getpid() and "id" in note:
+        if isinstance(note, dict) and note.get("run") == run_token and "id" in note:
             return str(note["id"]), str(note.get("source")), how
     return None
 
@@ -814,25 +826,27 @@ def predict_skipping_dead_readers(
     listed yet (a film's committed chunks are kept); a rerun with ``--retry-bad`` tries it again.
     Under DDP only the rank whose worker died knows: it records the video and stops with one line
     (the other ranks at their next collective). Returns the last run's trainer and module."""
+    token = f"{os.getpid()}-{uuid.uuid4().hex}"
     while True:
         module = make(todo)
-        module.stream.notes_dir = out
+        module.stream.notes_dir, module.stream.run_token = out, token
         try:
             trainer = run_prediction(module, module.stream, out, launch, num_workers, progress)
             ran(module)
             return trainer, module
         except RuntimeError as e:
-            died = video_a_worker_died_in(e, out)
+            died = video_a_worker_died_in(e, out, token)
             if died is None:
                 raise
         ran(module)
         vid, source, how = died
-        err = f"{source}: the process reading it died ({how}); listed as bad, rerun with --retry-bad to try it again"
-        module.record_bad(vid, err, source)
-        shutil.rmtree(partial_dir(out, vid), ignore_errors=True)
-        if module.stream.world > 1:
-            raise BadInputError(source, f"the process reading it died ({how}); listed as bad: rerun to go on")
-        log.warning("skipping %s", err)
+        if vid not in module.recorded:  # (a worker idle after its last video, finished, can be the one killed)
+            # its committed chunks are kept (DIED_KEY): --retry-bad resumes the film, a passing OOM kill loses no work
+            err = f"{source}: the process reading it died ({how}); listed as bad, --retry-bad tries it again"
+            module.record_bad(vid, err, source, **{DIED_KEY: True})
+            if module.stream.world > 1:
+                raise BadInputError(source, f"the process reading it died ({how}); listed as bad: rerun to go on")
+            log.warning("skipping %s", err)
         todo = [(v, p) for v, p in todo if v not in module.recorded]
         # the failed run's loader (its dead worker's siblings) is held in reference cycles with its
         # trainer: shut down here, not in the next run's forked workers
@@ -934,6 +948,9 @@ class FeatureExtractor(pl.LightningModule):
         self.store_dtype, self.window, self.step = np.dtype(dtype), window, step
         self._pending: dict[tuple[str, int], list] = {}  # (id, chunk) -> its batches: one chunk per worker in flight
         self._films: dict[str, dict] = {}
+        self._open: dict[str, dict] = {}  # the films begun and not yet listed (progress by their chunks)
+        self._shard_len: int | None = None  # this rank's videos (its shard), counted once
+        self.already = 0  # videos of the folder an earlier run finished (a resumed job's first report says so)
         self._bar = None
         self.counts = {"ok": 0, "bad": 0}
         self.recorded: set[str] = set()  # the videos this run listed, ok or bad
@@ -972,6 +989,8 @@ class FeatureExtractor(pl.LightningModule):
         from tqdm.auto import tqdm
 
         self._t0 = time.perf_counter()
+        self._shard_len = len(self.stream.shard())
+        self._report_progress()  # where this run starts: what earlier runs finished is done already
         if self.trainer.is_global_zero and getattr(self, "show_progress", True):
             tty = sys.stderr.isatty()
             self._bar = tqdm(
@@ -1058,26 +1077,29 @@ class FeatureExtractor(pl.LightningModule):
         # next one intact (blank and torn lines are skipped on reading).
         append_line(self.journal(), journal_line(vid, entry))
         self.recorded.add(vid)
+        self._open.pop(vid, None)
         self.counts[entry["status"]] += 1
         if self._bar is not None:
             self._bar.set_postfix_str(self._videos_done())
         self._report_progress()
 
     def _report_progress(self) -> None:
-        """The share of this rank's videos done, each film in progress counted by its chunks done, for
-        the scheduler's time left (:mod:`moviessl.utils.progress`; nothing outside a scheduled job)."""
-        if self.global_rank != 0:
+        """The share of the folder's videos done (this rank's, with those earlier runs finished), a
+        film in progress counted by its chunks done, for the scheduler's time left
+        (:mod:`moviessl.utils.progress`; nothing outside a scheduled job)."""
+        if self.global_rank != 0 or not job_progress.active():
             return
-        films = (f for v, f in self._films.items() if v not in self.recorded and f.get("chunks"))
-        done = len(self.recorded) + sum(len(f["done"]) / len(f["chunks"]) for f in films)
-        job_progress.report(done, len(self.stream.shard()) + len(self.stream.spread))
+        total = (self._shard_len if self._shard_len is not None else len(self.stream.shard())) + len(self.stream.spread)
+        done = len(self.recorded) + sum(len(f["done"]) / len(f["chunks"]) for f in self._open.values())
+        job_progress.report(self.already + done, self.already + total)
 
-    def record_bad(self, vid: str, error: str, source: str) -> None:
-        self._record(vid, {**self.entry_base, "status": "bad", "error": error, "source": source})
+    def record_bad(self, vid: str, error: str, source: str, **more) -> None:
+        self._record(vid, {**self.entry_base, "status": "bad", "error": error, "source": source, **more})
 
     def _videos_done(self) -> str:
         """The bar's postfix: this rank's videos written of its whole ones (+ those all ranks share)."""
-        n, spread = len(self.stream.shard()), len(self.stream.spread)
+        n = self._shard_len if self._shard_len is not None else len(self.stream.shard())
+        spread = len(self.stream.spread)
         return f"videos {sum(self.counts.values())}/{n}" + (f", {spread} spread over the ranks" if spread else "")
 
     def _film(self, vid: str, info: dict, mine: Sequence[int] | None = None, shared: bool = False) -> dict:
@@ -1100,6 +1122,7 @@ class FeatureExtractor(pl.LightningModule):
                 atomic_write_json(d / "plan.json", plan)
         f = {"chunks": chunks, "done": done, "t0": time.perf_counter(), "events": 0, "shared": shared}
         self._films[vid] = f
+        self._open[vid] = f
         mine = [k for k in range(len(chunks)) if k not in done] if mine is None else mine
         left = sum(chunks[k][1] - chunks[k][0] for k in mine)
         if self._bar is not None:
@@ -1437,7 +1460,9 @@ def extract(
             def make(todo: list) -> FeatureExtractor:
                 stream = EventClipStream(todo, inp, stride_s, vidsitu, batch_events, chunk_events)
                 stream.done = scan_partials(out, todo, plan)
-                return FeatureExtractor(model, out, stream, {"backbone": bhash}, dtype, txe, window, step, precision)
+                m = FeatureExtractor(model, out, stream, {"backbone": bhash}, dtype, txe, window, step, precision)
+                m.already = len(vids) - len(todo)
+                return m
 
             def ran(module: FeatureExtractor) -> None:  # timing summed over the runs a dead reader splits
                 for k, v in module.timing.items():
@@ -1503,8 +1528,8 @@ def _write_index(
         for t in out.glob(pattern):
             t.unlink(missing_ok=True)
     if (out / PARTIAL_DIR).is_dir():  # every film finished or was listed as bad, but an unfinished spread one
-        for d in (out / PARTIAL_DIR).iterdir():
-            if d.name not in unfinished:
+        for d in (out / PARTIAL_DIR).iterdir():  # (and one whose reader died: --retry-bad resumes it)
+            if d.name not in unfinished and not entries.get(d.name, {}).get(DIED_KEY):
                 shutil.rmtree(d, ignore_errors=True)
         if not any((out / PARTIAL_DIR).iterdir()):
             (out / PARTIAL_DIR).rmdir()

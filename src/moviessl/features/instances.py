@@ -66,6 +66,7 @@ from .extract import (
     check_workers,
     find_videos,
     is_finished,
+    is_worker_death,
     job_lock,
     journal_line,
     journal_path,
@@ -230,16 +231,19 @@ class InstanceExtractor(pl.LightningModule):
         self.show_progress = True
         self.counts = {"ok": 0, "bad": 0}
         self.recorded: set[str] = set()  # the videos this run listed, ok or bad
+        self.already = 0  # videos an earlier run finished (a resumed job's first report says so)
+        self._shard_len = 0
 
     def setup(self, stage: str) -> None:
         shard_over_ranks(self.trainer, self.stream)
 
     def on_predict_start(self) -> None:
+        self._shard_len = n = len(self.stream.shard())
+        self._report_progress()  # where this run starts: what earlier runs finished is done already
         if self.trainer.is_global_zero and self.show_progress:
             from tqdm.auto import tqdm
 
             tty = sys.stderr.isatty()
-            n = len(self.stream.shard())
             self._bar = tqdm(total=n, desc="extract-instances", unit="video", mininterval=0.5 if tty else 30.0)
 
     def on_predict_end(self) -> None:
@@ -255,8 +259,8 @@ class InstanceExtractor(pl.LightningModule):
             self._bar.close()
             self._bar = None
 
-    def record_bad(self, vid: str, error: str, source: str | None = None) -> None:
-        self._record(vid, {"status": "bad", "error": error})
+    def record_bad(self, vid: str, error: str, source: str | None = None, **more) -> None:
+        self._record(vid, {"status": "bad", "error": error, **more})
 
     def _record(self, vid: str, entry: dict) -> None:
         append_line(journal_path(self.out_dir, self.global_rank), journal_line(vid, entry))
@@ -264,8 +268,13 @@ class InstanceExtractor(pl.LightningModule):
         self.counts[entry["status"]] += 1
         if self._bar is not None:
             self._bar.update(1)
-        if self.global_rank == 0:  # the scheduler's time left (nothing outside a scheduled job)
-            job_progress.report(len(self.recorded), len(self.stream.shard()))
+        self._report_progress()
+
+    def _report_progress(self) -> None:
+        """Videos done of the folder's (this rank's, with those earlier runs finished), for the
+        scheduler's time left (nothing outside a scheduled job)."""
+        if self.global_rank == 0 and job_progress.active():
+            job_progress.report(self.already + len(self.recorded), self.already + self._shard_len)
 
     def predict_step(self, batch: dict, batch_idx: int = 0):
         vid, kind = batch["id"], batch["kind"]
@@ -299,6 +308,8 @@ class InstanceExtractor(pl.LightningModule):
                 del self._pending[vid]
                 self._save(vid, film["inst"], np.stack(film["feat"]).astype(np.float32), batch["digest"])
         except Exception as e:  # one video never stops the job (as a decoding failure): listed as bad
+            if is_worker_death(e):  # torch's SIGCHLD handler raises it wherever this process is: not this video's
+                raise
             self._pending.pop(vid, None)
             msg = f"{vid}: {type(e).__name__}: {' '.join(str(e).split())}"
             log.warning("skipping %s", msg)
@@ -415,7 +426,9 @@ def extract_instances(
             dims = []
 
             def make(todo: list) -> InstanceExtractor:  # rank 0's list may differ a little
-                return InstanceExtractor(model, out, InstanceClipStream(todo, source, inp, side, batch_seconds), roi)
+                m = InstanceExtractor(model, out, InstanceClipStream(todo, source, inp, side, batch_seconds), roi)
+                m.already = sum(v in source for v, _ in vids) - len(todo)
+                return m
 
             trainer, _ = predict_skipping_dead_readers(
                 make, lambda m: dims.append(m.dim), todo, out, launch, num_workers, progress

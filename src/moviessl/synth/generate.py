@@ -619,13 +619,17 @@ def generate(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, unit="frame", unit_scale=True, desc=f"synth {name}", disable=not progress, smoothing=0.1)
-    done = 0
+    # the scheduler's time left (nothing outside a scheduled job): frames of every video, those an
+    # earlier run wrote done from the start, so a resumed job's first report says how far it was
+    whole = sum(n_frames(j) for j in jobs)
+    done = whole - total
+    job_progress.report(done, whole)
 
     def rendered(n: int) -> None:
         nonlocal done
         done += n
         bar.update(n)
-        job_progress.report(done, total)  # the scheduler's time left (nothing outside a scheduled job)
+        job_progress.report(done, whole)
 
     try:
         if workers <= 1 or len(todo) <= 1:

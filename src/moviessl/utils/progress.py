@@ -46,6 +46,11 @@ def stop() -> None:
     start(None)
 
 
+def active() -> bool:
+    """Whether reports go anywhere (a scheduled job): a caller can skip computing them otherwise."""
+    return _path is not None and not _muted
+
+
 def report(done: float, total: float, force: bool = False) -> None:
     """``done`` of ``total`` units of the current part are finished (written at once with ``force``,
     else at most once every :data:`MIN_INTERVAL_S`)."""
