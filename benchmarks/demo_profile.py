@@ -103,7 +103,9 @@ def replay_time_left(demo: Path, profile: str, workers: int = 2) -> list[tuple[f
         p = _Progress(jobs, workers, None, lambda j: min(j.threads or 1, workers))
         for j in jobs:
             if span[j.name][1] <= t:
-                p.record(j.name, j.cost, rec[j.name]["wall"], rec[j.name].get("done_before", 0.0))
+                # the cost the job had when it was timed (another --seeds changes it), as _Progress does
+                cost = rec[j.name].get("cost", j.cost)
+                p.record(j.name, cost, rec[j.name]["wall"], rec[j.name].get("done_before", 0.0))
         running = {j.name: t - span[j.name][0] for j in jobs if span[j.name][0] <= t < span[j.name][1]}
         out.append((t, p.left([j for j in jobs if span[j.name][0] > t], running)))
     return out

@@ -192,17 +192,20 @@ def parse_overrides(overrides: Iterable[str], into: DictConfig | None = None) ->
     return cfg
 
 
-def _list_given_a_mapping(cfg: Any, other: Any, prefix: str = "") -> str | None:
-    """The first key where ``other`` gives a mapping to a list setting of ``cfg`` (``optim.betas.0=0.8``):
-    OmegaConf's TypeError for it names no key."""
+def _container_mismatch(cfg: Any, other: Any, prefix: str = "") -> tuple[str, str] | None:
+    """(key, kind of its setting) of the first key where ``other`` gives a mapping to a list setting
+    of ``cfg`` (``optim.betas.0=0.8``) or a list to a mapping one (``txe.overrides=[1]``): OmegaConf's
+    TypeError for either names no key."""
     if not isinstance(cfg, DictConfig) or cfg._is_none() or not isinstance(other, (Mapping, DictConfig)):
         return None
     for k in other:
         node = cfg._get_node(k, validate_access=False)
         v = other._get_node(k) if isinstance(other, DictConfig) else other[k]
         if isinstance(node, ListConfig) and isinstance(v, (Mapping, DictConfig)):
-            return f"{prefix}{k}"
-        found = _list_given_a_mapping(node, v, f"{prefix}{k}.")
+            return f"{prefix}{k}", "list"
+        if isinstance(node, DictConfig) and not node._is_none() and isinstance(v, (list, tuple, ListConfig)):
+            return f"{prefix}{k}", "mapping"
+        found = _container_mismatch(node, v, f"{prefix}{k}.")
         if found:
             return found
     return None
@@ -211,11 +214,13 @@ def _list_given_a_mapping(cfg: Any, other: Any, prefix: str = "") -> str | None:
 def _merge(cfg: DictConfig, other: Any, where: str | os.PathLike | None, what: str) -> DictConfig:
     try:
         return OmegaConf.merge(cfg, other)
-    except TypeError:  # a mapping merged into a list
-        key = _list_given_a_mapping(cfg, other)
-        if key is None:
-            raise
-        raise BadInputError(where, f"{key} in {what} is a list setting; give the whole list ({key}=[...])") from None
+    except TypeError as e:  # a mapping merged into a list, or a list into a mapping
+        found = _container_mismatch(cfg, other)
+        if found is None:
+            raise BadInputError(where, f"bad value in {what} ({' '.join(str(e).split())})") from None
+        key, kind = found
+        whole = f"{key}=[...]" if kind == "list" else f"{key}={{name: value, ...}}"
+        raise BadInputError(where, f"{key} in {what} is a {kind} setting; give the whole {kind} ({whole})") from None
     except ConfigKeyError as e:
         key = getattr(e, "full_key", None) or str(e).splitlines()[0]
         raise BadInputError(where, f"unknown config key '{key}' in {what}") from None

@@ -510,3 +510,11 @@ def test_an_entry_of_a_list_setting_is_one_line(override, tmp_path):
     p.write_text("_base_: cpu\noptim:\n  betas:\n    0: 0.8\n")
     with pytest.raises(BadInputError, match=r"p\.yaml: optim\.betas in the preset is a list setting"):
         load_config("context", p)
+
+
+@pytest.mark.parametrize("override", ["txe.overrides=[1]", "srl.txd_overrides=[1, 2]"])
+def test_a_list_given_to_a_mapping_setting_is_one_line(override):
+    # the mirror of the case above: the same TypeError traceback
+    key = override.split("=")[0].replace(".", r"\.")
+    with pytest.raises(BadInputError, match=rf"^{key} in overrides is a mapping setting; give the whole mapping"):
+        load_config("vidsitu", "cpu", [override])

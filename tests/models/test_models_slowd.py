@@ -265,6 +265,9 @@ def test_speed_up_changes_no_weight_name_and_no_result(variant):
         (dict(widths=(32, 0, 128, 256)), "model.widths: need widths >= 1"),
         (dict(layers=(1, -1, 1, 1)), "model.layers: need block counts >= 0"),
         (dict(num_classes=-3), "model.num_classes: must be >= 0"),
+        (dict(width_factor=0), "model.width_factor: must be a number > 0"),
+        (dict(widths=(32, 64.5, 128, 256)), "model.widths: need a list of whole numbers"),
+        (dict(layers=(1, "a", 1, 1)), "model.layers: need a list of whole numbers"),
     ],
 )
 def test_bad_overrides_are_one_line_naming_the_setting(override, message):

@@ -475,10 +475,17 @@ def test_a_baseline_does_not_overwrite_a_trained_run(vidsitu_fixture, tmp_path, 
     before = (out / "seed0" / "predictions.pkl").read_bytes(), (out / "summary.json").read_text()
     argv = ["finetune", "vidsitu", "--task", "relation", "--data-root", str(ann), "--baseline", "pair_prior"]
     assert main([*argv, "--out", str(out)]) == 2
-    assert "holds trained runs" in capsys.readouterr().err
+    assert "holds a trained or training run" in capsys.readouterr().err
     assert ((out / "seed0" / "predictions.pkl").read_bytes(), (out / "summary.json").read_text()) == before
     assert main([*argv, "--out", str(tmp_path / "prior")]) == 0
     assert main([*argv, "--out", str(tmp_path / "prior")]) == 0  # a baseline's own folder: rerun
+    # a run still training (no metrics.json yet), and a seed0 whose metrics.json does not read
+    (out / "seed0" / "metrics.json").unlink()
+    assert main([*argv, "--out", str(out)]) == 2
+    (out / "seed0" / "metrics.json").write_text("{not json")
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("holds a trained or training run") == 2 and "Traceback" not in err
 
 
 def test_tuning_never_chooses_a_diverged_value():

@@ -260,8 +260,15 @@ def build_slowd(preset: str = "slowd_r50", **overrides: Any) -> SlowD:
     cfg.update(overrides)
     stem = ("stem_width", "in_channels", "stem_temporal_kernel", "stem_temporal_stride", "stem_spatial_kernel")
     check_sizes(cfg, stem, "model.")
-    for k in ("layers", "widths", "stage_temporal_kernels"):
-        cfg[k] = tuple(int(v) for v in cfg[k])
+    for k in ("layers", "widths", "stage_temporal_kernels"):  # int() truncated 2.5 and traced back on "a"
+        v = cfg[k]
+        items = list(v) if not isinstance(v, (str, bytes)) and hasattr(v, "__iter__") else None
+        if items is None or any(isinstance(x, bool) or not isinstance(x, int) for x in items):
+            raise BadInputError(f"model.{k}", f"need a list of whole numbers, got {v!r}")
+        cfg[k] = tuple(items)
+    wf = cfg["width_factor"]  # 0 or less scaled every width to 1 channel without a word
+    if isinstance(wf, bool) or not isinstance(wf, (int, float)) or not wf > 0:
+        raise BadInputError("model.width_factor", f"must be a number > 0, got {wf!r}")
     # an even stage kernel (padding kt // 2) makes the branch one frame longer than its shortcut
     kts, ws, ns = cfg["stage_temporal_kernels"], cfg["widths"], cfg["layers"]
     if len(kts) == 4 and any(k < 1 or k % 2 == 0 for k in kts):

@@ -241,9 +241,14 @@ def run_baseline(
     eval_split = load_split(data_root, cfg.data.eval_split, split_file=cfg.data.split_file)
     check_disjoint(train_split, eval_split)
     done = run_dir / "metrics.json"
-    if done.is_file() and "baseline" not in json.loads(done.read_text()):
-        # a trained run's seed0: its predictions, metrics and the job's summary would be overwritten
-        raise BadInputError(out, "holds trained runs (seed0/metrics.json); give the baseline its own --out")
+    try:
+        baseline_before = "baseline" in json.loads(done.read_text()) if done.is_file() else None
+    except (OSError, ValueError, TypeError):  # unreadable: not a baseline's (which this code writes whole)
+        baseline_before = False
+    # a trained (or training) run's seed0: its predictions, metrics and the job's summary would be overwritten
+    trained = any((run_dir / n).exists() for n in ("settings.json", "checkpoints", "model.pt"))
+    if baseline_before is False or (baseline_before is None and trained):
+        raise BadInputError(out, "holds a trained or training run (seed0/); give the baseline its own --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     spec = TASKS[task](getattr(cfg, task), train_split, eval_split=eval_split, out=out)
     preds = spec.baseline_entries(baseline, eval_split)
