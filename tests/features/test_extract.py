@@ -803,6 +803,16 @@ def test_a_hand_written_index_entry_without_or_with_a_bad_num_events(backbone, v
         with pytest.raises(BadInputError, match="a: num_events must be a positive integer") as e:
             FeatureStore(out).num_events("a")
         assert "index.json" in str(e.value)
+    index["videos"]["a"]["num_events"] = 3
+    for bad in ([[0]], [["x", 2]], [[2, 1]], [[0, 9]], 5):  # a hand-edited 'missing': was a traceback
+        index["videos"]["a"]["missing"] = bad
+        (out / "index.json").write_text(json.dumps(index))
+        with pytest.raises(BadInputError, match=r"a: 'missing' must list \[start, stop\) event ranges") as e:
+            FeatureStore(out).missing("a")
+        assert "index.json" in str(e.value)
+    index["videos"]["a"]["missing"] = [[1, 3]]
+    (out / "index.json").write_text(json.dumps(index))
+    assert FeatureStore(out).missing("a").tolist() == [False, True, True]
 
 
 def test_a_video_whose_reader_process_dies_is_listed_bad_and_the_rest_done(backbone, videos, tmp_path, monkeypatch):

@@ -242,8 +242,17 @@ class FeatureStore:
         ``index.json`` lists them as ``missing: [[start, stop), ...]``). All False without an index."""
         mask = np.zeros(self.num_events(vid), bool)
         if self.index is not None:
-            for a, b in self.index["videos"].get(vid, {}).get("missing") or []:
-                mask[int(a) : int(b)] = True
+            runs = self.index["videos"].get(vid, {}).get("missing") or []
+            try:  # a hand-edited entry: one line naming the index, not a traceback
+                for a, b in runs:
+                    if not 0 <= int(a) <= int(b) <= len(mask) or isinstance(a, bool) or isinstance(b, bool):
+                        raise ValueError
+                    mask[int(a) : int(b)] = True
+            except (TypeError, ValueError):
+                within = f"within its {len(mask)} events, got {runs!r}"
+                raise BadInputError(
+                    self.root / INDEX_NAME, f"{vid}: 'missing' must list [start, stop) event ranges {within}"
+                ) from None
         return mask
 
     def load_ctx(self, vid: str) -> np.ndarray:
