@@ -53,6 +53,11 @@ def test_a_non_finite_run_is_counted_not_averaged_and_the_table_says_so(caplog):
     assert summ["loss"]["mean"] == 2.0 and summ["loss"]["n"] == 2 and summ["loss"]["n_nonfinite"] == 2
     assert "(2 non-finite)" in table and "2 of 4 runs gave a non-finite value" in caplog.text
     assert "n_nonfinite" not in summarize(rows[:2])[0]["loss"]  # no key when every run is finite
+    # every run diverged: kept and said (the column was dropped without a word, under explicit keys too)
+    for keys in (None, ["loss"]):
+        summ, table = summarize(rows[2:], keys=keys)
+        assert summ["loss"]["n"] == 0 and summ["loss"]["n_nonfinite"] == 2 and math.isnan(summ["loss"]["mean"])
+        assert "| - (2 non-finite) |" in table
 
 
 def test_the_demo_aggregates_replicates_as_each_summary_does():
@@ -63,4 +68,4 @@ def test_the_demo_aggregates_replicates_as_each_summary_does():
 
     out = aggregate([rep(1.0, float("nan")), rep(3.0, 5.0)])["acc"]
     assert out["mean"] == 2.5 and out["n"] == 3 and out["n_pretrain"] == 2 and out["n_nonfinite"] == 1
-    assert "acc" not in aggregate([rep(float("nan"))])  # nothing finite: no row, as summarize
+    assert "acc" not in aggregate([rep(float("nan"))])  # nothing finite: no demo row (its summary.md says so)

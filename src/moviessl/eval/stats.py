@@ -40,12 +40,13 @@ def summarize(
     values such as a seed's run name are skipped). A metric missing from some rows is summarised
     over the rows that have it (``n`` says how many). A non-finite value (a diverged run's loss) is
     not averaged but counted, as ``n_nonfinite`` and in the table's cell, with a warning: dropped
-    silently, the mean would look better than the runs were. The Markdown table has one row
-    ``title`` with ``mean ± se`` per metric."""
+    silently, the mean would look better than the runs were. A metric no run gave a finite value of
+    is kept, ``n`` 0 and its mean NaN, so the table says so instead of losing the column. The
+    Markdown table has one row ``title`` with ``mean ± se`` per metric."""
     if keys is None:
         keys = []
         for r in rows:
-            keys += [k for k, v in r.items() if k not in keys and _is_number(v)]
+            keys += [k for k, v in r.items() if k not in keys and _is_real(v)]
     out: dict[str, dict[str, float]] = {}
     for k in keys:
         vals = [float(r[k]) for r in rows if k in r and _is_number(r[k])]
@@ -53,6 +54,8 @@ def summarize(
         if bad:
             log.warning("%s: %d of %d runs gave a non-finite value; not in the mean", k, bad, len(rows))
         if not vals:
+            if bad:  # every run diverged: said in the summary, not dropped with it
+                out[k] = {"mean": math.nan, "se": math.nan, "n": 0, "n_nonfinite": bad}
             continue
         m, se = mean_se(vals)
         out[k] = {"mean": m, "se": se, "n": len(vals), **({"n_nonfinite": bad} if bad else {})}
@@ -76,7 +79,7 @@ def format_table(
     lines = [head, sep]
 
     def cell(s: Mapping[str, float]) -> str:  # one run has no standard error: its value alone
-        m = f"{s['mean']:.{digits}f}"
+        m = f"{s['mean']:.{digits}f}" if int(s.get("n", 1)) else "-"  # n 0: no finite value at all
         m = m if int(s.get("n", 2)) < 2 else f"{m} ± {s['se']:.{digits}f}"
         return m + (f" ({s['n_nonfinite']} non-finite)" if s.get("n_nonfinite") else "")
 

@@ -425,7 +425,7 @@ def run_lvu_table(
             cell += 1
             for split in ("val", "test"):
                 m = f"{split}_{TASKS[task].metric}"
-                if m in res["summary"]:
+                if res["summary"].get(m, {}).get("n", 1):  # (n 0: every seed diverged, no mean to rank)
                     stats[split].setdefault(key, {})[task] = res["summary"][m]
         timings[f"finetune {key}"] = round(time.perf_counter() - t0, 2)
 
