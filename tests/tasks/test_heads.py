@@ -120,3 +120,16 @@ def test_srl_memory_self_input_adds_the_events_own_input_beside_its_token():
     m.loss(x, y).backward()
     assert m.input_skip.weight.grad.abs().sum() > 0 and m.input_marker.grad.abs().sum() > 0
     assert m.eval().predict(x, torch.full((2, 5, 1), 3), 8).shape[:2] == (2, 5)
+
+
+def test_an_empty_verb_id_in_training_is_no_verb_class():
+    """A train record with ``VerbID: ""`` became a verb class "" the model could predict."""
+    from types import SimpleNamespace
+
+    from moviessl.data.vidsitu import EVENTS
+    from moviessl.tasks.vidsitu.verb import VerbTask
+
+    rec = {ev: {"VerbID": "run_(move)" if i else ""} for i, ev in enumerate(EVENTS)}
+    task = VerbTask(SimpleNamespace(), SimpleNamespace(records={"v1": [rec]}))
+    assert task.verbs == ["run_(move)"]
+    assert task.train_target("v1", [rec]).tolist()[0] == task.ignore_index

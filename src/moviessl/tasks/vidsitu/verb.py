@@ -78,8 +78,8 @@ class VerbTask:
             for recs in train_split.records.values()
             if recs
             for ev in EVENTS
-            if isinstance(recs[0][ev].get("VerbID"), str)
-        )
+            if isinstance(recs[0][ev].get("VerbID"), str) and recs[0][ev]["VerbID"].strip()
+        )  # (an empty VerbID is no verb: it became a class "" that could be predicted)
         # frequency order (ties by name), like VidSitu's verb vocabulary; val verbs never seen in
         # training cannot be predicted (as in the reference)
         self.verbs = [v for v, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
