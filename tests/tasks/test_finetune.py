@@ -100,6 +100,9 @@ def test_srl_targets_longer_than_the_decoder_are_one_line(vidsitu_fixture, tmp_p
     err = capsys.readouterr().err
     assert "srl.max_len: 100 tokens is above the TxD's max_len 64" in err and "Traceback" not in err
     assert not (tmp_path / "a" / "seed0").exists()
+    # one or two tokens cut every target to its verb, and the run stopped on "no event has a role"
+    assert _finetune(ann, feats, tmp_path / "c", "srl", *FAST, "srl.max_len=1", seeds=1) == 2
+    assert "srl.max_len: must be >= 3 target tokens" in capsys.readouterr().err
     extra = ("srl.max_len=100", "srl.txd_overrides={max_len: 100}", "srl.epochs=1")
     assert _finetune(ann, feats, tmp_path / "b", "srl", *FAST, *extra, seeds=1) == 0
 

@@ -136,6 +136,8 @@ class SRLTask:
         self.max_len = cfg.max_len
         # checked now, before a tokenizer is trained or a seed starts
         txd_len = int(txd_options(cfg.txd, **dict(cfg.txd_overrides or {}))["max_len"])
+        if cfg.max_len < 3:  # verb, a role tag, a word at least: shorter cut every target to its verb
+            raise BadInputError("srl.max_len", f"must be >= 3 target tokens (VidSitu: 60), got {cfg.max_len}")
         if cfg.max_len > txd_len:  # else a long target fails mid-training and decoding stops at the TxD's
             raise BadInputError(
                 "srl.max_len",
