@@ -138,10 +138,16 @@ class FlowConfig:
     jpeg_quality: int = 95  # for store: jpeg
 
     def __post_init__(self):  # at config load, not when the flow cache is first opened
+        self.params()
+
+    def params(self):
+        """The flow cache's :class:`~moviessl.ssl.flow.FlowParams` (which check their values)."""
         from .flow import FlowParams
 
-        FlowParams(
+        return FlowParams(
             algorithm=self.algorithm,
+            short_side=self.short_side,
+            bound=self.bound,
             mode=self.mode,
             dis_preset=self.dis_preset,
             store=self.store,

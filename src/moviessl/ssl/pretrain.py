@@ -27,7 +27,7 @@ from .augment import dataset_crop_boxes
 from .clipcache import FrameCache, default_cache_dir
 from .config import BackboneConfig
 from .data import ClipDataset
-from .flow import FlowCache, FlowParams
+from .flow import FlowCache
 from .probe import probe_model
 from .registry import get_method
 
@@ -66,18 +66,9 @@ def split_for_probe(items, fraction: float, seed: int):
 
 
 def flow_cache_for(cfg: BackboneConfig, cache_dir: Path) -> FlowCache:
-    f = cfg.flow
     return FlowCache(
         cache_dir,
-        FlowParams(
-            algorithm=f.algorithm,
-            short_side=f.short_side,
-            bound=f.bound,
-            mode=f.mode,
-            dis_preset=f.dis_preset,
-            store=f.store,
-            jpeg_quality=f.jpeg_quality,
-        ),
+        cfg.flow.params(),
     )
 
 
