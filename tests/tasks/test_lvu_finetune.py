@@ -548,6 +548,47 @@ def test_table5_analogue_end_to_end(lvu_setup, tmp_path):
     assert len(list((tmp_path / "table" / "ot_pretrain").iterdir())) == 2
 
 
+def test_table_pretrains_the_ot_anew_on_other_instances(lvu_setup, tmp_path):
+    """The pretrained OT is cached by what the instance folder holds: instances extracted again from
+    other tracks pretrain a new OT (it was reused, pretrained on the old boxes). An OT finished under
+    the earlier name (without the instances) is taken over once, not pretrained again."""
+    from moviessl.checkpoint import file_hash
+    from moviessl.config import load_config, to_dict
+    from moviessl.features.instances import InstanceStore
+    from moviessl.tasks.lvu.table import ot_pretrain_keys, run_lvu_table
+
+    tmp, _, teacher = lvu_setup
+    synth = tmp_path / "synth"
+    shutil.copytree(tmp / "synth", synth)
+    pre = ["trainer.max_steps=1", "data.batch_size=2"]
+    kw = dict(seeds=1, rows=[("ot", "none")], tasks=["year"], teacher=teacher, overrides=["train.epochs=1"])
+    table = tmp_path / "table"
+
+    def run():
+        run_lvu_table(table, synth, {"supervised": tmp / "backbone.pt"}, None, pretrain_overrides=pre, **kw)
+        return sorted(d.name for d in (table / "ot_pretrain").iterdir())
+
+    first = run()
+    assert len(first) == 1
+    tracks = next((synth / "lvu" / "tracks").glob("*.json"))
+    doc = json.loads(tracks.read_text())
+    doc["seconds"] = doc["seconds"][:-1]  # the last second's boxes gone
+    tracks.write_text(json.dumps(doc))
+    second = run()
+    assert len(second) == 2  # the OT of the old boxes is kept beside the new one
+    # the earlier name of the current OT (no instances in it): taken over, not pretrained again
+    (new,) = set(second) - set(first)
+    cfg = to_dict(load_config("ot_pretrain", "cpu", [*pre, "trainer.progress_bar=false"]))
+    cfg["data"].pop("instance_cache_mb")
+    store = InstanceStore(table / "instances" / "supervised_32px")
+    key, earlier = ot_pretrain_keys(store, cfg, file_hash(teacher))
+    assert key == new
+    (table / "ot_pretrain" / new).rename(table / "ot_pretrain" / earlier[0])
+    mtime = (table / "ot_pretrain" / earlier[0] / "model.pt").stat().st_mtime_ns
+    assert run() == second
+    assert (table / "ot_pretrain" / new / "model.pt").stat().st_mtime_ns == mtime
+
+
 def test_epochs_chosen_on_held_out_training_videos(lvu_setup, tmp_path, capsys):
     """``train.epochs_grid``: each value trained on 80% of the train videos and scored on the other
     20% (never val / test); the final runs use the best value and are the very runs a fixed

@@ -17,7 +17,7 @@ ours, sup}:
   event features, no TxE; ``none``: no scene tokens.
 
 Everything a row needs is computed once and cached under ``out`` (instance features per backbone
-and frame size, ``instances/<backbone>_<side>px``; the pretrained OT per inputs + config (not how
+and frame size, ``instances/<backbone>_<side>px``; the pretrained OT per instances + config (not how
 it is shown) + teacher, ``ot_pretrain/<hash>``; event features unless given, ``events/<backbone>``;
 a feature folder another checkpoint of that name made gets its hash beside it, :func:`cache_folder`),
 and each row's inputs are loaded once for the nine tasks; finished runs are skipped on a rerun
@@ -44,10 +44,11 @@ from ...dist import trainer_device
 from ...errors import BadInputError
 from ...features.extract import extract
 from ...features.instances import InstanceStore, extract_instances, set_feature_cache
-from ...features.store import read_index
+from ...features.store import index_facts, read_index
 from ...models.object_transformer import span_checked_settings
 from ...training import check_trainer
 from ...utils import progress
+from ...utils.digest import content_digest
 from ...utils.io import atomic_write, atomic_write_json, atomic_write_text
 from ..base import result_config, seed_range, settings_hash
 from .data import load_inputs, scene_arrays
@@ -106,6 +107,32 @@ def cache_folder(base: Path, backbone: str | os.PathLike) -> Path:
     except BadInputError:  # an unreadable index: the extraction resuming it says so
         held = None
     return base if held in (None, bhash) else base.with_name(f"{base.name}-{bhash}")
+
+
+def ot_pretrain_keys(store: InstanceStore, ot_cfg: dict, teacher_id: str) -> tuple[str, list[str]]:
+    """The folder name of the OT pretrained on ``store`` with ``ot_cfg`` (a plain dict) and the
+    teacher, and the names earlier versions gave it. The name holds what the instance folder's
+    index says of the folder and of each video in it (the boxes' digest, counts), so instances
+    extracted again from other tracks or for more movies pretrain anew; how the run is shown
+    (progress bar, log and checkpoint intervals) is not part of it, so a table resumed as a batch
+    job reuses its OT. The earlier names lack the instances (and, the oldest, hold the whole config)."""
+    what = (store.backbone, store.index.get("roi"))
+    held = content_digest({v: index_facts(store.index["videos"][v]) for v in store.ids})
+    key = settings_hash(*what, store.source_digest(), held, result_config(ot_cfg), teacher_id)
+    return key, [settings_hash(*what, result_config(ot_cfg), teacher_id), settings_hash(*what, ot_cfg, teacher_id)]
+
+
+def ot_pretrain_dir(out: Path, store: InstanceStore, ot_cfg: dict, teacher_id: str) -> Path:
+    """``out/ot_pretrain/<key>`` (:func:`ot_pretrain_keys`). A finished OT under an earlier name,
+    which did not say what instances it read, is taken over once (renamed to the key of the
+    instances there now, as before); then instances changed later no longer find it."""
+    key, earlier = ot_pretrain_keys(store, ot_cfg, teacher_id)
+    ot_dir = out / "ot_pretrain" / key
+    if not ot_dir.exists():  # (a pretraining begun under the key resumes there)
+        old = next((out / "ot_pretrain" / k for k in earlier if (out / "ot_pretrain" / k / "model.pt").is_file()), None)
+        if old is not None:
+            os.replace(old, ot_dir)
+    return ot_dir
 
 
 def setting_name(instance: str, scene: str) -> str:
@@ -351,15 +378,7 @@ def run_lvu_table(
         t_id = file_hash(t_path) if Path(t_path).is_file() else str(t_path)
         ot_cfg = to_dict(cfg)
         ot_cfg["data"].pop("instance_cache_mb")  # RAM, not the result
-        # how the run is shown (progress bar, log and checkpoint intervals) is not part of the key, so
-        # a table resumed as a batch job reuses its pretrained OT; one finished under the earlier
-        # whole-config key is reused too
-        what = (store.backbone, store.index.get("roi"))
-        key = settings_hash(*what, result_config(ot_cfg), t_id)
-        ot_dir = out / "ot_pretrain" / key
-        earlier = out / "ot_pretrain" / settings_hash(*what, ot_cfg, t_id) / "model.pt"
-        if not (ot_dir / "model.pt").is_file() and earlier.is_file():
-            ot_dir = earlier.parent
+        ot_dir = ot_pretrain_dir(out, store, ot_cfg, t_id)
         ot_ckpt = ot_dir / "model.pt"
         if not ot_ckpt.is_file():
             timed(
