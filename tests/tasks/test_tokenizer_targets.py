@@ -189,3 +189,21 @@ def test_an_eval_event_with_an_empty_verb_id_decodes_to_no_roles_not_a_crash(tmp
     # untrained: what follows the forced verb is noise, but every other event starts with its verb
     assert entry["vb_output"]["Ev2"] == {}
     assert all(entry["vb_output"][ev]["vb_id"].startswith(rec[ev]["VerbID"]) for ev in ("Ev1", "Ev3", "Ev4", "Ev5"))
+
+
+def test_a_user_tokenizer_whose_ids_have_gaps_sizes_the_vocabulary_by_its_largest_id(tok, tmp_path):
+    """The TxD's embedding and output layer have ``vocab_size`` rows; a tokenizer.json whose ids are
+    not contiguous (tokens dropped or renumbered by hand or by a converter) was sized by its token
+    count, so a token above it failed in the embedding mid-training (an index error)."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    d = json.loads(tok.to_str())
+    vocab = d["model"]["vocab"]
+    piece = tok.tok.id_to_token(tok.bpe(" the")[0])
+    vocab[piece] += 1000
+    user = SRLTokenizer(Tokenizer.from_str(json.dumps(d)))
+    ids = user.encode_target("push.01", [("Arg0", "the man")])
+    assert vocab[piece] in ids and max(ids) < user.vocab_size
+    assert user.parse(ids)["Arg0"] == "the man"

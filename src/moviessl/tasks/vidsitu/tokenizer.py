@@ -119,7 +119,9 @@ class SRLTokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return self.tok.get_vocab_size(with_added_tokens=True)
+        """Rows of the TxD's embedding and output layer: the largest id + 1 (a user's tokenizer.json
+        may leave ids unused; its token count would leave the largest ids without a row)."""
+        return 1 + max(self.tok.get_vocab(with_added_tokens=True).values())
 
     # ---- encoding ---------------------------------------------------------------------------
     def bpe(self, text: str) -> list[int]:
