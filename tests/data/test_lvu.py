@@ -137,3 +137,20 @@ def test_missing_and_unknown(tmp_path):
         read_labels(tmp_path, "mood", "train")
     with pytest.raises(BadInputError, match="unknown LVU split"):
         read_labels(tmp_path, "genre", "dev")
+
+
+@pytest.mark.parametrize(
+    "task,body",
+    [
+        ("scene", "0 office aaaaaaaaaaa tt1\n1 airport bbbbbbbbbbb tt2\n"),
+        ("view_count", "1000 aaaaaaaaaaa tt1\n"),
+        ("like_ratio", "90 10 aaaaaaaaaaa tt1\n"),
+    ],
+)
+def test_a_file_without_its_header_is_refused_not_read_one_video_short(tmp_path, task, body):
+    """Line 1 is skipped as the header (LVU's reference does so): a file saved without it, e.g. a
+    user's list of the videos still available, silently lost its first video."""
+    p = _write(tmp_path, task, "train", body)
+    with pytest.raises(BadInputError, match="a label line, not the header") as e:
+        read_labels(tmp_path, task, "train")
+    assert str(e.value).startswith(f"{p}:1: ") and LVU_TASKS[task]["header"] in str(e.value)

@@ -110,6 +110,14 @@ def parse_label(task: str, fields: list[str]) -> int | float:
     return cid
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def read_labels(lvu_root: str | os.PathLike, task: str, split: str) -> list[tuple[str, int | float]]:
     """``[(youtube_id, label), ...]`` in file order: an int class id, or a float centred target.
 
@@ -130,6 +138,14 @@ def read_labels(lvu_root: str | os.PathLike, task: str, split: str) -> list[tupl
     if not lines:
         raise BadInputError(path, "empty file (expected a header line)")
     want = LVU_TASKS[task].get("label_fields", 2) + 2  # label field(s) (class: id and name), youtube_id, imdb_id
+    head = lines[0].split()
+    if len(head) == want and _is_number(head[0]):
+        # line 1 is always skipped, as LVU's reference does: a file without its header would lose a video unseen
+        raise BadInputError(
+            f"{path}:1",
+            f"a label line, not the header ({LVU_TASKS[task]['header']!r}): the first line of an LVU label file is "
+            "skipped, so it must be the header",
+        )
     out = []
     seen: dict[str, tuple[int, int | float, str]] = {}  # youtube_id -> (first line, label, as written)
     for lineno, line in enumerate(lines[1:], start=2):  # line 1 is the header
