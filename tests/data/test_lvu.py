@@ -154,3 +154,18 @@ def test_a_file_without_its_header_is_refused_not_read_one_video_short(tmp_path,
     with pytest.raises(BadInputError, match="a label line, not the header") as e:
         read_labels(tmp_path, task, "train")
     assert str(e.value).startswith(f"{p}:1: ") and LVU_TASKS[task]["header"] in str(e.value)
+
+
+def test_a_missing_task_folder_is_named_where_it_belongs(tmp_path):
+    """--data-root lvu_1.0 itself with one task's folder missing (a partial download) named
+    lvu_1.0/lvu_1.0/<task>/train.csv, a path nobody has, as the file not found."""
+    _write(tmp_path, "scene", "train", LVU_TASKS["scene"]["header"] + "\n0 office aaaaaaaaaaa tt1\n")
+    for root in (tmp_path, tmp_path / "lvu_1.0"):
+        with pytest.raises(BadInputError) as e:
+            read_labels(root, "genre", "train")
+        assert str(e.value) == f"{tmp_path / 'lvu_1.0' / 'genre' / 'train.csv'}: LVU label file not found"
+    # a label folder under another name is found by its task folders
+    (tmp_path / "lvu_1.0").rename(tmp_path / "labels")
+    assert read_labels(tmp_path / "labels", "scene", "train") == [("aaaaaaaaaaa", 0)]
+    with pytest.raises(BadInputError, match=r"labels/genre/train\.csv: LVU label file not found"):
+        read_labels(tmp_path / "labels", "genre", "train")

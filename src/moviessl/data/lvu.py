@@ -91,7 +91,10 @@ def _task(task: str) -> dict:
 def label_path(lvu_root: str | os.PathLike, task: str, split: str) -> Path:
     """``lvu_root/lvu_1.0/{task}/{split}.csv``; ``lvu_root`` may also be the ``lvu_1.0`` folder itself."""
     root = Path(lvu_root)
-    if (root / "lvu_1.0").is_dir() or not (root / task).is_dir():
+    # a label folder missing one task (a partial download) is still the label folder: the path a
+    # "not found" names must not be lvu_1.0/lvu_1.0/...
+    is_labels = root.name == "lvu_1.0" or any((root / t).is_dir() for t in LVU_TASKS)
+    if (root / "lvu_1.0").is_dir() or not is_labels:
         root = root / "lvu_1.0"
     return root / task / f"{split}.csv"
 
