@@ -293,11 +293,40 @@ def test_windows_token_stride_and_padding(tmp_path):
         starts.add(int(rows[0]))
         assert torch.equal(it["uid"], torch.from_numpy(rows.astype(np.int64)))
     assert starts == set(range(0, 20 - 8))  # all valid starts are drawn
-    short = ds[1]  # 6 events at step 2 -> 3 tokens + 2 padded
-    assert short["pad"].tolist() == [False, False, False, True, True]
+    short = FeatureWindows([store], window=5, token_stride_s=2.0, random_start=False)[1]
+    assert short["pad"].tolist() == [False, False, False, True, True]  # 6 events at step 2 -> 3 tokens + 2 padded
     assert short["uid"][:3].tolist() == [20, 22, 24]  # ids continue after video a's 20 events
     with pytest.raises(BadInputError, match="multiple"):
         FeatureWindows([store], window=5, token_stride_s=1.5)
+
+
+def test_windows_of_a_short_video_visit_every_event_at_a_coarser_token_stride(tmp_path):
+    """A video shorter than a window's span ((N - 1) k + 1 events) was always read from its first
+    event: at 3-s tokens of 1-s features a 10-s clip gave events 0, 3, 6, 9 only, and the other six
+    were never a token, a target or a distractor. Each of the k lattices is now drawn."""
+    from moviessl.context.windows import FeatureWindows
+    from moviessl.features.store import FeatureStore
+    from moviessl.utils.io import atomic_write_json
+
+    root = tmp_path / "f"
+    root.mkdir()
+    sizes = {"a": 10, "b": 12, "c": 5, "d": 1}
+    for vid, n in sizes.items():
+        np.save(root / f"{vid}_feats.npy", np.arange(n * 4, dtype=np.float32).reshape(n, 4))
+    videos = {vid: {"num_events": n, "status": "ok"} for vid, n in sizes.items()}
+    atomic_write_json(root / "index.json", {"stride_s": 1.0, "dim": 4, "videos": videos})
+    store = FeatureStore(root)
+    np.random.seed(0)
+    for stride, k in ((2.0, 2), (3.0, 3)):
+        ds = FeatureWindows([store], window=5, token_stride_s=stride)
+        for j, (_, vid, n, offset) in enumerate(ds.videos):
+            seen = set()
+            for _ in range(100):
+                it = ds[j]
+                uid = it["uid"][~it["pad"]].numpy() - offset
+                assert (np.diff(uid) == k).all() and it["pad"].tolist() == sorted(it["pad"].tolist())
+                seen |= set(uid.tolist())
+            assert seen == set(range(n)), (vid, stride)
 
 
 def test_windows_leave_out_a_damaged_stretch(tmp_path):

@@ -29,7 +29,8 @@ class FeatureWindows(Dataset):
     An epoch visits each video ``windows_per_video`` times, each time at a uniformly random start
     (``random_start=False``: evenly spread, deterministic starts, for validation), so a 10-s VidSitu
     clip and a 2-min LVU movie weigh the same per epoch, as in the paper's epoch counts. Windows
-    shorter than ``window`` (short videos) are left-aligned and padded (``pad`` True).
+    shorter than ``window`` (short videos) are left-aligned and padded (``pad`` True); a random one
+    starts at any of the video's first k events, so every event is a token of some window.
 
     Events of a damaged stretch (zero rows that ``moviessl extract`` lists as ``missing``) are no
     tokens, targets or distractors: a window lies within one undamaged stretch of the video, drawn
@@ -116,7 +117,9 @@ class FeatureWindows(Dataset):
         span = (self.window - 1) * k + 1
         last = max(0, num_events - span)
         if self.random_start:
-            start = int(np.random.randint(0, last + 1))
+            # a video shorter than a window's span still has k lattices of tokens (k events apart):
+            # starting on the first only left the others' events out of every window
+            start = int(np.random.randint(0, max(last, min(k, num_events) - 1) + 1))
         else:  # evenly spread over the video, middle first
             start = last // 2 if self.windows_per_video == 1 else round(rep * last / (self.windows_per_video - 1))
         idx = start + k * np.arange(self.window)
