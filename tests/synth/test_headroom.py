@@ -58,3 +58,28 @@ def test_verb_headroom_cuts_events_at_the_movies_frame_rate(tmp_path, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         H.headroom(tmp_path, progress=False)
     assert cut == [30] * 5
+
+
+def test_hidden_agent_headroom_counts_the_patient_of_a_hidden_neighbour(tmp_path):
+    """Only the agent of a hidden event is a silhouette; its patient is drawn as ever. The
+    'from neighbours' share left out every hidden neighbour, so an agent shown as the patient of
+    the event before was counted as not shown (about 4 points low on the demo's plans)."""
+    import json
+
+    from moviessl.synth.headroom import structure_headroom
+
+    (tmp_path / "actions").mkdir()
+    (tmp_path / "vidsitu").mkdir()
+    acts = {f"a{i}": {"split": split, "verb": "walk.01", "events": [{}]} for i, split in enumerate(("train", "val"))}
+    (tmp_path / "actions" / "ground_truth.json").write_text(json.dumps(acts))
+    events = [
+        {"verb": "push.01", "agent": 1, "patient": 0, "degraded": None, "hidden": True},  # 0 is seen, pushed
+        {"verb": "fall.01", "agent": 0, "patient": None, "degraded": None, "hidden": True},  # 0 falls, a silhouette
+        {"verb": "wait.01", "agent": 2, "patient": None, "degraded": None},
+    ]
+    gt = {"v0": {"split": "valid", "characters": [{}, {}, {}], "events": events}}
+    gt["v1"] = {"split": "train", "characters": [{}, {}, {}], "events": events}
+    (tmp_path / "vidsitu" / "ground_truth.json").write_text(json.dumps(gt))
+    ha = structure_headroom(tmp_path)["hidden_agent"]
+    # event 1's agent is event 0's patient; event 0's agent (1) is in no neighbour
+    assert ha["hidden"] == 2 and ha["neighbours"] == 50.0 and abs(ha["own_frames"] - 100 / 3) < 1e-9

@@ -352,7 +352,8 @@ def structure_headroom(root: str | Path) -> dict:
       majority-verb chance;
     - ``hidden_agent``: of the VidSitu valid events whose agent is hidden, the share an oracle names
       from the event's own frames (1 / characters: shape, colour and texture are gone) vs from the
-      neighbouring events (the same character shown, undegraded and unhidden, in an adjacent event);
+      neighbouring events (the same character shown in an adjacent undegraded event: as its agent
+      unless that agent is hidden, or as its patient);
     - ``pool``: unlabelled pool events per labelled VidSitu train event."""
     root = Path(root)
     out: dict = {}
@@ -383,10 +384,11 @@ def structure_headroom(root: str | Path) -> dict:
                 continue
             hidden += 1
             own.append(1.0 / len(g["characters"]))
+            # a hidden event's agent is a silhouette, its patient is drawn as ever
             shown = [
-                e["agent"] == ev["agent"] or e.get("patient") == ev["agent"]
+                (e["agent"] == ev["agent"] and not e.get("hidden")) or e.get("patient") == ev["agent"]
                 for e in evs[max(0, k - 1) : k + 2]
-                if e is not ev and not e.get("hidden") and e.get("degraded") is None
+                if e is not ev and e.get("degraded") is None
             ]
             nb.append(float(any(shown)))
     out["hidden_agent"] = dict(
