@@ -83,3 +83,31 @@ def test_hidden_agent_headroom_counts_the_patient_of_a_hidden_neighbour(tmp_path
     ha = structure_headroom(tmp_path)["hidden_agent"]
     # event 1's agent is event 0's patient; event 0's agent (1) is in no neighbour
     assert ha["hidden"] == 2 and ha["neighbours"] == 50.0 and abs(ha["own_frames"] - 100 / 3) < 1e-9
+
+
+def test_prop_cue_headroom_reads_no_cue_through_a_degradation(tmp_path):
+    """A degraded event's prop cue is covered (occlusion), faded (low contrast), smeared (blur) or not
+    drawn (offscreen) with its verb; the 'prop cue only' share counted every cued event as read, so
+    on the demo's plans it claimed 61.7% where the cues that can be seen give 51.7%."""
+    import json
+
+    from moviessl.synth.headroom import structure_headroom
+
+    (tmp_path / "actions").mkdir()
+    (tmp_path / "vidsitu").mkdir()
+    acts = {f"a{i}": {"split": split, "verb": "walk.01", "events": [{}]} for i, split in enumerate(("train", "val"))}
+    (tmp_path / "actions" / "ground_truth.json").write_text(json.dumps(acts))
+    train = [{"verb": "wait.01", "agent": 0, "patient": None, "degraded": None}]
+    valid = [
+        {"verb": "run.02", "agent": 0, "patient": None, "degraded": None, "cue": True},  # read from its cue
+        {"verb": "jump.01", "agent": 0, "patient": None, "degraded": "occlusion", "cue": True},  # the cue is covered
+        {"verb": "wait.01", "agent": 0, "patient": None, "degraded": None, "cue": False},  # the majority verb
+        {"verb": "spin.01", "agent": 0, "patient": None, "degraded": None, "cue": False},
+    ]
+    gt = {
+        "v0": {"split": "train", "characters": [{}], "events": train},
+        "v1": {"split": "valid", "characters": [{}], "events": valid},
+    }
+    (tmp_path / "vidsitu" / "ground_truth.json").write_text(json.dumps(gt))
+    vc = structure_headroom(tmp_path)["verb_context"]
+    assert vc["vidsitu_cue_only"] == 50.0 and vc["vidsitu_chance"] == 25.0

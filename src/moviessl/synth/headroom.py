@@ -347,9 +347,9 @@ def action_transfer(root: Path, X_valid: np.ndarray, y_valid: np.ndarray, progre
 def structure_headroom(root: str | Path) -> dict:
     """Method-free headroom of each structure knob, from the generating variables alone:
 
-    - ``verb_context``: verb accuracy of reading only the prop cue (the verb where one is shown, else
-      the majority train verb), on the action val clips and the VidSitu valid events, next to the
-      majority-verb chance;
+    - ``verb_context``: verb accuracy of reading only the prop cue (the verb where one is shown on an
+      undegraded event, else the majority train verb), on the action val clips and the VidSitu valid
+      events, next to the majority-verb chance;
     - ``hidden_agent``: of the VidSitu valid events whose agent is hidden, the share an oracle names
       from the event's own frames (1 / characters: shape, colour and texture are gone) vs from the
       neighbouring events (the same character shown in an adjacent undegraded event: as its agent
@@ -371,7 +371,10 @@ def structure_headroom(root: str | Path) -> dict:
     out["verb_context"] = dict(
         actions_cue_only=cue_acc([(a["verb"], a["events"][0].get("cue", False)) for a in act_val], act_major),
         actions_chance=100.0 * float(np.mean([a["verb"] == act_major for a in act_val])) if act_val else 0.0,
-        vidsitu_cue_only=cue_acc([(ev["verb"], ev.get("cue", False)) for ev in val_events], major),
+        # a degradation covers, fades, smears or leaves out the cue with the rest of the action
+        vidsitu_cue_only=cue_acc(
+            [(ev["verb"], ev.get("cue", False) and ev.get("degraded") is None) for ev in val_events], major
+        ),
         vidsitu_chance=100.0 * float(np.mean([ev["verb"] == major for ev in val_events])) if val_events else 0.0,
     )
     hidden, own, nb = 0, [], []
