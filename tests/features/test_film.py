@@ -322,3 +322,22 @@ def test_a_txe_outside_predict_holds_its_weights_as_predict_would(precision, dty
     with ex.txe_as_in_predict(txe, None, "cpu", precision):
         assert next(txe.parameters()).dtype == dtype
         assert torch.is_autocast_enabled("cpu") == (precision.startswith("bf16") and dtype == torch.float32)
+
+
+def test_an_event_beside_a_damaged_stretch_is_read_through_a_window_within_its_own_stretch():
+    """MaskPred trains on windows within one undamaged stretch; an event beside a damaged stretch was
+    read through the video's window with the damaged events as padding inside it (fewer tokens, and
+    a layout training never gave). Each stretch now reads as a video of its own would."""
+    from moviessl.models import build_txe
+
+    torch.manual_seed(0)
+    txe = build_txe("txe_cpu", in_dim=8, dim=16, heads=2, mlp_dim=32, depth=1).eval()
+    feats = torch.randn(14, 8)
+    missing = np.zeros(14, bool)
+    missing[5:7] = True
+    for step in (1, 2):
+        got = ex.contextualize(txe, feats, window=5, step=step, missing=missing)
+        for lo, hi in ((0, 5), (7, 14)):
+            alone = ex.contextualize(txe, feats[lo:hi], window=5, step=step)
+            np.testing.assert_allclose(got[lo:hi].numpy(), alone.numpy(), rtol=1e-5, atol=1e-6)
+        assert not got[5:7].any()

@@ -433,8 +433,11 @@ def contextualize(
     Event t is read through the window of ``window`` tokens ``step`` events apart (token stride
     / feature stride) in which it sits most centrally (clamped at the ends of the video), so each
     output sees the same amount of context the TxE was pretrained with. Videos shorter than a
-    window are padded. ``missing`` events (damaged stretches) are treated as padding: never
-    attended to. ``feats`` may be a tensor or a (memory-mapped) array: windows are built and run
+    window are padded. ``missing`` events (damaged stretches) are never attended to: an event's
+    window lies within its undamaged stretch, as MaskPred's training windows do
+    (:class:`moviessl.context.windows.FeatureWindows`), padded at the end where the stretch is
+    shorter (a window reaching into the damage read its events as padding inside the window, a
+    layout the TxE never saw); a missing event's output is 0. ``feats`` may be a tensor or a (memory-mapped) array: windows are built and run
     ``CTX_BLOCK`` events at a time, so a feature-length film costs no more memory than a clip. They
     are read in the dtype the TxE's weights are held in (a ``*-true`` precision's half: Lightning
     converts a module's inputs so).
@@ -447,12 +450,19 @@ def contextualize(
     else:
         dev = next(iter(txe.parameters()), torch.zeros(0)).device
     dtype = param_dtype(txe) or torch.float32
+    # each event's stretch [s0, s1): the whole video, or its run of undamaged (or damaged) events
+    bounds = np.array([0, L])
+    if missing is not None:
+        m = np.asarray(missing, bool)
+        bounds = np.concatenate([[0], np.flatnonzero(m[1:] != m[:-1]) + 1, [L]])
     outs = []
     for b0 in range(0, L, CTX_BLOCK):
         rows, pos = [], []
         for t in range(b0, min(L, b0 + CTX_BLOCK)):
-            lattice = np.arange(t % step, L, step)
-            p = t // step
+            r = int(np.searchsorted(bounds, t, side="right")) - 1
+            s0, s1 = int(bounds[r]), int(bounds[r + 1])
+            lattice = np.arange(s0 + (t - s0) % step, s1, step)
+            p = (t - s0) // step
             start = int(np.clip(p - window // 2, 0, max(0, len(lattice) - window)))
             rows.append(lattice[start : start + window])
             pos.append(p - start)
@@ -465,9 +475,6 @@ def contextualize(
         for j, idx in enumerate(rows):
             x[j, : len(idx)] = block[torch.as_tensor(idx - lo, device=dev)]
             pad[j, : len(idx)] = False
-            if missing is not None:
-                pad[j, : len(idx)] = torch.as_tensor(missing[idx], device=dev)
-                pad[j, pos[j]] = False  # an event's own token is always read (its output is masked later)
         out = txe(x, mask=None, pad=pad if pad.any() else None)
         outs.append(out[torch.arange(len(rows), device=dev), torch.as_tensor(pos, device=dev)])
     out = torch.cat(outs)
