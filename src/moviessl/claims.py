@@ -5,7 +5,8 @@ A claim is a row of :data:`CLAIMS`; :func:`evaluate_claims` turns the demo's res
 setting, metric, mean, se, n) into records ``{"id", "paper", "statement", "a", "b", "metric",
 "diff", "se", "z", "holds"}`` with ``diff = mean_a - mean_b``, ``se = sqrt(se_a^2 + se_b^2)``,
 ``z = diff / se`` and ``holds = z > 2`` (strictly beyond: exactly 2 SE does not hold). A claim
-whose rows are missing from the table is reported with ``holds = None``. :func:`claims_markdown` is
+whose rows are missing from the table, or a side without a finite mean and SE, is reported with
+``holds = None``. :func:`claims_markdown` is
 the table ``results.md`` opens with, and :func:`readme_summary` the block the README shows
 (generated, never typed by hand).
 """
@@ -168,6 +169,10 @@ def evaluate_claims(rows: Iterable[Mapping], claims: Iterable[Claim] = CLAIMS) -
         rec = {"id": c.id, "paper": c.paper, "statement": c.statement, "a": c.a, "b": c.b, "metric": c.metric}
         if ra is None or rb is None:
             out.append({**rec, "diff": None, "se": None, "z": None, "holds": None})
+            continue
+        if not all(math.isfinite(float(r[k])) for r in (ra, rb) for k in ("mean", "se")):
+            # a side no run gave a finite value of (summarize's n 0, mean NaN): NaN > 2 read as "does not hold"
+            out.append({**rec, "diff": None, "se": None, "z": None, "holds": None, "why": "no finite run"})
             continue
         diff = float(ra["mean"]) - float(rb["mean"])
         if any(int(r["n"]) < 2 and r.get("n_pretrain", 1) != 0 for r in (ra, rb)):

@@ -174,3 +174,14 @@ def test_cli_names_without_compare_is_an_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main([str(res), "--names", "2 threads"])
     assert e.value.code == 2 and "give --compare too" in capsys.readouterr().err
+
+
+def test_a_side_without_a_finite_value_leaves_a_claim_unresolved():
+    """summarize keeps a metric no run gave a finite value of as n 0, mean NaN (the pair prior's row
+    is copied from it): the claim was "does not hold" with a - b = nan and z = +0.00."""
+    c = Claim("x", "Table 9", "a beats b", "t", "A", "B", "m")
+    nan = {**_row("t", "B", "m", math.nan, math.nan, n=0), "n_pretrain": 0, "n_nonfinite": 4}
+    for b in (nan, {**nan, "n_pretrain": 3, "n": 12, "se": 0.5}):
+        (r,) = evaluate_claims([_row("t", "A", "m", 31.0, 0.4, n=4), b], [c])
+        assert r["holds"] is None and r["z"] is None and r["diff"] is None and r["why"] == "no finite run"
+        assert "| - | - | - | n/a |" in claims_markdown([r])
