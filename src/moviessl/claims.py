@@ -388,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
             names = [args.results, *names]
         if len(names) != len(args.compare) + 1:
             ap.error(f"--names: give {len(args.compare)} or {len(args.compare) + 1} names")
+        if args.names and len(set(names)) != len(names):  # runs are keyed by name: one dropped a run silently
+            ap.error(f"--names: each run needs its own name, got {', '.join(map(repr, names))}")
         runs = {names[0]: claims, **{name: load(other) for name, other in zip(names[1:], args.compare)}}
         compared = compare_claims(runs)
         if not args.readme:

@@ -185,3 +185,25 @@ def test_a_side_without_a_finite_value_leaves_a_claim_unresolved():
         (r,) = evaluate_claims([_row("t", "A", "m", 31.0, 0.4, n=4), b], [c])
         assert r["holds"] is None and r["z"] is None and r["diff"] is None and r["why"] == "no finite run"
         assert "| - | - | - | n/a |" in claims_markdown([r])
+
+
+def test_cli_a_name_given_twice_is_an_error_not_a_dropped_run(tmp_path, capsys):
+    """Runs are keyed by name: `--names x x` (or a name equal to the first run's path) kept one of
+    them, and a verdict flip on the dropped run went unreported."""
+    import json
+
+    import pytest
+
+    from moviessl.claims import main
+
+    files = []
+    for i, holds in enumerate((True, True, False)):
+        f = tmp_path / f"r{i}.json"
+        f.write_text(json.dumps({"claims": [_rec("x", 2.5 if holds else 1.0, holds)]}))
+        files.append(str(f))
+    for names in (["t2", "t2"], [files[0], "t2"]):
+        with pytest.raises(SystemExit) as e:
+            main([files[0], "--compare", files[1], files[2], "--names", *names])
+        assert e.value.code == 2 and "each run needs its own name" in capsys.readouterr().err
+    assert main([files[0], "--compare", files[1], files[2], "--names", "t2", "t3"]) == 0
+    assert "**fragile**" in capsys.readouterr().out
