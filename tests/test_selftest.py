@@ -80,3 +80,24 @@ def test_context_alone_reads_the_splits_of_its_stand_in_features(tmp_path):
     # again into the same --out: a fresh run, not a refused second run beside the first
     res = st.run_selftest("cpu", only=["context"], out=str(tmp_path / "st"), print_fn=lines.append)
     assert res["ok"], lines
+
+
+def test_a_rerun_into_a_kept_out_runs_every_stage_again(tmp_path):
+    """`--out` kept: a rerun extracted nothing (0.00 events/s: the first run's features were taken as
+    done; with another backbone they were refused, "folder holds features with backbone=...") and the
+    task stages reported the first run's finished seed without training (a damaged model of it
+    failed the rerun)."""
+    out = str(tmp_path / "st")
+    only = ["extract", "verb", "object_transformer"]
+    lines = []
+    assert st.run_selftest("cpu", only=only, out=out, print_fn=lines.append)["ok"], lines
+    for task in ("verb", "lvu_scene"):
+        for f in (tmp_path / "st" / task).rglob("model.pt"):
+            f.write_bytes(b"damaged")
+    res = st.run_selftest("cpu", only=only, out=out, print_fn=lines.append)
+    assert res["ok"], lines
+    notes = {r["stage"]: r["note"] for r in res["stages"]}
+    assert "(5, 256)" in notes["extract"] and " 0.00 events/s" not in notes["extract"]
+    wide = ["backbone:model.overrides={width_factor: 0.5}"]
+    res = st.run_selftest("cpu", only=["extract"], overrides=wide, out=out, print_fn=lines.append)
+    assert res["ok"] and "(5, 128)" in res["stages"][0]["note"], lines

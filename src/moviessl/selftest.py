@@ -298,6 +298,8 @@ def stage_extract(ctx: Ctx) -> str:
 
     bb = ctx.data.get("backbone") or _standin_backbone(ctx)
     out = ctx.out / "features"
+    # fresh, as every stage: a kept --out's features were reused unread (or refused for another backbone)
+    shutil.rmtree(out, ignore_errors=True)
     acc = "gpu" if ctx.device == "cuda" else "cpu"
     s = extract(
         bb,
@@ -380,6 +382,7 @@ def stage_task(ctx: Ctx, task: str) -> str:
     over = [f"{task}.epochs=1", f"{task}.batch_size=2", "data.num_workers=0", "data.eval_batch_size=4"]
     over += [*ctx.trainer(None), *_overrides(ctx, "vidsitu")]
     out = ctx.out / task
+    shutil.rmtree(out, ignore_errors=True)  # a kept --out's finished seed would be reported, not run
     res = run_finetune(
         task, ctx.data["ann"], features=feats, contextualizer=ctxz, out=out, preset=ctx.preset, overrides=over
     )

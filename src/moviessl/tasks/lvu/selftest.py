@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import shutil
 from pathlib import Path
 
 from ...selftest import (
@@ -51,7 +52,9 @@ def selftest(ctx: Ctx) -> str:
     vids = sorted(p.stem for p in videos.glob("*.mp4"))
     root = write_release(ctx.out / "lvu", vids)
     bb = ctx.data.get("backbone") or _standin_backbone(ctx)
-    inst_dir = ctx.out / "lvu_instances"
+    inst_dir, out = ctx.out / "lvu_instances", ctx.out / "lvu_scene"
+    for d in (inst_dir, out):  # fresh, as every selftest stage: a kept --out's runs would be reused unrun
+        shutil.rmtree(d, ignore_errors=True)
     s = extract_instances(
         bb, videos, root / "instance_meta", inst_dir, device="cuda" if ctx.device == "cuda" else "cpu", progress=False
     )
@@ -62,7 +65,6 @@ def selftest(ctx: Ctx) -> str:
     feats = ctx.data.get("features") or _standin_features(ctx)
     over = ["train.epochs=1", "train.batch_size=2", "data.num_workers=0", "data.eval_batch_size=4"]
     over += [*ctx.trainer(None), "trainer.ckpt_every_n_steps=0", *_overrides(ctx, "lvu")]
-    out = ctx.out / "lvu_scene"
     res = run_finetune(
         "scene",
         root,
