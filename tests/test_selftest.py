@@ -101,3 +101,15 @@ def test_a_rerun_into_a_kept_out_runs_every_stage_again(tmp_path):
     wide = ["backbone:model.overrides={width_factor: 0.5}"]
     res = st.run_selftest("cpu", only=["extract"], overrides=wide, out=out, print_fn=lines.append)
     assert res["ok"] and "(5, 128)" in res["stages"][0]["note"], lines
+
+
+def test_an_unknown_preset_or_an_empty_only_is_bad_input_before_any_stage(tmp_path, capsys):
+    """A misspelt --preset generated the data, then failed the first stage ("selftest FAILED at
+    cvrl", exit 1, as a wiring error); `--only ""` ran every stage."""
+    out = tmp_path / "st"
+    assert main(["selftest", "--preset", "papr", "--only", "verb", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith("moviessl: error: unknown backbone preset 'papr'")
+    for only in ("", ","):
+        assert main(["selftest", "--preset", "cpu", "--only", only, "--out", str(out)]) == 2
+        assert "--only names no stage" in capsys.readouterr().err
+    assert not out.exists()

@@ -478,14 +478,19 @@ def run_selftest(
         raise BadInputError(None, f"--device must be cpu or cuda, got {device}")
     if device == "cuda" and not torch.cuda.is_available():
         raise BadInputError(None, "--device cuda: no CUDA device is visible")
-    stages = list(STAGES) if not only else only
+    stages = list(STAGES) if only is None else list(only)
+    if not stages:  # `--only ""` (an unset shell variable) ran every stage, minutes at the paper shapes
+        raise BadInputError(None, f"--only names no stage (choose from {', '.join(STAGES)})")
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise BadInputError(None, f"unknown selftest stage(s) {', '.join(unknown)} (choose from {', '.join(STAGES)})")
     precision = precision or ("bf16-mixed" if device == "cuda" else "32-true")
     over = parse_overrides(list(overrides))
-    for stage, kvs in over.items():  # a typo is bad input before any stage runs, not a stage's failure
-        if kvs:
+    # a typo (an override's, the preset's name) is bad input before any stage runs, not a stage's failure;
+    # a user's .yaml preset is one stage's config, so it is read only by the stages it is given to
+    named = Path(preset).suffix not in (".yaml", ".yml")
+    for stage, kvs in over.items():
+        if kvs or named:
             load_config(stage, preset, kvs)
     if device == "cpu":
         cpu_threads()
@@ -559,7 +564,7 @@ def add_parser(subparsers) -> None:
 
 
 def _run(args) -> int:
-    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only is not None else None
     res = run_selftest(args.preset, args.device, args.precision, only, args.overrides, args.out, print_fn=print)
     sys.stdout.flush()
     if not res["ok"]:
