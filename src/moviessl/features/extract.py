@@ -437,10 +437,10 @@ def contextualize(
     window lies within its undamaged stretch, as MaskPred's training windows do
     (:class:`moviessl.context.windows.FeatureWindows`), padded at the end where the stretch is
     shorter (a window reaching into the damage read its events as padding inside the window, a
-    layout the TxE never saw); a missing event's output is 0. ``feats`` may be a tensor or a (memory-mapped) array: windows are built and run
-    ``CTX_BLOCK`` events at a time, so a feature-length film costs no more memory than a clip. They
-    are read in the dtype the TxE's weights are held in (a ``*-true`` precision's half: Lightning
-    converts a module's inputs so).
+    layout the TxE never saw); a missing event's output is 0. ``feats`` may be a tensor or a
+    (memory-mapped) array: windows are built and run ``CTX_BLOCK`` events at a time, so a
+    feature-length film costs no more memory than a clip. They are read in the dtype the TxE's
+    weights are held in (a ``*-true`` precision's half: Lightning converts a module's inputs so).
     """
     L, D = feats.shape
     if missing is not None and not np.asarray(missing).any():
