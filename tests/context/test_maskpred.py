@@ -198,6 +198,25 @@ def test_queue_use_and_exclusion(tmp_path):
     assert mod.queue.get(filled_only=True).shape == (64, 32)
 
 
+def test_a_short_window_in_the_batch_does_not_make_the_others_enqueue_a_token_twice():
+    """A window with fewer real tokens than ``keys_per_sample`` switched the whole batch to drawing
+    with replacement: full windows enqueued one token twice (a distractor counted twice), and padded
+    slots kept a small weight. Now only the short window repeats, and never draws padding."""
+    torch.manual_seed(0)
+    mod = make_module(overrides=["maskpred.keys_per_sample=3"])
+    x = torch.randn(2, 5, 32)
+    pad = torch.zeros(2, 5, dtype=torch.bool)
+    pad[1, 2:] = True  # window 1 has two real tokens
+    uid = torch.arange(10).reshape(2, 5).masked_fill(pad, -1)
+    seen = []
+    mod.queue.enqueue = lambda keys, ids: seen.append(ids)
+    for _ in range(40):
+        mod.enqueue({"x": x, "pad": pad, "uid": uid})
+        full, short = seen[-1][:3].tolist(), seen[-1][3:].tolist()
+        assert len(set(full)) == 3 and set(full) <= set(range(5))
+        assert set(short) <= {5, 6}
+
+
 def test_corrupt_selected_shares_and_candidates():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(60, 5, 8)

@@ -154,11 +154,18 @@ class MaskPredModule(pl.LightningModule):
     def enqueue(self, batch: dict) -> None:
         """A fixed number of targets per window (equal sizes on every process for the all-gather)."""
         x, pad, uid = batch["x"], batch["pad"], batch["uid"]
-        b = x.shape[0]
-        weights = (~pad).float() + 1e-6  # a padded slot is only drawn if the window has no other
-        pick = torch.multinomial(
-            weights, self.keys_per_sample, replacement=bool((~pad).sum(1).min() < self.keys_per_sample)
-        )
+        b, k = x.shape[0], self.keys_per_sample
+        weights = (~pad).float()  # a padded slot is never a distractor
+        short = (~pad).sum(1) < k
+        if not short.any():
+            pick = torch.multinomial(weights, k, replacement=False)
+        else:  # a window with fewer real tokens repeats some; the others still draw k distinct ones
+            pick = torch.empty(b, k, dtype=torch.long, device=x.device)
+            if not short.all():
+                pick[~short] = torch.multinomial(weights[~short], k, replacement=False)
+            w = weights[short]
+            w[w.sum(1) == 0] = 1.0  # (a window of padding only: nothing real to draw)
+            pick[short] = torch.multinomial(w, k, replacement=True)
         rows = torch.arange(b, device=x.device)[:, None].expand_as(pick)
         self.queue.enqueue(self.targets(x[rows, pick].reshape(-1, x.shape[-1])), uid[rows, pick].reshape(-1))
 
