@@ -274,6 +274,43 @@ def test_a_vidsitu_root_without_its_annotations_is_not_pretrained_on_whole(backb
     assert pretraining_ids([FeatureStore(out)], pairs) == pairs[:1]
 
 
+def test_a_vidsitu_folder_of_unknown_splits_stays_so_when_extended_with_other_videos(backbone, tmp_path, monkeypatch):
+    """A VidSitu root extracted without its annotations, then extended with other videos (a dir, a
+    list, one file): the extension's index lost ``"splits": "unknown"``, so pretraining trusted its
+    segments as unlabelled videos and pretrained on val and test. Also when the first run was killed
+    before its index (its claim said nothing of the splits)."""
+    from moviessl.context.pretrain import pretraining_ids
+
+    vids = tmp_path / "scratch" / "vsitu_video_trimmed_dir"
+    vids.mkdir(parents=True)
+    write_video(vids / "v_aaa_seg_0_10.mp4", 10.0, seed=1)
+    other = write_video(tmp_path / "film.mp4", 3.0, seed=2)
+    why = "no split information"
+    out = tmp_path / "out"
+    assert run_extract("--backbone", backbone, "--videos", vids, "--out", out) == 0
+    assert run_extract("--backbone", backbone, "--videos", other, "--out", out) == 0
+    index = json.loads((out / "index.json").read_text())
+    assert sorted(index["videos"]) == ["film", "v_aaa_seg_0_10"] and index["splits"] == "unknown"
+    with pytest.raises(BadInputError, match=why):
+        pretraining_ids([FeatureStore(out)], [(0, "v_aaa_seg_0_10"), (0, "film")])
+
+    killed = tmp_path / "killed"
+    orig = ex.FeatureExtractor._record
+
+    def die(self, vid, entry):
+        orig(self, vid, entry)
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(ex.FeatureExtractor, "_record", die)
+    with pytest.raises(RuntimeError, match="killed"):
+        ex.extract(backbone, vids, killed, num_workers=0, accelerator="cpu")
+    monkeypatch.setattr(ex.FeatureExtractor, "_record", orig)
+    assert run_extract("--backbone", backbone, "--videos", other, "--out", killed) == 0
+    assert json.loads((killed / "index.json").read_text())["splits"] == "unknown"
+    with pytest.raises(BadInputError, match=why):
+        pretraining_ids([FeatureStore(killed)], [(0, "v_aaa_seg_0_10"), (0, "film")])
+
+
 def test_contextualize_windows():
     class Echo(torch.nn.Module):  # output = (position in window, first feature)
         def forward(self, x, mask=None, pad=None):

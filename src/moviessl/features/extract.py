@@ -1452,6 +1452,11 @@ def extract(
             "layout": layout,
             "contextualizer": ctx_info,
         }
+        if (vidsitu and not splits) or (not vidsitu and (old or {}).get("splits") == "unknown"):
+            # readers must not take its segments without a split for unlabelled videos: said in the
+            # claim (a killed run's rerun may be of another layout) and kept by an extension with
+            # other videos, whose layout says nothing of the segments already there
+            header["splits"] = "unknown"
         t0 = time.perf_counter()
         if old is None and leader:  # claimed now: a rerun after a kill checks backbone and stride
             atomic_write_json(out / CLAIM_NAME, {**header, "counts": {"ok": 0, "bad": 0}, "videos": {}})
@@ -1514,8 +1519,6 @@ def _write_index(
         for v, e in entries.items():
             if v in splits:
                 e["split"] = splits[v]
-        if not splits:  # readers must not take its segments without a split for unlabelled videos
-            header["splits"] = "unknown"
     counts = {
         "ok": sum(e.get("status") == "ok" for e in entries.values()),
         "bad": sum(e.get("status") == "bad" for e in entries.values()),
