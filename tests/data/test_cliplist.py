@@ -32,6 +32,25 @@ def test_an_unlabelled_path_may_hold_spaces(tmp_path):
     ]
 
 
+def test_a_path_ending_in_a_number_is_not_cut_into_a_path_and_a_label(tmp_path):
+    """A line naming an existing frame folder or file whose name ends in a space and a number
+    ('Episode 1') was read as the path 'Episode' with label 1: `moviessl extract` listed a video that
+    does not exist as bad and never extracted the one named. The whole line wins where it names a
+    path and its head does not; where both exist, the line is "path label" as before."""
+    (tmp_path / "Episode 1").mkdir()
+    (tmp_path / "take 2").write_bytes(b"")
+    (tmp_path / "a.mp4").write_bytes(b"")
+    (tmp_path / "a.mp4 3").mkdir()
+    csv = tmp_path / "l.txt"
+    csv.write_text("Episode 1\ntake 2\na.mp4 3\nb.mp4 4\n")
+    assert read_clip_list(csv) == [
+        (tmp_path / "Episode 1", None),
+        (tmp_path / "take 2", None),
+        (tmp_path / "a.mp4", 3),
+        (tmp_path / "b.mp4", 4),
+    ]
+
+
 def test_bad_label_names_line(tmp_path):
     csv = tmp_path / "l.csv"
     csv.write_text("a.mp4 1\nb.mp4 x\n")

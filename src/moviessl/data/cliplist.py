@@ -56,8 +56,13 @@ def read_clip_list(csv_path: str | os.PathLike) -> list[tuple[Path, int | None]]
         label = None
         if len(parts) == 2:
             try:
-                label = int(parts[1])
-                s = parts[0].strip()
+                label, head = int(parts[1]), parts[0].strip()
+                # a name that ends in a number ('Episode 1') is not a path and a label; a head that
+                # names a video needs no look (a Kinetics-sized list would cost a stat per line)
+                if not head.lower().endswith(VIDEO_EXTS) and _is_file(base / s) and not _is_file(base / head):
+                    label = None
+                else:
+                    s = head
             except ValueError:
                 if not (_is_file(base / s) or s.lower().endswith(VIDEO_EXTS)):
                     raise BadInputError(f"{path}:{lineno}", f"label '{parts[1]}' is not an integer") from None
