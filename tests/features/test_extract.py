@@ -207,6 +207,26 @@ def test_vidsitu_root_gives_five_events_and_contextualizer(backbone, tmp_path):
     assert FeatureStore(out).load_ctx("v_abc_seg_05_15").shape == (5, 32)
 
 
+def test_a_short_vidsitu_segment_marks_the_events_past_its_end_missing(backbone, tmp_path):
+    """A VidSitu root always gives 5 events, but a segment that decodes only to 5 s (a truncated
+    file, a frame folder whose last frames do not decode) gave events 4 and 5 (centres 7 and 9 s)
+    the features of its last frames, unmarked: two copies of the end of event 3 that the VidSitu
+    tasks trained on. An event whose centre lies past the end has no frames: a zero row marked
+    missing, as a damaged stretch inside a video is (the rule that drops such an event elsewhere)."""
+    root = tmp_path / "vidsitu" / "vsitu_video_trimmed_dir"
+    root.mkdir(parents=True)
+    write_video(root / "v_abc_seg_0_10.mp4", 5.0, seed=3)
+    write_video(root / "v_def_seg_0_10.mp4", 9.0, seed=4)  # centre 9 s at its end: kept, as a 2-s stride keeps it
+    out = tmp_path / "out"
+    assert run_extract("--backbone", backbone, "--videos", root, "--out", out) == 0
+    v = json.loads((out / "index.json").read_text())["videos"]
+    assert v["v_abc_seg_0_10"]["missing"] == [[3, 5]] and v["v_abc_seg_0_10"]["missing_events"] == 2
+    assert "missing" not in v["v_def_seg_0_10"]
+    f = np.load(out / "v_abc_seg_0_10_feats.npy")
+    assert f.shape == (5, 16) and not f[3:].any() and f[:3].any(axis=1).all()
+    assert FeatureStore(out).missing("v_abc_seg_0_10").tolist() == [False, False, False, True, True]
+
+
 def test_a_txe_of_another_backbones_features_is_said(backbone, tmp_path, caplog):
     """A TxE pretrained on one backbone's features (meta.backbone) applied to another's of the same
     width ran without a word (a CVRL TxE on MoDist features: outputs that mean little)."""

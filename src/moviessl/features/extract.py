@@ -392,13 +392,19 @@ class EventClipStream(VideoStream):
     def _batches(self, r, vid, info, chunks, ks, mine, shared: bool) -> Iterator[dict]:
         """The batches of chunks ``ks`` of a film (``mine``: all this rank does of it)."""
         centers = event_centers_for(info["duration_s"], self.stride_s, self.vidsitu)
+        # VidSitu's 5 events whatever the segment's length: one centred past its end (less than half
+        # of it inside, the rule that leaves such an event out elsewhere) has no frames of its own,
+        # only copies of the last ones
+        end = info["duration_s"] + 1e-6 if self.vidsitu else math.inf
+        c, T = int(self.input["crop"]), int(self.input["num_frames"])
+        past = (np.zeros((3, T, c, c), np.uint8), True)
         B = self.batch_events
         for k in ks:
             a, b = chunks[k]
             parts = range(a, b, B)
             for pi, s in enumerate(parts):
                 timing: dict = {}
-                got = [event_clip(r, c, self.input, timing) for c in centers[s : min(s + B, b)]]
+                got = [event_clip(r, t, self.input, timing) if t <= end else past for t in centers[s : min(s + B, b)]]
                 yield {
                     "id": vid,
                     "kind": "clips",
