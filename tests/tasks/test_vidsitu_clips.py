@@ -76,3 +76,16 @@ def test_event_clips_over_a_damaged_stretch_are_a_bad_input_not_frozen_stand_in_
     assert kept == ["v_a"]  # found; it fails when decoded
     with pytest.raises(BadInputError, match="did not decode"):
         src[0]
+
+
+def test_event_clips_past_a_short_segments_end_are_a_bad_input_not_copies_of_its_last_frames(tmp_path):
+    """VidSitu's 5 events are centred at 1..9 s; a segment that lasts less (a truncated download)
+    gave its last events clips clamped to its final frames, unsaid. `moviessl extract` marks such
+    events missing; the clips served to an end-to-end task now make the segment bad input."""
+    _frames(tmp_path, "v_a", n=150)  # 5 s at 30 fps: Ev4 (7 s) and Ev5 (9 s) have no frames
+    _frames(tmp_path, "v_b", n=285)  # 9.5 s: every centre inside
+    meta = {"num_frames": 4, "stride": 4, "short_side": 64, "crop": 64}
+    src, kept, _ = video_source(tmp_path, meta)(["v_a", "v_b"])
+    with pytest.raises(BadInputError, match=r"lasts 5.00 s: Ev4, Ev5 centred past its end"):
+        src[0]
+    assert src[1].shape == (5, 3, 4, 64, 64)

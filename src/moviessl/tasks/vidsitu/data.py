@@ -223,6 +223,13 @@ class ClipSource:
         try:
             with VideoReader(path) as r:
                 centres = event_centers(10.0)[: len(EVENTS)]
+                # an event centred past a short segment's end has no frames of its own, only copies
+                # of the last ones; `moviessl extract` marks it missing
+                past = [ev for ev, c in zip(EVENTS, centres) if c > r.duration_s + 1e-6]
+                if past:
+                    raise BadInputError(
+                        path, f"it lasts {r.duration_s:.2f} s: {', '.join(past)} centred past its end (no frames)"
+                    )
                 clips = [
                     preprocess_uint8(
                         read_clip(r, c, num_frames=self.num_frames, stride=self.stride),
