@@ -942,3 +942,17 @@ def test_a_note_counts_only_under_its_runs_token(tmp_path):
     died = RuntimeError("DataLoader worker (pid 7) is killed by signal: Segmentation fault. ")
     assert ex.video_a_worker_died_in(died, tmp_path, "tok")[0] == "x"
     assert ex.video_a_worker_died_in(died, tmp_path, "another run") is None
+
+
+def test_a_folder_of_released_features_is_not_extracted_over(backbone, videos, tmp_path, capsys):
+    """VidSitu's released features are ``{id}_feats.npy`` files without an index; ``extract`` into
+    that folder claimed it and replaced the files of the ids it extracted, without a word."""
+    out = tmp_path / "released"
+    out.mkdir()
+    mine = np.arange(80, dtype=np.float32).reshape(5, 16)
+    np.save(out / "a_feats.npy", mine)
+    assert run_extract("--backbone", backbone, "--videos", videos, "--out", out) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "a_feats.npy" in err and "use another --out" in err
+    np.testing.assert_array_equal(np.load(out / "a_feats.npy"), mine)
+    assert sorted(p.name for p in out.iterdir()) == ["a_feats.npy"]

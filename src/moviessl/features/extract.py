@@ -1406,6 +1406,17 @@ def extract(
     with job_lock(out) if leader else contextlib.nullcontext():
         old = read_index(out, unfinished_ok=True)
         dtype = "float16" if fp16 else "float32"
+        # a run claims its folder (and journals each video) before it writes a feature file, so
+        # feature files without either are someone else's (VidSitu's released features):
+        # extracting over them would replace them
+        ours = old is not None or next(out.glob(JOURNAL_GLOB), None) is not None
+        foreign = None if ours else next(out.glob(f"*{FEATS_SUFFIX}"), None)
+        if foreign is not None:
+            raise BadInputError(
+                out,
+                f"folder holds feature files without a moviessl index (e.g. {foreign.name}: VidSitu's released "
+                "features?) that this run would overwrite; use another --out",
+            )
         if old is not None:
             check_format(out, old, FEATURES_FORMAT, "; use another --out")
             for key, want in (("backbone", bhash), ("stride_s", stride_s), ("dtype", dtype)):
