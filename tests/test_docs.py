@@ -205,3 +205,42 @@ def test_the_module_check_finds_what_it_should():
         (4, "moviessl a    --b"),
         (1, "python -m benchmarks.x"),
     ]
+
+
+def contract_names(design: str) -> list[tuple[str, str]]:
+    """(module, name) of every name a ``## Contract: ... (`moviessl.X`)`` section's Python block
+    lists at the start of a line or after `` ; `` / `` / ``; a bare name after a dotted one on the
+    same line (``vidsitu.arg_mapper ; EVENTS``) is read in that name's module."""
+    out = []
+    for m in re.finditer(r"^## Contract: [^\n]*\(`(moviessl(?:\.\w+)*)`\)\n```python\n(.*?)```", design, re.M | re.S):
+        module = m.group(1)
+        for line in m.group(2).split("\n"):
+            if not line or line[0].isspace():  # an indented line lists attributes of the line above
+                continue
+            prefix = ""
+            for seg in re.split(r"\s+[;/]\s+", line.split("#")[0]):
+                name = re.match(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*", seg.strip())
+                if not name:
+                    continue
+                name = name.group(0)
+                if "." not in name and prefix:
+                    name = f"{prefix}.{name}"
+                prefix = prefix or name.rpartition(".")[0]
+                out.append((module, name))
+    return out
+
+
+def test_every_name_of_a_contract_block_is_in_its_module():
+    names = contract_names((ROOT / "docs" / "design.md").read_text(encoding="utf-8"))
+    assert len(names) > 20
+    assert [f"{module}.{name}" for module, name in names if not _resolves(f"{module}.{name}")] == []
+
+
+def test_the_contract_reader_finds_names():
+    block = "## Contract: x (`moviessl.data`)\n```python\nvidsitu.a(x) -> y ; B ; C\n  .attr\nD: dict  # z ; E\n```\n"
+    assert contract_names(block) == [
+        ("moviessl.data", "vidsitu.a"),
+        ("moviessl.data", "vidsitu.B"),
+        ("moviessl.data", "vidsitu.C"),
+        ("moviessl.data", "D"),
+    ]

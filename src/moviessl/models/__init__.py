@@ -1,7 +1,7 @@
 """Models: the Slow-D video backbone and the TxE event contextualizer (task decoders: ``txd``)."""
 
 from .info import model_info
-from .slowd import SLOWD_INPUTS, SLOWD_PRESETS, SlowD, build_slowd, load_pyslowfast_checkpoint
+from .slowd import SLOWD_INPUTS, SLOWD_PRESETS, SlowD, build_slowd, load_pyslowfast_checkpoint, speed_up
 from .txd import TXD_PRESETS, TxD, build_txd
 from .txe import TXE_PRESETS, TxE, build_txe
 
@@ -11,6 +11,7 @@ __all__ = [
     "SlowD",
     "build_slowd",
     "load_pyslowfast_checkpoint",
+    "speed_up",
     "TXE_PRESETS",
     "TxE",
     "build_txe",
