@@ -34,3 +34,32 @@ def test_break_time_rejects_unknown_kinds():
         break_time(_clips(), ["freeze"])
     with pytest.raises(ValueError, match="intra_neg"):
         break_time(_clips(), [])
+
+
+def test_cvrl_tells_the_loss_which_video_each_pair_is(monkeypatch):
+    """A video twice in a batch (a distributed sampler's padding, a bad video's stand-in) must not be
+    its own negative: the step hands the loss the dataset index of every pair."""
+    from types import SimpleNamespace
+
+    from ssl_testutil import tiny_overrides
+
+    import moviessl.ssl.methods.cvrl as cvrl
+    from moviessl.config import load_config
+
+    cfg = load_config("backbone", "cpu", tiny_overrides(), variant="cvrl")
+    m = cvrl.CVRL(cfg)
+    m._trainer = SimpleNamespace(training=True)
+    g = torch.Generator().manual_seed(0)
+    index = torch.tensor([5, 2, 5, 9])
+    batch = {"video": torch.randint(0, 256, (4, 2, 3, 8, 32, 32), dtype=torch.uint8, generator=g), "index": index}
+    batch = m.on_after_batch_transfer(batch)
+    seen, real = {}, cvrl.info_nce_pairs
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cvrl, "info_nce_pairs", spy)
+    monkeypatch.setattr(m, "log_step", lambda *a, **k: None)
+    loss = m.training_step(batch, 0)
+    assert torch.equal(seen.get("ids"), index) and torch.isfinite(loss)

@@ -27,15 +27,17 @@ def _data():
     return x1, x2, w, x3
 
 
-def _loss_and_grad(x1, x2, w, x3=None, rows=None):
+def _loss_and_grad(x1, x2, w, x3=None, rows=None, ids=None):
     w = w.clone().requires_grad_()
     hard = None if x3 is None else F.normalize(x3 @ w, dim=1)
-    loss = info_nce_pairs(F.normalize(x1 @ w, dim=1), F.normalize(x2 @ w, dim=1), tau=0.1, hard_neg=hard, hard_for=rows)
+    z1, z2 = F.normalize(x1 @ w, dim=1), F.normalize(x2 @ w, dim=1)
+    loss = info_nce_pairs(z1, z2, tau=0.1, hard_neg=hard, hard_for=rows, ids=ids)
     loss.backward()
     return loss.detach(), w.grad
 
 
 SCORER_VIEW = [0, 1, 1, 0, 1, 0, 0, 1]  # which view of pair i (global) scores hard negative i
+VIDEO_IDS = torch.tensor([0, 1, 2, 3, 4, 5, 0, 3])  # videos 0 and 3 twice, each on both ranks
 
 
 def _local_rows(rank):
@@ -52,7 +54,8 @@ def _work(rank, world, port, out_dir):
         hloss, hgrad = _loss_and_grad(x1[sl], x2[sl], w, x3[sl])
         # scorer rows are local row numbers of [z1; z2]: pair i's z1 is row i, its z2 row 4 + i
         floss, fgrad = _loss_and_grad(x1[sl], x2[sl], w, x3[sl], _local_rows(rank))
-        for g in (grad, hgrad, fgrad):
+        iloss, igrad = _loss_and_grad(x1[sl], x2[sl], w, ids=VIDEO_IDS[sl])
+        for g in (grad, hgrad, fgrad, igrad):
             dist.all_reduce(g)
             g /= world  # what DDP does
         torch.manual_seed(0)  # same init on every rank, as Lightning seeds them
@@ -66,6 +69,8 @@ def _work(rank, world, port, out_dir):
                 "hgrad": hgrad,
                 "floss": floss,
                 "fgrad": fgrad,
+                "iloss": iloss,
+                "igrad": igrad,
                 "queue": q.queue.clone(),
                 "ptr": int(q.ptr),
                 "ids": q.get_ids(),
@@ -98,7 +103,8 @@ def test_two_processes_equal_one(tmp_path):
     loss1, grad1 = _loss_and_grad(x1, x2, w)
     hloss1, hgrad1 = _loss_and_grad(x1, x2, w, x3)
     floss1, fgrad1 = _loss_and_grad(x1, x2, w, x3, torch.tensor([v * 8 + i for i, v in enumerate(SCORER_VIEW)]))
-    assert loss1 < floss1 < hloss1
+    iloss1, igrad1 = _loss_and_grad(x1, x2, w, ids=VIDEO_IDS)
+    assert loss1 < floss1 < hloss1 and iloss1 != loss1
     assert hloss1 > loss1  # the hard negatives are really in the denominator
     for r in range(2):
         res = torch.load(tmp_path / f"r{r}.pt")
@@ -109,6 +115,9 @@ def test_two_processes_equal_one(tmp_path):
         assert torch.allclose(res["hgrad"], hgrad1, atol=1e-5)
         assert torch.allclose(res["floss"], floss1, atol=1e-5), (res["floss"], floss1)
         assert torch.allclose(res["fgrad"], fgrad1, atol=1e-5)
+        # a video twice in the global batch (once per rank) is not its own negative on either rank
+        assert torch.allclose(res["iloss"], iloss1, atol=1e-5), (res["iloss"], iloss1)
+        assert torch.allclose(res["igrad"], igrad1, atol=1e-5)
         # queue: keys of both ranks, rank order, identical everywhere, pointer by the global batch
         assert res["ptr"] == 8
         assert torch.allclose(res["queue"][:8], x1)

@@ -6,8 +6,9 @@ import torch.nn.functional as F
 from moviessl.ssl.losses import info_nce_pairs, info_nce_queue
 
 
-def _hand_nt_xent(z1, z2, tau, hard=None, hard_for=None):
+def _hand_nt_xent(z1, z2, tau, hard=None, hard_for=None, ids=None):
     z = torch.cat([z1, z2]).tolist()
+    src = None if ids is None else ids.tolist() * 2
     h = [] if hard is None else hard.tolist()
     rows = None if hard_for is None else hard_for.tolist()
     n = len(z1)
@@ -15,7 +16,7 @@ def _hand_nt_xent(z1, z2, tau, hard=None, hard_for=None):
     for i in range(2 * n):
         p = (i + n) % (2 * n)
         dots = [sum(a * b for a, b in zip(z[i], z[j])) / tau for j in range(2 * n)]
-        denom = sum(math.exp(dots[j]) for j in range(2 * n) if j != i)
+        denom = sum(math.exp(dots[j]) for j in range(2 * n) if j != i and (src is None or j == p or src[j] != src[i]))
         denom += sum(
             math.exp(sum(a * b for a, b in zip(z[i], hj)) / tau)
             for j, hj in enumerate(h)
@@ -42,6 +43,22 @@ def test_info_nce_pairs_hard_negatives_match_hand_computation():
     rows = torch.tensor([3, 1, 5])
     got = info_nce_pairs(z1, z2, tau=0.2, hard_neg=h, hard_for=rows).item()
     assert abs(got - _hand_nt_xent(z1, z2, 0.2, hard=h, hard_for=rows)) < 1e-4
+
+
+def test_info_nce_pairs_leaves_out_other_pairs_of_the_same_video():
+    """The same video twice in a batch (a distributed sampler pads a short epoch with repeats; a bad
+    video's stand-in is the next one in the list): its other pair's clips are not negatives."""
+    torch.manual_seed(3)
+    z1, z2 = F.normalize(torch.randn(4, 5), dim=1), F.normalize(torch.randn(4, 5), dim=1)
+    ids = torch.tensor([7, 1, 7, 2])
+    got = info_nce_pairs(z1, z2, tau=0.2, ids=ids).item()
+    assert abs(got - _hand_nt_xent(z1, z2, 0.2, ids=ids)) < 1e-4
+    assert abs(info_nce_pairs(z1, z2, tau=0.2, ids=torch.arange(4)).item() - _hand_nt_xent(z1, z2, 0.2)) < 1e-4
+    # two near-copies of one video: without ids each pushes the other away, a large loss; with them
+    # the loss is that of the batch without the repeat, up to the small difference of the copies
+    d1, d2 = z1.clone(), z2.clone()
+    d1[2], d2[2] = F.normalize(z1[0] + 0.01, dim=0), F.normalize(z2[0] + 0.01, dim=0)
+    assert info_nce_pairs(d1, d2, tau=0.1).item() > info_nce_pairs(d1, d2, tau=0.1, ids=ids).item() + 1.0
 
 
 def test_info_nce_pairs_prefers_aligned_views():

@@ -42,6 +42,7 @@ def info_nce_pairs(
     gather: bool = True,
     hard_neg: torch.Tensor | None = None,
     hard_for: torch.Tensor | None = None,
+    ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """SimCLR NT-Xent over the global batch, both directions summed (CVRL, paper §3.2).
 
@@ -60,6 +61,10 @@ def info_nce_pairs(
     intra-video negatives (Tao et al., ACM MM 2020), see :class:`moviessl.ssl.cvrl.CVRL`. By default
     every row scores all of them; ``hard_for`` (M,) names the one local row of ``[z1; z2]`` (0..2B-1)
     that scores each (the others see it masked out).
+
+    ``ids`` (B,), gathered the same way, name each pair's source video: the clips of another pair
+    of the same video (a distributed sampler's padding, a bad video's stand-in) are left out of a
+    row's negatives, as CVRL's negatives are clips "sampled from different videos" (paper §3.2).
     """
     if z1.shape != z2.shape:
         raise ValueError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
@@ -70,6 +75,13 @@ def info_nce_pairs(
     z = torch.cat([z1, z2], dim=0).float()
     sim = z @ z.t() / tau
     sim.fill_diagonal_(float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    if ids is not None:
+        ids = ids.to(z.device).long().reshape(-1)
+        ids = torch.cat([gather_no_grad(ids) if gather else ids] * 2)
+        same = ids.view(-1, 1) == ids.view(1, -1)
+        same[torch.arange(2 * n, device=z.device), target] = False
+        sim = sim.masked_fill(same, float("-inf"))
     if hard_neg is not None:
         hard = z @ (gather_with_grad(hard_neg) if gather else hard_neg).float().t() / tau
         if hard_for is not None:
@@ -82,7 +94,6 @@ def info_nce_pairs(
             keep[g, torch.arange(hard.shape[1], device=z.device)] = True
             hard = hard.masked_fill(~keep, float("-inf"))
         sim = torch.cat([sim, hard], dim=1)
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
     per_row = F.cross_entropy(sim, target, reduction="none")
     return per_row[:n].mean() + per_row[n:].mean()
 

@@ -120,7 +120,9 @@ class CVRL(BackboneModule):
         # ... and let only the *other* view score it: the broken copy then shares the positive's
         # augmentation and differs from it only in time, while to its own source view it is a near
         # copy whose cosine sits at the top of 1 - |d|^2/2, where the gradient vanishes (design.md)
-        loss = info_nce_pairs(z[:b], z[b : 2 * b], self.tau, hard_neg=hard, hard_for=batch.get("intra_scorer"))
+        loss = info_nce_pairs(
+            z[:b], z[b : 2 * b], self.tau, hard_neg=hard, hard_for=batch.get("intra_scorer"), ids=batch.get("index")
+        )
         with torch.no_grad():
             pos_sim = (z[:b].float() * z[b : 2 * b].float()).sum(1).mean()
             extra = {}
