@@ -154,3 +154,38 @@ def test_modist_flow_crops_of_their_own_follow_the_augment_block():
     out = m.on_after_batch_transfer(batch)
     for i in range(2):  # the whole frame, never flipped: the flow clip as it is
         assert torch.allclose(out["flows"][i], normalize_flow(batch["flow"][:, i].float(), "centred"), atol=1e-4)
+
+
+def test_modist_moves_its_key_encoders_once_per_optimizer_step(monkeypatch):
+    """Under gradient accumulation a step's micro-batches all see the same query nets; the momentum
+    update ran on each of them, so the keys followed the queries at m ** accumulate_grad_batches."""
+    from types import SimpleNamespace
+
+    cfg = load_config("backbone", "cpu", tiny_overrides(["modist.momentum=0.5"]), variant="modist")
+    m = get_method("modist")(cfg)
+    m._trainer = SimpleNamespace(training=True)
+    g = torch.Generator().manual_seed(0)
+    batch = {
+        "video": torch.randint(0, 256, (4, 2, 3, 8, 32, 32), dtype=torch.uint8, generator=g),
+        "flow": torch.randint(0, 256, (4, 2, 3, 8, 32, 32), dtype=torch.uint8, generator=g),
+        "index": torch.arange(4),
+    }
+    batch = m.on_after_batch_transfer(batch)
+    monkeypatch.setattr(m, "log_step", lambda *a, **k: None)
+    with torch.no_grad():
+        for p in m.v_head.parameters():
+            p.add_(1.0)  # queries apart from their keys, so a momentum step shows
+    key0 = [p.clone() for p in m.v_key["head"].parameters()]
+    query = [p.clone() for p in m.v_head.parameters()]
+
+    def moved_once(key, start):
+        return all(torch.allclose(k, 0.5 * k0 + 0.5 * q) for k, k0, q in zip(key, start, query))
+
+    m._trainer = SimpleNamespace(global_step=0, training=True)
+    for _ in range(2):  # two micro-batches of optimizer step 0
+        m.training_step(batch, 0)
+    key1 = [p.clone() for p in m.v_key["head"].parameters()]
+    assert moved_once(key1, key0)
+    m._trainer.global_step = 1  # the next optimizer step moves them again
+    m.training_step(batch, 2)
+    assert moved_once(list(m.v_key["head"].parameters()), key1)

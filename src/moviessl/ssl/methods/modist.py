@@ -68,6 +68,7 @@ class MoDist(BackboneModule):
         self.v_queue = MemoryQueue(c.queue_size, c.head.out_dim, require_divisible=True, track_ids=True)
         self.f_queue = MemoryQueue(c.queue_size, c.head.out_dim, require_divisible=True, track_ids=True)
         self.tau, self.m = c.tau, c.momentum
+        self._keys_step = -1  # the optimizer step the key encoders were last moved at
         self.w_visual, self.w_cross, self.w_flow = c.w_visual, c.w_cross, c.w_flow
         self.flow_crop = c.flow_crop
         self.negate_dx = cfg.flow.mode == "raw"
@@ -165,10 +166,15 @@ class MoDist(BackboneModule):
         x_v, x_f = torch.cat([v1, v2]), torch.cat([f1, f2])
         q_v = self.v_head(self.backbone(x_v))
         q_f = self.f_head(self.flow_net(x_f))
-        momentum_update(self.v_key["net"], self.backbone, self.m)
-        momentum_update(self.v_key["head"], self.v_head, self.m)
-        momentum_update(self.f_key["net"], self.flow_net, self.m)
-        momentum_update(self.f_key["head"], self.f_head, self.m)
+        if self.global_step != self._keys_step:
+            # once per optimizer step, as MoCo's per iteration: under gradient accumulation the query
+            # nets are the same for every micro-batch, and an update per micro-batch made the keys'
+            # momentum m ** accumulate_grad_batches
+            self._keys_step = self.global_step
+            momentum_update(self.v_key["net"], self.backbone, self.m)
+            momentum_update(self.v_key["head"], self.v_head, self.m)
+            momentum_update(self.f_key["net"], self.flow_net, self.m)
+            momentum_update(self.f_key["head"], self.f_head, self.m)
         k_v, k_f = self._keys(self.v_key, x_v), self._keys(self.f_key, x_f)
         neg_v, neg_f = self.v_queue.get(), self.f_queue.get()
         # a video's own older keys are not negatives (the queue may span much of a small dataset)
