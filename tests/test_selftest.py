@@ -113,3 +113,15 @@ def test_an_unknown_preset_or_an_empty_only_is_bad_input_before_any_stage(tmp_pa
         assert main(["selftest", "--preset", "cpu", "--only", only, "--out", str(out)]) == 2
         assert "--only names no stage" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_users_folder_is_not_a_selftest_out(tmp_path, capsys):
+    """Each stage clears its own folder (`features/`, `context/`, `verb/`, ...) of `--out` before it
+    runs; pointed at a folder of the user's (a demo's output has a `features/` too), a selftest
+    deleted it. Only a new or empty folder, or one a selftest made, is taken."""
+    out = tmp_path / "runs"
+    (out / "features").mkdir(parents=True)
+    (out / "features" / "a_feats.npy").write_bytes(b"mine")
+    assert main(["selftest", "--preset", "cpu", "--only", "extract", "--out", str(out)]) == 2
+    assert "holds files a selftest did not write" in capsys.readouterr().err
+    assert (out / "features" / "a_feats.npy").read_bytes() == b"mine"

@@ -63,6 +63,7 @@ PAPER_SHAPES = {
     "ot": {"dim": 768, "depth": 3, "heads": 12},  # LVU's Object Transformer
     "events_per_segment": 5,
 }
+SELFTEST_MARK = ".moviessl-selftest"  # in a --out a selftest made (its stages may clear their folders)
 STAGES = ("cvrl", "modist", "extract", "context", "verb", "srl", "relation", "object_transformer")
 CONFIG_STAGES = ("backbone", "context", "vidsitu", "lvu")
 
@@ -501,9 +502,14 @@ def run_selftest(
     for name in ("moviessl", "pytorch_lightning", "lightning", "lightning.pytorch"):
         logging.getLogger(name).setLevel(logging.WARNING)
     root = (Path(out) if out else Path(tempfile.mkdtemp(prefix="moviessl-selftest-"))).resolve()
-    from .utils.io import ensure_out_dir
+    from .utils.io import atomic_write_text, ensure_out_dir
 
     ensure_out_dir(root)
+    # each stage clears its own folder (features/, context/, verb/, ...) so that a rerun runs again:
+    # only in a folder a selftest made, never in one of the user's (runs/demo has a features/ too)
+    if out and not (root / SELFTEST_MARK).is_file() and next(root.iterdir(), None) is not None:
+        raise BadInputError(root, "holds files a selftest did not write; give a new or empty --out")
+    atomic_write_text(root / SELFTEST_MARK, "moviessl selftest output: its stages clear their own folders\n")
     ctx = Ctx(preset, device, precision, root, over)
     t0 = time.perf_counter()
     results, ok = [], True
