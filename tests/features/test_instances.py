@@ -602,3 +602,18 @@ def test_a_dead_workers_error_raised_in_the_forward_is_not_that_videos_failure(b
         extract_instances(backbone, boxes / "videos", boxes / "tracks", tmp_path / "out", progress=False)
     journals = list((tmp_path / "out").glob(".index.rank*.jsonl"))
     assert not any('"bad"' in j.read_text() for j in journals)
+
+
+def test_a_folder_of_released_instance_features_is_not_extracted_over(backbone, boxes, tmp_path, capsys):
+    """LVU's release keeps its instance features as ``features/<id>.npz`` without an index;
+    ``extract-instances`` into that folder claimed it and replaced the files of the videos it
+    extracted, without a word (as ``extract`` did over VidSitu's released ``{id}_feats.npy``)."""
+    out = tmp_path / "features"
+    out.mkdir()
+    vid = "vidA"
+    np.savez(out / f"{vid}.npz", feature=np.ones((2, 4), np.float32))
+    before = (out / f"{vid}.npz").read_bytes()
+    assert _extract(backbone, boxes, boxes / "tracks", out) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{vid}.npz" in err and "use another --out" in err
+    assert (out / f"{vid}.npz").read_bytes() == before and sorted(p.name for p in out.iterdir()) == [f"{vid}.npz"]

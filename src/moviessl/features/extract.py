@@ -1269,6 +1269,22 @@ class FeatureExtractor(pl.LightningModule):
 PENDING = "pending"  # a journal's entry of a video being extracted again (:func:`_start_over`)
 
 
+def refuse_foreign_files(out: Path, old: dict | None, suffix: str, whose: str) -> None:
+    """Bad input if ``out`` holds result files (``*{suffix}``) no extraction of ours wrote. A run
+    claims its folder (and journals each video) before it writes one, so such files without either
+    are someone else's (``whose``, e.g. a dataset's released features): extracting there would
+    replace those of the videos it extracts."""
+    if old is not None or next(out.glob(JOURNAL_GLOB), None) is not None:
+        return
+    foreign = next(out.glob(f"*{suffix}"), None)
+    if foreign is not None:
+        raise BadInputError(
+            out,
+            f"folder holds {suffix} files without a moviessl index (e.g. {foreign.name}: {whose}?) that this "
+            "run would overwrite; use another --out",
+        )
+
+
 def is_finished(entry: dict | None, result: Path, retry_bad: bool = False) -> bool:
     """Whether a rerun skips a video: one listed bad (unless ``retry_bad``), or one listed ok whose
     ``result`` file is there (a deleted file is made again; a ``pending`` one is not done)."""
@@ -1406,17 +1422,7 @@ def extract(
     with job_lock(out) if leader else contextlib.nullcontext():
         old = read_index(out, unfinished_ok=True)
         dtype = "float16" if fp16 else "float32"
-        # a run claims its folder (and journals each video) before it writes a feature file, so
-        # feature files without either are someone else's (VidSitu's released features):
-        # extracting over them would replace them
-        ours = old is not None or next(out.glob(JOURNAL_GLOB), None) is not None
-        foreign = None if ours else next(out.glob(f"*{FEATS_SUFFIX}"), None)
-        if foreign is not None:
-            raise BadInputError(
-                out,
-                f"folder holds feature files without a moviessl index (e.g. {foreign.name}: VidSitu's released "
-                "features?) that this run would overwrite; use another --out",
-            )
+        refuse_foreign_files(out, old, FEATS_SUFFIX, "VidSitu's released features")
         if old is not None:
             check_format(out, old, FEATURES_FORMAT, "; use another --out")
             for key, want in (("backbone", bhash), ("stride_s", stride_s), ("dtype", dtype)):

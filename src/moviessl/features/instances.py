@@ -73,6 +73,7 @@ from .extract import (
     merge_journals,
     predict_skipping_dead_readers,
     read_entries,
+    refuse_foreign_files,
     shard_over_ranks,
 )
 from .store import CLAIM_NAME, INSTANCES_FORMAT, check_format, index_facts, read_index
@@ -396,6 +397,7 @@ def extract_instances(
     leader = job_leader()
     with job_lock(out) if leader else contextlib.nullcontext():
         old = read_index(out, unfinished_ok=True)
+        refuse_foreign_files(out, old, ".npz", "LVU's released instance features")
         if old is not None:
             check_format(out, old, INSTANCES_FORMAT, "; use another --out")
         if old is not None and (old.get("backbone") != bhash or old.get("roi") != roi):
