@@ -118,3 +118,29 @@ def test_a_rows_cells_weigh_its_tokens_for_the_time_left():
     assert _tokens_per_video(None, scene) == 20.0  # a damaged film's valid events only
     assert _tokens_per_video(Store(), scene) == 170.0
     assert _tokens_per_video(None, ({}, 2.0, "-")) == 1.0
+
+
+def test_an_earlier_ot_folder_taken_over_by_another_rank_meanwhile_is_no_error(tmp_path, monkeypatch):
+    """Every rank of a torchrun / srun launch takes the earlier-named OT folder over; the rank that
+    finds it renamed by another between its look and its rename raised FileNotFoundError alone (the
+    ranks then part ways: a crash or a hang)."""
+    import os
+    from types import SimpleNamespace
+
+    from moviessl.tasks.lvu import table
+
+    store = SimpleNamespace(backbone="b", index={"roi": {"short_side": 32}, "videos": {"v": {"status": "ok"}}})
+    store.ids, store.source_digest = ["v"], lambda: "d"
+    key, earlier = table.ot_pretrain_keys(store, {"train": {"lr": 1}}, "t")
+    old = tmp_path / "ot_pretrain" / earlier[0]
+    old.mkdir(parents=True)
+    (old / "model.pt").write_bytes(b"ot")
+    real = os.replace
+
+    def raced(a, b):  # another rank renames it first
+        real(a, b)
+        real(a, b)
+
+    monkeypatch.setattr(table.os, "replace", raced)
+    got = table.ot_pretrain_dir(tmp_path, store, {"train": {"lr": 1}}, "t")
+    assert got == tmp_path / "ot_pretrain" / key and (got / "model.pt").read_bytes() == b"ot"

@@ -26,6 +26,7 @@ and each row's inputs are loaded once for the nine tasks; finished runs are skip
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -131,7 +132,9 @@ def ot_pretrain_dir(out: Path, store: InstanceStore, ot_cfg: dict, teacher_id: s
     if not ot_dir.exists():  # (a pretraining begun under the key resumes there)
         old = next((out / "ot_pretrain" / k for k in earlier if (out / "ot_pretrain" / k / "model.pt").is_file()), None)
         if old is not None:
-            os.replace(old, ot_dir)
+            # every rank of a torchrun / srun launch gets here: one renames, the others find it done
+            with contextlib.suppress(OSError):
+                os.replace(old, ot_dir)
     return ot_dir
 
 
