@@ -101,7 +101,7 @@ def _cached(root):
 
 def test_contextualised_scene_is_cached_on_disk_once_and_read_on_demand(tmp_path, small_cache, monkeypatch):
     """``finetune lvu --contextualizer``: the TxE's outputs equal ``contextualize`` on each film (a
-    damaged stretch as padding, as ``extract --contextualizer`` makes them) and the in-RAM path's;
+    damaged stretch never read, as ``extract --contextualizer`` makes them) and the in-RAM path's;
     they are written once under the cache folder (a second task, or rank, reads them) and made again
     only for a film whose features were re-extracted, even with an older time."""
     import json
@@ -144,19 +144,39 @@ def test_contextualised_scene_is_cached_on_disk_once_and_read_on_demand(tmp_path
     with torch.no_grad():
         np.testing.assert_array_equal(np.asarray(again["m0"]), contextualize(txe, torch.from_numpy(new)).numpy())
 
-    # a damaged stretch: padding, as extract --contextualizer makes it; runs made before are not reused
+    # a damaged stretch: windows within the stretches, as extract --contextualizer makes them; runs
+    # made before are not reused
     videos["m1"]["missing"] = [[4, 7]]
     (tmp_path / "ev" / "index.json").write_text(json.dumps(index))
     gap = np.zeros(14, bool)
     gap[4:7] = True
     for cache_dir in (tmp_path / "runs2", None):
         scene, _, desc = scene_arrays(tmp_path / "ev", "feats", ctx, cache_dir=cache_dir)
-        assert desc.endswith("+pad-missing")
+        assert desc.endswith("+stretch-windows")
         with torch.no_grad():
             want = contextualize(txe, torch.from_numpy(arrays["m1"]), 5, 1, gap).numpy()
             np.testing.assert_array_equal(np.asarray(scene["m1"].feat), want)
             np.testing.assert_array_equal(scene["m1"].keep, ~gap)  # and those events are no tokens
             assert not np.allclose(contextualize(txe, torch.from_numpy(arrays["m1"])).numpy(), want)
+
+
+def test_a_damaged_folders_scene_cache_and_runs_are_not_the_earlier_windows(tmp_path):
+    """The TxE's windows beside a damaged stretch changed (within the stretch, no padding inside):
+    a feature folder with a damaged film gets another scene cache than the one made before (whose
+    files, keyed by the features' stamps alone, would be read again), and its runs another tag."""
+    import json
+
+    from moviessl.features.store import FeatureStore
+    from moviessl.tasks.lvu.data import scene_cache
+
+    _folder(tmp_path / "ev", {"m0": 9, "m1": 14})
+    index = {"videos": {"m0": {"status": "ok", "num_events": 9}, "m1": {"status": "ok", "num_events": 14}}}
+    (tmp_path / "ev" / "index.json").write_text(json.dumps({**index, "dim": 8, "stride_s": 2.0}))
+    whole = scene_cache(FeatureStore(tmp_path / "ev", num_events=None), "h", tmp_path).folder
+    index["videos"]["m1"]["missing"] = [[4, 7]]
+    (tmp_path / "ev" / "index.json").write_text(json.dumps({**index, "dim": 8, "stride_s": 2.0}))
+    damaged = scene_cache(FeatureStore(tmp_path / "ev", num_events=None), "h", tmp_path).folder
+    assert damaged != whole and damaged.parent == whole.parent
 
 
 def test_events_of_a_damaged_stretch_are_no_scene_tokens(tmp_path, small_cache):

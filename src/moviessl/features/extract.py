@@ -1674,7 +1674,7 @@ def save_ctx(
     dtype: str = "float32",
     clobber: bool = True,
 ) -> None:
-    """:func:`contextualize` one video's ``(L, D)`` features (``missing`` events as padding) and write
+    """:func:`contextualize` one video's ``(L, D)`` features (``missing`` events never read) and write
     the outputs atomically to ``path`` (``clobber``: see :func:`moviessl.utils.io.atomic_write`)."""
     ctx = contextualize(txe, feats, window, step, missing=missing).float()
     atomic_save_npy(path, ctx.cpu().numpy().astype(dtype), clobber)

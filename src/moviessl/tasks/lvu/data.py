@@ -185,8 +185,8 @@ def contextualize_scene(
 ) -> None:
     """Every ``ids`` film of ``scene.store`` through ``txe`` (a stage-"context" checkpoint's, with its
     ``window`` and ``step``: :func:`moviessl.features.extract.load_contextualizer`) into
-    ``scene.folder``, as ``moviessl extract --contextualizer`` does it (the same windows; events of a
-    damaged stretch are padding); a film's files made from earlier versions of its features go.
+    ``scene.folder``, as ``moviessl extract --contextualizer`` does it (the same windows: each within
+    its undamaged stretch); a film's files made from earlier versions of its features go.
 
     Resumable: current files are kept. Under torchrun / srun each rank starts at its own share and
     skips what another rank wrote meanwhile (as VidSitu's frozen-feature cache does), and never
@@ -218,8 +218,12 @@ def contextualize_scene(
 def scene_cache(store: FeatureStore, txe_hash: str, cache_dir: str | os.PathLike) -> ContextualisedScene:
     """The cache of one TxE checkpoint's outputs on one feature folder: ``cache_dir/scene_ctx/<hash
     of the folder's path and backbone and of the checkpoint>/``."""
-    key = settings_hash(str(store.root.resolve()), (store.index or {}).get("backbone"), txe_hash)
-    return ContextualisedScene(store, Path(cache_dir) / "scene_ctx" / key)
+    parts = [str(store.root.resolve()), (store.index or {}).get("backbone"), txe_hash]
+    if any(e.get("missing") for e in (store.index or {}).get("videos", {}).values()):
+        # a damaged film's events are read through windows within its undamaged stretches (before,
+        # through the film's windows with the damage as padding): not the files made then
+        parts.append("stretch-windows")
+    return ContextualisedScene(store, Path(cache_dir) / "scene_ctx" / settings_hash(*parts))
 
 
 def _load_txe(store: FeatureStore, contextualizer: str | os.PathLike) -> tuple:
@@ -282,8 +286,9 @@ def scene_arrays(
     txe, window, step, txe_hash = _load_txe(store, contextualizer)
     desc = f"scene:{Path(features).resolve()}+txe:{txe_hash}"
     if any(store.info(v).get("missing") for v in want):
-        # a damaged stretch is padding (the in-RAM path once attended to it): not the runs made before
-        desc += "+pad-missing"
+        # an event beside a damaged stretch is read through a window within its own stretch (the
+        # in-RAM path once attended to the damage, then read it as padding): not the runs made before
+        desc += "+stretch-windows"
     if cache_dir is not None:
         scene = scene_cache(store, txe_hash, cache_dir)
         contextualize_scene(scene, txe, window, step, want, progress, device)
