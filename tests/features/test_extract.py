@@ -330,6 +330,21 @@ def test_a_vidsitu_folder_of_unknown_splits_stays_so_when_extended_with_other_vi
     with pytest.raises(BadInputError, match=why):
         pretraining_ids([FeatureStore(killed)], [(0, "v_aaa_seg_0_10"), (0, "film")])
 
+    # a run of a root *with* its annotations, killed: its segments get their split only in index.json,
+    # so the rerun of another layout cannot give them one either
+    (tmp_path / "scratch" / "vidsitu_annotations" / "split_files").mkdir(parents=True)
+    split = tmp_path / "scratch" / "vidsitu_annotations" / "split_files" / "vseg_split_valid_lb.json"
+    split.write_text(json.dumps(["v_aaa_seg_0_10"]))
+    known = tmp_path / "known"
+    monkeypatch.setattr(ex.FeatureExtractor, "_record", die)
+    with pytest.raises(RuntimeError, match="killed"):
+        ex.extract(backbone, tmp_path / "scratch", known, num_workers=0, accelerator="cpu")
+    monkeypatch.setattr(ex.FeatureExtractor, "_record", orig)
+    assert run_extract("--backbone", backbone, "--videos", other, "--out", known) == 0
+    assert json.loads((known / "index.json").read_text())["splits"] == "unknown"
+    with pytest.raises(BadInputError, match=why):
+        pretraining_ids([FeatureStore(known)], [(0, "v_aaa_seg_0_10"), (0, "film")])
+
 
 def test_contextualize_windows():
     class Echo(torch.nn.Module):  # output = (position in window, first feature)

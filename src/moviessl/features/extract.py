@@ -1475,7 +1475,14 @@ def extract(
             "layout": layout,
             "contextualizer": ctx_info,
         }
-        if (vidsitu and not splits) or (not vidsitu and (old or {}).get("splits") == "unknown"):
+        # a killed VidSitu run's segments have no split yet (index.json gives them theirs): a rerun
+        # of another layout cannot, so the folder cannot tell them from unlabelled videos
+        split_lost = (
+            not vidsitu
+            and (old or {}).get("layout") == "vidsitu"
+            and any(e.get("status") == "ok" and "split" not in e for e in entries.values())
+        )
+        if (vidsitu and not splits) or (not vidsitu and (old or {}).get("splits") == "unknown") or split_lost:
             # readers must not take its segments without a split for unlabelled videos: said in the
             # claim (a killed run's rerun may be of another layout) and kept by an extension with
             # other videos, whose layout says nothing of the segments already there
