@@ -51,6 +51,32 @@ def test_a_path_ending_in_a_number_is_not_cut_into_a_path_and_a_label(tmp_path):
     ]
 
 
+def test_a_frame_folder_list_looks_at_each_folder_once_not_each_line(tmp_path, monkeypatch):
+    """Telling 'Episode 1' (a path) from 'clip 1' (a path and a label) looks at the disk for lines
+    without a video extension: a stat per line was 240k lookups for a Kinetics-sized frame-folder
+    list, on every rank; one listing per folder is enough."""
+    import os
+    from pathlib import Path
+
+    from moviessl.data import cliplist
+
+    for c in ("jump", "run"):
+        for i in range(20):
+            (tmp_path / c / f"clip{i}").mkdir(parents=True)
+    lines = [f"{c}/clip{i} {k}" for k, c in enumerate(("jump", "run")) for i in range(20)]
+    (tmp_path / "l.txt").write_text("\n".join(lines) + "\n")
+    listed = []
+    real = os.listdir
+    monkeypatch.setattr(cliplist.os, "listdir", lambda p: (listed.append(p), real(p))[1])
+    stats, exists = [], Path.exists
+    monkeypatch.setattr(Path, "exists", lambda self, **kw: (stats.append(self), exists(self, **kw))[1])
+    got = read_clip_list(tmp_path / "l.txt")
+    monkeypatch.undo()
+    assert stats == []
+    assert got[0] == (tmp_path / "jump" / "clip0", 0) and got[-1] == (tmp_path / "run" / "clip19", 1)
+    assert sorted(map(str, listed)) == [str(tmp_path / "jump"), str(tmp_path / "run")]
+
+
 def test_bad_label_names_line(tmp_path):
     csv = tmp_path / "l.csv"
     csv.write_text("a.mp4 1\nb.mp4 x\n")

@@ -44,6 +44,18 @@ def read_clip_list(csv_path: str | os.PathLike) -> list[tuple[Path, int | None]]
     if lines and is_kinetics_header(lines[0]):
         return read_kinetics_csv(path, lines)
     base = path.resolve().parent
+    listed: dict[Path, frozenset[str] | None] = {}
+
+    def _is_file(p: Path) -> bool:
+        # one listing per folder, not a stat per line (a frame-folder list of Kinetics on NFS)
+        if p.parent not in listed:
+            try:
+                listed[p.parent] = frozenset(os.listdir(p.parent))
+            except OSError:
+                listed[p.parent] = None
+        names = listed[p.parent]
+        return names is not None and p.name in names
+
     out: list[tuple[Path, int | None]] = []
     for lineno, line in enumerate(lines, start=1):
         s = line.strip()
@@ -71,13 +83,6 @@ def read_clip_list(csv_path: str | os.PathLike) -> list[tuple[Path, int | None]]
         clip = Path(s)
         out.append((clip if clip.is_absolute() else base / clip, label))
     return out
-
-
-def _is_file(p: Path) -> bool:
-    try:
-        return p.exists()
-    except OSError:  # e.g. a name too long for the filesystem: no such file
-        return False
 
 
 def check_labelled(items: list[tuple[Path, int | None]], csv_path: str | os.PathLike, purpose: str) -> None:
