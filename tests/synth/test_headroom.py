@@ -63,7 +63,7 @@ def test_verb_headroom_cuts_events_at_the_movies_frame_rate(tmp_path, monkeypatc
 def test_hidden_agent_headroom_counts_the_patient_of_a_hidden_neighbour(tmp_path):
     """Only the agent of a hidden event is a silhouette; its patient is drawn as ever. The
     'from neighbours' share left out every hidden neighbour, so an agent shown as the patient of
-    the event before was counted as not shown (about 4 points low on the demo's plans)."""
+    the event before was counted as not shown."""
     import json
 
     from moviessl.synth.headroom import structure_headroom
@@ -87,8 +87,7 @@ def test_hidden_agent_headroom_counts_the_patient_of_a_hidden_neighbour(tmp_path
 
 def test_prop_cue_headroom_reads_no_cue_through_a_degradation(tmp_path):
     """A degraded event's prop cue is covered (occlusion), faded (low contrast), smeared (blur) or not
-    drawn (offscreen) with its verb; the 'prop cue only' share counted every cued event as read, so
-    on the demo's plans it claimed 61.7% where the cues that can be seen give 51.7%."""
+    drawn (offscreen) with its verb; the 'prop cue only' share counted every cued event as read."""
     import json
 
     from moviessl.synth.headroom import structure_headroom

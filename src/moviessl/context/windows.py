@@ -117,8 +117,8 @@ class FeatureWindows(Dataset):
         span = (self.window - 1) * k + 1
         last = max(0, num_events - span)
         if self.random_start:
-            # a video shorter than a window's span still has k lattices of tokens (k events apart):
-            # starting on the first only left the others' events out of every window
+            # a video with fewer than span + k - 1 events still has k lattices of tokens (k events
+            # apart): starting no later than `last` left the other lattices' events out of every window
             start = int(np.random.randint(0, max(last, min(k, num_events) - 1) + 1))
         else:  # evenly spread over the video, middle first
             start = last // 2 if self.windows_per_video == 1 else round(rep * last / (self.windows_per_video - 1))
