@@ -259,3 +259,19 @@ def test_json_nested_too_deep_is_one_line(tmp_path, reader):
     }[reader]
     with pytest.raises(BadInputError, match="JSON"):
         read(path)
+
+
+@pytest.mark.parametrize("task", ["verb", "relation"])
+def test_numpy_array_predictions_score_as_lists(root, tmp_path, task):
+    """A model's top-k indexed into a vocabulary array is a numpy array of strings; VidSitu's
+    evaluator slices and iterates it as a list, and the reader lets arrays through, yet the
+    checks refused it ("must hold 5 lists ..., got ndarray")."""
+    import numpy as np
+
+    preds = perfect_verb() if task == "verb" else relation_preds()
+    key = "pred_vbs_ev" if task == "verb" else "pred_evrels_ev"
+    as_arrays = [{**p, key: np.array(p[key])} for p in preds]
+    as_rows = [{**p, key: [np.array(row) for row in p[key]]} for p in preds]
+    want = evaluate_files(task, dump(tmp_path, "lists.pkl", preds), root)
+    assert evaluate_files(task, dump(tmp_path, "arrays.pkl", as_arrays), root) == want
+    assert evaluate_files(task, dump(tmp_path, "rows.pkl", as_rows), root) == want

@@ -14,6 +14,8 @@ import numbers
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..data.vidsitu import EVENTS, RELATION_IDS, ROLES
 from ..errors import BadInputError
 from ..utils.safe_pickle import UNPICKLE_ERRORS, SafeUnpickler, safe_load
@@ -62,6 +64,12 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
+def _listed(x: Any) -> Any:
+    """A numpy array as the nested list it holds (a model's top-k indexed into a vocabulary array);
+    VidSitu's evaluator only indexes, slices and iterates these, so it scores arrays as lists."""
+    return x.tolist() if isinstance(x, np.ndarray) else x
+
+
 def _str_list(x: Any) -> bool:
     return isinstance(x, (list, tuple)) and all(isinstance(s, str) for s in x)
 
@@ -102,6 +110,9 @@ def index_submission(preds: list, task: str, num_segments: int, source: str | No
 
 def check_verb(payload: Any, where: str, src: str) -> list[list[str]]:
     """``pred_vbs_ev``: 5 lists (Ev1..Ev5) of ranked verb-id strings (only the first 5 count)."""
+    payload = _listed(payload)
+    if isinstance(payload, (list, tuple)):
+        payload = [_listed(lst) for lst in payload]
     if not isinstance(payload, (list, tuple)) or len(payload) != len(EVENTS):
         n = len(payload) if isinstance(payload, (list, tuple)) else type(payload).__name__
         raise BadInputError(src, f"{where}: pred_vbs_ev must hold 5 lists (Ev1..Ev5), got {n}")
@@ -141,6 +152,9 @@ def check_srl(payload: Any, where: str, src: str) -> dict:
 def check_relation(payload: Any, where: str, src: str, n_gt: int) -> list[list[str]]:
     """``pred_evrels_ev``: 4 lists (pairs Ev1-3, Ev2-3, Ev3-4, Ev3-5), each with one label string
     per GT annotation (``n_gt``, 3 on val)."""
+    payload = _listed(payload)
+    if isinstance(payload, (list, tuple)):
+        payload = [_listed(lst) for lst in payload]
     if not isinstance(payload, (list, tuple)) or len(payload) != 4:
         n = len(payload) if isinstance(payload, (list, tuple)) else type(payload).__name__
         raise BadInputError(
