@@ -195,3 +195,22 @@ def test_probabilities_within_rounding_are_accepted(release, tmp_path, capsys):
     pf.write_text(json.dumps({ids[0]: rows}))
     assert main(["evaluate", "lvu", "--task", "director", "--pred", str(pf), "--data-root", str(root)]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 1
+
+
+@pytest.mark.parametrize("written", ["bfloat16", "3 decimals"])
+def test_softmax_in_bfloat16_or_three_decimals_is_accepted(release, tmp_path, capsys, written):
+    """A softmax computed in bfloat16 (unit roundoff 2**-8) or written with 3 decimals sums to 1 only
+    within a few 1e-3; such rows were refused as logits ("apply softmax to logits")."""
+    import torch
+
+    root, ids, _ = release
+    z = torch.randn(50, 10, generator=torch.Generator().manual_seed(0)) * 2
+    if written == "bfloat16":
+        rows = z.to(torch.bfloat16).softmax(-1).float().tolist()
+    else:
+        rows = np.round(z.softmax(-1).double().numpy(), 3).tolist()
+    assert max(abs(sum(r) - 1) for r in rows) > 1e-3  # the case: beyond float32 rounding
+    pf = tmp_path / "p.json"
+    pf.write_text(json.dumps({ids[0]: rows}))
+    assert main(["evaluate", "lvu", "--task", "director", "--pred", str(pf), "--data-root", str(root)]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 1
