@@ -214,3 +214,16 @@ def test_softmax_in_bfloat16_or_three_decimals_is_accepted(release, tmp_path, ca
     pf.write_text(json.dumps({ids[0]: rows}))
     assert main(["evaluate", "lvu", "--task", "director", "--pred", str(pf), "--data-root", str(root)]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 1
+
+
+def test_a_video_listed_twice_in_a_json_file_is_refused(release, tmp_path, capsys):
+    """Python's json keeps the last of two equal keys: a video whose spans were written in two
+    chunks was scored on the last chunk only, silently."""
+    root, ids, _ = release
+    one = [0.0, 1.0] + [0.0] * 8
+    pf = tmp_path / "dup.json"
+    pf.write_text("{" + f'"{ids[0]}": [{one}], "{ids[1]}": [{one}], "{ids[0]}": [{one}]'.replace("'", '"') + "}")
+    assert main(["evaluate", "lvu", "--task", "director", "--pred", str(pf), "--data-root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"moviessl: error: {pf}: ")
+    assert f"{ids[0]!r} is listed twice" in err

@@ -42,16 +42,32 @@ def metric_name(task: str) -> str:
     return "mse" if is_regression(task) else "top1"
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json keeps the last of two equal keys: a video written in two chunks would be scored on one
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(f"{k!r} is listed twice (a video's span outputs go in one list)")
+        out[k] = v
+    return out
+
+
 def load_predictions(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise BadInputError(path, "prediction file not found")
     try:
         if path.suffix.lower() == ".json":
-            data = json.loads(path.read_text(encoding="utf-8-sig"))
+            data = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=_unique_keys)
         else:
             with open(path, "rb") as f:
                 data = safe_load(f)
+    except _DuplicateKey as e:
+        raise BadInputError(path, str(e)) from None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # recursion: nested too deep
         raise BadInputError(path, f"invalid JSON: {e}") from None
     except (OSError, *UNPICKLE_ERRORS) as e:
