@@ -348,6 +348,7 @@ _NON_NEGATIVE = (
     "w_flow",
     "action_weight",
     "span_weight",
+    "min_frequency",  # the SRL BPE's: a negative one was an OverflowError traceback from tokenizers
 )
 # probabilities and shares, 0 and 1 included (a block's replace + swap together: check_shares)
 # (final_lr_frac: the share of lr the schedule ends at; above 1 it rose instead of decaying)

@@ -207,3 +207,13 @@ def test_a_user_tokenizer_whose_ids_have_gaps_sizes_the_vocabulary_by_its_larges
     ids = user.encode_target("push.01", [("Arg0", "the man")])
     assert vocab[piece] in ids and max(ids) < user.vocab_size
     assert user.parse(ids)["Arg0"] == "the man"
+
+
+def test_a_negative_bpe_min_frequency_is_one_line():
+    """``srl.min_frequency=-1`` reached the BPE trainer and ended the job in an OverflowError traceback
+    ("can't convert negative int to unsigned") after the data were read."""
+    from moviessl.config import load_config
+
+    with pytest.raises(BadInputError, match=r"^srl.min_frequency: -1 must not be negative"):
+        load_config("vidsitu", "cpu", ["srl.min_frequency=-1"])
+    assert load_config("vidsitu", "cpu", ["srl.min_frequency=0"]).srl.min_frequency == 0
