@@ -324,3 +324,21 @@ def test_the_checkpoint_writer_pickles_for_ddp_spawn():
     from moviessl.training import AtomicCheckpointIO, atomic_checkpoint_io
 
     assert isinstance(pickle.loads(pickle.dumps(atomic_checkpoint_io())), AtomicCheckpointIO)
+
+
+def test_a_folder_that_refuses_the_temporary_file_is_an_error_naming_the_target(tmp_path, monkeypatch):
+    """A read-only folder (or one out of inodes or quota) fails when the temporary file is created:
+    the error named that hidden ``.x.json.abc123.tmp`` instead of the file the user asked for."""
+    import errno
+    import tempfile
+
+    from moviessl.utils.io import atomic_write_json
+
+    def refuse(prefix="", suffix="", dir=None):
+        raise PermissionError(errno.EACCES, "Permission denied", f"{dir}/{prefix}abc123{suffix}")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(OSError) as e:
+        atomic_write_json(tmp_path / "x.json", {"a": 1})
+    assert e.value.filename == str(tmp_path / "x.json") and e.value.errno == errno.EACCES
+    assert "nothing was changed" in str(e.value)

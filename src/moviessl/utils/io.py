@@ -39,8 +39,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
     leaves ``path`` as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        # inside the try: a folder that refuses the temp file (read-only, out of inodes or quota) is
+        # an error writing ``path``, not one naming a hidden file the user never asked for
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with _open_fd(fd, "wb", path) as f:
             write(f)
             f.flush()
@@ -52,7 +55,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
             os.unlink(tmp)
     except BaseException as e:
         try:
-            os.unlink(tmp)
+            if tmp is not None:
+                os.unlink(tmp)
         except FileNotFoundError:
             pass
         err = _os_error_in(e)
