@@ -342,3 +342,33 @@ def test_a_folder_that_refuses_the_temporary_file_is_an_error_naming_the_target(
         atomic_write_json(tmp_path / "x.json", {"a": 1})
     assert e.value.filename == str(tmp_path / "x.json") and e.value.errno == errno.EACCES
     assert "nothing was changed" in str(e.value)
+
+
+def test_a_journal_on_a_full_disk_is_an_error_naming_it(tmp_path, monkeypatch):
+    """``append_line``'s write failing (a full disk) raised the bare OSError of ``write``, which names
+    no file: the CLI printed "No space left on device: [Errno 28] ..." without saying which journal."""
+    import errno
+
+    import moviessl.utils.io as uio
+    from moviessl.errors import os_error_line
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, b):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    journal = tmp_path / "journal.rank0.jsonl"
+    orig = uio._open_fd
+    monkeypatch.setattr(uio, "_open_fd", lambda fd, mode, path: Full(orig(fd, mode, path)))
+    with pytest.raises(OSError) as e:
+        uio.append_line(journal, '{"id": "v1"}')
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(journal)
+    assert os_error_line(e.value).startswith(f"{journal}: ") and "No space left on device" in os_error_line(e.value)

@@ -183,10 +183,16 @@ def append_line(path: str | os.PathLike, line: str) -> None:
     """Append one record to a journal, durably. Each record starts on a fresh line, so the torn last
     line of a killed job (or of a full disk) never damages the next one; readers skip torn lines."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, _FILE_MODE)
-    with _open_fd(fd, "ab", Path(path)) as f:
-        f.write(("\n" + line + "\n").encode("utf-8"))
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with _open_fd(fd, "ab", Path(path)) as f:
+            f.write(("\n" + line + "\n").encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        # a write's error (a full disk) names no file: the CLI's line would not say which journal
+        raise OSError(e.errno, f"cannot append ({e.strerror or e})", os.fspath(path)) from None
 
 
 def ensure_out_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
