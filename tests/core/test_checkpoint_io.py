@@ -372,3 +372,27 @@ def test_a_journal_on_a_full_disk_is_an_error_naming_it(tmp_path, monkeypatch):
         uio.append_line(journal, '{"id": "v1"}')
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(journal)
     assert os_error_line(e.value).startswith(f"{journal}: ") and "No space left on device" in os_error_line(e.value)
+
+
+def test_a_target_that_is_a_symlink_is_written_where_it_points(tmp_path):
+    """A result file that is a symlink (features kept on another disk) was replaced by a regular file
+    beside the link, and the file it pointed to kept the old contents; ``open(path, "w")`` writes
+    through the link. Also a dangling link (the file not written yet) and ``clobber=False``."""
+    from moviessl.utils.io import atomic_write_text
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    (disk / "a.npy").write_bytes(b"old")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.npy").symlink_to(disk / "a.npy")
+    assert atomic_save_npy(out / "a.npy", np.arange(3)) == out / "a.npy"
+    assert (out / "a.npy").is_symlink() and np.load(disk / "a.npy").tolist() == [0, 1, 2]
+    (out / "b.json").symlink_to(disk / "b.json")  # dangling
+    atomic_write_text(out / "b.json", "{}")
+    assert (out / "b.json").is_symlink() and (disk / "b.json").read_text() == "{}"
+    (out / "c.npy").symlink_to(disk / "c.npy")
+    atomic_save_npy(out / "c.npy", np.zeros(2), clobber=False)
+    assert (out / "c.npy").is_symlink() and np.load(disk / "c.npy").tolist() == [0, 0]
+    assert sorted(q.name for q in out.iterdir()) == ["a.npy", "b.json", "c.npy"]
+    assert sorted(q.name for q in disk.iterdir()) == ["a.npy", "b.json", "c.npy"]  # no temp files left

@@ -37,7 +37,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
     several processes may write at once: no reader of the first one sees it replaced, which over NFS
     can fail a read in progress). Any failure (a full disk included) removes the temporary file and
     leaves ``path`` as it was."""
-    path = Path(path)
+    path = asked = Path(path)
+    if path.is_symlink():
+        # written where the link points, as open() writes: renaming over the link replaced it with
+        # a file on the link's disk and left the file it pointed to as it was
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = None
     try:
@@ -61,9 +65,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
             pass
         err = _os_error_in(e)
         if err is not None:  # name the file the user asked for, not the temp file
-            raise OSError(err.errno, f"cannot write ({err.strerror}); nothing was changed", str(path)) from None
+            raise OSError(err.errno, f"cannot write ({err.strerror}); nothing was changed", str(asked)) from None
         raise
-    return path
+    return asked
 
 
 def _link(tmp: str, path: Path) -> bool:
