@@ -396,3 +396,14 @@ def test_a_target_that_is_a_symlink_is_written_where_it_points(tmp_path):
     assert (out / "c.npy").is_symlink() and np.load(disk / "c.npy").tolist() == [0, 0]
     assert sorted(q.name for q in out.iterdir()) == ["a.npy", "b.json", "c.npy"]
     assert sorted(q.name for q in disk.iterdir()) == ["a.npy", "b.json", "c.npy"]  # no temp files left
+
+
+def test_a_rewritten_file_keeps_its_permissions(tmp_path):
+    """A write in place keeps an existing file's mode; the rename gave every rewrite the umask's mode,
+    so a result made private (chmod 600) became world-readable on the next run."""
+    import os
+
+    p = atomic_save_npy(tmp_path / "f.npy", np.zeros(2))
+    os.chmod(p, 0o600)
+    atomic_save_npy(p, np.ones(2))
+    assert (p.stat().st_mode & 0o777) == 0o600 and np.load(p).tolist() == [1, 1]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
@@ -52,7 +53,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _FILE_MODE)
+        os.chmod(tmp, _mode_of(path))
         if clobber or not _link(tmp, path):
             os.replace(tmp, path)
         else:
@@ -68,6 +69,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
             raise OSError(err.errno, f"cannot write ({err.strerror}); nothing was changed", str(asked)) from None
         raise
     return asked
+
+
+def _mode_of(path: Path) -> int:
+    """The permissions a write in place would leave: an existing file's own (a result made private
+    with chmod 600 stays private), else what ``open()`` gives a new file."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return _FILE_MODE
 
 
 def _link(tmp: str, path: Path) -> bool:
