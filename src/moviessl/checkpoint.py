@@ -228,6 +228,8 @@ def build_from_checkpoint(
     where = obj.get(LOADED_FROM, "checkpoint")
     try:
         model = build_arch(obj["arch"])
+    except BadInputError as e:  # the builder's own check (a preset this version lacks) names no file
+        raise BadInputError(where, f"its arch cannot be built here ({e})") from None
     except (TypeError, ValueError, KeyError) as e:  # arch kwargs this version's builder does not take
         raise BadInputError(where, f"its arch cannot be built here ({type(e).__name__}: {e})") from None
     sd = obj.get("state_dict")

@@ -407,3 +407,21 @@ def test_a_rewritten_file_keeps_its_permissions(tmp_path):
     os.chmod(p, 0o600)
     atomic_save_npy(p, np.ones(2))
     assert (p.stat().st_mode & 0o777) == 0o600 and np.load(p).tolist() == [1, 1]
+
+
+def test_a_preset_this_version_lacks_is_one_line_naming_the_checkpoint(tmp_path):
+    """A checkpoint of a newer moviessl with a preset this one lacks: the builder's own error named
+    only the preset ("slowd_r101: unknown Slow-D preset ..."; TxD's named nothing at all), so the
+    user was not told which of the checkpoints given was the problem."""
+    from moviessl.api import load
+
+    for stage, arch in {
+        "backbone": arch_spec("moviessl.models.slowd:build_slowd", preset="slowd_r101"),
+        "srl": arch_spec("moviessl.tasks.vidsitu.srl:build_srl_model", in_dim=8, vocab_size=10, txd_preset="txd_huge"),
+    }.items():
+        p = tmp_path / f"{stage}.pt"
+        torch.save({"format": "moviessl", "format_version": 3, "stage": stage, "arch": arch, "state_dict": {}}, p)
+        for build in (build_from_checkpoint, load):
+            with pytest.raises(BadInputError, match="its arch cannot be built here .*unknown") as e:
+                build(p)
+            assert str(e.value).startswith(f"{p}: ") and "\n" not in str(e.value)
