@@ -425,3 +425,27 @@ def test_a_preset_this_version_lacks_is_one_line_naming_the_checkpoint(tmp_path)
             with pytest.raises(BadInputError, match="its arch cannot be built here .*unknown") as e:
                 build(p)
             assert str(e.value).startswith(f"{p}: ") and "\n" not in str(e.value)
+
+
+def test_a_checkpoint_that_cannot_be_read_is_not_called_corrupt(tmp_path, monkeypatch):
+    """Any OSError while loading was reported as "truncated or corrupt file": a checkpoint the user
+    may not read (permissions) or a disk error sent them to download or retrain a good file."""
+    import errno
+
+    from moviessl.models.slowd import build_slowd
+
+    m = build_slowd("slowd_cpu")
+    p = save_checkpoint(
+        tmp_path / "model.pt",
+        stage="backbone",
+        arch=arch_spec("moviessl.models.slowd:build_slowd", preset="slowd_cpu"),
+        state_dict=m.state_dict(),
+    )
+
+    def denied(f, *a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied", str(f))
+
+    monkeypatch.setattr(torch, "load", denied)
+    with pytest.raises(BadInputError) as e:
+        load_checkpoint(p)
+    assert str(e.value) == f"{p}: not a readable checkpoint (Permission denied)"
