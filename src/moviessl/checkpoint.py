@@ -215,6 +215,8 @@ def _load_problem(e: Exception) -> str:
     msg = str(e)
     if isinstance(e, OSError) and e.errno is not None:  # the machine's (permissions, a disk error): maybe a good file
         return e.strerror or msg
+    if isinstance(e, EOFError):  # not a zip, and its pickle ends at once: a file with no bytes (or a few)
+        return "empty or truncated file"
     if isinstance(e, OSError) or "central directory" in msg or "unexpected EOF" in msg or "truncated" in msg:
         return "truncated or corrupt file"
     if "invalid load key" in msg or "magic number" in msg:

@@ -40,6 +40,10 @@ def test_bad_checkpoints(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(BadInputError, match="not a readable checkpoint"):
         load_checkpoint(bad)
+    empty = tmp_path / "empty.pt"  # a copy that failed, a `touch`: was "(EOFError: Ran out of input)"
+    empty.write_bytes(b"")
+    with pytest.raises(BadInputError, match=r"empty\.pt: not a readable checkpoint \(empty or truncated file\)"):
+        load_checkpoint(empty)
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(BadInputError, match="not a moviessl checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
