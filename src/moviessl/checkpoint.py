@@ -166,6 +166,9 @@ LOADED_FROM = "_loaded_from"
 def load_checkpoint(path: str | os.PathLike, stage: str | tuple[str, ...] | None = None) -> dict:
     """Load and validate a moviessl checkpoint (on CPU)."""
     path = Path(path)
+    if path.is_dir():  # a run's folder given for its export: it exists, so "not found" misled
+        hint = " (its model.pt?)" if (path / "model.pt").is_file() else ""
+        raise BadInputError(path, f"a folder, not a checkpoint file{hint}")
     if not path.is_file():
         raise BadInputError(path, "checkpoint not found")
     try:

@@ -36,6 +36,13 @@ def test_roundtrip(tmp_path):
 def test_bad_checkpoints(tmp_path):
     with pytest.raises(BadInputError, match="not found"):
         load_checkpoint(tmp_path / "nope.pt")
+    run = tmp_path / "run"  # a run's folder for its model.pt: it exists, so "not found" misled
+    run.mkdir()
+    with pytest.raises(BadInputError, match=r"run: a folder, not a checkpoint file$"):
+        load_checkpoint(run)
+    torch.save({}, run / "model.pt")
+    with pytest.raises(BadInputError, match=r"run: a folder, not a checkpoint file \(its model\.pt\?\)"):
+        load_checkpoint(run)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"garbage")
     with pytest.raises(BadInputError, match="not a readable checkpoint"):
