@@ -18,6 +18,7 @@ optimiser state) are kept for ``--resume``; this format is what stages hand to e
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib
 import inspect
@@ -214,9 +215,16 @@ def load_checkpoint(path: str | os.PathLike, stage: str | tuple[str, ...] | None
     return obj
 
 
+# errors of the machine, not of the file's bytes (a file cut short near its end makes torch's reader
+# fail with EINVAL: that one is the file's)
+_MACHINE_ERRNOS = frozenset(
+    getattr(errno, n) for n in ("EACCES", "EPERM", "EIO", "ENXIO", "ETIMEDOUT", "ESTALE", "EROFS") if hasattr(errno, n)
+)
+
+
 def _load_problem(e: Exception) -> str:
     msg = str(e)
-    if isinstance(e, OSError) and e.errno is not None:  # the machine's (permissions, a disk error): maybe a good file
+    if isinstance(e, OSError) and e.errno in _MACHINE_ERRNOS:  # permissions, a disk error: maybe a good file
         return e.strerror or msg
     if isinstance(e, EOFError):  # not a zip, and its pickle ends at once: a file with no bytes (or a few)
         return "empty or truncated file"

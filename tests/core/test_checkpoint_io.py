@@ -460,3 +460,23 @@ def test_a_checkpoint_that_cannot_be_read_is_not_called_corrupt(tmp_path, monkey
     with pytest.raises(BadInputError) as e:
         load_checkpoint(p)
     assert str(e.value) == f"{p}: not a readable checkpoint (Permission denied)"
+
+
+def test_a_checkpoint_cut_short_near_its_end_is_called_truncated(tmp_path):
+    """torch's reader fails on a file cut a few bytes before its end with OSError EINVAL; that is
+    the file's fault, not the machine's ("Invalid argument" sent the user looking at the disk)."""
+    from moviessl.models.slowd import build_slowd
+
+    kw = dict(widths=[8, 8, 16, 16], stem_width=8)
+    m = build_slowd("slowd_cpu", **kw)
+    p = save_checkpoint(
+        tmp_path / "model.pt",
+        stage="backbone",
+        arch=arch_spec("moviessl.models.slowd:build_slowd", preset="slowd_cpu", **kw),
+        state_dict=m.state_dict(),
+    )
+    data = p.read_bytes()
+    for cut in (len(data) // 3, len(data) // 2, len(data) - 10, 100):
+        p.write_bytes(data[:cut])
+        with pytest.raises(BadInputError, match=r"not a readable checkpoint \(truncated or corrupt file\)"):
+            load_checkpoint(p)
