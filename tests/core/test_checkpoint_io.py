@@ -10,6 +10,37 @@ from moviessl.errors import BadInputError
 from moviessl.utils.io import atomic_save_npy, atomic_write
 
 
+class _FullDisk:
+    """A file whose every write fails as a full disk does (the file is closed as usual)."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def write(self, b):
+        import errno
+
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _small_backbone(path):
+    """A tiny stage-"backbone" checkpoint (a ~100 kB file)."""
+    from moviessl.models.slowd import build_slowd
+
+    kw = dict(widths=[8, 8, 16, 16], stem_width=8)
+    return save_checkpoint(
+        path,
+        stage="backbone",
+        arch=arch_spec("moviessl.models.slowd:build_slowd", preset="slowd_cpu", **kw),
+        state_dict=build_slowd("slowd_cpu", **kw).state_dict(),
+    )
+
+
 def build_mlp(d_in: int, d_out: int) -> nn.Module:
     return nn.Sequential(nn.Linear(d_in, d_out), nn.ReLU())
 
@@ -306,21 +337,8 @@ def test_chunks_are_written_as_they_come_and_a_source_error_stays_itself(tmp_pat
         atomic_write_from(tmp_path / "e.npy", source(), lambda f, c: write_npy_chunks(f, c, 3))
     assert closed == [True]
 
-    class Full:
-        def __init__(self, f):
-            self.f = f
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.f.close()
-
-        def write(self, b):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
     orig = uio._open_fd
-    monkeypatch.setattr(uio, "_open_fd", lambda fd, mode, path: Full(orig(fd, mode, path)))
+    monkeypatch.setattr(uio, "_open_fd", lambda fd, mode, path: _FullDisk(orig(fd, mode, path)))
     with pytest.raises(OSError) as e:
         atomic_write_from(tmp_path / "d.npy", [a], npy)
     assert e.value.filename == str(tmp_path / "d.npy") and e.value.errno == errno.ENOSPC
@@ -363,22 +381,9 @@ def test_a_journal_on_a_full_disk_is_an_error_naming_it(tmp_path, monkeypatch):
     import moviessl.utils.io as uio
     from moviessl.errors import os_error_line
 
-    class Full:
-        def __init__(self, f):
-            self.f = f
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.f.close()
-
-        def write(self, b):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
     journal = tmp_path / "journal.rank0.jsonl"
     orig = uio._open_fd
-    monkeypatch.setattr(uio, "_open_fd", lambda fd, mode, path: Full(orig(fd, mode, path)))
+    monkeypatch.setattr(uio, "_open_fd", lambda fd, mode, path: _FullDisk(orig(fd, mode, path)))
     with pytest.raises(OSError) as e:
         uio.append_line(journal, '{"id": "v1"}')
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(journal)
@@ -443,15 +448,7 @@ def test_a_checkpoint_that_cannot_be_read_is_not_called_corrupt(tmp_path, monkey
     may not read (permissions) or a disk error sent them to download or retrain a good file."""
     import errno
 
-    from moviessl.models.slowd import build_slowd
-
-    m = build_slowd("slowd_cpu")
-    p = save_checkpoint(
-        tmp_path / "model.pt",
-        stage="backbone",
-        arch=arch_spec("moviessl.models.slowd:build_slowd", preset="slowd_cpu"),
-        state_dict=m.state_dict(),
-    )
+    p = _small_backbone(tmp_path / "model.pt")
 
     def denied(f, *a, **k):
         raise PermissionError(errno.EACCES, "Permission denied", str(f))
@@ -465,16 +462,7 @@ def test_a_checkpoint_that_cannot_be_read_is_not_called_corrupt(tmp_path, monkey
 def test_a_checkpoint_cut_short_near_its_end_is_called_truncated(tmp_path):
     """torch's reader fails on a file cut a few bytes before its end with OSError EINVAL; that is
     the file's fault, not the machine's ("Invalid argument" sent the user looking at the disk)."""
-    from moviessl.models.slowd import build_slowd
-
-    kw = dict(widths=[8, 8, 16, 16], stem_width=8)
-    m = build_slowd("slowd_cpu", **kw)
-    p = save_checkpoint(
-        tmp_path / "model.pt",
-        stage="backbone",
-        arch=arch_spec("moviessl.models.slowd:build_slowd", preset="slowd_cpu", **kw),
-        state_dict=m.state_dict(),
-    )
+    p = _small_backbone(tmp_path / "model.pt")
     data = p.read_bytes()
     for cut in (len(data) // 3, len(data) // 2, len(data) - 10, 100):
         p.write_bytes(data[:cut])
