@@ -132,24 +132,26 @@ def test_paper_preset_crops_whole_frames_for_ssl_and_squares_for_sup_k400():
     assert load_config("backbone", "cpu", variant="modist").modist.flow_input == "centred"
 
 
+def _modist_in_training(overrides: list[str], n: int):
+    """A tiny MoDist module as in training, and a batch of ``n`` random two-view uint8 clips with flow."""
+    from types import SimpleNamespace
+
+    m = get_method("modist")(load_config("backbone", "cpu", tiny_overrides(overrides), variant="modist"))
+    m._trainer = SimpleNamespace(training=True)
+    g = torch.Generator().manual_seed(0)
+    clips = [torch.randint(0, 256, (n, 2, 3, 8, 32, 32), dtype=torch.uint8, generator=g) for _ in range(2)]
+    return m, {"video": clips[0], "flow": clips[1]}
+
+
 def test_modist_flow_crops_of_their_own_follow_the_augment_block():
     """modist.align_crops=false: each flow clip gets its own crop and flip, drawn from the augment block
     as the RGB views' are; they came from flow_augment's defaults (area 0.3-1, aspect 0.5-2, flip 0.5)
     whatever augment.area / aspect / flip_p said."""
-    from types import SimpleNamespace
 
     from moviessl.ssl.flow import normalize_flow
-    from moviessl.ssl.registry import get_method
 
     over = ["modist.align_crops=false", "augment.area=[1.0,1.0]", "augment.aspect=[1.0,1.0]", "augment.flip_p=0.0"]
-    cfg = load_config("backbone", "cpu", tiny_overrides(over), variant="modist")
-    m = get_method("modist")(cfg)
-    m._trainer = SimpleNamespace(training=True)
-    g = torch.Generator().manual_seed(0)
-    batch = {
-        "video": torch.randint(0, 256, (8, 2, 3, 8, 32, 32), dtype=torch.uint8, generator=g),
-        "flow": torch.randint(0, 256, (8, 2, 3, 8, 32, 32), dtype=torch.uint8, generator=g),
-    }
+    m, batch = _modist_in_training(over, 8)
     torch.manual_seed(0)
     out = m.on_after_batch_transfer(batch)
     for i in range(2):  # the whole frame, never flipped: the flow clip as it is
@@ -161,15 +163,8 @@ def test_modist_moves_its_key_encoders_once_per_optimizer_step(monkeypatch):
     update ran on each of them, so the keys followed the queries at m ** accumulate_grad_batches."""
     from types import SimpleNamespace
 
-    cfg = load_config("backbone", "cpu", tiny_overrides(["modist.momentum=0.5"]), variant="modist")
-    m = get_method("modist")(cfg)
-    m._trainer = SimpleNamespace(training=True)
-    g = torch.Generator().manual_seed(0)
-    batch = {
-        "video": torch.randint(0, 256, (4, 2, 3, 8, 32, 32), dtype=torch.uint8, generator=g),
-        "flow": torch.randint(0, 256, (4, 2, 3, 8, 32, 32), dtype=torch.uint8, generator=g),
-        "index": torch.arange(4),
-    }
+    m, batch = _modist_in_training(["modist.momentum=0.5"], 4)
+    batch["index"] = torch.arange(4)
     batch = m.on_after_batch_transfer(batch)
     monkeypatch.setattr(m, "log_step", lambda *a, **k: None)
     with torch.no_grad():
