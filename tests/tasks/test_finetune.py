@@ -527,3 +527,48 @@ def test_a_run_recorded_under_the_earlier_whole_config_hash_is_reused(tmp_path):
     job.earlier_settings = ()
     with pytest.raises(RuntimeError, match="trained again"):
         run_seed(job, 0)
+
+
+def _test_split(ann, dst, split):
+    """A copy of the fixture's annotations with VidSitu's test split ``split`` made from valid, as
+    released: verbs only (testsrl), verbs and roles without EvRel (testevrel), no records (testvb)."""
+    shutil.copytree(ann, dst)
+    ids = json.loads((ann / "split_files" / "vseg_split_valid_lb.json").read_text())
+    (dst / "split_files" / f"vseg_split_{split}_lb.json").write_text(json.dumps(ids))
+    recs = json.loads((ann / "vseg_ann_files" / "vsann_valid_lb.json").read_text())
+    first = {r["Ev1"]["vid_seg_int"]: r for r in reversed(recs)}  # one record per segment, as released
+    keep = {"testsrl": ("vid_uid", "vid_seg_int", "Verb", "VerbID")}.get(split)
+    if split != "testvb":
+        noann = [
+            {ev: {k: v for k, v in e.items() if (k in keep if keep else k != "EvRel")} for ev, e in r.items()}
+            for r in first.values()
+        ]
+        (dst / "vseg_ann_files" / f"vsann_{split}_noann_lb.json").write_text(json.dumps(noann))
+    return ids, first
+
+
+@pytest.mark.parametrize("task, split", [("verb", "testvb"), ("srl", "testsrl"), ("relation", "testevrel")])
+def test_a_test_split_gets_submissions_not_scores(vidsitu_fixture, tmp_path, task, split):
+    """VidSitu's test splits have no released ground truth: a run writes the split's submission and
+    says it is unscored (it was refused for want of the valid-only vinfo / 3 records)."""
+    ann, feats = vidsitu_fixture
+    ann2 = tmp_path / "vidsitu_annotations"
+    ids, first = _test_split(ann, ann2, split)
+    out = tmp_path / "run"
+    assert _finetune(ann2, feats, out, task, *FAST, f"data.eval_split={split}", f"{task}.epochs=1", seeds=1) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["scored"] is False and summary["summary"] == {} and summary["runs"][0]["metrics"] == {}
+    assert "Predictions only" in (out / "summary.md").read_text()
+    preds = pickle.loads((out / "seed0" / "predictions.pkl").read_bytes())
+    assert [p["ann_idx"] for p in preds] == list(range(len(ids)))
+    if task == "srl":  # decoding starts from the released verb
+        verbs = [first[v]["Ev2"]["VerbID"] for v in ids]
+        assert all(p["vb_output"]["Ev2"]["vb_id"].startswith(v) for p, v in zip(preds, verbs))
+    if task == "relation":  # as many predictions per pair as valid's evaluation compares
+        assert all(len(p["pred_evrels_ev"][k]) == 3 for p in preds for k in range(4))
+        prior = tmp_path / "prior"
+        argv = ["finetune", "vidsitu", "--task", task, "--data-root", str(ann2), "--baseline", "pair_prior"]
+        assert main([*argv, "--out", str(prior), f"data.eval_split={split}"]) == 0
+        assert json.loads((prior / "summary.json").read_text())["scored"] is False
+    with pytest.raises(BadInputError, match=f"no ground truth for its test split '{split}'"):
+        evaluate_files(task, out / "seed0" / "predictions.pkl", ann2, split)

@@ -38,6 +38,16 @@ SCORED_ROLES = ("Arg0", "Arg1", "Arg2", "ALoc", "AScn")
 # Start tags the reference output parser recognises (<Arg5> is not among them).
 PARSE_ROLES = tuple(r for r in ROLES if r != "Arg5")
 SPLITS = ("train", "valid", "testvb", "testsrl", "testevrel")
+# VidSitu released no ground truth for its test splits (verbs only for testsrl, verbs and roles for
+# testevrel, nothing for testvb): they were scored on AI2's leaderboards, so predictions are all a
+# run can give for them.
+UNSCORED_SPLITS = ("testvb", "testsrl", "testevrel")
+
+
+def scorable(split: "VidSituSplit") -> bool:
+    """Whether ``split``'s ground truth was released (every split but the three test splits)."""
+    return split.split not in UNSCORED_SPLITS
+
 
 _ARGM_RE = re.compile(r"ArgM (.*)")
 _ARGM_TYPES = (("direction", "ADir"), ("purpose", "APrp"), ("manner", "AMnr"), ("location", "ALoc"), ("goal", "AGol"))

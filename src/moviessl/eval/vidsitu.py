@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.vidsitu import EVENTS, PAIR_EVENTS, SCORED_ROLES, VidSituSplit, arg_mapper, load_split
+from ..data.vidsitu import EVENTS, PAIR_EVENTS, SCORED_ROLES, VidSituSplit, arg_mapper, load_split, scorable
 from ..errors import BadInputError
 from .lea import LEAScore
 from .submission import TASK_ALIASES, check_relation, check_srl, check_verb, index_submission, load_submission
@@ -57,6 +57,13 @@ def evaluate(task: str, preds: list, split: VidSituSplit, details: bool = False,
         raise BadInputError(None, f"unknown task {task!r}; expected one of verb, srl, relation")
     task = TASK_ALIASES[task]
     src = source or "submission"
+    if not scorable(split):  # its missing vinfo / 1-record noann file would be named as the problem
+        raise BadInputError(
+            split.files.get("split"),
+            f"VidSitu released no ground truth for its test split '{split.split}' (it was scored on AI2's "
+            "leaderboard): a submission for it can be written (moviessl finetune vidsitu "
+            f"data.eval_split={split.split}), not scored here",
+        )
     if len(split.vseg_ids) == 0:
         raise BadInputError(split.files.get("split"), "the split has no segments")
     by_idx = index_submission(preds, task, len(split.vseg_ids), source=src)

@@ -298,18 +298,21 @@ def coverage_note(
     eval_segments: int,
     eval_without_inputs: int,
     eval_failed_decode: int = 0,
+    scored: bool = True,
     **_: Any,
 ) -> str | None:
     """``None`` when every item of both splits was used; else one line saying what the score covers
     (batch jobs skip bad items and count them, and a summary must say when a score is partial).
-    ``eval_failed_decode``: eval items whose inputs were found but failed to decode when predicted."""
+    ``eval_failed_decode``: eval items whose inputs were found but failed to decode when predicted;
+    ``scored``: False for predictions without a score (a split without released ground truth)."""
     parts = []
     missing = eval_without_inputs + eval_failed_decode
     if missing:
         why = [f"{eval_without_inputs} had none"] if eval_without_inputs else []
         why += [f"{eval_failed_decode} failed to decode"] if eval_failed_decode else []
         parts.append(
-            f"the score covers {eval_segments - missing} of {eval_segments} eval items with usable "
+            f"{'the score covers' if scored else 'the predictions cover'} {eval_segments - missing} of "
+            f"{eval_segments} eval items with usable "
             f"inputs ({' and '.join(why)} and got fallback predictions)"
         )
     if train_skipped:
@@ -329,8 +332,11 @@ def write_summary(
 ) -> dict:
     """Mean ± SE over the runs -> ``out/summary.json`` and ``out/summary.md``; returns the summary record.
     ``partial`` (see :func:`coverage_note`) is stored and printed above the table when a score covers
-    only part of a split."""
-    summary, table = summarize([r["metrics"] for r in runs], keys=list(metric_keys), title=title)
+    only part of a split. No ``metric_keys``: a run that only predicts (a split without released
+    ground truth); ``note`` says so and there is no table."""
+    summary, table = {}, ""
+    if metric_keys:
+        summary, table = summarize([r["metrics"] for r in runs], keys=list(metric_keys), title=title)
     result = {**facts, "out": str(out), "seeds": len(runs), "runs": runs, "summary": summary, "table": table}
     result["partial"] = partial
     atomic_write_json(out / "summary.json", result)

@@ -35,7 +35,7 @@ import torch
 
 from ...checkpoint import arch_spec, build_arch, file_hash, load_checkpoint, save_checkpoint
 from ...config import flatten, load_config, merge_overrides, save_config, to_dict
-from ...data.vidsitu import load_split
+from ...data.vidsitu import load_split, scorable
 from ...dist import trainer_device
 from ...errors import BadInputError
 from ...eval.vidsitu import evaluate
@@ -253,19 +253,21 @@ def run_baseline(
     spec = TASKS[task](getattr(cfg, task), train_split, eval_split=eval_split, out=out)
     preds = spec.baseline_entries(baseline, eval_split)
     atomic_write_bytes(run_dir / "predictions.pkl", pickle.dumps(preds, protocol=4))
-    metrics = evaluate(task, preds, eval_split)
+    scored = scorable(eval_split)
+    metrics = evaluate(task, preds, eval_split) if scored else {}
     atomic_write_json(run_dir / "metrics.json", {"task": task, "baseline": baseline, "seed": 0, "metrics": metrics})
     label = f"baseline:{baseline}"
     return write_summary(
         out,
         [{"seed": 0, "dir": str(run_dir), "metrics": metrics}],
-        spec.metric_keys,
+        spec.metric_keys if scored else (),
         f"{task} ({label})",
         f"VidSitu {task}",
-        f"baseline: `{baseline}`",
+        f"baseline: `{baseline}`" + ("" if scored else unscored_note(eval_split)),
         task=task,
         inputs="none",
         contextualizer=label,
+        scored=scored,
     )
 
 
@@ -471,8 +473,9 @@ def make_job(p: Prepared, out: Path, resume: bool = False, train_data=None, opti
             failed=failed,
         )
         atomic_write_bytes(run_dir / "predictions.pkl", pickle.dumps(preds, protocol=4))
+        scores = evaluate(task, preds, p.eval_split) if scorable(p.eval_split) else {}
         # kept beside the metrics: the run's summary must say its score covers fewer segments
-        return {**evaluate(task, preds, p.eval_split), **({"eval_failed_decode": len(failed)} if failed else {})}
+        return {**scores, **({"eval_failed_decode": len(failed)} if failed else {})}
 
     def export(model, arch: dict, run_dir: Path, run: dict) -> None:
         meta = {**spec.meta(), "task": task, "inputs": p.inputs, "contextualizer": p.ctx_label, **run, **p.counts}
@@ -566,24 +569,42 @@ def run_finetune(
     out = ensure_out_dir(out)
     save_config(cfg, out)
     p = prepare(task, data_root, out, cfg, features, videos, backbone, contextualizer, tokenizer)
-    # the evaluation's ground truth is read now, by scoring the no-input fallback submission, so a
-    # missing or malformed file is found before a seed trains rather than after it
-    evaluate(task, [p.spec.fallback(i, v, p.eval_split) for i, v in enumerate(p.eval_split.vseg_ids)], p.eval_split)
+    scored = scorable(p.eval_split)
+    if scored:
+        # the evaluation's ground truth is read now, by scoring the no-input fallback submission, so a
+        # missing or malformed file is found before a seed trains rather than after it
+        fallback = [p.spec.fallback(i, v, p.eval_split) for i, v in enumerate(p.eval_split.vseg_ids)]
+        evaluate(task, fallback, p.eval_split)
+    else:
+        log.info("%s: %s has no released ground truth: runs write submissions, unscored", task, cfg.data.eval_split)
     with threads(cfg.threads):
         runs = run_seeds(make_job(p, out, resume), seed_list)
     failed_decode = max(r["metrics"].get("eval_failed_decode", 0) for r in runs)
+    note = f"inputs: `{p.inputs}`, contextualizer: `{p.ctx_label}`"
+    if not scored:
+        note += unscored_note(p.eval_split)
     return write_summary(
         out,
         runs,
-        p.spec.metric_keys,
+        p.spec.metric_keys if scored else (),
         f"{task} ({p.ctx_label})",
         f"VidSitu {task}",
-        f"inputs: `{p.inputs}`, contextualizer: `{p.ctx_label}`",
+        note,
         task=task,
         inputs=p.inputs,
         contextualizer=p.ctx_label,
-        partial=coverage_note(**p.counts, eval_failed_decode=failed_decode),
+        scored=scored,
+        partial=coverage_note(**p.counts, eval_failed_decode=failed_decode, scored=scored),
         **p.counts,
+    )
+
+
+def unscored_note(split) -> str:
+    """The summary's line for predictions of a split without released ground truth."""
+    return (
+        f"\n\n**Predictions only**: VidSitu released no ground truth for `{split.split}`; each run's "
+        "`seedS/predictions.pkl` is its submission in VidSitu's format (the test splits were scored on AI2's "
+        "leaderboards)."
     )
 
 
