@@ -142,7 +142,17 @@ class StepCheckpoint(pl.callbacks.ModelCheckpoint):
     training ends between two of them: Lightning's writes ``last`` at the end only if it never wrote
     one, so ``last.ckpt`` of a finished run was up to ``ckpt_every_n_steps - 1`` steps behind its
     ``model.pt`` (the classifier ``pretrain-ot --teacher`` reads, ``model.init`` and a ``--resume``
-    that extends the run all read it)."""
+    that extends the run all read it).
+
+    A resumed run starts with the restored step as saved: Lightning's count of the step it last
+    saved is not in its state and starts at 0, so under ``accumulate_grad_batches`` > 1 the first
+    micro-batch of a run resumed from step ``g`` (a multiple of the interval) wrote step ``g``
+    again with that micro-batch counted as done and its gradient not kept, and a second
+    interruption before the next step dropped it from training."""
+
+    def on_train_start(self, trainer, pl_module):
+        super().on_train_start(trainer, pl_module)
+        self._last_global_step_saved = trainer.global_step
 
     def on_train_end(self, trainer, pl_module):
         super().on_train_end(trainer, pl_module)

@@ -494,3 +494,40 @@ def test_a_trainer_built_in_code_without_a_limit_is_one_line(tmp_path):
     """max_epochs None becomes Lightning's -1 here: with max_steps -1 it trained forever."""
     with pytest.raises(BadInputError, match="would never end"):
         fit(_Tiny(), {"accelerator": "cpu", "max_steps": -1, "max_epochs": None}, tmp_path, train_dataloaders=_loader())
+
+
+class _Counted(_Tiny):
+    """Records the batches it trains on; Ctrl-C before its ``stop``-th micro-batch."""
+
+    def __init__(self, stop: int = 0):
+        super().__init__()
+        self.stop, self.trained = stop, []
+
+    def training_step(self, batch, i):
+        if len(self.trained) + 1 == self.stop:
+            raise KeyboardInterrupt
+        self.trained.append(float(batch[0].sum()))
+        return super().training_step(batch, i)
+
+
+def test_a_resume_under_accumulation_writes_no_checkpoint_before_its_first_step(tmp_path):
+    """Lightning's step checkpoint forgets on a resume which step it last saved: with
+    accumulate_grad_batches > 1 the resumed run's first micro-batch (still at the checkpoint's step)
+    wrote that step again, its loop counting the micro-batch as done while its gradient was not
+    saved, so a second interruption before the next step lost that micro-batch."""
+    from moviessl.loader import train_loader
+
+    def loader():
+        return train_loader(torch.utils.data.TensorDataset(torch.arange(12.0)[:, None].expand(12, 4)), 1, seed=0)
+
+    cfg = {"accelerator": "cpu", "max_epochs": 1, "progress_bar": False, "accumulate_grad_batches": 3}
+    cfg["ckpt_every_n_steps"] = 2
+    runs = [_Counted(stop=8), _Counted(stop=3), _Counted()]  # step 2 ends at micro-batch 6
+    for k, m in enumerate(runs):
+        try:
+            fit(m, cfg, tmp_path, train_dataloaders=loader(), throughput_name=None, resume=k > 0)
+        except KeyboardInterrupt:
+            pass
+    first, _, last = (m.trained for m in runs)
+    # the epoch's 12 items, each once: those of steps 1-2, then every later one in a step of the last run
+    assert sorted(first[:6] + last) == [4.0 * k for k in range(12)]
