@@ -257,6 +257,25 @@ def planned_world_size(t: TrainerConfig) -> int:
     return max(1, n) * max(1, int(t.num_nodes))
 
 
+def warn_micro_batch_negatives(t: TrainerConfig, what: str, per_step: int) -> None:
+    """Say once (rank 0) that ``trainer.accumulate_grad_batches`` does not widen a loss whose negatives
+    are the other items of its batch (``what``; ``per_step``: the items one loss sees per micro-batch):
+    each micro-batch's loss sees its own items only, while the learning rate is scaled for the
+    accumulated batch, so a paper batch reached by accumulation is not the paper's contrastive task."""
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    a = int(t.accumulate_grad_batches or 1)
+    if a > 1 and rank_zero_only.rank == 0:
+        log.warning(
+            "trainer.accumulate_grad_batches=%d: %s are the other items of one micro-batch (%d), not of "
+            "the accumulated %d; more of them need a larger data.batch_size (or more processes)",
+            a,
+            what,
+            per_step,
+            a * per_step,
+        )
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer with its temporary file beside the checkpoint
     (:func:`moviessl.utils.io.atomic_torch_save`). Lightning's own stages the file in ``$TMPDIR``

@@ -194,3 +194,36 @@ def test_pretrain_ot_checks_its_output_folder_before_reading_anything(tmp_path):
     cfg = load_config("ot_pretrain", "cpu", ["trainer.progress_bar=false"])
     with pytest.raises(BadInputError, match="output folder is an existing file"):
         pretrain_ot(Unread(), tmp_path / "out", cfg, teacher=tmp_path / "no_such_teacher.ckpt")
+
+
+@pytest.mark.parametrize("accumulate,span_weight,said", [(2, 1.0, True), (1, 1.0, False), (2, 0.0, False)])
+def test_pretrain_ot_says_accumulation_does_not_widen_the_span_losss_negatives(
+    tmp_path, monkeypatch, caplog, accumulate, span_weight, said
+):
+    """The span compatibility loss takes its negatives from the spans of one micro-batch:
+    trainer.accumulate_grad_batches trained with the batch it names nowhere in the loss, silently."""
+    import logging
+
+    from moviessl.config import load_config
+    from moviessl.context import instance_masking as im
+    from moviessl.data.lvu import VideoInstances
+
+    class One:
+        dim, ids, root = 8, ["a"], tmp_path
+
+        def load(self, vid, lazy=True):
+            sec = np.repeat(np.arange(70), 2)
+            box = np.tile(np.array([[0.1, 0.1, 0.5, 0.5]], np.float32), (len(sec), 1))
+            feats = np.random.default_rng(0).normal(size=(len(sec), 8)).astype("f4")
+            return VideoInstances(sec, sec // 10, np.tile([0, 1], 70), box, feats)
+
+    def stop(*a, **k):
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(im, "fit", stop)
+    over = ["data.batch_size=4", "masking.action_weight=0", f"masking.span_weight={span_weight}"]
+    cfg = load_config("ot_pretrain", "cpu", [*over, f"trainer.accumulate_grad_batches={accumulate}"])
+    with caplog.at_level(logging.WARNING, logger="moviessl"), pytest.raises(RuntimeError, match="stop"):
+        im.pretrain_ot(One(), tmp_path / "out", cfg)
+    warned = "span compatibility loss's negatives are the other items of one micro-batch (8), not of the accumulated 16"
+    assert (warned in caplog.text) == said

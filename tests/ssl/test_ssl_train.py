@@ -293,3 +293,24 @@ def test_a_val_list_that_shares_videos_with_data_is_said(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="moviessl"):
         pretrain("random", data, tmp_path / "r", cfg, val=other, resume=False, run_probe=False, progress=False)
     assert "also in --data" not in caplog.text
+
+
+@pytest.mark.parametrize("method,accumulate,said", [("cvrl", 2, True), ("cvrl", 1, False), ("supervised", 2, False)])
+def test_accumulation_is_said_not_to_widen_cvrls_negatives(
+    clip_list, tmp_path, monkeypatch, caplog, method, accumulate, said
+):
+    """CVRL's negatives are the other videos of one micro-batch: trainer.accumulate_grad_batches
+    scaled the learning rate for the accumulated batch while the loss never saw it, and nothing
+    said so to a user reaching the paper's batch of 1024 by accumulation."""
+    import logging
+
+    from moviessl.ssl import pretrain as pretrain_mod
+
+    def stop(*a, **k):  # the warning comes before the videos are cached (hours at K400's size)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(pretrain_mod.ClipDataset, "prepare", stop)
+    with caplog.at_level(logging.WARNING, logger="moviessl"), pytest.raises(RuntimeError, match="stop"):
+        _run(method, clip_list, tmp_path, ["trainer.max_steps=1", f"trainer.accumulate_grad_batches={accumulate}"])
+    warned = "CVRL's negatives (the other videos of the all-gathered batch) are the other items of one micro-batch (4)"
+    assert (warned in caplog.text) == said

@@ -40,7 +40,14 @@ from ..loader import train_loader
 from ..models.heads import BertLMHead
 from ..models.object_transformer import ID_OFFSET, INSTANCE, build_object_transformer, span_checked_settings
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
-from ..training import fit, planned_world_size, refuse_earlier_run, seed_everything, setup_machine
+from ..training import (
+    fit,
+    planned_world_size,
+    refuse_earlier_run,
+    seed_everything,
+    setup_machine,
+    warn_micro_batch_negatives,
+)
 from ..utils.io import ensure_out_dir
 from .config import OTPretrainConfig
 from .maskpred import corrupt_selected
@@ -257,6 +264,8 @@ def pretrain_ot(
     if not videos:
         raise BadInputError(getattr(instances, "root", None), "no videos with instances to pretrain on")
     d = cfg.data
+    if cfg.masking.span_weight > 0:  # LVU's span loss is per process: its negatives are one process's spans
+        warn_micro_batch_negatives(cfg.trainer, "the span compatibility loss's negatives", 2 * d.batch_size)
     ot = module.ot
     if ot.inst_norm is not None:  # model.overrides.input_norm: the statistics of the videos it pretrains on
         ot.set_input_stats(*input_stats(videos))

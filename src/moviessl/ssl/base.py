@@ -14,6 +14,7 @@ needs from the pipeline in class attributes (read by :func:`moviessl.ssl.pretrai
 ``config_sections``  the method's own sections of :class:`~moviessl.ssl.config.BackboneConfig`
 ``step_cost``     a training step's wall time relative to CVRL's (time-left estimates)
 ``setup_cost_s``  seconds a run spends beside its steps: start-up, caches, the probe (time-left estimates)
+``batch_negatives``  what of its loss is drawn from the other videos of the batch ("" if nothing)
 ================  ==========================================================================
 
 and may check its settings against the run's global batch in :meth:`check_config`.
@@ -58,6 +59,7 @@ class BackboneModule(pl.LightningModule):
     config_sections: tuple[str, ...] = ()
     step_cost = 1.0  # a training step's wall time relative to CVRL's (time-left estimates)
     setup_cost_s = 10.0  # seconds beside the steps (start-up, the probe), one thread
+    batch_negatives = ""  # e.g. CVRL's negatives: gradient accumulation does not add to them
 
     def __init__(self, cfg: BackboneConfig, num_classes: int | None = None):
         super().__init__()

@@ -21,7 +21,14 @@ from ..data.cliplist import check_labelled, check_same_label_map, read_clip_list
 from ..dist import trainer_device
 from ..errors import BadInputError
 from ..loader import train_loader
-from ..training import fit, planned_world_size, refuse_earlier_run, seed_everything, setup_machine
+from ..training import (
+    fit,
+    planned_world_size,
+    refuse_earlier_run,
+    seed_everything,
+    setup_machine,
+    warn_micro_batch_negatives,
+)
 from ..utils.io import atomic_write_json, ensure_out_dir
 from .augment import dataset_crop_boxes
 from .clipcache import FrameCache, default_cache_dir
@@ -172,6 +179,8 @@ def pretrain(
     if method_cls.views is not None:
         world = planned_world_size(cfg.trainer)
         method_cls.check_config(cfg, d.batch_size * world)  # before caching the videos (hours at K400's size)
+        if method_cls.batch_negatives:
+            warn_micro_batch_negatives(cfg.trainer, method_cls.batch_negatives, d.batch_size * world)
         ds = ClipDataset(
             train_items,
             method_cls.views,

@@ -63,6 +63,7 @@ class CVRL(BackboneModule):
     views = "pair"
     pair_sampler = "cvrl"
     config_sections = ("cvrl",)
+    batch_negatives = "CVRL's negatives (the other videos of the all-gathered batch)"
 
     def __init__(self, cfg: BackboneConfig, num_classes: int | None = None):
         super().__init__(cfg)
