@@ -572,3 +572,16 @@ def test_a_test_split_gets_submissions_not_scores(vidsitu_fixture, tmp_path, tas
         assert json.loads((prior / "summary.json").read_text())["scored"] is False
     with pytest.raises(BadInputError, match=f"no ground truth for its test split '{split}'"):
         evaluate_files(task, out / "seed0" / "predictions.pkl", ann2, split)
+
+
+def test_a_short_run_under_gradient_accumulation_still_logs_points_every_epoch(vidsitu_fixture, tmp_path):
+    """Lightning counts ``log_every_n_steps`` in optimizer steps: capped at half an epoch's batches, a
+    run accumulating 3 batches logged one point in two epochs."""
+    ann, feats = vidsitu_fixture
+    out = tmp_path / "acc"
+    extra = ("verb.batch_size=2", "verb.epochs=2", "trainer.accumulate_grad_batches=3", "trainer.log_every_n_steps=50")
+    assert _finetune(ann, feats, out, "verb", *FAST, *extra, seeds=1) == 0
+    rows = (out / "seed0" / "logs" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    col = next(i for i, h in enumerate(header) if h.startswith("train") and "loss" in h)
+    assert sum(1 for r in rows[1:] if r.split(",")[col]) >= 4, rows

@@ -227,8 +227,11 @@ def run_seed(job: SeedJob, seed: int) -> dict:
     tcfg = trainer_cfg(
         job.trainer,
         max_epochs=job.trainer.max_epochs if job.trainer.max_epochs is not None else job.epochs,
-        # short runs still log (and plot) a few points per epoch
-        log_every_n_steps=max(1, min(job.trainer.log_every_n_steps, len(train_loader) // 2)),
+        # short runs still log (and plot) a few points per epoch; Lightning counts optimizer steps
+        log_every_n_steps=max(
+            1,
+            min(job.trainer.log_every_n_steps, len(train_loader) // (2 * max(1, job.trainer.accumulate_grad_batches))),
+        ),
     )
     trainer = fit(
         module, tcfg, run_dir, train_dataloaders=train_loader, resume=resume, throughput_name=job.throughput_name
