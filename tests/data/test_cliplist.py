@@ -222,3 +222,20 @@ def test_a_byte_order_mark_is_not_part_of_the_first_path(tmp_path):
     csv = tmp_path / "train.csv"
     csv.write_text("a.mp4 1\nb.mp4 0\n", encoding="utf-8-sig")
     assert read_clip_list(csv) == [(tmp_path / "a.mp4", 1), (tmp_path / "b.mp4", 0)]
+
+
+def test_a_tilde_in_a_listed_path_is_the_home_folder(tmp_path, monkeypatch):
+    """The shell expands `~` on the command line but not inside a list file: `~/movies/a.mp4` was
+    read as `<list folder>/~/movies/a.mp4` ('not found'), and a `~/frames/clip 3` frame folder as
+    that folder relative to the list. A listed path that starts with `~` is the home folder's."""
+    home = tmp_path / "home"
+    (home / "frames" / "clip 3").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    (tmp_path / "lists").mkdir()
+    csv = tmp_path / "lists" / "l.txt"
+    csv.write_text("~/movies/a.mp4 2\n~/frames/clip 3\n~/movies/b.mkv\n")
+    assert read_clip_list(csv) == [
+        (home / "movies" / "a.mp4", 2),
+        (home / "frames" / "clip 3", None),
+        (home / "movies" / "b.mkv", None),
+    ]

@@ -46,6 +46,10 @@ def read_clip_list(csv_path: str | os.PathLike) -> list[tuple[Path, int | None]]
     base = path.resolve().parent
     listed: dict[Path, frozenset[str] | None] = {}
 
+    def _at(s: str) -> Path:
+        # the shell expands `~` on a command line, never inside a list, and users write it in both
+        return base / Path(s).expanduser()
+
     def _is_file(p: Path) -> bool:
         # one listing per folder, not a stat per line (a frame-folder list of Kinetics on NFS)
         if p.parent not in listed:
@@ -62,7 +66,7 @@ def read_clip_list(csv_path: str | os.PathLike) -> list[tuple[Path, int | None]]
         if not s or s.startswith("#"):
             continue
         comma = re.fullmatch(r"(.+?)\s*,\s*(-?\d+)", s)
-        if comma and not (base / s).exists() and (base / comma.group(1)).exists():
+        if comma and not _at(s).exists() and _at(comma.group(1)).exists():
             raise BadInputError(f"{path}:{lineno}", "fields are separated by whitespace ('path label'), not by a comma")
         parts = s.rsplit(None, 1)
         label = None
@@ -71,17 +75,16 @@ def read_clip_list(csv_path: str | os.PathLike) -> list[tuple[Path, int | None]]
                 label, head = int(parts[1]), parts[0].strip()
                 # a name that ends in a number ('Episode 1') is not a path and a label; a head that
                 # names a video needs no look (a Kinetics-sized list would cost a stat per line)
-                if not head.lower().endswith(VIDEO_EXTS) and _is_file(base / s) and not _is_file(base / head):
+                if not head.lower().endswith(VIDEO_EXTS) and _is_file(_at(s)) and not _is_file(_at(head)):
                     label = None
                 else:
                     s = head
             except ValueError:
-                if not (_is_file(base / s) or s.lower().endswith(VIDEO_EXTS)):
+                if not (_is_file(_at(s)) or s.lower().endswith(VIDEO_EXTS)):
                     raise BadInputError(f"{path}:{lineno}", f"label '{parts[1]}' is not an integer") from None
         if label is not None and label < 0:
             raise BadInputError(f"{path}:{lineno}", f"negative label {label}")
-        clip = Path(s)
-        out.append((clip if clip.is_absolute() else base / clip, label))
+        out.append((_at(s), label))
     return out
 
 
