@@ -110,3 +110,42 @@ def test_prop_cue_headroom_reads_no_cue_through_a_degradation(tmp_path):
     (tmp_path / "vidsitu" / "ground_truth.json").write_text(json.dumps(gt))
     vc = structure_headroom(tmp_path)["verb_context"]
     assert vc["vidsitu_cue_only"] == 50.0 and vc["vidsitu_chance"] == 25.0
+
+
+def test_a_split_without_degraded_events_writes_strict_json(tmp_path, monkeypatch, capsys):
+    """With `--degrade-fraction 0` no valid event is degraded: the degraded row's accuracies were
+    the mean of nothing, NaN, which `headroom.json` held as the bare word NaN (not JSON: jq and
+    JavaScript refuse the file) and the table printed as 'nan'. Such a row now has None and '-'."""
+    import json
+
+    from moviessl.synth import headroom as H
+
+    (tmp_path / "vidsitu").mkdir()
+    (tmp_path / "synth_meta.json").write_text(json.dumps({"fps": 15}))
+    events = [{"verb": v, "degraded": None} for v in ("walk.01", "run.02", "walk.01", "jump.01", "run.02")]
+    gt = {f"v{i}": {"events": events, "genre": 0, "writer": 0, "split": s} for i, s in enumerate(("train", "valid"))}
+    (tmp_path / "vidsitu" / "ground_truth.json").write_text(json.dumps(gt))
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(H, "_decode", lambda path, **kw: rng.integers(0, 255, (150, 32, 32, 3), np.uint8))
+    monkeypatch.setattr(H, "oracle_verb", lambda plan, k: plan["events"][k]["verb"])
+
+    def stop(root, X, y, progress=False):  # the verb rows are made: the LVU half is not this test's
+        raise _Stop
+
+    class _Stop(Exception):
+        pass
+
+    monkeypatch.setattr(H, "action_transfer", stop)
+    got = {}
+    real = H.verb_rows
+    monkeypatch.setattr(H, "verb_rows", lambda *a: got.setdefault("verb", real(*a)))
+    with pytest.raises(_Stop):
+        H.headroom(tmp_path, progress=False)
+    rows = got["verb"]
+    assert rows["degraded"] == {"n": 0, "chance": None, "pixel": None, "oracle": None}
+    assert rows["clean"]["n"] == rows["all"]["n"] == 5 and rows["all"]["oracle"] == 100.0
+    json.loads(json.dumps(rows, allow_nan=False))
+    monkeypatch.setattr(H, "headroom", lambda root, n: {"verb": rows, "lvu": {}, "n_plans": n})
+    assert H.main([str(tmp_path)]) == 0
+    json.loads((tmp_path / "headroom.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert "| degraded events | 0 | - | - | - |" in capsys.readouterr().out

@@ -254,15 +254,7 @@ def headroom(root: str | Path, n_plans: int = 500, seed: int = 123, progress: bo
     tr, va = split == "train", split == "valid"
     pred = fit_logreg(X[tr], y[tr], len(W.VERBS))(X[va])
     major = Counter(y[tr]).most_common(1)[0][0]
-    row = {}
-    for name, m in (("all", np.ones(va.sum(), bool)), ("clean", ~deg[va]), ("degraded", deg[va])):
-        row[name] = dict(
-            n=int(m.sum()),
-            chance=float((y[va][m] == major).mean() * 100),
-            pixel=float((pred[m] == y[va][m]).mean() * 100),
-            oracle=float((orc[va][m] == y[va][m]).mean() * 100),
-        )
-    res["verb"] = row
+    res["verb"] = verb_rows(y[va], pred, orc[va], deg[va], major)
     res["transfer"] = action_transfer(root, X[va], y[va], progress)
 
     # --- LVU on the rendered movies
@@ -314,6 +306,23 @@ def headroom(root: str | Path, n_plans: int = 500, seed: int = 123, progress: bo
     res["n_plans"] = n_plans
     res["structure"] = structure_headroom(root)
     return res
+
+
+def verb_rows(y: np.ndarray, pred: np.ndarray, orc: np.ndarray, deg: np.ndarray, major: int) -> dict:
+    """acc@1 (%) of chance, the pixel baseline and the oracle on all / clean / degraded valid events.
+    A row without events (``--degrade-fraction 0`` has no degraded one) has None, not NaN: NaN is
+    not JSON, and strict readers (jq, JavaScript) refuse the whole ``headroom.json`` for it."""
+    row = {}
+    for name, m in (("all", np.ones(len(y), bool)), ("clean", ~deg), ("degraded", deg)):
+        n = int(m.sum())
+        row[name] = dict(
+            n=n,
+            **{
+                k: float((p[m] == y[m]).mean() * 100) if n else None
+                for k, p in (("chance", np.full(len(y), major)), ("pixel", pred), ("oracle", orc))
+            },
+        )
+    return row
 
 
 def action_transfer(root: Path, X_valid: np.ndarray, y_valid: np.ndarray, progress: bool = False) -> dict:
@@ -413,7 +422,8 @@ def to_markdown(res: dict) -> str:
         "|---|---|---|---|---|",
     ]
     for k, r in res["verb"].items():
-        L.append(f"| {k} events | {r['n']} | {r['chance']:.1f} | {r['pixel']:.1f} | {r['oracle']:.1f} |")
+        cells = " | ".join("-" if r[c] is None else f"{r[c]:.1f}" for c in ("chance", "pixel", "oracle"))
+        L.append(f"| {k} events | {r['n']} | {cells} |")
     t = res.get("transfer")
     if t:
         L.append(
