@@ -149,3 +149,18 @@ def test_a_split_without_degraded_events_writes_strict_json(tmp_path, monkeypatc
     assert H.main([str(tmp_path)]) == 0
     json.loads((tmp_path / "headroom.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
     assert "| degraded events | 0 | - | - | - |" in capsys.readouterr().out
+
+
+def test_no_plans_is_one_line_before_the_decoding(tmp_path, monkeypatch, capsys):
+    """`--plans 0` decoded every video, then ended in a ValueError traceback (the majority of no
+    plans) or a NaN chance row; a count below 1 is now one line, exit 2, before any work."""
+    from moviessl.synth import headroom as H
+
+    (tmp_path / "vidsitu").mkdir()
+    (tmp_path / "vidsitu" / "ground_truth.json").write_text("{}")
+    (tmp_path / "synth_meta.json").write_text("{}")
+    monkeypatch.setattr(H, "headroom", lambda root, n: pytest.fail("ran with no plans"))
+    for n in ("0", "-3"):
+        with pytest.raises(SystemExit) as e:
+            H.main([str(tmp_path), "--plans", n])
+        assert e.value.code == 2 and "--plans" in capsys.readouterr().err

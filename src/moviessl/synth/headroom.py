@@ -465,6 +465,8 @@ def main(argv=None) -> int:
     ap.add_argument("root")
     ap.add_argument("--plans", type=int, default=500)
     a = ap.parse_args(argv)
+    if a.plans < 1:
+        ap.error(f"--plans {a.plans}: the oracle and chance rows need at least one plan")
     lacks = [f for f in ("synth_meta.json", "vidsitu/ground_truth.json") if not (Path(a.root) / f).is_file()]
     if lacks:
         ap.error(f"{a.root}: not a SynthMovies folder (no {lacks[0]})")
