@@ -227,3 +227,17 @@ def test_a_video_listed_twice_in_a_json_file_is_refused(release, tmp_path, capsy
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"moviessl: error: {pf}: ")
     assert f"{ids[0]!r} is listed twice" in err
+
+
+def test_out_writes_the_printed_object_as_vidsitu_does(release, tmp_path, capsys):
+    """`evaluate vidsitu --out FILE` keeps its scores; `evaluate lvu` had no `--out` (argparse's
+    'unrecognized arguments'), so scoring nine LVU tasks meant redirecting stdout nine times."""
+    root, ids, _ = release
+    pf = tmp_path / "p.json"
+    pf.write_text(json.dumps(_random_preds("director", ids, np.random.default_rng(0))))
+    res = tmp_path / "scores" / "director.json"
+    cmd = ["evaluate", "lvu", "--task", "director", "--pred", str(pf), "--data-root", str(root), "--out"]
+    assert main([*cmd, str(res)]) == 0
+    assert json.loads(res.read_text()) == json.loads(capsys.readouterr().out) == evaluate_files("director", pf, root)
+    assert main([*cmd, str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("moviessl: error:")

@@ -1,5 +1,5 @@
 """``moviessl evaluate vidsitu --task {verb,srl,relation} --pred FILE --data-root ROOT [--split valid]``
-``moviessl evaluate lvu --task T --pred FILE --data-root LVU_ROOT [--split val|test]``
+``moviessl evaluate lvu --task T --pred FILE --data-root LVU_ROOT [--split val|test] [--out FILE]``
 
 Prints exactly one JSON object (values in percent) on stdout; a malformed submission or
 annotation is one ``moviessl: error: ...`` line on stderr and exit code 2.
@@ -28,9 +28,14 @@ def _run_vidsitu(args: argparse.Namespace) -> int:
 
 
 def _run_lvu(args: argparse.Namespace) -> int:
+    from ..utils.io import atomic_write_json, ensure_out_file
     from .lvu import evaluate_files
 
+    if args.out:
+        ensure_out_file(args.out, "--out file")
     res = evaluate_files(args.task, args.pred, args.data_root, split=args.split)
+    if args.out:
+        atomic_write_json(args.out, res)
     sys.stdout.write(json.dumps(res) + "\n")
     return 0
 
@@ -82,4 +87,5 @@ def add_parser(subparsers) -> None:
     )
     lv.add_argument("--data-root", required=True, help="the folder holding lvu_1.0/ (or lvu_1.0 itself)")
     lv.add_argument("--split", default="val", choices=["val", "test", "train"], help="label split (default: val)")
+    lv.add_argument("--out", default=None, help="also write the JSON object to this file")
     lv.set_defaults(func=_run_lvu)
