@@ -16,6 +16,7 @@ clip geometry, centre crop, events ``stride_s`` apart) and contextualises them a
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
@@ -72,6 +73,25 @@ def _as_loaded(x: Loaded | str | os.PathLike, stage: str) -> Loaded:
     return x
 
 
+@contextlib.contextmanager
+def _lent(module: nn.Module, device: torch.device):
+    """``module`` on ``device`` in eval mode for the call, then as the caller had it: its own model,
+    left in eval mode, lost its dropout and batch norm in training, and left on a GPU, failed the
+    caller's next CPU call on mixed devices."""
+    modes = [(m, m.training) for m in module.modules()]
+    homes = {n: t.device for n, t in (*module.named_parameters(), *module.named_buffers())}
+    try:
+        yield module.to(device).eval()
+    finally:
+        for m, training in modes:
+            m.training = training
+        if len(set(homes.values())) == 1:
+            module.to(next(iter(homes.values())))
+        else:  # a module the caller spread over devices goes back tensor by tensor
+            for n, t in (*module.named_parameters(), *module.named_buffers()):
+                t.data = t.data.to(homes[n])
+
+
 @torch.no_grad()
 def embed_video(
     video: str | os.PathLike,
@@ -102,8 +122,7 @@ def embed_video(
     if not inp:
         raise BadInputError(bb.path, "backbone checkpoint has no meta.input (num_frames, stride, short_side, crop)")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = bb.model.to(device).eval()
-    with VideoReader(video) as r:
+    with _lent(bb.model, device) as model, VideoReader(video) as r:
         centers = event_centers_for(r.duration_s, stride_s, vidsitu=False)
         parts, missing = [], []
         for i in range(0, len(centers), batch_events):
@@ -121,7 +140,8 @@ def embed_video(
         # run had written there since (and failed for a Loaded without a path)
         c = _as_loaded(contextualizer, "context")
         window, step = contextualizer_geometry(c.path, c.meta, feats.shape[1], stride_s, backbone=bb.hash)
-        ctx = contextualize(c.model.to(device).eval(), feats, window, step, missing=missing).float().cpu().numpy()
+        with _lent(c.model, device) as txe:
+            ctx = contextualize(txe, feats, window, step, missing=missing).float().cpu().numpy()
     return Embedding(feats.cpu().numpy(), ctx, list(centers), fps, duration, missing)
 
 

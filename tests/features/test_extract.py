@@ -971,3 +971,25 @@ def test_a_folder_of_released_features_is_not_extracted_over(backbone, videos, t
     assert err.count("\n") == 0 and "a_feats.npy" in err and "use another --out" in err
     np.testing.assert_array_equal(np.load(out / "a_feats.npy"), mine)
     assert sorted(p.name for p in out.iterdir()) == ["a_feats.npy"]
+
+
+def test_python_api_leaves_the_callers_modules_as_they_were(backbone, videos, tmp_path):
+    """embed_video moved the caller's own modules to its device and left them there in eval mode: a
+    notebook's model in training was no longer (its dropout and batch norm silently off) and, on a
+    GPU machine, the next CPU call on it failed on mixed devices. They are now lent and given back,
+    each submodule's mode as it was."""
+    import moviessl
+
+    bb, txe = moviessl.load(backbone), moviessl.load(save_txe(tmp_path / "txe.pt"))
+    bb.model.train(), txe.model.train()
+    frozen = next(m for m in bb.model.modules() if m is not bb.model)
+    frozen.eval()  # a part the caller keeps in eval mode while the rest trains
+    modes = [m.training for m in (*bb.model.modules(), *txe.model.modules())]
+    devices = {n: p.device for n, p in (*bb.model.named_parameters(), *txe.model.named_parameters())}
+    want = moviessl.embed_video(videos / "a.mp4", backbone, save_txe(tmp_path / "txe2.pt"), device="cpu")
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        got = moviessl.embed_video(videos / "a.mp4", bb, txe, device=device)
+        np.testing.assert_allclose(got.feats, want.feats, rtol=1e-4, atol=1e-5)  # read in eval mode all the same
+        np.testing.assert_allclose(got.ctx, want.ctx, rtol=1e-4, atol=1e-5)
+        assert [m.training for m in (*bb.model.modules(), *txe.model.modules())] == modes
+        assert {n: p.device for n, p in (*bb.model.named_parameters(), *txe.model.named_parameters())} == devices
