@@ -37,6 +37,36 @@ def test_memory_padding_is_ignored():
     assert not torch.allclose(a, m(tok, mem2), atol=1e-3)
 
 
+def test_an_all_padding_memory_reads_nothing_on_every_attention_kernel(monkeypatch):
+    """A sample whose memory is all padding has no key to attend to: torch >= 2.5's kernels give it
+    zero attention, torch 2.4's (which pyproject allows) a softmax over nothing, NaN, which then
+    spread to its logits, greedy tokens and gradients. It reads nothing now on either."""
+    import torch.nn.functional as F
+
+    m = _model()
+    mem, tok = torch.randn(2, 3, 16), torch.randint(2, 50, (2, 6))
+    pad = torch.tensor([[False, True, True], [True, True, True]])
+    want = m(tok, mem, pad)
+    real = F.scaled_dot_product_attention
+
+    def softmax_over_nothing(q, k, v, attn_mask=None, **kw):  # the math kernel before torch 2.5
+        if attn_mask is None:
+            return real(q, k, v, **kw)
+        w = (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).masked_fill(~attn_mask, float("-inf"))
+        return w.softmax(-1) @ v
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", softmax_over_nothing)
+    got = m(tok, mem, pad)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    m.train()
+    m(tok, mem, pad).logsumexp(-1).sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+    patched = m.eval().generate(mem, tok[:, :1], max_len=5, memory_pad=pad)
+    monkeypatch.undo()
+    assert torch.equal(patched, m.generate(mem, tok[:, :1], max_len=5, memory_pad=pad))
+
+
 def test_cached_greedy_equals_full_recompute_and_prefix_is_forced():
     m = _model(1)
     mem = torch.randn(4, 1, 16)

@@ -52,9 +52,17 @@ class Attention(nn.Module):
 
     def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask=None, is_causal: bool = False):
         q = self.split(self.q(x))
+        empty = None
+        if attn_mask is not None:
+            # a sample whose memory is all padding reads nothing (zeros, as torch >= 2.5's kernels give)
+            # instead of torch 2.4's softmax over no key, NaN in its logits and the batch's gradients
+            empty = ~attn_mask.any(-1, keepdim=True)
+            attn_mask = attn_mask | empty
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
         )
+        if empty is not None:
+            y = y.masked_fill(empty, 0.0)
         B, h, L, c = y.shape
         return self.proj(y.transpose(1, 2).reshape(B, L, h * c))
 
