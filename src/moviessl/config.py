@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import os
 import re
 from pathlib import Path
@@ -387,6 +388,9 @@ def _range_problem(name: str, v: Any) -> str | None:
         return "must be two numbers in [0, 1)"  # AdamW's, read only when training began (torch's ValueError)
     if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
+    ranged = (*_POSITIVE_INT, *_NON_NEGATIVE, *_FRACTION, *_PROBABILITY, *_POSITIVE, "alpha", "momentum", "seed")
+    if not math.isfinite(v) and (name in ranged or name.endswith("_lr_scale")) and name != "ddp_timeout_s":
+        return "must be a finite number"  # a NaN passes every comparison below
     if name in _POSITIVE_INT and v < 1:
         return "must be at least 1"
     if (name in _NON_NEGATIVE or name.endswith("_lr_scale")) and v < 0:

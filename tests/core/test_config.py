@@ -185,6 +185,25 @@ def test_settings_out_of_range_are_bad_input(preset, override, message):
         merge_overrides(cfg, ["optim.momentum=1.5"])
 
 
+@pytest.mark.parametrize(
+    "stage, override",
+    [
+        ("backbone", "optim.lr=nan"),
+        ("backbone", "optim.weight_decay=inf"),
+        ("context", "maskpred.tau=nan"),
+        ("context", "data.token_stride_s=inf"),
+        ("ot_pretrain", "masking.action_weight=nan"),
+    ],
+)
+def test_a_nan_or_infinite_setting_is_out_of_range(stage, override):
+    """A NaN fails every comparison, so `optim.lr=nan` passed 'must not be negative' (AdamW's
+    ValueError traceback once training began), a NaN tau or loss weight a NaN loss; an infinite lr
+    or stride passed as well. A setting with a range must be a finite number."""
+    key = override.split("=")[0]
+    with pytest.raises(BadInputError, match=f"^{key}: (nan|inf) must be a finite number"):
+        load_config(stage, "cpu", [override])
+
+
 @pytest.mark.parametrize("stage", ["backbone", "context", "vidsitu", "lvu", "ot_pretrain"])
 def test_every_shipped_preset_is_in_range(stage):
     from moviessl.config import check_ranges, preset_names
