@@ -993,3 +993,28 @@ def test_python_api_leaves_the_callers_modules_as_they_were(backbone, videos, tm
         np.testing.assert_allclose(got.ctx, want.ctx, rtol=1e-4, atol=1e-5)
         assert [m.training for m in (*bb.model.modules(), *txe.model.modules())] == modes
         assert {n: p.device for n, p in (*bb.model.named_parameters(), *txe.model.named_parameters())} == devices
+
+
+def test_another_file_under_a_finished_id_is_not_skipped_silently(backbone, tmp_path, capsys):
+    """Extending a folder with another video of a finished id (same stem, another file) kept the old
+    features for it without a word; it is one line now, and a video listed bad whose file was
+    replaced is tried again."""
+    src, out = tmp_path / "v", tmp_path / "feats"
+    src.mkdir()
+    write_video(src / "a.mp4", 4.0, seed=1)
+    (src / "b.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
+    assert run_extract("--backbone", backbone, "--videos", src, "--out", out) == 0
+    assert json.loads((out / "index.json").read_text())["videos"]["b"]["status"] == "bad"
+    other = tmp_path / "w"
+    other.mkdir()
+    write_video(other / "a.mp4", 6.0, seed=2)
+    capsys.readouterr()
+    assert run_extract("--backbone", backbone, "--videos", other, "--out", out) == 2
+    err = capsys.readouterr().err
+    assert "a.mp4: its id is extracted" in err and "delete a_feats.npy" in err and "Traceback" not in err
+    # the same file again (another folder, same bytes) is the same video: skipped as before
+    shutil.copy(src / "a.mp4", other / "a.mp4")
+    write_video(src / "b.mp4", 2.0, seed=3)  # the bad video, replaced by a good file
+    assert run_extract("--backbone", backbone, "--videos", src, "--out", out) == 0
+    assert json.loads((out / "index.json").read_text())["videos"]["b"]["status"] == "ok"
+    assert run_extract("--backbone", backbone, "--videos", other, "--out", out) == 0

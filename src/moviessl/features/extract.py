@@ -43,6 +43,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import sys
 import time
 import uuid
@@ -1086,6 +1087,9 @@ class FeatureExtractor(pl.LightningModule):
         return journal_path(self.out_dir, self.global_rank)
 
     def _record(self, vid: str, entry: dict) -> None:
+        size = source_size(entry.get("source"))
+        if size is not None:  # a later run tells another file of the same id by it (plan_extraction)
+            entry = {**entry, "source_size": size}
         # A killed job may leave a torn last line: starting each record on a fresh line keeps the
         # next one intact (blank and torn lines are skipped on reading).
         append_line(self.journal(), journal_line(vid, entry))
@@ -1285,11 +1289,36 @@ def refuse_foreign_files(out: Path, old: dict | None, suffix: str, whose: str) -
         )
 
 
-def is_finished(entry: dict | None, result: Path, retry_bad: bool = False) -> bool:
+def source_size(source: Any) -> int | None:
+    """The size in bytes of a video file (None: a frame folder, or unreadable)."""
+    try:
+        st = os.stat(source) if isinstance(source, (str, os.PathLike)) else None
+    except OSError:
+        return None
+    return int(st.st_size) if st is not None and stat.S_ISREG(st.st_mode) else None
+
+
+def is_finished(
+    entry: dict | None, result: Path, retry_bad: bool = False, source: str | os.PathLike | None = None
+) -> bool:
     """Whether a rerun skips a video: one listed bad (unless ``retry_bad``), or one listed ok whose
-    ``result`` file is there (a deleted file is made again; a ``pending`` one is not done)."""
+    ``result`` file is there (a deleted file is made again; a ``pending`` one is not done).
+
+    ``source``: the file this run would read for it. A video file of another size than the entry's
+    (``source_size``) is another video under the same id: one listed bad is tried again (the file was
+    replaced), one listed ok is bad input -- skipped, its old features would stand for the new file."""
     if entry is None or (entry.get("status") == "bad" and retry_bad) or entry.get("status") == PENDING:
         return False
+    had, now = entry.get("source_size"), source_size(source)
+    if had is not None and now is not None and had != now:
+        if entry.get("status") == "bad":
+            return False
+        if result.is_file():
+            raise BadInputError(
+                source,
+                f"its id is extracted in {result.parent} from another file ({entry.get('source')}, {had} bytes; "
+                f"this one has {now}); delete {result.name} to extract it again, or use another --out",
+            )
     return entry.get("status") == "bad" or result.is_file()
 
 
@@ -1438,7 +1467,7 @@ def extract(
             if txe is not None:
                 _retire_ctx(out, old, ctx_info)
         entries = read_entries(out)
-        todo = [(v, p) for v, p in vids if not is_finished(entries.get(v), out / f"{v}{FEATS_SUFFIX}", retry_bad)]
+        todo = [(v, p) for v, p in vids if not is_finished(entries.get(v), out / f"{v}{FEATS_SUFFIX}", retry_bad, p)]
         # under DDP every rank runs this function (Lightning re-executes the command per device)
         (log.info if rank_zero_only.rank == 0 else log.debug)(
             "%d videos (%s layout): %d to extract, %d already done", len(vids), layout, len(todo), len(vids) - len(todo)

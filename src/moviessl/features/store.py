@@ -52,7 +52,7 @@ _FORMATS = {
 
 # where an index's features came from, not what they are (a moved checkpoint, data root or output
 # folder, another film added to the folder): left out of a run's data digest
-PROVENANCE_KEYS = frozenset({"backbone_path", "tracks", "path", "source", "counts", "videos"})
+PROVENANCE_KEYS = frozenset({"backbone_path", "tracks", "path", "source", "source_size", "counts", "videos"})
 
 
 def index_facts(node: Any) -> Any:
