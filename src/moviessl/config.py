@@ -264,6 +264,7 @@ def merge_overrides(cfg: Any, overrides: Iterable[str] | Mapping[str, Any]) -> A
     base = _structured(cfg)
     merged = _merge(base, parse_overrides(_override_strings(overrides), base), None, "overrides")
     check_ranges(merged)
+    merged = expand_user_paths(merged)
     return OmegaConf.to_object(merged) if dataclasses.is_dataclass(cfg) else merged
 
 
@@ -295,7 +296,21 @@ def load_config(
             f"missing settings {', '.join(missing)} (start a partial preset with `_base_: paper` or `_base_: cpu`)",
         )
     check_ranges(cfg, null_epochs_unlimited=stage not in EPOCHS_PER_TASK)
-    return OmegaConf.to_object(cfg)
+    return OmegaConf.to_object(expand_user_paths(cfg))
+
+
+# settings that name a file or folder (``data.split_file``, ``data.cache_dir``, ``model.init``)
+PATH_KEYS = frozenset({"split_file", "cache_dir", "init"})
+
+
+def expand_user_paths(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with a leading ``~`` of its :data:`PATH_KEYS` expanded to the home folder, as a shell
+    does on a command line: neither a YAML preset nor a quoted override goes through one, and
+    ``~/cache`` became a folder named ``~`` in the working directory."""
+    for key, v in flatten(OmegaConf.to_container(cfg, resolve=True)).items():
+        if key.rsplit(".", 1)[-1] in PATH_KEYS and isinstance(v, str) and v.startswith("~"):
+            OmegaConf.update(cfg, key, os.path.expanduser(v))
+    return cfg
 
 
 # Settings whose type alone lets a typo through (a batch of 0, a negative learning rate) and that would
@@ -353,7 +368,17 @@ _NON_NEGATIVE = (
 )
 # probabilities and shares, 0 and 1 included (a block's replace + swap together: check_shares)
 # (final_lr_frac: the share of lr the schedule ends at; above 1 it rose instead of decaying)
-_PROBABILITY = ("flip_p", "jitter_p", "gray_p", "blur_p", "track_mask", "replace", "swap", "final_lr_frac")
+_PROBABILITY = (
+    "flip_p",
+    "jitter_p",
+    "gray_p",
+    "blur_p",
+    "track_mask",
+    "replace",
+    "swap",
+    "final_lr_frac",
+    "warmup_start_frac",
+)
 _FRACTION = (
     "dropout",
     "attn_dropout",
@@ -576,6 +601,8 @@ def check_ranges(cfg: Any, null_epochs_unlimited: bool = False) -> None:
         block = key.rsplit(".", 1)[0]
         if key.endswith(".replace") and isinstance(flat.get(f"{block}.swap"), (int, float)):
             check_shares(block, v, flat[f"{block}.swap"])
+    if flat.get("optim.nesterov") and str(flat.get("optim.name")).lower() != "sgd":  # it would be ignored
+        raise BadInputError("optim.nesterov", f"only optim.name=sgd takes Nesterov momentum, not {flat['optim.name']}")
     # Lightning then trains forever, and the schedules' step count is infinite (an OverflowError)
     epochs = flat.get("trainer.max_epochs")
     if flat.get("trainer.max_steps") == -1 and (epochs == -1 or (epochs is None and null_epochs_unlimited)):

@@ -86,18 +86,41 @@ def warmup_steps(frac: float, total: int) -> int:
     return 0 if frac <= 0 else max(1, int(round(frac * total)))
 
 
-def warmup_schedule(step: int, total: int, warmup: int, final_frac: float = 0.0, decay: str = "cosine") -> float:
+def warmup_schedule(
+    step: int,
+    total: int,
+    warmup: int,
+    final_frac: float = 0.0,
+    decay: str = "cosine",
+    start_frac: float = 0.0,
+    cosine_over_warmup: bool = False,
+) -> float:
     """LR multiplier at ``step``: linear warm-up to 1 over ``warmup`` steps, then ``decay``:
     ``cosine`` to ``final_frac`` at ``total`` (SGDR, Loshchilov & Hutter 2017), ``linear`` to
-    ``final_frac`` at ``total`` (BERT's / HF's ``get_linear_schedule_with_warmup``) or ``constant``."""
+    ``final_frac`` at ``total`` (BERT's / HF's ``get_linear_schedule_with_warmup``) or ``constant``.
+
+    ``cosine_over_warmup``: the cosine spans all ``total`` steps and the warm-up rises to its value at
+    step ``warmup``, PySlowFast's ``get_lr_at_epoch`` (``SOLVER.COSINE_AFTER_WARMUP`` False, its
+    default); else the cosine starts after the warm-up (SimCLR / CVRL). ``start_frac`` > 0: the
+    warm-up starts at that share of the peak (PySlowFast's ``WARMUP_START_LR`` / ``BASE_LR``), else it
+    climbs from 1 / ``warmup``."""
+
+    def decayed(t: float) -> float:
+        if decay == "constant":
+            return 1.0
+        if decay == "linear":
+            return final_frac + (1 - final_frac) * (1 - t)
+        return final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * t))
+
+    whole = cosine_over_warmup and decay == "cosine"
     if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    if decay == "constant":
-        return 1.0
-    t = min(1.0, (step - warmup) / max(1, total - warmup))
-    if decay == "linear":
-        return final_frac + (1 - final_frac) * (1 - t)
-    return final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * t))
+        end = decayed(min(1.0, warmup / max(1, total))) if whole else 1.0
+        if start_frac > 0:
+            return start_frac + (end - start_frac) * step / warmup
+        return end * (step + 1) / warmup
+    if whole:
+        return decayed(min(1.0, step / max(1, total)))
+    return decayed(min(1.0, (step - warmup) / max(1, total - warmup)))
 
 
 def scaled_lr(lr: float, global_batch: int, ref_batch: int | None) -> float:
@@ -113,23 +136,35 @@ def make_optimizer(
     momentum: float = 0.9,
     eta: float = 0.001,
     betas: Sequence[float] | None = None,
+    nesterov: bool = False,
 ) -> torch.optim.Optimizer:
-    """``sgd`` (momentum, no Nesterov), ``lars`` or ``adamw`` over :func:`param_groups` groups."""
+    """``sgd`` (momentum; Nesterov's where ``nesterov``, as PySlowFast's SGD), ``lars`` or ``adamw``
+    over :func:`param_groups` groups."""
+    if nesterov and name.lower() != "sgd":  # it would be ignored
+        raise BadInputError("optim.nesterov", f"only optim.name=sgd takes Nesterov momentum, not {name!r}")
     name = name.lower()
     groups = [g for g in groups if g["params"]]
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, eta=eta)
     groups = [{k: v for k, v in g.items() if k != "lars"} for g in groups]
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=False)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=bool(nesterov))
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, **({"betas": tuple(betas)} if betas is not None else {}))
     raise BadInputError("optim.name", f"unknown optimiser {name!r} ({'|'.join(OPTIMIZERS)})")
 
 
 def lr_scheduler(
-    opt: torch.optim.Optimizer, total: int, warmup: int, final_frac: float = 0.0, decay: str = "cosine"
+    opt: torch.optim.Optimizer,
+    total: int,
+    warmup: int,
+    final_frac: float = 0.0,
+    decay: str = "cosine",
+    start_frac: float = 0.0,
+    cosine_over_warmup: bool = False,
 ) -> dict:
     """A per-step :func:`warmup_schedule` as Lightning's ``lr_scheduler`` config."""
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_schedule(s, total, warmup, final_frac, decay))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: warmup_schedule(s, total, warmup, final_frac, decay, start_frac, cosine_over_warmup)
+    )
     return {"scheduler": sched, "interval": "step", "frequency": 1}

@@ -537,3 +537,58 @@ def test_a_list_given_to_a_mapping_setting_is_one_line(override):
     key = override.split("=")[0].replace(".", r"\.")
     with pytest.raises(BadInputError, match=rf"^{key} in overrides is a mapping setting; give the whole mapping"):
         load_config("vidsitu", "cpu", [override])
+
+
+def test_a_tilde_in_a_path_setting_is_the_home_folder(tmp_path, monkeypatch):
+    """A preset or a quoted override goes through no shell: ``data.cache_dir=~/c`` made a folder
+    named ``~`` in the working directory, ``data.split_file=~/s.json`` was not found."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = load_config("backbone", "cpu", ["data.cache_dir=~/cache", "model.init=~/w.pt"])
+    assert (cfg.data.cache_dir, cfg.model.init) == (str(tmp_path / "cache"), str(tmp_path / "w.pt"))
+    cfg = merge_overrides(load_config("vidsitu", "cpu"), ["data.split_file=~/valid.json"])
+    assert cfg.data.split_file == str(tmp_path / "valid.json")
+    assert load_config("backbone", "cpu", ["data.cache_dir=c~1"]).data.cache_dir == "c~1"  # a leading ~ only
+
+
+def test_the_sup_k400_schedule_is_pyslowfasts():
+    """PySlowFast's get_lr_at_epoch (COSINE_AFTER_WARMUP False): a cosine over all 196 epochs, the
+    34 warm-up epochs rising linearly from WARMUP_START_LR 0.01 to the cosine's value at epoch 34.
+    The preset warmed up from 0 to 0.1 and ran its cosine over the last 162 epochs."""
+    import math
+
+    from moviessl.optim import warmup_schedule, warmup_steps
+
+    o = load_config("backbone", "paper", variant="supervised").optim
+    per_epoch = 10
+    total = 196 * per_epoch
+    warm = warmup_steps(o.warmup_frac, total)
+    assert warm == 34 * per_epoch
+
+    def pyslowfast(epoch: float) -> float:
+        cosine = lambda e: 0.1 * (math.cos(math.pi * e / 196) + 1) * 0.5  # noqa: E731
+        if epoch < 34:
+            return 0.01 + (cosine(34) - 0.01) / 34 * epoch
+        return cosine(epoch)
+
+    for step in (0, 5, 170, 339, 340, 341, 1000, 1959):
+        got = o.lr * warmup_schedule(
+            step, total, warm, o.final_lr_frac, "cosine", o.warmup_start_frac, o.cosine_over_warmup
+        )
+        assert got == pytest.approx(pyslowfast(step / per_epoch), rel=1e-9, abs=1e-12), step
+    # CVRL's schedule is unchanged: warm-up from 1/warmup, cosine after it
+    c = load_config("backbone", "paper", variant="cvrl").optim
+    assert (c.warmup_start_frac, c.cosine_over_warmup) == (0.0, False)
+    assert warmup_schedule(0, 100, 10) == 0.1 and warmup_schedule(10, 100, 10) == 1.0
+
+
+def test_the_sup_k400_sgd_is_nesterovs_and_only_sgd_takes_it(tmp_path):
+    """PySlowFast's SGD is Nesterov's (SOLVER.NESTEROV True); LARS or AdamW would ignore the flag."""
+    from moviessl.optim import make_optimizer
+
+    o = load_config("backbone", "paper", variant="supervised").optim
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = make_optimizer([{"params": [p]}], o.name, o.lr, momentum=o.momentum, nesterov=o.nesterov)
+    assert o.name == "sgd" and opt.param_groups[0]["nesterov"] is True
+    assert load_config("backbone", "paper", variant="cvrl").optim.nesterov is False
+    with pytest.raises(BadInputError, match="only optim.name=sgd takes Nesterov"):
+        load_config("backbone", "cpu", ["optim.name=lars", "optim.nesterov=true"])

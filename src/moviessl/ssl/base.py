@@ -118,11 +118,23 @@ class BackboneModule(pl.LightningModule):
         total = max(1, int(t.estimated_stepping_batches))
         lr = scaled_lr(o.lr, global_batch, o.ref_batch)  # CVRL: 0.32 per 1024
         opt = make_optimizer(
-            param_groups(self.named_parameters(), o.weight_decay), o.name, lr, momentum=o.momentum, eta=o.eta
+            param_groups(self.named_parameters(), o.weight_decay),
+            o.name,
+            lr,
+            momentum=o.momentum,
+            eta=o.eta,
+            nesterov=o.nesterov,
         )
         return {
             "optimizer": opt,
-            "lr_scheduler": lr_scheduler(opt, total, warmup_steps(o.warmup_frac, total), o.final_lr_frac),
+            "lr_scheduler": lr_scheduler(
+                opt,
+                total,
+                warmup_steps(o.warmup_frac, total),
+                o.final_lr_frac,
+                start_frac=o.warmup_start_frac,
+                cosine_over_warmup=o.cosine_over_warmup,
+            ),
         }
 
     def load_init(self, path: str | os.PathLike) -> dict[str, Any]:
