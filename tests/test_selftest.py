@@ -115,6 +115,17 @@ def test_an_unknown_preset_or_an_empty_only_is_bad_input_before_any_stage(tmp_pa
     assert not out.exists()
 
 
+@pytest.mark.parametrize("precision, line", [("foo", "'foo' is not a precision"), ("bf16-true", "half precision")])
+def test_a_precision_no_stage_can_train_with_is_bad_input_before_any_stage(tmp_path, capsys, precision, line):
+    """It was found by the first stage's trainer, after the data were generated (exit 1, as a wiring
+    error); extraction alone takes half-precision weights."""
+    out = tmp_path / "st"
+    assert main(["selftest", "--preset", "cpu", "--precision", precision, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("moviessl: error: --precision: ") and line in err, err
+    assert not out.exists()
+
+
 def test_a_users_folder_is_not_a_selftest_out(tmp_path, capsys):
     """Each stage clears its own folder (`features/`, `context/`, `verb/`, ...) of `--out` before it
     runs; pointed at a folder of the user's (a demo's output has a `features/` too), a selftest

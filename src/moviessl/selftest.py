@@ -472,7 +472,7 @@ def run_selftest(
     print_fn: Callable[[str], None] = print,
 ) -> dict:
     """Run the stages; returns ``{"ok", "stages": [{"stage", "status", "seconds", "note"}], "seconds"}``."""
-    from .config import load_config
+    from .config import check_precision, check_train_precision, load_config
     from .training import cpu_threads, quiet_lightning
 
     if device not in ("cpu", "cuda"):
@@ -486,6 +486,10 @@ def run_selftest(
     if unknown:
         raise BadInputError(None, f"unknown selftest stage(s) {', '.join(unknown)} (choose from {', '.join(STAGES)})")
     precision = precision or ("bf16-mixed" if device == "cuda" else "32-true")
+    # every stage's trainer takes it: a precision none can use failed the first stage, after the data
+    check_precision("--precision", precision)
+    if set(stages) - {"extract"}:  # extraction alone may run half-precision weights
+        check_train_precision("--precision", precision)
     over = parse_overrides(list(overrides))
     # a typo (an override's, the preset's name) is bad input before any stage runs, not a stage's failure;
     # a user's .yaml preset is one stage's config, so it is read only by the stages it is given to
