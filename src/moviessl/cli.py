@@ -8,12 +8,16 @@ Each stage module exposes ``add_parser(subparsers)``, which registers its subcom
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
+import signal
 import sys
+import threading
 
 from . import __version__
-from .errors import BadInputError, os_error_line
+from .errors import BadInputError, Terminated, os_error_line
 
 # (module providing add_parser) in the order shown by --help; each module is one stage.
 STAGE_MODULES = (
@@ -59,6 +63,32 @@ def is_override(token: str) -> bool:
     return not token.startswith("-") and "=" in token
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises :class:`Terminated` in this process while the command runs. Lightning's own
+    handler only notes it: a training run then ended as ``SystemExit`` with no code (exit 0, as if it
+    had finished) and a prediction loop, which never looks, ran on to its end. Lightning calls a
+    handler it finds here after its own. Processes forked from this one (loader, render and decoding
+    workers) still die of it as before."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pid = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated
+
+    before = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -77,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        rc = args.func(args)
+        with _sigterm_as_interrupt():
+            rc = args.func(args)
     except BadInputError as e:
         print(f"moviessl: error: {e}", file=sys.stderr)
         return 2
@@ -85,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("moviessl").debug("OSError", exc_info=True)
         print(f"moviessl: error: {os_error_line(e)}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("moviessl: terminated (finished work is kept; rerun with --resume where offered)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("moviessl: interrupted (finished work is kept; rerun with --resume where offered)", file=sys.stderr)
         return 130

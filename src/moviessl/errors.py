@@ -46,3 +46,9 @@ def os_error_line(e: OSError) -> str:
     if name is None:
         return " ".join(f"{what}: {e}".split())
     return " ".join(f"{os.fspath(name)}: {what}".split())
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a batch scheduler's cancel or preemption) in the command's
+    process, raised where it was when the signal came: an interrupt like Ctrl-C, so every cleanup
+    that a Ctrl-C runs runs too, but said and exited as a termination (143)."""

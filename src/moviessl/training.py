@@ -33,7 +33,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from .checkpoint import misshaped
 from .config import TrainerConfig, check_ranges, save_config, to_dict
-from .errors import BadInputError
+from .errors import BadInputError, Terminated
 from .loader import KeepLoaderPlace
 from .utils import progress
 from .utils.io import atomic_torch_save, atomic_write
@@ -397,7 +397,7 @@ def ctrl_c_kept(trainer: pl.Trainer):
             raise
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.default_int_handler)
-        raise KeyboardInterrupt from None
+        raise (Terminated if isinstance(e.__context__, Terminated) else KeyboardInterrupt) from None
 
 
 def refuse_earlier_run(out_dir: str | os.PathLike, resume: bool) -> None:

@@ -531,3 +531,70 @@ def test_a_resume_under_accumulation_writes_no_checkpoint_before_its_first_step(
     first, _, last = (m.trained for m in runs)
     # the epoch's 12 items, each once: those of steps 1-2, then every later one in a step of the last run
     assert sorted(first[:6] + last) == [4.0 * k for k in range(12)]
+
+
+def _run_as_command(monkeypatch, func) -> int:
+    """``func`` as the command ``moviessl.cli.main`` runs (its signal handling included)."""
+    from moviessl import cli
+
+    parser = cli.build_parser
+
+    def build():
+        p = parser()
+        p.set_defaults(func=func)
+        return p
+
+    monkeypatch.setattr(cli, "build_parser", build)
+    return cli.main([])
+
+
+def test_sigterm_in_training_ends_the_command_as_terminated_not_as_success(tmp_path, monkeypatch, capsys):
+    """Lightning turns a SIGTERM (kill, timeout, a scheduler's cancel) into SystemExit with no
+    code: the command exited 0, as if it had finished, with no model and no word."""
+    import os
+    import signal
+
+    steps = []
+
+    class Termed(_Tiny):
+        def training_step(self, batch, i):
+            steps.append(self.global_step)
+            if self.global_step == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().training_step(batch, i)
+
+    cfg = {"accelerator": "cpu", "max_steps": 6, "progress_bar": False}
+    before = signal.getsignal(signal.SIGTERM)
+    rc = _run_as_command(monkeypatch, lambda a: fit(Termed(), cfg, tmp_path, train_dataloaders=_loader()))
+    assert rc == 143 and steps[-1] < 5
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("moviessl: terminated")
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigterm_in_prediction_ends_the_command_as_terminated_not_ignored(tmp_path, monkeypatch, capsys):
+    """Lightning's prediction loop never looks at the SIGTERM its handler notes: an extraction
+    told to stop ran on to its end and exited 0."""
+    import os
+    import signal
+
+    from moviessl.training import ctrl_c_kept, lightning_trainer
+
+    seen = []
+
+    class Termed(_Tiny):
+        def predict_step(self, batch, i):
+            seen.append(i)
+            if i == 0:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return self.lin(batch[0])
+
+    def predict(_):
+        trainer = lightning_trainer(
+            accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path
+        )
+        data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 4)), batch_size=1)
+        with ctrl_c_kept(trainer):
+            trainer.predict(Termed(), dataloaders=data, return_predictions=False)
+
+    assert _run_as_command(monkeypatch, predict) == 143 and seen == [0]
+    assert "moviessl: terminated" in capsys.readouterr().err
