@@ -142,6 +142,17 @@ def test_videos_are_journalled_and_a_killed_run_resumes(backbone, boxes, tmp_pat
         np.testing.assert_array_equal(a.load(vid).feat, b.load(vid).feat)
 
 
+def test_a_killed_runs_temporary_file_is_removed_at_the_end_of_the_rerun(backbone, boxes, tmp_path):
+    """A kill -9 while a video's .npz was being written leaves utils.io.atomic_write's temporary
+    file; the end of a job removes every one it finds, as extract does (one job per folder)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / ".vidB.npz.k1ll3d.tmp"
+    stale.write_bytes(b"half an npz")
+    assert extract_instances(backbone, boxes / "videos", boxes / "tracks", out, progress=False)["counts"]["ok"] == 2
+    assert sorted(p.name for p in out.iterdir()) == ["index.json", "vidA.npz", "vidB.npz"]
+
+
 def test_decoding_workers_and_two_processes_give_the_same_store(backbone, boxes, tmp_path):
     """``--num-workers 2`` decodes in DataLoader workers; ``--devices 2`` (DDP, gloo on CPU, a real
     subprocess: Lightning re-executes the command per device) splits the videos over two ranks,

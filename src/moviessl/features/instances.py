@@ -443,6 +443,8 @@ def extract_instances(
         entries = read_entries(out)
         index = _index(bhash, backbone, tracks, roi, dim, entries)
         merge_journals(out, index)
+        for t in out.glob(".*.npz.*.tmp"):  # every rank is done: utils.io.atomic_write's, of a killed earlier run
+            t.unlink(missing_ok=True)
         say("%s: %d ok, %d bad (%.1f s)", out, index["counts"]["ok"], index["counts"]["bad"], time.perf_counter() - t0)
         return {k: v for k, v in index.items() if k != "videos"}
 
