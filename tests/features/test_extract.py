@@ -1018,3 +1018,33 @@ def test_another_file_under_a_finished_id_is_not_skipped_silently(backbone, tmp_
     assert run_extract("--backbone", backbone, "--videos", src, "--out", out) == 0
     assert json.loads((out / "index.json").read_text())["videos"]["b"]["status"] == "ok"
     assert run_extract("--backbone", backbone, "--videos", other, "--out", out) == 0
+
+
+def test_a_rerun_waits_for_a_killed_jobs_workers_to_let_go_of_the_lock(tmp_path, monkeypatch):
+    """The loader workers of a job killed with SIGKILL share its flock until they notice their parent
+    is gone: a rerun at once was refused, naming the dead pid. It now waits for them (a while), and
+    still refuses a lock whose holder is alive."""
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    path = tmp_path / ex.JOB_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another open file description: excludes job_lock as a worker's would
+    os.write(fd, f"pid {pid} on {socket.gethostname()}, since then".encode())
+    threading.Timer(1.0, lambda: (path.unlink(), os.close(fd))).start()
+    with ex.job_lock(tmp_path):
+        assert path.read_text().startswith(f"pid {os.getpid()} on ")
+    # gone, and still held past the wait: the line says so
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, f"pid {pid} on {socket.gethostname()}, since then".encode())
+    monkeypatch.setattr(ex, "ORPHAN_LOCK_WAIT_S", 0.5)
+    try:
+        with pytest.raises(BadInputError, match="gone; its processes still hold the lock"), ex.job_lock(tmp_path):
+            pass
+    finally:
+        os.close(fd)

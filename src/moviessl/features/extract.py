@@ -871,6 +871,25 @@ def predict_skipping_dead_readers(
 JOB_LOCK = ".extract.lock"  # OUT/.extract.lock: held (flock) by the job writing the folder
 
 
+ORPHAN_LOCK_WAIT_S = 30.0  # how long a job waits for a killed one's workers to let go of the lock
+
+
+def _holder_is_gone(holder: str) -> bool:
+    """Whether the lock file's ``pid N on HOST`` names a process of this host that no longer exists."""
+    import socket
+
+    m = re.match(r"pid (\d+) on (\S+?),", holder)
+    if m is None or m.group(2) != socket.gethostname():
+        return False
+    try:
+        os.kill(int(m.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # another user's process (EPERM): it exists
+        return False
+    return False
+
+
 @contextlib.contextmanager
 def job_lock(out: Path) -> Iterator[None]:
     """Hold ``out``'s job lock for the block; one line (BadInputError) when another job holds it.
@@ -888,6 +907,7 @@ def job_lock(out: Path) -> Iterator[None]:
 
     path = Path(out) / JOB_LOCK
     writable = True
+    orphans_until = None
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies, as to every file here
@@ -898,6 +918,17 @@ def job_lock(out: Path) -> Iterator[None]:
         except BlockingIOError:
             holder = os.read(fd, 512).decode("utf-8", "replace").strip() or "a job that is starting"
             os.close(fd)
+            # A flock is shared with the processes forked while it is held: the loader workers of a
+            # job killed with SIGKILL hold it until they notice their parent is gone (PyTorch's
+            # workers look every few seconds), so a rerun at once was refused, naming a dead pid.
+            if _holder_is_gone(holder):
+                if orphans_until is None:
+                    orphans_until = time.monotonic() + ORPHAN_LOCK_WAIT_S
+                    log.info("%s: waiting for the workers of a killed job (%s) to exit", out, holder)
+                if time.monotonic() < orphans_until:
+                    time.sleep(0.2)
+                    continue
+                holder += ", gone; its processes still hold the lock"
             raise BadInputError(
                 out,
                 f"another extraction job is writing to this folder ({holder}); wait for it to end or use another --out",
