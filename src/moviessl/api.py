@@ -58,16 +58,18 @@ class Embedding:
     missing: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
 
-def load(path: str | os.PathLike, stage: str | tuple[str, ...] | None = None) -> Loaded:
-    """Load any moviessl checkpoint (``model.pt`` of a backbone, TxE or task run) on the CPU."""
-    obj = load_checkpoint(path, stage)
+def load(path: str | os.PathLike, stage: str | tuple[str, ...] | None = None, *, trust: bool = False) -> Loaded:
+    """Load any moviessl checkpoint (``model.pt`` of a backbone, TxE or task run) on the CPU.
+    ``trust``: a file that could run code when loaded (see :func:`moviessl.checkpoint.load_checkpoint`)
+    is loaded, not refused."""
+    obj = load_checkpoint(path, stage, trust=trust)
     meta, config = dict(obj.get("meta") or {}), dict(obj.get("config") or {})
     return Loaded(build_from_checkpoint(obj), obj["stage"], meta, config, Path(path), file_hash(path))
 
 
-def _as_loaded(x: Loaded | str | os.PathLike, stage: str) -> Loaded:
+def _as_loaded(x: Loaded | str | os.PathLike, stage: str, trust: bool = False) -> Loaded:
     if not isinstance(x, Loaded):
-        return load(x, stage)
+        return load(x, stage, trust=trust)
     if x.stage != stage:  # as load() refuses the file, not a later error about what the model lacks
         raise BadInputError(x.path, f"checkpoint is from stage '{x.stage}', expected {stage}")
     return x
@@ -101,8 +103,10 @@ def embed_video(
     stride_s: float = 2.0,
     batch_events: int = 16,
     device: str | torch.device | None = None,
+    trust: bool = False,
 ) -> Embedding:
-    """Backbone features of a video's events (one every ``stride_s`` s), and their TxE outputs."""
+    """Backbone features of a video's events (one every ``stride_s`` s), and their TxE outputs.
+    ``trust``: checkpoints given as paths are loaded as :func:`load` with ``trust``."""
     from .features.extract import (
         backbone_features,
         contextualize,
@@ -117,7 +121,7 @@ def embed_video(
         raise ValueError(f"batch_events must be a positive integer, got {batch_events!r}")
     if isinstance(stride_s, bool) or not isinstance(stride_s, numbers.Real) or not 0 < float(stride_s) < math.inf:
         raise ValueError(f"stride_s must be a positive, finite number of seconds, got {stride_s!r}")
-    bb = _as_loaded(backbone, "backbone")
+    bb = _as_loaded(backbone, "backbone", trust)
     inp = bb.meta.get("input")
     if not inp:
         raise BadInputError(bb.path, "backbone checkpoint has no meta.input (num_frames, stride, short_side, crop)")
@@ -138,7 +142,7 @@ def embed_video(
     if contextualizer is not None:
         # the Loaded's own module, as for the backbone: reading its file again ran whatever a later
         # run had written there since (and failed for a Loaded without a path)
-        c = _as_loaded(contextualizer, "context")
+        c = _as_loaded(contextualizer, "context", trust)
         window, step = contextualizer_geometry(c.path, c.meta, feats.shape[1], stride_s, backbone=bb.hash)
         with _lent(c.model, device) as txe:
             ctx = contextualize(txe, feats, window, step, missing=missing).float().cpu().numpy()

@@ -23,9 +23,13 @@ import hashlib
 import importlib
 import inspect
 import os
+import pickle
+import re
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,6 +37,11 @@ from . import __version__
 from .config import to_dict
 from .errors import BadInputError
 from .utils.io import atomic_torch_save
+
+try:
+    from numpy._core import multiarray as _multiarray  # numpy 2
+except ImportError:  # numpy 1
+    from numpy.core import multiarray as _multiarray
 
 FORMAT_VERSION = 3
 # Builder settings added after format 1: a format-1 arch gets the values its network was built with
@@ -61,6 +70,34 @@ PRESET_TABLES = {
     "moviessl.tasks.lvu.task:build_lvu_model": ("moviessl.models.object_transformer:OT_PRESETS", "preset", None),
     "moviessl.tasks.vidsitu.srl:build_srl_model": ("moviessl.models.txd:TXD_PRESETS", "txd_preset", "txd_overrides"),
 }
+# The networks moviessl's stages write. Loading calls a checkpoint's builders with the file's own
+# arguments, so any other callable (``moviessl.utils.io:atomic_write_text`` writes any file it is
+# given) is called only with the opt-in below: a prefix such as ``moviessl.`` would not be enough.
+BUILDERS = frozenset(
+    {
+        "moviessl.models.slowd:build_slowd",
+        "moviessl.models.txe:build_txe",
+        "moviessl.models.txd:build_txd",
+        "moviessl.models.object_transformer:build_object_transformer",
+        "moviessl.tasks.lvu.task:build_lvu_model",
+        "moviessl.tasks.vidsitu.verb:build_verb_model",
+        "moviessl.tasks.vidsitu.srl:build_srl_model",
+        "moviessl.tasks.vidsitu.relation:build_relation_model",
+    }
+)
+# The opt-in to both halves of the rule (a pickle beyond weights, a builder beyond BUILDERS): an
+# environment variable, so that it reaches every rank of a torchrun launch and the command line.
+TRUST_ENV = "MOVIESSL_TRUST_CHECKPOINTS"
+_OPT_IN = f"load it only if you trust its source: {TRUST_ENV}=1 (trust=True in Python)"
+# What moviessl's writers may leave in a model.pt's config and meta beyond what torch.load's
+# weights-only unpickler rebuilds itself: numpy scalars, arrays and their dtypes (as utils.safe_pickle).
+_NUMPY_GLOBALS = [
+    np.dtype,
+    np.ndarray,
+    _multiarray.scalar,
+    _multiarray._reconstruct,
+    *sorted({type(np.dtype(c)) for c in np.typecodes["All"] if c not in "OV"}, key=str),  # no object arrays
+]
 # builders that moved since checkpoints were first written: old module -> new module
 MOVED_BUILDERS = {
     "moviessl.tasks.verb": "moviessl.tasks.vidsitu.verb",
@@ -164,8 +201,67 @@ def save_checkpoint(
 LOADED_FROM = "_loaded_from"
 
 
-def load_checkpoint(path: str | os.PathLike, stage: str | tuple[str, ...] | None = None) -> dict:
-    """Load and validate a moviessl checkpoint (on CPU)."""
+def trusted(trust: bool = False) -> bool:
+    """Whether checkpoints may run code when loaded: ``trust``, or ``MOVIESSL_TRUST_CHECKPOINTS=1``."""
+    if trust:
+        return True
+    value = os.environ.get(TRUST_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise BadInputError(TRUST_ENV, f"'{value}' is neither 1 nor 0")
+
+
+def _safe_globals() -> Any:
+    if hasattr(torch.serialization, "safe_globals"):
+        return torch.serialization.safe_globals(_NUMPY_GLOBALS)
+    torch.serialization.add_safe_globals(_NUMPY_GLOBALS)  # torch 2.4 has no scoped form
+    return nullcontext()
+
+
+# how torch's weights-only unpickler names what it refused to rebuild
+_REFUSED = re.compile(r"GLOBAL (\S+)|but got <class '([^']+)'>")
+
+
+def load_file(path: str | os.PathLike, trust: bool = False) -> Any:
+    """``torch.load`` of ``path`` on the CPU under the trust rule: without the opt-in
+    (:func:`trusted`), only what a weights file holds is rebuilt (tensors, containers, numbers,
+    strings, numpy scalars and arrays), since unpickling anything else can run code. A file that
+    needs more is one line naming the file and what it holds; other failures are torch's own."""
+    if trusted(trust):
+        return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        with _safe_globals():
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = _REFUSED.search(str(e))
+        if found is None:
+            raise
+        what = found.group(1) or found.group(2)
+        raise BadInputError(
+            path, f"it names {what} to call or rebuild when loaded, which could run code; {_OPT_IN}"
+        ) from None
+
+
+def _builders(arch: Any) -> Iterator[Any]:
+    """Every ``builder`` named in ``arch``, nested archs (a task model's backbone and TxE) too."""
+    if isinstance(arch, Mapping):
+        if "builder" in arch:
+            yield arch["builder"]
+        for v in arch.values():
+            yield from _builders(v)
+    elif isinstance(arch, (list, tuple)):
+        for v in arch:
+            yield from _builders(v)
+
+
+def load_checkpoint(
+    path: str | os.PathLike, stage: str | tuple[str, ...] | None = None, *, trust: bool = False
+) -> dict:
+    """Load and validate a moviessl checkpoint (on CPU). Without ``trust`` (or
+    ``MOVIESSL_TRUST_CHECKPOINTS=1``) a file that holds more than weights, numbers and strings, or
+    whose arch names a builder outside :data:`BUILDERS`, is refused: either could run its code."""
     path = Path(path)
     if path.is_dir():  # a run's folder given for its export: it exists, so "not found" misled
         hint = " (its model.pt?)" if (path / "model.pt").is_file() else ""
@@ -173,7 +269,9 @@ def load_checkpoint(path: str | os.PathLike, stage: str | tuple[str, ...] | None
     if not path.is_file():
         raise BadInputError(path, "checkpoint not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = load_file(path, trust)
+    except BadInputError:
+        raise
     except Exception as e:  # truncated / not a torch file
         raise BadInputError(path, f"not a readable checkpoint ({_load_problem(e)})") from None
     if isinstance(obj, dict) and "pytorch-lightning_version" in obj:
@@ -190,6 +288,14 @@ def load_checkpoint(path: str | os.PathLike, stage: str | tuple[str, ...] | None
         )
     if not isinstance(obj.get("stage"), str) or not isinstance(obj.get("arch"), Mapping):  # KeyError tracebacks
         raise BadInputError(path, "not a complete moviessl checkpoint (no 'stage' or 'arch' entry)")
+    if not trusted(trust):
+        for b in _builders(obj["arch"]):
+            if _builder_name(str(b)) not in BUILDERS:  # checked before anything is imported
+                raise BadInputError(
+                    path,
+                    f"its arch names the builder '{b}', not one of moviessl {__version__}'s networks, and "
+                    f"loading calls it with the file's arguments; {_OPT_IN}",
+                )
     builder = obj["arch"].get("builder")
     name = _builder_name(str(builder))
     module_name = name.partition(":")[0]
@@ -230,16 +336,18 @@ def _load_problem(e: Exception) -> str:
         return "empty or truncated file"
     if isinstance(e, OSError) or "central directory" in msg or "unexpected EOF" in msg or "truncated" in msg:
         return "truncated or corrupt file"
-    if "invalid load key" in msg or "magic number" in msg:
+    # a pickle that is not torch's: its first opcode (weights-only reader) or its magic number
+    if "invalid load key" in msg or "magic number" in msg or "Unsupported operand" in msg or isinstance(e, KeyError):
         return "not a torch file"
     return f"{type(e).__name__}: {msg.splitlines()[0][:100]}" if msg else type(e).__name__
 
 
 def build_from_checkpoint(
-    path_or_obj: str | os.PathLike | Mapping, stage: str | tuple[str, ...] | None = None
+    path_or_obj: str | os.PathLike | Mapping, stage: str | tuple[str, ...] | None = None, *, trust: bool = False
 ) -> nn.Module:
-    """Rebuild the module a checkpoint describes and load its weights (strict)."""
-    obj = path_or_obj if isinstance(path_or_obj, Mapping) else load_checkpoint(path_or_obj, stage)
+    """Rebuild the module a checkpoint describes and load its weights (strict). A path is read by
+    :func:`load_checkpoint` (``trust`` as there); a loaded checkpoint was checked when it was read."""
+    obj = path_or_obj if isinstance(path_or_obj, Mapping) else load_checkpoint(path_or_obj, stage, trust=trust)
     where = obj.get(LOADED_FROM, "checkpoint")
     try:
         model = build_arch(obj["arch"])

@@ -107,6 +107,34 @@ def test_teacher_heads(tmp_path):
     assert torch.equal(load_teacher_head(run / "model.pt")[0], w)
 
 
+def _mark(path):
+    with open(path, "w") as f:
+        f.write("ran")
+    return path
+
+
+class _Hostile:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (_mark, (self.marker,))
+
+
+def test_a_teacher_checkpoint_that_would_run_code_is_refused_unless_trusted(tmp_path, monkeypatch):
+    """The teacher was read with torch.load(weights_only=False): a hostile pickle ran its code."""
+    monkeypatch.delenv("MOVIESSL_TRUST_CHECKPOINTS", raising=False)
+    w, b = torch.randn(5, 8), torch.randn(5)
+    marker = tmp_path / "ran.txt"
+    teacher = {"state_dict": {"classifier.1.weight": w, "classifier.1.bias": b}, "x": _Hostile(marker)}
+    torch.save(teacher, tmp_path / "t.ckpt")
+    with pytest.raises(BadInputError, match=rf"t\.ckpt: it names {__name__}\._mark to call or rebuild when loaded"):
+        load_teacher_head(tmp_path / "t.ckpt")
+    assert not marker.exists()
+    monkeypatch.setenv("MOVIESSL_TRUST_CHECKPOINTS", "1")
+    assert torch.equal(load_teacher_head(tmp_path / "t.ckpt")[0], w) and marker.exists()
+
+
 def test_ot_pretrain_presets_train_in_fp32():
     """LVU's run_pretrain.sh has no --fp16: the paper preset trains fp32, as the cpu one does."""
     from moviessl.config import load_config

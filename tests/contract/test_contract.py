@@ -83,6 +83,12 @@ CASES = [
     ("probe-backbone.wrong_kind", "probe-backbone", "a TxE checkpoint given as the backbone", "one line, exit 2"),
     ("probe-backbone.not_ours", "probe-backbone", "a plain torch file (not a moviessl checkpoint)", "one line, exit 2"),
     (
+        "probe-backbone.runs_code",
+        "probe-backbone",
+        "a checkpoint whose pickle would call a function (not trusted)",
+        "one line, exit 2, nothing run",
+    ),
+    (
         "probe-backbone.unlabelled",
         "probe-backbone",
         "a --val clip list without labels",
@@ -367,6 +373,20 @@ def test_pretrain_out_uncreatable_as_a_real_process(world):
     ]
 
 
+def _mark(path):
+    with open(path, "w") as f:
+        f.write("ran")
+    return path
+
+
+class _Hostile:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (_mark, (self.marker,))
+
+
 def test_contract_probe_backbone(world, tmp_path, seen):
     args = ["probe-backbone", "--data", world.clips, "--val", world.clips]
     data = world.backbone.read_bytes()
@@ -378,6 +398,12 @@ def test_contract_probe_backbone(world, tmp_path, seen):
     )
     torch.save({"weight": torch.zeros(2)}, tmp_path / "plain.pt")
     seen("probe-backbone.not_ours", error(cli(*args, tmp_path / "plain.pt"), "not a moviessl checkpoint"))
+    marker = tmp_path / "ran.txt"
+    obj = torch.load(world.backbone, weights_only=True)
+    torch.save({**obj, "meta": {**obj["meta"], "x": _Hostile(marker)}}, tmp_path / "evil.pt")
+    res = error(cli(*args, tmp_path / "evil.pt"), r"evil\.pt: it names .*_mark to call or rebuild when loaded")
+    assert not marker.exists()
+    seen("probe-backbone.runs_code", res)
     seen(
         "probe-backbone.out_uncreatable",
         error(cli(*args, "--out", f"{UNCREATABLE}/probe.json", world.backbone), "/proc/nope/out: cannot create"),

@@ -1,3 +1,4 @@
+import pickle
 import re
 
 import numpy as np
@@ -45,7 +46,8 @@ def build_mlp(d_in: int, d_out: int) -> nn.Module:
     return nn.Sequential(nn.Linear(d_in, d_out), nn.ReLU())
 
 
-def test_roundtrip(tmp_path):
+def test_roundtrip(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOVIESSL_TRUST_CHECKPOINTS", "1")  # build_mlp is this module's, not moviessl's
     m = build_mlp(4, 3)
     p = save_checkpoint(
         tmp_path / "m.pt",
@@ -82,6 +84,9 @@ def test_bad_checkpoints(tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(BadInputError, match=r"empty\.pt: not a readable checkpoint \(empty or truncated file\)"):
         load_checkpoint(empty)
+    (tmp_path / "plain.pkl").write_bytes(pickle.dumps({"a": 1}, protocol=4))  # a pickle, not torch's
+    with pytest.raises(BadInputError, match=r"plain\.pkl: not a readable checkpoint \(not a torch file\)"):
+        load_checkpoint(tmp_path / "plain.pkl")
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(BadInputError, match="not a moviessl checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
@@ -92,6 +97,8 @@ def test_checkpoints_this_version_cannot_rebuild_are_one_line_naming_the_file(tm
     builder this version lacks and a checkpoint without a stage were tracebacks (KeyError, TypeError,
     ModuleNotFoundError) deep in the rebuild."""
     import moviessl
+
+    monkeypatch.setenv("MOVIESSL_TRUST_CHECKPOINTS", "1")  # builders outside moviessl's own
 
     p = save_checkpoint(
         tmp_path / "m.pt",
@@ -127,9 +134,10 @@ def test_checkpoints_this_version_cannot_rebuild_are_one_line_naming_the_file(tm
         moviessl.load(tmp_path / "b.pt")
 
 
-def test_weights_or_an_arch_that_do_not_fit_are_one_line_naming_the_file(tmp_path):
+def test_weights_or_an_arch_that_do_not_fit_are_one_line_naming_the_file(tmp_path, monkeypatch):
     """A hand-edited (or mismatched) checkpoint: torch's load_state_dict error is many lines and names
     no file; a builder given kwargs it does not take was a TypeError traceback."""
+    monkeypatch.setenv("MOVIESSL_TRUST_CHECKPOINTS", "1")  # build_mlp is this module's, not moviessl's
     m = build_mlp(4, 3)
     arch = arch_spec(f"{__name__}:build_mlp", d_in=4, d_out=3)
     sd = m.state_dict()
@@ -162,6 +170,108 @@ def test_weights_or_an_arch_that_do_not_fit_are_one_line_naming_the_file(tmp_pat
     obj = load_checkpoint(save_checkpoint(tmp_path / "ok.pt", stage="backbone", arch=arch, state_dict=sd))
     again = save_checkpoint(tmp_path / "again.pt", stage="backbone", arch=obj["arch"], state_dict=sd)
     assert "_loaded_from" not in torch.load(again, weights_only=False)  # the file name is not saved along
+
+
+def _mark(path):
+    """What a hostile pickle calls while being loaded: here only a file that says it ran."""
+    with open(path, "w") as f:
+        f.write("ran")
+    return path
+
+
+class _Hostile:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (_mark, (self.marker,))
+
+
+def test_a_pickle_that_would_run_code_is_refused_unless_trusted(tmp_path, monkeypatch):
+    """A model.pt was read with torch.load(weights_only=False): a hostile pickle ran its code on load."""
+    import moviessl
+
+    monkeypatch.delenv("MOVIESSL_TRUST_CHECKPOINTS", raising=False)
+    marker = tmp_path / "ran.txt"
+    obj = torch.load(_small_backbone(tmp_path / "good.pt"), weights_only=True)
+    torch.save({**obj, "meta": {"note": _Hostile(marker)}}, tmp_path / "evil.pt")
+    for load in (load_checkpoint, build_from_checkpoint, moviessl.load):
+        with pytest.raises(BadInputError) as e:
+            load(tmp_path / "evil.pt")
+        assert str(e.value) == (
+            f"{tmp_path / 'evil.pt'}: it names {__name__}._mark to call or rebuild when loaded, which could "
+            "run code; load it only if you trust its source: MOVIESSL_TRUST_CHECKPOINTS=1 (trust=True in Python)"
+        )
+        assert not marker.exists()
+    assert load_checkpoint(tmp_path / "evil.pt", trust=True)["meta"]["note"] == str(marker) and marker.exists()
+    marker.unlink()
+    monkeypatch.setenv("MOVIESSL_TRUST_CHECKPOINTS", "1")
+    assert moviessl.load(tmp_path / "evil.pt").stage == "backbone" and marker.exists()
+    monkeypatch.setenv("MOVIESSL_TRUST_CHECKPOINTS", "maybe")  # not silently read as "no"
+    with pytest.raises(BadInputError, match=r"^MOVIESSL_TRUST_CHECKPOINTS: 'maybe' is neither 1 nor 0$"):
+        load_checkpoint(tmp_path / "good.pt")
+
+
+def test_a_builder_outside_moviessl_networks_is_refused_unless_trusted(tmp_path, monkeypatch):
+    """A checkpoint's arch named any importable function, which loading called with the file's
+    arguments; a user's own network still loads with the opt-in."""
+    import moviessl
+
+    monkeypatch.delenv("MOVIESSL_TRUST_CHECKPOINTS", raising=False)
+    m = build_mlp(4, 3)
+    own = save_checkpoint(
+        tmp_path / "own.pt",
+        stage="toy",
+        arch=arch_spec(f"{__name__}:build_mlp", d_in=4, d_out=3),
+        state_dict=m.state_dict(),
+    )
+    marker = tmp_path / "ran.txt"
+    called = save_checkpoint(  # a moviessl function that is no network: it writes the file it is given
+        tmp_path / "writes.pt",
+        stage="toy",
+        arch=arch_spec("moviessl.utils.io:atomic_write_text", path=str(marker), text="ran"),
+        state_dict={},
+    )
+    nested = save_checkpoint(  # a moviessl task model whose backbone arch is someone else's builder
+        tmp_path / "nested.pt",
+        stage="verb",
+        arch=arch_spec(
+            "moviessl.tasks.vidsitu.verb:build_verb_model",
+            in_dim=4,
+            num_verbs=2,
+            backbone_arch=arch_spec(f"{__name__}:_mark", path=str(marker)),
+        ),
+        state_dict={},
+    )
+    for p, builder in (
+        (own, f"{__name__}:build_mlp"),
+        (called, "moviessl.utils.io:atomic_write_text"),
+        (nested, f"{__name__}:_mark"),
+    ):
+        for load in (load_checkpoint, build_from_checkpoint, moviessl.load):
+            with pytest.raises(BadInputError) as e:
+                load(p)
+            assert str(e.value) == (
+                f"{p}: its arch names the builder '{builder}', not one of moviessl {moviessl.__version__}'s "
+                "networks, and loading calls it with the file's arguments; load it only if you trust its "
+                "source: MOVIESSL_TRUST_CHECKPOINTS=1 (trust=True in Python)"
+            )
+    assert not marker.exists()
+    x = torch.randn(2, 4)
+    assert torch.equal(build_from_checkpoint(own, trust=True)(x), m(x))
+    monkeypatch.setenv("MOVIESSL_TRUST_CHECKPOINTS", "1")
+    assert torch.equal(moviessl.load(own).model(x), m(x))
+
+
+def test_numpy_values_in_meta_load_without_the_opt_in(tmp_path, monkeypatch):
+    """Metrics a writer left as numpy scalars or arrays are data, not code: no opt-in needed."""
+    monkeypatch.delenv("MOVIESSL_TRUST_CHECKPOINTS", raising=False)
+    obj = torch.load(_small_backbone(tmp_path / "b.pt"), weights_only=True)
+    meta = {"acc": np.float64(0.5), "n": np.int64(3), "ok": np.bool_(True), "ids": np.arange(3), "dt": np.dtype("f4")}
+    torch.save({**obj, "meta": meta}, tmp_path / "np.pt")
+    got = load_checkpoint(tmp_path / "np.pt")["meta"]
+    assert got["acc"] == 0.5 and got["n"] == 3 and got["ok"] and got["ids"].tolist() == [0, 1, 2]
+    assert got["dt"] == np.dtype("f4")
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):

@@ -188,6 +188,37 @@ def test_model_init_starts_from_earlier_weights(clip_list, tmp_path):
         )
 
 
+def _mark(path):
+    with open(path, "w") as f:
+        f.write("ran")
+    return path
+
+
+class _Hostile:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (_mark, (self.marker,))
+
+
+def test_model_init_refuses_a_file_that_would_run_code_unless_trusted(tmp_path, monkeypatch):
+    """model.init read any file with torch.load(weights_only=False): a hostile pickle ran its code."""
+    from moviessl.ssl.registry import get_method
+
+    monkeypatch.delenv("MOVIESSL_TRUST_CHECKPOINTS", raising=False)
+    cfg = load_config("backbone", "cpu", tiny_overrides([]))
+    m = get_method("cvrl")(cfg)
+    marker = tmp_path / "ran.txt"
+    sd = {f"backbone.{k}": v for k, v in m.backbone.state_dict().items()}
+    torch.save({"pytorch-lightning_version": "2.4.0", "state_dict": sd, "x": _Hostile(marker)}, tmp_path / "a.ckpt")
+    with pytest.raises(BadInputError, match=rf"a\.ckpt: model\.init: it names {__name__}\._mark to call or rebuild"):
+        m.load_init(tmp_path / "a.ckpt")
+    assert not marker.exists()
+    monkeypatch.setenv("MOVIESSL_TRUST_CHECKPOINTS", "1")
+    assert m.load_init(tmp_path / "a.ckpt")["init_kind"] == "lightning" and marker.exists()
+
+
 def test_model_init_reads_a_pyslowfast_checkpoint(tmp_path):
     """A PySlowFast .pyth (Slow R50 naming, 1xkxk stem) through model.init: the stem is inflated, every
     other Slow-D weight lands under its own name."""

@@ -32,7 +32,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import arch_spec, file_hash, save_checkpoint
+from ..checkpoint import arch_spec, file_hash, load_file, save_checkpoint
 from ..config import to_dict
 from ..errors import BadInputError
 from ..features.instances import set_feature_cache
@@ -118,7 +118,9 @@ def load_teacher_head(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tens
     LVU's ``--short_term_model_weights``)."""
     path = Path(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = load_file(path)  # under load_checkpoint's trust rule
+    except BadInputError:
+        raise
     except FileNotFoundError:
         raise BadInputError(path, "teacher checkpoint not found") from None
     except Exception as e:

@@ -31,7 +31,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ..checkpoint import arch_spec, save_checkpoint
+from ..checkpoint import arch_spec, load_file, save_checkpoint
 from ..errors import BadInputError
 from ..models.slowd import SlowD, build_slowd, load_pyslowfast_checkpoint, speed_up
 from ..optim import lr_scheduler, make_optimizer, param_groups, scaled_lr, warmup_steps
@@ -151,9 +151,11 @@ class BackboneModule(pl.LightningModule):
         if not path.is_file():
             raise BadInputError(path, "model.init: checkpoint not found")
         obj = None
-        if path.suffix != ".pyth":  # ours and Lightning's hold configs: full unpickling, as load_checkpoint
+        if path.suffix != ".pyth":  # ours and Lightning's, under load_checkpoint's trust rule
             try:
-                obj = torch.load(path, map_location="cpu", weights_only=False)
+                obj = load_file(path)
+            except BadInputError as e:
+                raise BadInputError(path, f"model.init: {e.cause}") from None
             except Exception as e:
                 raise BadInputError(path, f"model.init: not a readable checkpoint ({type(e).__name__})") from None
         if isinstance(obj, Mapping) and obj.get("format") == "moviessl":
