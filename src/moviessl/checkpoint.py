@@ -279,7 +279,9 @@ def load_checkpoint(
         raise BadInputError(path, "a Lightning training checkpoint (what --resume reads), not a moviessl model.pt")
     if not isinstance(obj, dict) or obj.get("format") != "moviessl":
         raise BadInputError(path, "not a moviessl checkpoint (no 'format: moviessl' entry)")
-    version = int(obj.get("format_version", 1))
+    version = obj.get("format_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int):  # int() traced back on "3a", truncated 2.5
+        raise BadInputError(path, f"its format_version {version!r} is not a whole number")
     if version > FORMAT_VERSION:  # its arch may mean another network here: refused, not rebuilt wrongly
         raise BadInputError(
             path,

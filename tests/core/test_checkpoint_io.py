@@ -274,6 +274,16 @@ def test_numpy_values_in_meta_load_without_the_opt_in(tmp_path, monkeypatch):
     assert got["dt"] == np.dtype("f4")
 
 
+def test_a_format_version_that_is_not_a_whole_number_is_one_line(tmp_path):
+    """int(format_version) traced back on a hand-edited "3a" or None and read 2.5 as format 2."""
+    obj = torch.load(_small_backbone(tmp_path / "b.pt"), weights_only=True)
+    for i, v in enumerate(("3a", None, 2.5, True)):
+        torch.save({**obj, "format_version": v}, tmp_path / f"v{i}.pt")
+        with pytest.raises(BadInputError) as e:
+            load_checkpoint(tmp_path / f"v{i}.pt")
+        assert str(e.value) == f"{tmp_path / f'v{i}.pt'}: its format_version {v!r} is not a whole number"
+
+
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     p = tmp_path / "x.npy"
     atomic_save_npy(p, np.arange(3))
