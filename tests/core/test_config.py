@@ -575,10 +575,39 @@ def test_the_sup_k400_schedule_is_pyslowfasts():
             step, total, warm, o.final_lr_frac, "cosine", o.warmup_start_frac, o.cosine_over_warmup
         )
         assert got == pytest.approx(pyslowfast(step / per_epoch), rel=1e-9, abs=1e-12), step
-    # CVRL's schedule is unchanged: warm-up from 1/warmup, cosine after it
-    c = load_config("backbone", "paper", variant="cvrl").optim
-    assert (c.warmup_start_frac, c.cosine_over_warmup) == (0.0, False)
+    # the defaults are unchanged: warm-up from 1/warmup, cosine after it
     assert warmup_schedule(0, 100, 10) == 0.1 and warmup_schedule(10, 100, 10) == 1.0
+
+
+@pytest.mark.parametrize("method", ["cvrl", "modist"])
+def test_the_cvrl_schedule_is_cvrls_code(method):
+    """CVRL's code (tensorflow/models, official/projects/video_ssl, cvrl_pretrain_k600_200ep.yaml):
+    ``LinearWarmup`` from 0 over ``CosineDecay(0.32, decay_steps=train_steps)``, i.e. one cosine over
+    the whole run that the warm-up rises to. The preset ran its cosine over the steps after the
+    warm-up. Ours takes the warm-up's first step at 1/warmup, not 0 (one step ahead of TF's)."""
+    import math
+
+    from moviessl.optim import warmup_schedule, warmup_steps
+
+    o = load_config("backbone", "paper", variant=method).optim
+    per_epoch = 10
+    total = 400 * per_epoch
+    warm = warmup_steps(o.warmup_frac, total)
+    assert warm == 5 * per_epoch
+
+    def tf_cvrl(step: int) -> float:
+        cosine = lambda s: 0.32 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))  # noqa: E731
+        return step / warm * cosine(warm) if step < warm else cosine(step)
+
+    for step in (0, 10, 49, 50, 51, 1000, 2000, 3999):
+        got = o.lr * warmup_schedule(
+            step, total, warm, o.final_lr_frac, "cosine", o.warmup_start_frac, o.cosine_over_warmup
+        )
+        want = tf_cvrl(step + 1 if step < warm else step)
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-12), step
+    assert (o.name, o.nesterov, o.final_lr_frac) == ("sgd", False, 0.0)
+    # the cpu preset (every demo result) keeps the cosine after the warm-up
+    assert load_config("backbone", "cpu", variant=method).optim.cosine_over_warmup is False
 
 
 def test_the_sup_k400_sgd_is_nesterovs_and_only_sgd_takes_it(tmp_path):

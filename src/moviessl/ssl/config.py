@@ -172,8 +172,8 @@ class OptimConfig:
     eta: float  # LARS trust coefficient
     warmup_frac: float
     final_lr_frac: float
-    # PySlowFast's schedule (its supervised K400 recipe): warm-up from this share of the peak lr, and
-    # a cosine over the whole run that the warm-up rises to (moviessl.optim.warmup_schedule)
+    # warm-up from this share of the peak lr (PySlowFast's WARMUP_START_LR), and a cosine over the
+    # whole run that the warm-up rises to (PySlowFast's and CVRL's code; moviessl.optim.warmup_schedule)
     warmup_start_frac: float = 0.0
     cosine_over_warmup: bool = False
     nesterov: bool = False  # SGD only (PySlowFast's SOLVER.NESTEROV)
