@@ -345,3 +345,20 @@ def test_accumulation_is_said_not_to_widen_cvrls_negatives(
         _run(method, clip_list, tmp_path, ["trainer.max_steps=1", f"trainer.accumulate_grad_batches={accumulate}"])
     warned = "CVRL's negatives (the other videos of the all-gathered batch) are the other items of one micro-batch (4)"
     assert (warned in caplog.text) == said
+
+
+def test_a_run_on_a_cold_cache_trains_as_the_same_seed_on_a_warm_one(tmp_path):
+    """The loader workers that build a cold frame cache drew their base seed from the global torch
+    stream, so every later draw of the run (clip starts, crops, augmentations) was shifted: the same
+    seed trained another backbone on a first run than on a rerun that found the cache (the default
+    cache is shared by every run on the clip list)."""
+    from ssl_testutil import make_clip_list
+
+    clips = make_clip_list(tmp_path / "clips", n=8, bad=0)
+    extra = ["trainer.max_steps=2", "data.num_workers=1"]
+    weights = []
+    for out in ("cold", "warm"):
+        _run("cvrl", clips, tmp_path / out, extra)
+        weights.append(load_checkpoint(tmp_path / out / "model.pt", stage="backbone")["state_dict"])
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

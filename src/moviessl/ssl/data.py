@@ -202,7 +202,11 @@ class ClipDataset(Dataset):
         if num_workers > 0:
             builder = _CacheBuilder(self, [i for i in order if not self._is_cached(i)])
             if len(builder):
-                dl = torch.utils.data.DataLoader(builder, batch_size=None, num_workers=int(num_workers))
+                # its own generator for the workers' base seed: one drawn from the global stream shifted
+                # every later draw of the run, so a cold cache trained otherwise than the same seed on a warm one
+                dl = torch.utils.data.DataLoader(
+                    builder, batch_size=None, num_workers=int(num_workers), generator=torch.Generator()
+                )
                 for _ in tqdm(  # iter(dl): see probe.extract_features (one set of workers, not two)
                     iter(dl),
                     total=len(builder),
