@@ -540,7 +540,8 @@ class DecorrelateRanks(pl.Callback):
     so it would draw the first steps' samples, clips and augmentations again (a job preempted every
     few hours would keep replaying its first hours' randomness). From a checkpoint of step ``g``
     every rank re-seeds from the seed, its rank and ``g`` when the checkpoint is loaded, before the
-    data loader draws its shuffle and worker seeds."""
+    data loader draws its worker seeds (the epoch's order is :class:`EpochShuffle`'s, from the seed
+    and the epoch alone)."""
 
     def __init__(self):
         self.step = 0
