@@ -187,6 +187,17 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
+def gather_objects(obj) -> list:
+    """Every rank's ``obj`` in rank order (a picklable object; ``[obj]`` without DDP). Used where each
+    rank noted something of its own share of the data (the bad videos its batches met) and rank 0
+    writes the run's record of all of them."""
+    if not is_dist():
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 class _GatherWithGrad(torch.autograd.Function):
     """All-gather whose backward sums every process's gradient of the gathered tensor and returns this
     process's rows (SimCLR's ``GatherLayer`` pattern). Written here because torch's

@@ -188,3 +188,41 @@ def test_pretraining_runs_under_lightning_ddp_on_two_processes(method, clip_list
     assert "deprecated" not in p.stderr  # torch.distributed.nn's all_gather warned on every DDP run
     obj = load_checkpoint(tmp_path / "m" / "model.pt", stage="backbone")
     assert obj["meta"]["global_step"] == 2 and obj["config"]["trainer"]["devices"] == 2
+
+
+def test_bad_videos_met_on_every_rank_are_recorded(tmp_path):
+    """Decoding on the fly (``data.frame_cache=false``, the paper preset), a bad video is found by the
+    rank whose batch draws it; rank 0 wrote ``bad_videos.json`` and the summary's count from its own
+    finds only, so under N processes about (N-1)/N of them went unrecorded. 4 bad videos among 12
+    items, 2 processes of 3 steps of 2: every item is drawn once, each rank meets some of them."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ssl_testutil import make_clip_list, tiny_overrides
+
+    from moviessl.dist import fresh_launch_env
+
+    exe = Path(sys.executable).with_name("moviessl")
+    exe = str(exe) if exe.is_file() else shutil.which("moviessl")
+    if exe is None:
+        pytest.skip("the moviessl console script is not installed")
+    csv = make_clip_list(tmp_path, n=8, bad=0)
+    lines, bad = [], []
+    for i, line in enumerate(csv.read_text().splitlines()):
+        lines.append(line)
+        if i % 2 == 0:  # each followed by a good video, which its item then loads
+            (tmp_path / "v" / f"bad{i}.mp4").write_bytes(b"\x00not a video" * 50)
+            lines.append(f"v/bad{i}.mp4 0")
+            bad.append(str(tmp_path / "v" / f"bad{i}.mp4"))
+    csv.write_text("\n".join(lines) + "\n")
+    ddp = ["trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu", "trainer.max_steps=3"]
+    over = tiny_overrides(["data.frame_cache=false", "data.batch_size=2", *ddp])
+    out = tmp_path / "m"
+    args = ["pretrain-backbone", "--method", "cvrl", "--data", str(csv), "--out", str(out), "--no-probe"]
+    p = subprocess.run([exe, *args, *over], env=fresh_launch_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert sorted(json.loads((out / "bad_videos.json").read_text())) == sorted(bad)
+    assert json.loads((out / "summary.json").read_text())["skipped_videos"] == 4

@@ -18,7 +18,7 @@ import torch
 
 from ..config import save_config
 from ..data.cliplist import check_labelled, check_same_label_map, read_clip_list
-from ..dist import trainer_device
+from ..dist import gather_objects, trainer_device
 from ..errors import BadInputError
 from ..loader import train_loader
 from ..training import (
@@ -217,6 +217,8 @@ def pretrain(
         trainer = fit(
             module, cfg.trainer, out, train_dataloaders=dl, resume=resume, curve_keys=("train/loss", "lr"), config=cfg
         )
+        # each rank met the bad videos of its own share of the batches: rank 0 records all of them
+        module._skipped = set().union(*gather_objects(sorted(module._skipped)))
         if not trainer.is_global_zero:
             return {}
         for i in sorted(module._skipped):  # indices into the dataset's (post-caching) item list
