@@ -45,3 +45,29 @@ def test_maskpred_under_ddp_for_several_steps(tmp_path, loss):
     assert p.returncode == 0, p.stderr[-3000:]
     obj = load_checkpoint(out / "model.pt", stage="context")
     assert obj["meta"]["steps"] == 4 and obj["config"]["trainer"]["devices"] == 2
+
+
+def test_maskpred_validation_does_not_depend_on_the_process_count(tmp_path):
+    """``val/loss`` and ``val/retrieval_acc`` of one fixed model on 7 held-out windows: the same on 1
+    process (batches of 4) and on 2 (batches of 2). The masks were drawn per batch (seeded by its
+    index), so a window's mask followed the batch it fell in, and Lightning's distributed sampler
+    padded the 7 windows to 8 with a copy that was scored twice; the epoch means were also over
+    batches' windows, not over the masked tokens."""
+    import json
+
+    script = Path(__file__).with_name("ddp_val_script.py")
+    res = {}
+    for devices, batch in ((1, 4), (2, 2)):
+        p = subprocess.run(
+            [sys.executable, str(script), str(tmp_path), str(devices), str(batch)],
+            env=fresh_launch_env(),
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert p.returncode == 0, p.stderr[-3000:]
+        res[devices] = json.loads((tmp_path / f"d{devices}_b{batch}.json").read_text())
+    assert set(res[1]) == {"val/loss", "val/retrieval_acc"}
+    assert 0 < res[1]["val/retrieval_acc"] < 1  # a metric that can tell two mask draws apart
+    for k, v in res[1].items():
+        assert abs(res[2][k] - v) < 1e-5, (k, res)

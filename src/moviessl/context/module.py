@@ -183,14 +183,43 @@ class MaskPredModule(pl.LightningModule):
         self.log("train/mask_size", masks.sum(1).float().mean(), batch_size=bs)
         return loss
 
+    def validation_masks(self, pad: torch.Tensor, uid: torch.Tensor) -> torch.Tensor:
+        """The same masks every validation, each window's its own (seeded by its first event's id), so
+        the metrics do not depend on which batch or process a window falls in."""
+        rows = [
+            mp.sample_span_masks(
+                self.window, self.sizes, pad=pad[i : i + 1], generator=torch.Generator().manual_seed(1000 + int(u))
+            )
+            for i, u in enumerate(uid[:, 0].tolist())
+        ]
+        return torch.cat(rows)
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, retrieved, tokens
+
     def validation_step(self, batch: dict, batch_idx: int):
-        g = torch.Generator().manual_seed(1000 + batch_idx)  # the same masks every validation
-        masks = mp.sample_span_masks(self.window, self.sizes, pad=batch["pad"], generator=g)
+        real = batch.get("real")
+        if real is not None:  # a copy that pads the set to a multiple of the processes counts nowhere
+            batch = {k: v[real] for k, v in batch.items() if k != "real"}
+        if not batch["x"].shape[0]:
+            return
+        masks = self.validation_masks(batch["pad"], batch["uid"])
         pred, target, tuid, _ = self.masked_predictions(batch, masks)
-        loss, acc = self.compute_loss(pred, target, tuid)
-        bs = batch["x"].shape[0]
-        self.log("val/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
-        self.log("val/retrieval_acc", acc, prog_bar=True, batch_size=bs, sync_dist=True)
+        if len(pred):
+            loss, acc = self.compute_loss(pred, target, tuid)
+            n = len(pred)
+            self._val_sums += torch.stack(
+                [loss.detach().double() * n, loss.new_tensor(acc * n).double(), loss.new_tensor(n).double()]
+            )
+
+    def on_validation_epoch_end(self) -> None:
+        # Means over every masked token of the held-out set, summed over the processes here: Lightning's
+        # sync_dist of a batch-weighted mean divides by the processes' counts averaged as integers, so
+        # an odd total on 2 processes lost one.
+        loss, hits, n = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum").tolist()
+        if n > 0:  # the same values on every rank; sync_dist only so that Lightning does not warn
+            self.log("val/loss", loss / n, prog_bar=True, batch_size=1, sync_dist=True)
+            self.log("val/retrieval_acc", hits / n, prog_bar=True, batch_size=1, sync_dist=True)
 
     def configure_optimizers(self):
         o = self.cfg.optim

@@ -26,7 +26,7 @@ from ..training import (
 from ..utils.io import ensure_out_dir
 from .config import ContextConfig
 from .module import MaskPredModule, check_txe, mask_sizes
-from .windows import FeatureWindows, split_ids
+from .windows import FeatureWindows, PaddedForShards, split_ids
 
 log = logging.getLogger("moviessl.context")
 
@@ -84,6 +84,12 @@ def pretraining_ids(stores: Sequence[FeatureStore], ids: list[tuple[int, str]], 
     if not keep:
         raise BadInputError(stores[0].root, "no pretraining videos left after removing the evaluation splits")
     return keep
+
+
+def validation_loader(val: FeatureWindows, batch_size: int, world: int = 1, **kwargs: Any) -> DataLoader:
+    """The held-out windows in order, each scored once whatever the number of processes ``world``
+    (:class:`~moviessl.context.windows.PaddedForShards`)."""
+    return DataLoader(PaddedForShards(val, world), batch_size=min(batch_size, len(val)), shuffle=False, **kwargs)
 
 
 def pretrain_context(
@@ -159,7 +165,7 @@ def pretrain_context(
         num_workers=d.num_workers, persistent_workers=d.num_workers > 0, pin_memory=torch.cuda.is_available()
     )
     train_dl = train_loader(train, min(d.batch_size, len(train)), seed=cfg.seed, drop_last=drop_last, **loader_kw)
-    val_dl = DataLoader(val, batch_size=min(d.batch_size, len(val)), shuffle=False, **loader_kw) if val else None
+    val_dl = validation_loader(val, d.batch_size, planned_world_size(cfg.trainer), **loader_kw) if val else None
 
     trainer = fit(
         module,

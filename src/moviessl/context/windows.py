@@ -167,6 +167,24 @@ class FeatureWindows(Dataset):
         return self.feature_stats(max_videos, seed)[0]
 
 
+class PaddedForShards(Dataset):
+    """``dataset`` padded to a multiple of ``world`` items with copies of its first ones, each item's
+    ``real`` False on a copy. Lightning's distributed sampler pads an evaluation set that does not
+    split evenly over the processes with such copies itself, unmarked, so they counted twice in the
+    metrics; padded here, it adds none and the module leaves the marked copies out, while every
+    process still gets an item (and so takes part in the metrics' reduction)."""
+
+    def __init__(self, dataset: Dataset, world: int = 1):
+        self.dataset, self.n = dataset, len(dataset)
+        self.total = self.n + (-self.n) % max(1, int(world)) if self.n else 0
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {**self.dataset[i % self.n], "real": torch.tensor(i < self.n)}
+
+
 def _undamaged(missing: np.ndarray) -> list[tuple[int, int]]:
     """The runs ``[lo, hi)`` of events not marked missing, in order."""
     ok = np.concatenate([[False], ~np.asarray(missing, bool), [False]])
