@@ -1,10 +1,13 @@
 # Two entry points (see README): `make demo` and `make test`.
 # torch is installed pinned *before* the package so pip never resolves an
-# unpinned (multi-GB CUDA) build. GPU users: install your torch first and run
-# `make demo TORCH_SPEC=` (empty) to keep it.
+# unpinned (multi-GB CUDA) build; PyPI's Linux torch wheels are CUDA builds, so
+# PyTorch's CPU index is searched too (its 2.13.0+cpu wins over PyPI's 2.13.0; an
+# unreachable index costs a few retries, a local wheel still installs). GPU users:
+# install your torch first and run `make demo TORCH_SPEC=` (empty) to keep it.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.moviessl-installed
 
@@ -13,7 +16,8 @@ STAMP := $(VENV)/.moviessl-installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/python -m pip install -q "$(TORCH_SPEC)"; fi
+	if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/python -m pip install -q --retries 1 --timeout 20 \
+		$(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"; fi
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
