@@ -220,11 +220,12 @@ def job_extract(backbone: str, videos: str, out: str) -> None:
     extract(backbone, videos, out, stride_s=2.0, num_workers=0, accelerator="cpu", progress=False)
 
 
-def job_context(features: list[str], out: str, overrides: list[str]) -> None:
+def job_context(features: list[str], out: str, overrides: list[str], vidsitu_root: str | None = None) -> None:
     from .config import load_config
     from .context.pretrain import pretrain_context
 
-    pretrain_context(features, out, load_config("context", "cpu", overrides), resume=True)
+    cfg = load_config("context", "cpu", overrides)
+    pretrain_context(features, out, cfg, resume=True, vidsitu_root=vidsitu_root)
 
 
 def job_tune(
@@ -452,7 +453,12 @@ def plan_jobs(
                 Job(
                     f"context {b} {loss} mask{mask} r{r}",
                     "moviessl.demo:job_context",
-                    dict(features=[str(out / "features" / b / f"r{r}" / s) for s in sets], out=str(c), overrides=ov),
+                    dict(
+                        features=[str(out / "features" / b / f"r{r}" / s) for s in sets],
+                        out=str(c),
+                        overrides=ov,
+                        vidsitu_root=str(vid_root),  # the pool's segment-like names are not VidSitu's splits
+                    ),
                     tuple(f"extract {b} r{r} {s}" for s in sets),
                     str(c / "model.pt"),
                     context_s,

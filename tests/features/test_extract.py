@@ -1048,3 +1048,31 @@ def test_a_rerun_waits_for_a_killed_jobs_workers_to_let_go_of_the_lock(tmp_path,
             pass
     finally:
         os.close(fd)
+
+
+def test_segment_videos_copied_out_of_their_release_are_said_to_have_no_split(backbone, tmp_path, caplog):
+    """VidSitu segment videos copied into a plain folder and extracted there record no split, and
+    pretraining took them all as unlabelled without a word (val included); it now says so, and a
+    --vidsitu-root leaves their evaluation splits out."""
+    from moviessl.context.pretrain import pretraining_ids
+
+    vids = tmp_path / "copied"
+    vids.mkdir()
+    ids = ["v_aaa_seg_0_10", "v_bbb_seg_0_10"]
+    for i, v in enumerate(ids):
+        write_video(vids / f"{v}.mp4", 2.0, seed=i)
+    write_video(vids / "film.mp4", 2.0, seed=3)
+    out = tmp_path / "out"
+    assert run_extract("--backbone", backbone, "--videos", vids, "--out", out) == 0
+    pairs = [(0, v) for v in FeatureStore(out).ids]
+    with caplog.at_level("WARNING", logger="moviessl.context"):
+        assert pretraining_ids([FeatureStore(out)], pairs) == pairs
+    assert "2 videos named like VidSitu segments (e.g. v_aaa_seg_0_10) have no split recorded" in caplog.text
+    ann = tmp_path / "home" / "vidsitu_annotations"
+    (ann / "split_files").mkdir(parents=True)
+    (ann / "split_files" / "vseg_split_train_lb.json").write_text(json.dumps(ids[:1]))
+    (ann / "split_files" / "vseg_split_valid_lb.json").write_text(json.dumps(ids[1:]))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="moviessl.context"):
+        kept = pretraining_ids([FeatureStore(out)], pairs, tmp_path / "home")
+    assert sorted(v for _, v in kept) == ["film", "v_aaa_seg_0_10"] and "no split recorded" not in caplog.text

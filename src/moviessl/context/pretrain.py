@@ -58,7 +58,18 @@ def pretraining_ids(stores: Sequence[FeatureStore], ids: list[tuple[int, str]], 
         # VidSitu root whose annotations it found, and ids it left without one are unlabelled videos
         # (SynthMovies' pool is named like VidSitu segments); where it found none, its index says so
         unknown = store.index is not None and store.index.get("splits") == "unknown"
-        if vidsitu_root is not None or (store.index is not None and not unknown):
+        if vidsitu_root is not None:
+            continue
+        if store.index is not None and not unknown:
+            named = [v for v in store.ids if VIDSITU_SEGMENT.search(v) and not store.info(v).get("split")]
+            if named:  # segment videos copied out of their release and extracted from there, say
+                log.warning(
+                    "%s: %d videos named like VidSitu segments (e.g. %s) have no split recorded and are pretrained on "
+                    "as unlabelled; if they include VidSitu's val / test, pass --vidsitu-root to leave those out",
+                    store.root,
+                    len(named),
+                    named[0],
+                )
             continue
         segs = [v for v in store.ids if VIDSITU_SEGMENT.search(v) and not (unknown and store.info(v).get("split"))]
         if not segs or all(v in splits for v in segs):
