@@ -40,6 +40,7 @@ from ..loader import train_loader
 from ..models.heads import BertLMHead
 from ..models.object_transformer import ID_OFFSET, INSTANCE, build_object_transformer, span_checked_settings
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
+from ..ssl.losses import full_precision
 from ..training import (
     fit,
     planned_world_size,
@@ -87,11 +88,14 @@ def track_masks(
     return inst & chosen.gather(1, tid)
 
 
+@full_precision
 def distill_loss(pred: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0, activation: str = "sigmoid"):
     """Soft-label distillation on the masked tokens (LVU's ``soft_label_loss_sigmoid``: per-class
     binary KL summed and divided by the number of (token, class) entries, x T²; or the softmax KL
-    per token, batch mean, x T²)."""
+    per token, batch mean, x T²). In float32 whatever the head's dtype under a mixed precision: near
+    convergence the KL is a difference of nearly equal log-probabilities, which bf16 rounds away."""
     t = temperature
+    pred, teacher = pred.float(), teacher.float()
     if activation == "softmax":
         return F.kl_div(F.log_softmax(pred / t, -1), F.softmax(teacher / t, -1), reduction="batchmean") * t**2
     kl = F.kl_div(F.logsigmoid(pred / t), torch.sigmoid(teacher / t), reduction="sum") + F.kl_div(
@@ -100,9 +104,12 @@ def distill_loss(pred: torch.Tensor, teacher: torch.Tensor, temperature: float =
     return kl / max(1, pred.numel()) * t**2
 
 
+@full_precision
 def span_compatibility_loss(z: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
     """Rows i and i + B of ``z`` (2B, d) are two spans of one video; every other row is a negative
-    (LVU's ``SameMovieHeadLoss``: dot products, no normalisation)."""
+    (LVU's ``SameMovieHeadLoss``: dot products, no normalisation). The logits are float32 under a
+    mixed precision, as the InfoNCE losses' (:func:`moviessl.ssl.losses.full_precision`)."""
+    z = z.float()
     n = z.shape[0]
     half = n // 2
     logits = (z @ z.t()) / temperature
