@@ -21,6 +21,7 @@ stopped. ``workers=1`` runs everything in this process, in dependency order (tes
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -92,6 +93,29 @@ def _set_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def _stopped_on_interrupt(pool: ProcessPoolExecutor, grace_s: float = 5.0):
+    """Ends the pool's running jobs when the block is interrupted (Ctrl-C, or SIGTERM, which the CLI
+    raises as an interrupt): leaving the pool's block waits for every running job, hours for a
+    pretraining. Each worker is sent SIGTERM, then SIGKILL after ``grace_s`` (a prediction loop does
+    not stop for SIGTERM); finished work is on disk, written atomically, and a rerun resumes."""
+    try:
+        yield
+    except BaseException:
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        deadline = time.monotonic() + grace_s
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join(1.0)
+        raise
 
 
 def _init_worker(threads: int, parent: int | None = None) -> None:
@@ -382,7 +406,7 @@ def run_jobs(
     init = dict(initializer=_init_worker, initargs=(threads, os.getpid()))
     last_line = time.perf_counter()
     try:
-        with ProcessPoolExecutor(workers, mp_context=ctx, **init) as pool:
+        with ProcessPoolExecutor(workers, mp_context=ctx, **init) as pool, _stopped_on_interrupt(pool):
             while (pending and error is None) or running:
                 for j in ready() if error is None else []:
                     if sum(cores(by_name[n]) for n in running) + cores(j) > workers:

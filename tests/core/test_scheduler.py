@@ -358,3 +358,58 @@ def test_time_left_after_a_rerun_with_more_seeds_uses_what_the_timed_jobs_cost_t
     assert not again[0].is_done()
     p = _Progress(again, workers=1, timings=timings)
     assert p.seconds(again[1]) == pytest.approx(2 * wall)  # 4 seeds: twice what 2 took
+
+
+def job_sleep_deaf(done: str) -> None:
+    """A job that does not stop for SIGTERM (as Lightning's prediction loop, which only notes it)."""
+    import signal
+    import time
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    Path(done).write_text(str(os.getpid()))
+    time.sleep(60)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="Linux only")
+def test_a_terminated_scheduler_ends_its_running_jobs_instead_of_waiting_for_them(tmp_path):
+    """The CLI raises SIGTERM as an interrupt; leaving the pool's block then waited for every running
+    job to finish (hours for a pretraining) before the command ended. The jobs are ended now, a job
+    deaf to SIGTERM too."""
+    import subprocess
+    import sys
+    import time
+
+    pidfile = tmp_path / "worker.pid"
+    code = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from moviessl.cli import _sigterm_as_interrupt\n"
+        "from moviessl.errors import Terminated\n"
+        "from moviessl.scheduler import Job, run_jobs\n"
+        "try:\n"
+        "    with _sigterm_as_interrupt():\n"
+        "        run_jobs([Job('s', %r, dict(done=%r))], workers=2)\n"
+        "except Terminated:\n"
+        "    sys.exit(143)\n"
+    ) % (str(Path(__file__).parent), f"{MOD}:job_sleep_deaf", str(pidfile))
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    for _ in range(300):
+        if pidfile.is_file() and pidfile.read_text():
+            break
+        time.sleep(0.1)
+    worker = int(pidfile.read_text())
+    t0 = time.perf_counter()
+    proc.terminate()
+    try:
+        assert proc.wait(timeout=30) == 143
+    finally:
+        proc.kill()
+    assert time.perf_counter() - t0 < 20
+    for _ in range(50):
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker, 9)
+        pytest.fail("the job outlived the terminated scheduler")
