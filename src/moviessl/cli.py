@@ -63,17 +63,35 @@ def is_override(token: str) -> bool:
     return not token.startswith("-") and "=" in token
 
 
+_SIGTERM_OWNER: list[int] = []  # the pid whose SIGTERM is raised as Terminated, while a command runs
+
+
+def _default_sigterm_in_child() -> None:
+    """A process forked while a command runs dies of SIGTERM at once, as a new process does: with the
+    handler inherited it would run it only when its native code returns to Python (seconds into a
+    matmul), and under Lightning's fit it inherited Lightning's, which only notes the signal."""
+    if _SIGTERM_OWNER and os.getpid() != _SIGTERM_OWNER[-1]:
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except (ValueError, OSError):  # not the main thread of the main interpreter
+            pass
+
+
+os.register_at_fork(after_in_child=_default_sigterm_in_child)
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """SIGTERM raises :class:`Terminated` in this process while the command runs. Lightning's own
     handler only notes it: a training run then ended as ``SystemExit`` with no code (exit 0, as if it
     had finished) and a prediction loop, which never looks, ran on to its end. Lightning calls a
     handler it finds here after its own. Processes forked from this one (loader, render and decoding
-    workers) still die of it as before."""
+    workers) get the default disposition back (:func:`_default_sigterm_in_child`) and die of it."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     pid = os.getpid()
+    _SIGTERM_OWNER.append(pid)
 
     def handler(signum, frame):
         if os.getpid() != pid:
@@ -82,11 +100,27 @@ def _sigterm_as_interrupt():
             return
         raise Terminated
 
-    before = signal.signal(signal.SIGTERM, handler)
     try:
-        yield
+        before = signal.signal(signal.SIGTERM, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, before)
     finally:
-        signal.signal(signal.SIGTERM, before)
+        _SIGTERM_OWNER.pop()
+
+
+def _interruption(e: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM (:class:`Terminated`) that ``e`` was raised while handling, if any: the
+    loader workers die of the same signal, and PyTorch's SIGCHLD handler then raised 'DataLoader
+    worker ... is killed by signal' over the interrupt, a traceback instead of the command's line."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,8 +141,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        with _sigterm_as_interrupt():
-            rc = args.func(args)
+        try:
+            with _sigterm_as_interrupt():
+                rc = args.func(args)
+        except BaseException as e:
+            stop = _interruption(e)
+            if stop is None or stop is e:
+                raise
+            raise stop from None
     except BadInputError as e:
         print(f"moviessl: error: {e}", file=sys.stderr)
         return 2

@@ -598,3 +598,41 @@ def test_sigterm_in_prediction_ends_the_command_as_terminated_not_ignored(tmp_pa
 
     assert _run_as_command(monkeypatch, predict) == 143 and seen == [0]
     assert "moviessl: terminated" in capsys.readouterr().err
+
+
+def test_a_process_forked_while_a_command_runs_dies_of_sigterm_at_once(monkeypatch):
+    """It inherited the command's Python handler, which runs only when native code returns to
+    Python (seconds into a long matmul), or, under a fit, Lightning's, which only notes the signal."""
+    import os
+    import signal
+
+    def fork_and_look(_):
+        child = os.fork()
+        if child == 0:
+            os._exit(0 if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL else 1)
+        return os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+
+    assert _run_as_command(monkeypatch, fork_and_look) == 0
+
+
+def test_an_error_raised_while_a_sigterm_unwinds_is_still_the_termination(monkeypatch, capsys):
+    """The loader workers die of the same SIGTERM, and PyTorch's SIGCHLD handler raised 'DataLoader
+    worker ... is killed by signal' over the interrupt: a traceback, exit 1, instead of the line."""
+    from moviessl.errors import Terminated
+
+    def func(_):
+        try:
+            raise Terminated
+        except Terminated:
+            raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.") from None
+
+    assert _run_as_command(monkeypatch, func) == 143
+    assert "moviessl: terminated" in capsys.readouterr().err
+
+    def ctrl_c(_):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise OSError(5, "Input/output error")
+
+    assert _run_as_command(monkeypatch, ctrl_c) == 130
