@@ -309,6 +309,7 @@ IMPLICIT_BEFORE: dict[str, Any] = {
     "data.resize": "crop",  # vidsitu --videos
     "model.track_mask": 0.0,  # lvu
     "train.betas": [0.9, 0.99],  # lvu
+    "optim.warmup_start_frac": 0.0,  # backbone (the warm-up from 1/warmup of the peak)
 }
 
 
