@@ -64,7 +64,7 @@ def load(path: str | os.PathLike, stage: str | tuple[str, ...] | None = None, *,
     is loaded, not refused."""
     obj = load_checkpoint(path, stage, trust=trust)
     meta, config = dict(obj.get("meta") or {}), dict(obj.get("config") or {})
-    return Loaded(build_from_checkpoint(obj), obj["stage"], meta, config, Path(path), file_hash(path))
+    return Loaded(build_from_checkpoint(obj, trust=trust), obj["stage"], meta, config, Path(path), file_hash(path))
 
 
 def _as_loaded(x: Loaded | str | os.PathLike, stage: str, trust: bool = False) -> Loaded:

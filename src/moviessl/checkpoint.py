@@ -91,12 +91,17 @@ TRUST_ENV = "MOVIESSL_TRUST_CHECKPOINTS"
 _OPT_IN = f"load it only if you trust its source: {TRUST_ENV}=1 (trust=True in Python)"
 # What moviessl's writers may leave in a model.pt's config and meta beyond what torch.load's
 # weights-only unpickler rebuilds itself: numpy scalars, arrays and their dtypes (as utils.safe_pickle).
+# numpy 1 pickles its scalars and arrays under ``numpy.core.multiarray``, numpy 2 under ``numpy._core``:
+# both names are allowed, so a file written under either loads under either (as utils.safe_pickle).
 _NUMPY_GLOBALS = [
     np.dtype,
     np.ndarray,
-    _multiarray.scalar,
-    _multiarray._reconstruct,
     *sorted({type(np.dtype(c)) for c in np.typecodes["All"] if c not in "OV"}, key=str),  # no object arrays
+    *(
+        (f, f"{module}.{f.__name__}")
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for f in (_multiarray.scalar, _multiarray._reconstruct)
+    ),
 ]
 # builders that moved since checkpoints were first written: old module -> new module
 MOVED_BUILDERS = {
@@ -216,7 +221,9 @@ def trusted(trust: bool = False) -> bool:
 def _safe_globals() -> Any:
     if hasattr(torch.serialization, "safe_globals"):
         return torch.serialization.safe_globals(_NUMPY_GLOBALS)
-    torch.serialization.add_safe_globals(_NUMPY_GLOBALS)  # torch 2.4 has no scoped form
+    # torch 2.4 has no scoped form, nor names given with the objects: this numpy's own names only
+    torch.serialization.add_safe_globals([g for g in _NUMPY_GLOBALS if not isinstance(g, tuple)])
+    torch.serialization.add_safe_globals([_multiarray.scalar, _multiarray._reconstruct])
     return nullcontext()
 
 
@@ -256,6 +263,28 @@ def _builders(arch: Any) -> Iterator[Any]:
             yield from _builders(v)
 
 
+def check_builders(arch: Any, where: str | os.PathLike, trust: bool = False) -> None:
+    """One line unless every builder ``arch`` names (nested ones too) is in :data:`BUILDERS` or the
+    user trusts the file (:func:`trusted`): loading calls them with the file's own arguments. Checked
+    before anything outside moviessl is imported."""
+    if trusted(trust):
+        return
+    for b in _builders(arch):
+        name = _builder_name(str(b))
+        if name in BUILDERS:
+            continue
+        if name.startswith("moviessl."):  # importing our own module runs nothing of the file's
+            try:
+                _import(name)
+            except (ImportError, AttributeError, ValueError):  # a newer moviessl's network
+                raise BadInputError(where, f"its network builder '{b}' is not in moviessl {__version__}") from None
+        raise BadInputError(
+            where,
+            f"its arch names the builder '{b}', not one of moviessl {__version__}'s networks, and "
+            f"loading calls it with the file's arguments; {_OPT_IN}",
+        )
+
+
 def load_checkpoint(
     path: str | os.PathLike, stage: str | tuple[str, ...] | None = None, *, trust: bool = False
 ) -> dict:
@@ -290,14 +319,7 @@ def load_checkpoint(
         )
     if not isinstance(obj.get("stage"), str) or not isinstance(obj.get("arch"), Mapping):  # KeyError tracebacks
         raise BadInputError(path, "not a complete moviessl checkpoint (no 'stage' or 'arch' entry)")
-    if not trusted(trust):
-        for b in _builders(obj["arch"]):
-            if _builder_name(str(b)) not in BUILDERS:  # checked before anything is imported
-                raise BadInputError(
-                    path,
-                    f"its arch names the builder '{b}', not one of moviessl {__version__}'s networks, and "
-                    f"loading calls it with the file's arguments; {_OPT_IN}",
-                )
+    check_builders(obj["arch"], path, trust)
     builder = obj["arch"].get("builder")
     name = _builder_name(str(builder))
     module_name = name.partition(":")[0]
@@ -348,9 +370,11 @@ def build_from_checkpoint(
     path_or_obj: str | os.PathLike | Mapping, stage: str | tuple[str, ...] | None = None, *, trust: bool = False
 ) -> nn.Module:
     """Rebuild the module a checkpoint describes and load its weights (strict). A path is read by
-    :func:`load_checkpoint` (``trust`` as there); a loaded checkpoint was checked when it was read."""
+    :func:`load_checkpoint` (``trust`` as there); a mapping's builders are checked again under the
+    same rule (one read with ``torch.load`` alone, say, was never checked)."""
     obj = path_or_obj if isinstance(path_or_obj, Mapping) else load_checkpoint(path_or_obj, stage, trust=trust)
     where = obj.get(LOADED_FROM, "checkpoint")
+    check_builders(obj.get("arch"), where, trust)
     try:
         model = build_arch(obj["arch"])
     except BadInputError as e:  # the builder's own check (a preset this version lacks) names no file

@@ -256,7 +256,15 @@ def test_a_builder_outside_moviessl_networks_is_refused_unless_trusted(tmp_path,
                 "networks, and loading calls it with the file's arguments; load it only if you trust its "
                 "source: MOVIESSL_TRUST_CHECKPOINTS=1 (trust=True in Python)"
             )
+        # a mapping read without load_checkpoint (torch.load alone) is checked when built, too
+        with pytest.raises(BadInputError, match=re.escape(f"the builder '{builder}', not one of moviessl")):
+            build_from_checkpoint(torch.load(p, weights_only=True))
     assert not marker.exists()
+    # a newer moviessl's network is said to be missing here, not to be a risk
+    newer = tmp_path / "newer.pt"
+    torch.save({**torch.load(own, weights_only=True), "arch": arch_spec("moviessl.models.txe:build_txe_v2")}, newer)
+    with pytest.raises(BadInputError, match=r"builder 'moviessl\.models\.txe:build_txe_v2' is not in moviessl"):
+        load_checkpoint(newer)
     x = torch.randn(2, 4)
     assert torch.equal(build_from_checkpoint(own, trust=True)(x), m(x))
     monkeypatch.setenv("MOVIESSL_TRUST_CHECKPOINTS", "1")
@@ -272,6 +280,19 @@ def test_numpy_values_in_meta_load_without_the_opt_in(tmp_path, monkeypatch):
     got = load_checkpoint(tmp_path / "np.pt")["meta"]
     assert got["acc"] == 0.5 and got["n"] == 3 and got["ok"] and got["ids"].tolist() == [0, 1, 2]
     assert got["dt"] == np.dtype("f4")
+    # written under the other numpy (numpy 1 pickles its scalars under numpy.core, numpy 2 numpy._core)
+    import zipfile
+
+    names = [b"numpy._core.multiarray", b"numpy.core.multiarray"]
+    with zipfile.ZipFile(tmp_path / "np.pt") as z:
+        parts = {i.filename: z.read(i.filename) for i in z.infolist()}
+    pkl = next(n for n in parts if n.endswith("data.pkl"))
+    here = next(n for n in names if n in parts[pkl])
+    parts[pkl] = parts[pkl].replace(here, names[1 - names.index(here)])  # protocol 2: text GLOBAL lines
+    with zipfile.ZipFile(tmp_path / "other.pt", "w", zipfile.ZIP_STORED) as z:
+        for n, data in parts.items():
+            z.writestr(n, data)
+    assert load_checkpoint(tmp_path / "other.pt")["meta"]["acc"] == 0.5
 
 
 def test_a_format_version_that_is_not_a_whole_number_is_one_line(tmp_path):

@@ -215,6 +215,9 @@ def test_model_init_refuses_a_file_that_would_run_code_unless_trusted(tmp_path, 
     with pytest.raises(BadInputError, match=rf"a\.ckpt: model\.init: it names {__name__}\._mark to call or rebuild"):
         m.load_init(tmp_path / "a.ckpt")
     assert not marker.exists()
+    monkeypatch.setenv("MOVIESSL_TRUST_CHECKPOINTS", "maybe")  # the variable's problem, not the file's
+    with pytest.raises(BadInputError, match=r"^MOVIESSL_TRUST_CHECKPOINTS: 'maybe' is neither 1 nor 0$"):
+        m.load_init(tmp_path / "a.ckpt")
     monkeypatch.setenv("MOVIESSL_TRUST_CHECKPOINTS", "1")
     assert m.load_init(tmp_path / "a.ckpt")["init_kind"] == "lightning" and marker.exists()
 

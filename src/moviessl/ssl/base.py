@@ -155,6 +155,8 @@ class BackboneModule(pl.LightningModule):
             try:
                 obj = load_file(path)
             except BadInputError as e:
+                if e.path is not None and str(e.path) != str(path):  # e.g. a bad MOVIESSL_TRUST_CHECKPOINTS
+                    raise
                 raise BadInputError(path, f"model.init: {e.cause}") from None
             except Exception as e:
                 raise BadInputError(path, f"model.init: not a readable checkpoint ({type(e).__name__})") from None
