@@ -40,7 +40,7 @@ if __name__ == "__main__":
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.validate(module, validation_loader(val, batch, devices))
+    trainer.validate(module, validation_loader(val, batch))  # padded for the processes the run has
     if trainer.is_global_zero:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         (out / f"d{devices}_b{batch}.json").write_text(json.dumps(metrics))

@@ -97,9 +97,9 @@ def pretraining_ids(stores: Sequence[FeatureStore], ids: list[tuple[int, str]], 
     return keep
 
 
-def validation_loader(val: FeatureWindows, batch_size: int, world: int = 1, **kwargs: Any) -> DataLoader:
+def validation_loader(val: FeatureWindows, batch_size: int, world: int | None = None, **kwargs: Any) -> DataLoader:
     """The held-out windows in order, each scored once whatever the number of processes ``world``
-    (:class:`~moviessl.context.windows.PaddedForShards`)."""
+    (None: those of the process group the run is launched in; :class:`~moviessl.context.windows.PaddedForShards`)."""
     return DataLoader(PaddedForShards(val, world), batch_size=min(batch_size, len(val)), shuffle=False, **kwargs)
 
 
@@ -176,7 +176,7 @@ def pretrain_context(
         num_workers=d.num_workers, persistent_workers=d.num_workers > 0, pin_memory=torch.cuda.is_available()
     )
     train_dl = train_loader(train, min(d.batch_size, len(train)), seed=cfg.seed, drop_last=drop_last, **loader_kw)
-    val_dl = validation_loader(val, d.batch_size, planned_world_size(cfg.trainer), **loader_kw) if val else None
+    val_dl = validation_loader(val, d.batch_size, **loader_kw) if val else None
 
     trainer = fit(
         module,

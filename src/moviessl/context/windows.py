@@ -172,14 +172,21 @@ class PaddedForShards(Dataset):
     ``real`` False on a copy. Lightning's distributed sampler pads an evaluation set that does not
     split evenly over the processes with such copies itself, unmarked, so they counted twice in the
     metrics; padded here, it adds none and the module leaves the marked copies out, while every
-    process still gets an item (and so takes part in the metrics' reduction)."""
+    process still gets an item (and so takes part in the metrics' reduction).
 
-    def __init__(self, dataset: Dataset, world: int = 1):
-        self.dataset, self.n = dataset, len(dataset)
-        self.total = self.n + (-self.n) % max(1, int(world)) if self.n else 0
+    ``world`` None: the processes of the process group when the length is asked for (the sampler is
+    built after the group is up), so a launch other than the config's (torchrun, ``devices: auto``)
+    pads for the processes there are."""
+
+    def __init__(self, dataset: Dataset, world: int | None = None):
+        self.dataset, self.n, self.world = dataset, len(dataset), world
 
     def __len__(self) -> int:
-        return self.total
+        world = self.world
+        if world is None:
+            dist = torch.distributed
+            world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        return self.n + (-self.n) % max(1, int(world)) if self.n else 0
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {**self.dataset[i % self.n], "real": torch.tensor(i < self.n)}
