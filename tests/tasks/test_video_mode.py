@@ -219,3 +219,35 @@ def test_a_summary_over_eval_items_that_failed_to_decode_says_it_is_partial():
     assert "covers 3 of 6 eval items with usable inputs (1 had none and 2 failed to decode" in coverage_note(
         **counts, eval_failed_decode=2
     )
+
+
+def test_a_video_replaced_in_place_is_extracted_again_into_the_frozen_cache(tmp_path):
+    """The frozen-feature cache of SRL / relation with ``--videos`` is named by the videos folder and
+    the clip geometry, and a segment whose file was there was skipped: a video replaced in place kept
+    the old video's features, so a rerun trained and scored on them (and reused its finished seeds)."""
+    import numpy as np
+
+    from moviessl.tasks.vidsitu.data import extract_features
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    vsegs = [f"v_{k}_seg_0_10" for k in range(3)]
+    for k, v in enumerate(vsegs):
+        (videos / f"{v}.mp4").write_bytes(b"x" * (10 + k))
+
+    class Clips:  # a clip's values are its video's size: what the file holds now
+        paths = [videos / f"{v}.mp4" for v in vsegs]
+
+        def __getitem__(self, i):
+            return torch.full((5, 3), float(self.paths[i].stat().st_size))
+
+    cache = tmp_path / "cache"
+    assert extract_features(torch.nn.Identity(), Clips(), vsegs, cache) == []
+    (videos / f"{vsegs[1]}.mp4").write_bytes(b"y" * 99)  # another video under the same name
+    extract_features(torch.nn.Identity(), Clips(), vsegs, cache)
+    assert [np.load(cache / f"{v}_feats.npy")[0, 0] for v in vsegs] == [10, 99, 12]
+    # a folder made before the record was kept: its files are taken as they are
+    (cache / f".{vsegs[0]}.source.json").unlink()
+    (videos / f"{vsegs[0]}.mp4").write_bytes(b"z" * 50)
+    extract_features(torch.nn.Identity(), Clips(), vsegs, cache)
+    assert np.load(cache / f"{vsegs[0]}_feats.npy")[0, 0] == 10

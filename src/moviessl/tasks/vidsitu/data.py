@@ -8,6 +8,7 @@ skipped and counted: in training they are dropped; on the evaluation split they 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -298,7 +299,8 @@ def extract_features(
 ) -> list[str]:
     """Frozen-backbone (5, D) features of each segment into ``out_dir/{vseg}_feats.npy`` (VidSitu layout).
 
-    Resumable: segments whose file exists are skipped. Under torchrun / srun each rank starts at its
+    Resumable: segments whose file exists are skipped, unless the video it was made from (name and
+    size, kept in ``.{vseg}.source.json``) was replaced since. Under torchrun / srun each rank starts at its
     own share of the to-do list and skips what another rank wrote meanwhile (as the backbone stage's
     frame cache does), so the ranks split the work instead of each doing all of it; a segment that
     fails to decode writes nothing, so every rank tries it and lists it. Returns the vsegs that
@@ -306,15 +308,35 @@ def extract_features(
     from tqdm.auto import tqdm
 
     from ...dist import launch_rank, rotated_order
-    from ...utils.io import atomic_save_npy
+    from ...utils.digest import name_size
+    from ...utils.io import atomic_save_npy, atomic_write_json
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    paths = getattr(src, "paths", None)
+
+    def record(i: int) -> Path:
+        return out_dir / f".{vsegs[i]}.source.json"
+
+    def source(i: int) -> list | None:
+        return None if paths is None else list(name_size(paths[i]))
 
     def done(i: int) -> bool:
-        return (out_dir / f"{vsegs[i]}_feats.npy").is_file()
+        # the folder is named by the videos folder, not by each video: one replaced in place (another
+        # name or size than its features were made from) is extracted again
+        if not (out_dir / f"{vsegs[i]}_feats.npy").is_file():
+            return False
+        try:
+            return source(i) in (None, json.loads(record(i).read_text()))
+        except FileNotFoundError:  # made before the record was kept: taken as it is
+            return True
+        except (OSError, ValueError):
+            return False
 
     todo = [i for i in range(len(vsegs)) if not done(i)]
+    for i in todo:  # the features first: a kill between the two leaves a segment to extract, not stale
+        (out_dir / f"{vsegs[i]}_feats.npy").unlink(missing_ok=True)
+        record(i).unlink(missing_ok=True)
     todo = [todo[k] for k in rotated_order(len(todo), *launch_rank())]
     if todo:  # a rerun (or another rank) that finds every file touches no GPU
         backbone = backbone.to(device).eval()
@@ -335,4 +357,6 @@ def extract_features(
         feats = backbone(x.flatten(0, 1)).view(B, E, -1).float().cpu().numpy()
         for i, f in zip(ids, feats):
             atomic_save_npy(out_dir / f"{vsegs[i]}_feats.npy", f, clobber=False)  # another rank's: kept
+            if paths is not None:
+                atomic_write_json(record(i), source(i))
     return failed
