@@ -585,3 +585,27 @@ def test_a_short_run_under_gradient_accumulation_still_logs_points_every_epoch(v
     header = rows[0].split(",")
     col = next(i for i, h in enumerate(header) if h.startswith("train") and "loss" in h)
     assert sum(1 for r in rows[1:] if r.split(",")[col]) >= 4, rows
+
+
+def test_a_rerun_with_other_settings_stopped_mid_seed_leaves_no_summary_of_the_earlier_one(
+    vidsitu_fixture, tmp_path, monkeypatch
+):
+    """summary.json / summary.md were written only at the end: a rerun with another setting that was
+    killed while training left the earlier settings' summary (its scores) beside this run's
+    config.yaml and its seed folders, read as this run's result (the demo's job counted it done)."""
+    from moviessl.tasks import base
+
+    ann, feats = vidsitu_fixture
+    out = tmp_path / "verb"
+    assert _finetune(ann, feats, out, "verb", *FAST, seeds=1) == 0
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(base, "fit", killed)
+    assert _finetune(ann, feats, out, "verb", *FAST, "verb.lr=0.003", seeds=1) == 130  # interrupted
+    assert not (out / "summary.json").exists() and not (out / "summary.md").exists()
+    monkeypatch.undo()
+    assert _finetune(ann, feats, out, "verb", *FAST, seeds=2) == 0
+    assert _finetune(ann, feats, out, "verb", *FAST, seeds=1) == 0  # the same settings: no seed trains again
+    assert json.loads((out / "summary.json").read_text())["seeds"] == 1

@@ -287,7 +287,25 @@ def seed_range(first: int, count: int) -> list[int]:
     return [first + k for k in range(count)]
 
 
+def drop_stale_summary(out: Path, settings: str) -> None:
+    """Remove ``out/summary.{json,md}`` unless written for ``settings``: the summary is written when
+    every run is done, and a rerun with other settings stopped before then (killed, a run that
+    failed) left the earlier settings' scores beside this run's config and seed folders."""
+    try:
+        held = json.loads((out / "summary.json").read_text()).get("settings")
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, AttributeError):
+        held = None
+    if held != settings:
+        for name in ("summary.json", "summary.md"):
+            (out / name).unlink(missing_ok=True)
+
+
 def run_seeds(job: SeedJob, seeds: Sequence[int]) -> list[dict]:
+    """The runs of ``seeds`` (:func:`run_seed`); a summary of other settings in ``job.out`` goes first
+    (the caller's :func:`write_summary` with ``settings=job.settings`` writes this one's)."""
+    drop_stale_summary(job.out, job.settings)
     runs = []
     for k, s in enumerate(seeds):
         with progress.part(k, len(seeds)):  # K seeds report 0..1 once, for the scheduler's time left

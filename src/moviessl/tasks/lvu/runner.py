@@ -556,5 +556,6 @@ def run_finetune(
         init=init_label,
         epochs=epochs,
         epochs_tuning=tuning and {k: tuning[k] for k in ("best", "criterion", "mean", "heldout_videos")},
+        settings=job.settings,
         **counts,
     )

@@ -578,7 +578,8 @@ def run_finetune(
     else:
         log.info("%s: %s has no released ground truth: runs write submissions, unscored", task, cfg.data.eval_split)
     with threads(cfg.threads):
-        runs = run_seeds(make_job(p, out, resume), seed_list)
+        job = make_job(p, out, resume)
+        runs = run_seeds(job, seed_list)
     failed_decode = max(r["metrics"].get("eval_failed_decode", 0) for r in runs)
     note = f"inputs: `{p.inputs}`, contextualizer: `{p.ctx_label}`"
     if not scored:
@@ -595,6 +596,7 @@ def run_finetune(
         contextualizer=p.ctx_label,
         scored=scored,
         partial=coverage_note(**p.counts, eval_failed_decode=failed_decode, scored=scored),
+        settings=job.settings,
         **p.counts,
     )
 
