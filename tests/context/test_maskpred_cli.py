@@ -215,3 +215,19 @@ def test_a_features_folder_named_twice_is_read_once(feats, tmp_path, caplog):
     assert "names the same folder more than once" in caplog.text
     meta = [load_checkpoint(d / "model.pt", stage="context")["meta"] for d in (once, twice)]
     assert meta[0]["num_videos"] == meta[1]["num_videos"]
+
+
+def test_a_resume_keeps_its_held_out_videos_when_videos_were_added(feats, tmp_path):
+    """The held-out split was drawn again over the grown list of videos: videos trained on before the
+    resume could land in the held-out set that scores the run."""
+    import json
+
+    out = tmp_path / "run"
+    args = ["pretrain-context", "--features", feats[0], "--out", out, *FAST]
+    assert main([*map(str, args), "trainer.max_steps=2"]) == 0
+    held = json.loads((out / "heldout.json").read_text())
+    assert len(held) == 6  # a quarter of folder a's 24 videos
+    args = [*args, "--features", feats[1]]  # 8 videos added
+    assert main([*map(str, args), "--resume", "trainer.max_steps=3"]) == 0
+    assert json.loads((out / "heldout.json").read_text()) == held
+    assert load_checkpoint(out / "model.pt", stage="context")["meta"]["num_videos"] == 24 - 6 + 8

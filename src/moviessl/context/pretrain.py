@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -23,7 +24,7 @@ from ..training import (
     seed_everything,
     setup_machine,
 )
-from ..utils.io import ensure_out_dir
+from ..utils.io import atomic_write_json, ensure_out_dir
 from .config import ContextConfig
 from .module import MaskPredModule, check_txe, mask_sizes
 from .windows import FeatureWindows, PaddedForShards, split_ids
@@ -97,6 +98,27 @@ def pretraining_ids(stores: Sequence[FeatureStore], ids: list[tuple[int, str]], 
     return keep
 
 
+HELDOUT_NAME = "heldout.json"
+
+
+def held_out(out: Path, stores: Sequence[FeatureStore], ids: list, fraction: float, seed: int, resume: bool):
+    """``(train ids, held-out ids)``: drawn by :func:`split_ids` when a run starts and kept in
+    ``OUT/heldout.json``; a resume keeps the videos held out then (those still given) and trains on
+    every other, a video added since included -- drawn again over the grown list, the split moved
+    videos already trained on into the held-out set."""
+    path = Path(out) / HELDOUT_NAME
+    name = lambda iv: f"{Path(stores[iv[0]].root).resolve()}::{iv[1]}"  # noqa: E731
+    if resume and path.is_file():
+        try:
+            held = set(json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError) as e:
+            raise BadInputError(path, f"unreadable held-out list ({type(e).__name__}); delete it to draw one") from None
+        return [iv for iv in ids if name(iv) not in held], [iv for iv in ids if name(iv) in held]
+    train, val = split_ids(ids, fraction, seed=seed)
+    atomic_write_json(path, [name(iv) for iv in val])  # every rank writes the same list
+    return train, val
+
+
 def validation_loader(val: FeatureWindows, batch_size: int, world: int | None = None, **kwargs: Any) -> DataLoader:
     """The held-out windows in order, each scored once whatever the number of processes ``world``
     (None: those of the process group the run is launched in; :class:`~moviessl.context.windows.PaddedForShards`)."""
@@ -149,7 +171,7 @@ def pretrain_context(
     all_ids = [(i, v) for i, s in enumerate(stores) for v in s.ids]
     if not include_eval_splits:
         all_ids = pretraining_ids(stores, all_ids, vidsitu_root)
-    train_ids, val_ids = split_ids(all_ids, d.val_fraction, seed=cfg.seed)
+    train_ids, val_ids = held_out(out, stores, all_ids, d.val_fraction, cfg.seed, resume)
     train = FeatureWindows(stores, d.window, d.token_stride_s, d.windows_per_video, random_start=True, ids=train_ids)
     val = None
     if val_ids:  # its events numbered after the training set's: the two share the queue of distractors
