@@ -230,3 +230,23 @@ def test_a_damaged_synth_meta_is_one_line(tmp_path, capsys):
     assert cli_main(["demo", "--profile", "smoke", "--out", str(tmp_path / "out"), "--synth", str(synth)]) == 2
     err = capsys.readouterr().err
     assert "synth_meta.json" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_interrupted_txe_of_other_settings_starts_again(tmp_path, capsys):
+    """An interrupted TxE run made with other settings was resumed under this version's: its
+    checkpoint's weights and step with another optimiser and schedule."""
+    from moviessl.config import load_config, save_config
+    from moviessl.demo import _note_context_drift
+    from moviessl.scheduler import Job
+
+    jobs = []
+    for name, lr in (("same", 0.001), ("other", 0.002)):
+        d = tmp_path / name
+        save_config(load_config("context", "cpu", [f"optim.lr={lr}"]), d)
+        (d / "checkpoints").mkdir()
+        (d / "checkpoints" / "last.ckpt").write_bytes(b"step 2")
+        jobs.append(Job(name, "moviessl.demo:job_context", dict(out=str(d), overrides=["optim.lr=0.001"])))
+    _note_context_drift(jobs)
+    said = capsys.readouterr().out
+    assert (tmp_path / "same" / "checkpoints" / "last.ckpt").is_file() and "same was made" not in said
+    assert not (tmp_path / "other" / "checkpoints").exists() and "interrupted, so it starts again" in said

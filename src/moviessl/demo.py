@@ -374,6 +374,19 @@ def _note_drift(
         )
 
 
+def _note_context_drift(jobs: list) -> None:
+    """The TxEs' :func:`_note_drift`: a finished one is reused on its model.pt alone (and named); an
+    interrupted one made with other settings starts again, as a backbone's -- resumed, it took this
+    version's optimiser settings over the other run's weights and step."""
+    from .config import load_config
+
+    for job in jobs:
+        if job.fn == "moviessl.demo:job_context":
+            d = Path(job.kwargs["out"])
+            cfg = load_config("context", "cpu", job.kwargs["overrides"])
+            _note_drift(d, cfg, (d / "model.pt").is_file(), restart_unfinished=True)
+
+
 def plan_jobs(
     out: Path, synth: Path, prof: Profile, backbones: list[str], rows: list[Row], seeds: int, synth_given: bool
 ) -> list:
@@ -775,10 +788,7 @@ def run_demo(
                 skip=("seed",),
                 restart_unfinished=True,
             )
-    for job in jobs:  # the TxEs: a finished one was reused on its model.pt alone
-        if job.fn == "moviessl.demo:job_context":
-            d = Path(job.kwargs["out"])
-            _note_drift(d, load_config("context", "cpu", job.kwargs["overrides"]), (d / "model.pt").is_file())
+    _note_context_drift(jobs)
     ft_cfg = load_config("vidsitu", "cpu", prof.vidsitu_overrides + QUIET)
     for d in sorted((out / "finetune").glob("*/*/r*")):
         _note_drift(d, ft_cfg, (d / "summary.json").is_file(), skip=("txe_lr_scale",))
