@@ -251,3 +251,25 @@ def test_a_video_replaced_in_place_is_extracted_again_into_the_frozen_cache(tmp_
     (videos / f"{vsegs[0]}.mp4").write_bytes(b"z" * 50)
     extract_features(torch.nn.Identity(), Clips(), vsegs, cache)
     assert np.load(cache / f"{vsegs[0]}_feats.npy")[0, 0] == 10
+
+
+def test_verb_tuned_backbone_records_the_clips_it_was_tuned_on(tmp_path):
+    """data.num_frames / data.stride set the clips verb fine-tunes Slow-D on; the exported
+    backbone.pt's meta.input is what `moviessl extract` and relation --videos read its clips by."""
+    from moviessl.synth import generate
+
+    root = generate(tmp_path / "synth", preset="tiny", seed=0)
+    videos = root / "vidsitu" / "vsitu_video_trimmed_dir"
+    net = build_slowd("slowd_cpu")
+    bb = save_checkpoint(
+        tmp_path / "bb.pt",
+        stage="backbone",
+        arch=arch_spec("moviessl.models.slowd:build_slowd", preset="slowd_cpu"),
+        state_dict=net.state_dict(),
+        meta={"input": {"num_frames": 16, "stride": 4, "short_side": 64, "crop": 64}, "method": "random"},
+    )
+    cfg = {"verb": {"epochs": 1}, "data": {"num_frames": 8, "stride": 8}, "trainer": {"progress_bar": False}}
+    run_finetune("verb", root, videos=videos, backbone=bb, out=tmp_path / "verb", cfg=cfg)
+    tuned = load_checkpoint(tmp_path / "verb" / "seed0" / "backbone.pt", stage="backbone")
+    assert tuned["meta"]["input"] == {"num_frames": 8, "stride": 8, "short_side": 64, "crop": 64}
+    assert load_checkpoint(bb, stage="backbone")["meta"]["input"]["num_frames"] == 16  # the source is as it was

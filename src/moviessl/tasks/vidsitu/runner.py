@@ -485,6 +485,13 @@ def make_job(p: Prepared, out: Path, resume: bool = False, train_data=None, opti
         if p.backbone_obj is not None:  # the verb-finetuned Slow-D, usable by `moviessl extract` / relation
             bmeta = dict(p.backbone_obj.get("meta", {}))
             bmeta["method"] = f"{bmeta.get('method', 'unknown')}+{task}"
+            # the clips it was tuned on (data.num_frames / stride), which extract and --videos read it by
+            inp = dict(bmeta.get("input") or {})
+            for k in ("num_frames", "stride"):
+                if getattr(cfg.data, k):
+                    inp[k] = int(getattr(cfg.data, k))
+            if inp:
+                bmeta["input"] = inp
             save_checkpoint(
                 run_dir / "backbone.pt",
                 stage="backbone",
