@@ -17,8 +17,10 @@ def test_relation_label_mapping_and_pairs():
 
 
 def test_relation_submission_repeats_label_per_gt_annotation():
-    class Split:  # the two attributes RelationTask reads
-        records = {"a": [{}] * 4, "b": [{}] * 2}
+    rec = {ev: {"EvRel": "NoRel"} for ev in ("Ev1", "Ev2", "Ev4", "Ev5")}
+
+    class Split:  # the two attributes RelationTask reads (valid's records carry EvRel)
+        records = {"a": [rec] * 4, "b": [rec] * 2}
 
     train = type(
         "T",

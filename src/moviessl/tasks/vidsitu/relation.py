@@ -112,7 +112,7 @@ class RelationTask:
         self.num_gt = {
             v: min(3, len(r))
             for v, r in (eval_split.records.items() if eval_split is not None else ())
-            if any("EvRel" in rec[ev] for rec in r for ev in EVENTS)
+            if any("EvRel" in (rec.get(ev) or {}) for rec in r for ev in EVENTS)
         }
 
     def train_target(self, vseg: str, records: list[dict]) -> torch.Tensor:
