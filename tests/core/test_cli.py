@@ -5,19 +5,24 @@ from moviessl import cli
 from moviessl.errors import BadInputError
 
 
-def test_bad_input_is_one_line_exit_2(capsys, monkeypatch):
-    def fail(args):
-        raise BadInputError("/data/x.mp4", "truncated file\n(moov atom not found)")
-
+def run_as_command(monkeypatch, func) -> int:
+    """``func`` as the command ``moviessl.cli.main`` runs (its error and signal handling included)."""
     parser = cli.build_parser
 
     def build():
         p = parser()
-        p.set_defaults(func=fail)
+        p.set_defaults(func=func)
         return p
 
     monkeypatch.setattr(cli, "build_parser", build)
-    rc = cli.main([])
+    return cli.main([])
+
+
+def test_bad_input_is_one_line_exit_2(capsys, monkeypatch):
+    def fail(args):
+        raise BadInputError("/data/x.mp4", "truncated file\n(moov atom not found)")
+
+    rc = run_as_command(monkeypatch, fail)
     err = capsys.readouterr().err
     assert rc == 2
     assert err.strip() == "moviessl: error: /data/x.mp4: truncated file (moov atom not found)"

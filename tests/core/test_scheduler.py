@@ -90,12 +90,37 @@ def job_sleep(done: str) -> None:
     time.sleep(60)
 
 
-@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="Linux only (PR_SET_PDEATHSIG)")
-def test_workers_end_when_the_scheduler_is_killed(tmp_path):
-    import signal
+def _start_scheduling(code: str, pidfile: Path):
+    """``python -c code`` (a scheduler whose job writes its pid to ``pidfile``) -> (process, job pid)."""
     import subprocess
     import sys
     import time
+
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    for _ in range(300):
+        if pidfile.is_file() and pidfile.read_text():
+            break
+        time.sleep(0.1)
+    return proc, int(pidfile.read_text())
+
+
+def _gone(pid: int, why: str) -> None:
+    """Fails with ``why`` unless process ``pid`` ends within 10 s (it is killed then)."""
+    import signal
+    import time
+
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    pytest.fail(why)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="Linux only (PR_SET_PDEATHSIG)")
+def test_workers_end_when_the_scheduler_is_killed(tmp_path):
 
     pidfile = tmp_path / "worker.pid"
     code = (
@@ -103,23 +128,10 @@ def test_workers_end_when_the_scheduler_is_killed(tmp_path):
         "from moviessl.scheduler import Job, run_jobs\n"
         "run_jobs([Job('s', %r, dict(done=%r))], workers=2)\n"
     ) % (str(Path(__file__).parent), f"{MOD}:job_sleep", str(pidfile))
-    proc = subprocess.Popen([sys.executable, "-c", code])
-    for _ in range(300):
-        if pidfile.is_file() and pidfile.read_text():
-            break
-        time.sleep(0.1)
-    worker = int(pidfile.read_text())
+    proc, worker = _start_scheduling(code, pidfile)
     proc.kill()  # SIGKILL: no clean-up in the scheduling process
     proc.wait()
-    for _ in range(100):
-        try:
-            os.kill(worker, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        os.kill(worker, signal.SIGKILL)
-        pytest.fail("the worker outlived the killed scheduler")
+    _gone(worker, "the worker outlived the killed scheduler")
 
 
 def _start_after_parent_died(parent: int) -> None:
@@ -375,8 +387,6 @@ def test_a_terminated_scheduler_ends_its_running_jobs_instead_of_waiting_for_the
     """The CLI raises SIGTERM as an interrupt; leaving the pool's block then waited for every running
     job to finish (hours for a pretraining) before the command ended. The jobs are ended now, a job
     deaf to SIGTERM too."""
-    import subprocess
-    import sys
     import time
 
     pidfile = tmp_path / "worker.pid"
@@ -391,12 +401,7 @@ def test_a_terminated_scheduler_ends_its_running_jobs_instead_of_waiting_for_the
         "except Terminated:\n"
         "    sys.exit(143)\n"
     ) % (str(Path(__file__).parent), f"{MOD}:job_sleep_deaf", str(pidfile))
-    proc = subprocess.Popen([sys.executable, "-c", code])
-    for _ in range(300):
-        if pidfile.is_file() and pidfile.read_text():
-            break
-        time.sleep(0.1)
-    worker = int(pidfile.read_text())
+    proc, worker = _start_scheduling(code, pidfile)
     t0 = time.perf_counter()
     proc.terminate()
     try:
@@ -404,12 +409,4 @@ def test_a_terminated_scheduler_ends_its_running_jobs_instead_of_waiting_for_the
     finally:
         proc.kill()
     assert time.perf_counter() - t0 < 20
-    for _ in range(50):
-        try:
-            os.kill(worker, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        os.kill(worker, 9)
-        pytest.fail("the job outlived the terminated scheduler")
+    _gone(worker, "the job outlived the terminated scheduler")

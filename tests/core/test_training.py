@@ -534,18 +534,9 @@ def test_a_resume_under_accumulation_writes_no_checkpoint_before_its_first_step(
 
 
 def _run_as_command(monkeypatch, func) -> int:
-    """``func`` as the command ``moviessl.cli.main`` runs (its signal handling included)."""
-    from moviessl import cli
+    from test_cli import run_as_command
 
-    parser = cli.build_parser
-
-    def build():
-        p = parser()
-        p.set_defaults(func=func)
-        return p
-
-    monkeypatch.setattr(cli, "build_parser", build)
-    return cli.main([])
+    return run_as_command(monkeypatch, func)
 
 
 def test_sigterm_in_training_ends_the_command_as_terminated_not_as_success(tmp_path, monkeypatch, capsys):

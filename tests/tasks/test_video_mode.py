@@ -7,11 +7,11 @@ from moviessl.models import build_slowd
 from moviessl.tasks.vidsitu.runner import run_finetune
 
 
-def test_verb_end_to_end_and_relation_from_videos(tmp_path):
+def _tiny_synth_and_backbone(tmp_path):
+    """A tiny SynthMovies root, its VidSitu clips and a random Slow-D checkpoint of 16x4 clips."""
     from moviessl.synth import generate
 
     root = generate(tmp_path / "synth", preset="tiny", seed=0)
-    videos = root / "vidsitu" / "vsitu_video_trimmed_dir"
     torch.manual_seed(0)
     net = build_slowd("slowd_cpu")
     bb = save_checkpoint(
@@ -25,6 +25,11 @@ def test_verb_end_to_end_and_relation_from_videos(tmp_path):
             "out_dim": net.out_dim,
         },
     )
+    return root, root / "vidsitu" / "vsitu_video_trimmed_dir", net, bb
+
+
+def test_verb_end_to_end_and_relation_from_videos(tmp_path):
+    root, videos, net, bb = _tiny_synth_and_backbone(tmp_path)
     quiet = {"trainer": {"progress_bar": False}}
     res = run_finetune(
         "verb", root, videos=videos, backbone=bb, out=tmp_path / "verb", cfg={"verb": {"epochs": 1}, **quiet}
@@ -256,18 +261,7 @@ def test_a_video_replaced_in_place_is_extracted_again_into_the_frozen_cache(tmp_
 def test_verb_tuned_backbone_records_the_clips_it_was_tuned_on(tmp_path):
     """data.num_frames / data.stride set the clips verb fine-tunes Slow-D on; the exported
     backbone.pt's meta.input is what `moviessl extract` and relation --videos read its clips by."""
-    from moviessl.synth import generate
-
-    root = generate(tmp_path / "synth", preset="tiny", seed=0)
-    videos = root / "vidsitu" / "vsitu_video_trimmed_dir"
-    net = build_slowd("slowd_cpu")
-    bb = save_checkpoint(
-        tmp_path / "bb.pt",
-        stage="backbone",
-        arch=arch_spec("moviessl.models.slowd:build_slowd", preset="slowd_cpu"),
-        state_dict=net.state_dict(),
-        meta={"input": {"num_frames": 16, "stride": 4, "short_side": 64, "crop": 64}, "method": "random"},
-    )
+    root, videos, _, bb = _tiny_synth_and_backbone(tmp_path)
     cfg = {"verb": {"epochs": 1}, "data": {"num_frames": 8, "stride": 8}, "trainer": {"progress_bar": False}}
     run_finetune("verb", root, videos=videos, backbone=bb, out=tmp_path / "verb", cfg=cfg)
     tuned = load_checkpoint(tmp_path / "verb" / "seed0" / "backbone.pt", stage="backbone")
