@@ -1076,3 +1076,32 @@ def test_segment_videos_copied_out_of_their_release_are_said_to_have_no_split(ba
     with caplog.at_level("WARNING", logger="moviessl.context"):
         kept = pretraining_ids([FeatureStore(out)], pairs, tmp_path / "home")
     assert sorted(v for _, v in kept) == ["film", "v_aaa_seg_0_10"] and "no split recorded" not in caplog.text
+
+
+def test_features_beyond_float16_are_marked_missing_not_stored_as_inf(backbone, videos, tmp_path, monkeypatch, caplog):
+    """With --fp16 a feature above 65504 was stored as inf and the video indexed ok; every later
+    reader then refused the file. Such an event is missing now (zeros, in the index), as a damaged one."""
+    real = ex.build_from_checkpoint
+
+    def overflowing(obj, *a, **k):
+        net = real(obj, *a, **k)
+        forward = net.forward
+
+        def huge_first(x):
+            out = forward(x)
+            return torch.cat([out[:1] * 1e6, out[1:]])  # the first event of every batch
+
+        net.forward = huge_first
+        return net
+
+    monkeypatch.setattr(ex, "build_from_checkpoint", overflowing)
+    out = tmp_path / "f16"
+    with caplog.at_level("WARNING", logger="moviessl.features"):
+        ex.extract(
+            backbone, videos / "a.mp4", out, fp16=True, batch_events=8, num_workers=0, accelerator="cpu", progress=False
+        )
+    entry = json.loads((out / "index.json").read_text())["videos"]["a"]
+    assert entry["status"] == "ok" and entry["missing"] == [[0, 1]], entry
+    assert "1 events gave non-finite features (NaN/inf, beyond float16's range)" in caplog.text
+    feats = FeatureStore(out).load("a")  # read (it was refused) with the row zeroed
+    assert np.isfinite(feats).all() and not feats[0].any() and feats[1].any()

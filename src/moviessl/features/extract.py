@@ -999,6 +999,7 @@ class FeatureExtractor(pl.LightningModule):
         self._bar = None
         self.counts = {"ok": 0, "bad": 0}
         self.recorded: set[str] = set()  # the videos this run listed, ok or bad
+        self._nonfinite: dict[str, int] = {}  # events of a film whose stored features were not finite
         self.timing = {"decode_s": 0.0, "preprocess_s": 0.0, "backbone_s": 0.0, "events": 0}
         self.chunks_written = 0
 
@@ -1229,7 +1230,7 @@ class FeatureExtractor(pl.LightningModule):
             if len(film["chunks"]) > 1 or film["shared"]:
                 atomic_write(
                     _chunk_path(self.out_dir, vid, k),
-                    lambda f: np.savez(f, feats=feats.astype(self.store_dtype), missing=missing),
+                    lambda f: np.savez(f, feats=_quiet_cast(feats, self.store_dtype), missing=missing),
                 )
                 self.chunks_written += 1
             else:
@@ -1253,10 +1254,33 @@ class FeatureExtractor(pl.LightningModule):
             except (OSError, ValueError, KeyError) as e:
                 raise BadInputError(p, f"unreadable partial result ({type(e).__name__}); delete it and rerun") from None
 
+    def _stored(self, vid: str, film: dict, count: bool = False):
+        """(rows as stored, missing mask) of each chunk: an event whose features are not finite as
+        stored -- NaN from the network, or beyond float16's range with ``--fp16`` -- is missing, its row
+        zeros, as a damaged one's (indexed ok with it, the file was refused by every later reader)."""
+        for c, m in self._chunks(vid, film):
+            with np.errstate(over="ignore", invalid="ignore"):  # said once below, per film
+                c = c.astype(self.store_dtype, copy=False)
+            bad = ~np.isfinite(c).all(axis=1) & ~m
+            if bad.any():
+                c, m = c.copy(), m | bad
+                c[bad] = 0
+                if count:
+                    self._nonfinite[vid] = self._nonfinite.get(vid, 0) + int(bad.sum())
+            yield c, m
+
     def _finish(self, vid: str, film: dict, info: dict) -> dict:
         """Write a film whose chunks are all in, journal its entry and return it."""
         n = int(info["num_events"])
-        missing = np.concatenate([m for _, m in self._chunks(vid, film)]) if n else np.zeros(0, bool)
+        missing = np.concatenate([m for _, m in self._stored(vid, film, count=True)]) if n else np.zeros(0, bool)
+        nonfinite = self._nonfinite.pop(vid, 0)
+        if nonfinite:
+            log.warning(
+                "%s: %d events gave non-finite features (NaN/inf%s); marked missing in index.json",
+                vid,
+                nonfinite,
+                ", beyond float16's range" if self.store_dtype == np.float16 else "",
+            )
         if missing.all():
             entry = {**self.entry_base, "status": "bad", "source": info["source"]}
             entry["error"] = f"{info['source']}: no event decodes ({n} events, all damaged)"
@@ -1264,7 +1288,7 @@ class FeatureExtractor(pl.LightningModule):
             self._record(vid, entry)
         else:
             path = self.out_dir / f"{vid}{FEATS_SUFFIX}"
-            rows = (c.astype(self.store_dtype, copy=False) for c, _ in self._chunks(vid, film))
+            rows = (c for c, _ in self._stored(vid, film))
             atomic_write(path, lambda f: write_npy_chunks(f, rows, n))
             if self.txe is not None:
                 feats = np.load(path, mmap_mode="r")
@@ -1299,6 +1323,13 @@ class FeatureExtractor(pl.LightningModule):
             log.info("%s: %d events in %.0f s (%.1f events/s)", vid, film["events"], dt, film["events"] / max(dt, 1e-9))
         shutil.rmtree(partial_dir(self.out_dir, vid), ignore_errors=True)
         return entry
+
+
+def _quiet_cast(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``a`` as ``dtype`` without numpy's overflow warning: a value beyond float16 becomes inf, which
+    the film's finish marks missing and says (:meth:`FeatureExtractor._stored`)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return a.astype(dtype)
 
 
 PENDING = "pending"  # a journal's entry of a video being extracted again (:func:`_start_over`)
