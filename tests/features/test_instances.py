@@ -628,3 +628,25 @@ def test_a_folder_of_released_instance_features_is_not_extracted_over(backbone, 
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and f"{vid}.npz" in err and "use another --out" in err
     assert (out / f"{vid}.npz").read_bytes() == before and sorted(p.name for p in out.iterdir()) == [f"{vid}.npz"]
+
+
+def test_another_file_under_a_finished_id_is_not_skipped_silently(backbone, boxes, tmp_path, capsys):
+    """A video replaced by another file under its id (a re-downloaded film) kept the old file's
+    instance features on a rerun: the entries had no size to tell it by (extract's have). It is one
+    line now, as extract's; a video listed bad whose file was replaced is tried again."""
+    root = tmp_path / "lvu"
+    shutil.copytree(boxes, root)
+    out = tmp_path / "out"
+    argv = _launch("extract-instances", backbone, root, out)
+    assert main(argv) == 0
+    index = json.loads((out / "index.json").read_text())
+    assert index["videos"]["vidA"]["source_size"] == (root / "videos" / "vidA.mp4").stat().st_size
+    write_video(root / "videos" / "vidA.mp4", 4.0, seed=7)
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "vidA.mp4: its id is extracted" in err and "delete vidA.npz" in err and "Traceback" not in err
+    (out / "vidA.npz").unlink()
+    assert main(argv) == 0
+    got = json.loads((out / "index.json").read_text())["videos"]["vidA"]
+    assert got["status"] == "ok" and got["source_size"] == (root / "videos" / "vidA.mp4").stat().st_size

@@ -1,5 +1,8 @@
 """The Table 5 bookkeeping: ranks per task (direction per metric, ties), #top-1, the claims."""
 
+import json
+from pathlib import Path
+
 import pytest
 
 from moviessl.tasks.lvu.table import claims, ranks, setting_name
@@ -144,3 +147,42 @@ def test_an_earlier_ot_folder_taken_over_by_another_rank_meanwhile_is_no_error(t
     monkeypatch.setattr(table.os, "replace", raced)
     got = table.ot_pretrain_dir(tmp_path, store, {"train": {"lr": 1}}, "t")
     assert got == tmp_path / "ot_pretrain" / key and (got / "model.pt").read_bytes() == b"ot"
+
+
+def test_the_tables_own_event_folder_is_extracted_on_every_run(tmp_path, monkeypatch):
+    """The table's event folder was extracted only when it had no index: a movie added to the LVU
+    root after the first run (LVU's YouTube films arrive piecemeal) got no scene tokens, silently,
+    and a replaced one kept the old file's features. It is extracted on every run now (finished
+    films are skipped by extract's resume); a user's own folder is read as given."""
+    from moviessl.checkpoint import file_hash
+    from moviessl.tasks.lvu import table
+
+    backbone = tmp_path / "sup.pt"
+    backbone.write_bytes(b"weights")
+    own = tmp_path / "out" / "events" / "supervised"
+    own.mkdir(parents=True)
+    (own / "index.json").write_text(json.dumps({"backbone": file_hash(backbone), "videos": {}}))
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def scene_arrays(fdir, *a, **k):
+        raise Stop(fdir)
+
+    monkeypatch.setattr(table, "extract", lambda b, root, fdir, **k: calls.append(Path(fdir)))
+    monkeypatch.setattr(table, "scene_arrays", scene_arrays)
+    with pytest.raises(Stop):
+        table.run_lvu_table(tmp_path / "out", tmp_path, {"supervised": backbone}, None, rows=[("none", "sup")])
+    assert calls == [own]
+    mine = tmp_path / "mine"
+    with pytest.raises(Stop, match="mine"):
+        table.run_lvu_table(
+            tmp_path / "out",
+            tmp_path,
+            {"supervised": backbone},
+            None,
+            rows=[("none", "sup")],
+            event_features={"supervised": mine},
+        )
+    assert calls == [own]

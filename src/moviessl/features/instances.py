@@ -75,6 +75,7 @@ from .extract import (
     read_entries,
     refuse_foreign_files,
     shard_over_ranks,
+    source_size,
 )
 from .store import CLAIM_NAME, INSTANCES_FORMAT, check_format, index_facts, read_index
 
@@ -234,6 +235,7 @@ class InstanceExtractor(pl.LightningModule):
         self.recorded: set[str] = set()  # the videos this run listed, ok or bad
         self.already = 0  # videos an earlier run finished (a resumed job's first report says so)
         self._shard_len = 0
+        self._sources = dict(stream.videos)  # id -> its video file
 
     def setup(self, stage: str) -> None:
         shard_over_ranks(self.trainer, self.stream)
@@ -264,6 +266,9 @@ class InstanceExtractor(pl.LightningModule):
         self._record(vid, {"status": "bad", "error": error, **more})
 
     def _record(self, vid: str, entry: dict) -> None:
+        size = source_size(self._sources.get(vid))
+        if size is not None:  # a later run tells another file of the same id by it (is_finished)
+            entry = {**entry, "source_size": size}
         append_line(journal_path(self.out_dir, self.global_rank), journal_line(vid, entry))
         self.recorded.add(vid)
         self.counts[entry["status"]] += 1
@@ -409,7 +414,9 @@ def extract_instances(
             (v, p)
             for v, p in vids
             if v in source
-            and not (is_finished(entries.get(v), out / f"{v}.npz", retry_bad) and same_boxes(entries.get(v), source[v]))
+            and not (
+                is_finished(entries.get(v), out / f"{v}.npz", retry_bad, p) and same_boxes(entries.get(v), source[v])
+            )
         ]
         no_tracks = sum(v not in source for v, _ in vids)
         found = {v for v, _ in vids}

@@ -394,11 +394,13 @@ def run_lvu_table(
     scene: dict[str, tuple[dict, float, str]] = {}  # arrays, event stride, description (with the TxE's hash)
     for s in sorted({s for _, s in rows if s != "none"}):
         b = SCENE_BACKBONE[s]
-        if event_features and b in event_features:
+        if event_features and b in event_features:  # the user's folder, as given
             fdir = Path(event_features[b])
         else:
+            # the table's own folder: extracted on every run (finished films are skipped), as the
+            # instances are (extracted only when it had no index, a movie added to the root later got
+            # no scene tokens, and one replaced kept the old file's features: now extract's one line)
             fdir = cache_folder(out / "events" / b, backbones[b])
-        if not (fdir / "index.json").is_file():
             timed(
                 f"events {b}",
                 lambda fdir=fdir, b=b: extract(
