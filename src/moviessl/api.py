@@ -104,15 +104,19 @@ def embed_video(
     batch_events: int = 16,
     device: str | torch.device | None = None,
     trust: bool = False,
+    resize: str | None = None,
 ) -> Embedding:
     """Backbone features of a video's events (one every ``stride_s`` s), and their TxE outputs.
-    ``trust``: checkpoints given as paths are loaded as :func:`load` with ``trust``."""
+    ``trust``: checkpoints given as paths are loaded as :func:`load` with ``trust``. ``resize``:
+    ``crop`` or ``squash``, as ``moviessl extract --resize`` (None: the mode a verb-finetuned
+    backbone was tuned with, else crop)."""
     from .features.extract import (
         backbone_features,
         contextualize,
         contextualizer_geometry,
         event_centers_for,
         event_clip,
+        resize_mode,
     )
     from .video import VideoReader
 
@@ -121,10 +125,15 @@ def embed_video(
         raise ValueError(f"batch_events must be a positive integer, got {batch_events!r}")
     if isinstance(stride_s, bool) or not isinstance(stride_s, numbers.Real) or not 0 < float(stride_s) < math.inf:
         raise ValueError(f"stride_s must be a positive, finite number of seconds, got {stride_s!r}")
+    if resize not in (None, "crop", "squash"):
+        raise ValueError(f"resize must be crop, squash or None, got {resize!r}")
     bb = _as_loaded(backbone, "backbone", trust)
     inp = bb.meta.get("input")
     if not inp:
         raise BadInputError(bb.path, "backbone checkpoint has no meta.input (num_frames, stride, short_side, crop)")
+    inp = {k: v for k, v in inp.items() if k != "resize"}
+    if resize_mode(bb.meta, resize, bb.path or "the backbone", "resize") == "squash":
+        inp["resize"] = "squash"
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     with _lent(bb.model, device) as model, VideoReader(video) as r:
         centers = event_centers_for(r.duration_s, stride_s, vidsitu=False)

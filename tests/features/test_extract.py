@@ -645,6 +645,36 @@ def test_squash_extraction_reads_the_whole_frame(backbone, videos, tmp_path, cap
     assert "--resize squash" in capsys.readouterr().err
 
 
+def test_a_verb_tuned_backbone_is_read_with_the_geometry_it_was_tuned_on(backbone, videos, tmp_path, caplog):
+    """A backbone fine-tuned on squashed frames (``finetune vidsitu --task verb`` in the paper
+    preset, recorded as ``meta.tuned_resize``) was extracted and embedded centre-cropped unless
+    --resize squash was given: a geometry it never saw, silently. Its mode is now the default of
+    extract and embed_video; another mode given explicitly is warned about."""
+    import moviessl
+
+    obj = torch.load(backbone, weights_only=False)
+    obj["meta"]["tuned_resize"] = "squash"
+    tuned = tmp_path / "tuned.pt"
+    torch.save(obj, tuned)
+    run = dict(num_workers=0, accelerator="cpu", progress=False)
+    ex.extract(tuned, videos, tmp_path / "default", **run)
+    ex.extract(backbone, videos, tmp_path / "squash", resize="squash", **run)
+    assert json.loads((tmp_path / "default" / "index.json").read_text())["input"]["resize"] == "squash"
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "default" / "a_feats.npy"), np.load(tmp_path / "squash" / "a_feats.npy")
+    )
+    with caplog.at_level("WARNING", logger="moviessl.features"):
+        ex.extract(tuned, videos, tmp_path / "crop", resize="crop", **run)
+    assert "was fine-tuned on squash frames; --resize crop reads it another way" in caplog.text
+    assert "resize" not in json.loads((tmp_path / "crop" / "index.json").read_text())["input"]
+    emb = moviessl.embed_video(videos / "a.mp4", tuned, device="cpu")
+    np.testing.assert_allclose(emb.feats, np.load(tmp_path / "squash" / "a_feats.npy"), atol=1e-5)
+    crop = moviessl.embed_video(videos / "a.mp4", tuned, device="cpu", resize="crop")
+    np.testing.assert_allclose(crop.feats, np.load(tmp_path / "crop" / "a_feats.npy"), atol=1e-5)
+    with pytest.raises(ValueError, match="resize must be crop, squash or None"):
+        moviessl.embed_video(videos / "a.mp4", tuned, device="cpu", resize="pad")
+
+
 def test_another_contextualizer_killed_midway_leaves_no_mix_of_two(backbone, videos, tmp_path, monkeypatch):
     """--contextualizer B on a folder made with A: the index stops naming A before the first output
     is replaced (A's go), so a kill midway leaves only B's outputs, under no TxE's name (B pending);

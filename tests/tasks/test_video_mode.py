@@ -37,6 +37,7 @@ def test_verb_end_to_end_and_relation_from_videos(tmp_path):
     assert res["train_segments"] > 0 and res["eval_without_inputs"] == 0
     tuned = load_checkpoint(tmp_path / "verb" / "seed0" / "backbone.pt", stage="backbone")
     assert tuned["meta"]["method"] == "random+verb" and tuned["meta"]["input"]["crop"] == 64
+    assert tuned["meta"]["tuned_resize"] == "crop"  # the cpu preset's data.resize: extract's default for it
     key = (
         "stem.conv.weight"
         if "stem.conv.weight" in tuned["state_dict"]

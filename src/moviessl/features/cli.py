@@ -66,9 +66,10 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--resize",
         choices=("crop", "squash"),
-        default="crop",
+        default=None,
         help="crop: the backbone's short side, then a centre crop; squash: the whole frame to crop x crop, "
-        "as VidSitu's loader (for the paper's VidSitu features)",
+        "as VidSitu's loader (for the paper's VidSitu features); default: the mode a verb-finetuned "
+        "backbone was tuned with, else crop",
     )
     p.set_defaults(func=_run)
 

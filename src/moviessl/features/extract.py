@@ -1351,6 +1351,23 @@ def refuse_foreign_files(out: Path, old: dict | None, suffix: str, whose: str) -
         )
 
 
+def resize_mode(meta: dict, resize: str | None, backbone: Any, name: str) -> str:
+    """The frame geometry to read a backbone's clips with: ``resize`` (``crop`` or ``squash``), or
+    with None the mode it was fine-tuned with (``meta.tuned_resize``, written by ``finetune vidsitu
+    --task verb`` beside its ``backbone.pt``; the paper preset squashes), else ``crop``. A mode other
+    than the tuned one is warned about: the tuned Slow-D never saw that geometry."""
+    if resize not in (None, "crop", "squash"):
+        raise BadInputError(name, f"must be crop or squash, got {resize!r}")
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    tuned = meta.get("tuned_resize")
+    if resize is None:
+        return tuned if tuned in ("crop", "squash") else "crop"
+    if tuned in ("crop", "squash") and tuned != resize and rank_zero_only.rank == 0:
+        log.warning("%s was fine-tuned on %s frames; %s %s reads it another way", backbone, tuned, name, resize)
+    return resize
+
+
 def source_size(source: Any) -> int | None:
     """The size in bytes of a video file (None: a frame folder, or unreadable)."""
     try:
@@ -1431,7 +1448,7 @@ def extract(
     progress: bool = True,
     channels_last: bool | None = None,
     compile: bool | None = None,
-    resize: str = "crop",
+    resize: str | None = None,
     ddp_timeout_s: float | None = None,
 ) -> dict:
     """Extract features of every video not yet done; returns the summary written to index.json
@@ -1444,7 +1461,8 @@ def extract(
     uninterrupted run). ``channels_last`` / ``compile``: :func:`moviessl.models.slowd.speed_up` (None:
     as the backbone was pretrained, its checkpoint config's ``model`` block). ``resize``: ``crop`` (the
     backbone's short side, then a centre crop) or ``squash`` (the whole frame to crop x crop, as
-    VidSitu's loader feeds its models; recorded in the index's ``input``). ``ddp_timeout_s``: with
+    VidSitu's loader feeds its models; recorded in the index's ``input``); None: the mode a
+    verb-finetuned backbone was tuned with (:func:`resize_mode`), else ``crop``. ``ddp_timeout_s``: with
     more than one process, how long the ranks that finish first wait at the final barrier (None:
     Lightning's 30 minutes)."""
     out = Path(out)
@@ -1482,8 +1500,7 @@ def extract(
     missing = [k for k in ("num_frames", "stride", "short_side", "crop") if k not in inp]
     if missing:
         raise BadInputError(backbone, f"checkpoint meta.input lacks {', '.join(missing)}")
-    if resize not in ("crop", "squash"):
-        raise BadInputError("--resize", f"must be crop or squash, got {resize!r}")
+    resize = resize_mode(obj.get("meta", {}), resize, backbone, "--resize")
     if resize == "squash":  # only then a key, so crop folders keep the index they always had
         inp["resize"] = "squash"
     model = build_from_checkpoint(obj)

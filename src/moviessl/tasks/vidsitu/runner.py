@@ -39,7 +39,7 @@ from ...data.vidsitu import load_split, scorable
 from ...dist import trainer_device
 from ...errors import BadInputError
 from ...eval.vidsitu import evaluate
-from ...features.extract import other_backbone_note
+from ...features.extract import other_backbone_note, resize_mode
 from ...features.store import FeatureStore
 from ...models.txe import feature_stats
 from ...training import check_trainer
@@ -339,6 +339,7 @@ def prepare(
         made_by = file_hash(backbone)
         meta = backbone_obj.get("meta", {})
         in_dim = int(meta.get("out_dim") or build_arch(backbone_obj["arch"]).out_dim)
+        resize_mode(meta, cfg.data.resize, backbone, "data.resize")  # a verb-tuned Slow-D read another way: said
         vsrc = video_source(
             videos, dict(meta.get("input") or {}), cfg.data.num_frames, cfg.data.stride, cfg.data.resize
         )
@@ -492,6 +493,7 @@ def make_job(p: Prepared, out: Path, resume: bool = False, train_data=None, opti
                     inp[k] = int(getattr(cfg.data, k))
             if inp:
                 bmeta["input"] = inp
+            bmeta["tuned_resize"] = cfg.data.resize  # read as their default by extract and embed_video
             save_checkpoint(
                 run_dir / "backbone.pt",
                 stage="backbone",
