@@ -695,3 +695,29 @@ def test_the_table_extracts_again_for_a_backbone_retrained_under_its_name(lvu_se
     run_lvu_table(tmp_path / "table", lvu.parent, {"supervised": second}, None, **kw)
     held = {read_index(d)["backbone"] for d in (tmp_path / "table" / "events").iterdir()}
     assert held == {file_hash(first), file_hash(second)}
+
+
+def test_a_movie_added_to_the_root_gets_scene_features_and_a_rerun_reuses_its_cells(lvu_setup, tmp_path):
+    """The table's own event folder is extracted on every run: a film added to the root after the
+    first run is extracted (it got no scene tokens before), while a rerun over an unchanged root
+    skips every film and reuses its fine-tuning cells (the folder's index is the same)."""
+    import shutil
+
+    from moviessl.features.store import read_index
+    from moviessl.tasks.lvu.table import run_lvu_table
+
+    tmp, lvu, _ = lvu_setup
+    root = tmp_path / "synth"
+    shutil.copytree(lvu, root / "lvu")
+    kw = dict(seeds=1, rows=[("none", "sup")], tasks=["year"], overrides=["train.epochs=1"])
+    run_lvu_table(tmp_path / "table", root, {"supervised": tmp / "backbone.pt"}, None, **kw)
+    (events,) = (tmp_path / "table" / "events").iterdir()
+    cell = sorted((tmp_path / "table" / "finetune").rglob("model.pt"))  # (summaries are re-aggregated)
+    stamps = [p.stat().st_mtime_ns for p in cell]
+    assert cell
+    run_lvu_table(tmp_path / "table", root, {"supervised": tmp / "backbone.pt"}, None, **kw)
+    assert [p.stat().st_mtime_ns for p in cell] == stamps
+    first = sorted((root / "lvu" / "videos").iterdir())[0]
+    shutil.copy(first, first.with_name(f"added_{first.name}"))
+    run_lvu_table(tmp_path / "table", root, {"supervised": tmp / "backbone.pt"}, None, **kw)
+    assert f"added_{first.stem}" in read_index(events)["videos"]
