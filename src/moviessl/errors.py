@@ -9,7 +9,9 @@ item as skipped and go on.
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 
 
 class BadInputError(Exception):
@@ -41,11 +43,35 @@ def _original_line(text: str) -> str:
 def os_error_line(e: OSError) -> str:
     """``"<file>: <what failed> (<strerror>)"`` -- one line for an operating-system error (a full
     disk, a folder that cannot be written), as the CLI prints it."""
+    if e.errno is None and e.filename is None:
+        e = _worker_os_error(str(e)) or e
     what = e.strerror or type(e).__name__
     name = e.filename if e.filename is not None else None
     if name is None:
         return " ".join(f"{what}: {e}".split())
     return " ".join(f"{os.fspath(name)}: {what}".split())
+
+
+_ERRNO_LINE = re.compile(r"\w+: \[Errno (\d+)\] (.*)")
+
+
+def _worker_os_error(text: str) -> OSError | None:
+    """The error a loader worker raised, from the one torch's DataLoader re-raises in the main
+    process (``type(message)``, the message holding the worker's traceback: no errno, no file), so
+    that a full disk met in a worker is the same line as one met here; None for any other error."""
+    if "Original Traceback" not in text:
+        return None
+    m = _ERRNO_LINE.fullmatch(text.strip().splitlines()[-1])
+    if m is None:
+        return None
+    what, name = m.group(2), None
+    quoted = re.fullmatch(r"(.*?): ('.*'|\".*\")", what)
+    if quoted is not None:  # OSError's str: "[Errno N] <strerror>: <repr of the file>"
+        try:
+            what, name = quoted.group(1), ast.literal_eval(quoted.group(2))
+        except (ValueError, SyntaxError):  # two files (a rename's "'a' -> 'b'"): said as it came
+            pass
+    return OSError(int(m.group(1)), what, name) if isinstance(name, str) else OSError(int(m.group(1)), what)
 
 
 class Terminated(KeyboardInterrupt):

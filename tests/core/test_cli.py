@@ -2,7 +2,7 @@ import subprocess
 import sys
 
 from moviessl import cli
-from moviessl.errors import BadInputError
+from moviessl.errors import BadInputError, os_error_line
 
 
 def run_as_command(monkeypatch, func) -> int:
@@ -92,3 +92,47 @@ def test_stray_word_or_option_still_refused(capsys):
             cli.main(argv)
         assert e.value.code == 2
         assert f"unrecognized arguments: {bad}" in capsys.readouterr().err
+
+
+class _FailsInWorker:
+    """A data set whose item fails as a full cache disk does in a loader worker."""
+
+    def __init__(self, error: OSError):
+        self.error = error
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, i):
+        raise self.error
+
+
+def test_an_os_error_in_a_loader_worker_is_one_line_naming_its_file(capsys, monkeypatch):
+    # torch re-raises a worker's error as ``type(msg)`` with the worker's traceback as its message:
+    # no errno, no file, and the whole traceback was printed as the command's line
+    import errno
+
+    import torch
+
+    cases = [
+        (
+            OSError(errno.ENOSPC, "cannot write (No space left on device); nothing was changed", "/c/v 1/é.npy"),
+            "moviessl: error: /c/v 1/é.npy: cannot write (No space left on device); nothing was changed",
+        ),
+        (
+            PermissionError(errno.EACCES, "Permission denied", "/d/it's.mp4"),
+            "moviessl: error: /d/it's.mp4: Permission denied",
+        ),
+        (OSError(errno.EIO, "Input/output error"), None),
+    ]
+    for error, line in cases:
+
+        def load(args, error=error):
+            for _ in torch.utils.data.DataLoader(_FailsInWorker(error), batch_size=None, num_workers=1):
+                pass
+
+        rc = run_as_command(monkeypatch, load)
+        err = capsys.readouterr().err
+        assert rc == 2
+        # the line the same error gives raised in the command's own process
+        assert err.strip() == (line or f"moviessl: error: {os_error_line(error)}")
