@@ -245,3 +245,38 @@ def test_probe_backbone_refuses_settings_it_does_not_use(clip_list, tmp_path, ca
         err = capsys.readouterr().err.strip().splitlines()
         key = over.split("=")[0]
         assert len(err) == 1 and f"{key}: probe-backbone does not use this setting" in err[0], err
+
+
+def test_probe_backbone_on_a_read_only_data_folder_decodes_on_the_fly(tmp_path, capsys, monkeypatch):
+    """A released data set mounted read-only: the default frame cache beside the clip list cannot be
+    made. probe-backbone stopped there, one line naming the hidden cache folder, where
+    pretrain-backbone falls back to its run folder; it now decodes the probe's clips on the fly and
+    writes nothing into the data folder."""
+    import errno
+    import os
+    import pathlib
+
+    from ssl_testutil import make_clip_list
+
+    csv = make_clip_list(tmp_path / "clips", n=4, bad=0, n_frames=12)
+    out = tmp_path / "rand"
+    assert main(["pretrain-backbone", "--method", "random", "--data", str(csv), "--out", str(out)]
+                + ["--no-probe", "data.frame_cache=false", *tiny_overrides()]) == 0  # fmt: skip
+    data = csv.parent.resolve()
+    before = sorted(data.rglob("*"))
+
+    def read_only(orig):
+        def method(self, *a, **k):
+            if Path(os.path.abspath(self)).is_relative_to(data):
+                raise OSError(errno.EROFS, "Read-only file system", str(self))
+            return orig(self, *a, **k)
+
+        return method
+
+    for name in ("mkdir", "write_bytes", "write_text", "touch"):
+        monkeypatch.setattr(pathlib.Path, name, read_only(getattr(pathlib.Path, name)))
+    capsys.readouterr()
+    argv = ["probe-backbone", "--data", str(csv), "--val", str(csv), str(out / "model.pt"), "probe.max_iter=5"]
+    assert main(argv) == 0, capsys.readouterr().err[-500:]
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["skipped_train"] == 0
+    assert sorted(data.rglob("*")) == before

@@ -242,8 +242,20 @@ def probe_checkpoint(
     check_same_label_map(train_csv, val_csv)
     model = build_from_checkpoint(obj)
     cache = None
+    if use_cache and cache_dir is None:
+        try:
+            cache_dir = default_cache_dir(train_csv)
+        except OSError as e:
+            # a released data set mounted read-only: a probe has no run folder to fall back to (as
+            # pretrain-backbone has), and decoding on the fly is what the paper preset does anyway
+            log.warning(
+                "%s: no frame cache (%s); decoding the probe's clips on the fly (--cache-dir DIR caches them)",
+                e.filename or Path(train_csv).parent,
+                e.strerror or e,
+            )
+            use_cache = False
     if use_cache:
-        cache = FrameCache(cache_dir or default_cache_dir(train_csv), int(meta["input"]["short_side"]))
+        cache = FrameCache(cache_dir, int(meta["input"]["short_side"]))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = probe_model(
         model,
