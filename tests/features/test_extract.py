@@ -1135,3 +1135,30 @@ def test_features_beyond_float16_are_marked_missing_not_stored_as_inf(backbone, 
     assert "1 events gave non-finite features (NaN/inf, beyond float16's range)" in caplog.text
     feats = FeatureStore(out).load("a")  # read (it was refused) with the row zeroed
     assert np.isfinite(feats).all() and not feats[0].any() and feats[1].any()
+
+
+def test_notes_of_the_job_that_the_disk_cannot_take_do_not_stop_it(backbone, videos, tmp_path, monkeypatch, capsys):
+    """The lock's stamp (who holds it) and a loader worker's note of the video it reads only help to
+    name a holder or a reader that died: on a full disk their writes stopped the job before any
+    video, with an OSError naming no file (``No space left on device: [Errno 28] ...``), where the
+    first write of a result names it."""
+    import errno
+    import pathlib
+
+    real_write, real_write_text = os.write, pathlib.Path.write_text
+
+    def full(*_):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def write(fd, data):
+        return full() if os.readlink(f"/proc/self/fd/{fd}").endswith(ex.JOB_LOCK) else real_write(fd, data)
+
+    def write_text(self, *a, **k):
+        return full() if self.name.startswith(".reading.") else real_write_text(self, *a, **k)
+
+    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(pathlib.Path, "write_text", write_text)
+    out = tmp_path / "f"
+    argv = ["extract", "--num-workers", "1", "--accelerator", "cpu", "--backbone", backbone, "--videos", videos]
+    assert main([*map(str, argv), "--out", str(out)]) == 0, capsys.readouterr().err[-1000:]
+    assert sorted(FeatureStore(out).ids) == ["a", "b"]

@@ -266,7 +266,10 @@ class VideoStream(IterableDataset):
         the worker dies in it (a decoder's segfault, the OOM killer) the main process can name it."""
         if self.notes_dir is not None and get_worker_info() is not None:
             note = {"id": vid, "source": str(path), "run": self.run_token}
-            reading_note(self.notes_dir, os.getpid()).write_text(json.dumps(note))
+            try:
+                reading_note(self.notes_dir, os.getpid()).write_text(json.dumps(note))
+            except OSError:  # (a full disk) it only names a video should the worker die; results name their files
+                pass
 
     def shard(self) -> list[tuple[str, Path]]:
         if self.assignment is not None:
@@ -948,9 +951,12 @@ def job_lock(out: Path) -> Iterator[None]:
         os.close(fd)  # the holder removed the file between our open and lock: that lock excludes no one
     try:
         if fd is not None and writable:
-            os.ftruncate(fd, 0)
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {stamp}".encode())
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {stamp}".encode())
+            except OSError:  # (a full disk) the stamp only names the holder; the flock is what excludes
+                pass
         yield
     finally:
         if fd is not None:
