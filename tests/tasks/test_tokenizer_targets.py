@@ -217,3 +217,53 @@ def test_a_negative_bpe_min_frequency_is_one_line():
     with pytest.raises(BadInputError, match=r"^srl.min_frequency: -1 must not be negative"):
         load_config("vidsitu", "cpu", ["srl.min_frequency=-1"])
     assert load_config("vidsitu", "cpu", ["srl.min_frequency=0"]).srl.min_frequency == 0
+
+
+def _user_tokenizer(kind, decoder=True, path=None):
+    """A small user tokenizer.json built offline with ``tokenizers``: the role tags and a verb added,
+    ``kind`` one of ``bytelevel`` (GPT-2 style), ``unigram`` (Metaspace) or ``wordlevel`` (whitespace
+    words, an ``<unk>`` special token)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    corpus = ["a man", "the man", "a red box", "the woman", "on the street", "warehouse"] * 3
+    specials = ["<pad>", "</s>", "<unk>", "<s>"]
+    quiet = {"special_tokens": specials, "show_progress": False}
+    if kind == "bytelevel":
+        t = Tokenizer(models.BPE())
+        t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        t.decoder = decoders.ByteLevel() if decoder else None
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+        t.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, initial_alphabet=alphabet, **quiet))
+    elif kind == "unigram":
+        t = Tokenizer(models.Unigram())
+        t.pre_tokenizer = pre_tokenizers.Metaspace()
+        t.decoder = decoders.Metaspace() if decoder else None
+        t.train_from_iterator(corpus, trainers.UnigramTrainer(vocab_size=60, unk_token="<unk>", **quiet))
+    else:
+        t = Tokenizer(models.WordLevel(unk_token="<unk>"))
+        t.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        t.train_from_iterator(corpus, trainers.WordLevelTrainer(**quiet))
+    t.add_tokens([AddedToken(x, normalized=False) for x in [*ROLE_TAGS, "push.01"]])
+    if path is None:
+        return SRLTokenizer.from_str(t.to_str())
+    t.save(str(path))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["trained", "bytelevel", "unigram"])
+def test_a_phrase_holding_the_end_or_a_role_tag_as_text_keeps_its_targets_structure(tok, kind, caplog):
+    """Added tokens are matched in the text before the BPE, so an annotator's phrase holding ``</s>``
+    or ``<Arg2>`` was encoded as the end token (the target cut there: the model was taught to stop
+    mid-target and the roles after it were never trained) or as a role tag the annotation does not
+    have."""
+    t = tok if kind == "trained" else _user_tokenizer(kind)
+    roles = [("Arg0", "a sheet reads </s> here"), ("Arg1", "he says <Arg2> hi"), ("AScn", "warehouse")]
+    ids = t.encode_target("push.01", roles)
+    assert ids.count(t.eos_id) == 1 and ids[-1] == t.eos_id and t.pad_id not in ids
+    assert [i for i in ids if i in t.id_to_role] == [t.tag_ids[r] for r, _ in roles]
+    out = t.parse(ids)
+    assert out["AScn"] == "warehouse"
+    if kind != "unigram":  # byte-level pieces spell any text; a Unigram vocabulary may hold '</s>' only whole
+        assert out["Arg0"] == "a sheet reads </s> here"
+    else:
+        assert out["Arg0"].startswith("a sheet reads") and "dropped" in caplog.text

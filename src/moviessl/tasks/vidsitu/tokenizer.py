@@ -15,6 +15,7 @@ words as VidSitu's own parser does.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -42,6 +43,8 @@ ROLE_TAGS: tuple[str, ...] = tuple(f"<{r}>" for r in ROLES)
 PAD, EOS = "<pad>", "</s>"
 PAD_ALIASES, EOS_ALIASES = ("<pad>", "[PAD]"), ("</s>", "<|endoftext|>", "[SEP]", "<eos>")
 
+log = logging.getLogger(__name__)
+
 
 class SRLTokenizer:
     """Wraps a ``tokenizers.Tokenizer`` with the SRL target conventions."""
@@ -60,6 +63,9 @@ class SRLTokenizer:
             raise BadInputError(None, f"tokenizer lacks the role tags {', '.join(missing)} (they must be added tokens)")
         self.tag_ids: dict[str, int] = {r: tok.token_to_id(t) for r, t in zip(ROLES, ROLE_TAGS)}
         self.id_to_role: dict[int, str] = {i: r for r, i in self.tag_ids.items()}
+        # what a phrase's text must never become: these ids give a target its structure
+        self.structural_ids = frozenset(self.id_to_role) | {self.pad_id, self.eos_id}
+        self._dropped_warned = False
 
     def _find(self, names: Sequence[str], what: str) -> int:
         for n in names:
@@ -127,6 +133,29 @@ class SRLTokenizer:
     def bpe(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False).ids
 
+    def phrase_ids(self, text: str) -> list[int]:
+        """A phrase's text as text. Added tokens are matched in the text before the model, so a
+        phrase holding ``</s>`` or ``<Arg2>`` would become the end token (the target cut there) or a
+        role the annotation does not have; such a phrase goes through the normalizer, pre-tokenizer
+        and model alone. What the model itself can only write as such a token (a Unigram vocabulary
+        holds ``</s>`` whole) is dropped, with a warning."""
+        ids = self.bpe(text)
+        if self.structural_ids.isdisjoint(ids):
+            return ids
+        t = self.tok
+        norm = t.normalizer.normalize_str(text) if t.normalizer is not None else text
+        pieces = [p for p, _ in t.pre_tokenizer.pre_tokenize_str(norm)] if t.pre_tokenizer is not None else [norm]
+        ids = [x.id for p in pieces for x in t.model.tokenize(p)]
+        kept = [i for i in ids if i not in self.structural_ids]
+        if len(kept) < len(ids) and not self._dropped_warned:
+            self._dropped_warned = True
+            log.warning(
+                "SRL target phrase %r holds text this tokenizer can only write as its end, pad or a role tag "
+                "token; dropped from the target (said once)",
+                text.strip(),
+            )
+        return kept
+
     def verb_prefix(self, verb_id: str) -> list[int]:
         """The verb's single added token, else its BPE pieces (a verb unseen in training)."""
         i = self.tok.token_to_id(verb_id)
@@ -139,7 +168,7 @@ class SRLTokenizer:
             if role not in self.tag_ids:
                 raise BadInputError(None, f"unknown role '{role}' (expected one of {', '.join(ROLES)})")
             ids.append(self.tag_ids[role])
-            ids.extend(self.bpe(" " + phrase))
+            ids.extend(self.phrase_ids(" " + phrase))
         ids.append(self.eos_id)
         return ids[:max_len]
 
