@@ -267,3 +267,15 @@ def test_a_phrase_holding_the_end_or_a_role_tag_as_text_keeps_its_targets_struct
         assert out["Arg0"] == "a sheet reads </s> here"
     else:
         assert out["Arg0"].startswith("a sheet reads") and "dropped" in caplog.text
+
+
+def test_special_tokens_other_than_pad_and_end_do_not_reach_the_submission(tmp_path):
+    """VidSitu decodes with ``skip_special_tokens=True``; a user's tokenizer with an ``<unk>`` or ``<s>``
+    special token put them into the phrases as words ('the <unk> man'), scored by CIDEr / ROUGE and
+    clustered by LEA as the reference never does."""
+    t = _user_tokenizer("wordlevel")
+    ids = t.encode_target("push.01", [("Arg0", "the ☃ man"), ("AScn", "warehouse")])
+    assert t.tok.token_to_id("<unk>") in ids
+    s = t.tok.token_to_id("<s>")
+    ids = ids[:1] + [s] + ids[1:]
+    assert t.parse(ids) == {"vb_id": "push.01", "Arg0": "the man", "AScn": "warehouse"}

@@ -65,6 +65,7 @@ class SRLTokenizer:
         self.id_to_role: dict[int, str] = {i: r for r, i in self.tag_ids.items()}
         # what a phrase's text must never become: these ids give a target its structure
         self.structural_ids = frozenset(self.id_to_role) | {self.pad_id, self.eos_id}
+        self.special_ids = frozenset(i for i, t in tok.get_added_tokens_decoder().items() if t.special)
         self._dropped_warned = False
 
     def _find(self, names: Sequence[str], what: str) -> int:
@@ -179,16 +180,19 @@ class SRLTokenizer:
     def parse(self, ids: Sequence[int]) -> dict[str, str]:
         """Token ids -> ``{"vb_id": ..., "Arg0": phrase, ...}`` (VidSitu's ``vb_output`` event dict).
 
-        Stops at eos, skips pads, and reads the words as VidSitu's ``conv_seq_to_srl`` reads its
-        decoded string (:func:`moviessl.data.vidsitu.parse_srl_output`): the first word is the verb
-        id (no "." in it: ``{}``), a repeated tag overwrites, and ``<Arg5>``, which that parser does
-        not know, stays a word of the role before it. The paper's numbers come from that parser."""
+        Stops at eos, skips pads and other special tokens, and reads the words as VidSitu's
+        ``conv_seq_to_srl`` reads its decoded string (:func:`moviessl.data.vidsitu.parse_srl_output`):
+        the first word is the verb id (no "." in it: ``{}``), a repeated tag overwrites, and
+        ``<Arg5>``, which that parser does not know, stays a word of the role before it. The
+        paper's numbers come from that parser."""
         segs: list[tuple[str | None, list[int]]] = [(None, [])]
-        for i in ids:
+        for k, i in enumerate(ids):
             i = int(i)
             if i == self.eos_id:
                 break
-            if i == self.pad_id:
+            # VidSitu decodes with skip_special_tokens=True: a user's <unk> / <s> is no word of a
+            # phrase. The forced verb stays, whatever its token's flags (it is the event's vb_id).
+            if i == self.pad_id or (k > 0 and i in self.special_ids and i not in self.id_to_role):
                 continue
             if i in self.id_to_role:
                 segs.append((self.id_to_role[i], []))
