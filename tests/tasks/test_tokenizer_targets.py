@@ -279,3 +279,13 @@ def test_special_tokens_other_than_pad_and_end_do_not_reach_the_submission(tmp_p
     s = t.tok.token_to_id("<s>")
     ids = ids[:1] + [s] + ids[1:]
     assert t.parse(ids) == {"vb_id": "push.01", "Arg0": "the man", "AScn": "warehouse"}
+
+
+@pytest.mark.parametrize("kind", ["bytelevel", "unigram"])
+def test_a_user_tokenizer_that_cannot_decode_its_own_pieces_is_one_line(kind, tmp_path):
+    """A tokenizer.json without a decoder (its pre-tokenizer's ByteLevel / Metaspace but no matching
+    decoder) trained and wrote every phrase of the submission as 'Ġa Ġman' / '▁a ▁man', exit 0."""
+    good = SRLTokenizer.from_file(_user_tokenizer(kind, path=tmp_path / "good.json"))
+    assert good.parse(good.encode_target("push.01", [("Arg0", "a man")]))["Arg0"] == "a man"
+    with pytest.raises(BadInputError, match=r"bad\.json: .*decod.*'a man'"):
+        SRLTokenizer.from_file(_user_tokenizer(kind, decoder=False, path=tmp_path / "bad.json"))

@@ -5,7 +5,7 @@ VidSitu's targets are ``verb_id <Arg0> phrase <Arg1> phrase ...`` (VidSitu's ``v
 are special tokens. The BPE is trained offline on the training phrases only, so nothing from the
 validation text leaks into the vocabulary. A user ``tokenizer.json`` (e.g. VidSitu's GPT-2 BPE with
 its added tokens, saved by HF) can be given instead; it must contain the role tags and a pad and an
-eos token.
+eos token, and decode its own pieces back to text (a decoder matching its pre-tokenizer).
 
 Token sequences are built segment by segment (``[verb] [tag] bpe(" phrase") [tag] ...``) rather than
 by encoding one string, so they never depend on how a tokenizer treats whitespace around added
@@ -66,6 +66,16 @@ class SRLTokenizer:
         # what a phrase's text must never become: these ids give a target its structure
         self.structural_ids = frozenset(self.id_to_role) | {self.pad_id, self.eos_id}
         self.special_ids = frozenset(i for i, t in tok.get_added_tokens_decoder().items() if t.special)
+        # a tokenizer.json whose decoder is missing (or does not match its pre-tokenizer) trains, then
+        # writes every phrase as its pieces ('Ġa Ġman', '▁a ▁man')
+        probe = "a man"
+        back = tok.decode(self.phrase_ids(" " + probe), skip_special_tokens=True)
+        if back.split() != probe.split():
+            raise BadInputError(
+                None,
+                f"tokenizer does not decode its own pieces back to text: {probe!r} comes back as {back.strip()!r} "
+                "(it needs the decoder that matches its pre-tokenizer: ByteLevel, Metaspace, WordPiece, ...)",
+            )
         self._dropped_warned = False
 
     def _find(self, names: Sequence[str], what: str) -> int:
