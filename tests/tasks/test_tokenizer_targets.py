@@ -289,3 +289,24 @@ def test_a_user_tokenizer_that_cannot_decode_its_own_pieces_is_one_line(kind, tm
     assert good.parse(good.encode_target("push.01", [("Arg0", "a man")]))["Arg0"] == "a man"
     with pytest.raises(BadInputError, match=r"bad\.json: .*decod.*'a man'"):
         SRLTokenizer.from_file(_user_tokenizer(kind, decoder=False, path=tmp_path / "bad.json"))
+
+
+def test_a_user_tokenizer_that_loses_train_phrases_says_how_many(tok, tmp_path, caplog):
+    """A user's tokenizer.json that lower-cases, strips accents or writes ``<unk>`` trained a model that
+    could never write those phrases as the annotators did (VidSitu scores case- and accent-sensitively),
+    without a word."""
+    from types import SimpleNamespace as NS
+
+    from moviessl.tasks.vidsitu.srl import SRLTask
+
+    vseg = "v_abcdefghijk_seg_0_10"
+    rec = {ev: _event(vseg, "push.01") for ev in EVENTS}
+    rec["Ev2"]["Args"] = {raw: "the café owner" for raw in rec["Ev2"]["Args"]}
+    cfg = NS(max_len=24, vocab_size=300, min_frequency=1, txd="txd_cpu", txd_overrides={})
+    faithful = tmp_path / "faithful.json"
+    tok.save(faithful)
+    SRLTask(cfg, NS(records={vseg: [rec]}), tokenizer=faithful)
+    assert "do not come back" not in caplog.text
+    lossy = _user_tokenizer("wordlevel", path=tmp_path / "lossy.json")
+    SRLTask(cfg, NS(records={vseg: [rec]}), tokenizer=lossy)
+    assert re.search(r"lossy\.json: 1 of 4 distinct train phrases .*'the café owner' -> 'the'\)", caplog.text)

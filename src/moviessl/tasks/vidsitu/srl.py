@@ -17,6 +17,7 @@ of whether the TxE's mixing costs the event's own content; not the paper's model
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -34,6 +35,8 @@ from ...utils.io import atomic_write_text
 from ..encoder import EventEncoder, build_encoder
 from .config import SRLConfig
 from .tokenizer import SRLTokenizer
+
+log = logging.getLogger(__name__)
 
 
 class SRLDecoder(nn.Module):
@@ -147,6 +150,18 @@ class SRLTask:
         saved = Path(out) / "tokenizer.json" if out is not None else None
         if tokenizer is not None:
             self.tok = SRLTokenizer.from_file(tokenizer)
+            # a user's tokenizer may lower-case, strip accents or write <unk>: the model can then never
+            # write those phrases as the annotators did, and VidSitu scores them case-sensitively
+            lost, n, example = self.tok.unfaithful(train_phrases(train_split))
+            if lost:
+                log.warning(
+                    "%s: %d of %d distinct train phrases do not come back unchanged through this tokenizer "
+                    "(e.g. %r -> %r); predictions cannot hold what it loses",
+                    tokenizer,
+                    lost,
+                    n,
+                    *example,
+                )
             if saved is not None:
                 saved.with_suffix(".key").unlink(missing_ok=True)  # the user's, not one trained from a key
                 self.tok.save(saved)

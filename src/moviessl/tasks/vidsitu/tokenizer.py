@@ -167,6 +167,18 @@ class SRLTokenizer:
             )
         return kept
 
+    def unfaithful(self, phrases: Iterable[str]) -> tuple[int, int, tuple[str, str] | None]:
+        """How many of the distinct ``phrases`` do not come back through encoding and decoding
+        (whitespace aside): ``(lost, distinct, (first lost, what came back))``."""
+        distinct = sorted(set(phrases))
+        enc = self.tok.encode_batch([" " + p for p in distinct], add_special_tokens=False)
+        ids = [
+            e.ids if self.structural_ids.isdisjoint(e.ids) else self.phrase_ids(" " + p) for p, e in zip(distinct, enc)
+        ]
+        back = self.tok.decode_batch(ids, skip_special_tokens=True)
+        lost = [(p, b.strip()) for p, b in zip(distinct, back) if b.split() != p.split()]
+        return len(lost), len(distinct), (lost[0] if lost else None)
+
     def verb_prefix(self, verb_id: str) -> list[int]:
         """The verb's single added token, else its BPE pieces (a verb unseen in training)."""
         i = self.tok.token_to_id(verb_id)
