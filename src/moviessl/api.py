@@ -116,6 +116,7 @@ def embed_video(
         contextualizer_geometry,
         event_centers_for,
         event_clip,
+        later_events,
         resize_mode,
     )
     from .video import VideoReader
@@ -139,7 +140,8 @@ def embed_video(
         centers = event_centers_for(r.duration_s, stride_s, vidsitu=False)
         parts, missing = [], []
         for i in range(0, len(centers), batch_events):
-            got = [event_clip(r, c, inp) for c in centers[i : i + batch_events]]
+            batch = range(i, min(i + batch_events, len(centers)))
+            got = [event_clip(r, centers[j], inp, later=later_events(centers, j, inp)) for j in batch]
             parts.append(backbone_features(model, torch.from_numpy(np.stack([clip for clip, _ in got])).to(device)))
             missing += [m for _, m in got]
         fps, duration = float(r.fps), float(r.duration_s)

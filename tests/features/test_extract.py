@@ -609,7 +609,8 @@ def test_python_api_refuses_bad_arguments_and_a_film_of_which_nothing_decodes(ba
         with pytest.raises(ValueError, match="stride_s must be a positive, finite number"):
             moviessl.embed_video(videos / "a.mp4", backbone, stride_s=bad, device="cpu")
     # every event damaged: `moviessl extract` marks the film bad; the API said so only in `missing`
-    monkeypatch.setattr(ex, "event_clip", lambda r, c, inp, timing=None: (np.zeros((3, 4, 32, 32), np.uint8), True))
+    damaged = (np.zeros((3, 4, 32, 32), np.uint8), True)
+    monkeypatch.setattr(ex, "event_clip", lambda r, c, inp, timing=None, later=(): damaged)
     with pytest.raises(BadInputError, match="no event decodes \\(3 events, all damaged\\)") as e:
         moviessl.embed_video(videos / "a.mp4", backbone, device="cpu")
     assert "a.mp4" in str(e.value)

@@ -341,3 +341,36 @@ def test_an_event_beside_a_damaged_stretch_is_read_through_a_window_within_its_o
             alone = ex.contextualize(txe, feats[lo:hi], window=5, step=step)
             np.testing.assert_allclose(got[lo:hi].numpy(), alone.numpy(), rtol=1e-5, atol=1e-6)
         assert not got[5:7].any()
+
+
+@pytest.mark.parametrize("codec,ext,fps", [("libx264", "mp4", 30), ("mpeg2video", "mpg", 25)])
+def test_events_a_second_apart_are_read_in_one_pass_over_the_film(tmp_path, monkeypatch, codec, ext, fps):
+    """At a 1-s stride (`--stride 1`) each clip reaches back into the one before, between its
+    frames: those must not cost a seek back (a GOP each) or, in a file read by decode count (an
+    MPEG program stream), a decode from frame 0 for every event."""
+    import moviessl
+    from moviessl.video import TARGET_FPS
+
+    path = tmp_path / f"v.{ext}"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=fps)
+        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+        s.codec_context.gop_size, s.codec_context.max_b_frames = 150, 2
+        for i in range(12 * fps):
+            f = np.full((32, 32, 3), (i * 7) % 256, np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    inp = {"num_frames": 16, "stride": 4, "short_side": 32, "crop": 32}
+    with VideoReader(path) as r:  # indexed here: the stream's reader below decodes only for its clips
+        n = r.num_frames
+        want = [ex.clip_uint8(r, c, inp) for c in moviessl.video.event_centers(r.duration_s, 1.0)]
+    decoded = []
+    close = VideoReader.close
+    monkeypatch.setattr(VideoReader, "close", lambda r: (decoded.append(r.frames_decoded), close(r)))
+    stream = ex.EventClipStream([("v", path)], inp, stride_s=1.0, batch_events=4)
+    clips = torch.cat([b["clips"] for b in stream if b["kind"] == "clips"]).numpy()
+    np.testing.assert_array_equal(clips, np.stack(want))  # the frames of a clip read on its own
+    span = inp["num_frames"] * inp["stride"] * fps / TARGET_FPS
+    assert len(want) == 12 and decoded == [pytest.approx(n, abs=span)]

@@ -33,6 +33,7 @@ folder's lock (:func:`job_lock`) from before the ranks split the work to its end
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import gc
 import heapq
@@ -66,6 +67,7 @@ from ..utils import progress as job_progress
 from ..utils.io import append_line, atomic_save_npy, atomic_write, atomic_write_json, ensure_out_dir, write_npy_chunks
 from ..video import (
     FRAME_EXTS,
+    TARGET_FPS,
     VIDEO_EXTS,
     VideoReader,
     crop_box,
@@ -220,13 +222,36 @@ def _prep(frames: np.ndarray, inp: dict) -> np.ndarray:
     return np.ascontiguousarray(frames[:, y : y + c, x : x + c].transpose(3, 0, 1, 2))
 
 
-def event_clip(reader, center_s: float, inp: dict, timing: dict | None = None) -> tuple[np.ndarray, bool]:
+def later_events(centers: Sequence[float], j: int, inp: dict) -> Sequence[float]:
+    """The centres after ``centers[j]`` whose clips begin before its clip ends (a stride below the
+    clip's span, e.g. ``--stride 1``), for :func:`clip_frames`'s ``later``."""
+    span = int(inp["num_frames"]) * int(inp["stride"]) / TARGET_FPS
+    return centers[j + 1 : bisect.bisect_right(centers, centers[j] + span, lo=j + 1)]
+
+
+def clip_frames(reader, center_s: float, inp: dict, later: Sequence[float] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """``(native indices, frames uint8 (T,H,W,3))`` of the clip centred at ``center_s``.
+
+    ``later``: the centres of the clips read next (:func:`later_events`). Their frames that lie
+    before this clip's last one are decoded with it and kept by the reader for their own call: at a
+    stride below the clip's span they fall between this clip's frames, and reading them afterwards
+    was a seek back per clip (a GOP of decoding), or in a file read by decode count a decode of the
+    film from its first frame."""
+    nf, st = int(inp["num_frames"]), int(inp["stride"])
+    idx = reader_clip_indices(reader, center_s, nf, st)
+    ahead = [int(i) for c in later for i in reader_clip_indices(reader, c, nf, st) if i < idx.max()]
+    return idx, reader.get_frames(np.concatenate([idx, np.asarray(ahead, np.int64)]))[: len(idx)]
+
+
+def event_clip(
+    reader, center_s: float, inp: dict, timing: dict | None = None, later: Sequence[float] = ()
+) -> tuple[np.ndarray, bool]:
     """``(clip uint8 (3,T,S,S), missing)``: ``missing`` when a frame of the clip did not decode (or
-    decoded with errors concealed) -- a damaged stretch of the film. A missing clip is all zeros."""
+    decoded with errors concealed) -- a damaged stretch of the film. A missing clip is all zeros.
+    ``later``: as for :func:`clip_frames`."""
     t0 = time.perf_counter()
-    idx = reader_clip_indices(reader, center_s, int(inp["num_frames"]), int(inp["stride"]))
     try:
-        frames = reader.get_frames(idx)
+        idx, frames = clip_frames(reader, center_s, inp, later)
         missing = bool(reader.missing) and any(int(i) in reader.missing for i in idx)
     except BadInputError:
         frames, missing = None, True
@@ -408,7 +433,12 @@ class EventClipStream(VideoStream):
             parts = range(a, b, B)
             for pi, s in enumerate(parts):
                 timing: dict = {}
-                got = [event_clip(r, t, self.input, timing) if t <= end else past for t in centers[s : min(s + B, b)]]
+                got = [
+                    event_clip(r, centers[j], self.input, timing, later_events(centers, j, self.input))
+                    if centers[j] <= end
+                    else past
+                    for j in range(s, min(s + B, b))
+                ]
                 yield {
                     "id": vid,
                     "kind": "clips",
