@@ -650,3 +650,38 @@ def test_another_file_under_a_finished_id_is_not_skipped_silently(backbone, boxe
     assert main(argv) == 0
     got = json.loads((out / "index.json").read_text())["videos"]["vidA"]
     assert got["status"] == "ok" and got["source_size"] == (root / "videos" / "vidA.mp4").stat().st_size
+
+
+def test_boxes_a_second_apart_are_read_in_one_pass_over_the_video(tmp_path, monkeypatch):
+    """LVU's boxes are a second apart and each clip (16x4, 2.13 s) reaches back between the
+    previous one's frames: read one clip at a time, each second sought back a GOP, and a file read
+    by decode count (an MPEG program stream) was decoded from its first frame for every second."""
+    import av
+    import torch
+
+    from moviessl.data.lvu import VideoInstances
+    from moviessl.features.instances import InstanceClipStream
+    from moviessl.video import VideoReader, read_clip, resize_short_side
+
+    path = tmp_path / "v.mpg"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg2video", rate=25)
+        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+        for i in range(12 * 25):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.full((32, 32, 3), i % 256, np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    secs = np.arange(12)
+    inst = VideoInstances(secs, secs * 0, secs * 0, np.tile(np.float32([[0.1, 0.1, 0.6, 0.6]]), (12, 1)))
+    inp = {"num_frames": 16, "stride": 4}
+    with VideoReader(path) as r:  # indexed here: the stream's reader below decodes only for its clips
+        n = r.num_frames
+        want = [resize_short_side(read_clip(r, t + 0.5, 16, 4), 32).transpose(3, 0, 1, 2) for t in secs]
+    decoded = []
+    close = VideoReader.close
+    monkeypatch.setattr(VideoReader, "close", lambda r: (decoded.append(r.frames_decoded), close(r)))
+    items = list(InstanceClipStream([("v", path)], {"v": lambda: inst}, inp, 32, batch_seconds=5))
+    assert [it["kind"] for it in items] == ["clips"] * 3
+    np.testing.assert_array_equal(torch.cat([it["clips"] for it in items]).numpy(), np.stack(want))
+    assert decoded == [pytest.approx(n, abs=16 * 4 * 25 / 30)]

@@ -59,17 +59,19 @@ from ..models.roi import roi_features
 from ..utils import progress as job_progress
 from ..utils.digest import content_digest, name_size
 from ..utils.io import append_line, atomic_write, atomic_write_json
-from ..video import VideoReader, param_dtype, read_clip, resize_short_side, to_model_input
+from ..video import VideoReader, param_dtype, resize_short_side, to_model_input
 from .extract import (
     VideoStream,
     check_launch,
     check_workers,
+    clip_frames,
     find_videos,
     is_finished,
     is_worker_death,
     job_lock,
     journal_line,
     journal_path,
+    later_events,
     merge_journals,
     predict_skipping_dead_readers,
     read_entries,
@@ -145,15 +147,19 @@ class InstanceClipStream(VideoStream):
             if not len(secs):
                 yield {"id": vid, "kind": "empty", "inst": inst, "digest": digest}
                 return
-            nf, st = int(self.input["num_frames"]), int(self.input["stride"])
             with VideoReader(path) as r:
                 inst, secs = _within(inst, secs, r.duration_s, vid, path)
+                centres = [float(t) + 0.5 for t in secs]
                 parts = range(0, len(secs), self.batch_seconds)
                 for pi, k in enumerate(parts):
                     chunk = secs[k : k + self.batch_seconds]
+                    # boxes a second apart: each clip reaches back between the previous one's frames
                     clips = [
-                        resize_short_side(read_clip(r, float(t) + 0.5, nf, st), self.short_side).transpose(3, 0, 1, 2)
-                        for t in chunk
+                        resize_short_side(
+                            clip_frames(r, centres[j], self.input, later_events(centres, j, self.input))[1],
+                            self.short_side,
+                        ).transpose(3, 0, 1, 2)
+                        for j in range(k, k + len(chunk))
                     ]
                     rows = np.concatenate([np.nonzero(inst.sec == t)[0] for t in chunk])
                     bidx = np.concatenate([np.full((inst.sec == t).sum(), i) for i, t in enumerate(chunk)])
