@@ -1163,3 +1163,18 @@ def test_notes_of_the_job_that_the_disk_cannot_take_do_not_stop_it(backbone, vid
     argv = ["extract", "--num-workers", "1", "--accelerator", "cpu", "--backbone", backbone, "--videos", videos]
     assert main([*map(str, argv), "--out", str(out)]) == 0, capsys.readouterr().err[-1000:]
     assert sorted(FeatureStore(out).ids) == ["a", "b"]
+
+
+def test_the_bar_in_a_log_file_does_not_draw_a_line_per_video(backbone, tmp_path, capsys):
+    # a batch job's log (stderr not a terminal) gets a bar line every 30 s: redrawn for each video
+    # opened and each one listed, VidSitu's 30k segments wrote 60k lines
+    src = write_video(tmp_path / "one.mp4", 1.0)
+    d = tmp_path / "clips"
+    d.mkdir()
+    n = 8
+    for i in range(n):
+        os.link(src, d / f"c{i}.mp4")
+    ex.extract(backbone, d, tmp_path / "f", num_workers=0, accelerator="cpu", progress=True)
+    assert len(FeatureStore(tmp_path / "f")) == n
+    draws = capsys.readouterr().err.count("extract:")
+    assert 0 < draws < n  # the first and last draws (and one per 30 s of a slow machine)

@@ -1164,8 +1164,8 @@ class FeatureExtractor(pl.LightningModule):
         self.recorded.add(vid)
         self._open.pop(vid, None)
         self.counts[entry["status"]] += 1
-        if self._bar is not None:
-            self._bar.set_postfix_str(self._videos_done())
+        if self._bar is not None:  # drawn with the next update: a forced draw per video filled a log's lines
+            self._bar.set_postfix_str(self._videos_done(), refresh=False)
         self._report_progress()
 
     def _report_progress(self) -> None:
@@ -1211,8 +1211,7 @@ class FeatureExtractor(pl.LightningModule):
         mine = [k for k in range(len(chunks)) if k not in done] if mine is None else mine
         left = sum(chunks[k][1] - chunks[k][0] for k in mine)
         if self._bar is not None:
-            self._bar.total += left
-            self._bar.refresh()
+            self._bar.total += left  # (shown with the next update, at the bar's own interval)
         if done:
             log.info("%s: resuming inside the film: %d of %d chunks already done", vid, len(done), len(chunks))
         return f
