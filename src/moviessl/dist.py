@@ -78,6 +78,51 @@ def launch_rank() -> tuple[int, int]:
     return 0, 1
 
 
+def launcher_world() -> tuple[int, str] | None:
+    """``(processes, who started them)`` where a launcher outside Lightning started this process as
+    one of several, as Lightning tells them: torchrun (``TORCHELASTIC_RUN_ID``, ``WORLD_SIZE``) or
+    srun (``SLURM_NTASKS``, unless the job is named ``bash`` or ``interactive``, Lightning's sign of
+    an allocation it launches in itself); None otherwise (a plain process, Lightning's own launcher)."""
+    env = os.environ
+    w = env.get("WORLD_SIZE", "").strip()
+    if env.get("TORCHELASTIC_RUN_ID") and w.isdigit():
+        return int(w), "torchrun's WORLD_SIZE"
+    n = env.get("SLURM_NTASKS", "").strip()
+    if n.isdigit() and env.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
+        return int(n), "srun's SLURM_NTASKS"
+    return None
+
+
+def check_launcher_world(
+    planned: int, devices: Any, num_nodes: Any, keys: tuple[str, str] = ("trainer.devices", "trainer.num_nodes")
+) -> None:
+    """One line, before any work, where torchrun or srun started another number of processes than
+    ``devices`` x ``num_nodes`` (``planned``). Lightning takes the ranks from the launcher but the
+    process count from these settings: with one device each process trained (or extracted) alone as
+    if it were the whole job, all of them into one folder, and with another count Lightning refused
+    only once training began, in a traceback after the data were read. One process of an sbatch
+    script without srun also sees ``SLURM_NTASKS``: where one process is planned, only a process
+    of rank > 0 (which srun alone starts) is refused, and rank 0 runs the job alone."""
+    found = launcher_world()
+    if found is None or found[0] == planned:
+        return
+    world, who = found
+    if planned == 1 and who.startswith("srun") and launch_rank()[0] == 0:
+        return
+    dev_key, nodes_key = keys
+    per_node = os.environ.get("LOCAL_WORLD_SIZE" if who.startswith("torchrun") else "SLURM_NTASKS_PER_NODE", "")
+    hint = "the processes per node and the number of nodes it launched"
+    if per_node.strip().isdigit() and int(per_node) > 0 and world % int(per_node) == 0:
+        hint = f"{dev_key}={int(per_node)} {nodes_key}={world // int(per_node)}"
+    if who.startswith("srun"):  # Lightning then starts none itself: more devices need more srun tasks
+        hint += ", or start one task per device (srun --ntasks-per-node)"
+    raise BadInputError(
+        dev_key,
+        f"the launcher started {world} process{'es' if world != 1 else ''} ({who}) but {dev_key}={devices} x "
+        f"{nodes_key}={num_nodes} make {planned}: give {hint}",
+    )
+
+
 def rotated_order(n: int, rank: int = 0, world: int = 1) -> list[int]:
     """``0..n-1`` starting at rank ``rank``'s share (``rank * n // world``) and wrapping around: each
     rank of a launch builds its share of a cache first and meets the others' shares already built."""

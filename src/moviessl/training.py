@@ -850,10 +850,11 @@ def plot_curves(
 def check_trainer(t: TrainerConfig) -> None:
     """A trainer block before any work: its settings (:func:`moviessl.config.check_ranges`, for one
     built in code) and what this machine can run of them (:func:`moviessl.dist.check_machine`)."""
-    from .dist import check_machine
+    from .dist import check_launcher_world, check_machine
 
     check_ranges({"trainer": to_dict(t)})
     check_machine(t.accelerator, t.devices, t.precision)
+    check_launcher_world(planned_world_size(t), t.devices, t.num_nodes)
     if t.ddp_timeout_s is not None and planned_world_size(t) > 1:
         ddp_base(t.strategy)
 

@@ -125,3 +125,78 @@ def test_node_rank_reads_the_launchers_node(monkeypatch):
     assert node_rank() == 2
     monkeypatch.setenv("NODE_RANK", "1")
     assert node_rank() == 1
+
+
+LAUNCH_VARS = (
+    "TORCHELASTIC_RUN_ID",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "RANK",
+    "SLURM_NTASKS",
+    "SLURM_NTASKS_PER_NODE",
+    "SLURM_PROCID",
+    "SLURM_JOB_NAME",
+)
+
+
+def _launched(monkeypatch, **env):
+    for k in LAUNCH_VARS:
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+
+
+def test_torchrun_with_another_process_count_than_the_trainer_is_one_line(monkeypatch):
+    """``torchrun --nproc-per-node=2`` with ``trainer.devices=1`` (the default) trained twice, each
+    process a one-device job of its own into the same folder; with ``devices=3`` Lightning refused only
+    when training began, in a traceback after the data were read. Both are one line before any work,
+    in the training stages and in extraction (its flags named)."""
+    from moviessl.config import TrainerConfig
+    from moviessl.features.extract import check_launch
+    from moviessl.training import check_trainer
+
+    _launched(monkeypatch, TORCHELASTIC_RUN_ID="x", WORLD_SIZE="2", LOCAL_WORLD_SIZE="2", RANK="1")
+    for devices in (1, 3):
+        with pytest.raises(
+            BadInputError,
+            match=r"^trainer.devices: the launcher started 2 processes \(torchrun's WORLD_SIZE\) but "
+            rf"trainer.devices={devices} x trainer.num_nodes=1 make {devices}: "
+            r"give trainer.devices=2 trainer.num_nodes=1$",
+        ):
+            check_trainer(TrainerConfig(accelerator="cpu", devices=devices))
+    refused = r"^--devices: the launcher started 2 processes .* give --devices=2 --num-nodes=1$"
+    with pytest.raises(BadInputError, match=refused):
+        check_launch("cpu", 1, 1, "32-true", None)
+    check_trainer(TrainerConfig(accelerator="cpu", devices=2))
+    check_trainer(TrainerConfig(accelerator="cpu", devices=1, num_nodes=2))
+    check_launch("cpu", 2, 1, "32-true", None)
+
+
+def test_srun_with_another_process_count_than_the_trainer_is_one_line(monkeypatch):
+    """Two nodes of two srun tasks with ``trainer.num_nodes`` left at 1: one line naming both settings
+    srun launched. One process of an sbatch script without srun sees ``SLURM_NTASKS`` too: a job
+    planned as one process runs there (rank 0), while srun's ranks > 0 of it are refused; a job
+    named ``interactive`` (Lightning's sign that it launches the processes itself) is not checked."""
+    from moviessl.config import TrainerConfig
+    from moviessl.training import check_trainer
+
+    _launched(monkeypatch, SLURM_NTASKS="4", SLURM_NTASKS_PER_NODE="2", SLURM_PROCID="3", SLURM_JOB_NAME="cvrl")
+    with pytest.raises(
+        BadInputError,
+        match=r"^trainer.devices: .*started 4 processes \(srun's SLURM_NTASKS\) .* "
+        r"give trainer.devices=2 trainer.num_nodes=2, or start one task per device \(srun --ntasks-per-node\)$",
+    ):
+        check_trainer(TrainerConfig(accelerator="cpu", devices=2))
+    with pytest.raises(BadInputError, match="started 4 processes"):
+        check_trainer(TrainerConfig(accelerator="cpu", devices=1))
+    check_trainer(TrainerConfig(accelerator="cpu", devices=2, num_nodes=2))
+    # one sbatch task asking for two devices trained as one process (Lightning starts none under SLURM)
+    # with the batch size and learning rate planned for two
+    _launched(monkeypatch, SLURM_NTASKS="1", SLURM_PROCID="0", SLURM_JOB_NAME="cvrl")
+    with pytest.raises(BadInputError, match=r"started 1 process \(srun's SLURM_NTASKS\) .* make 2: .*srun"):
+        check_trainer(TrainerConfig(accelerator="cpu", devices=2))
+    _launched(monkeypatch, SLURM_NTASKS="4", SLURM_NTASKS_PER_NODE="2", SLURM_JOB_NAME="cvrl")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    check_trainer(TrainerConfig(accelerator="cpu", devices=1))
+    monkeypatch.setenv("SLURM_JOB_NAME", "interactive")
+    check_trainer(TrainerConfig(accelerator="cpu", devices=2))

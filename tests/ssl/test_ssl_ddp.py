@@ -226,3 +226,39 @@ def test_bad_videos_met_on_every_rank_are_recorded(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert sorted(json.loads((out / "bad_videos.json").read_text())) == sorted(bad)
     assert json.loads((out / "summary.json").read_text())["skipped_videos"] == 4
+
+
+def test_pretraining_under_torchrun_takes_its_process_count_from_the_trainer_or_refuses(clip_list, tmp_path):
+    """``torchrun --nproc-per-node=2`` with ``trainer.devices`` left at 1 trained two one-process jobs
+    into one folder (each its own rank 0 to Lightning, both writing checkpoints and model.pt); it is
+    now one line before anything is written. With ``trainer.devices=2`` the two processes are one
+    job, which rank 0 exports."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ssl_testutil import tiny_overrides
+
+    from moviessl.checkpoint import load_checkpoint
+    from moviessl.dist import fresh_launch_env
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.is_file():
+        pytest.skip("torchrun is not installed beside this Python")
+
+    def launch(out, *more):
+        cmd = [str(torchrun), "--standalone", "--nproc-per-node=2", "-m", "moviessl.cli", "pretrain-backbone"]
+        args = ["--method", "cvrl", "--data", str(clip_list), "--out", str(out), "--no-probe"]
+        extra = ["trainer.max_steps=2", "trainer.accelerator=cpu", *more]
+        return subprocess.run(
+            [*cmd, *args, *tiny_overrides(extra)], env=fresh_launch_env(), capture_output=True, text=True, timeout=300
+        )
+
+    p = launch(tmp_path / "one")
+    assert p.returncode != 0
+    assert "moviessl: error: trainer.devices: the launcher started 2 processes (torchrun's WORLD_SIZE)" in p.stderr
+    assert not (tmp_path / "one").exists()
+    p = launch(tmp_path / "two", "trainer.devices=2")
+    assert p.returncode == 0, p.stderr[-3000:]
+    obj = load_checkpoint(tmp_path / "two" / "model.pt", stage="backbone")
+    assert obj["meta"]["global_step"] == 2

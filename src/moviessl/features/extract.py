@@ -59,7 +59,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from ..checkpoint import build_from_checkpoint, file_hash, load_checkpoint
 from ..config import HALF_WEIGHTS, MAX_TIMEOUT_S, TrainerConfig, check_accelerator, check_devices, check_precision
 from ..data.cliplist import read_clip_list
-from ..dist import check_machine, job_leader
+from ..dist import check_launcher_world, check_machine, job_leader
 from ..errors import BadInputError
 from ..models.slowd import speed_up
 from ..training import ctrl_c_kept, ddp_with_timeout, lightning_trainer, planned_world_size, quiet_lightning
@@ -754,6 +754,8 @@ def check_launch(accelerator: str, devices: Any, num_nodes: int, precision: str,
         raise BadInputError("--num-nodes", f"must be an integer >= 1, got {num_nodes!r}")
     check_precision("--precision", precision)
     check_machine(accelerator, devices, precision, ("--accelerator", "--devices", "--precision"))
+    plan = TrainerConfig(accelerator=accelerator, devices=devices, num_nodes=num_nodes)
+    check_launcher_world(planned_world_size(plan), devices, num_nodes, ("--devices", "--num-nodes"))
     s = ddp_timeout_s
     if s is not None and not (0 < s < MAX_TIMEOUT_S and math.isfinite(s)):
         raise BadInputError("--ddp-timeout-s", f"must be positive and below {MAX_TIMEOUT_S:.0e}, got {s}")
