@@ -136,3 +136,14 @@ def test_an_os_error_in_a_loader_worker_is_one_line_naming_its_file(capsys, monk
         assert rc == 2
         # the line the same error gives raised in the command's own process
         assert err.strip() == (line or f"moviessl: error: {os_error_line(error)}")
+
+
+def test_python_m_moviessl_runs_the_command():
+    """``torchrun --nproc-per-node=8 -m moviessl pretrain-backbone ...`` (a launcher that takes a
+    module) stopped at once with "No module named moviessl.__main__": only ``-m moviessl.cli`` ran."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "moviessl", "--version"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("moviessl ")
