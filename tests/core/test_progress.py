@@ -87,3 +87,30 @@ def test_parts_a_resumed_job_skips_are_left_out_of_its_pace(tmp_path):
     # the pace counts the third seed only: 0.25 of the job in ~0.25 s, not 0.75 in 0.25 s
     assert held["fraction"] == 0.75 and held["first_fraction"] == 0.5
     assert 0.15 <= held["t"] - held["first_t"] <= 0.5
+
+
+def test_a_bar_into_a_log_file_draws_a_line_per_30_s_not_per_item(monkeypatch):
+    """tqdm's 0.1-s redraw wrote a line per item of a fast loop into a batch job's log (a cold frame
+    cache over Kinetics: 240k lines); into a file the bar now draws every 30 s, on a terminal every
+    0.5 s, and every bar of the package goes through it."""
+    import io
+    import re
+    import sys
+    import time
+    from pathlib import Path
+
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    for _ in progress.bar(range(30), desc="caching videos", file=log):
+        time.sleep(0.02)  # 0.6 s: tqdm's default would have drawn about six lines
+    assert log.getvalue().count("caching videos") <= 2  # the first draw and the last
+    log.isatty = lambda: True
+    assert progress.bar(range(3), file=log).mininterval == 0.5
+    assert progress.bar(range(3), file=log, mininterval=2).mininterval == 2
+    src = Path(progress.__file__).parents[1]
+    direct = [
+        p.name
+        for p in src.rglob("*.py")
+        if p.name != "progress.py" and re.search(r"^\s*from tqdm", p.read_text(), re.M)
+    ]
+    assert direct == []

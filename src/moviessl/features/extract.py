@@ -45,7 +45,6 @@ import re
 import shutil
 import socket
 import stat
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -1070,21 +1069,13 @@ class FeatureExtractor(pl.LightningModule):
         return plan
 
     def on_predict_start(self) -> None:
-        from tqdm.auto import tqdm
+        from ..utils.progress import bar as tqdm
 
         self._t0 = time.perf_counter()
         self._shard_len = len(self.stream.shard())
         self._report_progress()  # where this run starts: what earlier runs finished is done already
         if self.trainer.is_global_zero and getattr(self, "show_progress", True):
-            tty = sys.stderr.isatty()
-            self._bar = tqdm(
-                total=0,
-                desc="extract",
-                unit="event",
-                dynamic_ncols=True,
-                mininterval=0.5 if tty else 30.0,  # a log file gets a line every 30 s, with rate and time left
-                smoothing=0.05,
-            )
+            self._bar = tqdm(total=0, desc="extract", unit="event", dynamic_ncols=True, smoothing=0.05)
             self._bar.set_postfix_str(self._videos_done())
 
     def close_progress(self) -> None:

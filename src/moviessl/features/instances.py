@@ -33,7 +33,6 @@ import dataclasses
 import logging
 import os
 import re
-import sys
 import time
 from collections import OrderedDict
 from functools import partial
@@ -250,10 +249,9 @@ class InstanceExtractor(pl.LightningModule):
         self._shard_len = n = len(self.stream.shard())
         self._report_progress()  # where this run starts: what earlier runs finished is done already
         if self.trainer.is_global_zero and self.show_progress:
-            from tqdm.auto import tqdm
+            from ..utils.progress import bar as tqdm
 
-            tty = sys.stderr.isatty()
-            self._bar = tqdm(total=n, desc="extract-instances", unit="video", mininterval=0.5 if tty else 30.0)
+            self._bar = tqdm(total=n, desc="extract-instances", unit="video")
 
     def on_predict_end(self) -> None:
         self.close_progress()

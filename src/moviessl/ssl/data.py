@@ -194,9 +194,8 @@ class ClipDataset(Dataset):
         GPU node's other cores idle for hours at Kinetics' size), then checked here as a warm one."""
         if self.frame_cache is None and self.flow_cache is None:
             return self
-        from tqdm.auto import tqdm
-
         from ..dist import launch_rank, rotated_order
+        from ..utils.progress import bar as tqdm
 
         order = rotated_order(len(self.items), *launch_rank())
         if num_workers > 0:

@@ -54,7 +54,7 @@ def extract_features(
     """(features (N, D) L2-normalised float32, labels (N,) int64 (-1 if none), bad {path: error}).
     ``num_workers``: DataLoader processes decoding the clips (the paper preset's ``data.num_workers``;
     the clips are the same, in the same order, with any number)."""
-    from tqdm.auto import tqdm
+    from ..utils.progress import bar as tqdm
 
     ds = ClipDataset(
         items,

@@ -616,7 +616,7 @@ def generate(
     if len(todo) < len(jobs):
         log.info("resuming: %d of %d videos already written", len(jobs) - len(todo), len(jobs))
 
-    from tqdm.auto import tqdm
+    from ..utils.progress import bar as tqdm
 
     bar = tqdm(total=total, unit="frame", unit_scale=True, desc=f"synth {name}", disable=not progress, smoothing=0.1)
     # the scheduler's time left (nothing outside a scheduled job): frames of every video, those an

@@ -233,7 +233,7 @@ def _score(task, pred, true):
 
 
 def headroom(root: str | Path, n_plans: int = 500, seed: int = 123, progress: bool = True) -> dict:
-    from tqdm.auto import tqdm
+    from ..utils.progress import bar as tqdm
 
     root = Path(root)
     res: dict = {}
@@ -331,7 +331,7 @@ def action_transfer(root: Path, X_valid: np.ndarray, y_valid: np.ndarray, progre
     and read on the VidSitu valid events (``X_valid``: their pixel features), against the same
     baseline fit on the VidSitu train events (the verb table's "all" row) -- the domain gap the
     ``action_film_p`` knob narrows."""
-    from tqdm.auto import tqdm
+    from ..utils.progress import bar as tqdm
 
     acts = json.loads((root / "actions" / "ground_truth.json").read_text())
     fps = json.loads((root / "synth_meta.json").read_text())["fps"]

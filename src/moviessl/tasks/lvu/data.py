@@ -196,7 +196,7 @@ def contextualize_scene(
     todo = [todo[k] for k in rotated_order(len(todo), *launch_rank())]
     if not todo:  # a rerun (or a rank that finds every file written) touches no GPU
         return
-    from tqdm.auto import tqdm
+    from ...utils.progress import bar as tqdm
 
     store, before = scene.store, scene.listing()
     log.info("contextualising %d film(s) of %s into %s", len(todo), store.root, scene.folder)

@@ -305,11 +305,10 @@ def extract_features(
     frame cache does), so the ranks split the work instead of each doing all of it; a segment that
     fails to decode writes nothing, so every rank tries it and lists it. Returns the vsegs that
     failed to decode."""
-    from tqdm.auto import tqdm
-
     from ...dist import launch_rank, rotated_order
     from ...utils.digest import name_size
     from ...utils.io import atomic_save_npy, atomic_write_json
+    from ...utils.progress import bar as tqdm
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
