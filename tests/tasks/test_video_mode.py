@@ -97,6 +97,43 @@ def test_frozen_feature_cache_is_split_over_launched_ranks(tmp_path, monkeypatch
     assert np.load(tmp_path / f"{vsegs[4]}_feats.npy")[0, 0] == 4 and (tmp_path / f"{vsegs[7]}_feats.npy").is_file()
 
 
+class _PidClips:
+    """Segment i's clips are i; each decode notes its process (module level: the workers' copy)."""
+
+    def __init__(self, notes):
+        self.notes = notes
+
+    def __getitem__(self, i):
+        import os
+
+        from moviessl.errors import BadInputError
+
+        (self.notes / f"{i}.{os.getpid()}").touch()
+        if i == 3:
+            raise BadInputError(f"seg{i}.mp4", "does not decode")
+        return torch.full((5, 3), float(i))
+
+
+def test_frozen_features_are_decoded_by_the_runs_loader_workers(tmp_path):
+    """The frozen-feature cache of SRL / relation with --videos decoded every segment in the main
+    process (~150k VidSitu clips on one core, whatever data.num_workers said); its clips are now
+    decoded by ``num_workers`` loader processes, with the same files and the same failures."""
+    import os
+
+    import numpy as np
+
+    from moviessl.tasks.vidsitu.data import extract_features
+
+    vsegs = [f"v_{k}_seg_0_10" for k in range(6)]
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    failed = extract_features(torch.nn.Identity(), _PidClips(notes), vsegs, tmp_path / "c", batch_size=2, num_workers=2)
+    assert failed == [vsegs[3]]
+    assert [float(np.load(tmp_path / "c" / f"{v}_feats.npy")[0, 0]) for v in vsegs if v != vsegs[3]] == [0, 1, 2, 4, 5]
+    pids = {int(n.name.split(".")[1]) for n in notes.iterdir()}
+    assert pids and os.getpid() not in pids
+
+
 def test_end_to_end_input_stats_decode_a_bounded_sample(monkeypatch):
     """The input statistics of an end-to-end run come from at most STATS_SEGMENTS evenly spaced
     train segments, decoded by the run's loader workers (not all of VidSitu's 23.6k on every rank)."""

@@ -288,6 +288,54 @@ def video_source(
     return load
 
 
+class _Extracted:
+    """Whether segment i's features are in ``out_dir`` and were made from its video as it is now
+    (name and size, kept in ``.{vseg}.source.json``); picklable, for the loader's workers."""
+
+    def __init__(self, out_dir: Path, vsegs: list[str], paths: list | None):
+        self.out_dir, self.vsegs, self.paths = out_dir, vsegs, paths
+
+    def record(self, i: int) -> Path:
+        return self.out_dir / f".{self.vsegs[i]}.source.json"
+
+    def source(self, i: int) -> list | None:
+        from ...utils.digest import name_size
+
+        return None if self.paths is None else list(name_size(self.paths[i]))
+
+    def __call__(self, i: int) -> bool:
+        # the folder is named by the videos folder, not by each video: one replaced in place (another
+        # name or size than its features were made from) is extracted again
+        if not (self.out_dir / f"{self.vsegs[i]}_feats.npy").is_file():
+            return False
+        try:
+            return self.source(i) in (None, json.loads(self.record(i).read_text()))
+        except FileNotFoundError:  # made before the record was kept: taken as it is
+            return True
+        except (OSError, ValueError):
+            return False
+
+
+class _TodoClips(torch.utils.data.Dataset):
+    """``(i, clips or None, error or None)`` of each segment to extract, decoded in the loader's
+    workers; one that another rank wrote meanwhile is not decoded."""
+
+    def __init__(self, src: ClipSource, todo: list[int], done: _Extracted):
+        self.src, self.todo, self.done = src, todo, done
+
+    def __len__(self) -> int:
+        return len(self.todo)
+
+    def __getitem__(self, k: int) -> tuple:
+        i = self.todo[k]
+        if self.done(i):
+            return i, None, None
+        try:
+            return i, self.src[i], None
+        except BadInputError as e:
+            return i, None, str(e)
+
+
 @torch.no_grad()
 def extract_features(
     backbone: torch.nn.Module,
@@ -296,6 +344,7 @@ def extract_features(
     out_dir: str | os.PathLike,
     batch_size: int = 4,
     device: str = "cpu",
+    num_workers: int = 0,
 ) -> list[str]:
     """Frozen-backbone (5, D) features of each segment into ``out_dir/{vseg}_feats.npy`` (VidSitu layout).
 
@@ -303,52 +352,37 @@ def extract_features(
     size, kept in ``.{vseg}.source.json``) was replaced since. Under torchrun / srun each rank starts at its
     own share of the to-do list and skips what another rank wrote meanwhile (as the backbone stage's
     frame cache does), so the ranks split the work instead of each doing all of it; a segment that
-    fails to decode writes nothing, so every rank tries it and lists it. Returns the vsegs that
-    failed to decode."""
+    fails to decode writes nothing, so every rank tries it and lists it. ``num_workers``: processes
+    decoding the clips (``data.num_workers``; 0: this one). Returns the vsegs that failed to decode."""
     from ...dist import launch_rank, rotated_order
-    from ...utils.digest import name_size
     from ...utils.io import atomic_save_npy, atomic_write_json
     from ...utils.progress import bar as tqdm
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = getattr(src, "paths", None)
-
-    def record(i: int) -> Path:
-        return out_dir / f".{vsegs[i]}.source.json"
-
-    def source(i: int) -> list | None:
-        return None if paths is None else list(name_size(paths[i]))
-
-    def done(i: int) -> bool:
-        # the folder is named by the videos folder, not by each video: one replaced in place (another
-        # name or size than its features were made from) is extracted again
-        if not (out_dir / f"{vsegs[i]}_feats.npy").is_file():
-            return False
-        try:
-            return source(i) in (None, json.loads(record(i).read_text()))
-        except FileNotFoundError:  # made before the record was kept: taken as it is
-            return True
-        except (OSError, ValueError):
-            return False
-
+    done = _Extracted(out_dir, vsegs, paths)
     todo = [i for i in range(len(vsegs)) if not done(i)]
     for i in todo:  # the features first: a kill between the two leaves a segment to extract, not stale
         (out_dir / f"{vsegs[i]}_feats.npy").unlink(missing_ok=True)
-        record(i).unlink(missing_ok=True)
+        done.record(i).unlink(missing_ok=True)
     todo = [todo[k] for k in rotated_order(len(todo), *launch_rank())]
-    if todo:  # a rerun (or another rank) that finds every file touches no GPU
-        backbone = backbone.to(device).eval()
+    if not todo:  # a rerun (or another rank) that finds every file touches no GPU and starts no worker
+        return []
+    backbone = backbone.to(device).eval()
     failed = []
-    for s in tqdm(range(0, len(todo), batch_size), desc="event features", unit="batch", disable=not todo):
+    loader = torch.utils.data.DataLoader(
+        _TodoClips(src, todo, done), batch_size=batch_size, num_workers=num_workers, collate_fn=list
+    )
+    for items in tqdm(loader, desc="event features", unit="batch"):
         batch, ids = [], []
-        for i in (i for i in todo[s : s + batch_size] if not done(i)):
-            try:
-                batch.append(src[i])
-                ids.append(i)
-            except BadInputError as e:
-                log.warning("skipping %s", e)
+        for i, clips, error in items:
+            if error is not None:
+                log.warning("skipping %s", error)
                 failed.append(vsegs[i])
+            elif clips is not None and not done(i):
+                batch.append(clips)
+                ids.append(i)
         if not batch:
             continue
         x = to_model_input(torch.stack(batch).to(device), param_dtype(backbone))
@@ -357,5 +391,5 @@ def extract_features(
         for i, f in zip(ids, feats):
             atomic_save_npy(out_dir / f"{vsegs[i]}_feats.npy", f, clobber=False)  # another rank's: kept
             if paths is not None:
-                atomic_write_json(record(i), source(i))
+                atomic_write_json(done.record(i), done.source(i))
     return failed

@@ -361,6 +361,7 @@ def prepare(
                 feat_dir,
                 batch_size=4,
                 device=trainer_device(cfg.trainer),
+                num_workers=cfg.data.num_workers,
             )
             source = feature_source(FeatureStore(feat_dir, num_events=5))
             backbone_obj = None
