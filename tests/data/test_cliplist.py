@@ -194,6 +194,21 @@ def test_kinetics_csv_variants(tmp_path):
     assert [(p.name, y) for p, y in read_clip_list(ann / "validate.csv")] == [("v1_000003_000013.mkv", 2)]
 
 
+def test_cvdf_replacements_of_the_corrupted_k400_clips_are_read(tmp_path):
+    """CVDF's K400 train tars hold ~1.4k clips that do not decode; the release's
+    replacement_for_corrupted_k400.tgz (unpacked by its k400_extractor.sh to ROOT/replacement/) has
+    good copies under the same names. The broken copy in train/ was read (skipped as a bad video)."""
+    root = tmp_path / "k400"
+    ann = kinetics_tree(root)
+    fixed = root / "replacement" / "replacement_for_corrupted_k400" / "aB3_000120_000130.mp4"
+    fixed.parent.mkdir(parents=True)
+    fixed.write_bytes(b"")
+    got = {p.name: (p, y) for p, y in read_clip_list(ann / "train.csv")}
+    assert got["aB3_000120_000130.mp4"] == (fixed, 0)
+    assert got["--07WQ2iBlw_000001_000011.mp4"][0].parent == root / "train"  # not replaced: as before
+    assert len(got) == 3
+
+
 def test_kinetics_lists_from_two_folders_must_share_a_label_map(tmp_path):
     from moviessl.data.cliplist import check_same_label_map, kinetics_label_map
 

@@ -185,16 +185,21 @@ def _clip_index(folder: Path) -> dict[str, Path]:
 
 def read_kinetics_csv(path: Path, lines: list[str]) -> list[tuple[Path, int | None]]:
     """A Kinetics annotation CSV -> ``[(clip path, label or None)]`` in file order. The clips are looked
-    for under ``ROOT/{split}/`` (``ROOT`` = the folder above ``annotations/``, else the CSV's own
-    folder; ``split`` from the row, else the CSV's name), flat or in class folders, any video
-    extension. Clips the download lacks (YouTube removals: a few percent of every Kinetics copy) are
-    left out with one warning; none found at all is an error."""
+        for under ``ROOT/{split}/`` (``ROOT`` = the folder above ``annotations/``, else the CSV's own
+        folder; ``split`` from the row, else the CSV's name), flat or in class folders, any video
+        extension; a clip also in ``ROOT/replacement/`` (CVDF's copies of the corrupted K400 clips) is
+    read from there. Clips the download lacks (YouTube removals: a few percent of every Kinetics copy) are
+        left out with one warning; none found at all is an error."""
     ann = path.resolve().parent
     root = ann.parent if ann.name == "annotations" else ann
     reader = csv.DictReader(lines[1:], fieldnames=header_columns(lines[0]))
     rows = [(reader.line_num + 1, row) for row in reader]  # line numbers as the file has them
     classes = {name: k for k, name in enumerate(_label_map(ann, (r for _, r in rows)))}
     folders: dict[Path, dict[str, Path]] = {}
+    # CVDF's K400 train tars hold ~1.4k clips that do not decode ("moov atom not found"); the release
+    # adds good copies under the same names in replacement_for_corrupted_k400.tgz, which its
+    # k400_extractor.sh unpacks to ROOT/replacement/ (github.com/cvdfoundation/kinetics-dataset)
+    replaced = _clip_index(root / "replacement")
     split_dir: dict[str, Path] = {}
     out: list[tuple[Path, int | None]] = []
     missing: list[str] = []
@@ -216,7 +221,7 @@ def read_kinetics_csv(path: Path, lines: list[str]) -> list[tuple[Path, int | No
         folder = split_dir[split]
         looked.add(folder)
         name = f"{yt}_{start:06d}_{end:06d}"
-        clip = folders[folder].get(name)
+        clip = replaced.get(name) or folders[folder].get(name)
         if clip is None:
             missing.append(name)
             continue
