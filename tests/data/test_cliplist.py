@@ -209,6 +209,16 @@ def test_cvdf_replacements_of_the_corrupted_k400_clips_are_read(tmp_path):
     assert len(got) == 3
 
 
+def test_a_folder_given_as_the_clip_list_is_said_to_be_one(tmp_path):
+    """`--data k400/train` (the download's folder, not its list) was 'clip list not found', though
+    the folder is there."""
+    ann = kinetics_tree(tmp_path / "k400")
+    with pytest.raises(BadInputError, match=r"k400/train: is a folder, not a clip list .*annotations/\{split\}\.csv"):
+        read_clip_list(tmp_path / "k400" / "train")
+    with pytest.raises(BadInputError, match=r"nope\.csv: clip list not found"):
+        read_clip_list(ann / "nope.csv")
+
+
 def test_kinetics_lists_from_two_folders_must_share_a_label_map(tmp_path):
     from moviessl.data.cliplist import check_same_label_map, kinetics_label_map
 

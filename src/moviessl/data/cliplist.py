@@ -35,6 +35,10 @@ SPLIT_ALIASES = {"validate": "val", "val": "validate", "valid": "val", "validati
 def read_clip_list(csv_path: str | os.PathLike) -> list[tuple[Path, int | None]]:
     """``[(absolute Path, label or None), ...]`` in file order."""
     path = Path(csv_path)
+    if path.is_dir():  # a download's folder (k400/, k400/train/) is there: "not found" sent users looking for it
+        raise BadInputError(
+            path, "is a folder, not a clip list ('path label' lines, or Kinetics' own annotations/{split}.csv)"
+        )
     if not path.is_file():
         raise BadInputError(path, "clip list not found")
     try:
