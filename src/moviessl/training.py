@@ -36,7 +36,7 @@ from .config import TrainerConfig, check_ranges, save_config, to_dict
 from .errors import BadInputError, Terminated
 from .loader import KeepLoaderPlace
 from .utils import progress
-from .utils.io import atomic_torch_save, atomic_write
+from .utils.io import atomic_torch_save, atomic_write, sweep_temp_files
 
 log = logging.getLogger("moviessl")
 
@@ -463,8 +463,8 @@ def repair_last_checkpoint(out_dir: str | os.PathLike) -> None:
             except Exception:  # truncated or not a checkpoint: not a candidate
                 return None
 
-    for torn in ck.glob(".*.ckpt.*.tmp"):  # a killed save's (atomic_checkpoint_io), never read
-        torn.unlink(missing_ok=True)
+    # a killed save's (atomic_checkpoint_io), never read; not the copy another rank is making below
+    sweep_temp_files(ck.glob(".*.ckpt.*.tmp"))
     last = ck / "last.ckpt"
     last_step = step_of(last) if last.is_file() else None
     cands = sorted(

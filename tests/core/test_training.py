@@ -627,3 +627,45 @@ def test_an_error_raised_while_a_sigterm_unwinds_is_still_the_termination(monkey
             raise OSError(5, "Input/output error")
 
     assert _run_as_command(monkeypatch, ctrl_c) == 130
+
+
+def test_a_resumes_sweep_keeps_the_checkpoint_another_rank_is_writing(tmp_path):
+    """Under torchrun / srun every rank runs ``repair_last_checkpoint`` as it starts, and a rank copying
+    the newest ``stepN.ckpt`` over a stale ``last.ckpt`` writes it through a temporary file: a rank
+    that started later swept that file as a killed save's, and the first rank's resume failed with
+    "cannot write last.ckpt". A killed save's file is still swept."""
+    import threading
+
+    from moviessl.training import repair_last_checkpoint
+    from moviessl.utils.io import atomic_write
+
+    cfg = {"accelerator": "cpu", "max_steps": 4, "progress_bar": False, "ckpt_every_n_steps": 2}
+    fit(_Tiny(), cfg, tmp_path, train_dataloaders=_loader(), throughput_name=None)
+    ck = tmp_path / "checkpoints"
+    torn = ck / ".step0000006.ckpt.k1ll3d.tmp"
+    torn.write_bytes(b"PK\x03")
+    copying, go, failed = threading.Event(), threading.Event(), []
+    data = (ck / "last.ckpt").read_bytes()
+
+    def slow_copy(f):  # another rank's copy of a large checkpoint, half-way when this rank sweeps
+        f.write(data[:100])
+        copying.set()
+        go.wait(10)
+        f.write(data[100:])
+
+    def other_rank():
+        try:
+            atomic_write(ck / "last.ckpt", slow_copy)
+        except BaseException as e:
+            failed.append(e)
+
+    t = threading.Thread(target=other_rank)
+    t.start()
+    assert copying.wait(10)
+    repair_last_checkpoint(tmp_path)
+    go.set()
+    t.join()
+    assert not failed, failed
+    assert not torn.exists()
+    assert torch.load(ck / "last.ckpt", weights_only=False)["global_step"] == 4
+    assert not list(ck.glob(".*.tmp"))

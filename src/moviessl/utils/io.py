@@ -8,6 +8,7 @@ import json
 import os
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
@@ -44,11 +45,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
         # a file on the link's disk and left the file it pointed to as it was
         path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = None
+    tmp = lock = None
     try:
         # inside the try: a folder that refuses the temp file (read-only, out of inodes or quota) is
         # an error writing ``path``, not one naming a hidden file the user never asked for
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        lock = _hold(fd)
         with _open_fd(fd, "wb", path) as f:
             write(f)
             f.flush()
@@ -68,7 +70,66 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
         if err is not None:  # name the file the user asked for, not the temp file
             raise OSError(err.errno, f"cannot write ({err.strerror}); nothing was changed", str(asked)) from None
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
     return asked
+
+
+def _hold(fd: int) -> int | None:
+    """An exclusive ``flock`` on a temp file while it is written and renamed, held through a
+    duplicate of ``fd`` (the writer closes ``fd`` before the rename): :func:`sweep_temp_files` tells
+    a live writer's file by it. None where the filesystem has no locks."""
+    import fcntl
+
+    lock = os.dup(fd)
+    try:  # waits, if at all, for a sweep's look at the new file
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    except OSError:
+        os.close(lock)
+        return None
+    return lock
+
+
+# A temp file that no writer holds yet: mkstemp has made it and the lock comes next. Such a file is
+# empty, so an empty one is left alone until it is older than this.
+_JUST_MADE_S = 60.0
+# Where the filesystem has no locks, a temp file unchanged this long is a dead writer's: a live one
+# adds to its file chunk by chunk.
+_UNLOCKABLE_STALE_S = 6 * 3600.0
+
+
+def sweep_temp_files(paths: Iterable[str | os.PathLike]) -> int:
+    """Remove the temporary files of :func:`atomic_write` among ``paths`` whose writer is gone (a
+    killed job's); a file that a live writer holds (another job's, another rank's) is kept. For
+    folders that several jobs write at once (a shared cache, checkpoints every rank repairs).
+    Returns how many were removed."""
+    import fcntl
+
+    removed = 0
+    for p in paths:
+        try:
+            fd = os.open(p, os.O_RDWR)  # a write lock on NFS needs a file open for writing
+        except OSError:  # gone meanwhile, or another user's
+            continue
+        try:
+            st = os.fstat(fd)
+            age = time.time() - st.st_mtime
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                dead = st.st_size > 0 or age > _JUST_MADE_S
+            except BlockingIOError:  # its writer is still at work
+                dead = False
+            except OSError:  # no locks on this filesystem
+                dead = age > _UNLOCKABLE_STALE_S
+            if dead:
+                os.unlink(p)
+                removed += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _mode_of(path: Path) -> int:
