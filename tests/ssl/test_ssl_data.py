@@ -332,3 +332,65 @@ def test_pair_starts_leave_room_for_a_longer_flow_clip(sampler):
     assert max(starts) <= 100 - 1 - 60 and max(starts) >= 30
     no_flow = ClipDataset([], "pair", num_frames=8, stride=8, short_side=32, pair_sampler=sampler)
     assert max(s for _ in range(2000) for s in no_flow._starts(100, rng)) > 100 - 1 - 60  # the clip alone: 56
+
+
+def _killed_writer(path):
+    """A cache builder's loader worker killed while it writes an entry (preemption, SIGKILL)."""
+    import os
+    import signal
+
+    from moviessl.utils.io import atomic_write
+
+    def write(f):
+        f.write(b"\x93NUMPY half a video")
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    atomic_write(path, write)
+
+
+def test_a_killed_cache_builds_temporary_files_do_not_pile_up(clip_list, tmp_path):
+    """Each kill of a cold frame / flow cache build (a preempted job, its loader workers die of the
+    signal without cleaning up) left each worker's half-written entry as a hidden temp file in the
+    shared cache, never removed: one per worker per kill, each up to a video's decoded frames. A
+    run's prepare() removes them; an entry another job is writing into the same cache is kept."""
+    import multiprocessing
+    import threading
+
+    from moviessl.ssl.flow import FlowCache, FlowParams
+    from moviessl.utils.io import atomic_write
+
+    items = read_clip_list(clip_list)[:3]
+    frames, flow = FrameCache(tmp_path, 32), FlowCache(tmp_path, FlowParams(short_side=32))
+    fork = multiprocessing.get_context("fork")
+    for kill in range(3):  # three preempted builds
+        for cache in (frames, flow):
+            cache.dir.mkdir(parents=True, exist_ok=True)
+            p = fork.Process(target=_killed_writer, args=(cache.dir / f"c{kill:02d}-0123456789ab.npy",))
+            p.start()
+            p.join()
+    assert len(list(tmp_path.rglob(".*.tmp"))) == 6
+    writing, go, failed = threading.Event(), threading.Event(), []
+
+    def another_job():
+        def write(f):
+            f.write(b"\x93NUMPY")
+            writing.set()
+            go.wait(10)
+
+        try:
+            atomic_write(frames.dir / "other-0123456789ab.npy", write)
+        except BaseException as e:
+            failed.append(e)
+
+    t = threading.Thread(target=another_job)
+    t.start()
+    assert writing.wait(10)
+    ds = ClipDataset(items, "pair", num_frames=8, stride=2, short_side=32, frame_cache=frames, flow_cache=flow).prepare(
+        progress=False
+    )
+    assert [p.name for p in tmp_path.rglob(".*.tmp")] == [next(frames.dir.glob(".other-*.tmp")).name]
+    go.set()
+    t.join()
+    assert not failed and (frames.dir / "other-0123456789ab.npy").is_file()
+    assert len(ds) == 3 and not list(tmp_path.rglob(".*.tmp"))

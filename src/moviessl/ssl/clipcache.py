@@ -13,7 +13,8 @@ Layout (``cache_dir`` defaults to ``<data folder>/.moviessl_cache``, else ``<run
     cache_dir/frames_s{short_side}_v{VERSION}/{stem}-{key}.bad    # cause, for a video that failed
 
 ``key`` hashes the absolute path, size and mtime of the source, so an edited video is decoded
-again. Writes are atomic (a killed job leaves no half file). The paper preset turns the cache off
+again. Writes are atomic (a killed job leaves no half entry; the next run's ``ClipDataset.prepare``
+removes a killed build's temp files, not those of a job still writing). The paper preset turns the cache off
 (K400 at short side 256 would need terabytes) and decodes each clip's frames on the fly instead.
 """
 

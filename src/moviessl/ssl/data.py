@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..errors import BadInputError
+from ..utils.io import sweep_temp_files
 from ..video.augment import random_resized_boxes
 from ..video.timeline import TARGET_FPS, clip_timeline, timeline_length, timeline_to_native
 from .clipcache import LiveSource
@@ -197,6 +198,11 @@ class ClipDataset(Dataset):
         from ..dist import launch_rank, rotated_order
         from ..utils.progress import bar as tqdm
 
+        for cache in (self.frame_cache, self.flow_cache):
+            # a killed build's half-written entries (its loader workers die without cleaning up); the
+            # cache is shared, so another job's or rank's entry being written is kept
+            if cache is not None and sweep_temp_files(cache.dir.glob(".*.tmp")):
+                log.info("%s: removed the temporary files of a killed earlier build", cache.dir)
         order = rotated_order(len(self.items), *launch_rank())
         if num_workers > 0:
             builder = _CacheBuilder(self, [i for i in order if not self._is_cached(i)])
