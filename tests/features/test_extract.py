@@ -949,6 +949,46 @@ def test_a_video_whose_reader_process_dies_is_listed_bad_and_the_rest_done(backb
     )
 
 
+def test_a_worker_dying_while_it_hands_a_batch_over_is_found_dead(tmp_path, monkeypatch):
+    """A worker that dies while the main process reads its batch's shared memory breaks that read
+    first (ConnectionResetError); torch's SIGCHLD handler named the worker a moment later, wherever
+    the process then was (raised in the job lock's exit, past every handler: the job stopped instead
+    of listing the video bad), or never, once an earlier Lightning run's teardown had restored
+    SIGCHLD's default. The broken read now looks for the run's dead worker itself."""
+    import multiprocessing as mp
+    import signal
+    import time
+
+    ctx = mp.get_context("fork")
+    go_r, go_w = ctx.Pipe(duplex=False)
+
+    def worker(sig):
+        go_r.recv()
+        time.sleep(0.3)  # the main process is waiting by then
+        os.kill(os.getpid(), sig)
+
+    token = "this run"
+    p = ctx.Process(target=worker, args=(signal.SIGKILL,))
+    p.start()
+    ex.reading_note(tmp_path, p.pid).write_text(json.dumps({"id": "b", "source": "/v/b.mp4", "run": token}))
+    go_w.send(1)  # it dies now, while this process waits
+    try:
+        died = ex._worker_death_after(ConnectionResetError(104, "Connection reset by peer"), tmp_path, token)
+    finally:
+        p.join()
+    assert died == ("b", "/v/b.mp4", "killed by signal: Killed, often the out-of-memory killer")
+    ex.reading_note(tmp_path, p.pid).unlink()
+    # a worker that ended normally is no death; a broken connection with none dead is itself
+    p = ctx.Process(target=int)
+    p.start()
+    ex.reading_note(tmp_path, p.pid).write_text(json.dumps({"id": "a", "source": "/v/a.mp4", "run": token}))
+    time.sleep(0.3)
+    monkeypatch.setattr(ex, "WORKER_DEATH_WAIT_S", 0.2)
+    with pytest.raises(ConnectionResetError):
+        ex._worker_death_after(ConnectionResetError(104, "reset"), tmp_path, token)
+    p.join()
+
+
 def test_the_loaders_dead_worker_message_is_read_only_with_this_processs_note(tmp_path):
     note = {"id": "x", "source": "/v/x.mp4", "run": "this run"}
     ex.reading_note(tmp_path, 12).write_text(json.dumps(note))

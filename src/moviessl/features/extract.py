@@ -858,6 +858,59 @@ def video_a_worker_died_in(err: BaseException, out: Path, run_token: str) -> tup
     return None
 
 
+# how long a loader's broken connection waits for the worker behind it to be found dead
+WORKER_DEATH_WAIT_S = 5.0
+
+
+def _dead_noted_worker(out: Path, run_token: str) -> tuple[str, str, str] | None:
+    """(id, source, how) of a loader worker of this run (its note under ``run_token``) that has died
+    by a signal or a non-zero exit, found by ``waitid`` without reaping it (torch's own check); None
+    when every noted worker is alive or ended normally."""
+    import signal
+
+    for note_path in Path(out).glob(f".reading.{socket.gethostname()}.*"):
+        try:
+            pid = int(note_path.name.rsplit(".", 1)[1])
+            note = json.loads(note_path.read_text())
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except (OSError, ValueError):  # not this process's child (or gone), or a torn note
+            continue
+        if info is None or not isinstance(note, dict) or note.get("run") != run_token or "id" not in note:
+            continue
+        if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
+            how = f"killed by signal: {signal.strsignal(info.si_status)}"
+            how += ", often the out-of-memory killer" if info.si_status == signal.SIGKILL else ""
+        elif info.si_status != 0:
+            how = "it exited unexpectedly"
+        else:
+            continue
+        return str(note["id"]), str(note.get("source")), how
+    return None
+
+
+def _worker_death_after(err: BaseException, out: Path, run_token: str) -> tuple[str, str, str]:
+    """:func:`video_a_worker_died_in` for a worker that died while handing a batch over: the main
+    process's read of the batch's shared memory fails first (its socket reset or closed), before
+    torch's SIGCHLD handler names the worker (it was raised later in the job lock's exit, past every
+    handler; and Lightning's teardown of an earlier run in the process restores SIGCHLD's default,
+    so it may never come). The run's noted workers are looked at here for ``WORKER_DEATH_WAIT_S`` at
+    most; ``err`` again when none died."""
+    end = time.monotonic() + WORKER_DEATH_WAIT_S
+    try:
+        while True:
+            died = _dead_noted_worker(out, run_token)
+            if died is not None or time.monotonic() > end:
+                break
+            time.sleep(0.05)
+    except RuntimeError as e:  # torch's handler, meanwhile
+        died = video_a_worker_died_in(e, out, run_token)
+        if died is None:
+            raise
+    if died is None:
+        raise err
+    return died
+
+
 def predict_skipping_dead_readers(
     make: Callable[[list], pl.LightningModule],
     ran: Callable[[pl.LightningModule], None],
@@ -886,6 +939,8 @@ def predict_skipping_dead_readers(
             died = video_a_worker_died_in(e, out, token)
             if died is None:
                 raise
+        except (ConnectionError, EOFError) as e:
+            died = _worker_death_after(e, out, token)
         ran(module)
         vid, source, how = died
         if vid not in module.recorded:  # (a worker idle after its last video, finished, can be the one killed)
