@@ -184,7 +184,9 @@ def check_machine(
     cuda = accelerator != "cpu" and torch.cuda.is_available()
     mps = accelerator in ("gpu", "auto") and not cuda and torch.backends.mps.is_available()
     if accelerator in ("gpu", "cuda") and not (cuda or mps):
-        raise BadInputError(acc_key, f"{accelerator}: torch sees no GPU on this machine (use cpu or auto)")
+        # extract-instances' --device names one device: it takes cpu, not auto
+        other = "cpu" if acc_key == "--device" else "cpu or auto"
+        raise BadInputError(acc_key, f"{accelerator}: torch sees no GPU on this machine (use {other})")
     if str(precision).startswith("transformer-engine") and not cuda:
         raise BadInputError(prec_key, f"{precision} runs on CUDA GPUs only")
     d = str(devices).strip()

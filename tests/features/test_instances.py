@@ -685,3 +685,21 @@ def test_boxes_a_second_apart_are_read_in_one_pass_over_the_video(tmp_path, monk
     assert [it["kind"] for it in items] == ["clips"] * 3
     np.testing.assert_array_equal(torch.cat([it["clips"] for it in items]).numpy(), np.stack(want))
     assert decoded == [pytest.approx(n, abs=16 * 4 * 25 / 30)]
+
+
+def test_the_device_a_gpu_less_machine_is_told_to_use_is_one_device_takes(backbone, boxes, tmp_path, monkeypatch):
+    """``--device cuda`` on a machine without a GPU said "use cpu or auto", and ``--device auto`` is
+    refused ("give cpu, cuda, cuda:N or mps"): the advice led into another error."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(BadInputError, match=r"^--device: cuda: torch sees no GPU") as e:
+        extract_instances(backbone, boxes / "videos", boxes / "tracks", tmp_path / "out", device="cuda")
+    for advised in re.search(r"\(use ([^)]*)\)", str(e.value)).group(1).split(" or "):
+        try:
+            extract_instances(
+                backbone, boxes / "videos", boxes / "tracks", tmp_path / advised, device=advised, progress=False
+            )
+        except BadInputError as refused:
+            assert not str(refused).startswith("--device"), f"--device {advised}, as advised: {refused}"
