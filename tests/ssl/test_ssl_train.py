@@ -285,6 +285,22 @@ def test_random_refuses_a_trained_runs_folder_even_with_resume(clip_list, tmp_pa
     assert (tmp_path / "model.pt").read_bytes() == before
 
 
+def test_random_into_a_runs_folder_is_not_told_to_pass_resume(clip_list, tmp_path):
+    """--method random into a folder holding a run was told "pass --resume to continue it", and with
+    --resume, as advised, it is refused anyway (it trains nothing and would replace model.pt)."""
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"a run's")
+    cfg = load_config("backbone", "cpu", tiny_overrides([]))
+    with pytest.raises(BadInputError) as e:
+        pretrain("random", clip_list, tmp_path, cfg, resume=False, run_probe=False, progress=False)
+    if "--resume" in str(e.value):
+        try:
+            pretrain("random", clip_list, tmp_path, cfg, resume=True, run_probe=False, progress=False)
+        except BadInputError as refused:
+            pytest.fail(f"advised: {e.value}; with --resume: {refused}")
+    assert "choose another --out" in str(e.value)
+
+
 def test_an_unlabelled_list_without_val_says_the_probe_is_skipped(tmp_path):
     """The probe cannot hold out a split of an unlabelled list; that was skipped without a word
     (other skipped probes say why in summary.json and the CLI's note)."""

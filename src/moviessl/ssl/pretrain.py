@@ -109,15 +109,16 @@ def pretrain(
     method_cls = get_method(method)
     setup_machine(cfg.trainer)
     out = ensure_out_dir(out)
-    refuse_earlier_run(out, resume)
     ck = out / "checkpoints"
     if method_cls.views is None and ck.is_dir() and any(ck.iterdir()):
-        # nothing to resume: --resume would only replace the trained run's model.pt with an untrained one
+        # nothing to resume: --resume would only replace the trained run's model.pt with an untrained
+        # one (said before refuse_earlier_run, whose "pass --resume" would lead here)
         raise BadInputError(
             out,
             f"output folder holds a training run; --method {method} trains nothing and would replace its "
             "model.pt: choose another --out",
         )
+    refuse_earlier_run(out, resume)
     seed_everything(cfg.seed)
     d = cfg.data
     items = read_clip_list(data)
