@@ -238,6 +238,31 @@ def test_model_init_reads_a_pyslowfast_checkpoint(tmp_path):
     assert torch.equal(got["stem.conv.weight"].sum(2), want["stem.conv.weight"][:, :, 0])
 
 
+def test_a_pyslowfast_init_that_needs_trust_is_loaded_with_the_opt_in_it_names(tmp_path, monkeypatch):
+    """A .pyth holding more than weights (here its config as an object) through model.init was
+    refused with "retry with allow_pickle=True", which no command line can give, and
+    MOVIESSL_TRUST_CHECKPOINTS=1, every other checkpoint's opt-in, was not read on that path."""
+    import argparse
+    import re
+
+    from moviessl.models import build_slowd
+    from moviessl.ssl.registry import get_method
+
+    monkeypatch.delenv("MOVIESSL_TRUST_CHECKPOINTS", raising=False)
+    cfg = load_config("backbone", "cpu", tiny_overrides([]))
+    slow = build_slowd(cfg.model.preset)
+    state = {"s1.pathway0_stem." + k[5:]: v for k, v in slow.state_dict().items() if k.startswith("stem.")}
+    torch.save({"model_state": state, "cfg": argparse.Namespace(arch="slow")}, tmp_path / "k400.pyth")
+    m = get_method("cvrl")(cfg)
+    with pytest.raises(BadInputError, match=r"k400\.pyth: ") as e:
+        m.load_init(tmp_path / "k400.pyth")
+    opt_in = re.search(r"(\w+)=1", str(e.value))
+    assert opt_in is not None, f"no opt-in a command line can give: {e.value}"
+    monkeypatch.setenv(opt_in.group(1), "1")
+    with pytest.raises(BadInputError, match="Slow-D weights missing"):  # read now: only its stem is there
+        m.load_init(tmp_path / "k400.pyth")
+
+
 def test_supervised_takes_sparse_label_ids_as_their_classes(clip_list, tmp_path):
     """A stray label id (10^11) is one more class, not a classifier of 10^11 + 1 outputs (a traceback)."""
     lines = clip_list.read_text().splitlines()

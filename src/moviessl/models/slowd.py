@@ -334,12 +334,17 @@ def _read_state(path: str | os.PathLike | Mapping, allow_pickle: bool) -> Mappin
             raise BadInputError(
                 path, "Caffe2 .pkl checkpoints are not supported; convert to .pyth with PySlowFast first"
             )
+        from ..checkpoint import load_file
+
         try:
-            # .pyth holds only tensors, dicts, ints and the cfg string, so the safe loader suffices.
-            obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+            # .pyth holds only tensors, dicts, ints and the cfg string, so the safe loader suffices;
+            # one holding more is refused as every checkpoint is, naming MOVIESSL_TRUST_CHECKPOINTS
+            # (model.init reaches here from the command line, where no allow_pickle can be given)
+            obj = load_file(path, trust=allow_pickle)
+        except BadInputError as e:  # this function's Python opt-in is allow_pickle
+            raise BadInputError(e.path, e.cause.replace("trust=True", "allow_pickle=True")) from None
         except Exception as e:
-            hint = "" if allow_pickle else " (if you trust the file, retry with allow_pickle=True)"
-            raise BadInputError(path, f"not a readable PyTorch checkpoint ({type(e).__name__}){hint}") from None
+            raise BadInputError(path, f"not a readable PyTorch checkpoint ({type(e).__name__})") from None
     if isinstance(obj, Mapping):
         for key in ("model_state", "state_dict", "model"):
             if isinstance(obj.get(key), Mapping):
