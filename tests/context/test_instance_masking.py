@@ -169,6 +169,23 @@ def test_pretrain_ot_refuses_a_span_past_the_time_tables_first(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_the_setting_a_too_long_span_names_can_be_raised(tmp_path):
+    """The line for a span past the OT's time tables named ``model.max_positions``, a key the
+    config refuses as a typo: the tables' size is ``model.overrides.max_positions``."""
+    import re
+
+    from moviessl.config import load_config
+    from moviessl.models.object_transformer import span_checked_settings
+
+    for stage in ("ot_pretrain", "lvu"):
+        cfg = load_config(stage, "cpu", ["data.span_s=300"])
+        with pytest.raises(BadInputError, match="past the OT's") as e:
+            span_checked_settings(cfg.model.preset, cfg.model.overrides, cfg.data.span_s)
+        key = re.search(r"with (\S+) \d+\)", str(e.value)).group(1)
+        cfg = load_config(stage, "cpu", ["data.span_s=300", f"{key}=1024"])
+        span_checked_settings(cfg.model.preset, cfg.model.overrides, cfg.data.span_s)
+
+
 def test_pretrain_ot_checks_its_teacher_before_reading_the_videos(tmp_path):
     """A teacher of another width (or none where one is needed) was refused only after every
     video's instance features had been read (every file of the release)."""

@@ -221,7 +221,7 @@ def check_span_s(span_s: int, max_positions: int) -> None:
         raise BadInputError(
             "data.span_s",
             f"a {span_s}-s span needs time ids up to {need}, past the OT's {max_positions}-row time tables "
-            f"(at most {longest} s with model.max_positions {max_positions})",
+            f"(at most {longest} s with model.overrides.max_positions {max_positions})",
         )
 
 
