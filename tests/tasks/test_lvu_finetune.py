@@ -90,6 +90,33 @@ def _txe_checkpoint(path):
     return path
 
 
+def test_a_txe_of_another_token_stride_names_no_option_finetune_lvu_lacks(tmp_path, capsys):
+    """`finetune lvu --contextualizer` with a TxE pretrained on 1-s tokens over 2-s scene features:
+    the line said "not a multiple of --stride 2", an option `finetune lvu` does not have (the
+    stride is the extraction's)."""
+    import re
+
+    from moviessl.errors import BadInputError
+    from moviessl.models.txe import build_txe
+    from moviessl.tasks.lvu.data import scene_arrays
+
+    events = tmp_path / "events"
+    events.mkdir()
+    np.save(events / "a_feats.npy", np.zeros((5, 16), np.float32))  # a folder without an index: 2-s events
+    kw = dict(in_dim=16, dim=32, heads=2, mlp_dim=32, depth=1)
+    arch = arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", **kw)
+    meta = {"window": 5, "token_stride_s": 1.0, "in_dim": 16}
+    state = build_txe("txe_cpu", **kw).state_dict()
+    save_checkpoint(tmp_path / "txe.pt", stage="context", arch=arch, state_dict=state, meta=meta)
+    with pytest.raises(BadInputError, match=r"txe\.pt: its token stride 1\.0 s") as e:
+        scene_arrays(events, contextualizer=tmp_path / "txe.pt", progress=False)
+    with pytest.raises(SystemExit):
+        main(["finetune", "lvu", "--help"])
+    options = set(re.findall(r"--[a-z-]+", capsys.readouterr().out))
+    line = str(e.value)
+    assert all(o in options or f"moviessl extract {o}" in line for o in re.findall(r"--[a-z-]+", line)), line
+
+
 def test_instances_pretraining_and_all_nine_tasks(lvu_setup, capsys, monkeypatch):
     import moviessl.tasks.lvu.data as data
 

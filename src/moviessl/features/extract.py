@@ -602,8 +602,11 @@ def contextualizer_geometry(
         )
     k = float(meta.get("token_stride_s", feature_stride_s)) / feature_stride_s
     if k < 1 - 1e-6 or abs(k - round(k)) > 1e-6:
+        # named by the extraction flag that sets it: `finetune lvu --contextualizer` has no --stride
         raise BadInputError(
-            path, f"its token stride {meta.get('token_stride_s')} s is not a multiple of --stride {feature_stride_s:g}"
+            path,
+            f"its token stride {meta.get('token_stride_s')} s is not a multiple of the features' event stride "
+            f"{feature_stride_s:g} s (moviessl extract --stride)",
         )
     return int(meta.get("window", 5)), int(round(k))
 
