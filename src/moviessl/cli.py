@@ -123,6 +123,19 @@ def _interruption(e: BaseException) -> KeyboardInterrupt | None:
     return None
 
 
+def _ignore_dead_workers() -> None:
+    """After a Ctrl-C or SIGTERM: the loader workers die of the same signal, and PyTorch's SIGCHLD
+    handler raised their deaths at the interpreter's exit, a traceback after the command's line.
+    SIGCHLD gets its default again, and torch is told to install its handler with the next loader
+    (a caller that goes on in this process)."""
+    import signal
+
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    handling = sys.modules.get("torch.utils.data._utils.signal_handling")
+    if handling is not None:
+        handling._SIGCHLD_handler_set = False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -146,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                 rc = args.func(args)
         except BaseException as e:
             stop = _interruption(e)
+            if stop is not None:
+                _ignore_dead_workers()
             if stop is None or stop is e:
                 raise
             raise stop from None

@@ -147,3 +147,60 @@ def test_python_m_moviessl_runs_the_command():
     p = subprocess.run([sys.executable, "-m", "moviessl", "--version"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("moviessl ")
+
+
+SIGTERMED_COMMAND = """
+import sys, time
+import torch
+sys.path.insert(0, {tests!r})
+from test_cli import run_as_command
+
+
+class Slow(torch.utils.data.Dataset):
+    def __len__(self):
+        return 10_000
+
+    def __getitem__(self, i):
+        time.sleep(0.02)
+        return i
+
+
+def read(args):
+    it = iter(torch.utils.data.DataLoader(Slow(), num_workers=2))
+    next(it)
+    print("reading", flush=True)
+    for _ in it:
+        pass
+
+
+class Patch:
+    def setattr(self, obj, name, value):
+        setattr(obj, name, value)
+
+
+sys.exit(run_as_command(Patch(), read))
+"""
+
+
+def test_a_sigterm_to_a_command_with_loader_workers_ends_on_its_line_without_a_traceback(tmp_path):
+    """The loader workers die of the job's SIGTERM too (a scheduler signals the process group), and
+    PyTorch's SIGCHLD handler raised their deaths at the interpreter's exit: a traceback after the
+    'terminated' line."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = tmp_path / "cmd.py"
+    script.write_text(SIGTERMED_COMMAND.format(tests=str(Path(__file__).parent)))
+    p = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert p.stdout.readline().strip() == "reading"
+    time.sleep(0.5)
+    os.killpg(p.pid, signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143
+    assert err.strip().splitlines()[-1].startswith("moviessl: terminated") and "Traceback" not in err
