@@ -189,11 +189,11 @@ def _clip_index(folder: Path) -> dict[str, Path]:
 
 def read_kinetics_csv(path: Path, lines: list[str]) -> list[tuple[Path, int | None]]:
     """A Kinetics annotation CSV -> ``[(clip path, label or None)]`` in file order. The clips are looked
-        for under ``ROOT/{split}/`` (``ROOT`` = the folder above ``annotations/``, else the CSV's own
-        folder; ``split`` from the row, else the CSV's name), flat or in class folders, any video
-        extension; a clip also in ``ROOT/replacement/`` (CVDF's copies of the corrupted K400 clips) is
-    read from there. Clips the download lacks (YouTube removals: a few percent of every Kinetics copy) are
-        left out with one warning; none found at all is an error."""
+    for under ``ROOT/{split}/`` (``ROOT`` = the folder above ``annotations/``, else the CSV's own
+    folder; ``split`` from the row, else the CSV's name), flat or in class folders, any video
+    extension; a clip also in ``ROOT/replacement/`` (CVDF's copies of the corrupted K400 clips) is
+    read from there. Clips the download lacks (YouTube removals: a few percent of every Kinetics
+    copy) are left out with one warning; none found at all is an error."""
     ann = path.resolve().parent
     root = ann.parent if ann.name == "annotations" else ann
     reader = csv.DictReader(lines[1:], fieldnames=header_columns(lines[0]))
