@@ -94,6 +94,15 @@ def _lent(module: nn.Module, device: torch.device):
                 t.data = t.data.to(homes[n])
 
 
+def _call_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    """Where a call runs: ``device``, else where the caller put the model if not on the CPU (a
+    notebook's model on ``cuda:1`` ran on GPU 0, moved there and back), else the GPU if any."""
+    if device is not None:
+        return torch.device(device)
+    own = next((t.device for t in (*model.parameters(), *model.buffers())), torch.device("cpu"))
+    return own if own.type != "cpu" else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 @torch.no_grad()
 def embed_video(
     video: str | os.PathLike,
@@ -109,7 +118,8 @@ def embed_video(
     """Backbone features of a video's events (one every ``stride_s`` s), and their TxE outputs.
     ``trust``: checkpoints given as paths are loaded as :func:`load` with ``trust``. ``resize``:
     ``crop`` or ``squash``, as ``moviessl extract --resize`` (None: the mode a verb-finetuned
-    backbone was tuned with, else crop)."""
+    backbone was tuned with, else crop). ``device``: None runs where the backbone's model is when
+    that is not the CPU, else on the GPU if there is one."""
     from .features.extract import (
         backbone_features,
         contextualize,
@@ -135,7 +145,7 @@ def embed_video(
     inp = {k: v for k, v in inp.items() if k != "resize"}
     if resize_mode(bb.meta, resize, bb.path or "the backbone", "resize") == "squash":
         inp["resize"] = "squash"
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = _call_device(bb.model, device)
     with _lent(bb.model, device) as model, VideoReader(video) as r:
         centers = event_centers_for(r.duration_s, stride_s, vidsitu=False)
         parts, missing = [], []

@@ -646,6 +646,20 @@ def test_squash_extraction_reads_the_whole_frame(backbone, videos, tmp_path, cap
     assert "--resize squash" in capsys.readouterr().err
 
 
+def test_embed_video_runs_where_the_callers_model_is():
+    """device=None took GPU 0 whatever the caller had done: a notebook's model on cuda:1 was moved
+    to GPU 0 for the call and back. A model off the CPU now runs where it is; an explicit device
+    wins; a CPU model goes to the GPU when there is one, as before."""
+    from moviessl.api import _call_device
+
+    there = torch.nn.Linear(2, 2, device="meta")  # (a device other than the CPU, as cuda:1 would be)
+    assert _call_device(there, None) == torch.device("meta")
+    assert _call_device(there, "cpu") == torch.device("cpu")
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    assert _call_device(torch.nn.Linear(2, 2), None) == torch.device(want)
+    assert _call_device(torch.nn.Identity(), None) == torch.device(want)
+
+
 def test_a_verb_tuned_backbone_is_read_with_the_geometry_it_was_tuned_on(backbone, videos, tmp_path, caplog):
     """A backbone fine-tuned on squashed frames (``finetune vidsitu --task verb`` in the paper
     preset, recorded as ``meta.tuned_resize``) was extracted and embedded centre-cropped unless
