@@ -98,6 +98,7 @@ def _sigterm_as_interrupt():
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
+        _ignore_dead_workers()  # before the first bytecode of the unwinding, where torch's would run
         raise Terminated
 
     try:

@@ -1,3 +1,5 @@
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -90,6 +92,7 @@ def test_checkpoints_are_staged_beside_themselves(tmp_path, monkeypatch, every):
     assert torch.load(ck / "last.ckpt", weights_only=False)["global_step"] == 4
     torn = ck / ".last.ckpt.x1y2.tmp"
     torn.write_bytes(b"PK\x03")
+    os.utime(torn, (time.time() - 3600, time.time() - 3600))  # a killed save's, an earlier run's
     repair_last_checkpoint(tmp_path / "run")
     assert not torn.exists() and (ck / "last.ckpt").is_file()
 
@@ -644,6 +647,7 @@ def test_a_resumes_sweep_keeps_the_checkpoint_another_rank_is_writing(tmp_path):
     ck = tmp_path / "checkpoints"
     torn = ck / ".step0000006.ckpt.k1ll3d.tmp"
     torn.write_bytes(b"PK\x03")
+    os.utime(torn, (time.time() - 3600, time.time() - 3600))  # a killed save's, an earlier run's
     copying, go, failed = threading.Event(), threading.Event(), []
     data = (ck / "last.ckpt").read_bytes()
 

@@ -374,3 +374,30 @@ def test_events_a_second_apart_are_read_in_one_pass_over_the_film(tmp_path, monk
     np.testing.assert_array_equal(clips, np.stack(want))  # the frames of a clip read on its own
     span = inp["num_frames"] * inp["stride"] * fps / TARGET_FPS
     assert len(want) == 12 and decoded == [pytest.approx(n, abs=span)]
+
+
+def test_a_corrupt_frame_only_a_later_clip_reads_does_not_cost_this_clip(tmp_path):
+    """The one-pass read takes the next clips' earlier frames with this clip's; in a frame folder a
+    corrupt JPEG among them failed the whole read, and this clip, which never uses that frame, was
+    marked missing (zeros). The read-ahead now falls back to this clip's own frames."""
+    import cv2
+
+    from moviessl.video import reader_clip_indices
+
+    d = tmp_path / "film"
+    d.mkdir()
+    for i in range(150):
+        cv2.imwrite(str(d / f"frame_{i + 1:06d}.jpg"), np.full((32, 32, 3), (i * 7) % 256, np.uint8))
+    inp = {"num_frames": 16, "stride": 4, "short_side": 32, "crop": 32}
+    with VideoReader(d) as r:
+        first = set(reader_clip_indices(r, 1.0, 16, 4).tolist())
+        second = reader_clip_indices(r, 2.0, 16, 4).tolist()
+        bad = next(i for i in second if i not in first and i < max(first))  # read ahead, used by the second only
+    (d / f"frame_{bad + 1:06d}.jpg").write_bytes(b"not a jpeg")
+    with VideoReader(d) as r:
+        alone, missing_alone = ex.event_clip(r, 1.0, inp)
+    with VideoReader(d) as r:
+        clip, missing = ex.event_clip(r, 1.0, inp, later=ex.later_events([1.0, 2.0, 3.0], 0, inp))
+        _, second_missing = ex.event_clip(r, 2.0, inp)
+    assert not missing_alone and not missing and np.array_equal(clip, alone)
+    assert second_missing  # the damage stays the second clip's

@@ -170,11 +170,23 @@ def test_the_tables_own_event_folder_is_extracted_on_every_run(tmp_path, monkeyp
     def scene_arrays(fdir, *a, **k):
         raise Stop(fdir)
 
-    monkeypatch.setattr(table, "extract", lambda b, root, fdir, **k: calls.append(Path(fdir)))
+    monkeypatch.setattr(table, "extract", lambda b, root, fdir, **k: calls.append((Path(fdir), k["devices"])))
     monkeypatch.setattr(table, "scene_arrays", scene_arrays)
     with pytest.raises(Stop):
         table.run_lvu_table(tmp_path / "out", tmp_path, {"supervised": backbone}, None, rows=[("none", "sup")])
-    assert calls == [own]
+    assert calls == [(own, 1)]
+    # under torchrun / srun it runs on the fine-tuning's processes: the defaults (1) refused every rank
+    with pytest.raises(Stop):
+        table.run_lvu_table(
+            tmp_path / "out",
+            tmp_path,
+            {"supervised": backbone},
+            None,
+            rows=[("none", "sup")],
+            overrides=["trainer.devices=2", "trainer.accelerator=cpu"],
+        )
+    assert calls[-1] == (own, 2)
+    calls[:] = [(own, 1)]
     mine = tmp_path / "mine"
     with pytest.raises(Stop, match="mine"):
         table.run_lvu_table(
@@ -185,4 +197,4 @@ def test_the_tables_own_event_folder_is_extracted_on_every_run(tmp_path, monkeyp
             rows=[("none", "sup")],
             event_features={"supervised": mine},
         )
-    assert calls == [own]
+    assert calls == [(own, 1)]

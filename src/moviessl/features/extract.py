@@ -239,7 +239,12 @@ def clip_frames(reader, center_s: float, inp: dict, later: Sequence[float] = ())
     nf, st = int(inp["num_frames"]), int(inp["stride"])
     idx = reader_clip_indices(reader, center_s, nf, st)
     ahead = [int(i) for c in later for i in reader_clip_indices(reader, c, nf, st) if i < idx.max()]
-    return idx, reader.get_frames(np.concatenate([idx, np.asarray(ahead, np.int64)]))[: len(idx)]
+    if ahead:
+        try:
+            return idx, reader.get_frames(np.concatenate([idx, np.asarray(ahead, np.int64)]))[: len(idx)]
+        except Exception:  # a frame only a later clip reads (a corrupt JPEG of a frame folder) is that clip's damage
+            pass
+    return idx, reader.get_frames(idx)
 
 
 def event_clip(

@@ -79,31 +79,40 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
 def _hold(fd: int) -> int | None:
     """An exclusive ``flock`` on a temp file while it is written and renamed, held through a
     duplicate of ``fd`` (the writer closes ``fd`` before the rename): :func:`sweep_temp_files` tells
-    a live writer's file by it. None where the filesystem has no locks."""
+    a live writer's file by it. None where the filesystem has no locks (or answers none at once: a
+    write never waits on a lock manager)."""
     import fcntl
 
-    lock = os.dup(fd)
-    try:  # waits, if at all, for a sweep's look at the new file
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        lock = os.dup(fd)
     except OSError:
-        os.close(lock)
         return None
-    return lock
+    for _ in range(50):  # a sweep's look at the new file holds it for a moment
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock
+        except BlockingIOError:
+            time.sleep(0.01)
+        except OSError:
+            break
+    os.close(lock)
+    return None
 
 
-# A temp file that no writer holds yet: mkstemp has made it and the lock comes next. Such a file is
-# empty, so an empty one is left alone until it is older than this.
-_JUST_MADE_S = 60.0
-# Where the filesystem has no locks, a temp file unchanged this long is a dead writer's: a live one
-# adds to its file chunk by chunk.
+# A temp file is a dead writer's when no writer holds its lock and it has not changed for this long:
+# a live writer adds to its file chunk by chunk, and on a filesystem whose locks do not reach other
+# machines (BeeGFS by default, Lustre's localflock, NFS with local_lock) an unlocked file may still
+# be another node's at work. A killed job's leftover goes at a later run.
+STALE_TEMP_S = 600.0
+# Where the filesystem has no locks at all, only age tells.
 _UNLOCKABLE_STALE_S = 6 * 3600.0
 
 
 def sweep_temp_files(paths: Iterable[str | os.PathLike]) -> int:
     """Remove the temporary files of :func:`atomic_write` among ``paths`` whose writer is gone (a
-    killed job's); a file that a live writer holds (another job's, another rank's) is kept. For
-    folders that several jobs write at once (a shared cache, checkpoints every rank repairs).
-    Returns how many were removed."""
+    killed job's): unlocked and unchanged for :data:`STALE_TEMP_S`; a file that a live writer holds
+    (another job's, another rank's) is kept. For folders that several jobs write at once (a shared
+    cache, checkpoints every rank repairs). Returns how many were removed."""
     import fcntl
 
     removed = 0
@@ -113,11 +122,10 @@ def sweep_temp_files(paths: Iterable[str | os.PathLike]) -> int:
         except OSError:  # gone meanwhile, or another user's
             continue
         try:
-            st = os.fstat(fd)
-            age = time.time() - st.st_mtime
+            age = time.time() - os.fstat(fd).st_mtime
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                dead = st.st_size > 0 or age > _JUST_MADE_S
+                dead = age > STALE_TEMP_S
             except BlockingIOError:  # its writer is still at work
                 dead = False
             except OSError:  # no locks on this filesystem

@@ -138,12 +138,14 @@ def read(path: str | Path) -> dict[str, float] | None:
 def bar(iterable=None, **kwargs):
     """A tqdm bar (``tqdm.auto``'s) redrawn every 0.5 s on a terminal and every 30 s into a file (a
     batch job's log), each line with its rate and time left: at tqdm's 0.1-s default a fast loop
-    over a dataset (a cold frame cache over Kinetics' 240k clips) wrote a line per item into the
-    log. A notebook's widget keeps tqdm's default. ``mininterval`` given wins."""
+    over a dataset (a cold frame cache over Kinetics) wrote a line per item into the log. A
+    notebook's widget keeps tqdm's default. ``mininterval`` given wins."""
     from tqdm import std
     from tqdm.auto import tqdm
     from tqdm.autonotebook import tqdm as widget  # std.tqdm outside a notebook
 
     if widget is std.tqdm:
         kwargs.setdefault("mininterval", 0.5 if sys.stderr.isatty() else 30.0)
+        # tqdm's monitor redraws a bar idle past maxinterval (10 s): into a file, a stale line between
+        kwargs.setdefault("maxinterval", max(10.0, kwargs["mininterval"]))
     return tqdm(iterable, **kwargs)

@@ -357,6 +357,10 @@ def run_lvu_table(
         log.info("%s: %.1f s", name, timings[name])
         return res
 
+    # the extractions run on the processes torchrun / srun started for the fine-tuning (each checks
+    # the launch against its own devices: the defaults, 1 process, refused every rank of a launch)
+    launch = {"accelerator": "cpu", "devices": ft_cfg.trainer.devices, "num_nodes": ft_cfg.trainer.num_nodes}
+
     # 1. instance features per backbone (cached per frame size: a finished folder is skipped video
     # by video, and a table at another size never meets a folder of this one)
     inst: dict[str, InstanceStore] = {}
@@ -366,7 +370,7 @@ def run_lvu_table(
         timed(
             f"instances {name}",
             lambda d=d, name=name, side=side: extract_instances(
-                backbones[name], lvu_root, lvu_root / "tracks", d, short_side=side, progress=not quiet
+                backbones[name], lvu_root, lvu_root / "tracks", d, short_side=side, progress=not quiet, **launch
             ),
         )
         inst[name] = InstanceStore(d)
@@ -404,7 +408,7 @@ def run_lvu_table(
             timed(
                 f"events {b}",
                 lambda fdir=fdir, b=b: extract(
-                    backbones[b], lvu_root, fdir, stride_s=2.0, num_workers=0, accelerator="cpu", progress=not quiet
+                    backbones[b], lvu_root, fdir, stride_s=2.0, num_workers=0, progress=not quiet, **launch
                 ),
             )
         ctx = contextualizer if s == "ours" else None
