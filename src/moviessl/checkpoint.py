@@ -137,6 +137,31 @@ def upgrade_arch(arch: Any, format_version: int) -> Any:
     return out
 
 
+# the VidSitu tasks whose runs on --videos write the Slow-D they read as a backbone.pt (meta.method
+# "<its source's method>+<task>")
+_TUNED_BY = ("verb", "srl", "relation")
+
+
+def upgrade_tuned_meta(obj: dict) -> dict:
+    """``obj`` with the ``meta.tuned_resize`` and ``meta.input`` clips that a ``backbone.pt`` written
+    by ``finetune vidsitu --videos`` before they were recorded lacks, from the run's config saved in
+    the same file: its meta copied its source's clips (16x4 where ``data.num_frames`` / ``stride``
+    tuned it on others) and named no resize mode, so extract and embed_video read it centre-cropped
+    though the paper preset tunes it on squashed frames. A config without ``data.resize`` is from
+    before that setting: such runs read the crop."""
+    meta, cfg = obj.get("meta"), obj.get("config")
+    data = cfg.get("data") if isinstance(cfg, Mapping) else None
+    if obj.get("stage") != "backbone" or not isinstance(meta, dict) or "tuned_resize" in meta:
+        return obj
+    if not isinstance(data, Mapping) or str(meta.get("method", "")).rpartition("+")[2] not in _TUNED_BY:
+        return obj
+    meta["tuned_resize"] = data.get("resize", "crop")
+    if isinstance(meta.get("input"), Mapping):
+        tuned = {k: data[k] for k in ("num_frames", "stride") if type(data.get(k)) is int and data[k] > 0}
+        meta["input"] = {**meta["input"], **tuned}
+    return obj
+
+
 def _builder_name(builder: str) -> str:
     module_name, _, fn_name = builder.partition(":")
     return f"{MOVED_BUILDERS.get(module_name, module_name)}:{fn_name}"
@@ -342,7 +367,7 @@ def load_checkpoint(
     if version < 3:
         obj["arch"] = pin_arch(obj["arch"])
     obj[LOADED_FROM] = str(path)  # build_from_checkpoint names the file (save_checkpoint does not copy it)
-    return obj
+    return upgrade_tuned_meta(obj)
 
 
 # errors of the machine, not of the file's bytes (a file cut short near its end makes torch's reader

@@ -606,3 +606,29 @@ def test_a_checkpoint_cut_short_near_its_end_is_called_truncated(tmp_path):
         p.write_bytes(data[:cut])
         with pytest.raises(BadInputError, match=r"not a readable checkpoint \(truncated or corrupt file\)"):
             load_checkpoint(p)
+
+
+def test_an_older_tuned_backbone_says_the_clips_and_frames_it_was_tuned_on(tmp_path):
+    """A backbone.pt written by ``finetune vidsitu --videos`` before its meta recorded how it was
+    tuned copied its source's ``meta.input`` and had no ``tuned_resize``: extract read it with the
+    source's clips, centre-cropped, though its saved config says data.num_frames 8 / stride 2 and
+    squashed frames. Loading now takes both from that config; other backbones are left as they are."""
+    from moviessl.features.extract import resize_mode
+
+    obj = torch.load(_small_backbone(tmp_path / "source.pt"), weights_only=False)
+    source_input = {"num_frames": 16, "stride": 4, "short_side": 32, "crop": 32}
+    obj["meta"] = {"input": source_input, "method": "cvrl+verb", "out_dim": 16}
+    obj["config"] = {"data": {"resize": "squash", "num_frames": 8, "stride": 2}, "verb": {}}
+    torch.save(obj, tmp_path / "old_tuned.pt")
+    meta = load_checkpoint(tmp_path / "old_tuned.pt", stage="backbone")["meta"]
+    assert meta["input"] == {**source_input, "num_frames": 8, "stride": 2}
+    assert resize_mode(meta, None, "old_tuned.pt", "--resize") == "squash"
+    obj["config"] = {"data": {"num_frames": None, "stride": None}}  # before data.resize: a crop
+    torch.save(obj, tmp_path / "older_tuned.pt")
+    meta = load_checkpoint(tmp_path / "older_tuned.pt", stage="backbone")["meta"]
+    assert meta["input"] == source_input and meta["tuned_resize"] == "crop"
+    obj["meta"]["method"] = "cvrl"  # a pretrained backbone: its config is the pretraining's
+    obj["config"] = {"data": {"num_frames": 8, "resize": "squash"}}
+    torch.save(obj, tmp_path / "pretrained.pt")
+    meta = load_checkpoint(tmp_path / "pretrained.pt", stage="backbone")["meta"]
+    assert meta["input"] == source_input and "tuned_resize" not in meta
