@@ -660,6 +660,24 @@ def test_embed_video_runs_where_the_callers_model_is():
     assert _call_device(torch.nn.Identity(), None) == torch.device(want)
 
 
+def test_a_folder_an_older_version_left_unclaimed_keeps_its_backbone(backbone, videos, tmp_path):
+    """A first run killed by a version from before folders were claimed left its features and
+    journals, no claim or index. A rerun with another backbone extracted the rest with it and kept
+    the old videos' features, one folder of two backbones' features under the new one's name; it
+    is now the one line a claimed folder gives, before any work."""
+    out = tmp_path / "feats"
+    out.mkdir()
+    np.save(out / "a_feats.npy", np.zeros((3, 16), np.float32))
+    line = {"id": "a", "backbone": "0123456789ab", "status": "ok", "num_events": 3, "fps": 30.0, "duration_s": 6.0}
+    (out / ".index.rank0.jsonl").write_text(json.dumps(line) + "\n")  # that version's lines had no "t"
+    assert run_extract("--backbone", backbone, "--videos", videos, "--out", out) == 2
+    assert not (out / "b_feats.npy").exists() and not (out / "index.json").exists()
+    line["backbone"] = ex.file_hash(backbone)  # the same backbone resumes it
+    (out / ".index.rank0.jsonl").write_text(json.dumps(line) + "\n")
+    assert run_extract("--backbone", backbone, "--videos", videos, "--out", out) == 0
+    assert sorted(FeatureStore(out).ids) == ["a", "b"]
+
+
 def test_a_verb_tuned_backbone_is_read_with_the_geometry_it_was_tuned_on(backbone, videos, tmp_path, caplog):
     """A backbone fine-tuned on squashed frames (``finetune vidsitu --task verb`` in the paper
     preset, recorded as ``meta.tuned_resize``) was extracted and embedded centre-cropped unless

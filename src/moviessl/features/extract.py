@@ -1637,6 +1637,14 @@ def extract(
             if txe is not None:
                 _retire_ctx(out, old, ctx_info)
         entries = read_entries(out)
+        if old is None:
+            # a first run killed by a version that claimed no folder left journals alone; each
+            # finished entry names its backbone, and another one's features must not stay beside these
+            other = sorted({str(e["backbone"]) for e in entries.values() if e.get("backbone") not in (None, bhash)})
+            if other:
+                raise BadInputError(
+                    out, f"folder holds features with backbone={other[0]}, this run has {bhash}; use another --out"
+                )
         todo = [(v, p) for v, p in vids if not is_finished(entries.get(v), out / f"{v}{FEATS_SUFFIX}", retry_bad, p)]
         # under DDP every rank runs this function (Lightning re-executes the command per device)
         (log.info if rank_zero_only.rank == 0 else log.debug)(
