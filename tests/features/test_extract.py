@@ -1250,3 +1250,36 @@ def test_the_bar_in_a_log_file_does_not_draw_a_line_per_video(backbone, tmp_path
     assert len(FeatureStore(tmp_path / "f")) == n
     draws = capsys.readouterr().err.count("extract:")
     assert 0 < draws < n  # the first and last draws (and one per 30 s of a slow machine)
+
+
+def test_a_frame_folder_still_being_written_is_not_skipped_for_ever(backbone, tmp_path, capsys):
+    """A frame dump (FFmpeg writing ``{id}/{id}_%06d.jpg``) still running when ``extract`` read the
+    folder gave a film of the frames there then, listed ok; every rerun after the dump finished
+    skipped it by its id (a frame folder had no ``source_size``), so the folder kept a 2-s film for
+    a 6-s one without a word. The entry records the frames the reader saw; a rerun that finds
+    another number is one line naming the folder and the file to delete, as for a replaced file."""
+    import cv2
+
+    frames, out = tmp_path / "frames", tmp_path / "feats"
+    film = frames / "film"
+    film.mkdir(parents=True)
+
+    def dump(a: int, b: int) -> None:
+        for i in range(a, b):
+            cv2.imwrite(str(film / f"film_{i + 1:06d}.jpg"), np.full((36, 48, 3), (i * 3) % 255, np.uint8))
+
+    dump(0, 60)  # the dump is a third of the way through
+    assert run_extract("--backbone", backbone, "--videos", frames, "--out", out) == 0
+    entry = json.loads((out / "index.json").read_text())["videos"]["film"]
+    assert entry["num_events"] == 1 and entry["source_size"] == 60
+    assert run_extract("--backbone", backbone, "--videos", frames, "--out", out) == 0  # unchanged: skipped
+    dump(60, 180)  # the dump ends
+    capsys.readouterr()
+    assert run_extract("--backbone", backbone, "--videos", frames, "--out", out) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(film) in err and "Traceback" not in err
+    assert "60 frames" in err and "180" in err and "delete film_feats.npy" in err
+    (out / "film_feats.npy").unlink()
+    assert run_extract("--backbone", backbone, "--videos", frames, "--out", out) == 0
+    entry = json.loads((out / "index.json").read_text())["videos"]["film"]
+    assert entry["num_events"] == 3 and entry["source_size"] == 180

@@ -350,7 +350,11 @@ class EventClipStream(VideoStream):
     def film_info(self, r: VideoReader, path: Path) -> dict:
         """What the index records of a video, and its number of events."""
         n = len(event_centers_for(r.duration_s, self.stride_s, self.vidsitu))
-        return {"fps": float(r.fps), "duration_s": float(r.duration_s), "source": str(path), "num_events": n}
+        info = {"fps": float(r.fps), "duration_s": float(r.duration_s), "source": str(path), "num_events": n}
+        # the source as it was read, not when its entry is written: a frame dump or a copy that goes
+        # on meanwhile must not have its finished size stand for the part read
+        size = source_size(path)
+        return info if size is None else {**info, "source_size": size}
 
     def __iter__(self) -> Iterator[dict]:
         wid, nw = self.worker()
@@ -1211,8 +1215,8 @@ class FeatureExtractor(pl.LightningModule):
         return journal_path(self.out_dir, self.global_rank)
 
     def _record(self, vid: str, entry: dict) -> None:
-        size = source_size(entry.get("source"))
-        if size is not None:  # a later run tells another file of the same id by it (plan_extraction)
+        size = entry["source_size"] if "source_size" in entry else source_size(entry.get("source"))
+        if size is not None:  # a later run tells another file of the same id by it (is_finished)
             entry = {**entry, "source_size": size}
         # A killed job may leave a torn last line: starting each record on a fresh line keeps the
         # next one intact (blank and torn lines are skipped on reading).
@@ -1394,6 +1398,8 @@ class FeatureExtractor(pl.LightningModule):
                 "duration_s": round(info["duration_s"], 6),
                 "source": info["source"],
             }
+            if info.get("source_size") is not None:
+                entry["source_size"] = info["source_size"]
             if missing.any():
                 entry["missing_events"] = int(missing.sum())
                 entry["missing"] = _ranges(missing)
@@ -1460,9 +1466,14 @@ def resize_mode(meta: dict, resize: str | None, backbone: Any, name: str) -> str
 
 
 def source_size(source: Any) -> int | None:
-    """The size in bytes of a video file (None: a frame folder, or unreadable)."""
+    """The size in bytes of a video file, the number of frames of a frame folder (None: unreadable).
+    A folder's frames by name, not their bytes: a stat per frame would cost a rerun over VidSitu's
+    frame folders millions of calls, and a dump still running adds frames, not bytes to them."""
     try:
         st = os.stat(source) if isinstance(source, (str, os.PathLike)) else None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            with os.scandir(source) as it:
+                return sum(not e.name.startswith(".") and Path(e.name).suffix.lower() in FRAME_EXTS for e in it)
     except OSError:
         return None
     return int(st.st_size) if st is not None and stat.S_ISREG(st.st_mode) else None
@@ -1479,16 +1490,20 @@ def is_finished(
     replaced), one listed ok is bad input -- skipped, its old features would stand for the new file."""
     if entry is None or (entry.get("status") == "bad" and retry_bad) or entry.get("status") == PENDING:
         return False
-    had, now = entry.get("source_size"), source_size(source)
+    had = entry.get("source_size")
+    now = source_size(source) if had is not None else None
     if had is not None and now is not None and had != now:
         if entry.get("status") == "bad":
             return False
         if result.is_file():
-            raise BadInputError(
-                source,
-                f"its id is extracted in {result.parent} from another file ({entry.get('source')}, {had} bytes; "
-                f"this one has {now}); delete {result.name} to extract it again, or use another --out",
-            )
+            if Path(source).is_dir():  # frames added since (a dump still running when it was read) or removed
+                why = f"extracted in {result.parent} from {had} frames, it holds {now} now"
+            else:
+                why = (
+                    f"its id is extracted in {result.parent} from another file ({entry.get('source')}, {had} bytes; "
+                    f"this one has {now})"
+                )
+            raise BadInputError(source, f"{why}; delete {result.name} to extract it again, or use another --out")
     return entry.get("status") == "bad" or result.is_file()
 
 
