@@ -1283,3 +1283,63 @@ def test_a_frame_folder_still_being_written_is_not_skipped_for_ever(backbone, tm
     assert run_extract("--backbone", backbone, "--videos", frames, "--out", out) == 0
     entry = json.loads((out / "index.json").read_text())["videos"]["film"]
     assert entry["num_events"] == 3 and entry["source_size"] == 180
+
+
+def _hold_lock(folder: Path):
+    """Another process holding ``folder``'s job lock as a running extraction does, until killed."""
+    import subprocess
+    import sys
+
+    code = (
+        "import fcntl, os, socket, sys, time\n"
+        f"fd = os.open({str(folder / ex.JOB_LOCK)!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "os.write(fd, f'pid {os.getpid()} on {socket.gethostname()}, since now'.encode())\n"
+        "print('held', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_a_folder_an_extraction_is_still_writing_is_not_called_a_killed_ones(tmp_path):
+    """A reader started on a folder whose first extraction is still running (claim, journals and
+    some feature files, the job lock held) was told the extraction "did not finish (rerun the same
+    extract command to resume it)": the rerun is refused while the job runs, and a user who takes
+    the job for dead may start over elsewhere. It now names the job writing it; once that job is
+    gone (killed: its lock file stays, locking nothing) the message is the resume hint again."""
+    from moviessl.features.instances import open_instances
+    from moviessl.features.store import CLAIM_NAME
+
+    for fmt, reader in (("moviessl-features", FeatureStore), ("moviessl-instances", open_instances)):
+        out = tmp_path / fmt
+        out.mkdir()
+        ex.atomic_write_json(out / CLAIM_NAME, {"format": fmt, "backbone": "abc", "counts": {}, "videos": {}})
+        for v in ("a", "b"):
+            np.save(out / f"{v}_feats.npy", np.ones((5, 8), np.float32))
+            ex.append_line(ex.journal_path(out, 0), ex.journal_line(v, {"status": "ok", "num_events": 5}))
+        writer = _hold_lock(out)
+        try:
+            who = rf"still being written by an extraction job \(pid {writer.pid} on "
+            with pytest.raises(BadInputError, match=who):
+                reader(out)
+        finally:
+            writer.kill()
+            writer.wait()
+        assert (out / ex.JOB_LOCK).is_file()
+        with pytest.raises(BadInputError, match="did not finish .rerun the same extract command"):
+            reader(out)
+
+
+def test_a_readers_look_at_the_job_lock_does_not_refuse_the_job_taking_it(tmp_path):
+    """A reader asks who writes a folder by taking its lock shared for an instant: an extraction
+    starting at that instant must wait for it, not refuse itself as if another job wrote there."""
+    import threading
+
+    (tmp_path / ex.JOB_LOCK).write_text("pid 1 on elsewhere, since then")
+    fd = os.open(tmp_path / ex.JOB_LOCK, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # the reader's look, caught in the act
+    threading.Timer(0.2, os.close, (fd,)).start()
+    with ex.job_lock(tmp_path):
+        assert (tmp_path / ex.JOB_LOCK).read_text().startswith(f"pid {os.getpid()} on ")

@@ -78,7 +78,16 @@ from ..video import (
     squash_resize,
     to_model_input,
 )
-from .store import CLAIM_NAME, CTX_SUFFIX, FEATS_SUFFIX, FEATURES_FORMAT, INDEX_NAME, check_format, read_index
+from .store import (
+    CLAIM_NAME,
+    CTX_SUFFIX,
+    FEATS_SUFFIX,
+    FEATURES_FORMAT,
+    INDEX_NAME,
+    JOB_LOCK,
+    check_format,
+    read_index,
+)
 
 log = logging.getLogger("moviessl.features")
 
@@ -969,10 +978,8 @@ def predict_skipping_dead_readers(
         gc.collect()
 
 
-JOB_LOCK = ".extract.lock"  # OUT/.extract.lock: held (flock) by the job writing the folder
-
-
 ORPHAN_LOCK_WAIT_S = 30.0  # how long a job waits for a killed one's workers to let go of the lock
+READER_LOCK_WAIT_S = 1.0  # how long a job waits for a reader's look at the lock (store.live_writer)
 
 
 def _holder_is_gone(holder: str) -> bool:
@@ -1009,6 +1016,7 @@ def job_lock(out: Path) -> Iterator[None]:
     path = Path(out) / JOB_LOCK
     writable = True
     orphans_until = None
+    readers_until = time.monotonic() + READER_LOCK_WAIT_S
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies, as to every file here
@@ -1030,6 +1038,9 @@ def job_lock(out: Path) -> Iterator[None]:
                     time.sleep(0.2)
                     continue
                 holder += ", gone; its processes still hold the lock"
+            elif time.monotonic() < readers_until:  # a reader asking who writes the folder holds it an instant
+                time.sleep(0.05)
+                continue
             raise BadInputError(
                 out,
                 f"another extraction job is writing to this folder ({holder}); wait for it to end or use another --out",

@@ -38,6 +38,7 @@ INDEX_NAME = "index.json"
 # What an extraction in progress has claimed (the header of its index, no videos yet): only a
 # finished extraction writes index.json, so "index.json exists" means the folder is complete.
 CLAIM_NAME = ".index.claim.json"
+JOB_LOCK = ".extract.lock"  # held (flock) by the job writing the folder; its text names the job
 VIDSITU_EVENTS = 5
 VIDSITU_DIMS = (2048, 2304)
 VIDSITU_STRIDE_S = 2.0
@@ -71,6 +72,9 @@ def read_index(root: str | os.PathLike, unfinished_ok: bool = False) -> dict | N
         if not claim.is_file():
             return None
         if not unfinished_ok:
+            holder = live_writer(root)
+            if holder is not None:  # not a killed job's folder: a rerun of its command would be refused
+                raise BadInputError(root, f"still being written by an extraction job ({holder}); wait for it to end")
             raise BadInputError(root, "its extraction did not finish (rerun the same extract command to resume it)")
         path = claim
     try:
@@ -80,6 +84,29 @@ def read_index(root: str | os.PathLike, unfinished_ok: bool = False) -> dict | N
     if not isinstance(index, dict) or not isinstance(index.get("videos"), dict):
         raise BadInputError(path, "not a moviessl feature index (no 'videos' mapping)")
     return index
+
+
+def live_writer(root: str | os.PathLike) -> str | None:
+    """Who holds ``root``'s job lock (``pid N on HOST, since ...``), None when no job does (a killed
+    job's lock file locks nothing). Tried with a shared lock, let go at once: the extraction that
+    takes the folder at that instant waits for it (``extract.job_lock``)."""
+    import fcntl
+
+    try:
+        fd = os.open(Path(root) / JOB_LOCK, os.O_RDONLY)
+    except OSError:  # no job writes the folder (the holder removes the file at its end)
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.read(fd, 512).decode("utf-8", "replace").strip() or "a job that is starting"
+        except OSError:  # a filesystem without locks: nothing to tell
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def check_format(root: str | os.PathLike, index: dict, want: str, hint: str = "") -> None:
