@@ -239,3 +239,42 @@ def test_contextualised_scene_ranks_start_at_their_own_share(tmp_path, small_cac
     ins._feature_cache.clear()
     with pytest.raises(BadInputError, match=r"^\S*m3_feats.npy: rewritten since this job first read it"):
         first["m3"][0]
+
+
+def test_scene_kind_auto_does_not_read_backbone_features_while_txe_outputs_are_remade(tmp_path, small_cache):
+    """``extract --contextualizer`` with another TxE first makes the folder's index name none (its
+    ``ctx_pending`` names the new one) and removes the old outputs, then extracts any new films and
+    makes every output at the end, hours later. ``--scene-kind auto`` read such a folder, while that
+    job ran or after it was killed, as one without a TxE: the raw backbone features, without a word,
+    for a run meant to read TxE outputs. It is one line now, naming the job or the rerun, and
+    ``--scene-kind feats`` reads the backbone features on purpose."""
+    import fcntl
+    import json
+
+    from moviessl.features.extract import JOB_LOCK
+
+    ev = tmp_path / "ev"
+    _folder(ev, {"m0": 10, "m1": 12})
+    (ev / "m1_ctx.npy").unlink()  # the new TxE's outputs are made one by one
+    pending = {"path": str(tmp_path / "txe_b.pt"), "hash": "b" * 12, "window": 5, "step": 1, "dim": 8}
+    index = {
+        "format": "moviessl-features",
+        "stride_s": 2.0,
+        "dim": 8,
+        "contextualizer": None,
+        "ctx_pending": pending,
+        "videos": {v: {"status": "ok", "num_events": n} for v, n in (("m0", 10), ("m1", 12))},
+    }
+    (ev / "index.json").write_text(json.dumps(index))
+    fd = os.open(ev / JOB_LOCK, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, b"pid 4242 on node7, since 2026-12-05 10:00:00")
+        with pytest.raises(BadInputError, match=r"txe_b.pt.*being made by an extraction job \(pid 4242 on node7"):
+            scene_arrays(ev, "auto")
+    finally:
+        os.close(fd)  # the job is killed: its lock file stays, locking nothing
+    with pytest.raises(BadInputError, match=r"rerun extract --contextualizer \S*txe_b.pt .*--scene-kind feats"):
+        scene_arrays(ev, "auto")
+    scene, _, desc = scene_arrays(ev, "feats")
+    assert desc.endswith(":feats") and sorted(scene) == ["m0", "m1"]

@@ -31,7 +31,7 @@ from ...dist import launch_rank, local_device, rotated_order
 from ...errors import BadInputError
 from ...features.extract import contextualize, load_contextualizer, save_ctx
 from ...features.instances import LazyFeatures, StampedSource, file_stamp
-from ...features.store import CTX_SUFFIX, NO_CTX, FeatureStore, index_facts
+from ...features.store import CTX_SUFFIX, NO_CTX, FeatureStore, index_facts, live_writer
 from ...utils.digest import content_digest
 from ..base import settings_hash
 
@@ -277,6 +277,19 @@ def scene_arrays(
         raise BadInputError("--scene-kind", f"must be one of {', '.join(SCENE_KINDS)}, got '{kind}'")
     store = FeatureStore(features, num_events=None)
     if kind == "auto":
+        pending = (store.index or {}).get("ctx_pending")
+        if pending and contextualizer is None:
+            # the folder's TxE outputs are being remade (the index names none meanwhile): read as a
+            # folder without a TxE, a run meant for TxE outputs got the backbone's features
+            holder, tail = live_writer(store.root), "or pass --scene-kind feats for the backbone features"
+            raise BadInputError(
+                store.root,
+                f"its TxE outputs of {pending.get('path')} are being made by an extraction job ({holder}); wait for "
+                f"it to end, {tail}"
+                if holder
+                else f"its TxE outputs of {pending.get('path')} were being made when its extraction stopped; rerun "
+                f"extract --contextualizer {pending.get('path')} on it, {tail}",
+            )
         kind = "ctx" if (store.index or {}).get("contextualizer") and contextualizer is None else "feats"
     want = [v for v in (ids if ids is not None else store.ids) if v in store]
     if contextualizer is None:
