@@ -1343,3 +1343,40 @@ def test_a_readers_look_at_the_job_lock_does_not_refuse_the_job_taking_it(tmp_pa
     threading.Timer(0.2, os.close, (fd,)).start()
     with ex.job_lock(tmp_path):
         assert (tmp_path / ex.JOB_LOCK).read_text().startswith(f"pid {os.getpid()} on ")
+
+
+def test_a_reader_of_a_folder_being_extended_says_what_it_reads(tmp_path, caplog):
+    """A finished folder being extended keeps its index until the extension ends, so a reader gets
+    the videos of its last finished run, a consistent set. It did so without a word, while the job
+    writing the rest ran: a TxE pretrained or a task tuned then on part of the data, taken for all
+    of it. The reader now says which job is extending the folder and how many videos it reads."""
+    from moviessl.features.instances import InstanceStore
+    from moviessl.features.store import INDEX_NAME
+
+    out = tmp_path / "feats"
+    out.mkdir()
+    videos = {v: {"status": "ok", "num_events": 5} for v in ("a", "b")}
+    ex.atomic_write_json(out / INDEX_NAME, {"format": "moviessl-features", "dim": 8, "videos": videos})
+    for v in ("a", "b", "c"):  # c: the extension's, journalled, not yet in the index
+        np.save(out / f"{v}_feats.npy", np.ones((5, 8), np.float32))
+    ex.append_line(ex.journal_path(out, 0), ex.journal_line("c", {"status": "ok", "num_events": 5}))
+    writer = _hold_lock(out)
+    try:
+        with caplog.at_level("WARNING", logger="moviessl.features"):
+            assert FeatureStore(out).ids == ["a", "b"]
+            inst = tmp_path / "inst"  # an instance folder (pretrain-ot, LVU's --instances) alike
+            inst.mkdir()
+            ex.atomic_write_json(inst / INDEX_NAME, {"format": "moviessl-instances", "dim": 8, "videos": videos})
+            os.rename(out / ex.JOB_LOCK, inst / ex.JOB_LOCK)  # the same job's lock, now on that folder
+            assert InstanceStore(inst).ids == ["a", "b"]
+            os.rename(inst / ex.JOB_LOCK, out / ex.JOB_LOCK)
+        said = [r.getMessage() for r in caplog.records if "being extended" in r.getMessage()]
+        assert len(said) == 2 and all(f"pid {writer.pid} on " in m for m in said)
+        assert all("the 2 videos its index lists" in m for m in said)
+    finally:
+        writer.kill()
+        writer.wait()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="moviessl.features"):
+        assert FeatureStore(out).ids == ["a", "b"]  # a killed extension's videos wait for its rerun
+    assert not [r for r in caplog.records if "being extended" in r.getMessage()]

@@ -144,6 +144,15 @@ class FeatureStore:
             self.stride_s = VIDSITU_STRIDE_S
         if not self.ids:
             raise BadInputError(self.root, f"no *{FEATS_SUFFIX} feature files (and no usable index.json)")
+        holder = live_writer(self.root) if self.index is not None else None
+        if holder is not None:  # its index lists the last finished run's videos until the job ends
+            log.warning(
+                "%s: being extended by an extraction job (%s); reading the %d videos its index lists, "
+                "not those the job adds (read it again when the job has ended)",
+                self.root,
+                holder,
+                len(self.ids),
+            )
         self._num_events = num_events
         self.vidsitu_layout = self.index is None
         if self.index is not None and self.index.get("dim"):
