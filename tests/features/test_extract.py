@@ -1380,3 +1380,18 @@ def test_a_reader_of_a_folder_being_extended_says_what_it_reads(tmp_path, caplog
     with caplog.at_level("WARNING", logger="moviessl.features"):
         assert FeatureStore(out).ids == ["a", "b"]  # a killed extension's videos wait for its rerun
     assert not [r for r in caplog.records if "being extended" in r.getMessage()]
+
+
+def test_a_folder_of_clips_of_another_geometry_is_not_extended(backbone, videos, tmp_path, capsys):
+    """The same backbone file read with other clips (an older tuned backbone's meta, filled in from
+    its run's config since) extended a folder with clips of another length beside the old ones,
+    and rewrote its header's input, exit 0."""
+    out = tmp_path / "feats"
+    assert run_extract("--backbone", backbone, "--videos", videos, "--out", out) == 0
+    index = json.loads((out / "index.json").read_text())
+    index["input"]["num_frames"] = 2 * index["input"]["num_frames"]  # made with 2x longer clips
+    (out / "index.json").write_text(json.dumps(index))
+    capsys.readouterr()
+    assert run_extract("--backbone", backbone, "--videos", videos, "--out", out) == 2
+    err = capsys.readouterr().err
+    assert "folder holds features of clips" in err and "use another --out" in err and "Traceback" not in err

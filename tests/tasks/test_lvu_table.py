@@ -175,17 +175,19 @@ def test_the_tables_own_event_folder_is_extracted_on_every_run(tmp_path, monkeyp
     with pytest.raises(Stop):
         table.run_lvu_table(tmp_path / "out", tmp_path, {"supervised": backbone}, None, rows=[("none", "sup")])
     assert calls == [(own, 1)]
-    # under torchrun / srun it runs on the fine-tuning's processes: the defaults (1) refused every rank
+    # under torchrun / srun it runs on the processes the launch started for the fine-tuning (the
+    # defaults, 1, refused every rank); a plain run with devices=2 extracts in one process, as before
+    two = dict(rows=[("none", "sup")], overrides=["trainer.devices=2", "trainer.accelerator=cpu"])
     with pytest.raises(Stop):
-        table.run_lvu_table(
-            tmp_path / "out",
-            tmp_path,
-            {"supervised": backbone},
-            None,
-            rows=[("none", "sup")],
-            overrides=["trainer.devices=2", "trainer.accelerator=cpu"],
-        )
+        table.run_lvu_table(tmp_path / "out", tmp_path, {"supervised": backbone}, None, **two)
+    assert calls[-1] == (own, 1)
+    for k, v in {"TORCHELASTIC_RUN_ID": "t", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "RANK": "0"}.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(Stop):
+        table.run_lvu_table(tmp_path / "out", tmp_path, {"supervised": backbone}, None, **two)
     assert calls[-1] == (own, 2)
+    for k in ("TORCHELASTIC_RUN_ID", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK"):
+        monkeypatch.delenv(k)
     calls[:] = [(own, 1)]
     mine = tmp_path / "mine"
     with pytest.raises(Stop, match="mine"):
@@ -198,3 +200,37 @@ def test_the_tables_own_event_folder_is_extracted_on_every_run(tmp_path, monkeyp
             event_features={"supervised": mine},
         )
     assert calls == [(own, 1)]
+
+
+def _rank_reading_after_rank_0(rank: int, folder: str) -> None:
+    import time
+
+    import torch.distributed as td
+
+    from moviessl.tasks.lvu.table import index_written
+
+    td.init_process_group("gloo", init_method=f"file://{folder}/pg", rank=rank, world_size=2)
+    try:
+        if rank == 0:  # rank 0 merges the journals after the others have left the extraction
+            time.sleep(0.5)
+            (Path(folder) / "index.json").write_text("{}")
+        index_written()
+        if rank == 1:
+            (Path(folder) / "seen").write_text(str((Path(folder) / "index.json").is_file()))
+    finally:
+        td.destroy_process_group()
+
+
+def test_ranks_read_an_extraction_only_once_rank_0_has_written_its_index(tmp_path):
+    """Under DDP the ranks other than 0 left an extraction before rank 0 wrote index.json: the
+    table's next step on them found only the claim (and stopped) or an extension's old index."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_rank_reading_after_rank_0, args=(r, str(tmp_path))) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert (tmp_path / "seen").read_text() == "True"

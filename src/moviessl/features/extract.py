@@ -1507,8 +1507,11 @@ def is_finished(
         if entry.get("status") == "bad":
             return False
         if result.is_file():
-            if Path(source).is_dir():  # frames added since (a dump still running when it was read) or removed
+            if Path(source).is_dir() and str(entry.get("source")) == str(source):
+                # frames added since (a dump still running when it was read) or removed
                 why = f"extracted in {result.parent} from {had} frames, it holds {now} now"
+            elif Path(source).is_dir() or Path(str(entry.get("source"))).is_dir():  # a file for a folder, or back
+                why = f"its id is extracted in {result.parent} from another source ({entry.get('source')})"
             else:
                 why = (
                     f"its id is extracted in {result.parent} from another file ({entry.get('source')}, {had} bytes; "
@@ -1659,6 +1662,16 @@ def extract(
             if had != resize:
                 raise BadInputError(
                     out, f"folder holds features with --resize {had}, this run has {resize}; use another --out"
+                )
+            # the same file read another way (an older tuned backbone's meta filled in from its run's
+            # config: checkpoint.upgrade_tuned_meta) must not add clips of another geometry
+            geometry = ("num_frames", "stride", "short_side", "crop")
+            was = {k: (old.get("input") or {}).get(k) for k in geometry}
+            if any(was[k] is not None and was[k] != inp.get(k) for k in geometry):
+                raise BadInputError(
+                    out,
+                    f"folder holds features of clips {was}, this run reads { ({k: inp.get(k) for k in geometry}) }; "
+                    "use another --out",
                 )
             if txe is not None:
                 _retire_ctx(out, old, ctx_info)

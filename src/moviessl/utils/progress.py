@@ -146,6 +146,6 @@ def bar(iterable=None, **kwargs):
 
     if widget is std.tqdm:
         kwargs.setdefault("mininterval", 0.5 if sys.stderr.isatty() else 30.0)
-        # tqdm's monitor redraws a bar idle past maxinterval (10 s): into a file, a stale line between
+        # tqdm's monitor redraws a bar idle past maxinterval (10 s): into a file, stale lines in between
         kwargs.setdefault("maxinterval", max(10.0, kwargs["mininterval"]))
     return tqdm(iterable, **kwargs)

@@ -41,13 +41,13 @@ from ...checkpoint import file_hash, load_checkpoint
 from ...config import load_config, to_dict
 from ...context.instance_masking import pretrain_ot
 from ...data.lvu import LVU_TASKS, read_labels
-from ...dist import trainer_device
+from ...dist import launcher_world, trainer_device
 from ...errors import BadInputError
 from ...features.extract import extract
 from ...features.instances import InstanceStore, extract_instances, set_feature_cache
 from ...features.store import index_facts, read_index
 from ...models.object_transformer import span_checked_settings
-from ...training import check_trainer
+from ...training import check_trainer, planned_world_size
 from ...utils import progress
 from ...utils.digest import content_digest
 from ...utils.io import atomic_write, atomic_write_json, atomic_write_text
@@ -303,6 +303,27 @@ def plot_table(
     return png
 
 
+def extraction_launch(t: Any) -> dict[str, Any]:
+    """How the table's extractions run: under torchrun / srun on the processes the launch started
+    for the fine-tuning (its accelerator and devices: each extraction checks the launch against its
+    own, and one process refused every rank), else one CPU process, as always (a plain run with
+    ``trainer.devices=N`` is not re-executed N times for its extractions)."""
+    found = launcher_world()
+    if found is not None and found[0] > 1 and found[0] == planned_world_size(t):
+        return {"accelerator": t.accelerator, "devices": t.devices, "num_nodes": t.num_nodes}
+    return {"accelerator": "cpu", "devices": 1, "num_nodes": 1}
+
+
+def index_written() -> None:
+    """Under DDP the ranks other than 0 leave an extraction at its end, before rank 0 has merged the
+    journals and written ``index.json``: they wait for it here, so that every rank reads the same
+    folder (one found only the claim and stopped, or read the index before an extension)."""
+    import torch.distributed as td
+
+    if td.is_available() and td.is_initialized() and td.get_world_size() > 1:
+        td.barrier()
+
+
 def run_lvu_table(
     out: str | os.PathLike,
     synth_root: str | os.PathLike,
@@ -357,9 +378,7 @@ def run_lvu_table(
         log.info("%s: %.1f s", name, timings[name])
         return res
 
-    # the extractions run on the processes torchrun / srun started for the fine-tuning (each checks
-    # the launch against its own devices: the defaults, 1 process, refused every rank of a launch)
-    launch = {"accelerator": "cpu", "devices": ft_cfg.trainer.devices, "num_nodes": ft_cfg.trainer.num_nodes}
+    launch = extraction_launch(ft_cfg.trainer)
 
     # 1. instance features per backbone (cached per frame size: a finished folder is skipped video
     # by video, and a table at another size never meets a folder of this one)
@@ -373,6 +392,7 @@ def run_lvu_table(
                 backbones[name], lvu_root, lvu_root / "tracks", d, short_side=side, progress=not quiet, **launch
             ),
         )
+        index_written()
         inst[name] = InstanceStore(d)
 
     # 2. LVU's masked-instance pretraining of the OT (row "ot"), on every movie, no labels; cached
@@ -411,6 +431,7 @@ def run_lvu_table(
                     backbones[b], lvu_root, fdir, stride_s=2.0, num_workers=0, progress=not quiet, **launch
                 ),
             )
+            index_written()
         ctx = contextualizer if s == "ours" else None
         scene[s] = timed(
             f"scene {s}",
