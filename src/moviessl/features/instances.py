@@ -78,7 +78,7 @@ from .extract import (
     shard_over_ranks,
     source_size,
 )
-from .store import CLAIM_NAME, INSTANCES_FORMAT, check_format, index_facts, live_writer, read_index
+from .store import CLAIM_NAME, INSTANCES_FORMAT, check_format, index_facts, read_index, warn_if_extended
 
 log = logging.getLogger("moviessl.features")
 
@@ -676,15 +676,7 @@ class InstanceStore(_Instances):
         self._ids = set(self.ids)
         self.dim = int(index.get("dim") or 0)
         self.backbone = index.get("backbone")
-        holder = live_writer(self.root)
-        if holder is not None:  # its index lists the last finished run's videos until the job ends
-            log.warning(
-                "%s: being extended by an extraction job (%s); reading the %d videos its index lists, "
-                "not those the job adds (read it again when the job has ended)",
-                self.root,
-                holder,
-                len(self.ids),
-            )
+        warn_if_extended(self.root, len(self.ids))
 
     def _shared_inputs(self) -> Any:
         return index_facts(self.index)

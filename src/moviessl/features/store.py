@@ -63,6 +63,20 @@ def index_facts(node: Any) -> Any:
     return node
 
 
+def warn_if_extended(root: Path, n: int) -> None:
+    """A warning when an extraction job holds ``root`` while its ``n`` indexed videos are read: the
+    index lists the last finished run's videos until the job ends."""
+    holder = live_writer(root)
+    if holder is not None:
+        log.warning(
+            "%s: being extended by an extraction job (%s); reading the %d videos its index lists, "
+            "not those the job adds (read it again when the job has ended)",
+            root,
+            holder,
+            n,
+        )
+
+
 def read_index(root: str | os.PathLike, unfinished_ok: bool = False) -> dict | None:
     """``root``'s index, None without one. A folder whose extraction was interrupted before any
     index.json is bad input, unless ``unfinished_ok`` (the extraction resuming it): then its claim."""
@@ -144,15 +158,8 @@ class FeatureStore:
             self.stride_s = VIDSITU_STRIDE_S
         if not self.ids:
             raise BadInputError(self.root, f"no *{FEATS_SUFFIX} feature files (and no usable index.json)")
-        holder = live_writer(self.root) if self.index is not None else None
-        if holder is not None:  # its index lists the last finished run's videos until the job ends
-            log.warning(
-                "%s: being extended by an extraction job (%s); reading the %d videos its index lists, "
-                "not those the job adds (read it again when the job has ended)",
-                self.root,
-                holder,
-                len(self.ids),
-            )
+        if self.index is not None:
+            warn_if_extended(self.root, len(self.ids))
         self._num_events = num_events
         self.vidsitu_layout = self.index is None
         if self.index is not None and self.index.get("dim"):
