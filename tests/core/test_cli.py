@@ -204,3 +204,31 @@ def test_a_sigterm_to_a_command_with_loader_workers_ends_on_its_line_without_a_t
     _, err = p.communicate(timeout=120)
     assert p.returncode == 143
     assert err.strip().splitlines()[-1].startswith("moviessl: terminated") and "Traceback" not in err
+
+
+def test_a_finished_command_ends_its_process_group_a_failed_one_leaves_it(monkeypatch, tmp_path):
+    """Left to the interpreter's exit, gloo's threads freed their tensors during finalisation and a
+    finished torchrun rank died of SIGABRT now and then (a finished job reported as failed); a failed
+    command leaves the group alone, its peers may still be inside a collective."""
+    import torch.distributed as dist
+
+    def start():
+        store = dist.FileStore(str(tmp_path / f"store{len(list(tmp_path.iterdir()))}"), 1)
+        dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+
+    def fail(args):
+        raise BadInputError("/data/x.mp4", "truncated")
+
+    start()
+    try:
+        assert run_as_command(monkeypatch, fail) == 2
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()
+    start()
+    try:
+        assert run_as_command(monkeypatch, lambda args: 0) == 0
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
