@@ -1021,6 +1021,24 @@ def test_a_worker_dying_while_it_hands_a_batch_over_is_found_dead(tmp_path, monk
     p.join()
 
 
+def test_a_broken_batch_hand_over_without_waitid_waits_for_torchs_word(tmp_path, monkeypatch):
+    """macOS's Python has no ``os.waitid`` (CPython leaves it out on Apple platforms): the look for
+    the run's dead worker raised AttributeError, a traceback instead of the video listed bad or the
+    broken connection's one line. Without it the wait is torch's SIGCHLD word alone; none: the error."""
+    import multiprocessing as mp
+
+    monkeypatch.delattr(os, "waitid")
+    token = "this run"
+    p = mp.get_context("fork").Process(target=os._exit, args=(3,))
+    p.start()
+    p.join()
+    ex.reading_note(tmp_path, p.pid).write_text(json.dumps({"id": "b", "source": "/v/b.mp4", "run": token}))
+    assert ex._dead_noted_worker(tmp_path, token) is None
+    monkeypatch.setattr(ex, "WORKER_DEATH_WAIT_S", 0.2)
+    with pytest.raises(ConnectionResetError):
+        ex._worker_death_after(ConnectionResetError(104, "reset"), tmp_path, token)
+
+
 def test_the_loaders_dead_worker_message_is_read_only_with_this_processs_note(tmp_path):
     note = {"id": "x", "source": "/v/x.mp4", "run": "this run"}
     ex.reading_note(tmp_path, 12).write_text(json.dumps(note))

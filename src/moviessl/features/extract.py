@@ -886,9 +886,12 @@ WORKER_DEATH_WAIT_S = 5.0
 def _dead_noted_worker(out: Path, run_token: str) -> tuple[str, str, str] | None:
     """(id, source, how) of a loader worker of this run (its note under ``run_token``) that has died
     by a signal or a non-zero exit, found by ``waitid`` without reaping it (torch's own check); None
-    when every noted worker is alive or ended normally."""
+    when every noted worker is alive or ended normally, or where Python has no ``waitid`` (macOS:
+    CPython leaves it out there; torch's SIGCHLD handler is then the only word of a death)."""
     import signal
 
+    if not hasattr(os, "waitid"):
+        return None
     for note_path in Path(out).glob(f".reading.{socket.gethostname()}.*"):
         try:
             pid = int(note_path.name.rsplit(".", 1)[1])
