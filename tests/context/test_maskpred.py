@@ -454,3 +454,26 @@ def test_txe_layer_settings_reach_the_pretrained_txe():
     txe = build_txe(cfg.model.txe, in_dim=8, **txe_kwargs(cfg))
     assert isinstance(txe.blocks[0].mlp[1], torch.nn.ReLU) and txe.blocks[0].attn.dropout == 0.0
     assert txe.blocks[0].mlp[2].p == 0.1  # ffn_dropout not overridden: the preset's (its dropout)
+
+
+def test_validation_sums_stay_off_mps(tmp_path):
+    """MPS has no float64 (torch: 'Cannot convert a MPS Tensor to float64 dtype'): the validation
+    sums were made on the module's device, so `pretrain-context` under `trainer.accelerator: auto`
+    on an Apple-silicon Mac failed at its first validation. They are held on the CPU there, with the
+    same values (no MPS here: any tensor made on it fails, as the float64 one does on a Mac)."""
+    from moviessl.context.windows import FeatureWindows
+    from moviessl.features.store import FeatureStore
+
+    torch.manual_seed(0)
+    ds = FeatureWindows([FeatureStore(write_vidsitu_folder(tmp_path / "f", sequence_features(12)))], window=5)
+    batch = {k: torch.stack([ds[i][k] for i in range(8)]) for k in ("x", "pad", "uid")}
+    sums = []
+    for device in ("cpu", "mps"):
+        torch.manual_seed(0)
+        mod = make_module()
+        mod._device = torch.device(device)  # what Lightning's move to the accelerator records
+        mod.on_validation_epoch_start()
+        mod.validation_step(batch, 0)
+        sums.append(mod._val_sums)
+    assert sums[1].device.type == "cpu" and sums[1].dtype == torch.float64
+    assert torch.equal(sums[0], sums[1]) and sums[0][2] > 0

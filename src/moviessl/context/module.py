@@ -195,7 +195,10 @@ class MaskPredModule(pl.LightningModule):
         return torch.cat(rows)
 
     def on_validation_epoch_start(self) -> None:
-        self._val_sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, retrieved, tokens
+        # float64 (exact token counts); on the CPU under Apple's MPS, which has no float64 (one
+        # device there: the reduce below has no other process to reach)
+        dev = torch.device("cpu") if self.device.type == "mps" else self.device
+        self._val_sums = torch.zeros(3, dtype=torch.float64, device=dev)  # loss, retrieved, tokens
 
     def validation_step(self, batch: dict, batch_idx: int):
         real = batch.get("real")
@@ -208,9 +211,8 @@ class MaskPredModule(pl.LightningModule):
         if len(pred):
             loss, acc = self.compute_loss(pred, target, tuid)
             n = len(pred)
-            self._val_sums += torch.stack(
-                [loss.detach().double() * n, loss.new_tensor(acc * n).double(), loss.new_tensor(n).double()]
-            )
+            loss = loss.detach().to(self._val_sums.device).double()
+            self._val_sums += torch.stack([loss * n, loss.new_tensor(acc * n), loss.new_tensor(n)])
 
     def on_validation_epoch_end(self) -> None:
         # Means over every masked token of the held-out set, summed over the processes here: Lightning's
