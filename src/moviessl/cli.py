@@ -17,6 +17,7 @@ import sys
 import threading
 
 from . import __version__
+from .dist import end_process_group
 from .errors import BadInputError, Terminated, os_error_line
 
 # (module providing add_parser) in the order shown by --help; each module is one stage.
@@ -178,20 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("moviessl: interrupted (finished work is kept; rerun with --resume where offered)", file=sys.stderr)
         return 130
-    _end_process_group()
+    end_process_group()  # after a finished command only: see its docstring
     return int(rc or 0)
-
-
-def _end_process_group() -> None:
-    """A process of a multi-process run (torchrun, srun, Lightning's own launch) that finished its
-    command ends the process group itself. Left to the interpreter's exit, gloo's worker threads
-    still held work whose tensors freed themselves during finalisation, and the process died of
-    SIGABRT ('terminate called without an active exception') now and then, failing a finished job
-    under torchrun (pytorch/pytorch#179291 describes the crash). Only after a finished command: a
-    failed rank's peers may still be inside a collective, where NCCL's teardown can hang."""
-    dist = sys.modules.get("torch.distributed")  # a command that never imported torch has no group
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":  # pragma: no cover

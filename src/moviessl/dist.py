@@ -23,6 +23,17 @@ def is_dist() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def end_process_group() -> None:
+    """A process of a multi-process run (torchrun, srun, Lightning's own launch) that finished its
+    work ends the process group itself. Left to the interpreter's exit, gloo's worker threads still
+    held work whose tensors were freed during finalisation, and the process died of SIGABRT
+    ('terminate called without an active exception') now and then, failing a finished job under
+    torchrun (the crash pytorch/pytorch#179291 describes). Call it only after work that finished: a
+    failed rank's peers may still be inside a collective, where NCCL's teardown can hang."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def world_size() -> int:
     return dist.get_world_size() if is_dist() else 1
 

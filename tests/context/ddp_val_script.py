@@ -15,6 +15,7 @@ from moviessl.config import load_config
 from moviessl.context.module import MaskPredModule
 from moviessl.context.pretrain import validation_loader
 from moviessl.context.windows import FeatureWindows
+from moviessl.dist import end_process_group
 from moviessl.features.store import FeatureStore
 
 if __name__ == "__main__":
@@ -44,3 +45,4 @@ if __name__ == "__main__":
     if trainer.is_global_zero:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         (out / f"d{devices}_b{batch}.json").write_text(json.dumps(metrics))
+    end_process_group()  # as the CLI does: left to the interpreter's exit, gloo may abort the process

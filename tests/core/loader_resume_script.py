@@ -11,6 +11,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from moviessl.dist import end_process_group
 from moviessl.loader import train_loader
 from moviessl.training import fit, seed_everything
 
@@ -52,3 +53,6 @@ if __name__ == "__main__":
     except RuntimeError as e:
         if "preempted" not in str(e):
             raise
+    # both ranks stop at the same step, so neither is left inside a collective; as the CLI does after
+    # a finished command (left to the interpreter's exit, gloo may abort the process)
+    end_process_group()

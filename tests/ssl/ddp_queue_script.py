@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from moviessl.dist import end_process_group
 from moviessl.ssl.queue import MemoryQueue
 from moviessl.training import fit, seed_everything
 
@@ -60,3 +61,4 @@ if __name__ == "__main__":
     data = torch.utils.data.TensorDataset(torch.randn(32, 4))
     trainer = dict(accelerator="cpu", devices=2, strategy="ddp", max_steps=3, progress_bar=False, ckpt_every_n_steps=0)
     fit(Tiny(), trainer, sys.argv[1], train_dataloaders=torch.utils.data.DataLoader(data, batch_size=4))
+    end_process_group()  # as the CLI does: left to the interpreter's exit, gloo may abort the process
