@@ -68,6 +68,19 @@ def test_vidsitu_relation_with_a_txe_under_ddp(vidsitu_fixture, tmp_path, txe_lr
         assert ("txe" in groups) == (txe_lr_scale > 0)  # a frozen TxE is not optimised at all
 
 
+def test_rank_0_failing_to_export_stops_the_other_rank_with_a_line_not_a_traceback(vidsitu_fixture, tmp_path):
+    """Rank 0 alone scores and exports a seed; where it cannot (here its ``model.pt`` cannot be written),
+    the rank waiting for its scores ended in a RuntimeError traceback under rank 0's one line."""
+    ann, feats = vidsitu_fixture
+    out = tmp_path / "rel"
+    (out / "seed0" / "model.pt" / "x").mkdir(parents=True)  # a folder where rank 0 writes the model
+    args = ["finetune", "vidsitu", "--task", "relation", "--data-root", ann, "--features", feats]
+    p = _cli(*args, "--contextualizer", "scratch", "--seeds", "1", "--out", out, "relation.epochs=1", *DDP)
+    assert p.returncode == 2, p.stderr[-3000:]
+    assert "model.pt: cannot write (Is a directory)" in p.stderr
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+
+
 def test_lvu_under_ddp(tmp_path):
     """Scene-only OT rows leave the instance pathway without gradient; ``train.epochs_grid`` reads
     rank 0's held-out scores on every rank; the OT's masked-instance pretraining and an OT++ run

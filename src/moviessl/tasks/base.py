@@ -31,6 +31,7 @@ from torch import nn
 
 from ..config import MAX_SEED, TrainerConfig, save_config
 from ..dist import broadcast_object
+from ..errors import BadInputError
 from ..eval.stats import summarize
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
 from ..training import fit, seed_everything, trainer_cfg
@@ -240,8 +241,8 @@ def run_seed(job: SeedJob, seed: int) -> dict:
     if not trainer.is_global_zero:  # under DDP, rank 0 alone predicts, scores and writes ...
         # ... and hands its metrics to the other ranks, so a tuning loop or a summary decides the same everywhere
         metrics = broadcast_object(None)
-        if metrics is None:
-            raise RuntimeError(f"{job.name} seed {seed}: rank 0 failed to score the run (its log says why)")
+        if metrics is None:  # rank 0 says why in its own line; a traceback here buried it
+            raise BadInputError(run_dir, f"{job.name} seed {seed}: rank 0 could not score the run (its error says why)")
         return {"seed": seed, "dir": str(run_dir), "metrics": metrics}
     try:
         # Lightning hands the model back on the CPU; score where it trained (a GPU), export from the CPU
