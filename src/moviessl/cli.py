@@ -168,19 +168,80 @@ def main(argv: list[str] | None = None) -> int:
             raise stop from None
     except BadInputError as e:
         print(f"moviessl: error: {e}", file=sys.stderr)
-        return 2
+        return _tell_peers(2, str(e))
     except OSError as e:  # the machine, not the code: a full disk, a folder we may not write, a vanished file
         logging.getLogger("moviessl").debug("OSError", exc_info=True)
         print(f"moviessl: error: {os_error_line(e)}", file=sys.stderr)
-        return 2
+        return _tell_peers(2, os_error_line(e))
     except Terminated:
         print("moviessl: terminated (finished work is kept; rerun with --resume where offered)", file=sys.stderr)
-        return 143
+        return _tell_peers(143, "terminated")
     except KeyboardInterrupt:
         print("moviessl: interrupted (finished work is kept; rerun with --resume where offered)", file=sys.stderr)
-        return 130
+        return _tell_peers(130, "interrupted")
+    except Exception as e:
+        peer = _peer_failure(e)
+        if peer is None:
+            raise
+        logging.getLogger("moviessl").debug("a collective without its peer", exc_info=True)
+        print(f"moviessl: error: {peer[1]}", file=sys.stderr)
+        return peer[0]
     end_process_group()  # after a finished command only: see its docstring
     return int(rc or 0)
+
+
+_FAILED_KEY = "moviessl/failed"  # in the process group's store: "<rank> <exit code> <line>" of a failed process
+
+
+def _process_group():
+    """``torch.distributed`` where this process is one of several of an initialised process group."""
+    dist = sys.modules.get("torch.distributed")  # a command that never imported torch has no group
+    if dist is not None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist
+    return None
+
+
+def _tell_peers(rc: int, line: str) -> int:
+    """``rc``; a failed process of a multi-process job first leaves its exit code and line in the
+    job's store, where the processes it leaves inside a collective find them (:func:`_peer_failure`)."""
+    dist = _process_group()
+    if dist is not None:
+        try:
+            dist.distributed_c10d._get_default_store().set(_FAILED_KEY, f"{dist.get_rank()} {rc} {line}")
+        except Exception:  # the store's host (rank 0) gone too: the peers say what they can
+            pass
+    return rc
+
+
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer")
+
+
+def _peer_failure(e: BaseException) -> tuple[int, str] | None:
+    """``(exit code, line)`` where ``e`` is a collective that failed because another process of the
+    job has gone: gloo raised 'Connection closed by peer' in a traceback under that process's own
+    line, and the job (Lightning's launcher: its rank 0) ended with exit 1 whatever the reason. The
+    failed process's code and line where it left them (:func:`_tell_peers`), else exit 1."""
+    dist = _process_group()
+    gone = lambda x: isinstance(x, dist.DistError) or any(g in str(x) for g in _PEER_GONE)  # noqa: E731
+    if dist is None or not any(gone(x) for x in _chain(e)):
+        return None
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        if store.check([_FAILED_KEY]):
+            rank, rc, line = store.get(_FAILED_KEY).decode("utf-8", "replace").split(" ", 2)
+            return int(rc), f"{line} (rank {rank} of this job; this process stopped with it)"
+    except Exception:  # the store's host (rank 0) is the one gone
+        pass
+    return 1, "another process of this job has gone (its own output says why); this process stopped with it"
+
+
+def _chain(e: BaseException | None) -> list[BaseException]:
+    """``e`` and the errors it was raised from or while handling."""
+    seen: list[BaseException] = []
+    while e is not None and all(e is not x for x in seen):
+        seen.append(e)
+        e = e.__cause__ or e.__context__
+    return seen
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -232,3 +232,58 @@ def test_a_finished_command_ends_its_process_group_a_failed_one_leaves_it(monkey
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _peer_worker(rank: int, port: int, out: str) -> None:
+    import io
+    import json
+    import os
+    import traceback
+
+    import torch
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+
+    def command(args):
+        if rank == 1:
+            raise BadInputError("/data/x_feats.npy", "truncated file")
+        dist.all_reduce(torch.zeros(1))  # rank 0 waits for its peer in a collective
+
+    parser = cli.build_parser
+
+    def build():
+        p = parser()
+        p.set_defaults(func=command)
+        return p
+
+    cli.build_parser, err = build, io.StringIO()
+    sys.stderr = err
+    try:
+        rc = cli.main([])
+    except BaseException:
+        rc = traceback.format_exc()
+    with open(os.path.join(out, f"r{rank}.json"), "w") as f:
+        json.dump({"rc": rc, "err": err.getvalue()}, f)
+    os._exit(0)  # rank 1 leaves at once, as the failed command's process does
+
+
+def test_a_process_left_in_a_collective_by_a_failed_peer_stops_with_the_peers_line(tmp_path):
+    """One process of a multi-process job fails with bad input while another waits for it in a
+    collective: gloo's 'Connection closed by peer' ended the waiting one in a traceback under the
+    failed one's line, exit 1 (the exit code of a job under Lightning's launcher, whose rank 0 it
+    was). It now stops with the failed process's line and exit code."""
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_peer_worker, args=(port, str(tmp_path)), nprocs=2, start_method="spawn")
+    r0, r1 = (json.loads((tmp_path / f"r{r}.json").read_text()) for r in (0, 1))
+    assert r1["rc"] == 2 and r1["err"].strip() == "moviessl: error: /data/x_feats.npy: truncated file"
+    assert r0["rc"] == 2, r0
+    assert r0["err"].startswith("moviessl: error: /data/x_feats.npy: truncated file (rank 1 of this job")
