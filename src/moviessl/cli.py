@@ -155,10 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    finished = False
     try:
         try:
             with _sigterm_as_interrupt():
                 rc = args.func(args)
+            finished = True
         except BaseException as e:
             stop = _interruption(e)
             if stop is not None:
@@ -186,8 +188,19 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("moviessl").debug("a collective without its peer", exc_info=True)
         print(f"moviessl: error: {peer[1]}", file=sys.stderr)
         return peer[0]
+    finally:
+        if not finished:
+            _stop_launched_processes()
     end_process_group()  # after a finished command only: see its docstring
     return int(rc or 0)
+
+
+def _stop_launched_processes() -> None:
+    """After a failed command: the job's processes Lightning's launcher started from this one go too
+    (:func:`moviessl.training.stop_launched_processes`)."""
+    training = sys.modules.get("moviessl.training")  # a command that built no trainer started none
+    if training is not None:
+        training.stop_launched_processes()
 
 
 _FAILED_KEY = "moviessl/failed"  # in the process group's store: "<rank> <exit code> <line>" of a failed process

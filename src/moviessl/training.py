@@ -30,6 +30,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
 from .checkpoint import misshaped
 from .config import TrainerConfig, check_ranges, save_config, to_dict
@@ -226,7 +227,10 @@ def lightning_trainer(**kwargs: Any) -> pl.Trainer:
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
     try:
-        return pl.Trainer(**kwargs)
+        trainer = pl.Trainer(**kwargs)
+        if isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
+            _LAUNCHERS.append(trainer.strategy.launcher)
+        return trainer
     except (MisconfigurationException, ValueError, TypeError, RuntimeError, ImportError) as e:
         tb = e.__traceback__
         while tb is not None and tb.tb_next is not None:
@@ -239,6 +243,24 @@ def lightning_trainer(**kwargs: Any) -> pl.Trainer:
         said = " ".join(f"{k}={kwargs[k]}" for k in keys if isinstance(kwargs.get(k), (str, int, list, tuple)))
         log.debug("pl.Trainer(%s)", kwargs, exc_info=True)
         raise BadInputError(None, f"Lightning cannot run {said}: {e}") from None
+
+
+_LAUNCHERS: list = []  # the launchers of this process's trainers that may start the job's other processes
+
+
+def stop_launched_processes() -> None:
+    """Kill the processes Lightning's own launcher started from this one (its ranks > 0), as
+    Lightning does after a Ctrl-C in ``fit``, for a command that failed anywhere else (rank 0's
+    export, scoring or merge; an error raised outside ``fit``): left running, a rank waiting in a
+    collective for this one ran on after the job had ended, under NCCL until the process group's
+    timeout with its GPU held. SIGKILL, as Lightning's: a rank blocked in a collective never runs a
+    SIGTERM handler."""
+    while _LAUNCHERS:
+        launcher = _LAUNCHERS.pop()
+        for proc in launcher.procs:
+            if proc.poll() is None:
+                proc.send_signal(getattr(signal, "SIGKILL", signal.SIGTERM))
+                proc.wait()
 
 
 def planned_world_size(t: TrainerConfig) -> int:

@@ -287,3 +287,23 @@ def test_a_process_left_in_a_collective_by_a_failed_peer_stops_with_the_peers_li
     assert r1["rc"] == 2 and r1["err"].strip() == "moviessl: error: /data/x_feats.npy: truncated file"
     assert r0["rc"] == 2, r0
     assert r0["err"].startswith("moviessl: error: /data/x_feats.npy: truncated file (rank 1 of this job")
+
+
+def test_a_failed_rank_0_stops_the_processes_lightnings_launcher_started(tmp_path):
+    """Rank 0 of Lightning's own launcher failing outside ``fit`` (its export, scoring, a merge) left
+    the ranks it started running on after the job had ended: under NCCL a rank waiting for it in a
+    collective held its GPU until the process group's timeout (30 minutes). Lightning stops them only
+    after a Ctrl-C in ``fit``; a failed command now does too."""
+    import time
+    from pathlib import Path
+
+    from moviessl.dist import fresh_launch_env
+
+    script = Path(__file__).with_name("rank0_fails_script.py")
+    t0 = time.monotonic()
+    cmd = [sys.executable, str(script), str(tmp_path)]
+    p = subprocess.run(cmd, env=fresh_launch_env(), capture_output=True, text=True, timeout=240)
+    assert p.returncode == 2, p.stderr[-3000:]
+    assert "moviessl: error: " in p.stderr and "No space left on device" in p.stderr
+    assert time.monotonic() - t0 < 50, p.stderr[-3000:]  # the pipe closes once rank 1 has gone too
+    assert not (tmp_path / "rank1_went_on").exists()
