@@ -609,3 +609,63 @@ def test_a_rerun_with_other_settings_stopped_mid_seed_leaves_no_summary_of_the_e
     assert _finetune(ann, feats, out, "verb", *FAST, seeds=2) == 0
     assert _finetune(ann, feats, out, "verb", *FAST, seeds=1) == 0  # the same settings: no seed trains again
     assert json.loads((out / "summary.json").read_text())["seeds"] == 1
+
+
+def _hold_job_lock(folder):
+    """The folder's job lock held as another job's would be (its own open file, its stamp)."""
+    import fcntl
+    import os
+    import socket
+
+    from moviessl.features.store import JOB_LOCK
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / JOB_LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since then".encode())
+    return fd
+
+
+@pytest.mark.parametrize("kind", ["train", "baseline"])
+def test_a_second_job_on_a_folder_a_job_is_training_in_is_refused(vidsitu_fixture, tmp_path, capsys, kind):
+    """Two finetune jobs on one --out (a resubmitted batch job) trained into the same seed folders:
+    each wiped the other's checkpoints and logs (one died of a CSV-logger traceback), config.yaml was
+    the second's, seed0's model.pt and metrics.json were the second's while the first's summary
+    counted them. The second job is now one line naming the holder, before it writes anything."""
+    import os
+
+    ann, feats = vidsitu_fixture
+    out = tmp_path / "run"
+    fd = _hold_job_lock(out)
+    try:
+        if kind == "train":
+            rc = _finetune(ann, feats, out, "verb", *FAST, "verb.epochs=1", seeds=1)
+        else:
+            argv = ["finetune", "vidsitu", "--task", "relation", "--data-root", str(ann), "--baseline", "pair_prior"]
+            rc = main([*argv, "--out", str(out)])
+    finally:
+        os.close(fd)
+    err = capsys.readouterr().err
+    assert rc == 2 and "another moviessl job is writing to this folder (pid" in err and str(out) in err, err
+    assert sorted(p.name for p in out.iterdir()) == [".extract.lock"]  # nothing of the refused job's
+    assert _finetune(ann, feats, out, "verb", *FAST, "verb.epochs=1", seeds=1) == 0  # once the holder is gone
+    assert not (out / ".extract.lock").exists()
+
+
+def test_the_other_ranks_of_a_launch_do_not_take_their_jobs_lock(tmp_path, monkeypatch):
+    """Lightning's launcher starts ranks 1.. with the same command into the same folder while rank 0
+    holds its lock (torchrun and srun start them beside it): they must not be refused by it."""
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    from moviessl.features.extract import run_lock
+
+    fd = _hold_job_lock(tmp_path)
+    try:
+        monkeypatch.setattr(rank_zero_only, "rank", 1)
+        with run_lock(tmp_path):
+            pass
+        monkeypatch.setattr(rank_zero_only, "rank", 0)
+        with pytest.raises(BadInputError, match="another moviessl job"), run_lock(tmp_path):
+            pass
+    finally:
+        __import__("os").close(fd)

@@ -1002,8 +1002,9 @@ def _holder_is_gone(holder: str) -> bool:
 
 
 @contextlib.contextmanager
-def job_lock(out: Path) -> Iterator[None]:
-    """Hold ``out``'s job lock for the block; one line (BadInputError) when another job holds it.
+def job_lock(out: Path, what: str = "extraction job") -> Iterator[None]:
+    """Hold ``out``'s job lock for the block; one line (BadInputError) when another job holds it
+    (``what``: the kind of job the line names).
 
     An exclusive ``flock`` on ``OUT/.extract.lock``: the end of a job removes every journal, temp file
     and ``.partial/`` folder it finds (an earlier, killed run's), so a second job writing the folder
@@ -1046,7 +1047,7 @@ def job_lock(out: Path) -> Iterator[None]:
                 continue
             raise BadInputError(
                 out,
-                f"another extraction job is writing to this folder ({holder}); wait for it to end or use another --out",
+                f"another {what} is writing to this folder ({holder}); wait for it to end or use another --out",
             ) from None
         except OSError as e:
             os.close(fd)
@@ -1074,6 +1075,14 @@ def job_lock(out: Path) -> Iterator[None]:
         if fd is not None:
             path.unlink(missing_ok=True)
             os.close(fd)
+
+
+def run_lock(out: str | os.PathLike) -> contextlib.AbstractContextManager:
+    """The job lock (:func:`job_lock`) of a training run's folder, taken by the job's leader alone
+    (:func:`~moviessl.dist.job_leader`): the other ranks of the same launch run the same command
+    into the same folder. A second job on the folder wrote the same config, checkpoints, logs and
+    seed folders as the first, and each one's summary described runs the other had overwritten."""
+    return job_lock(Path(out), "moviessl job") if job_leader() else contextlib.nullcontext()
 
 
 def merge_journals(out: Path, index: dict) -> None:

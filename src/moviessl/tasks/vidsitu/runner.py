@@ -39,7 +39,7 @@ from ...data.vidsitu import load_split, scorable
 from ...dist import trainer_device
 from ...errors import BadInputError
 from ...eval.vidsitu import evaluate
-from ...features.extract import other_backbone_note, resize_mode
+from ...features.extract import other_backbone_note, resize_mode, run_lock
 from ...features.store import FeatureStore
 from ...models.txe import feature_stats
 from ...training import check_trainer
@@ -240,35 +240,37 @@ def run_baseline(
     train_split = load_split(data_root, cfg.data.train_split)
     eval_split = load_split(data_root, cfg.data.eval_split, split_file=cfg.data.split_file)
     check_disjoint(train_split, eval_split)
-    done = run_dir / "metrics.json"
-    try:
-        baseline_before = "baseline" in json.loads(done.read_text()) if done.is_file() else None
-    except (OSError, ValueError, TypeError):  # unreadable: not a baseline's (which this code writes whole)
-        baseline_before = False
-    # a trained (or training) run's seed0: its predictions, metrics and the job's summary would be overwritten
-    trained = any((run_dir / n).exists() for n in ("settings.json", "checkpoints", "model.pt"))
-    if baseline_before is False or (baseline_before is None and trained):
-        raise BadInputError(out, "holds a trained or training run (seed0/); give the baseline its own --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    spec = TASKS[task](getattr(cfg, task), train_split, eval_split=eval_split, out=out)
-    preds = spec.baseline_entries(baseline, eval_split)
-    atomic_write_bytes(run_dir / "predictions.pkl", pickle.dumps(preds, protocol=4))
-    scored = scorable(eval_split)
-    metrics = evaluate(task, preds, eval_split) if scored else {}
-    atomic_write_json(run_dir / "metrics.json", {"task": task, "baseline": baseline, "seed": 0, "metrics": metrics})
-    label = f"baseline:{baseline}"
-    return write_summary(
-        out,
-        [{"seed": 0, "dir": str(run_dir), "metrics": metrics}],
-        spec.metric_keys if scored else (),
-        f"{task} ({label})",
-        f"VidSitu {task}",
-        f"baseline: `{baseline}`" + ("" if scored else unscored_note(eval_split)),
-        task=task,
-        inputs="none",
-        contextualizer=label,
-        scored=scored,
-    )
+    out = ensure_out_dir(out)
+    with run_lock(out):  # a training job's seed0 may be under way
+        done = run_dir / "metrics.json"
+        try:
+            baseline_before = "baseline" in json.loads(done.read_text()) if done.is_file() else None
+        except (OSError, ValueError, TypeError):  # unreadable: not a baseline's (which this code writes whole)
+            baseline_before = False
+        # a trained (or training) run's seed0: its predictions, metrics and the job's summary would be overwritten
+        trained = any((run_dir / n).exists() for n in ("settings.json", "checkpoints", "model.pt"))
+        if baseline_before is False or (baseline_before is None and trained):
+            raise BadInputError(out, "holds a trained or training run (seed0/); give the baseline its own --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        spec = TASKS[task](getattr(cfg, task), train_split, eval_split=eval_split, out=out)
+        preds = spec.baseline_entries(baseline, eval_split)
+        atomic_write_bytes(run_dir / "predictions.pkl", pickle.dumps(preds, protocol=4))
+        scored = scorable(eval_split)
+        metrics = evaluate(task, preds, eval_split) if scored else {}
+        atomic_write_json(run_dir / "metrics.json", {"task": task, "baseline": baseline, "seed": 0, "metrics": metrics})
+        label = f"baseline:{baseline}"
+        return write_summary(
+            out,
+            [{"seed": 0, "dir": str(run_dir), "metrics": metrics}],
+            spec.metric_keys if scored else (),
+            f"{task} ({label})",
+            f"VidSitu {task}",
+            f"baseline: `{baseline}`" + ("" if scored else unscored_note(eval_split)),
+            task=task,
+            inputs="none",
+            contextualizer=label,
+            scored=scored,
+        )
 
 
 @dataclass
@@ -577,38 +579,39 @@ def run_finetune(
     check_trainer(cfg.trainer)
     seed_list = seed_range(cfg.seed, seeds)
     out = ensure_out_dir(out)
-    save_config(cfg, out)
-    p = prepare(task, data_root, out, cfg, features, videos, backbone, contextualizer, tokenizer)
-    scored = scorable(p.eval_split)
-    if scored:
-        # the evaluation's ground truth is read now, by scoring the no-input fallback submission, so a
-        # missing or malformed file is found before a seed trains rather than after it
-        fallback = [p.spec.fallback(i, v, p.eval_split) for i, v in enumerate(p.eval_split.vseg_ids)]
-        evaluate(task, fallback, p.eval_split)
-    else:
-        log.info("%s: %s has no released ground truth: runs write submissions, unscored", task, cfg.data.eval_split)
-    with threads(cfg.threads):
-        job = make_job(p, out, resume)
-        runs = run_seeds(job, seed_list)
-    failed_decode = max(r["metrics"].get("eval_failed_decode", 0) for r in runs)
-    note = f"inputs: `{p.inputs}`, contextualizer: `{p.ctx_label}`"
-    if not scored:
-        note += unscored_note(p.eval_split)
-    return write_summary(
-        out,
-        runs,
-        p.spec.metric_keys if scored else (),
-        f"{task} ({p.ctx_label})",
-        f"VidSitu {task}",
-        note,
-        task=task,
-        inputs=p.inputs,
-        contextualizer=p.ctx_label,
-        scored=scored,
-        partial=coverage_note(**p.counts, eval_failed_decode=failed_decode, scored=scored),
-        settings=job.settings,
-        **p.counts,
-    )
+    with run_lock(out):  # one job per folder (the leader of a multi-process launch takes it)
+        save_config(cfg, out)
+        p = prepare(task, data_root, out, cfg, features, videos, backbone, contextualizer, tokenizer)
+        scored = scorable(p.eval_split)
+        if scored:
+            # the evaluation's ground truth is read now, by scoring the no-input fallback submission, so a
+            # missing or malformed file is found before a seed trains rather than after it
+            fallback = [p.spec.fallback(i, v, p.eval_split) for i, v in enumerate(p.eval_split.vseg_ids)]
+            evaluate(task, fallback, p.eval_split)
+        else:
+            log.info("%s: %s has no released ground truth: runs write submissions, unscored", task, cfg.data.eval_split)
+        with threads(cfg.threads):
+            job = make_job(p, out, resume)
+            runs = run_seeds(job, seed_list)
+        failed_decode = max(r["metrics"].get("eval_failed_decode", 0) for r in runs)
+        note = f"inputs: `{p.inputs}`, contextualizer: `{p.ctx_label}`"
+        if not scored:
+            note += unscored_note(p.eval_split)
+        return write_summary(
+            out,
+            runs,
+            p.spec.metric_keys if scored else (),
+            f"{task} ({p.ctx_label})",
+            f"VidSitu {task}",
+            note,
+            task=task,
+            inputs=p.inputs,
+            contextualizer=p.ctx_label,
+            scored=scored,
+            partial=coverage_note(**p.counts, eval_failed_decode=failed_decode, scored=scored),
+            settings=job.settings,
+            **p.counts,
+        )
 
 
 def unscored_note(split) -> str:
@@ -640,58 +643,58 @@ def tune_txe_lr_scale(
     cfg = resolve_config(cfg, preset, overrides)
     check_trainer(cfg.trainer)
     seed_list = seed_range(cfg.seed, seeds)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    p = prepare(task, data_root, out, cfg, features=features, contextualizer="scratch")
-    how = (str(Path(features).resolve()), list(values), seeds, heldout_fraction, p.data)
-    settings = settings_hash("tune", task, result_config(to_dict(cfg)), *how)
-    done = out / "tuning.json"
-    if done.is_file() and json.loads(done.read_text()).get("settings") in (
-        settings,
-        settings_hash("tune", task, to_dict(cfg), *how),  # written by a version that hashed the whole config
-    ):
-        return json.loads(done.read_text())
-    n = len(p.train_data)
-    perm = np.random.default_rng(cfg.seed).permutation(n)
-    n_held = max(1, int(round(n * heldout_fraction)))
-    held, fit_part = p.train_data.subset(sorted(perm[:n_held])), p.train_data.subset(sorted(perm[n_held:]))
-    tcfg = p.tcfg
-    losses: dict[str, list[float]] = {}
-    with threads(cfg.threads):
-        for k, v in enumerate(values):
-            optim = TaskOptim(
-                lr=tcfg.lr,
-                weight_decay=tcfg.weight_decay,
-                warmup_steps=tcfg.warmup_steps,
-                backbone_lr_scale=tcfg.backbone_lr_scale,
-                txe_lr_scale=float(v),
-            )
-            job = make_job(p, out / f"scale{v:g}", train_data=fit_part, optim=optim)
-            # trained on a part of the data: a seed run of another split (heldout_fraction) is not this one
-            heldout = ("heldout", sorted(perm[:n_held].tolist()))
-            job.settings = settings_hash(job.settings, *heldout)
-            job.earlier_settings = tuple(settings_hash(h, *heldout) for h in job.earlier_settings)
-            job.score = lambda model, run_dir: {"heldout_loss": heldout_loss(model, held, p.spec, tcfg.batch_size)}
-            job.export = lambda *a: None
-            with progress.part(k, len(values)):
-                runs = run_seeds(job, seed_list)
-            losses[f"{v:g}"] = [r["metrics"]["heldout_loss"] for r in runs]
-    means = {k: float(np.mean(v)) for k, v in losses.items()}
-    best = float(lowest(means))
-    result = {
-        "task": task,
-        "param": "txe_lr_scale",
-        "best": best,
-        "losses": losses,
-        "mean_loss": means,
-        "heldout_segments": n_held,
-        "fit_segments": n - n_held,
-        "seeds": seeds,
-        "settings": settings,
-    }
-    atomic_write_json(done, result)
-    log.info("%s: txe_lr_scale %g (held-out loss %s)", task, best, {k: round(m, 4) for k, m in means.items()})
-    return result
+    out = ensure_out_dir(out)
+    with run_lock(out):
+        p = prepare(task, data_root, out, cfg, features=features, contextualizer="scratch")
+        how = (str(Path(features).resolve()), list(values), seeds, heldout_fraction, p.data)
+        settings = settings_hash("tune", task, result_config(to_dict(cfg)), *how)
+        done = out / "tuning.json"
+        if done.is_file() and json.loads(done.read_text()).get("settings") in (
+            settings,
+            settings_hash("tune", task, to_dict(cfg), *how),  # written by a version that hashed the whole config
+        ):
+            return json.loads(done.read_text())
+        n = len(p.train_data)
+        perm = np.random.default_rng(cfg.seed).permutation(n)
+        n_held = max(1, int(round(n * heldout_fraction)))
+        held, fit_part = p.train_data.subset(sorted(perm[:n_held])), p.train_data.subset(sorted(perm[n_held:]))
+        tcfg = p.tcfg
+        losses: dict[str, list[float]] = {}
+        with threads(cfg.threads):
+            for k, v in enumerate(values):
+                optim = TaskOptim(
+                    lr=tcfg.lr,
+                    weight_decay=tcfg.weight_decay,
+                    warmup_steps=tcfg.warmup_steps,
+                    backbone_lr_scale=tcfg.backbone_lr_scale,
+                    txe_lr_scale=float(v),
+                )
+                job = make_job(p, out / f"scale{v:g}", train_data=fit_part, optim=optim)
+                # trained on a part of the data: a seed run of another split (heldout_fraction) is not this one
+                heldout = ("heldout", sorted(perm[:n_held].tolist()))
+                job.settings = settings_hash(job.settings, *heldout)
+                job.earlier_settings = tuple(settings_hash(h, *heldout) for h in job.earlier_settings)
+                job.score = lambda model, run_dir: {"heldout_loss": heldout_loss(model, held, p.spec, tcfg.batch_size)}
+                job.export = lambda *a: None
+                with progress.part(k, len(values)):
+                    runs = run_seeds(job, seed_list)
+                losses[f"{v:g}"] = [r["metrics"]["heldout_loss"] for r in runs]
+        means = {k: float(np.mean(v)) for k, v in losses.items()}
+        best = float(lowest(means))
+        result = {
+            "task": task,
+            "param": "txe_lr_scale",
+            "best": best,
+            "losses": losses,
+            "mean_loss": means,
+            "heldout_segments": n_held,
+            "fit_segments": n - n_held,
+            "seeds": seeds,
+            "settings": settings,
+        }
+        atomic_write_json(done, result)
+        log.info("%s: txe_lr_scale %g (held-out loss %s)", task, best, {k: round(m, 4) for k, m in means.items()})
+        return result
 
 
 @torch.no_grad()
