@@ -748,3 +748,30 @@ def test_a_movie_added_to_the_root_gets_scene_features_and_a_rerun_reuses_its_ce
     shutil.copy(first, first.with_name(f"added_{first.name}"))
     run_lvu_table(tmp_path / "table", root, {"supervised": tmp / "backbone.pt"}, None, **kw)
     assert f"added_{first.stem}" in read_index(events)["videos"]
+
+
+@pytest.mark.parametrize("task", ["relationship", "all"])
+def test_a_second_job_on_a_folder_a_job_is_training_in_is_refused(lvu_setup, capsys, tmp_path, task):
+    """Two `finetune lvu` jobs on one --out trained into the same seed folders (and, for --task all,
+    the same scene cache and summary): each removed the other's checkpoints and logs, and one job's
+    summary counted the other's runs. The second is now one line naming the holder, writing nothing."""
+    import fcntl
+    import os
+    import socket
+
+    from moviessl.features.store import JOB_LOCK
+
+    tmp, lvu, _ = lvu_setup
+    out = tmp_path / "run"
+    out.mkdir()
+    fd = os.open(out / JOB_LOCK, os.O_RDWR | os.O_CREAT)  # another job's, with its own open file
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since then".encode())
+    argv = ["finetune", "lvu", "--task", task, "--data-root", str(lvu), "--scene-features", str(tmp / "events")]
+    try:
+        rc = main([*argv, "--out", str(out), "train.epochs=1", *FAST])
+    finally:
+        os.close(fd)
+    err = capsys.readouterr().err
+    assert rc == 2 and "another moviessl job is writing to this folder (pid" in err and str(out) in err, err
+    assert [p.name for p in out.iterdir()] == [JOB_LOCK]

@@ -4,6 +4,7 @@ per-span predictions, LVU's metrics on val and test, mean ± SE summaries."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 
 def _run_lvu(args: argparse.Namespace) -> int:
     from ...errors import BadInputError
+    from ...features.extract import run_lock
+    from ...utils.io import ensure_out_dir
     from .runner import contextualize_tasks, is_instance_folder, run_finetune
     from .task import TASKS
 
@@ -23,51 +26,54 @@ def _run_lvu(args: argparse.Namespace) -> int:
         raise BadInputError(
             "--instance-meta", "with --task all give the folder that holds every instance_meta_<task>.pkl"
         )
-    if len(tasks) > 1 and args.contextualizer is not None and args.scene_features is not None:
-        # one pass of the TxE over every task's films before the first task starts the other ranks
-        contextualize_tasks(
-            tasks,
-            args.data_root,
-            args.scene_features,
-            args.contextualizer,
-            args.out,
-            args.preset,
-            args.overrides,
-            seeds=args.seeds,
-            instances=args.instances,
-            instance_meta=args.instance_meta,
-        )
-    means, summaries, tables = {}, {}, {}
-    for task in tasks:
-        res = run_finetune(
-            task,
-            args.data_root,
-            instances=args.instances,
-            instance_meta=args.instance_meta,
-            scene_features=args.scene_features,
-            scene_kind=args.scene_kind,
-            contextualizer=args.contextualizer,
-            init=args.init,
-            seeds=args.seeds,
-            out=Path(args.out) / task if len(tasks) > 1 else args.out,
-            preset=args.preset,
-            overrides=args.overrides,
-            resume=args.resume,
-            scene_cache=args.out,  # one pass of --contextualizer's TxE for every task
-        )
-        sys.stdout.write(res["table"])
-        if res.get("partial"):
-            print(f"moviessl: warning: {task}: {res['partial']} (see summary.md)", file=sys.stderr)
-        means[task] = {k: v["mean"] for k, v in res["summary"].items()}
-        summaries[task], tables[task] = res["summary"], res["table"]
-    if len(tasks) > 1:  # one record of the whole table beside the per-task folders
-        from ...utils.io import atomic_write_json, atomic_write_text
+    # --task all: its scene cache and summary are the top folder's, its tasks' runs in folders below
+    top = run_lock(ensure_out_dir(args.out)) if len(tasks) > 1 else contextlib.nullcontext()
+    with top:
+        if len(tasks) > 1 and args.contextualizer is not None and args.scene_features is not None:
+            # one pass of the TxE over every task's films before the first task starts the other ranks
+            contextualize_tasks(
+                tasks,
+                args.data_root,
+                args.scene_features,
+                args.contextualizer,
+                args.out,
+                args.preset,
+                args.overrides,
+                seeds=args.seeds,
+                instances=args.instances,
+                instance_meta=args.instance_meta,
+            )
+        means, summaries, tables = {}, {}, {}
+        for task in tasks:
+            res = run_finetune(
+                task,
+                args.data_root,
+                instances=args.instances,
+                instance_meta=args.instance_meta,
+                scene_features=args.scene_features,
+                scene_kind=args.scene_kind,
+                contextualizer=args.contextualizer,
+                init=args.init,
+                seeds=args.seeds,
+                out=Path(args.out) / task if len(tasks) > 1 else args.out,
+                preset=args.preset,
+                overrides=args.overrides,
+                resume=args.resume,
+                scene_cache=args.out,  # one pass of --contextualizer's TxE for every task
+            )
+            sys.stdout.write(res["table"])
+            if res.get("partial"):
+                print(f"moviessl: warning: {task}: {res['partial']} (see summary.md)", file=sys.stderr)
+            means[task] = {k: v["mean"] for k, v in res["summary"].items()}
+            summaries[task], tables[task] = res["summary"], res["table"]
+        if len(tasks) > 1:  # one record of the whole table beside the per-task folders
+            from ...utils.io import atomic_write_json, atomic_write_text
 
-        atomic_write_json(Path(args.out) / "summary.json", {"tasks": summaries})
-        md = [f"## {task}\n\n{tables[task]}" for task in tasks]
-        atomic_write_text(
-            Path(args.out) / "summary.md", "# LVU, every task (mean ± standard error)\n\n" + "\n".join(md)
-        )
+            atomic_write_json(Path(args.out) / "summary.json", {"tasks": summaries})
+            md = [f"## {task}\n\n{tables[task]}" for task in tasks]
+            atomic_write_text(
+                Path(args.out) / "summary.md", "# LVU, every task (mean ± standard error)\n\n" + "\n".join(md)
+            )
     sys.stdout.write(json.dumps(means if len(tasks) > 1 else means[tasks[0]]) + "\n")
     return 0
 

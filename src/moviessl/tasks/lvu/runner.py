@@ -37,6 +37,7 @@ from ...data.lvu import read_labels
 from ...dist import trainer_device
 from ...errors import BadInputError
 from ...eval.lvu import evaluate
+from ...features.extract import run_lock
 from ...features.instances import INSTANCE_INDEX, open_instances, set_feature_cache
 from ...features.store import CLAIM_NAME
 from ...loader import train_loader
@@ -44,7 +45,7 @@ from ...models.object_transformer import load_matching, span_checked_settings
 from ...training import check_trainer
 from ...utils import progress
 from ...utils.digest import content_digest
-from ...utils.io import atomic_write_json
+from ...utils.io import atomic_write_json, ensure_out_dir
 from ..base import SeedJob, TaskOptim, lowest, result_config, run_seeds, seed_range, settings_hash, write_summary
 from .config import LVUConfig
 from .data import LVUInputs, contextualize_folder, load_inputs, scene_arrays
@@ -374,188 +375,188 @@ def run_finetune(
         # 0 fell back to the folder's stride without a word; a negative one put the events at negative
         # seconds, which span_tails' per-second counts index from the end (spans of garbage, exit 0)
         raise BadInputError("data.scene_stride_s", f"must be a positive number of seconds (or null), got {stride!r}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out)
-    labels = task_labels(data_root, task, cfg)
-    if inputs is None:
-        inputs = build_inputs(
-            task,
-            data_root,
-            instances,
-            instance_meta,
-            scene_features,
-            scene_kind,
-            contextualizer,
-            cfg.data.scene_stride_s,
-            ids=sorted(set().union(*labels.values())),
-            cache_dir=scene_cache if scene_cache is not None else out,
-            device=trainer_device(cfg.trainer),
-            progress=cfg.trainer.progress_bar,
-        )
-    train = [inputs.videos[v] for v in labels["train"] if v in inputs]
-    evals = {s: [inputs.videos[v] for v in labels[s] if v in inputs] for s in cfg.data.eval_splits}
-    if not train:
-        raise BadInputError(data_root, f"{task}: no training video has inputs ({len(labels['train'])} labelled)")
-    counts = {f"{s}_videos": f"{len(train) if s == 'train' else len(evals[s])}/{len(labels[s])}" for s in labels}
-    log.info("%s: %s", task, ", ".join(f"{k} {v}" for k, v in counts.items()))
-    if evals and not any(evals.values()):  # the runs would train and score nothing, exit 0
-        raise BadInputError(data_root, f"{task}: no video of {' or '.join(evals)} has inputs ({counts})")
-    used = list({v.vid: v for v in [*train, *(v for vs in evals.values() for v in vs)]}.values())
-    gaps = pathway_gaps(used)
-    for name, n in gaps.items():
-        if n == len(used):
-            # the model would be built without that pathway (or read none of it) and the run be
-            # recorded under the inputs asked for: an "OT++" score that is OT's
-            given = {"instance": instances, "scene": scene_features}[name]
-            raise BadInputError(
-                given if given is not None else PATHWAY_OPTION[name],
-                f"no {name} features for any of the {n} labelled videos of LVU task '{task}' (other films?)",
+    out = ensure_out_dir(out)
+    with run_lock(out):  # one job per folder (the leader of a multi-process launch takes it)
+        save_config(cfg, out)
+        labels = task_labels(data_root, task, cfg)
+        if inputs is None:
+            inputs = build_inputs(
+                task,
+                data_root,
+                instances,
+                instance_meta,
+                scene_features,
+                scene_kind,
+                contextualizer,
+                cfg.data.scene_stride_s,
+                ids=sorted(set().union(*labels.values())),
+                cache_dir=scene_cache if scene_cache is not None else out,
+                device=trainer_device(cfg.trainer),
+                progress=cfg.trainer.progress_bar,
             )
-    partial = coverage(len(train), labels, evals, gaps, len(used))
-
-    init_obj, init_label = None, "none"
-    if init is not None:
-        init_obj = load_checkpoint(init, stage="ot")
-        init_label = f"ot:{file_hash(init)}"
-
-    warned: list = []
-
-    def build(seed: int, videos: list, stats: list):
-        model, arch = spec.build_model(
-            inputs.in_dim, inputs.scene_dim, cfg.model.preset, track_mask=cfg.model.track_mask, **mcfg
-        )
-        if init_obj is not None:
-            rep = load_matching(model.ot, init_obj["state_dict"])
-            if not rep["loaded"]:
-                raise BadInputError(init, "no weight of the pretrained OT matches this model (other preset?)")
-            odd = unfitting_init(rep, model.ot.state_dict())
-            if odd and not warned:  # once per setting, not per seed
-                warned.append(True)
-                log.warning(
-                    "%s: %d pretrained tensors do not fit this model and stay at initialisation (%s%s): "
-                    "model.overrides must match the pretrained OT's",
-                    init,
-                    len(odd),
-                    ", ".join(odd[:4]),
-                    ", ..." if len(odd) > 4 else "",
-                )
-            log.debug("init from %s: %d tensors loaded, %d kept new", init, len(rep["loaded"]), len(rep["missing"]))
-        # model.overrides.input_norm: the statistics of the videos it trains on (a pretrained OT's kept)
-        if model.ot.inst_norm is not None or model.ot.scene_norm is not None:
-            if not stats:  # once per setting, not per seed
-                stats.append(input_stats(videos))
-            model.ot.set_input_stats(*stats[0])
-        return model, arch
-
-    halfway, max_inst = int(ot["max_positions"]) // 2, int(ot["max_instances"])
-    train_labels = labels["train"]
-    labels_digest = content_digest(labels)  # labels edited in place: not the runs made before
-
-    def make_job(name: str, job_out: Path, videos: list, epochs: int, score, export, record: dict) -> SeedJob:
-        """One setting's runs: ``videos`` trained for ``epochs`` LVU epochs. The settings hash holds
-        the effective schedule, not the grid it was chosen from, so a run is reused whichever way
-        its epoch count was set."""
-        run_cfg = to_dict(cfg)
-        run_cfg["train"] = {k: v for k, v in run_cfg["train"].items() if k not in _SELECTION_KEYS}
-        run_cfg["data"].pop("instance_cache_mb")  # RAM, not the result: a finished run stays reusable
-        run_cfg["train"]["epochs"] = int(epochs)
-        ids = sorted(v.vid for v in videos) if len(videos) < len(train) else sorted(inputs.videos)
-        y = np.array([float(train_labels[v.vid]) for v in videos], np.float32)
-
-        def loader(seed: int):
-            data = RandomSpans(
-                videos, y, len(videos) * int(epochs), cfg.data.span_s, max_inst, halfway, cfg.data.box_jitter
-            )
-            return train_loader(
-                data,
-                cfg.train.batch_size,
-                seed=seed,
-                shuffle=False,  # items are random draws already
-                num_workers=cfg.data.num_workers,
-                persistent_workers=cfg.data.num_workers > 0,
-                collate_fn=collate_spans,
-            )
-
-        tc = cfg.train
-        stats: list = []  # the videos' input statistics, computed by the first run that needs them
-        what = (inputs.desc, init_label, ids, inputs.data, labels_digest)
-        return SeedJob(
-            name=name,
-            out=job_out,
-            settings=settings_hash(task, result_config(run_cfg), *what),
-            earlier_settings=(settings_hash(task, run_cfg, *what),),
-            config=cfg,
-            optim=TaskOptim(
-                lr=tc.lr,
-                betas=tuple(tc.betas),
-                weight_decay=tc.weight_decay,
-                warmup_frac=tc.warmup_frac,
-                decay="linear",
-                no_decay_vectors=True,
-            ),
-            trainer=cfg.trainer,
-            epochs=1,  # the dataset already holds #videos x epochs spans
-            build=lambda seed: build(seed, videos, stats),
-            loader=loader,
-            score=score,
-            export=export,
-            record=record,
-            throughput_name="spans_per_s",
-            resume=resume,
-        )
-
-    def score(model, run_dir: Path) -> dict:
-        metrics = {}
-        for split, vids in evals.items():
-            preds = predict_spans(model, vids, cfg, halfway, max_inst)
-            if not all(np.isfinite(o).all() for spans in preds.values() for o in spans):
-                # not the evaluator's "bad predictions file": the run itself is what went wrong
+        train = [inputs.videos[v] for v in labels["train"] if v in inputs]
+        evals = {s: [inputs.videos[v] for v in labels[s] if v in inputs] for s in cfg.data.eval_splits}
+        if not train:
+            raise BadInputError(data_root, f"{task}: no training video has inputs ({len(labels['train'])} labelled)")
+        counts = {f"{s}_videos": f"{len(train) if s == 'train' else len(evals[s])}/{len(labels[s])}" for s in labels}
+        log.info("%s: %s", task, ", ".join(f"{k} {v}" for k, v in counts.items()))
+        if evals and not any(evals.values()):  # the runs would train and score nothing, exit 0
+            raise BadInputError(data_root, f"{task}: no video of {' or '.join(evals)} has inputs ({counts})")
+        used = list({v.vid: v for v in [*train, *(v for vs in evals.values() for v in vs)]}.values())
+        gaps = pathway_gaps(used)
+        for name, n in gaps.items():
+            if n == len(used):
+                # the model would be built without that pathway (or read none of it) and the run be
+                # recorded under the inputs asked for: an "OT++" score that is OT's
+                given = {"instance": instances, "scene": scene_features}[name]
                 raise BadInputError(
-                    run_dir,
-                    "the trained model's outputs are not finite (training diverged: lower train.lr "
-                    "or set trainer.gradient_clip_val)",
+                    given if given is not None else PATHWAY_OPTION[name],
+                    f"no {name} features for any of the {n} labelled videos of LVU task '{task}' (other films?)",
                 )
-            atomic_write_json(run_dir / f"predictions_{split}.json", preds, indent=None)
-            if preds:
-                metrics[f"{split}_{spec.metric}"] = evaluate(task, preds, labels[split])[spec.metric]
-        return metrics
+        partial = coverage(len(train), labels, evals, gaps, len(used))
 
-    def export(model, arch: dict, run_dir: Path, run: dict) -> None:
-        meta = {**spec.meta(), "inputs": inputs.desc, "init": init_label, **run, **counts}
-        save_checkpoint(
-            run_dir / "model.pt", stage="lvu", arch=arch, state_dict=model.state_dict(), config=cfg, meta=meta
+        init_obj, init_label = None, "none"
+        if init is not None:
+            init_obj = load_checkpoint(init, stage="ot")
+            init_label = f"ot:{file_hash(init)}"
+
+        warned: list = []
+
+        def build(seed: int, videos: list, stats: list):
+            model, arch = spec.build_model(
+                inputs.in_dim, inputs.scene_dim, cfg.model.preset, track_mask=cfg.model.track_mask, **mcfg
+            )
+            if init_obj is not None:
+                rep = load_matching(model.ot, init_obj["state_dict"])
+                if not rep["loaded"]:
+                    raise BadInputError(init, "no weight of the pretrained OT matches this model (other preset?)")
+                odd = unfitting_init(rep, model.ot.state_dict())
+                if odd and not warned:  # once per setting, not per seed
+                    warned.append(True)
+                    log.warning(
+                        "%s: %d pretrained tensors do not fit this model and stay at initialisation (%s%s): "
+                        "model.overrides must match the pretrained OT's",
+                        init,
+                        len(odd),
+                        ", ".join(odd[:4]),
+                        ", ..." if len(odd) > 4 else "",
+                    )
+                log.debug("init from %s: %d tensors loaded, %d kept new", init, len(rep["loaded"]), len(rep["missing"]))
+            # model.overrides.input_norm: the statistics of the videos it trains on (a pretrained OT's kept)
+            if model.ot.inst_norm is not None or model.ot.scene_norm is not None:
+                if not stats:  # once per setting, not per seed
+                    stats.append(input_stats(videos))
+                model.ot.set_input_stats(*stats[0])
+            return model, arch
+
+        halfway, max_inst = int(ot["max_positions"]) // 2, int(ot["max_instances"])
+        train_labels = labels["train"]
+        labels_digest = content_digest(labels)  # labels edited in place: not the runs made before
+
+        def make_job(name: str, job_out: Path, videos: list, epochs: int, score, export, record: dict) -> SeedJob:
+            """One setting's runs: ``videos`` trained for ``epochs`` LVU epochs. The settings hash holds
+            the effective schedule, not the grid it was chosen from, so a run is reused whichever way
+            its epoch count was set."""
+            run_cfg = to_dict(cfg)
+            run_cfg["train"] = {k: v for k, v in run_cfg["train"].items() if k not in _SELECTION_KEYS}
+            run_cfg["data"].pop("instance_cache_mb")  # RAM, not the result: a finished run stays reusable
+            run_cfg["train"]["epochs"] = int(epochs)
+            ids = sorted(v.vid for v in videos) if len(videos) < len(train) else sorted(inputs.videos)
+            y = np.array([float(train_labels[v.vid]) for v in videos], np.float32)
+
+            def loader(seed: int):
+                data = RandomSpans(
+                    videos, y, len(videos) * int(epochs), cfg.data.span_s, max_inst, halfway, cfg.data.box_jitter
+                )
+                return train_loader(
+                    data,
+                    cfg.train.batch_size,
+                    seed=seed,
+                    shuffle=False,  # items are random draws already
+                    num_workers=cfg.data.num_workers,
+                    persistent_workers=cfg.data.num_workers > 0,
+                    collate_fn=collate_spans,
+                )
+
+            tc = cfg.train
+            stats: list = []  # the videos' input statistics, computed by the first run that needs them
+            what = (inputs.desc, init_label, ids, inputs.data, labels_digest)
+            return SeedJob(
+                name=name,
+                out=job_out,
+                settings=settings_hash(task, result_config(run_cfg), *what),
+                earlier_settings=(settings_hash(task, run_cfg, *what),),
+                config=cfg,
+                optim=TaskOptim(
+                    lr=tc.lr,
+                    betas=tuple(tc.betas),
+                    weight_decay=tc.weight_decay,
+                    warmup_frac=tc.warmup_frac,
+                    decay="linear",
+                    no_decay_vectors=True,
+                ),
+                trainer=cfg.trainer,
+                epochs=1,  # the dataset already holds #videos x epochs spans
+                build=lambda seed: build(seed, videos, stats),
+                loader=loader,
+                score=score,
+                export=export,
+                record=record,
+                throughput_name="spans_per_s",
+                resume=resume,
+            )
+
+        def score(model, run_dir: Path) -> dict:
+            metrics = {}
+            for split, vids in evals.items():
+                preds = predict_spans(model, vids, cfg, halfway, max_inst)
+                if not all(np.isfinite(o).all() for spans in preds.values() for o in spans):
+                    # not the evaluator's "bad predictions file": the run itself is what went wrong
+                    raise BadInputError(
+                        run_dir,
+                        "the trained model's outputs are not finite (training diverged: lower train.lr "
+                        "or set trainer.gradient_clip_val)",
+                    )
+                atomic_write_json(run_dir / f"predictions_{split}.json", preds, indent=None)
+                if preds:
+                    metrics[f"{split}_{spec.metric}"] = evaluate(task, preds, labels[split])[spec.metric]
+            return metrics
+
+        def export(model, arch: dict, run_dir: Path, run: dict) -> None:
+            meta = {**spec.meta(), "inputs": inputs.desc, "init": init_label, **run, **counts}
+            save_checkpoint(
+                run_dir / "model.pt", stage="lvu", arch=arch, state_dict=model.state_dict(), config=cfg, meta=meta
+            )
+
+        prev_threads = torch.get_num_threads()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        try:
+            epochs, tuning = int(cfg.train.epochs), None
+            parts = 2 if cfg.train.epochs_grid else 1  # the time-left's progress: tuning, then the runs
+            if cfg.train.epochs_grid:
+                with progress.part(0, parts):
+                    tuning = tune_epochs(task, train, train_labels, cfg, out / "tune", make_job, halfway, max_inst)
+                epochs = int(tuning["best"])
+            record = {"inputs": inputs.desc, "init": init_label, "epochs": epochs, **counts}
+            job = make_job(task, out, train, epochs, score, export, record)
+            with progress.part(parts - 1, parts):
+                runs = run_seeds(job, [cfg.seed + k for k in range(int(seeds))])
+        finally:
+            torch.set_num_threads(prev_threads)
+        return write_summary(
+            out,
+            runs,
+            spec.metric_keys,
+            f"{task} ({inputs.desc or 'inputs'})",
+            f"LVU {task}",
+            f"inputs: `{inputs.desc}`, init: `{init_label}`",
+            partial=partial,
+            task=task,
+            inputs=inputs.desc,
+            init=init_label,
+            epochs=epochs,
+            epochs_tuning=tuning and {k: tuning[k] for k in ("best", "criterion", "mean", "heldout_videos")},
+            settings=job.settings,
+            **counts,
         )
-
-    prev_threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
-        epochs, tuning = int(cfg.train.epochs), None
-        parts = 2 if cfg.train.epochs_grid else 1  # the time-left's progress: tuning, then the runs
-        if cfg.train.epochs_grid:
-            with progress.part(0, parts):
-                tuning = tune_epochs(task, train, train_labels, cfg, out / "tune", make_job, halfway, max_inst)
-            epochs = int(tuning["best"])
-        record = {"inputs": inputs.desc, "init": init_label, "epochs": epochs, **counts}
-        job = make_job(task, out, train, epochs, score, export, record)
-        with progress.part(parts - 1, parts):
-            runs = run_seeds(job, [cfg.seed + k for k in range(int(seeds))])
-    finally:
-        torch.set_num_threads(prev_threads)
-    return write_summary(
-        out,
-        runs,
-        spec.metric_keys,
-        f"{task} ({inputs.desc or 'inputs'})",
-        f"LVU {task}",
-        f"inputs: `{inputs.desc}`, init: `{init_label}`",
-        partial=partial,
-        task=task,
-        inputs=inputs.desc,
-        init=init_label,
-        epochs=epochs,
-        epochs_tuning=tuning and {k: tuning[k] for k in ("best", "criterion", "mean", "heldout_videos")},
-        settings=job.settings,
-        **counts,
-    )
