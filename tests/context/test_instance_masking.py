@@ -286,3 +286,35 @@ def test_pretrain_ot_says_accumulation_does_not_widen_the_span_losss_negatives(
         im.pretrain_ot(One(), tmp_path / "out", cfg)
     warned = "span compatibility loss's negatives are the other items of one micro-batch (8), not of the accumulated 16"
     assert (warned in caplog.text) == said
+
+
+def test_pretrain_ot_refuses_a_folder_another_job_is_training_in(tmp_path):
+    """Two `pretrain-ot` jobs on one --out both passed the check for an earlier run (no checkpoint
+    yet) and trained into the same checkpoints, logs and model.pt. The second is now one line
+    naming the holder, before the teacher or any video is read."""
+    import fcntl
+    import os
+    import socket
+
+    from moviessl.config import load_config
+    from moviessl.context.instance_masking import pretrain_ot
+    from moviessl.features.store import JOB_LOCK
+
+    class Unread:
+        dim, ids, root = 16, ["a"], tmp_path
+
+        def load(self, vid, lazy=True):
+            raise AssertionError("a video was read by the refused job")
+
+    out = tmp_path / "out"
+    out.mkdir()
+    fd = os.open(out / JOB_LOCK, os.O_RDWR | os.O_CREAT)  # another job's, with its own open file
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since then".encode())
+    cfg = load_config("ot_pretrain", "cpu", ["trainer.progress_bar=false", "masking.action_weight=0"])
+    try:
+        with pytest.raises(BadInputError, match=r"another moviessl job is writing to this folder \(pid"):
+            pretrain_ot(Unread(), out, cfg)
+    finally:
+        os.close(fd)
+    assert [p.name for p in out.iterdir()] == [JOB_LOCK]

@@ -231,3 +231,31 @@ def test_a_resume_keeps_its_held_out_videos_when_videos_were_added(feats, tmp_pa
     assert main([*map(str, args), "--resume", "trainer.max_steps=3"]) == 0
     assert json.loads((out / "heldout.json").read_text()) == held
     assert load_checkpoint(out / "model.pt", stage="context")["meta"]["num_videos"] == 24 - 6 + 8
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_second_job_on_a_folder_a_job_is_training_in_is_refused(feats, tmp_path, capsys, resume):
+    """Two `pretrain-context` jobs on one --out (a resubmitted batch job) both passed the check for
+    an earlier run (no checkpoint yet), drew their held-out videos into one heldout.json, trained
+    into the same checkpoints and logs, and each exported a model.pt; a --resume beside a running job
+    restored its last.ckpt and trained on beside it. The second job is now one line naming the
+    holder, before it writes anything."""
+    import fcntl
+    import os
+    import socket
+
+    from moviessl.features.store import JOB_LOCK
+
+    out = tmp_path / "run"
+    out.mkdir()
+    fd = os.open(out / JOB_LOCK, os.O_RDWR | os.O_CREAT)  # another job's, with its own open file
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since then".encode())
+    args = ["pretrain-context", "--features", feats[0], "--out", out, *(["--resume"] if resume else [])]
+    try:
+        rc = main([*map(str, args), "trainer.max_steps=2", *FAST])
+    finally:
+        os.close(fd)
+    err = capsys.readouterr().err
+    assert rc == 2 and "another moviessl job is writing to this folder (pid" in err and str(out) in err, err
+    assert [p.name for p in out.iterdir()] == [JOB_LOCK]

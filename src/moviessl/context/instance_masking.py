@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from ..checkpoint import arch_spec, file_hash, load_file, save_checkpoint
 from ..config import to_dict
 from ..errors import BadInputError
+from ..features.extract import run_lock
 from ..features.instances import set_feature_cache
 from ..loader import train_loader
 from ..models.heads import BertLMHead
@@ -256,64 +257,65 @@ def pretrain_ot(
     # then the folder, before the teacher and every video are read (an --out that cannot be written
     # was said only after that work)
     out = ensure_out_dir(out)
-    seed_everything(cfg.seed)
-    setup_machine(cfg.trainer)
-    set_feature_cache(cfg.data.instance_cache_mb)
-    # the teacher is checked before the videos are read (every file of a large release)
-    module = InstanceMaskingModule(cfg, instances.dim, load_teacher_head(teacher) if teacher else None)
-    videos = []
-    for vid in ids if ids is not None else list(instances.ids):
-        try:
-            inst = instances.load(vid, lazy=True)
-        except BadInputError as e:
-            log.warning("skipping %s", e)
-            continue
-        if len(inst):
-            videos.append(SpanVideo(vid, inst=inst))
-    if not videos:
-        raise BadInputError(getattr(instances, "root", None), "no videos with instances to pretrain on")
-    d = cfg.data
-    if cfg.masking.span_weight > 0:  # LVU's span loss is per process: its negatives are one process's spans
-        warn_micro_batch_negatives(cfg.trainer, "the span compatibility loss's negatives", 2 * d.batch_size)
-    ot = module.ot
-    if ot.inst_norm is not None:  # model.overrides.input_norm: the statistics of the videos it pretrains on
-        ot.set_input_stats(*input_stats(videos))
-    data = SpanPairs(videos, d.span_s, ot.max_instances, ot.max_positions // 2, d.box_jitter)
-    dl = train_loader(
-        data,
-        min(d.batch_size, len(data)),
-        seed=cfg.seed,
-        shuffle=False,  # items are random draws already
-        # under DDP each process gets its share: dropping a short last batch left none when the
-        # pairs were fewer than a batch per process
-        drop_last=len(data) >= d.batch_size * planned_world_size(cfg.trainer),
-        num_workers=d.num_workers,
-        persistent_workers=d.num_workers > 0,
-        collate_fn=collate_spans,
-    )
-    log.info(
-        "masked-instance pretraining on %d videos, %d spans, %d-d instances", len(videos), len(data), instances.dim
-    )
-    trainer = fit(
-        module,
-        cfg.trainer,
-        out,
-        config=cfg,
-        train_dataloaders=dl,
-        resume=resume,
-        throughput_name="spans_per_s",
-        curve_keys=("train/loss", "train/action_kl", "train/span_loss"),
-    )
-    path = out / "model.pt"
-    if trainer.is_global_zero:
-        module.export(
-            path,
-            meta={
-                "instances": str(getattr(instances, "root", "")),
-                "backbone": getattr(instances, "backbone", None),
-                "teacher": file_hash(teacher) if teacher else None,
-                "num_videos": len(videos),
-                "steps": int(trainer.global_step),
-            },
+    with run_lock(out):  # one job per folder (the leader of a multi-process launch takes it)
+        seed_everything(cfg.seed)
+        setup_machine(cfg.trainer)
+        set_feature_cache(cfg.data.instance_cache_mb)
+        # the teacher is checked before the videos are read (every file of a large release)
+        module = InstanceMaskingModule(cfg, instances.dim, load_teacher_head(teacher) if teacher else None)
+        videos = []
+        for vid in ids if ids is not None else list(instances.ids):
+            try:
+                inst = instances.load(vid, lazy=True)
+            except BadInputError as e:
+                log.warning("skipping %s", e)
+                continue
+            if len(inst):
+                videos.append(SpanVideo(vid, inst=inst))
+        if not videos:
+            raise BadInputError(getattr(instances, "root", None), "no videos with instances to pretrain on")
+        d = cfg.data
+        if cfg.masking.span_weight > 0:  # LVU's span loss is per process: its negatives are one process's spans
+            warn_micro_batch_negatives(cfg.trainer, "the span compatibility loss's negatives", 2 * d.batch_size)
+        ot = module.ot
+        if ot.inst_norm is not None:  # model.overrides.input_norm: the statistics of the videos it pretrains on
+            ot.set_input_stats(*input_stats(videos))
+        data = SpanPairs(videos, d.span_s, ot.max_instances, ot.max_positions // 2, d.box_jitter)
+        dl = train_loader(
+            data,
+            min(d.batch_size, len(data)),
+            seed=cfg.seed,
+            shuffle=False,  # items are random draws already
+            # under DDP each process gets its share: dropping a short last batch left none when the
+            # pairs were fewer than a batch per process
+            drop_last=len(data) >= d.batch_size * planned_world_size(cfg.trainer),
+            num_workers=d.num_workers,
+            persistent_workers=d.num_workers > 0,
+            collate_fn=collate_spans,
         )
-    return path
+        log.info(
+            "masked-instance pretraining on %d videos, %d spans, %d-d instances", len(videos), len(data), instances.dim
+        )
+        trainer = fit(
+            module,
+            cfg.trainer,
+            out,
+            config=cfg,
+            train_dataloaders=dl,
+            resume=resume,
+            throughput_name="spans_per_s",
+            curve_keys=("train/loss", "train/action_kl", "train/span_loss"),
+        )
+        path = out / "model.pt"
+        if trainer.is_global_zero:
+            module.export(
+                path,
+                meta={
+                    "instances": str(getattr(instances, "root", "")),
+                    "backbone": getattr(instances, "backbone", None),
+                    "teacher": file_hash(teacher) if teacher else None,
+                    "num_videos": len(videos),
+                    "steps": int(trainer.global_step),
+                },
+            )
+        return path

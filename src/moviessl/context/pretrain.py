@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from ..data.vidsitu import resolve_ann_root, segment_splits
 from ..errors import BadInputError
+from ..features.extract import run_lock
 from ..features.store import FeatureStore
 from ..loader import train_loader
 from ..training import (
@@ -146,88 +147,95 @@ def pretrain_context(
     mask_sizes(cfg)  # before any feature is read
     check_txe(cfg)
     out = ensure_out_dir(out)
-    refuse_earlier_run(out, resume)
-    refuse_changed_on_resume(
-        out, resume, cfg, ("maskpred.input_norm", "maskpred.center"), "the statistics they set are in the checkpoint"
-    )
-    seed_everything(cfg.seed)
-    # a folder given twice numbered each event twice: its copy became a distractor against itself
-    unique: dict[Path, Any] = {}
-    for f in features:
-        unique.setdefault(Path(f).resolve(), f)
-    if len(unique) < len(list(features)):
-        log.warning("--features names the same folder more than once; each is read once")
-    stores = [FeatureStore(f) for f in unique.values()]
-    strides = {s.stride_s for s in stores}
-    # a folder without an index counts as VidSitu's released features (what it usually is)
-    made_by = {s.backbone or "vidsitu-released": s.root for s in stores}
-    if len(made_by) > 1:  # one TxE over two backbones' feature spaces of one width trains, and means little
-        log.warning(
-            "--features come from %d different backbones (%s): one TxE is pretrained on all of them",
-            len(made_by),
-            "; ".join(f"{root}: {b}" for b, root in made_by.items()),
+    with run_lock(out):  # one job per folder (the leader of a multi-process launch takes it)
+        refuse_earlier_run(out, resume)
+        refuse_changed_on_resume(
+            out,
+            resume,
+            cfg,
+            ("maskpred.input_norm", "maskpred.center"),
+            "the statistics they set are in the checkpoint",
         )
-    d = cfg.data
-    all_ids = [(i, v) for i, s in enumerate(stores) for v in s.ids]
-    if not include_eval_splits:
-        all_ids = pretraining_ids(stores, all_ids, vidsitu_root)
-    train_ids, val_ids = held_out(out, stores, all_ids, d.val_fraction, cfg.seed, resume)
-    train = FeatureWindows(stores, d.window, d.token_stride_s, d.windows_per_video, random_start=True, ids=train_ids)
-    val = None
-    if val_ids:  # its events numbered after the training set's: the two share the queue of distractors
-        base = train.videos[-1][3] + train.videos[-1][2]
-        val = FeatureWindows(stores, d.window, d.token_stride_s, 1, random_start=False, ids=val_ids, uid_base=base)
-    log.info(
-        "MaskPred on %d train / %d val videos, %d events, dim %d (%d bad files skipped)",
-        len(train.videos),
-        len(val.videos) if val else 0,
-        train.num_events,
-        train.dim,
-        train.num_bad + (val.num_bad if val else 0),
-    )
-
-    module = MaskPredModule(cfg, train.dim, min(strides))
-    mean, var = train.feature_stats(d.mean_videos, seed=cfg.seed)
-    if cfg.maskpred.input_norm:
-        module.set_input_stats(mean, var)
-    if cfg.maskpred.center:
-        module.set_target_mean(mean)
-
-    drop_last = len(train) >= d.batch_size * planned_world_size(cfg.trainer)  # every rank gets a full batch
-    loader_kw = dict(
-        num_workers=d.num_workers, persistent_workers=d.num_workers > 0, pin_memory=torch.cuda.is_available()
-    )
-    train_dl = train_loader(train, min(d.batch_size, len(train)), seed=cfg.seed, drop_last=drop_last, **loader_kw)
-    val_dl = validation_loader(val, d.batch_size, **loader_kw) if val else None
-
-    trainer = fit(
-        module,
-        cfg.trainer,
-        out,
-        config=cfg,
-        train_dataloaders=train_dl,
-        val_dataloaders=val_dl,
-        resume=resume,
-        throughput_name="tokens_per_s",
-        curve_keys=("train/loss", "train/retrieval_acc", "val/retrieval_acc"),
-    )
-    path = out / "model.pt"
-    if trainer.is_global_zero:
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        meta = {
-            "features": [str(r) for r in unique],
-            "backbone": sorted(made_by),
-            "num_videos": len(train.videos),
-            "num_events": train.num_events,
-            "skipped_files": train.num_bad + (val.num_bad if val else 0),
-            "steps": int(trainer.global_step),
-            "metrics": metrics,
-        }
-        module.export(path, meta=meta)
+        seed_everything(cfg.seed)
+        # a folder given twice numbered each event twice: its copy became a distractor against itself
+        unique: dict[Path, Any] = {}
+        for f in features:
+            unique.setdefault(Path(f).resolve(), f)
+        if len(unique) < len(list(features)):
+            log.warning("--features names the same folder more than once; each is read once")
+        stores = [FeatureStore(f) for f in unique.values()]
+        strides = {s.stride_s for s in stores}
+        # a folder without an index counts as VidSitu's released features (what it usually is)
+        made_by = {s.backbone or "vidsitu-released": s.root for s in stores}
+        if len(made_by) > 1:  # one TxE over two backbones' feature spaces of one width trains, and means little
+            log.warning(
+                "--features come from %d different backbones (%s): one TxE is pretrained on all of them",
+                len(made_by),
+                "; ".join(f"{root}: {b}" for b, root in made_by.items()),
+            )
+        d = cfg.data
+        all_ids = [(i, v) for i, s in enumerate(stores) for v in s.ids]
+        if not include_eval_splits:
+            all_ids = pretraining_ids(stores, all_ids, vidsitu_root)
+        train_ids, val_ids = held_out(out, stores, all_ids, d.val_fraction, cfg.seed, resume)
+        train = FeatureWindows(
+            stores, d.window, d.token_stride_s, d.windows_per_video, random_start=True, ids=train_ids
+        )
+        val = None
+        if val_ids:  # its events numbered after the training set's: the two share the queue of distractors
+            base = train.videos[-1][3] + train.videos[-1][2]
+            val = FeatureWindows(stores, d.window, d.token_stride_s, 1, random_start=False, ids=val_ids, uid_base=base)
         log.info(
-            "wrote %s (%d steps%s)",
-            path,
-            trainer.global_step,
-            f", val retrieval acc {metrics['val/retrieval_acc']:.3f}" if "val/retrieval_acc" in metrics else "",
+            "MaskPred on %d train / %d val videos, %d events, dim %d (%d bad files skipped)",
+            len(train.videos),
+            len(val.videos) if val else 0,
+            train.num_events,
+            train.dim,
+            train.num_bad + (val.num_bad if val else 0),
         )
-    return path
+
+        module = MaskPredModule(cfg, train.dim, min(strides))
+        mean, var = train.feature_stats(d.mean_videos, seed=cfg.seed)
+        if cfg.maskpred.input_norm:
+            module.set_input_stats(mean, var)
+        if cfg.maskpred.center:
+            module.set_target_mean(mean)
+
+        drop_last = len(train) >= d.batch_size * planned_world_size(cfg.trainer)  # every rank gets a full batch
+        loader_kw = dict(
+            num_workers=d.num_workers, persistent_workers=d.num_workers > 0, pin_memory=torch.cuda.is_available()
+        )
+        train_dl = train_loader(train, min(d.batch_size, len(train)), seed=cfg.seed, drop_last=drop_last, **loader_kw)
+        val_dl = validation_loader(val, d.batch_size, **loader_kw) if val else None
+
+        trainer = fit(
+            module,
+            cfg.trainer,
+            out,
+            config=cfg,
+            train_dataloaders=train_dl,
+            val_dataloaders=val_dl,
+            resume=resume,
+            throughput_name="tokens_per_s",
+            curve_keys=("train/loss", "train/retrieval_acc", "val/retrieval_acc"),
+        )
+        path = out / "model.pt"
+        if trainer.is_global_zero:
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+            meta = {
+                "features": [str(r) for r in unique],
+                "backbone": sorted(made_by),
+                "num_videos": len(train.videos),
+                "num_events": train.num_events,
+                "skipped_files": train.num_bad + (val.num_bad if val else 0),
+                "steps": int(trainer.global_step),
+                "metrics": metrics,
+            }
+            module.export(path, meta=meta)
+            log.info(
+                "wrote %s (%d steps%s)",
+                path,
+                trainer.global_step,
+                f", val retrieval acc {metrics['val/retrieval_acc']:.3f}" if "val/retrieval_acc" in metrics else "",
+            )
+        return path
