@@ -397,3 +397,27 @@ def test_a_run_on_a_cold_cache_trains_as_the_same_seed_on_a_warm_one(tmp_path):
         weights.append(load_checkpoint(tmp_path / out / "model.pt", stage="backbone")["state_dict"])
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+@pytest.mark.parametrize("method", ["cvrl", "random"])
+def test_a_second_job_on_a_folder_a_job_is_training_in_is_refused(clip_list, tmp_path, method):
+    """Two `pretrain-backbone` jobs on one --out (a resubmitted batch job) both passed the check for
+    an earlier run (no checkpoint yet) and trained into the same checkpoints and logs; each exported
+    model.pt and wrote probe.json and summary.json, one job's describing the other's weights (and
+    `random` replaced a training run's model.pt). The second is now one line naming the holder,
+    before it writes anything."""
+    import fcntl
+    import os
+    import socket
+
+    from moviessl.features.store import JOB_LOCK
+
+    fd = os.open(tmp_path / JOB_LOCK, os.O_RDWR | os.O_CREAT)  # another job's, with its own open file
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since then".encode())
+    try:
+        with pytest.raises(BadInputError, match=r"another moviessl job is writing to this folder \(pid"):
+            _run(method, clip_list, tmp_path, ["trainer.max_steps=1"])
+    finally:
+        os.close(fd)
+    assert [p.name for p in tmp_path.iterdir()] == [JOB_LOCK]

@@ -20,6 +20,7 @@ from ..config import save_config
 from ..data.cliplist import check_labelled, check_same_label_map, read_clip_list
 from ..dist import gather_objects, trainer_device
 from ..errors import BadInputError
+from ..features.extract import run_lock
 from ..loader import train_loader
 from ..training import (
     fit,
@@ -109,163 +110,170 @@ def pretrain(
     method_cls = get_method(method)
     setup_machine(cfg.trainer)
     out = ensure_out_dir(out)
-    ck = out / "checkpoints"
-    if method_cls.views is None and ck.is_dir() and any(ck.iterdir()):
-        # nothing to resume: --resume would only replace the trained run's model.pt with an untrained
-        # one (said before refuse_earlier_run, whose "pass --resume" would lead here)
-        raise BadInputError(
-            out,
-            f"output folder holds a training run; --method {method} trains nothing and would replace its "
-            "model.pt: choose another --out",
-        )
-    refuse_earlier_run(out, resume)
-    seed_everything(cfg.seed)
-    d = cfg.data
-    items = read_clip_list(data)
-    if not items:
-        raise BadInputError(data, "clip list is empty")
-    labelled = all(y is not None for _, y in items)
-    if method_cls.needs_labels:
-        check_labelled(items, data, f"--method {method}")
-    probe_train, probe_val, probe_note = items, None, None
-    if val is not None:
-        probe_val = read_clip_list(val)
-        if not probe_val:
-            raise BadInputError(val, "validation clip list is empty")
-        warn_overlap(items, probe_val, data, val)
-        if run_probe:
-            check_same_label_map(data, val)  # only the probe reads --val's labels
-            try:  # said now, not after training: the backbone is still trained, without the probe
-                for lst, p in ((items, data), (probe_val, val)):
-                    check_labelled(lst, p, "the probe")
-            except BadInputError as e:
-                log.warning("the probe is skipped: %s", e)
-                probe_val, probe_note = None, str(e)
-    elif labelled and run_probe:
-        probe_train, probe_val = split_for_probe(items, cfg.probe.val_fraction, cfg.seed)
-        if not probe_val:  # too few videos per class to hold any out: pretrain on all, no probe
-            log.warning(
-                "%s: too few labelled videos to hold out probe.val_fraction=%g for the probe; the probe is skipped "
-                "(give --val to probe)",
-                data,
-                cfg.probe.val_fraction,
-            )
-            probe_train, probe_val = items, None
-            probe_note = f"too few labelled videos in {data} to hold out a probe split; give --val to probe"
-    elif run_probe:  # said as the other skipped probes are (summary.json, the CLI's note), not silently
-        probe_note = (
-            f"{data} is not labelled throughout, so no probe split can be held out; give a labelled --val to probe"
-        )
-    # Without --val the probe holds out part of --data. A supervised backbone must not train on those
-    # labels; a self-supervised one reads no labels, so it pretrains on every video (the paper's
-    # K400 runs use the whole train set) and only the probe's classifier leaves them out.
-    held_out = val is None and probe_val is not None and method_cls.needs_labels
-    train_items = probe_train if held_out else items
-    num_classes = None
-    if labelled:
-        # one class per label id that occurs, in id order (the same numbering when the ids are 0..K-1):
-        # the ids need not be dense, and max + 1 classes for a stray id of 10^11 asked for hundreds of TB
-        classes = {y: k for k, y in enumerate(sorted({int(y) for _, y in items}))}
-        if method_cls.needs_labels and resume and _classifier_outputs(out) == max(classes) + 1 != len(classes):
-            classes = {y: y for y in range(max(classes) + 1)}  # a run started with max + 1 outputs goes on so
-        num_classes = len(classes)
-        train_items = [(p, classes[int(y)]) for p, y in train_items]
-
-    cache_dir = Path(d.cache_dir) if d.cache_dir else default_cache_dir(data, out)
-    frame_cache = FrameCache(cache_dir, d.short_side) if d.frame_cache else None
-    module = method_cls(cfg, num_classes=num_classes)
-    init_note = module.load_init(cfg.model.init) if cfg.model.init else {}  # a --resume restores over it
-
-    bad: dict[str, str] = {}
-    if method_cls.views is not None:
-        world = planned_world_size(cfg.trainer)
-        method_cls.check_config(cfg, d.batch_size * world)  # before caching the videos (hours at K400's size)
-        if method_cls.batch_negatives:
-            warn_micro_batch_negatives(cfg.trainer, method_cls.batch_negatives, d.batch_size * world)
-        ds = ClipDataset(
-            train_items,
-            method_cls.views,
-            num_frames=d.num_frames,
-            stride=d.stride,
-            short_side=d.short_side,
-            frame_cache=frame_cache,
-            flow_cache=flow_cache_for(cfg, cache_dir) if method_cls.needs_flow else None,
-            flow_frames=cfg.flow.num_frames,
-            flow_stride=cfg.flow.stride,
-            pair_sampler=d.pair_sampler or method_cls.pair_sampler,
-            power=d.power,
-            shift_s=d.shift_s,
-            crop_boxes=dataset_crop_boxes(cfg, cfg.modist.flow_crop, cfg.modist.align_crops),
-        )
-        ds.prepare(progress=progress, num_workers=d.num_workers)
-        bad.update(ds.bad)
-        # each process gets ceil(n / world) videos and drops a last partial batch: with fewer than a
-        # batch each, Lightning only warns, trains no step and the random backbone would be exported
-        if -(-len(ds) // world) < d.batch_size:
-            each = f" over {world} processes" if world > 1 else ""
+    with run_lock(out):  # one job per folder (the leader of a multi-process launch takes it)
+        ck = out / "checkpoints"
+        if method_cls.views is None and ck.is_dir() and any(ck.iterdir()):
+            # nothing to resume: --resume would only replace the trained run's model.pt with an untrained
+            # one (said before refuse_earlier_run, whose "pass --resume" would lead here)
             raise BadInputError(
-                data, f"only {len(ds)} usable videos{each}, fewer than data.batch_size={d.batch_size} per process"
+                out,
+                f"output folder holds a training run; --method {method} trains nothing and would replace its "
+                "model.pt: choose another --out",
             )
-        dl = train_loader(
-            ds,
-            d.batch_size,
-            seed=cfg.seed,
-            drop_last=True,
-            num_workers=d.num_workers,
-            persistent_workers=d.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
-        trainer = fit(
-            module, cfg.trainer, out, train_dataloaders=dl, resume=resume, curve_keys=("train/loss", "lr"), config=cfg
-        )
-        # each rank met the bad videos of its own share of the batches: rank 0 records all of them
-        module._skipped = set().union(*gather_objects(sorted(module._skipped)))
-        if not trainer.is_global_zero:
-            return {}
-        for i in sorted(module._skipped):  # indices into the dataset's (post-caching) item list
-            bad.setdefault(str(ds.items[i][0]) if i < len(ds.items) else str(i), "skipped while training")
-    else:  # nothing to train (random init): the config is still the run's record
-        save_config(cfg, out)
-    summary: dict[str, Any] = {"method": method, "out": str(out), "skipped_videos": len(bad), **init_note}
-    if probe_note:
-        summary["probe_skipped"] = probe_note
-    module.export(
-        out / "model.pt",
-        extra_meta={
-            "data": str(Path(data).resolve()),
-            "num_videos": len(train_items),
-            "skipped_videos": len(bad),
-            # the label id of each of the classifier's outputs (Lightning checkpoint ``classifier``),
-            # for a reader that maps its predictions back to the clip list's ids
-            **({"class_ids": sorted(classes)} if method_cls.needs_labels and num_classes else {}),
-            **init_note,
-        },
-    )
-    if bad:
-        atomic_write_json(out / "bad_videos.json", bad)
-    if (out / "probe.json").is_file():  # it scored the weights model.pt held before this run: stale now
-        (out / "probe.json").unlink()
-    if run_probe and probe_val is not None:
-        dev = trainer_device(cfg.trainer)  # a CPU run probes on the CPU, a GPU rank on its GPU
-        try:
-            res = probe_model(
-                module.backbone,
-                module.export_input(),
-                probe_train,
-                probe_val,
-                cfg.probe,
+        refuse_earlier_run(out, resume)
+        seed_everything(cfg.seed)
+        d = cfg.data
+        items = read_clip_list(data)
+        if not items:
+            raise BadInputError(data, "clip list is empty")
+        labelled = all(y is not None for _, y in items)
+        if method_cls.needs_labels:
+            check_labelled(items, data, f"--method {method}")
+        probe_train, probe_val, probe_note = items, None, None
+        if val is not None:
+            probe_val = read_clip_list(val)
+            if not probe_val:
+                raise BadInputError(val, "validation clip list is empty")
+            warn_overlap(items, probe_val, data, val)
+            if run_probe:
+                check_same_label_map(data, val)  # only the probe reads --val's labels
+                try:  # said now, not after training: the backbone is still trained, without the probe
+                    for lst, p in ((items, data), (probe_val, val)):
+                        check_labelled(lst, p, "the probe")
+                except BadInputError as e:
+                    log.warning("the probe is skipped: %s", e)
+                    probe_val, probe_note = None, str(e)
+        elif labelled and run_probe:
+            probe_train, probe_val = split_for_probe(items, cfg.probe.val_fraction, cfg.seed)
+            if not probe_val:  # too few videos per class to hold any out: pretrain on all, no probe
+                log.warning(
+                    "%s: too few labelled videos to hold out probe.val_fraction=%g for the probe; the probe is skipped "
+                    "(give --val to probe)",
+                    data,
+                    cfg.probe.val_fraction,
+                )
+                probe_train, probe_val = items, None
+                probe_note = f"too few labelled videos in {data} to hold out a probe split; give --val to probe"
+        elif run_probe:  # said as the other skipped probes are (summary.json, the CLI's note), not silently
+            probe_note = (
+                f"{data} is not labelled throughout, so no probe split can be held out; give a labelled --val to probe"
+            )
+        # Without --val the probe holds out part of --data. A supervised backbone must not train on those
+        # labels; a self-supervised one reads no labels, so it pretrains on every video (the paper's
+        # K400 runs use the whole train set) and only the probe's classifier leaves them out.
+        held_out = val is None and probe_val is not None and method_cls.needs_labels
+        train_items = probe_train if held_out else items
+        num_classes = None
+        if labelled:
+            # one class per label id that occurs, in id order (the same numbering when the ids are 0..K-1):
+            # the ids need not be dense, and max + 1 classes for a stray id of 10^11 asked for hundreds of TB
+            classes = {y: k for k, y in enumerate(sorted({int(y) for _, y in items}))}
+            if method_cls.needs_labels and resume and _classifier_outputs(out) == max(classes) + 1 != len(classes):
+                classes = {y: y for y in range(max(classes) + 1)}  # a run started with max + 1 outputs goes on so
+            num_classes = len(classes)
+            train_items = [(p, classes[int(y)]) for p, y in train_items]
+
+        cache_dir = Path(d.cache_dir) if d.cache_dir else default_cache_dir(data, out)
+        frame_cache = FrameCache(cache_dir, d.short_side) if d.frame_cache else None
+        module = method_cls(cfg, num_classes=num_classes)
+        init_note = module.load_init(cfg.model.init) if cfg.model.init else {}  # a --resume restores over it
+
+        bad: dict[str, str] = {}
+        if method_cls.views is not None:
+            world = planned_world_size(cfg.trainer)
+            method_cls.check_config(cfg, d.batch_size * world)  # before caching the videos (hours at K400's size)
+            if method_cls.batch_negatives:
+                warn_micro_batch_negatives(cfg.trainer, method_cls.batch_negatives, d.batch_size * world)
+            ds = ClipDataset(
+                train_items,
+                method_cls.views,
+                num_frames=d.num_frames,
+                stride=d.stride,
+                short_side=d.short_side,
                 frame_cache=frame_cache,
-                device=dev,
-                progress=progress,
-                num_workers=d.num_workers,
+                flow_cache=flow_cache_for(cfg, cache_dir) if method_cls.needs_flow else None,
+                flow_frames=cfg.flow.num_frames,
+                flow_stride=cfg.flow.stride,
+                pair_sampler=d.pair_sampler or method_cls.pair_sampler,
+                power=d.power,
+                shift_s=d.shift_s,
+                crop_boxes=dataset_crop_boxes(cfg, cfg.modist.flow_crop, cfg.modist.align_crops),
             )
-        except BadInputError as e:
-            # model.pt is the job's result and it is written: a probe that cannot run is a note, not a failure
-            log.warning("probe skipped: %s (model.pt is written)", e)
-            summary["probe_skipped"] = str(e)
-        else:
-            res.update(method=method, checkpoint=str(out / "model.pt"))
-            atomic_write_json(out / "probe.json", res)
-            summary["probe"] = res
-    atomic_write_json(out / "summary.json", summary)
-    return summary
+            ds.prepare(progress=progress, num_workers=d.num_workers)
+            bad.update(ds.bad)
+            # each process gets ceil(n / world) videos and drops a last partial batch: with fewer than a
+            # batch each, Lightning only warns, trains no step and the random backbone would be exported
+            if -(-len(ds) // world) < d.batch_size:
+                each = f" over {world} processes" if world > 1 else ""
+                raise BadInputError(
+                    data, f"only {len(ds)} usable videos{each}, fewer than data.batch_size={d.batch_size} per process"
+                )
+            dl = train_loader(
+                ds,
+                d.batch_size,
+                seed=cfg.seed,
+                drop_last=True,
+                num_workers=d.num_workers,
+                persistent_workers=d.num_workers > 0,
+                pin_memory=torch.cuda.is_available(),
+            )
+            trainer = fit(
+                module,
+                cfg.trainer,
+                out,
+                train_dataloaders=dl,
+                resume=resume,
+                curve_keys=("train/loss", "lr"),
+                config=cfg,
+            )
+            # each rank met the bad videos of its own share of the batches: rank 0 records all of them
+            module._skipped = set().union(*gather_objects(sorted(module._skipped)))
+            if not trainer.is_global_zero:
+                return {}
+            for i in sorted(module._skipped):  # indices into the dataset's (post-caching) item list
+                bad.setdefault(str(ds.items[i][0]) if i < len(ds.items) else str(i), "skipped while training")
+        else:  # nothing to train (random init): the config is still the run's record
+            save_config(cfg, out)
+        summary: dict[str, Any] = {"method": method, "out": str(out), "skipped_videos": len(bad), **init_note}
+        if probe_note:
+            summary["probe_skipped"] = probe_note
+        module.export(
+            out / "model.pt",
+            extra_meta={
+                "data": str(Path(data).resolve()),
+                "num_videos": len(train_items),
+                "skipped_videos": len(bad),
+                # the label id of each of the classifier's outputs (Lightning checkpoint ``classifier``),
+                # for a reader that maps its predictions back to the clip list's ids
+                **({"class_ids": sorted(classes)} if method_cls.needs_labels and num_classes else {}),
+                **init_note,
+            },
+        )
+        if bad:
+            atomic_write_json(out / "bad_videos.json", bad)
+        if (out / "probe.json").is_file():  # it scored the weights model.pt held before this run: stale now
+            (out / "probe.json").unlink()
+        if run_probe and probe_val is not None:
+            dev = trainer_device(cfg.trainer)  # a CPU run probes on the CPU, a GPU rank on its GPU
+            try:
+                res = probe_model(
+                    module.backbone,
+                    module.export_input(),
+                    probe_train,
+                    probe_val,
+                    cfg.probe,
+                    frame_cache=frame_cache,
+                    device=dev,
+                    progress=progress,
+                    num_workers=d.num_workers,
+                )
+            except BadInputError as e:
+                # model.pt is the job's result and it is written: a probe that cannot run is a note, not a failure
+                log.warning("probe skipped: %s (model.pt is written)", e)
+                summary["probe_skipped"] = str(e)
+            else:
+                res.update(method=method, checkpoint=str(out / "model.pt"))
+                atomic_write_json(out / "probe.json", res)
+                summary["probe"] = res
+        atomic_write_json(out / "summary.json", summary)
+        return summary
