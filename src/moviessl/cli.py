@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    finished = False
+    finished, callers_group = False, _process_group(1) is not None
     try:
         try:
             with _sigterm_as_interrupt():
@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not finished:
             _stop_launched_processes()
-    end_process_group()  # after a finished command only: see its docstring
+    if not callers_group:  # a script that started its group goes on using it after the command
+        end_process_group()  # after a finished command only: see its docstring
     return int(rc or 0)
 
 
@@ -206,10 +207,11 @@ def _stop_launched_processes() -> None:
 _FAILED_KEY = "moviessl/failed"  # in the process group's store: "<rank> <exit code> <line>" of a failed process
 
 
-def _process_group():
-    """``torch.distributed`` where this process is one of several of an initialised process group."""
+def _process_group(min_size: int = 2):
+    """``torch.distributed`` where this process is one of at least ``min_size`` of an initialised
+    process group."""
     dist = sys.modules.get("torch.distributed")  # a command that never imported torch has no group
-    if dist is not None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if dist is not None and dist.is_available() and dist.is_initialized() and dist.get_world_size() >= min_size:
         return dist
     return None
 

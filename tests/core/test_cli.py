@@ -225,10 +225,25 @@ def test_a_finished_command_ends_its_process_group_a_failed_one_leaves_it(monkey
         assert dist.is_initialized()
     finally:
         dist.destroy_process_group()
-    start()
+    try:
+        assert run_as_command(monkeypatch, lambda args: start()) == 0  # the command starts it, as Lightning does
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_a_process_group_the_caller_started_outlives_the_command(monkeypatch, tmp_path):
+    """A script that started its own process group and ran a command through ``cli.main`` found the
+    group gone after it ('Default process group has not been initialized' at its next collective)."""
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
     try:
         assert run_as_command(monkeypatch, lambda args: 0) == 0
-        assert not dist.is_initialized()
+        assert dist.is_initialized()
+        dist.all_reduce(torch.zeros(1))
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
