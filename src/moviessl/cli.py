@@ -228,17 +228,26 @@ def _tell_peers(rc: int, line: str) -> int:
     return rc
 
 
-_PEER_GONE = ("Connection closed by peer", "Connection reset by peer")
+_PEER_GONE = (  # gloo's words, and NCCL's (ncclRemoteError)
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "remote process exited",
+)
 
 
 def _peer_failure(e: BaseException) -> tuple[int, str] | None:
     """``(exit code, line)`` where ``e`` is a collective that failed because another process of the
     job has gone: gloo raised 'Connection closed by peer' in a traceback under that process's own
     line, and the job (Lightning's launcher: its rank 0) ended with exit 1 whatever the reason. The
-    failed process's code and line where it left them (:func:`_tell_peers`), else exit 1."""
+    failed process's code and line where it left them (:func:`_tell_peers`), else exit 1. A
+    ``DistError`` that names no gone peer, with no peer's line in a store that answers, is this
+    process's own failure (NCCL out of memory, say): None, its traceback says it."""
     dist = _process_group()
-    gone = lambda x: isinstance(x, dist.DistError) or any(g in str(x) for g in _PEER_GONE)  # noqa: E731
-    if dist is None or not any(gone(x) for x in _chain(e)):
+    if dist is None:
+        return None
+    chain = _chain(e)
+    said_gone = any(g in str(x) for x in chain for g in _PEER_GONE)
+    if not said_gone and not any(isinstance(x, dist.DistError) for x in chain):
         return None
     try:
         store = dist.distributed_c10d._get_default_store()
@@ -246,7 +255,9 @@ def _peer_failure(e: BaseException) -> tuple[int, str] | None:
             rank, rc, line = store.get(_FAILED_KEY).decode("utf-8", "replace").split(" ", 2)
             return int(rc), f"{line} (rank {rank} of this job; this process stopped with it)"
     except Exception:  # the store's host (rank 0) is the one gone
-        pass
+        said_gone = True
+    if not said_gone:
+        return None
     return 1, "another process of this job has gone (its own output says why); this process stopped with it"
 
 

@@ -322,3 +322,31 @@ def test_a_failed_rank_0_stops_the_processes_lightnings_launcher_started(tmp_pat
     assert "moviessl: error: " in p.stderr and "No space left on device" in p.stderr
     assert time.monotonic() - t0 < 50, p.stderr[-3000:]  # the pipe closes once rank 1 has gone too
     assert not (tmp_path / "rank1_went_on").exists()
+
+
+def test_a_collectives_own_error_is_not_a_gone_peer(monkeypatch, tmp_path, capsys):
+    """A collective's own failure (NCCL out of memory, say) with no peer's line in the store was
+    reported as 'another process of this job has gone', exit 1, its message shown only under -v."""
+    import pytest
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    monkeypatch.setattr(cli, "_process_group", lambda min_size=2: dist)  # as one process of several
+    oom = "NCCL error: unhandled cuda error, ncclUnhandledCudaError: Cuda failure 'out of memory'"
+
+    def fail(args):
+        raise dist.DistBackendError(oom)
+
+    def peer_gone(args):
+        raise dist.DistBackendError("NCCL error: remote process exited or there was a network error")
+
+    try:
+        with pytest.raises(dist.DistBackendError, match="out of memory"):
+            run_as_command(monkeypatch, fail)
+        assert run_as_command(monkeypatch, peer_gone) == 1
+        assert "another process of this job has gone" in capsys.readouterr().err
+        dist.distributed_c10d._get_default_store().set("moviessl/failed", "1 2 /x.npy: truncated")
+        assert run_as_command(monkeypatch, fail) == 2  # a peer failed first: its line
+        assert capsys.readouterr().err.startswith("moviessl: error: /x.npy: truncated (rank 1 of this job")
+    finally:
+        dist.destroy_process_group()
