@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> dict:
     }
     out = _record_path(record["date"])
     failed: set[str] = set()
+    import torch
+
+    threads = torch.get_num_threads()
     for name in names:
         print(f"== {name}", flush=True)
         module, *bench_args = BENCHES[name].split()
@@ -107,6 +110,10 @@ def main(argv: list[str] | None = None) -> dict:
             record["results"][name] = {"error": f"{type(e).__name__}: {e}"}
             failed.add(name)
             print(f"== {name} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        finally:
+            # augment, loader and batched_seeds set 1 thread for themselves: a later one (e.g. slowd
+            # after `--only augment,slowd`) must run at the threads the record's machine states
+            torch.set_num_threads(threads)
         record["load_after"] = _loadavg()
         out.write_text(json.dumps(record, indent=2))  # after each one: a kill keeps the finished ones
     record["failed"] = [n for n in names if n in failed]

@@ -50,3 +50,21 @@ def test_two_runs_on_one_day_keep_both_records(fake_benches):
     run_all.main(["--only", "ok2"])
     recs = [json.loads(p.read_text()) for p in sorted(fake_benches.glob("*.json"))]
     assert sorted(name for r in recs for name in r["results"]) == ["ok", "ok2"]
+
+
+def test_a_benchmark_that_sets_its_threads_does_not_set_the_next_ones(fake_benches, monkeypatch):
+    import torch
+
+    (fake_benches.parent / "hb_one.py").write_text("import torch\n\ndef main(argv):\n    torch.set_num_threads(1)\n")
+    (fake_benches.parent / "hb_threads.py").write_text(
+        "import torch\n\ndef main(argv):\n    return {'threads': torch.get_num_threads()}\n"
+    )
+    monkeypatch.setitem(run_all.BENCHES, "one", "hb_one")
+    monkeypatch.setitem(run_all.BENCHES, "threads", "hb_threads")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rec = run_all.main(["--only", "one,threads"])
+    finally:
+        torch.set_num_threads(before)
+    assert rec["results"]["threads"] == {"threads": 2}
