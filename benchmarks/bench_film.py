@@ -116,8 +116,10 @@ def run_extract(backbone: Path, video: Path, out: Path, workers: int, chunk: int
     cmd = [sys.executable, "-m", "benchmarks.bench_film", "--child", str(backbone), str(video), str(out)]
     cmd += [str(workers), str(chunk)]
     t0 = time.perf_counter()
+    # stderr to a file, not a pipe: the kill test polls without reading, and a full pipe would stall the child
+    err = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True
     )
     mon = TreeRSS(proc.pid)
     mon.start()
@@ -152,6 +154,12 @@ def run_extract(backbone: Path, video: Path, out: Path, workers: int, chunk: int
     for line in stdout.splitlines():
         if line.startswith("SUMMARY "):
             summary = json.loads(line[8:])
+    err.seek(0)
+    tail = err.read()[-3000:]
+    err.close()
+    if killed is None and (proc.returncode or summary is None):
+        # else _rates() turns the missing timing into 1e9 events/s, recorded as a measurement
+        raise RuntimeError(f"extraction of {video.name} failed (exit {proc.returncode}):\n{tail}")
     return {
         "summary": summary,
         "rc": proc.returncode,
