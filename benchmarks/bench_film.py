@@ -283,6 +283,16 @@ def main(argv: list[str] | None = None) -> dict:
                 film, _ = make_film_cached(workdir, m * 60)
                 out = tmp / "killed"
                 k = run_extract(bb, film, out, args.workers, args.chunk_events, kill_at=0.5)
+            if not args.no_kill_test and k["killed"] is None:
+                # a film of one chunk has no partial results to resume (e.g. --minutes 2: 60 events at
+                # the default 64), and a short film can finish between two looks at its progress
+                res["kill_test"] = {
+                    "minutes": m,
+                    "skipped": "the extraction ended before it was killed at half "
+                    f"its events: use a longer film or fewer --chunk-events than {args.chunk_events}",
+                }
+                print(json.dumps(res["kill_test"]), flush=True)
+            elif not args.no_kill_test:
                 r2 = run_extract(bb, film, out, args.workers, args.chunk_events)
                 ref = np.load(tmp / f"cpu_{m}" / f"{film.stem}_feats.npy")
                 got = np.load(out / f"{film.stem}_feats.npy")
