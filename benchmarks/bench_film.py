@@ -36,18 +36,23 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.sysinfo import loadavg
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 # --- memory of a process tree -----------------------------------------------------------------
 
 
+PROC = Path("/proc")  # Linux's; elsewhere (macOS) ps(1) is asked
+
+
 def _children(pid: int) -> list[int]:
     kids = []
-    for d in os.listdir("/proc"):
+    for d in os.listdir(PROC):
         if d.isdigit():
             try:
-                stat = Path(f"/proc/{d}/stat").read_text()
+                stat = (PROC / d / "stat").read_text()
                 if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                     kids.append(int(d))
             except (OSError, ValueError, IndexError):
@@ -57,12 +62,30 @@ def _children(pid: int) -> list[int]:
 
 def _rss_mb(pid: int) -> float:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        for line in (PROC / str(pid) / "status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024.0
     except OSError:
         pass
     return 0.0
+
+
+def _ps_tree_rss_mb(pid: int) -> tuple[float, float]:
+    """(summed RSS of ``pid`` and its descendants, ``pid``'s own) in MB from ``ps`` (KB on Linux and macOS)."""
+    out = subprocess.run(["ps", "-A", "-o", "pid=", "-o", "ppid=", "-o", "rss="], capture_output=True, text=True)
+    table = {}
+    for line in out.stdout.splitlines():
+        try:
+            p, pp, kb = (int(v) for v in line.split())
+        except ValueError:
+            continue
+        table[p] = (pp, kb / 1024.0)
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(c for c, (pp, _) in table.items() if pp == p)
+    return sum(table.get(p, (0, 0.0))[1] for p in tree), table.get(pid, (0, 0.0))[1]
 
 
 class TreeRSS(threading.Thread):
@@ -74,14 +97,17 @@ class TreeRSS(threading.Thread):
 
     def run(self) -> None:
         while not self.stop:
-            todo, tree = [self.pid], []
-            while todo:
-                p = todo.pop()
-                tree.append(p)
-                todo.extend(_children(p))
-            total = sum(_rss_mb(p) for p in tree)
+            if not PROC.is_dir():  # else the thread died on os.listdir and the peak read 0 MB
+                total, main = _ps_tree_rss_mb(self.pid)
+            else:
+                todo, tree = [self.pid], []
+                while todo:
+                    p = todo.pop()
+                    tree.append(p)
+                    todo.extend(_children(p))
+                total, main = sum(_rss_mb(p) for p in tree), _rss_mb(self.pid)
             self.peak = max(self.peak, total)
-            self.peak_main = max(self.peak_main, _rss_mb(self.pid))
+            self.peak_main = max(self.peak_main, main)
             time.sleep(self.every_s)
 
 
@@ -266,8 +292,7 @@ def main(argv: list[str] | None = None) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     res: dict = {"workers": args.workers, "chunk_events": args.chunk_events, "film": "1280x720 30 fps H.264 + AAC"}
-    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
-    res["load_before"] = load
+    res["load_before"] = loadavg()
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         tmp = Path(tmp)
         runs = []
@@ -329,7 +354,7 @@ def main(argv: list[str] | None = None) -> dict:
             runs.append({"preset": "paper", "minutes": round(args.paper_seconds / 60, 2), **_rates(r)})
             print(json.dumps(runs[-1]), flush=True)
     res["runs"] = runs
-    res["load_after"] = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
+    res["load_after"] = loadavg()
     return res
 
 

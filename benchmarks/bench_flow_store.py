@@ -31,8 +31,9 @@ from pathlib import Path
 
 STORES = ("npy", "png", "jpeg")
 FILM_CHILD = r"""
-import resource, sys, time
+import sys, time
 import moviessl.ssl.flow as fm
+from benchmarks.sysinfo import peak_rss_mb
 from moviessl.ssl.clipcache import LiveSource
 import moviessl.ssl.clipcache as cc
 film, cache, chunk, chunk_bytes = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -40,7 +41,7 @@ fm.FLOW_CHUNK, cc.CHUNK_BYTES = chunk, chunk_bytes
 t = time.perf_counter()
 params = fm.FlowParams(dis_preset="medium", short_side=128, store="jpeg")
 fm.FlowCache(cache, params).source(film, LiveSource(film, 256))
-print(round(time.perf_counter() - t, 1), round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+print(round(time.perf_counter() - t, 1), round(peak_rss_mb()))
 """
 K400_FRAMES = 240_000 * 10 * 30
 K400_PIXELS = 128 * 171
@@ -146,7 +147,8 @@ def _film(seconds: float, width: int = 1280, height: int = 720) -> dict:
         tmp = Path(tempfile.mkdtemp(prefix="flowfilm"))
         try:
             cmd = [sys.executable, "-c", FILM_CHILD, str(film), str(tmp), str(chunk), str(chunk_bytes)]
-            res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            env = {**os.environ, "OMP_NUM_THREADS": "1"}
+            res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).parents[1])
             if res.returncode:
                 raise RuntimeError(res.stderr[-2000:])
             secs, rss = res.stdout.split()[-2:]

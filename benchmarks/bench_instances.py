@@ -34,15 +34,15 @@ import sys
 from pathlib import Path
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
+from benchmarks.sysinfo import peak_rss_mb as rss
 import moviessl.features.instances as ins
 from moviessl.context.ot_spans import RandomSpans, SpanVideo
 from moviessl.features.store import FeatureStore
 from moviessl.tasks.lvu.data import load_inputs, scene_arrays
 root, mode, items, cache_mb, meta, fmt = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), *sys.argv[5:7]
 ins.set_feature_cache(cache_mb)
-rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 base = rss()
 t = time.perf_counter()
 if fmt == "scene-ctx":  # meta: the TxE checkpoint; the cache beside it
@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(Path(meta).parent / "cache", ignore_errors=True)
     for k, mode in enumerate(("eager", "lazy", "eager", "lazy")):  # twice: the first pass warms the page cache
         cmd = [sys.executable, "-c", CHILD, str(root), mode, str(args.items), str(args.cache_mb), meta, args.format]
-        res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).parents[1])
         if res.returncode:
             raise RuntimeError(res.stderr[-2000:])
         out[mode] = json.loads(res.stdout.strip().splitlines()[-1])

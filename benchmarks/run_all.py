@@ -59,10 +59,9 @@ def machine() -> dict:
 
 def _loadavg() -> list[float] | None:
     """1/5/15-min load averages (``uptime``): on a shared machine, the context of every number."""
-    try:
-        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return None
+    from benchmarks.sysinfo import loadavg
+
+    return loadavg()
 
 
 def _record_path(date: str) -> Path:
