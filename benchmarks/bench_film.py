@@ -18,7 +18,8 @@ decoding worker by design). ``--devices 1,2``: ``moviessl extract --devices N --
 on the first film, one process per rank (``OMP_NUM_THREADS=1``), wall time and each rank's events
 (a film too large for one rank is split by chunk over all of them), arrays compared with N = 1.
 
-``main()`` returns the numbers (``make bench`` runs a short version through ``run_all``).
+``main()`` returns the numbers; ``make bench`` (``run_all``) runs it with the defaults: 10- and 20-min
+films, the kill test and the paper preset.
 """
 
 from __future__ import annotations
