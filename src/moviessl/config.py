@@ -445,12 +445,20 @@ def _range_problem(name: str, v: Any) -> str | None:
 
 MAX_TIMEOUT_S = 1e9  # ~30 years: no wait is longer, and timedelta overflows far above it
 MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision's values
+PROFILERS = ("simple", "advanced")  # Lightning's profilers moviessl builds (training.make_trainer)
 
 
 def check_matmul_precision(key: str, v: Any) -> None:
     """One line naming ``key`` unless ``v`` is unset or one of torch's float32 matmul precisions."""
     if v is not None and v not in MATMUL_PRECISIONS:
         raise BadInputError(key, f"choose {', '.join(MATMUL_PRECISIONS)}, not {v!r}")
+
+
+def check_profiler(key: str, v: Any) -> None:
+    """One line naming ``key`` unless ``v`` is unset or a profiler :data:`PROFILERS` names: the trainer
+    refused another only when it was built, after the stage had cached its clips or features."""
+    if v not in (None, "", *PROFILERS):  # empty: none, as unset
+        raise BadInputError(key, f"choose {' or '.join(PROFILERS)} (or leave it unset), not {v!r}")
 
 
 # Lightning 2.x's precision names, then the aliases it still takes (16 and bf16 are the mixed ones).
@@ -576,6 +584,7 @@ _KEY_CHECKS = {
     "trainer.accelerator": (check_accelerator,),
     "trainer.devices": (check_devices,),
     "trainer.strategy": (check_strategy,),
+    "trainer.profiler": (check_profiler,),
     "optim.name": (check_optimizer,),
 }
 

@@ -621,3 +621,21 @@ def test_the_sup_k400_sgd_is_nesterovs_and_only_sgd_takes_it(tmp_path):
     assert load_config("backbone", "paper", variant="cvrl").optim.nesterov is False
     with pytest.raises(BadInputError, match="only optim.name=sgd takes Nesterov"):
         load_config("backbone", "cpu", ["optim.name=lars", "optim.nesterov=true"])
+
+
+@pytest.mark.parametrize("stage", ["backbone", "context", "vidsitu", "ot_pretrain", "lvu"])
+def test_an_unknown_profiler_is_one_line_before_any_work(stage, tmp_path):
+    """Only the trainer refused it, once built: after a backbone run had cached its clips and flow."""
+    from moviessl.training import check_trainer
+
+    with pytest.raises(BadInputError, match=r"^trainer.profiler: choose simple or advanced .*'Simple'"):
+        load_config(stage, "cpu", ["trainer.profiler=Simple"])
+    p = tmp_path / "mine.yaml"
+    p.write_text("_base_: cpu\ntrainer:\n  profiler: yes\n")  # YAML 1.1's true, as the text 'True'
+    with pytest.raises(BadInputError, match=r"^trainer.profiler: choose simple or advanced"):
+        load_config(stage, p)
+    cfg = load_config(stage, "cpu", ["trainer.profiler=advanced"])
+    cfg.trainer.profiler = "pytorch2"  # a trainer block changed in code is checked before the work too
+    with pytest.raises(BadInputError, match=r"^trainer.profiler: choose simple or advanced"):
+        check_trainer(cfg.trainer)
+    assert load_config(stage, "cpu", ["trainer.profiler="]).trainer.profiler == ""  # as unset: no profiler
