@@ -67,6 +67,13 @@ class _Dumper(yaml.SafeDumper):
     """Quotes the strings :class:`_Loader` reads as numbers, so a saved config reads back the same."""
 
 
+# YAML 1.2 has no timestamps: PyYAML read `2026-12-05` (a folder named by date, a run's note) as a
+# date, which OmegaConf cannot hold (an UnsupportedValueType traceback); now the text as written.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
 # Exponent forms only: YAML 1.1's resolvers, tried first, already read the ints and dotted floats.
 _EXPONENT_FLOAT = re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)[eE][-+]?\d+$")
 for _cls in (_Loader, _Dumper):

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from omegaconf import OmegaConf
 
 from moviessl.config import flatten, load_config, merge_overrides, parse_overrides, save_config
@@ -639,3 +640,18 @@ def test_an_unknown_profiler_is_one_line_before_any_work(stage, tmp_path):
     with pytest.raises(BadInputError, match=r"^trainer.profiler: choose simple or advanced"):
         check_trainer(cfg.trainer)
     assert load_config(stage, "cpu", ["trainer.profiler="]).trainer.profiler == ""  # as unset: no profiler
+
+
+def test_a_date_is_text_as_written(tmp_path):
+    """YAML 1.1 reads 2026-12-05 as a date, which OmegaConf cannot hold: a traceback, in a preset (a
+    cache folder named by date) or an override; YAML 1.2 has no dates, so it is the text as written."""
+    p = tmp_path / "mine.yaml"
+    p.write_text("_base_: cpu\ndata:\n  cache_dir: 2026-12-05\nmodel:\n  overrides: {run: 2026-12-05 10:00:00}\n")
+    cfg = load_config("backbone", p, ["model.init=2026-12-05", "model.overrides.tag=[2026-12-05]"])
+    assert cfg.data.cache_dir == "2026-12-05" and cfg.model.init == "2026-12-05"
+    assert cfg.model.overrides == {"run": "2026-12-05 10:00:00", "tag": ["2026-12-05"]}
+    with pytest.raises(BadInputError, match=r"^trainer.devices: '2026-12-05': give a count"):
+        load_config("backbone", "cpu", ["trainer.devices=2026-12-05"])
+    saved = save_config(cfg, tmp_path / "run")  # read back as text by the loader and by PyYAML alike
+    assert load_config("backbone", saved).data.cache_dir == "2026-12-05"
+    assert yaml.safe_load(saved.read_text())["data"]["cache_dir"] == "2026-12-05"
