@@ -48,6 +48,15 @@ class _Loader(yaml.SafeLoader):
     one mapping is an error, as YAML 1.2 says: PyYAML keeps the last, so a preset's first
     ``optim:`` block was dropped without a word when a second one followed."""
 
+    def construct_yaml_int(self, node):
+        text = str(self.construct_scalar(node)).replace("_", "")
+        digits = text.lstrip("+-")
+        if digits[:2] in ("0o", "0O"):
+            return int(text.replace(digits[:2], "", 1), 8)
+        if digits.isdecimal():
+            return int(text, 10)  # 010 is ten, as YAML 1.2 reads it and as written; 1.1 read eight
+        return super().construct_yaml_int(node)
+
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
             seen = set()
@@ -76,8 +85,12 @@ _Loader.yaml_implicit_resolvers = {
 
 # Exponent forms only: YAML 1.1's resolvers, tried first, already read the ints and dotted floats.
 _EXPONENT_FLOAT = re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)[eE][-+]?\d+$")
+# YAML 1.2's octal (0o17), and decimals with leading zeros 1.1 did not read as octal (08)
+_LEADING_ZERO_INT = re.compile(r"^[-+]?0(?:[oO][0-7_]+|[0-9_]+)$")
 for _cls in (_Loader, _Dumper):
     _cls.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+.0123456789"))
+    _cls.add_implicit_resolver("tag:yaml.org,2002:int", _LEADING_ZERO_INT, list("-+0"))
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
 @dataclasses.dataclass

@@ -655,3 +655,17 @@ def test_a_date_is_text_as_written(tmp_path):
     saved = save_config(cfg, tmp_path / "run")  # read back as text by the loader and by PyYAML alike
     assert load_config("backbone", saved).data.cache_dir == "2026-12-05"
     assert yaml.safe_load(saved.read_text())["data"]["cache_dir"] == "2026-12-05"
+
+
+def test_a_number_with_a_leading_zero_is_decimal(tmp_path):
+    """YAML 1.1 reads 010 as octal (eight), 0755 as 493, but 08 and 09 as decimals: `seed=010` or
+    `trainer.max_steps: 0100` in a preset silently became another number. As in YAML 1.2, 010 is
+    ten and 0o10 is eight, in a preset, an override and a free-form mapping alike."""
+    p = tmp_path / "mine.yaml"
+    p.write_text("_base_: cpu\nseed: 010\ntrainer:\n  max_steps: 0100\n")
+    cfg = load_config("backbone", p, ["data.batch_size=016", "model.overrides.x=[010, 0o10, 08]"])
+    assert (cfg.seed, cfg.trainer.max_steps, cfg.data.batch_size) == (10, 100, 16)
+    assert cfg.model.overrides["x"] == [10, 8, 8]
+    cfg = load_config("backbone", "cpu", ["data.cache_dir=0o10", "model.init=08"])  # text: as written
+    saved = save_config(cfg, tmp_path / "run")  # quoted, so read back as the same text
+    assert (load_config("backbone", saved).data.cache_dir, load_config("backbone", saved).model.init) == ("0o10", "08")
