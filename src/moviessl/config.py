@@ -302,11 +302,14 @@ def load_config(
     path = _preset_path(stage, preset)
     raw = _read_yaml(path, stage)
     by_variant = raw.pop("by_variant", None) or {}
+    if not isinstance(by_variant, (dict, DictConfig)):  # a string was read letter by letter as method names
+        raise BadInputError(path, "by_variant must map each method to its settings ({method: {key: value}})")
     unknown = [name for name in by_variant if variants is not None and name not in variants]
     if unknown:
         raise BadInputError(path, f"by_variant.{unknown[0]}: no such method ({', '.join(variants or ())})")
     cfg = _merge(OmegaConf.structured(schema_of(stage)), raw, path, "the preset")
-    if variant is not None and variant in by_variant:
+    # a block whose settings are all commented out is null: nothing to merge (OmegaConf's ValueError)
+    if variant is not None and by_variant.get(variant) is not None:
         cfg = _merge(cfg, by_variant[variant], path, f"by_variant.{variant}")
     cfg = _merge(cfg, parse_overrides(_override_strings(overrides), cfg), None, "overrides")
     missing = sorted(OmegaConf.missing_keys(cfg))

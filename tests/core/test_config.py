@@ -669,3 +669,16 @@ def test_a_number_with_a_leading_zero_is_decimal(tmp_path):
     cfg = load_config("backbone", "cpu", ["data.cache_dir=0o10", "model.init=08"])  # text: as written
     saved = save_config(cfg, tmp_path / "run")  # quoted, so read back as the same text
     assert (load_config("backbone", saved).data.cache_dir, load_config("backbone", saved).model.init) == ("0o10", "08")
+
+
+def test_an_empty_or_malformed_by_variant_block_is_not_a_traceback(tmp_path):
+    """A method's block with its settings commented out is null: merging it was OmegaConf's
+    ValueError traceback, for that method's runs only. A block that is not a mapping was read letter
+    by letter ('by_variant.c: no such method')."""
+    p = tmp_path / "mine.yaml"
+    p.write_text("_base_: cpu\nby_variant:\n  modist:\n    # optim: {lr: 1.0e-2}\n")
+    assert load_config("backbone", p, variant="modist").optim.lr == load_config("backbone", "cpu").optim.lr
+    for block in ("cvrl", "[cvrl]"):
+        p.write_text(f"_base_: cpu\nby_variant: {block}\n")
+        with pytest.raises(BadInputError, match=r"mine.yaml: by_variant must map each method to its settings"):
+            load_config("backbone", p, variant="cvrl", variants=("cvrl", "modist"))
