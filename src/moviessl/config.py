@@ -135,6 +135,10 @@ STAGE_SCHEMAS = {
 }
 
 
+# the stages whose runs have variants a preset's `by_variant` block can address (the backbone's methods)
+VARIANT_STAGES = ("backbone",)
+
+
 def schema_of(stage: str) -> type:
     if stage not in STAGE_SCHEMAS:
         raise BadInputError(None, f"unknown config stage '{stage}' ({', '.join(STAGE_SCHEMAS)})")
@@ -304,6 +308,8 @@ def load_config(
     by_variant = raw.pop("by_variant", None) or {}
     if not isinstance(by_variant, (dict, DictConfig)):  # a string was read letter by letter as method names
         raise BadInputError(path, "by_variant must map each method to its settings ({method: {key: value}})")
+    if by_variant and stage not in VARIANT_STAGES:  # no run of the stage would ever merge it
+        raise BadInputError(path, f"by_variant: {stage} runs have no variants; give the settings in the preset itself")
     unknown = [name for name in by_variant if variants is not None and name not in variants]
     if unknown:
         raise BadInputError(path, f"by_variant.{unknown[0]}: no such method ({', '.join(variants or ())})")

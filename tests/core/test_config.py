@@ -682,3 +682,15 @@ def test_an_empty_or_malformed_by_variant_block_is_not_a_traceback(tmp_path):
         p.write_text(f"_base_: cpu\nby_variant: {block}\n")
         with pytest.raises(BadInputError, match=r"mine.yaml: by_variant must map each method to its settings"):
             load_config("backbone", p, variant="cvrl", variants=("cvrl", "modist"))
+
+
+@pytest.mark.parametrize("stage", ["context", "vidsitu", "ot_pretrain", "lvu"])
+def test_a_by_variant_block_in_a_stage_without_variants_is_one_line(stage, tmp_path):
+    """Only the backbone's runs have variants (its methods): a block elsewhere (`srl:` in a VidSitu
+    preset) was never merged, without a word."""
+    p = tmp_path / "mine.yaml"
+    p.write_text("_base_: cpu\nby_variant:\n  srl:\n    seed: 7\n")
+    with pytest.raises(BadInputError, match=rf"mine.yaml: by_variant: {stage} runs have no variants"):
+        load_config(stage, p)
+    p.write_text("_base_: cpu\nby_variant: null\nseed: 7\n")
+    assert load_config(stage, p).seed == 7
