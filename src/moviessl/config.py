@@ -32,7 +32,7 @@ from typing import Any, Collection, Iterable, Mapping, Optional
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, InterpolationKeyError, OmegaConfBaseException
 from omegaconf.nodes import StringNode
 
 from .errors import BadInputError
@@ -165,7 +165,11 @@ def _read_yaml(path: Path, stage: str, chain: tuple[Path, ...] = ()) -> DictConf
     if not isinstance(data, dict):
         raise BadInputError(path, "a config file must hold a mapping")
     base = data.pop("_base_", None)
-    cfg = OmegaConf.create(data)
+    try:
+        cfg = OmegaConf.create(data)
+    except OmegaConfBaseException as e:  # a `${` left open, a null key (`~:`)
+        key = getattr(e, "full_key", None)
+        raise BadInputError(path, f"{f'{key}: ' if key else ''}{str(e).splitlines()[0]}") from None
     if base is not None:
         base_path = (path.parent / str(base)).resolve()
         if not base_path.is_file() and Path(str(base)).suffix not in (".yaml", ".yml"):
@@ -213,7 +217,10 @@ def parse_overrides(overrides: Iterable[str], into: DictConfig | None = None) ->
         items[key] = value
     cfg = OmegaConf.create({})
     for key, value in items.items():
-        OmegaConf.update(cfg, key, value, force_add=True)
+        try:
+            OmegaConf.update(cfg, key, value, force_add=True)
+        except OmegaConfBaseException as e:  # a `${` left open
+            raise BadInputError(None, f"override {key}: {str(e).splitlines()[0]}") from None
     return cfg
 
 
@@ -255,6 +262,22 @@ def _merge(cfg: DictConfig, other: Any, where: str | os.PathLike | None, what: s
         raise BadInputError(where, f"bad value in {what}{f' for {key}' if key else ''} ({msg})") from None
 
 
+def _resolved(cfg: DictConfig, where: str | os.PathLike | None, overridden: Collection[str] = ()) -> DictConfig:
+    """``cfg`` with its ``${...}`` interpolations resolved in place; one that cannot be (``${USER}``
+    meant as the environment's, a key that is not there) is one line naming the setting (and
+    ``where``, unless the setting is ``overridden`` on the command line), not the OmegaConf
+    traceback it was when the run first read the value."""
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "a setting"
+        hint = ""
+        if isinstance(e, InterpolationKeyError):
+            hint = " (${name} names a setting; ${oc.env:NAME} an environment variable)"
+        raise BadInputError(None if key in overridden else where, f"{key}: {str(e).splitlines()[0]}{hint}") from None
+    return cfg
+
+
 def _structured(cfg: Any) -> DictConfig:
     if isinstance(cfg, DictConfig):
         return cfg
@@ -286,7 +309,7 @@ def flatten(changes: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def merge_overrides(cfg: Any, overrides: Iterable[str] | Mapping[str, Any]) -> Any:
     """``cfg`` (a schema instance) with dotted overrides merged in; every overridden key must exist."""
     base = _structured(cfg)
-    merged = _merge(base, parse_overrides(_override_strings(overrides), base), None, "overrides")
+    merged = _resolved(_merge(base, parse_overrides(_override_strings(overrides), base), None, "overrides"), None)
     check_ranges(merged)
     merged = expand_user_paths(merged)
     return OmegaConf.to_object(merged) if dataclasses.is_dataclass(cfg) else merged
@@ -317,8 +340,9 @@ def load_config(
     # a block whose settings are all commented out is null: nothing to merge (OmegaConf's ValueError)
     if variant is not None and by_variant.get(variant) is not None:
         cfg = _merge(cfg, by_variant[variant], path, f"by_variant.{variant}")
-    cfg = _merge(cfg, parse_overrides(_override_strings(overrides), cfg), None, "overrides")
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    given = parse_overrides(_override_strings(overrides), cfg)
+    cfg = _merge(cfg, given, None, "overrides")
+    missing = sorted(OmegaConf.missing_keys(_resolved(cfg, path, flatten(OmegaConf.to_container(given)))))
     if missing:
         raise BadInputError(
             path,

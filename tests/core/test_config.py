@@ -694,3 +694,28 @@ def test_a_by_variant_block_in_a_stage_without_variants_is_one_line(stage, tmp_p
         load_config(stage, p)
     p.write_text("_base_: cpu\nby_variant: null\nseed: 7\n")
     assert load_config(stage, p).seed == 7
+
+
+def test_an_interpolation_that_cannot_be_resolved_is_one_line(tmp_path, monkeypatch):
+    """`${USER}` meant as the environment's (Hydra's users write it), a `${` left open or a loop was
+    OmegaConf's traceback, raised when the config was first read; one line naming the setting, and
+    the file where the preset holds it. A `${...}` that resolves still does."""
+    monkeypatch.setenv("MOVIESSL_TEST_SCRATCH", "/scratch/me")
+    p = tmp_path / "mine.yaml"
+    p.write_text("_base_: cpu\ndata:\n  cache_dir: /scratch/${USER}/cache\n")
+    with pytest.raises(BadInputError, match=r"mine.yaml: data.cache_dir: Interpolation key 'USER' not found \(\$"):
+        load_config("backbone", p)
+    p.write_text("_base_: cpu\nmodel:\n  overrides:\n    width: ${\n")
+    with pytest.raises(BadInputError, match=r"mine.yaml: model.overrides.width: "):
+        load_config("backbone", p)
+    for override, line in [
+        ("data.cache_dir=/s/${USER}", r"^data.cache_dir: Interpolation key 'USER' not found"),
+        ("optim.lr=${optim.lr}", r"^optim.lr: Recursive interpolation detected"),
+        ("model.overrides.x=${", r"^override model.overrides.x: "),
+    ]:
+        with pytest.raises(BadInputError, match=line):
+            load_config("backbone", "cpu", [override])
+        with pytest.raises(BadInputError, match=line):
+            merge_overrides(load_config("backbone", "cpu"), [override])
+    cfg = load_config("backbone", "cpu", ["data.cache_dir=${oc.env:MOVIESSL_TEST_SCRATCH}/c", "optim.lr=${seed}"])
+    assert cfg.data.cache_dir == "/scratch/me/c" and cfg.optim.lr == float(cfg.seed)
