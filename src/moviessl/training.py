@@ -154,6 +154,18 @@ class StepCheckpoint(pl.callbacks.ModelCheckpoint):
     def on_train_start(self, trainer, pl_module):
         super().on_train_start(trainer, pl_module)
         self._last_global_step_saved = trainer.global_step
+        if trainer.ckpt_path is not None:
+            # Lightning saves beside a `last.ckpt` its restored state does not name (last-v1.ckpt), and
+            # restores the names only for the same absolute folder and from a checkpoint written after a
+            # first `last`: a moved run folder, or a resume from the first step checkpoint, wrote the rest
+            # of the run to last-v1.ckpt while last.ckpt, which every reader takes, stayed behind.
+            # The checkpoints of a resumed run are this folder's own.
+            self.last_model_path = self._here(self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+            if self.best_model_path:  # removed when the next step's is written, as in an unmoved folder
+                self.best_model_path = self._here(Path(self.best_model_path).name)
+
+    def _here(self, name: str) -> str:
+        return os.path.join(self.dirpath, name)
 
     def on_train_end(self, trainer, pl_module):
         super().on_train_end(trainer, pl_module)

@@ -673,3 +673,28 @@ def test_a_resumes_sweep_keeps_the_checkpoint_another_rank_is_writing(tmp_path):
     assert not torn.exists()
     assert torch.load(ck / "last.ckpt", weights_only=False)["global_step"] == 4
     assert not list(ck.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("how", ["moved", "killed_after_first_interval"])
+def test_a_resume_writes_its_checkpoints_to_last_ckpt_not_beside_it(tmp_path, how):
+    """Lightning versions ``last.ckpt`` (``last-v1.ckpt``) unless the file is the one its restored
+    state names, and it restores that name only from a checkpoint of the same absolute folder written
+    after a first ``last``: a run folder moved (another mount, a copy) or a run killed between its
+    first step checkpoint and its first ``last`` left the resumed run's checkpoints in last-v1.ckpt,
+    and last.ckpt -- what model.init, the OT teacher and the next --resume read -- at the old step."""
+    cfg = {"accelerator": "cpu", "progress_bar": False, "ckpt_every_n_steps": 2}
+    first = tmp_path / "a"
+    fit(_Tiny(), {**cfg, "max_steps": 3}, first, train_dataloaders=_loader(), throughput_name=None)
+    run = first
+    if how == "moved":
+        run = tmp_path / "b"
+        first.rename(run)
+    else:  # a kill after step0000002.ckpt, before last.ckpt: the resume repairs last.ckpt from it
+        (run / "checkpoints" / "last.ckpt").unlink()
+    m = _Tiny()
+    fit(m, {**cfg, "max_steps": 6}, run, train_dataloaders=_loader(), throughput_name=None, resume=True)
+    ck = run / "checkpoints"
+    assert sorted(p.name for p in ck.glob("last*.ckpt")) == ["last.ckpt"]
+    last = torch.load(ck / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 6 and torch.equal(last["state_dict"]["lin.weight"], m.lin.weight.detach())
+    assert sorted(p.name for p in ck.glob("step*.ckpt")) == ["step0000006.ckpt"]
