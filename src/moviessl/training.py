@@ -832,11 +832,21 @@ def metrics_files(path: str | os.PathLike) -> list[Path]:
 def read_metrics_csv(path: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
     """Lightning's CSV log(s) -> {metric: [(step, value), ...]} (empty cells dropped).
 
-    ``path`` is a ``metrics.csv`` file or a ``logs/`` folder (then all parts, resumes included)."""
+    ``path`` is a ``metrics.csv`` file or a ``logs/`` folder (then all parts, resumes included). A
+    resume goes on from its checkpoint's step, so the steps an interrupted part logged after that
+    checkpoint were trained again: a later part's values replace an earlier part's from its first
+    step on (both kept, a curve went back and ran over the same steps twice)."""
     series: dict[str, list[tuple[int, float]]] = {}
     for f in metrics_files(path):
-        _read_one(f, series)
-    return series
+        part: dict[str, list[tuple[int, float]]] = {}
+        _read_one(f, part)
+        start = min((s for points in part.values() for s, _ in points), default=None)
+        if start is not None:
+            for k in series:
+                series[k] = [(s, v) for s, v in series[k] if s < start]
+        for k, points in part.items():
+            series.setdefault(k, []).extend(points)
+    return {k: v for k, v in series.items() if v}
 
 
 def _read_one(path: Path, series: dict) -> None:

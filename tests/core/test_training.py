@@ -698,3 +698,26 @@ def test_a_resume_writes_its_checkpoints_to_last_ckpt_not_beside_it(tmp_path, ho
     last = torch.load(ck / "last.ckpt", weights_only=False)
     assert last["global_step"] == 6 and torch.equal(last["state_dict"]["lin.weight"], m.lin.weight.detach())
     assert sorted(p.name for p in ck.glob("step*.ckpt")) == ["step0000006.ckpt"]
+
+
+def test_a_resumed_runs_curves_do_not_go_back_over_the_steps_it_trained_again(tmp_path):
+    """A run killed after its step-4 checkpoint had logged step 4 too; the resume trains step 4 again.
+    The curves (and read_metrics_csv) go on from the resumed part's first step: both parts' values of
+    the same steps made the line go back and run over them twice."""
+    from moviessl.training import read_metrics_csv
+
+    class _Logged(_Tiny):
+        def training_step(self, batch, i):
+            loss = super().training_step(batch, i)
+            self.log("train_loss", loss)
+            return loss
+
+    cfg = {"accelerator": "cpu", "progress_bar": False, "ckpt_every_n_steps": 2, "log_every_n_steps": 1}
+    fit(_Logged(), {**cfg, "max_steps": 5}, tmp_path, train_dataloaders=_loader(), throughput_name=None)
+    (tmp_path / "checkpoints" / "last.ckpt").unlink()  # the kill: step0000004.ckpt is the newest
+    fit(_Logged(), {**cfg, "max_steps": 7}, tmp_path, train_dataloaders=_loader(), throughput_name=None, resume=True)
+    earlier = read_metrics_csv(tmp_path / "logs" / "metrics.part000.csv")["train_loss"]
+    assert [s for s, _ in earlier] == [0, 1, 2, 3, 4]
+    resumed = read_metrics_csv(tmp_path / "logs" / "metrics.csv")["train_loss"]
+    assert [s for s, _ in read_metrics_csv(tmp_path / "logs")["train_loss"]] == list(range(7))
+    assert read_metrics_csv(tmp_path / "logs")["train_loss"] == earlier[:4] + resumed
