@@ -809,11 +809,12 @@ def fit(
 def _keep_previous_log(out_dir: str | os.PathLike, resumed: bool = True) -> None:
     """Lightning's CSVLogger starts ``metrics.csv`` afresh; keep an earlier (pre-resume) log as
     ``metrics.partN.csv`` so curves span the whole run. A run that starts from step 0 (no checkpoint
-    to resume) continues no earlier attempt: its logs go, else its curves were plotted beside them."""
+    to resume) continues no earlier attempt: its logs go, else its curves were plotted beside them
+    (and TensorBoard, which reads every event file of ``tb/`` as one run, showed both runs' values)."""
     logs = Path(out_dir) / "logs"
     cur = logs / "metrics.csv"
     if not resumed:
-        for old in [cur, *logs.glob("metrics.part*.csv")]:
+        for old in [cur, *logs.glob("metrics.part*.csv"), *(Path(out_dir) / "tb").glob("events.out.tfevents.*")]:
             old.unlink(missing_ok=True)
         return
     if cur.is_file() and cur.stat().st_size > 0:

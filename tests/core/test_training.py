@@ -721,3 +721,26 @@ def test_a_resumed_runs_curves_do_not_go_back_over_the_steps_it_trained_again(tm
     resumed = read_metrics_csv(tmp_path / "logs" / "metrics.csv")["train_loss"]
     assert [s for s, _ in read_metrics_csv(tmp_path / "logs")["train_loss"]] == list(range(7))
     assert read_metrics_csv(tmp_path / "logs")["train_loss"] == earlier[:4] + resumed
+
+
+def test_a_run_from_step_0_keeps_no_earlier_attempts_tensorboard_events(tmp_path):
+    """A run that starts from step 0 beside an earlier attempt (its checkpoints gone: a task seed
+    trained afresh, a restart) drops that attempt's CSV log, and now its TensorBoard events too:
+    TensorBoard read both files of tb/ as one run, two runs' values at the same steps."""
+    import shutil
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    class _Logged(_Tiny):
+        def training_step(self, batch, i):
+            loss = super().training_step(batch, i)
+            self.log("train_loss", loss)
+            return loss
+
+    cfg = {"accelerator": "cpu", "progress_bar": False, "log_every_n_steps": 1, "tensorboard": True, "max_steps": 3}
+    fit(_Logged(), cfg, tmp_path, train_dataloaders=_loader(), throughput_name=None)
+    shutil.rmtree(tmp_path / "checkpoints")
+    fit(_Logged(), cfg, tmp_path, train_dataloaders=_loader(), throughput_name=None, resume=True)
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train_loss")] == [0, 1, 2]
