@@ -669,3 +669,17 @@ def test_the_other_ranks_of_a_launch_do_not_take_their_jobs_lock(tmp_path, monke
             pass
     finally:
         __import__("os").close(fd)
+
+
+def test_each_seed_folders_config_names_the_seed_it_ran(vidsitu_fixture, tmp_path):
+    """A seed folder's config.yaml is that run's record: seed 1's said ``seed: 0`` (the job's first
+    seed), so the config beside a run trained it again as another run. The folder's shared config
+    keeps the first seed, from which ``--seeds`` counts."""
+    import yaml
+
+    ann, feats = vidsitu_fixture
+    out = tmp_path / "run"
+    assert _finetune(ann, feats, out, "verb", *FAST, "seed=3", "verb.epochs=1") == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 3
+    for s in (3, 4):
+        assert yaml.safe_load((out / f"seed{s}" / "config.yaml").read_text())["seed"] == s

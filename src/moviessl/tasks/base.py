@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -250,7 +251,7 @@ def run_seed(job: SeedJob, seed: int) -> dict:
         metrics = job.score(model, run_dir)
         model.cpu()
         job.export(model, arch, run_dir, {"seed": seed, "metrics": metrics})
-        save_config(job.config, run_dir)
+        save_config(seed_config(job.config, seed), run_dir)
         record = {
             "task": job.name,
             "seed": seed,
@@ -274,6 +275,16 @@ def run_seed(job: SeedJob, seed: int) -> dict:
         record["total_s"],
     )
     return {"seed": seed, "dir": str(run_dir), "metrics": metrics}
+
+
+def seed_config(cfg: Any, seed: int) -> Any:
+    """The job's config as one run's record: its ``seed`` is the run's (the job's names the first of
+    its seeds, from which ``--seeds`` counts), so the config beside a run trains that run again."""
+    if dataclasses.is_dataclass(cfg) and hasattr(cfg, "seed"):
+        return dataclasses.replace(cfg, seed=seed)
+    if isinstance(cfg, Mapping) and "seed" in cfg:
+        return {**cfg, "seed": seed}
+    return cfg
 
 
 def seed_range(first: int, count: int) -> list[int]:

@@ -7,6 +7,7 @@ metrics on val and test, mean ± SE summary.
 Layout of ``out``::
 
     config.yaml                           resolved config (shared by the runs)
+    seed{S}/config.yaml                   the run's own (its seed)
     seed{S}/predictions_{val,test}.json   youtube_id -> per-span outputs (``moviessl evaluate lvu`` format)
     seed{S}/metrics.json                  {"metrics": {"val_top1"|"val_mse", "test_..."}, counts, settings}
     seed{S}/model.pt                      moviessl checkpoint, stage "lvu"

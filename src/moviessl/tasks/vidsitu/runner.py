@@ -9,6 +9,7 @@ Layout of ``out``::
     tokenizer.json                    SRL only: trained once, shared by the runs
     tokenizer.key                     SRL only: what it was trained from (other phrases / settings: retrained)
     features_{backbone}_{clips}/      --videos with a frozen backbone: the event features, per clip geometry
+    seed{S}/config.yaml               the run's own (its seed)
     seed{S}/predictions.pkl           VidSitu submission (list of dicts, keyed by ann_idx)
     seed{S}/metrics.json              official metrics on the eval split (percent) + run facts
     seed{S}/model.pt                  moviessl checkpoint, stage = task (+ backbone.pt for end-to-end verb)
