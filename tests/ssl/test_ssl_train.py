@@ -421,3 +421,17 @@ def test_a_second_job_on_a_folder_a_job_is_training_in_is_refused(clip_list, tmp
     finally:
         os.close(fd)
     assert [p.name for p in tmp_path.iterdir()] == [JOB_LOCK]
+
+
+def test_the_summary_names_the_data_it_was_made_from(tmp_path):
+    """summary.json is what a run folder says of itself; it named the method and nothing of the
+    clip lists, so two runs on other data (or seeds) read alike. It now names --data and --val
+    (resolved), the videos trained on and the seed, as the exported model.pt's meta does."""
+    from ssl_testutil import make_clip_list
+
+    clips = make_clip_list(tmp_path / "clips", n=4, bad=0)
+    cfg = load_config("backbone", "cpu", tiny_overrides(["seed=5"]))
+    pretrain("random", clips, tmp_path / "r", cfg, val=clips, run_probe=False, progress=False)
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    want = {"data": str(clips.resolve()), "val": str(clips.resolve()), "num_videos": 4, "seed": 5}
+    assert {k: s.get(k) for k in want} == want

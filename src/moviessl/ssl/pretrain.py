@@ -234,7 +234,17 @@ def pretrain(
                 bad.setdefault(str(ds.items[i][0]) if i < len(ds.items) else str(i), "skipped while training")
         else:  # nothing to train (random init): the config is still the run's record
             save_config(cfg, out)
-        summary: dict[str, Any] = {"method": method, "out": str(out), "skipped_videos": len(bad), **init_note}
+        summary: dict[str, Any] = {
+            "method": method,
+            "out": str(out),
+            # what the folder was made from, as model.pt's meta says: else two runs on other data read alike
+            "data": str(Path(data).resolve()),
+            "val": str(Path(val).resolve()) if val is not None else None,
+            "num_videos": len(train_items),
+            "seed": cfg.seed,
+            "skipped_videos": len(bad),
+            **init_note,
+        }
         if probe_note:
             summary["probe_skipped"] = probe_note
         module.export(
