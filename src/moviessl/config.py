@@ -23,10 +23,13 @@ as an ``int`` with no casts and no defaults repeated at the point of use.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import math
 import os
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any, Collection, Iterable, Mapping, Optional
 
@@ -150,6 +153,67 @@ def preset_names(stage: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / stage).glob("*.yaml") if not p.stem.startswith("_"))
 
 
+# the tags a plain scalar resolves to that a text setting would take as str() of the value
+_CONVERTED_TAGS = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+@functools.lru_cache(maxsize=None)
+def _field_types(schema: type) -> dict[str, Any]:
+    return typing.get_type_hints(schema)
+
+
+def _text_kind(hint: Any) -> str | None:
+    """``"text"`` for a str setting (Optional too), ``"texts"`` for a list of them, else None."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if hint is str or (typing.get_origin(hint) in (typing.Union, types.UnionType) and args == [str]):
+        return "text"
+    if typing.get_origin(hint) is list and args == [str]:
+        return "texts"
+    return None
+
+
+def _keep_text(node: yaml.Node, schema: type) -> None:
+    """Retags the plain scalars of a preset's YAML mapping ``node`` that a str setting of ``schema``
+    takes as text, so they are read as written: YAML 1.1 read ``cache_dir: no`` as false and
+    OmegaConf made it the folder ``False`` (``1e5``: ``100000.0``, ``1.10``: ``1.1``), where an
+    override keeps its text (``_is_text``). A null stays null."""
+    if not isinstance(node, yaml.MappingNode):
+        return
+    hints = _field_types(schema)
+    for key_node, value in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its entries land here too
+            for merged in value.value if isinstance(value, yaml.SequenceNode) else [value]:
+                _keep_text(merged, schema)
+            continue
+        hint = hints.get(key_node.value) if isinstance(key_node, yaml.ScalarNode) else None
+        if dataclasses.is_dataclass(hint):
+            _keep_text(value, hint)
+        kind = _text_kind(hint)
+        items = [value] if kind == "text" else value.value if kind and isinstance(value, yaml.SequenceNode) else []
+        for item in items:
+            if isinstance(item, yaml.ScalarNode) and item.style is None and item.tag in _CONVERTED_TAGS:
+                item.tag = _STR_TAG
+
+
+def _load_preset(text: str, stage: str) -> Any:
+    """A preset's YAML, its text settings (and those of its ``by_variant`` blocks) as written."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        schema = schema_of(stage)
+        _keep_text(node, schema)
+        for key_node, value in node.value if isinstance(node, yaml.MappingNode) else ():
+            if key_node.value == "by_variant" and isinstance(value, yaml.MappingNode):
+                for _, block in value.value:
+                    _keep_text(block, schema)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def _read_yaml(path: Path, stage: str, chain: tuple[Path, ...] = ()) -> DictConfig:
     if not path.is_file():
         raise BadInputError(path, "config file not found")
@@ -157,7 +221,7 @@ def _read_yaml(path: Path, stage: str, chain: tuple[Path, ...] = ()) -> DictConf
         cycle = [*chain[chain.index(path.resolve()) :], path.resolve()]
         raise BadInputError(chain[0], f"_base_ cycle: {' -> '.join(p.name for p in cycle)}")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_Loader) or {}
+        data = _load_preset(path.read_text(encoding="utf-8-sig"), stage) or {}
     except UnicodeDecodeError:
         raise BadInputError(path, "not a UTF-8 text file") from None
     except yaml.YAMLError as e:

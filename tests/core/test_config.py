@@ -719,3 +719,24 @@ def test_an_interpolation_that_cannot_be_resolved_is_one_line(tmp_path, monkeypa
             merge_overrides(load_config("backbone", "cpu"), [override])
     cfg = load_config("backbone", "cpu", ["data.cache_dir=${oc.env:MOVIESSL_TEST_SCRATCH}/c", "optim.lr=${seed}"])
     assert cfg.data.cache_dir == "/scratch/me/c" and cfg.optim.lr == float(cfg.seed)
+
+
+def test_a_text_setting_in_a_preset_is_the_text_as_written(tmp_path):
+    """YAML 1.1 reads `no` as false, `1e5` as 100000.0, `1.10` as 1.1: a preset's folder named so
+    became the folder `False` (`100000.0`, `1.1`) without a word, where an override kept the text.
+    A str setting now takes the text as written, through `_base_`, `<<` and by_variant alike."""
+    (tmp_path / "base.yaml").write_text("_base_: cpu\ndata:\n  cache_dir: no\n")
+    p = tmp_path / "mine.yaml"
+    p.write_text(
+        "_base_: base.yaml\nmodel:\n  init: 1e5\n  preset: slowd_cpu\n  overrides: {n: 1e5}\n"
+        "trainer:\n  <<: {precision: 16}\n  tensorboard: yes\n  matmul_precision: null\n"
+        "by_variant:\n  cvrl:\n    model: {init: 1.10}\n"
+    )
+    cfg = load_config("backbone", p)
+    assert (cfg.data.cache_dir, cfg.model.init, cfg.trainer.precision) == ("no", "1e5", "16")
+    assert cfg.model.overrides == {"n": 1e5} and cfg.trainer.tensorboard is True  # not text settings
+    assert cfg.trainer.matmul_precision is None and load_config("backbone", p, variant="cvrl").model.init == "1.10"
+    assert load_config("backbone", save_config(cfg, tmp_path / "run")) == cfg  # read back the same
+    q = tmp_path / "lvu.yaml"
+    q.write_text("_base_: cpu\ndata:\n  eval_splits: [val, 2020, off]\n")
+    assert load_config("lvu", q).data.eval_splits == ["val", "2020", "off"]
