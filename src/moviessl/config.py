@@ -359,12 +359,13 @@ def _override_strings(overrides: Iterable[str] | Mapping[str, Any]) -> list[str]
     return list(overrides)
 
 
-def flatten(changes: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"verb": {"epochs": 1}}`` -> ``{"verb.epochs": 1}`` (nested changes as dotted overrides)."""
+def flatten(changes: Mapping[str, Any], prefix: str = "", whole: Collection[str] = ()) -> dict[str, Any]:
+    """``{"verb": {"epochs": 1}}`` -> ``{"verb.epochs": 1}`` (nested changes as dotted overrides);
+    a mapping under a key in ``whole`` is kept as one value."""
     out: dict[str, Any] = {}
     for k, v in changes.items():
-        if isinstance(v, Mapping) and v:
-            out.update(flatten(v, f"{prefix}{k}."))
+        if isinstance(v, Mapping) and v and f"{prefix}{k}" not in whole:
+            out.update(flatten(v, f"{prefix}{k}.", whole))
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -714,7 +715,9 @@ def check_ranges(cfg: Any, null_epochs_unlimited: bool = False) -> None:
     """``BadInputError`` naming the first setting outside its range (see ``_range_problem``), or a
     trainer without any limit: ``trainer.max_steps`` -1 with ``trainer.max_epochs`` -1 (or null,
     where ``null_epochs_unlimited``: a stage that trains without a limit then)."""
-    flat = flatten(to_dict(cfg))
+    # a mapping given to a setting read by name (`trainer.devices={a: 1}`, an `Any`) is checked whole:
+    # split, its key was never checked and planning the trainer traced back on it
+    flat = flatten(to_dict(cfg), whole=_KEY_CHECKS)
     for key, v in flat.items():
         if key.rsplit(".", 1)[-1] == "matmul_precision":
             check_matmul_precision(key, v)

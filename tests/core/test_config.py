@@ -740,3 +740,20 @@ def test_a_text_setting_in_a_preset_is_the_text_as_written(tmp_path):
     q = tmp_path / "lvu.yaml"
     q.write_text("_base_: cpu\ndata:\n  eval_splits: [val, 2020, off]\n")
     assert load_config("lvu", q).data.eval_splits == ["val", "2020", "off"]
+
+
+def test_a_mapping_given_to_trainer_devices_is_one_line(tmp_path):
+    """`devices` is typed Any, so a mapping loaded; the check split it (`trainer.devices.a`) and
+    never checked `trainer.devices`: a TypeError traceback when the trainer was planned."""
+    from moviessl.training import make_trainer
+
+    line = r"^trainer.devices: \{'a': 1\}: give a count"
+    with pytest.raises(BadInputError, match=line):
+        load_config("backbone", "cpu", ["trainer.devices={a: 1}"])
+    p = tmp_path / "mine.yaml"
+    p.write_text("_base_: cpu\ntrainer:\n  devices:\n    a: 1\n")
+    with pytest.raises(BadInputError, match=line):
+        load_config("context", p)
+    with pytest.raises(BadInputError, match=line):
+        make_trainer({"devices": {"a": 1}}, tmp_path)
+    assert flatten({"trainer": {"devices": {"a": 1}}}, whole={"trainer.devices"}) == {"trainer.devices": {"a": 1}}
