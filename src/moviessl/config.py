@@ -657,6 +657,10 @@ def check_devices(key: str, v: Any) -> None:
         ok = n == "auto" or (not isinstance(v, bool) and n.lstrip("-").isdecimal() and (int(n) >= 1 or int(n) == -1))
     if not ok:
         raise BadInputError(key, f"{v!r}: give a count (>= 1, -1 or auto for all) or a list of device ids, e.g. [2, 3]")
+    given = [int(str(i).strip()) for i in ids or () if str(i).strip()]
+    twice = sorted({i for i in given if given.count(i) > 1})
+    if twice:  # Lightning's _check_unique refused it only when the trainer was built, after the data were read
+        raise BadInputError(key, f"{v!r}: device id {twice[0]} is given twice; give each device once")
 
 
 # Half weights hold AdamW's state in 16 bits too: bf16 (8 significand bits) rounds an AdamW step

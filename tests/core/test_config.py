@@ -757,3 +757,19 @@ def test_a_mapping_given_to_trainer_devices_is_one_line(tmp_path):
     with pytest.raises(BadInputError, match=line):
         make_trainer({"devices": {"a": 1}}, tmp_path)
     assert flatten({"trainer": {"devices": {"a": 1}}}, whole={"trainer.devices"}) == {"trainer.devices": {"a": 1}}
+
+
+@pytest.mark.parametrize("devices", [[0, 0], "1,1", [2, 3, 2]])
+def test_a_device_id_given_twice_is_one_line(devices, monkeypatch, tmp_path):
+    """Lightning refuses duplicate GPU ids only when it builds the trainer, after the clips were
+    cached or the features read; dist.check_machine let them through."""
+    from moviessl.config import check_devices
+    from moviessl.dist import check_machine
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    check_machine("gpu", devices)  # the machine has the ids: only the config check refuses them
+    with pytest.raises(BadInputError, match=r"^trainer.devices: .*: device id \d is given twice"):
+        load_config("vidsitu", "cpu", {"trainer": {"devices": devices, "accelerator": "gpu"}})
+    with pytest.raises(BadInputError, match=r"^--devices: .*: device id \d is given twice"):
+        check_devices("--devices", devices)
