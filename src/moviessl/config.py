@@ -36,7 +36,7 @@ from typing import Any, Collection, Iterable, Mapping, Optional
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, InterpolationKeyError, OmegaConfBaseException
-from omegaconf.nodes import StringNode
+from omegaconf.nodes import StringNode, ValueNode
 
 from .errors import BadInputError
 from .utils.io import atomic_write_text
@@ -163,10 +163,16 @@ def _field_types(schema: type) -> dict[str, Any]:
     return typing.get_type_hints(schema)
 
 
+def _unoptional(hint: Any) -> Any:
+    """``X`` of ``Optional[X]`` (or ``X | None``); other hints as they are."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1 else hint
+
+
 def _text_kind(hint: Any) -> str | None:
     """``"text"`` for a str setting (Optional too), ``"texts"`` for a list of them, else None."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if hint is str or (typing.get_origin(hint) in (typing.Union, types.UnionType) and args == [str]):
+    if _unoptional(hint) is str:
         return "text"
     if typing.get_origin(hint) is list and args == [str]:
         return "texts"
@@ -307,7 +313,35 @@ def _container_mismatch(cfg: Any, other: Any, prefix: str = "") -> tuple[str, st
     return None
 
 
+def _loose_bool(schema: Any, other: Any, prefix: str = "") -> tuple[str, Any] | None:
+    """(key, value) of the first key where ``other`` gives a bool setting of the dataclass ``schema``
+    a number other than 0 or 1 (``trainer.tensorboard=2``, ``"-1"``): OmegaConf reads any int as
+    ``value != 0``, so a typo or a count was silently true."""
+    if not dataclasses.is_dataclass(schema) or not isinstance(other, (Mapping, DictConfig)):
+        return None
+    hints = _field_types(schema)
+    for k in other:
+        hint = _unoptional(hints.get(k))
+        v = other._get_node(k) if isinstance(other, DictConfig) else other[k]
+        v = v._value() if isinstance(v, ValueNode) else v
+        if hint is bool and not isinstance(v, bool):
+            try:
+                number = int(v) if isinstance(v, (int, str)) else None
+            except ValueError:  # OmegaConf's words (yes, off, ...) or its own error
+                number = None
+            if number not in (None, 0, 1):
+                return f"{prefix}{k}", v
+        found = _loose_bool(hint, v, f"{prefix}{k}.")
+        if found:
+            return found
+    return None
+
+
 def _merge(cfg: DictConfig, other: Any, where: str | os.PathLike | None, what: str) -> DictConfig:
+    loose = _loose_bool(OmegaConf.get_type(cfg), other)
+    if loose:
+        key, v = loose
+        raise BadInputError(where, f"bad value in {what} for {key} ({v!r} is not a bool; give true, false, 1 or 0)")
     try:
         return OmegaConf.merge(cfg, other)
     except TypeError as e:  # a mapping merged into a list, or a list into a mapping

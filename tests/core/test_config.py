@@ -773,3 +773,22 @@ def test_a_device_id_given_twice_is_one_line(devices, monkeypatch, tmp_path):
         load_config("vidsitu", "cpu", {"trainer": {"devices": devices, "accelerator": "gpu"}})
     with pytest.raises(BadInputError, match=r"^--devices: .*: device id \d is given twice"):
         check_devices("--devices", devices)
+
+
+@pytest.mark.parametrize("value", ["2", "-1", "'2'", "10"])
+def test_a_bool_setting_takes_only_0_or_1_as_a_number(value, tmp_path):
+    """OmegaConf reads any int as a bool (``value != 0``): ``trainer.tensorboard=2`` (a count, a typo
+    for a name) was silently true. 0 and 1 and the YAML words still are bools."""
+    with pytest.raises(BadInputError, match=r"^bad value in overrides for trainer.tensorboard \(.*is not a bool"):
+        load_config("context", "cpu", [f"trainer.tensorboard={value}"])
+    p = tmp_path / "mine.yaml"
+    p.write_text(f"_base_: cpu\ndata:\n  frame_cache: {value}\nby_variant:\n  cvrl:\n    trainer: {{benchmark: 7}}\n")
+    with pytest.raises(BadInputError, match=r"mine.yaml: bad value in the preset for data.frame_cache \("):
+        load_config("backbone", p)
+    p.write_text("_base_: cpu\nby_variant:\n  cvrl:\n    trainer: {benchmark: 7}\n")
+    with pytest.raises(BadInputError, match=r"mine.yaml: bad value in by_variant.cvrl for trainer.benchmark \(7 is"):
+        load_config("backbone", p, variant="cvrl")
+    with pytest.raises(BadInputError, match=r"^bad value in overrides for optim.nesterov"):
+        merge_overrides(load_config("backbone", "cpu"), {"optim": {"nesterov": int(value.strip("'"))}})
+    for given, read in [("1", True), ("0", False), ("'1'", True), ("yes", True), ("off", False), ("null", None)]:
+        assert load_config("backbone", "cpu", [f"trainer.benchmark={given}"]).trainer.benchmark is read
