@@ -278,6 +278,8 @@ def parse_overrides(overrides: Iterable[str], into: DictConfig | None = None) ->
             raise BadInputError(None, f"override '{ov}' is not of the form key.sub=value")
         key, _, raw = ov.partition("=")
         key = key.strip()
+        if not all(key.split(".")):  # `=1`, `.seed=1`: OmegaConf's "Key '' not in 'BackboneConfig'"
+            raise BadInputError(None, f"override '{ov}' names no key (an empty part in '{key}'); give key.sub=value")
         try:
             value = yaml.load(raw, Loader=_Loader) if raw != "" else ""
         except yaml.YAMLError:

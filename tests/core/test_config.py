@@ -792,3 +792,12 @@ def test_a_bool_setting_takes_only_0_or_1_as_a_number(value, tmp_path):
         merge_overrides(load_config("backbone", "cpu"), {"optim": {"nesterov": int(value.strip("'"))}})
     for given, read in [("1", True), ("0", False), ("'1'", True), ("yes", True), ("off", False), ("null", None)]:
         assert load_config("backbone", "cpu", [f"trainer.benchmark={given}"]).trainer.benchmark is read
+
+
+@pytest.mark.parametrize("override", ["=1", " =1", ".seed=1", "optim..lr=1", "seed.=1"])
+def test_an_override_with_an_empty_key_part_is_one_line(override):
+    """`=1` was "unknown config key 'Key '' not in 'BackboneConfig''", `seed.=1` a DictConfig that
+    could not be converted to an integer, `optim..lr=1` the unknown key 'optim'."""
+    line = r"^override '.*' names no key \(an empty part in '.*'\); give key.sub=value$"
+    with pytest.raises(BadInputError, match=line):
+        load_config("backbone", "cpu", [override])
