@@ -51,7 +51,9 @@ def test_a_wrong_feature_width_in_the_paper_preset_fails(tmp_path):
 def test_a_typo_in_an_override_is_bad_input_before_any_stage(tmp_path, capsys):
     rc = main(["selftest", "--preset", "cpu", "--only", "verb", "--out", str(tmp_path / "st"), "vidsitu:verb.epochz=1"])
     assert rc == 2
-    assert capsys.readouterr().err.strip() == "moviessl: error: unknown config key 'verb.epochz' in overrides"
+    assert capsys.readouterr().err.strip() == (
+        "moviessl: error: unknown config key 'verb.epochz' in overrides (did you mean verb.epochs?)"
+    )
     assert not (tmp_path / "st").exists()
 
 

@@ -23,6 +23,7 @@ as an ``int`` with no casts and no defaults repeated at the point of use.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import importlib.util
 import math
@@ -339,6 +340,17 @@ def _loose_bool(schema: Any, other: Any, prefix: str = "") -> tuple[str, Any] | 
     return None
 
 
+def _nearest_key(cfg: DictConfig, key: str) -> str:
+    """`` (did you mean optim.lr?)`` for a misspelt ``key`` of the schema of ``cfg``, where one is close."""
+    parent, _, leaf = key.rpartition(".")
+    schema = OmegaConf.get_type(cfg)
+    for part in parent.split(".") if parent else ():
+        schema = _unoptional(_field_types(schema).get(part)) if dataclasses.is_dataclass(schema) else None
+    names = list(_field_types(schema)) if dataclasses.is_dataclass(schema) else []
+    close = difflib.get_close_matches(leaf, names, n=1)
+    return f" (did you mean {parent + '.' if parent else ''}{close[0]}?)" if close else ""
+
+
 def _merge(cfg: DictConfig, other: Any, where: str | os.PathLike | None, what: str) -> DictConfig:
     loose = _loose_bool(OmegaConf.get_type(cfg), other)
     if loose:
@@ -355,7 +367,7 @@ def _merge(cfg: DictConfig, other: Any, where: str | os.PathLike | None, what: s
         raise BadInputError(where, f"{key} in {what} is a {kind} setting; give the whole {kind} ({whole})") from None
     except ConfigKeyError as e:
         key = getattr(e, "full_key", None) or str(e).splitlines()[0]
-        raise BadInputError(where, f"unknown config key '{key}' in {what}") from None
+        raise BadInputError(where, f"unknown config key '{key}' in {what}{_nearest_key(cfg, key)}") from None
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None)
         msg = str(e).splitlines()[0]

@@ -801,3 +801,24 @@ def test_an_override_with_an_empty_key_part_is_one_line(override):
     line = r"^override '.*' names no key \(an empty part in '.*'\); give key.sub=value$"
     with pytest.raises(BadInputError, match=line):
         load_config("backbone", "cpu", [override])
+
+
+def test_an_unknown_key_names_the_nearest_known_one(tmp_path):
+    """A misspelt key was refused without the setting meant; the line now names a close one."""
+    with pytest.raises(
+        BadInputError, match=r"^unknown config key 'optim.lrr' in overrides \(did you mean optim.lr\?\)$"
+    ):
+        load_config("backbone", "cpu", ["optim.lrr=1"])
+    p = tmp_path / "mine.yaml"
+    p.write_text("_base_: cpu\ndata:\n  cache_dirr: /c\nby_variant:\n  cvrl: {trainer: {tensorbord: true}}\n")
+    with pytest.raises(
+        BadInputError, match=r"unknown config key 'data.cache_dirr' in the preset \(did you mean data.cache_dir"
+    ):
+        load_config("backbone", p)
+    p.write_text("_base_: cpu\nby_variant:\n  cvrl: {trainer: {tensorbord: true}}\n")
+    with pytest.raises(
+        BadInputError, match=r"'trainer.tensorbord' in by_variant.cvrl \(did you mean trainer.tensorboard"
+    ):
+        load_config("backbone", p, variant="cvrl")
+    with pytest.raises(BadInputError, match=r"^unknown config key 'xyz' in overrides$"):  # nothing close
+        load_config("context", "cpu", ["xyz=1"])
