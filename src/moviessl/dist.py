@@ -73,6 +73,26 @@ def job_leader() -> bool:
     return rank_zero_only.rank == 0 and node_rank() == 0
 
 
+def launch_token() -> str | None:
+    """What every process of this launch shares and no other launch running now does: torchrun's
+    run id and store address (a run id alone is ``none`` unless ``--rdzv-id`` or ``--standalone``
+    sets one), srun's job and step, jsrun's LSF job, else an address set by hand for Lightning's
+    launcher on each node (``MASTER_ADDR``, ``MASTER_PORT``). None for a plain process, and for
+    Lightning's own launcher before it starts its ranks (they are its children)."""
+    env = os.environ
+    master = f"{env.get('MASTER_ADDR', '').strip()}:{env.get('MASTER_PORT', '').strip()}"
+    if env.get("TORCHELASTIC_RUN_ID"):
+        return f"torchrun {env['TORCHELASTIC_RUN_ID']} {master}"
+    step = env.get("SLURM_STEP_ID", env.get("SLURM_STEPID", "")).strip()
+    if env.get("SLURM_JOB_ID", "").strip() and step:
+        return f"slurm {env['SLURM_JOB_ID'].strip()}.{step}"
+    if env.get("LSB_JOBID", "").strip() and env.get("JSM_NAMESPACE_RANK"):
+        return f"lsf {env['LSB_JOBID'].strip()}"
+    if env.get("MASTER_ADDR", "").strip() and env.get("MASTER_PORT", "").strip():
+        return f"master {master}"
+    return None
+
+
 def launch_rank() -> tuple[int, int]:
     """``(global rank, world size)`` from the launcher's environment, before any process group
     exists (torchrun's ``RANK``/``WORLD_SIZE``, srun's ``SLURM_PROCID``/``SLURM_NTASKS``, jsrun's

@@ -1363,6 +1363,59 @@ def test_a_readers_look_at_the_job_lock_does_not_refuse_the_job_taking_it(tmp_pa
         assert (tmp_path / ex.JOB_LOCK).read_text().startswith(f"pid {os.getpid()} on ")
 
 
+def test_the_other_ranks_of_a_launch_refused_at_the_lock_stop_there_too(tmp_path, monkeypatch):
+    """Only a launch's leader takes the folder's lock; the other ranks of a second torchrun / srun
+    job on a folder another job held went on while their leader had stopped at the lock, and
+    rewrote that job's config, settings and held-out list and removed its checkpoints. They now go
+    on only once the lock is their own launch's (or no job's), and else say the holder in one line."""
+    import socket
+
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    for k in ("SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_STEPID", "LSB_JOBID"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "run-b")
+    monkeypatch.setenv("MASTER_ADDR", "node1")
+    monkeypatch.setenv("MASTER_PORT", "29501")
+    monkeypatch.setattr(ex, "LEADER_LOCK_WAIT_S", 0.5)
+    host = socket.gethostname()
+
+    def held_by(text: str) -> int:
+        fd = os.open(tmp_path / ex.JOB_LOCK, os.O_RDWR | os.O_CREAT)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another open file description: another process's lock
+        os.ftruncate(fd, 0)
+        os.write(fd, text.encode())
+        return fd
+
+    with ex.launch_lock(tmp_path):  # the leader (rank 0) takes it, naming its launch
+        assert (tmp_path / ex.JOB_LOCK).read_text().split("\n")[1] == "launch torchrun run-b node1:29501"
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    with ex.run_lock(tmp_path):  # no job holds the folder: the leader has let go of it, or takes it next
+        pass
+    for holder, refused in (
+        ("pid 4242 on node7, since then\nlaunch torchrun run-a node7:29500", True),  # the other job's
+        ("pid 4242 on node7, since then", True),
+        ("pid 4242 on node7, since then\nlaunch torchrun run-b node1:29501", False),  # this launch's leader
+        (f"pid {os.getppid()} on {host}, since then", False),  # Lightning's launcher: the leader is the parent
+    ):
+        fd = held_by(holder)
+        try:
+            if refused:
+                line = r"another moviessl job is writing to this folder \(pid 4242 on node7, since then\);"
+                with pytest.raises(BadInputError, match=line), ex.run_lock(tmp_path):
+                    pass
+            else:
+                with ex.run_lock(tmp_path):
+                    pass
+        finally:
+            os.close(fd)
+    # the other job's lock, then none (it ended): this launch's leader, refused by it, takes it no more
+    fd = held_by("pid 4242 on node7, since then\nlaunch torchrun run-a node7:29500")
+    __import__("threading").Timer(0.2, os.close, (fd,)).start()
+    with pytest.raises(BadInputError, match="pid 4242 on node7"), ex.run_lock(tmp_path):
+        pass
+
+
 def test_a_reader_of_a_folder_being_extended_says_what_it_reads(tmp_path, caplog):
     """A finished folder being extended keeps its index until the extension ends, so a reader gets
     the videos of its last finished run, a consistent set. It did so without a word, while the job

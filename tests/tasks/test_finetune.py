@@ -652,6 +652,40 @@ def test_a_second_job_on_a_folder_a_job_is_training_in_is_refused(vidsitu_fixtur
     assert not (out / ".extract.lock").exists()
 
 
+def test_a_rank_of_a_second_launch_on_a_folder_in_use_writes_nothing(vidsitu_fixture, tmp_path, monkeypatch, capsys):
+    """A second torchrun job on a folder a job was training in: its leader stopped at the lock in one
+    line, and its rank 1 went on, rewrote the first job's config.yaml and seed0's settings.json and
+    removed its checkpoints before the launcher ended it (srun did not end it). It now stops at the
+    lock too, having written nothing."""
+    import os
+
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    from moviessl.features import extract as ex
+    from moviessl.tasks import base
+
+    ann, feats = vidsitu_fixture
+    out = tmp_path / "run"
+    fd = _hold_job_lock(out)  # the first job (a plain process: its lock names no launch)
+    (out / "seed0" / "checkpoints").mkdir(parents=True)
+    (out / "seed0" / "checkpoints" / "last.ckpt").write_bytes(b"the first job's")
+    env = {"TORCHELASTIC_RUN_ID": "b", "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_PORT": "29533"}
+    for k, v in {**env, "MASTER_ADDR": "127.0.0.1"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    monkeypatch.setattr(ex, "LEADER_LOCK_WAIT_S", 0.5)
+    monkeypatch.setattr(base, "fit", lambda *a, **k: pytest.fail("rank 1 of the refused launch trained"))
+    before = sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*"))
+    try:
+        ddp = ["trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu"]
+        rc = _finetune(ann, feats, out, "verb", *FAST, *ddp, "verb.epochs=1", seeds=1)
+    finally:
+        os.close(fd)
+    err = capsys.readouterr().err
+    assert rc == 2 and "another moviessl job is writing to this folder (pid" in err, err
+    assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*")) == before
+
+
 def test_the_other_ranks_of_a_launch_do_not_take_their_jobs_lock(tmp_path, monkeypatch):
     """Lightning's launcher starts ranks 1.. with the same command into the same folder while rank 0
     holds its lock (torchrun and srun start them beside it): they must not be refused by it."""

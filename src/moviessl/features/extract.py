@@ -58,7 +58,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from ..checkpoint import build_from_checkpoint, file_hash, load_checkpoint
 from ..config import HALF_WEIGHTS, MAX_TIMEOUT_S, TrainerConfig, check_accelerator, check_devices, check_precision
 from ..data.cliplist import read_clip_list
-from ..dist import check_launcher_world, check_machine, job_leader
+from ..dist import check_launcher_world, check_machine, job_leader, launch_token
 from ..errors import BadInputError
 from ..models.slowd import speed_up
 from ..training import ctrl_c_kept, ddp_with_timeout, lightning_trainer, planned_world_size, quiet_lightning
@@ -86,6 +86,7 @@ from .store import (
     INDEX_NAME,
     JOB_LOCK,
     check_format,
+    lock_stamp,
     read_index,
 )
 
@@ -1029,7 +1030,7 @@ def job_lock(out: Path, what: str = "extraction job") -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 512).decode("utf-8", "replace").strip() or "a job that is starting"
+            holder = os.read(fd, 512).decode("utf-8", "replace").strip().split("\n", 1)[0] or "a job that is starting"
             os.close(fd)
             # A flock is shared with the processes forked while it is held: the loader workers of a
             # job killed with SIGKILL hold it until they notice their parent is gone (PyTorch's
@@ -1065,9 +1066,15 @@ def job_lock(out: Path, what: str = "extraction job") -> Iterator[None]:
     try:
         if fd is not None and writable:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            # the second line tells the other ranks of this launch that the lock is their leader's
+            # (launch_lock); synced, as those on other nodes of a network filesystem read it
+            token = launch_token()
             try:
                 os.ftruncate(fd, 0)
                 os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {stamp}".encode())
+                if token is not None:
+                    os.write(fd, f"\nlaunch {token}".encode())
+                os.fsync(fd)
             except OSError:  # (a full disk) the stamp only names the holder; the flock is what excludes
                 pass
         yield
@@ -1077,12 +1084,60 @@ def job_lock(out: Path, what: str = "extraction job") -> Iterator[None]:
             os.close(fd)
 
 
+LEADER_LOCK_WAIT_S = 120.0  # how long a rank > 0 waits for its leader to take the lock another job holds
+
+
+def launch_lock(out: str | os.PathLike, what: str = "extraction job") -> contextlib.AbstractContextManager:
+    """The folder's job lock (:func:`job_lock`) for a launch of one or more processes: its leader
+    (:func:`~moviessl.dist.job_leader`) takes it; the other ranks, which run the same command into
+    the same folder, must not (it would refuse them) but go on only once the lock is their
+    leader's or no job's (:func:`confirm_launch`)."""
+    if job_leader():
+        return job_lock(Path(out), what)
+    confirm_launch(Path(out), what)
+    return contextlib.nullcontext()
+
+
+def confirm_launch(out: Path, what: str) -> None:
+    """For a rank > 0: return once ``out``'s job lock is held by this launch's leader (the lock's
+    second line names the launch, :func:`~moviessl.dist.launch_token`; Lightning's own launcher
+    starts its ranks as children of the leader, named by the first line) or by no job; one line
+    when another job holds it and this launch's leader has not taken it within
+    :data:`LEADER_LOCK_WAIT_S` (it was refused). Only the leader checked: a second job's torchrun or
+    srun ranks went on while their leader had stopped at the lock, and rewrote the first job's
+    config.yaml, its seeds' settings.json and heldout.json, and removed its checkpoints, until the
+    launcher ended them (srun without --kill-on-bad-exit did not). A free lock after another job's
+    is not enough: that job ended, and this launch's leader, refused by it, is gone."""
+    import socket
+
+    mine = launch_token()
+    if mine is None:  # a launcher that names no launch: nothing to tell the leader's lock by
+        return
+    parent = f"pid {os.getppid()} on {socket.gethostname()},"
+    other = None
+    until = time.monotonic() + LEADER_LOCK_WAIT_S
+    while True:
+        stamp = lock_stamp(out)
+        if stamp is None and other is None:
+            return
+        if stamp is not None:
+            first, _, rest = stamp.partition("\n")
+            if rest.strip() == f"launch {mine}" or first.startswith(parent):
+                return
+            other = first
+        if time.monotonic() > until:
+            raise BadInputError(
+                out,
+                f"another {what} is writing to this folder ({other}); wait for it to end or use another --out",
+            )
+        time.sleep(0.2)
+
+
 def run_lock(out: str | os.PathLike) -> contextlib.AbstractContextManager:
-    """The job lock (:func:`job_lock`) of a training run's folder, taken by the job's leader alone
-    (:func:`~moviessl.dist.job_leader`): the other ranks of the same launch run the same command
-    into the same folder. A second job on the folder wrote the same config, checkpoints, logs and
-    seed folders as the first, and each one's summary described runs the other had overwritten."""
-    return job_lock(Path(out), "moviessl job") if job_leader() else contextlib.nullcontext()
+    """The job lock (:func:`launch_lock`) of a training run's folder. A second job on the folder
+    wrote the same config, checkpoints, logs and seed folders as the first, and each one's summary
+    described runs the other had overwritten."""
+    return launch_lock(out, "moviessl job")
 
 
 def merge_journals(out: Path, index: dict) -> None:
@@ -1657,9 +1712,9 @@ def extract(
 
     ensure_out_dir(out, "feature folder")
     # one job per folder: its end removes what it takes for a killed run's leftovers (the leader
-    # only: the other ranks of this job run this function too, and must not refuse it)
+    # takes it: the other ranks of this job run this function too, and must not refuse it)
     leader = job_leader()
-    with job_lock(out) if leader else contextlib.nullcontext():
+    with launch_lock(out):
         old = read_index(out, unfinished_ok=True)
         dtype = "float16" if fp16 else "float32"
         refuse_foreign_files(out, old, FEATS_SUFFIX, "VidSitu's released features")

@@ -28,7 +28,6 @@ instance metadata with the same interface.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -67,10 +66,10 @@ from .extract import (
     find_videos,
     is_finished,
     is_worker_death,
-    job_lock,
     journal_line,
     journal_path,
     later_events,
+    launch_lock,
     merge_journals,
     predict_skipping_dead_readers,
     read_entries,
@@ -404,7 +403,7 @@ def extract_instances(
 
     # one job per folder (extract's lock, so that neither extraction ends the other's work)
     leader = job_leader()
-    with job_lock(out) if leader else contextlib.nullcontext():
+    with launch_lock(out):
         old = read_index(out, unfinished_ok=True)
         refuse_foreign_files(out, old, ".npz", "LVU's released instance features")
         if old is not None:

@@ -104,6 +104,13 @@ def live_writer(root: str | os.PathLike) -> str | None:
     """Who holds ``root``'s job lock (``pid N on HOST, since ...``), None when no job does (a killed
     job's lock file locks nothing). Tried with a shared lock, let go at once: the extraction that
     takes the folder at that instant waits for it (``extract.job_lock``)."""
+    stamp = lock_stamp(root)
+    return None if stamp is None else stamp.split("\n", 1)[0]
+
+
+def lock_stamp(root: str | os.PathLike) -> str | None:
+    """The whole text of ``root``'s job lock while a job holds it (its first line names the holder,
+    a second one its launch: ``extract.job_lock``); None when no job does."""
     import fcntl
 
     try:
