@@ -220,6 +220,33 @@ def test_another_profile_or_synth_into_a_used_out_is_one_line(tmp_path):
             run_demo(tmp_path / "other", profile="smoke", **kw)
 
 
+def test_a_second_demo_on_a_folder_in_use_is_one_line_up_front(tmp_path, monkeypatch, capsys):
+    """A demo's top files (demo.json, timings.json, results.*, plots) had no lock of their own: a
+    second demo on the same --out rewrote them and was refused only stage by stage, by each stage's
+    folder. It is now one line before it writes anything; the demo's own stages, which lock their
+    own sub-folders in this process or its workers, are not refused by it (the smoke test)."""
+    import fcntl
+    import os
+
+    from moviessl import scheduler
+    from moviessl.cli import main as cli_main
+    from moviessl.features.store import JOB_LOCK
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    monkeypatch.setattr(scheduler, "run_jobs", lambda *a, **k: pytest.fail("the second demo ran its stages"))
+    fd = os.open(out / JOB_LOCK, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # the first demo's
+        os.write(fd, b"pid 4242 on node7, since then")
+        assert cli_main(["demo", "--profile", "smoke", "--out", str(out)]) == 2
+    finally:
+        os.close(fd)
+    err = capsys.readouterr().err
+    assert "another moviessl job is writing to this folder (pid 4242 on node7" in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == [JOB_LOCK]
+
+
 def test_a_damaged_synth_meta_is_one_line(tmp_path, capsys):
     """--synth naming a folder whose synth_meta.json is damaged: one line naming the file, exit 2."""
     from moviessl.cli import main as cli_main

@@ -749,6 +749,7 @@ def run_demo(
     1 thread; the task heads at their preset's 1), side by side while their threads fit; results are
     deterministic for a given machine and thread count."""
     from .config import load_config
+    from .features.extract import run_lock
     from .scheduler import run_jobs
     from .ssl.registry import get_method
     from .training import quiet_lightning
@@ -762,71 +763,74 @@ def run_demo(
     n_seeds = int(seeds or prof.finetune_seeds)
     out = ensure_out_dir(out)
     synth = Path(synth_root) if synth_root else out / "synth"
-    _claim_out(out, profile, synth)
-    quiet_lightning()
-    for name in ("moviessl", "pytorch_lightning", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    t_start = time.perf_counter()
-    backbones = demo_backbones()
-    rows = demo_rows(backbones, prof)
-    # --synth: a finished SynthMovies folder is used as it is (any preset); anything else is generated into
-    meta = synth / "synth_meta.json"
-    complete = meta.is_file() and _synth_status(meta) == "complete"
-    jobs = plan_jobs(out, synth, prof, backbones, rows, n_seeds, synth_given=synth_root is not None and complete)
+    # one demo per folder: its stamp, timings, results and plots are its own, and a second demo was
+    # refused only job by job (each stage locks its own sub-folder's file, never this one)
+    with run_lock(out):
+        _claim_out(out, profile, synth)
+        quiet_lightning()
+        for name in ("moviessl", "pytorch_lightning", "lightning"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        t_start = time.perf_counter()
+        backbones = demo_backbones()
+        rows = demo_rows(backbones, prof)
+        # --synth: a finished SynthMovies folder is used as it is (any preset); anything else is generated into
+        meta = synth / "synth_meta.json"
+        complete = meta.is_file() and _synth_status(meta) == "complete"
+        jobs = plan_jobs(out, synth, prof, backbones, rows, n_seeds, synth_given=synth_root is not None and complete)
 
-    # a cached run made with other settings is reused and named, never silently mixed in or redone
-    sections = {b: set(get_method(b).config_sections) for b in backbones}
-    every = set().union(*sections.values())
-    for b in backbones:
-        cfg = load_config("backbone", "cpu", prof.backbone_overrides + QUIET, variant=b)
-        for d in sorted((out / "backbone" / b).glob("r*")):
-            _note_drift(
-                d,
-                cfg,
-                (d / "summary.json").is_file(),
-                ignore=tuple(sorted(every - sections[b])),
-                skip=("seed",),
-                restart_unfinished=True,
-            )
-    _note_context_drift(jobs)
-    ft_cfg = load_config("vidsitu", "cpu", prof.vidsitu_overrides + QUIET)
-    for d in sorted((out / "finetune").glob("*/*/r*")):
-        _note_drift(d, ft_cfg, (d / "summary.json").is_file(), skip=("txe_lr_scale",))
+        # a cached run made with other settings is reused and named, never silently mixed in or redone
+        sections = {b: set(get_method(b).config_sections) for b in backbones}
+        every = set().union(*sections.values())
+        for b in backbones:
+            cfg = load_config("backbone", "cpu", prof.backbone_overrides + QUIET, variant=b)
+            for d in sorted((out / "backbone" / b).glob("r*")):
+                _note_drift(
+                    d,
+                    cfg,
+                    (d / "summary.json").is_file(),
+                    ignore=tuple(sorted(every - sections[b])),
+                    skip=("seed",),
+                    restart_unfinished=True,
+                )
+        _note_context_drift(jobs)
+        ft_cfg = load_config("vidsitu", "cpu", prof.vidsitu_overrides + QUIET)
+        for d in sorted((out / "finetune").glob("*/*/r*")):
+            _note_drift(d, ft_cfg, (d / "summary.json").is_file(), skip=("txe_lr_scale",))
 
-    run_jobs(jobs, workers=workers or prof.workers, threads=threads, timings=out / "timings.json")
+        run_jobs(jobs, workers=workers or prof.workers, threads=threads, timings=out / "timings.json")
 
-    from .claims import claims_markdown, evaluate_claims
-    from .demo_report import write_report
+        from .claims import claims_markdown, evaluate_claims
+        from .demo_report import write_report
 
-    results, probes, runs = collect(out, rows, prof, backbones)
-    lvu = collect_lvu(out, prof)
-    if lvu:
-        results += lvu["rows"] + lvu["rows_val"]
-    timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {}
-    claims = evaluate_claims(results)
-    report = write_report(
-        out,
-        results,
-        probes=probes,
-        runs=runs,
-        seeds=n_seeds,
-        profile=profile,
-        wall_s=time.perf_counter() - t_start,
-        synth=synth,
-        jobs_s=sum(timings.values()),
-        claims=claims,
-        pretrain_seeds=prof.pretrain_seeds,
-        lvu=lvu,
-        threads=threads,
-    )
-    print(claims_markdown(claims))
-    print(report["markdown"])
-    print(
-        f"\nWrote {out / 'results.json'}, {out / 'results.md'} and plots in {out / 'plots'} "
-        f"(this invocation {(time.perf_counter() - t_start) / 60:.1f} min; "
-        f"all jobs {sum(timings.values()) / 60:.1f} min of compute, see timings.json)."
-    )
-    return report
+        results, probes, runs = collect(out, rows, prof, backbones)
+        lvu = collect_lvu(out, prof)
+        if lvu:
+            results += lvu["rows"] + lvu["rows_val"]
+        timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {}
+        claims = evaluate_claims(results)
+        report = write_report(
+            out,
+            results,
+            probes=probes,
+            runs=runs,
+            seeds=n_seeds,
+            profile=profile,
+            wall_s=time.perf_counter() - t_start,
+            synth=synth,
+            jobs_s=sum(timings.values()),
+            claims=claims,
+            pretrain_seeds=prof.pretrain_seeds,
+            lvu=lvu,
+            threads=threads,
+        )
+        print(claims_markdown(claims))
+        print(report["markdown"])
+        print(
+            f"\nWrote {out / 'results.json'}, {out / 'results.md'} and plots in {out / 'plots'} "
+            f"(this invocation {(time.perf_counter() - t_start) / 60:.1f} min; "
+            f"all jobs {sum(timings.values()) / 60:.1f} min of compute, see timings.json)."
+        )
+        return report
 
 
 def add_parser(subparsers) -> None:

@@ -234,3 +234,27 @@ def test_ranks_read_an_extraction_only_once_rank_0_has_written_its_index(tmp_pat
         p.join(120)
     assert [p.exitcode for p in procs] == [0, 0]
     assert (tmp_path / "seen").read_text() == "True"
+
+
+def test_a_second_table_on_a_folder_in_use_is_one_line_up_front(tmp_path):
+    """The table's top files (lvu_table.*) and scene cache (scene_ctx/) had no lock of their own: a
+    second table on the folder was refused only step by step, by the folders of its extractions and
+    fine-tuning cells, while it rewrote the first one's. It is now one line before any step."""
+    import fcntl
+    import os
+
+    from moviessl.errors import BadInputError
+    from moviessl.features.store import JOB_LOCK
+    from moviessl.tasks.lvu.table import run_lvu_table
+
+    out = tmp_path / "out"
+    out.mkdir()
+    fd = os.open(out / JOB_LOCK, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # the first table's
+        os.write(fd, b"pid 4242 on node7, since then")
+        with pytest.raises(BadInputError, match=r"another moviessl job is writing to this folder \(pid 4242 on node7"):
+            run_lvu_table(out, tmp_path / "synth", {}, None)
+    finally:
+        os.close(fd)
+    assert sorted(p.name for p in out.iterdir()) == [JOB_LOCK]

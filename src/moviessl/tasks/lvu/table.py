@@ -43,14 +43,14 @@ from ...context.instance_masking import pretrain_ot
 from ...data.lvu import LVU_TASKS, read_labels
 from ...dist import launcher_world, trainer_device
 from ...errors import BadInputError
-from ...features.extract import extract
+from ...features.extract import extract, run_lock
 from ...features.instances import InstanceStore, extract_instances, set_feature_cache
 from ...features.store import index_facts, read_index
 from ...models.object_transformer import span_checked_settings
 from ...training import check_trainer, planned_world_size
 from ...utils import progress
 from ...utils.digest import content_digest
-from ...utils.io import atomic_write, atomic_write_json, atomic_write_text
+from ...utils.io import atomic_write, atomic_write_json, atomic_write_text, ensure_out_dir
 from ..base import result_config, seed_range, settings_hash
 from .data import load_inputs, scene_arrays
 from .runner import run_finetune
@@ -370,121 +370,128 @@ def run_lvu_table(
             span_checked_settings(c.model.preset, c.model.overrides, c.data.span_s)
     seed_range(ft_cfg.seed, max(int(seeds), int(ft_cfg.train.tune_seeds)))  # every cell's runs
 
-    def timed(name: str, fn):
-        t0 = time.perf_counter()
-        with progress.muted():  # the time left's progress counts the fine-tuning cells only (step 4)
-            res = fn()
-        timings[name] = round(time.perf_counter() - t0, 2)
-        log.info("%s: %.1f s", name, timings[name])
-        return res
+    out = ensure_out_dir(out)
+    # one table per folder: its top files and scene cache (scene_ctx/) are its own, and a second
+    # table was refused only step by step, by the folders of its extractions and fine-tuning cells
+    with run_lock(out):
 
-    launch = extraction_launch(ft_cfg.trainer)
+        def timed(name: str, fn):
+            t0 = time.perf_counter()
+            with progress.muted():  # the time left's progress counts the fine-tuning cells only (step 4)
+                res = fn()
+            timings[name] = round(time.perf_counter() - t0, 2)
+            log.info("%s: %.1f s", name, timings[name])
+            return res
 
-    # 1. instance features per backbone (cached per frame size: a finished folder is skipped video
-    # by video, and a table at another size never meets a folder of this one)
-    inst: dict[str, InstanceStore] = {}
-    for name in sorted({INSTANCE_BACKBONE[i] for i, _ in rows if i != "none"}):
-        side = roi_side(backbones[name], roi_short_side)
-        d = cache_folder(out / "instances" / f"{name}_{side}px", backbones[name])
-        timed(
-            f"instances {name}",
-            lambda d=d, name=name, side=side: extract_instances(
-                backbones[name], lvu_root, lvu_root / "tracks", d, short_side=side, progress=not quiet, **launch
-            ),
-        )
-        index_written()
-        inst[name] = InstanceStore(d)
+        launch = extraction_launch(ft_cfg.trainer)
 
-    # 2. LVU's masked-instance pretraining of the OT (row "ot"), on every movie, no labels; cached
-    # under the hash of what it reads and its config, so a change of either pretrains anew
-    ot_ckpt = None
-    if ot_pre_cfg is not None:
-        t_path = teacher or Path(backbones["supervised"]).parent / "checkpoints" / "last.ckpt"
-        cfg = ot_pre_cfg
-        store = inst["supervised"]
-        t_id = file_hash(t_path) if Path(t_path).is_file() else str(t_path)
-        ot_cfg = to_dict(cfg)
-        ot_cfg["data"].pop("instance_cache_mb")  # RAM, not the result
-        ot_dir = ot_pretrain_dir(out, store, ot_cfg, t_id)
-        ot_ckpt = ot_dir / "model.pt"
-        if not ot_ckpt.is_file():
+        # 1. instance features per backbone (cached per frame size: a finished folder is skipped video
+        # by video, and a table at another size never meets a folder of this one)
+        inst: dict[str, InstanceStore] = {}
+        for name in sorted({INSTANCE_BACKBONE[i] for i, _ in rows if i != "none"}):
+            side = roi_side(backbones[name], roi_short_side)
+            d = cache_folder(out / "instances" / f"{name}_{side}px", backbones[name])
             timed(
-                "OT masked-instance pretraining",
-                lambda: pretrain_ot(store, ot_dir, cfg, t_path, resume=True),
-            )
-
-    # 3. scene features: "ours" = CVRL events through the TxE, "sup" = pooled supervised events
-    ctx_device = trainer_device(ft_cfg.trainer)
-    scene: dict[str, tuple[dict, float, str]] = {}  # arrays, event stride, description (with the TxE's hash)
-    for s in sorted({s for _, s in rows if s != "none"}):
-        b = SCENE_BACKBONE[s]
-        if event_features and b in event_features:  # the user's folder, as given
-            fdir = Path(event_features[b])
-        else:
-            # the table's own folder: extracted on every run (finished films are skipped), as the
-            # instances are (extracted only when it had no index, a movie added to the root later got
-            # no scene tokens, and one replaced kept the old file's features: now extract's one line)
-            fdir = cache_folder(out / "events" / b, backbones[b])
-            timed(
-                f"events {b}",
-                lambda fdir=fdir, b=b: extract(
-                    backbones[b], lvu_root, fdir, stride_s=2.0, num_workers=0, progress=not quiet, **launch
+                f"instances {name}",
+                lambda d=d, name=name, side=side: extract_instances(
+                    backbones[name], lvu_root, lvu_root / "tracks", d, short_side=side, progress=not quiet, **launch
                 ),
             )
             index_written()
-        ctx = contextualizer if s == "ours" else None
-        scene[s] = timed(
-            f"scene {s}",
-            lambda fdir=fdir, ctx=ctx: scene_arrays(
-                fdir, "feats", ctx, cache_dir=out, progress=not quiet, device=ctx_device
-            ),
-        )
+            inst[name] = InstanceStore(d)
 
-    # 4. fine-tuning: each row's inputs once, nine tasks x seeds
-    set_feature_cache(ft_cfg.data.instance_cache_mb)
-    stats: dict[str, dict[str, dict]] = {"val": {}, "test": {}}
-    # the time left's progress: each row's cells weigh its tokens per video (a row of instances
-    # trains on several times the tokens of a scene-only row: equal cells misjudged the pace)
-    weight = [_tokens_per_video(inst.get(INSTANCE_BACKBONE[i]) if i != "none" else None, scene.get(s)) for i, s in rows]
-    bounds = np.concatenate([[0.0], np.cumsum([w for w in weight for _ in tasks])]) / (sum(weight) * len(tasks))
-    cell = 0
-    for i, s in rows:
-        key = setting_name(i, s)
-        store = inst[INSTANCE_BACKBONE[i]] if i != "none" else None
-        sc, stride, sdesc = scene.get(s, (None, 2.0, "-"))
-        # what the inputs are made of (backbone hash, feature folder, TxE hash): a change reruns the cells
-        idesc = f"{store.backbone}@{store.index['roi']['short_side']}px" if store else "-"
-        desc = f"instance={i}:{idesc},scene={s}:{sdesc}"
-        with progress.muted():
-            inputs = load_inputs(store, sc, stride, desc=desc)
-        t0 = time.perf_counter()
-        for task in tasks:
-            with progress.share(bounds[cell], bounds[cell + 1]):
-                res = run_finetune(
-                    task,
-                    lvu_root,
-                    init=ot_ckpt if i == "ot" else None,
-                    seeds=seeds,
-                    out=out / "finetune" / f"{i}_{s}" / task,
-                    preset=preset,
-                    overrides=list(overrides) + quiet_ov,
-                    resume=True,
-                    inputs=inputs,
+        # 2. LVU's masked-instance pretraining of the OT (row "ot"), on every movie, no labels; cached
+        # under the hash of what it reads and its config, so a change of either pretrains anew
+        ot_ckpt = None
+        if ot_pre_cfg is not None:
+            t_path = teacher or Path(backbones["supervised"]).parent / "checkpoints" / "last.ckpt"
+            cfg = ot_pre_cfg
+            store = inst["supervised"]
+            t_id = file_hash(t_path) if Path(t_path).is_file() else str(t_path)
+            ot_cfg = to_dict(cfg)
+            ot_cfg["data"].pop("instance_cache_mb")  # RAM, not the result
+            ot_dir = ot_pretrain_dir(out, store, ot_cfg, t_id)
+            ot_ckpt = ot_dir / "model.pt"
+            if not ot_ckpt.is_file():
+                timed(
+                    "OT masked-instance pretraining",
+                    lambda: pretrain_ot(store, ot_dir, cfg, t_path, resume=True),
                 )
-            cell += 1
-            for split in ("val", "test"):
-                m = f"{split}_{TASKS[task].metric}"
-                if res["summary"].get(m, {}).get("n", 1):  # (n 0: every seed diverged, no mean to rank)
-                    stats[split].setdefault(key, {})[task] = res["summary"][m]
-        timings[f"finetune {key}"] = round(time.perf_counter() - t0, 2)
 
-    # 5. report
-    room = {split: headroom(lvu_root, split) for split in ("val", "test")}
-    rep = report(stats, room, tasks, rows, f"{seeds} runs", out / "lvu_table.png")
-    result = {**rep, "headroom": room, "timings": timings, "seeds": seeds}
-    atomic_write_json(out / "lvu_table.json", result)
-    atomic_write_text(out / "lvu_table.md", rep["markdown"])
-    return result
+        # 3. scene features: "ours" = CVRL events through the TxE, "sup" = pooled supervised events
+        ctx_device = trainer_device(ft_cfg.trainer)
+        scene: dict[str, tuple[dict, float, str]] = {}  # arrays, event stride, description (with the TxE's hash)
+        for s in sorted({s for _, s in rows if s != "none"}):
+            b = SCENE_BACKBONE[s]
+            if event_features and b in event_features:  # the user's folder, as given
+                fdir = Path(event_features[b])
+            else:
+                # the table's own folder: extracted on every run (finished films are skipped), as the
+                # instances are (extracted only when it had no index, a movie added to the root later got
+                # no scene tokens, and one replaced kept the old file's features: now extract's one line)
+                fdir = cache_folder(out / "events" / b, backbones[b])
+                timed(
+                    f"events {b}",
+                    lambda fdir=fdir, b=b: extract(
+                        backbones[b], lvu_root, fdir, stride_s=2.0, num_workers=0, progress=not quiet, **launch
+                    ),
+                )
+                index_written()
+            ctx = contextualizer if s == "ours" else None
+            scene[s] = timed(
+                f"scene {s}",
+                lambda fdir=fdir, ctx=ctx: scene_arrays(
+                    fdir, "feats", ctx, cache_dir=out, progress=not quiet, device=ctx_device
+                ),
+            )
+
+        # 4. fine-tuning: each row's inputs once, nine tasks x seeds
+        set_feature_cache(ft_cfg.data.instance_cache_mb)
+        stats: dict[str, dict[str, dict]] = {"val": {}, "test": {}}
+        # the time left's progress: each row's cells weigh its tokens per video (a row of instances
+        # trains on several times the tokens of a scene-only row: equal cells misjudged the pace)
+        weight = [
+            _tokens_per_video(inst.get(INSTANCE_BACKBONE[i]) if i != "none" else None, scene.get(s)) for i, s in rows
+        ]
+        bounds = np.concatenate([[0.0], np.cumsum([w for w in weight for _ in tasks])]) / (sum(weight) * len(tasks))
+        cell = 0
+        for i, s in rows:
+            key = setting_name(i, s)
+            store = inst[INSTANCE_BACKBONE[i]] if i != "none" else None
+            sc, stride, sdesc = scene.get(s, (None, 2.0, "-"))
+            # what the inputs are made of (backbone hash, feature folder, TxE hash): a change reruns the cells
+            idesc = f"{store.backbone}@{store.index['roi']['short_side']}px" if store else "-"
+            desc = f"instance={i}:{idesc},scene={s}:{sdesc}"
+            with progress.muted():
+                inputs = load_inputs(store, sc, stride, desc=desc)
+            t0 = time.perf_counter()
+            for task in tasks:
+                with progress.share(bounds[cell], bounds[cell + 1]):
+                    res = run_finetune(
+                        task,
+                        lvu_root,
+                        init=ot_ckpt if i == "ot" else None,
+                        seeds=seeds,
+                        out=out / "finetune" / f"{i}_{s}" / task,
+                        preset=preset,
+                        overrides=list(overrides) + quiet_ov,
+                        resume=True,
+                        inputs=inputs,
+                    )
+                cell += 1
+                for split in ("val", "test"):
+                    m = f"{split}_{TASKS[task].metric}"
+                    if res["summary"].get(m, {}).get("n", 1):  # (n 0: every seed diverged, no mean to rank)
+                        stats[split].setdefault(key, {})[task] = res["summary"][m]
+            timings[f"finetune {key}"] = round(time.perf_counter() - t0, 2)
+
+        # 5. report
+        room = {split: headroom(lvu_root, split) for split in ("val", "test")}
+        rep = report(stats, room, tasks, rows, f"{seeds} runs", out / "lvu_table.png")
+        result = {**rep, "headroom": room, "timings": timings, "seeds": seeds}
+        atomic_write_json(out / "lvu_table.json", result)
+        atomic_write_text(out / "lvu_table.md", rep["markdown"])
+        return result
 
 
 def _tokens_per_video(store: InstanceStore | None, scene: tuple | None) -> float:
