@@ -291,6 +291,31 @@ def test_deterministic_any_pool_size_and_resume(tmp_path):
         generate(a, cfg, seed=3, progress=False, action_film_p=0.5)
 
 
+def test_a_second_run_into_a_folder_being_written_is_one_line(tmp_path):
+    """Two runs into one folder: the second took the first's folder for a killed run's and removed
+    its videos in flight (their temporary files), and the first died on the missing file. The
+    second is now one line naming the holder, before it touches the folder."""
+    import fcntl
+    import os
+
+    from moviessl.features.store import JOB_LOCK
+
+    cfg = SynthPreset(size=32, n_actions=1, action_durations=(1.0,), n_vidsitu_train=1, n_vidsitu_valid=1, n_lvu=1)
+    out = generate(tmp_path / "s", cfg, seed=0, workers=1, progress=False)
+    assert not (out / JOB_LOCK).exists()
+    in_flight = out / "lvu" / "videos" / ".film.w0rk1ng.tmp.mp4"  # the first run's writer's
+    in_flight.write_bytes(b"half a video")
+    fd = os.open(out / JOB_LOCK, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, b"pid 4242 on node7, since then")
+        with pytest.raises(BadInputError, match=r"another moviessl job is writing to this folder \(pid 4242 on node7"):
+            generate(out, cfg, seed=0, workers=1, progress=False)
+    finally:
+        os.close(fd)
+    assert in_flight.read_bytes() == b"half a video"
+
+
 def test_cli(tmp_path, capsys):
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "x.txt").write_text("x")

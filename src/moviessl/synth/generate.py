@@ -546,6 +546,20 @@ def generate(
     )
     meta = json.loads(json.dumps(meta))  # tuples -> lists, as read back
     meta_path = ensure_out_dir(root) / "synth_meta.json"
+    from ..features.extract import run_lock  # (torch with it: only once the settings are checked)
+
+    # one run per folder: a second one into a folder being written took it for a killed run's and
+    # removed the first one's videos in flight, which then died on its missing temporary file
+    with run_lock(root):
+        return _generate(root, meta, meta_path, cfg, name, seed, workers, progress)
+
+
+def _generate(
+    root: Path, meta: dict, meta_path: Path, cfg: SynthPreset, name: str, seed: int, workers: int, progress: bool
+) -> Path:
+    """:func:`generate`'s work, under the folder's job lock."""
+    from ..features.store import JOB_LOCK
+
     if meta_path.exists():
         try:
             old = json.loads(meta_path.read_text())
@@ -565,7 +579,7 @@ def generate(
         # a killed run's writers' temporary videos (each writer names its own, so no rerun replaces them)
         for t in root.rglob(".*.tmp.mp4"):
             t.unlink(missing_ok=True)
-    elif root.exists() and any(root.iterdir()):
+    elif any(p.name != JOB_LOCK for p in root.iterdir()):
         raise BadInputError(root, "folder is not empty and holds no synth_meta.json; use an empty folder")
     atomic_write_json(meta_path, dict(meta, status="incomplete"))
 
