@@ -279,7 +279,9 @@ def run_seed(job: SeedJob, seed: int) -> dict:
 
 def seed_config(cfg: Any, seed: int) -> Any:
     """The job's config as one run's record: its ``seed`` is the run's (the job's names the first of
-    its seeds, from which ``--seeds`` counts), so the config beside a run trains that run again."""
+    its seeds, from which ``--seeds`` counts), so the config beside a run trains that run again --
+    except a tuned one: tuning draws its held-out videos from the job's first seed and tunes over
+    the seeds after it, which only the job folder's ``config.yaml`` names."""
     if dataclasses.is_dataclass(cfg) and hasattr(cfg, "seed"):
         return dataclasses.replace(cfg, seed=seed)
     if isinstance(cfg, Mapping) and "seed" in cfg:
