@@ -318,3 +318,30 @@ def test_pretrain_ot_refuses_a_folder_another_job_is_training_in(tmp_path):
     finally:
         os.close(fd)
     assert [p.name for p in out.iterdir()] == [JOB_LOCK]
+
+
+def test_an_ot_pretraining_run_writes_a_summary_naming_what_it_was_made_from(tmp_path):
+    """pretrain-ot wrote no summary.json: the instances it was made from, the videos, steps and seed
+    were only in model.pt's meta, which needs the loader to read."""
+    import json
+
+    from moviessl.config import load_config
+    from moviessl.context.instance_masking import pretrain_ot
+    from moviessl.data.lvu import VideoInstances
+
+    class Two:
+        dim, ids, root = 8, ["a", "b"], tmp_path / "inst"
+
+        def load(self, vid, lazy=True):
+            sec = np.repeat(np.arange(70), 2)
+            box = np.tile(np.array([[0.1, 0.1, 0.5, 0.5]], np.float32), (len(sec), 1))
+            feats = np.random.default_rng(0).normal(size=(len(sec), 8)).astype("f4")
+            return VideoInstances(sec, sec // 10, np.tile([0, 1], 70), box, feats)
+
+    over = ["data.batch_size=4", "masking.action_weight=0", "trainer.max_steps=2", "seed=7"]
+    cfg = load_config("ot_pretrain", "cpu", [*over, "trainer.progress_bar=false"])
+    pretrain_ot(Two(), tmp_path / "out", cfg)
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    want = {"instances": str((tmp_path / "inst").resolve()), "num_videos": 2, "steps": 2, "seed": 7, "teacher": None}
+    assert {k: s.get(k) for k in want} == want
+    assert s["num_spans"] > 0 and "train/loss" in s["metrics"]

@@ -259,3 +259,18 @@ def test_a_second_job_on_a_folder_a_job_is_training_in_is_refused(feats, tmp_pat
     err = capsys.readouterr().err
     assert rc == 2 and "another moviessl job is writing to this folder (pid" in err and str(out) in err, err
     assert [p.name for p in out.iterdir()] == [JOB_LOCK]
+
+
+def test_a_txe_run_writes_a_summary_naming_what_it_was_made_from(feats, tmp_path):
+    """pretrain-context wrote no summary.json, as pretrain-backbone does: the features it was made
+    from, the videos, steps and seed were only in model.pt's meta, which needs the loader to read."""
+    import json
+
+    out = tmp_path / "run"
+    args = ["pretrain-context", "--features", feats[0], "--features", feats[1], "--out", out]
+    assert main([*map(str, args), "trainer.max_steps=2", "seed=3", *FAST]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    meta = load_checkpoint(out / "model.pt", stage="context")["meta"]
+    assert s["features"] == [str(f.resolve()) for f in feats] and s["seed"] == 3 and s["steps"] == 2
+    assert s["num_videos"] == meta["num_videos"] == 24 and s["num_val_videos"] == 8 and s["num_events"] > 0
+    assert s["metrics"] == meta["metrics"]

@@ -50,7 +50,7 @@ from ..training import (
     setup_machine,
     warn_micro_batch_negatives,
 )
-from ..utils.io import ensure_out_dir
+from ..utils.io import atomic_write_json, ensure_out_dir
 from .config import OTPretrainConfig
 from .maskpred import corrupt_selected
 from .ot_spans import SpanPairs, SpanVideo, collate_spans, input_stats
@@ -308,14 +308,24 @@ def pretrain_ot(
         )
         path = out / "model.pt"
         if trainer.is_global_zero:
-            module.export(
-                path,
-                meta={
-                    "instances": str(getattr(instances, "root", "")),
-                    "backbone": getattr(instances, "backbone", None),
-                    "teacher": file_hash(teacher) if teacher else None,
-                    "num_videos": len(videos),
-                    "steps": int(trainer.global_step),
-                },
-            )
+            meta = {
+                "instances": str(getattr(instances, "root", "")),
+                "backbone": getattr(instances, "backbone", None),
+                "teacher": file_hash(teacher) if teacher else None,
+                "num_videos": len(videos),
+                "steps": int(trainer.global_step),
+            }
+            module.export(path, meta=meta)
+            # what the folder was made from, beside the weights: model.pt's meta alone needs the loader to read
+            root = getattr(instances, "root", None)
+            summary = {
+                "out": str(out),
+                **meta,
+                "instances": str(Path(root).resolve()) if root else None,
+                "teacher_path": str(Path(teacher).resolve()) if teacher else None,
+                "num_spans": len(data),
+                "seed": cfg.seed,
+                "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")},
+            }
+            atomic_write_json(out / "summary.json", summary)
         return path

@@ -232,6 +232,14 @@ def pretrain_context(
                 "metrics": metrics,
             }
             module.export(path, meta=meta)
+            # what the folder was made from, beside the weights: model.pt's meta alone needs the loader to read
+            summary = {
+                "out": str(out),
+                **meta,
+                "num_val_videos": len(val.videos) if val else 0,
+                "seed": cfg.seed,
+            }
+            atomic_write_json(out / "summary.json", summary)
             log.info(
                 "wrote %s (%d steps%s)",
                 path,
