@@ -280,3 +280,20 @@ def test_probe_backbone_on_a_read_only_data_folder_decodes_on_the_fly(tmp_path, 
     assert main(argv) == 0, capsys.readouterr().err[-500:]
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["skipped_train"] == 0
     assert sorted(data.rglob("*")) == before
+
+
+def test_a_probes_record_names_its_clip_lists_and_settings(clip_list, tmp_path, capsys):
+    """probe.json and probe-backbone's JSON held the scores and counts only: nothing said which clip
+    lists were scored or with which probe settings, so two probes of other data read alike."""
+    out = tmp_path / "rand"
+    argv = ["pretrain-backbone", "--method", "random", "--data", str(clip_list), "--val", str(clip_list)]
+    assert main([*argv, "--out", str(out), *tiny_overrides(["probe.max_iter=7"])]) == 0
+    ours = str(clip_list.resolve())
+    rec = json.loads((out / "probe.json").read_text())
+    assert (rec["data"], rec["val"], rec["probe_config"]["max_iter"]) == (ours, ours, 7)
+    argv = ["probe-backbone", "--data", str(clip_list), "--val", str(clip_list), "--out", str(tmp_path / "p.json")]
+    assert main([*argv, str(out / "model.pt"), "probe.max_iter=5", "probe.knn_k=3"]) == 0
+    rec = json.loads((tmp_path / "p.json").read_text())
+    assert (rec["data"], rec["val"]) == (ours, ours)
+    assert (rec["probe_config"]["max_iter"], rec["probe_config"]["knn_k"]) == (5, 3)
+    capsys.readouterr()

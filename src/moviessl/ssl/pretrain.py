@@ -283,6 +283,8 @@ def pretrain(
                 summary["probe_skipped"] = str(e)
             else:
                 res.update(method=method, checkpoint=str(out / "model.pt"))
+                # the clip lists it scored on; no --val: its val videos were held out of --data (probe.val_fraction)
+                res.update(data=summary["data"], val=summary["val"])
                 atomic_write_json(out / "probe.json", res)
                 summary["probe"] = res
         atomic_write_json(out / "summary.json", summary)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import build_from_checkpoint, load_checkpoint
+from ..config import to_dict
 from ..data.cliplist import check_labelled, check_same_label_map, read_clip_list
 from ..errors import BadInputError
 from ..video import MEAN, STD
@@ -216,6 +217,7 @@ def probe_model(
     xva, yva, bad_va = extract_features(model, val_items, input_meta, desc="probe: val features", **kw)
     out = probe_features(xtr, ytr, xva, yva, cfg, device=device)
     out.update(skipped_train=len(bad_tr), skipped_val=len(bad_va), num_clips=cfg.num_clips)
+    out["probe_config"] = to_dict(cfg)  # what the scores depend on beside the model and the clip lists
     return out
 
 
@@ -269,4 +271,5 @@ def probe_checkpoint(
         num_workers=num_workers,
     )
     out.update(checkpoint=str(ckpt), method=meta.get("method"))
+    out.update(data=str(Path(train_csv).resolve()), val=str(Path(val_csv).resolve()))
     return out
