@@ -421,11 +421,14 @@ def flatten(changes: Mapping[str, Any], prefix: str = "", whole: Collection[str]
 
 def merge_overrides(cfg: Any, overrides: Iterable[str] | Mapping[str, Any]) -> Any:
     """``cfg`` (a schema instance) with dotted overrides merged in; every overridden key must exist."""
-    base = _structured(cfg)
-    merged = _resolved(_merge(base, parse_overrides(_override_strings(overrides), base), None, "overrides"), None)
+    base, given = _structured(cfg), _override_strings(overrides)
+    merged = _resolved(_merge(base, parse_overrides(given, base), None, "overrides"), None)
     check_ranges(merged)
     merged = expand_user_paths(merged)
-    return OmegaConf.to_object(merged) if dataclasses.is_dataclass(cfg) else merged
+    out = OmegaConf.to_object(merged) if dataclasses.is_dataclass(cfg) else merged
+    asked = _asked_of(cfg) or {"preset": None, "overrides": []}
+    _note_asked(out, {**asked, "overrides": [*asked["overrides"], *given]})
+    return out
 
 
 def load_config(
@@ -453,7 +456,8 @@ def load_config(
     # a block whose settings are all commented out is null: nothing to merge (OmegaConf's ValueError)
     if variant is not None and by_variant.get(variant) is not None:
         cfg = _merge(cfg, by_variant[variant], path, f"by_variant.{variant}")
-    given = parse_overrides(_override_strings(overrides), cfg)
+    strings = _override_strings(overrides)
+    given = parse_overrides(strings, cfg)
     cfg = _merge(cfg, given, None, "overrides")
     missing = sorted(OmegaConf.missing_keys(_resolved(cfg, path, flatten(OmegaConf.to_container(given)))))
     if missing:
@@ -462,7 +466,12 @@ def load_config(
             f"missing settings {', '.join(missing)} (start a partial preset with `_base_: paper` or `_base_: cpu`)",
         )
     check_ranges(cfg, null_epochs_unlimited=stage not in EPOCHS_PER_TASK)
-    return OmegaConf.to_object(expand_user_paths(cfg))
+    out = OmegaConf.to_object(expand_user_paths(cfg))
+    _note_asked(
+        out,
+        {"stage": stage, "preset": str(preset), "preset_path": str(path), "variant": variant, "overrides": strings},
+    )
+    return out
 
 
 # settings that name a file or folder (``data.split_file``, ``data.cache_dir``, ``model.init``)
@@ -808,6 +817,94 @@ def to_dict(cfg: Any) -> dict:
     return dict(cfg)
 
 
+# How each config this process resolved was asked for (preset, variant, overrides as given), by its
+# resolved content: a run's record names them only for the config it saved, never another's of the
+# same process (the demo resolves many). The seed is left out of the key: a task's seed folder saves
+# the job's config with its own seed.
+_ASKED: dict[str, dict[str, Any]] = {}
+RUN_RECORD = "run.json"
+
+
+def _asked_key(cfg: Any) -> str:
+    d = to_dict(cfg)
+    return yaml.dump({k: v for k, v in d.items() if k != "seed"}, Dumper=_Dumper, sort_keys=True)
+
+
+def _asked_of(cfg: Any) -> dict[str, Any] | None:
+    try:
+        return _ASKED.get(_asked_key(cfg))
+    except Exception:  # a record only: a config it cannot key is saved without its preset
+        return None
+
+
+def _note_asked(cfg: Any, asked: dict[str, Any]) -> None:
+    try:
+        key = _asked_key(cfg)
+    except Exception:  # a record only: a config it cannot key is saved without its preset
+        return
+    _ASKED.pop(key, None)
+    _ASKED[key] = asked
+    while len(_ASKED) > 256:  # a long process (the demo) resolves many; a run saves one it resolved lately
+        _ASKED.pop(next(iter(_ASKED)))
+
+
+@functools.lru_cache(maxsize=1)
+def _source_commit() -> dict[str, Any]:
+    """The git commit of this package's source, and whether the checkout changed it, when the
+    package is a tracked file of a git checkout (not a copy installed inside another repository)."""
+    import subprocess
+
+    here = Path(__file__).parent
+
+    def git(*args: str) -> subprocess.CompletedProcess | None:
+        try:
+            return subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    tracked = git("ls-files", "--error-unmatch", Path(__file__).name)
+    head = git("rev-parse", "HEAD") if tracked is not None and tracked.returncode == 0 else None
+    if head is None or head.returncode != 0:
+        return {"git_commit": None}
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+    dirty = None if changed is None or changed.returncode != 0 else bool(changed.stdout.strip())
+    return {"git_commit": head.stdout.strip(), "git_changed": dirty}
+
+
+def save_run_record(cfg: Any, out_dir: str | os.PathLike) -> Path:
+    """Write ``run.json`` beside a run's config: what made it that config.yaml cannot say (the
+    moviessl version, the preset and overrides as given, the command line, the source's git commit,
+    date and host). A run that trained keeps an earlier attempt's record as ``run.partNNN.json``,
+    oldest first, as its config's parts; config.yaml itself, which resume and drift checks compare,
+    is not touched."""
+    import datetime
+    import json
+    import socket
+    import sys
+
+    from . import __version__
+
+    out = Path(out_dir)
+    asked = _asked_of(cfg) or {"preset": None, "overrides": None}
+    record = {
+        "moviessl": __version__,
+        **asked,
+        "argv": list(sys.argv),
+        "cwd": os.getcwd(),
+        **_source_commit(),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+    }
+    path = out / RUN_RECORD
+    if (out / "checkpoints").is_dir() and path.is_file():
+        n = len(list(out.glob("run.part*.json")))
+        try:
+            os.replace(path, out / f"run.part{n:03d}.json")
+        except FileNotFoundError:  # another process of the same launch kept it a moment ago
+            pass
+    return atomic_write_text(path, json.dumps(record, indent=1, default=str) + "\n")
+
+
 def save_config(cfg: Any, out_dir: str | os.PathLike, name: str = "config.yaml") -> Path:
     """Write the resolved config beside a run's outputs. A different config of a run that trained
     (``checkpoints/`` there: a resume with other settings) is kept as ``{stem}.partNNN.yaml``, oldest
@@ -820,4 +917,5 @@ def save_config(cfg: Any, out_dir: str | os.PathLike, name: str = "config.yaml")
             os.replace(path, path.with_name(f"{path.stem}.part{n:03d}.yaml"))
         except FileNotFoundError:  # another process of the same launch kept it a moment ago
             pass
+    save_run_record(cfg, out_dir)
     return atomic_write_text(path, text)

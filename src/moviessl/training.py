@@ -756,6 +756,7 @@ def fit(
     # launcher's environment says which): every rank of a torchrun / srun launch runs this.
     writes_config = config is not None and rank_zero_only.rank == 0
     kept = set(Path(out_dir).glob("config.part*.yaml"))
+    kept_records = set(Path(out_dir).glob("run.part*.json"))
     if writes_config:
         save_config(config, out_dir)
     callbacks = [
@@ -797,6 +798,9 @@ def fit(
         new = sorted(set(Path(out_dir).glob("config.part*.yaml")) - kept)
         if writes_config and new:
             os.replace(new[-1], Path(out_dir) / "config.yaml")
+        records = sorted(set(Path(out_dir).glob("run.part*.json")) - kept_records)
+        if writes_config and records:  # the refused attempt trained nothing: the run's record goes back too
+            os.replace(records[-1], Path(out_dir) / "run.json")
         raise
     if trainer.is_global_zero:
         try:

@@ -274,3 +274,20 @@ def test_a_txe_run_writes_a_summary_naming_what_it_was_made_from(feats, tmp_path
     assert s["features"] == [str(f.resolve()) for f in feats] and s["seed"] == 3 and s["steps"] == 2
     assert s["num_videos"] == meta["num_videos"] == 24 and s["num_val_videos"] == 8 and s["num_events"] > 0
     assert s["metrics"] == meta["metrics"]
+
+
+def test_a_resumed_run_keeps_each_attempts_record(feats, tmp_path, monkeypatch):
+    """run.json (what made the run: preset, overrides as given, command line, version) is written
+    by every stage through save_config; a resume's attempt keeps the first one's as run.part000.json,
+    as its config's parts are kept."""
+    import json
+    import sys
+
+    out = tmp_path / "run"
+    args = [*map(str, ["pretrain-context", "--features", feats[0], "--out", out]), *FAST]
+    for argv in ([*args, "trainer.max_steps=2"], [*args, "--resume", "trainer.max_steps=3"]):
+        monkeypatch.setattr(sys, "argv", ["moviessl", *argv])
+        assert main(argv) == 0
+    first, now = (json.loads((out / f).read_text()) for f in ("run.part000.json", "run.json"))
+    assert first["argv"][-1] == "trainer.max_steps=2" and now["argv"][-1] == "trainer.max_steps=3"
+    assert (now["stage"], now["preset"]) == ("context", "cpu") and now["overrides"] == [*FAST, "trainer.max_steps=3"]

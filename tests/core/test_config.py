@@ -81,6 +81,10 @@ def test_a_resume_with_other_settings_keeps_the_earlier_configs(preset, tmp_path
         "config.part000.yaml",
         "config.part001.yaml",
         "config.yaml",
+        "run.json",  # each attempt's record, the earlier ones kept (see save_run_record)
+        "run.part000.json",
+        "run.part001.json",
+        "run.part002.json",
     ]
     assert [OmegaConf.load(run / f).seed for f in ("config.part000.yaml", "config.part001.yaml", "config.yaml")] == [
         7,
@@ -822,3 +826,38 @@ def test_an_unknown_key_names_the_nearest_known_one(tmp_path):
         load_config("backbone", p, variant="cvrl")
     with pytest.raises(BadInputError, match=r"^unknown config key 'xyz' in overrides$"):  # nothing close
         load_config("context", "cpu", ["xyz=1"])
+
+
+def test_a_runs_record_names_the_preset_overrides_and_version_that_made_it(preset, tmp_path, monkeypatch):
+    """config.yaml holds resolved values only: a folder came back to later named no preset, no
+    command-line overrides and no moviessl version. run.json beside it does; config.yaml, which the
+    resume and drift checks compare, is the same text as before."""
+    import json
+    import subprocess
+    import sys
+
+    import moviessl
+    from moviessl.tasks.base import seed_config
+
+    monkeypatch.setattr(sys, "argv", ["moviessl", "pretrain-backbone", "seed=3", "optim.lr=0.25"])
+    cfg = load_config("backbone", preset, ["seed=3", "optim.lr=0.25"], variant="cvrl")
+    run = tmp_path / "run"
+    text = save_config(cfg, run).read_text()
+    assert "moviessl" not in text and "argv" not in text
+    rec = json.loads((run / "run.json").read_text())
+    assert rec["moviessl"] == moviessl.__version__ and rec["argv"] == sys.argv
+    assert (rec["preset"], rec["variant"], rec["overrides"]) == (str(preset), "cvrl", ["seed=3", "optim.lr=0.25"])
+    assert rec["stage"] == "backbone" and rec["host"] and rec["date"]
+    src = Path(moviessl.__file__).parent
+    head = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert rec["git_commit"] == (head.stdout.strip() if head.returncode == 0 else None)
+    # overrides merged later (a task's resolve_config) and a seed folder's own seed keep the record
+    more = merge_overrides(cfg, ["optim.weight_decay=0.5"])
+    save_config(seed_config(more, 4), tmp_path / "seed4")
+    rec = json.loads((tmp_path / "seed4" / "run.json").read_text())
+    assert (rec["preset"], rec["overrides"]) == (str(preset), ["seed=3", "optim.lr=0.25", "optim.weight_decay=0.5"])
+    # a config this process did not resolve from a preset names none, rather than another's
+    other = load_config("backbone", preset, ["seed=3", "optim.lr=0.5"])
+    other.optim.lr = 0.75
+    save_config(other, tmp_path / "other")
+    assert json.loads((tmp_path / "other" / "run.json").read_text())["preset"] is None

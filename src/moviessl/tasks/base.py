@@ -219,6 +219,7 @@ def run_seed(job: SeedJob, seed: int) -> dict:
         # stand beside this run's predictions if it were killed before its own.
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         (run_dir / "config.yaml").unlink(missing_ok=True)  # the discarded run's: not this run's history
+        (run_dir / "run.json").unlink(missing_ok=True)
         mfile.unlink(missing_ok=True)
     atomic_write_json(sfile, {"settings": job.settings})
     t0 = time.perf_counter()
