@@ -403,3 +403,25 @@ def test_a_killed_cache_builds_temporary_files_do_not_pile_up(clip_list, tmp_pat
     t.join()
     assert not failed and (frames.dir / "other-0123456789ab.npy").is_file()
     assert len(ds) == 3 and [p.name for p in tmp_path.rglob(".*.tmp")] == [fresh.name]
+
+
+def test_a_dataset_keeps_a_bounded_number_of_sources(clip_list, tmp_path, monkeypatch):
+    """A persistent loader worker draws clips of every video of the list over a long run: the frame and
+    flow sources it keeps (each a video's rate, frame count and frame times) stay at KEPT_SOURCES, not
+    one per video drawn, and a video whose source fell out reads the same clip again."""
+    import moviessl.ssl.data as data_mod
+    from moviessl.ssl.flow import FlowCache, FlowParams
+
+    monkeypatch.setattr(data_mod, "KEPT_SOURCES", 3, raising=False)
+    items = [it for it in read_clip_list(clip_list) if "bad" not in it[0].name]
+    flow = FlowCache(tmp_path, FlowParams(algorithm="farneback", short_side=32))
+    kw = dict(num_frames=4, stride=2, short_side=32, flow_frames=4, flow_stride=2)
+    ds = ClipDataset(items, "eval", flow_cache=flow, **kw).prepare(progress=False)
+    assert len(ds) == len(items) > 3
+    first = ds[0]
+    for i in range(len(ds)):
+        ds[i]
+        assert len(ds._sources) <= 3 and len(ds._flows) <= 3
+    assert 0 not in ds._sources and 0 not in ds._flows
+    again = ds[0]
+    assert torch.equal(again["video"], first["video"]) and torch.equal(again["flow"], first["flow"])

@@ -21,6 +21,7 @@ Pair samplers (start frames of a video's two clips, in random order):
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -38,6 +39,14 @@ from .clipcache import LiveSource
 log = logging.getLogger("moviessl")
 
 MAX_SKIPS = 8  # bad items one __getitem__ may step over before giving up on the batch slot
+# Frame and flow sources a dataset keeps per process, least recently used dropped first. A source
+# holds a video's rate, frame count and (at a variable rate) every frame's time; kept for every
+# video, each persistent loader worker of a week-long run would hold one for every video it draws,
+# its memory growing with the steps up to the whole clip list (Kinetics' 240k videos, in each of a
+# GPU's workers). Making one again is a cache entry's JSON, or a container open: the video's index
+# is remembered (video.reader's INDEX_MEMO_FRAMES), and where it is not, the clip's own reader would
+# have indexed the file anyway and now finds it remembered.
+KEPT_SOURCES = 1024
 
 
 def cvrl_gap(m: int, u: float, power: float = 1.0) -> int:
@@ -152,8 +161,8 @@ class ClipDataset(Dataset):
         self.random_crop = (mode != "eval") if random_crop is None else bool(random_crop)
         self.crop_boxes = dict(crop_boxes) if crop_boxes is not None and mode != "eval" else None
         self.bad: dict[str, str] = {}  # path -> cause, logged once each
-        self._sources: dict[int, Any] = {}
-        self._flows: dict[int, Any] = {}
+        self._sources: OrderedDict[int, Any] = OrderedDict()  # at most KEPT_SOURCES of each
+        self._flows: OrderedDict[int, Any] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.items)
@@ -165,12 +174,20 @@ class ClipDataset(Dataset):
             self.bad[key] = str(err)
             log.warning("skipping bad video: %s", err)
 
+    @staticmethod
+    def _keep(kept: OrderedDict, i: int, src) -> None:
+        kept[i] = src
+        while len(kept) > KEPT_SOURCES:
+            kept.popitem(last=False)
+
     def _source(self, i: int):
         src = self._sources.get(i)
         if src is None:
             path = self.items[i][0]
             src = self.frame_cache.source(path) if self.frame_cache is not None else LiveSource(path, self.short_side)
-            self._sources[i] = src
+            self._keep(self._sources, i, src)
+        else:
+            self._sources.move_to_end(i)
         return src
 
     def _flow(self, i: int):
@@ -180,7 +197,9 @@ class ClipDataset(Dataset):
             fl = self.flow_cache.source(self.items[i][0], src)
             if fl.num_frames != src.num_frames:
                 raise BadInputError(self.items[i][0], f"flow cache has {fl.num_frames} frames, video {src.num_frames}")
-            self._flows[i] = fl
+            self._keep(self._flows, i, fl)
+        else:
+            self._flows.move_to_end(i)
         return fl
 
     def prepare(self, progress: bool = True, num_workers: int = 0) -> "ClipDataset":
@@ -237,8 +256,8 @@ class ClipDataset(Dataset):
                 self._mark_bad(i, e)
         good.sort()  # the list's own order on every rank (the distributed sampler indexes into it)
         keep = {j: n for n, j in enumerate(good)}
-        self._sources = {keep[j]: s for j, s in self._sources.items() if j in keep}
-        self._flows = {keep[j]: s for j, s in self._flows.items() if j in keep}
+        self._sources = OrderedDict((keep[j], s) for j, s in self._sources.items() if j in keep)
+        self._flows = OrderedDict((keep[j], s) for j, s in self._flows.items() if j in keep)
         self.items = [self.items[j] for j in good]
         if self.bad:
             log.warning("%d of %d videos skipped as bad", len(self.bad), len(self.bad) + len(self.items))
