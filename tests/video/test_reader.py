@@ -429,3 +429,22 @@ def test_a_gop_that_decodes_nothing_costs_a_gop_not_a_decode_from_the_start(vide
             cost[on] = r.frames_decoded
             assert on == bool(r.missing) and r.missing <= set(range(150, 180))
     assert cost[True] <= cost[False] + 4 * 30, cost
+
+
+def test_the_index_memo_is_bounded_in_entries(tmp_path, monkeypatch):
+    """Short clips: an entry's own dict and arrays outweigh its frames' stamps, so a memo bounded by
+    frames alone held many times the bytes its bound stands for; it keeps INDEX_MEMO_ENTRIES at most."""
+    import os
+
+    from moviessl.video import reader as reader_mod
+
+    monkeypatch.setattr(reader_mod, "_index_memo", reader_mod.OrderedDict())
+    monkeypatch.setattr(reader_mod, "INDEX_MEMO_ENTRIES", 3, raising=False)
+    first = encode(tmp_path / "c0.mp4", n=10)
+    paths = [first] + [tmp_path / f"c{i}.mp4" for i in range(1, 6)]
+    for p in paths[1:]:
+        os.link(first, p)  # another name, another entry
+    for p in paths:
+        VideoReader(p).close()
+    kept = [Path(k[0]).name for k in reader_mod._index_memo]
+    assert kept == ["c3.mp4", "c4.mp4", "c5.mp4"]  # the newest, 30 of the 1M frames the bound allows

@@ -193,9 +193,12 @@ def _grid_fps(times: np.ndarray, candidates, tick: float) -> float | None:
 # A loader that reads one clip of a film per item reopens it for every item; without this each
 # clip of a 2-hour film re-read the whole file (200k packets) before decoding its 60 frames.
 # Bounded by indexed frames (16 bytes each for pts and times, 8 more per key frame): 1M frames,
-# 16-24 MB, ~9 hours at 30 fps or ~3000 Kinetics clips, per process. Plain read-only arrays, so
-# forked loader workers may share it.
+# 16-24 MB, ~9 hours at 30 fps or ~3000 Kinetics clips, per process. Bounded by entries too: an
+# entry's own dict and array headers weigh about as much as a hundred frames' stamps, so under the
+# frame bound alone a memo of clips a second or two long held several times those bytes. Plain
+# read-only arrays, so forked loader workers may share it.
 INDEX_MEMO_FRAMES = 1_000_000
+INDEX_MEMO_ENTRIES = 4096
 _INDEX_STATE = (
     "stream_index",
     "time_base",
@@ -224,7 +227,9 @@ def _remember_index(key: tuple, state: dict) -> None:
         state[k].flags.writeable = False
     _index_memo[key] = state
     _index_memo.move_to_end(key)
-    while len(_index_memo) > 1 and sum(len(v["pts"]) for v in _index_memo.values()) > INDEX_MEMO_FRAMES:
+    while len(_index_memo) > 1 and (
+        len(_index_memo) > INDEX_MEMO_ENTRIES or sum(len(v["pts"]) for v in _index_memo.values()) > INDEX_MEMO_FRAMES
+    ):
         _index_memo.popitem(last=False)
 
 
