@@ -1466,3 +1466,20 @@ def test_a_folder_of_clips_of_another_geometry_is_not_extended(backbone, videos,
     assert run_extract("--backbone", backbone, "--videos", videos, "--out", out) == 2
     err = capsys.readouterr().err
     assert "folder holds features of clips" in err and "use another --out" in err and "Traceback" not in err
+
+
+def test_a_listed_film_leaves_no_state_behind(backbone, videos, tmp_path, monkeypatch):
+    """A job over a folder of tens of thousands of videos kept every finished film's state (its chunk
+    layout and the set of chunks done) until the end; a listed film, ok or bad, leaves only a mark."""
+    held = {}
+    real = ex.FeatureExtractor.on_predict_end
+
+    def at_end(self):
+        held.update(self._films)
+        real(self)
+
+    monkeypatch.setattr(ex.FeatureExtractor, "on_predict_end", at_end)
+    kw = dict(num_workers=0, accelerator="cpu", progress=False, batch_events=2, chunk_events=2)
+    ex.extract(backbone, videos, tmp_path / "f", **kw)
+    assert sorted(held) == ["a", "b", "broken"]  # a in two chunks, b in one, broken not opened
+    assert all(dict(f) == {"closed": True} for f in held.values())

@@ -48,7 +48,8 @@ import stat
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from types import MappingProxyType
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -110,6 +111,10 @@ VIDSITU_CENTERS = [1.0, 3.0, 5.0, 7.0, 9.0]
 CHUNK_EVENTS = 64  # events per commit chunk of a film (128 s at 2-s events): a kill loses at most one per worker
 LIST_EXTS = (".txt", ".csv", ".lst", ".list")  # a file named so is a list, whatever it holds
 PARTIAL_DIR = ".partial"  # OUT/.partial/{id}/: committed chunks of films in progress
+# What a listed (finished or bad) film leaves in FeatureExtractor._films: a mark that drops the later
+# batches other workers send of it, not its state (chunk layout, chunks done), which a job over a
+# folder of tens of thousands of videos would otherwise keep for every one of them.
+CLOSED_FILM = MappingProxyType({"closed": True})
 
 
 # --- which videos -------------------------------------------------------------------------------
@@ -1174,7 +1179,7 @@ class FeatureExtractor(pl.LightningModule):
         self.out_dir, self.stream, self.entry_base = Path(out_dir), stream, dict(entry_base)
         self.store_dtype, self.window, self.step = np.dtype(dtype), window, step
         self._pending: dict[tuple[str, int], list] = {}  # (id, chunk) -> its batches: one chunk per worker in flight
-        self._films: dict[str, dict] = {}
+        self._films: dict[str, Mapping] = {}  # id -> its state while open, CLOSED_FILM once listed
         self._open: dict[str, dict] = {}  # the films begun and not yet listed (progress by their chunks)
         self._shard_len: int | None = None  # this rank's videos (its shard), counted once
         self.already = 0  # videos of the folder an earlier run finished (a resumed job's first report says so)
@@ -1368,7 +1373,7 @@ class FeatureExtractor(pl.LightningModule):
         if self._films.get(vid, {}).get("closed"):
             return None  # recorded already (finished, or bad: later batches of other workers are dropped)
         if kind == "error":
-            self._films[vid] = {"closed": True}
+            self._films[vid] = CLOSED_FILM
             for key in [k for k in self._pending if k[0] == vid]:
                 del self._pending[key]
             if batch.get("shared"):  # rank 0 opened it: its entry is rank 0's to write (finish_spread)
@@ -1412,6 +1417,7 @@ class FeatureExtractor(pl.LightningModule):
             self._report_progress()
         if len(film["done"]) == len(film["chunks"]) and not film["shared"]:
             self._finish(vid, film, batch["info"])
+            self._films[vid] = CLOSED_FILM
         return None
 
     def _chunks(self, vid: str, film: dict):
