@@ -374,6 +374,32 @@ def _merge(cfg: DictConfig, other: Any, where: str | os.PathLike | None, what: s
         raise BadInputError(where, f"bad value in {what}{f' for {key}' if key else ''} ({msg})") from None
 
 
+# a `${` and the backslashes before it: OmegaConf reads `\${` as a literal `${`, `\\` before one as `\`
+_INTERPOLATION_START = re.compile(r"(\\*)(\$\{)")
+
+
+def _literal(text: str) -> str:
+    """``text`` escaped so that OmegaConf reads it back as ``text``: each ``${`` (and the
+    backslashes before it) as written, not an interpolation (OmegaConf's grammar, "Escaping")."""
+    return _INTERPOLATION_START.sub(lambda m: m.group(1) * 2 + "\\" + m.group(2), text)
+
+
+def _keep_literal(cfg: DictConfig | ListConfig) -> DictConfig | ListConfig:
+    r"""``cfg`` with each text value holding ``${`` escaped (:func:`_literal`), in place, for a config
+    whose values are all text as meant: one resolved in place (OmegaConf.resolve turns ``\${x}``, the
+    escape of a literal ``${x}``, into ``${x}``, which the next read took for an interpolation and
+    traced back on), or one made from a resolved config's values (a schema instance, a saved config)."""
+    if cfg._is_none() or cfg._is_missing() or cfg._is_interpolation():
+        return cfg
+    for key in list(cfg.keys()) if isinstance(cfg, DictConfig) else range(len(cfg)):
+        node = cfg._get_node(key)
+        if isinstance(node, (DictConfig, ListConfig)):
+            _keep_literal(node)
+        elif isinstance(node, ValueNode) and isinstance(node._value(), str) and "${" in node._value():
+            node._set_value(_literal(node._value()))
+    return cfg
+
+
 def _resolved(cfg: DictConfig, where: str | os.PathLike | None, overridden: Collection[str] = ()) -> DictConfig:
     """``cfg`` with its ``${...}`` interpolations resolved in place; one that cannot be (``${USER}``
     meant as the environment's, a key that is not there) is one line naming the setting (and
@@ -387,14 +413,14 @@ def _resolved(cfg: DictConfig, where: str | os.PathLike | None, overridden: Coll
         if isinstance(e, InterpolationKeyError):
             hint = " (${name} names a setting; ${oc.env:NAME} an environment variable)"
         raise BadInputError(None if key in overridden else where, f"{key}: {str(e).splitlines()[0]}{hint}") from None
-    return cfg
+    return _keep_literal(cfg)
 
 
 def _structured(cfg: Any) -> DictConfig:
     if isinstance(cfg, DictConfig):
         return cfg
-    if dataclasses.is_dataclass(cfg):
-        return OmegaConf.structured(cfg)
+    if dataclasses.is_dataclass(cfg):  # its text is as meant: a `${` in it is no interpolation
+        return _keep_literal(OmegaConf.structured(cfg))
     return OmegaConf.create(dict(cfg))
 
 
@@ -484,7 +510,7 @@ def expand_user_paths(cfg: DictConfig) -> DictConfig:
     ``~/cache`` became a folder named ``~`` in the working directory."""
     for key, v in flatten(OmegaConf.to_container(cfg, resolve=True)).items():
         if key.rsplit(".", 1)[-1] in PATH_KEYS and isinstance(v, str) and v.startswith("~"):
-            OmegaConf.update(cfg, key, os.path.expanduser(v))
+            OmegaConf.update(cfg, key, _literal(os.path.expanduser(v)))
     return cfg
 
 
@@ -801,7 +827,8 @@ def check_ranges(cfg: Any, null_epochs_unlimited: bool = False) -> None:
 
 def from_dict(stage: str, data: Mapping[str, Any]) -> Any:
     """A stage's schema instance from a plain dict (e.g. a saved config), checked like a preset."""
-    merged = _merge(OmegaConf.structured(schema_of(stage)), OmegaConf.create(dict(data)), None, "the config")
+    given = _keep_literal(OmegaConf.create(dict(data)))  # resolved values: a `${` in them is text
+    merged = _merge(OmegaConf.structured(schema_of(stage)), given, None, "the config")
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
         raise BadInputError(None, f"config lacks {', '.join(missing)}")
@@ -811,7 +838,7 @@ def from_dict(stage: str, data: Mapping[str, Any]) -> Any:
 def to_dict(cfg: Any) -> dict:
     """A plain nested dict of a config (schema instance, DictConfig or mapping)."""
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-        return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+        return OmegaConf.to_container(_structured(cfg), resolve=True)
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)
     return dict(cfg)
@@ -909,7 +936,9 @@ def save_config(cfg: Any, out_dir: str | os.PathLike, name: str = "config.yaml")
     """Write the resolved config beside a run's outputs. A different config of a run that trained
     (``checkpoints/`` there: a resume with other settings) is kept as ``{stem}.partNNN.yaml``, oldest
     first, as the CSV logs are; one left by an attempt that stopped at an input check is replaced."""
-    path, text = Path(out_dir) / name, yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False)
+    # its text escaped as a preset's (`\${x}` for a literal `${x}`), so the file loads back as this config
+    data = OmegaConf.to_container(_keep_literal(OmegaConf.create(to_dict(cfg))))
+    path, text = Path(out_dir) / name, yaml.dump(data, Dumper=_Dumper, sort_keys=False)
     trained = (path.parent / "checkpoints").is_dir()
     if trained and path.is_file() and path.read_text(encoding="utf-8") != text:
         n = len(list(path.parent.glob(f"{path.stem}.part*.yaml")))

@@ -861,3 +861,23 @@ def test_a_runs_record_names_the_preset_overrides_and_version_that_made_it(prese
     other.optim.lr = 0.75
     save_config(other, tmp_path / "other")
     assert json.loads((tmp_path / "other" / "run.json").read_text())["preset"] is None
+
+
+def test_an_escaped_interpolation_is_the_literal_text(tmp_path):
+    r"""`\${x}` is OmegaConf's escape for a literal `${x}`: resolving the config in place turned it into
+    `${x}`, which the next read took for an interpolation (a traceback from missing_keys). It is now
+    the text `${x}`, from an override or a preset, through merge_overrides, and a saved config loads
+    back the same."""
+    p = tmp_path / "mine.yaml"
+    p.write_text("_base_: cpu\ndata:\n  cache_dir: \\${x}/c\nmodel:\n  overrides: {tag: '\\${y}'}\n")
+    for cfg in (
+        load_config("backbone", p),
+        load_config("backbone", "cpu", [r"data.cache_dir=\${x}/c", r"model.overrides={tag: '\${y}'}"]),
+    ):
+        assert cfg.data.cache_dir == "${x}/c" and cfg.model.overrides == {"tag": "${y}"}
+        again = merge_overrides(cfg, ["seed=3"])
+        assert (again.data.cache_dir, again.model.overrides, again.seed) == ("${x}/c", {"tag": "${y}"}, 3)
+        assert load_config("backbone", save_config(cfg, tmp_path / "run")) == cfg
+    # a backslash before the escape is a backslash; `~` still becomes the home folder
+    cfg = load_config("backbone", "cpu", [r"data.cache_dir=~/a\\\${seed}"])
+    assert cfg.data.cache_dir == str(Path.home() / "a") + "\\${seed}"
