@@ -184,7 +184,7 @@ def _keep_text(node: yaml.Node, schema: type) -> None:
     """Retags the plain scalars of a preset's YAML mapping ``node`` that a str setting of ``schema``
     takes as text, so they are read as written: YAML 1.1 read ``cache_dir: no`` as false and
     OmegaConf made it the folder ``False`` (``1e5``: ``100000.0``, ``1.10``: ``1.1``), where an
-    override keeps its text (``_is_text``). A null stays null."""
+    override keeps its text (``_text_setting``). A null stays null."""
     if not isinstance(node, yaml.MappingNode):
         return
     hints = _field_types(schema)
@@ -196,11 +196,16 @@ def _keep_text(node: yaml.Node, schema: type) -> None:
         hint = hints.get(key_node.value) if isinstance(key_node, yaml.ScalarNode) else None
         if dataclasses.is_dataclass(hint):
             _keep_text(value, hint)
-        kind = _text_kind(hint)
-        items = [value] if kind == "text" else value.value if kind and isinstance(value, yaml.SequenceNode) else []
-        for item in items:
-            if isinstance(item, yaml.ScalarNode) and item.style is None and item.tag in _CONVERTED_TAGS:
-                item.tag = _STR_TAG
+        _retag_text(value, _text_kind(hint))
+
+
+def _retag_text(value: yaml.Node, kind: str | None) -> None:
+    """Retags the plain scalars of ``value`` that a setting of ``kind`` (:func:`_text_kind`) takes as
+    text, so that they are read as written (a null stays null)."""
+    items = [value] if kind == "text" else value.value if kind and isinstance(value, yaml.SequenceNode) else []
+    for item in items:
+        if isinstance(item, yaml.ScalarNode) and item.style is None and item.tag in _CONVERTED_TAGS:
+            item.tag = _STR_TAG
 
 
 def _load_preset(text: str, stage: str) -> Any:
@@ -262,13 +267,33 @@ def _preset_path(stage: str, preset: str | os.PathLike) -> Path:
     return path
 
 
-def _is_text(cfg: DictConfig | None, key: str) -> bool:
+def _text_setting(cfg: DictConfig | None, key: str) -> str | None:
+    """``"text"`` where ``key`` is a str setting of ``cfg``, ``"texts"`` where a list of them, else None."""
     node: Any = cfg
     for part in key.split("."):
         if not isinstance(node, DictConfig) or node._is_none():
-            return False
+            return None
         node = node._get_node(part, validate_access=False)
-    return isinstance(node, StringNode)
+    if isinstance(node, StringNode):
+        return "text"
+    if isinstance(node, ListConfig) and node._metadata.element_type is str:
+        return "texts"
+    return None
+
+
+def _load_override(raw: str, kind: str | None) -> Any:
+    """An override's value as YAML; a text setting's (``kind``, :func:`_text_setting`) as written:
+    ``data.cache_dir=1e5`` names a folder ``1e5``, not ``100000.0``, and ``data.eval_splits=[010, no]``
+    the splits ``010`` and ``no``, which YAML 1.1 read as ``10`` and ``False``."""
+    loader = _Loader(raw)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _retag_text(node, kind)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def parse_overrides(overrides: Iterable[str], into: DictConfig | None = None) -> DictConfig:
@@ -282,11 +307,9 @@ def parse_overrides(overrides: Iterable[str], into: DictConfig | None = None) ->
         if not all(key.split(".")):  # `=1`, `.seed=1`: OmegaConf's "Key '' not in 'BackboneConfig'"
             raise BadInputError(None, f"override '{ov}' names no key (an empty part in '{key}'); give key.sub=value")
         try:
-            value = yaml.load(raw, Loader=_Loader) if raw != "" else ""
+            value = _load_override(raw, _text_setting(into, key)) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
-        if value is not None and not isinstance(value, (str, list, dict)) and _is_text(into, key):
-            value = raw.strip()  # data.cache_dir=1e5 names a folder 1e5, not 100000.0
         items[key] = value
     cfg = OmegaConf.create({})
     for key, value in items.items():

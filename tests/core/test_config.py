@@ -881,3 +881,20 @@ def test_an_escaped_interpolation_is_the_literal_text(tmp_path):
     # a backslash before the escape is a backslash; `~` still becomes the home folder
     cfg = load_config("backbone", "cpu", [r"data.cache_dir=~/a\\\${seed}"])
     assert cfg.data.cache_dir == str(Path.home() / "a") + "\\${seed}"
+
+
+def test_a_list_of_text_settings_takes_an_override_as_written():
+    """An override of a list-of-str setting went through YAML 1.1: `data.eval_splits=[010, no, 1e3]`
+    became the splits `10`, `False` and `1000.0`, where a str setting and a preset's list keep the text
+    as written. A null entry is still refused, and a list in code (quoted on the way) is unchanged."""
+    given = "[010, no, 1e3, 1.10, 'x']"
+    want = ["010", "no", "1e3", "1.10", "x"]
+    assert load_config("lvu", "cpu", [f"data.eval_splits={given}"]).data.eval_splits == want
+    assert merge_overrides(load_config("lvu", "cpu"), [f"data.eval_splits={given}"]).data.eval_splits == want
+    assert merge_overrides(load_config("lvu", "cpu"), {"data.eval_splits": ["010", "no"]}).data.eval_splits == [
+        "010",
+        "no",
+    ]
+    assert load_config("backbone", "cpu", ["cvrl.intra_neg=[off]"]).cvrl.intra_neg == ["off"]
+    with pytest.raises(BadInputError, match=r"data.eval_splits\[1\]"):
+        load_config("lvu", "cpu", ["data.eval_splits=[val, null]"])
