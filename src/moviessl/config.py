@@ -374,13 +374,41 @@ def _nearest_key(cfg: DictConfig, key: str) -> str:
     return f" (did you mean {parent + '.' if parent else ''}{close[0]}?)" if close else ""
 
 
+_SCALARS = {str: "a str", int: "an int", float: "a float", bool: "a bool"}  # the entry types, as named
+
+
+def _container_entry(cfg: DictConfig | ListConfig, prefix: str = "") -> tuple[str, Any, type] | None:
+    """(key, value, entry type) of the first entry of a list setting of text, numbers or bools that
+    is itself a list or mapping (``data.eval_splits=[[val]]``): OmegaConf checks a scalar entry's
+    type but lets a container through, and the run traced back on it (an unhashable list as a split)."""
+    if cfg._is_none() or cfg._is_missing() or cfg._is_interpolation():
+        return None
+    entry = cfg._metadata.element_type if isinstance(cfg, ListConfig) else None
+    for key in list(cfg.keys()) if isinstance(cfg, DictConfig) else range(len(cfg)):
+        node = cfg._get_node(key)
+        name = f"{prefix}[{key}]" if isinstance(cfg, ListConfig) else f"{prefix}{'.' if prefix else ''}{key}"
+        if not isinstance(node, (DictConfig, ListConfig)):
+            continue
+        if entry in _SCALARS and not node._is_none():
+            return name, OmegaConf.to_container(node), entry
+        found = _container_entry(node, name)
+        if found:
+            return found
+    return None
+
+
 def _merge(cfg: DictConfig, other: Any, where: str | os.PathLike | None, what: str) -> DictConfig:
     loose = _loose_bool(OmegaConf.get_type(cfg), other)
     if loose:
         key, v = loose
         raise BadInputError(where, f"bad value in {what} for {key} ({v!r} is not a bool; give true, false, 1 or 0)")
     try:
-        return OmegaConf.merge(cfg, other)
+        merged = OmegaConf.merge(cfg, other)
+        nested = _container_entry(merged)
+        if nested:
+            key, v, entry = nested
+            raise BadInputError(where, f"bad value in {what} for {key} ({v!r} is not {_SCALARS[entry]})")
+        return merged
     except TypeError as e:  # a mapping merged into a list, or a list into a mapping
         found = _container_mismatch(cfg, other)
         if found is None:

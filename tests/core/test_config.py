@@ -898,3 +898,29 @@ def test_a_list_of_text_settings_takes_an_override_as_written():
     assert load_config("backbone", "cpu", ["cvrl.intra_neg=[off]"]).cvrl.intra_neg == ["off"]
     with pytest.raises(BadInputError, match=r"data.eval_splits\[1\]"):
         load_config("lvu", "cpu", ["data.eval_splits=[val, null]"])
+
+
+@pytest.mark.parametrize(
+    "stage, override, line",
+    [
+        ("lvu", "data.eval_splits=[val, [test]]", r"data.eval_splits\[1\] \(\['test'\] is not a str\)"),
+        ("lvu", "train.epochs_grid=[{a: 1}]", r"train.epochs_grid\[0\] \(\{'a': 1\} is not an int\)"),
+        ("backbone", "cvrl.intra_neg=[[a]]", r"cvrl.intra_neg\[0\] \(\['a'\] is not a str\)"),
+        ("context", "maskpred.mask_sizes=[1, [2]]", r"maskpred.mask_sizes\[1\] \(\[2\] is not an int\)"),
+    ],
+)
+def test_a_list_or_mapping_inside_a_list_of_values_is_one_line(stage, override, line, tmp_path):
+    """OmegaConf checks the type of a scalar entry of a typed list but lets a list or mapping through:
+    `data.eval_splits=[val, [test]]` loaded, and the LVU task traced back on the list as a split;
+    `train.epochs_grid=[[2]]` passed the range check. One line naming the entry, from an override,
+    merge_overrides or a preset file."""
+    with pytest.raises(BadInputError, match=rf"^bad value in overrides for {line}"):
+        load_config(stage, "cpu", [override])
+    with pytest.raises(BadInputError, match=rf"^bad value in overrides for {line}"):
+        merge_overrides(load_config(stage, "cpu"), [override])
+    key, _, value = override.partition("=")
+    block, leaf = key.split(".")
+    p = tmp_path / "mine.yaml"
+    p.write_text(f"_base_: cpu\n{block}:\n  {leaf}: {value}\n")
+    with pytest.raises(BadInputError, match=rf"mine.yaml: bad value in the preset for {line}"):
+        load_config(stage, p)
