@@ -529,6 +529,9 @@ def load_config(
     unknown = [name for name in by_variant if variants is not None and name not in variants]
     if unknown:
         raise BadInputError(path, f"by_variant.{unknown[0]}: no such method ({', '.join(variants or ())})")
+    for name, block in by_variant.items():  # a number or text was OmegaConf's ValueError traceback on merging
+        if block is not None and not isinstance(block, (dict, DictConfig)):
+            raise BadInputError(path, f"by_variant.{name} must map settings to values ({{key: value}}), not {block!r}")
     cfg = _merge(OmegaConf.structured(schema_of(stage)), raw, path, "the preset")
     # a block whose settings are all commented out is null: nothing to merge (OmegaConf's ValueError)
     if variant is not None and by_variant.get(variant) is not None:

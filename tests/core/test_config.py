@@ -924,3 +924,15 @@ def test_a_list_or_mapping_inside_a_list_of_values_is_one_line(stage, override, 
     p.write_text(f"_base_: cpu\n{block}:\n  {leaf}: {value}\n")
     with pytest.raises(BadInputError, match=rf"mine.yaml: bad value in the preset for {line}"):
         load_config(stage, p)
+
+
+@pytest.mark.parametrize("block", ["5", "modist", "[1]", "true"])
+def test_a_by_variant_block_that_is_not_a_mapping_is_one_line(block, tmp_path):
+    """`by_variant: {cvrl: 5}` (a value where the method's settings go) was OmegaConf's ValueError
+    traceback ("Invalid input. Supports one of [dict,list,...]") for that method's runs, and a list
+    was an OmegaConf line naming no block; each is one line naming the block, for every method's run."""
+    p = tmp_path / "mine.yaml"
+    p.write_text(f"_base_: cpu\nby_variant:\n  cvrl: {block}\n")
+    for variant in ("cvrl", "modist"):
+        with pytest.raises(BadInputError, match=r"mine.yaml: by_variant.cvrl must map settings to values"):
+            load_config("backbone", p, variant=variant, variants=("cvrl", "modist"))
