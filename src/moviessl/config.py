@@ -208,6 +208,25 @@ def _retag_text(value: yaml.Node, kind: str | None) -> None:
             item.tag = _STR_TAG
 
 
+def _loop(data: Any, key: str = "", inside: tuple[int, ...] = ()) -> str | None:
+    """The key of the first list or mapping in ``data`` that holds itself, through a YAML alias
+    (``a: &x [*x]``): OmegaConf recursed on it without end (a RecursionError traceback)."""
+    if not isinstance(data, (dict, list)):
+        return None
+    if id(data) in inside:
+        return key or "the config"
+    items = data.items() if isinstance(data, dict) else enumerate(data)
+    for k, v in items:
+        name = f"{key}[{k}]" if isinstance(data, list) else f"{key}{'.' if key else ''}{k}"
+        found = _loop(v, name, (*inside, id(data)))
+        if found:
+            return found
+    return None
+
+
+_LOOP = "a YAML alias (*name) refers to a list or mapping it is inside; a setting cannot hold itself"
+
+
 def _load_preset(text: str, stage: str) -> Any:
     """A preset's YAML, its text settings (and those of its ``by_variant`` blocks) as written."""
     loader = _Loader(text)
@@ -241,6 +260,9 @@ def _read_yaml(path: Path, stage: str, chain: tuple[Path, ...] = ()) -> DictConf
     if not isinstance(data, dict):
         raise BadInputError(path, "a config file must hold a mapping")
     base = data.pop("_base_", None)
+    loop = _loop(data)
+    if loop:
+        raise BadInputError(path, f"{loop}: {_LOOP}")
     try:
         cfg = OmegaConf.create(data)
     except OmegaConfBaseException as e:  # a `${` left open, a null key (`~:`)
@@ -310,6 +332,9 @@ def parse_overrides(overrides: Iterable[str], into: DictConfig | None = None) ->
             value = _load_override(raw, _text_setting(into, key)) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
+        loop = _loop(value, key)
+        if loop:
+            raise BadInputError(None, f"override {loop}: {_LOOP}")
         items[key] = value
     cfg = OmegaConf.create({})
     for key, value in items.items():

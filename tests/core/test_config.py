@@ -936,3 +936,17 @@ def test_a_by_variant_block_that_is_not_a_mapping_is_one_line(block, tmp_path):
     for variant in ("cvrl", "modist"):
         with pytest.raises(BadInputError, match=r"mine.yaml: by_variant.cvrl must map settings to values"):
             load_config("backbone", p, variant=variant, variants=("cvrl", "modist"))
+
+
+def test_a_yaml_alias_inside_itself_is_one_line(tmp_path):
+    """`a: &x [*x]` is a list that holds itself (valid YAML): OmegaConf recursed on it without end, a
+    RecursionError traceback, from a preset or an override. One line naming the setting; an alias
+    used twice (no loop) still loads."""
+    p = tmp_path / "mine.yaml"
+    p.write_text("_base_: cpu\nmodel: {overrides: {a: &x [1, *x]}}\n")
+    with pytest.raises(BadInputError, match=r"mine.yaml: model.overrides.a\[1\]: a YAML alias"):
+        load_config("backbone", p)
+    with pytest.raises(BadInputError, match=r"^override model.overrides.a: a YAML alias"):
+        load_config("backbone", "cpu", ["model.overrides=&x {a: *x}"])
+    ok = load_config("backbone", "cpu", ["model.overrides={a: &x [1], b: *x}"]).model.overrides
+    assert ok == {"a": [1], "b": [1]}
