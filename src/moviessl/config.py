@@ -77,7 +77,20 @@ class _Loader(yaml.SafeLoader):
 
 
 class _Dumper(yaml.SafeDumper):
-    """Quotes the strings :class:`_Loader` reads as numbers, so a saved config reads back the same."""
+    """Quotes the strings :class:`_Loader` reads as numbers, so a saved config reads back the same.
+    A path is its text and a NumPy scalar its Python value: a mapping of overrides given in code
+    (``{"data": {"split_file": Path(...)}}``, a seed drawn by NumPy) was a RepresenterError traceback."""
+
+
+def _represent_other(dumper: _Dumper, data: Any) -> yaml.Node:
+    if isinstance(data, os.PathLike):
+        return dumper.represent_str(os.fspath(data))
+    if type(data).__module__ == "numpy" and callable(getattr(data, "tolist", None)):  # a scalar or an array
+        return dumper.represent_data(data.tolist())
+    return dumper.represent_undefined(data)
+
+
+_Dumper.add_representer(None, _represent_other)  # PyYAML's hook for a type it has no representer of
 
 
 # YAML 1.2 has no timestamps: PyYAML read `2026-12-05` (a folder named by date, a run's note) as a
@@ -501,12 +514,17 @@ def _structured(cfg: Any) -> DictConfig:
 
 
 def _override_strings(overrides: Iterable[str] | Mapping[str, Any]) -> list[str]:
-    if isinstance(overrides, Mapping):
-        return [
-            f"{k}={yaml.dump(v, Dumper=_Dumper, default_flow_style=True).strip().removesuffix('...').strip()}"
-            for k, v in overrides.items()
-        ]
-    return list(overrides)
+    if not isinstance(overrides, Mapping):
+        return list(overrides)
+    strings = []
+    for k, v in overrides.items():
+        try:
+            text = yaml.dump(v, Dumper=_Dumper, default_flow_style=True)
+        except yaml.representer.RepresenterError as e:
+            what = type(e.args[1]).__name__ if len(e.args) > 1 else type(v).__name__
+            raise BadInputError(None, f"override {k}: {what} is no config value (give text, numbers, lists, mappings)")
+        strings.append(f"{k}={text.strip().removesuffix('...').strip()}")
+    return strings
 
 
 def flatten(changes: Mapping[str, Any], prefix: str = "", whole: Collection[str] = ()) -> dict[str, Any]:

@@ -950,3 +950,18 @@ def test_a_yaml_alias_inside_itself_is_one_line(tmp_path):
         load_config("backbone", "cpu", ["model.overrides=&x {a: *x}"])
     ok = load_config("backbone", "cpu", ["model.overrides={a: &x [1], b: *x}"]).model.overrides
     assert ok == {"a": [1], "b": [1]}
+
+
+def test_a_path_or_numpy_value_in_mapping_overrides_is_its_value():
+    """Overrides given in code as a mapping (the tasks' `cfg`, `merge_overrides`) went through
+    PyYAML's safe dumper, which knows no `Path` or NumPy scalar: `{"data.split_file": Path(...)}` or a
+    seed drawn by NumPy was a RepresenterError traceback. A path is its text, a NumPy value its Python
+    value; another object is one line naming the override."""
+    import numpy as np
+
+    given = {"seed": np.int64(3), "train.lr": np.float32(0.5), "train.betas": np.array([0.5, 0.9])}
+    cfg = merge_overrides(load_config("lvu", "cpu"), {**given, "model.overrides": {"p": Path("/a")}})
+    assert (cfg.seed, cfg.train.lr, cfg.train.betas, cfg.model.overrides["p"]) == (3, 0.5, [0.5, 0.9], "/a")
+    assert load_config("vidsitu", "cpu", {"data.split_file": Path("/x/y.txt")}).data.split_file == "/x/y.txt"
+    with pytest.raises(BadInputError, match=r"^override train.betas: object is no config value"):
+        merge_overrides(load_config("lvu", "cpu"), {"train.betas": [1, object()]})
