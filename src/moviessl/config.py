@@ -319,10 +319,14 @@ def _text_setting(cfg: DictConfig | None, key: str) -> str | None:
 def _load_override(raw: str, kind: str | None) -> Any:
     """An override's value as YAML; a text setting's (``kind``, :func:`_text_setting`) as written:
     ``data.cache_dir=1e5`` names a folder ``1e5``, not ``100000.0``, and ``data.eval_splits=[010, no]``
-    the splits ``010`` and ``no``, which YAML 1.1 read as ``10`` and ``False``."""
+    the splits ``010`` and ``no``, which YAML 1.1 read as ``10`` and ``False``. A command line has no
+    comments: a plain text value is the text after ``=`` (``data.cache_dir=run #3``, not ``run``)."""
     loader = _Loader(raw)
     try:
         node = loader.get_single_node()
+        plain = node is None or (isinstance(node, yaml.ScalarNode) and node.style is None)
+        if kind == "text" and plain and (node is None or node.tag != "tag:yaml.org,2002:null"):
+            return raw.strip()
         if node is None:
             return None
         _retag_text(node, kind)

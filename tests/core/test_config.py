@@ -965,3 +965,13 @@ def test_a_path_or_numpy_value_in_mapping_overrides_is_its_value():
     assert load_config("vidsitu", "cpu", {"data.split_file": Path("/x/y.txt")}).data.split_file == "/x/y.txt"
     with pytest.raises(BadInputError, match=r"^override train.betas: object is no config value"):
         merge_overrides(load_config("lvu", "cpu"), {"train.betas": [1, object()]})
+
+
+def test_a_text_override_keeps_a_hash_as_written():
+    """A command line has no comments, but an override's value was read as YAML, where ` #` starts
+    one: `data.cache_dir=run #3` named the folder `run`, and `data.cache_dir=#3` left it null (the
+    default folder), without a word. A text setting now takes the text after `=`; a quoted value and
+    a null are read as before."""
+    for given, want in [("run #3", "run #3"), ("#3", "#3"), ("'a #b'", "a #b"), ("null", None), ("1e5", "1e5")]:
+        assert load_config("backbone", "cpu", [f"data.cache_dir={given}"]).data.cache_dir == want
+        assert merge_overrides(load_config("backbone", "cpu"), [f"data.cache_dir={given}"]).data.cache_dir == want
