@@ -1303,6 +1303,45 @@ def test_a_frame_folder_still_being_written_is_not_skipped_for_ever(backbone, tm
     assert entry["num_events"] == 3 and entry["source_size"] == 180
 
 
+def test_a_rerun_from_another_directory_reads_the_index_sources_as_the_same_files(
+    backbone, tmp_path, monkeypatch, capsys
+):
+    """index.json recorded each video as the path it was given (``--videos frames``: relative to the
+    directory the job ran in), so a rerun from another directory, or of a moved feature folder, read
+    an entry as naming another file: frames added to a frame folder were called "another source".
+    Sources are recorded absolute now; an older relative entry is matched by the path's end."""
+    import cv2
+
+    film = tmp_path / "proj" / "frames" / "film"
+    film.mkdir(parents=True)
+
+    def dump(a: int, b: int) -> None:
+        for i in range(a, b):
+            cv2.imwrite(str(film / f"film_{i + 1:06d}.jpg"), np.full((36, 48, 3), (i * 3) % 255, np.uint8))
+
+    dump(0, 60)
+    monkeypatch.chdir(tmp_path / "proj")
+    assert run_extract("--backbone", backbone, "--videos", "frames", "--out", "feats") == 0
+    index = tmp_path / "proj" / "feats" / "index.json"
+    assert json.loads(index.read_text())["videos"]["film"]["source"] == str(film)
+    # the folder moved (scratch to home) and rerun from elsewhere with the same frames: skipped
+    moved = tmp_path / "home" / "feats"
+    moved.parent.mkdir()
+    shutil.copytree(tmp_path / "proj" / "feats", moved)
+    monkeypatch.chdir(tmp_path)
+    assert run_extract("--backbone", backbone, "--videos", "proj/frames", "--out", moved) == 0
+    dump(60, 90)  # the dump had not ended: the same folder, more frames
+    for entry_source in (None, "frames/film"):  # as recorded now; as an earlier version recorded it
+        if entry_source is not None:
+            held = json.loads((moved / "index.json").read_text())
+            held["videos"]["film"]["source"] = entry_source
+            (moved / "index.json").write_text(json.dumps(held))
+        capsys.readouterr()
+        assert run_extract("--backbone", backbone, "--videos", "proj/frames", "--out", moved) == 2
+        err = capsys.readouterr().err
+        assert "from 60 frames, it holds 90 now" in err and "another source" not in err, err
+
+
 def _hold_lock(folder: Path):
     """Another process holding ``folder``'s job lock as a running extraction does, until killed."""
     import subprocess

@@ -365,7 +365,7 @@ class EventClipStream(VideoStream):
     def film_info(self, r: VideoReader, path: Path) -> dict:
         """What the index records of a video, and its number of events."""
         n = len(event_centers_for(r.duration_s, self.stride_s, self.vidsitu))
-        info = {"fps": float(r.fps), "duration_s": float(r.duration_s), "source": str(path), "num_events": n}
+        info = {"fps": float(r.fps), "duration_s": float(r.duration_s), "source": source_name(path), "num_events": n}
         # the source as it was read, not when its entry is written: a frame dump or a copy that goes
         # on meanwhile must not have its finished size stand for the part read
         size = source_size(path)
@@ -396,7 +396,7 @@ class EventClipStream(VideoStream):
     @staticmethod
     def _error(vid: str, path: Path, msg: str, shared: bool) -> dict:
         """The item of a video this worker cannot read (``shared``: a spread film's part)."""
-        return {"id": vid, "kind": "error", "error": msg, "info": {"source": str(path)}, "shared": shared}
+        return {"id": vid, "kind": "error", "error": msg, "info": {"source": source_name(path)}, "shared": shared}
 
     def _todo(self, vid: str, num_events: int) -> tuple[list[tuple[int, int]], list[int]]:
         """(the film's chunks, those still to do)."""
@@ -1322,7 +1322,7 @@ class FeatureExtractor(pl.LightningModule):
         job_progress.report(self.already + done, self.already + total)
 
     def record_bad(self, vid: str, error: str, source: str, **more) -> None:
-        self._record(vid, {**self.entry_base, "status": "bad", "error": error, "source": source, **more})
+        self._record(vid, {**self.entry_base, "status": "bad", "error": error, "source": source_name(source), **more})
 
     def _videos_done(self) -> str:
         """The bar's postfix: this rank's videos written of its whole ones (+ those all ranks share)."""
@@ -1549,6 +1549,29 @@ def resize_mode(meta: dict, resize: str | None, backbone: Any, name: str) -> str
     return resize
 
 
+def source_name(path: str | os.PathLike) -> str:
+    """A source as its index entry records it: absolute, so that a rerun from another working
+    directory, or with the feature folder moved, reads the entry as naming the same file (a relative
+    path named a file relative to wherever that run was started)."""
+    return os.path.abspath(path)
+
+
+def same_source(recorded: Any, source: str | os.PathLike) -> bool:
+    """Whether an entry's ``source`` names ``source``: the same absolute path or the same file, or
+    (an entry of an earlier version, relative to the working directory of the run that wrote it)
+    the path ``source`` ends with."""
+    if not recorded:
+        return False
+    had, now = Path(str(recorded)), Path(os.path.abspath(source))
+    if not had.is_absolute():
+        parts = Path(os.path.normpath(had)).parts
+        return now.parts[-len(parts) :] == parts
+    try:
+        return had == now or os.path.samefile(had, now)
+    except OSError:  # the recorded one is gone (the data moved)
+        return False
+
+
 def source_size(source: Any) -> int | None:
     """The size in bytes of a video file, the number of frames of a frame folder (None: unreadable).
     A folder's frames by name, not their bytes: a stat per frame would cost a rerun over VidSitu's
@@ -1580,7 +1603,7 @@ def is_finished(
         if entry.get("status") == "bad":
             return False
         if result.is_file():
-            if Path(source).is_dir() and str(entry.get("source")) == str(source):
+            if Path(source).is_dir() and same_source(entry.get("source"), source):
                 # frames added since (a dump still running when it was read) or removed
                 why = f"extracted in {result.parent} from {had} frames, it holds {now} now"
             elif Path(source).is_dir() or Path(str(entry.get("source"))).is_dir():  # a file for a folder, or back
