@@ -111,10 +111,10 @@ def test_videos_are_journalled_and_a_killed_run_resumes(backbone, boxes, tmp_pat
     class Killed(BaseException):  # as a kill: nothing of the job's own handling runs
         pass
 
-    def dies_on_the_second(self, vid, inst, feat, digest):
+    def dies_on_the_second(self, vid, *args):
         if self.counts["ok"]:
             raise Killed
-        real(self, vid, inst, feat, digest)
+        real(self, vid, *args)
 
     monkeypatch.setattr(ins.InstanceExtractor, "_save", dies_on_the_second)
     with pytest.raises(Killed):
@@ -650,6 +650,49 @@ def test_another_file_under_a_finished_id_is_not_skipped_silently(backbone, boxe
     assert main(argv) == 0
     got = json.loads((out / "index.json").read_text())["videos"]["vidA"]
     assert got["status"] == "ok" and got["source_size"] == (root / "videos" / "vidA.mp4").stat().st_size
+
+
+def test_a_source_changed_while_the_job_ran_is_not_taken_as_the_one_read(
+    backbone, boxes, tmp_path, monkeypatch, capsys
+):
+    """Each entry recorded its video's size when the entry was written, not when the video was read
+    (extract's record it as read): a file copied in, or replaced, while the job ran had its later
+    size stand for the file read, so a rerun skipped a video extracted from the old file, and a bad
+    one (a copy not yet complete) stayed bad for ever. The size is taken as the video is read now."""
+    import moviessl.features.instances as ins
+
+    root = tmp_path / "lvu"
+    shutil.copytree(boxes, root)
+    a, b = root / "videos" / "vidA.mp4", root / "videos" / "vidB.mp4"
+    read_a = a.stat().st_size
+    b.write_bytes(a.read_bytes()[:300])  # vidB: a copy still going on when the job reads it
+    save, bad = ins.InstanceExtractor._save, ins.InstanceExtractor.record_bad
+
+    def replaced_then_saved(self, vid, *args, **kw):
+        write_video(a, 4.0, seed=7)  # vidA replaced after the job read it
+        return save(self, vid, *args, **kw)
+
+    def copied_then_recorded(self, vid, *args, **kw):
+        write_video(b, 2.0, seed=2)  # vidB's copy ends after the job failed to read it
+        return bad(self, vid, *args, **kw)
+
+    monkeypatch.setattr(ins.InstanceExtractor, "_save", replaced_then_saved)
+    monkeypatch.setattr(ins.InstanceExtractor, "record_bad", copied_then_recorded)
+    out = tmp_path / "out"
+    argv = _launch("extract-instances", backbone, root, out)
+    assert main(argv) == 0
+    monkeypatch.undo()
+    index = json.loads((out / "index.json").read_text())["videos"]
+    assert index["vidA"]["source_size"] == read_a and index["vidB"]["status"] == "bad"
+    assert index["vidB"]["source_size"] == 300
+    capsys.readouterr()
+    assert main(argv) == 2  # vidA's features are the old file's: one line, not skipped
+    assert "vidA.mp4: its id is extracted" in capsys.readouterr().err
+    (out / "vidA.npz").unlink()
+    assert main(argv) == 0  # vidA made again, and vidB, complete now, read again
+    index = json.loads((out / "index.json").read_text())["videos"]
+    assert index["vidA"]["source_size"] == a.stat().st_size != read_a
+    assert index["vidB"]["status"] == "ok" and index["vidB"]["source_size"] == b.stat().st_size
 
 
 def test_boxes_a_second_apart_are_read_in_one_pass_over_the_video(tmp_path, monkeypatch):

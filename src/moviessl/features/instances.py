@@ -138,12 +138,15 @@ class InstanceClipStream(VideoStream):
 
     def _video(self, vid: str, path: Path) -> Iterator[dict]:
         self.note_reading(vid, path)
+        # the source as it is read, not when its entry is written: a copy still going on, or a file
+        # replaced while the job runs, must not have its later size stand for the file read
+        size = source_size(path)
         try:
             inst = self.source[vid]()
             digest = box_digest(inst)
             secs = np.unique(inst.sec)
             if not len(secs):
-                yield {"id": vid, "kind": "empty", "inst": inst, "digest": digest}
+                yield {"id": vid, "kind": "empty", "inst": inst, "digest": digest, "source_size": size}
                 return
             with VideoReader(path) as r:
                 inst, secs = _within(inst, secs, r.duration_s, vid, path)
@@ -168,6 +171,7 @@ class InstanceClipStream(VideoStream):
                         "parts": len(parts),
                         "inst": inst if pi == 0 else None,
                         "digest": digest,
+                        "source_size": size,
                         "clips": torch.from_numpy(np.ascontiguousarray(np.stack(clips))),
                         "rows": torch.from_numpy(rows),
                         "bidx": torch.from_numpy(bidx),
@@ -175,7 +179,7 @@ class InstanceClipStream(VideoStream):
                     }
         except Exception as e:  # one bad video never stops the job: it is listed in the index
             msg = str(e) if isinstance(e, BadInputError) else f"{path}: {type(e).__name__}: {' '.join(str(e).split())}"
-            yield {"id": vid, "kind": "error", "error": msg}
+            yield {"id": vid, "kind": "error", "error": msg, "source_size": size}
 
 
 def box_digest(inst: VideoInstances) -> str:
@@ -265,11 +269,13 @@ class InstanceExtractor(pl.LightningModule):
             self._bar.close()
             self._bar = None
 
-    def record_bad(self, vid: str, error: str, source: str | None = None, **more) -> None:
-        self._record(vid, {"status": "bad", "error": error, **more})
+    def record_bad(self, vid: str, error: str, source: str | None = None, size: int | None = None, **more) -> None:
+        self._record(vid, {"status": "bad", "error": error, **more}, size)
 
-    def _record(self, vid: str, entry: dict) -> None:
-        size = source_size(self._sources.get(vid))
+    def _record(self, vid: str, entry: dict, size: int | None = None) -> None:
+        """Journal ``vid``'s entry; ``size``: its source's as the stream read it (None: as it is now,
+        for a video whose reader died)."""
+        size = source_size(self._sources.get(vid)) if size is None else size
         if size is not None:  # a later run tells another file of the same id by it (is_finished)
             entry = {**entry, "source_size": size}
         append_line(journal_path(self.out_dir, self.global_rank), journal_line(vid, entry))
@@ -290,13 +296,15 @@ class InstanceExtractor(pl.LightningModule):
         if kind == "error":
             self._pending.pop(vid, None)
             log.warning("skipping %s", batch["error"])
-            self.record_bad(vid, batch["error"])
+            self.record_bad(vid, batch["error"], size=batch.get("source_size"))
             return None
         if kind == "empty":
-            self._save(vid, batch["inst"], np.zeros((0, int(self.dim or 0)), np.float32), batch["digest"])
+            empty = np.zeros((0, int(self.dim or 0)), np.float32)
+            self._save(vid, batch["inst"], empty, batch["digest"], batch.get("source_size"))
             return None
         if batch["part"] == 0:
-            self._pending[vid] = {"inst": batch["inst"], "feat": [None] * len(batch["inst"])}
+            film = {"inst": batch["inst"], "feat": [None] * len(batch["inst"]), "size": batch.get("source_size")}
+            self._pending[vid] = film
         film = self._pending.get(vid)
         if film is None:
             return None  # recorded as bad already (a failed earlier part)
@@ -315,21 +323,22 @@ class InstanceExtractor(pl.LightningModule):
                 film["feat"][row] = v
             if batch["part"] == batch["parts"] - 1:
                 del self._pending[vid]
-                self._save(vid, film["inst"], np.stack(film["feat"]).astype(np.float32), batch["digest"])
+                self._save(vid, film["inst"], np.stack(film["feat"]).astype(np.float32), batch["digest"], film["size"])
         except Exception as e:  # one video never stops the job (as a decoding failure): listed as bad
             if is_worker_death(e):  # torch's SIGCHLD handler raises it wherever this process is: not this video's
                 raise
             self._pending.pop(vid, None)
             msg = f"{vid}: {type(e).__name__}: {' '.join(str(e).split())}"
             log.warning("skipping %s", msg)
-            self.record_bad(vid, msg)
+            self.record_bad(vid, msg, size=batch.get("source_size"))
         return None
 
-    def _save(self, vid: str, inst: VideoInstances, feat: np.ndarray, digest: str) -> None:
+    def _save(self, vid: str, inst: VideoInstances, feat: np.ndarray, digest: str, size: int | None = None) -> None:
         self.dim = feat.shape[1] if len(feat) else self.dim
         _save_npz(self.out_dir / f"{vid}.npz", inst.with_features(feat))
         n_secs = int(len(np.unique(inst.sec)))
-        self._record(vid, {"status": "ok", "num_boxes": len(inst), "num_seconds": n_secs, "boxes": digest})
+        entry = {"status": "ok", "num_boxes": len(inst), "num_seconds": n_secs, "boxes": digest}
+        self._record(vid, entry, size)
 
 
 def extract_instances(
