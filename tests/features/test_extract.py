@@ -1141,6 +1141,31 @@ def test_another_file_under_a_finished_id_is_not_skipped_silently(backbone, tmp_
     assert run_extract("--backbone", backbone, "--videos", other, "--out", out) == 0
 
 
+def test_a_video_still_being_copied_when_read_is_tried_again_once_copied(backbone, tmp_path, monkeypatch):
+    """A video that did not open (a copy still going on) was listed bad with its size when the entry
+    was written: a copy ending in between left the finished size there, so every rerun skipped the
+    complete file as the bad one. Its size is taken as it fails to open, as an ok video's is as read."""
+    src, out = tmp_path / "v", tmp_path / "feats"
+    src.mkdir()
+    whole = write_video(tmp_path / "a.mp4", 4.0, seed=1).read_bytes()
+    (src / "a.mp4").write_bytes(whole[:200])
+    write_video(src / "b.mp4", 2.0, seed=2)  # (a folder of bad videos only is bad input)
+    real = ex.FeatureExtractor.record_bad
+
+    def copy_ends_first(self, vid, *args, **kw):
+        (src / "a.mp4").write_bytes(whole)
+        return real(self, vid, *args, **kw)
+
+    monkeypatch.setattr(ex.FeatureExtractor, "record_bad", copy_ends_first)
+    assert run_extract("--backbone", backbone, "--videos", src, "--out", out) == 0
+    monkeypatch.undo()
+    entry = json.loads((out / "index.json").read_text())["videos"]["a"]
+    assert entry["status"] == "bad" and entry["source_size"] == 200
+    assert run_extract("--backbone", backbone, "--videos", src, "--out", out) == 0
+    entry = json.loads((out / "index.json").read_text())["videos"]["a"]
+    assert entry["status"] == "ok" and entry["source_size"] == len(whole)
+
+
 def test_a_rerun_waits_for_a_killed_jobs_workers_to_let_go_of_the_lock(tmp_path, monkeypatch):
     """The loader workers of a job killed with SIGKILL share its flock until they notice their parent
     is gone: a rerun at once was refused, naming the dead pid. It now waits for them (a while), and

@@ -395,8 +395,17 @@ class EventClipStream(VideoStream):
 
     @staticmethod
     def _error(vid: str, path: Path, msg: str, shared: bool) -> dict:
-        """The item of a video this worker cannot read (``shared``: a spread film's part)."""
-        return {"id": vid, "kind": "error", "error": msg, "info": {"source": source_name(path)}, "shared": shared}
+        """The item of a video this worker cannot read (``shared``: a spread film's part), with its
+        size as it failed (a copy still going on then is tried again once it has ended)."""
+        info = {"source": source_name(path)}
+        size = source_size(path)
+        return {
+            "id": vid,
+            "kind": "error",
+            "error": msg,
+            "info": info if size is None else {**info, "source_size": size},
+            "shared": shared,
+        }
 
     def _todo(self, vid: str, num_events: int) -> tuple[list[tuple[int, int]], list[int]]:
         """(the film's chunks, those still to do)."""
@@ -1380,7 +1389,9 @@ class FeatureExtractor(pl.LightningModule):
                 log.warning("rank %d: its chunks of %s are not extracted: %s", self.global_rank, vid, batch["error"])
                 return None
             log.warning("skipping %s", batch["error"])
-            self.record_bad(vid, batch["error"], batch["info"]["source"])
+            info = batch["info"]
+            size = {"source_size": info["source_size"]} if "source_size" in info else {}  # as it failed
+            self.record_bad(vid, batch["error"], info["source"], **size)
             shutil.rmtree(partial_dir(self.out_dir, vid), ignore_errors=True)
             return None
         film = self._film(vid, batch["info"], batch.get("mine"), bool(batch.get("shared")))
@@ -1462,6 +1473,8 @@ class FeatureExtractor(pl.LightningModule):
             )
         if missing.all():
             entry = {**self.entry_base, "status": "bad", "source": info["source"]}
+            if info.get("source_size") is not None:  # as it was read, as for one listed ok
+                entry["source_size"] = info["source_size"]
             entry["error"] = f"{info['source']}: no event decodes ({n} events, all damaged)"
             log.warning("skipping %s", entry["error"])
             self._record(vid, entry)
