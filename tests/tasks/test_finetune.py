@@ -326,6 +326,31 @@ def test_a_finished_run_is_reused_only_on_the_same_data(tmp_path):
     assert metrics() == third
 
 
+def test_a_finished_srl_run_with_a_users_tokenizer_is_reused_from_another_directory(tmp_path, monkeypatch):
+    """A user's --tokenizer entered the settings hash as the path given with its content, so the
+    same file named from another directory (``tok.json``, ``../tok.json``) or moved was another
+    setting: the finished seeds were trained again. The file counts by its content alone."""
+    from conftest import make_vidsitu
+
+    ann, feats = make_vidsitu(tmp_path / "a", n_train=10, n_valid=4, dim=16, seed=1)
+    fast = [*FAST, "srl.epochs=1", "srl.batch_size=8", "srl.warmup_steps=0"]
+    assert _finetune(ann, feats, tmp_path / "first", "srl", *fast, seeds=1) == 0
+    shutil.copy(tmp_path / "first" / "tokenizer.json", tmp_path / "tok.json")  # a user's tokenizer
+    out = tmp_path / "run"
+
+    def metrics(tok: str) -> str:
+        assert _finetune(ann, feats, out, "srl", "--tokenizer", tok, *fast, seeds=1) == 0
+        return (out / "seed0" / "metrics.json").read_text()  # holds its train time: a rerun rewrites it
+
+    monkeypatch.chdir(tmp_path)
+    first = metrics("tok.json")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    assert metrics("../tok.json") == first
+    shutil.move(tmp_path / "tok.json", tmp_path / "sub" / "tok.json")  # the same file, moved
+    assert metrics("tok.json") == first
+
+
 def test_pair_prior_baseline_and_pair_identity(vidsitu_fixture, tmp_path):
     """The relation head knows its pair; the pair-prior baseline is scored like a run."""
     from moviessl.data.vidsitu import load_split

@@ -419,7 +419,15 @@ def prepare(
 
 
 def _tokenizer_id(tokenizer: str | None) -> str:
-    """A user's tokenizer file by path and content (edited in place: other runs)."""
+    """A user's tokenizer file by its content (edited in place: other runs), not its path: the path
+    as given (``tok.json``, ``../tok.json``) made a rerun from another directory, or of a moved
+    file, another setting, which trained the finished seeds again."""
+    return "None" if tokenizer is None else f"tokenizer:{content_digest(Path(tokenizer))}"
+
+
+def _tokenizer_id_by_path(tokenizer: str | None) -> str:
+    """:func:`_tokenizer_id` as earlier versions made it (the path as given, and the content), under
+    which their finished runs were recorded."""
     return "None" if tokenizer is None else f"{tokenizer}:{content_digest(Path(tokenizer))}"
 
 
@@ -507,15 +515,18 @@ def make_job(p: Prepared, out: Path, resume: bool = False, train_data=None, opti
                 meta=bmeta,
             )
 
+    # the settings as this version hashes them, then as earlier ones did (the whole config, a user
+    # tokenizer by the path given): runs finished under those are reused, not trained again
+    hashes = [
+        settings_hash(task, c, p.inputs, p.ctx_label, t, vars(optim), p.data)
+        for c in (result_config(to_dict(cfg)), to_dict(cfg))
+        for t in (_tokenizer_id(p.tokenizer), _tokenizer_id_by_path(p.tokenizer))
+    ]
     return SeedJob(
         name=task,
         out=out,
-        settings=settings_hash(
-            task, result_config(to_dict(cfg)), p.inputs, p.ctx_label, _tokenizer_id(p.tokenizer), vars(optim), p.data
-        ),
-        earlier_settings=(
-            settings_hash(task, to_dict(cfg), p.inputs, p.ctx_label, _tokenizer_id(p.tokenizer), vars(optim), p.data),
-        ),
+        settings=hashes[0],
+        earlier_settings=tuple(h for h in dict.fromkeys(hashes) if h != hashes[0]),
         config=cfg,
         optim=optim,
         trainer=cfg.trainer,
