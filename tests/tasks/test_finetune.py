@@ -326,6 +326,34 @@ def test_a_finished_run_is_reused_only_on_the_same_data(tmp_path):
     assert metrics() == third
 
 
+def test_a_finished_run_on_a_moved_feature_folder_is_reused(tmp_path):
+    """The settings hash took ``features:<the folder, resolved>``: the same features moved (a
+    cluster's scratch to a home folder) made the finished runs, and the TxE lr tuning, another
+    setting's, trained again. The features' rows are in the data digest; the hash leaves the folder out."""
+    from conftest import make_vidsitu
+
+    from moviessl.tasks.vidsitu.runner import tune_txe_lr_scale
+
+    ann, feats = make_vidsitu(tmp_path / "scratch", n_train=10, n_valid=4, dim=16, seed=1)
+    out = tmp_path / "run"
+
+    def metrics(features):
+        assert _finetune(ann, features, out, "relation", *FAST, "relation.epochs=1", seeds=1) == 0
+        return (out / "seed0" / "metrics.json").read_text()  # holds its train time: a rerun rewrites it
+
+    def tuned(features):
+        ov = [*FAST, "relation.epochs=1"]
+        tune_txe_lr_scale("relation", ann, features, tmp_path / "tune", values=(1.0,), seeds=1, overrides=ov)
+        return (tmp_path / "tune" / "tuning.json").read_text()
+
+    first, tuning = metrics(feats), tuned(feats)
+    moved = tmp_path / "home" / feats.name
+    moved.parent.mkdir()
+    shutil.move(feats, moved)
+    assert metrics(moved) == first and tuned(moved) == tuning
+    assert str(moved) in json.loads((out / "summary.json").read_text())["inputs"]  # as recorded
+
+
 def test_a_finished_srl_run_with_a_users_tokenizer_is_reused_from_another_directory(tmp_path, monkeypatch):
     """A user's --tokenizer entered the settings hash as the path given with its content, so the
     same file named from another directory (``tok.json``, ``../tok.json``) or moved was another

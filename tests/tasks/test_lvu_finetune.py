@@ -260,6 +260,29 @@ def test_a_finished_run_is_reused_only_on_the_same_labels_and_inputs(lvu_setup, 
     assert third != second and metrics() == third
 
 
+def test_a_finished_run_on_moved_feature_folders_is_reused(lvu_setup, tmp_path):
+    """The settings hash took the inputs' description, which names the instance and scene feature
+    folders (resolved): the same folders moved (a cluster's scratch to a home folder, the table's
+    --out with its own event folder) made every finished run another setting's, trained again.
+    The folders' contents are in the data digest; the hash leaves out where they lie."""
+    tmp, lvu, _ = lvu_setup
+    scratch, home = tmp_path / "scratch", tmp_path / "home"
+    shutil.copytree(tmp / "events", scratch / "events")
+    shutil.copytree(tmp / "inst", scratch / "inst")
+    out = tmp_path / "run"
+
+    def metrics(where):
+        argv = ["finetune", "lvu", "--task", "year", "--data-root", str(lvu), "--out", str(out)]
+        argv += ["--instances", str(where / "inst"), "--scene-features", str(where / "events")]
+        assert main([*argv, "--scene-kind", "feats", "train.epochs=1", *FAST]) == 0
+        return (out / "seed0" / "metrics.json").read_text()  # holds its train time: a rerun rewrites it
+
+    first = metrics(scratch)
+    shutil.move(scratch, home)
+    assert metrics(home) == first
+    assert str(home / "events") in json.loads((out / "summary.json").read_text())["inputs"]  # as recorded
+
+
 def test_inputs_digest_leaves_out_where_the_features_came_from(lvu_setup, tmp_path):
     """A moved checkpoint or data root, or another film added to the folder, rewrites index.json
     without changing any feature a run read: its finished runs stand (and copies of a folder on

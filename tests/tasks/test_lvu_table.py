@@ -202,6 +202,37 @@ def test_the_tables_own_event_folder_is_extracted_on_every_run(tmp_path, monkeyp
     assert calls == [(own, 1)]
 
 
+def test_the_tables_cells_are_keyed_without_the_folder_of_their_scene_features(tmp_path, monkeypatch):
+    """A cell's inputs name the scene feature folder, and the settings hash took that name: the
+    table's --out moved (its own event folder in it) trained every finished cell again. The cell's
+    inputs keep the folder for the record; their key, which the hash takes, leaves it out."""
+    from moviessl.checkpoint import file_hash
+    from moviessl.tasks.lvu import table
+
+    backbone = tmp_path / "sup.pt"
+    backbone.write_bytes(b"weights")
+    own = tmp_path / "out" / "events" / "supervised"
+    own.mkdir(parents=True)
+    (own / "index.json").write_text(json.dumps({"backbone": file_hash(backbone), "videos": {}}))
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def load_inputs(store, scene, stride, desc="", key=""):
+        seen.append((desc, key))
+        raise Stop
+
+    monkeypatch.setattr(table, "extract", lambda *a, **k: None)
+    monkeypatch.setattr(table, "scene_arrays", lambda fdir, *a, **k: ({}, 2.0, f"scene:{Path(fdir).resolve()}:feats"))
+    monkeypatch.setattr(table, "load_inputs", load_inputs)
+    with pytest.raises(Stop):
+        table.run_lvu_table(tmp_path / "out", tmp_path, {"supervised": backbone}, None, rows=[("none", "sup")])
+    ((desc, key),) = seen
+    assert str(own.resolve()) in desc
+    assert key == desc.replace(str(own.resolve()), "") == "instance=none:-,scene=sup:scene::feats"
+
+
 def _rank_reading_after_rank_0(rank: int, folder: str) -> None:
     import time
 

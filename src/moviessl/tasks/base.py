@@ -156,6 +156,17 @@ def settings_hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def placeless(desc: str, *paths: Any) -> str:
+    """A description of a run's inputs without the folders it names (``paths``, as the description
+    has them: resolved), for :func:`settings_hash`: their contents are in the run's data digest, and
+    a feature folder moved (a cluster's scratch to a home folder) or copied must not make its
+    finished runs another setting's, trained again. The description as recorded keeps them."""
+    for p in paths:
+        if p is not None:
+            desc = desc.replace(str(Path(p).resolve()), "")
+    return desc
+
+
 # trainer settings that change how a run is shown, logged or checkpointed, not what it computes
 SHOWN_ONLY = ("progress_bar", "log_every_n_steps", "ckpt_every_n_steps", "tensorboard", "profiler", "ddp_timeout_s")
 

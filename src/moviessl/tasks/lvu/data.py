@@ -45,9 +45,10 @@ class LVUInputs:
     videos: dict[str, SpanVideo]
     in_dim: int  # instance feature width (0: no instance pathway)
     scene_dim: int  # scene feature width (0: no scene pathway)
-    desc: str  # what they are (recorded with every run; part of the settings hash)
+    desc: str  # what they are (recorded with every run)
     bad: dict[str, str] = field(default_factory=dict)  # id -> why it could not be read
     data: str = ""  # content_digest of the videos' inputs (part of the settings hash)
+    key: str = ""  # ``desc`` without the folders it names (part of the settings hash; empty: ``desc``)
 
     def __contains__(self, vid: str) -> bool:
         return vid in self.videos
@@ -321,6 +322,7 @@ def load_inputs(
     scene_stride_s: float = 2.0,
     ids: Iterable[str] | None = None,
     desc: str = "",
+    key: str = "",
 ) -> LVUInputs:
     """One :class:`SpanVideo` per video that has instances or scene features (``ids``: only those).
 
@@ -360,7 +362,7 @@ def load_inputs(
             sv.scene, sv.scene_sec = s, sec
         if len(sv.token_seconds()):
             videos[vid] = sv
-    return LVUInputs(videos, in_dim, scene_dim, desc, bad, inputs_digest(videos))
+    return LVUInputs(videos, in_dim, scene_dim, desc, bad, inputs_digest(videos), key)
 
 
 def inputs_digest(videos: dict[str, SpanVideo]) -> str:

@@ -47,7 +47,17 @@ from ...training import check_trainer
 from ...utils import progress
 from ...utils.digest import content_digest
 from ...utils.io import atomic_write_json, ensure_out_dir
-from ..base import SeedJob, TaskOptim, lowest, result_config, run_seeds, seed_range, settings_hash, write_summary
+from ..base import (
+    SeedJob,
+    TaskOptim,
+    lowest,
+    placeless,
+    result_config,
+    run_seeds,
+    seed_range,
+    settings_hash,
+    write_summary,
+)
 from .config import LVUConfig
 from .data import LVUInputs, contextualize_folder, load_inputs, scene_arrays
 from .task import TASKS
@@ -210,7 +220,10 @@ def build_inputs(
             scene_features, scene_kind, contextualizer, ids=ids, cache_dir=cache_dir, progress=progress, device=device
         )
         desc.append(d)
-    return load_inputs(inst, scene, scene_stride_s or stride, ids=ids, desc=" ".join(desc))
+    desc = " ".join(desc)
+    return load_inputs(
+        inst, scene, scene_stride_s or stride, ids=ids, desc=desc, key=placeless(desc, instances, scene_features)
+    )
 
 
 @torch.no_grad()
@@ -481,12 +494,18 @@ def run_finetune(
 
             tc = cfg.train
             stats: list = []  # the videos' input statistics, computed by the first run that needs them
-            what = (inputs.desc, init_label, ids, inputs.data, labels_digest)
+            what = (init_label, ids, inputs.data, labels_digest)
+            # as this version hashes them, then as earlier ones did (the inputs' folders, the whole config)
+            hashes = [
+                settings_hash(task, c, d, *what)
+                for d in (inputs.key or inputs.desc, inputs.desc)
+                for c in (result_config(run_cfg), run_cfg)
+            ]
             return SeedJob(
                 name=name,
                 out=job_out,
-                settings=settings_hash(task, result_config(run_cfg), *what),
-                earlier_settings=(settings_hash(task, run_cfg, *what),),
+                settings=hashes[0],
+                earlier_settings=tuple(h for h in dict.fromkeys(hashes) if h != hashes[0]),
                 config=cfg,
                 optim=TaskOptim(
                     lr=tc.lr,

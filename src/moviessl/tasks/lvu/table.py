@@ -51,7 +51,7 @@ from ...training import check_trainer, planned_world_size
 from ...utils import progress
 from ...utils.digest import content_digest
 from ...utils.io import atomic_write, atomic_write_json, atomic_write_text, ensure_out_dir
-from ..base import result_config, seed_range, settings_hash
+from ..base import placeless, result_config, seed_range, settings_hash
 from .data import load_inputs, scene_arrays
 from .runner import run_finetune
 from .task import TASKS
@@ -421,6 +421,7 @@ def run_lvu_table(
         # 3. scene features: "ours" = CVRL events through the TxE, "sup" = pooled supervised events
         ctx_device = trainer_device(ft_cfg.trainer)
         scene: dict[str, tuple[dict, float, str]] = {}  # arrays, event stride, description (with the TxE's hash)
+        scene_dirs: dict[str, Path] = {}  # the folders the descriptions name (not hashed: moved, the same)
         for s in sorted({s for _, s in rows if s != "none"}):
             b = SCENE_BACKBONE[s]
             if event_features and b in event_features:  # the user's folder, as given
@@ -438,6 +439,7 @@ def run_lvu_table(
                 )
                 index_written()
             ctx = contextualizer if s == "ours" else None
+            scene_dirs[s] = fdir
             scene[s] = timed(
                 f"scene {s}",
                 lambda fdir=fdir, ctx=ctx: scene_arrays(
@@ -459,11 +461,12 @@ def run_lvu_table(
             key = setting_name(i, s)
             store = inst[INSTANCE_BACKBONE[i]] if i != "none" else None
             sc, stride, sdesc = scene.get(s, (None, 2.0, "-"))
-            # what the inputs are made of (backbone hash, feature folder, TxE hash): a change reruns the cells
+            # what the inputs are made of (backbone hash, feature folder, TxE hash): a change reruns the
+            # cells, the folder moved (the table's --out with it) does not
             idesc = f"{store.backbone}@{store.index['roi']['short_side']}px" if store else "-"
             desc = f"instance={i}:{idesc},scene={s}:{sdesc}"
             with progress.muted():
-                inputs = load_inputs(store, sc, stride, desc=desc)
+                inputs = load_inputs(store, sc, stride, desc=desc, key=placeless(desc, scene_dirs.get(s)))
             t0 = time.perf_counter()
             for task in tasks:
                 with progress.share(bounds[cell], bounds[cell + 1]):

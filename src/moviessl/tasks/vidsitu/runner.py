@@ -53,6 +53,7 @@ from ..base import (
     TaskOptim,
     coverage_note,
     lowest,
+    placeless,
     result_config,
     run_seeds,
     seed_range,
@@ -293,6 +294,7 @@ class Prepared:
     counts: dict
     tokenizer: str | None
     data: str = ""  # content_digest of the annotations and inputs the runs read (part of the settings hash)
+    inputs_key: str = ""  # ``inputs`` without the folders it names (:func:`~..base.placeless`; the settings hash)
 
     @property
     def tcfg(self):
@@ -415,6 +417,7 @@ def prepare(
         counts,
         None if tokenizer is None else str(tokenizer),
         data_digest(train_split, eval_split, train_data, eval_data),
+        placeless(inputs, features, videos),
     )
 
 
@@ -515,10 +518,11 @@ def make_job(p: Prepared, out: Path, resume: bool = False, train_data=None, opti
                 meta=bmeta,
             )
 
-    # the settings as this version hashes them, then as earlier ones did (the whole config, a user
-    # tokenizer by the path given): runs finished under those are reused, not trained again
+    # the settings as this version hashes them, then as earlier ones did (the inputs' folders, the
+    # whole config, a user tokenizer by the path given): runs finished under those are reused
     hashes = [
-        settings_hash(task, c, p.inputs, p.ctx_label, t, vars(optim), p.data)
+        settings_hash(task, c, i, p.ctx_label, t, vars(optim), p.data)
+        for i in (p.inputs_key or p.inputs, p.inputs)
         for c in (result_config(to_dict(cfg)), to_dict(cfg))
         for t in (_tokenizer_id(p.tokenizer), _tokenizer_id_by_path(p.tokenizer))
     ]
@@ -658,12 +662,15 @@ def tune_txe_lr_scale(
     out = ensure_out_dir(out)
     with run_lock(out):
         p = prepare(task, data_root, out, cfg, features=features, contextualizer="scratch")
-        how = (str(Path(features).resolve()), list(values), seeds, heldout_fraction, p.data)
+        how = (list(values), seeds, heldout_fraction, p.data)  # the features' folder: moved, the same ones
         settings = settings_hash("tune", task, result_config(to_dict(cfg)), *how)
+        where = str(Path(features).resolve())
         done = out / "tuning.json"
         if done.is_file() and json.loads(done.read_text()).get("settings") in (
             settings,
-            settings_hash("tune", task, to_dict(cfg), *how),  # written by a version that hashed the whole config
+            # written by versions that hashed the features' folder, and the whole config
+            settings_hash("tune", task, result_config(to_dict(cfg)), where, *how),
+            settings_hash("tune", task, to_dict(cfg), where, *how),
         ):
             return json.loads(done.read_text())
         n = len(p.train_data)
