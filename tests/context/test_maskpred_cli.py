@@ -233,6 +233,32 @@ def test_a_resume_keeps_its_held_out_videos_when_videos_were_added(feats, tmp_pa
     assert load_checkpoint(out / "model.pt", stage="context")["meta"]["num_videos"] == 24 - 6 + 8
 
 
+def test_a_resume_after_the_features_moved_keeps_its_held_out_videos(feats, tmp_path, caplog):
+    """heldout.json names each held-out video by its feature folder's resolved path: a resume after
+    the folders moved (a cluster's scratch to a home folder) found none of them, so it trained on
+    the held-out videos and had none left to score the run. A folder of this run that holds all of a
+    moved folder's held-out videos stands for it now (of two, the one of the same name)."""
+    import json
+    import shutil
+
+    scratch, home = tmp_path / "scratch", tmp_path / "home"
+    for f in feats:
+        shutil.copytree(f, scratch / "x" / f.name)  # two folders, then moved under other names' parents
+    out = tmp_path / "run"
+    args = ["--out", out, *FAST]
+    where = lambda root: [a for f in feats for a in ("--features", root / "x" / f.name)]  # noqa: E731
+    assert main([*map(str, ["pretrain-context", *where(scratch), *args]), "trainer.max_steps=2"]) == 0
+    held = json.loads((out / "heldout.json").read_text())
+    assert len(held) == 8 and all(h.startswith(str(scratch)) for h in held)  # a quarter of 24 + 8 videos
+    shutil.move(scratch, home)
+    assert main([*map(str, ["pretrain-context", *where(home), *args]), "--resume", "trainer.max_steps=3"]) == 0
+    meta = load_checkpoint(out / "model.pt", stage="context")["meta"]
+    assert meta["num_videos"] == 32 - 8 and "val/retrieval_acc" in meta["metrics"]
+    assert sorted(json.loads((out / "heldout.json").read_text())) == sorted(
+        h.replace(str(scratch), str(home)) for h in held
+    )
+
+
 @pytest.mark.parametrize("resume", [False, True])
 def test_a_second_job_on_a_folder_a_job_is_training_in_is_refused(feats, tmp_path, capsys, resume):
     """Two `pretrain-context` jobs on one --out (a resubmitted batch job) both passed the check for

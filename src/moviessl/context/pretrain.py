@@ -102,6 +102,42 @@ def pretraining_ids(stores: Sequence[FeatureStore], ids: list[tuple[int, str]], 
 HELDOUT_NAME = "heldout.json"
 
 
+def follow_moved_folders(held: set[str], names: set[str]) -> set[str]:
+    """The held-out list ``held`` (``<feature folder>::<id>``) with each folder that is not among
+    this run's (``names``, the same form) replaced by the one of this run's folders that holds all
+    its held-out ids (of several, the one with its name): a resume after the features moved (a
+    cluster's scratch to a home folder) found none of its held-out videos and trained on them,
+    with nothing left to score the run. A folder not found is said, its videos trained on."""
+    split = lambda n: n.rsplit("::", 1)  # noqa: E731
+    by_folder: dict[str, set[str]] = {}
+    for n in names:
+        by_folder.setdefault(split(n)[0], set()).add(split(n)[1])
+    was: dict[str, set[str]] = {}
+    for n in held:
+        was.setdefault(split(n)[0], set()).add(split(n)[1])
+    moves: dict[str, str] = {}
+    free = [f for f in by_folder if f not in was]
+    for old, vids in was.items():
+        if old in by_folder:
+            continue
+        cands = [f for f in free if vids <= by_folder[f]]
+        if len(cands) > 1:
+            cands = [f for f in cands if Path(f).name == Path(old).name]
+        if len(cands) == 1:
+            moves[old] = cands[0]
+            free.remove(cands[0])
+            log.info("%s: the held-out videos of %s are read in %s (the folder moved)", HELDOUT_NAME, old, cands[0])
+        else:
+            log.warning(
+                "%s: %d held-out videos of %s, a folder not among --features now (nor is one that holds them "
+                "all): any of them read elsewhere are trained on",
+                HELDOUT_NAME,
+                len(vids),
+                old,
+            )
+    return {f"{moves.get(split(n)[0], split(n)[0])}::{split(n)[1]}" for n in held}
+
+
 def held_out(out: Path, stores: Sequence[FeatureStore], ids: list, fraction: float, seed: int, resume: bool):
     """``(train ids, held-out ids)``: drawn by :func:`split_ids` when a run starts and kept in
     ``OUT/heldout.json``; a resume keeps the videos held out then (those still given) and trains on
@@ -114,6 +150,10 @@ def held_out(out: Path, stores: Sequence[FeatureStore], ids: list, fraction: flo
             held = set(json.loads(path.read_text()))
         except (OSError, ValueError, TypeError) as e:
             raise BadInputError(path, f"unreadable held-out list ({type(e).__name__}); delete it to draw one") from None
+        moved = follow_moved_folders(held, {name(iv) for iv in ids})
+        if moved != held:
+            held = moved
+            atomic_write_json(path, sorted(held))  # every rank writes the same list
         return [iv for iv in ids if name(iv) not in held], [iv for iv in ids if name(iv) in held]
     train, val = split_ids(ids, fraction, seed=seed)
     atomic_write_json(path, [name(iv) for iv in val])  # every rank writes the same list
