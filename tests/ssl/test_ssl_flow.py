@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -66,6 +68,52 @@ def test_flow_cache_reuse_and_versioning(tmp_path):
     write_video(vid, moving_square(1, n=12))
     c2.source(vid, frames_fn)
     assert len(calls) == 3
+
+
+def test_a_data_folder_moved_with_its_cache_keeps_its_frames_and_flow(tmp_path, monkeypatch):
+    """The frame and flow caches keyed each video by its absolute path: the data folder moved with
+    its default cache (``<clip list folder>/.moviessl_cache``; a cluster's scratch to another
+    mount) decoded every video again and computed every flow again (days for a K400 flow cache),
+    beside the old entries. A video under the cache's folder is keyed by its place there now; an
+    entry an earlier version keyed by the absolute path is still read."""
+    from moviessl.ssl import clipcache
+    from moviessl.ssl.clipcache import FrameCache, _source_key, default_cache_dir
+
+    data = tmp_path / "scratch" / "data"
+    (data / "v").mkdir(parents=True)
+    write_video(data / "v" / "a.mp4", moving_square(0, n=12))
+    (data / "train.csv").write_text("v/a.mp4\n")
+    frames, calls = moving_square(0, n=12), []
+
+    def frames_fn():
+        calls.append(1)
+        return frames
+
+    p = FlowParams(short_side=32)
+    cache = default_cache_dir(data / "train.csv")
+    first = FrameCache(cache, 32).source(data / "v" / "a.mp4").get(range(12))
+    flow = FlowCache(cache, p).source(data / "v" / "a.mp4", frames_fn).get(range(12))
+    moved = tmp_path / "home" / "data"
+    moved.parent.mkdir()
+    shutil.move(data, moved)
+
+    def boom(*a, **k):
+        raise AssertionError("decoded again instead of using the cache")
+
+    monkeypatch.setattr(clipcache, "LiveSource", boom)
+    cache = default_cache_dir(moved / "train.csv")
+    video = moved / "v" / "a.mp4"
+    np.testing.assert_array_equal(FrameCache(cache, 32).source(video).get(range(12)), first)
+    flows = FlowCache(cache, p)
+    assert flows.is_cached(video)
+    np.testing.assert_array_equal(flows.source(video, frames_fn).get(range(12)), flow)
+    assert calls == [1] and flows.computed == 0
+    # an entry an earlier version wrote, under the key of the absolute path: still read
+    for folder in (FrameCache(cache, 32).dir, flows.dir):
+        for f in folder.glob("a-*"):
+            f.rename(folder / f"a-{_source_key(video)}{f.suffix}")
+    np.testing.assert_array_equal(FrameCache(cache, 32).source(video).get(range(12)), first)
+    assert FlowCache(cache, p).is_cached(video)
 
 
 def test_flow_augment_flip_negates_dx():

@@ -29,6 +29,7 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -70,10 +71,28 @@ def passing_failure(e: BaseException | None) -> bool:
     return False
 
 
-def _source_key(path: Path) -> str:
+def _source_key(path: Path, anchor: Path | None = None) -> str:
+    """A video's cache key: its path, size and modification time. The path is taken relative to
+    ``anchor`` (resolved; the folder the cache lies in) when the video lies under it, so a data
+    folder moved or copied with its cache (the default ``<clip list folder>/.moviessl_cache``) keeps
+    its entries instead of decoding every video again (a K400 flow cache: days); else absolute."""
     st = path.stat()
-    raw = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    where: Path | str = path.resolve()
+    if anchor is not None and where.is_relative_to(anchor):
+        where = f"./{where.relative_to(anchor)}"  # (no absolute path starts so: no clash with one)
+    raw = f"{where}|{st.st_size}|{st.st_mtime_ns}"
     return hashlib.sha1(raw.encode()).hexdigest()[:12]
+
+
+def cache_base(folder: Path, path: Path, anchor: Path, suffixes: Sequence[str]) -> Path:
+    """``folder/{stem}-{key}`` of ``path`` (:func:`_source_key` relative to ``anchor``), or the name an
+    earlier version keyed by the absolute path where only that one has an entry (any of ``suffixes``):
+    an upgrade reads a cache built before it instead of decoding it all again."""
+    base = folder / f"{path.stem}-{_source_key(path, anchor)}"
+    if any(base.with_suffix(x).is_file() for x in suffixes):
+        return base
+    legacy = folder / f"{path.stem}-{_source_key(path)}"
+    return legacy if any(legacy.with_suffix(x).is_file() for x in suffixes) else base
 
 
 def resize_frames(frames: np.ndarray, short_side: int) -> np.ndarray:
@@ -250,9 +269,10 @@ class FrameCache:
     def __init__(self, cache_dir: str | os.PathLike, short_side: int):
         self.short_side = int(short_side)
         self.dir = Path(cache_dir) / f"frames_s{self.short_side}_v{VERSION}"
+        self.anchor = Path(cache_dir).resolve().parent  # videos under it are keyed by their place there
 
     def paths(self, path: Path) -> tuple[Path, Path, Path]:
-        base = self.dir / f"{path.stem}-{_source_key(path)}"
+        base = cache_base(self.dir, Path(path), self.anchor, (".json", ".bad"))
         return base.with_suffix(".npy"), base.with_suffix(".json"), base.with_suffix(".bad")
 
     def source(self, path: str | os.PathLike) -> CachedSource:

@@ -47,7 +47,7 @@ import torch
 
 from ..errors import BadInputError
 from ..utils.io import atomic_write_from, atomic_write_json, npy_header, write_npy_chunks
-from .clipcache import CachedSource, _memmap, _source_key, resize_frames
+from .clipcache import CachedSource, _memmap, cache_base, resize_frames
 
 FLOW_VERSION = 1
 FLOW_STORES = ("npy", "png", "jpeg")
@@ -292,13 +292,14 @@ class FlowCache:
     def __init__(self, cache_dir: str | os.PathLike, params: FlowParams):
         self.params = params
         self.dir = Path(cache_dir) / params.tag()
+        self.anchor = Path(cache_dir).resolve().parent  # videos under it are keyed by their place there
         self.computed = 0  # how many videos this instance had to compute (cache misses)
 
     def is_cached(self, path: str | os.PathLike) -> bool:
         """Whether ``path``'s flow (for these parameters) is in the cache: two stats, no decoding."""
         path = Path(path)
         try:
-            base = self.dir / f"{path.stem}-{_source_key(path)}"
+            base = cache_base(self.dir, path, self.anchor, (".json",))
         except OSError:
             return False
         return base.with_suffix(".npy").is_file() and base.with_suffix(".json").is_file()
@@ -310,7 +311,7 @@ class FlowCache:
         path = Path(path)
         if not path.exists():
             raise BadInputError(path, "video not found")
-        base = self.dir / f"{path.stem}-{_source_key(path)}"
+        base = cache_base(self.dir, path, self.anchor, (".json",))
         npy, meta_p = base.with_suffix(".npy"), base.with_suffix(".json")
         if npy.is_file() and meta_p.is_file():
             return self._open(npy, json.loads(meta_p.read_text()))
