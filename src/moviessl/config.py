@@ -1028,7 +1028,7 @@ def save_run_record(cfg: Any, out_dir: str | os.PathLike) -> Path:
         n = len(list(out.glob("run.part*.json")))
         try:
             os.replace(path, out / f"run.part{n:03d}.json")
-        except FileNotFoundError:  # another process of the same launch kept it a moment ago
+        except FileNotFoundError:  # a launch whose ranks its environment does not tell apart: another kept it
             pass
     return atomic_write_text(path, json.dumps(record, indent=1, default=str) + "\n")
 
@@ -1036,16 +1036,25 @@ def save_run_record(cfg: Any, out_dir: str | os.PathLike) -> Path:
 def save_config(cfg: Any, out_dir: str | os.PathLike, name: str = "config.yaml") -> Path:
     """Write the resolved config beside a run's outputs. A different config of a run that trained
     (``checkpoints/`` there: a resume with other settings) is kept as ``{stem}.partNNN.yaml``, oldest
-    first, as the CSV logs are; one left by an attempt that stopped at an input check is replaced."""
+    first, as the CSV logs are; one left by an attempt that stopped at an input check is replaced.
+
+    Written by the job's leader alone (:func:`moviessl.dist.job_leader`): every process of a
+    torchrun / srun / Lightning launch runs the same command into the same folder, and each rank's
+    write replaced the leader's (a run.json of whichever rank came last, its host on another node),
+    while a resume's ranks raced to keep the earlier config as a part. Returns the path either way."""
+    from .dist import job_leader
+
     # its text escaped as a preset's (`\${x}` for a literal `${x}`), so the file loads back as this config
     data = OmegaConf.to_container(_keep_literal(OmegaConf.create(to_dict(cfg))))
     path, text = Path(out_dir) / name, yaml.dump(data, Dumper=_Dumper, sort_keys=False)
+    if not job_leader():
+        return path
     trained = (path.parent / "checkpoints").is_dir()
     if trained and path.is_file() and path.read_text(encoding="utf-8") != text:
         n = len(list(path.parent.glob(f"{path.stem}.part*.yaml")))
         try:
             os.replace(path, path.with_name(f"{path.stem}.part{n:03d}.yaml"))
-        except FileNotFoundError:  # another process of the same launch kept it a moment ago
+        except FileNotFoundError:  # a launch whose ranks its environment does not tell apart: another kept it
             pass
     save_run_record(cfg, out_dir)
     return atomic_write_text(path, text)

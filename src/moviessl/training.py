@@ -750,11 +750,12 @@ def fit(
     structure = repr(module)
     if ckpt is not None:
         check_resumable(module, ckpt, structure)
-    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+    from .dist import job_leader
 
-    # after the check: a refused resume leaves the run's config.yaml as it was. Rank 0 only (the
-    # launcher's environment says which): every rank of a torchrun / srun launch runs this.
-    writes_config = config is not None and rank_zero_only.rank == 0
+    # after the check: a refused resume leaves the run's config.yaml as it was. The job's leader only
+    # (save_config's own rule): every rank of a torchrun / srun launch runs this, and Lightning's
+    # launcher started on each node gives each node's first process rank 0 until the group exists.
+    writes_config = config is not None and job_leader()
     kept = set(Path(out_dir).glob("config.part*.yaml"))
     kept_records = set(Path(out_dir).glob("run.part*.json"))
     if writes_config:

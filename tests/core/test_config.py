@@ -975,3 +975,33 @@ def test_a_text_override_keeps_a_hash_as_written():
     for given, want in [("run #3", "run #3"), ("#3", "#3"), ("'a #b'", "a #b"), ("null", None), ("1e5", "1e5")]:
         assert load_config("backbone", "cpu", [f"data.cache_dir={given}"]).data.cache_dir == want
         assert merge_overrides(load_config("backbone", "cpu"), [f"data.cache_dir={given}"]).data.cache_dir == want
+
+
+def test_only_the_jobs_leader_writes_its_config_and_record(preset, tmp_path, monkeypatch):
+    """Every process of a launch runs the same command into the same folder: each rank rewrote the
+    job's config.yaml and run.json (the last one's host, on another node), and on a resume with other
+    settings each kept the one before as a part. Only the leader (rank 0 on node 0) writes them now."""
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    for key in ("NODE_RANK", "GROUP_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    first = save_config(load_config("backbone", preset, ["seed=1"]), run)
+    before = sorted((p.name, p.read_bytes()) for p in run.iterdir() if p.is_file())
+    assert [n for n, _ in before] == ["config.yaml", "run.json"]
+    resumed = load_config("backbone", preset, ["seed=2"])
+    monkeypatch.setattr(rank_zero_only, "rank", 1)  # torchrun's rank 1
+    assert save_config(resumed, run) == first
+    monkeypatch.setattr(rank_zero_only, "rank", 0)
+    monkeypatch.setenv("NODE_RANK", "1")  # the first process of node 1 under Lightning's launcher
+    assert save_config(resumed, run) == first
+    assert sorted((p.name, p.read_bytes()) for p in run.iterdir() if p.is_file()) == before
+    monkeypatch.delenv("NODE_RANK")
+    save_config(resumed, run)  # the leader's
+    assert sorted(p.name for p in run.iterdir() if p.is_file()) == [
+        "config.part000.yaml",
+        "config.yaml",
+        "run.json",
+        "run.part000.json",
+    ]
