@@ -328,6 +328,49 @@ def atomic_checkpoint_io() -> AtomicCheckpointIO:
     return AtomicCheckpointIO()
 
 
+def hparams_of(config: Any) -> dict[str, bool | int | float | str]:
+    """A run's resolved config as TensorBoard hyperparameters: dotted keys (``optim.lr``), each value
+    a bool, a number or a string, the only kinds its hparams plugin takes (a list or a null as its
+    JSON text)."""
+    import json
+
+    from .config import flatten
+
+    return {
+        k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v, default=str)
+        for k, v in flatten(to_dict(config)).items()
+    }
+
+
+class ConfigAsHparams(pl.Callback):
+    """The run's resolved config as its TensorBoard hyperparameters (the HParams tab: one row per run,
+    beside the last value of each of ``metrics``), written once per training, by rank 0.
+
+    Written as Lightning's ``TensorBoardLogger.log_hyperparams`` writes them (torch's
+    ``summary.hparams``), less the metric values that call logs at the same time: with none it writes
+    no hyperparameters at all, and a placeholder (its ``hp_metric=-1``) would be a point of the curves."""
+
+    def __init__(self, config: Any, metrics: Iterable[str]):
+        self.params, self.metrics = hparams_of(config), list(metrics)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        from lightning_fabric.loggers.tensorboard import _TENSORBOARD_AVAILABLE
+        from pytorch_lightning.loggers import TensorBoardLogger
+
+        if not trainer.is_global_zero:
+            return
+        if _TENSORBOARD_AVAILABLE:  # the SummaryWriter the logger made, as Lightning picks it
+            from torch.utils.tensorboard.summary import hparams
+        else:
+            from tensorboardX.summary import hparams
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                writer = logger.experiment._get_file_writer()
+                for summary in hparams(self.params, dict.fromkeys(self.metrics, 0.0)):
+                    writer.add_summary(summary)
+                writer.flush()
+
+
 def make_trainer(
     cfg: TrainerConfig | Mapping[str, Any] | None,
     out_dir: str | os.PathLike,
@@ -348,7 +391,9 @@ def make_trainer(
     out_dir = Path(out_dir)
     loggers: list[Any] = [CSVLogger(out_dir, name="logs", version="")]
     if t.tensorboard:
-        loggers.append(TensorBoardLogger(out_dir, name="tb", version=""))
+        # no hp_metric: a module's own hyperparameters (save_hyperparameters) logged a -1 point under that
+        # tag and a second hparams record beside ConfigAsHparams's; they still go to tb/hparams.yaml
+        loggers.append(TensorBoardLogger(out_dir, name="tb", version="", default_hp_metric=False))
     cbs: list[Any] = list(callbacks)
     if throughput_name:
         cbs.append(Throughput(throughput_name))
@@ -737,11 +782,16 @@ def fit(
     throughput_name: str | None = "clips_per_s",
     curve_keys: Iterable[str] = ("train/loss",),
     config: Any = None,
+    hparams: Any = None,
     **overrides: Any,
 ):
     """Train ``module``; ``resume=True`` continues from ``out_dir/checkpoints/last.ckpt`` if present.
 
-    Returns the trainer. Writes ``out_dir/curves.png`` from the CSV log at the end (rank 0)."""
+    ``config``: the run's resolved config, saved as ``config.yaml`` (:func:`save_config`) before
+    training; ``hparams``: the config shown as TensorBoard's hyperparameters where it is not
+    ``config`` (a task seed saves its own after training), else ``config``. Returns the trainer.
+    Writes ``out_dir/curves.png`` from the CSV log at the end (rank 0)."""
+    curve_keys = tuple(curve_keys)  # read twice: TensorBoard's metrics, then the plot
     if resume:
         repair_last_checkpoint(out_dir)
     ckpt = last_checkpoint(out_dir) if resume else None
@@ -767,6 +817,9 @@ def fit(
         ResumeWithTheseSettings(),
         KeepLoaderPlace(),
     ]
+    hparams = config if hparams is None else hparams
+    if hparams is not None and trainer_cfg(cfg, **overrides).tensorboard:
+        callbacks = [*callbacks, ConfigAsHparams(hparams, curve_keys)]
     replicated = skip_replicated_broadcast(module)
     if replicated:
         callbacks = [*callbacks, BroadcastReplicatedOnce(replicated)]

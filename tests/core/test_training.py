@@ -744,3 +744,57 @@ def test_a_run_from_step_0_keeps_no_earlier_attempts_tensorboard_events(tmp_path
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
     assert [e.step for e in events.Scalars("train_loss")] == [0, 1, 2]
+
+
+def _tb_hparams(tb: Path) -> tuple[list[dict], list[str], list[str]]:
+    """Each hparams record of a TensorBoard run folder (its hyperparameters), the metrics they name,
+    and its scalar tags, as TensorBoard reads them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    starts, metrics = [], []
+    for f in sorted(tb.glob("events.out.tfevents.*")):
+        for e in EventFileLoader(str(f)).Load():
+            for v in e.summary.value:
+                if v.metadata.plugin_data.plugin_name != "hparams":
+                    continue
+                data = plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
+                if data.HasField("session_start_info"):
+                    hp = data.session_start_info.hparams
+                    starts.append({k: getattr(hp[k], hp[k].WhichOneof("kind")) for k in hp})
+                if data.HasField("experiment"):
+                    metrics += [m.name.tag for m in data.experiment.metric_infos]
+    events = EventAccumulator(str(tb))
+    events.Reload()
+    return starts, metrics, events.Tags()["scalars"]
+
+
+def test_tensorboard_shows_the_runs_config_as_its_hyperparameters(tmp_path):
+    """With ``trainer.tensorboard`` on, TensorBoard's HParams tab was empty: nothing logged the run's
+    config as hyperparameters, so runs could not be told apart or compared there. The resolved config
+    is now logged once per training (flattened, dotted keys), by rank 0, with the run's loss as its
+    metric; a module's own saved hyperparameters add no second record and no ``hp_metric`` point."""
+
+    class _Logged(_Tiny):
+        def __init__(self):
+            super().__init__()
+            self.save_hyperparameters({"width": 4})  # as the TxE module does
+
+        def training_step(self, batch, i):
+            loss = super().training_step(batch, i)
+            self.log("train/loss", loss)
+            return loss
+
+    config = {"seed": 3, "optim": {"lr": 0.25, "betas": [0.9, 0.99], "name": "sgd"}, "init": None}
+    cfg = {"accelerator": "cpu", "progress_bar": False, "log_every_n_steps": 1, "tensorboard": True, "max_steps": 2}
+    fit(_Logged(), cfg, tmp_path, train_dataloaders=_loader(), throughput_name=None, config=config)
+    starts, metrics, scalars = _tb_hparams(tmp_path / "tb")
+    want = {"seed": 3.0, "optim.lr": 0.25, "optim.betas": "[0.9, 0.99]", "optim.name": "sgd", "init": "null"}
+    assert starts == [want] and metrics == ["train/loss"]
+    assert "train/loss" in scalars and "hp_metric" not in scalars
+    # a task seed saves its config after training: given apart as hparams; off with TensorBoard
+    fit(_Logged(), {**cfg, "max_steps": 3}, tmp_path / "seed", train_dataloaders=_loader(), hparams={"seed": 4})
+    assert _tb_hparams(tmp_path / "seed" / "tb")[0] == [{"seed": 4.0}]
+    fit(_Logged(), {**cfg, "tensorboard": False}, tmp_path / "off", train_dataloaders=_loader(), config=config)
+    assert not (tmp_path / "off" / "tb").exists()

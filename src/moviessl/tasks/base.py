@@ -248,7 +248,13 @@ def run_seed(job: SeedJob, seed: int) -> dict:
         ),
     )
     trainer = fit(
-        module, tcfg, run_dir, train_dataloaders=train_loader, resume=resume, throughput_name=job.throughput_name
+        module,
+        tcfg,
+        run_dir,
+        train_dataloaders=train_loader,
+        resume=resume,
+        throughput_name=job.throughput_name,
+        hparams=seed_config(job.config, seed),
     )
     train_s = time.perf_counter() - t0
     if not trainer.is_global_zero:  # under DDP, rank 0 alone predicts, scores and writes ...
