@@ -379,10 +379,12 @@ def make_trainer(
     throughput_name: str | None = "clips_per_s",
     enable_checkpointing: bool = True,
     find_unused_parameters: bool = False,
+    tb_purge_step: int | None = None,
     **overrides: Any,
 ) -> pl.Trainer:
     """A ``pl.Trainer`` configured from a ``trainer`` config block; logs and checkpoints under ``out_dir``.
-    ``find_unused_parameters``: under DDP, tell it that some parameters may get no gradient."""
+    ``find_unused_parameters``: under DDP, tell it that some parameters may get no gradient.
+    ``tb_purge_step``: on a resume, the first step it trains again (:func:`resumed_log_step`)."""
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
@@ -393,7 +395,10 @@ def make_trainer(
     if t.tensorboard:
         # no hp_metric: a module's own hyperparameters (save_hyperparameters) logged a -1 point under that
         # tag and a second hparams record beside ConfigAsHparams's; they still go to tb/hparams.yaml
-        loggers.append(TensorBoardLogger(out_dir, name="tb", version="", default_hp_metric=False))
+        # purge_step (torch's SummaryWriter): TensorBoard drops the earlier event files' values from that
+        # step on, which the resumed run trains again, as read_metrics_csv drops the CSV parts'
+        purge = {} if tb_purge_step is None else {"purge_step": int(tb_purge_step)}
+        loggers.append(TensorBoardLogger(out_dir, name="tb", version="", default_hp_metric=False, **purge))
     cbs: list[Any] = list(callbacks)
     if throughput_name:
         cbs.append(Throughput(throughput_name))
@@ -829,6 +834,7 @@ def fit(
         callbacks=callbacks,
         throughput_name=throughput_name,
         find_unused_parameters=getattr(module, "ddp_find_unused_parameters", False),
+        tb_purge_step=resumed_log_step(ckpt) if ckpt is not None else None,
         **overrides,
     )
     if trainer.is_global_zero:  # the trainer knows the global rank; the other ranks log nothing
@@ -862,6 +868,20 @@ def fit(
         except Exception as e:  # a plot must never fail a finished training run
             log.warning("could not plot curves: %s", e)
     return trainer
+
+
+def resumed_log_step(ckpt: str | os.PathLike) -> int | None:
+    """The first logged step a run resumed from ``ckpt`` trains again: the checkpoint's global step
+    ``g``. Lightning logs a batch's values at the count of optimiser steps before it, so what an
+    interrupted attempt logged at ``g`` and later came from steps the checkpoint does not hold. None
+    for a file without one (the resume says why)."""
+    for mmap in (True, False):  # mmap: only the step is read, not a paper-size queue; a pre-zip file cannot be
+        try:
+            step = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=mmap)["global_step"]
+            return int(step)
+        except Exception:
+            continue
+    return None
 
 
 def _keep_previous_log(out_dir: str | os.PathLike, resumed: bool = True) -> None:

@@ -798,3 +798,40 @@ def test_tensorboard_shows_the_runs_config_as_its_hyperparameters(tmp_path):
     assert _tb_hparams(tmp_path / "seed" / "tb")[0] == [{"seed": 4.0}]
     fit(_Logged(), {**cfg, "tensorboard": False}, tmp_path / "off", train_dataloaders=_loader(), config=config)
     assert not (tmp_path / "off" / "tb").exists()
+
+
+def test_a_resumed_runs_tensorboard_shows_the_steps_it_trained_again_once(tmp_path):
+    """A run resumed from its step-4 checkpoint after an attempt that had logged steps 4 to 6 (killed
+    before its later checkpoints were kept) trains from step 4 again. TensorBoard's event reader took
+    the event files of tb/ as one run: step 4 twice and the discarded steps 5 and 6 after the run's
+    end, while the CSV curves went on from the resumed part. A resumed writer now starts with
+    TensorBoard's restart marker at the checkpoint's step (torch's ``purge_step``): TensorBoard shows
+    what the CSV curves show."""
+    import shutil
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from moviessl.training import read_metrics_csv
+
+    class _Logged(_Tiny):
+        def training_step(self, batch, i):
+            loss = super().training_step(batch, i)
+            self.log("train_loss", loss)
+            return loss
+
+    cfg = {"accelerator": "cpu", "progress_bar": False, "ckpt_every_n_steps": 2, "log_every_n_steps": 1}
+    cfg["tensorboard"] = True
+    ck = tmp_path / "checkpoints"
+    fit(_Logged(), {**cfg, "max_steps": 5}, tmp_path, train_dataloaders=_loader(), throughput_name=None)
+    kept = shutil.copy(ck / "step0000004.ckpt", tmp_path / "step4.ckpt")
+    fit(_Logged(), {**cfg, "max_steps": 7}, tmp_path, train_dataloaders=_loader(), throughput_name=None, resume=True)
+    shutil.rmtree(ck)  # the kill: its step-6 checkpoints never made it to disk
+    ck.mkdir()
+    shutil.move(kept, ck / "step0000004.ckpt")
+    fit(_Logged(), {**cfg, "max_steps": 5}, tmp_path, train_dataloaders=_loader(), throughput_name=None, resume=True)
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    shown = [(e.step, e.value) for e in events.Scalars("train_loss")]
+    curves = read_metrics_csv(tmp_path / "logs")["train_loss"]
+    assert [s for s, _ in shown] == [s for s, _ in curves] == list(range(5))
+    assert [v for _, v in shown] == pytest.approx([v for _, v in curves])
