@@ -770,3 +770,21 @@ def test_each_seed_folders_config_names_the_seed_it_ran(vidsitu_fixture, tmp_pat
     assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 3
     for s in (3, 4):
         assert yaml.safe_load((out / f"seed{s}" / "config.yaml").read_text())["seed"] == s
+
+
+def test_a_rerun_refused_at_an_input_check_leaves_the_jobs_record(vidsitu_fixture, tmp_path, capsys):
+    """A finished job rerun with other settings and a bad input (a features folder of nothing) stopped
+    at the check in one line, but had first written its config.yaml and run.json: the folder's record
+    named the refused settings beside the earlier settings' seeds and summary. Both are written once
+    the inputs passed their checks now."""
+    ann, feats = vidsitu_fixture
+    out = tmp_path / "run"
+    assert _finetune(ann, feats, out, "verb", *FAST, "verb.epochs=1", seeds=1) == 0
+    kept = {name: (out / name).read_bytes() for name in ("config.yaml", "run.json", "summary.json")}
+    (tmp_path / "empty").mkdir()
+    assert _finetune(ann, tmp_path / "empty", out, "verb", *FAST, "verb.epochs=1", "verb.lr=0.5", seeds=1) == 2
+    assert "no *_feats.npy feature files" in capsys.readouterr().err
+    assert {name: (out / name).read_bytes() for name in kept} == kept
+    # a first run refused there leaves no record either
+    assert _finetune(ann, tmp_path / "empty", tmp_path / "new", "verb", *FAST, seeds=1) == 2
+    assert not list((tmp_path / "new").glob("*"))

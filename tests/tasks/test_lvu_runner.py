@@ -119,3 +119,17 @@ def test_an_eval_video_that_is_also_a_training_video_is_said(tmp_path, caplog):
         labels = task_labels(root, "scene", load_config("lvu", "cpu"))
     assert VIDS[0] in labels["val"] and "1 val videos are training videos too (first: v00)" in caplog.text
     assert "test videos" not in caplog.text
+
+
+def test_a_rerun_refused_at_an_input_check_leaves_the_jobs_record(tmp_path):
+    """A finished job rerun with other settings on inputs of other films stopped at the check, but had
+    first written its config.yaml and run.json: the folder's record named the refused settings beside
+    the earlier settings' seeds and summary. Both are written once the inputs passed their checks now."""
+    root, out = _labels(tmp_path), tmp_path / "o"
+    inputs = load_inputs(_Instances(VIDS), _scene(VIDS), ids=VIDS, desc="ot++")
+    run_finetune("scene", root, inputs=inputs, out=out, overrides=FAST)
+    kept = {name: (out / name).read_bytes() for name in ("config.yaml", "run.json", "summary.json")}
+    other = load_inputs(_Instances(VIDS), _scene(["other1", "other2"]), ids=VIDS, desc="ot++")
+    with pytest.raises(BadInputError, match="no scene features for any"):
+        run_finetune("scene", root, inputs=other, out=out, overrides=[*FAST, "train.lr=0.5"])
+    assert {name: (out / name).read_bytes() for name in kept} == kept

@@ -391,7 +391,6 @@ def run_finetune(
         raise BadInputError("data.scene_stride_s", f"must be a positive number of seconds (or null), got {stride!r}")
     out = ensure_out_dir(out)
     with run_lock(out):  # one job per folder (the leader of a multi-process launch takes it)
-        save_config(cfg, out)
         labels = task_labels(data_root, task, cfg)
         if inputs is None:
             inputs = build_inputs(
@@ -433,6 +432,9 @@ def run_finetune(
         if init is not None:
             init_obj = load_checkpoint(init, stage="ot")
             init_label = f"ot:{file_hash(init)}"
+        # once the inputs passed their checks: a rerun refused at one left a finished job's config.yaml
+        # and run.json naming its refused settings, beside the earlier settings' seeds and summary
+        save_config(cfg, out)
 
         warned: list = []
 

@@ -596,7 +596,6 @@ def run_finetune(
     seed_list = seed_range(cfg.seed, seeds)
     out = ensure_out_dir(out)
     with run_lock(out):  # one job per folder (the leader of a multi-process launch takes it)
-        save_config(cfg, out)
         p = prepare(task, data_root, out, cfg, features, videos, backbone, contextualizer, tokenizer)
         scored = scorable(p.eval_split)
         if scored:
@@ -606,6 +605,9 @@ def run_finetune(
             evaluate(task, fallback, p.eval_split)
         else:
             log.info("%s: %s has no released ground truth: runs write submissions, unscored", task, cfg.data.eval_split)
+        # once the inputs passed their checks: a rerun refused at one left a finished job's config.yaml
+        # and run.json naming its refused settings, beside the earlier settings' seeds and summary
+        save_config(cfg, out)
         with threads(cfg.threads):
             job = make_job(p, out, resume)
             runs = run_seeds(job, seed_list)
