@@ -608,6 +608,41 @@ class BroadcastReplicatedOnce(pl.Callback):
 
 
 STRUCTURE_KEY = "moviessl_structure"
+METRICS_KEY = "moviessl_metrics"
+
+
+class KeepMetrics(pl.Callback):
+    """The values the run last logged (``trainer.callback_metrics``) in each checkpoint, and back
+    from the one a run resumes, for :func:`final_metrics`: a resume of a run killed after its last
+    checkpoint and before its export trains and logs nothing, and its model.pt and summary.json
+    recorded no metrics at all."""
+
+    def __init__(self):
+        self.restored: dict[str, float] = {}
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        checkpoint[METRICS_KEY] = {**self.restored, **_scalars(trainer.callback_metrics)}  # a second resume too
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        saved = checkpoint.get(METRICS_KEY)
+        self.restored = _scalars(saved) if isinstance(saved, Mapping) else {}
+
+
+def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, (int, float)) or (torch.is_tensor(v) and v.numel() == 1):
+            out[str(k)] = float(v)
+    return out
+
+
+def final_metrics(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
+    """Each metric named ``prefix...`` as the run last logged it: this attempt's value, else the one
+    its checkpoint held when it resumed (:class:`KeepMetrics`), as an uninterrupted run reports it."""
+    kept = next((c.restored for c in trainer.callbacks if isinstance(c, KeepMetrics)), {})
+    out = {k: v for k, v in kept.items() if k.startswith(prefix)}
+    out.update({k: v for k, v in _scalars(trainer.callback_metrics).items() if k.startswith(prefix)})
+    return out
 
 
 class DecorrelateRanks(pl.Callback):
@@ -818,6 +853,7 @@ def fit(
     callbacks = [
         *callbacks,
         RecordStructure(structure),
+        KeepMetrics(),
         DecorrelateRanks(),
         ResumeWithTheseSettings(),
         KeepLoaderPlace(),

@@ -345,3 +345,7 @@ def test_an_ot_pretraining_run_writes_a_summary_naming_what_it_was_made_from(tmp
     want = {"instances": str((tmp_path / "inst").resolve()), "num_videos": 2, "steps": 2, "seed": 7, "teacher": None}
     assert {k: s.get(k) for k in want} == want
     assert s["num_spans"] > 0 and "train/loss" in s["metrics"]
+    # a resume of the run killed before its export trains and logs nothing: the metrics it last logged
+    (tmp_path / "out" / "model.pt").unlink()
+    pretrain_ot(Two(), tmp_path / "out", cfg, resume=True)
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["metrics"] == pytest.approx(s["metrics"])

@@ -317,3 +317,22 @@ def test_a_resumed_run_keeps_each_attempts_record(feats, tmp_path, monkeypatch):
     first, now = (json.loads((out / f).read_text()) for f in ("run.part000.json", "run.json"))
     assert first["argv"][-1] == "trainer.max_steps=2" and now["argv"][-1] == "trainer.max_steps=3"
     assert (now["stage"], now["preset"]) == ("context", "cpu") and now["overrides"] == [*FAST, "trainer.max_steps=3"]
+
+
+def test_a_resume_that_only_exports_keeps_the_runs_metrics(feats, tmp_path):
+    """A run killed after its last checkpoint and before its export is resumed to write model.pt: it
+    trains and logs nothing, and model.pt's meta and summary.json said ``metrics: {}``, the run's val
+    retrieval accuracy lost. They now hold the values the run last logged (its CSV logs)."""
+    import json
+
+    out = tmp_path / "run"
+    args = [*map(str, ["pretrain-context", "--features", feats[0], "--out", out]), "trainer.max_steps=3", *FAST]
+    assert main(args) == 0
+    first = json.loads((out / "summary.json").read_text())["metrics"]
+    assert "val/retrieval_acc" in first
+    (out / "model.pt").unlink()  # the kill
+    (out / "summary.json").unlink()
+    assert main([*args, "--resume"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["steps"] == 3 and s["metrics"] == pytest.approx(first)
+    assert load_checkpoint(out / "model.pt", stage="context")["meta"]["metrics"] == pytest.approx(first)

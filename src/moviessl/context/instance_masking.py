@@ -43,6 +43,7 @@ from ..models.object_transformer import ID_OFFSET, INSTANCE, build_object_transf
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
 from ..ssl.losses import full_precision
 from ..training import (
+    final_metrics,
     fit,
     planned_world_size,
     refuse_earlier_run,
@@ -325,7 +326,7 @@ def pretrain_ot(
                 "teacher_path": str(Path(teacher).resolve()) if teacher else None,
                 "num_spans": len(data),
                 "seed": cfg.seed,
-                "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")},
+                "metrics": final_metrics(trainer, "train/"),
             }
             atomic_write_json(out / "summary.json", summary)
         return path

@@ -18,6 +18,7 @@ from ..features.extract import run_lock
 from ..features.store import FeatureStore
 from ..loader import train_loader
 from ..training import (
+    final_metrics,
     fit,
     planned_world_size,
     refuse_changed_on_resume,
@@ -261,7 +262,7 @@ def pretrain_context(
         )
         path = out / "model.pt"
         if trainer.is_global_zero:
-            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+            metrics = final_metrics(trainer, "val/")
             meta = {
                 "features": [str(r) for r in unique],
                 "backbone": sorted(made_by),
