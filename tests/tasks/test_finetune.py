@@ -788,3 +788,22 @@ def test_a_rerun_refused_at_an_input_check_leaves_the_jobs_record(vidsitu_fixtur
     # a first run refused there leaves no record either
     assert _finetune(ann, tmp_path / "empty", tmp_path / "new", "verb", *FAST, seeds=1) == 2
     assert not list((tmp_path / "new").glob("*"))
+
+
+def test_a_seed_trained_afresh_keeps_no_parts_of_the_discarded_runs_record(vidsitu_fixture, tmp_path):
+    """A seed resumed with another trainer setting keeps the earlier attempt's config and record as
+    config.part000.yaml / run.part000.json. Trained afresh under other settings, it dropped the
+    discarded run's config.yaml and run.json but kept those parts, read as an earlier attempt of the
+    new run (another learning rate)."""
+    import yaml
+
+    ann, feats = vidsitu_fixture
+    out, seed = tmp_path / "run", tmp_path / "run" / "seed0"
+    assert _finetune(ann, feats, out, "verb", *FAST, "verb.epochs=1", seeds=1) == 0
+    (seed / "metrics.json").unlink()  # killed before it was finished
+    other_trainer = ["verb.epochs=1", "trainer.log_every_n_steps=2"]  # not part of the settings hash
+    assert _finetune(ann, feats, out, "verb", "--resume", *FAST, *other_trainer, seeds=1) == 0
+    assert (seed / "config.part000.yaml").is_file() and (seed / "run.part000.json").is_file()
+    assert _finetune(ann, feats, out, "verb", *FAST, "verb.epochs=1", "verb.lr=0.5", seeds=1) == 0
+    assert yaml.safe_load((seed / "config.yaml").read_text())["verb"]["lr"] == 0.5
+    assert not list(seed.glob("config.part*.yaml")) and not list(seed.glob("run.part*.json"))

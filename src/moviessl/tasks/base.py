@@ -229,8 +229,11 @@ def run_seed(job: SeedJob, seed: int) -> dict:
         # as last-v1.ckpt and a later resume restore the old last.ckpt; the old metrics.json would
         # stand beside this run's predictions if it were killed before its own.
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        (run_dir / "config.yaml").unlink(missing_ok=True)  # the discarded run's: not this run's history
-        (run_dir / "run.json").unlink(missing_ok=True)
+        # the discarded run's records, its earlier attempts' parts too: not this run's history
+        for record in [run_dir / "config.yaml", run_dir / "run.json", *run_dir.glob("config.part*.yaml")]:
+            record.unlink(missing_ok=True)
+        for record in run_dir.glob("run.part*.json"):
+            record.unlink(missing_ok=True)
         mfile.unlink(missing_ok=True)
     atomic_write_json(sfile, {"settings": job.settings})
     t0 = time.perf_counter()
