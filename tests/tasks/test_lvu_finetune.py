@@ -498,6 +498,29 @@ def test_runs_on_lvus_released_inputs(tmp_path, capsys):
     assert all(len(s) == 6 and abs(sum(s) - 1) < 1e-5 for p in preds.values() for s in p)
 
 
+def test_the_videos_used_and_missing_are_recorded_by_id(tmp_path, capsys):
+    """LVU's videos go missing: only counts (``train_videos: "3/4"``) were recorded, so which videos a
+    result was trained and scored on could not be told, nor compared with another run's."""
+    import pickle
+
+    root = _lvu_release(tmp_path / "data")
+    meta_path = root / "instance_meta" / "instance_meta_scene.pkl"
+    meta = pickle.loads(meta_path.read_bytes())
+    for gone in ("tr2", "va1"):  # no longer downloadable: no boxes in the instance metadata
+        meta.pop(gone)
+    meta_path.write_bytes(pickle.dumps(meta))
+    out = tmp_path / "ft"
+    argv = ["finetune", "lvu", "--task", "scene", "--data-root", str(root), "--instances", str(root / "features")]
+    assert main(argv + ["--out", str(out), "train.epochs=1", *FAST]) == 0
+    rec = json.loads((out / "videos.json").read_text())
+    assert rec["task"] == "scene"
+    assert rec["splits"]["train"] == {"used": ["tr0", "tr1", "tr3"], "missing": ["tr2"]}
+    assert rec["splits"]["val"] == {"used": ["va0"], "missing": ["va1"]}
+    assert rec["splits"]["test"] == {"used": ["te0"], "missing": []}
+    assert rec["without_instance_tokens"] == {"train": [], "val": [], "test": []}
+    assert sorted(json.loads((out / "seed0" / "predictions_val.json").read_text())) == rec["splits"]["val"]["used"]
+
+
 @pytest.mark.parametrize("preset, betas", [("paper", (0.9, 0.999)), ("cpu", (0.9, 0.99))])
 def test_finetuning_adamw_betas(tmp_path, monkeypatch, preset, betas):
     """LVU fine-tunes with HF AdamW's default betas (chaoyuaw/lvu run.py: (0.9, 0.999)); the cpu

@@ -87,7 +87,8 @@ def add_parser(datasets) -> None:
         "lvu",
         help="LVU's nine long-form tasks with the Object Transformer (OT / OT++ / scene only)",
         description="Trains --seeds runs per task; writes per run predictions_{val,test}.json (the `moviessl "
-        "evaluate lvu` format), metrics.json, model.pt, and summary.json + summary.md (mean ± standard error); "
+        "evaluate lvu` format), metrics.json, model.pt, and summary.json + summary.md (mean ± standard error) "
+        "and videos.json (the labelled videos used and those without inputs, by split); "
         "with --task all one subfolder per task and a summary.json + summary.md of every task.",
     )
     p.add_argument("--task", required=True, choices=[*TASKS, "all"])

@@ -7,6 +7,7 @@ metrics on val and test, mean ± SE summary.
 Layout of ``out``::
 
     config.yaml                           resolved config (shared by the runs)
+    videos.json                           per split the labelled videos used and those missing (no inputs)
     seed{S}/config.yaml                   the run's own (its seed)
     seed{S}/predictions_{val,test}.json   youtube_id -> per-span outputs (``moviessl evaluate lvu`` format)
     seed{S}/metrics.json                  {"metrics": {"val_top1"|"val_mse", "test_..."}, counts, settings}
@@ -156,6 +157,27 @@ def coverage(
         parts.append(f"trained on {trained} of {len(labels['train'])} labelled videos")
     parts += [f"{n} of the {used} videos used have no {name} tokens" for name, n in (gaps or {}).items() if n]
     return ("PARTIAL: " + "; ".join(parts)) if parts else None
+
+
+def video_record(task: str, labels: Mapping[str, Mapping[str, float]], inputs, gaps: Mapping[str, int]) -> dict:
+    """``videos.json``: per split the labelled videos trained on / scored (``used``) and those left out
+    for want of inputs (``missing``), and per pathway given the used videos that hold none of its
+    tokens (trained and scored without it)."""
+    splits = {}
+    for split, vids in labels.items():
+        have = [v for v in vids if v in inputs]
+        splits[split] = {"used": sorted(have), "missing": sorted(v for v in vids if v not in inputs)}
+    rec: dict = {"task": task, "splits": splits}
+    parts = {"instance": lambda v: v.inst, "scene": lambda v: v.scene}
+    for name in gaps:
+        rec[f"without_{name}_tokens"] = {
+            split: [v for v in s["used"] if _holds_none(parts[name](inputs.videos[v]))] for split, s in splits.items()
+        }
+    return rec
+
+
+def _holds_none(part) -> bool:
+    return part is None or len(part) == 0
 
 
 def instance_meta_path(task: str, data_root: str | os.PathLike, instance_meta: str | os.PathLike | None) -> Path | None:
@@ -427,6 +449,9 @@ def run_finetune(
                     f"no {name} features for any of the {n} labelled videos of LVU task '{task}' (other films?)",
                 )
         partial = coverage(len(train), labels, evals, gaps, len(used))
+        # which videos, not only how many: LVU's YouTube videos go missing (more every year), and two
+        # results compare only on the same ids
+        atomic_write_json(out / "videos.json", video_record(task, labels, inputs, gaps))
 
         init_obj, init_label = None, "none"
         if init is not None:
