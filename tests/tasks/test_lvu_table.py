@@ -289,3 +289,47 @@ def test_a_second_table_on_a_folder_in_use_is_one_line_up_front(tmp_path):
     finally:
         os.close(fd)
     assert sorted(p.name for p in out.iterdir()) == [JOB_LOCK]
+
+
+def test_the_papers_table_5_gives_its_own_top1_counts_and_mean_ranks():
+    """Xiao et al. (CVPR 2022), Table 5: its nine task means give back its #top-1 and mean rank
+    columns under the table's ranking (a tie, e.g. Relation 52.38 twice, shares the better rank and
+    counts as top-1 for both), and the columns come in the paper's order."""
+    from moviessl.tasks.lvu.table import PAPER_ROWS, _table_md
+    from moviessl.tasks.lvu.task import TASKS
+
+    tasks = list(TASKS)
+    means = {
+        ("ot", "none"): [50.00, 34.57, 32.56, 37.38, 26.55, 25.73, 49.55, 0.396, 4.559],
+        ("cvrl", "none"): [50.95, 32.86, 32.56, 37.76, 27.26, 25.31, 48.17, 0.444, 4.600],
+        ("modist", "none"): [49.52, 33.57, 30.70, 40.56, 23.10, 26.57, 49.26, 0.458, 4.506],
+        ("none", "sup"): [52.38, 34.37, 26.51, 23.18, 5.36, 18.88, 47.37, 0.595, 4.061],
+        ("none", "ours"): [52.38, 33.07, 36.98, 42.43, 23.93, 35.24, 48.11, 0.375, 4.653],
+        ("ot", "ours"): [50.95, 34.07, 44.19, 40.19, 31.43, 29.65, 51.15, 0.353, 4.886],
+    }
+    paper = {  # the paper's #top-1 and mean rank
+        ("ot", "none"): (1, 3.22),
+        ("cvrl", "none"): (0, 3.89),
+        ("modist", "none"): (0, 3.89),
+        ("none", "sup"): (2, 4.44),
+        ("none", "ours"): (3, 2.89),
+        ("ot", "ours"): (4, 2.33),
+    }
+    assert list(means) == list(PAPER_ROWS)
+    stats = {setting_name(*k): {t: _mean(m) for t, m in zip(tasks, v)} for k, v in means.items()}
+    md = _table_md("t", stats, tasks, list(PAPER_ROWS), {t: {} for t in tasks})
+    head = "| instance | scene | Relation (↑) | Speaking (↑) | Scene (↑) | Director (↑) | Writer (↑) | Year (↑) "
+    head += "| Genre (↑) | Like (↓) | Views (↓) | #top-1 | mean rank |"
+    assert head in md
+    lines = md.splitlines()
+    for (inst, scene), (top, mean_rank) in paper.items():
+        row = next(ln for ln in lines[4:] if ln.startswith("| ") and _setting_cells(ln) == (inst, scene))
+        assert row.rstrip(" |").endswith(f"| {top}/9 | {mean_rank:.2f}"), row
+
+
+def _setting_cells(line: str) -> tuple[str, str]:
+    from moviessl.tasks.lvu.table import PRETTY
+
+    back = {v: k for k, v in PRETTY.items()}
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    return back[cells[0]], back[cells[1]]
