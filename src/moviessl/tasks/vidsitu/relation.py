@@ -1,9 +1,11 @@
 """Event relation prediction (paper §4.2, Table 3): 4-way classification of event pairs.
 
 The pairs are always (Ev1,Ev3), (Ev2,Ev3), (Ev3,Ev4), (Ev3,Ev5); a pair's features are the two event
-tokens concatenated (earlier event first) and the pair's identity (one-hot) -> MLP -> {Causes,
-Reaction To, Enables, NoRel}. The tokens are backbone features or TxE outputs (scratch or MaskPred).
-Every head is told which pair it classifies: the label distribution differs a lot between pairs
+tokens concatenated (earlier event first) -> MLP (2d -> d -> 4, no dropout: VidSitu's evrel
+classifier, ``vidsitu_code/mdl_evrel.py``) -> {Causes, Reaction To, Enables, NoRel}. The tokens are
+backbone features or TxE outputs (scratch or MaskPred). That is the paper's head (§4.2) and the
+paper preset's. With ``relation.pair_identity`` (the cpu preset, the demo's comparisons) the head is
+also told which pair it classifies (a one-hot): the label distribution differs a lot between pairs
 (in VidSitu and in SynthMovies), and without the pair a head on backbone features (which carry no
 position) cannot use that prior while a TxE's position embeddings can -- an unequal comparison.
 :func:`pair_prior_entries` is the baseline that uses the pair alone (its majority train class).
