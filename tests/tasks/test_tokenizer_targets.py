@@ -80,11 +80,25 @@ def test_parse_rules(tok):
 def test_truncation_and_save_load(tok, tmp_path):
     roles = [("Arg0", "the man " * 30)]
     ids = tok.encode_target("push.01", roles, max_len=12)
-    assert len(ids) == 12 and ids[-1] != tok.eos_id
+    assert len(ids) == 12
     tok.save(tmp_path / "tokenizer.json")
     tok2 = SRLTokenizer.from_file(tmp_path / "tokenizer.json")
     assert tok2.encode_target("talk.01", [("Arg2", "the man")]) == tok.encode_target("talk.01", [("Arg2", "the man")])
     assert tok2.vocab_size == tok.vocab_size
+
+
+def test_a_cut_target_ends_with_the_end_token_as_vidsitus(tok):
+    """VidSitu's ``pad_tokens`` (``utils/dat_utils.py``) cuts a target longer than 60 tokens and
+    writes eos over its last kept position; the target was cut after the eos, so a long annotation
+    taught the decoder to go on past the length where decoding stops."""
+    roles = [("Arg0", "the man " * 30), ("Arg1", "a red box")]
+    full = tok.encode_target("push.01", roles, max_len=1000)
+    ids = tok.encode_target("push.01", roles, max_len=12)
+    assert ids == full[:11] + [tok.eos_id]
+    # a target that fits keeps every token; one exactly max_len long (eos included) is not cut
+    roles = [("Arg1", "a red box")]
+    short = tok.encode_target("push.01", roles, max_len=60)
+    assert short[-1] == tok.eos_id and short == tok.encode_target("push.01", roles, max_len=len(short))
 
 
 def test_user_tokenizer_without_role_tags_is_rejected(tmp_path):

@@ -185,7 +185,9 @@ class SRLTokenizer:
         return [i] if i is not None else self.bpe(verb_id)
 
     def encode_target(self, verb_id: str, roles: Sequence[tuple[str, str]], max_len: int = 60) -> list[int]:
-        """``[verb] <R1> bpe(" phrase") <R2> ... [eos]``, truncated to ``max_len`` (VidSitu: 60)."""
+        """``[verb] <R1> bpe(" phrase") <R2> ... [eos]``, at most ``max_len`` ids (VidSitu: 60). A longer
+        target is cut and still ends with eos, as VidSitu's ``pad_tokens`` (``utils/dat_utils.py``)
+        writes eos over the last kept position: the decoder is taught to stop where decoding stops."""
         ids = list(self.verb_prefix(verb_id))
         for role, phrase in roles:
             if role not in self.tag_ids:
@@ -193,7 +195,7 @@ class SRLTokenizer:
             ids.append(self.tag_ids[role])
             ids.extend(self.phrase_ids(" " + phrase))
         ids.append(self.eos_id)
-        return ids[:max_len]
+        return ids if len(ids) <= max_len else ids[: max_len - 1] + [self.eos_id]
 
     # ---- decoding ---------------------------------------------------------------------------
     def decode(self, ids: Sequence[int]) -> str:
