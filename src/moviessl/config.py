@@ -850,10 +850,11 @@ def check_devices(key: str, v: Any) -> None:
 # Half weights hold AdamW's state in 16 bits too: bf16 (8 significand bits) rounds an AdamW step
 # (~lr) away on a weight above ~256 x lr; fp16 underflows AdamW's eps (1e-8) and small second
 # moments, so a step divides by zero.
-def check_train_precision(key: str, v: Any) -> None:
+def check_train_precision(key: str, v: Any, accelerator: Any = "auto") -> None:
     """One line naming ``key`` for a precision that holds the weights in half precision
     (:data:`HALF_WEIGHTS`) in a training stage's trainer (extraction, which only runs the weights,
-    takes it: ``moviessl extract --precision bf16-true``)."""
+    takes it: ``moviessl extract --precision bf16-true``). The mixed precision it advises instead
+    is one the run's device has (:func:`mixed_precisions`)."""
     half = HALF_WEIGHTS.get(str(v))
     if half:
         why = (
@@ -861,9 +862,25 @@ def check_train_precision(key: str, v: Any) -> None:
             if half == "bfloat16"
             else "AdamW's eps and small second moments underflow to 0 and weights become inf or NaN"
         )
-        raise BadInputError(
-            key, f"{v} trains weights held in half precision ({half}): {why}; train with bf16-mixed or 16-mixed"
-        )
+        advice = mixed_precisions(accelerator)
+        raise BadInputError(key, f"{v} trains weights held in half precision ({half}): {why}; {advice}")
+
+
+def mixed_precisions(accelerator: Any = "auto") -> str:
+    """The advice of the mixed precisions a run on ``accelerator`` can train in: bf16-mixed alone
+    where it lands on the CPU (``cpu``, or ``auto`` / ``gpu`` / ``cuda`` where torch sees no GPU), as
+    torch's CPU autocast has no fp16 AMP and Lightning's accelerator connector turns a CPU's
+    16-mixed into bf16-mixed; bf16-mixed or 16-mixed on a GPU."""
+    acc = str(accelerator)
+    if acc in ("auto", "gpu", "cuda"):
+        import torch  # on use: reading a config does not import torch
+
+        on_cpu = not torch.cuda.is_available() and not (acc != "cuda" and torch.backends.mps.is_available())
+    else:
+        on_cpu = acc == "cpu"
+    if on_cpu:
+        return "train with bf16-mixed (a CPU has no fp16 AMP)"
+    return "train with bf16-mixed or 16-mixed"
 
 
 def check_shares(block: str, replace: float, swap: float) -> None:
@@ -910,7 +927,10 @@ def check_ranges(cfg: Any, null_epochs_unlimited: bool = False) -> None:
         if key.rsplit(".", 1)[-1] == "matmul_precision":
             check_matmul_precision(key, v)
         for check in _KEY_CHECKS.get(key, ()):
-            check(key, v)
+            if check is check_train_precision:  # its advice is the run's device's
+                check(key, v, flat.get("trainer.accelerator", "auto"))
+            else:
+                check(key, v)
         problem = _range_problem(key.rsplit(".", 1)[-1], v)
         if problem:
             raise BadInputError(key, f"{v} {problem}")

@@ -489,7 +489,7 @@ def run_selftest(
     # every stage's trainer takes it: a precision none can use failed the first stage, after the data
     check_precision("--precision", precision)
     if set(stages) - {"extract"}:  # extraction alone may run half-precision weights
-        check_train_precision("--precision", precision)
+        check_train_precision("--precision", precision, device)
     over = parse_overrides(list(overrides))
     # a typo (an override's, the preset's name) is bad input before any stage runs, not a stage's failure;
     # a user's .yaml preset is one stage's config, so it is read only by the stages it is given to

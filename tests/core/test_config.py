@@ -246,6 +246,30 @@ def test_a_trainer_config_built_in_code_refuses_true_half_too(precision, tmp_pat
         make_trainer({"precision": precision}, tmp_path)
 
 
+@pytest.mark.parametrize("accelerator", ["cpu", "auto"])
+def test_true_half_refusal_advises_a_mixed_precision_the_cpu_has(accelerator, monkeypatch):
+    """A CPU run (``cpu``, or ``auto`` where torch sees no GPU) is told bf16-mixed alone: it has no
+    fp16 AMP (Lightning swaps 16-mixed for bf16-mixed there); a GPU run is told either."""
+    import pytorch_lightning as pl
+
+    from moviessl.config import check_train_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(BadInputError) as e:
+        load_config("backbone", "cpu", ["trainer.precision=bf16-true", f"trainer.accelerator={accelerator}"])
+    assert str(e.value).endswith("; train with bf16-mixed (a CPU has no fp16 AMP)")
+    # what the advice says of Lightning: a CPU trainer asked for 16-mixed runs bf16 autocast
+    with pytest.warns(UserWarning, match="not supported on CPU"):
+        trainer = pl.Trainer(accelerator="cpu", precision="16-mixed", logger=False, enable_checkpointing=False)
+    assert trainer.precision == "bf16-mixed"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(BadInputError, match="train with bf16-mixed or 16-mixed$"):
+        check_train_precision("trainer.precision", "16-true", "auto")
+    with pytest.raises(BadInputError, match=r"train with bf16-mixed \(a CPU"):
+        check_train_precision("trainer.precision", "16-true", "cpu")
+
+
 @pytest.mark.parametrize(
     "stage, override, line",
     [
