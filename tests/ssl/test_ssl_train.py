@@ -46,6 +46,18 @@ def test_cvrl_bf16_step_on_cpu(clip_list, tmp_path):
     assert _check_export(tmp_path, "cvrl")["meta"]["global_step"] == 3 and not (tmp_path / "probe.json").exists()
 
 
+@pytest.mark.parametrize("method", ["cvrl", "modist", "supervised"])
+def test_a_method_trains_and_probes_at_64_true(method, clip_list, tmp_path):
+    """At 64-true Lightning holds the weights in float64 and converts the batch before the views
+    exist: the float32 views met the first convolution's float64 weights (a dtype traceback at step
+    1, after the clip cache), and the probe's clips those of the trained model."""
+    _run(method, clip_list, tmp_path, ["trainer.max_steps=1", "trainer.precision=64-true"], probe=method == "cvrl")
+    obj = _check_export(tmp_path, method)
+    assert obj["meta"]["global_step"] == 1
+    if method == "cvrl":
+        assert json.loads((tmp_path / "probe.json").read_text())["num_classes"] == 4
+
+
 def test_cvrl_intra_negatives_train(clip_list, tmp_path):
     # the IIC option: a third, time-broken view enters the loss and its similarity is logged
     _run(

@@ -35,6 +35,7 @@ from ..checkpoint import arch_spec, load_file, save_checkpoint
 from ..errors import BadInputError
 from ..models.slowd import SlowD, build_slowd, load_pyslowfast_checkpoint, speed_up
 from ..optim import lr_scheduler, make_optimizer, param_groups, scaled_lr, warmup_steps
+from ..video.transforms import param_dtype
 from .config import BackboneConfig
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,14 @@ class BackboneModule(pl.LightningModule):
 
     def to_float(self, x: torch.Tensor) -> torch.Tensor:
         return x.float().div_(255.0)
+
+    def as_weights(self, clips) -> tuple[torch.Tensor, ...]:
+        """Augmented views (or flows), made in float32, in the dtype of the backbone's weights
+        (float64 at ``64-true``; float32, unchanged, under a mixed precision): Lightning converts a
+        batch's float tensors before ``on_after_batch_transfer``, where the views do not exist yet,
+        so at 64-true the first convolution met float64 weights with float32 views."""
+        dtype = param_dtype(self.backbone) or torch.float32
+        return tuple(c.to(dtype) for c in clips)
 
     def note_skipped(self, batch) -> None:
         sk = batch.get("skipped")

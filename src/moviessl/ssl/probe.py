@@ -28,6 +28,7 @@ from ..config import to_dict
 from ..data.cliplist import check_labelled, check_same_label_map, read_clip_list
 from ..errors import BadInputError
 from ..video import MEAN, STD
+from ..video.transforms import param_dtype
 from .clipcache import FrameCache, default_cache_dir
 from .config import ProbeConfig
 from .data import ClipDataset
@@ -73,6 +74,8 @@ def extract_features(
     mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1, 1)
     std = torch.tensor(STD, device=device).view(1, 3, 1, 1, 1)
     model = model.to(device).eval()
+    # the weights' dtype: a run trained at 64-true holds float64 ones (Lightning leaves them so)
+    dtype = param_dtype(model) or torch.float32
     feats, labels, seen, skipped = [], [], [], set()
     dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=int(num_workers))
     # iter(dl): tqdm.auto's class calls iter() on what it is given and then iterates it again, which
@@ -89,7 +92,7 @@ def extract_features(
             x = F.interpolate(x.flatten(1, 2), size=(crop, crop), mode="bilinear", align_corners=False).view(
                 x.shape[0], 3, -1, crop, crop
             )
-        f = model((x - mean) / std).float().view(b, nv, -1).mean(1)
+        f = model(((x - mean) / std).to(dtype)).float().view(b, nv, -1).mean(1)
         feats.append(F.normalize(f, dim=1).cpu())
         labels.append(batch["label"])
         seen.append(batch["index"])

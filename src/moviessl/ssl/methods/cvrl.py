@@ -105,7 +105,7 @@ class CVRL(BackboneModule):
                 batch["intra_scorer"] = (1 - which) * v.shape[0] + torch.arange(
                     v.shape[0], device=v.device
                 )  # row in [z1; z2]
-            batch["views"] = tuple(views)
+            batch["views"] = self.as_weights(views)
         return batch
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:

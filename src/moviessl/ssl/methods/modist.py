@@ -120,7 +120,7 @@ class MoDist(BackboneModule):
         if self.trainer is not None and self.trainer.training:
             v = self.to_float(batch["video"])
             views, p = augment_views((self.aug1, self.aug2), (v[:, 0], v[:, 1]), return_params=True)
-            batch["views"] = tuple(views)
+            batch["views"] = self.as_weights(views)
             fl = batch["flow"]
             b, h, w = v.shape[0], v.shape[-2], v.shape[-1]
             boxes, flips = (None, None), (None, None)
@@ -130,7 +130,7 @@ class MoDist(BackboneModule):
             elif self.dataset_crops:  # the dataset cropped the flow (its own box): only flip it here
                 whole = torch.tensor([[0.0, 0.0, 1.0, 1.0]], device=fl.device).expand(b, 4)
                 boxes = (whole, whole)
-            batch["flows"] = tuple(
+            batch["flows"] = self.as_weights(
                 flow_augment(
                     fl[:, i],
                     self.flow_crop,

@@ -37,7 +37,7 @@ class Supervised(BackboneModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
         if self.trainer is not None and self.trainer.training:
-            batch["views"] = (self.aug(self.to_float(batch["video"])[:, 0]),)
+            batch["views"] = self.as_weights((self.aug(self.to_float(batch["video"])[:, 0]),))
         return batch
 
     def training_step(self, batch, batch_idx):
