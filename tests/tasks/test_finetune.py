@@ -78,6 +78,16 @@ def test_verb_trains_above_chance_resumes_and_exports(vidsitu_fixture, tmp_path,
     assert len(obj["meta"]["verbs"]) == 4 and idx.shape == (1, 5, 4)  # top-k capped by the 4 known verbs
 
 
+@pytest.mark.parametrize("task", ["verb", "srl", "relation"])
+def test_a_task_trained_at_64_true_is_scored(vidsitu_fixture, tmp_path, task):
+    """At 64-true the heads hold float64 weights after training; the scoring pass, outside
+    Lightning, fed them the float32 features and ended in a dtype traceback after training."""
+    ann, feats = vidsitu_fixture
+    out = tmp_path / "run"
+    assert _finetune(ann, feats, out, task, *FAST, "trainer.precision=64-true", f"{task}.epochs=1", seeds=1) == 0
+    assert json.loads((out / "summary.json").read_text())["seeds"] == 1 and (out / "seed0" / "model.pt").is_file()
+
+
 def test_srl_trains_and_decodes_roles(vidsitu_fixture):
     ann, feats = vidsitu_fixture
     out = ann.parent / "run_srl"

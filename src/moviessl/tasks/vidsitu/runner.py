@@ -192,15 +192,19 @@ def predict_split(
     fallbacks too; the caller's summary says the score is partial)."""
     model.eval()
     device = next(model.parameters()).device
+    # float inputs (features) in the weights' dtype, as Lightning's precision gave them in training:
+    # a run trained at 64-true holds float64 weights; clips stay uint8 (the encoder converts them)
+    dtype = param_dtype(model)
     preds: dict[int, dict] = {}
     failed = [] if failed is None else failed
     workers = num_workers if not isinstance(data.x, torch.Tensor) else 0
     for batch in loader(data, batch_size, shuffle=False, num_workers=workers):
         idx = batch["i"].tolist()
         y = batch.get("y")
+        x = batch["x"].to(device)
         entries = spec.entries(
             model,
-            batch["x"].to(device),
+            x.to(dtype) if dtype is not None and x.is_floating_point() else x,
             None if y is None else y.to(device),
             [data.ann_idx[i] for i in idx],
             [data.vsegs[i] for i in idx],
