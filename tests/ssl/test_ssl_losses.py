@@ -105,3 +105,24 @@ def test_logits_stay_fp32_under_bf16_autocast():
     assert got[0].dtype == got[1].dtype == torch.float32
     assert torch.allclose(got[0], ref[0], rtol=1e-6) and torch.allclose(got[1], ref[1], rtol=1e-6)
     assert got[2] == ref[2]
+
+
+def test_embeddings_and_targets_are_unit_length_float32_under_bf16_autocast():
+    """CPU autocast normalised the heads' bf16 outputs in bf16 (rows up to 0.4% off unit length,
+    the positive logit off by ~0.06 at tau = 0.1) and projected MaskPred's targets in bf16; CUDA
+    autocast takes the norm in float32. Embeddings and targets are float32 unit rows on both."""
+    from moviessl.context.maskpred import feature_targets
+    from moviessl.models.heads import CVRLProjectionHead, MaskPredHead, MoDistProjectionHead
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 48, generator=g)
+    heads = (CVRLProjectionHead(48, 64, 32), MoDistProjectionHead(48, 64, 32), MaskPredHead(48, 32))
+    v, mean, proj = torch.randn(64, 48, generator=g) + 3, torch.full((48,), 3.0), torch.randn(48, 32, generator=g)
+    ref = feature_targets(v, mean, proj)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        zs = [h(x) for h in heads]
+        t = feature_targets(v, mean, proj)
+    for z in (*zs, t):
+        assert z.dtype == torch.float32
+        assert torch.allclose(z.norm(dim=1), torch.ones(len(z)), atol=1e-5)
+    assert torch.allclose(t, ref, atol=1e-6)

@@ -169,10 +169,13 @@ def max_discrepancy_masks(
     return span_mask(score.argmax(1), m, n)
 
 
+@full_precision
 def feature_targets(
     v: torch.Tensor, mean: torch.Tensor | None = None, proj: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """The positive of Eq. 1 in the output space: normalize((v - mean) @ proj). No parameters learn here."""
+    """The positive of Eq. 1 in the output space: normalize((v - mean) @ proj). No parameters learn
+    here. In float32 under a mixed precision (autocast off), as the loss they enter: a bf16
+    projection and CPU autocast's bf16 normalisation left targets and distractors off unit length."""
     v = v.float()
     if mean is not None:
         v = v - mean
