@@ -110,7 +110,7 @@ def test_frames_on_the_fly_index_each_video_once(clip_list, monkeypatch):
     pass over the file's packets is paid once per video and process, not once per clip."""
     from moviessl.video import reader as reader_mod
 
-    monkeypatch.setattr(reader_mod, "_index_memo", reader_mod.OrderedDict())
+    monkeypatch.setattr(reader_mod, "_index_memo", reader_mod._IndexMemo())
     passes = []
     real = reader_mod._AVFile._open
     monkeypatch.setattr(reader_mod._AVFile, "_open", lambda self, *a: passes.append(self.path.name) or real(self, *a))

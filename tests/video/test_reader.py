@@ -240,7 +240,7 @@ def test_reopening_a_file_skips_its_index_pass(videos, monkeypatch):
     first frame's decode) happens once per process, and the reopened reader reads the same pixels."""
     from moviessl.video import reader as reader_mod
 
-    monkeypatch.setattr(reader_mod, "_index_memo", reader_mod.OrderedDict())
+    monkeypatch.setattr(reader_mod, "_index_memo", reader_mod._IndexMemo())
     passes = []
     real = reader_mod._AVFile._open
     monkeypatch.setattr(reader_mod._AVFile, "_open", lambda self, *a: passes.append(1) or real(self, *a))
@@ -260,7 +260,7 @@ def test_reopening_a_file_skips_its_index_pass(videos, monkeypatch):
 def test_a_rewritten_file_is_indexed_again(tmp_path, monkeypatch):
     from moviessl.video import reader as reader_mod
 
-    monkeypatch.setattr(reader_mod, "_index_memo", reader_mod.OrderedDict())
+    monkeypatch.setattr(reader_mod, "_index_memo", reader_mod._IndexMemo())
     path = encode(tmp_path / "v.mp4", n=60)
     assert VideoReader(path).num_frames == 60
     encode(tmp_path / "w.mp4", n=45).replace(path)  # same name, new file
@@ -271,7 +271,7 @@ def test_a_rewritten_file_is_indexed_again(tmp_path, monkeypatch):
 def test_the_index_memo_is_bounded(tmp_path, monkeypatch):
     from moviessl.video import reader as reader_mod
 
-    monkeypatch.setattr(reader_mod, "_index_memo", reader_mod.OrderedDict())
+    monkeypatch.setattr(reader_mod, "_index_memo", reader_mod._IndexMemo())
     monkeypatch.setattr(reader_mod, "INDEX_MEMO_FRAMES", 100)
     paths = [encode(tmp_path / f"v{i}.mp4", n=40) for i in range(4)]
     for p in paths:
@@ -438,7 +438,7 @@ def test_the_index_memo_is_bounded_in_entries(tmp_path, monkeypatch):
 
     from moviessl.video import reader as reader_mod
 
-    monkeypatch.setattr(reader_mod, "_index_memo", reader_mod.OrderedDict())
+    monkeypatch.setattr(reader_mod, "_index_memo", reader_mod._IndexMemo())
     monkeypatch.setattr(reader_mod, "INDEX_MEMO_ENTRIES", 3, raising=False)
     first = encode(tmp_path / "c0.mp4", n=10)
     paths = [first] + [tmp_path / f"c{i}.mp4" for i in range(1, 6)]
@@ -448,3 +448,32 @@ def test_the_index_memo_is_bounded_in_entries(tmp_path, monkeypatch):
         VideoReader(p).close()
     kept = [Path(k[0]).name for k in reader_mod._index_memo]
     assert kept == ["c3.mp4", "c4.mp4", "c5.mp4"]  # the newest, 30 of the 1M frames the bound allows
+
+
+class _CountedPts(np.ndarray):
+    """A memo entry's frame stamps that count how often their length is taken."""
+
+    taken = 0
+
+    def __len__(self):
+        type(self).taken += 1
+        return super().__len__()
+
+
+def test_remembering_an_index_does_not_pass_over_the_memo(monkeypatch):
+    """The memo's frame bound is kept as a running count: each file remembered looked at every entry's
+    frames (twice once full), ~1 ms a video at Kinetics' size in every loader worker. N files
+    remembered take each entry's length a bounded number of times, whatever N, and the bounds hold."""
+    from moviessl.video import reader as reader_mod
+
+    monkeypatch.setattr(reader_mod, "_index_memo", type(reader_mod._index_memo)())
+    monkeypatch.setattr(reader_mod, "INDEX_MEMO_FRAMES", 10 * 150)
+    monkeypatch.setattr(_CountedPts, "taken", 0)
+    n = 400
+    for i in range(n):
+        pts = np.arange(10).view(_CountedPts)
+        state = {"pts": pts, "frame_times": pts / 30.0, "key_pts": [0], "key_dts": [0]}
+        reader_mod._remember_index((f"v{i}.mp4",), state)
+    memo = reader_mod._index_memo
+    assert len(memo) == 150 and list(memo)[0] == (f"v{n - 150}.mp4",)
+    assert _CountedPts.taken <= 3 * n, _CountedPts.taken  # (a pass over the memo per file: ~100k)

@@ -217,7 +217,43 @@ _INDEX_STATE = (
     "is_vfr",
     "duration_s",
 )
-_index_memo: OrderedDict[tuple, dict] = OrderedDict()
+
+
+class _IndexMemo(OrderedDict):
+    """The memo's entries, least recently used first, with ``frames``: the frames they index in all,
+    kept as entries come and go. Summed over the entries at every remembered file instead, a
+    Kinetics-sized run (each loader worker opening file after file) paid a pass over the ~3300 entries
+    the frame bound holds, twice, per video it opened."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames = 0
+
+    def __setitem__(self, key, state) -> None:
+        old = self.get(key)
+        super().__setitem__(key, state)
+        self.frames += len(state["pts"]) - (len(old["pts"]) if old is not None else 0)
+
+    def __delitem__(self, key) -> None:
+        self.frames -= len(self[key]["pts"])
+        super().__delitem__(key)
+
+    def pop(self, key, *default):
+        if key in self:
+            self.frames -= len(self[key]["pts"])
+        return super().pop(key, *default)
+
+    def popitem(self, last: bool = True):
+        key, state = super().popitem(last=last)
+        self.frames -= len(state["pts"])
+        return key, state
+
+    def clear(self) -> None:
+        super().clear()
+        self.frames = 0
+
+
+_index_memo: _IndexMemo = _IndexMemo()
 
 
 def _remember_index(key: tuple, state: dict) -> None:
@@ -227,9 +263,7 @@ def _remember_index(key: tuple, state: dict) -> None:
         state[k].flags.writeable = False
     _index_memo[key] = state
     _index_memo.move_to_end(key)
-    while len(_index_memo) > 1 and (
-        len(_index_memo) > INDEX_MEMO_ENTRIES or sum(len(v["pts"]) for v in _index_memo.values()) > INDEX_MEMO_FRAMES
-    ):
+    while len(_index_memo) > 1 and (len(_index_memo) > INDEX_MEMO_ENTRIES or _index_memo.frames > INDEX_MEMO_FRAMES):
         _index_memo.popitem(last=False)
 
 
