@@ -573,6 +573,33 @@ def test_featurestore_vidsitu_folder(tmp_path):
         s.load("v_00")
 
 
+def test_released_features_are_opened_once_each_for_a_task(tmp_path, monkeypatch):
+    """A VidSitu task reads every segment's features, then its damaged events (``missing``): in a
+    folder without an index (VidSitu's released ~29k files) the second look opened each file again
+    only to count its rows. N segments now cost N opens, and the rows and masks are as before."""
+    from moviessl.features import store as store_mod
+    from moviessl.tasks.vidsitu.data import feature_source
+
+    d = tmp_path / "vsitu_vid_feats" / "slow_fast"
+    d.mkdir(parents=True)
+    ids = [f"v_{i:03d}_seg_0_10" for i in range(40)]
+    for i, v in enumerate(ids):
+        np.save(d / f"{v}_feats.npy", np.full((5, 8), i, np.float32))
+    s = FeatureStore(d)
+    opened = []
+    real = store_mod.np.load
+
+    def load(path, *a, **k):
+        opened.append(Path(path).name)
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(store_mod.np, "load", load)
+    x, kept, bad = feature_source(s)(ids)
+    assert kept == ids and not bad and x.shape == (40, 5, 8) and float(x[7, 0, 0]) == 7.0
+    assert len(opened) == len(ids), len(opened)  # (each file twice before)
+    assert not s.missing(ids[3]).any() and len(s.missing(ids[3])) == 5 and len(opened) == len(ids)
+
+
 def test_python_api_embeds_like_extract(backbone, videos, tmp_path):
     """moviessl.embed_video (the notebook API) gives what `moviessl extract` writes, ctx included."""
     import moviessl

@@ -153,6 +153,9 @@ class FeatureStore:
         self.root = Path(root)
         if not self.root.is_dir():
             raise BadInputError(self.root, "feature folder not found")
+        # events of each file whose header was read: missing() after load() of a folder without an
+        # index (VidSitu's released features) opened every file a second time to count its rows
+        self._rows: dict[str, int] = {}
         self.index = read_index(self.root)
         if self.index is not None:
             check_format(self.root, self.index, FEATURES_FORMAT)
@@ -243,6 +246,8 @@ class FeatureStore:
     def num_events(self, vid: str) -> int:
         """Number of events without reading the array (index or .npy header)."""
         n = self._indexed_events(vid) if self._num_events == "auto" else None
+        if n is None:
+            n = self._rows.get(vid)
         return n if n is not None else int(self._open(vid).shape[0])
 
     def _open(self, vid: str) -> np.ndarray:
@@ -261,6 +266,7 @@ class FeatureStore:
             raise BadInputError(path, f"expected a (num_events, D) array, got shape {tuple(arr.shape)}")
         if not np.issubdtype(arr.dtype, np.floating):
             raise BadInputError(path, f"expected float features, got {arr.dtype}")
+        self._rows[vid] = int(arr.shape[0])
         return arr
 
     def load(self, vid: str, mmap: bool = False) -> np.ndarray:
