@@ -259,6 +259,31 @@ def test_a_resume_after_the_features_moved_keeps_its_held_out_videos(feats, tmp_
     )
 
 
+def test_the_held_out_list_resolves_each_folder_once(tmp_path, monkeypatch):
+    """heldout.json names videos by their folder's resolved path, which was resolved again for every
+    video, three times over on a resume (a walk of lstats each: ~40k ids over VidSitu and LVU): the
+    folders are resolved once each, and the split and the list are as before."""
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from moviessl.context.pretrain import held_out
+
+    stores = [SimpleNamespace(root=tmp_path / "a" / ".." / "a"), SimpleNamespace(root=tmp_path / "b")]
+    for s in stores:
+        s.root.mkdir(parents=True, exist_ok=True)
+    ids = [(k % 2, f"v{k:03d}") for k in range(200)]
+    calls = []
+    real = Path.resolve
+    monkeypatch.setattr(Path, "resolve", lambda self, *a: calls.append(self) or real(self, *a))
+    train, val = held_out(tmp_path, stores, ids, 0.25, 0, resume=False)
+    again = held_out(tmp_path, stores, ids, 0.25, 0, resume=True)
+    assert again == (train, val) and len(val) == 50 and len(train) + len(val) == 200
+    names = json.loads((tmp_path / "heldout.json").read_text())
+    assert sorted(names) == sorted(f"{real(stores[s].root)}::{v}" for s, v in val)
+    assert len(calls) <= 2 * len(stores), len(calls)  # (1 + 3 per video before: 650)
+
+
 @pytest.mark.parametrize("resume", [False, True])
 def test_a_second_job_on_a_folder_a_job_is_training_in_is_refused(feats, tmp_path, capsys, resume):
     """Two `pretrain-context` jobs on one --out (a resubmitted batch job) both passed the check for

@@ -145,7 +145,9 @@ def held_out(out: Path, stores: Sequence[FeatureStore], ids: list, fraction: flo
     every other, a video added since included -- drawn again over the grown list, the split moved
     videos already trained on into the held-out set."""
     path = Path(out) / HELDOUT_NAME
-    name = lambda iv: f"{Path(stores[iv[0]].root).resolve()}::{iv[1]}"  # noqa: E731
+    # each folder resolved once, not once per video and look (a path walk of lstats each time)
+    roots = [str(Path(s.root).resolve()) for s in stores]
+    name = lambda iv: f"{roots[iv[0]]}::{iv[1]}"  # noqa: E731
     if resume and path.is_file():
         try:
             held = set(json.loads(path.read_text()))
