@@ -373,6 +373,43 @@ def test_a_val_list_that_shares_videos_with_data_is_said(tmp_path, caplog):
     assert "also in --data" not in caplog.text
 
 
+def test_the_overlap_of_val_and_data_resolves_each_folder_once(tmp_path, monkeypatch):
+    """warn_overlap compared --data's and --val's videos by os.path.realpath, one per line (a walk of
+    lstats along the path: ~1.3 M for Kinetics' lists); a folder of several videos is now resolved
+    once, with the same real paths for links, linked folders, missing files and odd spellings."""
+    import os
+
+    from moviessl.ssl import pretrain as pretrain_mod
+
+    real_dir = tmp_path / "store" / "train"
+    for c in ("a", "b"):
+        (real_dir / c).mkdir(parents=True)
+        for i in range(30):
+            (real_dir / c / f"{c}{i}.mp4").touch()
+    (real_dir / "a" / "frames0").mkdir()  # a frame folder listed as a clip
+    os.symlink(real_dir, tmp_path / "k400")  # the data reached through a linked folder
+    (tmp_path / "own").mkdir()
+    os.symlink(real_dir / "b" / "b3.mp4", tmp_path / "own" / "link.mp4")  # a linked file
+    (tmp_path / "own" / "plain.mp4").touch()
+    odd = [
+        tmp_path / "k400" / "a" / "frames0",
+        tmp_path / "own" / "link.mp4",
+        tmp_path / "own" / "plain.mp4",
+        tmp_path / "own" / "gone.mp4",
+        tmp_path / "k400" / "b" / ".." / "a" / "a1.mp4",
+        tmp_path / "k400" / "b" / "." / "b2.mp4",
+        tmp_path / "alone" / "x.mp4",
+        Path("relative.mp4"),
+    ]
+    paths = [tmp_path / "k400" / c / f"{c}{i}.mp4" for c in "ab" for i in range(30)] + odd
+    real, calls = os.path.realpath, []
+    monkeypatch.setattr(pretrain_mod.os.path, "realpath", lambda p, *a, **k: calls.append(p) or real(p, *a, **k))
+    items = [(p, 0) for p in paths[:60]]
+    assert pretrain_mod.warn_overlap(items, items[::3], "data", "val") == 20
+    assert len(calls) <= 4, len(calls)  # two folders (one realpath per line before: 80)
+    assert pretrain_mod._real_paths(paths) == [real(p) for p in paths]
+
+
 @pytest.mark.parametrize("method,accumulate,said", [("cvrl", 2, True), ("cvrl", 1, False), ("supervised", 2, False)])
 def test_accumulation_is_said_not_to_widen_cvrls_negatives(
     clip_list, tmp_path, monkeypatch, caplog, method, accumulate, said
