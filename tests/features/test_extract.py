@@ -600,6 +600,30 @@ def test_released_features_are_opened_once_each_for_a_task(tmp_path, monkeypatch
     assert not s.missing(ids[3]).any() and len(s.missing(ids[3])) == 5 and len(opened) == len(ids)
 
 
+def test_a_run_looks_for_partial_results_with_one_listing(tmp_path, monkeypatch):
+    """Every extract run looked for an interrupted run's chunks of each video to do with a stat of
+    ``.partial/{id}`` (a fresh Kinetics folder: 240k lookups of paths that are not there); one
+    listing of ``.partial`` now says which videos have some, and those are read as before."""
+    out, src = tmp_path / "out", tmp_path / "videos"
+    src.mkdir()
+    todo = []
+    for i in range(300):
+        (src / f"v{i}.mp4").write_bytes(b"x" * (i + 1))
+        todo.append((f"v{i}", src / f"v{i}.mp4"))
+    plan = {"chunk_events": 64, "batch_events": 16, "precision": "32-true"}
+    for i in (7, 123):
+        d = ex.partial_dir(out, f"v{i}")
+        d.mkdir(parents=True)
+        (d / "plan.json").write_text(json.dumps({**plan, **ex._source_stamp(src / f"v{i}.mp4"), "num_events": 200}))
+        (d / "c000001.npz").write_bytes(b"")
+    looked = []
+    real = Path.is_dir
+    monkeypatch.setattr(Path, "is_dir", lambda self: looked.append(self.name) or real(self))
+    done = ex.scan_partials(out, todo, plan)
+    assert done == {"v7": {"num_events": 200, "chunks": [1]}, "v123": {"num_events": 200, "chunks": [1]}}
+    assert len(looked) <= 2, len(looked)  # (a stat per video before: 300)
+
+
 def test_python_api_embeds_like_extract(backbone, videos, tmp_path):
     """moviessl.embed_video (the notebook API) gives what `moviessl extract` writes, ctx included."""
     import moviessl

@@ -677,10 +677,15 @@ def scan_partials(out_dir: Path, todo: Sequence[tuple[str, Path]], plan: dict) -
     Partial results made with other settings (chunk size, batch size, precision) or of a video that
     changed since are discarded."""
     done: dict[str, dict] = {}
+    try:  # one listing, not a stat per video (a fresh Kinetics folder: 240k, none of them there)
+        with os.scandir(Path(out_dir) / PARTIAL_DIR) as it:
+            begun = {e.name for e in it if e.is_dir()}
+    except OSError:
+        begun = set()
     for vid, path in todo:
-        d = partial_dir(out_dir, vid)
-        if not d.is_dir():
+        if vid not in begun:
             continue
+        d = partial_dir(out_dir, vid)
         try:
             meta = json.loads((d / "plan.json").read_text())
         except (OSError, ValueError):
