@@ -624,6 +624,27 @@ def test_a_run_looks_for_partial_results_with_one_listing(tmp_path, monkeypatch)
     assert len(looked) <= 2, len(looked)  # (a stat per video before: 300)
 
 
+def test_txe_outputs_still_to_make_are_found_with_one_listing(tmp_path, monkeypatch):
+    """Every extract run with --contextualizer looked for each good video's {id}_ctx.npy with a stat
+    of its own (a Kinetics folder: 240k); one listing of the folder says which are there, and only
+    those missing are made."""
+    out = tmp_path / "out"
+    out.mkdir()
+    entries = {f"v{i}": {"status": "ok", "num_events": 3} for i in range(200)}
+    entries["v_bad"] = {"status": "bad"}
+    for i in range(200):
+        np.save(out / f"v{i}_feats.npy", np.zeros((3, 4), np.float32))
+        if i != 42:
+            np.save(out / f"v{i}{ex.CTX_SUFFIX}", np.zeros((3, 4), np.float32))
+    made, looked = [], []
+    monkeypatch.setattr(ex, "_fill_one_ctx", lambda out, vid, *a: made.append(vid))
+    real = Path.is_file
+    monkeypatch.setattr(Path, "is_file", lambda self: looked.append(self.name) or real(self))
+    ex._fill_ctx(out, entries, txe=None, window=5, step=1, dtype="float32")
+    assert made == ["v42"]
+    assert len(looked) <= 2, len(looked)  # (a stat per good video before: 200)
+
+
 def test_python_api_embeds_like_extract(backbone, videos, tmp_path):
     """moviessl.embed_video (the notebook API) gives what `moviessl extract` writes, ctx included."""
     import moviessl

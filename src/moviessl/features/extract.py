@@ -2013,9 +2013,9 @@ def _fill_ctx(out: Path, entries: dict, txe, window: int, step: int, dtype: str,
     """``{id}_ctx.npy`` of every good video that lacks one (another TxE's were removed by
     :func:`_retire_ctx`), the TxE as in predict (``how``: :func:`txe_as_in_predict`'s trainer,
     accelerator, precision, devices); no device is touched when there is nothing to fill."""
-    todo = [
-        (vid, e) for vid, e in entries.items() if e.get("status") == "ok" and not (out / f"{vid}{CTX_SUFFIX}").is_file()
-    ]
+    with os.scandir(out) as it:  # one listing, not a stat per video
+        have = {e.name for e in it if e.name.endswith(CTX_SUFFIX) and e.is_file()}
+    todo = [(vid, e) for vid, e in entries.items() if e.get("status") == "ok" and f"{vid}{CTX_SUFFIX}" not in have]
     if not todo:
         return
     with txe_as_in_predict(txe, *how) if how else contextlib.nullcontext():
