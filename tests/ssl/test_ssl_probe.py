@@ -102,6 +102,21 @@ def test_probe_backbone_cli(clip_list, tmp_path, capsys):
     assert res["linear_top1"] == json.loads((tmp_path / "p.json").read_text())["linear_top1"]
 
 
+def test_random_init_is_written_by_the_jobs_leader_alone(clip_list, tmp_path, capsys, monkeypatch):
+    """``--method random`` trains nothing, so no process group ever forms: under torchrun or srun every
+    process ran the whole command, each writing model.pt and summary.json, probing again and removing
+    the probe.json another had written. A process that is not the job's leader writes nothing."""
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    out = tmp_path / "rand"
+    argv = ["pretrain-backbone", "--method", "random", "--data", str(clip_list), "--out", str(out), "--no-probe"]
+    for k, v in {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}.items():  # torchrun's rank 1
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(rank_zero_only, "rank", 1)  # as Lightning reads RANK when imported there
+    assert main([*argv, *tiny_overrides()]) == 0
+    assert capsys.readouterr().out == "" and not any(out.iterdir())
+
+
 def test_probe_reads_kinetics_as_released(clip_list, tmp_path, capsys, caplog):
     """``--data`` / ``--val`` given Kinetics' own annotation CSVs (``annotations/train.csv``, clips as
     ``train/{class}/{youtube_id}_{start:06d}_{end:06d}.mp4``): the same probe as the clip list gives."""

@@ -19,7 +19,7 @@ import torch
 
 from ..config import save_config
 from ..data.cliplist import check_labelled, check_same_label_map, read_clip_list
-from ..dist import gather_objects, trainer_device
+from ..dist import gather_objects, job_leader, trainer_device
 from ..errors import BadInputError
 from ..features.extract import run_lock
 from ..loader import train_loader
@@ -260,6 +260,11 @@ def pretrain(
             for i in sorted(module._skipped):  # indices into the dataset's (post-caching) item list
                 bad.setdefault(str(ds.items[i][0]) if i < len(ds.items) else str(i), "skipped while training")
         else:  # nothing to train (random init): the config is still the run's record
+            if not job_leader():
+                # every process of a torchrun / srun launch runs this: each wrote model.pt, probed it, and
+                # removed the probe.json another had just written (or failed finding it gone); the job's
+                # leader alone exports, probes and records
+                return {}
             save_config(cfg, out)
         summary: dict[str, Any] = {
             "method": method,
