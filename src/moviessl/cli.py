@@ -17,7 +17,7 @@ import sys
 import threading
 
 from . import __version__
-from .dist import end_process_group
+from .dist import EVERY_RANK_KEY, end_process_group, speaks_for_job
 from .errors import BadInputError, Terminated, os_error_line
 
 # (module providing add_parser) in the order shown by --help; each module is one stage.
@@ -112,6 +112,26 @@ def _sigterm_as_interrupt():
         _SIGTERM_OWNER.pop()
 
 
+class _WarningsOnly(logging.Filter):
+    """Warnings and errors, and the lines a process says of its own share (``extra=dist.EVERY_RANK``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or bool(getattr(record, EVERY_RANK_KEY, False))
+
+
+@contextlib.contextmanager
+def _warnings_only():
+    """While the command runs, the console's handlers pass :class:`_WarningsOnly`'s lines alone."""
+    handlers, f = list(logging.getLogger().handlers), _WarningsOnly()
+    for h in handlers:
+        h.addFilter(f)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(f)
+
+
 def _interruption(e: BaseException) -> KeyboardInterrupt | None:
     """The Ctrl-C or SIGTERM (:class:`Terminated`) that ``e`` was raised while handling, if any: the
     loader workers die of the same signal, and PyTorch's SIGCHLD handler then raised 'DataLoader
@@ -149,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    # Every process of a multi-process job runs the command (Lightning's launcher starts ranks > 0 by
+    # running it again): the job's result and INFO lines came once per process, the result JSON read
+    # twice by a script. Rank 0 reports; the others keep their warnings and errors, which may be their
+    # own, and the INFO lines that say what each did of its share (-v: everything).
+    speaks = speaks_for_job()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
@@ -158,7 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     finished, callers_group = False, _process_group(1) is not None
     try:
         try:
-            with _sigterm_as_interrupt():
+            with _sigterm_as_interrupt(), contextlib.ExitStack() as quiet:
+                if not speaks:
+                    quiet.enter_context(contextlib.redirect_stdout(quiet.enter_context(open(os.devnull, "w"))))
+                    if not args.verbose:
+                        quiet.enter_context(_warnings_only())
                 rc = args.func(args)
             finished = True
         except BaseException as e:

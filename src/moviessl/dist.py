@@ -73,6 +73,28 @@ def job_leader() -> bool:
     return rank_zero_only.rank == 0 and node_rank() == 0
 
 
+EVERY_RANK_KEY = "moviessl_every_rank"
+# ``log.info(..., extra=EVERY_RANK)``: a line each process of a job says of its own share (its videos
+# done), shown from every rank; the other INFO lines come from the one that speaks for the job
+EVERY_RANK = {EVERY_RANK_KEY: True}
+
+
+def speaks_for_job() -> bool:
+    """Whether this process reports its job to the person who started it (the command's result on
+    stdout, its INFO lines, progress bars): the process group's rank 0 where one exists, else the
+    launcher's rank 0 (``RANK``, then ``LOCAL_RANK``, ``SLURM_PROCID``, ``JSM_NAMESPACE_RANK``, as
+    Lightning reads them) on node 0. From the environment alone, without importing Lightning, so a
+    command that never trains pays nothing; :func:`job_leader` asks Lightning the same of the file
+    steps."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        v = os.environ.get(key, "").strip()
+        if v.isdigit():
+            return int(v) == 0 and node_rank() == 0
+    return node_rank() == 0
+
+
 def launch_token() -> str | None:
     """What every process of this launch shares and no other launch running now does: torchrun's
     run id and store address (a run id alone is ``none`` unless ``--rdzv-id`` or ``--standalone``

@@ -350,3 +350,54 @@ def test_a_collectives_own_error_is_not_a_gone_peer(monkeypatch, tmp_path, capsy
         assert capsys.readouterr().err.startswith("moviessl: error: /x.npy: truncated (rank 1 of this job")
     finally:
         dist.destroy_process_group()
+
+
+def test_a_multi_process_job_reports_once():
+    """Every process of a torchrun launch runs the command: each printed the result (a script reading
+    the JSON line got two). The process that speaks for the job (rank 0) reports."""
+    from pathlib import Path
+
+    from moviessl.dist import fresh_launch_env
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--standalone", "--nproc-per-node=2", "-m", "moviessl.cli", "model-info", "txe_cpu"]
+    env = {**fresh_launch_env(), "OMP_NUM_THREADS": "1"}
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert len(p.stdout.splitlines()) == 1 and p.stdout.startswith("{"), p.stdout
+
+
+def test_a_process_that_does_not_speak_for_its_job_prints_no_result_and_draws_no_bar(capsys, caplog, monkeypatch):
+    """Lightning's launcher starts rank 1 by running the command again (``LOCAL_RANK=1``): its result
+    line, INFO lines and progress bars went to the console beside rank 0's. Its warnings still do, and
+    the INFO lines a rank says of its own share."""
+    import logging
+
+    from moviessl.dist import EVERY_RANK
+    from moviessl.utils.progress import bar
+
+    def command(args):
+        for _ in bar(range(3), desc="counting"):
+            pass
+        log = logging.getLogger("moviessl")
+        log.info("24 train segments")
+        log.info("rank 1/2: 3 ok", extra=EVERY_RANK)
+        log.warning("rank 1's own warning")
+        print('{"top1": 50.0}')
+        return 0
+
+    caplog.set_level(logging.INFO)
+
+    for k in ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "NODE_RANK", "GROUP_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert run_as_command(monkeypatch, command) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and "counting" not in err
+    assert [r.getMessage() for r in caplog.records] == ["rank 1/2: 3 ok", "rank 1's own warning"]
+    caplog.clear()
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert run_as_command(monkeypatch, command) == 0
+    out, err = capsys.readouterr()
+    assert out == '{"top1": 50.0}\n' and "counting" in err and "24 train segments" in caplog.text

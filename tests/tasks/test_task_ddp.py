@@ -56,6 +56,9 @@ def test_vidsitu_relation_with_a_txe_under_ddp(vidsitu_fixture, tmp_path, txe_lr
     timeout = ["trainer.ddp_timeout_s=3600"] if txe_lr_scale == 0 else []  # a DDPStrategy instance, not a name
     p = _cli(*args, f"relation.txe_lr_scale={txe_lr_scale}", *timeout, *DDP)
     assert p.returncode == 0, p.stderr[-3000:]
+    # rank 1, started by running the command again, printed the table, the result and its INFO lines too
+    assert [line.startswith("{") for line in p.stdout.splitlines()].count(True) == 1, p.stdout
+    assert p.stderr.count("relation: 24 train segments") == 1, p.stderr[-3000:]
     runs = json.loads((out / "summary.json").read_text())["runs"]
     assert [sorted(r["metrics"]) for r in runs] == [["mean_acc", "top1_acc"]] * 2
     for seed in (0, 1):

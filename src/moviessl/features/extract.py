@@ -59,7 +59,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from ..checkpoint import build_from_checkpoint, file_hash, load_checkpoint
 from ..config import HALF_WEIGHTS, MAX_TIMEOUT_S, TrainerConfig, check_accelerator, check_devices, check_precision
 from ..data.cliplist import read_clip_list
-from ..dist import check_launcher_world, check_machine, job_leader, launch_token
+from ..dist import EVERY_RANK, check_launcher_world, check_machine, job_leader, launch_token
 from ..errors import BadInputError
 from ..models.slowd import speed_up
 from ..training import ctrl_c_kept, ddp_with_timeout, lightning_trainer, planned_world_size, quiet_lightning
@@ -1260,6 +1260,7 @@ class FeatureExtractor(pl.LightningModule):
                 len(self.stream.shard()),
                 f" and its chunks of {spread} film(s) spread over every rank" if spread else "",
                 self.timing["events"],
+                extra=EVERY_RANK,
             )
 
     def finish_spread(

@@ -51,7 +51,7 @@ from ..data.lvu import (
     read_tracks,
     release_instances,
 )
-from ..dist import check_machine, job_leader
+from ..dist import EVERY_RANK, check_machine, job_leader
 from ..errors import BadInputError
 from ..models.roi import roi_features
 from ..utils import progress as job_progress
@@ -261,7 +261,13 @@ class InstanceExtractor(pl.LightningModule):
         if self.stream.world > 1:
             c, n = self.counts, len(self.stream.shard())
             log.info(
-                "rank %d/%d: %d ok, %d bad of its %d videos", self.stream.rank, self.stream.world, c["ok"], c["bad"], n
+                "rank %d/%d: %d ok, %d bad of its %d videos",
+                self.stream.rank,
+                self.stream.world,
+                c["ok"],
+                c["bad"],
+                n,
+                extra=EVERY_RANK,
             )
 
     def close_progress(self) -> None:

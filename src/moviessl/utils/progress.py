@@ -139,7 +139,9 @@ def bar(iterable=None, **kwargs):
     """A tqdm bar (``tqdm.auto``'s) redrawn every 0.5 s on a terminal and every 30 s into a file (a
     batch job's log), each line with its rate and time left: at tqdm's 0.1-s default a fast loop
     over a dataset (a cold frame cache over Kinetics) wrote a line per item into the log. A
-    notebook's widget keeps tqdm's default. ``mininterval`` given wins."""
+    notebook's widget keeps tqdm's default. ``mininterval`` given wins. Only the process that speaks
+    for a multi-process job draws one (:func:`moviessl.dist.speaks_for_job`): every rank drew its own
+    over the others' on one console."""
     from tqdm import std
     from tqdm.auto import tqdm
     from tqdm.autonotebook import tqdm as widget  # std.tqdm outside a notebook
@@ -148,4 +150,8 @@ def bar(iterable=None, **kwargs):
         kwargs.setdefault("mininterval", 0.5 if sys.stderr.isatty() else 30.0)
         # tqdm's monitor redraws a bar idle past maxinterval (10 s): into a file, stale lines in between
         kwargs.setdefault("maxinterval", max(10.0, kwargs["mininterval"]))
+    from ..dist import speaks_for_job
+
+    if not speaks_for_job():
+        kwargs["disable"] = True
     return tqdm(iterable, **kwargs)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 
 def _run_lvu(args: argparse.Namespace) -> int:
+    from ...dist import speaks_for_job
     from ...errors import BadInputError
     from ...features.extract import run_lock
     from ...utils.io import ensure_out_dir
@@ -62,7 +63,7 @@ def _run_lvu(args: argparse.Namespace) -> int:
                 scene_cache=args.out,  # one pass of --contextualizer's TxE for every task
             )
             sys.stdout.write(res["table"])
-            if res.get("partial"):
+            if res.get("partial") and speaks_for_job():  # every rank has the summary; the job says it once
                 print(f"moviessl: warning: {task}: {res['partial']} (see summary.md)", file=sys.stderr)
             means[task] = {k: v["mean"] for k, v in res["summary"].items()}
             summaries[task], tables[task] = res["summary"], res["table"]

@@ -8,6 +8,7 @@ import sys
 
 
 def _run_vidsitu(args: argparse.Namespace) -> int:
+    from ...dist import speaks_for_job
     from ...errors import BadInputError
     from .runner import run_baseline, run_finetune
 
@@ -53,7 +54,7 @@ def _run_vidsitu(args: argparse.Namespace) -> int:
     )
     sys.stdout.write(res["table"])
     sys.stdout.write(json.dumps({k: v["mean"] for k, v in res["summary"].items()}) + "\n")
-    if res.get("partial"):
+    if res.get("partial") and speaks_for_job():  # every rank has the summary; the job says it once
         print(f"moviessl: warning: {res['partial']} (see summary.md)", file=sys.stderr)
     return 0
 
