@@ -20,6 +20,7 @@ import random
 import re
 import shutil
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -30,6 +31,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
 from .checkpoint import misshaped
@@ -136,6 +138,33 @@ class FinalCheckpoint(pl.Callback):
 
     def on_train_end(self, trainer, pl_module):
         trainer.save_checkpoint(self.path)
+
+
+class StderrProgressBar(TQDMProgressBar):
+    """Lightning's progress bar on stderr, with the commands' own bars and log lines. Lightning draws
+    it on stdout, where a command prints its result (``finetune``'s table and JSON line,
+    ``pretrain-backbone``'s probe): ``moviessl finetune ... > result.json`` held every epoch's bar.
+    At module level: ``ddp_spawn`` pickles the trainer, callbacks included."""
+
+    @staticmethod
+    def _on_stderr(make):
+        with contextlib.redirect_stdout(sys.stderr):  # each bar takes ``file=sys.stdout`` as it is built
+            return make()
+
+    def init_sanity_tqdm(self):
+        return self._on_stderr(super().init_sanity_tqdm)
+
+    def init_train_tqdm(self):
+        return self._on_stderr(super().init_train_tqdm)
+
+    def init_predict_tqdm(self):
+        return self._on_stderr(super().init_predict_tqdm)
+
+    def init_validation_tqdm(self):
+        return self._on_stderr(super().init_validation_tqdm)
+
+    def init_test_tqdm(self):
+        return self._on_stderr(super().init_test_tqdm)
 
 
 class StepCheckpoint(pl.callbacks.ModelCheckpoint):
@@ -385,7 +414,7 @@ def make_trainer(
     """A ``pl.Trainer`` configured from a ``trainer`` config block; logs and checkpoints under ``out_dir``.
     ``find_unused_parameters``: under DDP, tell it that some parameters may get no gradient.
     ``tb_purge_step``: on a resume, the first step it trains again (:func:`resumed_log_step`)."""
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
     quiet_lightning()
@@ -421,7 +450,7 @@ def make_trainer(
     # ModelCheckpoint is given; with FinalCheckpoint that is a second copy nothing reads.
     lightning_ckpt = enable_checkpointing and any(isinstance(c, ModelCheckpoint) for c in cbs)
     if t.progress_bar:
-        cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
+        cbs.append(StderrProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
     cbs.append(LearningRateMonitor(logging_interval="step"))
     # a TrainerConfig built in code has not been through load_config; here null epochs mean no limit
     check_ranges({"trainer": to_dict(t)}, null_epochs_unlimited=True)

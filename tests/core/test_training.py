@@ -34,6 +34,16 @@ def test_simple_profiler_writes_seconds_per_hook(tmp_path):
     assert "training_step" in report and "backward" in report and "train_dataloader_next" in report
 
 
+def test_the_training_bar_leaves_stdout_to_the_result(tmp_path, capsys):
+    """Lightning draws its bar on stdout, where a command prints its result (``finetune``'s table and
+    JSON line, ``pretrain-backbone``'s probe): ``moviessl finetune ... > result.json`` held every
+    epoch's bar. It goes to stderr, with the commands' own bars and log lines."""
+    cfg = {"accelerator": "cpu", "max_steps": 2, "progress_bar": True, "log_every_n_steps": 1}
+    fit(_Tiny(), cfg, tmp_path, train_dataloaders=_loader(), throughput_name=None)
+    out, err = capsys.readouterr()
+    assert out == "" and "Epoch 0" in err
+
+
 def test_unknown_profiler_is_bad_input(tmp_path):
     with pytest.raises(BadInputError, match="trainer.profiler"):
         fit(
