@@ -71,3 +71,20 @@ def test_maskpred_validation_does_not_depend_on_the_process_count(tmp_path):
     assert 0 < res[1]["val/retrieval_acc"] < 1  # a metric that can tell two mask draws apart
     for k, v in res[1].items():
         assert abs(res[2][k] - v) < 1e-5, (k, res)
+
+
+def test_a_process_that_does_not_speak_for_the_job_does_not_read_the_leaders_model(tmp_path, monkeypatch):
+    """Rank 1 returns from ``pretrain_context`` as training ends, while rank 0 writes model.pt: it read
+    the file there (an earlier run's, here a torn one) and failed, exit 2, a finished job reported as
+    failed by torchrun, for a line only rank 0 shows."""
+    import moviessl.context.pretrain as pretrain
+    from moviessl.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"PK\x03\x04 torn")  # the earlier run's, before rank 0 replaces it
+    monkeypatch.setattr(pretrain, "pretrain_context", lambda *a, **k: out / "model.pt")
+    for k in ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "NODE_RANK", "GROUP_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "1")  # Lightning's launcher's rank 1
+    assert main(["pretrain-context", "--features", str(tmp_path), "--out", str(out)]) == 0

@@ -81,6 +81,7 @@ def _run_ot(args) -> int:
 
 def _run(args) -> int:
     from ..config import load_config
+    from ..dist import speaks_for_job
     from .pretrain import pretrain_context
 
     cfg = load_config("context", args.preset, args.overrides)
@@ -92,7 +93,10 @@ def _run(args) -> int:
         include_eval_splits=args.include_eval_splits,
         vidsitu_root=args.vidsitu_root,
     )
-    if path.is_file():
+    # the job's other processes return as soon as training ends, while its leader writes model.pt: one
+    # that read it then failed on the earlier run's file (a torn copy) though the job finished, or
+    # read nothing the console shows
+    if path.is_file() and speaks_for_job():
         from ..checkpoint import load_checkpoint
 
         meta = load_checkpoint(path, stage="context")["meta"]
