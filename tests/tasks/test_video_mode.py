@@ -305,3 +305,38 @@ def test_verb_tuned_backbone_records_the_clips_it_was_tuned_on(tmp_path):
     tuned = load_checkpoint(tmp_path / "verb" / "seed0" / "backbone.pt", stage="backbone")
     assert tuned["meta"]["input"] == {"num_frames": 8, "stride": 8, "short_side": 64, "crop": 64}
     assert load_checkpoint(bb, stage="backbone")["meta"]["input"]["num_frames"] == 16  # the source is as it was
+
+
+def test_a_frozen_backbone_stays_as_it_was_loaded(tmp_path):
+    """`verb.backbone_lr_scale=0` ("0 freezes Slow-D") left Slow-D in train mode: its BatchNorms
+    normalised each batch by its own statistics and their running statistics drifted, so the
+    exported backbone.pt was not the one given. Frozen: eval mode through Lightning's toggling, no
+    gradients, no optimiser group, every weight and buffer unchanged."""
+    from moviessl.tasks.base import TaskModule, TaskOptim
+    from moviessl.tasks.vidsitu.verb import build_verb_model
+
+    root, videos, net, bb = _tiny_synth_and_backbone(tmp_path)
+    cfg = {"verb": {"epochs": 1, "backbone_lr_scale": 0.0}, "trainer": {"progress_bar": False}}
+    run_finetune("verb", root, videos=videos, backbone=bb, out=tmp_path / "verb", cfg=cfg)
+    tuned = load_checkpoint(tmp_path / "verb" / "seed0" / "backbone.pt", stage="backbone")["state_dict"]
+    before = net.state_dict()
+    assert tuned.keys() == before.keys() and any("running_mean" in k for k in before)
+    assert [k for k in before if not torch.equal(tuned[k], before[k])] == []
+
+    arch = load_checkpoint(bb)["arch"]
+    model = build_verb_model(in_dim=net.out_dim, num_verbs=3, hidden=8, backbone_arch=arch)
+    module = TaskModule(model, TaskOptim(lr=1e-3, weight_decay=0.1, backbone_lr_scale=0.0))
+    module.setup("fit")
+    module.on_train_start()
+    assert not model.encoder.backbone.training and model.training
+    module.eval()
+    module.train()  # as Lightning's loops toggle it
+    assert not any(m.training for m in model.encoder.backbone.modules()) and model.training
+    assert not any(p.requires_grad for p in model.encoder.backbone.parameters())
+    in_opt = {id(p) for g in module.configure_optimizers().param_groups for p in g["params"]}
+    assert in_opt and not in_opt & {id(p) for p in model.encoder.backbone.parameters()}
+    # a fine-tuned backbone trains as before
+    tuned = TaskModule(build_verb_model(in_dim=net.out_dim, num_verbs=3, hidden=8, backbone_arch=arch), TaskOptim(1e-3))
+    tuned.setup("fit")
+    tuned.train()
+    assert tuned.model.encoder.backbone.training

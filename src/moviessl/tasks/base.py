@@ -100,6 +100,30 @@ class TaskModule(pl.LightningModule):
             if scale[part(p)] <= 0:
                 p.requires_grad_(False)
 
+    def on_train_start(self) -> None:
+        # a frozen backbone in eval mode from the first step: Lightning's fit calls no train(); here,
+        # not in setup, as Lightning warns of modules in eval mode just before this hook
+        self.train(self.training)
+
+    def frozen_in_eval(self) -> list[nn.Module]:
+        """The lr-scale-0 parts kept in eval mode while the rest trains: a frozen Slow-D. In train mode
+        its BatchNorms normalised by each batch's statistics (the features differed from those it
+        gives at prediction) and their running statistics drifted, so a "frozen" backbone changed and
+        was exported changed. A frozen TxE is not listed: its dropout stays on while the head trains,
+        as the demo's frozen-TxE rows were trained (docs/design.md)."""
+        enc = getattr(self.model, "encoder", None)
+        backbone = getattr(enc, "backbone", None)
+        return [backbone] if backbone is not None and self.optim.backbone_lr_scale <= 0 else []
+
+    def train(self, mode: bool = True):
+        # Lightning's loops toggle the whole module (and restore each submodule's mode after
+        # validation); the frozen parts go back to eval after every toggle to train mode
+        super().train(mode)
+        if mode:
+            for m in self.frozen_in_eval():
+                m.eval()
+        return self
+
     def items_in_batch(self, batch: dict) -> int:
         x = batch["x"]
         return int(x.shape[0]) if isinstance(x, torch.Tensor) else len(batch["y"])  # a dict of token tensors
