@@ -135,3 +135,29 @@ def test_an_empty_verb_id_in_training_is_no_verb_class():
     task = VerbTask(SimpleNamespace(), SimpleNamespace(records={"v1": [rec]}))
     assert task.verbs == ["run_(move)"]
     assert task.train_target("v1", [rec]).tolist()[0] == task.ignore_index
+
+
+def test_a_frozen_txe_runs_without_dropout_while_the_head_trains():
+    """`txe_lr_scale=0` (the frozen-TxE rows) kept the TxE out of the optimiser but in train mode: its
+    dropout noised the tokens the head trained on, which it is scored on clean. Frozen: eval mode
+    through Lightning's toggling, so two passes give the same tokens; a TxE fine-tuned at a scale > 0
+    still trains with dropout."""
+    from moviessl.tasks.base import TaskModule, TaskOptim
+
+    def module(scale):
+        txe = arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", in_dim=16, dropout=0.5)
+        m = TaskModule(build_relation_model(16, txe_arch=txe), TaskOptim(lr=1e-3, txe_lr_scale=scale))
+        m.setup("fit")
+        m.on_train_start()
+        m.eval()
+        m.train()  # as Lightning's loops toggle it
+        return m
+
+    x = torch.randn(2, 5, 16)
+    frozen = module(0.0)
+    enc = frozen.model.encoder
+    assert frozen.model.training and not any(m.training for m in enc.txe.modules())
+    assert torch.equal(enc(x), enc(x))
+    tuned = module(1.0)
+    assert tuned.model.encoder.txe.training
+    assert not torch.equal(tuned.model.encoder(x), tuned.model.encoder(x))

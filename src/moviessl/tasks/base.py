@@ -101,19 +101,21 @@ class TaskModule(pl.LightningModule):
                 p.requires_grad_(False)
 
     def on_train_start(self) -> None:
-        # a frozen backbone in eval mode from the first step: Lightning's fit calls no train(); here,
+        # frozen parts in eval mode from the first step: Lightning's fit calls no train(); here,
         # not in setup, as Lightning warns of modules in eval mode just before this hook
         self.train(self.training)
 
     def frozen_in_eval(self) -> list[nn.Module]:
-        """The lr-scale-0 parts kept in eval mode while the rest trains: a frozen Slow-D. In train mode
-        its BatchNorms normalised by each batch's statistics (the features differed from those it
-        gives at prediction) and their running statistics drifted, so a "frozen" backbone changed and
-        was exported changed. A frozen TxE is not listed: its dropout stays on while the head trains,
-        as the demo's frozen-TxE rows were trained (docs/design.md)."""
+        """The lr-scale-0 parts kept in eval mode while the rest trains: a frozen Slow-D or TxE. In
+        train mode a Slow-D's BatchNorms normalised by each batch's statistics (the features differed
+        from those it gives at prediction) and their running statistics drifted, so a "frozen"
+        backbone changed and was exported changed; a frozen TxE's dropout noised the tokens the head
+        trained on, while it was scored on the clean ones (eval mode), so "frozen" was not the encoder
+        the head is scored with."""
         enc = getattr(self.model, "encoder", None)
-        backbone = getattr(enc, "backbone", None)
-        return [backbone] if backbone is not None and self.optim.backbone_lr_scale <= 0 else []
+        scale = self.lr_scales()
+        parts = [(getattr(enc, name, None), scale[name]) for name in ("backbone", "txe")]
+        return [m for m, s in parts if m is not None and s <= 0]
 
     def train(self, mode: bool = True):
         # Lightning's loops toggle the whole module (and restore each submodule's mode after
