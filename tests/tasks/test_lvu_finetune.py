@@ -821,3 +821,29 @@ def test_a_second_job_on_a_folder_a_job_is_training_in_is_refused(lvu_setup, cap
     err = capsys.readouterr().err
     assert rc == 2 and "another moviessl job is writing to this folder (pid" in err and str(out) in err, err
     assert [p.name for p in out.iterdir()] == [JOB_LOCK]
+
+
+def test_other_features_in_a_folder_without_an_index_train_again(lvu_setup, tmp_path):
+    """The settings hash leaves a feature folder's place out where the data digest tells its features
+    apart; a folder without an index.json (features made elsewhere) is digested by its files' names
+    and sizes alone, so another such folder of other features of the same shapes, given to the same
+    --out, was taken for the first and its finished runs reused. Its place stays in the hash."""
+    tmp, lvu, _ = lvu_setup
+    out = tmp_path / "run"
+    for name, shift in (("a", 0.0), ("b", 1.0)):
+        events = tmp_path / name / "events"
+        shutil.copytree(tmp / "events", events)
+        (events / "index.json").unlink()
+        for f in events.glob("*_feats.npy"):
+            x = np.load(f)
+            np.save(f, (x + shift).astype(x.dtype))
+
+    def metrics(name):
+        argv = ["finetune", "lvu", "--task", "year", "--data-root", str(lvu), "--out", str(out)]
+        argv += ["--scene-features", str(tmp_path / name / "events"), "--scene-kind", "feats"]
+        assert main([*argv, "train.epochs=1", *FAST]) == 0
+        return json.loads((out / "seed0" / "metrics.json").read_text())["settings"]
+
+    first = metrics("a")
+    assert metrics("b") != first
+    assert metrics("a") == first  # (the same folder again: reused)

@@ -340,3 +340,37 @@ def test_a_frozen_backbone_stays_as_it_was_loaded(tmp_path):
     tuned.setup("fit")
     tuned.train()
     assert tuned.model.encoder.backbone.training
+
+
+def test_other_frame_folders_are_another_setting(tmp_path):
+    """The settings hash leaves the --videos folder out where the data digest tells what the runs
+    read: frozen features by their rows, video files by name and size. Verb's end-to-end runs read
+    frame folders by name and a folder's size -- a directory's, whatever its frames -- so another
+    root of frames (another resolution, other videos of the same ids) was the same setting and its
+    finished seeds were reused. A root of frame folders keeps its place in the hash."""
+    import cv2
+
+    from moviessl.config import load_config
+    from moviessl.tasks.vidsitu.runner import prepare
+
+    root, videos, _, bb = _tiny_synth_and_backbone(tmp_path)
+    for name, flip in (("a", False), ("b", True)):
+        for video in sorted(videos.glob("*.mp4")):
+            folder = tmp_path / name / video.stem
+            folder.mkdir(parents=True)
+            cap = cv2.VideoCapture(str(video))
+            i, (ok, frame) = 1, cap.read()
+            while ok:
+                cv2.imwrite(str(folder / f"{video.stem}_{i:06d}.jpg"), 255 - frame if flip else frame)
+                i, (ok, frame) = i + 1, cap.read()
+            cap.release()
+    cfg = load_config("vidsitu", "cpu", ["trainer.progress_bar=false"])
+
+    def key(name):
+        p = prepare("verb", root, tmp_path / "out", cfg, videos=tmp_path / name, backbone=bb)
+        return p.inputs_key, p.data
+
+    assert key("a") != key("b")
+    # video files are told apart by name and size: there the folder still leaves the hash
+    p = prepare("verb", root, tmp_path / "out", cfg, videos=videos, backbone=bb)
+    assert str(videos.resolve()) in p.inputs and str(videos.resolve()) not in p.inputs_key

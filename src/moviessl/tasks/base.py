@@ -186,11 +186,23 @@ def placeless(desc: str, *paths: Any) -> str:
     """A description of a run's inputs without the folders it names (``paths``, as the description
     has them: resolved), for :func:`settings_hash`: their contents are in the run's data digest, and
     a feature folder moved (a cluster's scratch to a home folder) or copied must not make its
-    finished runs another setting's, trained again. The description as recorded keeps them."""
+    finished runs another setting's, trained again. The description as recorded keeps them.
+    Give only folders the digest tells apart by what they hold (:func:`indexed`)."""
     for p in paths:
         if p is not None:
             desc = desc.replace(str(Path(p).resolve()), "")
     return desc
+
+
+def indexed(*folders: Any) -> list:
+    """Those of ``folders`` an extraction made (an ``index.json``: its backbone's hash, its settings
+    and each video's facts enter the data digest, beside each file's name and size), which
+    :func:`placeless` may leave out. A folder without one (features made elsewhere, LVU's released
+    ones) is digested by its files' names and sizes alone: another such folder of other features of
+    the same shapes read alike, so its place stays in the hash (moved, its runs train again)."""
+    from ..features.store import INDEX_NAME
+
+    return [f for f in folders if f is not None and (Path(f) / INDEX_NAME).is_file()]
 
 
 # trainer settings that change how a run is shown, logged or checkpointed, not what it computes

@@ -51,6 +51,7 @@ from ...utils.io import atomic_write_json, ensure_out_dir
 from ..base import (
     SeedJob,
     TaskOptim,
+    indexed,
     lowest,
     placeless,
     result_config,
@@ -243,9 +244,8 @@ def build_inputs(
         )
         desc.append(d)
     desc = " ".join(desc)
-    return load_inputs(
-        inst, scene, scene_stride_s or stride, ids=ids, desc=desc, key=placeless(desc, instances, scene_features)
-    )
+    key = placeless(desc, *indexed(instances, scene_features))  # a folder without an index keeps its place
+    return load_inputs(inst, scene, scene_stride_s or stride, ids=ids, desc=desc, key=key)
 
 
 @torch.no_grad()

@@ -51,7 +51,7 @@ from ...training import check_trainer, planned_world_size
 from ...utils import progress
 from ...utils.digest import content_digest
 from ...utils.io import atomic_write, atomic_write_json, atomic_write_text, ensure_out_dir
-from ..base import placeless, result_config, seed_range, settings_hash
+from ..base import indexed, placeless, result_config, seed_range, settings_hash
 from .data import load_inputs, scene_arrays
 from .runner import run_finetune
 from .task import TASKS
@@ -466,7 +466,7 @@ def run_lvu_table(
             idesc = f"{store.backbone}@{store.index['roi']['short_side']}px" if store else "-"
             desc = f"instance={i}:{idesc},scene={s}:{sdesc}"
             with progress.muted():
-                inputs = load_inputs(store, sc, stride, desc=desc, key=placeless(desc, scene_dirs.get(s)))
+                inputs = load_inputs(store, sc, stride, desc=desc, key=placeless(desc, *indexed(scene_dirs.get(s))))
             t0 = time.perf_counter()
             for task in tasks:
                 with progress.share(bounds[cell], bounds[cell + 1]):

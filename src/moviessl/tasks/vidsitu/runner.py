@@ -421,8 +421,20 @@ def prepare(
         counts,
         None if tokenizer is None else str(tokenizer),
         data_digest(train_split, eval_split, train_data, eval_data),
-        placeless(inputs, features, videos),
+        placeless(inputs, features, None if reads_frame_folders(train_data, eval_data) else videos),
     )
+
+
+def reads_frame_folders(*datas) -> bool:
+    """Whether the runs read clips from frame folders, which :func:`data_digest` names by a folder's
+    size (a directory's, whatever its frames): another root of frames read alike, so the --videos
+    folder stays in the settings hash (:func:`~..base.placeless`). Feature rows are digested by content
+    and video files by name and size, which tell them apart wherever they lie."""
+    for d in datas:
+        paths = [] if isinstance(d.x, torch.Tensor) else d.x.paths
+        if paths and Path(paths[0]).is_dir():
+            return True
+    return False
 
 
 def _tokenizer_id(tokenizer: str | None) -> str:
