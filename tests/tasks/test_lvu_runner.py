@@ -133,3 +133,21 @@ def test_a_rerun_refused_at_an_input_check_leaves_the_jobs_record(tmp_path):
     with pytest.raises(BadInputError, match="no scene features for any"):
         run_finetune("scene", root, inputs=other, out=out, overrides=[*FAST, "train.lr=0.5"])
     assert {name: (out / name).read_bytes() for name in kept} == kept
+
+
+def test_a_rerun_refused_at_its_init_checkpoint_leaves_the_jobs_videos_record(tmp_path):
+    """``videos.json`` (which labelled videos the job's runs used) was written before ``--init`` was
+    read: a rerun on fewer videos refused there (not a stage-"ot" checkpoint) left the record of the
+    refused inputs beside the earlier seeds and summary. It is written with config.yaml, once every
+    input passed its checks."""
+    from moviessl.checkpoint import arch_spec, save_checkpoint
+
+    root, out = _labels(tmp_path), tmp_path / "o"
+    inputs = load_inputs(_Instances(VIDS), _scene(VIDS), ids=VIDS, desc="ot++")
+    run_finetune("scene", root, inputs=inputs, out=out, overrides=FAST)
+    kept = {name: (out / name).read_bytes() for name in ("videos.json", "config.yaml", "summary.json")}
+    fewer = load_inputs(_Instances(VIDS), _scene(VIDS[:-1]), ids=VIDS[:-1], desc="ot++")
+    wrong = save_checkpoint(tmp_path / "bb.pt", stage="backbone", arch=arch_spec("torch.nn:Identity"), state_dict={})
+    with pytest.raises(BadInputError):
+        run_finetune("scene", root, inputs=fewer, out=out, init=wrong, overrides=[*FAST, "train.lr=0.5"])
+    assert {name: (out / name).read_bytes() for name in kept} == kept

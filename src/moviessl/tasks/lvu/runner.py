@@ -449,9 +449,6 @@ def run_finetune(
                     f"no {name} features for any of the {n} labelled videos of LVU task '{task}' (other films?)",
                 )
         partial = coverage(len(train), labels, evals, gaps, len(used))
-        # which videos, not only how many: LVU's YouTube videos go missing (more every year), and two
-        # results compare only on the same ids
-        atomic_write_json(out / "videos.json", video_record(task, labels, inputs, gaps))
 
         init_obj, init_label = None, "none"
         if init is not None:
@@ -460,6 +457,9 @@ def run_finetune(
         # once the inputs passed their checks: a rerun refused at one left a finished job's config.yaml
         # and run.json naming its refused settings, beside the earlier settings' seeds and summary
         save_config(cfg, out)
+        # which videos, not only how many: LVU's YouTube videos go missing (more every year), and two
+        # results compare only on the same ids. With config.yaml, for the same reason
+        atomic_write_json(out / "videos.json", video_record(task, labels, inputs, gaps))
 
         warned: list = []
 
