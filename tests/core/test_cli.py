@@ -386,7 +386,8 @@ def test_a_process_that_does_not_speak_for_its_job_prints_no_result_and_draws_no
         print('{"top1": 50.0}')
         return 0
 
-    caplog.set_level(logging.INFO)
+    # the logger's own level too: an earlier test in this process (the demo, the selftest) may have set it
+    caplog.set_level(logging.INFO, logger="moviessl")
 
     for k in ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "NODE_RANK", "GROUP_RANK"):
         monkeypatch.delenv(k, raising=False)
