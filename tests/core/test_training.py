@@ -23,6 +23,15 @@ class _Tiny(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
+class _Logged(_Tiny):
+    """A module that logs its loss every step (the curves, TensorBoard)."""
+
+    def training_step(self, batch, i):
+        loss = super().training_step(batch, i)
+        self.log("train_loss", loss)
+        return loss
+
+
 def _loader():
     return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 4)), batch_size=4)
 
@@ -716,12 +725,6 @@ def test_a_resumed_runs_curves_do_not_go_back_over_the_steps_it_trained_again(tm
     the same steps made the line go back and run over them twice."""
     from moviessl.training import read_metrics_csv
 
-    class _Logged(_Tiny):
-        def training_step(self, batch, i):
-            loss = super().training_step(batch, i)
-            self.log("train_loss", loss)
-            return loss
-
     cfg = {"accelerator": "cpu", "progress_bar": False, "ckpt_every_n_steps": 2, "log_every_n_steps": 1}
     fit(_Logged(), {**cfg, "max_steps": 5}, tmp_path, train_dataloaders=_loader(), throughput_name=None)
     (tmp_path / "checkpoints" / "last.ckpt").unlink()  # the kill: step0000004.ckpt is the newest
@@ -740,12 +743,6 @@ def test_a_run_from_step_0_keeps_no_earlier_attempts_tensorboard_events(tmp_path
     import shutil
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    class _Logged(_Tiny):
-        def training_step(self, batch, i):
-            loss = super().training_step(batch, i)
-            self.log("train_loss", loss)
-            return loss
 
     cfg = {"accelerator": "cpu", "progress_bar": False, "log_every_n_steps": 1, "tensorboard": True, "max_steps": 3}
     fit(_Logged(), cfg, tmp_path, train_dataloaders=_loader(), throughput_name=None)
@@ -786,7 +783,7 @@ def test_tensorboard_shows_the_runs_config_as_its_hyperparameters(tmp_path):
     is now logged once per training (flattened, dotted keys), by rank 0, with the run's loss as its
     metric; a module's own saved hyperparameters add no second record and no ``hp_metric`` point."""
 
-    class _Logged(_Tiny):
+    class _SavesHparams(_Tiny):
         def __init__(self):
             super().__init__()
             self.save_hyperparameters({"width": 4})  # as the TxE module does
@@ -798,15 +795,15 @@ def test_tensorboard_shows_the_runs_config_as_its_hyperparameters(tmp_path):
 
     config = {"seed": 3, "optim": {"lr": 0.25, "betas": [0.9, 0.99], "name": "sgd"}, "init": None}
     cfg = {"accelerator": "cpu", "progress_bar": False, "log_every_n_steps": 1, "tensorboard": True, "max_steps": 2}
-    fit(_Logged(), cfg, tmp_path, train_dataloaders=_loader(), throughput_name=None, config=config)
+    fit(_SavesHparams(), cfg, tmp_path, train_dataloaders=_loader(), throughput_name=None, config=config)
     starts, metrics, scalars = _tb_hparams(tmp_path / "tb")
     want = {"seed": 3.0, "optim.lr": 0.25, "optim.betas": "[0.9, 0.99]", "optim.name": "sgd", "init": "null"}
     assert starts == [want] and metrics == ["train/loss"]
     assert "train/loss" in scalars and "hp_metric" not in scalars
     # a task seed saves its config after training: given apart as hparams; off with TensorBoard
-    fit(_Logged(), {**cfg, "max_steps": 3}, tmp_path / "seed", train_dataloaders=_loader(), hparams={"seed": 4})
+    fit(_SavesHparams(), {**cfg, "max_steps": 3}, tmp_path / "seed", train_dataloaders=_loader(), hparams={"seed": 4})
     assert _tb_hparams(tmp_path / "seed" / "tb")[0] == [{"seed": 4.0}]
-    fit(_Logged(), {**cfg, "tensorboard": False}, tmp_path / "off", train_dataloaders=_loader(), config=config)
+    fit(_SavesHparams(), {**cfg, "tensorboard": False}, tmp_path / "off", train_dataloaders=_loader(), config=config)
     assert not (tmp_path / "off" / "tb").exists()
 
 
@@ -822,12 +819,6 @@ def test_a_resumed_runs_tensorboard_shows_the_steps_it_trained_again_once(tmp_pa
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from moviessl.training import read_metrics_csv
-
-    class _Logged(_Tiny):
-        def training_step(self, batch, i):
-            loss = super().training_step(batch, i)
-            self.log("train_loss", loss)
-            return loss
 
     cfg = {"accelerator": "cpu", "progress_bar": False, "ckpt_every_n_steps": 2, "log_every_n_steps": 1}
     cfg["tensorboard"] = True
