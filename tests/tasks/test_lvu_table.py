@@ -5,7 +5,18 @@ from pathlib import Path
 
 import pytest
 
+from moviessl.checkpoint import file_hash
 from moviessl.tasks.lvu.table import claims, ranks, setting_name
+
+
+def _own_event_features(tmp_path):
+    """A backbone file and the table's own (empty) event-feature folder extracted with it."""
+    backbone = tmp_path / "sup.pt"
+    backbone.write_bytes(b"weights")
+    own = tmp_path / "out" / "events" / "supervised"
+    own.mkdir(parents=True)
+    (own / "index.json").write_text(json.dumps({"backbone": file_hash(backbone), "videos": {}}))
+    return backbone, own
 
 
 def test_ranks_follow_each_metrics_direction_and_share_ties():
@@ -154,14 +165,9 @@ def test_the_tables_own_event_folder_is_extracted_on_every_run(tmp_path, monkeyp
     root after the first run (LVU's YouTube films arrive piecemeal) got no scene tokens, silently,
     and a replaced one kept the old file's features. It is extracted on every run now (finished
     films are skipped by extract's resume); a user's own folder is read as given."""
-    from moviessl.checkpoint import file_hash
     from moviessl.tasks.lvu import table
 
-    backbone = tmp_path / "sup.pt"
-    backbone.write_bytes(b"weights")
-    own = tmp_path / "out" / "events" / "supervised"
-    own.mkdir(parents=True)
-    (own / "index.json").write_text(json.dumps({"backbone": file_hash(backbone), "videos": {}}))
+    backbone, own = _own_event_features(tmp_path)
     calls = []
 
     class Stop(Exception):
@@ -206,14 +212,9 @@ def test_the_tables_cells_are_keyed_without_the_folder_of_their_scene_features(t
     """A cell's inputs name the scene feature folder, and the settings hash took that name: the
     table's --out moved (its own event folder in it) trained every finished cell again. The cell's
     inputs keep the folder for the record; their key, which the hash takes, leaves it out."""
-    from moviessl.checkpoint import file_hash
     from moviessl.tasks.lvu import table
 
-    backbone = tmp_path / "sup.pt"
-    backbone.write_bytes(b"weights")
-    own = tmp_path / "out" / "events" / "supervised"
-    own.mkdir(parents=True)
-    (own / "index.json").write_text(json.dumps({"backbone": file_hash(backbone), "videos": {}}))
+    backbone, own = _own_event_features(tmp_path)
     seen = []
 
     class Stop(Exception):
