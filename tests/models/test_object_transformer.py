@@ -71,6 +71,15 @@ def test_masked_instances_never_reach_the_model():
     assert torch.allclose(out1, m.encode(b), atol=1e-5)
 
 
+def test_mask_vector_starts_at_zeros_as_lvus():
+    # LVU's masked_embedding is a zeros Parameter that BERT's weight init never visits; the linear
+    # and table weights around it are N(0, 0.02) as BERT's
+    torch.manual_seed(0)
+    m = build_object_transformer("ot_cpu", in_dim=12)
+    assert torch.equal(m.mask_embedding.detach(), torch.zeros(12))
+    assert 0.01 < float(m.reduction.weight.std()) < 0.03
+
+
 def test_scene_tokens_and_scene_only_model():
     torch.manual_seed(0)
     v = _video(scene_dim=5)

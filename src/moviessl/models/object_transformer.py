@@ -129,8 +129,8 @@ class ObjectTransformer(nn.Module):
                 if isinstance(m, nn.Embedding):
                     with torch.no_grad():
                         m.weight[ID_PAD].zero_()
-        if self.mask_embedding is not None:
-            nn.init.normal_(self.mask_embedding, std=0.02)
+        # the [MASK] vector stays at zeros, as LVU's ``masked_embedding`` does (a bare Parameter that
+        # BERT's ``_init_weights`` never visits; chaoyuaw/lvu, src/modeling_roberta.py)
         if self.scene_type is not None:
             nn.init.normal_(self.scene_type, std=0.02)
 
