@@ -932,7 +932,25 @@ def fit(
             plot_curves(Path(out_dir) / "logs", Path(out_dir) / "curves.png", keys=curve_keys)
         except Exception as e:  # a plot must never fail a finished training run
             log.warning("could not plot curves: %s", e)
+    refuse_diverged(module, out_dir, trainer.global_step)
     return trainer
+
+
+def refuse_diverged(module: torch.nn.Module, out_dir: str | os.PathLike, step: int) -> None:
+    """One line when training left non-finite weights: a NaN / infinite loss makes every gradient and,
+    through AdamW, every weight it reaches NaN, and Lightning goes on to the last step. Without this
+    check the caller exported the NaN weights as a finished model and a task scored them (a NaN verb
+    head's argmax is the first verb: a plausible accuracy, exit 0). Every rank checks (DDP keeps
+    their weights equal), so all of them stop. The curves are plotted first: they show where the loss
+    left. The weights only: a frozen part's buffers are not what training changed."""
+    bad = [n for n, p in module.named_parameters() if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+    if bad:
+        raise BadInputError(
+            out_dir,
+            f"training diverged: {len(bad)} weight tensor(s) are NaN/inf after step {step} (first: {bad[0]}); "
+            "lower the learning rate or set trainer.gradient_clip_val, and train afresh (the checkpoints "
+            "hold the same weights: do not --resume them)",
+        )
 
 
 def resumed_log_step(ckpt: str | os.PathLike) -> int | None:

@@ -836,3 +836,23 @@ def test_a_resumed_runs_tensorboard_shows_the_steps_it_trained_again_once(tmp_pa
     curves = read_metrics_csv(tmp_path / "logs")["train_loss"]
     assert [s for s, _ in shown] == [s for s, _ in curves] == list(range(5))
     assert [v for _, v in shown] == pytest.approx([v for _, v in curves])
+
+
+class _Diverges(_Tiny):
+    """A loss that turns NaN at the third step: AdamW then makes every weight NaN."""
+
+    def training_step(self, batch, i):
+        loss = super().training_step(batch, i)
+        loss = loss * float("nan") if self.global_step >= 2 else loss
+        self.log("train/loss", loss)
+        return loss
+
+
+def test_a_run_whose_weights_became_nan_is_one_line_not_a_finished_model(tmp_path):
+    """Lightning trains on through a NaN loss to the last step; fit returned as if the run had
+    finished, and its callers exported the NaN weights (a task scored them: exit 0)."""
+    cfg = {"accelerator": "cpu", "max_steps": 4, "progress_bar": False, "log_every_n_steps": 1}
+    with pytest.raises(BadInputError, match=r"training diverged: 2 weight tensor\(s\) are NaN/inf after step 4"):
+        fit(_Diverges(), cfg, tmp_path, train_dataloaders=_loader(), throughput_name=None)
+    assert (tmp_path / "curves.png").is_file()  # the curves, which show where the loss left, are still drawn
+    fit(_Tiny(), cfg, tmp_path / "fine", train_dataloaders=_loader(), throughput_name=None)  # a finite run is not

@@ -817,3 +817,16 @@ def test_a_seed_trained_afresh_keeps_no_parts_of_the_discarded_runs_record(vidsi
     assert _finetune(ann, feats, out, "verb", *FAST, "verb.epochs=1", "verb.lr=0.5", seeds=1) == 0
     assert yaml.safe_load((seed / "config.yaml").read_text())["verb"]["lr"] == 0.5
     assert not list(seed.glob("config.part*.yaml")) and not list(seed.glob("run.part*.json"))
+
+
+def test_a_diverged_run_is_one_line_not_a_score(vidsitu_fixture, tmp_path, capsys):
+    """A verb head whose weights became NaN was scored (the argmax of NaN logits is the first verb:
+    a plausible accuracy), exported and summarised, exit 0."""
+    ann, feats = vidsitu_fixture
+    out = tmp_path / "run"
+    extra = ["verb.lr=1e30", "verb.epochs=15", "trainer.gradient_clip_val=null", *FAST]
+    assert _finetune(ann, feats, out, "verb", *extra, seeds=1) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "training diverged" in err[0] and str(out / "seed0") in err[0]
+    assert not (out / "seed0" / "metrics.json").exists() and not (out / "seed0" / "model.pt").exists()
+    assert not (out / "summary.json").exists()
