@@ -573,6 +573,21 @@ def test_featurestore_vidsitu_folder(tmp_path):
         s.load("v_00")
 
 
+def test_a_float64_feature_beyond_float32s_range_is_refused_not_read_as_inf(tmp_path):
+    """A float64 file (features written by another tool) passed the finiteness check with a value
+    float32 cannot hold, and ``load`` handed back an inf: the NaN/inf the check is there to stop."""
+    a = np.ones((5, 8))
+    a[2, 3] = 1e300
+    np.save(tmp_path / "v_big_feats.npy", a)
+    np.save(tmp_path / "v_ok_feats.npy", np.full((5, 8), 1e30))  # large, but within float32's range
+    s = FeatureStore(tmp_path, num_events=None)
+    assert np.isfinite(s.load("v_ok")).all()
+    why = r"v_big_feats.npy: 1 non-finite .*beyond float32's range.*event 2, dim 3"
+    for mmap in (False, True):
+        with pytest.raises(BadInputError, match=why):
+            s.load("v_big", mmap=mmap)
+
+
 def test_released_features_are_opened_once_each_for_a_task(tmp_path, monkeypatch):
     """A VidSitu task reads every segment's features, then its damaged events (``missing``): in a
     folder without an index (VidSitu's released ~29k files) the second look opened each file again

@@ -42,6 +42,7 @@ JOB_LOCK = ".extract.lock"  # held (flock) by the job writing the folder; its te
 VIDSITU_EVENTS = 5
 VIDSITU_DIMS = (2048, 2304)
 VIDSITU_STRIDE_S = 2.0
+F32_MAX = float(np.finfo(np.float32).max)  # features are read as float32
 NO_CTX = "no contextualized features (extract with --contextualizer)"
 FEATURES_FORMAT = "moviessl-features"
 INSTANCES_FORMAT = "moviessl-instances"
@@ -277,14 +278,20 @@ class FeatureStore:
             raise BadInputError(self.path(vid), f"expected shape {want}, got {tuple(arr.shape)}")
         if vid not in self._finite:
             # one NaN or inf in a training feature can turn every weight into NaN: refuse the file (batch
-            # jobs skip and count it). Checked in blocks, once per file, so memory maps stay cheap.
+            # jobs skip and count it). Checked in blocks, once per file, so memory maps stay cheap. A
+            # float64 file's value beyond float32's range is finite here and inf once read as float32.
+            wide = arr.dtype.itemsize > 4
             for a in range(0, arr.shape[0], 4096):
-                bad = ~np.isfinite(arr[a : a + 4096])
+                block = arr[a : a + 4096]
+                bad = ~np.isfinite(block)
+                if wide:
+                    bad |= np.abs(block) > F32_MAX
                 if bad.any():
                     r, c = np.argwhere(bad)[0]
+                    what = "NaN/inf, or beyond float32's range" if wide else "NaN/inf"
                     raise BadInputError(
                         self.path(vid),
-                        f"{int(bad.sum())} non-finite value(s) (NaN/inf), first at event {a + int(r)}, dim {int(c)}",
+                        f"{int(bad.sum())} non-finite value(s) ({what}), first at event {a + int(r)}, dim {int(c)}",
                     )
             self._finite.add(vid)
         if mmap:
