@@ -414,6 +414,14 @@ def build_from_checkpoint(
     except RuntimeError:  # torch's own error is many lines long and does not name the file
         what = _weights_misfit(model.state_dict(), sd) or "torch refused them"
         raise BadInputError(where, f"its weights do not fit the network its arch describes ({what})") from None
+    # NaN weights (a run that diverged, saved by another tool or an earlier version) load without a
+    # word and give NaN for every input: `extract` then marked each event missing and each video
+    # "no event decodes", a fault of the videos it did not have
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise BadInputError(
+            where, f"{len(bad)} weight tensor(s) hold NaN/inf (first: {bad[0]}): the run that saved it diverged"
+        )
     return model.eval()
 
 

@@ -448,6 +448,24 @@ def test_machine_settings_lightning_refuses_are_one_line_before_any_work(
     assert not out.exists()
 
 
+def test_a_backbone_with_nan_weights_is_one_line_naming_it_not_every_video_bad(backbone, videos, tmp_path, capsys):
+    """NaN weights (a diverged run's) loaded without a word: every event's features were NaN, each
+    video was listed as "no event decodes (all damaged)" and the job ended on "none of the videos
+    could be used", a fault of the videos it did not have."""
+    from moviessl.checkpoint import load_checkpoint
+
+    obj = load_checkpoint(backbone, stage="backbone")
+    sd = dict(obj["state_dict"])
+    first = next(k for k, v in sd.items() if v.is_floating_point())
+    sd[first] = sd[first] * float("nan")
+    bad = save_checkpoint(tmp_path / "nan.pt", stage="backbone", arch=obj["arch"], state_dict=sd, meta=obj["meta"])
+    out = tmp_path / "out"
+    assert main(["extract", "--backbone", str(bad), "--videos", str(videos), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"moviessl: error: {bad}: 1 weight tensor(s) hold NaN/inf"), err
+    assert f"(first: {first})" in err[0] and not (out / "index.json").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 @pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
 def test_a_gpu_asked_for_on_a_machine_without_one_is_one_line_before_any_work(backbone, videos, tmp_path, accelerator):
