@@ -47,6 +47,34 @@ def test_knn_in_blocks_of_val_rows_equals_one_block(monkeypatch):
     assert knn_accuracy(xtr, ytr, xva, yva, 5, k=7) == whole and 40 < whole < 100
 
 
+def test_the_probe_reports_top5_beside_an_unchanged_top1():
+    """Kinetics' probes are reported as top-1 and top-5; the probe gave top-1 only. Top-5 is the
+    share of val videos whose label is among the 5 best-scored classes (the linear classifier fitted
+    once, the same top-1), and for k-NN among the 5 best-voted classes that got a vote at all."""
+    from moviessl.ssl.config import ProbeConfig
+    from moviessl.ssl.probe import probe_features
+
+    cfg = ProbeConfig(
+        num_clips=1, batch_size=4, weight_decay=0.0, max_iter=50, knn_k=20, knn_t=0.07, seed=0, val_fraction=0.2
+    )
+    g = np.random.default_rng(4)
+    xtr = F.normalize(torch.tensor(g.normal(size=(300, 32)), dtype=torch.float32), dim=1).numpy()
+    xva = F.normalize(torch.tensor(g.normal(size=(600, 32)), dtype=torch.float32), dim=1).numpy()
+    ytr, yva = g.integers(0, 10, 300), g.integers(0, 10, 600)
+    res = probe_features(xtr, ytr, xva, yva, cfg)
+    assert res["linear_top1"] == round(linear_probe(xtr, ytr, xva, yva, 10, max_iter=50), 3)
+    assert res["knn_top1"] == round(knn_accuracy(xtr, ytr, xva, yva, 10, k=20), 3)
+    assert abs(res["linear_top5"] - 50.0) < 10 and abs(res["knn_top5"] - 50.0) < 10  # chance on noise: 5 of 10
+    assert res["linear_top5"] > res["linear_top1"] and res["knn_top5"] > res["knn_top1"]
+    # one neighbour votes for one class: the other four "best" classes have no vote and are no guess
+    one = probe_features(xtr, ytr, xva, yva, ProbeConfig(**{**vars(cfg), "knn_k": 1}))
+    assert one["knn_top5"] == one["knn_top1"]
+    # separable classes: both 100
+    xtr, ytr = _blobs(80, 4, 16, 0.3, 0)
+    sep = probe_features(xtr, ytr, xtr, ytr, cfg)
+    assert sep["linear_top1"] == sep["linear_top5"] == 100.0 and sep["knn_top5"] == 100.0
+
+
 def test_lars_trust_ratio_and_lr_scaling():
     w = torch.nn.Parameter(torch.full((4, 4), 2.0))  # |w| = 8
     b = torch.nn.Parameter(torch.zeros(4))
@@ -100,6 +128,8 @@ def test_probe_backbone_cli(clip_list, tmp_path, capsys):
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["method"] == "random" and res["num_train"] == 12 and res["skipped_train"] == 1
     assert res["linear_top1"] == json.loads((tmp_path / "p.json").read_text())["linear_top1"]
+    assert res["linear_top5"] >= res["linear_top1"] and res["knn_top5"] >= res["knn_top1"]  # printed and written
+    assert res["linear_top5"] == json.loads((tmp_path / "p.json").read_text())["linear_top5"]
 
 
 def test_random_init_is_written_by_the_jobs_leader_alone(clip_list, tmp_path, capsys, monkeypatch):

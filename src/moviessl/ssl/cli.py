@@ -101,7 +101,7 @@ def add_parser(subparsers) -> None:
     q = subparsers.add_parser(
         "probe-backbone",
         help="linear probe + k-NN of a frozen backbone checkpoint",
-        description="Frozen, L2-normalised features; linear probe and k-NN top-1; prints one JSON object.",
+        description="Frozen, L2-normalised features; linear probe and k-NN top-1 and top-5; prints one JSON object.",
     )
     q.add_argument("checkpoint", help="backbone checkpoint (model.pt)")
     q.add_argument("--data", required=True, help="labelled training clip list (or Kinetics' annotations/train.csv)")
