@@ -173,10 +173,21 @@ def test_probe_reads_kinetics_as_released(clip_list, tmp_path, capsys, caplog):
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["num_train"] == 12 and res["skipped_train"] == 1  # the corrupt clip, as from the list
     assert "1 of 14 clips have no video" in caplog.text
+    # ... and in the result, not only in the log: how much of Kinetics the scores stand on
+    gone = {"count": 1, "listed": 14, "first": ["removed_000000_000010"]}
+    assert res["missing_videos"] == {"data": gone, "val": gone}
     assert main(["probe-backbone", "--data", str(clip_list), "--val", str(clip_list), str(out / "model.pt")]
                 + ["probe.max_iter=50"]) == 0  # fmt: skip
     same = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["linear_top1"] == same["linear_top1"] and res["knn_top1"] == same["knn_top1"]
+    assert same["missing_videos"]["data"] == {"count": 0, "listed": 13, "first": []}  # a path list leaves none out
+    # pretrain-backbone records them too: summary.json (the clips it trained on) and probe.json
+    run = tmp_path / "k400run"
+    argv = ["pretrain-backbone", "--method", "random", "--data", csv, "--val", csv, "--out", str(run)]
+    assert main([*argv, *tiny_overrides(), "probe.max_iter=50"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["missing_videos"] == gone and summary["num_videos"] == 13
+    assert json.loads((run / "probe.json").read_text())["missing_videos"] == {"data": gone, "val": gone}
 
 
 def test_probe_decodes_in_loader_workers_with_the_same_result(clip_list, tmp_path, capsys, monkeypatch):

@@ -30,10 +30,29 @@ log = logging.getLogger("moviessl.data")
 
 KINETICS_COLUMNS = {"youtube_id", "time_start", "time_end"}  # + "label" but in unlabelled test lists
 SPLIT_ALIASES = {"validate": "val", "val": "validate", "valid": "val", "validation": "val"}
+MISSING_SHOWN = 5  # clip names a run's record lists of those a Kinetics download lacks
+
+
+class ClipList(list):
+    """A clip list's ``[(path, label)]`` that also says which of its rows have no video on disk
+    (``missing``: clip names, in file order): the YouTube removals a Kinetics CSV lists but a
+    download lacks, which :func:`read_kinetics_csv` leaves out. A path list names its files
+    itself, so it leaves none out (one that does not decode is the loader's bad video)."""
+
+    missing: tuple[str, ...] | list[str] = ()
+
+
+def missing_clips(items) -> dict:
+    """What a run's record says of the rows ``items`` left out for want of a video: ``{"count",
+    "listed", "first"}`` (``first``: up to :data:`MISSING_SHOWN` clip names), so that a user sees
+    how much of Kinetics a score stands on without the log."""
+    missing = list(getattr(items, "missing", []))
+    return {"count": len(missing), "listed": len(items) + len(missing), "first": missing[:MISSING_SHOWN]}
 
 
 def read_clip_list(csv_path: str | os.PathLike) -> list[tuple[Path, int | None]]:
-    """``[(absolute Path, label or None), ...]`` in file order."""
+    """``[(absolute Path, label or None), ...]`` in file order (from a Kinetics CSV, a
+    :class:`ClipList` that names the rows without a video)."""
     path = Path(csv_path)
     if path.is_dir():  # a download's folder (k400/, k400/train/) is there: "not found" sent users looking for it
         raise BadInputError(
@@ -187,13 +206,14 @@ def _clip_index(folder: Path) -> dict[str, Path]:
     return found
 
 
-def read_kinetics_csv(path: Path, lines: list[str]) -> list[tuple[Path, int | None]]:
+def read_kinetics_csv(path: Path, lines: list[str]) -> ClipList:
     """A Kinetics annotation CSV -> ``[(clip path, label or None)]`` in file order. The clips are looked
     for under ``ROOT/{split}/`` (``ROOT`` = the folder above ``annotations/``, else the CSV's own
     folder; ``split`` from the row, else the CSV's name), flat or in class folders, any video
     extension; a clip also in ``ROOT/replacement/`` (CVDF's copies of the corrupted K400 clips) is
     read from there. Clips the download lacks (YouTube removals: a few percent of every Kinetics
-    copy) are left out with one warning; none found at all is an error."""
+    copy) are left out with one warning, and named in the result's ``missing``; none found at all
+    is an error."""
     ann = path.resolve().parent
     root = ann.parent if ann.name == "annotations" else ann
     reader = csv.DictReader(lines[1:], fieldnames=header_columns(lines[0]))
@@ -205,7 +225,7 @@ def read_kinetics_csv(path: Path, lines: list[str]) -> list[tuple[Path, int | No
     # k400_extractor.sh unpacks to ROOT/replacement/ (github.com/cvdfoundation/kinetics-dataset)
     replaced = _clip_index(root / "replacement")
     split_dir: dict[str, Path] = {}
-    out: list[tuple[Path, int | None]] = []
+    out = ClipList()
     missing: list[str] = []
     looked: set[Path] = set()
     for lineno, row in rows:
@@ -244,4 +264,5 @@ def read_kinetics_csv(path: Path, lines: list[str]) -> list[tuple[Path, int | No
             where,
             missing[0],
         )
+    out.missing = missing
     return out

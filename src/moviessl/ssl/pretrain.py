@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..config import save_config
-from ..data.cliplist import check_labelled, check_same_label_map, read_clip_list
+from ..data.cliplist import check_labelled, check_same_label_map, missing_clips, read_clip_list
 from ..dist import gather_objects, job_leader, trainer_device
 from ..errors import BadInputError
 from ..features.extract import run_lock
@@ -156,9 +156,9 @@ def pretrain(
         labelled = all(y is not None for _, y in items)
         if method_cls.needs_labels:
             check_labelled(items, data, f"--method {method}")
-        probe_train, probe_val, probe_note = items, None, None
+        probe_train, probe_val, probe_note, val_items = items, None, None, None
         if val is not None:
-            probe_val = read_clip_list(val)
+            probe_val = val_items = read_clip_list(val)
             if not probe_val:
                 raise BadInputError(val, "validation clip list is empty")
             warn_overlap(items, probe_val, data, val)
@@ -275,6 +275,8 @@ def pretrain(
             "num_videos": len(train_items),
             "seed": cfg.seed,
             "skipped_videos": len(bad),
+            # the rows of a Kinetics CSV the download lacks (YouTube removals), beside the log's warning
+            "missing_videos": missing_clips(items),
             **init_note,
         }
         if probe_note:
@@ -317,6 +319,10 @@ def pretrain(
                 res.update(method=method, checkpoint=str(out / "model.pt"))
                 # the clip lists it scored on; no --val: its val videos were held out of --data (probe.val_fraction)
                 res.update(data=summary["data"], val=summary["val"])
+                res["missing_videos"] = {
+                    "data": summary["missing_videos"],
+                    "val": None if val_items is None else missing_clips(val_items),
+                }
                 atomic_write_json(out / "probe.json", res)
                 summary["probe"] = res
         atomic_write_json(out / "summary.json", summary)

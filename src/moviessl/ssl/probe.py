@@ -26,7 +26,7 @@ from torch import nn
 
 from ..checkpoint import build_from_checkpoint, load_checkpoint
 from ..config import to_dict
-from ..data.cliplist import check_labelled, check_same_label_map, read_clip_list
+from ..data.cliplist import check_labelled, check_same_label_map, missing_clips, read_clip_list
 from ..errors import BadInputError
 from ..video import MEAN, STD
 from ..video.transforms import param_dtype
@@ -309,4 +309,6 @@ def probe_checkpoint(
     )
     out.update(checkpoint=str(ckpt), method=meta.get("method"))
     out.update(data=str(Path(train_csv).resolve()), val=str(Path(val_csv).resolve()))
+    # the rows of a Kinetics CSV the download lacks: how much of the data set the scores stand on
+    out["missing_videos"] = {"data": missing_clips(lists[0][0]), "val": missing_clips(lists[1][0])}
     return out
