@@ -67,6 +67,37 @@ def test_scene_features_are_read_on_demand_and_equal_the_eager_ones(tmp_path, sm
         scene["m0"][0]
 
 
+def test_a_film_read_on_demand_looks_at_its_file_once_per_read(tmp_path, small_cache, monkeypatch):
+    """A film's features read on demand took its file's stamp three times when first read (the key,
+    a check before the read, one after) and twice at each later read of a film the bounded cache let
+    go (every epoch, for a task larger than the cache), and each stamp stat'ed the file twice
+    (``Path.resolve`` stats again). The check after the read is enough: a file rewritten before the
+    read differs then too."""
+    _folder(tmp_path / "ev", {"m0": 45, "m1": 45, "m2": 45})
+    stamps, looks = [], []
+    real_stamp, real_stat = ins.file_stamp, os.stat
+    monkeypatch.setattr(ins, "file_stamp", lambda p, *a: stamps.append(p.name) or real_stamp(p, *a))
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: looks.append(os.fspath(p)) or real_stat(p, *a, **k))
+
+    def count(read):
+        stamps.clear()
+        read()
+        return stamps.count("m0_feats.npy")
+
+    holder = {}
+    assert count(lambda: holder.update(scene_arrays(tmp_path / "ev", "feats")[0])) == 2
+    assert len(ins._feature_cache) == 2  # m1, m2: m0 is read again when a span needs it
+    assert count(lambda: holder["m0"][0]) == 1
+    looks.clear()
+    real_stamp(tmp_path / "ev" / "m0_feats.npy")
+    assert len(looks) == 1  # one stat a stamp
+    # rewritten after its stamp was taken, before that read: refused all the same
+    scene = holder["m1"].source
+    np.save(tmp_path / "ev" / "m1_feats.npy", np.zeros((45, 8), np.float32))
+    with pytest.raises(BadInputError, match=r"^\S*m1_feats.npy: rewritten since this job first read it"):
+        scene.read_features("m1", holder["m1"].key)
+
+
 def test_a_bad_scene_file_is_one_line_when_the_folder_is_opened(tmp_path, small_cache):
     """Each file is read and checked once when the pathway is built, as before it was read on demand;
     a film without its TxE outputs says how to make them."""

@@ -559,10 +559,11 @@ def file_stamp(path: Path, what: str = "feature file") -> tuple:
     """What identifies a file's contents without reading them: path, size, mtime and inode (an atomic
     rewrite gives a new inode)."""
     try:
-        st = path.stat()
+        st = os.stat(path)
     except OSError:
         raise BadInputError(path, f"{what} not found") from None
-    return str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino
+    # realpath is Path.resolve's string without its second stat of the file (a loop check)
+    return os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino
 
 
 class StampedSource:
@@ -615,13 +616,22 @@ class StampedSource:
 
     def read_unchanged(self, vid: str, key: tuple | None = None) -> Any:
         """``_read(vid)`` of the files that ``key`` (default: as they are now) names, else a one-line
-        error naming the file: it was rewritten since, or while it was read."""
+        error naming the file: it was rewritten since, or while it was read. One look at the files'
+        stamps, after the read: a file rewritten before it differs then too, and one per read of a
+        film the bounded cache let go is what training pays each time it comes round again."""
         key = key if key is not None else self.cache_key(vid)
-        if self.cache_key(vid) == key:
+        rewritten = BadInputError(self._source(vid), "rewritten since this job first read it; restart the job")
+        try:
             out = self._read(vid)
+        except BadInputError:
+            # a read that failed on a file rewritten since (gone, or its cached outputs named by the
+            # old stamp) says so; a file gone says "not found", as the stamp before the read did
             if self.cache_key(vid) == key:
-                return out
-        raise BadInputError(self._source(vid), "rewritten since this job first read it; restart the job")
+                raise
+            raise rewritten from None
+        if self.cache_key(vid) == key:
+            return out
+        raise rewritten
 
     def read_features(self, vid: str, key: tuple) -> np.ndarray:
         return self.read_unchanged(vid, key)

@@ -109,9 +109,12 @@ class SceneFeatures(StampedSource):
         return store_entry(self.store, vid)
 
     def cache_key(self, vid: str) -> tuple:
-        if self.kind == "ctx" and not self._file(vid).is_file():  # the hint, not only "not found"
-            raise BadInputError(self._file(vid), NO_CTX)
-        return super().cache_key(vid)
+        try:
+            return super().cache_key(vid)
+        except BadInputError:
+            if self.kind == "ctx":  # the hint, not only "not found"
+                raise BadInputError(self._file(vid), NO_CTX) from None
+            raise
 
 
 class ContextualisedScene(StampedSource):
