@@ -389,6 +389,34 @@ def test_a_finished_srl_run_with_a_users_tokenizer_is_reused_from_another_direct
     assert metrics("tok.json") == first
 
 
+def test_a_finished_srl_run_on_targets_cut_the_earlier_way_is_trained_again(tmp_path, monkeypatch):
+    """An SRL target longer than ``srl.max_len`` was cut after its end token until it ended with one
+    (VidSitu's ``pad_tokens``). The settings hash held the annotations, not the target ids, so a
+    seed finished on the earlier cut was reused as this version's result. A target that fills
+    ``max_len`` puts the ids in the hash; one that fits is the same under either rule, and its
+    finished run stands."""
+    from conftest import make_vidsitu
+
+    from moviessl.tasks.vidsitu.tokenizer import SRLTokenizer
+
+    ann, feats = make_vidsitu(tmp_path / "a", n_train=10, n_valid=4, dim=16, seed=1)
+    fast = [*FAST, "srl.epochs=1", "srl.batch_size=8", "srl.warmup_steps=0"]
+    now = SRLTokenizer.encode_target
+
+    def earlier(self, verb_id, roles, max_len=60):  # the cut before: after the end token, if at all
+        return now(self, verb_id, roles, max_len=10**6)[:max_len]
+
+    def metrics(out, max_len):
+        assert _finetune(ann, feats, out, "srl", *fast, f"srl.max_len={max_len}", seeds=1) == 0
+        return (out / "seed0" / "metrics.json").read_text()  # holds its train time: a rerun rewrites it
+
+    for max_len, cut in ((6, True), (60, False)):
+        monkeypatch.setattr(SRLTokenizer, "encode_target", earlier)
+        before = metrics(tmp_path / f"run{max_len}", max_len)
+        monkeypatch.setattr(SRLTokenizer, "encode_target", now)
+        assert (metrics(tmp_path / f"run{max_len}", max_len) != before) == cut, max_len
+
+
 def test_pair_prior_baseline_and_pair_identity(vidsitu_fixture, tmp_path):
     """The relation head knows its pair; the pair-prior baseline is scored like a run."""
     from moviessl.data.vidsitu import load_split

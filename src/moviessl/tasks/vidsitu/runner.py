@@ -405,6 +405,10 @@ def prepare(
         len(eval_data),
         len(eval_split.vseg_ids),
     )
+    data = data_digest(train_split, eval_split, train_data, eval_data)
+    targets = getattr(spec, "targets_key", lambda ys: None)(train_data.y)
+    if targets is not None:  # SRL targets cut at srl.max_len: their ids, not only the annotations
+        data = content_digest(data, "targets", targets)
     return Prepared(
         task,
         cfg,
@@ -420,7 +424,7 @@ def prepare(
         ctx_label,
         counts,
         None if tokenizer is None else str(tokenizer),
-        data_digest(train_split, eval_split, train_data, eval_data),
+        data,
         placeless(inputs, features, None if reads_frame_folders(train_data, eval_data) else videos),
     )
 

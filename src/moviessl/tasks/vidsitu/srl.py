@@ -203,6 +203,14 @@ class SRLTask:
             y[e, : len(ids)] = torch.tensor(ids)
         return y
 
+    def targets_key(self, ys: list[torch.Tensor]) -> list[torch.Tensor] | None:
+        """What of the training targets the settings hash takes beside the annotations they come
+        from: the ids themselves where one fills ``max_len`` (cut there, or exactly that long), else
+        nothing. How a long target is cut changed (after its eos, then as VidSitu ending with it), so
+        a run finished on the other ids of the same annotations must not be reused; a target that
+        fits is the same under either rule, and so are the hashes of its runs."""
+        return ys if any(bool((y[:, -1] != self.tok.pad_id).any()) for y in ys) else None
+
     label_hint = "a role in its Args / Arg_List"
 
     def labelled(self, y: torch.Tensor) -> bool:
