@@ -180,6 +180,23 @@ def test_an_option_added_at_the_old_behaviour_is_no_drift(tmp_path):
     assert config_drift(saved, now) == ["data.frame_crop: square -> full", "flow.store: npy -> jpeg"]
 
 
+def test_a_saved_literal_interpolation_is_read_back_as_written(tmp_path):
+    r"""A text setting holding a literal ``${x}`` (an escaped override) is saved as ``\${x}``: read
+    back as plain YAML it differed from the same config (a false note on a reused run), and a change
+    to the text ``\${x}`` matched it (a real change missed)."""
+    from moviessl.config import load_config, save_config
+    from moviessl.demo import config_drift
+
+    def cfg(text):
+        return load_config("backbone", "cpu", overrides=[f"data.cache_dir={text}"], variant="cvrl")
+
+    save_config(cfg(r"/tmp/a\${x}"), tmp_path)
+    assert config_drift(tmp_path / "config.yaml", cfg(r"/tmp/a\${x}")) == []
+    assert config_drift(tmp_path / "config.yaml", cfg(r"/tmp/a\\\${x}")) == [
+        "data.cache_dir: /tmp/a${x} -> /tmp/a\\${x}"
+    ]
+
+
 def test_an_interrupted_backbone_of_other_settings_starts_again(tmp_path, capsys):
     """Another profile into the same --out: an interrupted run made with other settings is not
     resumed under this profile's (its step count and schedule were another run's); a matching one is."""

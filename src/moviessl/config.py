@@ -1078,3 +1078,27 @@ def save_config(cfg: Any, out_dir: str | os.PathLike, name: str = "config.yaml")
             pass
     save_run_record(cfg, out_dir)
     return atomic_write_text(path, text)
+
+
+def read_saved_config(path: str | os.PathLike) -> dict:
+    r"""A run's saved ``config.yaml`` (:func:`save_config`) as the plain dict of the config it saved.
+
+    Read back the way it was written: with :class:`_Loader`, and each ``\${`` (the escape of a
+    literal ``${``, :func:`_keep_literal`) unescaped by OmegaConf. Read as plain YAML, a setting
+    holding ``${x}`` came back as ``\${x}`` and differed from the live config's ``${x}`` (a run
+    reused or resumed with the same settings said they had changed), while a setting changed to the
+    text ``\${x}`` matched it. A file whose ``${`` does not resolve (written before it was escaped,
+    or by hand) is its text as written. A file that is no config is one line naming it."""
+    path = Path(path)
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise BadInputError(path, f"not a readable config ({str(e).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise BadInputError(path, f"not a config: a mapping of settings, not {type(data).__name__}")
+    try:
+        return OmegaConf.to_container(OmegaConf.create(data), resolve=True)
+    except OmegaConfBaseException:
+        return data

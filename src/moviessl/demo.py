@@ -319,9 +319,7 @@ def config_drift(saved: Path, cfg: Any, ignore: tuple[str, ...] = ()) -> list[st
     absent on one side counts as ``None`` and empty lists/mappings and ``False`` as ``None`` too, so a
     setting added later with a do-nothing default (an option switched off) is not a change; one added
     with another value that keeps the old behaviour is in :data:`IMPLICIT_BEFORE`."""
-    import yaml
-
-    from .config import to_dict
+    from .config import read_saved_config, to_dict
 
     def flat(d: Any, prefix: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -336,7 +334,7 @@ def config_drift(saved: Path, cfg: Any, ignore: tuple[str, ...] = ()) -> list[st
 
     if not saved.is_file():
         return []
-    old, new = flat(yaml.safe_load(saved.read_text())), flat(to_dict(cfg))
+    old, new = flat(read_saved_config(saved)), flat(to_dict(cfg))
     for key, value in IMPLICIT_BEFORE.items():
         if key in new and key not in old:
             old[key] = value

@@ -35,7 +35,7 @@ from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
 from .checkpoint import misshaped
-from .config import TrainerConfig, check_ranges, save_config, to_dict
+from .config import TrainerConfig, check_ranges, read_saved_config, save_config, to_dict
 from .errors import BadInputError, Terminated
 from .loader import KeepLoaderPlace
 from .utils import progress
@@ -531,11 +531,9 @@ def refuse_changed_on_resume(out_dir: str | os.PathLike, resume: bool, cfg: Any,
     (what it last ran with); a run without one, or a key it lacks, is not checked."""
     if not resume or last_checkpoint(out_dir) is None:
         return
-    import yaml
-
-    try:
-        before = yaml.safe_load((Path(out_dir) / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    try:  # as it was written: a text setting holding `${` is saved escaped (:func:`save_config`)
+        before = read_saved_config(Path(out_dir) / "config.yaml")
+    except (OSError, BadInputError):
         return
     now = to_dict(cfg)
     for key in keys:

@@ -856,3 +856,20 @@ def test_a_run_whose_weights_became_nan_is_one_line_not_a_finished_model(tmp_pat
         fit(_Diverges(), cfg, tmp_path, train_dataloaders=_loader(), throughput_name=None)
     assert (tmp_path / "curves.png").is_file()  # the curves, which show where the loss left, are still drawn
     fit(_Tiny(), cfg, tmp_path / "fine", train_dataloaders=_loader(), throughput_name=None)  # a finite run is not
+
+
+def test_a_resume_compares_a_saved_literal_interpolation_as_written(tmp_path):
+    r"""config.yaml holds a literal ``${x}`` escaped (``\${x}``): compared as plain YAML, resuming
+    with the same setting was refused as a change, and one changed to the text ``\${x}`` was not."""
+    from moviessl.config import load_config, save_config
+    from moviessl.training import refuse_changed_on_resume
+
+    def cfg(text):
+        return load_config("backbone", "cpu", overrides=[f"data.cache_dir={text}"], variant="cvrl")
+
+    save_config(cfg(r"/tmp/a\${x}"), tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    refuse_changed_on_resume(tmp_path, True, cfg(r"/tmp/a\${x}"), ("data.cache_dir",), "a test")
+    with pytest.raises(BadInputError, match=r"data.cache_dir=/tmp/a\$\{x\}; a --resume cannot make it /tmp/a\\\$"):
+        refuse_changed_on_resume(tmp_path, True, cfg(r"/tmp/a\\\${x}"), ("data.cache_dir",), "a test")
