@@ -17,7 +17,7 @@ import sys
 import threading
 
 from . import __version__
-from .dist import EVERY_RANK_KEY, end_process_group, speaks_for_job
+from .dist import EVERY_RANK_KEY, end_process_group, speaks_for_job, stray_rank_vars
 from .errors import BadInputError, Terminated, os_error_line
 
 # (module providing add_parser) in the order shown by --help; each module is one stage.
@@ -159,6 +159,13 @@ def _ignore_dead_workers() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A rank variable inherited from a parent shell or job, not set by a launcher: Lightning reads it
+    # as this process's rank when it is imported (building the parser may import it), so the process
+    # took itself for rank 1, printed nothing, wrote no config.yaml, took no folder lock and logged
+    # nothing. Without the variables it runs as the single process it is.
+    stray = "; ".join(
+        f"{key}={os.environ.pop(key).strip()} with {world} unset or 1" for key, world in stray_rank_vars()
+    )
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     extra = [t for t in extra if t != "--"]  # "--" ends the options; argparse leaves it among the leftovers
@@ -177,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    if stray:
+        logging.getLogger("moviessl").warning(
+            "%s: no launcher started this process as one of several; it runs as the single process it is", stray
+        )
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

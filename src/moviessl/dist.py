@@ -79,18 +79,45 @@ EVERY_RANK_KEY = "moviessl_every_rank"
 EVERY_RANK = {EVERY_RANK_KEY: True}
 
 
+# each launcher's rank variable and the one that says how many processes it started (Lightning's
+# own launcher gives its children LOCAL_RANK and WORLD_SIZE, torchrun both and RANK)
+_RANK_WORLD = (
+    ("RANK", "WORLD_SIZE"),
+    ("LOCAL_RANK", "WORLD_SIZE"),
+    ("SLURM_PROCID", "SLURM_NTASKS"),
+    ("JSM_NAMESPACE_RANK", "JSM_NAMESPACE_SIZE"),
+)
+
+
+def stray_rank_vars() -> list[tuple[str, str]]:
+    """The rank variables (``(name, launch size variable)``) that name a rank > 0 while no launcher started this
+    process as one of several: their launch size (``WORLD_SIZE``, ``SLURM_NTASKS``,
+    ``JSM_NAMESPACE_SIZE``) is unset or 1. Every launcher that starts several processes sets it, so
+    such a variable is one inherited from a parent shell or job: Lightning reads it as the process's
+    rank all the same, and a plain process run there took itself for a rank > 0 (no output, no
+    config.yaml, no folder lock, no CSV logs)."""
+    out = []
+    for key, world in _RANK_WORLD:
+        v, w = os.environ.get(key, "").strip(), os.environ.get(world, "").strip()
+        if v.isdigit() and int(v) > 0 and not (w.isdigit() and int(w) > 1):
+            out.append((key, world))
+    return out
+
+
 def speaks_for_job() -> bool:
     """Whether this process reports its job to the person who started it (the command's result on
     stdout, its INFO lines, progress bars): the process group's rank 0 where one exists, else the
     launcher's rank 0 (``RANK``, then ``LOCAL_RANK``, ``SLURM_PROCID``, ``JSM_NAMESPACE_RANK``, as
     Lightning reads them) on node 0. From the environment alone, without importing Lightning, so a
     command that never trains pays nothing; :func:`job_leader` asks Lightning the same of the file
-    steps."""
+    steps. A rank variable without a launch of several processes (:func:`stray_rank_vars`) does not
+    count: that process is alone, and speaks."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank() == 0
-    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+    stray = {key for key, _ in stray_rank_vars()}
+    for key, _ in _RANK_WORLD:
         v = os.environ.get(key, "").strip()
-        if v.isdigit():
+        if v.isdigit() and key not in stray:
             return int(v) == 0 and node_rank() == 0
     return node_rank() == 0
 

@@ -86,5 +86,6 @@ def test_a_process_that_does_not_speak_for_the_job_does_not_read_the_leaders_mod
     monkeypatch.setattr(pretrain, "pretrain_context", lambda *a, **k: out / "model.pt")
     for k in ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "NODE_RANK", "GROUP_RANK"):
         monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("LOCAL_RANK", "1")  # Lightning's launcher's rank 1
+    monkeypatch.setenv("LOCAL_RANK", "1")  # Lightning's launcher's rank 1 (it sets the launch's size too)
+    monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["pretrain-context", "--features", str(tmp_path), "--out", str(out)]) == 0

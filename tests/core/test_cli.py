@@ -402,3 +402,29 @@ def test_a_process_that_does_not_speak_for_its_job_prints_no_result_and_draws_no
     assert run_as_command(monkeypatch, command) == 0
     out, err = capsys.readouterr()
     assert out == '{"top1": 50.0}\n' and "counting" in err and "24 train segments" in caplog.text
+
+
+def test_a_process_alone_with_an_inherited_rank_runs_as_the_single_process_it_is(tmp_path):
+    """``RANK=1`` left in a shell by another job, no launcher (``WORLD_SIZE`` unset): the command
+    printed nothing, and Lightning (which reads the variable as the rank) made it no job leader, so a
+    run wrote no config.yaml. It says so once and runs as rank 0."""
+    import os
+
+    code = (
+        "import sys, moviessl.cli as c\n"
+        "def cmd(args):\n"
+        "    from moviessl.dist import job_leader\n"
+        "    print('leader', job_leader())\n"
+        "    return 0\n"
+        "build = c.build_parser\n"
+        "def b():\n"
+        "    p = build(); p.set_defaults(func=cmd); return p\n"
+        "c.build_parser = b\n"
+        "sys.exit(c.main([]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK")}
+    env.update(RANK="1", PYTHONPATH=os.pathsep.join(sys.path))
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout == "leader True\n"
+    assert p.stderr.count("RANK=1 with WORLD_SIZE unset or 1") == 1

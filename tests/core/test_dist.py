@@ -200,3 +200,34 @@ def test_srun_with_another_process_count_than_the_trainer_is_one_line(monkeypatc
     check_trainer(TrainerConfig(accelerator="cpu", devices=1))
     monkeypatch.setenv("SLURM_JOB_NAME", "interactive")
     check_trainer(TrainerConfig(accelerator="cpu", devices=2))
+
+
+_RANK_KEYS = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "NODE_RANK", "GROUP_RANK")
+_SIZE_KEYS = ("WORLD_SIZE", "SLURM_NTASKS", "JSM_NAMESPACE_SIZE")
+
+
+@pytest.mark.parametrize(
+    "env, speaks",
+    [
+        ({"RANK": "1"}, True),  # inherited from a parent shell: no launcher, a process alone
+        ({"RANK": "1", "WORLD_SIZE": "1"}, True),
+        ({"SLURM_PROCID": "1", "SLURM_NTASKS": "1"}, True),
+        ({"LOCAL_RANK": "1"}, True),
+        ({"RANK": "1", "WORLD_SIZE": "2"}, False),  # torchrun's rank 1
+        ({"LOCAL_RANK": "1", "WORLD_SIZE": "2"}, False),  # Lightning's launcher's rank 1
+        ({"SLURM_PROCID": "1", "SLURM_NTASKS": "4"}, False),  # srun's
+        ({"JSM_NAMESPACE_RANK": "1", "JSM_NAMESPACE_SIZE": "2"}, False),  # jsrun's
+        ({"RANK": "0", "WORLD_SIZE": "2"}, True),
+        ({"NODE_RANK": "1"}, False),  # Lightning's launcher's first process on node 1
+    ],
+)
+def test_a_rank_variable_without_a_launch_of_several_processes_does_not_silence_one(monkeypatch, env, speaks):
+    """A plain process that inherited ``RANK=1`` (no launcher, ``WORLD_SIZE`` unset or 1) took itself
+    for rank 1 and printed nothing at all."""
+    from moviessl.dist import speaks_for_job
+
+    for k in (*_RANK_KEYS, *_SIZE_KEYS):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert speaks_for_job() is speaks
