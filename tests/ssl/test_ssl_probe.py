@@ -353,3 +353,24 @@ def test_a_probes_record_names_its_clip_lists_and_settings(clip_list, tmp_path, 
     assert (rec["data"], rec["val"]) == (ours, ours)
     assert (rec["probe_config"]["max_iter"], rec["probe_config"]["knn_k"]) == (5, 3)
     capsys.readouterr()
+
+
+def test_probe_backbone_runs_on_the_jobs_leader_alone(clip_list, tmp_path, capsys, monkeypatch):
+    """A frozen backbone's probe forms no process group: under torchrun or srun every process ran the
+    whole probe (each on the first GPU) and wrote --out in turn. A process that is not the job's
+    leader does nothing."""
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    import moviessl.ssl.probe as probe
+
+    out = tmp_path / "rand"
+    argv = ["pretrain-backbone", "--method", "random", "--data", str(clip_list), "--out", str(out), "--no-probe"]
+    assert main([*argv, *tiny_overrides()]) == 0
+    probed = []
+    monkeypatch.setattr(probe, "probe_model", lambda *a, **k: probed.append(1) or {})
+    for k, v in {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}.items():  # torchrun's rank 1
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(rank_zero_only, "rank", 1)  # as Lightning reads RANK when imported there
+    argv = ["probe-backbone", "--data", str(clip_list), "--val", str(clip_list), "--out", str(tmp_path / "p.json")]
+    assert main([*argv, str(out / "model.pt")]) == 0
+    assert probed == [] and not (tmp_path / "p.json").exists()

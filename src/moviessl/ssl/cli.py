@@ -36,6 +36,7 @@ PROBE_SETTINGS = ("probe.", "data.num_workers", "data.frame_cache", "data.cache_
 
 def _cmd_probe(args: argparse.Namespace) -> int:
     from ..config import load_config
+    from ..dist import job_leader
     from ..errors import BadInputError
     from ..utils.io import atomic_write_json, ensure_out_file
     from .probe import probe_checkpoint
@@ -52,6 +53,10 @@ def _cmd_probe(args: argparse.Namespace) -> int:
             )
     if args.out:
         ensure_out_file(args.out, "--out file")
+    if not job_leader():
+        # a frozen backbone's probe is one process's work (no process group ever forms): under torchrun
+        # or srun every process ran all of it, each on the first GPU, and wrote --out in turn
+        return 0
     res = probe_checkpoint(
         args.checkpoint,
         args.data,
