@@ -582,6 +582,21 @@ def test_a_baseline_does_not_overwrite_a_trained_run(vidsitu_fixture, tmp_path, 
     assert err.count("holds a trained or training run") == 2 and "Traceback" not in err
 
 
+def test_a_baseline_is_scored_by_the_jobs_leader_alone(vidsitu_fixture, tmp_path, monkeypatch):
+    """A model-free baseline trains nothing, so no process group forms: under torchrun or srun every
+    process scored it and wrote its predictions, metrics and summary over the leader's. A process
+    that is not the job's leader writes nothing."""
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    ann, _ = vidsitu_fixture
+    for k, v in {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}.items():  # torchrun's rank 1
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(rank_zero_only, "rank", 1)  # as Lightning reads RANK when imported there
+    argv = ["finetune", "vidsitu", "--task", "relation", "--data-root", str(ann), "--baseline", "pair_prior"]
+    assert main([*argv, "--out", str(tmp_path / "prior")]) == 0
+    assert not (tmp_path / "prior").exists()
+
+
 def test_tuning_never_chooses_a_diverged_value():
     """``min`` keeps a NaN that comes first (every comparison with it is false)."""
     from moviessl.tasks.base import lowest

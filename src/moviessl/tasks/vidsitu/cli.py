@@ -8,7 +8,7 @@ import sys
 
 
 def _run_vidsitu(args: argparse.Namespace) -> int:
-    from ...dist import speaks_for_job
+    from ...dist import job_leader, speaks_for_job
     from ...errors import BadInputError
     from .runner import run_baseline, run_finetune
 
@@ -28,6 +28,10 @@ def _run_vidsitu(args: argparse.Namespace) -> int:
         ]
         if unused:
             raise BadInputError(None, f"--baseline scores a model-free baseline; {', '.join(unused)} would not be used")
+        if not job_leader():
+            # no training, so no process group: under torchrun or srun every process scored the baseline
+            # and wrote its predictions, metrics and summary over the leader's
+            return 0
         res = run_baseline(
             args.task, args.data_root, args.baseline, args.out, preset=args.preset, overrides=args.overrides
         )
