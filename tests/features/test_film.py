@@ -324,6 +324,24 @@ def test_a_txe_outside_predict_holds_its_weights_as_predict_would(precision, dty
         assert torch.is_autocast_enabled("cpu") == (precision.startswith("bf16") and dtype == torch.float32)
 
 
+def test_a_txe_outside_predict_says_a_cpus_16_mixed_runs_as_bf16(caplog):
+    """``16-mixed`` on a CPU is bf16 autocast: Lightning says so where it builds a trainer; a TxE's
+    outputs added to features already there (no trainer) switched without a word."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="moviessl")
+    txe = torch.nn.Linear(4, 4)
+    with ex.txe_as_in_predict(txe, None, "cpu", "16-mixed"):
+        assert txe(torch.randn(2, 4)).dtype == torch.bfloat16
+    assert [r.getMessage() for r in caplog.records] == [
+        "precision 16-mixed runs as bf16-mixed on the CPU (a CPU has no fp16 AMP)"
+    ]
+    caplog.clear()
+    with ex.txe_as_in_predict(txe, None, "cpu", "bf16-mixed"):
+        pass
+    assert caplog.records == []
+
+
 def test_an_event_beside_a_damaged_stretch_is_read_through_a_window_within_its_own_stretch():
     """MaskPred trains on windows within one undamaged stretch; an event beside a damaged stretch was
     read through the video's window with the damaged events as padding inside it (fewer tokens, and

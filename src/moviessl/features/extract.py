@@ -565,7 +565,7 @@ def txe_as_in_predict(
     teardown moved the module to the CPU), else this process's GPU where there is one
     (:func:`moviessl.dist.local_device`: the one ``devices`` gives this local rank) with the weights
     in a true precision's dtype, or autocast for a mixed precision (Lightning's names and aliases;
-    ``16-mixed`` on a CPU is bf16, as Lightning makes it)."""
+    ``16-mixed`` on a CPU is bf16, as Lightning makes it, and said so as Lightning says it)."""
     from ..dist import local_device
 
     if trainer is not None:
@@ -579,6 +579,10 @@ def txe_as_in_predict(
         txe.to(dev, dtype)  # a true precision holds the weights so (TransformerEngine's: without its FP8 layers)
         mixed = p in ("16-mixed", "bf16-mixed")
         half = torch.float16 if p == "16-mixed" and dev.type != "cpu" else torch.bfloat16 if mixed else None
+        if p == "16-mixed" and dev.type == "cpu":
+            # said as Lightning says it where it builds a trainer (its accelerator connector): here none
+            # is built (a TxE's outputs added to features already there), and the switch went unsaid
+            log.warning("precision 16-mixed runs as bf16-mixed on the CPU (a CPU has no fp16 AMP)")
         step = contextlib.nullcontext() if half is None else torch.autocast(dev.type, dtype=half, cache_enabled=False)
     with step:
         yield
