@@ -152,6 +152,29 @@ def test_standardize_fixed_statistics_and_old_checkpoints():
     assert not bool(fresh.input_norm.is_set) and torch.equal(fresh.input_norm.scale, torch.ones(8))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_txe_held_in_half_precision_standardises_in_float32(dtype):
+    """``extract --precision bf16-true`` casts the TxE to bf16, its input statistics with it: a mean
+    rounded to 8 significand bits shifted each dimension of pooled post-ReLU features (std far below
+    the mean) by up to half its std, in every video. The statistics stay float32 and the
+    standardisation is computed in it; the weights are cast as before."""
+    from moviessl.models.txe import feature_stats
+
+    torch.manual_seed(0)
+    mean, std = 3 + 4 * torch.rand(64), 0.02 + 0.03 * torch.rand(64)
+    x = mean + std * torch.randn(2000, 64)
+    txe = build_txe("txe_cpu", in_dim=64, depth=1).eval()
+    txe.input_norm.set_stats(*feature_stats(x))
+    x = x.to(dtype)  # the half backbone's features
+    want = txe.input_norm(x.float())
+    txe.to(dtype)
+    assert txe.input_proj.weight.dtype == dtype and txe.input_norm.mean.dtype == torch.float32
+    got = txe.input_norm(x)
+    assert got.dtype == dtype
+    assert (got.float() - want).mean(0).abs().max() < 0.02  # no shift of any dimension
+    assert txe(x[:10].unsqueeze(0)).dtype == dtype
+
+
 def _ffn_in_train_mode(mlp, x):
     mlp.train()
     return mlp(x), mlp(x), mlp[3](F.relu(mlp[0](x))), mlp[3](F.gelu(mlp[0](x)))

@@ -128,7 +128,23 @@ class Standardize(nn.Module):
         self.is_set.fill_(True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean.to(x.dtype)) * self.scale.to(x.dtype)
+        # in float32 at least: a half precision's mean (8 significand bits in bf16) is off by up to
+        # 2^-9 of itself, a fixed shift of each dimension by a large part of its std where the std is
+        # far below the mean; the standardised values, of order 1, go back to x's dtype
+        dt = torch.promote_types(x.dtype, self.mean.dtype)
+        return ((x.to(dt) - self.mean.to(dt)) * self.scale.to(dt)).to(x.dtype)
+
+    def _apply(self, fn, *args, **kwargs):
+        # the statistics stay float32 whatever the module is cast to (``extract --precision bf16-true``
+        # holds the weights in bf16, Lightning's HalfPrecision by ``module.to(dtype)``): they follow it
+        # to its device only
+        kept = {k: self._buffers[k] for k in ("mean", "scale")}
+        super()._apply(fn, *args, **kwargs)
+        for k, before in kept.items():
+            now = self._buffers[k]
+            if now.dtype != before.dtype:
+                self._buffers[k] = before.to(now.device)
+        return self
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # checkpoints written before the statistics existed: identity (how they were trained)
