@@ -264,3 +264,16 @@ def test_a_tilde_in_a_listed_path_is_the_home_folder(tmp_path, monkeypatch):
         (home / "frames" / "clip 3", None),
         (home / "movies" / "b.mkv", None),
     ]
+
+
+def test_a_video_or_binary_file_given_as_the_clip_list_is_said_to_be_one(tmp_path):
+    """`pretrain-backbone --data my_movies/film.mp4` (a user's own movie, not a list naming it) was
+    "unreadable ('utf-8' codec can't decode byte 0xb8 ...)"."""
+    video = tmp_path / "big buck bunny.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42\xb8\xff\xfe")
+    with pytest.raises(BadInputError, match=r"big buck bunny\.mp4: is a video, not a clip list: .*'path label'"):
+        read_clip_list(video)
+    blob = tmp_path / "clips.bin"
+    blob.write_bytes(b"\xb8\xff\xfe\x00")
+    with pytest.raises(BadInputError, match=r"clips\.bin: not a text file, so not a clip list \(one 'path label'"):
+        read_clip_list(blob)

@@ -29,6 +29,8 @@ from ..video.reader import VIDEO_EXTS
 log = logging.getLogger("moviessl.data")
 
 KINETICS_COLUMNS = {"youtube_id", "time_start", "time_end"}  # + "label" but in unlabelled test lists
+# what a clip list holds, for the lines that say a file is not one
+LIST_LINES = "'path label' or 'path' line per clip, paths relative to the list"
 SPLIT_ALIASES = {"validate": "val", "val": "validate", "valid": "val", "validation": "val"}
 MISSING_SHOWN = 5  # clip names a run's record lists of those a Kinetics download lacks
 
@@ -60,9 +62,13 @@ def read_clip_list(csv_path: str | os.PathLike) -> list[tuple[Path, int | None]]
         )
     if not path.is_file():
         raise BadInputError(path, "clip list not found")
+    if path.suffix.lower() in VIDEO_EXTS:  # `--data my_movies/film.mp4` was "unreadable ('utf-8' codec ...)"
+        raise BadInputError(path, f"is a video, not a clip list: write a text file with one {LIST_LINES}")
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError:
+        raise BadInputError(path, f"not a text file, so not a clip list (one {LIST_LINES})") from None
+    except OSError as e:
         raise BadInputError(path, f"unreadable ({e})") from None
     if lines and is_kinetics_header(lines[0]):
         return read_kinetics_csv(path, lines)
