@@ -558,6 +558,18 @@ def test_loaded_features_hold_no_open_file(tmp_path):
     assert isinstance(s.load("v_3", mmap=True), np.memmap)
 
 
+def test_a_feature_file_given_as_the_feature_folder_is_said_to_be_one(tmp_path):
+    """`pretrain-context --features emb/film_feats.npy` (one film's features, not their folder) was
+    "feature folder not found", though the file is there."""
+    f = tmp_path / "emb" / "big buck bunny_feats.npy"
+    f.parent.mkdir()
+    np.save(f, np.zeros((3, 8), np.float32))
+    with pytest.raises(BadInputError, match=r"bunny_feats\.npy: is a file, not a feature folder: give the folder"):
+        FeatureStore(f)
+    with pytest.raises(BadInputError, match=r"nope: feature folder not found"):
+        FeatureStore(tmp_path / "nope")
+
+
 def test_featurestore_vidsitu_folder(tmp_path):
     d = tmp_path / "vsitu_vid_feats" / "slow_fast"
     d.mkdir(parents=True)

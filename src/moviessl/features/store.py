@@ -152,6 +152,8 @@ class FeatureStore:
 
     def __init__(self, root: str | os.PathLike, num_events: int | str | None = "auto"):
         self.root = Path(root)
+        if self.root.is_file():  # `--features emb/film_feats.npy` was told it was "not found", though it is there
+            raise BadInputError(self.root, "is a file, not a feature folder: give the folder that holds it")
         if not self.root.is_dir():
             raise BadInputError(self.root, "feature folder not found")
         # events of each file whose header was read: missing() after load() of a folder without an
