@@ -49,6 +49,9 @@ def bad(tmp_path_factory, videos):
     _audio_only(d / "audio.m4a")
     _garble_mdat(videos["mp4"], d / "garbled.mp4")
     (d / "emptydir").mkdir()
+    (d / "my movies").mkdir()  # a user's own films, given where one video is read
+    for name in ("big buck bunny.mp4", "bikes.mp4"):
+        (d / "my movies" / name).write_bytes(videos["mp4"].read_bytes())
     return d
 
 
@@ -61,6 +64,7 @@ CAUSES = [
     ("audio.m4a", "no video stream"),
     ("garbled.mp4", "no decodable video frames"),
     ("emptydir", "no .jpg/.png frames"),
+    ("my movies", "is a folder of 2 videos, not a video file or a frame folder: name one"),
 ]
 
 

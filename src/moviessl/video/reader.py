@@ -721,6 +721,11 @@ class _FrameFolder:
         self.path = path
         files = [p for p in path.iterdir() if p.suffix.lower() in FRAME_EXTS and not p.name.startswith(".")]
         if not files:
+            # a user's folder of movies (`moviessl probe my_movies/`) was told it lacked .jpg frames
+            n = sum(1 for p in path.iterdir() if p.suffix.lower() in VIDEO_EXTS and not p.name.startswith("."))
+            if n:
+                what = f"{n} video{'s' if n > 1 else ''}"
+                raise BadInputError(path, f"is a folder of {what}, not a video file or a frame folder: name one")
             raise BadInputError(path, "frame folder has no .jpg/.png frames")
 
         def frame_no(p: Path):
