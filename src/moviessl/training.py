@@ -15,6 +15,7 @@ import contextlib
 import csv
 import dataclasses
 import logging
+import math
 import os
 import random
 import re
@@ -113,6 +114,25 @@ class Throughput(pl.Callback):
         if dt > 0.5:
             pl_module.log(self.name, self._n / dt, prog_bar=True, on_step=True, on_epoch=False, rank_zero_only=True)
             self._t, self._n = time.perf_counter(), 0
+
+
+class LogShortRuns(pl.Callback):
+    """A run of fewer than two logging intervals logs every ``steps // 2`` steps (at least every
+    step). Lightning logs only at multiples of ``log_every_n_steps``: a smoke run of a pretraining
+    stage (``trainer.max_steps=3`` under the cpu presets' 5-10) wrote no ``metrics.csv`` and no
+    ``curves.png``, though a run is documented to leave both. The task runner sizes its own interval
+    from its loader (:func:`moviessl.tasks.base.run_seed`); this covers every stage, from the planned
+    optimiser steps (``max_steps`` or the epochs' batches, Lightning's ``estimated_stepping_batches``)."""
+
+    def on_train_start(self, trainer, pl_module):
+        if trainer.log_every_n_steps <= 0:  # logging switched off stays off
+            return
+        try:
+            steps = trainer.estimated_stepping_batches
+        except Exception:  # an iterable loader of unknown length: nothing to size from
+            return
+        if math.isfinite(steps) and steps > 0:
+            trainer.log_every_n_steps = max(1, min(trainer.log_every_n_steps, int(steps) // 2))
 
 
 class ReportProgress(pl.Callback):
@@ -432,6 +452,7 @@ def make_trainer(
     if throughput_name:
         cbs.append(Throughput(throughput_name))
     cbs.append(ReportProgress())
+    cbs.append(LogShortRuns())
     if enable_checkpointing and t.ckpt_every_n_steps > 0:
         cbs.append(
             StepCheckpoint(

@@ -53,6 +53,28 @@ def test_the_training_bar_leaves_stdout_to_the_result(tmp_path, capsys):
     assert out == "" and "Epoch 0" in err
 
 
+@pytest.mark.parametrize("limits", [{"max_steps": 3}, {"max_epochs": 2}])
+def test_a_run_shorter_than_the_logging_interval_still_logs_and_plots(tmp_path, limits):
+    """`moviessl pretrain-context ... trainer.max_steps=5` (a new user's smoke run; the cpu preset
+    logs every 10 steps) wrote no logs/metrics.csv and no curves.png, as Lightning logs only at
+    multiples of log_every_n_steps. A run shorter than two intervals logs every half run."""
+    cfg = {"accelerator": "cpu", "progress_bar": False, "log_every_n_steps": 10, **limits}
+    fit(_Logged(), cfg, tmp_path, train_dataloaders=_loader(), throughput_name=None, curve_keys=("train_loss",))
+    from moviessl.training import read_metrics_csv
+
+    steps = [s for s, _ in read_metrics_csv(tmp_path / "logs")["train_loss"]]
+    assert len(steps) >= 2, steps
+    assert (tmp_path / "curves.png").is_file()
+
+
+def test_a_long_runs_logging_interval_is_its_own(tmp_path):
+    cfg = {"accelerator": "cpu", "progress_bar": False, "log_every_n_steps": 3, "max_steps": 12}
+    fit(_Logged(), cfg, tmp_path, train_dataloaders=_loader(), throughput_name=None)
+    from moviessl.training import read_metrics_csv
+
+    assert [s for s, _ in read_metrics_csv(tmp_path / "logs")["train_loss"]] == [2, 5, 8, 11]
+
+
 def test_unknown_profiler_is_bad_input(tmp_path):
     with pytest.raises(BadInputError, match="trainer.profiler"):
         fit(
