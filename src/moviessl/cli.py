@@ -175,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(args, "overrides") and all(is_override(t) for t in extra):
             args.overrides = [*args.overrides, *extra]
         else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            # the command's own usage, not moviessl's "COMMAND ...", and a hint for an unquoted path with spaces
+            used = _used_parser(parser, sys.argv[1:] if argv is None else argv)
+            used.error(f"unrecognized arguments: {' '.join(extra)}{_unquoted_path_hint(args, extra)}")
     # Every process of a multi-process job runs the command (Lightning's launcher starts ranks > 0 by
     # running it again): the job's result and INFO lines came once per process, the result JSON read
     # twice by a script. Rank 0 reports; the others keep their warnings and errors, which may be their
@@ -234,6 +236,31 @@ def main(argv: list[str] | None = None) -> int:
     if not callers_group:  # a script that started its group goes on using it after the command
         end_process_group()  # after a finished command only: see its docstring
     return int(rc or 0)
+
+
+def _used_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:
+    """The (sub)command parser ``argv`` reached, e.g. ``finetune vidsitu``'s."""
+    tokens = list(argv)
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = next((t for t in tokens if subs and t in subs[0].choices), None)
+        if name is None:
+            return parser
+        tokens = tokens[tokens.index(name) + 1 :]
+        parser = subs[0].choices[name]
+
+
+def _unquoted_path_hint(args: argparse.Namespace, extra: list[str]) -> str:
+    """`` (quote it: 'my movies/film.mp4')`` where a value and the leftovers after it name a path that
+    exists: the shell split an unquoted path with spaces (``--videos my movies/film.mp4``)."""
+    for value in vars(args).values():
+        if not isinstance(value, str) or not value:
+            continue
+        for k in range(len(extra), 0, -1):
+            joined = " ".join([value, *extra[:k]])
+            if os.path.exists(joined):
+                return f" (a path with spaces must be quoted: '{joined}')"
+    return ""
 
 
 def _stop_launched_processes() -> None:

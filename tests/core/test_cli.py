@@ -428,3 +428,25 @@ def test_a_process_alone_with_an_inherited_rank_runs_as_the_single_process_it_is
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout == "leader True\n"
     assert p.stderr.count("RANK=1 with WORLD_SIZE unset or 1") == 1
+
+
+def test_a_stray_argument_shows_the_commands_usage_and_an_unquoted_path(tmp_path, monkeypatch, capsys):
+    """`moviessl extract ... --videos my movies/film.mp4` (a path with spaces, unquoted) printed
+    moviessl's own usage line ("moviessl [-h] [--version] [-v] COMMAND ...") and only the stray half
+    of the path. The command's usage is shown, and the path the shell split."""
+    import pytest
+
+    (tmp_path / "my movies").mkdir()
+    (tmp_path / "my movies" / "big buck bunny.mp4").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    argv = ["extract", "--backbone", "b.pt", "--videos", "my", "movies/big", "buck", "bunny.mp4", "--out", "o"]
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "usage: moviessl extract " in err
+    assert "moviessl extract: error: unrecognized arguments: movies/big buck bunny.mp4" in err
+    assert "quoted: 'my movies/big buck bunny.mp4'" in err
+    with pytest.raises(SystemExit):
+        cli.main(["finetune", "vidsitu", "--task", "srl", "--out", "o", "--data-root", "d", "--bogus"])
+    err = capsys.readouterr().err
+    assert "usage: moviessl finetune vidsitu " in err and "quoted" not in err
