@@ -541,6 +541,27 @@ def test_find_videos_reads_any_video_and_names_what_a_scan_leaves_out(tmp_path, 
     assert ex.find_videos(d / "notes.txt") == ([("c", (d / "c.dv").resolve())], "list")
 
 
+def test_a_folder_scan_names_the_subfolders_of_videos_it_leaves_out(tmp_path, caplog):
+    """`extract --videos my_movies` with films in `my_movies/season 1/` and `my_movies/s2/` extracted
+    the top-level film alone and said nothing of the others (a file it left out is named)."""
+    d = tmp_path / "my movies"
+    for sub in ("season 1", "s2", "emb"):
+        (d / sub).mkdir(parents=True)
+    (d / "TOP.MP4").write_bytes(b"")
+    (d / "season 1" / "ep1.mp4").write_bytes(b"")
+    (d / "s2" / "ep1.mkv").write_bytes(b"")
+    np.save(d / "emb" / "TOP_feats.npy", np.zeros((1, 2), np.float32))  # features written beside: not videos
+    with caplog.at_level("WARNING", logger="moviessl.features"):
+        assert ex.find_videos(d) == ([("TOP", d / "TOP.MP4")], "dir")
+    assert "2 subfolders of videos left out (first: s2): a folder is read one level deep" in caplog.text
+    assert "emb" not in caplog.text
+    caplog.clear()
+    (d / "TOP.MP4").unlink()
+    with caplog.at_level("WARNING", logger="moviessl.features"), pytest.raises(BadInputError, match="no videos found"):
+        ex.find_videos(d)
+    assert "2 subfolders of videos left out" in caplog.text
+
+
 def test_loaded_features_hold_no_open_file(tmp_path):
     """A task keeps every segment's features (VidSitu: ~29k files): a loaded array must be a copy,
     not a view of a memory map holding a file descriptor each (the limit is often 1024)."""

@@ -27,7 +27,10 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--videos",
         required=True,
-        help="a video file, a folder of videos / frame folders, a list file, a VidSitu root or an LVU root",
+        help=(
+            "a video file, a folder of videos / frame folders (not its subfolders), a list file, a VidSitu root "
+            "or an LVU root"
+        ),
     )
     p.add_argument("--out", required=True, help="feature folder (one job at a time; a rerun resumes or extends it)")
     p.add_argument(

@@ -149,7 +149,7 @@ def _is_text(p: Path) -> bool:
 
 
 def _scan_dir(d: Path) -> list[tuple[str, Path]]:
-    out, other = [], []
+    out, other, nested = [], [], []
     for p in sorted(d.iterdir()):
         if p.name.startswith("."):
             continue
@@ -159,6 +159,17 @@ def _scan_dir(d: Path) -> list[tuple[str, Path]]:
             out.append((p.name, p))
         elif p.is_file():
             other.append(p.name)
+        elif p.is_dir() and _holds_videos(p):
+            nested.append(p.name)
+    if nested:  # `my_movies/season 1/*.mp4`: the scan is one level deep, and these went without a word
+        log.warning(
+            "%s: %d subfolder%s of videos left out (first: %s): a folder is read one level deep; give the "
+            "subfolder, or a list file naming its videos",
+            d,
+            len(nested),
+            "s" if len(nested) > 1 else "",
+            nested[0],
+        )
     if other:  # a video under an extension not listed would otherwise vanish without a word
         log.warning(
             "%s: %d file%s without a video extension left out (first: %s); a list file can name them",
