@@ -6,7 +6,9 @@ setting, metric, mean, se, n) into records ``{"id", "paper", "statement", "a", "
 "diff", "se", "z", "holds"}`` with ``diff = mean_a - mean_b``, ``se = sqrt(se_a^2 + se_b^2)``,
 ``z = diff / se`` and ``holds = z > 2`` (strictly beyond: exactly 2 SE does not hold). A claim
 whose rows are missing from the table, or a side without a finite mean and SE, is reported with
-``holds = None``. :func:`claims_markdown` is
+``holds = None``. An infinite ``z`` (both sides without spread) is kept in memory and in the
+Markdown; ``results.json`` holds it as ``None`` with a ``why`` (:func:`claims_to_json`), as JSON
+has no infinity. :func:`claims_markdown` is
 the table ``results.md`` opens with, and :func:`readme_summary` the block the README shows
 (generated, never typed by hand).
 """
@@ -195,6 +197,32 @@ def evaluate_claims(rows: Iterable[Mapping], claims: Iterable[Claim] = CLAIMS) -
     return out
 
 
+ZERO_SE = "SE 0: z infinite"
+
+
+def claims_to_json(claims: Iterable[Mapping]) -> list[dict]:
+    """The claims as ``results.json`` holds them: an infinite z (both sides without spread, a
+    difference beyond 0) is ``None`` with ``why`` saying so, as JSON has no infinity (``Infinity``
+    is Python's extension: jq and JavaScript's JSON.parse refuse the whole file). Its sign is the
+    verdict's (+inf holds, -inf does not), so :func:`claims_from_json` gives it back."""
+    out = []
+    for c in claims:
+        z = c.get("z")
+        inf = isinstance(z, float) and math.isinf(z)
+        out.append({**c, "z": None, "why": ZERO_SE} if inf else dict(c))
+    return out
+
+
+def claims_from_json(claims: Iterable[Mapping]) -> list[dict]:
+    """:func:`claims_to_json`'s records as :func:`evaluate_claims` made them (z = +-inf again)."""
+    return [
+        {**c, "z": math.inf if c["holds"] else -math.inf}
+        if c.get("why") == ZERO_SE and c.get("z") is None and c.get("holds") is not None
+        else dict(c)
+        for c in claims
+    ]
+
+
 def _verdict(c: Mapping) -> str:
     return "n/a" if c["holds"] is None else ("**holds**" if c["holds"] else "does not hold")
 
@@ -376,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise ValueError("no claims table")
                 return claims
             obj = json.loads(Path(path).read_text())
-            return obj.get("claims") or evaluate_claims(obj["rows"])
+            return claims_from_json(obj.get("claims") or []) or evaluate_claims(obj["rows"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             ap.error(f"{path}: not a readable results.json / results.md ({type(e).__name__}: {e})")
 

@@ -215,7 +215,7 @@ def write_report(
     lvu: dict | None = None,
     threads: int = 1,
 ) -> dict:
-    from .claims import claims_markdown
+    from .claims import claims_markdown, claims_to_json
 
     out = Path(out)
     plots = out / "plots"
@@ -243,7 +243,7 @@ def write_report(
     text = header + "\n" + body + "\n\nPlots: " + ", ".join(str(p.relative_to(out)) for p in made) + "\n"
     atomic_write_text(out / "results.md", text)
     obj = {
-        "claims": claims or [],
+        "claims": claims_to_json(claims or []),
         "lvu_claims": lvu["claims"] if lvu else None,
         "rows": rows,
         "profile": profile,

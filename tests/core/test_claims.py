@@ -207,3 +207,37 @@ def test_cli_a_name_given_twice_is_an_error_not_a_dropped_run(tmp_path, capsys):
         assert e.value.code == 2 and "each run needs its own name" in capsys.readouterr().err
     assert main([files[0], "--compare", files[1], files[2], "--names", "t2", "t3"]) == 0
     assert "**fragile**" in capsys.readouterr().out
+
+
+def _strict(text: str):
+    """json.loads as jq and JavaScript read JSON: NaN / Infinity (Python's extension) refused."""
+    import json
+
+    def refuse(word):
+        raise ValueError(f"not JSON: {word}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_claim_of_zero_se_is_written_as_strict_json_and_read_back_as_infinite(tmp_path, capsys):
+    """Both sides without spread (the pair prior against seeds that all gave one value) make z
+    infinite: results.json held the bare word Infinity, which jq and JSON.parse refuse. It is null
+    with a why; the claims CLI reads it back as the infinite z it was."""
+    from moviessl.claims import main
+    from moviessl.demo_report import write_report
+
+    c = next(c for c in CLAIMS if c.b == "baseline=pair_prior")
+    rows = [
+        {**_row(c.table, c.a, c.metric, 40.0, 0.0, n=3), "n_pretrain": 1},
+        {**_row(c.table, c.b, c.metric, 30.0, 0.0, n=1), "n_pretrain": 0},
+    ]
+    claims = evaluate_claims(rows, [c])
+    assert claims[0]["z"] == math.inf and claims[0]["holds"] is True
+    write_report(
+        tmp_path, rows, probes={}, runs={}, seeds=3, profile="quick", wall_s=1.0, synth=tmp_path, claims=claims
+    )
+    held = _strict((tmp_path / "results.json").read_text())["claims"][0]
+    assert held["z"] is None and held["holds"] is True and held["why"] == "SE 0: z infinite"
+    assert "| +10.00 | 0.00 | +inf | **holds** |" in (tmp_path / "results.md").read_text()  # shown as before
+    assert main([str(tmp_path / "results.json")]) == 0
+    assert "z = +inf)" in capsys.readouterr().out
