@@ -122,6 +122,7 @@ def job_context(features: list[str], out: str, overrides: list[str], include_eva
 
 def main(argv=None) -> int:
     from moviessl.scheduler import Job, run_jobs
+    from moviessl.utils.io import json_float
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--demo", required=True, help="a finished demo folder of the version before the fixes")
@@ -185,8 +186,10 @@ def main(argv=None) -> int:
             lines += ["", f"**{q}**", "", "| row | main metric | other |", "|---|---|---|"]
             last_q = q
         m = main_metric[task]
-        other = ", ".join(f"{k} {v['mean']:.2f} ± {v['se']:.2f}" for k, v in s.items() if k != m)
-        lines.append(f"| {label} | {m} {s[m]['mean']:.2f} ± {s[m]['se']:.2f} (n={s[m]['n']}) | {other} |")
+        # a summary.json's null mean / se (n 0: no finite run) reads back as NaN, shown as before
+        ms = {k: (json_float(v["mean"]), json_float(v["se"])) for k, v in s.items()}
+        other = ", ".join(f"{k} {mean:.2f} ± {se:.2f}" for k, (mean, se) in ms.items() if k != m)
+        lines.append(f"| {label} | {m} {ms[m][0]:.2f} ± {ms[m][1]:.2f} (n={s[m]['n']}) | {other} |")
     (out / "effects.json").write_text(json.dumps(res, indent=1))
     print("\n".join(lines))
     return 0

@@ -172,7 +172,8 @@ def evaluate_claims(rows: Iterable[Mapping], claims: Iterable[Claim] = CLAIMS) -
         if ra is None or rb is None:
             out.append({**rec, "diff": None, "se": None, "z": None, "holds": None})
             continue
-        if not all(math.isfinite(float(r[k])) for r in (ra, rb) for k in ("mean", "se")):
+        # (a row read back from results.json holds a non-finite mean as null: utils.io.json_ready)
+        if not all(r[k] is not None and math.isfinite(float(r[k])) for r in (ra, rb) for k in ("mean", "se")):
             # a side no run gave a finite value of (summarize's n 0, mean NaN): NaN > 2 read as "does not hold"
             out.append({**rec, "diff": None, "se": None, "z": None, "holds": None, "why": "no finite run"})
             continue

@@ -40,7 +40,7 @@ from omegaconf.errors import ConfigKeyError, InterpolationKeyError, OmegaConfBas
 from omegaconf.nodes import StringNode, ValueNode
 
 from .errors import BadInputError
-from .utils.io import atomic_write_text
+from .utils.io import atomic_write_text, json_dumps
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -1026,7 +1026,6 @@ def save_run_record(cfg: Any, out_dir: str | os.PathLike) -> Path:
     oldest first, as its config's parts; config.yaml itself, which resume and drift checks compare,
     is not touched."""
     import datetime
-    import json
     import socket
     import sys
 
@@ -1050,7 +1049,7 @@ def save_run_record(cfg: Any, out_dir: str | os.PathLike) -> Path:
             os.replace(path, out / f"run.part{n:03d}.json")
         except FileNotFoundError:  # a launch whose ranks its environment does not tell apart: another kept it
             pass
-    return atomic_write_text(path, json.dumps(record, indent=1, default=str) + "\n")
+    return atomic_write_text(path, json_dumps(record, indent=1, default=str) + "\n")
 
 
 def save_config(cfg: Any, out_dir: str | os.PathLike, name: str = "config.yaml") -> Path:

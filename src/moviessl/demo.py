@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadInputError
-from .utils.io import atomic_write_json, ensure_out_dir
+from .utils.io import atomic_write_json, ensure_out_dir, json_float
 
 log = logging.getLogger("moviessl.demo")
 
@@ -619,7 +619,8 @@ def aggregate(summaries: list[dict]) -> dict[str, dict]:
     metrics = list(dict.fromkeys(k for s in summaries for k in s["summary"]))
     for m in metrics:
         # as each summary's own mean: a non-finite run is counted, not averaged (eval.stats.summarize)
-        per_rep = [[float(r["metrics"][m]) for r in s["runs"] if m in r["metrics"]] for s in summaries]
+        # (a run's value written as null was non-finite: utils.io.json_ready)
+        per_rep = [[json_float(r["metrics"][m]) for r in s["runs"] if m in r["metrics"]] for s in summaries]
         bad = sum(1 for v in per_rep for x in v if not math.isfinite(x))
         per_rep = [[x for x in v if math.isfinite(x)] for v in per_rep]
         per_rep = [v for v in per_rep if v]
@@ -660,8 +661,8 @@ def collect(out: Path, rows: list[Row], prof: Profile, backbones: list[str]) -> 
                     "table": "relation",
                     "setting": "baseline=pair_prior",
                     "metric": metric,
-                    "mean": st["mean"],
-                    "se": st["se"],
+                    "mean": json_float(st["mean"]),  # null: n 0, no finite run (NaN, as summarize has it)
+                    "se": json_float(st["se"]),
                     "n": st["n"],
                     "n_pretrain": 0,
                 }
@@ -671,7 +672,10 @@ def collect(out: Path, rows: list[Row], prof: Profile, backbones: list[str]) -> 
         files = [out / "backbone" / b / f"r{r}" / "probe.json" for r in range(prof.pretrain_seeds)]
         ps = [json.loads(p.read_text()) for p in files if p.is_file()]  # this profile's replicates only
         if ps:
-            probes[b] = {k: dict(zip(("mean", "se"), mean_se([p[k] for p in ps]))) for k in ("linear_top1", "knn_top1")}
+            probes[b] = {
+                k: dict(zip(("mean", "se"), mean_se([json_float(p[k]) for p in ps])))
+                for k in ("linear_top1", "knn_top1")
+            }
             probes[b]["n"] = len(ps)
     return results, probes, runs
 

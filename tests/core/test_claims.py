@@ -181,7 +181,8 @@ def test_a_side_without_a_finite_value_leaves_a_claim_unresolved():
     is copied from it): the claim was "does not hold" with a - b = nan and z = +0.00."""
     c = Claim("x", "Table 9", "a beats b", "t", "A", "B", "m")
     nan = {**_row("t", "B", "m", math.nan, math.nan, n=0), "n_pretrain": 0, "n_nonfinite": 4}
-    for b in (nan, {**nan, "n_pretrain": 3, "n": 12, "se": 0.5}):
+    # results.json holds that row's mean and SE as null (strict JSON): read back, the same claim
+    for b in (nan, {**nan, "n_pretrain": 3, "n": 12, "se": 0.5}, {**nan, "mean": None, "se": None}):
         (r,) = evaluate_claims([_row("t", "A", "m", 31.0, 0.4, n=4), b], [c])
         assert r["holds"] is None and r["z"] is None and r["diff"] is None and r["why"] == "no finite run"
         assert "| - | - | - | n/a |" in claims_markdown([r])

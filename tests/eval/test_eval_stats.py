@@ -69,3 +69,52 @@ def test_the_demo_aggregates_replicates_as_each_summary_does():
     out = aggregate([rep(1.0, float("nan")), rep(3.0, 5.0)])["acc"]
     assert out["mean"] == 2.5 and out["n"] == 3 and out["n_pretrain"] == 2 and out["n_nonfinite"] == 1
     assert "acc" not in aggregate([rep(float("nan"))])  # nothing finite: no demo row (its summary.md says so)
+
+
+def _strict(text: str):
+    """json.loads as jq and JavaScript read JSON: NaN / Infinity (Python's extension) refused."""
+    import json
+
+    def refuse(word):
+        raise ValueError(f"not JSON: {word}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_metric_of_no_finite_run_is_written_as_strict_json_and_read_back_as_before(tmp_path):
+    """summary.json held a bare NaN for a metric no run gave a finite value of (n 0), and each such
+    run's metrics.json did too: jq and JSON.parse refuse those files. They hold null now (n 0 and
+    n_nonfinite say why), and every reader of them counts it as the non-finite value it was."""
+    import json
+    from types import SimpleNamespace
+
+    from moviessl.demo import aggregate, collect
+    from moviessl.tasks.base import run_seed, write_summary
+    from moviessl.utils.io import atomic_write_json
+
+    nan = float("nan")
+    runs = [{"seed": s, "metrics": {"acc": a, "loss": v}} for s, a, v in ((0, 50.0, nan), (1, -math.inf, math.inf))]
+    res = write_summary(tmp_path / "t", runs, ["acc", "loss"], "run", "t")
+    held = _strict((tmp_path / "t" / "summary.json").read_text())
+    assert held["summary"]["loss"] == {"mean": None, "se": None, "n": 0, "n_nonfinite": 2}
+    assert [r["metrics"]["loss"] for r in held["runs"]] == [None, None]
+    assert "| - (2 non-finite) |" in held["table"]  # the table reads as it did
+    # the demo's replicates read from those files: the non-finite run counted, as in memory
+    assert aggregate([held, held]) == aggregate([res, res])
+    assert aggregate([held])["acc"] == {"mean": 50.0, "se": 0.0, "n": 1, "n_pretrain": 1, "n_nonfinite": 1}
+
+    # a finished run's metrics.json: reused with its non-finite value NaN again, counted by summarize
+    run_dir = tmp_path / "job" / "seed0"
+    atomic_write_json(run_dir / "metrics.json", {"settings": "s", "metrics": {"acc": 1.0, "loss": nan}})
+    assert _strict((run_dir / "metrics.json").read_text())["metrics"]["loss"] is None
+    job = SimpleNamespace(out=tmp_path / "job", settings="s", earlier_settings=(), name="t")
+    got = run_seed(job, 0)["metrics"]
+    assert got["acc"] == 1.0 and math.isnan(got["loss"])
+    assert summarize([got])[0]["loss"]["n_nonfinite"] == 1
+
+    # the demo's pair prior row copied from such a summary: NaN as summarize made it, so the claim is n/a
+    prior = tmp_path / "demo" / "finetune" / "relation" / "pair_prior"
+    write_summary(prior, [{"seed": 0, "metrics": {"mean_acc": nan}}], ["mean_acc"], "run", "t")
+    (row,) = collect(tmp_path / "demo", [], None, [])[0]
+    assert row["n"] == 0 and math.isnan(row["mean"]) and math.isnan(row["se"])
+    assert json.loads(json.dumps(row))["setting"] == "baseline=pair_prior"

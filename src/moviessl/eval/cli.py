@@ -8,12 +8,11 @@ annotation is one ``moviessl: error: ...`` line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
 def _run_vidsitu(args: argparse.Namespace) -> int:
-    from ..utils.io import atomic_write_json, ensure_out_file
+    from ..utils.io import atomic_write_json, ensure_out_file, json_dumps
     from .vidsitu import evaluate_files
 
     if args.out:
@@ -23,12 +22,12 @@ def _run_vidsitu(args: argparse.Namespace) -> int:
     )
     if args.out:
         atomic_write_json(args.out, res)
-    sys.stdout.write(json.dumps(res) + "\n")
+    sys.stdout.write(json_dumps(res) + "\n")
     return 0
 
 
 def _run_lvu(args: argparse.Namespace) -> int:
-    from ..utils.io import atomic_write_json, ensure_out_file
+    from ..utils.io import atomic_write_json, ensure_out_file, json_dumps
     from .lvu import evaluate_files
 
     if args.out:
@@ -36,7 +35,7 @@ def _run_lvu(args: argparse.Namespace) -> int:
     res = evaluate_files(args.task, args.pred, args.data_root, split=args.split)
     if args.out:
         atomic_write_json(args.out, res)
-    sys.stdout.write(json.dumps(res) + "\n")
+    sys.stdout.write(json_dumps(res) + "\n")
     return 0
 
 

@@ -10,20 +10,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from ..config import load_config
+    from ..utils.io import json_dumps
     from .pretrain import pretrain
     from .registry import list_methods
 
     cfg = load_config("backbone", args.preset, args.overrides, variant=args.method, variants=list_methods())
     s = pretrain(args.method, args.data, args.out, cfg, val=args.val, resume=args.resume, run_probe=not args.no_probe)
     if s:
-        print(json.dumps(s.get("probe", {"method": s["method"], "skipped_videos": s["skipped_videos"]})))
+        print(json_dumps(s.get("probe", {"method": s["method"], "skipped_videos": s["skipped_videos"]})))
         if s.get("probe_skipped"):
             print(f"moviessl: note: probe skipped ({s['probe_skipped']})", file=sys.stderr)
         print(f"moviessl: wrote {Path(args.out) / 'model.pt'}", file=sys.stderr)
@@ -38,7 +38,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..dist import job_leader
     from ..errors import BadInputError
-    from ..utils.io import atomic_write_json, ensure_out_file
+    from ..utils.io import atomic_write_json, ensure_out_file, json_dumps
     from .probe import probe_checkpoint
     from .registry import list_methods
 
@@ -70,7 +70,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     )
     if args.out:
         atomic_write_json(args.out, res)
-    print(json.dumps(res))
+    print(json_dumps(res))
     return 0
 
 

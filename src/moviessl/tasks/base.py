@@ -37,7 +37,7 @@ from ..eval.stats import summarize
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
 from ..training import fit, seed_everything, trainer_cfg
 from ..utils import progress
-from ..utils.io import atomic_write_json, atomic_write_text
+from ..utils.io import atomic_write_json, atomic_write_text, json_float
 
 log = logging.getLogger("moviessl.tasks")
 
@@ -253,7 +253,9 @@ def run_seed(job: SeedJob, seed: int) -> dict:
         done = json.loads(mfile.read_text())
         if done.get("settings") in (job.settings, *job.earlier_settings):
             log.info("%s: seed %d already done, skipped", job.name, seed)
-            return {"seed": seed, "dir": str(run_dir), "metrics": done["metrics"]}
+            # a metric written as null was non-finite (utils.io.json_ready): NaN again, so summarize counts it
+            metrics = {k: json_float(v) if v is None else v for k, v in done["metrics"].items()}
+            return {"seed": seed, "dir": str(run_dir), "metrics": metrics}
     # A checkpoint left by a run of *other* settings (finished or not) must not be resumed: Lightning
     # would restore its weights and step count and "train" nothing (seen when an input changed).
     resume, sfile = job.resume, run_dir / "settings.json"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import stat
 import tempfile
@@ -181,8 +182,35 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_ready(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, +-inf) as ``None``: JSON has no such number, and the
+    words Python's json writes for them (``NaN``, ``Infinity``) make jq, JavaScript's JSON.parse
+    and most other readers refuse the whole file. What a null stands for is said beside it where it
+    matters (a summary's ``n`` 0 and ``n_nonfinite``, a claim's ``why``); :func:`json_float` reads
+    a number written so back as NaN. The same rule as ``headroom.json``'s rows without events."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    return obj
+
+
+def json_dumps(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` of :func:`json_ready`'s ``obj``, strict JSON (``allow_nan=False``: a non-finite
+    number that got past the mapping, e.g. a dict key, is an error, not a file others cannot read)."""
+    return json.dumps(json_ready(obj), allow_nan=False, **kwargs)
+
+
+def json_float(v: Any) -> float:
+    """A number read back from a file :func:`json_dumps` wrote: ``None`` (a non-finite value) is NaN,
+    so a reader counts it as the non-finite value it was (``eval.stats.summarize``'s ``n_nonfinite``)."""
+    return math.nan if v is None else float(v)
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
+    return atomic_write_text(path, json_dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
 def atomic_save_npy(path: str | os.PathLike, array: np.ndarray, clobber: bool = True) -> Path:

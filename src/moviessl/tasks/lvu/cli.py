@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ def _run_lvu(args: argparse.Namespace) -> int:
     from ...dist import speaks_for_job
     from ...errors import BadInputError
     from ...features.extract import run_lock
-    from ...utils.io import ensure_out_dir
+    from ...utils.io import ensure_out_dir, json_dumps
     from .runner import contextualize_tasks, is_instance_folder, run_finetune
     from .task import TASKS
 
@@ -75,7 +74,7 @@ def _run_lvu(args: argparse.Namespace) -> int:
             atomic_write_text(
                 Path(args.out) / "summary.md", "# LVU, every task (mean ± standard error)\n\n" + "\n".join(md)
             )
-    sys.stdout.write(json.dumps(means if len(tasks) > 1 else means[tasks[0]]) + "\n")
+    sys.stdout.write(json_dumps(means if len(tasks) > 1 else means[tasks[0]]) + "\n")
     return 0
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
 def _run_vidsitu(args: argparse.Namespace) -> int:
     from ...dist import job_leader, speaks_for_job
     from ...errors import BadInputError
+    from ...utils.io import json_dumps
     from .runner import run_baseline, run_finetune
 
     if args.baseline:
@@ -36,7 +36,7 @@ def _run_vidsitu(args: argparse.Namespace) -> int:
             args.task, args.data_root, args.baseline, args.out, preset=args.preset, overrides=args.overrides
         )
         sys.stdout.write(res["table"])
-        sys.stdout.write(json.dumps({k: v["mean"] for k, v in res["summary"].items()}) + "\n")
+        sys.stdout.write(json_dumps({k: v["mean"] for k, v in res["summary"].items()}) + "\n")
         return 0
     if args.backbone and args.features:
         raise BadInputError(
@@ -57,7 +57,7 @@ def _run_vidsitu(args: argparse.Namespace) -> int:
         resume=args.resume,
     )
     sys.stdout.write(res["table"])
-    sys.stdout.write(json.dumps({k: v["mean"] for k, v in res["summary"].items()}) + "\n")
+    sys.stdout.write(json_dumps({k: v["mean"] for k, v in res["summary"].items()}) + "\n")
     if res.get("partial") and speaks_for_job():  # every rank has the summary; the job says it once
         print(f"moviessl: warning: {res['partial']} (see summary.md)", file=sys.stderr)
     return 0
