@@ -334,3 +334,31 @@ def _setting_cells(line: str) -> tuple[str, str]:
     back = {v: k for k, v in PRETTY.items()}
     cells = [c.strip() for c in line.strip("|").split("|")]
     return back[cells[0]], back[cells[1]]
+
+
+def test_replicates_combine_as_the_demos_vidsitu_rows_do():
+    """combine_replicates dropped a replicate's n_nonfinite (the demo's VidSitu rows keep it, as
+    demo.aggregate counts them), and a replicate cell without a finite mean (n 0, null in the file)
+    made the combined cell NaN where demo.aggregate leaves such a replicate out."""
+    import math
+
+    from moviessl.demo import aggregate
+    from moviessl.tasks.lvu.table import combine_replicates
+
+    def table(mean, se, n, bad=0):
+        cell = {"setting": "instance=ot,scene=none", "metric": "scene", "mean": mean, "se": se, "n": n}
+        cell.update({"n_nonfinite": bad} if bad else {})
+        return {"rows": [cell], "rows_val": []}
+
+    got = combine_replicates([table(40.0, 1.0, 4, bad=1), table(50.0, 2.0, 5)])["test"]["instance=ot,scene=none"]
+    assert got["scene"] == {"mean": 45.0, "se": 5.0, "n": 9, "n_pretrain": 2, "n_nonfinite": 1}
+    # the demo's aggregation of the same runs says the same
+    runs = [[40.0] * 4 + [math.nan], [50.0] * 5]
+    demo = aggregate([{"summary": {"scene": {}}, "runs": [{"metrics": {"scene": v}} for v in r]} for r in runs])
+    assert {k: demo["scene"][k] for k in ("mean", "n", "n_pretrain", "n_nonfinite")} == {
+        k: got["scene"][k] for k in ("mean", "n", "n_pretrain", "n_nonfinite")
+    }
+    for nan in (math.nan, None):  # a replicate of no finite run: in memory, and as read from its file
+        got = combine_replicates([table(nan, nan, 0, bad=5), table(50.0, 2.0, 5)])["test"]["instance=ot,scene=none"]
+        assert got["scene"] == {"mean": 50.0, "se": 2.0, "n": 5, "n_pretrain": 1, "n_nonfinite": 5}
+    assert combine_replicates([table(None, None, 0, bad=5)])["test"] == {}

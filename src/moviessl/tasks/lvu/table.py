@@ -552,8 +552,14 @@ def report(
 def combine_replicates(tables: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, dict]]]:
     """Tables of independent pretraining replicates (``lvu_table.json`` objects) as one:
     per split, setting and task the mean ± SE over replicates of each replicate's mean over its
-    runs (so the SE holds the pretraining variance), ``n`` = all runs, ``n_pretrain`` = replicates."""
+    runs (so the SE holds the pretraining variance), ``n`` = all runs, ``n_pretrain`` = replicates.
+    As ``demo.aggregate`` does for the VidSitu rows: a replicate's non-finite runs are counted
+    (``n_nonfinite``), and a replicate without a finite mean (``n`` 0; null in the file) is left out
+    of the mean, not averaged into NaN; a cell no replicate has a mean for is no cell."""
+    import math
+
     from ...eval.stats import mean_se
+    from ...utils.io import json_float
 
     per: dict[str, dict[str, dict[str, list]]] = {"test": {}, "val": {}}
     for t in tables:
@@ -563,13 +569,23 @@ def combine_replicates(tables: Sequence[Mapping[str, Any]]) -> dict[str, dict[st
     out: dict[str, dict[str, dict[str, dict]]] = {"test": {}, "val": {}}
     for split, settings in per.items():
         for setting, by_task in settings.items():
-            for task, reps in by_task.items():
+            for task, all_reps in by_task.items():
+                bad = sum(int(r.get("n_nonfinite", 0)) for r in all_reps)
+                reps = [r for r in all_reps if int(r["n"]) and math.isfinite(json_float(r["mean"]))]
+                if not reps:
+                    continue
                 if len(reps) > 1:
-                    mean, se = mean_se([r["mean"] for r in reps])
+                    mean, se = mean_se([float(r["mean"]) for r in reps])
                 else:
-                    mean, se = reps[0]["mean"], reps[0]["se"]
+                    mean, se = float(reps[0]["mean"]), float(reps[0]["se"])
                 n = sum(int(r["n"]) for r in reps)
-                out[split].setdefault(setting, {})[task] = {"mean": mean, "se": se, "n": n, "n_pretrain": len(reps)}
+                out[split].setdefault(setting, {})[task] = {
+                    "mean": mean,
+                    "se": se,
+                    "n": n,
+                    "n_pretrain": len(reps),
+                    **({"n_nonfinite": bad} if bad else {}),
+                }
     return out
 
 
