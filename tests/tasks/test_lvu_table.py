@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from moviessl.checkpoint import file_hash
-from moviessl.tasks.lvu.table import claims, ranks, setting_name
+from moviessl.tasks.lvu.table import LVU_CLAIMS, claims, ranks, setting_name
 
 
 def _own_event_features(tmp_path):
@@ -53,7 +53,6 @@ def _mean(m):
 def test_claims_read_only_the_tasks_with_results(tmp_path):
     """A setting without a result for a task (a split with no scored video) or at all (a row not
     run) leaves that task out of the claims it is in, or makes them n/a; the report is written."""
-    import json
 
     from moviessl.tasks.lvu.table import PAPER_ROWS, report
 
@@ -70,9 +69,27 @@ def test_claims_read_only_the_tasks_with_results(tmp_path):
     ot = rep["claims"]["test"]["ot_beats_constant"]
     assert ot["count"] == ot["of"] == 0 and ot["holds (>= 0 of 0)"] is None
     assert rep["claims"]["test"]["otpp_best_mean_rank"]["holds"] is None
-    line = next(ln for ln in rep["markdown"].splitlines() if ln.startswith("Claims"))
-    short = json.loads(line.split(": ", 1)[1])["test"]
-    assert short["OT beats constant"] == "n/a" and short["OT++ best mean rank of {OT, scene only, OT++}"] == "n/a"
+    md = rep["markdown"].splitlines()
+    head = md.index("| claim (paper, Table 5) | test split | val split |")
+    rows = {r.split(" | ")[0][2:]: r.split(" | ")[1:] for r in md[head + 2 : head + 5]}
+    assert rows[LVU_CLAIMS[0]] == ["n/a", "n/a |"] and rows[LVU_CLAIMS[1]] == ["n/a", "n/a |"]
+    assert rows[LVU_CLAIMS[2]][0].startswith("**holds** (mean rank ours 1.50, sup 2.00)")  # scene 45 > 40
+
+
+def test_the_claims_table_reads_each_claims_verdict_and_what_it_rests_on():
+    """The claims were one line of JSON in results.md; a table row per claim, a column per split."""
+    from moviessl.tasks.lvu.table import claims_md
+
+    ot, so, pp = (setting_name(*r) for r in (("ot", "none"), ("none", "ours"), ("ot", "ours")))
+    c = {
+        "ot_beats_constant": {"tasks": ["scene"], "count": 1, "of": 9, "holds (>= 7 of 9)": False},
+        "otpp_best_mean_rank": {"mean_rank": {ot: 3.0, so: 2.0, pp: 1.5}, "tasks_compared": [], "holds": True},
+    }
+    md = claims_md({"test": c, "val": {}})
+    assert md[2] == "| claim (paper, Table 5) | test split | val split |"
+    assert md[4] == f"| {LVU_CLAIMS[0]} | does not hold (1/9 tasks) | - |"
+    assert md[5] == f"| {LVU_CLAIMS[1]} | **holds** (mean rank OT 3.00, scene only 2.00, OT++ 1.50) | - |"
+    assert len(md) == 6  # no row for a claim no split measured
 
 
 @pytest.mark.parametrize("n_tasks, need", [(9, 7), (5, 4), (2, 2), (1, 1)])
@@ -86,7 +103,7 @@ def test_ot_beats_constant_counts_the_tasks_run(n_tasks, need):
     c = claims({setting_name("ot", "none"): {t: _mean(0.5) for t in tasks}}, room, tasks, [("ot", "none")])
     b = c["ot_beats_constant"]
     assert (b["count"], b["of"], b[f"holds (>= {need} of {n_tasks})"]) == (n_tasks, n_tasks, True)
-    assert _short(c)["OT beats constant"] == f"{n_tasks}/{n_tasks}"
+    assert _short(c)[LVU_CLAIMS[0]] == f"**holds** ({n_tasks}/{n_tasks} tasks)"
 
 
 def test_the_table_checks_both_configs_before_its_first_step(tmp_path, monkeypatch):
