@@ -961,14 +961,17 @@ def refuse_diverged(module: torch.nn.Module, out_dir: str | os.PathLike, step: i
     check the caller exported the NaN weights as a finished model and a task scored them (a NaN verb
     head's argmax is the first verb: a plausible accuracy, exit 0). Every rank checks (DDP keeps
     their weights equal), so all of them stop. The curves are plotted first: they show where the loss
-    left. The weights only: a frozen part's buffers are not what training changed."""
+    left. The weights only: a frozen part's buffers are not what training changed. The line says
+    where to train afresh: a pretraining stage refuses a plain rerun into a folder with checkpoints
+    (:func:`refuse_earlier_run`: "pass --resume"), and --resume restores the diverged weights."""
     bad = [n for n, p in module.named_parameters() if p.is_floating_point() and not bool(torch.isfinite(p).all())]
     if bad:
         raise BadInputError(
             out_dir,
             f"training diverged: {len(bad)} weight tensor(s) are NaN/inf after step {step} (first: {bad[0]}); "
-            "lower the learning rate or set trainer.gradient_clip_val, and train afresh (the checkpoints "
-            "hold the same weights: do not --resume them)",
+            "lower the learning rate or set trainer.gradient_clip_val, and train afresh into another --out "
+            f"or after removing {Path(out_dir) / 'checkpoints'} (it holds the diverged weights: --resume "
+            "would restore them)",
         )
 
 

@@ -895,3 +895,22 @@ def test_a_resume_compares_a_saved_literal_interpolation_as_written(tmp_path):
     refuse_changed_on_resume(tmp_path, True, cfg(r"/tmp/a\${x}"), ("data.cache_dir",), "a test")
     with pytest.raises(BadInputError, match=r"data.cache_dir=/tmp/a\$\{x\}; a --resume cannot make it /tmp/a\\\$"):
         refuse_changed_on_resume(tmp_path, True, cfg(r"/tmp/a\\\${x}"), ("data.cache_dir",), "a test")
+
+
+def test_a_diverged_runs_line_says_where_to_train_afresh(tmp_path):
+    """The diverged line said "train afresh ... do not --resume", but a pretraining stage refuses a
+    plain rerun into a folder holding checkpoints ("pass --resume to continue it"), and --resume
+    restores the NaN weights and diverges at once: the line names the two ways out."""
+    import shutil
+
+    from moviessl.training import refuse_earlier_run
+
+    cfg = {"accelerator": "cpu", "max_steps": 4, "progress_bar": False, "log_every_n_steps": 1}
+    with pytest.raises(BadInputError) as e:
+        fit(_Diverges(), cfg, tmp_path, train_dataloaders=_loader(), throughput_name=None)
+    ck = tmp_path / "checkpoints"
+    assert "another --out" in str(e.value) and f"after removing {ck} " in str(e.value)
+    with pytest.raises(BadInputError, match="pass --resume"):
+        refuse_earlier_run(tmp_path, resume=False)
+    shutil.rmtree(ck)  # as the line says
+    refuse_earlier_run(tmp_path, resume=False)
