@@ -130,7 +130,7 @@ class ObjectTransformer(nn.Module):
                     with torch.no_grad():
                         m.weight[ID_PAD].zero_()
         # the [MASK] vector stays at zeros, as LVU's ``masked_embedding`` does (a bare Parameter that
-        # BERT's ``_init_weights`` never visits; chaoyuaw/lvu, src/modeling_roberta.py)
+        # BERT's ``_init_weights`` never visits; chaoyuaw/lvu, src/models/modeling_roberta.py: ``RobertaEmbeddings``)
         if self.scene_type is not None:
             nn.init.normal_(self.scene_type, std=0.02)
 
