@@ -51,3 +51,4 @@ def test_pretrain_backbone_help_says_where_decoded_frames_are_cached(capsys):
         cli.main(["pretrain-backbone", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "cached in <list folder>/.moviessl_cache" in out and "data.cache_dir" in out
+    assert "OUT/cache where that folder is not writable" in out

@@ -90,7 +90,8 @@ def add_parser(subparsers) -> None:
         help=(
             "clip list: 'path label' or 'path' lines (relative to the list), or Kinetics' own annotations/train.csv; "
             "decoded frames (the cpu preset) and MoDist's optical flow are cached in <list folder>/.moviessl_cache "
-            "for later runs (data.cache_dir elsewhere, data.frame_cache=false decodes on the fly)"
+            "for later runs (OUT/cache where that folder is not writable; data.cache_dir elsewhere, "
+            "data.frame_cache=false decodes on the fly)"
         ),
     )
     p.add_argument("--out", required=True, help="run folder (model.pt, checkpoints/, logs/, curves.png, probe.json)")
