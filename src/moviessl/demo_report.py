@@ -3,12 +3,13 @@ the paper's, mean ± SE) and PNG plots (bar charts with error bars, training cur
 
 from __future__ import annotations
 
+import math
 import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
-from .utils.io import atomic_write, atomic_write_json, atomic_write_text
+from .utils.io import atomic_write, atomic_write_json, atomic_write_text, json_float
 
 METRICS = {
     "verb": [("acc@1", "Acc@1"), ("acc@5", "Acc@5"), ("recall@5", "Recall@5")],
@@ -139,17 +140,24 @@ def bar_plot(rows: list[dict], table: str, png: Path) -> Path | None:
         r["setting"].replace("backbone=", "").replace(",txe=", "\n").replace(",loss=", "\n").replace(",mask=", " m=")
         for r in sel
     ]
+    # as the table's cells (_cell): a single run has no SE, so no error bar (an SE of 0 drew a cap at
+    # its mean); a row without a finite mean (no finite run: null in results.json) is marked n/a
+    means = [json_float(r["mean"]) for r in sel]
+    errs = [json_float(r["se"]) if int(r.get("n") or 0) >= 2 else math.nan for r in sel]
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(sel)), 3.4))
     ax.bar(
         range(len(sel)),
-        [r["mean"] for r in sel],
-        yerr=[r["se"] for r in sel],
+        means,
+        yerr=errs,
         capsize=4,
         color=[
             "#4c72b0" if "maskpred" in r["setting"] else "#8c8c8c" if "random" in r["setting"] else "#55a868"
             for r in sel
         ],
     )
+    for i, m in enumerate(means):
+        if not math.isfinite(m):
+            ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(sel)))
     ax.set_xticklabels(labels, fontsize=7)
     ax.set_ylabel(metric if "cider" in metric.lower() else f"{metric} (%)")  # CIDEr is no percentage

@@ -34,3 +34,47 @@ def test_training_curves_read_each_replicates_log(tmp_path, monkeypatch):
     monkeypatch.setattr(plt.Axes, "plot", lambda self, *a, **k: seen.append(k.get("label")) or real(self, *a, **k))
     assert curves_plot(tmp_path, tmp_path / "c.png") == tmp_path / "c.png"
     assert seen == ["cvrl/r0", "cvrl/r1", "cvrl_contrastive_mask1-3/r0"] and (tmp_path / "c.png").is_file()
+
+
+def _drawn(monkeypatch):
+    """The figures the plotting functions save (they close them after: read them as saved)."""
+    from matplotlib.figure import Figure
+
+    figs = []
+    real = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: figs.append(self) or real(self, *a, **k))
+    return figs
+
+
+def _error_bars(ax):
+    """The error bars the axes' first bar container draws: {bar index: (low, high)}."""
+    import numpy as np
+    from matplotlib.container import BarContainer
+
+    bars = next(c for c in ax.containers if isinstance(c, BarContainer))
+    segs = [np.asarray(s) for s in bars.errorbar.lines[2][0].get_segments()]
+    return {round(float(s[0][0])): (float(s[0][1]), float(s[1][1])) for s in segs if len(s) and np.isfinite(s).all()}
+
+
+def test_bar_plot_draws_no_error_bar_for_a_single_run_and_marks_a_cell_without_a_mean(tmp_path, monkeypatch):
+    """The table shows a single run's value alone (``_cell``: no SE) and a row without a finite mean
+    as no value; the plot drew the single run with a zero-height error bar (a cap at its mean, an SE
+    of 0 it does not have) and the empty cell as a bare gap. Now: no bar for n < 2, "n/a" in a gap."""
+    import math
+
+    from moviessl.demo_report import bar_plot
+
+    figs = _drawn(monkeypatch)
+    rows = [
+        {"table": "relation", "setting": "backbone=cvrl,txe=none", "metric": "mean_acc", "mean": 40.0, "se": 1.5}
+        | {"n": 12, "n_pretrain": 3},
+        {"table": "relation", "setting": "baseline=pair_prior", "metric": "mean_acc", "mean": 50.0, "se": 0.0}
+        | {"n": 1, "n_pretrain": 0},
+        {"table": "relation", "setting": "backbone=modist,txe=none", "metric": "mean_acc", "mean": math.nan}
+        | {"se": math.nan, "n": 0, "n_pretrain": 0},
+    ]
+    assert bar_plot(rows, "relation", tmp_path / "r.png") == tmp_path / "r.png"
+    (ax,) = figs[0].axes
+    assert [p.get_height() for p in ax.patches][:2] == [40.0, 50.0]
+    assert _error_bars(ax) == {0: (38.5, 41.5)}
+    assert [t.get_text() for t in ax.texts] == ["n/a"]
