@@ -86,24 +86,38 @@ def markdown_tables(rows: list[dict]) -> str:
             "|" + "---|" * (len(head) + len(cols) + 1),
         ]
         for setting, metrics in idx[table].items():
-            s = parse_setting(setting)
-            lr = f" (TxE lr x{s['txe_lr']})" if "txe_lr" in s else ""
-            if "baseline" in s:
-                key = [PRETTY_BASELINE.get(s["baseline"], s["baseline"])] + ["-"] * (len(head) - 1)
-            elif table == "mask_ablation":
-                key = [
-                    "{" + ", ".join(str(i) for i in _mask_list(s.get("mask", "1-3"))) + "}",
-                    s.get("loss", "contrastive"),
-                ]
-            elif table == "verb":
-                key = [PRETTY_BACKBONE.get(s["backbone"], s["backbone"])]
-            else:
-                key = [PRETTY_BACKBONE.get(s["backbone"], s["backbone"]), PRETTY_TXE.get(s["txe"], s["txe"]) + lr]
+            key = row_key(table, setting)
             n = max((m["n"] for m in metrics.values()), default=0)
             npre = max((m.get("n_pretrain", 1) for m in metrics.values()), default=1)
             lines.append("| " + " | ".join(key + [_cell(metrics.get(c[0])) for c in cols]) + f" | {n} ({npre}) |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
+
+
+def row_key(table: str, setting: str) -> list[str]:
+    """A setting's key columns in ``table``'s Markdown table (and, wrapped, its bar's label)."""
+    s = parse_setting(setting)
+    width = 1 if table == "verb" else 2
+    if "baseline" in s:
+        return [PRETTY_BASELINE.get(s["baseline"], s["baseline"])] + ["-"] * (width - 1)
+    if table == "mask_ablation":
+        return ["{" + ", ".join(str(i) for i in _mask_list(s.get("mask", "1-3"))) + "}", s.get("loss", "contrastive")]
+    if table == "verb":
+        return [PRETTY_BACKBONE.get(s["backbone"], s["backbone"])]
+    lr = f" (TxE lr x{s['txe_lr']})" if "txe_lr" in s else ""
+    return [PRETTY_BACKBONE.get(s["backbone"], s["backbone"]), PRETTY_TXE.get(s["txe"], s["txe"]) + lr]
+
+
+def _bar_label(table: str, setting: str) -> str:
+    """The table's name of the row on lines of at most 15 characters (a bar is 1.1 in wide at 7 pt:
+    the setting strings, ``maskpred,txe_lr=0.1``, overran their neighbours); the pair prior by its
+    name, not the table's explanation of it."""
+    import textwrap
+
+    key = [k.split(" (")[0] if "baseline=" in setting else k for k in row_key(table, setting) if k != "-"]
+    if table == "mask_ablation":
+        key[0] = f"mask {key[0]}"
+    return "\n".join(textwrap.fill(k, 15, break_on_hyphens=False) for k in key)
 
 
 def _mask_list(label: str) -> list[int]:
@@ -136,10 +150,7 @@ def bar_plot(rows: list[dict], table: str, png: Path) -> Path | None:
     sel = [r for r in rows if r["table"] == table and r["metric"] == metric]
     if not sel:
         return None
-    labels = [
-        r["setting"].replace("backbone=", "").replace(",txe=", "\n").replace(",loss=", "\n").replace(",mask=", " m=")
-        for r in sel
-    ]
+    labels = [_bar_label(table, r["setting"]) for r in sel]
     # as the table's cells (_cell): a single run has no SE, so no error bar (an SE of 0 drew a cap at
     # its mean); a row without a finite mean (no finite run: null in results.json) is marked n/a
     means = [json_float(r["mean"]) for r in sel]
@@ -158,12 +169,15 @@ def bar_plot(rows: list[dict], table: str, png: Path) -> Path | None:
     for i, m in enumerate(means):
         if not math.isfinite(m):
             ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=7)
+    ax.set_xlim(-0.6, len(sel) - 0.4)  # (a last row without a mean was outside the axes, label and all)
     ax.set_xticks(range(len(sel)))
     ax.set_xticklabels(labels, fontsize=7)
-    ax.set_ylabel(metric if "cider" in metric.lower() else f"{metric} (%)")  # CIDEr is no percentage
+    name = dict(METRICS[table])[metric]  # as the table's column
+    ax.set_ylabel(name if "cider" in metric.lower() else f"{name} (%)")  # CIDEr is no percentage
     p = max(int(r.get("n_pretrain") or 0) for r in sel)
     over = f"SE over {p} pretraining runs" if p > 1 else f"SE over {max(int(r['n']) for r in sel)} seeds"
-    ax.set_title(TITLES[table].split(":")[0] + f" — {metric}, mean ± {over}", fontsize=9)
+    # two lines: on one, a plot of few rows (the relation table's 4 in) cut its title off
+    ax.set_title(TITLES[table].split(":")[0] + f" — {name}\nmean ± {over}", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))

@@ -1,3 +1,5 @@
+import pytest
+
 from moviessl.demo_report import _cell, probe_table
 
 
@@ -78,3 +80,49 @@ def test_bar_plot_draws_no_error_bar_for_a_single_run_and_marks_a_cell_without_a
     assert [p.get_height() for p in ax.patches][:2] == [40.0, 50.0]
     assert _error_bars(ax) == {0: (38.5, 41.5)}
     assert [t.get_text() for t in ax.texts] == ["n/a"]
+
+
+@pytest.mark.parametrize("table", ["srl", "mask_ablation", "relation"])
+def test_bar_plot_labels_and_title_fit(tmp_path, monkeypatch, table):
+    """The tick labels were the setting strings cut at ``,txe=`` / ``,loss=``: a TxE learning-rate
+    row ("maskpred,txe_lr=0.1"), the mask ablation's ("contrastive m=1-2") and the pair prior's
+    overran their neighbours, a plot of few rows cut its title off, and a last row without a mean
+    was outside the axes. The labels are now the table's own names, wrapped under each bar, the
+    title is on two lines, and the axes hold every row's slot."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from moviessl.demo import setting_name
+    from moviessl.demo_report import bar_plot
+
+    figs = _drawn(monkeypatch)
+    if table == "srl":
+        backbones, txes = ("supervised", "cvrl", "modist"), ("none", "scratch", "maskpred")
+        settings = [setting_name(b, t) for b in backbones for t in txes]
+        settings += [setting_name("cvrl", "maskpred", txe_lr=lr) for lr in (0.0, 0.1)]
+        settings += [setting_name("cvrl", "scratch", txe_lr=0.3)]
+    elif table == "mask_ablation":
+        ablated = (("contrastive", "1"), ("contrastive", "1-2"))
+        settings = [setting_name("cvrl", "maskpred", loss, m) for loss, m in ablated]
+        settings += [setting_name("cvrl", "maskpred", "l2", "1-3")]
+    else:
+        settings = [setting_name("cvrl", "none"), "baseline=pair_prior", setting_name("modist", "none")]
+    metric = {"srl": "cider", "mask_ablation": "cider", "relation": "mean_acc"}[table]
+    rows = [
+        {"table": table, "setting": s, "metric": metric, "mean": 50.0, "se": 1.0, "n": 12, "n_pretrain": 3}
+        for s in settings
+    ]
+    rows[-1]["mean"] = float("nan")  # a last row without a mean: its slot and label inside the axes too
+    bar_plot(rows, table, tmp_path / "p.png")
+    fig = figs[0]
+    (ax,) = fig.axes
+    r = FigureCanvasAgg(fig).get_renderer()  # (closed: its canvas is gone)
+    boxes = [t.get_window_extent(r) for t in ax.get_xticklabels()]
+    assert len(boxes) == len(settings)
+    for a, b in zip(boxes, boxes[1:]):
+        assert a.x1 < b.x0, (a, b)
+    lo, hi = ax.get_xlim()
+    assert lo < 0 and len(settings) - 1 < hi
+    whole = fig.bbox
+    for t in [ax.title, *ax.get_xticklabels()]:
+        e = t.get_window_extent(r)
+        assert whole.x0 <= e.x0 and e.x1 <= whole.x1 and whole.y0 <= e.y0 and e.y1 <= whole.y1, t.get_text()
