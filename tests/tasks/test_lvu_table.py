@@ -379,3 +379,50 @@ def test_replicates_combine_as_the_demos_vidsitu_rows_do():
         got = combine_replicates([table(nan, nan, 0, bad=5), table(50.0, 2.0, 5)])["test"]["instance=ot,scene=none"]
         assert got["scene"] == {"mean": 50.0, "se": 2.0, "n": 5, "n_pretrain": 1, "n_nonfinite": 5}
     assert combine_replicates([table(None, None, 0, bad=5)])["test"] == {}
+
+
+def _drawn(monkeypatch):
+    """The figures the plotting functions save (they close them after: read them as saved)."""
+    from matplotlib.figure import Figure
+
+    figs = []
+    real = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: figs.append(self) or real(self, *a, **k))
+    return figs
+
+
+def _error_bars(ax):
+    """The error bars the axes' bar container draws: {bar index: (low, high)}."""
+    import numpy as np
+    from matplotlib.container import BarContainer
+
+    bars = next(c for c in ax.containers if isinstance(c, BarContainer))
+    segs = [np.asarray(s) for s in bars.errorbar.lines[2][0].get_segments()]
+    return {round(float(s[0][0])): (float(s[0][1]), float(s[1][1])) for s in segs if len(s) and np.isfinite(s).all()}
+
+
+def test_a_single_run_has_no_standard_error_in_the_lvu_table_or_its_plot(tmp_path, monkeypatch):
+    """A cell of one run (a table run with seeds=1, a replicate's only finite run) has an SE of 0
+    that says nothing of its spread: the table printed it "± 0.00" and the plot drew a cap at the
+    mean, where the demo's tables show the value alone. Now neither does; a cell without a result
+    is marked n/a in the plot as in the table, not left a bare gap."""
+    from moviessl.tasks.lvu.table import report
+
+    figs = _drawn(monkeypatch)
+    tasks = ["scene", "view_count"]
+    one = lambda m: {"mean": m, "se": 0.0, "n": 1}  # noqa: E731
+    rows = [("ot", "none"), ("cvrl", "none"), ("none", "sup")]
+    stats = {
+        setting_name("ot", "none"): {"scene": one(40.0), "view_count": one(0.6)},
+        setting_name("cvrl", "none"): {"scene": {"mean": 30.0, "se": 2.0, "n": 5}, "view_count": one(0.4)},
+        setting_name("none", "sup"): {"view_count": {"mean": 0.5, "se": 0.05, "n": 5}},  # no scene result
+    }
+    room = {"scene": {"chance": 20.0, "n": 3}, "view_count": {"chance": 0.5, "n": 3}}
+    rep = report({"val": stats, "test": stats}, {"val": room, "test": room}, tasks, rows, "1 run", tmp_path / "t.png")
+    md = rep["markdown"]
+    assert "| OT | - | 40.00 | 0.600 |" in md and "| CVRL | - | 30.00 ± 2.00 | 0.400 |" in md
+    assert "| - | Sup | n/a | 0.500 ± 0.050 |" in md
+    scene, views = figs[0].axes[:2]
+    assert _error_bars(scene) == {1: (28.0, 32.0)}
+    assert _error_bars(views) == {2: (0.45, 0.55)}
+    assert [t.get_text() for t in scene.texts] == ["n/a"] and not views.texts

@@ -149,8 +149,11 @@ def row_label(instance: str, scene: str) -> str:
     return f"{PRETTY[scene]} (scene)" if instance == "none" else f"{PRETTY[instance]}+{PRETTY[scene]}"
 
 
-def _fmt(task: str, mean: float, se: float) -> str:
-    return f"{mean:.3f} ± {se:.3f}" if TASKS[task].regression else f"{mean:.2f} ± {se:.2f}"
+def _fmt(task: str, mean: float, se: float, n: int = 2) -> str:
+    """``mean ± SE``; a single run has no SE (``mean_se`` gives it 0), so it shows its value alone,
+    as the demo's tables do (``demo_report._cell``)."""
+    d = 3 if TASKS[task].regression else 2
+    return f"{mean:.{d}f}" if n < 2 else f"{mean:.{d}f} ± {se:.{d}f}"
 
 
 def better(task: str, a: float, b: float, eps: float = 1e-9) -> bool:
@@ -195,6 +198,11 @@ def headroom(lvu_root: Path, split: str) -> dict[str, dict[str, float]]:
     return out
 
 
+def _stat(st: Mapping) -> dict[str, Any]:
+    """A cell's mean, SE and runs (a cell without ``n``, built by hand, counts as several)."""
+    return {"mean": float(st["mean"]), "se": float(st["se"]), "n": int(st.get("n", 2))}
+
+
 def _table_md(title: str, stats: dict, tasks: Sequence[str], settings: Sequence[tuple[str, str]], room: dict) -> str:
     means = {
         setting_name(*s): {t: stats[setting_name(*s)][t]["mean"] for t in tasks if t in stats[setting_name(*s)]}
@@ -205,7 +213,7 @@ def _table_md(title: str, stats: dict, tasks: Sequence[str], settings: Sequence[
     lines = [f"**{title}**", "", head + " | #top-1 | mean rank |", "|---|---|" + "---|" * (len(tasks) + 2)]
     for inst, scene in settings:
         s = setting_name(inst, scene)
-        cells = [_fmt(t, stats[s][t]["mean"], stats[s][t]["se"]) if t in stats[s] else "n/a" for t in tasks]
+        cells = [_fmt(t, **_stat(stats[s][t])) if t in stats[s] else "n/a" for t in tasks]
         top = sum(r == 1 for r in rk[s].values())
         mean_rank = np.mean(list(rk[s].values())) if rk[s] else float("nan")
         lines.append(
@@ -288,9 +296,16 @@ def plot_table(
     for ax in axes.flat[len(tasks) :]:
         ax.axis("off")
     for ax, t in zip(axes.flat, tasks):
-        m = [stats[setting_name(*s)].get(t, {}).get("mean", np.nan) for s in settings]
-        e = [stats[setting_name(*s)].get(t, {}).get("se", 0.0) for s in settings]
+        # as the table's cells: no error bar for a single run (its SE 0 drew a cap at the mean), n/a
+        # where a setting has no result
+        cells = [_stat(stats[setting_name(*s)][t]) if t in stats[setting_name(*s)] else None for s in settings]
+        m = [c["mean"] if c else np.nan for c in cells]
+        e = [c["se"] if c and c["n"] >= 2 else np.nan for c in cells]
         ax.bar(np.arange(len(settings)), m, yerr=e, color=colors, capsize=2)
+        for k, c in enumerate(cells):
+            if c is None:
+                ax.text(k, 0, "n/a", ha="center", va="bottom", fontsize=7)
+        ax.set_xlim(-0.6, len(settings) - 0.4)
         ax.axhline(room[t]["chance"], color="k", ls="--", lw=0.8)
         ax.set_title(f"{COLUMNS[t]} ({'MSE ↓' if TASKS[t].regression else 'top-1 ↑'})", fontsize=9)
         ax.set_xticks(np.arange(len(settings)))
