@@ -426,3 +426,31 @@ def test_a_single_run_has_no_standard_error_in_the_lvu_table_or_its_plot(tmp_pat
     assert _error_bars(scene) == {1: (28.0, 32.0)}
     assert _error_bars(views) == {2: (0.45, 0.55)}
     assert [t.get_text() for t in scene.texts] == ["n/a"] and not views.texts
+
+
+@pytest.mark.parametrize("n_tasks", [1, 2, 9])
+def test_the_lvu_plot_says_what_its_bars_are_and_tells_every_row_apart(tmp_path, monkeypatch, n_tasks):
+    """The plot's title did not say what the error bars are (the table's "mean ± SE over N runs"),
+    its axes had no unit, and with more than 10 rows (every instance x scene pair: 11) the 11th bar
+    took the first one's colour. Now the title says it, each axis names its unit and each row has
+    its own colour; the title fits a plot of one task's panel."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from moviessl.tasks.lvu.table import ALL_ROWS, TASKS, report
+
+    figs = _drawn(monkeypatch)
+    tasks = list(TASKS)[-n_tasks:]  # the two regression tasks last
+    cell = {"mean": 0.5, "se": 0.1, "n": 5}
+    stats = {setting_name(*r): {t: dict(cell) for t in tasks} for r in ALL_ROWS}
+    room = {t: {"chance": 0.4, "n": 3} for t in tasks}
+    runs = "3 pretraining replicates of the mean over 2 runs each"
+    report({"val": stats, "test": stats}, {"val": room, "test": room}, tasks, ALL_ROWS, runs, tmp_path / "t.png")
+    fig = figs[0]
+    assert f"mean ± SE over {runs}" in fig._suptitle.get_text()
+    axes = fig.axes[:n_tasks]
+    for ax, t in zip(axes, tasks):
+        assert ax.get_ylabel() == ("MSE" if TASKS[t].regression else "top-1 (%)")
+        colours = {tuple(p.get_facecolor()) for p in ax.patches}
+        assert len(colours) == len(ALL_ROWS) == 11
+    e = fig._suptitle.get_window_extent(FigureCanvasAgg(fig).get_renderer())
+    assert fig.bbox.x0 <= e.x0 and e.x1 <= fig.bbox.x1

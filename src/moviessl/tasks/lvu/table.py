@@ -280,9 +280,16 @@ def claims(stats: dict, room: dict, tasks: Sequence[str], settings: Sequence[tup
 
 
 def plot_table(
-    stats: dict, room: dict, tasks: Sequence[str], settings: Sequence[tuple[str, str]], png: Path, title: str
+    stats: dict,
+    room: dict,
+    tasks: Sequence[str],
+    settings: Sequence[tuple[str, str]],
+    png: Path,
+    title: str,
+    note: str = "",
 ) -> Path:
-    """One panel per task: each setting's mean ± SE, the chance / constant level as a line."""
+    """One panel per task: each setting's mean ± SE, the chance / constant level as a line; ``title``
+    and ``note`` (a second line) say what it shows and what the ± is over, as the table's heading does."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -290,9 +297,12 @@ def plot_table(
 
     ncol = min(3, len(tasks))
     nrow = -(-len(tasks) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.0 * nrow), squeeze=False)
+    # at least 6 in wide: the two-line title of a one- or two-task plot (the quick demo's) fits
+    fig, axes = plt.subplots(nrow, ncol, figsize=(max(3.6 * ncol, 6.0), 3.0 * nrow), squeeze=False)
     labels = [row_label(i, s) for i, s in settings]
-    colors = plt.cm.tab10(np.arange(len(settings)) % 10)
+    # a colour per row: tab10 gave the 11th row of every instance x scene pair the first one's
+    cmap = plt.cm.tab10 if len(settings) <= 10 else plt.cm.tab20
+    colors = cmap(np.arange(len(settings)) % cmap.N)
     for ax in axes.flat[len(tasks) :]:
         ax.axis("off")
     for ax, t in zip(axes.flat, tasks):
@@ -308,10 +318,11 @@ def plot_table(
         ax.set_xlim(-0.6, len(settings) - 0.4)
         ax.axhline(room[t]["chance"], color="k", ls="--", lw=0.8)
         ax.set_title(f"{COLUMNS[t]} ({'MSE ↓' if TASKS[t].regression else 'top-1 ↑'})", fontsize=9)
+        ax.set_ylabel("MSE" if TASKS[t].regression else "top-1 (%)", fontsize=8)
         ax.set_xticks(np.arange(len(settings)))
         ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
         ax.tick_params(axis="y", labelsize=7)
-    fig.suptitle(title + " (dashed: chance / constant)", fontsize=10)
+    fig.suptitle(title + " (dashed: chance / constant)" + (f"\n{note}" if note else ""), fontsize=10)
     fig.tight_layout()
     atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
@@ -560,7 +571,7 @@ def report(
         *claims_md(claim),
         "",
     ]
-    plot_table(stats["test"], room["test"], tasks, rows, png, "LVU tasks, test split")
+    plot_table(stats["test"], room["test"], tasks, rows, png, "LVU tasks, test split", f"mean ± SE over {runs}")
     return {"rows": rows_test, "rows_val": rows_val, "markdown": "\n".join(md), "claims": claim, "plot": str(png)}
 
 
