@@ -186,11 +186,15 @@ def bar_plot(rows: list[dict], table: str, png: Path) -> Path | None:
 
 
 def curves_plot(out: Path, png: Path) -> Path | None:
-    """Training losses of the pretraining runs on one figure (backbones left, TxE right)."""
+    """Training losses of the pretraining runs on one figure (backbones left, TxE right): a colour
+    per method, a line style per replicate, the legend below the axes. (A legend entry per line in
+    the axes covered most of the full profile's 21 TxE curves, and the 10 default colours came round
+    again, so two methods shared one.)"""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     from .training import read_metrics_csv
 
@@ -200,22 +204,40 @@ def curves_plot(out: Path, png: Path) -> Path | None:
     ]
     if not any(files for _, files in panels):
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    styles = ("-", "--", ":", "-.")
+    # constrained layout makes room for the legends below the axes (tight_layout leaves them out)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), layout="constrained")
     for ax, (title, files) in zip(axes, panels):
+        methods = list(dict.fromkeys(f.parent.parent.name for f in files))
+        cmap = plt.cm.tab10 if len(methods) <= 10 else plt.cm.tab20
+        colour = {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
+        reps: dict[str, str] = {}
         for f in files:
             series = read_metrics_csv(f)
             key = next((k for k in ("train/loss", "train/loss_step", "loss") if k in series), None)
             if key is None:
                 continue
             xs, ys = zip(*series[key])
-            ax.plot(xs, ys, lw=1.1, label=f"{f.parent.parent.name}/{f.parent.name}")  # method/replicate
+            method, rep = f.parent.parent.name, f.parent.name
+            ls = reps.setdefault(rep, styles[len(reps) % len(styles)])
+            ax.plot(xs, ys, lw=1.1, color=colour[method], ls=ls, label=f"{method}/{rep}")  # method/replicate
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.set_ylabel("training loss")
         ax.grid(alpha=0.3)
         if ax.lines:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
+            drawn = list(dict.fromkeys(line.get_label().rsplit("/", 1)[0] for line in ax.lines))
+            handles = [Line2D([], [], color=colour[m], label=m) for m in drawn]
+            if len(reps) > 1:
+                handles += [Line2D([], [], color="0.3", ls=ls, label=rep) for rep, ls in reps.items()]
+            ax.legend(
+                handles=handles,
+                fontsize=7,
+                loc="upper center",
+                bbox_to_anchor=(0.5, -0.18),
+                ncol=2,
+                frameon=False,
+            )
     atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
     return png

@@ -126,3 +126,40 @@ def test_bar_plot_labels_and_title_fit(tmp_path, monkeypatch, table):
     for t in [ax.title, *ax.get_xticklabels()]:
         e = t.get_window_extent(r)
         assert whole.x0 <= e.x0 and e.x1 <= whole.x1 and whole.y0 <= e.y0 and e.y1 <= whole.y1, t.get_text()
+
+
+def test_training_curves_legend_leaves_the_curves_visible_and_tells_methods_apart(tmp_path, monkeypatch):
+    """The full profile's TxE panel has 7 MaskPred variants x 3 replicates: a legend entry per line
+    (21, in the axes) covered most of the curves, and the 10 default colours came round again, so two
+    methods shared a colour. Now a colour per method, a line style per replicate, a legend entry per
+    method and per replicate, outside the axes and inside the figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from moviessl.demo_report import curves_plot
+
+    figs = _drawn(monkeypatch)
+    variants = [f"{b}_contrastive_mask1-3" for b in ("supervised", "cvrl", "modist")]
+    variants += ["cvrl_l2_mask1-3", "cvrl_contrastive_mask1", "cvrl_contrastive_mask1-2", "cvrl_contrastive_mask1-4"]
+    for stage, methods in (("backbone", ["supervised", "cvrl", "modist"]), ("context", variants)):
+        for m in methods:
+            for r in range(3):
+                logs = tmp_path / stage / m / f"r{r}" / "logs"
+                logs.mkdir(parents=True)
+                points = "".join(f"{s},{4 - s / 50}\n" for s in range(99))
+                (logs / "metrics.csv").write_text("step,train/loss\n" + points)
+    curves_plot(tmp_path, tmp_path / "c.png")
+    fig = figs[0]
+    r = FigureCanvasAgg(fig).get_renderer()
+    for ax, methods in zip(fig.axes, (3, 7)):
+        colours = {}
+        for line in ax.lines:
+            m = line.get_label().rsplit("/", 1)[0]
+            colours.setdefault(m, set()).add(line.get_color())
+        assert len(colours) == methods and all(len(c) == 1 for c in colours.values())
+        assert len({next(iter(c)) for c in colours.values()}) == methods  # a colour of its own
+        assert len({line.get_linestyle() for line in ax.lines}) == 3  # one per replicate
+        leg = ax.get_legend()
+        assert len(leg.get_texts()) == methods + 3
+        box, area = leg.get_window_extent(r), ax.get_window_extent(r)
+        assert not box.overlaps(area)
+        assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1 and fig.bbox.y0 <= box.y0 and box.y1 <= fig.bbox.y1
