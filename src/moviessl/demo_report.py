@@ -220,7 +220,10 @@ def curves_plot(out: Path, png: Path) -> Path | None:
             xs, ys = zip(*series[key])
             method, rep = f.parent.parent.name, f.parent.name
             ls = reps.setdefault(rep, styles[len(reps) % len(styles)])
-            ax.plot(xs, ys, lw=1.1, color=colour[method], ls=ls, label=f"{method}/{rep}")  # method/replicate
+            one = len(xs) == 1  # a line of no length draws nothing: a marker shows the one step
+            ax.plot(
+                xs, ys, lw=1.1, color=colour[method], ls=ls, marker="o" if one else None, ms=4, label=f"{method}/{rep}"
+            )
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.set_ylabel("training loss")

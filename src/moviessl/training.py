@@ -1064,7 +1064,8 @@ def plot_curves(
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
     for ax, k in zip(axes[0], keys):
         xs, ys = zip(*series[k])
-        ax.plot(xs, ys, lw=1.2)
+        # one logged step is a line of no length, which draws nothing: a marker shows it
+        ax.plot(xs, ys, lw=1.2, marker="o" if len(xs) == 1 else None, ms=4)
         ax.set_title(k)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

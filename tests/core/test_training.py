@@ -914,3 +914,27 @@ def test_a_diverged_runs_line_says_where_to_train_afresh(tmp_path):
         refuse_earlier_run(tmp_path, resume=False)
     shutil.rmtree(ck)  # as the line says
     refuse_earlier_run(tmp_path, resume=False)
+
+
+@pytest.mark.parametrize("plotter", ["plot_curves", "curves_plot"])
+def test_a_curve_of_one_logged_step_is_drawn(tmp_path, monkeypatch, plotter):
+    """A run that logged one step (a smoke run's single logging step, LogShortRuns) drew its one
+    point as a line of no length, which shows nothing: curves.png and the demo's training curves had
+    an empty panel, as if nothing was logged. A single point is now drawn as a marker."""
+    from matplotlib.figure import Figure
+
+    from moviessl.demo_report import curves_plot
+    from moviessl.training import plot_curves
+
+    figs = []
+    real = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: figs.append(self) or real(self, *a, **k))
+    logs = tmp_path / "backbone" / "cvrl" / "r0" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "metrics.csv").write_text("step,train/loss\n4,2.5\n")
+    if plotter == "plot_curves":
+        assert plot_curves(logs, tmp_path / "curves.png")
+    else:
+        assert curves_plot(tmp_path, tmp_path / "c.png")
+    (line,) = figs[0].axes[0].lines
+    assert list(line.get_xdata()) == [4] and line.get_marker() not in (None, "None", "", " ")
