@@ -1062,17 +1062,19 @@ def plot_curves(
     if not keys:
         return None
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
-    for ax, k in zip(axes[0], keys):
-        xs, ys = zip(*series[k])
-        # one logged step is a line of no length, which draws nothing: a marker shows it
-        ax.plot(xs, ys, lw=1.2, marker="o" if len(xs) == 1 else None, ms=4)
-        ax.set_title(k)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    png = Path(png)
-    atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
-    plt.close(fig)
+    try:
+        for ax, k in zip(axes[0], keys):
+            xs, ys = zip(*series[k])
+            # one logged step is a line of no length, which draws nothing: a marker shows it
+            ax.plot(xs, ys, lw=1.2, marker="o" if len(xs) == 1 else None, ms=4)
+            ax.set_title(k)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        png = Path(png)
+        atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
+    finally:  # closed whatever the write does (a long job draws many)
+        plt.close(fig)
     return png
 
 

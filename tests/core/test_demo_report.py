@@ -163,3 +163,46 @@ def test_training_curves_legend_leaves_the_curves_visible_and_tells_methods_apar
         box, area = leg.get_window_extent(r), ax.get_window_extent(r)
         assert not box.overlaps(area)
         assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1 and fig.bbox.y0 <= box.y0 and box.y1 <= fig.bbox.y1
+
+
+@pytest.mark.parametrize("which", ["bar_plot", "curves_plot", "plot_curves", "plot_table"])
+def test_a_plot_that_cannot_be_written_leaves_no_figure_open(tmp_path, monkeypatch, which):
+    """A figure was closed only after its file was written: a write that failed (a full disk, a
+    read-only folder) left it in pyplot's registry, and the training loop logs that failure and goes
+    on (``fit``: "could not plot curves"), so every run of a long job (nine LVU tasks x seeds in one
+    process) kept one more figure. It is closed whatever the write does."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from moviessl import demo_report, training
+    from moviessl.tasks.lvu import table
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    for mod in (demo_report, training, table):
+        monkeypatch.setattr(mod, "atomic_write", full)
+    logs = tmp_path / "backbone" / "cvrl" / "r0" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "metrics.csv").write_text("step,train/loss\n0,3.0\n1,2.5\n")
+    row = {"table": "verb", "setting": "backbone=cvrl", "metric": "acc@1", "mean": 40.0, "se": 1.0, "n": 3}
+    cell = {"scene": {"mean": 30.0, "se": 1.0, "n": 3}}
+    call = {
+        "bar_plot": lambda: demo_report.bar_plot([row], "verb", tmp_path / "v.png"),
+        "curves_plot": lambda: demo_report.curves_plot(tmp_path, tmp_path / "c.png"),
+        "plot_curves": lambda: training.plot_curves(logs, tmp_path / "curves.png"),
+        "plot_table": lambda: table.plot_table(
+            {"instance=ot,scene=none": cell},
+            {"scene": {"chance": 20.0}},
+            ["scene"],
+            [("ot", "none")],
+            tmp_path / "t.png",
+            "t",
+        ),
+    }[which]
+    plt.close("all")
+    with pytest.raises(OSError):
+        call()
+    assert plt.get_fignums() == []
