@@ -151,6 +151,8 @@ def plot(jobs: dict[str, dict], s: dict, png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from moviessl.utils.io import atomic_write
+
     stages = list(s["stages"])
     colour = {st: plt.cm.tab20(i % 20) for i, st in enumerate(stages)}
     t0 = min(j["start"] for j in jobs.values())
@@ -175,9 +177,11 @@ def plot(jobs: dict[str, dict], s: dict, png: Path) -> None:
     bx.set_xlabel("job-minutes")
     bx.set_title("per stage")
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    try:
+        # to a temporary file renamed into place: a run killed mid-write left a truncated PNG at --png
+        atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
+    finally:
+        plt.close(fig)
 
 
 def main(argv=None) -> int:

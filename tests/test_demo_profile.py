@@ -32,3 +32,33 @@ def test_a_log_without_estimates_is_refused(tmp_path):
     p.write_text("nothing here\n")
     with pytest.raises(SystemExit, match="fewer than two progress lines"):
         time_left_errors(logged_time_left(p), p)
+
+
+def test_the_profile_plot_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """The plot was saved straight to its path (``--png docs/img/...`` included): a run killed or
+    failing while the PNG was written left a truncated image there, which a later commit of docs/img
+    took for the plot. It is written to a temporary file and renamed (``atomic_write``), and its
+    figure closed whatever the write does."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from benchmarks.demo_profile import plot, summarize
+    from matplotlib.figure import Figure
+
+    def torn(self, f, *a, **k):
+        f = open(f, "wb") if isinstance(f, (str, type(tmp_path))) else f
+        f.write(b"\x89PNG half")
+        f.flush()
+        raise OSError(28, "No space left on device")
+
+    jobs = {
+        "backbone cvrl r0": {"start": 0.0, "wall": 60.0, "cpu": 50.0},
+        "synth": {"start": 60, "wall": 30, "cpu": None},
+    }
+    monkeypatch.setattr(Figure, "savefig", torn)
+    plt.close("all")
+    png = tmp_path / "plots" / "profile.png"
+    with pytest.raises(OSError):
+        plot(jobs, summarize(jobs, 2), png)
+    assert not png.exists() and plt.get_fignums() == []
