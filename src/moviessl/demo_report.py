@@ -141,10 +141,9 @@ def probe_table(probes: dict[str, Any]) -> str:
 
 
 def bar_plot(rows: list[dict], table: str, png: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a Figure of its own, not pyplot: matplotlib.use("Agg") switched the caller's backend (a
+    # notebook's inline plots), and pyplot's registry held every figure until closed
+    from matplotlib.figure import Figure
 
     metric = MAIN_METRIC[table]
     sel = [r for r in rows if r["table"] == table and r["metric"] == metric]
@@ -155,35 +154,33 @@ def bar_plot(rows: list[dict], table: str, png: Path) -> Path | None:
     # its mean); a row without a finite mean (no finite run: null in results.json) is marked n/a
     means = [json_float(r["mean"]) for r in sel]
     errs = [json_float(r["se"]) if int(r.get("n") or 0) >= 2 else math.nan for r in sel]
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(sel)), 3.4))
-    try:
-        ax.bar(
-            range(len(sel)),
-            means,
-            yerr=errs,
-            capsize=4,
-            color=[
-                "#4c72b0" if "maskpred" in r["setting"] else "#8c8c8c" if "random" in r["setting"] else "#55a868"
-                for r in sel
-            ],
-        )
-        for i, m in enumerate(means):
-            if not math.isfinite(m):
-                ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=7)
-        ax.set_xlim(-0.6, len(sel) - 0.4)  # (a last row without a mean was outside the axes, label and all)
-        ax.set_xticks(range(len(sel)))
-        ax.set_xticklabels(labels, fontsize=7)
-        name = dict(METRICS[table])[metric]  # as the table's column
-        ax.set_ylabel(name if "cider" in metric.lower() else f"{name} (%)")  # CIDEr is no percentage
-        p = max(int(r.get("n_pretrain") or 0) for r in sel)
-        over = f"SE over {p} pretraining runs" if p > 1 else f"SE over {max(int(r['n']) for r in sel)} seeds"
-        # two lines: on one, a plot of few rows (the relation table's 4 in) cut its title off
-        ax.set_title(TITLES[table].split(":")[0] + f" — {name}\nmean ± {over}", fontsize=9)
-        ax.grid(axis="y", alpha=0.3)
-        fig.tight_layout()
-        atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
-    finally:  # closed whatever the write does (a long job draws many)
-        plt.close(fig)
+    fig = Figure(figsize=(max(4.0, 1.1 * len(sel)), 3.4))
+    ax = fig.subplots()
+    ax.bar(
+        range(len(sel)),
+        means,
+        yerr=errs,
+        capsize=4,
+        color=[
+            "#4c72b0" if "maskpred" in r["setting"] else "#8c8c8c" if "random" in r["setting"] else "#55a868"
+            for r in sel
+        ],
+    )
+    for i, m in enumerate(means):
+        if not math.isfinite(m):
+            ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=7)
+    ax.set_xlim(-0.6, len(sel) - 0.4)  # (a last row without a mean was outside the axes, label and all)
+    ax.set_xticks(range(len(sel)))
+    ax.set_xticklabels(labels, fontsize=7)
+    name = dict(METRICS[table])[metric]  # as the table's column
+    ax.set_ylabel(name if "cider" in metric.lower() else f"{name} (%)")  # CIDEr is no percentage
+    p = max(int(r.get("n_pretrain") or 0) for r in sel)
+    over = f"SE over {p} pretraining runs" if p > 1 else f"SE over {max(int(r['n']) for r in sel)} seeds"
+    # two lines: on one, a plot of few rows (the relation table's 4 in) cut its title off
+    ax.set_title(TITLES[table].split(":")[0] + f" — {name}\nmean ± {over}", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
     return png
 
 
@@ -192,10 +189,10 @@ def curves_plot(out: Path, png: Path) -> Path | None:
     per method, a line style per replicate, the legend below the axes. (A legend entry per line in
     the axes covered most of the full profile's 21 TxE curves, and the 10 default colours came round
     again, so two methods shared one.)"""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a Figure of its own, not pyplot: matplotlib.use("Agg") switched the caller's backend (a
+    # notebook's inline plots), and pyplot's registry held every figure until closed
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     from .training import read_metrics_csv
@@ -208,43 +205,41 @@ def curves_plot(out: Path, png: Path) -> Path | None:
         return None
     styles = ("-", "--", ":", "-.")
     # constrained layout makes room for the legends below the axes (tight_layout leaves them out)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), layout="constrained")
-    try:
-        for ax, (title, files) in zip(axes, panels):
-            methods = list(dict.fromkeys(f.parent.parent.name for f in files))
-            cmap = plt.cm.tab10 if len(methods) <= 10 else plt.cm.tab20
-            colour = {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
-            reps: dict[str, str] = {}
-            for f in files:
-                series = read_metrics_csv(f)
-                key = next((k for k in ("train/loss", "train/loss_step", "loss") if k in series), None)
-                if key is None:
-                    continue
-                xs, ys = zip(*series[key])
-                method, rep = f.parent.parent.name, f.parent.name
-                ls = reps.setdefault(rep, styles[len(reps) % len(styles)])
-                mark = "o" if len(xs) == 1 else None  # a line of no length draws nothing: a marker shows the step
-                ax.plot(xs, ys, lw=1.1, color=colour[method], ls=ls, marker=mark, ms=4, label=f"{method}/{rep}")
-            ax.set_title(title)
-            ax.set_xlabel("step")
-            ax.set_ylabel("training loss")
-            ax.grid(alpha=0.3)
-            if ax.lines:
-                drawn = list(dict.fromkeys(line.get_label().rsplit("/", 1)[0] for line in ax.lines))
-                handles = [Line2D([], [], color=colour[m], label=m) for m in drawn]
-                if len(reps) > 1:
-                    handles += [Line2D([], [], color="0.3", ls=ls, label=rep) for rep, ls in reps.items()]
-                ax.legend(
-                    handles=handles,
-                    fontsize=7,
-                    loc="upper center",
-                    bbox_to_anchor=(0.5, -0.18),
-                    ncol=2,
-                    frameon=False,
-                )
-        atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
-    finally:  # closed whatever the write does (a long job draws many)
-        plt.close(fig)
+    fig = Figure(figsize=(10, 4.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, (title, files) in zip(axes, panels):
+        methods = list(dict.fromkeys(f.parent.parent.name for f in files))
+        cmap = colormaps["tab10" if len(methods) <= 10 else "tab20"]
+        colour = {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
+        reps: dict[str, str] = {}
+        for f in files:
+            series = read_metrics_csv(f)
+            key = next((k for k in ("train/loss", "train/loss_step", "loss") if k in series), None)
+            if key is None:
+                continue
+            xs, ys = zip(*series[key])
+            method, rep = f.parent.parent.name, f.parent.name
+            ls = reps.setdefault(rep, styles[len(reps) % len(styles)])
+            mark = "o" if len(xs) == 1 else None  # a line of no length draws nothing: a marker shows the step
+            ax.plot(xs, ys, lw=1.1, color=colour[method], ls=ls, marker=mark, ms=4, label=f"{method}/{rep}")
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            drawn = list(dict.fromkeys(line.get_label().rsplit("/", 1)[0] for line in ax.lines))
+            handles = [Line2D([], [], color=colour[m], label=m) for m in drawn]
+            if len(reps) > 1:
+                handles += [Line2D([], [], color="0.3", ls=ls, label=rep) for rep, ls in reps.items()]
+            ax.legend(
+                handles=handles,
+                fontsize=7,
+                loc="upper center",
+                bbox_to_anchor=(0.5, -0.18),
+                ncol=2,
+                frameon=False,
+            )
+    atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
     return png
 
 

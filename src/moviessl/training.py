@@ -1050,10 +1050,9 @@ def plot_curves(
     metrics_csv: str | os.PathLike, png: str | os.PathLike, keys: Iterable[str] = ("train/loss",)
 ) -> Path | None:
     """Line plot of the requested metrics against step (one panel per metric)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a Figure of its own, not pyplot: matplotlib.use("Agg") switched the caller's backend (a
+    # notebook's inline plots), and pyplot's registry held every figure until closed
+    from matplotlib.figure import Figure
 
     series = read_metrics_csv(metrics_csv)
     if not series:
@@ -1061,20 +1060,18 @@ def plot_curves(
     keys = [k for k in keys if k in series] or [k for k in series if k.endswith("loss")][:4]
     if not keys:
         return None
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
-    try:
-        for ax, k in zip(axes[0], keys):
-            xs, ys = zip(*series[k])
-            # one logged step is a line of no length, which draws nothing: a marker shows it
-            ax.plot(xs, ys, lw=1.2, marker="o" if len(xs) == 1 else None, ms=4)
-            ax.set_title(k)
-            ax.set_xlabel("step")
-            ax.grid(alpha=0.3)
-        fig.tight_layout()
-        png = Path(png)
-        atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
-    finally:  # closed whatever the write does (a long job draws many)
-        plt.close(fig)
+    fig = Figure(figsize=(4.5 * len(keys), 3.2))
+    axes = fig.subplots(1, len(keys), squeeze=False)
+    for ax, k in zip(axes[0], keys):
+        xs, ys = zip(*series[k])
+        # one logged step is a line of no length, which draws nothing: a marker shows it
+        ax.plot(xs, ys, lw=1.2, marker="o" if len(xs) == 1 else None, ms=4)
+        ax.set_title(k)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    png = Path(png)
+    atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
     return png
 
 

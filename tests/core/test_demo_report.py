@@ -170,7 +170,8 @@ def test_a_plot_that_cannot_be_written_leaves_no_figure_open(tmp_path, monkeypat
     """A figure was closed only after its file was written: a write that failed (a full disk, a
     read-only folder) left it in pyplot's registry, and the training loop logs that failure and goes
     on (``fit``: "could not plot curves"), so every run of a long job (nine LVU tasks x seeds in one
-    process) kept one more figure. It is closed whatever the write does."""
+    process) kept one more figure. Nothing is left open whatever the write does (the plots now draw
+    on a ``Figure`` pyplot never holds)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -206,3 +207,43 @@ def test_a_plot_that_cannot_be_written_leaves_no_figure_open(tmp_path, monkeypat
     with pytest.raises(OSError):
         call()
     assert plt.get_fignums() == []
+
+
+@pytest.mark.parametrize("which", ["bar_plot", "curves_plot", "plot_curves", "plot_table"])
+def test_a_plot_leaves_the_callers_matplotlib_backend_as_it_was(tmp_path, which):
+    """Each plot called ``matplotlib.use("Agg")``, which switches pyplot's backend when pyplot is
+    loaded: a notebook that trained a model (``fit`` draws curves.png) or ran a table lost its inline
+    backend, and its later plots were not shown. The plots draw on a ``Figure`` of their own, with
+    no pyplot (headless on any backend, nothing left in pyplot's registry)."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from moviessl import demo_report, training
+    from moviessl.tasks.lvu import table
+
+    logs = tmp_path / "backbone" / "cvrl" / "r0" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "metrics.csv").write_text("step,train/loss\n0,3.0\n1,2.5\n")
+    row = {"table": "verb", "setting": "backbone=cvrl", "metric": "acc@1", "mean": 40.0, "se": 1.0, "n": 3}
+    cell = {"scene": {"mean": 30.0, "se": 1.0, "n": 3}}
+    call = {
+        "bar_plot": lambda: demo_report.bar_plot([row], "verb", tmp_path / "v.png"),
+        "curves_plot": lambda: demo_report.curves_plot(tmp_path, tmp_path / "c.png"),
+        "plot_curves": lambda: training.plot_curves(logs, tmp_path / "curves.png"),
+        "plot_table": lambda: table.plot_table(
+            {"instance=ot,scene=none": cell},
+            {"scene": {"chance": 20.0}},
+            ["scene"],
+            [("ot", "none")],
+            tmp_path / "t.png",
+            "t",
+        ),
+    }[which]
+    before = matplotlib.get_backend()
+    plt.switch_backend("svg")  # (headless, and not Agg: the caller's own)
+    try:
+        png = call()
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == []
+        assert png.read_bytes().startswith(b"\x89PNG")
+    finally:
+        plt.switch_backend(before)

@@ -290,44 +290,42 @@ def plot_table(
 ) -> Path:
     """One panel per task: each setting's mean ± SE, the chance / constant level as a line; ``title``
     and ``note`` (a second line) say what it shows and what the ± is over, as the table's heading does."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a Figure of its own, not pyplot: matplotlib.use("Agg") switched the caller's backend (a
+    # notebook's inline plots), and pyplot's registry held every figure until closed
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
     ncol = min(3, len(tasks))
     nrow = -(-len(tasks) // ncol)
     # at least 6 in wide: the two-line title of a one- or two-task plot (the quick demo's) fits
-    fig, axes = plt.subplots(nrow, ncol, figsize=(max(3.6 * ncol, 6.0), 3.0 * nrow), squeeze=False)
-    try:
-        labels = [row_label(i, s) for i, s in settings]
-        # a colour per row: tab10 gave the 11th row of every instance x scene pair the first one's
-        cmap = plt.cm.tab10 if len(settings) <= 10 else plt.cm.tab20
-        colors = cmap(np.arange(len(settings)) % cmap.N)
-        for ax in axes.flat[len(tasks) :]:
-            ax.axis("off")
-        for ax, t in zip(axes.flat, tasks):
-            # as the table's cells: no error bar for a single run (its SE 0 drew a cap at the mean), n/a
-            # where a setting has no result
-            cells = [_stat(stats[setting_name(*s)][t]) if t in stats[setting_name(*s)] else None for s in settings]
-            m = [c["mean"] if c else np.nan for c in cells]
-            e = [c["se"] if c and c["n"] >= 2 else np.nan for c in cells]
-            ax.bar(np.arange(len(settings)), m, yerr=e, color=colors, capsize=2)
-            for k, c in enumerate(cells):
-                if c is None:
-                    ax.text(k, 0, "n/a", ha="center", va="bottom", fontsize=7)
-            ax.set_xlim(-0.6, len(settings) - 0.4)
-            ax.axhline(room[t]["chance"], color="k", ls="--", lw=0.8)
-            ax.set_title(f"{COLUMNS[t]} ({'MSE ↓' if TASKS[t].regression else 'top-1 ↑'})", fontsize=9)
-            ax.set_ylabel("MSE" if TASKS[t].regression else "top-1 (%)", fontsize=8)
-            ax.set_xticks(np.arange(len(settings)))
-            ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
-            ax.tick_params(axis="y", labelsize=7)
-        fig.suptitle(title + " (dashed: chance / constant)" + (f"\n{note}" if note else ""), fontsize=10)
-        fig.tight_layout()
-        atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
-    finally:  # closed whatever the write does (a long job draws many)
-        plt.close(fig)
+    fig = Figure(figsize=(max(3.6 * ncol, 6.0), 3.0 * nrow))
+    axes = fig.subplots(nrow, ncol, squeeze=False)
+    labels = [row_label(i, s) for i, s in settings]
+    # a colour per row: tab10 gave the 11th row of every instance x scene pair the first one's
+    cmap = colormaps["tab10" if len(settings) <= 10 else "tab20"]
+    colors = cmap(np.arange(len(settings)) % cmap.N)
+    for ax in axes.flat[len(tasks) :]:
+        ax.axis("off")
+    for ax, t in zip(axes.flat, tasks):
+        # as the table's cells: no error bar for a single run (its SE 0 drew a cap at the mean), n/a
+        # where a setting has no result
+        cells = [_stat(stats[setting_name(*s)][t]) if t in stats[setting_name(*s)] else None for s in settings]
+        m = [c["mean"] if c else np.nan for c in cells]
+        e = [c["se"] if c and c["n"] >= 2 else np.nan for c in cells]
+        ax.bar(np.arange(len(settings)), m, yerr=e, color=colors, capsize=2)
+        for k, c in enumerate(cells):
+            if c is None:
+                ax.text(k, 0, "n/a", ha="center", va="bottom", fontsize=7)
+        ax.set_xlim(-0.6, len(settings) - 0.4)
+        ax.axhline(room[t]["chance"], color="k", ls="--", lw=0.8)
+        ax.set_title(f"{COLUMNS[t]} ({'MSE ↓' if TASKS[t].regression else 'top-1 ↑'})", fontsize=9)
+        ax.set_ylabel("MSE" if TASKS[t].regression else "top-1 (%)", fontsize=8)
+        ax.set_xticks(np.arange(len(settings)))
+        ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+    fig.suptitle(title + " (dashed: chance / constant)" + (f"\n{note}" if note else ""), fontsize=10)
+    fig.tight_layout()
+    atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
     return png
 
 
