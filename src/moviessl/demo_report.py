@@ -52,9 +52,14 @@ def parse_setting(setting: str) -> dict[str, str]:
 
 
 def _cell(stat: dict | None, n: int | None = None) -> str:
-    """``mean ± SE``; a single run has no SE, so it shows its value alone."""
+    """``mean ± SE``; a single run has no SE, so it shows its value alone; a row none of whose runs
+    gave a finite value (``n`` 0, its mean null in results.json) shows n/a, as its plot does, with the
+    count of those runs."""
     if stat is None:
         return "n/a"
+    if not math.isfinite(json_float(stat.get("mean"))):
+        bad = int(stat.get("n_nonfinite") or 0)
+        return f"n/a ({bad} non-finite)" if bad else "n/a"
     n = stat.get("n", 2) if n is None else n
     return f"{stat['mean']:.2f}" if n < 2 else f"{stat['mean']:.2f} ± {stat['se']:.2f}"
 

@@ -7,6 +7,9 @@ def test_a_single_run_shows_no_standard_error():
     assert _cell({"mean": 49.8, "se": 0.0, "n": 1}) == "49.80"
     assert _cell({"mean": 38.2, "se": 0.1, "n": 2}) == "38.20 ± 0.10"
     assert _cell(None) == "n/a"
+    # a row whose every run was non-finite: its mean is NaN in memory, null read back from results.json
+    assert _cell({"mean": float("nan"), "se": float("nan"), "n": 0, "n_nonfinite": 2}) == "n/a (2 non-finite)"
+    assert _cell({"mean": None, "se": None, "n": 0}) == "n/a"
     one = probe_table(
         {"cvrl": {"linear_top1": {"mean": 35.0, "se": 0.0}, "knn_top1": {"mean": 38.9, "se": 0.0}, "n": 1}}
     )
