@@ -19,6 +19,7 @@ import threading
 from . import __version__
 from .dist import EVERY_RANK_KEY, end_process_group, speaks_for_job, stray_rank_vars
 from .errors import BadInputError, Terminated, os_error_line
+from .utils.io import removing_empty_out_dirs
 
 # (module providing add_parser) in the order shown by --help; each module is one stage.
 STAGE_MODULES = (
@@ -194,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     finished, callers_group = False, _process_group(1) is not None
+    rc, made = None, contextlib.ExitStack()
+    drop_empty_out = made.enter_context(removing_empty_out_dirs())
     try:
         try:
             with _sigterm_as_interrupt(), contextlib.ExitStack() as quiet:
@@ -233,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not finished:
             _stop_launched_processes()
+        if not finished or rc:  # a failed command leaves no empty --out it made behind
+            drop_empty_out()
+        made.close()
     if not callers_group:  # a script that started its group goes on using it after the command
         end_process_group()  # after a finished command only: see its docstring
     return int(rc or 0)

@@ -450,3 +450,24 @@ def test_a_stray_argument_shows_the_commands_usage_and_an_unquoted_path(tmp_path
         cli.main(["finetune", "vidsitu", "--task", "srl", "--out", "o", "--data-root", "d", "--bogus"])
     err = capsys.readouterr().err
     assert "usage: moviessl finetune vidsitu " in err and "quoted" not in err
+
+
+def test_a_failed_command_removes_the_empty_out_folder_it_made_and_no_other(tmp_path, capsys, monkeypatch):
+    # every command makes its --out first (for its lock): one refused on bad input left the empty
+    # folder (and its new parents) behind, one per mistyped run
+    missing = str(tmp_path / "no_features")
+    assert cli.main(["pretrain-context", "--features", missing, "--out", str(tmp_path / "new" / "ctx")]) == 2
+    assert "feature folder not found" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "there").mkdir()  # a folder that existed before stays, empty or not
+    assert cli.main(["pretrain-context", "--features", missing, "--out", str(tmp_path / "there")]) == 2
+    assert (tmp_path / "there").is_dir()
+
+    def fail_after_writing(args):  # a failed command that wrote something keeps it
+        from moviessl.utils.io import ensure_out_dir
+
+        (ensure_out_dir(tmp_path / "made" / "out") / "config.yaml").write_text("x")
+        raise BadInputError("x", "bad")
+
+    assert run_as_command(monkeypatch, fail_after_writing) == 2
+    assert (tmp_path / "made" / "out" / "config.yaml").is_file()

@@ -3,6 +3,7 @@ that was already finished (the temporary file is renamed into place only when co
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -306,6 +307,33 @@ def append_line(path: str | os.PathLike, line: str) -> None:
         raise OSError(e.errno, f"cannot append ({e.strerror or e})", os.fspath(path)) from None
 
 
+_MADE: list[list[Path]] = []  # per command running (removing_empty_out_dirs): the folders ensure_out_dir made
+
+
+@contextlib.contextmanager
+def removing_empty_out_dirs() -> Iterator[Callable[[], None]]:
+    """For the block (a command, ``cli.main``): note the folders :func:`ensure_out_dir` creates; the
+    callable it yields removes those still empty, the deepest first. A command refused on bad input
+    after it had made its ``--out`` (every command makes it first, for its lock) left the empty folder
+    behind, one per mistyped run; a folder that existed before, or that holds anything, is never
+    removed (``rmdir`` removes only an empty folder)."""
+    made: list[Path] = []
+    _MADE.append(made)
+
+    def remove() -> None:
+        for p in reversed(made):
+            try:
+                p.rmdir()
+            except OSError:  # not empty (another process's files too), or gone
+                pass
+        made.clear()
+
+    try:
+        yield remove
+    finally:
+        _MADE.remove(made)
+
+
 def ensure_out_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
     """Create ``path`` (and parents) and check that files can be written in it; one-line
     :class:`~moviessl.errors.BadInputError` naming it otherwise."""
@@ -314,10 +342,16 @@ def ensure_out_dir(path: str | os.PathLike, what: str = "output folder") -> Path
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise BadInputError(path, f"{what} is an existing file, not a folder")
+    missing, up = [], path.absolute()
+    while not os.path.lexists(up) and up != up.parent:  # (lexists: a dangling link is no folder to make)
+        missing.append(up)
+        up = up.parent
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise BadInputError(path, f"cannot create {what} ({e.strerror or e})") from None
+    if _MADE:
+        _MADE[-1].extend(reversed(missing))
     try:
         fd, probe = tempfile.mkstemp(prefix=".moviessl-write-test.", dir=path)
         os.close(fd)
