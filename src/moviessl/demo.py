@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadInputError
+from .utils import plural
 from .utils.io import atomic_write_json, ensure_out_dir, json_float
 
 log = logging.getLogger("moviessl.demo")
@@ -692,9 +693,9 @@ def collect_lvu(out: Path, prof: Profile) -> dict | None:
     stats = combine_replicates(tables)
     tasks = list(dict.fromkeys(t for per in stats["test"].values() for t in per))
     runs = (
-        f"{len(tables)} pretraining replicates of the mean over {tables[0]['seeds']} runs each"
+        f"{len(tables)} pretraining replicates of the mean over {plural(tables[0]['seeds'], 'run')} each"
         if len(tables) > 1
-        else f"{tables[0]['seeds']} runs"
+        else plural(tables[0]["seeds"], "run")
     )
     return report(stats, tables[0]["headroom"], tasks, PAPER_ROWS, runs, out / "plots" / "lvu_table.png")
 

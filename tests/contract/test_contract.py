@@ -470,7 +470,7 @@ def test_contract_extract(world, tmp_path, seen, disk_full):
     (mixed / "a.mp4").write_bytes((v / "a.mp4").read_bytes())
     (mixed / "zz.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not a video" * 10)
     r = cli(*ex, "--backbone", world.backbone, "--videos", mixed, "--out", tmp_path / "m")
-    assert r.rc == 0 and "1 videos ok, 1 bad" in r.out
+    assert r.rc == 0 and "1 video ok, 1 bad" in r.out
     bad = json.loads((tmp_path / "m" / "index.json").read_text())["videos"]["zz"]
     seen("extract.bad_video", f"exit 0; stdout: {r.out.strip().split(',')[0]}, ...; index.json: {bad['error']}")
     only_bad = tmp_path / "only_bad"

@@ -1685,3 +1685,11 @@ def test_a_listed_film_leaves_no_state_behind(backbone, videos, tmp_path, monkey
     ex.extract(backbone, videos, tmp_path / "f", **kw)
     assert sorted(held) == ["a", "b", "broken"]  # a in two chunks, b in one, broken not opened
     assert all(dict(f) == {"closed": True} for f in held.values())
+
+
+def test_one_video_is_counted_in_the_singular(backbone, videos, tmp_path, capsys, caplog):
+    # the result line read "1 videos ok"
+    caplog.set_level("INFO", logger="moviessl")
+    assert run_extract("--backbone", backbone, "--videos", videos / "b.mp4", "--out", tmp_path / "one") == 0
+    assert "one: 1 video ok, 0 bad" in capsys.readouterr().out
+    assert "1 video (" in caplog.text and "1 videos" not in caplog.text

@@ -12,6 +12,8 @@ DIR: instance features (``moviessl extract-instances``) or LVU's released ``feat
 
 from __future__ import annotations
 
+from ..utils import plural
+
 
 def add_parser(subparsers) -> None:
     from ..cli import add_overrides_arg
@@ -102,5 +104,5 @@ def _run(args) -> int:
         meta = load_checkpoint(path, stage="context")["meta"]
         skipped = int(meta.get("skipped_files", 0))
         note = f"; {skipped} bad feature file(s) skipped (listed in the log)" if skipped else ""
-        print(f"{path}: TxE trained on {meta.get('num_videos')} videos{note}")
+        print(f"{path}: TxE trained on {plural(int(meta.get('num_videos', 0)), 'video')}{note}")
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import BadInputError
+from ..utils import plural
 
 
 def add_parser(subparsers) -> None:
@@ -157,7 +158,7 @@ def _run_instances(args) -> int:
     if not s:  # a rank other than 0: rank 0 merges and reports
         return 0
     _none_ok(args.out, s["counts"])
-    print(f"{args.out}: {s['counts']['ok']} videos ok, {s['counts']['bad']} bad (listed in index.json)")
+    print(f"{args.out}: {plural(s['counts']['ok'], 'video')} ok, {s['counts']['bad']} bad (listed in index.json)")
     return 0
 
 
@@ -217,5 +218,5 @@ def _run(args) -> int:
         if c.get("unfinished"):
             extra += f"; {c['unfinished']} film(s) unfinished (a rank could not read its part): rerun to finish"
         rate = f", {t['events'] / t['wall_s']:.1f} events/s" if t.get("events") and t.get("wall_s") else ""
-        print(f"{args.out}: {c['ok']} videos ok, {c['bad']} bad (listed in index.json){extra}{rate}")
+        print(f"{args.out}: {plural(c['ok'], 'video')} ok, {c['bad']} bad (listed in index.json){extra}{rate}")
     return 0

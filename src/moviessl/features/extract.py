@@ -63,6 +63,7 @@ from ..dist import EVERY_RANK, check_launcher_world, check_machine, job_leader, 
 from ..errors import BadInputError
 from ..models.slowd import speed_up
 from ..training import ctrl_c_kept, ddp_with_timeout, lightning_trainer, planned_world_size, quiet_lightning
+from ..utils import plural
 from ..utils import progress as job_progress
 from ..utils.io import append_line, atomic_save_npy, atomic_write, atomic_write_json, ensure_out_dir, write_npy_chunks
 from ..video import (
@@ -1535,7 +1536,8 @@ class FeatureExtractor(pl.LightningModule):
         film["closed"] = True
         if film["events"] and len(film["chunks"]) > 1:
             dt = time.perf_counter() - film["t0"]
-            log.info("%s: %d events in %.0f s (%.1f events/s)", vid, film["events"], dt, film["events"] / max(dt, 1e-9))
+            n = film["events"]
+            log.info("%s: %s in %.0f s (%.1f events/s)", vid, plural(n, "event"), dt, n / max(dt, 1e-9))
         shutil.rmtree(partial_dir(self.out_dir, vid), ignore_errors=True)
         return entry
 
@@ -1817,7 +1819,11 @@ def extract(
         todo = [(v, p) for v, p in vids if not is_finished(entries.get(v), out / f"{v}{FEATS_SUFFIX}", retry_bad, p)]
         # under DDP every rank runs this function (Lightning re-executes the command per device)
         (log.info if rank_zero_only.rank == 0 else log.debug)(
-            "%d videos (%s layout): %d to extract, %d already done", len(vids), layout, len(todo), len(vids) - len(todo)
+            "%s (%s layout): %d to extract, %d already done",
+            plural(len(vids), "video"),
+            layout,
+            len(todo),
+            len(vids) - len(todo),
         )
         folder_txe = (old or {}).get("contextualizer") or (old or {}).get("ctx_pending")
         if todo and txe is None and folder_txe:

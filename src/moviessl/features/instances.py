@@ -54,6 +54,7 @@ from ..data.lvu import (
 from ..dist import EVERY_RANK, check_machine, job_leader
 from ..errors import BadInputError
 from ..models.roi import roi_features
+from ..utils import plural
 from ..utils import progress as job_progress
 from ..utils.digest import content_digest, name_size
 from ..utils.io import append_line, atomic_write, atomic_write_json
@@ -444,7 +445,7 @@ def extract_instances(
             log.warning(
                 "%s: %d videos with boxes have no video file in %s (first: %s)", tracks, len(ghosts), videos, ghosts[0]
             )
-        say("%d videos, %d without tracks, %d to extract", len(vids), no_tracks, len(todo))
+        say("%s, %d without tracks, %d to extract", plural(len(vids), "video"), no_tracks, len(todo))
         t0, dim = time.perf_counter(), int(getattr(model, "out_dim", 0)) or (old or {}).get("dim")
         if old is None and leader:  # claimed now: a rerun after a kill checks backbone and RoI
             atomic_write_json(out / CLAIM_NAME, _index(bhash, backbone, tracks, roi, dim, entries))

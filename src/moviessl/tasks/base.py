@@ -36,7 +36,7 @@ from ..errors import BadInputError
 from ..eval.stats import summarize
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
 from ..training import fit, seed_everything, trainer_cfg
-from ..utils import progress
+from ..utils import plural, progress
 from ..utils.io import atomic_write_json, atomic_write_text, json_float
 
 log = logging.getLogger("moviessl.tasks")
@@ -437,5 +437,6 @@ def write_summary(
     result["partial"] = partial
     atomic_write_json(out / "summary.json", result)
     notes = "".join(f"{n}\n\n" for n in (partial and f"**{partial}**", note) if n)
-    atomic_write_text(out / "summary.md", f"# {heading}: {len(runs)} run(s), mean ± standard error\n\n" + notes + table)
+    head = f"# {heading}: {plural(len(runs), 'run')}, mean ± standard error\n\n"
+    atomic_write_text(out / "summary.md", head + notes + table)
     return result

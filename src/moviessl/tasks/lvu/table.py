@@ -48,7 +48,7 @@ from ...features.instances import InstanceStore, extract_instances, set_feature_
 from ...features.store import index_facts, read_index
 from ...models.object_transformer import span_checked_settings
 from ...training import check_trainer, planned_world_size
-from ...utils import progress
+from ...utils import plural, progress
 from ...utils.digest import content_digest
 from ...utils.io import atomic_write, atomic_write_json, atomic_write_text, ensure_out_dir
 from ..base import indexed, placeless, result_config, seed_range, settings_hash
@@ -516,7 +516,7 @@ def run_lvu_table(
 
         # 5. report
         room = {split: headroom(lvu_root, split) for split in ("val", "test")}
-        rep = report(stats, room, tasks, rows, f"{seeds} runs", out / "lvu_table.png")
+        rep = report(stats, room, tasks, rows, plural(seeds, "run"), out / "lvu_table.png")
         result = {**rep, "headroom": room, "timings": timings, "seeds": seeds}
         atomic_write_json(out / "lvu_table.json", result)
         atomic_write_text(out / "lvu_table.md", rep["markdown"])
