@@ -500,9 +500,6 @@ def run_selftest(
     if device == "cpu":
         cpu_threads()
     quiet_lightning()
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*validation_step.*val_dataloader.*")
     for name in ("moviessl", "pytorch_lightning", "lightning", "lightning.pytorch"):
         logging.getLogger(name).setLevel(logging.WARNING)
     root = (Path(out) if out else Path(tempfile.mkdtemp(prefix="moviessl-selftest-"))).resolve()

@@ -66,6 +66,8 @@ def quiet_lightning() -> None:
         ".*The number of training batches.*smaller than the logging interval.*",
         ".*You are using `torch.load` with `weights_only=False`.*",
         ".*TensorBoard support.*",
+        # a run that holds no video out says so in its own words (context.pretrain), once and on rank 0
+        ".*You defined a `validation_step` but have no `val_dataloader`.*",
     ):
         warnings.filterwarnings("ignore", message=pat)
 

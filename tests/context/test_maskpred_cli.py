@@ -361,3 +361,19 @@ def test_a_resume_that_only_exports_keeps_the_runs_metrics(feats, tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["steps"] == 3 and s["metrics"] == pytest.approx(first)
     assert load_checkpoint(out / "model.pt", stage="context")["meta"]["metrics"] == pytest.approx(first)
+
+
+def test_a_run_with_too_few_videos_to_hold_out_says_so_once_without_lightnings_warning(
+    feats, tmp_path, caplog, recwarn
+):
+    """8 videos hold none out for validation (fewer than 20): Lightning's raw "You defined a
+    `validation_step` but have no `val_dataloader`" reached the user, and nothing of the run's own."""
+    with caplog.at_level("INFO", logger="moviessl"):
+        argv = ["pretrain-context", "--features", str(feats[1]), "--out", str(tmp_path / "run"), "trainer.max_steps=1"]
+        assert main([*argv, *FAST]) == 0
+    assert not [w for w in recwarn if "val_dataloader" in str(w.message)]
+    said = [r.getMessage() for r in caplog.records if "no video held out" in r.getMessage()]
+    assert said == [
+        "no video held out for validation: data.val_fraction=0.25 of 8 videos, and fewer than 20 hold none out; "
+        "val/retrieval_acc is not measured"
+    ]

@@ -26,10 +26,11 @@ from ..training import (
     seed_everything,
     setup_machine,
 )
+from ..utils import plural
 from ..utils.io import atomic_write_json, ensure_out_dir
 from .config import ContextConfig
 from .module import MaskPredModule, check_txe, mask_sizes
-from .windows import FeatureWindows, PaddedForShards, split_ids
+from .windows import MIN_VIDEOS_TO_HOLD_OUT, FeatureWindows, PaddedForShards, split_ids
 
 log = logging.getLogger("moviessl.context")
 
@@ -221,6 +222,20 @@ def pretrain_context(
         if not include_eval_splits:
             all_ids = pretraining_ids(stores, all_ids, vidsitu_root)
         train_ids, val_ids = held_out(out, stores, all_ids, d.val_fraction, cfg.seed, resume)
+        if not val_ids and d.val_fraction > 0:  # said here, once: Lightning's own warning is silenced (quiet_lightning)
+            n = len(all_ids)
+            if n < MIN_VIDEOS_TO_HOLD_OUT:
+                why = f", and fewer than {MIN_VIDEOS_TO_HOLD_OUT} hold none out"
+            elif round(n * d.val_fraction) == 0:
+                why = " rounds to none"
+            else:  # a resume: the list drawn when the run started (fewer videos then)
+                why = f", but the run's {HELDOUT_NAME}, drawn at its start, names none"
+            log.info(
+                "no video held out for validation: data.val_fraction=%g of %s%s; val/retrieval_acc is not measured",
+                d.val_fraction,
+                plural(n, "video"),
+                why,
+            )
         train = FeatureWindows(
             stores, d.window, d.token_stride_s, d.windows_per_video, random_start=True, ids=train_ids
         )

@@ -199,10 +199,14 @@ def _undamaged(missing: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
 
 
+MIN_VIDEOS_TO_HOLD_OUT = 20  # fewer videos: none held out (a held-out video or two measures nothing)
+
+
 def split_ids(ids: Sequence[tuple[int, str]], val_fraction: float, seed: int = 0) -> tuple[list, list]:
-    """Hold out whole videos (a seeded random ``val_fraction``, none if fewer than 20 videos)."""
+    """Hold out whole videos (a seeded random ``val_fraction``, none if fewer than
+    :data:`MIN_VIDEOS_TO_HOLD_OUT` videos)."""
     ids = list(ids)
-    n_val = int(round(len(ids) * val_fraction)) if len(ids) >= 20 else 0
+    n_val = int(round(len(ids) * val_fraction)) if len(ids) >= MIN_VIDEOS_TO_HOLD_OUT else 0
     perm = np.random.default_rng(seed).permutation(len(ids))
     val = sorted(perm[:n_val].tolist())
     vs = set(val)
