@@ -377,3 +377,12 @@ def test_a_run_with_too_few_videos_to_hold_out_says_so_once_without_lightnings_w
         "no video held out for validation: data.val_fraction=0.25 of 8 videos, and fewer than 20 hold none out; "
         "val/retrieval_acc is not measured"
     ]
+
+
+def test_a_txe_summary_names_its_folder_absolute(feats, tmp_path, monkeypatch):
+    # "out" was kept as typed, relative to the shell, beside the absolute feature folders
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["pretrain-context", "--features", str(feats[0]), "--out", "run", "trainer.max_steps=1", *FAST]) == 0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["out"] == str((tmp_path / "run").resolve())

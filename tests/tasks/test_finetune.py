@@ -873,3 +873,15 @@ def test_a_diverged_run_is_one_line_not_a_score(vidsitu_fixture, tmp_path, capsy
     assert len(err) == 1 and "training diverged" in err[0] and str(out / "seed0") in err[0]
     assert not (out / "seed0" / "metrics.json").exists() and not (out / "seed0" / "model.pt").exists()
     assert not (out / "summary.json").exists()
+
+
+def test_a_summary_names_its_folders_absolute_as_its_inputs(vidsitu_fixture, tmp_path, monkeypatch):
+    """summary.json kept ``out`` and each run's ``dir`` as typed (relative to wherever the job ran)
+    beside absolute input paths."""
+    ann, _ = vidsitu_fixture
+    monkeypatch.chdir(tmp_path)
+    argv = ["finetune", "vidsitu", "--task", "relation", "--data-root", str(ann), "--baseline", "pair_prior"]
+    assert main([*argv, "--out", "prior"]) == 0
+    s = json.loads((tmp_path / "prior" / "summary.json").read_text())
+    assert s["out"] == str((tmp_path / "prior").resolve())
+    assert [r["dir"] for r in s["runs"]] == [str((tmp_path / "prior" / "seed0").resolve())]

@@ -320,7 +320,7 @@ def pretrain_ot(
             # what the folder was made from, beside the weights: model.pt's meta alone needs the loader to read
             root = getattr(instances, "root", None)
             summary = {
-                "out": str(out),
+                "out": str(Path(out).resolve()),  # absolute, as the instances' path beside it
                 **meta,
                 "instances": str(Path(root).resolve()) if root else None,
                 "teacher_path": str(Path(teacher).resolve()) if teacher else None,

@@ -292,7 +292,7 @@ def pretrain_context(
             module.export(path, meta=meta)
             # what the folder was made from, beside the weights: model.pt's meta alone needs the loader to read
             summary = {
-                "out": str(out),
+                "out": str(Path(out).resolve()),  # absolute, as the features' paths beside it
                 **meta,
                 "num_val_videos": len(val.videos) if val else 0,
                 "seed": cfg.seed,

@@ -268,7 +268,7 @@ def pretrain(
             save_config(cfg, out)
         summary: dict[str, Any] = {
             "method": method,
-            "out": str(out),
+            "out": str(Path(out).resolve()),  # absolute, as the paths beside it (as typed: relative to the shell)
             # what the folder was made from, as model.pt's meta says: else two runs on other data read alike
             "data": str(Path(data).resolve()),
             "val": str(Path(val).resolve()) if val is not None else None,

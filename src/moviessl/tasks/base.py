@@ -433,7 +433,11 @@ def write_summary(
     summary, table = {}, ""
     if metric_keys:
         summary, table = summarize([r["metrics"] for r in runs], keys=list(metric_keys), title=title)
-    result = {**facts, "out": str(out), "seeds": len(runs), "runs": runs, "summary": summary, "table": table}
+    # the folders absolute, as every path of a record is (the inputs', the sources'): as typed, they
+    # named a folder relative to wherever the job was started
+    runs = [{**r, "dir": str(Path(r["dir"]).resolve())} for r in runs]
+    result = {**facts, "out": str(Path(out).resolve()), "seeds": len(runs), "runs": runs}
+    result.update(summary=summary, table=table)
     result["partial"] = partial
     atomic_write_json(out / "summary.json", result)
     notes = "".join(f"{n}\n\n" for n in (partial and f"**{partial}**", note) if n)
