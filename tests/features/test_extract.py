@@ -1693,3 +1693,18 @@ def test_one_video_is_counted_in_the_singular(backbone, videos, tmp_path, capsys
     assert run_extract("--backbone", backbone, "--videos", videos / "b.mp4", "--out", tmp_path / "one") == 0
     assert "one: 1 video ok, 0 bad" in capsys.readouterr().out
     assert "1 video (" in caplog.text and "1 videos" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "name, said",
+    [
+        ("film.mp4", "no such video file"),
+        ("films.txt", "no such list file"),
+        ("films", "no such file or folder (a video, a folder of videos, a list file, a VidSitu or LVU root)"),
+    ],
+)
+def test_a_missing_videos_path_is_named_as_what_was_looked_for(tmp_path, name, said):
+    # a missing film.mp4 was "no such video folder or list file", as if a folder had been asked for
+    with pytest.raises(BadInputError) as e:
+        ex.find_videos(tmp_path / name)
+    assert str(e.value) == f"{tmp_path / name}: {said}"

@@ -182,6 +182,19 @@ def _scan_dir(d: Path) -> list[tuple[str, Path]]:
     return out
 
 
+def _not_there(p: Path) -> str:
+    """Why ``--videos p`` names nothing to read, in the words of what it looked for: a missing
+    ``film.mp4`` was "no such video folder or list file", as if a folder had been asked for."""
+    if os.path.exists(p):  # a FIFO, a socket, a device
+        return "is neither a file nor a folder"
+    ext = p.suffix.lower()
+    if ext in VIDEO_EXTS:
+        return "no such video file"
+    if ext in LIST_EXTS:
+        return "no such list file"
+    return "no such file or folder (a video, a folder of videos, a list file, a VidSitu or LVU root)"
+
+
 def find_videos(spec: str | os.PathLike) -> tuple[list[tuple[str, Path]], str]:
     """``(id, path)`` pairs and the layout: ``vidsitu`` | ``lvu`` | ``dir`` | ``list`` | ``file``.
 
@@ -215,7 +228,7 @@ def find_videos(spec: str | os.PathLike) -> tuple[list[tuple[str, Path]], str]:
         else:
             vids = _scan_dir(p)
     else:
-        raise BadInputError(p, "no such video folder or list file")
+        raise BadInputError(p, _not_there(p))
     seen: dict[str, Path] = {}
     for vid, q in vids:
         if vid in seen:
