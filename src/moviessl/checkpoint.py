@@ -414,15 +414,29 @@ def build_from_checkpoint(
     except RuntimeError:  # torch's own error is many lines long and does not name the file
         what = _weights_misfit(model.state_dict(), sd) or "torch refused them"
         raise BadInputError(where, f"its weights do not fit the network its arch describes ({what})") from None
-    # NaN weights (a run that diverged, saved by another tool or an earlier version) load without a
-    # word and give NaN for every input: `extract` then marked each event missing and each video
-    # "no event decodes", a fault of the videos it did not have
-    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    refuse_nonfinite(model.state_dict(), where)
+    return model.eval()
+
+
+def refuse_nonfinite(state_dict: Mapping[str, Any], where: Any) -> None:
+    """One line naming ``where`` (the checkpoint) when a floating-point tensor of ``state_dict`` holds
+    NaN/inf. Such weights (a run that diverged, saved by another tool or an earlier version) load
+    without a word and give NaN for every input: `extract` then marked each event missing and each
+    video "no event decodes", and a task run started from them ended on "training diverged" -- the
+    fault of its videos or its own training, not of the file. :func:`build_from_checkpoint` calls it;
+    so do the task runners that load a checkpoint's weights into a model of their own (``state_dict``
+    None: the checkpoint has none)."""
+    if not isinstance(state_dict, Mapping):
+        raise BadInputError(where, "not a complete moviessl checkpoint (no 'state_dict' entry)")
+    bad = [
+        k
+        for k, v in state_dict.items()
+        if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
     if bad:
         raise BadInputError(
             where, f"{len(bad)} weight tensor(s) hold NaN/inf (first: {bad[0]}): the run that saved it diverged"
         )
-    return model.eval()
 
 
 def misshaped(own: Mapping[str, torch.Tensor], given: Mapping[str, Any]) -> list[str]:

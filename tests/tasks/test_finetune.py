@@ -885,3 +885,39 @@ def test_a_summary_names_its_folders_absolute_as_its_inputs(vidsitu_fixture, tmp
     s = json.loads((tmp_path / "prior" / "summary.json").read_text())
     assert s["out"] == str((tmp_path / "prior").resolve())
     assert [r["dir"] for r in s["runs"]] == [str((tmp_path / "prior" / "seed0").resolve())]
+
+
+def test_a_pretrained_backbone_or_txe_with_nan_weights_is_one_line_naming_it(vidsitu_fixture, tmp_path, capsys):
+    """The runner loaded the weights of --contextualizer and --backbone into its own models, past
+    build_from_checkpoint's check: NaN weights trained on to "training diverged", naming a seed."""
+    from moviessl.models import build_slowd
+
+    ann, feats = vidsitu_fixture
+    txe = build_txe("txe_cpu", in_dim=32)
+    sd = txe.state_dict()
+    sd["input_proj.weight"][0, 0] = float("nan")
+    arch = arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", in_dim=32)
+    bad_txe = save_checkpoint(tmp_path / "txe.pt", stage="context", arch=arch, state_dict=sd)
+    out = tmp_path / "a"
+    assert _finetune(ann, feats, out, "verb", "--contextualizer", str(bad_txe), *FAST, seeds=1) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"moviessl: error: {bad_txe}: 1 weight tensor(s) hold NaN/inf (first: input_proj.weight): the run "
+                   "that saved it diverged"]  # fmt: skip
+    assert not (out / "seed0").exists()
+
+    kw = dict(preset="slowd_cpu", widths=[8, 8, 16, 16], stem_width=8)
+    net = build_slowd(**kw)
+    sd = net.state_dict()
+    name = next(k for k, v in sd.items() if v.is_floating_point())
+    sd[name].fill_(float("inf"))
+    bad_bb = save_checkpoint(
+        tmp_path / "bb.pt",
+        stage="backbone",
+        arch=arch_spec("moviessl.models.slowd:build_slowd", **kw),
+        state_dict=sd,
+        meta={"out_dim": net.out_dim},
+    )
+    argv = ["finetune", "vidsitu", "--task", "verb", "--data-root", str(ann), "--out", str(tmp_path / "b")]
+    assert main([*argv, "--videos", str(tmp_path / "videos"), "--backbone", str(bad_bb), *FAST]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{bad_bb}: 1 weight tensor(s) hold NaN/inf (first: {name})" in err[0], err

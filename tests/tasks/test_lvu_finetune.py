@@ -847,3 +847,24 @@ def test_other_features_in_a_folder_without_an_index_train_again(lvu_setup, tmp_
     first = metrics("a")
     assert metrics("b") != first
     assert metrics("a") == first  # (the same folder again: reused)
+
+
+def test_a_pretrained_ot_with_nan_weights_is_one_line_naming_it(lvu_setup, capsys, tmp_path):
+    """--init's weights were loaded into each seed's OT past build_from_checkpoint's check: a NaN
+    pretrained OT trained on to "training diverged", naming a seed, not the file."""
+    from moviessl.models.object_transformer import build_object_transformer
+
+    tmp, lvu, _ = lvu_setup
+    ot = build_object_transformer("ot_cpu", in_dim=16)
+    sd = ot.state_dict()
+    name = next(k for k, v in sd.items() if v.is_floating_point())
+    sd[name].fill_(float("nan"))
+    arch = arch_spec("moviessl.models.object_transformer:build_object_transformer", preset="ot_cpu", in_dim=16)
+    bad = save_checkpoint(tmp_path / "ot.pt", stage="ot", arch=arch, state_dict=sd)
+    out = tmp_path / "run"
+    argv = ["finetune", "lvu", "--task", "view_count", "--data-root", str(lvu), "--instances", str(tmp / "inst")]
+    argv += ["--scene-features", str(tmp / "events"), "--init", str(bad), "--out", str(out), *FAST]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{bad}: 1 weight tensor(s) hold NaN/inf (first: {name})" in err[0], err
+    assert not (out / "seed0").exists()

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ...checkpoint import file_hash, load_checkpoint, save_checkpoint
+from ...checkpoint import file_hash, load_checkpoint, refuse_nonfinite, save_checkpoint
 from ...config import flatten, load_config, merge_overrides, save_config, to_dict
 from ...context.ot_spans import EvalSpans, RandomSpans, collate_spans, input_stats
 from ...data.lvu import read_labels
@@ -453,6 +453,7 @@ def run_finetune(
         init_obj, init_label = None, "none"
         if init is not None:
             init_obj = load_checkpoint(init, stage="ot")
+            refuse_nonfinite(init_obj.get("state_dict"), init)  # loaded into each seed's OT: NaN "diverged" there
             init_label = f"ot:{file_hash(init)}"
         # once the inputs passed their checks: a rerun refused at one left a finished job's config.yaml
         # and run.json naming its refused settings, beside the earlier settings' seeds and summary

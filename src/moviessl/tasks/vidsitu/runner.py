@@ -34,7 +34,15 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from ...checkpoint import arch_spec, build_arch, file_hash, load_checkpoint, save_checkpoint
+from ...checkpoint import (
+    arch_spec,
+    build_arch,
+    build_from_checkpoint,
+    file_hash,
+    load_checkpoint,
+    refuse_nonfinite,
+    save_checkpoint,
+)
 from ...config import flatten, load_config, merge_overrides, save_config, to_dict
 from ...data.vidsitu import load_split, scorable
 from ...dist import trainer_device
@@ -142,7 +150,9 @@ def _contextualizer(
     stride = (obj.get("meta") or {}).get("token_stride_s")
     if stride is not None and float(stride) != 2.0:
         log.warning("%s: TxE pretrained on tokens %ss apart; VidSitu events are 2 s apart", spec, stride)
-    txe = build_arch(obj["arch"])
+    # built as extract builds its TxE: NaN/inf weights are one line naming the file before any seed
+    # trains (they ended, a seed later, on "training diverged")
+    txe = build_from_checkpoint(obj)
     if int(getattr(txe, "in_dim", in_dim)) != int(in_dim):
         raise BadInputError(spec, f"TxE takes {txe.in_dim}-d event features but the inputs are {in_dim}-d")
     return obj["arch"], obj["state_dict"], f"ckpt:{file_hash(spec)}"
@@ -345,6 +355,8 @@ def prepare(
         if backbone is None:
             raise BadInputError(None, "--videos needs --backbone CKPT (a stage-'backbone' checkpoint)")
         backbone_obj = load_checkpoint(backbone, stage="backbone")
+        # loaded into this stage's own models below: NaN weights ended, seeds later, on "training diverged"
+        refuse_nonfinite(backbone_obj.get("state_dict"), backbone)
         made_by = file_hash(backbone)
         meta = backbone_obj.get("meta", {})
         in_dim = int(meta.get("out_dim") or build_arch(backbone_obj["arch"]).out_dim)
