@@ -293,7 +293,7 @@ def test_contract_pretrain_backbone(world, tmp_path, seen, disk_full):
         "pretrain.csv_binary",
         error(
             cli("pretrain-backbone", "--method", "cvrl", "--data", tmp_path / "bin.csv", "--out", tmp_path / "o"),
-            r"bin\.csv: unreadable",
+            r"bin\.csv: not a text file, so not a clip list",
         ),
     )
     (tmp_path / "lab.csv").write_text("a.mp4 1\nb.mp4 one two\n")
@@ -463,7 +463,7 @@ def test_contract_extract(world, tmp_path, seen, disk_full):
     (tmp_path / "list.txt").write_bytes(bytes(range(256)) * 4)
     seen(
         "extract.list_binary",
-        error(cli(*ex, "--backbone", world.backbone, "--videos", tmp_path / "list.txt", "--out", o), "unreadable"),
+        error(cli(*ex, "--backbone", world.backbone, "--videos", tmp_path / "list.txt", "--out", o), "not a text file, so not a clip list"),
     )
     mixed = tmp_path / "mixed"
     mixed.mkdir()
