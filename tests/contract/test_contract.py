@@ -463,7 +463,10 @@ def test_contract_extract(world, tmp_path, seen, disk_full):
     (tmp_path / "list.txt").write_bytes(bytes(range(256)) * 4)
     seen(
         "extract.list_binary",
-        error(cli(*ex, "--backbone", world.backbone, "--videos", tmp_path / "list.txt", "--out", o), "not a text file, so not a clip list"),
+        error(
+            cli(*ex, "--backbone", world.backbone, "--videos", tmp_path / "list.txt", "--out", o),
+            "not a text file, so not a clip list",
+        ),
     )
     mixed = tmp_path / "mixed"
     mixed.mkdir()
