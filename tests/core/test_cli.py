@@ -471,3 +471,17 @@ def test_a_failed_command_removes_the_empty_out_folder_it_made_and_no_other(tmp_
 
     assert run_as_command(monkeypatch, fail_after_writing) == 2
     assert (tmp_path / "made" / "out" / "config.yaml").is_file()
+
+
+def test_a_nested_command_leaves_the_outer_ones_record_of_the_folders_it_made(tmp_path):
+    # the record of a finished inner block was taken off the stack by equality, not identity: with
+    # both records empty it took the outer one's, whose later folders then went into the inner's
+    # record and a failed outer command left them behind
+    from moviessl.utils.io import ensure_out_dir, removing_empty_out_dirs
+
+    with removing_empty_out_dirs() as drop_outer:
+        with removing_empty_out_dirs():
+            pass
+        ensure_out_dir(tmp_path / "outer" / "out")
+        drop_outer()
+    assert not (tmp_path / "outer").exists()

@@ -331,7 +331,9 @@ def removing_empty_out_dirs() -> Iterator[Callable[[], None]]:
     try:
         yield remove
     finally:
-        _MADE.remove(made)
+        # by identity: list.remove compares by value, and two empty records are equal (a nested
+        # block's exit took its caller's record off, whose later folders then went unremoved)
+        del _MADE[next(i for i, m in enumerate(_MADE) if m is made)]
 
 
 def ensure_out_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
