@@ -434,8 +434,8 @@ def write_summary(
     if metric_keys:
         summary, table = summarize([r["metrics"] for r in runs], keys=list(metric_keys), title=title)
     # the folders absolute, as every path of a record is (the inputs', the sources'): as typed, they
-    # named a folder relative to wherever the job was started
-    runs = [{**r, "dir": str(Path(r["dir"]).resolve())} for r in runs]
+    # named a folder relative to wherever the job was started (a run given without one keeps none)
+    runs = [{**r, "dir": str(Path(r["dir"]).resolve())} if "dir" in r else r for r in runs]
     result = {**facts, "out": str(Path(out).resolve()), "seeds": len(runs), "runs": runs}
     result.update(summary=summary, table=table)
     result["partial"] = partial
