@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -1096,6 +1097,25 @@ def setup_machine(t: TrainerConfig) -> None:
     check_trainer(t)
     if t.accelerator == "cpu" or not torch.cuda.is_available():
         cpu_threads()
+
+
+def keeps_threads(stage):
+    """A stage function that gives the caller's torch thread count back when it returns or fails.
+    :func:`setup_machine` sets the run's count process-wide (every core, or ``OMP_NUM_THREADS``),
+    which is the command line's behaviour; called from a notebook or script, a pretraining stage left
+    the caller's process on every core after ``torch.set_num_threads(1)`` (the task runners' own
+    ``threads`` setting was already put back)."""
+
+    @functools.wraps(stage)
+    def run(*args: Any, **kwargs: Any):
+        before = torch.get_num_threads()
+        try:
+            return stage(*args, **kwargs)
+        finally:
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
+
+    return run
 
 
 def cpu_threads(n: int | None = None) -> None:

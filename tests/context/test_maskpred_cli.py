@@ -9,6 +9,7 @@ from test_maskpred import sequence_features, write_vidsitu_folder
 
 from moviessl.checkpoint import build_from_checkpoint, load_checkpoint
 from moviessl.cli import main
+from moviessl.errors import BadInputError
 
 FAST = [
     "data.batch_size=8",
@@ -386,3 +387,24 @@ def test_a_txe_summary_names_its_folder_absolute(feats, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["pretrain-context", "--features", str(feats[0]), "--out", "run", "trainer.max_steps=1", *FAST]) == 0
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["out"] == str((tmp_path / "run").resolve())
+
+
+def test_a_pretraining_stage_gives_the_callers_thread_count_back(feats, tmp_path, monkeypatch):
+    """Called from Python, a stage runs on the command line's thread count (here OMP_NUM_THREADS) and
+    then gives the caller's own back: it left a notebook that had set one thread on every core."""
+    from moviessl.config import load_config
+    from moviessl.context.pretrain import pretrain_context
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(2)
+    try:
+        cfg = load_config("context", "cpu", ["trainer.max_steps=1", *FAST])
+        pretrain_context([feats[0]], tmp_path / "run", cfg)
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(2)
+        with pytest.raises(BadInputError):  # a run that fails gives it back too
+            pretrain_context([feats[0]], tmp_path / "run", cfg)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -484,3 +484,16 @@ def test_the_summary_names_the_data_it_was_made_from(tmp_path):
     s = json.loads((tmp_path / "r" / "summary.json").read_text())
     want = {"data": str(clips.resolve()), "val": str(clips.resolve()), "num_videos": 4, "seed": 5}
     assert {k: s.get(k) for k in want} == want
+
+
+def test_pretrain_gives_the_callers_thread_count_back(clip_list, tmp_path, monkeypatch):
+    """As every pretraining stage (tests/context: pretrain_context): the run's thread count is the
+    command line's, the caller's comes back after it."""
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(2)
+    try:
+        _run("random", clip_list, tmp_path / "r")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

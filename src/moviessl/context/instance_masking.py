@@ -45,6 +45,7 @@ from ..ssl.losses import full_precision
 from ..training import (
     final_metrics,
     fit,
+    keeps_threads,
     planned_world_size,
     refuse_earlier_run,
     seed_everything,
@@ -242,6 +243,7 @@ class InstanceMaskingModule(pl.LightningModule):
         )
 
 
+@keeps_threads
 def pretrain_ot(
     instances,
     out: str | os.PathLike,

@@ -20,6 +20,7 @@ from ..loader import train_loader
 from ..training import (
     final_metrics,
     fit,
+    keeps_threads,
     planned_world_size,
     refuse_changed_on_resume,
     refuse_earlier_run,
@@ -170,6 +171,7 @@ def validation_loader(val: FeatureWindows, batch_size: int, world: int | None = 
     return DataLoader(PaddedForShards(val, world), batch_size=min(batch_size, len(val)), shuffle=False, **kwargs)
 
 
+@keeps_threads
 def pretrain_context(
     features: Sequence[str | os.PathLike],
     out: str | os.PathLike,

@@ -25,6 +25,7 @@ from ..features.extract import run_lock
 from ..loader import train_loader
 from ..training import (
     fit,
+    keeps_threads,
     planned_world_size,
     refuse_earlier_run,
     seed_everything,
@@ -120,6 +121,7 @@ def _classifier_outputs(out: Path) -> int | None:
     return None if w is None else int(w.shape[0])
 
 
+@keeps_threads
 def pretrain(
     method: str,
     data: str | os.PathLike,
