@@ -46,15 +46,19 @@ from .utils.io import atomic_torch_save, atomic_write, sweep_temp_files
 log = logging.getLogger("moviessl")
 
 
+LIGHTNING_LOGGERS = (
+    "pytorch_lightning",
+    "lightning",
+    "lightning.pytorch",
+    "lightning_fabric",
+    "pytorch_lightning.utilities.rank_zero",
+)
+
+
 def quiet_lightning() -> None:
-    """Silence Lightning's advice banners; keep warnings that matter."""
-    for name in (
-        "pytorch_lightning",
-        "lightning",
-        "lightning.pytorch",
-        "lightning_fabric",
-        "pytorch_lightning.utilities.rank_zero",
-    ):
+    """Silence Lightning's advice banners; keep warnings that matter. Process-wide: the commands'
+    own (``demo``, ``selftest``); a run from Python is quieted by :func:`lightning_quieted`."""
+    for name in LIGHTNING_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     for pat in (
         ".*does not have many workers.*",
@@ -71,6 +75,24 @@ def quiet_lightning() -> None:
         ".*You defined a `validation_step` but have no `val_dataloader`.*",
     ):
         warnings.filterwarnings("ignore", message=pat)
+
+
+@contextlib.contextmanager
+def lightning_quieted(*messages: str):
+    """:func:`quiet_lightning` (and ``ignore`` filters for ``messages``) for a run only: a notebook
+    that trained or extracted through moviessl and then ran Lightning models of its own heard none of
+    Lightning's warnings, its loggers left at ERROR and a dozen ``ignore`` filters in front of the
+    caller's. The warnings filters and the loggers' levels come back as the caller had them."""
+    levels = {name: logging.getLogger(name).level for name in LIGHTNING_LOGGERS}
+    with warnings.catch_warnings():
+        quiet_lightning()
+        for pat in messages:
+            warnings.filterwarnings("ignore", message=pat)
+        try:
+            yield
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
 
 
 def seed_everything(seed: int) -> None:
@@ -440,7 +462,6 @@ def make_trainer(
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
-    quiet_lightning()
     t = trainer_cfg(cfg, **overrides)
     out_dir = Path(out_dir)
     loggers: list[Any] = [CSVLogger(out_dir, name="logs", version="")]
@@ -915,40 +936,41 @@ def fit(
     replicated = skip_replicated_broadcast(module)
     if replicated:
         callbacks = [*callbacks, BroadcastReplicatedOnce(replicated)]
-    trainer = make_trainer(
-        cfg,
-        out_dir,
-        callbacks=callbacks,
-        throughput_name=throughput_name,
-        find_unused_parameters=getattr(module, "ddp_find_unused_parameters", False),
-        tb_purge_step=resumed_log_step(ckpt) if ckpt is not None else None,
-        **overrides,
-    )
-    if trainer.is_global_zero:  # the trainer knows the global rank; the other ranks log nothing
-        _keep_previous_log(out_dir, resumed=ckpt is not None)
-    if ckpt is not None:
-        log.info("resuming from %s", ckpt)
-    try:
-        with ctrl_c_kept(trainer):
-            trainer.fit(
-                module,
-                train_dataloaders=train_dataloaders,
-                val_dataloaders=val_dataloaders,
-                datamodule=datamodule,
-                ckpt_path=str(ckpt) if ckpt else None,
-                # our own run folder's checkpoint: it holds the run's config dataclasses (save_hyperparameters),
-                # which torch >= 2.6's weights-only loading refuses, so --resume of such a stage failed
-                weights_only=False if ckpt else None,
-            )
-    except OptimiserChanged:
-        # known only once Lightning has built the optimiser: the run's config.yaml goes back in place
-        new = sorted(set(Path(out_dir).glob("config.part*.yaml")) - kept)
-        if writes_config and new:
-            os.replace(new[-1], Path(out_dir) / "config.yaml")
-        records = sorted(set(Path(out_dir).glob("run.part*.json")) - kept_records)
-        if writes_config and records:  # the refused attempt trained nothing: the run's record goes back too
-            os.replace(records[-1], Path(out_dir) / "run.json")
-        raise
+    with lightning_quieted():  # the caller's warnings filters and Lightning's log levels come back
+        trainer = make_trainer(
+            cfg,
+            out_dir,
+            callbacks=callbacks,
+            throughput_name=throughput_name,
+            find_unused_parameters=getattr(module, "ddp_find_unused_parameters", False),
+            tb_purge_step=resumed_log_step(ckpt) if ckpt is not None else None,
+            **overrides,
+        )
+        if trainer.is_global_zero:  # the trainer knows the global rank; the other ranks log nothing
+            _keep_previous_log(out_dir, resumed=ckpt is not None)
+        if ckpt is not None:
+            log.info("resuming from %s", ckpt)
+        try:
+            with ctrl_c_kept(trainer):
+                trainer.fit(
+                    module,
+                    train_dataloaders=train_dataloaders,
+                    val_dataloaders=val_dataloaders,
+                    datamodule=datamodule,
+                    ckpt_path=str(ckpt) if ckpt else None,
+                    # our own run folder's checkpoint: it holds the run's config dataclasses (save_hyperparameters),
+                    # which torch >= 2.6's weights-only loading refuses, so --resume of such a stage failed
+                    weights_only=False if ckpt else None,
+                )
+        except OptimiserChanged:
+            # known only once Lightning has built the optimiser: the run's config.yaml goes back in place
+            new = sorted(set(Path(out_dir).glob("config.part*.yaml")) - kept)
+            if writes_config and new:
+                os.replace(new[-1], Path(out_dir) / "config.yaml")
+            records = sorted(set(Path(out_dir).glob("run.part*.json")) - kept_records)
+            if writes_config and records:  # the refused attempt trained nothing: the run's record goes back too
+                os.replace(records[-1], Path(out_dir) / "run.json")
+            raise
     if trainer.is_global_zero:
         try:
             plot_curves(Path(out_dir) / "logs", Path(out_dir) / "curves.png", keys=curve_keys)

@@ -938,3 +938,30 @@ def test_a_curve_of_one_logged_step_is_drawn(tmp_path, monkeypatch, plotter):
         assert curves_plot(tmp_path, tmp_path / "c.png")
     (line,) = figs[0].axes[0].lines
     assert list(line.get_xdata()) == [4] and line.get_marker() not in (None, "None", "", " ")
+
+
+LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric")
+
+
+def test_training_leaves_the_callers_warnings_and_lightning_loggers_as_they_were(tmp_path):
+    """The Lightning advice moviessl silences (its log lines, a dozen warning messages) is silenced
+    for the run only: a notebook that trained with ``fit`` (every stage does) then ran its own
+    Lightning model heard none of Lightning's warnings, its loggers left at ERROR and the ``ignore``
+    filters left in front of the caller's own."""
+    import logging
+    import warnings
+
+    before = {name: logging.getLogger(name).level for name in LIGHTNING_LOGGERS}
+    try:
+        for name in LIGHTNING_LOGGERS:
+            logging.getLogger(name).setLevel(logging.INFO)
+        filters = list(warnings.filters)
+        cfg = {"accelerator": "cpu", "max_steps": 2, "progress_bar": False}
+        fit(_Tiny(), cfg, tmp_path, train_dataloaders=_loader(), throughput_name=None)
+        assert {name: logging.getLogger(name).level for name in LIGHTNING_LOGGERS} == dict.fromkeys(
+            LIGHTNING_LOGGERS, logging.INFO
+        )
+        assert warnings.filters == filters
+    finally:
+        for name, level in before.items():
+            logging.getLogger(name).setLevel(level)

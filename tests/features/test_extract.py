@@ -1708,3 +1708,25 @@ def test_a_missing_videos_path_is_named_as_what_was_looked_for(tmp_path, name, s
     with pytest.raises(BadInputError) as e:
         ex.find_videos(tmp_path / name)
     assert str(e.value) == f"{tmp_path / name}: {said}"
+
+
+def test_extract_from_python_leaves_the_callers_warnings_and_lightning_loggers_as_they_were(backbone, videos, tmp_path):
+    """As ``fit`` (tests/core/test_training.py): Lightning's advice is silenced for the extraction
+    only; it left a notebook's Lightning loggers at ERROR and a dozen ``ignore`` filters in front of
+    its own warnings filters."""
+    import logging
+    import warnings
+
+    names = ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric")
+    before = {name: logging.getLogger(name).level for name in names}
+    try:
+        for name in names:
+            logging.getLogger(name).setLevel(logging.INFO)
+        filters = list(warnings.filters)
+        ex.extract(backbone, videos / "a.mp4", tmp_path / "f", num_workers=0, accelerator="cpu", progress=False)
+        assert (tmp_path / "f" / "a_feats.npy").is_file()
+        assert {name: logging.getLogger(name).level for name in names} == dict.fromkeys(names, logging.INFO)
+        assert warnings.filters == filters
+    finally:
+        for name, level in before.items():
+            logging.getLogger(name).setLevel(level)

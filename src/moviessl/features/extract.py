@@ -62,7 +62,7 @@ from ..data.cliplist import read_clip_list
 from ..dist import EVERY_RANK, check_launcher_world, check_machine, job_leader, launch_token
 from ..errors import BadInputError
 from ..models.slowd import speed_up
-from ..training import ctrl_c_kept, ddp_with_timeout, lightning_trainer, planned_world_size, quiet_lightning
+from ..training import ctrl_c_kept, ddp_with_timeout, lightning_quieted, lightning_trainer, planned_world_size
 from ..utils import plural
 from ..utils import progress as job_progress
 from ..utils.io import append_line, atomic_save_npy, atomic_write, atomic_write_json, ensure_out_dir, write_npy_chunks
@@ -850,10 +850,6 @@ def predict_trainer(
     its own). ``ddp_timeout_s``: with more than one process, how long the ranks that finish first
     wait at the final barrier (None: Lightning's 30 minutes)."""
     check_launch(accelerator, devices, num_nodes, precision, ddp_timeout_s)
-    quiet_lightning()
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*predict returned None.*")
     plan = TrainerConfig(accelerator=accelerator, devices=devices, num_nodes=num_nodes)
     if ddp_timeout_s is not None and planned_world_size(plan) > 1:
         strategy = ddp_with_timeout("ddp" if strategy == "auto" else strategy, ddp_timeout_s)
@@ -876,14 +872,16 @@ def run_prediction(module, stream, out: Path, launch: tuple, num_workers: int, p
     num_nodes, strategy, precision, ddp_timeout_s, as :func:`predict_trainer` takes them), up to the
     barrier after which rank 0 alone writes the index."""
     module.show_progress = progress
-    trainer = predict_trainer(out, *launch)
-    dl = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available())
-    try:
-        with ctrl_c_kept(trainer):
-            trainer.predict(module, dataloaders=dl, return_predictions=False)
-    finally:
-        module.close_progress()
-    trainer.strategy.barrier()
+    # Lightning's advice silenced for the run only (the caller's warnings filters and log levels come back)
+    with lightning_quieted(".*predict returned None.*"):
+        trainer = predict_trainer(out, *launch)
+        dl = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available())
+        try:
+            with ctrl_c_kept(trainer):
+                trainer.predict(module, dataloaders=dl, return_predictions=False)
+        finally:
+            module.close_progress()
+        trainer.strategy.barrier()
     return trainer
 
 
