@@ -255,21 +255,36 @@ UNUSED_SUFFIX = "_find_unused_parameters_true"
 FIND_UNUSED = {name: ("ddp" if name == "auto" else name) + UNUSED_SUFFIX for name in DDP_START}
 
 
-class MatmulPrecision(pl.Callback):
-    """``torch.set_float32_matmul_precision`` for the run, in every process (``setup`` runs in each
-    rank, spawned ones too) and restored afterwards, so the next stage of the same process starts
-    from PyTorch's setting."""
+class TorchFlags(pl.Callback):
+    """The run's GPU speed switches -- ``torch.set_float32_matmul_precision`` and
+    ``torch.backends.cudnn.benchmark``, process-wide flags -- in every process (``setup`` runs in
+    each rank, spawned ones too), and the caller's again after the run, whether it ends or fails
+    (Lightning calls no callback's ``teardown`` on a failure, only ``on_exception``), so the next
+    stage of the same process, or a notebook's own work, starts from its own settings. ``None``
+    leaves a flag as it is. cuDNN's is set here rather than by ``pl.Trainer(benchmark=...)``,
+    which sets it when the trainer is built and never puts it back."""
 
-    def __init__(self, precision: str):
-        self.precision, self.before = precision, None
+    def __init__(self, precision: str | None, benchmark: bool | None):
+        self.precision, self.benchmark, self.before = precision, benchmark, None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        self.before = torch.get_float32_matmul_precision()
-        torch.set_float32_matmul_precision(self.precision)
+        self.before = (torch.get_float32_matmul_precision(), torch.backends.cudnn.benchmark)
+        if self.precision is not None:
+            torch.set_float32_matmul_precision(self.precision)
+        if self.benchmark is not None:
+            torch.backends.cudnn.benchmark = self.benchmark
+
+    def _restore(self) -> None:
+        if self.before is not None:
+            torch.set_float32_matmul_precision(self.before[0])
+            torch.backends.cudnn.benchmark = self.before[1]
+            self.before = None
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
-        if self.before is not None:
-            torch.set_float32_matmul_precision(self.before)
+        self._restore()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._restore()
 
 
 def ddp_base(name: str) -> tuple[str, bool]:
@@ -505,11 +520,10 @@ def make_trainer(
             strategy = FIND_UNUSED.get(strategy, strategy)
         if t.ddp_timeout_s is not None:
             strategy = ddp_with_timeout(strategy, t.ddp_timeout_s)
-    if t.matmul_precision is not None:
-        cbs.append(MatmulPrecision(t.matmul_precision))
+    if t.matmul_precision is not None or t.benchmark is not None:
+        cbs.append(TorchFlags(t.matmul_precision, t.benchmark))
     return lightning_trainer(
         profiler=_profiler(t.profiler, out_dir),
-        benchmark=t.benchmark,
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,

@@ -344,7 +344,8 @@ def test_ddp_timeout_reaches_the_strategy(tmp_path):
 
 def test_gpu_speed_switches_reach_torch(tmp_path):
     """``trainer.benchmark`` (cuDNN's autotuner) and ``trainer.matmul_precision`` (TF32 for fp32
-    matmuls): off unless set, and then set for the process, as PyTorch has them."""
+    matmuls): off unless set, and then set for the run's process while it trains (PyTorch's flags are
+    process-wide), the caller's after it."""
     from moviessl.config import TrainerConfig, load_config
     from moviessl.training import make_trainer
 
@@ -357,7 +358,7 @@ def test_gpu_speed_switches_reach_torch(tmp_path):
             tmp_path,
             enable_checkpointing=False,
         )
-        assert torch.backends.cudnn.benchmark is True
+        assert torch.backends.cudnn.benchmark == before[0]  # set when the run starts, not when it is built
         seen = []
 
         class Probe(pl.LightningModule):  # one step: the precision in force while training
@@ -366,14 +367,15 @@ def test_gpu_speed_switches_reach_torch(tmp_path):
                 self.w = torch.nn.Parameter(torch.ones(1))
 
             def training_step(self, batch, i):
-                seen.append(torch.get_float32_matmul_precision())
+                seen.append((torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()))
                 return (self.w * batch[0]).sum()
 
             def configure_optimizers(self):
                 return torch.optim.SGD(self.parameters(), lr=0.1)
 
         t.fit(Probe(), torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(2, 1))))
-        assert seen == ["high"] and torch.get_float32_matmul_precision() == before[1]  # restored after the run
+        assert seen == [(True, "high")]
+        assert (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()) == before  # the caller's again
         with pytest.raises(BadInputError, match="trainer.matmul_precision"):
             make_trainer(TrainerConfig(accelerator="cpu", matmul_precision="tf32"), tmp_path)
         with pytest.raises(BadInputError, match="trainer.matmul_precision: choose highest"):  # at load, before work
@@ -965,3 +967,41 @@ def test_training_leaves_the_callers_warnings_and_lightning_loggers_as_they_were
     finally:
         for name, level in before.items():
             logging.getLogger(name).setLevel(level)
+
+
+class _Flags(_Tiny):
+    """Records the GPU speed switches in force while it trains; fails at its first step if told to."""
+
+    def __init__(self, fail=False):
+        super().__init__()
+        self.fail, self.seen = fail, []
+
+    def training_step(self, batch, i):
+        self.seen.append((torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()))
+        if self.fail:
+            raise BadInputError("some.file", "unreadable")
+        return super().training_step(batch, i)
+
+
+def test_gpu_speed_switches_are_the_runs_and_the_caller_gets_its_own_back(tmp_path):
+    """``trainer.benchmark`` and ``trainer.matmul_precision`` are process-wide torch flags: set for the
+    run, then the caller's again, after a run that ends and after one that fails. cuDNN's autotuner
+    stayed on after any run that asked for it (Lightning sets it when the trainer is built), and a run
+    that failed kept its matmul precision (Lightning calls no callback's ``teardown`` then)."""
+    before = torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()
+    cfg = {"accelerator": "cpu", "max_steps": 1, "progress_bar": False, "benchmark": True, "matmul_precision": "high"}
+    try:
+        torch.backends.cudnn.benchmark = False
+        torch.set_float32_matmul_precision("highest")
+        m = _Flags()
+        fit(m, cfg, tmp_path / "a", train_dataloaders=_loader(), throughput_name=None)
+        assert m.seen[0] == (True, "high")
+        assert (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()) == (False, "highest")
+        m = _Flags(fail=True)
+        with pytest.raises(BadInputError, match="unreadable"):
+            fit(m, cfg, tmp_path / "b", train_dataloaders=_loader(), throughput_name=None)
+        assert m.seen == [(True, "high")]
+        assert (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()) == (False, "highest")
+    finally:
+        torch.backends.cudnn.benchmark = before[0]
+        torch.set_float32_matmul_precision(before[1])
