@@ -561,14 +561,17 @@ def _profiler(kind: str | None, out_dir: Path):
 def ctrl_c_kept(trainer: pl.Trainer):
     """Around ``trainer.fit`` / ``trainer.predict``: Ctrl-C stays a KeyboardInterrupt. Lightning's
     graceful shutdown ends in ``sys.exit(1)``, which hid the CLI's "interrupted" line and its exit
-    code 130 (and ignores SIGINT from then on; the default handler is put back)."""
+    code 130 (and ignores SIGINT from then on; the caller's handler is put back: Python's default
+    for the CLI, a script's own where it had one, which Python's default replaced)."""
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGINT) if main else None
     try:
         yield
     except SystemExit as e:
         if not (trainer.interrupted and isinstance(e.__context__, KeyboardInterrupt)):  # exit(1) in its handler
             raise
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+        if main:  # None: a handler not set from Python, which Python cannot put back
+            signal.signal(signal.SIGINT, signal.default_int_handler if before is None else before)
         raise (Terminated if isinstance(e.__context__, Terminated) else KeyboardInterrupt) from None
 
 

@@ -1005,3 +1005,25 @@ def test_gpu_speed_switches_are_the_runs_and_the_caller_gets_its_own_back(tmp_pa
     finally:
         torch.backends.cudnn.benchmark = before[0]
         torch.set_float32_matmul_precision(before[1])
+
+
+def test_ctrl_c_in_training_gives_the_callers_own_sigint_handler_back(tmp_path):
+    """Lightning ignores SIGINT once a KeyboardInterrupt reaches it; the handler put back after it is
+    the one the caller had (a script's own, which cleans up and raises), not Python's default."""
+    import signal
+
+    class Pressed(_Tiny):
+        def training_step(self, batch, i):
+            raise KeyboardInterrupt
+
+    def own(signum, frame):
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGINT, own)
+    try:
+        cfg = {"accelerator": "cpu", "max_steps": 2, "progress_bar": False}
+        with pytest.raises(KeyboardInterrupt):
+            fit(Pressed(), cfg, tmp_path, train_dataloaders=_loader(), throughput_name=None)
+        assert signal.getsignal(signal.SIGINT) is own
+    finally:
+        signal.signal(signal.SIGINT, before)
