@@ -61,10 +61,14 @@ class Embedding:
 def load(path: str | os.PathLike, stage: str | tuple[str, ...] | None = None, *, trust: bool = False) -> Loaded:
     """Load any moviessl checkpoint (``model.pt`` of a backbone, TxE or task run) on the CPU.
     ``trust``: a file that could run code when loaded (see :func:`moviessl.checkpoint.load_checkpoint`)
-    is loaded, not refused."""
+    is loaded, not refused. The caller's random streams are left as they were: the network's random
+    initialisation, overwritten by the file's weights, drew from torch's global generator, so a
+    notebook's ``torch.manual_seed`` gave other numbers after a load than without one."""
     obj = load_checkpoint(path, stage, trust=trust)
     meta, config = dict(obj.get("meta") or {}), dict(obj.get("config") or {})
-    return Loaded(build_from_checkpoint(obj, trust=trust), obj["stage"], meta, config, Path(path), file_hash(path))
+    with torch.random.fork_rng(devices=[]):  # moviessl's builders build on the CPU: no CUDA generator is drawn from
+        model = build_from_checkpoint(obj, trust=trust)
+    return Loaded(model, obj["stage"], meta, config, Path(path), file_hash(path))
 
 
 def _as_loaded(x: Loaded | str | os.PathLike, stage: str, trust: bool = False) -> Loaded:

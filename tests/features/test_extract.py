@@ -1730,3 +1730,26 @@ def test_extract_from_python_leaves_the_callers_warnings_and_lightning_loggers_a
     finally:
         for name, level in before.items():
             logging.getLogger(name).setLevel(level)
+
+
+def test_python_api_load_leaves_the_callers_random_streams_as_they_were(backbone):
+    """``moviessl.load`` builds the network (its random initialisation) and then loads the weights
+    over it: the build drew from torch's global generator, so a notebook's ``torch.manual_seed(0)``
+    followed by a load gave other numbers (a head's initialisation, a shuffle) than without it."""
+    import random
+
+    import moviessl
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+    want = torch.rand(3), np.random.rand(3), random.random()
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+    loaded = moviessl.load(backbone)
+    got = torch.rand(3), np.random.rand(3), random.random()
+    assert torch.equal(got[0], want[0]) and np.array_equal(got[1], want[1]) and got[2] == want[2]
+    # the weights are the file's, as before
+    saved = torch.load(backbone, weights_only=False)["state_dict"]
+    assert all(torch.equal(v, saved[k]) for k, v in loaded.model.state_dict().items())
