@@ -921,3 +921,39 @@ def test_a_pretrained_backbone_or_txe_with_nan_weights_is_one_line_naming_it(vid
     assert main([*argv, "--videos", str(tmp_path / "videos"), "--backbone", str(bad_bb), *FAST]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{bad_bb}: 1 weight tensor(s) hold NaN/inf (first: {name})" in err[0], err
+
+
+@pytest.mark.parametrize(
+    "task, extra, override",
+    [
+        ("verb", (), "srl.epochs=1"),  # another task's section: the verb run read verb.epochs
+        ("relation", (), "verb={lr: 0.1}"),
+        ("verb", (), "txe.preset=txe_paper"),  # no TxE at all
+        ("relation", ("--contextualizer", "CKPT"), "txe.overrides={depth: 1}"),  # the checkpoint's own arch
+        ("verb", (), "verb.txe_lr_scale=0.5"),
+        ("relation", (), "relation.backbone_lr_scale=1"),  # --features: no backbone is trained
+        ("verb", (), "data.resize=squash"),  # the clip settings of --videos
+    ],
+)
+def test_an_override_the_run_does_not_read_is_refused(vidsitu_fixture, tmp_path, capsys, task, extra, override):
+    """`finetune vidsitu --task verb srl.epochs=1` (or a scratch TxE's `txe.preset` with no TxE or a
+    pretrained one, a TxE rate with none, a backbone rate or clip setting with --features) trained
+    with the setting ignored, exit 0: a mistyped section gave a result the user took for theirs."""
+    ann, feats = vidsitu_fixture
+    if "CKPT" in extra:
+        arch = arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", in_dim=32)
+        state = build_txe("txe_cpu", in_dim=32).state_dict()
+        ckpt = save_checkpoint(tmp_path / "txe.pt", stage="context", arch=arch, state_dict=state)
+        extra = ("--contextualizer", str(ckpt))
+    assert _finetune(ann, feats, tmp_path / "o", task, *FAST, *extra, override, seeds=1) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    key = override.split("=")[0]
+    assert len(err) == 1 and err[0].startswith(f"moviessl: error: {key}: "), err
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_overrides_a_run_reads_pass(vidsitu_fixture, tmp_path):
+    """The check above refuses only what the run would not read: a scratch TxE's settings and rate."""
+    ann, feats = vidsitu_fixture
+    extra = ("--contextualizer", "scratch", "txe.overrides={depth: 1}", "relation.txe_lr_scale=0.5")
+    assert _finetune(ann, feats, tmp_path / "o", "relation", *FAST, *extra, "relation.epochs=1", seeds=1) == 0

@@ -4,6 +4,42 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Sequence
+
+# the clip settings of --videos (data.num_frames, stride, resize): --features are already the clips' features
+CLIP_KEYS = ("data.num_frames", "data.stride", "data.resize")
+
+
+def check_overrides_read(task: str, overrides: Sequence[str], contextualizer: str | None, features: str | None) -> None:
+    """One line naming the first dotted override this run would not read. The presets hold every
+    task's section, the scratch TxE's and the clip settings, so a setting of another task
+    (``--task verb srl.epochs=1``), a scratch TxE's with none or a pretrained one (which keeps its
+    own architecture), a TxE rate with no TxE, or a backbone rate or clip setting with --features
+    was valid config that trained with the setting ignored, exit 0. Only what the user typed is
+    checked: the library's callers (the demo) share one override list across the three tasks."""
+    from ...errors import BadInputError
+    from . import TASKS
+
+    ctx = "none" if contextualizer is None else str(contextualizer)
+    for ov in overrides:
+        key = ov.partition("=")[0].strip()
+        head, _, rest = key.partition(".")
+        sub = rest.partition(".")[0]
+        why = None
+        if head in TASKS and head != task:
+            why = f"--task {task} reads only the {task} settings, not the {head} ones"
+        elif head == "txe" and ctx != "scratch":
+            why = "builds the TxE of --contextualizer scratch; " + (
+                "--contextualizer none has no TxE" if ctx == "none" else f"{ctx} keeps its own architecture"
+            )
+        elif head == task and sub == "txe_lr_scale" and ctx == "none":
+            why = "the TxE's rate: --contextualizer none has no TxE"
+        elif head == task and sub == "backbone_lr_scale" and features is not None:
+            why = "the backbone's rate: --features are the backbone's outputs, no backbone is trained"
+        elif features is not None and any(key == k or key.startswith(k + ".") for k in CLIP_KEYS):
+            why = "a clip setting of --videos: --features are the clips' features already"
+        if why:
+            raise BadInputError(key, f"{why}; the run would not read it")
 
 
 def _run_vidsitu(args: argparse.Namespace) -> int:
@@ -42,6 +78,7 @@ def _run_vidsitu(args: argparse.Namespace) -> int:
         raise BadInputError(
             None, "--backbone is used with --videos only (--features are already the backbone's outputs)"
         )
+    check_overrides_read(args.task, args.overrides, args.contextualizer, args.features)
     res = run_finetune(
         args.task,
         args.data_root,
