@@ -75,6 +75,22 @@ def test_a_scene_stride_that_is_not_positive_is_refused(tmp_path, stride):
         run_finetune("scene", tmp_path, out=tmp_path / "o", overrides=[f"data.scene_stride_s={stride}"])
 
 
+def test_a_scene_stride_without_scene_features_is_refused(tmp_path):
+    """`data.scene_stride_s` places the scene tokens; with --instances alone it was read by nobody,
+    exit 0 (an OT run the user took for one with scene tokens 4 s apart)."""
+    (tmp_path / "inst").mkdir()
+    (tmp_path / "inst" / "index.json").write_text(json.dumps({"format": "moviessl-instances", "videos": {}}))
+    with pytest.raises(BadInputError, match="^data.scene_stride_s: qualifies the scene features"):
+        run_finetune(
+            "scene",
+            _labels(tmp_path),
+            instances=tmp_path / "inst",
+            out=tmp_path / "o",
+            overrides=[*FAST, "data.scene_stride_s=4"],
+        )
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize(
     "given, option",
     [

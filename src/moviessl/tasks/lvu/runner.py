@@ -411,6 +411,9 @@ def run_finetune(
         # 0 fell back to the folder's stride without a word; a negative one put the events at negative
         # seconds, which span_tails' per-second counts index from the end (spans of garbage, exit 0)
         raise BadInputError("data.scene_stride_s", f"must be a positive number of seconds (or null), got {stride!r}")
+    if inputs is None and scene_features is None and stride is not None:
+        # it places the scene tokens: an OT run read it not at all, exit 0, as --scene-kind above
+        raise BadInputError("data.scene_stride_s", "qualifies the scene features: give --scene-features too")
     out = ensure_out_dir(out)
     with run_lock(out):  # one job per folder (the leader of a multi-process launch takes it)
         labels = task_labels(data_root, task, cfg)
