@@ -957,3 +957,18 @@ def test_the_overrides_a_run_reads_pass(vidsitu_fixture, tmp_path):
     ann, feats = vidsitu_fixture
     extra = ("--contextualizer", "scratch", "txe.overrides={depth: 1}", "relation.txe_lr_scale=0.5")
     assert _finetune(ann, feats, tmp_path / "o", "relation", *FAST, *extra, "relation.epochs=1", seeds=1) == 0
+
+
+@pytest.mark.parametrize("override", ["relation.epochs=3", "seed=5", "txe.preset=txe_paper", "data.num_workers=2"])
+def test_a_baseline_refuses_the_overrides_it_does_not_read(vidsitu_fixture, tmp_path, capsys, override):
+    """--baseline pair_prior reads only which segments to count and score (data.train_split,
+    data.eval_split, data.split_file); `relation.epochs=3` or `seed=5` was accepted, exit 0, and the
+    same numbers written as if they had been used, though its flags (--seeds, ...) are refused."""
+    ann, _ = vidsitu_fixture
+    argv = ["finetune", "vidsitu", "--task", "relation", "--data-root", str(ann), "--baseline", "pair_prior"]
+    assert main([*argv, "--out", str(tmp_path / "p"), override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"moviessl: error: {override.split('=')[0]}: --baseline "), err
+    assert not (tmp_path / "p").exists()
+    split = ann / "split_files" / "vseg_split_valid_lb.json"
+    assert main([*argv, "--out", str(tmp_path / "q"), f"data.split_file={split}", "data.eval_split=valid"]) == 0

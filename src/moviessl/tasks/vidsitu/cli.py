@@ -8,6 +8,8 @@ from typing import Sequence
 
 # the clip settings of --videos (data.num_frames, stride, resize): --features are already the clips' features
 CLIP_KEYS = ("data.num_frames", "data.stride", "data.resize")
+# all a model-free baseline reads of its config: which segments it counts and which it scores
+BASELINE_KEYS = ("data.train_split", "data.eval_split", "data.split_file")
 
 
 def check_overrides_read(task: str, overrides: Sequence[str], contextualizer: str | None, features: str | None) -> None:
@@ -64,6 +66,12 @@ def _run_vidsitu(args: argparse.Namespace) -> int:
         ]
         if unused:
             raise BadInputError(None, f"--baseline scores a model-free baseline; {', '.join(unused)} would not be used")
+        for ov in args.overrides:  # its config too: any other setting was accepted and the same numbers written
+            key = ov.partition("=")[0].strip()
+            if key not in BASELINE_KEYS:
+                raise BadInputError(
+                    key, f"--baseline scores a model-free baseline, reading only {', '.join(BASELINE_KEYS)}"
+                )
         if not job_leader():
             # no training, so no process group: under torchrun or srun every process scored the baseline
             # and wrote its predictions, metrics and summary over the leader's
