@@ -349,3 +349,24 @@ def test_an_ot_pretraining_run_writes_a_summary_naming_what_it_was_made_from(tmp
     (tmp_path / "out" / "model.pt").unlink()
     pretrain_ot(Two(), tmp_path / "out", cfg, resume=True)
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["metrics"] == pytest.approx(s["metrics"])
+
+
+def test_pretrain_ot_refuses_instance_meta_with_an_extract_instances_folder(tmp_path, capsys):
+    """`pretrain-ot --instances <extract-instances folder> --instance-meta X.pkl`: the folder holds
+    the boxes it was extracted from, so the metadata was read by nobody and the OT pretrained on
+    other boxes than the user named, exit 0 (`finetune lvu` refuses the same pair)."""
+    import json
+    import pickle
+
+    from moviessl.cli import main
+
+    inst = tmp_path / "inst"
+    inst.mkdir()
+    (inst / "index.json").write_text(json.dumps({"format": "moviessl-instances", "videos": {}}))
+    meta = tmp_path / "instance_meta_scene.pkl"
+    meta.write_bytes(pickle.dumps({"a": {0: {"0.1,0.1,0.5,0.9": [0, 1]}}}))
+    argv = ["pretrain-ot", "--instances", str(inst), "--instance-meta", str(meta), "--out", str(tmp_path / "o")]
+    assert main([*argv, "masking.action_weight=0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("moviessl: error: --instance-meta: goes with LVU's features/"), err
+    assert not (tmp_path / "o").exists()

@@ -70,9 +70,18 @@ def add_parser(subparsers) -> None:
 
 def _run_ot(args) -> int:
     from ..config import load_config
+    from ..errors import BadInputError
     from ..features.instances import open_instances
+    from ..tasks.lvu.runner import is_instance_folder
     from .instance_masking import pretrain_ot
 
+    if args.instance_meta is not None and is_instance_folder(args.instances):
+        # its boxes are the tracks it was extracted from: the metadata was read by nobody, exit 0
+        raise BadInputError(
+            "--instance-meta",
+            f"goes with LVU's features/; {args.instances} is a `moviessl extract-instances` folder, whose boxes "
+            "are the tracks it was extracted from",
+        )
     cfg = load_config("ot_pretrain", args.preset, args.overrides)
     path = pretrain_ot(
         open_instances(args.instances, args.instance_meta), args.out, cfg, args.teacher, resume=args.resume
