@@ -680,6 +680,25 @@ def test_a_test_split_gets_submissions_not_scores(vidsitu_fixture, tmp_path, tas
         evaluate_files(task, out / "seed0" / "predictions.pkl", ann2, split)
 
 
+@pytest.mark.parametrize("task, split", [("srl", "testvb"), ("srl", "testsrl"), ("relation", "testvb")])
+def test_a_test_split_without_the_records_a_task_reads_is_refused(vidsitu_fixture, tmp_path, capsys, task, split):
+    """SRL decodes each event's roles from its given verb (VidSitu released them for testsrl and
+    testevrel, not testvb), and relation entries are for the segments of an annotation file: on a
+    test split without its `_noann` file (testvb, or testsrl before that file was downloaded) every
+    segment got the fallback entry, exit 0 -- a submission of nothing, under a PARTIAL line that
+    blamed the inputs ("4 had none")."""
+    ann, feats = vidsitu_fixture
+    ann2 = tmp_path / "vidsitu_annotations"
+    _test_split(ann, ann2, split)
+    (ann2 / "vseg_ann_files" / f"vsann_{split}_noann_lb.json").unlink(missing_ok=True)
+    out = tmp_path / "run"
+    assert _finetune(ann2, feats, out, task, *FAST, f"data.eval_split={split}", f"{task}.epochs=1", seeds=1) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    want = f"moviessl: error: {ann2 / 'vseg_ann_files' / f'vsann_{split}_noann_lb.json'}: not found"
+    assert len(err) == 1 and err[0].startswith(want) and f"--task {task}" in err[0], err
+    assert not (out / "seed0").exists()
+
+
 def test_a_short_run_under_gradient_accumulation_still_logs_points_every_epoch(vidsitu_fixture, tmp_path):
     """Lightning counts ``log_every_n_steps`` in optimizer steps: capped at half an epoch's batches, a
     run accumulating 3 batches logged one point in two epochs."""

@@ -98,6 +98,7 @@ class RelationTask:
     end_to_end = False
     ignore_index = IGNORE
     eval_needs_records = True
+    eval_records_hint = "annotation records (VidSitu released testevrel's)"
 
     def __init__(self, cfg: RelationConfig, train_split, eval_split=None, **_: Any):
         self.cfg = cfg

@@ -344,6 +344,15 @@ def prepare(
     train_split = load_split(data_root, cfg.data.train_split)
     eval_split = load_split(data_root, cfg.data.eval_split, split_file=cfg.data.split_file)
     check_disjoint(train_split, eval_split)
+    if TASKS[task].eval_needs_records and not scorable(eval_split) and not eval_split.records:
+        # every segment would get the fallback entry: a submission of nothing, exit 0, under a PARTIAL
+        # line that blamed the inputs (testvb has no annotation file; testsrl's may not be downloaded);
+        # said before the task's spec trains SRL's tokenizer into --out
+        split, hint = eval_split.split, TASKS[task].eval_records_hint
+        raise BadInputError(
+            eval_split.files.get("ann") or eval_split.root / "vseg_ann_files" / f"vsann_{split}_noann_lb.json",
+            f"not found or empty: --task {task} reads each {split} segment's {hint}",
+        )
     spec = TASKS[task](getattr(cfg, task), train_split, eval_split=eval_split, tokenizer=tokenizer, out=out)
 
     backbone_obj = None

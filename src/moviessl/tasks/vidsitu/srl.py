@@ -126,6 +126,7 @@ class SRLTask:
     end_to_end = False
     ignore_index = None
     eval_needs_records = True
+    eval_records_hint = "given verbs (VidSitu released them for testsrl and testevrel)"
 
     def __init__(
         self,
