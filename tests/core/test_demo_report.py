@@ -168,7 +168,36 @@ def test_training_curves_legend_leaves_the_curves_visible_and_tells_methods_apar
         assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1 and fig.bbox.y0 <= box.y0 and box.y1 <= fig.bbox.y1
 
 
-@pytest.mark.parametrize("which", ["bar_plot", "curves_plot", "plot_curves", "plot_table"])
+PLOTTERS = ["bar_plot", "curves_plot", "plot_curves", "plot_table"]
+
+
+def _plot_call(which: str, tmp_path):
+    """A call of one of the project's plots on a minimal input of its own (a run's log for the curves)."""
+    from moviessl import demo_report, training
+    from moviessl.tasks.lvu import table
+
+    logs = tmp_path / "backbone" / "cvrl" / "r0" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "metrics.csv").write_text("step,train/loss\n0,3.0\n1,2.5\n")
+    row = {"table": "verb", "setting": "backbone=cvrl", "metric": "acc@1", "mean": 40.0, "se": 1.0, "n": 3}
+    cell = {"scene": {"mean": 30.0, "se": 1.0, "n": 3}}
+    call = {
+        "bar_plot": lambda: demo_report.bar_plot([row], "verb", tmp_path / "v.png"),
+        "curves_plot": lambda: demo_report.curves_plot(tmp_path, tmp_path / "c.png"),
+        "plot_curves": lambda: training.plot_curves(logs, tmp_path / "curves.png"),
+        "plot_table": lambda: table.plot_table(
+            {"instance=ot,scene=none": cell},
+            {"scene": {"chance": 20.0}},
+            ["scene"],
+            [("ot", "none")],
+            tmp_path / "t.png",
+            "t",
+        ),
+    }[which]
+    return call
+
+
+@pytest.mark.parametrize("which", PLOTTERS)
 def test_a_plot_that_cannot_be_written_leaves_no_figure_open(tmp_path, monkeypatch, which):
     """A figure was closed only after its file was written: a write that failed (a full disk, a
     read-only folder) left it in pyplot's registry, and the training loop logs that failure and goes
@@ -188,31 +217,14 @@ def test_a_plot_that_cannot_be_written_leaves_no_figure_open(tmp_path, monkeypat
 
     for mod in (demo_report, training, table):
         monkeypatch.setattr(mod, "atomic_write", full)
-    logs = tmp_path / "backbone" / "cvrl" / "r0" / "logs"
-    logs.mkdir(parents=True)
-    (logs / "metrics.csv").write_text("step,train/loss\n0,3.0\n1,2.5\n")
-    row = {"table": "verb", "setting": "backbone=cvrl", "metric": "acc@1", "mean": 40.0, "se": 1.0, "n": 3}
-    cell = {"scene": {"mean": 30.0, "se": 1.0, "n": 3}}
-    call = {
-        "bar_plot": lambda: demo_report.bar_plot([row], "verb", tmp_path / "v.png"),
-        "curves_plot": lambda: demo_report.curves_plot(tmp_path, tmp_path / "c.png"),
-        "plot_curves": lambda: training.plot_curves(logs, tmp_path / "curves.png"),
-        "plot_table": lambda: table.plot_table(
-            {"instance=ot,scene=none": cell},
-            {"scene": {"chance": 20.0}},
-            ["scene"],
-            [("ot", "none")],
-            tmp_path / "t.png",
-            "t",
-        ),
-    }[which]
+    call = _plot_call(which, tmp_path)
     plt.close("all")
     with pytest.raises(OSError):
         call()
     assert plt.get_fignums() == []
 
 
-@pytest.mark.parametrize("which", ["bar_plot", "curves_plot", "plot_curves", "plot_table"])
+@pytest.mark.parametrize("which", PLOTTERS)
 def test_a_plot_leaves_the_callers_matplotlib_backend_as_it_was(tmp_path, which):
     """Each plot called ``matplotlib.use("Agg")``, which switches pyplot's backend when pyplot is
     loaded: a notebook that trained a model (``fit`` draws curves.png) or ran a table lost its inline
@@ -221,27 +233,7 @@ def test_a_plot_leaves_the_callers_matplotlib_backend_as_it_was(tmp_path, which)
     import matplotlib
     import matplotlib.pyplot as plt
 
-    from moviessl import demo_report, training
-    from moviessl.tasks.lvu import table
-
-    logs = tmp_path / "backbone" / "cvrl" / "r0" / "logs"
-    logs.mkdir(parents=True)
-    (logs / "metrics.csv").write_text("step,train/loss\n0,3.0\n1,2.5\n")
-    row = {"table": "verb", "setting": "backbone=cvrl", "metric": "acc@1", "mean": 40.0, "se": 1.0, "n": 3}
-    cell = {"scene": {"mean": 30.0, "se": 1.0, "n": 3}}
-    call = {
-        "bar_plot": lambda: demo_report.bar_plot([row], "verb", tmp_path / "v.png"),
-        "curves_plot": lambda: demo_report.curves_plot(tmp_path, tmp_path / "c.png"),
-        "plot_curves": lambda: training.plot_curves(logs, tmp_path / "curves.png"),
-        "plot_table": lambda: table.plot_table(
-            {"instance=ot,scene=none": cell},
-            {"scene": {"chance": 20.0}},
-            ["scene"],
-            [("ot", "none")],
-            tmp_path / "t.png",
-            "t",
-        ),
-    }[which]
+    call = _plot_call(which, tmp_path)
     before = matplotlib.get_backend()
     plt.switch_backend("svg")  # (headless, and not Agg: the caller's own)
     try:
