@@ -270,6 +270,35 @@ def test_instance_meta_folder_gives_each_task_its_file(tmp_path, capsys):
     assert "--instance-meta" in err and "folder" in err and "\n" not in err and not (tmp_path / "o").exists()
 
 
+def test_pretrain_ot_reads_every_tasks_videos_from_the_instance_meta_folder(tmp_path, capsys):
+    """``pretrain-ot --instance-meta`` took one task's file only: LVU's released ``instance_meta/``
+    folder (one file per task, as ``finetune lvu`` takes it) was one line (IsADirectoryError), and
+    pretraining on all of LVU's movies needed the files merged by hand. The folder is every task's
+    videos, as ``extract-instances`` reads it; a single file reads and digests as before."""
+    import json
+
+    from moviessl.cli import main
+
+    meta, _ = _release(tmp_path)
+    folder = tmp_path / "instance_meta"
+    scene_file = folder / "instance_meta_scene.pkl"
+    one = open_instances(tmp_path / "features", scene_file)
+    # another task's file: vidB alone, with the same boxes (the release's features are per video)
+    with open(folder / "instance_meta_genre.pkl", "wb") as f:
+        pickle.dump({"vidB": meta["vidB"]}, f)
+    with open(scene_file, "wb") as f:
+        pickle.dump({"vidA": meta["vidA"]}, f)
+    both = open_instances(tmp_path / "features", folder)
+    assert both.ids == ["vidA", "vidB"] and both.dim == 6
+    assert np.array_equal(both.load("vidB").feat, one.load("vidB").feat)
+    assert both.source_digest() != open_instances(tmp_path / "features", scene_file).source_digest()
+    out = tmp_path / "ot"
+    argv = ["pretrain-ot", "--instances", str(tmp_path / "features"), "--instance-meta", str(folder)]
+    argv += ["--out", str(out), "masking.action_weight=0", "trainer.max_steps=1", "data.batch_size=2"]
+    assert main([*argv, "trainer.progress_bar=false"]) == 0, capsys.readouterr().err
+    assert json.loads((out / "summary.json").read_text())["num_videos"] == 2
+
+
 @pytest.mark.parametrize("protocol", [0, 1, 2])
 def test_old_protocol_pickles_of_numpy_values_load(tmp_path, protocol):
     """Protocols 0-2 write an array's bytes as _codecs.encode(text, 'latin1'), which the restricted

@@ -2,12 +2,12 @@
 
     moviessl pretrain-context --features FEATS [--features FEATS2 ...] --out OUT
                               [--preset cpu|paper] [--resume] [k=v ...]
-    moviessl pretrain-ot --instances DIR [--instance-meta PKL] --teacher CKPT --out OUT
+    moviessl pretrain-ot --instances DIR [--instance-meta PKL|DIR] --teacher CKPT --out OUT
                          [--preset cpu|paper] [--resume] [k=v ...]
 
 FEATS: folders written by ``moviessl extract`` or VidSitu's released ``vsitu_vid_feats/<model>/``.
-DIR: instance features (``moviessl extract-instances``) or LVU's released ``features/`` (with its
-``instance_meta_*.pkl``).
+DIR: instance features (``moviessl extract-instances``) or LVU's released ``features/`` (with one
+``instance_meta_<task>.pkl``, or the ``instance_meta/`` folder for every task's movies).
 """
 
 from __future__ import annotations
@@ -54,7 +54,12 @@ def add_parser(subparsers) -> None:
         "head's logits, span compatibility; writes OUT/model.pt (stage 'ot') for `finetune lvu --init`.",
     )
     o.add_argument("--instances", required=True, help="moviessl extract-instances folder, or LVU's features/ folder")
-    o.add_argument("--instance-meta", default=None, help="with LVU's features/: its instance_meta_<task>.pkl")
+    o.add_argument(
+        "--instance-meta",
+        default=None,
+        help="with LVU's features/: one of its instance_meta_<task>.pkl files, or the instance_meta/ folder "
+        "(every task's movies)",
+    )
     o.add_argument(
         "--teacher",
         default=None,

@@ -360,6 +360,35 @@ def read_instance_meta(path: str | os.PathLike) -> dict[str, dict[int, dict[str,
     return out
 
 
+def read_instance_metas(
+    path: str | os.PathLike,
+) -> tuple[dict[str, dict[int, dict[str, tuple[int, int]]]], dict[str, Path]]:
+    """LVU's instance metadata from one ``instance_meta_{task}.pkl`` (:func:`read_instance_meta`)
+    or its ``instance_meta/`` folder, every ``instance_meta_*.pkl`` in it: the task files list
+    different videos, so all are read. A video in several keeps the first file's boxes (by name), and
+    a count of videos whose boxes differ between files is logged. Returns the metadata and, per
+    video, the file its boxes came from."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("instance_meta_*.pkl"))
+        if not files:
+            raise BadInputError(path, "no instance_meta_<task>.pkl files in the folder")
+    else:
+        files = [path]
+    meta: dict[str, dict[int, dict[str, tuple[int, int]]]] = {}
+    source: dict[str, Path] = {}
+    differ = 0
+    for f in files:
+        for vid, secs in read_instance_meta(f).items():
+            if vid not in meta:
+                meta[vid], source[vid] = secs, f
+            elif meta[vid] != secs:
+                differ += 1
+    if differ:
+        log.warning("%s: %d videos have other boxes in another task's file; the first file's are used", path, differ)
+    return meta, source
+
+
 def meta_instances(meta: dict[int, dict[str, tuple[int, int]]]) -> VideoInstances:
     """One video's instance metadata (:func:`read_instance_meta`) as :class:`VideoInstances`
     without features: the boxes ``moviessl extract-instances`` pools, in the order of the file."""

@@ -46,7 +46,7 @@ from ..checkpoint import build_from_checkpoint, file_hash, load_checkpoint
 from ..data.lvu import (
     VideoInstances,
     meta_instances,
-    read_instance_meta,
+    read_instance_metas,
     read_release_features,
     read_tracks,
     release_instances,
@@ -92,31 +92,17 @@ def _save_npz(path: Path, inst: VideoInstances) -> None:
 
 def box_source(tracks: str | os.PathLike) -> dict[str, Callable[[], VideoInstances]]:
     """``{youtube_id: () -> its boxes}`` from a folder of tracks files ``<id>.json``, one of LVU's
-    ``instance_meta_{task}.pkl`` files, or its ``instance_meta/`` folder. The folder's task files
-    list different videos, so all are read; a video in several keeps the first file's boxes (by
-    name), and a count of videos whose boxes differ between files is logged."""
+    ``instance_meta_{task}.pkl`` files, or its ``instance_meta/`` folder (every task's videos:
+    :func:`~moviessl.data.lvu.read_instance_metas`)."""
     tracks = Path(tracks)
-    if tracks.is_dir():
-        pkls = sorted(tracks.glob("instance_meta_*.pkl"))
-        if not pkls:
-            jsons = sorted(p for p in tracks.glob("*.json") if p.is_file())
-            if not jsons:
-                raise BadInputError(tracks, "no <id>.json tracks files or instance_meta_<task>.pkl files")
-            return {p.stem: partial(read_tracks, p) for p in jsons}
-    elif tracks.is_file():
-        pkls = [tracks]
-    else:
+    if tracks.is_dir() and not any(tracks.glob("instance_meta_*.pkl")):
+        jsons = sorted(p for p in tracks.glob("*.json") if p.is_file())
+        if not jsons:
+            raise BadInputError(tracks, "no <id>.json tracks files or instance_meta_<task>.pkl files")
+        return {p.stem: partial(read_tracks, p) for p in jsons}
+    if not tracks.exists():
         raise BadInputError(tracks, "tracks folder or instance-metadata pkl not found")
-    meta: dict = {}
-    differ = 0
-    for p in pkls:
-        for vid, secs in read_instance_meta(p).items():
-            if vid not in meta:
-                meta[vid] = secs
-            elif meta[vid] != secs:
-                differ += 1
-    if differ:
-        log.warning("%s: %d videos have other boxes in another task's file; the first file's are used", tracks, differ)
+    meta, _ = read_instance_metas(tracks)
     return {vid: partial(meta_instances, secs) for vid, secs in meta.items()}
 
 
@@ -671,7 +657,7 @@ class _Instances(StampedSource):
     def cache_key(self, vid: str) -> tuple:
         """What a video's features depend on: its file (path, size, mtime) and, for the release, the
         instance-metadata file, which orders the rows."""
-        meta = getattr(self, "meta_path", None)
+        meta = getattr(self, "meta_files", {}).get(vid)
         what = "instance feature file"
         return (type(self).__name__, file_stamp(self._file(vid), what), meta and file_stamp(Path(meta), what))
 
@@ -768,14 +754,18 @@ def _checked_instances(path: Path, arrs: dict[str, np.ndarray]) -> VideoInstance
 
 class LVUReleaseInstances(_Instances):
     """The LVU release's inputs: ``features/<id>.npz`` (RoI features) + ``instance_meta_{task}.pkl``
-    (shot and track ids per box). Same interface as :class:`InstanceStore`."""
+    (shot and track ids per box), or the ``instance_meta/`` folder for every task's videos
+    (``pretrain-ot`` on all of LVU's movies; :func:`~moviessl.data.lvu.read_instance_metas`). Same
+    interface as :class:`InstanceStore`."""
 
     def __init__(self, features: str | os.PathLike, meta: str | os.PathLike):
         self.root = Path(features)
         if not self.root.is_dir():
             raise BadInputError(self.root, "LVU feature folder not found")
-        self.meta = read_instance_meta(meta)
-        self.meta_path = str(Path(meta).resolve())  # the box order of a video's features follows it
+        self.meta, source = read_instance_metas(meta)
+        self.meta_path = str(Path(meta).resolve())
+        # the box order of a video's features follows the file its boxes came from
+        self.meta_files = {vid: str(f.resolve()) for vid, f in source.items()}
         have = {p.stem for p in self.root.glob("*.npz")}
         self.ids = sorted(v for v in self.meta if v in have)
         self._ids = set(self.ids)
@@ -797,7 +787,9 @@ class LVUReleaseInstances(_Instances):
         self.backbone = "lvu-release"
 
     def _shared_inputs(self) -> Any:
-        return Path(self.meta_path)  # by content: another metadata file of the same name is other data
+        # by content: another metadata file of the same name is other data
+        files = sorted(set(self.meta_files.values()))
+        return Path(self.meta_path) if files == [self.meta_path] else [Path(f) for f in files]
 
     def _read(self, vid: str) -> VideoInstances:
         path = self.root / f"{vid}.npz"
@@ -816,5 +808,7 @@ def open_instances(spec: str | os.PathLike, meta: str | os.PathLike | None = Non
     if (root / INSTANCE_INDEX).is_file() or (root / CLAIM_NAME).is_file():  # an unfinished one says so
         return InstanceStore(root)
     if meta is None:
-        raise BadInputError(root, "not an instance-feature folder; for LVU's features/ also give its instance_meta pkl")
+        raise BadInputError(
+            root, "not an instance-feature folder; for LVU's features/ also give its instance_meta pkl or folder"
+        )
     return LVUReleaseInstances(root, meta)
