@@ -91,6 +91,29 @@ def test_a_scene_stride_without_scene_features_is_refused(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("key", ["model.track_mask", "data.box_jitter"])
+def test_an_instance_setting_in_a_scene_only_run_is_refused(tmp_path, key):
+    """`model.track_mask` and `data.box_jitter` act on the instance tokens only; a scene-only run
+    (--scene-features alone) has none and read a typed one not at all, exit 0. Refused before any
+    work, as `data.scene_stride_s` without scene features, and before `--task all`'s TxE pass; the
+    presets' values (set for every run) and a run with instances are not."""
+    from moviessl.tasks.lvu.runner import contextualize_tasks
+
+    scene = _scene(VIDS)
+    root = _labels(tmp_path)
+    with pytest.raises(BadInputError, match=f"^{key}: qualifies the instance tokens: give --instances too$"):
+        run_finetune("scene", root, scene_features=tmp_path / "ev", out=tmp_path / "o", overrides=[*FAST, f"{key}=0.3"])
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(BadInputError, match=f"^{key}: qualifies the instance tokens"):
+        contextualize_tasks(["scene"], root, tmp_path / "ev", tmp_path / "txe.pt", tmp_path / "o", overrides={key: 0.3})
+    assert not (tmp_path / "o").exists()
+    # the same setting with instances is read; the preset's own value in a scene-only run is no error
+    both = load_inputs(_Instances(VIDS), scene, ids=VIDS, desc="ot++")
+    assert run_finetune("scene", root, inputs=both, out=tmp_path / "b", overrides=[*FAST, f"{key}=0.3"])["summary"]
+    with pytest.raises(BadInputError, match="ev: feature folder not found"):  # past the check
+        run_finetune("scene", root, scene_features=tmp_path / "ev", out=tmp_path / "s", overrides=FAST)
+
+
 @pytest.mark.parametrize(
     "given, option",
     [

@@ -116,10 +116,26 @@ def contextualize_tasks(
     check_trainer(cfg.trainer)
     seed_range(cfg.seed, max(int(seeds), int(cfg.train.tune_seeds)))
     span_checked_settings(cfg.model.preset, cfg.model.overrides, cfg.data.span_s)
+    if instances is None:  # the first task's runner says so too, after the pass over every film
+        refuse_instance_settings(overrides)
     check_instance_meta(tasks, data_root, instances, instance_meta)
     ids = sorted({v for t in tasks for split in task_labels(data_root, t, cfg).values() for v in split})
     device = trainer_device(cfg.trainer)
     contextualize_folder(scene_features, contextualizer, out, ids, cfg.trainer.progress_bar, device)
+
+
+# settings only the instance tokens read (their boxes' jitter, their tracks' corruption)
+INSTANCE_SETTINGS = ("model.track_mask", "data.box_jitter")
+
+
+def refuse_instance_settings(overrides: Sequence[str] | Mapping) -> None:
+    """One line naming a typed override of :data:`INSTANCE_SETTINGS` in a run without ``--instances``:
+    a scene-only run has no instance tokens and read it not at all, exit 0 (as ``data.scene_stride_s``
+    in a run without scene features). Only what the user typed: the presets set both for every run."""
+    keys = flatten(overrides) if isinstance(overrides, Mapping) else (ov.partition("=")[0].strip() for ov in overrides)
+    for key in keys:
+        if key in INSTANCE_SETTINGS:
+            raise BadInputError(key, "qualifies the instance tokens: give --instances too")
 
 
 def is_instance_folder(instances: str | os.PathLike | None) -> bool:
@@ -414,6 +430,8 @@ def run_finetune(
     if inputs is None and scene_features is None and stride is not None:
         # it places the scene tokens: an OT run read it not at all, exit 0, as --scene-kind above
         raise BadInputError("data.scene_stride_s", "qualifies the scene features: give --scene-features too")
+    if inputs is None and instances is None:
+        refuse_instance_settings(overrides)
     out = ensure_out_dir(out)
     with run_lock(out):  # one job per folder (the leader of a multi-process launch takes it)
         labels = task_labels(data_root, task, cfg)
