@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from moviessl.checkpoint import file_hash
-from moviessl.tasks.lvu.table import LVU_CLAIMS, claims, ranks, setting_name
+from moviessl.tasks.lvu.table import LVU_CLAIMS, _table_md, claims, ranks, setting_name
 
 
 def _own_event_features(tmp_path):
@@ -28,6 +28,24 @@ def test_ranks_follow_each_metrics_direction_and_share_ties():
     r = ranks(table, ["scene", "like_ratio"])
     assert r["a"] == {"scene": 1, "like_ratio": 3} and r["b"] == {"scene": 1, "like_ratio": 1}
     assert r["c"] == {"scene": 3, "like_ratio": 2}
+
+
+def test_a_cell_whose_every_run_diverged_is_ranked_by_no_one_and_shown_so():
+    # summarize's n 0 / mean NaN (null once read back): NaN compares false, so it ranked first
+    nan = float("nan")
+    r = ranks({"a": {"scene": nan}, "b": {"scene": 40.0}, "c": {"scene": None}}, ["scene"])
+    assert r == {"a": {}, "b": {"scene": 1}, "c": {}}
+    stats = {
+        setting_name("ot", "none"): {"scene": {"mean": nan, "se": nan, "n": 0, "n_nonfinite": 2}},
+        setting_name("none", "ours"): {"scene": {"mean": 30.0, "se": 1.0, "n": 2}},
+        setting_name("ot", "ours"): {"scene": {"mean": 20.0, "se": 1.0, "n": 2}},
+    }
+    rows = [("ot", "none"), ("none", "ours"), ("ot", "ours")]
+    md = _table_md("test split", stats, ["scene"], rows, {"scene": {"chance": 10.0}})
+    ot_line = next(line for line in md.splitlines() if line.startswith("| OT | - |"))
+    assert "non-finite" in ot_line and ot_line.endswith("| 0/1 | nan |")
+    c = claims(stats, {"scene": {"chance": 10.0}}, ["scene"], rows)
+    assert c["ot_beats_constant"]["of"] == 0 and c["otpp_best_mean_rank"]["holds"] is None
 
 
 def test_claims():

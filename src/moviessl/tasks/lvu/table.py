@@ -163,10 +163,12 @@ def better(task: str, a: float, b: float, eps: float = 1e-9) -> bool:
 
 
 def ranks(table: Mapping[str, Mapping[str, float]], tasks: Sequence[str]) -> dict[str, dict[str, int]]:
-    """Per task, the competition rank (1 = best, ties share the better rank) of each setting's mean."""
+    """Per task, the competition rank (1 = best, ties share the better rank) of each setting's mean.
+    A non-finite mean (every run of a cell diverged) has no rank: NaN compares false with everything,
+    so it was ranked first, beaten by no one."""
     out: dict[str, dict[str, int]] = {s: {} for s in table}
     for t in tasks:
-        vals = {s: row[t] for s, row in table.items() if t in row}
+        vals = {s: row[t] for s, row in table.items() if t in row and row[t] is not None and np.isfinite(row[t])}
         for s, v in vals.items():
             out[s][t] = 1 + sum(better(t, w, v) for w in vals.values())
     return out
@@ -203,37 +205,61 @@ def _stat(st: Mapping) -> dict[str, Any]:
     return {"mean": float(st["mean"]), "se": float(st["se"]), "n": int(st.get("n", 2))}
 
 
-def _table_md(title: str, stats: dict, tasks: Sequence[str], settings: Sequence[tuple[str, str]], room: dict) -> str:
-    means = {
-        setting_name(*s): {t: stats[setting_name(*s)][t]["mean"] for t in tasks if t in stats[setting_name(*s)]}
-        for s in settings
+def _finite_means(row: Mapping[str, Mapping], tasks: Sequence[str]) -> dict[str, float]:
+    """A row's means by task, the tasks it has a finite mean of (a ``null`` read back is not one)."""
+    return {
+        t: float(row[t]["mean"])
+        for t in tasks
+        if t in row and row[t]["mean"] is not None and np.isfinite(row[t]["mean"])
     }
+
+
+def _cell(task: str, st: Mapping | None) -> str:
+    if st is None:
+        return "n/a"
+    if st["mean"] is None or not np.isfinite(st["mean"]):  # summarize's n 0: no run gave a finite value
+        return "non-finite"
+    return _fmt(task, **_stat(st))
+
+
+def ranked_table_md(
+    title: str,
+    stats: Mapping[str, Mapping[str, Mapping]],
+    tasks: Sequence[str],
+    rows: Sequence[tuple[str, Sequence[str]]],
+    room: Mapping[str, Mapping[str, float]] | None,
+    head: Sequence[str],
+) -> str:
+    """Table 5's layout: ``rows`` = ``(key, label cells)`` in order, a column per task (``mean ± SE`` of
+    ``stats[key][task]``, n/a where a row has none), the #top-1 and mean-rank columns over these rows,
+    and the chance / oracle rows of ``room`` (None: none)."""
+    means = {key: _finite_means(stats[key], tasks) for key, _ in rows}
     rk = ranks(means, tasks)
-    head = "| instance | scene | " + " | ".join(f"{COLUMNS[t]} ({'↓' if TASKS[t].regression else '↑'})" for t in tasks)
-    lines = [f"**{title}**", "", head + " | #top-1 | mean rank |", "|---|---|" + "---|" * (len(tasks) + 2)]
-    for inst, scene in settings:
-        s = setting_name(inst, scene)
-        cells = [_fmt(t, **_stat(stats[s][t])) if t in stats[s] else "n/a" for t in tasks]
-        top = sum(r == 1 for r in rk[s].values())
-        mean_rank = np.mean(list(rk[s].values())) if rk[s] else float("nan")
-        lines.append(
-            f"| {PRETTY[inst]} | {PRETTY[scene]} | " + " | ".join(cells) + f" | {top}/{len(tasks)} | {mean_rank:.2f} |"
-        )
-    for key, name in (("chance", "chance / constant"), ("oracle", "oracle (generating variables)")):
-        if all(key in room[t] for t in tasks):
-            vals = [f"{room[t][key]:.3f}" if TASKS[t].regression else f"{room[t][key]:.2f}" for t in tasks]
-            lines.append(f"| *{name}* | | " + " | ".join(vals) + " | | |")
+    cols = " | ".join(f"{COLUMNS[t]} ({'↓' if TASKS[t].regression else '↑'})" for t in tasks)
+    lines = [f"**{title}**", "", f"| {' | '.join(head)} | {cols} | #top-1 | mean rank |"]
+    lines.append("|" + "---|" * (len(head) + len(tasks) + 2))
+    for key, label in rows:
+        cells = [_cell(t, stats[key].get(t)) for t in tasks]
+        top = sum(r == 1 for r in rk[key].values())
+        mean_rank = np.mean(list(rk[key].values())) if rk[key] else float("nan")
+        lines.append(f"| {' | '.join(label)} | " + " | ".join(cells) + f" | {top}/{len(tasks)} | {mean_rank:.2f} |")
+    for k, name in (("chance", "chance / constant"), ("oracle", "oracle (generating variables)")):
+        if room is not None and all(k in room[t] for t in tasks):
+            vals = [f"{room[t][k]:.3f}" if TASKS[t].regression else f"{room[t][k]:.2f}" for t in tasks]
+            lines.append(f"| *{name}* | " + "| " * (len(head) - 1) + " | ".join(vals) + " | | |")
     return "\n".join(lines) + "\n"
+
+
+def _table_md(title: str, stats: dict, tasks: Sequence[str], settings: Sequence[tuple[str, str]], room: dict) -> str:
+    rows = [(setting_name(i, s), [PRETTY[i], PRETTY[s]]) for i, s in settings]
+    return ranked_table_md(title, stats, tasks, rows, room, ["instance", "scene"])
 
 
 def claims(stats: dict, room: dict, tasks: Sequence[str], settings: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """The paper's Table 5 claims measured on one split (means over the runs; no significance test).
     A comparison reads only the tasks every setting it compares has a result for (a split with no
-    scored video, a row not run); with none, its ``holds`` is None (n/a)."""
-    means = {
-        setting_name(*s): {t: stats[setting_name(*s)][t]["mean"] for t in tasks if t in stats[setting_name(*s)]}
-        for s in settings
-    }
+    scored video, a row not run, a cell whose every run diverged); with none, its ``holds`` is None (n/a)."""
+    means = {setting_name(*s): _finite_means(stats[setting_name(*s)], tasks) for s in settings}
     rk = ranks(means, tasks)
     mr = {s: float(np.mean(list(r.values()))) if r else None for s, r in rk.items()}
     out: dict[str, Any] = {"mean_rank": mr}
@@ -288,8 +314,23 @@ def plot_table(
     title: str,
     note: str = "",
 ) -> Path:
-    """One panel per task: each setting's mean ± SE, the chance / constant level as a line; ``title``
-    and ``note`` (a second line) say what it shows and what the ± is over, as the table's heading does."""
+    """:func:`plot_rows` of the instance x scene ``settings`` (their Table 5 labels)."""
+    rows = [(setting_name(*s), row_label(*s)) for s in settings]
+    return plot_rows(stats, room, tasks, rows, png, title, note)
+
+
+def plot_rows(
+    stats: Mapping[str, Mapping[str, Mapping]],
+    room: Mapping[str, Mapping[str, float]] | None,
+    tasks: Sequence[str],
+    rows: Sequence[tuple[str, str]],
+    png: Path,
+    title: str,
+    note: str = "",
+) -> Path:
+    """One panel per task: each row's (``(key, label)``) mean ± SE, the chance / constant level of
+    ``room`` as a line (None: none); ``title`` and ``note`` (a second line) say what it shows and what
+    the ± is over, as the table's heading does."""
     # a Figure of its own, not pyplot: matplotlib.use("Agg") switched the caller's backend (a
     # notebook's inline plots), and pyplot's registry held every figure until closed
     from matplotlib import colormaps
@@ -300,30 +341,32 @@ def plot_table(
     # at least 6 in wide: the two-line title of a one- or two-task plot (the quick demo's) fits
     fig = Figure(figsize=(max(3.6 * ncol, 6.0), 3.0 * nrow))
     axes = fig.subplots(nrow, ncol, squeeze=False)
-    labels = [row_label(i, s) for i, s in settings]
+    labels = [label for _, label in rows]
     # a colour per row: tab10 gave the 11th row of every instance x scene pair the first one's
-    cmap = colormaps["tab10" if len(settings) <= 10 else "tab20"]
-    colors = cmap(np.arange(len(settings)) % cmap.N)
+    cmap = colormaps["tab10" if len(rows) <= 10 else "tab20"]
+    colors = cmap(np.arange(len(rows)) % cmap.N)
     for ax in axes.flat[len(tasks) :]:
         ax.axis("off")
     for ax, t in zip(axes.flat, tasks):
         # as the table's cells: no error bar for a single run (its SE 0 drew a cap at the mean), n/a
-        # where a setting has no result
-        cells = [_stat(stats[setting_name(*s)][t]) if t in stats[setting_name(*s)] else None for s in settings]
+        # where a row has no result
+        cells = [_stat(stats[key][t]) if t in stats[key] else None for key, _ in rows]
         m = [c["mean"] if c else np.nan for c in cells]
         e = [c["se"] if c and c["n"] >= 2 else np.nan for c in cells]
-        ax.bar(np.arange(len(settings)), m, yerr=e, color=colors, capsize=2)
+        ax.bar(np.arange(len(rows)), m, yerr=e, color=colors, capsize=2)
         for k, c in enumerate(cells):
             if c is None:
                 ax.text(k, 0, "n/a", ha="center", va="bottom", fontsize=7)
-        ax.set_xlim(-0.6, len(settings) - 0.4)
-        ax.axhline(room[t]["chance"], color="k", ls="--", lw=0.8)
+        ax.set_xlim(-0.6, len(rows) - 0.4)
+        if room is not None:
+            ax.axhline(room[t]["chance"], color="k", ls="--", lw=0.8)
         ax.set_title(f"{COLUMNS[t]} ({'MSE ↓' if TASKS[t].regression else 'top-1 ↑'})", fontsize=9)
         ax.set_ylabel("MSE" if TASKS[t].regression else "top-1 (%)", fontsize=8)
-        ax.set_xticks(np.arange(len(settings)))
+        ax.set_xticks(np.arange(len(rows)))
         ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
         ax.tick_params(axis="y", labelsize=7)
-    fig.suptitle(title + " (dashed: chance / constant)" + (f"\n{note}" if note else ""), fontsize=10)
+    dashed = " (dashed: chance / constant)" if room is not None else ""
+    fig.suptitle(title + dashed + (f"\n{note}" if note else ""), fontsize=10)
     fig.tight_layout()
     atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
     return png
