@@ -30,6 +30,7 @@ STAGE_MODULES = (
     "moviessl.features.cli",  # extract
     "moviessl.context.cli",  # pretrain-context
     "moviessl.tasks.cli",  # finetune
+    "moviessl.tasks.tables",  # table
     "moviessl.eval.cli",  # evaluate
     "moviessl.demo",  # demo
     "moviessl.selftest",  # selftest

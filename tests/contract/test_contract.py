@@ -168,6 +168,17 @@ CASES = [
         "disk full while writing --out over an earlier result",
         "one line, exit 2, earlier file intact",
     ),
+    ("table.run_missing", "table", "a run folder that does not exist", "one line, exit 2"),
+    ("table.unfinished", "table", "a run folder without its summary.json (not finished)", "one line, exit 2"),
+    ("table.summary_truncated", "table", "a summary.json cut short", "one line naming the file, exit 2"),
+    ("table.wrong_dataset", "table", "a VidSitu run given to `table lvu`", "one line, exit 2"),
+    ("table.vs_unknown", "table", "--vs naming no run given", "one line, exit 2"),
+    (
+        "table.enospc",
+        "table",
+        "disk full while writing --out over an earlier table",
+        "one line, exit 2, earlier file intact",
+    ),
     ("demo.out_uncreatable", "demo", "--out that cannot be created", "one line, exit 2"),
     ("demo.synth_foreign", "demo", "--synth a folder holding other data", "one line, exit 2"),
     ("model-info.unknown", "model-info", "an unknown preset", "one line, exit 2"),
@@ -681,6 +692,30 @@ def test_contract_evaluate(world, tmp_path, seen, partial_run, disk_full):
     disk_full("metrics.json")
     seen("evaluate.enospc", error(cli(*ev, pred, "--out", res), r"metrics\.json: cannot write"))
     assert res.read_text() == "earlier result\n"
+    no_temp_files(tmp_path)
+
+
+# --------------------------------------------------------------------------- table
+
+
+def test_contract_table(tmp_path, seen, partial_run, disk_full):
+    run = partial_run[1]
+    assert cli("table", "vidsitu", run).rc == 0
+    seen("table.run_missing", error(cli("table", "vidsitu", tmp_path / "nope"), "no such run folder"))
+    (tmp_path / "empty").mkdir()
+    seen("table.unfinished", error(cli("table", "vidsitu", tmp_path / "empty"), r"empty: no summary\.json"))
+    cut = tmp_path / "cut"
+    shutil.copytree(run, cut)
+    # cut at a fixed place: the record's absolute paths would move the parser's "char N" with the folder
+    (cut / "summary.json").write_text('{"task": "relation", "summary": {"mean_acc": {"mean": 41.')
+    seen("table.summary_truncated", error(cli("table", "vidsitu", cut), r"cut/summary\.json: unreadable summary"))
+    seen("table.wrong_dataset", error(cli("table", "lvu", run), "a relation run, not one of LVU's tasks"))
+    seen("table.vs_unknown", error(cli("table", "vidsitu", f"A={run}", "--vs", "B"), "no run named 'B'"))
+    res = tmp_path / "table.md"
+    res.write_text("earlier table\n")
+    disk_full("table.md")
+    seen("table.enospc", error(cli("table", "vidsitu", run, "--out", res), r"table\.md: cannot write"))
+    assert res.read_text() == "earlier table\n"
     no_temp_files(tmp_path)
 
 

@@ -174,15 +174,15 @@ def ranks(table: Mapping[str, Mapping[str, float]], tasks: Sequence[str]) -> dic
     return out
 
 
-def headroom(lvu_root: Path, split: str) -> dict[str, dict[str, float]]:
+def headroom(lvu_root: Path, split: str, tasks: Sequence[str] = tuple(LVU_TASKS)) -> dict[str, dict[str, float]]:
     """Chance (majority train class / train mean) and the oracle of SynthMovies' generating
-    variables (``moviessl.synth.headroom.oracle_lvu``) on one split."""
+    variables (``moviessl.synth.headroom.oracle_lvu``) on one split, for ``tasks``."""
     from ...synth.headroom import oracle_lvu
 
     gt_path = lvu_root / "ground_truth.json"
     gt = json.loads(gt_path.read_text()) if gt_path.is_file() else {}
     out: dict[str, dict[str, float]] = {}
-    for task in LVU_TASKS:
+    for task in tasks:
         train = dict(read_labels(lvu_root, task, "train"))
         ev = dict(read_labels(lvu_root, task, split))
         y = np.array(list(ev.values()), float)

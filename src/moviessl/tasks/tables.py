@@ -1,0 +1,331 @@
+"""``moviessl table {lvu,vidsitu} [NAME=]RUN ...``: the paper's tables from finished fine-tuning runs.
+
+A user reproducing the paper runs ``moviessl finetune lvu --task all`` once per row of Table 5
+(OT on LVU's released features, OT++ with our scene features, scene only, ...) and ``moviessl
+finetune vidsitu`` once per row of Tables 1-4; each run folder holds its ``summary.json`` (mean ±
+standard error over its seeds). This gathers them:
+
+- **LVU**: Table 5's layout (Xiao et al. 2022) -- a row per run, a column per task (top-1 % or MSE
+  of the split asked for), the #top-1 and mean-rank columns (competition ranks of the means among
+  the rows given, :func:`moviessl.tasks.lvu.table.ranks`, the rule that gives back the paper's own
+  columns), and with ``--data-root`` the chance / constant row of the labels; a plot beside it.
+- **VidSitu**: a table per task (verb, srl, relation), a row per run, the task's metrics.
+- ``--vs NAME``: each other run's difference from run NAME per metric, in the better direction
+  (higher accuracy / CIDEr, lower MSE), its combined standard error and ``z`` -- the demo's claims
+  rule (:func:`moviessl.claims.evaluate_claims`): beyond 2 combined SE, a run of one seed has no SE.
+
+Nothing is trained or scored again: the cells are the summaries' numbers as the runs wrote them; a
+run whose score covers part of a split (its summary's ``partial``) is listed under the table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from ..claims import Claim, evaluate_claims
+from ..errors import BadInputError
+from ..utils.io import atomic_write_json, atomic_write_text, ensure_out_file, json_float
+
+Stats = dict[str, dict[str, dict[str, Any]]]  # run name -> column (task or metric) -> {"mean", "se", "n"}
+
+
+def parse_runs(specs: Sequence[str]) -> dict[str, Path]:
+    """``NAME=DIR`` or ``DIR`` (named by its folder) -> ``{name: dir}`` in the order given."""
+    runs: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or os.sep in name:  # a folder whose name holds '=' is a folder, not NAME=
+            name, path = Path(spec).resolve().name, spec
+        d = Path(path)
+        if not d.is_dir():
+            raise BadInputError(d, "no such run folder (a moviessl finetune --out folder)")
+        if name in runs:
+            raise BadInputError(None, f"two runs named '{name}' ({runs[name]}, {d}): name them NAME=DIR")
+        runs[name] = d
+    if not runs:
+        raise BadInputError(None, "give at least one run folder")
+    return runs
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadInputError(path, f"unreadable summary ({e})") from None
+    if not isinstance(rec, dict):
+        raise BadInputError(path, "not a moviessl summary (expected a JSON object)")
+    return rec
+
+
+def _stat(path: Path, st: Any) -> dict[str, Any]:
+    """A summary cell as numbers: a non-finite mean (``null`` in the file: every run diverged) is NaN."""
+    if not isinstance(st, dict) or "mean" not in st or "n" not in st:
+        raise BadInputError(path, f"not a moviessl summary cell: {str(st)[:60]}")
+    return {**st, "mean": json_float(st["mean"]), "se": json_float(st.get("se")), "n": int(st["n"])}
+
+
+def lvu_summaries(run: Path) -> dict[str, dict[str, Any]]:
+    """``{task: summary record}`` of a ``finetune lvu`` folder: one task's (its summary.json names the
+    task), or ``--task all``'s (a subfolder per task; an interrupted one has the tasks it finished)."""
+    from .lvu.task import TASKS
+
+    top = run / "summary.json"
+    if top.is_file():
+        rec = read_summary(top)
+        if rec.get("task") in TASKS:
+            return {rec["task"]: rec | {"path": str(top)}}
+        if rec.get("task") is not None:  # another benchmark's run (a VidSitu task)
+            raise BadInputError(top, f"a {rec['task']} run, not one of LVU's tasks")
+    found = {t: read_summary(run / t / "summary.json") for t in TASKS if (run / t / "summary.json").is_file()}
+    found = {t: rec | {"path": str(run / t / "summary.json")} for t, rec in found.items()}
+    if not found and top.is_file() and isinstance(read_summary(top).get("tasks"), dict):
+        # a --task all record copied without its task folders: its cells alone
+        tasks = read_summary(top)["tasks"]
+        found = {t: {"task": t, "summary": s, "path": str(top)} for t, s in tasks.items() if t in TASKS}
+    if not found:
+        raise BadInputError(run, "no LVU summary.json (a finished moviessl finetune lvu --out folder)")
+    return found
+
+
+def vidsitu_summary(run: Path) -> dict[str, Any]:
+    """The summary record of a ``finetune vidsitu`` folder (one task)."""
+    from .vidsitu import TASKS
+
+    path = run / "summary.json"
+    if not path.is_file():
+        raise BadInputError(run, "no summary.json (a finished moviessl finetune vidsitu --out folder)")
+    rec = read_summary(path)
+    if rec.get("task") not in TASKS:
+        raise BadInputError(path, f"not a VidSitu summary (task {rec.get('task')!r}; expected {', '.join(TASKS)})")
+    if not rec.get("summary"):
+        raise BadInputError(path, "no scores: the run only predicted (a split without released ground truth)")
+    return rec | {"path": str(path)}
+
+
+def compare(
+    stats: Stats, base: str, columns: Sequence[str], lower_is_better: Callable[[str], bool] = lambda c: False
+) -> list[dict[str, Any]]:
+    """Each run other than ``base`` against it on every column both have: ``better_by`` (the difference
+    in the better direction), ``se`` (combined), ``z`` and ``beyond_2se`` -- :func:`evaluate_claims`'s
+    records, so one seed, a non-finite side or an SE of 0 read as they do in the demo's claims."""
+    if base not in stats:
+        raise BadInputError("--vs", f"no run named '{base}' (runs: {', '.join(stats)})")
+    rows = [{"table": "t", "setting": r, "metric": c, **st} for r, per in stats.items() for c, st in per.items()]
+    claims = []
+    for run in stats:
+        for c in columns:
+            if run == base or c not in stats[run] or c not in stats[base]:
+                continue
+            a, b = (base, run) if lower_is_better(c) else (run, base)  # a - b > 0: `run` is better
+            claims.append(Claim(id=f"{run}|{c}", paper="", statement="", table="t", a=a, b=b, metric=c))
+    out = []
+    for rec in evaluate_claims(rows, claims):
+        run, col = rec["id"].split("|", 1)
+        keep = {k: rec[k] for k in ("se", "z", "why") if k in rec}
+        out.append(
+            {"run": run, "vs": base, "column": col, "better_by": rec["diff"], **keep, "beyond_2se": rec["holds"]}
+        )
+    return out
+
+
+def compare_md(rows: Sequence[Mapping[str, Any]], label: Callable[[str], str] = str) -> str:
+    if not rows:
+        return ""
+    base = rows[0]["vs"]
+    lines = [
+        f"**Against {base}** (difference in the better direction; beyond 2 combined SE as the claims)",
+        "",
+        "| run | column | better by | combined SE | z | beyond 2 SE |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        num = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+        verdict = (
+            "n/a" + (f" ({r['why']})" if r.get("why") else "")
+            if r["beyond_2se"] is None
+            else ("**yes**" if r["beyond_2se"] else "no")
+        )
+        z = r.get("z")
+        z = "-" if z is None else ("inf" if z == math.inf else "-inf" if z == -math.inf else f"{z:.2f}")
+        lines.append(
+            f"| {r['run']} | {label(r['column'])} | {num(r['better_by'])} | {num(r.get('se'))} | {z} | {verdict} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _partial_md(notes: Mapping[str, str]) -> str:
+    if not notes:
+        return ""
+    return "Partial scores:\n\n" + "".join(f"- {k}: {v}\n" for k, v in notes.items()) + "\n"
+
+
+def lvu_table(
+    runs: Mapping[str, str | os.PathLike],
+    split: str = "test",
+    data_root: str | os.PathLike | None = None,
+    vs: str | None = None,
+) -> dict[str, Any]:
+    """Table 5 of ``runs`` (``{name: finetune lvu folder}``) on ``split``; returns ``{"markdown",
+    "stats", "ranks", "mean_rank", "top1", "compare", "partial", "chance", "tasks", "runs"}``."""
+    from .lvu.table import headroom, ranked_table_md, ranks
+    from .lvu.task import TASKS
+
+    if split not in ("val", "test"):
+        raise BadInputError("--split", f"'{split}' is not an LVU split with scores (val, test)")
+    stats: Stats = {}
+    partial: dict[str, str] = {}
+    for name, d in runs.items():
+        stats[name] = {}
+        for task, rec in lvu_summaries(Path(d)).items():
+            key = f"{split}_{TASKS[task].metric}"
+            if key in rec.get("summary", {}):
+                stats[name][task] = _stat(Path(rec["path"]), rec["summary"][key])
+            if rec.get("partial"):
+                partial[f"{name} / {task}"] = rec["partial"]
+    tasks = [t for t in TASKS if any(t in per for per in stats.values())]
+    if not tasks:
+        raise BadInputError(None, f"no run has a {split} score (LVU's test labels are released; was it scored?)")
+    room = None
+    if data_root is not None:
+        room = headroom(Path(data_root), split, tasks)
+    rows = [(name, [name]) for name in stats]
+    means = {n: {t: s["mean"] for t, s in per.items() if math.isfinite(s["mean"])} for n, per in stats.items()}
+    rk = ranks(means, tasks)
+    ns = sorted({s["n"] for per in stats.values() for s in per.values()})
+    runs_note = _runs_note(ns)
+    md = [
+        f"### LVU (Table 5 layout), {split} split: top-1 % ↑ or MSE ↓, mean ± SE over {runs_note} per cell",
+        "",
+        ranked_table_md(f"{split} split", stats, tasks, rows, room, ["run"]),
+        "Ranks: competition ranking of the means per task among these rows (ties share the better rank); "
+        "a row's mean rank is over the tasks it has.",
+        "",
+    ]
+    cmp_rows: list[dict[str, Any]] = []
+    if vs is not None:
+        cmp_rows = compare(stats, vs, tasks, lambda t: TASKS[t].regression)
+        md += [compare_md(cmp_rows, lambda t: f"{t} ({'MSE' if TASKS[t].regression else 'top-1'})")]
+    md.append(_partial_md(partial))
+    return {
+        "dataset": "lvu",
+        "split": split,
+        "runs": {n: str(Path(d).resolve()) for n, d in runs.items()},
+        "tasks": tasks,
+        "stats": stats,
+        "ranks": rk,
+        "top1": {n: sum(r == 1 for r in per.values()) for n, per in rk.items()},
+        "mean_rank": {n: (sum(per.values()) / len(per) if per else None) for n, per in rk.items()},
+        "chance": room,
+        "compare": cmp_rows,
+        "partial": partial,
+        "runs_per_cell": ns,
+        "markdown": "\n".join(md).rstrip() + "\n",
+    }
+
+
+def plot_lvu_table(res: Mapping[str, Any], png: Path) -> Path:
+    """:func:`lvu_table`'s cells as Table 5's plot (a panel per task, a bar per run)."""
+    from .lvu.table import plot_rows
+
+    stats, runs_note = res["stats"], _runs_note(res["runs_per_cell"])
+    rows = [(n, n) for n in stats]
+    note = f"mean ± SE over {runs_note}"
+    return plot_rows(stats, res["chance"], res["tasks"], rows, png, f"LVU tasks, {res['split']} split", note)
+
+
+def _runs_note(ns: Sequence[int]) -> str:
+    return "/".join(map(str, ns)) + (" run" if list(ns) == [1] else " runs")
+
+
+def vidsitu_table(runs: Mapping[str, str | os.PathLike], vs: str | None = None) -> dict[str, Any]:
+    """A table per VidSitu task of ``runs`` (``{name: finetune vidsitu folder}``), rows in the order
+    given; returns ``{"markdown", "stats" (task -> run -> metric), "compare", "partial", "runs"}``."""
+    from ..eval.stats import format_table
+    from .vidsitu import TASKS
+
+    by_task: dict[str, Stats] = {}
+    partial: dict[str, str] = {}
+    for name, d in runs.items():
+        rec = vidsitu_summary(Path(d))
+        path = Path(rec["path"])
+        by_task.setdefault(rec["task"], {})[name] = {k: _stat(path, s) for k, s in rec["summary"].items()}
+        if rec.get("partial"):
+            partial[name] = rec["partial"]
+    md, cmp_rows = [], []
+    for task in [t for t in TASKS if t in by_task]:
+        stats = by_task[task]
+        keys = [k for k in TASKS[task].metric_keys if any(k in per for per in stats.values())]
+        md += [f"### VidSitu {task} (mean ± SE over the runs; percent)", "", format_table(stats, keys=keys)]
+        if vs is not None and vs in stats:
+            rows = compare(stats, vs, keys)
+            cmp_rows += [r | {"task": task} for r in rows]
+            md.append(compare_md(rows))
+    if vs is not None and not any(vs in s for s in by_task.values()):
+        raise BadInputError("--vs", f"no run named '{vs}' (runs: {', '.join(runs)})")
+    md.append(_partial_md(partial))
+    return {
+        "dataset": "vidsitu",
+        "runs": {n: str(Path(d).resolve()) for n, d in runs.items()},
+        "stats": by_task,
+        "compare": cmp_rows,
+        "partial": partial,
+        "markdown": "\n".join(md).rstrip() + "\n",
+    }
+
+
+def write_table(res: dict[str, Any], out: str | os.PathLike) -> list[Path]:
+    """``out`` (Markdown) and, beside it, ``.json`` (everything but the Markdown) and, for LVU, ``.png``."""
+    md = Path(out)
+    written = [atomic_write_text(md, res["markdown"])]
+    written.append(atomic_write_json(md.with_suffix(".json"), {k: v for k, v in res.items() if k != "markdown"}))
+    if res["dataset"] == "lvu":
+        written.append(plot_lvu_table(res, md.with_suffix(".png")))
+    return written
+
+
+def _run(args) -> int:
+    runs = parse_runs(args.runs)
+    if args.out:
+        ensure_out_file(args.out, "--out file")
+        if Path(args.out).suffix != ".md":
+            raise BadInputError("--out", f"'{args.out}' is not a .md file (its .json and .png go beside it)")
+    if args.dataset == "lvu":
+        res = lvu_table(runs, split=args.split, data_root=args.data_root, vs=args.vs)
+    else:
+        res = vidsitu_table(runs, vs=args.vs)
+    sys.stdout.write(res["markdown"])
+    if args.out:
+        for p in write_table(res, args.out):
+            print(f"wrote {p}", file=sys.stderr)
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "table",
+        help="the paper's tables from finished `finetune` runs (mean ± SE, LVU's #top-1 and mean rank)",
+        description="Gather finished `moviessl finetune` folders into one table, a row per run: LVU in "
+        "Table 5's layout, VidSitu a table per task. Nothing is trained or scored again.",
+    )
+    ds = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    for name, what in (
+        ("lvu", "`finetune lvu` folders (one task or --task all)"),
+        ("vidsitu", "`finetune vidsitu` folders"),
+    ):
+        s = ds.add_parser(name, help=f"a table of {what}", description=f"A table of {what}.")
+        s.add_argument(
+            "runs", nargs="+", metavar="[NAME=]RUN", help="a run folder, named NAME (default: its folder name)"
+        )
+        if name == "lvu":
+            s.add_argument("--split", default="test", choices=["test", "val"], help="the split scored (default: test)")
+            s.add_argument(
+                "--data-root", default=None, help="LVU's folder (lvu_1.0/'s parent): adds the chance / constant row"
+            )
+        s.add_argument("--vs", metavar="NAME", default=None, help="compare every other run with this one (z, 2 SE)")
+        s.add_argument("--out", default=None, help="write the table to this .md file (.json and .png beside it)")
+        s.set_defaults(func=_run)

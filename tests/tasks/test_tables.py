@@ -1,0 +1,144 @@
+"""``moviessl table``: the paper's tables from finished run folders (their summary.json as
+``write_summary`` writes it)."""
+
+import json
+
+import pytest
+
+from moviessl.cli import main
+from moviessl.tasks.base import write_summary
+from moviessl.tasks.lvu.task import TASKS as LVU
+from moviessl.tasks.tables import compare, lvu_table, parse_runs, vidsitu_table
+from moviessl.tasks.vidsitu import TASKS as VIDSITU
+
+
+def lvu_run(folder, values, partial=None, per_task_folders=True):
+    """A ``finetune lvu`` folder: ``values[task]`` = the test scores of its seeds (val = test + 1)."""
+    for task, vals in values.items():
+        m = LVU[task].metric
+        runs = [{"seed": k, "metrics": {f"test_{m}": v, f"val_{m}": v + 1}} for k, v in enumerate(vals)]
+        d = folder / task if per_task_folders else folder
+        d.mkdir(parents=True, exist_ok=True)
+        write_summary(d, runs, LVU[task].metric_keys, task, f"LVU {task}", partial=partial, task=task)
+    return folder
+
+
+def vidsitu_run(folder, task, rows, partial=None):
+    folder.mkdir(parents=True)
+    runs = [{"seed": k, "metrics": m} for k, m in enumerate(rows)]
+    write_summary(folder, runs, VIDSITU[task].metric_keys, task, f"VidSitu {task}", partial=partial, task=task)
+    return folder
+
+
+def test_an_lvu_table_ranks_runs_by_each_tasks_direction(tmp_path):
+    ot = lvu_run(tmp_path / "ot", {"scene": [40, 42], "like_ratio": [0.30, 0.32]})
+    otpp = lvu_run(tmp_path / "otpp", {"scene": [50, 52], "like_ratio": [0.40, 0.42]})
+    res = lvu_table({"OT": ot, "OT++": otpp})
+    assert res["tasks"] == ["scene", "like_ratio"]  # LVU's order, only the tasks run
+    assert res["ranks"] == {"OT": {"scene": 2, "like_ratio": 1}, "OT++": {"scene": 1, "like_ratio": 2}}
+    assert res["stats"]["OT"]["scene"]["mean"] == 41 and res["stats"]["OT"]["scene"]["n"] == 2
+    lines = res["markdown"].splitlines()
+    assert "| OT | 41.00 ± 1.00 | 0.310 ± 0.010 | 1/2 | 1.50 |" in lines
+    assert "| OT++ | 51.00 ± 1.00 | 0.410 ± 0.010 | 1/2 | 1.50 |" in lines
+    val = lvu_table({"OT": ot}, split="val")
+    assert val["stats"]["OT"]["scene"]["mean"] == 42  # the val scores, not the test ones
+
+
+def test_the_vs_column_is_the_claims_rule_in_each_tasks_direction(tmp_path):
+    a = lvu_run(tmp_path / "a", {"scene": [40, 42, 41], "like_ratio": [0.30, 0.31, 0.32]})
+    b = lvu_run(tmp_path / "b", {"scene": [50, 52, 51], "like_ratio": [0.20, 0.21, 0.22]})
+    c = lvu_run(tmp_path / "c", {"scene": [41, 43, 42], "like_ratio": [0.40]})  # one seed on like_ratio
+    res = lvu_table({"a": a, "b": b, "c": c}, vs="a")
+    got = {(r["run"], r["column"]): r for r in res["compare"]}
+    assert got[("b", "scene")]["better_by"] == pytest.approx(10) and got[("b", "scene")]["beyond_2se"] is True
+    # lower MSE is better: b's 0.21 is better than a's 0.31 by +0.1
+    assert got[("b", "like_ratio")]["better_by"] == pytest.approx(0.1) and got[("b", "like_ratio")]["beyond_2se"]
+    assert got[("c", "scene")]["beyond_2se"] is False  # 1 point with a combined SE of 0.82: z 1.22
+    assert got[("c", "like_ratio")]["beyond_2se"] is None and got[("c", "like_ratio")]["why"] == "one run"
+    assert (
+        "**Against a**" in res["markdown"]
+        and "| c | like_ratio (MSE) | -0.090 | - | - | n/a (one run) |" in (res["markdown"])
+    )
+
+
+def test_a_task_all_folder_a_one_task_folder_and_an_interrupted_one_are_read(tmp_path):
+    full = lvu_run(tmp_path / "full", {t: [10.0, 12.0] for t in ("scene", "genre")})
+    one = lvu_run(tmp_path / "one", {"writer": [30.0, 31.0]}, per_task_folders=False)
+    res = lvu_table({"full": full, "one": one})
+    assert res["tasks"] == ["scene", "writer", "genre"]
+    assert "| one | n/a | 30.50 ± 0.50 | n/a | 1/3 | 1.00 |" in res["markdown"]
+    # --task all's own record, copied without its task folders, still gives its cells
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "summary.json").write_text(json.dumps({"tasks": {"genre": {"test_top1": {"mean": 9, "se": 1, "n": 3}}}}))
+    assert lvu_table({"alone": alone})["stats"]["alone"] == {"genre": {"mean": 9.0, "se": 1.0, "n": 3}}
+
+
+def test_partial_scores_are_listed_under_the_table(tmp_path):
+    run = lvu_run(tmp_path / "r", {"scene": [40, 41]}, partial="PARTIAL: the score covers 9 of 10 eval items")
+    res = lvu_table({"r": run})
+    assert "- r / scene: PARTIAL: the score covers 9 of 10 eval items" in res["markdown"]
+
+
+def test_the_chance_row_comes_from_the_labels(tmp_path):
+    # LVU's layout, scene only (the table reads the labels of its own tasks): train classes 0 1 2 0
+    for split, classes in (("train", [0, 1, 2, 0]), ("val", [0, 1]), ("test", [0, 0, 0, 2])):
+        p = tmp_path / "lvu" / "lvu_1.0" / "scene" / f"{split}.csv"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        rows = "".join(f"{c} c{c} {split}{k} tt{k}\n" for k, c in enumerate(classes))
+        p.write_text("class_id class_name youtube_id imdb_id\n" + rows)
+    run = lvu_run(tmp_path / "r", {"scene": [40, 41]})
+    res = lvu_table({"r": run}, data_root=tmp_path / "lvu")
+    assert res["chance"]["scene"]["chance"] == 75.0  # the train majority (0) on the test split
+    assert "| *chance / constant* | 75.00 | | |" in res["markdown"].splitlines()
+    assert lvu_table({"r": run}, split="val", data_root=tmp_path / "lvu")["chance"]["scene"]["chance"] == 50.0
+
+
+def test_vidsitu_tables_are_one_per_task_in_the_order_given(tmp_path):
+    srl = [{"cider": 40.0, "cider_verb": 30.0, "cider_arg": 20.0, "rouge_l": 35.0, "lea": 45.0}]
+    srl2 = [{**srl[0], "cider": 44.0}, {**srl[0], "cider": 46.0}]
+    rel = [{"mean_acc": 30.0, "top1_acc": 40.0}, {"mean_acc": 32.0, "top1_acc": 42.0}]
+    runs = {
+        "scratch": vidsitu_run(tmp_path / "s", "srl", srl * 2),
+        "maskpred": vidsitu_run(tmp_path / "m", "srl", srl2),
+        "rel": vidsitu_run(tmp_path / "r", "relation", rel),
+    }
+    res = vidsitu_table(runs, vs="scratch")
+    md = res["markdown"]
+    assert md.index("### VidSitu srl") < md.index("### VidSitu relation")
+    assert "| maskpred | 45.00 ± 1.00 | 30.00 ± 0.00 |" in md
+    (c,) = [r for r in res["compare"] if r["column"] == "cider"]
+    assert c["run"] == "maskpred" and c["better_by"] == pytest.approx(5.0) and c["beyond_2se"] is True
+
+
+def test_run_names_and_bad_folders(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b=c").mkdir()
+    assert list(parse_runs([f"X={tmp_path / 'a'}", str(tmp_path / "a")])) == ["X", "a"]
+    assert parse_runs([str(tmp_path / "b=c")]) == {"b=c": tmp_path / "b=c"}
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "summary.json").write_text("{truncated")
+    rc = main(["table", "vidsitu", str(tmp_path / "bad")])
+    assert rc == 2
+    assert main(["table", "lvu", str(tmp_path / "a")]) == 2  # no summary.json anywhere
+    assert main(["table", "lvu", str(tmp_path / "a"), f"A={tmp_path / 'a'}", "--vs", "A"]) == 2
+
+
+def test_the_command_writes_the_table_its_json_and_its_plot(tmp_path, capsys):
+    a = lvu_run(tmp_path / "a", {"scene": [40, 42], "view_count": [0.5, 0.6]})
+    b = lvu_run(tmp_path / "b", {"scene": [50, 52], "view_count": [0.4, 0.5]})
+    out = tmp_path / "t" / "table5.md"
+    assert main(["table", "lvu", f"OT={a}", f"OT++={b}", "--vs", "OT", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed == out.read_text()
+    rec = json.loads(out.with_suffix(".json").read_text())
+    assert rec["top1"] == {"OT": 0, "OT++": 2} and rec["mean_rank"] == {"OT": 2.0, "OT++": 1.0}
+    assert out.with_suffix(".png").stat().st_size > 0
+    assert main(["table", "lvu", str(a), "--out", str(tmp_path / "t.txt")]) == 2
+
+
+def test_compare_names_a_missing_base():
+    from moviessl.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="no run named 'z'"):
+        compare({"a": {}}, "z", [])
