@@ -991,3 +991,45 @@ def test_a_baseline_refuses_the_overrides_it_does_not_read(vidsitu_fixture, tmp_
     assert not (tmp_path / "p").exists()
     split = ann / "split_files" / "vseg_split_valid_lb.json"
     assert main([*argv, "--out", str(tmp_path / "q"), f"data.split_file={split}", "data.eval_split=valid"]) == 0
+
+
+@pytest.mark.parametrize("task, split", [("verb", "testvb"), ("srl", "testsrl"), ("relation", "testevrel")])
+def test_predict_writes_a_test_submission_with_the_finished_runs_models(vidsitu_fixture, tmp_path, task, split):
+    """--predict SPLIT: the runs the same command trained predict another split with their model.pt
+    (a test split's submission needed a second training with data.eval_split before)."""
+    ann, feats = vidsitu_fixture
+    ann2 = tmp_path / "vidsitu_annotations"
+    ids, _ = _test_split(ann, ann2, split)
+    out = tmp_path / "run"
+    args = (*FAST, f"{task}.epochs=1")
+    assert _finetune(ann2, feats, out, task, *args, seeds=1) == 0
+    model_pt = (out / "seed0" / "model.pt").read_bytes()
+    # valid through --predict: the run's own submission and scores again, from its exported model
+    assert _finetune(ann2, feats, out, task, *args, "--predict", "valid", seeds=1) == 0
+    again = pickle.loads((out / "seed0" / "predictions_valid.pkl").read_bytes())
+    assert again == pickle.loads((out / "seed0" / "predictions.pkl").read_bytes())
+    rec = json.loads((out / "predict_valid.json").read_text())
+    assert rec["scored"] and rec["runs"][0]["metrics"] == pytest.approx(
+        json.loads((out / "seed0" / "metrics.json").read_text())["metrics"]
+    )
+    # the test split: every segment's entry, unscored; nothing trained again
+    assert _finetune(ann2, feats, out, task, *args, "--predict", split, seeds=1) == 0
+    preds = pickle.loads((out / "seed0" / f"predictions_{split}.pkl").read_bytes())
+    assert [p["ann_idx"] for p in preds] == list(range(len(ids)))
+    assert json.loads((out / f"predict_{split}.json").read_text())["scored"] is False
+    assert (out / "seed0" / "model.pt").read_bytes() == model_pt
+
+
+def test_predict_reads_only_runs_of_the_same_settings(vidsitu_fixture, tmp_path, capsys):
+    ann, feats = vidsitu_fixture
+    out = tmp_path / "run"
+    assert _finetune(ann, feats, out, "relation", *FAST, "relation.epochs=1", seeds=1) == 0
+    capsys.readouterr()
+    assert _finetune(ann, feats, out, "relation", *FAST, "relation.epochs=2", "--predict", "valid", seeds=1) == 2
+    assert "seed0: a run of other settings" in capsys.readouterr().err
+    assert _finetune(ann, feats, out, "relation", *FAST, "relation.epochs=1", "--predict", "valid", seeds=2) == 2
+    assert "seed1: no finished run" in capsys.readouterr().err
+    assert _finetune(ann, feats, tmp_path / "none", "relation", *FAST, "--predict", "valid", seeds=1) == 2
+    assert "no such run folder" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+    assert _finetune(ann, feats, out, "relation", *FAST, "--predict", "valid", "--resume", seeds=1) == 2

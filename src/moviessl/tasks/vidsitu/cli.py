@@ -61,6 +61,7 @@ def _run_vidsitu(args: argparse.Namespace) -> int:
                 ("--tokenizer", args.tokenizer),
                 ("--seeds", args.seeds != 1),
                 ("--resume", args.resume),
+                ("--predict", args.predict),
             )
             if given
         ]
@@ -87,6 +88,8 @@ def _run_vidsitu(args: argparse.Namespace) -> int:
             None, "--backbone is used with --videos only (--features are already the backbone's outputs)"
         )
     check_overrides_read(args.task, args.overrides, args.contextualizer, args.features)
+    if args.predict:
+        return _predict(args)
     res = run_finetune(
         args.task,
         args.data_root,
@@ -105,6 +108,38 @@ def _run_vidsitu(args: argparse.Namespace) -> int:
     sys.stdout.write(json_dumps({k: v["mean"] for k, v in res["summary"].items()}) + "\n")
     if res.get("partial") and speaks_for_job():  # every rank has the summary; the job says it once
         print(f"moviessl: warning: {res['partial']} (see summary.md)", file=sys.stderr)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from ...dist import job_leader
+    from ...errors import BadInputError
+    from ...utils.io import json_dumps
+    from .runner import run_predict
+
+    if args.resume:
+        raise BadInputError(None, "--predict trains nothing; --resume would not be used")
+    if not job_leader():  # no training, so no process group: one process predicts and writes
+        return 0
+    res = run_predict(
+        args.task,
+        args.data_root,
+        args.predict,
+        features=args.features,
+        videos=args.videos,
+        backbone=args.backbone,
+        contextualizer=args.contextualizer,
+        seeds=args.seeds,
+        out=args.out,
+        preset=args.preset,
+        overrides=args.overrides,
+        tokenizer=args.tokenizer,
+    )
+    sys.stdout.write(res["table"])
+    if res["partial"]:
+        print(f"moviessl: warning: {res['partial']}", file=sys.stderr)
+    line = {k: v["mean"] for k, v in res["summary"].items()} if res["scored"] else {}
+    sys.stdout.write(json_dumps(line | {"predictions": [r["predictions"] for r in res["runs"]]}) + "\n")
     return 0
 
 
@@ -145,5 +180,11 @@ def add_parser(datasets) -> None:
     v.add_argument("--out", required=True, help="output folder")
     v.add_argument("--tokenizer", help="SRL: a HuggingFace tokenizer.json to use instead of training one")
     v.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    v.add_argument(
+        "--predict",
+        metavar="SPLIT",
+        help="train nothing: each finished run of this same command predicts SPLIT (e.g. testsrl, a test split "
+        "without released ground truth) with its model.pt -> seedS/predictions_SPLIT.pkl",
+    )
     add_overrides_arg(v)
     v.set_defaults(func=_run_vidsitu)

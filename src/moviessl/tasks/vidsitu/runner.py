@@ -47,6 +47,7 @@ from ...config import flatten, load_config, merge_overrides, save_config, to_dic
 from ...data.vidsitu import load_split, scorable
 from ...dist import trainer_device
 from ...errors import BadInputError
+from ...eval.stats import summarize
 from ...eval.vidsitu import evaluate
 from ...features.extract import other_backbone_note, resize_mode, run_lock
 from ...features.store import FeatureStore
@@ -487,6 +488,31 @@ def data_digest(train_split, eval_split, train_data, eval_data) -> str:
     return content_digest(files, train_data.vsegs, eval_data.vsegs, inputs(train_data), inputs(eval_data))
 
 
+def task_optim(p: Prepared) -> TaskOptim:
+    """The optimisation settings of a prepared task (its section of the config)."""
+    tcfg = p.tcfg
+    return TaskOptim(
+        lr=tcfg.lr,
+        weight_decay=tcfg.weight_decay,
+        warmup_steps=tcfg.warmup_steps,
+        backbone_lr_scale=tcfg.backbone_lr_scale,
+        txe_lr_scale=tcfg.txe_lr_scale,
+    )
+
+
+def settings_hashes(p: Prepared, optim: TaskOptim) -> list[str]:
+    """The settings as this version hashes them, then as earlier ones did (the inputs' folders, the
+    whole config, a user tokenizer by the path given): runs finished under any of them are reused."""
+    return list(
+        dict.fromkeys(
+            settings_hash(p.task, c, i, p.ctx_label, t, vars(optim), p.data)
+            for i in (p.inputs_key or p.inputs, p.inputs)
+            for c in (result_config(to_dict(p.cfg)), to_dict(p.cfg))
+            for t in (_tokenizer_id(p.tokenizer), _tokenizer_id_by_path(p.tokenizer))
+        )
+    )
+
+
 def make_job(p: Prepared, out: Path, resume: bool = False, train_data=None, optim: TaskOptim | None = None) -> SeedJob:
     """The SeedJob of a prepared setting (``train_data``: a subset to train on, e.g. for tuning)."""
     task, cfg, spec, tcfg = p.task, p.cfg, p.spec, p.tcfg
@@ -499,13 +525,7 @@ def make_job(p: Prepared, out: Path, resume: bool = False, train_data=None, opti
             device=trainer_device(cfg.trainer),
             num_workers=cfg.data.num_workers,
         )
-    optim = optim or TaskOptim(
-        lr=tcfg.lr,
-        weight_decay=tcfg.weight_decay,
-        warmup_steps=tcfg.warmup_steps,
-        backbone_lr_scale=tcfg.backbone_lr_scale,
-        txe_lr_scale=tcfg.txe_lr_scale,
-    )
+    optim = optim or task_optim(p)
 
     def build(seed: int):
         backbone_arch = p.backbone_obj["arch"] if p.backbone_obj else None
@@ -559,14 +579,7 @@ def make_job(p: Prepared, out: Path, resume: bool = False, train_data=None, opti
                 meta=bmeta,
             )
 
-    # the settings as this version hashes them, then as earlier ones did (the inputs' folders, the
-    # whole config, a user tokenizer by the path given): runs finished under those are reused
-    hashes = [
-        settings_hash(task, c, i, p.ctx_label, t, vars(optim), p.data)
-        for i in (p.inputs_key or p.inputs, p.inputs)
-        for c in (result_config(to_dict(cfg)), to_dict(cfg))
-        for t in (_tokenizer_id(p.tokenizer), _tokenizer_id_by_path(p.tokenizer))
-    ]
+    hashes = settings_hashes(p, optim)
     return SeedJob(
         name=task,
         out=out,
@@ -671,6 +684,108 @@ def run_finetune(
             settings=job.settings,
             **p.counts,
         )
+
+
+def run_predict(
+    task: str,
+    data_root: str | os.PathLike,
+    split: str,
+    features: str | os.PathLike | None = None,
+    videos: str | os.PathLike | None = None,
+    backbone: str | os.PathLike | None = None,
+    contextualizer: str | os.PathLike | None = "none",
+    seeds: int = 1,
+    out: str | os.PathLike = "runs/finetune",
+    cfg: VidSituConfig | Mapping | None = None,
+    preset: str = "cpu",
+    overrides: Sequence[str] | Mapping = (),
+    tokenizer: str | os.PathLike | None = None,
+) -> dict:
+    """Each finished run of :func:`run_finetune` with these same arguments predicts ``split`` (e.g.
+    ``testsrl``, a test split VidSitu released without ground truth) with its ``model.pt``; nothing
+    is trained. Writes ``seedS/predictions_<split>.pkl`` (VidSitu's submission format) and
+    ``predict_<split>.json`` (with metrics and their mean ± SE where ``split`` has ground truth).
+
+    The runs must be those of these arguments: the settings are hashed as the training job does,
+    with its own eval split, and a seed whose ``metrics.json`` holds other settings (another input
+    folder, contextualizer or config) is refused -- its model would be another model than asked for."""
+    import dataclasses
+
+    if int(seeds) < 1:
+        raise BadInputError(None, f"--seeds must be >= 1, got {seeds}")
+    cfg = resolve_config(cfg, preset, overrides)
+    seed_list = seed_range(cfg.seed, seeds)
+    out = Path(out)
+    if not out.is_dir():
+        raise BadInputError(out, "no such run folder: train it first (the same command without --predict)")
+    with run_lock(out):
+        trained = prepare(task, data_root, out, cfg, features, videos, backbone, contextualizer, tokenizer)
+        ours = settings_hashes(trained, task_optim(trained))
+        for seed in seed_list:
+            mfile = out / f"seed{seed}" / "metrics.json"
+            done = json.loads(mfile.read_text()) if mfile.is_file() else {}
+            if done.get("settings") not in ours:
+                why = "no finished run" if not done else "a run of other settings (inputs, contextualizer or config)"
+                raise BadInputError(
+                    out / f"seed{seed}", f"{why}; --predict reads the runs the same command without it trained"
+                )
+        pcfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, eval_split=split, split_file=None))
+        p = prepare(task, data_root, out, pcfg, features, videos, backbone, contextualizer, tokenizer)
+        scored = scorable(p.eval_split)
+        device = trainer_device(cfg.trainer)
+        runs = []
+        with threads(cfg.threads):
+            for seed in seed_list:
+                run_dir = out / f"seed{seed}"
+                model = build_from_checkpoint(run_dir / "model.pt", stage=task).to(device)
+                failed: list[str] = []
+                preds = predict_split(
+                    p.spec,
+                    model,
+                    p.eval_data,
+                    p.eval_split,
+                    cfg.data.eval_batch_size,
+                    num_workers=cfg.data.num_workers,
+                    failed=failed,
+                )
+                dest = atomic_write_bytes(run_dir / f"predictions_{split}.pkl", pickle.dumps(preds, protocol=4))
+                metrics = evaluate(task, preds, p.eval_split) if scored else {}
+                metrics |= {"eval_failed_decode": len(failed)} if failed else {}
+                runs.append(
+                    {
+                        "seed": seed,
+                        "dir": str(run_dir.resolve()),
+                        "predictions": str(dest.resolve()),
+                        "metrics": metrics,
+                    }
+                )
+                log.info("%s seed %d: %s predicted (%s)", task, seed, split, dest)
+        summary, table = ({}, "")
+        if scored:
+            summary, table = summarize(
+                [r["metrics"] for r in runs], keys=list(p.spec.metric_keys), title=f"{task} {split}"
+            )
+        failed_decode = max(r["metrics"].get("eval_failed_decode", 0) for r in runs)
+        record = {
+            "task": task,
+            "split": split,
+            "scored": scored,
+            "out": str(out.resolve()),
+            "seeds": len(runs),
+            "runs": runs,
+            "summary": summary,
+            "table": table,
+            "partial": coverage_note(
+                eval_segments=p.counts["eval_segments"],
+                eval_without_inputs=p.counts["eval_without_inputs"],
+                train_segments=p.counts["train_segments"],
+                train_skipped=0,
+                eval_failed_decode=failed_decode,
+                scored=scored,
+            ),
+        }
+        atomic_write_json(out / f"predict_{split}.json", record)
+        return record
 
 
 def unscored_note(split) -> str:
