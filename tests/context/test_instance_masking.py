@@ -370,3 +370,42 @@ def test_pretrain_ot_refuses_instance_meta_with_an_extract_instances_folder(tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("moviessl: error: --instance-meta: goes with LVU's features/"), err
     assert not (tmp_path / "o").exists()
+
+
+def test_an_ot_pretraining_run_names_the_instance_metadata_it_read(tmp_path):
+    """pretrain-ot recorded the features folder but not the --instance-meta it took LVU's boxes and
+    track ids from (a pkl or the instance_meta/ folder): which tracks the OT saw could not be told
+    afterwards. summary.json and model.pt name it, with a digest of what it held."""
+    import json
+    import pickle
+
+    from moviessl.checkpoint import load_checkpoint
+    from moviessl.config import load_config
+    from moviessl.context.instance_masking import pretrain_ot
+    from moviessl.features.instances import open_instances
+
+    rng = np.random.default_rng(0)
+    feats, metas = tmp_path / "features", tmp_path / "instance_meta"
+    feats.mkdir()
+    metas.mkdir()
+    boxes = ("0.1,0.1,0.5,0.5", "0.5,0.1,0.9,0.7")
+    meta = {v: {s: {b: [s // 10, i] for i, b in enumerate(boxes)} for s in range(70)} for v in ("a", "b")}
+    for v, secs in meta.items():
+        np.savez(feats / f"{v}.npz", a={s: {b: rng.normal(size=8).astype("f4") for b in bs} for s, bs in secs.items()})
+    with open(metas / "instance_meta_scene.pkl", "wb") as f:
+        pickle.dump(meta, f)
+    over = ["data.batch_size=4", "masking.action_weight=0", "trainer.max_steps=1", "trainer.progress_bar=false"]
+    cfg = load_config("ot_pretrain", "cpu", over)
+    runs = {}
+    for name, spec in (("pkl", metas / "instance_meta_scene.pkl"), ("dir", metas)):
+        store = open_instances(feats, spec)
+        path = pretrain_ot(store, tmp_path / name, cfg)
+        s = json.loads((tmp_path / name / "summary.json").read_text())
+        m = load_checkpoint(path, stage="ot")["meta"]
+        assert s["instance_meta"] == m["instance_meta"] == str(spec.resolve())
+        assert s["instances"] == str(feats.resolve())
+        assert s["instances_digest"] == m["instances_digest"] == store.source_digest()
+        runs[name] = s["instances_digest"]
+    with open(metas / "instance_meta_scene.pkl", "wb") as f:  # other tracks: another digest
+        pickle.dump({v: {s: {boxes[0]: [0, 5]} for s in secs} for v, secs in meta.items()}, f)
+    assert open_instances(feats, metas).source_digest() != runs["dir"]

@@ -311,8 +311,14 @@ def pretrain_ot(
         )
         path = out / "model.pt"
         if trainer.is_global_zero:
+            # which tracks it saw: LVU's release takes its boxes and track ids from the instance
+            # metadata (a pkl or the instance_meta/ folder), a moviessl folder from its index; the
+            # digest is of those by content (source_digest), which a rerun can compare
+            digest = getattr(instances, "source_digest", None)
             meta = {
                 "instances": str(getattr(instances, "root", "")),
+                "instance_meta": getattr(instances, "meta_path", None),
+                "instances_digest": digest() if digest else None,
                 "backbone": getattr(instances, "backbone", None),
                 "teacher": file_hash(teacher) if teacher else None,
                 "num_videos": len(videos),
