@@ -30,6 +30,20 @@ class BadInputError(Exception):
         return (type(self), (self.path, self.cause))
 
 
+def raise_if_denied(path: str | os.PathLike) -> None:
+    """Raise the PermissionError that looking ``path`` up gives (a folder on its way this user may
+    not search), for a caller about to say that ``path`` does not exist. From Python 3.14 on,
+    pathlib's ``exists``/``is_file``/``is_dir`` answer False for it as for a missing path, where
+    earlier versions raised (CPython gh-144525): a video that is there was reported "no such
+    file". Raised, it is the CLI's one line ``<path>: Permission denied`` on every version."""
+    try:
+        os.stat(path)
+    except PermissionError:
+        raise
+    except (OSError, ValueError):  # missing, or a name the system cannot hold: the caller's words
+        return
+
+
 def _original_line(text: str) -> str:
     """The message of the last ``...BadInputError: <message>`` line of a formatted traceback (the
     whole text when there is none)."""

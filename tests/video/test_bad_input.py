@@ -133,3 +133,71 @@ def test_probe_json(videos, capsys):
     assert main(["probe", str(videos["mp4_25"])]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d == {"fps": 25.0, "num_frames": 250, "duration_s": 10.0, "width": 160, "height": 96, "num_events": 5}
+
+
+@pytest.fixture(params=["python<3.14", "python>=3.14"])
+def locked(request, tmp_path, monkeypatch):
+    """A folder this user may not search, with a video and a list file in it. Tests run as root
+    (who may search anything), so the refusal is simulated at ``os.stat``; from Python 3.14 on
+    pathlib's exists/is_file/is_dir answer False for such a path instead of raising (CPython
+    gh-144525), simulated on older versions in the second case."""
+    import errno
+    import os
+    import pathlib
+
+    d = tmp_path / "locked"
+    d.mkdir()
+    (d / "film.mp4").write_bytes(b"x")
+    (d / "clips.txt").write_text("film.mp4 0\n")
+    stat = os.stat
+
+    def refusing_stat(path, *a, **k):
+        p = os.fspath(path)
+        if isinstance(p, str) and p.startswith(str(d) + os.sep):
+            raise PermissionError(errno.EACCES, "Permission denied", p)
+        return stat(path, *a, **k)
+
+    monkeypatch.setattr(os, "stat", refusing_stat)
+    if request.param == "python>=3.14":
+        for name in ("exists", "is_file", "is_dir"):
+            method = getattr(pathlib.Path, name)
+
+            def quiet(self, *a, _method=method, **k):
+                try:
+                    return _method(self, *a, **k)
+                except OSError:
+                    return False
+
+            monkeypatch.setattr(pathlib.Path, name, quiet)
+    return d
+
+
+def test_a_video_this_user_may_not_look_up_is_permission_denied_not_missing(locked, tmp_path, capsys):
+    """Under Python 3.14, `--videos` (extract, extract-instances, finetune vidsitu), `probe` and a
+    clip list naming a path in a folder the user may not search said "no such video file" / "no
+    such file or directory" / "clip list not found" / "no video file or frame folder" for every
+    segment: the user was sent looking for a file that is there. Each says permission denied,
+    naming the path, on every Python version."""
+    from moviessl.data.cliplist import read_clip_list
+    from moviessl.features.extract import find_videos
+    from moviessl.video import resolve_video
+
+    film, clips = locked / "film.mp4", locked / "clips.txt"
+    for call in (
+        lambda: find_videos(film),
+        lambda: find_videos(clips),
+        lambda: resolve_video(locked, "film"),
+        lambda: VideoReader(film),
+        lambda: read_clip_list(clips),
+    ):
+        with pytest.raises(PermissionError) as e:
+            call()
+        assert str(locked) in e.value.filename
+    out = str(tmp_path / "out")
+    for argv in (
+        ["probe", str(film)],
+        ["extract", "--backbone", str(tmp_path / "bb.pt"), "--videos", str(film), "--out", out],
+        ["extract-instances", "--backbone", "bb.pt", "--videos", str(film), "--tracks", "t", "--out", out],
+    ):
+        assert main(argv) == 2
+        assert capsys.readouterr().err.strip() == f"moviessl: error: {film}: Permission denied", argv

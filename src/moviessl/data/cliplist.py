@@ -23,7 +23,7 @@ import os
 import re
 from pathlib import Path
 
-from ..errors import BadInputError
+from ..errors import BadInputError, raise_if_denied
 from ..video.reader import VIDEO_EXTS
 
 log = logging.getLogger("moviessl.data")
@@ -61,6 +61,7 @@ def read_clip_list(csv_path: str | os.PathLike) -> list[tuple[Path, int | None]]
             path, "is a folder, not a clip list ('path label' lines, or Kinetics' own annotations/{split}.csv)"
         )
     if not path.is_file():
+        raise_if_denied(path)
         raise BadInputError(path, "clip list not found")
     if path.suffix.lower() in VIDEO_EXTS:  # `--data my_movies/film.mp4` was "unreadable ('utf-8' codec ...)"
         raise BadInputError(path, f"is a video, not a clip list: write a text file with one {LIST_LINES}")

@@ -60,7 +60,7 @@ from ..checkpoint import build_from_checkpoint, file_hash, load_checkpoint
 from ..config import HALF_WEIGHTS, MAX_TIMEOUT_S, TrainerConfig, check_accelerator, check_devices, check_precision
 from ..data.cliplist import read_clip_list
 from ..dist import EVERY_RANK, check_launcher_world, check_machine, job_leader, launch_token
-from ..errors import BadInputError
+from ..errors import BadInputError, raise_if_denied
 from ..models.slowd import speed_up
 from ..training import ctrl_c_kept, ddp_with_timeout, lightning_quieted, lightning_trainer, planned_world_size
 from ..utils import plural
@@ -185,6 +185,7 @@ def _scan_dir(d: Path) -> list[tuple[str, Path]]:
 def _not_there(p: Path) -> str:
     """Why ``--videos p`` names nothing to read, in the words of what it looked for: a missing
     ``film.mp4`` was "no such video folder or list file", as if a folder had been asked for."""
+    raise_if_denied(p)  # one this user may not look up is there, for all we know
     if os.path.exists(p):  # a FIFO, a socket, a device
         return "is neither a file nor a folder"
     ext = p.suffix.lower()

@@ -33,7 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import BadInputError
+from ..errors import BadInputError, raise_if_denied
 from ..utils.io import atomic_write_from, atomic_write_json, atomic_write_text, write_npy_chunks
 
 log = logging.getLogger(__name__)
@@ -278,6 +278,7 @@ class FrameCache:
     def source(self, path: str | os.PathLike) -> CachedSource:
         path = Path(path)
         if not path.exists():
+            raise_if_denied(path)
             raise BadInputError(path, "video not found")
         npy, meta_p, bad_p = self.paths(path)
         if bad_p.is_file():  # failed before: do not pay for decoding it again

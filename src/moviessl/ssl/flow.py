@@ -45,7 +45,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from ..errors import BadInputError
+from ..errors import BadInputError, raise_if_denied
 from ..utils.io import atomic_write_from, atomic_write_json, npy_header, write_npy_chunks
 from .clipcache import CachedSource, _memmap, cache_base, resize_frames
 
@@ -310,6 +310,7 @@ class FlowCache:
         returning the ``(T, H, W, 3)`` array (called only then)."""
         path = Path(path)
         if not path.exists():
+            raise_if_denied(path)
             raise BadInputError(path, "video not found")
         base = cache_base(self.dir, path, self.anchor, (".json",))
         npy, meta_p = base.with_suffix(".npy"), base.with_suffix(".json")

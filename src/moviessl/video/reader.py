@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BadInputError
+from ..errors import BadInputError, raise_if_denied
 from .timeline import event_centers
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ class VideoReader:
             raise ValueError(f"verify must be auto|tail|full, got {verify!r}")
         self.path = Path(path)
         if not self.path.exists():
+            raise_if_denied(self.path)
             raise BadInputError(self.path, "no such file or directory")
         if self.path.is_dir():
             self._impl = _FrameFolder(self.path, folder_fps)
@@ -874,6 +875,8 @@ def resolve_video(root: str | os.PathLike, vid_id: str) -> Path:
     d = root / vid_id
     if d.is_dir():
         return d
+    # a root this user may not search ends the run, as on Python < 3.14: every segment "has no video"
+    raise_if_denied(d)
     raise BadInputError(root / vid_id, f"no video file ({'|'.join(VIDEO_EXTS)}) or frame folder")
 
 
