@@ -1,6 +1,7 @@
 import pytest
 
 from moviessl.demo_report import _cell, probe_table
+from plot_checks import drawn, error_bars
 
 
 def test_a_single_run_shows_no_standard_error():
@@ -41,26 +42,6 @@ def test_training_curves_read_each_replicates_log(tmp_path, monkeypatch):
     assert seen == ["cvrl/r0", "cvrl/r1", "cvrl_contrastive_mask1-3/r0"] and (tmp_path / "c.png").is_file()
 
 
-def _drawn(monkeypatch):
-    """The figures the plotting functions save (they close them after: read them as saved)."""
-    from matplotlib.figure import Figure
-
-    figs = []
-    real = Figure.savefig
-    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: figs.append(self) or real(self, *a, **k))
-    return figs
-
-
-def _error_bars(ax):
-    """The error bars the axes' first bar container draws: {bar index: (low, high)}."""
-    import numpy as np
-    from matplotlib.container import BarContainer
-
-    bars = next(c for c in ax.containers if isinstance(c, BarContainer))
-    segs = [np.asarray(s) for s in bars.errorbar.lines[2][0].get_segments()]
-    return {round(float(s[0][0])): (float(s[0][1]), float(s[1][1])) for s in segs if len(s) and np.isfinite(s).all()}
-
-
 def test_bar_plot_draws_no_error_bar_for_a_single_run_and_marks_a_cell_without_a_mean(tmp_path, monkeypatch):
     """The table shows a single run's value alone (``_cell``: no SE) and a row without a finite mean
     as no value; the plot drew the single run with a zero-height error bar (a cap at its mean, an SE
@@ -69,7 +50,7 @@ def test_bar_plot_draws_no_error_bar_for_a_single_run_and_marks_a_cell_without_a
 
     from moviessl.demo_report import bar_plot
 
-    figs = _drawn(monkeypatch)
+    figs = drawn(monkeypatch)
     rows = [
         {"table": "relation", "setting": "backbone=cvrl,txe=none", "metric": "mean_acc", "mean": 40.0, "se": 1.5}
         | {"n": 12, "n_pretrain": 3},
@@ -81,7 +62,7 @@ def test_bar_plot_draws_no_error_bar_for_a_single_run_and_marks_a_cell_without_a
     assert bar_plot(rows, "relation", tmp_path / "r.png") == tmp_path / "r.png"
     (ax,) = figs[0].axes
     assert [p.get_height() for p in ax.patches][:2] == [40.0, 50.0]
-    assert _error_bars(ax) == {0: (38.5, 41.5)}
+    assert error_bars(ax) == {0: (38.5, 41.5)}
     assert [t.get_text() for t in ax.texts] == ["n/a"]
 
 
@@ -97,7 +78,7 @@ def test_bar_plot_labels_and_title_fit(tmp_path, monkeypatch, table):
     from moviessl.demo import setting_name
     from moviessl.demo_report import bar_plot
 
-    figs = _drawn(monkeypatch)
+    figs = drawn(monkeypatch)
     if table == "srl":
         backbones, txes = ("supervised", "cvrl", "modist"), ("none", "scratch", "maskpred")
         settings = [setting_name(b, t) for b in backbones for t in txes]
@@ -140,7 +121,7 @@ def test_training_curves_legend_leaves_the_curves_visible_and_tells_methods_apar
 
     from moviessl.demo_report import curves_plot
 
-    figs = _drawn(monkeypatch)
+    figs = drawn(monkeypatch)
     variants = [f"{b}_contrastive_mask1-3" for b in ("supervised", "cvrl", "modist")]
     variants += ["cvrl_l2_mask1-3", "cvrl_contrastive_mask1", "cvrl_contrastive_mask1-2", "cvrl_contrastive_mask1-4"]
     for stage, methods in (("backbone", ["supervised", "cvrl", "modist"]), ("context", variants)):

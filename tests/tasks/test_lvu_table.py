@@ -7,6 +7,7 @@ import pytest
 
 from moviessl.checkpoint import file_hash
 from moviessl.tasks.lvu.table import LVU_CLAIMS, _table_md, claims, ranks, setting_name
+from plot_checks import drawn, error_bars
 
 
 def _own_event_features(tmp_path):
@@ -399,26 +400,6 @@ def test_replicates_combine_as_the_demos_vidsitu_rows_do():
     assert combine_replicates([table(None, None, 0, bad=5)])["test"] == {}
 
 
-def _drawn(monkeypatch):
-    """The figures the plotting functions save (they close them after: read them as saved)."""
-    from matplotlib.figure import Figure
-
-    figs = []
-    real = Figure.savefig
-    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: figs.append(self) or real(self, *a, **k))
-    return figs
-
-
-def _error_bars(ax):
-    """The error bars the axes' bar container draws: {bar index: (low, high)}."""
-    import numpy as np
-    from matplotlib.container import BarContainer
-
-    bars = next(c for c in ax.containers if isinstance(c, BarContainer))
-    segs = [np.asarray(s) for s in bars.errorbar.lines[2][0].get_segments()]
-    return {round(float(s[0][0])): (float(s[0][1]), float(s[1][1])) for s in segs if len(s) and np.isfinite(s).all()}
-
-
 def test_a_single_run_has_no_standard_error_in_the_lvu_table_or_its_plot(tmp_path, monkeypatch):
     """A cell of one run (a table run with seeds=1, a replicate's only finite run) has an SE of 0
     that says nothing of its spread: the table printed it "± 0.00" and the plot drew a cap at the
@@ -426,7 +407,7 @@ def test_a_single_run_has_no_standard_error_in_the_lvu_table_or_its_plot(tmp_pat
     is marked n/a in the plot as in the table, not left a bare gap."""
     from moviessl.tasks.lvu.table import report
 
-    figs = _drawn(monkeypatch)
+    figs = drawn(monkeypatch)
     tasks = ["scene", "view_count"]
     one = lambda m: {"mean": m, "se": 0.0, "n": 1}  # noqa: E731
     rows = [("ot", "none"), ("cvrl", "none"), ("none", "sup")]
@@ -441,8 +422,8 @@ def test_a_single_run_has_no_standard_error_in_the_lvu_table_or_its_plot(tmp_pat
     assert "| OT | - | 40.00 | 0.600 |" in md and "| CVRL | - | 30.00 ± 2.00 | 0.400 |" in md
     assert "| - | Sup | n/a | 0.500 ± 0.050 |" in md
     scene, views = figs[0].axes[:2]
-    assert _error_bars(scene) == {1: (28.0, 32.0)}
-    assert _error_bars(views) == {2: (0.45, 0.55)}
+    assert error_bars(scene) == {1: (28.0, 32.0)}
+    assert error_bars(views) == {2: (0.45, 0.55)}
     assert [t.get_text() for t in scene.texts] == ["n/a"] and not views.texts
 
 
@@ -456,7 +437,7 @@ def test_the_lvu_plot_says_what_its_bars_are_and_tells_every_row_apart(tmp_path,
 
     from moviessl.tasks.lvu.table import ALL_ROWS, TASKS, report
 
-    figs = _drawn(monkeypatch)
+    figs = drawn(monkeypatch)
     tasks = list(TASKS)[-n_tasks:]  # the two regression tasks last
     cell = {"mean": 0.5, "se": 0.1, "n": 5}
     stats = {setting_name(*r): {t: dict(cell) for t in tasks} for r in ALL_ROWS}
