@@ -119,9 +119,8 @@ def linear_probe(
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> float:
-    """Top-1 accuracy (%) of logistic regression fitted on (xtr, ytr), evaluated on (xva, yva), on
-    ``device`` (full-batch L-BFGS over K400's 240k x 2048 features is minutes on a GPU, far more on
-    a CPU); the initial weights are drawn on the CPU, so every device starts from the same ones."""
+    """The top-1 accuracy (%) of :func:`linear_probe_topk` (the one fit; kept for callers that
+    want top-1 alone)."""
     return linear_probe_topk(xtr, ytr, xva, yva, num_classes, weight_decay, max_iter, seed, device)[0]
 
 
@@ -136,8 +135,11 @@ def linear_probe_topk(
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> tuple[float, float]:
-    """(top-1, top-5) accuracy (%) of :func:`linear_probe`'s classifier, fitted once: Kinetics'
-    linear probes are reported as both (the top-5 of fewer than 5 classes is 100)."""
+    """(top-1, top-5) accuracy (%) of logistic regression fitted once on (xtr, ytr), evaluated on
+    (xva, yva), on ``device`` (full-batch L-BFGS over K400's 240k x 2048 features is minutes on a
+    GPU, far more on a CPU); the initial weights are drawn on the CPU, so every device starts from
+    the same ones. Kinetics' linear probes are reported as both (the top-5 of fewer than 5 classes
+    is 100)."""
     g = torch.Generator().manual_seed(seed)
     x, y = torch.from_numpy(xtr).float().to(device), torch.from_numpy(ytr).long().to(device)
     lin = nn.Linear(x.shape[1], num_classes)
@@ -164,17 +166,18 @@ def linear_probe_topk(
 def knn_accuracy(
     xtr: np.ndarray, ytr: np.ndarray, xva: np.ndarray, yva: np.ndarray, num_classes: int, k: int = 20, t: float = 0.07
 ) -> float:
-    """Weighted k-NN top-1 accuracy (%) with cosine similarity (features already L2-normalised).
-    Val rows go ``KNN_ROWS`` at a time: K400's whole similarity matrix (20k val x 240k train) is 19 GB."""
+    """The top-1 accuracy (%) of :func:`knn_accuracy_topk` (the one vote; kept for callers that
+    want top-1 alone)."""
     return knn_accuracy_topk(xtr, ytr, xva, yva, num_classes, k, t)[0]
 
 
 def knn_accuracy_topk(
     xtr: np.ndarray, ytr: np.ndarray, xva: np.ndarray, yva: np.ndarray, num_classes: int, k: int = 20, t: float = 0.07
 ) -> tuple[float, float]:
-    """(top-1, top-5) of :func:`knn_accuracy`'s vote. A class no neighbour voted for is no top-5
-    guess: with k = 20 fewer than 5 classes often get a vote, and which of the unvoted ones ``topk``
-    picks is arbitrary."""
+    """(top-1, top-5) accuracy (%) of a weighted k-NN vote with cosine similarity (features already
+    L2-normalised). Val rows go ``KNN_ROWS`` at a time: K400's whole similarity matrix (20k val x
+    240k train) is 19 GB. A class no neighbour voted for is no top-5 guess: with k = 20 fewer than 5
+    classes often get a vote, and which of the unvoted ones ``topk`` picks is arbitrary."""
     k = max(1, min(int(k), len(xtr)))
     train, labels = torch.from_numpy(xtr).float().t(), torch.from_numpy(ytr).long()
     pred, hit5 = [], []
