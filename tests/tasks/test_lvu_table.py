@@ -453,3 +453,38 @@ def test_the_lvu_plot_says_what_its_bars_are_and_tells_every_row_apart(tmp_path,
         assert len(colours) == len(ALL_ROWS) == 11
     e = fig._suptitle.get_window_extent(FigureCanvasAgg(fig).get_renderer())
     assert fig.bbox.x0 <= e.x0 and e.x1 <= fig.bbox.x1
+
+
+def test_an_lvu_cell_over_fewer_runs_than_its_heading_says_how_many_diverged(tmp_path):
+    """The LVU table's heading says what every cell is over ("mean ± SE over 5 runs", "over 2
+    pretraining replicates of the mean over 5 runs each") and it has no column of runs, unlike the
+    VidSitu tables' "n (pretrain)": a cell whose runs partly diverged (n 3 of 5, a replicate
+    without a finite run) showed its mean ± SE as if it were over them all. It says how many
+    runs were left out, as the demo's cells of no finite run do."""
+    from moviessl.tasks.lvu.table import combine_replicates, report
+
+    def table(mean, se, n, bad=0):
+        cell = {"setting": "instance=ot,scene=none", "metric": "scene", "mean": mean, "se": se, "n": n}
+        return {"rows": [{**cell, **({"n_nonfinite": bad} if bad else {})}], "rows_val": []}
+
+    tasks, rows = ["scene", "view_count"], [("ot", "none"), ("cvrl", "none")]
+    room = {"scene": {"chance": 20.0, "n": 3}, "view_count": {"chance": 0.5, "n": 3}}
+    cells = {
+        setting_name("ot", "none"): {
+            "scene": {"mean": 40.0, "se": 1.0, "n": 3, "n_nonfinite": 2},
+            "view_count": {"mean": 0.6, "se": 0.0, "n": 1, "n_nonfinite": 4},
+        },
+        setting_name("cvrl", "none"): {
+            "scene": {"mean": 30.0, "se": 2.0, "n": 5},
+            "view_count": {"mean": 0.4, "se": 0.1, "n": 5},
+        },
+    }
+    md = report({"val": cells, "test": cells}, {"val": room, "test": room}, tasks, rows, "5 runs", tmp_path / "t.png")
+    assert "| OT | - | 40.00 ± 1.00 (2 non-finite) | 0.600 (4 non-finite) |" in md["markdown"]
+    assert "| CVRL | - | 30.00 ± 2.00 | 0.400 ± 0.100 |" in md["markdown"]
+    # two replicates, one of which has no finite run of the cell: the ± is over the other's runs
+    combined = combine_replicates([table(None, None, 0, bad=5), table(50.0, 2.0, 5)])
+    combined["val"] = combined["test"]
+    runs = "2 pretraining replicates of the mean over 5 runs each"
+    md = report(combined, {"val": room, "test": room}, ["scene"], rows[:1], runs, tmp_path / "c.png")
+    assert "| OT | - | 50.00 ± 2.00 (5 non-finite) |" in md["markdown"]

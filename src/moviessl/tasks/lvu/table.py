@@ -149,11 +149,14 @@ def row_label(instance: str, scene: str) -> str:
     return f"{PRETTY[scene]} (scene)" if instance == "none" else f"{PRETTY[instance]}+{PRETTY[scene]}"
 
 
-def _fmt(task: str, mean: float, se: float, n: int = 2) -> str:
+def _fmt(task: str, mean: float, se: float, n: int, n_nonfinite: int = 0) -> str:
     """``mean ± SE``; a single run has no SE (``mean_se`` gives it 0), so it shows its value alone,
-    as the demo's tables do (``demo_report._cell``)."""
+    as the demo's tables do (``demo_report._cell``). A cell some of whose runs diverged says how
+    many: the heading's "over N runs" is what was asked for, and this table has no column of runs
+    (the VidSitu tables' "n (pretrain)")."""
     d = 3 if TASKS[task].regression else 2
-    return f"{mean:.{d}f}" if n < 2 else f"{mean:.{d}f} ± {se:.{d}f}"
+    cell = f"{mean:.{d}f}" if n < 2 else f"{mean:.{d}f} ± {se:.{d}f}"
+    return cell + (f" ({n_nonfinite} non-finite)" if n_nonfinite else "")
 
 
 def better(task: str, a: float, b: float, eps: float = 1e-9) -> bool:
@@ -201,8 +204,14 @@ def headroom(lvu_root: Path, split: str, tasks: Sequence[str] = tuple(LVU_TASKS)
 
 
 def _stat(st: Mapping) -> dict[str, Any]:
-    """A cell's mean, SE and runs (a cell without ``n``, built by hand, counts as several)."""
-    return {"mean": float(st["mean"]), "se": float(st["se"]), "n": int(st.get("n", 2))}
+    """A cell's mean, SE, runs and runs left out as non-finite (a cell without ``n``, built by
+    hand, counts as several)."""
+    return {
+        "mean": float(st["mean"]),
+        "se": float(st["se"]),
+        "n": int(st.get("n", 2)),
+        "n_nonfinite": int(st.get("n_nonfinite") or 0),
+    }
 
 
 def _finite_means(row: Mapping[str, Mapping], tasks: Sequence[str]) -> dict[str, float]:
