@@ -33,8 +33,8 @@ demo-full: $(STAMP)
 	$(BIN)/moviessl demo --profile full --out runs/demo_full
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check -q src tests benchmarks
+	$(BIN)/ruff check --no-cache src tests benchmarks
+	$(BIN)/ruff format --check --no-cache -q src tests benchmarks
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

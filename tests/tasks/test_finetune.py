@@ -267,7 +267,6 @@ def test_bad_inputs_exit_2(vidsitu_fixture, tmp_path, capsys):
 
 def test_missing_feature_files_are_skipped_and_counted(tmp_path):
     from conftest import make_vidsitu
-
     from moviessl.tasks.vidsitu.runner import run_finetune
 
     ann, feats = make_vidsitu(tmp_path, n_train=10, n_valid=4, dim=16, seed=1)
@@ -284,7 +283,6 @@ def test_missing_feature_files_are_skipped_and_counted(tmp_path):
 
 def test_segments_with_events_extract_marked_missing_are_not_trained_or_scored_on_zero_rows(tmp_path):
     from conftest import make_vidsitu
-
     from moviessl.tasks.vidsitu.runner import run_finetune
 
     ann, feats = make_vidsitu(tmp_path, n_train=10, n_valid=4, dim=16, seed=1)
@@ -341,7 +339,6 @@ def test_a_finished_run_on_a_moved_feature_folder_is_reused(tmp_path):
     cluster's scratch to a home folder) made the finished runs, and the TxE lr tuning, another
     setting's, trained again. The features' rows are in the data digest; the hash leaves the folder out."""
     from conftest import make_vidsitu
-
     from moviessl.tasks.vidsitu.runner import tune_txe_lr_scale
 
     ann, feats = make_vidsitu(tmp_path / "scratch", n_train=10, n_valid=4, dim=16, seed=1)
@@ -396,7 +393,6 @@ def test_a_finished_srl_run_on_targets_cut_the_earlier_way_is_trained_again(tmp_
     ``max_len`` puts the ids in the hash; one that fits is the same under either rule, and its
     finished run stands."""
     from conftest import make_vidsitu
-
     from moviessl.tasks.vidsitu.tokenizer import SRLTokenizer
 
     ann, feats = make_vidsitu(tmp_path / "a", n_train=10, n_valid=4, dim=16, seed=1)

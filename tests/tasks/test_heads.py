@@ -1,6 +1,6 @@
 import torch
-from conftest import _event
 
+from conftest import _event
 from moviessl.checkpoint import arch_spec
 from moviessl.tasks.vidsitu.relation import LABELS, PAIR_INDEX, RelationTask, build_relation_model, pair_labels
 from moviessl.tasks.vidsitu.srl import build_srl_model

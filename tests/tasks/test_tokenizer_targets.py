@@ -1,8 +1,8 @@
 import re
 
 import pytest
-from conftest import VERBS, _event
 
+from conftest import VERBS, _event
 from moviessl.data.vidsitu import EVENTS, parse_srl_output, roles_in_order
 from moviessl.errors import BadInputError
 from moviessl.tasks.vidsitu.tokenizer import ROLE_TAGS, SRLTokenizer, target_text
