@@ -1029,3 +1029,16 @@ def test_predict_reads_only_runs_of_the_same_settings(vidsitu_fixture, tmp_path,
     assert "no such run folder" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
     assert _finetune(ann, feats, out, "relation", *FAST, "--predict", "valid", "--resume", seeds=1) == 2
+
+
+def test_predict_holds_the_weights_in_the_dtype_they_were_trained_in(vidsitu_fixture, tmp_path):
+    """A run at trainer.precision=64-true scores with float64 weights (Lightning leaves them so) and
+    exports them; --predict built the model in float32 and cast them down: on its own valid split it
+    gave other predictions than the run's."""
+    ann, feats = vidsitu_fixture
+    out = tmp_path / "run"
+    args = (*FAST, "relation.epochs=1", "trainer.precision=64-true")
+    assert _finetune(ann, feats, out, "relation", *args, seeds=1) == 0
+    assert _finetune(ann, feats, out, "relation", *args, "--predict", "valid", seeds=1) == 0
+    again = pickle.loads((out / "seed0" / "predictions_valid.pkl").read_bytes())
+    assert again == pickle.loads((out / "seed0" / "predictions.pkl").read_bytes())

@@ -686,6 +686,18 @@ def run_finetune(
         )
 
 
+def saved_dtypes(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+    """``model`` (its weights loaded from ``state_dict``) holding each tensor in the dtype it was saved
+    in: a run trained at 64-true scored and exported float64 weights (Lightning leaves them so; the
+    input statistics stay float32), which the model built anew holds cast down to float32 -- other
+    predictions than the run's own."""
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        saved = state_dict.get(name)
+        if torch.is_tensor(saved) and saved.dtype != t.dtype:
+            t.data = saved.to(t.device)
+    return model
+
+
 def run_predict(
     task: str,
     data_root: str | os.PathLike,
@@ -737,7 +749,8 @@ def run_predict(
         with threads(cfg.threads):
             for seed in seed_list:
                 run_dir = out / f"seed{seed}"
-                model = build_from_checkpoint(run_dir / "model.pt", stage=task).to(device)
+                obj = load_checkpoint(run_dir / "model.pt", stage=task)
+                model = saved_dtypes(build_from_checkpoint(obj), obj["state_dict"]).to(device)
                 failed: list[str] = []
                 preds = predict_split(
                     p.spec,
