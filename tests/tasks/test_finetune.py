@@ -1042,3 +1042,16 @@ def test_predict_holds_the_weights_in_the_dtype_they_were_trained_in(vidsitu_fix
     assert _finetune(ann, feats, out, "relation", *args, "--predict", "valid", seeds=1) == 0
     again = pickle.loads((out / "seed0" / "predictions_valid.pkl").read_bytes())
     assert again == pickle.loads((out / "seed0" / "predictions.pkl").read_bytes())
+
+
+def test_an_empty_predict_split_is_refused_not_trained(vidsitu_fixture, tmp_path, capsys):
+    """``--predict ""`` (``--predict "$SPLIT"`` with SPLIT unset) read as no --predict: the command
+    trained its runs into --out, exit 0, where nothing was to be trained."""
+    ann, feats = vidsitu_fixture
+    out = tmp_path / "run"
+    assert _finetune(ann, feats, out, "relation", *FAST, "relation.epochs=1", "--predict", "", seeds=1) == 2
+    assert "--predict: give a split name" in capsys.readouterr().err
+    assert not out.exists()
+    argv = ["finetune", "vidsitu", "--task", "relation", "--data-root", str(ann), "--baseline", "pair_prior"]
+    assert main([*argv, "--predict", "", "--out", str(tmp_path / "b")]) == 2
+    assert "--predict would not be used" in capsys.readouterr().err

@@ -61,7 +61,7 @@ def _run_vidsitu(args: argparse.Namespace) -> int:
                 ("--tokenizer", args.tokenizer),
                 ("--seeds", args.seeds != 1),
                 ("--resume", args.resume),
-                ("--predict", args.predict),
+                ("--predict", args.predict is not None),
             )
             if given
         ]
@@ -88,7 +88,7 @@ def _run_vidsitu(args: argparse.Namespace) -> int:
             None, "--backbone is used with --videos only (--features are already the backbone's outputs)"
         )
     check_overrides_read(args.task, args.overrides, args.contextualizer, args.features)
-    if args.predict:
+    if args.predict is not None:  # "" too: `--predict "$SPLIT"` with SPLIT unset trained the runs
         return _predict(args)
     res = run_finetune(
         args.task,
@@ -117,6 +117,8 @@ def _predict(args: argparse.Namespace) -> int:
     from ...utils.io import json_dumps
     from .runner import run_predict
 
+    if not args.predict.strip():
+        raise BadInputError("--predict", "give a split name (e.g. testsrl); it is empty")
     if args.resume:
         raise BadInputError(None, "--predict trains nothing; --resume would not be used")
     if not job_leader():  # no training, so no process group: one process predicts and writes
