@@ -1055,3 +1055,23 @@ def test_an_empty_predict_split_is_refused_not_trained(vidsitu_fixture, tmp_path
     argv = ["finetune", "vidsitu", "--task", "relation", "--data-root", str(ann), "--baseline", "pair_prior"]
     assert main([*argv, "--predict", "", "--out", str(tmp_path / "b")]) == 2
     assert "--predict would not be used" in capsys.readouterr().err
+
+
+def test_a_refused_predict_writes_nothing(vidsitu_fixture, tmp_path, capsys):
+    """--predict refused a folder without finished runs, or runs of other settings, only after
+    preparing the inputs as training does: SRL's tokenizer was trained and saved into the folder
+    (over the runs' own, with another srl.vocab_size), and --videos would have extracted every frozen
+    feature first."""
+    ann, feats = vidsitu_fixture
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _finetune(ann, feats, empty, "srl", *FAST, "--predict", "valid", seeds=1) == 2
+    assert "seed0: no finished run" in capsys.readouterr().err
+    assert list(empty.iterdir()) == []
+    out = tmp_path / "run"
+    assert _finetune(ann, feats, out, "srl", *FAST, "srl.epochs=1", seeds=1) == 0
+    tok = (out / "tokenizer.json").read_bytes()
+    other = ("srl.epochs=1", "srl.vocab_size=300", "--predict", "valid")
+    assert _finetune(ann, feats, out, "srl", *FAST, *other, seeds=1) == 2
+    assert "seed0: a run of other settings" in capsys.readouterr().err
+    assert (out / "tokenizer.json").read_bytes() == tok

@@ -326,9 +326,11 @@ def prepare(
     backbone: str | os.PathLike | None = None,
     contextualizer: str | os.PathLike | None = "none",
     tokenizer: str | os.PathLike | None = None,
+    save_tokenizer: bool = True,
 ) -> Prepared:
     """Splits, the task spec, inputs (features, clips for an end-to-end task, or features extracted
-    once from clips into ``out/features_<hash>``) and the contextualizer to start from."""
+    once from clips into ``out/features_<hash>``) and the contextualizer to start from.
+    ``save_tokenizer`` False: SRL's tokenizer is not written into ``out`` (a check of settings)."""
     if task not in TASKS:
         raise BadInputError(None, f"unknown task '{task}' (choose from {', '.join(TASKS)})")
     if (features is None) == (videos is None):
@@ -354,7 +356,9 @@ def prepare(
             eval_split.files.get("ann") or eval_split.root / "vseg_ann_files" / f"vsann_{split}_noann_lb.json",
             f"not found or empty: --task {task} reads each {split} segment's {hint}",
         )
-    spec = TASKS[task](getattr(cfg, task), train_split, eval_split=eval_split, tokenizer=tokenizer, out=out)
+    spec = TASKS[task](
+        getattr(cfg, task), train_split, eval_split=eval_split, tokenizer=tokenizer, out=out, save=save_tokenizer
+    )
 
     backbone_obj = None
     if features is not None:
@@ -731,15 +735,26 @@ def run_predict(
     if not out.is_dir():
         raise BadInputError(out, "no such run folder: train it first (the same command without --predict)")
     with run_lock(out):
-        trained = prepare(task, data_root, out, cfg, features, videos, backbone, contextualizer, tokenizer)
-        ours = settings_hashes(trained, task_optim(trained))
+        # the runs first, then their settings, which take preparing the inputs as training did: where
+        # there is nothing to predict with, not a feature extracted (--videos) nor a tokenizer written
+        done = {}
         for seed in seed_list:
             mfile = out / f"seed{seed}" / "metrics.json"
-            done = json.loads(mfile.read_text()) if mfile.is_file() else {}
-            if done.get("settings") not in ours:
-                why = "no finished run" if not done else "a run of other settings (inputs, contextualizer or config)"
+            if not mfile.is_file():
                 raise BadInputError(
-                    out / f"seed{seed}", f"{why}; --predict reads the runs the same command without it trained"
+                    out / f"seed{seed}", "no finished run; --predict reads the runs the same command without it trained"
+                )
+            done[seed] = json.loads(mfile.read_text())
+        trained = prepare(
+            task, data_root, out, cfg, features, videos, backbone, contextualizer, tokenizer, save_tokenizer=False
+        )
+        ours = settings_hashes(trained, task_optim(trained))
+        for seed in seed_list:
+            if done[seed].get("settings") not in ours:
+                raise BadInputError(
+                    out / f"seed{seed}",
+                    "a run of other settings (inputs, contextualizer or config); --predict reads the runs the "
+                    "same command without it trained",
                 )
         pcfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, eval_split=split, split_file=None))
         p = prepare(task, data_root, out, pcfg, features, videos, backbone, contextualizer, tokenizer)

@@ -134,6 +134,7 @@ class SRLTask:
         train_split,
         tokenizer: str | os.PathLike | None = None,
         out: str | os.PathLike | None = None,
+        save: bool = True,
         **_: Any,
     ):
         self.cfg = cfg
@@ -148,6 +149,8 @@ class SRLTask:
                 f"{cfg.max_len} tokens is above the TxD's max_len {txd_len} (srl.txd {cfg.txd}); raise "
                 "srl.txd_overrides.max_len with it",
             )
+        # save False: OUT's tokenizer is read where its key matches, never written (a check of the
+        # settings finished runs were trained with, which must leave their folder as it was)
         saved = Path(out) / "tokenizer.json" if out is not None else None
         if tokenizer is not None:
             self.tok = SRLTokenizer.from_file(tokenizer)
@@ -163,7 +166,7 @@ class SRLTask:
                     n,
                     *example,
                 )
-            if saved is not None:
+            if saved is not None and save:
                 saved.with_suffix(".key").unlink(missing_ok=True)  # the user's, not one trained from a key
                 self.tok.save(saved)
             return
@@ -182,7 +185,7 @@ class SRLTask:
             self.tok = SRLTokenizer.from_file(saved)
             return
         self.tok = SRLTokenizer.train(phrases, verbs, vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency)
-        if saved is not None:
+        if saved is not None and save:
             self.tok.save(saved)
             atomic_write_text(key_file, key)  # after the vocabulary: a kill between leaves one retrained
 
