@@ -1075,3 +1075,14 @@ def test_a_refused_predict_writes_nothing(vidsitu_fixture, tmp_path, capsys):
     assert _finetune(ann, feats, out, "srl", *FAST, *other, seeds=1) == 2
     assert "seed0: a run of other settings" in capsys.readouterr().err
     assert (out / "tokenizer.json").read_bytes() == tok
+
+
+def test_predict_names_an_unreadable_metrics_file(vidsitu_fixture, tmp_path, capsys):
+    ann, feats = vidsitu_fixture
+    out = tmp_path / "run"
+    assert _finetune(ann, feats, out, "relation", *FAST, "relation.epochs=1", seeds=1) == 0
+    capsys.readouterr()
+    for text in ('{"settings": "ab', "[1, 2]"):
+        (out / "seed0" / "metrics.json").write_text(text)
+        assert _finetune(ann, feats, out, "relation", *FAST, "relation.epochs=1", "--predict", "valid", seeds=1) == 2
+        assert "seed0/metrics.json: unreadable" in capsys.readouterr().err

@@ -744,7 +744,12 @@ def run_predict(
                 raise BadInputError(
                     out / f"seed{seed}", "no finished run; --predict reads the runs the same command without it trained"
                 )
-            done[seed] = json.loads(mfile.read_text())
+            try:
+                done[seed] = json.loads(mfile.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise BadInputError(mfile, f"unreadable ({e})") from None
+            if not isinstance(done[seed], dict):
+                raise BadInputError(mfile, "unreadable (not a run's record: expected a JSON object)")
         trained = prepare(
             task, data_root, out, cfg, features, videos, backbone, contextualizer, tokenizer, save_tokenizer=False
         )
