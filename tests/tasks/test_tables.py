@@ -142,3 +142,20 @@ def test_compare_names_a_missing_base():
 
     with pytest.raises(BadInputError, match="no run named 'z'"):
         compare({"a": {}}, "z", [])
+
+
+def test_run_names_with_a_table_bar_stay_one_cell_and_compare(tmp_path):
+    """A run named with '|' (a folder 'ot|ours'): --vs split its claim id at the name's bar (a
+    KeyError traceback or a row of the wrong run), and its Markdown row had one cell too many."""
+    a = lvu_run(tmp_path / "a", {"scene": [40, 42, 41]})
+    b = lvu_run(tmp_path / "b", {"scene": [50, 52, 51]})
+    res = lvu_table({"a": a, "ot|ours": b}, vs="a")
+    assert [(r["run"], r["column"]) for r in res["compare"]] == [("ot|ours", "scene")]
+    assert res["compare"][0]["beyond_2se"] is True
+    rows = [ln for ln in res["markdown"].splitlines() if ln.startswith("| ot")]
+    assert len(rows) == 2 and all(r"ot\|ours" in r for r in rows)
+    assert lvu_table({"a|x": a, "b": b}, vs="a|x")["compare"][0]["run"] == "b"
+    rel = [{"mean_acc": 30.0, "top1_acc": 40.0}, {"mean_acc": 32.0, "top1_acc": 42.0}]
+    md = vidsitu_table({"x|y": vidsitu_run(tmp_path / "r", "relation", rel)})["markdown"]
+    assert r"| x\|y | 31.00 ± 1.00 | 41.00 ± 1.00 |" in md
+

@@ -116,16 +116,14 @@ def compare(
     if base not in stats:
         raise BadInputError("--vs", f"no run named '{base}' (runs: {', '.join(stats)})")
     rows = [{"table": "t", "setting": r, "metric": c, **st} for r, per in stats.items() for c, st in per.items()]
+    pairs = [(run, c) for run in stats for c in columns if run != base and c in stats[run] and c in stats[base]]
     claims = []
-    for run in stats:
-        for c in columns:
-            if run == base or c not in stats[run] or c not in stats[base]:
-                continue
-            a, b = (base, run) if lower_is_better(c) else (run, base)  # a - b > 0: `run` is better
-            claims.append(Claim(id=f"{run}|{c}", paper="", statement="", table="t", a=a, b=b, metric=c))
+    for run, c in pairs:
+        a, b = (base, run) if lower_is_better(c) else (run, base)  # a - b > 0: `run` is better
+        claims.append(Claim(id=f"{run}|{c}", paper="", statement="", table="t", a=a, b=b, metric=c))
     out = []
-    for rec in evaluate_claims(rows, claims):
-        run, col = rec["id"].split("|", 1)
+    # each record is its claim's, in order (a name holding '|' split from its id gave another run)
+    for (run, col), rec in zip(pairs, evaluate_claims(rows, claims), strict=True):
         keep = {k: rec[k] for k in ("se", "z", "why") if k in rec}
         out.append(
             {"run": run, "vs": base, "column": col, "better_by": rec["diff"], **keep, "beyond_2se": rec["holds"]}
@@ -133,12 +131,17 @@ def compare(
     return out
 
 
+def md_cell(name: str) -> str:
+    """A run's name as one Markdown table cell: its '|' escaped (it began another cell)."""
+    return str(name).replace("|", r"\|")
+
+
 def compare_md(rows: Sequence[Mapping[str, Any]], label: Callable[[str], str] = str) -> str:
     if not rows:
         return ""
     base = rows[0]["vs"]
     lines = [
-        f"**Against {base}** (difference in the better direction; beyond 2 combined SE as the claims)",
+        f"**Against {md_cell(base)}** (difference in the better direction; beyond 2 combined SE as the claims)",
         "",
         "| run | column | better by | combined SE | z | beyond 2 SE |",
         "|---|---|---:|---:|---:|---|",
@@ -153,7 +156,8 @@ def compare_md(rows: Sequence[Mapping[str, Any]], label: Callable[[str], str] = 
         z = r.get("z")
         z = "-" if z is None else ("inf" if z == math.inf else "-inf" if z == -math.inf else f"{z:.2f}")
         lines.append(
-            f"| {r['run']} | {label(r['column'])} | {num(r['better_by'])} | {num(r.get('se'))} | {z} | {verdict} |"
+            f"| {md_cell(r['run'])} | {label(r['column'])} | {num(r['better_by'])} | {num(r.get('se'))} | {z} "
+            f"| {verdict} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -193,7 +197,7 @@ def lvu_table(
     room = None
     if data_root is not None:
         room = headroom(Path(data_root), split, tasks)
-    rows = [(name, [name]) for name in stats]
+    rows = [(name, [md_cell(name)]) for name in stats]
     means = {n: {t: s["mean"] for t, s in per.items() if math.isfinite(s["mean"])} for n, per in stats.items()}
     rk = ranks(means, tasks)
     ns = sorted({s["n"] for per in stats.values() for s in per.values()})
@@ -260,7 +264,11 @@ def vidsitu_table(runs: Mapping[str, str | os.PathLike], vs: str | None = None) 
     for task in [t for t in TASKS if t in by_task]:
         stats = by_task[task]
         keys = [k for k in TASKS[task].metric_keys if any(k in per for per in stats.values())]
-        md += [f"### VidSitu {task} (mean ± SE over the runs; percent)", "", format_table(stats, keys=keys)]
+        md += [
+            f"### VidSitu {task} (mean ± SE over the runs; percent)",
+            "",
+            format_table({md_cell(n): per for n, per in stats.items()}, keys=keys),
+        ]
         if vs is not None and vs in stats:
             rows = compare(stats, vs, keys)
             cmp_rows += [r | {"task": task} for r in rows]
