@@ -159,3 +159,9 @@ def test_run_names_with_a_table_bar_stay_one_cell_and_compare(tmp_path):
     md = vidsitu_table({"x|y": vidsitu_run(tmp_path / "r", "relation", rel)})["markdown"]
     assert r"| x\|y | 31.00 ± 1.00 | 41.00 ± 1.00 |" in md
 
+
+def test_a_name_without_a_folder_is_refused(tmp_path):
+    from moviessl.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="A=: no run folder after '='"):
+        parse_runs(["A="])

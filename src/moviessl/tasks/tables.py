@@ -41,6 +41,8 @@ def parse_runs(specs: Sequence[str]) -> dict[str, Path]:
         name, sep, path = spec.partition("=")
         if not sep or not name or os.sep in name:  # a folder whose name holds '=' is a folder, not NAME=
             name, path = Path(spec).resolve().name, spec
+        if not path:  # Path("") is the working directory: its runs were read as NAME's
+            raise BadInputError(spec, "no run folder after '=' (NAME=DIR)")
         d = Path(path)
         if not d.is_dir():
             raise BadInputError(d, "no such run folder (a moviessl finetune --out folder)")
