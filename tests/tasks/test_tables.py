@@ -165,3 +165,27 @@ def test_a_name_without_a_folder_is_refused(tmp_path):
 
     with pytest.raises(BadInputError, match="A=: no run folder after '='"):
         parse_runs(["A="])
+
+
+@pytest.mark.parametrize(
+    "dataset, record",
+    [
+        ("lvu", {"task": "scene", "summary": {"test_top1": {"mean": 40.0, "se": 1.0, "n": None}}}),
+        ("lvu", {"task": "scene", "summary": {"test_top1": {"mean": "40", "se": 1.0, "n": 2}}}),
+        ("lvu", {"task": "scene", "summary": {"test_top1": {"mean": 40.0, "se": [1], "n": 2}}}),
+        ("lvu", {"task": "scene", "summary": 3}),
+        ("lvu", {"task": ["scene"], "summary": {}}),
+        ("vidsitu", {"task": ["relation"], "summary": {}}),
+        ("vidsitu", {"task": "relation", "summary": {"mean_acc": {"mean": 40.0, "se": 1.0, "n": "2"}}}),
+        ("vidsitu", {"task": "relation", "summary": ["mean_acc"]}),
+    ],
+)
+def test_a_summary_of_other_types_is_one_line(tmp_path, capsys, dataset, record):
+    """A summary.json edited or written by something else, with a value of another type, was a
+    traceback (int(None), `in` on a number, a list as a dict key) or, a string, read as a number."""
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps(record))
+    assert main(["table", dataset, str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"moviessl: error: {run / 'summary.json'}: ") and "\n" not in err

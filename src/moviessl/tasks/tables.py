@@ -65,10 +65,41 @@ def read_summary(path: Path) -> dict[str, Any]:
 
 
 def _stat(path: Path, st: Any) -> dict[str, Any]:
-    """A summary cell as numbers: a non-finite mean (``null`` in the file: every run diverged) is NaN."""
-    if not isinstance(st, dict) or "mean" not in st or "n" not in st:
+    """A summary cell as numbers: a non-finite mean (``null`` in the file: every run diverged) is NaN.
+    A value of another type (a file edited or written by something else) is one line naming the file."""
+
+    def real(v: Any) -> bool:
+        return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+    if (
+        not isinstance(st, dict)
+        or "mean" not in st
+        or not isinstance(st.get("n"), int)
+        or isinstance(st["n"], bool)
+        or st["n"] < 0
+        or not real(st["mean"])
+        or not real(st.get("se"))
+    ):
         raise BadInputError(path, f"not a moviessl summary cell: {str(st)[:60]}")
     return {**st, "mean": json_float(st["mean"]), "se": json_float(st.get("se")), "n": int(st["n"])}
+
+
+def _scores(path: Path, rec: Mapping[str, Any]) -> dict[str, Any]:
+    """A summary record's ``summary`` (metric -> cell), an object or one line naming the file."""
+    summary = rec.get("summary")
+    if summary is None:
+        return {}
+    if not isinstance(summary, dict):
+        raise BadInputError(path, f"not a moviessl summary ('summary' is a {type(summary).__name__}, not an object)")
+    return summary
+
+
+def _task(path: Path, rec: Mapping[str, Any]) -> Any:
+    """A summary record's ``task``: a name (or None), or one line naming the file."""
+    task = rec.get("task")
+    if task is not None and not isinstance(task, str):
+        raise BadInputError(path, f"not a moviessl summary ('task' is {str(task)[:40]}, not a name)")
+    return task
 
 
 def lvu_summaries(run: Path) -> dict[str, dict[str, Any]]:
@@ -79,10 +110,11 @@ def lvu_summaries(run: Path) -> dict[str, dict[str, Any]]:
     top = run / "summary.json"
     if top.is_file():
         rec = read_summary(top)
-        if rec.get("task") in TASKS:
-            return {rec["task"]: rec | {"path": str(top)}}
-        if rec.get("task") is not None:  # another benchmark's run (a VidSitu task)
-            raise BadInputError(top, f"a {rec['task']} run, not one of LVU's tasks")
+        task = _task(top, rec)
+        if task in TASKS:
+            return {task: rec | {"path": str(top)}}
+        if task is not None:  # another benchmark's run (a VidSitu task)
+            raise BadInputError(top, f"a {task} run, not one of LVU's tasks")
     found = {t: read_summary(run / t / "summary.json") for t in TASKS if (run / t / "summary.json").is_file()}
     found = {t: rec | {"path": str(run / t / "summary.json")} for t, rec in found.items()}
     if not found and top.is_file() and isinstance(read_summary(top).get("tasks"), dict):
@@ -102,9 +134,9 @@ def vidsitu_summary(run: Path) -> dict[str, Any]:
     if not path.is_file():
         raise BadInputError(run, "no summary.json (a finished moviessl finetune vidsitu --out folder)")
     rec = read_summary(path)
-    if rec.get("task") not in TASKS:
+    if _task(path, rec) not in TASKS:
         raise BadInputError(path, f"not a VidSitu summary (task {rec.get('task')!r}; expected {', '.join(TASKS)})")
-    if not rec.get("summary"):
+    if not _scores(path, rec):
         raise BadInputError(path, "no scores: the run only predicted (a split without released ground truth)")
     return rec | {"path": str(path)}
 
@@ -189,8 +221,9 @@ def lvu_table(
         stats[name] = {}
         for task, rec in lvu_summaries(Path(d)).items():
             key = f"{split}_{TASKS[task].metric}"
-            if key in rec.get("summary", {}):
-                stats[name][task] = _stat(Path(rec["path"]), rec["summary"][key])
+            scores = _scores(Path(rec["path"]), rec)
+            if key in scores:
+                stats[name][task] = _stat(Path(rec["path"]), scores[key])
             if rec.get("partial"):
                 partial[f"{name} / {task}"] = rec["partial"]
     tasks = [t for t in TASKS if any(t in per for per in stats.values())]
