@@ -189,3 +189,12 @@ def test_a_summary_of_other_types_is_one_line(tmp_path, capsys, dataset, record)
     assert main(["table", dataset, str(run)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"moviessl: error: {run / 'summary.json'}: ") and "\n" not in err
+
+
+def test_a_run_name_with_dollars_is_drawn_as_written(tmp_path):
+    """matplotlib reads text between two '$' as TeX: a run named '$\\alpha_1$ run' was drawn as a
+    formula, and one with TeX it cannot parse ('$\\foo$') a ValueError traceback after the .md."""
+    a = lvu_run(tmp_path / "a", {"scene": [40, 42, 41]})
+    out = tmp_path / "t.md"
+    assert main(["table", "lvu", f"$\\foo$={a}", "--out", str(out)]) == 0
+    assert out.with_suffix(".png").stat().st_size > 0

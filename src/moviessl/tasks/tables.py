@@ -272,7 +272,7 @@ def plot_lvu_table(res: Mapping[str, Any], png: Path) -> Path:
     from .lvu.table import plot_rows
 
     stats, runs_note = res["stats"], _runs_note(res["runs_per_cell"])
-    rows = [(n, n) for n in stats]
+    rows = [(n, n.replace("$", r"\$")) for n in stats]  # a name's '$' drawn as written, not read as TeX
     note = f"mean ± SE over {runs_note}"
     return plot_rows(stats, res["chance"], res["tasks"], rows, png, f"LVU tasks, {res['split']} split", note)
 
