@@ -12,21 +12,21 @@ from moviessl.tasks.tables import compare, lvu_table, parse_runs, vidsitu_table
 from moviessl.tasks.vidsitu import TASKS as VIDSITU
 
 
-def lvu_run(folder, values, partial=None, per_task_folders=True):
+def lvu_run(folder, values, partial=None, per_task_folders=True, **facts):
     """A ``finetune lvu`` folder: ``values[task]`` = the test scores of its seeds (val = test + 1)."""
     for task, vals in values.items():
         m = LVU[task].metric
         runs = [{"seed": k, "metrics": {f"test_{m}": v, f"val_{m}": v + 1}} for k, v in enumerate(vals)]
         d = folder / task if per_task_folders else folder
         d.mkdir(parents=True, exist_ok=True)
-        write_summary(d, runs, LVU[task].metric_keys, task, f"LVU {task}", partial=partial, task=task)
+        write_summary(d, runs, LVU[task].metric_keys, task, f"LVU {task}", partial=partial, task=task, **facts)
     return folder
 
 
-def vidsitu_run(folder, task, rows, partial=None):
+def vidsitu_run(folder, task, rows, partial=None, **facts):
     folder.mkdir(parents=True)
     runs = [{"seed": k, "metrics": m} for k, m in enumerate(rows)]
-    write_summary(folder, runs, VIDSITU[task].metric_keys, task, f"VidSitu {task}", partial=partial, task=task)
+    write_summary(folder, runs, VIDSITU[task].metric_keys, task, f"VidSitu {task}", partial=partial, task=task, **facts)
     return folder
 
 
@@ -198,3 +198,26 @@ def test_a_run_name_with_dollars_is_drawn_as_written(tmp_path):
     out = tmp_path / "t.md"
     assert main(["table", "lvu", f"$\\foo$={a}", "--out", str(out)]) == 0
     assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_a_row_whose_tasks_were_run_with_other_inputs_or_init_says_so(tmp_path):
+    """A rerun of --task all with another --init, interrupted: its finished tasks are of the new
+    settings and the rest of the old, in one folder -- one row of two models."""
+    run = lvu_run(tmp_path / "r", {"scene": [40, 41], "genre": [30, 31]}, inputs="instances:/f:sup", init="ot:aaa")
+    assert lvu_table({"r": run})["mixed"] == {}
+    lvu_run(run, {"genre": [35, 36]}, inputs="instances:/f:sup", init="ot:bbb")
+    res = lvu_table({"r": run})
+    assert set(res["mixed"]) == {"r"} and "scene: inputs `instances:/f:sup`, init `ot:aaa`" in res["mixed"]["r"]
+    assert "genre: inputs `instances:/f:sup`, init `ot:bbb`" in res["markdown"]
+
+
+def test_vidsitu_runs_scored_on_different_segments_say_so(tmp_path):
+    rel = [{"mean_acc": 30.0, "top1_acc": 40.0}]
+    runs = {
+        "all": vidsitu_run(tmp_path / "a", "relation", rel, eval_segments=8),
+        "subset": vidsitu_run(tmp_path / "s", "relation", rel, eval_segments=6),
+    }
+    md = vidsitu_table(runs)["markdown"]
+    assert "Scored on different segments" in md and "- subset: 6 eval segments" in md
+    runs["subset"] = vidsitu_run(tmp_path / "s2", "relation", rel, eval_segments=8)
+    assert "Scored on different segments" not in vidsitu_table(runs)["markdown"]

@@ -196,10 +196,14 @@ def compare_md(rows: Sequence[Mapping[str, Any]], label: Callable[[str], str] = 
     return "\n".join(lines) + "\n"
 
 
-def _partial_md(notes: Mapping[str, str]) -> str:
+def _notes_md(title: str, notes: Mapping[str, str]) -> str:
     if not notes:
         return ""
-    return "Partial scores:\n\n" + "".join(f"- {k}: {v}\n" for k, v in notes.items()) + "\n"
+    return f"{title}:\n\n" + "".join(f"- {k}: {v}\n" for k, v in notes.items()) + "\n"
+
+
+def _partial_md(notes: Mapping[str, str]) -> str:
+    return _notes_md("Partial scores", notes)
 
 
 def lvu_table(
@@ -217,8 +221,10 @@ def lvu_table(
         raise BadInputError("--split", f"'{split}' is not an LVU split with scores (val, test)")
     stats: Stats = {}
     partial: dict[str, str] = {}
+    mixed: dict[str, str] = {}
     for name, d in runs.items():
         stats[name] = {}
+        made_with: dict[tuple, list[str]] = {}
         for task, rec in lvu_summaries(Path(d)).items():
             key = f"{split}_{TASKS[task].metric}"
             scores = _scores(Path(rec["path"]), rec)
@@ -226,6 +232,11 @@ def lvu_table(
                 stats[name][task] = _stat(Path(rec["path"]), scores[key])
             if rec.get("partial"):
                 partial[f"{name} / {task}"] = rec["partial"]
+            made_with.setdefault((str(rec.get("inputs")), str(rec.get("init"))), []).append(task)
+        if len(made_with) > 1:
+            # one command gives every task the same inputs and init: a rerun with others, interrupted,
+            # left a folder whose finished tasks are of the new settings and the rest of the old
+            mixed[name] = "; ".join(f"{', '.join(ts)}: inputs `{i}`, init `{n}`" for (i, n), ts in made_with.items())
     tasks = [t for t in TASKS if any(t in per for per in stats.values())]
     if not tasks:
         raise BadInputError(None, f"no run has a {split} score (LVU's test labels are released; was it scored?)")
@@ -250,8 +261,10 @@ def lvu_table(
         cmp_rows = compare(stats, vs, tasks, lambda t: TASKS[t].regression)
         md += [compare_md(cmp_rows, lambda t: f"{t} ({'MSE' if TASKS[t].regression else 'top-1'})")]
     md.append(_partial_md(partial))
+    md.append(_notes_md("Rows mixing runs of other inputs or init (a rerun with others left unfinished?)", mixed))
     return {
         "dataset": "lvu",
+        "mixed": mixed,
         "split": split,
         "runs": {n: str(Path(d).resolve()) for n, d in runs.items()},
         "tasks": tasks,
@@ -289,12 +302,14 @@ def vidsitu_table(runs: Mapping[str, str | os.PathLike], vs: str | None = None) 
 
     by_task: dict[str, Stats] = {}
     partial: dict[str, str] = {}
+    scored_on: dict[str, dict[str, str]] = {}  # task -> run -> what its eval split was
     for name, d in runs.items():
         rec = vidsitu_summary(Path(d))
         path = Path(rec["path"])
         by_task.setdefault(rec["task"], {})[name] = {k: _stat(path, s) for k, s in rec["summary"].items()}
         if rec.get("partial"):
             partial[name] = rec["partial"]
+        scored_on.setdefault(rec["task"], {})[name] = _scored_on(rec)
     md, cmp_rows = [], []
     for task in [t for t in TASKS if t in by_task]:
         stats = by_task[task]
@@ -304,6 +319,8 @@ def vidsitu_table(runs: Mapping[str, str | os.PathLike], vs: str | None = None) 
             "",
             format_table({md_cell(n): per for n, per in stats.items()}, keys=keys),
         ]
+        if len(set(scored_on[task].values())) > 1:  # a data.split_file subset beside the whole split
+            md.append(_notes_md("Scored on different segments", scored_on[task]))
         if vs is not None and vs in stats:
             rows = compare(stats, vs, keys)
             cmp_rows += [r | {"task": task} for r in rows]
@@ -319,6 +336,12 @@ def vidsitu_table(runs: Mapping[str, str | os.PathLike], vs: str | None = None) 
         "partial": partial,
         "markdown": "\n".join(md).rstrip() + "\n",
     }
+
+
+def _scored_on(rec: Mapping[str, Any]) -> str:
+    """What a VidSitu run's scores are over: its eval segments (a ``data.split_file`` subset has fewer)."""
+    n = rec.get("eval_segments")
+    return "not recorded" if n is None else f"{n} eval segments"
 
 
 def write_table(res: dict[str, Any], out: str | os.PathLike) -> list[Path]:
