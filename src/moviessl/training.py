@@ -96,7 +96,51 @@ def lightning_quieted(*messages: str):
 
 
 def seed_everything(seed: int) -> None:
+    """The run's seed for Python's, NumPy's and torch's global generators, and Lightning's
+    ``PL_GLOBAL_SEED`` / ``PL_SEED_WORKERS`` (its loader workers' seeds, a DDP rank's re-seed). Only
+    inside a stage scoped by :func:`random_streams_kept`."""
     pl.seed_everything(int(seed), workers=True, verbose=False)
+
+
+# what Lightning's seed_everything leaves in the environment: a later Trainer of the caller's gives
+# its loaders moviessl's worker seeding, and its DDP strategy re-seeds every rank from it (reset_seed)
+LIGHTNING_SEED_VARS = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
+
+
+@contextlib.contextmanager
+def random_streams_kept():
+    """The caller's random streams and Lightning's seed variables back when the block ends or fails.
+    A stage seeds the global generators (:func:`seed_everything`) and its data loaders draw from
+    torch's, so a notebook's ``torch.manual_seed(0)`` gave other numbers after a stage (or
+    ``extract``) than without one, and a Lightning ``Trainer`` of its own inherited the stage's seed.
+    Inside the block nothing changes (the generators start as the caller left them), so no run's
+    numbers move; the command line runs one stage per process. The CUDA generators come back when
+    CUDA was in use when the block began (reading them earlier would start CUDA in a CPU caller)."""
+    env = {k: os.environ.get(k) for k in LIGHTNING_SEED_VARS}
+    py, npy = random.getstate(), np.random.get_state()
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def keeps_random_streams(fn):
+    """``fn`` run under :func:`random_streams_kept` (a stage that seeds)."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any):
+        with random_streams_kept():
+            return fn(*args, **kwargs)
+
+    return run
 
 
 def trainer_cfg(cfg: TrainerConfig | Mapping[str, Any] | None, **overrides: Any) -> TrainerConfig:

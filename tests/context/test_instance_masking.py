@@ -409,3 +409,31 @@ def test_an_ot_pretraining_run_names_the_instance_metadata_it_read(tmp_path):
     with open(metas / "instance_meta_scene.pkl", "wb") as f:  # other tracks: another digest
         pickle.dump({v: {s: {boxes[0]: [0, 5]} for s in secs} for v, secs in meta.items()}, f)
     assert open_instances(feats, metas).source_digest() != runs["dir"]
+def test_pretrain_ot_gives_the_callers_random_streams_and_lightning_seed_back(tmp_path, monkeypatch):
+    """As every stage that seeds (tests/ssl: pretrain), a failed run too: pretrain_ot seeds first,
+    then stops here at its teacher check."""
+    import os
+    import random
+
+    from moviessl.config import load_config
+    from moviessl.context.instance_masking import pretrain_ot
+
+    class Unread:
+        dim, ids, root = 16, ["a"], tmp_path
+
+        def load(self, vid, lazy=True):
+            raise AssertionError("a video was read before the teacher was checked")
+
+    def draws():
+        return torch.rand(2).tolist(), np.random.rand(2).tolist(), random.random()
+
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")  # the caller's own Lightning seed stays its own
+    monkeypatch.delenv("PL_SEED_WORKERS", raising=False)
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    want = draws()
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    cfg = load_config("ot_pretrain", "cpu", ["trainer.progress_bar=false"])
+    with pytest.raises(BadInputError, match="needs a teacher head"):
+        pretrain_ot(Unread(), tmp_path / "out", cfg)
+    assert draws() == want
+    assert os.environ.get("PL_GLOBAL_SEED") == "7" and "PL_SEED_WORKERS" not in os.environ

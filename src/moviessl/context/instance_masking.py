@@ -45,6 +45,7 @@ from ..ssl.losses import full_precision
 from ..training import (
     final_metrics,
     fit,
+    keeps_random_streams,
     keeps_threads,
     planned_world_size,
     refuse_earlier_run,
@@ -244,6 +245,7 @@ class InstanceMaskingModule(pl.LightningModule):
 
 
 @keeps_threads
+@keeps_random_streams
 def pretrain_ot(
     instances,
     out: str | os.PathLike,

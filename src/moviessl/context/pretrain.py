@@ -20,6 +20,7 @@ from ..loader import train_loader
 from ..training import (
     final_metrics,
     fit,
+    keeps_random_streams,
     keeps_threads,
     planned_world_size,
     refuse_changed_on_resume,
@@ -172,6 +173,7 @@ def validation_loader(val: FeatureWindows, batch_size: int, world: int | None = 
 
 
 @keeps_threads
+@keeps_random_streams
 def pretrain_context(
     features: Sequence[str | os.PathLike],
     out: str | os.PathLike,

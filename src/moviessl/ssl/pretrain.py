@@ -25,6 +25,7 @@ from ..features.extract import run_lock
 from ..loader import train_loader
 from ..training import (
     fit,
+    keeps_random_streams,
     keeps_threads,
     planned_world_size,
     refuse_earlier_run,
@@ -122,6 +123,7 @@ def _classifier_outputs(out: Path) -> int | None:
 
 
 @keeps_threads
+@keeps_random_streams
 def pretrain(
     method: str,
     data: str | os.PathLike,

@@ -35,7 +35,7 @@ from ..dist import broadcast_object
 from ..errors import BadInputError
 from ..eval.stats import summarize
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
-from ..training import fit, seed_everything, trainer_cfg
+from ..training import fit, keeps_random_streams, seed_everything, trainer_cfg
 from ..utils import plural, progress
 from ..utils.io import atomic_write_json, atomic_write_text, json_float
 
@@ -245,6 +245,7 @@ class SeedJob:
     earlier_settings: tuple[str, ...] = ()
 
 
+@keeps_random_streams
 def run_seed(job: SeedJob, seed: int) -> dict:
     """Train, score and export one run (skipped when already finished with the same settings)."""
     run_dir = job.out / f"seed{seed}"
