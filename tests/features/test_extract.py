@@ -1732,6 +1732,25 @@ def test_extract_from_python_leaves_the_callers_warnings_and_lightning_loggers_a
             logging.getLogger(name).setLevel(level)
 
 
+def test_extract_from_python_leaves_the_callers_random_streams_as_they_were(backbone, videos, tmp_path):
+    """``extract`` has nothing random (its features are the file's frames through the file's weights),
+    yet it drew from torch's global generator: the backbone's (and a contextualizer's) random
+    initialisation before the weights are loaded, and each pass of its data loader (a base seed for
+    its workers). A notebook's ``torch.manual_seed(0)`` followed by an extraction gave other numbers
+    than without one."""
+    import random
+
+    def draws():
+        return torch.rand(2).tolist(), np.random.rand(2).tolist(), random.random()
+
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    want = draws()
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    ex.extract(backbone, videos / "a.mp4", tmp_path / "f", num_workers=0, accelerator="cpu", progress=False)
+    assert (tmp_path / "f" / "a_feats.npy").is_file()
+    assert draws() == want
+
+
 def test_python_api_load_leaves_the_callers_random_streams_as_they_were(backbone):
     """``moviessl.load`` builds the network (its random initialisation) and then loads the weights
     over it: the build drew from torch's global generator, so a notebook's ``torch.manual_seed(0)``

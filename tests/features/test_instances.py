@@ -746,3 +746,22 @@ def test_the_device_a_gpu_less_machine_is_told_to_use_is_one_device_takes(backbo
             )
         except BadInputError as refused:
             assert not str(refused).startswith("--device"), f"--device {advised}, as advised: {refused}"
+
+
+def test_extract_instances_from_python_leaves_the_callers_random_streams_as_they_were(backbone, boxes, tmp_path):
+    """As ``extract`` (tests/features/test_extract.py): nothing in it is random, yet the backbone's
+    initialisation before its weights are loaded, and its data loader's pass, drew from torch's global
+    generator, so a notebook's ``torch.manual_seed(0)`` gave other numbers after the call."""
+    import random
+
+    import torch
+
+    def draws():
+        return torch.rand(2).tolist(), np.random.rand(2).tolist(), random.random()
+
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    want = draws()
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    s = extract_instances(backbone, boxes / "videos", boxes / "tracks", tmp_path / "out", progress=False)
+    assert s["counts"]["ok"] == 2
+    assert draws() == want

@@ -374,3 +374,27 @@ def test_probe_backbone_runs_on_the_jobs_leader_alone(clip_list, tmp_path, capsy
     argv = ["probe-backbone", "--data", str(clip_list), "--val", str(clip_list), "--out", str(tmp_path / "p.json")]
     assert main([*argv, str(out / "model.pt")]) == 0
     assert probed == [] and not (tmp_path / "p.json").exists()
+
+
+def test_probe_from_python_leaves_the_callers_random_streams_as_they_were(clip_list, tmp_path):
+    """As ``extract`` (tests/features): the probe's own draws have their own generator, yet the
+    backbone's initialisation before its weights are loaded, and its loaders' passes, drew from
+    torch's global generator, so a notebook's ``torch.manual_seed(0)`` gave other numbers after it."""
+    import random
+
+    from moviessl.config import load_config
+    from moviessl.ssl.pretrain import pretrain
+    from moviessl.ssl.probe import probe_checkpoint
+
+    def draws():
+        return torch.rand(2).tolist(), np.random.rand(2).tolist(), random.random()
+
+    cfg = load_config("backbone", "cpu", tiny_overrides(["probe.max_iter=50"]))
+    pretrain("random", clip_list, tmp_path / "r", cfg, run_probe=False, progress=False)
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    want = draws()
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    ckpt = tmp_path / "r" / "model.pt"
+    res = probe_checkpoint(ckpt, clip_list, clip_list, cfg.probe, use_cache=False, progress=False)
+    assert res["num_train"] == 12
+    assert draws() == want

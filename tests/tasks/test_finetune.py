@@ -1113,3 +1113,31 @@ def test_a_task_run_gives_the_callers_random_streams_and_lightning_seed_back(tmp
         run_seed(job, 3)
     assert draws() == want
     assert "PL_GLOBAL_SEED" not in os.environ and "PL_SEED_WORKERS" not in os.environ
+
+
+def test_a_finetune_with_a_contextualizer_leaves_the_callers_random_streams_as_they_were(vidsitu_fixture, tmp_path):
+    """Outside its seeded runs (``run_seed``), a runner built the pretrained TxE from its checkpoint,
+    whose initialisation before the weights are loaded drew from torch's global generator: a
+    notebook's ``torch.manual_seed(0)`` gave other numbers after a finetune with --contextualizer."""
+    import random
+
+    from moviessl.tasks.vidsitu.runner import run_finetune
+
+    ann, feats = vidsitu_fixture
+    ckpt = save_checkpoint(
+        tmp_path / "txe.pt",
+        stage="context",
+        arch=arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", in_dim=32),
+        state_dict=build_txe("txe_cpu", in_dim=32).state_dict(),
+        meta={"window": 5, "in_dim": 32, "backbone": ["0123456789ab"]},
+    )
+
+    def draws():
+        return torch.rand(2).tolist(), np.random.rand(2).tolist(), random.random()
+
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    want = draws()
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    over = [*FAST, "relation.epochs=1"]
+    run_finetune("relation", ann, features=feats, contextualizer=str(ckpt), seeds=1, out=tmp_path / "r", overrides=over)
+    assert draws() == want

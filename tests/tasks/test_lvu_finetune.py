@@ -868,3 +868,33 @@ def test_a_pretrained_ot_with_nan_weights_is_one_line_naming_it(lvu_setup, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{bad}: 1 weight tensor(s) hold NaN/inf (first: {name})" in err[0], err
     assert not (out / "seed0").exists()
+
+
+def test_an_lvu_finetune_with_a_contextualizer_leaves_the_callers_random_streams_as_they_were(lvu_setup, tmp_path):
+    """As VidSitu's runner (tests/tasks/test_finetune.py): the TxE that contextualizes the scene
+    features was built from its checkpoint outside the seeded runs, its initialisation before the
+    weights are loaded drawing from torch's global generator, so a notebook's
+    ``torch.manual_seed(0)`` gave other numbers after the finetune."""
+    import random
+
+    from moviessl.tasks.lvu.runner import run_finetune
+
+    tmp, lvu, _ = lvu_setup
+    ctx = _txe_checkpoint(tmp_path / "txe.pt")
+
+    def draws():
+        return torch.rand(2).tolist(), np.random.rand(2).tolist(), random.random()
+
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    want = draws()
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    run_finetune(
+        "year",
+        lvu,
+        scene_features=tmp / "events",
+        contextualizer=ctx,
+        seeds=1,
+        out=tmp_path / "o",
+        overrides=["train.epochs=1", *FAST],
+    )
+    assert draws() == want

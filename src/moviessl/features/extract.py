@@ -62,7 +62,14 @@ from ..data.cliplist import read_clip_list
 from ..dist import EVERY_RANK, check_launcher_world, check_machine, job_leader, launch_token
 from ..errors import BadInputError, raise_if_denied
 from ..models.slowd import speed_up
-from ..training import ctrl_c_kept, ddp_with_timeout, lightning_quieted, lightning_trainer, planned_world_size
+from ..training import (
+    ctrl_c_kept,
+    ddp_with_timeout,
+    keeps_random_streams,
+    lightning_quieted,
+    lightning_trainer,
+    planned_world_size,
+)
 from ..utils import plural
 from ..utils import progress as job_progress
 from ..utils.io import append_line, atomic_save_npy, atomic_write, atomic_write_json, ensure_out_dir, write_npy_chunks
@@ -627,7 +634,10 @@ def load_contextualizer(
     backbones the TxE was pretrained on (:func:`contextualizer_geometry`)."""
     obj = load_checkpoint(path, stage="context")
     window, step = contextualizer_geometry(path, obj.get("meta", {}), in_dim, feature_stride_s, source, backbone)
-    return build_from_checkpoint(obj).eval(), window, step
+    # its random initialisation, overwritten by the file's weights, is no draw of the caller's (as
+    # moviessl.load): the LVU table and `finetune lvu --task all` contextualize outside any stage
+    with torch.random.fork_rng(devices=[]):
+        return build_from_checkpoint(obj).eval(), window, step
 
 
 def other_backbone_note(path: str | os.PathLike | None, meta: dict, backbone: str | None, source: str) -> str | None:
@@ -1692,6 +1702,9 @@ def read_entries(out_dir: Path) -> dict[str, dict]:
     return entries
 
 
+# nothing in an extraction is random, yet it drew from torch's global generator: the networks'
+# initialisation before their weights are loaded, and each pass of its data loader (a worker seed)
+@keeps_random_streams
 def extract(
     backbone: str | os.PathLike,
     videos: str | os.PathLike,

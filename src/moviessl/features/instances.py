@@ -54,6 +54,7 @@ from ..data.lvu import (
 from ..dist import EVERY_RANK, check_machine, job_leader
 from ..errors import BadInputError
 from ..models.roi import roi_features
+from ..training import keeps_random_streams
 from ..utils import plural
 from ..utils import progress as job_progress
 from ..utils.digest import content_digest, name_size
@@ -334,6 +335,7 @@ class InstanceExtractor(pl.LightningModule):
         self._record(vid, entry, size)
 
 
+@keeps_random_streams  # as extract: the backbone's build and the loader's pass drew from torch's global generator
 def extract_instances(
     backbone: str | os.PathLike,
     videos: str | os.PathLike,

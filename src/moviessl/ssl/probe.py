@@ -28,6 +28,7 @@ from ..checkpoint import build_from_checkpoint, load_checkpoint
 from ..config import to_dict
 from ..data.cliplist import check_labelled, check_same_label_map, missing_clips, read_clip_list
 from ..errors import BadInputError
+from ..training import keeps_random_streams
 from ..video import MEAN, STD
 from ..video.transforms import param_dtype
 from .clipcache import FrameCache, default_cache_dir
@@ -261,6 +262,7 @@ def probe_model(
     return out
 
 
+@keeps_random_streams  # as extract: the backbone's build and the loaders' passes drew from torch's global generator
 def probe_checkpoint(
     ckpt: str | os.PathLike,
     train_csv: str | os.PathLike,

@@ -44,7 +44,7 @@ from ...features.instances import INSTANCE_INDEX, open_instances, set_feature_ca
 from ...features.store import CLAIM_NAME
 from ...loader import train_loader
 from ...models.object_transformer import load_matching, span_checked_settings
-from ...training import check_trainer
+from ...training import check_trainer, keeps_random_streams
 from ...utils import progress
 from ...utils.digest import content_digest
 from ...utils.io import atomic_write_json, ensure_out_dir
@@ -367,6 +367,7 @@ def _no_export(*_) -> None:
     return None
 
 
+@keeps_random_streams  # its runs are run_seed's; a TxE built before them drew from torch's generator
 def run_finetune(
     task: str,
     data_root: str | os.PathLike,

@@ -52,7 +52,7 @@ from ...eval.vidsitu import evaluate
 from ...features.extract import other_backbone_note, resize_mode, run_lock
 from ...features.store import FeatureStore
 from ...models.txe import feature_stats
-from ...training import check_trainer
+from ...training import check_trainer, keeps_random_streams
 from ...utils import progress
 from ...utils.digest import content_digest, names_sizes
 from ...utils.io import atomic_write_bytes, atomic_write_json, ensure_out_dir
@@ -624,6 +624,7 @@ class threads:
         torch.set_num_threads(self.prev)
 
 
+@keeps_random_streams  # its runs are run_seed's; a TxE built before them drew from torch's generator
 def run_finetune(
     task: str,
     data_root: str | os.PathLike,
