@@ -294,3 +294,32 @@ def test_an_interrupted_txe_of_other_settings_starts_again(tmp_path, capsys):
     said = capsys.readouterr().out
     assert (tmp_path / "same" / "checkpoints" / "last.ckpt").is_file() and "same was made" not in said
     assert not (tmp_path / "other" / "checkpoints").exists() and "interrupted, so it starts again" in said
+
+
+def test_a_demo_from_python_leaves_the_callers_warnings_and_loggers_as_they_were(tmp_path, monkeypatch):
+    """As ``fit`` and ``extract`` (tests/core/test_training.py): the demo quieted Lightning and set
+    moviessl's own log to WARNING for the rest of the process, so a notebook that ran ``run_demo``
+    (or one whose demo failed) heard none of Lightning's warnings afterwards. Its jobs are stubbed:
+    the quieting is the demo's own, before any job."""
+    import logging
+    import warnings
+
+    from moviessl import scheduler
+
+    def stop(*a, **k):
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(scheduler, "run_jobs", stop)
+    names = ("moviessl", "pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric")
+    before = {name: logging.getLogger(name).level for name in names}
+    try:
+        for name in names:
+            logging.getLogger(name).setLevel(logging.INFO)
+        filters = list(warnings.filters)
+        with pytest.raises(RuntimeError, match="stop"):
+            run_demo(tmp_path / "demo", profile="smoke")
+        assert {name: logging.getLogger(name).level for name in names} == dict.fromkeys(names, logging.INFO)
+        assert warnings.filters == filters
+    finally:
+        for name, level in before.items():
+            logging.getLogger(name).setLevel(level)

@@ -138,3 +138,28 @@ def test_a_users_folder_is_not_a_selftest_out(tmp_path, capsys):
     assert main(["selftest", "--preset", "cpu", "--only", "extract", "--out", str(out)]) == 2
     assert "holds files a selftest did not write" in capsys.readouterr().err
     assert (out / "features" / "a_feats.npy").read_bytes() == b"mine"
+
+
+def test_a_selftest_from_python_leaves_the_callers_warnings_and_loggers_as_they_were(tmp_path, monkeypatch):
+    """As ``run_demo`` (tests/test_demo.py): a selftest left Lightning's loggers at ERROR, a dozen
+    ``ignore`` filters in front of the caller's warnings filters and moviessl's log at WARNING."""
+    import logging
+    import warnings
+
+    mod = type(sys)("fake_ot")
+    mod.selftest = lambda ctx: "object transformer ok"
+    monkeypatch.setitem(sys.modules, "fake_ot", mod)
+    monkeypatch.setitem(st.HOOKS, "object_transformer", "fake_ot:selftest")
+    names = ("moviessl", "pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric")
+    before = {name: logging.getLogger(name).level for name in names}
+    try:
+        for name in names:
+            logging.getLogger(name).setLevel(logging.INFO)
+        filters = list(warnings.filters)
+        res = st.run_selftest("cpu", only=["object_transformer"], out=str(tmp_path / "st"), print_fn=lambda s: None)
+        assert res["ok"]
+        assert {name: logging.getLogger(name).level for name in names} == dict.fromkeys(names, logging.INFO)
+        assert warnings.filters == filters
+    finally:
+        for name, level in before.items():
+            logging.getLogger(name).setLevel(level)

@@ -25,6 +25,7 @@ CPU-sized stand-in for the paper's scale; the output says so.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -755,7 +756,7 @@ def run_demo(
     from .features.extract import run_lock
     from .scheduler import run_jobs
     from .ssl.registry import get_method
-    from .training import quiet_lightning
+    from .training import lightning_quieted, logger_levels
 
     if profile not in PROFILES:
         raise BadInputError(None, f"unknown demo profile '{profile}' (choose from {', '.join(PROFILES)})")
@@ -768,11 +769,12 @@ def run_demo(
     synth = Path(synth_root) if synth_root else out / "synth"
     # one demo per folder: its stamp, timings, results and plots are its own, and a second demo was
     # refused only job by job (each stage locks its own sub-folder's file, never this one)
-    with run_lock(out):
+    with run_lock(out), contextlib.ExitStack() as scoped:
         _claim_out(out, profile, synth)
-        quiet_lightning()
-        for name in ("moviessl", "pytorch_lightning", "lightning"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+        # for this call only: called from a notebook, the demo left its Lightning loggers at ERROR, a
+        # dozen ignore filters in front of its warnings filters and moviessl's own log at WARNING
+        scoped.enter_context(lightning_quieted())
+        scoped.enter_context(logger_levels(logging.WARNING, "moviessl", "pytorch_lightning", "lightning"))
         t_start = time.perf_counter()
         backbones = demo_backbones()
         rows = demo_rows(backbones, prof)

@@ -473,7 +473,7 @@ def run_selftest(
 ) -> dict:
     """Run the stages; returns ``{"ok", "stages": [{"stage", "status", "seconds", "note"}], "seconds"}``."""
     from .config import check_precision, check_train_precision, load_config
-    from .training import cpu_threads, quiet_lightning
+    from .training import cpu_threads, lightning_quieted, logger_levels
 
     if device not in ("cpu", "cuda"):
         raise BadInputError(None, f"--device must be cpu or cuda, got {device}")
@@ -499,52 +499,55 @@ def run_selftest(
             load_config(stage, preset, kvs)
     if device == "cpu":
         cpu_threads()
-    quiet_lightning()
-    for name in ("moviessl", "pytorch_lightning", "lightning", "lightning.pytorch"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    root = (Path(out) if out else Path(tempfile.mkdtemp(prefix="moviessl-selftest-"))).resolve()
-    from .utils.io import atomic_write_text, ensure_out_dir
+    # for this call only: called from a notebook, a selftest left its Lightning loggers at ERROR, a
+    # dozen ignore filters in front of its warnings filters and moviessl's own log at WARNING
+    with (
+        lightning_quieted(),
+        logger_levels(logging.WARNING, "moviessl", "pytorch_lightning", "lightning", "lightning.pytorch"),
+    ):
+        root = (Path(out) if out else Path(tempfile.mkdtemp(prefix="moviessl-selftest-"))).resolve()
+        from .utils.io import atomic_write_text, ensure_out_dir
 
-    ensure_out_dir(root)
-    # each stage clears its own folder (features/, context/, verb/, ...) so that a rerun runs again:
-    # only in a folder a selftest made, never in one of the user's (runs/demo has a features/ too)
-    if out and not (root / SELFTEST_MARK).is_file() and next(root.iterdir(), None) is not None:
-        raise BadInputError(root, "holds files a selftest did not write; give a new or empty --out")
-    atomic_write_text(root / SELFTEST_MARK, "moviessl selftest output: its stages clear their own folders\n")
-    ctx = Ctx(preset, device, precision, root, over)
-    t0 = time.perf_counter()
-    results, ok = [], True
-    print_fn(f"moviessl selftest: preset {preset}, {device}, {precision}, in {root}")
-    try:
-        ctx.data.update(make_data(root / "data"))
-        for st in [s for s in STAGES if s in stages]:
-            t = time.perf_counter()
-            try:
-                note = RUNNERS[st](ctx)
-                status = "ok" if note is not None else "skipped"
-                note = note if note is not None else "not built yet"
-            except Exception as e:  # any failure is the selftest's finding: one line, then stop
-                log.debug("stage %s", st, exc_info=True)
-                status, ok = "FAILED", False
-                kind = "" if isinstance(e, (SelftestFailure, BadInputError)) else f"{type(e).__name__}: "
-                note = " ".join(f"{kind}{e}".split())
-            dt = time.perf_counter() - t
-            results.append({"stage": st, "status": status, "seconds": round(dt, 1), "note": note})
-            print_fn(f"  [{status}] {st:<18} {dt:7.1f} s  {note}")
-            if not ok:
-                break
-    finally:
-        if not keep and not out:
-            shutil.rmtree(root, ignore_errors=True)
-    total = time.perf_counter() - t0
-    return {
-        "ok": ok,
-        "preset": preset,
-        "device": device,
-        "precision": precision,
-        "stages": results,
-        "seconds": round(total, 1),
-    }
+        ensure_out_dir(root)
+        # each stage clears its own folder (features/, context/, verb/, ...) so that a rerun runs again:
+        # only in a folder a selftest made, never in one of the user's (runs/demo has a features/ too)
+        if out and not (root / SELFTEST_MARK).is_file() and next(root.iterdir(), None) is not None:
+            raise BadInputError(root, "holds files a selftest did not write; give a new or empty --out")
+        atomic_write_text(root / SELFTEST_MARK, "moviessl selftest output: its stages clear their own folders\n")
+        ctx = Ctx(preset, device, precision, root, over)
+        t0 = time.perf_counter()
+        results, ok = [], True
+        print_fn(f"moviessl selftest: preset {preset}, {device}, {precision}, in {root}")
+        try:
+            ctx.data.update(make_data(root / "data"))
+            for st in [s for s in STAGES if s in stages]:
+                t = time.perf_counter()
+                try:
+                    note = RUNNERS[st](ctx)
+                    status = "ok" if note is not None else "skipped"
+                    note = note if note is not None else "not built yet"
+                except Exception as e:  # any failure is the selftest's finding: one line, then stop
+                    log.debug("stage %s", st, exc_info=True)
+                    status, ok = "FAILED", False
+                    kind = "" if isinstance(e, (SelftestFailure, BadInputError)) else f"{type(e).__name__}: "
+                    note = " ".join(f"{kind}{e}".split())
+                dt = time.perf_counter() - t
+                results.append({"stage": st, "status": status, "seconds": round(dt, 1), "note": note})
+                print_fn(f"  [{status}] {st:<18} {dt:7.1f} s  {note}")
+                if not ok:
+                    break
+        finally:
+            if not keep and not out:
+                shutil.rmtree(root, ignore_errors=True)
+        total = time.perf_counter() - t0
+        return {
+            "ok": ok,
+            "preset": preset,
+            "device": device,
+            "precision": precision,
+            "stages": results,
+            "seconds": round(total, 1),
+        }
 
 
 def add_parser(subparsers) -> None:

@@ -56,8 +56,8 @@ LIGHTNING_LOGGERS = (
 
 
 def quiet_lightning() -> None:
-    """Silence Lightning's advice banners; keep warnings that matter. Process-wide: the commands'
-    own (``demo``, ``selftest``); a run from Python is quieted by :func:`lightning_quieted`."""
+    """Silence Lightning's advice banners; keep warnings that matter. Process-wide: a run (and the
+    ``demo`` and ``selftest`` commands) is quieted by :func:`lightning_quieted`, for itself only."""
     for name in LIGHTNING_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     for pat in (
@@ -93,6 +93,19 @@ def lightning_quieted(*messages: str):
         finally:
             for name, level in levels.items():
                 logging.getLogger(name).setLevel(level)
+
+
+@contextlib.contextmanager
+def logger_levels(level: int, *names: str):
+    """The loggers ``names`` at ``level`` for the block, then at the levels the caller had set."""
+    held = {name: logging.getLogger(name).level for name in names}
+    try:
+        for name in names:
+            logging.getLogger(name).setLevel(level)
+        yield
+    finally:
+        for name, was in held.items():
+            logging.getLogger(name).setLevel(was)
 
 
 def seed_everything(seed: int) -> None:
