@@ -163,3 +163,30 @@ def test_a_selftest_from_python_leaves_the_callers_warnings_and_loggers_as_they_
     finally:
         for name, level in before.items():
             logging.getLogger(name).setLevel(level)
+
+
+def test_a_selftest_from_python_gives_the_callers_threads_and_random_streams_back(tmp_path, monkeypatch):
+    """A CPU selftest set torch's thread count for the process (every core, or OMP_NUM_THREADS) and
+    its stand-in backbone called ``torch.manual_seed(0)``: a notebook that had set one thread ran on
+    every core afterwards, and its own random numbers changed."""
+    import random
+
+    import numpy as np
+    import torch
+
+    def draws():
+        return torch.rand(2).tolist(), np.random.rand(2).tolist(), random.random()
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(1), np.random.seed(1), random.seed(1)
+        want = draws()
+        torch.manual_seed(1), np.random.seed(1), random.seed(1)
+        res = st.run_selftest("cpu", only=["extract"], out=str(tmp_path / "st"), print_fn=lambda s: None)
+        assert res["ok"], res
+        assert torch.get_num_threads() == 1
+        assert draws() == want
+    finally:
+        torch.set_num_threads(before)

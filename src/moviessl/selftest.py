@@ -31,6 +31,7 @@ config: ``backbone:KEY=VALUE`` (cvrl, modist, and the backbone that extract uses
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
@@ -473,7 +474,7 @@ def run_selftest(
 ) -> dict:
     """Run the stages; returns ``{"ok", "stages": [{"stage", "status", "seconds", "note"}], "seconds"}``."""
     from .config import check_precision, check_train_precision, load_config
-    from .training import cpu_threads, lightning_quieted, logger_levels
+    from .training import cpu_threads, lightning_quieted, logger_levels, random_streams_kept
 
     if device not in ("cpu", "cuda"):
         raise BadInputError(None, f"--device must be cpu or cuda, got {device}")
@@ -497,14 +498,18 @@ def run_selftest(
     for stage, kvs in over.items():
         if kvs or named:
             load_config(stage, preset, kvs)
-    if device == "cpu":
-        cpu_threads()
     # for this call only: called from a notebook, a selftest left its Lightning loggers at ERROR, a
-    # dozen ignore filters in front of its warnings filters and moviessl's own log at WARNING
+    # dozen ignore filters in front of its warnings filters, moviessl's own log at WARNING, torch on
+    # every core and its random streams seeded by the stand-in backbone's build
     with (
         lightning_quieted(),
         logger_levels(logging.WARNING, "moviessl", "pytorch_lightning", "lightning", "lightning.pytorch"),
+        random_streams_kept(),
+        contextlib.ExitStack() as scoped,
     ):
+        scoped.callback(torch.set_num_threads, torch.get_num_threads())
+        if device == "cpu":
+            cpu_threads()
         root = (Path(out) if out else Path(tempfile.mkdtemp(prefix="moviessl-selftest-"))).resolve()
         from .utils.io import atomic_write_text, ensure_out_dir
 
