@@ -437,3 +437,24 @@ def test_pretrain_ot_gives_the_callers_random_streams_and_lightning_seed_back(tm
         pretrain_ot(Unread(), tmp_path / "out", cfg)
     assert draws() == want
     assert os.environ.get("PL_GLOBAL_SEED") == "7" and "PL_SEED_WORKERS" not in os.environ
+
+
+def test_pretrain_ot_gives_the_callers_feature_cache_bound_back(tmp_path):
+    """``data.instance_cache_mb`` is the run's: it stayed the process's bound after the call (a
+    notebook's later reads of instance features kept up to the run's bound in RAM, or were cut
+    to it), a failed run's too."""
+    from moviessl.config import load_config
+    from moviessl.context.instance_masking import pretrain_ot
+    from moviessl.features import instances
+
+    class Unread:
+        dim, ids, root = 16, ["a"], tmp_path
+
+        def load(self, vid, lazy=True):
+            raise AssertionError("a video was read before the teacher was checked")
+
+    before = instances.FEATURE_CACHE_BYTES
+    cfg = load_config("ot_pretrain", "cpu", ["trainer.progress_bar=false", "data.instance_cache_mb=3"])
+    with pytest.raises(BadInputError, match="needs a teacher head"):
+        pretrain_ot(Unread(), tmp_path / "out", cfg)
+    assert instances.FEATURE_CACHE_BYTES == before

@@ -898,3 +898,17 @@ def test_an_lvu_finetune_with_a_contextualizer_leaves_the_callers_random_streams
         overrides=["train.epochs=1", *FAST],
     )
     assert draws() == want
+
+
+def test_an_lvu_finetune_gives_the_callers_feature_cache_bound_back(lvu_setup, tmp_path):
+    """As pretrain_ot (tests/context): the run's ``data.instance_cache_mb`` stayed the process's
+    bound for instance and scene features after the call."""
+    from moviessl.features import instances
+    from moviessl.tasks.lvu.runner import run_finetune
+
+    tmp, lvu, _ = lvu_setup
+    before = instances.FEATURE_CACHE_BYTES
+    assert before != 5 * 2**20
+    over = ["train.epochs=1", "data.instance_cache_mb=5", *FAST]
+    run_finetune("year", lvu, scene_features=tmp / "events", seeds=1, out=tmp_path / "o", overrides=over)
+    assert instances.FEATURE_CACHE_BYTES == before

@@ -36,7 +36,7 @@ from ..checkpoint import arch_spec, file_hash, load_file, save_checkpoint
 from ..config import to_dict
 from ..errors import BadInputError
 from ..features.extract import run_lock
-from ..features.instances import set_feature_cache
+from ..features.instances import keeps_feature_cache, set_feature_cache
 from ..loader import train_loader
 from ..models.heads import BertLMHead
 from ..models.object_transformer import ID_OFFSET, INSTANCE, build_object_transformer, span_checked_settings
@@ -246,6 +246,7 @@ class InstanceMaskingModule(pl.LightningModule):
 
 @keeps_threads
 @keeps_random_streams
+@keeps_feature_cache
 def pretrain_ot(
     instances,
     out: str | os.PathLike,

@@ -29,6 +29,7 @@ instance metadata with the same interface.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -505,6 +506,23 @@ def set_feature_cache(mb: float) -> None:
     FEATURE_CACHE_BYTES = int(mb * 2**20)
     while len(_feature_cache) > 1 and _feature_cache_bytes > FEATURE_CACHE_BYTES:
         _feature_cache_bytes -= _feature_cache.popitem(last=False)[1].nbytes
+
+
+def keeps_feature_cache(fn):
+    """``fn`` (a stage that sets ``data.instance_cache_mb``) gives the caller's bound back when it
+    returns or fails, the cache cut down to it: the run's bound stayed the process's, so a notebook
+    kept up to a large run's bound of features in RAM after the call (or had its own cut)."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any):
+        before = FEATURE_CACHE_BYTES
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if FEATURE_CACHE_BYTES != before:
+                set_feature_cache(before / 2**20)
+
+    return run
 
 
 class LazyFeatures:

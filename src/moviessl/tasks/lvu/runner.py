@@ -40,7 +40,7 @@ from ...dist import trainer_device
 from ...errors import BadInputError
 from ...eval.lvu import evaluate
 from ...features.extract import run_lock
-from ...features.instances import INSTANCE_INDEX, open_instances, set_feature_cache
+from ...features.instances import INSTANCE_INDEX, keeps_feature_cache, open_instances, set_feature_cache
 from ...features.store import CLAIM_NAME
 from ...loader import train_loader
 from ...models.object_transformer import load_matching, span_checked_settings
@@ -368,6 +368,7 @@ def _no_export(*_) -> None:
 
 
 @keeps_random_streams  # its runs are run_seed's; a TxE built before them drew from torch's generator
+@keeps_feature_cache
 def run_finetune(
     task: str,
     data_root: str | os.PathLike,

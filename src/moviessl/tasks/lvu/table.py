@@ -44,7 +44,7 @@ from ...data.lvu import LVU_TASKS, read_labels
 from ...dist import launcher_world, trainer_device
 from ...errors import BadInputError
 from ...features.extract import extract, run_lock
-from ...features.instances import InstanceStore, extract_instances, set_feature_cache
+from ...features.instances import InstanceStore, extract_instances, keeps_feature_cache, set_feature_cache
 from ...features.store import index_facts, read_index
 from ...models.object_transformer import span_checked_settings
 from ...training import check_trainer, planned_world_size
@@ -402,6 +402,7 @@ def index_written() -> None:
         td.barrier()
 
 
+@keeps_feature_cache
 def run_lvu_table(
     out: str | os.PathLike,
     synth_root: str | os.PathLike,
