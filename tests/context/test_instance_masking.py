@@ -409,6 +409,8 @@ def test_an_ot_pretraining_run_names_the_instance_metadata_it_read(tmp_path):
     with open(metas / "instance_meta_scene.pkl", "wb") as f:  # other tracks: another digest
         pickle.dump({v: {s: {boxes[0]: [0, 5]} for s in secs} for v, secs in meta.items()}, f)
     assert open_instances(feats, metas).source_digest() != runs["dir"]
+
+
 def test_pretrain_ot_gives_the_callers_random_streams_and_lightning_seed_back(tmp_path, monkeypatch):
     """As every stage that seeds (tests/ssl: pretrain), a failed run too: pretrain_ot seeds first,
     then stops here at its teacher check."""

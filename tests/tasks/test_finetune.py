@@ -1086,6 +1086,8 @@ def test_predict_names_an_unreadable_metrics_file(vidsitu_fixture, tmp_path, cap
         (out / "seed0" / "metrics.json").write_text(text)
         assert _finetune(ann, feats, out, "relation", *FAST, "relation.epochs=1", "--predict", "valid", seeds=1) == 2
         assert "seed0/metrics.json: unreadable" in capsys.readouterr().err
+
+
 def test_a_task_run_gives_the_callers_random_streams_and_lightning_seed_back(tmp_path, monkeypatch):
     """Every task runner trains its seeds through ``run_seed``, which seeds the global generators and
     Lightning's ``PL_GLOBAL_SEED`` / ``PL_SEED_WORKERS``: a notebook's own random numbers changed after
