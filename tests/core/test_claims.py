@@ -26,6 +26,11 @@ def test_claim_arithmetic_and_verdicts():
     c2 = Claim("y", "Table 3", "model beats prior", "rel", "A", "prior", "m", b_table="rel_base")
     r2 = evaluate_claims([_row("rel", "A", "m", 5.0, 0.0), _row("rel_base", "prior", "m", 4.0, 0.0)], [c2])[0]
     assert r2["holds"] is True and math.isinf(r2["z"])
+    # no spread on either side: a tie is z 0 (not +inf, which would "hold"), a deficit -inf
+    for a_mean, z in ((4.0, 0.0), (3.0, -math.inf)):
+        rows3 = [_row("rel", "A", "m", a_mean, 0.0), _row("rel_base", "prior", "m", 4.0, 0.0)]
+        r3 = evaluate_claims(rows3, [c2])[0]
+        assert r3["z"] == z and r3["holds"] is False
 
 
 def test_a_single_trained_run_leaves_a_claim_unresolved():
