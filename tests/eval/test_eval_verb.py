@@ -36,6 +36,7 @@ def test_doc_toy_case(release, tmp_path, caplog):
         out = evaluate("verb", preds, sp, details=True)
     assert "Rec@5 is undefined on this split" in caplog.text  # reported as 0.0, said so
     assert out["acc@1"] == 100.0 and out["acc@5"] == 100.0
+    assert out["seg_acc@1"] == 100.0  # every event of the segment right at rank 1
     assert out["recall_th_0"] == 0.0 and out["num_verbs_th_0"] == 1.0  # `a`: 5 positives, 0 hits
     assert out["recall@5"] == 0.0 and out["num_verbs_th_9"] == 0.0  # fewer than 10 positives
 
@@ -77,7 +78,8 @@ def test_recall_macro_threshold(release, tmp_path, caplog):
             evs.append(gt10(*verbs))
         vbid[f"v_seg{s}xxxxxxx_seg_{10 * s}_{10 * s + 10}"] = evs
     sp = split_with(release, tmp_path, vbid)
-    hit, miss = ["talk.01", "run.02"], ["nope.01"]
+    # a miss names both positives at ranks 6 and 7: only the top 5 count, for recall as for Acc@K
+    hit, miss = ["talk.01", "run.02"], [f"nope{i}.01" for i in range(5)] + ["talk.01", "run.02"]
     # talk.01 hit in 7 of 10 events; run.02 hit in 2 of its 3 (events (0,0), (0,1) hit, (1,4) miss)
     p0 = [hit, hit, hit, hit, hit]
     p1 = [hit, hit, miss, miss, miss]
@@ -85,7 +87,7 @@ def test_recall_macro_threshold(release, tmp_path, caplog):
     with caplog.at_level("WARNING"):
         out = evaluate("verb", preds, sp, details=True)
     assert out["recall@5"] == pytest.approx(70.0)
-    assert out["num_verbs_th_9"] == 1.0
+    assert out["num_verbs_th_9"] == 1.0 and out["num_verbs_th_3"] == 1.0 and out["num_verbs_th_2"] == 2.0
     assert out["recall_th_2"] == pytest.approx(100 * (0.7 + 2 / 3) / 2)
     assert out["recall_th_3"] == pytest.approx(70.0)
     assert set(evaluate("verb", preds, sp)) == {"acc@1", "acc@5", "recall@5"}
