@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -79,6 +81,44 @@ def test_losses():
     good = span_compatibility_loss(torch.cat([z, z]), 0.2)
     bad = span_compatibility_loss(torch.cat([z, z[[1, 2, 3, 0]]]), 0.2)
     assert good < 0.1 < bad
+
+
+def test_losses_match_hand_computation():
+    """The checks above hold for any loss that is 0 at equality and grows with a mismatch (a sum for a
+    mean, a dropped T² or negative-class term, a temperature multiplied in all passed them). These pin
+    the values: LVU's soft_label_loss_sigmoid (binary KL per (token, class), their mean, x T²), the
+    softmax KL (per token, batch mean, x T²) and SameMovieHeadLoss (CE over dot products / temperature)."""
+    pred = [[0.0, 1.0, -2.0], [0.5, 0.0, 3.0]]
+    teacher = [[2.0, -1.0, 0.0], [1.0, 1.0, 1.0]]
+    t = 2.0
+
+    def sig(x):
+        return 1.0 / (1.0 + math.exp(-x))
+
+    def softmax(row):
+        e = [math.exp(v / t) for v in row]
+        return [v / sum(e) for v in e]
+
+    binary = [
+        sig(b / t) * math.log(sig(b / t) / sig(a / t)) + sig(-b / t) * math.log(sig(-b / t) / sig(-a / t))
+        for pr, te in zip(pred, teacher)
+        for a, b in zip(pr, te)
+    ]
+    want = sum(binary) / len(binary) * t**2
+    got = distill_loss(torch.tensor(pred), torch.tensor(teacher), temperature=t, activation="sigmoid")
+    assert got.item() == pytest.approx(want, rel=1e-5)
+    per_token = [sum(p * math.log(p / q) for p, q in zip(softmax(te), softmax(pr))) for pr, te in zip(pred, teacher)]
+    want = sum(per_token) / len(per_token) * t**2
+    got = distill_loss(torch.tensor(pred), torch.tensor(teacher), temperature=t, activation="softmax")
+    assert got.item() == pytest.approx(want, rel=1e-5)
+    # rows (0, 2) and (1, 3) are the two spans of a video
+    z = [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, -1.0]]
+    tau, terms = 0.5, []
+    for i in range(4):
+        logits = {j: sum(a * b for a, b in zip(z[i], z[j])) / tau for j in range(4) if j != i}
+        terms.append(-logits[(i + 2) % 4] + math.log(sum(math.exp(v) for v in logits.values())))
+    got = span_compatibility_loss(torch.tensor(z), tau)
+    assert got.item() == pytest.approx(sum(terms) / 4, rel=1e-5)
 
 
 @pytest.mark.parametrize("loss", ["distill sigmoid", "distill softmax", "span"])
