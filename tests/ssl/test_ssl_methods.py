@@ -184,3 +184,45 @@ def test_modist_moves_its_key_encoders_once_per_optimizer_step(monkeypatch):
     m._trainer.global_step = 1  # the next optimizer step moves them again
     m.training_step(batch, 2)
     assert moved_once(list(m.v_key["head"].parameters()), key1)
+
+
+def test_modist_scores_each_query_against_the_keys_and_queue_of_its_term(monkeypatch):
+    """L = w_visual L_vv + w_cross (L_vf + L_fv) / 2 + w_flow L_ff: q_v of clip A against the visual
+    key of clip B (the visual queue), q_v against the flow key of its own clip (the flow queue), q_f
+    against the visual key of its own clip (the visual queue), q_f against the flow key of clip B.
+    Only the momentum update was checked: a term given the wrong key or queue, or weighted wrongly,
+    still trained a step and exported."""
+    from types import SimpleNamespace
+
+    import moviessl.ssl.methods.modist as modist
+
+    over = ["modist.w_visual=0.3", "modist.w_cross=2.0", "modist.w_flow=5.0"]
+    m, batch = _modist_in_training(over, 4)
+    batch["index"] = torch.arange(4)
+    batch = m.on_after_batch_transfer(batch)
+    m._trainer = SimpleNamespace(global_step=0, training=True)
+    logged = {}
+    monkeypatch.setattr(m, "log_step", lambda loss, b, **extra: logged.update(loss=loss, **extra))
+    seen = {}
+    m.v_head.register_forward_hook(lambda mod, i, out: seen.__setitem__("q_v", out))
+    m.f_head.register_forward_hook(lambda mod, i, out: seen.__setitem__("q_f", out))
+    keys = m._keys
+    monkeypatch.setattr(m, "_keys", lambda enc, x: seen.setdefault("k_v" if enc is m.v_key else "k_f", keys(enc, x)))
+    calls = []
+
+    def recorder(q, k, queue, tau, q_ids, queue_ids):
+        calls.append((q, k, queue, queue_ids))
+        return torch.tensor(float(10 ** len(calls)))  # 10, 100, 1000, 10000: which term is which
+
+    neg_v, neg_f = m.v_queue.get(), m.f_queue.get()
+    monkeypatch.setattr(modist, "info_nce_queue", recorder)
+    loss = m.training_step(batch, 0)
+    assert loss.item() == pytest.approx(0.3 * 10 + 2.0 * 0.5 * (100 + 1000) + 5.0 * 10000)
+    assert [logged[k].item() for k in ("l_vv", "l_vf", "l_fv", "l_ff")] == [10, 100, 1000, 10000]
+    q_v, q_f, k_v, k_f = seen["q_v"], seen["q_f"], seen["k_v"], seen["k_f"]
+    b = 4
+    other = torch.cat([torch.arange(b, 2 * b), torch.arange(b)])  # row i's clip of the other view
+    want = [(q_v, k_v[other], neg_v), (q_v, k_f, neg_f), (q_f, k_v, neg_v), (q_f, k_f[other], neg_f)]
+    for (q, k, queue, queue_ids), (wq, wk, wqueue) in zip(calls, want):
+        assert q is wq and torch.equal(k, wk) and torch.equal(queue, wqueue)
+    assert not torch.equal(neg_v, neg_f) and not torch.equal(k_v, k_v[other])  # the checks can tell them apart
