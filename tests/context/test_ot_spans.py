@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from moviessl.context.ot_spans import RandomSpans, SpanPairs, SpanVideo, event_seconds, span_tails, span_tokens
+from moviessl.context.ot_spans import (
+    EvalSpans,
+    RandomSpans,
+    SpanPairs,
+    SpanVideo,
+    event_seconds,
+    span_tails,
+    span_tokens,
+)
 from moviessl.data.lvu import VideoInstances
 from moviessl.models.object_transformer import END, ID_END, ID_NONE, ID_OFFSET, ID_START, INSTANCE, SCENE, START
 
@@ -92,6 +100,15 @@ def test_cap_keeps_the_latest_instances_and_training_randomness():
     rng = np.random.default_rng(0)
     a = span_tokens(v, 59, train=True, rng=rng)
     assert not np.allclose(a["box"][1:-1, :4], t["box"][1:-1, :4])  # boxes jittered
+    # each side by up to box_jitter (0.2) of the box's width (0.4) or height (0.5)
+    d = np.abs(a["box"][1:-1, :4] - t["box"][1:-1, :4])
+    bound = 0.2 * np.array([0.4, 0.5, 0.4, 0.5])
+    assert (d <= bound + 1e-6).all() and (d.max(0) > 0.9 * bound).all()
     assert sorted(set(a["link"][1:-1].tolist())) == list(range(ID_OFFSET, ID_OFFSET + 5))  # ids permuted, kept distinct
     ds = RandomSpans([v], np.array([2.0], np.float32), length=7)
     assert len(ds) == 7 and ds[0]["y"] == 2.0
+    assert not np.allclose(ds[0]["x"]["box"], t["box"])  # a training item is jittered...
+    ev = EvalSpans([v])
+    assert len(ev) == 1 and ev[0]["i"] == 0
+    for k, arr in ev[0]["x"].items():  # ...an evaluation item is the span as it is, track ids in order
+        np.testing.assert_array_equal(arr, t[k])
