@@ -161,3 +161,34 @@ def test_a_frozen_txe_runs_without_dropout_while_the_head_trains():
     tuned = module(1.0)
     assert tuned.model.encoder.txe.training
     assert not torch.equal(tuned.model.encoder(x), tuned.model.encoder(x))
+
+
+def test_pair_majority_and_class_weights_from_hand_counts():
+    """The pair-prior baseline was checked only against pair_majority itself (its test computed the
+    expected labels with the function the baseline calls), and relation.class_weighted's weights not
+    at all. Here both come from hand counts: each pair's most frequent label of the first record
+    (ties: the lower class index; a pair without labels: NoRel), and weights total / (4 x count)."""
+    from types import SimpleNamespace
+
+    from moviessl.tasks.vidsitu.relation import pair_majority
+
+    def rec(ev1, ev2, ev4, ev5):
+        return {"Ev1": {"EvRel": ev1}, "Ev2": {"EvRel": ev2}, "Ev4": {"EvRel": ev4}, "Ev5": {}}
+
+    c, r, e, n = "Causes", "Reaction To", "Enables", "NoRel"
+    records = {
+        "a": [rec(e, r, c, None)],
+        "b": [rec(e, c, n, None), rec(c, c, c, None)],  # only the first record of a segment counts
+        "c": [rec(c, r, n, None)],
+        "d": [rec(e, c, e, None)],
+        "e": [],
+    }
+    train = SimpleNamespace(records=records)
+    # Ev1-Ev3: Enables 3, Causes 1; Ev2-Ev3: Reaction To 2, Causes 2 (tie: Causes, index 0);
+    # Ev3-Ev4: NoRel 2, Causes 1, Enables 1; Ev3-Ev5: no label
+    assert [LABELS[j] for j in pair_majority(train)] == [e, c, n, n]
+    task = RelationTask(SimpleNamespace(class_weighted=True), train)
+    # counts over all pairs: Causes 4, Reaction To 2, Enables 4, NoRel 2 (12 labels)
+    assert task.counts.tolist() == [4, 2, 4, 2] and LABELS[task.majority] == c
+    assert torch.allclose(task.loss_kwargs()["weight"], torch.tensor([12 / 16, 12 / 8, 12 / 16, 12 / 8]))
+    assert RelationTask(SimpleNamespace(class_weighted=False), train).loss_kwargs() == {}
