@@ -63,3 +63,42 @@ def test_cvrl_tells_the_loss_which_video_each_pair_is(monkeypatch):
     monkeypatch.setattr(m, "log_step", lambda *a, **k: None)
     loss = m.training_step(batch, 0)
     assert torch.equal(seen.get("ids"), index) and torch.isfinite(loss)
+
+
+def test_cvrl_scores_each_time_broken_copy_by_the_other_view_only(monkeypatch):
+    """cvrl.intra_neg's training test checked only that train/intra_sim was logged: a step that left
+    the broken copies out of the loss, or let their own source view score them (where the gradient
+    vanishes, design.md), passed. Each copy is its source view reversed in time, scored by the other
+    view's row of [z1; z2], and all of them reach the loss."""
+    from types import SimpleNamespace
+
+    from ssl_testutil import tiny_overrides
+
+    import moviessl.ssl.methods.cvrl as cvrl
+    from moviessl.config import load_config
+
+    cfg = load_config("backbone", "cpu", tiny_overrides(["cvrl.intra_neg=[reverse]"]), variant="cvrl")
+    m = cvrl.CVRL(cfg)
+    m._trainer = SimpleNamespace(training=True)
+    torch.manual_seed(0)
+    b = 6
+    video = torch.randint(0, 256, (b, 2, 3, 8, 32, 32), dtype=torch.uint8)
+    batch = m.on_after_batch_transfer({"video": video, "index": torch.arange(b)})
+    v1, v2, broken = batch["views"]
+    src = []
+    for i in range(b):
+        mine = [k for k, v in enumerate((v1, v2)) if torch.equal(broken[i], v[i].flip(1))]
+        assert len(mine) == 1, i  # one view's clip, reversed in time
+        src.append(mine[0])
+    assert set(src) == {0, 1}  # either view, at random
+    assert batch["intra_scorer"].tolist() == [(1 - s) * b + i for i, s in enumerate(src)]
+    seen, real = {}, cvrl.info_nce_pairs
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cvrl, "info_nce_pairs", spy)
+    monkeypatch.setattr(m, "log_step", lambda *a, **k: None)
+    m.training_step(batch, 0)
+    assert seen["hard_neg"].shape[0] == b and seen["hard_for"] is batch["intra_scorer"]
