@@ -192,3 +192,29 @@ def test_pair_majority_and_class_weights_from_hand_counts():
     assert task.counts.tolist() == [4, 2, 4, 2] and LABELS[task.majority] == c
     assert torch.allclose(task.loss_kwargs()["weight"], torch.tensor([12 / 16, 12 / 8, 12 / 16, 12 / 8]))
     assert RelationTask(SimpleNamespace(class_weighted=False), train).loss_kwargs() == {}
+
+
+def test_verb_vocabulary_is_in_train_frequency_order_and_the_fallback_its_top_five():
+    """The verb vocabulary (VidSitu's: frequency order, here ties by name) and the fallback entry of a
+    segment without inputs ("the 5 most frequent train verbs") were checked only as a list or an entry
+    equal to what the task itself gave: any order passed."""
+    from types import SimpleNamespace
+
+    from moviessl.data.vidsitu import EVENTS
+    from moviessl.tasks.vidsitu.verb import VerbTask
+
+    def rec(*verbs):
+        return {ev: {"VerbID": v} for ev, v in zip(EVENTS, verbs)}
+
+    records = {
+        "a": [rec("b.01", "k.01", "c.01", "c.01", "e.01")],
+        "b": [rec("c.01", "b.01", "d.01", "f.01", "c.01"), rec("z.01", "z.01", "z.01", "z.01", "z.01")],
+        "c": [rec("g.01", "b.01", "e.01", "d.01", "h.01")],
+    }
+    task = VerbTask(SimpleNamespace(), SimpleNamespace(records=records))
+    # c 4, b 3, d 2, e 2, then f g h k once each, ties by name whatever order they were first seen
+    # in (a second record's verb, z, is not a train label)
+    assert task.verbs == ["c.01", "b.01", "d.01", "e.01", "f.01", "g.01", "h.01", "k.01"]
+    fb = task.fallback(3, "s", None)
+    assert fb["ann_idx"] == 3 and fb["pred_vbs_ev"] == [["c.01", "b.01", "d.01", "e.01", "f.01"]] * 5
+    assert task.train_target("b", records["b"]).tolist() == [0, 1, 2, 4, 0]
