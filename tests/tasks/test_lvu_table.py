@@ -488,3 +488,43 @@ def test_an_lvu_cell_over_fewer_runs_than_its_heading_says_how_many_diverged(tmp
     runs = "2 pretraining replicates of the mean over 5 runs each"
     md = report(combined, {"val": room, "test": room}, ["scene"], rows[:1], runs, tmp_path / "c.png")
     assert "| OT | - | 50.00 ± 2.00 (5 non-finite) |" in md["markdown"]
+
+
+def test_headroom_chance_is_the_majority_train_class_and_the_train_means_error(tmp_path):
+    """The constant the OT must beat (Table 5's first claim) was given by hand in every claims test:
+    headroom's chance row passed as the minority class's accuracy, an inverted one, or an error
+    about another centre. It is the test accuracy of the majority train class, and the MSE of the
+    train mean, on LVU's centred targets (no ground_truth.json: no oracle row)."""
+    import math
+
+    from moviessl.data.lvu import LVU_TASKS
+    from moviessl.tasks.lvu.table import headroom
+
+    ids = [f"yt{k:09d}" for k in range(7)]
+    vids = {"train": ids[:3], "test": ids[3:]}
+    like = {"train": [(30, 10), (10, 10), (50, 0)], "test": [(20, 20), (9, 1), (1, 1), (40, 10)]}
+    views = {"train": [1000, 10**6, 5 * 10**4], "test": [10**5, 2000, 10**7, 300]}
+    cls = {"train": [1, 1, 2], "test": [1, 0, 1, 1]}
+    for task, spec in LVU_TASKS.items():
+        for split, vs in vids.items():
+            if task == "like_ratio":
+                rows = [f"{lk} {dk} {v} tt{k:07d}" for k, (v, (lk, dk)) in enumerate(zip(vs, like[split]))]
+            elif task == "view_count":
+                rows = [f"{c} {v} tt{k:07d}" for k, (v, c) in enumerate(zip(vs, views[split]))]
+            else:
+                rows = [f"{c} name{c} {v} tt{k:07d}" for k, (v, c) in enumerate(zip(vs, cls[split]))]
+            p = tmp_path / "lvu_1.0" / task / f"{split}.csv"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(spec["header"] + "\n" + "\n".join(rows) + "\n")
+    room = headroom(tmp_path, "test")
+    assert all(room[t]["n"] == 4 and "oracle" not in room[t] for t in LVU_TASKS)
+    assert room["scene"]["chance"] == 75.0  # class 1 (2 of 3 train videos) is right on 3 of 4
+
+    def mse_of_train_mean(target, values):
+        mu = sum(target(x) for x in values["train"]) / 3
+        return sum((target(x) - mu) ** 2 for x in values["test"]) / 4
+
+    ratio = lambda x: 10 * x[0] / (x[0] + x[1]) - 9.138220535629456  # noqa: E731 (LVU's centring)
+    assert room["like_ratio"]["chance"] == pytest.approx(mse_of_train_mean(ratio, like))
+    count = lambda x: math.log(x) - 11.76425435683139  # noqa: E731
+    assert room["view_count"]["chance"] == pytest.approx(mse_of_train_mean(count, views))
