@@ -1143,3 +1143,18 @@ def test_a_finetune_with_a_contextualizer_leaves_the_callers_random_streams_as_t
     over = [*FAST, "relation.epochs=1"]
     run_finetune("relation", ann, features=feats, contextualizer=str(ckpt), seeds=1, out=tmp_path / "r", overrides=over)
     assert draws() == want
+
+
+def test_predict_from_python_gives_the_callers_random_stream_back(vidsitu_fixture, tmp_path):
+    """run_predict builds each seed's model anew before loading its weights: the build drew from
+    torch's global generator, so a notebook's seeded numbers changed after a call."""
+    from moviessl.tasks.vidsitu.runner import run_predict
+
+    ann, feats = vidsitu_fixture
+    out = tmp_path / "run"
+    args = (*FAST, "relation.epochs=1")
+    assert _finetune(ann, feats, out, "relation", *args, seeds=1) == 0
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    run_predict("relation", ann, "valid", features=feats, out=out, overrides=list(args))
+    assert torch.equal(torch.random.get_rng_state(), before)

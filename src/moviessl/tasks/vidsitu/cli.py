@@ -186,7 +186,8 @@ def add_parser(datasets) -> None:
         "--predict",
         metavar="SPLIT",
         help="train nothing: each finished run of this same command predicts SPLIT (e.g. testsrl, a test split "
-        "without released ground truth) with its model.pt -> seedS/predictions_SPLIT.pkl",
+        "without released ground truth) with its model.pt -> seedS/predictions_SPLIT.pkl (the whole split: "
+        "data.split_file is not applied)",
     )
     add_overrides_arg(v)
     v.set_defaults(func=_run_vidsitu)

@@ -703,6 +703,7 @@ def saved_dtypes(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor])
     return model
 
 
+@keeps_random_streams  # the models built anew (then loaded) and the loader passes drew from torch's generator
 def run_predict(
     task: str,
     data_root: str | os.PathLike,
@@ -725,7 +726,8 @@ def run_predict(
 
     The runs must be those of these arguments: the settings are hashed as the training job does,
     with its own eval split, and a seed whose ``metrics.json`` holds other settings (another input
-    folder, contextualizer or config) is refused -- its model would be another model than asked for."""
+    folder, contextualizer or config) is refused -- its model would be another model than asked for.
+    ``split`` is predicted whole: a ``data.split_file`` the runs were scored on (a subset) is not applied."""
     import dataclasses
 
     if int(seeds) < 1:
