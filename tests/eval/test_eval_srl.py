@@ -194,3 +194,60 @@ def test_a_reference_event_without_args_is_bad_ground_truth(release, rec, tmp_pa
     del full[dropped]["Ev2"]["Args"], full[dropped]["Ev2"]["Arg_List"]
     release(tmp_path, "valid", [V0], records=full)
     assert srl(load_split(tmp_path, "valid"), vb_output) == ok
+
+
+EMPTY = {ev: {} for ev in ("Ev1", "Ev2", "Ev3", "Ev4", "Ev5")}
+
+
+def test_items_and_verb_groups_come_from_the_first_shuffled_reference(release, rec, tmp_path):
+    """VidSitu's ``prepare_hyp_gts`` (``vidsitu_code/evl_fns.py``) reads the scored role keys and the
+    CIDEr-verb group of each event from ``gt_vseg_assgns[0]``: the first record after the seed-5
+    shuffle, not the first in file order. Every other fixture here has a single segment, whose seed-5
+    permutation is the identity (3 or 4 records), so file order passed unseen; segment V1 comes
+    second and draws [2, 0, 1]: its first reference is file record 2."""
+    rs = np.random.RandomState(5)
+    rs.permutation(3)
+    assert list(rs.permutation(3)) == [2, 0, 1]
+    recs = [rec(V0, roles=[UNSCORED] * 5) for _ in range(3)]
+    wide = [[("Arg0 (driver)", "a man"), ("ArgM (location)", "on a road")], [("Arg1 (car)", "a car")], [], [], []]
+    recs += [rec(V1, verbs=("ride.01", "park.01") + ("sit.01",) * 3, roles=wide) for _ in range(2)]
+    # file record 2 of V1: one role fewer on Ev1 and another verb on Ev1 / Ev2
+    narrow = [[("Arg0 (driver)", "a man")], [("Arg1 (car)", "a car")], [], [], []]
+    recs.append(rec(V1, verbs=("drive.01",) * 2 + ("sit.01",) * 3, roles=narrow))
+    release(tmp_path, "valid", [V0, V1], records=recs)
+    sp = load_split(tmp_path, "valid")
+    preds = [
+        {"ann_idx": 0, "vb_output": EMPTY},
+        {"ann_idx": 1, "vb_output": {**EMPTY, "Ev1": {"Arg0": "a man"}, "Ev2": {"Arg1": "a car"}}},
+    ]
+    out = evaluate("srl", preds, sp, details=True)
+    assert out["num_items"] == 2.0  # Ev1 Arg0 and Ev2 Arg1: record 2 has no ALoc to score
+    assert out["num_verb_groups"] == 1.0  # both under drive.01, record 2's verb on both events
+    assert "ALoc_cider" not in out
+    assert out["rouge_l"] == 100.0
+
+
+def test_lea_is_scored_against_the_same_three_shuffled_references(release, rec, tmp_path):
+    """LEA is one F1 per reference annotator of ``gts_orig`` (VidSitu's ``evl_fns.py``): the 3
+    records left after the seed-5 shuffle and the drop of shuffled index 3, the same as CIDEr's.
+    V1 comes second and draws [3, 0, 2, 1]: file record 1 is dropped, so its annotation (the man of
+    Ev1 and Ev2 written differently: no coreference) must not count, although it is among the
+    first 3 in file order."""
+    rs = np.random.RandomState(5)
+    rs.permutation(3)
+    assert list(rs.permutation(4)) == [3, 0, 2, 1]
+    recs = [rec(V0, roles=[UNSCORED] * 5) for _ in range(3)]
+    for i in range(4):
+        second = "a man" if i == 1 else "the man"
+        recs.append(rec(V1, roles=[[("Arg0 (agent)", "the man")], [("Arg0 (agent)", second)], [], [], []]))
+    release(tmp_path, "valid", [V0, V1], records=recs)
+    sp = load_split(tmp_path, "valid")
+    preds = [
+        {"ann_idx": 0, "vb_output": EMPTY},
+        {"ann_idx": 1, "vb_output": {**EMPTY, "Ev1": {"Arg0": "he"}, "Ev2": {"Arg0": "he"}}},
+    ]
+    out = evaluate("srl", preds, sp, details=True)
+    # V0 has no scored role (no mention either side); V1's prediction corefers the two mentions,
+    # as records 3, 0 and 2 do: F1 1 for each, where record 1 would give 0 (singleton keys)
+    assert [out[f"lea_annotator{j}"] for j in range(3)] == [100.0] * 3
+    assert out["lea"] == 100.0
