@@ -68,3 +68,30 @@ def test_wrong_lengths_and_labels(release, rec, tmp_path):
         evaluate("relation", [{"ann_idx": 0, "pred_evrels_ev": [["NoRel"] * 3] * 5}], sp)
     with pytest.raises(BadInputError, match="label 4"):
         evaluate("relation", [{"ann_idx": 0, "pred_evrels_ev": [[4, 4, 4]] * 4}], sp)
+
+
+def test_truth_is_the_first_three_records_in_file_order_not_the_srl_references(release, rec, tmp_path):
+    """``EvlFn_EvRel`` (VidSitu's ``vidsitu_code/evl_fns.py``) compares entry i with ``EvRel`` of
+    record i of the first 3 in file order; the seed-5 shuffle is the SRL evaluator's alone. A lone
+    segment's seed-5 permutation is the identity (so ``test_doc_toy_and_mask`` cannot tell them
+    apart): the second segment here has 4 records and draws [3, 0, 2, 1], whose SRL references are
+    records 3, 0, 2."""
+    import numpy as np
+
+    rs = np.random.RandomState(5)
+    rs.permutation(3)
+    assert list(rs.permutation(4)) == [3, 0, 2, 1]
+    v1 = "v_a_b-c_d_e-f_seg_20_30"
+    recs = [rec(V) for _ in range(3)]  # NoRel everywhere
+    # V1, pair Ev1-Ev3: file order Causes, Causes, NoRel (+ NoRel); shuffled 3, 0, 2: NoRel, Causes, NoRel
+    recs += [rec(v1, evrels=[lab] + ["NoRel"] * 3) for lab in ("Causes", "Causes", "NoRel", "NoRel")]
+    release(tmp_path, "valid", [V, v1], records=recs)
+    sp = load_split(tmp_path, "valid")
+    preds = [
+        {"ann_idx": 0, "pred_evrels_ev": [["NoRel"] * 3] * 4},
+        {"ann_idx": 1, "pred_evrels_ev": [["Causes", "Causes", "NoRel"]] + [["NoRel"] * 3] * 3},
+    ]
+    out = evaluate("relation", preds, sp, details=True)
+    # 7 NoRel pairs x 3 positions all right + V1's Ev1-Ev3: majority Causes, positions 0 and 1, both right
+    assert out["num_scored"] == 23.0
+    assert out["top1_acc"] == 100.0 and out["acc_Causes"] == 100.0
