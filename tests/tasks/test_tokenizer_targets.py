@@ -324,3 +324,33 @@ def test_a_user_tokenizer_that_loses_train_phrases_says_how_many(tok, tmp_path, 
     lossy = _user_tokenizer("wordlevel", path=tmp_path / "lossy.json")
     SRLTask(cfg, NS(records={vseg: [rec]}), tokenizer=lossy)
     assert re.search(r"lossy\.json: 1 of 4 distinct train phrases .*'the café owner' -> 'the'\)", caplog.text)
+
+
+def test_the_val_prompt_and_the_train_target_are_the_first_record_in_file_order():
+    """VidSitu's valid loader (``vidsitu_code/dat_loader.py``, ``vb_args_item_getter``) keeps the
+    first 3 records in file order (no shuffle: that is the evaluator's) and the decoder is prompted
+    with annotation 0's verb token (``seq_out_by_ev[:, :, [0]]`` in ``mdl_sf_base.py``); training
+    reads record 0 alone. Released val records all carry ``vb_to_use``; here record 0's verbs differ
+    from the other two, which agree, so a majority or a shuffled pick would prompt talk.01."""
+    from types import SimpleNamespace as NS
+
+    from moviessl.tasks.vidsitu.srl import SRLTask
+
+    vseg = "v_abcdefghijk_seg_0_10"
+    train = {ev: _event(vseg, list(VERBS)[i % len(VERBS)]) for i, ev in enumerate(EVENTS)}
+    cfg = NS(max_len=24, vocab_size=300, min_frequency=1, txd="txd_cpu", txd_overrides={}, memory="self")
+    task = SRLTask(cfg, NS(records={vseg: [train]}))
+    first = {ev: _event(vseg, "push.01") for ev in EVENTS}
+    others = [{ev: _event(vseg, "talk.01") for ev in EVENTS} for _ in range(2)]
+    push, talk = task.tok.verb_prefix("push.01"), task.tok.verb_prefix("talk.01")
+    assert len(push) == len(talk) == 1 and push != talk  # train verbs: one added token each
+    prefix = task.eval_target(vseg, [first, *others])
+    assert prefix[:, 0].tolist() == push * len(EVENTS)
+    y = task.train_target(vseg, [first, *others])
+    assert y[:, 0].tolist() == push * len(EVENTS)
+    assert task.tok.parse(y[0].tolist()) == {
+        "vb_id": "push.01",
+        "Arg0": "the man",
+        "Arg1": "a red box",
+        "AScn": "warehouse",
+    }
