@@ -218,3 +218,30 @@ def test_verb_vocabulary_is_in_train_frequency_order_and_the_fallback_its_top_fi
     fb = task.fallback(3, "s", None)
     assert fb["ann_idx"] == 3 and fb["pred_vbs_ev"] == [["c.01", "b.01", "d.01", "e.01", "f.01"]] * 5
     assert task.train_target("b", records["b"]).tolist() == [0, 1, 2, 4, 0]
+
+
+def test_verb_and_relation_targets_read_the_first_record_in_file_order():
+    """VidSitu's loader (``vidsitu_code/dat_loader.py``) trains verbs and relations on
+    ``vsitu_ann_dct[vseg][0]`` alone (``get_vb_data([vid_seg_ann])``: the majority of one record);
+    with several records that differ, neither a majority over them nor another record is the target."""
+    from types import SimpleNamespace as NS
+
+    from moviessl.tasks.vidsitu.verb import VerbTask
+
+    v = "v_abcdefghijk_seg_0_10"
+    evs = ("Ev1", "Ev2", "Ev3", "Ev4", "Ev5")
+
+    def record(verb, rel):
+        r = {ev: _event(v, verb) for ev in evs}
+        for ev in ("Ev1", "Ev2", "Ev4", "Ev5"):
+            r[ev]["EvRel"] = rel
+        return r
+
+    recs = [record("push.01", "Causes"), record("talk.01", "NoRel"), record("talk.01", "NoRel")]
+    train = NS(records={v: recs})
+    verb = VerbTask(NS(), train)
+    assert verb.verbs == ["push.01"]  # the vocabulary counts record 0 only
+    assert verb.train_target(v, recs).tolist() == [verb.index["push.01"]] * 5
+    rel = RelationTask({}, train)
+    assert rel.train_target(v, recs).tolist() == [LABELS.index("Causes")] * 4
+    assert LABELS[rel.majority] == "Causes" and [LABELS[j] for j in rel.pair_majority] == ["Causes"] * 4
