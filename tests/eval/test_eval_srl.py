@@ -251,3 +251,30 @@ def test_lea_is_scored_against_the_same_three_shuffled_references(release, rec, 
     # as records 3, 0 and 2 do: F1 1 for each, where record 1 would give 0 (singleton keys)
     assert [out[f"lea_annotator{j}"] for j in range(3)] == [100.0] * 3
     assert out["lea"] == 100.0
+
+
+def test_lea_is_scored_per_annotator_and_rouge_grouped_by_verb_and_role(release, rec, tmp_path):
+    """Three annotators who disagree on coreference (every other test gives 3 identical records,
+    so scoring all against one annotator, or only the first, passed), and verb groups that differ
+    from role groups (so rouge_verb and rouge_arg are told apart)."""
+    arg0 = "Arg0 (agent)"
+    phrases = [("the man", "the man", "the man"), ("the man", "the man", "a dog"), ("the man", "a boy", "a dog")]
+    recs = [
+        rec(
+            V0, verbs=("drive.01", "drive.01", "sit.01", "sit.01", "sit.01"), roles=[[(arg0, p)] for p in ph] + [[], []]
+        )
+        for ph in phrases
+    ]
+    release(tmp_path, "valid", [V0], records=recs)
+    sp = load_split(tmp_path, "valid")
+    out = srl(sp, {"Ev1": {"Arg0": "the man"}, "Ev2": {"Arg0": "the man"}, "Ev3": {"Arg0": "y"}, "Ev4": {}, "Ev5": {}})
+    # system clusters {Ev1, Ev2}, {Ev3}. Key all-one {1,2,3}: R = 3 * 1/3 / 3, P = (2 * 1 + 0) / 3 -> F = 4/9.
+    # Key {1,2},{3}: F = 1. Key all singletons: R = 1/3 (only Ev3), P = 1/3 -> F = 1/3.
+    f1s = sorted(out[f"lea_annotator{j}"] for j in range(3))
+    assert f1s == pytest.approx([100 / 3, 400 / 9, 100.0])
+    assert out["lea"] == pytest.approx(100 * 16 / 27)
+    # ROUGE-L per item (best reference): Ev1 1, Ev2 1 ("the man" is a reference), Ev3 0
+    assert out["rouge_l"] == pytest.approx(200 / 3)
+    assert out["rouge_arg"] == pytest.approx(200 / 3)  # one role group: Arg0 = all three items
+    assert out["rouge_verb"] == pytest.approx(50.0)  # drive.01 {Ev1, Ev2} = 1, sit.01 {Ev3} = 0
+    assert out["Arg0_rouge"] == pytest.approx(200 / 3)
