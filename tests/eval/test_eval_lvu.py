@@ -241,3 +241,47 @@ def test_out_writes_the_printed_object_as_vidsitu_does(release, tmp_path, capsys
     assert json.loads(res.read_text()) == json.loads(capsys.readouterr().out) == evaluate_files("director", pf, root)
     assert main([*cmd, str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("moviessl: error:")
+
+
+def _row(**mass):
+    """A 10-class probability row with ``c<k>=p`` entries; the rest of the mass spread evenly."""
+    row = np.zeros(10)
+    for k, p in mass.items():
+        row[int(k[1:])] = p
+    rest = [k for k in range(10) if row[k] == 0]
+    row[rest] = (1 - row.sum()) / len(rest)
+    return row.tolist()
+
+
+def test_top1_sums_the_spans_and_scores_every_class_id_by_hand(release, tmp_path):
+    """The random predictions above score about one hit in ten, so an argmax blind to the last class
+    passed. Here each video's outcome is fixed by hand: director labels are 0,1,4,5,6,7,8,9,0,1,4,5."""
+    root, ids, _ = release
+    preds = {
+        ids[0]: [_row(c0=0.6)],  # hit
+        ids[1]: [_row(c1=0.6)],  # hit
+        ids[2]: [_row(c5=0.6)],  # label 4: miss
+        ids[6]: [_row(c8=0.6)],  # hit
+        ids[7]: [_row(c9=0.6)],  # hit: the last class
+        # one confident wrong span, two moderate right ones: the sum (1.2 vs 0.9 + 2 * 0.3 / 9) picks
+        # the label, the most confident single span would not
+        ids[8]: [_row(c3=0.9), _row(c0=0.6), _row(c0=0.6)],
+        # a tie between classes 4 and 7 (label 4): numpy's first index wins -> hit
+        ids[10]: [_row(c4=0.4, c7=0.4)],
+        ids[11]: [_row(c5=0.4, c8=0.4)],  # tie 5 / 8, label 5: hit
+    }
+    pf = tmp_path / "p.json"
+    pf.write_text(json.dumps(preds))
+    assert evaluate_files("director", pf, root) == {"top1": pytest.approx(100 * 7 / 8), "n": 8}
+
+
+def test_regression_mse_is_the_mean_span_against_the_centred_label(release, tmp_path):
+    """view_count's label is log(count) - 11.76425435683139 (LVU's centring); the video's prediction
+    the mean of its spans, not one span, and the MSE a mean over videos."""
+    root, ids, files = release
+    lines = files["view_count"].read_text().split("\n")[1:3]
+    lab = [math.log(float(line.split()[0])) - 11.76425435683139 for line in lines]
+    preds = {ids[0]: [lab[0] - 1.0, lab[0] + 3.0], ids[1]: [lab[1] + 0.5]}  # errors 1 and 0.5
+    pf = tmp_path / "p.json"
+    pf.write_text(json.dumps(preds))
+    assert evaluate_files("view_count", pf, root) == {"mse": pytest.approx((1.0 + 0.25) / 2), "n": 2}
