@@ -57,10 +57,18 @@ def test_degenerate_short_video_wraps():
     assert wrap and 0 <= a < 20 and 0 <= b < 20
     idx = clip_timeline(a, 16, 4, 20)
     assert idx.max() < 20 and len(idx) == 16
+    # a clip longer than the video tiles it from its first frame again (clamping to the last frame
+    # also kept every index below 20)
+    assert clip_timeline(5, 6, 4, 20).tolist() == [5, 9, 13, 17, 1, 5]
+    assert clip_timeline(2, 3, 4, 100).tolist() == [2, 6, 10]
 
 
 def test_timeline_mapping():
     assert timeline_length(60, 15.0) == 120
+    # a whole-frame timeline only: 7 frames at 25 fps last 0.28 s = 8.4 timeline frames -> 8
+    # (ceil gave 9, one timeline frame past the video; every case above was a whole number)
+    assert timeline_length(7, 25.0) == 8 and timeline_length(100, 30000 / 1001) == 100
+    assert timeline_length(0, 30.0) == 1 and timeline_length(12, 0.0) == 12
     np.testing.assert_array_equal(timeline_to_native(np.array([0, 1, 2, 3, 200]), 60, 15.0), [0, 0, 1, 1, 59])
     np.testing.assert_array_equal(timeline_to_native(np.array([0, 5, 9]), 10, 30.0), [0, 5, 9])
 
