@@ -212,6 +212,12 @@ def test_contextualize_treats_missing_events_as_padding():
         direct = txe(long[298:303][None])[0, 2]
     np.testing.assert_allclose(whole[300].numpy(), direct.numpy(), rtol=1e-5, atol=1e-6)
     assert whole.shape == (600, 16) and ex.CTX_BLOCK < 300
+    # a video shorter than a window: the padding is masked, so each event's output is the TxE's on
+    # the video's 3 events alone (attending to the zero padding changed every output)
+    short = torch.randn(3, 8)
+    with torch.no_grad():
+        alone = txe(short[None])[0]
+    np.testing.assert_allclose(ex.contextualize(txe, short, window=5).numpy(), alone.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_a_spread_film_is_written_only_when_every_chunk_is_in(backbone, film, reference, tmp_path):
