@@ -23,8 +23,11 @@ from moviessl.features import extract as ex
 INPUT = {"num_frames": 4, "stride": 8, "short_side": 32, "crop": 32}
 
 
-def write_video(path: Path, seconds: float, fps: int = 30, seed: int = 0, h: int = 36, w: int = 48) -> Path:
-    """A coloured square drifting across a brightening background."""
+def write_video(
+    path: Path, seconds: float, fps: int = 30, seed: int = 0, h: int = 36, w: int = 48, ramp: bool = False
+) -> Path:
+    """A coloured square drifting across a brightening background (``ramp``: one brightening from
+    left to right, so that which columns a crop keeps shows in the features)."""
     rng = np.random.default_rng(seed)
     c = av.open(str(path), "w")
     s = c.add_stream("libx264", rate=fps)
@@ -34,6 +37,8 @@ def write_video(path: Path, seconds: float, fps: int = 30, seed: int = 0, h: int
     for t in range(int(round(seconds * fps))):
         f = np.empty((h, w, 3), np.uint8)
         f[:] = (bg + t) % 256  # the background brightens: every event looks different
+        if ramp:
+            f[:] = np.minimum(f.astype(np.int64) + 4 * np.arange(w)[None, :, None], 255)
         x = (t // 2) % (w - 8)
         f[10:18, x : x + 8] = col
         for pkt in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
@@ -76,11 +81,22 @@ def videos(tmp_path_factory) -> Path:
 
 
 def expected_feature(backbone: Path, video: Path, center: float) -> np.ndarray:
-    from moviessl.video import VideoReader, normalize
+    """The backbone on the clip cut by hand: the frames of VidSitu's window around ``center`` (30 fps
+    here, so native = timeline frames), short side resized, PySlowFast's centre crop (ceil margins).
+    Taken from the pipeline's own ``clip_uint8`` this passed with the extraction cropping anywhere."""
+    import math
+
+    from moviessl.video import VideoReader, normalize, resize_short_side
 
     model = build_from_checkpoint(backbone)
+    T, s, c = INPUT["num_frames"], INPUT["stride"], INPUT["crop"]
     with VideoReader(video) as r:
-        clip = torch.from_numpy(ex.clip_uint8(r, center, INPUT))
+        assert r.fps == pytest.approx(30.0)
+        mid = int(math.floor(center * 30 + 1e-6))
+        frames = r.get_frames(np.clip(np.arange(mid - T * s // 2, mid + T * s // 2, s), 0, r.num_frames - 1))
+    frames = resize_short_side(frames, INPUT["short_side"])
+    y, x = math.ceil((frames.shape[1] - c) / 2), math.ceil((frames.shape[2] - c) / 2)
+    clip = torch.from_numpy(np.ascontiguousarray(frames[:, y : y + c, x : x + c].transpose(3, 0, 1, 2)))
     with torch.no_grad():
         return model(normalize(clip[None].float() / 255)).numpy()[0]
 
@@ -127,6 +143,30 @@ def test_extract_resume_bad_video_and_values(backbone, videos, tmp_path, monkeyp
     seen.clear()
     assert run_extract("--backbone", backbone, "--videos", videos, "--out", out, "--retry-bad") == 0
     assert seen == ["broken"]
+
+
+def test_each_event_is_the_centred_crop_of_its_window(backbone, tmp_path):
+    """On a background that changes across the frame, every event's feature is the backbone on the
+    PySlowFast centre crop of its 2-s window (on the drifting square alone a conv net with global
+    pooling hardly tells one crop from another, and a left crop passed the test above)."""
+    d = tmp_path / "v"
+    d.mkdir()
+    write_video(d / "r.mp4", 4.0, seed=4, w=56, ramp=True)  # 32 x 49 after resizing: an odd margin
+    out = tmp_path / "feats"
+    assert run_extract("--backbone", backbone, "--videos", d, "--out", out) == 0
+    f = np.load(out / "r_feats.npy")
+    assert f.shape == (2, 16)
+    for k, center in enumerate((1.0, 3.0)):
+        np.testing.assert_allclose(f[k], expected_feature(backbone, d / "r.mp4", center), rtol=1e-4, atol=1e-5)
+    # the check can tell crops apart: the left crop's feature is another
+    from moviessl.video import VideoReader, normalize, resize_short_side
+
+    with VideoReader(d / "r.mp4") as r:
+        frames = r.get_frames(np.arange(30 - 16, 30 + 16, 8))
+    left = torch.from_numpy(np.ascontiguousarray(resize_short_side(frames, 32)[:, :, :32].transpose(3, 0, 1, 2)))
+    with torch.no_grad():
+        other = build_from_checkpoint(backbone)(normalize(left[None].float() / 255)).numpy()[0]
+    assert np.abs(other - f[0]).max() > 1e-3
 
 
 def test_interrupted_run_keeps_finished_videos(backbone, videos, tmp_path, monkeypatch):
