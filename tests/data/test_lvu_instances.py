@@ -47,6 +47,15 @@ def test_release_files_read_as_the_reference(tmp_path):
     assert inst.sec.tolist() == [3, 3, 4] and inst.track.tolist() == [7, 9, 7] and inst.shot.tolist() == [0, 0, 1]
     assert np.allclose(inst.box[1], [0.5, 0.1, 0.8, 0.7])
     assert np.array_equal(inst.feat[2], feats["vidA"][4][BOX_A])
+    # a pickle that lists its seconds out of order: rows by second all the same, each with its own
+    # box, ids and feature (the boxes in file order and the features by second were paired wrongly)
+    backwards = release_instances({4: m["vidA"][4], 3: m["vidA"][3]}, f)
+    assert backwards.sec.tolist() == [3, 3, 4] and backwards.track.tolist() == [7, 9, 7]
+    assert np.array_equal(backwards.box, inst.box) and np.array_equal(backwards.feat, inst.feat)
+    # a box a rounding past the frame (LVU's keys have 3 decimals) is clipped onto it
+    edge = "-0.0004,0.100,1.0009,0.500"
+    clipped = release_instances({0: {edge: (0, 1)}}, {0: {edge: np.zeros(6, np.float32)}})
+    assert clipped.box.tolist() == [[0.0, pytest.approx(0.1), 1.0, 0.5]]
     store = open_instances(tmp_path / "features", tmp_path / "instance_meta" / "instance_meta_scene.pkl")
     assert isinstance(store, LVUReleaseInstances) and store.ids == ["vidA", "vidB"] and store.dim == 6
     # a third element (the reference appends the label; AVA files hold actions) is ignored
