@@ -179,6 +179,11 @@ def test_roles_in_order_and_target_text():
     )  # int-like strings and ints; "10" must sort after "3"
     assert vs.roles_in_order(ev) == [("Arg0", "the boy"), ("Arg1", "a red ball"), ("AMnr", "hard"), ("AScn", "park")]
     assert vs.srl_role_text(ev) == " <Arg0> the boy <Arg1> a red ball <AMnr> hard <AScn> park"
+    # equal positions keep the file's order (the reference's stable sort), not the roles' names
+    tie = event(
+        A, verb="give.01", roles=[("Arg2 (to)", "her"), ("Arg0 (giver)", "he"), ("Arg1", "it")], positions=[1, 1, 0]
+    )
+    assert vs.roles_in_order(tie) == [("Arg1", "it"), ("Arg2", "her"), ("Arg0", "he")]
     assert vs.srl_target(ev) == "throw.01 <Arg0> the boy <Arg1> a red ball <AMnr> hard <AScn> park"
     assert vs.parse_srl_output(vs.srl_target(ev)) == {
         "vb_id": "throw.01",
