@@ -89,3 +89,18 @@ def test_event_clips_past_a_short_segments_end_are_a_bad_input_not_copies_of_its
     with pytest.raises(BadInputError, match=r"lasts 5.00 s: Ev4, Ev5 centred past its end"):
         src[0]
     assert src[1].shape == (5, 3, 4, 64, 64)
+
+
+def test_each_event_clip_holds_the_frames_of_its_own_window(tmp_path):
+    """Every frame above is the same picture, so clips taken a second early, or the events in
+    reverse order, passed. Here frame i is the flat grey 3i mod 256: event k (centred at
+    2k + 1 s) must hold VidSitu's window, frames 30 (2k + 1) - 8 + 4t for t < 4."""
+    d = tmp_path / "v_a"
+    d.mkdir()
+    for i in range(300):
+        cv2.imwrite(str(d / f"v_a_{i + 1:06d}.jpg"), np.full((90, 160, 3), 3 * i % 256, np.uint8))
+    meta = {"num_frames": 4, "stride": 4, "short_side": 64, "crop": 64}
+    src, _, _ = video_source(tmp_path, meta)(["v_a"])
+    got = src[0].float().mean(dim=(1, 3, 4))  # (5 events, 4 frames)
+    want = torch.tensor([[3 * (30 * (2 * k + 1) - 8 + 4 * t) % 256 for t in range(4)] for k in range(5)])
+    assert torch.allclose(got, want.float(), atol=1.5)
