@@ -190,3 +190,20 @@ def test_a_rerun_refused_at_its_init_checkpoint_leaves_the_jobs_videos_record(tm
     with pytest.raises(BadInputError):
         run_finetune("scene", root, inputs=fewer, out=out, init=wrong, overrides=[*FAST, "train.lr=0.5"])
     assert {name: (out / name).read_bytes() for name in kept} == kept
+
+
+def test_the_epoch_rules_criterion_by_hand():
+    """What ``train.epochs_grid`` minimises was checked only as the argmin of what it recorded: a
+    criterion of the wrong sign, or scoring the first span alone, chose the epochs just as silently.
+    Classification: the NLL of the label under the video's mean span probabilities (floored at
+    1e-6); regression: the squared error of the mean span prediction, both averaged over videos."""
+    import math
+
+    from moviessl.tasks.lvu.runner import heldout_criterion
+
+    preds = {"a": [[0.5, 0.3, 0.2, 0.0], [0.1, 0.7, 0.2, 0.0]], "b": [[0.0, 0.0, 0.0, 1.0]]}
+    # a: mean [0.3, 0.5, 0.2, 0] -> label 1 scores 0.5; b: label 0 scores 0 -> floored at 1e-6
+    want = (-math.log(0.5) - math.log(1e-6)) / 2
+    assert heldout_criterion("relationship", preds, {"a": 1, "b": 0}) == pytest.approx(want)
+    reg = {"a": [1.0, 3.0], "b": [-1.0]}  # means 2 and -1 against 0.5 and -1.5: errors 2.25 and 0.25
+    assert heldout_criterion("view_count", reg, {"a": 0.5, "b": -1.5}) == pytest.approx(1.25)
