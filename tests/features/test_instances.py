@@ -82,6 +82,29 @@ def test_lvu_instance_meta_gives_the_same_store_as_tracks_json(backbone, boxes, 
                 np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=f"{vid} {k}")
 
 
+def test_each_box_is_pooled_from_the_clip_of_its_own_second(backbone, boxes, tmp_path):
+    """Extractions were only compared with each other, so pooling every box of a batch from its
+    first second's clip passed. Here each box's feature is PySlowFast's RoI head on the backbone's
+    map of the clip centred in its second (vidA's boxes lie at 0 and 2 s: its frames brighten)."""
+    import torch
+
+    from moviessl.checkpoint import build_from_checkpoint
+    from moviessl.models.roi import roi_features
+    from moviessl.video import VideoReader, read_clip, resize_short_side, to_model_input
+
+    assert _extract(backbone, boxes, boxes / "tracks", tmp_path / "out") == 0
+    got = InstanceStore(tmp_path / "out").load("vidA")
+    model = build_from_checkpoint(backbone).eval()
+    want = []
+    with VideoReader(boxes / "videos" / "vidA.mp4") as r, torch.no_grad():
+        for t, box in zip(got.sec.tolist(), got.box):
+            clip = resize_short_side(read_clip(r, t + 0.5, 4, 8), 32).transpose(3, 0, 1, 2)
+            fmap = model.forward_features(to_model_input(torch.from_numpy(np.ascontiguousarray(clip))[None]))
+            want.append(roi_features(fmap.float(), torch.from_numpy(box)[None], torch.zeros(1, dtype=torch.long))[0])
+    assert got.sec.tolist() == [0, 0, 2]
+    np.testing.assert_allclose(np.asarray(got.feat), torch.stack(want).numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_tracks_without_a_video_are_named(backbone, boxes, tmp_path, caplog):
     """A tracks file whose id matches no video (most often a naming mismatch) is said, not ignored."""
     tracks = tmp_path / "tracks"
