@@ -413,20 +413,9 @@ def test_a_pretraining_stage_gives_the_callers_thread_count_back(feats, tmp_path
 def test_a_pretraining_stage_gives_the_callers_random_streams_and_lightning_seed_back(feats, tmp_path, monkeypatch):
     """As tests/ssl (pretrain): pretrain_context seeds the global generators and Lightning's seed
     variables for its run; the caller's own come back after it."""
-    import os
-    import random
-
+    from caller_state import random_streams_given_back
     from moviessl.config import load_config
     from moviessl.context.pretrain import pretrain_context
 
-    def draws():
-        return torch.rand(2).tolist(), np.random.rand(2).tolist(), random.random()
-
-    for k in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):
-        monkeypatch.delenv(k, raising=False)
-    torch.manual_seed(0), np.random.seed(0), random.seed(0)
-    want = draws()
-    torch.manual_seed(0), np.random.seed(0), random.seed(0)
-    pretrain_context([feats[0]], tmp_path / "run", load_config("context", "cpu", ["trainer.max_steps=1", *FAST]))
-    assert draws() == want
-    assert "PL_GLOBAL_SEED" not in os.environ and "PL_SEED_WORKERS" not in os.environ
+    with random_streams_given_back(monkeypatch):
+        pretrain_context([feats[0]], tmp_path / "run", load_config("context", "cpu", ["trainer.max_steps=1", *FAST]))

@@ -504,21 +504,7 @@ def test_pretrain_gives_the_callers_random_streams_and_lightning_seed_back(clip_
     and set ``PL_GLOBAL_SEED`` / ``PL_SEED_WORKERS``: a notebook's ``torch.manual_seed(0)`` gave other
     numbers after the call, and a Lightning Trainer of its own took the stage's seed for its loader
     workers (and, under DDP, re-seeded from it). The caller's streams and environment come back."""
-    import os
-    import random
+    from caller_state import random_streams_given_back
 
-    import numpy as np
-
-    def draws():
-        return torch.rand(2).tolist(), np.random.rand(2).tolist(), random.random()
-
-    for k in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):
-        monkeypatch.delenv(k, raising=False)
-    torch.manual_seed(0), np.random.seed(0), random.seed(0)
-    want = draws()
-    torch.manual_seed(0), np.random.seed(0), random.seed(0)
-    _run("random", clip_list, tmp_path / "r")
-    assert draws() == want
-    assert {k: os.environ.get(k) for k in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")} == dict.fromkeys(
-        ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
-    )
+    with random_streams_given_back(monkeypatch):
+        _run("random", clip_list, tmp_path / "r")

@@ -1094,27 +1094,17 @@ def test_a_task_run_gives_the_callers_random_streams_and_lightning_seed_back(tmp
     a finetune, and its own Lightning Trainer took the run's seed. The caller's come back (a run that
     fails too; here its build fails after the seeding)."""
     import os
-    import random
 
+    from caller_state import random_streams_given_back
     from moviessl.tasks.base import SeedJob, run_seed
 
     def build(seed):
         assert os.environ["PL_GLOBAL_SEED"] == "3"  # the run itself is seeded as before
         raise RuntimeError("stop")
 
-    def draws():
-        return torch.rand(2).tolist(), np.random.rand(2).tolist(), random.random()
-
-    for k in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):
-        monkeypatch.delenv(k, raising=False)
-    torch.manual_seed(0), np.random.seed(0), random.seed(0)
-    want = draws()
-    torch.manual_seed(0), np.random.seed(0), random.seed(0)
     job = SeedJob("verb", tmp_path, "s", None, None, None, 1, build, None, None, None)
-    with pytest.raises(RuntimeError, match="stop"):
+    with random_streams_given_back(monkeypatch), pytest.raises(RuntimeError, match="stop"):
         run_seed(job, 3)
-    assert draws() == want
-    assert "PL_GLOBAL_SEED" not in os.environ and "PL_SEED_WORKERS" not in os.environ
 
 
 def test_a_finetune_with_a_contextualizer_leaves_the_callers_random_streams_as_they_were(vidsitu_fixture, tmp_path):

@@ -90,25 +90,18 @@ def _run_vidsitu(args: argparse.Namespace) -> int:
     check_overrides_read(args.task, args.overrides, args.contextualizer, args.features)
     if args.predict is not None:  # "" too: `--predict "$SPLIT"` with SPLIT unset trained the runs
         return _predict(args)
-    res = run_finetune(
-        args.task,
-        args.data_root,
-        features=args.features,
-        videos=args.videos,
-        backbone=args.backbone,
-        contextualizer=args.contextualizer,
-        seeds=args.seeds,
-        out=args.out,
-        preset=args.preset,
-        overrides=args.overrides,
-        tokenizer=args.tokenizer,
-        resume=args.resume,
-    )
+    res = run_finetune(args.task, args.data_root, **_run_args(args), resume=args.resume)
     sys.stdout.write(res["table"])
     sys.stdout.write(json_dumps({k: v["mean"] for k, v in res["summary"].items()}) + "\n")
     if res.get("partial") and speaks_for_job():  # every rank has the summary; the job says it once
         print(f"moviessl: warning: {res['partial']} (see summary.md)", file=sys.stderr)
     return 0
+
+
+def _run_args(args: argparse.Namespace) -> dict:
+    """What trains the runs, given alike to the training and to ``--predict`` (which must find them)."""
+    keys = ("features", "videos", "backbone", "contextualizer", "seeds", "out", "preset", "overrides", "tokenizer")
+    return {k: getattr(args, k) for k in keys}
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -123,20 +116,7 @@ def _predict(args: argparse.Namespace) -> int:
         raise BadInputError(None, "--predict trains nothing; --resume would not be used")
     if not job_leader():  # no training, so no process group: one process predicts and writes
         return 0
-    res = run_predict(
-        args.task,
-        args.data_root,
-        args.predict,
-        features=args.features,
-        videos=args.videos,
-        backbone=args.backbone,
-        contextualizer=args.contextualizer,
-        seeds=args.seeds,
-        out=args.out,
-        preset=args.preset,
-        overrides=args.overrides,
-        tokenizer=args.tokenizer,
-    )
+    res = run_predict(args.task, args.data_root, args.predict, **_run_args(args))
     sys.stdout.write(res["table"])
     if res["partial"]:
         print(f"moviessl: warning: {res['partial']}", file=sys.stderr)
