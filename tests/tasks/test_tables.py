@@ -209,6 +209,13 @@ def test_a_row_whose_tasks_were_run_with_other_inputs_or_init_says_so(tmp_path):
     res = lvu_table({"r": run})
     assert set(res["mixed"]) == {"r"} and "scene: inputs `instances:/f:sup`, init `ot:aaa`" in res["mixed"]["r"]
     assert "genre: inputs `instances:/f:sup`, init `ot:bbb`" in res["markdown"]
+    # the same inputs and init, another config (e.g. train.lr) for one task
+    other = lvu_run(tmp_path / "c", {"scene": [40, 41], "genre": [30, 31]}, inputs="i", init="n")
+    (other / "scene" / "config.yaml").write_text("train:\n  lr: 0.001\n")
+    (other / "genre" / "config.yaml").write_text("train:\n  lr: 0.001\n")
+    assert lvu_table({"c": other})["mixed"] == {}
+    (other / "genre" / "config.yaml").write_text("train:\n  lr: 0.01\n")
+    assert lvu_table({"c": other})["mixed"]["c"].count("config.yaml") == 2
 
 
 def test_vidsitu_runs_scored_on_different_segments_say_so(tmp_path):

@@ -20,6 +20,7 @@ run whose score covers part of a split (its summary's ``partial``) is listed und
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -206,6 +207,16 @@ def _partial_md(notes: Mapping[str, str]) -> str:
     return _notes_md("Partial scores", notes)
 
 
+def _config_of(rec: Mapping[str, Any]) -> str:
+    """A short digest of the config.yaml beside a task's summary (every task of one command saves the
+    same resolved config), or "-" where there is none."""
+    cfg = Path(rec["path"]).parent / "config.yaml"
+    try:
+        return hashlib.sha256(cfg.read_bytes()).hexdigest()[:8]
+    except OSError:
+        return "-"
+
+
 def lvu_table(
     runs: Mapping[str, str | os.PathLike],
     split: str = "test",
@@ -232,11 +243,13 @@ def lvu_table(
                 stats[name][task] = _stat(Path(rec["path"]), scores[key])
             if rec.get("partial"):
                 partial[f"{name} / {task}"] = rec["partial"]
-            made_with.setdefault((str(rec.get("inputs")), str(rec.get("init"))), []).append(task)
+            made_with.setdefault((str(rec.get("inputs")), str(rec.get("init")), _config_of(rec)), []).append(task)
         if len(made_with) > 1:
-            # one command gives every task the same inputs and init: a rerun with others, interrupted,
+            # one command gives every task the same inputs, init and config: a rerun with others, interrupted,
             # left a folder whose finished tasks are of the new settings and the rest of the old
-            mixed[name] = "; ".join(f"{', '.join(ts)}: inputs `{i}`, init `{n}`" for (i, n), ts in made_with.items())
+            mixed[name] = "; ".join(
+                f"{', '.join(ts)}: inputs `{i}`, init `{n}`, config.yaml {c}" for (i, n, c), ts in made_with.items()
+            )
     tasks = [t for t in TASKS if any(t in per for per in stats.values())]
     if not tasks:
         raise BadInputError(None, f"no run has a {split} score (LVU's test labels are released; was it scored?)")
@@ -261,7 +274,7 @@ def lvu_table(
         cmp_rows = compare(stats, vs, tasks, lambda t: TASKS[t].regression)
         md += [compare_md(cmp_rows, lambda t: f"{t} ({'MSE' if TASKS[t].regression else 'top-1'})")]
     md.append(_partial_md(partial))
-    md.append(_notes_md("Rows mixing runs of other inputs or init (a rerun with others left unfinished?)", mixed))
+    md.append(_notes_md("Rows mixing runs of other inputs, init or config (a rerun with others left unfinished?)", mixed))
     return {
         "dataset": "lvu",
         "mixed": mixed,
