@@ -66,6 +66,10 @@ def test_a_task_all_folder_a_one_task_folder_and_an_interrupted_one_are_read(tmp
     one = lvu_run(tmp_path / "one", {"writer": [30.0, 31.0]}, per_task_folders=False)
     res = lvu_table({"full": full, "one": one})
     assert res["tasks"] == ["scene", "writer", "genre"]
+    assert "(n=" not in res["markdown"]  # every cell over 2 runs: the heading says so
+    three = lvu_run(tmp_path / "three", {"scene": [10.0, 12.0, 14.0]})
+    md = lvu_table({"full": full, "three": three})["markdown"]
+    assert "| three | 12.00 ± 1.15 (n=3) | n/a |" in md and "| full | 11.00 ± 1.00 (n=2) |" in md
     assert "| one | n/a | 30.50 ± 0.50 | n/a | 1/3 | 1.00 |" in res["markdown"]
     # --task all's own record, copied without its task folders, still gives its cells
     alone = tmp_path / "alone"

@@ -264,7 +264,8 @@ def lvu_table(
     md = [
         f"### LVU (Table 5 layout), {split} split: top-1 % ↑ or MSE ↓, mean ± SE over {runs_note} per cell",
         "",
-        ranked_table_md(f"{split} split", stats, tasks, rows, room, ["run"]),
+        # cells over different numbers of runs (a row of 3 seeds beside one of 5) each say theirs
+        ranked_table_md(f"{split} split", stats, tasks, rows, room, ["run"], show_n=len(ns) > 1),
         "Ranks: competition ranking of the means per task among these rows (ties share the better rank); "
         "a row's mean rank is over the tasks it has.",
         "",
@@ -274,7 +275,9 @@ def lvu_table(
         cmp_rows = compare(stats, vs, tasks, lambda t: TASKS[t].regression)
         md += [compare_md(cmp_rows, lambda t: f"{t} ({'MSE' if TASKS[t].regression else 'top-1'})")]
     md.append(_partial_md(partial))
-    md.append(_notes_md("Rows mixing runs of other inputs, init or config (a rerun with others left unfinished?)", mixed))
+    md.append(
+        _notes_md("Rows mixing runs of other inputs, init or config (a rerun with others left unfinished?)", mixed)
+    )
     return {
         "dataset": "lvu",
         "mixed": mixed,

@@ -223,12 +223,12 @@ def _finite_means(row: Mapping[str, Mapping], tasks: Sequence[str]) -> dict[str,
     }
 
 
-def _cell(task: str, st: Mapping | None) -> str:
+def _cell(task: str, st: Mapping | None, show_n: bool = False) -> str:
     if st is None:
         return "n/a"
     if st["mean"] is None or not np.isfinite(st["mean"]):  # summarize's n 0: no run gave a finite value
         return "non-finite"
-    return _fmt(task, **_stat(st))
+    return _fmt(task, **_stat(st)) + (f" (n={_stat(st)['n']})" if show_n else "")
 
 
 def ranked_table_md(
@@ -238,17 +238,19 @@ def ranked_table_md(
     rows: Sequence[tuple[str, Sequence[str]]],
     room: Mapping[str, Mapping[str, float]] | None,
     head: Sequence[str],
+    show_n: bool = False,
 ) -> str:
     """Table 5's layout: ``rows`` = ``(key, label cells)`` in order, a column per task (``mean ± SE`` of
-    ``stats[key][task]``, n/a where a row has none), the #top-1 and mean-rank columns over these rows,
-    and the chance / oracle rows of ``room`` (None: none)."""
+    ``stats[key][task]``, n/a where a row has none; ``show_n``: with its runs, for cells over different
+    numbers of runs), the #top-1 and mean-rank columns over these rows, and the chance / oracle rows
+    of ``room`` (None: none)."""
     means = {key: _finite_means(stats[key], tasks) for key, _ in rows}
     rk = ranks(means, tasks)
     cols = " | ".join(f"{COLUMNS[t]} ({'↓' if TASKS[t].regression else '↑'})" for t in tasks)
     lines = [f"**{title}**", "", f"| {' | '.join(head)} | {cols} | #top-1 | mean rank |"]
     lines.append("|" + "---|" * (len(head) + len(tasks) + 2))
     for key, label in rows:
-        cells = [_cell(t, stats[key].get(t)) for t in tasks]
+        cells = [_cell(t, stats[key].get(t), show_n) for t in tasks]
         top = sum(r == 1 for r in rk[key].values())
         mean_rank = np.mean(list(rk[key].values())) if rk[key] else float("nan")
         lines.append(f"| {' | '.join(label)} | " + " | ".join(cells) + f" | {top}/{len(tasks)} | {mean_rank:.2f} |")
