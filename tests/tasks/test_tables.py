@@ -111,6 +111,7 @@ def test_vidsitu_tables_are_one_per_task_in_the_order_given(tmp_path):
     md = res["markdown"]
     assert md.index("### VidSitu srl") < md.index("### VidSitu relation")
     assert "| maskpred | 45.00 ± 1.00 | 30.00 ± 0.00 |" in md
+    assert "(n=" not in md  # two runs in every row: the header's n=2 says it
     (c,) = [r for r in res["compare"] if r["column"] == "cider"]
     assert c["run"] == "maskpred" and c["better_by"] == pytest.approx(5.0) and c["beyond_2se"] is True
 
@@ -232,3 +233,13 @@ def test_vidsitu_runs_scored_on_different_segments_say_so(tmp_path):
     assert "Scored on different segments" in md and "- subset: 6 eval segments" in md
     runs["subset"] = vidsitu_run(tmp_path / "s2", "relation", rel, eval_segments=8)
     assert "Scored on different segments" not in vidsitu_table(runs)["markdown"]
+
+
+def test_vidsitu_rows_over_different_numbers_of_runs_say_theirs(tmp_path):
+    rel = [{"mean_acc": 30.0, "top1_acc": 40.0}, {"mean_acc": 32.0, "top1_acc": 42.0}]
+    runs = {
+        "two": vidsitu_run(tmp_path / "a", "relation", rel),
+        "one": vidsitu_run(tmp_path / "b", "relation", rel[:1]),
+    }
+    md = vidsitu_table(runs)["markdown"]
+    assert "| two (n=2) | 31.00 ± 1.00 |" in md and "| one (n=1) | 30.00 |" in md

@@ -333,7 +333,7 @@ def vidsitu_table(runs: Mapping[str, str | os.PathLike], vs: str | None = None) 
         md += [
             f"### VidSitu {task} (mean ± SE over the runs; percent)",
             "",
-            format_table({md_cell(n): per for n, per in stats.items()}, keys=keys),
+            format_table({_row_name(n, per, stats): per for n, per in stats.items()}, keys=keys),
         ]
         if len(set(scored_on[task].values())) > 1:  # a data.split_file subset beside the whole split
             md.append(_notes_md("Scored on different segments", scored_on[task]))
@@ -352,6 +352,14 @@ def vidsitu_table(runs: Mapping[str, str | os.PathLike], vs: str | None = None) 
         "partial": partial,
         "markdown": "\n".join(md).rstrip() + "\n",
     }
+
+
+def _row_name(name: str, per: Mapping[str, Mapping], stats: Stats) -> str:
+    """A row's name, with its runs where the task's rows are over different numbers of them (the
+    table's header says only "n=3/5")."""
+    runs = lambda st: max((int(c["n"]) for c in st.values()), default=0)  # noqa: E731
+    differ = len({runs(st) for st in stats.values()}) > 1
+    return md_cell(name) + (f" (n={runs(per)})" if differ else "")
 
 
 def _scored_on(rec: Mapping[str, Any]) -> str:
