@@ -109,19 +109,17 @@ def lvu_summaries(run: Path) -> dict[str, dict[str, Any]]:
     from .lvu.task import TASKS
 
     top = run / "summary.json"
-    if top.is_file():
-        rec = read_summary(top)
-        task = _task(top, rec)
-        if task in TASKS:
-            return {task: rec | {"path": str(top)}}
-        if task is not None:  # another benchmark's run (a VidSitu task)
-            raise BadInputError(top, f"a {task} run, not one of LVU's tasks")
+    rec = read_summary(top) if top.is_file() else {}
+    task = _task(top, rec)
+    if task in TASKS:
+        return {task: rec | {"path": str(top)}}
+    if task is not None:  # another benchmark's run (a VidSitu task)
+        raise BadInputError(top, f"a {task} run, not one of LVU's tasks")
     found = {t: read_summary(run / t / "summary.json") for t in TASKS if (run / t / "summary.json").is_file()}
-    found = {t: rec | {"path": str(run / t / "summary.json")} for t, rec in found.items()}
-    if not found and top.is_file() and isinstance(read_summary(top).get("tasks"), dict):
+    found = {t: r | {"path": str(run / t / "summary.json")} for t, r in found.items()}
+    if not found and isinstance(rec.get("tasks"), dict):
         # a --task all record copied without its task folders: its cells alone
-        tasks = read_summary(top)["tasks"]
-        found = {t: {"task": t, "summary": s, "path": str(top)} for t, s in tasks.items() if t in TASKS}
+        found = {t: {"task": t, "summary": s, "path": str(top)} for t, s in rec["tasks"].items() if t in TASKS}
     if not found:
         raise BadInputError(run, "no LVU summary.json (a finished moviessl finetune lvu --out folder)")
     return found
