@@ -454,6 +454,40 @@ def test_txe_lr_scale_tuned_on_heldout_train(vidsitu_fixture, tmp_path):
     assert other["heldout_segments"] == 12 and other["losses"] != res["losses"]
 
 
+def test_heldout_loss_is_the_eval_mode_loss_averaged_over_segments_not_batches():
+    """``heldout_loss`` picks VidSitu's ``txe_lr_scale``: the mean of the per-segment losses, in eval
+    mode, with the spec's loss arguments. A stub whose loss is the batch mean of ``(w * mean(x) - y)^2``
+    (and 1000 more in training mode) gives hand-computable values: segments with mean input 1..5, targets
+    0 and ``w = 2`` lose 4, 16, 36, 64 and 100, mean 44; batches of 2 averaged alike would give 53.3."""
+    from types import SimpleNamespace
+
+    from moviessl.tasks.vidsitu.data import SegmentData
+    from moviessl.tasks.vidsitu.runner import heldout_loss
+
+    class Stub(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(()))
+            self.seen = []
+
+        def loss(self, x, y, w):
+            self.seen.append(x.shape[0])
+            per = (w * x.mean(dim=(1, 2)) - y.float()) ** 2
+            return per.mean() + self.p + (1000.0 if self.training else 0.0)
+
+    means = torch.arange(1.0, 6.0)
+    x = means.view(5, 1, 1).expand(5, 5, 3).contiguous()
+    data = SegmentData([f"v_{k}" for k in range(5)], list(range(5)), x, [torch.tensor(0)] * 5)
+    spec = SimpleNamespace(loss_kwargs=lambda: {"w": torch.tensor(2.0)}, ignore_index=-1)
+    model = Stub().train()
+    assert heldout_loss(model, data, spec, batch_size=2) == pytest.approx(44.0)
+    assert model.seen == [2, 2, 1] and not model.training
+    # the targets count: a target of 2 on the first segment costs (2 - 2)^2 = 0 instead of 4
+    data.y[0] = torch.tensor(2)
+    assert heldout_loss(Stub(), data, spec, batch_size=2) == pytest.approx(216.0 / 5)
+    assert heldout_loss(Stub(), data, spec, batch_size=5) == pytest.approx(216.0 / 5)
+
+
 def test_inputs_standardised_with_fixed_train_statistics(vidsitu_fixture, tmp_path):
     """Heads without a TxE get the train features' statistics, fixed (not batch statistics)."""
     from moviessl.data.vidsitu import load_split
