@@ -1,4 +1,5 @@
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -184,10 +185,13 @@ def test_a_resumed_run_does_not_replay_the_first_steps_random_draws(tmp_path):
     assert run(tmp_path / "b", 4) == whole  # seeded: a fresh run draws the same
     first = run(tmp_path / "c", 2)
     assert first == whole[:2]
+    shutil.copytree(tmp_path / "c", tmp_path / "d")
     resumed = run(tmp_path / "c", 4, resume=True)
     assert len(resumed) == 2
     assert [d for _, d in resumed] != [d for _, d in first]  # not step 0's augmentations again
     assert [b for b, _ in resumed] != [b for b, _ in first]  # nor its batches
+    # the re-seed is the run's seed and the step, not a fresh one: the same checkpoint resumed twice draws alike
+    assert run(tmp_path / "d", 4, resume=True) == resumed
 
 
 class _Scheduled(_Tiny):
