@@ -126,6 +126,12 @@ def test_mapping_overrides(preset):
     }
 
 
+def test_a_key_overridden_twice_takes_the_last_value(preset):
+    """A command line read left to right: ``seed=1 ... seed=2`` (a script's default, then the user's) is 2."""
+    assert load_config("backbone", preset, ["seed=1", "optim.lr=0.5", "seed=2"]).seed == 2
+    assert merge_overrides(load_config("backbone", preset), ["optim.lr=0.5", "optim.lr=0.7"]).optim.lr == 0.7
+
+
 def test_free_form_mappings(tmp_path):
     cfg = load_config("backbone", "cpu", ["model.overrides.widths=[8,8,16,16]", "model.overrides.block=basic"])
     assert cfg.model.overrides == {"widths": [8, 8, 16, 16], "block": "basic"}
