@@ -51,19 +51,25 @@ def test_roundtrip(tmp_path, monkeypatch):
     m = build_mlp(4, 3)
     p = save_checkpoint(
         tmp_path / "m.pt",
-        stage="backbone",
+        stage="context",  # not the stage most tests write: the file keeps the one it is given
         arch=arch_spec(f"{__name__}:build_mlp", d_in=4, d_out=3),
         state_dict=m.state_dict(),
         config={"a": 1},
         meta={"out_dim": 3},
     )
-    obj = load_checkpoint(p, stage="backbone")
-    assert obj["meta"]["out_dim"] == 3 and obj["config"] == {"a": 1}
+    obj = load_checkpoint(p, stage="context")
+    assert obj["stage"] == "context" and obj["meta"]["out_dim"] == 3 and obj["config"] == {"a": 1}
     m2 = build_from_checkpoint(p)
     x = torch.randn(2, 4)
-    assert torch.equal(m(x), m2(x))
-    with pytest.raises(BadInputError, match="expected context"):
-        load_checkpoint(p, stage="context")
+    assert torch.equal(m(x), m2(x)) and not m2.training
+    with pytest.raises(BadInputError, match="from stage 'context', expected backbone"):
+        load_checkpoint(p, stage="backbone")
+    # weights that are NaN somewhere (a diverged run) are one line naming the file, not a model giving NaN
+    sd = m.state_dict()
+    sd["0.bias"] = torch.tensor([0.0, float("nan"), 0.0])
+    bad = save_checkpoint(tmp_path / "nan.pt", stage="context", arch=obj["arch"], state_dict=sd)
+    with pytest.raises(BadInputError, match=r"nan\.pt.*1 weight tensor\(s\) hold NaN/inf \(first: 0\.bias\)"):
+        build_from_checkpoint(bad)
 
 
 def test_bad_checkpoints(tmp_path):
