@@ -35,6 +35,11 @@ def test_memory_padding_is_ignored():
     mem2[:, 2] = 100.0
     assert torch.allclose(a, m(tok, mem2, pad), atol=1e-5)
     assert not torch.allclose(a, m(tok, mem2), atol=1e-3)
+    # greedy decoding reads the padding mask too: as if the padded slot were not there
+    prefix = tok[:, :2]
+    want = m.generate(mem[:, :2], prefix, max_len=8, eos_id=0)
+    assert torch.equal(m.generate(mem2, prefix, max_len=8, eos_id=0, memory_pad=pad), want)
+    assert not torch.equal(m.generate(mem2, prefix, max_len=8, eos_id=0), want)
 
 
 def test_an_all_padding_memory_reads_nothing_on_every_attention_kernel(monkeypatch):
@@ -70,10 +75,17 @@ def test_an_all_padding_memory_reads_nothing_on_every_attention_kernel(monkeypat
 def test_cached_greedy_equals_full_recompute_and_prefix_is_forced():
     m = _model(1)
     mem = torch.randn(4, 1, 16)
-    eos = 1
     # prefixes of different lengths, -1 padded
     prefix = torch.tensor([[7, -1, -1], [9, 11, -1], [3, 4, 5], [20, -1, -1]])
+    # eos: the first token the first sequence writes itself (an id that never comes up leaves the stop
+    # untested), whose greedy run goes on with other tokens; forced as the second sequence's second
+    # token, it does not end that one: the prefix is the verb, not a finished role
+    free = m.generate(mem, prefix, max_len=12, eos_id=-5)
+    eos = int(free[0, 1])
+    assert (free[0, 2:] != eos).any()
+    prefix[1, 1] = eos
     out = m.generate(mem, prefix, max_len=12, eos_id=eos)
+    assert (out[0, 1:] == eos).all() and out[1, 1] == eos and (out[1, 2:] != eos).any()
     for b in range(4):
         p = [int(t) for t in prefix[b] if t >= 0]
         assert out[b, : len(p)].tolist() == p
