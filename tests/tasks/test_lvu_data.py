@@ -233,6 +233,30 @@ def test_events_of_a_damaged_stretch_are_no_scene_tokens(tmp_path, small_cache):
     np.testing.assert_allclose(mean.numpy(), valid.mean(0), rtol=1e-5, atol=1e-6)
 
 
+def test_scene_kind_auto_ids_and_films_without_tokens(tmp_path, small_cache):
+    """``auto`` reads the TxE outputs of a folder whose index names its contextualizer (the backbone
+    features of one that names none); ``ids`` keeps only those films; a film whose every event is
+    damaged has no token and is no item; the inputs' digest names the events' seconds (the stride)."""
+    import json
+
+    arrays = _folder(tmp_path / "ev", {"m0": 6, "m1": 8, "m2": 4})
+    videos = {v: {"status": "ok", "num_events": len(a)} for v, a in arrays.items()}
+    videos["m2"]["missing"] = [[0, 4]]
+    index = {"videos": videos, "dim": 8, "stride_s": 2.0, "contextualizer": None}
+    (tmp_path / "ev" / "index.json").write_text(json.dumps(index))
+    scene, _, desc = scene_arrays(tmp_path / "ev", "auto")
+    assert desc.endswith(":feats")
+    np.testing.assert_array_equal(np.asarray(scene["m1"]), arrays["m1"])
+    index["contextualizer"] = {"path": "txe.pt", "hash": "a" * 12, "window": 5, "step": 1, "dim": 8}
+    (tmp_path / "ev" / "index.json").write_text(json.dumps(index))
+    scene, stride, desc = scene_arrays(tmp_path / "ev", "auto")
+    assert desc.endswith(":ctx")
+    np.testing.assert_array_equal(np.asarray(scene["m1"]), 2 * arrays["m1"] + 1)
+    assert sorted(load_inputs(scene=scene, scene_stride_s=stride).videos) == ["m0", "m1"]
+    assert sorted(load_inputs(scene=scene, scene_stride_s=stride, ids=["m1", "m2", "m9"]).videos) == ["m1"]
+    assert load_inputs(scene=scene, scene_stride_s=1.0).data != load_inputs(scene=scene, scene_stride_s=stride).data
+
+
 def test_contextualised_scene_ranks_start_at_their_own_share(tmp_path, small_cache, monkeypatch):
     """Under torchrun each rank starts at its share of the films and skips what another rank wrote
     meanwhile; a film that another rank writes after this one never replaces this one's file (a
