@@ -69,6 +69,9 @@ def test_parameter_ranges():
     assert abs(p["jitter"].float().mean() - 0.8) < 0.04 and abs(p["gray"].float().mean() - 0.2) < 0.04
     f = p["factors"]
     assert f.min() >= 0.2 and f.max() <= 1.8 and p["hue"].abs().max() <= 0.2
+    # each factor uniform in [1 - s, 1 + s] and the hue shift in [-h, h]: both ends reached, centred
+    assert (f.min(0).values < 0.3).all() and (f.max(0).values > 1.7).all() and ((f.mean(0) - 1).abs() < 0.04).all()
+    assert p["hue"].min() < -0.18 and p["hue"].max() > 0.18 and p["hue"].mean().abs() < 0.01
     assert p["sigma"].min() >= 0.1 and p["sigma"].max() <= 2.0
     assert aug.blur_kernel == 23  # 224 // 10 -> odd
     a1, a2 = cvrl_augment_pair(224)
@@ -76,6 +79,56 @@ def test_parameter_ranges():
     assert a1.sample_params(1000, H, W, g)["blur"].all() and not a1.sample_params(1000, H, W, g)["solarize"].any()
     q = a2.sample_params(4000, H, W, g)
     assert abs(q["blur"].float().mean() - 0.1) < 0.02 and abs(q["solarize"].float().mean() - 0.2) < 0.02
+
+
+def test_crop_boxes_aspect_position_and_fallback():
+    """torchvision's RandomResizedCrop: aspect log-uniform (as many boxes wider than tall as taller),
+    position uniform over every place the box fits, and a frame no attempt fits in gives the whole
+    frame cut to the nearest aspect in range."""
+    from moviessl.video.augment import random_resized_boxes
+
+    g = torch.Generator().manual_seed(0)
+    _, _, ch, cw = random_resized_boxes(4000, 1000, 1000, area=(0.1, 0.2), generator=g)  # every box fits
+    assert (cw / ch).log().mean().abs() < 0.03  # uniform aspects in [0.5, 2] would give 0.155
+    y0, x0, ch, cw = random_resized_boxes(400, 10, 10, area=(0.81, 0.81), aspect=(1, 1), generator=g)
+    assert (ch == 9).all() and (cw == 9).all()
+    assert set(y0.tolist()) == {0.0, 1.0} and set(x0.tolist()) == {0.0, 1.0}
+    # 40x100 at area 1 and aspect 1.5 is 52 high: the fallback is 40 high, 60 wide; its transpose 60 high, 40 wide
+    y0, x0, ch, cw = random_resized_boxes(50, 40, 100, area=(1, 1), aspect=(1.5, 1.5), generator=g)
+    assert (ch == 40).all() and (cw == 60).all() and (y0 == 0).all() and x0.max() <= 40
+    _, _, ch, cw = random_resized_boxes(50, 100, 40, area=(1, 1), aspect=(1 / 1.5, 1 / 1.5), generator=g)
+    assert (ch == 60).all() and (cw == 40).all()
+
+
+def test_colour_jitter_runs_in_each_clips_drawn_order_and_only_where_drawn():
+    """Three identical clips: the first jittered brightness, contrast, saturation, hue; the second
+    in the reverse order (clamping makes the orders differ); the third drawn no jitter, unchanged."""
+    from moviessl.video.augment import adjust_brightness
+
+    x = _clips(b=3, t=2)
+    jit = _only_geometry(out_size=48, area=(1, 1), aspect=(4 / 3, 4 / 3), flip_p=0, jitter_p=1.0)
+    p = jit.sample_params(3, 48, 64)
+    p["jitter"] = torch.tensor([True, True, False])
+    p["factors"] = torch.tensor([[1.8, 0.3, 1.6]] * 3)
+    p["hue"] = torch.full((3,), 0.1)
+    p["order"] = torch.tensor([[0, 1, 2, 3], [3, 2, 1, 0], [0, 1, 2, 3]])
+    y = jit.apply(x, p)
+    ref = _only_geometry(out_size=48, area=(1, 1), aspect=(4 / 3, 4 / 3), flip_p=0)(x)
+
+    def f(v):
+        return torch.full((1,), v)
+
+    ops = [lambda c: adjust_brightness(c, f(1.8)), lambda c: adjust_contrast(c, f(0.3))]
+    ops += [lambda c: adjust_saturation(c, f(1.6)), lambda c: adjust_hue(c, f(0.1))]
+    forward, backward = ref[:1].clone(), ref[1:2].clone()
+    for op in ops:
+        forward = op(forward)
+    for op in reversed(ops):
+        backward = op(backward)
+    assert not torch.allclose(forward, backward, atol=1e-3)
+    torch.testing.assert_close(y[:1], forward, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(y[1:2], backward, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(y[2:], ref[2:], atol=1e-6, rtol=1e-6)
 
 
 def _only_geometry(**kw):
