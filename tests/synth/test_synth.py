@@ -238,6 +238,20 @@ def test_lvu_labels_come_from_visible_variables():
         assert speech  # the way of speaking is on screen
         inter = [ev for ev in evs if {ev["agent"], ev["patient"]} == {0, 1}]
         assert len(inter) >= 3  # so is the relationship of the two main characters
+    # and the labels name what is on screen: over 200 events, the labelled way of speaking's verb is
+    # (mostly) the commonest speech verb, and the labelled relationship's verbs are (mostly) those of
+    # the main pair's events more often than any other relationship's (genres' verbs blur single movies)
+    way_ok = rel_ok = 0
+    for _ in range(20):
+        m = plot.plan_lvu_movie(rng, 400)
+        evs, labels = m["events"], m["labels"]
+        speech = Counter(ev["verb"] for ev in evs if ev["verb"] in W.SPEECH_VERBS)
+        way_ok += speech.most_common(1)[0][0] == W.SPEAKING_VERB[W.WAYS_SPEAKING[labels["way_speaking"]]]
+        inter = [ev["verb"] for ev in evs if {ev["agent"], ev["patient"]} == {0, 1}]
+        score = {r: sum(v in W.REL_VERBS[r] for v in inter) for r in W.RELATIONSHIPS}
+        want = W.RELATIONSHIPS[labels["relationship"]]
+        rel_ok += score[want] > max(n for r, n in score.items() if r != want)
+    assert way_ok >= 13 and rel_ok >= 13, (way_ok, rel_ok)
 
 
 def test_actions_cliplist(tiny):
