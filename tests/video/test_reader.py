@@ -344,9 +344,31 @@ def test_resolve_video(tmp_path, videos):
 
 def test_index_errors(videos):
     with VideoReader(videos["mkv"]) as r:
-        with pytest.raises(IndexError):
-            r.get_frames([120])
+        for bad in ([120], [3, -1]):
+            with pytest.raises(IndexError, match=r"frame index out of range \[0, 120\)"):
+                r.get_frames(bad)
         assert r.get_frames([]).shape == (0, 96, 160, 3)
+
+
+def test_times_to_indices_are_clamped_and_forgive_rounding(videos):
+    """``indices_at``: a time a hair before a frame's pts (a time computed another way) is that frame,
+    a time before the first frame or after the last is the first or last frame."""
+    with VideoReader(videos["mp4_2997"]) as r:
+        n, ft = r.num_frames, r.frame_times
+        np.testing.assert_array_equal(r.indices_at(ft - 1e-9), np.arange(n))
+        np.testing.assert_array_equal(r.indices_at((ft[1:] + ft[:-1]) / 2), np.arange(n - 1))
+        assert r.indices_at([-1.0, r.duration_s + 5.0]).tolist() == [0, n - 1]
+
+
+def test_forgotten_frames_are_decoded_again(videos):
+    """The frames of the last call are kept (overlapping events read them once); ``forget_frames``
+    drops them, as ``close`` does."""
+    with VideoReader(videos["mp4"]) as r:
+        r.get_frames([150, 151])
+        before = r.frames_decoded
+        assert codes(r.get_frames([151, 150])) == [151, 150] and r.frames_decoded == before
+        r.forget_frames()
+        assert codes(r.get_frames([151])) == [151] and r.frames_decoded > before
 
 
 @pytest.mark.parametrize("drop", [10, 11])
