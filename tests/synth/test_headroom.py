@@ -164,3 +164,21 @@ def test_no_plans_is_one_line_before_the_decoding(tmp_path, monkeypatch, capsys)
         with pytest.raises(SystemExit) as e:
             H.main([str(tmp_path), "--plans", n])
         assert e.value.code == 2 and "--plans" in capsys.readouterr().err
+
+
+def test_verb_rows_and_ridge_against_hand_computed_values():
+    """The headroom table's accuracies per row (chance = the train majority verb) and the ridge fit
+    its LVU regression rows use: ``(Z'Z + l2 n I) w = Z'(y - mean y)`` on standardised inputs, so on
+    y = 3x + 2 with l2 = 1 the slope is halved about the means."""
+    from moviessl.synth.headroom import fit_ridge, verb_rows
+
+    y, pred, orc = np.array([1, 1, 0, 2]), np.array([1, 0, 0, 1]), np.array([1, 1, 0, 0])
+    rows = verb_rows(y, pred, orc, np.array([False, False, True, True]), major=1)
+    assert rows == {
+        "all": {"n": 4, "chance": 50.0, "pixel": 50.0, "oracle": 75.0},
+        "clean": {"n": 2, "chance": 100.0, "pixel": 50.0, "oracle": 100.0},
+        "degraded": {"n": 2, "chance": 0.0, "pixel": 50.0, "oracle": 50.0},
+    }
+    x = np.arange(4.0)[:, None]
+    np.testing.assert_allclose(fit_ridge(x, 3 * x[:, 0] + 2, l2=1.0)(x), [4.25, 5.75, 7.25, 8.75], rtol=1e-5)
+    np.testing.assert_allclose(fit_ridge(x, 3 * x[:, 0] + 2, l2=0.0)(np.array([[10.0]])), [32.0], rtol=1e-5)
