@@ -432,6 +432,8 @@ def test_a_text_setting_takes_an_override_as_written(tmp_path):
     cfg = load_config("backbone", "cpu", ["data.cache_dir=1e5", "data.frame_crop=off", "trainer.precision=16"])
     assert (cfg.data.cache_dir, cfg.data.frame_crop, cfg.trainer.precision) == ("1e5", "off", "16")
     assert load_config("backbone", "cpu", ["data.cache_dir=null"]).data.cache_dir is None
+    # spaces around a quoted value are not part of the folder's name, as around any YAML value
+    assert load_config("backbone", "cpu", ["data.cache_dir= 1e5 ", "seed= 3 "]).data.cache_dir == "1e5"
     cfg = merge_overrides(load_config("backbone", "cpu"), {"data.cache_dir": "1e5", "model.overrides": {"n": "2e3"}})
     assert cfg.data.cache_dir == "1e5" and cfg.model.overrides == {"n": "2e3"}
     assert load_config("backbone", save_config(cfg, tmp_path)) == cfg  # read back the same
