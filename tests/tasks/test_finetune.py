@@ -488,6 +488,59 @@ def test_heldout_loss_is_the_eval_mode_loss_averaged_over_segments_not_batches()
     assert heldout_loss(Stub(), data, spec, batch_size=5) == pytest.approx(216.0 / 5)
 
 
+def test_heldout_loss_ignores_the_target_of_a_segment_that_fails_to_decode_and_gives_it_no_weight():
+    """A segment whose clips fail to decode is grey stand-in frames: its target is the spec's
+    ``ignore_index`` (``ignore_fill``) and it has no weight. A stub loss as VerbClassifier's (the mean
+    of ``(w * mean(x) - y)^2`` over the segments not ignored; 0, no NaN, for a batch of none) on
+    segments of mean input 1..5, targets 0, ``w = 2``, the second failing: the mean of 4, 36, 64 and
+    100 is 51. Counted as a segment, the failed one pulled the mean down (41.6 in batches of 2, 40.8
+    alone, a loss-0 batch); its real target read against the blank input gave 50.5."""
+    import math
+    from types import SimpleNamespace
+
+    from moviessl.tasks.vidsitu.data import SegmentData
+    from moviessl.tasks.vidsitu.runner import heldout_loss
+
+    class Stub(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(()))
+            self.ys = []
+
+        def loss(self, x, y, w):
+            self.ys += y.tolist()
+            keep = y != -1
+            if not keep.any():
+                return self.p * 0.0
+            return ((w * x.mean(dim=(1, 2)) - y.float()) ** 2)[keep].mean() + self.p
+
+    class Clips:  # clips of mean input i + 1; the listed ones fail to decode
+        def __init__(self, bad):
+            self.bad = bad
+
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            if i in self.bad:
+                raise BadInputError(f"v{i}.mp4", "could not read event clips")
+            return torch.full((5, 3), float(i + 1))
+
+        def blank(self):
+            return torch.zeros(5, 3)
+
+    spec = SimpleNamespace(loss_kwargs=lambda: {"w": torch.tensor(2.0)}, ignore_index=-1)
+    data = SegmentData([f"v_{k}" for k in range(5)], list(range(5)), Clips({1}), [torch.tensor(0)] * 5)
+    for batch_size in (1, 2, 5):
+        model = Stub()
+        assert heldout_loss(model, data, spec, batch_size) == pytest.approx(51.0)
+        # the failed segment's target ignored beside others; alone in its batch, not read at all
+        assert model.ys == ([0, 0, 0, 0] if batch_size == 1 else [0, -1, 0, 0, 0])
+    # no segment decoded: no loss to compare, not a loss of 0 that would win the comparison
+    data.x = Clips(set(range(5)))
+    assert math.isnan(heldout_loss(Stub(), data, spec, batch_size=2))
+
+
 def test_inputs_standardised_with_fixed_train_statistics(vidsitu_fixture, tmp_path):
     """Heads without a TxE get the train features' statistics, fixed (not batch statistics)."""
     from moviessl.data.vidsitu import load_split

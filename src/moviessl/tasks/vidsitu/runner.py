@@ -912,7 +912,10 @@ def tune_txe_lr_scale(
 
 @torch.no_grad()
 def heldout_loss(model: torch.nn.Module, data, spec, batch_size: int) -> float:
-    """Mean training loss of ``model`` over ``data`` in eval mode (weighted by segments)."""
+    """Mean training loss of ``model`` over ``data`` in eval mode (weighted by segments). A segment
+    whose clips fail to decode has its target ignored (``spec.ignore_index``) and no weight: a batch
+    of such segments alone has a loss of 0 (no signal), which counted as segments of loss 0 would
+    pull the mean down. NaN when no segment decoded (:func:`lowest` never picks it)."""
     model.eval()
     total, count = 0.0, 0
     device = next(model.parameters()).device
@@ -922,7 +925,8 @@ def heldout_loss(model: torch.nn.Module, data, spec, batch_size: int) -> float:
 
     kw = {k: dev(v) for k, v in spec.loss_kwargs().items()}
     for batch in loader(data, batch_size, shuffle=False, ignore_fill=spec.ignore_index):
-        n = batch["x"].shape[0]
-        total += float(model.loss(dev(batch["x"]), dev(batch["y"]), **kw)) * n
-        count += n
-    return total / max(count, 1)
+        n = int((~batch["failed"]).sum())
+        if n:
+            total += float(model.loss(dev(batch["x"]), dev(batch["y"]), **kw)) * n
+            count += n
+    return total / count if count else float("nan")
