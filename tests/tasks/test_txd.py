@@ -98,6 +98,70 @@ def test_cached_greedy_equals_full_recompute_and_prefix_is_forced():
         assert out[b].tolist() == seq[:12]
 
 
+def test_greedy_decoding_that_stops_once_every_sequence_ended_equals_decoding_to_the_end():
+    """``generate`` stops as soon as every sequence has written its eos: the tokens equal those of
+    decoding to ``max_len`` (an eos id never written: the greedy tokens up to a sequence's eos do
+    not depend on it) with eos after each sequence's, and the last sequence's eos is the last step.
+    The eos is a token several sequences write first at different steps, the latest well before
+    ``max_len``; the prefix's last column is padding in every row."""
+    m = _model(1)
+    mem = torch.randn(24, 2, 16)
+    prefix = torch.tensor([[7, -1, -1], [9, 11, -1], [3, 4, -1]] * 8)
+    L = 16
+    free = m.generate(mem, prefix, max_len=L, eos_id=-5)
+    first: dict[int, dict[int, int]] = {}  # token -> {row: the step it is first written at}
+    for b, n in enumerate((prefix >= 0).sum(1).tolist()):
+        for t in range(n, L):
+            first.setdefault(int(free[b, t]), {}).setdefault(b, t)
+    eos = max(first, key=lambda k: len({t for t in first[k].values() if t < L - 3}))
+    rows = sorted(b for b, t in first[eos].items() if t < L - 3)
+    ends = [first[eos][b] for b in rows]
+    assert len(set(ends)) >= 3, ends  # sequences that end at different steps
+    steps = []
+    hook = m.blocks[0].register_forward_hook(lambda *a: steps.append(1))
+    try:
+        out = m.generate(mem[rows], prefix[rows], max_len=L, eos_id=eos)
+    finally:
+        hook.remove()
+    want = free[rows].clone()
+    for i, t in enumerate(ends):
+        want[i, t + 1 :] = eos
+    assert torch.equal(out, want)
+    assert len(steps) == max(ends) < L - 1  # one step per token written, none after the last eos
+
+
+def test_the_output_projection_stays_the_token_embedding_through_a_checkpoint_and_a_step(tmp_path):
+    """The TxD's output projection is tied to its token embedding (one tensor): an SRL model saved,
+    built again from its checkpoint (the weights in the dtype they were saved in, as the runner's
+    prediction loads them) and trained one step by the task's optimiser still has one tensor for
+    both, changed by the step, and the optimiser holds it once."""
+    from moviessl.checkpoint import arch_spec, build_from_checkpoint, save_checkpoint
+    from moviessl.tasks.base import TaskModule, TaskOptim
+    from moviessl.tasks.vidsitu.runner import saved_dtypes
+    from moviessl.tasks.vidsitu.srl import build_srl_model
+
+    kw = dict(in_dim=8, vocab_size=30, txd_overrides={"dim": 16, "heads": 2, "ffn": 16, "depth": 1})
+    torch.manual_seed(0)
+    model = build_srl_model(**kw)
+    txd = model.txd
+    assert txd.head.weight is txd.tok_emb.weight
+    sd = {k: v.double() for k, v in model.state_dict().items()}  # a 64-true run's weights
+    arch = arch_spec("moviessl.tasks.vidsitu.srl:build_srl_model", **kw)
+    save_checkpoint(tmp_path / "model.pt", stage="srl", arch=arch, state_dict=sd, meta={})
+    loaded = saved_dtypes(build_from_checkpoint(tmp_path / "model.pt", stage="srl"), sd).train()
+    txd = loaded.txd
+    assert txd.head.weight is txd.tok_emb.weight and txd.tok_emb.weight.dtype == torch.float64
+    torch.testing.assert_close(txd.head.weight, sd["txd.tok_emb.weight"], rtol=0, atol=0)
+    opt = TaskModule(loaded.float(), TaskOptim(lr=0.1, weight_decay=0.01)).configure_optimizers()
+    held = [p for g in opt.param_groups for p in g["params"]]
+    assert sum(p is txd.tok_emb.weight for p in held) == 1
+    before = txd.tok_emb.weight.detach().clone()
+    tokens, memory = torch.randint(2, 30, (3, 6)), torch.randn(3, 4, txd.mem_dim)
+    txd(tokens, memory).logsumexp(-1).sum().backward()
+    opt.step()
+    assert txd.head.weight is txd.tok_emb.weight and not torch.equal(txd.tok_emb.weight, before)
+
+
 def test_forced_verb_overrides_model_preference():
     m = _model(2)
     mem = torch.randn(2, 1, 16)
