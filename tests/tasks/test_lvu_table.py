@@ -528,3 +528,48 @@ def test_headroom_chance_is_the_majority_train_class_and_the_train_means_error(t
     assert room["like_ratio"]["chance"] == pytest.approx(mse_of_train_mean(ratio, like))
     count = lambda x: math.log(x) - 11.76425435683139  # noqa: E731
     assert room["view_count"]["chance"] == pytest.approx(mse_of_train_mean(count, views))
+
+
+def test_the_table_gives_the_callers_random_streams_back(tmp_path, monkeypatch):
+    """``run_lvu_table`` is called from Python (its module's example, the demo): like the stages it
+    runs, it gives a notebook's random streams back. Outside its seeded runs the "ours" row's scene
+    features come through the MaskPred TxE, built from its checkpoint with a random initialisation
+    before its weights are loaded (``load_contextualizer`` keeps that draw from the caller's
+    generator); the row's inputs are made, the table stops at its first fine-tuning cell."""
+    import numpy as np
+
+    from caller_state import random_streams_given_back
+    from moviessl.checkpoint import arch_spec, save_checkpoint
+    from moviessl.models.txe import build_txe
+    from moviessl.tasks.lvu import table
+
+    backbone = tmp_path / "cvrl.pt"
+    backbone.write_bytes(b"weights")
+    events = tmp_path / "out" / "events" / "cvrl"
+    events.mkdir(parents=True)
+    np.save(events / "m0_feats.npy", np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32))
+    index = {"backbone": file_hash(backbone), "dim": 8, "stride_s": 2.0, "videos": {"m0": {"status": "ok"}}}
+    (events / "index.json").write_text(json.dumps(index))
+    kw = dict(in_dim=8, dim=16, heads=2, mlp_dim=16, depth=1)
+    ctx = save_checkpoint(
+        tmp_path / "txe.pt",
+        stage="context",
+        arch=arch_spec("moviessl.models.txe:build_txe", preset="txe_cpu", **kw),
+        state_dict=build_txe("txe_cpu", **kw).state_dict(),
+        meta={"window": 5, "in_dim": 8},
+    )
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def run_finetune(task, root, inputs, **k):  # its own runs are seeded and give the streams back
+        seen.append((task, sorted(inputs.videos), inputs.desc))
+        raise Stop
+
+    monkeypatch.setattr(table, "extract", lambda *a, **k: None)
+    monkeypatch.setattr(table, "run_finetune", run_finetune)
+    with random_streams_given_back(monkeypatch), pytest.raises(Stop):
+        table.run_lvu_table(tmp_path / "out", tmp_path, {"cvrl": backbone}, ctx, rows=[("none", "ours")])
+    # the row's inputs were made, its scene features through the TxE
+    assert [(t, v, "+txe:" + file_hash(ctx) in d) for t, v, d in seen] == [(next(iter(table.TASKS)), ["m0"], True)]
