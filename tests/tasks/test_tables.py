@@ -243,3 +243,18 @@ def test_vidsitu_rows_over_different_numbers_of_runs_say_theirs(tmp_path):
     }
     md = vidsitu_table(runs)["markdown"]
     assert "| two (n=2) | 31.00 ± 1.00 |" in md and "| one (n=1) | 30.00 |" in md
+
+
+@pytest.mark.parametrize("name", ["a\nb", "a\r\nb", "a\u2028b", "a\x1b[31mb"])
+def test_a_run_name_with_a_line_break_is_one_line_refused(tmp_path, capsys, name):
+    """A run named with a newline (``$'a\\nb'=DIR``, or a folder so named) split its Markdown row in
+    two, exit 0: a line break has no escape in a table cell (a '|' has, :func:`md_cell`)."""
+    a = lvu_run(tmp_path / "a", {"scene": [40, 42, 41]})
+    assert main(["table", "lvu", f"{name}={a}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("moviessl: error: run name ") and "line break" in err and "\n" not in err
+    rel = [{"mean_acc": 30.0, "top1_acc": 40.0}]
+    v = vidsitu_run(tmp_path / "v", "relation", rel)
+    assert main(["table", "vidsitu", f"{name}={v}"]) == 2
+    assert "line break" in capsys.readouterr().err
+    assert main(["table", "vidsitu", f"a\tb={v}"]) == 2  # a tab too: a control character in a cell

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -53,6 +54,19 @@ def parse_runs(specs: Sequence[str]) -> dict[str, Path]:
     if not runs:
         raise BadInputError(None, "give at least one run folder")
     return runs
+
+
+def check_names(names: Sequence[str]) -> None:
+    """One line for a run name holding a line break or another control character: a Markdown table
+    row is one line (a name's newline split its row in two), and the name is also the plot's label
+    and each note's. A name's '|' and '$' are escaped where they would be read otherwise
+    (:func:`md_cell`, :func:`plot_lvu_table`); a line break has no escape in a table cell."""
+    for name in names:
+        bad = [c for c in str(name) if unicodedata.category(c) in ("Cc", "Zl", "Zp")]
+        if bad:
+            raise BadInputError(
+                None, f"run name {str(name)!r} holds a line break or control character ({bad[0]!r}): name it NAME=DIR"
+            )
 
 
 def read_summary(path: Path) -> dict[str, Any]:
@@ -228,6 +242,7 @@ def lvu_table(
 
     if split not in ("val", "test"):
         raise BadInputError("--split", f"'{split}' is not an LVU split with scores (val, test)")
+    check_names(runs)
     stats: Stats = {}
     partial: dict[str, str] = {}
     mixed: dict[str, str] = {}
@@ -314,6 +329,7 @@ def vidsitu_table(runs: Mapping[str, str | os.PathLike], vs: str | None = None) 
     from ..eval.stats import format_table
     from .vidsitu import TASKS
 
+    check_names(runs)
     by_task: dict[str, Stats] = {}
     partial: dict[str, str] = {}
     scored_on: dict[str, dict[str, str]] = {}  # task -> run -> what its eval split was
