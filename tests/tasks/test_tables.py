@@ -258,3 +258,36 @@ def test_a_run_name_with_a_line_break_is_one_line_refused(tmp_path, capsys, name
     assert main(["table", "vidsitu", f"{name}={v}"]) == 2
     assert "line break" in capsys.readouterr().err
     assert main(["table", "vidsitu", f"a\tb={v}"]) == 2  # a tab too: a control character in a cell
+
+
+def test_out_is_a_md_file_or_one_line_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    """--out "" (``--out "$OUT"`` unset) wrote nothing, exit 0; ``t.md/`` wrote the file t.md; a
+    folder ``T.json`` beside ``T.md`` failed after T.md was written; ``T.MD`` was "not a .md file";
+    a refused name had its missing folders made first."""
+    a = lvu_run(tmp_path / "a", {"scene": [40, 42, 41]})
+    monkeypatch.chdir(tmp_path)
+
+    def refused(out, says, dataset="lvu"):
+        assert main(["table", dataset, str(a if dataset == "lvu" else v), "--out", out]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and "\n" not in err and "Traceback" not in err, err
+
+    v = vidsitu_run(tmp_path / "v", "relation", [{"mean_acc": 30.0, "top1_acc": 40.0}])
+    before = sorted(p.name for p in tmp_path.iterdir())
+    refused("", "--out: give the table's .md file; it is empty")
+    refused("t.md/", "--out: 't.md/' is a folder: give the table's .md file (e.g. t.md/table.md)")
+    refused("a", "--out: 'a' is a folder")
+    refused("new/t", "--out: 'new/t' does not end in .md")
+    refused("new/t.txt", "does not end in .md")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no file, no folder 'new'
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j" / "t.json").mkdir()
+    refused("j/t.md", "j/t.json: an existing folder where the table's .json goes")
+    (tmp_path / "k" / "t.png").mkdir(parents=True)
+    refused("k/t.md", "k/t.png: an existing folder where the table's .png goes")
+    assert not (tmp_path / "j" / "t.md").exists() and not (tmp_path / "k" / "t.md").exists()
+    assert main(["table", "vidsitu", str(v), "--out", "k/t.md"]) == 0  # VidSitu writes no .png
+    assert (tmp_path / "k" / "t.json").is_file()
+    capsys.readouterr()
+    assert main(["table", "lvu", str(a), "--out", "x/y/T.MD"]) == 0  # any case; its folders made
+    assert {p.name for p in (tmp_path / "x" / "y").iterdir()} == {"T.MD", "T.json", "T.png"}

@@ -392,18 +392,34 @@ def write_table(res: dict[str, Any], out: str | os.PathLike) -> list[Path]:
     return written
 
 
+def check_out(out: str, dataset: str) -> Path:
+    """``--out``: a file name ending in .md (any case), whose .json and (LVU) .png siblings are not
+    folders, its folder made. Said before anything is written: an empty ``--out "$OUT"`` wrote no file,
+    exit 0; ``dir/`` was "not a .md file" and ``t.md/`` wrote the file ``t.md``; a folder ``T.json``
+    failed after ``T.md`` was written; a refused name had its missing folders made first."""
+    if not out:
+        raise BadInputError("--out", "give the table's .md file; it is empty")
+    md = Path(out)
+    if out.endswith(("/", os.sep)) or md.is_dir():
+        raise BadInputError("--out", f"'{out}' is a folder: give the table's .md file (e.g. {md / 'table.md'})")
+    if md.suffix.lower() != ".md":
+        raise BadInputError("--out", f"'{out}' does not end in .md (the table's Markdown; its .json goes beside it)")
+    for p in (md.with_suffix(".json"), *([md.with_suffix(".png")] if dataset == "lvu" else [])):
+        if p.is_dir():
+            raise BadInputError(p, f"an existing folder where the table's {p.suffix} goes (--out {out})")
+    return ensure_out_file(md, "--out file")
+
+
 def _run(args) -> int:
     runs = parse_runs(args.runs)
-    if args.out:
-        ensure_out_file(args.out, "--out file")
-        if Path(args.out).suffix != ".md":
-            raise BadInputError("--out", f"'{args.out}' is not a .md file (its .json and .png go beside it)")
+    if args.out is not None:
+        check_out(args.out, args.dataset)
     if args.dataset == "lvu":
         res = lvu_table(runs, split=args.split, data_root=args.data_root, vs=args.vs)
     else:
         res = vidsitu_table(runs, vs=args.vs)
     sys.stdout.write(res["markdown"])
-    if args.out:
+    if args.out is not None:
         for p in write_table(res, args.out):
             print(f"wrote {p}", file=sys.stderr)
     return 0
@@ -431,5 +447,8 @@ def add_parser(subparsers) -> None:
                 "--data-root", default=None, help="LVU's folder (lvu_1.0/'s parent): adds the chance / constant row"
             )
         s.add_argument("--vs", metavar="NAME", default=None, help="compare every other run with this one (z, 2 SE)")
-        s.add_argument("--out", default=None, help="write the table to this .md file (.json and .png beside it)")
+        beside = ".json and .png" if name == "lvu" else ".json"
+        s.add_argument(
+            "--out", default=None, help=f"write the table to this .md file ({beside} beside it; its folder is made)"
+        )
         s.set_defaults(func=_run)
