@@ -291,3 +291,28 @@ def test_out_is_a_md_file_or_one_line_before_anything_is_written(tmp_path, capsy
     capsys.readouterr()
     assert main(["table", "lvu", str(a), "--out", "x/y/T.MD"]) == 0  # any case; its folders made
     assert {p.name for p in (tmp_path / "x" / "y").iterdir()} == {"T.MD", "T.json", "T.png"}
+
+
+def test_a_folder_with_an_equals_sign_is_a_folder_by_one_rule(tmp_path, monkeypatch, capsys):
+    """A relative folder ``a=c`` was read as run ``a`` of folder ``c``: "no such run folder c", or,
+    beside a folder ``c``, silently that other run under the name ``a``."""
+    from pathlib import Path
+
+    from moviessl.errors import BadInputError
+
+    monkeypatch.chdir(tmp_path)
+    for d in ("a=c", "b", "runs/x=y/r", "y"):
+        (tmp_path / d).mkdir(parents=True)
+    assert parse_runs(["a=c"]) == {"a=c": Path("a=c")}  # an existing folder as a whole
+    assert parse_runs(["runs/x=y/r", "OT=runs/x=y/r"]) == {"r": Path("runs/x=y/r"), "OT": Path("runs/x=y/r")}
+    assert parse_runs(["B=b"]) == {"B": Path("b")}
+    (tmp_path / "B=b").mkdir()  # a folder B=b beside b: both readings are folders, neither is guessed
+    with pytest.raises(BadInputError, match=r"^B=b: both a folder and NAME=DIR .*write \./B=b or B=\./b$"):
+        parse_runs(["B=b"])
+    assert parse_runs(["./B=b", "B=./b"]) == {"B=b": Path("./B=b"), "B": Path("./b")}
+    assert main(["table", "lvu", "nope=q"]) == 2  # no folder 'q', none 'nope=q': said of the folder part
+    assert (
+        capsys.readouterr().err.strip() == "moviessl: error: q: no such run folder (a moviessl finetune --out folder)"
+    )
+    lvu_run(tmp_path / "a=c", {"scene": [40, 42]})
+    assert main(["table", "lvu", "a=c"]) == 0 and "| a=c | 41.00 ± 1.00 |" in capsys.readouterr().out

@@ -36,12 +36,27 @@ from ..utils.io import atomic_write_json, atomic_write_text, ensure_out_file, js
 Stats = dict[str, dict[str, dict[str, Any]]]  # run name -> column (task or metric) -> {"mean", "se", "n"}
 
 
+SPLIT_RULE = (
+    "an argument that is an existing folder is that folder (named by it), even with '=' in it (runs/a=b, a=b); "
+    "otherwise NAME=DIR splits at the first '=' where NAME has no '/', and the rest is a folder; where both "
+    "readings are folders (a folder OT=a beside a), ./OT=a is the folder and OT=./a the named one"
+)
+
+
 def parse_runs(specs: Sequence[str]) -> dict[str, Path]:
-    """``NAME=DIR`` or ``DIR`` (named by its folder) -> ``{name: dir}`` in the order given."""
+    """``NAME=DIR`` or ``DIR`` (named by its folder) -> ``{name: dir}`` in the order given, read by
+    :data:`SPLIT_RULE`: a relative folder ``a=b`` was read as run ``a`` of folder ``b`` ("no such run
+    folder"), and one beside a folder ``b`` silently as that other run."""
+    seps = tuple(s for s in ("/", os.sep, os.altsep) if s)
     runs: dict[str, Path] = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
-        if not sep or not name or os.sep in name:  # a folder whose name holds '=' is a folder, not NAME=
+        as_named = bool(sep and name) and not any(s in name for s in seps)
+        if as_named and Path(spec).is_dir() and path and Path(path).is_dir():
+            raise BadInputError(
+                spec, f"both a folder and NAME=DIR (run '{name}', folder {path}): write ./{spec} or {name}=./{path}"
+            )
+        if not as_named or Path(spec).is_dir():
             name, path = Path(spec).resolve().name, spec
         if not path:  # Path("") is the working directory: its runs were read as NAME's
             raise BadInputError(spec, "no run folder after '=' (NAME=DIR)")
@@ -439,7 +454,10 @@ def add_parser(subparsers) -> None:
     ):
         s = ds.add_parser(name, help=f"a table of {what}", description=f"A table of {what}.")
         s.add_argument(
-            "runs", nargs="+", metavar="[NAME=]RUN", help="a run folder, named NAME (default: its folder name)"
+            "runs",
+            nargs="+",
+            metavar="[NAME=]RUN",
+            help=f"a run folder, named NAME (default: its folder name); {SPLIT_RULE}",
         )
         if name == "lvu":
             s.add_argument("--split", default="test", choices=["test", "val"], help="the split scored (default: test)")
