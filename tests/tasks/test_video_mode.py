@@ -374,3 +374,38 @@ def test_other_frame_folders_are_another_setting(tmp_path):
     # video files are told apart by name and size: there the folder still leaves the hash
     p = prepare("verb", root, tmp_path / "out", cfg, videos=videos, backbone=bb)
     assert str(videos.resolve()) in p.inputs and str(videos.resolve()) not in p.inputs_key
+
+
+def test_predict_refuses_runs_of_other_clips_or_inputs_before_any_extraction(tmp_path, monkeypatch):
+    """--predict on runs trained with other --videos clip settings (data.num_frames, stride, resize),
+    another --backbone or --features hashed the settings as training does, which takes the frozen
+    features: every train and eval segment was decoded and extracted into a new cache, then refused."""
+    import pytest
+
+    from moviessl.errors import BadInputError
+    from moviessl.tasks.vidsitu import runner
+
+    root, videos, net, bb = _tiny_synth_and_backbone(tmp_path)
+    quiet = {"trainer": {"progress_bar": False}, "relation": {"epochs": 1}}
+    out = tmp_path / "rel"
+    run_finetune("relation", root, videos=videos, backbone=bb, out=out, cfg=quiet)
+    calls = []
+    real = runner.extract_features
+    monkeypatch.setattr(runner, "extract_features", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    other_bb = tmp_path / "bb2.pt"
+    other_bb.write_bytes(bb.read_bytes() + b"\0")  # another file: another backbone hash
+    for kw, said in [
+        ({"cfg": {**quiet, "data": {"num_frames": 8}}}, "data.num_frames 8, the run's None"),
+        ({"cfg": {**quiet, "data": {"resize": "squash"}}}, "data.resize squash, the run's crop"),
+        ({"backbone": other_bb}, "--backbone"),
+    ]:
+        args = {"videos": videos, "backbone": bb, "cfg": quiet} | kw
+        with pytest.raises(BadInputError) as refused:
+            runner.run_predict("relation", root, "valid", out=out, **args)
+        assert calls == []  # not a clip decoded
+        assert f"seed0: a run of other settings ({said}" in str(refused.value)
+    with pytest.raises(BadInputError, match="seed0: a run of other settings \\(trained on --videos, not --features"):
+        runner.run_predict("relation", root, "valid", features=tmp_path / "feats", out=out, cfg=quiet)
+    # the same settings: predicted, from the cache training filled
+    runner.run_predict("relation", root, "valid", videos=videos, backbone=bb, out=out, cfg=quiet)
+    assert len(calls) == 2 and all(c.parent == out for c in calls)

@@ -27,12 +27,14 @@ import json
 import logging
 import os
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+import yaml
 
 from ...checkpoint import (
     arch_spec,
@@ -703,6 +705,44 @@ def saved_dtypes(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor])
     return model
 
 
+CLIP_KEYS = ("num_frames", "stride", "resize")  # the data settings of --videos' clips
+
+
+def other_inputs(
+    run_dir: Path,
+    rec: Mapping[str, Any],
+    cfg: VidSituConfig,
+    features: str | os.PathLike | None,
+    videos: str | os.PathLike | None,
+    backbone: str | os.PathLike | None,
+) -> str | None:
+    """What a finished run (its ``metrics.json`` record and ``config.yaml``) was trained with other
+    than these inputs, as far as it tells without preparing them: --features or --videos, the
+    --backbone file's hash and the clip settings, each part of every settings hash. The settings
+    check proper hashes the inputs themselves, which for frozen --videos features means decoding and
+    extracting every train and eval segment: for runs of other clips, into a new cache, only to be
+    refused. None where nothing differs or the run does not record it (the settings check decides)."""
+    recorded = rec.get("inputs")
+    if isinstance(recorded, str):
+        kind = "features" if features is not None else "videos"
+        was = recorded.split(":", 1)[0]
+        if was in ("features", "videos") and was != kind:
+            return f"trained on --{was}, not --{kind}"
+        made_by = re.search(r"\bbackbone:(\w+)", recorded)
+        if kind == "videos" and made_by and backbone is not None and Path(backbone).is_file():
+            if file_hash(backbone) != made_by.group(1):
+                return f"--backbone {backbone} is not the run's (backbone:{made_by.group(1)})"
+    if videos is None:
+        return None
+    try:
+        data = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))["data"]
+        saved = {k: data[k] for k in CLIP_KEYS if k in data}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    differ = [f"data.{k} {getattr(cfg.data, k)}, the run's {v}" for k, v in saved.items() if getattr(cfg.data, k) != v]
+    return "; ".join(differ) or None
+
+
 @keeps_random_streams  # the models built anew (then loaded) and the loader passes drew from torch's generator
 def run_predict(
     task: str,
@@ -753,6 +793,13 @@ def run_predict(
                 raise BadInputError(mfile, f"unreadable ({e})") from None
             if not isinstance(done[seed], dict):
                 raise BadInputError(mfile, "unreadable (not a run's record: expected a JSON object)")
+        for seed in seed_list:  # what tells without the inputs: not a frame decoded for runs of other clips
+            other = other_inputs(out / f"seed{seed}", done[seed], cfg, features, videos, backbone)
+            if other:
+                raise BadInputError(
+                    out / f"seed{seed}",
+                    f"a run of other settings ({other}); --predict reads the runs the same command without it trained",
+                )
         trained = prepare(
             task, data_root, out, cfg, features, videos, backbone, contextualizer, tokenizer, save_tokenizer=False
         )
