@@ -325,6 +325,25 @@ def gather_objects(obj) -> list:
     return out
 
 
+def global_mean_share(n_local: float, device: torch.device | str | None = None) -> float:
+    """``n_local * world / n_global``: the factor that turns this process's mean over its own
+    ``n_local`` items (masked tokens, labelled events, target tokens; a weighted loss's summed
+    weights) into its share of the mean over every process's items, once DDP has averaged the
+    gradients over the processes. Without it an item of a process that held fewer weighed more
+    (``1 / (world * n_local)`` instead of ``1 / n_global``), and a step on 2 processes was not the
+    step of one process on both halves. An all-reduce of the count: every process calls it at every
+    step, whatever its own count. 1.0 without a process group, so that the caller's loss, and a
+    one-process run, stay bit-identical (the caller multiplies only under DDP); 1.0 also where no
+    process holds an item (every loss is then a zero without gradient)."""
+    if not is_dist():
+        return 1.0
+    # float64: exact counts; gloo reduces CPU tensors, NCCL the device's
+    t = torch.tensor([float(n_local)], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    n_global = float(t.item())
+    return float(n_local) * dist.get_world_size() / n_global if n_global > 0 else 1.0
+
+
 class _GatherWithGrad(torch.autograd.Function):
     """All-gather whose backward sums every process's gradient of the gathered tensor and returns this
     process's rows (SimCLR's ``GatherLayer`` pattern). Written here because torch's

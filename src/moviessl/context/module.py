@@ -12,6 +12,7 @@ import torch
 
 from ..checkpoint import arch_spec, save_checkpoint
 from ..config import check_shares, from_dict, to_dict
+from ..dist import global_mean_share, is_dist
 from ..errors import BadInputError
 from ..models.heads import MaskPredHead
 from ..models.txe import TXE_PRESETS, build_txe
@@ -181,6 +182,10 @@ class MaskPredModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/retrieval_acc", acc, batch_size=bs)
         self.log("train/mask_size", masks.sum(1).float().mean(), batch_size=bs)
+        if is_dist():  # the logged loss stays this process's mean over its masked tokens
+            # a mean over this process's masked tokens, whose count varies with the span sizes drawn:
+            # weighted so that DDP's averaged gradient is that of the mean over every process's tokens
+            loss = loss * global_mean_share(len(pred), loss.device)
         return loss
 
     def validation_masks(self, pad: torch.Tensor, uid: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,122 @@
+"""A pretraining step under DDP (2 CPU processes, gloo) equals one process's step on both halves of the
+batch, where the loss is a mean over masked tokens whose count differs between the processes:
+MaskPred (Eq. 1 and Table 2's L2). Each
+process's loss was a mean over its own masked tokens and DDP averages the gradients, so a token of
+the process that masked fewer weighed more than one of the other."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+LR = 0.5  # plain SGD: Adam's first step (about lr x the gradient's sign) would hide a scaled gradient
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _maskpred(loss):
+    """MaskPred with 8 fixed distractors; rank 0's windows mask 1 token each, rank 1's 3."""
+    from moviessl.config import load_config
+    from moviessl.context.module import MaskPredModule
+
+    over = ["model.txe_overrides.dim=32", "model.txe_overrides.heads=2", "model.txe_overrides.mlp_dim=64"]
+    cfg = load_config("context", "cpu", [*over, "model.txe_overrides.depth=1", f"maskpred.loss={loss}"])
+    torch.manual_seed(0)
+    module = MaskPredModule(cfg, 16).eval()  # eval: no dropout, the same step everywhere
+    g = torch.Generator().manual_seed(1)
+    keys = torch.nn.functional.normalize(torch.randn(8, module.tdim, generator=g), dim=1)
+    ids = torch.arange(8) + 1000
+    if dist.is_initialized():  # the queue gathers what each process enqueues: each gives its half
+        r = dist.get_rank()
+        keys, ids = keys[4 * r : 4 * r + 4], ids[4 * r : 4 * r + 4]
+    module.queue.enqueue(keys, ids)
+    n = module.window
+    batches = []
+    for r, size in enumerate((1, 3)):
+        masks = torch.zeros(2, n, dtype=torch.bool)
+        masks[:, 1 : 1 + size] = True
+        batch = {
+            "x": torch.randn(2, n, 16, generator=g),
+            "pad": torch.zeros(2, n, dtype=torch.bool),
+            "uid": torch.arange(2 * n).view(2, n) + 100 * r,
+        }
+        batches.append((batch, masks))
+    return module, batches
+
+
+def _step(module, loss_fn, world):
+    opt = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=LR)
+    loss_fn().backward()
+    for p in module.parameters():
+        if p.grad is not None and world > 1:
+            dist.all_reduce(p.grad)
+            p.grad /= world  # what DDP does
+    opt.step()
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+def _maskpred_step(module, batch, masks, world):
+    module.sample_masks = lambda x, pad: masks
+    return _step(module, lambda: module.training_step(batch, 0), world)
+
+
+def _work(rank, world, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        for loss in ("infonce", "l2"):
+            module, batches = _maskpred(loss)
+            res = _maskpred_step(module, *batches[rank], world)
+            torch.save(res, os.path.join(out_dir, f"{loss}{rank}.pt"))
+    finally:
+        dist.barrier()  # both ranks reach here before tearing down gloo
+        dist.destroy_process_group()
+
+
+def _worker(rank, world, port, out_dir):
+    import traceback
+
+    try:
+        _work(rank, world, port, out_dir)
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
+    os._exit(0)  # a spawned gloo process may abort at interpreter shutdown (see tests/ssl/test_ssl_ddp.py)
+
+
+def test_a_pretraining_step_on_two_processes_is_the_step_on_their_union(tmp_path):
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    apart, want = {}, {}
+    for loss in ("infonce", "l2"):
+        module, batches = _maskpred(loss)
+        union = {k: torch.cat([b[k] for b, _ in batches]) for k in batches[0][0]}
+        want[loss] = (module, _maskpred_step(module, union, torch.cat([m for _, m in batches]), 1))
+    for name, (module, one) in want.items():
+        fresh = _maskpred(name)[0]
+        assert any(not torch.equal(one[n], p) for n, p in fresh.named_parameters()), name  # the step moved
+        for r in range(2):
+            res = torch.load(tmp_path / f"{name}{r}.pt")
+            for n in one:
+                if not torch.allclose(res[n], one[n], atol=1e-6, rtol=1e-5):
+                    apart[f"{name} rank {r} {n}"] = float((res[n] - one[n]).abs().max())
+    assert not apart, apart
+
+
+def test_a_pretraining_step_on_one_process_is_unchanged():
+    """Without a process group MaskPred returns its loss as computed (no factor), so
+    one-process runs keep their numbers."""
+    from moviessl.context import maskpred as mp_
+
+    module, batches = _maskpred("l2")
+    batch, masks = batches[1]
+    module.sample_masks = lambda x, pad: masks
+    pred, target, _, _ = module.masked_predictions(batch, masks)
+    assert torch.equal(module.training_step(batch, 0), mp_.maskpred_l2_loss(pred, target))
