@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import arch_spec, file_hash, load_file, save_checkpoint
 from ..config import to_dict
+from ..dist import global_mean_share, is_dist
 from ..errors import BadInputError
 from ..features.extract import run_lock
 from ..features.instances import keeps_feature_cache, set_feature_cache
@@ -206,20 +207,30 @@ class InstanceMaskingModule(pl.LightningModule):
         # BERT's 80/10/10; swaps drawn from the instance tokens not replaced, as LVU does
         x["inst"], x["mask"] = corrupt_selected(x["inst"], masked, x["kind"] == INSTANCE, m.replace, m.swap)
         h = self.ot.encode(x)
+        # the distillation term is a mean over this process's masked tokens, whose count varies with
+        # the tracks drawn: under DDP the returned loss weighs it so that the averaged gradient is that
+        # of the mean over every process's masked tokens (an all-reduce on every process, masked or
+        # not); ``loss``, logged, stays this process's own
+        share = global_mean_share(int(masked.sum()), self.device) if self.action_head is not None else 1.0
+        step_loss = loss
         if self.action_head is not None and masked.any():
             la = distill_loss(self.action_head(h[masked]), target, m.temperature, m.activation)
             loss = loss + m.action_weight * la
+            step_loss = step_loss + m.action_weight * la * share
             logs["train/action_kl"] = la
         if self.span_head is not None and h.shape[0] >= 4:
+            # per process by design (LVU's negatives are one process's spans), a mean over its 2B
+            # spans: a count every process shares (the distributed sampler gives each as many pairs)
             ls = span_compatibility_loss(self.span_head(self.ot.pooled(h)), m.span_temperature)
             loss = loss + m.span_weight * ls
+            step_loss = step_loss + m.span_weight * ls
             logs["train/span_loss"] = ls
         bs = self.items_in_batch(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/masked_tokens", masked.sum().float(), batch_size=bs)
         for k, v in logs.items():
             self.log(k, v, batch_size=bs)
-        return loss
+        return step_loss if is_dist() else loss
 
     def configure_optimizers(self):
         o = self.cfg.optim
