@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..config import MAX_SEED, TrainerConfig, save_config
-from ..dist import broadcast_object
+from ..dist import broadcast_object, global_mean_share, is_dist
 from ..errors import BadInputError
 from ..eval.stats import summarize
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
@@ -134,6 +134,13 @@ class TaskModule(pl.LightningModule):
         kw = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in self.loss_kwargs.items()}
         loss = self.model.loss(batch["x"], batch["y"], **kw)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=self.items_in_batch(batch))
+        items = getattr(self.model, "loss_items", None)
+        if items is not None and is_dist():  # the logged loss stays this process's own mean
+            # a loss that is a mean over a count that varies with the data (labelled events, target
+            # tokens, summed class weights) is weighted so that DDP's averaged gradient is that of the
+            # mean over every process's items; a model without ``loss_items`` means over its batch's
+            # items, which the distributed sampler gives every process as many of
+            loss = loss * global_mean_share(float(items(batch["y"], **kw)), loss.device)
         return loss
 
     def part_of(self) -> Callable[[nn.Parameter], str]:

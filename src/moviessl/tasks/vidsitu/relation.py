@@ -72,6 +72,13 @@ class RelationClassifier(nn.Module):
             return logits.sum() * 0.0
         return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE, weight=weight)
 
+    @staticmethod
+    def loss_items(y: torch.Tensor, weight: torch.Tensor | None = None) -> float:
+        """What :meth:`loss` means over (under DDP, :class:`~moviessl.tasks.base.TaskModule`): the
+        labelled pairs, each counted at its class weight as a weighted cross-entropy divides by them."""
+        y = y[y != IGNORE]
+        return float(len(y)) if weight is None else float(weight.to(y.device).double()[y].sum())
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor, y: Any = None) -> torch.Tensor:
         return self(x).float().softmax(-1)

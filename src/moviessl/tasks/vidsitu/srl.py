@@ -80,6 +80,11 @@ class SRLDecoder(nn.Module):
         logits = self.txd(seqs[:, :-1], mem)
         return F.cross_entropy(logits.flatten(0, 1).float(), seqs[:, 1:].flatten(), ignore_index=self.pad_id)
 
+    def loss_items(self, y: torch.Tensor) -> int:
+        """What :meth:`loss` means over: the target tokens after each kept event's first (under DDP,
+        :class:`~moviessl.tasks.base.TaskModule`)."""
+        return int(((y[..., :1] != self.pad_id) & (y[..., 1:] != self.pad_id)).sum())
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor, prefix: torch.Tensor, max_len: int = 60) -> torch.Tensor:
         """``prefix`` (B,5,P) forced verb tokens, -1 padded -> generated ids (B,5,L)."""

@@ -41,6 +41,11 @@ class VerbClassifier(nn.Module):
             return logits.sum() * 0.0
         return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE)
 
+    @staticmethod
+    def loss_items(y: torch.Tensor) -> int:
+        """What :meth:`loss` means over: the labelled events (under DDP, :class:`~moviessl.tasks.base.TaskModule`)."""
+        return int((y != IGNORE).sum())
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor, y: Any = None, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (scores (B,5,k), indices (B,5,k)) of the top-k softmax probabilities."""
