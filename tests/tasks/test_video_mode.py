@@ -409,3 +409,105 @@ def test_predict_refuses_runs_of_other_clips_or_inputs_before_any_extraction(tmp
     # the same settings: predicted, from the cache training filled
     runner.run_predict("relation", root, "valid", videos=videos, backbone=bb, out=out, cfg=quiet)
     assert len(calls) == 2 and all(c.parent == out for c in calls)
+
+
+def test_a_frozen_verb_run_decodes_each_clip_once_and_trains_as_before(tmp_path, monkeypatch):
+    """`verb.backbone_lr_scale=0` with --videos decoded every segment's 5 event clips and ran the
+    frozen Slow-D on them in every epoch of every seed (and once more for the input statistics),
+    though the features never change. They are now computed once into the job's feature cache, and
+    the runs are those of the decode-every-epoch path: the same metrics, predictions, weights and
+    settings hash, a clip that fails to decode the same failure (head dropout and input_norm=batch,
+    which a failed clip's grey stand-in takes part in, keep the random draws and batches honest)."""
+    import json
+    import pickle
+
+    from moviessl.tasks.vidsitu import data as vdata
+    from moviessl.tasks.vidsitu import runner
+
+    root, videos, net, bb = _tiny_synth_and_backbone(tmp_path)
+    splits = root / "vidsitu" / "vidsitu_annotations" / "split_files"
+    train = json.loads((splits / "vseg_split_train_lb.json").read_text())
+    valid = json.loads((splits / "vseg_split_valid_lb.json").read_text())
+    for vseg in (train[0], valid[0]):  # one train and one eval video that no longer decode
+        video = videos / f"{vseg}.mp4"
+        video.write_bytes(video.read_bytes()[:2000])
+    decodes = []
+    decode = vdata.ClipSource.__getitem__
+    monkeypatch.setattr(vdata.ClipSource, "__getitem__", lambda self, i: decodes.append(i) or decode(self, i))
+    cfg = {
+        "verb": {"epochs": 2, "backbone_lr_scale": 0.0, "dropout": 0.2},
+        "data": {"input_norm": "batch"},
+        "trainer": {"progress_bar": False},
+    }
+
+    def run(name):
+        decodes.clear()
+        res = run_finetune("verb", root, videos=videos, backbone=bb, out=tmp_path / name, seeds=2, cfg=cfg)
+        return res, len(decodes)
+
+    with monkeypatch.context() as m:  # the runs as they were: every epoch decodes the clips again
+        m.setattr(runner, "cache_frozen_clips", lambda p, *a: p, raising=False)
+        before, decoded_before = run("every_epoch")
+    after, decoded_after = run("cached")
+    segments = after["train_segments"] + after["eval_segments"]
+    # 2 seeds of 2 epochs and a scoring (input_norm=batch: no input statistics of their own)
+    assert decoded_before == 2 * (2 * after["train_segments"] + after["eval_segments"])
+    assert decoded_after == segments  # each segment's clips once, the two that fail included
+    assert len(list((tmp_path / "cached").glob("features_*"))) == 1
+
+    assert [r["metrics"] for r in after["runs"]] == [r["metrics"] for r in before["runs"]]
+    assert after["runs"][0]["metrics"]["eval_failed_decode"] == 1 and after["partial"] == before["partial"]
+    assert after["summary"] == before["summary"] and after["settings"] == before["settings"]
+    for seed in (0, 1):
+        old, new = (tmp_path / name / f"seed{seed}" for name in ("every_epoch", "cached"))
+        a, b = (pickle.loads((d / "predictions.pkl").read_bytes()) for d in (old, new))
+        assert [e["pred_vbs_ev"] for e in a] == [e["pred_vbs_ev"] for e in b]
+        scores = [torch.tensor([e["pred_scores_ev"] for e in p]) for p in (a, b)]
+        assert torch.allclose(*scores, atol=1e-6)
+        wa, wb = (load_checkpoint(d / "model.pt")["state_dict"] for d in (old, new))
+        assert wa.keys() == wb.keys() and all(torch.allclose(wa[k].double(), wb[k].double(), atol=1e-6) for k in wa)
+        ba, bb_ = (load_checkpoint(d / "backbone.pt") for d in (old, new))
+        assert ba["meta"] == bb_["meta"]
+        assert all(torch.equal(ba["state_dict"][k], v) for k, v in net.state_dict().items())
+        ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (old, new))
+        assert ma["settings"] == mb["settings"] and ma["metrics"] == mb["metrics"]
+
+    decodes.clear()  # a finished job run again reuses its runs: no features computed
+    run_finetune("verb", root, videos=videos, backbone=bb, out=tmp_path / "cached", seeds=2, cfg=cfg)
+    assert len(decodes) <= after["train_segments"]  # the input statistics' sample, as before
+
+
+def test_frozen_clip_features_are_computed_as_the_run_computed_them(tmp_path):
+    """The cache of a frozen verb run holds the features its steps computed: under bf16-mixed the
+    training clips' under autocast, in a folder of their own (SRL's and relation's float32 cache
+    keeps its files), the eval clips' and the input statistics' in float32, as scoring and
+    train_input_stats computed them."""
+    import dataclasses
+
+    from moviessl.config import load_config
+    from moviessl.tasks.vidsitu import runner
+
+    root, videos, net, bb = _tiny_synth_and_backbone(tmp_path)
+    cfg = load_config("vidsitu", "cpu", ["verb.backbone_lr_scale=0", "trainer.precision=bf16-mixed"])
+    p = runner.prepare("verb", root, tmp_path / "out", cfg, videos=videos, backbone=bb)
+    assert runner.frozen_clips(p)
+    assert not runner.frozen_clips(dataclasses.replace(p, cfg=load_config("vidsitu", "cpu")))  # end to end: clips
+    q = runner.cache_frozen_clips(p, tmp_path / "out", videos, bb)
+    srl = runner.frozen_cache_dir(tmp_path / "out", bb, videos, cfg.data)
+    assert sorted((tmp_path / "out").glob("features_*")) == [srl, srl.with_name(srl.name + "_float32_bfloat16")]
+    net.eval()
+    with torch.no_grad():
+        clips = torch.stack([p.train_data.x[i] for i in range(len(p.train_data))])
+        from moviessl.video.transforms import to_model_input
+
+        x = to_model_input(clips).flatten(0, 1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = net(x).float().view(len(clips), 5, -1)
+        full = net(x).view(len(clips), 5, -1)
+    assert torch.allclose(q.train_data.x.feats, half, atol=1e-5) and not torch.allclose(half, full, atol=1e-4)
+    stats = runner.train_input_stats(p.train_data, p.backbone_obj)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(q.input_stats, stats))
+    evals = torch.stack([q.eval_data.x[i] for i in range(len(q.eval_data))])
+    with torch.no_grad():
+        want = net(to_model_input(torch.stack([p.eval_data.x[i] for i in range(len(p.eval_data))])).flatten(0, 1))
+    assert torch.allclose(evals, want.view_as(evals), atol=1e-5)

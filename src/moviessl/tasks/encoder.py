@@ -52,8 +52,10 @@ class EventEncoder(nn.Module):
             norm.set_stats(mean, var)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Backbone features of clips ``(B,E,3,T,H,W)``, or the input features themselves."""
-        if self.backbone is None:
+        """Backbone features of clips ``(B,E,3,T,H,W)``, or the input features themselves -- also
+        those ``(B,E,D)`` a frozen backbone gave the clips once, computed before training (a verb
+        run with ``verb.backbone_lr_scale=0``, :func:`moviessl.tasks.vidsitu.runner.cache_frozen_clips`)."""
+        if self.backbone is None or x.dim() == 3:
             return x
         B, E = x.shape[:2]
         return self.backbone(to_model_input(x, param_dtype(self.backbone)).flatten(0, 1)).view(B, E, -1)

@@ -8,6 +8,7 @@ skipped and counted: in training they are dropped; on the evaluation split they 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -45,6 +46,8 @@ class SegmentData:
         rows = list(rows)
         if isinstance(self.x, torch.Tensor):
             x = self.x[rows]
+        elif isinstance(self.x, FrozenClipFeatures):
+            x = self.x.subset(rows)
         else:  # a ClipSource
             x = ClipSource(
                 [self.x.paths[i] for i in rows],
@@ -253,6 +256,33 @@ class ClipSource:
         return torch.stack(clips)
 
 
+class FrozenClipFeatures:
+    """A frozen backbone's features of a :class:`ClipSource`'s segments, computed once: ``[i]`` ->
+    the ``(5, D)`` features its clips give, computed as the run computes them (its precision), or
+    the :class:`BadInputError` their decoding raised, as ``ClipSource[i]`` raises it, so that the
+    loader treats the segment as it treats a clip that fails mid-run; :meth:`blank` -> the features
+    of ``ClipSource.blank()``'s grey clips. ``paths``: the clips' files."""
+
+    def __init__(self, feats: torch.Tensor, errors: dict[int, str], blank: torch.Tensor | None, paths: Sequence):
+        self.feats, self.errors, self._blank, self.paths = feats, dict(errors), blank, list(paths)
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if i in self.errors:
+            raise BadInputError(None, self.errors[i])
+        return self.feats[i]
+
+    def blank(self) -> torch.Tensor:
+        return self._blank
+
+    def subset(self, rows: Sequence[int]) -> "FrozenClipFeatures":
+        rows = list(rows)
+        errors = {k: self.errors[i] for k, i in enumerate(rows) if i in self.errors}
+        return FrozenClipFeatures(self.feats[rows], errors, self._blank, [self.paths[i] for i in rows])
+
+
 def video_source(
     videos_root: str | os.PathLike,
     input_meta: dict,
@@ -345,15 +375,20 @@ def extract_features(
     batch_size: int = 4,
     device: str = "cpu",
     num_workers: int = 0,
+    autocast: torch.dtype | None = None,
+    errors: dict[str, str] | None = None,
 ) -> list[str]:
-    """Frozen-backbone (5, D) features of each segment into ``out_dir/{vseg}_feats.npy`` (VidSitu layout).
+    """Frozen-backbone (5, D) features of each segment into ``out_dir/{vseg}_feats.npy`` (VidSitu layout):
+    float32, or float64 from float64 weights; ``autocast``: the backbone runs under autocast to that
+    dtype (as a mixed-precision training step runs it).
 
     Resumable: segments whose file exists are skipped, unless the video it was made from (name and
     size, kept in ``.{vseg}.source.json``) was replaced since. Under torchrun / srun each rank starts at its
     own share of the to-do list and skips what another rank wrote meanwhile (as the backbone stage's
     frame cache does), so the ranks split the work instead of each doing all of it; a segment that
     fails to decode writes nothing, so every rank tries it and lists it. ``num_workers``: processes
-    decoding the clips (``data.num_workers``; 0: this one). Returns the vsegs that failed to decode."""
+    decoding the clips (``data.num_workers``; 0: this one). Returns the vsegs that failed to decode
+    (``errors``: a dict each one's error is added to)."""
     from ...dist import launch_rank, rotated_order
     from ...utils.io import atomic_save_npy, atomic_write_json
     from ...utils.progress import bar as tqdm
@@ -370,6 +405,7 @@ def extract_features(
     if not todo:  # a rerun (or another rank) that finds every file touches no GPU and starts no worker
         return []
     backbone = backbone.to(device).eval()
+    cast = contextlib.nullcontext() if autocast is None else torch.autocast(torch.device(device).type, dtype=autocast)
     failed = []
     loader = torch.utils.data.DataLoader(
         _TodoClips(src, todo, done), batch_size=batch_size, num_workers=num_workers, collate_fn=list
@@ -380,6 +416,8 @@ def extract_features(
             if error is not None:
                 log.warning("skipping %s", error)
                 failed.append(vsegs[i])
+                if errors is not None:
+                    errors[vsegs[i]] = error
             elif clips is not None and not done(i):
                 batch.append(clips)
                 ids.append(i)
@@ -387,7 +425,9 @@ def extract_features(
             continue
         x = to_model_input(torch.stack(batch).to(device), param_dtype(backbone))
         B, E = x.shape[:2]
-        feats = backbone(x.flatten(0, 1)).view(B, E, -1).float().cpu().numpy()
+        with cast:
+            out = backbone(x.flatten(0, 1)).view(B, E, -1)
+        feats = (out.double() if out.dtype == torch.float64 else out.float()).cpu().numpy()
         for i, f in zip(ids, feats):
             atomic_save_npy(out_dir / f"{vsegs[i]}_feats.npy", f, clobber=False)  # another rank's: kept
             if paths is not None:

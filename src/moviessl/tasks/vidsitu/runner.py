@@ -9,6 +9,7 @@ Layout of ``out``::
     tokenizer.json                    SRL only: trained once, shared by the runs
     tokenizer.key                     SRL only: what it was trained from (other phrases / settings: retrained)
     features_{backbone}_{clips}/      --videos with a frozen backbone: the event features, per clip geometry
+    features_{backbone}_{clips}_{how}/  a frozen verb run's training features where not float32 (its precision)
     seed{S}/config.yaml               the run's own (its seed)
     seed{S}/predictions.pkl           VidSitu submission (list of dicts, keyed by ann_idx)
     seed{S}/metrics.json              official metrics on the eval split (percent) + run facts
@@ -23,6 +24,8 @@ Lightning checkpoint.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -51,7 +54,7 @@ from ...dist import trainer_device
 from ...errors import BadInputError
 from ...eval.stats import summarize
 from ...eval.vidsitu import evaluate
-from ...features.extract import other_backbone_note, resize_mode, run_lock
+from ...features.extract import other_backbone_note, precision_name, resize_mode, run_lock
 from ...features.store import FeatureStore
 from ...models.txe import feature_stats
 from ...training import check_trainer, keeps_random_streams
@@ -73,7 +76,15 @@ from ..base import (
 )
 from . import TASKS
 from .config import VidSituConfig
-from .data import build_segments, extract_features, feature_source, loader, video_source
+from .data import (
+    ClipSource,
+    FrozenClipFeatures,
+    build_segments,
+    extract_features,
+    feature_source,
+    loader,
+    video_source,
+)
 
 log = logging.getLogger("moviessl.tasks")
 
@@ -119,12 +130,138 @@ def check_disjoint(train_split, eval_split) -> None:
         )
 
 
-def frozen_cache_dir(out: Path, backbone: str | os.PathLike, videos: str | os.PathLike, data) -> Path:
+FULL = ("float32", None, None)  # weights dtype, autocast dtype, float32 matmul precision
+
+
+def frozen_cache_dir(out: Path, backbone: str | os.PathLike, videos: str | os.PathLike, data, mode: tuple = ()) -> Path:
     """``OUT/features_{backbone hash}_{clips}``: one folder per backbone, videos folder and clip
     geometry (``data.num_frames``, ``stride``, ``resize``), since extraction skips the files it finds:
-    a rerun with another geometry or other videos must not reuse the first run's features."""
+    a rerun with another geometry or other videos must not reuse the first run's features. ``mode``:
+    how they were computed where not in float32 (:func:`frozen_clip_modes`), a folder of its own."""
     clips = content_digest(str(Path(videos).resolve()), data.num_frames, data.stride, data.resize)
-    return Path(out) / f"features_{file_hash(backbone)}_{clips}"
+    how = "" if mode in ((), FULL) else "_" + "_".join(str(m) for m in mode if m is not None)
+    return Path(out) / f"features_{file_hash(backbone)}_{clips}{how}"
+
+
+def frozen_clip_modes(trainer, device: str) -> tuple[tuple, tuple]:
+    """How a verb run with a frozen Slow-D computed its clips' features, as (weights dtype, autocast
+    dtype, matmul precision): in its training steps (Lightning's precision: float64 weights at
+    64-true, autocast at a mixed precision -- bf16 for 16-mixed on a CPU, as Lightning runs it --
+    under the run's ``matmul_precision``), then when scored (after the fit: float64 weights at
+    64-true, else float32 without autocast, the flags the caller's again)."""
+    p = precision_name(trainer.precision)
+    if p == "64-true":
+        return ("float64", None, trainer.matmul_precision), ("float64", None, None)
+    half = None
+    if p in ("16-mixed", "bf16-mixed"):
+        half = "float16" if p == "16-mixed" and torch.device(device).type != "cpu" else "bfloat16"
+    return ("float32", half, trainer.matmul_precision), FULL
+
+
+@contextlib.contextmanager
+def matmul_precision(value: str | None):
+    """``torch.set_float32_matmul_precision(value)`` inside (None: as it is), the caller's after."""
+    before = torch.get_float32_matmul_precision()
+    try:
+        if value is not None:
+            torch.set_float32_matmul_precision(value)
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def frozen_clips(p: "Prepared") -> bool:
+    """Whether ``p`` trains a head on clips under a frozen backbone (verb with ``--videos`` and
+    ``verb.backbone_lr_scale=0``): every epoch would compute the same features again."""
+    return p.backbone_obj is not None and p.tcfg.backbone_lr_scale <= 0 and isinstance(p.train_data.x, ClipSource)
+
+
+def all_finished(out: Path, seeds: Sequence[int], hashes: Sequence[str]) -> bool:
+    """Whether every seed's run in ``out`` finished with one of the settings ``hashes`` (as
+    :func:`~..base.run_seed` reuses it): a rerun of a finished job computes no features."""
+    for seed in seeds:
+        try:
+            done = json.loads((out / f"seed{seed}" / "metrics.json").read_text())
+        except (OSError, ValueError):
+            return False
+        if not isinstance(done, dict) or done.get("settings") not in hashes:
+            return False
+    return True
+
+
+def cache_frozen_clips(p: "Prepared", out: Path, videos: str | os.PathLike, backbone: str | os.PathLike) -> "Prepared":
+    """``p`` with the clips of both splits replaced by the frozen backbone's features of them
+    (:class:`~.data.FrozenClipFeatures`), extracted once into ``out/features_<hash>...`` -- SRL's and
+    relation's cache, a folder of their own for another precision -- and its input statistics, so
+    the runs train and score the head on the features each epoch computed again: the same features
+    (computed as the run computed them, :func:`frozen_clip_modes`; a clip that fails to decode is
+    the same failure), the same batches and random draws, the same model, predictions and exports.
+    The settings hash is unchanged: the results are the same."""
+    cfg = p.cfg
+    device = trainer_device(cfg.trainer)
+    train_mode, eval_mode = frozen_clip_modes(cfg.trainer, device)
+    # the end-to-end input statistics: float32 features of the same sample of train segments
+    sample = stats_rows(len(p.train_data))
+    wanted = [(p.train_data, range(len(p.train_data)), train_mode), (p.eval_data, range(len(p.eval_data)), eval_mode)]
+    if train_mode != FULL:
+        wanted.append((p.train_data, sample, FULL))
+    net = build_arch(p.backbone_obj["arch"])
+    net.load_state_dict(p.backbone_obj["state_dict"])
+    net.eval()
+    got: list[tuple[torch.Tensor, dict[int, str], torch.Tensor | None]] = []
+    for data, rows, mode in wanted:
+        src = data.x
+        folder = frozen_cache_dir(out, backbone, videos, cfg.data, mode)
+        vsegs = [data.vsegs[i] for i in rows]
+        paths = [src.paths[i] for i in rows]
+        clips = ClipSource(paths, src.num_frames, src.stride, src.short_side, src.crop, src.crop_mode)
+        dtype, half = getattr(torch, mode[0]), None if mode[1] is None else getattr(torch, mode[1])
+        dev = torch.device(device).type
+        run = net.to(device, dtype)  # float32 -> float64 -> float32 is exact: one copy serves every mode
+        errors: dict[str, str] = {}
+        with matmul_precision(mode[2]):
+            extract_features(
+                run, clips, vsegs, folder, device=device, num_workers=cfg.data.num_workers, autocast=half, errors=errors
+            )
+            blank = None
+            if errors:  # what a clip that fails mid-run gives: the backbone's features of its grey stand-in
+                cast = contextlib.nullcontext() if half is None else torch.autocast(dev, dtype=half)
+                with torch.no_grad(), cast:
+                    grey = run(to_model_input(clips.blank().to(device), dtype))
+                blank = (grey.double() if grey.dtype == torch.float64 else grey.float()).cpu()
+        feats = torch.zeros(len(vsegs), 5, p.in_dim, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+        bad = {}
+        for k, v in enumerate(vsegs):
+            if v in errors:
+                bad[k] = errors[v]
+                continue
+            path = folder / f"{v}_feats.npy"
+            try:
+                arr = np.load(path, allow_pickle=False)
+            except (OSError, ValueError, EOFError) as e:
+                raise BadInputError(path, f"unreadable cached features ({type(e).__name__}); delete it") from None
+            if arr.shape != tuple(feats.shape[1:]):
+                want = tuple(feats.shape[1:])
+                raise BadInputError(path, f"cached features of shape {arr.shape}, expected {want}; delete it")
+            feats[k] = torch.from_numpy(arr)
+        got.append((feats, bad, blank))
+    (tx, terr, tblank), (ex, eerr, eblank) = got[:2]
+    if train_mode == FULL:
+        sx, serr = tx[sample], {k for k, i in enumerate(sample) if i in terr}
+    else:
+        sx, serr = got[2][:2]
+    ok = [k for k in range(len(sx)) if k not in serr]
+    if not ok:
+        raise BadInputError(None, f"none of the {len(sx)} training videos read for input statistics decoded")
+    stats = feature_stats(sx[ok])
+    train = FrozenClipFeatures(tx, terr, tblank, p.train_data.x.paths)
+    evals = FrozenClipFeatures(ex, eerr, eblank, p.eval_data.x.paths)
+    return dataclasses.replace(
+        p,
+        train_data=dataclasses.replace(p.train_data, x=train),
+        eval_data=dataclasses.replace(p.eval_data, x=evals),
+        input_stats=stats,
+    )
 
 
 def _contextualizer(
@@ -164,6 +301,14 @@ def _contextualizer(
 STATS_SEGMENTS = 2000  # clips decoded for the input statistics of an end-to-end run (5 events each)
 
 
+def stats_rows(n: int) -> list[int]:
+    """The train rows an end-to-end run's input statistics are computed from: every one, or
+    ``STATS_SEGMENTS`` evenly spaced."""
+    if n <= STATS_SEGMENTS:
+        return list(range(n))
+    return np.linspace(0, n - 1, STATS_SEGMENTS).round().astype(int).tolist()
+
+
 @torch.no_grad()
 def train_input_stats(
     train_data, backbone_obj: dict | None, batch_size: int = 8, device: str = "cpu", num_workers: int = 0
@@ -177,7 +322,7 @@ def train_input_stats(
     if backbone_obj is None:
         return feature_stats(train_data.x)
     if len(train_data) > STATS_SEGMENTS:
-        train_data = train_data.subset(np.linspace(0, len(train_data) - 1, STATS_SEGMENTS).round().astype(int))
+        train_data = train_data.subset(stats_rows(len(train_data)))
     net = build_arch(backbone_obj["arch"])
     net.load_state_dict(backbone_obj["state_dict"])
     net.to(device).eval()
@@ -210,7 +355,7 @@ def predict_split(
     dtype = param_dtype(model)
     preds: dict[int, dict] = {}
     failed = [] if failed is None else failed
-    workers = num_workers if not isinstance(data.x, torch.Tensor) else 0
+    workers = num_workers if isinstance(data.x, ClipSource) else 0
     for batch in loader(data, batch_size, shuffle=False, num_workers=workers):
         idx = batch["i"].tolist()
         y = batch.get("y")
@@ -312,6 +457,7 @@ class Prepared:
     tokenizer: str | None
     data: str = ""  # content_digest of the annotations and inputs the runs read (part of the settings hash)
     inputs_key: str = ""  # ``inputs`` without the folders it names (:func:`~..base.placeless`; the settings hash)
+    input_stats: tuple | None = None  # the train features' (mean, var), where computed with them (frozen clips)
 
     @property
     def tcfg(self):
@@ -524,7 +670,11 @@ def make_job(p: Prepared, out: Path, resume: bool = False, train_data=None, opti
     task, cfg, spec, tcfg = p.task, p.cfg, p.spec, p.tcfg
     train_data = p.train_data if train_data is None else train_data
     stats = None
-    if cfg.data.input_norm == "fixed" and p.txe_state is None:  # a pretrained TxE brings its own
+    if cfg.data.input_norm != "fixed" or p.txe_state is not None:  # a pretrained TxE brings its own
+        pass
+    elif p.input_stats is not None and train_data is p.train_data:
+        stats = p.input_stats  # computed with the features (:func:`cache_frozen_clips`)
+    else:
         stats = train_input_stats(
             train_data,
             p.backbone_obj,
@@ -670,6 +820,8 @@ def run_finetune(
         # and run.json naming its refused settings, beside the earlier settings' seeds and summary
         save_config(cfg, out)
         with threads(cfg.threads):
+            if frozen_clips(p) and not all_finished(out, seed_list, settings_hashes(p, task_optim(p))):
+                p = cache_frozen_clips(p, out, videos, backbone)
             job = make_job(p, out, resume)
             runs = run_seeds(job, seed_list)
         failed_decode = max(r["metrics"].get("eval_failed_decode", 0) for r in runs)
