@@ -168,6 +168,13 @@ def load_teacher_head(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tens
 class InstanceMaskingModule(pl.LightningModule):
     """OT + action LM head + span projection; only the OT is exported."""
 
+    # Under DDP (moviessl.training.fit): the OT's pooler and the span head take no part in a step
+    # without the span term -- ``masking.span_weight=0``, or a batch of one pair (two spans, no
+    # negative) -- and DDP, not told, failed at the next step ("Expected to have finished reduction").
+    # Told, it leaves a parameter no process used without a gradient, as one process does (AdamW
+    # skips it), where a zero loss touching it would have given weight decay a step to take.
+    ddp_find_unused_parameters = True
+
     def __init__(self, cfg: OTPretrainConfig, in_dim: int, teacher: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
         m = cfg.masking
