@@ -320,10 +320,16 @@ def test_pretrain_ot_says_accumulation_does_not_widen_the_span_losss_negatives(
         raise RuntimeError("stop")
 
     monkeypatch.setattr(im, "fit", stop)
-    over = ["data.batch_size=4", "masking.action_weight=0", f"masking.span_weight={span_weight}"]
+    teacher = None
+    if not span_weight:  # the distillation then (a run with neither term is refused)
+        teacher = tmp_path / "teacher.ckpt"
+        head = {"classifier.1.weight": torch.randn(5, 8), "classifier.1.bias": torch.zeros(5)}
+        torch.save({"state_dict": head}, teacher)
+    weights = [f"masking.action_weight={0 if span_weight else 80}", f"masking.span_weight={span_weight}"]
+    over = ["data.batch_size=4", *weights]
     cfg = load_config("ot_pretrain", "cpu", [*over, f"trainer.accumulate_grad_batches={accumulate}"])
     with caplog.at_level(logging.WARNING, logger="moviessl"), pytest.raises(RuntimeError, match="stop"):
-        im.pretrain_ot(One(), tmp_path / "out", cfg)
+        im.pretrain_ot(One(), tmp_path / "out", cfg, teacher=teacher)
     warned = "span compatibility loss's negatives are the other items of one micro-batch (8), not of the accumulated 16"
     assert (warned in caplog.text) == said
 
@@ -500,3 +506,38 @@ def test_pretrain_ot_gives_the_callers_feature_cache_bound_back(tmp_path):
     with pytest.raises(BadInputError, match="needs a teacher head"):
         pretrain_ot(Unread(), tmp_path / "out", cfg)
     assert instances.FEATURE_CACHE_BYTES == before
+
+
+@pytest.mark.parametrize("batch,refused", [(1, True), (2, False)])
+def test_pretrain_ot_with_nothing_to_train_is_one_line_before_any_step(tmp_path, monkeypatch, batch, refused):
+    """Without the distillation (``masking.action_weight=0``) a batch of one span pair per process
+    gives the span loss no negative, and with ``masking.span_weight=0`` too no term is left: every
+    step's loss was a constant, and the first backward failed in a traceback after every video was
+    read."""
+    from moviessl.config import load_config
+    from moviessl.context import instance_masking as im
+    from moviessl.data.lvu import VideoInstances
+
+    class One:
+        dim, ids, root = 8, ["a"], tmp_path
+
+        def load(self, vid, lazy=True):
+            sec = np.repeat(np.arange(70), 2)
+            box = np.tile(np.array([[0.1, 0.1, 0.5, 0.5]], np.float32), (len(sec), 1))
+            feats = np.random.default_rng(0).normal(size=(len(sec), 8)).astype("f4")
+            return VideoInstances(sec, sec // 10, np.tile([0, 1], 70), box, feats)
+
+    def stop(*a, **k):
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(im, "fit", stop)
+    cfg = load_config("ot_pretrain", "cpu", ["masking.action_weight=0", f"data.batch_size={batch}"])
+    if refused:
+        with pytest.raises(BadInputError, match="^data.batch_size: 1 span pair per process: with masking.action_we"):
+            im.pretrain_ot(One(), tmp_path / "out", cfg)
+    else:
+        with pytest.raises(RuntimeError, match="stop"):
+            im.pretrain_ot(One(), tmp_path / "out", cfg)
+    cfg = load_config("ot_pretrain", "cpu", ["masking.action_weight=0", "masking.span_weight=0"])
+    with pytest.raises(BadInputError, match="^masking.span_weight: 0 with masking.action_weight=0 too: nothing"):
+        im.InstanceMaskingModule(cfg, 8)

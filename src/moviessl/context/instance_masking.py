@@ -180,6 +180,9 @@ class InstanceMaskingModule(pl.LightningModule):
         m = cfg.masking
         if m.activation not in ("sigmoid", "softmax"):
             raise BadInputError("masking.activation", f"must be sigmoid or softmax, got '{m.activation}'")
+        if m.action_weight <= 0 and m.span_weight <= 0:
+            # every step's loss would be a constant: the first backward failed in a traceback
+            raise BadInputError("masking.span_weight", "0 with masking.action_weight=0 too: nothing to train")
         if m.action_weight > 0 and teacher is None:
             raise BadInputError(
                 "--teacher", "masked-instance distillation needs a teacher head (or masking.action_weight=0)"
@@ -305,6 +308,17 @@ def pretrain_ot(
         if ot.inst_norm is not None:  # model.overrides.input_norm: the statistics of the videos it pretrains on
             ot.set_input_stats(*input_stats(videos))
         data = SpanPairs(videos, d.span_s, ot.max_instances, ot.max_positions // 2, d.box_jitter)
+        world = planned_world_size(cfg.trainer)
+        drop_last = len(data) >= d.batch_size * world
+        per_batch = d.batch_size if drop_last else min(d.batch_size, -(-len(data) // world))
+        if cfg.masking.action_weight <= 0 and per_batch < 2:
+            # the span loss's negatives are the other pairs of a process's batch: with one pair every
+            # step's loss was a constant, and the first backward failed in a traceback
+            raise BadInputError(
+                "data.batch_size",
+                f"{per_batch} span pair per process: with masking.action_weight=0 the span loss alone needs 2 "
+                f"({len(data)} pairs over {world} process(es)): raise data.batch_size, or distil a teacher as well",
+            )
         dl = train_loader(
             data,
             min(d.batch_size, len(data)),
@@ -312,7 +326,7 @@ def pretrain_ot(
             shuffle=False,  # items are random draws already
             # under DDP each process gets its share: dropping a short last batch left none when the
             # pairs were fewer than a batch per process
-            drop_last=len(data) >= d.batch_size * planned_world_size(cfg.trainer),
+            drop_last=drop_last,
             num_workers=d.num_workers,
             persistent_workers=d.num_workers > 0,
             collate_fn=collate_spans,
