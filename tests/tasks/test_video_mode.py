@@ -511,3 +511,22 @@ def test_frozen_clip_features_are_computed_as_the_run_computed_them(tmp_path):
     with torch.no_grad():
         want = net(to_model_input(torch.stack([p.eval_data.x[i] for i in range(len(p.eval_data))])).flatten(0, 1))
     assert torch.allclose(evals, want.view_as(evals), atol=1e-5)
+
+
+def test_predict_takes_runs_of_a_videos_folder_whose_path_holds_backbone_colon(tmp_path):
+    """The --predict pre-check read the run's backbone hash as the first ``backbone:WORD`` of its
+    recorded inputs, ``videos:<folder> backbone:<hash>``: a videos folder whose path holds
+    ``backbone:`` (``/data/backbone:v1/videos``) gave that word, so the very runs the same command
+    trained were refused ("--backbone ... is not the run's"), which the settings check accepts."""
+    import shutil
+
+    from moviessl.tasks.vidsitu import runner
+
+    root, videos, net, bb = _tiny_synth_and_backbone(tmp_path)
+    moved = tmp_path / "backbone:v1" / "videos"
+    shutil.copytree(videos, moved)
+    quiet = {"trainer": {"progress_bar": False}, "relation": {"epochs": 1}}
+    out = tmp_path / "rel"
+    run_finetune("relation", root, videos=moved, backbone=bb, out=out, cfg=quiet)
+    rec = runner.run_predict("relation", root, "valid", videos=moved, backbone=bb, out=out, cfg=quiet)
+    assert [r["seed"] for r in rec["runs"]] == [0]

@@ -880,10 +880,12 @@ def other_inputs(
         was = recorded.split(":", 1)[0]
         if was in ("features", "videos") and was != kind:
             return f"trained on --{was}, not --{kind}"
-        made_by = re.search(r"\bbackbone:(\w+)", recorded)
+        # the field prepare appends after the folder, so the last one: a folder's own path may hold
+        # "backbone:" too (/data/backbone:v1/videos)
+        made_by = re.findall(r" backbone:(\w+)", recorded)
         if kind == "videos" and made_by and backbone is not None and Path(backbone).is_file():
-            if file_hash(backbone) != made_by.group(1):
-                return f"--backbone {backbone} is not the run's (backbone:{made_by.group(1)})"
+            if file_hash(backbone) != made_by[-1]:
+                return f"--backbone {backbone} is not the run's (backbone:{made_by[-1]})"
     if videos is None:
         return None
     try:
