@@ -530,3 +530,28 @@ def test_predict_takes_runs_of_a_videos_folder_whose_path_holds_backbone_colon(t
     run_finetune("relation", root, videos=moved, backbone=bb, out=out, cfg=quiet)
     rec = runner.run_predict("relation", root, "valid", videos=moved, backbone=bb, out=out, cfg=quiet)
     assert [r["seed"] for r in rec["runs"]] == [0]
+
+
+def test_a_rerun_of_a_finished_verb_job_from_videos_decodes_no_clip(tmp_path, monkeypatch):
+    """A rerun of a finished `--task verb --videos` job (each seed reused) still computed the input
+    statistics of ``data.input_norm=fixed`` (the default) before finding its seeds done: up to
+    ``STATS_SEGMENTS`` train segments' clips decoded and run through the Slow-D, the frozen rows'
+    feature cache skipped for that very reason ("a rerun of a finished job computes no features").
+    They are computed only where a seed trains; the runs' numbers are those of before."""
+    import json
+
+    from moviessl.tasks.vidsitu import data as vdata
+
+    root, videos, net, bb = _tiny_synth_and_backbone(tmp_path)
+    decodes = []
+    decode = vdata.ClipSource.__getitem__
+    monkeypatch.setattr(vdata.ClipSource, "__getitem__", lambda self, i: decodes.append(i) or decode(self, i))
+    for scale in (0.0, 1.0):  # frozen (the feature cache), end to end
+        cfg = {"verb": {"epochs": 1, "backbone_lr_scale": scale}, "trainer": {"progress_bar": False}}
+        out = tmp_path / f"verb{scale}"
+        first = run_finetune("verb", root, videos=videos, backbone=bb, out=out, cfg=cfg)
+        decodes.clear()
+        again = run_finetune("verb", root, videos=videos, backbone=bb, out=out, cfg=cfg)
+        assert decodes == [], scale
+        assert again["runs"] == first["runs"] and again["settings"] == first["settings"]
+        assert json.loads((out / "seed0" / "metrics.json").read_text())["settings"] == first["settings"]

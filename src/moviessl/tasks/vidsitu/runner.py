@@ -57,7 +57,7 @@ from ...eval.vidsitu import evaluate
 from ...features.extract import other_backbone_note, precision_name, resize_mode, run_lock
 from ...features.store import FeatureStore
 from ...models.txe import feature_stats
-from ...training import check_trainer, keeps_random_streams
+from ...training import check_trainer, keeps_random_streams, random_streams_kept
 from ...utils import progress
 from ...utils.digest import content_digest, names_sizes
 from ...utils.io import atomic_write_bytes, atomic_write_json, ensure_out_dir
@@ -665,22 +665,41 @@ def settings_hashes(p: Prepared, optim: TaskOptim) -> list[str]:
     )
 
 
-def make_job(p: Prepared, out: Path, resume: bool = False, train_data=None, optim: TaskOptim | None = None) -> SeedJob:
-    """The SeedJob of a prepared setting (``train_data``: a subset to train on, e.g. for tuning)."""
+def make_job(
+    p: Prepared,
+    out: Path,
+    resume: bool = False,
+    train_data=None,
+    optim: TaskOptim | None = None,
+    stats_now: bool = True,
+) -> SeedJob:
+    """The SeedJob of a prepared setting (``train_data``: a subset to train on, e.g. for tuning).
+    ``stats_now`` False: the input statistics wait for a seed that trains (every seed finished: a
+    rerun that reuses them decodes no clip for statistics no run uses)."""
     task, cfg, spec, tcfg = p.task, p.cfg, p.spec, p.tcfg
     train_data = p.train_data if train_data is None else train_data
-    stats = None
-    if cfg.data.input_norm != "fixed" or p.txe_state is not None:  # a pretrained TxE brings its own
-        pass
-    elif p.input_stats is not None and train_data is p.train_data:
-        stats = p.input_stats  # computed with the features (:func:`cache_frozen_clips`)
-    else:
-        stats = train_input_stats(
-            train_data,
-            p.backbone_obj,
-            device=trainer_device(cfg.trainer),
-            num_workers=cfg.data.num_workers,
-        )
+    computed: dict[str, Any] = {}
+
+    def input_stats():
+        if "stats" not in computed:
+            if cfg.data.input_norm != "fixed" or p.txe_state is not None:  # a pretrained TxE brings its own
+                computed["stats"] = None
+            elif p.input_stats is not None and train_data is p.train_data:
+                computed["stats"] = p.input_stats  # computed with the features (:func:`cache_frozen_clips`)
+            else:
+                # the caller's random streams kept: computed late, in a seed's build, its loader's
+                # draw would otherwise move the seed's model initialisation
+                with random_streams_kept():
+                    computed["stats"] = train_input_stats(
+                        train_data,
+                        p.backbone_obj,
+                        device=trainer_device(cfg.trainer),
+                        num_workers=cfg.data.num_workers,
+                    )
+        return computed["stats"]
+
+    if stats_now:  # before any seed: inputs that fail to give them are said before a run is touched
+        input_stats()
     optim = optim or task_optim(p)
 
     def build(seed: int):
@@ -691,7 +710,7 @@ def make_job(p: Prepared, out: Path, resume: bool = False, train_data=None, opti
         if p.txe_state is not None:  # a pretrained TxE keeps the statistics it was pretrained with
             model.encoder.txe.load_state_dict(p.txe_state)
         elif cfg.data.input_norm == "fixed":
-            model.encoder.set_input_stats(*stats)
+            model.encoder.set_input_stats(*input_stats())
         return model, arch
 
     def score(model, run_dir: Path) -> dict:
@@ -820,9 +839,11 @@ def run_finetune(
         # and run.json naming its refused settings, beside the earlier settings' seeds and summary
         save_config(cfg, out)
         with threads(cfg.threads):
-            if frozen_clips(p) and not all_finished(out, seed_list, settings_hashes(p, task_optim(p))):
+            # a rerun whose seeds all finished computes no features, for the cache or the statistics
+            finished = all_finished(out, seed_list, settings_hashes(p, task_optim(p)))
+            if frozen_clips(p) and not finished:
                 p = cache_frozen_clips(p, out, videos, backbone)
-            job = make_job(p, out, resume)
+            job = make_job(p, out, resume, stats_now=not finished)
             runs = run_seeds(job, seed_list)
         failed_decode = max(r["metrics"].get("eval_failed_decode", 0) for r in runs)
         note = f"inputs: `{p.inputs}`, contextualizer: `{p.ctx_label}`"
