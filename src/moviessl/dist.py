@@ -241,6 +241,15 @@ def local_device(accelerator: str = "auto", devices: Any = None) -> str:
     return "cpu"
 
 
+def pins_memory(accelerator: str = "auto") -> bool:
+    """Whether the data loaders of a run on ``accelerator`` pin their batches: only where the batches
+    go to a CUDA GPU (as :func:`local_device` picks one). Pinned from ``torch.cuda.is_available()``
+    alone, a CPU run (``accelerator: cpu``) on a machine with a GPU pinned every batch for no copy to
+    a device, and the pinning made a CUDA context on the current GPU, GPU 0, in every process of the
+    run: memory of a GPU the run does not use, which another job may hold."""
+    return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
 def check_machine(
     accelerator: str,
     devices: Any,

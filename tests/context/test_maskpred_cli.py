@@ -419,3 +419,30 @@ def test_a_pretraining_stage_gives_the_callers_random_streams_and_lightning_seed
 
     with random_streams_given_back(monkeypatch):
         pretrain_context([feats[0]], tmp_path / "run", load_config("context", "cpu", ["trainer.max_steps=1", *FAST]))
+
+
+class _Stop(Exception):
+    """Raised by a stand-in ``fit`` once it has seen the loaders it was given."""
+
+
+@pytest.mark.parametrize("accelerator, pinned", [("cpu", False), ("gpu", True)])
+def test_batches_are_pinned_only_for_a_run_on_a_gpu(feats, tmp_path, monkeypatch, accelerator, pinned):
+    """A CPU run (trainer.accelerator=cpu) on a machine with a GPU pinned its training and validation
+    batches, which made a CUDA context on GPU 0 in every process of the run; a GPU run pins them (a
+    machine with one GPU stood in for: fit is stopped before it trains)."""
+    import moviessl.context.pretrain as cp
+    from moviessl.config import load_config
+
+    seen = {}
+
+    def fit(module, t, out, train_dataloaders=None, val_dataloaders=None, **kw):
+        seen["pin"] = (train_dataloaders.pin_memory, val_dataloaders.pin_memory)
+        raise _Stop
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(cp, "fit", fit)
+    cfg = load_config("context", "cpu", [*FAST, f"trainer.accelerator={accelerator}"])
+    with pytest.raises(_Stop):
+        cp.pretrain_context([feats[0]], tmp_path / "run", cfg)
+    assert seen["pin"] == (pinned, pinned)

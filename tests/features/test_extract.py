@@ -1812,3 +1812,26 @@ def test_python_api_load_leaves_the_callers_random_streams_as_they_were(backbone
     # the weights are the file's, as before
     saved = torch.load(backbone, weights_only=False)["state_dict"]
     assert all(torch.equal(v, saved[k]) for k, v in loaded.model.state_dict().items())
+
+
+@pytest.mark.parametrize("accelerator, pinned", [("cpu", False), ("gpu", True)])
+def test_an_extraction_pins_its_batches_only_on_a_gpu(tmp_path, monkeypatch, accelerator, pinned):
+    """--accelerator cpu on a machine with a GPU pinned every decoded batch, which made a CUDA context
+    on GPU 0 in every rank of the job; an extraction on a GPU pins them (a machine with a GPU stood
+    in for: the trainer is a stand-in that only looks at its loader)."""
+    from types import SimpleNamespace
+
+    seen = {}
+
+    class Trainer:
+        interrupted = False
+        strategy = SimpleNamespace(barrier=lambda: None)
+
+        def predict(self, module, dataloaders=None, return_predictions=True):
+            seen["pin"] = dataloaders.pin_memory
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(ex, "predict_trainer", lambda out, *launch: Trainer())
+    module = SimpleNamespace(close_progress=lambda: None)
+    ex.run_prediction(module, [], tmp_path, (accelerator, 1, 1, "auto", "32-true", None), 0, False)
+    assert seen["pin"] is pinned

@@ -508,3 +508,28 @@ def test_pretrain_gives_the_callers_random_streams_and_lightning_seed_back(clip_
 
     with random_streams_given_back(monkeypatch):
         _run("random", clip_list, tmp_path / "r")
+
+
+class _Stop(Exception):
+    """Raised by a stand-in ``fit`` once it has seen the loader it was given."""
+
+
+@pytest.mark.parametrize("accelerator, pinned", [("cpu", False), ("gpu", True)])
+def test_batches_are_pinned_only_for_a_run_on_a_gpu(clip_list, tmp_path, monkeypatch, accelerator, pinned):
+    """A CPU run (trainer.accelerator=cpu) on a machine with a GPU pinned every batch, which made a
+    CUDA context on GPU 0 in every process of the run; a GPU run pins them (a machine with one GPU
+    stood in for: fit is stopped before it trains)."""
+    import moviessl.ssl.pretrain as sp
+
+    seen = {}
+
+    def fit(module, t, out, train_dataloaders=None, **kw):
+        seen["pin"] = train_dataloaders.pin_memory
+        raise _Stop
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(sp, "fit", fit)
+    with pytest.raises(_Stop):
+        _run("cvrl", clip_list, tmp_path / "run", [f"trainer.accelerator={accelerator}"])
+    assert seen["pin"] is pinned

@@ -1235,3 +1235,40 @@ def test_predict_from_python_gives_the_callers_random_stream_back(vidsitu_fixtur
     before = torch.random.get_rng_state()
     run_predict("relation", ann, "valid", features=feats, out=out, overrides=list(args))
     assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_a_cpu_run_on_a_machine_with_a_gpu_pins_no_batches(vidsitu_fixture, tmp_path, monkeypatch):
+    """trainer.accelerator=cpu on a machine with a GPU: the training, prediction and held-out batches
+    were pinned (the loader's default, ``torch.cuda.is_available()``), which made a CUDA context on
+    GPU 0 in every process of the run. Only batches bound for a GPU are pinned now (a machine with a
+    GPU stood in for: torch's loader itself pins nothing where it finds no accelerator)."""
+    from types import SimpleNamespace
+
+    import moviessl.tasks.vidsitu.runner as runner
+    from moviessl.tasks.vidsitu.data import SegmentData
+
+    pins, real = [], runner.loader
+
+    def loader(*args, **kwargs):
+        dl = real(*args, **kwargs)
+        pins.append(dl.pin_memory)
+        return dl
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(runner, "loader", loader)
+    ann, feats = vidsitu_fixture
+    assert _finetune(ann, feats, tmp_path / "out", "verb", *FAST, "trainer.accelerator=cpu", seeds=1) == 0
+    assert len(pins) >= 2 and not any(pins)  # the training loader and the prediction's
+    pins.clear()
+
+    class Stub(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(()))
+
+        def loss(self, x, y):
+            return x.mean() + self.p
+
+    data = SegmentData(["v_0", "v_1"], [0, 1], torch.ones(2, 5, 3), [torch.tensor(0)] * 2)
+    runner.heldout_loss(Stub(), data, SimpleNamespace(loss_kwargs=dict, ignore_index=-1), batch_size=2)
+    assert pins == [False]

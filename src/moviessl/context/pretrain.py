@@ -9,10 +9,10 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
 from torch.utils.data import DataLoader
 
 from ..data.vidsitu import resolve_ann_root, segment_splits
+from ..dist import pins_memory
 from ..errors import BadInputError
 from ..features.extract import run_lock
 from ..features.store import FeatureStore
@@ -264,9 +264,8 @@ def pretrain_context(
             module.set_target_mean(mean)
 
         drop_last = len(train) >= d.batch_size * planned_world_size(cfg.trainer)  # every rank gets a full batch
-        loader_kw = dict(
-            num_workers=d.num_workers, persistent_workers=d.num_workers > 0, pin_memory=torch.cuda.is_available()
-        )
+        pin = pins_memory(cfg.trainer.accelerator)
+        loader_kw = dict(num_workers=d.num_workers, persistent_workers=d.num_workers > 0, pin_memory=pin)
         train_dl = train_loader(train, min(d.batch_size, len(train)), seed=cfg.seed, drop_last=drop_last, **loader_kw)
         val_dl = validation_loader(val, d.batch_size, **loader_kw) if val else None
 

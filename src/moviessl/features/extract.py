@@ -59,7 +59,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from ..checkpoint import build_from_checkpoint, file_hash, load_checkpoint
 from ..config import HALF_WEIGHTS, MAX_TIMEOUT_S, TrainerConfig, check_accelerator, check_devices, check_precision
 from ..data.cliplist import read_clip_list
-from ..dist import EVERY_RANK, check_launcher_world, check_machine, job_leader, launch_token
+from ..dist import EVERY_RANK, check_launcher_world, check_machine, job_leader, launch_token, pins_memory
 from ..errors import BadInputError, raise_if_denied
 from ..models.slowd import speed_up
 from ..training import (
@@ -886,7 +886,7 @@ def run_prediction(module, stream, out: Path, launch: tuple, num_workers: int, p
     # Lightning's advice silenced for the run only (the caller's warnings filters and log levels come back)
     with lightning_quieted(".*predict returned None.*"):
         trainer = predict_trainer(out, *launch)
-        dl = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available())
+        dl = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=pins_memory(launch[0]))
         try:
             with ctrl_c_kept(trainer):
                 trainer.predict(module, dataloaders=dl, return_predictions=False)

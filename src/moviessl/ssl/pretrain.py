@@ -19,7 +19,7 @@ import torch
 
 from ..config import save_config
 from ..data.cliplist import check_labelled, check_same_label_map, missing_clips, read_clip_list
-from ..dist import gather_objects, job_leader, trainer_device
+from ..dist import gather_objects, job_leader, pins_memory, trainer_device
 from ..errors import BadInputError
 from ..features.extract import run_lock
 from ..loader import train_loader
@@ -246,7 +246,7 @@ def pretrain(
                 drop_last=True,
                 num_workers=d.num_workers,
                 persistent_workers=d.num_workers > 0,
-                pin_memory=torch.cuda.is_available(),
+                pin_memory=pins_memory(cfg.trainer.accelerator),
             )
             trainer = fit(
                 module,

@@ -109,7 +109,8 @@ def loader(
 ) -> DataLoader:
     """``shuffle``: a training loader (:func:`moviessl.loader.train_loader`: shuffled by ``seed`` and
     the epoch, resumable mid-epoch); otherwise the segments in order. ``pin_memory``: default where
-    CUDA is (for a trainer's batches, pinned once Lightning has set the rank's GPU)."""
+    CUDA is; the runner pins only batches bound for a GPU (:func:`moviessl.dist.pins_memory`: a CPU
+    run's pinning made a CUDA context on GPU 0 in each of its processes)."""
     kw = dict(
         collate_fn=collate,
         num_workers=int(num_workers),

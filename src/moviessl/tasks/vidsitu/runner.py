@@ -50,7 +50,7 @@ from ...checkpoint import (
 )
 from ...config import flatten, load_config, merge_overrides, save_config, to_dict
 from ...data.vidsitu import load_split, scorable
-from ...dist import trainer_device
+from ...dist import pins_memory, trainer_device
 from ...errors import BadInputError
 from ...eval.stats import summarize
 from ...eval.vidsitu import evaluate
@@ -356,7 +356,7 @@ def predict_split(
     preds: dict[int, dict] = {}
     failed = [] if failed is None else failed
     workers = num_workers if isinstance(data.x, ClipSource) else 0
-    for batch in loader(data, batch_size, shuffle=False, num_workers=workers):
+    for batch in loader(data, batch_size, shuffle=False, num_workers=workers, pin_memory=device.type == "cuda"):
         idx = batch["i"].tolist()
         y = batch.get("y")
         x = batch["x"].to(device)
@@ -772,6 +772,7 @@ def make_job(
             num_workers=cfg.data.num_workers,
             ignore_fill=spec.ignore_index,
             seed=seed,
+            pin_memory=pins_memory(cfg.trainer.accelerator),
         ),
         score=score,
         export=export,
@@ -1146,7 +1147,8 @@ def heldout_loss(model: torch.nn.Module, data, spec, batch_size: int) -> float:
         return t.to(device) if isinstance(t, torch.Tensor) else t
 
     kw = {k: dev(v) for k, v in spec.loss_kwargs().items()}
-    for batch in loader(data, batch_size, shuffle=False, ignore_fill=spec.ignore_index):
+    pin = device.type == "cuda"
+    for batch in loader(data, batch_size, shuffle=False, ignore_fill=spec.ignore_index, pin_memory=pin):
         n = int((~batch["failed"]).sum())
         if n:
             total += float(model.loss(dev(batch["x"]), dev(batch["y"]), **kw)) * n
