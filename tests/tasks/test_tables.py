@@ -316,3 +316,35 @@ def test_a_folder_with_an_equals_sign_is_a_folder_by_one_rule(tmp_path, monkeypa
     )
     lvu_run(tmp_path / "a=c", {"scene": [40, 42]})
     assert main(["table", "lvu", "a=c"]) == 0 and "| a=c | 41.00 ± 1.00 |" in capsys.readouterr().out
+
+
+def test_a_run_folder_from_home_is_expanded_and_the_refusal_spells_an_absolute_folder(tmp_path, monkeypatch, capsys):
+    """``OT=~/runs/ot`` reached the table as a folder ``~`` ("no such run folder"): the shell expands
+    ``~`` after ``NAME=`` only in some modes (zsh never). And where both readings of ``OT=/abs/ot``
+    were folders, the refusal said ``OT=.//abs/ot``, a folder relative to here."""
+    import os
+    from pathlib import Path
+
+    from moviessl.errors import BadInputError
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    ot = lvu_run(home / "runs" / "ot", {"scene": [40, 42]})
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    assert parse_runs(["OT=~/runs/ot", "~/runs/ot"]) == {"OT": ot, "ot": ot}
+    assert main(["table", "lvu", "OT=~/runs/ot"]) == 0 and "| OT | 41.00 ± 1.00 |" in capsys.readouterr().out
+    (work / "~").mkdir()  # a folder named ~ is ./~
+    assert parse_runs(["./~"]) == {"~": Path("~")}
+
+    for spec in (f"OT={ot}", "OT=~/runs/ot"):
+        _, _, path = spec.partition("=")
+        literal = work / "OT=" / str(ot).lstrip(os.sep) if path.startswith(os.sep) else work / spec
+        literal.mkdir(parents=True)
+        with pytest.raises(BadInputError) as e:
+            parse_runs([spec])
+        suggested = str(e.value).rsplit(" or ", 1)[1]
+        assert suggested == "OT=./" + os.path.join("..", "home", "runs", "ot")
+        (d,) = parse_runs([suggested]).values()
+        assert d.resolve() == ot.resolve()
+        assert parse_runs(["./" + spec]) == {literal.name: Path("./" + spec)}

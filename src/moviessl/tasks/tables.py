@@ -39,8 +39,30 @@ Stats = dict[str, dict[str, dict[str, Any]]]  # run name -> column (task or metr
 SPLIT_RULE = (
     "an argument that is an existing folder is that folder (named by it), even with '=' in it (runs/a=b, a=b); "
     "otherwise NAME=DIR splits at the first '=' where NAME has no '/', and the rest is a folder; where both "
-    "readings are folders (a folder OT=a beside a), ./OT=a is the folder and OT=./a the named one"
+    "readings are folders (a folder OT=a beside a), ./OT=a is the folder and OT=./a the named one; "
+    "a leading ~ of the folder is the home folder (./~ is a folder named ~)"
 )
+
+
+def _expand(path: str) -> Path:
+    """``~`` / ``~user`` at the start of a folder -> the home folder. The shell expands it before a
+    bare argument, but after ``NAME=`` only in some modes (bash's, not zsh's), and never when quoted,
+    so ``OT=~/runs/x`` reached us as a folder ``~`` ("no such run folder"). ``os.path`` leaves an
+    unknown ``~user`` as written, where :meth:`Path.expanduser` raises."""
+    return Path(os.path.expanduser(path))
+
+
+def _named_spelling(name: str, path: str) -> str:
+    """``NAME=./DIR``, the spelling read only as run NAME of folder DIR: its literal folder starts
+    with a folder ``NAME=.``. An absolute DIR (or one from ``~``) has no such spelling (``NAME=/x``
+    is a folder ``NAME=`` holding ``x``, however it is written), so it is given relative to here."""
+    d = _expand(path)
+    if d.is_absolute():
+        try:
+            path = os.path.relpath(d)
+        except ValueError:  # Windows: another drive, no relative path; the absolute one is the best left
+            return f"{name}={path}"
+    return f"{name}=./{path}"
 
 
 def parse_runs(specs: Sequence[str]) -> dict[str, Path]:
@@ -52,15 +74,18 @@ def parse_runs(specs: Sequence[str]) -> dict[str, Path]:
     for spec in specs:
         name, sep, path = spec.partition("=")
         as_named = bool(sep and name) and not any(s in name for s in seps)
-        if as_named and Path(spec).is_dir() and path and Path(path).is_dir():
+        whole = _expand(spec)  # a bare (quoted) ~/runs/x; a NAME=... starts with NAME, left as is
+        if as_named and whole.is_dir() and path and _expand(path).is_dir():
             raise BadInputError(
-                spec, f"both a folder and NAME=DIR (run '{name}', folder {path}): write ./{spec} or {name}=./{path}"
+                spec,
+                f"both a folder and NAME=DIR (run '{name}', folder {path}): "
+                f"write ./{spec} or {_named_spelling(name, path)}",
             )
-        if not as_named or Path(spec).is_dir():
-            name, path = Path(spec).resolve().name, spec
+        if not as_named or whole.is_dir():
+            name, path = whole.resolve().name, spec
         if not path:  # Path("") is the working directory: its runs were read as NAME's
             raise BadInputError(spec, "no run folder after '=' (NAME=DIR)")
-        d = Path(path)
+        d = _expand(path)
         if not d.is_dir():
             raise BadInputError(d, "no such run folder (a moviessl finetune --out folder)")
         if name in runs:
