@@ -245,3 +245,25 @@ def test_verb_and_relation_targets_read_the_first_record_in_file_order():
     rel = RelationTask({}, train)
     assert rel.train_target(v, recs).tolist() == [LABELS.index("Causes")] * 4
     assert LABELS[rel.majority] == "Causes" and [LABELS[j] for j in rel.pair_majority] == ["Causes"] * 4
+
+
+def test_srl_loss_of_a_batch_without_a_target_token_is_a_zero_through_every_parameter():
+    """A batch with no kept event (every row pad: unannotated, or every clip failed to decode) raised
+    "max(): Expected reduction dim..." in ``SRLDecoder.loss``; under DDP the other processes then waited
+    in ``global_mean_share``'s all-reduce. A batch whose events hold only their verb token meaned a
+    cross-entropy over nothing (NaN). Both are now a zero through every parameter, as verb and relation
+    give, and :meth:`loss_items` is 0 (the DDP factor's share, 0 on this process)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 16)
+    for memory in ("self", "all"):
+        m = build_srl_model(16, 40, memory=memory, txd_overrides={"dropout": 0.0})
+        verb_only = torch.zeros(2, 5, 6, dtype=torch.long)
+        verb_only[:, :, 0] = 3
+        for y in (torch.zeros(2, 5, 6, dtype=torch.long), verb_only):
+            m.zero_grad(set_to_none=True)
+            loss = m.loss(x, y)
+            assert m.loss_items(y) == 0
+            assert loss.requires_grad and loss.item() == 0.0
+            loss.backward()
+            grads = {n: p.grad for n, p in m.named_parameters()}
+            assert all(g is not None and not g.any() for g in grads.values()), grads.keys()

@@ -1,8 +1,9 @@
 """A task head's step under DDP (2 CPU processes, gloo) equals one process's step on both halves of the
 batch, where its loss is a mean over a count that varies with the data: verb (labelled events),
-relation (labelled pairs at their class weights), SRL (target tokens). Each process's loss was a mean
-over its own items and DDP averages the gradients, so an item of the process that held fewer weighed
-more than one of the other."""
+relation (labelled pairs at their class weights), SRL (target tokens; ``srl_none``: none on one
+process, whose loss raised in ``max()`` while the other waited in the count's all-reduce). Each
+process's loss was a mean over its own items and DDP averages the gradients, so an item of the
+process that held fewer weighed more than one of the other."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 LR = 0.5  # plain SGD: Adam's first step (about lr x the gradient's sign) would hide a scaled gradient
-NAMES = ("verb", "relation", "srl")
+NAMES = ("verb", "relation", "srl", "srl_none")
 
 
 def _free_port():
@@ -51,6 +52,8 @@ def _case(name):
         y0 = torch.randint(2, 12, (2, 5, 7), generator=g)  # long targets, every event
         y1 = torch.zeros(2, 5, 7, dtype=torch.long)
         y1[:, :2, :3] = torch.randint(2, 12, (2, 2, 3), generator=g)  # two short ones per segment
+        if name == "srl_none":  # no target token on one process: its loss a zero, its share 0
+            y1.zero_()
         ys = [y0, y1]
     module = TaskModule(model.eval(), TaskOptim(lr=LR), kw)  # eval: no dropout, the same step everywhere
     return module, [{"x": xi, "y": yi} for xi, yi in zip(x, ys)]

@@ -74,6 +74,11 @@ class SRLDecoder(nn.Module):
         mem = self.encode(x)
         seqs = y.flatten(0, 1)
         keep = seqs[:, 0] != self.pad_id
+        if not (keep[:, None] & (seqs[:, 1:] != self.pad_id)).any():
+            # no target token in the batch (every event unannotated, or every clip failed to decode;
+            # :meth:`loss_items` is 0): a zero through every parameter, as verb and relation give, not
+            # max() of nothing -- under DDP the other processes would wait in a collective for this one
+            return self.txd(seqs[:1, :1], mem[:1]).sum() * 0.0
         seqs, mem = seqs[keep], mem[keep]
         L = int((seqs != self.pad_id).sum(1).max())  # trim the batch to its longest target
         seqs = seqs[:, :L]
