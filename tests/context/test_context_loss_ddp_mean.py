@@ -6,16 +6,23 @@ the process that masked fewer weighed more than one of the other."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 LR = 0.5  # plain SGD: Adam's first step (about lr x the gradient's sign) would hide a scaled gradient
 NAMES = ("infonce", "l2", "ot")
+
+
+# gloo's (the default is 30 minutes): a rank that raised, or waits in a collective its peer left,
+# fails the test instead of hanging it; the peer's start (its imports) counts, hence not less
+TIMEOUT_S = 60
 
 
 def _free_port():
@@ -118,7 +125,7 @@ def _maskpred_step(module, batch, masks, world):
 
 def _work(rank, world, port, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=TIMEOUT_S))
     try:
         for loss in ("infonce", "l2"):
             module, batches = _maskpred(loss)
@@ -143,6 +150,7 @@ def _worker(rank, world, port, out_dir):
     os._exit(0)  # a spawned gloo process may abort at interpreter shutdown (see tests/ssl/test_ssl_ddp.py)
 
 
+@pytest.mark.timeout(4 * TIMEOUT_S)  # a backstop: gloo's timeout ends a stuck rank first
 def test_a_pretraining_step_on_two_processes_is_the_step_on_their_union(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     apart, want = {}, {}

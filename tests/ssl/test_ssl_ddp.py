@@ -1,5 +1,6 @@
 """Two CPU processes (gloo) give the same loss and gradients as one process on the whole batch."""
 
+import datetime
 import os
 import socket
 
@@ -11,6 +12,10 @@ import torch.nn.functional as F
 
 from moviessl.ssl.losses import info_nce_pairs
 from moviessl.ssl.queue import MemoryQueue
+
+# gloo's (the default is 30 minutes): a rank that raised, or waits in a collective its peer left,
+# fails the test instead of hanging it; the peer's start (its imports) counts, hence not less
+TIMEOUT_S = 60
 
 
 def _free_port():
@@ -46,7 +51,7 @@ def _local_rows(rank):
 
 def _work(rank, world, port, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=TIMEOUT_S))
     try:
         x1, x2, w, x3 = _data()
         sl = slice(rank * 4, (rank + 1) * 4)
@@ -97,6 +102,7 @@ def _worker(rank, world, port, out_dir):
     os._exit(0)
 
 
+@pytest.mark.timeout(4 * TIMEOUT_S)  # a backstop: gloo's timeout ends a stuck rank first
 def test_two_processes_equal_one(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     x1, x2, w, x3 = _data()
