@@ -204,6 +204,11 @@ def test_the_frozen_feature_cache_is_one_folder_per_clip_geometry_and_videos(tmp
     assert len(names) == 6 and at() == at() and all(p.parent == tmp_path for p in names)
     bb.write_bytes(b"other weights")
     assert at() not in names
+    # how they were computed: a folder of its own wherever not plain float32, as the runner's layout says
+    how = lambda mode: frozen_cache_dir(tmp_path, bb, tmp_path / "v", NS(**base), mode).name[len(at().name) :]  # noqa: E731
+    assert how(()) == how(("float32", None, None)) == ""
+    assert how(("float32", None, "high")) == "_float32_high"  # a float32 run under trainer.matmul_precision
+    assert how(("float32", "bfloat16", None)) == "_float32_bfloat16" and how(("float64", None, None)) == "_float64"
 
 
 def test_an_eval_clip_that_fails_to_decode_gets_the_fallback_not_a_prediction_on_grey(caplog):

@@ -9,7 +9,10 @@ Layout of ``out``::
     tokenizer.json                    SRL only: trained once, shared by the runs
     tokenizer.key                     SRL only: what it was trained from (other phrases / settings: retrained)
     features_{backbone}_{clips}/      --videos with a frozen backbone: the event features, per clip geometry
-    features_{backbone}_{clips}_{how}/  a frozen verb run's training features where not float32 (its precision)
+    features_{backbone}_{clips}_{how}/  a frozen verb run's features computed otherwise than in plain float32:
+                                      at another precision or under autocast (the training clips'; at 64-true
+                                      also the scored ones', _float64), or in float32 under a set
+                                      trainer.matmul_precision (the training clips', e.g. _float32_high)
     seed{S}/config.yaml               the run's own (its seed)
     seed{S}/predictions.pkl           VidSitu submission (list of dicts, keyed by ann_idx)
     seed{S}/metrics.json              official metrics on the eval split (percent) + run facts
@@ -137,7 +140,10 @@ def frozen_cache_dir(out: Path, backbone: str | os.PathLike, videos: str | os.Pa
     """``OUT/features_{backbone hash}_{clips}``: one folder per backbone, videos folder and clip
     geometry (``data.num_frames``, ``stride``, ``resize``), since extraction skips the files it finds:
     a rerun with another geometry or other videos must not reuse the first run's features. ``mode``:
-    how they were computed where not in float32 (:func:`frozen_clip_modes`), a folder of its own."""
+    how they were computed (:func:`frozen_clip_modes`), a folder of its own, ``_{how}``, wherever it
+    is not :data:`FULL` -- float32 weights without autocast under the matmul precision as it is: so
+    also a float32 run's training features under a set ``trainer.matmul_precision`` (TF32 on a GPU
+    at ``high``), which are not SRL's."""
     clips = content_digest(str(Path(videos).resolve()), data.num_frames, data.stride, data.resize)
     how = "" if mode in ((), FULL) else "_" + "_".join(str(m) for m in mode if m is not None)
     return Path(out) / f"features_{file_hash(backbone)}_{clips}{how}"
