@@ -541,3 +541,35 @@ def test_pretrain_ot_with_nothing_to_train_is_one_line_before_any_step(tmp_path,
     cfg = load_config("ot_pretrain", "cpu", ["masking.action_weight=0", "masking.span_weight=0"])
     with pytest.raises(BadInputError, match="^masking.span_weight: 0 with masking.action_weight=0 too: nothing"):
         im.InstanceMaskingModule(cfg, 8)
+
+
+def test_track_masks_and_corruption_draw_on_the_cpu_whatever_the_default_device():
+    """Both draw on the CPU with their generator, then move (as ``sample_mask_sizes``): under a user's
+    ``torch.set_default_device("cuda")`` they drew on the GPU instead, from another stream than their
+    generator's. "meta" stands in for the GPU: the old draws failed there, copying out of a meta
+    tensor. The CPU results are those the draws gave before they named the CPU."""
+    kind = torch.full((4, 6), INSTANCE)
+    kind[:, 0] = SCENE
+    link = ID_OFFSET + torch.tensor([0, 0, 1, 1, 2, 2]).repeat(4, 1)
+    feats = torch.arange(4 * 6 * 2, dtype=torch.float32).reshape(4, 6, 2)
+
+    def draw(g):
+        m = track_masks(link, kind, 0.3, generator=g)
+        m0 = track_masks(link, kind, 0.0, generator=g)  # the one-track fallback's draw
+        new, to_mask = corrupt_selected(feats, m | m0, kind == INSTANCE, 0.5, 0.3, generator=g)
+        return m.int().tolist(), m0.int().tolist(), to_mask.int().tolist(), new[..., 0].int().tolist()
+
+    expected = (
+        [[0, 1, 1, 1, 1, 1], [0, 1, 0, 0, 1, 1], [0, 1, 0, 0, 1, 1], [0, 0, 1, 1, 0, 0]],
+        [[0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 1, 1], [0, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1]],
+        [[0, 0, 1, 1, 1, 1], [0, 1, 0, 0, 0, 1], [0, 1, 0, 0, 1, 1], [0, 0, 0, 1, 1, 0]],
+        [[0, 2, 4, 6, 8, 10], [12, 14, 16, 18, 18, 22], [24, 26, 28, 30, 32, 34], [36, 38, 28, 42, 44, 46]],
+    )
+    assert draw(torch.Generator().manual_seed(3)) == expected
+    torch.set_default_device("meta")
+    try:
+        assert draw(torch.Generator().manual_seed(3)) == expected
+        torch.manual_seed(3)  # no generator: the CPU's default one, as on a CPU default device
+        assert draw(None) == expected
+    finally:
+        torch.set_default_device(None)

@@ -80,14 +80,15 @@ def track_masks(
     # spans where nothing was drawn are drawn again, all their tracks, as LVU's `while` loop does:
     # forcing one track there instead over-weights single-track masks (fewer tracks masked per span)
     redo = present.any(1)
+    # drawn on the CPU (as maskpred's draws): the same stream whatever torch's default device
     for _ in range(REDRAWS if fraction > 0 else 0):
         if not redo.any():
             break
-        u = torch.rand(int(redo.sum()), T, generator=generator).to(link.device)
+        u = torch.rand(int(redo.sum()), T, generator=generator, device="cpu").to(link.device)
         chosen[redo] = (u < fraction) & present[redo]
         redo = redo & ~chosen.any(1)
     if redo.any():  # a fraction so small (or 0) that redrawing would not end: one track, uniformly
-        u = torch.rand(B, T, generator=generator).to(link.device)
+        u = torch.rand(B, T, generator=generator, device="cpu").to(link.device)
         pick = torch.where(present, u, torch.full_like(u, 2.0)).argmin(1)
         chosen[redo, pick[redo]] = True
     return inst & chosen.gather(1, tid)

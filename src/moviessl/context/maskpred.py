@@ -112,14 +112,16 @@ def corrupt_selected(
     left as it is cannot be told from an unselected one, so every visible output is asked to keep its
     own token -- which the [MASK]-only objective never asks.
     """
-    u = torch.rand(selected.shape, generator=generator).to(selected.device)
+    # drawn on the CPU, as sample_mask_sizes does: the stream is then the CPU generator's whatever
+    # torch's default device (a user's torch.set_default_device("cuda") drew it on the GPU instead)
+    u = torch.rand(selected.shape, generator=generator, device="cpu").to(selected.device)
     to_mask = selected & (u < replace)
     to_swap = selected & (u >= replace) & (u < replace + swap)
     x = x.clone()
     pool = x[candidates & ~to_mask]
     n = int(to_swap.sum())
     if n and len(pool):
-        idx = torch.randint(len(pool), (n,), generator=generator).to(x.device)
+        idx = torch.randint(len(pool), (n,), generator=generator, device="cpu").to(x.device)
         x[to_swap] = pool[idx]
     return x, to_mask
 
