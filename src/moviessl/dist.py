@@ -318,9 +318,14 @@ def broadcast_object(obj, src: int = 0):
     if not is_dist():
         return obj
     box = [obj]
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-    dist.broadcast_object_list(box, src=src, device=device)
+    dist.broadcast_object_list(box, src=src, device=_nccl_device())
     return box[0]
+
+
+def _nccl_device() -> torch.device | None:
+    """This process's current GPU where the group is NCCL's, which reduces device tensors only
+    (Lightning makes the rank's own GPU current); None for gloo and the others, which take CPU ones."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
 
 
 def gather_objects(obj) -> list:
@@ -343,9 +348,12 @@ def global_mean_share(n_local: float, device: torch.device | str | None = None) 
     step of one process on both halves. An all-reduce of the count: every process calls it at every
     step, whatever its own count. 1.0 without a process group, so that the caller's loss, and a
     one-process run, stay bit-identical (the caller multiplies only under DDP); 1.0 also where no
-    process holds an item (every loss is then a zero without gradient)."""
+    process holds an item (every loss is then a zero without gradient). ``device``: the loss's; None
+    takes the group's own (this GPU under NCCL, else the CPU, whatever torch's default device)."""
     if not is_dist():
         return 1.0
+    if device is None:  # a CPU tensor fails NCCL's all-reduce
+        device = _nccl_device() or torch.device("cpu")
     # float64: exact counts; gloo reduces CPU tensors, NCCL the device's
     t = torch.tensor([float(n_local)], dtype=torch.float64, device=device)
     dist.all_reduce(t)

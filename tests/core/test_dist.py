@@ -231,3 +231,43 @@ def test_a_rank_variable_without_a_launch_of_several_processes_does_not_silence_
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert speaks_for_job() is speaks
+
+
+@pytest.mark.parametrize("backend, expected", [("nccl", "cuda:1"), ("gloo", "cpu")])
+def test_global_mean_share_without_a_device_counts_on_the_groups_own(monkeypatch, backend, expected):
+    """Without ``device`` the count is reduced where the group reduces: NCCL takes device tensors only
+    (a CPU one fails its all-reduce), so this process's GPU, as ``broadcast_object`` takes it; gloo
+    the CPU, also under a user's default device ("meta" stands in for a GPU there). Before, the count
+    was made on torch's default device. A fake group of 2 records what would be reduced; no GPU here,
+    so a CUDA count is made on the CPU once its device is recorded."""
+    import torch.distributed as dist
+
+    from moviessl.dist import global_mean_share
+
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda *a, **k: 2)
+    monkeypatch.setattr(dist, "get_backend", lambda *a, **k: backend)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    asked, reduced = [], []
+
+    def all_reduce(t, *a, **k):
+        reduced.append(t.device)
+        t.mul_(2)  # the other process holds as many items
+
+    real_tensor = torch.tensor
+
+    def tensor(*a, device=None, **k):
+        asked.append(None if device is None else torch.device(device))
+        return real_tensor(*a, device="cpu" if asked[-1] is not None and asked[-1].type == "cuda" else device, **k)
+
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    torch.set_default_device("meta")
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(torch, "tensor", tensor)
+            share = global_mean_share(3)
+    finally:
+        torch.set_default_device(None)
+    assert asked == [torch.device(expected)]
+    assert reduced == [torch.device("cpu")] and share == 1.0
