@@ -270,14 +270,26 @@ def test_the_tables_cells_are_keyed_without_the_folder_of_their_scene_features(t
     assert key == desc.replace(str(own.resolve()), "") == "instance=none:-,scene=sup:scene::feats"
 
 
+# gloo's (the default is 30 minutes): a rank that raised, or waits in a collective its peer left,
+# ends instead of outliving the test; the peer's start (its imports) counts, hence not less
+RANKS_TIMEOUT_S = 60
+
+
 def _rank_reading_after_rank_0(rank: int, folder: str) -> None:
+    import datetime
     import time
 
     import torch.distributed as td
 
     from moviessl.tasks.lvu.table import index_written
 
-    td.init_process_group("gloo", init_method=f"file://{folder}/pg", rank=rank, world_size=2)
+    td.init_process_group(
+        "gloo",
+        init_method=f"file://{folder}/pg",
+        rank=rank,
+        world_size=2,
+        timeout=datetime.timedelta(seconds=RANKS_TIMEOUT_S),
+    )
     try:
         if rank == 0:  # rank 0 merges the journals after the others have left the extraction
             time.sleep(0.5)
@@ -293,13 +305,24 @@ def test_ranks_read_an_extraction_only_once_rank_0_has_written_its_index(tmp_pat
     """Under DDP the ranks other than 0 left an extraction before rank 0 wrote index.json: the
     table's next step on them found only the claim (and stopped) or an extension's old index."""
     import multiprocessing as mp
+    import time
 
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_rank_reading_after_rank_0, args=(r, str(tmp_path))) for r in (0, 1)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
+    try:
+        for p in procs:
+            p.start()
+        deadline = time.monotonic() + 2 * RANKS_TIMEOUT_S
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+    finally:  # a rank still running (a hang) is ended here, not left to hold pytest's exit
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+            if p.is_alive():
+                p.kill()
+                p.join(5)
     assert [p.exitcode for p in procs] == [0, 0]
     assert (tmp_path / "seen").read_text() == "True"
 
