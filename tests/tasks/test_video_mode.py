@@ -1,5 +1,6 @@
 """--videos + --backbone: verb fine-tunes Slow-D end to end; relation/srl extract frozen features once."""
 
+import pytest
 import torch
 
 from moviessl.checkpoint import arch_spec, load_checkpoint, save_checkpoint
@@ -516,6 +517,34 @@ def test_frozen_clip_features_are_computed_as_the_run_computed_them(tmp_path):
     with torch.no_grad():
         want = net(to_model_input(torch.stack([p.eval_data.x[i] for i in range(len(p.eval_data))])).flatten(0, 1))
     assert torch.allclose(evals, want.view_as(evals), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "accelerator, mps", [("auto", True), ("gpu", True), ("mps", True), ("cpu", True), ("auto", False)]
+)
+def test_frozen_clip_features_take_lightnings_autocast_dtype_on_mps(monkeypatch, accelerator, mps):
+    """At 16-mixed Lightning autocasts to float16 on Apple's MPS and to bfloat16 on the CPU; the
+    frozen verb cache is computed on the CPU on a Mac (``local_device`` names CUDA GPUs only), and
+    took bfloat16 there while the run it stands for trained in float16. Lightning's own connector
+    (no MPS here: its availability is patched) says which dtype the run's steps take."""
+    import types
+
+    import lightning_fabric.accelerators.mps as fabric_mps
+    import pytorch_lightning.accelerators.mps as pl_mps
+    from pytorch_lightning.trainer.connectors.accelerator_connector import _AcceleratorConnector
+
+    from moviessl.dist import trainer_device
+    from moviessl.tasks.vidsitu.runner import frozen_clip_modes
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for cls in (fabric_mps.MPSAccelerator, pl_mps.MPSAccelerator):
+        monkeypatch.setattr(cls, "is_available", staticmethod(lambda: mps))
+    lightning = _AcceleratorConnector(accelerator=accelerator, precision="16-mixed", devices=1).precision_plugin
+    trainer = types.SimpleNamespace(accelerator=accelerator, devices=1, precision="16-mixed", matmul_precision=None)
+    assert trainer_device(trainer) == "cpu"
+    train_mode, _ = frozen_clip_modes(trainer, trainer_device(trainer))
+    assert getattr(torch, train_mode[1]) == lightning.autocast_context_manager().fast_dtype
+    assert train_mode[1] == ("float16" if mps and accelerator != "cpu" else "bfloat16")
 
 
 def test_predict_takes_runs_of_a_videos_folder_whose_path_holds_backbone_colon(tmp_path):

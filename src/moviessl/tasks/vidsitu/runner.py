@@ -152,16 +152,29 @@ def frozen_cache_dir(out: Path, backbone: str | os.PathLike, videos: str | os.Pa
 def frozen_clip_modes(trainer, device: str) -> tuple[tuple, tuple]:
     """How a verb run with a frozen Slow-D computed its clips' features, as (weights dtype, autocast
     dtype, matmul precision): in its training steps (Lightning's precision: float64 weights at
-    64-true, autocast at a mixed precision -- bf16 for 16-mixed on a CPU, as Lightning runs it --
-    under the run's ``matmul_precision``), then when scored (after the fit: float64 weights at
-    64-true, else float32 without autocast, the flags the caller's again)."""
+    64-true, autocast at a mixed precision -- bf16 for 16-mixed where Lightning trains on the CPU,
+    as it runs it, float16 on a GPU -- under the run's ``matmul_precision``), then when scored (after
+    the fit: float64 weights at 64-true, else float32 without autocast, the flags the caller's again).
+    On Apple's MPS the cache is computed on the CPU (``device``, :func:`~moviessl.dist.local_device`)
+    but Lightning autocasts the steps to float16 on MPS, so the cache takes float16 too."""
     p = precision_name(trainer.precision)
     if p == "64-true":
         return ("float64", None, trainer.matmul_precision), ("float64", None, None)
     half = None
     if p in ("16-mixed", "bf16-mixed"):
-        half = "float16" if p == "16-mixed" and torch.device(device).type != "cpu" else "bfloat16"
+        on_gpu = torch.device(device).type != "cpu" or _lightning_trains_on_mps(trainer.accelerator)
+        half = "float16" if p == "16-mixed" and on_gpu else "bfloat16"
     return ("float32", half, trainer.matmul_precision), FULL
+
+
+def _lightning_trains_on_mps(accelerator: str) -> bool:
+    """Whether Lightning runs ``accelerator`` on Apple's MPS: ``mps``, and ``gpu`` or ``auto`` where
+    its MPS accelerator is available (it picks MPS before CUDA; ``auto`` a TPU first)."""
+    from pytorch_lightning.accelerators import MPSAccelerator, XLAAccelerator
+
+    if accelerator == "auto" and XLAAccelerator.is_available():
+        return False
+    return accelerator == "mps" or (accelerator in ("gpu", "auto") and MPSAccelerator.is_available())
 
 
 @contextlib.contextmanager
