@@ -348,3 +348,30 @@ def test_a_run_folder_from_home_is_expanded_and_the_refusal_spells_an_absolute_f
         (d,) = parse_runs([suggested]).values()
         assert d.resolve() == ot.resolve()
         assert parse_runs(["./" + spec]) == {literal.name: Path("./" + spec)}
+
+
+def test_a_run_folder_named_tilde_here_is_read_where_the_home_folder_has_none(tmp_path, monkeypatch, capsys):
+    """``finetune --out=~/runs/ot`` in zsh (no expansion after ``=``), or with the ``~`` quoted, wrote
+    the run into a folder ``~`` here, which ``table OT=~/runs/ot`` typed the same way read until the
+    table expanded a leading ``~``: it then looked in the home folder ("no such run folder"), and
+    where the home folder had a run of that name too, read that other run without a word. The
+    folder here is read where the home folder has none, and both are refused, naming both spellings."""
+    from pathlib import Path
+
+    from moviessl.errors import BadInputError
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    here = lvu_run(work / "~" / "runs" / "ot", {"scene": [40, 42]})
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    assert parse_runs(["OT=~/runs/ot", "~/runs/ot"]) == {"OT": Path("~/runs/ot"), "ot": Path("~/runs/ot")}
+    assert main(["table", "lvu", "OT=~/runs/ot"]) == 0 and "| OT | 41.00 ± 1.00 |" in capsys.readouterr().out
+    lvu_run(home / "runs" / "ot", {"scene": [50, 52]})
+    for spec in ("OT=~/runs/ot", "~/runs/ot"):
+        with pytest.raises(BadInputError, match="both a folder ~/runs/ot here and .* in the home folder") as e:
+            parse_runs([spec])
+        for spelling in str(e.value).rsplit(": write ", 1)[1].split(" or "):
+            (d,) = parse_runs([spec.replace("~/runs/ot", spelling)]).values()
+            assert d.resolve() in (here.resolve(), (home / "runs" / "ot").resolve())
+    assert parse_runs(["OT=./~/runs/ot"])["OT"].resolve() == here.resolve()

@@ -40,7 +40,8 @@ SPLIT_RULE = (
     "an argument that is an existing folder is that folder (named by it), even with '=' in it (runs/a=b, a=b); "
     "otherwise NAME=DIR splits at the first '=' where NAME has no '/', and the rest is a folder; where both "
     "readings are folders (a folder OT=a beside a), ./OT=a is the folder and OT=./a the named one; "
-    "a leading ~ of the folder is the home folder (./~ is a folder named ~)"
+    "a leading ~ of the folder is the home folder (./~ is a folder named ~), or a folder ~ here where only it "
+    "holds that folder (where both do, refused: ./~/... or the home folder's path)"
 )
 
 
@@ -52,11 +53,24 @@ def _expand(path: str) -> Path:
     return Path(os.path.expanduser(path))
 
 
-def _named_spelling(name: str, path: str) -> str:
+def _folder(path: str) -> Path:
+    """The folder ``path`` names: :func:`_expand`'s, except where only a folder ``~`` here holds it.
+    Other commands take ``~`` as written where the shell left it (``finetune --out=~/runs/x`` in zsh,
+    or quoted): such a run lives in ``./~/runs/x``, which a table given the same spelling read
+    before ``~`` was expanded. Where both folders exist, neither is picked silently."""
+    literal, home = Path(path), _expand(path)
+    if home == literal or not literal.is_dir():
+        return home
+    if home.is_dir() and literal.resolve() != home.resolve():
+        raise BadInputError(path, f"both a folder {path} here and {home} in the home folder: write ./{path} or {home}")
+    return literal
+
+
+def _named_spelling(name: str, path: str, d: Path) -> str:
     """``NAME=./DIR``, the spelling read only as run NAME of folder DIR: its literal folder starts
     with a folder ``NAME=.``. An absolute DIR (or one from ``~``) has no such spelling (``NAME=/x``
-    is a folder ``NAME=`` holding ``x``, however it is written), so it is given relative to here."""
-    d = _expand(path)
+    is a folder ``NAME=`` holding ``x``, however it is written), so it is given relative to here.
+    ``d``: the folder ``path`` was read as (:func:`_folder`)."""
     if d.is_absolute():
         try:
             path = os.path.relpath(d)
@@ -74,18 +88,18 @@ def parse_runs(specs: Sequence[str]) -> dict[str, Path]:
     for spec in specs:
         name, sep, path = spec.partition("=")
         as_named = bool(sep and name) and not any(s in name for s in seps)
-        whole = _expand(spec)  # a bare (quoted) ~/runs/x; a NAME=... starts with NAME, left as is
-        if as_named and whole.is_dir() and path and _expand(path).is_dir():
+        whole = _folder(spec)  # a bare (quoted) ~/runs/x; a NAME=... starts with NAME, left as is
+        if as_named and whole.is_dir() and path and _folder(path).is_dir():
             raise BadInputError(
                 spec,
                 f"both a folder and NAME=DIR (run '{name}', folder {path}): "
-                f"write ./{spec} or {_named_spelling(name, path)}",
+                f"write ./{spec} or {_named_spelling(name, path, _folder(path))}",
             )
         if not as_named or whole.is_dir():
             name, path = whole.resolve().name, spec
         if not path:  # Path("") is the working directory: its runs were read as NAME's
             raise BadInputError(spec, "no run folder after '=' (NAME=DIR)")
-        d = _expand(path)
+        d = _folder(path)
         if not d.is_dir():
             raise BadInputError(d, "no such run folder (a moviessl finetune --out folder)")
         if name in runs:
