@@ -217,6 +217,22 @@ class LogShortRuns(pl.Callback):
             trainer.log_every_n_steps = max(1, min(trainer.log_every_n_steps, int(steps) // 2))
 
 
+class LogAtOptimiserStep(pl.Callback):
+    """Each training batch's values logged at the count of optimiser steps before it (``global_step``),
+    as Lightning logs them in a run from the start. Lightning keeps its own logging count
+    (``_batches_that_stepped``), and a resume from a checkpoint written when training ended on an
+    epoch's last batch with a validation loop (``pretrain-context`` extended with a larger
+    ``trainer.max_steps``) first runs an iteration that trains nothing -- Lightning takes the
+    checkpoint for one written before that epoch's validation, which it skips -- but counts it: every
+    row of the resumed part (losses, learning rates, throughput, validation) was one step late, the
+    last one past the run's own last step. Before Lightning's learning-rate monitor, which logs at
+    the start of a batch; one optimiser per module, as every module here has."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if pl_module.automatic_optimization:
+            trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
+
+
 class ReportProgress(pl.Callback):
     """The fraction of training done, for the scheduler's time left (:mod:`moviessl.utils.progress`;
     nothing outside a scheduled job): steps of ``max_steps``, or batches of ``max_epochs`` epochs."""
@@ -568,6 +584,7 @@ def make_trainer(
     lightning_ckpt = enable_checkpointing and any(isinstance(c, ModelCheckpoint) for c in cbs)
     if t.progress_bar:
         cbs.append(StderrProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
+    cbs.append(LogAtOptimiserStep())  # before the learning-rate monitor: it logs at the same hook
     cbs.append(LearningRateMonitor(logging_interval="step"))
     # a TrainerConfig built in code has not been through load_config; here null epochs mean no limit
     check_ranges({"trainer": to_dict(t)}, null_epochs_unlimited=True)

@@ -1,3 +1,4 @@
+import csv
 import json
 import subprocess
 import sys
@@ -12,9 +13,9 @@ from moviessl.loader import EpochShuffle, train_loader
 SCRIPT = Path(__file__).with_name("loader_resume_script.py")
 
 
-def _run(out, tag, steps, stop=-1, workers=0, devices=1, resume=False, every=3):
+def _run(out, tag, steps, stop=-1, workers=0, devices=1, resume=False, every=3, val=False):
     args = [sys.executable, str(SCRIPT), str(out), str(steps), str(stop), str(workers), str(devices), tag]
-    args += [*(["resume"] if resume else []), f"every={every}"]
+    args += [*(["resume"] if resume else []), f"every={every}", *(["val"] if val else [])]
     p = subprocess.run(args, env=fresh_launch_env(), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     return [json.loads((out / f"seen{r}.{tag}.json").read_text()) for r in range(devices)]
@@ -117,6 +118,24 @@ def test_extending_a_run_that_ended_on_an_epochs_last_batch_trains_the_next_epoc
     whole = _run(tmp_path / "a", "whole", 12)[0]
     _run(tmp_path / "b", "short", 5)
     assert _run(tmp_path / "b", "more", 12, resume=True)[0] == whole[5:]
+
+
+def _logged_steps(logs):
+    """(the ``step`` column, the ``global_step`` the module logged) of each training row of a CSV log."""
+    with open(logs) as f:
+        rows = [r for r in csv.DictReader(f) if r["train/global_step"]]
+    return [(int(r["step"]), int(float(r["train/global_step"]))) for r in rows]
+
+
+def test_a_resumed_runs_rows_are_logged_at_the_steps_they_trained(tmp_path):
+    """Ended by max_steps on an epoch's last batch, after that epoch's validation, and extended (as
+    ``pretrain-context --resume trainer.max_steps=...``): Lightning's first resumed iteration trains
+    nothing but was counted, so every row of the resumed part was logged one step late (steps 6-8 of a
+    run that trained 5-7)."""
+    _run(tmp_path, "short", 5, val=True, every=0)
+    assert _logged_steps(tmp_path / "logs" / "metrics.csv") == [(s, s) for s in range(5)]
+    _run(tmp_path, "more", 8, resume=True, val=True, every=0)
+    assert _logged_steps(tmp_path / "logs" / "metrics.csv") == [(s, s) for s in range(5, 8)]
 
 
 def test_replicate_seeds_do_not_share_their_orders():
