@@ -170,7 +170,10 @@ class KeepLoaderPlace(pl.Callback):
     reached on an epoch's last batch) has the epoch closed but its batch count still at the full
     epoch, and a resume that extends the run took the next epoch as all but done after one batch
     (Lightning 2.6). The count of a closed epoch is set back to none, as Lightning does when an epoch
-    starts."""
+    starts, and its last-batch mark cleared: with a validation loop, Lightning took the mark for a
+    checkpoint written before the epoch's validation, ran a first iteration that only skips it and
+    closed the next epoch there, so the extension trained the epoch after it (that one's order, under
+    its name) and the next epoch was never seen."""
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
@@ -186,6 +189,7 @@ class KeepLoaderPlace(pl.Callback):
             if batches.get("completed", 0) >= per_epoch:
                 for k in batches:
                     batches[k] = 0
+                fit_loop["epoch_loop.batch_progress"]["is_last_batch"] = False
 
 
 def _shuffle_seed(sampler) -> int | None:

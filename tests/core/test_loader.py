@@ -120,6 +120,19 @@ def test_extending_a_run_that_ended_on_an_epochs_last_batch_trains_the_next_epoc
     assert _run(tmp_path / "b", "more", 12, resume=True)[0] == whole[5:]
 
 
+def test_extending_a_run_that_ended_on_an_epochs_last_batch_after_validation_trains_the_next_epoch(tmp_path):
+    """As above with a validation loop at each epoch's end (``pretrain-context``'s): Lightning took the
+    end-of-training checkpoint for one written before the epoch's validation, ran an iteration that
+    skips it and closed the next epoch there, so the extension trained epoch 2's order under that
+    name and epoch 1 was never seen (the ``epoch`` column of its log jumped from 0 to 2)."""
+    whole = _run(tmp_path / "a", "whole", 12, val=True)[0]
+    _run(tmp_path / "b", "short", 5, val=True, every=0)
+    assert _run(tmp_path / "b", "more", 12, resume=True, val=True, every=0)[0] == whole[5:]
+    with open(tmp_path / "b" / "logs" / "metrics.csv") as f:
+        epochs = [int(r["epoch"]) for r in csv.DictReader(f) if r["train/global_step"]]
+    assert epochs == [1] * 5 + [2] * 2
+
+
 def _logged_steps(logs):
     """(the ``step`` column, the ``global_step`` the module logged) of each training row of a CSV log."""
     with open(logs) as f:
