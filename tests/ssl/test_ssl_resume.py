@@ -67,3 +67,33 @@ def test_kill9_then_resume(clip_list, tmp_path):
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["global_step"] == MAX_STEPS
     assert (tmp_path / "model.pt").is_file()
+
+
+def test_a_resume_keeps_the_bad_videos_met_before_it(tmp_path):
+    """Decoding on the fly (``data.frame_cache=false``, the paper preset) a bad video is found by the
+    batch that draws it, and that count was not in the checkpoint: a resumed run's
+    ``bad_videos.json``, summary and ``data/skipped`` curve held only the videos met after the
+    resume. 3 bad videos among 12 items, batches of 2: epoch 0 (6 steps) meets all 3, and the one
+    resumed step at most 2."""
+    import json
+
+    from ssl_testutil import make_clip_list
+
+    from moviessl.config import load_config
+    from moviessl.ssl.pretrain import pretrain
+
+    clips = make_clip_list(tmp_path / "clips", n=9, bad=3)
+    bad = sorted(str(tmp_path / "clips" / "v" / f"bad{j}.mp4") for j in range(3))
+    out = tmp_path / "run"
+
+    def run(steps, resume):
+        over = ["data.frame_cache=false", "data.batch_size=2", f"trainer.max_steps={steps}"]
+        over.append("trainer.log_every_n_steps=1")
+        cfg = load_config("backbone", "cpu", tiny_overrides(over))
+        return pretrain("cvrl", clips, out, cfg, resume=resume, run_probe=False, progress=False)
+
+    assert run(6, False)["skipped_videos"] == 3
+    assert run(7, True)["skipped_videos"] == 3
+    assert sorted(json.loads((out / "bad_videos.json").read_text())) == bad
+    with open(out / "logs" / "metrics.csv") as f:
+        assert [float(r["data/skipped"]) for r in csv.DictReader(f) if r.get("data/skipped")] == [3.0]

@@ -40,6 +40,8 @@ from .config import BackboneConfig
 
 log = logging.getLogger(__name__)
 
+SKIPPED_KEY = "moviessl_skipped_items"  # a checkpoint's dataset indices of the bad videos met so far
+
 
 def build_backbone(cfg: BackboneConfig) -> tuple[nn.Module, dict]:
     """(Slow-D, arch spec) from the ``model`` block."""
@@ -95,6 +97,18 @@ class BackboneModule(pl.LightningModule):
             self._skipped.update(int(v) for v in sk.flatten().tolist() if v >= 0)
             if self._skipped:
                 self.log("data/skipped", float(len(self._skipped)), on_step=True, on_epoch=False)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the bad videos met so far (decoding on the fly, a bad video is found by the batch that draws
+        # it), every rank's: else a resumed run's bad_videos.json, summary and data/skipped curve held
+        # only those met after the resume. Every rank builds the checkpoint (a collective is safe here);
+        # rank 0 writes it.
+        from ..dist import gather_objects
+
+        checkpoint[SKIPPED_KEY] = sorted(set().union(*gather_objects(sorted(self._skipped))))
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._skipped = {int(i) for i in checkpoint.get(SKIPPED_KEY, ())}
 
     def log_step(self, loss: torch.Tensor, batch_size: int, **extra: torch.Tensor) -> None:
         self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=batch_size)
