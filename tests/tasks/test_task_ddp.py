@@ -71,6 +71,21 @@ def test_vidsitu_relation_with_a_txe_under_ddp(vidsitu_fixture, tmp_path, txe_lr
         assert ("txe" in groups) == (txe_lr_scale > 0)  # a frozen TxE is not optimised at all
 
 
+def test_a_task_run_under_ddp_logs_twice_an_epoch(vidsitu_fixture, tmp_path):
+    """The task runner logs about twice an epoch, from its loader's batches; under DDP it counted the
+    whole loader's (24 segments in batches of 2: 12), where each of 2 processes trains 6 steps an
+    epoch, so it logged once an epoch (steps 5 and 11), half the points a one-process run plots."""
+    import csv
+
+    ann, feats = vidsitu_fixture
+    out = tmp_path / "verb"
+    args = ["finetune", "vidsitu", "--task", "verb", "--data-root", ann, "--features", feats, "--seeds", "1"]
+    p = _cli(*args, "--out", out, "verb.epochs=2", "verb.batch_size=2", *DDP)
+    assert p.returncode == 0, p.stderr[-3000:]
+    with open(out / "seed0" / "logs" / "metrics.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f) if r["train/loss"]] == [2, 5, 8, 11]
+
+
 def test_rank_0_failing_to_export_stops_the_other_rank_with_a_line_not_a_traceback(vidsitu_fixture, tmp_path):
     """Rank 0 alone scores and exports a seed; where it cannot (here its ``model.pt`` cannot be written),
     the rank waiting for its scores ended in a RuntimeError traceback under rank 0's one line."""

@@ -35,7 +35,7 @@ from ..dist import broadcast_object, global_mean_share, is_dist
 from ..errors import BadInputError
 from ..eval.stats import summarize
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
-from ..training import fit, keeps_random_streams, seed_everything, trainer_cfg
+from ..training import fit, keeps_random_streams, planned_world_size, seed_everything, trainer_cfg
 from ..utils import plural, progress
 from ..utils.io import atomic_write_json, atomic_write_text, json_float
 
@@ -292,10 +292,15 @@ def run_seed(job: SeedJob, seed: int) -> dict:
     tcfg = trainer_cfg(
         job.trainer,
         max_epochs=job.trainer.max_epochs if job.trainer.max_epochs is not None else job.epochs,
-        # short runs still log (and plot) a few points per epoch; Lightning counts optimizer steps
+        # short runs still log (and plot) a few points per epoch; Lightning counts optimizer steps, and
+        # under DDP each process trains its share of the loader's batches (the sampler is split later)
         log_every_n_steps=max(
             1,
-            min(job.trainer.log_every_n_steps, len(train_loader) // (2 * max(1, job.trainer.accumulate_grad_batches))),
+            min(
+                job.trainer.log_every_n_steps,
+                len(train_loader)
+                // (2 * max(1, job.trainer.accumulate_grad_batches) * planned_world_size(job.trainer)),
+            ),
         ),
     )
     trainer = fit(
