@@ -132,6 +132,12 @@ CASES = [
     ("context.unknown_key", "pretrain-context", "override of an unknown config key", "one line, exit 2"),
     ("context.out_uncreatable", "pretrain-context", "--out that cannot be created", "one line, exit 2"),
     (
+        "ot.nothing_to_train",
+        "pretrain-ot",
+        "masking.action_weight=0 with masking.span_weight=0 (no loss term left)",
+        "one line, exit 2, before any step",
+    ),
+    (
         "finetune.partial",
         "finetune",
         "a NaN train feature file and a wrong-shape eval file (issue 15, cases 2+3)",
@@ -144,6 +150,12 @@ CASES = [
     ("finetune.ctx_truncated", "finetune", "a truncated --contextualizer checkpoint", "one line, exit 2"),
     ("finetune.tokenizer", "finetune", "--tokenizer that is not a tokenizer.json", "one line, exit 2"),
     ("finetune.out_uncreatable", "finetune", "--out that cannot be created", "one line, exit 2"),
+    (
+        "finetune.predict_other_clips",
+        "finetune",
+        "--predict on --videos runs trained with other clip settings (data.resize)",
+        "one line naming the seed's folder, exit 2, no clip decoded",
+    ),
     (
         "finetune.enospc",
         "finetune",
@@ -173,6 +185,14 @@ CASES = [
     ("table.summary_truncated", "table", "a summary.json cut short", "one line naming the file, exit 2"),
     ("table.wrong_dataset", "table", "a VidSitu run given to `table lvu`", "one line, exit 2"),
     ("table.vs_unknown", "table", "--vs naming no run given", "one line, exit 2"),
+    ("table.name_newline", "table", "a run name holding a line break (NAME=DIR)", "one line, exit 2"),
+    (
+        "table.both_readings",
+        "table",
+        "NAME=DIR where both a folder NAME=DIR and the run DIR exist",
+        "one line naming both spellings, exit 2",
+    ),
+    ("table.out_empty", "table", '--out ""', "one line, exit 2, nothing written"),
     (
         "table.enospc",
         "table",
@@ -573,6 +593,32 @@ def test_contract_pretrain_context(world, tmp_path, seen):
     )
 
 
+# --------------------------------------------------------------------------- pretrain-ot
+
+
+def test_contract_pretrain_ot(tmp_path, seen):
+    """LVU's released layout, tiny: features/<vid>.npz (second -> box -> feature) and its
+    instance_meta pkl (second -> box -> [action, track]); enough span pairs to train a step."""
+    rng = np.random.default_rng(0)
+    feats = tmp_path / "features"
+    feats.mkdir()
+    boxes = ("0.1,0.1,0.5,0.5", "0.5,0.1,0.9,0.7")
+    meta = {v: {s: {b: [s // 10, i] for i, b in enumerate(boxes)} for s in range(70)} for v in ("a", "b")}
+    for v, secs in meta.items():
+        np.savez(feats / f"{v}.npz", a={s: {b: rng.normal(size=8).astype("f4") for b in bs} for s, bs in secs.items()})
+    (tmp_path / "instance_meta_scene.pkl").write_bytes(pickle.dumps(meta))
+    ot = ["pretrain-ot", "--instances", feats, "--instance-meta", tmp_path / "instance_meta_scene.pkl"]
+    fast = ["data.batch_size=4", "trainer.max_steps=1", "trainer.progress_bar=false"]
+    seen(
+        "ot.nothing_to_train",
+        error(
+            cli(*ot, "--out", tmp_path / "o", *fast, "masking.action_weight=0", "masking.span_weight=0"),
+            "^moviessl: error: masking.span_weight: 0 with masking.action_weight=0 too: nothing to train$",
+        ),
+    )
+    assert not (tmp_path / "o" / "checkpoints").exists()  # no step
+
+
 # --------------------------------------------------------------------------- finetune
 
 FT_FAST = ["trainer.progress_bar=false", "relation.epochs=1", "data.num_workers=0"]
@@ -598,7 +644,7 @@ def partial_run(world, tmp_path_factory):
     return args, out, r
 
 
-def test_contract_finetune(world, tmp_path, seen, partial_run, disk_full):
+def test_contract_finetune(world, tmp_path, seen, partial_run, disk_full, monkeypatch):
     args, out, r = partial_run
     assert r.rc == 0, r.err[-3000:]
     warn = [ln for ln in r.err.splitlines() if ln.startswith("moviessl: warning:")]
@@ -636,6 +682,33 @@ def test_contract_finetune(world, tmp_path, seen, partial_run, disk_full):
     (tmp_path / "tok.json").write_text('{"model": ')
     seen("finetune.tokenizer", error(ft("--tokenizer", tmp_path / "tok.json", task="srl"), r"tok\.json: not a"))
     seen("finetune.out_uncreatable", error(ft(out=UNCREATABLE), "cannot create"))
+
+    # --predict on --videos runs trained with other clip settings: refused from what the runs record
+    from moviessl.checkpoint import arch_spec, save_checkpoint
+    from moviessl.models import build_slowd
+    from moviessl.synth import generate
+    from moviessl.tasks.vidsitu import runner
+
+    root = generate(tmp_path / "synth", preset="tiny", seed=0)
+    torch.manual_seed(0)
+    bb = save_checkpoint(
+        tmp_path / "bb.pt",
+        stage="backbone",
+        arch=arch_spec("moviessl.models.slowd:build_slowd", preset="slowd_cpu"),
+        state_dict=build_slowd("slowd_cpu").state_dict(),
+        meta={"input": {"num_frames": 16, "stride": 4, "short_side": 64, "crop": 64}, "method": "random"},
+    )
+    vids = ["finetune", "vidsitu", "--task", "relation", "--data-root", root, "--backbone", bb, "--out", tmp_path / "v"]
+    vids += ["--videos", root / "vidsitu" / "vsitu_video_trimmed_dir", *FT_FAST]
+    assert cli(*vids).rc == 0
+    monkeypatch.setattr(runner, "extract_features", lambda *a, **k: pytest.fail("a clip was decoded"))
+    seen(
+        "finetune.predict_other_clips",
+        error(
+            cli(*vids, "--predict", "valid", "data.resize=squash"),
+            r"v/seed0: a run of other settings \(data\.resize squash, the run's crop\); --predict reads",
+        ),
+    )
 
     seed0 = (out / "seed0" / "metrics.json").read_bytes()
     disk_full("predictions.pkl")
@@ -698,7 +771,7 @@ def test_contract_evaluate(world, tmp_path, seen, partial_run, disk_full):
 # --------------------------------------------------------------------------- table
 
 
-def test_contract_table(tmp_path, seen, partial_run, disk_full):
+def test_contract_table(tmp_path, seen, partial_run, disk_full, monkeypatch):
     run = partial_run[1]
     assert cli("table", "vidsitu", run).rc == 0
     seen("table.run_missing", error(cli("table", "vidsitu", tmp_path / "nope"), "no such run folder"))
@@ -711,6 +784,21 @@ def test_contract_table(tmp_path, seen, partial_run, disk_full):
     seen("table.summary_truncated", error(cli("table", "vidsitu", cut), r"cut/summary\.json: unreadable summary"))
     seen("table.wrong_dataset", error(cli("table", "lvu", run), "a relation run, not one of LVU's tasks"))
     seen("table.vs_unknown", error(cli("table", "vidsitu", f"A={run}", "--vs", "B"), "no run named 'B'"))
+    seen("table.name_newline", error(cli("table", "vidsitu", f"A\nB={run}"), "holds a line break"))
+    # relative spellings from a fixed working folder: the line names them as typed, no temporary path
+    here = tmp_path / "here"
+    shutil.copytree(run, here / "a")
+    shutil.copytree(run, here / "OT=a")  # both readings are finished runs: either would have made a table
+    monkeypatch.chdir(here)
+    seen(
+        "table.both_readings",
+        error(cli("table", "vidsitu", "OT=a"), r"^moviessl: error: OT=a: both a folder and NAME=DIR .*OT=\./a$"),
+    )
+    seen(
+        "table.out_empty",
+        error(cli("table", "vidsitu", run, "--out", ""), r"--out: give the table's \.md file; it is empty"),
+    )
+    assert sorted(p.name for p in here.iterdir()) == ["OT=a", "a"]  # nothing written
     res = tmp_path / "table.md"
     res.write_text("earlier table\n")
     disk_full("table.md")
