@@ -401,7 +401,7 @@ def test_predict_refuses_runs_of_other_clips_or_inputs_before_any_extraction(tmp
     other_bb = tmp_path / "bb2.pt"
     other_bb.write_bytes(bb.read_bytes() + b"\0")  # another file: another backbone hash
     for kw, said in [
-        ({"cfg": {**quiet, "data": {"num_frames": 8}}}, "data.num_frames 8, the run's None"),
+        ({"cfg": {**quiet, "data": {"num_frames": 8}}}, "data.num_frames 8, the run's unset (the backbone's default)"),
         ({"cfg": {**quiet, "data": {"resize": "squash"}}}, "data.resize squash, the run's crop"),
         ({"backbone": other_bb}, "--backbone"),
     ]:
@@ -589,3 +589,22 @@ def test_a_rerun_of_a_finished_verb_job_from_videos_decodes_no_clip(tmp_path, mo
         assert decodes == [], scale
         assert again["runs"] == first["runs"] and again["settings"] == first["settings"]
         assert json.loads((out / "seed0" / "metrics.json").read_text())["settings"] == first["settings"]
+
+
+def test_predict_precheck_says_an_unset_clip_setting_is_the_backbones_default(tmp_path):
+    """A run that took its frame count from the backbone (``data.num_frames`` unset) was refused as
+    "data.num_frames 8, the run's None": the setting is unset, the frames the backbone's meta.input."""
+    import yaml
+
+    from moviessl.config import load_config
+    from moviessl.tasks.vidsitu.runner import other_inputs
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"data": {"num_frames": None, "stride": 2}}))
+    rec = {"inputs": "videos:/v backbone:abc"}
+    cfg = load_config("vidsitu", "cpu", ["data.num_frames=8", "data.stride=null"])
+    said = other_inputs(tmp_path, rec, cfg, None, tmp_path, None)
+    assert said == (
+        "data.num_frames 8, the run's unset (the backbone's default); "
+        "data.stride unset (the backbone's default), the run's 2"
+    )
+    assert "None" not in said

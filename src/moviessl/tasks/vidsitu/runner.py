@@ -934,8 +934,18 @@ def other_inputs(
         saved = {k: data[k] for k in CLIP_KEYS if k in data}
     except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
         return None
-    differ = [f"data.{k} {getattr(cfg.data, k)}, the run's {v}" for k, v in saved.items() if getattr(cfg.data, k) != v]
+    differ = [
+        f"data.{k} {clip_setting(getattr(cfg.data, k))}, the run's {clip_setting(v)}"
+        for k, v in saved.items()
+        if getattr(cfg.data, k) != v
+    ]
     return "; ".join(differ) or None
+
+
+def clip_setting(value: Any) -> str:
+    """A clip setting as a refusal shows it: unset (None) is the backbone checkpoint's
+    ``meta.input`` (:func:`~moviessl.tasks.vidsitu.data.video_source`), not a value "None"."""
+    return "unset (the backbone's default)" if value is None else str(value)
 
 
 @keeps_random_streams  # the models built anew (then loaded) and the loader passes drew from torch's generator
