@@ -253,6 +253,8 @@ def test_a_run_name_with_a_line_break_is_one_line_refused(tmp_path, capsys, name
     assert main(["table", "lvu", f"{name}={a}"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("moviessl: error: run name ") and "line break" in err and "\n" not in err
+    # the user already wrote NAME=DIR: the line asks for another name, not for NAME=DIR again
+    assert err.endswith(": give it a name without one (NAME=DIR)") and "name it NAME=DIR" not in err
     rel = [{"mean_acc": 30.0, "top1_acc": 40.0}]
     v = vidsitu_run(tmp_path / "v", "relation", rel)
     assert main(["table", "vidsitu", f"{name}={v}"]) == 2

@@ -117,9 +117,11 @@ def check_names(names: Sequence[str]) -> None:
     (:func:`md_cell`, :func:`plot_lvu_table`); a line break has no escape in a table cell."""
     for name in names:
         bad = [c for c in str(name) if unicodedata.category(c) in ("Cc", "Zl", "Zp")]
-        if bad:
+        if bad:  # the name is a NAME=DIR's or a folder's: the way out is another name, either way
             raise BadInputError(
-                None, f"run name {str(name)!r} holds a line break or control character ({bad[0]!r}): name it NAME=DIR"
+                None,
+                f"run name {str(name)!r} holds a line break or control character ({bad[0]!r}): "
+                "give it a name without one (NAME=DIR)",
             )
 
 
