@@ -501,3 +501,39 @@ def test_the_l2_and_max_discrepancy_options_reach_the_module():
     assert all(torch.equal(m, want) for m in masks) and want.sum(1).tolist() == [1] * 8
     uniform = make_module(overrides=["maskpred.mask_sizes=[1]"])
     assert not all(torch.equal(uniform.sample_masks(x, pad), want) for _ in range(4))
+
+
+@pytest.mark.parametrize("loss", ["infonce", "l2"])
+def test_the_first_step_logs_no_retrieval_or_infonce_point_of_an_empty_queue(tmp_path, loss):
+    """With the queue still empty (a run's first step) there is no distractor: InfoNCE over the
+    positive alone is 0 with no gradient, and every token scores above no distractor, so the first
+    logged point of a curve read train/loss 0 and train/retrieval_acc 1.0 -- a perfect start of no
+    model. Those points wait for a distractor; the step's loss itself is unchanged."""
+    from moviessl.context.windows import FeatureWindows
+    from moviessl.features.store import FeatureStore
+
+    torch.manual_seed(0)
+    ds = FeatureWindows([FeatureStore(write_vidsitu_folder(tmp_path / "f", sequence_features(12)))], window=5)
+    batch = {k: torch.stack([ds[i][k] for i in range(8)]) for k in ("x", "pad", "uid")}
+    mod = make_module(overrides=[f"maskpred.loss={loss}"]).eval()  # eval: no dropout, the same pass twice
+    logged = []
+    mod.log = lambda name, value, **kw: logged.append((name, float(torch.as_tensor(value).detach())))
+    masks = torch.zeros(8, 5, dtype=torch.bool)
+    masks[:, 2] = True
+    mod.sample_masks = lambda x, pad: masks
+    pred, target, tuid, _ = mod.masked_predictions(batch, masks)
+    expected, _ = mod.compute_loss(pred, target, tuid)  # the empty queue's loss, as trained on
+    first = mod.training_step(batch, 0)
+    assert torch.equal(first, expected)  # what the optimiser gets is as before
+    names = dict(logged)
+    assert "train/retrieval_acc" not in names and "train/mask_size" in names
+    if loss == "infonce":
+        assert first.item() == 0.0 and "train/loss" not in names
+    else:
+        assert names["train/loss"] == pytest.approx(first.item())
+    logged.clear()
+    second = mod.training_step(batch, 1)  # the first step's targets are the distractors now
+    names = dict(logged)
+    assert names["train/loss"] == pytest.approx(second.item()) and 0.0 <= names["train/retrieval_acc"] <= 1.0
+    if loss == "infonce":
+        assert second.item() > 0.0

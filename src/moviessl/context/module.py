@@ -175,12 +175,19 @@ class MaskPredModule(pl.LightningModule):
         return int((~batch["pad"]).sum())  # tokens
 
     def training_step(self, batch: dict, batch_idx: int):
+        # an empty queue (a run's first step: it holds real past targets only) leaves no distractor:
+        # InfoNCE over the positive alone is 0 with no gradient and every token is "retrieved" (chance
+        # 1 / (K + 1) = 1), values of no model that started a curve at a perfect 0 and 1.0. The step
+        # still returns its loss as computed; only the logged points wait for a distractor.
+        distractors = self.queue.num_filled > 0
         pred, target, tuid, masks = self.masked_predictions(batch)
         loss, acc = self.compute_loss(pred, target, tuid)
         self.enqueue(batch)
         bs = batch["x"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        self.log("train/retrieval_acc", acc, batch_size=bs)
+        if distractors or self.loss_name == "l2":  # the L2 loss is the prediction's, queue or not
+            self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        if distractors:
+            self.log("train/retrieval_acc", acc, batch_size=bs)
         self.log("train/mask_size", masks.sum(1).float().mean(), batch_size=bs)
         if is_dist():  # the logged loss stays this process's mean over its masked tokens
             # a mean over this process's masked tokens, whose count varies with the span sizes drawn:
