@@ -537,3 +537,18 @@ def test_the_first_step_logs_no_retrieval_or_infonce_point_of_an_empty_queue(tmp
     assert names["train/loss"] == pytest.approx(second.item()) and 0.0 <= names["train/retrieval_acc"] <= 1.0
     if loss == "infonce":
         assert second.item() > 0.0
+
+
+def test_the_logged_hyperparameters_hold_the_mask_sizes_trained_with(tmp_path):
+    """logs/hparams.yaml (the module's hyper-parameters) kept ``mask_sizes: null`` where model.pt's
+    meta records the sizes the run drew from, 1..floor(alpha x window); built again from them (a
+    Lightning checkpoint's hyper-parameters), the same sizes."""
+    from moviessl.context.module import MaskPredModule
+
+    mod = make_module()
+    assert mod.cfg.maskpred.mask_sizes is None  # the config as given stays unset
+    assert mod.hparams["cfg"]["maskpred"]["mask_sizes"] == mod.sizes == [1, 2, 3]
+    again = MaskPredModule(mod.hparams["cfg"], mod.hparams["in_dim"])
+    assert again.sizes == mod.sizes
+    chosen = make_module(overrides=["maskpred.mask_sizes=[3, 1]"])
+    assert chosen.hparams["cfg"]["maskpred"]["mask_sizes"] == chosen.sizes == [1, 3]

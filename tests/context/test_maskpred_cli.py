@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import yaml
 from test_maskpred import sequence_features, write_vidsitu_folder
 
 from moviessl.checkpoint import build_from_checkpoint, load_checkpoint
@@ -38,6 +39,9 @@ def test_pretrain_export_and_resume(feats, tmp_path, capsys):
     assert meta["window"] == 5 and meta["token_stride_s"] == 2.0 and meta["in_dim"] == 16
     assert meta["loss"] == "infonce" and meta["mask_sizes"] == [1, 2, 3] and meta["steps"] == 3
     assert meta["num_videos"] == 24 and "val/retrieval_acc" in meta["metrics"]
+    # the logged hyper-parameters hold the sizes model.pt records, not the unset setting
+    hp = yaml.safe_load((out / "logs" / "hparams.yaml").read_text())
+    assert hp["cfg"]["maskpred"]["mask_sizes"] == meta["mask_sizes"]
     txe = build_from_checkpoint(obj)
     assert txe(torch.randn(2, 5, 16)).shape == (2, 5, 32)
     for f in ("config.yaml", "checkpoints/last.ckpt", "logs/metrics.csv", "curves.png"):

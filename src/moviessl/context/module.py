@@ -81,10 +81,6 @@ class MaskPredModule(pl.LightningModule):
                 ov = {"activation": "gelu", "attn_dropout": p, "ffn_dropout": p, **ov}
             cfg = {**cfg, "model": {**model, "txe_overrides": ov}}
             cfg = from_dict("context", cfg)
-        # plain values only, so `load_from_checkpoint` works with torch.load(weights_only=True)
-        self.save_hyperparameters(
-            {"cfg": to_dict(cfg), "in_dim": int(in_dim), "feature_stride_s": float(feature_stride_s)}
-        )
         mpc = cfg.maskpred
         if mpc.sampling not in ("uniform", "max_discrepancy"):
             raise BadInputError("maskpred.sampling", f"must be uniform or max_discrepancy, got '{mpc.sampling}'")
@@ -94,6 +90,12 @@ class MaskPredModule(pl.LightningModule):
         self.cfg, self.in_dim, self.feature_stride_s = cfg, int(in_dim), float(feature_stride_s)
         self.txe = build_txe(cfg.model.txe, in_dim=self.in_dim, **txe_kwargs(cfg))
         self.window, self.sizes = cfg.data.window, mask_sizes(cfg)
+        # plain values only, so `load_from_checkpoint` works with torch.load(weights_only=True); the
+        # mask sizes as resolved (unset: 1..floor(alpha x window)), as model.pt's meta records them --
+        # logs/hparams.yaml kept `mask_sizes: null`. Built again from them, the same sizes.
+        hp = to_dict(cfg)
+        hp["maskpred"] = {**hp["maskpred"], "mask_sizes": list(self.sizes)}
+        self.save_hyperparameters({"cfg": hp, "in_dim": int(in_dim), "feature_stride_s": float(feature_stride_s)})
         self.sampling, self.loss_name, self.tau = mpc.sampling, mpc.loss, mpc.tau
         self.replace, self.swap = mpc.replace, mpc.swap
         self.keys_per_sample = mpc.keys_per_sample
