@@ -134,8 +134,9 @@ class ResumableLoader(DataLoader):
         if self._restored is not None:
             (epoch, n, resumes), self._restored = self._restored, None
             # A state in the middle of an epoch goes on with that epoch's order even where Lightning's
-            # loop counts it as past (a run ended by max_steps, then extended): Lightning runs the
-            # batches it has left there, and the skipped ones were trained. The epoch is set here,
+            # loop counts it as past (a run ended by max_steps, then extended, from a checkpoint written
+            # before KeepLoaderPlace reopened such an epoch): Lightning runs the batches it has left
+            # there, and the skipped ones were trained. The epoch is set here,
             # before the iterator is made: Lightning sets it only after, and workers draw their first
             # indices when it is made (the first resumed epoch was shuffled as epoch 0's).
             mid = 0 < n < len(self)
@@ -177,6 +178,7 @@ class KeepLoaderPlace(pl.Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+        self._reopen_stopped_epoch(trainer, fit_loop)
         epochs = fit_loop.get("epoch_progress", {}).get("current", {})
         epoch = epochs.get("processed")
         for state in fit_loop.get("state_dict", {}).get("combined_loader", []):
@@ -190,6 +192,29 @@ class KeepLoaderPlace(pl.Callback):
                 for k in batches:
                     batches[k] = 0
                 fit_loop["epoch_loop.batch_progress"]["is_last_batch"] = False
+
+    @staticmethod
+    def _reopen_stopped_epoch(trainer, fit_loop: dict) -> None:
+        """A run ended by ``max_steps`` inside an epoch: Lightning closes the epoch all the same (its
+        epoch loop ends and the fit loop counts the epoch processed and completed), and an extension
+        ran the batches left under the next epoch's name, then the epoch after it: that next epoch's
+        order was never trained and every later epoch was numbered one up. The checkpoint is saved
+        as one written inside the epoch (as a step checkpoint there is), which Lightning resumes
+        with the same epoch's remaining batches."""
+        progress = fit_loop.get("epoch_progress", {})
+        batches = fit_loop.get("epoch_loop.batch_progress", {})
+        done = batches.get("current", {}).get("completed", 0)
+        per_epoch = trainer.num_training_batches
+        stopped = trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step
+        if not stopped or per_epoch == float("inf") or not 0 < done < per_epoch or batches.get("is_last_batch"):
+            return
+        counts = [progress.get(k, {}) for k in ("current", "total")]
+        if not all({"started", "processed", "completed"} <= c.keys() for c in counts):
+            return
+        if all(c["processed"] == c["started"] == c["completed"] and c["processed"] > 0 for c in counts):
+            for c in counts:
+                c["processed"] -= 1
+                c["completed"] -= 1
 
 
 def _shuffle_seed(sampler) -> int | None:

@@ -89,18 +89,20 @@ def test_a_finished_epoch_or_other_data_skips_nothing(caplog):
     assert _items(loader) == [[6, 7, 8], [9, 10, 11]]
 
 
-def test_extending_a_run_that_stopped_mid_epoch_goes_on_with_that_epoch(tmp_path):
-    """A run ended by max_steps two batches into epoch 1 and extended: Lightning's loop counts epoch 1
-    as done and runs the 3 batches it has left under the name of epoch 2. They are epoch 1's last 3
-    (a loader that started epoch 2's order trained none of those and 3 of epoch 2's), then epoch 3."""
-    whole = _run(tmp_path / "a", "whole", 12)[0]
-    short = _run(tmp_path / "b", "short", 7)[0]
-    more = _run(tmp_path / "b", "more", 12, resume=True)[0]
-    assert short == whole[:7]
-    order = EpochShuffle(10, 7)
-    order.set_epoch(3)
-    epoch3 = list(order)
-    assert more == whole[7:10] + [epoch3[:2], epoch3[2:4]]
+@pytest.mark.parametrize("devices", [1, 2])
+def test_extending_a_run_that_stopped_mid_epoch_goes_on_with_that_epoch(tmp_path, devices):
+    """A run ended by max_steps two batches into epoch 1 and extended trains what an uninterrupted run
+    does: epoch 1's last 3 batches, then epoch 2. Lightning counts the stopped epoch as done in its
+    checkpoint at the end of training: the extension ran those 3 batches under the name of epoch 2,
+    then epoch 3's order, and epoch 2's was never trained (the ``epoch`` column read 0, 2, 3)."""
+    whole = _run(tmp_path / "a", "whole", 12, devices=devices, val=True)
+    short = _run(tmp_path / "b", "short", 7, devices=devices, val=True, every=0)
+    more = _run(tmp_path / "b", "more", 12, devices=devices, resume=True, val=True, every=0)
+    assert [s[:7] for s in whole] == short
+    assert [s[7:] for s in whole] == more
+    with open(tmp_path / "b" / "logs" / "metrics.csv") as f:
+        epochs = [int(r["epoch"]) for r in csv.DictReader(f) if r["train/global_step"]]
+    assert epochs == [1] * 3 + [2] * 2
 
 
 def test_a_checkpoint_on_an_epochs_last_batch_resumes_with_the_next_epoch(tmp_path):
