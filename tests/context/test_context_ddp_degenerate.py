@@ -7,23 +7,15 @@ three steps; a rank that fails or waits on a collective the other left ends with
 
 from __future__ import annotations
 
-import datetime
 import os
-import socket
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+
+from gloo_ranks import run_ranks
 
 TIMEOUT_S = 20  # gloo's: a rank left waiting in a collective fails instead of hanging the test
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _Step(torch.nn.Module):
@@ -66,43 +58,23 @@ CASES = {
 }
 
 
-def _work(rank, world, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    timeout = datetime.timedelta(seconds=TIMEOUT_S)
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timeout)
-    try:
-        for name, case in CASES.items():
-            module, batch = case()
-            unused = getattr(module, "ddp_find_unused_parameters", False)  # as fit() hands it to the strategy
-            ddp = torch.nn.parallel.DistributedDataParallel(_Step(module), find_unused_parameters=unused)
-            opt = torch.optim.AdamW([p for p in ddp.parameters() if p.requires_grad], lr=1e-3)
-            for _ in range(3):
-                opt.zero_grad(set_to_none=True)
-                ddp(batch).backward()
-                opt.step()
-            no_grad = sorted(n for n, p in module.named_parameters() if p.requires_grad and p.grad is None)
-            torch.save(no_grad, os.path.join(out_dir, f"{name}{rank}.pt"))
-    finally:
-        dist.barrier()  # both ranks reach here before tearing down gloo
-        dist.destroy_process_group()
-
-
-def _worker(rank, world, port, out_dir):
-    import traceback
-    import warnings
-
-    warnings.filterwarnings("ignore")  # self.log() without a trainer
-    try:
-        _work(rank, world, port, out_dir)
-    except BaseException:
-        traceback.print_exc()
-        os._exit(1)
-    os._exit(0)  # a spawned gloo process may abort at interpreter shutdown (see tests/ssl/test_ssl_ddp.py)
+def _work(rank, world, out_dir):
+    for name, case in CASES.items():
+        module, batch = case()
+        unused = getattr(module, "ddp_find_unused_parameters", False)  # as fit() hands it to the strategy
+        ddp = torch.nn.parallel.DistributedDataParallel(_Step(module), find_unused_parameters=unused)
+        opt = torch.optim.AdamW([p for p in ddp.parameters() if p.requires_grad], lr=1e-3)
+        for _ in range(3):
+            opt.zero_grad(set_to_none=True)
+            ddp(batch).backward()
+            opt.step()
+        no_grad = sorted(n for n, p in module.named_parameters() if p.requires_grad and p.grad is None)
+        torch.save(no_grad, os.path.join(out_dir, f"{name}{rank}.pt"))
 
 
 @pytest.mark.timeout(120)
 def test_pretraining_steps_without_some_parameters_run_under_ddp(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_ranks(_work, str(tmp_path), timeout_s=TIMEOUT_S)
     for name in CASES:
         for r in range(2):
             no_grad = torch.load(tmp_path / f"{name}{r}.pt")

@@ -6,29 +6,17 @@ the process that masked fewer weighed more than one of the other."""
 
 from __future__ import annotations
 
-import datetime
 import os
-import socket
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+
+from gloo_ranks import TIMEOUT_S, run_ranks
 
 LR = 0.5  # plain SGD: Adam's first step (about lr x the gradient's sign) would hide a scaled gradient
 NAMES = ("infonce", "l2", "ot")
-
-
-# gloo's (the default is 30 minutes): a rank that raised, or waits in a collective its peer left,
-# fails the test instead of hanging it; the peer's start (its imports) counts, hence not less
-TIMEOUT_S = 60
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _maskpred(loss):
@@ -123,36 +111,19 @@ def _maskpred_step(module, batch, masks, world):
     return _step(module, lambda: module.training_step(batch, 0), world)
 
 
-def _work(rank, world, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=TIMEOUT_S))
-    try:
-        for loss in ("infonce", "l2"):
-            module, batches = _maskpred(loss)
-            res = _maskpred_step(module, *batches[rank], world)
-            torch.save(res, os.path.join(out_dir, f"{loss}{rank}.pt"))
-        module, halves, _ = _ot()
-        res, masked = _ot_step(module, halves[rank], world)
-        torch.save({**res, "masked": masked}, os.path.join(out_dir, f"ot{rank}.pt"))
-    finally:
-        dist.barrier()  # both ranks reach here before tearing down gloo
-        dist.destroy_process_group()
-
-
-def _worker(rank, world, port, out_dir):
-    import traceback
-
-    try:
-        _work(rank, world, port, out_dir)
-    except BaseException:
-        traceback.print_exc()
-        os._exit(1)
-    os._exit(0)  # a spawned gloo process may abort at interpreter shutdown (see tests/ssl/test_ssl_ddp.py)
+def _work(rank, world, out_dir):
+    for loss in ("infonce", "l2"):
+        module, batches = _maskpred(loss)
+        res = _maskpred_step(module, *batches[rank], world)
+        torch.save(res, os.path.join(out_dir, f"{loss}{rank}.pt"))
+    module, halves, _ = _ot()
+    res, masked = _ot_step(module, halves[rank], world)
+    torch.save({**res, "masked": masked}, os.path.join(out_dir, f"ot{rank}.pt"))
 
 
 @pytest.mark.timeout(4 * TIMEOUT_S)  # a backstop: gloo's timeout ends a stuck rank first
 def test_a_pretraining_step_on_two_processes_is_the_step_on_their_union(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_ranks(_work, str(tmp_path))
     apart, want = {}, {}
     for loss in ("infonce", "l2"):
         module, batches = _maskpred(loss)

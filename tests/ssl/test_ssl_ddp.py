@@ -1,27 +1,15 @@
 """Two CPU processes (gloo) give the same loss and gradients as one process on the whole batch."""
 
-import datetime
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from gloo_ranks import TIMEOUT_S, run_ranks
 from moviessl.ssl.losses import info_nce_pairs
 from moviessl.ssl.queue import MemoryQueue
-
-# gloo's (the default is 30 minutes): a rank that raised, or waits in a collective its peer left,
-# fails the test instead of hanging it; the peer's start (its imports) counts, hence not less
-TIMEOUT_S = 60
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _data():
@@ -49,62 +37,41 @@ def _local_rows(rank):
     return torch.tensor([v * 4 + i for i, v in enumerate(SCORER_VIEW[rank * 4 : (rank + 1) * 4])])
 
 
-def _work(rank, world, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=TIMEOUT_S))
-    try:
-        x1, x2, w, x3 = _data()
-        sl = slice(rank * 4, (rank + 1) * 4)
-        loss, grad = _loss_and_grad(x1[sl], x2[sl], w)
-        hloss, hgrad = _loss_and_grad(x1[sl], x2[sl], w, x3[sl])
-        # scorer rows are local row numbers of [z1; z2]: pair i's z1 is row i, its z2 row 4 + i
-        floss, fgrad = _loss_and_grad(x1[sl], x2[sl], w, x3[sl], _local_rows(rank))
-        iloss, igrad = _loss_and_grad(x1[sl], x2[sl], w, ids=VIDEO_IDS[sl])
-        for g in (grad, hgrad, fgrad, igrad):
-            dist.all_reduce(g)
-            g /= world  # what DDP does
-        torch.manual_seed(0)  # same init on every rank, as Lightning seeds them
-        q = MemoryQueue(16, 6, require_divisible=True, track_ids=True)
-        q.enqueue(x1[sl], torch.arange(8)[sl] + 100)
-        torch.save(
-            {
-                "loss": loss,
-                "grad": grad,
-                "hloss": hloss,
-                "hgrad": hgrad,
-                "floss": floss,
-                "fgrad": fgrad,
-                "iloss": iloss,
-                "igrad": igrad,
-                "queue": q.queue.clone(),
-                "ptr": int(q.ptr),
-                "ids": q.get_ids(),
-            },
-            os.path.join(out_dir, f"r{rank}.pt"),
-        )
-    finally:
-        # both ranks reach here before tearing down gloo: a rank leaving early aborts its peer
-        dist.barrier()
-        dist.destroy_process_group()
-
-
-def _worker(rank, world, port, out_dir):
-    # Leave with os._exit: at interpreter shutdown a spawned gloo process sometimes aborts with
-    # "terminate called without an active exception" (a library thread still joinable), which
-    # would fail the test for a reason that has nothing to do with the result it checks.
-    import traceback
-
-    try:
-        _work(rank, world, port, out_dir)
-    except BaseException:
-        traceback.print_exc()
-        os._exit(1)
-    os._exit(0)
+def _work(rank, world, out_dir):
+    x1, x2, w, x3 = _data()
+    sl = slice(rank * 4, (rank + 1) * 4)
+    loss, grad = _loss_and_grad(x1[sl], x2[sl], w)
+    hloss, hgrad = _loss_and_grad(x1[sl], x2[sl], w, x3[sl])
+    # scorer rows are local row numbers of [z1; z2]: pair i's z1 is row i, its z2 row 4 + i
+    floss, fgrad = _loss_and_grad(x1[sl], x2[sl], w, x3[sl], _local_rows(rank))
+    iloss, igrad = _loss_and_grad(x1[sl], x2[sl], w, ids=VIDEO_IDS[sl])
+    for g in (grad, hgrad, fgrad, igrad):
+        dist.all_reduce(g)
+        g /= world  # what DDP does
+    torch.manual_seed(0)  # same init on every rank, as Lightning seeds them
+    q = MemoryQueue(16, 6, require_divisible=True, track_ids=True)
+    q.enqueue(x1[sl], torch.arange(8)[sl] + 100)
+    torch.save(
+        {
+            "loss": loss,
+            "grad": grad,
+            "hloss": hloss,
+            "hgrad": hgrad,
+            "floss": floss,
+            "fgrad": fgrad,
+            "iloss": iloss,
+            "igrad": igrad,
+            "queue": q.queue.clone(),
+            "ptr": int(q.ptr),
+            "ids": q.get_ids(),
+        },
+        os.path.join(out_dir, f"r{rank}.pt"),
+    )
 
 
 @pytest.mark.timeout(4 * TIMEOUT_S)  # a backstop: gloo's timeout ends a stuck rank first
 def test_two_processes_equal_one(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_ranks(_work, str(tmp_path))
     x1, x2, w, x3 = _data()
     loss1, grad1 = _loss_and_grad(x1, x2, w)
     hloss1, hgrad1 = _loss_and_grad(x1, x2, w, x3)

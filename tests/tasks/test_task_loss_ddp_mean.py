@@ -7,28 +7,16 @@ process that held fewer weighed more than one of the other."""
 
 from __future__ import annotations
 
-import datetime
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+
+from gloo_ranks import TIMEOUT_S, run_ranks
 
 LR = 0.5  # plain SGD: Adam's first step (about lr x the gradient's sign) would hide a scaled gradient
 NAMES = ("verb", "relation", "srl", "srl_none")
-
-
-# gloo's (the default is 30 minutes): a rank that raised, or waits in a collective its peer left,
-# fails the test instead of hanging it; the peer's start (its imports) counts, hence not less
-TIMEOUT_S = 60
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _case(name):
@@ -77,32 +65,15 @@ def _step(module, batch, world):
     return {n: p.detach().clone() for n, p in module.named_parameters()}
 
 
-def _work(rank, world, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=TIMEOUT_S))
-    try:
-        for name in NAMES:  # one launch for all: starting processes is most of the time
-            module, batches = _case(name)
-            torch.save(_step(module, batches[rank], world), os.path.join(out_dir, f"{name}{rank}.pt"))
-    finally:
-        dist.barrier()  # both ranks reach here before tearing down gloo
-        dist.destroy_process_group()
-
-
-def _worker(rank, world, port, out_dir):
-    import traceback
-
-    try:
-        _work(rank, world, port, out_dir)
-    except BaseException:
-        traceback.print_exc()
-        os._exit(1)
-    os._exit(0)  # a spawned gloo process may abort at interpreter shutdown (see tests/ssl/test_ssl_ddp.py)
+def _work(rank, world, out_dir):
+    for name in NAMES:  # one launch for all: starting processes is most of the time
+        module, batches = _case(name)
+        torch.save(_step(module, batches[rank], world), os.path.join(out_dir, f"{name}{rank}.pt"))
 
 
 @pytest.mark.timeout(4 * TIMEOUT_S)  # a backstop: gloo's timeout ends a stuck rank first
 def test_a_task_step_on_two_processes_is_the_step_on_their_union(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_ranks(_work, str(tmp_path))
     apart = {}
     for name in NAMES:
         module, batches = _case(name)
