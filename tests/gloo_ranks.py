@@ -46,3 +46,17 @@ def run_ranks(work, *args, world: int = 2, timeout_s: float = TIMEOUT_S) -> None
     """Run ``work(rank, world, *args)`` on ``world`` spawned processes in one gloo group; raises if any
     rank fails. ``work`` must be a module-level function (spawn pickles it by name)."""
     mp.spawn(_rank, args=(work, world, free_port(), timeout_s, args), nprocs=world, join=True)
+
+
+def ranks_apart(out_dir, name: str, want: dict, world: int = 2) -> dict:
+    """Where the parameters each rank saved (``out_dir/{name}{rank}.pt``) differ from ``want`` (one
+    process's): ``{"name rank r param": max abs difference}``, empty when every rank took its step."""
+    import torch
+
+    apart = {}
+    for r in range(world):
+        res = torch.load(os.path.join(out_dir, f"{name}{r}.pt"))
+        for n in want:
+            if not torch.allclose(res[n], want[n], atol=1e-6, rtol=1e-5):
+                apart[f"{name} rank {r} {n}"] = float((res[n] - want[n]).abs().max())
+    return apart

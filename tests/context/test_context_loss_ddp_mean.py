@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from gloo_ranks import TIMEOUT_S, run_ranks
+from gloo_ranks import TIMEOUT_S, ranks_apart, run_ranks
 
 LR = 0.5  # plain SGD: Adam's first step (about lr x the gradient's sign) would hide a scaled gradient
 NAMES = ("infonce", "l2", "ot")
@@ -137,11 +137,7 @@ def test_a_pretraining_step_on_two_processes_is_the_step_on_their_union(tmp_path
     for name, (module, one) in want.items():
         fresh = {"ot": lambda: _ot()[0]}.get(name, lambda: _maskpred(name)[0])()
         assert any(not torch.equal(one[n], p) for n, p in fresh.named_parameters()), name  # the step moved
-        for r in range(2):
-            res = torch.load(tmp_path / f"{name}{r}.pt")
-            for n in one:
-                if not torch.allclose(res[n], one[n], atol=1e-6, rtol=1e-5):
-                    apart[f"{name} rank {r} {n}"] = float((res[n] - one[n]).abs().max())
+        apart.update(ranks_apart(tmp_path, name, one))
     assert not apart, apart
 
 

@@ -21,6 +21,27 @@ from moviessl.errors import BadInputError
 from moviessl.models.object_transformer import END, ID_OFFSET, INSTANCE, PAD, SCENE, START
 
 
+def _films_of_instances(ids, root):
+    """An instance reader (pretrain-ot's input) of 70-s films, two instances a second, the same in each."""
+    from moviessl.data.lvu import VideoInstances
+
+    class Films:
+        dim = 8
+
+        def load(self, vid, lazy=True):
+            sec = np.repeat(np.arange(70), 2)
+            box = np.tile(np.array([[0.1, 0.1, 0.5, 0.5]], np.float32), (len(sec), 1))
+            feats = np.random.default_rng(0).normal(size=(len(sec), 8)).astype("f4")
+            return VideoInstances(sec, sec // 10, np.tile([0, 1], 70), box, feats)
+
+    Films.ids, Films.root = list(ids), root
+    return Films
+
+
+def _stop(*a, **k):
+    raise RuntimeError("stop")  # stands in for pretrain-ot's fit: these tests end before any step
+
+
 def test_track_masks_mask_whole_tracks_at_least_one_per_span():
     g = torch.Generator().manual_seed(0)
     B, N = 64, 12
@@ -305,21 +326,9 @@ def test_pretrain_ot_says_accumulation_does_not_widen_the_span_losss_negatives(
 
     from moviessl.config import load_config
     from moviessl.context import instance_masking as im
-    from moviessl.data.lvu import VideoInstances
 
-    class One:
-        dim, ids, root = 8, ["a"], tmp_path
-
-        def load(self, vid, lazy=True):
-            sec = np.repeat(np.arange(70), 2)
-            box = np.tile(np.array([[0.1, 0.1, 0.5, 0.5]], np.float32), (len(sec), 1))
-            feats = np.random.default_rng(0).normal(size=(len(sec), 8)).astype("f4")
-            return VideoInstances(sec, sec // 10, np.tile([0, 1], 70), box, feats)
-
-    def stop(*a, **k):
-        raise RuntimeError("stop")
-
-    monkeypatch.setattr(im, "fit", stop)
+    One = _films_of_instances(["a"], tmp_path)
+    monkeypatch.setattr(im, "fit", _stop)
     teacher = None
     if not span_weight:  # the distillation then (a run with neither term is refused)
         teacher = tmp_path / "teacher.ckpt"
@@ -373,16 +382,8 @@ def test_an_ot_pretraining_run_writes_a_summary_naming_what_it_was_made_from(tmp
 
     from moviessl.config import load_config
     from moviessl.context.instance_masking import pretrain_ot
-    from moviessl.data.lvu import VideoInstances
 
-    class Two:
-        dim, ids, root = 8, ["a", "b"], tmp_path / "inst"
-
-        def load(self, vid, lazy=True):
-            sec = np.repeat(np.arange(70), 2)
-            box = np.tile(np.array([[0.1, 0.1, 0.5, 0.5]], np.float32), (len(sec), 1))
-            feats = np.random.default_rng(0).normal(size=(len(sec), 8)).astype("f4")
-            return VideoInstances(sec, sec // 10, np.tile([0, 1], 70), box, feats)
+    Two = _films_of_instances(["a", "b"], tmp_path / "inst")
 
     over = ["data.batch_size=4", "masking.action_weight=0", "trainer.max_steps=2", "seed=7"]
     cfg = load_config("ot_pretrain", "cpu", [*over, "trainer.progress_bar=false"])
@@ -516,21 +517,9 @@ def test_pretrain_ot_with_nothing_to_train_is_one_line_before_any_step(tmp_path,
     read."""
     from moviessl.config import load_config
     from moviessl.context import instance_masking as im
-    from moviessl.data.lvu import VideoInstances
 
-    class One:
-        dim, ids, root = 8, ["a"], tmp_path
-
-        def load(self, vid, lazy=True):
-            sec = np.repeat(np.arange(70), 2)
-            box = np.tile(np.array([[0.1, 0.1, 0.5, 0.5]], np.float32), (len(sec), 1))
-            feats = np.random.default_rng(0).normal(size=(len(sec), 8)).astype("f4")
-            return VideoInstances(sec, sec // 10, np.tile([0, 1], 70), box, feats)
-
-    def stop(*a, **k):
-        raise RuntimeError("stop")
-
-    monkeypatch.setattr(im, "fit", stop)
+    One = _films_of_instances(["a"], tmp_path)
+    monkeypatch.setattr(im, "fit", _stop)
     cfg = load_config("ot_pretrain", "cpu", ["masking.action_weight=0", f"data.batch_size={batch}"])
     if refused:
         with pytest.raises(BadInputError, match="^data.batch_size: 1 span pair per process: with masking.action_we"):
