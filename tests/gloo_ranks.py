@@ -60,3 +60,19 @@ def ranks_apart(out_dir, name: str, want: dict, world: int = 2) -> dict:
             if not torch.allclose(res[n], want[n], atol=1e-6, rtol=1e-5):
                 apart[f"{name} rank {r} {n}"] = float((res[n] - want[n]).abs().max())
     return apart
+
+
+def sgd_step(module, loss_fn, world: int, lr: float) -> dict:
+    """One plain SGD step on ``loss_fn()``, the gradients averaged over the ranks first as DDP does
+    (world > 1); the parameters after it. SGD, not Adam: Adam's first step (about lr x the gradient's
+    sign) would hide a scaled gradient."""
+    import torch
+
+    opt = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=lr)
+    loss_fn().backward()
+    for p in module.parameters():
+        if p.grad is not None and world > 1:
+            dist.all_reduce(p.grad)
+            p.grad /= world  # what DDP does
+    opt.step()
+    return {n: p.detach().clone() for n, p in module.named_parameters()}

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from gloo_ranks import TIMEOUT_S, ranks_apart, run_ranks
+from gloo_ranks import TIMEOUT_S, ranks_apart, run_ranks, sgd_step
 
 LR = 0.5  # plain SGD: Adam's first step (about lr x the gradient's sign) would hide a scaled gradient
 NAMES = ("infonce", "l2", "ot")
@@ -96,14 +96,7 @@ def _ot_step(module, batch, world):
 
 
 def _step(module, loss_fn, world):
-    opt = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=LR)
-    loss_fn().backward()
-    for p in module.parameters():
-        if p.grad is not None and world > 1:
-            dist.all_reduce(p.grad)
-            p.grad /= world  # what DDP does
-    opt.step()
-    return {n: p.detach().clone() for n, p in module.named_parameters()}
+    return sgd_step(module, loss_fn, world, LR)
 
 
 def _maskpred_step(module, batch, masks, world):

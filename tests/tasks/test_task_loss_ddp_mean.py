@@ -11,9 +11,8 @@ import os
 
 import pytest
 import torch
-import torch.distributed as dist
 
-from gloo_ranks import TIMEOUT_S, ranks_apart, run_ranks
+from gloo_ranks import TIMEOUT_S, ranks_apart, run_ranks, sgd_step
 
 LR = 0.5  # plain SGD: Adam's first step (about lr x the gradient's sign) would hide a scaled gradient
 NAMES = ("verb", "relation", "srl", "srl_none")
@@ -55,14 +54,7 @@ def _case(name):
 
 
 def _step(module, batch, world):
-    opt = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=LR)
-    module.training_step(batch, 0).backward()
-    for p in module.parameters():
-        if p.grad is not None and world > 1:
-            dist.all_reduce(p.grad)
-            p.grad /= world  # what DDP does
-    opt.step()
-    return {n: p.detach().clone() for n, p in module.named_parameters()}
+    return sgd_step(module, lambda: module.training_step(batch, 0), world, LR)
 
 
 def _work(rank, world, out_dir):
