@@ -58,7 +58,9 @@ class EpochShuffle(Sampler[int]):
         # each epoch as seed s the next one, and a task's replicate seeds s, s + 1, ... share their orders
         mixed = int(np.random.SeedSequence([int(self.seed) % 2**63, self.epoch]).generate_state(2, np.uint64)[0])
         g = torch.Generator().manual_seed(mixed % 2**63)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        # on the CPU, its generator's: on torch's default device (a user's set_default_device("cuda"))
+        # the GPU's randperm refused the CPU generator, and the loader never served a batch
+        return iter(torch.randperm(self.n, generator=g, device="cpu").tolist())
 
 
 class _Skipping:

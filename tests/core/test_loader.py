@@ -180,3 +180,23 @@ def test_a_resume_with_another_seed_skips_nothing(caplog):
     same = train_loader(data, 3, seed=0)
     same.load_state_dict(state)
     assert _items(done) + _items(list(same)) == _items(list(train_loader(data, 3, seed=0)))
+
+
+def test_the_epoch_order_is_drawn_on_the_cpu_whatever_the_default_device():
+    """A user's ``torch.set_default_device("cuda")`` drew the permutation on the GPU, whose randperm
+    refuses the sampler's CPU generator: no training loader served a batch. The orders are those
+    drawn on the CPU before."""
+    from default_device import gpu_like_default_device
+
+    def orders():
+        out = []
+        for epoch in range(2):
+            o = EpochShuffle(8, 5)
+            o.set_epoch(epoch)
+            out.append(list(o))
+        return out
+
+    expected = [[7, 1, 4, 3, 0, 5, 2, 6], [5, 6, 4, 1, 7, 2, 3, 0]]
+    assert orders() == expected
+    with gpu_like_default_device():
+        assert orders() == expected
