@@ -29,6 +29,25 @@ def test_break_time_kinds():
     assert torch.equal(y, y[:, :1, :, :1, :1].expand_as(y))
 
 
+def test_break_time_draws_on_the_cpu_whatever_the_default_device():
+    """Under a user's ``torch.set_default_device("cuda")`` the indices were drawn on the GPU: a CPU
+    generator was refused, and without one (training's call) they came from the GPU's stream. They
+    are drawn on the CPU and moved, the results those drawn before."""
+    from default_device import gpu_like_default_device
+
+    x = _clips(4, 4)
+    expected = [[1, 3, 0, 2], [0, 0, 0, 0], [2, 1, 0, 3], [3, 2, 1, 0]]  # seed 4: every kind
+
+    def draw(g):
+        return _order(break_time(x, ["repeat", "shuffle", "reverse"], g)).int().tolist()
+
+    assert draw(torch.Generator().manual_seed(4)) == expected
+    with gpu_like_default_device():
+        assert draw(torch.Generator().manual_seed(4)) == expected
+        torch.manual_seed(4)  # no generator: the CPU's default one, as on a CPU default device
+        assert draw(None) == expected
+
+
 def test_break_time_rejects_unknown_kinds():
     with pytest.raises(ValueError, match="intra_neg"):
         break_time(_clips(), ["freeze"])

@@ -41,18 +41,22 @@ def break_time(x: torch.Tensor, kinds, generator: torch.Generator | None = None)
     the identity: incoherent motion), ``reverse`` (time flipped). Pixels are otherwise unchanged."""
     kinds = check_intra_neg(kinds)
     b, t = x.shape[0], x.shape[2]
-    idx = torch.empty(b, t, dtype=torch.long)
-    pick = torch.randint(len(kinds), (b,), generator=generator)
+    # the indices are drawn on the CPU (the generator's stream, or the CPU's default one) and moved:
+    # on torch's default device (a user's set_default_device("cuda")) a CPU generator was refused,
+    # and without one the draws came from the GPU's stream, one small kernel and sync per clip
+    cpu = torch.device("cpu")
+    idx = torch.empty(b, t, dtype=torch.long, device=cpu)
+    pick = torch.randint(len(kinds), (b,), generator=generator, device=cpu)
     for i in range(b):
         kind = kinds[int(pick[i])]
         if kind == "repeat":
-            idx[i] = torch.randint(t, (1,), generator=generator).expand(t)
+            idx[i] = torch.randint(t, (1,), generator=generator, device=cpu).expand(t)
         elif kind == "reverse":
-            idx[i] = torch.arange(t - 1, -1, -1)
+            idx[i] = torch.arange(t - 1, -1, -1, device=cpu)
         else:
-            perm = torch.randperm(t, generator=generator)
-            while t > 1 and bool((perm == torch.arange(t)).all()):
-                perm = torch.randperm(t, generator=generator)
+            perm = torch.randperm(t, generator=generator, device=cpu)
+            while t > 1 and bool((perm == torch.arange(t, device=cpu)).all()):
+                perm = torch.randperm(t, generator=generator, device=cpu)
             idx[i] = perm
     idx = idx.to(x.device).view(b, 1, t, 1, 1).expand(-1, x.shape[1], -1, x.shape[3], x.shape[4])
     return torch.gather(x, 2, idx)
