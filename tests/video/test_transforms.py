@@ -43,6 +43,22 @@ def test_crop_modes_pick_expected_regions():
         crop_box(100, 100, 50, "diagonal")
 
 
+def test_random_crop_draws_on_the_cpu_whatever_the_default_device():
+    """Under a user's ``torch.set_default_device("cuda")`` the offsets were drawn on the GPU: a CPU
+    generator was refused, and without one they came from the GPU's stream. They are drawn on the
+    CPU, the offsets those drawn before."""
+    from default_device import gpu_like_default_device
+
+    expected = [(22, 1), (27, 16), (25, 18)]
+    g = torch.Generator().manual_seed(1)
+    assert [crop_box(40, 30, 8, "random", g) for _ in range(3)] == expected
+    with gpu_like_default_device():
+        g = torch.Generator().manual_seed(1)
+        assert [crop_box(40, 30, 8, "random", g) for _ in range(3)] == expected
+        torch.manual_seed(1)  # no generator: the CPU's default one, as on a CPU default device
+        assert [crop_box(40, 30, 8, "random") for _ in range(3)] == expected
+
+
 def test_center_crop_takes_pyslowfasts_offset_for_odd_margins():
     """PySlowFast's uniform_crop (slowfast/datasets/transform.py) centres at ceil(margin / 2): an odd
     margin leaves its extra pixel above / left of the crop (a 16:9 frame at short side 256: x 116)."""

@@ -82,8 +82,11 @@ def crop_box(
     if crop > h or crop > w:
         raise ValueError(f"crop {crop} larger than frame {h}x{w}")
     if mode == "random":
-        y = int(torch.randint(0, h - crop + 1, (1,), generator=generator))
-        x = int(torch.randint(0, w - crop + 1, (1,), generator=generator))
+        # on the CPU (the generator's stream, or the CPU's default one, which a loader worker's seed
+        # sets): on torch's default device (a user's set_default_device("cuda")) a CPU generator was
+        # refused, and without one the offsets came from the GPU's stream
+        y = int(torch.randint(0, h - crop + 1, (1,), generator=generator, device="cpu"))
+        x = int(torch.randint(0, w - crop + 1, (1,), generator=generator, device="cpu"))
         return y, x
     # ceil, not floor: an odd margin leaves its extra pixel above / left of the crop, as PySlowFast
     # does; floor put every such crop one pixel up / left of the reference's (455x256, crop 224:
