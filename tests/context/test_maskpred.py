@@ -164,6 +164,20 @@ def make_module(in_dim=32, overrides=()):
     return MaskPredModule(cfg, in_dim)
 
 
+def test_the_target_projection_is_drawn_on_the_cpu_whatever_the_default_device():
+    """``maskpred.target_dim``'s fixed projection was drawn with its CPU generator on torch's default
+    device: under a user's ``torch.set_default_device("cuda")`` the module could not be built. It is
+    drawn on the CPU and placed with the module's parameters, the CPU values those drawn before."""
+    from default_device import gpu_like_default_device
+
+    m = make_module(overrides=["maskpred.target_dim=8"])
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(m.target_proj, torch.randn(32, 8, generator=g) / math.sqrt(8))
+    with gpu_like_default_device():
+        m = make_module(overrides=["maskpred.target_dim=8"])
+    assert m.target_proj.device.type == next(m.head.parameters()).device.type == "meta"
+
+
 def test_queue_use_and_exclusion(tmp_path):
     from moviessl.context.windows import FeatureWindows
     from moviessl.features.store import FeatureStore

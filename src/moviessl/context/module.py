@@ -101,8 +101,12 @@ class MaskPredModule(pl.LightningModule):
         self.keys_per_sample = mpc.keys_per_sample
         self.tdim = mpc.target_dim or self.in_dim
         if mpc.target_dim:  # fixed Gaussian projection: cosines preserved (JL), a smaller queue
+            # drawn on the CPU with its own generator, the same projection on every device, then put
+            # where the module's parameters are made (torch's default device: `.to` moves it with them);
+            # drawn there, a user's set_default_device("cuda") refused the CPU generator
             g = torch.Generator().manual_seed(0)
-            self.register_buffer("target_proj", torch.randn(self.in_dim, self.tdim, generator=g) / math.sqrt(self.tdim))
+            proj = torch.randn(self.in_dim, self.tdim, generator=g, device="cpu") / math.sqrt(self.tdim)
+            self.register_buffer("target_proj", proj.to(torch.get_default_device()))
         else:
             self.target_proj = None
         self.register_buffer("target_mean", torch.zeros(self.in_dim))
