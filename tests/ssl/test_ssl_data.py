@@ -182,6 +182,23 @@ def test_full_frame_crops_span_the_frames_width():
     assert red.shape[-1] == 32 and float((red[:, 0, :, -1] - red[:, 0, :, 0]).max()) <= square_max + 1
 
 
+@pytest.mark.parametrize("boxes", [None, dict(size=24, area=(0.3, 1.0), aspect=(0.8, 1.25), attempts=10)])
+def test_an_item_is_drawn_and_made_on_the_cpu_whatever_the_default_device(boxes):
+    """Under a user's ``torch.set_default_device("cuda")`` an item's seed was drawn from the GPU's
+    stream and its label / index / skipped tensors were made on the GPU (a forked loader worker cannot
+    start CUDA, pinning refuses them). The item is the one drawn on the CPU."""
+    from default_device import gpu_like_default_device
+
+    ds = _ramp_dataset(boxes if boxes is None else {**boxes, "flow_size": None, "align": True})
+    torch.manual_seed(3)
+    cpu = ds[0]
+    with gpu_like_default_device():
+        torch.manual_seed(3)
+        item = ds[0]
+    assert item.keys() == cpu.keys() == {"video", "label", "index", "skipped"}
+    assert all(v.device.type == "cpu" and torch.equal(v, cpu[k]) for k, v in item.items())
+
+
 @pytest.mark.parametrize("align", [True, False])
 def test_full_frame_crops_give_the_flow_its_views_box(align):
     torch.manual_seed(1)

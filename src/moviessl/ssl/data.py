@@ -380,13 +380,18 @@ class ClipDataset(Dataset):
             clips.append(self._clip(src.get, st, self.num_frames, self.stride, total, src, fy, fx))
             if self.flow_cache is not None:
                 flows.append(self._clip(self._flow(i).get, st, self.flow_frames, self.flow_stride, total, src, fy, fx))
-        out = {"video": torch.stack(clips), "label": torch.tensor(self.items[i][1]), "index": torch.tensor(i)}
+        cpu = torch.device("cpu")
+        label, index = torch.tensor(self.items[i][1], device=cpu), torch.tensor(i, device=cpu)
+        out = {"video": torch.stack(clips), "label": label, "index": index}
         if flows:
             out["flow"] = torch.stack(flows)
         return out
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+        # an item is drawn and made on the CPU (the stream a loader worker's seed sets), also under a
+        # user's set_default_device("cuda"): there the seed came from the GPU's stream and the item's
+        # tensors were made on the GPU, which a forked worker cannot start and pinning refuses
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), device="cpu").item()))
         skipped: list[int] = []
         n = len(self.items)
         for k in range(min(n, MAX_SKIPS + 1)):
@@ -400,7 +405,7 @@ class ClipDataset(Dataset):
                 self._mark_bad(j, e)
                 skipped.append(j)
                 continue
-            item["skipped"] = torch.tensor((skipped + [-1] * MAX_SKIPS)[:MAX_SKIPS])
+            item["skipped"] = torch.tensor((skipped + [-1] * MAX_SKIPS)[:MAX_SKIPS], device="cpu")
             return item
         if n <= MAX_SKIPS:
             raise BadInputError(self.items[i][0], f"every one of the clip list's {n} videos is bad; giving up")
