@@ -28,6 +28,24 @@ def test_linear_probe_and_knn_separate_clusters():
     assert knn_accuracy(xtr, ytr, xva, yva, 4, k=5) == 100.0
 
 
+def test_the_probes_run_on_the_cpu_whatever_the_default_device():
+    """Under a user's ``torch.set_default_device("cuda")`` the linear probe's layer was made on the GPU
+    (whose normal_ refused the probe's CPU generator) and the k-NN's vote table too (beside CPU
+    neighbours). The CPU probes give the results they gave before."""
+    from default_device import gpu_like_default_device
+    from moviessl.ssl.probe import knn_accuracy_topk, linear_probe_topk
+
+    xtr, ytr = _blobs(60, 5, 8, 1.5, 0)
+    xva, yva = _blobs(30, 5, 8, 1.5, 1)
+
+    def probes():
+        return linear_probe_topk(xtr, ytr, xva, yva, 5, max_iter=20), knn_accuracy_topk(xtr, ytr, xva, yva, 5, k=7)
+
+    cpu = probes()
+    with gpu_like_default_device():
+        assert probes() == cpu
+
+
 def test_probe_is_at_chance_on_noise():
     g = np.random.default_rng(1)
     xtr = F.normalize(torch.tensor(g.normal(size=(200, 32)), dtype=torch.float32), dim=1).numpy()

@@ -143,7 +143,9 @@ def linear_probe_topk(
     is 100)."""
     g = torch.Generator().manual_seed(seed)
     x, y = torch.from_numpy(xtr).float().to(device), torch.from_numpy(ytr).long().to(device)
-    lin = nn.Linear(x.shape[1], num_classes)
+    # made on the CPU, not torch's default device: a user's set_default_device("cuda") put the layer
+    # on the GPU, whose normal_ refused the CPU generator
+    lin = nn.Linear(x.shape[1], num_classes, device="cpu")
     with torch.no_grad():
         lin.weight.normal_(0, 0.01, generator=g)
         lin.bias.zero_()
@@ -184,7 +186,7 @@ def knn_accuracy_topk(
     pred, hit5 = [], []
     for a in range(0, len(xva), KNN_ROWS):
         top, idx = (torch.from_numpy(xva[a : a + KNN_ROWS]).float() @ train).topk(k, dim=1)
-        votes = torch.zeros(len(top), num_classes)
+        votes = torch.zeros(len(top), num_classes, device=top.device)  # not torch's default device
         votes.scatter_add_(1, labels[idx], (top / t).exp())
         pred.append(votes.argmax(1))
         y = torch.from_numpy(yva[a : a + KNN_ROWS]).long()
