@@ -190,3 +190,22 @@ def test_a_selftest_from_python_gives_the_callers_threads_and_random_streams_bac
         assert draws() == want
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_example_clip_is_drawn_on_the_cpu_whatever_the_default_device():
+    """The round trip's example clip was drawn with its CPU generator on torch's default device, where
+    the rebuilt model is: under a user's ``torch.set_default_device("cuda")`` torch refused the
+    generator. It is drawn on the CPU and moved to the model, the CPU clip the one drawn before."""
+    import torch
+
+    from default_device import gpu_like_default_device
+
+    def model():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Conv3d(3, 2, 1), torch.nn.Flatten())
+
+    g = torch.Generator().manual_seed(0)
+    net = model()
+    assert torch.equal(st.example_clip_forward(net, 2, 4), net(torch.randn(1, 3, 2, 4, 4, generator=g)))
+    with gpu_like_default_device():
+        assert st.example_clip_forward(model(), 2, 4).device.type == "meta"

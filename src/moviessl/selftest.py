@@ -209,6 +209,17 @@ def roundtrip(path: Path, stage: str, example: Callable[[torch.nn.Module], Any] 
     return m1
 
 
+def example_clip_forward(model: torch.nn.Module, frames: int, size: int) -> torch.Tensor:
+    """The model's output for one fixed random clip (1, 3, frames, size, size).
+
+    The clip is drawn on the CPU with its own generator, the same clip on every device, and moved to
+    the model's: drawn on torch's default device, a user's set_default_device("cuda") refused the CPU
+    generator (the model is built there, so a rebuilt checkpoint's outputs could not be compared)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, frames, size, size, generator=g, device="cpu")
+    return model(x.to(next(model.parameters()).device))
+
+
 def _buffers(ckpt: Path) -> dict[str, torch.Tensor]:
     return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
 
@@ -240,11 +251,7 @@ def stage_pretrain(ctx: Ctx, method: str) -> str:
     d = cfg.data
     T, S = d.num_frames, d.crop
 
-    def fwd(m):
-        g = torch.Generator().manual_seed(0)
-        return m(torch.randn(1, 3, T, S, S, generator=g))
-
-    net = roundtrip(out / "model.pt", "backbone", fwd)
+    net = roundtrip(out / "model.pt", "backbone", lambda m: example_clip_forward(m, T, S))
     if ctx.paper:
         expect(
             (T, S) == (PAPER_SHAPES["clip_frames"], PAPER_SHAPES["crop"]),
