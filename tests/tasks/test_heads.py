@@ -267,3 +267,39 @@ def test_srl_loss_of_a_batch_without_a_target_token_is_a_zero_through_every_para
             loss.backward()
             grads = {n: p.grad for n, p in m.named_parameters()}
             assert all(g is not None and not g.any() for g in grads.values()), grads.keys()
+
+
+def test_targets_and_batches_are_made_on_the_cpu_whatever_the_default_device(tmp_path):
+    """A task's targets, a failed video's grey clips and the collated batch were made on torch's
+    default device: under a user's ``torch.set_default_device("cuda")`` (which a forked loader worker
+    inherits) on the GPU, which a forked worker cannot start and the loader's pinning refuses. They
+    are made on the CPU, the values those made before."""
+    from types import SimpleNamespace as NS
+
+    from conftest import VERBS
+    from default_device import gpu_like_default_device
+    from moviessl.tasks.vidsitu.data import ClipSource, SegmentData, SegmentDataset, collate
+    from moviessl.tasks.vidsitu.srl import SRLTask
+    from moviessl.tasks.vidsitu.verb import VerbTask
+
+    v = "v_abcdefghijk_seg_0_10"
+    evs = ("Ev1", "Ev2", "Ev3", "Ev4", "Ev5")
+    recs = [{ev: {**_event(v, list(VERBS)[i % len(VERBS)]), "EvRel": "Causes"} for i, ev in enumerate(evs)}]
+    train = NS(records={v: recs})
+    cfg = NS(max_len=24, vocab_size=300, min_frequency=1, txd="txd_cpu", txd_overrides={}, memory="self")
+    verb, rel, srl = VerbTask(NS(), train), RelationTask({}, train), SRLTask(cfg, train)
+    clips = ClipSource([tmp_path / "gone.mp4"] * 2, num_frames=2, stride=1, short_side=8, crop=8)  # fail: grey
+
+    def made():
+        ys = [t.train_target(v, recs) for t in (verb, rel, srl)] + [srl.eval_target(v, recs)]
+        data = SegmentData([v, v], [0, 1], clips, [ys[2], ys[2]])
+        return [*ys, collate([SegmentDataset(data, ignore_fill=-1)[i] for i in range(2)])]
+
+    cpu = made()
+    with gpu_like_default_device():
+        got = made()
+    batch, cpu_batch = got.pop(), cpu.pop()
+    assert batch.keys() == cpu_batch.keys() == {"x", "i", "failed", "y"}
+    got += batch.values()
+    cpu += cpu_batch.values()
+    assert all(t.device.type == "cpu" and torch.equal(t, c) for t, c in zip(got, cpu))

@@ -84,10 +84,15 @@ class SegmentDataset(Dataset):
 
 
 def collate(items: list[dict]) -> dict:
+    # the batch, the targets (the task's ``train_target`` / ``eval_target``) and a failed video's grey
+    # clips are made on the CPU, as a loader's are: on torch's default device (a user's
+    # set_default_device("cuda"), which a forked worker inherits) they were made on the GPU, which a
+    # forked worker cannot start and pinning refuses
+    cpu = torch.device("cpu")
     out = {
         "x": torch.stack([it["x"] for it in items]),
-        "i": torch.tensor([it["i"] for it in items]),
-        "failed": torch.tensor([bool(it.get("failed", False)) for it in items]),
+        "i": torch.tensor([it["i"] for it in items], device=cpu),
+        "failed": torch.tensor([bool(it.get("failed", False)) for it in items], device=cpu),
     }
     if "y" in items[0]:
         ys = [it["y"] for it in items]
@@ -219,7 +224,8 @@ class ClipSource:
     def blank(self) -> torch.Tensor:
         """Clips of a video that fails mid-run: the mean grey, which normalises to ~0 (its target is ignored)."""
         grey = round(MEAN[0] * 255)
-        return torch.full((len(EVENTS), 3, self.num_frames, self.crop, self.crop), grey, dtype=torch.uint8)
+        shape = (len(EVENTS), 3, self.num_frames, self.crop, self.crop)
+        return torch.full(shape, grey, dtype=torch.uint8, device="cpu")
 
     def __getitem__(self, i: int) -> torch.Tensor:
         from ...video import VideoReader, event_centers, preprocess_uint8, read_clip

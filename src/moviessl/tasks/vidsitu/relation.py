@@ -126,7 +126,7 @@ class RelationTask:
         }
 
     def train_target(self, vseg: str, records: list[dict]) -> torch.Tensor:
-        return torch.tensor(pair_labels(records[0]), dtype=torch.long)
+        return torch.tensor(pair_labels(records[0]), dtype=torch.long, device="cpu")  # on the CPU (data.collate)
 
     def eval_target(self, vseg: str, records: list[dict]) -> None:
         return None

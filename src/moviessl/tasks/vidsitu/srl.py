@@ -207,14 +207,15 @@ class SRLTask:
 
     def train_target(self, vseg: str, records: list[dict]) -> torch.Tensor:
         """(5, max_len) ids, pad-filled; only annotation 0 is used (as VidSitu)."""
-        y = torch.full((len(EVENTS), self.max_len), self.tok.pad_id, dtype=torch.long)
+        # a loader's target: on the CPU, not torch's default device (data.collate)
+        y = torch.full((len(EVENTS), self.max_len), self.tok.pad_id, dtype=torch.long, device="cpu")
         for e, ev in enumerate(EVENTS):
             try:
                 roles = roles_in_order(records[0][ev])
             except (ValueError, KeyError) as err:
                 raise BadInputError(None, f"{vseg} {ev}: {err}") from None
             ids = self.tok.encode_target(self._verb(vseg, records, ev), roles, self.max_len)
-            y[e, : len(ids)] = torch.tensor(ids)
+            y[e, : len(ids)] = torch.tensor(ids, device="cpu")
         return y
 
     def targets_key(self, ys: list[torch.Tensor]) -> list[torch.Tensor] | None:
@@ -237,9 +238,9 @@ class SRLTask:
         # stands in, so that event parses to {} (no verb id, as VidSitu's parser) and the others decode
         prefixes = [self.tok.verb_prefix(self._verb(vseg, records, ev)) or [self.tok.eos_id] for ev in EVENTS]
         P = max(len(p) for p in prefixes)
-        out = torch.full((len(EVENTS), P), -1, dtype=torch.long)
+        out = torch.full((len(EVENTS), P), -1, dtype=torch.long, device="cpu")  # as train_target's
         for e, p in enumerate(prefixes):
-            out[e, : len(p)] = torch.tensor(p)
+            out[e, : len(p)] = torch.tensor(p, device="cpu")
         return out
 
     def build_model(

@@ -92,7 +92,8 @@ class VerbTask:
 
     def train_target(self, vseg: str, records: list[dict]) -> torch.Tensor:
         ev = records[0]
-        return torch.tensor([self.index.get(ev[e].get("VerbID"), IGNORE) for e in EVENTS], dtype=torch.long)
+        ids = [self.index.get(ev[e].get("VerbID"), IGNORE) for e in EVENTS]
+        return torch.tensor(ids, dtype=torch.long, device="cpu")  # a loader's target: on the CPU (data.collate)
 
     def eval_target(self, vseg: str, records: list[dict]) -> None:
         return None
