@@ -112,3 +112,29 @@ def test_cap_keeps_the_latest_instances_and_training_randomness():
     assert len(ev) == 1 and ev[0]["i"] == 0
     for k, arr in ev[0]["x"].items():  # ...an evaluation item is the span as it is, track ids in order
         np.testing.assert_array_equal(arr, t[k])
+
+
+def test_context_batches_are_made_on_the_cpu_whatever_the_default_device():
+    """``collate_spans``' labels / indices and ``PaddedForShards``' ``real`` flag were made on torch's
+    default device: under a user's ``torch.set_default_device("cuda")`` (which a forked loader worker
+    inherits) on the GPU, which a forked worker cannot start and the loader's pinning refuses. They
+    are made on the CPU, beside the tokens, the values those made before."""
+    import torch
+
+    from default_device import gpu_like_default_device
+    from moviessl.context.ot_spans import collate_spans
+    from moviessl.context.windows import PaddedForShards
+
+    secs = list(range(10, 40))
+    v = SpanVideo("v", inst=_inst(secs, [0] * len(secs), [0] * len(secs)))
+    items = [{"x": span_tokens(v, t), "y": np.float32(t / 10), "i": t} for t in (20, 39)]
+
+    def made():
+        batch = collate_spans(items)
+        padded = PaddedForShards([{"i": torch.zeros(())}] * 3, world=2)
+        return [batch["y"], batch["i"], *batch["x"].values(), *(padded[i]["real"] for i in range(4))]
+
+    cpu = made()
+    with gpu_like_default_device():
+        got = made()
+    assert len(got) == len(cpu) and all(t.device.type == "cpu" and torch.equal(t, c) for t, c in zip(got, cpu))

@@ -214,7 +214,9 @@ def collate_spans(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"x": collate_tokens(xs)}
     for key in ("y", "i"):
         if key in items[0]:
-            out[key] = torch.as_tensor(np.array([it[key] for it in items]))
+            # on the CPU, as the tokens' (from_numpy): as_tensor alone put them on torch's default
+            # device (a user's set_default_device("cuda"), which a forked loader worker inherits)
+            out[key] = torch.as_tensor(np.array([it[key] for it in items]), device="cpu")
     return out
 
 

@@ -189,7 +189,9 @@ class PaddedForShards(Dataset):
         return self.n + (-self.n) % max(1, int(world)) if self.n else 0
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {**self.dataset[i % self.n], "real": torch.tensor(i < self.n)}
+        # on the CPU, as the item's others: on torch's default device (a user's set_default_device("cuda"),
+        # which a forked loader worker inherits) the GPU, which a forked worker cannot start
+        return {**self.dataset[i % self.n], "real": torch.tensor(i < self.n, device="cpu")}
 
 
 def _undamaged(missing: np.ndarray) -> list[tuple[int, int]]:
