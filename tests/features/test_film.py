@@ -425,3 +425,23 @@ def test_a_corrupt_frame_only_a_later_clip_reads_does_not_cost_this_clip(tmp_pat
         _, second_missing = ex.event_clip(r, 2.0, inp)
     assert not missing_alone and not missing and np.array_equal(clip, alone)
     assert second_missing  # the damage stays the second clip's
+
+
+def test_a_batchs_missing_mask_is_made_on_the_cpu_whatever_the_default_device(film):
+    """The stream's ``missing`` mask was made on torch's default device: under a user's
+    ``torch.set_default_device("cuda")`` (which a forked loader worker inherits) on the GPU, beside
+    CPU clips, which a forked worker cannot start and the loader's pinning refuses. It is made on the
+    CPU, the values those made before."""
+    import itertools
+
+    from default_device import gpu_like_default_device
+
+    def first():
+        stream = ex.EventClipStream([("film", film)], INPUT, batch_events=2, chunk_events=4)
+        return [(b["clips"], b["missing"]) for b in itertools.islice(stream, 2)]
+
+    cpu = first()
+    with gpu_like_default_device():
+        got = first()
+    assert len(got) == len(cpu) == 2
+    assert all(t.device.type == "cpu" and torch.equal(t, c) for g, c2 in zip(got, cpu) for t, c in zip(g, c2))

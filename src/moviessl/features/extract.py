@@ -511,7 +511,9 @@ class EventClipStream(VideoStream):
                     "part": pi,
                     "parts": len(parts),
                     "clips": torch.from_numpy(np.stack([g[0] for g in got])),
-                    "missing": torch.tensor([g[1] for g in got], dtype=torch.bool),
+                    # on the CPU, as the clips: on torch's default device (a user's set_default_device
+                    # ("cuda"), which a forked loader worker inherits) the GPU, which a worker cannot start
+                    "missing": torch.tensor([g[1] for g in got], dtype=torch.bool, device="cpu"),
                     "info": info,
                     "timing": timing,
                     "shared": shared,
