@@ -101,3 +101,22 @@ def test_squash_keeps_the_whole_frame():
     )
     with pytest.raises(ValueError):
         preprocess(f, 256, None, "squash")
+
+
+def test_the_dataset_forms_stay_on_the_cpu_whatever_the_default_device():
+    """``to_uint8_cthw`` and ``resize_short_side`` of a tensor made their result with ``torch.as_tensor``
+    on torch's default device: under a user's ``torch.set_default_device("cuda")`` a CPU clip (a
+    dataset's, in a forked loader worker) was moved to the GPU. They keep it on the CPU, the values
+    those made before."""
+    from default_device import gpu_like_default_device
+
+    frames = np.random.default_rng(0).integers(0, 256, (2, 12, 16, 3), dtype=np.uint8)
+    clip = torch.from_numpy(frames).permute(0, 3, 1, 2)
+
+    def made():
+        return [to_uint8_cthw(frames), to_uint8_cthw(frames, short_side=6), resize_short_side(clip, 6)]
+
+    cpu = made()
+    with gpu_like_default_device():
+        got = made()
+    assert all(t.device.type == "cpu" and torch.equal(t, c) for t, c in zip(got, cpu))

@@ -36,7 +36,9 @@ def resize_short_side(frames, size: int):
     """
     if isinstance(frames, np.ndarray):
         return _resize_frames(frames, *short_side_size(*frames.shape[1:3], size))
-    x = torch.as_tensor(frames)
+    # a tensor stays where it is and anything else is made on the CPU (as numpy's path): as_tensor
+    # alone put it on torch's default device (a user's set_default_device("cuda"), a CPU clip included)
+    x = frames if isinstance(frames, torch.Tensor) else torch.as_tensor(frames, device="cpu")
     h, w = x.shape[-2:]
     nh, nw = short_side_size(h, w, size)
     if (nh, nw) == (h, w):
@@ -119,7 +121,9 @@ def to_uint8_cthw(frames, short_side: int | None = None) -> torch.Tensor:
     """Dataset form: ``uint8 (T,H,W,3)`` frames -> ``uint8 (3,T,H',W')`` resized to the short side."""
     if short_side is not None:
         frames = resize_short_side(np.asarray(frames), short_side)
-    return torch.as_tensor(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).contiguous()
+    # from_numpy, as preprocess_uint8: on the CPU, where as_tensor took torch's default device (a
+    # user's set_default_device("cuda"), inherited by a forked loader worker, which cannot start it)
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).contiguous()
 
 
 def preprocess(
