@@ -442,3 +442,18 @@ def test_a_dataset_keeps_a_bounded_number_of_sources(clip_list, tmp_path, monkey
     assert 0 not in ds._sources and 0 not in ds._flows
     again = ds[0]
     assert torch.equal(again["video"], first["video"]) and torch.equal(again["flow"], first["flow"])
+
+
+def test_a_cold_cache_is_built_by_workers_whatever_the_default_device(clip_list, tmp_path):
+    """The cache builder's loader has a CPU generator for its workers' base seed, which torch draws
+    into a tensor of its default device: under a user's ``torch.set_default_device("cuda")`` the GPU
+    refused it and no cold cache was built with workers. Started on the CPU, it keeps the videos the
+    CPU build keeps."""
+    from default_device import gpu_like_default_device
+
+    items = read_clip_list(clip_list)
+    kw = dict(num_frames=4, stride=2, short_side=32)
+    cpu = ClipDataset(items, "pair", frame_cache=FrameCache(tmp_path / "a", 32), **kw).prepare(False, 2)
+    with gpu_like_default_device():
+        got = ClipDataset(items, "pair", frame_cache=FrameCache(tmp_path / "b", 32), **kw).prepare(False, 2)
+    assert got.items == cpu.items and got.bad.keys() == cpu.bad.keys() and len(got.items) > 0

@@ -231,8 +231,13 @@ class ClipDataset(Dataset):
                 dl = torch.utils.data.DataLoader(
                     builder, batch_size=None, num_workers=int(num_workers), generator=torch.Generator()
                 )
-                for _ in tqdm(  # iter(dl): see probe.extract_features (one set of workers, not two)
-                    iter(dl),
+                # started on the CPU: torch draws the base seed into a tensor of torch's default device
+                # with this CPU generator, which a user's set_default_device("cuda") refused; the
+                # workers, forked here, inherit the CPU too
+                with torch.device("cpu"):
+                    batches = iter(dl)  # iter(dl): see probe.extract_features (one set of workers, not two)
+                for _ in tqdm(
+                    batches,
                     total=len(builder),
                     desc=f"caching videos ({num_workers} workers)",
                     disable=not progress,
