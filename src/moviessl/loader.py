@@ -152,7 +152,12 @@ class ResumableLoader(DataLoader):
             skip = n if mid else 0
         self._skip = skip
         try:
-            it = super().__iter__()
+            # made on the CPU: torch's DataLoader draws its workers' base seed into a tensor of torch's
+            # default device, so under a user's set_default_device("cuda") it came from the GPU's
+            # stream (other worker seeds, other clips and crops than the same seed on the CPU) and the
+            # workers, forked here, inherited the GPU as their default device
+            with torch.device("cpu"):
+                it = super().__iter__()
         finally:
             self._skip = 0
         self._served = [getattr(self.sampler, "epoch", None), skip]

@@ -200,3 +200,30 @@ def test_the_epoch_order_is_drawn_on_the_cpu_whatever_the_default_device():
     assert orders() == expected
     with gpu_like_default_device():
         assert orders() == expected
+
+
+class _Draws(torch.utils.data.Dataset):
+    """Each item a draw from the stream of the process that loads it (a loader worker's seeded one)."""
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        return torch.randint(0, 2**30, (1,), device="cpu")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_loaders_worker_seeds_come_from_the_cpu_whatever_the_default_device(workers):
+    """torch's DataLoader draws its workers' base seed into a tensor of torch's default device: under
+    a user's ``torch.set_default_device("cuda")`` it came from the GPU's stream, so the workers drew
+    other clips and crops than the same seed on the CPU (and, forked, inherited the GPU as their
+    default device). The iterator is made on the CPU: the same batches as without the setting."""
+    from default_device import gpu_like_default_device
+
+    def batches():
+        torch.manual_seed(7)
+        return [b.tolist() for b in train_loader(_Draws(), 2, seed=0, num_workers=workers)]
+
+    cpu = batches()
+    with gpu_like_default_device():
+        assert batches() == cpu
