@@ -638,3 +638,15 @@ def test_an_older_tuned_backbone_says_the_clips_and_frames_it_was_tuned_on(tmp_p
     torch.save(obj, tmp_path / "pretrained.pt")
     meta = load_checkpoint(tmp_path / "pretrained.pt", stage="backbone")["meta"]
     assert meta["input"] == source_input and "tuned_resize" not in meta
+
+
+def test_text_naming_a_non_ascii_path_met_under_a_non_utf8_locale_is_written(tmp_path):
+    """Under LC_ALL=C with PYTHONUTF8=0 the folder '映画' given on the command line is the string of
+    surrogate escapes os.fsdecode makes of its bytes; written into summary.md (finetune's table, after
+    every seed had trained) it ended the job in a UnicodeEncodeError traceback, and every rerun."""
+    from moviessl.utils.io import atomic_write_text
+
+    name = "映画 é".encode()
+    held = name.decode("ascii", "surrogateescape")  # what an ASCII locale's os.fsdecode gives
+    atomic_write_text(tmp_path / "summary.md", f"runs in {held}/run\n")
+    assert (tmp_path / "summary.md").read_bytes() == b"runs in " + name + b"/run\n"

@@ -180,7 +180,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    """``text`` as UTF-8. A non-ASCII file name met under a non-UTF-8 locale (``LC_ALL=C`` with
+    ``PYTHONUTF8=0``) is held as surrogate escapes (PEP 383) and written back as the name's own
+    bytes: a path in a summary or report ended a finished job in a UnicodeEncodeError."""
+    return atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))
 
 
 def json_ready(obj: Any) -> Any:
