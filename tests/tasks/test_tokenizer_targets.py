@@ -1,3 +1,4 @@
+import os
 import re
 
 import pytest
@@ -354,3 +355,18 @@ def test_the_val_prompt_and_the_train_target_are_the_first_record_in_file_order(
         "Arg1": "a red box",
         "AScn": "warehouse",
     }
+
+
+def test_a_tokenizer_in_a_folder_with_a_non_ascii_name_loads_under_any_locale(tok, tmp_path):
+    """Under a non-UTF-8 locale (LC_ALL=C with PYTHONUTF8=0) a non-ASCII name reaches Python as
+    surrogate escapes (PEP 383; 'Amélie' is 'Am\\udcc3\\udca9lie'), which Python's own file calls take
+    back to the name's bytes but the tokenizers library's from_file refuses: a valid --tokenizer,
+    and a rerun's own OUT/tokenizer.json, were "not a HuggingFace tokenizer.json"."""
+    folder = tmp_path / "Am\udcc3\udca9lie"  # the name os.fsdecode gives for b"Am\xc3\xa9lie" there
+    folder.mkdir()
+    tok.save(folder / "tokenizer.json")
+    assert os.listdir(os.fsencode(tmp_path)) == [b"Am\xc3\xa9lie"]  # the name's own bytes on disk
+    back = SRLTokenizer.from_file(folder / "tokenizer.json")
+    assert back.to_str() == tok.to_str()
+    with pytest.raises(BadInputError, match=r"nope\.json: cannot read the tokenizer \(No such file"):
+        SRLTokenizer.from_file(folder / "nope.json")

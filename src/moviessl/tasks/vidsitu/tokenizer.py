@@ -113,8 +113,14 @@ class SRLTokenizer:
     def from_file(cls, path: str | os.PathLike) -> "SRLTokenizer":
         from tokenizers import Tokenizer
 
+        # Read here, not by the library's from_file: the Rust side takes the path as strict UTF-8
+        # text, and a non-ASCII name under a non-UTF-8 locale reaches Python as surrogate escapes
+        # (PEP 383), so a valid file in a folder named 'Amélie' was "not a tokenizer.json".
         try:
-            tok = Tokenizer.from_file(str(path))
+            with open(path, "rb") as f:
+                tok = Tokenizer.from_str(f.read().decode("utf-8-sig"))
+        except OSError as e:
+            raise BadInputError(path, f"cannot read the tokenizer ({e.strerror or e})") from None
         except Exception as e:
             raise BadInputError(path, f"not a HuggingFace tokenizer.json ({str(e).splitlines()[0][:120]})") from None
         try:
