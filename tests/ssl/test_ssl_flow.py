@@ -1,3 +1,4 @@
+import os
 import shutil
 
 import numpy as np
@@ -323,3 +324,17 @@ def test_the_frame_cache_is_written_a_chunk_at_a_time(tmp_path, monkeypatch):
     src = clipcache.FrameCache(tmp_path / "cache", 32).source(vid)
     np.testing.assert_array_equal(src.all(), want)
     assert (src.meta["num_frames"], src.meta["height"], src.meta["width"]) == (12, *want.shape[1:3])
+
+
+def test_a_video_with_a_non_ascii_name_met_under_a_non_utf8_locale_has_its_cache_key(tmp_path):
+    """Under LC_ALL=C with PYTHONUTF8=0 'Amélie_1.mp4' of a clip list is the string of surrogate
+    escapes of its bytes (PEP 383): the frame / flow cache key hashed ``str.encode()`` of its path and
+    ended pretraining in a UnicodeEncodeError. It hashes the name's bytes: the key is the one the same
+    file has under a UTF-8 locale, so a cache made under either is read under the other."""
+    from moviessl.ssl.clipcache import _source_key
+
+    video = tmp_path / "Amélie_1.mp4"
+    video.write_bytes(b"\0" * 16)
+    held = tmp_path / os.fsencode(video.name).decode("ascii", "surrogateescape")  # the ASCII locale's name
+    assert _source_key(held, tmp_path) == _source_key(video, tmp_path)
+    assert _source_key(held) == _source_key(video)

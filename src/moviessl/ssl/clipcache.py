@@ -81,7 +81,9 @@ def _source_key(path: Path, anchor: Path | None = None) -> str:
     if anchor is not None and where.is_relative_to(anchor):
         where = f"./{where.relative_to(anchor)}"  # (no absolute path starts so: no clash with one)
     raw = f"{where}|{st.st_size}|{st.st_mtime_ns}"
-    return hashlib.sha1(raw.encode()).hexdigest()[:12]
+    # the name's bytes, whatever the locale: a non-ASCII name met under a non-UTF-8 one is held as
+    # surrogate escapes (PEP 383), which str.encode() refused (a traceback before the first batch)
+    return hashlib.sha1(os.fsencode(raw)).hexdigest()[:12]
 
 
 def cache_base(folder: Path, path: Path, anchor: Path, suffixes: Sequence[str]) -> Path:
