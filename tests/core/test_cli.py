@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -485,3 +486,33 @@ def test_a_nested_command_leaves_the_outer_ones_record_of_the_folders_it_made(tm
         ensure_out_dir(tmp_path / "outer" / "out")
         drop_outer()
     assert not (tmp_path / "outer").exists()
+
+
+def test_stdout_of_a_locale_without_utf8_takes_any_text(tmp_path, monkeypatch):
+    """Under LC_ALL=C with PYTHONUTF8=0 stdout is ASCII (errors surrogateescape): ``moviessl --help``
+    (its ``±`` and ``§``), and the summary table that ``finetune --seeds 2`` prints after every seed had
+    trained, ended in a UnicodeEncodeError traceback. Characters the locale cannot write are escaped
+    as on stderr; a non-ASCII folder name (held as surrogate escapes there) keeps its own bytes."""
+    import io
+
+    from moviessl.tasks.base import write_summary
+    from moviessl.tasks.vidsitu import TASKS
+
+    name = "Amélie".encode().decode("ascii", "surrogateescape")  # the ASCII locale's name for it
+    folder = tmp_path / name
+    folder.mkdir()
+    row = {"cider": 40.0, "cider_verb": 30.0, "cider_arg": 20.0, "rouge_l": 35.0, "lea": 45.0}
+    runs = [{"seed": k, "metrics": row} for k in range(2)]
+    write_summary(folder, runs, TASKS["srl"].metric_keys, "srl", "VidSitu srl", task="srl")
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="ascii", errors="surrogateescape", write_through=True)
+    monkeypatch.setattr(sys, "stdout", out)
+    assert cli.main(["table", "vidsitu", str(folder)]) == 0
+    assert b"| Am\xc3\xa9lie | 40.00 \\xb1 0.00 |" in raw.getvalue()
+    done = subprocess.run(
+        [sys.executable, "-m", "moviessl", "--help"],
+        env={**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"},
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and b"mean \\xb1" in done.stdout and not done.stderr
