@@ -377,3 +377,19 @@ def test_a_run_folder_named_tilde_here_is_read_where_the_home_folder_has_none(tm
             (d,) = parse_runs([spec.replace("~/runs/ot", spelling)]).values()
             assert d.resolve() in (here.resolve(), (home / "runs" / "ot").resolve())
     assert parse_runs(["OT=./~/runs/ot"])["OT"].resolve() == here.resolve()
+
+
+def test_a_run_named_after_a_non_ascii_folder_under_a_non_utf8_locale_is_plotted(tmp_path):
+    """Under LC_ALL=C with PYTHONUTF8=0 a folder 'Amélie' on the command line is held as surrogate escapes
+    of its bytes (PEP 383); as an LVU table's run name it reached matplotlib, whose text layout
+    raised a TypeError traceback after the table's .md and .json were written, no .png. The plot
+    draws the name as a UTF-8 terminal shows it."""
+    from moviessl.utils.io import display_text
+
+    held = "Amélie".encode().decode("ascii", "surrogateescape")
+    a = lvu_run(tmp_path / "a", {"scene": [40, 42]})
+    out = tmp_path / "t.md"
+    assert main(["table", "lvu", f"{held}={a}", "--out", str(out)]) == 0
+    assert out.with_suffix(".png").stat().st_size > 0
+    assert display_text(held) == "Amélie" and display_text("映画") == "映画"
+    assert display_text("映画".encode().decode("ascii", "surrogateescape")) == "映画"

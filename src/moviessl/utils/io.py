@@ -186,6 +186,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))
 
 
+def display_text(text: str) -> str:
+    """``text`` as the characters a UTF-8 terminal shows for it: a non-ASCII file name met under a
+    non-UTF-8 locale (``LC_ALL=C`` with ``PYTHONUTF8=0``) is held as surrogate escapes of its bytes
+    (PEP 383), which a library that draws or stores text refuses (matplotlib's font layer raised a
+    TypeError on a run named after such a folder); the bytes are read as UTF-8 (a byte that is not
+    becomes U+FFFD). Any other text is returned as it is."""
+    if not any("\udc80" <= c <= "\udcff" for c in text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def json_ready(obj: Any) -> Any:
     """``obj`` with every non-finite float (NaN, +-inf) as ``None``: JSON has no such number, and the
     words Python's json writes for them (``NaN``, ``Infinity``) make jq, JavaScript's JSON.parse

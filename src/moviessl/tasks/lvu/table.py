@@ -347,6 +347,12 @@ def plot_rows(
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
+    from ...utils.io import display_text
+
+    # a run named after a folder whose non-ASCII name was met under a non-UTF-8 locale is held as
+    # surrogate escapes, which matplotlib's text layout refuses (a TypeError after the table's .md)
+    rows = [(key, display_text(label)) for key, label in rows]
+    title, note = display_text(title), display_text(note)
     ncol = min(3, len(tasks))
     nrow = -(-len(tasks) // ncol)
     # at least 6 in wide: the two-line title of a one- or two-task plot (the quick demo's) fits
