@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from moviessl.data.cliplist import read_clip_list
@@ -277,3 +279,30 @@ def test_a_video_or_binary_file_given_as_the_clip_list_is_said_to_be_one(tmp_pat
     blob.write_bytes(b"\xb8\xff\xfe\x00")
     with pytest.raises(BadInputError, match=r"clips\.bin: not a text file, so not a clip list \(one 'path label'"):
         read_clip_list(blob)
+
+
+def test_a_list_naming_non_ascii_files_is_read_under_a_non_utf8_locale(tmp_path):
+    """The list is UTF-8 text; under LC_ALL=C with PYTHONUTF8=0 Python's file calls take a name only
+    as the surrogate escapes of its bytes (PEP 383), so the line's 'Amélie_1.mp4' made os.listdir
+    raise UnicodeEncodeError: `moviessl extract --videos list.txt` (and pretraining on the list)
+    ended in a traceback. The line's names are the file names' UTF-8 bytes under any locale."""
+    import subprocess
+    import sys
+
+    (tmp_path / "映画").mkdir()
+    (tmp_path / "映画" / "Amélie_1.mp4").write_bytes(b"")
+    (tmp_path / "映画" / "Épisode 2").mkdir()  # a frame folder whose name ends in a number
+    (tmp_path / "l.txt").write_text("映画/Amélie_1.mp4 3\n映画/Épisode 2\n", encoding="utf-8")
+    code = (
+        "import sys; from moviessl.data.cliplist import read_clip_list\n"
+        "for p, y in read_clip_list(sys.argv[1]): print(p.exists(), y)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, os.fsencode(tmp_path / "l.txt")],
+        env={**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-600:]
+    assert done.stdout.split("\n") == ["True 3", "True None", ""]

@@ -24,6 +24,7 @@ import re
 from pathlib import Path
 
 from ..errors import BadInputError, raise_if_denied
+from ..utils.io import fs_text
 from ..video.reader import VIDEO_EXTS
 
 log = logging.getLogger("moviessl.data")
@@ -77,8 +78,9 @@ def read_clip_list(csv_path: str | os.PathLike) -> list[tuple[Path, int | None]]
     listed: dict[Path, frozenset[str] | None] = {}
 
     def _at(s: str) -> Path:
-        # the shell expands `~` on a command line, never inside a list, and users write it in both
-        return base / Path(s).expanduser()
+        # the shell expands `~` on a command line, never inside a list, and users write it in both;
+        # the list is UTF-8 text, its names the file names' bytes under any locale (fs_text)
+        return base / Path(fs_text(s)).expanduser()
 
     def _is_file(p: Path) -> bool:
         # one listing per folder, not a stat per line (a frame-folder list of Kinetics on NFS)

@@ -197,6 +197,15 @@ def display_text(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+def fs_text(text: str) -> str:
+    """A file name read as UTF-8 text from a file (a clip list's line) in the form this process's
+    file calls take: its UTF-8 bytes decoded as :func:`os.fsdecode` decodes a name. The same text
+    under a UTF-8 locale; under a non-UTF-8 one (``LC_ALL=C`` with ``PYTHONUTF8=0``: ASCII) the
+    surrogate escapes of those bytes (PEP 383), where the text itself made every file call raise
+    UnicodeEncodeError."""
+    return os.fsdecode(text.encode("utf-8", "surrogateescape"))
+
+
 def json_ready(obj: Any) -> Any:
     """``obj`` with every non-finite float (NaN, +-inf) as ``None``: JSON has no such number, and the
     words Python's json writes for them (``NaN``, ``Infinity``) make jq, JavaScript's JSON.parse
