@@ -329,7 +329,7 @@ def update_readme(readme: Path, claims: list[dict], source: str, compared: list[
     from .errors import BadInputError
 
     try:
-        text = Path(readme).read_text()
+        text = Path(readme).read_text(encoding="utf-8")  # as written: the locale's may be ASCII
     except (OSError, UnicodeDecodeError) as e:
         raise BadInputError(readme, f"unreadable README ({type(e).__name__}: {e})") from None
     if BEGIN not in text or END not in text.split(BEGIN, 1)[1]:
@@ -387,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
+    from .utils.io import stdout_writes_any_text
+
+    stdout_writes_any_text()  # its tables' ± under an ASCII locale
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("results")
     ap.add_argument("--readme", default=None)
@@ -400,11 +403,11 @@ def main(argv: list[str] | None = None) -> int:
     def load(path: str) -> list[dict]:  # a results.json's claims (evaluated from its rows if absent)
         try:
             if path.endswith(".md"):
-                claims = claims_from_markdown(Path(path).read_text())
+                claims = claims_from_markdown(Path(path).read_text(encoding="utf-8"))
                 if not claims:
                     raise ValueError("no claims table")
                 return claims
-            obj = json.loads(Path(path).read_text())
+            obj = json.loads(Path(path).read_text(encoding="utf-8"))
             return claims_from_json(obj.get("claims") or []) or evaluate_claims(obj["rows"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             ap.error(f"{path}: not a readable results.json / results.md ({type(e).__name__}: {e})")

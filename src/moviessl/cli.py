@@ -8,7 +8,6 @@ Each stage module exposes ``add_parser(subparsers)``, which registers its subcom
 from __future__ import annotations
 
 import argparse
-import codecs
 import contextlib
 import importlib
 import logging
@@ -20,7 +19,7 @@ import threading
 from . import __version__
 from .dist import EVERY_RANK_KEY, end_process_group, speaks_for_job, stray_rank_vars
 from .errors import BadInputError, Terminated, os_error_line
-from .utils.io import removing_empty_out_dirs
+from .utils.io import removing_empty_out_dirs, stdout_writes_any_text
 
 # (module providing add_parser) in the order shown by --help; each module is one stage.
 STAGE_MODULES = (
@@ -161,41 +160,8 @@ def _ignore_dead_workers() -> None:
         handling._SIGCHLD_handler_set = False
 
 
-def _escape_unencodable(e: UnicodeError) -> tuple[str | bytes, int]:
-    """An encoding error handler for stdout: a surrogate escape (a non-ASCII file name met under a
-    non-UTF-8 locale, PEP 383) goes out as the name's own byte, as Python's ``surrogateescape``
-    writes it; any other character the locale cannot write as its ``\\xNN`` / ``\\uNNNN`` escape, as
-    Python writes to stderr."""
-    if not isinstance(e, UnicodeEncodeError):
-        raise e
-    code = ord(e.object[e.start])
-    if 0xDC80 <= code <= 0xDCFF:
-        return bytes([code - 0xDC00]), e.start + 1
-    return codecs.backslashreplace_errors(UnicodeEncodeError(e.encoding, e.object, e.start, e.start + 1, e.reason))
-
-
-codecs.register_error("moviessl.stdout", _escape_unencodable)
-
-
-def _stdout_writes_any_text() -> None:
-    """Under a locale whose encoding is not UTF-8 (``LC_ALL=C`` with ``PYTHONUTF8=0``: ASCII) stdout
-    refused the ``±`` of a summary table, the ``§`` of a help text or a phrase's accent: ``moviessl
-    --help`` and ``finetune --seeds 2`` (after every seed had trained) ended in a UnicodeEncodeError
-    traceback. Such characters are escaped instead; a UTF-8 stdout is left as it is."""
-    out = sys.stdout
-    enc = getattr(out, "encoding", None)
-    if not enc or not callable(getattr(out, "reconfigure", None)):
-        return
-    try:
-        if codecs.lookup(enc).name in ("utf-8", "utf-16", "utf-32"):
-            return
-        out.reconfigure(errors="moviessl.stdout")
-    except (LookupError, ValueError, OSError, AttributeError):  # an odd stream: left as it is
-        return
-
-
 def main(argv: list[str] | None = None) -> int:
-    _stdout_writes_any_text()
+    stdout_writes_any_text()
     # A rank variable inherited from a parent shell or job, not set by a launcher: Lightning reads it
     # as this process's rank when it is imported (building the parser may import it), so the process
     # took itself for rank 1, printed nothing, wrote no config.yaml, took no folder lock and logged

@@ -247,3 +247,28 @@ def test_a_claim_of_zero_se_is_written_as_strict_json_and_read_back_as_infinite(
     assert "| +10.00 | 0.00 | +inf | **holds** |" in (tmp_path / "results.md").read_text()  # shown as before
     assert main([str(tmp_path / "results.json")]) == 0
     assert "z = +inf)" in capsys.readouterr().out
+
+
+def test_the_claims_tool_reads_and_prints_utf8_under_an_ascii_locale(tmp_path):
+    """The README and a results.md are UTF-8 (``±``, ``—``, ``é``) but were read in the locale's
+    encoding: under LC_ALL=C with PYTHONUTF8=0 `python -m moviessl.claims docs/demo_results.md` was
+    "not a readable results.md (UnicodeDecodeError ...)", `--readme README.md` "unreadable README",
+    and the printed summary's ``±`` a UnicodeEncodeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    rows = [_row(c.table, c.a, c.metric, 50.0, 1.0) for c in CLAIMS] + [
+        _row(c.b_table or c.table, c.b, c.metric, 40.0, 1.0) for c in CLAIMS
+    ]
+    md, readme = tmp_path / "results.md", tmp_path / "README.md"
+    md.write_text("# Résultats — démo\n\n" + claims_markdown(evaluate_claims(rows)) + "\n", encoding="utf-8")
+    readme.write_text(f"# moviessl — café\n\n{BEGIN}\n{END}\n", encoding="utf-8")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"}
+    for extra in (["--readme", str(readme)], []):
+        done = subprocess.run(
+            [sys.executable, "-m", "moviessl.claims", str(md), *extra], env=env, capture_output=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr[-600:]
+    assert "# moviessl — café" in readme.read_text(encoding="utf-8") and "±" in readme.read_text(encoding="utf-8")
+    assert b"\\xb1" in done.stdout

@@ -3,12 +3,14 @@ that was already finished (the temporary file is renamed into place only when co
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import io
 import json
 import math
 import os
 import stat
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -204,6 +206,39 @@ def fs_text(text: str) -> str:
     surrogate escapes of those bytes (PEP 383), where the text itself made every file call raise
     UnicodeEncodeError."""
     return os.fsdecode(text.encode("utf-8", "surrogateescape"))
+
+
+def _escape_unencodable(e: UnicodeError) -> tuple[str | bytes, int]:
+    """An encoding error handler for stdout: a surrogate escape (a non-ASCII file name met under a
+    non-UTF-8 locale, PEP 383) goes out as the name's own byte, as Python's ``surrogateescape``
+    writes it; any other character the locale cannot write as its ``\\xNN`` / ``\\uNNNN`` escape, as
+    Python writes to stderr."""
+    if not isinstance(e, UnicodeEncodeError):
+        raise e
+    code = ord(e.object[e.start])
+    if 0xDC80 <= code <= 0xDCFF:
+        return bytes([code - 0xDC00]), e.start + 1
+    return codecs.backslashreplace_errors(UnicodeEncodeError(e.encoding, e.object, e.start, e.start + 1, e.reason))
+
+
+codecs.register_error("moviessl.stdout", _escape_unencodable)  # by name: reconfigure takes a name
+
+
+def stdout_writes_any_text() -> None:
+    """Under a locale whose encoding is not UTF-8 (``LC_ALL=C`` with ``PYTHONUTF8=0``: ASCII) stdout
+    refused the ``±`` of a summary table, the ``§`` of a help text or a phrase's accent: ``moviessl
+    --help`` and ``finetune --seeds 2`` (after every seed had trained) ended in a UnicodeEncodeError
+    traceback. Such characters are escaped instead; a UTF-8 stdout is left as it is."""
+    out = sys.stdout
+    enc = getattr(out, "encoding", None)
+    if not enc or not callable(getattr(out, "reconfigure", None)):
+        return
+    try:
+        if codecs.lookup(enc).name in ("utf-8", "utf-16", "utf-32"):
+            return
+        out.reconfigure(errors="moviessl.stdout")
+    except (LookupError, ValueError, OSError, AttributeError):  # an odd stream: left as it is
+        return
 
 
 def json_ready(obj: Any) -> Any:
