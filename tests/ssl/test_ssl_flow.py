@@ -338,3 +338,41 @@ def test_a_video_with_a_non_ascii_name_met_under_a_non_utf8_locale_has_its_cache
     held = tmp_path / os.fsencode(video.name).decode("ascii", "surrogateescape")  # the ASCII locale's name
     assert _source_key(held, tmp_path) == _source_key(video, tmp_path)
     assert _source_key(held) == _source_key(video)
+
+
+def test_a_bad_video_noted_with_non_ascii_text_is_read_back_under_an_ascii_locale(tmp_path, monkeypatch):
+    """A video's cached failure (``.bad``, UTF-8 as every text file here) holds its decoder's words,
+    which may name the file ('Amélie_1.mp4'); read back in the locale's encoding, under LC_ALL=C with
+    PYTHONUTF8=0 the next run met a UnicodeDecodeError traceback instead of skipping a known bad video."""
+    import subprocess
+    import sys
+
+    from moviessl.errors import BadInputError
+    from moviessl.ssl import clipcache
+
+    video = tmp_path / "Amélie_1.mp4"
+    video.write_bytes(b"\0" * 64)
+    cause = "cannot decode 'Amélie_1.mp4' (moov atom not found)"
+
+    def bad(path, *a, **k):
+        raise BadInputError(path, cause)
+
+    monkeypatch.setattr(clipcache, "LiveSource", bad)
+    with pytest.raises(BadInputError):
+        clipcache.FrameCache(tmp_path / "cache", 32).source(video)
+    code = (
+        "import sys\n"
+        "from moviessl.errors import BadInputError\n"
+        "from moviessl.ssl.clipcache import FrameCache\n"
+        "try:\n"
+        "    FrameCache(sys.argv[1] + '/cache', 32).source(sys.argv[2])\n"
+        "except BadInputError as e:\n"
+        "    sys.stdout.buffer.write(e.cause.encode('utf-8'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, os.fsencode(tmp_path), os.fsencode(video)],
+        env={**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"},
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and done.stdout.decode("utf-8") == cause, done.stderr[-600:]

@@ -284,7 +284,9 @@ class FrameCache:
             raise BadInputError(path, "video not found")
         npy, meta_p, bad_p = self.paths(path)
         if bad_p.is_file():  # failed before: do not pay for decoding it again
-            raise BadInputError(path, bad_p.read_text().strip() or "undecodable video (cached)")
+            # UTF-8 as written (a decoder's words may name the file), not the locale's encoding
+            why = bad_p.read_text(encoding="utf-8", errors="replace").strip()
+            raise BadInputError(path, why or "undecodable video (cached)")
         if npy.is_file() and meta_p.is_file():
             meta = json.loads(meta_p.read_text())
             if "frame_times" not in meta:  # cached by a version that mapped every file by its average rate
