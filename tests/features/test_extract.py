@@ -1835,3 +1835,26 @@ def test_an_extraction_pins_its_batches_only_on_a_gpu(tmp_path, monkeypatch, acc
     module = SimpleNamespace(close_progress=lambda: None)
     ex.run_prediction(module, [], tmp_path, (accelerator, 1, 1, "auto", "32-true", None), 0, False)
     assert seen["pin"] is pinned
+
+
+def test_a_hand_written_index_with_non_ascii_text_is_read_under_an_ascii_locale(tmp_path):
+    """JSON is UTF-8, and an index written by hand (features made elsewhere) may say where they came
+    from in plain text ("backbone_path": "/home/josé/slowd.pt"); read in the locale's encoding, under
+    LC_ALL=C with PYTHONUTF8=0 the folder was an "unreadable feature index (UnicodeDecodeError)"."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "feats"
+    root.mkdir()
+    np.save(root / "a_feats.npy", np.ones((3, 4), np.float32))
+    index = {"stride_s": 2.0, "dim": 4, "backbone_path": "/home/josé/slowd.pt", "videos": {"a": {"num_events": 3}}}
+    (root / "index.json").write_text(json.dumps(index, ensure_ascii=False), encoding="utf-8")
+    code = "import sys; from moviessl.features import FeatureStore; print(FeatureStore(sys.argv[1]).load('a').shape)"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(root)],
+        env={**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "(3, 4)", done.stderr[-600:]

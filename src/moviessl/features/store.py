@@ -93,7 +93,7 @@ def read_index(root: str | os.PathLike, unfinished_ok: bool = False) -> dict | N
             raise BadInputError(root, "its extraction did not finish (rerun the same extract command to resume it)")
         path = claim
     try:
-        index = json.loads(path.read_text())
+        index = json.loads(path.read_text(encoding="utf-8-sig"))  # JSON is UTF-8, whatever the locale
     except (OSError, ValueError) as e:
         raise BadInputError(path, f"unreadable feature index ({type(e).__name__})") from None
     if not isinstance(index, dict) or not isinstance(index.get("videos"), dict):
