@@ -383,6 +383,27 @@ def stage_context(ctx: Ctx) -> str:
     return f"loss {', '.join(f'{v:.3f}' for v in losses)}; TxE {meta['in_dim']} -> {txe.dim}; queue {tuple(rows[0])}"
 
 
+@contextlib.contextmanager
+def _dropped_lines(logger: str, text: str):
+    """The lines of ``logger`` whose message template contains ``text`` left out for the block."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return text not in str(record.msg)
+
+    logging.getLogger(logger).addFilter(keep)
+    try:
+        yield
+    finally:
+        logging.getLogger(logger).removeFilter(keep)
+
+
+# VidSitu's Rec@5 averages over the verbs with 10 positive events, and the release a selftest generates
+# has a few segments, so none has: the evaluator's warning (right for a user's split) named a file in
+# the selftest's temporary folder, data the user never gave, and read as a fault of the wiring being
+# checked. The verb stage leaves that one line out; every other warning of the run still shows.
+REC5_UNDEFINED = "Rec@5 is undefined on this split"
+
+
 def stage_task(ctx: Ctx, task: str) -> str:
     from .tasks.vidsitu.runner import run_finetune
 
@@ -392,9 +413,10 @@ def stage_task(ctx: Ctx, task: str) -> str:
     over += [*ctx.trainer(None), *_overrides(ctx, "vidsitu")]
     out = ctx.out / task
     shutil.rmtree(out, ignore_errors=True)  # a kept --out's finished seed would be reported, not run
-    res = run_finetune(
-        task, ctx.data["ann"], features=feats, contextualizer=ctxz, out=out, preset=ctx.preset, overrides=over
-    )
+    with _dropped_lines("moviessl.eval.vidsitu", REC5_UNDEFINED):
+        res = run_finetune(
+            task, ctx.data["ann"], features=feats, contextualizer=ctxz, out=out, preset=ctx.preset, overrides=over
+        )
     expect(not res.get("partial"), f"{out}: {res.get('partial')}")
     metrics = res["runs"][0]["metrics"]
     expect(all(math.isfinite(float(v)) for v in metrics.values()), f"{out}: non-finite metrics {metrics}")
