@@ -20,6 +20,7 @@ from . import __version__
 from .dist import EVERY_RANK_KEY, end_process_group, speaks_for_job, stray_rank_vars
 from .errors import BadInputError, Terminated, os_error_line
 from .utils.io import removing_empty_out_dirs, stdout_writes_any_text
+from .utils.progress import BarAwareHandler
 
 # (module providing add_parser) in the order shown by --help; each module is one stage.
 STAGE_MODULES = (
@@ -187,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     # own, and the INFO lines that say what each did of its share (-v: everything).
     speaks = speaks_for_job()
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        handlers=[BarAwareHandler()],
     )
     if stray:
         logging.getLogger("moviessl").warning(

@@ -1858,3 +1858,22 @@ def test_a_hand_written_index_with_non_ascii_text_is_read_under_an_ascii_locale(
         timeout=120,
     )
     assert done.returncode == 0 and done.stdout.strip() == "(3, 4)", done.stderr[-600:]
+
+
+def test_a_warning_during_extraction_starts_a_line_of_its_own_not_the_bars(backbone, videos, tmp_path):
+    """A video skipped while the progress bar was drawn was logged where the bar's line ended, as a
+    console shows it: ``extract: 0event [00:00, ?event/s, videos 0/3]WARNING moviessl.features:
+    skipping .../broken.mp4``. The command's log lines now go through ``tqdm.write``, which clears the
+    bar first. A real process: the CLI's own logging set-up is what is checked."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    cmd = [sys.executable, "-m", "moviessl", "extract", "--backbone", str(backbone), "--videos", str(videos)]
+    cmd += ["--out", str(tmp_path / "feats"), "--num-workers", "0", "--accelerator", "cpu"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "WARNING moviessl.features: skipping" in p.stderr, p.stderr[-3000:]
+    assert "extract:" in p.stderr  # the bar was drawn
+    glued = re.findall(r"[^\r\n]+WARNING moviessl", p.stderr)
+    assert not glued, glued

@@ -18,6 +18,7 @@ not count as work done at that pace."""
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from contextlib import contextmanager
@@ -155,3 +156,23 @@ def bar(iterable=None, **kwargs):
     if not speaks_for_job():
         kwargs["disable"] = True
     return tqdm(iterable, **kwargs)
+
+
+class BarAwareHandler(logging.StreamHandler):
+    """The command's log lines (stderr) through ``tqdm.write`` while a bar is drawn: a line logged then
+    (a video ``extract`` skips, a bad clip met in training) was written where the bar's line ended,
+    ``extract: ... videos 0/3]WARNING moviessl.features: skipping ...``; tqdm clears the bars, writes
+    the line on a line of its own and draws them again below it. Without a bar, the plain handler."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import std
+
+        if not getattr(std.tqdm, "_instances", None):
+            return super().emit(record)
+        try:
+            std.tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
