@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import BadInputError
 from ..video import ConsistentAugment, cvrl_augment_pair
-from ..video.augment import CROP_SAMPLERS, OP_STYLES
+from ..video.augment import CROP_SAMPLERS, OP_STYLES, to_device
 from .config import BackboneConfig
 from .flow import normalize_flow
 
@@ -82,8 +82,9 @@ def augment_views(augs: Sequence[nn.Module], views: Sequence[torch.Tensor], retu
     (concatenated over views), e.g. to crop another modality with the same boxes."""
     b, _, _, h, w = views[0].shape
     ps = [a.sample_params(b, h, w) for a in augs]
-    p = {k: torch.cat([q[k] for q in ps]).to(views[0].device) for k in ps[0]}
-    out = list(augs[0].apply(torch.cat(list(views)), p).split(b))
+    host = {k: torch.cat([q[k] for q in ps]) for k in ps[0]}
+    p = to_device(host, views[0].device)
+    out = list(augs[0].apply(torch.cat(list(views)), p, host=host).split(b))
     return (out, p) if return_params else out
 
 
@@ -125,6 +126,6 @@ def flow_augment(
     grid = F.affine_grid(theta, (b, c * t, out_size, out_size), align_corners=False)
     out = F.grid_sample(xf.reshape(b, c * t, h, w), grid, mode="bilinear", padding_mode="border", align_corners=False)
     out = out.view(b, c, t, out_size, out_size)
-    if negate_dx_on_flip and flip.any():
-        out[flip, 0] = 1.0 - out[flip, 0]
+    if negate_dx_on_flip:  # a where, not out[flip]: no count of the flipped clips read on the host each step
+        out[:, 0] = torch.where(flip.view(-1, 1, 1, 1), 1.0 - out[:, 0], out[:, 0])
     return normalize_flow(out * 255.0, flow_input)

@@ -132,6 +132,12 @@ OP_STYLES = {
 }
 
 
+def to_device(params: dict, device) -> dict:
+    """Drawn parameters on ``device``, copied without waiting: a blocking copy from the host first
+    waits for all the work queued on a GPU (one wait per parameter, every step)."""
+    return {k: v.to(device, non_blocking=True) for k, v in params.items()}
+
+
 def _uniform(shape, generator: torch.Generator | None = None) -> torch.Tensor:
     """U[0, 1) draws on the generator's device (CPU without one)."""
     return torch.rand(shape, generator=generator, device=generator.device if generator is not None else "cpu")
@@ -313,11 +319,21 @@ class ConsistentAugment(nn.Module):
         if x.dim() != 5 or x.shape[1] != 3:
             raise ValueError(f"expected (B, 3, T, H, W) clips, got {tuple(x.shape)}")
         B, _, _, H, W = x.shape
-        p = {k: v.to(x.device) for k, v in self.sample_params(B, H, W, generator).items()}
-        return self.apply(x, p)
+        host = self.sample_params(B, H, W, generator)
+        return self.apply(x, to_device(host, x.device), host=host)
 
-    def apply(self, x: torch.Tensor, p: dict) -> torch.Tensor:
-        """Apply drawn parameters ``p`` (from :meth:`sample_params`) to ``x``."""
+    def apply(self, x: torch.Tensor, p: dict, host: dict | None = None) -> torch.Tensor:
+        """Apply drawn parameters ``p`` (from :meth:`sample_params`) to ``x``. ``host``: the same
+        parameters where they were drawn (the CPU), from which the clips each colour op, grayscale,
+        blur and solarisation touches are chosen; chosen from ``p`` on a GPU, every op first waited
+        for the device (a boolean mask's count is read on the host), some twenty times a step."""
+        h = p if host is None else host
+
+        def rows(sel: torch.Tensor) -> torch.Tensor | None:
+            # the selected clips' indices, on x's device; ``y[idx]`` is what ``y[mask]`` computes
+            idx = sel.nonzero().squeeze(1)
+            return idx.to(x.device, non_blocking=True) if len(idx) else None
+
         if not x.is_floating_point():
             x = x.float().div_(255.0)
         B, C, T, H, W = x.shape
@@ -334,22 +350,19 @@ class ConsistentAugment(nn.Module):
             x.reshape(B, C * T, H, W), grid, mode="bilinear", padding_mode="border", align_corners=False
         ).reshape(B, C, T, S, S)
 
-        jit = p["jitter"]
+        jit = h["jitter"]
         if jit.any():
             args = (p["factors"][:, 0], p["factors"][:, 1], p["factors"][:, 2], p["hue"])
             for slot in range(4):
                 for op in range(4):
-                    sel = jit & (p["order"][:, slot] == op)
-                    if sel.any():
+                    sel = rows(jit & (h["order"][:, slot] == op))
+                    if sel is not None:
                         y[sel] = self._jitter_ops[op](y[sel], args[op][sel])
-        if p["gray"].any():
-            sel = p["gray"]
+        if (sel := rows(h["gray"])) is not None:
             y[sel] = rgb_to_gray(y[sel]).expand(-1, 3, -1, -1, -1)
-        if p["blur"].any():
-            sel = p["blur"]
+        if (sel := rows(h["blur"])) is not None:
             y[sel] = gaussian_blur(y[sel], p["sigma"][sel], self.blur_kernel, self._blur_padding)
-        if p["solarize"].any():
-            sel = p["solarize"]
+        if (sel := rows(h["solarize"])) is not None:
             y[sel] = solarize(y[sel])
         y = y.clamp_(0, 1)
         return normalize(y, self.mean, self.std) if self.normalize else y

@@ -1,0 +1,48 @@
+"""A backbone training step (CVRL, MoDist, supervised) makes no call that on a GPU waits for it:
+no device value read on the host, no boolean index on a device mask, no blocking copy from the host,
+no Python number logged (tests/host_reads.py says how a CPU run counts them)."""
+
+from __future__ import annotations
+
+import pytest
+from ssl_testutil import tiny_overrides
+
+from host_reads import HostReads
+from moviessl.config import load_config
+from moviessl.ssl.pretrain import pretrain
+from moviessl.ssl.registry import get_method
+from moviessl.training import Throughput
+
+STEPS = 3
+RUNS = {
+    "cvrl": ("cvrl", []),
+    "cvrl_intra_neg": ("cvrl", ["cvrl.intra_neg=[repeat,shuffle,reverse]"]),
+    "modist": ("modist", []),
+    "supervised": ("supervised", []),
+}
+
+
+@pytest.fixture(scope="module", params=list(RUNS))
+def step_calls(request, clip_list, tmp_path_factory):
+    method, extra = RUNS[request.param]
+    with pytest.MonkeyPatch.context() as mp:
+        # the throughput's count is read when it is logged (at most twice a second on a GPU); a step of
+        # these tiny runs takes longer than that on a CPU, so its log is moved out of the runs here
+        mp.setattr(Throughput, "interval_s", 1e9, raising=False)
+        hr = HostReads(mp)
+        hr.step_windows(get_method(method))
+        cfg = load_config("backbone", "cpu", tiny_overrides([f"trainer.max_steps={STEPS}", *extra]))
+        pretrain(method, clip_list, tmp_path_factory.mktemp(request.param), cfg, run_probe=False, progress=False)
+    return request.param, hr
+
+
+def _at(hr: HostReads, kind: str, *files: str) -> dict:
+    return {w: n for w, n in hr.where.get(kind, {}).items() if w.split(":")[0] in files}
+
+
+def test_the_batched_augmentation_reads_nothing_of_the_device(step_calls):
+    """ConsistentAugment chose the clips of each colour op, of grayscale, blur and solarisation by
+    boolean masks on the device (``if sel.any(): y[sel] = ...``): some twenty waits a step for the
+    GPU, and MoDist's flow flip two more. They are chosen from the parameters as drawn, on the host."""
+    name, hr = step_calls
+    assert not _at(hr, "read", "augment.py"), (name, hr.report())
