@@ -46,3 +46,12 @@ def test_the_batched_augmentation_reads_nothing_of_the_device(step_calls):
     GPU, and MoDist's flow flip two more. They are chosen from the parameters as drawn, on the host."""
     name, hr = step_calls
     assert not _at(hr, "read", "augment.py"), (name, hr.report())
+
+
+def test_a_step_makes_no_blocking_copy_from_the_host(step_calls):
+    """The drawn augmentation parameters (ten tensors), the normalisation's mean and std, InfoNCE's
+    targets, MoDist's box scale and the time-broken clips' frame order were made on the host and
+    copied with a blocking ``.to(device)`` (or made by ``torch.tensor(..., device=)``): each waited for
+    all the work queued on the GPU."""
+    name, hr = step_calls
+    assert not hr.where.get("blocking_copy"), (name, hr.report())

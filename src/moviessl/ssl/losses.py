@@ -75,7 +75,8 @@ def info_nce_pairs(
     z = torch.cat([z1, z2], dim=0).float()
     sim = z @ z.t() / tau
     sim.fill_diagonal_(float("-inf"))
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    # made on z's device: made on the host and copied (a blocking copy), every step waited for the GPU
+    target = torch.cat([torch.arange(n, 2 * n, device=z.device), torch.arange(0, n, device=z.device)])
     if ids is not None:
         ids = ids.to(z.device).long().reshape(-1)
         ids = torch.cat([gather_no_grad(ids) if gather else ids] * 2)

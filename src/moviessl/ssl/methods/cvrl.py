@@ -58,7 +58,8 @@ def break_time(x: torch.Tensor, kinds, generator: torch.Generator | None = None)
             while t > 1 and bool((perm == torch.arange(t, device=cpu)).all()):
                 perm = torch.randperm(t, generator=generator, device=cpu)
             idx[i] = perm
-    idx = idx.to(x.device).view(b, 1, t, 1, 1).expand(-1, x.shape[1], -1, x.shape[3], x.shape[4])
+    # drawn on the host, copied without waiting (a blocking copy first waits for the GPU's queued work)
+    idx = idx.to(x.device, non_blocking=True).view(b, 1, t, 1, 1).expand(-1, x.shape[1], -1, x.shape[3], x.shape[4])
     return torch.gather(x, 2, idx)
 
 
