@@ -165,11 +165,23 @@ def trainer_cfg(cfg: TrainerConfig | Mapping[str, Any] | None, **overrides: Any)
     return dataclasses.replace(cfg, **overrides) if overrides else cfg
 
 
+def host_scalar(value: float) -> torch.Tensor:
+    """A Python number to ``self.log`` at every step, as a tensor on the host. Given as a number,
+    Lightning makes it a tensor on the module's device (``torch.tensor(value, device=...)``), a
+    blocking copy that on a GPU first waits for all the work queued there; a host tensor stays on the
+    host (Lightning keeps a logged value where it is) and is read there. The default dtype, as
+    Lightning's own conversion (float64 at ``64-true``)."""
+    return torch.tensor(value, dtype=torch.get_default_dtype())
+
+
 class Throughput(pl.Callback):
     """Items/s (clips, tokens, events...) shown in the progress bar and logged.
 
-    The module tells how many items a batch holds through ``items_in_batch(batch)``; default: the
-    length of the first tensor of the batch."""
+    The module tells how many items a batch holds through ``items_in_batch(batch)`` (an int, or a
+    tensor on the device: the sum is read on the host only when it is logged, at most twice a second,
+    not at every step); default: the length of the first tensor of the batch."""
+
+    interval_s = 0.5  # seconds between two logged rates (the count's one read on the host)
 
     def __init__(self, name: str = "clips_per_s") -> None:
         self.name, self._t, self._n = name, None, 0
@@ -181,7 +193,7 @@ class Throughput(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         fn = getattr(pl_module, "items_in_batch", None)
         if fn is not None:
-            n = int(fn(batch))
+            n = fn(batch)  # an int, or a tensor on the device: read below, only when logged
         else:
             first = (
                 batch[0]
@@ -191,10 +203,11 @@ class Throughput(pl.Callback):
                 else batch
             )
             n = len(first)
-        self._n += n * trainer.world_size
+        self._n = self._n + n * trainer.world_size
         dt = time.perf_counter() - self._t
-        if dt > 0.5:
-            pl_module.log(self.name, self._n / dt, prog_bar=True, on_step=True, on_epoch=False, rank_zero_only=True)
+        if dt > self.interval_s:
+            rate = host_scalar(int(self._n) / dt)
+            pl_module.log(self.name, rate, prog_bar=True, on_step=True, on_epoch=False, rank_zero_only=True)
             self._t, self._n = time.perf_counter(), 0
 
 

@@ -55,3 +55,13 @@ def test_a_step_makes_no_blocking_copy_from_the_host(step_calls):
     all the work queued on the GPU."""
     name, hr = step_calls
     assert not hr.where.get("blocking_copy"), (name, hr.report())
+
+
+def test_the_bad_video_count_and_the_logged_rates_wait_for_nothing(step_calls):
+    """Each step read the batch's bad-video indices (``.tolist()`` of the transferred tensor) and
+    logged the learning rate as a Python number, which Lightning copies to the device (a blocking
+    copy); the throughput's rate as well. The indices are taken before the transfer, the numbers
+    logged as host tensors."""
+    name, hr = step_calls
+    assert not _at(hr, "read", "base.py", "training.py"), (name, hr.report())
+    assert not hr.where.get("logged_number"), (name, hr.report())

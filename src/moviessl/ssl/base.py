@@ -35,6 +35,7 @@ from ..checkpoint import arch_spec, load_file, save_checkpoint
 from ..errors import BadInputError
 from ..models.slowd import SlowD, build_slowd, load_pyslowfast_checkpoint, speed_up
 from ..optim import lr_scheduler, make_optimizer, param_groups, scaled_lr, warmup_steps
+from ..training import host_scalar
 from ..video.transforms import param_dtype
 from .config import BackboneConfig
 
@@ -91,12 +92,21 @@ class BackboneModule(pl.LightningModule):
         dtype = param_dtype(self.backbone) or torch.float32
         return tuple(c.to(dtype) for c in clips)
 
+    def on_before_batch_transfer(self, batch, dataloader_idx: int = 0):
+        # the dataset indices of the bad videos a batch's items stood in for, taken while the batch is
+        # on the host: after the transfer, reading them (a .tolist() of a device tensor) made every
+        # step wait for the GPU
+        if isinstance(batch, dict) and isinstance(batch.get("skipped"), torch.Tensor):
+            batch = {**batch, "skipped": batch["skipped"].flatten().tolist()}
+        return batch
+
     def note_skipped(self, batch) -> None:
         sk = batch.get("skipped")
         if sk is not None:
-            self._skipped.update(int(v) for v in sk.flatten().tolist() if v >= 0)
+            sk = sk.flatten().tolist() if isinstance(sk, torch.Tensor) else sk  # a list: on_before_batch_transfer's
+            self._skipped.update(int(v) for v in sk if v >= 0)
             if self._skipped:
-                self.log("data/skipped", float(len(self._skipped)), on_step=True, on_epoch=False)
+                self.log("data/skipped", host_scalar(float(len(self._skipped))), on_step=True, on_epoch=False)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # the bad videos met so far (decoding on the fly, a bad video is found by the batch that draws
@@ -116,7 +126,7 @@ class BackboneModule(pl.LightningModule):
             self.log(f"train/{k}", v.detach(), on_step=True, on_epoch=False, batch_size=batch_size)
         opt = self.trainer.optimizers[0] if self.trainer is not None and self.trainer.optimizers else None
         if opt is not None:
-            self.log("lr", float(opt.param_groups[0]["lr"]), prog_bar=True, on_step=True, on_epoch=False)
+            self.log("lr", host_scalar(float(opt.param_groups[0]["lr"])), prog_bar=True, on_step=True, on_epoch=False)
 
     def setup(self, stage: str) -> None:
         # CVRL syncs BN across replicas; SyncBatchNorm needs an accelerator, so only there.
