@@ -781,6 +781,9 @@ class BroadcastReplicatedOnce(pl.Callback):
         buffers = dict(pl_module.named_buffers())
         for name in self.names:
             dist.broadcast(buffers[name], src=0)
+        for m in pl_module.modules():  # a MemoryQueue's host copy of its pointer and count
+            if hasattr(m, "buffers_written"):
+                m.buffers_written()
 
 
 STRUCTURE_KEY = "moviessl_structure"

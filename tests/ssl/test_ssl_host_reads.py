@@ -65,3 +65,17 @@ def test_the_bad_video_count_and_the_logged_rates_wait_for_nothing(step_calls):
     name, hr = step_calls
     assert not _at(hr, "read", "base.py", "training.py"), (name, hr.report())
     assert not hr.where.get("logged_number"), (name, hr.report())
+
+
+def test_modists_queues_read_nothing_of_the_device(step_calls):
+    """MemoryQueue.enqueue read its pointer from the device (``int(self.ptr)``), twice a MoDist step;
+    the host keeps the pointer and the count it wrote."""
+    name, hr = step_calls
+    if name != "modist":
+        pytest.skip("no queue")
+    assert not _at(hr, "read", "queue.py"), (name, hr.report())
+
+
+def test_a_backbone_step_waits_for_nothing(step_calls):
+    name, hr = step_calls
+    assert hr.total() == 0, (name, hr.report())

@@ -81,3 +81,20 @@ def test_ids_follow_their_keys_and_mask_own_source_negatives():
     assert masked < info_nce_queue(query, pos, q.get(), 0.1)
     masked.backward()
     assert torch.isfinite(query.grad).all()
+
+
+def test_a_queue_goes_on_from_the_pointer_and_count_it_was_loaded_with():
+    """The host keeps the pointer and count it wrote (reading the buffers made each step wait for the
+    GPU); a state dict loaded, or buffers written from outside (a broadcast from rank 0), are read again."""
+    a, b = MemoryQueue(10, 2, track_ids=True, init="empty"), MemoryQueue(10, 2, track_ids=True, init="empty")
+    a.enqueue(torch.ones(3, 2), torch.arange(3))
+    assert b.num_filled == 0  # b's host copy of its count before the load
+    b.load_state_dict(a.state_dict())
+    assert b.num_filled == 3 and b.get(filled_only=True).shape == (3, 2)
+    b.enqueue(torch.full((2, 2), 2.0), torch.tensor([7, 8]))
+    assert int(b.ptr) == 5 and torch.all(b.queue[3:5] == 2) and b.get_ids(filled_only=True).tolist() == [0, 1, 2, 7, 8]
+    b.ptr.fill_(9)
+    b.num_enqueued.fill_(9)
+    b.buffers_written()  # as training.BroadcastReplicatedOnce does after its broadcast
+    b.enqueue(torch.full((2, 2), 3.0), torch.tensor([4, 5]))
+    assert int(b.ptr) == 1 and b.is_full and torch.all(b.queue[9] == 3) and torch.all(b.queue[0] == 3)

@@ -63,17 +63,36 @@ class MemoryQueue(nn.Module):
         # How many real keys were ever written (min(K, ...) of them are still there); lets callers
         # tell a queue still holding its random initialisation from a full one.
         self.register_buffer("num_enqueued", torch.zeros((), dtype=torch.long))
+        # (ptr, num_enqueued) as the host last wrote them, None: read from the buffers at the next
+        # use. ``enqueue`` and ``num_filled`` run every step, and reading the buffers there (int(t) of
+        # a device tensor) made each step wait for the GPU, up to four times; the values follow from
+        # the number of keys written, which the host knows.
+        self._host: tuple[int, int] | None = (0, 0)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, dim={self.dim}, require_divisible={self.require_divisible}"
 
+    def _counts(self) -> tuple[int, int]:
+        if self._host is None:
+            self._host = (int(self.ptr), int(self.num_enqueued))
+        return self._host
+
+    def buffers_written(self) -> None:
+        """The buffers were written from outside (a checkpoint loaded, a broadcast from rank 0): the
+        pointer and count are read from them again."""
+        self._host = None
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self.buffers_written()
+
     @property
     def is_full(self) -> bool:
-        return int(self.num_enqueued) >= self.size
+        return self._counts()[1] >= self.size
 
     @property
     def num_filled(self) -> int:
-        return min(int(self.num_enqueued), self.size)
+        return min(self._counts()[1], self.size)
 
     def get(self, filled_only: bool = False) -> torch.Tensor:
         """A detached copy of the keys (K, dim) to score queries against (``filled_only``: the
@@ -110,10 +129,11 @@ class MemoryQueue(nn.Module):
             keys, n = keys[-self.size :], self.size
             if self.track_ids:
                 ids = ids[-self.size :]
-        p = int(self.ptr)
+        p, total = self._counts()
         idx = (torch.arange(n, device=self.queue.device) + p) % self.size
         self.queue[idx] = keys
         if self.track_ids:
             self.ids[idx] = ids
         self.ptr.fill_((p + n) % self.size)
         self.num_enqueued.add_(n)
+        self._host = ((p + n) % self.size, total + n)
