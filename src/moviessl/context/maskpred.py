@@ -62,9 +62,11 @@ def sample_mask_sizes(
     """m per sample, uniform over the allowed ``sizes`` (those leaving a token visible). A window
     too short for the smallest size (a set without the small sizes) masks all but one of its tokens
     (its only one): a span past its valid tokens would mask, and score, padding."""
-    sizes_t = torch.tensor(sorted(sizes), dtype=torch.long, device=lengths.device)
+    # made and drawn on the host, copied without waiting (a blocking copy to a GPU first waits for
+    # all the work queued there, every step)
+    sizes_t = torch.tensor(sorted(sizes), dtype=torch.long).to(lengths.device, non_blocking=True)
     k = _allowed_counts(lengths, sizes_t)
-    u = torch.rand(lengths.shape[0], generator=generator, device="cpu").to(lengths.device)
+    u = torch.rand(lengths.shape[0], generator=generator, device="cpu").to(lengths.device, non_blocking=True)
     m = sizes_t[torch.clamp((u * k).long(), max=len(sizes_t) - 1)]
     return torch.minimum(m, torch.clamp(lengths - 1, min=1))
 
@@ -90,7 +92,7 @@ def sample_span_masks(
     b = pad.shape[0] if pad is not None else int(batch)
     lengths = _lengths(pad, b, n, device)
     m = sample_mask_sizes(lengths, sizes, generator)
-    u = torch.rand(b, generator=generator, device="cpu").to(device)
+    u = torch.rand(b, generator=generator, device="cpu").to(device, non_blocking=True)
     starts = torch.clamp((u * (lengths - m + 1).clamp(min=1)).long(), min=0)
     return span_mask(starts, m, n)
 
@@ -194,6 +196,25 @@ def maskpred_l2_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 @full_precision
+def retrieval_hits(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    queue: torch.Tensor,
+    pred_ids: torch.Tensor | None = None,
+    queue_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`retrieval_accuracy` as a float32 0-d tensor on ``pred``'s device, not read on the host
+    (what a training step logs: reading it made every step wait for the GPU)."""
+    if len(pred) == 0:
+        return torch.full((), float("nan"), device=pred.device)
+    pred = pred.float()
+    pos = (pred * target.float()).sum(-1, keepdim=True)
+    neg = pred @ queue.t().float()
+    if pred_ids is not None and queue_ids is not None:
+        neg = neg.masked_fill(same_source(pred_ids, queue_ids), float("-inf"))
+    return (pos > neg).all(1).float().mean() if neg.shape[1] else torch.ones((), device=pred.device)
+
+
 def retrieval_accuracy(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -203,11 +224,4 @@ def retrieval_accuracy(
 ) -> float:
     """Fraction of masked tokens whose true feature scores above every distractor in the queue
     (the "fill in" accuracy: chance is 1 / (K + 1)); distractors with the token's own id are left out."""
-    if len(pred) == 0:
-        return float("nan")
-    pred = pred.float()
-    pos = (pred * target.float()).sum(-1, keepdim=True)
-    neg = pred @ queue.t().float()
-    if pred_ids is not None and queue_ids is not None:
-        neg = neg.masked_fill(same_source(pred_ids, queue_ids), float("-inf"))
-    return float((pos > neg).all(1).float().mean()) if neg.shape[1] else 1.0
+    return float(retrieval_hits(pred, target, queue, pred_ids, queue_ids))

@@ -22,6 +22,10 @@ from ..ssl.queue import MemoryQueue
 from . import maskpred as mp
 from .config import ContextConfig
 
+# a training batch's notes, made on the host before the transfer: whether a window has fewer real
+# tokens than maskpred.keys_per_sample; its span masks and their positions (row, token indices)
+SHORT_KEY, MASKS_KEY, MASKED_AT_KEY = "short_windows", "span_masks", "span_masked_at"
+
 
 def txe_kwargs(cfg: ContextConfig) -> dict[str, Any]:
     """The TxE preset overrides a config sets (None = the preset's value)."""
@@ -140,14 +144,20 @@ class MaskPredModule(pl.LightningModule):
         span is corrupted BERT's way (not only [MASK]); validation masks it whole, so its fill-in
         retrieval measures the same thing whatever the corruption."""
         x, pad, uid = batch["x"], batch["pad"], batch["uid"]
-        inputs, to_mask = x, masks
+        inputs, to_mask, at = x, masks, None
         if masks is None:
-            masks = to_mask = self.sample_masks(x, pad)
+            masks, at = batch.get(MASKS_KEY), batch.get(MASKED_AT_KEY)  # drawn on the host (on_before_batch_transfer)
+            if masks is None:
+                masks = self.sample_masks(x, pad)
+            to_mask = masks
             if self.replace < 1.0:  # == 1: no draw, so the paper's runs keep their random stream
                 inputs, to_mask = mp.corrupt_selected(x, masks, ~pad, self.replace, self.swap)
         out = self.txe(inputs, mask=to_mask, pad=pad)
-        pred = self.head(out[masks])
-        return pred, self.targets(x[masks]), uid[masks], masks
+        # the masked positions, found once (t[mask] is t[mask.nonzero(as_tuple=True)]: each boolean
+        # index read its count on the host, three waits for the GPU a step), on the host if drawn there
+        at = masks.nonzero(as_tuple=True) if at is None else at
+        pred = self.head(out[at])
+        return pred, self.targets(x[at]), uid[at], masks
 
     def compute_loss(self, pred, target, tuid):
         keys, kuid = self.queue.get(filled_only=True), self.queue.get_ids(filled_only=True)
@@ -155,7 +165,7 @@ class MaskPredModule(pl.LightningModule):
             loss = mp.maskpred_l2_loss(pred, target)
         else:
             loss = info_nce_queue(pred, target, keys, self.tau, tuid, kuid)
-        return loss, mp.retrieval_accuracy(pred.detach().float(), target, keys, tuid, kuid)
+        return loss, mp.retrieval_hits(pred.detach().float(), target, keys, tuid, kuid)
 
     @torch.no_grad()
     def enqueue(self, batch: dict) -> None:
@@ -164,7 +174,10 @@ class MaskPredModule(pl.LightningModule):
         b, k = x.shape[0], self.keys_per_sample
         weights = (~pad).float()  # a padded slot is never a distractor
         short = (~pad).sum(1) < k
-        if not short.any():
+        # whether any window is short, as on_before_batch_transfer found on the host (asked of the
+        # device tensor, every step waited for the GPU)
+        any_short = batch.get(SHORT_KEY)
+        if not (short.any() if any_short is None else any_short):
             pick = torch.multinomial(weights, k, replacement=False)
         else:  # a window with fewer real tokens repeats some; the others still draw k distinct ones
             pick = torch.empty(b, k, dtype=torch.long, device=x.device)
@@ -177,8 +190,24 @@ class MaskPredModule(pl.LightningModule):
         self.queue.enqueue(self.targets(x[rows, pick].reshape(-1, x.shape[-1])), uid[rows, pick].reshape(-1))
 
     # --- Lightning ----------------------------------------------------------------------------
-    def items_in_batch(self, batch: dict) -> int:
-        return int((~batch["pad"]).sum())  # tokens
+    def items_in_batch(self, batch: dict) -> torch.Tensor:
+        # tokens; a tensor, which the throughput callback reads only when it logs (int() here made
+        # every step wait for the GPU)
+        return (~batch["pad"]).sum()
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int = 0):
+        """What a training step decides from the batch's padding alone, decided here on the host: on a
+        GPU, deciding it in the step from device tensors made the step wait for the device. The
+        uniform span masks are drawn here (and where they fall), from the same CPU stream and in the
+        same order as the step drew them: nothing draws between this hook and the step."""
+        if self.trainer is not None and self.trainer.training and isinstance(batch, dict) and "pad" in batch:
+            pad = batch["pad"]
+            extra: dict[str, Any] = {SHORT_KEY: bool(((~pad).sum(1) < self.keys_per_sample).any())}
+            if self.sampling == "uniform":
+                masks = mp.sample_span_masks(self.window, self.sizes, pad=pad)
+                extra.update({MASKS_KEY: masks, MASKED_AT_KEY: masks.nonzero(as_tuple=True)})
+            batch = {**batch, **extra}
+        return batch
 
     def training_step(self, batch: dict, batch_idx: int):
         # an empty queue (a run's first step: it holds real past targets only) leaves no distractor:
@@ -230,7 +259,8 @@ class MaskPredModule(pl.LightningModule):
             loss, acc = self.compute_loss(pred, target, tuid)
             n = len(pred)
             loss = loss.detach().to(self._val_sums.device).double()
-            self._val_sums += torch.stack([loss * n, loss.new_tensor(acc * n), loss.new_tensor(n)])
+            hits = acc.to(self._val_sums.device).double() * n  # the float32 fraction times n, in float64
+            self._val_sums += torch.stack([loss * n, hits, loss.new_tensor(n)])
 
     def on_validation_epoch_end(self) -> None:
         # Means over every masked token of the held-out set, summed over the processes here: Lightning's
