@@ -165,6 +165,17 @@ def trainer_cfg(cfg: TrainerConfig | Mapping[str, Any] | None, **overrides: Any)
     return dataclasses.replace(cfg, **overrides) if overrides else cfg
 
 
+class OnHost:
+    """A value a batch carries past Lightning's transfer to the device, left on the host: Lightning
+    moves tensors and walks lists, dicts and dataclasses, not an object of its own kind. What a
+    module's ``on_before_batch_transfer`` decided on the host for its step."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
 def host_scalar(value: float) -> torch.Tensor:
     """A Python number to ``self.log`` at every step, as a tensor on the host. Given as a number,
     Lightning makes it a tensor on the module's device (``torch.tensor(value, device=...)``), a

@@ -44,6 +44,7 @@ from ..models.object_transformer import ID_OFFSET, INSTANCE, build_object_transf
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
 from ..ssl.losses import full_precision
 from ..training import (
+    OnHost,
     final_metrics,
     fit,
     keeps_random_streams,
@@ -56,12 +57,13 @@ from ..training import (
 )
 from ..utils.io import atomic_write_json, ensure_out_dir
 from .config import OTPretrainConfig
-from .maskpred import corrupt_selected
+from .maskpred import corrupt_selected, positions
 from .ot_spans import SpanPairs, SpanVideo, collate_spans, input_stats
 
 log = logging.getLogger("moviessl.context")
 
 
+HOST_MASKS = "host_track_masks"  # a training batch's (masked, instance) token masks, drawn on the host
 REDRAWS = 100  # rounds of redrawing a span that masked no track, before one is picked for it
 
 
@@ -207,25 +209,41 @@ class InstanceMaskingModule(pl.LightningModule):
     def items_in_batch(self, batch: dict) -> int:
         return int(batch["x"]["kind"].shape[0])
 
+    def on_before_batch_transfer(self, batch, dataloader_idx: int = 0):
+        # the tracks to mask drawn here, on the host, from the same CPU stream and in the same order as
+        # the step drew them (nothing draws between this hook and the step): track_masks decides from
+        # the tracks present and redraws spans while one has none, reading each count on the host, so
+        # drawn from device tensors every step waited for the GPU some forty times
+        if self.trainer is not None and self.trainer.training and isinstance(batch, dict) and "x" in batch:
+            x = batch["x"]
+            masked = track_masks(x["link"], x["kind"], self.cfg.masking.track_fraction)
+            batch = {**batch, HOST_MASKS: OnHost((masked, x["kind"] == INSTANCE))}
+        return batch
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         m = self.cfg.masking
         x = dict(batch["x"])
-        masked = track_masks(x["link"], x["kind"], m.track_fraction)
+        if HOST_MASKS in batch:  # (masked tokens, instance tokens) on the host
+            masked, instances = batch[HOST_MASKS].value
+        else:
+            masked, instances = track_masks(x["link"], x["kind"], m.track_fraction), x["kind"] == INSTANCE
+        at = positions(masked, self.device)  # x[at] is x[masked]
+        n_masked = len(at[0])
         loss = torch.zeros((), device=self.device)
         logs: dict[str, Any] = {}
         if self.action_head is not None:
-            target = (x["inst"][masked] @ self.teacher_w + self.teacher_b).detach()  # of the unmasked features
+            target = (x["inst"][at] @ self.teacher_w + self.teacher_b).detach()  # of the unmasked features
         # BERT's 80/10/10; swaps drawn from the instance tokens not replaced, as LVU does
-        x["inst"], x["mask"] = corrupt_selected(x["inst"], masked, x["kind"] == INSTANCE, m.replace, m.swap)
+        x["inst"], x["mask"] = corrupt_selected(x["inst"], masked, instances, m.replace, m.swap)
         h = self.ot.encode(x)
         # the distillation term is a mean over this process's masked tokens, whose count varies with
         # the tracks drawn: under DDP the returned loss weighs it so that the averaged gradient is that
         # of the mean over every process's masked tokens (an all-reduce on every process, masked or
         # not); ``loss``, logged, stays this process's own
-        share = global_mean_share(int(masked.sum()), self.device) if self.action_head is not None else 1.0
+        share = global_mean_share(n_masked, self.device) if self.action_head is not None else 1.0
         step_loss = loss
-        if self.action_head is not None and masked.any():
-            la = distill_loss(self.action_head(h[masked]), target, m.temperature, m.activation)
+        if self.action_head is not None and n_masked:
+            la = distill_loss(self.action_head(h[at]), target, m.temperature, m.activation)
             loss = loss + m.action_weight * la
             step_loss = step_loss + m.action_weight * la * share
             logs["train/action_kl"] = la

@@ -113,19 +113,33 @@ def corrupt_selected(
     keep their own feature. Why it matters for a contextualizer: a position scored although it was
     left as it is cannot be told from an unselected one, so every visible output is asked to keep its
     own token -- which the [MASK]-only objective never asks.
+
+    ``selected`` and ``candidates`` may be on the host while ``x`` is on a GPU: what is replaced and
+    swapped is then decided there, and nothing waits for the device (the returned mask is on x's).
     """
     # drawn on the CPU, as sample_mask_sizes does: the stream is then the CPU generator's whatever
     # torch's default device (a user's torch.set_default_device("cuda") drew it on the GPU instead)
-    u = torch.rand(selected.shape, generator=generator, device="cpu").to(selected.device)
+    u = torch.rand(selected.shape, generator=generator, device="cpu").to(selected.device, non_blocking=True)
     to_mask = selected & (u < replace)
     to_swap = selected & (u >= replace) & (u < replace + swap)
     x = x.clone()
-    pool = x[candidates & ~to_mask]
-    n = int(to_swap.sum())
-    if n and len(pool):
-        idx = torch.randint(len(pool), (n,), generator=generator, device="cpu").to(x.device)
-        x[to_swap] = pool[idx]
-    return x, to_mask
+    # positions where the masks are, as x[mask] finds them (its nonzero); the swap pool is read before
+    # any swap, as before
+    pool_at, swap_at = positions(candidates & ~to_mask, x.device), positions(to_swap, x.device)
+    n, n_pool = len(swap_at[0]), len(pool_at[0])
+    if n and n_pool:
+        idx = torch.randint(n_pool, (n,), generator=generator, device="cpu").to(x.device, non_blocking=True)
+        x[swap_at] = x[pool_at][idx]
+    return x, to_mask.to(x.device, non_blocking=True)
+
+
+def positions(mask: torch.Tensor, device=None) -> tuple[torch.Tensor, ...]:
+    """``mask.nonzero(as_tuple=True)`` moved to ``device`` without waiting: ``t[positions(m)]`` is
+    ``t[m]``. Found on the host for a mask on the host, no GPU waits for it (a boolean index on a
+    device mask reads its count on the host, waiting for the device, once per use)."""
+    return tuple(
+        i.to(device if device is not None else mask.device, non_blocking=True) for i in mask.nonzero(as_tuple=True)
+    )
 
 
 @torch.no_grad()
