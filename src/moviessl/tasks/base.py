@@ -130,8 +130,17 @@ class TaskModule(pl.LightningModule):
         x = batch["x"]
         return int(x.shape[0]) if isinstance(x, torch.Tensor) else len(batch["y"])  # a dict of token tensors
 
+    def device_loss_kwargs(self) -> dict[str, Any]:
+        """:attr:`loss_kwargs` on the module's device, copied once per device: copied at every step
+        (relation's class weights), each copy from the host waited for all the work queued on a GPU."""
+        held = getattr(self, "_kw_on", None)
+        if held is None or held[0] != self.device or held[1] is not self.loss_kwargs:
+            kw = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in self.loss_kwargs.items()}
+            held = self._kw_on = (self.device, self.loss_kwargs, kw)
+        return held[2]
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        kw = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in self.loss_kwargs.items()}
+        kw = self.device_loss_kwargs()
         loss = self.model.loss(batch["x"], batch["y"], **kw)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=self.items_in_batch(batch))
         items = getattr(self.model, "loss_items", None)
