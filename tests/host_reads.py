@@ -91,6 +91,10 @@ class HostReads:
         self.counts: collections.Counter = collections.Counter()
         self.where: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
         self.mp = monkeypatch
+        # torch lists the factories a default device applies to once, by identity, on first use of a
+        # device context; listed while the wrappers below stand in for them, every later
+        # set_default_device of the session would leave the real factories out
+        torch.utils._device._device_constructors()
         for name in READS:
             self._count(torch.Tensor, name, "read", lambda a, k: isinstance(a[0], Dev))
         for name in ("nonzero", "unique", "masked_select"):
