@@ -23,6 +23,30 @@ def test_mask_size_set():
         mp.mask_size_set(5, 0.6, [6])
 
 
+def test_the_mask_sizes_recorded_are_those_a_full_window_draws():
+    """A span always keeps one token of the window visible, so a size of the whole window was never
+    drawn; yet ``maskpred.alpha=1`` resolved (and model.pt's meta and the hyper-parameters recorded)
+    1..N, and an explicit ``[3, 5]`` at N = 5 was accepted and drew 3 only. The sizes stop at N - 1
+    (an explicit N is one line); hyper-parameters saved with N rebuild what those runs drew."""
+    from moviessl.context.module import MaskPredModule
+
+    assert mp.mask_size_set(5, 1.0) == [1, 2, 3, 4]
+    assert mp.mask_size_set(1, 1.0) == [1] and mp.mask_size_set(1, 0.6, [1]) == [1]
+    for sizes in ([3, 5], [5]):
+        with pytest.raises(ValueError, match=r"1\.\.4"):
+            mp.mask_size_set(5, 0.6, sizes)
+    drawn = mp.sample_span_masks(5, mp.mask_size_set(5, 1.0), batch=4000, generator=torch.Generator().manual_seed(0))
+    assert set(drawn.sum(1).tolist()) == set(mp.mask_size_set(5, 1.0))
+    mod = make_module(overrides=["maskpred.alpha=1.0"])
+    assert mod.sizes == mod.hparams["cfg"]["maskpred"]["mask_sizes"] == [1, 2, 3, 4]
+    with pytest.raises(BadInputError, match="maskpred.mask_sizes"):
+        make_module(overrides=["maskpred.mask_sizes=[3,5]"])
+    hp = mod.hparams["cfg"]
+    for recorded, built in (([1, 2, 3, 4, 5], [1, 2, 3, 4]), ([3, 5], [3]), ([5], [4])):
+        old = {**hp, "maskpred": {**hp["maskpred"], "mask_sizes": recorded}}
+        assert MaskPredModule(old, mod.hparams["in_dim"]).sizes == built
+
+
 def test_span_mask_distribution_sizes_and_starts():
     n, sizes, b = 5, [1, 2, 3], 30000
     g = torch.Generator().manual_seed(0)

@@ -165,7 +165,7 @@ def test_mask_sizes_that_do_not_fit_the_window_are_one_line_before_any_work(feat
     args = ["pretrain-context", "--features", str(feats[0]), "--out", str(tmp_path / "run")]
     assert main([*args, "trainer.max_steps=1", *FAST, f"maskpred.mask_sizes={sizes}"]) == 2
     err = capsys.readouterr().err
-    assert "maskpred.mask_sizes: mask sizes must lie in 1..5" in err and "Traceback" not in err
+    assert "maskpred.mask_sizes: mask sizes must lie in 1..4" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
 
 

@@ -34,13 +34,17 @@ Encoder = Callable[..., torch.Tensor]  # encoder(x (B,N,D), mask=(B,N) bool|None
 
 
 def mask_size_set(n: int, alpha: float = 0.6, sizes: Sequence[int] | None = None) -> list[int]:
-    """Allowed mask sizes: ``sizes`` if given, else {1, ..., floor(alpha * n)} (at least {1})."""
+    """Allowed mask sizes: ``sizes`` if given, else {1, ..., floor(alpha * n)} (at least {1}), never
+    past n - 1: a span keeps one token of the window visible (:func:`sample_mask_sizes`), so a size
+    of the whole window was never drawn while the sizes recorded with the model named it (the paper's
+    alpha = 1 reads {1..N}; a 1-token window is masked whole)."""
+    top = max(1, n - 1)
     if sizes:
         out = sorted({int(s) for s in sizes})
-        if out[0] < 1 or out[-1] > n:
-            raise ValueError(f"mask sizes must lie in 1..{n}, got {out}")
+        if out[0] < 1 or out[-1] > top:
+            raise ValueError(f"mask sizes must lie in 1..{top} (a span keeps one of the {n} tokens visible), got {out}")
         return out
-    return list(range(1, max(1, math.floor(alpha * n + 1e-9)) + 1))
+    return list(range(1, min(top, max(1, math.floor(alpha * n + 1e-9))) + 1))
 
 
 def _lengths(pad: torch.Tensor | None, b: int, n: int, device) -> torch.Tensor:

@@ -84,6 +84,12 @@ class MaskPredModule(pl.LightningModule):
                 p = TXE_PRESETS[model["txe"]]["dropout"] if p is None else p
                 ov = {"activation": "gelu", "attn_dropout": p, "ffn_dropout": p, **ov}
             cfg = {**cfg, "model": {**model, "txe_overrides": ov}}
+            sizes, top = cfg["maskpred"].get("mask_sizes"), max(1, int(cfg["data"]["window"]) - 1)
+            if sizes and max(sizes) > top:
+                # resolved before sizes stopped at window - 1 (alpha = 1 recorded 1..window): a full
+                # window drew only the sizes up to window - 1, or window - 1 when none was
+                kept = [s for s in sizes if s <= top] or [top]
+                cfg = {**cfg, "maskpred": {**cfg["maskpred"], "mask_sizes": kept}}
             cfg = from_dict("context", cfg)
         mpc = cfg.maskpred
         if mpc.sampling not in ("uniform", "max_discrepancy"):
