@@ -182,7 +182,7 @@ def host_scalar(value: float) -> torch.Tensor:
     blocking copy that on a GPU first waits for all the work queued there; a host tensor stays on the
     host (Lightning keeps a logged value where it is) and is read there. The default dtype, as
     Lightning's own conversion (float64 at ``64-true``)."""
-    return torch.tensor(value, dtype=torch.get_default_dtype())
+    return torch.tensor(value, dtype=torch.get_default_dtype(), device="cpu")
 
 
 class Throughput(pl.Callback):

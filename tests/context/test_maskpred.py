@@ -590,3 +590,16 @@ def test_the_logged_hyperparameters_hold_the_mask_sizes_trained_with(tmp_path):
     assert again.sizes == mod.sizes
     chosen = make_module(overrides=["maskpred.mask_sizes=[3, 1]"])
     assert chosen.hparams["cfg"]["maskpred"]["mask_sizes"] == chosen.sizes == [1, 3]
+
+
+def test_mask_sizes_of_cpu_windows_are_drawn_on_the_cpu_whatever_the_default_device():
+    """The allowed sizes were made on torch's default device and copied to the windows': under a
+    user's ``torch.set_default_device("cuda")`` a round trip through the GPU, and under a meta default
+    device no copy at all. The sizes drawn are those drawn without the setting."""
+    from default_device import gpu_like_default_device
+
+    lengths = torch.tensor([5, 3, 1, 4])
+    want = mp.sample_mask_sizes(lengths, [1, 2, 3], torch.Generator().manual_seed(0))
+    with gpu_like_default_device():
+        got = mp.sample_mask_sizes(lengths, [1, 2, 3], torch.Generator().manual_seed(0))
+    assert got.device.type == "cpu" and torch.equal(got, want)

@@ -1031,3 +1031,15 @@ def test_ctrl_c_in_training_gives_the_callers_own_sigint_handler_back(tmp_path):
         assert signal.getsignal(signal.SIGINT) is own
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_a_logged_host_number_is_a_host_tensor_whatever_the_default_device():
+    """``host_scalar`` logs a number as a tensor on the host; made on torch's default device, under a
+    user's ``torch.set_default_device("cuda")`` it was a GPU tensor made by a blocking copy, the wait
+    it is there to avoid."""
+    from default_device import gpu_like_default_device
+    from moviessl.training import host_scalar
+
+    with gpu_like_default_device():
+        t = host_scalar(0.25)
+    assert t.device.type == "cpu" and t.item() == 0.25

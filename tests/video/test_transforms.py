@@ -120,3 +120,16 @@ def test_the_dataset_forms_stay_on_the_cpu_whatever_the_default_device():
     with gpu_like_default_device():
         got = made()
     assert all(t.device.type == "cpu" and torch.equal(t, c) for t, c in zip(got, cpu))
+
+
+def test_normalisation_of_a_cpu_clip_stays_on_the_cpu_whatever_the_default_device():
+    """The mean and std were made on torch's default device and copied to the clip's: under a user's
+    ``torch.set_default_device("cuda")`` a CPU clip (a loader's, the frozen verb cache's) was
+    normalised through the GPU, and a meta default device could not copy them at all."""
+    from default_device import gpu_like_default_device
+
+    x = torch.rand(2, 3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    want = normalize(x)
+    with gpu_like_default_device():
+        got = normalize(x)
+    assert got.device.type == "cpu" and torch.equal(got, want)

@@ -68,7 +68,7 @@ def sample_mask_sizes(
     (its only one): a span past its valid tokens would mask, and score, padding."""
     # made and drawn on the host, copied without waiting (a blocking copy to a GPU first waits for
     # all the work queued there, every step)
-    sizes_t = torch.tensor(sorted(sizes), dtype=torch.long).to(lengths.device, non_blocking=True)
+    sizes_t = torch.tensor(sorted(sizes), dtype=torch.long, device="cpu").to(lengths.device, non_blocking=True)
     k = _allowed_counts(lengths, sizes_t)
     u = torch.rand(lengths.shape[0], generator=generator, device="cpu").to(lengths.device, non_blocking=True)
     m = sizes_t[torch.clamp((u * k).long(), max=len(sizes_t) - 1)]

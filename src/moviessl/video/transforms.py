@@ -107,8 +107,8 @@ def normalize(x: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
     """``(x - mean) / std`` over the channel dimension at ``-4`` ((C,T,H,W) or (B,C,T,H,W)), x in [0, 1]."""
     # made on the host and copied without waiting: made on a GPU (``as_tensor(..., device=)``), each
     # was a blocking copy that first waited for all the work queued there, twice a training step
-    m = torch.as_tensor(mean, dtype=x.dtype).to(x.device, non_blocking=True).view(-1, 1, 1, 1)
-    s = torch.as_tensor(std, dtype=x.dtype).to(x.device, non_blocking=True).view(-1, 1, 1, 1)
+    m = torch.as_tensor(mean, dtype=x.dtype, device="cpu").to(x.device, non_blocking=True).view(-1, 1, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device="cpu").to(x.device, non_blocking=True).view(-1, 1, 1, 1)
     return (x - m).div_(s)
 
 

@@ -125,7 +125,8 @@ class MoDist(BackboneModule):
             b, h, w = v.shape[0], v.shape[-2], v.shape[-1]
             boxes, flips = (None, None), (None, None)
             if self.align_crops:  # the flow of clip i is cropped and flipped like its RGB view
-                hw = torch.tensor([h, w, h, w], dtype=torch.float32).to(p["box"].device, non_blocking=True)
+                hw = torch.tensor([h, w, h, w], dtype=torch.float32, device="cpu")
+                hw = hw.to(p["box"].device, non_blocking=True)
                 box = p["box"].float() / hw  # (a tensor made on the device was a blocking copy)
                 boxes, flips = box.split(b), p["flip"].split(b)
             elif self.dataset_crops:  # the dataset cropped the flow (its own box): only flip it here
