@@ -483,6 +483,61 @@ def test_a_frozen_verb_run_decodes_each_clip_once_and_trains_as_before(tmp_path,
     assert len(decodes) <= after["train_segments"]  # the input statistics' sample, as before
 
 
+@pytest.mark.parametrize("precision, folder", [("32-true", ""), ("64-true", "_float64")])
+def test_predict_of_a_frozen_verb_job_computes_the_splits_features_once(tmp_path, monkeypatch, precision, folder):
+    """--predict on the runs of a frozen verb job (`verb.backbone_lr_scale=0` with --videos) decoded
+    every segment of the split and ran the frozen Slow-D on it again for every seed. The split's
+    features are now computed once into the job's cache (found there: read) and every seed predicts
+    from them -- the same predictions and record, byte for byte; a seed whose saved Slow-D is not
+    --backbone's (BatchNorm statistics moved, as in runs trained before a frozen backbone stayed in
+    eval mode) still decodes its clips, which the cached features would not stand for. At 64-true
+    the runs scored float64 features, in a folder of their own."""
+    import json
+    import shutil
+
+    from moviessl.tasks.vidsitu import data as vdata
+    from moviessl.tasks.vidsitu import runner
+
+    root, videos, net, bb = _tiny_synth_and_backbone(tmp_path)
+    splits = root / "vidsitu" / "vidsitu_annotations" / "split_files"
+    broken = videos / f"{json.loads((splits / 'vseg_split_valid_lb.json').read_text())[0]}.mp4"
+    broken.write_bytes(broken.read_bytes()[:2000])  # an eval video that no longer decodes: a fallback entry
+    decodes = []
+    decode = vdata.ClipSource.__getitem__
+    monkeypatch.setattr(vdata.ClipSource, "__getitem__", lambda self, i: decodes.append(i) or decode(self, i))
+    cfg = {"verb": {"epochs": 1, "backbone_lr_scale": 0.0}, "trainer": {"progress_bar": False, "precision": precision}}
+    out = tmp_path / "verb"
+    segments = run_finetune("verb", root, videos=videos, backbone=bb, out=out, seeds=2, cfg=cfg)["eval_segments"]
+    for cache in out.glob("features_*"):  # the split's features not computed yet, as a test split's
+        shutil.rmtree(cache)
+
+    def predict(cached=True):
+        decodes.clear()
+        with monkeypatch.context() as m:
+            if not cached:  # the path as it was: each seed's model runs its Slow-D on the clips
+                m.setattr(runner, "frozen_clips", lambda p: False)
+            rec = runner.run_predict("verb", root, "valid", videos=videos, backbone=bb, out=out, seeds=2, cfg=cfg)
+        assert rec["runs"][1]["metrics"]["eval_failed_decode"] == 1
+        files = [out / "predict_valid.json", *(out / f"seed{s}" / "predictions_valid.pkl" for s in (0, 1))]
+        return [f.read_bytes() for f in files], len(decodes)
+
+    before, decoded = predict(cached=False)
+    assert decoded == 2 * segments
+    assert predict() == (before, segments)  # each clip once, for both seeds
+    (cache,) = out.glob("features_*")  # features_<backbone>_<clips>, + _float64 at 64-true: the scored features'
+    assert cache.name.endswith(folder) and cache.name.count("_") == 2 + bool(folder)
+    assert predict() == (before, 1)  # read from the cache; the broken video is tried again (nothing cached)
+
+    model_pt = out / "seed1" / "model.pt"
+    obj = torch.load(model_pt, weights_only=False)
+    var = next(k for k in obj["state_dict"] if k.startswith("encoder.backbone.") and k.endswith("running_var"))
+    obj["state_dict"][var] = obj["state_dict"][var] * 2
+    torch.save(obj, model_pt)
+    moved, decoded = predict(cached=False)
+    assert moved[2] != before[2] and moved[1] == before[1]
+    assert predict() == (moved, 1 + segments)  # seed 0 from the cache, seed 1 from its clips
+
+
 def test_frozen_clip_features_are_computed_as_the_run_computed_them(tmp_path):
     """The cache of a frozen verb run holds the features its steps computed: under bf16-mixed the
     training clips' under autocast, in a folder of their own (SRL's and relation's float32 cache

@@ -11,7 +11,7 @@ Layout of ``out``::
     features_{backbone}_{clips}/      --videos with a frozen backbone: the event features, per clip geometry
     features_{backbone}_{clips}_{how}/  a frozen verb run's features computed otherwise than in plain float32:
                                       at another precision or under autocast (the training clips'; at 64-true
-                                      also the scored ones', _float64), or in float32 under a set
+                                      also the scored and --predict's, _float64), or in float32 under a set
                                       trainer.matmul_precision (the training clips', e.g. _float32_high)
     seed{S}/config.yaml               the run's own (its seed)
     seed{S}/predictions.pkl           VidSitu submission (list of dicts, keyed by ann_idx)
@@ -217,70 +217,89 @@ def cache_frozen_clips(p: "Prepared", out: Path, videos: str | os.PathLike, back
     the same failure), the same batches and random draws, the same model, predictions and exports.
     The settings hash is unchanged: the results are the same."""
     cfg = p.cfg
-    device = trainer_device(cfg.trainer)
-    train_mode, eval_mode = frozen_clip_modes(cfg.trainer, device)
+    train_mode, eval_mode = frozen_clip_modes(cfg.trainer, trainer_device(cfg.trainer))
     # the end-to-end input statistics: float32 features of the same sample of train segments
     sample = stats_rows(len(p.train_data))
     wanted = [(p.train_data, range(len(p.train_data)), train_mode), (p.eval_data, range(len(p.eval_data)), eval_mode)]
     if train_mode != FULL:
         wanted.append((p.train_data, sample, FULL))
-    net = build_arch(p.backbone_obj["arch"])
-    net.load_state_dict(p.backbone_obj["state_dict"])
-    net.eval()
-    got: list[tuple[torch.Tensor, dict[int, str], torch.Tensor | None]] = []
-    for data, rows, mode in wanted:
-        src = data.x
-        folder = frozen_cache_dir(out, backbone, videos, cfg.data, mode)
-        vsegs = [data.vsegs[i] for i in rows]
-        paths = [src.paths[i] for i in rows]
-        clips = ClipSource(paths, src.num_frames, src.stride, src.short_side, src.crop, src.crop_mode)
-        dtype, half = getattr(torch, mode[0]), None if mode[1] is None else getattr(torch, mode[1])
-        dev = torch.device(device).type
-        run = net.to(device, dtype)  # float32 -> float64 -> float32 is exact: one copy serves every mode
-        errors: dict[str, str] = {}
-        with matmul_precision(mode[2]):
-            extract_features(
-                run, clips, vsegs, folder, device=device, num_workers=cfg.data.num_workers, autocast=half, errors=errors
-            )
-            blank = None
-            if errors:  # what a clip that fails mid-run gives: the backbone's features of its grey stand-in
-                cast = contextlib.nullcontext() if half is None else torch.autocast(dev, dtype=half)
-                with torch.no_grad(), cast:
-                    grey = run(to_model_input(clips.blank().to(device), dtype))
-                blank = (grey.double() if grey.dtype == torch.float64 else grey.float()).cpu()
-        feats = torch.zeros(len(vsegs), 5, p.in_dim, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
-        bad = {}
-        for k, v in enumerate(vsegs):
-            if v in errors:
-                bad[k] = errors[v]
-                continue
-            path = folder / f"{v}_feats.npy"
-            try:
-                arr = np.load(path, allow_pickle=False)
-            except (OSError, ValueError, EOFError) as e:
-                raise BadInputError(path, f"unreadable cached features ({type(e).__name__}); delete it") from None
-            if arr.shape != tuple(feats.shape[1:]):
-                want = tuple(feats.shape[1:])
-                raise BadInputError(path, f"cached features of shape {arr.shape}, expected {want}; delete it")
-            feats[k] = torch.from_numpy(arr)
-        got.append((feats, bad, blank))
-    (tx, terr, tblank), (ex, eerr, eblank) = got[:2]
+    net = frozen_net(p.backbone_obj)
+    got = [frozen_features(p, net, data, rows, mode, out, videos, backbone) for data, rows, mode in wanted]
+    train, evals = got[:2]
     if train_mode == FULL:
-        sx, serr = tx[sample], {k for k, i in enumerate(sample) if i in terr}
+        sx, serr = train.feats[sample], {k for k, i in enumerate(sample) if i in train.errors}
     else:
-        sx, serr = got[2][:2]
+        sx, serr = got[2].feats, got[2].errors
     ok = [k for k in range(len(sx)) if k not in serr]
     if not ok:
         raise BadInputError(None, f"none of the {len(sx)} training videos read for input statistics decoded")
     stats = feature_stats(sx[ok])
-    train = FrozenClipFeatures(tx, terr, tblank, p.train_data.x.paths)
-    evals = FrozenClipFeatures(ex, eerr, eblank, p.eval_data.x.paths)
     return dataclasses.replace(
         p,
         train_data=dataclasses.replace(p.train_data, x=train),
         eval_data=dataclasses.replace(p.eval_data, x=evals),
         input_stats=stats,
     )
+
+
+def frozen_net(backbone_obj: dict) -> torch.nn.Module:
+    """The frozen Slow-D as a run builds it (its checkpoint's weights loaded into float32), in eval mode."""
+    net = build_arch(backbone_obj["arch"])
+    net.load_state_dict(backbone_obj["state_dict"])
+    return net.eval()
+
+
+def frozen_features(
+    p: "Prepared",
+    net: torch.nn.Module,
+    data,
+    rows: Sequence[int],
+    mode: tuple,
+    out: Path,
+    videos: str | os.PathLike,
+    backbone: str | os.PathLike,
+) -> FrozenClipFeatures:
+    """``net``'s features of the clips of ``data`` (``p``'s clips of one split) at ``rows``, computed
+    as ``mode`` says (:func:`frozen_clip_modes`) into its cache folder (:func:`frozen_cache_dir`;
+    segments found there are read, not decoded), with each clip that fails to decode and the
+    features of the grey clips a failed one gives in a run."""
+    cfg = p.cfg
+    device = trainer_device(cfg.trainer)
+    src = data.x
+    folder = frozen_cache_dir(out, backbone, videos, cfg.data, mode)
+    vsegs = [data.vsegs[i] for i in rows]
+    paths = [src.paths[i] for i in rows]
+    clips = ClipSource(paths, src.num_frames, src.stride, src.short_side, src.crop, src.crop_mode)
+    dtype, half = getattr(torch, mode[0]), None if mode[1] is None else getattr(torch, mode[1])
+    dev = torch.device(device).type
+    run = net.to(device, dtype)  # float32 -> float64 -> float32 is exact: one copy serves every mode
+    errors: dict[str, str] = {}
+    with matmul_precision(mode[2]):
+        extract_features(
+            run, clips, vsegs, folder, device=device, num_workers=cfg.data.num_workers, autocast=half, errors=errors
+        )
+        blank = None
+        if errors:  # what a clip that fails mid-run gives: the backbone's features of its grey stand-in
+            cast = contextlib.nullcontext() if half is None else torch.autocast(dev, dtype=half)
+            with torch.no_grad(), cast:
+                grey = run(to_model_input(clips.blank().to(device), dtype))
+            blank = (grey.double() if grey.dtype == torch.float64 else grey.float()).cpu()
+    feats = torch.zeros(len(vsegs), 5, p.in_dim, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+    bad = {}
+    for k, v in enumerate(vsegs):
+        if v in errors:
+            bad[k] = errors[v]
+            continue
+        path = folder / f"{v}_feats.npy"
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise BadInputError(path, f"unreadable cached features ({type(e).__name__}); delete it") from None
+        if arr.shape != tuple(feats.shape[1:]):
+            want = tuple(feats.shape[1:])
+            raise BadInputError(path, f"cached features of shape {arr.shape}, expected {want}; delete it")
+        feats[k] = torch.from_numpy(arr)
+    return FrozenClipFeatures(feats, bad, blank, paths)
 
 
 def _contextualizer(
@@ -898,6 +917,46 @@ def saved_dtypes(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor])
     return model
 
 
+def predict_inputs(
+    p: Prepared,
+    model: torch.nn.Module,
+    out: Path,
+    videos: str | os.PathLike | None,
+    backbone: str | os.PathLike | None,
+    computed: dict,
+    where: Path | None = None,
+):
+    """What a seed's ``model`` (loaded from its ``model.pt``) predicts ``p``'s eval split from: its
+    clips, or for a frozen verb job (:func:`frozen_clips`) the frozen Slow-D's features of them,
+    computed once into the job's cache as scoring computed them (:func:`frozen_features`: the folder
+    of the eval mode, so a split training scored is read, not decoded) and kept in ``computed`` for
+    the other seeds -- the same predictions. Only where the model's Slow-D is the one the features
+    come from, every weight and buffer: a frozen backbone keeps its BatchNorm statistics too
+    (``TaskModule.frozen_in_eval``), but runs trained before it did moved theirs, and those seeds
+    decode their clips as before."""
+    if not frozen_clips(p):
+        return p.eval_data
+    if "net" not in computed:
+        computed["net"] = frozen_net(p.backbone_obj)
+    net, saved = computed["net"], model.encoder.backbone.state_dict()
+    given = net.state_dict()
+    if saved.keys() != given.keys() or any(
+        not torch.equal(t, given[k].to(t.device, t.dtype)) for k, t in saved.items()
+    ):
+        log.info(
+            "%s: its Slow-D differs from --backbone's (a run from before frozen kept BatchNorm statistics): "
+            "its clips are decoded",
+            where,
+        )
+        return p.eval_data
+    # the weights' dtype, as the model ran its Slow-D on clips: float64 at 64-true, no autocast
+    mode = ("float64", None, None) if param_dtype(model.encoder.backbone) == torch.float64 else FULL
+    if mode not in computed:
+        feats = frozen_features(p, net, p.eval_data, range(len(p.eval_data)), mode, out, videos, backbone)
+        computed[mode] = dataclasses.replace(p.eval_data, x=feats)
+    return computed[mode]
+
+
 CLIP_KEYS = ("num_frames", "stride", "resize")  # the data settings of --videos' clips
 
 
@@ -972,7 +1031,8 @@ def run_predict(
     The runs must be those of these arguments: the settings are hashed as the training job does,
     with its own eval split, and a seed whose ``metrics.json`` holds other settings (another input
     folder, contextualizer or config) is refused -- its model would be another model than asked for.
-    ``split`` is predicted whole: a ``data.split_file`` the runs were scored on (a subset) is not applied."""
+    ``split`` is predicted whole: a ``data.split_file`` the runs were scored on (a subset) is not applied.
+    A frozen verb job's seeds predict from the split's features, computed once (:func:`predict_inputs`)."""
     import dataclasses
 
     if int(seeds) < 1:
@@ -1021,6 +1081,7 @@ def run_predict(
         scored = scorable(p.eval_split)
         device = trainer_device(cfg.trainer)
         runs = []
+        computed: dict = {}  # a frozen verb job's features of the split, computed for its first seed
         with threads(cfg.threads):
             for seed in seed_list:
                 run_dir = out / f"seed{seed}"
@@ -1030,7 +1091,7 @@ def run_predict(
                 preds = predict_split(
                     p.spec,
                     model,
-                    p.eval_data,
+                    predict_inputs(p, model, out, videos, backbone, computed, run_dir / "model.pt"),
                     p.eval_split,
                     cfg.data.eval_batch_size,
                     num_workers=cfg.data.num_workers,
