@@ -538,6 +538,50 @@ def test_predict_of_a_frozen_verb_job_computes_the_splits_features_once(tmp_path
     assert predict() == (moved, 1 + segments)  # seed 0 from the cache, seed 1 from its clips
 
 
+def test_cached_frozen_clip_features_are_made_on_the_cpu_whatever_the_default_device(tmp_path, monkeypatch):
+    """A frozen verb run's cached features were put into a tensor made on torch's default device:
+    under a user's ``torch.set_default_device("cuda")`` on the GPU, beside the CPU features of a
+    failed video's grey clips, and the batch that held both could not be stacked. They are made on
+    the CPU, the values those made before. (The backbone is built, and the clips extracted, outside
+    the stand-in default device: meta can neither build a network's weights nor draw a loader's seed.)"""
+    import json
+
+    from default_device import gpu_like_default_device
+    from moviessl.config import load_config
+    from moviessl.tasks.vidsitu import runner
+    from moviessl.tasks.vidsitu.data import SegmentDataset, collate
+
+    root, videos, net, bb = _tiny_synth_and_backbone(tmp_path)
+    splits = root / "vidsitu" / "vidsitu_annotations" / "split_files"
+    broken = videos / f"{json.loads((splits / 'vseg_split_valid_lb.json').read_text())[0]}.mp4"
+    broken.write_bytes(broken.read_bytes()[:2000])  # its features: the grey clips', on the CPU
+    cfg = load_config("vidsitu", "cpu", ["verb.backbone_lr_scale=0"])
+    out = tmp_path / "out"
+    p = runner.prepare("verb", root, out, cfg, videos=videos, backbone=bb)
+    cpu = runner.cache_frozen_clips(p, out, videos, bb)
+    built, extract = runner.frozen_net(p.backbone_obj), runner.extract_features
+
+    def extract_on_the_cpu(*a, **k):
+        torch.set_default_device(None)
+        try:
+            return extract(*a, **k)
+        finally:
+            torch.set_default_device("meta")
+
+    monkeypatch.setattr(runner, "frozen_net", lambda obj: built)
+    monkeypatch.setattr(runner, "extract_features", extract_on_the_cpu)
+    with gpu_like_default_device():
+        got = runner.cache_frozen_clips(p, out, videos, bb)
+        batch = collate([SegmentDataset(got.eval_data)[i] for i in range(len(got.eval_data))])
+    ok = ~batch["failed"]
+    assert ok.sum() == len(ok) - 1
+    assert all(t.device.type == "cpu" for t in (got.train_data.x.feats, got.eval_data.x.feats, *got.input_stats))
+    assert torch.equal(got.train_data.x.feats, cpu.train_data.x.feats)
+    assert all(torch.equal(a, b) for a, b in zip(got.input_stats, cpu.input_stats))
+    assert torch.equal(batch["x"][ok], cpu.eval_data.x.feats[ok])
+    assert torch.equal(batch["x"][~ok][0], cpu.eval_data.x.blank())
+
+
 def test_frozen_clip_features_are_computed_as_the_run_computed_them(tmp_path):
     """The cache of a frozen verb run holds the features its steps computed: under bf16-mixed the
     training clips' under autocast, in a folder of their own (SRL's and relation's float32 cache

@@ -262,7 +262,9 @@ def frozen_features(
     """``net``'s features of the clips of ``data`` (``p``'s clips of one split) at ``rows``, computed
     as ``mode`` says (:func:`frozen_clip_modes`) into its cache folder (:func:`frozen_cache_dir`;
     segments found there are read, not decoded), with each clip that fails to decode and the
-    features of the grey clips a failed one gives in a run."""
+    features of the grey clips a failed one gives in a run. On the CPU, beside those grey clips'
+    features, as a loader ships a batch: under a user's ``torch.set_default_device("cuda")`` they
+    were made on the GPU, and a batch holding both could not be stacked."""
     cfg = p.cfg
     device = trainer_device(cfg.trainer)
     src = data.x
@@ -284,7 +286,8 @@ def frozen_features(
             with torch.no_grad(), cast:
                 grey = run(to_model_input(clips.blank().to(device), dtype))
             blank = (grey.double() if grey.dtype == torch.float64 else grey.float()).cpu()
-    feats = torch.zeros(len(vsegs), 5, p.in_dim, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+    stored = torch.float64 if dtype == torch.float64 else torch.float32
+    feats = torch.zeros(len(vsegs), 5, p.in_dim, dtype=stored, device="cpu")
     bad = {}
     for k, v in enumerate(vsegs):
         if v in errors:
