@@ -206,7 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with _sigterm_as_interrupt(), contextlib.ExitStack() as quiet:
                 if not speaks:
-                    quiet.enter_context(contextlib.redirect_stdout(quiet.enter_context(open(os.devnull, "w"))))
+                    # any text: opened in the locale's encoding, under an ASCII one (LC_ALL=C) the
+                    # summary table's ``±`` that every rank prints ended this rank in a traceback
+                    nowhere = open(os.devnull, "w", encoding="utf-8", errors="ignore")
+                    quiet.enter_context(contextlib.redirect_stdout(quiet.enter_context(nowhere)))
                     if not args.verbose:
                         quiet.enter_context(_warnings_only())
                 rc = args.func(args)

@@ -516,3 +516,31 @@ def test_stdout_of_a_locale_without_utf8_takes_any_text(tmp_path, monkeypatch):
         timeout=120,
     )
     assert done.returncode == 0 and b"mean \\xb1" in done.stdout and not done.stderr
+
+
+def test_a_rank_that_does_not_speak_takes_any_text_under_an_ascii_locale(tmp_path):
+    """A process of a multi-process job other than rank 0 writes its stdout to os.devnull, which was
+    opened in the locale's encoding: under LC_ALL=C with PYTHONUTF8=0 (ASCII) the summary table's ``±``
+    that every rank prints after training ended that rank in a UnicodeEncodeError traceback, though
+    rank 0's own stdout escapes it. What goes nowhere is written in any encoding."""
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from moviessl import cli\n"
+        "from moviessl.tasks.base import write_summary\n"
+        "from moviessl.tasks.vidsitu import TASKS\n"
+        "folder = Path(sys.argv[1])\n"
+        "row = {'cider': 40.0, 'cider_verb': 30.0, 'cider_arg': 20.0, 'rouge_l': 35.0, 'lea': 45.0}\n"
+        "runs = [{'seed': k, 'metrics': row} for k in range(2)]\n"
+        "write_summary(folder, runs, TASKS['srl'].metric_keys, 'srl', 'VidSitu srl', task='srl')\n"
+        "cli.speaks_for_job = lambda: False  # a rank other than 0\n"
+        "sys.exit(cli.main(['table', 'vidsitu', str(folder)]))\n"
+    )
+    (tmp_path / "runs").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "runs")],
+        env={**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"},
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and not done.stdout, done.stderr.decode(errors="replace")[-2000:]
