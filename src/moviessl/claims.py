@@ -384,12 +384,16 @@ def main(argv: list[str] | None = None) -> int:
     precision); with ``--compare``, the claims of every run side by side, a claim
     whose verdict differs between them marked fragile (with ``--readme``: the README's block marks
     those claims fragile, naming the other runs by ``--names``)."""
+    from .utils.io import stdout_taking_any_text
+
+    with stdout_taking_any_text():  # its tables' ± under an ASCII locale; a caller's stdout given back
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     import argparse
     import json
 
-    from .utils.io import stdout_writes_any_text
-
-    stdout_writes_any_text()  # its tables' ± under an ASCII locale
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("results")
     ap.add_argument("--readme", default=None)

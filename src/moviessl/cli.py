@@ -19,7 +19,7 @@ import threading
 from . import __version__
 from .dist import EVERY_RANK_KEY, end_process_group, speaks_for_job, stray_rank_vars
 from .errors import BadInputError, Terminated, os_error_line
-from .utils.io import removing_empty_out_dirs, stdout_writes_any_text
+from .utils.io import removing_empty_out_dirs, stdout_taking_any_text
 from .utils.progress import BarAwareHandler
 
 # (module providing add_parser) in the order shown by --help; each module is one stage.
@@ -162,7 +162,13 @@ def _ignore_dead_workers() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    stdout_writes_any_text()
+    # what stdout cannot write is escaped while the command runs; a caller's own stdout (a command
+    # called from Python) is given back as it was
+    with stdout_taking_any_text():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     # A rank variable inherited from a parent shell or job, not set by a launcher: Lightning reads it
     # as this process's rank when it is imported (building the parser may import it), so the process
     # took itself for rank 1, printed nothing, wrote no config.yaml, took no folder lock and logged

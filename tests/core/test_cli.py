@@ -544,3 +544,22 @@ def test_a_rank_that_does_not_speak_takes_any_text_under_an_ascii_locale(tmp_pat
         timeout=120,
     )
     assert done.returncode == 0 and not done.stdout, done.stderr.decode(errors="replace")[-2000:]
+
+
+def test_main_gives_the_callers_stdout_back_as_it_was(tmp_path, monkeypatch):
+    """``cli.main`` gives an ASCII stdout an error handler that escapes what it cannot write; called
+    from Python (a notebook, a script under LC_ALL=C) it left the caller's stdout so for good, every
+    later print of the caller's escaped where it raised. The handler is the command's only: the
+    caller's own is put back when the command returns."""
+    import io
+
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="ascii", errors="strict", write_through=True)
+    monkeypatch.setattr(sys, "stdout", out)
+    assert cli.main(["table", "vidsitu", str(tmp_path / "none")]) == 2  # (no runs there)
+    assert out.errors == "strict"
+    try:
+        cli.main(["--help"])
+    except SystemExit:
+        pass
+    assert out.errors == "strict" and b"\\xb1" in raw.getvalue()  # --help's ± escaped meanwhile

@@ -224,21 +224,39 @@ def _escape_unencodable(e: UnicodeError) -> tuple[str | bytes, int]:
 codecs.register_error("moviessl.stdout", _escape_unencodable)  # by name: reconfigure takes a name
 
 
-def stdout_writes_any_text() -> None:
+def stdout_writes_any_text() -> str | None:
     """Under a locale whose encoding is not UTF-8 (``LC_ALL=C`` with ``PYTHONUTF8=0``: ASCII) stdout
     refused the ``±`` of a summary table, the ``§`` of a help text or a phrase's accent: ``moviessl
     --help`` and ``finetune --seeds 2`` (after every seed had trained) ended in a UnicodeEncodeError
-    traceback. Such characters are escaped instead; a UTF-8 stdout is left as it is."""
+    traceback. Such characters are escaped instead; a UTF-8 stdout is left as it is. Returns the
+    error handler it replaced (None: left as it is)."""
     out = sys.stdout
     enc = getattr(out, "encoding", None)
     if not enc or not callable(getattr(out, "reconfigure", None)):
-        return
+        return None
     try:
         if codecs.lookup(enc).name in ("utf-8", "utf-16", "utf-32"):
-            return
+            return None
+        before = out.errors
         out.reconfigure(errors="moviessl.stdout")
     except (LookupError, ValueError, OSError, AttributeError):  # an odd stream: left as it is
-        return
+        return None
+    return before
+
+
+@contextlib.contextmanager
+def stdout_taking_any_text():
+    """:func:`stdout_writes_any_text` inside, the caller's stdout given back as it was after: a
+    command called from Python (``cli.main`` in a notebook or a script) left the caller's own prints
+    escaped for good where they raised."""
+    out = sys.stdout
+    before = stdout_writes_any_text()
+    try:
+        yield
+    finally:
+        if before is not None and getattr(out, "errors", None) == "moviessl.stdout":
+            with contextlib.suppress(ValueError, OSError, AttributeError):
+                out.reconfigure(errors=before)
 
 
 def json_ready(obj: Any) -> Any:
