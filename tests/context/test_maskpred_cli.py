@@ -450,3 +450,49 @@ def test_batches_are_pinned_only_for_a_run_on_a_gpu(feats, tmp_path, monkeypatch
     with pytest.raises(_Stop):
         cp.pretrain_context([feats[0]], tmp_path / "run", cfg)
     assert seen["pin"] == (pinned, pinned)
+
+
+def test_a_run_started_with_sizes_naming_the_whole_window_resumes_with_those_it_drew(feats, tmp_path, caplog):
+    """Sizes stop at data.window - 1 (a span keeps one token visible) and an explicit window size is
+    one line; a run started before that with ``maskpred.mask_sizes=[1,2,3,4,5]`` at window 5 (which
+    drew 1..4) saved them in its config.yaml and checkpoint, and its --resume with its own settings
+    was refused: a long job could not be continued. It goes on with the sizes it drew, as a run
+    resumed with those does, step for step; the same sizes on a fresh run, or on a resume of a run
+    that never recorded them, stay refused."""
+    import json
+    import logging
+    import shutil
+
+    def run(out, sizes, steps, resume=True):
+        args = ["pretrain-context", "--features", feats[0], "--out", out, *(["--resume"] if resume else [])]
+        return main([*map(str, args), f"maskpred.mask_sizes={sizes}", f"trainer.max_steps={steps}", *FAST])
+
+    new, old = tmp_path / "new", tmp_path / "old"
+    assert run(new, "[1,2,3,4]", 2, resume=False) == 0
+    shutil.copytree(new, old)
+    # the old run's folder: its config.yaml and its checkpoints' hyper-parameters name the window
+    conf = yaml.safe_load((old / "config.yaml").read_text())
+    conf["maskpred"]["mask_sizes"] = [1, 2, 3, 4, 5]
+    (old / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
+    for ck in (old / "checkpoints").glob("*.ckpt"):
+        obj = torch.load(ck, map_location="cpu", weights_only=False)
+        obj["hyper_parameters"]["cfg"]["maskpred"]["mask_sizes"] = [1, 2, 3, 4, 5]
+        torch.save(obj, ck)
+
+    assert run(new, "[1,2,3,4]", 4) == 0
+    with caplog.at_level(logging.INFO, logger="moviessl"):
+        assert run(old, "[1,2,3,4,5]", 4) == 0
+    said = [r.getMessage() for r in caplog.records if "maskpred.mask_sizes=[1, 2, 3, 4, 5]" in r.getMessage()]
+    assert len(said) == 1 and "drew [1, 2, 3, 4]" in said[0], said
+    a, b = (torch.load(f / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False) for f in (new, old))
+    assert a["global_step"] == b["global_step"] == 4
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    assert load_checkpoint(old / "model.pt", stage="context")["meta"]["mask_sizes"] == [1, 2, 3, 4]
+    # config.yaml says what it goes on with; the part it kept still tells the next resume the same
+    assert yaml.safe_load((old / "config.yaml").read_text())["maskpred"]["mask_sizes"] == [1, 2, 3, 4]
+    assert "maskpred.mask_sizes=[1,2,3,4,5]" in json.loads((old / "run.json").read_text())["overrides"]
+    assert run(old, "[1,2,3,4,5]", 5) == 0
+    # the window named on a run that never recorded it: refused, before and after a start
+    assert run(tmp_path / "fresh", "[1,2,3,4,5]", 2, resume=False) == 2
+    assert run(new, "[1,2,3,4,5]", 5) == 2

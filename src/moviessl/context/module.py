@@ -46,6 +46,18 @@ def mask_sizes(cfg: ContextConfig) -> list[int]:
         raise BadInputError("maskpred.mask_sizes", f"{e} (data.window={cfg.data.window})") from None
 
 
+def sizes_drawn(sizes: list[int] | None, window: int) -> list[int] | None:
+    """The mask sizes a run recorded as ``sizes`` at ``window`` drew, for a record made before sizes
+    stopped at ``window - 1`` (:func:`~moviessl.context.maskpred.mask_size_set`; ``alpha = 1``
+    recorded 1..window, an explicit window was accepted): a span keeps one token visible, so only the
+    sizes up to ``window - 1`` were drawn (uniformly over those), or ``window - 1`` when none was.
+    Sizes within the window are returned as they are."""
+    top = max(1, int(window) - 1)
+    if not sizes or max(sizes) <= top:
+        return sizes
+    return [s for s in sizes if s <= top] or [top]
+
+
 def check_txe(cfg: ContextConfig) -> None:
     """One line, named by this stage's keys, for TxE settings that cannot build or cannot read a
     ``data.window``-token window -- before any feature file is read (the window otherwise failed only
@@ -84,12 +96,9 @@ class MaskPredModule(pl.LightningModule):
                 p = TXE_PRESETS[model["txe"]]["dropout"] if p is None else p
                 ov = {"activation": "gelu", "attn_dropout": p, "ffn_dropout": p, **ov}
             cfg = {**cfg, "model": {**model, "txe_overrides": ov}}
-            sizes, top = cfg["maskpred"].get("mask_sizes"), max(1, int(cfg["data"]["window"]) - 1)
-            if sizes and max(sizes) > top:
-                # resolved before sizes stopped at window - 1 (alpha = 1 recorded 1..window): a full
-                # window drew only the sizes up to window - 1, or window - 1 when none was
-                kept = [s for s in sizes if s <= top] or [top]
-                cfg = {**cfg, "maskpred": {**cfg["maskpred"], "mask_sizes": kept}}
+            # resolved before sizes stopped at window - 1: rebuilt with the sizes the run drew
+            sizes = sizes_drawn(cfg["maskpred"].get("mask_sizes"), cfg["data"]["window"])
+            cfg = {**cfg, "maskpred": {**cfg["maskpred"], "mask_sizes": sizes}}
             cfg = from_dict("context", cfg)
         mpc = cfg.maskpred
         if mpc.sampling not in ("uniform", "max_discrepancy"):

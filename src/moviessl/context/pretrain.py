@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -11,6 +12,7 @@ from typing import Any, Sequence
 
 from torch.utils.data import DataLoader
 
+from ..config import _asked_of, _note_asked, read_saved_config
 from ..data.vidsitu import resolve_ann_root, segment_splits
 from ..dist import pins_memory
 from ..errors import BadInputError
@@ -22,6 +24,7 @@ from ..training import (
     fit,
     keeps_random_streams,
     keeps_threads,
+    last_checkpoint,
     planned_world_size,
     refuse_changed_on_resume,
     refuse_earlier_run,
@@ -31,7 +34,7 @@ from ..training import (
 from ..utils import plural
 from ..utils.io import atomic_write_json, ensure_out_dir
 from .config import ContextConfig
-from .module import MaskPredModule, check_txe, mask_sizes
+from .module import MaskPredModule, check_txe, mask_sizes, sizes_drawn
 from .windows import MIN_VIDEOS_TO_HOLD_OUT, FeatureWindows, PaddedForShards, split_ids
 
 log = logging.getLogger("moviessl.context")
@@ -166,6 +169,45 @@ def held_out(out: Path, stores: Sequence[FeatureStore], ids: list, fraction: flo
     return train, val
 
 
+def sizes_the_run_drew(out: str | os.PathLike, cfg: ContextConfig, resume: bool) -> ContextConfig:
+    """``cfg`` with the mask sizes its run drew, on a ``--resume`` of a run started before sizes
+    stopped at ``data.window - 1`` with sizes that named the whole window (its ``config.yaml``, or a
+    part of it, records them): resumed with its own settings (its overrides again, or its config.yaml
+    as the preset), such a run was refused by the check a new run's explicit window size meets, and a
+    long job could not be continued. Read as its checkpoint's hyper-parameters are
+    (:func:`~moviessl.context.module.sizes_drawn`), with one line saying so; sizes its run never
+    recorded, or any on a run that has not trained, are left to that check."""
+    sizes, window = cfg.maskpred.mask_sizes, cfg.data.window
+    kept = sizes_drawn(sizes, window)
+    if not resume or kept == sizes or last_checkpoint(out) is None:
+        return cfg
+    wanted = sorted({int(s) for s in sizes})
+    for path in sorted(Path(out).glob("config*.yaml")):  # config.yaml and the parts a resume kept
+        try:
+            saved = read_saved_config(path)
+            recorded = saved["maskpred"]["mask_sizes"]
+            same = int(saved["data"]["window"]) == window and sorted({int(s) for s in recorded}) == wanted
+        except (OSError, BadInputError, KeyError, TypeError, ValueError):  # not this run's record of them
+            continue
+        if same:
+            break
+    else:
+        return cfg
+    log.info(
+        "maskpred.mask_sizes=%s, as %s records them, reach past data.window - 1 = %d, which no span draws: "
+        "the run drew %s and goes on with them",
+        wanted,
+        path,
+        max(1, window - 1),
+        kept,
+    )
+    out_cfg = dataclasses.replace(cfg, maskpred=dataclasses.replace(cfg.maskpred, mask_sizes=kept))
+    asked = _asked_of(cfg)  # run.json keeps the preset and overrides as they were given
+    if asked is not None:
+        _note_asked(out_cfg, asked)
+    return out_cfg
+
+
 def validation_loader(val: FeatureWindows, batch_size: int, world: int | None = None, **kwargs: Any) -> DataLoader:
     """The held-out windows in order, each scored once whatever the number of processes ``world``
     (None: those of the process group the run is launched in; :class:`~moviessl.context.windows.PaddedForShards`)."""
@@ -192,6 +234,7 @@ def pretrain_context(
     Writes ``OUT/config.yaml``, ``OUT/checkpoints/last.ckpt``, ``OUT/logs/metrics.csv``,
     ``OUT/curves.png`` and the exported TxE ``OUT/model.pt`` (stage ``context``)."""
     setup_machine(cfg.trainer)
+    cfg = sizes_the_run_drew(out, cfg, resume)
     mask_sizes(cfg)  # before any feature is read
     check_txe(cfg)
     out = ensure_out_dir(out)
