@@ -71,3 +71,16 @@ def test_a_masked_instance_step_waits_for_nothing(tmp_path, counted):
     args += ["--teacher", tmp_path / "teacher.pt"]
     assert main([*map(str, args), "data.batch_size=4", f"trainer.max_steps={STEPS}", "trainer.progress_bar=false"]) == 0
     assert counted.total() == 0, counted.report()
+
+
+def test_the_host_hooks_pass_a_batch_through_without_a_trainer():
+    """The hooks that make a training batch's masks on the host asked ``self.trainer is not None``,
+    but Lightning's ``trainer`` property raises when none is attached: a module stepped by hand in
+    Lightning's order (``on_before_batch_transfer``, then ``training_step``, which draws the masks
+    itself when the batch has none) met RuntimeError. Without a trainer the batch goes through as it is."""
+    mp_cfg = load_config("context", "cpu", ["maskpred.queue_size=64", "maskpred.keys_per_sample=2"])
+    batch = {"x": torch.randn(2, 5, 8), "pad": torch.zeros(2, 5, dtype=torch.bool)}
+    assert MaskPredModule(mp_cfg, 8).on_before_batch_transfer(batch) is batch
+    ot = InstanceMaskingModule(load_config("ot_pretrain", "cpu", ["masking.action_weight=0"]), 8)
+    batch = {"x": {"kind": torch.zeros(2, 4, dtype=torch.long), "link": torch.zeros(2, 4, dtype=torch.long)}}
+    assert ot.on_before_batch_transfer(batch) is batch

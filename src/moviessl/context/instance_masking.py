@@ -214,7 +214,8 @@ class InstanceMaskingModule(pl.LightningModule):
         # the step drew them (nothing draws between this hook and the step): track_masks decides from
         # the tracks present and redraws spans while one has none, reading each count on the host, so
         # drawn from device tensors every step waited for the GPU some forty times
-        if self.trainer is not None and self.trainer.training and isinstance(batch, dict) and "x" in batch:
+        # _trainer: Lightning's `trainer` raises where none is attached (a module stepped by hand)
+        if self._trainer is not None and self._trainer.training and isinstance(batch, dict) and "x" in batch:
             x = batch["x"]
             masked = track_masks(x["link"], x["kind"], self.cfg.masking.track_fraction)
             batch = {**batch, HOST_MASKS: OnHost((masked, x["kind"] == INSTANCE))}

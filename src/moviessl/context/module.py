@@ -215,7 +215,8 @@ class MaskPredModule(pl.LightningModule):
         GPU, deciding it in the step from device tensors made the step wait for the device. The
         uniform span masks are drawn here (and where they fall), from the same CPU stream and in the
         same order as the step drew them: nothing draws between this hook and the step."""
-        if self.trainer is not None and self.trainer.training and isinstance(batch, dict) and "pad" in batch:
+        # _trainer: Lightning's `trainer` raises where none is attached (a module stepped by hand)
+        if self._trainer is not None and self._trainer.training and isinstance(batch, dict) and "pad" in batch:
             pad = batch["pad"]
             extra: dict[str, Any] = {SHORT_KEY: bool(((~pad).sum(1) < self.keys_per_sample).any())}
             if self.sampling == "uniform":
