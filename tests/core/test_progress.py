@@ -114,3 +114,40 @@ def test_a_bar_into_a_log_file_draws_a_line_per_30_s_not_per_item(monkeypatch):
         if p.name != "progress.py" and re.search(r"^\s*from tqdm", p.read_text(), re.M)
     ]
     assert direct == []
+
+
+def test_a_forked_childs_log_line_draws_no_bar(tmp_path, monkeypatch):
+    """A forked child (a DataLoader worker) inherits the command's handler and tqdm's list of bars as
+    they stood at the fork: its log line, written through tqdm.write, drew that stale copy of the
+    parent's bars again below it, over the parent's live ones. The child writes its line plainly."""
+    import logging
+    import multiprocessing
+    import os
+
+    from tqdm import std
+
+    from moviessl.utils.progress import BarAwareHandler
+
+    monkeypatch.setattr(std.tqdm, "monitor_interval", 0)  # no monitor thread across the fork
+    path = tmp_path / "stderr.txt"
+    log = logging.getLogger("moviessl.test_a_forked_child")
+    monkeypatch.setattr(log, "propagate", False)
+    with open(path, "w", encoding="utf-8") as f:
+        handler = BarAwareHandler(f)  # installed here, in the process that draws the bar
+        monkeypatch.setattr(log, "handlers", [handler])
+        bar = std.tqdm(total=10, desc="stalebar", file=f, mininterval=1e9, leave=False)
+        try:
+            bar.update(3)
+            f.flush()
+            start = os.path.getsize(path)
+            assert start > 0  # the bar was drawn
+            p = multiprocessing.get_context("fork").Process(target=lambda: log.warning("from the child"))
+            p.start()
+            p.join(60)
+            assert p.exitcode == 0
+            with open(path, encoding="utf-8") as g:
+                g.seek(start)
+                written = g.read()
+        finally:
+            bar.close()
+    assert written == "from the child\n", repr(written)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -162,12 +163,22 @@ class BarAwareHandler(logging.StreamHandler):
     """The command's log lines (stderr) through ``tqdm.write`` while a bar is drawn: a line logged then
     (a video ``extract`` skips, a bad clip met in training) was written where the bar's line ended,
     ``extract: ... videos 0/3]WARNING moviessl.features: skipping ...``; tqdm clears the bars, writes
-    the line on a line of its own and draws them again below it. Without a bar, the plain handler."""
+    the line on a line of its own and draws them again below it. Without a bar, the plain handler.
+
+    Only in the process that installed it: a forked child (a DataLoader worker, a decoding pool)
+    inherits the handler and tqdm's list of bars as they stood at the fork, and its ``tqdm.write``
+    drew that copy again (stale counts) below its line, over the parent's live bars, until the parent
+    next refreshed, and took tqdm's write lock, which a thread of the parent may have held at the
+    fork. A child writes its lines plainly."""
+
+    def __init__(self, stream=None):
+        super().__init__(stream)
+        self._pid = os.getpid()
 
     def emit(self, record: logging.LogRecord) -> None:
         from tqdm import std
 
-        if not getattr(std.tqdm, "_instances", None):
+        if os.getpid() != self._pid or not getattr(std.tqdm, "_instances", None):
             return super().emit(record)
         try:
             std.tqdm.write(self.format(record), file=self.stream)
