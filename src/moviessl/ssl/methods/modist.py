@@ -130,7 +130,9 @@ class MoDist(BackboneModule):
                 box = p["box"].float() / hw  # (a tensor made on the device was a blocking copy)
                 boxes, flips = box.split(b), p["flip"].split(b)
             elif self.dataset_crops:  # the dataset cropped the flow (its own box): only flip it here
-                whole = torch.tensor([[0.0, 0.0, 1.0, 1.0]], device=fl.device).expand(b, 4)
+                # made on the host and copied without waiting (made on the device it was a blocking copy)
+                whole = torch.tensor([[0.0, 0.0, 1.0, 1.0]], device="cpu").to(fl.device, non_blocking=True)
+                whole = whole.expand(b, 4)
                 boxes = (whole, whole)
             batch["flows"] = self.as_weights(
                 flow_augment(
