@@ -339,7 +339,7 @@ def gather_objects(obj) -> list:
     return out
 
 
-def global_mean_share(n_local: float, device: torch.device | str | None = None) -> float:
+def global_mean_share(n_local: float | torch.Tensor, device: torch.device | str | None = None) -> float | torch.Tensor:
     """``n_local * world / n_global``: the factor that turns this process's mean over its own
     ``n_local`` items (masked tokens, labelled events, target tokens; a weighted loss's summed
     weights) into its share of the mean over every process's items, once DDP has averaged the
@@ -349,16 +349,37 @@ def global_mean_share(n_local: float, device: torch.device | str | None = None) 
     step, whatever its own count. 1.0 without a process group, so that the caller's loss, and a
     one-process run, stay bit-identical (the caller multiplies only under DDP); 1.0 also where no
     process holds an item (every loss is then a zero without gradient). ``device``: the loss's; None
-    takes the group's own (this GPU under NCCL, else the CPU, whatever torch's default device)."""
+    takes the group's own (this GPU under NCCL, else the CPU, whatever torch's default device).
+
+    ``n_local`` a number or a tensor (a count made on the device); under a group the share is a
+    float64 tensor of shape () on ``device`` (:func:`times_share` multiplies by it): read on the host,
+    the reduced count waited for all the work queued on the GPU at every step. The count is made
+    where it is reduced by a fill, not copied from the host (a blocking copy)."""
     if not is_dist():
         return 1.0
     if device is None:  # a CPU tensor fails NCCL's all-reduce
         device = _nccl_device() or torch.device("cpu")
     # float64: exact counts; gloo reduces CPU tensors, NCCL the device's
-    t = torch.tensor([float(n_local)], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    n_global = float(t.item())
-    return float(n_local) * dist.get_world_size() / n_global if n_global > 0 else 1.0
+    if isinstance(n_local, torch.Tensor):
+        n = n_local.detach().reshape(1).to(device=device, dtype=torch.float64)
+    else:
+        n = torch.full((1,), float(n_local), dtype=torch.float64, device=device)
+    n_global = n.clone()
+    dist.all_reduce(n_global)
+    # a division of two tensors (``number / tensor`` is a reciprocal times the number, rounded twice):
+    # the same float64 as the host's ``n_local * world / n_global``
+    share = (n * dist.get_world_size()) / n_global
+    return torch.where(n_global > 0, share, torch.ones_like(share)).reshape(())
+
+
+def times_share(x: torch.Tensor, share: float | torch.Tensor) -> torch.Tensor:
+    """``x * share`` for a share of :func:`global_mean_share`, as the product by the Python number was:
+    the share rounded once to the type ``x`` is computed in (float32 for a half-precision ``x``,
+    torch's ``opmath`` of a product by a number), the product given ``x``'s dtype."""
+    if not isinstance(share, torch.Tensor):
+        return x * share
+    op = torch.promote_types(x.dtype, torch.float32)
+    return (x.to(op) * share.to(op)).to(x.dtype)
 
 
 class _GatherWithGrad(torch.autograd.Function):

@@ -255,19 +255,65 @@ def test_global_mean_share_without_a_device_counts_on_the_groups_own(monkeypatch
         reduced.append(t.device)
         t.mul_(2)  # the other process holds as many items
 
-    real_tensor = torch.tensor
+    real_full = torch.full
 
-    def tensor(*a, device=None, **k):
+    def full(*a, device=None, **k):
         asked.append(None if device is None else torch.device(device))
-        return real_tensor(*a, device="cpu" if asked[-1] is not None and asked[-1].type == "cuda" else device, **k)
+        return real_full(*a, device="cpu" if asked[-1] is not None and asked[-1].type == "cuda" else device, **k)
 
     monkeypatch.setattr(dist, "all_reduce", all_reduce)
     torch.set_default_device("meta")
     try:
         with monkeypatch.context() as m:
-            m.setattr(torch, "tensor", tensor)
+            m.setattr(torch, "full", full)
             share = global_mean_share(3)
     finally:
         torch.set_default_device(None)
     assert asked == [torch.device(expected)]
-    assert reduced == [torch.device("cpu")] and share == 1.0
+    assert reduced == [torch.device("cpu")] and float(share) == 1.0
+
+
+def _two_processes(monkeypatch, others: float):
+    """A fake group of 2 (gloo) whose other process holds ``others`` items."""
+    import torch.distributed as dist
+
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda *a, **k: 2)
+    monkeypatch.setattr(dist, "get_backend", lambda *a, **k: "gloo")
+    monkeypatch.setattr(dist, "all_reduce", lambda t, *a, **k: t.add_(others))
+
+
+@pytest.mark.parametrize("n_local, others", [(3, 5), (0, 7), (0, 0), (2.5, 0.25), ("tensor", 4)])
+def test_global_mean_share_waits_for_nothing(monkeypatch, n_local, others):
+    """Under DDP the reduced count was read on the host (``.item()``) at every step of MaskPred, OT's
+    distillation and the task heads, waiting for all the work queued on the GPU, and made by a blocking
+    copy from the host. The share is a device tensor, of the value the host computed (1.0 where no
+    process holds an item), made by a fill where it is reduced."""
+    from host_reads import DEVICE, HostReads, dev
+    from moviessl.dist import global_mean_share
+
+    _two_processes(monkeypatch, others)
+    hr = HostReads(monkeypatch)
+    with hr.opened():
+        if n_local == "tensor":  # a count made on the device (a task head's labelled items)
+            n_local, share = 6, global_mean_share(dev(torch.tensor(6)), DEVICE)
+        else:
+            share = global_mean_share(n_local, DEVICE)
+    assert hr.total() == 0, hr.report()
+    n_global = float(n_local) + others
+    want = float(n_local) * 2 / n_global if n_global > 0 else 1.0
+    assert share.dtype == torch.float64 and share.shape == () and float(share) == want
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+def test_times_share_is_the_product_by_the_number(dtype):
+    """The loss times a tensor share is bit for bit the loss times the Python number it held."""
+    from moviessl.dist import times_share
+
+    g = torch.Generator().manual_seed(0)
+    for s in (1.0, 2 / 3, 10 / 7, 0.1, 1.9999):
+        x = (torch.randn(64, generator=g) * 10).to(dtype)
+        for v in (x, x[0].clone()):  # a batch, and a loss (shape ())
+            got = times_share(v, torch.tensor(s, dtype=torch.float64))
+            assert got.dtype == v.dtype and torch.equal(got, v * s), (dtype, s)

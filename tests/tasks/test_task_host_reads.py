@@ -40,3 +40,33 @@ def test_relations_class_weights_are_copied_to_the_device_once(vidsitu_fixture, 
     extra = ["trainer.progress_bar=false", "relation.epochs=2", "relation.class_weighted=true"]
     assert _finetune(ann, feats, tmp_path / "run", "relation", *extra, seeds=1) == 0
     assert steps[0] >= 2 and copies[0] == 1, (steps, copies)
+
+
+def test_the_heads_count_their_loss_items_on_the_device(monkeypatch):
+    """Under DDP a head's loss is weighted by its share of the items (labelled events, labelled pairs
+    at their class weights, target tokens): ``loss_items`` read its count on the host (``int()``,
+    ``float()``, relation's boolean index), each a wait for the GPU at every step. It is a device
+    tensor of the same value."""
+    from host_reads import HostReads, dev
+    from moviessl.tasks.vidsitu.relation import IGNORE, build_relation_model
+    from moviessl.tasks.vidsitu.srl import build_srl_model
+    from moviessl.tasks.vidsitu.verb import build_verb_model
+
+    verb, relation, srl = build_verb_model(8, num_verbs=6), build_relation_model(8), build_srl_model(8, 12)
+    y_verb = torch.tensor([[0, 1, IGNORE, 3, 4], [IGNORE] * 5])
+    y_rel = torch.tensor([[0, IGNORE, 2, 3], [1, 1, IGNORE, 2]])
+    weight = torch.tensor([0.5, 1.0, 2.0, 4.0])
+    y_srl = torch.zeros(2, 5, 7, dtype=torch.long)
+    y_srl[0, :2, :3] = 5
+    cases = [
+        (verb.loss_items, (y_verb,), {}, 4),
+        (relation.loss_items, (y_rel,), {}, 6),
+        (relation.loss_items, (y_rel,), {"weight": weight}, 0.5 + 2 + 4 + 1 + 1 + 2),
+        (srl.loss_items, (y_srl,), {}, 4),
+    ]
+    hr = HostReads(monkeypatch)
+    for items, args, kw, want in cases:
+        with hr.opened():
+            got = items(*map(dev, args), **{k: dev(v) for k, v in kw.items()})
+        assert hr.total() == 0, (items, hr.report())
+        assert float(got) == want, (items, got, want)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import arch_spec, file_hash, load_file, save_checkpoint
 from ..config import to_dict
-from ..dist import global_mean_share, is_dist
+from ..dist import global_mean_share, is_dist, times_share
 from ..errors import BadInputError
 from ..features.extract import run_lock
 from ..features.instances import keeps_feature_cache, set_feature_cache
@@ -246,7 +246,7 @@ class InstanceMaskingModule(pl.LightningModule):
         if self.action_head is not None and n_masked:
             la = distill_loss(self.action_head(h[at]), target, m.temperature, m.activation)
             loss = loss + m.action_weight * la
-            step_loss = step_loss + m.action_weight * la * share
+            step_loss = step_loss + times_share(m.action_weight * la, share)
             logs["train/action_kl"] = la
         if self.span_head is not None and h.shape[0] >= 4:
             # per process by design (LVU's negatives are one process's spans), a mean over its 2B

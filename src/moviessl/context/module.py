@@ -12,7 +12,7 @@ import torch
 
 from ..checkpoint import arch_spec, save_checkpoint
 from ..config import check_shares, from_dict, to_dict
-from ..dist import global_mean_share, is_dist
+from ..dist import global_mean_share, is_dist, times_share
 from ..errors import BadInputError
 from ..models.heads import MaskPredHead
 from ..models.txe import TXE_PRESETS, build_txe
@@ -243,7 +243,7 @@ class MaskPredModule(pl.LightningModule):
         if is_dist():  # the logged loss stays this process's mean over its masked tokens
             # a mean over this process's masked tokens, whose count varies with the span sizes drawn:
             # weighted so that DDP's averaged gradient is that of the mean over every process's tokens
-            loss = loss * global_mean_share(len(pred), loss.device)
+            loss = times_share(loss, global_mean_share(len(pred), loss.device))
         return loss
 
     def validation_masks(self, pad: torch.Tensor, uid: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..config import MAX_SEED, TrainerConfig, save_config
-from ..dist import broadcast_object, global_mean_share, is_dist
+from ..dist import broadcast_object, global_mean_share, is_dist, times_share
 from ..errors import BadInputError
 from ..eval.stats import summarize
 from ..optim import lr_scheduler, make_optimizer, no_decay_for_vectors, param_groups, warmup_steps
@@ -149,7 +149,8 @@ class TaskModule(pl.LightningModule):
             # tokens, summed class weights) is weighted so that DDP's averaged gradient is that of the
             # mean over every process's items; a model without ``loss_items`` means over its batch's
             # items, which the distributed sampler gives every process as many of
-            loss = loss * global_mean_share(float(items(batch["y"], **kw)), loss.device)
+            # (a count on the device, reduced there: read on the host, both waited for the GPU)
+            loss = times_share(loss, global_mean_share(items(batch["y"], **kw), loss.device))
         return loss
 
     def part_of(self) -> Callable[[nn.Parameter], str]:

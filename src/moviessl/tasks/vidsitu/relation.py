@@ -73,11 +73,15 @@ class RelationClassifier(nn.Module):
         return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE, weight=weight)
 
     @staticmethod
-    def loss_items(y: torch.Tensor, weight: torch.Tensor | None = None) -> float:
+    def loss_items(y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """What :meth:`loss` means over (under DDP, :class:`~moviessl.tasks.base.TaskModule`): the
-        labelled pairs, each counted at its class weight as a weighted cross-entropy divides by them."""
-        y = y[y != IGNORE]
-        return float(len(y)) if weight is None else float(weight.to(y.device).double()[y].sum())
+        labelled pairs, each counted at its class weight as a weighted cross-entropy divides by them.
+        Counted where ``y`` is, without a boolean index (which reads its count on the host)."""
+        keep = y != IGNORE
+        if weight is None:
+            return keep.sum()
+        w = weight.to(y.device).double()[torch.where(keep, y, 0)]
+        return torch.where(keep, w, torch.zeros_like(w)).sum()
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, y: Any = None) -> torch.Tensor:

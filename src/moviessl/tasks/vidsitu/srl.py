@@ -85,10 +85,10 @@ class SRLDecoder(nn.Module):
         logits = self.txd(seqs[:, :-1], mem)
         return F.cross_entropy(logits.flatten(0, 1).float(), seqs[:, 1:].flatten(), ignore_index=self.pad_id)
 
-    def loss_items(self, y: torch.Tensor) -> int:
+    def loss_items(self, y: torch.Tensor) -> torch.Tensor:
         """What :meth:`loss` means over: the target tokens after each kept event's first (under DDP,
-        :class:`~moviessl.tasks.base.TaskModule`)."""
-        return int(((y[..., :1] != self.pad_id) & (y[..., 1:] != self.pad_id)).sum())
+        :class:`~moviessl.tasks.base.TaskModule`), counted where ``y`` is."""
+        return ((y[..., :1] != self.pad_id) & (y[..., 1:] != self.pad_id)).sum()
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, prefix: torch.Tensor, max_len: int = 60) -> torch.Tensor:

@@ -42,9 +42,10 @@ class VerbClassifier(nn.Module):
         return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE)
 
     @staticmethod
-    def loss_items(y: torch.Tensor) -> int:
-        """What :meth:`loss` means over: the labelled events (under DDP, :class:`~moviessl.tasks.base.TaskModule`)."""
-        return int((y != IGNORE).sum())
+    def loss_items(y: torch.Tensor) -> torch.Tensor:
+        """What :meth:`loss` means over: the labelled events (under DDP, :class:`~moviessl.tasks.base.TaskModule`),
+        counted where ``y`` is (read on the host, a count waited for the GPU)."""
+        return (y != IGNORE).sum()
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, y: Any = None, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
