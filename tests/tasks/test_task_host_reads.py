@@ -70,3 +70,24 @@ def test_the_heads_count_their_loss_items_on_the_device(monkeypatch):
             got = items(*map(dev, args), **{k: dev(v) for k, v in kw.items()})
         assert hr.total() == 0, (items, hr.report())
         assert float(got) == want, (items, got, want)
+
+
+def test_an_lvu_step_with_track_masking_waits_for_nothing(tmp_path, monkeypatch):
+    """``model.track_mask`` > 0 (LVU's fine-tuning corrupts tracks): the model drew the tracks to mask
+    from the transferred tokens inside its forward, reading a count on the host at each redraw round,
+    and the corruption read its pool and swap counts: dozens of waits for the GPU a step. The training
+    masks are drawn on the host before the transfer, in the same order."""
+    from test_lvu_runner import FAST, VIDS, _Instances, _labels, _scene
+
+    from host_reads import HostReads
+    from moviessl.tasks.lvu.data import load_inputs
+    from moviessl.tasks.lvu.runner import run_finetune
+    from moviessl.training import Throughput
+
+    monkeypatch.setattr(Throughput, "interval_s", 1e9, raising=False)  # its log is the count's one read
+    hr = HostReads(monkeypatch)
+    hr.step_windows(TaskModule)
+    inputs = load_inputs(_Instances(VIDS), _scene(VIDS), ids=VIDS, desc="ot++")
+    extra = ["model.track_mask=0.15", "train.epochs=2"]
+    run_finetune("scene", _labels(tmp_path), inputs=inputs, out=tmp_path / "o", overrides=[*FAST, *extra])
+    assert hr.total() == 0, hr.report()

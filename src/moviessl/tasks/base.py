@@ -139,6 +139,15 @@ class TaskModule(pl.LightningModule):
             held = self._kw_on = (self.device, self.loss_kwargs, kw)
         return held[2]
 
+    def on_before_batch_transfer(self, batch, dataloader_idx: int = 0):
+        # what a model draws for its training step from the inputs (LVU's track masks: ``host_draws``)
+        # drawn here, on the host: drawn in the step from the transferred inputs, each count it read
+        # waited for the GPU
+        draws = getattr(self.model, "host_draws", None)
+        if draws is not None and self.trainer.training and isinstance(batch, dict) and "x" in batch:
+            batch = {**batch, "x": draws(batch["x"])}
+        return batch
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         kw = self.device_loss_kwargs()
         loss = self.model.loss(batch["x"], batch["y"], **kw)

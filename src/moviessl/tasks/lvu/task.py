@@ -16,11 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...checkpoint import arch_spec
-from ...context.instance_masking import track_masks
+from ...context.instance_masking import HOST_MASKS, track_masks
 from ...context.maskpred import corrupt_selected
 from ...data.lvu import LVU_TASKS
 from ...eval.lvu import metric_name
 from ...models.object_transformer import INSTANCE, ObjectTransformer, build_object_transformer
+from ...training import OnHost
 
 
 class LVUModel(nn.Module):
@@ -35,11 +36,26 @@ class LVUModel(nn.Module):
         super().__init__()
         self.ot, self.regression, self.track_mask = ot, bool(regression), float(track_mask)
 
-    def _inputs(self, tokens: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
-        if self.track_mask <= 0 or "inst" not in tokens:  # scene-only rows have no instance tokens
+    def host_draws(self, tokens: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A training batch's tokens with the tracks to mask drawn on the host, before the transfer
+        (:meth:`~moviessl.tasks.base.TaskModule.on_before_batch_transfer`), carried past it: drawn
+        from the transferred tokens, :func:`track_masks` read a count on the host at each of its
+        redraw rounds (dozens of waits for the GPU a step). The same CPU stream and order as the
+        forward's draw (nothing draws between that hook and the step); scoring draws in the forward."""
+        if self.track_mask <= 0 or "inst" not in tokens:
             return tokens
-        inst = tokens["kind"] == INSTANCE
         masked = track_masks(tokens["link"], tokens["kind"], self.track_mask)
+        return {**tokens, HOST_MASKS: OnHost((masked, tokens["kind"] == INSTANCE))}
+
+    def _inputs(self, tokens: Mapping[str, Any]) -> Mapping[str, torch.Tensor]:
+        if HOST_MASKS in tokens:  # drawn on the host (host_draws): corrupt_selected decides there too
+            masked, inst = tokens[HOST_MASKS].value
+            tokens = {k: v for k, v in tokens.items() if k != HOST_MASKS}
+        elif self.track_mask <= 0 or "inst" not in tokens:  # scene-only rows have no instance tokens
+            return tokens
+        else:
+            inst = tokens["kind"] == INSTANCE
+            masked = track_masks(tokens["link"], tokens["kind"], self.track_mask)
         x, mask = corrupt_selected(tokens["inst"], masked, inst)
         return {**tokens, "inst": x, "mask": mask}
 
