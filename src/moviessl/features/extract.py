@@ -63,6 +63,7 @@ from ..dist import EVERY_RANK, check_launcher_world, check_machine, job_leader, 
 from ..errors import BadInputError, raise_if_denied
 from ..models.slowd import speed_up
 from ..training import (
+    OnHost,
     ctrl_c_kept,
     ddp_with_timeout,
     keeps_random_streams,
@@ -1423,6 +1424,13 @@ class FeatureExtractor(pl.LightningModule):
             "precision": self.precision_name,
         }
 
+    def on_before_batch_transfer(self, batch, dataloader_idx: int = 0):
+        # the clips' missing flags stay on the host, where they are written out: moved to the device
+        # with the clips and copied back, each batch waited for the GPU a second time
+        if isinstance(batch, dict) and isinstance(batch.get("missing"), torch.Tensor):
+            batch = {**batch, "missing": OnHost(batch["missing"])}
+        return batch
+
     def predict_step(self, batch: dict, batch_idx: int = 0):
         vid, kind = batch["id"], batch.get("kind", "clips")
         if self._films.get(vid, {}).get("closed"):
@@ -1454,8 +1462,9 @@ class FeatureExtractor(pl.LightningModule):
                 self._bar.update(n)
             k = int(batch["chunk"])
             parts = self._pending.setdefault((vid, k), [None] * int(batch["parts"]))
-            # Lightning moves every tensor of the batch to the device, this mask included
-            parts[int(batch["part"])] = (feats, torch.as_tensor(batch["missing"]).cpu().numpy().astype(bool))
+            missing = batch["missing"]  # on the host (on_before_batch_transfer), or a caller's tensor
+            missing = missing.value if isinstance(missing, OnHost) else missing
+            parts[int(batch["part"])] = (feats, torch.as_tensor(missing).cpu().numpy().astype(bool))
             if any(p is None for p in parts):
                 return None
             del self._pending[(vid, k)]

@@ -55,7 +55,7 @@ from ..data.lvu import (
 from ..dist import EVERY_RANK, check_machine, job_leader
 from ..errors import BadInputError
 from ..models.roi import roi_features
-from ..training import keeps_random_streams
+from ..training import OnHost, keeps_random_streams
 from ..utils import plural
 from ..utils import progress as job_progress
 from ..utils.digest import content_digest, name_size
@@ -286,6 +286,13 @@ class InstanceExtractor(pl.LightningModule):
         if self.global_rank == 0 and job_progress.active():
             job_progress.report(self.already + len(self.recorded), self.already + self._shard_len)
 
+    def on_before_batch_transfer(self, batch, dataloader_idx: int = 0):
+        # the rows a batch's boxes fill stay on the host, where they index: moved to the device and
+        # read back (``.tolist()``) before the features' copy, each batch waited for the GPU twice
+        if isinstance(batch, dict) and isinstance(batch.get("rows"), torch.Tensor):
+            batch = {**batch, "rows": OnHost(batch["rows"])}
+        return batch
+
     def predict_step(self, batch: dict, batch_idx: int = 0):
         vid, kind = batch["id"], batch["kind"]
         if kind == "error":
@@ -314,7 +321,9 @@ class InstanceExtractor(pl.LightningModule):
                 self.roi["sampling_ratio"],
                 self.roi["pool"],
             )
-            for row, v in zip(batch["rows"].tolist(), f.cpu().numpy()):
+            rows = batch["rows"]  # on the host (on_before_batch_transfer), or a caller's tensor
+            rows = rows.value if isinstance(rows, OnHost) else rows
+            for row, v in zip(rows.tolist(), f.cpu().numpy()):
                 film["feat"][row] = v
             if batch["part"] == batch["parts"] - 1:
                 del self._pending[vid]
