@@ -46,11 +46,12 @@ def test_a_maskpred_step_waits_for_nothing(feats, tmp_path, counted):  # noqa: F
     assert hr.total() == 0, hr.report()
 
 
-def test_maskpreds_bert_corruption_finds_its_positions_once_each(feats, tmp_path, counted):  # noqa: F811
-    """With ``replace`` < 1 the corruption finds the swap pool and the swapped tokens on the device
-    masks (two reads of a count a step, inherent while the masks are drawn there); it read three."""
+def test_maskpreds_bert_corruption_waits_for_nothing(feats, tmp_path, counted):  # noqa: F811
+    """With ``replace`` < 1 the corruption found the swap pool and the swapped tokens on the device
+    masks (two reads of a count a step; three before the positions were found once each). It decides
+    on the span masks as drawn on the host before the transfer, whose copies the batch carries."""
     hr = _maskpred(feats, tmp_path / "run", counted, "maskpred.replace=0.8", "maskpred.swap=0.1")
-    assert hr.total() <= 2 * STEPS and not hr.where.get("blocking_copy"), hr.report()
+    assert hr.total() == 0, hr.report()
 
 
 def test_a_masked_instance_step_waits_for_nothing(tmp_path, counted):

@@ -19,12 +19,15 @@ from ..models.txe import TXE_PRESETS, build_txe
 from ..optim import lr_scheduler, make_optimizer, param_groups, warmup_steps
 from ..ssl.losses import info_nce_queue
 from ..ssl.queue import MemoryQueue
+from ..training import OnHost
 from . import maskpred as mp
 from .config import ContextConfig
 
 # a training batch's notes, made on the host before the transfer: whether a window has fewer real
 # tokens than maskpred.keys_per_sample; its span masks and their positions (row, token indices)
 SHORT_KEY, MASKS_KEY, MASKED_AT_KEY = "short_windows", "span_masks", "span_masked_at"
+# with ``replace`` < 1: (span masks, real tokens) on the host, for BERT's corruption to decide there
+HOST_SELECT_KEY = "span_select_on_host"
 
 
 def txe_kwargs(cfg: ContextConfig) -> dict[str, Any]:
@@ -166,7 +169,11 @@ class MaskPredModule(pl.LightningModule):
                 masks = self.sample_masks(x, pad)
             to_mask = masks
             if self.replace < 1.0:  # == 1: no draw, so the paper's runs keep their random stream
-                inputs, to_mask = mp.corrupt_selected(x, masks, ~pad, self.replace, self.swap)
+                # decided on the host where the masks were drawn there (from device masks the swap
+                # pool's and the swaps' counts were read, two waits for the GPU a step)
+                select = batch.get(HOST_SELECT_KEY)
+                selected, candidates = select.value if select is not None else (masks, ~pad)
+                inputs, to_mask = mp.corrupt_selected(x, selected, candidates, self.replace, self.swap)
         out = self.txe(inputs, mask=to_mask, pad=pad)
         # the masked positions, found once (t[mask] is t[mask.nonzero(as_tuple=True)]: each boolean
         # index read its count on the host, three waits for the GPU a step), on the host if drawn there
@@ -222,6 +229,8 @@ class MaskPredModule(pl.LightningModule):
             if self.sampling == "uniform":
                 masks = mp.sample_span_masks(self.window, self.sizes, pad=pad)
                 extra.update({MASKS_KEY: masks, MASKED_AT_KEY: masks.nonzero(as_tuple=True)})
+                if self.replace < 1.0:  # BERT's corruption draws in the step, deciding on these
+                    extra[HOST_SELECT_KEY] = OnHost((masks, ~pad))
             batch = {**batch, **extra}
         return batch
 
