@@ -144,7 +144,13 @@ class TaskModule(pl.LightningModule):
         # drawn here, on the host: drawn in the step from the transferred inputs, each count it read
         # waited for the GPU
         draws = getattr(self.model, "host_draws", None)
-        if draws is not None and self.trainer.training and isinstance(batch, dict) and "x" in batch:
+        if (
+            draws is not None
+            and self._trainer is not None
+            and self._trainer.training
+            and isinstance(batch, dict)
+            and "x" in batch
+        ):
             batch = {**batch, "x": draws(batch["x"])}
         return batch
 
