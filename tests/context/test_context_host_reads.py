@@ -3,14 +3,12 @@ that on a GPU waits for it (tests/host_reads.py says how a CPU run counts them).
 
 from __future__ import annotations
 
-import pickle
-
-import numpy as np
 import pytest
 import torch
 from test_maskpred_cli import FAST, feats  # noqa: F401 (a fixture)
 
 from host_reads import HostReads
+from lvu_release import write_ot_release
 from moviessl.cli import main
 from moviessl.config import load_config
 from moviessl.context.instance_masking import InstanceMaskingModule
@@ -58,14 +56,8 @@ def test_a_masked_instance_step_waits_for_nothing(tmp_path, counted):
     """track_masks drew the tracks to mask from device tensors, reading a count on the host at each of
     its redraw rounds, and the step found the masked tokens by boolean indices: some forty waits for
     the GPU a step. The masks are drawn on the host before the transfer, in the same order."""
-    rng = np.random.default_rng(0)
     root = tmp_path / "features"
-    root.mkdir()
-    boxes = ("0.1,0.1,0.5,0.5", "0.5,0.1,0.9,0.7")
-    meta = {v: {s: {b: [s // 10, i] for i, b in enumerate(boxes)} for s in range(70)} for v in ("a", "b")}
-    for v, secs in meta.items():
-        np.savez(root / f"{v}.npz", a={s: {b: rng.normal(size=8).astype("f4") for b in bs} for s, bs in secs.items()})
-    (tmp_path / "meta.pkl").write_bytes(pickle.dumps(meta))
+    write_ot_release(root, tmp_path / "meta.pkl")
     torch.save({"head.weight": torch.randn(5, 8), "head.bias": torch.zeros(5)}, tmp_path / "teacher.pt")
     counted.step_windows(InstanceMaskingModule)
     args = ["pretrain-ot", "--instances", root, "--instance-meta", tmp_path / "meta.pkl", "--out", tmp_path / "o"]

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 import torch
 
+from lvu_release import write_ot_release
 from moviessl.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -599,14 +600,8 @@ def test_contract_pretrain_context(world, tmp_path, seen):
 def test_contract_pretrain_ot(tmp_path, seen):
     """LVU's released layout, tiny: features/<vid>.npz (second -> box -> feature) and its
     instance_meta pkl (second -> box -> [action, track]); enough span pairs to train a step."""
-    rng = np.random.default_rng(0)
     feats = tmp_path / "features"
-    feats.mkdir()
-    boxes = ("0.1,0.1,0.5,0.5", "0.5,0.1,0.9,0.7")
-    meta = {v: {s: {b: [s // 10, i] for i, b in enumerate(boxes)} for s in range(70)} for v in ("a", "b")}
-    for v, secs in meta.items():
-        np.savez(feats / f"{v}.npz", a={s: {b: rng.normal(size=8).astype("f4") for b in bs} for s, bs in secs.items()})
-    (tmp_path / "instance_meta_scene.pkl").write_bytes(pickle.dumps(meta))
+    write_ot_release(feats, tmp_path / "instance_meta_scene.pkl")
     ot = ["pretrain-ot", "--instances", feats, "--instance-meta", tmp_path / "instance_meta_scene.pkl"]
     fast = ["data.batch_size=4", "trainer.max_steps=1", "trainer.progress_bar=false"]
     seen(
