@@ -950,16 +950,17 @@ def check_resumable(module: torch.nn.Module, ckpt: str | os.PathLike, structure:
     another shape (the run's settings, or a preset, changed since it was written) -- Lightning would
     raise a many-line ``load_state_dict`` traceback. A network of the same weights but another
     structure (a dropout rate, an activation) is resumed with a warning naming the first difference."""
-    obj = None
+    obj, problem = None, None
     for mmap in (True, False):  # mmap: a paper-size queue is not read twice; a pre-zip file cannot be
         try:
-            obj = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=mmap)
+            obj, problem = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=mmap), None
             break
         except Exception as e:
             problem = type(e).__name__
     saved = obj.get("state_dict") if isinstance(obj, dict) else None
     if not isinstance(saved, Mapping):
-        what = problem if obj is None else "no state_dict"
+        # a file that loads as None (torch.save(None), another tool's file) read no state_dict either
+        what = problem or "no state_dict"
         raise BadInputError(ckpt, f"not a readable Lightning checkpoint ({what})")
     try:  # what Lightning does next; the modules' own loading hooks may fill in or rename older entries
         res = module.load_state_dict(saved, strict=False)

@@ -283,6 +283,16 @@ def test_resume_from_an_unreadable_checkpoint_is_bad_input(tmp_path):
         fit(_Tiny(), cfg, tmp_path, train_dataloaders=_loader(), resume=True, throughput_name=None)
 
 
+def test_resume_from_a_checkpoint_file_holding_none_is_bad_input(tmp_path):
+    """A ``last.ckpt`` that torch loads as None (saved by another tool) is the same one line: the
+    check named the error of a load that had not failed (an UnboundLocalError traceback)."""
+    cfg = {"accelerator": "cpu", "max_steps": 2, "progress_bar": False}
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(None, tmp_path / "checkpoints" / "last.ckpt")
+    with pytest.raises(BadInputError, match=r"last\.ckpt.*not a readable Lightning checkpoint \(no state_dict\)"):
+        fit(_Tiny(), cfg, tmp_path, train_dataloaders=_loader(), resume=True, throughput_name=None)
+
+
 def test_resume_of_a_folder_without_a_run_says_so(tmp_path, caplog):
     caplog.set_level("INFO", logger="moviessl")
     cfg = {"accelerator": "cpu", "max_steps": 1, "progress_bar": False}
