@@ -226,3 +226,25 @@ def test_modist_scores_each_query_against_the_keys_and_queue_of_its_term(monkeyp
     for (q, k, queue, queue_ids), (wq, wk, wqueue) in zip(calls, want):
         assert q is wq and torch.equal(k, wk) and torch.equal(queue, wqueue)
     assert not torch.equal(neg_v, neg_f) and not torch.equal(k_v, k_v[other])  # the checks can tell them apart
+
+
+@pytest.mark.parametrize("method", ["cvrl", "modist", "supervised"])
+def test_module_apply_reaches_every_submodule_of_a_method_with_augmenters(method):
+    """``nn.Module.apply(fn)`` (a user's weight init) walks every child; the augmenters' own
+    ``apply(x, p)`` took the call, and it failed with a TypeError on any module holding them."""
+    cls = get_method(method)
+    cfg = load_config("backbone", "cpu", tiny_overrides([]), variant=method)
+    m = cls(cfg, num_classes=3) if cls.needs_labels else cls(cfg)
+    seen = []
+
+    def init(mod):
+        seen.append(mod)
+        if isinstance(mod, torch.nn.Linear):
+            torch.nn.init.zeros_(mod.weight)
+
+    assert m.apply(init) is m
+    assert len(seen) == len(list(m.modules()))
+    augs = [a for a in seen if type(a).__name__ == "ConsistentAugment"]
+    assert augs
+    linears = [mod for mod in m.modules() if isinstance(mod, torch.nn.Linear)]
+    assert linears and all(not mod.weight.any() for mod in linears)
