@@ -22,7 +22,6 @@ from ..utils.io import _FILE_MODE
 from . import plot as P
 from . import world as W
 
-COLOUR_NAMES = list(W.COLOURS)
 SHAPE_INDEX = {s: i for i, s in enumerate(W.SHAPES)}
 PROP_COLOURS = {"ball": (250, 250, 250), "box": (160, 110, 60), "flower": (255, 90, 200), "letter": (235, 235, 200)}
 
