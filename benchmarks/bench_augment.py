@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = augs[0].sample_params(2 * B, S, S, g)
     p.update(jitter=torch.zeros(2 * B, dtype=torch.bool), gray=p["jitter"], blur=p["jitter"], solarize=p["jitter"])
     ops = {
-        "crop + flip (grid_sample)": lambda: augs[0].apply(x, p),
+        "crop + flip (grid_sample)": lambda: augs[0].apply_params(x, p),
         "brightness": lambda: A.adjust_brightness(x, f),
         "contrast": lambda: A.adjust_contrast(x, f),
         "saturation": lambda: A.adjust_saturation(x, f),

@@ -142,7 +142,7 @@ def test_flow_augment_given_box_crops_like_the_rgb_view():
     aug = ConsistentAugment(16, blur_p=0.0, jitter_p=0.0, gray_p=0.0, normalize=False, area=(0.3, 0.6))
     p = aug.sample_params(3, 32, 32)
     p["flip"] = torch.tensor([True, False, True])
-    rgb = aug.apply(img.float() / 255.0, p)
+    rgb = aug.apply_params(img.float() / 255.0, p)
     box = p["box"].float() / 32.0
     fl = flow_augment(img, 16, box=box, flip=p["flip"], negate_dx_on_flip=False)
     back = fl * 0.25 + 0.5  # undo normalize_flow: the [0, 1] image again

@@ -231,7 +231,7 @@ def test_modist_scores_each_query_against_the_keys_and_queue_of_its_term(monkeyp
 @pytest.mark.parametrize("method", ["cvrl", "modist", "supervised"])
 def test_module_apply_reaches_every_submodule_of_a_method_with_augmenters(method):
     """``nn.Module.apply(fn)`` (a user's weight init) walks every child; the augmenters' own
-    ``apply(x, p)`` took the call, and it failed with a TypeError on any module holding them."""
+    ``apply(x, p)`` (now ``apply_params``) took the call, and it failed with a TypeError on any module holding them."""
     cls = get_method(method)
     cfg = load_config("backbone", "cpu", tiny_overrides([]), variant=method)
     m = cls(cfg, num_classes=3) if cls.needs_labels else cls(cfg)

@@ -112,7 +112,7 @@ def test_colour_jitter_runs_in_each_clips_drawn_order_and_only_where_drawn():
     p["factors"] = torch.tensor([[1.8, 0.3, 1.6]] * 3)
     p["hue"] = torch.full((3,), 0.1)
     p["order"] = torch.tensor([[0, 1, 2, 3], [3, 2, 1, 0], [0, 1, 2, 3]])
-    y = jit.apply(x, p)
+    y = jit.apply_params(x, p)
     ref = _only_geometry(out_size=48, area=(1, 1), aspect=(4 / 3, 4 / 3), flip_p=0)(x)
 
     def f(v):
@@ -150,7 +150,7 @@ def test_crop_takes_the_drawn_box():
     x = torch.arange(64.0).view(1, 1, 1, 1, 64).expand(1, 3, 2, 64, 64) / 64  # value = column / 64
     p = aug.sample_params(1, 64, 64)
     p["box"] = torch.tensor([[8.0, 16.0, 32.0, 32.0]])  # top 8, left 16, 32x32 -> 2x downsample
-    y = aug.apply(x, p)
+    y = aug.apply_params(x, p)
     # output column j samples input x = 16 + (j + 0.5) * 2 - 0.5, i.e. between columns 16+2j and 17+2j
     expect = (16 + 2 * torch.arange(16.0) + 0.5) / 64
     assert torch.allclose(y[0, 0, 0, 0], expect, atol=1e-5)
@@ -170,7 +170,7 @@ def test_colour_ops():
     p = jit.sample_params(3, 48, 64)
     p["factors"] = torch.tensor([[0.5, 1.0, 1.0]] * 3)
     p["hue"] = torch.zeros(3)
-    assert torch.allclose(jit.apply(x, p), ref * 0.5, atol=1e-5)
+    assert torch.allclose(jit.apply_params(x, p), ref * 0.5, atol=1e-5)
 
 
 def test_hsv_roundtrip_and_hue_shift():
@@ -327,6 +327,6 @@ def test_tf_op_style_is_cvrls_tensorflow_ops():
     tf_aug, tv_aug = ConsistentAugment(16, op_style="tf"), ConsistentAugment(16)
     p = tv_aug.sample_params(2, 5, 6, torch.Generator().manual_seed(1))
     p["jitter"][:], p["blur"][:] = True, True
-    assert not torch.allclose(tf_aug.apply(x.clone(), p), tv_aug.apply(x.clone(), p))
+    assert not torch.allclose(tf_aug.apply_params(x.clone(), p), tv_aug.apply_params(x.clone(), p))
     with pytest.raises(ValueError, match="op style"):
         ConsistentAugment(16, op_style="keras")

@@ -84,7 +84,7 @@ def augment_views(augs: Sequence[nn.Module], views: Sequence[torch.Tensor], retu
     ps = [a.sample_params(b, h, w) for a in augs]
     host = {k: torch.cat([q[k] for q in ps]) for k in ps[0]}
     p = to_device(host, views[0].device)
-    out = list(augs[0].apply(torch.cat(list(views)), p, host=host).split(b))
+    out = list(augs[0].apply_params(torch.cat(list(views)), p, host=host).split(b))
     return (out, p) if return_params else out
 
 

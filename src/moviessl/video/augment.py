@@ -320,21 +320,16 @@ class ConsistentAugment(nn.Module):
             raise ValueError(f"expected (B, 3, T, H, W) clips, got {tuple(x.shape)}")
         B, _, _, H, W = x.shape
         host = self.sample_params(B, H, W, generator)
-        return self.apply(x, to_device(host, x.device), host=host)
+        return self.apply_params(x, to_device(host, x.device), host=host)
 
-    def apply(self, x, p: dict | None = None, host: dict | None = None):
+    def apply_params(self, x: torch.Tensor, p: dict, host: dict | None = None) -> torch.Tensor:
         """Apply drawn parameters ``p`` (from :meth:`sample_params`) to ``x``. ``host``: the same
         parameters where they were drawn (the CPU), from which the clips each colour op, grayscale,
         blur and solarisation touches are chosen; chosen from ``p`` on a GPU, every op first waited
         for the device (a boolean mask's count is read on the host), some twenty times a step.
 
-        The name is also ``nn.Module.apply(fn)``'s, which a parent module calls on each child (a
-        weight init over a CVRL / MoDist / supervised module, which hold augmenters): called so --
-        a function and no parameters -- it is that method, as on any module."""
-        if p is None and not isinstance(x, torch.Tensor):
-            return super().apply(x)
-        if p is None:
-            raise TypeError("ConsistentAugment.apply(x, p): give the parameters drawn by sample_params")
+        Not named ``apply``: that is ``nn.Module.apply(fn)``, which a parent module calls on each
+        child (a weight init over a CVRL / MoDist / supervised module, which hold augmenters)."""
         h = p if host is None else host
 
         def rows(sel: torch.Tensor) -> torch.Tensor | None:
