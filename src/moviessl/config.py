@@ -345,6 +345,8 @@ def parse_overrides(overrides: Iterable[str], into: DictConfig | None = None) ->
         key = key.strip()
         if not all(key.split(".")):  # `=1`, `.seed=1`: OmegaConf's "Key '' not in 'BackboneConfig'"
             raise BadInputError(None, f"override '{ov}' names no key (an empty part in '{key}'); give key.sub=value")
+        if "[" in key:  # OmegaConf's own key syntax: `[=1` was its IndexError, `optim[lr]x=1` set optim.lr
+            raise BadInputError(None, f"override '{ov}': a key is dotted names (key.sub=value), without [...]")
         try:
             value = _load_override(raw, _text_setting(into, key)) if raw != "" else ""
         except yaml.YAMLError:

@@ -1037,3 +1037,12 @@ def test_only_the_jobs_leader_writes_its_config_and_record(preset, tmp_path, mon
         "run.json",
         "run.part000.json",
     ]
+
+
+@pytest.mark.parametrize("override", ["[=1", "[[0=1", "optim[lr]x=0.5", "optim.lr[=0.5", "optim.betas[0]=0.5"])
+def test_an_override_key_with_brackets_is_one_line(override):
+    """OmegaConf reads `[...]` in a key as its own indexing: `[=1` was an IndexError traceback from
+    OmegaConf.update, `optim[lr]x=0.5` silently set optim.lr, `optim.betas[0]=0.5` an unknown key."""
+    line = r"^override '.*': a key is dotted names \(key.sub=value\), without \[...\]$"
+    with pytest.raises(BadInputError, match=line):
+        load_config("backbone", "cpu", [override])
