@@ -317,3 +317,23 @@ def test_old_protocol_pickles_of_numpy_values_load(tmp_path, protocol):
     assert got["v"][1][BOX_A] == [0, 1] and np.array_equal(got["f"], obj["f"])
     with pytest.raises(pickle.UnpicklingError, match="refusing to load os.system"):
         safe_load(io.BytesIO(b"cos\nsystem\n(S'true'\ntR."))  # the restriction holds for every protocol
+
+
+@pytest.mark.parametrize("field", ["t", "shot", "track_ids"])
+@pytest.mark.parametrize("value", [2**63, 1e300, 2**62])
+def test_an_out_of_range_second_or_id_is_one_line(tmp_path, field, value):
+    """Seconds and ids are held as int64 and subtracted from one another: a tracks file's integer
+    past 2**63 (or 1e300, an integral float) was numpy's OverflowError traceback, in the tracks
+    reader, the instance metadata's boxes and the release features' seconds alike."""
+    entry = {"t": 1, "shot": 0, "track_ids": [0], "boxes": [[0, 0, 0.5, 0.5]]}
+    entry[field] = [value] if field == "track_ids" else value
+    p = _tracks(tmp_path / "v.json", [entry])
+    with pytest.raises(BadInputError, match=r"is out of range \(an integer between -2\*\*62 and 2\*\*62\)$"):
+        read_tracks(p)
+    m = tmp_path / "m.pkl"
+    m.write_bytes(pickle.dumps({"v": {value: {BOX_A: [0, 1]}, 2: {BOX_A: [0, 1], BOX_B: [value, 1]}}}))
+    assert read_instance_meta(m) == {"v": {2: {BOX_A: (0, 1)}}}  # both bad entries skipped
+    f = tmp_path / "v.npz"
+    np.savez(f, a={value: {BOX_A: np.zeros(3)}})
+    with pytest.raises(BadInputError, match=r"second .* is out of range"):
+        read_release_features(f)

@@ -213,9 +213,16 @@ class VideoInstances:
         return VideoInstances(self.sec, self.shot, self.track, self.box, np.asarray(feat, np.float32))
 
 
+# Seconds and ids are held as int64 and subtracted from one another (a span's time and shot ids): a
+# JSON integer past 2**63 (or 1e300) was numpy's OverflowError traceback, and two ids 2**63 apart wrapped
+ID_LIMIT = 2**62
+
+
 def _int(x: Any, what: str) -> int:
     if isinstance(x, bool) or not isinstance(x, numbers.Integral) and not (isinstance(x, float) and x.is_integer()):
         raise ValueError(f"{what} must be an integer, got {x!r}")
+    if not -ID_LIMIT < x < ID_LIMIT:
+        raise ValueError(f"{what} {x!r} is out of range (an integer between -2**62 and 2**62)")
     return int(x)
 
 
