@@ -261,6 +261,32 @@ def test_json_nested_too_deep_is_one_line(tmp_path, reader):
         read(path)
 
 
+@pytest.mark.parametrize("reader", ["submission", "lvu predictions", "vidsitu split", "lvu tracks", "summary"])
+def test_json_integer_past_pythons_digit_limit_is_one_line(tmp_path, reader):
+    """Python refuses to convert an integer of more than 4300 digits (int_max_str_digits) and json
+    raises that as a plain ValueError, not a JSONDecodeError: the VidSitu annotation and LVU tracks
+    readers ended in a traceback, and the submission and prediction readers called the JSON file
+    "not a readable pickle"."""
+    from moviessl.data.lvu import read_tracks
+    from moviessl.data.vidsitu import _read_json
+    from moviessl.eval.lvu import load_predictions
+    from moviessl.tasks.tables import read_summary
+
+    path = tmp_path / "big.json"
+    number = "1" * 5000
+    path.write_text(f'{{"seconds": [{number}]}}' if reader in ("lvu tracks", "summary") else f"[{number}]")
+    read = {
+        "submission": load_submission,
+        "lvu predictions": load_predictions,
+        "vidsitu split": _read_json,
+        "lvu tracks": read_tracks,
+        "summary": read_summary,
+    }[reader]
+    with pytest.raises(BadInputError, match=r"(JSON|summary).*Exceeds the limit \(4300 digits\)") as e:
+        read(path)
+    assert "pickle" not in str(e.value) and "\n" not in str(e.value)
+
+
 @pytest.mark.parametrize("task", ["verb", "relation"])
 def test_numpy_array_predictions_score_as_lists(root, tmp_path, task):
     """A model's top-k indexed into a vocabulary array is a numpy array of strings; VidSitu's

@@ -262,7 +262,8 @@ def read_tracks(path: str | os.PathLike) -> VideoInstances:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise BadInputError(path, "tracks file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # recursion: nested too deep
+    # ValueError: also an integer past Python's 4300-digit limit (vidsitu._read_json); recursion: nested too deep
+    except (OSError, ValueError, RecursionError) as e:
         raise BadInputError(path, f"unreadable tracks JSON ({e})") from None
     secs = data.get("seconds") if isinstance(data, dict) else None
     if not isinstance(secs, list):

@@ -207,7 +207,9 @@ def _read_json(path: Path) -> Any:
             return json.load(f)
     except FileNotFoundError:
         raise BadInputError(path, "file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # recursion: nested too deep
+    # ValueError: a JSONDecodeError, or an integer past Python's digit limit (int_max_str_digits,
+    # 4300), which json raises as a plain ValueError; recursion: nested too deep
+    except (ValueError, RecursionError) as e:
         raise BadInputError(path, f"invalid JSON: {e}") from None
 
 

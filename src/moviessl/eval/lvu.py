@@ -70,6 +70,10 @@ def load_predictions(path: str | os.PathLike) -> dict[str, Any]:
         raise BadInputError(path, str(e)) from None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # recursion: nested too deep
         raise BadInputError(path, f"invalid JSON: {e}") from None
+    except ValueError as e:  # an integer past Python's 4300-digit limit: the JSON, not a pickle
+        if path.suffix.lower() == ".json":
+            raise BadInputError(path, f"invalid JSON: {e}") from None
+        raise BadInputError(path, f"not a readable prediction pickle: {e}") from None
     except (OSError, *UNPICKLE_ERRORS) as e:
         raise BadInputError(path, f"not a readable prediction pickle: {e}") from None
     if not isinstance(data, Mapping):

@@ -53,6 +53,10 @@ def load_submission(path: str | Path) -> list[dict]:
                 data = safe_load(f, _SafeUnpickler)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # recursion: nested too deep
         raise BadInputError(path, f"invalid JSON: {e}") from None
+    except ValueError as e:  # an integer past Python's 4300-digit limit: the JSON, not a pickle
+        if path.suffix.lower() == ".json":
+            raise BadInputError(path, f"invalid JSON: {e}") from None
+        raise BadInputError(path, f"not a readable submission pickle: {e}") from None
     except UNPICKLE_ERRORS as e:
         raise BadInputError(path, f"not a readable submission pickle: {e}") from None
     if not isinstance(data, list):

@@ -128,7 +128,7 @@ def check_names(names: Sequence[str]) -> None:
 def read_summary(path: Path) -> dict[str, Any]:
     try:
         rec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # ValueError: also an integer past Python's 4300-digit limit
         raise BadInputError(path, f"unreadable summary ({e})") from None
     if not isinstance(rec, dict):
         raise BadInputError(path, "not a moviessl summary (expected a JSON object)")
