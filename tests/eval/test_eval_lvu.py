@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -285,3 +286,27 @@ def test_regression_mse_is_the_mean_span_against_the_centred_label(release, tmp_
     pf = tmp_path / "p.json"
     pf.write_text(json.dumps(preds))
     assert evaluate_files("view_count", pf, root) == {"mse": pytest.approx((1.0 + 0.25) / 2), "n": 2}
+
+
+@pytest.mark.parametrize(
+    "task, spans, cause",
+    [
+        ("director", [[10**400] + [0] * 9], r"span 0: 10+\.\.\. \(401 digits\) is past a float's range"),
+        ("view_count", [10**400], r"span 0: 10+\.\.\. \(401 digits\) is past a float's range"),
+        ("view_count", [1e200], r"prediction 1e\+200 \(the mean of its spans\) is too far off LVU's centred scale"),
+        ("like_ratio", [1e308, 1e308], r"prediction inf \(the mean of its spans\) is too far off"),
+    ],
+)
+def test_predictions_past_a_floats_range_are_one_line(release, tmp_path, capsys, task, spans, cause):
+    """JSON holds any integer: 10**400 was float()'s OverflowError traceback; a finite regression
+    output of 1e200 was `** 2`'s OverflowError, and two of 1e308 a mean of inf (an MSE of null)."""
+    root, ids, _ = release
+    pf = tmp_path / "big.json"
+    pf.write_text(json.dumps({ids[0]: spans}))
+    assert main(["evaluate", "lvu", "--task", task, "--pred", str(pf), "--data-root", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("moviessl: error:")
+    assert re.search(cause, err), err
+    pf.write_text(json.dumps({ids[0]: [1e154], ids[1]: [1e154]}))  # each error finite, their sum not
+    assert main(["evaluate", "lvu", "--task", "view_count", "--pred", str(pf), "--data-root", str(root)]) == 2
+    assert "the squared errors of the predictions sum past a float's range" in capsys.readouterr().err

@@ -84,7 +84,10 @@ def load_predictions(path: str | os.PathLike) -> dict[str, Any]:
 def _number(x: Any) -> float:
     if isinstance(x, bool) or not isinstance(x, (numbers.Real, np.floating, np.integer)):
         raise ValueError(f"{x!r} is not a number")
-    v = float(x)
+    try:
+        v = float(x)
+    except OverflowError:  # a JSON integer past a float's range (10**400)
+        raise ValueError(f"{str(x)[:20]}... ({len(str(abs(x)))} digits) is past a float's range") from None
     if not math.isfinite(v):
         raise ValueError(f"non-finite value {v}")
     return v
@@ -117,7 +120,8 @@ def video_prediction(task: str, spans: Any) -> float | np.ndarray:
                 vals.append(_number(s))
             except ValueError as e:
                 raise ValueError(f"span {k}: {e}") from None
-        return float(np.mean(vals))
+        with np.errstate(over="ignore"):  # finite outputs whose sum passes a float's range: inf, said by evaluate
+            return float(np.mean(vals))
     n = LVU_TASKS[task]["num_classes"]
     total = np.zeros(n, np.float64)
     for k, s in enumerate(spans):
@@ -156,12 +160,25 @@ def evaluate(task: str, preds: Mapping[str, Any], labels: Mapping[str, float], s
         except ValueError as e:
             raise BadInputError(source, f"video {vid!r}: {e}") from None
         if is_regression(task):
-            errs.append((p - float(labels[vid])) ** 2)
+            d = p - float(labels[vid])
+            if not math.isfinite(d * d):  # `** 2` of 1e200 was an OverflowError traceback; an inf MSE says nothing
+                raise BadInputError(
+                    source,
+                    f"video {vid!r}: prediction {p:.6g} (the mean of its spans) is too far off LVU's centred "
+                    "scale to score (its squared error passes a float's range)",
+                )
+            errs.append(d * d)
         else:
             hits += int(np.argmax(p)) == int(labels[vid])
     n = len(preds)
     if is_regression(task):
-        return {"mse": float(np.mean(errs)), "n": n}
+        with np.errstate(over="ignore"):
+            mse = float(np.mean(errs))
+        if not math.isfinite(mse):
+            raise BadInputError(
+                source, "the squared errors of the predictions sum past a float's range (far off LVU's scale)"
+            )
+        return {"mse": mse, "n": n}
     return {"top1": 100.0 * hits / n, "n": n}
 
 
