@@ -118,3 +118,17 @@ def test_a_metric_of_no_finite_run_is_written_as_strict_json_and_read_back_as_be
     (row,) = collect(tmp_path / "demo", [], None, [])[0]
     assert row["n"] == 0 and math.isnan(row["mean"]) and math.isnan(row["se"])
     assert json.loads(json.dumps(row))["setting"] == "baseline=pair_prior"
+
+
+def test_mean_se_of_huge_finite_values_is_finite():
+    """Finite values past ~1e154 square past a float's range: `** 2` (and fsum of two 1e308s) was an
+    OverflowError traceback (summarize, the tables). Scaled by a power of two first, ordinary values
+    keep their bits and huge ones give a finite mean and SE."""
+    assert mean_se([1e308, 1e308]) == (1e308, 0.0)
+    m, se = mean_se([1e200, -1e200])
+    assert m == 0.0 and se == pytest.approx(1e200)
+    m, se = mean_se([-2.0309666459680325e-202, -9.024709874205334e218, 0.5])  # hypothesis' example
+    assert math.isfinite(m) and math.isfinite(se) and m == pytest.approx(-9.024709874205334e218 / 3)
+    assert mean_se([1.0, 2.0, 4.0]) == (7 / 3, math.sqrt(math.fsum((v - 7 / 3) ** 2 for v in (1, 2, 4)) / 2 / 3))
+    summary, _ = summarize([{"loss": 1e300}, {"loss": -1e300}])
+    assert summary["loss"]["mean"] == 0.0 and math.isfinite(summary["loss"]["se"])

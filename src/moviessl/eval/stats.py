@@ -16,11 +16,17 @@ def mean_se(values: Iterable[float]) -> tuple[float, float]:
     n = len(vals)
     if n == 0:
         raise ValueError("mean_se of no values")
+    # finite values past ~1e154 (float64 metrics only: float32's end near 3e38) square, and sum,
+    # past a float's range: fsum and `** 2` raised OverflowError. Such values are scaled by a power
+    # of two first (exact; ordinary values give the same bits as before), so the results are finite.
+    top = max(abs(v) for v in vals)
+    scale = 2.0 ** -math.frexp(top)[1] if math.isfinite(top) and top > 2.0**500 else 1.0
+    vals = [v * scale for v in vals]
     mean = math.fsum(vals) / n
     if n == 1:
-        return mean, 0.0
+        return mean / scale, 0.0
     var = math.fsum((v - mean) ** 2 for v in vals) / (n - 1)
-    return mean, math.sqrt(var / n)
+    return mean / scale, math.sqrt(var / n) / scale
 
 
 def _is_real(v) -> bool:
