@@ -169,3 +169,13 @@ def test_a_missing_task_folder_is_named_where_it_belongs(tmp_path):
     assert read_labels(tmp_path / "labels", "scene", "train") == [("aaaaaaaaaaa", 0)]
     with pytest.raises(BadInputError, match=r"labels/genre/train\.csv: LVU label file not found"):
         read_labels(tmp_path / "labels", "genre", "train")
+
+
+def test_like_ratio_of_counts_past_a_floats_range_is_the_ratio_not_nan(tmp_path):
+    """10 x like / (like + dislike) overflows for counts past ~1e307: 1e308 likes and 1e308 dislikes
+    read as a NaN target (inf / inf), 1e308 likes and none as inf -- a finite label file training
+    and scoring on NaN. The target is the same ratio, from the counts' quotient."""
+    body = "like_count dislike_count youtube_id imdb_id\n1e308 1e308 a tt1\n1e308 0 b tt2\n0 1e308 c tt3\n3 1 d tt4\n"
+    _write(tmp_path, "like_ratio", "val", body)
+    got = {vid: label + LIKE_RATIO_CENTER for vid, label in read_labels(tmp_path, "like_ratio", "val")}
+    assert got == pytest.approx({"a": 5.0, "b": 10.0, "c": 0.0, "d": 7.5})

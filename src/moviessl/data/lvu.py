@@ -38,7 +38,12 @@ def like_ratio_target(like: float, dislike: float) -> float:
     """LVU's like-ratio target: 10 x like / (like + dislike), centred."""
     if like < 0 or dislike < 0 or like + dislike <= 0:
         raise ValueError("like and dislike counts must be >= 0 with a positive sum")
-    return 10.0 * like / (like + dislike) - LIKE_RATIO_CENTER
+    total = like + dislike
+    if math.isfinite(10.0 * total):
+        return 10.0 * like / total - LIKE_RATIO_CENTER
+    # counts past ~1e307: the sum (or 10 x like) overflows, and inf / inf was a NaN target (1e308 and
+    # 1e308), inf / x an inf one; the same ratio, from the counts' quotient
+    return (10.0 / (1.0 + dislike / like) if like > 0 else 0.0) - LIKE_RATIO_CENTER
 
 
 def view_count_target(views: float) -> float:
