@@ -1100,6 +1100,32 @@ def test_only_node_0s_first_process_does_the_folders_one_off_steps(backbone, vid
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
 
+@pytest.mark.parametrize(
+    "change, cause",
+    [
+        ({"videos": {"a": None}}, r"videos.a: an entry is an object \(\{status, num_events\}\), not None"),
+        ({"videos": {"a": ["ok"]}}, r"videos.a: an entry is an object"),
+        ({"stride_s": None}, r"stride_s must be a positive number of seconds, got None"),
+        ({"stride_s": ""}, r"stride_s must be a positive number of seconds, got ''"),
+        ({"stride_s": -2}, r"stride_s must be a positive number of seconds, got -2"),
+        ({"dim": ["ok"]}, r"dim must be a positive integer, got \['ok'\]"),
+        ({"dim": 2.5}, r"dim must be a positive integer, got 2.5"),
+    ],
+)
+def test_a_hand_written_index_of_the_wrong_shape_is_one_line(tmp_path, change, cause):
+    """A null video entry was `.get`'s AttributeError, a null or empty stride_s float()'s TypeError or
+    ValueError and a list as dim int()'s TypeError: tracebacks, where a bad num_events was one line."""
+    np.save(tmp_path / "a_feats.npy", np.zeros((3, 4), np.float32))
+    index = {"format": "moviessl-features", "stride_s": 2.0, "dim": 4, "videos": {"a": {"num_events": 3}}, **change}
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    with pytest.raises(BadInputError, match=cause) as e:
+        FeatureStore(tmp_path).load("a")
+    assert str(e.value).startswith(str(tmp_path / "index.json")) and "\n" not in str(e.value)
+    index.update({"stride_s": 2, "dim": 4.0, "videos": {"a": {"num_events": 3}}})  # whole numbers as floats
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    assert FeatureStore(tmp_path).load("a").shape == (3, 4)
+
+
 def test_a_hand_written_index_entry_without_or_with_a_bad_num_events(backbone, videos, tmp_path):
     """An entry without num_events was a KeyError traceback; the file's header counts then. A value
     that is not a positive integer is one line naming index.json."""

@@ -141,6 +141,21 @@ def check_format(root: str | os.PathLike, index: dict, want: str, hint: str = ""
         raise BadInputError(root, f"folder holds {what}, not {_FORMATS[want]}{hint}")
 
 
+def _check_index(path: Path, index: dict) -> None:
+    """One line for an index (hand-written, or damaged) whose video entries are not objects, or whose
+    ``stride_s`` or ``dim`` is no positive number: ``.get`` of a null entry, ``float()`` of a null
+    stride and ``int()`` of a list were tracebacks (the entries' ``num_events``: ``_indexed_events``)."""
+    for vid, entry in index["videos"].items():
+        if not isinstance(entry, dict):
+            raise BadInputError(path, f"videos.{vid}: an entry is an object ({{status, num_events}}), not {entry!r}")
+    stride, dim = index.get("stride_s", VIDSITU_STRIDE_S), index.get("dim")
+    if isinstance(stride, bool) or not isinstance(stride, (int, float)) or not (0 < stride < math.inf):
+        raise BadInputError(path, f"stride_s must be a positive number of seconds, got {stride!r}")
+    whole = isinstance(dim, (int, float)) and not isinstance(dim, bool) and math.isfinite(dim) and dim == int(dim)
+    if dim and not (whole and dim >= 1):  # none (0, null): read from the files
+        raise BadInputError(path, f"dim must be a positive integer, got {dim!r}")
+
+
 class FeatureStore:
     """Per-video event features of one folder.
 
@@ -162,6 +177,7 @@ class FeatureStore:
         self.index = read_index(self.root)
         if self.index is not None:
             check_format(self.root, self.index, FEATURES_FORMAT)
+            _check_index(self.root / "index.json", self.index)
             self.ids = sorted(k for k, v in self.index["videos"].items() if v.get("status", "ok") == "ok")
             self.stride_s = float(self.index.get("stride_s", VIDSITU_STRIDE_S))
         else:
