@@ -137,3 +137,49 @@ def test_an_empty_or_folder_vinfo_is_not_called_missing(release, tmp_path):
     shutil.rmtree(path)
     with pytest.raises(BadInputError, match=r"vinfo_valid_lb\.json: not found"):
         evaluate("verb", pred, load_split(tmp_path, "valid"))
+
+
+def test_the_tenth_annotator_and_the_fifth_guess_count(release, tmp_path):
+    """Per_Ev_Top_K (VidSitu's ``evl_fns.py``) compares ``pred[:5]`` with ``vbid_lst[:10]``. The
+    other cases hit at ranks 1-3 and against the first annotators only, so scoring 4 guesses or 9
+    annotators passed them: here one event's only match is the 10th annotator's verb, another's the
+    5th guess."""
+    v = "v_abcdefghijk_seg_0_10"
+    gt = FILL[:9] + ["tenth.01", "late.01"]  # the 10th annotator counts, the 11th does not
+    sp = split_with(release, tmp_path, {v: [gt] * 5})
+    guesses = ["x.01", "y.01", "z.01", "w.01"]
+    preds = [
+        {
+            "ann_idx": 0,
+            "pred_vbs_ev": [
+                ["tenth.01"],  # hit at rank 1 (annotator 10)
+                guesses + ["f0.01"],  # hit at rank 5 only
+                ["late.01"] + guesses,  # the 11th annotator: a miss
+                guesses + ["v.01", "f0.01"],  # rank 6: a miss
+                guesses + ["tenth.01"],  # rank 5, annotator 10
+            ],
+        }
+    ]
+    out = evaluate("verb", preds, sp, details=True)
+    assert out["acc@1"] == pytest.approx(100 * 1 / 5)
+    assert out["acc@4"] == pytest.approx(100 * 1 / 5)
+    assert out["acc@5"] == pytest.approx(100 * 3 / 5)
+
+
+def test_rec5_counts_only_verbs_with_more_than_nine_positive_events(release, tmp_path):
+    """``recall_macro_1_th_9``: the macro recall over verbs with > 9 positive events (named by >= 2
+    of 10 annotators). In the other cases the only verb with 9 or more had 10, so reading the
+    threshold-8 list as Rec@5 passed: run.02 here is a positive in 9 events, talk.01 in 10."""
+    vbid = {}
+    for s in range(2):
+        evs = []
+        for k in range(5):
+            run = ["run.02", "run.02"] if (s, k) != (1, 4) else []
+            evs.append(gt10("talk.01", "talk.01", *run))
+        vbid[f"v_seg{s}xxxxxxx_seg_{10 * s}_{10 * s + 10}"] = evs
+    sp = split_with(release, tmp_path, vbid)
+    preds = [{"ann_idx": s, "pred_vbs_ev": [["talk.01"]] * 5} for s in range(2)]  # talk always, run never
+    out = evaluate("verb", preds, sp, details=True)
+    assert out["num_verbs_th_9"] == 1.0 and out["num_verbs_th_8"] == 2.0
+    assert out["recall@5"] == 100.0  # talk.01 alone: 10 of 10
+    assert out["recall_th_8"] == 50.0  # (1 + 0) / 2 with run.02's 9 events
