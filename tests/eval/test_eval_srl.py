@@ -121,6 +121,12 @@ def test_all_empty_references_group_scores_zero(release, rec, tmp_path):
     assert out["num_items"] == 4.0
     assert out["ALoc_cider"] == 0.0 and math.isfinite(out["cider"])
     assert out["ALoc_rouge"] == 100.0  # pycocoevalcap ROUGE: [""] vs [""] is an LCS of 1
+    # a role the prediction lacks is scored as "" (the reference's hypo_lst = [""]), not as some
+    # other non-matching string: against these "" references it scores as the "" prediction did
+    # (test_missing_role_scores_empty_string's "a car" reference could not tell the two apart)
+    no_aloc = {"Ev1": {"Arg0": "a man"}, "Ev2": {"Arg1": "a car"}, "Ev3": {"AScn": "street"}, "Ev4": {}, "Ev5": {}}
+    lacking = srl(sp, no_aloc)
+    assert lacking["num_items"] == 4.0 and lacking["ALoc_rouge"] == 100.0
 
 
 def test_seed5_permutation_selects_references(release, rec, tmp_path):
@@ -278,3 +284,22 @@ def test_lea_is_scored_per_annotator_and_rouge_grouped_by_verb_and_role(release,
     assert out["rouge_arg"] == pytest.approx(200 / 3)  # one role group: Arg0 = all three items
     assert out["rouge_verb"] == pytest.approx(50.0)  # drive.01 {Ev1, Ev2} = 1, sit.01 {Ev3} = 0
     assert out["Arg0_rouge"] == pytest.approx(200 / 3)
+
+
+def test_lea_system_mentions_are_each_annotators_own_roles(release, rec, tmp_path):
+    """VidSitu's ``get_coref_dct_for_pred(hypo, gts1)`` builds the system clusters over the roles of
+    the annotator being scored against, not of the first one. In the other cases every annotator
+    had the same roles, so using the first annotator's passed: here annotators 2 and 3 add Ev1's
+    Arg1, which the prediction fills (a lone 3-record segment's seed-5 order is the file order)."""
+    man = [("Arg0 (agent)", "the man")]
+    a = rec(V0, roles=[man, man, [], [], []])
+    b = [rec(V0, roles=[[*man, ("Arg1 (thing)", "a ball")], man, [], [], []]) for _ in range(2)]
+    release(tmp_path, "valid", [V0], records=[a, *b])
+    sp = load_split(tmp_path, "valid")
+    out = srl(sp, {"Ev1": {"Arg0": "he", "Arg1": "he"}, "Ev2": {"Arg0": "he"}, "Ev3": {}, "Ev4": {}, "Ev5": {}})
+    # annotator 1: key {E1A0, E2A0}, system (its roles only) {E1A0, E2A0} -> F = 1
+    # annotators 2, 3: key {E1A0, E2A0}, {E1A1}; system {E1A0, E1A1, E2A0} ("he" x 3):
+    #   R = (2 * 1/1 + 1 * 0) / 3 = 2/3; P = 3 * (1 of 3 links) / 3 = 1/3 -> F = 4/9
+    #   (over annotator 1's roles the system would be {E1A0, E2A0}: P = 1, F = 4/5)
+    assert [out[f"lea_annotator{j}"] for j in range(3)] == pytest.approx([100.0, 400 / 9, 400 / 9])
+    assert out["lea"] == pytest.approx(100 * 17 / 27)
