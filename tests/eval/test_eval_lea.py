@@ -45,3 +45,6 @@ def test_micro_sum_over_documents():
 
 def test_mention_assignments():
     assert mention_assignments([["a", "b"], ["q"]], [["b"], ["a", "c"]]) == {"a": 1, "b": 0}
+    # a mention listed in two clusters on the out side maps to the last (coval's get_mention_assignments
+    # fills its dict in cluster order); every other case lists a mention once, so "first" passed too
+    assert mention_assignments([["a"]], [["a"], ["b", "a"]]) == {"a": 1}
