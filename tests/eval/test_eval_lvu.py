@@ -173,6 +173,7 @@ def test_corrupted_prediction_pickle_is_one_line(release, tmp_path, capsys, top)
         [[0.0, 10.0] + [0.0] * 8] + [[1.0] + [0.0] * 9] * 5,  # logits: summed, class 1 would win
         [[-0.5, 1.5] + [0.0] * 8],  # sums to 1 but is no distribution
         [[0.2] * 10],  # sums to 2
+        [[0.55, 0.5] + [0.0] * 8],  # sums to 1.05: past PROB_SUM_TOL (1e-2), not rounding
     ],
 )
 def test_span_rows_that_are_not_probabilities_are_refused(release, tmp_path, capsys, spans):
