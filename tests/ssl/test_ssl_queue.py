@@ -98,3 +98,26 @@ def test_a_queue_goes_on_from_the_pointer_and_count_it_was_loaded_with():
     b.buffers_written()  # as training.BroadcastReplicatedOnce does after its broadcast
     b.enqueue(torch.full((2, 2), 3.0), torch.tensor([4, 5]))
     assert int(b.ptr) == 1 and b.is_full and torch.all(b.queue[9] == 3) and torch.all(b.queue[0] == 3)
+
+
+def test_filled_count_and_full_flag_at_and_past_the_size():
+    """``is_full`` from exactly K keys written and ``num_filled`` capped at K: the ring test above
+    passes K by 2 in one step, so a ``>`` for ``>=`` or an uncapped count passed it. MaskPred reads
+    ``get(filled_only=True)`` and ``num_filled`` (its first step has no distractor)."""
+    q = MemoryQueue(4, 2, init="empty")
+    q.enqueue(torch.ones(3, 2))
+    assert q.num_filled == 3 and not q.is_full
+    q.enqueue(torch.ones(1, 2))  # exactly K keys
+    assert q.num_filled == 4 and q.is_full
+    q.enqueue(torch.ones(3, 2))  # 7 written, 4 held
+    assert q.num_filled == 4 and q.is_full and q.get(filled_only=True).shape == (4, 2)
+
+
+def test_more_keys_than_room_keeps_the_newest_ids_with_their_keys():
+    """An overflowing enqueue keeps the newest K keys and must keep *their* ids: the ids mask the
+    query's own-source negatives, so an id left with another key masks the wrong row."""
+    q = MemoryQueue(3, 1, track_ids=True)
+    q.enqueue(torch.arange(5, dtype=torch.float).view(5, 1), torch.arange(5) + 10)
+    for key, i in zip(q.get().view(-1).tolist(), q.get_ids().tolist()):
+        assert i == int(key) + 10
+    assert sorted(q.get_ids().tolist()) == [12, 13, 14]
