@@ -114,6 +114,12 @@ def test_l2_variant_and_retrieval():
     assert mp.retrieval_accuracy(pred, target, queue) == pytest.approx(0.5)
     # token 0's only distractor is a copy of itself (same id): left out -> a hit
     assert mp.retrieval_accuracy(pred, target, queue, torch.tensor([5, 6]), torch.tensor([5])) == pytest.approx(1.0)
+    # a tie is no retrieval ("scores above every distractor"): a collapsed model, whose prediction,
+    # target and distractors are all one vector, scores 0, not a perfect 1.0
+    same = torch.tensor([[1.0, 0.0]])
+    assert mp.retrieval_accuracy(same, same, same.repeat(3, 1)) == 0.0
+    # no distractor at all: every token is retrieved (chance 1 / (K + 1) = 1 at K = 0)
+    assert mp.retrieval_accuracy(pred, target, queue[:0]) == 1.0
 
 
 def test_feature_targets_centre_and_projection():
@@ -186,6 +192,21 @@ def make_module(in_dim=32, overrides=()):
         "context", "cpu", ["maskpred.queue_size=64", "maskpred.keys_per_sample=2", "optim.lr=2e-3", *overrides]
     )
     return MaskPredModule(cfg, in_dim)
+
+
+def test_the_configured_temperature_reaches_the_infonce_loss():
+    """maskpred.tau is Eq. 1's temperature; every other module test ran at the default 0.1, so a
+    module that scored 0.1 whatever the setting passed them."""
+    torch.manual_seed(0)
+    mod = make_module(overrides=["maskpred.tau=0.5"])
+    pred, target = torch.nn.functional.normalize(torch.randn(2, 6, 32), dim=-1)
+    mod.enqueue(
+        {"x": torch.randn(4, 5, 32), "pad": torch.zeros(4, 5, dtype=torch.bool), "uid": torch.arange(20).view(4, 5)}
+    )
+    tuid, keys, kuid = torch.arange(100, 106), mod.queue.get(filled_only=True), mod.queue.get_ids(filled_only=True)
+    loss, _ = mod.compute_loss(pred, target, tuid)
+    assert loss.item() == pytest.approx(info_nce_queue(pred, target, keys, 0.5, tuid, kuid).item(), rel=1e-6)
+    assert loss.item() != pytest.approx(info_nce_queue(pred, target, keys, 0.1, tuid, kuid).item(), rel=1e-3)
 
 
 def test_the_target_projection_is_drawn_on_the_cpu_whatever_the_default_device():
