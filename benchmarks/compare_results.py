@@ -18,8 +18,12 @@ def compare(a: dict, b: dict, digits: int = 2) -> dict:
     ia = {(r["table"], r["setting"], r["metric"]): r for r in a["rows"]}
     ib = {(r["table"], r["setting"], r["metric"]): r for r in b["rows"]}
     out = {"same": [], "different": [], "only_a": sorted(set(ia) - set(ib)), "only_b": sorted(set(ib) - set(ia))}
+
+    def fmt(v) -> str:  # null: a value no run gave finite (the demo writes NaN so), as its tables say
+        return "n/a" if v is None else f"{v:.{digits}f}"
+
     for k in sorted(set(ia) & set(ib)):
-        fa, fb = (f"{r['mean']:.{digits}f} ± {r['se']:.{digits}f}" for r in (ia[k], ib[k]))
+        fa, fb = (f"{fmt(r['mean'])} ± {fmt(r['se'])}" for r in (ia[k], ib[k]))
         (out["same"] if fa == fb else out["different"]).append((k, fa, fb))
     pa, pb = a.get("backbone_probe") or {}, b.get("backbone_probe") or {}
     keys = ("linear_top1", "knn_top1")

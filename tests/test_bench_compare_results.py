@@ -41,3 +41,15 @@ def test_a_missing_or_wrong_file_is_one_line_naming_it(tmp_path, capsys):
         assert e.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert bad in err[-1] and "Traceback" not in "\n".join(err)
+
+
+def test_a_row_without_a_finite_mean_is_compared_not_called_unreadable(tmp_path, capsys):
+    """The demo writes a row no run gave a finite value for with ``mean``/``se`` null (JSON has no NaN):
+    formatting null as a number was a TypeError, and the whole file was called unreadable."""
+    nan_row = ("relation", "baseline=pair_prior", "acc", None, None)
+    a = _results(tmp_path, "a", [nan_row, ("verb", "backbone=cvrl", "acc@1", 10.0, 0.5)], {})
+    b = _results(tmp_path, "b", [nan_row, ("verb", "backbone=cvrl", "acc@1", None, None)], {})
+    assert main([a, b]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == "differs: verb backbone=cvrl acc@1 10.00 ± 0.50 -> n/a ± n/a"
+    assert "same: 1, different: 1, only in a: 0, only in b: 0" in out[-1]
