@@ -1087,6 +1087,14 @@ def test_the_job_lock_excludes_a_job_that_locked_the_file_its_holder_removed(tmp
             pass
 
 
+def test_the_job_locks_since_names_its_utc_offset(tmp_path):
+    """The holder line is read on other machines (the ranks of other nodes, a user of the shared
+    folder elsewhere): a local clock time without its offset named another hour there."""
+    with ex.job_lock(tmp_path):
+        first = (tmp_path / ex.JOB_LOCK).read_text().split("\n", 1)[0]
+    assert re.fullmatch(r"pid \d+ on \S+, since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}", first), first
+
+
 def test_only_node_0s_first_process_does_the_folders_one_off_steps(backbone, videos, tmp_path, monkeypatch):
     """Lightning's launcher started on each node gives every node's first process rank 0 until the
     process group exists: node 1's rewrote the shared folder's index (with nothing to do), and with

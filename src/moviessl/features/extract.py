@@ -1125,7 +1125,8 @@ def job_lock(out: Path, what: str = "extraction job") -> Iterator[None]:
         os.close(fd)  # the holder removed the file between our open and lock: that lock excludes no one
     try:
         if fd is not None and writable:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            # with its UTC offset: the ranks of other nodes, and users of the folder elsewhere, read it
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S %z")
             # the second line tells the other ranks of this launch that the lock is their leader's
             # (launch_lock); synced, as those on other nodes of a network filesystem read it
             token = launch_token()
