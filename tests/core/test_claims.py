@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 
@@ -272,3 +273,62 @@ def test_the_claims_tool_reads_and_prints_utf8_under_an_ascii_locale(tmp_path):
         assert done.returncode == 0, done.stderr[-600:]
     assert "# moviessl — café" in readme.read_text(encoding="utf-8") and "±" in readme.read_text(encoding="utf-8")
     assert b"\\xb1" in done.stdout
+
+
+def test_a_claims_record_gives_each_sides_runs_and_its_difference_to_three_places():
+    """No test read ``n_a`` / ``n_b`` (each side's runs) or a difference with more than one decimal:
+    ``n_a`` taken from ``b`` and a difference rounded to 0.1 passed. By hand: 12.3456 - 10.1 = 2.2456,
+    SE sqrt(0.3^2 + 0.4^2) = 0.5, z = 4.4912."""
+    c = Claim("x", "Table 9", "a beats b", "t", "A", "B", "m")
+    (r,) = evaluate_claims([_row("t", "A", "m", 12.3456, 0.3, n=4), _row("t", "B", "m", 10.1, 0.4, n=6)], [c])
+    assert (r["diff"], r["se"], r["z"], r["holds"]) == (2.246, 0.5, 4.49, True)
+    assert (r["n_a"], r["n_b"]) == (4, 6)
+
+
+def test_a_side_with_a_mean_but_no_finite_se_leaves_a_claim_unresolved():
+    """The finite check reads the SE too: without it a NaN SE (a results.json edited, or a
+    summary of another tool) failed ``se > 0`` and made z infinite, so any positive difference
+    "held"; a null SE was a TypeError."""
+    c = Claim("x", "Table 9", "a beats b", "t", "A", "B", "m")
+    for se in (math.nan, None):
+        rows = [_row("t", "A", "m", 31.0, se, n=4), {**_row("t", "B", "m", 30.0, 0.0, n=1), "n_pretrain": 0}]
+        (r,) = evaluate_claims(rows, [c])
+        assert r["holds"] is None and r["z"] is None and r["why"] == "no finite run"
+
+
+def test_each_claim_puts_the_side_its_statement_says_wins_as_a_on_its_tables_main_metric():
+    """The claims' rows were pinned by no test: a claim with ``a`` and ``b`` swapped (testing
+    "CVRL beats MoDist" under the statement "MoDist beats CVRL") or read on another metric
+    passed. Each statement names the winner before "beat(s)": that side's setting is ``a``, the
+    loser's is ``b``; the metric is the one the table's plot shows (``MAIN_METRIC``)."""
+    from moviessl.demo_report import MAIN_METRIC
+
+    words = {  # a statement's words -> the setting key=value they name
+        "CVRL": "backbone=cvrl",
+        "MoDist": "backbone=modist",
+        "random-init": "backbone=random",
+        "supervised": "backbone=supervised",
+        "MaskPred TxE": "txe=maskpred",
+        "scratch TxE": "txe=scratch",
+        "backbone features": "txe=none",
+        "pair prior": "baseline=pair_prior",
+        "contrastive": "loss=contrastive",
+        "L2": "loss=l2",
+        "{1,2,3}": "mask=1-3",
+        "{1,2,3,4}": "mask=1-4",
+        "{1}": "mask=1",
+    }
+
+    def named(text):  # the longest phrase first: "{1,2,3,4}" is not "{1,2,3}"
+        for w in sorted(words, key=len, reverse=True):
+            if w in text:
+                return words[w]
+        raise AssertionError(f"no known side in {text!r}")
+
+    for c in CLAIMS:
+        said = re.sub(r" \([^()]*\)$", "", c.statement)  # not the trailing "(CVRL backbone)": both sides'
+        winner, loser = re.split(r" beats? ", said, maxsplit=1)
+        win, lose = named(winner), named(loser)
+        assert win in c.a.split(",") and win not in c.b.split(","), c.id
+        assert lose in c.b.split(",") and lose not in c.a.split(","), c.id
+        assert c.metric == MAIN_METRIC[c.table], c.id
