@@ -596,3 +596,50 @@ def test_the_table_gives_the_callers_random_streams_back(tmp_path, monkeypatch):
         table.run_lvu_table(tmp_path / "out", tmp_path, {"cvrl": backbone}, ctx, rows=[("none", "ours")])
     # the row's inputs were made, its scene features through the TxE
     assert [(t, v, "+txe:" + file_hash(ctx) in d) for t, v, d in seen] == [(next(iter(table.TASKS)), ["m0"], True)]
+
+
+def test_a_claim_tied_is_not_a_win():
+    """The Table 5 claims were tested only where the paper's side won or lost outright: OT++ tied
+    with OT on mean rank counted as "the best mean rank", our scene features tied with the
+    supervised ones as "better", and OT equal to the constant on a task as beating it, all passed.
+    By hand, among OT, scene only and OT++: scene (higher is better) ranks OT++ 45 first, OT 40
+    second, scene only 30 third; view count (lower is better) ranks OT 0.3, OT++ 0.4, scene only
+    0.5: mean ranks OT++ 1.5, OT 1.5, scene only 3 -- a tie, not a best. OT's scene 40 is the
+    constant's 40: beaten on view count only (0.3 < 0.5)."""
+    tasks = ["scene", "view_count"]
+    rows = [("ot", "none"), ("none", "ours"), ("ot", "ours")]
+    stats = {
+        setting_name(*rows[0]): {"scene": _mean(40.0), "view_count": _mean(0.3)},
+        setting_name(*rows[1]): {"scene": _mean(30.0), "view_count": _mean(0.5)},
+        setting_name(*rows[2]): {"scene": _mean(45.0), "view_count": _mean(0.4)},
+    }
+    room = {"scene": {"chance": 40.0}, "view_count": {"chance": 0.5}}
+    c = claims(stats, room, tasks, rows)
+    assert c["otpp_best_mean_rank"]["mean_rank"] == {setting_name(*r): m for r, m in zip(rows, (1.5, 3.0, 1.5))}
+    assert c["otpp_best_mean_rank"]["holds"] is False
+    assert c["ot_beats_constant"]["tasks"] == ["view_count"]
+    # scene only, ours against sup: scene 30 < 35 (sup first), view count 0.2 < 0.5 (ours first): 1.5 each
+    pair = [("none", "ours"), ("none", "sup")]
+    stats = {
+        setting_name(*pair[0]): {"scene": _mean(30.0), "view_count": _mean(0.2)},
+        setting_name(*pair[1]): {"scene": _mean(35.0), "view_count": _mean(0.5)},
+    }
+    o = claims(stats, room, tasks, pair)["ours_beats_sup"]
+    assert o["mean_rank"] == {"ours": 1.5, "sup": 1.5} and o["holds (better mean rank)"] is False
+    assert o["tasks_ours_better"] == ["view_count"]
+
+
+def test_the_val_splits_rows_are_their_own_table_in_results_json():
+    """``result_rows`` named the table of each split's rows, and no test read it: the val rows
+    written as table ``lvu`` (the test split's, so results.json held two rows per cell under one
+    key) passed."""
+    from moviessl.tasks.lvu.table import result_rows
+
+    key = setting_name("ot", "none")
+    stats = {
+        "test": {key: {"scene": {"mean": 40.0, "se": 1.0, "n": 5}}},
+        "val": {key: {"scene": {"mean": 30.0, "se": 2.0, "n": 4}}},
+    }
+    test, val = result_rows(stats)
+    assert test == [{"table": "lvu", "setting": key, "metric": "scene", "mean": 40.0, "se": 1.0, "n": 5}]
+    assert val == [{"table": "lvu_val", "setting": key, "metric": "scene", "mean": 30.0, "se": 2.0, "n": 4}]
