@@ -393,3 +393,47 @@ def test_a_run_named_after_a_non_ascii_folder_under_a_non_utf8_locale_is_plotted
     assert out.with_suffix(".png").stat().st_size > 0
     assert display_text(held) == "Amélie" and display_text("映画") == "映画"
     assert display_text("映画".encode().decode("ascii", "surrogateescape")) == "映画"
+
+
+def test_the_vs_records_give_z_and_an_lvu_rows_mean_rank_is_over_the_tasks_it_has(tmp_path):
+    """The ``--vs`` records' z was read by no test (dropped, the table's z column said "-"), nor
+    the JSON's mean rank of a row without every task (taken over all the table's tasks, a row of
+    one task ranked first had a mean rank of 0.5). By hand: scene seeds 40, 42, 41 and 50, 52, 51
+    have means 41 and 51, each SE 1 / sqrt(3); combined sqrt(2 / 3) = 0.816, z = 10 / 0.816 = 12.25."""
+    a = lvu_run(tmp_path / "a", {"scene": [40, 42, 41], "like_ratio": [0.30, 0.31, 0.32]})
+    b = lvu_run(tmp_path / "b", {"scene": [50, 52, 51]})
+    res = lvu_table({"a": a, "b": b}, vs="a")
+    (r,) = res["compare"]
+    assert (r["run"], r["column"], r["better_by"], r["se"], r["z"], r["beyond_2se"]) == (
+        "b",
+        "scene",
+        10.0,
+        0.816,
+        12.25,
+        True,
+    )
+    assert "| b | scene (top-1) | 10.000 | 0.816 | 12.25 | **yes** |" in res["markdown"]
+    # scene: b 51 first, a 41 second; like_ratio: a alone, first
+    assert res["ranks"] == {"a": {"scene": 2, "like_ratio": 1}, "b": {"scene": 1}}
+    assert res["mean_rank"] == {"a": 1.5, "b": 1.0} and res["top1"] == {"a": 1, "b": 1}
+
+
+def test_a_vidsitu_rows_runs_are_its_runs_not_its_fewest_finite_on_a_metric(tmp_path):
+    """A row's "(n=...)" counted runs by its metric of most runs; no test had a metric with fewer
+    (a run non-finite on it), so counting by the fewest passed: a row of three runs, one of them
+    non-finite on Top1-Acc, was "(n=2)". Mean-Acc of 30, 32, 34: 32 ± 2 / sqrt(3) = 1.15."""
+    nan = float("nan")
+    three = [
+        {"mean_acc": 30.0, "top1_acc": 40.0},
+        {"mean_acc": 32.0, "top1_acc": nan},
+        {"mean_acc": 34.0, "top1_acc": 44.0},
+    ]
+    five = [{"mean_acc": 30.0, "top1_acc": 40.0}] * 5
+    runs = {
+        "three": vidsitu_run(tmp_path / "a", "relation", three),
+        "five": vidsitu_run(tmp_path / "b", "relation", five),
+    }
+    md = vidsitu_table(runs)["markdown"]
+    assert (
+        "| three (n=3) | 32.00 ± 1.15 | 42.00 ± 2.00 (1 non-finite) |" in md and "| five (n=5) | 30.00 ± 0.00 |" in md
+    )
