@@ -269,7 +269,11 @@ def claims_from_markdown(text: str) -> list[dict]:
         claim = by.get((g["statement"], g["a"], g["b"], g["metric"]))
         if claim is None:
             raise ValueError(f"claims table row names no known claim: {g['statement']!r} ({g['a']} vs {g['b']})")
-        tested = g["verdict"] != "n/a"
+        # the three verdicts _verdict writes, read exactly: a substring test read "no longer holds" as holding
+        verdicts = {_verdict({"holds": h}): h for h in (True, False, None)}
+        if g["verdict"] not in verdicts:
+            raise ValueError(f"claims table row has an unknown verdict {g['verdict']!r}: {g['statement']!r}")
+        tested = verdicts[g["verdict"]] is not None
         num = (lambda k: float(g[k])) if tested else (lambda k: None)
         out.append(
             {
@@ -282,7 +286,7 @@ def claims_from_markdown(text: str) -> list[dict]:
                 "diff": num("diff"),
                 "se": num("se"),
                 "z": num("z"),
-                "holds": ("holds" in g["verdict"] and "not" not in g["verdict"]) if tested else None,
+                "holds": verdicts[g["verdict"]],
             }
         )
     return out

@@ -145,6 +145,11 @@ def test_a_results_md_claims_table_reads_back_at_its_printed_precision(tmp_path)
         assert "a claim nobody made" in str(e)
     else:
         raise AssertionError("an unknown claim row was accepted")
+    # a verdict other than the three written is refused, not read by its words ("no longer holds" held)
+    held = next(c for c in claims if c["holds"])
+    line = next(x for x in claims_markdown(claims).splitlines() if held["statement"] in x)
+    with pytest.raises(ValueError, match="unknown verdict 'no longer holds'"):
+        claims_from_markdown(line.replace("**holds**", "no longer holds"))
 
 
 def test_cli_readme_without_the_block_or_missing_is_an_error_not_a_silent_no_op(tmp_path, capsys):
