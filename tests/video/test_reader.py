@@ -135,6 +135,9 @@ def test_a_raw_elementary_stream_is_read_by_decode_count(tmp_path, codec, ext):
         assert codes(r.get_frames([35, 3, 20, 19, 0])) == [35, 3, 20, 19, 0]  # behind the decoder: from the start
         assert r.missing == set()
         fps = r.fps  # FFmpeg's raw demuxers time such streams at their -framerate, 25 unless told
+        # decode count k is at k / fps s from the first frame (which is at 0)
+        assert r.frame_times[0] == 0.0 and r.frame_times[39] == pytest.approx(39 / fps)
+        assert r.indices_at(np.arange(40) / fps).tolist() == list(range(40))
     assert codes(read_clip(p, 0.7, num_frames=4, stride=2)) == clip_indices(0.7, 4, 2, fps, 40).tolist()
 
 
@@ -317,6 +320,10 @@ def test_frame_folder_vidsitu_layout(tmp_path):
             centre = int((k - 0.5) * 60)
             ref = [min(max(x, 0), 299) for x in range(centre - 32, centre + 32, 4)]
             assert codes(read_clip(r, c)) == ref
+        # frame times are seconds from the first frame, one per 1/30 s: the frame on screen at k/30 s
+        # is frame k (a first frame stamped 1/30 s put every lookup by time one frame early)
+        assert r.frame_times[0] == 0.0 and r.frame_times[30] == pytest.approx(1.0)
+        assert r.indices_at(np.arange(0, 300, 7) / 30.0).tolist() == list(range(0, 300, 7))
 
 
 @pytest.mark.parametrize("name", ["frame{}.jpg", "img-{}.png", "{}.jpg", "clip_{}.jpg"])

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from moviessl.video import clip_indices, event_centers
+from moviessl.video import clip_indices, event_centers, timeline_indices
 
 
 def test_vidsitu_reference_windows():
@@ -35,3 +35,16 @@ def test_event_centers():
     assert event_centers(0.4) == [1.0]
     assert event_centers(6.0, stride_s=1.0) == [0.5, 1.5, 2.5, 3.5, 4.5, 5.5]
     assert event_centers(9.0, stride_s=3.0) == [1.5, 4.5, 7.5]
+
+
+def test_centres_off_the_whole_second_take_the_timeline_frame_they_fall_in():
+    """Every test above centres a clip on a whole second; centres of other strides (``--stride 1.2``:
+    0.6, 1.8, 3.0 s) and half frames take ``c = floor(center_s * 30)`` as VidSitu's ``int()`` does:
+    1.8 s is frame 54 though 1.2 * 1.5 * 30 is 53.99999999999999 in floats, and 0.25 s (7.5 frames)
+    is frame 7, not 8."""
+    centres = event_centers(4.0, stride_s=1.2)
+    assert centres[1] * 30 < 54  # the float product falls short of the frame
+    assert timeline_indices(centres[1], 4, 2).tolist() == [50, 52, 54, 56]
+    assert clip_indices(centres[1], 4, 2, 30.0, 300).tolist() == [50, 52, 54, 56]
+    assert timeline_indices(0.25, 4, 2).tolist() == [3, 5, 7, 9]
+    assert timeline_indices(0.25 + 2 / 30, 4, 2).tolist() == [5, 7, 9, 11]  # 9.5 frames: frame 9
