@@ -156,6 +156,34 @@ def test_crop_takes_the_drawn_box():
     assert torch.allclose(y[0, 0, 0, 0], expect, atol=1e-5)
 
 
+def test_a_box_of_a_frame_wider_than_tall_is_cut_where_drawn_and_mirrored_within_itself():
+    """The crop's affine map scales and shifts x by the frame's width and y by its height: on square
+    frames (every check above) swapping the two changed nothing. Here a 20 x 36 frame of distinct
+    values, a box as large as the output (so sampling lands on pixel centres): the output is the
+    box's pixels, and flipped, the box's pixels mirrored left to right."""
+    H, W = 20, 36
+    x = torch.arange(float(H * W)).view(1, 1, 1, H, W).expand(1, 3, 2, H, W) / (H * W)
+    keep = _only_geometry(out_size=8, flip_p=0.0)
+    p = keep.sample_params(1, H, W)
+    p["box"] = torch.tensor([[3.0, 21.0, 8.0, 8.0]])  # top 3, left 21, 8 x 8
+    box = x[:, :, :, 3:11, 21:29]
+    torch.testing.assert_close(keep.apply_params(x, p), box, atol=1e-5, rtol=0)
+    p["flip"] = torch.tensor([True])
+    torch.testing.assert_close(keep.apply_params(x, p), box.flip(-1), atol=1e-5, rtol=0)
+
+
+def test_an_aspect_range_off_one_gives_boxes_of_that_width_over_height():
+    """torchvision's ``RandomResizedCrop`` ratio is width / height; the default range (0.5, 2) is
+    symmetric in log, so boxes drawn with the ratio inverted looked the same there."""
+    from moviessl.video.augment import random_resized_boxes
+
+    g = torch.Generator().manual_seed(0)
+    _, _, ch, cw = random_resized_boxes(200, 600, 600, area=(0.2, 0.2), aspect=(1.5, 1.5), generator=g)
+    assert ((cw / ch - 1.5).abs() < 0.02).all()
+    _, _, ch, cw = random_resized_boxes(200, 600, 600, area=(0.2, 0.2), aspect=(1.2, 2.0), generator=g)
+    assert (cw > ch).all()
+
+
 def test_colour_ops():
     x = _clips(b=3, t=2)
     gray = _only_geometry(out_size=48, area=(1, 1), aspect=(4 / 3, 4 / 3), flip_p=0, gray_p=1.0)

@@ -133,3 +133,18 @@ def test_normalisation_of_a_cpu_clip_stays_on_the_cpu_whatever_the_default_devic
     with gpu_like_default_device():
         got = normalize(x)
     assert got.device.type == "cpu" and torch.equal(got, want)
+
+
+def test_shrinking_filters_the_frame_as_it_says_not_samples_it():
+    """Resizing to the short side shrinks with OpenCV's area filter (numpy) or antialiased bilinear
+    (torch): columns of period 4 (255, 0, 0, 0) shrunk 4x are their mean, 63.75, everywhere. Every
+    check above resized a constant frame, which a point-sampling filter keeps too; it would read
+    column 1.5 of each block here, giving 0 (the bright column aliased away)."""
+    f = np.zeros((1, 64, 128, 3), np.uint8)
+    f[:, :, ::4] = 255
+    r = resize_short_side(f, 16)
+    assert r.shape == (1, 16, 32, 3) and np.abs(r.astype(float) - 63.75).max() <= 1
+    t = torch.from_numpy(np.ascontiguousarray(f.transpose(3, 0, 1, 2)))  # (3, 1, 64, 128)
+    rt = resize_short_side(t, 16)
+    # (the antialiasing kernel spans 8 columns: at the frame's two edges it is cut and renormalised)
+    assert rt.shape == (3, 1, 16, 32) and (rt[..., 1:-1].float() - 63.75).abs().max() <= 1
