@@ -457,3 +457,51 @@ def test_a_cold_cache_is_built_by_workers_whatever_the_default_device(clip_list,
     with gpu_like_default_device():
         got = ClipDataset(items, "pair", frame_cache=FrameCache(tmp_path / "b", 32), **kw).prepare(False, 2)
     assert got.items == cpu.items and got.bad.keys() == cpu.bad.keys() and len(got.items) > 0
+
+
+def test_single_and_eval_clips_end_inside_the_video():
+    """A clip of 8 x 4 spans 29 timeline frames: in a 40-frame video it starts at 0..11 (11 + 28 is
+    the last frame, 39); a start of 12 would wrap its last frame to the video's first
+    (:func:`clip_timeline`). One eval clip is centred: in 35 frames, 3 before it and 3 after."""
+    rng = np.random.default_rng(0)
+    single = ClipDataset([], "single", num_frames=8, stride=4, short_side=32)
+    starts = {s for _ in range(3000) for s in single._starts(40, rng)}
+    assert starts == set(range(12))
+    centred = ClipDataset([], "eval", num_frames=8, stride=4, short_side=32, eval_clips=1)
+    assert centred._starts(35, rng) == [3] and centred._starts(29, rng) == [0]
+
+
+class _IndexSource(_RampSource):
+    """Frames whose every value is the frame's index (constant rate, so native = timeline frames)."""
+
+    def get(self, idx):
+        idx = np.asarray(list(idx), np.int64)
+        return np.broadcast_to(idx[:, None, None, None], (len(idx), self.h, self.w, 3)).astype(np.uint8)
+
+
+def test_a_pairs_clips_and_flow_clips_take_each_their_own_stride():
+    """A clip is ``num_frames`` frames ``stride`` apart from its start, and its flow clip
+    ``flow_frames`` frames ``flow_stride`` apart from the same start; every test above gave both
+    the same stride, or looked at the starts alone."""
+    ds = ClipDataset([("v.mp4", 0)], "pair", num_frames=4, stride=8, short_side=8, flow_frames=6, flow_stride=2)
+    ds._sources[0] = _IndexSource(8, 8, n=200)
+    ds.flow_cache = object()  # any cache: _flow is served below
+    ds._flow = lambda i: _IndexSource(8, 8, n=200)
+    for _ in range(5):
+        it = ds[0]
+        v, f = it["video"][:, 0, :, 0, 0].long(), it["flow"][:, 0, :, 0, 0].long()
+        assert v.shape == (2, 4) and f.shape == (2, 6)
+        start = v[:, :1]
+        assert torch.equal(v, start + 8 * torch.arange(4)) and torch.equal(f, start + 2 * torch.arange(6))
+
+
+def test_a_full_frame_crop_box_is_cut_where_drawn():
+    """``_crop_resize`` takes (top, left, height, width) as fractions of the frame's height and
+    width: on a 20 x 40 frame, (0.1, 0.5, 0.4, 0.2) is rows 2..9 and columns 20..27 (as large as the
+    output, so the resize keeps the pixels)."""
+    rows, cols = np.meshgrid(np.arange(20), np.arange(40), indexing="ij")
+    frame = np.stack([rows * 10, cols * 6, np.zeros_like(rows)], -1).astype(np.uint8)
+    frames = np.stack([frame, 255 - frame])
+    got = ClipDataset._crop_resize(frames, (0.1, 0.5, 0.4, 0.2), 8)
+    want = torch.from_numpy(np.ascontiguousarray(frames[:, 2:10, 20:28])).permute(3, 0, 1, 2)
+    assert got.shape == (3, 2, 8, 8) and torch.equal(got, want)

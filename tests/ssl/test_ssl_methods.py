@@ -248,3 +248,18 @@ def test_module_apply_reaches_every_submodule_of_a_method_with_augmenters(method
     assert augs
     linears = [mod for mod in m.modules() if isinstance(mod, torch.nn.Linear)]
     assert linears and all(not mod.weight.any() for mod in linears)
+
+
+def test_augment_views_gives_each_view_its_own_augmenters_draw():
+    """CVRL augments a pair's two clips independently, each by its own augmenter (Qian et al. 2021,
+    §3.2): here one that never flips and one that always does, on the same clip. Were the first
+    view's draw applied to both, the pair would be two identical copies."""
+    from moviessl.video import ConsistentAugment
+
+    kw = dict(area=(1, 1), aspect=(1, 1), jitter_p=0.0, gray_p=0.0, blur_p=0.0, normalize=False)
+    keep, flip = ConsistentAugment(16, flip_p=0.0, **kw), ConsistentAugment(16, flip_p=1.0, **kw)
+    x = torch.rand(2, 3, 2, 16, 16)
+    (a, b), p = augment_views((keep, flip), (x, x), return_params=True)
+    torch.testing.assert_close(a, x, atol=1e-5, rtol=0)
+    torch.testing.assert_close(b, x.flip(-1), atol=1e-5, rtol=0)
+    assert p["flip"].tolist() == [False, False, True, True]

@@ -46,13 +46,17 @@ def test_clips_fit_and_order_is_random():
     firsts_later = 0
     for _ in range(2000):
         a, b, _ = sample_cvrl_starts(100, 8, 4, 1.0, rng)
-        assert 0 <= a <= 100 - 28 and 0 <= b <= 100 - 28  # both clips inside the video
+        assert 0 <= a <= 100 - 1 - 28 and 0 <= b <= 100 - 1 - 28  # both clips end by the last frame, 99
         firsts_later += a > b
     assert 800 < firsts_later < 1200
 
 
 def test_degenerate_short_video_wraps():
     rng = np.random.default_rng(0)
+    # a clip of 16 x 4 spans 61 timeline frames: 60 frames are still too short, so the starts are
+    # free draws over the video (tiled), not both 0 (M = 0 left no room for any start)
+    draws = [sample_cvrl_starts(60, 16, 4, 1.0, rng) for _ in range(50)]
+    assert all(w for _, _, w in draws) and len({(a, b) for a, b, _ in draws}) > 40
     a, b, wrap = sample_cvrl_starts(20, 16, 4, 1.0, rng)
     assert wrap and 0 <= a < 20 and 0 <= b < 20
     idx = clip_timeline(a, 16, 4, 20)
