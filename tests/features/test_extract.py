@@ -1151,7 +1151,8 @@ def test_a_hand_written_index_entry_without_or_with_a_bad_num_events(backbone, v
             FeatureStore(out).num_events("a")
         assert "index.json" in str(e.value)
     index["videos"]["a"]["num_events"] = 3
-    for bad in ([[0]], [["x", 2]], [[2, 1]], [[0, 9]], 5):  # a hand-edited 'missing': was a traceback
+    # a hand-edited 'missing': was a traceback; [2, 4) runs one past the 3 events (the bound is 3, not 4)
+    for bad in ([[0]], [["x", 2]], [[2, 1]], [[0, 9]], [[2, 4]], [[-1, 1]], 5):
         index["videos"]["a"]["missing"] = bad
         (out / "index.json").write_text(json.dumps(index))
         with pytest.raises(BadInputError, match=r"a: 'missing' must list \[start, stop\) event ranges") as e:

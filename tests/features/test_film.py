@@ -445,3 +445,56 @@ def test_a_batchs_missing_mask_is_made_on_the_cpu_whatever_the_default_device(fi
         got = first()
     assert len(got) == len(cpu) == 2
     assert all(t.device.type == "cpu" and torch.equal(t, c) for g, c2 in zip(got, cpu) for t, c in zip(g, c2))
+
+
+class _FakeReader:
+    """A 10-s, 30-fps reader whose frames all decode except those in ``missing`` (stand-ins)."""
+
+    is_vfr, fps, num_frames, path = False, 30.0, 300, Path("fake.mp4")
+
+    def __init__(self, missing):
+        self.missing = set(missing)
+
+    def get_frames(self, idx):
+        return np.zeros((len(idx), 32, 32, 3), np.uint8)
+
+
+@pytest.mark.parametrize("bad,missing", [(134, True), (158, True), (133, False), (159, False)])
+def test_an_event_is_missing_when_any_frame_of_its_clip_did_not_decode(bad, missing):
+    """The clip centred at 5 s, 4 x 8 on the 30-fps timeline, is frames 134, 142, 150, 158: a stand-in
+    at its first or last frame makes the event missing, one just outside it does not (the damaged
+    film above has stretches far wider than a clip, so the clip's ends went unchecked)."""
+    clip, got = ex.event_clip(_FakeReader({bad}), 5.0, {**INPUT, "stride": 8})
+    assert got is missing and clip.shape == (3, 4, 32, 32)
+
+
+def test_a_resume_takes_committed_chunks_only_of_a_film_with_as_many_events(tmp_path):
+    """The chunks an earlier run committed are skipped only when it counted the film's events as
+    this run does: committed for another number of events (the film read shorter then), its chunk
+    k holds other events than this run's chunk k, and every chunk is decoded again."""
+    film = make_film(tmp_path / "short.mp4", 8.0, width=64, height=48, audio=False, gop=30)  # 4 events
+
+    def chunks(done):
+        stream = ex.EventClipStream([("short", film)], INPUT, batch_events=2, chunk_events=2, done=done)
+        return sorted({b["chunk"] for b in stream if b["kind"] == "clips"})
+
+    assert chunks({}) == [0, 1]
+    assert chunks({"short": {"num_events": 4, "chunks": [0]}}) == [1]
+    assert chunks({"short": {"num_events": 3, "chunks": [0]}}) == [0, 1]
+
+
+def test_partial_results_of_a_video_replaced_since_are_discarded(tmp_path):
+    """A film's committed chunks are resumed only while its file is the one they were made from (its
+    size and modification time): chunks of a replaced video would be written out beside the new
+    one's as one film. Every resume test above resumed an unchanged file."""
+    out, src = tmp_path / "out", tmp_path / "v.mp4"
+    src.write_bytes(b"x" * 10)
+    d = out / ".partial" / "v"
+    d.mkdir(parents=True)
+    plan = {"chunk_events": 2, "batch_events": 2, "precision": "32-true"}
+    st = src.stat()
+    (d / "plan.json").write_text(json.dumps({**plan, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "num_events": 4}))
+    np.savez(d / "c000000.npz", feats=np.ones((2, 16), np.float32), missing=np.zeros(2, bool))
+    assert ex.scan_partials(out, [("v", src)], plan) == {"v": {"num_events": 4, "chunks": [0]}}
+    src.write_bytes(b"y" * 12)  # the video replaced
+    assert ex.scan_partials(out, [("v", src)], plan) == {} and not d.exists()
