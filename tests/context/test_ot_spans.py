@@ -138,3 +138,84 @@ def test_context_batches_are_made_on_the_cpu_whatever_the_default_device():
     with gpu_like_default_device():
         got = made()
     assert len(got) == len(cpu) and all(t.device.type == "cpu" and torch.equal(t, c) for t, c in zip(got, cpu))
+
+
+def test_the_centre_shot_is_the_last_of_the_instances_nearest_the_middle():
+    """LVU's ``construct_example`` walks the instances from the span's end backwards and keeps the
+    shot of the *last* one at the smallest distance from the middle second: of two instances
+    equally near it, the earlier one's shot."""
+    # seconds 0, 1, 3, 4 (middle 2): 1 and 3 are equally near; walked 4, 3, 1, 0, the last is second 1
+    inst = _inst([0, 1, 3, 4], [0, 1, 2, 3], [10, 11, 12, 13])
+    t = span_tokens(SpanVideo("v", inst=inst), tail=4, span_s=5, halfway=129)
+    shots = np.array([13, 12, 11, 10])  # tokens from the end backwards
+    assert (t["shot"][1:-1, 2] == shots - 11 + 129 + ID_OFFSET).all()
+
+
+def test_training_spans_permute_track_ids_and_jitter_boxes_both_ways():
+    """LVU's training examples: track ("link") ids a random permutation per example (``random.sample``),
+    the same id for a track's boxes; each box side moved by ``uniform(-1, 1)`` x 0.2 of the box's width
+    or height and the area that of the moved box (``get_spatial_encoding``)."""
+    inst = _inst(np.repeat(np.arange(10), 5), np.tile(np.arange(5), 10), np.zeros(50, int))
+    v = SpanVideo("v", inst=inst)
+    plain = span_tokens(v, tail=9, span_s=10)
+    rng = np.random.default_rng(0)
+    orders, moves = set(), []
+    for _ in range(30):
+        a = span_tokens(v, 9, span_s=10, train=True, rng=rng)
+        link = a["link"][1:-1].reshape(10, 5)  # every second lists the tracks 0..4 in order
+        assert (link == link[0]).all() and sorted(link[0].tolist()) == list(range(ID_OFFSET, ID_OFFSET + 5))
+        orders.add(tuple(link[0].tolist()))
+        b = a["box"][1:-1]
+        np.testing.assert_allclose(b[:, 4], (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), rtol=1e-5)
+        moves.append(b[:, :4] - plain["box"][1:-1, :4])
+    assert len(orders) > 10  # not the first-appearance order every time
+    d = np.concatenate(moves)
+    bound = 0.2 * np.array([0.4, 0.5, 0.4, 0.5])
+    assert (d.min(0) < -0.8 * bound).all() and (d.max(0) > 0.8 * bound).all()
+    assert (np.abs(d.mean(0)) < 0.1 * bound).all()  # symmetric about the box as given
+
+
+def _marked(vid, first, last, value):
+    """A video with one box per second from ``first`` to ``last``: feature 0 is ``value``, feature 1
+    the box's second."""
+    secs = np.arange(first, last + 1)
+    inst = _inst(secs, [0] * len(secs), [0] * len(secs))
+    inst.feat[:, 0], inst.feat[:, 1] = value, secs
+    return SpanVideo(vid, inst=inst)
+
+
+def test_training_spans_are_uniform_over_all_spans_with_their_videos_label():
+    """LVU's ``random.choice(self.spans)``: every span of every training video equally likely (a
+    video with nine times the spans is drawn nine times as often), labelled with its own video's label."""
+    one = _marked("one", 0, 59, 1.0)  # 60 s: one span
+    nine = _marked("nine", 0, 67, 2.0)  # 68 s: spans ending at 59..67
+    ds = RandomSpans([one, nine], np.array([5.0, 7.0], np.float32), length=600, span_s=60)
+    np.random.seed(0)
+    from_one = 0
+    for i in range(len(ds)):
+        item = ds[i]
+        mark = float(item["x"]["inst"][1, 0])
+        assert item["y"] == {1.0: 5.0, 2.0: 7.0}[mark]
+        from_one += mark == 1.0
+    assert 30 <= from_one <= 90  # 1/10 of 600 (a draw by video: 300)
+
+
+def test_every_span_of_every_scored_video_is_an_item_in_order():
+    """Scoring reads every span (LVU's evaluation spans end at every second), in order, each with its
+    video's index."""
+    a, b = _marked("a", 0, 62, 1.0), _marked("b", 10, 69, 2.0)
+    ev = EvalSpans([a, b], span_s=60)
+    items = [ev[i] for i in range(len(ev))]
+    # the latest token (first after [start]) is the span's last second: a's 59..62, b's 69
+    got = [(it["i"], int(it["x"]["inst"][1, 1])) for it in items]
+    assert got == [(0, 59), (0, 60), (0, 61), (0, 62), (1, 69)]
+
+
+def test_a_pretraining_pair_is_two_independent_spans_of_one_video():
+    """LVU's ``--same_movie``: ``[random.choice(self.spans[positive_id]) for _ in range(2)]``, two
+    draws, so the two spans of a pair usually differ."""
+    pairs = SpanPairs([_marked("v", 0, 159, 1.0)], span_s=60)  # 101 spans
+    np.random.seed(0)
+    ends = [(int(p["x"]["inst"][1, 1]), int(p["x2"]["inst"][1, 1])) for p in (pairs[i] for i in range(20))]
+    assert all(59 <= a <= 159 and 59 <= b <= 159 for a, b in ends)
+    assert sum(a == b for a, b in ends) < 5  # 1 in 101 by chance

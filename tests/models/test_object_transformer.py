@@ -9,7 +9,7 @@ import torch
 from moviessl.context.ot_spans import SpanVideo, collate_tokens, span_tokens
 from moviessl.data.lvu import VideoInstances
 from moviessl.errors import BadInputError
-from moviessl.models.object_transformer import OT_PRESETS, build_object_transformer, load_matching
+from moviessl.models.object_transformer import INSTANCE, OT_PRESETS, SCENE, build_object_transformer, load_matching
 
 
 def _video(n_sec=20, dim=12, scene_dim=0, seed=0):
@@ -54,9 +54,13 @@ def test_padding_does_not_change_outputs_and_shapes():
     m = build_object_transformer("ot_cpu", in_dim=12, num_outputs=3).eval()
     short, long = _video(n_sec=6, seed=1), _video(n_sec=20, seed=2)
     alone = m(_batch(short, tail=5))
-    both = m(_batch(short, long, tail=5))  # the short span is padded to the long one's length
-    assert both.shape == (2, 3)
+    # the short span (12 tokens + start / end) padded to a long one's 40: both spans ended at the same
+    # second once, so of one length, and nothing was padded
+    spans = [span_tokens(short, 5), span_tokens(long, 19)]
+    both = m({k: torch.as_tensor(v) for k, v in collate_tokens(spans).items()})
+    assert both.shape == (2, 3) and len(spans[0]["kind"]) == 14 and len(spans[1]["kind"]) == 42
     assert torch.allclose(alone[0], both[0], atol=1e-5)
+    assert torch.allclose(m(_batch(long, tail=19))[0], both[1], atol=1e-5)
 
 
 def test_masked_instances_never_reach_the_model():
@@ -182,3 +186,47 @@ def test_paper_ffn_has_no_inner_dropout_as_berts():
     mlp = build_object_transformer("ot_cpu", in_dim=8).blocks[0].mlp.train()
     x = torch.randn(6, 64)
     assert not torch.equal(mlp(x), mlp(x))  # the CPU preset keeps its dropout (ffn_dropout None -> dropout)
+
+
+def test_the_prediction_reads_the_start_tokens_output_through_berts_pooler():
+    """LVU's long-term head reads ``pooler_output`` (BERT's pooler: dense + tanh on the first token's
+    output), not a mean or another position: nothing else of the last layer reaches the head."""
+    torch.manual_seed(0)
+    m = build_object_transformer("ot_cpu", in_dim=12, num_outputs=3).eval()
+    b = _batch(_video())
+    h = m.encode(b)
+    assert torch.allclose(m(b), m.head(m.pooler(h[:, 0])), atol=1e-6)
+
+
+def test_each_pathways_own_parts_reach_only_its_own_tokens():
+    """OT++'s token layout (Fig. 3): an instance token is ``reduction`` of its RoI feature plus the
+    shared spatial / time / shot / link codes; a scene token ``scene_proj`` of its feature plus the
+    scene type vector -- no ``reduction`` (not even its bias: LVU's zero features of [start] / [end]
+    do pass it), and no instance token gets ``scene_type``. Checked on the embeddings, per token."""
+    torch.manual_seed(0)
+    m = build_object_transformer("ot_cpu", in_dim=12, scene_dim=5, num_outputs=2).eval()
+    b = _batch(_video(scene_dim=5))
+    kind = b["kind"][0]
+    scene, others = kind == SCENE, kind != SCENE
+    assert scene.any() and (kind == INSTANCE).any()
+    before = m.embed(b)[0]
+    with torch.no_grad():
+        m.reduction.bias.add_(1.0)
+    after = m.embed(b)[0]
+    assert torch.allclose(after[scene], before[scene], atol=1e-6) and not torch.allclose(after[others], before[others])
+    with torch.no_grad():
+        m.scene_type.add_(1.0)
+    moved = m.embed(b)[0]
+    assert torch.allclose(moved[others], after[others], atol=1e-6) and not torch.allclose(moved[scene], after[scene])
+
+
+def test_a_tokens_track_id_reaches_the_model():
+    """The link (track) id table is one of LVU's embeddings: two instance tokens that differ only in
+    their track id embed differently, and the same id embeds the same."""
+    torch.manual_seed(0)
+    m = build_object_transformer("ot_cpu", in_dim=12).eval()
+    b = _batch(_video())
+    other = dict(b, link=b["link"].clone())
+    other["link"][0, 1] += 1
+    e, f = m.embed(b)[0], m.embed(other)[0]
+    assert not torch.allclose(e[1], f[1]) and torch.allclose(e[2:], f[2:])
