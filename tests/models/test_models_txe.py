@@ -52,6 +52,22 @@ def test_mask_token_hides_masked_inputs(txe):
     assert torch.equal(emb[0, 1], txe.mask_token.detach()) and torch.equal(emb[1, 4], emb[2, 0])
 
 
+def test_a_masked_token_keeps_its_position(txe):
+    """BERT's and the paper's masking replaces a token's *input* by [MASK]; its position embedding is
+    still added, so the masked positions of one span are told apart (each is asked for its own
+    event). Replaced after the position embedding, every masked token of a window embedded alike,
+    and a span's masked outputs were all one vector."""
+    x = torch.randn(2, 6, 48)
+    mask = torch.zeros(2, 6, dtype=torch.bool)
+    mask[:, 1:4] = True
+    with torch.no_grad():
+        h = txe.embed(x, mask)
+        y = txe(x, mask)
+    for a, b in ((1, 2), (2, 3), (1, 3)):
+        assert not torch.allclose(h[:, a], h[:, b], atol=1e-4)
+        assert not torch.allclose(y[:, a], y[:, b], atol=1e-4)
+
+
 def test_position_embeddings_break_permutation_symmetry(txe):
     x = torch.randn(1, 5, 48)
     with torch.no_grad():

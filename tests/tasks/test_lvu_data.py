@@ -333,3 +333,15 @@ def test_scene_kind_auto_does_not_read_backbone_features_while_txe_outputs_are_r
         scene_arrays(ev, "auto")
     scene, _, desc = scene_arrays(ev, "feats")
     assert desc.endswith(":feats") and sorted(scene) == ["m0", "m1"]
+
+
+def test_the_configured_scene_stride_places_the_events(tmp_path, small_cache):
+    """``data.scene_stride_s`` (a folder extracted at another stride than it records) puts event k at
+    the floor of its centre ``stride x (k + 0.5)``; unset, the folder's own stride (2 s) does."""
+    from moviessl.tasks.lvu.runner import build_inputs
+
+    _folder(tmp_path / "ev", {"m0": 5})
+    given = build_inputs("scene", tmp_path, scene_features=tmp_path / "ev", scene_kind="feats", scene_stride_s=3.0)
+    np.testing.assert_array_equal(given.videos["m0"].scene_sec, [1, 4, 7, 10, 13])
+    own = build_inputs("scene", tmp_path, scene_features=tmp_path / "ev", scene_kind="feats")
+    np.testing.assert_array_equal(own.videos["m0"].scene_sec, [1, 3, 5, 7, 9])

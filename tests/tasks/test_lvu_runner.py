@@ -207,3 +207,72 @@ def test_the_epoch_rules_criterion_by_hand():
     assert heldout_criterion("relationship", preds, {"a": 1, "b": 0}) == pytest.approx(want)
     reg = {"a": [1.0, 3.0], "b": [-1.0]}  # means 2 and -1 against 0.5 and -1.5: errors 2.25 and 0.25
     assert heldout_criterion("view_count", reg, {"a": 0.5, "b": -1.5}) == pytest.approx(1.25)
+
+
+def test_scoring_runs_the_model_in_eval_mode():
+    """LVU scores after ``model.eval()``: no dropout in the scored spans, so a model handed over in
+    training mode (as Lightning leaves it after ``fit``) scores the same as in eval mode."""
+    import torch
+
+    from moviessl.context.ot_spans import SpanVideo
+    from moviessl.tasks.lvu.runner import predict_spans, resolve_config
+    from moviessl.tasks.lvu.task import TASKS
+
+    cfg = resolve_config(None, "cpu", ["data.span_s=10"])
+    videos = [SpanVideo(v, inst=_Instances(VIDS).load(v)) for v in VIDS[:2]]
+    torch.manual_seed(0)
+    model, _ = TASKS["scene"].build_model(8, preset="ot_cpu")  # dropout 0.1
+    want = predict_spans(model.eval(), videos, cfg, 129, 254)
+    torch.manual_seed(1)
+    got = predict_spans(model.train(), videos, cfg, 129, 254)
+    assert got.keys() == want.keys() and all(len(got[v]) == 11 for v in got)  # spans ending at 9..19
+    for v in want:
+        np.testing.assert_allclose(got[v], want[v], rtol=1e-6)
+
+
+def test_the_epoch_rule_trains_on_four_fifths_and_scores_the_held_out_fifth(tmp_path, monkeypatch):
+    """``tune_epochs``: a fixed 20% of the training videos is held out; each grid value trains on the
+    other 80% and is scored on the held-out 20% only (disjoint, together every training video)."""
+    import moviessl.tasks.lvu.runner as runner
+    from moviessl.context.ot_spans import SpanVideo
+
+    train = [SpanVideo(f"t{i}") for i in range(10)]
+    labels = {v.vid: i % 3 for i, v in enumerate(train)}
+    cfg = runner.resolve_config(None, "cpu", ["train.epochs_grid=[1,2]", "train.tune_seeds=1"])
+    fitted, scored = [], []
+
+    def make_job(name, out, videos, epochs, score, export, record):
+        fitted.append((int(epochs), [v.vid for v in videos]))
+        return score
+
+    def predict(model, videos, *_):
+        scored.append([v.vid for v in videos])
+        return {v.vid: [[1.0, 0.0, 0.0]] for v in videos}
+
+    monkeypatch.setattr(runner, "run_seeds", lambda score, seeds: [{"metrics": score(None, tmp_path)} for _ in seeds])
+    monkeypatch.setattr(runner, "predict_spans", predict)
+    res = runner.tune_epochs("relationship", train, labels, cfg, tmp_path / "tune", make_job, 129, 254)
+    assert [e for e, _ in fitted] == [1, 2] and res["heldout_videos"] == 2 and res["fit_videos"] == 8
+    for (_, fit), held in zip(fitted, scored):
+        assert len(fit) == 8 and len(held) == 2 and not set(fit) & set(held)
+        assert sorted(fit + held) == sorted(labels)
+    assert fitted[0][1] == fitted[1][1] and scored[0] == scored[1]  # the same split for every value
+
+
+def test_a_run_trains_on_videos_times_epochs_random_spans(tmp_path, monkeypatch):
+    """LVU's ``__len__`` for an end task: ``#training videos x num_train_epochs`` random spans, in one
+    pass."""
+    import moviessl.tasks.lvu.runner as runner
+
+    seen = []
+    real = runner.train_loader
+
+    def loader(data, *a, **k):
+        seen.append(len(data))
+        return real(data, *a, **k)
+
+    monkeypatch.setattr(runner, "train_loader", loader)
+    inputs = load_inputs(_Instances(VIDS), None, ids=VIDS, desc="ot")
+    over = [o for o in FAST if not o.startswith("train.epochs")] + ["train.epochs=3", "data.span_s=10"]
+    run_finetune("scene", _labels(tmp_path), inputs=inputs, out=tmp_path / "o", overrides=over)
+    assert seen == [4 * 3]

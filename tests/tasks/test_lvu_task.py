@@ -1,6 +1,7 @@
 """The LVU task model: LVU's fine-tuning corrupts tracks in training and scoring (``track_mask``)."""
 
 import numpy as np
+import pytest
 import torch
 
 from moviessl.context.instance_masking import track_masks
@@ -84,3 +85,45 @@ def test_betas_are_checked_before_any_work(tmp_path):
 
     with pytest.raises(BadInputError, match="train.betas"):
         run_finetune("scene", tmp_path, preset="cpu", overrides=["train.betas=[0.9]"], out=tmp_path / "o")
+
+
+def test_a_swapped_track_token_takes_another_instances_feature():
+    """LVU's ``perform_masking``: the 10% "random" tokens take the feature of a content token (not
+    [start] / [end] / padding) that was not replaced by [MASK]. Drawn from every non-padding token, a
+    swap could paste [start]'s or [end]'s zero feature into an instance."""
+    x = _tokens()
+    x["inst"] = x["inst"] + 5.0 * (x["kind"] == INSTANCE)[..., None]  # every instance feature far from 0
+    inst = x["kind"] == INSTANCE
+    pool = x["inst"][inst]
+    torch.manual_seed(0)
+    m, _ = TASKS["scene"].build_model(8, preset="ot_cpu", track_mask=0.5)
+    swapped = 0
+    for seed in range(30):
+        torch.manual_seed(seed)
+        y = m._inputs(x)
+        moved = (y["inst"] != x["inst"]).any(-1) & ~y["mask"]
+        for row in y["inst"][moved]:
+            assert (row == pool).all(-1).any()  # one of the batch's instance features
+        swapped += int(moved.sum())
+    assert swapped > 20
+
+
+def test_the_regression_loss_is_the_mse_of_the_first_output():
+    """LVU's regression tasks (``num_long_term_classes == -1``): ``((scores[:, 0] - label) ** 2).mean()``;
+    classification: cross-entropy of the logits."""
+    x = _tokens()
+    y = torch.tensor([0.5, -1.0, 2.0, 0.0])
+    torch.manual_seed(0)
+    reg, _ = TASKS["like_ratio"].build_model(8, preset="ot_cpu")
+    reg.eval()
+    out = reg(x).float()
+    assert out.shape == (4, 1)
+    assert float(reg.loss(x, y)) == pytest.approx(float(((out[:, 0] - y) ** 2).mean()), rel=1e-5)
+    np.testing.assert_allclose(reg.span_outputs(x), out[:, 0].detach().numpy(), rtol=1e-5)
+    cls, _ = TASKS["scene"].build_model(8, preset="ot_cpu")
+    cls.eval()
+    logits = cls(x).float()
+    labels = torch.tensor([0, 1, 2, 3])
+    want = -torch.log_softmax(logits, -1)[torch.arange(4), labels].mean()
+    assert float(cls.loss(x, labels)) == pytest.approx(float(want), rel=1e-5)
+    np.testing.assert_allclose(cls.span_outputs(x).sum(-1), 1.0, rtol=1e-5)
