@@ -76,6 +76,38 @@ def test_track_masks_redraw_a_span_without_a_masked_track_as_lvu():
     assert (m0.sum(1) == 2).all() and abs(m0[:, 0].float().mean().item() - 0.5) < 0.02
 
 
+def test_track_masks_draw_only_a_spans_own_tracks():
+    """LVU's ``get_mask_indices`` draws over the track ids present in each example (``x_ids``) until
+    one is masked. Spans of one batch hold different tracks (ids run to the batch's largest): a draw
+    that counted a track absent from a span as its masked one left that span with no masked token."""
+    g = torch.Generator().manual_seed(0)
+    B = 400
+    kind = torch.full((B, 10), INSTANCE)
+    link = ID_OFFSET + torch.arange(10).repeat(B, 1)  # even spans: ten tracks
+    link[1::2] = ID_OFFSET  # odd spans: one track, id 0, on every token
+    m = track_masks(link, kind, 0.15, generator=g)
+    assert m.any(1).all()  # every span has a masked token
+    assert m[1::2].all()  # a one-track span masks its track
+
+
+def test_pretraining_swaps_are_drawn_from_instance_tokens_on_the_host_too():
+    """The host hook hands ``corrupt_selected`` the candidates of BERT's 10% swaps: the instance
+    tokens (LVU's ``contents``: not [start] / [end] / padding), as the in-step draw does. The
+    non-padding tokens would paste [start]'s / [end]'s zero feature into instances."""
+    from types import SimpleNamespace
+
+    from moviessl.config import load_config
+    from moviessl.context.instance_masking import HOST_MASKS, InstanceMaskingModule
+
+    ot = InstanceMaskingModule(load_config("ot_pretrain", "cpu", ["masking.action_weight=0"]), 8)
+    ot._trainer = SimpleNamespace(training=True)
+    kind = torch.tensor([[START, INSTANCE, INSTANCE, INSTANCE, END, PAD], [START, INSTANCE, END, PAD, PAD, PAD]])
+    link = torch.where(kind == INSTANCE, ID_OFFSET + torch.arange(6) % 2, torch.zeros_like(kind))
+    out = ot.on_before_batch_transfer({"x": {"kind": kind, "link": link}})
+    masked, candidates = out[HOST_MASKS].value
+    assert torch.equal(candidates, kind == INSTANCE) and not (masked & (kind != INSTANCE)).any()
+
+
 def test_corrupt_is_80_10_10():
     g = torch.Generator().manual_seed(0)
     kind = torch.full((40, 50), INSTANCE)

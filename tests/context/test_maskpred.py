@@ -624,3 +624,15 @@ def test_mask_sizes_of_cpu_windows_are_drawn_on_the_cpu_whatever_the_default_dev
     with gpu_like_default_device():
         got = mp.sample_mask_sizes(lengths, [1, 2, 3], torch.Generator().manual_seed(0))
     assert got.device.type == "cpu" and torch.equal(got, want)
+
+
+def test_whole_videos_are_held_out_from_twenty_videos_on():
+    """``split_ids`` holds out ``val_fraction`` of the videos from MIN_VIDEOS_TO_HOLD_OUT (20) videos
+    on, none below: 20 videos at 0.1 give two, 19 none; the two sets are disjoint and cover them."""
+    from moviessl.context.windows import MIN_VIDEOS_TO_HOLD_OUT, split_ids
+
+    assert MIN_VIDEOS_TO_HOLD_OUT == 20
+    ids = [(0, f"v{i}") for i in range(20)]
+    train, val = split_ids(ids, 0.1, seed=3)
+    assert len(val) == 2 and len(train) == 18 and sorted(train + val) == sorted(ids)
+    assert split_ids(ids[:19], 0.1, seed=3) == (ids[:19], [])

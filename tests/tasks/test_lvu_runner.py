@@ -259,20 +259,30 @@ def test_the_epoch_rule_trains_on_four_fifths_and_scores_the_held_out_fifth(tmp_
     assert fitted[0][1] == fitted[1][1] and scored[0] == scored[1]  # the same split for every value
 
 
-def test_a_run_trains_on_videos_times_epochs_random_spans(tmp_path, monkeypatch):
+def test_a_run_trains_on_videos_times_epochs_random_spans_with_lvus_time_ids(tmp_path, monkeypatch):
     """LVU's ``__len__`` for an end task: ``#training videos x num_train_epochs`` random spans, in one
-    pass."""
+    pass; training and scoring spans centre their time ids on ``max_position_embeddings // 2`` (129 of
+    258) with at most 254 instances, as ``pretrain-ot`` does (``ot.max_positions // 2``): a pretrained
+    OT's centred-time table read one row off."""
     import moviessl.tasks.lvu.runner as runner
 
-    seen = []
+    seen, made = [], []
     real = runner.train_loader
 
     def loader(data, *a, **k):
         seen.append(len(data))
+        made.append(("train", data.halfway, data.max_instances))
         return real(data, *a, **k)
 
+    class Eval(runner.EvalSpans):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append(("eval", self.halfway, self.max_instances))
+
     monkeypatch.setattr(runner, "train_loader", loader)
+    monkeypatch.setattr(runner, "EvalSpans", Eval)
     inputs = load_inputs(_Instances(VIDS), None, ids=VIDS, desc="ot")
     over = [o for o in FAST if not o.startswith("train.epochs")] + ["train.epochs=3", "data.span_s=10"]
     run_finetune("scene", _labels(tmp_path), inputs=inputs, out=tmp_path / "o", overrides=over)
     assert seen == [4 * 3]
+    assert made == [("train", 129, 254), ("eval", 129, 254), ("eval", 129, 254)]  # val, test
