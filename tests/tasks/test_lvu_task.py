@@ -126,5 +126,5 @@ def test_the_regression_loss_is_the_mse_of_the_first_output():
     logits = cls(x).float()
     labels = torch.tensor([0, 1, 2, 3])
     want = -torch.log_softmax(logits, -1)[torch.arange(4), labels].mean()
-    assert float(cls.loss(x, labels).detach()) == pytest.approx(float(want), rel=1e-5)
+    assert float(cls.loss(x, labels).detach()) == pytest.approx(float(want.detach()), rel=1e-5)
     np.testing.assert_allclose(cls.span_outputs(x).sum(-1), 1.0, rtol=1e-5)
