@@ -20,7 +20,6 @@ probability vector (a negative entry, or a sum off 1 by more than 1e-2: logits) 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import numbers
@@ -32,7 +31,7 @@ import numpy as np
 
 from ..data.lvu import LVU_TASKS, is_regression, read_labels
 from ..errors import BadInputError
-from ..utils.safe_pickle import UNPICKLE_ERRORS, safe_load
+from ..utils.safe_pickle import load_json_or_pickle
 
 log = logging.getLogger("moviessl.eval")
 
@@ -42,16 +41,12 @@ def metric_name(task: str) -> str:
     return "mse" if is_regression(task) else "top1"
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     # json keeps the last of two equal keys: a video written in two chunks would be scored on one
     out: dict[str, Any] = {}
     for k, v in pairs:
         if k in out:
-            raise _DuplicateKey(f"{k!r} is listed twice (a video's span outputs go in one list)")
+            raise ValueError(f"{k!r} is listed twice (a video's span outputs go in one list)")
         out[k] = v
     return out
 
@@ -60,22 +55,7 @@ def load_predictions(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise BadInputError(path, "prediction file not found")
-    try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=_unique_keys)
-        else:
-            with open(path, "rb") as f:
-                data = safe_load(f)
-    except _DuplicateKey as e:
-        raise BadInputError(path, str(e)) from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # recursion: nested too deep
-        raise BadInputError(path, f"invalid JSON: {e}") from None
-    except ValueError as e:  # an integer past Python's 4300-digit limit: the JSON, not a pickle
-        if path.suffix.lower() == ".json":
-            raise BadInputError(path, f"invalid JSON: {e}") from None
-        raise BadInputError(path, f"not a readable prediction pickle: {e}") from None
-    except (OSError, *UNPICKLE_ERRORS) as e:
-        raise BadInputError(path, f"not a readable prediction pickle: {e}") from None
+    data = load_json_or_pickle(path, "prediction", object_pairs_hook=_unique_keys)
     if not isinstance(data, Mapping):
         raise BadInputError(path, f"expected a mapping youtube_id -> list of span outputs, got {type(data).__name__}")
     return dict(data)

@@ -9,7 +9,6 @@ entry.
 
 from __future__ import annotations
 
-import json
 import numbers
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import numpy as np
 
 from ..data.vidsitu import EVENTS, RELATION_IDS, ROLES
 from ..errors import BadInputError
-from ..utils.safe_pickle import UNPICKLE_ERRORS, SafeUnpickler, safe_load
+from ..utils.safe_pickle import SafeUnpickler, load_json_or_pickle
 
 TASK_ALIASES = {
     "verb": "verb",
@@ -44,21 +43,7 @@ def load_submission(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise BadInputError(path, "submission file not found")
-    try:
-        if path.suffix.lower() == ".json":
-            with open(path, encoding="utf-8-sig") as f:
-                data = json.load(f)
-        else:
-            with open(path, "rb") as f:
-                data = safe_load(f, _SafeUnpickler)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # recursion: nested too deep
-        raise BadInputError(path, f"invalid JSON: {e}") from None
-    except ValueError as e:  # an integer past Python's 4300-digit limit: the JSON, not a pickle
-        if path.suffix.lower() == ".json":
-            raise BadInputError(path, f"invalid JSON: {e}") from None
-        raise BadInputError(path, f"not a readable submission pickle: {e}") from None
-    except UNPICKLE_ERRORS as e:
-        raise BadInputError(path, f"not a readable submission pickle: {e}") from None
+    data = load_json_or_pickle(path, "submission", unpickler=_SafeUnpickler)
     if not isinstance(data, list):
         raise BadInputError(path, f"a submission is a list of dicts (one per segment), got {type(data).__name__}")
     return data

@@ -5,9 +5,11 @@ numbers, strings and numpy arrays / scalars / dtypes may be rebuilt."""
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import zipfile
-from typing import Any, BinaryIO
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
@@ -81,3 +83,33 @@ def safe_load_npz_object(path, key: str = "a") -> Any:
     arr = safe_load(f)
     arr = np.asarray(arr, dtype=object).reshape(shape)
     return arr.item() if arr.shape == () else arr
+
+
+def load_json_or_pickle(
+    path: Path,
+    what: str,
+    *,
+    unpickler: type[pickle.Unpickler] = SafeUnpickler,
+    object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None,
+) -> Any:
+    """A file a user hands in that is JSON when named ``*.json`` and a pickle otherwise (VidSitu's
+    submissions, LVU prediction files), read without running code. Every fault is one
+    :class:`~moviessl.errors.BadInputError` naming ``path``: ``invalid JSON: ...`` for a ``.json``
+    file, ``not a readable {what} pickle: ...`` for any other.
+
+    ``ValueError`` counts as the file's fault on both sides: JSON raises it for an integer past
+    Python's 4300-digit limit (and ``object_pairs_hook`` may raise it to refuse a file), a corrupt
+    pickle for a bad opcode argument. A ``UnicodeDecodeError`` or ``RecursionError`` is reported by the
+    file's kind, not as JSON: a pickle's string can be bad UTF-8 and its nesting too deep as well."""
+    from ..errors import BadInputError  # errors imports nothing of ours; kept local like utils.io
+
+    is_json = path.suffix.lower() == ".json"
+    try:
+        if is_json:
+            return json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=object_pairs_hook)
+        with open(path, "rb") as f:
+            return safe_load(f, unpickler)
+    except OSError as e:
+        raise BadInputError(path, f"cannot be read ({e})") from None
+    except (ValueError, RecursionError, *UNPICKLE_ERRORS) as e:
+        raise BadInputError(path, f"invalid JSON: {e}" if is_json else f"not a readable {what} pickle: {e}") from None
