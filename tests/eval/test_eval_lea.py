@@ -48,3 +48,10 @@ def test_mention_assignments():
     # a mention listed in two clusters on the out side maps to the last (coval's get_mention_assignments
     # fills its dict in cluster order); every other case lists a mention once, so "first" passed too
     assert mention_assignments([["a"]], [["a"], ["b", "a"]]) == {"a": 1}
+
+
+def test_an_empty_cluster_weighs_nothing():
+    """An empty cluster has no links: coval divides by that zero (ZeroDivisionError). Its weight |c|
+    is 0, so it leaves both sides' sums as they were."""
+    key, sys = [["a", "b"], ["c"]], [["a", "b"], ["d"]]
+    assert lea_prf(key + [[]], [[]] + sys) == lea_prf(key, sys)

@@ -33,6 +33,8 @@ def lea(
     Recall is ``lea(key, sys, key->sys)``, precision ``lea(sys, key, sys->key)``."""
     num, den = 0.0, 0
     for c in input_clusters:
+        if not c:  # weight |c| = 0 (coval divides by its zero links); a caller's empty list, not a fault
+            continue
         if len(c) == 1:
             all_links = 1.0
             m = c[0]
