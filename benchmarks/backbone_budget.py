@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moviessl.utils.io import atomic_write_json
+from moviessl.utils.io import atomic_write_json, json_float
 
 
 def setting(method: str, steps: int) -> str:
@@ -163,8 +163,8 @@ def cells_summary(runs: dict) -> dict:
     cells: dict = {}
     for r in runs.values():
         c = cells.setdefault(setting(r["method"], r["steps"]), {"steps": r["steps"], "acc": [], "probe": []})
-        c["acc"].append(r["verb_acc1"]["mean"])
-        c["probe"].append(r["vidsitu_probe"])
+        c["acc"].append(json_float(r["verb_acc1"]["mean"]))
+        c["probe"].append(json_float(r["vidsitu_probe"]))
     out = {k: {"steps": c["steps"], "verb_acc1": mean_se(c["acc"]), "vidsitu_probe": mean_se(c["probe"])}
            for k, c in cells.items()}  # fmt: skip
     base = out.get("random")

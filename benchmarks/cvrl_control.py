@@ -33,8 +33,8 @@ DATA = dict(
 
 
 def main(argv=None) -> int:
-    from moviessl.eval.stats import mean_se
     from moviessl.scheduler import Job, run_jobs
+    from moviessl.utils.io import atomic_write_json
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
@@ -75,11 +75,29 @@ def main(argv=None) -> int:
                 )
             )
     run_jobs(jobs, workers=a.workers, timings=out / "timings.json")
-    res = {}
+    probes = {m: [json.loads((out / m / f"s{s}" / "probe.json").read_text()) for s in range(a.seeds)] for m in METHODS}
+    res, lines = summarize(probes)
+    res["data"] = DATA
+    res["seeds"] = a.seeds
+    res["overrides"] = a.overrides
+    atomic_write_json(out / "control.json", res, indent=1)
+    print("\n".join(lines))
+    return 0
+
+
+def summarize(probes: dict[str, list[dict]]) -> tuple[dict, list[str]]:
+    """Per backbone: mean ± SE of the probes' top-1 over seeds, and CVRL - random with the combined
+    SE. A probe's null (a non-finite top-1, as ``json_ready`` writes it) counts as NaN."""
+    from moviessl.eval.stats import mean_se
+    from moviessl.utils.io import json_float
+
+    res: dict = {}
     for m in METHODS:
-        probes = [json.loads((out / m / f"s{s}" / "probe.json").read_text()) for s in range(a.seeds)]
-        res[m] = {k: dict(zip(("mean", "se"), mean_se([p[k] for p in probes]))) for k in ("linear_top1", "knn_top1")}
-        res[m]["runs"] = probes
+        res[m] = {
+            k: dict(zip(("mean", "se"), mean_se([json_float(p[k]) for p in probes[m]])))
+            for k in ("linear_top1", "knn_top1")
+        }
+        res[m]["runs"] = probes[m]
     lines = ["| backbone | linear probe top-1 | kNN top-1 |", "|---|---|---|"]
     for m in METHODS:
         lines.append(
@@ -92,12 +110,7 @@ def main(argv=None) -> int:
         diff = c["mean"] - r["mean"]
         res[f"cvrl_minus_random_{k}"] = {"diff": diff, "se": se, "z": diff / se if se > 0 else None}
         lines.append(f"\nCVRL - random ({k}): {diff:+.2f} ± {se:.2f}" + (f" (z = {diff / se:.1f})" if se else ""))
-    res["data"] = DATA
-    res["seeds"] = a.seeds
-    res["overrides"] = a.overrides
-    (out / "control.json").write_text(json.dumps(res, indent=1))
-    print("\n".join(lines))
-    return 0
+    return res, lines
 
 
 if __name__ == "__main__":

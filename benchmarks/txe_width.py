@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moviessl.utils.io import atomic_write_json
+from moviessl.utils.io import atomic_write_json, json_float
 
 METRICS = {"srl": ("cider", "lea", "rouge_l"), "relation": ("mean_acc", "top1_acc")}
 TUNE_GRID = (0.1, 0.3, 1.0)  # the demo's full-profile grid
@@ -168,7 +168,7 @@ def replicate_means(row: Path, task: str, runs: int) -> dict[str, list[float]]:
     for r in range(runs):
         s = json.loads((row / f"r{r}" / "summary.json").read_text())["summary"]
         for m in vals:
-            vals[m].append(float(s[m]["mean"]))
+            vals[m].append(json_float(s[m]["mean"]))
     return vals
 
 
@@ -181,7 +181,7 @@ def report(out: Path, widths, runs, lrs=()) -> dict:
             reps = replicate_means(row_dir(out, task, txe, w, lr), task, runs)
             rows[f"{task} {tag(txe, w, lr)}"] = {m: [*mean_se(v), v] for m, v in reps.items()}
     prior = json.loads((out / "finetune" / "relation" / "pair_prior" / "summary.json").read_text())["summary"]
-    rows["relation pair_prior"] = {m: [float(prior[m]["mean"]), 0.0, []] for m in METRICS["relation"]}
+    rows["relation pair_prior"] = {m: [json_float(prior[m]["mean"]), 0.0, []] for m in METRICS["relation"]}
     tuned = {f"{task} w{w}": tuned_scale(out, task, w) for task in METRICS for w in widths}
 
     def claim(task: str, metric: str, a: str, b: str) -> dict:
