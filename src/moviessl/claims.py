@@ -173,9 +173,12 @@ def evaluate_claims(rows: Iterable[Mapping], claims: Iterable[Claim] = CLAIMS) -
             out.append({**rec, "diff": None, "se": None, "z": None, "holds": None})
             continue
         # (a row read back from results.json holds a non-finite mean as null: utils.io.json_ready)
-        if not all(r[k] is not None and math.isfinite(float(r[k])) for r in (ra, rb) for k in ("mean", "se")):
-            # a side no run gave a finite value of (summarize's n 0, mean NaN): NaN > 2 read as "does not hold"
-            out.append({**rec, "diff": None, "se": None, "z": None, "holds": None, "why": "no finite run"})
+        finite = {k: all(r[k] is not None and math.isfinite(float(r[k])) for r in (ra, rb)) for k in ("mean", "se")}
+        if not (finite["mean"] and finite["se"]):
+            # a side no run gave a finite value of (summarize's n 0, mean NaN): NaN > 2 read as "does not hold";
+            # finite means beside a non-finite SE come from an edited or foreign summary, not from no run
+            why = "no finite run" if not finite["mean"] else "no finite standard error"
+            out.append({**rec, "diff": None, "se": None, "z": None, "holds": None, "why": why})
             continue
         diff = float(ra["mean"]) - float(rb["mean"])
         if any(int(r["n"]) < 2 and r.get("n_pretrain", 1) != 0 for r in (ra, rb)):

@@ -298,7 +298,7 @@ def test_a_side_with_a_mean_but_no_finite_se_leaves_a_claim_unresolved():
     for se in (math.nan, None):
         rows = [_row("t", "A", "m", 31.0, se, n=4), {**_row("t", "B", "m", 30.0, 0.0, n=1), "n_pretrain": 0}]
         (r,) = evaluate_claims(rows, [c])
-        assert r["holds"] is None and r["z"] is None and r["why"] == "no finite run"
+        assert r["holds"] is None and r["z"] is None and r["why"] == "no finite standard error"
 
 
 def test_each_claim_puts_the_side_its_statement_says_wins_as_a_on_its_tables_main_metric():
