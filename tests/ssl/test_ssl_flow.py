@@ -263,6 +263,30 @@ def test_flow_in_chunks_is_the_flow_of_the_whole_video(n):
     assert max(len(c) for c in chunks) <= 5 and len(whole) == n
 
 
+class _ChunkSource:
+    """A frame source with its own ``chunks`` (as LiveSource), giving the listed pieces."""
+
+    def __init__(self, pieces, num_frames):
+        self.pieces, self.num_frames = pieces, num_frames
+
+    def chunks(self, size):
+        yield from self.pieces
+
+
+def test_an_empty_chunk_from_a_source_is_skipped_and_no_chunk_at_all_is_an_error():
+    """An empty piece (a source padding its last read) raised IndexError on its last gray frame, and a
+    source that gave no piece an AttributeError on ``None.shape``."""
+    from moviessl.ssl.flow import iter_flow
+
+    frames = _textured_square(1, n=6)
+    p = FlowParams(algorithm="farneback", short_side=64)
+    empty = frames[:0]
+    got = list(iter_flow(_ChunkSource([empty, frames[:3], empty, frames[3:], empty], 6), p))
+    np.testing.assert_array_equal(np.concatenate(got), compute_flow(frames, p))
+    with pytest.raises(ValueError, match="reported 6 but gave none"):
+        list(iter_flow(_ChunkSource([empty], 6), p))
+
+
 @pytest.mark.parametrize("store", ["npy", "png", "jpeg"])
 def test_a_long_video_is_read_and_stored_a_chunk_at_a_time(tmp_path, monkeypatch, store):
     """The flow cache never asks a frame source for more than ``FLOW_CHUNK`` frames (a feature-length

@@ -170,6 +170,8 @@ def iter_flow(frames, p: FlowParams, chunk: int | None = None) -> Iterator[np.nd
     prev = last = None  # the previous chunk's last gray frame; the last flow frame yielded
     for fr in pieces:
         fr = np.asarray(fr)
+        if len(fr) == 0:  # a source's empty chunk (one that pads its last read): nothing to pair
+            continue
         if min(fr.shape[1:3]) != p.short_side:
             fr = resize_frames(fr, p.short_side)
         gray = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in fr]
@@ -179,6 +181,8 @@ def iter_flow(frames, p: FlowParams, chunk: int | None = None) -> Iterator[np.nd
             last = out[-1]
             yield out
         prev = gray[-1]
+    if prev is None:
+        raise ValueError(f"no frames: the source reported {n_frames} but gave none")
     if last is None:
         last = encode_flow(np.zeros(prev.shape[:2] + (2,), np.float32), p)
     yield last[None]
