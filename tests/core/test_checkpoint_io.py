@@ -489,6 +489,30 @@ def test_chunks_are_written_as_they_come_and_a_source_error_stays_itself(tmp_pat
     assert sorted(q.name for q in tmp_path.iterdir()) == ["a.npy"]
 
 
+def test_a_write_that_swallows_the_source_error_commits_nothing(tmp_path):
+    """A ``write`` that catches every error (a writer that logs and returns) took the source's error
+    for its own and returned: ``atomic_write`` renamed the partial file into place, and only then was
+    the source's error raised, leaving a truncated file where the caller's resume sees a finished one."""
+    import errno
+
+    from moviessl.utils.io import atomic_write_from
+
+    def vanishing():
+        yield b"part"
+        raise FileNotFoundError(errno.ENOENT, "video vanished", "film.mp4")
+
+    def swallowing(f, chunks):
+        try:
+            for c in chunks:
+                f.write(c)
+        except BaseException:
+            pass
+
+    with pytest.raises(FileNotFoundError):
+        atomic_write_from(tmp_path / "p.bin", vanishing(), swallowing)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_checkpoint_writer_pickles_for_ddp_spawn():
     """ddp_spawn pickles the trainer with its plugins: a class defined inside a function failed with
     "Can't pickle local object" before any process started."""

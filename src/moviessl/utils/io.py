@@ -349,8 +349,14 @@ def atomic_write_from(
         raise _SourceFailed
 
     out, items = [], guarded()
+
+    def write_all(f):
+        out.append(write(f, items))
+        if failure:  # ``write`` caught the source's error and returned: what it wrote is partial, never renamed
+            raise _SourceFailed
+
     try:
-        atomic_write(path, lambda f: out.append(write(f, items)))
+        atomic_write(path, write_all)
     except BaseException:
         if not failure:  # the write's own error (a full disk: an OSError naming ``path``)
             raise
