@@ -52,7 +52,7 @@ class SimSiamLike(BackboneModule):
         self.aug1, self.aug2 = view_augmenters(cfg)
 
     def on_after_batch_transfer(self, batch, dataloader_idx=0):
-        if self.trainer is not None and self.trainer.training:
+        if self._trainer is not None and self._trainer.training:
             v = self.to_float(batch["video"])
             batch["views"] = augment_views((self.aug1, self.aug2), (v[:, 0], v[:, 1]))
         return batch
@@ -263,3 +263,22 @@ def test_augment_views_gives_each_view_its_own_augmenters_draw():
     torch.testing.assert_close(a, x, atol=1e-5, rtol=0)
     torch.testing.assert_close(b, x.flip(-1), atol=1e-5, rtol=0)
     assert p["flip"].tolist() == [False, False, True, True]
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_a_method_stepped_by_hand_without_a_trainer(method):
+    """The hooks asked ``self.trainer is not None``, but Lightning's ``trainer`` property raises where
+    none is attached: ``setup``, ``on_after_batch_transfer`` and ``log_step`` of a module stepped by
+    hand (a notebook, a user's own loop) met RuntimeError. Without a trainer the batch goes through
+    as it is and nothing is logged (the context modules' rule)."""
+    import warnings
+
+    cls = get_method(method)
+    cfg = load_config("backbone", "cpu", tiny_overrides([]), variant=method)
+    m = cls(cfg, num_classes=3) if getattr(cls, "needs_labels", False) else cls(cfg)
+    m.setup("fit")
+    batch = {"video": torch.zeros(2, 2, 3, 4, 8, 8, dtype=torch.uint8)}
+    assert m.on_after_batch_transfer(batch, 0) is batch and set(batch) == {"video"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Lightning's "self.log() without a trainer" warning
+        m.log_step(torch.tensor(1.0), 2)

@@ -124,7 +124,9 @@ class BackboneModule(pl.LightningModule):
         self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=batch_size)
         for k, v in extra.items():
             self.log(f"train/{k}", v.detach(), on_step=True, on_epoch=False, batch_size=batch_size)
-        opt = self.trainer.optimizers[0] if self.trainer is not None and self.trainer.optimizers else None
+        # _trainer: Lightning's `trainer` raises where none is attached (a module stepped by hand)
+        t = self._trainer
+        opt = t.optimizers[0] if t is not None and t.optimizers else None
         if opt is not None:
             self.log("lr", host_scalar(float(opt.param_groups[0]["lr"])), prog_bar=True, on_step=True, on_epoch=False)
 
@@ -132,9 +134,9 @@ class BackboneModule(pl.LightningModule):
         # CVRL syncs BN across replicas; SyncBatchNorm needs an accelerator, so only there.
         if (
             self.cfg.model.sync_bn
-            and self.trainer is not None
-            and self.trainer.world_size > 1
-            and self.trainer.strategy.root_device.type == "cuda"
+            and self._trainer is not None
+            and self._trainer.world_size > 1
+            and self._trainer.strategy.root_device.type == "cuda"
         ):
             for name, child in list(self.named_children()):
                 setattr(self, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))

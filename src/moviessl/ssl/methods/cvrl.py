@@ -99,7 +99,7 @@ class CVRL(BackboneModule):
                 raise BadInputError("cvrl.intra_neg", str(e).split(": ", 1)[-1]) from None
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
-        if self.trainer is not None and self.trainer.training:
+        if self._trainer is not None and self._trainer.training:
             v = self.to_float(batch["video"])
             views = augment_views((self.aug1, self.aug2), (v[:, 0], v[:, 1]))
             if self.intra_neg:

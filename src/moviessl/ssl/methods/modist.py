@@ -117,7 +117,7 @@ class MoDist(BackboneModule):
             )
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
-        if self.trainer is not None and self.trainer.training:
+        if self._trainer is not None and self._trainer.training:
             v = self.to_float(batch["video"])
             views, p = augment_views((self.aug1, self.aug2), (v[:, 0], v[:, 1]), return_params=True)
             batch["views"] = self.as_weights(views)

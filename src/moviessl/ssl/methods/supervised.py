@@ -36,7 +36,7 @@ class Supervised(BackboneModule):
         self.aug = crop_flip_augmenter(cfg, blur_p=s.blur_p)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
-        if self.trainer is not None and self.trainer.training:
+        if self._trainer is not None and self._trainer.training:
             batch["views"] = self.as_weights((self.aug(self.to_float(batch["video"])[:, 0]),))
         return batch
 
