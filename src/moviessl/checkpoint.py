@@ -25,6 +25,7 @@ import inspect
 import os
 import pickle
 import re
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -264,7 +265,10 @@ def load_file(path: str | os.PathLike, trust: bool = False) -> Any:
     if trusted(trust):
         return torch.load(path, map_location="cpu", weights_only=False)
     try:
-        with _safe_globals():
+        with _safe_globals(), warnings.catch_warnings():
+            # a plain pickle (not torch's format) of protocol > 2 made the weights-only unpickler warn,
+            # several lines on stderr before the one line that says the file is not a checkpoint
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = _REFUSED.search(str(e))
