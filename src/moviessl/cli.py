@@ -164,8 +164,24 @@ def _ignore_dead_workers() -> None:
 def main(argv: list[str] | None = None) -> int:
     # what stdout cannot write is escaped while the command runs; a caller's own stdout (a command
     # called from Python) is given back as it was
-    with stdout_taking_any_text():
+    with stdout_taking_any_text(), _root_logging_restored():
         return _main(argv)
+
+
+@contextlib.contextmanager
+def _root_logging_restored():
+    """The command sets up the root logger where the caller has not (``basicConfig``); a caller that
+    goes on in this process gets it back as it was. The handler stayed before, and since
+    ``basicConfig`` does nothing once the root has one, a second ``main(["-v", ...])`` in one process
+    logged at the first command's level."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for h in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(h)
+        root.setLevel(level)
 
 
 def _main(argv: list[str] | None) -> int:

@@ -563,3 +563,38 @@ def test_main_gives_the_callers_stdout_back_as_it_was(tmp_path, monkeypatch):
     except SystemExit:
         pass
     assert out.errors == "strict" and b"\\xb1" in raw.getvalue()  # --help's ± escaped meanwhile
+
+
+def test_a_command_gives_the_root_logger_back_as_it_was(monkeypatch, capsys):
+    """``main`` set up the root logger with ``basicConfig`` and left it: a script that runs two commands
+    kept the first one's handler, and ``basicConfig`` does nothing once the root has one, so the second
+    command's ``-v`` was ignored (INFO, not DEBUG)."""
+    import logging
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # as in a fresh script (pytest's capture handlers aside)
+    monkeypatch.setattr(root, "level", logging.WARNING)
+    levels = []
+    monkeypatch.setattr(cli, "build_parser", _parser_noting_level(cli.build_parser, levels))
+    assert cli.main(["model-info", "slowd_cpu"]) == 0
+    assert root.handlers == [] and root.level == logging.WARNING
+    assert cli.main(["-v", "model-info", "slowd_cpu"]) == 0
+    assert levels == [logging.INFO, logging.DEBUG]
+    assert root.handlers == [] and root.level == logging.WARNING
+
+
+def _parser_noting_level(build, levels):
+    """``build_parser`` whose commands note the root logger's level when they run."""
+
+    def wrapped():
+        import logging
+
+        parser = build()
+        for action in parser._subparsers._group_actions:
+            for sub in action.choices.values():
+                func = sub.get_default("func")
+                if func is not None:
+                    sub.set_defaults(func=lambda a, f=func: (levels.append(logging.getLogger().level), f(a))[1])
+        return parser
+
+    return wrapped
