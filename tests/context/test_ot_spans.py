@@ -219,3 +219,15 @@ def test_a_pretraining_pair_is_two_independent_spans_of_one_video():
     ends = [(int(p["x"]["inst"][1, 1]), int(p["x2"]["inst"][1, 1])) for p in (pairs[i] for i in range(20))]
     assert all(59 <= a <= 159 and 59 <= b <= 159 for a, b in ends)
     assert sum(a == b for a, b in ends) < 5  # 1 in 101 by chance
+
+
+def test_span_time_ids_of_seconds_past_float64s_integers_are_exact():
+    """An instance-only span concatenated its int64 seconds with an empty float list, so the
+    seconds went through float64: past 2**53 (the readers take seconds up to 2**62) two seconds
+    became one and the time ids of a span were wrong."""
+    base = 2**53
+    v = SpanVideo("v", inst=_inst([base, base + 1], [0, 1], [0, 0]))
+    t = span_tokens(v, tail=base + 1, span_s=60)
+    assert t["pos"].dtype == np.int64
+    assert t["pos"][1:-1, 0].tolist() == [1 + ID_OFFSET, 0 + ID_OFFSET]  # from the end backwards
+    assert t["pos"][1:-1, 1].tolist() == [0 + ID_OFFSET, 1 + ID_OFFSET]

@@ -139,8 +139,10 @@ def span_tokens(
     else:
         ev = np.zeros(0, np.int64)
     n_i, n_s = len(sel), len(ev)
-    secs = np.concatenate([inst.sec[sel] if n_i else np.zeros(0, np.int64), video.scene_sec[ev] if n_s else []])
-    secs = secs.astype(np.int64)
+    # int64 throughout: an empty list beside the seconds made them float64, and past 2**53 (the
+    # readers take seconds up to 2**62) two seconds of a span became one
+    none = np.zeros(0, np.int64)
+    secs = np.concatenate([inst.sec[sel] if n_i else none, video.scene_sec[ev] if n_s else none]).astype(np.int64)
     L = n_i + n_s + 2
     kind = np.full(L, INSTANCE, np.int64)
     kind[0], kind[-1] = START, END
