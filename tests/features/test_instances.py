@@ -560,6 +560,10 @@ def test_a_device_that_does_not_read_is_one_line(backbone, boxes, tmp_path, devi
         ("sec", np.array([0.0, 1.5, 2.0, 3.0]), "sec holds a value that is not a whole number"),
         ("shot", np.array([0.0, np.nan, 0.0, 0.0]), "shot holds a value that is not a whole number"),
         ("sec", np.array([-1, 0, 1, 2]), r"sec holds a negative second \(-1\)"),
+        # ids 2**63 apart wrapped when a span subtracted one from another; 1e300 was cast to int64's minimum
+        ("shot", np.array([-(2**63), 0, 0, 2**63 - 1]), r"shot holds -9223372036854775808: out of range"),
+        ("track", np.array([0.0, 1e300, 0.0, 0.0]), r"track holds 1e\+300: out of range"),
+        ("sec", np.array([0, 1, 2, 2**63], np.uint64), r"sec holds 9223372036854775808: out of range"),
         ("feat", np.array([["a"] * 8] * 4), "feat must be numbers"),
         ("feat", np.where(np.eye(4, 8, 2) > 0, np.nan, 0.0), r"4 non-finite feature value\(s\) \(NaN/inf\), first at"),
         ("feat", np.full((4, 8), 1e39), "32 non-finite feature value"),  # float64 past float32's range: inf
@@ -570,7 +574,8 @@ def test_a_device_that_does_not_read_is_one_line(backbone, boxes, tmp_path, devi
 def test_bad_instance_feature_files_are_one_line_naming_them(tmp_path, key, value, cause):
     """Instance arrays the model cannot use (a NaN feature makes every weight NaN; a negative second
     wraps round in the span code) are refused when the file is read, as the tracks, the release and
-    the scene feature readers refuse theirs, naming the file; whole numbers stored as floats load."""
+    the scene feature readers refuse theirs, naming the file; whole numbers stored as floats load.
+    Seconds and ids lie between -2**62 and 2**62, as the tracks and metadata readers hold them."""
     store = _write_store(tmp_path / "inst", {"v": 4})
     arrs = dict(np.load(tmp_path / "inst" / "v.npz"))
     arrs[key] = value

@@ -45,6 +45,7 @@ import torch
 
 from ..checkpoint import build_from_checkpoint, file_hash, load_checkpoint
 from ..data.lvu import (
+    ID_LIMIT,
     VideoInstances,
     meta_instances,
     read_instance_metas,
@@ -747,14 +748,26 @@ class InstanceStore(_Instances):
 def _checked_instances(path: Path, arrs: dict[str, np.ndarray]) -> VideoInstances:
     """An instance feature file's arrays (shapes already checked) as :class:`VideoInstances`, or a
     one-line error naming the file. A NaN or inf in one feature or box turns every weight into NaN,
-    and a negative second wraps round in the span code's indexing: the tracks and release readers
-    refuse them, so a folder written by hand or by another tool is held to the same."""
+    a negative second wraps round in the span code's indexing, and ids past 2**62 wrap when a span
+    subtracts one from another: the tracks and release readers refuse them, so a folder written by
+    hand or by another tool is held to the same."""
     for k in ("sec", "shot", "track"):
         a = arrs[k]
         if a.dtype.kind == "f" and not (np.isfinite(a) & (a == np.floor(a))).all():
             raise BadInputError(path, f"{k} holds a value that is not a whole number")
         if a.dtype.kind not in "iuf":
             raise BadInputError(path, f"{k} must be integers, got {a.dtype}")
+        # as the tracks and metadata readers (data.lvu.ID_LIMIT): ids 2**63 apart wrapped when a span
+        # subtracted one from another, and a float past int64 was cast to its minimum
+        if a.dtype.kind == "f":  # compared in a width that holds 2**62 (float16 overflowed)
+            out = np.abs(a.astype(np.float64)) >= ID_LIMIT
+        elif a.dtype.kind == "u":
+            out = a.astype(np.uint64) >= np.uint64(ID_LIMIT)
+        else:
+            out = (a.astype(np.int64) >= ID_LIMIT) | (a.astype(np.int64) <= -ID_LIMIT)
+        if out.any():
+            v = a[np.argmax(out)]
+            raise BadInputError(path, f"{k} holds {v}: out of range (an integer between -2**62 and 2**62)")
     for k in ("box", "feat"):
         if arrs[k].dtype.kind not in "iuf":
             raise BadInputError(path, f"{k} must be numbers, got {arrs[k].dtype}")
