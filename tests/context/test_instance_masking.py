@@ -223,6 +223,15 @@ def test_teacher_heads(tmp_path):
     assert torch.equal(load_teacher_head(run / "model.pt")[0], w)
 
 
+@pytest.mark.parametrize("saved", [torch.zeros(3), [1, 2], {"state_dict": [torch.zeros(5, 8)]}])
+def test_a_teacher_file_that_is_no_state_dict_is_one_line(tmp_path, saved):
+    """A file torch.load reads that holds a tensor or a list (no state dict) was an AttributeError
+    traceback ('Tensor' object has no attribute 'get') instead of the no-classifier line."""
+    torch.save(saved, tmp_path / "t.pt")
+    with pytest.raises(BadInputError, match=r"t\.pt: no linear classifier"):
+        load_teacher_head(tmp_path / "t.pt")
+
+
 def _hostile(marker):
     """An object whose unpickling writes ``marker`` (by ``exec``, a builtin: nothing to import)."""
     return type("Hostile", (), {"__reduce__": lambda self: (exec, (f"open({str(marker)!r}, 'w').write('ran')",))})()

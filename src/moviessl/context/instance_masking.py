@@ -140,7 +140,8 @@ def load_teacher_head(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tens
         raise BadInputError(path, "teacher checkpoint not found") from None
     except Exception as e:
         raise BadInputError(path, f"not a readable checkpoint ({type(e).__name__})") from None
-    state = obj
+    # a tensor or list saved alone (no state dict) was an AttributeError traceback at .get below
+    state = obj if isinstance(obj, dict) else {}
     for key in ("state_dict", "model_state"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             state = obj[key]
