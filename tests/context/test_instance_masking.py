@@ -232,6 +232,16 @@ def test_a_teacher_file_that_is_no_state_dict_is_one_line(tmp_path, saved):
         load_teacher_head(tmp_path / "t.pt")
 
 
+@pytest.mark.parametrize("bias", [torch.zeros(1), torch.zeros(5, 2), torch.tensor(0.5)])
+def test_a_teacher_whose_bias_does_not_fit_its_weight_is_one_line(tmp_path, bias):
+    """A bias of another shape than the classifier's classes was taken: one of 1 (or a scalar)
+    broadcast silently over every class in the distillation target, one of (5, 2) failed in a
+    traceback at the first training step."""
+    torch.save({"head.weight": torch.randn(5, 8), "head.bias": bias}, tmp_path / "t.pt")
+    with pytest.raises(BadInputError, match=r"t\.pt: head\.bias has shape .* head\.weight's 5 classes"):
+        load_teacher_head(tmp_path / "t.pt")
+
+
 def _hostile(marker):
     """An object whose unpickling writes ``marker`` (by ``exec``, a builtin: nothing to import)."""
     return type("Hostile", (), {"__reduce__": lambda self: (exec, (f"open({str(marker)!r}, 'w').write('ran')",))})()

@@ -149,6 +149,14 @@ def load_teacher_head(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tens
     for prefix in ("head.projection.", "classifier.1.", "backbone.head.", "head."):
         w, b = state.get(prefix + "weight"), state.get(prefix + "bias")
         if isinstance(w, (torch.Tensor, np.ndarray)) and np.ndim(w) == 2 and b is not None:
+            if tuple(np.shape(b)) != (w.shape[0],):
+                # one of 1 (or a scalar) broadcast over every class of the distillation target
+                # without a word; another shape failed at the first training step
+                raise BadInputError(
+                    path,
+                    f"{prefix}bias has shape {tuple(np.shape(b))}, not one value per {prefix}weight's "
+                    f"{w.shape[0]} classes: not a linear classifier",
+                )
             return torch.as_tensor(np.asarray(w), dtype=torch.float32), torch.as_tensor(
                 np.asarray(b), dtype=torch.float32
             )
