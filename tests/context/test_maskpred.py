@@ -636,3 +636,16 @@ def test_whole_videos_are_held_out_from_twenty_videos_on():
     train, val = split_ids(ids, 0.1, seed=3)
     assert len(val) == 2 and len(train) == 18 and sorted(train + val) == sorted(ids)
     assert split_ids(ids[:19], 0.1, seed=3) == (ids[:19], [])
+
+
+def test_holding_out_never_leaves_no_video_to_train_on():
+    """A data.val_fraction below 1 (the config's range) that rounds to every video, 0.98 of 20,
+    held all of them out: the training set was empty and FeatureWindows said "no usable feature
+    files" of a folder whose files are all fine. One video is left to train on; the videos a
+    fraction that leaves some held out are the same as before."""
+    from moviessl.context.windows import split_ids
+
+    ids = [(0, f"v{i}") for i in range(20)]
+    train, val = split_ids(ids, 0.98, seed=3)
+    assert len(train) == 1 and len(val) == 19 and sorted(train + val) == sorted(ids)
+    assert split_ids(ids, 0.95, seed=3)[1] == val  # 19 of 20: the first 19 of the same draw

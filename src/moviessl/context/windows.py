@@ -206,9 +206,10 @@ MIN_VIDEOS_TO_HOLD_OUT = 20  # fewer videos: none held out (a held-out video or 
 
 def split_ids(ids: Sequence[tuple[int, str]], val_fraction: float, seed: int = 0) -> tuple[list, list]:
     """Hold out whole videos (a seeded random ``val_fraction``, none if fewer than
-    :data:`MIN_VIDEOS_TO_HOLD_OUT` videos)."""
+    :data:`MIN_VIDEOS_TO_HOLD_OUT` videos), never every one: a fraction below 1 that rounds to all
+    of them (0.98 of 20) left nothing to train on."""
     ids = list(ids)
-    n_val = int(round(len(ids) * val_fraction)) if len(ids) >= MIN_VIDEOS_TO_HOLD_OUT else 0
+    n_val = min(int(round(len(ids) * val_fraction)), len(ids) - 1) if len(ids) >= MIN_VIDEOS_TO_HOLD_OUT else 0
     perm = np.random.default_rng(seed).permutation(len(ids))
     val = sorted(perm[:n_val].tolist())
     vs = set(val)
