@@ -454,6 +454,27 @@ def _write_store(root, videos: dict[str, int], dim: int = 8, seed: int = 0) -> I
     return InstanceStore(root)
 
 
+@pytest.mark.parametrize(
+    "edit, cause",
+    [
+        ({"videos": {"v": None}}, r"videos\.v: an entry is an object"),
+        ({"dim": [8]}, r"dim must be a positive integer, got \[8\]"),
+        ({"dim": "x"}, r"dim must be a positive integer, got 'x'"),
+        ({"dim": -8}, r"dim must be a positive integer, got -8"),
+        ({"dim": 8.5}, r"dim must be a positive integer, got 8\.5"),
+    ],
+)
+def test_a_damaged_instance_index_is_one_line_naming_it(tmp_path, edit, cause):
+    """A hand-edited or damaged index.json of an instance folder was a traceback (``.get`` of a null
+    entry, ``int()`` of a list or a word) or was read wrong (a dim of -8 or 8.5 taken), where the
+    event-feature folder's index is one line: the same check now."""
+    _write_store(tmp_path / "inst", {"v": 4})
+    path = tmp_path / "inst" / "index.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **edit}))
+    with pytest.raises(BadInputError, match=rf"^\S*index\.json: {cause}"):
+        open_instances(tmp_path / "inst")
+
+
 def test_lazy_features_are_the_eager_ones_within_a_bounded_cache(tmp_path, monkeypatch):
     """pretrain-ot and the LVU tasks hold every film's boxes but read its features when a span
     needs them: what a span gets (tokens, input statistics) equals the eager load, and the cache

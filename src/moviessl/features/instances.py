@@ -81,7 +81,15 @@ from .extract import (
     shard_over_ranks,
     source_size,
 )
-from .store import CLAIM_NAME, INSTANCES_FORMAT, check_format, index_facts, read_index, warn_if_extended
+from .store import (
+    CLAIM_NAME,
+    INSTANCES_FORMAT,
+    _check_index,
+    check_format,
+    index_facts,
+    read_index,
+    warn_if_extended,
+)
 
 log = logging.getLogger("moviessl.features")
 
@@ -712,6 +720,8 @@ class InstanceStore(_Instances):
         index = read_index(self.root)
         if index is None or index.get("format") != INSTANCES_FORMAT:
             raise BadInputError(self.root, "not an instance-feature folder (no moviessl-instances index.json)")
+        # as an event-feature folder's: a null entry or a dim of a list was a traceback below
+        _check_index(self.root / INSTANCE_INDEX, index)
         self.index = index
         self.ids = sorted(v for v, e in index["videos"].items() if e.get("status") == "ok")
         self._ids = set(self.ids)
