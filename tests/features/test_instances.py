@@ -475,6 +475,20 @@ def test_a_damaged_instance_index_is_one_line_naming_it(tmp_path, edit, cause):
         open_instances(tmp_path / "inst")
 
 
+@pytest.mark.parametrize("cut", ["half", "tail", "empty"])
+def test_a_truncated_instance_feature_file_is_one_line_naming_it(tmp_path, cut):
+    """A file cut short (a copy or a download interrupted) was numpy's BadZipFile or EOFError
+    traceback, which pretrain-ot and the LVU tasks, skipping a video on a BadInputError, did not
+    catch: the run ended on one bad film."""
+    store = _write_store(tmp_path / "inst", {"v": 4})
+    path = tmp_path / "inst" / "v.npz"
+    raw = path.read_bytes()
+    path.write_bytes({"half": raw[: len(raw) // 2], "tail": raw[:-10], "empty": b""}[cut])
+    for lazy in (False, True):
+        with pytest.raises(BadInputError, match=r"^\S*v\.npz: unreadable instance feature file"):
+            store.load("v", lazy=lazy)
+
+
 def test_lazy_features_are_the_eager_ones_within_a_bounded_cache(tmp_path, monkeypatch):
     """pretrain-ot and the LVU tasks hold every film's boxes but read its features when a span
     needs them: what a span gets (tokens, input statistics) equals the eager load, and the cache

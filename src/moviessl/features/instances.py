@@ -34,6 +34,8 @@ import logging
 import os
 import re
 import time
+import zipfile
+import zlib
 from collections import OrderedDict
 from functools import partial
 from pathlib import Path
@@ -742,7 +744,9 @@ class InstanceStore(_Instances):
                 arrs = {k: z[k] for k in INSTANCE_KEYS}
         except FileNotFoundError:
             raise BadInputError(path, "instance feature file not found") from None
-        except (OSError, KeyError, ValueError) as e:
+        # a file cut short (a copy or download interrupted) is zipfile's BadZipFile or numpy's EOFError,
+        # neither an OSError; a corrupt member of a compressed file is zlib's error
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
             raise BadInputError(path, f"unreadable instance feature file ({type(e).__name__}: {e})") from None
         n = len(arrs["sec"]) if arrs["sec"].ndim == 1 else -1
         if (
