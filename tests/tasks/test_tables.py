@@ -2,6 +2,7 @@
 ``write_summary`` writes it)."""
 
 import json
+import math
 
 import pytest
 
@@ -114,6 +115,42 @@ def test_vidsitu_tables_are_one_per_task_in_the_order_given(tmp_path):
     assert "(n=" not in md  # two runs in every row: the header's n=2 says it
     (c,) = [r for r in res["compare"] if r["column"] == "cider"]
     assert c["run"] == "maskpred" and c["better_by"] == pytest.approx(5.0) and c["beyond_2se"] is True
+
+
+def test_the_vidsitu_table_is_plotted_a_panel_per_task_and_metric(tmp_path, monkeypatch):
+    """``table vidsitu --out`` wrote no plot (LVU's had one): a panel per task and metric, a bar per
+    run of that task in the order given, mean ± SE as the cells (no bar for one run, n/a without a
+    finite mean), each run's colour the same in every panel."""
+    from moviessl.tasks.tables import write_table
+    from plot_checks import drawn, error_bars
+
+    srl = [{"cider": 40.0, "cider_verb": 30.0, "cider_arg": 20.0, "rouge_l": 35.0, "lea": 45.0}]
+    rel = [{"mean_acc": 30.0, "top1_acc": 40.0}, {"mean_acc": 32.0, "top1_acc": 42.0}]
+    runs = {
+        "scratch": vidsitu_run(tmp_path / "s", "srl", srl),
+        "maskpred": vidsitu_run(tmp_path / "m", "srl", [{**srl[0], "cider": 44.0}, {**srl[0], "cider": 46.0}]),
+        "rel": vidsitu_run(tmp_path / "r", "relation", rel),
+        "diverged": vidsitu_run(tmp_path / "d", "relation", [{"mean_acc": math.nan, "top1_acc": math.nan}]),
+    }
+    figs = drawn(monkeypatch)
+    written = write_table(vidsitu_table(runs), tmp_path / "t.md")
+    assert [p.name for p in written] == ["t.md", "t.json", "t.png"] and written[2].stat().st_size > 0
+    (fig,) = figs
+    axes = [ax for ax in fig.axes if ax.get_title()]
+    titles = [ax.get_title() for ax in axes]
+    assert titles == [f"srl: {k} ↑" for k in ("cider", "cider_verb", "cider_arg", "rouge_l", "lea")] + [
+        "relation: mean_acc ↑",
+        "relation: top1_acc ↑",
+    ]
+    cider, mean_acc = axes[0], axes[5]
+    assert [t.get_text() for t in cider.get_xticklabels()] == ["scratch", "maskpred"]
+    assert [p.get_height() for p in cider.patches] == [40.0, 45.0]
+    assert error_bars(cider) == {1: (44.0, 46.0)}  # one run: no error bar
+    assert [t.get_text() for t in mean_acc.get_xticklabels()] == ["rel", "diverged"]
+    assert [t.get_text() for t in mean_acc.texts] == ["n/a"]
+    assert axes[1].patches[1].get_facecolor() == cider.patches[1].get_facecolor()
+    assert cider.patches[0].get_facecolor() != cider.patches[1].get_facecolor() != mean_acc.patches[0].get_facecolor()
+    assert "mean ± SE over 1/2 runs" in fig._suptitle.get_text()
 
 
 def test_run_names_and_bad_folders(tmp_path):
@@ -288,8 +325,10 @@ def test_out_is_a_md_file_or_one_line_before_anything_is_written(tmp_path, capsy
     (tmp_path / "k" / "t.png").mkdir(parents=True)
     refused("k/t.md", "k/t.png: an existing folder where the table's .png goes")
     assert not (tmp_path / "j" / "t.md").exists() and not (tmp_path / "k" / "t.md").exists()
-    assert main(["table", "vidsitu", str(v), "--out", "k/t.md"]) == 0  # VidSitu writes no .png
-    assert (tmp_path / "k" / "t.json").is_file()
+    refused_vidsitu = main(["table", "vidsitu", str(v), "--out", "k/t.md"])  # VidSitu's table has a plot too
+    assert refused_vidsitu == 2 and "k/t.png: an existing folder" in capsys.readouterr().err
+    assert main(["table", "vidsitu", str(v), "--out", "m/t.md"]) == 0
+    assert {p.name for p in (tmp_path / "m").iterdir()} == {"t.md", "t.json", "t.png"}
     capsys.readouterr()
     assert main(["table", "lvu", str(a), "--out", "x/y/T.MD"]) == 0  # any case; its folders made
     assert {p.name for p in (tmp_path / "x" / "y").iterdir()} == {"T.MD", "T.json", "T.png"}

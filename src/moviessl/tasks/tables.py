@@ -9,7 +9,8 @@ standard error over its seeds). This gathers them:
   of the split asked for), the #top-1 and mean-rank columns (competition ranks of the means among
   the rows given, :func:`moviessl.tasks.lvu.table.ranks`, the rule that gives back the paper's own
   columns), and with ``--data-root`` the chance / constant row of the labels; a plot beside it.
-- **VidSitu**: a table per task (verb, srl, relation), a row per run, the task's metrics.
+- **VidSitu**: a table per task (verb, srl, relation), a row per run, the task's metrics; a plot
+  beside it (a panel per task and metric).
 - ``--vs NAME``: each other run's difference from run NAME per metric, in the better direction
   (higher accuracy / CIDEr, lower MSE), its combined standard error and ``z`` -- the demo's claims
   rule (:func:`moviessl.claims.evaluate_claims`): beyond 2 combined SE, a run of one seed has no SE.
@@ -31,7 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..claims import Claim, evaluate_claims
 from ..errors import BadInputError
-from ..utils.io import atomic_write_json, atomic_write_text, ensure_out_file, json_float
+from ..utils.io import atomic_write, atomic_write_json, atomic_write_text, ensure_out_file, json_float
 
 Stats = dict[str, dict[str, dict[str, Any]]]  # run name -> column (task or metric) -> {"mean", "se", "n"}
 
@@ -424,6 +425,46 @@ def vidsitu_table(runs: Mapping[str, str | os.PathLike], vs: str | None = None) 
     }
 
 
+def plot_vidsitu_table(res: Mapping[str, Any], png: Path) -> Path:
+    """:func:`vidsitu_table`'s cells as a plot: a panel per task and metric (the tables' columns), a bar
+    per run of that task, a run's colour the same in every panel; mean ± SE as the cells show it."""
+    from matplotlib.figure import Figure
+
+    from ..utils.io import display_text
+    from ..utils.plots import draw_bars, row_colors
+    from .vidsitu import TASKS
+
+    names = list(dict.fromkeys(n for task in res["stats"].values() for n in task))
+    colour = dict(zip(names, row_colors(len(names))))
+    panels = [
+        (task, key)
+        for task in [t for t in TASKS if t in res["stats"]]
+        for key in TASKS[task].metric_keys
+        if any(key in per for per in res["stats"][task].values())
+    ]
+    ncol = min(4, len(panels))
+    nrow = -(-len(panels) // ncol)
+    fig = Figure(figsize=(max(3.0 * ncol, 6.0), 3.0 * nrow))
+    axes = fig.subplots(nrow, ncol, squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.axis("off")
+    for ax, (task, key) in zip(axes.flat, panels):
+        runs = res["stats"][task]
+        # a name's '$' drawn as written, not read as TeX; surrogate escapes (a folder name met under a
+        # non-UTF-8 locale) refused by matplotlib's text layout
+        labels = [display_text(n).replace("$", r"\$") for n in runs]
+        draw_bars(ax, [per.get(key) for per in runs.values()], labels, [colour[n] for n in runs])
+        ax.set_title(f"{task}: {key} ↑", fontsize=9)
+        ax.set_ylabel(key if key.startswith("cider") else f"{key} (%)", fontsize=8)
+    # the runs each bar is over (a cell of no finite run, n 0, is its panel's n/a)
+    ns = sorted({int(c["n"]) for t in res["stats"].values() for per in t.values() for c in per.values()} - {0})
+    over = f"mean ± SE over {_runs_note(ns)}" if ns else "no run gave a finite value"
+    fig.suptitle(f"VidSitu tasks\n{over}", fontsize=10)
+    fig.tight_layout()
+    atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
+    return png
+
+
 def _row_name(name: str, per: Mapping[str, Mapping], stats: Stats) -> str:
     """A row's name, with its runs where the task's rows are over different numbers of them (the
     table's header says only "n=3/5")."""
@@ -439,17 +480,17 @@ def _scored_on(rec: Mapping[str, Any]) -> str:
 
 
 def write_table(res: dict[str, Any], out: str | os.PathLike) -> list[Path]:
-    """``out`` (Markdown) and, beside it, ``.json`` (everything but the Markdown) and, for LVU, ``.png``."""
+    """``out`` (Markdown) and, beside it, ``.json`` (everything but the Markdown) and ``.png`` (the plot)."""
     md = Path(out)
     written = [atomic_write_text(md, res["markdown"])]
     written.append(atomic_write_json(md.with_suffix(".json"), {k: v for k, v in res.items() if k != "markdown"}))
-    if res["dataset"] == "lvu":
-        written.append(plot_lvu_table(res, md.with_suffix(".png")))
+    plot = plot_lvu_table if res["dataset"] == "lvu" else plot_vidsitu_table
+    written.append(plot(res, md.with_suffix(".png")))
     return written
 
 
 def check_out(out: str, dataset: str) -> Path:
-    """``--out``: a file name ending in .md (any case), whose .json and (LVU) .png siblings are not
+    """``--out``: a file name ending in .md (any case), whose .json and .png siblings are not
     folders, its folder made. Said before anything is written: an empty ``--out "$OUT"`` wrote no file,
     exit 0; ``dir/`` was "not a .md file" and ``t.md/`` wrote the file ``t.md``; a folder ``T.json``
     failed after ``T.md`` was written; a refused name had its missing folders made first."""
@@ -460,7 +501,7 @@ def check_out(out: str, dataset: str) -> Path:
         raise BadInputError("--out", f"'{out}' is a folder: give the table's .md file (e.g. {md / 'table.md'})")
     if md.suffix.lower() != ".md":
         raise BadInputError("--out", f"'{out}' does not end in .md (the table's Markdown; its .json goes beside it)")
-    for p in (md.with_suffix(".json"), *([md.with_suffix(".png")] if dataset == "lvu" else [])):
+    for p in (md.with_suffix(".json"), md.with_suffix(".png")):
         if p.is_dir():
             raise BadInputError(p, f"an existing folder where the table's {p.suffix} goes (--out {out})")
     return ensure_out_file(md, "--out file")
@@ -506,8 +547,7 @@ def add_parser(subparsers) -> None:
                 "--data-root", default=None, help="LVU's folder (lvu_1.0/'s parent): adds the chance / constant row"
             )
         s.add_argument("--vs", metavar="NAME", default=None, help="compare every other run with this one (z, 2 SE)")
-        beside = ".json and .png" if name == "lvu" else ".json"
         s.add_argument(
-            "--out", default=None, help=f"write the table to this .md file ({beside} beside it; its folder is made)"
+            "--out", default=None, help="write the table to this .md file (.json, .png beside it; its folder is made)"
         )
         s.set_defaults(func=_run)

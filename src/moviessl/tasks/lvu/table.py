@@ -344,10 +344,10 @@ def plot_rows(
     the ± is over, as the table's heading does."""
     # a Figure of its own, not pyplot: matplotlib.use("Agg") switched the caller's backend (a
     # notebook's inline plots), and pyplot's registry held every figure until closed
-    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
     from ...utils.io import display_text
+    from ...utils.plots import draw_bars, row_colors
 
     # a run named after a folder whose non-ASCII name was met under a non-UTF-8 locale is held as
     # surrogate escapes, which matplotlib's text layout refuses (a TypeError after the table's .md)
@@ -359,29 +359,15 @@ def plot_rows(
     fig = Figure(figsize=(max(3.6 * ncol, 6.0), 3.0 * nrow))
     axes = fig.subplots(nrow, ncol, squeeze=False)
     labels = [label for _, label in rows]
-    # a colour per row: tab10 gave the 11th row of every instance x scene pair the first one's
-    cmap = colormaps["tab10" if len(rows) <= 10 else "tab20"]
-    colors = cmap(np.arange(len(rows)) % cmap.N)
+    colors = row_colors(len(rows))
     for ax in axes.flat[len(tasks) :]:
         ax.axis("off")
     for ax, t in zip(axes.flat, tasks):
-        # as the table's cells: no error bar for a single run (its SE 0 drew a cap at the mean), n/a
-        # where a row has no result
-        cells = [_stat(stats[key][t]) if t in stats[key] else None for key, _ in rows]
-        m = [c["mean"] if c else np.nan for c in cells]
-        e = [c["se"] if c and c["n"] >= 2 else np.nan for c in cells]
-        ax.bar(np.arange(len(rows)), m, yerr=e, color=colors, capsize=2)
-        for k, c in enumerate(cells):
-            if c is None:
-                ax.text(k, 0, "n/a", ha="center", va="bottom", fontsize=7)
-        ax.set_xlim(-0.6, len(rows) - 0.4)
+        draw_bars(ax, [_stat(stats[key][t]) if t in stats[key] else None for key, _ in rows], labels, colors)
         if room is not None:
             ax.axhline(room[t]["chance"], color="k", ls="--", lw=0.8)
         ax.set_title(f"{COLUMNS[t]} ({'MSE ↓' if TASKS[t].regression else 'top-1 ↑'})", fontsize=9)
         ax.set_ylabel("MSE" if TASKS[t].regression else "top-1 (%)", fontsize=8)
-        ax.set_xticks(np.arange(len(rows)))
-        ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
-        ax.tick_params(axis="y", labelsize=7)
     dashed = " (dashed: chance / constant)" if room is not None else ""
     fig.suptitle(title + dashed + (f"\n{note}" if note else ""), fontsize=10)
     fig.tight_layout()
