@@ -462,6 +462,8 @@ def _write_store(root, videos: dict[str, int], dim: int = 8, seed: int = 0) -> I
         ({"dim": "x"}, r"dim must be a positive integer, got 'x'"),
         ({"dim": -8}, r"dim must be a positive integer, got -8"),
         ({"dim": 8.5}, r"dim must be a positive integer, got 8\.5"),
+        ({"dim": None}, r"dim is None but it lists 1 finished video\(s\)"),  # each file was "inconsistent arrays"
+        ({"dim": 0}, r"dim is 0 but it lists 1 finished video\(s\)"),
     ],
 )
 def test_a_damaged_instance_index_is_one_line_naming_it(tmp_path, edit, cause):

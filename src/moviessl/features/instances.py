@@ -728,6 +728,12 @@ class InstanceStore(_Instances):
         self.ids = sorted(v for v, e in index["videos"].items() if e.get("status") == "ok")
         self._ids = set(self.ids)
         self.dim = int(index.get("dim") or 0)
+        if self.ids and not self.dim:
+            # extract-instances always records the backbone's width; without it every file of the
+            # folder was "inconsistent arrays" and the run ended in "no videos with instances"
+            raise BadInputError(
+                self.root / INSTANCE_INDEX, f"dim is {index.get('dim')!r} but it lists {len(self.ids)} finished video(s)"
+            )
         self.backbone = index.get("backbone")
         warn_if_extended(self.root, len(self.ids))
 
