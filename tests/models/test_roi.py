@@ -64,3 +64,12 @@ def test_roi_features_pools_time_and_bins():
     assert f[0, 1].item() == pytest.approx(8.0)  # the max over bins finds the corner
     avg = roi_features(fmap, torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([0]), 4, 1, pool="avg")
     assert avg[0, 1].item() == pytest.approx(8.0 / 16)
+
+
+@pytest.mark.parametrize("index", [-1.0, 2.0, 0.5])
+def test_a_batch_index_outside_the_batch_is_refused(index):
+    """-1 silently pooled the last map (Python's negative indexing), 0.5 the first (truncated), 2 of a
+    batch of 2 an IndexError from deep in the gather."""
+    fmap = torch.stack([torch.ones(1, 3, 3), 2 * torch.ones(1, 3, 3)])
+    with pytest.raises(ValueError, match=r"batch indices must be whole numbers in \[0, 2\)"):
+        roi_align(fmap, torch.tensor([[0, 0.0, 0.0, 3.0, 3.0], [index, 0.0, 0.0, 3.0, 3.0]]), 2)

@@ -36,6 +36,11 @@ def roi_align(
     B, C, H, W = fmap.shape
     if K == 0:
         return fmap.new_zeros(0, C, out_h, out_w)
+    b = rois[:, 0]
+    # one host read: a negative index picked a map from the end (Python's rule), a fractional one was
+    # truncated, one past B an IndexError (torchvision reads outside the batch)
+    if bool(((b < 0) | (b >= B) | (b != b.floor())).any()):
+        raise ValueError(f"rois' batch indices must be whole numbers in [0, {B}), got {b.tolist()[:8]}")
     sr = int(sampling_ratio)
     rois = rois.to(fmap.dtype)
     off = 0.5 if aligned else 0.0
