@@ -83,6 +83,18 @@ def test_span_mask_respects_padding():
         assert not (masks & pad).any() and set(masks.sum(1).tolist()) == {masked}
 
 
+def test_a_row_of_padding_only_masks_nothing_and_leaves_the_others_draws():
+    """A row with no valid token masked position 0, its padding, and scored it."""
+    pad = torch.zeros(6, 5, dtype=torch.bool)
+    pad[:, 3:] = True
+    empty = pad.clone()
+    empty[2] = True
+    a = mp.sample_span_masks(5, [1, 2], pad=pad, generator=torch.Generator().manual_seed(3))
+    b = mp.sample_span_masks(5, [1, 2], pad=empty, generator=torch.Generator().manual_seed(3))
+    assert not b[2].any() and not (b & empty).any()
+    assert torch.equal(b[[0, 1, 3, 4, 5]], a[[0, 1, 3, 4, 5]])  # the same stream for every other row
+
+
 def test_infonce_hand_computed():
     pred = torch.tensor([[1.0, 0.0]])
     target = torch.tensor([[0.6, 0.8]])
@@ -160,6 +172,9 @@ def test_max_discrepancy_picks_the_surprising_token():
     pad[1, 3:] = True
     masks3 = mp.max_discrepancy_masks(NeighbourFill(), x, [1], pad=pad)
     assert not (masks3 & pad).any() and masks3.sum(1).tolist() == [1, 1]
+    pad[1] = True  # a row of padding only masked its position 0
+    masks4 = mp.max_discrepancy_masks(NeighbourFill(), x, [1], pad=pad)
+    assert masks4.sum(1).tolist() == [1, 0]
 
 
 # --- module, queue, windows -------------------------------------------------------------------

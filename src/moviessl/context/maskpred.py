@@ -90,12 +90,13 @@ def sample_span_masks(
 ) -> torch.Tensor:
     """Uniform span masking (paper §3.3): (B, n) bool, True = replaced by [MASK].
 
-    m ~ U(sizes), start s ~ U{0, ..., L - m} over the L valid (non-padded, left-aligned) tokens.
+    m ~ U(sizes), start s ~ U{0, ..., L - m} over the L valid (non-padded, left-aligned) tokens. A row
+    of padding only (L = 0) masks nothing (it masked, and scored, its padding at position 0).
     """
     device = pad.device if pad is not None else device
     b = pad.shape[0] if pad is not None else int(batch)
     lengths = _lengths(pad, b, n, device)
-    m = sample_mask_sizes(lengths, sizes, generator)
+    m = sample_mask_sizes(lengths, sizes, generator) * (lengths > 0)  # the same draws for every row
     u = torch.rand(b, generator=generator, device="cpu").to(device, non_blocking=True)
     starts = torch.clamp((u * (lengths - m + 1).clamp(min=1)).long(), min=0)
     return span_mask(starts, m, n)
@@ -181,7 +182,7 @@ def max_discrepancy_masks(
     b, n, _ = x.shape
     d = token_discrepancy(encoder, x, pad)
     lengths = _lengths(pad, b, n, x.device)
-    m = sample_mask_sizes(lengths, sizes, generator)
+    m = sample_mask_sizes(lengths, sizes, generator) * (lengths > 0)  # a row of padding only: nothing
     dz = torch.where(torch.isfinite(d), d, torch.zeros_like(d))
     cs = torch.cat([torch.zeros(b, 1, device=x.device), dz.cumsum(1)], 1)  # (B, N+1)
     starts = torch.arange(n, device=x.device)[None, :]
