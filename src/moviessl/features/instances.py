@@ -731,9 +731,8 @@ class InstanceStore(_Instances):
         if self.ids and not self.dim:
             # extract-instances always records the backbone's width; without it every file of the
             # folder was "inconsistent arrays" and the run ended in "no videos with instances"
-            raise BadInputError(
-                self.root / INSTANCE_INDEX, f"dim is {index.get('dim')!r} but it lists {len(self.ids)} finished video(s)"
-            )
+            dim, n = index.get("dim"), len(self.ids)
+            raise BadInputError(self.root / INSTANCE_INDEX, f"dim is {dim!r} but it lists {n} finished video(s)")
         self.backbone = index.get("backbone")
         warn_if_extended(self.root, len(self.ids))
 
