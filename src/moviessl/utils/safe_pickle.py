@@ -13,6 +13,8 @@ from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
+from ..errors import BadInputError
+
 _ALLOWED = {
     ("numpy", "dtype"),
     ("numpy", "ndarray"),
@@ -101,8 +103,6 @@ def load_json_or_pickle(
     Python's 4300-digit limit (and ``object_pairs_hook`` may raise it to refuse a file), a corrupt
     pickle for a bad opcode argument. A ``UnicodeDecodeError`` or ``RecursionError`` is reported by the
     file's kind, not as JSON: a pickle's string can be bad UTF-8 and its nesting too deep as well."""
-    from ..errors import BadInputError  # errors imports nothing of ours; kept local like utils.io
-
     is_json = path.suffix.lower() == ".json"
     try:
         if is_json:
