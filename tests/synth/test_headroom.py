@@ -182,3 +182,30 @@ def test_verb_rows_and_ridge_against_hand_computed_values():
     x = np.arange(4.0)[:, None]
     np.testing.assert_allclose(fit_ridge(x, 3 * x[:, 0] + 2, l2=1.0)(x), [4.25, 5.75, 7.25, 8.75], rtol=1e-5)
     np.testing.assert_allclose(fit_ridge(x, 3 * x[:, 0] + 2, l2=0.0)(np.array([[10.0]])), [32.0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_lvu", [0, 1])
+def test_a_folder_without_action_clips_or_lvu_eval_movies_has_a_headroom(tmp_path, capsys, n_lvu):
+    """`generate(..., n_actions=0)` (or `n_lvu=0`) is a valid SynthMovies folder, but its headroom
+    ended in a ValueError traceback (np.stack of no action clips / no movies); a folder whose one
+    LVU movie is train has no val+test movie to score. The transfer row is now absent (null), no
+    LVU table is printed without movies, and an LVU row with nothing to score is null / '-'."""
+    import json
+
+    from moviessl.synth import SynthPreset, generate
+    from moviessl.synth.headroom import main
+
+    cfg = SynthPreset(
+        size=32, n_actions=0, n_vidsitu_train=3, n_vidsitu_valid=2, n_lvu=n_lvu, lvu_seconds=(4, 4), workers=1
+    )
+    root = generate(tmp_path / "s", cfg, progress=False)
+    assert main([str(root), "--plans", "3"]) == 0
+    res = json.loads((root / "headroom.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    out = capsys.readouterr().out
+    assert res["transfer"] is None and "action train clips" not in out
+    if n_lvu == 0:
+        assert res["lvu"] == {} and "LVU task" not in out
+    else:
+        assert all(r["n_eval"] == 0 and r["chance"] is r["pixel"] is r["oracle"] is None for r in res["lvu"].values())
+        assert "| genre | 0 | - | - | - |" in out
+    assert res["structure"]["verb_context"]["actions_chance"] == 0.0

@@ -221,7 +221,11 @@ def _regression(task: str) -> bool:
 
 
 def _score(task, pred, true):
+    """MSE or accuracy (%); None where there is nothing to score (a folder whose LVU movies are all
+    train): NaN is not JSON (see :func:`verb_rows`)."""
     pred, true = np.asarray(pred, float), np.asarray(true, float)
+    if not len(true):
+        return None
     if _regression(task):
         return float(((pred - true) ** 2).mean())
     return float((pred == true).mean() * 100)
@@ -259,6 +263,9 @@ def headroom(root: str | Path, n_plans: int = 500, seed: int = 123, progress: bo
 
     # --- LVU on the rendered movies
     lgt = json.loads((root / "lvu/ground_truth.json").read_text())
+    if not lgt:  # a folder made with n_lvu=0: no LVU table (np.stack of no movies crashed)
+        res.update(lvu={}, n_plans=n_plans, structure=structure_headroom(root))
+        return res
     ids = sorted(lgt, key=lambda i: ("train", "val", "test").index(lgt[i]["split"]))
     fps = json.loads((root / "synth_meta.json").read_text())["fps"]
     mfeat = np.stack(
@@ -325,18 +332,20 @@ def verb_rows(y: np.ndarray, pred: np.ndarray, orc: np.ndarray, deg: np.ndarray,
     return row
 
 
-def action_transfer(root: Path, X_valid: np.ndarray, y_valid: np.ndarray, progress: bool = False) -> dict:
+def action_transfer(root: Path, X_valid: np.ndarray, y_valid: np.ndarray, progress: bool = False) -> dict | None:
     """How much of a verb classifier fit on the action clips ("Kinetics") carries over to the movie
     events, method-free: the pixel baseline fit on the first 2-s event of every action *train* clip
     and read on the VidSitu valid events (``X_valid``: their pixel features), against the same
     baseline fit on the VidSitu train events (the verb table's "all" row) -- the domain gap the
-    ``action_film_p`` knob narrows."""
+    ``action_film_p`` knob narrows. None where the folder has no action train clip."""
     from ..utils.progress import bar as tqdm
 
     acts = json.loads((root / "actions" / "ground_truth.json").read_text())
     fps = json.loads((root / "synth_meta.json").read_text())["fps"]
     n = int(round(2 * fps))
     train = [(k, a) for k, a in acts.items() if a["split"] == "train"]
+    if not train:  # a folder made with n_actions=0: nothing to fit, no transfer row
+        return None
     X = np.stack(
         [
             pixel_event_features(_decode(root / "actions" / "videos" / f"{k}.mp4", limit=n))
@@ -371,7 +380,8 @@ def structure_headroom(root: str | Path) -> dict:
     tr_verbs = Counter(ev["verb"] for g in gt.values() if g["split"] == "train" for ev in g["events"])
     major = tr_verbs.most_common(1)[0][0]
     act_val = [a for a in acts.values() if a["split"] == "val"]
-    act_major = Counter(a["verb"] for a in acts.values() if a["split"] == "train").most_common(1)[0][0]
+    act_train = Counter(a["verb"] for a in acts.values() if a["split"] == "train")
+    act_major = act_train.most_common(1)[0][0] if act_train else None  # no action clips: no val ones either
     val_events = [ev for g in gt.values() if g["split"] == "valid" for ev in g["events"]]
 
     def cue_acc(items, fallback):
@@ -430,17 +440,16 @@ def to_markdown(res: dict) -> str:
             f"| all events, pixel baseline fit on the {t['action_clips']} action train clips "
             f"({100 * t['filmed']:.0f}% filmed) | {t['n']} | | {t['pixel_from_actions']:.1f} | |"
         )
-    L += [
-        "",
-        "| LVU task (val+test; acc % or MSE) | n | chance | pixel baseline | oracle "
-        f"| chance / oracle on {res['n_plans']} plans |",
-        "|---|---|---|---|---|---|",
-    ]
+    if res["lvu"]:
+        L += [
+            "",
+            "| LVU task (val+test; acc % or MSE) | n | chance | pixel baseline | oracle "
+            f"| chance / oracle on {res['n_plans']} plans |",
+            "|---|---|---|---|---|---|",
+        ]
     for t, r in res["lvu"].items():
-        L.append(
-            f"| {t} | {r['n_eval']} | {r['chance']:.2f} | {r['pixel']:.2f} | {r['oracle']:.2f} | "
-            f"{r['chance_plans']:.2f} / {r['oracle_plans']:.2f} |"
-        )
+        cells = " | ".join("-" if r[c] is None else f"{r[c]:.2f}" for c in ("chance", "pixel", "oracle"))
+        L.append(f"| {t} | {r['n_eval']} | {cells} | {r['chance_plans']:.2f} / {r['oracle_plans']:.2f} |")
     s = res.get("structure")
     if s:
         vc, ha, pl = s["verb_context"], s["hidden_agent"], s["pool"]
