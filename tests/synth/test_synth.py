@@ -529,6 +529,31 @@ def test_a_character_that_left_the_frame_has_no_box():
     assert (boxes[~vis] == 0).all()
 
 
+@pytest.mark.parametrize(
+    "knob,value",
+    [
+        ("action_val_every", 0),  # ZeroDivisionError in the action splits
+        ("n_actions", -1),  # silently no action clip
+        ("fps", 0.0),  # ZeroDivisionError
+        ("fps", 12.5),  # the encoder writes 12 fps: the videos' timing is not the plans'
+        ("action_durations", ()),  # "a cannot be empty" in numpy
+        ("action_durations", (-1.0,)),
+        ("lvu_seconds", (1, 1)),  # a 0-s movie: "cannot convert float NaN to integer"
+        ("lvu_seconds", (24, 20)),  # "low >= high"
+    ],
+)
+def test_preset_fields_out_of_range_are_bad_input(tmp_path, knob, value):
+    """Every preset field reachable through ``generate(..., **overrides)`` is checked before the
+    folder is touched; these ended in tracebacks deep in the plans or made a silently empty split."""
+    from moviessl.synth.generate import PRESETS, resolve_preset
+
+    with pytest.raises(BadInputError, match=knob):
+        generate(tmp_path / "x", "tiny", progress=False, **{knob: value})
+    assert not (tmp_path / "x").exists()
+    for name in PRESETS:  # the shipped presets are valid
+        resolve_preset(name)
+
+
 def test_a_synth_meta_that_is_not_an_object_is_one_line(tmp_path, capsys):
     out = tmp_path / "s"
     out.mkdir()

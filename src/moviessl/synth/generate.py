@@ -510,6 +510,33 @@ def resolve_preset(preset: str | SynthPreset, **overrides) -> SynthPreset:
         v = getattr(cfg, knob)
         if v and (v % 2 or v < 32):
             raise BadInputError(None, f"synth {knob} must be 0 or even and >= 32, got {v}")
+    # the other fields (Python API only): each ended in a traceback deep in the plans or the encoder
+    # (ZeroDivisionError, NaN to int, "a cannot be empty") or silently made an empty split
+    for knob in ("n_actions", "n_vidsitu_train", "n_vidsitu_valid", "n_lvu"):
+        v = getattr(cfg, knob)
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+            raise BadInputError(None, f"synth {knob} must be a whole number >= 0, got {v!r}")
+    v = cfg.action_val_every
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+        raise BadInputError(None, f"synth action_val_every must be a whole number >= 1, got {v!r}")
+    # the encoder writes a whole frame rate (int(round(fps))): another rate would not be the plans' timing
+    if not (isinstance(cfg.fps, numbers.Real) and 0 < cfg.fps < float("inf") and float(cfg.fps).is_integer()):
+        raise BadInputError(None, f"synth fps must be a whole number of frames per second > 0, got {cfg.fps!r}")
+    durs = cfg.action_durations
+    if not (
+        isinstance(durs, (tuple, list))
+        and durs
+        and all(isinstance(d, numbers.Real) and 0 < d < float("inf") for d in durs)
+    ):
+        raise BadInputError(None, f"synth action_durations must be one or more durations > 0 s, got {durs!r}")
+    lvu = cfg.lvu_seconds  # a movie is 2-s events: its length is drawn among the even seconds in this range
+    if not (
+        isinstance(lvu, (tuple, list))
+        and len(lvu) == 2
+        and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in lvu)
+        and 2 <= lvu[0] <= lvu[1]
+    ):
+        raise BadInputError(None, f"synth lvu_seconds must be two whole seconds 2 <= shortest <= longest, got {lvu!r}")
     return cfg
 
 
