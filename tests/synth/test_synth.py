@@ -554,6 +554,23 @@ def test_preset_fields_out_of_range_are_bad_input(tmp_path, knob, value):
         resolve_preset(name)
 
 
+def test_action_clips_last_action_repeat_s_even_below_one_event():
+    """``action_repeat_s``: "action clips last this long". One shorter than an event (2-3 s) gave
+    clips of a whole event; the one event is now cut to it. Where it spans several events (the
+    demo's 10 s) the clips are as before; a repeat of less than one frame is bad input."""
+    from moviessl.synth.generate import plan_actions
+
+    for repeat, durations in ((1.0, (2.0, 2.5, 3.0)), (10.0, (2.0, 2.5, 3.0)), (4.0, (2.0,))):
+        acts = plan_actions(SynthPreset(n_actions=12, action_durations=durations, action_repeat_s=repeat), 0)
+        assert all(sum(ev["dur"] for ev in a["plan"]["events"]) == pytest.approx(repeat) for a in acts)
+    one = plan_actions(SynthPreset(n_actions=4, action_durations=(2.0,), action_repeat_s=1.0), 0)
+    assert all(len(a["plan"]["events"]) == 1 for a in one)
+    frames = [f for f, _ in render_plan(one[0]["plan"], 32, 30.0, 0)]
+    assert sum(len(f) for f in frames) == 30
+    with pytest.raises(BadInputError, match="action_repeat_s"):
+        generate("/nonexistent/never", "tiny", progress=False, action_repeat_s=0.01)
+
+
 def test_a_synth_meta_that_is_not_an_object_is_one_line(tmp_path, capsys):
     out = tmp_path / "s"
     out.mkdir()

@@ -537,6 +537,8 @@ def resolve_preset(preset: str | SynthPreset, **overrides) -> SynthPreset:
         and 2 <= lvu[0] <= lvu[1]
     ):
         raise BadInputError(None, f"synth lvu_seconds must be two whole seconds 2 <= shortest <= longest, got {lvu!r}")
+    if 0 < cfg.action_repeat_s * cfg.fps < 1:  # an action clip of no frame
+        raise BadInputError(None, f"synth action_repeat_s must be 0 or at least one frame, got {cfg.action_repeat_s}")
     return cfg
 
 

@@ -306,8 +306,8 @@ def plan_action_clip(rng, verb: str, duration_s: float, repeat_s: float = 0.0, d
     chars = sample_characters(rng, 2 if v.transitive else int(rng.integers(1, 3)))
     ev = make_event(rng, verb, 0, 1 if v.transitive else None, len(chars))
     events, durs = [ev], [duration_s]
-    if repeat_s > 0:
-        durs = [float(rng.choice(durations))]
+    if repeat_s > 0:  # a clip shorter than one event is that event, cut (it lasted a whole event)
+        durs = [float(min(rng.choice(durations), repeat_s))]
         while sum(durs) < repeat_s - 1e-6:
             events.append(dict(ev))
             durs.append(float(min(rng.choice(durations), repeat_s - sum(durs))))
