@@ -354,6 +354,26 @@ def test_render_clip_ground_truth():
     assert 0.1 < abs(xw[-1] - xw[0]) < 0.35  # walking: the same direction, less than half as far
 
 
+def test_render_clip_degrades_as_the_presets_do():
+    """``render_clip("lvu")`` degraded 20% of a movie's events (the VidSitu share) where the presets
+    and docs/synthmovies.md degrade 0.1 of LVU movies' events; its default is now each kind's."""
+    from moviessl.synth.generate import PRESETS
+
+    for seed in range(2):
+        got = render_clip("lvu", seed=seed, size=32, duration_s=30.0).plan
+        want = plot.plan_lvu_movie(np.random.default_rng([seed, 7]), 30.0, PRESETS["demo"].lvu_degrade_fraction)
+        assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)
+    rng = np.random.default_rng(0)
+    deg = [ev["degraded"] is not None for _ in range(300) for ev in plot.plan_lvu_movie(rng, 10.0)["events"]]
+    assert 0.07 < np.mean(deg) < 0.13  # the LVU share, not the VidSitu one
+    v = render_clip("vidsitu", seed=1, size=32).plan
+    meta_rng = np.random.default_rng([1, 7])
+    meta = plot.plan_movie_meta(meta_rng)
+    chars = plot.sample_characters(meta_rng, meta["n_chars"])
+    want = plot.plan_vidsitu_clip(meta_rng, meta, chars, PRESETS["demo"].degrade_fraction)
+    assert json.dumps(v, sort_keys=True) == json.dumps(want, sort_keys=True)
+
+
 def _event_frames(plan, size=48, seed=0):
     return [f for f, _ in render_plan(plan, size, 30.0, seed)]
 

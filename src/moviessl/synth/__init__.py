@@ -34,14 +34,16 @@ def render_clip(
     *,
     verb: str | None = None,
     duration_s: float | None = None,
-    degrade_fraction: float = 0.2,
+    degrade_fraction: float | None = None,
     plan: dict | None = None,
 ) -> SynthClip:
     """Render one clip in memory with its ground truth.
 
     kind "action": one event of ``verb`` (random if None) lasting ``duration_s`` (2 s);
     "vidsitu": a 10-s, 5-event clip; "lvu": a movie of ``duration_s`` (60 s) with its 9 labels in
-    ``plan["labels"]``. Pass ``plan`` to re-render a plan (e.g. one edited by a test).
+    ``plan["labels"]``. ``degrade_fraction``: the share of degraded events, by default the presets'
+    (0.2 of a VidSitu clip's events, 0.1 of an LVU movie's). Pass ``plan`` to re-render a plan (e.g.
+    one edited by a test).
     """
     rng = np.random.default_rng([seed, 7])
     if plan is None:
@@ -50,9 +52,12 @@ def render_clip(
             plan = plot.plan_action_clip(rng, verb, float(duration_s or 2.0))
         elif kind == "vidsitu":
             meta = plot.plan_movie_meta(rng)
-            plan = plot.plan_vidsitu_clip(rng, meta, plot.sample_characters(rng, meta["n_chars"]), degrade_fraction)
+            chars = plot.sample_characters(rng, meta["n_chars"])
+            plan = plot.plan_vidsitu_clip(rng, meta, chars, 0.2 if degrade_fraction is None else degrade_fraction)
         elif kind == "lvu":
-            plan = plot.plan_lvu_movie(rng, float(duration_s or 60.0), degrade_fraction)
+            plan = plot.plan_lvu_movie(
+                rng, float(duration_s or 60.0), 0.1 if degrade_fraction is None else degrade_fraction
+            )
         else:
             raise ValueError(f"kind must be action, vidsitu or lvu, got {kind!r}")
     chunks = list(render_plan(plan, size, fps, seed))
