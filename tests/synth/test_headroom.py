@@ -209,3 +209,45 @@ def test_a_folder_without_action_clips_or_lvu_eval_movies_has_a_headroom(tmp_pat
         assert all(r["n_eval"] == 0 and r["chance"] is r["pixel"] is r["oracle"] is None for r in res["lvu"].values())
         assert "| genre | 0 | - | - | - |" in out
     assert res["structure"]["verb_context"]["actions_chance"] == 0.0
+
+
+def test_chance_on_the_plans_is_not_picked_on_the_plans_it_scores(tmp_path, monkeypatch):
+    """The '500 plans' column's chance took the majority class (and the mean) of the very plans it
+    scored, so the sampling luck of those plans read as skill (genre 27.8% on the demo's plans,
+    four equally likely genres). It is now the majority / mean of as many other plans, as the
+    rendered rows' chance is the train split's; the scored plans and their oracle are unchanged."""
+    import json
+
+    from moviessl.synth import headroom as H
+    from moviessl.synth import plot
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "vidsitu").mkdir()
+    (tmp_path / "lvu").mkdir()
+    (tmp_path / "actions").mkdir()
+    (tmp_path / "actions" / "ground_truth.json").write_text("{}")
+    config = {"lvu_seconds": [6, 6], "lvu_degrade_fraction": 0.1}
+    (tmp_path / "synth_meta.json").write_text(json.dumps({"fps": 30, "config": config}))
+    gt = {}
+    for i, split in enumerate(("train", "valid")):
+        meta = plot.plan_movie_meta(rng)
+        p = plot.plan_vidsitu_clip(rng, meta, plot.sample_characters(rng, meta["n_chars"]), 0.2)
+        gt[f"v{i}"] = dict(
+            split=split, genre=p["genre"], writer=p["writer"], characters=p["characters"], events=p["events"]
+        )
+    (tmp_path / "vidsitu" / "ground_truth.json").write_text(json.dumps(gt))
+    lgt = {f"m{i}": dict(split=s, **plot.plan_lvu_movie(rng, 6.0)) for i, s in enumerate(("train", "val"))}
+    (tmp_path / "lvu" / "ground_truth.json").write_text(json.dumps(lgt))
+    monkeypatch.setattr(H, "_decode", lambda path, **kw: rng.integers(0, 255, (300, 32, 32, 3), np.uint8))
+    base = plot.plan_lvu_movie(rng, 6.0)
+    genres = iter([0, 1, 2, 2])  # the two scored plans, then two others whose majority is genre 2
+
+    def scripted(rng, duration_s, degrade_fraction):
+        p = json.loads(json.dumps(base))
+        p["labels"]["genre"] = next(genres)
+        return p
+
+    monkeypatch.setattr(H.P, "plan_lvu_movie", scripted)
+    res = H.headroom(tmp_path, n_plans=2, progress=False)
+    assert res["lvu"]["genre"]["chance_plans"] == 0.0  # genre 2 on plans of genres 0 and 1 (was 50.0)
+    assert res["lvu"]["genre"]["oracle_plans"] in (0.0, 50.0, 100.0)
