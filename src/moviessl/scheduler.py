@@ -168,6 +168,12 @@ def _fmt(s: float) -> str:
     return f"{s // 60}m{s % 60:02d}s"
 
 
+def _why(e: BaseException) -> str:
+    """An error on one line for a progress line: its type and its message's first line."""
+    first = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {first[0]}" if first else type(e).__name__
+
+
 def kind(name: str) -> str:
     """A job's kind for time-left calibration: its name's first two words ('backbone cvrl r0' ->
     'backbone cvrl', 'finetune srl backbone=...' -> 'finetune srl'): the same code at the same
@@ -331,7 +337,8 @@ def run_jobs(
 
     ``workers`` processes share ``workers`` cores; each job runs at ``job.threads`` or else ``threads``
     torch threads and takes that many cores (at most all of them). A job that fails stops the graph:
-    running jobs finish, nothing new starts, the error is raised. With ``workers > 1``, a job reports
+    a "failed" line names it and its error at once, running jobs finish (the time left counts only
+    them), nothing new starts, the error is raised. With ``workers > 1``, a job reports
     how far it has got to a file of its own (:mod:`moviessl.utils.progress`), and after
     ``heartbeat_s`` without a line a "running" line gives the time left again."""
     by_name = {j.name: j for j in jobs}
@@ -371,7 +378,11 @@ def run_jobs(
                 prog.line("start", j, pending, {j.name: 0.0})
                 if on_start:
                     on_start(j)
-                run = _timed_call(j.fn, j.kwargs, n_threads(j))
+                try:
+                    run = _timed_call(j.fn, j.kwargs, n_threads(j))
+                except Exception as e:  # an interrupt is not a failure of the job
+                    prog.line("failed", j, [], {}, f" ({_why(e)})")
+                    raise
                 ran[j.name] = run["wall"]
                 finished.add(j.name)
                 prog.finish(j, run)
@@ -390,6 +401,10 @@ def run_jobs(
     running: dict[str, Any] = {}
     started: dict[str, float] = {}
     error: BaseException | None = None
+
+    def waiting() -> list[Job]:
+        """The jobs still to start: none once a job has failed (nothing new starts then)."""
+        return pending if error is None else []
 
     def since() -> dict[str, float]:
         now = time.perf_counter()
@@ -428,16 +443,21 @@ def run_jobs(
                         _, run = res.result()
                     except BaseException as e:  # noqa: BLE001 -- re-raised below, after the running jobs
                         error = error or e
+                        # said now, not when the running jobs end (a pretraining: hours), with the job's
+                        # name, which the error raised from the worker does not carry
+                        more = "; the running jobs finish, no other starts" if running else ""
+                        prog.line("failed", by_name[name], [], since(), f" ({_why(e)}){more}", reports())
+                        last_line = time.perf_counter()
                         continue
                     ran[name] = run["wall"]
                     finished.add(name)
                     # where its first progress report stood: the share a resumed job found done
                     rep = progress.read(report_file[name])
                     prog.finish(by_name[name], run, min(max(rep["first_fraction"], 0.0), 1.0) if rep else 0.0)
-                    prog.line("done ", by_name[name], pending, since(), f" ({_fmt(run['wall'])})", reports())
+                    prog.line("done ", by_name[name], waiting(), since(), f" ({_fmt(run['wall'])})", reports())
                     last_line = time.perf_counter()
                 if running and time.perf_counter() - last_line >= heartbeat_s:
-                    prog.line("running", None, pending, since(), reports=reports())
+                    prog.line("running", None, waiting(), since(), reports=reports())
                     last_line = time.perf_counter()
                 if error is None and pending and not running and not ready():
                     raise ValueError(f"dependency cycle among {[j.name for j in pending]}")

@@ -410,3 +410,37 @@ def test_a_terminated_scheduler_ends_its_running_jobs_instead_of_waiting_for_the
         proc.kill()
     assert time.perf_counter() - t0 < 20
     _gone(worker, "the job outlived the terminated scheduler")
+
+
+def job_sleep_for(done: str, seconds: float) -> None:
+    time.sleep(seconds)
+    Path(done).write_text("ok")
+
+
+def test_a_failed_job_is_named_at_once_and_the_jobs_that_will_not_start_leave_the_time_left(tmp_path, capsys):
+    """A job that failed beside a running one said nothing until that one ended (a pretraining:
+    hours) and the error came without the job's name; meanwhile the time left still counted every
+    job waiting behind it, none of which will start."""
+    slow = str(tmp_path / "slow")
+    jobs = [
+        Job("slow one", f"{MOD}:job_sleep_for", dict(done=slow, seconds=6.0), (), slow, 6.0),
+        Job("bad one", f"{MOD}:job_fail", dict(done=str(tmp_path / "bad")), (), str(tmp_path / "bad"), 1.0),
+        Job("after", f"{MOD}:job_touch", dict(done=str(tmp_path / "c"), needs=[]), (), str(tmp_path / "c"), 1000.0),
+    ]
+    with pytest.raises(ValueError, match="this job fails"):
+        run_jobs(jobs, workers=2, heartbeat_s=0.5)
+    out = capsys.readouterr().out.splitlines()
+    failed = [ln for ln in out if "] failed bad one" in ln]
+    assert failed and "ValueError: this job fails" in failed[0]
+    after = out[out.index(failed[0]) :]
+    assert [ln for ln in after if "] running slow one" in ln], "no running line after the failure"
+    left = [int(m) * 60 + int(s) for m, s in (ln.rsplit("~", 1)[1].split()[0][:-1].split("m") for ln in after)]
+    assert all(s < 100 for s in left), after  # "after" (1000 s) never starts once a job has failed
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_failed_job_is_named_when_jobs_run_in_this_process(tmp_path, capsys):
+    jobs = [Job("bad one", f"{MOD}:job_fail", dict(done=str(tmp_path / "bad")), (), str(tmp_path / "bad"), 1.0)]
+    with pytest.raises(ValueError, match="this job fails"):
+        run_jobs(jobs, workers=1)
+    assert any("] failed bad one (ValueError: this job fails)" in ln for ln in capsys.readouterr().out.splitlines())
