@@ -72,20 +72,26 @@ def call(fn: str, kwargs: dict) -> Any:
 
 
 def _die_with_parent(parent: int | None = None) -> None:
-    """Linux: SIGTERM this worker when the scheduling process dies (killed, or stopped with Ctrl-C),
+    """Linux: SIGKILL this worker when the scheduling process dies (killed, or stopped with Ctrl-C),
     so an interrupted demo leaves no job running that a rerun would start a second time.
     ``parent``: the pid that started the worker; one that died before the death signal was set
-    (between fork and prctl) sent none, so the worker ends itself then."""
+    (between fork and prctl) sent none, so the worker ends itself then.
+
+    SIGKILL, not SIGTERM: a job under Lightning has Lightning's SIGTERM handler, which only notes the
+    signal (a prediction loop never looks; a training loop raises ``SIGTERMException``, a
+    ``SystemExit`` that the pool's worker loop catches and sends back), so the worker lived on and
+    then waited forever for a job from a scheduler that was gone. Nothing is lost: finished work is
+    on disk, written atomically, as SIGTERM's default action (no clean-up either) left it."""
     import signal
 
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux / no glibc: workers then end with their job
         return
     if parent is not None and os.getppid() != parent:
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _set_threads(threads: int) -> None:

@@ -152,7 +152,7 @@ def test_a_worker_whose_parent_died_before_its_death_signal_was_set_ends_itself(
     p = multiprocessing.get_context("fork").Process(target=_start_after_parent_died, args=(os.getpid() + 10**6,))
     p.start()
     p.join(10)
-    assert p.exitcode == -signal.SIGTERM
+    assert p.exitcode == -signal.SIGKILL
     p = multiprocessing.get_context("fork").Process(target=_start_after_parent_died, args=(os.getpid(),))
     p.start()
     p.join(1)
@@ -444,3 +444,34 @@ def test_a_failed_job_is_named_when_jobs_run_in_this_process(tmp_path, capsys):
     with pytest.raises(ValueError, match="this job fails"):
         run_jobs(jobs, workers=1)
     assert any("] failed bad one (ValueError: this job fails)" in ln for ln in capsys.readouterr().out.splitlines())
+
+
+def job_sleep_as_lightning(done: str) -> None:
+    """A job under Lightning's fit: its SIGTERM handler only notes the signal, and the loop then
+    ends the run with ``SIGTERMException`` (a ``SystemExit``) at its next step."""
+    import signal
+
+    noted = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: noted.append(signum))
+    Path(done).write_text(str(os.getpid()))
+    for _ in range(600):
+        if noted:
+            raise SystemExit
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="Linux only (PR_SET_PDEATHSIG)")
+def test_a_worker_whose_job_handles_sigterm_ends_when_the_scheduler_is_killed(tmp_path):
+    """The death signal was SIGTERM, which Lightning's handler turns into an exception the worker's
+    loop catches and sends back: the worker then waited, forever, for a next job from a scheduler
+    that was gone (and a prediction loop, which never looks, ran on to its end)."""
+    pidfile = tmp_path / "worker.pid"
+    code = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from moviessl.scheduler import Job, run_jobs\n"
+        "run_jobs([Job('s', %r, dict(done=%r))], workers=2)\n"
+    ) % (str(Path(__file__).parent), f"{MOD}:job_sleep_as_lightning", str(pidfile))
+    proc, worker = _start_scheduling(code, pidfile)
+    proc.kill()  # SIGKILL: no clean-up in the scheduling process
+    proc.wait()
+    _gone(worker, "the worker outlived the killed scheduler")
