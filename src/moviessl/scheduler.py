@@ -158,7 +158,27 @@ def _timed_call(fn: str, kwargs: dict, threads: int, progress_file: str | None =
 
 
 def _run_in_worker(name: str, fn: str, kwargs: dict, threads: int, progress_file: str) -> tuple[str, dict]:
-    return name, _timed_call(fn, kwargs, threads, progress_file)
+    try:
+        return name, _timed_call(fn, kwargs, threads, progress_file)
+    except BaseException as e:
+        if _loads_again(e):
+            raise
+        # the scheduler could not load this error from the pipe (an ``__init__`` that needs other
+        # arguments than the ``args`` it keeps): concurrent.futures then takes the whole pool for
+        # broken and kills the jobs running beside this one. Its type and message go in one that
+        # loads; its traceback comes along as the cause's text, as every worker error's does.
+        raise RuntimeError(f"{type(e).__name__}: {e}") from e
+
+
+def _loads_again(e: BaseException) -> bool:
+    """Whether ``e`` survives the trip from a worker to the scheduler (pickled, then loaded)."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(e))
+    except Exception:  # noqa: BLE001 -- any failure to pickle or load it is the answer
+        return False
+    return True
 
 
 # a running job's own pace replaces its cost estimate once it has reported this share of its work done

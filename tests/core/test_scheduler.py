@@ -475,3 +475,30 @@ def test_a_worker_whose_job_handles_sigterm_ends_when_the_scheduler_is_killed(tm
     proc.kill()  # SIGKILL: no clean-up in the scheduling process
     proc.wait()
     _gone(worker, "the worker outlived the killed scheduler")
+
+
+class TwoArgError(Exception):
+    """An error whose ``__init__`` needs other arguments than the ``args`` it keeps (some libraries'
+    are so): pickled, it does not load again."""
+
+    def __init__(self, code: int, what: str):
+        super().__init__(f"{code}: {what}")
+
+
+def job_fail_unpicklable(done: str) -> None:
+    raise TwoArgError(5, "this job fails oddly")
+
+
+def test_a_job_failing_with_an_error_that_does_not_unpickle_leaves_the_running_jobs_be(tmp_path, capsys):
+    """The parent could not load such an error from the worker: concurrent.futures took the pool for
+    broken, killed the job running beside it (its work since its last checkpoint lost) and raised
+    BrokenProcessPool for both, the error's message gone."""
+    slow = str(tmp_path / "slow")
+    jobs = [
+        Job("slow one", f"{MOD}:job_sleep_for", dict(done=slow, seconds=4.0), (), slow, 4.0),
+        Job("odd one", f"{MOD}:job_fail_unpicklable", dict(done=str(tmp_path / "odd")), (), str(tmp_path / "odd")),
+    ]
+    with pytest.raises(RuntimeError, match="TwoArgError: 5: this job fails oddly"):
+        run_jobs(jobs, workers=2)
+    assert Path(slow).read_text() == "ok"  # the running job finished
+    assert not [ln for ln in capsys.readouterr().out.splitlines() if "] failed slow one" in ln]
