@@ -73,6 +73,8 @@ def time_left_errors(pts: list[tuple[float, float]], log: Path | str = "the log"
         raise SystemExit(f"{log}: fewer than two progress lines with a time-left estimate")
     end = pts[-1][0]  # the last line is the last job's "done", printed when the run ends
     rows = [(t, est, end - t) for t, est in pts if end - t > 0]
+    if not rows:  # every line at the end (a run shorter than their 1-s resolution): nothing to check
+        raise SystemExit(f"{log}: no progress line before the run's end (every line at the last one's time)")
     at = {}
     for q in range(1, 10):
         t, est, true = min(rows, key=lambda r: abs(r[0] - q * end / 10))

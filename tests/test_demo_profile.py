@@ -62,3 +62,12 @@ def test_the_profile_plot_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         plot(jobs, summarize(jobs, 2), png)
     assert not png.exists() and plt.get_fignums() == []
+
+
+def test_a_log_whose_lines_all_stand_at_its_end_is_refused_in_one_line(tmp_path):
+    """A run shorter than the lines' 1-s resolution (a resumed demo with one short job left): every
+    line stood at the last one's time, no line had any time left to check, and ``min()`` of the
+    empty list was a ValueError traceback."""
+    p = _log(tmp_path, [(0, 5), (0, 0)])
+    with pytest.raises(SystemExit, match="no progress line before the run's end"):
+        time_left_errors(logged_time_left(p), p)
