@@ -368,6 +368,11 @@ def run_jobs(
     how far it has got to a file of its own (:mod:`moviessl.utils.progress`), and after
     ``heartbeat_s`` without a line a "running" line gives the time left again."""
     by_name = {j.name: j for j in jobs}
+    if len(by_name) < len(jobs):  # keyed by name, the second ran in the first's place, its failure unseen
+        from collections import Counter
+
+        twice = sorted(n for n, k in Counter(j.name for j in jobs).items() if k > 1)
+        raise ValueError(f"job names must be unique: {twice} given more than once")
     for j in jobs:
         missing = [d for d in j.deps if d not in by_name]
         if missing:

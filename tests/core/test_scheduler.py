@@ -502,3 +502,15 @@ def test_a_job_failing_with_an_error_that_does_not_unpickle_leaves_the_running_j
         run_jobs(jobs, workers=2)
     assert Path(slow).read_text() == "ok"  # the running job finished
     assert not [ln for ln in capsys.readouterr().out.splitlines() if "] failed slow one" in ln]
+
+
+def test_two_jobs_of_one_name_are_refused(tmp_path):
+    """Jobs are keyed by name: the second of two took the first's place among the running jobs, and
+    the first's failure (or its end) was never seen -- a graph with a job failed reported success."""
+    ok = str(tmp_path / "ok")
+    jobs = [
+        Job("same", f"{MOD}:job_fail", dict(done=str(tmp_path / "bad")), (), str(tmp_path / "bad")),
+        Job("same", f"{MOD}:job_touch", dict(done=ok, needs=[]), (), ok),
+    ]
+    with pytest.raises(ValueError, match="same"):
+        run_jobs(jobs, workers=2)
