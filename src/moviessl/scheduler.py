@@ -264,18 +264,22 @@ class _Progress:
         estimate, a tenth of it) and, once it reports its fraction done (:mod:`moviessl.utils.progress`),
         from its own pace since its first report. The pace takes over as the reported progress grows:
         fully after :data:`TRUST_PACE_AFTER` of the job (early paces include start-up and are noisy).
+        A resumed job (its first report past 0) has, by its cost, only the share it found not done
+        ahead of it, as :meth:`record` compares its seconds with that share alone.
         A job that reported all of its work and still runs has a tenth of its estimate left."""
         est = self.seconds(job)
-        by_cost = max(est - ran, 0.1 * est)
         if not report:
-            return by_cost
-        f, f0 = min(report["fraction"], 1.0), report["first_fraction"]
+            return max(est - ran, 0.1 * est)
+        f, f0 = min(report["fraction"], 1.0), min(max(report["first_fraction"], 0.0), 1.0)
+        todo = est * (1.0 - f0)
+        by_cost = max(todo - ran, 0.1 * todo)
         if f <= f0:
-            return by_cost
-        now = time.time() if now is None else now
-        by_pace = max((report["t"] - report["first_t"]) * (1.0 - f) / (f - f0) - (now - report["t"]), 0.0)
-        w = min(1.0, (f - f0) / TRUST_PACE_AFTER)
-        mixed = w * by_pace + (1.0 - w) * by_cost
+            mixed = by_cost
+        else:
+            now = time.time() if now is None else now
+            by_pace = max((report["t"] - report["first_t"]) * (1.0 - f) / (f - f0) - (now - report["t"]), 0.0)
+            w = min(1.0, (f - f0) / TRUST_PACE_AFTER)
+            mixed = w * by_pace + (1.0 - w) * by_cost
         # all it reports is done, and it still runs (a probe, scoring, export): as a job past its
         # estimate, a tenth of it, not nothing
         return max(mixed, 0.1 * est) if f >= 1.0 else mixed
