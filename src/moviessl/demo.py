@@ -4,10 +4,11 @@
    all off), or reuse it;
 2. pretrain the backbone -- CVRL, MoDist, the supervised baseline and a random-init reference (every
    registered method), each ``pretrain_seeds`` times with different seeds;
-3. extract 2-s event features of the VidSitu-style clips, the long (LVU-style) videos and the
-   unlabelled pool with every backbone;
+3. extract 2-s event features of the VidSitu-style clips and the long (LVU-style) videos with every
+   backbone, and of the unlabelled pool with the backbones a TxE is pretrained on (supervised, CVRL,
+   MoDist);
 4. pretrain TxE by event mask prediction (train clips + long videos + pool; never the valid clips)
-   once per backbone replicate, plus the ablation variants of Table 2;
+   once per replicate of each of those backbones, plus the ablation variants of Table 2;
 5. choose how fast a TxE is fine-tuned (held-out train loss of a scratch TxE), then fine-tune and
    evaluate every setting ``finetune_seeds`` times per backbone replicate: verbs (Table 4), semantic
    roles (Table 1), event relations and the pair-prior baseline (Table 3), the mask ablation (Table 2);

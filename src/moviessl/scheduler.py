@@ -3,7 +3,8 @@
 Small models use two threads poorly (the demo's jobs are tiny CPU models); two independent jobs side
 by side at one thread each keep both cores busy. :func:`run_jobs` starts a job as soon as the jobs it
 depends on are finished, on ``workers`` persistent processes (``spawn``: torch and Lightning are
-imported once per worker, not once per job), and prints one line per job with the time left.
+imported once per worker, not once per job), and prints a line when a job starts, finishes or fails
+(and a "running" line after a minute without one, :data:`HEARTBEAT_S`), each with the time left.
 
 ``workers`` is also the number of cores the jobs share: a job at ``t`` torch threads takes
 ``min(t, workers)`` of them, and jobs start side by side only while their threads fit, so a run at 2
@@ -15,8 +16,8 @@ demo's list).
 
 A job is finished when its ``done`` file exists (the file a stage writes last, e.g. a run's
 ``summary.json``): finished jobs are never run again, so an interrupted graph resumes where it
-stopped. ``workers=1`` runs everything in this process, in dependency order (tests, debugging), at
-``threads`` torch threads.
+stopped. ``workers=1`` runs everything in this process, in dependency order (tests, debugging), each
+job at its own ``Job.threads`` or else ``threads`` torch threads.
 """
 
 from __future__ import annotations
