@@ -232,6 +232,13 @@ def test_another_profile_or_synth_into_a_used_out_is_one_line(tmp_path):
     moved = tmp_path / "moved"
     out.rename(moved)  # a renamed runs folder is the same demo
     _claim_out(moved, "full", moved / "synth")
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "synth_meta.json").write_text("{cut")
+    with pytest.raises(BadInputError, match="unreadable SynthMovies metadata"):
+        run_demo(tmp_path / "fresh", profile="smoke", synth_root=damaged)
+    # the refused --synth stamped the folder before: the corrected one was "holds a demo made with --synth"
+    assert not (tmp_path / "fresh" / "demo.json").exists()
     for flag, kw in (("--seeds", {"seeds": -1}), ("--workers", {"workers": 0}), ("--threads", {"threads": 0})):
         with pytest.raises(BadInputError, match=f"{flag} must be >= 1"):  # not after the pretraining
             run_demo(tmp_path / "other", profile="smoke", **kw)

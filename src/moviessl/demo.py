@@ -706,11 +706,12 @@ def collect_lvu(out: Path, prof: Profile) -> dict | None:
 STAMP = "demo.json"
 
 
-def _claim_out(out: Path, profile: str, synth: Path) -> None:
+def _claim_out(out: Path, profile: str, synth: Path, write: bool = True) -> None:
     """``out/demo.json`` names the profile and SynthMovies folder the demo in ``out`` is made of. Its
     finished jobs (the data, TxEs, tuning, the LVU table) are taken as done by their files alone, so
     another profile or ``--synth`` into the same ``--out`` would have reported the first run's
-    results as its own: refused in one line. A folder from before the stamp is taken as this run's."""
+    results as its own: refused in one line. A folder from before the stamp is taken as this run's.
+    ``write=False`` only checks: the stamp is written once the demo's inputs are found usable."""
     # relative to out when inside it (the default): a moved or renamed runs folder is the same demo
     where = synth.resolve()
     where = where.relative_to(out.resolve()) if where.is_relative_to(out.resolve()) else where
@@ -727,7 +728,8 @@ def _claim_out(out: Path, profile: str, synth: Path) -> None:
                     f"holds a demo made with {flag} {had[key]}, not {want[key]}: give another --out (each profile's "
                     "default --out differs), or the same settings",
                 )
-    atomic_write_json(stamp, want)
+    if write:
+        atomic_write_json(stamp, want)
 
 
 def _synth_status(meta: Path) -> str | None:
@@ -771,7 +773,7 @@ def run_demo(
     # one demo per folder: its stamp, timings, results and plots are its own, and a second demo was
     # refused only job by job (each stage locks its own sub-folder's file, never this one)
     with run_lock(out), contextlib.ExitStack() as scoped:
-        _claim_out(out, profile, synth)
+        _claim_out(out, profile, synth, write=False)
         # for this call only: called from a notebook, the demo left its Lightning loggers at ERROR, a
         # dozen ignore filters in front of its warnings filters and moviessl's own log at WARNING
         scoped.enter_context(lightning_quieted())
@@ -783,6 +785,9 @@ def run_demo(
         meta = synth / "synth_meta.json"
         complete = meta.is_file() and _synth_status(meta) == "complete"
         jobs = plan_jobs(out, synth, prof, backbones, rows, n_seeds, synth_given=synth_root is not None and complete)
+        # after the --synth folder's metadata was read: a damaged one stamped the folder first, and the
+        # corrected --synth was then refused as another demo's
+        _claim_out(out, profile, synth)
 
         # a cached run made with other settings is reused and named, never silently mixed in or redone
         sections = {b: set(get_method(b).config_sections) for b in backbones}
