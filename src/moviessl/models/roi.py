@@ -26,7 +26,9 @@ def roi_align(
     aligned: bool = True,
 ) -> torch.Tensor:
     """``fmap`` (B, C, H, W), ``rois`` (K, 5) rows ``[batch_index, x1, y1, x2, y2]`` in input
-    coordinates (multiplied by ``spatial_scale`` to reach the map) -> (K, C, out_h, out_w)."""
+    coordinates (multiplied by ``spatial_scale`` to reach the map) -> (K, C, out_h, out_w). Batch
+    indices outside ``[0, B)`` or not whole are a ``ValueError`` for ``rois`` on the host; on an
+    accelerator they are the caller's to keep in range."""
     out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
     if sampling_ratio < 1:
         raise ValueError("sampling_ratio must be >= 1 (the adaptive ratio is not supported)")
@@ -37,9 +39,11 @@ def roi_align(
     if K == 0:
         return fmap.new_zeros(0, C, out_h, out_w)
     b = rois[:, 0]
-    # one host read: a negative index picked a map from the end (Python's rule), a fractional one was
-    # truncated, one past B an IndexError (torchvision reads outside the batch)
-    if bool(((b < 0) | (b >= B) | (b != b.floor())).any()):
+    # a negative index picked a map from the end (Python's rule), a fractional one was truncated, one
+    # past B an IndexError (torchvision reads outside the batch). Checked where it costs nothing: on an
+    # accelerator the check would make the host wait for the device every batch (the extractor's
+    # indices are made on the host, in range)
+    if rois.device == torch.device("cpu") and bool(((b < 0) | (b >= B) | (b != b.floor())).any()):
         raise ValueError(f"rois' batch indices must be whole numbers in [0, {B}), got {b.tolist()[:8]}")
     sr = int(sampling_ratio)
     rois = rois.to(fmap.dtype)
