@@ -120,14 +120,17 @@ def _gone(pid: int, why: str) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="Linux only (PR_SET_PDEATHSIG)")
-def test_workers_end_when_the_scheduler_is_killed(tmp_path):
-
+@pytest.mark.parametrize("job", ["job_sleep", "job_sleep_as_lightning"])
+def test_workers_end_when_the_scheduler_is_killed(tmp_path, job):
+    """``job_sleep_as_lightning``: the death signal was SIGTERM, which Lightning's handler turns into an
+    exception the worker's loop catches and sends back: the worker then waited, forever, for a next job
+    from a scheduler that was gone (and a prediction loop, which never looks, ran on to its end)."""
     pidfile = tmp_path / "worker.pid"
     code = (
         "import sys; sys.path.insert(0, %r)\n"
         "from moviessl.scheduler import Job, run_jobs\n"
         "run_jobs([Job('s', %r, dict(done=%r))], workers=2)\n"
-    ) % (str(Path(__file__).parent), f"{MOD}:job_sleep", str(pidfile))
+    ) % (str(Path(__file__).parent), f"{MOD}:{job}", str(pidfile))
     proc, worker = _start_scheduling(code, pidfile)
     proc.kill()  # SIGKILL: no clean-up in the scheduling process
     proc.wait()
@@ -459,23 +462,6 @@ def job_sleep_as_lightning(done: str) -> None:
         if noted:
             raise SystemExit
         time.sleep(0.1)
-
-
-@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="Linux only (PR_SET_PDEATHSIG)")
-def test_a_worker_whose_job_handles_sigterm_ends_when_the_scheduler_is_killed(tmp_path):
-    """The death signal was SIGTERM, which Lightning's handler turns into an exception the worker's
-    loop catches and sends back: the worker then waited, forever, for a next job from a scheduler
-    that was gone (and a prediction loop, which never looks, ran on to its end)."""
-    pidfile = tmp_path / "worker.pid"
-    code = (
-        "import sys; sys.path.insert(0, %r)\n"
-        "from moviessl.scheduler import Job, run_jobs\n"
-        "run_jobs([Job('s', %r, dict(done=%r))], workers=2)\n"
-    ) % (str(Path(__file__).parent), f"{MOD}:job_sleep_as_lightning", str(pidfile))
-    proc, worker = _start_scheduling(code, pidfile)
-    proc.kill()  # SIGKILL: no clean-up in the scheduling process
-    proc.wait()
-    _gone(worker, "the worker outlived the killed scheduler")
 
 
 class TwoArgError(Exception):
