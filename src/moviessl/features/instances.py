@@ -86,8 +86,8 @@ from .extract import (
 from .store import (
     CLAIM_NAME,
     INSTANCES_FORMAT,
-    _check_index,
     check_format,
+    check_index,
     index_facts,
     read_index,
     warn_if_extended,
@@ -723,7 +723,7 @@ class InstanceStore(_Instances):
         if index is None or index.get("format") != INSTANCES_FORMAT:
             raise BadInputError(self.root, "not an instance-feature folder (no moviessl-instances index.json)")
         # as an event-feature folder's: a null entry or a dim of a list was a traceback below
-        _check_index(self.root / INSTANCE_INDEX, index)
+        check_index(self.root / INSTANCE_INDEX, index)
         self.index = index
         self.ids = sorted(v for v, e in index["videos"].items() if e.get("status") == "ok")
         self._ids = set(self.ids)

@@ -141,7 +141,7 @@ def check_format(root: str | os.PathLike, index: dict, want: str, hint: str = ""
         raise BadInputError(root, f"folder holds {what}, not {_FORMATS[want]}{hint}")
 
 
-def _check_index(path: Path, index: dict) -> None:
+def check_index(path: Path, index: dict) -> None:
     """One line for an index (hand-written, or damaged) whose video entries are not objects, or whose
     ``stride_s`` or ``dim`` is no positive number: ``.get`` of a null entry, ``float()`` of a null
     stride and ``int()`` of a list were tracebacks (the entries' ``num_events``: ``_indexed_events``)."""
@@ -177,7 +177,7 @@ class FeatureStore:
         self.index = read_index(self.root)
         if self.index is not None:
             check_format(self.root, self.index, FEATURES_FORMAT)
-            _check_index(self.root / "index.json", self.index)
+            check_index(self.root / "index.json", self.index)
             self.ids = sorted(k for k, v in self.index["videos"].items() if v.get("status", "ok") == "ok")
             self.stride_s = float(self.index.get("stride_s", VIDSITU_STRIDE_S))
         else:
