@@ -42,7 +42,8 @@ def render_clip(
     kind "action": one event of ``verb`` (random if None) lasting ``duration_s`` (2 s);
     "vidsitu": a 10-s, 5-event clip; "lvu": a movie of ``duration_s`` (60 s) with its 9 labels in
     ``plan["labels"]``. ``degrade_fraction``: the share of degraded events, by default the presets'
-    (0.2 of a VidSitu clip's events, 0.1 of an LVU movie's). Pass ``plan`` to re-render a plan (e.g.
+    (:class:`SynthPreset`'s ``degrade_fraction`` for a VidSitu clip, ``lvu_degrade_fraction`` for an
+    LVU movie). Pass ``plan`` to re-render a plan (e.g.
     one edited by a test).
     """
     rng = np.random.default_rng([seed, 7])
@@ -53,11 +54,11 @@ def render_clip(
         elif kind == "vidsitu":
             meta = plot.plan_movie_meta(rng)
             chars = plot.sample_characters(rng, meta["n_chars"])
-            plan = plot.plan_vidsitu_clip(rng, meta, chars, 0.2 if degrade_fraction is None else degrade_fraction)
+            share = SynthPreset.degrade_fraction if degrade_fraction is None else degrade_fraction
+            plan = plot.plan_vidsitu_clip(rng, meta, chars, share)
         elif kind == "lvu":
-            plan = plot.plan_lvu_movie(
-                rng, float(duration_s or 60.0), 0.1 if degrade_fraction is None else degrade_fraction
-            )
+            share = SynthPreset.lvu_degrade_fraction if degrade_fraction is None else degrade_fraction
+            plan = plot.plan_lvu_movie(rng, float(duration_s or 60.0), share)
         else:
             raise ValueError(f"kind must be action, vidsitu or lvu, got {kind!r}")
     chunks = list(render_plan(plan, size, fps, seed))
