@@ -195,6 +195,11 @@ def _fmt(s: float) -> str:
     return f"{s // 60}m{s % 60:02d}s"
 
 
+def _found_done(report: dict) -> float:
+    """The share of its work a job's first progress report found done (a resumed job's), in [0, 1]."""
+    return min(max(report["first_fraction"], 0.0), 1.0)
+
+
 def _why(e: BaseException) -> str:
     """An error on one line for a progress line: its type and its message's first line."""
     first = str(e).strip().splitlines()
@@ -271,7 +276,7 @@ class _Progress:
         est = self.seconds(job)
         if not report:
             return max(est - ran, 0.1 * est)
-        f, f0 = min(report["fraction"], 1.0), min(max(report["first_fraction"], 0.0), 1.0)
+        f, f0 = min(report["fraction"], 1.0), _found_done(report)
         todo = est * (1.0 - f0)
         by_cost = max(todo - ran, 0.1 * todo)
         if f <= f0:
@@ -489,7 +494,7 @@ def run_jobs(
                     finished.add(name)
                     # where its first progress report stood: the share a resumed job found done
                     rep = progress.read(report_file[name])
-                    prog.finish(by_name[name], run, min(max(rep["first_fraction"], 0.0), 1.0) if rep else 0.0)
+                    prog.finish(by_name[name], run, _found_done(rep) if rep else 0.0)
                     prog.line("done ", by_name[name], waiting(), since(), f" ({_fmt(run['wall'])})", reports())
                     last_line = time.perf_counter()
                 if running and time.perf_counter() - last_line >= heartbeat_s:
