@@ -83,3 +83,21 @@ def test_warmup_cosine():
     assert warmup_cosine(10, 100, 10) == pytest.approx(1.0)
     assert warmup_cosine(55, 100, 10) == pytest.approx(0.5)
     assert warmup_cosine(100, 100, 10) == pytest.approx(0.0)
+
+
+def test_shift_pair_reaches_every_gap_the_video_allows():
+    """MoDist's shift pair on a video shorter than the largest shift: the gap is clamped to the last
+    start, m - 1 (clips at the first and the last start), and is drawn there too; ``int(uniform(lo,
+    hi))`` with hi = m - 1 never drew m - 1. Unclamped, the gap spans [lo, hi] frames."""
+    from moviessl.ssl.data import sample_shift_starts
+
+    rng = np.random.default_rng(0)
+    total, frames, stride = 64, 8, 2  # m = 64 - 14 = 50 starts
+    gaps = []
+    for _ in range(3000):
+        a, b, wrap = sample_shift_starts(total, frames, stride, (0.5, 10.0), rng)
+        assert not wrap and 0 <= min(a, b) and max(a, b) + (frames - 1) * stride < total
+        gaps.append(abs(a - b))
+    assert min(gaps) >= 15 and max(gaps) == 49
+    gaps = [abs(a - b) for a, b, _ in (sample_shift_starts(400, 8, 2, (0.1, 0.2), rng) for _ in range(2000))]
+    assert set(gaps) == {3, 4, 5, 6}

@@ -81,8 +81,10 @@ def test_hidden_agent_headroom_counts_the_patient_of_a_hidden_neighbour(tmp_path
     gt["v1"] = {"split": "train", "characters": [{}, {}, {}], "events": events}
     (tmp_path / "vidsitu" / "ground_truth.json").write_text(json.dumps(gt))
     ha = structure_headroom(tmp_path)["hidden_agent"]
-    # event 1's agent is event 0's patient; event 0's agent (1) is in no neighbour
-    assert ha["hidden"] == 2 and ha["neighbours"] == 50.0 and abs(ha["own_frames"] - 100 / 3) < 1e-9
+    # event 1's agent is event 0's patient; event 0's agent (1) is in no neighbour. Own frames: a hidden
+    # event shows only its silhouette and its patient, so the agent is any character but the patient
+    # (1 / 2 for the push) or any character (1 / 3 for the fall)
+    assert ha["hidden"] == 2 and ha["neighbours"] == 50.0 and abs(ha["own_frames"] - 100 * (1 / 2 + 1 / 3) / 2) < 1e-9
 
 
 def test_prop_cue_headroom_reads_no_cue_through_a_degradation(tmp_path):

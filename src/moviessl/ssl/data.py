@@ -101,7 +101,9 @@ def sample_shift_starts(
         return int(rng.integers(0, total)), int(rng.integers(0, total)), True
     lo, hi = (s * TARGET_FPS for s in shift_s)
     hi = min(hi, m - 1)
-    gap = int(rng.uniform(lo, hi)) if hi > lo else int(rng.integers(0, max(1, m)))
+    # whole frames lo..hi, both ends (flooring a draw from [lo, hi) never reached hi, the last start when
+    # the video is shorter than the largest shift)
+    gap = min(int(rng.uniform(lo, hi + 1)), int(hi)) if hi > lo else int(rng.integers(0, max(1, m)))
     first = int(rng.integers(0, max(1, m - gap)))
     a, b = first, first + gap
     if rng.random() < 0.5:

@@ -135,17 +135,25 @@ def _render_job(job: dict) -> tuple[str, int]:
 
 
 def _tracks(plan: dict, boxes: np.ndarray, fps: float, size: int, yid: str) -> dict:
-    """Per-second character boxes (LVU's instance pathway): the middle frame of every second."""
-    shot_of_frame = np.concatenate([[ev["shot"]] * int(round(ev["dur"] * fps)) for ev in plan["events"]])
+    """Per-second character boxes (LVU's instance pathway): the middle frame of every second. A hidden
+    agent's silhouette gets a track of its own (id: characters + event index), as a tracker that cannot
+    re-identify it would give it -- its character's id would say who the silhouette is."""
+    frames_of = [int(round(ev["dur"] * fps)) for ev in plan["events"]]
+    shot_of_frame = np.concatenate([[ev["shot"]] * n for ev, n in zip(plan["events"], frames_of)])
+    event_of_frame = np.repeat(np.arange(len(frames_of)), frames_of)
+    n_chars = boxes.shape[1]
     secs = []
     for t in range(int(len(boxes) / fps)):
         f = min(int((t + 0.5) * fps), len(boxes) - 1)
         vis = np.nonzero(boxes[f, :, 4] > 0)[0]
+        k = int(event_of_frame[f])
+        ev = plan["events"][k]
+        hidden = ev["agent"] if ev.get("hidden") else None
         secs.append(
             dict(
                 t=t,
                 shot=int(shot_of_frame[f]),
-                track_ids=[int(c) for c in vis],
+                track_ids=[n_chars + k if c == hidden else int(c) for c in vis],
                 boxes=[[round(float(v), 4) for v in boxes[f, c, :4]] for c in vis],
             )
         )
@@ -156,7 +164,7 @@ def _tracks(plan: dict, boxes: np.ndarray, fps: float, size: int, yid: str) -> d
         height=size,
         duration_s=len(boxes) / fps,
         box_format="x1,y1,x2,y2 normalised to [0,1]",
-        track_id="character index, stable within the movie",
+        track_id="character index, stable within the movie; a hidden agent's silhouette: characters + event index",
         seconds=secs,
     )
 
@@ -173,7 +181,8 @@ def plan_actions(cfg: SynthPreset, seed: int) -> list[dict]:
     for i in range(cfg.n_actions):
         verb = W.VERB_IDS[order[i]]
         dur = float(rng.choice(cfg.action_durations))
-        plan = P.plan_action_clip(rng, verb, dur, cfg.action_repeat_s, cfg.action_durations)
+        repeat = _rng(seed, 16, i) if cfg.action_repeat_s > 0 else None  # its own stream, as action_film_p's
+        plan = P.plan_action_clip(rng, verb, dur, cfg.action_repeat_s, cfg.action_durations, repeat)
         P.add_structure(_rng(seed, 11, i), plan, cfg.verb_context_p)
         if cfg.action_film_p > 0:
             film = _rng(seed, 15, i)  # its own stream: 12 is the VidSitu clips' structure stream (10 + 2)

@@ -377,7 +377,8 @@ def structure_headroom(root: str | Path) -> dict:
       undegraded event, else the majority train verb), on the action val clips and the VidSitu valid
       events, next to the majority-verb chance;
     - ``hidden_agent``: of the VidSitu valid events whose agent is hidden, the share an oracle names
-      from the event's own frames (1 / characters: shape, colour and texture are gone) vs from the
+      from the event's own frames (shape, colour, texture and size are gone and the rest of the cast
+      is out of frame: any character but the patient, 1 / (characters - 1) with one) vs from the
       neighbouring events (the same character shown in an adjacent undegraded event: as its agent
       unless that agent is hidden, or as its patient);
     - ``pool``: unlabelled pool events per labelled VidSitu train event."""
@@ -413,7 +414,7 @@ def structure_headroom(root: str | Path) -> dict:
             if not ev.get("hidden"):
                 continue
             hidden += 1
-            own.append(1.0 / len(g["characters"]))
+            own.append(1.0 / (len(g["characters"]) - (ev.get("patient") is not None)))
             # a hidden event's agent is a silhouette, its patient is drawn as ever
             shown = [
                 (e["agent"] == ev["agent"] and not e.get("hidden")) or e.get("patient") == ev["agent"]

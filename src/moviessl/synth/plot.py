@@ -156,8 +156,9 @@ def add_relations(events: list[dict]) -> None:
 
 
 def add_structure(rng, plan: dict, verb_context_p: float = 0.0, hidden_agent_p: float = 0.0) -> None:
-    """The structure knobs of real data, in place, from their own random stream (so a knob at 0
-    leaves a plan exactly as without it):
+    """The structure knobs of real data, in place, from their own random streams (so a knob at 0
+    leaves a plan exactly as without it, and one knob's setting does not change what the other
+    draws: ``hidden_agent_p`` draws from a child stream of ``rng``, spawned without advancing it):
 
     - ``verb_context_p``: each event shows its verb's prop cue with this probability; an action
       clip (all its events together) also gets its verb's studio background (K400's bias);
@@ -172,8 +173,9 @@ def add_structure(rng, plan: dict, verb_context_p: float = 0.0, hidden_agent_p: 
         if action and cue:
             plan["shots"][0]["studio"] = list(W.VERB_STUDIO[plan["events"][0]["verb"]])
     if hidden_agent_p > 0 and not action:
+        hid_rng = rng.spawn(1)[0]
         for ev in plan["events"]:
-            ev["hidden"] = bool(ev.get("degraded") is None and rng.random() < hidden_agent_p)
+            ev["hidden"] = bool(ev.get("degraded") is None and hid_rng.random() < hidden_agent_p)
 
 
 def degrade(rng, events: list[dict], fraction: float, kinds=DEGRADATIONS) -> None:
@@ -297,20 +299,25 @@ def plan_vidsitu_clip(
     )
 
 
-def plan_action_clip(rng, verb: str, duration_s: float, repeat_s: float = 0.0, durations=(2.0,)) -> dict:
+def plan_action_clip(
+    rng, verb: str, duration_s: float, repeat_s: float = 0.0, durations=(2.0,), repeat_rng=None
+) -> dict:
     """A 'Kinetics' clip: studio background, bigger centred sprites (the domain gap; see
     :func:`film_action_clip` for the knob that films it like a movie shot instead). One event of
     ``duration_s``; or, with ``repeat_s`` > 0, the action going on for ``repeat_s`` seconds (K400's
-    10-s clips): the same verb by the same characters again and again, each time ``durations``."""
+    10-s clips): the same verb by the same characters again and again, each time ``durations``,
+    drawn from ``repeat_rng`` (default: a child stream of ``rng``, spawned without advancing it), so
+    ``rng`` draws the same with the knob on or off."""
     v = W.VERB_BY_ID[verb]
     chars = sample_characters(rng, 2 if v.transitive else int(rng.integers(1, 3)))
     ev = make_event(rng, verb, 0, 1 if v.transitive else None, len(chars))
     events, durs = [ev], [duration_s]
     if repeat_s > 0:  # a clip shorter than one event is that event, cut (it lasted a whole event)
-        durs = [float(min(rng.choice(durations), repeat_s))]
+        rr = repeat_rng if repeat_rng is not None else rng.spawn(1)[0]
+        durs = [float(min(rr.choice(durations), repeat_s))]
         while sum(durs) < repeat_s - 1e-6:
             events.append(dict(ev))
-            durs.append(float(min(rng.choice(durations), repeat_s - sum(durs))))
+            durs.append(float(min(rr.choice(durations), repeat_s - sum(durs))))
     layout_events(rng, events, len(chars), durs)
     for e in events:
         e.update(shot=0, scene="studio", degraded=None)

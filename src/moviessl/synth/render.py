@@ -110,6 +110,27 @@ def _smooth(t):
     return t * t * (3 - 2 * t)
 
 
+SILHOUETTE_SIZE = 0.12  # a hidden agent's radius whatever its size (the hidden_agent_p knob)
+
+
+def drawn_size(ev: dict, chars: list[dict], c: int) -> float:
+    """Character ``c``'s radius as drawn in event ``ev``: a hidden agent's silhouette has one radius,
+    and everything placed relative to it (contact point, seat, speech bubble) uses that radius too --
+    its true size would tell who it is from its own frames."""
+    if ev.get("hidden") and c == ev["agent"]:
+        return SILHOUETTE_SIZE
+    return W.SIZES[chars[c]["size"]]
+
+
+def drawn_cast(ev: dict, n_chars: int) -> list[int]:
+    """The characters drawn in event ``ev``: all of them, except in a hidden-agent event, which shows
+    only its silhouette and its patient -- with the rest of the cast in frame, a viewer who knows the
+    cast would name the silhouette as the one not seen, from the event's own frames."""
+    if ev.get("hidden"):
+        return [c for c in (ev["agent"], ev.get("patient")) if c is not None]
+    return list(range(n_chars))
+
+
 def simulate_event(ev: dict, chars: list[dict], n: int, fps: float) -> dict:
     """Per-frame states (n frames) of all characters for one event (normalised coordinates)."""
     C = len(chars)
@@ -125,7 +146,7 @@ def simulate_event(ev: dict, chars: list[dict], n: int, fps: float) -> dict:
     bubble = np.zeros((n, 2), np.int32)  # character speaking (or -1), red?
     bubble[:, 0] = -1
     a, p, d, verb = ev["agent"], ev["patient"], ev["dir"], ev["verb"]
-    r = lambda c: W.SIZES[chars[c]["size"]]  # noqa: E731
+    r = lambda c: drawn_size(ev, chars, c)  # noqa: E731
     xa = pos[a]
     xp = pos[p] if p is not None else None
     if p is not None:
@@ -407,11 +428,10 @@ def render_plan(plan: dict, size: int, fps: float, seed: int) -> Iterator[tuple[
                     outline,
                     eye=False,
                 )
-            order = sorted(range(C), key=lambda c: st["Y"][i, c])  # farther up = drawn first
+            order = sorted(drawn_cast(ev, C), key=lambda c: st["Y"][i, c])  # farther up = drawn first
             for c in order:
                 hid = bool(ev.get("hidden")) and c == ev["agent"]
-                size = 0.12 if hid else W.SIZES[chars[c]["size"]]
-                rad = size * S * st["Sc"][i, c] * z * big
+                rad = drawn_size(ev, chars, c) * S * st["Sc"][i, c] * z * big
                 cx = ((st["X"][i, c] - 0.5) * z + 0.5) * S + sx
                 cy = ((st["Y"][i, c] - 0.6) * z + 0.6) * S + sy
                 al = float(st["Al"][i, c]) * faint
@@ -451,7 +471,7 @@ def render_plan(plan: dict, size: int, fps: float, seed: int) -> Iterator[tuple[
                 )
             b = st["bubble"][i, 0]
             if b >= 0:
-                rad = W.SIZES[chars[b]["size"]] * S * z * big
+                rad = drawn_size(ev, chars, b) * S * z * big
                 bx = ((st["X"][i, b] - 0.5) * z + 0.5) * S + sx + 0.5 * rad * st["Face"][i, b]
                 by = ((st["Y"][i, b] - 0.6) * z + 0.6) * S + sy - 1.6 * rad
                 _disc(frames[i], bx, by, 0.55 * rad, outline * 0 + 15, faint, ry=0.4 * rad)
