@@ -244,6 +244,24 @@ def test_another_profile_or_synth_into_a_used_out_is_one_line(tmp_path):
             run_demo(tmp_path / "other", profile="smoke", **kw)
 
 
+def test_a_demo_resumed_at_another_thread_count_is_one_line(tmp_path):
+    """Results are deterministic per machine and torch thread count: a demo resumed with another
+    ``--threads`` mixed jobs of two thread counts in one table without a word. The stamp records the
+    count; a stamp from before it (no count) is taken as this run's."""
+    from moviessl.demo import _claim_out
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    _claim_out(out, "full", out / "synth", threads=2)
+    assert json.loads((out / "demo.json").read_text())["threads"] == 2
+    with pytest.raises(BadInputError, match="holds a demo made with --threads 2, not 1"):
+        run_demo(out, profile="full")
+    _claim_out(out, "full", out / "synth", threads=2)  # the same settings resume
+    (out / "demo.json").write_text(json.dumps({"profile": "full", "synth": "synth"}))
+    _claim_out(out, "full", out / "synth", threads=1)
+    assert json.loads((out / "demo.json").read_text())["threads"] == 1
+
+
 def test_a_second_demo_on_a_folder_in_use_is_one_line_up_front(tmp_path, monkeypatch, capsys):
     """A demo's top files (demo.json, timings.json, results.*, plots) had no lock of their own: a
     second demo on the same --out rewrote them and was refused only stage by stage, by each stage's

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import build_from_checkpoint, file_hash, load_checkpoint
+from .checkpoint import build_from_checkpoint, clip_input, file_hash, load_checkpoint
 from .errors import BadInputError
 
 
@@ -143,10 +143,7 @@ def embed_video(
     if resize not in (None, "crop", "squash"):
         raise ValueError(f"resize must be crop, squash or None, got {resize!r}")
     bb = _as_loaded(backbone, "backbone", trust)
-    inp = bb.meta.get("input")
-    if not inp:
-        raise BadInputError(bb.path, "backbone checkpoint has no meta.input (num_frames, stride, short_side, crop)")
-    inp = {k: v for k, v in inp.items() if k != "resize"}
+    inp = {k: v for k, v in clip_input({"meta": bb.meta}, bb.path or "the backbone").items() if k != "resize"}
     if resize_mode(bb.meta, resize, bb.path or "the backbone", "resize") == "squash":
         inp["resize"] = "squash"
     device = _call_device(bb.model, device)

@@ -395,6 +395,26 @@ def _load_problem(e: Exception) -> str:
     return f"{type(e).__name__}: {msg.splitlines()[0][:100]}" if msg else type(e).__name__
 
 
+CLIP_KEYS = ("num_frames", "stride", "short_side", "crop")  # a backbone's meta.input
+
+
+def clip_input(obj: Mapping, where: Any, keys: tuple[str, ...] = CLIP_KEYS) -> dict:
+    """A backbone checkpoint's ``meta.input`` (the clip it reads: frames, their stride on the 30-fps
+    timeline, short side, crop), each of ``keys`` an integer >= 1, else one line naming ``where``.
+    A checkpoint from another tool with a frame count of 0 or a stride written as text failed inside
+    the decoding of every video instead."""
+    inp = dict((obj.get("meta") or {}).get("input") or {})
+    missing = [k for k in keys if k not in inp]
+    if missing:
+        raise BadInputError(where, f"checkpoint meta.input lacks {', '.join(missing)}")
+    for k in keys:
+        v = inp[k]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise BadInputError(where, f"checkpoint meta.input {k} must be an integer >= 1, got {v!r}")
+        inp[k] = int(v)
+    return inp
+
+
 def build_from_checkpoint(
     path_or_obj: str | os.PathLike | Mapping, stage: str | tuple[str, ...] | None = None, *, trust: bool = False
 ) -> nn.Module:

@@ -706,22 +706,24 @@ def collect_lvu(out: Path, prof: Profile) -> dict | None:
 STAMP = "demo.json"
 
 
-def _claim_out(out: Path, profile: str, synth: Path, write: bool = True) -> None:
-    """``out/demo.json`` names the profile and SynthMovies folder the demo in ``out`` is made of. Its
-    finished jobs (the data, TxEs, tuning, the LVU table) are taken as done by their files alone, so
-    another profile or ``--synth`` into the same ``--out`` would have reported the first run's
-    results as its own: refused in one line. A folder from before the stamp is taken as this run's.
-    ``write=False`` only checks: the stamp is written once the demo's inputs are found usable."""
+def _claim_out(out: Path, profile: str, synth: Path, write: bool = True, threads: int = 1) -> None:
+    """``out/demo.json`` names the profile, SynthMovies folder and torch threads per job the demo in
+    ``out`` is made of. Its finished jobs (the data, TxEs, tuning, the LVU table) are taken as done by
+    their files alone, so another profile or ``--synth`` into the same ``--out`` would have reported
+    the first run's results as its own, and another ``--threads`` mixed two thread counts' results
+    (deterministic per count) in one table: refused in one line. A folder from before the stamp (or
+    before it held a key) is taken as this run's. ``write=False`` only checks: the stamp is written
+    once the demo's inputs are found usable."""
     # relative to out when inside it (the default): a moved or renamed runs folder is the same demo
     where = synth.resolve()
     where = where.relative_to(out.resolve()) if where.is_relative_to(out.resolve()) else where
-    stamp, want = out / STAMP, {"profile": profile, "synth": str(where)}
+    stamp, want = out / STAMP, {"profile": profile, "synth": str(where), "threads": int(threads)}
     if stamp.is_file():
         try:
             had = json.loads(stamp.read_text())
         except (OSError, ValueError):
             had = {}
-        for key, flag in (("profile", "--profile"), ("synth", "--synth")):
+        for key, flag in (("profile", "--profile"), ("synth", "--synth"), ("threads", "--threads")):
             if had.get(key) is not None and had.get(key) != want[key]:
                 raise BadInputError(
                     out,
@@ -773,7 +775,7 @@ def run_demo(
     # one demo per folder: its stamp, timings, results and plots are its own, and a second demo was
     # refused only job by job (each stage locks its own sub-folder's file, never this one)
     with run_lock(out), contextlib.ExitStack() as scoped:
-        _claim_out(out, profile, synth, write=False)
+        _claim_out(out, profile, synth, write=False, threads=threads)
         # for this call only: called from a notebook, the demo left its Lightning loggers at ERROR, a
         # dozen ignore filters in front of its warnings filters and moviessl's own log at WARNING
         scoped.enter_context(lightning_quieted())
@@ -787,7 +789,7 @@ def run_demo(
         jobs = plan_jobs(out, synth, prof, backbones, rows, n_seeds, synth_given=synth_root is not None and complete)
         # after the --synth folder's metadata was read: a damaged one stamped the folder first, and the
         # corrected --synth was then refused as another demo's
-        _claim_out(out, profile, synth)
+        _claim_out(out, profile, synth, threads=threads)
 
         # a cached run made with other settings is reused and named, never silently mixed in or redone
         sections = {b: set(get_method(b).config_sections) for b in backbones}

@@ -49,8 +49,8 @@ def write_video(
     return path
 
 
-def save_backbone(path: Path) -> Path:
-    """A tiny random Slow-D checkpoint (16-d features) reading 4x8 clips at 32 px."""
+def save_backbone(path: Path, inp: dict = INPUT) -> Path:
+    """A tiny random Slow-D checkpoint (16-d features) reading 4x8 clips at 32 px (``inp``)."""
     from moviessl.models import build_slowd
 
     torch.manual_seed(0)
@@ -61,7 +61,7 @@ def save_backbone(path: Path) -> Path:
         stage="backbone",
         arch=arch_spec("moviessl.models.slowd:build_slowd", **kw),
         state_dict=model.state_dict(),
-        meta={"input": INPUT, "method": "random", "out_dim": model.out_dim},
+        meta={"input": inp, "method": "random", "out_dim": model.out_dim},
     )
     return path
 
@@ -1912,3 +1912,38 @@ def test_a_warning_during_extraction_starts_a_line_of_its_own_not_the_bars(backb
     assert "extract:" in p.stderr  # the bar was drawn
     glued = re.findall(r"[^\r\n]+WARNING moviessl", p.stderr)
     assert not glued, glued
+
+
+@pytest.mark.parametrize(
+    "command,key,value",
+    [
+        ("extract", "num_frames", 0),
+        ("extract", "stride", "8"),
+        ("extract", "short_side", None),
+        ("extract", "crop", -32),
+        ("extract-instances", "num_frames", 2.5),
+        ("extract-instances", "stride", True),
+        ("extract-instances", "short_side", 0),
+    ],
+)
+def test_a_backbone_whose_clip_is_not_positive_integers_is_one_line(tmp_path, capsys, command, key, value):
+    """``meta.input`` (the clip a backbone reads) was checked for its keys, not their values: a
+    checkpoint from another tool with a frame count of 0 or a stride written as text failed inside
+    the decoding of every video (each listed as bad) or ended in a traceback."""
+    bb = save_backbone(tmp_path / "bb.pt", {**INPUT, key: value})
+    (tmp_path / "v").mkdir()
+    write_video(tmp_path / "v" / "a.mp4", 2.0)
+    (tmp_path / "tracks").mkdir()
+    sec = {"t": 0, "shot": 0, "track_ids": [0], "boxes": [[0.1, 0.1, 0.6, 0.6]]}
+    (tmp_path / "tracks" / "a.json").write_text(json.dumps({"seconds": [sec]}))
+    argv = ["--backbone", bb, "--videos", tmp_path / "v", "--out", tmp_path / "out"]
+    if command == "extract-instances":
+        argv += ["--tracks", tmp_path / "tracks"]
+    assert main([command, *map(str, argv)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "bb.pt" in err and f"meta.input {key}" in err and "integer >= 1" in err and "\n" not in err
+    if command == "extract":  # the notebook API reads the same clip
+        import moviessl
+
+        with pytest.raises(BadInputError, match=f"meta.input {key} must be an integer >= 1"):
+            moviessl.embed_video(tmp_path / "v" / "a.mp4", bb, device="cpu")

@@ -830,3 +830,20 @@ def test_extract_instances_from_python_leaves_the_callers_random_streams_as_they
     s = extract_instances(backbone, boxes / "videos", boxes / "tracks", tmp_path / "out", progress=False)
     assert s["counts"]["ok"] == 2
     assert draws() == want
+
+
+@pytest.mark.parametrize("content", ["text", "npy"])
+def test_an_instance_file_that_is_no_npz_archive_is_said_to_be_one(tmp_path, content):
+    """A file named ``.npz`` that is no zip archive: text was numpy's "Cannot load file containing
+    pickled data" (it holds none), and a ``.npy`` array under that name a TypeError traceback."""
+    store = _write_store(tmp_path / "inst", {"v": 4})
+    path = tmp_path / "inst" / "v.npz"
+    if content == "text":
+        path.write_text("sec,shot,track\n1,2,3\n")
+    else:
+        with open(path, "wb") as f:
+            np.save(f, np.zeros((4, 8), np.float32))
+    for lazy in (False, True):
+        with pytest.raises(BadInputError, match=r"^\S*v\.npz: not a \.npz archive") as e:
+            store.load("v", lazy=lazy)
+        assert "pickled" not in str(e.value)

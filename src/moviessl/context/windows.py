@@ -78,14 +78,15 @@ class FeatureWindows(Dataset):
         self.pieces: list[list[tuple[int, int]]] = []  # per video: its undamaged stretches [lo, hi)
         self.num_bad, offset = 0, int(uid_base)
         for si, vid in wanted:
+            store = self.stores[si]
             try:
-                n = int(self.stores[si].load(vid, mmap=True).shape[0])  # header only; validates the shape
-            except BadInputError as e:
+                n = int(store.load(vid, mmap=True).shape[0])  # header only; validates the shape
+                # VidSitu's released layout has no index: nothing marked missing
+                pieces = _undamaged(store.missing(vid)) if store.index is not None else [(0, n)]
+            except BadInputError as e:  # an unreadable file or a malformed index entry: this video only
                 log.warning("skipping %s", e)
                 self.num_bad += 1
                 continue
-            store = self.stores[si]  # VidSitu's released layout has no index: nothing marked missing
-            pieces = _undamaged(store.missing(vid)) if store.index is not None else [(0, n)]
             if not pieces:
                 log.warning("skipping %s: %s", vid, "no events" if n == 0 else "every event is in a damaged stretch")
                 self.num_bad += 1

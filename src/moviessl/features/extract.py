@@ -56,7 +56,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ..checkpoint import build_from_checkpoint, file_hash, load_checkpoint
+from ..checkpoint import build_from_checkpoint, clip_input, file_hash, load_checkpoint
 from ..config import HALF_WEIGHTS, MAX_TIMEOUT_S, TrainerConfig, check_accelerator, check_devices, check_precision
 from ..data.cliplist import read_clip_list
 from ..dist import EVERY_RANK, check_launcher_world, check_machine, job_leader, launch_token, pins_memory
@@ -1785,10 +1785,7 @@ def extract(
                 why,
             )
     obj = load_checkpoint(backbone, stage="backbone")
-    inp = dict(obj.get("meta", {}).get("input") or {})
-    missing = [k for k in ("num_frames", "stride", "short_side", "crop") if k not in inp]
-    if missing:
-        raise BadInputError(backbone, f"checkpoint meta.input lacks {', '.join(missing)}")
+    inp = clip_input(obj, backbone)
     resize = resize_mode(obj.get("meta", {}), resize, backbone, "--resize")
     if resize == "squash":  # only then a key, so crop folders keep the index they always had
         inp["resize"] = "squash"

@@ -45,7 +45,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from ..checkpoint import build_from_checkpoint, file_hash, load_checkpoint
+from ..checkpoint import build_from_checkpoint, clip_input, file_hash, load_checkpoint
 from ..data.lvu import (
     ID_LIMIT,
     VideoInstances,
@@ -413,10 +413,7 @@ def extract_instances(
     vids, _ = find_videos(videos)
     source = box_source(tracks)
     obj = load_checkpoint(backbone, stage="backbone")
-    inp = dict(obj.get("meta", {}).get("input") or {})
-    missing = [k for k in ("num_frames", "stride", "short_side") if k not in inp]
-    if missing:
-        raise BadInputError(backbone, f"checkpoint meta.input lacks {', '.join(missing)}")
+    inp = clip_input(obj, backbone, ("num_frames", "stride", "short_side"))
     side = int(short_side or inp["short_side"])
     model = build_from_checkpoint(obj)
     if not hasattr(model, "forward_features"):
@@ -745,14 +742,22 @@ class InstanceStore(_Instances):
     def _read(self, vid: str) -> VideoInstances:
         path = self.root / f"{vid}.npz"
         try:
-            with np.load(path, allow_pickle=False) as z:
-                arrs = {k: z[k] for k in INSTANCE_KEYS}
+            with open(path, "rb") as f:
+                head = f.read(2)
+            # another file under the name (text, a .npy array): numpy said "pickled data", which it
+            # holds none of, or a .npy loaded as an array failed in the with statement
+            zipped = not head or head == b"PK"  # an empty file is a truncated one, said below
+            if zipped:
+                with np.load(path, allow_pickle=False) as z:
+                    arrs = {k: z[k] for k in INSTANCE_KEYS}
         except FileNotFoundError:
             raise BadInputError(path, "instance feature file not found") from None
         # a file cut short (a copy or download interrupted) is zipfile's BadZipFile or numpy's EOFError,
         # neither an OSError; a corrupt member of a compressed file is zlib's error
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
             raise BadInputError(path, f"unreadable instance feature file ({type(e).__name__}: {e})") from None
+        if not zipped:
+            raise BadInputError(path, "not a .npz archive (moviessl extract-instances writes one per video)")
         n = len(arrs["sec"]) if arrs["sec"].ndim == 1 else -1
         if (
             n < 0
