@@ -361,6 +361,37 @@ class _Progress:
             atomic_write_json(self.profile_path, self.profile)
 
 
+PROGRESS_PREFIX = "moviessl-progress-"
+OWNER_FILE = ".owner"  # held under flock by the run that made the folder, for as long as it runs
+STALE_AFTER_S = 60.0  # a folder younger than this may be one whose run has not locked it yet
+
+
+@contextlib.contextmanager
+def progress_folder() -> Any:
+    """A temporary folder for the jobs' progress reports, removed at the end of the run. A run that
+    is SIGKILLed (the OOM killer, ``kill -9``) cannot remove its own, so each run holds an ``flock``
+    on a file in its folder (the kernel drops it with the process) and removes the folders of runs
+    whose lock is free, that is, of runs that are gone (``fcntl``: Linux and macOS)."""
+    import fcntl
+
+    for old in Path(tempfile.gettempdir()).glob(PROGRESS_PREFIX + "*"):
+        try:
+            if time.time() - old.stat().st_mtime < STALE_AFTER_S:
+                continue
+            with open(old / OWNER_FILE, "rb") as f:  # no owner file: a folder this sweep does not know
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(old, ignore_errors=True)
+        except OSError:  # held (BlockingIOError), gone meanwhile, not ours to read: left as it is
+            continue
+    folder = Path(tempfile.mkdtemp(prefix=PROGRESS_PREFIX))
+    try:
+        with open(folder / OWNER_FILE, "wb") as owner:
+            fcntl.flock(owner, fcntl.LOCK_EX)
+            yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run_jobs(
     jobs: list[Job],
     workers: int = 2,
@@ -452,7 +483,8 @@ def run_jobs(
         return {n: now - started[n] for n in running}
 
     # progress reports live only as long as the run: a temporary folder, not the run's output
-    reports_dir = Path(tempfile.mkdtemp(prefix="moviessl-progress-"))
+    scoped = contextlib.ExitStack()
+    reports_dir = scoped.enter_context(progress_folder())
     report_file = {j.name: str(reports_dir / f"job{k}.json") for k, j in enumerate(jobs)}
 
     def reports() -> dict[str, dict]:
@@ -503,7 +535,7 @@ def run_jobs(
                 if error is None and pending and not running and not ready():
                     raise ValueError(f"dependency cycle among {[j.name for j in pending]}")
     finally:
-        shutil.rmtree(reports_dir, ignore_errors=True)
+        scoped.close()
     if error is not None:
         raise error
     return ran

@@ -523,3 +523,42 @@ def test_a_resumed_running_job_is_estimated_by_its_cost_on_the_work_it_has_left(
     # its first report only: the cost of the work it has left
     first = dict(fraction=0.9, first_fraction=0.9, first_t=now, t=now)
     assert p.remaining(job, 5.0, first, now) == pytest.approx(95.0)
+
+
+def test_a_killed_runs_progress_folder_is_removed_by_the_next_run(tmp_path, monkeypatch):
+    """A SIGKILLed demo (the OOM killer, ``kill -9``) cannot remove its temporary progress folder, and
+    every such run left one in the temporary directory for good. The next run removes the folders of
+    runs that are gone (their owner lock is free), and only those: a live run's, one made a moment
+    ago (not yet locked) and one this sweep does not know are left."""
+    import fcntl
+    import subprocess
+    import sys
+    import tempfile
+
+    from moviessl.scheduler import OWNER_FILE, PROGRESS_PREFIX, progress_folder
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    code = (
+        "import sys, time, tempfile; tempfile.tempdir = sys.argv[1]\n"
+        "from moviessl.scheduler import progress_folder\n"
+        "with progress_folder() as d:\n    print(d, flush=True); time.sleep(600)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    killed = Path(child.stdout.readline().strip())
+    assert killed.is_dir()
+    child.kill()
+    child.wait()
+    held, fresh, foreign = (tmp_path / f"{PROGRESS_PREFIX}{k}" for k in ("held", "fresh", "foreign"))
+    for d in (held, fresh, foreign):
+        d.mkdir()
+    for d in (held, fresh):
+        (d / OWNER_FILE).touch()
+    lock = open(held / OWNER_FILE, "rb")  # a live run's lock (another open file: flock conflicts)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    for d in (killed, held, foreign):
+        os.utime(d, (time.time() - 3600, time.time() - 3600))
+    with progress_folder() as mine:
+        assert mine.is_dir() and mine.parent == tmp_path
+        assert not killed.exists() and held.is_dir() and fresh.is_dir() and foreign.is_dir()
+    assert not mine.exists()
+    lock.close()
