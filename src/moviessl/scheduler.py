@@ -32,6 +32,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -159,6 +160,8 @@ def _timed_call(fn: str, kwargs: dict, threads: int, progress_file: str | None =
 
 
 def _run_in_worker(name: str, fn: str, kwargs: dict, threads: int, progress_file: str) -> tuple[str, dict]:
+    # which process runs the job: if it dies (the OOM killer), the scheduler can name the job
+    Path(progress_file + ".pid").write_text(str(os.getpid()))
     try:
         return name, _timed_call(fn, kwargs, threads, progress_file)
     except BaseException as e:
@@ -169,6 +172,40 @@ def _run_in_worker(name: str, fn: str, kwargs: dict, threads: int, progress_file
         # broken and kills the jobs running beside this one. Its type and message go in one that
         # loads; its traceback comes along as the cause's text, as every worker error's does.
         raise RuntimeError(f"{type(e).__name__}: {e}") from e
+
+
+def _died(pid_file: str, procs: dict) -> str | None:
+    """How the worker process that ran a job died, from the pid it wrote at the job's start and the
+    pool's processes: "killed by SIGKILL", say; None if it did not die of a signal of its own (the
+    pool ends the others with SIGTERM once one has died) or cannot be told."""
+    import signal
+
+    try:
+        proc = procs.get(int(Path(pid_file).read_text()))
+    except (OSError, ValueError):
+        return None
+    if proc is None:
+        return None
+    if proc.exitcode is None:  # the pool's own thread may be reaping it this moment
+        proc.join(timeout=2.0)
+    code = proc.exitcode
+    if code is None or code >= 0 or -code == signal.SIGTERM:
+        return None
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
+
+
+def _broken_pool_error(dead: dict[str, str], lost: list[str]) -> RuntimeError:
+    """The error a run ends with when a worker process died (concurrent.futures' BrokenProcessPool
+    says only that "a process ... was terminated abruptly", for every running job)."""
+    who = "; ".join(f"{n} ({how})" for n, how in dead.items()) or "one of them, which cannot be told"
+    oom = " -- out of memory? (`dmesg` names the OOM killer's victims)" if "SIGKILL" in who else ""
+    return RuntimeError(
+        f"a worker process died: {who}{oom}; the jobs running then ended with it "
+        f"({', '.join(lost)}); rerun the same command to resume"
+    )
 
 
 def _loads_again(e: BaseException) -> bool:
@@ -493,6 +530,9 @@ def run_jobs(
 
     init = dict(initializer=_init_worker, initargs=(threads, os.getpid()))
     last_line = time.perf_counter()
+    procs: dict[int, Any] = {}  # pid -> the pool's process, for how one died
+    broken: list[str] = []  # the jobs running when a worker process died (the pool breaks as a whole)
+    dead: dict[str, str] = {}
     try:
         with ProcessPoolExecutor(workers, mp_context=ctx, **init) as pool, _stopped_on_interrupt(pool):
             while (pending and error is None) or running:
@@ -505,6 +545,7 @@ def run_jobs(
                     args = (j.name, j.fn, j.kwargs, n_threads(j), report_file[j.name])
                     running[j.name] = pool.submit(_run_in_worker, *args)
                     started[j.name] = time.perf_counter()
+                    procs.update(getattr(pool, "_processes", None) or {})  # concurrent.futures' own
                     prog.line("start", j, pending, since(), reports=reports())
                     last_line = time.perf_counter()
                 time.sleep(0.2)
@@ -515,10 +556,18 @@ def run_jobs(
                     try:
                         _, run = res.result()
                     except BaseException as e:  # noqa: BLE001 -- re-raised below, after the running jobs
+                        if isinstance(e, BrokenProcessPool):
+                            if not broken:  # the pool breaks as a whole: every job running now is lost
+                                broken.extend([name, *running])
+                            procs.update(getattr(pool, "_processes", None) or {})
+                            how = _died(report_file[name] + ".pid", procs)
+                            if how:
+                                dead[name] = how
+                            e = RuntimeError(how and f"its worker process was {how}" or "its worker process ended")
                         error = error or e
                         # said now, not when the running jobs end (a pretraining: hours), with the job's
                         # name, which the error raised from the worker does not carry
-                        more = "; the running jobs finish, no other starts" if running else ""
+                        more = "; the running jobs finish, no other starts" if running and not broken else ""
                         prog.line("failed", by_name[name], [], since(), f" ({_why(e)}){more}", reports())
                         last_line = time.perf_counter()
                         continue
@@ -536,6 +585,8 @@ def run_jobs(
                     raise ValueError(f"dependency cycle among {[j.name for j in pending]}")
     finally:
         scoped.close()
+    if broken:
+        raise _broken_pool_error(dead, broken) from error
     if error is not None:
         raise error
     return ran

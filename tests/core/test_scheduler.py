@@ -562,3 +562,32 @@ def test_a_killed_runs_progress_folder_is_removed_by_the_next_run(tmp_path, monk
         assert not killed.exists() and held.is_dir() and fresh.is_dir() and foreign.is_dir()
     assert not mine.exists()
     lock.close()
+
+
+def job_killed(done: str) -> None:
+    import signal
+
+    time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer does
+
+
+def test_a_worker_killed_by_the_system_is_named_with_its_job(tmp_path, capsys):
+    """A worker process killed outright (the OOM killer) broke the pool: every running job failed
+    with concurrent.futures' "A process in the process pool was terminated abruptly", the run ended
+    with that BrokenProcessPool, and nothing said which job's process died, nor how."""
+    slow = str(tmp_path / "slow")
+    jobs = [
+        Job("slow one", f"{MOD}:job_sleep_for", dict(done=slow, seconds=30.0), (), slow, 30.0),
+        Job("greedy one", f"{MOD}:job_killed", dict(done=str(tmp_path / "g")), (), str(tmp_path / "g")),
+    ]
+    with pytest.raises(RuntimeError) as e:
+        run_jobs(jobs, workers=2)
+    said = str(e.value)
+    assert "a worker process died: greedy one (killed by SIGKILL)" in said and "dmesg" in said
+    assert "rerun the same command to resume" in said
+    # the pool ends the jobs running beside the dead one (named as lost); a loaded machine may start
+    # the greedy one's worker only once the slow one is done
+    assert ("slow one" in said) != Path(slow).exists()
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln for ln in lines if "] failed greedy one (RuntimeError: its worker process was killed by SIGKILL)" in ln]
+    assert not [ln for ln in lines if "the running jobs finish" in ln]
