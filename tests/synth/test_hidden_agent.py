@@ -93,6 +93,10 @@ def test_a_hidden_agents_lvu_track_is_not_its_characters():
         else:
             assert all(t < C for t in sec["track_ids"])
     assert checked > 0
+    # the knob at 0: the tracks file as it always was, to the byte (its description included)
+    plan0 = plan_lvu(SynthPreset(n_lvu=1, lvu_seconds=(20, 24), lvu_degrade_fraction=0.0), 1)[0]["plan"]
+    boxes0 = np.concatenate([b for _, b in render_plan(plan0, SIZE, FPS, 0)])
+    assert _tracks(plan0, boxes0, FPS, SIZE, "x")["track_id"] == "character index, stable within the movie"
 
 
 def test_the_hidden_agent_knob_and_the_prop_cue_draw_from_streams_of_their_own():

@@ -142,6 +142,7 @@ def _tracks(plan: dict, boxes: np.ndarray, fps: float, size: int, yid: str) -> d
     shot_of_frame = np.concatenate([[ev["shot"]] * n for ev, n in zip(plan["events"], frames_of)])
     event_of_frame = np.repeat(np.arange(len(frames_of)), frames_of)
     n_chars = boxes.shape[1]
+    any_hidden = any(ev.get("hidden") for ev in plan["events"])  # without (the knob at 0): the file as before
     secs = []
     for t in range(int(len(boxes) / fps)):
         f = min(int((t + 0.5) * fps), len(boxes) - 1)
@@ -164,7 +165,8 @@ def _tracks(plan: dict, boxes: np.ndarray, fps: float, size: int, yid: str) -> d
         height=size,
         duration_s=len(boxes) / fps,
         box_format="x1,y1,x2,y2 normalised to [0,1]",
-        track_id="character index, stable within the movie; a hidden agent's silhouette: characters + event index",
+        track_id="character index, stable within the movie"
+        + ("; a hidden agent's silhouette: characters + event index" if any_hidden else ""),
         seconds=secs,
     )
 
