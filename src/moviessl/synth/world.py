@@ -397,7 +397,7 @@ DIRECTORS: tuple[CameraStyle, ...] = (
 )
 
 # Year = palette and film stock: saturation, sepia, grain (sigma in 8-bit levels), flicker.
-# Neighbouring decades differ little on purpose (jittered per movie), so year is hard.
+# Neighbouring decades differ little on purpose (jittered per clip: plot.sample_year_style), so year is hard.
 YEAR_STYLE = tuple(
     dict(
         saturation=0.15 + 0.1 * k,
