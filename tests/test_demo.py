@@ -97,8 +97,10 @@ def test_demo_smoke_end_to_end(tmp_path, capsys, monkeypatch):
     assert "other settings" not in capsys.readouterr().out  # the saved configs match this version's
 
     # deterministic on one machine at one thread count: a second run from scratch (same SynthMovies)
-    # gives the same results.json rows, bit for bit
-    again = run_demo(tmp_path / "again", profile="smoke", synth_root=out / "synth")
+    # gives the same results.json rows, bit for bit -- and whatever the number of workers: this one
+    # runs its jobs two at a time in a pool of reused worker processes (the full and quick profiles'
+    # way), the first ran them one by one in this process
+    again = run_demo(tmp_path / "again", profile="smoke", synth_root=out / "synth", workers=2)
     assert again["rows"] == rows
 
     # a backbone made with other settings (an older version's preset) is reused, and said so
