@@ -22,7 +22,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 @pytest.mark.slow
 def test_demo_smoke_end_to_end(tmp_path, capsys, monkeypatch):
     # the built-in backbone methods only: a method another test registered in this process would get
-    # a demo row here, and the spawned workers of the second run below do not have it
+    # demo rows here (more jobs, and a result schema that depends on which tests ran before this one)
     from moviessl.ssl import registry
 
     for name in set(registry._METHODS) - set(registry._builtin()):
@@ -356,3 +356,93 @@ def test_a_demo_from_python_leaves_the_callers_warnings_and_loggers_as_they_were
     finally:
         for name, level in before.items():
             logging.getLogger(name).setLevel(level)
+
+
+def _method_in_fresh_process(name: str, module: str | None) -> str:
+    """What a spawned demo worker makes of the method ``name`` (its class name, or the error)."""
+    from moviessl.demo import load_method
+
+    try:
+        return load_method(name, module).__name__
+    except BadInputError as e:
+        return f"error: {e}"
+
+
+@pytest.fixture
+def user_method(monkeypatch):
+    """``user_random`` registered in this process only for the test (a copy of the registry)."""
+    import sys
+
+    from moviessl.ssl import registry
+
+    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+    monkeypatch.delitem(sys.modules, "registered_method", raising=False)
+    import registered_method
+
+    return registered_method
+
+
+def test_a_registered_method_reaches_the_spawned_workers(user_method, tmp_path):
+    """A method registered in the calling process is unknown to a fresh (spawned) worker until its
+    module is imported there: the demo's backbone job names that module, the worker imports it."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from moviessl.demo import PROFILES, demo_rows, plan_jobs
+
+    prof = PROFILES["smoke"]
+    backbones = ["random", "user_random"]
+    jobs = plan_jobs(tmp_path, tmp_path / "synth", prof, backbones, demo_rows(backbones, prof), 1, synth_given=False)
+    by_name = {j.name: j for j in jobs}
+    assert by_name["backbone user_random r0"].kwargs["module"] == "registered_method"
+    assert "module" not in by_name["backbone random r0"].kwargs  # a built-in is found by name
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        without = pool.submit(_method_in_fresh_process, "user_random", None).result()
+        given = pool.submit(_method_in_fresh_process, "user_random", "registered_method").result()
+    assert without.startswith("error: ") and "unknown method 'user_random'" in without
+    assert given == "UserRandom"
+
+
+def test_a_method_from_an_interactive_session_is_refused_up_front_with_workers(user_method, monkeypatch):
+    import sys
+
+    from moviessl.demo import check_methods_importable
+
+    monkeypatch.setattr(user_method.UserRandom, "__module__", "__main__")
+    monkeypatch.delattr(sys.modules["__main__"], "__file__", raising=False)  # a notebook's or the REPL's
+    with pytest.raises(BadInputError, match="'user_random' is defined in an interactive session"):
+        check_methods_importable(["random", "user_random"], workers=2)
+    check_methods_importable(["random", "user_random"], workers=1)  # the jobs run in this process
+
+
+SCRIPT_METHOD = """
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+
+from moviessl.demo import load_method, method_module
+from moviessl.ssl.methods.random import RandomInit
+from moviessl.ssl.registry import register_method
+
+
+@register_method("script_random")
+class ScriptRandom(RandomInit):
+    pass
+
+
+if __name__ == "__main__":
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        found = pool.submit(load_method, "script_random", method_module("script_random")).result()
+    print(method_module("script_random"), found.__name__)
+"""
+
+
+def test_a_method_defined_in_a_script_reaches_the_spawned_workers(tmp_path):
+    """A script's own method needs no import in the workers: spawn runs the script there again."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "my_demo.py"
+    script.write_text(SCRIPT_METHOD)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["__main__", "ScriptRandom"]

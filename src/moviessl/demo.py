@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import logging
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,10 +211,48 @@ def job_synth(root: str, preset: str, overrides: dict) -> None:
     (Path(root) / ".demo_done").touch()
 
 
-def job_backbone(method: str, data: str, val: str, out: str, overrides: list[str], seed: int) -> None:
+def method_module(name: str) -> str | None:
+    """The module a spawned worker must import to know the backbone method ``name``: None for a
+    built-in one (found by name); a method registered elsewhere exists only where its module ran."""
+    from .ssl.registry import get_method
+
+    mod = get_method(name).__module__
+    return None if mod.startswith(f"{__package__}.ssl.methods.") else mod
+
+
+def check_methods_importable(backbones: list[str], workers: int) -> None:
+    """A method registered in an interactive session (module ``__main__`` without a file: a notebook,
+    the REPL) cannot reach spawned workers: refused before any job, not by its backbone job mid-run.
+    A script's ``__main__`` can (spawn runs the script again in each worker, under its
+    ``if __name__ == "__main__":`` guard)."""
+    if workers <= 1:  # the jobs run in this process
+        return
+    main = sys.modules.get("__main__")
+    for b in backbones:
+        if method_module(b) == "__main__" and not getattr(main, "__file__", None):
+            raise BadInputError(
+                None,
+                f"backbone method '{b}' is defined in an interactive session, which the demo's worker "
+                "processes cannot import: define it in an importable module, or run with workers=1",
+            )
+
+
+def load_method(name: str, module: str | None = None) -> type:
+    """The method class in a worker: its module imported first when it is not a built-in."""
+    from .ssl.registry import get_method
+
+    if module is not None and module != "__main__":  # a script's __main__ was re-run by spawn
+        importlib.import_module(module)
+    return get_method(name)
+
+
+def job_backbone(
+    method: str, data: str, val: str, out: str, overrides: list[str], seed: int, module: str | None = None
+) -> None:
     from .config import load_config
     from .ssl.pretrain import pretrain
 
+    load_method(method, module)
     cfg = load_config("backbone", "cpu", [*overrides, f"seed={seed}"], variant=method)
     pretrain(method, data, out, cfg, val=val, resume=True, progress=False)
 
@@ -429,6 +469,8 @@ def plan_jobs(
                         out=str(d),
                         overrides=prof.backbone_overrides + QUIET,
                         seed=r,
+                        # a method registered outside moviessl: the workers import its module first
+                        **({"module": mod} if (mod := method_module(b)) else {}),
                     ),
                     dep_synth,
                     str(d / "summary.json"),
@@ -782,6 +824,7 @@ def run_demo(
         scoped.enter_context(logger_levels(logging.WARNING, "moviessl", "pytorch_lightning", "lightning"))
         t_start = time.perf_counter()
         backbones = demo_backbones()
+        check_methods_importable(backbones, workers or prof.workers)
         rows = demo_rows(backbones, prof)
         # --synth: a finished SynthMovies folder is used as it is (any preset); anything else is generated into
         meta = synth / "synth_meta.json"
