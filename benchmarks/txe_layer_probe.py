@@ -1,6 +1,6 @@
-"""Where in a TxE is an event's own agent lost? A linear probe at every stage (issue 13, Table 1)
+"""Where in a TxE is an event's own agent (or verb) lost? A linear probe at every stage (issue 13)
 
-    python -m benchmarks.txe_layer_probe SYNTH/vidsitu FEATURES RUN [RUN ...] [--json OUT.json]
+    python -m benchmarks.txe_layer_probe SYNTH/vidsitu FEATURES RUN [RUN ...] [--target verb] [--json OUT.json]
 
 Each RUN is a MaskPred run folder (``moviessl pretrain-context``: ``checkpoints/last.ckpt``) or a
 fine-tuned VidSitu task model (``seed*/model.pt`` with a TxE); FEATURES are the event features it
@@ -14,6 +14,9 @@ Valid events are grouped as ``benchmarks.srl_hidden_agent`` groups them (agent v
 degraded), and the visible ones again by whether an adjacent event's agent has the same colour (if
 it does not, mixing in the neighbours adds a *different* colour). With the first RUN, the same
 probes of an untrained TxE of its shape and input statistics. Prints Markdown: mean ± SE over runs.
+
+``--target verb`` reads the event's true verb instead (Table 3: a relation is a function of the two
+events' verbs in SynthMovies), for every event, grouped into clean and degraded events.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from moviessl.utils.io import atomic_write_json
 
 # visible agents split by whether an adjacent event's agent has the same colour
 GROUPS = ("visible", "visible, adjacent same", "visible, adjacent other", "hidden", "degraded")
+VERB_GROUPS = ("all", "clean", "degraded")  # --target verb
 
 
 @torch.no_grad()
@@ -48,14 +52,20 @@ def stages(txe, x: torch.Tensor, self_only: bool) -> dict[str, torch.Tensor]:
     return out
 
 
-def event_rows(root: Path, features: Path) -> dict[str, list]:
-    """Per split: (vseg, event index, agent colour, group) of every event with an agent."""
+def event_rows(root: Path, features: Path, target: str = "agent") -> dict[str, list]:
+    """Per split: (vseg, event index, label, group) of every event with an agent (``target`` agent:
+    its colour), or of every event (verb: its true verb; group clean or degraded)."""
     truth = json.loads((root / "ground_truth.json").read_text())
     rows: dict[str, list] = {"train": [], "valid": []}
     for vseg, gt in truth.items():
         if gt.get("split") not in rows or not (features / f"{vseg}_feats.npy").is_file():
             continue
         chars, evs = {c["id"]: c for c in gt["characters"]}, gt["events"]
+        if target == "verb":
+            rows[gt["split"]] += [
+                (vseg, k, e["verb"], "degraded" if e.get("degraded") else "clean") for k, e in enumerate(evs)
+            ]
+            continue
         colour = [None if e.get("agent") is None else chars[e["agent"]]["colour"] for e in evs]
         for k, ev in enumerate(evs):
             if colour[k] is None:
@@ -69,7 +79,7 @@ def event_rows(root: Path, features: Path) -> dict[str, list]:
 
 
 def probe_run(txe, rows: dict[str, list], features: Path, self_only: bool) -> dict[str, dict[str, float]]:
-    """Stage -> group -> % of valid events whose agent colour the probe reads right."""
+    """Stage -> group -> % of valid events whose label (agent colour or verb) the probe reads right."""
     from moviessl.synth.headroom import fit_logreg
 
     cache: dict[str, dict[str, np.ndarray]] = {}
@@ -80,8 +90,11 @@ def probe_run(txe, rows: dict[str, list], features: Path, self_only: bool) -> di
     ytr = np.array([values.index(r[2]) for r in rows["train"]])
     yva = np.array([values.index(r[2]) for r in rows["valid"]])
     grp = np.array([r[3] for r in rows["valid"]])
-    masks = {g: grp == g for g in GROUPS[1:]}
-    masks["visible"] = masks[GROUPS[1]] | masks[GROUPS[2]]
+    if set(grp) <= set(VERB_GROUPS):
+        masks = {"all": np.ones(len(grp), bool), **{g: grp == g for g in VERB_GROUPS[1:]}}
+    else:
+        masks = {g: grp == g for g in GROUPS[1:]}
+        masks["visible"] = masks[GROUPS[1]] | masks[GROUPS[2]]
     out = {}
     for name in next(iter(cache.values())):
         Xtr = np.stack([cache[v][name][k] for v, k, _, _ in rows["train"]]).astype(np.float64)
@@ -96,13 +109,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("root", help="the SynthMovies VidSitu-style folder (ground_truth.json)")
     ap.add_argument("features", help="the event features the TxEs read")
     ap.add_argument("runs", nargs="+", help="MaskPred run folders or fine-tuned task models (.pt)")
+    ap.add_argument("--target", choices=("agent", "verb"), default="agent", help="what the probe reads")
     ap.add_argument("--json", help="write the numbers here")
     a = ap.parse_args(argv)
     from moviessl.eval.stats import mean_se
 
     torch.set_grad_enabled(False)
     root, features, runs = Path(a.root), Path(a.features), [Path(r) for r in a.runs]
-    rows = event_rows(root, features)
+    rows = event_rows(root, features, a.target)
+    groups = VERB_GROUPS if a.target == "verb" else GROUPS
     txes = {"trained": [load_txe(r) for r in runs]}
     if runs[0].suffix != ".pt":
         txes["untrained"] = [load_txe(runs[0], untrained=True)]
@@ -113,16 +128,17 @@ def main(argv: list[str] | None = None) -> dict:
             res[f"{kind}, {mode} attention"] = {
                 s: {g: mean_se([r[s][g] for r in per_run]) for g in per_run[0][s]} for s in per_run[0]
             }
-    n = {g: sum(r[3] == g for r in rows["valid"]) for g in GROUPS[1:]}
-    n["visible"] = n[GROUPS[1]] + n[GROUPS[2]]
-    print(f"Agent colour by linear probe, % of valid events ({len(runs)} runs, mean ± SE); events per group: "
-          + ", ".join(f"{g} {n[g]}" for g in GROUPS))  # fmt: skip
+    n = {g: sum(r[3] == g for r in rows["valid"]) for g in groups[1:]}
+    n[groups[0]] = n[GROUPS[1]] + n[GROUPS[2]] if a.target == "agent" else len(rows["valid"])
+    what = "Agent colour" if a.target == "agent" else "True verb"
+    print(f"{what} by linear probe, % of valid events ({len(runs)} runs, mean ± SE); events per group: "
+          + ", ".join(f"{g} {n[g]}" for g in groups))  # fmt: skip
     for key, table in res.items():
-        print(f"\n**{key}**\n\n| stage | " + " | ".join(GROUPS) + " |\n|---|" + "---|" * len(GROUPS))
-        for stage, groups in table.items():
-            print(f"| {stage} | " + " | ".join(f"{groups[g][0]:.1f} ± {groups[g][1]:.1f}" for g in GROUPS) + " |")
+        print(f"\n**{key}**\n\n| stage | " + " | ".join(groups) + " |\n|---|" + "---|" * len(groups))
+        for stage, by_group in table.items():
+            print(f"| {stage} | " + " | ".join(f"{by_group[g][0]:.1f} ± {by_group[g][1]:.1f}" for g in groups) + " |")
     if a.json:
-        atomic_write_json(a.json, {"runs": [str(r) for r in runs], "events": n, "probes": res})
+        atomic_write_json(a.json, {"runs": [str(r) for r in runs], "target": a.target, "events": n, "probes": res})
     return res
 
 

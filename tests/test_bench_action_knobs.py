@@ -1,0 +1,66 @@
+"""benchmarks.action_knobs (the 2 x 2 over the action clips' knobs) and the verb target of
+benchmarks.txe_layer_probe: what they plan and read, without training anything."""
+
+import json
+from dataclasses import asdict
+
+from benchmarks.action_knobs import CONDITIONS, EVAL_SETS, NO_EXTRAS, plan
+from benchmarks.txe_layer_probe import event_rows
+
+from moviessl.synth.generate import PRESETS, resolve_preset
+
+
+def _preset(job) -> dict:
+    kw = job.kwargs
+    return asdict(resolve_preset(kw["preset"], **kw["overrides"]))
+
+
+def test_the_four_folders_differ_only_in_the_action_clips_knobs(tmp_path):
+    jobs = {j.name: j for j in plan(tmp_path, None, pretrain_seeds=2, seeds=3)}
+    assert all(set(j.deps) <= set(jobs) for j in jobs.values())
+    cfg = {c: _preset(jobs[f"synth {c}"]) for c in CONDITIONS}
+    demo = asdict(PRESETS["demo"])
+    action_knobs = {"action_repeat_s", "verb_context_p"}
+    # the knobs at the demo preset's own values, one at a time
+    assert {k for k in demo if demo[k] != cfg["off"][k]} - set(NO_EXTRAS) == action_knobs | {"hidden_agent_p"}
+    for c, knobs in (("repeat", {"action_repeat_s"}), ("cue", {"verb_context_p"})):
+        assert {k for k in cfg[c] if cfg[c][k] != cfg["off"][k]} == knobs
+        assert all(cfg[c][k] == demo[k] for k in knobs)
+    assert {k: v for k, v in cfg["on"].items() if k not in NO_EXTRAS} == {
+        k: v for k, v in demo.items() if k not in NO_EXTRAS
+    }
+
+
+def test_every_backbone_is_scored_on_both_evaluation_sets(tmp_path):
+    synth_off = tmp_path / "given"
+    jobs = plan(tmp_path / "out", synth_off, pretrain_seeds=1, seeds=2)
+    assert "synth off" not in {j.name for j in jobs}  # the given folder is used as it is
+    heads = [j for j in jobs if j.name.startswith("finetune")]
+    assert len(heads) == (len(CONDITIONS) + 1) * len(EVAL_SETS) * 2  # + random init; verb and relation
+    roots = {j.kwargs["data_root"] for j in heads}
+    assert roots == {str(synth_off / "vidsitu"), str(tmp_path / "out" / "synth" / "on" / "vidsitu")}
+    backbone = {j.name: j.kwargs for j in jobs if j.name.startswith("backbone")}
+    assert backbone["backbone cue r0"]["data"] == str(tmp_path / "out" / "synth" / "cue" / "actions" / "train.csv")
+    assert backbone["backbone random r0"]["method"] == "random"
+
+
+def test_the_layer_probe_reads_every_events_verb_or_each_agents_colour(tmp_path):
+    chars = [{"id": "c0", "colour": "red"}]
+    truth = {
+        "v1": {
+            "split": "train",
+            "characters": chars,
+            "events": [{"verb": "run.02", "agent": "c0"}, {"verb": "jump.01"}],
+        },
+        "v2": {"split": "valid", "characters": chars, "events": [{"verb": "walk.01", "agent": "c0", "degraded": 1}]},
+        "v3": {"split": "valid", "characters": chars, "events": [{"verb": "fall.01"}]},  # no features: left out
+    }
+    (tmp_path / "ground_truth.json").write_text(json.dumps(truth))
+    for v in ("v1", "v2"):
+        (tmp_path / f"{v}_feats.npy").write_bytes(b"")
+    verbs = event_rows(tmp_path, tmp_path, "verb")
+    assert verbs == {"train": [("v1", 0, "run.02", "clean"), ("v1", 1, "jump.01", "clean")],
+                     "valid": [("v2", 0, "walk.01", "degraded")]}  # fmt: skip
+    agents = event_rows(tmp_path, tmp_path)
+    assert agents["train"] == [("v1", 0, "red", "visible, adjacent other")]
+    assert agents["valid"] == [("v2", 0, "red", "degraded")]
