@@ -1,6 +1,7 @@
 """Which action-clip knob lowers the supervised backbone on VidSitu-style verbs? (issue 13)
 
     python -m benchmarks.action_knobs OUT [--synth-off DIR] [--pretrain-seeds 3] [--seeds 4] [--workers 2]
+        [--backbones off repeat cue on random] [--backbone-override trainer.max_steps=1200 ...]
 
 SynthMovies' structure knobs change the clips the backbones pretrain on in two ways: ``action_repeat_s``
 (10-s action clips, the action repeated, as in K400) and ``verb_context_p`` (a share of clips shows
@@ -20,7 +21,9 @@ action clips and holds the evaluation data fixed:
   pair prior on each set.
 
 The ``off``/off-set and ``on``/on-set cells are the control and full demo runs' rows, rerun by the
-same code (same seeds: they should match those runs' numbers). Prints Markdown tables (mean ± SE over
+same code (same seeds: they should match those runs' numbers). ``--backbones`` trains a subset (the
+evaluation sets' folders are made whatever it is); ``--backbone-override`` changes the backbones'
+recipe (e.g. a longer budget: is a knob's effect one of training time?). Prints Markdown tables (mean ± SE over
 the pretraining runs of the mean over fine-tuning seeds, as the demo reports) and writes
 ``OUT/action_knobs.json``. Resumable: every job is cached in OUT (``moviessl.scheduler``).
 """
@@ -55,7 +58,17 @@ def synth_job(root: Path, cond: str):
     )
 
 
-def plan(out: Path, synth_off: Path | None, pretrain_seeds: int, seeds: int) -> list:
+BACKBONES = (*CONDITIONS, "random")  # the random-init reference reads the off folder (it trains nothing)
+
+
+def plan(
+    out: Path,
+    synth_off: Path | None,
+    pretrain_seeds: int,
+    seeds: int,
+    backbones: tuple[str, ...] = BACKBONES,
+    backbone_overrides: tuple[str, ...] = (),
+) -> list:
     from moviessl.demo import PROFILES, QUIET
     from moviessl.scheduler import Job
 
@@ -63,11 +76,14 @@ def plan(out: Path, synth_off: Path | None, pretrain_seeds: int, seeds: int) -> 
     synth = {c: out / "synth" / c for c in CONDITIONS}
     if synth_off is not None:
         synth["off"] = synth_off
-    jobs = [synth_job(synth[c], c) for c in CONDITIONS if not (c == "off" and synth_off is not None)]
-    done_synth = {c: () if (c == "off" and synth_off is not None) else (f"synth {c}",) for c in CONDITIONS}
-    backbones = [(c, "supervised", synth[c]) for c in CONDITIONS] + [("random", "random", synth["off"])]
+    given = {"off"} if synth_off is not None else set()
+    needed = {*EVAL_SETS, *(b for b in backbones if b in CONDITIONS)} - given
+    jobs = [synth_job(synth[c], c) for c in CONDITIONS if c in needed]
+    done_synth = {c: () if c in given else (f"synth {c}",) for c in CONDITIONS}
+    trained = [(c, "supervised", synth[c]) for c in CONDITIONS if c in backbones]
+    trained += [("random", "random", synth["off"])] if "random" in backbones else []
     ft_ov = prof.vidsitu_overrides + QUIET
-    for name, method, root in backbones:
+    for name, method, root in trained:
         cond = "off" if name == "random" else name
         for r in range(pretrain_seeds):
             d = out / "backbone" / name / f"r{r}"
@@ -80,7 +96,7 @@ def plan(out: Path, synth_off: Path | None, pretrain_seeds: int, seeds: int) -> 
                         data=str(root / "actions" / "train.csv"),
                         val=str(root / "actions" / "val.csv"),
                         out=str(d),
-                        overrides=prof.backbone_overrides + QUIET,
+                        overrides=prof.backbone_overrides + QUIET + list(backbone_overrides),
                         seed=r,
                     ),
                     done_synth[cond],
@@ -143,7 +159,7 @@ def collect(out: Path, pretrain_seeds: int) -> dict:
     from moviessl.eval.stats import mean_se
 
     res: dict = {"verb": {}, "relation": {}, "pair_prior": {}, "probe": {}}
-    names = [*CONDITIONS, "random"]
+    names = list(BACKBONES)
     for task, metric in (("verb", "acc@1"), ("relation", "mean_acc")):
         for name in names:
             for ev in EVAL_SETS:
@@ -173,17 +189,20 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--pretrain-seeds", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=4, help="fine-tuning seeds per backbone run")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--backbones", nargs="+", choices=BACKBONES, default=list(BACKBONES), help="the backbones trained")
+    ap.add_argument("--backbone-override", action="append", default=[], help="KEY=VALUE for the backbones' recipe")
     a = ap.parse_args(argv)
     from moviessl.scheduler import run_jobs
 
     a.out.mkdir(parents=True, exist_ok=True)
-    run_jobs(plan(a.out, a.synth_off, a.pretrain_seeds, a.seeds), workers=a.workers, timings=a.out / "timings.json")
+    jobs = plan(a.out, a.synth_off, a.pretrain_seeds, a.seeds, tuple(a.backbones), tuple(a.backbone_override))
+    run_jobs(jobs, workers=a.workers, timings=a.out / "timings.json")
     res = collect(a.out, a.pretrain_seeds)
     (a.out / "action_knobs.json").write_text(json.dumps(res, indent=1))
     for task in ("verb", "relation"):
         print(f"\n| {task} | " + " | ".join(f"{ev} eval set" for ev in EVAL_SETS) + " |")
         print("|---|" + "---|" * len(EVAL_SETS))
-        for name in [*CONDITIONS, "random"]:
+        for name in BACKBONES:
             cells = [res[task].get(f"{name}/{ev}") for ev in EVAL_SETS]
             print(f"| {name} | " + " | ".join(f"{c['mean']:.2f} ± {c['se']:.2f}" if c else "-" for c in cells) + " |")
     if res["pair_prior"]:

@@ -64,3 +64,12 @@ def test_the_layer_probe_reads_every_events_verb_or_each_agents_colour(tmp_path)
     agents = event_rows(tmp_path, tmp_path)
     assert agents["train"] == [("v1", 0, "red", "visible, adjacent other")]
     assert agents["valid"] == [("v2", 0, "red", "degraded")]
+
+
+def test_a_subset_with_another_recipe_makes_only_the_folders_it_reads(tmp_path):
+    jobs = plan(tmp_path, tmp_path / "given", 1, 2, backbones=("repeat",), backbone_overrides=("trainer.max_steps=9",))
+    names = {j.name for j in jobs}
+    assert {n for n in names if n.startswith("synth")} == {"synth repeat", "synth on"}  # trained + the on set
+    assert {n for n in names if n.startswith("backbone")} == {"backbone repeat r0"}
+    (bb,) = [j for j in jobs if j.name == "backbone repeat r0"]
+    assert bb.kwargs["overrides"][-1] == "trainer.max_steps=9"
