@@ -69,7 +69,7 @@ def plan(
     backbones: tuple[str, ...] = BACKBONES,
     backbone_overrides: tuple[str, ...] = (),
 ) -> list:
-    from moviessl.demo import PROFILES, QUIET
+    from moviessl.demo import PROFILES, QUIET, backbone_job
     from moviessl.scheduler import Job
 
     prof = PROFILES["full"]
@@ -87,23 +87,8 @@ def plan(
         cond = "off" if name == "random" else name
         for r in range(pretrain_seeds):
             d = out / "backbone" / name / f"r{r}"
-            jobs.append(
-                Job(
-                    f"backbone {name} r{r}",
-                    "moviessl.demo:job_backbone",
-                    dict(
-                        method=method,
-                        data=str(root / "actions" / "train.csv"),
-                        val=str(root / "actions" / "val.csv"),
-                        out=str(d),
-                        overrides=prof.backbone_overrides + QUIET + list(backbone_overrides),
-                        seed=r,
-                    ),
-                    done_synth[cond],
-                    str(d / "summary.json"),
-                    200.0 if method == "supervised" else 20.0,
-                )
-            )
+            ov = prof.backbone_overrides + QUIET + list(backbone_overrides)
+            jobs.append(backbone_job(f"backbone {name} r{r}", method, root / "actions", d, ov, r, done_synth[cond]))
             for ev in EVAL_SETS:
                 f = out / "features" / name / f"r{r}" / ev
                 jobs.append(

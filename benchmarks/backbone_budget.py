@@ -43,9 +43,8 @@ def setting(method: str, steps: int) -> str:
 
 
 def plan(out: Path, synth: Path, methods: list[str], steps: list[int], runs: int, seeds: int, make_synth: bool):
-    from moviessl.demo import CVRL_STEP_S, QUIET
+    from moviessl.demo import QUIET, backbone_job
     from moviessl.scheduler import Job
-    from moviessl.ssl.registry import get_method
 
     jobs = []
     if make_synth:
@@ -62,12 +61,8 @@ def plan(out: Path, synth: Path, methods: list[str], steps: list[int], runs: int
             f = out / "features" / name / f"r{r}" / "vidsitu"
             v = out / "finetune" / "verb" / name / f"r{r}"
             ov = [*QUIET] + ([f"trainer.max_steps={s}"] if m != "random" else [])
-            cost = get_method(m).setup_cost_s + get_method(m).step_cost * CVRL_STEP_S * s
             jobs += [
-                Job(f"backbone {name} r{r}", "moviessl.demo:job_backbone",
-                    dict(method=m, data=str(synth / "actions" / "train.csv"), val=str(synth / "actions" / "val.csv"),
-                         out=str(b), overrides=ov, seed=r),
-                    dep, str(b / "summary.json"), cost),
+                backbone_job(f"backbone {name} r{r}", m, synth / "actions", b, ov, r, dep),
                 Job(f"extract {name} r{r}", "moviessl.demo:job_extract",
                     dict(backbone=str(b / "model.pt"), videos=str(synth / "vidsitu"), out=str(f)),
                     (f"backbone {name} r{r}",), str(f / "index.json"), 40.0),

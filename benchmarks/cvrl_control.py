@@ -33,6 +33,7 @@ DATA = dict(
 
 
 def main(argv=None) -> int:
+    from moviessl.demo import backbone_job
     from moviessl.scheduler import Job, run_jobs
     from moviessl.utils.io import atomic_write_json
 
@@ -56,22 +57,15 @@ def main(argv=None) -> int:
     ]
     for m in METHODS:
         for s in range(a.seeds):
-            d = out / m / f"s{s}"
             jobs.append(
-                Job(
+                backbone_job(
                     f"{m} s{s}",
-                    "moviessl.demo:job_backbone",
-                    dict(
-                        method=m,
-                        data=str(synth / "actions" / "train.csv"),
-                        val=str(synth / "actions" / "val.csv"),
-                        out=str(d),
-                        overrides=["trainer.progress_bar=false", *a.overrides],
-                        seed=s,
-                    ),
+                    m,
+                    synth / "actions",
+                    out / m / f"s{s}",
+                    ["trainer.progress_bar=false", *a.overrides],
+                    s,
                     ("synth",),
-                    str(d / "summary.json"),
-                    300 if m == "cvrl" else 30,
                 )
             )
     run_jobs(jobs, workers=a.workers, timings=out / "timings.json")

@@ -375,6 +375,10 @@ def user_method(monkeypatch):
 
     from moviessl.ssl import registry
 
+    # the built-ins registered first: one imported into the copy would be lost with it, and its
+    # module, imported for good, would not register it again
+    for name in registry.list_methods():
+        registry.get_method(name)
     monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
     monkeypatch.delitem(sys.modules, "registered_method", raising=False)
     import registered_method
@@ -401,6 +405,50 @@ def test_a_registered_method_reaches_the_spawned_workers(user_method, tmp_path):
         given = pool.submit(_method_in_fresh_process, "user_random", "registered_method").result()
     assert without.startswith("error: ") and "unknown method 'user_random'" in without
     assert given == "UserRandom"
+
+
+def test_backbone_job_is_the_demos_recipe_with_a_cost_from_the_budget(user_method, tmp_path):
+    """The one place that builds a backbone pretraining job (the demo and the benchmarks): the
+    clip lists of the actions folder, the overrides and seed as given, done at summary.json, a
+    cost that follows the method's step cost and the steps the overrides give (random init trains
+    nothing), and the module of a method registered outside moviessl."""
+    from moviessl.demo import backbone_job
+
+    acts = tmp_path / "synth" / "actions"
+    j = backbone_job("b", "supervised", acts, tmp_path / "b", ["trainer.max_steps=1200"], 3, ("synth",))
+    assert j.fn == "moviessl.demo:job_backbone" and j.deps == ("synth",)
+    assert j.kwargs == dict(
+        method="supervised",
+        data=str(acts / "train.csv"),
+        val=str(acts / "val.csv"),
+        out=str(tmp_path / "b"),
+        overrides=["trainer.max_steps=1200"],
+        seed=3,
+    )
+    assert j.done == str(tmp_path / "b" / "summary.json")
+    cost = {
+        (m, n): backbone_job("b", m, acts, tmp_path / "b", [f"trainer.max_steps={n}"], 0).cost
+        for m in ("supervised", "cvrl", "modist", "random")
+        for n in (600, 1200)
+    }
+    for m in ("supervised", "cvrl", "modist"):
+        assert cost[m, 1200] > cost[m, 600]
+    assert cost["modist", 600] > cost["cvrl", 600] > cost["supervised", 600]
+    assert cost["random", 600] == cost["random", 1200]
+    assert backbone_job("b", "user_random", acts, tmp_path / "b", [], 0).kwargs["module"] == "registered_method"
+
+
+def test_the_benchmarks_build_backbone_jobs_with_the_demos_helper(user_method, tmp_path):
+    """A registered method reaches the benchmarks' spawned workers too (they plan with backbone_job)."""
+    from benchmarks import action_knobs, backbone_budget
+
+    jobs = action_knobs.plan(tmp_path / "k", None, 1, 1, backbones=("off",))
+    (bb,) = [j for j in jobs if j.name.startswith("backbone ")]
+    assert bb.kwargs["data"] == str(tmp_path / "k" / "synth" / "off" / "actions" / "train.csv")
+    _, jobs = backbone_budget.plan(tmp_path / "g", tmp_path / "s", ["user_random"], [100], 1, 1, make_synth=False)
+    by_name = {j.name: j for j in jobs}
+    assert by_name["backbone user_random_s100 r0"].kwargs["module"] == "registered_method"
+    assert by_name["backbone user_random_s100 r0"].kwargs["overrides"][-1] == "trainer.max_steps=100"
 
 
 def test_a_method_from_an_interactive_session_is_refused_up_front_with_workers(user_method, monkeypatch):

@@ -428,13 +428,44 @@ def _note_context_drift(jobs: list) -> None:
             _note_drift(d, cfg, (d / "model.pt").is_file(), restart_unfinished=True)
 
 
+def backbone_job(
+    name: str, method: str, actions: Path, out: Path, overrides: list[str], seed: int, after: tuple[str, ...] = ()
+):
+    """The scheduler job that pretrains one backbone with the demo's recipe: ``method`` on a SynthMovies
+    ``actions/`` folder (its train.csv, val.csv for the probe), the backbone cpu preset with
+    ``overrides`` and ``seed``, into ``out`` (done when its summary.json exists). Its cost, for the
+    time-left estimate, follows the method's step cost and the budget the overrides give."""
+    from .config import load_config
+    from .scheduler import Job
+    from .ssl.registry import get_method
+
+    m = get_method(method)
+    steps = load_config("backbone", "cpu", overrides, variant=method).trainer.max_steps
+    return Job(
+        name,
+        "moviessl.demo:job_backbone",
+        dict(
+            method=method,
+            data=str(actions / "train.csv"),
+            val=str(actions / "val.csv"),
+            out=str(out),
+            overrides=list(overrides),
+            seed=seed,
+            # a method registered outside moviessl: the workers import its module first
+            **({"module": mod} if (mod := method_module(method)) else {}),
+        ),
+        tuple(after),
+        str(out / "summary.json"),
+        m.setup_cost_s + m.step_cost * CVRL_STEP_S * steps,
+    )
+
+
 def plan_jobs(
     out: Path, synth: Path, prof: Profile, backbones: list[str], rows: list[Row], seeds: int, synth_given: bool
 ) -> list:
     """The demo's job graph (files in ``out``)."""
     from .config import load_config
     from .scheduler import Job
-    from .ssl.registry import get_method
 
     P = prof.pretrain_seeds
     vid_root, lvu_root, pool_root = synth / "vidsitu", synth / "lvu", synth / "pool"
@@ -454,28 +485,10 @@ def plan_jobs(
     # a preset without an unlabelled pool (demo_control: every structure knob at 0) has no pool/ folder
     has_pool = pool_root.is_dir() if synth_given else _preset_has_pool(prof)
     for b in backbones:
-        m = get_method(b)
-        steps = load_config("backbone", "cpu", prof.backbone_overrides, variant=b).trainer.max_steps
         for r in range(P):
             d = out / "backbone" / b / f"r{r}"
             jobs.append(
-                Job(
-                    f"backbone {b} r{r}",
-                    "moviessl.demo:job_backbone",
-                    dict(
-                        method=b,
-                        data=str(actions / "train.csv"),
-                        val=str(actions / "val.csv"),
-                        out=str(d),
-                        overrides=prof.backbone_overrides + QUIET,
-                        seed=r,
-                        # a method registered outside moviessl: the workers import its module first
-                        **({"module": mod} if (mod := method_module(b)) else {}),
-                    ),
-                    dep_synth,
-                    str(d / "summary.json"),
-                    m.setup_cost_s + m.step_cost * CVRL_STEP_S * steps,
-                )
+                backbone_job(f"backbone {b} r{r}", b, actions, d, prof.backbone_overrides + QUIET, r, dep_synth)
             )
             sets = [("vidsitu", vid_root), ("lvu", lvu_root)] + (
                 [("pool", pool_root)] if b in MASKPRED_BACKBONES and has_pool else []
