@@ -463,6 +463,30 @@ def test_a_method_from_an_interactive_session_is_refused_up_front_with_workers(u
     check_methods_importable(["random", "user_random"], workers=1)  # the jobs run in this process
 
 
+def test_a_method_from_a_module_loaded_by_path_is_refused_up_front_with_workers(user_method, tmp_path, monkeypatch):
+    """A plugin loaded with spec_from_file_location sits in sys.modules under a name that no
+    fresh process can import: refused before any job with workers, unless its folder is on sys.path."""
+    import importlib.util
+    import sys
+
+    from moviessl.demo import check_methods_importable
+
+    (tmp_path / "plugin_methods_x7.py").write_text(
+        "from moviessl.ssl.methods.random import RandomInit\n"
+        "from moviessl.ssl.registry import register_method\n\n\n"
+        "@register_method('plugin_random')\nclass PluginRandom(RandomInit):\n    pass\n"
+    )
+    spec = importlib.util.spec_from_file_location("plugin_methods_x7", tmp_path / "plugin_methods_x7.py")
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "plugin_methods_x7", mod)
+    spec.loader.exec_module(mod)
+    with pytest.raises(BadInputError, match="'plugin_random' is defined in module 'plugin_methods_x7'.*PYTHONPATH"):
+        check_methods_importable(["random", "user_random", "plugin_random"], workers=2)
+    check_methods_importable(["random", "user_random", "plugin_random"], workers=1)
+    monkeypatch.syspath_prepend(str(tmp_path))  # now a fresh process finds it by name
+    check_methods_importable(["random", "user_random", "plugin_random"], workers=2)
+
+
 SCRIPT_METHOD = """
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor

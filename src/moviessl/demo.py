@@ -221,20 +221,41 @@ def method_module(name: str) -> str | None:
 
 
 def check_methods_importable(backbones: list[str], workers: int) -> None:
-    """A method registered in an interactive session (module ``__main__`` without a file: a notebook,
-    the REPL) cannot reach spawned workers: refused before any job, not by its backbone job mid-run.
-    A script's ``__main__`` can (spawn runs the script again in each worker, under its
-    ``if __name__ == "__main__":`` guard)."""
+    """Refused before any job, not by its backbone job mid-run: a method the demo's spawned workers
+    cannot import. One registered in an interactive session (module ``__main__`` without a file: a
+    notebook, the REPL), or in a module loaded from a file path under a name that no import finds
+    (``importlib.util.spec_from_file_location``, a plugin loader). A script's ``__main__`` can reach
+    them (spawn runs the script again in each worker, under its ``if __name__ == "__main__":`` guard)."""
     if workers <= 1:  # the jobs run in this process
         return
     main = sys.modules.get("__main__")
     for b in backbones:
-        if method_module(b) == "__main__" and not getattr(main, "__file__", None):
+        mod = method_module(b)
+        if mod == "__main__" and not getattr(main, "__file__", None):
             raise BadInputError(
                 None,
                 f"backbone method '{b}' is defined in an interactive session, which the demo's worker "
                 "processes cannot import: define it in an importable module, or run with workers=1",
             )
+        if mod is not None and mod != "__main__" and not _findable(mod):
+            raise BadInputError(
+                None,
+                f"backbone method '{b}' is defined in module '{mod}', which the demo's worker processes "
+                "cannot import by name (loaded from a file path, not on sys.path): put its folder on "
+                "PYTHONPATH, or run with workers=1",
+            )
+
+
+def _findable(module: str) -> bool:
+    """Whether an import in a fresh process would find ``module``'s top-level package: the import
+    system's finders asked directly (``importlib.util.find_spec`` would answer from ``sys.modules``,
+    where a module loaded from a file path also sits). Spawned workers get this process's sys.path."""
+    top = module.partition(".")[0]
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        if find is not None and find(top, None) is not None:
+            return True
+    return False
 
 
 def load_method(name: str, module: str | None = None) -> type:
