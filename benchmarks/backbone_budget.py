@@ -63,24 +63,38 @@ def plan(out: Path, synth: Path, methods: list[str], steps: list[int], runs: int
             ov = [*QUIET] + ([f"trainer.max_steps={s}"] if m != "random" else [])
             jobs += [
                 backbone_job(f"backbone {name} r{r}", m, synth / "actions", b, ov, r, dep),
-                Job(f"extract {name} r{r}", "moviessl.demo:job_extract",
-                    dict(backbone=str(b / "model.pt"), videos=str(synth / "vidsitu"), out=str(f)),
-                    (f"backbone {name} r{r}",), str(f / "index.json"), 40.0),
-                Job(f"verb {name} r{r}", "moviessl.demo:job_finetune",
-                    dict(task="verb", data_root=str(synth / "vidsitu"), features=str(f), contextualizer="none",
-                         out=str(v), seeds=seeds, overrides=list(QUIET)),
-                    (f"extract {name} r{r}",), str(v / "summary.json"), 4.0 * seeds),
-            ]  # fmt: skip
+                *verb_jobs(f"{name} r{r}", b, f, v, synth, seeds),
+            ]
     return cells, jobs
 
 
-def action_probe_by_cue(backbone_dir: Path, synth: Path) -> dict:
+def verb_jobs(tag: str, backbone: Path, features: Path, verb: Path, synth: Path, seeds: int) -> list:
+    """The demo's jobs after a backbone (``backbone {tag}``): extract the VidSitu-style clips' event
+    features, then train the verb head without a TxE for ``seeds`` seeds (Table 4's row)."""
+    from moviessl.demo import QUIET
+    from moviessl.scheduler import Job
+
+    return [
+        Job(f"extract {tag}", "moviessl.demo:job_extract",
+            dict(backbone=str(backbone / "model.pt"), videos=str(synth / "vidsitu"), out=str(features)),
+            (f"backbone {tag}",), str(features / "index.json"), 40.0),
+        Job(f"verb {tag}", "moviessl.demo:job_finetune",
+            dict(task="verb", data_root=str(synth / "vidsitu"), features=str(features), contextualizer="none",
+                 out=str(verb), seeds=seeds, overrides=list(QUIET)),
+            (f"extract {tag}",), str(verb / "summary.json"), 4.0 * seeds),
+    ]  # fmt: skip
+
+
+def action_probe_by_cue(
+    backbone_dir: Path, synth: Path, actions: Path | None = None, cached: Path | None = None
+) -> dict:
     """Linear probe (``fit_logreg``) on the backbone's features of one centre clip per action video,
     train -> val, scored separately on val clips that show their verb's cue (the ``verb_context_p``
     knob: the verb's studio background and prop icon) and on clips that do not. A backbone whose
     action accuracy comes from the cue reads the verb on cue clips only, and the movie events have
-    no studio background. Cached in ``backbone_dir/action_probe_by_cue.json``."""
-    cached = backbone_dir / "action_probe_by_cue.json"
+    no studio background. ``actions``: another action-clip folder (default ``synth/actions``).
+    Cached in ``cached`` (default ``backbone_dir/action_probe_by_cue.json``)."""
+    cached = cached or backbone_dir / "action_probe_by_cue.json"
     if cached.is_file():
         return json.loads(cached.read_text())
     from moviessl.checkpoint import build_from_checkpoint, load_checkpoint
@@ -89,7 +103,7 @@ def action_probe_by_cue(backbone_dir: Path, synth: Path) -> dict:
     from moviessl.ssl.probe import extract_features
     from moviessl.synth.headroom import fit_logreg
 
-    actions = synth / "actions"
+    actions = actions or synth / "actions"
     obj = load_checkpoint(backbone_dir / "model.pt", stage="backbone")
     model, meta = build_from_checkpoint(obj), obj["meta"]["input"]
     cache = FrameCache(default_cache_dir(actions / "train.csv"), int(meta["short_side"]))

@@ -1,0 +1,71 @@
+"""benchmarks.cvrl_appearance: the re-cast action clips keep every plan's verb, layout and timing and
+give every video one appearance; the summary's z against random init. Nothing is trained here."""
+
+import json
+
+import av
+import numpy as np
+from benchmarks.cvrl_appearance import CAST, STUDIO, make_uniform_actions, plan, summarize
+
+from moviessl.synth.generate import generate
+
+
+def test_the_recast_clips_are_the_same_clips_with_one_cast_and_no_cue(tmp_path):
+    synth = generate(tmp_path / "s", "tiny", seed=0, workers=1, progress=False, n_lvu=0, verb_context_p=0.5)
+    root = make_uniform_actions(synth, tmp_path / "u", workers=1)
+    for split in ("train", "val"):  # same videos, labels and splits
+        assert (root / f"{split}.csv").read_text() == (synth / "actions" / f"{split}.csv").read_text()
+    old = json.loads((synth / "actions" / "ground_truth.json").read_text())
+    new = json.loads((root / "ground_truth.json").read_text())
+    assert new.keys() == old.keys()
+    assert any(e.get("cue") for g in old.values() for e in g["events"])  # the source shows the cue somewhere
+    looks = set()
+    for name, g in new.items():
+        strip = lambda evs: [{k: v for k, v in e.items() if k != "cue"} for e in evs]  # noqa: E731
+        assert strip(g["events"]) == strip(old[name]["events"]) and not any(e.get("cue") for e in g["events"])
+        assert [c["id"] for c in g["characters"]] == [c["id"] for c in old[name]["characters"]]
+        looks |= {(c["id"], c["shape"], c["colour"], c["size"], c["texture"]) for c in g["characters"]}
+        assert g["shots"][0]["studio"] == STUDIO and g["director"] == 0
+    assert looks <= {(k, *CAST[k]) for k in range(len(CAST))}
+    assert len({(c["shape"], c["colour"]) for g in old.values() for c in g["characters"]}) > len(CAST)
+    # real video files, as long as the source's
+    for name in list(new)[:3]:
+        with (
+            av.open(str(root / "videos" / f"{name}.mp4")) as a,
+            av.open(str(synth / "actions" / "videos" / f"{name}.mp4")) as b,
+        ):
+            assert a.streams.video[0].frames == b.streams.video[0].frames > 0
+    assert make_uniform_actions(synth, tmp_path / "u", workers=1) == root  # done: nothing redone
+
+
+def test_the_summary_compares_each_backbone_with_random_init():
+    rows = {}
+    for r, (u, c, n) in enumerate([(10.0, 50.0, 5.0), (12.0, 54.0, 7.0)]):
+        rows[f"random r{r}"] = dict(backbone="random", run=r, uniform=u, cue=c, no_cue=n, verbs=u)
+        rows[f"cvrl r{r}"] = dict(backbone="cvrl", run=r, uniform=u + 20, cue=c, no_cue=n + 1, verbs=u - 2)
+    cells = summarize(rows)
+    assert cells["random"]["uniform"] == (11.0, 1.0) and cells["random"]["z_vs_random"]["uniform"] is None
+    z = cells["cvrl"]["z_vs_random"]
+    assert np.isclose(z["uniform"], 20 / np.sqrt(2)) and z["cue"] == 0.0 and np.isclose(z["no_cue"], 1 / np.sqrt(2))
+    assert np.isclose(z["verbs"], -2 / np.sqrt(2))
+
+
+def test_the_runs_on_s_are_read_from_the_budget_benchmark_and_only_the_recast_ones_are_new(tmp_path):
+    out, synth, uniform, reuse = tmp_path / "o", tmp_path / "s", tmp_path / "o" / "u", tmp_path / "b"
+    dirs, jobs = plan(out, synth, uniform, ["cvrl"], 1200, 2, 3, reuse)
+    assert set(dirs) == {(b, r) for b in ("random", "cvrl on S", "cvrl on uniform cast") for r in (0, 1)}
+    assert dirs[("random", 1)][0] == reuse / "backbone" / "random" / "r1"
+    assert dirs[("cvrl on S", 0)] == (
+        reuse / "backbone" / "cvrl_s1200" / "r0",
+        reuse / "finetune" / "verb" / "cvrl_s1200" / "r0",
+    )
+    assert dirs[("cvrl on uniform cast", 0)][0] == out / "backbone" / "cvrl_on_uniform_cast" / "r0"
+    by = {j.name: j for j in jobs}
+    assert all(set(j.deps) <= set(by) for j in jobs)
+    new = by["backbone cvrl_on_uniform_cast r1"].kwargs
+    assert (
+        new["data"] == str(uniform / "train.csv") and "trainer.max_steps=1200" in new["overrides"] and new["seed"] == 1
+    )
+    assert by["backbone cvrl_on_S r1"].kwargs["data"] == str(synth / "actions" / "train.csv")
+    assert by["verb cvrl_on_uniform_cast r0"].kwargs["data_root"] == str(synth / "vidsitu")  # the movie events of S
+    assert by["verb cvrl_on_uniform_cast r0"].kwargs["seeds"] == 3
