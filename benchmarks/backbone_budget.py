@@ -128,24 +128,36 @@ def action_probe_by_cue(
     return res
 
 
-def report(out: Path, cells: list[tuple[str, int]], runs: int) -> dict:
+def vidsitu_probe(features: Path, synth: Path) -> dict:
+    """Linear probe (``fit_logreg``) from stored VidSitu-style event features (``features``: the
+    extraction of ``synth/vidsitu``) to each event's *true* verb, train events -> valid events: all
+    events and split by whether the event shows its verb's cue, beside the majority train verb."""
     from benchmarks.verb_transfer import event_data
     from moviessl.synth.headroom import fit_logreg
 
-    synth = out / "synth"
     truth = json.loads((synth / "vidsitu" / "ground_truth.json").read_text())
     verbs = json.loads((synth / "synth_meta.json").read_text())["verbs"]
     vi = {v: i for i, v in enumerate(verbs)}
+    Xtr, ytr, _ = event_data(features, truth, "train", vi)
+    Xva, yva, flags = event_data(features, truth, "valid", vi)
+    hit = fit_logreg(Xtr, ytr, len(verbs), l2=1e-2)(Xva) == yva
+    cue = flags["cue"]
+    return {
+        "all": float(100 * hit.mean()),
+        "cue": float(100 * hit[cue].mean()) if cue.any() else None,
+        "no_cue": float(100 * hit[~cue].mean()) if (~cue).any() else None,
+        "majority": float(100 * np.mean(yva == np.bincount(ytr).argmax())),
+    }
+
+
+def report(out: Path, cells: list[tuple[str, int]], runs: int) -> dict:
+    synth = out / "synth"
     res: dict = {}
     for m, s in cells:
         name = setting(m, s)
         for r in range(runs):
             run = f"r{r}"
-            Xtr, ytr, _ = event_data(out, name, run, truth, "train", vi)
-            Xva, yva, flags = event_data(out, name, run, truth, "valid", vi)
-            hit = fit_logreg(Xtr, ytr, len(verbs), l2=1e-2)(Xva) == yva
-            probe, cue = float(100 * hit.mean()), flags["cue"]
-            majority = float(100 * np.mean(yva == np.bincount(ytr).argmax()))
+            probe = vidsitu_probe(out / "features" / name / run / "vidsitu", synth)
             summ = json.loads((out / "backbone" / name / run / "summary.json").read_text())
             verb = json.loads((out / "finetune" / "verb" / name / run / "summary.json").read_text())["summary"]
             by_cue = action_probe_by_cue(out / "backbone" / name / run, synth)
@@ -155,10 +167,10 @@ def report(out: Path, cells: list[tuple[str, int]], runs: int) -> dict:
                 "method": m,
                 "steps": s,
                 "action_probe": summ.get("probe", {}).get("linear_top1"),
-                "vidsitu_probe": probe,
-                "vidsitu_probe_cue": float(100 * hit[cue].mean()) if cue.any() else None,
-                "vidsitu_probe_no_cue": float(100 * hit[~cue].mean()) if (~cue).any() else None,
-                "majority": majority,
+                "vidsitu_probe": probe["all"],
+                "vidsitu_probe_cue": probe["cue"],
+                "vidsitu_probe_no_cue": probe["no_cue"],
+                "majority": probe["majority"],
                 "verb_acc1": verb["acc@1"],
             }
     return {"runs": res, "cells": cells_summary(res)}

@@ -24,7 +24,8 @@ clip sets: the uniform-cast clips, and ``S``'s clips split by cue. If shared app
 CVRL skip the motion, CVRL pretrained on the uniform cast reads the verb on the uniform clips (and on
 ``S``'s clips without the cue) above random init, where CVRL pretrained on ``S`` does not. Each
 backbone then gets the demo's Table 4 row: its VidSitu-style event features and the verb head
-without a TxE for ``--seeds`` seeds (Acc@1; the movie events mostly lack the cue). Writes
+without a TxE for ``--seeds`` seeds (Acc@1; the movie events mostly lack the cue), and a linear probe
+from its event features to the true verb (``backbone_budget.vidsitu_probe``). Writes
 ``OUT/cvrl_appearance.json`` and prints Markdown tables (mean ± SE over runs, z against random init).
 """
 
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.backbone_budget import action_probe_by_cue
+from benchmarks.backbone_budget import action_probe_by_cue, vidsitu_probe
 
 # the one cast of every uniform video: (shape, colour, size, texture) of character 0, 1
 CAST = (("circle", "red", "big", "plain"), ("triangle", "blue", "big", "plain"))
@@ -90,7 +91,7 @@ def make_uniform_actions(synth: Path, root: Path, workers: int) -> Path:
 def plan(out: Path, synth: Path, uniform: Path, methods, steps: int, runs: int, seeds: int, reuse: Path | None):
     """The backbones (random init; each method on ``synth``'s clips and on the uniform cast), each
     followed by the demo's VidSitu verb head (``backbone_budget.verb_jobs``). Returns
-    ``{(backbone, run): (backbone folder, verb folder)}`` and the jobs; with ``reuse``, the jobs that
+    ``{(backbone, run): (backbone folder, features folder, verb folder)}`` and the jobs; with ``reuse``, the jobs that
     ``benchmarks.backbone_budget`` ran there (same names, same recipe) point at its finished folders."""
     from benchmarks.backbone_budget import setting, verb_jobs
     from moviessl.demo import QUIET, backbone_job
@@ -108,7 +109,7 @@ def plan(out: Path, synth: Path, uniform: Path, methods, steps: int, runs: int, 
                 root, name = reuse, setting(m, steps)
             d, f, v = (root / "backbone" / name / f"r{r}", root / "features" / name / f"r{r}" / "vidsitu",
                        root / "finetune" / "verb" / name / f"r{r}")  # fmt: skip
-            dirs[(b, r)] = (d, v)
+            dirs[(b, r)] = (d, f, v)
             ov = [*QUIET] + ([f"trainer.max_steps={steps}"] if m != "random" else [])
             jobs += [
                 backbone_job(f"backbone {tag} r{r}", m, clips, d, ov, r),
@@ -122,7 +123,7 @@ def summarize(rows: dict) -> dict:
     over seeds, the demo's rule), and its z against random init (combined SE)."""
     from moviessl.eval.stats import mean_se
 
-    keys = ("uniform", "cue", "no_cue", "verbs")
+    keys = ("uniform", "cue", "no_cue", "vidsitu_probe", "verbs")
     cells: dict = {}
     for r in rows.values():
         c = cells.setdefault(r["backbone"], {k: [] for k in keys})
@@ -161,27 +162,27 @@ def main(argv: list[str] | None = None) -> dict:
     run_jobs(jobs, workers=a.workers, threads=1, timings=out / "timings.json")
 
     rows = {}
-    for (b, r), (d, v) in dirs.items():
+    for (b, r), (d, f, v) in dirs.items():
         tag = b.replace(" ", "_")
         own = action_probe_by_cue(d, synth, cached=out / "probes" / tag / f"r{r}_S.json")
         uni = action_probe_by_cue(d, synth, actions=uniform, cached=out / "probes" / tag / f"r{r}_uniform.json")
         verbs = json.loads((v / "summary.json").read_text())["summary"]["acc@1"]["mean"]
+        probe = vidsitu_probe(f, synth)["all"]
         rows[f"{b} r{r}"] = dict(backbone=b, run=r, uniform=uni["all"], cue=own["cue"], no_cue=own["no_cue"],
-                                 verbs=verbs)  # fmt: skip
+                                 vidsitu_probe=probe, verbs=verbs)  # fmt: skip
     res = {"rows": rows, "cells": summarize(rows), "cast": CAST, "steps": a.steps}
     atomic_write_json(out / "cvrl_appearance.json", res)
 
-    print("| backbone run | action probe: uniform-cast clips | S's clips with cue / without | VidSitu verbs Acc@1 |")
-    print("|---|---|---|---|")
+    cols = ("uniform", "cue", "no_cue", "vidsitu_probe", "verbs")
+    head = "action probe: uniform-cast clips | S's cue clips | S's no-cue clips | VidSitu probe | verbs Acc@1"
+    print(f"| backbone run | {head} |\n|---|---|---|---|---|---|")
     for k, r in rows.items():
-        print(f"| {k} | {r['uniform']:.1f} | {r['cue']:.1f} / {r['no_cue']:.1f} | {r['verbs']:.1f} |")
-    head = f"backbone (mean ± SE over {a.runs} runs; z vs random init)"
-    print(f"\n| {head} | uniform-cast clips | S: cue clips | S: no-cue clips | VidSitu verbs Acc@1 |")
-    print("|---|---|---|---|---|")
+        print(f"| {k} | " + " | ".join(f"{r[c]:.1f}" for c in cols) + " |")
+    print(f"\n| backbone (mean ± SE over {a.runs} runs; z vs random init) | {head} |\n|---|---|---|---|---|---|")
     for b, c in res["cells"].items():
         z = c["z_vs_random"]
         cell = lambda k: f"{c[k][0]:.1f} ± {c[k][1]:.1f}" + ("" if z[k] is None else f" ({z[k]:+.1f})")  # noqa: E731
-        print(f"| {b} | {cell('uniform')} | {cell('cue')} | {cell('no_cue')} | {cell('verbs')} |")
+        print(f"| {b} | " + " | ".join(cell(k) for k in cols) + " |")
     return res
 
 

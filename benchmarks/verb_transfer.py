@@ -38,14 +38,15 @@ from pathlib import Path
 import numpy as np
 
 
-def event_data(demo: Path, backbone: str, run: str, truth: dict, split: str, verb_index: dict):
-    """Stored event features of ``split`` with each event's true verb; ``flags``: per event, "clean"
-    (not degraded) and "cue" (shows its verb's prop, SynthMovies' ``verb_context_p``)."""
+def event_data(features: Path, truth: dict, split: str, verb_index: dict):
+    """Stored event features (``moviessl extract``'s folder of a VidSitu root) of ``split`` with each
+    event's true verb; ``flags``: per event, "clean" (not degraded) and "cue" (shows its verb's prop,
+    SynthMovies' ``verb_context_p``)."""
     X, y, clean, cue = [], [], [], []
     for v, g in truth.items():
         if g["split"] != split:
             continue
-        f = np.load(demo / "features" / backbone / run / "vidsitu" / f"{v}_feats.npy")
+        f = np.load(features / f"{v}_feats.npy")
         for k, e in enumerate(g["events"]):
             X.append(f[k])
             y.append(verb_index[e["verb"]])
@@ -173,8 +174,9 @@ def main(argv: list[str] | None = None) -> dict:
     res: dict = {"probe": {}, "supervised_classifier": {}, "supervised_by_group": {}}
     for b in a.backbones:
         for run in sorted(p.name for p in (demo / "features" / b).glob("r*")):
-            Xtr, ytr, _ = event_data(demo, b, run, truth, "train", vi)
-            Xva, yva, flags = event_data(demo, b, run, truth, "valid", vi)
+            feats = demo / "features" / b / run / "vidsitu"
+            Xtr, ytr, _ = event_data(feats, truth, "train", vi)
+            Xva, yva, flags = event_data(feats, truth, "valid", vi)
             clean = flags["clean"]
             hit = fit_logreg(Xtr, ytr, len(verbs), l2=1e-2)(Xva) == yva
             majority = yva == np.bincount(ytr).argmax()

@@ -41,8 +41,10 @@ def test_the_recast_clips_are_the_same_clips_with_one_cast_and_no_cue(tmp_path):
 def test_the_summary_compares_each_backbone_with_random_init():
     rows = {}
     for r, (u, c, n) in enumerate([(10.0, 50.0, 5.0), (12.0, 54.0, 7.0)]):
-        rows[f"random r{r}"] = dict(backbone="random", run=r, uniform=u, cue=c, no_cue=n, verbs=u)
-        rows[f"cvrl r{r}"] = dict(backbone="cvrl", run=r, uniform=u + 20, cue=c, no_cue=n + 1, verbs=u - 2)
+        rows[f"random r{r}"] = dict(backbone="random", run=r, uniform=u, cue=c, no_cue=n, vidsitu_probe=c, verbs=u)
+        rows[f"cvrl r{r}"] = dict(
+            backbone="cvrl", run=r, uniform=u + 20, cue=c, no_cue=n + 1, vidsitu_probe=c, verbs=u - 2
+        )
     cells = summarize(rows)
     assert cells["random"]["uniform"] == (11.0, 1.0) and cells["random"]["z_vs_random"]["uniform"] is None
     z = cells["cvrl"]["z_vs_random"]
@@ -57,6 +59,7 @@ def test_the_runs_on_s_are_read_from_the_budget_benchmark_and_only_the_recast_on
     assert dirs[("random", 1)][0] == reuse / "backbone" / "random" / "r1"
     assert dirs[("cvrl on S", 0)] == (
         reuse / "backbone" / "cvrl_s1200" / "r0",
+        reuse / "features" / "cvrl_s1200" / "r0" / "vidsitu",
         reuse / "finetune" / "verb" / "cvrl_s1200" / "r0",
     )
     assert dirs[("cvrl on uniform cast", 0)][0] == out / "backbone" / "cvrl_on_uniform_cast" / "r0"
