@@ -60,7 +60,7 @@ def uniform_plan(plan: dict) -> dict:
 
 def make_uniform_actions(synth: Path, root: Path, workers: int) -> Path:
     """Render ``synth``'s action clips with one cast into ``root`` (resumable: written videos are kept)."""
-    from moviessl.synth.generate import _job_seed, _render_job, plan_actions, resolve_preset, write_actions
+    from moviessl.synth.generate import _render_job, action_render_jobs, plan_actions, resolve_preset, write_actions
 
     done = root / ".done"
     if done.is_file():
@@ -73,11 +73,7 @@ def make_uniform_actions(synth: Path, root: Path, workers: int) -> Path:
     for a in actions:
         a["plan"] = uniform_plan(a["plan"])
     (root / "videos").mkdir(parents=True, exist_ok=True)
-    jobs = [
-        dict(path=str(root / "videos" / f"{a['name']}.mp4"), plan=a["plan"], seed=_job_seed(meta["seed"], 1, i),
-             size=cfg.action_size or cfg.size, fps=cfg.fps, crf=cfg.crf, x264=cfg.x264_preset)
-        for i, a in enumerate(actions)
-    ]  # fmt: skip
+    jobs = action_render_jobs(cfg, meta["seed"], actions, root / "videos")
     todo = [j for j in jobs if not Path(j["path"]).exists()]
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     with ctx.Pool(max(1, workers)) as pool:
@@ -164,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = {}
     for (b, r), (d, f, v) in dirs.items():
         tag = b.replace(" ", "_")
-        own = action_probe_by_cue(d, synth, cached=out / "probes" / tag / f"r{r}_S.json")
+        own = action_probe_by_cue(d, synth)  # cached in the backbone's folder (a reused run's: done there)
         uni = action_probe_by_cue(d, synth, actions=uniform, cached=out / "probes" / tag / f"r{r}_uniform.json")
         verbs = json.loads((v / "summary.json").read_text())["summary"]["acc@1"]["mean"]
         probe = vidsitu_probe(f, synth)["all"]

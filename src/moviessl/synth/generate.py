@@ -594,6 +594,16 @@ def generate(
         return _generate(root, meta, meta_path, cfg, name, seed, workers, progress)
 
 
+def action_render_jobs(cfg: SynthPreset, seed: int, actions: list[dict], videos: Path) -> list[dict]:
+    """The render jobs of :func:`plan_actions`' clips (``_render_job``'s arguments), written to
+    ``videos``; each clip's render seed follows its index, so a re-planned copy renders alike."""
+    common = dict(size=cfg.action_size or cfg.size, fps=cfg.fps, crf=cfg.crf, x264=cfg.x264_preset)
+    return [
+        dict(path=str(videos / f"{a['name']}.mp4"), plan=a["plan"], seed=_job_seed(seed, 1, i), **common)
+        for i, a in enumerate(actions)
+    ]
+
+
 def _generate(
     root: Path, meta: dict, meta_path: Path, cfg: SynthPreset, name: str, seed: int, workers: int, progress: bool
 ) -> Path:
@@ -646,15 +656,7 @@ def _generate(
         )
         for i, c in enumerate(clips)
     ]
-    jobs += [
-        dict(
-            path=str(root / "actions" / "videos" / f"{a['name']}.mp4"),
-            plan=a["plan"],
-            seed=_job_seed(seed, 1, i),
-            **{**common, "size": cfg.action_size or cfg.size},
-        )
-        for i, a in enumerate(actions)
-    ]
+    jobs += action_render_jobs(cfg, seed, actions, root / "actions" / "videos")
     jobs += [
         dict(
             path=str(root / "pool" / "videos" / f"{c['vseg']}.mp4"),
