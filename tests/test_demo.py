@@ -5,6 +5,7 @@ the next what it needs, that results.json has its stable schema, and that a reru
 the cache (resumable)."""
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -74,6 +75,11 @@ def test_demo_smoke_end_to_end(tmp_path, capsys, monkeypatch):
     assert set(obj["lvu_claims"]["test"]) >= {"ot_beats_constant", "otpp_best_mean_rank", "ours_beats_sup"}
     md = (out / "results.md").read_text()
     assert "Table 5 analogue" in md and "#top-1" in md
+    # each trained backbone says where its training loss ended against chance; random init has none
+    probes = obj["backbone_probe"]
+    assert "pretext_loss" not in probes["random"] and probes["cvrl"]["chance_loss"] > 0
+    assert all(math.isfinite(p["pretext_loss"]["mean"]) for b, p in probes.items() if b != "random")
+    assert "training loss at the end (chance)" in md
     assert "Table 1 analogue" in md and "stand-in" in md and md.index("claims") < md.index("Table 4")
     for png in obj["plots"]:
         assert (out / png).stat().st_size > 1000

@@ -756,6 +756,12 @@ def collect(out: Path, rows: list[Row], prof: Profile, backbones: list[str]) -> 
                 for k in ("linear_top1", "knn_top1")
             }
             probes[b]["n"] = len(ps)
+            # the end of each run's training loss against the loss of outputs that ignore the input
+            # (summary.json's pretext; none for random init)
+            pre = [json.loads(f.with_name("summary.json").read_text()).get("pretext") for f in files if f.is_file()]
+            if pre and all(pre):
+                probes[b]["pretext_loss"] = dict(zip(("mean", "se"), mean_se([p["loss_end"] for p in pre])))
+                probes[b]["chance_loss"] = pre[0]["chance"]
     return results, probes, runs
 
 

@@ -136,12 +136,22 @@ def probe_table(probes: dict[str, Any]) -> str:
     lines = [
         "**Backbone linear probe / k-NN on the action clips (val, %; mean ± SE over pretraining seeds)**",
         "",
-        "| backbone | linear probe top-1 | k-NN top-1 | pretraining runs |",
-        "|---|---|---|---|",
+        "| backbone | linear probe top-1 | k-NN top-1 | pretraining runs | training loss at the end (chance) |",
+        "|---|---|---|---|---|",
     ]
     for b, p in probes.items():
         lin, knn = _cell(p["linear_top1"], p["n"]), _cell(p["knn_top1"], p["n"])
-        lines.append(f"| {PRETTY_BACKBONE.get(b, b)} | {lin} | {knn} | {p['n']} |")
+        pre = "-"
+        if p.get("pretext_loss"):  # above chance: the pretext task was not solved (summary.json's pretext)
+            pre = f"{_cell(p['pretext_loss'], p['n'])} ({p['chance_loss']:.2f})"
+            pre += "" if p["pretext_loss"]["mean"] < p["chance_loss"] else " **not below chance**"
+        lines.append(f"| {PRETTY_BACKBONE.get(b, b)} | {lin} | {knn} | {p['n']} | {pre} |")
+    lines += [
+        "",
+        "The training loss at the end: mean over the last tenth of each run's steps; chance: the loss of",
+        "outputs that ignore their input. A backbone whose loss ends above it has not solved its pretext",
+        "task and probes about as its initialisation does.",
+    ]
     return "\n".join(lines)
 
 

@@ -14,11 +14,17 @@ def test_a_single_run_shows_no_standard_error():
     one = probe_table(
         {"cvrl": {"linear_top1": {"mean": 35.0, "se": 0.0}, "knn_top1": {"mean": 38.9, "se": 0.0}, "n": 1}}
     )
-    assert "| CVRL | 35.00 | 38.90 | 1 |" in one
+    assert "| CVRL | 35.00 | 38.90 | 1 | - |" in one
     three = probe_table(
         {"cvrl": {"linear_top1": {"mean": 36.3, "se": 0.49}, "knn_top1": {"mean": 44.6, "se": 0.4}, "n": 3}}
     )
-    assert "| CVRL | 36.30 ± 0.49 | 44.60 ± 0.40 | 3 |" in three
+    assert "| CVRL | 36.30 ± 0.49 | 44.60 ± 0.40 | 3 | - |" in three
+    pre = {"pretext_loss": {"mean": 8.02, "se": 0.05}, "chance_loss": 6.87}
+    solved = {"pretext_loss": {"mean": 2.3, "se": 0.1}, "chance_loss": 5.55}
+    stat = {"linear_top1": {"mean": 36.3, "se": 0.49}, "knn_top1": {"mean": 44.6, "se": 0.4}, "n": 3}
+    table = probe_table({"cvrl": {**stat, **pre}, "modist": {**stat, **solved}})
+    assert "| 3 | 8.02 ± 0.05 (6.87) **not below chance** |" in table
+    assert "| 3 | 2.30 ± 0.10 (5.55) |" in table
 
 
 def test_training_curves_read_each_replicates_log(tmp_path, monkeypatch):

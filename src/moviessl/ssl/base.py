@@ -17,7 +17,9 @@ needs from the pipeline in class attributes (read by :func:`moviessl.ssl.pretrai
 ``batch_negatives``  what of its loss is drawn from the other videos of the batch ("" if nothing)
 ================  ==========================================================================
 
-and may check its settings against the run's global batch in :meth:`check_config`.
+and may check its settings against the run's global batch in :meth:`check_config`, and say in
+:meth:`chance_loss` what its training loss is for outputs that ignore their input (the level a
+pretext task that taught the backbone anything goes below; ``summary.json``'s ``pretext``).
 """
 
 from __future__ import annotations
@@ -75,6 +77,13 @@ class BackboneModule(pl.LightningModule):
     def check_config(cls, cfg: BackboneConfig, global_batch: int | None) -> None:
         """Raise :class:`~moviessl.errors.BadInputError` for settings this method cannot run with
         (``global_batch``: videos per step over all processes, None if not known up front)."""
+
+    def chance_loss(self, global_batch: int) -> float | None:
+        """The training loss of outputs that ignore the input -- every embedding alike, so every
+        candidate of a contrastive term (or every class) scored the same -- at ``global_batch``
+        videos per step over all processes. A run whose loss ends above it has not solved its
+        pretext task: the backbone is then little better than its initialisation. None: no loss."""
+        return None
 
     # a batch of V views of B videos counts B*V clips for the throughput shown in the bar
     def items_in_batch(self, batch) -> int:

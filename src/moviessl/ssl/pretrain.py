@@ -9,6 +9,7 @@ list, builds the decoded-frame (and flow) caches, the dataset and loader, trains
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import Counter
 from pathlib import Path
@@ -28,6 +29,7 @@ from ..training import (
     keeps_random_streams,
     keeps_threads,
     planned_world_size,
+    read_metrics_csv,
     refuse_earlier_run,
     seed_everything,
     setup_machine,
@@ -87,6 +89,28 @@ def _real_paths(paths: list) -> list[str]:
         else:  # alone in its folder, a link, not there, or its folder cannot be listed: realpath's way
             out.append(os.path.realpath(p))
     return out
+
+
+def pretext_check(logs: Path, chance: float | None, tail: float = 0.1) -> dict | None:
+    """Did training go below the loss of outputs that ignore their input (``chance``, the method's
+    :meth:`~moviessl.ssl.base.BackboneModule.chance_loss`)? Mean ``train/loss`` over the last
+    ``tail`` of the logged steps (resumed parts included), against ``chance``. A contrastive
+    pretext task that ends above it has not learned to tell its positives from its negatives, and
+    the backbone then probes about as its initialisation does (docs/design.md, "Is the pretext
+    solved?"). None without a loss or a log."""
+    if chance is None:
+        return None
+    points = sorted(read_metrics_csv(logs).get("train/loss", []))
+    if not points:
+        return None
+    last = points[-max(1, math.ceil(tail * len(points))) :]
+    loss = sum(v for _, v in last) / len(last)
+    return {
+        "loss_end": round(loss, 4),
+        "steps": [last[0][0], last[-1][0]],
+        "chance": round(chance, 4),
+        "below_chance": bool(loss < chance),
+    }
 
 
 def split_for_probe(items, fraction: float, seed: int):
@@ -210,6 +234,7 @@ def pretrain(
         init_note = module.load_init(cfg.model.init) if cfg.model.init else {}  # a --resume restores over it
 
         bad: dict[str, str] = {}
+        pretext = None
         if method_cls.views is not None:
             world = planned_world_size(cfg.trainer)
             method_cls.check_config(cfg, d.batch_size * world)  # before caching the videos (hours at K400's size)
@@ -261,6 +286,15 @@ def pretrain(
             module._skipped = set().union(*gather_objects(sorted(module._skipped)))
             if not trainer.is_global_zero:
                 return {}
+            pretext = pretext_check(out / "logs", module.chance_loss(d.batch_size * world))
+            if pretext is not None and not pretext["below_chance"]:
+                a, b = pretext["steps"]
+                log.warning(
+                    "%s: the training loss ended at %.2f (mean of steps %d-%d), not below %.2f, the loss of "
+                    "outputs that ignore their input: the pretext task is unsolved and the backbone may be "
+                    "little better than its initialisation (more steps, or milder augmentation; summary.json)",
+                    method, pretext["loss_end"], a, b, pretext["chance"],
+                )  # fmt: skip
             for i in sorted(module._skipped):  # indices into the dataset's (post-caching) item list
                 bad.setdefault(str(ds.items[i][0]) if i < len(ds.items) else str(i), "skipped while training")
         else:  # nothing to train (random init): the config is still the run's record
@@ -285,6 +319,8 @@ def pretrain(
         }
         if probe_note:
             summary["probe_skipped"] = probe_note
+        if pretext is not None:
+            summary["pretext"] = pretext
         module.export(
             out / "model.pt",
             extra_meta={

@@ -15,6 +15,8 @@ appearance shortcut").
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ...errors import BadInputError
@@ -97,6 +99,13 @@ class CVRL(BackboneModule):
                 check_intra_neg(cfg.cvrl.intra_neg)
             except ValueError as e:
                 raise BadInputError("cvrl.intra_neg", str(e).split(": ", 1)[-1]) from None
+
+    def chance_loss(self, global_batch: int) -> float | None:
+        # NT-Xent with all rows alike: each of the 2N rows of [z1; z2] spreads over its 2N-1
+        # candidates, ln(2N-1) per view, the two views summed; with intra-video negatives half the
+        # rows (one per video) score one candidate more. A padded duplicate's masked clips are ignored.
+        n = 2 * global_batch
+        return math.log(n - 1) + (math.log(n) if self.intra_neg else math.log(n - 1))
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
         if self._trainer is not None and self._trainer.training:

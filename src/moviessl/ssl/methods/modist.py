@@ -18,6 +18,7 @@ which are our choices: docs/design.md, "MoDist -- confirmed vs chosen".
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -115,6 +116,12 @@ class MoDist(BackboneModule):
                 "modist.queue_size",
                 f"{cfg.modist.queue_size} is not a multiple of the global number of keys per step 2 x {global_batch}",
             )
+
+    def chance_loss(self, global_batch: int) -> float | None:
+        # every term scores its positive key and the K queued keys alike: ln(K + 1) each, summed with
+        # the terms' weights (the two cross-modal terms averaged). At most: a video's own queued keys
+        # are left out of its candidates.
+        return (self.w_visual + self.w_cross + self.w_flow) * math.log(self.v_queue.size + 1)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
         if self._trainer is not None and self._trainer.training:

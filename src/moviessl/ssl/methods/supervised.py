@@ -8,6 +8,8 @@ exported, so it is used downstream exactly like an SSL backbone.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,6 +36,10 @@ class Supervised(BackboneModule):
         nn.init.zeros_(self.classifier[1].bias)
         self.label_smoothing = s.label_smoothing
         self.aug = crop_flip_augmenter(cfg, blur_p=s.blur_p)
+
+    def chance_loss(self, global_batch: int) -> float | None:
+        # equal logits for every class: cross-entropy ln(C), label smoothing or not
+        return math.log(self.num_classes)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
         if self._trainer is not None and self._trainer.training:
