@@ -150,7 +150,7 @@ def probe_table(probes: dict[str, Any]) -> str:
         "",
         "The training loss at the end: mean over the last tenth of each run's steps; chance: the loss of",
         "outputs that ignore their input. A backbone whose loss ends above it has not solved its pretext",
-        "task and probes about as its initialisation does.",
+        "task: it tells a clip's positive from its negatives no better than a constant embedding would.",
     ]
     return "\n".join(lines)
 

@@ -82,7 +82,7 @@ class BackboneModule(pl.LightningModule):
         """The training loss of outputs that ignore the input -- every embedding alike, so every
         candidate of a contrastive term (or every class) scored the same -- at ``global_batch``
         videos per step over all processes. A run whose loss ends above it has not solved its
-        pretext task: the backbone is then little better than its initialisation. None: no loss."""
+        pretext task, and may have learned little from it. None: no loss."""
         return None
 
     # a batch of V views of B videos counts B*V clips for the throughput shown in the bar

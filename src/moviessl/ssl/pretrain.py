@@ -95,9 +95,9 @@ def pretext_check(logs: Path, chance: float | None, tail: float = 0.1) -> dict |
     """Did training go below the loss of outputs that ignore their input (``chance``, the method's
     :meth:`~moviessl.ssl.base.BackboneModule.chance_loss`)? Mean ``train/loss`` over the last
     ``tail`` of the logged steps (resumed parts included), against ``chance``. A contrastive
-    pretext task that ends above it has not learned to tell its positives from its negatives, and
-    the backbone then probes about as its initialisation does (docs/design.md, "Is the pretext
-    solved?"). None without a loss or a log."""
+    pretext task that ends above it tells its positives from its negatives no better than a
+    constant embedding would (docs/design.md, "Is the pretext solved?"). None without a loss or
+    a log."""
     if chance is None:
         return None
     points = sorted(read_metrics_csv(logs).get("train/loss", []))
