@@ -151,6 +151,11 @@ def main(argv: list[str] | None = None) -> dict:
     from moviessl.utils.io import atomic_write_json
 
     out, synth = Path(a.out), Path(a.synth).resolve()
+    # one line, not a traceback from deep in the renderer or the scheduler (checked before any work)
+    if not (synth / "synth_meta.json").is_file():
+        raise SystemExit(f"{a.synth}: not a SynthMovies folder (no synth_meta.json; make one with moviessl synth)")
+    if a.reuse and not Path(a.reuse).is_dir():
+        raise SystemExit(f"{a.reuse}: no such folder (--reuse takes a benchmarks.backbone_budget output folder)")
     out.mkdir(parents=True, exist_ok=True)
     uniform = make_uniform_actions(synth, out / "uniform" / "actions", a.workers)
     reuse = Path(a.reuse) if a.reuse else None

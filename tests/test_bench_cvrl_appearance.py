@@ -5,6 +5,7 @@ import json
 
 import av
 import numpy as np
+import pytest
 from benchmarks.cvrl_appearance import CAST, STUDIO, make_uniform_actions, plan, summarize
 
 from moviessl.synth.generate import generate
@@ -72,3 +73,15 @@ def test_the_runs_on_s_are_read_from_the_budget_benchmark_and_only_the_recast_on
     assert by["backbone cvrl_on_S r1"].kwargs["data"] == str(synth / "actions" / "train.csv")
     assert by["verb cvrl_on_uniform_cast r0"].kwargs["data_root"] == str(synth / "vidsitu")  # the movie events of S
     assert by["verb cvrl_on_uniform_cast r0"].kwargs["seeds"] == 3
+
+
+def test_a_missing_synth_or_reuse_folder_is_one_line_before_any_work(tmp_path):
+    from benchmarks.cvrl_appearance import main
+
+    with pytest.raises(SystemExit, match="not a SynthMovies folder"):
+        main([str(tmp_path / "out"), "--synth", str(tmp_path / "nothing")])
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "synth_meta.json").write_text("{}")
+    with pytest.raises(SystemExit, match="--reuse takes"):
+        main([str(tmp_path / "out"), "--synth", str(tmp_path / "s"), "--reuse", str(tmp_path / "none")])
+    assert not (tmp_path / "out").exists()
