@@ -159,11 +159,23 @@ def test_shipped_presets_are_complete(stage, name):
     load_config(stage, name)
 
 
+def _colour(cfg) -> dict:
+    return {k: getattr(cfg.augment, k) for k in ("brightness", "contrast", "saturation", "hue")}
+
+
 def test_shipped_backbone_presets_give_every_method_the_same_budget():
     # issue 13: the methods a table compares get the same steps and batch
     budgets = {m: load_config("backbone", "cpu", variant=m) for m in ("cvrl", "modist", "supervised", None)}
-    assert {(c.trainer.max_steps, c.data.batch_size) for c in budgets.values()} == {(600, 16)}
-    assert len({(c.optim.name, c.optim.lr, tuple(c.augment.area)) for c in budgets.values()}) == 1  # same recipe
+    assert {(c.trainer.max_steps, c.data.batch_size) for c in budgets.values()} == {(1200, 16)}
+    recipes = {(c.optim.name, c.optim.lr, tuple(c.augment.area), *_colour(c).values()) for c in budgets.values()}
+    assert len(recipes) == 1  # same recipe, the same colour strength included
+
+
+def test_cpu_backbone_preset_uses_simclrs_small_image_colour_strength():
+    # SimCLR's s = 0.5 for small frames (appendix B.9) at 64 px; the paper preset keeps s = 1.0 at 224 px
+    strength = {name: _colour(load_config("backbone", name)) for name in ("cpu", "paper")}
+    assert strength["cpu"] == dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
+    assert strength["paper"] == dict(brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2)
 
 
 def test_paper_preset_trains_sup_k400_by_pyslowfast_recipe():
