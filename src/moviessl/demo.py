@@ -58,6 +58,10 @@ MASK_LABELS = {"1": [1], "1-2": [1, 2], "1-3": [1, 2, 3], "1-4": [1, 2, 3, 4]}
 # (docs/benchmarks.md); the scheduler rescales them by each kind's measured speed as jobs finish, so
 # only their ratios matter. A CVRL step of the cpu preset; a MaskPred step; an SRL epoch of one seed.
 CVRL_STEP_S, MASKPRED_STEP_S, SRL_EPOCH_S = 0.6, 0.02, 1.0
+# SynthMovies' generation (both cores), per million pixel-frames rendered and encoded: the demo
+# preset's ~4400 took 139 s and the control's ~2250, 58 s (docs/benchmarks.md). A fixed cost made the
+# control's first job, at a third of it, calibrate every kind not yet timed to a third of its time.
+SYNTH_S_PER_MPIX = 0.032
 EXTRACT_S = {"vidsitu": 24.0, "lvu": 14.0, "pool": 72.0}
 
 
@@ -487,6 +491,7 @@ def plan_jobs(
     """The demo's job graph (files in ``out``)."""
     from .config import load_config
     from .scheduler import Job
+    from .synth.generate import rendered_megapixels, resolve_preset
 
     P = prof.pretrain_seeds
     vid_root, lvu_root, pool_root = synth / "vidsitu", synth / "lvu", synth / "pool"
@@ -499,7 +504,7 @@ def plan_jobs(
                 "moviessl.demo:job_synth",
                 dict(root=str(synth), preset=prof.synth_preset, overrides=prof.synth_overrides),
                 done=str(synth / ".demo_done"),
-                cost=160.0,
+                cost=SYNTH_S_PER_MPIX * rendered_megapixels(resolve_preset(prof.synth_preset, **prof.synth_overrides)),
             )
         )
     dep_synth = () if synth_given else ("synth",)

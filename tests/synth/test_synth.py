@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections import Counter
@@ -643,12 +644,13 @@ def test_render_workers_end_when_generate_is_killed(tmp_path):
         "           n_vidsitu_valid=0, n_lvu=0), workers=2, progress=False)\n"
     ) % (str(pids), str(tmp_path / "out"))
     proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    for _ in range(300):
-        if len(list(pids.iterdir())) == 2:
+    # spawned workers import torch: on a loaded machine that took over 30 s
+    for _ in range(1800):
+        if len(list(pids.iterdir())) == 2 or proc.poll() is not None:
             break
         time.sleep(0.1)
     workers = [int(p.name) for p in pids.iterdir()]
-    assert len(workers) == 2
+    assert len(workers) == 2, f"{len(workers)} render workers started (generate's exit code: {proc.poll()})"
     proc.kill()  # SIGKILL: no clean-up in the generating process
     proc.wait()
     alive = []
@@ -699,3 +701,20 @@ def test_generation_reports_its_frames_for_the_time_left(tmp_path, monkeypatch):
     seen.clear()
     generate(tmp_path / "a", cfg, seed=3, workers=1, progress=False)
     assert len(seen) == 2 and 0 < seen[0][0] < seen[1][0] == seen[0][1]
+
+
+def test_rendered_megapixels_is_what_a_preset_writes(tiny):
+    """The demo prices SynthMovies' generation by it (the time left): the pixel-frames of the videos
+    written, within the draw of LVU's lengths, and the pool priced at its own frame side."""
+    from moviessl.synth.generate import PRESETS, rendered_megapixels
+
+    written = 0
+    for path in tiny.rglob("*.mp4"):
+        with av.open(str(path)) as c:
+            s = c.streams.video[0]
+            written += s.frames * s.codec_context.width * s.codec_context.height
+    assert written / 1e6 == pytest.approx(rendered_megapixels(PRESETS["tiny"]), rel=0.15)
+    with_pool = dataclasses.replace(PRESETS["tiny"], pool_ratio=2.0, pool_size=32)
+    assert rendered_megapixels(with_pool) - rendered_megapixels(PRESETS["tiny"]) == pytest.approx(
+        16 * 10 * 30 * 32 * 32 / 1e6
+    )

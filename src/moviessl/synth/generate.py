@@ -494,6 +494,24 @@ def write_readme(root: Path, preset: str, seed: int, cfg: SynthPreset, actions, 
     atomic_write_text(root / "README.md", "\n".join(L) + "\n")
 
 
+def rendered_megapixels(cfg: SynthPreset) -> float:
+    """The pixel-frames a preset renders and encodes, in millions, on average over its draws: action
+    clips (at ``action_size``), VidSitu's 10-s clips, LVU's movies and the pool (at ``pool_size``).
+    Rendering and x264 scale with it, so it prices a generation job for a time-left estimate."""
+    action_s = cfg.action_repeat_s or sum(cfg.action_durations) / len(cfg.action_durations)
+    lvu_s = cfg.lvu_seconds[0] // 2 + cfg.lvu_seconds[1] // 2  # the mean of plan_lvu's even lengths
+    clip_s = 10.0  # a VidSitu or pool clip: 5 events of 2 s (plot.plan_vidsitu_clip)
+    n_pool = int(round(cfg.pool_ratio * cfg.n_vidsitu_train))
+    px = cfg.size**2
+    frames_px = (
+        cfg.n_actions * action_s * (cfg.action_size or cfg.size) ** 2
+        + (cfg.n_vidsitu_train + cfg.n_vidsitu_valid) * clip_s * px
+        + cfg.n_lvu * lvu_s * px
+        + n_pool * clip_s * (cfg.pool_size or cfg.size) ** 2
+    )
+    return frames_px * cfg.fps / 1e6
+
+
 # ------------------------------------------------------------------------------------------
 # Entry point
 # ------------------------------------------------------------------------------------------
