@@ -219,7 +219,8 @@ def _loads_again(e: BaseException) -> bool:
     return True
 
 
-# a running job's own pace replaces its cost estimate once it has reported this share of its work done
+# a running job's own pace replaces its cost estimate once it has reported this share of the work it
+# had left when it started (all of it, unless resumed) done
 TRUST_PACE_AFTER = 0.2
 # with jobs running and no line for this long, a "running" line says what runs and the time left
 HEARTBEAT_S = 60.0
@@ -308,7 +309,9 @@ class _Progress:
         from its own pace since its first report. The pace takes over as the reported progress grows:
         fully after :data:`TRUST_PACE_AFTER` of the job (early paces include start-up and are noisy).
         A resumed job (its first report past 0) has, by its cost, only the share it found not done
-        ahead of it, as :meth:`record` compares its seconds with that share alone.
+        ahead of it, as :meth:`record` compares its seconds with that share alone, and its pace takes
+        over after that share of what it had left (resumed past 80%, 20% of the whole job was more
+        than it had to do: the cost's guess never left the estimate).
         A job that reported all of its work and still runs has a tenth of its estimate left."""
         est = self.seconds(job)
         if not report:
@@ -321,7 +324,7 @@ class _Progress:
         else:
             now = time.time() if now is None else now
             by_pace = max((report["t"] - report["first_t"]) * (1.0 - f) / (f - f0) - (now - report["t"]), 0.0)
-            w = min(1.0, (f - f0) / TRUST_PACE_AFTER)
+            w = min(1.0, (f - f0) / (TRUST_PACE_AFTER * (1.0 - f0)))
             mixed = w * by_pace + (1.0 - w) * by_cost
         # all it reports is done, and it still runs (a probe, scoring, export): as a job past its
         # estimate, a tenth of it, not nothing

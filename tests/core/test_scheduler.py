@@ -297,8 +297,10 @@ def test_time_left_of_a_running_job_follows_its_own_pace_once_it_reports(tmp_pat
     assert p.remaining(job, 54.0, half, now + 4.0) == pytest.approx(6.0)
     # a resumed job whose first report said 40%: its pace counts from there (10 s for 10%)
     resumed = dict(fraction=0.5, first_fraction=0.4, first_t=now - 10.0, t=now)
-    # 10 s x 5 by pace; by cost, the 60% it had to do (60 s) less the 50 s it has run
-    assert p.remaining(job, 50.0, resumed, now) == pytest.approx(0.5 * 50.0 + 0.5 * 10.0)
+    # 10 s x 5 by pace; by cost, the 60% it had to do (60 s) less the 50 s it has run; the pace
+    # weighs the 10% done against TRUST_PACE_AFTER of the 60% it had to do
+    w = 0.1 / (TRUST_PACE_AFTER * 0.6)
+    assert p.remaining(job, 50.0, resumed, now) == pytest.approx(w * 50.0 + (1 - w) * 10.0)
     # early, the pace and the cost are mixed: 10% observed is half of TRUST_PACE_AFTER
     early = dict(fraction=TRUST_PACE_AFTER / 2, first_fraction=0.0, first_t=now - 10.0, t=now)
     by_pace = 10.0 * (1 - TRUST_PACE_AFTER / 2) / (TRUST_PACE_AFTER / 2)
@@ -507,7 +509,8 @@ def test_a_resumed_running_job_is_estimated_by_its_cost_on_the_work_it_has_left(
     """A job resumed at 90% (a demo stopped and rerun: a backbone from its checkpoint) was estimated,
     by its cost, as if it had all of its work ahead (its estimate less the seconds it had run), and
     its pace could take over only up to half (20% of the job past its first report is more than it
-    had to do): ~830 s left of a job with ~50 s to go. By its cost, it has the share it had to do."""
+    had to do): ~830 s left of a job with ~50 s to go. By its cost, it has the share it had to do,
+    and its pace takes over after 20% of that share."""
     from moviessl.scheduler import _Progress
 
     job = Job("backbone cvrl r0", "x:y", {}, cost=1000.0)
@@ -517,9 +520,12 @@ def test_a_resumed_running_job_is_estimated_by_its_cost_on_the_work_it_has_left(
     resumed = dict(fraction=0.93, first_fraction=0.9, first_t=now - 20.0, t=now)
     left = p.remaining(job, 30.0, resumed, now)
     assert left < 100.0  # at most the 10% it had to do, by its cost
-    # by its cost: 100 s of work ahead when it started, 30 s of them run; by its pace: 46.7 s
-    w = 0.03 / 0.2
-    assert left == pytest.approx(w * 20.0 * 0.07 / 0.03 + (1 - w) * 70.0)
+    # by its cost: 100 s of work ahead when it started, 30 s of them run; by its pace: 46.7 s, which
+    # is all of the estimate: 3% done is more than 20% of the 10% it had to do
+    assert left == pytest.approx(20.0 * 0.07 / 0.03)
+    # 1% done, half of those 20%: the two mixed
+    early = dict(fraction=0.91, first_fraction=0.9, first_t=now - 20.0, t=now)
+    assert p.remaining(job, 30.0, early, now) == pytest.approx(0.5 * 20.0 * 0.09 / 0.01 + 0.5 * 70.0)
     # its first report only: the cost of the work it has left
     first = dict(fraction=0.9, first_fraction=0.9, first_t=now, t=now)
     assert p.remaining(job, 5.0, first, now) == pytest.approx(95.0)
