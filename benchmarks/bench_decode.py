@@ -173,4 +173,6 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     import sys
 
-    print(json.dumps(main(sys.argv[1:]), indent=2))
+    from benchmarks import run_main
+
+    run_main(lambda: print(json.dumps(main(sys.argv[1:]), indent=2)), "benchmarks.bench_decode")

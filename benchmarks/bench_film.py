@@ -360,6 +360,11 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    out = main()
-    if out:
-        print(json.dumps(out, indent=2))
+    from benchmarks import run_main
+
+    def _print_main() -> None:
+        out = main()
+        if out:
+            print(json.dumps(out, indent=2))
+
+    run_main(_print_main, "benchmarks.bench_film")

@@ -163,4 +163,6 @@ def _film(seconds: float, width: int = 1280, height: int = 720) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from benchmarks import run_main
+
+    run_main(main, "benchmarks.bench_flow_store")

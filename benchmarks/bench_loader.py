@@ -110,4 +110,6 @@ def _reopen(path, items: int) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from benchmarks import run_main
+
+    run_main(main, "benchmarks.bench_loader")

@@ -385,4 +385,6 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     import sys
 
-    main(sys.argv[1:])
+    from benchmarks import run_main
+
+    run_main(lambda: main(sys.argv[1:]), "benchmarks.bench_maskpred")

@@ -64,4 +64,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from benchmarks import run_main
+
+    run_main(main, "benchmarks.compare_results")

@@ -108,4 +108,6 @@ def summarize(probes: dict[str, list[dict]]) -> tuple[dict, list[str]]:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from benchmarks import run_main
+
+    run_main(main, "benchmarks.cvrl_control")
