@@ -58,9 +58,9 @@ MASK_LABELS = {"1": [1], "1-2": [1, 2], "1-3": [1, 2, 3], "1-4": [1, 2, 3, 4]}
 # (docs/benchmarks.md); the scheduler rescales them by each kind's measured speed as jobs finish, so
 # only their ratios matter. A CVRL step of the cpu preset; a MaskPred step; an SRL epoch of one seed.
 CVRL_STEP_S, MASKPRED_STEP_S, SRL_EPOCH_S = 0.6, 0.02, 1.0
-# SynthMovies' generation (both cores), per million pixel-frames rendered and encoded: the demo
-# preset's ~4400 took 139 s and the control's ~2250, 58 s (docs/benchmarks.md). A fixed cost made the
-# control's first job, at a third of it, calibrate every kind not yet timed to a third of its time.
+# SynthMovies' generation (both cores), per million pixel-frames rendered and encoded, set from the
+# demo and control presets' runs (docs/benchmarks.md). A fixed cost, right for one preset, made the
+# other's first job calibrate every kind not yet timed to the wrong speed.
 SYNTH_S_PER_MPIX = 0.032
 EXTRACT_S = {"vidsitu": 24.0, "lvu": 14.0, "pool": 72.0}
 
