@@ -257,11 +257,16 @@ def plan_lvu(cfg: SynthPreset, seed: int) -> list[dict]:
     return movies
 
 
+def n_pool_clips(cfg: SynthPreset) -> int:
+    """How many unlabelled clips the pool holds: ``pool_ratio`` x the labelled train clips."""
+    return int(round(cfg.pool_ratio * cfg.n_vidsitu_train))
+
+
 def plan_pool(cfg: SynthPreset, seed: int) -> list[dict]:
     """Unlabelled 10-s movie clips for TxE pretraining, ``pool_ratio`` x the labelled train events
     (the paper pretrains TxE on LVU, 4.6x VidSitu; §4.1). Drawn like the VidSitu clips, from their own
     movies and stream; no annotation is written."""
-    n = int(round(cfg.pool_ratio * cfg.n_vidsitu_train))
+    n = n_pool_clips(cfg)
     return plan_vidsitu(cfg, seed, stream=4, want=[("pool", n)]) if n > 0 else []
 
 
@@ -501,7 +506,7 @@ def rendered_megapixels(cfg: SynthPreset) -> float:
     action_s = cfg.action_repeat_s or sum(cfg.action_durations) / len(cfg.action_durations)
     lvu_s = cfg.lvu_seconds[0] // 2 + cfg.lvu_seconds[1] // 2  # the mean of plan_lvu's even lengths
     clip_s = 10.0  # a VidSitu or pool clip: 5 events of 2 s (plot.plan_vidsitu_clip)
-    n_pool = int(round(cfg.pool_ratio * cfg.n_vidsitu_train))
+    n_pool = n_pool_clips(cfg)
     px = cfg.size**2
     frames_px = (
         cfg.n_actions * action_s * (cfg.action_size or cfg.size) ** 2
