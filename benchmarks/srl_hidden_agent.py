@@ -91,16 +91,26 @@ def agent_accuracy(pred_file: Path, targets: dict, groups: dict) -> dict[tuple[s
     return {k: 100.0 * float(np.mean(h)) if h else float("nan") for k, h in hits.items()}
 
 
+def replicate_predictions(row: Path) -> list[list[Path]]:
+    """A fine-tuning row's ``seed*/predictions.pkl`` files, one list per replicate (``r*``; the row
+    itself when it has none)."""
+    reps = sorted(p for p in row.glob("r*") if p.is_dir()) or [row]
+    out = []
+    for rep in reps:
+        files = sorted(rep.glob("seed*/predictions.pkl"))
+        if not files:
+            raise SystemExit(f"{rep}: no seed*/predictions.pkl")
+        out.append(files)
+    return out
+
+
 def row_accuracy(row: Path, targets: dict, groups: dict) -> dict[str, tuple[float, float, int]]:
     """``"group score"`` -> mean ± SE over replicates (each the mean over its seeds), replicate count."""
     from moviessl.eval.stats import mean_se
 
-    reps = sorted(p for p in row.glob("r*") if p.is_dir()) or [row]
     per_rep = []
-    for rep in reps:
-        seeds = [agent_accuracy(f, targets, groups) for f in sorted(rep.glob("seed*/predictions.pkl"))]
-        if not seeds:
-            raise SystemExit(f"{rep}: no seed*/predictions.pkl")
+    for files in replicate_predictions(row):
+        seeds = [agent_accuracy(f, targets, groups) for f in files]
         per_rep.append({k: float(np.mean([s[k] for s in seeds])) for k in seeds[0]})
     return {f"{g} {s}": (*mean_se([r[g, s] for r in per_rep]), len(per_rep)) for g, s in per_rep[0]}
 

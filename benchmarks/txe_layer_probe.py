@@ -1,6 +1,6 @@
 """Where in a TxE is an event's own agent (or verb) lost? A linear probe at every stage (issue 13)
 
-    python -m benchmarks.txe_layer_probe SYNTH/vidsitu FEATURES RUN [RUN ...] [--target verb] [--json OUT.json]
+    python -m benchmarks.txe_layer_probe SYNTH/vidsitu FEATURES RUN [RUN ...] [--target verb|scene] [--json OUT.json]
 
 Each RUN is a MaskPred run folder (``moviessl pretrain-context``: ``checkpoints/last.ckpt``) or a
 fine-tuned VidSitu task model (``seed*/model.pt`` with a TxE); FEATURES are the event features it
@@ -17,6 +17,8 @@ probes of an untrained TxE of its shape and input statistics. Prints Markdown: m
 
 ``--target verb`` reads the event's true verb instead (Table 3: a relation is a function of the two
 events' verbs in SynthMovies), for every event, grouped into clean and degraded events.
+``--target scene`` reads the event's scene class (the SRL scene role, AScn: a clip's events share
+its scene, so context can only add to it), grouped the same way.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from moviessl.utils.io import atomic_write_json
 
 # visible agents split by whether an adjacent event's agent has the same colour
 GROUPS = ("visible", "visible, adjacent same", "visible, adjacent other", "hidden", "degraded")
-VERB_GROUPS = ("all", "clean", "degraded")  # --target verb
+VERB_GROUPS = ("all", "clean", "degraded")  # --target verb or scene
 
 
 @torch.no_grad()
@@ -54,16 +56,17 @@ def stages(txe, x: torch.Tensor, self_only: bool) -> dict[str, torch.Tensor]:
 
 def event_rows(root: Path, features: Path, target: str = "agent") -> dict[str, list]:
     """Per split: (vseg, event index, label, group) of every event with an agent (``target`` agent:
-    its colour), or of every event (verb: its true verb; group clean or degraded)."""
+    its colour), or of every event (verb: its true verb, scene: its scene class; group clean or
+    degraded)."""
     truth = json.loads((root / "ground_truth.json").read_text())
     rows: dict[str, list] = {"train": [], "valid": []}
     for vseg, gt in truth.items():
         if gt.get("split") not in rows or not (features / f"{vseg}_feats.npy").is_file():
             continue
         chars, evs = {c["id"]: c for c in gt["characters"]}, gt["events"]
-        if target == "verb":
+        if target in ("verb", "scene"):
             rows[gt["split"]] += [
-                (vseg, k, e["verb"], "degraded" if e.get("degraded") else "clean") for k, e in enumerate(evs)
+                (vseg, k, e[target], "degraded" if e.get("degraded") else "clean") for k, e in enumerate(evs)
             ]
             continue
         colour = [None if e.get("agent") is None else chars[e["agent"]]["colour"] for e in evs]
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("root", help="the SynthMovies VidSitu-style folder (ground_truth.json)")
     ap.add_argument("features", help="the event features the TxEs read")
     ap.add_argument("runs", nargs="+", help="MaskPred run folders or fine-tuned task models (.pt)")
-    ap.add_argument("--target", choices=("agent", "verb"), default="agent", help="what the probe reads")
+    ap.add_argument("--target", choices=("agent", "verb", "scene"), default="agent", help="what the probe reads")
     ap.add_argument("--json", help="write the numbers here")
     a = ap.parse_args(argv)
     from moviessl.eval.stats import mean_se
@@ -117,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_grad_enabled(False)
     root, features, runs = Path(a.root), Path(a.features), [Path(r) for r in a.runs]
     rows = event_rows(root, features, a.target)
-    groups = VERB_GROUPS if a.target == "verb" else GROUPS
+    groups = GROUPS if a.target == "agent" else VERB_GROUPS
     txes = {"trained": [load_txe(r) for r in runs]}
     if runs[0].suffix != ".pt":
         txes["untrained"] = [load_txe(runs[0], untrained=True)]
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
             }
     n = {g: sum(r[3] == g for r in rows["valid"]) for g in groups[1:]}
     n[groups[0]] = n[GROUPS[1]] + n[GROUPS[2]] if a.target == "agent" else len(rows["valid"])
-    what = "Agent colour" if a.target == "agent" else "True verb"
+    what = {"agent": "Agent colour", "verb": "True verb", "scene": "Scene class"}[a.target]
     print(f"{what} by linear probe, % of valid events ({len(runs)} runs, mean ± SE); events per group: "
           + ", ".join(f"{g} {n[g]}" for g in groups))  # fmt: skip
     for key, table in res.items():

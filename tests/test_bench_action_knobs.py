@@ -44,15 +44,19 @@ def test_every_backbone_is_scored_on_both_evaluation_sets(tmp_path):
     assert backbone["backbone random r0"]["method"] == "random"
 
 
-def test_the_layer_probe_reads_every_events_verb_or_each_agents_colour(tmp_path):
+def test_the_layer_probe_reads_every_events_verb_scene_or_each_agents_colour(tmp_path):
     chars = [{"id": "c0", "colour": "red"}]
     truth = {
         "v1": {
             "split": "train",
             "characters": chars,
-            "events": [{"verb": "run.02", "agent": "c0"}, {"verb": "jump.01"}],
+            "events": [{"verb": "run.02", "agent": "c0", "scene": "office"}, {"verb": "jump.01", "scene": "office"}],
         },
-        "v2": {"split": "valid", "characters": chars, "events": [{"verb": "walk.01", "agent": "c0", "degraded": 1}]},
+        "v2": {
+            "split": "valid",
+            "characters": chars,
+            "events": [{"verb": "walk.01", "agent": "c0", "degraded": 1, "scene": "prison"}],
+        },
         "v3": {"split": "valid", "characters": chars, "events": [{"verb": "fall.01"}]},  # no features: left out
     }
     (tmp_path / "ground_truth.json").write_text(json.dumps(truth))
@@ -61,6 +65,9 @@ def test_the_layer_probe_reads_every_events_verb_or_each_agents_colour(tmp_path)
     verbs = event_rows(tmp_path, tmp_path, "verb")
     assert verbs == {"train": [("v1", 0, "run.02", "clean"), ("v1", 1, "jump.01", "clean")],
                      "valid": [("v2", 0, "walk.01", "degraded")]}  # fmt: skip
+    scenes = event_rows(tmp_path, tmp_path, "scene")
+    assert scenes == {"train": [("v1", 0, "office", "clean"), ("v1", 1, "office", "clean")],
+                      "valid": [("v2", 0, "prison", "degraded")]}  # fmt: skip
     agents = event_rows(tmp_path, tmp_path)
     assert agents["train"] == [("v1", 0, "red", "visible, adjacent other")]
     assert agents["valid"] == [("v2", 0, "red", "degraded")]

@@ -279,6 +279,9 @@ def test_lea_is_scored_per_annotator_and_rouge_grouped_by_verb_and_role(release,
     f1s = sorted(out[f"lea_annotator{j}"] for j in range(3))
     assert f1s == pytest.approx([100 / 3, 400 / 9, 100.0])
     assert out["lea"] == pytest.approx(100 * 16 / 27)
+    # precision and recall, each the mean over annotators: P 2/3, 1, 1/3; R 1/3, 1, 1/3
+    assert out["lea_precision"] == pytest.approx(100 * (2 / 3 + 1 + 1 / 3) / 3)
+    assert out["lea_recall"] == pytest.approx(100 * (1 / 3 + 1 + 1 / 3) / 3)
     # ROUGE-L per item (best reference): Ev1 1, Ev2 1 ("the man" is a reference), Ev3 0
     assert out["rouge_l"] == pytest.approx(200 / 3)
     assert out["rouge_arg"] == pytest.approx(200 / 3)  # one role group: Arg0 = all three items

@@ -297,11 +297,12 @@ def _sys_clusters(pred: dict, record: dict) -> list[list[str]]:
     return list(by_phrase.values())
 
 
-def srl_lea(by_idx: dict[int, Any], refs: dict[int, list[dict]], split: VidSituSplit) -> tuple[float, list[float]]:
-    """LEA F1 per reference annotator, micro-summed over segments; returns (mean F1, [F1s])."""
+def srl_lea(by_idx: dict[int, Any], refs: dict[int, list[dict]], split: VidSituSplit) -> tuple[float, list[LEAScore]]:
+    """LEA per reference annotator, micro-summed over segments; returns (mean F1, [scores]) -- each
+    score's precision and recall say whether a prediction links too many mentions or too few."""
     keys = sorted(by_idx)
     n_ann = len(refs[keys[0]])
-    f1s = []
+    scores = []
     for j in range(n_ann):
         score = LEAScore()
         for ann_idx in keys:
@@ -310,8 +311,8 @@ def srl_lea(by_idx: dict[int, Any], refs: dict[int, list[dict]], split: VidSituS
                 continue
             gt = refs[ann_idx][j]
             score.update(_key_clusters(gt), _sys_clusters(pred, gt))
-        f1s.append(score.f1)
-    return _avg(f1s), f1s
+        scores.append(score)
+    return _avg(s.f1 for s in scores), scores
 
 
 def _raw_role_keys(by_idx: dict[int, Any]) -> list[str]:
@@ -353,7 +354,7 @@ def srl_metrics(by_idx: dict[int, Any], split: VidSituSplit, src: str) -> dict[s
         )
     by_verb = _grouped(hyps, gts, verb_of)
     by_role = _grouped(hyps, gts, role_of)
-    lea, lea_f1s = srl_lea(by_idx, refs, split)
+    lea, lea_scores = srl_lea(by_idx, refs, split)
     out = {
         "cider": _cider(gts, hyps),
         "cider_verb": _avg(v["cider"] for v in by_verb.values()),
@@ -366,8 +367,10 @@ def srl_metrics(by_idx: dict[int, Any], split: VidSituSplit, src: str) -> dict[s
     for role, v in by_role.items():
         out[f"{role}_cider"] = v["cider"]
         out[f"{role}_rouge"] = v["rouge"]
-    for j, f in enumerate(lea_f1s):
-        out[f"lea_annotator{j}"] = f
+    for j, sc in enumerate(lea_scores):
+        out[f"lea_annotator{j}"] = sc.f1
+    out["lea_precision"] = _avg(sc.precision for sc in lea_scores)
+    out["lea_recall"] = _avg(sc.recall for sc in lea_scores)
     res = _pct(out)
     res.update({"num_items": float(len(hyps)), "num_verb_groups": float(len(by_verb))})
     return res
