@@ -51,6 +51,12 @@ def test_the_roles_shares_add_up_to_the_overall_cider(split):
     overall = evaluate("srl", [{"ann_idx": 0, "vb_output": PRED}], split)["cider"]
     assert sum(shares.values()) == pytest.approx(overall)
     assert shares["from AScn"] > 0 and shares["from Arg1"] == 0.0  # no Arg1 item
+    # every Arg0 phrase wrong, every scene right: the whole score is the scene's (items kept with their role)
+    only_scene = {ev: {**r, "Arg0": "zzz"} if r else r for ev, r in PRED.items()}
+    only_scene["Ev2"]["AScn"] = "in a hotel"
+    shares = cider_by_role({0: only_scene}, split, srl_references(split))
+    overall = evaluate("srl", [{"ann_idx": 0, "vb_output": only_scene}], split)["cider"]
+    assert shares["from Arg0"] == 0.0 and shares["from AScn"] == pytest.approx(overall) and overall > 0
 
 
 def test_rows_are_compared_with_the_first_paired_by_replicate(split, tmp_path, capsys):
