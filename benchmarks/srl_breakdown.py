@@ -37,9 +37,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.srl_hidden_agent import replicate_predictions
+from moviessl.data.vidsitu import SCORED_ROLES as ROLES
 from moviessl.utils.io import atomic_write_json
 
-ROLES = ("Arg0", "Arg1", "Arg2", "ALoc", "AScn")
 LINKS = ("pred shared", "ref shared", "links kept", "links right")
 
 
