@@ -1,6 +1,6 @@
 """Where in a TxE is an event's own agent (or verb) lost? A linear probe at every stage (issue 13)
 
-    python -m benchmarks.txe_layer_probe SYNTH/vidsitu FEATURES RUN [RUN ...] [--target verb|scene] [--json OUT.json]
+    python -m benchmarks.txe_layer_probe SYNTH/vidsitu FEATURES [RUN ...] [--target verb|scene] [--json OUT.json]
 
 Each RUN is a MaskPred run folder (``moviessl pretrain-context``: ``checkpoints/last.ckpt``) or a
 fine-tuned VidSitu task model (``seed*/model.pt`` with a TxE); FEATURES are the event features it
@@ -19,6 +19,9 @@ probes of an untrained TxE of its shape and input statistics. Prints Markdown: m
 events' verbs in SynthMovies), for every event, grouped into clean and degraded events.
 ``--target scene`` reads the event's scene class (the SRL scene role, AScn: a clip's events share
 its scene, so context can only add to it), grouped the same way.
+
+With no RUN, only the stored FEATURES are probed (what a backbone's features hold before any TxE: the
+same numbers as the "input (standardised)" stage, since the probe standardises its input itself).
 """
 
 from __future__ import annotations
@@ -82,13 +85,15 @@ def event_rows(root: Path, features: Path, target: str = "agent") -> dict[str, l
 
 
 def probe_run(txe, rows: dict[str, list], features: Path, self_only: bool) -> dict[str, dict[str, float]]:
-    """Stage -> group -> % of valid events whose label (agent colour or verb) the probe reads right."""
+    """Stage -> group -> % of valid events whose label (agent colour or verb) the probe reads right;
+    ``txe`` None: the stored features alone (one stage, "features")."""
     from moviessl.synth.headroom import fit_logreg
 
     cache: dict[str, dict[str, np.ndarray]] = {}
     for vseg in {r[0] for split in rows.values() for r in split}:
         x = torch.tensor(np.load(features / f"{vseg}_feats.npy"), dtype=torch.float32)[None]
-        cache[vseg] = {name: t[0].numpy() for name, t in stages(txe, x, self_only).items()}
+        hidden = {"features": x} if txe is None else stages(txe, x, self_only)
+        cache[vseg] = {name: t[0].numpy() for name, t in hidden.items()}
     values = sorted({r[2] for split in rows.values() for r in split})
     ytr = np.array([values.index(r[2]) for r in rows["train"]])
     yva = np.array([values.index(r[2]) for r in rows["valid"]])
@@ -111,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("root", help="the SynthMovies VidSitu-style folder (ground_truth.json)")
     ap.add_argument("features", help="the event features the TxEs read")
-    ap.add_argument("runs", nargs="+", help="MaskPred run folders or fine-tuned task models (.pt)")
+    ap.add_argument("runs", nargs="*", help="MaskPred run folders or fine-tuned task models (.pt); none: the features")
     ap.add_argument("--target", choices=("agent", "verb", "scene"), default="agent", help="what the probe reads")
     ap.add_argument("--json", help="write the numbers here")
     a = ap.parse_args(argv)
@@ -121,14 +126,14 @@ def main(argv: list[str] | None = None) -> dict:
     root, features, runs = Path(a.root), Path(a.features), [Path(r) for r in a.runs]
     rows = event_rows(root, features, a.target)
     groups = GROUPS if a.target == "agent" else VERB_GROUPS
-    txes = {"trained": [load_txe(r) for r in runs]}
-    if runs[0].suffix != ".pt":
+    txes = {"trained": [load_txe(r) for r in runs]} if runs else {"no TxE": [None]}
+    if runs and runs[0].suffix != ".pt":
         txes["untrained"] = [load_txe(runs[0], untrained=True)]
     res: dict = {}
     for kind, models in txes.items():
-        for mode in ("full", "self-only"):
+        for mode in ("full", "self-only") if runs else ("stored",):
             per_run = [probe_run(t, rows, features, mode == "self-only") for t in models]
-            res[f"{kind}, {mode} attention"] = {
+            res[f"{kind}, {mode} attention" if runs else "stored features"] = {
                 s: {g: mean_se([r[s][g] for r in per_run]) for g in per_run[0][s]} for s in per_run[0]
             }
     n = {g: sum(r[3] == g for r in rows["valid"]) for g in groups[1:]}
@@ -139,7 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
     for key, table in res.items():
         print(f"\n**{key}**\n\n| stage | " + " | ".join(groups) + " |\n|---|" + "---|" * len(groups))
         for stage, by_group in table.items():
-            print(f"| {stage} | " + " | ".join(f"{by_group[g][0]:.1f} ± {by_group[g][1]:.1f}" for g in groups) + " |")
+            cells = (f"{by_group[g][0]:.1f} ± {by_group[g][1]:.1f}" if g in by_group else "-" for g in groups)
+            print(f"| {stage} | " + " | ".join(cells) + " |")  # a group with no valid event: -
     if a.json:
         atomic_write_json(a.json, {"runs": [str(r) for r in runs], "target": a.target, "events": n, "probes": res})
     return res

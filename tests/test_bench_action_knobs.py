@@ -80,3 +80,31 @@ def test_a_subset_with_another_recipe_makes_only_the_folders_it_reads(tmp_path):
     assert {n for n in names if n.startswith("backbone")} == {"backbone repeat r0"}
     (bb,) = [j for j in jobs if j.name == "backbone repeat r0"]
     assert bb.kwargs["overrides"][-1] == "trainer.max_steps=9"
+
+
+def test_the_layer_probe_with_no_run_reads_the_stored_features(tmp_path):
+    import numpy as np
+    from benchmarks.txe_layer_probe import main
+
+    scenes = ["office", "hotel", "prison"]
+    truth, rng = {}, np.random.default_rng(0)
+    feats = {"carry": tmp_path / "carry", "blind": tmp_path / "blind"}
+    for d in feats.values():
+        d.mkdir()
+    for i in range(24):
+        s = scenes[i % 3]
+        vseg = f"v{i}"
+        truth[vseg] = {"split": "valid" if i >= 18 else "train", "characters": [],
+                       "events": [{"verb": "run.02", "scene": s}] * 2}  # fmt: skip
+        onehot = np.eye(8, dtype=np.float32)[scenes.index(s)]
+        noise = rng.normal(0, 0.1, (2, 8)).astype(np.float32)
+        np.save(feats["carry"] / f"{vseg}_feats.npy", onehot + noise)  # the scene in the features
+        np.save(feats["blind"] / f"{vseg}_feats.npy", noise)  # nothing of it
+    (tmp_path / "ground_truth.json").write_text(json.dumps(truth))
+    acc = {}
+    for name, d in feats.items():
+        res = main([str(tmp_path), str(d), "--target", "scene", "--json", str(tmp_path / f"{name}.json")])
+        assert list(res) == ["stored features"] and list(res["stored features"]) == ["features"]
+        acc[name] = res["stored features"]["features"]["all"][0]
+        assert json.loads((tmp_path / f"{name}.json").read_text())["runs"] == []
+    assert acc["carry"] == 100.0 and acc["blind"] < 100.0
