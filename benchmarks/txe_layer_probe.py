@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
     n = {g: sum(r[3] == g for r in rows["valid"]) for g in groups[1:]}
     n[groups[0]] = n[GROUPS[1]] + n[GROUPS[2]] if a.target == "agent" else len(rows["valid"])
     what = {"agent": "Agent colour", "verb": "True verb", "scene": "Scene class"}[a.target]
-    print(f"{what} by linear probe, % of valid events ({len(runs)} runs, mean ± SE); events per group: "
+    over = f"{len(runs)} runs, mean ± SE" if runs else "the stored features, no TxE"
+    print(f"{what} by linear probe, % of valid events ({over}); events per group: "
           + ", ".join(f"{g} {n[g]}" for g in groups))  # fmt: skip
     for key, table in res.items():
         print(f"\n**{key}**\n\n| stage | " + " | ".join(groups) + " |\n|---|" + "---|" * len(groups))
