@@ -1,6 +1,7 @@
 """Do the backbones read the scene? (issue 13: the SRL scene role, AScn)
 
     python -m benchmarks.scene_readable SYNTH OUT [--backbones cvrl supervised random] [--workers 2]
+        [--backbone-override KEY=VALUE ... --tag NAME]
 
 About 40% of the demo's SRL CIDEr is the scene role, and the demo's backbones do not read it. SynthMovies
 draws the movies' scenes as background patterns; its action clips are filmed in a studio unless
@@ -17,6 +18,10 @@ This asks, on one seed of the demo's recipes:
 Every backbone is then probed for the scene class (a linear probe and k-NN, ``moviessl.ssl.probe``) on
 the filmed action clips (train -> val: in domain), and its event features of SYNTH/vidsitu by a linear
 probe (train -> valid events, as ``benchmarks.txe_layer_probe`` with no run). Chance is 1/6.
+
+``--backbone-override`` changes the methods' recipe (not the reference's), e.g. the augmentation; their
+folders are then ``backbone/B_NAME/r0`` (``--tag NAME``, required with it), so one OUT keeps the
+reference and every recipe beside each other.
 
 Resumable (``moviessl.scheduler``: a backbone or feature folder already in OUT is kept, so the demo's
 own ``backbone/B/r0`` folders can be reused). Prints Markdown, writes ``OUT/scene_readable.json``.
@@ -55,17 +60,30 @@ def scene_lists(synth: Path, out: Path) -> dict[str, Path]:
     return lists
 
 
-def plan(synth: Path, out: Path, backbones: list[str], lists: dict[str, Path]) -> list:
+def folder(b: str, tag: str | None) -> str:
+    """A backbone's folder name: a method's recipe with overrides is tagged; the reference never is."""
+    return b if b == LABEL_TRAINED or not tag else f"{b}_{tag}"
+
+
+def plan(
+    synth: Path,
+    out: Path,
+    backbones: list[str],
+    lists: dict[str, Path],
+    overrides: list[str] = (),
+    tag: str | None = None,
+) -> list:
     """The backbones (the label-trained ``scene`` one first) and their VidSitu-style event features."""
     from moviessl.demo import EXTRACT_S, QUIET, backbone_job
     from moviessl.scheduler import Job
 
     jobs = []
-    for b in [LABEL_TRAINED, *backbones]:
+    for m in [LABEL_TRAINED, *backbones]:
+        b, ref = folder(m, tag), m == LABEL_TRAINED
         d = out / "backbone" / b / "r0"
-        job = backbone_job(f"backbone {b} r0", "supervised" if b == LABEL_TRAINED else b,
-                           synth / "actions", d, list(QUIET), 0)  # fmt: skip
-        if b == LABEL_TRAINED:
+        recipe = list(QUIET) + ([] if ref else list(overrides))
+        job = backbone_job(f"backbone {b} r0", "supervised" if ref else m, synth / "actions", d, recipe, 0)
+        if ref:
             job.kwargs.update(data=str(lists["train"]), val=str(lists["val"]))
         f = out / "features" / b / "r0" / "vidsitu"
         jobs += [job, Job(f"extract {b} r0 vidsitu", "moviessl.demo:job_extract",
@@ -79,8 +97,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("synth", help="a SynthMovies folder with filmed action clips (--action-film-p > 0)")
     ap.add_argument("out")
     ap.add_argument("--backbones", nargs="*", default=["cvrl", "supervised", "random"])
+    ap.add_argument("--backbone-override", nargs="*", default=[], help="the methods' recipe (KEY=VALUE)")
+    ap.add_argument("--tag", help="folder suffix of the methods' backbones (required with --backbone-override)")
     ap.add_argument("--workers", type=int, default=2)
     a = ap.parse_args(argv)
+    if a.backbone_override and not a.tag:
+        ap.error("--backbone-override needs --tag (the overridden backbones get folders of their own)")
     from benchmarks.txe_layer_probe import event_rows, probe_run
     from moviessl.config import load_config
     from moviessl.scheduler import run_jobs
@@ -88,15 +110,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     synth, out = Path(a.synth), Path(a.out)
     lists = scene_lists(synth, out)
-    run_jobs(plan(synth, out, a.backbones, lists), workers=a.workers, threads=1, timings=out / "timings.json")
+    names = [folder(m, a.tag) for m in [LABEL_TRAINED, *a.backbones]]
+    jobs = plan(synth, out, a.backbones, lists, a.backbone_override, a.tag)
+    run_jobs(jobs, workers=a.workers, threads=1, timings=out / "timings.json")
     probe_cfg = load_config("backbone", "cpu").probe  # the demo backbones' own probe
     res = {}
-    for b in [LABEL_TRAINED, *a.backbones]:
+    for b in names:
         ckpt, feats = out / "backbone" / b / "r0" / "model.pt", out / "features" / b / "r0" / "vidsitu"
         p = probe_checkpoint(ckpt, lists["train"], lists["val"], probe_cfg, progress=False)
         events = probe_run(None, event_rows(synth / "vidsitu", feats, "scene"), feats, False)["features"]
         res[b] = {"actions_linear": p["linear_top1"], "actions_knn": p["knn_top1"], "vidsitu": events}
-    n = {s: sum(1 for x in open(lists[s])) for s in lists}
+    n = {s: len(lists[s].read_text().splitlines()) for s in lists}
     print(f"Scene class (6, chance 16.7%), % right; filmed action clips {n['train']} train / {n['val']} val\n")
     print("| backbone | action clips, linear | action clips, k-NN | VidSitu valid events | clean | degraded |")
     print("|---|---|---|---|---|---|")
@@ -105,7 +129,8 @@ def main(argv: list[str] | None = None) -> dict:
         name = "scene labels (reference)" if b == LABEL_TRAINED else b
         print(f"| {name} | {r['actions_linear']:.1f} | {r['actions_knn']:.1f} | {v['all']:.1f} | "
               f"{v.get('clean', float('nan')):.1f} | {v.get('degraded', float('nan')):.1f} |")  # fmt: skip
-    atomic_write_json(out / "scene_readable.json", {"synth": str(synth), "lists": n, "backbones": res})
+    record = {"synth": str(synth), "lists": n, "overrides": a.backbone_override, "backbones": res}
+    atomic_write_json(out / f"scene_readable{'_' + a.tag if a.tag else ''}.json", record)
     return res
 
 

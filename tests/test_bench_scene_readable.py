@@ -48,3 +48,15 @@ def test_the_reference_learns_the_scene_lists_and_the_others_the_action_clips(tm
     ex = jobs["extract scene r0 vidsitu"]
     assert ex.deps == ("backbone scene r0",) and ex.kwargs["videos"] == str(tmp_path / "s" / "vidsitu")
     assert ex.kwargs["backbone"] == str(tmp_path / "o" / "backbone" / "scene" / "r0" / "model.pt")
+
+
+def test_a_recipe_override_tags_the_methods_folders_and_leaves_the_reference_as_it_is(tmp_path):
+    lists = {"train": tmp_path / "l" / "train.csv", "val": tmp_path / "l" / "val.csv"}
+    plain = {j.name: j for j in plan(tmp_path / "s", tmp_path / "o", ["cvrl"], lists)}
+    tagged = {j.name: j for j in plan(tmp_path / "s", tmp_path / "o", ["cvrl"], lists, ["augment.jitter_p=0"], "nc")}
+    assert set(tagged) == {"backbone scene r0", "extract scene r0 vidsitu", "backbone cvrl_nc r0",
+                           "extract cvrl_nc r0 vidsitu"}  # fmt: skip
+    assert tagged["backbone scene r0"].kwargs == plain["backbone scene r0"].kwargs  # one reference for both
+    cvrl = tagged["backbone cvrl_nc r0"].kwargs
+    assert cvrl["overrides"] == [*plain["backbone cvrl r0"].kwargs["overrides"], "augment.jitter_p=0"]
+    assert cvrl["out"] == str(tmp_path / "o" / "backbone" / "cvrl_nc" / "r0")
