@@ -72,5 +72,9 @@ def test_rows_are_compared_with_the_first_paired_by_replicate(split, tmp_path, c
     assert a["cider"]["se"] == 0.0 and b["cider"]["n"] == 2
     assert b["cider"]["paired"] and b["cider"]["diff"] == pytest.approx(b["cider"]["mean"] - a["cider"]["mean"])
     assert b["cider"]["diff"] > 0 and b["lea"]["diff"] > 0
+    for row in (a, b):  # every role but the scene, and the scene: the whole score
+        assert row["from all but AScn"]["mean"] + row["from AScn"]["mean"] == pytest.approx(row["cider"]["mean"])
+    # row b's gain is its right Arg0 phrases and its right scene, each in its own share
+    assert b["from all but AScn"]["diff"] > 0 and b["from AScn"]["diff"] > 0
     assert "| b - a (paired) |" in capsys.readouterr().out.replace(str(tmp_path) + "/", "")
     assert (tmp_path / "out.json").is_file()
