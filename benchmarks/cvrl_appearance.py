@@ -40,13 +40,20 @@ import numpy as np
 
 from benchmarks.backbone_budget import action_probe_by_cue, vidsitu_probe
 
-# the one cast of every uniform video: (shape, colour, size, texture) of character 0, 1
-CAST = (("circle", "red", "big", "plain"), ("triangle", "blue", "big", "plain"))
+# the one cast of every uniform video: (shape, colour, size, texture) of character 0, 1, and of a filmed
+# clip's bystanders 2, 3 (``action_film_p``)
+CAST = (
+    ("circle", "red", "big", "plain"),
+    ("triangle", "blue", "big", "plain"),
+    ("square", "green", "small", "plain"),
+    ("diamond", "yellow", "small", "plain"),
+)
 STUDIO = [0, 1]  # BG_PALETTE indices: the studio's top and bottom colour in every video
 
 
-def uniform_plan(plan: dict) -> dict:
-    """``plan`` with the one cast, studio and camera style; verb, layout and timing kept."""
+def uniform_plan(plan: dict, keep_setting: bool = False) -> dict:
+    """``plan`` with the one cast, studio and camera style; verb, layout and timing kept.
+    ``keep_setting``: only the cast changed (the clip's background, camera, look and cue kept)."""
     from moviessl.synth import world as W
 
     chars = []
@@ -55,23 +62,26 @@ def uniform_plan(plan: dict) -> dict:
         c = dict(ch, shape=shape, colour=colour, size=size, texture=texture)
         c["phrase"] = W.character_phrase(c)
         chars.append(c)
+    if keep_setting:
+        return dict(plan, characters=chars)
     return dict(plan, characters=chars, shots=[dict(plan["shots"][0], studio=list(STUDIO))], director=0)
 
 
-def make_uniform_actions(synth: Path, root: Path, workers: int) -> Path:
-    """Render ``synth``'s action clips with one cast into ``root`` (resumable: written videos are kept)."""
+def make_uniform_actions(synth: Path, root: Path, workers: int, keep_setting: bool = False) -> Path:
+    """Render ``synth``'s action clips with one cast into ``root`` (resumable: written videos are kept);
+    ``keep_setting``: with each clip's own background, camera, look and cue (filmed clips allowed)."""
     from moviessl.synth.generate import _render_job, action_render_jobs, plan_actions, resolve_preset, write_actions
 
     done = root / ".done"
     if done.is_file():
         return root
     meta = json.loads((synth / "synth_meta.json").read_text())
-    cfg = resolve_preset(meta["preset"], **dict(meta["config"], verb_context_p=0.0))
-    if cfg.action_film_p > 0:
+    cfg = resolve_preset(meta["preset"], **dict(meta["config"], **({} if keep_setting else {"verb_context_p": 0.0})))
+    if cfg.action_film_p > 0 and not keep_setting:
         raise SystemExit("filmed action clips (action_film_p > 0) have movie casts; not supported here")
     actions = plan_actions(cfg, meta["seed"])
     for a in actions:
-        a["plan"] = uniform_plan(a["plan"])
+        a["plan"] = uniform_plan(a["plan"], keep_setting)
     (root / "videos").mkdir(parents=True, exist_ok=True)
     jobs = action_render_jobs(cfg, meta["seed"], actions, root / "videos")
     todo = [j for j in jobs if not Path(j["path"]).exists()]

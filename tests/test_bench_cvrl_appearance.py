@@ -85,3 +85,25 @@ def test_a_missing_synth_or_reuse_folder_is_one_line_before_any_work(tmp_path):
     with pytest.raises(SystemExit, match="--reuse takes"):
         main([str(tmp_path / "out"), "--synth", str(tmp_path / "s"), "--reuse", str(tmp_path / "none")])
     assert not (tmp_path / "out").exists()
+
+
+def test_keeping_the_setting_changes_only_the_cast_filmed_clips_included(tmp_path):
+    synth = generate(
+        tmp_path / "s", "tiny", seed=0, workers=1, progress=False, n_lvu=0, verb_context_p=0.5, action_film_p=0.5
+    )
+    with pytest.raises(SystemExit, match="filmed"):  # the studio re-cast cannot keep a movie scene
+        make_uniform_actions(synth, tmp_path / "studio", workers=1)
+    root = make_uniform_actions(synth, tmp_path / "u", workers=1, keep_setting=True)
+    old = json.loads((synth / "actions" / "ground_truth.json").read_text())
+    new = json.loads((root / "ground_truth.json").read_text())
+    assert any(g.get("filmed") for g in old.values()) and any(len(g["characters"]) > 2 for g in old.values())
+    for name, g in new.items():
+        looks = {(c["id"], c["shape"], c["colour"], c["size"], c["texture"]) for c in g["characters"]}
+        assert looks <= {(k, *CAST[k]) for k in range(len(CAST))}
+        setting = lambda d: {k: v for k, v in d.items() if k != "characters"}  # noqa: E731
+        assert setting(g) == setting(old[name])
+    name = next(n for n, g in old.items() if g.get("filmed"))
+    videos = (root / "videos", synth / "actions" / "videos")
+    with av.open(str(videos[0] / f"{name}.mp4")) as a, av.open(str(videos[1] / f"{name}.mp4")) as b:
+        fa, fb = (next(c.decode(video=0)).to_ndarray(format="rgb24").astype(int) for c in (a, b))
+    assert fa.shape == fb.shape and np.abs(fa - fb).mean() > 0  # re-rendered with the new cast

@@ -20,7 +20,7 @@ def _actions(root, clips):
 def test_the_lists_hold_the_filmed_clips_labelled_by_their_scene(tmp_path):
     _actions(tmp_path / "s", [("a0", "train", True, "prison"), ("a1", "train", False, "studio"),
                               ("a2", "val", True, "airport"), ("a3", "train", True, "office")])  # fmt: skip
-    lists = scene_lists(tmp_path / "s", tmp_path / "out")
+    lists = scene_lists(tmp_path / "s" / "actions", tmp_path / "out")
     videos = (tmp_path / "s" / "actions" / "videos").resolve()
     assert lists["train"].read_text().splitlines() == [
         f"{videos / 'a0.mp4'} {SCENES.index('prison')}",
@@ -33,7 +33,7 @@ def test_the_lists_hold_the_filmed_clips_labelled_by_their_scene(tmp_path):
 def test_a_folder_without_filmed_clips_is_refused(tmp_path):
     _actions(tmp_path / "s", [("a0", "train", False, "studio"), ("a1", "val", False, "studio")])
     with pytest.raises(BadInputError, match="action-film-p"):
-        scene_lists(tmp_path / "s", tmp_path / "out")
+        scene_lists(tmp_path / "s" / "actions", tmp_path / "out")
 
 
 def test_the_reference_learns_the_scene_lists_and_the_others_the_action_clips(tmp_path):
@@ -60,3 +60,8 @@ def test_a_recipe_override_tags_the_methods_folders_and_leaves_the_reference_as_
     cvrl = tagged["backbone cvrl_nc r0"].kwargs
     assert cvrl["overrides"] == [*plain["backbone cvrl r0"].kwargs["overrides"], "augment.jitter_p=0"]
     assert cvrl["out"] == str(tmp_path / "o" / "backbone" / "cvrl_nc" / "r0")
+    # another action-clip folder (--uniform-cast): every backbone trains there, features still of SYNTH
+    other = {j.name: j for j in plan(tmp_path / "s", tmp_path / "o", ["cvrl"], lists, actions=tmp_path / "u")}
+    assert other["backbone cvrl r0"].kwargs["data"] == str(tmp_path / "u" / "train.csv")
+    assert other["backbone scene r0"].kwargs["data"] == str(lists["train"])
+    assert other["extract cvrl r0 vidsitu"].kwargs["videos"] == str(tmp_path / "s" / "vidsitu")
