@@ -244,3 +244,11 @@ def test_the_contract_reader_finds_names():
         ("moviessl.data", "vidsitu.C"),
         ("moviessl.data", "D"),
     ]
+
+
+def test_every_synth_structure_knob_has_a_row_in_synthmovies_md():
+    """docs/synthmovies.md's knob table is where a user reads what a knob stands for and its headroom."""
+    from moviessl.synth.cli import STRUCTURE_KNOBS
+
+    table = (ROOT / "docs" / "synthmovies.md").read_text()
+    assert [k for k in STRUCTURE_KNOBS if f"| `{k}` |" not in table] == []

@@ -11,7 +11,9 @@ STRUCTURE_KNOBS = {
     "hidden_agent_p": "share of clean movie events whose agent is a silhouette",
     "pool_ratio": "unlabelled movie clips, in labelled VidSitu train events",
     "action_film_p": "share of action clips filmed like movie shots",
+    "scene_fixtures": "pieces of its class's furniture in every movie room",
 }
+COUNT_KNOBS = ("scene_fixtures",)  # whole numbers
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -32,7 +34,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--degrade-fraction", type=float, default=None, help="fraction of VidSitu events visually degraded")
     p.add_argument("--size", type=int, default=None, help="frame side in pixels (even)")
     for knob, what in STRUCTURE_KNOBS.items():  # docs/synthmovies.md, "Structure knobs"
-        p.add_argument(f"--{knob.replace('_', '-')}", type=float, default=None, help=f"structure knob: {what}")
+        kind = int if knob in COUNT_KNOBS else float
+        p.add_argument(f"--{knob.replace('_', '-')}", type=kind, default=None, help=f"structure knob: {what}")
     p.set_defaults(func=run)
     return p
 

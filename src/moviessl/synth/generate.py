@@ -57,6 +57,7 @@ class SynthPreset:
     hidden_agent_p: float = 0.0  # share of clean movie events whose agent is only a silhouette
     pool_ratio: float = 0.0  # unlabelled movie clips for TxE pretraining, in labelled VidSitu train events
     action_film_p: float = 0.0  # share of action clips filmed like movie shots (scene, cast, camera), not in a studio
+    scene_fixtures: int = 0  # pieces of its class's furniture in every scene instance (room), each placed its own way
     # -- rendering only
     action_size: int = 0  # action clips' frame side (0: size); the backbone reads 64 px anyway
     pool_size: int = 0  # the pool's frame side (0: size)
@@ -190,6 +191,8 @@ def plan_actions(cfg: SynthPreset, seed: int) -> list[dict]:
             film = _rng(seed, 15, i)  # its own stream: 12 is the VidSitu clips' structure stream (10 + 2)
             if film.random() < cfg.action_film_p:
                 P.film_action_clip(film, plan)
+        if cfg.scene_fixtures > 0:  # its own stream (after filming: a filmed clip's room is furnished)
+            P.furnish_scenes(_rng(seed, 31, i), plan, cfg.scene_fixtures)
         out.append(
             dict(
                 name=f"act_{i:06d}",
@@ -226,6 +229,8 @@ def plan_vidsitu(cfg: SynthPreset, seed: int, stream: int = 2, want=None) -> lis
                     break
                 plan = P.plan_vidsitu_clip(rng, meta, chars, cfg.degrade_fraction)
                 P.add_structure(_rng(seed, 10 + stream, len(clips)), plan, cfg.verb_context_p, cfg.hidden_agent_p)
+                if cfg.scene_fixtures > 0:
+                    P.furnish_scenes(_rng(seed, 30 + stream, len(clips)), plan, cfg.scene_fixtures)
                 vseg = f"v_{yid}_seg_{start}_{start + 10}"
                 clips.append(
                     dict(
@@ -252,6 +257,8 @@ def plan_lvu(cfg: SynthPreset, seed: int) -> list[dict]:
         dur = 2 * int(rng.integers(cfg.lvu_seconds[0] // 2, cfg.lvu_seconds[1] // 2 + 1))
         plan = P.plan_lvu_movie(rng, dur, cfg.lvu_degrade_fraction)
         P.add_structure(_rng(seed, 13, i), plan, cfg.verb_context_p, cfg.hidden_agent_p)
+        if cfg.scene_fixtures > 0:
+            P.furnish_scenes(_rng(seed, 33, i), plan, cfg.scene_fixtures)
         split = "train" if i < n_train else ("val" if i < n_train + n_val else "test")
         movies.append(dict(yid=_youtube_id(rng), imdb_id=f"tt8{rng.integers(0, 10**6):06d}", split=split, plan=plan))
     return movies
@@ -536,6 +543,9 @@ def resolve_preset(preset: str | SynthPreset, **overrides) -> SynthPreset:
         v = getattr(cfg, knob)  # shares: outside [0, 1] (e.g. a percentage) would silently act as 0 or 1
         if not (isinstance(v, numbers.Real) and 0.0 <= v <= 1.0):
             raise BadInputError(None, f"synth {knob} must be a share in [0, 1], got {v}")
+    v = cfg.scene_fixtures
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 0 <= v <= 64:
+        raise BadInputError(None, f"synth scene_fixtures must be a whole number in [0, 64], got {v!r}")
     for knob in ("pool_ratio", "action_repeat_s"):
         v = getattr(cfg, knob)
         if not (isinstance(v, numbers.Real) and 0.0 <= v < float("inf")):

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.lvu import LIKE_RATIO_CENTER, LVU_TASKS, VIEW_COUNT_CENTER
+from ..errors import BadInputError
 from . import plot as P
 from . import world as W
 
@@ -432,7 +433,62 @@ def structure_headroom(root: str | Path) -> dict:
     n_pool = sum(len(p["events"]) for p in json.loads(pool.read_text()).values()) if pool.is_file() else 0
     n_train = sum(len(g["events"]) for g in gt.values() if g["split"] == "train")
     out["pool"] = dict(pool_events=n_pool, labelled_train_events=n_train, ratio=n_pool / max(n_train, 1))
+    meta = root / "synth_meta.json"
+    cfg = json.loads(meta.read_text())["config"] if meta.is_file() else {}
+    if cfg.get("scene_fixtures"):  # the furniture is in the plans, not the annotations: plan them again
+        from .generate import SynthPreset, plan_vidsitu
+
+        fields = SynthPreset.__dataclass_fields__
+        preset = SynthPreset(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k in fields})
+        clips = plan_vidsitu(preset, json.loads(meta.read_text())["seed"])
+        if [c["vseg"] for c in clips] != list(gt):  # another generator's folder: its plans are not these
+            raise BadInputError(root / "vidsitu" / "ground_truth.json", "not the clips its synth_meta.json plans")
+        out["scene_fixtures"] = fixture_headroom(clips)
     return out
+
+
+def fixtures_in_view(plan: dict) -> list[bool]:
+    """Per event of a plan: is at least half of one piece of its room's furniture (the
+    ``scene_fixtures`` knob) in frame at the event's middle frame -- the renderer's camera (the
+    shot's start, the director's pan), zoom and the sprites in front of it left out. A degraded event
+    counts as not seen: a degradation covers, fades, smears or turns the camera from the room."""
+    pan = W.DIRECTORS[plan["director"]].pan
+    t, t0, out = 0.0, {}, []
+    for ev in plan["events"]:
+        shot = plan["shots"][ev["shot"]]
+        t0.setdefault(ev["shot"], t)
+        left = (shot["cam"] * 3 + pan * (t + ev["dur"] / 2 - t0[ev["shot"]])) % 3  # in frame widths
+        seen = False
+        for f in shot.get("scene_inst", {}).get("fixtures", ()):
+            a = f["x"] * 3  # the canvas is 3 frames wide and wraps around
+            inside = max(min(a + f["w"], left + k + 1) - max(a, left + k) for k in (-3, 0, 3))
+            seen = seen or inside >= f["w"] / 2
+        out.append(seen and ev.get("degraded") is None)
+        t += ev["dur"]
+    return out
+
+
+def fixture_headroom(clips: list[dict]) -> dict:
+    """Method-free headroom of ``scene_fixtures`` on VidSitu-style clips (their plans): the scene
+    class of the valid events named from the furniture alone (the class of a piece in view, else
+    the majority train scene), against the majority scene alone."""
+    major = Counter(ev["scene"] for c in clips if c["split"] == "train" for ev in c["plan"]["events"])
+    major_scene = major.most_common(1)[0][0] if major else None
+    seen, right, chance = [], [], []
+    for c in clips:
+        if c["split"] != "valid":
+            continue
+        for ev, s in zip(c["plan"]["events"], fixtures_in_view(c["plan"])):
+            seen.append(s)
+            chance.append(ev["scene"] == major_scene)
+            right.append(s or chance[-1])
+    n = len(seen)
+    return dict(
+        valid_events=n,
+        in_view=100.0 * float(np.mean(seen)) if n else 0.0,
+        furniture_only=100.0 * float(np.mean(right)) if n else 0.0,
+        majority_scene=100.0 * float(np.mean(chance)) if n else 0.0,
+    )
 
 
 def to_markdown(res: dict) -> str:
@@ -475,6 +531,13 @@ def to_markdown(res: dict) -> str:
             f"| unlabelled pool | pool events / labelled train events | {pl['pool_events']} / "
             f"{pl['labelled_train_events']} = {pl['ratio']:.2f} |",
         ]
+        fx = s.get("scene_fixtures")
+        if fx:
+            L.append(
+                f"| scene furniture ({fx['valid_events']} valid events, {fx['in_view']:.1f}% with a piece in "
+                f"view) | scene from the furniture only / majority scene | {fx['furniture_only']:.1f} / "
+                f"{fx['majority_scene']:.1f} % |"
+            )
     return "\n".join(L)
 
 

@@ -197,6 +197,32 @@ def sample_scene(rng, scene: str | None = None) -> dict:
     )
 
 
+def furnish_scenes(rng, plan: dict, n: int) -> None:
+    """The ``scene_fixtures`` knob, in place, from its own random stream: every scene instance of a
+    plan (a room; shots that return to it share it) gets ``n`` pieces of its class's furniture
+    (``world.SCENE_FIXTURES``), each with its own place along the wall, size and colour. A scene
+    class in real footage is the objects in it (Zhou et al., ICLR 2015, "Object Detectors Emerge in
+    Deep Scene CNNs"), arranged differently in every place: what tells two videos apart in a room
+    is also what tells the room's class. Studio shots have none."""
+    seen = set()
+    for shot in plan.get("shots", []):
+        inst = shot.get("scene_inst")
+        if inst is None or id(inst) in seen:
+            continue
+        seen.add(id(inst))
+        xs = np.sort(rng.uniform(0, 1, n))  # along the wrap-around wall, canvas widths
+        others = [c for c in range(len(W.BG_PALETTE)) if c != inst["c1"]]
+        inst["fixtures"] = [
+            dict(
+                x=float(x),
+                w=float(rng.uniform(0.2, 0.4)),  # frame sides
+                h=float(rng.uniform(0.25, 0.45)),
+                colour=int(rng.choice(others)),
+            )
+            for x in xs
+        ]
+
+
 def sample_year_style(rng, year: int) -> dict:
     st = dict(W.YEAR_STYLE[year])
     st["saturation"] = float(np.clip(st["saturation"] + rng.normal(0, 0.06), 0.05, 1.1))

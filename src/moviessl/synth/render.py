@@ -80,9 +80,42 @@ def build_canvas(shot: dict, S: int, M: np.ndarray) -> np.ndarray:
     else:  # restaurant: polka dots
         m = (x - 0.5) ** 2 + (y - 0.5) ** 2 < 0.07
     img = np.where(m[..., None], c2, c1)
-    floor = (yy % S) > 0.78 * S
+    floor = (yy % S) > FLOOR_Y * S
     img = np.where(floor[..., None], c1 * inst["floor"], img)
+    for f in inst.get("fixtures", ()):  # the scene_fixtures knob: the room's furniture, on the floor line
+        fw, fh = max(int(f["w"] * S), 4), max(int(f["h"] * S), 4)
+        v, u = np.mgrid[0:fh, 0:fw].astype(np.float32)
+        mask = fixture_mask(W.SCENE_FIXTURES[scene], (u + 0.5) / fw, (v + 0.5) / fh)
+        cols = (int(f["x"] * Wd) + np.arange(fw)) % Wd
+        for base in range(0, H, S):  # the canvas repeats the wall vertically (tilts wrap around)
+            rows = (base + int(FLOOR_Y * S) - fh + np.arange(fh)) % H
+            patch = img[rows[:, None], cols[None, :]]
+            img[rows[:, None], cols[None, :]] = np.where(mask[..., None], W.BG_PALETTE[f["colour"]] * 0.8, patch)
     return np.clip(_tone(img, M), 0, 255).astype(np.uint8)
+
+
+FLOOR_Y = 0.78  # the floor line, a fraction of the frame height
+
+
+def fixture_mask(kind: str, u, v):
+    """One piece of a scene class's furniture in its box (``u`` left to right, ``v`` top to bottom,
+    both in [0, 1]): a silhouette a small network can tell from the other five at 64 px."""
+    if kind == "desk":  # a top and two legs
+        return (v < 0.25) | ((u < 0.12) | (u > 0.88))
+    if kind == "seat_row":  # three seat backs on a bench, two legs
+        backs, bench = (v < 0.55) & ((u * 3) % 1 < 0.6), (v >= 0.55) & (v < 0.72)
+        return backs | bench | ((v >= 0.72) & ((u < 0.08) | (u > 0.92)))
+    if kind == "easel":  # a triangle standing on its base
+        return np.abs(u - 0.5) < 0.5 * v
+    if kind == "armchair":  # a high back on the left, a low arm on the right, a seat, short legs
+        body = (v < 0.82) & (((u < 0.25) & (v > 0.05)) | ((u > 0.8) & (v > 0.45)) | (v > 0.6))
+        return body | ((v >= 0.82) & ((u < 0.1) | (u > 0.9)))
+    if kind == "bunk":  # two bunks between two posts
+        return (u < 0.1) | (u > 0.9) | ((v > 0.15) & (v < 0.3)) | ((v > 0.6) & (v < 0.75))
+    if kind == "round_table":  # an oval top on one leg and a foot
+        top = ((u - 0.5) / 0.5) ** 2 + ((v - 0.15) / 0.15) ** 2 < 1
+        return top | (np.abs(u - 0.5) < 0.07) | ((v > 0.88) & (np.abs(u - 0.5) < 0.3))
+    raise ValueError(f"unknown fixture {kind!r}")
 
 
 def _crop(canvas: np.ndarray, oy: int, ox: int, S: int) -> np.ndarray:

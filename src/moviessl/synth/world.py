@@ -319,6 +319,16 @@ CUE_SIZE = 0.06  # radius as a fraction of the frame
 # LVU's six scene classes; a scene class is a background *pattern*; its colours are drawn per
 # instance from one shared palette, so mean colour says nothing about the class.
 SCENES = ("office", "airport", "school", "hotel", "prison", "restaurant")
+# Each scene class's furniture (the ``scene_fixtures`` knob): one silhouette per class, drawn on the
+# wall / floor of a room; render.fixture_mask draws it. Not class-specific: size, place, colour.
+SCENE_FIXTURES = {
+    "office": "desk",
+    "airport": "seat_row",
+    "school": "easel",
+    "hotel": "armchair",
+    "prison": "bunk",
+    "restaurant": "round_table",
+}
 SCENE_PHRASES = {
     "office": ("in an office", "office", "in the office room"),
     "airport": ("at an airport", "airport", "in the terminal"),
