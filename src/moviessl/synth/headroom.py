@@ -433,14 +433,15 @@ def structure_headroom(root: str | Path) -> dict:
     n_pool = sum(len(p["events"]) for p in json.loads(pool.read_text()).values()) if pool.is_file() else 0
     n_train = sum(len(g["events"]) for g in gt.values() if g["split"] == "train")
     out["pool"] = dict(pool_events=n_pool, labelled_train_events=n_train, ratio=n_pool / max(n_train, 1))
-    meta = root / "synth_meta.json"
-    cfg = json.loads(meta.read_text())["config"] if meta.is_file() else {}
+    meta_file = root / "synth_meta.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    cfg = meta.get("config", {})
     if cfg.get("scene_fixtures"):  # the furniture is in the plans, not the annotations: plan them again
         from .generate import SynthPreset, plan_vidsitu
 
         fields = SynthPreset.__dataclass_fields__
         preset = SynthPreset(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k in fields})
-        clips = plan_vidsitu(preset, json.loads(meta.read_text())["seed"])
+        clips = plan_vidsitu(preset, meta["seed"])
         if [c["vseg"] for c in clips] != list(gt):  # another generator's folder: its plans are not these
             raise BadInputError(root / "vidsitu" / "ground_truth.json", "not the clips its synth_meta.json plans")
         out["scene_fixtures"] = fixture_headroom(clips)
