@@ -111,3 +111,26 @@ def test_cli_knob_reaches_the_videos(tmp_path):
     movies = [d / "vidsitu" / "vsitu_video_trimmed_dir" for d in (out, ref)]
     movie = sorted(movies[0].iterdir())[0].name
     assert (movies[0] / movie).read_bytes() != (movies[1] / movie).read_bytes()
+
+
+def test_a_folder_whose_clips_are_not_its_plans_is_one_line(tmp_path, capsys):
+    """The furniture row re-plans the clips from synth_meta.json; a folder whose annotations are not
+    those plans (edited, or another generator's) is bad input, and the command says so in one line."""
+    from moviessl.synth.headroom import main, structure_headroom
+
+    out = generate(tmp_path / "s", "tiny", progress=False, scene_fixtures=2)
+    gt_file = out / "vidsitu" / "ground_truth.json"
+    gt = json.loads(gt_file.read_text())
+    gt_file.write_text(json.dumps(dict(reversed(gt.items()))))  # key order is not the plans' business
+    structure_headroom(out)
+    old = next(iter(gt))  # a clip renamed (video and annotation): not a clip the record plans
+    gt["v_renamed_seg_0_10"] = gt.pop(old)
+    gt_file.write_text(json.dumps(gt))
+    videos = out / "vidsitu" / "vsitu_video_trimmed_dir"
+    (videos / f"{old}.mp4").rename(videos / "v_renamed_seg_0_10.mp4")
+    with pytest.raises(BadInputError, match="not the clips its synth_meta.json plans"):
+        structure_headroom(out)
+    with pytest.raises(SystemExit) as e:
+        main([str(out)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "not the clips its synth_meta.json plans" in err and "Traceback" not in err

@@ -442,7 +442,7 @@ def structure_headroom(root: str | Path) -> dict:
         fields = SynthPreset.__dataclass_fields__
         preset = SynthPreset(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k in fields})
         clips = plan_vidsitu(preset, meta["seed"])
-        if [c["vseg"] for c in clips] != list(gt):  # another generator's folder: its plans are not these
+        if sorted(c["vseg"] for c in clips) != sorted(gt):  # another generator's folder: its plans are not these
             raise BadInputError(root / "vidsitu" / "ground_truth.json", "not the clips its synth_meta.json plans")
         out["scene_fixtures"] = fixture_headroom(clips)
     return out
@@ -552,7 +552,10 @@ def main(argv=None) -> int:
     lacks = [f for f in ("synth_meta.json", "vidsitu/ground_truth.json") if not (Path(a.root) / f).is_file()]
     if lacks:
         ap.error(f"{a.root}: not a SynthMovies folder (no {lacks[0]})")
-    res = headroom(a.root, a.plans)
+    try:
+        res = headroom(a.root, a.plans)
+    except BadInputError as e:  # e.g. a folder whose clips are not what its synth_meta.json plans
+        ap.error(str(e))
     from ..utils.io import atomic_write_json
 
     atomic_write_json(Path(a.root) / "headroom.json", res)
