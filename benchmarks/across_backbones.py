@@ -56,6 +56,15 @@ def across(diffs: list[float]) -> dict:
     return {"k": k, "mean": m, "se": se if k > 1 else None, "z": z, "holds": None if z is None else z > Z_HOLDS}
 
 
+def summarise(per: list[dict]) -> dict:
+    """:func:`across` of the backbones' differences, with them and how many are beyond +-2 of their SE."""
+    res = across([p["diff"] for p in per])
+    res["backbones"] = per
+    res["beyond +2"] = sum(p["z"] is not None and p["z"] > Z_HOLDS for p in per)
+    res["beyond -2"] = sum(p["z"] is not None and p["z"] < -Z_HOLDS for p in per)
+    return res
+
+
 def claim_key(c: dict) -> str:
     return f"{c['task']} {c['metric']}: {c['a']} - {c['b']}"
 
@@ -72,11 +81,7 @@ def claims_across(records: list[dict], sources: list[str]) -> dict[str, dict]:
                 raise BadInputError(src, f"has no claim {key!r} (every folder must be run with the same rows)")
             c = claims[key]
             per.append({"diff": c["diff"], "se": c["se"], "z": c["z"]})
-        res = across([p["diff"] for p in per])
-        res["backbones"] = per
-        res["beyond +2"] = sum(p["z"] is not None and p["z"] > Z_HOLDS for p in per)
-        res["beyond -2"] = sum(p["z"] is not None and p["z"] < -Z_HOLDS for p in per)
-        out[key] = res
+        out[key] = summarise(per)
     return out
 
 
@@ -93,11 +98,7 @@ def breakdown_across(records: list[dict], sources: list[str]) -> dict[str, dict]
                     raise BadInputError(src, f"has no difference {k!r} for row {row!r} (compare the same rows)")
                 z = cell["diff"] / cell["diff_se"] if cell["diff_se"] > 0 else None
                 per.append({"diff": cell["diff"], "se": cell["diff_se"], "z": z})
-            res = across([p["diff"] for p in per])
-            res["backbones"] = per
-            res["beyond +2"] = sum(p["z"] is not None and p["z"] > Z_HOLDS for p in per)
-            res["beyond -2"] = sum(p["z"] is not None and p["z"] < -Z_HOLDS for p in per)
-            out[f"srl {k}: {Path(row).name} - {Path(rows[0]).name}"] = res
+            out[f"srl {k}: {Path(row).name} - {Path(rows[0]).name}"] = summarise(per)
     return out
 
 
