@@ -17,8 +17,8 @@ the unit:
 - how many backbones' own z is beyond +2 and below -2.
 
 ``--breakdown`` adds ``benchmarks.srl_breakdown --json`` records (one per backbone, same order): the
-rows' paired differences from the record's first row (overall CIDEr, the scene role's share and the
-share of every other role), across backbones the same way.
+rows' paired differences from the record's first row in the scene role's share of SRL CIDEr and
+in every other role's, across backbones the same way.
 
 Prints Markdown; ``--json`` writes the numbers.
 """
@@ -33,7 +33,7 @@ from moviessl.errors import BadInputError
 from moviessl.utils.io import atomic_write_json
 
 Z_HOLDS = 2.0
-BREAKDOWN_KEYS = ("cider", "from AScn", "from all but AScn")
+BREAKDOWN_KEYS = ("from AScn", "from all but AScn")  # the overall CIDEr is a claim already
 
 
 def _read(path: Path, what: str) -> dict:
@@ -98,7 +98,7 @@ def breakdown_across(records: list[dict], sources: list[str]) -> dict[str, dict]
                     raise BadInputError(src, f"has no difference {k!r} for row {row!r} (compare the same rows)")
                 z = cell["diff"] / cell["diff_se"] if cell["diff_se"] > 0 else None
                 per.append({"diff": cell["diff"], "se": cell["diff_se"], "z": z})
-            out[f"srl {k}: {Path(row).name} - {Path(rows[0]).name}"] = summarise(per)
+            out[f"srl cider {k}: {Path(row).name} - {Path(rows[0]).name}"] = summarise(per)
     return out
 
 

@@ -58,8 +58,10 @@ def test_the_breakdown_is_read_per_backbone_in_the_folders_order(tmp_path):
         recs.append(tmp_path / f"bd{i}.json")
         recs[-1].write_text(json.dumps(rec))
     res = main([*p, "--breakdown", *map(str, recs), "--json", str(tmp_path / "out.json")])
-    rest = res["srl from all but AScn: maskpred_w128 - scratch_w128"]
+    rest = res["srl cider from all but AScn: maskpred_w128 - scratch_w128"]
     assert [b["diff"] for b in rest["backbones"]] == [5.0, 1.0] and rest["mean"] == 3.0 and rest["se"] == 2.0
+    # the overall CIDEr stays the txe_width claim (its own SE), not the breakdown's paired one
+    assert res["srl cider: maskpred_w128 - scratch_w128"]["backbones"][0] == {"diff": 0.0, "se": 1.0, "z": 0.0}
     assert json.loads((tmp_path / "out.json").read_text()).keys() == res.keys()
 
 
