@@ -29,10 +29,10 @@ import argparse
 import json
 from pathlib import Path
 
+from moviessl.claims import Z_HOLDS  # the demo's verdict: beyond 2 combined SE
 from moviessl.errors import BadInputError
 from moviessl.utils.io import atomic_write_json
 
-Z_HOLDS = 2.0
 BREAKDOWN_KEYS = ("from AScn", "from all but AScn")  # the overall CIDEr is a claim already
 
 
@@ -72,6 +72,9 @@ def claim_key(c: dict) -> str:
 def claims_across(records: list[dict], sources: list[str]) -> dict[str, dict]:
     """Every claim of the first record, each backbone's difference and the mean over backbones; a claim
     missing from a record (another ``--widths`` or ``--txe-lr``) is refused, naming the record."""
+    for src, rec in zip(sources, records):
+        if not isinstance(rec, dict) or not isinstance(rec.get("claims"), list):
+            raise BadInputError(src, "has no list of claims (not a benchmarks.txe_width record)")
     out = {}
     keyed = [{claim_key(c): c for c in rec["claims"]} for rec in records]
     for key in keyed[0]:

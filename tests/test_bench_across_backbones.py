@@ -72,6 +72,9 @@ def test_folders_run_with_other_rows_are_refused_naming_the_file(tmp_path):
     (b / "txe_width.json").write_text(json.dumps({"rows": {}, "claims": []}))
     with pytest.raises(BadInputError, match=r"b/txe_width.json: has no claim 'srl cider"):
         main([a, str(b)])
+    (b / "txe_width.json").write_text(json.dumps({"rows": {}}))
+    with pytest.raises(BadInputError, match=r"b/txe_width.json: has no list of claims"):
+        main([a, str(b)])
 
 
 def test_the_command_line_gives_one_line_and_exit_2_for_a_missing_record(tmp_path):
