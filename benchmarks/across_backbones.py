@@ -90,6 +90,9 @@ def claims_across(records: list[dict], sources: list[str]) -> dict[str, dict]:
 
 def breakdown_across(records: list[dict], sources: list[str]) -> dict[str, dict]:
     """The srl_breakdown differences (each row after a record's first, the keys in BREAKDOWN_KEYS)."""
+    for src, rec in zip(sources, records):
+        if not isinstance(rec, dict) or not rec or not all(isinstance(v, dict) for v in rec.values()):
+            raise BadInputError(src, "is not a table of rows (not a benchmarks.srl_breakdown --json record)")
     out = {}
     rows = list(records[0])
     for row in rows[1:]:
@@ -97,7 +100,7 @@ def breakdown_across(records: list[dict], sources: list[str]) -> dict[str, dict]
             per = []
             for src, rec in zip(sources, records):
                 cell = rec.get(row, {}).get(k)
-                if cell is None or "diff" not in cell:
+                if not isinstance(cell, dict) or "diff" not in cell or "diff_se" not in cell:
                     raise BadInputError(src, f"has no difference {k!r} for row {row!r} (compare the same rows)")
                 z = cell["diff"] / cell["diff_se"] if cell["diff_se"] > 0 else None
                 per.append({"diff": cell["diff"], "se": cell["diff_se"], "z": z})

@@ -85,3 +85,15 @@ def test_the_command_line_gives_one_line_and_exit_2_for_a_missing_record(tmp_pat
         f"benchmarks.across_backbones: error: {tmp_path / 'nothing' / 'txe_width.json'}: "
         "no such file (expected benchmarks.txe_width's record)"
     ]
+
+
+BAD_BREAKDOWNS = [[1, 2], {"scratch_w128": 3}, {}, {"scratch_w128": {}, "maskpred_w128": {"from AScn": 1}}]
+
+
+@pytest.mark.parametrize("record", BAD_BREAKDOWNS)
+def test_a_breakdown_that_is_not_srl_breakdowns_table_is_refused_naming_the_file(tmp_path, record):
+    p = [_txe_width(tmp_path / "p0", [0.0, 0.0])]
+    bd = tmp_path / "bd.json"
+    bd.write_text(json.dumps(record))
+    with pytest.raises(BadInputError, match=r"bd.json: (is not a table of rows|has no difference 'from AScn')"):
+        main([*p, "--breakdown", str(bd)])
