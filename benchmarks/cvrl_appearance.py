@@ -70,10 +70,18 @@ def uniform_plan(plan: dict, keep_setting: bool = False) -> dict:
 def make_uniform_actions(synth: Path, root: Path, workers: int, keep_setting: bool = False) -> Path:
     """Render ``synth``'s action clips with one cast into ``root`` (resumable: written videos are kept);
     ``keep_setting``: with each clip's own background, camera, look and cue (filmed clips allowed)."""
+    from moviessl.errors import BadInputError
     from moviessl.synth.generate import _render_job, action_render_jobs, plan_actions, resolve_preset, write_actions
 
     done = root / ".done"
+    made = {"source": str(synth.resolve()), "keep_setting": keep_setting}
     if done.is_file():
+        try:
+            was = json.loads(done.read_text())
+        except json.JSONDecodeError:
+            was = None  # an older run's marker, which recorded neither
+        if was != made:
+            raise BadInputError(root, f"holds clips rendered otherwise ({was}, asked {made}): use another folder")
         return root
     meta = json.loads((synth / "synth_meta.json").read_text())
     cfg = resolve_preset(meta["preset"], **dict(meta["config"], **({} if keep_setting else {"verb_context_p": 0.0})))
@@ -90,7 +98,7 @@ def make_uniform_actions(synth: Path, root: Path, workers: int, keep_setting: bo
         for _ in pool.imap_unordered(_render_job, todo, chunksize=4):
             pass
     write_actions(root, actions)
-    done.write_text("ok\n")
+    done.write_text(json.dumps(made) + "\n")
     return root
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from benchmarks.cvrl_appearance import CAST, STUDIO, make_uniform_actions, plan, summarize
 
+from moviessl.errors import BadInputError
 from moviessl.synth.generate import generate
 
 
@@ -37,6 +38,8 @@ def test_the_recast_clips_are_the_same_clips_with_one_cast_and_no_cue(tmp_path):
         ):
             assert a.streams.video[0].frames == b.streams.video[0].frames > 0
     assert make_uniform_actions(synth, tmp_path / "u", workers=1) == root  # done: nothing redone
+    with pytest.raises(BadInputError, match=r"u: holds clips rendered otherwise .*'keep_setting': True"):
+        make_uniform_actions(synth, tmp_path / "u", workers=1, keep_setting=True)  # not the clips asked for
 
 
 def test_the_summary_compares_each_backbone_with_random_init():
