@@ -275,6 +275,7 @@ def write_report(
     threads: int = 1,
 ) -> dict:
     from .claims import claims_markdown, claims_to_json
+    from .synth.generate import describe
 
     out = Path(out)
     plots = out / "plots"
@@ -296,7 +297,8 @@ def write_report(
     )
     header = (
         f"# moviessl demo results (profile `{profile}`; time: {cost})\n\n"
-        f"> {STAND_IN}\n\nValues in percent (CIDEr and LVU's regression errors are not), {spread}. Data: {synth}.\n"
+        f"> {STAND_IN}\n\nValues in percent (CIDEr and LVU's regression errors are not), {spread}. "
+        f"Data: {describe(synth)}.\n"
     )
     body = "\n".join(p for p in (cm, md, lvu and lvu["markdown"], pt) if p).replace("\n**", "\n\n**").strip()
     text = header + "\n" + body + "\n\nPlots: " + ", ".join(str(p.relative_to(out)) for p in made) + "\n"

@@ -351,3 +351,38 @@ def test_each_runs_summaries_go_to_their_rows_of_this_profiles_replicates(tmp_pa
         ("relation", "baseline=pair_prior", "mean_acc"): [25.0, 0.0, 1, 0],
     }
     assert set(got) == set(want) and all(got[k] == pytest.approx(v) for k, v in want.items()), got
+
+
+def test_the_data_line_names_the_synthmovies_knobs_set_beyond_its_preset(tmp_path):
+    """A demo on ``--synth`` with a folder generated with overrides (e.g. ``scene_fixtures=6``) wrote
+    only the folder's path, so its results.md read as the preset's data."""
+    import json
+    from dataclasses import asdict
+
+    from moviessl.demo_report import write_report
+    from moviessl.synth.generate import PRESETS
+
+    rows = [{"table": "verb", "setting": "backbone=cvrl", "metric": "acc@1", "mean": 40.0, "se": 1.0, "n": 2}]
+    config = json.loads(json.dumps(asdict(PRESETS["demo"])))
+    config.pop("workers")
+    for name, over, said in (
+        ("plain", {}, "(SynthMovies preset `demo`, seed 3)."),
+        (
+            "knobs",
+            {"scene_fixtures": 6, "action_film_p": 0.5},
+            "(SynthMovies preset `demo`, seed 3; beyond the preset: action_film_p=0.5, scene_fixtures=6).",
+        ),
+        ("old", {"scene_fixtures": None}, "(SynthMovies preset `demo`, seed 3)."),  # written before a knob existed
+    ):
+        synth = tmp_path / name
+        synth.mkdir()
+        cfg = {k: v for k, v in {**config, **over}.items() if v is not None}
+        (synth / "synth_meta.json").write_text(json.dumps({"preset": "demo", "seed": 3, "config": cfg}))
+        kw = dict(probes={}, runs={}, seeds=2, profile="full", wall_s=1.0)
+        write_report(tmp_path / f"out_{name}", rows, synth=synth, **kw)
+        text = (tmp_path / f"out_{name}" / "results.md").read_text(encoding="utf-8")
+        assert f"Data: {synth} {said}" in text
+        assert ("scene_fixtures=6" in text) == (name == "knobs")
+    bare = tmp_path / "bare"  # no metadata: the path alone
+    write_report(tmp_path / "out_bare", rows, synth=bare, **kw)
+    assert f"Data: {bare}.\n" in (tmp_path / "out_bare" / "results.md").read_text(encoding="utf-8")

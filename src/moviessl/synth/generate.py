@@ -529,6 +529,24 @@ def rendered_megapixels(cfg: SynthPreset) -> float:
 # ------------------------------------------------------------------------------------------
 
 
+def describe(root: str | os.PathLike) -> str:
+    """A SynthMovies folder in one line for a report: its path, preset and seed, and every knob its
+    ``synth_meta.json`` sets beyond that preset (a demo on ``--synth`` with ``scene_fixtures=6`` says so;
+    a folder generated before a knob existed lacks it, and its default is off). A folder without
+    readable metadata is named by its path alone."""
+    try:
+        meta = json.loads((Path(root) / "synth_meta.json").read_text())
+        preset, seed, config = meta["preset"], meta["seed"], dict(meta["config"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return str(root)
+    base = PRESETS.get(preset)
+    ref = json.loads(json.dumps(asdict(base))) if base else {}  # tuples -> lists, as the metadata holds them
+    beyond = [f"{k}={v}" for k, v in config.items() if k in ref and ref[k] != v]
+    return f"{root} (SynthMovies preset `{preset}`, seed {seed}" + (
+        f"; beyond the preset: {', '.join(beyond)})" if beyond else ")"
+    )
+
+
 def resolve_preset(preset: str | SynthPreset, **overrides) -> SynthPreset:
     if isinstance(preset, SynthPreset):
         cfg = preset
