@@ -386,3 +386,8 @@ def test_the_data_line_names_the_synthmovies_knobs_set_beyond_its_preset(tmp_pat
     bare = tmp_path / "bare"  # no metadata: the path alone
     write_report(tmp_path / "out_bare", rows, synth=bare, **kw)
     assert f"Data: {bare}.\n" in (tmp_path / "out_bare" / "results.md").read_text(encoding="utf-8")
+    damaged = tmp_path / "damaged"  # a hand-edited file whose preset is a list: the path alone, no crash
+    damaged.mkdir()
+    (damaged / "synth_meta.json").write_text(json.dumps({"preset": ["demo"], "seed": 3, "config": config}))
+    write_report(tmp_path / "out_damaged", rows, synth=damaged, **kw)
+    assert f"Data: {damaged}.\n" in (tmp_path / "out_damaged" / "results.md").read_text(encoding="utf-8")

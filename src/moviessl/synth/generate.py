@@ -537,9 +537,9 @@ def describe(root: str | os.PathLike) -> str:
     try:
         meta = json.loads((Path(root) / "synth_meta.json").read_text())
         preset, seed, config = meta["preset"], meta["seed"], dict(meta["config"])
+        base = PRESETS.get(preset)  # inside: a damaged file's preset may be unhashable (a list)
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
         return str(root)
-    base = PRESETS.get(preset)
     ref = json.loads(json.dumps(asdict(base))) if base else {}  # tuples -> lists, as the metadata holds them
     beyond = [f"{k}={v}" for k, v in config.items() if k in ref and ref[k] != v]
     return f"{root} (SynthMovies preset `{preset}`, seed {seed}" + (
