@@ -256,8 +256,8 @@ class _Progress:
 
     The time left is a simulation of the rest of the graph as :func:`run_jobs` schedules it (list
     order, dependencies, the cores each job takes), each job lasting its ``cost`` times a speed
-    factor measured on the finished jobs of its kind (or of all kinds, before one of its kind has
-    finished), and each running job what its estimate has left of it. Dividing the total cost by the
+    factor measured on the finished jobs of its kind (before one of its kind has finished, of its
+    stage, else of all kinds), and each running job what its estimate has left of it. Dividing the total cost by the
     cores instead is wrong at both ends of a run: early, one long job on one core is the critical
     path; late, a job that has run for minutes is counted again in full."""
 
@@ -300,8 +300,15 @@ class _Progress:
         e, a = self.by_kind.get(kind(job.name), (0.0, 0.0))
         if e > 0:
             return job.cost * a / e
-        e, a = (sum(v) for v in zip(*self.by_kind.values())) if self.by_kind else (0.0, 0.0)
-        return job.cost * (a / e if e > 0 else 1.0)
+        # a kind not timed yet takes its stage's speed (the first word: 'finetune mask_ablation' runs the
+        # fine-tuning loop 'finetune srl' timed), else all kinds': those are mostly backbone pretraining,
+        # whose costs are off by another factor than a fine-tuning head's
+        stage = job.name.split()[:1]
+        for pool in ([v for k, v in self.by_kind.items() if k.split()[:1] == stage], list(self.by_kind.values())):
+            e, a = (sum(v) for v in zip(*pool)) if pool else (0.0, 0.0)
+            if e > 0:
+                return job.cost * a / e
+        return job.cost
 
     def remaining(self, job: Job, ran: float, report: dict | None = None, now: float | None = None) -> float:
         """Seconds a running job still needs: from its cost (what its estimate has not used up; past its

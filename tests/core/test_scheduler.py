@@ -201,6 +201,9 @@ def test_time_left_calibrates_each_kind_of_job_on_its_own_finished_jobs(tmp_path
     p = _Progress(jobs, workers=1, timings=timings)
     assert p.seconds(jobs[1]) == 30.0 and p.seconds(jobs[3]) == 10.0  # each kind at its own speed
     assert p.seconds(Job("context a r0", "x:y", {}, cost=10.0)) == 20.0  # a new kind: all kinds' speed
+    # a new kind of a timed stage: that stage's speed (a mask-ablation row runs the SRL fine-tuning
+    # loop; all kinds' speed, mostly backbones', put the furnished full demo's time left 25% high)
+    assert p.seconds(Job("extract b r0", "x:y", {}, cost=10.0)) == 10.0
     assert p.left(jobs[1:2] + jobs[3:]) == 40.0  # one worker: one after the other
 
 
